@@ -1,0 +1,46 @@
+#include "gyre/core/allocator.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "gyre/core/error.h"
+
+namespace gyre {
+
+const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+namespace {
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) GYRE_THROW(internal, "out of host memory allocating {} bytes", bytes);
+    size_t now = in_use_.fetch_add(bytes) + bytes;
+    size_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    return p;
+  }
+  void deallocate(void* p, size_t bytes) override {
+    std::free(p);
+    in_use_.fetch_sub(bytes);
+  }
+  Device device() const override { return Device::cpu; }
+  size_t bytes_in_use() const override { return in_use_.load(); }
+  size_t peak_bytes() const override { return peak_.load(); }
+  void reset_peak() override { peak_.store(in_use_.load()); }
+
+ private:
+  std::atomic<size_t> in_use_{0}, peak_{0};
+};
+}  // namespace
+
+Allocator& cpu_allocator() {
+  static CpuAllocator* a = new CpuAllocator();  // never destroyed: tensors may outlive static teardown
+  return *a;
+}
+
+}  // namespace gyre

@@ -1,0 +1,73 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+namespace gyre::test {
+namespace fs = std::filesystem;
+
+std::string source_path(const std::string& rel) { return std::string(GYRE_SOURCE_DIR) + "/" + rel; }
+std::string gyre_bin() { return GYRE_BIN; }
+
+namespace {
+std::mutex g_mu;
+std::vector<std::string>* g_dirs = nullptr;
+void cleanup() {
+  if (!g_dirs) return;
+  for (auto& d : *g_dirs) {
+    std::error_code ec;
+    fs::remove_all(d, ec);
+  }
+}
+}  // namespace
+
+std::string temp_dir(const std::string& tag) {
+  std::string tmpl = (fs::temp_directory_path() / ("gyre_test_" + tag + "_XXXXXX")).string();
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (!g_dirs) {
+    g_dirs = new std::vector<std::string>();
+    std::atexit(cleanup);
+  }
+  g_dirs->push_back(buf.data());
+  return buf.data();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot open " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& content) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot write " + path);
+  f << content;
+}
+
+CommandResult run_command(const std::string& cmdline) {
+  std::string dir = temp_dir("cmd");
+  std::string out = dir + "/out", err = dir + "/err";
+  std::string full = "(" + cmdline + ") >" + out + " 2>" + err;
+  int status = std::system(full.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+}  // namespace gyre::test
