@@ -12,7 +12,7 @@ bash scripts/build.sh
 LABELS=${1:-'unit|golden|e2e|dist'}
 (cd build && ctest -L "$LABELS" -LE gpu --output-on-failure -j2 --timeout 600)
 if [ "${GYRE_SKIP_SANITIZE:-0}" != 1 ]; then
-  GYRE_BUILD_DIR=build-asan GYRE_CUDA=OFF GYRE_NINJA_TARGETS=gyre_unit_tests \
+  GYRE_BUILD_DIR=build-asan GYRE_CUDA=OFF GYRE_NINJA_TARGETS= \
     bash scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGYRE_SANITIZE=address,undefined -DGYRE_BENCH=OFF
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -R 'Parse|parse' -L unit --output-on-failure -j2 --timeout 600)
 fi

@@ -4,7 +4,8 @@
 
 namespace gyre::test {
 
-// Absolute path of a file under the source tree, e.g. source_path("tests/fixtures/models/qwen3_tiny").
+// Absolute path of a file under the source tree, e.g.
+// source_path("tests/fixtures/models/qwen3_tiny").
 std::string source_path(const std::string& rel);
 // Absolute path of the built `gyre` executable.
 std::string gyre_bin();

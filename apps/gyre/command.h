@@ -18,7 +18,9 @@ struct Command {
 std::map<std::string, Command>& commands();
 
 struct Registrar {
-  Registrar(const char* name, const char* help, CommandFn fn) { commands()[name] = {help, std::move(fn)}; }
+  Registrar(const char* name, const char* help, CommandFn fn) {
+    commands()[name] = {help, std::move(fn)};
+  }
 };
 
 }  // namespace gyre::cli

@@ -14,8 +14,11 @@ std::map<std::string, Command>& commands() {
 }  // namespace gyre::cli
 
 static void usage() {
-  std::fprintf(stderr, "usage: gyre <command> [flags]   (gyre <command> --help for its flags)\n\ncommands:\n");
-  for (auto& [name, c] : gyre::cli::commands()) std::fprintf(stderr, "  %-14s %s\n", name.c_str(), c.help.c_str());
+  std::fprintf(
+      stderr,
+      "usage: gyre <command> [flags]   (gyre <command> --help for its flags)\n\ncommands:\n");
+  for (auto& [name, c] : gyre::cli::commands())
+    std::fprintf(stderr, "  %-14s %s\n", name.c_str(), c.help.c_str());
 }
 
 int main(int argc, char** argv) {

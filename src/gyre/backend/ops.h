@@ -1,13 +1,15 @@
 // gyre::ops — the operations models are written in, forward and backward. Models call these and
-// nothing below them; each op checks shapes/dtypes (GYRE_CHECK) and dispatches on the tensors' device
-// to the backend kernels (backend/cpu/*, backend/cuda/*), which are plain functions over raw pointers.
+// nothing below them; each op checks shapes/dtypes (GYRE_CHECK) and dispatches on the tensors'
+// device to the backend kernels (backend/cpu/*, backend/cuda/*), which are plain functions over raw
+// pointers.
 //
 // Conventions (all ops):
 // - Activations and parameters are f32 on the CPU backend (the reference; f32 accumulate).
 // - Token-major layouts: a packed batch of T tokens is [T, ...]; sequences are delimited by
 //   cu_seqlens (i32 [B+1], cu_seqlens[0] = 0, cu_seqlens[B] = T); no padding anywhere.
 // - Outputs are written (overwritten) unless a parameter says it accumulates; parameter gradients
-//   ALWAYS accumulate (+=) so micro-batches add up without extra copies. Callers zero them per step.
+//   ALWAYS accumulate (+=) so micro-batches add up without extra copies. Callers zero them per
+//   step.
 // - Index tensors are i32.
 #pragma once
 #include <cstdint>
@@ -16,11 +18,13 @@
 
 namespace gyre::ops {
 
-// ---- dense algebra -------------------------------------------------------------------------------
-// Raw row-major GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when the flag is set.
-// A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b). f32 accumulate.
+// ---- dense algebra
+// ------------------------------------------------------------------------------- Raw row-major
+// GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when the flag is set. A is [M,K]
+// (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b). f32 accumulate.
 void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc);
 
 // y[M,N] = x[M,K] · w[N,K]^T + b[N]   (torch.nn.Linear layout; b may be undefined)
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
@@ -29,50 +33,62 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                      Tensor& db, bool accumulate_dx = false);
 
-// ---- elementwise ---------------------------------------------------------------------------------
+// ---- elementwise
+// ---------------------------------------------------------------------------------
 void add(const Tensor& a, const Tensor& b, Tensor& out);  // out = a + b (out may alias a or b)
 void add_(Tensor& a, const Tensor& b);                    // a += b
 void scale_(Tensor& a, float s);                          // a *= s
 void copy(const Tensor& src, Tensor& dst);                // same shape, same device
 double sum_squares(const Tensor& a);                      // Σ a² in f64 (gradient norms)
 
-// ---- embedding -----------------------------------------------------------------------------------
-// out[T,H] = table[ids[t]]; an id outside [0, V) throws Error(invalid_argument) naming id and position.
+// ---- embedding
+// ----------------------------------------------------------------------------------- out[T,H] =
+// table[ids[t]]; an id outside [0, V) throws Error(invalid_argument) naming id and position.
 void embedding(const Tensor& ids, const Tensor& table, Tensor& out);
-void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);  // dtable += scatter
+void embedding_backward(const Tensor& ids, const Tensor& dout,
+                        Tensor& dtable);  // dtable += scatter
 
-// ---- RMSNorm (HF LlamaRMSNorm: y = x * rsqrt(mean(x²) + eps) * w, in f32) -------------------------
-// x,y: [R, H] (any leading shape flattened to rows; H = w.numel()); rstd: [R] saved for backward.
+// ---- RMSNorm (HF LlamaRMSNorm: y = x * rsqrt(mean(x²) + eps) * w, in f32)
+// ------------------------- x,y: [R, H] (any leading shape flattened to rows; H = w.numel()); rstd:
+// [R] saved for backward.
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
 // dx = ∂L/∂x (overwrite); dw += ∂L/∂w.
 void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                        Tensor& dx, Tensor& dw);
 
-// ---- rotary position embedding (HF rotate_half convention) ----------------------------------------
-// x: [T, H, D] rotated in place; positions: i32 [T]; cos, sin: [P, D/2] tables (already including
-// any attention scaling such as YaRN's mscale). For pair i in [0, D/2):
+// ---- rotary position embedding (HF rotate_half convention)
+// ---------------------------------------- x: [T, H, D] rotated in place; positions: i32 [T]; cos,
+// sin: [P, D/2] tables (already including any attention scaling such as YaRN's mscale). For pair i
+// in [0, D/2):
 //   x'[i]       = x[i] cos - x[i + D/2] sin
 //   x'[i + D/2] = x[i + D/2] cos + x[i] sin
-// inverse = true applies the transposed rotation (sin -> -sin): that is the backward of the forward.
-void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin, bool inverse = false);
+// inverse = true applies the transposed rotation (sin -> -sin): that is the backward of the
+// forward.
+void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin,
+           bool inverse = false);
 
-// ---- SwiGLU --------------------------------------------------------------------------------------
-// out = silu(gate) * up, all [T, I].
+// ---- SwiGLU
+// -------------------------------------------------------------------------------------- out =
+// silu(gate) * up, all [T, I].
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
-void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
+void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                       Tensor& dup);
 
-// ---- causal GQA attention over packed variable-length sequences ------------------------------------
-// q: [T, Hq, D], k, v: [T, Hkv, D] with Hq % Hkv == 0 (query head h uses kv head h / (Hq/Hkv));
-// cu_seqlens: i32 [B+1]; token i of a sequence attends to tokens 0..i of the same sequence.
-// out: [T, Hq, D]; lse: [T, Hq] log-sum-exp of the scaled scores (saved for backward).
+// ---- causal GQA attention over packed variable-length sequences
+// ------------------------------------ q: [T, Hq, D], k, v: [T, Hkv, D] with Hq % Hkv == 0 (query
+// head h uses kv head h / (Hq/Hkv)); cu_seqlens: i32 [B+1]; token i of a sequence attends to tokens
+// 0..i of the same sequence. out: [T, Hq, D]; lse: [T, Hq] log-sum-exp of the scaled scores (saved
+// for backward).
 void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
                       float scale, Tensor& out, Tensor& lse);
 // dq, dk, dv overwritten.
-void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
-                               const Tensor& out, const Tensor& lse, const Tensor& cu_seqlens,
-                               float scale, Tensor& dq, Tensor& dk, Tensor& dv);
+void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& cu_seqlens, float scale, Tensor& dq, Tensor& dk,
+                               Tensor& dv);
 
-// ---- softmax family ------------------------------------------------------------------------------
+// ---- softmax family
+// ------------------------------------------------------------------------------
 void softmax_rows(const Tensor& x, Tensor& out);      // [R, C], numerically stable, f32
 void log_softmax_rows(const Tensor& x, Tensor& out);  // [R, C]
 
@@ -87,11 +103,12 @@ void token_logprobs(const Tensor& logits, const Tensor& targets, float temperatu
 void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float temperature,
                              const Tensor& dlogp, const Tensor& dentropy, Tensor& dlogits);
 
-// ---- mixture of experts (Qwen3-MoE / Mixtral style router) -----------------------------------------
-// probs = softmax(router_logits [T, E]) in f32; indices i32 [T, k] = top-k experts (ties -> lower
-// index first, as torch.topk); weights [T, k] = their probs, divided by their sum when norm_topk.
-void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& probs, Tensor& indices,
-               Tensor& weights);
+// ---- mixture of experts (Qwen3-MoE / Mixtral style router)
+// ----------------------------------------- probs = softmax(router_logits [T, E]) in f32; indices
+// i32 [T, k] = top-k experts (ties -> lower index first, as torch.topk); weights [T, k] = their
+// probs, divided by their sum when norm_topk.
+void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& probs,
+               Tensor& indices, Tensor& weights);
 // dweights [T, k] -> drouter_logits [T, E] (overwrite), through the renormalisation and softmax.
 void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tensor& indices,
                         bool norm_topk, Tensor& drouter_logits);
@@ -102,7 +119,8 @@ void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale,
 // out[i] = <a[i], b[i]>, a, b: [n, H], out [n].
 void row_dot(const Tensor& a, const Tensor& b, Tensor& out);
 
-// ---- optimizer -----------------------------------------------------------------------------------
+// ---- optimizer
+// -----------------------------------------------------------------------------------
 struct AdamWParams {
   float lr = 1e-6f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   int64_t step = 1;  // 1-based step count used for bias correction

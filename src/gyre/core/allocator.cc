@@ -39,7 +39,8 @@ class CpuAllocator final : public Allocator {
 }  // namespace
 
 Allocator& cpu_allocator() {
-  static CpuAllocator* a = new CpuAllocator();  // never destroyed: tensors may outlive static teardown
+  static CpuAllocator* a =
+      new CpuAllocator();  // never destroyed: tensors may outlive static teardown
   return *a;
 }
 

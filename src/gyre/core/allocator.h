@@ -1,6 +1,6 @@
-// Allocator interface: every tensor's bytes come from one. The CPU allocator hands out 64-byte aligned
-// blocks; the CUDA backend provides a device allocator behind the same interface, shared by trainer
-// and rollout engine so colocated mode can release one's memory for the other.
+// Allocator interface: every tensor's bytes come from one. The CPU allocator hands out 64-byte
+// aligned blocks; the CUDA backend provides a device allocator behind the same interface, shared by
+// trainer and rollout engine so colocated mode can release one's memory for the other.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -50,8 +50,9 @@ bool dtype_from_safetensors(const std::string& s, DType* out) {
   static const struct {
     const char* n;
     DType t;
-  } table[] = {{"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16}, {"F64", DType::f64},
-               {"I32", DType::i32}, {"I64", DType::i64}, {"U8", DType::u8},     {"BOOL", DType::bool_}};
+  } table[] = {{"F32", DType::f32}, {"F16", DType::f16},   {"BF16", DType::bf16},
+               {"F64", DType::f64}, {"I32", DType::i32},   {"I64", DType::i64},
+               {"U8", DType::u8},   {"BOOL", DType::bool_}};
   for (auto& e : table)
     if (s == e.n) {
       *out = e.t;

@@ -1,4 +1,5 @@
-// Element types and the f32 <-> bf16/f16 conversions (round to nearest, ties to even; NaN stays NaN).
+// Element types and the f32 <-> bf16/f16 conversions (round to nearest, ties to even; NaN stays
+// NaN).
 #pragma once
 #include <cstdint>
 #include <cstring>

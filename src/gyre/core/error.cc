@@ -15,8 +15,8 @@ const char* error_kind_name(ErrorKind kind) {
 
 namespace detail {
 void check_failed(const char* file, int line, const char* cond, const std::string& msg) {
-  throw Error(ErrorKind::internal,
-              fmt::format("{}:{}: check `{}` failed{}{}", file, line, cond, msg.empty() ? "" : ": ", msg));
+  throw Error(ErrorKind::internal, fmt::format("{}:{}: check `{}` failed{}{}", file, line, cond,
+                                               msg.empty() ? "" : ": ", msg));
 }
 }  // namespace detail
 

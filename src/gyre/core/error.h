@@ -1,6 +1,6 @@
-// gyre::Error: the one exception type for bad input and configuration. Thrown by library code, caught
-// at the CLI (message + exit 2) and per HTTP request (JSON error + status). Hot loops do not throw.
-// Messages say what, where (file / tensor / line) and how to fix.
+// gyre::Error: the one exception type for bad input and configuration. Thrown by library code,
+// caught at the CLI (message + exit 2) and per HTTP request (JSON error + status). Hot loops do not
+// throw. Messages say what, where (file / tensor / line) and how to fix.
 #pragma once
 #include <fmt/format.h>
 
@@ -28,15 +28,16 @@ template <typename... Args>
 }
 
 namespace detail {
-[[noreturn]] void check_failed(const char* file, int line, const char* cond, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* cond,
+                               const std::string& msg);
 }  // namespace detail
 
 }  // namespace gyre
 
 // Invariant check: on failure throws Error(internal) "file:line: check `cond` failed: message".
-#define GYRE_CHECK(cond, ...)                                                             \
-  do {                                                                                    \
-    if (!(cond)) [[unlikely]]                                                             \
+#define GYRE_CHECK(cond, ...)                                                              \
+  do {                                                                                     \
+    if (!(cond)) [[unlikely]]                                                              \
       ::gyre::detail::check_failed(__FILE__, __LINE__, #cond, ::fmt::format(__VA_ARGS__)); \
   } while (0)
 

@@ -1,7 +1,7 @@
 // Philox4x32-10 counter-based RNG (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
-// SC'11). A draw is a pure function of (key = seed, counter), so the CPU and CUDA backends produce the
-// same numbers for the same (seed, stream, offset) whatever the batch or thread layout: this is what
-// makes per-request seeded sampling independent of what else is being decoded.
+// SC'11). A draw is a pure function of (key = seed, counter), so the CPU and CUDA backends produce
+// the same numbers for the same (seed, stream, offset) whatever the batch or thread layout: this is
+// what makes per-request seeded sampling independent of what else is being decoded.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -19,7 +19,8 @@ struct Philox4x32 {
   static constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
 
   // Ten rounds over the 128-bit counter with the 64-bit key.
-  GYRE_HD static void generate(const uint32_t ctr_in[4], const uint32_t key_in[2], uint32_t out[4]) {
+  GYRE_HD static void generate(const uint32_t ctr_in[4], const uint32_t key_in[2],
+                               uint32_t out[4]) {
     uint32_t c0 = ctr_in[0], c1 = ctr_in[1], c2 = ctr_in[2], c3 = ctr_in[3];
     uint32_t k0 = key_in[0], k1 = key_in[1];
     for (int r = 0; r < 10; ++r) {
@@ -33,14 +34,17 @@ struct Philox4x32 {
     out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
   }
 
-  // Four uint32 for (seed, stream, offset): key = seed; counter = (offset lo, offset hi, stream lo, hi).
+  // Four uint32 for (seed, stream, offset): key = seed; counter = (offset lo, offset hi, stream lo,
+  // hi).
   GYRE_HD static void draw(uint64_t seed, uint64_t stream, uint64_t offset, uint32_t out[4]) {
     uint32_t key[2] = {uint32_t(seed), uint32_t(seed >> 32)};
-    uint32_t ctr[4] = {uint32_t(offset), uint32_t(offset >> 32), uint32_t(stream), uint32_t(stream >> 32)};
+    uint32_t ctr[4] = {uint32_t(offset), uint32_t(offset >> 32), uint32_t(stream),
+                       uint32_t(stream >> 32)};
     generate(ctr, key, out);
   }
 
-  // Uniform float in [0, 1) from the top 24 bits (exactly representable, identical on every device).
+  // Uniform float in [0, 1) from the top 24 bits (exactly representable, identical on every
+  // device).
   GYRE_HD static float uniform(uint32_t bits) { return float(bits >> 8) * (1.0f / 16777216.0f); }
 };
 

@@ -37,7 +37,8 @@ Allocator& allocator_for(Device d) {
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (auto d : shape) GYRE_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape));
   Tensor t;
-  t.storage_ = std::make_shared<Storage>(allocator_for(device), size_t(shape_numel(shape)) * dtype_size(dtype));
+  t.storage_ = std::make_shared<Storage>(allocator_for(device),
+                                         size_t(shape_numel(shape)) * dtype_size(dtype));
   t.dtype_ = dtype;
   t.shape_ = shape;
   return t;
@@ -58,20 +59,28 @@ Tensor Tensor::full(const Shape& shape, float value) {
 
 template <typename T>
 static Tensor from_vec(const std::vector<T>& v, const Shape& shape, DType dt) {
-  GYRE_CHECK(int64_t(v.size()) == shape_numel(shape), "{} values for shape {}", v.size(), shape_str(shape));
+  GYRE_CHECK(int64_t(v.size()) == shape_numel(shape), "{} values for shape {}", v.size(),
+             shape_str(shape));
   Tensor t = Tensor::empty(shape, dt);
   if (!v.empty()) std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
   return t;
 }
-Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& s) { return from_vec(v, s, DType::f32); }
-Tensor Tensor::from_vector(const std::vector<int32_t>& v, const Shape& s) { return from_vec(v, s, DType::i32); }
-Tensor Tensor::from_vector(const std::vector<int64_t>& v, const Shape& s) { return from_vec(v, s, DType::i64); }
+Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& s) {
+  return from_vec(v, s, DType::f32);
+}
+Tensor Tensor::from_vector(const std::vector<int32_t>& v, const Shape& s) {
+  return from_vec(v, s, DType::i32);
+}
+Tensor Tensor::from_vector(const std::vector<int64_t>& v, const Shape& s) {
+  return from_vec(v, s, DType::i64);
+}
 
 Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device,
                       std::shared_ptr<void> keepalive) {
   Tensor t;
   size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
-  t.storage_ = std::make_shared<Storage>(data, bytes, device, [k = std::move(keepalive)]() mutable { k.reset(); });
+  t.storage_ = std::make_shared<Storage>(data, bytes, device,
+                                         [k = std::move(keepalive)]() mutable { k.reset(); });
   t.dtype_ = dtype;
   t.shape_ = shape;
   return t;
@@ -131,7 +140,8 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::clone() const {
-  GYRE_CHECK(device() == Device::cpu, "clone of a {} tensor goes through the backend", device_name(device()));
+  GYRE_CHECK(device() == Device::cpu, "clone of a {} tensor goes through the backend",
+             device_name(device()));
   Tensor t = empty(shape_, dtype_);
   if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
   return t;
@@ -145,7 +155,8 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  GYRE_CHECK(src.shape_ == shape_, "copy_from shape {} into {}", shape_str(src.shape_), shape_str(shape_));
+  GYRE_CHECK(src.shape_ == shape_, "copy_from shape {} into {}", shape_str(src.shape_),
+             shape_str(shape_));
   GYRE_CHECK(device() == Device::cpu && src.device() == Device::cpu, "host copy only");
   if (src.dtype_ == dtype_) {
     if (nbytes()) std::memmove(raw(), src.raw(), nbytes());

@@ -1,9 +1,10 @@
 // Tensor: a typed, shaped, contiguous view into shared Storage.
 //
-// Invariants: data is always row-major contiguous (views are made by narrowing the leading dimension
-// or by reshaping, both of which keep contiguity); `offset_` is in bytes from the storage start;
-// copying a Tensor shares storage (like a shared_ptr) — use clone() for a deep copy. Storage may be
-// owned (allocator) or borrowed (e.g. an mmap'ed safetensors file kept alive by its keepalive).
+// Invariants: data is always row-major contiguous (views are made by narrowing the leading
+// dimension or by reshaping, both of which keep contiguity); `offset_` is in bytes from the storage
+// start; copying a Tensor shares storage (like a shared_ptr) — use clone() for a deep copy. Storage
+// may be owned (allocator) or borrowed (e.g. an mmap'ed safetensors file kept alive by its
+// keepalive).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -84,7 +85,7 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;            // same numel; one -1 allowed
   // Deep copies.
   Tensor clone() const;
-  Tensor to(DType dtype) const;  // float dtypes only; returns *this if already that dtype
+  Tensor to(DType dtype) const;       // float dtypes only; returns *this if already that dtype
   void copy_from(const Tensor& src);  // same shape; converts dtype
   void fill(float value);             // float dtypes
   void zero();

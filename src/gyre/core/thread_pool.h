@@ -1,6 +1,6 @@
 // A fixed pool of worker threads with a blocking parallel_for. The global pool's size is
-// GYRE_NUM_THREADS or the hardware concurrency. parallel_for is reentrant-safe: called from inside a
-// worker it runs inline (no nested parallelism, no deadlock).
+// GYRE_NUM_THREADS or the hardware concurrency. parallel_for is reentrant-safe: called from inside
+// a worker it runs inline (no nested parallelism, no deadlock).
 #pragma once
 #include <condition_variable>
 #include <cstdint>
