@@ -1,0 +1,108 @@
+#include "gyre/train/optimizer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gyre/model/safetensors.h"
+
+namespace gyre::train {
+
+double LrSchedule::lr_at(int64_t it, double max_lr, double min_lr) const {
+  // Megatron: during warmup lr = max_lr * it / warmup (it counted from 1 at the first step).
+  if (warmup_iters > 0 && it <= warmup_iters) return max_lr * double(it) / double(warmup_iters);
+  if (decay_style == "constant" || decay_iters <= warmup_iters) return max_lr;
+  if (it >= decay_iters) return min_lr;
+  double ratio = double(it - warmup_iters) / double(decay_iters - warmup_iters);
+  double coeff;
+  if (decay_style == "linear") {
+    coeff = 1.0 - ratio;
+  } else if (decay_style == "cosine") {
+    coeff = 0.5 * (std::cos(M_PI * ratio) + 1.0);
+  } else {
+    GYRE_THROW(invalid_argument, "--lr-decay-style '{}' is not one of constant, linear, cosine",
+               decay_style);
+  }
+  return min_lr + coeff * (max_lr - min_lr);
+}
+
+double AdamW::grad_norm(const NamedTensors& grads) {
+  double sq = 0;
+  for (auto& [name, g] : grads) sq += ops::sum_squares(g);
+  return std::sqrt(sq);
+}
+
+std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads) {
+  GYRE_CHECK(params.size() == grads.size(), "{} params vs {} grads", params.size(), grads.size());
+  double norm = grad_norm(grads);
+  if (!std::isfinite(norm)) {
+    for (auto& [name, g] : grads)
+      if (!std::isfinite(ops::sum_squares(g)))
+        GYRE_THROW(invalid_argument,
+                   "non-finite gradient in '{}' (grad norm {}); optimizer step skipped — lower --lr "
+                   "or check the rewards/advantages for NaN",
+                   name, norm);
+  }
+  if (cfg_.clip_grad > 0) {
+    double coeff = cfg_.clip_grad / (norm + 1e-6);
+    if (coeff < 1.0)
+      for (auto& [name, g] : grads) ops::scale_(g, float(coeff));
+  }
+  ++iteration_;
+  double lr = schedule_.lr_at(iteration_, cfg_.lr, cfg_.min_lr);
+  ops::AdamWParams p;
+  p.lr = float(lr);
+  p.beta1 = float(cfg_.beta1);
+  p.beta2 = float(cfg_.beta2);
+  p.eps = float(cfg_.eps);
+  p.weight_decay = float(cfg_.weight_decay);
+  p.step = iteration_;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto& [name, w] = params[i];
+    GYRE_CHECK(grads[i].first == name, "param/grad order mismatch at {}: {} vs {}", i, name,
+               grads[i].first);
+    auto it = m_.find(name);
+    if (it == m_.end()) {
+      m_[name] = Tensor::zeros(w.shape());
+      v_[name] = Tensor::zeros(w.shape());
+    }
+    ops::adamw_step(w, grads[i].second, m_[name], v_[name], p);
+  }
+  return {norm, lr};
+}
+
+void AdamW::save(const std::string& dir) const {
+  std::filesystem::create_directories(dir);
+  std::map<std::string, Tensor> all;
+  for (auto& [k, t] : m_) all["m." + k] = t;
+  for (auto& [k, t] : v_) all["v." + k] = t;
+  model::write_safetensors(dir + "/optimizer.safetensors", all);
+  nlohmann::json j = {{"iteration", iteration_}};
+  std::ofstream(dir + "/optimizer.json") << j.dump(2) << "\n";
+}
+
+void AdamW::load(const std::string& dir) {
+  std::string meta = dir + "/optimizer.json";
+  std::ifstream f(meta);
+  if (!f) GYRE_THROW(not_found, "optimizer state {} not found (is --load a gyre checkpoint?)", meta);
+  nlohmann::json j;
+  try {
+    f >> j;
+    iteration_ = j.at("iteration").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    GYRE_THROW(invalid_argument, "{}: {}", meta, e.what());
+  }
+  auto reader = model::SafetensorsReader::open(dir + "/optimizer.safetensors");
+  m_.clear();
+  v_.clear();
+  for (auto& name : reader.names()) {
+    Tensor t = reader.get(name).to(DType::f32).clone();
+    if (name.rfind("m.", 0) == 0)
+      m_[name.substr(2)] = t;
+    else if (name.rfind("v.", 0) == 0)
+      v_[name.substr(2)] = t;
+  }
+}
+
+}  // namespace gyre::train

@@ -1,0 +1,61 @@
+// AdamW over named f32 parameters (the model's master weights on the CPU backend), with Megatron's
+// global-norm gradient clipping and learning-rate schedule. State (m, v, step) is checkpointable.
+//
+// Invariants: params[i] and grads[i] have the same name and shape for every i; m/v are created lazily
+// at the first step (zeros) and keyed by name, so a checkpoint loads into a model with the same names.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gyre/backend/ops.h"
+#include "gyre/core/tensor.h"
+
+namespace gyre::train {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+struct AdamWConfig {
+  double lr = 1e-6, min_lr = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Megatron defaults (--adam-beta1/2, --adam-eps)
+  double weight_decay = 0.0;
+  double clip_grad = 1.0;  // <= 0: no clipping
+};
+
+// Megatron's OptimizerParamScheduler, the parts slime uses: linear warmup from 0 to lr over
+// warmup_iters, then constant / linear / cosine decay from lr to min_lr until decay_iters.
+struct LrSchedule {
+  std::string decay_style = "constant";  // constant | linear | cosine
+  int64_t warmup_iters = 0;
+  int64_t decay_iters = 0;  // 0: the whole run (set by the trainer from num_rollout x steps)
+  double lr_at(int64_t iteration, double max_lr, double min_lr) const;
+};
+
+class AdamW {
+ public:
+  AdamW(AdamWConfig cfg, LrSchedule schedule) : cfg_(cfg), schedule_(schedule) {}
+
+  // Global L2 norm of the gradients (f64 accumulate).
+  static double grad_norm(const NamedTensors& grads);
+  // Clips (Megatron: coeff = clip / (norm + 1e-6), applied when < 1), then one AdamW step with the
+  // scheduled lr. Returns {grad_norm before clipping, lr used}. Non-finite grad norm: the step is
+  // skipped and an Error thrown naming the first non-finite gradient tensor.
+  std::pair<double, double> step(NamedTensors& params, NamedTensors& grads);
+
+  int64_t iteration() const { return iteration_; }
+  const AdamWConfig& config() const { return cfg_; }
+
+  // Checkpoint: <dir>/optimizer.safetensors (m.<name>, v.<name>) + <dir>/optimizer.json (iteration).
+  void save(const std::string& dir) const;
+  void load(const std::string& dir);
+
+ private:
+  AdamWConfig cfg_;
+  LrSchedule schedule_;
+  int64_t iteration_ = 0;
+  std::map<std::string, Tensor> m_, v_;
+};
+
+}  // namespace gyre::train
