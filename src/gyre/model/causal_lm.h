@@ -1,0 +1,133 @@
+// CausalLM: the decoder-only language models (Llama, Qwen2, Qwen3, Qwen3-MoE) as one definition,
+// forward AND hand-written backward over gyre::ops, numerically matching Hugging Face transformers'
+// modeling code (LlamaForCausalLM & co.). One instance is shared by the trainer (forward with saved
+// activations + backward) and the rollout engine (forward through an AttentionContext over its KV
+// cache), so both see the same weights and the same kernels.
+//
+// Invariants:
+// - Parameters are f32 CPU tensors named exactly as in the HF checkpoint ("model.layers.3.mlp.
+//   gate_proj.weight", MoE experts per expert); a tied lm_head is the embedding tensor, listed
+//   once.
+// - parameters() has a fixed order; Gradients holds one tensor per parameter in that same order
+// with
+//   the same names and shapes. backward() ACCUMULATES into Gradients (micro-batches add up);
+//   callers zero them per optimizer step.
+// - A Batch is packed: T tokens of B sequences, no padding; cu_seqlens delimits sequences.
+// - forward() never mutates parameters; concurrent forwards on one instance are allowed (each
+//   caller brings its own ForwardState). load_weights() must not run concurrently with forwards.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gyre/core/tensor.h"
+#include "gyre/model/attention_context.h"
+#include "gyre/model/config.h"
+
+namespace gyre::model {
+
+// A packed batch: T tokens of B sequences, no padding.
+struct Batch {
+  Tensor ids;         // i32 [T]
+  Tensor positions;   // i32 [T] position within its sequence (KV-cached decode: absolute position)
+  Tensor cu_seqlens;  // i32 [B+1], cu_seqlens[0] = 0, cu_seqlens[B] = T
+  // Packs sequences with positions 0..len-1. An empty list or an empty sequence is an Error naming
+  // the sequence index.
+  static Batch pack(const std::vector<std::vector<int32_t>>& seqs);
+  int64_t num_tokens() const { return ids.defined() ? ids.numel() : 0; }
+  int64_t num_seqs() const { return cu_seqlens.defined() ? cu_seqlens.numel() - 1 : 0; }
+};
+
+struct ForwardOptions {
+  // null: causal attention within each sequence of the batch (training / scoring). Non-null: the
+  // rollout engine's KV-cache attention (forward only; save_for_backward must be false).
+  AttentionContext* attention = nullptr;
+  // i32 [R]: compute logits only for these token rows (e.g. the last token of each sequence while
+  // decoding); undefined = all T rows.
+  Tensor logits_rows;
+  // Keep what backward() needs in the ForwardState passed to forward().
+  bool save_for_backward = false;
+};
+
+struct NamedTensor {
+  std::string name;  // checkpoint name
+  Tensor tensor;
+};
+
+// Activations saved by forward(save_for_backward = true) for backward(). Opaque; reusable (each
+// forward replaces the previous contents); move-only.
+class ForwardState {
+ public:
+  ForwardState();
+  ~ForwardState();
+  ForwardState(ForwardState&&) noexcept;
+  ForwardState& operator=(ForwardState&&) noexcept;
+  void clear();                // releases the saved activations
+  bool ready() const;          // holds a forward that backward() can consume
+  size_t saved_bytes() const;  // bytes of activations held (memory accounting / benchmarks)
+
+  struct Impl;  // defined in model/forward_state.h (model internals only)
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// dL/dθ, one f32 tensor per parameter, same order, names and shapes as CausalLM::parameters().
+struct Gradients {
+  std::vector<NamedTensor> tensors;
+  Tensor& at(const std::string& name);  // not_found Error naming the tensor
+  const Tensor& at(const std::string& name) const;
+  void zero();
+  double sum_squares() const;  // Σ g² over all tensors, f64 (for gradient-norm clipping)
+};
+
+class CausalLM {
+ public:
+  // Reads <dir>/config.json and the safetensors weights (single file or sharded; any float dtype
+  // is converted to f32). A missing tensor, an unexpected tensor, a wrong shape or a non-float
+  // dtype is an Error naming the tensor and the file.
+  static std::unique_ptr<CausalLM> load(const std::string& dir);
+  // Weights ~ N(0, stddev²) from Philox(seed); RMSNorm weights = 1, biases = 0 (HF _init_weights).
+  static std::unique_ptr<CausalLM> random_init(const ModelConfig& config, uint64_t seed,
+                                               float stddev = 0.02f);
+  ~CausalLM();
+
+  const ModelConfig& config() const { return config_; }
+
+  // Logits [R or T, V] (f32). With save_for_backward, `state` receives the saved activations.
+  // Errors: token id outside [0, vocab) (names sequence and position), malformed batch tensors.
+  Tensor forward(const Batch& batch, const ForwardOptions& options, ForwardState* state = nullptr);
+  // dlogits: [R or T, V] matching the forward's logits. Gradients accumulate into `grads` (from
+  // zeros_like_parameters()). Consumes the state (it is cleared afterwards).
+  void backward(const Tensor& dlogits, ForwardState& state, Gradients& grads);
+
+  std::vector<NamedTensor> parameters();  // {checkpoint name, tensor}; tied embedding once
+  std::vector<NamedTensor> parameters() const;
+  int64_t num_parameters() const;  // total element count
+  Gradients zeros_like_parameters() const;
+
+  // Writes an HF folder: config.json (the loaded one with dtype updated, or one generated from the
+  // config) + model.safetensors (sharded past 5 GiB) in `dtype` (f32, bf16 or f16).
+  void save(const std::string& dir, DType dtype) const;
+  // Reloads weights in place from an HF folder with the same architecture (SGLang's
+  // update_weights_from_disk); tensors keep their storage, so views held elsewhere see new values.
+  void load_weights(const std::string& dir);
+
+  // Activation recomputation: forward keeps only each layer's input; backward re-runs each layer's
+  // forward before its backward. Gradients are identical to the non-recompute path.
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+
+  struct Weights;  // defined in model/weights.h (model internals only)
+
+ private:
+  explicit CausalLM(const ModelConfig& config);
+  ModelConfig config_;
+  std::string config_json_;  // original config.json text when loaded from disk (save() reuses it)
+  std::unique_ptr<Weights> w_;
+  bool recompute_ = false;
+};
+
+}  // namespace gyre::model

@@ -1,0 +1,61 @@
+// Scoring and the policy-gradient loss over CausalLM: what the trainer and `gyre score` / `gyre
+// grad` build on. Definitions follow tests/fixtures/README.md (and slime's log-prob convention):
+//   token_logprobs[j] = log p(ids[j+1] | ids[..j])   (L-1 entries per sequence)
+//   entropy[j]        = -Σ_v p_v log p_v of the next-token distribution at position j (L entries)
+// with p = softmax(logits / temperature).
+//
+// Packed layout used by the training helpers: row t of a packed batch predicts token t+1 of its
+// sequence; the last row of each sequence has no target (target -1, log-prob 0, never in a loss).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "gyre/model/causal_lm.h"
+
+namespace gyre::model {
+
+struct SequenceScores {
+  std::vector<float> token_logprobs;  // [L-1]
+  std::vector<float> entropy;         // [L] (empty when not requested)
+};
+
+// Scores sequences (packed into batches of at most `max_tokens_per_batch` tokens; a longer single
+// sequence is its own batch). temperature > 0. Errors: empty sequence, id out of range.
+std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                                  float temperature = 1.0f, bool with_entropy = true,
+                                  int64_t max_tokens_per_batch = 8192);
+
+// One packed forward kept for backward: per-row log-probs of the next token (and entropy).
+struct ScoredBatch {
+  Batch batch;
+  Tensor targets;  // i32 [T]: ids[t+1] within the sequence, -1 on each sequence's last row
+  Tensor logits;   // f32 [T, V]
+  Tensor logp;     // f32 [T] (0 where target = -1)
+  Tensor entropy;  // f32 [T] or undefined
+  float temperature = 1.0f;
+  ForwardState state;
+};
+ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                               float temperature = 1.0f, bool with_entropy = false);
+// Backpropagates dL/dlogp [T] (and optionally dL/dentropy [T], undefined = 0) into `grads`
+// (accumulating). Consumes the saved state.
+void backward_from_logprobs(CausalLM& model, ScoredBatch& scored, const Tensor& dlogp,
+                            const Tensor& dentropy, Gradients& grads);
+
+// The fixture loss L = −(1/N) Σ_i Σ_{t ≥ P_i} A_i · log p(ids_i[t] | ids_i[<t]),
+// N = Σ_i (len_i − P_i) — the policy-gradient loss at ratio 1. Gradients accumulate into `grads`;
+// returns L. Errors name the sequence: prompt_len < 1 or > len, size mismatches, N = 0.
+double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                                     const std::vector<int32_t>& prompt_lens,
+                                     const std::vector<float>& advantages, Gradients& grads);
+
+struct LossAndGrad {
+  double loss = 0.0;
+  Gradients grads;
+};
+LossAndGrad policy_gradient_loss_and_grad(CausalLM& model,
+                                          const std::vector<std::vector<int32_t>>& seqs,
+                                          const std::vector<int32_t>& prompt_lens,
+                                          const std::vector<float>& advantages);
+
+}  // namespace gyre::model
