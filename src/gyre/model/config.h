@@ -1,7 +1,7 @@
 // ModelConfig: the architecture hyper-parameters read from a Hugging Face config.json, accepting
 // both the transformers v4 spelling (rope_theta, rope_scaling, torch_dtype) and the v5 spelling
-// (rope_parameters, dtype). Parsing lives in config.cc; unknown architectures are rejected there with
-// the list of supported ones.
+// (rope_parameters, dtype). Parsing lives in config.cc; unknown architectures are rejected there
+// with the list of supported ones.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -18,10 +18,10 @@ const char* arch_name(Arch a);  // the HF class name, e.g. "Qwen3ForCausalLM"
 struct RopeConfig {
   std::string type = "default";  // default | linear | llama3 | yarn
   double theta = 10000.0;
-  double factor = 1.0;           // linear, llama3, yarn
+  double factor = 1.0;  // linear, llama3, yarn
   // llama3
   double low_freq_factor = 1.0, high_freq_factor = 4.0;
-  int64_t original_max_position_embeddings = 0;
+  int64_t original_max_position_embeddings = 0;  // 0 = not given (yarn: HF then uses max_position)
   // yarn
   double beta_fast = 32.0, beta_slow = 1.0;
   std::optional<double> mscale, mscale_all_dim, attention_factor;
@@ -45,20 +45,24 @@ struct ModelConfig {
   bool mlp_bias = false;        // llama's mlp_bias (rare)
   bool qk_norm = false;         // qwen3 / qwen3_moe: RMSNorm over head_dim on q and k
   RopeConfig rope;
-  DType dtype = DType::f32;     // checkpoint dtype (dtype / torch_dtype)
+  DType dtype = DType::f32;  // checkpoint dtype (dtype / torch_dtype)
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // eos_token_id may be an int or a list
   // MoE (qwen3_moe)
-  int64_t num_experts = 0;          // num_experts / num_local_experts
+  int64_t num_experts = 0;  // num_experts / num_local_experts
   int64_t num_experts_per_tok = 0;
   int64_t moe_intermediate_size = 0;
   bool norm_topk_prob = false;
   int64_t decoder_sparse_step = 1;
   std::vector<int64_t> mlp_only_layers;
-  // True when layer `i` uses the MoE block (qwen3_moe rule: i not in mlp_only_layers, num_experts > 0,
-  // and (i + 1) % decoder_sparse_step == 0).
+  // True when layer `i` uses the MoE block (qwen3_moe rule: i not in mlp_only_layers, num_experts >
+  // 0, and (i + 1) % decoder_sparse_step == 0).
   bool is_moe_layer(int64_t i) const;
-  int64_t num_parameters() const;  // total parameter count implied by the shapes (tied counted once)
+  // o_proj bias: LlamaAttention / Qwen3Attention give o_proj bias=attention_bias too;
+  // Qwen2Attention has q/k/v bias but never an o_proj bias.
+  bool has_o_proj_bias() const { return attention_bias && arch != Arch::qwen2; }
+  int64_t num_parameters()
+      const;  // total parameter count implied by the shapes (tied counted once)
 };
 
 // Reads <dir>/config.json (and generation_config.json's eos ids when present). Errors name the file
