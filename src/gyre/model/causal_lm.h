@@ -126,6 +126,7 @@ class CausalLM {
   explicit CausalLM(const ModelConfig& config);
   ModelConfig config_;
   std::string config_json_;  // original config.json text when loaded from disk (save() reuses it)
+  std::string generation_config_json_;  // copied through by save() when present
   std::unique_ptr<Weights> w_;
   bool recompute_ = false;
 };

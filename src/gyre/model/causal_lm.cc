@@ -1,0 +1,275 @@
+// CausalLM forward and backward orchestration: embedding → decoder layers (decoder_layer.cc) →
+// final RMSNorm → lm_head (tied: the embedding matrix), and the reverse pass. Also Batch packing,
+// ForwardState and Gradients. Loading/saving lives in checkpoint_io.cc.
+#include "gyre/model/causal_lm.h"
+
+#include <cmath>
+
+#include "gyre/backend/ops.h"
+#include "gyre/model/decoder_layer.h"
+#include "gyre/model/forward_state.h"
+#include "gyre/model/weights.h"
+
+namespace gyre::model {
+
+namespace {
+Tensor empty(const Shape& s) { return Tensor::empty(s, DType::f32); }
+
+void check_i32_vector(const Tensor& t, const char* field) {
+  if (!t.defined())
+    GYRE_THROW(invalid_argument, "Batch.{} is undefined; build batches with Batch::pack", field);
+  if (t.dtype() != DType::i32 || t.dim() != 1)
+    GYRE_THROW(invalid_argument, "Batch.{} must be a 1-D i32 tensor, got {} {}", field,
+               dtype_name(t.dtype()), shape_str(t.shape()));
+}
+
+// Validates a batch against the model; returns the largest position.
+int64_t validate_batch(const Batch& b, const ModelConfig& c) {
+  check_i32_vector(b.ids, "ids");
+  check_i32_vector(b.positions, "positions");
+  check_i32_vector(b.cu_seqlens, "cu_seqlens");
+  const int64_t T = b.ids.numel(), B = b.cu_seqlens.numel() - 1;
+  if (T == 0) GYRE_THROW(invalid_argument, "empty batch: no tokens to run");
+  if (b.positions.numel() != T)
+    GYRE_THROW(invalid_argument, "Batch.positions has {} entries but Batch.ids has {}",
+               b.positions.numel(), T);
+  const int32_t* cu = b.cu_seqlens.i32();
+  if (B < 1 || cu[0] != 0 || cu[B] != T)
+    GYRE_THROW(invalid_argument,
+               "Batch.cu_seqlens must start at 0 and end at the token count {} (got {} entries)", T,
+               B + 1);
+  const int32_t* ids = b.ids.i32();
+  const int32_t* pos = b.positions.i32();
+  int64_t max_pos = 0;
+  for (int64_t s = 0; s < B; ++s) {
+    if (cu[s + 1] <= cu[s])
+      GYRE_THROW(invalid_argument,
+                 "sequence {} of the batch is empty (cu_seqlens[{}] = {}, cu_seqlens[{}] = {}); "
+                 "drop empty sequences",
+                 s, s, cu[s], s + 1, cu[s + 1]);
+    for (int64_t t = cu[s]; t < cu[s + 1]; ++t) {
+      if (ids[t] < 0 || ids[t] >= c.vocab_size)
+        GYRE_THROW(invalid_argument,
+                   "token id {} at position {} of sequence {} is outside the vocabulary [0, {}) "
+                   "of this model",
+                   ids[t], t - cu[s], s, c.vocab_size);
+      if (pos[t] < 0)
+        GYRE_THROW(invalid_argument, "position {} of token {} of sequence {} is negative", pos[t],
+                   t - cu[s], s);
+      max_pos = std::max<int64_t>(max_pos, pos[t]);
+    }
+  }
+  return max_pos;
+}
+}  // namespace
+
+// ---- Batch
+Batch Batch::pack(const std::vector<std::vector<int32_t>>& seqs) {
+  if (seqs.empty()) GYRE_THROW(invalid_argument, "Batch::pack: no sequences given");
+  std::vector<int32_t> ids, pos, cu{0};
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (seqs[i].empty())
+      GYRE_THROW(invalid_argument,
+                 "Batch::pack: sequence {} is empty; every sequence needs at least one token", i);
+    for (size_t j = 0; j < seqs[i].size(); ++j) {
+      ids.push_back(seqs[i][j]);
+      pos.push_back(int32_t(j));
+    }
+    cu.push_back(int32_t(ids.size()));
+  }
+  const int64_t T = int64_t(ids.size());
+  return Batch{Tensor::from_vector(ids, {T}), Tensor::from_vector(pos, {T}),
+               Tensor::from_vector(cu, {int64_t(cu.size())})};
+}
+
+// ---- ForwardState
+ForwardState::ForwardState() : impl_(std::make_unique<Impl>()) {}
+ForwardState::~ForwardState() = default;
+ForwardState::ForwardState(ForwardState&&) noexcept = default;
+ForwardState& ForwardState::operator=(ForwardState&&) noexcept = default;
+void ForwardState::clear() { *impl_ = Impl{}; }
+bool ForwardState::ready() const { return impl_ && impl_->ready; }
+size_t ForwardState::saved_bytes() const { return impl_ ? impl_->bytes() : 0; }
+
+size_t ForwardState::Impl::bytes() const {
+  size_t n = 0;
+  for (const auto& l : layers) n += l.bytes();
+  for (const Tensor* t : {&final_x, &final_rstd, &head_in})
+    if (t->defined() && !(t == &head_in && head_in.storage() == final_x.storage()))
+      n += t->nbytes();
+  return n;
+}
+
+// ---- Gradients
+Tensor& Gradients::at(const std::string& name) {
+  for (auto& t : tensors)
+    if (t.name == name) return t.tensor;
+  GYRE_THROW(not_found, "no gradient named '{}' (it is not a parameter of this model)", name);
+}
+const Tensor& Gradients::at(const std::string& name) const {
+  return const_cast<Gradients*>(this)->at(name);
+}
+void Gradients::zero() {
+  for (auto& t : tensors) t.tensor.zero();
+}
+double Gradients::sum_squares() const {
+  double s = 0.0;
+  for (const auto& t : tensors) s += ops::sum_squares(t.tensor);
+  return s;
+}
+
+// ---- CausalLM
+CausalLM::CausalLM(const ModelConfig& config) : config_(config), w_(std::make_unique<Weights>()) {
+  w_->specs = param_specs(config_, &w_->slots);
+  w_->rope = std::make_unique<RopeCache>(config_);
+}
+CausalLM::~CausalLM() = default;
+
+std::vector<NamedTensor> CausalLM::parameters() { return w_->params; }
+std::vector<NamedTensor> CausalLM::parameters() const { return w_->params; }
+
+int64_t CausalLM::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : w_->params) n += p.tensor.numel();
+  return n;
+}
+
+Gradients CausalLM::zeros_like_parameters() const {
+  Gradients g;
+  g.tensors.reserve(w_->params.size());
+  for (const auto& p : w_->params)
+    g.tensors.push_back({p.name, Tensor::zeros(p.tensor.shape(), DType::f32)});
+  return g;
+}
+
+Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardState* state) {
+  const ModelConfig& c = config_;
+  const int64_t max_pos = validate_batch(batch, c);
+  if (o.save_for_backward && !state)
+    GYRE_THROW(invalid_argument, "forward: save_for_backward needs a ForwardState to save into");
+  if (o.save_for_backward && o.attention)
+    GYRE_THROW(unsupported,
+               "forward: save_for_backward with an AttentionContext (KV-cache attention) is not "
+               "supported; training runs without a context");
+  const int64_t T = batch.num_tokens(), H = c.hidden_size;
+  if (o.logits_rows.defined()) {
+    check_i32_vector(o.logits_rows, "logits_rows");
+    const int32_t* r = o.logits_rows.i32();
+    for (int64_t i = 0; i < o.logits_rows.numel(); ++i)
+      if (r[i] < 0 || r[i] >= T)
+        GYRE_THROW(invalid_argument, "logits_rows[{}] = {} is outside the batch's {} tokens", i,
+                   r[i], T);
+  }
+
+  AttnInputs a;
+  a.positions = batch.positions;
+  a.cu_seqlens = batch.cu_seqlens;
+  w_->rope->get(max_pos + 1, &a.cos, &a.sin);
+  a.context = o.attention;
+  a.scale = float(1.0 / std::sqrt(double(c.head_dim)));  // HF: self.scaling = head_dim ** -0.5
+
+  ForwardState::Impl* st = nullptr;
+  if (state) {
+    state->clear();
+    if (o.save_for_backward) st = &state->impl();
+  }
+  if (st) st->layers.resize(size_t(c.num_hidden_layers));
+
+  const ModelTensors& w = w_->t;
+  Tensor x = empty({T, H});
+  ops::embedding(batch.ids, w.embed, x);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    LayerSaved* save = nullptr;
+    if (st) {
+      if (recompute_)
+        st->layers[size_t(l)].x = x;
+      else
+        save = &st->layers[size_t(l)];
+    }
+    x = layer_forward(c, l, w.layers[size_t(l)], a, x, save);
+  }
+  Tensor xn = empty({T, H}), rstd = empty({T});
+  ops::rms_norm(x, w.final_norm, float(c.rms_norm_eps), xn, rstd);
+  Tensor head_in = xn;
+  if (o.logits_rows.defined()) {
+    head_in = empty({o.logits_rows.numel(), H});
+    ops::gather_rows(xn, o.logits_rows, head_in);
+  }
+  Tensor logits = empty({head_in.size(0), c.vocab_size});
+  ops::linear(head_in, w.lm_head, Tensor(), logits);
+
+  if (st) {
+    st->batch = batch;
+    st->attn = a;
+    st->logits_rows = o.logits_rows;
+    st->final_x = x;
+    st->final_rstd = rstd;
+    st->head_in = head_in;
+    st->recompute = recompute_;
+    st->owner = this;
+    st->ready = true;
+  }
+  return logits;
+}
+
+void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& grads) {
+  const ModelConfig& c = config_;
+  if (!state.ready())
+    GYRE_THROW(invalid_argument,
+               "backward: the ForwardState holds no saved forward; call forward with "
+               "save_for_backward = true first (each state is consumed by one backward)");
+  ForwardState::Impl& st = state.impl();
+  if (st.owner != this)
+    GYRE_THROW(invalid_argument, "backward: the ForwardState was produced by another model");
+  if (grads.tensors.size() != w_->params.size())
+    GYRE_THROW(invalid_argument,
+               "backward: Gradients has {} tensors but the model has {} parameters; create it "
+               "with zeros_like_parameters()",
+               grads.tensors.size(), w_->params.size());
+  for (size_t i = 0; i < grads.tensors.size(); ++i) {
+    const Tensor& g = grads.tensors[i].tensor;
+    if (!g.defined() || g.dtype() != DType::f32 || g.shape() != w_->params[i].tensor.shape())
+      GYRE_THROW(invalid_argument,
+                 "backward: gradient '{}' must be f32 {} like its parameter; create Gradients "
+                 "with zeros_like_parameters()",
+                 w_->params[i].name, shape_str(w_->params[i].tensor.shape()));
+  }
+  const int64_t R = st.head_in.size(0), T = st.batch.num_tokens(), H = c.hidden_size;
+  if (dlogits.dtype() != DType::f32 || dlogits.dim() != 2 || dlogits.size(0) != R ||
+      dlogits.size(1) != c.vocab_size)
+    GYRE_THROW(invalid_argument,
+               "backward: dlogits must be f32 [{}, {}] like the logits, got {} {}", R, c.vocab_size,
+               dtype_name(dlogits.dtype()), shape_str(dlogits.shape()));
+
+  const ModelTensors& w = w_->t;
+  ModelTensors g = bind_tensors(w_->slots, grads.tensors);
+  Tensor none;
+  Tensor dhead = empty({R, H});
+  ops::linear_backward(dlogits, st.head_in, w.lm_head, dhead, g.lm_head, none);
+  st.head_in = Tensor();
+  Tensor dxn = dhead;
+  if (st.logits_rows.defined()) {
+    dxn = Tensor::zeros({T, H});
+    ops::scatter_add_rows(dhead, st.logits_rows, none, dxn);
+  }
+  dhead = Tensor();
+  Tensor dx = empty({T, H});
+  ops::rms_norm_backward(dxn, st.final_x, w.final_norm, st.final_rstd, dx, g.final_norm);
+  dxn = Tensor();
+  st.final_x = Tensor();
+  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
+    LayerSaved& saved = st.layers[size_t(l)];
+    if (st.recompute) {
+      LayerSaved full;
+      layer_forward(c, l, w.layers[size_t(l)], st.attn, saved.x, &full);
+      dx = layer_backward(c, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, full, dx);
+    } else {
+      dx = layer_backward(c, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx);
+    }
+    saved.clear();  // free activations as soon as they are consumed
+  }
+  ops::embedding_backward(st.batch.ids, dx, g.embed);
+  state.clear();
+}
+
+}  // namespace gyre::model

@@ -1,0 +1,154 @@
+// One decoder layer forward/backward over gyre::ops (see decoder_layer.h for the formula). The
+// backward is the chain rule through the same ops in reverse; every parameter gradient accumulates.
+#include "gyre/model/decoder_layer.h"
+
+#include "gyre/backend/ops.h"
+#include "gyre/model/moe_block.h"
+
+namespace gyre::model {
+
+namespace {
+Tensor empty(const Shape& s) { return Tensor::empty(s, DType::f32); }
+}  // namespace
+
+size_t LayerSaved::bytes() const {
+  size_t n = 0;
+  for (const Tensor* t : {&x,     &xn1,  &rstd1, &q_raw,     &k_raw,       &rstd_q,     &rstd_k,
+                          &q,     &k,    &v,     &attn,      &lse,         &h,          &xn2,
+                          &rstd2, &gate, &up,    &moe.probs, &moe.indices, &moe.weights})
+    if (t->defined()) n += t->nbytes();
+  for (const auto& e : moe.experts)
+    for (const Tensor* t : {&e.rows, &e.slots, &e.scale, &e.gate, &e.up, &e.y})
+      if (t->defined()) n += t->nbytes();
+  return n;
+}
+
+Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
+                     const AttnInputs& a, const Tensor& x, LayerSaved* s) {
+  const int64_t T = x.size(0), H = c.hidden_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const float eps = float(c.rms_norm_eps);
+
+  // --- attention block
+  Tensor xn1 = empty({T, H}), rstd1 = empty({T});
+  ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
+  Tensor q = empty({T, Hq * D}), k = empty({T, Hkv * D}), v = empty({T, Hkv * D});
+  ops::linear(xn1, w.q_w, w.q_b, q);
+  ops::linear(xn1, w.k_w, w.k_b, k);
+  ops::linear(xn1, w.v_w, w.v_b, v);
+  q = q.reshape({T, Hq, D});
+  k = k.reshape({T, Hkv, D});
+  v = v.reshape({T, Hkv, D});
+  Tensor q_raw, k_raw, rstd_q, rstd_k;
+  if (c.qk_norm) {
+    // Qwen3: RMSNorm over head_dim on q and k, before RoPE (Qwen3Attention.forward).
+    q_raw = q;
+    k_raw = k;
+    q = empty({T, Hq, D});
+    k = empty({T, Hkv, D});
+    rstd_q = empty({T * Hq});
+    rstd_k = empty({T * Hkv});
+    ops::rms_norm(q_raw, w.q_norm, eps, q, rstd_q);
+    ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
+  }
+  ops::rope_(q, a.positions, a.cos, a.sin);
+  ops::rope_(k, a.positions, a.cos, a.sin);
+  Tensor attn = empty({T, Hq, D}), lse;
+  if (a.context) {
+    a.context->attend(layer, q, k, v, a.scale, attn);
+  } else {
+    lse = empty({T, Hq});
+    ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
+  }
+  Tensor h = empty({T, H});
+  ops::linear(attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
+  ops::add(h, x, h);  // residual
+
+  // --- MLP block
+  Tensor xn2 = empty({T, H}), rstd2 = empty({T});
+  ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
+  Tensor out, gate, up;
+  if (w.moe) {
+    out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
+  } else {
+    const int64_t I = c.intermediate_size;
+    gate = empty({T, I});
+    up = empty({T, I});
+    ops::linear(xn2, w.gate_w, w.gate_b, gate);
+    ops::linear(xn2, w.up_w, w.up_b, up);
+    Tensor act = empty({T, I});
+    ops::silu_mul(gate, up, act);
+    out = empty({T, H});
+    ops::linear(act, w.down_w, w.down_b, out);
+  }
+  ops::add(out, h, out);  // residual
+
+  if (s) {
+    s->x = x;
+    s->xn1 = xn1, s->rstd1 = rstd1;
+    s->q_raw = q_raw, s->k_raw = k_raw, s->rstd_q = rstd_q, s->rstd_k = rstd_k;
+    s->q = q, s->k = k, s->v = v, s->attn = attn, s->lse = lse;
+    s->h = h, s->xn2 = xn2, s->rstd2 = rstd2;
+    s->gate = gate, s->up = up;
+  }
+  return out;
+}
+
+Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors& g,
+                      const AttnInputs& a, const LayerSaved& s, const Tensor& dout) {
+  const int64_t T = dout.size(0), H = c.hidden_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  Tensor none;
+
+  // --- MLP block: out = h + mlp(xn2)
+  Tensor dxn2;
+  if (w.moe) {
+    dxn2 = moe_backward(c, w, g, s.xn2, s.moe, dout);
+  } else {
+    const int64_t I = c.intermediate_size;
+    Tensor act = empty({T, I});  // recomputed instead of saved: one cheap elementwise pass
+    ops::silu_mul(s.gate, s.up, act);
+    Tensor dact = empty({T, I});
+    ops::linear_backward(dout, act, w.down_w, dact, g.down_w, g.down_b);
+    act = Tensor();
+    Tensor dgate = empty({T, I}), dup = empty({T, I});
+    ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
+    dact = Tensor();
+    dxn2 = empty({T, H});
+    ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
+    ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+  }
+  Tensor dh = empty({T, H});
+  ops::rms_norm_backward(dxn2, s.h, w.post_norm, s.rstd2, dh, g.post_norm);
+  dxn2 = Tensor();
+  ops::add_(dh, dout);  // residual path
+
+  // --- attention block: h = x + o_proj(attn)
+  Tensor dattn = empty({T, Hq * D});
+  ops::linear_backward(dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w, g.o_b);
+  Tensor dq = empty({T, Hq, D}), dk = empty({T, Hkv, D}), dv = empty({T, Hkv, D});
+  ops::attention_varlen_backward(dattn.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
+                                 a.cu_seqlens, a.scale, dq, dk, dv);
+  dattn = Tensor();
+  // The RoPE rotation is orthogonal: its backward is the inverse rotation.
+  ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
+  ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
+  if (c.qk_norm) {
+    Tensor dq_raw = empty({T, Hq, D}), dk_raw = empty({T, Hkv, D});
+    ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
+    ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
+    dq = dq_raw;
+    dk = dk_raw;
+  }
+  Tensor dxn1 = empty({T, H});
+  ops::linear_backward(dq.reshape({T, Hq * D}), s.xn1, w.q_w, dxn1, g.q_w, g.q_b);
+  ops::linear_backward(dk.reshape({T, Hkv * D}), s.xn1, w.k_w, dxn1, g.k_w, g.k_b, true);
+  ops::linear_backward(dv.reshape({T, Hkv * D}), s.xn1, w.v_w, dxn1, g.v_w, g.v_b, true);
+  dq = dk = dv = Tensor();
+  Tensor dx = empty({T, H});
+  ops::rms_norm_backward(dxn1, s.x, w.input_norm, s.rstd1, dx, g.input_norm);
+  ops::add_(dx, dh);  // residual path
+  return dx;
+}
+
+}  // namespace gyre::model

@@ -1,0 +1,65 @@
+// Model internals: what a forward saves for backward (per layer) and the per-forward attention
+// inputs shared by all layers. Only model/*.cc include this.
+//
+// Invariant: a LayerSaved holds exactly the tensors its layer's backward reads; in recompute mode
+// only `x` (the layer input) is kept and the rest is rebuilt by re-running that layer's forward.
+#pragma once
+#include <vector>
+
+#include "gyre/model/causal_lm.h"
+
+namespace gyre::model {
+
+struct MoeSaved {
+  Tensor probs;    // f32 [T, E] router softmax
+  Tensor indices;  // i32 [T, k] chosen experts
+  Tensor weights;  // f32 [T, k] their (renormalised) weights
+  struct Expert {
+    int64_t expert = 0;
+    Tensor rows;      // i32 [n] token rows routed to this expert
+    Tensor slots;     // i32 [n] flat index t*k + j of each assignment in indices/weights
+    Tensor scale;     // f32 [n] routing weight of each assignment
+    Tensor gate, up;  // f32 [n, I] expert MLP pre-activations
+    Tensor y;         // f32 [n, H] expert output before weighting
+  };
+  std::vector<Expert> experts;  // only experts with at least one token
+};
+
+struct LayerSaved {
+  Tensor x;               // layer input [T, H]
+  Tensor xn1, rstd1;      // input_layernorm output and 1/rms
+  Tensor q_raw, k_raw;    // q/k before q_norm/k_norm (qk_norm archs)
+  Tensor rstd_q, rstd_k;  // [T*Hq], [T*Hkv]
+  Tensor q, k, v;         // after norm + RoPE: [T, H*, D]
+  Tensor attn, lse;       // attention output [T, Hq, D], log-sum-exp [T, Hq]
+  Tensor h;               // residual after attention [T, H]
+  Tensor xn2, rstd2;      // post_attention_layernorm output and 1/rms
+  Tensor gate, up;        // dense MLP pre-activations [T, I]
+  MoeSaved moe;
+  size_t bytes() const;
+  void clear() { *this = LayerSaved{}; }
+};
+
+// Inputs every layer's attention needs for one forward.
+struct AttnInputs {
+  Tensor positions;   // i32 [T]
+  Tensor cu_seqlens;  // i32 [B+1]
+  Tensor cos, sin;    // RoPE tables
+  AttentionContext* context = nullptr;
+  float scale = 1.0f;
+};
+
+struct ForwardState::Impl {
+  bool ready = false;
+  bool recompute = false;
+  const void* owner = nullptr;  // the CausalLM that produced it
+  Batch batch;
+  AttnInputs attn;
+  Tensor logits_rows;  // i32 [R] or undefined
+  std::vector<LayerSaved> layers;
+  Tensor final_x, final_rstd;  // input of model.norm and its 1/rms
+  Tensor head_in;              // input of lm_head ([T, H] or the gathered [R, H])
+  size_t bytes() const;
+};
+
+}  // namespace gyre::model

@@ -1,0 +1,179 @@
+// Scoring (per-token log-probs and entropies) and the fixture policy-gradient loss over CausalLM.
+// Sequences are packed into micro-batches bounded by a token budget and by the size of the logits
+// they materialise; gradients accumulate across micro-batches, so the result does not depend on the
+// split.
+#include "gyre/model/scoring.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gyre/backend/ops.h"
+
+namespace gyre::model {
+
+namespace {
+
+// Logits are [T, V] f32: bound T·V so one micro-batch's logits stay around 1 GiB.
+constexpr int64_t kMaxLogitElements = int64_t(1) << 28;
+
+void check_temperature(float temperature) {
+  if (!(temperature > 0.0f) || !std::isfinite(temperature))
+    GYRE_THROW(invalid_argument, "temperature must be a positive finite number, got {}",
+               temperature);
+}
+
+// Splits [0, seqs.size()) into consecutive groups whose token count fits the budget.
+std::vector<std::pair<size_t, size_t>> plan_batches(const std::vector<std::vector<int32_t>>& seqs,
+                                                    int64_t max_tokens, int64_t vocab) {
+  const int64_t cap = std::max<int64_t>(1, std::min(max_tokens, kMaxLogitElements / vocab));
+  std::vector<std::pair<size_t, size_t>> out;
+  size_t begin = 0;
+  int64_t tokens = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (seqs[i].empty())
+      GYRE_THROW(invalid_argument, "sequence {} is empty; every sequence needs at least one token",
+                 i);
+    const int64_t n = int64_t(seqs[i].size());
+    if (i > begin && tokens + n > cap) {
+      out.push_back({begin, i});
+      begin = i;
+      tokens = 0;
+    }
+    tokens += n;
+  }
+  if (begin < seqs.size()) out.push_back({begin, seqs.size()});
+  return out;
+}
+
+// targets[t] = next token of the same sequence, -1 on each sequence's last token.
+Tensor next_token_targets(const Batch& b) {
+  const int64_t T = b.num_tokens(), B = b.num_seqs();
+  Tensor targets = Tensor::empty({T}, DType::i32);
+  const int32_t* ids = b.ids.i32();
+  const int32_t* cu = b.cu_seqlens.i32();
+  int32_t* tg = targets.i32();
+  for (int64_t s = 0; s < B; ++s)
+    for (int64_t t = cu[s]; t < cu[s + 1]; ++t) tg[t] = t + 1 < cu[s + 1] ? ids[t + 1] : -1;
+  return targets;
+}
+
+}  // namespace
+
+std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                                  float temperature, bool with_entropy,
+                                  int64_t max_tokens_per_batch) {
+  check_temperature(temperature);
+  std::vector<SequenceScores> out(seqs.size());
+  const int64_t V = model.config().vocab_size;
+  for (auto [begin, end] : plan_batches(seqs, max_tokens_per_batch, V)) {
+    std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
+    Batch batch = Batch::pack(group);
+    Tensor logits = model.forward(batch, ForwardOptions{});
+    const int64_t T = batch.num_tokens();
+    Tensor targets = next_token_targets(batch);
+    Tensor logp = Tensor::empty({T}, DType::f32), entropy;
+    if (with_entropy) entropy = Tensor::empty({T}, DType::f32);
+    ops::token_logprobs(logits, targets, temperature, logp, entropy);
+    const int32_t* cu = batch.cu_seqlens.i32();
+    const float* lp = logp.f32();
+    for (size_t i = 0; i < group.size(); ++i) {
+      SequenceScores& s = out[begin + i];
+      s.token_logprobs.assign(lp + cu[i], lp + cu[i + 1] - 1);
+      if (with_entropy) s.entropy.assign(entropy.f32() + cu[i], entropy.f32() + cu[i + 1]);
+    }
+  }
+  return out;
+}
+
+ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                               float temperature, bool with_entropy) {
+  check_temperature(temperature);
+  ScoredBatch sb;
+  sb.batch = Batch::pack(seqs);
+  sb.temperature = temperature;
+  ForwardOptions o;
+  o.save_for_backward = true;
+  sb.logits = model.forward(sb.batch, o, &sb.state);
+  const int64_t T = sb.batch.num_tokens();
+  sb.targets = next_token_targets(sb.batch);
+  sb.logp = Tensor::empty({T}, DType::f32);
+  if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32);
+  ops::token_logprobs(sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
+  return sb;
+}
+
+void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlogp,
+                            const Tensor& dentropy, Gradients& grads) {
+  const int64_t T = sb.batch.num_tokens();
+  if (!sb.logits.defined())
+    GYRE_THROW(invalid_argument, "backward_from_logprobs: this ScoredBatch was already consumed");
+  if (dlogp.dtype() != DType::f32 || dlogp.numel() != T)
+    GYRE_THROW(invalid_argument, "backward_from_logprobs: dlogp must be f32 [{}], got {} {}", T,
+               dtype_name(dlogp.dtype()), shape_str(dlogp.shape()));
+  if (dentropy.defined() && (dentropy.dtype() != DType::f32 || dentropy.numel() != T))
+    GYRE_THROW(invalid_argument, "backward_from_logprobs: dentropy must be f32 [{}], got {} {}", T,
+               dtype_name(dentropy.dtype()), shape_str(dentropy.shape()));
+  Tensor dlogits = Tensor::empty(sb.logits.shape(), DType::f32);
+  ops::token_logprobs_backward(sb.logits, sb.targets, sb.temperature, dlogp, dentropy, dlogits);
+  sb.logits = Tensor();  // release before the model backward allocates its activations' grads
+  model.backward(dlogits, sb.state, grads);
+}
+
+double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
+                                     const std::vector<int32_t>& prompt_lens,
+                                     const std::vector<float>& advantages, Gradients& grads) {
+  if (seqs.empty()) GYRE_THROW(invalid_argument, "policy-gradient loss: no sequences given");
+  if (prompt_lens.size() != seqs.size() || advantages.size() != seqs.size())
+    GYRE_THROW(invalid_argument,
+               "policy-gradient loss: {} sequences but {} prompt lengths and {} advantages",
+               seqs.size(), prompt_lens.size(), advantages.size());
+  int64_t N = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int64_t L = int64_t(seqs[i].size());
+    if (prompt_lens[i] < 1 || prompt_lens[i] > L)
+      GYRE_THROW(invalid_argument,
+                 "sequence {}: prompt_len {} must be in [1, {}] (the sequence length; the first "
+                 "token has no log-prob)",
+                 i, prompt_lens[i], L);
+    if (!std::isfinite(advantages[i]))
+      GYRE_THROW(invalid_argument, "sequence {}: advantage {} is not finite", i, advantages[i]);
+    N += L - prompt_lens[i];
+  }
+  if (N == 0)
+    GYRE_THROW(invalid_argument,
+               "policy-gradient loss: no response tokens (every prompt_len equals its sequence "
+               "length)");
+  double loss = 0.0;
+  const int64_t V = model.config().vocab_size;
+  for (auto [begin, end] : plan_batches(seqs, 8192, V)) {
+    std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
+    ScoredBatch sb = score_for_training(model, group, 1.0f, false);
+    const int64_t T = sb.batch.num_tokens();
+    Tensor dlogp = Tensor::zeros({T}, DType::f32);
+    const int32_t* cu = sb.batch.cu_seqlens.i32();
+    const float* lp = sb.logp.f32();
+    float* d = dlogp.f32();
+    for (size_t i = 0; i < group.size(); ++i) {
+      const double coef = -double(advantages[begin + i]) / double(N);
+      // Row r predicts token r+1: tokens t >= P live on rows cu + P - 1 .. cu + L - 2.
+      for (int64_t r = cu[i] + prompt_lens[begin + i] - 1; r < cu[i + 1] - 1; ++r) {
+        loss += coef * double(lp[r]);
+        d[r] = float(coef);
+      }
+    }
+    backward_from_logprobs(model, sb, dlogp, Tensor(), grads);
+  }
+  return loss;
+}
+
+LossAndGrad policy_gradient_loss_and_grad(CausalLM& model,
+                                          const std::vector<std::vector<int32_t>>& seqs,
+                                          const std::vector<int32_t>& prompt_lens,
+                                          const std::vector<float>& advantages) {
+  LossAndGrad r;
+  r.grads = model.zeros_like_parameters();
+  r.loss = policy_gradient_loss_and_grad(model, seqs, prompt_lens, advantages, r.grads);
+  return r;
+}
+
+}  // namespace gyre::model
