@@ -167,7 +167,9 @@ void Scheduler::schedule(StepPlan& plan) {
     r->admitted_once = true;
     r->kv_version = weight_version_;
     r->state = RequestState::running;
-    if (key && !r->in_prefilling) {
+    // Only a request that computes prompt pages others could match defers its followers.
+    bool computes_shared = r->num_computed / P < (int64_t(r->prompt.size()) - 1) / P;
+    if (key && computes_shared && !r->in_prefilling) {
       ++prefilling_[key];
       r->in_prefilling = true;
     }
