@@ -18,12 +18,13 @@ struct SamplingParams {
   float top_p = 1.0f;        // (0, 1]
   int32_t top_k = -1;        // -1 or 0 = off
   float min_p = 0.0f;        // [0, 1]
-  float repetition_penalty = 1.0f;  // > 0; HF/SGLang style (divide positive logits, multiply negative)
-  float presence_penalty = 0.0f;    // OpenAI style, subtracted once per seen output token id
-  float frequency_penalty = 0.0f;   // OpenAI style, subtracted per occurrence in the output
-  int32_t max_new_tokens = 128;     // >= 0
-  int32_t min_new_tokens = 0;       // eos/stop tokens masked until this many were generated
-  std::vector<std::string> stop;    // stop strings, matched on detokenized output text
+  float repetition_penalty =
+      1.0f;  // > 0; HF/SGLang style (divide positive logits, multiply negative)
+  float presence_penalty = 0.0f;   // OpenAI style, subtracted once per seen output token id
+  float frequency_penalty = 0.0f;  // OpenAI style, subtracted per occurrence in the output
+  int32_t max_new_tokens = 128;    // >= 0
+  int32_t min_new_tokens = 0;      // eos/stop tokens masked until this many were generated
+  std::vector<std::string> stop;   // stop strings, matched on detokenized output text
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool no_stop_trim = false;        // keep the matched stop string in the text
@@ -33,14 +34,14 @@ struct SamplingParams {
 };
 
 struct GenerateRequest {
-  std::string rid;                  // unique id; generated when empty
-  std::vector<int32_t> input_ids;   // the prompt (token in: the engine never re-tokenizes)
+  std::string rid;                 // unique id; generated when empty
+  std::vector<int32_t> input_ids;  // the prompt (token in: the engine never re-tokenizes)
   SamplingParams sampling;
-  bool return_logprob = false;      // per-output-token log-probs (always computed; returned on request)
-  int32_t logprob_start_len = -1;   // >= 0: also return prompt log-probs from this position
-  int32_t top_logprobs_num = 0;     // top-k log-probs per position
+  bool return_logprob = false;  // per-output-token log-probs (always computed; returned on request)
+  int32_t logprob_start_len = -1;  // >= 0: also return prompt log-probs from this position
+  int32_t top_logprobs_num = 0;    // top-k log-probs per position
   bool stream = false;
-  int32_t priority = 0;             // larger runs first when the scheduler's priority mode is on
+  int32_t priority = 0;  // larger runs first when the scheduler's priority mode is on
 };
 
 enum class FinishType { none, stop, length, abort };
@@ -48,9 +49,9 @@ const char* finish_type_name(FinishType t);
 
 struct FinishReason {
   FinishType type = FinishType::none;
-  std::optional<int32_t> matched_token;  // stop by a token (eos or stop_token_ids)
+  std::optional<int32_t> matched_token;    // stop by a token (eos or stop_token_ids)
   std::optional<std::string> matched_str;  // stop by a string
-  std::string message;                   // abort: why (client abort, error text, ...)
+  std::string message;                     // abort: why (client abort, error text, ...)
 };
 
 struct TopLogprob {
@@ -61,15 +62,15 @@ struct TopLogprob {
 // One increment of a streamed generation (and the shape of the final result's cumulative fields).
 struct TokenChunk {
   std::string rid;
-  std::vector<int32_t> output_ids;           // new ids since the last chunk
-  std::vector<float> output_logprobs;        // their log-probs (see GenerateResult)
+  std::vector<int32_t> output_ids;     // new ids since the last chunk
+  std::vector<float> output_logprobs;  // their log-probs (see GenerateResult)
   std::vector<std::vector<TopLogprob>> output_top_logprobs;
-  std::string text;                          // new text since the last chunk (never broken UTF-8)
+  std::string text;  // new text since the last chunk (never broken UTF-8)
 };
 
 struct GenerateResult {
   std::string rid;
-  int32_t index = 0;                         // which of the n samples
+  int32_t index = 0;  // which of the n samples
   std::vector<int32_t> output_ids;
   std::string text;
   // f32 log p(sampled token) under softmax(logits / temperature) over the full vocabulary, before
@@ -77,15 +78,15 @@ struct GenerateResult {
   // reports temperature-1 log-probs).
   std::vector<float> output_logprobs;
   std::vector<std::vector<TopLogprob>> output_top_logprobs;
-  std::vector<float> input_logprobs;         // from logprob_start_len (first entry has no context: NaN)
+  std::vector<float> input_logprobs;  // from logprob_start_len (first entry has no context: NaN)
   std::vector<std::vector<TopLogprob>> input_top_logprobs;
   FinishReason finish;
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
-  int32_t cached_tokens = 0;                 // prompt tokens served from the prefix cache
-  int64_t weight_version = 0;                // weights the request finished on
-  double e2e_latency = 0;                    // seconds from submit to finish
-  std::string error;                         // non-empty: the request was rejected (bad input)
+  int32_t cached_tokens = 0;   // prompt tokens served from the prefix cache
+  int64_t weight_version = 0;  // weights the request finished on
+  double e2e_latency = 0;      // seconds from submit to finish
+  std::string error;           // non-empty: the request was rejected (bad input)
 };
 
 // Callbacks of one submitted request. on_chunk runs for each decoded increment when streaming;
@@ -110,14 +111,19 @@ class EngineApi {
  public:
   virtual ~EngineApi() = default;
   // Validates and enqueues; n > 1 expands into n requests "<rid>-<i>"... each calling on_done once.
-  // Invalid input is reported through on_done with `error` set (never thrown), engine keeps serving.
+  // Invalid input is reported through on_done with `error` set (never thrown), engine keeps
+  // serving.
   virtual void submit(GenerateRequest req, RequestCallbacks cb) = 0;
   virtual void abort(const std::string& rid) = 0;
   virtual void abort_all() = 0;
-  virtual void pause() = 0;   // stop scheduling new steps; running requests keep their KV
+  virtual void pause() = 0;  // stop scheduling new steps; running requests keep their KV
   virtual void resume() = 0;
   virtual bool flush_cache() = 0;  // false while requests are running
   virtual EngineStats stats() const = 0;
+  // Runs `apply` between engine steps with no forward in flight (the trainer's optimizer step on
+  // the shared weights, or a reload from disk), then bumps weight_version and flushes the prefix
+  // cache (its KV was computed with the old weights). Blocks until done; returns the new version.
+  virtual int64_t update_weights(const std::function<void()>& apply) = 0;
   virtual int64_t weight_version() const = 0;
 };
 
