@@ -1,0 +1,282 @@
+#include "gyre/rl/trainer/actor_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gyre/core/logging.h"
+#include "gyre/core/timer.h"
+#include "gyre/model/scoring.h"
+#include "gyre/rl/algorithms/advantages.h"
+#include "gyre/rl/algorithms/loss_reducer.h"
+#include "gyre/rl/algorithms/policy_loss.h"
+
+namespace gyre::rl {
+
+namespace {
+
+// Row of the packed batch that predicts response token k of sample j: slime's alignment (logits at
+// position t-1 predict token t), so response logps are rows [P-1, L-1) of each sequence.
+struct Layout {
+  std::vector<int64_t> first_row;  // per sample in the micro-batch
+};
+
+Layout layout_of(const std::vector<Sample>& samples, const std::vector<int64_t>& mb) {
+  Layout l;
+  int64_t offset = 0;
+  for (int64_t j : mb) {
+    const Sample& s = samples[size_t(j)];
+    l.first_row.push_back(offset + s.prompt_length() - 1);
+    offset += int64_t(s.tokens.size());
+  }
+  return l;
+}
+
+std::vector<std::vector<int32_t>> seqs_of(const std::vector<Sample>& samples,
+                                          const std::vector<int64_t>& mb) {
+  std::vector<std::vector<int32_t>> seqs;
+  for (int64_t j : mb) seqs.push_back(samples[size_t(j)].tokens);
+  return seqs;
+}
+
+void check_samples(const std::vector<Sample>& samples) {
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Sample& s = samples[i];
+    if (s.prompt_length() < 1)
+      GYRE_THROW(invalid_argument,
+                 "sample {} (index {}): prompt length {} — a trained sample needs at least one "
+                 "prompt token before its response",
+                 i, s.index.value_or(-1), s.prompt_length());
+    s.validate(fmt::format("sample {}", i));
+  }
+}
+
+void add_metrics(Metrics& into, const Metrics& from) {
+  for (auto& [k, v] : from) into[k] += v;
+}
+
+}  // namespace
+
+std::vector<std::vector<float>> loss_masks_of(const std::vector<Sample>& samples) {
+  std::vector<std::vector<float>> masks(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Sample& s = samples[i];
+    auto& m = masks[i];
+    m.assign(size_t(s.response_length), s.remove_sample ? 0.0f : 1.0f);
+    if (!s.remove_sample && !s.loss_mask.empty())
+      for (size_t t = 0; t < m.size(); ++t) m[t] = float(s.loss_mask[t]);
+  }
+  return masks;
+}
+
+ActorTrainer::ActorTrainer(model::CausalLM& actor, model::CausalLM* ref, train::AdamW& optimizer,
+                           ActorTrainerOptions options)
+    : actor_(actor), ref_(ref), optimizer_(optimizer), opt_(std::move(options)) {
+  opt_.algo.validate();
+  if (opt_.global_batch_size < 1)
+    GYRE_THROW(invalid_argument, "--global-batch-size must be >= 1, got {}",
+               opt_.global_batch_size);
+  if (!(opt_.temperature > 0))
+    GYRE_THROW(invalid_argument, "--rollout-temperature must be > 0 for training, got {}",
+               opt_.temperature);
+  const bool needs_ref = opt_.algo.use_kl_loss || opt_.algo.kl_coef != 0;
+  if (needs_ref && !ref_)
+    GYRE_THROW(invalid_argument,
+               "--use-kl-loss / --kl-coef need a reference model: pass --ref-load DIR");
+}
+
+std::vector<std::vector<float>> ActorTrainer::response_logprobs(
+    model::CausalLM& m, const std::vector<Sample>& samples,
+    const std::vector<std::vector<int64_t>>& schedule) const {
+  std::vector<std::vector<float>> out(samples.size());
+  for (const auto& mb : schedule) {
+    // The same code path as training (score_for_training) so the numbers are bitwise those the
+    // first training micro-step computes; the saved activations are dropped right away.
+    model::ScoredBatch sb = model::score_for_training(m, seqs_of(samples, mb), opt_.temperature);
+    sb.state.clear();
+    const Layout l = layout_of(samples, mb);
+    const float* lp = sb.logp.f32();
+    for (size_t k = 0; k < mb.size(); ++k) {
+      const Sample& s = samples[size_t(mb[k])];
+      auto& v = out[size_t(mb[k])];
+      v.assign(lp + l.first_row[k], lp + l.first_row[k] + s.response_length);
+    }
+  }
+  return out;
+}
+
+Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vector<float>& rewards) {
+  const int64_t n = int64_t(samples.size());
+  if (n == 0) GYRE_THROW(invalid_argument, "train: no samples");
+  if (int64_t(rewards.size()) != n)
+    GYRE_THROW(invalid_argument, "train: {} samples but {} rewards", n, rewards.size());
+  if (n % opt_.global_batch_size != 0)
+    GYRE_THROW(invalid_argument,
+               "train: {} samples is not a multiple of --global-batch-size {} (rollout_batch_size "
+               "x n_samples_per_prompt must equal global_batch_size x num_steps_per_rollout)",
+               n, opt_.global_batch_size);
+  check_samples(samples);
+  const int64_t num_steps = n / opt_.global_batch_size;
+  Timer timer;
+
+  // The micro-batch schedule of every step, fixed up front: old/ref log-prob passes use it too.
+  std::vector<std::vector<std::vector<int64_t>>> steps(static_cast<size_t>(num_steps));
+  std::vector<std::vector<int64_t>> all_mbs;
+  for (int64_t s = 0; s < num_steps; ++s) {
+    std::vector<int64_t> lengths;
+    for (int64_t i = 0; i < opt_.global_batch_size; ++i)
+      lengths.push_back(int64_t(samples[size_t(s * opt_.global_batch_size + i)].tokens.size()));
+    auto mbs = make_micro_batches(lengths, opt_.micro);
+    for (auto& mb : mbs) {
+      for (auto& j : mb) j += s * opt_.global_batch_size;
+      all_mbs.push_back(mb);
+    }
+    steps[size_t(s)] = std::move(mbs);
+  }
+
+  const auto masks = loss_masks_of(samples);
+  BatchTokenValues rollout_lp(static_cast<size_t>(n));
+  bool have_rollout_lp = true;
+  for (int64_t i = 0; i < n; ++i) {
+    rollout_lp[size_t(i)] = samples[size_t(i)].rollout_log_probs;
+    if (int64_t(rollout_lp[size_t(i)].size()) != samples[size_t(i)].response_length)
+      have_rollout_lp = false;
+  }
+  if (opt_.algo.use_rollout_logprobs && !have_rollout_lp)
+    GYRE_THROW(invalid_argument,
+               "--use-rollout-logprobs: some samples carry no rollout log-probs (one per response "
+               "token); the rollout must return log-probs");
+
+  Metrics metrics;
+  // Old log-probs: recomputed (default) before any weight change.
+  BatchTokenValues old_lp;
+  double t0 = timer.elapsed();
+  if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
+  BatchTokenValues ref_lp;
+  if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
+  metrics["perf/log_probs_time"] = timer.elapsed() - t0;
+
+  // Rollout-vs-trainer mismatch, every step (slime's train_rollout_logprob_abs_diff, plus max).
+  if (have_rollout_lp && !old_lp.empty()) {
+    double sum = 0, cnt = 0, mx = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (size_t t = 0; t < masks[size_t(i)].size(); ++t) {
+        if (masks[size_t(i)][t] == 0) continue;
+        double d = std::fabs(double(old_lp[size_t(i)][t]) - rollout_lp[size_t(i)][t]);
+        sum += d, cnt += 1, mx = std::max(mx, d);
+      }
+    metrics["train/train_rollout_logprob_abs_diff"] = cnt ? sum / cnt : 0.0;
+    metrics["train/train_rollout_logprob_abs_diff_max"] = mx;
+  }
+
+  // Advantages and returns (slime's compute_advantages_and_returns).
+  AdvantageInputs ain;
+  ain.rewards = rewards;
+  ain.loss_masks = masks;
+  ain.log_probs = opt_.algo.use_rollout_logprobs ? rollout_lp : old_lp;
+  if (have_rollout_lp) ain.rollout_log_probs = rollout_lp;
+  ain.ref_log_probs = ref_lp;
+  AdvantageOutputs adv = compute_advantages_and_returns(opt_.algo, ain);
+
+  std::vector<int64_t> rollout_ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    rollout_ids[size_t(i)] =
+        samples[size_t(i)].rollout_id.value_or(samples[size_t(i)].index.value_or(i));
+
+  // Optimizer steps.
+  Metrics step_sum;
+  double t_train = timer.elapsed();
+  for (int64_t s = 0; s < num_steps; ++s) {
+    // The step normaliser (loss_reducer.h): rollouts in the step (per-sample mean, slime's
+    // default) or the step's token count (--calculate-per-token-loss).
+    BatchTokenValues step_masks;
+    std::vector<int64_t> step_rollouts;
+    for (auto& mb : steps[size_t(s)])
+      for (int64_t j : mb) step_masks.push_back(masks[size_t(j)]), step_rollouts.push_back(rollout_ids[size_t(j)]);
+    std::vector<int64_t> uniq = step_rollouts;
+    std::sort(uniq.begin(), uniq.end());
+    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
+    const double normalizer = opt_.algo.calculate_per_token_loss ? num_loss_tokens(step_masks)
+                                                                 : double(uniq.size());
+    const auto denoms = rollout_mask_sums(step_rollouts, step_masks);
+
+    model::Gradients grads = actor_.zeros_like_parameters();
+    Metrics mb_sum;
+    size_t denom_pos = 0;
+    for (size_t mbi = 0; mbi < steps[size_t(s)].size(); ++mbi) {
+      const auto& mb = steps[size_t(s)][mbi];
+      const bool want_entropy = true;  // train/entropy is always logged (slime computes it too)
+      model::ScoredBatch sb =
+          model::score_for_training(actor_, seqs_of(samples, mb), opt_.temperature, want_entropy);
+      const Layout l = layout_of(samples, mb);
+      LossBatch lb;
+      const float* lp = sb.logp.f32();
+      const float* ent = sb.entropy.f32();
+      for (size_t k = 0; k < mb.size(); ++k) {
+        const size_t j = size_t(mb[k]);
+        const int64_t r0 = l.first_row[k], R = samples[j].response_length;
+        lb.loss_masks.push_back(masks[j]);
+        lb.log_probs.emplace_back(lp + r0, lp + r0 + R);
+        lb.entropy.emplace_back(ent + r0, ent + r0 + R);
+        if (!old_lp.empty()) lb.old_log_probs.push_back(old_lp[j]);
+        if (have_rollout_lp) lb.rollout_log_probs.push_back(rollout_lp[j]);
+        if (!ref_lp.empty()) lb.ref_log_probs.push_back(ref_lp[j]);
+        lb.advantages.push_back(adv.advantages[j]);
+        lb.sample_denoms.push_back(denoms[denom_pos++]);
+      }
+      // Runtime check: first micro-step of the rollout, weights untouched since old log-probs.
+      if (s == 0 && mbi == 0 && !old_lp.empty() && opt_.check_first_step_ratio) {
+        for (size_t k = 0; k < mb.size(); ++k)
+          for (size_t t = 0; t < lb.log_probs[k].size(); ++t)
+            if (lb.log_probs[k][t] != lb.old_log_probs[k][t])
+              GYRE_THROW(internal,
+                         "runtime check failed: first optimizer micro-step sees ratio != 1 "
+                         "(sample {}, token {}: logp {} vs recomputed old logp {}). The training "
+                         "forward is not bitwise reproducible or the weights changed after the "
+                         "old log-prob pass; pass --skip-ratio-check to continue anyway",
+                         mb[k], t, lb.log_probs[k][t], lb.old_log_probs[k][t]);
+      }
+      LossOutput lo = compute_loss(opt_.algo, lb, normalizer);
+      if (s == 0 && mbi == 0 && !old_lp.empty() && opt_.check_first_step_ratio &&
+          opt_.algo.loss_type == LossType::policy_loss) {
+        if (lo.metrics["train/ppo_kl"] != 0.0 || lo.metrics["train/pg_clipfrac"] != 0.0)
+          GYRE_THROW(internal, "runtime check failed: train/ppo_kl = {} and train/pg_clipfrac = {} "
+                     "on the first micro-step (must be exactly 0)",
+                     lo.metrics["train/ppo_kl"], lo.metrics["train/pg_clipfrac"]);
+      }
+      // Scatter per-token loss gradients into the packed rows and backpropagate.
+      const int64_t T = sb.batch.num_tokens();
+      Tensor dlogp = Tensor::zeros({T});
+      Tensor dent;
+      if (!lo.grad_entropy.empty()) dent = Tensor::zeros({T});
+      for (size_t k = 0; k < mb.size(); ++k) {
+        const int64_t r0 = l.first_row[k];
+        for (size_t t = 0; t < lo.grad_log_probs[k].size(); ++t)
+          dlogp.f32()[r0 + int64_t(t)] = lo.grad_log_probs[k][t];
+        if (dent.defined())
+          for (size_t t = 0; t < lo.grad_entropy[k].size(); ++t)
+            dent.f32()[r0 + int64_t(t)] = lo.grad_entropy[k][t];
+      }
+      model::backward_from_logprobs(actor_, sb, dlogp, dent, grads);
+      add_metrics(mb_sum, lo.metrics);
+      // Entropy of the response tokens, per-sample mean reduced like the loss (for logging).
+      LossReducer red(lb.loss_masks, lb.sample_denoms, opt_.algo.calculate_per_token_loss,
+                      normalizer);
+      mb_sum["train/entropy"] += red.reduce(lb.entropy);
+    }
+    // Optimizer step.
+    train::NamedTensors params, gradv;
+    for (auto& p : actor_.parameters()) params.emplace_back(p.name, p.tensor);
+    for (auto& g : grads.tensors) gradv.emplace_back(g.name, g.tensor);
+    auto [norm, lr] = optimizer_.step(params, gradv);
+    mb_sum["train/grad_norm"] = norm;
+    mb_sum["train/lr"] = lr;
+    mb_sum["train/loss_normalizer"] = normalizer;
+    add_metrics(step_sum, mb_sum);
+  }
+  for (auto& [k, v] : step_sum) metrics[k] = v / double(num_steps);
+  metrics["perf/train_time"] = timer.elapsed() - t_train;
+  metrics["train/num_steps"] = double(num_steps);
+  return metrics;
+}
+
+}  // namespace gyre::rl

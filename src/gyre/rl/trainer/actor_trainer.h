@@ -1,0 +1,64 @@
+// ActorTrainer: one rollout's worth of training on the policy, slime's MegatronTrainRayActor.train
+// for a single rank: ref/old log-prob forwards, advantages, then num_steps_per_rollout optimizer
+// steps over packed micro-batches with the configured policy loss and a hand-written backward.
+//
+// Runtime correctness (DESIGN.md §"Correctness is checked at run time"):
+// - Old log-probs are recomputed with exactly the packing of the training micro-batches, so before
+//   any weight change the first micro-step must see logp == old_logp bit for bit: ratio exactly 1,
+//   train/ppo_kl = 0 and train/pg_clipfrac = 0. Anything else is a bug (non-determinism, stale
+//   weights) and aborts the run with a clear message unless check_first_step_ratio is off.
+// - Every step logs the rollout-vs-trainer log-prob difference (mean and max) and the loss
+//   normaliser it used.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gyre/model/causal_lm.h"
+#include "gyre/rl/algorithms/config.h"
+#include "gyre/rl/sample.h"
+#include "gyre/rl/trainer/micro_batches.h"
+#include "gyre/train/optimizer.h"
+
+namespace gyre::rl {
+
+struct ActorTrainerOptions {
+  AlgorithmConfig algo;
+  int64_t global_batch_size = 0;  // samples per optimizer step (--global-batch-size)
+  MicroBatchOptions micro;
+  float temperature = 1.0f;  // --rollout-temperature: training divides logits by it (slime)
+  bool check_first_step_ratio = true;  // opt-out: --skip-ratio-check
+};
+
+using Metrics = std::map<std::string, double>;
+
+class ActorTrainer {
+ public:
+  // `ref` may be null (no --ref-load); it is needed for --use-kl-loss or --kl-coef != 0.
+  ActorTrainer(model::CausalLM& actor, model::CausalLM* ref, train::AdamW& optimizer,
+               ActorTrainerOptions options);
+
+  // Trains on `samples` (one rollout, groups contiguous) whose post-processed scalar rewards are
+  // `rewards` (rl/algorithms post_process_rewards). Modifies the actor's weights in place: the
+  // caller must keep the rollout engine idle until it returns and then sync weights. Returns the
+  // train/* metrics averaged over the optimizer steps.
+  Metrics train(const std::vector<Sample>& samples, const std::vector<float>& rewards);
+
+  // Forward-only per-token log-probs of every sample's response under `model` (at the rollout
+  // temperature), packed exactly as `schedule` says (lists of sample indices).
+  std::vector<std::vector<float>> response_logprobs(
+      model::CausalLM& model, const std::vector<Sample>& samples,
+      const std::vector<std::vector<int64_t>>& schedule) const;
+
+ private:
+  model::CausalLM& actor_;
+  model::CausalLM* ref_;
+  train::AdamW& optimizer_;
+  ActorTrainerOptions opt_;
+};
+
+// The samples' loss masks as floats (empty mask = all ones; remove_sample = all zeros).
+std::vector<std::vector<float>> loss_masks_of(const std::vector<Sample>& samples);
+
+}  // namespace gyre::rl
