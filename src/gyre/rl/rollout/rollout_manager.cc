@@ -17,6 +17,14 @@ namespace gyre::rl {
 
 namespace {
 
+// splitmix64 finaliser: decorrelates seeds of neighbouring sample indices.
+uint64_t sample_seed(uint64_t base, uint64_t index) {
+  uint64_t z = base * 0x9E3779B97F4A7C15ull + index + 1;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 double unbiased_std(const std::vector<double>& v) {
   if (v.size() < 2) return 0.0;
   double mean = 0;
@@ -155,9 +163,10 @@ RolloutOutput RolloutManager::generate(int64_t rollout_id, DataSource& data) {
       ++running_tasks;
       tasks.push_back([&, gs, i] {
         Sample in = gs->samples[i];
-        if (opt_.deterministic && !in.metadata.contains("sampling_seed")) {
-          // per-group seeds: rollout_seed + index within the group (slime)
-          in.metadata["sampling_seed"] = opt_.rollout_seed + uint64_t(i);
+        if (!in.metadata.contains("sampling_seed")) {
+          in.metadata["sampling_seed"] =
+              opt_.deterministic ? opt_.rollout_seed + uint64_t(i)  // per-group seeds (slime)
+                                 : sample_seed(opt_.base_seed, uint64_t(in.index.value_or(0)));
         }
         GenerateContext local = ctx;
         if (in.metadata.contains("sampling_seed"))

@@ -1,0 +1,83 @@
+// TrainConfig: every flag of `gyre train`, one field per flag, registered in one FlagSet with
+// slime's names and defaults (reference/slime.md §1) so slime launch scripts translate line by line.
+// derive_and_validate() resolves slime's derived values (global batch size from
+// --num-steps-per-rollout, over-sampling default, num_rollout from epochs) and rejects inconsistent
+// configurations before any work, naming the numbers that disagree.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gyre/core/flags.h"
+#include "gyre/rl/algorithms/config.h"
+
+namespace gyre::rl {
+
+struct TrainConfig {
+  // model / checkpoints
+  std::string hf_checkpoint, tokenizer_dir, ref_load, load, save;
+  int64_t save_interval = 0;
+  std::string save_dtype;
+  bool recompute_activations = false;
+  int64_t seed = 1234;
+  // data
+  std::string prompt_data, input_key, label_key, metadata_key, tool_key;
+  bool apply_chat_template = false;
+  std::string apply_chat_template_kwargs;
+  std::optional<int64_t> rollout_max_prompt_len;
+  bool rollout_shuffle = false;
+  int64_t rollout_seed = 42;
+  std::optional<int64_t> num_rollout, num_epoch;
+  bool strict_data = false;
+  // rollout
+  int64_t rollout_batch_size = 0, n_samples_per_prompt = 1;
+  std::optional<int64_t> over_sampling_batch_size;
+  std::string dynamic_sampling_filter_path, custom_generate_function_path;
+  bool partial_rollout = false, mask_offpolicy_in_partial_rollout = false;
+  double rollout_temperature = 1.0, rollout_top_p = 1.0;
+  int64_t rollout_top_k = -1;
+  std::vector<std::string> rollout_stop;
+  std::vector<int64_t> rollout_stop_token_ids;
+  int64_t rollout_max_response_len = 1024;
+  std::optional<int64_t> rollout_max_context_len;
+  int64_t rollout_concurrency = 64;
+  bool deterministic_inference = false;
+  // engine (in-process)
+  int64_t page_size = 16, max_total_tokens = 0, max_running_requests = 256, chunked_prefill_size = 2048;
+  // reward
+  std::string rm_type, reward_key, custom_rm_path, rm_url;
+  bool group_rm = false;
+  double rm_timeout = 30.0;
+  // algorithm (fields mirror AlgorithmConfig)
+  std::string advantage_estimator, kl_loss_type, loss_type;
+  AlgorithmConfig algo;
+  std::optional<double> eps_clip_high, eps_clip_c;
+  // trainer
+  std::optional<int64_t> global_batch_size, num_steps_per_rollout;
+  int64_t micro_batch_size = 1;
+  bool use_dynamic_batch_size = false;
+  int64_t max_tokens_per_gpu = 0;
+  double lr = 1e-6, min_lr = 0.0, weight_decay = 0.0, adam_beta1 = 0.9, adam_beta2 = 0.999,
+         adam_eps = 1e-8, clip_grad = 1.0;
+  std::string lr_decay_style;
+  int64_t lr_warmup_iters = 0;
+  std::optional<int64_t> lr_decay_iters;
+  // eval
+  std::vector<std::string> eval_prompt_data;  // name path [name path ...]
+  int64_t eval_interval = 0;
+  std::optional<double> eval_temperature;
+  int64_t n_samples_per_eval_prompt = 1;
+  std::optional<int64_t> eval_max_response_len;
+  // debug / checks / output
+  std::string save_debug_rollout_data, load_debug_rollout_data;
+  bool debug_rollout_only = false, debug_train_only = false, skip_ratio_check = false;
+  bool use_tensorboard = false, quiet = false;
+
+  void register_flags(FlagSet& flags);
+  // Resolves derived values; throws Error(invalid_argument) naming the flags and numbers.
+  void derive_and_validate(int64_t dataset_size);
+  int64_t total_rollouts = 0;  // resolved num_rollout
+};
+
+}  // namespace gyre::rl

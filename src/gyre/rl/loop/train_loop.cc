@@ -1,0 +1,373 @@
+#include "gyre/rl/loop/train_loop.h"
+
+#include <time.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "gyre/core/logging.h"
+#include "gyre/core/timer.h"
+#include "gyre/obs/console.h"
+#include "gyre/obs/metrics.h"
+#include "gyre/rl/algorithms/advantages.h"
+#include "gyre/rl/data/debug_data.h"
+#include "gyre/rl/loop/checkpoint.h"
+#include "gyre/rl/loop/components.h"
+#include "gyre/rl/loop/evaluation.h"
+#include "gyre/rl/trainer/actor_trainer.h"
+#include "gyre/tokenizer/chat_template.h"
+
+namespace gyre::rl {
+namespace fs = std::filesystem;
+
+namespace {
+
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+// Times one phase: wall seconds into perf/<name>_time and the share of the machine's cores the
+// process kept busy into perf/<name>_cpu_util (1.0 = every core busy the whole phase).
+class Phase {
+ public:
+  Phase(std::map<std::string, double>& m, std::string name)
+      : m_(m), name_(std::move(name)), cpu0_(cpu_seconds()) {}
+  ~Phase() {
+    const double wall = t_.elapsed(), cpu = cpu_seconds() - cpu0_;
+    const double cores = std::max(1u, std::thread::hardware_concurrency());
+    m_["perf/" + name_ + "_time"] += wall;
+    if (wall > 0) m_["perf/" + name_ + "_cpu_util"] = cpu / (wall * cores);
+  }
+
+ private:
+  std::map<std::string, double>& m_;
+  std::string name_;
+  Timer t_;
+  double cpu0_;
+};
+
+// Renders chat prompts at load time (slime: --apply-chat-template renders with
+// add_generation_prompt=True so Sample.prompt is a string); a plain string becomes one user turn.
+void apply_chat_template(PromptDataset& data, const std::string& tokenizer_dir,
+                         const std::string& kwargs_json) {
+  auto tmpl = tokenizer::ChatTemplate::from_dir(tokenizer_dir);
+  nlohmann::json kwargs = nlohmann::json::object();
+  if (!kwargs_json.empty()) {
+    try {
+      kwargs = nlohmann::json::parse(kwargs_json);
+    } catch (const nlohmann::json::exception& e) {
+      GYRE_THROW(invalid_argument, "--apply-chat-template-kwargs is not JSON: {}", e.what());
+    }
+  }
+  std::vector<Sample> rendered;
+  for (size_t i = 0; i < data.size(); ++i) {
+    Sample s = data[i];
+    nlohmann::json messages = s.prompt;
+    if (messages.is_string())
+      messages = nlohmann::json::array({{{"role", "user"}, {"content", s.prompt}}});
+    nlohmann::json tools = s.metadata.contains("tools") ? s.metadata["tools"] : nlohmann::json();
+    s.prompt = tmpl.render(messages, tools, true, kwargs);
+    rendered.push_back(std::move(s));
+  }
+  data = PromptDataset::from_samples(std::move(rendered), data.source());
+}
+
+std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const TrainConfig& cfg,
+                                            const tokenizer::Tokenizer& tok) {
+  PromptDataOptions o;
+  o.input_key = cfg.input_key;
+  if (!cfg.label_key.empty()) o.label_key = cfg.label_key;
+  o.metadata_key = cfg.metadata_key;
+  o.tool_key = cfg.tool_key;
+  o.strict = cfg.strict_data;
+  auto data = std::make_shared<PromptDataset>(PromptDataset::load(spec, o));
+  if (cfg.apply_chat_template) apply_chat_template(*data, cfg.tokenizer_dir, cfg.apply_chat_template_kwargs);
+  const auto& st = data->stats();
+  if (st.malformed)
+    log::warn("{}: skipped {} malformed line(s); first at line {}: {} (--strict-data to fail)",
+              spec, st.malformed, st.first_bad_line, st.first_bad_reason);
+  // --rollout-max-prompt-len (default rollout_max_context_len - 1, as slime).
+  std::optional<int64_t> max_len = cfg.rollout_max_prompt_len;
+  if (!max_len && cfg.rollout_max_context_len) max_len = *cfg.rollout_max_context_len - 1;
+  if (max_len) {
+    std::vector<Sample> kept;
+    int64_t dropped = 0;
+    for (auto& s : data->prompts()) {
+      size_t n = s.prompt.is_string() ? tok.encode(s.prompt.get<std::string>()).size() : 0;
+      if (int64_t(n) > *max_len)
+        ++dropped;
+      else
+        kept.push_back(s);
+    }
+    if (dropped) log::warn("{}: dropped {} prompt(s) longer than {} tokens", spec, dropped, *max_len);
+    data = std::make_shared<PromptDataset>(PromptDataset::from_samples(std::move(kept), spec));
+  }
+  if (data->empty()) GYRE_THROW(invalid_argument, "{}: no usable prompts", spec);
+  return data;
+}
+
+// SFT (--loss-type sft_loss): the "rollout" is the data itself. The response is the label text
+// followed by EOS; the loss mask covers the response. A row whose prompt is a message list ending
+// in an assistant turn uses that turn as the response and the rest (templated) as the prompt.
+std::vector<Sample> sft_samples(std::vector<SampleGroup> groups, const tokenizer::Tokenizer& tok,
+                                const TrainConfig& cfg) {
+  std::vector<Sample> out;
+  for (auto& g : groups)
+    for (auto& s : g) {
+      std::string prompt, response;
+      if (s.prompt.is_string() && s.label.is_string()) {
+        prompt = s.prompt.get<std::string>();
+        response = s.label.get<std::string>();
+      } else {
+        GYRE_THROW(invalid_argument,
+                   "SFT sample {}: needs a string prompt (--input-key) and a string label "
+                   "(--label-key) holding the response",
+                   s.index.value_or(-1));
+      }
+      s.tokens = tok.encode(prompt, false);
+      std::vector<int32_t> resp = tok.encode(response, false);
+      if (auto eos = tok.eos_token_id()) resp.push_back(*eos);
+      if (s.tokens.empty() || resp.empty())
+        GYRE_THROW(invalid_argument, "SFT sample {}: empty prompt or response", s.index.value_or(-1));
+      s.response_length = 0;
+      s.append_response(resp, std::vector<float>(resp.size(), 0.0f), true, "assistant", response);
+      s.rollout_log_probs.clear();  // no engine log-probs in SFT
+      s.response = response;
+      s.reward = 0.0;
+      s.status = SampleStatus::completed;
+      out.push_back(std::move(s));
+    }
+  (void)cfg;
+  return out;
+}
+
+infer::SamplingParams rollout_sampling(const TrainConfig& cfg, const tokenizer::Tokenizer& tok) {
+  infer::SamplingParams p;
+  p.temperature = float(cfg.rollout_temperature);
+  p.top_p = float(cfg.rollout_top_p);
+  p.top_k = int32_t(cfg.rollout_top_k);
+  p.stop = cfg.rollout_stop;
+  for (auto id : cfg.rollout_stop_token_ids) p.stop_token_ids.push_back(int32_t(id));
+  p.max_new_tokens = int32_t(cfg.rollout_max_response_len);
+  p.no_stop_trim = true;  // slime always passes no_stop_trim
+  p.skip_special_tokens = false;
+  (void)tok;
+  return p;
+}
+
+}  // namespace
+
+int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
+  // ---- resume point and model folders
+  std::optional<std::string> resume;
+  if (!cfg.load.empty()) {
+    resume = find_latest_checkpoint(cfg.load);
+    if (!resume) {
+      if (cfg.hf_checkpoint.empty())
+        GYRE_THROW(not_found, "--load {}: no checkpoint there (and no --hf-checkpoint to start from)", cfg.load);
+      log::info("--load {}: no checkpoint yet, starting from --hf-checkpoint", cfg.load);
+    }
+  }
+  const std::string model_dir = resume ? *resume + "/model" : cfg.hf_checkpoint;
+  if (cfg.hf_checkpoint.empty()) cfg.hf_checkpoint = model_dir;
+  if (cfg.tokenizer_dir.empty()) cfg.tokenizer_dir = cfg.hf_checkpoint;
+  auto tok = tokenizer::Tokenizer::from_dir(cfg.tokenizer_dir);
+
+  // ---- data
+  std::shared_ptr<PromptDataset> dataset;
+  if (!cfg.debug_train_only) {
+    if (cfg.prompt_data.empty()) GYRE_THROW(invalid_argument, "--prompt-data is required");
+    dataset = load_prompts(cfg.prompt_data, cfg, *tok);
+  } else {
+    dataset = std::make_shared<PromptDataset>();
+  }
+  cfg.derive_and_validate(int64_t(dataset->size()));
+  std::vector<EvalSet> evals;
+  for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2)
+    evals.push_back({cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
+
+  // ---- models and optimizer
+  std::shared_ptr<model::CausalLM> actor = model::CausalLM::load(model_dir);
+  actor->set_recompute(cfg.recompute_activations);
+  std::unique_ptr<model::CausalLM> ref;
+  if (!cfg.ref_load.empty()) ref = model::CausalLM::load(cfg.ref_load);
+  if (tok->vocab_size() > actor->config().vocab_size)
+    GYRE_THROW(invalid_argument,
+               "tokenizer {} has {} tokens but the model's vocab_size is {}: they do not belong "
+               "together",
+               cfg.tokenizer_dir, tok->vocab_size(), actor->config().vocab_size);
+  const int64_t steps_per_rollout =
+      cfg.rollout_batch_size * cfg.n_samples_per_prompt / *cfg.global_batch_size;
+  train::AdamWConfig ac;
+  ac.lr = cfg.lr, ac.min_lr = cfg.min_lr, ac.beta1 = cfg.adam_beta1, ac.beta2 = cfg.adam_beta2;
+  ac.eps = cfg.adam_eps, ac.weight_decay = cfg.weight_decay, ac.clip_grad = cfg.clip_grad;
+  train::LrSchedule sched;
+  sched.decay_style = cfg.lr_decay_style;
+  sched.warmup_iters = cfg.lr_warmup_iters;
+  sched.decay_iters = cfg.lr_decay_iters.value_or(cfg.total_rollouts * steps_per_rollout);
+  train::AdamW optimizer(ac, sched);
+
+  DataBufferOptions bo;
+  bo.n_samples_per_prompt = cfg.n_samples_per_prompt;
+  bo.shuffle = cfg.rollout_shuffle;
+  bo.seed = uint64_t(cfg.rollout_seed);
+  DataBuffer buffer(dataset, bo);
+  TrainerState state;
+  if (resume) {
+    optimizer.load(*resume);
+    if (!cfg.debug_train_only) buffer.load_state_file(*resume + "/data_buffer.json");
+    state = load_trainer_state(*resume);
+    log::info("resumed from {} (rollout {} done, weight version {})", *resume, state.rollout_id,
+              state.weight_version);
+  }
+
+  // ---- rollout side: colocated engine over the same model
+  const bool sft = cfg.algo.loss_type == LossType::sft_loss;
+  std::shared_ptr<infer::EngineApi> engine;
+  std::unique_ptr<infer::RolloutClient> client;
+  RewardHook reward;
+  if (!sft && !cfg.debug_train_only) {
+    engine = make_colocated_engine(actor, tok, cfg);
+    client = std::make_unique<infer::InProcessRolloutClient>(engine);
+    reward = make_reward_hook(cfg);
+  }
+  GenerateContext gctx;
+  gctx.client = client.get();
+  gctx.tokenizer = tok;
+  gctx.sampling = rollout_sampling(cfg, *tok);
+  gctx.max_context_len = cfg.rollout_max_context_len.value_or(0);
+  gctx.mask_offpolicy_in_partial_rollout = cfg.mask_offpolicy_in_partial_rollout;
+  RolloutOptions ro;
+  ro.rollout_batch_size = cfg.rollout_batch_size;
+  ro.n_samples_per_prompt = cfg.n_samples_per_prompt;
+  ro.over_sampling_batch_size = cfg.over_sampling_batch_size.value_or(0);
+  ro.partial_rollout = cfg.partial_rollout;
+  ro.concurrency = cfg.rollout_concurrency;
+  ro.reward_key = cfg.reward_key;
+  ro.deterministic = cfg.deterministic_inference;
+  ro.rollout_seed = uint64_t(cfg.rollout_seed);
+  ro.base_seed = uint64_t(cfg.seed);
+  std::unique_ptr<RolloutManager> manager;
+  if (client)
+    manager = std::make_unique<RolloutManager>(
+        ro, gctx, load_generate_function(cfg.custom_generate_function_path), reward,
+        load_dynamic_filter(cfg.dynamic_sampling_filter_path, cfg.reward_key));
+
+  ActorTrainerOptions to;
+  to.algo = cfg.algo;
+  to.global_batch_size = *cfg.global_batch_size;
+  to.micro.micro_batch_size = cfg.micro_batch_size;
+  to.micro.dynamic = cfg.use_dynamic_batch_size;
+  to.micro.max_tokens_per_gpu = cfg.max_tokens_per_gpu;
+  to.temperature = float(cfg.rollout_temperature);
+  to.check_first_step_ratio = !cfg.skip_ratio_check;
+  ActorTrainer trainer(*actor, ref.get(), optimizer, to);
+
+  obs::MetricsOptions mo;
+  mo.dir = cfg.save;
+  mo.tensorboard = cfg.use_tensorboard;
+  if (!cfg.save.empty()) {
+    fs::create_directories(cfg.save);
+    std::ofstream(cfg.save + "/config.yaml") << flags_yaml;
+  }
+  obs::MetricsLogger metrics_log(mo);
+  obs::ProgressOptions po;
+  po.total_steps = cfg.total_rollouts;
+  po.keys = {"rollout/raw_reward", "eval/*", "train/loss", "train/pg_clipfrac", "train/grad_norm",
+             "perf/tokens_per_s", "perf/rollout_time", "perf/train_time"};
+  DType save_dtype = cfg.save_dtype == "bf16" ? DType::bf16 : cfg.save_dtype == "f16" ? DType::f16 : DType::f32;
+
+  auto run_eval = [&](std::map<std::string, double>& m) {
+    if (!client) return;
+    for (auto& e : evals) {
+      infer::SamplingParams sp = gctx.sampling;
+      sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
+      if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
+      Phase ph(m, "eval");
+      for (auto& [k, v] : evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
+        m[k] = v;
+    }
+  };
+
+  const int64_t start = state.rollout_id + 1;
+  if (start == 0 && cfg.eval_interval > 0 && !evals.empty()) {
+    std::map<std::string, double> m;
+    run_eval(m);
+    metrics_log.log(0, m);
+    if (!cfg.quiet) std::fprintf(stderr, "%s\n", obs::format_progress(0, 0, m, po).c_str());
+  }
+  Timer run_timer;
+  for (int64_t rid = start; rid < cfg.total_rollouts; ++rid) {
+    Timer step_timer;
+    std::map<std::string, double> m;
+    std::vector<Sample> samples;
+    {
+      Phase ph(m, "rollout");
+      if (!cfg.load_debug_rollout_data.empty()) {
+        samples = load_rollout_dump(rollout_dump_path(cfg.load_debug_rollout_data, rid)).samples;
+      } else if (sft) {
+        samples = sft_samples(buffer.get_samples(cfg.rollout_batch_size), *tok, cfg);
+      } else {
+        RolloutOutput ro_out = manager->generate(rid, buffer);
+        samples = std::move(ro_out.samples);
+        for (auto& [k, v] : ro_out.metrics) m[k] = v;
+      }
+    }
+    if (!cfg.save_debug_rollout_data.empty())
+      save_rollout_dump(rollout_dump_path(cfg.save_debug_rollout_data, rid), rid, samples);
+    double gen_tokens = 0;
+    for (auto& s : samples) gen_tokens += double(s.response_length);
+    if (m.count("perf/rollout_time") && m["perf/rollout_time"] > 0)
+      m["perf/tokens_per_s"] = gen_tokens / m["perf/rollout_time"];
+    if (!sft && !m.count("rollout/raw_reward")) {
+      for (auto& [k, v] : rollout_metrics(samples, cfg.reward_key)) m[k] = v;
+    }
+    if (!cfg.debug_rollout_only) {
+      std::vector<double> raw;
+      for (size_t i = 0; i < samples.size(); ++i) {
+        double r = sft ? 0.0 : samples[i].reward_value(cfg.reward_key);
+        if (!std::isfinite(r))
+          GYRE_THROW(invalid_argument, "rollout {}: sample {} (index {}) has a non-finite reward {}",
+                     rid, i, samples[i].index.value_or(-1), r);
+        raw.push_back(r);
+      }
+      std::vector<float> rewards = post_process_rewards(raw, cfg.algo);
+      if (client) client->pause();
+      {
+        Phase ph(m, "train");
+        for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
+      }
+      if (client) {
+        Phase ph(m, "sync");
+        state.weight_version = client->sync_weights(nullptr, "");
+        client->resume();
+      } else {
+        ++state.weight_version;
+      }
+    }
+    state.rollout_id = rid;
+    if (cfg.eval_interval > 0 && !evals.empty() &&
+        ((rid + 1) % cfg.eval_interval == 0 || rid + 1 == cfg.total_rollouts))
+      run_eval(m);
+    const bool last = rid + 1 == cfg.total_rollouts;
+    if (!cfg.save.empty() && (last || (cfg.save_interval > 0 && (rid + 1) % cfg.save_interval == 0))) {
+      Phase ph(m, "save");
+      save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer, state,
+                      flags_yaml);
+    }
+    m["perf/step_time"] = step_timer.elapsed();
+    m["perf/wall_time"] = run_timer.elapsed();
+    m["rollout/weight_version"] = double(state.weight_version);
+    metrics_log.log(rid + 1, m);
+    if (!cfg.quiet)
+      std::fprintf(stderr, "%s\n", obs::format_progress(rid + 1, step_timer.elapsed(), m, po).c_str());
+  }
+  return 0;
+}
+
+}  // namespace gyre::rl
