@@ -1,0 +1,111 @@
+// Row primitives the softmax-style CPU kernels are built from, written so that GCC vectorises them
+// without -ffast-math: reductions keep kLanes independent partial results (no reassociation of a
+// single sum, so they vectorise legally) combined in a fixed order, and exp for f32 is a
+// branch-free polynomial instead of a libm call.
+//
+// Invariants: results depend only on the row contents (never on threads); sums accumulate in
+// double; exp_f32 is within ~2 ulp of expf for x <= 88 and returns 0 below -87.3 (the f32 normal
+// range ends there; softmax weights that small do not change an f32 sum).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace gyre::cpu::vec {
+
+constexpr int kLanes = 8;
+
+// Cephes expf (facts: range reduction x = n ln2 + r with ln2 split in two constants, degree-5
+// minimax polynomial for e^r on |r| <= ln2/2, then scaling by 2^n through the exponent bits).
+inline float exp_f32(float x) {
+  float xc = std::min(std::max(x, -87.3f), 88.0f);
+  float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  float y = p * scale;
+  y = x < -87.3f ? 0.0f : y;
+  return x != x ? x : y;  // NaN stays NaN
+}
+
+template <typename T>
+inline T exp(T x) {
+  if constexpr (sizeof(T) == 4) {
+    return exp_f32(x);
+  } else {
+    return std::exp(x);
+  }
+}
+
+// max_j x[j] (-inf for n = 0; NaN entries are ignored here and propagate through the sums).
+template <typename T>
+T row_max(const T* x, int64_t n) {
+  T lane[kLanes];
+  std::fill(lane, lane + kLanes, -std::numeric_limits<T>::infinity());
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] = lane[l] < x[j + l] ? x[j + l] : lane[l];
+  T m = lane[0];
+  for (int l = 1; l < kLanes; ++l) m = m < lane[l] ? lane[l] : m;
+  for (; j < n; ++j) m = m < x[j] ? x[j] : m;
+  return m;
+}
+
+// Σ_j e_j with e_j = exp((x[j] - shift)) (optionally scaled first: x[j] * mul); writes e to `out`
+// when non-null (out may alias x). Optionally also Σ_j e_j (x[j]*mul - shift) into *weighted.
+template <typename T>
+double exp_sum(const T* x, int64_t n, T mul, T shift, T* out, double* weighted) {
+  double s[kLanes] = {}, w[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    T e[kLanes], d[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      d[l] = x[j + l] * mul - shift;
+      e[l] = exp<T>(d[l]);
+    }
+    for (int l = 0; l < kLanes; ++l) s[l] += double(e[l]);
+    if (weighted)
+      for (int l = 0; l < kLanes; ++l) w[l] += double(e[l]) * double(d[l]);
+    if (out)
+      for (int l = 0; l < kLanes; ++l) out[j + l] = e[l];
+  }
+  double st = 0, wt = 0;
+  for (int l = 0; l < kLanes; ++l) st += s[l];
+  for (int l = 0; l < kLanes; ++l) wt += w[l];
+  for (; j < n; ++j) {
+    T d = x[j] * mul - shift;
+    T e = exp<T>(d);
+    st += double(e);
+    wt += double(e) * double(d);
+    if (out) out[j] = e;
+  }
+  if (weighted) *weighted = wt;
+  return st;
+}
+
+// Σ_j a[j] b[j] in double.
+template <typename T>
+double dot(const T* a, const T* b, int64_t n) {
+  double s[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) s[l] += double(a[j + l]) * double(b[j + l]);
+  double t = 0;
+  for (int l = 0; l < kLanes; ++l) t += s[l];
+  for (; j < n; ++j) t += double(a[j]) * double(b[j]);
+  return t;
+}
+
+}  // namespace gyre::cpu::vec

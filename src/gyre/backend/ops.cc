@@ -1,0 +1,734 @@
+// gyre::ops: argument checking and device/dtype dispatch to the backend kernels.
+//
+// Invariants: every op validates shapes, dtypes and devices before any kernel runs (kernels never
+// throw): inconsistent shapes or dtypes are programming errors (GYRE_CHECK, Error(internal) naming
+// the op and tensor), bad data — token ids, target ids, positions, cu_seqlens, expert indices
+// outside their range, non-positive temperature — are Error(invalid_argument) naming the value,
+// its position and the valid range. Float tensors of one call share one dtype, f32 (the backend's
+// working type) or f64 (used by the finite-difference tests); a CUDA tensor raises
+// Error(unsupported). An undefined overwrite-output is allocated; an undefined gradient the op
+// would accumulate into is skipped.
+#include "gyre/backend/ops.h"
+
+#include <cmath>
+#include <initializer_list>
+#include <utility>
+
+#include "gyre/backend/cpu/kernels.h"
+#include "gyre/backend/cpu/parallel.h"
+
+namespace gyre::ops {
+
+namespace {
+
+struct Arg {
+  const char* name;
+  const Tensor* t;
+};
+
+// Where a CUDA tensor reaches an op, say whether the CUDA backend is missing or just this op.
+void require_cpu(const char* op, std::initializer_list<Arg> args) {
+  for (const Arg& a : args) {
+    if (!a.t->defined() || a.t->device() == Device::cpu) continue;
+#ifdef GYRE_HAVE_CUDA
+    GYRE_THROW(unsupported,
+               "ops::{}: tensor '{}' is on {} but the CUDA backend has no kernel for {} yet; move "
+               "the tensors to the CPU for this op",
+               op, a.name, device_name(a.t->device()), op);
+#else
+    GYRE_THROW(unsupported,
+               "ops::{}: tensor '{}' is on {} but the CUDA backend is not built in this binary; "
+               "reconfigure with -DGYRE_CUDA=ON on a machine with the CUDA toolkit",
+               op, a.name, device_name(a.t->device()));
+#endif
+  }
+}
+
+// The common float dtype of the defined tensors (f32 or f64).
+DType float_dtype(const char* op, std::initializer_list<Arg> args) {
+  const Arg* first = nullptr;
+  for (const Arg& a : args) {
+    if (!a.t->defined()) continue;
+    GYRE_CHECK(a.t->dtype() == DType::f32 || a.t->dtype() == DType::f64,
+               "ops::{}: tensor '{}' must be f32 (or f64), got {}", op, a.name,
+               dtype_name(a.t->dtype()));
+    if (!first) first = &a;
+    GYRE_CHECK(a.t->dtype() == first->t->dtype(), "ops::{}: '{}' is {} but '{}' is {}", op, a.name,
+               dtype_name(a.t->dtype()), first->name, dtype_name(first->t->dtype()));
+  }
+  GYRE_CHECK(first != nullptr, "ops::{}: no input tensor is defined", op);
+  return first->t->dtype();
+}
+
+void check_i32(const char* op, const char* name, const Tensor& t) {
+  GYRE_CHECK(t.defined(), "ops::{}: index tensor '{}' is undefined", op, name);
+  GYRE_CHECK(t.dtype() == DType::i32, "ops::{}: index tensor '{}' must be i32, got {}", op, name,
+             dtype_name(t.dtype()));
+}
+
+void check_defined(const char* op, const char* name, const Tensor& t) {
+  GYRE_CHECK(t.defined(), "ops::{}: tensor '{}' is undefined", op, name);
+}
+
+void check_all_defined(const char* op, std::initializer_list<Arg> args) {
+  for (const Arg& a : args) check_defined(op, a.name, *a.t);
+}
+
+// `t` has exactly `shape`.
+void check_shape(const char* op, const char* name, const Tensor& t, const Shape& shape) {
+  GYRE_CHECK(t.shape() == shape, "ops::{}: tensor '{}' has shape {}, expected {}", op, name,
+             shape_str(t.shape()), shape_str(shape));
+}
+
+// `t` is `rows` rows of length `cols` (any leading shape, last dim = cols).
+void check_rows(const char* op, const char* name, const Tensor& t, int64_t rows, int64_t cols) {
+  GYRE_CHECK(t.dim() >= 1 && t.size(-1) == cols && t.numel() == rows * cols,
+             "ops::{}: tensor '{}' has shape {}, expected {} rows of {} (last dim {})", op, name,
+             shape_str(t.shape()), rows, cols, cols);
+}
+
+// Allocates an undefined overwrite-output like `shape`/`dtype`, otherwise checks its shape.
+void prepare_out(const char* op, const char* name, Tensor& t, const Shape& shape, DType dtype) {
+  if (!t.defined()) {
+    t = Tensor::empty(shape, dtype);
+    return;
+  }
+  GYRE_CHECK(t.numel() == shape_numel(shape) && t.dim() >= 1 && !shape.empty() &&
+                 t.size(-1) == shape.back(),
+             "ops::{}: output '{}' has shape {}, expected {}", op, name, shape_str(t.shape()),
+             shape_str(shape));
+  GYRE_CHECK(t.dtype() == dtype, "ops::{}: output '{}' is {}, expected {}", op, name,
+             dtype_name(t.dtype()), dtype_name(dtype));
+}
+
+// Calls fn(T{}) with T = float or double for the dtype.
+template <typename Fn>
+void dispatch(DType dt, Fn&& fn) {
+  if (dt == DType::f64) {
+    fn(double{});
+  } else {
+    fn(float{});
+  }
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// Ids must index rows [0, n): bad ids are user data (a tokenizer/vocab mismatch), not a bug.
+void check_index_range(const char* op, const char* what, const Tensor& ids, int64_t n,
+                       const char* fix) {
+  const int32_t* p = ids.i32();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    if (p[i] < 0 || p[i] >= n)
+      GYRE_THROW(invalid_argument, "ops::{}: {} {} at position {} is outside [0, {}); {}", op, what,
+                 p[i], i, n, fix);
+  }
+}
+
+}  // namespace
+
+// ---- dense algebra
+
+void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc) {
+  if (device != Device::cpu) {
+    GYRE_THROW(unsupported, "ops::gemm: device {} has no GEMM in this build (CUDA backend {})",
+               device_name(device),
+#ifdef GYRE_HAVE_CUDA
+               "has no raw gemm entry yet"
+#else
+               "not built; reconfigure with -DGYRE_CUDA=ON"
+#endif
+    );
+  }
+  GYRE_CHECK(M >= 0 && N >= 0 && K >= 0, "ops::gemm: negative size M={} N={} K={}", M, N, K);
+  GYRE_CHECK(lda >= std::max<int64_t>(1, trans_a ? M : K) &&
+                 ldb >= std::max<int64_t>(1, trans_b ? K : N) && ldc >= std::max<int64_t>(1, N),
+             "ops::gemm: leading dimensions lda={} ldb={} ldc={} too small for M={} N={} K={}", lda,
+             ldb, ldc, M, N, K);
+  cpu::gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  const char* op = "linear";
+  check_defined(op, "x", x);
+  check_defined(op, "w", w);
+  require_cpu(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
+  DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
+  GYRE_CHECK(w.dim() == 2, "ops::linear: weight must be [N, K], got {}", shape_str(w.shape()));
+  const int64_t N = w.size(0), K = w.size(1);
+  GYRE_CHECK(x.dim() >= 1 && x.size(-1) == K,
+             "ops::linear: x has shape {} but the weight {} expects last dim {}",
+             shape_str(x.shape()), shape_str(w.shape()), K);
+  const int64_t M = x.numel() / std::max<int64_t>(K, 1);
+  if (b.defined()) check_shape(op, "b", b, {N});
+  Shape ys = x.shape();
+  ys.back() = N;
+  prepare_out(op, "y", y, ys, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::linear_fwd<T>(ptr<T>(x), ptr<T>(w), ptr<T>(b), M, N, K, ptr<T>(y));
+  });
+}
+
+void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                     Tensor& db, bool accumulate_dx) {
+  const char* op = "linear_backward";
+  check_defined(op, "dy", dy);
+  check_defined(op, "x", x);
+  check_defined(op, "w", w);
+  require_cpu(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
+  DType dt =
+      float_dtype(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
+  GYRE_CHECK(w.dim() == 2, "ops::linear_backward: weight must be [N, K], got {}",
+             shape_str(w.shape()));
+  const int64_t N = w.size(0), K = w.size(1);
+  GYRE_CHECK(x.dim() >= 1 && x.size(-1) == K, "ops::linear_backward: x {} vs weight {}",
+             shape_str(x.shape()), shape_str(w.shape()));
+  const int64_t M = x.numel() / std::max<int64_t>(K, 1);
+  check_rows(op, "dy", dy, M, N);
+  if (dx.defined()) check_rows(op, "dx", dx, M, K);
+  if (dw.defined()) check_shape(op, "dw", dw, {N, K});
+  if (db.defined()) check_shape(op, "db", db, {N});
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::linear_bwd<T>(ptr<T>(dy), ptr<T>(x), ptr<T>(w), M, N, K, ptr<T>(dx), accumulate_dx,
+                       ptr<T>(dw), ptr<T>(db));
+  });
+}
+
+// ---- elementwise
+
+void add(const Tensor& a, const Tensor& b, Tensor& out) {
+  const char* op = "add";
+  check_defined(op, "a", a);
+  check_defined(op, "b", b);
+  require_cpu(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  DType dt = float_dtype(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  check_shape(op, "b", b, a.shape());
+  prepare_out(op, "out", out, a.shape(), dt);
+  GYRE_CHECK(out.numel() == a.numel(), "ops::add: out {} vs a {}", shape_str(out.shape()),
+             shape_str(a.shape()));
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::add<T>(ptr<T>(a), ptr<T>(b), ptr<T>(out), a.numel());
+  });
+}
+
+void add_(Tensor& a, const Tensor& b) { add(a, b, a); }
+
+void scale_(Tensor& a, float s) {
+  check_defined("scale_", "a", a);
+  require_cpu("scale_", {{"a", &a}});
+  DType dt = float_dtype("scale_", {{"a", &a}});
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::scale<T>(ptr<T>(a), T(s), a.numel());
+  });
+}
+
+void copy(const Tensor& src, Tensor& dst) {
+  check_defined("copy", "src", src);
+  check_defined("copy", "dst", dst);
+  require_cpu("copy", {{"src", &src}, {"dst", &dst}});
+  check_shape("copy", "dst", dst, src.shape());
+  dst.copy_from(src);  // memcpy for equal dtypes, rounding conversion otherwise
+}
+
+double sum_squares(const Tensor& a) {
+  check_defined("sum_squares", "a", a);
+  require_cpu("sum_squares", {{"a", &a}});
+  DType dt = float_dtype("sum_squares", {{"a", &a}});
+  double r = 0;
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    r = cpu::sum_squares<T>(ptr<T>(a), a.numel());
+  });
+  return r;
+}
+
+// ---- embedding
+
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+  const char* op = "embedding";
+  check_i32(op, "ids", ids);
+  check_defined(op, "table", table);
+  require_cpu(op, {{"ids", &ids}, {"table", &table}, {"out", &out}});
+  DType dt = float_dtype(op, {{"table", &table}, {"out", &out}});
+  GYRE_CHECK(table.dim() == 2, "ops::embedding: table must be [V, H], got {}",
+             shape_str(table.shape()));
+  const int64_t V = table.size(0), H = table.size(1), n = ids.numel();
+  check_index_range(op, "token id", ids, V,
+                    "the ids do not match this model's vocabulary (check the tokenizer)");
+  prepare_out(op, "out", out, {n, H}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::embedding_fwd<T>(ids.i32(), n, ptr<T>(table), H, ptr<T>(out));
+  });
+}
+
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
+  const char* op = "embedding_backward";
+  check_i32(op, "ids", ids);
+  check_defined(op, "dout", dout);
+  require_cpu(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}});
+  if (!dtable.defined()) return;
+  DType dt = float_dtype(op, {{"dout", &dout}, {"dtable", &dtable}});
+  GYRE_CHECK(dtable.dim() == 2, "ops::embedding_backward: dtable must be [V, H], got {}",
+             shape_str(dtable.shape()));
+  const int64_t V = dtable.size(0), H = dtable.size(1), n = ids.numel();
+  check_rows(op, "dout", dout, n, H);
+  check_index_range(op, "token id", ids, V,
+                    "the ids do not match this model's vocabulary (check the tokenizer)");
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::embedding_bwd<T>(ids.i32(), n, ptr<T>(dout), H, ptr<T>(dtable));
+  });
+}
+
+// ---- RMSNorm
+
+void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
+  const char* op = "rms_norm";
+  check_defined(op, "x", x);
+  check_defined(op, "w", w);
+  require_cpu(op, {{"x", &x}, {"w", &w}, {"y", &y}, {"rstd", &rstd}});
+  DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"y", &y}, {"rstd", &rstd}});
+  const int64_t H = w.numel();
+  GYRE_CHECK(H > 0 && x.dim() >= 1 && x.size(-1) == H,
+             "ops::rms_norm: x has shape {} but the weight has {} elements", shape_str(x.shape()),
+             H);
+  GYRE_CHECK(eps >= 0 && std::isfinite(eps), "ops::rms_norm: eps must be >= 0, got {}", eps);
+  const int64_t R = x.numel() / H;
+  prepare_out(op, "y", y, x.shape(), dt);
+  prepare_out(op, "rstd", rstd, {R}, dt);
+  GYRE_CHECK(rstd.numel() == R, "ops::rms_norm: rstd has {} elements for {} rows", rstd.numel(), R);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::rms_norm_fwd<T>(ptr<T>(x), ptr<T>(w), R, H, double(eps), ptr<T>(y), ptr<T>(rstd));
+  });
+}
+
+void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                       Tensor& dx, Tensor& dw) {
+  const char* op = "rms_norm_backward";
+  check_all_defined(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}});
+  require_cpu(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
+  DType dt = float_dtype(
+      op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
+  const int64_t H = w.numel();
+  GYRE_CHECK(H > 0 && x.dim() >= 1 && x.size(-1) == H,
+             "ops::rms_norm_backward: x has shape {} but the weight has {} elements",
+             shape_str(x.shape()), H);
+  const int64_t R = x.numel() / H;
+  check_rows(op, "dy", dy, R, H);
+  GYRE_CHECK(rstd.numel() == R, "ops::rms_norm_backward: rstd has {} elements for {} rows",
+             rstd.numel(), R);
+  prepare_out(op, "dx", dx, x.shape(), dt);
+  if (dw.defined()) check_shape(op, "dw", dw, w.shape());
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::rms_norm_bwd<T>(ptr<T>(dy), ptr<T>(x), ptr<T>(w), ptr<T>(rstd), R, H, ptr<T>(dx),
+                         ptr<T>(dw));
+  });
+}
+
+// ---- RoPE
+
+void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin, bool inverse) {
+  const char* op = "rope_";
+  check_defined(op, "x", x);
+  check_i32(op, "positions", positions);
+  check_defined(op, "cos", cos);
+  check_defined(op, "sin", sin);
+  require_cpu(op, {{"x", &x}, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
+  DType dt = float_dtype(op, {{"x", &x}, {"cos", &cos}, {"sin", &sin}});
+  GYRE_CHECK(x.dim() == 3, "ops::rope_: x must be [T, H, D], got {}", shape_str(x.shape()));
+  const int64_t T_ = x.size(0), H = x.size(1), D = x.size(2);
+  GYRE_CHECK(D % 2 == 0, "ops::rope_: head dim {} must be even", D);
+  check_shape(op, "positions", positions, {T_});
+  GYRE_CHECK(cos.dim() == 2 && cos.size(1) == D / 2,
+             "ops::rope_: cos must be [P, D/2 = {}], got {}", D / 2, shape_str(cos.shape()));
+  check_shape(op, "sin", sin, cos.shape());
+  check_index_range(op, "position", positions, cos.size(0),
+                    "the sequence is longer than the RoPE table; raise max_position_embeddings "
+                    "or shorten the input");
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::rope<T>(ptr<T>(x), T_, H, D, positions.i32(), ptr<T>(cos), ptr<T>(sin), inverse);
+  });
+}
+
+// ---- SwiGLU
+
+void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  const char* op = "silu_mul";
+  check_defined(op, "gate", gate);
+  check_defined(op, "up", up);
+  require_cpu(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
+  DType dt = float_dtype(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
+  check_shape(op, "up", up, gate.shape());
+  prepare_out(op, "out", out, gate.shape(), dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::silu_mul_fwd<T>(ptr<T>(gate), ptr<T>(up), ptr<T>(out), gate.numel());
+  });
+}
+
+void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                       Tensor& dup) {
+  const char* op = "silu_mul_backward";
+  check_all_defined(op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}});
+  require_cpu(op,
+              {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
+  DType dt = float_dtype(
+      op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
+  check_shape(op, "up", up, gate.shape());
+  check_shape(op, "dout", dout, gate.shape());
+  prepare_out(op, "dgate", dgate, gate.shape(), dt);
+  prepare_out(op, "dup", dup, gate.shape(), dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::silu_mul_bwd<T>(ptr<T>(dout), ptr<T>(gate), ptr<T>(up), ptr<T>(dgate), ptr<T>(dup),
+                         gate.numel());
+  });
+}
+
+// ---- attention
+
+namespace {
+struct AttnDims {
+  int64_t T, Hq, Hkv, D, B;
+};
+
+AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const Tensor& cu_seqlens, float scale) {
+  check_defined(op, "q", q);
+  check_defined(op, "k", k);
+  check_defined(op, "v", v);
+  check_i32(op, "cu_seqlens", cu_seqlens);
+  GYRE_CHECK(q.dim() == 3 && k.dim() == 3,
+             "ops::{}: q must be [T, Hq, D] and k [T, Hkv, D], got {} and {}", op,
+             shape_str(q.shape()), shape_str(k.shape()));
+  AttnDims a{q.size(0), q.size(1), k.size(1), q.size(2), cu_seqlens.numel() - 1};
+  GYRE_CHECK(a.Hq > 0 && a.Hkv > 0 && a.D > 0 && a.Hq % a.Hkv == 0,
+             "ops::{}: {} query heads cannot share {} kv heads (need Hq % Hkv == 0, D > 0)", op,
+             a.Hq, a.Hkv);
+  check_shape(op, "k", k, {a.T, a.Hkv, a.D});
+  check_shape(op, "v", v, {a.T, a.Hkv, a.D});
+  GYRE_CHECK(cu_seqlens.dim() == 1 && a.B >= 0, "ops::{}: cu_seqlens must be [B+1], got {}", op,
+             shape_str(cu_seqlens.shape()));
+  GYRE_CHECK(std::isfinite(scale), "ops::{}: softmax scale {} is not finite", op, scale);
+  const int32_t* cu = cu_seqlens.i32();
+  if (cu[0] != 0)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: cu_seqlens[0] is {}, must be 0 (offsets of the packed "
+               "sequences start at token 0)",
+               op, cu[0]);
+  for (int64_t b = 0; b < a.B; ++b)
+    if (cu[b + 1] < cu[b])
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: cu_seqlens decreases at index {} ({} -> {}); "
+                 "offsets must be cumulative sequence lengths",
+                 op, b + 1, cu[b], cu[b + 1]);
+  if (cu[a.B] != a.T)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: cu_seqlens ends at {} but the batch has {} tokens; "
+               "the last offset must equal the packed length",
+               op, cu[a.B], a.T);
+  return a;
+}
+}  // namespace
+
+void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                      float scale, Tensor& out, Tensor& lse) {
+  const char* op = "attention_varlen";
+  require_cpu(
+      op,
+      {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens", &cu_seqlens}, {"out", &out}, {"lse", &lse}});
+  AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
+  DType dt = float_dtype(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
+  prepare_out(op, "out", out, q.shape(), dt);
+  prepare_out(op, "lse", lse, {a.T, a.Hq}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::attention_fwd<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), cu_seqlens.i32(), a.B, a.Hq, a.Hkv, a.D,
+                          T(scale), ptr<T>(out), ptr<T>(lse));
+  });
+}
+
+void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& cu_seqlens, float scale, Tensor& dq, Tensor& dk,
+                               Tensor& dv) {
+  const char* op = "attention_varlen_backward";
+  require_cpu(op, {{"dout", &dout},
+                   {"q", &q},
+                   {"k", &k},
+                   {"v", &v},
+                   {"out", &out},
+                   {"lse", &lse},
+                   {"cu_seqlens", &cu_seqlens},
+                   {"dq", &dq},
+                   {"dk", &dk},
+                   {"dv", &dv}});
+  AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
+  check_defined(op, "dout", dout);
+  check_defined(op, "out", out);
+  check_defined(op, "lse", lse);
+  DType dt = float_dtype(op, {{"dout", &dout},
+                              {"q", &q},
+                              {"k", &k},
+                              {"v", &v},
+                              {"out", &out},
+                              {"lse", &lse},
+                              {"dq", &dq},
+                              {"dk", &dk},
+                              {"dv", &dv}});
+  check_shape(op, "dout", dout, q.shape());
+  check_shape(op, "out", out, q.shape());
+  GYRE_CHECK(lse.numel() == a.T * a.Hq, "ops::{}: lse has shape {}, expected [{}, {}]", op,
+             shape_str(lse.shape()), a.T, a.Hq);
+  prepare_out(op, "dq", dq, q.shape(), dt);
+  prepare_out(op, "dk", dk, k.shape(), dt);
+  prepare_out(op, "dv", dv, v.shape(), dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::attention_bwd<T>(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), ptr<T>(lse),
+                          cu_seqlens.i32(), a.B, a.Hq, a.Hkv, a.D, T(scale), ptr<T>(dq), ptr<T>(dk),
+                          ptr<T>(dv));
+  });
+}
+
+// ---- softmax family
+
+namespace {
+template <typename Kernel>
+void rowwise(const char* op, const Tensor& x, Tensor& out, Kernel kernel) {
+  check_defined(op, "x", x);
+  require_cpu(op, {{"x", &x}, {"out", &out}});
+  DType dt = float_dtype(op, {{"x", &x}, {"out", &out}});
+  GYRE_CHECK(x.dim() >= 1 && x.size(-1) > 0, "ops::{}: x must have a non-empty last dim, got {}",
+             op, shape_str(x.shape()));
+  const int64_t C = x.size(-1), R = x.numel() / C;
+  prepare_out(op, "out", out, x.shape(), dt);
+  dispatch(dt, [&](auto t) { kernel(t, ptr<decltype(t)>(x), R, C, ptr<decltype(t)>(out)); });
+}
+
+void check_logprob_args(const char* op, const Tensor& logits, const Tensor& targets,
+                        float temperature, int64_t* n, int64_t* V) {
+  check_defined(op, "logits", logits);
+  check_i32(op, "targets", targets);
+  GYRE_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, "ops::{}: logits must be [T, V], got {}", op,
+             shape_str(logits.shape()));
+  *V = logits.size(-1);
+  *n = logits.numel() / *V;
+  GYRE_CHECK(targets.numel() == *n, "ops::{}: {} targets for {} rows of logits {}", op,
+             targets.numel(), *n, shape_str(logits.shape()));
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    GYRE_THROW(invalid_argument, "ops::{}: temperature {} must be a finite number > 0", op,
+               temperature);
+  const int32_t* tg = targets.i32();
+  for (int64_t i = 0; i < *n; ++i)
+    if (tg[i] >= *V)
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: target id {} at position {} is outside the vocabulary [0, {}); use a "
+                 "negative target to skip a position",
+                 op, tg[i], i, *V);
+}
+}  // namespace
+
+void softmax_rows(const Tensor& x, Tensor& out) {
+  rowwise("softmax_rows", x, out, [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
+    cpu::softmax_rows<decltype(t)>(px, R, C, po);
+  });
+}
+
+void log_softmax_rows(const Tensor& x, Tensor& out) {
+  rowwise("log_softmax_rows", x, out, [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
+    cpu::log_softmax_rows<decltype(t)>(px, R, C, po);
+  });
+}
+
+void token_logprobs(const Tensor& logits, const Tensor& targets, float temperature, Tensor& logp,
+                    Tensor& entropy) {
+  const char* op = "token_logprobs";
+  require_cpu(op,
+              {{"logits", &logits}, {"targets", &targets}, {"logp", &logp}, {"entropy", &entropy}});
+  int64_t n = 0, V = 0;
+  check_logprob_args(op, logits, targets, temperature, &n, &V);
+  DType dt = float_dtype(op, {{"logits", &logits}, {"logp", &logp}, {"entropy", &entropy}});
+  prepare_out(op, "logp", logp, {n}, dt);
+  if (entropy.defined()) prepare_out(op, "entropy", entropy, {n}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::token_logprobs_fwd<T>(ptr<T>(logits), targets.i32(), n, V, T(temperature), ptr<T>(logp),
+                               ptr<T>(entropy));
+  });
+}
+
+void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float temperature,
+                             const Tensor& dlogp, const Tensor& dentropy, Tensor& dlogits) {
+  const char* op = "token_logprobs_backward";
+  require_cpu(op, {{"logits", &logits},
+                   {"targets", &targets},
+                   {"dlogp", &dlogp},
+                   {"dentropy", &dentropy},
+                   {"dlogits", &dlogits}});
+  int64_t n = 0, V = 0;
+  check_logprob_args(op, logits, targets, temperature, &n, &V);
+  check_defined(op, "dlogp", dlogp);
+  DType dt = float_dtype(
+      op, {{"logits", &logits}, {"dlogp", &dlogp}, {"dentropy", &dentropy}, {"dlogits", &dlogits}});
+  GYRE_CHECK(dlogp.numel() == n, "ops::{}: dlogp has {} elements for {} rows", op, dlogp.numel(),
+             n);
+  if (dentropy.defined())
+    GYRE_CHECK(dentropy.numel() == n, "ops::{}: dentropy has {} elements for {} rows", op,
+               dentropy.numel(), n);
+  prepare_out(op, "dlogits", dlogits, logits.shape(), dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::token_logprobs_bwd<T>(ptr<T>(logits), targets.i32(), n, V, T(temperature), ptr<T>(dlogp),
+                               ptr<T>(dentropy), ptr<T>(dlogits));
+  });
+}
+
+// ---- mixture of experts
+
+void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& probs,
+               Tensor& indices, Tensor& weights) {
+  const char* op = "moe_route";
+  check_defined(op, "router_logits", router_logits);
+  require_cpu(op, {{"router_logits", &router_logits},
+                   {"probs", &probs},
+                   {"indices", &indices},
+                   {"weights", &weights}});
+  DType dt = float_dtype(
+      op, {{"router_logits", &router_logits}, {"probs", &probs}, {"weights", &weights}});
+  GYRE_CHECK(router_logits.dim() == 2, "ops::moe_route: router_logits must be [T, E], got {}",
+             shape_str(router_logits.shape()));
+  const int64_t n = router_logits.size(0), E = router_logits.size(1);
+  if (k < 1 || k > E)
+    GYRE_THROW(invalid_argument,
+               "ops::moe_route: top-k = {} experts per token is outside [1, {}] (the router has "
+               "{} experts); check num_experts_per_tok in the model config",
+               k, E, E);
+  prepare_out(op, "probs", probs, {n, E}, dt);
+  if (!indices.defined()) indices = Tensor::empty({n, k}, DType::i32);
+  check_i32(op, "indices", indices);
+  check_shape(op, "indices", indices, {n, k});
+  prepare_out(op, "weights", weights, {n, k}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_route_fwd<T>(ptr<T>(router_logits), n, E, k, norm_topk, ptr<T>(probs), indices.i32(),
+                          ptr<T>(weights));
+  });
+}
+
+void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tensor& indices,
+                        bool norm_topk, Tensor& drouter_logits) {
+  const char* op = "moe_route_backward";
+  check_defined(op, "dweights", dweights);
+  check_defined(op, "probs", probs);
+  check_i32(op, "indices", indices);
+  require_cpu(op, {{"dweights", &dweights},
+                   {"probs", &probs},
+                   {"indices", &indices},
+                   {"drouter_logits", &drouter_logits}});
+  DType dt = float_dtype(
+      op, {{"dweights", &dweights}, {"probs", &probs}, {"drouter_logits", &drouter_logits}});
+  GYRE_CHECK(probs.dim() == 2, "ops::{}: probs must be [T, E], got {}", op,
+             shape_str(probs.shape()));
+  const int64_t n = probs.size(0), E = probs.size(1);
+  GYRE_CHECK(indices.dim() == 2 && indices.size(0) == n,
+             "ops::{}: indices {} do not match probs {}", op, shape_str(indices.shape()),
+             shape_str(probs.shape()));
+  const int64_t k = indices.size(1);
+  check_shape(op, "dweights", dweights, {n, k});
+  check_index_range(op, "expert index", indices, E, "pass the indices moe_route produced");
+  prepare_out(op, "drouter_logits", drouter_logits, {n, E}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::moe_route_bwd<T>(ptr<T>(dweights), ptr<T>(probs), indices.i32(), n, E, k, norm_topk,
+                          ptr<T>(drouter_logits));
+  });
+}
+
+void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
+  const char* op = "gather_rows";
+  check_defined(op, "src", src);
+  check_i32(op, "idx", idx);
+  require_cpu(op, {{"src", &src}, {"idx", &idx}, {"out", &out}});
+  DType dt = float_dtype(op, {{"src", &src}, {"out", &out}});
+  GYRE_CHECK(src.dim() == 2, "ops::gather_rows: src must be [R, H], got {}",
+             shape_str(src.shape()));
+  const int64_t R = src.size(0), H = src.size(1), n = idx.numel();
+  check_index_range(op, "row index", idx, R, "indices must address rows of src");
+  prepare_out(op, "out", out, {n, H}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::gather_rows<T>(ptr<T>(src), H, idx.i32(), n, ptr<T>(out));
+  });
+}
+
+void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale, Tensor& out) {
+  const char* op = "scatter_add_rows";
+  check_defined(op, "src", src);
+  check_i32(op, "idx", idx);
+  check_defined(op, "out", out);
+  require_cpu(op, {{"src", &src}, {"idx", &idx}, {"scale", &scale}, {"out", &out}});
+  DType dt = float_dtype(op, {{"src", &src}, {"scale", &scale}, {"out", &out}});
+  GYRE_CHECK(out.dim() == 2, "ops::scatter_add_rows: out must be [R, H], got {}",
+             shape_str(out.shape()));
+  const int64_t R = out.size(0), H = out.size(1), n = idx.numel();
+  check_rows(op, "src", src, n, H);
+  if (scale.defined())
+    GYRE_CHECK(scale.numel() == n, "ops::scatter_add_rows: scale has {} elements for {} rows",
+               scale.numel(), n);
+  check_index_range(op, "row index", idx, R, "indices must address rows of out");
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::scatter_add_rows<T>(ptr<T>(src), H, idx.i32(), ptr<T>(scale), n, ptr<T>(out));
+  });
+}
+
+void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
+  const char* op = "row_dot";
+  check_defined(op, "a", a);
+  check_defined(op, "b", b);
+  require_cpu(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  DType dt = float_dtype(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  GYRE_CHECK(a.dim() >= 1, "ops::row_dot: a must be [n, H], got {}", shape_str(a.shape()));
+  check_shape(op, "b", b, a.shape());
+  const int64_t H = a.size(-1), n = H ? a.numel() / H : 0;
+  prepare_out(op, "out", out, {n}, dt);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::row_dot<T>(ptr<T>(a), ptr<T>(b), n, H, ptr<T>(out));
+  });
+}
+
+// ---- optimizer
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
+  const char* op = "adamw_step";
+  check_all_defined(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  require_cpu(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  DType dt = float_dtype(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  check_shape(op, "grad", grad, param.shape());
+  check_shape(op, "m", m, param.shape());
+  check_shape(op, "v", v, param.shape());
+  GYRE_CHECK(p.step >= 1, "ops::adamw_step: step must be >= 1 (1-based), got {}", p.step);
+  GYRE_CHECK(p.beta1 >= 0 && p.beta1 < 1 && p.beta2 >= 0 && p.beta2 < 1,
+             "ops::adamw_step: betas ({}, {}) must lie in [0, 1)", p.beta1, p.beta2);
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::adamw<T>(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), p.lr, p.beta1,
+                  p.beta2, p.eps, p.weight_decay, p.step);
+  });
+}
+
+}  // namespace gyre::ops
