@@ -46,12 +46,6 @@ constexpr ArchInfo kArchs[] = {
     {Arch::qwen3_moe, "Qwen3MoeForCausalLM", "qwen3_moe", 32768},
 };
 
-const ArchInfo& arch_info(Arch a) {
-  for (auto& i : kArchs)
-    if (i.arch == a) return i;
-  return kArchs[0];
-}
-
 const ArchInfo& resolve_arch(const Json& j, const std::string& src) {
   auto it = j.find("architectures");
   if (it != j.end() && !it->is_null()) {
