@@ -40,6 +40,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   std::vector<std::string> ops;
   bool negated = false;
+  uint32_t height = 1;  // 1 + the tallest child: bounds evaluation recursion
 };
 
 struct Stmt;

@@ -188,7 +188,7 @@ Value f_round(Interpreter& in, const Value& v, CallArgs& a) {
   double scale = std::pow(10.0, double(precision));
   double x = v.as_float() * scale;
   if (method == "common")
-    x = std::round(x);  // half away from zero, as Jinja's "common"
+    x = std::nearbyint(x);  // Jinja calls Python round(): ties to even
   else if (method == "ceil")
     x = std::ceil(x);
   else if (method == "floor")
@@ -201,7 +201,7 @@ Value f_items(Interpreter& in, const Value& v, CallArgs&) {
   List r;
   if (v.is_undefined()) return Value(r);
   if (!v.is_dict()) in.fail(fmt::format("filter 'items' expects a mapping, got {}", v.type_name()));
-  for (const auto& [k, x] : v.as_dict().items()) r.push_back(Value(List{Value(k), x}));
+  for (const auto& [k, x] : v.as_dict().items()) r.push_back(Value::tuple(List{Value(k), x}));
   return Value(r);
 }
 Value f_dictsort(Interpreter& in, const Value& v, CallArgs& a) {
@@ -212,7 +212,7 @@ Value f_dictsort(Interpreter& in, const Value& v, CallArgs& a) {
   bool rev = bool_arg(a, 2, "reverse", false);
   if (by != "key" && by != "value") in.fail("dictsort: 'by' must be 'key' or 'value'");
   List r;
-  for (const auto& [k, x] : v.as_dict().items()) r.push_back(Value(List{Value(k), x}));
+  for (const auto& [k, x] : v.as_dict().items()) r.push_back(Value::tuple(List{Value(k), x}));
   size_t idx = by == "key" ? 0 : 1;
   std::stable_sort(r.begin(), r.end(), [&](const Value& p, const Value& q) {
     int c = cmp(in, sort_key(p.as_list()[idx], cs), sort_key(q.as_list()[idx], cs));
@@ -634,10 +634,16 @@ void install_globals(Scope& scope) {
       if (a.pos.size() == 3) step = a.pos[2].as_int();
     }
     if (step == 0) in.fail("range() step must not be zero");
+    // Python's range length, checked before anything is allocated.
+    __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
+    __int128 len = span <= 0 ? 0
+                             : (span + (step > 0 ? step : -__int128(step)) - 1) /
+                                   (step > 0 ? step : -__int128(step));
+    if (len > in.limits().max_range)
+      in.fail(fmt::format("range() longer than {} items", in.limits().max_range));
     List r;
+    r.reserve(size_t(len));
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      if (int64_t(r.size()) >= in.limits().max_range)
-        in.fail(fmt::format("range() longer than {} items", in.limits().max_range));
       r.push_back(Value(i));
       if ((step > 0 && i > INT64_MAX - step) || (step < 0 && i < INT64_MIN - step)) break;
     }

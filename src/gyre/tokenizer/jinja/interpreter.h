@@ -19,8 +19,8 @@ namespace gyre::tokenizer::jinja {
 struct RenderLimits {
   size_t max_output_bytes = size_t(256) << 20;
   int max_call_depth = 200;
-  int64_t max_loop_iterations = 50'000'000;
-  int64_t max_range = 10'000'000;
+  int64_t max_loop_iterations = 10'000'000;
+  int64_t max_range = 1'000'000;
 };
 
 struct Scope {

@@ -234,8 +234,11 @@ class Lexer {
       if (c == '(' || c == '[' || c == '{') balance.push_back(c);
       if (c == ')' || c == ']' || c == '}') {
         char want = c == ')' ? '(' : (c == ']' ? '[' : '{');
-        if (balance.empty() || balance.back() != want)
-          fail(p, fmt::format("unexpected '{}' (brackets do not match)", c));
+        if (balance.empty()) fail(p, fmt::format("unexpected '{}' (brackets do not match)", c));
+        if (balance.back() != want) {
+          char close = balance.back() == '(' ? ')' : (balance.back() == '[' ? ']' : '}');
+          fail(p, fmt::format("unexpected '{}', expected '{}' (brackets do not match)", c, close));
+        }
         balance.pop_back();
       }
       out_.push_back({TokenType::kOp, std::string(1, c), line, col});

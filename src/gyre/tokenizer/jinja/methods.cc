@@ -206,7 +206,8 @@ Value dict_method(const Value& self, const std::string& name) {
   if (name == "items")
     return Value::function("dict.items", [self](CallArgs&, Interpreter&) {
       List r;
-      for (const auto& [k, v] : self.as_dict().items()) r.push_back(Value(List{Value(k), v}));
+      for (const auto& [k, v] : self.as_dict().items())
+        r.push_back(Value::tuple(List{Value(k), v}));
       return Value(std::move(r));
     });
   if (name == "keys")

@@ -3,6 +3,7 @@
 // tighter than + and -, `is` takes one bare argument) come out the same.
 #include "gyre/tokenizer/jinja/parser.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -96,7 +97,7 @@ class Parser {
       switch (t.type) {
         case TokenType::kEof:
           if (!ends.empty())
-            fail(t, fmt::format("unexpected end of template; expected '{{% {} %}}'", ends[0]));
+            fail(t, fmt::format("unexpected end of template; expected '{{% {} %}}'", ends.back()));
           return body;
         case TokenType::kText: {
           auto s = std::make_unique<Stmt>();
@@ -338,8 +339,21 @@ class Parser {
       c->args.push_back(std::move(e));
       c->args.push_back(std::move(cond));
       c->args.push_back(std::move(otherwise));
-      e = std::move(c);
+      e = bounded(std::move(c));
     }
+    return e;
+  }
+
+  // Left-associative chains (a + b + c ..., a.b.c ..., x | f | g ...) are built in loops, not by
+  // recursion, so their height is checked here to keep evaluation recursion bounded.
+  ExprPtr bounded(ExprPtr e) {
+    uint32_t h = 0;
+    for (const auto& a : e->args)
+      if (a) h = std::max(h, a->height);
+    for (const auto& [k, v] : e->kwargs) h = std::max(h, v->height);
+    e->height = h + 1;
+    if (e->height > uint32_t(kMaxParseDepth) * 4)
+      fail(cur(), fmt::format("expression nested deeper than {} levels", kMaxParseDepth * 4));
     return e;
   }
 
@@ -348,7 +362,7 @@ class Parser {
     e->name = op;
     e->args.push_back(std::move(l));
     e->args.push_back(std::move(r));
-    return e;
+    return bounded(std::move(e));
   }
 
   ExprPtr parse_or() {
@@ -377,7 +391,7 @@ class Parser {
       auto e = node(Expr::Kind::kUnary, at);
       e->name = "not";
       e->args.push_back(parse_not());
-      return e;
+      return bounded(std::move(e));
     }
     return parse_compare();
   }
@@ -409,7 +423,7 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->args.push_back(parse_math1());
     }
-    return cmp ? std::move(cmp) : std::move(first);
+    return cmp ? bounded(std::move(cmp)) : std::move(first);
   }
   ExprPtr parse_math1() {
     ExprPtr l = parse_concat();
@@ -458,6 +472,7 @@ class Parser {
       e = node(Expr::Kind::kUnary, at);
       e->name = at.value;
       e->args.push_back(parse_unary(false));
+      e = bounded(std::move(e));
     } else {
       e = parse_postfix(parse_primary());
     }
@@ -526,7 +541,7 @@ class Parser {
             e->args.push_back(parse_expression());
           }
           expect_op("]");
-          return e;
+          return bounded(std::move(e));
         }
         if (t.value == "{") {
           advance();
@@ -539,7 +554,7 @@ class Parser {
             e->args.push_back(parse_expression());
           }
           expect_op("}");
-          return e;
+          return bounded(std::move(e));
         }
         break;
       }
@@ -558,7 +573,7 @@ class Parser {
           g->name = cur().value;
           advance();
           g->args.push_back(std::move(e));
-          e = std::move(g);
+          e = bounded(std::move(g));
         } else if (cur().type == TokenType::kInt) {  // `x.0` is x[0]
           auto g = node(Expr::Kind::kGetItem, at);
           auto idx = node(Expr::Kind::kLiteral, cur());
@@ -566,16 +581,16 @@ class Parser {
           advance();
           g->args.push_back(std::move(e));
           g->args.push_back(std::move(idx));
-          e = std::move(g);
+          e = bounded(std::move(g));
         } else {
           fail(cur(),
                fmt::format("expected an attribute name after '.', found {}", describe(cur())));
         }
       } else if (is_op("[")) {
         advance();
-        e = parse_subscript(at, std::move(e));
+        e = bounded(parse_subscript(at, std::move(e)));
       } else if (is_op("(")) {
-        e = parse_call(std::move(e));
+        e = bounded(parse_call(std::move(e)));
       } else {
         return e;
       }
@@ -647,7 +662,7 @@ class Parser {
     f->name = expect_name("a filter name");
     f->args.push_back(std::move(operand));
     if (is_op("(")) call_args(*f);
-    return f;
+    return bounded(std::move(f));
   }
 
   ExprPtr parse_filter_expr(ExprPtr e) {
@@ -675,9 +690,9 @@ class Parser {
             fail(n, "tests cannot be chained ('x is a is b'); use 'and'");
           t->args.push_back(parse_postfix(parse_primary()));
         }
-        e = std::move(t);
+        e = bounded(std::move(t));
       } else if (is_op("(")) {
-        e = parse_call(std::move(e));
+        e = bounded(parse_call(std::move(e)));
       } else {
         return e;
       }

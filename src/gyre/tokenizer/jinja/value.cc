@@ -139,12 +139,13 @@ std::string Value::repr() const {
   switch (type_) {
     case Type::kString: return pystr::repr(*str_);
     case Type::kList: {
-      std::string out = "[";
+      std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
         out += (*list_)[i].repr();
       }
-      return out + "]";
+      if (tuple_ && list_->size() == 1) out += ",";
+      return out + (tuple_ ? ")" : "]");
     }
     case Type::kDict: {
       std::string out = is_namespace_ ? "<Namespace {" : "{";

@@ -104,6 +104,12 @@ class Value {
   // Python's "safe" marker: output of macros and the safe filter; no autoescape is applied anyway
   // (transformers renders without autoescape), so it only matters for the escape filter.
   bool is_safe() const { return safe_; }
+  // A Python tuple: behaves as a list here, only printed with parentheses, as repr() does.
+  static Value tuple(List l) {
+    Value v(std::move(l));
+    v.tuple_ = true;
+    return v;
+  }
   Value& mark_safe(bool safe = true) {
     safe_ = safe;
     return *this;
@@ -143,6 +149,7 @@ class Value {
   Type type_ = Type::kUndefined;
   bool is_namespace_ = false;
   bool safe_ = false;
+  bool tuple_ = false;
   int64_t int_ = 0;
   double float_ = 0.0;
   std::shared_ptr<std::string> str_;
