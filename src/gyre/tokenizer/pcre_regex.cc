@@ -33,12 +33,60 @@ ThreadMatchState& thread_state() {
   return st;
 }
 
+// Oniguruma's \s (what HF compiles patterns with) is Unicode White_Space; PCRE2's \s with UCP
+// also matches U+180E (Mongolian vowel separator, no longer White_Space since Unicode 6.3).
+constexpr const char* kOnigSpace =
+    "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
+    "\\x{202F}\\x{205F}\\x{3000}";
+
+// Rewrites \s and \S (outside character classes) and \s (inside them) to Oniguruma's set.
+std::string translate_onig(const std::string& p) {
+  std::string out;
+  bool in_class = false;
+  size_t class_start = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      char e = p[i + 1];
+      if (e == 's') {
+        out += in_class ? std::string(kOnigSpace) : "[" + std::string(kOnigSpace) + "]";
+      } else if (e == 'S' && !in_class) {
+        out += "[^" + std::string(kOnigSpace) + "]";
+      } else {
+        out += c;
+        out += e;
+      }
+      ++i;
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      class_start = i + 1;
+      out += c;
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i], class_start = i + 1;
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < p.size() && p[i + 1] == ':') {  // POSIX [:name:]
+      size_t end = p.find(":]", i + 2);
+      if (end != std::string::npos) {
+        out.append(p, i, end + 2 - i);
+        i = end + 1;
+        continue;
+      }
+    }
+    if (in_class && c == ']' && i != class_start) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
 }  // namespace
 
 Regex::Regex(const std::string& pattern, const std::string& where) : pattern_(pattern) {
   int err = 0;
   PCRE2_SIZE err_off = 0;
-  auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string translated = translate_onig(pattern);
+  auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                              PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
   if (!code) {
     PCRE2_UCHAR buf[256];
