@@ -1,7 +1,8 @@
 // Row primitives the softmax-style CPU kernels are built from, written so that GCC vectorises them
 // without -ffast-math: reductions keep kLanes independent partial results (no reassociation of a
 // single sum, so they vectorise legally) combined in a fixed order, and exp for f32 is a
-// branch-free polynomial instead of a libm call.
+// branch-free polynomial instead of a libm call. gyre_backend compiles with -fno-trapping-math so
+// that the compares (clamps, max) can be if-converted inside vectorised loops.
 //
 // Invariants: results depend only on the row contents (never on threads); sums accumulate in
 // double; exp_f32 is within ~2 ulp of expf for x <= 88 and returns 0 below -87.3 (the f32 normal
@@ -63,36 +64,38 @@ T row_max(const T* x, int64_t n) {
   return m;
 }
 
-// Σ_j e_j with e_j = exp((x[j] - shift)) (optionally scaled first: x[j] * mul); writes e to `out`
-// when non-null (out may alias x). Optionally also Σ_j e_j (x[j]*mul - shift) into *weighted.
+// Σ_j e_j with e_j = exp(x[j] * mul - shift); writes e to `out` when non-null (out may alias x).
+// Optionally also Σ_j e_j (x[j] * mul - shift) into *weighted (entropy). Works in chunks: one
+// branch-free loop computes the exponentials (vectorised), then lane-wise double sums.
 template <typename T>
 double exp_sum(const T* x, int64_t n, T mul, T shift, T* out, double* weighted) {
+  constexpr int64_t kChunk = 256;
+  T e[kChunk], d[kChunk];
   double s[kLanes] = {}, w[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    T e[kLanes], d[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-      d[l] = x[j + l] * mul - shift;
-      e[l] = exp<T>(d[l]);
+  double tail_s = 0, tail_w = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t m = std::min(kChunk, n - j0);
+    for (int64_t j = 0; j < m; ++j) {
+      d[j] = x[j0 + j] * mul - shift;
+      e[j] = exp<T>(d[j]);
     }
-    for (int l = 0; l < kLanes; ++l) s[l] += double(e[l]);
+    const int64_t full = m - m % kLanes;
+    for (int64_t j = 0; j < full; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) s[l] += double(e[j + l]);
     if (weighted)
-      for (int l = 0; l < kLanes; ++l) w[l] += double(e[l]) * double(d[l]);
-    if (out)
-      for (int l = 0; l < kLanes; ++l) out[j + l] = e[l];
+      for (int64_t j = 0; j < full; j += kLanes)
+        for (int l = 0; l < kLanes; ++l) w[l] += double(e[j + l]) * double(d[j + l]);
+    for (int64_t j = full; j < m; ++j) {
+      tail_s += double(e[j]);
+      tail_w += double(e[j]) * double(d[j]);
+    }
+    if (out) std::copy(e, e + m, out + j0);
   }
   double st = 0, wt = 0;
   for (int l = 0; l < kLanes; ++l) st += s[l];
   for (int l = 0; l < kLanes; ++l) wt += w[l];
-  for (; j < n; ++j) {
-    T d = x[j] * mul - shift;
-    T e = exp<T>(d);
-    st += double(e);
-    wt += double(e) * double(d);
-    if (out) out[j] = e;
-  }
-  if (weighted) *weighted = wt;
-  return st;
+  if (weighted) *weighted = wt + tail_w;
+  return st + tail_s;
 }
 
 // Σ_j a[j] b[j] in double.
