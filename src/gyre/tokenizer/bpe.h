@@ -44,6 +44,7 @@ class BpeModel {
   std::optional<int32_t> token_to_id(std::string_view token) const;
   const std::string* id_to_token(int32_t id) const;
   int32_t max_id() const { return int32_t(id_to_token_.size()) - 1; }
+  size_t vocab_len() const { return vocab_.size(); }  // number of vocab entries (HF get_vocab_size)
   size_t num_merges() const { return num_merges_; }
 
  private:

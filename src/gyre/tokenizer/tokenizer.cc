@@ -4,12 +4,15 @@
 // post-processor; decode: ids -> token strings (added tokens by content) -> decoder chain -> join.
 #include "gyre/tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unordered_map>
 
 #include "gyre/core/error.h"
+#include "gyre/core/logging.h"
 #include "gyre/core/thread_pool.h"
 #include "gyre/tokenizer/added_tokens.h"
 #include "gyre/tokenizer/bpe.h"
@@ -124,6 +127,38 @@ std::vector<AddedToken> load_added(const json& doc, const std::string& name) {
   return out;
 }
 
+// HF does not trust the ids written in added_tokens: it re-adds the tokens in id order, giving each
+// the id of the same content in the vocab, or else the next id after the vocab / the last added
+// token (AddedVocabulary::add_tokens). Real files agree with that; we follow HF where they do not.
+std::vector<AddedToken> assign_added_ids(std::vector<AddedToken> tokens, const BpeModel& model,
+                                         const std::string& name) {
+  std::stable_sort(tokens.begin(), tokens.end(),
+                   [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
+  std::vector<AddedToken> out;
+  std::unordered_map<std::string, int32_t> seen;
+  const int64_t vocab_len = int64_t(model.vocab_len());
+  int64_t max_added = -1;
+  for (auto& t : tokens) {
+    if (seen.count(t.content)) continue;
+    int64_t id;
+    if (auto v = model.token_to_id(t.content)) {
+      id = *v;
+    } else {
+      id = max_added < 0 ? vocab_len
+                         : (max_added >= vocab_len || vocab_len == 0 ? max_added + 1 : vocab_len);
+    }
+    if (id != t.id)
+      gyre::log::warn(
+          "{}: added token \"{}\" has id {} in the file but Hugging Face assigns {}; using {}",
+          name, t.content, t.id, id, id);
+    t.id = int32_t(id);
+    max_added = std::max(max_added, id);
+    seen.emplace(t.content, t.id);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 // tokenizer_config.json spells special tokens as a string or as {"content": ...}.
 std::optional<std::string> config_token(const json& cfg, const char* key) {
   auto it = cfg.find(key);
@@ -167,7 +202,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json_string(std::string_view te
   impl->decoder = Decoder::from_json(field("decoder"), name + ": decoder");
   const bool byte_level = impl->pre_tokenizer && impl->pre_tokenizer->byte_level();
   impl->model = load_model(tj, byte_level, name);
-  impl->added = AddedVocabulary(load_added(doc, name));
+  impl->added = AddedVocabulary(assign_added_ids(load_added(doc, name), *impl->model, name));
   int32_t max_id = impl->model->max_id();
   for (const auto& t : impl->added.tokens()) max_id = std::max(max_id, t.id);
   impl->vocab_size = max_id + 1;
