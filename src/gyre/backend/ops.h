@@ -130,3 +130,18 @@ struct AdamWParams {
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p);
 
 }  // namespace gyre::ops
+
+// ---- paged KV cache (rollout engine; implemented in backend/paged_ops.cc, layout in
+// backend/cpu/paged_attention.h) ------------------------------------------------------------------
+namespace gyre::ops {
+// k_cache/v_cache [P, page_size, Hkv, D] rows slot_mapping[t] (i32 [T], page * page_size + offset,
+// negative = skip) <- k[t], v[t] ([T, Hkv, D]).
+void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
+                    Tensor& v_cache);
+// Causal GQA attention of the packed new queries q [T, Hq, D] (cu_seqlens_q i32 [B+1]) over each
+// sequence's paged keys/values: kv_lens i32 [B] (cached prefix + new tokens), pages of sequence b
+// = page_indices[page_indptr[b] .. page_indptr[b+1]) (CSR, i32). out [T, Hq, D].
+void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& cu_seqlens_q, const Tensor& kv_lens, const Tensor& page_indptr,
+                     const Tensor& page_indices, float scale, Tensor& out);
+}  // namespace gyre::ops

@@ -137,7 +137,7 @@ void Scheduler::schedule(StepPlan& plan) {
     // Radix match over everything but the last token (its logits are needed), and not past the
     // first prompt position whose log-prob was asked for (those rows must be computed).
     int64_t limit = r->total_len() - 1;
-    if (r->logprob_start_len >= 0 && !r->admitted_once)
+    if (r->logprob_start_len >= 0)
       limit = std::min<int64_t>(limit, std::max(0, r->logprob_start_len - 1));
     RadixCache::Match m;
     if (cfg_.enable_prefix_cache && limit >= P) {

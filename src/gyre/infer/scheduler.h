@@ -46,7 +46,7 @@ struct Request {
   int32_t priority = 0;
   std::vector<int32_t> prompt;
   std::vector<int32_t> output;     // sampled tokens (kept across preemption)
-  int32_t logprob_start_len = -1;  // >= 0: prompt logits needed from here (limits cache matching)
+  int32_t logprob_start_len = -1;  // >= 0: prompt logits still needed from here (caps matching)
   void* user = nullptr;            // the engine's per-request state
 
   // Owned by the scheduler.

@@ -1,0 +1,100 @@
+// Tensor-level paged KV ops: validate shapes, dtypes and every index (so the kernels never read
+// out of bounds), then dispatch to the device kernels (CPU now; backend/cuda later).
+#include "gyre/backend/paged_ops.h"
+
+#include "gyre/backend/cpu/paged_attention.h"
+#include "gyre/core/error.h"
+
+namespace gyre::ops {
+
+namespace {
+
+void need(bool ok, const char* op, const std::string& what) {
+  if (!ok) GYRE_THROW(invalid_argument, "{}: {}", op, what);
+}
+
+void need_f32(const char* op, const char* name, const Tensor& t, int64_t dims) {
+  need(t.defined(), op, fmt::format("{} is undefined", name));
+  need(t.dtype() == DType::f32, op,
+       fmt::format("{} must be f32, got {}", name, dtype_name(t.dtype())));
+  need(t.dim() == dims, op,
+       fmt::format("{} must have {} dims, got {}", name, dims, shape_str(t.shape())));
+  need(t.device() == Device::cpu, op,
+       fmt::format("{} is not on the CPU (no CUDA kernel yet)", name));
+}
+
+void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
+  need(t.defined() && t.dtype() == DType::i32 && t.dim() == 1 && t.numel() == n, op,
+       fmt::format("{} must be i32 [{}], got {} {}", name, n,
+                   t.defined() ? dtype_name(t.dtype()) : "undefined",
+                   t.defined() ? shape_str(t.shape()) : ""));
+}
+
+}  // namespace
+
+void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
+                    Tensor& v_cache) {
+  const char* op = "paged_kv_write";
+  need_f32(op, "k", k, 3);
+  need_f32(op, "v", v, 3);
+  need_f32(op, "k_cache", k_cache, 4);
+  need_f32(op, "v_cache", v_cache, 4);
+  need(v.shape() == k.shape(), op,
+       fmt::format("v {} != k {}", shape_str(v.shape()), shape_str(k.shape())));
+  need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
+  const int64_t T = k.size(0), Hkv = k.size(1), D = k.size(2);
+  need(k_cache.size(2) == Hkv && k_cache.size(3) == D, op,
+       fmt::format("k {} does not fit cache {}", shape_str(k.shape()), shape_str(k_cache.shape())));
+  need_i32(op, "slot_mapping", slot_mapping, T);
+  const int64_t slots = k_cache.size(0) * k_cache.size(1);
+  const int32_t* s = slot_mapping.i32();
+  for (int64_t t = 0; t < T; ++t)
+    need(s[t] < slots, op,
+         fmt::format("slot_mapping[{}] = {} outside the cache's {} slots", t, s[t], slots));
+  cpu::paged_kv_write(k.f32(), v.f32(), s, T, Hkv, D, k_cache.f32(), v_cache.f32());
+}
+
+void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& cu_seqlens_q, const Tensor& kv_lens, const Tensor& page_indptr,
+                     const Tensor& page_indices, float scale, Tensor& out) {
+  const char* op = "paged_attention";
+  need_f32(op, "q", q, 3);
+  need_f32(op, "k_cache", k_cache, 4);
+  need_f32(op, "v_cache", v_cache, 4);
+  need_f32(op, "out", out, 3);
+  need(out.shape() == q.shape(), op, "out must have q's shape");
+  need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
+  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t P = k_cache.size(0), page_size = k_cache.size(1), Hkv = k_cache.size(2);
+  need(k_cache.size(3) == D, op, fmt::format("head_dim: q {} vs cache {}", D, k_cache.size(3)));
+  need(Hkv > 0 && Hq % Hkv == 0, op,
+       fmt::format("query heads {} not a multiple of kv heads {}", Hq, Hkv));
+  need(cu_seqlens_q.defined() && cu_seqlens_q.dim() == 1 && cu_seqlens_q.numel() >= 1, op,
+       "cu_seqlens_q must be i32 [B+1]");
+  const int64_t B = cu_seqlens_q.numel() - 1;
+  need_i32(op, "cu_seqlens_q", cu_seqlens_q, B + 1);
+  need_i32(op, "kv_lens", kv_lens, B);
+  need_i32(op, "page_indptr", page_indptr, B + 1);
+  need(page_indices.defined() && page_indices.dtype() == DType::i32 && page_indices.dim() == 1, op,
+       "page_indices must be i32 [num_pages_used]");
+  const int32_t *cu = cu_seqlens_q.i32(), *lens = kv_lens.i32(), *ip = page_indptr.i32();
+  const int32_t* pages = page_indices.i32();
+  need(cu[0] == 0 && cu[B] == T, op,
+       fmt::format("cu_seqlens_q must run from 0 to T = {}, got {}..{}", T, cu[0], cu[B]));
+  need(ip[0] == 0 && ip[B] == page_indices.numel(), op,
+       "page_indptr must run from 0 to page_indices.numel()");
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t nq = cu[b + 1] - cu[b];
+    need(nq >= 0 && lens[b] >= nq, op,
+         fmt::format("sequence {}: {} new tokens but kv_len {}", b, nq, lens[b]));
+    need(int64_t(ip[b + 1] - ip[b]) * page_size >= lens[b], op,
+         fmt::format("sequence {}: {} pages cannot hold kv_len {}", b, ip[b + 1] - ip[b], lens[b]));
+    for (int32_t i = ip[b]; i < ip[b + 1]; ++i)
+      need(pages[i] >= 0 && pages[i] < P, op,
+           fmt::format("page_indices[{}] = {} outside [0, {})", i, pages[i], P));
+  }
+  cpu::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu, lens, ip, pages, B, Hq, Hkv,
+                           D, page_size, scale, out.f32());
+}
+
+}  // namespace gyre::ops

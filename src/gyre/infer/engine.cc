@@ -1,0 +1,306 @@
+// Engine: construction, thread loop, inbox, the thread-safe EngineApi surface and request
+// admission. The step itself (forward, sampling, finishing) is in engine_step.cc.
+#include "gyre/infer/engine.h"
+
+#include <future>
+
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/core/timer.h"
+#include "gyre/infer/engine_job.h"
+#include "gyre/model/causal_lm.h"
+
+namespace gyre::infer {
+
+namespace {
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+               EngineConfig cfg)
+    : model_(model), tok_(std::move(tokenizer)), cfg_(cfg) {
+  const model::ModelConfig& mc = model_.config();
+  vocab_ = mc.vocab_size;
+  if (cfg_.context_len <= 0) cfg_.context_len = mc.max_position_embeddings;
+  if (cfg_.context_len <= 0)
+    GYRE_THROW(invalid_argument,
+               "engine: context length unknown (config.json has no "
+               "max_position_embeddings); pass a context length");
+  if (cfg_.stream_interval < 1) cfg_.stream_interval = 1;
+  eos_ids_ = mc.eos_token_ids;
+  if (tok_ && tok_->eos_token_id() &&
+      std::find(eos_ids_.begin(), eos_ids_.end(), *tok_->eos_token_id()) == eos_ids_.end())
+    eos_ids_.push_back(*tok_->eos_token_id());
+  pool_ = std::make_unique<PagePool>(cfg_.num_pages, cfg_.page_size);
+  kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size,
+                                    mc.num_key_value_heads, mc.head_dim);
+  cache_ = std::make_unique<RadixCache>(*pool_);
+  SchedulerConfig sc;
+  sc.max_running_requests = cfg_.max_running_requests;
+  sc.max_num_batched_tokens = cfg_.max_num_batched_tokens;
+  sc.priority = cfg_.priority_scheduling;
+  sc.enable_prefix_cache = cfg_.enable_prefix_cache;
+  sched_ = std::make_unique<Scheduler>(*pool_, cache_.get(), sc);
+  limits_ = {vocab_, cfg_.context_len, cfg_.num_pages * cfg_.page_size};
+  stats_.total_pages = cfg_.num_pages;
+  stats_.free_pages = cfg_.num_pages;
+  stats_.page_size = cfg_.page_size;
+}
+
+Engine::~Engine() {
+  stop();
+  drain_inbox();
+  for (auto& r : sched_->abort_all())
+    finish_detached(std::move(r), {FinishType::abort, {}, {}, "engine shut down"});
+}
+
+void Engine::start() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (started_) return;
+  started_ = true;
+  stopping_ = false;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!started_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  std::lock_guard<std::mutex> lk(mu_);
+  started_ = false;
+}
+
+void Engine::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    inbox_.push_back({std::move(fn)});
+  }
+  cv_.notify_all();
+}
+
+void Engine::drain_inbox() {
+  std::deque<InboxItem> items;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    items.swap(inbox_);
+  }
+  for (auto& it : items) it.fn();
+}
+
+void Engine::loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] {
+        return stopping_ || !inbox_.empty() ||
+               (!sched_->paused() && sched_->num_running() + sched_->num_queued() > 0);
+      });
+      if (stopping_) return;
+    }
+    drain_inbox();
+    if (!sched_->paused() && sched_->num_running() + sched_->num_queued() > 0) run_step();
+  }
+}
+
+bool Engine::step() {
+  GYRE_CHECK(!started_, "Engine::step() is for inline driving; the engine thread is running");
+  drain_inbox();
+  if (sched_->paused() || sched_->num_running() + sched_->num_queued() == 0) return false;
+  run_step();
+  return true;
+}
+
+void Engine::run_until_idle() {
+  while (step()) {
+  }
+}
+
+// ---- EngineApi --------------------------------------------------------------------------------
+
+void Engine::submit(GenerateRequest req, RequestCallbacks cb) {
+  double t = now_seconds();
+  post([this, req = std::move(req), cb = std::move(cb), t]() mutable {
+    std::string base = req.rid.empty() ? fmt::format("req-{}", rid_counter_++) : req.rid;
+    int32_t n = req.sampling.n;
+    if (n < 1) {
+      reject(req, cb, 0, fmt::format("sampling_params.n = {} must be >= 1", n));
+      return;
+    }
+    for (int32_t i = 0; i < n; ++i) {
+      GenerateRequest r = req;
+      r.rid = n == 1 ? base : fmt::format("{}-{}", base, i);
+      if (r.sampling.seed) r.sampling.seed = *r.sampling.seed + uint64_t(i);  // slime: seed + index
+      admit(std::move(r), cb, i, base, t);
+    }
+  });
+}
+
+void Engine::reject(const GenerateRequest& req, RequestCallbacks& cb, int32_t index,
+                    const std::string& error) {
+  GenerateResult res;
+  res.rid = req.rid;
+  res.index = index;
+  res.error = error;
+  res.finish.type = FinishType::abort;
+  res.finish.message = error;
+  res.prompt_tokens = int32_t(req.input_ids.size());
+  res.weight_version = sched_->weight_version();
+  if (cb.on_done) cb.on_done(std::move(res));
+}
+
+void Engine::admit(GenerateRequest req, RequestCallbacks cb, int32_t index, const std::string& base,
+                   double submit_time) {
+  std::string err = validate_request(req, limits_);
+  if (err.empty() && !tok_ && !req.sampling.stop.empty())
+    err =
+        "sampling_params.stop needs a tokenizer (stop strings are matched on text): start the "
+        "engine with a tokenizer or use stop_token_ids";
+  if (err.empty() && (jobs_.count(req.rid) || sched_->find(req.rid)))
+    err = fmt::format("rid '{}' is already in use by a running request; rids must be unique",
+                      req.rid);
+  if (!err.empty()) {
+    log::debug("rejected request {}: {}", req.rid, err);
+    reject(req, cb, index, err);
+    return;
+  }
+  auto job = std::make_unique<Job>(req.sampling.stop, req.sampling.no_stop_trim);
+  job->base_rid = base;
+  job->index = index;
+  job->submit_time = submit_time;
+  job->seed = req.sampling.seed ? *req.sampling.seed
+                                : splitmix64(cfg_.random_seed ^ splitmix64(seed_counter_++));
+  job->stop_ids = req.sampling.stop_token_ids;
+  if (!req.sampling.ignore_eos)
+    job->stop_ids.insert(job->stop_ids.end(), eos_ids_.begin(), eos_ids_.end());
+  if (tok_)
+    job->detok =
+        std::make_unique<tokenizer::IncrementalDetokenizer>(tok_, req.sampling.skip_special_tokens);
+  if (req.logprob_start_len >= 0) {
+    size_t n = req.input_ids.size() - size_t(req.logprob_start_len);
+    job->input_logprobs.assign(n, std::numeric_limits<float>::quiet_NaN());
+    if (req.top_logprobs_num > 0) job->input_top.assign(n, {});
+  }
+  auto r = std::make_unique<Request>();
+  r->rid = req.rid;
+  r->prompt = req.input_ids;
+  r->priority = req.priority;
+  r->logprob_start_len = req.logprob_start_len;
+  r->user = job.get();
+  job->req = std::move(req);
+  job->cb = std::move(cb);
+  std::string rid = r->rid;
+  jobs_.emplace(rid, std::move(job));
+  sched_->add(std::move(r));
+}
+
+void Engine::do_abort(const std::string& rid) {
+  std::vector<std::string> targets;
+  for (const auto& [id, job] : jobs_)
+    if (id == rid || job->base_rid == rid) targets.push_back(id);
+  for (const auto& id : targets)
+    if (Request* r = sched_->find(id)) finish(r, {FinishType::abort, {}, {}, "aborted by request"});
+}
+
+void Engine::abort(const std::string& rid) {
+  post([this, rid] { do_abort(rid); });
+}
+
+void Engine::abort_all() {
+  post([this] {
+    for (auto& r : sched_->abort_all())
+      finish_detached(std::move(r), {FinishType::abort, {}, {}, "aborted (abort_all)"});
+  });
+}
+
+void Engine::pause() {
+  post([this] { sched_->pause(); });
+}
+
+void Engine::resume() {
+  post([this] { sched_->resume(); });
+}
+
+bool Engine::flush_cache() {
+  if (!started_) {
+    drain_inbox();
+    return sched_->flush_cache();
+  }
+  auto p = std::make_shared<std::promise<bool>>();
+  auto f = p->get_future();
+  post([this, p] { p->set_value(sched_->flush_cache()); });
+  return f.get();
+}
+
+int64_t Engine::update_weights(const std::function<void()>& apply) {
+  auto run = [this, &apply] {
+    apply();
+    sched_->bump_weight_version();  // invalidates the radix cache: its KV is stale
+    weight_version_ = sched_->weight_version();
+    return weight_version_.load();
+  };
+  if (!started_) {
+    drain_inbox();
+    return run();
+  }
+  auto p = std::make_shared<std::promise<int64_t>>();
+  auto f = p->get_future();
+  post([p, &run] {
+    try {
+      p->set_value(run());
+    } catch (...) {
+      p->set_exception(std::current_exception());
+    }
+  });
+  return f.get();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_;
+}
+
+std::vector<GenerateResult> Engine::generate(std::vector<GenerateRequest> reqs) {
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::vector<GenerateResult>> out;
+    int64_t pending = 0;
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->out.resize(reqs.size());
+  for (auto& r : reqs) sh->pending += std::max(1, r.sampling.n);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    sh->out[i].resize(size_t(std::max(1, reqs[i].sampling.n)));
+    RequestCallbacks cb;
+    cb.on_done = [sh, i](GenerateResult&& res) {
+      std::lock_guard<std::mutex> lk(sh->mu);
+      sh->out[i][size_t(res.index)] = std::move(res);
+      --sh->pending;
+      sh->cv.notify_all();
+    };
+    submit(std::move(reqs[i]), std::move(cb));
+  }
+  if (started_) {
+    std::unique_lock<std::mutex> lk(sh->mu);
+    sh->cv.wait(lk, [&] { return sh->pending == 0; });
+  } else {
+    run_until_idle();
+    GYRE_CHECK(sh->pending == 0, "{} requests unfinished after the engine went idle (paused?)",
+               sh->pending);
+  }
+  std::vector<GenerateResult> flat;
+  for (auto& v : sh->out)
+    for (auto& r : v) flat.push_back(std::move(r));
+  return flat;
+}
+
+}  // namespace gyre::infer

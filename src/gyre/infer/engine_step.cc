@@ -1,0 +1,230 @@
+// Engine step: pack the scheduled chunks into one Batch, run the model through the paged attention
+// context with logits only for the rows that need them, sample (in parallel over rows: each row
+// depends only on its own logits, seed and counter), then update, stream and finish requests.
+#include <algorithm>
+#include <cmath>
+
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/core/thread_pool.h"
+#include "gyre/core/timer.h"
+#include "gyre/infer/engine.h"
+#include "gyre/infer/engine_job.h"
+#include "gyre/infer/paged_attention_context.h"
+#include "gyre/model/causal_lm.h"
+
+namespace gyre::infer {
+
+namespace {
+Engine::Job& job_of(const Request* r);
+}
+
+void Engine::run_step() {
+  Timer timer;
+  sched_->schedule(plan_);
+  for (Request* v : plan_.preempted)
+    log::debug("preempted {} ({} tokens generated) for lack of KV pages", v->rid, v->output.size());
+  if (plan_.chunks.empty()) return;
+  build_step_batch(
+      plan_, cfg_.page_size,
+      [](const Request* r) -> int64_t {
+        return r->logprob_start_len >= 0 ? std::max(0, r->logprob_start_len - 1) : -1;
+      },
+      batch_);
+  model::Batch b;
+  b.ids = borrow_i32(batch_.ids);
+  b.positions = borrow_i32(batch_.positions);
+  b.cu_seqlens = borrow_i32(batch_.cu_seqlens_q);
+  std::vector<int32_t> one_row = {0};  // the model needs >= 1 logits row; ignored when unused
+  PagedAttentionContext ctx(*kv_, batch_);
+  model::ForwardOptions opt;
+  opt.attention = &ctx;
+  opt.logits_rows = borrow_i32(batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
+  Tensor logits;
+  try {
+    logits = model_.forward(b, opt);
+  } catch (const std::exception& e) {
+    fail_plan(e.what());
+    return;
+  }
+  sched_->commit(plan_);
+  const int64_t V = logits.size(1);
+  const float* L = logits.f32();
+
+  // Prompt log-prob rows (cheap, serial) and the list of sampling rows.
+  std::vector<size_t> sample_rows;
+  for (size_t i = 0; i < batch_.rows.size(); ++i) {
+    const LogitsRow& row = batch_.rows[i];
+    Request* r = plan_.chunks[size_t(row.chunk)].req;
+    Job& job = job_of(r);
+    if (!row.sample) {
+      int64_t idx = row.pos + 1 - job.req.logprob_start_len;
+      const float* x = L + int64_t(i) * V;
+      int32_t target = r->prompt[size_t(row.pos + 1)];
+      job.input_logprobs[size_t(idx)] = token_logprob(x, V, job.req.sampling.temperature, target);
+      if (!job.input_top.empty())
+        job.input_top[size_t(idx)] =
+            top_logprobs(x, V, job.req.sampling.temperature, job.req.top_logprobs_num);
+      continue;
+    }
+    sample_rows.push_back(i);
+  }
+  // The prompt's log-probs are complete once its last row ran: stop asking for them (and stop
+  // limiting radix matches) if the request is ever re-prefilled after a preemption.
+  for (const ScheduledChunk& c : plan_.chunks)
+    if (c.req->num_computed >= int64_t(c.req->prompt.size())) c.req->logprob_start_len = -1;
+
+  std::vector<SampleResult> results(sample_rows.size());
+  std::vector<char> skip(sample_rows.size(), 0);
+  std::vector<std::vector<int32_t>> masks(sample_rows.size());
+  for (size_t k = 0; k < sample_rows.size(); ++k) {
+    Request* r = plan_.chunks[size_t(batch_.rows[sample_rows[k]].chunk)].req;
+    Job& job = job_of(r);
+    if (int64_t(r->output.size()) >= job.req.sampling.max_new_tokens) skip[k] = 1;  // max_new 0
+    if (int64_t(r->output.size()) < job.req.sampling.min_new_tokens) masks[k] = job.stop_ids;
+  }
+  parallel_for(int64_t(sample_rows.size()), 1, [&](int64_t k0, int64_t k1) {
+    thread_local Sampler sampler;
+    for (int64_t k = k0; k < k1; ++k) {
+      if (skip[size_t(k)]) continue;
+      size_t i = sample_rows[size_t(k)];
+      Request* r = plan_.chunks[size_t(batch_.rows[i].chunk)].req;
+      Job& job = job_of(r);
+      SampleInput in;
+      in.logits = L + int64_t(i) * V;
+      in.vocab = V;
+      in.params = &job.req.sampling;
+      in.prompt = r->prompt;
+      in.output = r->output;
+      in.seed = job.seed;
+      in.masked_ids = masks[size_t(k)];
+      in.top_logprobs_num = job.req.top_logprobs_num;
+      results[size_t(k)] = sampler.sample(in);
+    }
+  });
+  int64_t decoded = 0;
+  for (size_t k = 0; k < sample_rows.size(); ++k) {
+    Request* r = plan_.chunks[size_t(batch_.rows[sample_rows[k]].chunk)].req;
+    if (skip[k]) {
+      finish(r, {FinishType::length, {}, {}, {}});
+      continue;
+    }
+    process_row(r, job_of(r), results[k]);
+    ++decoded;
+  }
+  update_stats(timer.elapsed(), decoded);
+}
+
+void Engine::fail_plan(const std::string& message) {
+  log::error("engine step failed: {}", message);
+  std::vector<Request*> reqs;
+  for (const ScheduledChunk& c : plan_.chunks) reqs.push_back(c.req);
+  for (Request* r : reqs)
+    finish(r, {FinishType::abort, {}, {}, fmt::format("engine error: {}", message)});
+}
+
+void Engine::process_row(Request* r, Job& job, const SampleResult& s) {
+  r->output.push_back(s.token);
+  job.logprobs.push_back(s.logprob);
+  if (job.req.top_logprobs_num > 0) job.top.push_back(s.top_logprobs);
+  const SamplingParams& sp = job.req.sampling;
+  FinishReason reason;
+  if (is_stop_token(s.token, sp, eos_ids_)) {
+    reason.type = FinishType::stop;
+    reason.matched_token = s.token;
+    // SGLang keeps the stop token's text only with no_stop_trim.
+    if (sp.no_stop_trim && job.detok) job.stop.feed(job.detok->push(s.token));
+  } else {
+    if (job.detok && job.stop.feed(job.detok->push(s.token))) {
+      reason.type = FinishType::stop;
+      reason.matched_str = *job.stop.matched();
+    } else if (int64_t(r->output.size()) >= sp.max_new_tokens ||
+               r->total_len() >= cfg_.context_len) {
+      reason.type = FinishType::length;
+    }
+  }
+  if (reason.type != FinishType::none) {
+    finish(r, reason);
+  } else {
+    stream(r, job, false);
+  }
+}
+
+void Engine::stream(Request* r, Job& job, bool final) {
+  if (!job.req.stream || !job.cb.on_chunk) return;
+  size_t n = r->output.size();
+  if (!final && n - job.streamed_ids < size_t(cfg_.stream_interval)) return;
+  TokenChunk c;
+  c.rid = r->rid;
+  c.output_ids.assign(r->output.begin() + long(job.streamed_ids), r->output.end());
+  c.output_logprobs.assign(job.logprobs.begin() + long(job.streamed_ids), job.logprobs.end());
+  if (!job.top.empty())
+    c.output_top_logprobs.assign(job.top.begin() + long(job.streamed_ids), job.top.end());
+  c.text = job.stop.take_stream_text();
+  job.streamed_ids = n;
+  if (!c.output_ids.empty() || !c.text.empty()) job.cb.on_chunk(c);
+}
+
+void Engine::finish(Request* r, FinishReason reason) {
+  Job& job = job_of(r);
+  if (!reason.matched_str && job.detok) {
+    // Flush text the detokenizer still held back; it may complete a stop string.
+    if (job.stop.feed(job.detok->finish())) {
+      reason.type = FinishType::stop;
+      reason.matched_token.reset();
+      reason.matched_str = *job.stop.matched();
+    }
+  }
+  job.stop.flush();
+  stream(r, job, true);
+  finish_detached(sched_->finish(r), std::move(reason));
+}
+
+void Engine::finish_detached(std::unique_ptr<Request> r, FinishReason reason) {
+  auto it = jobs_.find(r->rid);
+  GYRE_CHECK(it != jobs_.end(), "no job for request {}", r->rid);
+  std::unique_ptr<Job> job = std::move(it->second);
+  jobs_.erase(it);
+  GenerateResult res;
+  res.rid = r->rid;
+  res.index = job->index;
+  res.output_ids = std::move(r->output);
+  res.text = job->stop.text();
+  res.output_logprobs = std::move(job->logprobs);
+  res.output_top_logprobs = std::move(job->top);
+  res.input_logprobs = std::move(job->input_logprobs);
+  res.input_top_logprobs = std::move(job->input_top);
+  res.finish = std::move(reason);
+  res.prompt_tokens = int32_t(r->prompt.size());
+  res.completion_tokens = int32_t(res.output_ids.size());
+  res.cached_tokens = int32_t(r->cached_tokens);
+  res.weight_version = sched_->weight_version();
+  res.e2e_latency = now_seconds() - job->submit_time;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.prompt_tokens += res.prompt_tokens;
+    stats_.cached_tokens += res.cached_tokens;
+  }
+  if (job->cb.on_done) job->cb.on_done(std::move(res));
+}
+
+void Engine::update_stats(double step_seconds, int64_t decoded) {
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.running = int32_t(sched_->num_running());
+  stats_.queued = int32_t(sched_->num_queued());
+  stats_.free_pages = pool_->num_free();
+  stats_.generated_tokens += decoded;
+  stats_.weight_version = sched_->weight_version();
+  stats_.paused = sched_->paused();
+  if (step_seconds > 0) {  // exponential moving average over recent steps
+    double rate = double(decoded) / step_seconds;
+    stats_.gen_tokens_per_s =
+        stats_.gen_tokens_per_s == 0 ? rate : 0.9 * stats_.gen_tokens_per_s + 0.1 * rate;
+  }
+}
+
+namespace {
+Engine::Job& job_of(const Request* r) { return *static_cast<Engine::Job*>(r->user); }
+}  // namespace
+
+}  // namespace gyre::infer

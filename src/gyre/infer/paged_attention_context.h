@@ -1,0 +1,27 @@
+// The rollout engine's AttentionContext: for layer l, writes the step's new K/V into their pages
+// (slot_mapping) and attends each chunk's new queries over its cached prefix plus the new tokens
+// through the CSR page table (ops::paged_attention). Prefill chunks and decode tokens of many
+// requests run in one forward. The StepBatch must outlive the forward (tensors borrow its arrays).
+#pragma once
+#include "gyre/core/tensor.h"
+#include "gyre/infer/kv_pool.h"
+#include "gyre/infer/step_batch.h"
+#include "gyre/model/attention_context.h"
+
+namespace gyre::infer {
+
+class PagedAttentionContext : public model::AttentionContext {
+ public:
+  PagedAttentionContext(KvStorage& kv, const StepBatch& batch);
+  void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+              Tensor& out) override;
+
+ private:
+  KvStorage& kv_;
+  Tensor slot_mapping_, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_;
+};
+
+// Borrows a vector's data as an i32 [n] tensor (no copy; the vector must outlive the tensor).
+Tensor borrow_i32(const std::vector<int32_t>& v);
+
+}  // namespace gyre::infer
