@@ -10,6 +10,7 @@
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cpu/parallel.h"
+#include "gyre/backend/cpu/vec.h"
 
 namespace gyre::cpu {
 
@@ -77,9 +78,7 @@ double sum_squares(const T* a, int64_t n) {
   parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
       int64_t i0 = blk * kElemGrain, i1 = std::min(n, i0 + kElemGrain);
-      double s = 0;
-      for (int64_t i = i0; i < i1; ++i) s += double(a[i]) * double(a[i]);
-      part[size_t(blk)] = s;
+      part[size_t(blk)] = vec::dot(a + i0, a + i0, i1 - i0);
     }
   });
   double total = 0;
@@ -92,7 +91,7 @@ void silu_mul_fwd(const T* gate, const T* up, T* out, int64_t n) {
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T g = gate[i];
-      T silu = g / (T(1) + std::exp(-g));  // HF ACT2FN["silu"] = x * sigmoid(x)
+      T silu = g / (T(1) + vec::exp<T>(-g));  // HF ACT2FN["silu"] = x * sigmoid(x)
       out[i] = silu * up[i];
     }
   });
@@ -103,12 +102,12 @@ void silu_mul_bwd(const T* dout, const T* gate, const T* up, T* dgate, T* dup, i
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T g = gate[i];
-      T sig = T(1) / (T(1) + std::exp(-g));
+      T sig = T(1) / (T(1) + vec::exp<T>(-g));
       T silu = g * sig;
       T d = dout[i];
       // d silu / dg = sig (1 + g (1 - sig))
-      if (dgate) dgate[i] = d * up[i] * sig * (T(1) + g * (T(1) - sig));
-      if (dup) dup[i] = d * silu;
+      dgate[i] = d * up[i] * sig * (T(1) + g * (T(1) - sig));
+      dup[i] = d * silu;
     }
   });
 }
@@ -127,7 +126,8 @@ void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   const T step_size = T(lr / bc1);
   const T bc2_sqrt = T(std::sqrt(bc2));
   const T eps_t = T(eps);
-  parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
+  // Scalars captured by value: loads through captured references would block vectorisation.
+  parallel_for(n, kElemGrain, [=](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T g = grad[i];
       T p = param[i] * decay;

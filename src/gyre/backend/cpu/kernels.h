@@ -29,7 +29,8 @@ double sum_squares(const T* a, int64_t n);
 template <typename T>
 void silu_mul_fwd(const T* gate, const T* up, T* out, int64_t n);
 template <typename T>
-void silu_mul_bwd(const T* dout, const T* gate, const T* up, T* dgate, T* dup, int64_t n);
+void silu_mul_bwd(const T* dout, const T* gate, const T* up, T* dgate, T* dup,
+                  int64_t n);  // dgate, dup both required
 template <typename T>
 void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
            double eps, double weight_decay, int64_t step);

@@ -10,6 +10,7 @@
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cpu/parallel.h"
+#include "gyre/backend/cpu/vec.h"
 
 namespace gyre::cpu {
 
@@ -23,8 +24,7 @@ void rms_norm_fwd(const T* x, const T* w, int64_t R, int64_t H, double eps, T* y
   parallel_for(R, row_grain(H), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * H;
-      double ss = 0;
-      for (int64_t c = 0; c < H; ++c) ss += double(xr[c]) * double(xr[c]);
+      const double ss = vec::dot(xr, xr, H);
       T rs = T(1.0 / std::sqrt(ss / double(H) + eps));
       rstd[r] = rs;
       T* yr = y + r * H;
@@ -45,8 +45,13 @@ void rms_norm_bwd(const T* dy, const T* x, const T* w, const T* rstd, int64_t R,
         const T* xr = x + r * H;
         const T* dyr = dy + r * H;
         T rs = rstd[r];
-        double dot = 0;
-        for (int64_t c = 0; c < H; ++c) dot += double(dyr[c] * w[c]) * double(xr[c] * rs);
+        double lane[vec::kLanes] = {}, dot = 0;
+        int64_t c = 0;
+        for (; c + vec::kLanes <= H; c += vec::kLanes)
+          for (int l = 0; l < vec::kLanes; ++l)
+            lane[l] += double(dyr[c + l] * w[c + l]) * double(xr[c + l] * rs);
+        for (; c < H; ++c) dot += double(dyr[c] * w[c]) * double(xr[c] * rs);
+        for (int l = 0; l < vec::kLanes; ++l) dot += lane[l];
         T mean = T(dot / double(H));
         T* dxr = dx + r * H;
         for (int64_t c = 0; c < H; ++c) dxr[c] = rs * (dyr[c] * w[c] - (xr[c] * rs) * mean);
