@@ -2,15 +2,7 @@
 #include "gyre/core/flags.h"
 
 #include <fmt/format.h>
-// GCC 12 reports a false -Wdangling-pointer inside yaml-cpp's node headers.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdangling-pointer"
 #include <yaml-cpp/yaml.h>
-#pragma GCC diagnostic pop
-#else
-#include <yaml-cpp/yaml.h>
-#endif
 
 #include <algorithm>
 #include <cctype>
@@ -340,15 +332,17 @@ void FlagSet::parse_yaml_string(const std::string& text, const std::string& sour
                "config {}: the top level must be a mapping of `flag-name: value` lines",
                source_name);
   for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string where = fmt::format("{}:{}", source_name, it->first.Mark().line + 1);
-    if (!it->first.IsScalar())
+    // Copies, not references: yaml-cpp's iterator yields a temporary pair.
+    const YAML::Node key_node = it->first;
+    const YAML::Node v = it->second;
+    std::string where = fmt::format("{}:{}", source_name, key_node.Mark().line + 1);
+    if (!key_node.IsScalar())
       GYRE_THROW(invalid_argument, "config {}: keys must be flag names", where);
-    std::string key = it->first.as<std::string>();
+    std::string key = key_node.as<std::string>();
     if (normalize(key) == "config")
       GYRE_THROW(invalid_argument, "config {}: `config` cannot be nested; pass several --config",
                  where);
     FlagInfo& flag = lookup_or_throw(key, "config " + where);
-    const YAML::Node& v = it->second;
     std::string vwhere = "config " + where;
     std::vector<std::string> values;
     if (v.IsNull()) {
