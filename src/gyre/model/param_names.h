@@ -25,7 +25,9 @@ struct TensorMismatch {
   std::vector<std::pair<std::string, std::pair<Shape, Shape>>> wrong_shape;
   bool ok() const { return missing.empty() && unexpected.empty() && wrong_shape.empty(); }
 };
-// Compares expected_tensors(cfg) with (name, shape) pairs found in a checkpoint.
+// Compares expected_tensors(cfg) with (name, shape) pairs found in a checkpoint. Tensors that
+// transformers also ignores on load (lm_head.weight when tied, legacy rotary_emb.inv_freq) are not
+// reported as unexpected.
 TensorMismatch compare_tensors(const ModelConfig& cfg,
                                const std::vector<std::pair<std::string, Shape>>& actual);
 

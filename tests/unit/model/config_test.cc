@@ -327,6 +327,27 @@ TEST(ConfigParse, SanityChecksRejectInconsistentSizes) {
   EXPECT_NE(std::string(e2.what()).find("num_experts"), std::string::npos) << e2.what();
 }
 
+TEST(ParamNames, CompareTensorsReportsDifferences) {
+  ModelConfig c = load_config(test::source_path("tests/fixtures/models/qwen2_tiny"));  // tied
+  auto actual = expected_tensors(c);
+  ASSERT_EQ(actual.front().first, "model.embed_tokens.weight");
+  ASSERT_EQ(actual.back().first, "model.norm.weight");
+  // Tolerated like transformers does: lm_head next to tied embeddings, the legacy RoPE buffer.
+  actual.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  actual.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", {8}});
+  EXPECT_TRUE(compare_tensors(c, actual).ok());
+  actual.push_back({"model.layers.9.mlp.up_proj.weight", {1}});
+  actual[1].second = {1, 2};
+  std::string dropped = actual[2].first;
+  actual.erase(actual.begin() + 2);
+  TensorMismatch m = compare_tensors(c, actual);
+  EXPECT_EQ(m.missing, std::vector<std::string>{dropped});
+  EXPECT_EQ(m.unexpected, std::vector<std::string>{"model.layers.9.mlp.up_proj.weight"});
+  ASSERT_EQ(m.wrong_shape.size(), 1u);
+  EXPECT_EQ(m.wrong_shape[0].first, actual[1].first);
+  EXPECT_EQ(m.wrong_shape[0].second.second, (Shape{1, 2}));
+}
+
 TEST(InspectCli, ReportsFixtureAndCrossChecksTensors) {
   std::string dir = test::source_path("tests/fixtures/models/qwen3moe_tiny");
   auto r = test::run_command(test::gyre_bin() + " inspect --model " + dir);
