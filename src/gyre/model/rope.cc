@@ -25,7 +25,8 @@ double yarn_correction_dim(double num_rotations, double dim, double base, double
 
 }  // namespace
 
-RopeFrequencies rope_frequencies(const ModelConfig& config) {
+namespace {
+RopeFrequencies compute_frequencies(const ModelConfig& config) {
   const RopeConfig& r = config.rope;
   const int64_t dim = config.head_dim;
   if (dim <= 0 || dim % 2 != 0)
@@ -118,6 +119,21 @@ RopeFrequencies rope_frequencies(const ModelConfig& config) {
              "config.json: rope type '{}' is not supported (supported: default, linear, llama3, "
              "yarn)",
              r.type);
+}
+
+}  // namespace
+
+RopeFrequencies rope_frequencies(const ModelConfig& config) {
+  RopeFrequencies f = compute_frequencies(config);
+  // transformers loads a bf16/f16 checkpoint with the model cast to that dtype, and the cast
+  // includes the rotary inv_freq buffer: HF's cos/sin are then built from inv_freq rounded to the
+  // checkpoint dtype (visible in the qwen3_tiny_bf16 fixture: ~4e-3 logit error at position 32
+  // without this rounding). Reproduce it so scores match HF for such checkpoints.
+  if (config.dtype == DType::bf16)
+    for (auto& x : f.inv_freq) x = double(bf16_to_f32(f32_to_bf16(float(x))));
+  if (config.dtype == DType::f16)
+    for (auto& x : f.inv_freq) x = double(f16_to_f32(f32_to_f16(float(x))));
+  return f;
 }
 
 void rope_tables(const RopeFrequencies& f, int64_t num_positions, Tensor& cos, Tensor& sin) {

@@ -21,6 +21,8 @@ struct RopeFrequencies {
   double attention_factor = 1.0;  // multiplies cos and sin
 };
 
+// For a bf16/f16 checkpoint (config.dtype) inv_freq is rounded to that dtype, as transformers'
+// model-wide dtype cast does to its inv_freq buffer.
 // Errors (unsupported rope type, missing llama3 original_max_position_embeddings, factor <= 0,
 // odd head_dim) name the config field.
 RopeFrequencies rope_frequencies(const ModelConfig& config);
