@@ -149,7 +149,7 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
                  ldb >= std::max<int64_t>(1, trans_b ? K : N) && ldc >= std::max<int64_t>(1, N),
              "ops::gemm: leading dimensions lda={} ldb={} ldc={} too small for M={} N={} K={}", lda,
              ldb, ldc, M, N, K);
-  cpu::gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  cpu::gemm_parallel<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {

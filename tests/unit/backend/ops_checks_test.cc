@@ -166,6 +166,10 @@ std::vector<std::vector<char>> run_all_ops() {
     Tensor none, db = Tensor::zeros({600}), xin = random_tensor({300, 4}, 10, f32);
     Tensor wl = random_tensor({600, 4}, 11, f32);
     ops::linear_backward(d, xin, wl, none, none, db);
+    Tensor dxin = Tensor::empty({300, 4}, f32), dwl = Tensor::zeros({600, 4}), yl;
+    ops::linear_backward(d, xin, wl, dxin, dwl, none);
+    ops::linear(xin, wl, db, yl);
+    keep(dxin), keep(dwl), keep(yl);
     Tensor s, dg, du;
     ops::silu_mul(d, d, s);
     ops::silu_mul_backward(d, d, s, dg, du);

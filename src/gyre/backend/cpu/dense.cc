@@ -1,7 +1,7 @@
 // Dense and elementwise CPU kernels: Linear forward/backward over OpenBLAS, add/scale, the f64
 // sum of squares used for gradient norms, SwiGLU and the AdamW update.
 //
-// Invariants: GEMMs here are issued from the calling thread and may use OpenBLAS' own threads;
+// Invariants: GEMMs are split into panels over our pool (gemm_parallel, single-threaded BLAS);
 // column reductions (bias gradient) and the sum of squares use a fixed blocking, so they do not
 // depend on the thread count.
 #include <algorithm>
@@ -45,14 +45,15 @@ void linear_fwd(const T* x, const T* w, const T* b, int64_t M, int64_t N, int64_
                    for (int64_t r = r0; r < r1; ++r) std::copy(b, b + N, y + r * N);
                  });
   }
-  gemm<T>(false, true, M, N, K, T(1), x, K, w, K, b ? T(1) : T(0), y, N);
+  gemm_parallel<T>(false, true, M, N, K, T(1), x, K, w, K, b ? T(1) : T(0), y, N);
 }
 
 template <typename T>
 void linear_bwd(const T* dy, const T* x, const T* w, int64_t M, int64_t N, int64_t K, T* dx,
                 bool accumulate_dx, T* dw, T* db) {
-  if (dx) gemm<T>(false, false, M, K, N, T(1), dy, N, w, K, accumulate_dx ? T(1) : T(0), dx, K);
-  if (dw) gemm<T>(true, false, N, K, M, T(1), dy, N, x, K, T(1), dw, K);
+  if (dx)
+    gemm_parallel<T>(false, false, M, K, N, T(1), dy, N, w, K, accumulate_dx ? T(1) : T(0), dx, K);
+  if (dw) gemm_parallel<T>(true, false, N, K, M, T(1), dy, N, x, K, T(1), dw, K);
   if (db) column_sums_add(dy, M, N, db);
 }
 

@@ -69,4 +69,34 @@ void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alph
               blasint(ldc));
 }
 
+template <typename T>
+void gemm_parallel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  SerialBlas serial;
+  // Panels of whole 16-row/column blocks keep the BLAS micro-kernels on their fast path; below
+  // ~2 MFLOP per panel the split is not worth a task.
+  constexpr int64_t kAlign = 16;
+  const bool split_m = M >= N;
+  const int64_t dim = split_m ? M : N;
+  const int64_t blocks = (dim + kAlign - 1) / kAlign;
+  const int64_t flops_per_block = 2 * kAlign * (split_m ? N : M) * std::max<int64_t>(K, 1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 21) / flops_per_block);
+  parallel_for(blocks, grain, [&](int64_t b, int64_t e) {
+    const int64_t i0 = b * kAlign, i1 = std::min(dim, e * kAlign);
+    if (split_m) {
+      const T* a = ta ? A + i0 : A + i0 * lda;
+      gemm<T>(ta, tb, i1 - i0, N, K, alpha, a, lda, B, ldb, beta, C + i0 * ldc, ldc);
+    } else {
+      const T* bp = tb ? B + i0 * ldb : B + i0;
+      gemm<T>(ta, tb, M, i1 - i0, K, alpha, A, lda, bp, ldb, beta, C + i0, ldc);
+    }
+  });
+}
+
+template void gemm_parallel<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                                   int64_t, const float*, int64_t, float, float*, int64_t);
+template void gemm_parallel<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                    int64_t, const double*, int64_t, double, double*, int64_t);
+
 }  // namespace gyre::cpu

@@ -76,4 +76,12 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The same product split into row panels of C (along M, or along N when N is larger) computed
+// concurrently on pool(), each by a single-threaded BLAS call. Every backend GEMM goes through
+// here, so OpenBLAS' own threads never compete with ours; each C element is still one BLAS dot
+// product over K, so the result does not depend on the number of threads.
+template <typename T>
+void gemm_parallel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 }  // namespace gyre::cpu
