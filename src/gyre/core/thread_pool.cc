@@ -73,10 +73,10 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   for (int64_t c = 1; c < chunks; ++c) {
     submit([&, c] {
       run_chunk(c);
-      if (remaining.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lk(done_mu);
-        done_cv.notify_one();
-      }
+      // Decrement under done_mu: otherwise the caller can see 0 (its wait re-checks the
+      // predicate), return and free done_mu/done_cv from its stack before this task locks them.
+      std::lock_guard<std::mutex> lk(done_mu);
+      if (remaining.fetch_sub(1) == 1) done_cv.notify_one();
     });
   }
   run_chunk(0);
