@@ -11,6 +11,11 @@
 //   ALWAYS accumulate (+=) so micro-batches add up without extra copies. Callers zero them per
 //   step.
 // - Index tensors are i32.
+// - CPU backend specifics (backend/cpu): the float tensors of one call may instead all be f64 (the
+//   finite-difference tests use this); an undefined tensor an op would overwrite is allocated by
+//   the op, an undefined gradient it would accumulate into (dw, db, dtable) is skipped;
+//   token_logprobs' entropy covers every row, negative targets included. Results are bitwise
+//   independent of the number of threads.
 #pragma once
 #include <cstdint>
 
