@@ -321,3 +321,22 @@ TEST(AlgorithmsConfig, ParseValidateRejectsSlimeForbiddenCombinations) {
   EXPECT_DOUBLE_EQ(c.eps_clip_high(), 0.2);
   EXPECT_FALSE(c.grpo_std_normalization());  // n_samples_per_prompt == 1 turns it off
 }
+
+TEST(AlgorithmsAdvantages, OnPolicyDistillationPenalty) {
+  AlgorithmConfig c;
+  c.use_opd = true;
+  c.opd_kl_coef = 0.5;
+  AdvantageInputs in;
+  in.rewards = {1.0f};
+  in.loss_masks = {{1, 1}};
+  in.log_probs = {{-1.0f, -2.0f}};
+  in.teacher_log_probs = {{-1.5f, -1.0f}};
+  auto out = compute_advantages_and_returns(c, in);
+  // reverse kl = student - teacher = [.5, -1]; A = 1 - .5*[.5, -1] = [.75, 1.5]; returns stay 1
+  EXPECT_NEAR(out.opd_reverse_kl[0][1], -1.0, 1e-7);
+  EXPECT_NEAR(out.advantages[0][0], 0.75, 1e-7);
+  EXPECT_NEAR(out.advantages[0][1], 1.5, 1e-7);
+  EXPECT_EQ(out.returns[0][0], 1.0f);
+  in.teacher_log_probs.clear();
+  EXPECT_THROW(compute_advantages_and_returns(c, in), Error);
+}

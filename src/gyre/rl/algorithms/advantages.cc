@@ -201,6 +201,24 @@ AdvantageOutputs compute_advantages_and_returns(const AlgorithmConfig& config,
   }
   if (config.advantage_estimator != AdvantageEstimator::ppo) out.advantages = out.returns;
 
+  if (config.use_opd && !lp.empty()) {
+    check_lengths(lp, masks, config.use_rollout_logprobs ? "rollout_log_probs" : "log_probs");
+    check_lengths(in.teacher_log_probs, masks, "teacher_log_probs (needed by --use-opd)");
+    out.opd_reverse_kl.resize(b);
+    for (size_t i = 0; i < b; ++i) {
+      out.opd_reverse_kl[i].resize(masks[i].size());
+      for (size_t t = 0; t < masks[i].size(); ++t) {
+        const double rkl = double(lp[i][t]) - in.teacher_log_probs[i][t];
+        out.opd_reverse_kl[i][t] = float(rkl);
+        out.advantages[i][t] = float(out.advantages[i][t] - config.opd_kl_coef * rkl);
+      }
+    }
+    // slime's reinforce_plus_plus_baseline returns alias the advantages list, so they see the
+    // penalty too; the other estimators keep their returns.
+    if (config.advantage_estimator == AdvantageEstimator::reinforce_plus_plus_baseline)
+      out.returns = out.advantages;
+  }
+
   if (config.normalize_advantages)
     whiten(&out.advantages, local_whiten_stats(out.advantages, masks));
   return out;

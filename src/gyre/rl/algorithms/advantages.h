@@ -2,7 +2,9 @@
 //   Step A (rollout side, post_process_rewards): group-normalise the scalar rewards.
 //   Step B (trainer side, compute_advantages_and_returns): per-token KL vs the reference policy,
 //   then the estimator (grpo / gspo / cispo / reinforce_plus_plus / reinforce_plus_plus_baseline /
-//   ppo), then optional masked whitening (--normalize-advantages).
+//   ppo), then the on-policy-distillation penalty (--use-opd: A -= opd_kl_coef * (logp_student -
+//   logp_teacher), tinker-cookbook's reverse-KL-as-advantage), then optional masked whitening
+//   (--normalize-advantages).
 //
 // Data is per sample: one vector per sample, each as long as that sample's response (its loss
 // mask). Arithmetic is done in double and stored as float (slime computes in float32; results agree
@@ -35,12 +37,14 @@ struct AdvantageInputs {
   BatchTokenValues rollout_log_probs;  // used instead of log_probs with --use-rollout-logprobs
   BatchTokenValues ref_log_probs;      // needed when kl_coef != 0
   BatchTokenValues values;             // critic values; needed for ppo
+  BatchTokenValues teacher_log_probs;  // needed with --use-opd
 };
 
 struct AdvantageOutputs {
   BatchTokenValues kl;          // per-token KL used for reward shaping (zeros when kl_coef == 0)
   BatchTokenValues advantages;  // after optional whitening
   BatchTokenValues returns;     // value targets (ppo) / = unwhitened advantages otherwise
+  BatchTokenValues opd_reverse_kl;  // student - teacher log-probs (--use-opd only)
 };
 
 AdvantageOutputs compute_advantages_and_returns(const AlgorithmConfig& config,

@@ -62,6 +62,9 @@ struct AlgorithmConfig {
   double gamma = 1.0;
   double lambd = 1.0;
   double kl_coef = 0.0;  // reward shaping (ppo, reinforce++ variants only)
+  // On-policy distillation (slime §1.16, --use-opd --opd-kl-coef): A -= coef * (student - teacher)
+  bool use_opd = false;
+  double opd_kl_coef = 0.0;
   // --- KL loss (§1.5)
   bool use_kl_loss = false;
   double kl_loss_coef = 0.0;
