@@ -148,6 +148,11 @@ TEST(JinjaParse, RuntimeErrorsNameTypes) {
   EXPECT_NE(E("{{ 5() }}").find("not callable"), std::string::npos);
   EXPECT_NE(E("{{ 1 in 'abc' }}").find("requires a string"), std::string::npos);
   EXPECT_NE(E("{% set a, b = [1] %}").find("unpack"), std::string::npos);
+  // Values never become cyclic (Python would allow it; here it would leak and never print).
+  EXPECT_NE(E("{% set l = [] %}{{ l.append([1, l]) }}").find("cannot contain itself"),
+            std::string::npos);
+  EXPECT_NE(E("{% set ns = namespace() %}{% set ns.me = [ns] %}").find("inside itself"),
+            std::string::npos);
 }
 
 }  // namespace

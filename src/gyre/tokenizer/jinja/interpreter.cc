@@ -108,6 +108,8 @@ Interpreter::Flow Interpreter::exec(const Stmt& s, const ScopePtr& scope, std::s
             fmt::format("cannot assign attribute '{}' on '{}': only namespace() objects accept "
                         "'set x.attr = ...'; create it with {{% set {} = namespace() %}}",
                         s.attr, s.targets[0], s.targets[0]));
+      if (reaches(v, ns->identity()))
+        fail(fmt::format("cannot store namespace '{}' inside itself", s.targets[0]));
       ns->as_dict().set(s.attr, v);
       break;
     }
@@ -551,6 +553,7 @@ Value Interpreter::eval_binary(const Expr& e, const ScopePtr& scope) {
       return Value(a.as_string() + b.as_string());
     }
     if (a.is_list() && b.is_list()) {
+      check_size((a.as_list().size() + b.as_list().size()) * 16);
       List r = a.as_list();
       r.insert(r.end(), b.as_list().begin(), b.as_list().end());
       return Value(std::move(r));

@@ -236,6 +236,7 @@ Value list_method(const Value& self, const std::string& name) {
   if (name == "append")
     return Value::function("list.append", [self](CallArgs& a, Interpreter& in) {
       if (a.pos.size() != 1) in.fail("append() takes exactly one argument");
+      if (reaches(a.pos[0], self.identity())) in.fail("append(): a list cannot contain itself");
       in.count_iterations(1);  // bounds accumulation loops
       self.as_list().push_back(a.pos[0]);
       return Value::none();
@@ -244,6 +245,8 @@ Value list_method(const Value& self, const std::string& name) {
     return Value::function("list.extend", [self](CallArgs& a, Interpreter& in) {
       if (a.pos.size() != 1) in.fail("extend() takes exactly one argument");
       List items = in.iterate(a.pos[0]);
+      for (const Value& x : items)
+        if (reaches(x, self.identity())) in.fail("extend(): a list cannot contain itself");
       in.count_iterations(int64_t(items.size()));
       self.as_list().insert(self.as_list().end(), items.begin(), items.end());
       return Value::none();

@@ -135,14 +135,38 @@ std::string Value::str() const {
   }
 }
 
-std::string Value::repr() const {
+bool reaches(const Value& from, const void* target) {
+  if (!target) return false;
+  std::vector<const Value*> stack{&from};
+  std::unordered_map<const void*, bool> seen;
+  while (!stack.empty()) {
+    const Value* v = stack.back();
+    stack.pop_back();
+    const void* id = v->identity();
+    if (!id || v->is_callable()) continue;
+    if (id == target) return true;
+    if (!seen.emplace(id, true).second) continue;
+    if (v->is_list())
+      for (const Value& x : v->as_list()) stack.push_back(&x);
+    else
+      for (const auto& [k, x] : v->as_dict().items()) stack.push_back(&x);
+  }
+  return false;
+}
+
+std::string Value::repr() const { return repr(0); }
+
+std::string Value::repr(int depth) const {
+  if (depth > kMaxValueNesting)
+    GYRE_THROW(invalid_argument, "value nested deeper than {} levels cannot be printed",
+               kMaxValueNesting);
   switch (type_) {
     case Type::kString: return pystr::repr(*str_);
     case Type::kList: {
       std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
-        out += (*list_)[i].repr();
+        out += (*list_)[i].repr(depth + 1);
       }
       if (tuple_ && list_->size() == 1) out += ",";
       return out + (tuple_ ? ")" : "]");
@@ -153,7 +177,7 @@ std::string Value::repr() const {
       for (const auto& [k, v] : dict_->items()) {
         if (!first) out += ", ";
         first = false;
-        out += pystr::repr(k) + ": " + v.repr();
+        out += pystr::repr(k) + ": " + v.repr(depth + 1);
       }
       return out + (is_namespace_ ? "}>" : "}");
     }
@@ -310,6 +334,8 @@ void dump_string(std::string& out, const std::string& s, bool ensure_ascii) {
 }
 
 void dump(std::string& out, const Value& v, const JsonDumpOptions& o, int level) {
+  if (level > kMaxValueNesting)
+    GYRE_THROW(invalid_argument, "tojson: value nested deeper than {} levels", kMaxValueNesting);
   auto newline = [&](int lvl) {
     if (!o.pretty) return;
     out.push_back('\n');

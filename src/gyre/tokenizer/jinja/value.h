@@ -133,6 +133,7 @@ class Value {
   std::string str() const;
   // Python repr(): how values nested in a printed list/dict appear.
   std::string repr() const;
+  std::string repr(int depth) const;
   // Name of the type in error messages ("string", "list", ...).
   const char* type_name() const;
 
@@ -157,6 +158,12 @@ class Value {
   std::shared_ptr<Dict> dict_;
   std::shared_ptr<Callable> fn_;
 };
+
+// Whether `target` (a container's identity()) is `from` or is nested inside it. Mutations that
+// store a container (list.append, namespace attribute set) check this first, so values never form
+// cycles (which would leak and make printing recurse forever).
+bool reaches(const Value& from, const void* target);
+inline constexpr int kMaxValueNesting = 512;  // repr/str/tojson refuse deeper values
 
 // Python == (1 == 1.0 == True; containers compare deeply).
 bool values_equal(const Value& a, const Value& b);
