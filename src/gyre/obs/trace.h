@@ -9,6 +9,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -58,7 +59,7 @@ class TraceWriter {
   int64_t pid_;
   size_t max_events_;
   mutable std::mutex mu_;
-  std::vector<Event> events_;
+  std::deque<Event> events_;  // a deque: growth never moves the recorded events
   size_t dropped_ = 0;
 };
 

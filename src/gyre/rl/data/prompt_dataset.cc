@@ -6,6 +6,7 @@
 
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
+#include "gyre/core/thread_pool.h"
 #include "gyre/rl/data/slice.h"
 
 namespace gyre::rl {
@@ -19,6 +20,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ull;
+
+// FNV-1a of one record, followed by a separator byte so record boundaries count.
+uint64_t fnv1a(uint64_t h, std::string_view bytes) {
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  return (h ^ 0xff) * 0x100000001b3ull;
+}
+
 // A value that may arrive as JSON text inside a string (slime accepts tools serialized this way).
 bool decode_embedded(json& v) {
   if (!v.is_string()) return true;
@@ -29,9 +38,9 @@ bool decode_embedded(json& v) {
 }
 
 // Builds the prompt Sample of one row, or returns the reason the row is malformed.
-std::optional<std::string> row_to_sample(const std::string& line, const PromptDataOptions& o,
+std::optional<std::string> row_to_sample(std::string_view line, const PromptDataOptions& o,
                                          Sample& out) {
-  json row = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  json row = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
   if (row.is_discarded()) return "invalid JSON";
   if (!row.is_object()) return "the line is not a JSON object";
   auto p = row.find(o.input_key);
@@ -43,20 +52,20 @@ std::optional<std::string> row_to_sample(const std::string& line, const PromptDa
       if (!m.is_object() || !m.contains("role"))
         return "'" + o.input_key + "' is a list but not of {role, content} messages";
   }
-  out.prompt = *p;
-  if (o.label_key) {
+  if (o.label_key) {  // copied before the prompt is moved out (the keys may coincide)
     auto l = row.find(*o.label_key);
     out.label = l == row.end() ? json(nullptr) : *l;
   }
+  out.prompt = std::move(*p);
   out.metadata = json::object();
   if (auto m = row.find(o.metadata_key); m != row.end() && !m->is_null()) {
-    json md = *m;
+    json md = std::move(*m);
     if (!decode_embedded(md) || !md.is_object())
       return "'" + o.metadata_key + "' must be an object (or a JSON string of one)";
     out.metadata = std::move(md);
   }
   if (auto t = row.find(o.tool_key); t != row.end() && !t->is_null()) {
-    json tools = *t;
+    json tools = std::move(*t);
     if (!decode_embedded(tools) || !tools.is_array())
       return "'" + o.tool_key + "' must be a list of tools (or a JSON string of one)";
     out.metadata["tools"] = std::move(tools);
@@ -112,9 +121,26 @@ PromptDataset PromptDataset::parse(const std::string& text, const PromptDataOpti
   d.source_ = source;
   d.stats_.rows = end - begin;
   d.prompts_.reserve(size_t(end - begin));
+  // Fingerprint: the options that shape a prompt, then the text of every kept row (hashing the
+  // raw lines costs far less than re-serialising the parsed prompts).
+  uint64_t fp = kFnvOffset;
+  for (const std::string* k : {&options.input_key, &options.metadata_key, &options.tool_key})
+    fp = fnv1a(fp, *k);
+  fp = fnv1a(fp, options.label_key.value_or("\x01none"));
+  // Rows parse independently, so they parse in parallel; counting, strict-mode errors and the
+  // length filter then run in file order (deterministic, and the length callback need not be
+  // thread-safe).
+  const int64_t n = end - begin;
+  std::vector<Sample> parsed(static_cast<size_t>(n));
+  std::vector<std::optional<std::string>> problems(static_cast<size_t>(n));
+  parallel_for(n, 512, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      problems[size_t(i)] =
+          row_to_sample(rows[size_t(begin + i)].second, options, parsed[size_t(i)]);
+  });
   for (int64_t r = begin; r < end; ++r) {
-    Sample s;
-    auto bad = row_to_sample(std::string(rows[size_t(r)].second), options, s);
+    Sample& s = parsed[size_t(r - begin)];
+    const auto& bad = problems[size_t(r - begin)];
     if (bad) {
       if (options.strict)
         GYRE_THROW(invalid_argument,
@@ -132,6 +158,7 @@ PromptDataset PromptDataset::parse(const std::string& text, const PromptDataOpti
       continue;
     }
     d.prompts_.push_back(std::move(s));
+    fp = fnv1a(fp, rows[size_t(r)].second);
   }
   if (d.stats_.malformed)
     log::warn("--prompt-data {}: skipped {} malformed line(s); first at line {}: {}", source,
@@ -139,7 +166,8 @@ PromptDataset PromptDataset::parse(const std::string& text, const PromptDataOpti
   if (d.stats_.filtered_too_long)
     log::info("--prompt-data {}: dropped {} prompt(s) longer than --rollout-max-prompt-len {}",
               source, d.stats_.filtered_too_long, *options.max_prompt_len);
-  d.finish();
+  d.stats_.loaded = int64_t(d.prompts_.size());
+  d.fingerprint_ = fp;
   return d;
 }
 
@@ -148,20 +176,13 @@ PromptDataset PromptDataset::from_samples(std::vector<Sample> prompts, std::stri
   d.prompts_ = std::move(prompts);
   d.source_ = std::move(source);
   d.stats_.rows = int64_t(d.prompts_.size());
-  d.finish();
+  d.stats_.loaded = d.stats_.rows;
+  uint64_t fp = kFnvOffset;
+  for (const auto& p : d.prompts_)
+    fp = fnv1a(fp, json{p.prompt, p.label, p.metadata}.dump(-1, ' ', false,
+                                                            json::error_handler_t::replace));
+  d.fingerprint_ = fp;
   return d;
-}
-
-void PromptDataset::finish() {
-  stats_.loaded = int64_t(prompts_.size());
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (const auto& p : prompts_) {
-    json j = {p.prompt, p.label, p.metadata};
-    for (unsigned char c : j.dump(-1, ' ', false, json::error_handler_t::replace))
-      h = (h ^ c) * 0x100000001b3ull;
-    h = (h ^ 0xff) * 0x100000001b3ull;  // record separator
-  }
-  fingerprint_ = h;
 }
 
 }  // namespace gyre::rl

@@ -63,12 +63,11 @@ class PromptDataset {
   const std::vector<Sample>& prompts() const { return prompts_; }
   const PromptDataStats& stats() const { return stats_; }
   const std::string& source() const { return source_; }
-  // FNV-1a over every prompt's JSON: a resumed run checks it still reads the same data.
+  // FNV-1a over the reading options and the kept rows' text (from_samples: the prompts' JSON); a
+  // resumed run checks it still reads the same data.
   uint64_t fingerprint() const { return fingerprint_; }
 
  private:
-  void finish();
-
   std::vector<Sample> prompts_;
   PromptDataStats stats_;
   std::string source_;
