@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "gyre/core/error.h"
+#include "gyre/core/thread_pool.h"
 #include "gyre/tokenizer/byte_level.h"
 #include "gyre/tokenizer/utf8_util.h"
 
@@ -66,12 +67,19 @@ BpeModel::BpeModel(BpeConfig cfg) {
   has_token_.assign(size_t(max_id + 1), 0);
   vocab_.reserve(cfg.vocab.size());
   if (cfg.byte_level) raw_vocab_.reserve(cfg.vocab.size());
-  for (auto& [tok, id] : cfg.vocab) {
-    vocab_.insert(tok, id);
-    if (cfg.byte_level) {
-      // Spellings outside the byte alphabet can never come out of a byte-level pre-token.
-      if (auto raw = byte_level_decode(tok)) raw_vocab_.insert(*raw, id);
+  // The two maps are independent: build them concurrently.
+  gyre::parallel_for(2, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      if (task == 0) {
+        for (const auto& [tok, id] : cfg.vocab) vocab_.insert(tok, id);
+      } else if (cfg.byte_level) {
+        // Spellings outside the byte alphabet can never come out of a byte-level pre-token.
+        for (const auto& [tok, id] : cfg.vocab)
+          if (auto raw = byte_level_decode(tok)) raw_vocab_.insert(*raw, id);
+      }
     }
+  });
+  for (auto& [tok, id] : cfg.vocab) {
     id_to_token_[size_t(id)] = std::move(tok);
     has_token_[size_t(id)] = 1;
   }
@@ -88,28 +96,43 @@ BpeModel::BpeModel(BpeConfig cfg) {
   }
   if (cfg.unk_token) unk_id_ = vocab_.find(*cfg.unk_token);
 
-  // Merges: rank = position in the list; the merged token must be in the vocab.
-  merges_.reserve(cfg.merges.size());
+  // Merges: rank = position in the list; the merged token must be in the vocab. The three vocab
+  // lookups per merge are read-only, so they run on the thread pool; insertion stays sequential
+  // (a later duplicate pair overwrites an earlier one, as HF's HashMap collect does).
   const std::string& prefix = cfg.continuing_subword_prefix;
+  struct Resolved {
+    int32_t a, b, merged;
+  };
+  std::vector<Resolved> resolved(cfg.merges.size());
+  gyre::parallel_for(int64_t(cfg.merges.size()), 8192, [&](int64_t lo, int64_t hi) {
+    std::string merged;
+    for (int64_t r = lo; r < hi; ++r) {
+      const auto& [a, b] = cfg.merges[size_t(r)];
+      Resolved& x = resolved[size_t(r)];
+      x.a = vocab_.find(a);
+      x.b = vocab_.find(b);
+      merged.assign(a);
+      merged += (!prefix.empty() && b.compare(0, prefix.size(), prefix) == 0)
+                    ? std::string_view(b).substr(prefix.size())
+                    : std::string_view(b);
+      x.merged = vocab_.find(merged);
+    }
+  });
+  merges_.reserve(cfg.merges.size());
   for (size_t r = 0; r < cfg.merges.size(); ++r) {
     const auto& [a, b] = cfg.merges[r];
-    int32_t ia = vocab_.find(a), ib = vocab_.find(b);
-    if (ia < 0 || ib < 0)
+    const Resolved& x = resolved[r];
+    if (x.a < 0 || x.b < 0)
       GYRE_THROW(invalid_argument,
                  "tokenizer.json: model.merges[{}] = \"{} {}\": token \"{}\" is not in model.vocab "
                  "(the merges and vocab do not belong together)",
-                 r, a, b, ia < 0 ? a : b);
-    std::string merged = a;
-    merged += (!prefix.empty() && b.compare(0, prefix.size(), prefix) == 0)
-                  ? std::string_view(b).substr(prefix.size())
-                  : std::string_view(b);
-    int32_t im = vocab_.find(merged);
-    if (im < 0)
+                 r, a, b, x.a < 0 ? a : b);
+    if (x.merged < 0)
       GYRE_THROW(invalid_argument,
-                 "tokenizer.json: model.merges[{}] = \"{} {}\": the merged token \"{}\" is not in "
+                 "tokenizer.json: model.merges[{}] = \"{} {}\": the merged token is not in "
                  "model.vocab",
-                 r, a, b, merged);
-    merges_.insert(ia, ib, {int32_t(r), im});
+                 r, a, b);
+    merges_.insert(x.a, x.b, {int32_t(r), x.merged});
   }
   num_merges_ = cfg.merges.size();
   cfg.merges.clear();

@@ -47,6 +47,7 @@ class StringIdMap {
   void reserve(size_t n) {
     slots_.assign(pow2_capacity(n), Slot{});
     mask_ = slots_.size() - 1;
+    arena_.reserve(n * 8);  // typical BPE token length; avoids re-copying the arena as it grows
   }
   // Inserts or overwrites.
   void insert(std::string_view key, int32_t id) {

@@ -48,6 +48,9 @@ class Sax final : public nlohmann::json_sax<json> {
     if (in_model() && key_ == "vocab") {
       mode_ = Mode::vocab;
       out_.has_vocab = true;
+      // Reserving avoids re-copying a 150k-entry vector while it grows (untouched capacity costs
+      // no memory pages).
+      out_.vocab.reserve(text_.size() / 32);
       return true;
     }
     return open(json::object());
@@ -76,6 +79,7 @@ class Sax final : public nlohmann::json_sax<json> {
       mode_ = Mode::merges;
       merge_depth_ = 0;
       out_.has_merges = true;
+      out_.merges.reserve(text_.size() / 32);
       return true;
     }
     return open(json::array());
