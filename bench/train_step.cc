@@ -58,8 +58,10 @@ void emit(const char* metric, double value, const char* unit, const std::string&
   std::fflush(stdout);
 }
 
-// cblas_sgemm GFLOP/s on the MLP up-projection shape of this model: [T, H] x [H, I].
-double sgemm_gflops(int64_t M, int64_t N, int64_t K) {
+// cblas_sgemm GFLOP/s on the MLP up-projection shape of this model: [T, H] x [H, I], with OpenBLAS
+// on as many threads as the model's pool (GYRE_NUM_THREADS), so both sides use the same cores.
+double sgemm_gflops(int64_t M, int64_t N, int64_t K, int threads) {
+  openblas_set_num_threads(threads);
   std::vector<float> a(size_t(M * K), 0.01f), b(size_t(K * N), 0.02f), c(size_t(M * N));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, a.data(),
               int(K), b.data(), int(K), 0.0f, c.data(), int(N));  // warm-up
@@ -77,12 +79,34 @@ struct Adam {
   std::vector<Tensor> m, v;
 };
 
-// One full step; returns the loss.
+struct PhaseTimes {
+  double forward = 0, backward = 0, adamw = 0;
+};
+
+// One full step (the fixture policy-gradient loss, as scoring.h's policy_gradient_loss_and_grad,
+// spelled out here to time its phases); returns the loss.
 double train_step(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                   const std::vector<int32_t>& prompt_lens, const std::vector<float>& adv,
-                  Gradients& grads, Adam& adam, int64_t step) {
+                  Gradients& grads, Adam& adam, int64_t step, PhaseTimes* times) {
+  Timer t;
   grads.zero();
-  double loss = policy_gradient_loss_and_grad(model, seqs, prompt_lens, adv, grads);
+  ScoredBatch sb = score_for_training(model, seqs, 1.0f, false);
+  const int64_t T = sb.batch.num_tokens();
+  int64_t N = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) N += int64_t(seqs[i].size()) - prompt_lens[i];
+  Tensor dlogp = Tensor::zeros({T}, DType::f32);
+  const int32_t* cu = sb.batch.cu_seqlens.i32();
+  double loss = 0;
+  for (size_t i = 0; i < seqs.size(); ++i)
+    for (int64_t r = cu[i] + prompt_lens[i] - 1; r < cu[i + 1] - 1; ++r) {
+      dlogp.f32()[r] = -adv[i] / float(N);
+      loss += double(dlogp.f32()[r]) * sb.logp.f32()[r];
+    }
+  times->forward += t.elapsed();
+  t.reset();
+  backward_from_logprobs(model, sb, dlogp, Tensor(), grads);
+  times->backward += t.elapsed();
+  t.reset();
   auto params = model.parameters();
   ops::AdamWParams p;
   p.lr = 1e-4f;
@@ -90,6 +114,7 @@ double train_step(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs
   p.step = step;
   for (size_t i = 0; i < params.size(); ++i)
     ops::adamw_step(params[i].tensor, grads.tensors[i].tensor, adam.m[i], adam.v[i], p);
+  times->adamw += t.elapsed();
   return loss;
 }
 
@@ -121,13 +146,15 @@ int main() {
 
   // Warm-up step (first-touch page faults, OpenBLAS buffers), then measure.
   cpu_allocator().reset_peak();
-  train_step(*model, seqs, prompt_lens, adv, grads, adam, 1);
+  PhaseTimes warm;
+  train_step(*model, seqs, prompt_lens, adv, grads, adam, 1, &warm);
   const size_t alloc_peak = cpu_allocator().peak_bytes();
   const int kSteps = 3;
   Timer timer;
   double loss = 0;
+  PhaseTimes phases;
   for (int s = 0; s < kSteps; ++s)
-    loss = train_step(*model, seqs, prompt_lens, adv, grads, adam, 2 + s);
+    loss = train_step(*model, seqs, prompt_lens, adv, grads, adam, 2 + s, &phases);
   const double step_s = timer.elapsed() / kSteps;
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -138,7 +165,7 @@ int main() {
   const double flops =
       6.0 * double(N) * double(T) + 6.0 * double(L * Hq * D) * double(S) * double(T);
   const double gflops = flops / step_s / 1e9;
-  const double sgemm = sgemm_gflops(T, I, H);
+  const double sgemm = sgemm_gflops(T, I, H, threads);
 
   // Memory model: parameters, gradients and AdamW m, v (f32) + saved activations per layer
   // (x, xn1, h, xn2: H; q_raw, q, attn: Hq·D; k_raw, k, v: Hkv·D; gate, up: I; per token) + the
@@ -157,6 +184,11 @@ int main() {
       (long long)N, (long long)T, threads, step_s, loss);
   emit("tokens_per_s", double(T) / step_s, "tok/s",
        std::string(anchor) + ", \"anchor\": \"llm.c-style fwd+bwd+AdamW step, CPU f32\"");
+  emit(
+      "phase_seconds", step_s, "s",
+      fmt::format("\"forward_s\": {:.3f}, \"backward_s\": {:.3f}, \"adamw_s\": {:.3f}, \"anchor\": "
+                  "\"backward ~2x forward for matmul-bound training\"",
+                  phases.forward / kSteps, phases.backward / kSteps, phases.adamw / kSteps));
   emit("gflops", gflops, "GFLOP/s",
        fmt::format(
            "\"flops_per_step\": {:.4g}, \"anchor\": \"cblas_sgemm {}x{}x{}: {:.2f} GFLOP/s\"",
