@@ -54,6 +54,43 @@ void add_metrics(Metrics& into, const Metrics& from) {
   for (auto& [k, v] : from) into[k] += v;
 }
 
+// Data parallel: each rank filled the per-token values of its own samples (others are empty);
+// afterwards every rank holds all of them (x + 0 is exact, so the owner's bits survive).
+void sum_over_ranks(dist::Comm& comm, const std::vector<Sample>& samples, BatchTokenValues& v) {
+  size_t total = 0;
+  for (auto& s : samples) total += size_t(s.response_length);
+  std::vector<float> flat(total, 0.0f);
+  size_t off = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const size_t R = size_t(samples[i].response_length);
+    if (v[i].size() == R) std::copy(v[i].begin(), v[i].end(), flat.begin() + off);
+    off += R;
+  }
+  comm.all_reduce(flat);
+  off = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const size_t R = size_t(samples[i].response_length);
+    v[i].assign(flat.begin() + off, flat.begin() + off + R);
+    off += R;
+  }
+}
+
+// Data parallel: the micro-batch metrics are partial sums (normalised by the whole step), so the
+// step values are their sums over the ranks. Every rank must report the same metric names.
+void sum_metrics_over_ranks(dist::Comm& comm, Metrics& m) {
+  std::string keys;
+  std::vector<double> vals;
+  for (auto& [k, v] : m) keys += k + "\n", vals.push_back(v);
+  std::string root_keys = keys;
+  comm.broadcast(root_keys, 0);
+  if (comm.all_reduce(root_keys == keys ? 0.0 : 1.0, dist::ReduceOp::max) != 0.0)
+    GYRE_THROW(internal, "{}: data-parallel ranks computed different train metrics ({} here)",
+               comm.where(), m.size());
+  comm.all_reduce(vals);
+  size_t i = 0;
+  for (auto& [k, v] : m) v = vals[i++];
+}
+
 }  // namespace
 
 std::vector<std::vector<float>> loss_masks_of(const std::vector<Sample>& samples) {
@@ -116,6 +153,15 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                n, opt_.global_batch_size);
   check_samples(samples);
   const int64_t num_steps = n / opt_.global_batch_size;
+  dist::DataParallelOptimizer* dp = opt_.data_parallel;
+  const int dp_size = dp ? dp->size() : 1, dp_rank = dp ? dp->rank() : 0;
+  if (opt_.global_batch_size % dp_size != 0)
+    GYRE_THROW(invalid_argument,
+               "--global-batch-size {} is not a multiple of the {} data-parallel ranks (each rank "
+               "trains on an equal share of every step)",
+               opt_.global_batch_size, dp_size);
+  // This rank's share of every step's samples (all of them without DP).
+  const dist::Range share = dist::shard_range(opt_.global_batch_size, dp_rank, dp_size);
   Timer timer;
 
   // The micro-batch schedule of every step, fixed up front: old/ref log-prob passes use it too.
@@ -123,11 +169,11 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   std::vector<std::vector<int64_t>> all_mbs;
   for (int64_t s = 0; s < num_steps; ++s) {
     std::vector<int64_t> lengths;
-    for (int64_t i = 0; i < opt_.global_batch_size; ++i)
+    for (int64_t i = share.begin; i < share.end; ++i)
       lengths.push_back(int64_t(samples[size_t(s * opt_.global_batch_size + i)].tokens.size()));
     auto mbs = make_micro_batches(lengths, opt_.micro);
     for (auto& mb : mbs) {
-      for (auto& j : mb) j += s * opt_.global_batch_size;
+      for (auto& j : mb) j += s * opt_.global_batch_size + share.begin;
       all_mbs.push_back(mb);
     }
     steps[size_t(s)] = std::move(mbs);
@@ -153,6 +199,10 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
   BatchTokenValues ref_lp;
   if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
+  if (dp && dp_size > 1) {
+    if (!old_lp.empty()) sum_over_ranks(dp->comm(), samples, old_lp);
+    if (!ref_lp.empty()) sum_over_ranks(dp->comm(), samples, ref_lp);
+  }
   metrics["perf/log_probs_time"] = timer.elapsed() - t0;
 
   // Rollout-vs-trainer mismatch, every step (slime's train_rollout_logprob_abs_diff, plus max).
@@ -187,21 +237,22 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   double t_train = timer.elapsed();
   for (int64_t s = 0; s < num_steps; ++s) {
     // The step normaliser (loss_reducer.h): rollouts in the step (per-sample mean, slime's
-    // default) or the step's token count (--calculate-per-token-loss).
+    // default) or the step's token count (--calculate-per-token-loss), over the whole step (every
+    // DP rank), so the ranks' gradients add up to the single-process one. Indexed by sample.
+    const int64_t step_begin = s * opt_.global_batch_size;
     BatchTokenValues step_masks;
     std::vector<int64_t> step_rollouts;
-    for (auto& mb : steps[size_t(s)])
-      for (int64_t j : mb) step_masks.push_back(masks[size_t(j)]), step_rollouts.push_back(rollout_ids[size_t(j)]);
+    for (int64_t j = step_begin; j < step_begin + opt_.global_batch_size; ++j)
+      step_masks.push_back(masks[size_t(j)]), step_rollouts.push_back(rollout_ids[size_t(j)]);
     std::vector<int64_t> uniq = step_rollouts;
     std::sort(uniq.begin(), uniq.end());
     uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
-    const double normalizer = opt_.algo.calculate_per_token_loss ? num_loss_tokens(step_masks)
-                                                                 : double(uniq.size());
+    const double normalizer =
+        opt_.algo.calculate_per_token_loss ? num_loss_tokens(step_masks) : double(uniq.size());
     const auto denoms = rollout_mask_sums(step_rollouts, step_masks);
 
     model::Gradients grads = actor_.zeros_like_parameters();
     Metrics mb_sum;
-    size_t denom_pos = 0;
     for (size_t mbi = 0; mbi < steps[size_t(s)].size(); ++mbi) {
       const auto& mb = steps[size_t(s)][mbi];
       const bool want_entropy = true;  // train/entropy is always logged (slime computes it too)
@@ -221,7 +272,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
         if (have_rollout_lp) lb.rollout_log_probs.push_back(rollout_lp[j]);
         if (!ref_lp.empty()) lb.ref_log_probs.push_back(ref_lp[j]);
         lb.advantages.push_back(adv.advantages[j]);
-        lb.sample_denoms.push_back(denoms[denom_pos++]);
+        lb.sample_denoms.push_back(denoms[size_t(mb[k] - step_begin)]);
       }
       // Runtime check: first micro-step of the rollout, weights untouched since old log-probs.
       if (s == 0 && mbi == 0 && !old_lp.empty() && opt_.check_first_step_ratio) {
@@ -239,7 +290,8 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
       if (s == 0 && mbi == 0 && !old_lp.empty() && opt_.check_first_step_ratio &&
           opt_.algo.loss_type == LossType::policy_loss) {
         if (lo.metrics["train/ppo_kl"] != 0.0 || lo.metrics["train/pg_clipfrac"] != 0.0)
-          GYRE_THROW(internal, "runtime check failed: train/ppo_kl = {} and train/pg_clipfrac = {} "
+          GYRE_THROW(internal,
+                     "runtime check failed: train/ppo_kl = {} and train/pg_clipfrac = {} "
                      "on the first micro-step (must be exactly 0)",
                      lo.metrics["train/ppo_kl"], lo.metrics["train/pg_clipfrac"]);
       }
@@ -267,7 +319,8 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     train::NamedTensors params, gradv;
     for (auto& p : actor_.parameters()) params.emplace_back(p.name, p.tensor);
     for (auto& g : grads.tensors) gradv.emplace_back(g.name, g.tensor);
-    auto [norm, lr] = optimizer_.step(params, gradv);
+    if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
+    auto [norm, lr] = dp ? dp->step(params, gradv) : optimizer_.step(params, gradv);
     mb_sum["train/grad_norm"] = norm;
     mb_sum["train/lr"] = lr;
     mb_sum["train/loss_normalizer"] = normalizer;

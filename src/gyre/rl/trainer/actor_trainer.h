@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "gyre/dist/data_parallel.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/rl/algorithms/config.h"
 #include "gyre/rl/sample.h"
@@ -29,6 +30,11 @@ struct ActorTrainerOptions {
   MicroBatchOptions micro;
   float temperature = 1.0f;  // --rollout-temperature: training divides logits by it (slime)
   bool check_first_step_ratio = true;  // opt-out: --skip-ratio-check
+  // Data parallelism (dist/data_parallel.h); null = one process. When set, every DP rank calls
+  // train() with the same samples and trains on its contiguous share of each step's samples; the
+  // step normaliser still covers the whole step, old/ref log-probs and loss metrics are summed
+  // over the ranks, and data_parallel->step() (reduce + AdamW / ZeRO-1) replaces optimizer.step().
+  dist::DataParallelOptimizer* data_parallel = nullptr;
 };
 
 using Metrics = std::map<std::string, double>;

@@ -1,0 +1,217 @@
+// DataParallelOptimizer (data_parallel.h): replicated all-reduce AdamW and ZeRO-1 sharded AdamW.
+#include "gyre/dist/data_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gyre/backend/ops.h"
+
+namespace gyre::dist {
+
+Range shard_range(int64_t n, int rank, int size) {
+  if (size < 1 || rank < 0 || rank >= size)
+    GYRE_THROW(invalid_argument, "shard_range: rank {} is outside [0, {})", rank, size);
+  if (n < 0) GYRE_THROW(invalid_argument, "shard_range: negative item count {}", n);
+  const int64_t base = n / size, extra = n % size;
+  Range r;
+  r.begin = rank * base + std::min<int64_t>(rank, extra);
+  r.end = r.begin + base + (rank < extra ? 1 : 0);
+  return r;
+}
+
+namespace {
+
+int64_t total_numel(const train::NamedTensors& ts) {
+  int64_t n = 0;
+  for (auto& [name, t] : ts) n += t.numel();
+  return n;
+}
+
+void check_f32(const train::NamedTensors& ts, const char* what) {
+  for (auto& [name, t] : ts)
+    if (t.dtype() != DType::f32 || t.device() != Device::cpu)
+      GYRE_THROW(invalid_argument,
+                 "data-parallel step: {} '{}' is {} on {}; the DP optimizer reduces f32 CPU "
+                 "tensors (master weights)",
+                 what, name, dtype_name(t.dtype()), t.device() == Device::cpu ? "cpu" : "device");
+}
+
+void flatten(const train::NamedTensors& ts, float* out) {
+  for (auto& [name, t] : ts) {
+    std::memcpy(out, t.f32(), t.nbytes());
+    out += t.numel();
+  }
+}
+
+void unflatten(const float* in, train::NamedTensors& ts) {
+  for (auto& [name, t] : ts) {
+    std::memcpy(t.f32(), in, t.nbytes());
+    in += t.numel();
+  }
+}
+
+train::AdamWConfig without_clipping(train::AdamWConfig c) {
+  c.clip_grad = 0;
+  return c;
+}
+
+}  // namespace
+
+void all_reduce_gradients(Comm& comm, train::NamedTensors& grads) {
+  check_f32(grads, "gradient");
+  if (comm.size() == 1) return;
+  std::vector<float> flat(size_t(total_numel(grads)));
+  flatten(grads, flat.data());
+  comm.all_reduce(flat.data(), flat.size(), DType::f32, ReduceOp::sum);
+  unflatten(flat.data(), grads);
+}
+
+const char* dp_mode_name(DpMode m) { return m == DpMode::zero1 ? "zero1" : "all_reduce"; }
+
+DpMode parse_dp_mode(const std::string& s) {
+  if (s == "zero1") return DpMode::zero1;
+  if (s == "all_reduce") return DpMode::all_reduce;
+  GYRE_THROW(invalid_argument, "data-parallel mode '{}' is not one of zero1, all_reduce", s);
+}
+
+DataParallelOptimizer::DataParallelOptimizer(Comm& comm, train::AdamWConfig cfg,
+                                             train::LrSchedule schedule, DpMode mode)
+    : comm_(comm),
+      mode_(mode),
+      cfg_(cfg),
+      inner_(mode == DpMode::zero1 ? without_clipping(cfg) : cfg, schedule) {}
+
+size_t DataParallelOptimizer::state_bytes() const {
+  return size_t(owned_.size()) * 2 * sizeof(float);
+}
+
+void DataParallelOptimizer::layout(const train::NamedTensors& params,
+                                   const train::NamedTensors& grads) {
+  if (params.size() != grads.size())
+    GYRE_THROW(invalid_argument, "data-parallel step: {} parameters but {} gradients",
+               params.size(), grads.size());
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].first != grads[i].first || params[i].second.shape() != grads[i].second.shape())
+      GYRE_THROW(invalid_argument,
+                 "data-parallel step: parameter {} '{}' {} does not match gradient '{}' {}", i,
+                 params[i].first, shape_str(params[i].second.shape()), grads[i].first,
+                 shape_str(grads[i].second.shape()));
+  check_f32(params, "parameter");
+  check_f32(grads, "gradient");
+  if (!names_.empty()) {
+    bool same = names_.size() == params.size();
+    for (size_t i = 0; same && i < params.size(); ++i)
+      same =
+          names_[i] == params[i].first && offsets_[i + 1] - offsets_[i] == params[i].second.numel();
+    if (!same)
+      GYRE_THROW(invalid_argument,
+                 "{}: the parameter list changed since the first data-parallel step ({} tensors "
+                 "then, {} now); the optimizer's flat layout is fixed",
+                 comm_.where(), names_.size(), params.size());
+    return;
+  }
+  offsets_.assign(1, 0);
+  for (auto& [name, t] : params) {
+    names_.push_back(name);
+    offsets_.push_back(offsets_.back() + t.numel());
+  }
+  const int64_t n = offsets_.back(), world = comm_.size();
+  // Every rank must flatten the same number of elements, or the collectives would mismatch.
+  std::vector<int64_t> lo{n}, hi{-n};
+  comm_.all_reduce(lo, ReduceOp::max);
+  comm_.all_reduce(hi, ReduceOp::max);
+  if (lo[0] != n || -hi[0] != n)
+    GYRE_THROW(invalid_argument,
+               "{}: this rank has {} parameter elements but another rank has {}: every DP rank "
+               "must hold the same model",
+               comm_.where(), n, lo[0] != n ? lo[0] : -hi[0]);
+  if (mode_ == DpMode::zero1) {
+    shard_ = (n + world - 1) / world;
+    padded_ = shard_ * world;
+    owned_ = {std::min(n, comm_.rank() * shard_), std::min(n, (comm_.rank() + 1) * shard_)};
+    flat_grad_.assign(size_t(padded_), 0.0f);
+    flat_param_.assign(size_t(padded_), 0.0f);
+    param_shard_ = Tensor::zeros({shard_});
+    grad_shard_ = Tensor::zeros({shard_});
+  } else {
+    padded_ = shard_ = n;
+    owned_ = {0, n};
+    flat_grad_.assign(size_t(n), 0.0f);
+  }
+}
+
+std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& params,
+                                                      train::NamedTensors& grads) {
+  layout(params, grads);
+  flatten(grads, flat_grad_.data());
+  if (mode_ == DpMode::all_reduce) {
+    comm_.all_reduce(flat_grad_.data(), flat_grad_.size(), DType::f32, ReduceOp::sum);
+    unflatten(flat_grad_.data(), grads);
+    reduced_grad_ = flat_grad_;
+    return inner_.step(params, grads);  // global norm: every rank now holds the summed gradient
+  }
+  // ZeRO-1. Reduce-scatter: this rank receives the summed gradient of its shard.
+  float* gs = grad_shard_.f32();
+  comm_.reduce_scatter(flat_grad_.data(), gs, size_t(shard_), DType::f32, ReduceOp::sum);
+  reduced_grad_.assign(gs, gs + owned_.size());
+  // Global norm from the shards' sums of squares (Megatron's clip_grad_norm over the distributed
+  // optimizer's shards), then the same clipping rule as train::AdamW::step.
+  const double sq = comm_.all_reduce(ops::sum_squares(grad_shard_), ReduceOp::sum);
+  const double norm = std::sqrt(sq);
+  if (!std::isfinite(norm))
+    GYRE_THROW(invalid_argument,
+               "{}: non-finite global gradient norm {} (sum over {} DP ranks); optimizer step "
+               "skipped — lower --lr or check the rewards/advantages for NaN",
+               comm_.where(), norm, comm_.size());
+  if (cfg_.clip_grad > 0) {
+    const double coeff = cfg_.clip_grad / (norm + 1e-6);
+    if (coeff < 1.0) ops::scale_(grad_shard_, float(coeff));
+  }
+  // This rank's parameter shard (replicas are identical, so the local copy is the truth).
+  flatten(params, flat_param_.data());
+  float* ps = param_shard_.f32();
+  std::memcpy(ps, flat_param_.data() + comm_.rank() * shard_, size_t(shard_) * sizeof(float));
+  train::NamedTensors p{{"zero1_shard", param_shard_}}, g{{"zero1_shard", grad_shard_}};
+  auto [unused_norm, lr] = inner_.step(p, g);
+  comm_.all_gather(ps, flat_param_.data(), size_t(shard_) * sizeof(float));
+  unflatten(flat_param_.data(), params);
+  return {norm, lr};
+}
+
+void DataParallelOptimizer::save(const std::string& dir) const {
+  const std::string sub =
+      fmt::format("{}/dp_rank_{:03d}_of_{:03d}", dir, comm_.rank(), comm_.size());
+  inner_.save(sub);
+  nlohmann::json j = {{"mode", dp_mode_name(mode_)},
+                      {"dp_size", comm_.size()},
+                      {"padded", padded_},
+                      {"shard", shard_}};
+  std::ofstream(sub + "/data_parallel.json") << j.dump(2) << "\n";
+}
+
+void DataParallelOptimizer::load(const std::string& dir) {
+  const std::string sub =
+      fmt::format("{}/dp_rank_{:03d}_of_{:03d}", dir, comm_.rank(), comm_.size());
+  std::ifstream f(sub + "/data_parallel.json");
+  if (!f)
+    GYRE_THROW(not_found,
+               "{}: {}/data_parallel.json not found: the checkpoint in {} was not written with "
+               "{} data-parallel ranks (ZeRO-1 state is per rank; resume with the same DP size)",
+               comm_.where(), sub, dir, comm_.size());
+  nlohmann::json j;
+  try {
+    f >> j;
+    if (j.at("mode").get<std::string>() != dp_mode_name(mode_))
+      GYRE_THROW(invalid_argument, "{}: optimizer checkpoint {} was written in mode {}, not {}",
+                 comm_.where(), sub, j.at("mode").get<std::string>(), dp_mode_name(mode_));
+  } catch (const nlohmann::json::exception& e) {
+    GYRE_THROW(invalid_argument, "{}/data_parallel.json: {}", sub, e.what());
+  }
+  inner_.load(sub);
+}
+
+}  // namespace gyre::dist
