@@ -126,9 +126,9 @@ Interpreter::Flow Interpreter::exec(const Stmt& s, const ScopePtr& scope, std::s
     case Stmt::Kind::kMacro: scope->vars[s.name] = make_macro(s, scope); break;
     case Stmt::Kind::kCallBlock: {
       const Stmt* sp = &s;
-      ScopePtr def = scope;
+      std::weak_ptr<Scope> def = scope;  // weak: the scope may hold this value (no cycle)
       Value caller = Value::function("caller", [this, sp, def](CallArgs& a, Interpreter&) {
-        return call_macro(*sp, sp->body, sp->params, def, a);
+        return call_macro(*sp, sp->body, sp->params, live_scope(def, "caller"), a);
       });
       Value v = eval_call(*s.expr, scope, &caller);
       append(out, v.str());
@@ -205,11 +205,19 @@ void Interpreter::exec_for(const Stmt& s, const ScopePtr& scope, std::string& ou
   }
 }
 
+ScopePtr Interpreter::live_scope(const std::weak_ptr<Scope>& def, const std::string& name) const {
+  ScopePtr p = def.lock();
+  if (!p) fail(fmt::format("macro '{}' was called after the block that defined it ended", name));
+  return p;
+}
+
 Value Interpreter::make_macro(const Stmt& s, const ScopePtr& scope) {
   const Stmt* sp = &s;
-  ScopePtr def = scope;
+  // The defining scope usually stores the macro itself, so the closure holds it weakly: a
+  // shared_ptr here would be a reference cycle and leak every render.
+  std::weak_ptr<Scope> def = scope;
   return Value::function(s.name, [this, sp, def](CallArgs& a, Interpreter&) {
-    return call_macro(*sp, sp->body, sp->params, def, a);
+    return call_macro(*sp, sp->body, sp->params, live_scope(def, sp->name), a);
   });
 }
 

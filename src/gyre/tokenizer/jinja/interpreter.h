@@ -67,6 +67,7 @@ class Interpreter {
   Value eval_call(const Expr& e, const ScopePtr& scope, const Value* caller);
   void eval_args(const Expr& e, size_t first, const ScopePtr& scope, CallArgs& args);
   Value make_macro(const Stmt& s, const ScopePtr& scope);
+  ScopePtr live_scope(const std::weak_ptr<Scope>& def, const std::string& name) const;
   Value call_macro(const Stmt& s, const Body& body, const std::vector<MacroParam>& params,
                    const ScopePtr& def_scope, CallArgs& args);
   void at(uint32_t line, uint32_t col) {

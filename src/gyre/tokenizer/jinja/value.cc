@@ -36,6 +36,8 @@ void Dict::set(const std::string& key, Value value) {
   items_.emplace_back(key, std::move(value));
 }
 
+size_t Dict::size() const { return items_.size(); }
+
 bool Dict::erase(std::string_view key) {
   auto it = index_.find(std::string(key));
   if (it == index_.end()) return false;
