@@ -1,0 +1,72 @@
+// ApiServer: `gyre serve`'s HTTP front of one engine. SGLang-native routes (/generate, health,
+// info, loads, flush/abort/pause/continue, memory occupation, weights, tokenize, /metrics) and the
+// OpenAI routes (/v1/models, /v1/completions, /v1/chat/completions), all over an EngineApi.
+// Only this layer knows HTTP and wire JSON; the engine sees GenerateRequests.
+//
+// Weight reloading from disk needs more than EngineApi: WeightLoader is the hook (cmd_serve binds
+// it to model::CausalLM::load_weights) and runs inside EngineApi::update_weights, i.e. between
+// engine steps with no forward in flight.
+//
+// Invariants: every submitted request is tracked until its on_done (in_flight()); a client that
+// disconnects before its response completed gets its request aborted in the engine, so no request
+// (and no KV page) outlives its connection; blocking engine calls (flush_cache, update_weights)
+// never run on an I/O thread.
+#pragma once
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gyre/infer/types.h"
+#include "gyre/serve/http_server.h"
+
+namespace gyre::tokenizer {
+class Tokenizer;
+class ChatTemplate;
+}  // namespace gyre::tokenizer
+
+namespace gyre::serve {
+
+// Reloads the model's weights from an HF folder in place (throws gyre::Error on a bad folder).
+using WeightLoader = std::function<void(const std::string& model_path)>;
+
+struct ServeConfig {
+  HttpServerConfig http;
+  std::string model_path, tokenizer_path;
+  std::string served_model_name = "default";
+  std::string model_type;                  // config.json model_type
+  std::vector<std::string> architectures;  // config.json architectures
+  int64_t context_len = 0;                 // max prompt + output tokens
+  int64_t vocab_size = 0;
+  std::string tool_call_parser;  // "" | hermes | qwen25 | qwen3
+  std::string reasoning_parser;  // "" | qwen3 | deepseek-r1 | ...
+  bool enable_cache_report = true;
+  std::string weight_version;  // label of the initial weights; "" = the engine's version number
+  double health_check_timeout_s = 20;                     // SGLANG_HEALTH_CHECK_TIMEOUT
+  nlohmann::json server_args = nlohmann::json::object();  // extra /server_info fields
+};
+
+class ApiServer {
+ public:
+  ApiServer(ServeConfig cfg, std::shared_ptr<infer::EngineApi> engine,
+            std::shared_ptr<const tokenizer::Tokenizer> tok,
+            std::shared_ptr<const tokenizer::ChatTemplate> chat_template, WeightLoader loader);
+  ~ApiServer();  // stop()
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  void start();  // listens (throws gyre::Error(io) when the port is taken)
+  // Stops accepting, aborts what is running and waits (bounded) for the engine to finish them.
+  void stop();
+  int port() const;
+  int64_t in_flight() const;  // engine requests submitted and not yet done
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> st_;
+  std::unique_ptr<HttpServer> http_;
+};
+
+}  // namespace gyre::serve
