@@ -122,6 +122,12 @@ TEST(JinjaEval, MacrosCallerAndBlocks) {
             std::string::npos);
   EXPECT_NE(E("{% macro m(a) %}{% endmacro %}{{ m(z=1) }}").find("no parameter named 'z'"),
             std::string::npos);
+  // Macros hold their defining scope weakly (no reference cycles), so one smuggled out of a
+  // finished loop body through a namespace fails cleanly instead of dangling.
+  EXPECT_NE(E("{% set ns = namespace() %}{% for i in [1] %}{% macro m() %}x{% endmacro %}"
+              "{% set ns.m = m %}{% endfor %}{{ ns.m() }}")
+                .find("after the block that defined it ended"),
+            std::string::npos);
 }
 
 TEST(JinjaEval, Globals) {
