@@ -1,9 +1,9 @@
 // AttentionContext: how a decoder layer's attention gets its keys and values. The model computes
-// q, k, v (projected, q/k-normed, rotated) and hands them to the context, which returns the attention
-// output. Training and scoring use the default context (causal attention over the packed batch
-// itself, cu_seqlens from the Batch); the rollout engine supplies a context that appends k, v to its
-// paged KV cache and attends over the cached prefix plus the new tokens. This keeps one model
-// definition for both engines (DESIGN.md: "one model definition, one set of kernels").
+// q, k, v (projected, q/k-normed, rotated) and hands them to the context, which returns the
+// attention output. Training and scoring use the default context (causal attention over the packed
+// batch itself, cu_seqlens from the Batch); the rollout engine supplies a context that appends k, v
+// to its paged KV cache and attends over the cached prefix plus the new tokens. This keeps one
+// model definition for both engines (DESIGN.md: "one model definition, one set of kernels").
 #pragma once
 #include <cstdint>
 
@@ -14,8 +14,8 @@ namespace gyre::model {
 class AttentionContext {
  public:
   virtual ~AttentionContext() = default;
-  // q: [T, Hq, D]; k, v: [T, Hkv, D] for the T new tokens of this forward; out: [T, Hq, D] to write.
-  // `scale` is the softmax scale (1/sqrt(head_dim) for these architectures).
+  // q: [T, Hq, D]; k, v: [T, Hkv, D] for the T new tokens of this forward; out: [T, Hq, D] to
+  // write. `scale` is the softmax scale (1/sqrt(head_dim) for these architectures).
   virtual void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                       Tensor& out) = 0;
 };

@@ -39,10 +39,11 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
   if (!std::isfinite(norm)) {
     for (auto& [name, g] : grads)
       if (!std::isfinite(ops::sum_squares(g)))
-        GYRE_THROW(invalid_argument,
-                   "non-finite gradient in '{}' (grad norm {}); optimizer step skipped — lower --lr "
-                   "or check the rewards/advantages for NaN",
-                   name, norm);
+        GYRE_THROW(
+            invalid_argument,
+            "non-finite gradient in '{}' (grad norm {}); optimizer step skipped — lower --lr "
+            "or check the rewards/advantages for NaN",
+            name, norm);
   }
   if (cfg_.clip_grad > 0) {
     double coeff = cfg_.clip_grad / (norm + 1e-6);
@@ -85,7 +86,8 @@ void AdamW::save(const std::string& dir) const {
 void AdamW::load(const std::string& dir) {
   std::string meta = dir + "/optimizer.json";
   std::ifstream f(meta);
-  if (!f) GYRE_THROW(not_found, "optimizer state {} not found (is --load a gyre checkpoint?)", meta);
+  if (!f)
+    GYRE_THROW(not_found, "optimizer state {} not found (is --load a gyre checkpoint?)", meta);
   nlohmann::json j;
   try {
     f >> j;

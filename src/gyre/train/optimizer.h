@@ -1,8 +1,9 @@
 // AdamW over named f32 parameters (the model's master weights on the CPU backend), with Megatron's
 // global-norm gradient clipping and learning-rate schedule. State (m, v, step) is checkpointable.
 //
-// Invariants: params[i] and grads[i] have the same name and shape for every i; m/v are created lazily
-// at the first step (zeros) and keyed by name, so a checkpoint loads into a model with the same names.
+// Invariants: params[i] and grads[i] have the same name and shape for every i; m/v are created
+// lazily at the first step (zeros) and keyed by name, so a checkpoint loads into a model with the
+// same names.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -47,7 +48,8 @@ class AdamW {
   int64_t iteration() const { return iteration_; }
   const AdamWConfig& config() const { return cfg_; }
 
-  // Checkpoint: <dir>/optimizer.safetensors (m.<name>, v.<name>) + <dir>/optimizer.json (iteration).
+  // Checkpoint: <dir>/optimizer.safetensors (m.<name>, v.<name>) + <dir>/optimizer.json
+  // (iteration).
   void save(const std::string& dir) const;
   void load(const std::string& dir);
 

@@ -26,7 +26,8 @@ void save_checkpoint(const std::string& save, int64_t rollout_id, const model::C
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                         "special_tokens_map.json"}) {
     fs::path src = fs::path(tokenizer_dir) / f;
-    if (fs::exists(src)) fs::copy_file(src, fs::path(tmp) / "model" / f, fs::copy_options::overwrite_existing);
+    if (fs::exists(src))
+      fs::copy_file(src, fs::path(tmp) / "model" / f, fs::copy_options::overwrite_existing);
   }
   optimizer.save(tmp);
   buffer.save_state_file(tmp + "/data_buffer.json");

@@ -7,15 +7,21 @@ namespace gyre::rl {
 void TrainConfig::register_flags(FlagSet& f) {
   const std::string M = "Model and checkpoints", D = "Data", R = "Rollout", E = "Rollout engine",
                     W = "Reward", A = "Algorithm", T = "Trainer", V = "Evaluation", G = "Debug";
-  f.add<std::string>("hf-checkpoint", &hf_checkpoint, "", "HF model folder the policy starts from", M);
-  f.add<std::string>("tokenizer", &tokenizer_dir, "", "tokenizer folder (default: --hf-checkpoint)", M);
-  f.add<std::string>("ref-load", &ref_load, "", "reference model HF folder (KL loss / KL reward)", M);
-  f.add<std::string>("load", &load, "", "resume from this gyre checkpoint folder (its latest iteration)", M);
+  f.add<std::string>("hf-checkpoint", &hf_checkpoint, "", "HF model folder the policy starts from",
+                     M);
+  f.add<std::string>("tokenizer", &tokenizer_dir, "", "tokenizer folder (default: --hf-checkpoint)",
+                     M);
+  f.add<std::string>("ref-load", &ref_load, "", "reference model HF folder (KL loss / KL reward)",
+                     M);
+  f.add<std::string>("load", &load, "",
+                     "resume from this gyre checkpoint folder (its latest iteration)", M);
   f.add<std::string>("save", &save, "", "output folder: checkpoints, metrics.jsonl, debug data", M);
-  f.add<int64_t>("save-interval", &save_interval, 0, "checkpoint every N rollouts (0: only at the end)", M);
+  f.add<int64_t>("save-interval", &save_interval, 0,
+                 "checkpoint every N rollouts (0: only at the end)", M);
   f.add<std::string>("save-dtype", &save_dtype, "f32", "dtype of saved HF weights", M)
       .choices({"f32", "bf16", "f16"});
-  f.add<bool>("recompute-activations", &recompute_activations, false, "activation recomputation", M);
+  f.add<bool>("recompute-activations", &recompute_activations, false, "activation recomputation",
+              M);
   f.add<int64_t>("seed", &seed, 1234, "seed of weight init and sampling seeds", M);
 
   f.add<std::string>("prompt-data", &prompt_data, "", "prompt JSONL (path or path@[a:b])", D);
@@ -23,95 +29,142 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<std::string>("label-key", &label_key, "", "JSON key of the label (empty: none)", D);
   f.add<std::string>("metadata-key", &metadata_key, "metadata", "JSON key of per-row metadata", D);
   f.add<std::string>("tool-key", &tool_key, "tools", "JSON key of the row's tools", D);
-  f.add<bool>("apply-chat-template", &apply_chat_template, false, "render prompts with the chat template", D);
-  f.add<std::string>("apply-chat-template-kwargs", &apply_chat_template_kwargs, "", "JSON kwargs for the template", D);
-  f.add<std::optional<int64_t>>("rollout-max-prompt-len", &rollout_max_prompt_len, std::nullopt, "drop longer prompts (tokens)", D);
+  f.add<bool>("apply-chat-template", &apply_chat_template, false,
+              "render prompts with the chat template", D);
+  f.add<std::string>("apply-chat-template-kwargs", &apply_chat_template_kwargs, "",
+                     "JSON kwargs for the template", D);
+  f.add<std::optional<int64_t>>("rollout-max-prompt-len", &rollout_max_prompt_len, std::nullopt,
+                                "drop longer prompts (tokens)", D);
   f.add<bool>("rollout-shuffle", &rollout_shuffle, false, "shuffle prompts every epoch", D);
   f.add<int64_t>("rollout-seed", &rollout_seed, 42, "shuffle / sampling seed", D);
-  f.add<std::optional<int64_t>>("num-rollout", &num_rollout, std::nullopt, "rollout steps to run", D);
-  f.add<std::optional<int64_t>>("num-epoch", &num_epoch, std::nullopt, "epochs (when --num-rollout is unset)", D);
-  f.add<bool>("strict-data", &strict_data, false, "fail on a malformed prompt line instead of skipping", D);
+  f.add<std::optional<int64_t>>("num-rollout", &num_rollout, std::nullopt, "rollout steps to run",
+                                D);
+  f.add<std::optional<int64_t>>("num-epoch", &num_epoch, std::nullopt,
+                                "epochs (when --num-rollout is unset)", D);
+  f.add<bool>("strict-data", &strict_data, false,
+              "fail on a malformed prompt line instead of skipping", D);
 
   f.add<int64_t>("rollout-batch-size", &rollout_batch_size, 0, "prompt groups per rollout", R);
   f.add<int64_t>("n-samples-per-prompt", &n_samples_per_prompt, 1, "responses per prompt", R);
-  f.add<std::optional<int64_t>>("over-sampling-batch-size", &over_sampling_batch_size, std::nullopt, "groups submitted at a time (default rollout-batch-size)", R);
-  f.add<std::string>("dynamic-sampling-filter-path", &dynamic_sampling_filter_path, "", "group filter: check_reward_nonzero_std[_with_fallback] or lib.so[:symbol]", R);
-  f.add<std::string>("custom-generate-function-path", &custom_generate_function_path, "", "generate function plugin lib.so[:symbol]", R);
-  f.add<bool>("partial-rollout", &partial_rollout, false, "return aborted groups with partial responses to the buffer", R);
-  f.add<bool>("mask-offpolicy-in-partial-rollout", &mask_offpolicy_in_partial_rollout, false, "no loss on the earlier part of continued responses", R);
-  f.add<double>("rollout-temperature", &rollout_temperature, 1.0, "sampling temperature (training divides logits by it)", R);
+  f.add<std::optional<int64_t>>("over-sampling-batch-size", &over_sampling_batch_size, std::nullopt,
+                                "groups submitted at a time (default rollout-batch-size)", R);
+  f.add<std::string>("dynamic-sampling-filter-path", &dynamic_sampling_filter_path, "",
+                     "group filter: check_reward_nonzero_std[_with_fallback] or lib.so[:symbol]",
+                     R);
+  f.add<std::string>("custom-generate-function-path", &custom_generate_function_path, "",
+                     "generate function plugin lib.so[:symbol]", R);
+  f.add<bool>("partial-rollout", &partial_rollout, false,
+              "return aborted groups with partial responses to the buffer", R);
+  f.add<bool>("mask-offpolicy-in-partial-rollout", &mask_offpolicy_in_partial_rollout, false,
+              "no loss on the earlier part of continued responses", R);
+  f.add<double>("rollout-temperature", &rollout_temperature, 1.0,
+                "sampling temperature (training divides logits by it)", R);
   f.add<double>("rollout-top-p", &rollout_top_p, 1.0, "nucleus sampling", R);
   f.add<int64_t>("rollout-top-k", &rollout_top_k, -1, "top-k sampling (-1 off)", R);
   f.add<std::vector<std::string>>("rollout-stop", &rollout_stop, {}, "stop strings", R);
-  f.add<std::vector<int64_t>>("rollout-stop-token-ids", &rollout_stop_token_ids, {}, "stop token ids", R);
-  f.add<int64_t>("rollout-max-response-len", &rollout_max_response_len, 1024, "max new tokens per response", R);
-  f.add<std::optional<int64_t>>("rollout-max-context-len", &rollout_max_context_len, std::nullopt, "max prompt+response tokens", R);
-  f.add<int64_t>("rollout-concurrency", &rollout_concurrency, 64, "samples generated concurrently", R);
-  f.add<bool>("sglang-enable-deterministic-inference", &deterministic_inference, false, "per-group seeds rollout_seed + i", R);
+  f.add<std::vector<int64_t>>("rollout-stop-token-ids", &rollout_stop_token_ids, {},
+                              "stop token ids", R);
+  f.add<int64_t>("rollout-max-response-len", &rollout_max_response_len, 1024,
+                 "max new tokens per response", R);
+  f.add<std::optional<int64_t>>("rollout-max-context-len", &rollout_max_context_len, std::nullopt,
+                                "max prompt+response tokens", R);
+  f.add<int64_t>("rollout-concurrency", &rollout_concurrency, 64, "samples generated concurrently",
+                 R);
+  f.add<bool>("sglang-enable-deterministic-inference", &deterministic_inference, false,
+              "per-group seeds rollout_seed + i", R);
 
   f.add<int64_t>("page-size", &page_size, 16, "KV cache page size (tokens)", E);
-  f.add<int64_t>("max-total-tokens", &max_total_tokens, 0, "KV cache capacity in tokens (0: auto)", E);
+  f.add<int64_t>("max-total-tokens", &max_total_tokens, 0, "KV cache capacity in tokens (0: auto)",
+                 E);
   f.add<int64_t>("max-running-requests", &max_running_requests, 256, "engine batch limit", E);
-  f.add<int64_t>("chunked-prefill-size", &chunked_prefill_size, 2048, "engine token budget per step", E);
+  f.add<int64_t>("chunked-prefill-size", &chunked_prefill_size, 2048,
+                 "engine token budget per step", E);
 
-  f.add<std::string>("rm-type", &rm_type, "", "built-in reward: math, deepscaler, dapo, f1, gpqa, exact_match, remote_rm, random", W);
+  f.add<std::string>(
+      "rm-type", &rm_type, "",
+      "built-in reward: math, deepscaler, dapo, f1, gpqa, exact_match, remote_rm, random", W);
   f.add<std::string>("reward-key", &reward_key, "", "key of a dict-valued reward", W);
   f.add<bool>("group-rm", &group_rm, false, "reward function scores whole groups", W);
-  f.add<std::string>("custom-rm-path", &custom_rm_path, "", "reward plugin lib.so[:symbol] or a command speaking JSON lines", W);
+  f.add<std::string>("custom-rm-path", &custom_rm_path, "",
+                     "reward plugin lib.so[:symbol] or a command speaking JSON lines", W);
   f.add<std::string>("rm-url", &rm_url, "", "remote reward model URL (remote_rm)", W);
   f.add<double>("rm-timeout", &rm_timeout, 30.0, "seconds per reward call (custom / remote)", W);
 
   f.add<std::string>("advantage-estimator", &advantage_estimator, "grpo", "advantage estimator", A)
-      .choices({"grpo", "gspo", "cispo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo"});
-  f.add<bool>("disable-rewards-normalization", &algo.disable_rewards_normalization, false, "no group reward normalisation", A);
-  f.add<bool>("disable-grpo-std-normalization", &algo.disable_grpo_std_normalization, false, "Dr.GRPO: no std division", A);
+      .choices(
+          {"grpo", "gspo", "cispo", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo"});
+  f.add<bool>("disable-rewards-normalization", &algo.disable_rewards_normalization, false,
+              "no group reward normalisation", A);
+  f.add<bool>("disable-grpo-std-normalization", &algo.disable_grpo_std_normalization, false,
+              "Dr.GRPO: no std division", A);
   f.add<bool>("normalize-advantages", &algo.normalize_advantages, false, "whiten advantages", A);
   f.add<double>("gamma", &algo.gamma, 1.0, "discount", A);
   f.add<double>("lambd", &algo.lambd, 1.0, "GAE lambda", A);
   f.add<double>("kl-coef", &algo.kl_coef, 0.0, "KL reward shaping coefficient", A);
   f.add<bool>("use-kl-loss", &algo.use_kl_loss, false, "KL loss against --ref-load", A);
   f.add<double>("kl-loss-coef", &algo.kl_loss_coef, 0.0, "KL loss coefficient", A);
-  f.add<std::string>("kl-loss-type", &kl_loss_type, "k1", "KL estimator", A).choices({"k1", "k2", "k3", "low_var_kl"});
+  f.add<std::string>("kl-loss-type", &kl_loss_type, "k1", "KL estimator", A)
+      .choices({"k1", "k2", "k3", "low_var_kl"});
   f.add<bool>("use-unbiased-kl", &algo.use_unbiased_kl, false, "importance-weighted KL", A);
-  f.add<std::string>("loss-type", &loss_type, "policy_loss", "policy_loss or sft_loss", A).choices({"policy_loss", "sft_loss"});
+  f.add<std::string>("loss-type", &loss_type, "policy_loss", "policy_loss or sft_loss", A)
+      .choices({"policy_loss", "sft_loss"});
   f.add<double>("eps-clip", &algo.eps_clip, 0.2, "PPO clip", A);
-  f.add<std::optional<double>>("eps-clip-high", &eps_clip_high, std::nullopt, "upper clip (default eps-clip)", A);
+  f.add<std::optional<double>>("eps-clip-high", &eps_clip_high, std::nullopt,
+                               "upper clip (default eps-clip)", A);
   f.add<std::optional<double>>("eps-clip-c", &eps_clip_c, std::nullopt, "dual clip bound (> 1)", A);
   f.add<double>("entropy-coef", &algo.entropy_coef, 0.0, "entropy bonus", A);
   f.add<bool>("use-tis", &algo.use_tis, false, "truncated importance sampling", A);
   f.add<double>("tis-clip", &algo.tis_clip, 2.0, "TIS upper clip", A);
   f.add<double>("tis-clip-low", &algo.tis_clip_low, 0.0, "TIS lower clip", A);
-  f.add<bool>("use-rollout-logprobs", &algo.use_rollout_logprobs, false, "old policy = rollout log-probs", A);
-  f.add<bool>("calculate-per-token-loss", &algo.calculate_per_token_loss, false, "token-mean loss", A);
+  f.add<bool>("use-rollout-logprobs", &algo.use_rollout_logprobs, false,
+              "old policy = rollout log-probs", A);
+  f.add<bool>("calculate-per-token-loss", &algo.calculate_per_token_loss, false, "token-mean loss",
+              A);
 
-  f.add<std::optional<int64_t>>("global-batch-size", &global_batch_size, std::nullopt, "samples per optimizer step", T);
-  f.add<std::optional<int64_t>>("num-steps-per-rollout", &num_steps_per_rollout, std::nullopt, "optimizer steps per rollout", T);
+  f.add<std::optional<int64_t>>("global-batch-size", &global_batch_size, std::nullopt,
+                                "samples per optimizer step", T);
+  f.add<std::optional<int64_t>>("num-steps-per-rollout", &num_steps_per_rollout, std::nullopt,
+                                "optimizer steps per rollout", T);
   f.add<int64_t>("micro-batch-size", &micro_batch_size, 1, "samples per micro-batch", T);
-  f.add<bool>("use-dynamic-batch-size", &use_dynamic_batch_size, false, "pack micro-batches by tokens", T);
-  f.add<int64_t>("max-tokens-per-gpu", &max_tokens_per_gpu, 0, "token budget of a packed micro-batch", T);
+  f.add<bool>("use-dynamic-batch-size", &use_dynamic_batch_size, false,
+              "pack micro-batches by tokens", T);
+  f.add<int64_t>("max-tokens-per-gpu", &max_tokens_per_gpu, 0,
+                 "token budget of a packed micro-batch", T);
   f.add<double>("lr", &lr, 1e-6, "learning rate", T);
   f.add<double>("min-lr", &min_lr, 0.0, "final learning rate of the decay", T);
-  f.add<std::string>("lr-decay-style", &lr_decay_style, "constant", "lr decay", T).choices({"constant", "linear", "cosine"});
+  f.add<std::string>("lr-decay-style", &lr_decay_style, "constant", "lr decay", T)
+      .choices({"constant", "linear", "cosine"});
   f.add<int64_t>("lr-warmup-iters", &lr_warmup_iters, 0, "linear warmup steps", T);
-  f.add<std::optional<int64_t>>("lr-decay-iters", &lr_decay_iters, std::nullopt, "decay length (default: all steps)", T);
+  f.add<std::optional<int64_t>>("lr-decay-iters", &lr_decay_iters, std::nullopt,
+                                "decay length (default: all steps)", T);
   f.add<double>("weight-decay", &weight_decay, 0.0, "AdamW weight decay", T);
   f.add<double>("adam-beta1", &adam_beta1, 0.9, "AdamW beta1", T);
   f.add<double>("adam-beta2", &adam_beta2, 0.999, "AdamW beta2", T);
   f.add<double>("adam-eps", &adam_eps, 1e-8, "AdamW epsilon", T);
   f.add<double>("clip-grad", &clip_grad, 1.0, "global gradient-norm clip (0: off)", T);
 
-  f.add<std::vector<std::string>>("eval-prompt-data", &eval_prompt_data, {}, "name path [name path ...]", V);
+  f.add<std::vector<std::string>>("eval-prompt-data", &eval_prompt_data, {},
+                                  "name path [name path ...]", V);
   f.add<int64_t>("eval-interval", &eval_interval, 0, "evaluate every N rollouts (0: off)", V);
-  f.add<std::optional<double>>("eval-temperature", &eval_temperature, std::nullopt, "eval sampling temperature (default rollout's)", V);
-  f.add<int64_t>("n-samples-per-eval-prompt", &n_samples_per_eval_prompt, 1, "samples per eval prompt", V);
-  f.add<std::optional<int64_t>>("eval-max-response-len", &eval_max_response_len, std::nullopt, "eval max new tokens", V);
+  f.add<std::optional<double>>("eval-temperature", &eval_temperature, std::nullopt,
+                               "eval sampling temperature (default rollout's)", V);
+  f.add<int64_t>("n-samples-per-eval-prompt", &n_samples_per_eval_prompt, 1,
+                 "samples per eval prompt", V);
+  f.add<std::optional<int64_t>>("eval-max-response-len", &eval_max_response_len, std::nullopt,
+                                "eval max new tokens", V);
 
-  f.add<std::string>("save-debug-rollout-data", &save_debug_rollout_data, "", "write each rollout's samples (path with {rollout_id})", G);
-  f.add<std::string>("load-debug-rollout-data", &load_debug_rollout_data, "", "train on saved rollouts instead of generating", G);
-  f.add<bool>("debug-rollout-only", &debug_rollout_only, false, "generate and score, no training", G);
-  f.add<bool>("debug-train-only", &debug_train_only, false, "train on --load-debug-rollout-data only", G);
-  f.add<bool>("skip-ratio-check", &skip_ratio_check, false, "do not abort when the first micro-step ratio != 1", G);
-  f.add<bool>("use-tensorboard", &use_tensorboard, false, "mirror metrics to TensorBoard event files", G);
+  f.add<std::string>("save-debug-rollout-data", &save_debug_rollout_data, "",
+                     "write each rollout's samples (path with {rollout_id})", G);
+  f.add<std::string>("load-debug-rollout-data", &load_debug_rollout_data, "",
+                     "train on saved rollouts instead of generating", G);
+  f.add<bool>("debug-rollout-only", &debug_rollout_only, false, "generate and score, no training",
+              G);
+  f.add<bool>("debug-train-only", &debug_train_only, false,
+              "train on --load-debug-rollout-data only", G);
+  f.add<bool>("skip-ratio-check", &skip_ratio_check, false,
+              "do not abort when the first micro-step ratio != 1", G);
+  f.add<bool>("use-tensorboard", &use_tensorboard, false,
+              "mirror metrics to TensorBoard event files", G);
   f.add<bool>("quiet", &quiet, false, "no per-step progress line", G);
 }
 
@@ -122,7 +175,8 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
   if (rollout_batch_size < 1)
     GYRE_THROW(invalid_argument, "--rollout-batch-size must be >= 1 (got {})", rollout_batch_size);
   if (n_samples_per_prompt < 1)
-    GYRE_THROW(invalid_argument, "--n-samples-per-prompt must be >= 1 (got {})", n_samples_per_prompt);
+    GYRE_THROW(invalid_argument, "--n-samples-per-prompt must be >= 1 (got {})",
+               n_samples_per_prompt);
   const int64_t per_rollout = rollout_batch_size * n_samples_per_prompt;
   // slime: rbs x n = gbs x steps; --num-steps-per-rollout sets gbs.
   if (num_steps_per_rollout) {
@@ -147,7 +201,8 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
                "({}) = {} is not a multiple of global_batch_size ({})",
                rollout_batch_size, n_samples_per_prompt, per_rollout, *global_batch_size);
   if (over_sampling_batch_size && *over_sampling_batch_size < rollout_batch_size)
-    GYRE_THROW(invalid_argument, "--over-sampling-batch-size ({}) must be >= --rollout-batch-size ({})",
+    GYRE_THROW(invalid_argument,
+               "--over-sampling-batch-size ({}) must be >= --rollout-batch-size ({})",
                *over_sampling_batch_size, rollout_batch_size);
   if (!(rollout_temperature > 0))
     GYRE_THROW(invalid_argument, "--rollout-temperature must be > 0 (got {}); slime rejects 0 too",

@@ -1,6 +1,6 @@
 // TrainConfig: every flag of `gyre train`, one field per flag, registered in one FlagSet with
-// slime's names and defaults (reference/slime.md §1) so slime launch scripts translate line by line.
-// derive_and_validate() resolves slime's derived values (global batch size from
+// slime's names and defaults (reference/slime.md §1) so slime launch scripts translate line by
+// line. derive_and_validate() resolves slime's derived values (global batch size from
 // --num-steps-per-rollout, over-sampling default, num_rollout from epochs) and rejects inconsistent
 // configurations before any work, naming the numbers that disagree.
 #pragma once
@@ -44,7 +44,8 @@ struct TrainConfig {
   int64_t rollout_concurrency = 64;
   bool deterministic_inference = false;
   // engine (in-process)
-  int64_t page_size = 16, max_total_tokens = 0, max_running_requests = 256, chunked_prefill_size = 2048;
+  int64_t page_size = 16, max_total_tokens = 0, max_running_requests = 256,
+          chunked_prefill_size = 2048;
   // reward
   std::string rm_type, reward_key, custom_rm_path, rm_url;
   bool group_rm = false;

@@ -86,7 +86,8 @@ std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const Train
   o.tool_key = cfg.tool_key;
   o.strict = cfg.strict_data;
   auto data = std::make_shared<PromptDataset>(PromptDataset::load(spec, o));
-  if (cfg.apply_chat_template) apply_chat_template(*data, cfg.tokenizer_dir, cfg.apply_chat_template_kwargs);
+  if (cfg.apply_chat_template)
+    apply_chat_template(*data, cfg.tokenizer_dir, cfg.apply_chat_template_kwargs);
   const auto& st = data->stats();
   if (st.malformed)
     log::warn("{}: skipped {} malformed line(s); first at line {}: {} (--strict-data to fail)",
@@ -104,7 +105,8 @@ std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const Train
       else
         kept.push_back(s);
     }
-    if (dropped) log::warn("{}: dropped {} prompt(s) longer than {} tokens", spec, dropped, *max_len);
+    if (dropped)
+      log::warn("{}: dropped {} prompt(s) longer than {} tokens", spec, dropped, *max_len);
     data = std::make_shared<PromptDataset>(PromptDataset::from_samples(std::move(kept), spec));
   }
   if (data->empty()) GYRE_THROW(invalid_argument, "{}: no usable prompts", spec);
@@ -133,7 +135,8 @@ std::vector<Sample> sft_samples(std::vector<SampleGroup> groups, const tokenizer
       std::vector<int32_t> resp = tok.encode(response, false);
       if (auto eos = tok.eos_token_id()) resp.push_back(*eos);
       if (s.tokens.empty() || resp.empty())
-        GYRE_THROW(invalid_argument, "SFT sample {}: empty prompt or response", s.index.value_or(-1));
+        GYRE_THROW(invalid_argument, "SFT sample {}: empty prompt or response",
+                   s.index.value_or(-1));
       s.response_length = 0;
       s.append_response(resp, std::vector<float>(resp.size(), 0.0f), true, "assistant", response);
       s.rollout_log_probs.clear();  // no engine log-probs in SFT
@@ -169,7 +172,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     resume = find_latest_checkpoint(cfg.load);
     if (!resume) {
       if (cfg.hf_checkpoint.empty())
-        GYRE_THROW(not_found, "--load {}: no checkpoint there (and no --hf-checkpoint to start from)", cfg.load);
+        GYRE_THROW(not_found,
+                   "--load {}: no checkpoint there (and no --hf-checkpoint to start from)",
+                   cfg.load);
       log::info("--load {}: no checkpoint yet, starting from --hf-checkpoint", cfg.load);
     }
   }
@@ -189,7 +194,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   cfg.derive_and_validate(int64_t(dataset->size()));
   std::vector<EvalSet> evals;
   for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2)
-    evals.push_back({cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
+    evals.push_back(
+        {cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
 
   // ---- models and optimizer
   std::shared_ptr<model::CausalLM> actor = model::CausalLM::load(model_dir);
@@ -278,9 +284,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   obs::MetricsLogger metrics_log(mo);
   obs::ProgressOptions po;
   po.total_steps = cfg.total_rollouts;
-  po.keys = {"rollout/raw_reward", "eval/*", "train/loss", "train/pg_clipfrac", "train/grad_norm",
-             "perf/tokens_per_s", "perf/rollout_time", "perf/train_time"};
-  DType save_dtype = cfg.save_dtype == "bf16" ? DType::bf16 : cfg.save_dtype == "f16" ? DType::f16 : DType::f32;
+  po.keys = {"rollout/raw_reward", "eval/*",          "train/loss",
+             "train/pg_clipfrac",  "train/grad_norm", "perf/tokens_per_s",
+             "perf/rollout_time",  "perf/train_time"};
+  DType save_dtype = cfg.save_dtype == "bf16"  ? DType::bf16
+                     : cfg.save_dtype == "f16" ? DType::f16
+                                               : DType::f32;
 
   auto run_eval = [&](std::map<std::string, double>& m) {
     if (!client) return;
@@ -289,7 +298,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
       if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
       Phase ph(m, "eval");
-      for (auto& [k, v] : evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
+      for (auto& [k, v] :
+           evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
         m[k] = v;
     }
   };
@@ -332,8 +342,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       for (size_t i = 0; i < samples.size(); ++i) {
         double r = sft ? 0.0 : samples[i].reward_value(cfg.reward_key);
         if (!std::isfinite(r))
-          GYRE_THROW(invalid_argument, "rollout {}: sample {} (index {}) has a non-finite reward {}",
-                     rid, i, samples[i].index.value_or(-1), r);
+          GYRE_THROW(invalid_argument,
+                     "rollout {}: sample {} (index {}) has a non-finite reward {}", rid, i,
+                     samples[i].index.value_or(-1), r);
         raw.push_back(r);
       }
       std::vector<float> rewards = post_process_rewards(raw, cfg.algo);
@@ -355,17 +366,19 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         ((rid + 1) % cfg.eval_interval == 0 || rid + 1 == cfg.total_rollouts))
       run_eval(m);
     const bool last = rid + 1 == cfg.total_rollouts;
-    if (!cfg.save.empty() && (last || (cfg.save_interval > 0 && (rid + 1) % cfg.save_interval == 0))) {
+    if (!cfg.save.empty() &&
+        (last || (cfg.save_interval > 0 && (rid + 1) % cfg.save_interval == 0))) {
       Phase ph(m, "save");
-      save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer, state,
-                      flags_yaml);
+      save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
+                      state, flags_yaml);
     }
     m["perf/step_time"] = step_timer.elapsed();
     m["perf/wall_time"] = run_timer.elapsed();
     m["rollout/weight_version"] = double(state.weight_version);
     metrics_log.log(rid + 1, m);
     if (!cfg.quiet)
-      std::fprintf(stderr, "%s\n", obs::format_progress(rid + 1, step_timer.elapsed(), m, po).c_str());
+      std::fprintf(stderr, "%s\n",
+                   obs::format_progress(rid + 1, step_timer.elapsed(), m, po).c_str());
   }
   return 0;
 }

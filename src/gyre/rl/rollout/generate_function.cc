@@ -9,7 +9,8 @@ namespace gyre::rl {
 std::vector<Sample> single_turn_generate(Sample s, const GenerateContext& ctx) {
   // A group returned to the buffer after an abort may hold samples that had already finished:
   // they are handed out again as they are.
-  if (s.status == SampleStatus::completed || s.status == SampleStatus::truncated) return {std::move(s)};
+  if (s.status == SampleStatus::completed || s.status == SampleStatus::truncated)
+    return {std::move(s)};
   if (s.tokens.empty()) {
     if (!s.prompt.is_string())
       GYRE_THROW(invalid_argument,
@@ -49,7 +50,8 @@ std::vector<Sample> single_turn_generate(Sample s, const GenerateContext& ctx) {
     return {std::move(s)};
   }
   if (!r.output_ids.empty()) {
-    if (s.loss_mask.empty() && s.response_length > 0) s.loss_mask.assign(size_t(s.response_length), 1);
+    if (s.loss_mask.empty() && s.response_length > 0)
+      s.loss_mask.assign(size_t(s.response_length), 1);
     s.append_response(r.output_ids, r.output_logprobs, /*trainable=*/true, "assistant", r.text);
   }
   s.response += r.text;

@@ -67,7 +67,8 @@ DynamicFilter load_dynamic_filter(const std::string& spec, const std::string& re
                spec, dlerror());
   using Fn = bool (*)(const SampleGroup*, int64_t, int64_t, std::string*);
   auto fn = reinterpret_cast<Fn>(dlsym(h, symbol.c_str()));
-  if (!fn) GYRE_THROW(not_found, "--dynamic-sampling-filter-path: '{}' has no symbol '{}'", path, symbol);
+  if (!fn)
+    GYRE_THROW(not_found, "--dynamic-sampling-filter-path: '{}' has no symbol '{}'", path, symbol);
   return [fn](const SampleGroup& g, int64_t remaining, int64_t target) {
     DynamicFilterOutput o;
     o.keep = fn(&g, remaining, target, &o.reason);
@@ -108,7 +109,8 @@ RolloutManager::RolloutManager(RolloutOptions options, GenerateContext context,
       reward_(std::move(reward)),
       filter_(std::move(filter)) {
   if (opt_.rollout_batch_size < 1)
-    GYRE_THROW(invalid_argument, "--rollout-batch-size must be >= 1, got {}", opt_.rollout_batch_size);
+    GYRE_THROW(invalid_argument, "--rollout-batch-size must be >= 1, got {}",
+               opt_.rollout_batch_size);
   if (opt_.over_sampling_batch_size == 0) opt_.over_sampling_batch_size = opt_.rollout_batch_size;
   if (opt_.over_sampling_batch_size < opt_.rollout_batch_size)
     GYRE_THROW(invalid_argument,

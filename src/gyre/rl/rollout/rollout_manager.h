@@ -44,8 +44,9 @@ struct RolloutOptions {
   // Per-group sampling seeds (slime --sglang-enable-deterministic-inference): rollout_seed + i.
   bool deterministic = false;
   uint64_t rollout_seed = 42;
-  // Otherwise every sample gets its own seed derived from (base_seed, sample index), so a rollout is
-  // reproducible whatever the batch composition (and a resumed run samples what the original did).
+  // Otherwise every sample gets its own seed derived from (base_seed, sample index), so a rollout
+  // is reproducible whatever the batch composition (and a resumed run samples what the original
+  // did).
   uint64_t base_seed = 1234;
 };
 

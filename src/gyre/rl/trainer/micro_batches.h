@@ -11,9 +11,9 @@
 namespace gyre::rl {
 
 struct MicroBatchOptions {
-  int64_t micro_batch_size = 1;     // --micro-batch-size
-  bool dynamic = false;             // --use-dynamic-batch-size
-  int64_t max_tokens_per_gpu = 0;   // --max-tokens-per-gpu (required when dynamic)
+  int64_t micro_batch_size = 1;    // --micro-batch-size
+  bool dynamic = false;            // --use-dynamic-batch-size
+  int64_t max_tokens_per_gpu = 0;  // --max-tokens-per-gpu (required when dynamic)
 };
 
 // `lengths[i]` = total tokens of sample i. Returns lists of sample indices (each list = one
