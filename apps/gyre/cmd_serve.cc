@@ -1,0 +1,164 @@
+// `gyre serve --model-path DIR [--port N] ...`: the rollout engine behind an HTTP server speaking
+// SGLang's native API and the OpenAI API (serve/api_server.h). Flag names follow SGLang's
+// ServerArgs so slime launch lines translate. Prints "gyre serve: listening on http://HOST:PORT"
+// on stdout once ready (with --port 0 the OS picks the port), then serves until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/infer/engine.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/serve/api_server.h"
+#include "gyre/serve/openai_api.h"
+#include "gyre/tokenizer/chat_template.h"
+#include "gyre/tokenizer/tokenizer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace gyre;
+
+// Blocks SIGINT/SIGTERM in every thread (call before any thread starts) so the main thread can
+// wait for them with sigwait and shut down in order.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+std::vector<std::string> read_architectures(const std::string& dir) {
+  std::ifstream f(fs::path(dir) / "config.json");
+  auto j = nlohmann::json::parse(f, nullptr, false);
+  std::vector<std::string> out;
+  if (!j.is_discarded() && j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"])
+      if (a.is_string()) out.push_back(a.get<std::string>());
+  return out;
+}
+
+int run_serve(int argc, char** argv) {
+  CLI::App app{"Serve a model over HTTP (SGLang-native and OpenAI-compatible APIs)"};
+  std::string model_dir, tok_dir, chat_template_name;
+  serve::ServeConfig sc;
+  infer::EngineConfig ec;
+  bool no_cache = false, skip_tokenizer = false;
+  int64_t chunked_prefill = 0;
+  app.add_option("--model-path,--model", model_dir, "Hugging Face model folder")->required();
+  app.add_option("--tokenizer-path", tok_dir,
+                 "tokenizer folder (default: the model folder when it has tokenizer.json)");
+  app.add_flag("--skip-tokenizer-init", skip_tokenizer, "token ids in and out only, no tokenizer");
+  app.add_option("--chat-template", chat_template_name, "named chat template of the tokenizer");
+  app.add_option("--host", sc.http.host, "address to listen on");
+  sc.http.port = 30000;
+  app.add_option("--port", sc.http.port, "port (0: pick a free one)");
+  app.add_option("--api-key", sc.http.api_key, "require Authorization: Bearer <key>");
+  app.add_option("--served-model-name", sc.served_model_name, "model name in the OpenAI API");
+  app.add_option("--io-threads", sc.http.io_threads, "HTTP I/O threads");
+  app.add_option("--max-body-bytes", sc.http.max_body_bytes, "larger request bodies get 413");
+  app.add_option("--tool-call-parser", sc.tool_call_parser, "hermes | qwen25 | qwen3");
+  app.add_option("--reasoning-parser", sc.reasoning_parser, "qwen3 | deepseek-r1 | ...");
+  app.add_option("--weight-version", sc.weight_version, "label of the initial weights");
+  app.add_option("--context-length", ec.context_len, "max prompt + output tokens");
+  app.add_option("--page-size", ec.page_size, "KV page size in tokens");
+  app.add_option("--num-pages", ec.num_pages, "KV pool size in pages");
+  app.add_option("--max-running-requests", ec.max_running_requests, "concurrent requests");
+  app.add_option("--chunked-prefill-size", chunked_prefill, "token budget per engine step");
+  app.add_option("--random-seed", ec.random_seed, "seed of requests without sampling_seed");
+  app.add_option("--stream-interval", ec.stream_interval, "tokens between stream chunks");
+  app.add_flag("--disable-radix-cache", no_cache, "turn off prefix caching");
+  double health_timeout = 20;
+  app.add_option("--health-check-timeout", health_timeout, "/health_generate timeout (s)");
+  // Accepted so SGLang/slime launch lines run unchanged; metrics are always on and there is no
+  // warmup request to skip.
+  bool ignored = false;
+  app.add_flag("--enable-metrics,--skip-server-warmup", ignored, "(always on / nothing to skip)");
+  CLI11_PARSE(app, argc, argv);
+  ec.enable_prefix_cache = !no_cache;
+  if (chunked_prefill > 0) ec.max_num_batched_tokens = chunked_prefill;
+  sc.health_check_timeout_s = health_timeout;
+  serve::check_parser_names(sc.tool_call_parser, sc.reasoning_parser);
+
+  sigset_t stop_signals = block_stop_signals();
+
+  std::shared_ptr<const tokenizer::Tokenizer> tok;
+  std::shared_ptr<const tokenizer::ChatTemplate> tmpl;
+  if (!skip_tokenizer) {
+    if (tok_dir.empty() && fs::exists(fs::path(model_dir) / "tokenizer.json")) tok_dir = model_dir;
+    if (!tok_dir.empty()) {
+      tok = tokenizer::Tokenizer::from_dir(tok_dir);
+      try {
+        tmpl = std::make_shared<tokenizer::ChatTemplate>(
+            tokenizer::ChatTemplate::from_dir(tok_dir, chat_template_name));
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::not_found) throw;
+        log::warn("serve: {} has no chat template; /v1/chat/completions is off", tok_dir);
+      }
+    } else {
+      log::warn("serve: no tokenizer (pass --tokenizer-path); text prompts are off");
+    }
+  }
+  auto model = model::CausalLM::load(model_dir);
+  if (tok && tok->vocab_size() > model->config().vocab_size)
+    log::warn(
+        "serve: the tokenizer has {} tokens but the model only {}; prompts holding the "
+        "extra ids will be rejected",
+        tok->vocab_size(), model->config().vocab_size);
+  auto engine = std::make_shared<infer::Engine>(*model, tok, ec);
+  engine->start();
+
+  sc.model_path = model_dir;
+  sc.tokenizer_path = tok_dir;
+  sc.model_type = model->config().model_type;
+  sc.architectures = read_architectures(model_dir);
+  sc.context_len = engine->config().context_len;
+  sc.vocab_size = model->config().vocab_size;
+  sc.server_args = {{"tp_size", 1},
+                    {"dp_size", 1},
+                    {"pp_size", 1},
+                    {"ep_size", 1},
+                    {"moe_dp_size", 1},
+                    {"num_gpus", 0},
+                    {"disaggregation_mode", "null"},
+                    {"disaggregation_bootstrap_port", 8998},
+                    {"encoder_only", false},
+                    {"host", sc.http.host},
+                    {"port", sc.http.port},
+                    {"page_size", ec.page_size},
+                    {"max_running_requests", ec.max_running_requests},
+                    {"chunked_prefill_size", ec.max_num_batched_tokens},
+                    {"random_seed", ec.random_seed},
+                    {"stream_interval", ec.stream_interval},
+                    {"disable_radix_cache", no_cache},
+                    {"enable_metrics", true},
+                    {"skip_server_warmup", true},
+                    {"skip_tokenizer_init", skip_tokenizer},
+                    {"tool_call_parser", sc.tool_call_parser},
+                    {"reasoning_parser", sc.reasoning_parser},
+                    {"incremental_streaming_output", false}};
+  model::CausalLM* m = model.get();
+  serve::ApiServer server(sc, engine, tok, tmpl,
+                          [m](const std::string& dir) { m->load_weights(dir); });
+  server.start();
+  std::printf("gyre serve: listening on http://%s:%d\n", sc.http.host.c_str(), server.port());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log::info("serve: signal {}, shutting down", sig);
+  server.stop();
+  engine->stop();
+  return 0;
+}
+
+}  // namespace
+
+GYRE_COMMAND(serve, "serve a model over HTTP (SGLang-native + OpenAI APIs)", run_serve);
