@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
+bash scripts/install_node_deps.sh
 bash scripts/check_format.sh
 bash scripts/build.sh
 LABELS=${1:-'unit|golden|e2e|dist'}

@@ -309,7 +309,11 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     std::map<std::string, double> m;
     run_eval(m);
     metrics_log.log(0, m);
-    if (!cfg.quiet) std::fprintf(stderr, "%s\n", obs::format_progress(0, 0, m, po).c_str());
+    if (!cfg.quiet) {
+      std::string line = "[before training]";
+      for (auto& [k, v] : m) line += " " + k + "=" + obs::format_metric_value(v);
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
   }
   Timer run_timer;
   for (int64_t rid = start; rid < cfg.total_rollouts; ++rid) {
@@ -377,8 +381,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     m["rollout/weight_version"] = double(state.weight_version);
     metrics_log.log(rid + 1, m);
     if (!cfg.quiet)
-      std::fprintf(stderr, "%s\n",
-                   obs::format_progress(rid + 1, step_timer.elapsed(), m, po).c_str());
+      std::fprintf(stderr, "%s\n", obs::format_progress(rid, step_timer.elapsed(), m, po).c_str());
   }
   return 0;
 }

@@ -179,6 +179,20 @@ nlohmann::json builtin_reward(const std::string& rm_type_in, const RewardInput& 
     return gpqa_reward(response, in.label, in.metadata);
   }
   if (rm_type == "random") return int(splitmix64(rng_state) & 1);  // randint(0, 1)
+  if (rm_type == "exact_match") {
+    // gyre extension (not in slime): 1 when the response, stripped of surrounding whitespace,
+    // equals the label's text exactly; used by verifiable toy tasks such as the quick-start.
+    require_label(in, index, rm_type);
+    auto strip = [](std::string s) {
+      const char* ws = " \t\r\n";
+      s.erase(0, s.find_first_not_of(ws));
+      s.erase(s.find_last_not_of(ws) + 1);
+      return s;
+    };
+    const std::string label =
+        in.label.is_string() ? in.label.get<std::string>() : python_str(in.label);
+    return strip(response) == strip(label) ? 1 : 0;
+  }
   if (rm_type == "ifbench")
     GYRE_THROW(unsupported,
                "sample {}: --rm-type ifbench needs allenai/IFBench's instruction checkers, which "

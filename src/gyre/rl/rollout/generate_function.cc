@@ -58,6 +58,7 @@ std::vector<Sample> single_turn_generate(Sample s, const GenerateContext& ctx) {
   s.apply_finish_reason(infer::finish_type_name(r.finish.type));
   s.weight_versions.push_back(std::to_string(r.weight_version));
   auto& pc = s.metadata["prefix_cache_info"];
+  if (!pc.is_object()) pc = nlohmann::json::object();
   pc["cached_tokens"] = pc.value("cached_tokens", 0) + r.cached_tokens;
   pc["total_prompt_tokens"] = pc.value("total_prompt_tokens", 0) + r.prompt_tokens;
   return {std::move(s)};
