@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -276,12 +277,13 @@ MaybeString normalize_for_sympy(const MaybeString& in) {
   static const std::vector<std::string> kUnits = {
       "degree", "cm",   "centimeter", "meter", "mile", "second", "minute", "hour",
       "day",    "week", "month",      "year",  "foot", "feet",   "inch",   "yard"};
-  static const std::vector<Regex*> unit_res = [] {
-    std::vector<Regex*> v;
-    for (const auto& u : kUnits) v.push_back(new Regex(u + R"((es)?(s)? *(\^[0-9]+)?)"));
+  static const std::vector<std::unique_ptr<Regex>> unit_res = [] {
+    std::vector<std::unique_ptr<Regex>> v;
+    for (const auto& u : kUnits)
+      v.push_back(std::make_unique<Regex>(u + R"((es)?(s)? *(\^[0-9]+)?)"));
     return v;
   }();
-  for (const Regex* re : unit_res) expr = re->sub(expr, "");
+  for (const auto& re : unit_res) expr = re->sub(expr, "");
   static const Regex circ(R"(\^ *\\circ)");
   expr = circ.sub(expr, "");
   if (!expr.empty() && expr.front() == '{' && expr.back() == '}')
