@@ -70,6 +70,8 @@ void TrainConfig::register_flags(FlagSet& f) {
                                 "max prompt+response tokens", R);
   f.add<int64_t>("rollout-concurrency", &rollout_concurrency, 64, "samples generated concurrently",
                  R);
+  f.add<bool>("rollout-skip-special-tokens", &rollout_skip_special_tokens, false,
+              "drop special tokens (e.g. EOS) from the response text rewards see", R);
   f.add<bool>("sglang-enable-deterministic-inference", &deterministic_inference, false,
               "per-group seeds rollout_seed + i", R);
 

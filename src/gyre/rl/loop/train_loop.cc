@@ -157,8 +157,8 @@ infer::SamplingParams rollout_sampling(const TrainConfig& cfg, const tokenizer::
   p.stop = cfg.rollout_stop;
   for (auto id : cfg.rollout_stop_token_ids) p.stop_token_ids.push_back(int32_t(id));
   p.max_new_tokens = int32_t(cfg.rollout_max_response_len);
-  p.no_stop_trim = true;  // slime always passes no_stop_trim
-  p.skip_special_tokens = false;
+  p.no_stop_trim = true;                                    // slime always passes no_stop_trim
+  p.skip_special_tokens = cfg.rollout_skip_special_tokens;  // slime default: keep them
   (void)tok;
   return p;
 }

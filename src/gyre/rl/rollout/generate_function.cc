@@ -54,7 +54,6 @@ std::vector<Sample> single_turn_generate(Sample s, const GenerateContext& ctx) {
       s.loss_mask.assign(size_t(s.response_length), 1);
     s.append_response(r.output_ids, r.output_logprobs, /*trainable=*/true, "assistant", r.text);
   }
-  s.response += r.text;
   s.apply_finish_reason(infer::finish_type_name(r.finish.type));
   s.weight_versions.push_back(std::to_string(r.weight_version));
   auto& pc = s.metadata["prefix_cache_info"];
