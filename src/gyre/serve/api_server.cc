@@ -276,9 +276,12 @@ ApiServer::ApiServer(ServeConfig cfg, std::shared_ptr<infer::EngineApi> engine,
 
 ApiServer::~ApiServer() { stop(); }
 
-void ApiServer::start() { http_->start(); }
+void ApiServer::start() {
+  http_->start();
+  port_ = http_->port();
+}
 
-int ApiServer::port() const { return http_->port(); }
+int ApiServer::port() const { return port_; }  // kept after stop(), for messages and tests
 
 int64_t ApiServer::in_flight() const { return st_->in_flight.load(); }
 

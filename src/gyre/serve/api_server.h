@@ -67,6 +67,7 @@ class ApiServer {
  private:
   std::shared_ptr<State> st_;
   std::unique_ptr<HttpServer> http_;
+  int port_ = 0;
 };
 
 }  // namespace gyre::serve

@@ -173,7 +173,7 @@ struct Call final : HttpClient::Handle, std::enable_shared_from_this<Call> {
     http::async_write(*conn, msg, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->on_error("write", ec);
       self->parser.emplace();
-      self->parser->body_limit(boost::none);
+      self->parser->body_limit(std::numeric_limits<std::uint64_t>::max());
       self->buf.clear();
       if (self->stream) {
         http::async_read_header(*self->conn, self->buf, *self->parser,

@@ -263,8 +263,13 @@ struct Session : std::enable_shared_from_this<Session> {
       return close();
     }
     buf.commit(n);
-    if (responding)
-      start_watch();  // pipelined bytes of the next request: keep them, keep watching
+    // Bytes of the next request arrived while this response is still being written (possibly
+    // just before the last write's completion ran): keep them and stop watching, so that
+    // finish_response can start the next read at once. A client gone after this is still seen
+    // by the next failing write.
+    if (responding) return;
+    if (!keep_alive)
+      drain();
     else if (!writing)
       do_read();
   }
@@ -378,12 +383,28 @@ struct Session : std::enable_shared_from_this<Session> {
     responding = false;
     on_disc.clear();
     if (!keep_alive) {
+      // Lingering close: stop sending, then read (and drop) what the client still sends for a
+      // moment. Closing with unread input makes the kernel send RST, and the client may then
+      // lose the response (e.g. a 413 sent before the oversized body was read).
       beast::error_code ec;
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-      return close();
+      stream.expires_after(std::chrono::seconds(2));
+      if (!watching) drain();  // else on_watch continues with the drain
+      return;
     }
     if (!watching) do_read();
     // else: the pending watch read becomes the first read of the next request (on_watch)
+  }
+
+  void drain() {
+    if (closed) return;
+    if (buf.size() > 0) buf.consume(buf.size());
+    stream.async_read_some(buf.prepare(kWatchChunk),
+                           [self = shared_from_this()](beast::error_code ec, size_t n) {
+                             if (ec || self->closed) return self->close();
+                             self->buf.commit(n);
+                             self->drain();
+                           });
   }
 
   void close() {

@@ -289,7 +289,7 @@ TEST(ApiServer, OpenAiCompletionsAndChat) {
   std::string out =
       "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"tz\": \"UTC\"}}\n</tool_call>";
   f.engine->script = f.tok->encode(out, false);
-  f.engine->script.push_back(257);
+  f.engine->script.push_back(506);
   json req = {{"model", "tiny"},
               {"messages", {{{"role", "user"}, {"content", "time?"}}}},
               {"tools", {{{"type", "function"}, {"function", {{"name", "get_time"}}}}}},

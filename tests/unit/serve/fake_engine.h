@@ -1,6 +1,6 @@
 // Test helper: a small deterministic EngineApi for the HTTP-layer unit tests (the e2e tests use
 // the real engine). One thread advances every active request by one token per tick:
-//   - with a script: emits script tokens in order, then stops with finish "stop" on token 257
+//   - with a script: emits script tokens in order, then stops with finish "stop" on token 506
 //     (<|im_end|> of tiny_tokenizer.h);
 //   - without: token i of a request is (last prompt id + 1 + i) % 256 (printable bytes mostly);
 // logprob of output token i is -0.125 * (i + 1). Requests are validated with the real
@@ -187,11 +187,11 @@ class FakeEngine final : public infer::EngineApi {
       return;
     }
     int32_t tok = script.empty() ? (r.req.input_ids.back() + 1 + int32_t(i)) % 256
-                                 : (i < script.size() ? script[i] : 257);
+                                 : (i < script.size() ? script[i] : 506);
     float lp = -0.125f * float(i + 1);
     r.res.output_ids.push_back(tok);
     r.res.output_logprobs.push_back(lp);
-    bool stop = !script.empty() && tok == 257 && !r.req.sampling.ignore_eos;
+    bool stop = !script.empty() && tok == 506 && !r.req.sampling.ignore_eos;
     std::string text;
     if (r.detok && !(stop && !r.req.sampling.no_stop_trim)) text = r.detok->push(tok);
     r.res.text += text;
@@ -205,7 +205,7 @@ class FakeEngine final : public infer::EngineApi {
       calls.push_back([cb, c] { cb(c); });
     }
     if (stop) {
-      r.res.finish.matched_token = 257;
+      r.res.finish.matched_token = 506;
       finish(r, infer::FinishType::stop, calls, "");
       done.push_back(r.req.rid);
     }

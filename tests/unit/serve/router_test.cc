@@ -236,6 +236,7 @@ TEST(HttpRolloutClient, BehavesLikeTheEngine) {
   dead.max_retries = 1;
   dead.retry_backoff_s = 0.01;
   HttpRolloutClient d(dead);
+  req.sampling.n = 1;  // the future form expects one result
   auto de = d.generate(req).get();
   EXPECT_NE(de.error.find("connect"), std::string::npos);
 }

@@ -1,12 +1,13 @@
 // Test helper (header-only, shared by the serve unit and e2e tests): a real byte-level BPE
 // tokenizer whose vocabulary fits the 512-token fixture models. The fixture tokenizers (Qwen3,
 // Llama 3) have ~150k tokens, so their ids would be out of range for tests/fixtures/models/*_tiny.
-// Layout: ids 0..255 = the 256 bytes (GPT-2 byte-to-unicode alphabet), 256..262 = Qwen-style
-// special tokens (<|im_start|>, <|im_end|>, <think>, </think>, <tool_call>, </tool_call>,
-// <|endoftext|>), 263..511 = merges of lowercase letter pairs ("aa", "ab", ...). Written as a
+// Layout: ids 0..255 = the 256 bytes (GPT-2 byte-to-unicode alphabet), 256..504 = merges of
+// lowercase letter pairs ("aa", "ab", ...), 505..511 = Qwen-style added tokens (<|im_start|>,
+// <|im_end|>, <think>, </think>, <tool_call>, </tool_call>, <|endoftext|>; only the <|...|> ones
+// are special), numbered after the model vocabulary as Hugging Face numbers them. Written as a
 // Hugging Face folder (tokenizer.json + tokenizer_config.json with the Qwen3 chat template from
-// tests/fixtures/tokenizers/qwen3 and eos "<|im_end|>"), loadable by Tokenizer::from_dir and
-// ChatTemplate::from_dir.
+// tests/fixtures/tokenizers/qwen3 and eos "<|im_end|>" = id 506), loadable by Tokenizer::from_dir
+// and ChatTemplate::from_dir.
 #pragma once
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -46,8 +47,15 @@ inline nlohmann::ordered_json tiny_tokenizer_json() {
   using oj = nlohmann::ordered_json;
   oj vocab = oj::object();
   for (int b = 0; b < 256; ++b) vocab[byte_to_unicode_char(b)] = b;
-  oj added = oj::array();
   int id = 256;
+  oj merges = oj::array();
+  for (char a = 'a'; a <= 'z' && id < 505; ++a)
+    for (char b = 'a'; b <= 'z' && id < 505; ++b) {
+      std::string pa(1, a), pb(1, b);
+      vocab[pa + pb] = id++;
+      merges.push_back(oj::array({pa, pb}));
+    }
+  oj added = oj::array();
   for (const char* s : kTinySpecials)
     added.push_back({{"id", id++},
                      {"content", s},
@@ -55,14 +63,9 @@ inline nlohmann::ordered_json tiny_tokenizer_json() {
                      {"lstrip", false},
                      {"rstrip", false},
                      {"normalized", false},
-                     {"special", true}});
-  oj merges = oj::array();
-  for (char a = 'a'; a <= 'z' && id < 512; ++a)
-    for (char b = 'a'; b <= 'z' && id < 512; ++b) {
-      std::string pa(1, a), pb(1, b);
-      vocab[pa + pb] = id++;
-      merges.push_back(oj::array({pa, pb}));
-    }
+                     // As in Qwen's tokenizer: <think> and <tool_call> tags are added tokens
+                     // but not special, so skip_special_tokens keeps them in the text.
+                     {"special", std::string(s).find("|") != std::string::npos}});
   oj bl = {{"type", "ByteLevel"},
            {"add_prefix_space", false},
            {"trim_offsets", true},
