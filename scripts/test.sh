@@ -12,9 +12,9 @@ bash scripts/check_format.sh
 bash scripts/build.sh
 LABELS=${1:-'unit|golden|e2e|dist'}
 # Known failing at the end of session 1 (issue 5 left open): the HTTP server's abort/disconnect
-# paths, the 512-stream load test and the router tests. Excluded here so the rest of the suite gates
+# paths, the 512-stream load test and the router e2e test. Excluded here so the rest of the suite gates
 # CI; run them with GYRE_TEST_ALL=1. Remove this exclusion when issue 5 lands.
-EXCLUDE='ServeE2E.Abort|ServeE2E.ClientDisconnect|ServeE2E.FiveHundred|RouterE2E|ApiServer.ControlRoutes|Router.SpreadsAffinity'
+EXCLUDE='ServeE2E.Abort|ServeE2E.ClientDisconnect|ServeE2E.FiveHundred|RouterE2E'
 [ "${GYRE_TEST_ALL:-0}" = 1 ] && EXCLUDE='^$'
 (cd build && ctest -L "$LABELS" -LE gpu -E "$EXCLUDE" --output-on-failure -j2 --timeout 600)
 if [ "${GYRE_SKIP_SANITIZE:-0}" != 1 ]; then
