@@ -119,7 +119,7 @@ void handle_openai(const std::shared_ptr<ApiServer::State>& st, HttpRequest& req
           200, dump_json(openai_response(job->call, st->oai, job->results, job->id, job->created,
                                          st->label(job->results[0].weight_version))));
     };
-    st->in_flight++;
+    st->in_flight += call.n;  // the engine answers each of the n samples with its own on_done
     st->engine->submit(call.requests[p], std::move(cb));
   }
 }

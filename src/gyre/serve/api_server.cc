@@ -205,7 +205,7 @@ void handle_generate(const std::shared_ptr<ApiServer::State>& st, HttpRequest& r
       }
       job->res->send(200, dump_json(out));
     };
-    st->in_flight++;
+    st->in_flight += call.n;  // the engine answers each of the n samples with its own on_done
     st->engine->submit(call.requests[p], std::move(cb));
   }
 }
