@@ -116,7 +116,9 @@ void ApproxRadixTree::remove_tenant(int32_t tenant) {
 
 void ApproxRadixTree::evict(size_t max_size) {
   std::lock_guard<std::mutex> lk(mu_);
-  for (auto& [tenant, size] : sizes_) {
+  for (auto& entry : sizes_) {
+    const int32_t tenant = entry.first;  // not a structured binding: lambdas capture it below
+    size_t& size = entry.second;
     while (size > max_size) {
       // The tenant's leaves: nodes it owns with no child it owns. Drop the least recent first.
       std::vector<Node*> leaves;
