@@ -10,7 +10,8 @@ if(NOT GYRE_CUDA STREQUAL "OFF")
   if(CMAKE_CUDA_COMPILER)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
-    set(CMAKE_CUDA_STANDARD 20)
+    # CMake 3.25 does not know nvcc 13's C++20 flag; the .cu files need only C++17.
+    set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_ARCHITECTURES OFF)
     set(GYRE_CUDA_FLAGS -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
         --expt-relaxed-constexpr -lineinfo)

@@ -5,9 +5,12 @@
 // the op and tensor), bad data — token ids, target ids, positions, cu_seqlens, expert indices
 // outside their range, non-positive temperature — are Error(invalid_argument) naming the value,
 // its position and the valid range. Float tensors of one call share one dtype, f32 (the backend's
-// working type) or f64 (used by the finite-difference tests); a CUDA tensor raises
-// Error(unsupported). An undefined overwrite-output is allocated; an undefined gradient the op
-// would accumulate into is skipped.
+// working type) or f64 (used by the finite-difference tests). The tensors of one call live on one
+// device: CPU tensors run the CPU kernels, CUDA tensors (f32 only) the CUDA kernels
+// (backend/cuda/kernels.h), validated the same way — index data is checked on a host copy. A CUDA
+// tensor in a build without the CUDA backend raises Error(unsupported). An undefined
+// overwrite-output is allocated on the op's device; an undefined gradient the op would accumulate
+// into is skipped.
 #include "gyre/backend/ops.h"
 
 #include <cmath>
@@ -16,6 +19,7 @@
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cpu/parallel.h"
+#include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 
 namespace gyre::ops {
 
@@ -26,23 +30,44 @@ struct Arg {
   const Tensor* t;
 };
 
-// Where a CUDA tensor reaches an op, say whether the CUDA backend is missing or just this op.
-void require_cpu(const char* op, std::initializer_list<Arg> args) {
-  for (const Arg& a : args) {
-    if (!a.t->defined() || a.t->device() == Device::cpu) continue;
 #ifdef GYRE_HAVE_CUDA
-    GYRE_THROW(unsupported,
-               "ops::{}: tensor '{}' is on {} but the CUDA backend has no kernel for {} yet; move "
-               "the tensors to the CPU for this op",
-               op, a.name, device_name(a.t->device()), op);
+constexpr bool kCuda = true;
 #else
-    GYRE_THROW(unsupported,
-               "ops::{}: tensor '{}' is on {} but the CUDA backend is not built in this binary; "
-               "reconfigure with -DGYRE_CUDA=ON on a machine with the CUDA toolkit",
-               op, a.name, device_name(a.t->device()));
+constexpr bool kCuda = false;  // the `if constexpr (kCuda)` branches below are discarded
 #endif
+
+// The device of the op's defined tensors. Tensors on two devices, or a CUDA tensor in a build
+// without the CUDA backend, raise an error naming the tensor.
+Device op_device(const char* op, std::initializer_list<Arg> args) {
+  const Arg* first = nullptr;
+  for (const Arg& a : args) {
+    if (!a.t->defined()) continue;
+    if (a.t->device() == Device::cuda && !kCuda)
+      GYRE_THROW(unsupported,
+                 "ops::{}: tensor '{}' is on {} but the CUDA backend is not built in this binary; "
+                 "reconfigure with -DGYRE_CUDA=ON on a machine with the CUDA toolkit",
+                 op, a.name, device_name(a.t->device()));
+    if (!first) first = &a;
+    if (a.t->device() != first->t->device())
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: tensor '{}' is on {} but '{}' is on {}; move the tensors of one op to "
+                 "one device (Tensor::to)",
+                 op, a.name, device_name(a.t->device()), first->name,
+                 device_name(first->t->device()));
   }
+  return first ? first->t->device() : Device::cpu;
 }
+
+// The CUDA backend computes in f32; f64 is the CPU reference's finite-difference dtype only.
+void require_cuda_f32(const char* op, DType dt) {
+  if (dt != DType::f32)
+    GYRE_THROW(unsupported,
+               "ops::{}: the CUDA backend runs f32 tensors, got {}; use f32 on the GPU", op,
+               dtype_name(dt));
+}
+
+// Index data read by the host-side checks: the tensor itself on the CPU, a host copy otherwise.
+Tensor host_view(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
 
 // The common float dtype of the defined tensors (f32 or f64).
 DType float_dtype(const char* op, std::initializer_list<Arg> args) {
@@ -88,9 +113,10 @@ void check_rows(const char* op, const char* name, const Tensor& t, int64_t rows,
 }
 
 // Allocates an undefined overwrite-output like `shape`/`dtype`, otherwise checks its shape.
-void prepare_out(const char* op, const char* name, Tensor& t, const Shape& shape, DType dtype) {
+void prepare_out(const char* op, const char* name, Tensor& t, const Shape& shape, DType dtype,
+                 Device device = Device::cpu) {
   if (!t.defined()) {
-    t = Tensor::empty(shape, dtype);
+    t = Tensor::empty(shape, dtype, device);
     return;
   }
   GYRE_CHECK(t.numel() == shape_numel(shape) && t.dim() >= 1 && !shape.empty() &&
@@ -119,7 +145,8 @@ T* ptr(const Tensor& t) {
 // Ids must index rows [0, n): bad ids are user data (a tokenizer/vocab mismatch), not a bug.
 void check_index_range(const char* op, const char* what, const Tensor& ids, int64_t n,
                        const char* fix) {
-  const int32_t* p = ids.i32();
+  const Tensor host = host_view(ids);
+  const int32_t* p = host.i32();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     if (p[i] < 0 || p[i] >= n)
       GYRE_THROW(invalid_argument, "ops::{}: {} {} at position {} is outside [0, {}); {}", op, what,
@@ -134,21 +161,19 @@ void check_index_range(const char* op, const char* what, const Tensor& ids, int6
 void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
           int64_t ldc) {
-  if (device != Device::cpu) {
-    GYRE_THROW(unsupported, "ops::gemm: device {} has no GEMM in this build (CUDA backend {})",
-               device_name(device),
-#ifdef GYRE_HAVE_CUDA
-               "has no raw gemm entry yet"
-#else
-               "not built; reconfigure with -DGYRE_CUDA=ON"
-#endif
-    );
-  }
+  if (device != Device::cpu && !kCuda)
+    GYRE_THROW(unsupported,
+               "ops::gemm: device {} has no GEMM in this build (CUDA backend not built; "
+               "reconfigure with -DGYRE_CUDA=ON)",
+               device_name(device));
   GYRE_CHECK(M >= 0 && N >= 0 && K >= 0, "ops::gemm: negative size M={} N={} K={}", M, N, K);
   GYRE_CHECK(lda >= std::max<int64_t>(1, trans_a ? M : K) &&
                  ldb >= std::max<int64_t>(1, trans_b ? K : N) && ldc >= std::max<int64_t>(1, N),
              "ops::gemm: leading dimensions lda={} ldb={} ldc={} too small for M={} N={} K={}", lda,
              ldb, ldc, M, N, K);
+  if constexpr (kCuda)
+    if (device == Device::cuda)
+      return cuda::gemm_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   cpu::gemm_parallel<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -156,7 +181,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   const char* op = "linear";
   check_defined(op, "x", x);
   check_defined(op, "w", w);
-  require_cpu(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
+  const Device dev = op_device(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
   DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
   GYRE_CHECK(w.dim() == 2, "ops::linear: weight must be [N, K], got {}", shape_str(w.shape()));
   const int64_t N = w.size(0), K = w.size(1);
@@ -167,7 +192,12 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if (b.defined()) check_shape(op, "b", b, {N});
   Shape ys = x.shape();
   ys.back() = N;
-  prepare_out(op, "y", y, ys, dt);
+  prepare_out(op, "y", y, ys, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::linear_fwd(x.f32(), w.f32(), ptr<float>(b), M, N, K, y.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::linear_fwd<T>(ptr<T>(x), ptr<T>(w), ptr<T>(b), M, N, K, ptr<T>(y));
@@ -180,7 +210,8 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   check_defined(op, "dy", dy);
   check_defined(op, "x", x);
   check_defined(op, "w", w);
-  require_cpu(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
+  const Device dev =
+      op_device(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
   DType dt =
       float_dtype(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
   GYRE_CHECK(w.dim() == 2, "ops::linear_backward: weight must be [N, K], got {}",
@@ -193,6 +224,12 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   if (dx.defined()) check_rows(op, "dx", dx, M, K);
   if (dw.defined()) check_shape(op, "dw", dw, {N, K});
   if (db.defined()) check_shape(op, "db", db, {N});
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
+                              ptr<float>(dw), ptr<float>(db));
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::linear_bwd<T>(ptr<T>(dy), ptr<T>(x), ptr<T>(w), M, N, K, ptr<T>(dx), accumulate_dx,
@@ -206,12 +243,17 @@ void add(const Tensor& a, const Tensor& b, Tensor& out) {
   const char* op = "add";
   check_defined(op, "a", a);
   check_defined(op, "b", b);
-  require_cpu(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  const Device dev = op_device(op, {{"a", &a}, {"b", &b}, {"out", &out}});
   DType dt = float_dtype(op, {{"a", &a}, {"b", &b}, {"out", &out}});
   check_shape(op, "b", b, a.shape());
-  prepare_out(op, "out", out, a.shape(), dt);
+  prepare_out(op, "out", out, a.shape(), dt, dev);
   GYRE_CHECK(out.numel() == a.numel(), "ops::add: out {} vs a {}", shape_str(out.shape()),
              shape_str(a.shape()));
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::add(a.f32(), b.f32(), out.f32(), a.numel());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::add<T>(ptr<T>(a), ptr<T>(b), ptr<T>(out), a.numel());
@@ -222,8 +264,13 @@ void add_(Tensor& a, const Tensor& b) { add(a, b, a); }
 
 void scale_(Tensor& a, float s) {
   check_defined("scale_", "a", a);
-  require_cpu("scale_", {{"a", &a}});
+  const Device dev = op_device("scale_", {{"a", &a}});
   DType dt = float_dtype("scale_", {{"a", &a}});
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32("scale_", dt);
+      return cuda::scale(a.f32(), s, a.numel());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::scale<T>(ptr<T>(a), T(s), a.numel());
@@ -233,15 +280,30 @@ void scale_(Tensor& a, float s) {
 void copy(const Tensor& src, Tensor& dst) {
   check_defined("copy", "src", src);
   check_defined("copy", "dst", dst);
-  require_cpu("copy", {{"src", &src}, {"dst", &dst}});
+  const Device dev = op_device("copy", {{"src", &src}, {"dst", &dst}});
   check_shape("copy", "dst", dst, src.shape());
-  dst.copy_from(src);  // memcpy for equal dtypes, rounding conversion otherwise
+  if constexpr (kCuda)
+    if (dev == Device::cuda && src.dtype() != dst.dtype()) {
+      if (src.dtype() == DType::f32 && dst.dtype() == DType::bf16)
+        return cuda::f32_to_bf16(src.f32(), dst.data<uint16_t>(), src.numel());
+      if (src.dtype() == DType::bf16 && dst.dtype() == DType::f32)
+        return cuda::bf16_to_f32(src.data<uint16_t>(), dst.f32(), src.numel());
+      GYRE_THROW(unsupported,
+                 "ops::copy: the CUDA backend converts only f32 <-> bf16, not {} -> {}",
+                 dtype_name(src.dtype()), dtype_name(dst.dtype()));
+    }
+  dst.copy_from(src);  // memcpy for equal dtypes (device-to-device on the GPU), else rounding
 }
 
 double sum_squares(const Tensor& a) {
   check_defined("sum_squares", "a", a);
-  require_cpu("sum_squares", {{"a", &a}});
+  const Device dev = op_device("sum_squares", {{"a", &a}});
   DType dt = float_dtype("sum_squares", {{"a", &a}});
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32("sum_squares", dt);
+      return cuda::sum_squares(a.f32(), a.numel());
+    }
   double r = 0;
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
@@ -256,14 +318,19 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
   const char* op = "embedding";
   check_i32(op, "ids", ids);
   check_defined(op, "table", table);
-  require_cpu(op, {{"ids", &ids}, {"table", &table}, {"out", &out}});
+  const Device dev = op_device(op, {{"ids", &ids}, {"table", &table}, {"out", &out}});
   DType dt = float_dtype(op, {{"table", &table}, {"out", &out}});
   GYRE_CHECK(table.dim() == 2, "ops::embedding: table must be [V, H], got {}",
              shape_str(table.shape()));
   const int64_t V = table.size(0), H = table.size(1), n = ids.numel();
   check_index_range(op, "token id", ids, V,
                     "the ids do not match this model's vocabulary (check the tokenizer)");
-  prepare_out(op, "out", out, {n, H}, dt);
+  prepare_out(op, "out", out, {n, H}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::embedding_fwd(ids.i32(), n, table.f32(), H, out.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::embedding_fwd<T>(ids.i32(), n, ptr<T>(table), H, ptr<T>(out));
@@ -274,7 +341,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   const char* op = "embedding_backward";
   check_i32(op, "ids", ids);
   check_defined(op, "dout", dout);
-  require_cpu(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}});
+  const Device dev = op_device(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}});
   if (!dtable.defined()) return;
   DType dt = float_dtype(op, {{"dout", &dout}, {"dtable", &dtable}});
   GYRE_CHECK(dtable.dim() == 2, "ops::embedding_backward: dtable must be [V, H], got {}",
@@ -283,6 +350,11 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   check_rows(op, "dout", dout, n, H);
   check_index_range(op, "token id", ids, V,
                     "the ids do not match this model's vocabulary (check the tokenizer)");
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::embedding_bwd(host_view(ids).i32(), n, dout.f32(), H, dtable.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::embedding_bwd<T>(ids.i32(), n, ptr<T>(dout), H, ptr<T>(dtable));
@@ -295,7 +367,7 @@ void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rs
   const char* op = "rms_norm";
   check_defined(op, "x", x);
   check_defined(op, "w", w);
-  require_cpu(op, {{"x", &x}, {"w", &w}, {"y", &y}, {"rstd", &rstd}});
+  const Device dev = op_device(op, {{"x", &x}, {"w", &w}, {"y", &y}, {"rstd", &rstd}});
   DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"y", &y}, {"rstd", &rstd}});
   const int64_t H = w.numel();
   GYRE_CHECK(H > 0 && x.dim() >= 1 && x.size(-1) == H,
@@ -303,9 +375,14 @@ void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rs
              H);
   GYRE_CHECK(eps >= 0 && std::isfinite(eps), "ops::rms_norm: eps must be >= 0, got {}", eps);
   const int64_t R = x.numel() / H;
-  prepare_out(op, "y", y, x.shape(), dt);
-  prepare_out(op, "rstd", rstd, {R}, dt);
+  prepare_out(op, "y", y, x.shape(), dt, dev);
+  prepare_out(op, "rstd", rstd, {R}, dt, dev);
   GYRE_CHECK(rstd.numel() == R, "ops::rms_norm: rstd has {} elements for {} rows", rstd.numel(), R);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::rms_norm_fwd(x.f32(), w.f32(), R, H, double(eps), y.f32(), rstd.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::rms_norm_fwd<T>(ptr<T>(x), ptr<T>(w), R, H, double(eps), ptr<T>(y), ptr<T>(rstd));
@@ -316,7 +393,8 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
                        Tensor& dx, Tensor& dw) {
   const char* op = "rms_norm_backward";
   check_all_defined(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}});
-  require_cpu(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
+  const Device dev =
+      op_device(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
   DType dt = float_dtype(
       op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dx", &dx}, {"dw", &dw}});
   const int64_t H = w.numel();
@@ -327,8 +405,14 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
   check_rows(op, "dy", dy, R, H);
   GYRE_CHECK(rstd.numel() == R, "ops::rms_norm_backward: rstd has {} elements for {} rows",
              rstd.numel(), R);
-  prepare_out(op, "dx", dx, x.shape(), dt);
+  prepare_out(op, "dx", dx, x.shape(), dt, dev);
   if (dw.defined()) check_shape(op, "dw", dw, w.shape());
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::rms_norm_bwd(dy.f32(), x.f32(), w.f32(), rstd.f32(), R, H, dx.f32(),
+                                ptr<float>(dw));
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::rms_norm_bwd<T>(ptr<T>(dy), ptr<T>(x), ptr<T>(w), ptr<T>(rstd), R, H, ptr<T>(dx),
@@ -344,7 +428,8 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
   check_i32(op, "positions", positions);
   check_defined(op, "cos", cos);
   check_defined(op, "sin", sin);
-  require_cpu(op, {{"x", &x}, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
+  const Device dev =
+      op_device(op, {{"x", &x}, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
   DType dt = float_dtype(op, {{"x", &x}, {"cos", &cos}, {"sin", &sin}});
   GYRE_CHECK(x.dim() == 3, "ops::rope_: x must be [T, H, D], got {}", shape_str(x.shape()));
   const int64_t T_ = x.size(0), H = x.size(1), D = x.size(2);
@@ -356,6 +441,11 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
   check_index_range(op, "position", positions, cos.size(0),
                     "the sequence is longer than the RoPE table; raise max_position_embeddings "
                     "or shorten the input");
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::rope(x.f32(), T_, H, D, positions.i32(), cos.f32(), sin.f32(), inverse);
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::rope<T>(ptr<T>(x), T_, H, D, positions.i32(), ptr<T>(cos), ptr<T>(sin), inverse);
@@ -368,10 +458,15 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   const char* op = "silu_mul";
   check_defined(op, "gate", gate);
   check_defined(op, "up", up);
-  require_cpu(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
+  const Device dev = op_device(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
   DType dt = float_dtype(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
   check_shape(op, "up", up, gate.shape());
-  prepare_out(op, "out", out, gate.shape(), dt);
+  prepare_out(op, "out", out, gate.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::silu_mul_fwd(gate.f32(), up.f32(), out.f32(), gate.numel());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::silu_mul_fwd<T>(ptr<T>(gate), ptr<T>(up), ptr<T>(out), gate.numel());
@@ -382,14 +477,20 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                        Tensor& dup) {
   const char* op = "silu_mul_backward";
   check_all_defined(op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}});
-  require_cpu(op,
-              {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
+  const Device dev = op_device(
+      op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   DType dt = float_dtype(
       op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   check_shape(op, "up", up, gate.shape());
   check_shape(op, "dout", dout, gate.shape());
-  prepare_out(op, "dgate", dgate, gate.shape(), dt);
-  prepare_out(op, "dup", dup, gate.shape(), dt);
+  prepare_out(op, "dgate", dgate, gate.shape(), dt, dev);
+  prepare_out(op, "dup", dup, gate.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::silu_mul_bwd(dout.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(),
+                                gate.numel());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::silu_mul_bwd<T>(ptr<T>(dout), ptr<T>(gate), ptr<T>(up), ptr<T>(dgate), ptr<T>(dup),
@@ -403,6 +504,12 @@ namespace {
 struct AttnDims {
   int64_t T, Hq, Hkv, D, B;
 };
+
+void require_cuda_head_dim(const char* op, int64_t D) {
+  if (D > cuda::kMaxAttentionHeadDim)
+    GYRE_THROW(unsupported, "ops::{}: the CUDA attention kernels take head dims up to {}, got {}",
+               op, cuda::kMaxAttentionHeadDim, D);
+}
 
 AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& cu_seqlens, float scale) {
@@ -422,7 +529,8 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
   GYRE_CHECK(cu_seqlens.dim() == 1 && a.B >= 0, "ops::{}: cu_seqlens must be [B+1], got {}", op,
              shape_str(cu_seqlens.shape()));
   GYRE_CHECK(std::isfinite(scale), "ops::{}: softmax scale {} is not finite", op, scale);
-  const int32_t* cu = cu_seqlens.i32();
+  const Tensor cu_host = host_view(cu_seqlens);
+  const int32_t* cu = cu_host.i32();
   if (cu[0] != 0)
     GYRE_THROW(invalid_argument,
                "ops::{}: cu_seqlens[0] is {}, must be 0 (offsets of the packed "
@@ -446,13 +554,20 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
 void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
                       float scale, Tensor& out, Tensor& lse) {
   const char* op = "attention_varlen";
-  require_cpu(
+  const Device dev = op_device(
       op,
       {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens", &cu_seqlens}, {"out", &out}, {"lse", &lse}});
   AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
   DType dt = float_dtype(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
-  prepare_out(op, "out", out, q.shape(), dt);
-  prepare_out(op, "lse", lse, {a.T, a.Hq}, dt);
+  prepare_out(op, "out", out, q.shape(), dt, dev);
+  prepare_out(op, "lse", lse, {a.T, a.Hq}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      require_cuda_head_dim(op, a.D);
+      return cuda::attention_fwd(q.f32(), k.f32(), v.f32(), cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv,
+                                 a.D, scale, out.f32(), lse.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::attention_fwd<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), cu_seqlens.i32(), a.B, a.Hq, a.Hkv, a.D,
@@ -465,16 +580,16 @@ void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& cu_seqlens, float scale, Tensor& dq, Tensor& dk,
                                Tensor& dv) {
   const char* op = "attention_varlen_backward";
-  require_cpu(op, {{"dout", &dout},
-                   {"q", &q},
-                   {"k", &k},
-                   {"v", &v},
-                   {"out", &out},
-                   {"lse", &lse},
-                   {"cu_seqlens", &cu_seqlens},
-                   {"dq", &dq},
-                   {"dk", &dk},
-                   {"dv", &dv}});
+  const Device dev = op_device(op, {{"dout", &dout},
+                                    {"q", &q},
+                                    {"k", &k},
+                                    {"v", &v},
+                                    {"out", &out},
+                                    {"lse", &lse},
+                                    {"cu_seqlens", &cu_seqlens},
+                                    {"dq", &dq},
+                                    {"dk", &dk},
+                                    {"dv", &dv}});
   AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
   check_defined(op, "dout", dout);
   check_defined(op, "out", out);
@@ -492,9 +607,17 @@ void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor
   check_shape(op, "out", out, q.shape());
   GYRE_CHECK(lse.numel() == a.T * a.Hq, "ops::{}: lse has shape {}, expected [{}, {}]", op,
              shape_str(lse.shape()), a.T, a.Hq);
-  prepare_out(op, "dq", dq, q.shape(), dt);
-  prepare_out(op, "dk", dk, k.shape(), dt);
-  prepare_out(op, "dv", dv, v.shape(), dt);
+  prepare_out(op, "dq", dq, q.shape(), dt, dev);
+  prepare_out(op, "dk", dk, k.shape(), dt, dev);
+  prepare_out(op, "dv", dv, v.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      require_cuda_head_dim(op, a.D);
+      return cuda::attention_bwd(dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(),
+                                 cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv, a.D, scale, dq.f32(),
+                                 dk.f32(), dv.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::attention_bwd<T>(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), ptr<T>(lse),
@@ -507,14 +630,20 @@ void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor
 
 namespace {
 template <typename Kernel>
-void rowwise(const char* op, const Tensor& x, Tensor& out, Kernel kernel) {
+void rowwise(const char* op, const Tensor& x, Tensor& out, Kernel kernel, bool log_out) {
   check_defined(op, "x", x);
-  require_cpu(op, {{"x", &x}, {"out", &out}});
+  const Device dev = op_device(op, {{"x", &x}, {"out", &out}});
   DType dt = float_dtype(op, {{"x", &x}, {"out", &out}});
   GYRE_CHECK(x.dim() >= 1 && x.size(-1) > 0, "ops::{}: x must have a non-empty last dim, got {}",
              op, shape_str(x.shape()));
   const int64_t C = x.size(-1), R = x.numel() / C;
-  prepare_out(op, "out", out, x.shape(), dt);
+  prepare_out(op, "out", out, x.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      if (log_out) return cuda::log_softmax_rows(x.f32(), R, C, out.f32());
+      return cuda::softmax_rows(x.f32(), R, C, out.f32());
+    }
   dispatch(dt, [&](auto t) { kernel(t, ptr<decltype(t)>(x), R, C, ptr<decltype(t)>(out)); });
 }
 
@@ -531,7 +660,8 @@ void check_logprob_args(const char* op, const Tensor& logits, const Tensor& targ
   if (!(temperature > 0) || !std::isfinite(temperature))
     GYRE_THROW(invalid_argument, "ops::{}: temperature {} must be a finite number > 0", op,
                temperature);
-  const int32_t* tg = targets.i32();
+  const Tensor tg_host = host_view(targets);
+  const int32_t* tg = tg_host.i32();
   for (int64_t i = 0; i < *n; ++i)
     if (tg[i] >= *V)
       GYRE_THROW(invalid_argument,
@@ -542,27 +672,39 @@ void check_logprob_args(const char* op, const Tensor& logits, const Tensor& targ
 }  // namespace
 
 void softmax_rows(const Tensor& x, Tensor& out) {
-  rowwise("softmax_rows", x, out, [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
-    cpu::softmax_rows<decltype(t)>(px, R, C, po);
-  });
+  rowwise(
+      "softmax_rows", x, out,
+      [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
+        cpu::softmax_rows<decltype(t)>(px, R, C, po);
+      },
+      false);
 }
 
 void log_softmax_rows(const Tensor& x, Tensor& out) {
-  rowwise("log_softmax_rows", x, out, [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
-    cpu::log_softmax_rows<decltype(t)>(px, R, C, po);
-  });
+  rowwise(
+      "log_softmax_rows", x, out,
+      [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
+        cpu::log_softmax_rows<decltype(t)>(px, R, C, po);
+      },
+      true);
 }
 
 void token_logprobs(const Tensor& logits, const Tensor& targets, float temperature, Tensor& logp,
                     Tensor& entropy) {
   const char* op = "token_logprobs";
-  require_cpu(op,
-              {{"logits", &logits}, {"targets", &targets}, {"logp", &logp}, {"entropy", &entropy}});
+  const Device dev = op_device(
+      op, {{"logits", &logits}, {"targets", &targets}, {"logp", &logp}, {"entropy", &entropy}});
   int64_t n = 0, V = 0;
   check_logprob_args(op, logits, targets, temperature, &n, &V);
   DType dt = float_dtype(op, {{"logits", &logits}, {"logp", &logp}, {"entropy", &entropy}});
-  prepare_out(op, "logp", logp, {n}, dt);
-  if (entropy.defined()) prepare_out(op, "entropy", entropy, {n}, dt);
+  prepare_out(op, "logp", logp, {n}, dt, dev);
+  if (entropy.defined()) prepare_out(op, "entropy", entropy, {n}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::token_logprobs_fwd(logits.f32(), targets.i32(), n, V, temperature, logp.f32(),
+                                      ptr<float>(entropy));
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::token_logprobs_fwd<T>(ptr<T>(logits), targets.i32(), n, V, T(temperature), ptr<T>(logp),
@@ -573,11 +715,11 @@ void token_logprobs(const Tensor& logits, const Tensor& targets, float temperatu
 void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float temperature,
                              const Tensor& dlogp, const Tensor& dentropy, Tensor& dlogits) {
   const char* op = "token_logprobs_backward";
-  require_cpu(op, {{"logits", &logits},
-                   {"targets", &targets},
-                   {"dlogp", &dlogp},
-                   {"dentropy", &dentropy},
-                   {"dlogits", &dlogits}});
+  const Device dev = op_device(op, {{"logits", &logits},
+                                    {"targets", &targets},
+                                    {"dlogp", &dlogp},
+                                    {"dentropy", &dentropy},
+                                    {"dlogits", &dlogits}});
   int64_t n = 0, V = 0;
   check_logprob_args(op, logits, targets, temperature, &n, &V);
   check_defined(op, "dlogp", dlogp);
@@ -588,7 +730,13 @@ void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float 
   if (dentropy.defined())
     GYRE_CHECK(dentropy.numel() == n, "ops::{}: dentropy has {} elements for {} rows", op,
                dentropy.numel(), n);
-  prepare_out(op, "dlogits", dlogits, logits.shape(), dt);
+  prepare_out(op, "dlogits", dlogits, logits.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::token_logprobs_bwd(logits.f32(), targets.i32(), n, V, temperature, dlogp.f32(),
+                                      ptr<float>(dentropy), dlogits.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::token_logprobs_bwd<T>(ptr<T>(logits), targets.i32(), n, V, T(temperature), ptr<T>(dlogp),
@@ -602,10 +750,10 @@ void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& p
                Tensor& indices, Tensor& weights) {
   const char* op = "moe_route";
   check_defined(op, "router_logits", router_logits);
-  require_cpu(op, {{"router_logits", &router_logits},
-                   {"probs", &probs},
-                   {"indices", &indices},
-                   {"weights", &weights}});
+  const Device dev = op_device(op, {{"router_logits", &router_logits},
+                                    {"probs", &probs},
+                                    {"indices", &indices},
+                                    {"weights", &weights}});
   DType dt = float_dtype(
       op, {{"router_logits", &router_logits}, {"probs", &probs}, {"weights", &weights}});
   GYRE_CHECK(router_logits.dim() == 2, "ops::moe_route: router_logits must be [T, E], got {}",
@@ -616,11 +764,17 @@ void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& p
                "ops::moe_route: top-k = {} experts per token is outside [1, {}] (the router has "
                "{} experts); check num_experts_per_tok in the model config",
                k, E, E);
-  prepare_out(op, "probs", probs, {n, E}, dt);
-  if (!indices.defined()) indices = Tensor::empty({n, k}, DType::i32);
+  prepare_out(op, "probs", probs, {n, E}, dt, dev);
+  if (!indices.defined()) indices = Tensor::empty({n, k}, DType::i32, dev);
   check_i32(op, "indices", indices);
   check_shape(op, "indices", indices, {n, k});
-  prepare_out(op, "weights", weights, {n, k}, dt);
+  prepare_out(op, "weights", weights, {n, k}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::moe_route_fwd(router_logits.f32(), n, E, k, norm_topk, probs.f32(),
+                                 indices.i32(), weights.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::moe_route_fwd<T>(ptr<T>(router_logits), n, E, k, norm_topk, ptr<T>(probs), indices.i32(),
@@ -634,10 +788,10 @@ void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tenso
   check_defined(op, "dweights", dweights);
   check_defined(op, "probs", probs);
   check_i32(op, "indices", indices);
-  require_cpu(op, {{"dweights", &dweights},
-                   {"probs", &probs},
-                   {"indices", &indices},
-                   {"drouter_logits", &drouter_logits}});
+  const Device dev = op_device(op, {{"dweights", &dweights},
+                                    {"probs", &probs},
+                                    {"indices", &indices},
+                                    {"drouter_logits", &drouter_logits}});
   DType dt = float_dtype(
       op, {{"dweights", &dweights}, {"probs", &probs}, {"drouter_logits", &drouter_logits}});
   GYRE_CHECK(probs.dim() == 2, "ops::{}: probs must be [T, E], got {}", op,
@@ -649,7 +803,13 @@ void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tenso
   const int64_t k = indices.size(1);
   check_shape(op, "dweights", dweights, {n, k});
   check_index_range(op, "expert index", indices, E, "pass the indices moe_route produced");
-  prepare_out(op, "drouter_logits", drouter_logits, {n, E}, dt);
+  prepare_out(op, "drouter_logits", drouter_logits, {n, E}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::moe_route_bwd(dweights.f32(), probs.f32(), indices.i32(), n, E, k, norm_topk,
+                                 drouter_logits.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::moe_route_bwd<T>(ptr<T>(dweights), ptr<T>(probs), indices.i32(), n, E, k, norm_topk,
@@ -661,13 +821,18 @@ void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
   const char* op = "gather_rows";
   check_defined(op, "src", src);
   check_i32(op, "idx", idx);
-  require_cpu(op, {{"src", &src}, {"idx", &idx}, {"out", &out}});
+  const Device dev = op_device(op, {{"src", &src}, {"idx", &idx}, {"out", &out}});
   DType dt = float_dtype(op, {{"src", &src}, {"out", &out}});
   GYRE_CHECK(src.dim() == 2, "ops::gather_rows: src must be [R, H], got {}",
              shape_str(src.shape()));
   const int64_t R = src.size(0), H = src.size(1), n = idx.numel();
   check_index_range(op, "row index", idx, R, "indices must address rows of src");
-  prepare_out(op, "out", out, {n, H}, dt);
+  prepare_out(op, "out", out, {n, H}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::gather_rows(src.f32(), H, idx.i32(), n, out.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::gather_rows<T>(ptr<T>(src), H, idx.i32(), n, ptr<T>(out));
@@ -679,7 +844,8 @@ void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale,
   check_defined(op, "src", src);
   check_i32(op, "idx", idx);
   check_defined(op, "out", out);
-  require_cpu(op, {{"src", &src}, {"idx", &idx}, {"scale", &scale}, {"out", &out}});
+  const Device dev =
+      op_device(op, {{"src", &src}, {"idx", &idx}, {"scale", &scale}, {"out", &out}});
   DType dt = float_dtype(op, {{"src", &src}, {"scale", &scale}, {"out", &out}});
   GYRE_CHECK(out.dim() == 2, "ops::scatter_add_rows: out must be [R, H], got {}",
              shape_str(out.shape()));
@@ -689,6 +855,12 @@ void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale,
     GYRE_CHECK(scale.numel() == n, "ops::scatter_add_rows: scale has {} elements for {} rows",
                scale.numel(), n);
   check_index_range(op, "row index", idx, R, "indices must address rows of out");
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::scatter_add_rows(src.f32(), H, host_view(idx).i32(), ptr<float>(scale), n,
+                                    out.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::scatter_add_rows<T>(ptr<T>(src), H, idx.i32(), ptr<T>(scale), n, ptr<T>(out));
@@ -699,12 +871,17 @@ void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
   const char* op = "row_dot";
   check_defined(op, "a", a);
   check_defined(op, "b", b);
-  require_cpu(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  const Device dev = op_device(op, {{"a", &a}, {"b", &b}, {"out", &out}});
   DType dt = float_dtype(op, {{"a", &a}, {"b", &b}, {"out", &out}});
   GYRE_CHECK(a.dim() >= 1, "ops::row_dot: a must be [n, H], got {}", shape_str(a.shape()));
   check_shape(op, "b", b, a.shape());
   const int64_t H = a.size(-1), n = H ? a.numel() / H : 0;
-  prepare_out(op, "out", out, {n}, dt);
+  prepare_out(op, "out", out, {n}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::row_dot(a.f32(), b.f32(), n, H, out.f32());
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::row_dot<T>(ptr<T>(a), ptr<T>(b), n, H, ptr<T>(out));
@@ -716,7 +893,7 @@ void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
   const char* op = "adamw_step";
   check_all_defined(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
-  require_cpu(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  const Device dev = op_device(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
   DType dt = float_dtype(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
   check_shape(op, "grad", grad, param.shape());
   check_shape(op, "m", m, param.shape());
@@ -724,6 +901,12 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   GYRE_CHECK(p.step >= 1, "ops::adamw_step: step must be >= 1 (1-based), got {}", p.step);
   GYRE_CHECK(p.beta1 >= 0 && p.beta1 < 1 && p.beta2 >= 0 && p.beta2 < 1,
              "ops::adamw_step: betas ({}, {}) must lie in [0, 1)", p.beta1, p.beta2);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      return cuda::adamw(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), p.lr, p.beta1,
+                         p.beta2, p.eps, p.weight_decay, p.step);
+    }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::adamw<T>(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), p.lr, p.beta1,

@@ -1,13 +1,23 @@
 // Tensor-level paged KV ops: validate shapes, dtypes and every index (so the kernels never read
-// out of bounds), then dispatch to the device kernels (CPU now; backend/cuda later).
+// out of bounds), then dispatch to the device kernels: backend/cpu for CPU tensors,
+// backend/cuda for CUDA tensors (f32; the indices are validated on a host copy).
 #include "gyre/backend/paged_ops.h"
 
+#include <initializer_list>
+
 #include "gyre/backend/cpu/paged_attention.h"
+#include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/core/error.h"
 
 namespace gyre::ops {
 
 namespace {
+
+#ifdef GYRE_HAVE_CUDA
+constexpr bool kCuda = true;
+#else
+constexpr bool kCuda = false;  // the `if constexpr (kCuda)` branches below are discarded
+#endif
 
 void need(bool ok, const char* op, const std::string& what) {
   if (!ok) GYRE_THROW(invalid_argument, "{}: {}", op, what);
@@ -19,9 +29,21 @@ void need_f32(const char* op, const char* name, const Tensor& t, int64_t dims) {
        fmt::format("{} must be f32, got {}", name, dtype_name(t.dtype())));
   need(t.dim() == dims, op,
        fmt::format("{} must have {} dims, got {}", name, dims, shape_str(t.shape())));
-  need(t.device() == Device::cpu, op,
-       fmt::format("{} is not on the CPU (no CUDA kernel yet)", name));
+  need(
+      t.device() == Device::cpu || kCuda, op,
+      fmt::format("{} is on {} but this build has no CUDA backend", name, device_name(t.device())));
 }
+
+// All tensors of the call on one device (that of the first).
+void need_same_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Device d = (*ts.begin())->device();
+  for (const Tensor* t : ts)
+    need(!t->defined() || t->device() == d, op,
+         fmt::format("tensors on {} and {}: move all of them to one device", device_name(d),
+                     device_name(t->device())));
+}
+
+Tensor host_view(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
 
 void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
   need(t.defined() && t.dtype() == DType::i32 && t.dim() == 1 && t.numel() == n, op,
@@ -46,11 +68,17 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
   need(k_cache.size(2) == Hkv && k_cache.size(3) == D, op,
        fmt::format("k {} does not fit cache {}", shape_str(k.shape()), shape_str(k_cache.shape())));
   need_i32(op, "slot_mapping", slot_mapping, T);
+  need_same_device(op, {&k, &v, &slot_mapping, &k_cache, &v_cache});
   const int64_t slots = k_cache.size(0) * k_cache.size(1);
-  const int32_t* s = slot_mapping.i32();
+  const Tensor s_host = host_view(slot_mapping);
+  const int32_t* s = s_host.i32();
   for (int64_t t = 0; t < T; ++t)
     need(s[t] < slots, op,
          fmt::format("slot_mapping[{}] = {} outside the cache's {} slots", t, s[t], slots));
+  if constexpr (kCuda)
+    if (k.device() == Device::cuda)
+      return cuda::paged_kv_write(k.f32(), v.f32(), slot_mapping.i32(), T, Hkv, D, k_cache.f32(),
+                                  v_cache.f32());
   cpu::paged_kv_write(k.f32(), v.f32(), s, T, Hkv, D, k_cache.f32(), v_cache.f32());
 }
 
@@ -77,8 +105,14 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   need_i32(op, "page_indptr", page_indptr, B + 1);
   need(page_indices.defined() && page_indices.dtype() == DType::i32 && page_indices.dim() == 1, op,
        "page_indices must be i32 [num_pages_used]");
-  const int32_t *cu = cu_seqlens_q.i32(), *lens = kv_lens.i32(), *ip = page_indptr.i32();
-  const int32_t* pages = page_indices.i32();
+  need_same_device(
+      op, {&q, &k_cache, &v_cache, &out, &cu_seqlens_q, &kv_lens, &page_indptr, &page_indices});
+  need(D <= cuda::kMaxAttentionHeadDim || q.device() == Device::cpu, op,
+       fmt::format("head_dim {} above the CUDA kernel's {}", D, cuda::kMaxAttentionHeadDim));
+  const Tensor cu_h = host_view(cu_seqlens_q), lens_h = host_view(kv_lens);
+  const Tensor ip_h = host_view(page_indptr), pages_h = host_view(page_indices);
+  const int32_t *cu = cu_h.i32(), *lens = lens_h.i32(), *ip = ip_h.i32();
+  const int32_t* pages = pages_h.i32();
   need(cu[0] == 0 && cu[B] == T, op,
        fmt::format("cu_seqlens_q must run from 0 to T = {}, got {}..{}", T, cu[0], cu[B]));
   need(ip[0] == 0 && ip[B] == page_indices.numel(), op,
@@ -93,6 +127,11 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
       need(pages[i] >= 0 && pages[i] < P, op,
            fmt::format("page_indices[{}] = {} outside [0, {})", i, pages[i], P));
   }
+  if constexpr (kCuda)
+    if (q.device() == Device::cuda)
+      return cuda::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu_seqlens_q.i32(),
+                                       kv_lens.i32(), page_indptr.i32(), page_indices.i32(), B, T,
+                                       Hq, Hkv, D, page_size, scale, out.f32());
   cpu::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu, lens, ip, pages, B, Hq, Hkv,
                            D, page_size, scale, out.f32());
 }

@@ -38,6 +38,24 @@ class CpuAllocator final : public Allocator {
 };
 }  // namespace
 
+namespace {
+DeviceHooks& cuda_hooks_slot() {
+  static DeviceHooks h;  // function-local: safe to fill from other static initialisers
+  return h;
+}
+}  // namespace
+
+void register_device_hooks(Device device, const DeviceHooks& hooks) {
+  GYRE_CHECK(device == Device::cuda, "only the cuda device takes registered hooks");
+  cuda_hooks_slot() = hooks;
+}
+
+const DeviceHooks* device_hooks(Device device) {
+  if (device != Device::cuda) return nullptr;
+  const DeviceHooks& h = cuda_hooks_slot();
+  return h.allocator ? &h : nullptr;
+}
+
 Allocator& cpu_allocator() {
   static CpuAllocator* a =
       new CpuAllocator();  // never destroyed: tensors may outlive static teardown

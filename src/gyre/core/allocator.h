@@ -25,4 +25,18 @@ class Allocator {
 // Process-wide CPU allocator (thread-safe, 64-byte alignment, zero-size requests allowed).
 Allocator& cpu_allocator();
 
+// A device backend (backend/cuda) registers its allocator and byte movers here at start-up, so core
+// code (Tensor) can allocate, copy and zero device memory without including a device runtime.
+struct DeviceHooks {
+  Allocator* allocator = nullptr;
+  // Copies `bytes` from src (on src_device) to dst (on dst_device); one side may be the CPU.
+  // Returns once dst may be read by the host (device->host) and src may be reused (host->device).
+  void (*copy)(void* dst, Device dst_device, const void* src, Device src_device,
+               size_t bytes) = nullptr;
+  void (*zero)(void* dst, size_t bytes) = nullptr;  // on the device, stream-ordered
+};
+void register_device_hooks(Device device, const DeviceHooks& hooks);
+// The hooks of `device`, or nullptr when no backend registered it (a CPU-only build).
+const DeviceHooks* device_hooks(Device device);
+
 }  // namespace gyre

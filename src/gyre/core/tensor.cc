@@ -30,7 +30,17 @@ Storage::~Storage() {
 namespace {
 Allocator& allocator_for(Device d) {
   if (d == Device::cpu) return cpu_allocator();
+  if (const DeviceHooks* h = device_hooks(d)) return *h->allocator;
   GYRE_THROW(unsupported, "no allocator registered for device {} in this build", device_name(d));
+}
+
+// Hooks for a non-CPU device (registered by its backend), or an error saying the build lacks it.
+const DeviceHooks& hooks_for(Device d, const char* what) {
+  const DeviceHooks* h = device_hooks(d);
+  if (!h)
+    GYRE_THROW(unsupported, "{} of a {} tensor: no {} backend in this build", what, device_name(d),
+               device_name(d));
+  return *h;
 }
 }  // namespace
 
@@ -46,8 +56,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  GYRE_CHECK(device == Device::cpu, "zeros on {} goes through the backend", device_name(device));
-  std::memset(t.raw(), 0, t.nbytes());
+  t.zero();
   return t;
 }
 
@@ -140,10 +149,20 @@ Tensor Tensor::reshape(const Shape& shape) const {
 }
 
 Tensor Tensor::clone() const {
-  GYRE_CHECK(device() == Device::cpu, "clone of a {} tensor goes through the backend",
-             device_name(device()));
-  Tensor t = empty(shape_, dtype_);
+  Tensor t = empty(shape_, dtype_, device());
+  if (device() != Device::cpu) {
+    if (nbytes()) hooks_for(device(), "clone").copy(t.raw(), device(), raw(), device(), nbytes());
+    return t;
+  }
   if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (device == this->device()) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  Device other = device == Device::cpu ? this->device() : device;
+  if (nbytes()) hooks_for(other, "copy").copy(t.raw(), device, raw(), this->device(), nbytes());
   return t;
 }
 
@@ -157,7 +176,15 @@ Tensor Tensor::to(DType dtype) const {
 void Tensor::copy_from(const Tensor& src) {
   GYRE_CHECK(src.shape_ == shape_, "copy_from shape {} into {}", shape_str(src.shape_),
              shape_str(shape_));
-  GYRE_CHECK(device() == Device::cpu && src.device() == Device::cpu, "host copy only");
+  if (device() != Device::cpu || src.device() != Device::cpu) {
+    GYRE_CHECK(src.dtype_ == dtype_,
+               "copy_from {} {} into {} {}: dtype conversion runs on the host",
+               device_name(src.device()), dtype_name(src.dtype_), device_name(device()),
+               dtype_name(dtype_));
+    Device other = device() != Device::cpu ? device() : src.device();
+    if (nbytes()) hooks_for(other, "copy").copy(raw(), device(), src.raw(), src.device(), nbytes());
+    return;
+  }
   if (src.dtype_ == dtype_) {
     if (nbytes()) std::memmove(raw(), src.raw(), nbytes());
   } else if (dtype_ == DType::f32) {
@@ -171,7 +198,12 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill(float value) {
-  GYRE_CHECK(device() == Device::cpu, "host fill only");
+  if (device() != Device::cpu) {  // fill a host copy and upload it (used for initialisation only)
+    Tensor h = empty(shape_, dtype_);
+    h.fill(value);
+    copy_from(h);
+    return;
+  }
   size_t n = size_t(numel());
   if (dtype_ == DType::f32) {
     float* p = f32();
@@ -183,11 +215,15 @@ void Tensor::fill(float value) {
 }
 
 void Tensor::zero() {
-  GYRE_CHECK(device() == Device::cpu, "host zero only");
+  if (device() != Device::cpu) {
+    if (nbytes()) hooks_for(device(), "zero").zero(raw(), nbytes());
+    return;
+  }
   if (nbytes()) std::memset(raw(), 0, nbytes());
 }
 
 std::vector<float> Tensor::to_vector() const {
+  if (device() != Device::cpu) return to(Device::cpu).to_vector();
   std::vector<float> v(static_cast<size_t>(numel()));
   convert_to_f32(dtype_, raw(), v.data(), v.size());
   return v;

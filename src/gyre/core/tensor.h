@@ -85,7 +85,9 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;            // same numel; one -1 allowed
   // Deep copies.
   Tensor clone() const;
-  Tensor to(DType dtype) const;       // float dtypes only; returns *this if already that dtype
+  Tensor to(DType dtype) const;  // float dtypes only; returns *this if already that dtype
+  // Same dtype and shape on `device` (through the registered device hooks); *this if already there.
+  Tensor to(Device device) const;
   void copy_from(const Tensor& src);  // same shape; converts dtype
   void fill(float value);             // float dtypes
   void zero();

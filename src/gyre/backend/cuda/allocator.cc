@@ -1,0 +1,164 @@
+// CUDA caching allocator and the copy/zero hooks core uses for device tensors (see allocator.h).
+#include "gyre/backend/cuda/allocator.h"
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/error.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+constexpr size_t kSmall = 1 << 20;  // below this, 512-byte classes
+constexpr size_t kSmallRound = 512;
+constexpr size_t kLargeRound = 2u << 20;  // 2 MiB classes above
+
+size_t round_size(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  size_t r = bytes < kSmall ? kSmallRound : kLargeRound;
+  return (bytes + r - 1) / r * r;
+}
+
+struct FreeBlock {
+  void* p;
+  cudaStream_t freed_on;
+};
+
+class CudaAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    const size_t cls = round_size(bytes);
+    cudaStream_t s = stream();
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        FreeBlock b = it->second.back();
+        it->second.pop_back();
+        p = b.p;
+        // Kernels of another thread's stream may still use the block: wait for that stream.
+        if (b.freed_on != s) GYRE_CUDA_CHECK(cudaStreamSynchronize(b.freed_on));
+      }
+    }
+    if (!p) {
+      cudaError_t err = cudaMalloc(&p, cls);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        empty_cache();  // give cached blocks of other sizes back and try once more
+        err = cudaMalloc(&p, cls);
+      }
+      if (err != cudaSuccess) {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        GYRE_THROW(
+            internal,
+            "CUDA out of memory allocating {} bytes ({} in use by gyre tensors, {} reserved, "
+            "{} free of {} on the device): {}; lower the micro-batch size or enable "
+            "activation recomputation",
+            bytes, in_use_, reserved_, free_b, total_b, cudaGetErrorString(err));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      reserved_ += cls;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ += bytes;
+    if (in_use_ > peak_) peak_ = in_use_;
+    return p;
+  }
+
+  void deallocate(void* p, size_t bytes) override {
+    if (!p) return;
+    cudaStream_t s = nullptr;
+    try {
+      s = stream();
+    } catch (...) {
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[round_size(bytes)].push_back({p, s});
+    in_use_ -= bytes;
+  }
+
+  Device device() const override { return Device::cuda; }
+  size_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_use_;
+  }
+  size_t peak_bytes() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = in_use_;
+  }
+
+  size_t reserved() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reserved_;
+  }
+
+  void release_cached() {
+    std::map<size_t, std::vector<FreeBlock>> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      blocks.swap(free_);
+    }
+    size_t released = 0;
+    for (auto& [cls, list] : blocks)
+      for (FreeBlock& b : list) {
+        if (b.freed_on) cudaStreamSynchronize(b.freed_on);
+        cudaFree(b.p);
+        released += cls;
+      }
+    std::lock_guard<std::mutex> lock(mu_);
+    reserved_ -= released;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<size_t, std::vector<FreeBlock>> free_;
+  size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
+};
+
+CudaAllocator& the_allocator() {
+  static CudaAllocator* a = new CudaAllocator();  // never destroyed: tensors outlive statics
+  return *a;
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  cudaStream_t s = stream();
+  cudaMemcpyKind kind =
+      dst_device == Device::cuda
+          ? (src_device == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+          : cudaMemcpyDeviceToHost;
+  GYRE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, s));
+  // Device-to-device stays stream-ordered; a host side must be safe to touch on return.
+  if (kind != cudaMemcpyDeviceToDevice) GYRE_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void zero_bytes(void* dst, size_t bytes) {
+  GYRE_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream()));
+}
+
+}  // namespace
+
+Allocator& device_allocator() { return the_allocator(); }
+size_t reserved_bytes() { return the_allocator().reserved(); }
+void empty_cache() { the_allocator().release_cached(); }
+
+void register_hooks() {
+  DeviceHooks h;
+  h.allocator = &the_allocator();
+  h.copy = &copy_bytes;
+  h.zero = &zero_bytes;
+  register_device_hooks(Device::cuda, h);
+}
+
+}  // namespace gyre::cuda

@@ -1,0 +1,241 @@
+// Elementwise and reduction CUDA kernels: add/scale, the f64 sum of squares (gradient norms),
+// SwiGLU forward/backward, the AdamW update, f32<->bf16 conversion, bias broadcast and the
+// deterministic column sums used for bias and norm-weight gradients.
+//
+// Invariants: grid-stride loops (any n, including 0); reductions are two-stage with fixed blocking
+// (each block sums a fixed slice in f64, then one pass adds the slices in order), so results are
+// bitwise reproducible and do not depend on the launch configuration.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/runtime.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kSumGrain = 16384;  // elements per block of the sum of squares
+constexpr int64_t kRowChunk = 128;    // rows per partial of the column sums
+
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float* a, float s, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    a[i] *= s;
+}
+
+// Block sum of a double, result valid in thread 0.
+__device__ double block_sum(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = 0;
+  if (warp == 0) {
+    v = lane < (blockDim.x >> 5) ? part[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  }
+  __syncthreads();
+  return v;
+}
+
+__global__ void sumsq_partial_kernel(const float* a, int64_t n, double* part) {
+  const int64_t i0 = blockIdx.x * kSumGrain, i1 = min(n, i0 + kSumGrain);
+  double s = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += double(a[i]) * double(a[i]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+__global__ void sum_doubles_kernel(const double* part, int64_t n, double* out) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *out = s;
+}
+
+__global__ void silu_mul_fwd_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    const float silu = g / (1.0f + expf(-g));  // HF ACT2FN["silu"] = x * sigmoid(x)
+    out[i] = silu * up[i];
+  }
+}
+
+__global__ void silu_mul_bwd_kernel(const float* dout, const float* gate, const float* up,
+                                    float* dgate, float* dup, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i], sig = 1.0f / (1.0f + expf(-g)), d = dout[i];
+    // d silu / dg = sig (1 + g (1 - sig))
+    dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
+    dup[i] = d * (g * sig);
+  }
+}
+
+struct AdamScalars {
+  float decay, w1, b2, w2, step_size, bc2_sqrt, eps;
+};
+
+__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
+                             AdamScalars c) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    const float p = param[i] * c.decay;
+    const float mi = m[i] + c.w1 * (g - m[i]);
+    const float vi = v[i] * c.b2 + c.w2 * g * g;
+    const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+    param[i] = p - c.step_size * (mi / denom);
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+__global__ void f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+}
+
+__global__ void bf16_to_f32_kernel(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat162float(__ushort_as_bfloat16(src[i]));
+}
+
+__global__ void broadcast_rows_kernel(const float* b, int64_t M, int64_t N, float* y) {
+  const int64_t n = M * N;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = b[i % N];
+}
+
+// part[chunk, c] = Σ_{r in chunk} a[r, c] (f64), grid (column blocks, row chunks).
+__global__ void colsum_partial_kernel(const float* a, int64_t R, int64_t C, double* part) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * kRowChunk, r1 = min(R, r0 + kRowChunk);
+  double s = 0;
+  for (int64_t r = r0; r < r1; ++r) s += double(a[r * C + c]);
+  part[blockIdx.y * C + c] = s;
+}
+
+__global__ void colsum_finish_kernel(const double* part, int64_t chunks, int64_t C, float* out) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  double s = 0;
+  for (int64_t k = 0; k < chunks; ++k) s += part[k * C + c];
+  out[c] = float(double(out[c]) + s);
+}
+
+}  // namespace
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(a, b, out, n);
+  GYRE_CUDA_LAUNCHED("add");
+}
+
+void scale(float* a, float s, int64_t n) {
+  if (n == 0) return;
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(a, s, n);
+  GYRE_CUDA_LAUNCHED("scale");
+}
+
+double sum_squares(const float* a, int64_t n) {
+  if (n == 0) return 0.0;
+  const int64_t blocks = (n + kSumGrain - 1) / kSumGrain;
+  DeviceBuffer part(size_t(blocks + 1) * sizeof(double));
+  cudaStream_t s = stream();
+  sumsq_partial_kernel<<<unsigned(blocks), kThreads, 0, s>>>(a, n, part.as<double>());
+  GYRE_CUDA_LAUNCHED("sumsq_partial");
+  sum_doubles_kernel<<<1, 1024, 0, s>>>(part.as<double>(), blocks, part.as<double>() + blocks);
+  GYRE_CUDA_LAUNCHED("sum_doubles");
+  double r = 0;
+  GYRE_CUDA_CHECK(
+      cudaMemcpyAsync(&r, part.as<double>() + blocks, sizeof(double), cudaMemcpyDeviceToHost, s));
+  GYRE_CUDA_CHECK(cudaStreamSynchronize(s));
+  return r;
+}
+
+void silu_mul_fwd(const float* gate, const float* up, float* out, int64_t n) {
+  if (n == 0) return;
+  silu_mul_fwd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(gate, up, out, n);
+  GYRE_CUDA_LAUNCHED("silu_mul_fwd");
+}
+
+void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                  int64_t n) {
+  if (n == 0) return;
+  silu_mul_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(dout, gate, up, dgate, dup,
+                                                                        n);
+  GYRE_CUDA_LAUNCHED("silu_mul_bwd");
+}
+
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
+           double beta2, double eps, double weight_decay, int64_t step) {
+  if (n == 0) return;
+  // The scalars exactly as the CPU reference forms them (torch.optim.AdamW single-tensor path).
+  AdamScalars c;
+  c.decay = float(1.0 - lr * weight_decay);
+  c.w1 = float(1.0 - beta1);
+  c.b2 = float(beta2);
+  c.w2 = float(1.0 - beta2);
+  const double bc1 = 1.0 - std::pow(beta1, double(step));
+  const double bc2 = 1.0 - std::pow(beta2, double(step));
+  c.step_size = float(lr / bc1);
+  c.bc2_sqrt = float(std::sqrt(bc2));
+  c.eps = float(eps);
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(param, grad, m, v, n, c);
+  GYRE_CUDA_LAUNCHED("adamw");
+}
+
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  if (n == 0) return;
+  f32_to_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(src, dst, n);
+  GYRE_CUDA_LAUNCHED("f32_to_bf16");
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  if (n == 0) return;
+  bf16_to_f32_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(src, dst, n);
+  GYRE_CUDA_LAUNCHED("bf16_to_f32");
+}
+
+void broadcast_rows(const float* b, int64_t M, int64_t N, float* y) {
+  if (M * N == 0) return;
+  broadcast_rows_kernel<<<grid_for(M * N, kThreads), kThreads, 0, stream()>>>(b, M, N, y);
+  GYRE_CUDA_LAUNCHED("broadcast_rows");
+}
+
+void column_sums_add(const float* a, int64_t R, int64_t C, float* out) {
+  if (C == 0) return;
+  const int64_t chunks = std::max<int64_t>(1, (R + kRowChunk - 1) / kRowChunk);
+  DeviceBuffer part(size_t(chunks * C) * sizeof(double));
+  cudaStream_t s = stream();
+  if (R > 0) {
+    const dim3 grid = dim3(unsigned((C + kThreads - 1) / kThreads), unsigned(chunks));
+    colsum_partial_kernel<<<grid, kThreads, 0, s>>>(a, R, C, part.as<double>());
+    GYRE_CUDA_LAUNCHED("colsum_partial");
+  } else {
+    GYRE_CUDA_CHECK(cudaMemsetAsync(part.as<double>(), 0, size_t(C) * sizeof(double), s));
+  }
+  colsum_finish_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(part.as<double>(), chunks, C,
+                                                                  out);
+  GYRE_CUDA_LAUNCHED("colsum_finish");
+}
+
+}  // namespace gyre::cuda

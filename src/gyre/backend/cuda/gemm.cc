@@ -1,0 +1,142 @@
+// GEMMs through cuBLASLt: row-major f32 (f32 compute, no TF32, so results match the OpenBLAS
+// reference to ~1e-6) and bf16-input / f32-accumulate products, plus Linear forward/backward.
+//
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so every call hands cuBLASLt the
+// operands swapped (B first) with m = N, n = M. One Lt handle, one 32 MiB workspace and one
+// heuristic cache per host thread (each thread has its own stream).
+#include <cublasLt.h>
+
+#include <map>
+#include <tuple>
+
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/error.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+constexpr size_t kWorkspace = 32u << 20;
+
+using AlgoKey =
+    std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, bool>;
+
+struct LtThread {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
+  ~LtThread() {
+    if (workspace) cudaFree(workspace);
+    if (handle) cublasLtDestroy(handle);
+  }
+};
+
+LtThread& lt() {
+  thread_local LtThread t;
+  if (!t.handle) {
+    stream();  // throws a clear error when there is no device
+    GYRE_CUBLAS_CHECK(cublasLtCreate(&t.handle));
+    GYRE_CUDA_CHECK(cudaMalloc(&t.workspace, kWorkspace));
+  }
+  return t;
+}
+
+// RAII holders for the Lt descriptors.
+struct Layout {
+  cublasLtMatrixLayout_t l = nullptr;
+  Layout(cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld) {
+    GYRE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, t, uint64_t(rows), uint64_t(cols), ld));
+  }
+  ~Layout() { cublasLtMatrixLayoutDestroy(l); }
+};
+struct MatmulDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  MatmulDesc(bool ta, bool tb) {
+    GYRE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t a = ta ? CUBLAS_OP_T : CUBLAS_OP_N, b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    GYRE_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &a, sizeof(a)));
+    GYRE_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &b, sizeof(b)));
+  }
+  ~MatmulDesc() { cublasLtMatmulDescDestroy(d); }
+};
+
+// Column-major D[m,n] = alpha opA(X) opB(Y) + beta D, X stored (ta ? [k,m] : [m,k]) with ldx.
+void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* X,
+               int64_t ldx, const void* Y, int64_t ldy, float beta, void* D, int64_t ldd,
+               cudaDataType_t in_type, cudaDataType_t out_type) {
+  if (m == 0 || n == 0) return;
+  LtThread& t = lt();
+  cudaStream_t s = stream();
+  MatmulDesc desc(ta, tb);
+  Layout lx(in_type, ta ? k : m, ta ? m : k, ldx);
+  Layout ly(in_type, tb ? n : k, tb ? k : n, ldy);
+  Layout ld(out_type, m, n, ldd);
+  AlgoKey key{int(ta), int(tb), m, n, k, ldx, ldy, ldd, int(in_type), int(out_type), beta != 0};
+  auto it = t.algos.find(key);
+  if (it == t.algos.end()) {
+    cublasLtMatmulPreference_t pref;
+    GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = kWorkspace;
+    GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    cublasLtMatmulHeuristicResult_t res{};
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(t.handle, desc.d, lx.l, ly.l, ld.l, ld.l,
+                                                       pref, 1, &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    GYRE_CUBLAS_CHECK(st);
+    if (found == 0)
+      GYRE_THROW(unsupported, "cuBLASLt has no algorithm for a {}x{}x{} GEMM (lda {}, ldb {})", m,
+                 n, k, ldx, ldy);
+    it = t.algos.emplace(key, res.algo).first;
+  }
+  GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, desc.d, &alpha, X, lx.l, Y, ly.l, &beta, D, ld.l, D,
+                                   ld.l, &it->second, t.workspace, kWorkspace, s));
+}
+
+}  // namespace
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta C (cuBLASLt rejects an empty inner dimension)
+    if (beta == 0.0f) {
+      GYRE_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * 4, 0, size_t(N) * 4, size_t(M), stream()));
+    } else if (beta != 1.0f) {
+      for (int64_t r = 0; r < M; ++r) scale(C + r * ldc, beta, N);
+    }
+    return;
+  }
+  lt_matmul(trans_b, trans_a, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc, CUDA_R_32F, CUDA_R_32F);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, void* C,
+               int64_t ldc, bool c_is_bf16) {
+  if (M == 0 || N == 0) return;
+  GYRE_CHECK(K > 0, "gemm_bf16 with an empty inner dimension");
+  lt_matmul(trans_b, trans_a, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc, CUDA_R_16BF,
+            c_is_bf16 ? CUDA_R_16BF : CUDA_R_32F);
+}
+
+void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
+                float* y) {
+  if (M == 0 || N == 0) return;
+  if (b) {  // seed y with the bias rows, then y += x w^T (torch addmm)
+    broadcast_rows(b, M, N, y);
+  }
+  gemm_f32(false, true, M, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
+}
+
+void linear_bwd(const float* dy, const float* x, const float* w, int64_t M, int64_t N, int64_t K,
+                float* dx, bool accumulate_dx, float* dw, float* db) {
+  if (dx) gemm_f32(false, false, M, K, N, 1.0f, dy, N, w, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
+  if (dw) gemm_f32(true, false, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  if (db) column_sums_add(dy, M, N, db);
+}
+
+}  // namespace gyre::cuda

@@ -1,0 +1,118 @@
+// CUDA kernels behind gyre::ops: plain functions over raw DEVICE pointers, sizes and the calling
+// thread's stream (runtime.h). They never see a Tensor or a model and never validate data (ops.cc
+// does, on a host copy of the indices); launch/runtime failures throw gyre::Error naming the call.
+//
+// Invariants: f32 in, f32 out, f32 accumulate for the streaming kernels and f64 accumulate where
+// the CPU reference (backend/cpu/kernels.h) uses f64 (norm statistics, column sums, row dots,
+// sums of squares), so results agree with the CPU backend to ~1e-6 relative. Reductions that add
+// into a destination many times (embedding / scatter-add backward, weight and bias gradients) are
+// done in a fixed order without atomics: results are bitwise reproducible run to run. Semantics
+// of each function are those of the ops.h function of the same name.
+#pragma once
+#include <cstdint>
+
+namespace gyre::cuda {
+
+// ---- dense (cuBLASLt; gemm.cc)
+// Row-major C[M,N] = alpha op(A) op(B) + beta C, f32 in/out, f32 compute (no TF32).
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc);
+// Same with bf16 A and B, f32 accumulate; C is f32 (c_is_bf16 = false) or bf16.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, void* C,
+               int64_t ldc, bool c_is_bf16);
+void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
+                float* y);
+void linear_bwd(const float* dy, const float* x, const float* w, int64_t M, int64_t N, int64_t K,
+                float* dx, bool accumulate_dx, float* dw, float* db);
+
+// ---- elementwise (elementwise.cu)
+void add(const float* a, const float* b, float* out, int64_t n);
+void scale(float* a, float s, int64_t n);
+double sum_squares(const float* a, int64_t n);  // synchronises (returns a host value)
+void silu_mul_fwd(const float* gate, const float* up, float* out, int64_t n);
+void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                  int64_t n);
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
+           double beta2, double eps, double weight_decay, int64_t step);
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
+// y[r, :] = b for r in [0, M).
+void broadcast_rows(const float* b, int64_t M, int64_t N, float* y);
+// out[c] += Σ_r a[r, c] (f64 accumulation, fixed order).
+void column_sums_add(const float* a, int64_t R, int64_t C, float* out);
+
+// ---- rows by index (rows.cu); ids are device pointers, `ids_host` the same values on the host
+// (the backward scatter groups source rows per destination on the host so it needs no atomics).
+void embedding_fwd(const int32_t* ids, int64_t n, const float* table, int64_t H, float* out);
+void embedding_bwd(const int32_t* ids_host, int64_t n, const float* dout, int64_t H, float* dtable);
+void gather_rows(const float* src, int64_t H, const int32_t* idx, int64_t n, float* out);
+void scatter_add_rows(const float* src, int64_t H, const int32_t* idx_host, const float* scale,
+                      int64_t n, float* out);
+void row_dot(const float* a, const float* b, int64_t n, int64_t H, float* out);
+
+// ---- RMSNorm and RoPE (rows.cu)
+void rms_norm_fwd(const float* x, const float* w, int64_t R, int64_t H, double eps, float* y,
+                  float* rstd);
+void rms_norm_bwd(const float* dy, const float* x, const float* w, const float* rstd, int64_t R,
+                  int64_t H, float* dx, float* dw);
+void rope(float* x, int64_t tokens, int64_t H, int64_t D, const int32_t* positions,
+          const float* cos, const float* sin, bool inverse);
+
+// ---- softmax family and MoE router (softmax.cu)
+void softmax_rows(const float* x, int64_t R, int64_t C, float* out);
+void log_softmax_rows(const float* x, int64_t R, int64_t C, float* out);
+void token_logprobs_fwd(const float* logits, const int32_t* targets, int64_t n, int64_t V,
+                        float temperature, float* logp, float* entropy);
+void token_logprobs_bwd(const float* logits, const int32_t* targets, int64_t n, int64_t V,
+                        float temperature, const float* dlogp, const float* dentropy,
+                        float* dlogits);
+// bf16 logits variant (the log-prob of a bf16 lm_head output, f32 math); the benchmark's path.
+void token_logprobs_fwd_bf16(const uint16_t* logits, const int32_t* targets, int64_t n, int64_t V,
+                             float temperature, float* logp, float* entropy);
+void moe_route_fwd(const float* logits, int64_t n, int64_t E, int64_t k, bool norm_topk,
+                   float* probs, int32_t* indices, float* weights);
+void moe_route_bwd(const float* dweights, const float* probs, const int32_t* indices, int64_t n,
+                   int64_t E, int64_t k, bool norm_topk, float* dlogits);
+
+// ---- attention, f32 reference-exact path (attention.cu); cu_seqlens on the device, B sequences;
+// head dim D <= kMaxAttentionHeadDim.
+constexpr int64_t kMaxAttentionHeadDim = 256;
+void attention_fwd(const float* q, const float* k, const float* v, const int32_t* cu_seqlens,
+                   int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                   float* out, float* lse);
+void attention_bwd(const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, const int32_t* cu_seqlens, int64_t B,
+                   int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale, float* dq, float* dk,
+                   float* dv);
+void paged_kv_write(const float* k, const float* v, const int32_t* slot_mapping, int64_t T,
+                    int64_t Hkv, int64_t D, float* k_cache, float* v_cache);
+void paged_attention_fwd(const float* q, const float* k_cache, const float* v_cache,
+                         const int32_t* cu_seqlens_q, const int32_t* kv_lens,
+                         const int32_t* page_indptr, const int32_t* page_indices, int64_t B,
+                         int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size,
+                         float scale, float* out);
+
+// ---- attention, bf16 tensor-core path (flash_bf16.cu): FlashAttention-2 tiling (Dao 2023) with
+// mma.sync m16n8k16, bf16 q/k/v/out, f32 lse and accumulators; D = 64 or 128. max_seqlen bounds
+// the grid. Backward recomputes P from lse; dq accumulates in the f32 scratch dq_accum
+// ([T, Hq, D], zeroed by the call) then is converted to bf16.
+bool flash_bf16_supported(int64_t D);
+void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                              const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                              int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
+                              float* lse);
+void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                              const uint16_t* v, const uint16_t* out, const float* lse,
+                              const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                              int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq,
+                              uint16_t* dk, uint16_t* dv, float* dq_accum, float* delta);
+
+// ---- sampling (sampling.cu): one token per row with the CPU sampler's Philox draw
+// (Philox4x32::draw(seed, 0, step) -> uniform(bits[0])), over temperature-scaled logits without
+// top-k/top-p (those run on the CPU sampler); greedy when temperature <= 0.
+void sample_rows(const float* logits, int64_t n, int64_t V, const float* temperature,
+                 const uint64_t* seeds, const int64_t* steps, float min_p, int32_t* out_tokens);
+
+}  // namespace gyre::cuda

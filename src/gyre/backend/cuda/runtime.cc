@@ -1,0 +1,84 @@
+// CUDA runtime plumbing (see runtime.h): per-thread streams, device queries, error translation.
+#include "gyre/backend/cuda/runtime.h"
+
+#include <cublasLt.h>
+
+#include "gyre/backend/cuda/allocator.h"
+#include "gyre/core/error.h"
+
+namespace gyre::cuda {
+
+namespace {
+// Destroys the thread's stream when the thread exits (after draining it).
+struct ThreadStream {
+  cudaStream_t s = nullptr;
+  ~ThreadStream() {
+    if (s) {
+      cudaStreamSynchronize(s);
+      cudaStreamDestroy(s);
+    }
+  }
+};
+}  // namespace
+
+bool available() {
+  static const bool ok = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky "no device" error so later queries start clean
+      return false;
+    }
+    return n > 0;
+  }();
+  return ok;
+}
+
+cudaStream_t stream() {
+  thread_local ThreadStream ts;
+  if (!ts.s) {
+    if (!available())
+      GYRE_THROW(unsupported,
+                 "no CUDA device is visible to this process (cudaGetDeviceCount = 0); run on a GPU "
+                 "machine or keep the tensors on the CPU");
+    GYRE_CUDA_CHECK(cudaStreamCreateWithFlags(&ts.s, cudaStreamNonBlocking));
+  }
+  return ts.s;
+}
+
+void sync() { GYRE_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    GYRE_CUDA_CHECK(cudaGetDevice(&dev));
+    GYRE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
+void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
+  GYRE_THROW(internal, "CUDA call `{}` failed at {}:{}: {} ({})", what, file, line,
+             cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+void throw_cublas_error(int status, const char* what, const char* file, int line) {
+  GYRE_THROW(internal, "cuBLAS call `{}` failed at {}:{}: status {} ({})", what, file, line, status,
+             cublasLtGetStatusString(cublasStatus_t(status)));
+}
+
+void check_launch(const char* kernel, const char* file, int line) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    GYRE_THROW(internal, "CUDA kernel {} failed to launch at {}:{}: {} ({})", kernel, file, line,
+               cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+}  // namespace gyre::cuda
+
+namespace gyre::cuda {
+namespace {
+// Any binary that runs a CUDA op links this file, so device tensors work from start-up.
+const bool kHooksRegistered = (register_hooks(), true);
+}  // namespace
+}  // namespace gyre::cuda

@@ -1,0 +1,274 @@
+// Softmax-family CUDA kernels: row softmax / log-softmax, the fused per-token log-prob + entropy
+// (forward and backward, f32 logits; forward also from bf16 logits) and the MoE top-k router.
+//
+// Invariants: token_logprobs streams each row of logits ONCE in the forward (online softmax,
+// Milakov & Gimelshein 2018: a running max with the exp-sum and the entropy term rescaled when the
+// max grows), so no [T, V] probability tensor exists; the backward streams it twice (statistics,
+// then gradients). One block per row; per-thread partial sums are f64 and merged in a fixed order,
+// so results are deterministic and agree with the CPU reference (f64 sums) to ~1e-6.
+#include <cuda_bf16.h>
+
+#include <cmath>
+
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/runtime.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load_f(const uint16_t* p, int64_t i) {
+  return __bfloat162float(__ushort_as_bfloat16(p[i]));
+}
+
+// Block max of a float; every thread gets the result.
+__device__ float block_max(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  float m = part[0];
+  for (int w = 1; w < int(blockDim.x >> 5); ++w) m = fmaxf(m, part[w]);
+  __syncthreads();
+  return m;
+}
+
+// Block sum of a double in a fixed order; every thread gets the result.
+__device__ double block_sum(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  double t = 0;
+  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += part[w];
+  __syncthreads();
+  return t;
+}
+
+// Row statistics of z = x * mul: M = max z, S = Σ exp(z - M), W = Σ exp(z - M) (z - M).
+struct Stats {
+  float m;
+  double s, w;
+};
+
+// One streaming pass (online softmax per thread, then a block merge).
+template <typename In>
+__device__ Stats row_stats(const In* x, int64_t V, float mul, bool need_w) {
+  float m = -INFINITY;
+  double s = 0, w = 0;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    const float z = load_f(x, j) * mul;
+    if (z > m) {  // rescale what was summed relative to the old max
+      if (s > 0) {
+        const double f = exp(double(m - z));
+        if (need_w) w = (w + s * double(m - z)) * f;
+        s *= f;
+      }
+      m = z;
+    }
+    const float d = z - m;
+    const float e = expf(d);
+    s += e;
+    if (need_w) w += double(e) * double(d);
+  }
+  const float M = block_max(m);
+  if (s > 0 && m != M) {
+    const double f = exp(double(m - M));
+    if (need_w) w = (w + s * double(m - M)) * f;
+    s *= f;
+  }
+  Stats st;
+  st.m = M;
+  st.s = block_sum(s);
+  st.w = need_w ? block_sum(w) : 0.0;
+  return st;
+}
+
+template <typename In>
+__global__ void logprob_fwd_kernel(const In* logits, const int32_t* targets, int64_t n, int64_t V,
+                                   float mul, float* logp, float* entropy) {
+  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+    const In* x = logits + t * V;
+    const Stats st = row_stats(x, V, mul, entropy != nullptr);
+    if (threadIdx.x == 0) {
+      const double log_s = log(st.s);
+      const int32_t tg = targets[t];
+      // log p_t = (z_t - M) - log S;  H = log S - W / S
+      logp[t] = tg < 0 ? 0.0f : float(double(load_f(x, tg) * mul - st.m) - log_s);
+      if (entropy) entropy[t] = float(log_s - st.w / st.s);
+    }
+  }
+}
+
+__global__ void logprob_bwd_kernel(const float* logits, const int32_t* targets, int64_t n,
+                                   int64_t V, float mul, const float* dlogp, const float* dentropy,
+                                   float* dlogits) {
+  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+    const float* x = logits + t * V;
+    float* d = dlogits + t * V;
+    const bool has_ent = dentropy && dentropy[t] != 0.0f;
+    const Stats st = row_stats(x, V, mul, has_ent);
+    const int32_t tg = targets[t];
+    const float g_lp = tg < 0 ? 0.0f : dlogp[t];
+    const float g_h = has_ent ? dentropy[t] : 0.0f;
+    const float log_s = float(log(st.s));
+    const float h = float(log(st.s) - st.w / st.s);
+    const float inv_s = float(1.0 / st.s), m = st.m;
+    // ∂logp_t/∂z_j = 1[j=t] - p_j;  ∂H/∂z_j = -p_j (log p_j + H);  ∂z/∂logits = 1/τ.
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+      const float zj = x[j] * mul - m;
+      const float p = expf(zj) * inv_s;
+      float g = (-g_lp * p - g_h * p * ((zj - log_s) + h)) * mul;
+      if (j == tg) g += g_lp * mul;
+      d[j] = g;
+    }
+  }
+}
+
+__global__ void softmax_kernel(const float* x, int64_t R, int64_t C, float* out, bool log_out) {
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const float* xr = x + r * C;
+    float* o = out + r * C;
+    float m = -INFINITY;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = block_max(m);
+    double s = 0;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += expf(xr[j] - m);
+    s = block_sum(s);
+    if (log_out) {
+      const float log_s = float(log(s));
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) o[j] = (xr[j] - m) - log_s;
+    } else {
+      const float inv = float(1.0 / s);
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) o[j] = expf(xr[j] - m) * inv;
+    }
+  }
+}
+
+// One thread per token: softmax over E experts, then top-k by repeated strict-'>' scans (ties ->
+// lower index, as torch.topk), optionally renormalised (Qwen3-MoE norm_topk_prob).
+__global__ void moe_route_fwd_kernel(const float* logits, int64_t n, int64_t E, int64_t k,
+                                     bool norm_topk, float* probs, int32_t* indices,
+                                     float* weights) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const float* x = logits + t * E;
+    float* p = probs + t * E;
+    float m = -INFINITY;
+    for (int64_t e = 0; e < E; ++e) m = fmaxf(m, x[e]);
+    double s = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      p[e] = expf(x[e] - m);
+      s += p[e];
+    }
+    const float inv = float(1.0 / s);
+    for (int64_t e = 0; e < E; ++e) p[e] *= inv;
+    int32_t* idx = indices + t * k;
+    float* w = weights + t * k;
+    double sum = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t j = 0; j < i; ++j) taken |= idx[j] == e;
+        if (!taken && (best < 0 || p[e] > p[best])) best = e;
+      }
+      idx[i] = int32_t(best);
+      w[i] = p[best];
+      sum += double(p[best]);
+    }
+    if (norm_topk)
+      for (int64_t i = 0; i < k; ++i) w[i] = float(double(w[i]) / sum);
+  }
+}
+
+__global__ void moe_route_bwd_kernel(const float* dweights, const float* probs,
+                                     const int32_t* indices, int64_t n, int64_t E, int64_t k,
+                                     bool norm_topk, float* dlogits) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const float* p = probs + t * E;
+    const int32_t* idx = indices + t * k;
+    const float* dw = dweights + t * k;
+    float* dp = dlogits + t * E;  // ∂L/∂probs first, then ∂L/∂logits
+    for (int64_t e = 0; e < E; ++e) dp[e] = 0.0f;
+    if (norm_topk) {
+      // w_i = p_i / S, S = Σ_sel p: ∂L/∂p_i = (dw_i - Σ_j dw_j w_j) / S for selected i.
+      double sum = 0, c = 0;
+      for (int64_t i = 0; i < k; ++i) sum += double(p[idx[i]]);
+      for (int64_t i = 0; i < k; ++i) c += double(dw[i]) * (double(p[idx[i]]) / sum);
+      for (int64_t i = 0; i < k; ++i) dp[idx[i]] += float((double(dw[i]) - c) / sum);
+    } else {
+      for (int64_t i = 0; i < k; ++i) dp[idx[i]] += dw[i];
+    }
+    // softmax backward: dlogit_j = p_j (dp_j - Σ_l dp_l p_l)
+    double c = 0;
+    for (int64_t e = 0; e < E; ++e) c += double(dp[e]) * double(p[e]);
+    const float cf = float(c);
+    for (int64_t e = 0; e < E; ++e) dp[e] = p[e] * (dp[e] - cf);
+  }
+}
+
+unsigned row_blocks(int64_t R) { return unsigned(R < 1 ? 1 : (R < 65535 ? R : 65535)); }
+
+}  // namespace
+
+void softmax_rows(const float* x, int64_t R, int64_t C, float* out) {
+  if (R == 0) return;
+  softmax_kernel<<<row_blocks(R), kThreads, 0, stream()>>>(x, R, C, out, false);
+  GYRE_CUDA_LAUNCHED("softmax_rows");
+}
+
+void log_softmax_rows(const float* x, int64_t R, int64_t C, float* out) {
+  if (R == 0) return;
+  softmax_kernel<<<row_blocks(R), kThreads, 0, stream()>>>(x, R, C, out, true);
+  GYRE_CUDA_LAUNCHED("log_softmax_rows");
+}
+
+void token_logprobs_fwd(const float* logits, const int32_t* targets, int64_t n, int64_t V,
+                        float temperature, float* logp, float* entropy) {
+  if (n == 0) return;
+  logprob_fwd_kernel<float><<<row_blocks(n), kThreads * 2, 0, stream()>>>(
+      logits, targets, n, V, 1.0f / temperature, logp, entropy);
+  GYRE_CUDA_LAUNCHED("token_logprobs_fwd");
+}
+
+void token_logprobs_fwd_bf16(const uint16_t* logits, const int32_t* targets, int64_t n, int64_t V,
+                             float temperature, float* logp, float* entropy) {
+  if (n == 0) return;
+  logprob_fwd_kernel<uint16_t><<<row_blocks(n), kThreads * 2, 0, stream()>>>(
+      logits, targets, n, V, 1.0f / temperature, logp, entropy);
+  GYRE_CUDA_LAUNCHED("token_logprobs_fwd_bf16");
+}
+
+void token_logprobs_bwd(const float* logits, const int32_t* targets, int64_t n, int64_t V,
+                        float temperature, const float* dlogp, const float* dentropy,
+                        float* dlogits) {
+  if (n == 0) return;
+  logprob_bwd_kernel<<<row_blocks(n), kThreads * 2, 0, stream()>>>(
+      logits, targets, n, V, 1.0f / temperature, dlogp, dentropy, dlogits);
+  GYRE_CUDA_LAUNCHED("token_logprobs_bwd");
+}
+
+void moe_route_fwd(const float* logits, int64_t n, int64_t E, int64_t k, bool norm_topk,
+                   float* probs, int32_t* indices, float* weights) {
+  if (n == 0) return;
+  moe_route_fwd_kernel<<<grid_for(n, 128), 128, 0, stream()>>>(logits, n, E, k, norm_topk, probs,
+                                                               indices, weights);
+  GYRE_CUDA_LAUNCHED("moe_route_fwd");
+}
+
+void moe_route_bwd(const float* dweights, const float* probs, const int32_t* indices, int64_t n,
+                   int64_t E, int64_t k, bool norm_topk, float* dlogits) {
+  if (n == 0) return;
+  moe_route_bwd_kernel<<<grid_for(n, 128), 128, 0, stream()>>>(dweights, probs, indices, n, E, k,
+                                                               norm_topk, dlogits);
+  GYRE_CUDA_LAUNCHED("moe_route_bwd");
+}
+
+}  // namespace gyre::cuda
