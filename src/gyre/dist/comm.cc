@@ -30,14 +30,20 @@ void Comm::check_peer(int peer, const char* call, const char* role) const {
 }
 
 namespace {
+// The tensor is defined and lives where this communicator's buffers live.
 void check_cpu(const Tensor& t, const char* call, const char* arg, const Comm& c) {
   if (!t.defined())
     GYRE_THROW(invalid_argument, "{}: {}: tensor '{}' is undefined", c.where(), call, arg);
-  if (t.device() != Device::cpu)
+  if (t.device() == c.buffer_device()) return;
+  if (c.buffer_device() == Device::cpu)
     GYRE_THROW(unsupported,
                "{}: {}: tensor '{}' is not in host memory; MPI collectives take CPU tensors (GPU "
                "tensors go through the NCCL communicator)",
                c.where(), call, arg);
+  GYRE_THROW(unsupported,
+             "{}: {}: tensor '{}' is in host memory but this NCCL communicator moves GPU buffers; "
+             "copy it to the GPU first or use the MPI communicator",
+             c.where(), call, arg);
 }
 }  // namespace
 

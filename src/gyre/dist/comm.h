@@ -53,8 +53,12 @@ class Comm {
   // Ends the whole job after an unrecoverable communication failure (MPI_Abort); the message is
   // written to stderr first. Never returns.
   [[noreturn]] virtual void abort(int code, const std::string& message) = 0;
+  // Where this communicator's buffers live: host memory (MPI, single process) or the GPU (NCCL).
+  // The Tensor overloads below require tensors on this device.
+  virtual Device buffer_device() const { return Device::cpu; }
 
-  // ---- Tensor overloads (contiguous CPU tensors; checks name the tensor argument and the call).
+  // ---- Tensor overloads (contiguous tensors on buffer_device(); checks name the tensor argument
+  // and the call).
   void all_reduce(Tensor& t, ReduceOp op = ReduceOp::sum);
   // `in` [n, ...] -> `out` [n / size(), ...] (n divisible by size()).
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op = ReduceOp::sum);

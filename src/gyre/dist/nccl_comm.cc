@@ -1,0 +1,420 @@
+// NcclComm (see nccl_comm.h): NCCL collectives on the communicator's own stream, with every wait
+// bounded by a deadline. Built only where CUDA and NCCL are (GYRE_HAVE_NCCL); elsewhere the
+// factories throw Error(unsupported) saying how to get a build with NCCL.
+#include "gyre/dist/nccl_comm.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "gyre/core/error.h"
+
+#ifdef GYRE_HAVE_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+namespace gyre::dist {
+
+#ifndef GYRE_HAVE_NCCL
+
+namespace {
+[[noreturn]] void no_nccl(const char* what) {
+  GYRE_THROW(unsupported,
+             "{}: this gyre binary is built without NCCL (GPU collectives); reconfigure with "
+             "-DGYRE_CUDA=ON on a machine with the CUDA toolkit and NCCL, or use the MPI "
+             "communicator for host buffers",
+             what);
+}
+}  // namespace
+
+bool nccl_available() { return false; }
+int cuda_device_count() { return 0; }
+std::string nccl_unique_id() { no_nccl("nccl_unique_id"); }
+std::unique_ptr<Comm> nccl_comm_init(const std::string&, int, int, int, double,
+                                     const std::string&) {
+  no_nccl("nccl_comm_init");
+}
+std::unique_ptr<Comm> nccl_comm_from(Comm&, int, double, const std::string&) {
+  no_nccl("nccl_comm_from");
+}
+
+#else  // GYRE_HAVE_NCCL
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+ncclComm_t as_comm(void* p) { return static_cast<ncclComm_t>(p); }
+cudaStream_t as_stream(void* p) { return static_cast<cudaStream_t>(p); }
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    GYRE_THROW(internal, "CUDA call {} failed: {}", what, cudaGetErrorString(e));
+}
+
+ncclRedOp_t to_nccl(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
+
+// A non-blocking config: every call returns at once and progress is polled (so waits can time out).
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  return cfg;
+}
+
+// Waits for a non-blocking communicator to leave ncclInProgress; false on deadline.
+bool poll_ready(ncclComm_t comm, ncclResult_t* state, Clock::time_point deadline) {
+  for (int spins = 0;; ++spins) {
+    if (ncclCommGetAsyncError(comm, state) != ncclSuccess) return true;
+    if (*state != ncclInProgress) return true;
+    if (Clock::now() > deadline) return false;
+    if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+Clock::time_point deadline_after(double seconds) {
+  return Clock::now() + std::chrono::microseconds(int64_t(seconds * 1e6));
+}
+
+// Device copy of a host buffer (or the buffer itself when it is already device memory), so the
+// typed helpers of Comm (vectors, strings, scalars) work on an NCCL communicator.
+class Staged {
+ public:
+  Staged(const void* p, size_t bytes, bool copy_in, cudaStream_t s)
+      : host_(const_cast<void*>(p)), bytes_(bytes), stream_(s) {
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, p) == cudaSuccess &&
+        (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged)) {
+      dev_ = host_;
+      return;
+    }
+    cudaGetLastError();  // clear the error of an unregistered host pointer
+    staged_ = true;
+    cuda_check(cudaMallocAsync(&dev_, bytes ? bytes : 1, s), "cudaMallocAsync (staging)");
+    if (copy_in && bytes)
+      cuda_check(cudaMemcpyAsync(dev_, p, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+  }
+  ~Staged() {
+    if (staged_) cudaFreeAsync(dev_, stream_);
+  }
+  void* dev() const { return dev_; }
+  bool staged() const { return staged_; }
+  void copy_out() {
+    if (staged_ && bytes_)
+      cuda_check(cudaMemcpyAsync(host_, dev_, bytes_, cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync");
+  }
+
+ private:
+  void* host_;
+  void* dev_ = nullptr;
+  size_t bytes_;
+  cudaStream_t stream_;
+  bool staged_ = false;
+};
+
+}  // namespace
+
+bool nccl_available() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+std::string nccl_unique_id() {
+  ncclUniqueId id;
+  const ncclResult_t r = ncclGetUniqueId(&id);
+  if (r != ncclSuccess)
+    GYRE_THROW(io, "ncclGetUniqueId failed: {} ({})", ncclGetErrorString(r),
+               ncclGetLastError(nullptr));
+  return std::string(id.internal, sizeof(id.internal));
+}
+
+std::unique_ptr<Comm> nccl_comm_init(const std::string& unique_id, int nranks, int rank, int device,
+                                     double timeout_s, const std::string& name) {
+  if (unique_id.size() != sizeof(ncclUniqueId::internal))
+    GYRE_THROW(invalid_argument, "nccl_comm_init '{}': unique id has {} bytes, expected {}", name,
+               unique_id.size(), sizeof(ncclUniqueId::internal));
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    GYRE_THROW(invalid_argument, "nccl_comm_init '{}': rank {} outside [0, {})", name, rank,
+               nranks);
+  const int devices = cuda_device_count();
+  if (device < 0 || device >= devices)
+    GYRE_THROW(invalid_argument,
+               "nccl_comm_init '{}' rank {}: CUDA device {} does not exist ({} visible); give each "
+               "rank a device in [0, {}) (CUDA_VISIBLE_DEVICES)",
+               name, rank, device, devices, devices);
+  cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  ncclUniqueId id;
+  std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
+  ncclConfig_t cfg = nonblocking_config();
+  ncclComm_t comm = nullptr;
+  ncclResult_t r = ncclCommInitRankConfig(&comm, nranks, id, rank, &cfg);
+  if (r != ncclSuccess && r != ncclInProgress)
+    GYRE_THROW(io, "ncclCommInitRankConfig '{}' rank {} of {}: {} ({})", name, rank, nranks,
+               ncclGetErrorString(r), ncclGetLastError(comm));
+  ncclResult_t state = ncclInProgress;
+  if (!poll_ready(comm, &state, deadline_after(timeout_s))) {
+    ncclCommAbort(comm);
+    GYRE_THROW(io,
+               "NCCL communicator '{}' rank {} of {}: the other ranks did not join within {} s "
+               "(are all {} ranks started, with the same unique id, and can they reach each "
+               "other?)",
+               name, rank, nranks, timeout_s, nranks);
+  }
+  if (state != ncclSuccess) {
+    ncclCommAbort(comm);
+    GYRE_THROW(io, "NCCL communicator '{}' rank {} of {}: init failed: {}", name, rank, nranks,
+               ncclGetErrorString(state));
+  }
+  return std::make_unique<NcclComm>(comm, device, rank, timeout_s, name);
+}
+
+std::unique_ptr<Comm> nccl_comm_from(Comm& host_comm, int device, double timeout_s,
+                                     const std::string& name) {
+  std::string id = host_comm.rank() == 0 ? nccl_unique_id() : std::string();
+  host_comm.broadcast(id, 0);
+  auto c = nccl_comm_init(id, host_comm.size(), host_comm.rank(), device, timeout_s, name);
+  static_cast<NcclComm&>(*c).set_world_rank(host_comm.world_rank());
+  return c;
+}
+
+// ---- NcclComm
+
+NcclComm::NcclComm(void* comm, int device, int world_rank, double timeout_s, std::string name)
+    : comm_(comm),
+      stream_(nullptr),
+      device_(device),
+      world_rank_(world_rank),
+      timeout_s_(timeout_s),
+      name_(std::move(name)) {
+  ncclCommUserRank(as_comm(comm_), &rank_);
+  ncclCommCount(as_comm(comm_), &size_);
+  cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+  cudaStream_t s = nullptr;
+  cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  stream_ = s;
+}
+
+NcclComm::~NcclComm() {
+  if (comm_) {
+    cudaSetDevice(device_);
+    // Flush what was issued, bounded by the timeout; a communicator that cannot finish is aborted.
+    ncclResult_t state = ncclInProgress;
+    if (!broken_ && ncclCommFinalize(as_comm(comm_)) != ncclInternalError &&
+        poll_ready(as_comm(comm_), &state, deadline_after(timeout_s_)) && state == ncclSuccess)
+      ncclCommDestroy(as_comm(comm_));
+    else
+      ncclCommAbort(as_comm(comm_));
+  }
+  if (stream_) cudaStreamDestroy(as_stream(stream_));
+}
+
+std::string NcclComm::host() const {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+void NcclComm::check_alive(const char* call) const {
+  if (broken_)
+    GYRE_THROW(io,
+               "{}: {} on NCCL communicator '{}', which failed or timed out earlier; its state is "
+               "undefined, restart the job",
+               where(), call, name_);
+}
+
+void NcclComm::fail(const char* call, const std::string& why) {
+  broken_ = true;
+  if (comm_) ncclCommAbort(as_comm(comm_));
+  comm_ = nullptr;
+  GYRE_THROW(io, "{}: NCCL {} failed: {}", where(), call, why);
+}
+
+void NcclComm::settle(const char* call, int result) {
+  const auto r = ncclResult_t(result);
+  if (r != ncclSuccess && r != ncclInProgress)
+    fail(call, fmt::format("{} ({})", ncclGetErrorString(r), ncclGetLastError(as_comm(comm_))));
+  ncclResult_t state = ncclInProgress;
+  if (!poll_ready(as_comm(comm_), &state, deadline_after(timeout_s_)))
+    fail(call, fmt::format("still enqueueing after {} s (a peer is missing?)", timeout_s_));
+  if (state != ncclSuccess) fail(call, ncclGetErrorString(state));
+}
+
+void NcclComm::wait(const char* call) {
+  check_alive(call);
+  cudaSetDevice(device_);
+  const auto deadline = deadline_after(timeout_s_);
+  for (int spins = 0;; ++spins) {
+    const cudaError_t q = cudaStreamQuery(as_stream(stream_));
+    if (q == cudaSuccess) break;
+    if (q != cudaErrorNotReady) fail(call, cudaGetErrorString(q));
+    ncclResult_t state = ncclSuccess;
+    ncclCommGetAsyncError(as_comm(comm_), &state);
+    if (state != ncclSuccess && state != ncclInProgress) fail(call, ncclGetErrorString(state));
+    if (Clock::now() > deadline)
+      fail(call, fmt::format("did not complete within {} s (GYRE_COMM_TIMEOUT); a peer rank is "
+                             "stalled or dead",
+                             timeout_s_));
+    if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+namespace {
+ncclDataType_t nccl_dtype(DType d, const Comm& c, const char* call) {
+  switch (d) {
+    case DType::f32: return ncclFloat32;
+    case DType::f64: return ncclFloat64;
+    case DType::i64: return ncclInt64;
+    case DType::bf16: return ncclBfloat16;
+    case DType::f16: return ncclFloat16;
+    case DType::i32: return ncclInt32;
+    default: break;
+  }
+  GYRE_THROW(invalid_argument, "{}: {}: NCCL cannot reduce {} buffers; use f32", c.where(), call,
+             dtype_name(d));
+}
+}  // namespace
+
+void NcclComm::all_reduce_async(void* buf, size_t count, DType dtype, ReduceOp op) {
+  check_alive("all_reduce");
+  cudaSetDevice(device_);
+  settle("all_reduce", ncclAllReduce(buf, buf, count, nccl_dtype(dtype, *this, "all_reduce"),
+                                     to_nccl(op), as_comm(comm_), as_stream(stream_)));
+}
+
+void NcclComm::reduce_scatter_async(const void* send, void* recv, size_t recv_count, DType dtype,
+                                    ReduceOp op) {
+  check_alive("reduce_scatter");
+  cudaSetDevice(device_);
+  settle("reduce_scatter",
+         ncclReduceScatter(send, recv, recv_count, nccl_dtype(dtype, *this, "reduce_scatter"),
+                           to_nccl(op), as_comm(comm_), as_stream(stream_)));
+}
+
+void NcclComm::all_gather_async(const void* send, void* recv, size_t send_bytes) {
+  check_alive("all_gather");
+  cudaSetDevice(device_);
+  settle("all_gather",
+         ncclAllGather(send, recv, send_bytes, ncclUint8, as_comm(comm_), as_stream(stream_)));
+}
+
+void NcclComm::broadcast_async(void* buf, size_t bytes, int root) {
+  check_alive("broadcast");
+  check_peer(root, "broadcast", "root");
+  cudaSetDevice(device_);
+  settle("broadcast",
+         ncclBroadcast(buf, buf, bytes, ncclUint8, root, as_comm(comm_), as_stream(stream_)));
+}
+
+void NcclComm::wait_for_event(void* cuda_event) {
+  check_alive("wait_for_event");
+  cuda_check(cudaStreamWaitEvent(as_stream(stream_), static_cast<cudaEvent_t>(cuda_event), 0),
+             "cudaStreamWaitEvent");
+}
+
+void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  cudaSetDevice(device_);
+  Staged b(buf, count * dtype_size(dtype), true, as_stream(stream_));
+  all_reduce_async(b.dev(), count, dtype, op);
+  b.copy_out();
+  wait("all_reduce");
+}
+
+void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                              ReduceOp op) {
+  cudaSetDevice(device_);
+  const size_t block = recv_count * dtype_size(dtype);
+  Staged s(send, block * size_t(size_), true, as_stream(stream_));
+  Staged r(recv, block, false, as_stream(stream_));
+  reduce_scatter_async(s.dev(), r.dev(), recv_count, dtype, op);
+  r.copy_out();
+  wait("reduce_scatter");
+}
+
+void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
+  cudaSetDevice(device_);
+  Staged s(send, send_bytes, true, as_stream(stream_));
+  Staged r(recv, send_bytes * size_t(size_), false, as_stream(stream_));
+  all_gather_async(s.dev(), r.dev(), send_bytes);
+  r.copy_out();
+  wait("all_gather");
+}
+
+void NcclComm::broadcast(void* buf, size_t bytes, int root) {
+  cudaSetDevice(device_);
+  Staged b(buf, bytes, rank_ == root, as_stream(stream_));
+  broadcast_async(b.dev(), bytes, root);
+  b.copy_out();
+  wait("broadcast");
+}
+
+void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
+  check_alive("send");
+  check_peer(dst, "send", "destination");
+  if (dst == rank_ || tag < 0)
+    GYRE_THROW(invalid_argument, "{}: send to rank {} with tag {}: needs another rank, tag >= 0",
+               where(), dst, tag);
+  cudaSetDevice(device_);
+  Staged b(buf, bytes, true, as_stream(stream_));
+  settle("send", ncclSend(b.dev(), bytes, ncclUint8, dst, as_comm(comm_), as_stream(stream_)));
+  wait("send");
+}
+
+void NcclComm::recv(void* buf, size_t bytes, int src, int tag) {
+  check_alive("recv");
+  check_peer(src, "recv", "source");
+  if (src == rank_ || tag < 0)
+    GYRE_THROW(invalid_argument, "{}: recv from rank {} with tag {}: needs another rank, tag >= 0",
+               where(), src, tag);
+  cudaSetDevice(device_);
+  Staged b(buf, bytes, false, as_stream(stream_));
+  settle("recv", ncclRecv(b.dev(), bytes, ncclUint8, src, as_comm(comm_), as_stream(stream_)));
+  b.copy_out();
+  wait("recv");
+}
+
+// NCCL has no barrier: an all-reduce of one int is the standard substitute.
+void NcclComm::barrier() {
+  int64_t one = 1;
+  all_reduce(&one, 1, DType::i64, ReduceOp::sum);
+}
+
+std::unique_ptr<Comm> NcclComm::split(int color, int key, const std::string& name) {
+  check_alive("split");
+  if (color < 0)
+    GYRE_THROW(invalid_argument, "{}: split into '{}': color {} must be >= 0", where(), name,
+               color);
+  cudaSetDevice(device_);
+  ncclConfig_t cfg = nonblocking_config();
+  ncclComm_t sub = nullptr;
+  settle("split", ncclCommSplit(as_comm(comm_), color, key, &sub, &cfg));
+  ncclResult_t state = ncclInProgress;
+  if (!poll_ready(sub, &state, deadline_after(timeout_s_)) || state != ncclSuccess) {
+    if (sub) ncclCommAbort(sub);
+    fail("split", "the new communicator did not come up");
+  }
+  auto c = std::make_unique<NcclComm>(sub, device_, world_rank_, timeout_s_, name);
+  return c;
+}
+
+void NcclComm::abort(int code, const std::string& message) {
+  std::fprintf(stderr, "%s: aborting: %s\n", where().c_str(), message.c_str());
+  std::fflush(stderr);
+  if (comm_) ncclCommAbort(as_comm(comm_));
+  comm_ = nullptr;
+  std::_Exit(code);
+}
+
+#endif  // GYRE_HAVE_NCCL
+
+}  // namespace gyre::dist

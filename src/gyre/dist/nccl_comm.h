@@ -1,0 +1,120 @@
+// NcclComm: dist::Comm over NCCL for GPU collectives (DESIGN.md §"Scaling out": NCCL for GPU
+// tensors, MPI for host buffers; no home-made transport).
+//
+// Invariants:
+// - Buffers are device memory on this rank's GPU (the `device` given at creation); the Tensor
+//   overloads take CUDA tensors. Reductions accept f32, f64, i64 and bf16 (NCCL sums bf16 in bf16;
+//   gyre reduces gradients in f32, so bf16 is for weights/broadcast-like traffic).
+// - Every call is enqueued on the communicator's own stream (comm_stream()), created non-blocking,
+//   so communication can overlap compute issued on other streams; the plain Comm calls then wait
+//   for that stream. The `*_async` calls only enqueue; wait() completes them. A caller that wants
+//   the communication stream to wait for its compute records an event and uses wait_for(event).
+// - The communicator is created non-blocking (ncclConfig_t.blocking = 0) so that init and every
+// wait
+//   poll against a deadline: a peer that never arrives, or a collective that does not finish within
+//   `timeout_s`, aborts the NCCL communicator (ncclCommAbort) and throws gyre::Error naming this
+//   rank, its host, the call and the group — never a silent hang. A communicator that timed out is
+//   broken: every further call throws.
+// - NCCL has no message tags: send/recv between a pair of ranks match in issue order (`tag` is only
+//   checked to be non-negative, for interface compatibility with MpiComm).
+// - Bootstrap: rank 0 draws an ncclUniqueId and a host Comm (MPI in a real job) broadcasts it;
+// tests
+//   on one process with several GPUs pass the id between threads instead.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "gyre/dist/comm.h"
+
+namespace gyre::dist {
+
+// True when gyre was built with NCCL (GYRE_HAVE_NCCL) — not whether a GPU is visible.
+bool nccl_available();
+// Number of visible CUDA devices (0 without CUDA or without a driver); never throws.
+int cuda_device_count();
+
+// A fresh NCCL unique id (NCCL_UNIQUE_ID_BYTES bytes) for `nccl_comm_init`.
+std::string nccl_unique_id();
+
+// Creates this rank's communicator of `nranks` on CUDA device `device`. Every rank passes the same
+// `unique_id`. Errors: built without NCCL, bad device index, a timeout (peers missing).
+std::unique_ptr<Comm> nccl_comm_init(const std::string& unique_id, int nranks, int rank, int device,
+                                     double timeout_s, const std::string& name);
+
+// The usual bootstrap: rank 0 of `host_comm` draws the id, broadcasts it over `host_comm`, and
+// every rank joins with its own rank and size on `device`.
+std::unique_ptr<Comm> nccl_comm_from(Comm& host_comm, int device, double timeout_s,
+                                     const std::string& name);
+
+#ifdef GYRE_HAVE_NCCL
+// The concrete communicator, for callers that overlap communication with compute. CUDA handles are
+// opaque here (void*) so this header does not pull in cuda_runtime.h / nccl.h.
+class NcclComm final : public Comm {
+ public:
+  // Takes ownership of `comm` (an ncclComm_t); `stream` is created by the constructor.
+  NcclComm(void* comm, int device, int world_rank, double timeout_s, std::string name);
+  ~NcclComm() override;
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  int world_rank() const override { return world_rank_; }
+  std::string host() const override;
+  Device buffer_device() const override { return Device::cuda; }
+
+  // Synchronous calls: enqueue on comm_stream(), then wait() for it. Host pointers are accepted too
+  // (staged through device memory), so Comm's typed helpers (vectors, strings) work unchanged.
+  void all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
+                      ReduceOp op) override;
+  void all_gather(const void* send, void* recv, size_t send_bytes) override;
+  void broadcast(void* buf, size_t bytes, int root) override;
+  void send(const void* buf, size_t bytes, int dst, int tag) override;
+  void recv(void* buf, size_t bytes, int src, int tag) override;
+  void barrier() override;
+  std::unique_ptr<Comm> split(int color, int key, const std::string& name) override;
+  [[noreturn]] void abort(int code, const std::string& message) override;
+
+  // Enqueue-only variants on device buffers (no host wait): overlap with compute, then wait().
+  void all_reduce_async(void* buf, size_t count, DType dtype, ReduceOp op);
+  void reduce_scatter_async(const void* send, void* recv, size_t recv_count, DType dtype,
+                            ReduceOp op);
+  void all_gather_async(const void* send, void* recv, size_t send_bytes);
+  void broadcast_async(void* buf, size_t bytes, int root);
+  // The communication stream waits (on the GPU) for `cuda_event` (a cudaEvent_t recorded on a
+  // compute stream) before running what is enqueued next.
+  void wait_for_event(void* cuda_event);
+  // Host waits until everything enqueued has finished; a deadline overrun or an NCCL error aborts
+  // the communicator and throws.
+  void wait(const char* call = "wait");
+  void* comm_stream() const { return stream_; }
+  int device() const { return device_; }
+  // The launcher's world rank, for error messages (nccl_comm_from sets it from the host Comm).
+  void set_world_rank(int r) { world_rank_ = r; }
+
+  using Comm::all_gather;
+  using Comm::all_reduce;
+  using Comm::broadcast;
+  using Comm::recv;
+  using Comm::reduce_scatter;
+  using Comm::send;
+
+ private:
+  void check_alive(const char* call) const;
+  // Polls ncclCommGetAsyncError until the last NCCL call is no longer in progress (non-blocking
+  // communicators return ncclInProgress while enqueueing).
+  void settle(const char* call, int result);
+  [[noreturn]] void fail(const char* call, const std::string& why);
+
+  void* comm_;    // ncclComm_t
+  void* stream_;  // cudaStream_t
+  int device_, rank_ = 0, size_ = 1, world_rank_;
+  double timeout_s_;
+  std::string name_;
+  bool broken_ = false;
+};
+#endif
+
+}  // namespace gyre::dist
