@@ -1,12 +1,10 @@
 #include "gyre/rl/loop/train_loop.h"
 
-#include <time.h>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <thread>
+#include <mutex>
 
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
@@ -18,6 +16,7 @@
 #include "gyre/rl/loop/components.h"
 #include "gyre/rl/loop/evaluation.h"
 #include "gyre/rl/trainer/actor_trainer.h"
+#include "gyre/rl/trainer/phase_timer.h"
 #include "gyre/tokenizer/chat_template.h"
 
 namespace gyre::rl {
@@ -25,31 +24,32 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-// Times one phase: wall seconds into perf/<name>_time and the share of the machine's cores the
-// process kept busy into perf/<name>_cpu_util (1.0 = every core busy the whole phase).
-class Phase {
- public:
-  Phase(std::map<std::string, double>& m, std::string name)
-      : m_(m), name_(std::move(name)), cpu0_(cpu_seconds()) {}
-  ~Phase() {
-    const double wall = t_.elapsed(), cpu = cpu_seconds() - cpu0_;
-    const double cores = std::max(1u, std::thread::hardware_concurrency());
-    m_["perf/" + name_ + "_time"] += wall;
-    if (wall > 0) m_["perf/" + name_ + "_cpu_util"] = cpu / (wall * cores);
+// Reward calls run on the rollout workers, concurrently with generation; their time is summed over
+// calls (wall and the calling thread's CPU) so the step breakdown can show the reward share of the
+// rollout phase (perf/reward_time, perf/reward_cpu_util).
+struct RewardClock {
+  std::mutex mu;
+  double wall = 0, cpu = 0;
+  void take(std::map<std::string, double>& m) {
+    std::lock_guard<std::mutex> lk(mu);
+    m["perf/reward_time"] = wall;
+    if (wall > 0) m["perf/reward_cpu_util"] = cpu / (wall * machine_cores());
+    wall = cpu = 0;
   }
-
- private:
-  std::map<std::string, double>& m_;
-  std::string name_;
-  Timer t_;
-  double cpu0_;
 };
+
+RewardHook timed(RewardHook hook, std::shared_ptr<RewardClock> clock) {
+  if (!hook) return hook;
+  return [hook = std::move(hook), clock](SampleGroup& group) {
+    Timer t;
+    const double cpu0 = thread_cpu_seconds();
+    hook(group);
+    const double wall = t.elapsed(), cpu = thread_cpu_seconds() - cpu0;
+    std::lock_guard<std::mutex> lk(clock->mu);
+    clock->wall += wall;
+    clock->cpu += cpu;
+  };
+}
 
 // Renders chat prompts at load time (slime: --apply-chat-template renders with
 // add_generation_prompt=True so Sample.prompt is a string); a plain string becomes one user turn.
@@ -237,11 +237,17 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   std::shared_ptr<infer::EngineApi> engine;
   std::unique_ptr<infer::RolloutClient> client;
   RewardHook reward;
+  auto reward_clock = std::make_shared<RewardClock>();
   if (!sft && !cfg.debug_train_only) {
     engine = make_colocated_engine(actor, tok, cfg);
     client = std::make_unique<infer::InProcessRolloutClient>(engine);
     reward = make_reward_hook(cfg);
   }
+  // A resumed run continues the weight versions (rollout/weight_version, Sample::weight_versions):
+  // a fresh engine counts from 0, and colocated syncs are version bumps, so bump it up to the
+  // checkpoint's version before the first rollout.
+  if (client)
+    while (client->weight_version() < state.weight_version) client->sync_weights(nullptr, "");
   GenerateContext gctx;
   gctx.client = client.get();
   gctx.tokenizer = tok;
@@ -261,7 +267,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   std::unique_ptr<RolloutManager> manager;
   if (client)
     manager = std::make_unique<RolloutManager>(
-        ro, gctx, load_generate_function(cfg.custom_generate_function_path), reward,
+        ro, gctx, load_generate_function(cfg.custom_generate_function_path),
+        timed(reward, reward_clock),
         load_dynamic_filter(cfg.dynamic_sampling_filter_path, cfg.reward_key));
 
   ActorTrainerOptions to;
@@ -284,9 +291,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   obs::MetricsLogger metrics_log(mo);
   obs::ProgressOptions po;
   po.total_steps = cfg.total_rollouts;
-  po.keys = {"rollout/raw_reward", "eval/*",          "train/loss",
-             "train/pg_clipfrac",  "train/grad_norm", "perf/tokens_per_s",
-             "perf/rollout_time",  "perf/train_time"};
+  // The progress line: reward and held-out accuracy first (the quick-start's rising numbers).
+  po.keys = {"rollout/raw_reward"};
+  for (auto& e : evals) po.keys.push_back("eval/" + e.name);
+  for (const char* k : {"train/loss", "train/pg_clipfrac", "train/grad_norm", "perf/tokens_per_s",
+                        "perf/rollout_time", "perf/train_time"})
+    po.keys.push_back(k);
   DType save_dtype = cfg.save_dtype == "bf16"  ? DType::bf16
                      : cfg.save_dtype == "f16" ? DType::f16
                                                : DType::f32;
@@ -297,7 +307,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       infer::SamplingParams sp = gctx.sampling;
       sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
       if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
-      Phase ph(m, "eval");
+      PhaseTimer ph(m, "eval");
       for (auto& [k, v] :
            evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
         m[k] = v;
@@ -321,7 +331,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     std::map<std::string, double> m;
     std::vector<Sample> samples;
     {
-      Phase ph(m, "rollout");
+      PhaseTimer ph(m, "rollout");
       if (!cfg.load_debug_rollout_data.empty()) {
         samples = load_rollout_dump(rollout_dump_path(cfg.load_debug_rollout_data, rid)).samples;
       } else if (sft) {
@@ -330,6 +340,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         RolloutOutput ro_out = manager->generate(rid, buffer);
         samples = std::move(ro_out.samples);
         for (auto& [k, v] : ro_out.metrics) m[k] = v;
+        reward_clock->take(m);
       }
     }
     if (!cfg.save_debug_rollout_data.empty())
@@ -354,11 +365,11 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       std::vector<float> rewards = post_process_rewards(raw, cfg.algo);
       if (client) client->pause();
       {
-        Phase ph(m, "train");
+        PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
       if (client) {
-        Phase ph(m, "sync");
+        PhaseTimer ph(m, "update_weights");
         state.weight_version = client->sync_weights(nullptr, "");
         client->resume();
       } else {
@@ -372,7 +383,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     const bool last = rid + 1 == cfg.total_rollouts;
     if (!cfg.save.empty() &&
         (last || (cfg.save_interval > 0 && (rid + 1) % cfg.save_interval == 0))) {
-      Phase ph(m, "save");
+      PhaseTimer ph(m, "save");
       save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
                       state, flags_yaml);
     }

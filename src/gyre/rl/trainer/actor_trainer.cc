@@ -9,6 +9,7 @@
 #include "gyre/rl/algorithms/advantages.h"
 #include "gyre/rl/algorithms/loss_reducer.h"
 #include "gyre/rl/algorithms/policy_loss.h"
+#include "gyre/rl/trainer/phase_timer.h"
 
 namespace gyre::rl {
 
@@ -162,7 +163,6 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                opt_.global_batch_size, dp_size);
   // This rank's share of every step's samples (all of them without DP).
   const dist::Range share = dist::shard_range(opt_.global_batch_size, dp_rank, dp_size);
-  Timer timer;
 
   // The micro-batch schedule of every step, fixed up front: old/ref log-prob passes use it too.
   std::vector<std::vector<std::vector<int64_t>>> steps(static_cast<size_t>(num_steps));
@@ -193,17 +193,19 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                "token); the rollout must return log-probs");
 
   Metrics metrics;
-  // Old log-probs: recomputed (default) before any weight change.
+  // Old log-probs: recomputed (default) before any weight change (slime's perf/log_probs_time;
+  // the reference model's pass is timed with it).
   BatchTokenValues old_lp;
-  double t0 = timer.elapsed();
-  if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
   BatchTokenValues ref_lp;
-  if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
-  if (dp && dp_size > 1) {
-    if (!old_lp.empty()) sum_over_ranks(dp->comm(), samples, old_lp);
-    if (!ref_lp.empty()) sum_over_ranks(dp->comm(), samples, ref_lp);
+  {
+    PhaseTimer phase(metrics, "log_probs");
+    if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
+    if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
+    if (dp && dp_size > 1) {
+      if (!old_lp.empty()) sum_over_ranks(dp->comm(), samples, old_lp);
+      if (!ref_lp.empty()) sum_over_ranks(dp->comm(), samples, ref_lp);
+    }
   }
-  metrics["perf/log_probs_time"] = timer.elapsed() - t0;
 
   // Rollout-vs-trainer mismatch, every step (slime's train_rollout_logprob_abs_diff, plus max).
   if (have_rollout_lp && !old_lp.empty()) {
@@ -232,9 +234,9 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     rollout_ids[size_t(i)] =
         samples[size_t(i)].rollout_id.value_or(samples[size_t(i)].index.value_or(i));
 
-  // Optimizer steps.
+  // Optimizer steps (slime's perf/actor_train_time: forward, backward and AdamW).
   Metrics step_sum;
-  double t_train = timer.elapsed();
+  PhaseTimer train_phase(metrics, "actor_train");
   for (int64_t s = 0; s < num_steps; ++s) {
     // The step normaliser (loss_reducer.h): rollouts in the step (per-sample mean, slime's
     // default) or the step's token count (--calculate-per-token-loss), over the whole step (every
@@ -327,7 +329,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     add_metrics(step_sum, mb_sum);
   }
   for (auto& [k, v] : step_sum) metrics[k] = v / double(num_steps);
-  metrics["perf/train_time"] = timer.elapsed() - t_train;
+  train_phase.stop();
   metrics["train/num_steps"] = double(num_steps);
   return metrics;
 }
