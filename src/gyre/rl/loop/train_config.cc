@@ -6,7 +6,8 @@ namespace gyre::rl {
 
 void TrainConfig::register_flags(FlagSet& f) {
   const std::string M = "Model and checkpoints", D = "Data", R = "Rollout", E = "Rollout engine",
-                    W = "Reward", A = "Algorithm", T = "Trainer", V = "Evaluation", G = "Debug";
+                    W = "Reward", A = "Algorithm", T = "Trainer", V = "Evaluation", G = "Debug",
+                    P = "Distributed and disaggregated";
   f.add<std::string>("hf-checkpoint", &hf_checkpoint, "", "HF model folder the policy starts from",
                      M);
   f.add<std::string>("tokenizer", &tokenizer_dir, "", "tokenizer folder (default: --hf-checkpoint)",
@@ -81,6 +82,36 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<int64_t>("max-running-requests", &max_running_requests, 256, "engine batch limit", E);
   f.add<int64_t>("chunked-prefill-size", &chunked_prefill_size, 2048,
                  "engine token budget per step", E);
+
+  f.add<std::vector<std::string>>(
+      "rollout-external-engine-addrs", &rollout_external_engine_addrs, {},
+      "roll out on running SGLang-compatible servers (host:port ...) instead of in-process", P);
+  f.add<std::string>("sglang-router-ip", &sglang_router_ip, "",
+                     "roll out through a running router (gyre router / sgl-router) at this host",
+                     P);
+  f.add<int64_t>("sglang-router-port", &sglang_router_port, 0, "the router's port", P);
+  f.add<std::string>("update-weight-dir", &update_weight_dir, "",
+                     "remote engines: folder for the weight_v* HF folders they reload (default "
+                     "<save>/weight_sync, else a temporary folder)",
+                     P);
+  f.add<int64_t>("actor-num-nodes", &actor_num_nodes, 1, "training nodes", P);
+  f.add<int64_t>("actor-num-gpus-per-node", &actor_num_gpus_per_node, 1,
+                 "training ranks per node (mpirun -np = nodes x this)", P);
+  f.add<int64_t>("rollout-num-gpus", &rollout_num_gpus, -1,
+                 "GPUs of rollout engines (-1: the actor's, colocated)", P);
+  f.add<int64_t>("rollout-num-gpus-per-engine", &rollout_num_gpus_per_engine, 1,
+                 "GPUs per rollout engine", P);
+  f.add<int64_t>("num-gpus-per-node", &num_gpus_per_node, 8, "GPUs per node", P);
+  f.add<int64_t>("tensor-model-parallel-size", &tensor_model_parallel_size, 1,
+                 "tensor parallel size (1 only, for now)", P);
+  f.add<bool>("colocate", &colocate, false, "trainer and engine share the ranks", P);
+  f.add<std::string>("dp-mode", &dp_mode, "zero1",
+                     "data-parallel optimizer: zero1 (sharded Adam state, slime's distributed "
+                     "optimizer) or all_reduce",
+                     P)
+      .choices({"zero1", "all_reduce"});
+  f.add<double>("distributed-timeout-minutes", &distributed_timeout_minutes, 10,
+                "a collective that cannot finish fails after this", P);
 
   f.add<std::string>(
       "rm-type", &rm_type, "",

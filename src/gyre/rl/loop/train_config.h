@@ -47,6 +47,16 @@ struct TrainConfig {
   // engine (in-process)
   int64_t page_size = 16, max_total_tokens = 0, max_running_requests = 256,
           chunked_prefill_size = 2048;
+  // disaggregated rollout (rl/loop/remote_rollout.h) and distribution (dist/bootstrap.h)
+  std::vector<std::string> rollout_external_engine_addrs;
+  std::string sglang_router_ip;
+  int64_t sglang_router_port = 0;
+  std::string update_weight_dir;  // where weight_v* folders for remote engines go
+  int64_t actor_num_nodes = 1, actor_num_gpus_per_node = 1, rollout_num_gpus = -1,
+          rollout_num_gpus_per_engine = 1, num_gpus_per_node = 8, tensor_model_parallel_size = 1;
+  bool colocate = false;
+  std::string dp_mode;  // zero1 | all_reduce
+  double distributed_timeout_minutes = 10;
   // reward
   std::string rm_type, reward_key, custom_rm_path, rm_url;
   bool group_rm = false;

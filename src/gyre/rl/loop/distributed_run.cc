@@ -1,0 +1,60 @@
+// `gyre train` across processes (see distributed_run.h).
+#include "gyre/rl/loop/distributed_run.h"
+
+#include <nlohmann/json.hpp>
+
+#include "gyre/core/error.h"
+
+namespace gyre::rl {
+
+TrainDistributed init_train_distributed(const TrainConfig& cfg) {
+  TrainDistributed d;
+  dist::DistributedOptions o;
+  o.timeout_s = cfg.distributed_timeout_minutes * 60;
+  d.world = dist::init_distributed(o);
+  dist::TopologyFlags f;
+  f.actor_num_nodes = cfg.actor_num_nodes;
+  f.actor_num_gpus_per_node = cfg.actor_num_gpus_per_node;
+  f.rollout_num_gpus = cfg.rollout_num_gpus;
+  f.rollout_num_gpus_per_engine = cfg.rollout_num_gpus_per_engine;
+  f.num_gpus_per_node = cfg.num_gpus_per_node;
+  f.tensor_model_parallel_size = cfg.tensor_model_parallel_size;
+  f.rollout_external_engine_addrs = cfg.rollout_external_engine_addrs;
+  if (!cfg.sglang_router_ip.empty()) f.rollout_external_engine_addrs.push_back("router");
+  const bool external = !f.rollout_external_engine_addrs.empty();
+  // gyre train's in-process engine is colocated whether or not --colocate is given; only an
+  // explicit --rollout-num-gpus > 0 without --colocate asks for engines as separate ranks.
+  f.colocate = cfg.colocate || (!external && cfg.rollout_num_gpus < 0);
+  d.topology = dist::resolve_topology(f, d.world->size());
+  if (d.topology.tp_size > 1)
+    GYRE_THROW(unsupported,
+               "--tensor-model-parallel-size {}: gyre train does not run tensor parallelism yet; "
+               "use data parallelism (--actor-num-gpus-per-node N with mpirun -np N)",
+               d.topology.tp_size);
+  if (d.topology.engines_in_world)
+    GYRE_THROW(unsupported,
+               "--rollout-num-gpus {} without --colocate asks for rollout engines as ranks of this "
+               "job, which gyre train does not start yet; start them with `gyre serve` (behind "
+               "`gyre router`) and pass --rollout-external-engine-addrs, or use --colocate",
+               cfg.rollout_num_gpus);
+  d.groups = dist::make_process_groups(*d.world, d.topology);
+  return d;
+}
+
+void broadcast_samples(dist::Comm& comm, std::vector<Sample>& samples, int root) {
+  if (comm.size() == 1) return;
+  std::string wire;
+  if (comm.rank() == root) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& s : samples) a.push_back(s.to_json());
+    wire = a.dump();
+  }
+  comm.broadcast(wire, root);
+  if (comm.rank() == root) return;
+  const auto a = nlohmann::json::parse(wire);
+  samples.clear();
+  for (size_t i = 0; i < a.size(); ++i)
+    samples.push_back(Sample::from_json(a[i], "broadcast sample " + std::to_string(i)));
+}
+
+}  // namespace gyre::rl

@@ -1,0 +1,42 @@
+// `gyre train` across processes: the launcher's world (mpirun / srun, or one process), slime's
+// topology flags checked against it, and data parallelism for the trainer.
+//
+// What runs where (documented in docs/distributed.md):
+// - Every train rank holds a full replica of the policy; a DataParallelOptimizer (ZeRO-1 by
+//   default, --dp-mode) reduces gradients and steps, so the replicas stay identical and DP=N trains
+//   exactly like DP=1 on the same samples (the loss normaliser covers the whole step).
+// - Rank 0 alone rolls out (its colocated engine or the remote engines), scores, and broadcasts the
+//   scored samples to the other train ranks as JSON (floats round-trip exactly); every rank then
+//   trains on its share. Rank 0 alone prints, writes metrics and saves the model and data state;
+//   every rank saves its own optimizer shard.
+// - Not supported yet, rejected with a message: tensor parallelism (> 1), rollout engines started
+//   as ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs instead).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "gyre/dist/bootstrap.h"
+#include "gyre/dist/comm.h"
+#include "gyre/dist/data_parallel.h"
+#include "gyre/rl/loop/train_config.h"
+#include "gyre/rl/sample.h"
+
+namespace gyre::rl {
+
+struct TrainDistributed {
+  std::unique_ptr<dist::Comm> world;
+  dist::Topology topology;
+  dist::ProcessGroups groups;
+  bool main_rank() const { return world->rank() == 0; }
+  int dp_size() const { return topology.dp_size; }
+  dist::Comm& dp() { return groups.dp ? *groups.dp : *world; }
+};
+
+// Starts (or joins) the launcher's world and validates the topology flags against it. Errors:
+// world size != the flags' train ranks, TP > 1, in-world engines.
+TrainDistributed init_train_distributed(const TrainConfig& cfg);
+
+// Rank `root`'s samples replace every other rank's (collective over `comm`).
+void broadcast_samples(dist::Comm& comm, std::vector<Sample>& samples, int root = 0);
+
+}  // namespace gyre::rl

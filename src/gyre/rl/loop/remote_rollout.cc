@@ -1,0 +1,155 @@
+// Disaggregated rollout for `gyre train` (see remote_rollout.h).
+#include "gyre/rl/loop/remote_rollout.h"
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <limits>
+
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/core/timer.h"
+#include "gyre/rl/weight_sync/disk_sync.h"
+#include "gyre/serve/http_rollout_client.h"
+
+namespace gyre::rl {
+namespace fs = std::filesystem;
+
+namespace {
+
+// "host:port" or "http://host:port[/]" -> "http://host:port".
+std::string normalise_url(const std::string& addr, const char* flag) {
+  std::string a = addr;
+  if (a.rfind("https://", 0) == 0)
+    GYRE_THROW(invalid_argument, "{} '{}': https is not supported; use http:// (loopback/VPC)",
+               flag, addr);
+  if (a.rfind("http://", 0) == 0) a = a.substr(7);
+  while (!a.empty() && a.back() == '/') a.pop_back();
+  const size_t colon = a.rfind(':');
+  bool port_ok = colon != std::string::npos && colon > 0 && colon + 1 < a.size();
+  if (port_ok)
+    for (size_t i = colon + 1; i < a.size(); ++i) port_ok = port_ok && std::isdigit(a[i]);
+  if (!port_ok || a.find('/') != std::string::npos)
+    GYRE_THROW(invalid_argument,
+               "{} '{}' is not an address: expected host:port or http://host:port", flag, addr);
+  return "http://" + a;
+}
+
+// Several engines as one: generate rotates, control calls reach every engine.
+class FanOutRolloutClient final : public infer::RolloutClient {
+ public:
+  explicit FanOutRolloutClient(std::vector<std::unique_ptr<infer::RolloutClient>> engines)
+      : engines_(std::move(engines)) {}
+  using RolloutClient::generate;
+  void generate(infer::GenerateRequest req,
+                std::function<void(infer::GenerateResult&&)> done) override {
+    const size_t i = next_.fetch_add(1) % engines_.size();
+    engines_[i]->generate(std::move(req), std::move(done));
+  }
+  void abort_all() override {
+    for (auto& e : engines_) e->abort_all();
+  }
+  void pause() override {
+    for (auto& e : engines_) e->pause();
+  }
+  void resume() override {
+    for (auto& e : engines_) e->resume();
+  }
+  bool flush_cache() override {
+    bool ok = true;
+    for (auto& e : engines_) ok = e->flush_cache() && ok;
+    return ok;
+  }
+  int64_t weight_version() override {
+    int64_t v = std::numeric_limits<int64_t>::max();
+    for (auto& e : engines_) v = std::min(v, e->weight_version());
+    return v;
+  }
+  int64_t sync_weights(const std::function<void()>& apply, const std::string& hf_dir) override {
+    if (apply) apply();
+    int64_t v = std::numeric_limits<int64_t>::max();
+    for (auto& e : engines_) v = std::min(v, e->sync_weights(nullptr, hf_dir));
+    return v;
+  }
+  std::string describe() const override {
+    std::string s;
+    for (auto& e : engines_) s += (s.empty() ? "" : ", ") + e->describe();
+    return s;
+  }
+
+ private:
+  std::vector<std::unique_ptr<infer::RolloutClient>> engines_;
+  std::atomic<size_t> next_{0};
+};
+
+}  // namespace
+
+std::vector<std::string> remote_engine_urls(const TrainConfig& cfg) {
+  std::vector<std::string> urls;
+  for (const auto& a : cfg.rollout_external_engine_addrs)
+    urls.push_back(normalise_url(a, "--rollout-external-engine-addrs"));
+  if (!cfg.sglang_router_ip.empty()) {
+    if (cfg.sglang_router_port <= 0)
+      GYRE_THROW(invalid_argument,
+                 "--sglang-router-ip {} needs --sglang-router-port (the router's port)",
+                 cfg.sglang_router_ip);
+    if (!urls.empty())
+      GYRE_THROW(invalid_argument,
+                 "--sglang-router-ip and --rollout-external-engine-addrs both name engines; give "
+                 "one of them (the router already spreads requests over its workers)");
+    urls.push_back(normalise_url(
+        cfg.sglang_router_ip + ":" + std::to_string(cfg.sglang_router_port), "--sglang-router-ip"));
+  } else if (cfg.sglang_router_port > 0) {
+    GYRE_THROW(invalid_argument, "--sglang-router-port {} needs --sglang-router-ip",
+               cfg.sglang_router_port);
+  }
+  return urls;
+}
+
+std::unique_ptr<infer::RolloutClient> make_remote_rollout_client(
+    const std::vector<std::string>& urls) {
+  GYRE_CHECK(!urls.empty(), "make_remote_rollout_client: no engine address");
+  std::vector<std::unique_ptr<infer::RolloutClient>> clients;
+  for (const auto& u : urls) {
+    serve::HttpRolloutClientConfig c;
+    c.url = u;
+    auto client = std::make_unique<serve::HttpRolloutClient>(c);
+    // Fail now, naming the address, if nothing answers there (instead of at the first rollout).
+    try {
+      client->weight_version();
+    } catch (const Error& e) {
+      GYRE_THROW(io,
+                 "rollout engine {} does not answer ({}); start it first (gyre serve --model DIR "
+                 "--port N, or gyre router) or fix the address",
+                 u, e.what());
+    }
+    clients.push_back(std::move(client));
+  }
+  if (clients.size() == 1) return std::move(clients.front());
+  return std::make_unique<FanOutRolloutClient>(std::move(clients));
+}
+
+RemoteWeightPusher::RemoteWeightPusher(std::string dir, DType dtype)
+    : dir_(std::move(dir)), dtype_(dtype) {
+  fs::create_directories(dir_);
+}
+
+int64_t RemoteWeightPusher::push(const model::CausalLM& model, int64_t version,
+                                 infer::RolloutClient& client, std::map<std::string, double>& m) {
+  std::string path;
+  SyncStats st = write_full_weights(model, dir_, version, dtype_, &path);
+  Timer t;
+  const int64_t engine_version = client.sync_weights(nullptr, fs::absolute(path).string());
+  st.seconds += t.elapsed();
+  st.version = engine_version;
+  log_sync(st);
+  for (auto& [k, v] : sync_metrics(st)) m[k] = v;
+  if (!previous_.empty() && previous_ != path) {
+    std::error_code ec;
+    fs::remove_all(previous_, ec);
+  }
+  previous_ = path;
+  return engine_version;
+}
+
+}  // namespace gyre::rl

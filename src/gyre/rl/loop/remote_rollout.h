@@ -1,0 +1,55 @@
+// Disaggregated rollout for `gyre train`: the engines are other processes (`gyre serve`, `gyre
+// router`, or any SGLang-compatible server), reached over HTTP, and weights travel by disk.
+//
+// slime's equivalents: --rollout-external-engine-addrs (engines started outside the job) and
+// --sglang-router-ip/--sglang-router-port (an already running router); slime's UpdateWeightFromDisk
+// path (/update_weights_from_disk with an HF folder) is the weight sync used here.
+//
+// Invariants:
+// - The trainer pushes its weights before the first rollout (slime calls update_weights() once at
+//   start), so engines started from another checkpoint — or a resumed run — roll out with the
+//   trainer's weights from rollout 0.
+// - A weight folder is complete before any engine is told about it (write_full_weights renames it
+//   into place), and older folders are deleted only after every engine acknowledged the new one,
+//   so at most two versions are on disk.
+// - With several addresses, generate() calls rotate over the engines and control calls (pause,
+//   abort, flush, weight update) go to every engine; the weight version is the minimum over them.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gyre/infer/rollout_client.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/rl/loop/train_config.h"
+
+namespace gyre::rl {
+
+// The engine addresses the flags name (each "host:port" or "http://host:port"), empty when the
+// rollout is colocated. Errors: a malformed address, --sglang-router-ip without a port.
+std::vector<std::string> remote_engine_urls(const TrainConfig& cfg);
+
+// One client for all the addresses (an HttpRolloutClient each; a fan-out client over several).
+std::unique_ptr<infer::RolloutClient> make_remote_rollout_client(
+    const std::vector<std::string>& urls);
+
+// Disk weight sync to remote engines: writes <dir>/weight_v{N} and has every engine reload it.
+class RemoteWeightPusher {
+ public:
+  // `dir` must be readable by the engines (same machine or a shared file system).
+  RemoteWeightPusher(std::string dir, DType dtype);
+  // Writes `model` as version `version`, tells the engines, deletes the previous folder; adds
+  // perf/update_weights_* metrics to `m`. Returns the engines' weight version afterwards.
+  int64_t push(const model::CausalLM& model, int64_t version, infer::RolloutClient& client,
+               std::map<std::string, double>& m);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  DType dtype_;
+  std::string previous_;
+};
+
+}  // namespace gyre::rl
