@@ -1,5 +1,7 @@
 #include "gyre/rl/loop/train_loop.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,7 +17,9 @@
 #include "gyre/rl/data/sft_messages.h"
 #include "gyre/rl/loop/checkpoint.h"
 #include "gyre/rl/loop/components.h"
+#include "gyre/rl/loop/distributed_run.h"
 #include "gyre/rl/loop/evaluation.h"
+#include "gyre/rl/loop/remote_rollout.h"
 #include "gyre/rl/trainer/actor_trainer.h"
 #include "gyre/rl/trainer/phase_timer.h"
 #include "gyre/tokenizer/chat_template.h"
@@ -25,10 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Reward calls run on the rollout workers, concurrently with generation; their
-// time is summed over calls (wall and the calling thread's CPU) so the step
-// breakdown can show the reward share of the rollout phase (perf/reward_time,
-// perf/reward_cpu_util).
+// Reward calls run on the rollout workers, concurrently with generation; their time is summed over
+// calls (wall and the calling thread's CPU) so the step breakdown can show the reward share of the
+// rollout phase (perf/reward_time, perf/reward_cpu_util).
 struct RewardClock {
   std::mutex mu;
   double wall = 0, cpu = 0;
@@ -54,10 +57,9 @@ RewardHook timed(RewardHook hook, std::shared_ptr<RewardClock> clock) {
 }
 
 // Renders chat prompts at load time (slime: --apply-chat-template renders with
-// add_generation_prompt=True so Sample.prompt is a string); a plain string
-// becomes one user turn. SFT keeps message-list rows as they are: sft_samples
-// renders them turn by turn for the per-turn loss masks
-// (rl/data/sft_messages.h).
+// add_generation_prompt=True so Sample.prompt is a string); a plain string becomes one user turn.
+// SFT keeps message-list rows as they are: sft_samples renders them turn by turn for the per-turn
+// loss masks (rl/data/sft_messages.h).
 void apply_chat_template(PromptDataset& data, const std::string& tokenizer_dir,
                          const std::string& kwargs_json, bool keep_message_lists) {
   auto tmpl = tokenizer::ChatTemplate::from_dir(tokenizer_dir);
@@ -100,10 +102,8 @@ std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const Train
                         cfg.loss_type == "sft_loss");
   const auto& st = data->stats();
   if (st.malformed)
-    log::warn(
-        "{}: skipped {} malformed line(s); first at line {}: {} "
-        "(--strict-data to fail)",
-        spec, st.malformed, st.first_bad_line, st.first_bad_reason);
+    log::warn("{}: skipped {} malformed line(s); first at line {}: {} (--strict-data to fail)",
+              spec, st.malformed, st.first_bad_line, st.first_bad_reason);
   // --rollout-max-prompt-len (default rollout_max_context_len - 1, as slime).
   std::optional<int64_t> max_len = cfg.rollout_max_prompt_len;
   if (!max_len && cfg.rollout_max_context_len) max_len = *cfg.rollout_max_context_len - 1;
@@ -125,11 +125,10 @@ std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const Train
   return data;
 }
 
-// SFT (--loss-type sft_loss): the "rollout" is the data itself. A row with a
-// string prompt and a string label: the response is the label text followed by
-// EOS and the loss mask covers it. A row whose prompt (--input-key) is a
-// message list: rendered turn by turn with the chat template, loss on the
-// assistant turns only (rl/data/sft_messages.h).
+// SFT (--loss-type sft_loss): the "rollout" is the data itself. A row with a string prompt and a
+// string label: the response is the label text followed by EOS and the loss mask covers it. A row
+// whose prompt (--input-key) is a message list: rendered turn by turn with the chat template, loss
+// on the assistant turns only (rl/data/sft_messages.h).
 std::vector<Sample> sft_samples(std::vector<SampleGroup> groups, const tokenizer::Tokenizer& tok,
                                 const TrainConfig& cfg,
                                 std::optional<tokenizer::ChatTemplate>& chat_template) {
@@ -160,10 +159,8 @@ std::vector<Sample> sft_samples(std::vector<SampleGroup> groups, const tokenizer
         s.response = response;
       } else {
         GYRE_THROW(invalid_argument,
-                   "{}: needs a string prompt (--input-key) with a string "
-                   "label (--label-key) "
-                   "holding the response, or a list of chat messages "
-                   "(--input-key) whose "
+                   "{}: needs a string prompt (--input-key) with a string label (--label-key) "
+                   "holding the response, or a list of chat messages (--input-key) whose "
                    "assistant turns are trained",
                    where);
       }
@@ -198,8 +195,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     if (!resume) {
       if (cfg.hf_checkpoint.empty())
         GYRE_THROW(not_found,
-                   "--load {}: no checkpoint there (and no --hf-checkpoint to "
-                   "start from)",
+                   "--load {}: no checkpoint there (and no --hf-checkpoint to start from)",
                    cfg.load);
       log::info("--load {}: no checkpoint yet, starting from --hf-checkpoint", cfg.load);
     }
@@ -218,6 +214,13 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     dataset = std::make_shared<PromptDataset>();
   }
   cfg.derive_and_validate(int64_t(dataset->size()));
+  // ---- processes: the launcher's world and the topology flags (one process without a launcher)
+  TrainDistributed distributed = init_train_distributed(cfg);
+  const bool main_rank = distributed.main_rank();
+  const bool data_parallel = distributed.dp_size() > 1;
+  if (data_parallel && main_rank)
+    log::info("data parallel: {} train ranks, {} optimizer; rank 0 rolls out",
+              distributed.dp_size(), cfg.dp_mode);
   std::vector<EvalSet> evals;
   for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2)
     evals.push_back(
@@ -230,8 +233,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   if (!cfg.ref_load.empty()) ref = model::CausalLM::load(cfg.ref_load);
   if (tok->vocab_size() > actor->config().vocab_size)
     GYRE_THROW(invalid_argument,
-               "tokenizer {} has {} tokens but the model's vocab_size is {}: "
-               "they do not belong "
+               "tokenizer {} has {} tokens but the model's vocab_size is {}: they do not belong "
                "together",
                cfg.tokenizer_dir, tok->vocab_size(), actor->config().vocab_size);
   const int64_t steps_per_rollout =
@@ -244,6 +246,10 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   sched.warmup_iters = cfg.lr_warmup_iters;
   sched.decay_iters = cfg.lr_decay_iters.value_or(cfg.total_rollouts * steps_per_rollout);
   train::AdamW optimizer(ac, sched);
+  std::unique_ptr<dist::DataParallelOptimizer> dp_optimizer;
+  if (data_parallel)
+    dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(distributed.dp(), ac, sched,
+                                                                 dist::parse_dp_mode(cfg.dp_mode));
 
   DataBufferOptions bo;
   bo.n_samples_per_prompt = cfg.n_samples_per_prompt;
@@ -252,7 +258,10 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   DataBuffer buffer(dataset, bo);
   TrainerState state;
   if (resume) {
-    optimizer.load(*resume);
+    if (dp_optimizer)
+      dp_optimizer->load(*resume + ".dp_optimizer");
+    else
+      optimizer.load(*resume);
     if (!cfg.debug_train_only) buffer.load_state_file(*resume + "/data_buffer.json");
     state = load_trainer_state(*resume);
     log::info("resumed from {} (rollout {} done, weight version {})", *resume, state.rollout_id,
@@ -265,15 +274,30 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   std::unique_ptr<infer::RolloutClient> client;
   RewardHook reward;
   auto reward_clock = std::make_shared<RewardClock>();
-  if (!sft && !cfg.debug_train_only) {
-    engine = make_colocated_engine(actor, tok, cfg);
-    client = std::make_unique<infer::InProcessRolloutClient>(engine);
+  // Remote engines (--rollout-external-engine-addrs / --sglang-router-ip) or the colocated one;
+  // with data parallelism only rank 0 rolls out.
+  const std::vector<std::string> remote_urls = remote_engine_urls(cfg);
+  std::unique_ptr<RemoteWeightPusher> pusher;
+  if (!sft && !cfg.debug_train_only && main_rank) {
+    if (!remote_urls.empty()) {
+      client = make_remote_rollout_client(remote_urls);
+      std::string dir = cfg.update_weight_dir;
+      if (dir.empty())
+        dir = cfg.save.empty()
+                  ? (fs::temp_directory_path() / ("gyre_weight_sync_" + std::to_string(::getpid())))
+                        .string()
+                  : cfg.save + "/weight_sync";
+      pusher = std::make_unique<RemoteWeightPusher>(dir, DType::f32);
+      log::info("rolling out on {}; weights reach the engines through {}", client->describe(), dir);
+    } else {
+      engine = make_colocated_engine(actor, tok, cfg);
+      client = std::make_unique<infer::InProcessRolloutClient>(engine);
+    }
     reward = make_reward_hook(cfg);
   }
-  // A resumed run continues the weight versions (rollout/weight_version,
-  // Sample::weight_versions): a fresh engine counts from 0, and colocated syncs
-  // are version bumps, so bump it up to the checkpoint's version before the
-  // first rollout.
+  // A resumed run continues the weight versions (rollout/weight_version, Sample::weight_versions):
+  // a fresh engine counts from 0, and colocated syncs are version bumps, so bump it up to the
+  // checkpoint's version before the first rollout.
   if (client)
     while (client->weight_version() < state.weight_version) client->sync_weights(nullptr, "");
   GenerateContext gctx;
@@ -307,20 +331,20 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   to.micro.max_tokens_per_gpu = cfg.max_tokens_per_gpu;
   to.temperature = float(cfg.rollout_temperature);
   to.check_first_step_ratio = !cfg.skip_ratio_check;
+  to.data_parallel = dp_optimizer.get();
   ActorTrainer trainer(*actor, ref.get(), optimizer, to);
 
   obs::MetricsOptions mo;
-  mo.dir = cfg.save;
+  mo.dir = main_rank ? cfg.save : "";
   mo.tensorboard = cfg.use_tensorboard;
-  if (!cfg.save.empty()) {
+  if (!cfg.save.empty() && main_rank) {
     fs::create_directories(cfg.save);
     std::ofstream(cfg.save + "/config.yaml") << flags_yaml;
   }
   obs::MetricsLogger metrics_log(mo);
   obs::ProgressOptions po;
   po.total_steps = cfg.total_rollouts;
-  // The progress line: reward and held-out accuracy first (the quick-start's
-  // rising numbers).
+  // The progress line: reward and held-out accuracy first (the quick-start's rising numbers).
   po.keys = {"rollout/raw_reward"};
   for (auto& e : evals) po.keys.push_back("eval/" + e.name);
   for (const char* k : {"train/loss", "train/pg_clipfrac", "train/grad_norm", "perf/tokens_per_s",
@@ -344,11 +368,17 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   };
 
   const int64_t start = state.rollout_id + 1;
+  // Remote engines start from whatever checkpoint they were given: push the trainer's weights
+  // first (slime calls update_weights() once before the first rollout).
+  if (pusher) {
+    std::map<std::string, double> m0;
+    state.weight_version = pusher->push(*actor, state.weight_version, *client, m0);
+  }
   if (start == 0 && cfg.eval_interval > 0 && !evals.empty()) {
     std::map<std::string, double> m;
     run_eval(m);
     metrics_log.log(0, m);
-    if (!cfg.quiet) {
+    if (!cfg.quiet && main_rank) {
       std::string line = "[before training]";
       for (auto& [k, v] : m) line += " " + k + "=" + obs::format_metric_value(v);
       std::fprintf(stderr, "%s\n", line.c_str());
@@ -366,14 +396,16 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         samples = load_rollout_dump(rollout_dump_path(cfg.load_debug_rollout_data, rid)).samples;
       } else if (sft) {
         samples = sft_samples(buffer.get_samples(cfg.rollout_batch_size), *tok, cfg, sft_template);
-      } else {
+      } else if (manager) {
         RolloutOutput ro_out = manager->generate(rid, buffer);
         samples = std::move(ro_out.samples);
         for (auto& [k, v] : ro_out.metrics) m[k] = v;
         reward_clock->take(m);
       }
+      // Data parallel: every train rank trains on rank 0's scored samples.
+      if (data_parallel && !sft) broadcast_samples(*distributed.world, samples);
     }
-    if (!cfg.save_debug_rollout_data.empty())
+    if (!cfg.save_debug_rollout_data.empty() && main_rank)
       save_rollout_dump(rollout_dump_path(cfg.save_debug_rollout_data, rid), rid, samples);
     double gen_tokens = 0;
     for (auto& s : samples) gen_tokens += double(s.response_length);
@@ -398,12 +430,22 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
-      if (client) {
+      if (pusher) {
+        PhaseTimer ph(m, "update_weights");
+        state.weight_version = pusher->push(*actor, state.weight_version + 1, *client, m);
+        client->resume();
+      } else if (client) {
         PhaseTimer ph(m, "update_weights");
         state.weight_version = client->sync_weights(nullptr, "");
         client->resume();
       } else {
         ++state.weight_version;
+      }
+      // Non-main ranks have no engine; they follow rank 0's version for their checkpoints.
+      if (data_parallel) {
+        std::string v = std::to_string(state.weight_version);
+        distributed.world->broadcast(v, 0);
+        state.weight_version = std::stoll(v);
       }
     }
     state.rollout_id = rid;
@@ -414,14 +456,21 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     if (!cfg.save.empty() &&
         (last || (cfg.save_interval > 0 && (rid + 1) % cfg.save_interval == 0))) {
       PhaseTimer ph(m, "save");
-      save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
-                      state, flags_yaml);
+      // DP: every rank's optimizer shard lands next to the checkpoint before rank 0 marks the
+      // checkpoint as the latest, so a checkpoint that is named is complete.
+      if (dp_optimizer) {
+        dp_optimizer->save(checkpoint_dir(cfg.save, rid) + ".dp_optimizer");
+        distributed.world->barrier();
+      }
+      if (main_rank)
+        save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
+                        state, flags_yaml);
     }
     m["perf/step_time"] = step_timer.elapsed();
     m["perf/wall_time"] = run_timer.elapsed();
     m["rollout/weight_version"] = double(state.weight_version);
     metrics_log.log(rid + 1, m);
-    if (!cfg.quiet)
+    if (!cfg.quiet && main_rank)
       std::fprintf(stderr, "%s\n", obs::format_progress(rid, step_timer.elapsed(), m, po).c_str());
   }
   return 0;
