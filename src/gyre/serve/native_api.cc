@@ -50,7 +50,12 @@ SamplingParams parse_sampling_params(const json& sp, const std::string& path, Sa
   if (auto v = opt_int(sp, "min_new_tokens", p("min_new_tokens"), 0, INT32_MAX))
     s.min_new_tokens = int32_t(*v);
   if (auto v = opt_int(sp, "n", p("n"), 1, 1024)) s.n = int32_t(*v);
-  if (auto v = opt_int(sp, "sampling_seed", p("sampling_seed"), 0, INT64_MAX)) s.seed = *v;
+  // The engine's seeds are 64-bit unsigned (Philox keys; gyre's rollout manager derives them from
+  // --seed over the whole range), so a seed above INT64_MAX is valid here.
+  if (const json* v = field(sp, "sampling_seed"); v && v->is_number_unsigned())
+    s.seed = v->get<uint64_t>();
+  else if (auto v = opt_int(sp, "sampling_seed", p("sampling_seed"), 0, INT64_MAX))
+    s.seed = uint64_t(*v);
   if (auto v = opt_string_or_list(sp, "stop", p("stop"))) {
     s.stop.clear();
     for (auto& x : *v)
