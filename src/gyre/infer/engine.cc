@@ -94,6 +94,9 @@ void Engine::drain_inbox() {
     items.swap(inbox_);
   }
   for (auto& it : items) it.fn();
+  // Aborts, flushes and pauses change the page counts and flags stats() reports; refresh them now
+  // rather than at the next step, which may be far off (nothing left to run, or paused).
+  if (!items.empty()) update_stats(0, 0);
 }
 
 void Engine::loop() {

@@ -125,6 +125,8 @@ std::string metrics_text(State& st) {
                         "End-to-end request latency (submit to finish)", l);
   st.metrics.ttft.render(out, "sglang:time_to_first_token_seconds",
                          "Time to the first streamed token", l);
+  st.metrics.itl.render(out, "sglang:inter_token_latency_seconds", "Time between streamed tokens",
+                        l);
   return out;
 }
 

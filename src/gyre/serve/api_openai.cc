@@ -22,6 +22,8 @@ struct OpenAiJob {
   size_t remaining = 0;
   bool failed = false;
   std::shared_ptr<Responder> res;
+  std::vector<double> last_chunk;  // per slot, for the TTFT / ITL metrics
+  double start = 0;
 };
 
 }  // namespace
@@ -39,6 +41,8 @@ void handle_openai(const std::shared_ptr<ApiServer::State>& st, HttpRequest& req
   job->results.resize(call.slots());
   job->remaining = call.slots();
   job->res = res;
+  job->last_chunk.assign(call.slots(), 0.0);
+  job->start = steady_now_s();
   for (size_t p = 0; p < call.requests.size(); ++p)
     for (size_t k = 0; k < n; ++k) {
       std::string rid =
@@ -69,10 +73,12 @@ void handle_openai(const std::shared_ptr<ApiServer::State>& st, HttpRequest& req
   for (size_t p = 0; p < call.requests.size(); ++p) {
     infer::RequestCallbacks cb;
     if (call.stream) {
-      cb.on_chunk = [job, usage_so_far](const infer::TokenChunk& c) {
+      cb.on_chunk = [st, job, usage_so_far](const infer::TokenChunk& c) {
         std::lock_guard<std::mutex> lk(job->mu);
         auto it = job->slot_of.find(c.rid);
         if (it == job->slot_of.end() || job->failed) return;
+        st->metrics.observe_chunk(job->start, job->last_chunk[it->second], c.output_ids.size(),
+                                  steady_now_s());
         std::string out;
         for (auto& ch : job->streams[it->second]->on_chunk(c))
           out +=

@@ -95,13 +95,9 @@ struct NativeJob {
   std::unordered_map<std::string, size_t> slot_of;  // engine rid -> slot
   size_t remaining = 0;
   std::shared_ptr<Responder> res;
-  std::vector<bool> first_chunk;
+  std::vector<double> last_chunk;  // per slot, for the TTFT / ITL metrics
   double start = 0;
 };
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 }  // namespace
 
@@ -115,10 +111,10 @@ void handle_generate(const std::shared_ptr<ApiServer::State>& st, HttpRequest& r
   const size_t n = size_t(call.n);
   job->results.resize(call.slots());
   job->acc.resize(call.slots());
-  job->first_chunk.assign(call.slots(), true);
+  job->last_chunk.assign(call.slots(), 0.0);
   job->remaining = call.slots();
   job->res = res;
-  job->start = now_s();
+  job->start = steady_now_s();
   std::string version = st->label(st->engine->weight_version());
   for (size_t p = 0; p < call.requests.size(); ++p) {
     const GenerateRequest& r = call.requests[p];
@@ -155,10 +151,8 @@ void handle_generate(const std::shared_ptr<ApiServer::State>& st, HttpRequest& r
         auto it = job->slot_of.find(c.rid);
         if (it == job->slot_of.end()) return;
         size_t slot = it->second;
-        if (job->first_chunk[slot]) {
-          job->first_chunk[slot] = false;
-          st->metrics.ttft.observe(now_s() - job->start);
-        }
+        st->metrics.observe_chunk(job->start, job->last_chunk[slot], c.output_ids.size(),
+                                  steady_now_s());
         accumulate_chunk(job->acc[slot], c);
         json j = generate_result_json(job->acc[slot], job->fmt[p], false);
         if (job->call.batch) j["index"] = slot;

@@ -3,6 +3,7 @@
 // native and OpenAI route files see the same state.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <set>
@@ -25,7 +26,23 @@ struct ServeMetrics {
   std::atomic<int64_t> disconnect_aborts{0};
   Histogram e2e{latency_buckets()};
   Histogram ttft{latency_buckets()};
+  Histogram itl{token_latency_buckets()};  // streamed requests, per token
+
+  // One streamed chunk of `tokens` tokens for a request submitted at `start`; `last` is that
+  // request's previous chunk time (0 before the first). The first chunk gives the time to first
+  // token, later ones the inter-token latency (a chunk's gap spread over its tokens).
+  void observe_chunk(double start, double& last, size_t tokens, double now) {
+    if (last == 0)
+      ttft.observe(now - start);
+    else if (tokens > 0)
+      for (size_t i = 0; i < tokens; ++i) itl.observe((now - last) / double(tokens));
+    last = now;
+  }
 };
+
+inline double steady_now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 struct ApiServer::State {
   ServeConfig cfg;

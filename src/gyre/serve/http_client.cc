@@ -111,6 +111,7 @@ struct Call final : HttpClient::Handle, std::enable_shared_from_this<Call> {
   std::function<size_t(uint64_t, beast::string_view, beast::error_code&)> chunk_cb;
   std::chrono::steady_clock::time_point deadline;
   net::any_io_executor ex;  // the strand of this call (fixed before any operation starts)
+  std::mutex ex_mu;         // guards ex against a concurrent cancel() before start() set it
 
   void start() {
     msg = {};
@@ -129,7 +130,10 @@ struct Call final : HttpClient::Handle, std::enable_shared_from_this<Call> {
       deadline = std::chrono::steady_clock::now() +
                  std::chrono::microseconds(int64_t(req.timeout_s * 1e6));
     conn = impl->take(key);
-    ex = conn ? conn->get_executor() : net::any_io_executor(net::make_strand(impl->ioc));
+    {
+      std::lock_guard<std::mutex> lk(ex_mu);
+      ex = conn ? conn->get_executor() : net::any_io_executor(net::make_strand(impl->ioc));
+    }
     if (conn) {
       reused = true;
       net::dispatch(conn->get_executor(), [self = shared_from_this()] { self->do_write(); });
@@ -271,7 +275,13 @@ struct Call final : HttpClient::Handle, std::enable_shared_from_this<Call> {
   void cancel() override {
     cancelled = true;
     auto self = shared_from_this();
-    net::dispatch(ex, [self] {
+    net::any_io_executor e;
+    {
+      std::lock_guard<std::mutex> lk(ex_mu);
+      e = ex;
+    }
+    if (!e) return;  // not started yet: start() sees `cancelled` and fails the call
+    net::dispatch(e, [self] {
       if (self->resolver) self->resolver->cancel();
       if (self->conn) {
         beast::error_code ec;
@@ -290,28 +300,48 @@ HttpClient::HttpClient(int io_threads, size_t max_idle_per_host)
   impl_->work.emplace(impl_->ioc.get_executor());
   impl_->running = std::max(1, io_threads);
   for (int i = 0; i < std::max(1, io_threads); ++i)
-    impl_->threads.emplace_back([impl = impl_.get()] {
+    // The thread co-owns the Impl, so a detached thread (shutdown from a callback) still runs on
+    // a live io_context until it returns.
+    impl_->threads.emplace_back([impl = impl_] {
       impl->ioc.run();
       impl->running--;
     });
 }
 
-HttpClient::~HttpClient() {
+HttpClient::~HttpClient() { shutdown(); }
+
+void HttpClient::shutdown() {
   std::vector<std::shared_ptr<Handle>> live;
   {
     std::lock_guard<std::mutex> lk(impl_->mu);
+    if (impl_->closing) return;
     impl_->closing = true;
     for (auto& w : impl_->calls)
       if (auto c = w.lock()) live.push_back(std::move(c));
     impl_->calls.clear();
   }
   for (auto& c : live) c->cancel();
-  live.clear();
   impl_->work.reset();
-  for (int i = 0; i < 300 && impl_->running.load() > 0; ++i)
+  bool on_own_thread = false;
+  for (auto& t : impl_->threads) on_own_thread |= t.get_id() == std::this_thread::get_id();
+  // Let the cancellations complete (their on_done run), bounded; then stop what is left.
+  for (int i = 0; i < 300 && impl_->running.load() > (on_own_thread ? 1 : 0); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->ioc.stop();
-  for (auto& t : impl_->threads) t.join();
+  for (auto& t : impl_->threads) {
+    if (t.get_id() == std::this_thread::get_id())
+      t.detach();
+    else if (t.joinable())
+      t.join();
+  }
+  impl_->threads.clear();
+  // No handler runs any more (the context is stopped, the other threads joined): a call whose
+  // cancellation did not complete in time is finished here, so its on_done still runs once.
+  for (auto& h : live) {
+    auto c = std::static_pointer_cast<Call>(h);
+    if (!c->finished) c->fail("client shut down");
+  }
+  live.clear();
   std::lock_guard<std::mutex> lk(impl_->mu);
   impl_->idle.clear();
 }
@@ -323,18 +353,36 @@ static std::shared_ptr<Call> make_call(const std::shared_ptr<HttpClient::Impl>& 
   c->url = url;
   c->key = url.host + ":" + url.port;
   c->req = std::move(req);
-  std::lock_guard<std::mutex> lk(impl->mu);
-  if (impl->calls.size() > 256)  // keep the registry the size of what is live
-    impl->calls.remove_if([](const auto& w) { return w.expired(); });
-  impl->calls.push_back(c);
   return c;
+}
+
+// Registers and starts the call, or fails it at once when the client is shut down (its I/O
+// threads are gone: nothing would ever complete it).
+static void launch(const std::shared_ptr<HttpClient::Impl>& impl, const std::shared_ptr<Call>& c) {
+  bool closed;
+  {
+    std::lock_guard<std::mutex> lk(impl->mu);
+    closed = impl->closing;
+    if (!closed) {
+      if (impl->calls.size() > 256)  // keep the registry the size of what is live
+        impl->calls.remove_if([](const auto& w) { return w.expired(); });
+      impl->calls.push_back(c);
+    }
+  }
+  if (closed) {
+    HttpResponse r;
+    r.error = "client shut down";
+    c->done(std::move(r));
+    return;
+  }
+  c->start();
 }
 
 std::shared_ptr<HttpClient::Handle> HttpClient::request(const Url& url, ClientRequest req,
                                                         std::function<void(HttpResponse&&)> done) {
   auto c = make_call(impl_, url, std::move(req));
   c->cb.on_done = std::move(done);
-  c->start();
+  launch(impl_, c);
   return c;
 }
 
@@ -343,7 +391,7 @@ std::shared_ptr<HttpClient::Handle> HttpClient::request_stream(const Url& url, C
   auto c = make_call(impl_, url, std::move(req));
   c->stream = true;
   c->cb = std::move(cb);
-  c->start();
+  launch(impl_, c);
   return c;
 }
 

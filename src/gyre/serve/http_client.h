@@ -5,6 +5,8 @@
 // cancel); a pooled connection is reused only after a complete response that allowed keep-alive;
 // a request that fails on a reused idle connection before any byte came back is retried once on a
 // fresh one (the server may have closed it while idle), never a request that got an answer.
+// Callbacks often own the owner of the client, so the client may be destroyed on one of its own
+// I/O threads: that thread is then detached, not joined (the I/O context outlives it).
 #pragma once
 #include <atomic>
 #include <functional>
@@ -56,7 +58,10 @@ class HttpClient {
   };
 
   explicit HttpClient(int io_threads = 1, size_t max_idle_per_host = 256);
-  ~HttpClient();  // cancels what is in flight (their on_done still runs) and joins
+  ~HttpClient();  // shutdown()
+  // Cancels what is in flight (their on_done still runs), then stops and joins the I/O threads.
+  // Idempotent; requests made afterwards fail at once with "client shut down".
+  void shutdown();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 

@@ -147,6 +147,28 @@ GenerateResult parse_rollout_response(const std::string& body, const std::string
   return r;
 }
 
+// Answers a generate whose scheduled retry was dropped (the client shut down first), so that
+// `done` still runs exactly once.
+struct RetryGuard {
+  std::shared_ptr<std::function<void(GenerateResult&&)>> done;
+  std::string rid;
+  int32_t index, prompt_tokens;
+  bool armed = true;
+  RetryGuard(std::shared_ptr<std::function<void(GenerateResult&&)>> d, std::string r, int32_t i,
+             int32_t p)
+      : done(std::move(d)), rid(std::move(r)), index(i), prompt_tokens(p) {}
+  ~RetryGuard() {
+    if (!armed) return;
+    GenerateResult r;
+    r.rid = rid;
+    r.index = index;
+    r.error = "rollout client shut down before the retry";
+    r.finish = {FinishType::abort, {}, {}, r.error};
+    r.prompt_tokens = prompt_tokens;
+    (*done)(std::move(r));
+  }
+};
+
 struct HttpRolloutClient::Impl : std::enable_shared_from_this<HttpRolloutClient::Impl> {
   HttpRolloutClientConfig cfg;
   Url url;
@@ -178,10 +200,18 @@ struct HttpRolloutClient::Impl : std::enable_shared_from_this<HttpRolloutClient:
             double wait = self->cfg.retry_backoff_s * double(1 << std::min(tries, 10));
             log::warn("rollout client: /generate {} failed ({}); retry {} in {:.2f}s", req.rid,
                       error_message(resp), tries + 1, wait);
-            self->delays.post_after(wait, [self, req, index, body, done, tries]() mutable {
-              self->attempt(std::move(req), index, std::move(body), done, tries + 1);
-            });
-            return;
+            // A retry dropped by shutdown still answers: the task's destructor runs `finish`.
+            auto retry =
+                std::make_shared<RetryGuard>(done, req.rid, index, int32_t(req.input_ids.size()));
+            if (self->delays.post_after(
+                    wait, [self, req, index, body, done, tries, retry]() mutable {
+                      retry->armed = false;
+                      self->attempt(std::move(req), index, std::move(body), done, tries + 1);
+                    }))
+              return;
+            retry->armed = false;
+            resp = {};
+            resp.error = "rollout client shut down";
           }
           GenerateResult r;
           if (resp.ok()) {
@@ -225,7 +255,12 @@ struct HttpRolloutClient::Impl : std::enable_shared_from_this<HttpRolloutClient:
 HttpRolloutClient::HttpRolloutClient(HttpRolloutClientConfig cfg)
     : impl_(std::make_shared<Impl>(std::move(cfg))) {}
 
-HttpRolloutClient::~HttpRolloutClient() = default;
+HttpRolloutClient::~HttpRolloutClient() {
+  // Stop the threads here, on the owner's thread: callbacks hold the Impl, and if the last of
+  // them let go on an I/O or retry thread, that thread would have to tear itself down.
+  impl_->delays.stop();
+  impl_->client.shutdown();
+}
 
 std::string HttpRolloutClient::describe() const { return impl_->url.origin() + impl_->url.path; }
 

@@ -61,6 +61,11 @@ std::vector<double> latency_buckets() {
           2.5,   5,      10,    20,   40,    60,   120, 240,  480, 600};
 }
 
+std::vector<double> token_latency_buckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+}
+
 void prom_metric(std::string& out, const std::string& name, const std::string& type,
                  const std::string& help, double value, const std::string& labels) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{} {}\n", name, help, name, type, name,

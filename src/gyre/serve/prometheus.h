@@ -30,6 +30,8 @@ class Histogram {
 
 // Latency buckets in seconds, 1 ms .. 10 min (SGLang's e2e buckets span the same range).
 std::vector<double> latency_buckets();
+// Per-token latency buckets in seconds, 0.1 ms .. 10 s (a CPU engine's decode step can be < 1 ms).
+std::vector<double> token_latency_buckets();
 
 void prom_metric(std::string& out, const std::string& name, const std::string& type,
                  const std::string& help, double value, const std::string& labels = "");

@@ -324,6 +324,9 @@ void Router::stop() {
   if (!http_) return;
   http_->stop();
   st_->timers.stop();
+  // Upstream calls in flight hold the State; shut the client down here, on the owner's thread,
+  // so that the State is never destroyed by (and joined from) one of the client's own threads.
+  st_->client.shutdown();
   http_.reset();
 }
 

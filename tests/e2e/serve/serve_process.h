@@ -1,8 +1,10 @@
 // Test helper: runs `gyre serve` / `gyre router` as a child process, reads the port it prints
-// ("... listening on http://HOST:PORT"), and stops it (SIGTERM, then SIGKILL) on destruction.
+// ("... listening on http://HOST:PORT"), and stops it (SIGTERM, then SIGKILL) on destruction; the
+// child is killed by the kernel if the test process dies first (PR_SET_PDEATHSIG).
 #pragma once
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,8 +23,13 @@ class ChildProcess {
   explicit ChildProcess(std::vector<std::string> argv, double timeout_s = 60) {
     int fds[2];
     if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+    pid_t parent = getpid();
     pid_ = fork();
     if (pid_ == 0) {
+      // Die with the test: a test binary that crashes must not leave servers running (they
+      // would also hold its output pipe open, so a runner waiting on it would hang).
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
       dup2(fds[1], 1);
       close(fds[0]);
       close(fds[1]);

@@ -134,13 +134,23 @@ TEST(ApiServer, StreamIsCumulativeAndEndsWithDone) {
   json nonstream =
       f.post("/generate", {{"input_ids", {65}}, {"sampling_params", {{"max_new_tokens", 4}}}});
   EXPECT_EQ(nonstream["text"], last["text"]);
+  // 4 streamed tokens in 4 chunks: one time-to-first-token, three inter-token latencies.
+  std::string m = f.call("GET", "/metrics").body;
+  EXPECT_NE(m.find("sglang:time_to_first_token_seconds_count{model_name=\"tiny\"} 1\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("sglang:inter_token_latency_seconds_count{model_name=\"tiny\"} 3\n"),
+            std::string::npos)
+      << m;
 }
 
 TEST(ApiServer, AbortReturnsPartialOutputWith200) {
   Fixture f;
   f.engine->pause();  // hold it so the abort lands mid-request
   std::thread t([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // Abort only once the request is in the engine (an abort before it would match nothing).
+    for (int i = 0; i < 2000 && f.engine->active() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     f.post("/abort_request", {{"rid", "slow"}});
   });
   json r = f.post(
@@ -164,15 +174,15 @@ TEST(ApiServer, ClientDisconnectAbortsTheRequest) {
         "Content-Length: " +
         std::to_string(body.size()) + "\r\n\r\n" + body;
     boost::asio::write(s, boost::asio::buffer(req));
-    for (int i = 0; i < 100 && f.engine->active() == 0; ++i)
+    for (int i = 0; i < 2000 && f.engine->active() == 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(f.engine->active(), 1u);
   }  // closed
-  for (int i = 0; i < 200 && f.engine->active() > 0; ++i)
+  for (int i = 0; i < 2000 && f.engine->active() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(f.engine->active(), 0u);
   EXPECT_TRUE(f.engine->aborted().count("gone"));
-  for (int i = 0; i < 100 && f.server->in_flight() > 0; ++i)
+  for (int i = 0; i < 2000 && f.server->in_flight() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(f.server->in_flight(), 0);
 }
@@ -195,7 +205,7 @@ TEST(ApiServer, ControlRoutes) {
   f.engine->pause();
   auto h = f.client.request(f.url, {"POST", "/generate", {}, R"({"input_ids":[1],"rid":"busy"})"},
                             [](HttpResponse&&) {});
-  for (int i = 0; i < 100 && f.engine->active() == 0; ++i)
+  for (int i = 0; i < 2000 && f.engine->active() == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(f.call("GET", "/flush_cache").status, 400);
   json p = f.post("/pause_generation", json::object());

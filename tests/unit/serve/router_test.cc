@@ -12,6 +12,7 @@
 #include "gyre/serve/api_server.h"
 #include "gyre/serve/http_client.h"
 #include "gyre/serve/http_rollout_client.h"
+#include "gyre/serve/task_thread.h"
 #include "unit/serve/fake_engine.h"
 
 using namespace gyre;
@@ -89,9 +90,12 @@ struct Worker {
   std::shared_ptr<test::FakeEngine> engine = std::make_shared<test::FakeEngine>();
   std::unique_ptr<ApiServer> server;
   std::vector<std::string> loaded;
-  Worker() {
+  Worker() { start(0); }
+  // (Re)starts the HTTP server on `port` (0: a fresh ephemeral one) over the same engine.
+  void start(int port) {
+    server.reset();
     ServeConfig cfg;
-    cfg.http.port = 0;
+    cfg.http.port = port;
     cfg.context_len = 512;
     cfg.vocab_size = 512;
     server = std::make_unique<ApiServer>(cfg, engine, nullptr, nullptr,
@@ -113,7 +117,7 @@ HttpResponse call(HttpClient& c, int port, const std::string& method, const std:
 }
 
 void wait_healthy(Router& r, size_t n) {
-  for (int i = 0; i < 500; ++i) {
+  for (int i = 0; i < 3000; ++i) {  // 30 s: generous for a loaded CI machine
     size_t h = 0;
     for (auto& w : r.workers()) h += w.healthy;
     if (h == n) return;
@@ -160,7 +164,14 @@ TEST(Router, SpreadsAffinityFailoverAndWorkers) {
   ASSERT_EQ(ws["total"], 2);
   EXPECT_EQ(call(c, port, "DELETE", "/workers/not-a-uuid").status, 400);
   EXPECT_EQ(call(c, port, "DELETE", "/workers/00000000-0000-4000-8000-000000000000").status, 404);
+  // /abort_request is broadcast to every worker.
+  auto ab = call(c, port, "POST", "/abort_request", R"({"rid":"everywhere"})");
+  EXPECT_EQ(ab.status, 200) << ab.body;
+  EXPECT_EQ(json::parse(ab.body)["workers"], 2);
+  EXPECT_TRUE(a.engine->aborted().count("everywhere"));
+  EXPECT_TRUE(b.engine->aborted().count("everywhere"));
   // Failover: kill worker b; requests keep succeeding on a.
+  int b_port = b.server->port();
   b.server->stop();
   for (int i = 0; i < 6; ++i) {
     auto r = call(c, port, "POST", "/generate",
@@ -171,6 +182,16 @@ TEST(Router, SpreadsAffinityFailoverAndWorkers) {
   for (auto& w : router.workers())
     if (w.url == b.url()) b_healthy = w.healthy;
   EXPECT_FALSE(b_healthy);
+  // Recovery: b comes back on its port; the health check puts it back into the rotation.
+  b.start(b_port);
+  wait_healthy(router, 2);
+  int b_before = b.engine->submitted;
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(call(c, port, "POST", "/generate",
+                   R"({"input_ids":[65],"sampling_params":{"max_new_tokens":1}})")
+                  .status,
+              200);
+  EXPECT_EQ(b.engine->submitted - b_before, 2);
   // Remove and re-add through the API.
   std::string bid;
   for (auto& w : ws["workers"])
@@ -192,6 +213,7 @@ TEST(HttpRolloutClient, BehavesLikeTheEngine) {
   Worker w;
   HttpRolloutClientConfig cfg;
   cfg.url = w.url();
+  cfg.request_timeout_s = 20;  // every wait below is bounded by this
   HttpRolloutClient client(cfg);
   infer::GenerateRequest req;
   req.input_ids = {65, 66};
@@ -215,7 +237,7 @@ TEST(HttpRolloutClient, BehavesLikeTheEngine) {
     idx[size_t(x.index)] = x.index;
     if (++got == 2) both.set_value();
   });
-  both.get_future().wait();
+  ASSERT_EQ(both.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
   EXPECT_EQ(idx, (std::vector<int32_t>{0, 1}));
   // A bad request comes back as an error result, not an exception.
   infer::GenerateRequest bad;
@@ -261,4 +283,40 @@ TEST(HttpRolloutClientParse, BadReplies) {
   json body = json::parse(rollout_request_body(infer::GenerateRequest{}));
   EXPECT_TRUE(body.contains("sampling_params"));
   EXPECT_EQ(body["sampling_params"]["max_new_tokens"], 128);
+}
+
+// Callbacks own what owns the client, so the client can be torn down from its own threads: a
+// generate callback that destroys the HttpRolloutClient, and a TaskThread task that drops the last
+// reference to the TaskThread's owner. Neither may join its own thread (std::terminate) or hang.
+TEST(HttpRolloutClient, DestroyedFromItsOwnCallback) {
+  Worker w;
+  HttpRolloutClientConfig cfg;
+  cfg.url = w.url();
+  cfg.request_timeout_s = 20;
+  auto client = std::make_shared<std::unique_ptr<HttpRolloutClient>>(
+      std::make_unique<HttpRolloutClient>(cfg));
+  infer::GenerateRequest req;
+  req.input_ids = {65};
+  req.sampling.max_new_tokens = 1;
+  auto done = std::make_shared<std::promise<std::string>>();
+  (*client)->generate(req, [client, done](infer::GenerateResult&& r) {
+    client->reset();  // on the client's I/O thread
+    done->set_value(r.error);
+  });
+  auto f = done->get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(f.get(), "");
+}
+
+TEST(TaskThread, OwnerReleasedByItsOwnTask) {
+  struct Owner {
+    TaskThread tasks;
+  };
+  auto ran = std::make_shared<std::promise<void>>();
+  {
+    auto owner = std::make_shared<Owner>();
+    owner->tasks.post_after(0.01, [owner, ran] { ran->set_value(); });
+    // The task now holds the only reference; it is released on the task thread.
+  }
+  ASSERT_EQ(ran->get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
 }
