@@ -11,12 +11,7 @@ bash scripts/install_node_deps.sh
 bash scripts/check_format.sh
 bash scripts/build.sh
 LABELS=${1:-'unit|golden|e2e|dist'}
-# Known failing at the end of session 1 (issue 5 left open): the HTTP server's abort/disconnect
-# paths, the 512-stream load test and the router e2e test. Excluded here so the rest of the suite gates
-# CI; run them with GYRE_TEST_ALL=1. Remove this exclusion when issue 5 lands.
-EXCLUDE='ServeE2E.Abort|ServeE2E.ClientDisconnect|ServeE2E.FiveHundred|RouterE2E'
-[ "${GYRE_TEST_ALL:-0}" = 1 ] && EXCLUDE='^$'
-(cd build && ctest -L "$LABELS" -LE gpu -E "$EXCLUDE" --output-on-failure -j2 --timeout 600)
+(cd build && ctest -L "$LABELS" -LE gpu --output-on-failure -j2 --timeout 600)
 if [ "${GYRE_SKIP_SANITIZE:-0}" != 1 ]; then
   GYRE_BUILD_DIR=build-asan GYRE_CUDA=OFF GYRE_NINJA_TARGETS= \
     bash scripts/build.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGYRE_SANITIZE=address,undefined -DGYRE_BENCH=OFF
