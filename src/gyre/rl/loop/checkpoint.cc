@@ -15,7 +15,8 @@ std::string checkpoint_dir(const std::string& save, int64_t rollout_id) {
 void save_checkpoint(const std::string& save, int64_t rollout_id, const model::CausalLM& model,
                      DType dtype, const std::string& tokenizer_dir, const train::AdamW& optimizer,
                      const DataBuffer& buffer, const TrainerState& state,
-                     const std::string& flags_yaml) {
+                     const std::string& flags_yaml,
+                     const std::function<void(const std::string& tmp_dir)>& write_extra) {
   const std::string final_dir = checkpoint_dir(save, rollout_id);
   const std::string tmp = final_dir + ".tmp";
   std::error_code ec;
@@ -36,6 +37,7 @@ void save_checkpoint(const std::string& save, int64_t rollout_id, const model::C
                       {"extra", state.extra}};
   std::ofstream(tmp + "/trainer_state.json") << j.dump(2) << "\n";
   std::ofstream(tmp + "/config.yaml") << flags_yaml;
+  if (write_extra) write_extra(tmp);
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir);
   const std::string latest = save + "/latest_checkpointed_iteration.txt";

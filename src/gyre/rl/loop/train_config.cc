@@ -14,6 +14,10 @@ void TrainConfig::register_flags(FlagSet& f) {
                      M);
   f.add<std::string>("ref-load", &ref_load, "", "reference model HF folder (KL loss / KL reward)",
                      M);
+  f.add<std::string>("critic-load", &critic_load, "",
+                     "PPO critic HF folder (default: the actor's, with a zero value head)", M);
+  f.add<std::optional<double>>("critic-lr", &critic_lr, std::nullopt,
+                               "PPO critic learning rate (default --lr)", M);
   f.add<std::string>("load", &load, "",
                      "resume from this gyre checkpoint folder (its latest iteration)", M);
   f.add<std::string>("save", &save, "", "output folder: checkpoints, metrics.jsonl, debug data", M);
@@ -145,6 +149,7 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<std::optional<double>>("eps-clip-high", &eps_clip_high, std::nullopt,
                                "upper clip (default eps-clip)", A);
   f.add<std::optional<double>>("eps-clip-c", &eps_clip_c, std::nullopt, "dual clip bound (> 1)", A);
+  f.add<double>("value-clip", &algo.value_clip, 0.2, "PPO value-loss clip", A);
   f.add<double>("entropy-coef", &algo.entropy_coef, 0.0, "entropy bonus", A);
   f.add<bool>("use-tis", &algo.use_tis, false, "truncated importance sampling", A);
   f.add<double>("tis-clip", &algo.tis_clip, 2.0, "TIS upper clip", A);
@@ -255,11 +260,6 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
   algo.eps_clip_c = eps_clip_c;
   algo.n_samples_per_prompt = int(n_samples_per_prompt);
   algo.rollout_batch_size = int(rollout_batch_size);
-  if (algo.advantage_estimator == AdvantageEstimator::ppo)
-    GYRE_THROW(unsupported,
-               "--advantage-estimator ppo needs a critic model, which `gyre train` does not run "
-               "yet; the GAE/value-loss math is in rl/algorithms — use grpo, gspo, cispo or "
-               "reinforce_plus_plus[_baseline]");
   algo.validate();
   if (num_rollout) {
     total_rollouts = *num_rollout;

@@ -16,7 +16,8 @@ namespace gyre::rl {
 
 struct TrainConfig {
   // model / checkpoints
-  std::string hf_checkpoint, tokenizer_dir, ref_load, load, save;
+  std::string hf_checkpoint, tokenizer_dir, ref_load, load, save, critic_load;
+  std::optional<double> critic_lr;
   int64_t save_interval = 0;
   std::string save_dtype;
   bool recompute_activations = false;

@@ -323,7 +323,23 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         timed(reward, reward_clock),
         load_dynamic_filter(cfg.dynamic_sampling_filter_path, cfg.reward_key));
 
+  // PPO: the critic starts from --critic-load or from the actor's weights with a zero value head
+  // (slime initialises the critic from the actor checkpoint); a resumed run restores it.
+  std::unique_ptr<Critic> critic;
+  if (cfg.algo.advantage_estimator == AdvantageEstimator::ppo) {
+    train::AdamWConfig cc = ac;
+    cc.lr = cfg.critic_lr.value_or(cfg.lr);
+    critic =
+        std::make_unique<Critic>(cfg.critic_load.empty() ? model_dir : cfg.critic_load, cc, sched);
+    if (resume) {
+      if (!fs::exists(*resume + "/critic/optimizer.json"))
+        GYRE_THROW(not_found, "--load {}: the checkpoint has no critic/ (was it a ppo run?)",
+                   *resume);
+      critic->load(*resume + "/critic");
+    }
+  }
   ActorTrainerOptions to;
+  to.critic = critic.get();
   to.algo = cfg.algo;
   to.global_batch_size = *cfg.global_batch_size;
   to.micro.micro_batch_size = cfg.micro_batch_size;
@@ -464,7 +480,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       }
       if (main_rank)
         save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
-                        state, flags_yaml);
+                        state, flags_yaml, [&](const std::string& dir) {
+                          if (critic) critic->save(dir + "/critic", save_dtype);
+                        });
     }
     m["perf/step_time"] = step_timer.elapsed();
     m["perf/wall_time"] = run_timer.elapsed();

@@ -9,7 +9,12 @@
 //   <save>/iter_<rollout:07d>/data_buffer.json, trainer_state.json
 //   <save>/latest_checkpointed_iteration.txt
 // --load <save> resumes from the latest one and continues the same run bit for bit (same data
-// order, same per-sample sampling seeds, same weights and optimizer state).
+// order, same per-sample sampling seeds, same weights and optimizer state, weight version
+// continued; tests/e2e/rl/loop_replay_test.cc). Caveat: the CPU engine's batched forward is not
+// batch-invariant, so the engine's own log-probs (rollout_log_probs, the rollout-vs-trainer diff
+// metric) move by ~1e-6 with which requests share a step; with --rollout-concurrency 1 the whole
+// run, those included, is bitwise reproducible. Under --advantage-estimator ppo the critic
+// (trainer/critic.h) is saved under <save>/iter_*/critic/ and restored with the rest.
 #pragma once
 #include "gyre/rl/loop/train_config.h"
 

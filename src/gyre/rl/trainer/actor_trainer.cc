@@ -116,6 +116,11 @@ ActorTrainer::ActorTrainer(model::CausalLM& actor, model::CausalLM* ref, train::
   if (!(opt_.temperature > 0))
     GYRE_THROW(invalid_argument, "--rollout-temperature must be > 0 for training, got {}",
                opt_.temperature);
+  if (opt_.algo.advantage_estimator == AdvantageEstimator::ppo && !opt_.critic)
+    GYRE_THROW(invalid_argument, "--advantage-estimator ppo needs a critic model");
+  if (opt_.critic && opt_.data_parallel && opt_.data_parallel->size() > 1)
+    GYRE_THROW(unsupported,
+               "the PPO critic runs on one process; data parallelism is for the actor");
   const bool needs_ref = opt_.algo.use_kl_loss || opt_.algo.kl_coef != 0;
   if (needs_ref && !ref_)
     GYRE_THROW(invalid_argument,
@@ -197,10 +202,12 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   // the reference model's pass is timed with it).
   BatchTokenValues old_lp;
   BatchTokenValues ref_lp;
+  BatchTokenValues values;  // critic values before any update (ppo)
   {
     PhaseTimer phase(metrics, "log_probs");
     if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
     if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
+    if (opt_.critic) values = opt_.critic->values(samples, all_mbs);
     if (dp && dp_size > 1) {
       if (!old_lp.empty()) sum_over_ranks(dp->comm(), samples, old_lp);
       if (!ref_lp.empty()) sum_over_ranks(dp->comm(), samples, ref_lp);
@@ -227,6 +234,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   ain.log_probs = opt_.algo.use_rollout_logprobs ? rollout_lp : old_lp;
   if (have_rollout_lp) ain.rollout_log_probs = rollout_lp;
   ain.ref_log_probs = ref_lp;
+  ain.values = values;
   AdvantageOutputs adv = compute_advantages_and_returns(opt_.algo, ain);
 
   std::vector<int64_t> rollout_ids(static_cast<size_t>(n));
@@ -255,6 +263,16 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
 
     model::Gradients grads = actor_.zeros_like_parameters();
     Metrics mb_sum;
+    if (opt_.critic) {
+      // Value-loss step on the same micro-batches and normaliser (slime trains the critic on the
+      // returns of the same rollout, one step per actor step).
+      std::vector<double> full_denoms(static_cast<size_t>(n), 1.0);
+      for (int64_t j = step_begin; j < step_begin + opt_.global_batch_size; ++j)
+        full_denoms[size_t(j)] = denoms[size_t(j - step_begin)];
+      for (auto& [k, v] : opt_.critic->train_step(opt_.algo, samples, steps[size_t(s)], adv.returns,
+                                                  values, masks, full_denoms, normalizer))
+        mb_sum[k] += v;
+    }
     for (size_t mbi = 0; mbi < steps[size_t(s)].size(); ++mbi) {
       const auto& mb = steps[size_t(s)][mbi];
       const bool want_entropy = true;  // train/entropy is always logged (slime computes it too)

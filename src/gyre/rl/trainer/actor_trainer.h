@@ -19,6 +19,7 @@
 #include "gyre/model/causal_lm.h"
 #include "gyre/rl/algorithms/config.h"
 #include "gyre/rl/sample.h"
+#include "gyre/rl/trainer/critic.h"
 #include "gyre/rl/trainer/micro_batches.h"
 #include "gyre/train/optimizer.h"
 
@@ -35,6 +36,9 @@ struct ActorTrainerOptions {
   // step normaliser still covers the whole step, old/ref log-probs and loss metrics are summed
   // over the ranks, and data_parallel->step() (reduce + AdamW / ZeRO-1) replaces optimizer.step().
   dist::DataParallelOptimizer* data_parallel = nullptr;
+  // --advantage-estimator ppo: the critic (trainer/critic.h). Its values (before any update) feed
+  // GAE; it takes one value-loss step per actor step on the same micro-batches and normaliser.
+  Critic* critic = nullptr;
 };
 
 using Metrics = std::map<std::string, double>;
