@@ -4,7 +4,8 @@
 //   --debug-train-only with --load-debug-rollout-data, trains exactly like the combined run: same
 //   rollout dump, same train metrics, same gradients, same updated weights;
 // - checkpoint at rollout k (--save --save-interval) and resume (--load) gives bitwise the metrics,
-//   weights, optimizer and data-buffer state of the uninterrupted run for rollout k+1 (DESIGN.md
+//   weights, optimizer and data-buffer state (and, under ppo, the critic) of the uninterrupted run
+//   for rollout k+1 (DESIGN.md
 //   "Durable state": resume continues bit for bit).
 //
 // Gradients are compared through the weights: the runs use --adam-eps 1000 --lr 1000, and AdamW's
@@ -134,7 +135,11 @@ TEST(LoopReplay, DebugRolloutOnlyThenTrainOnlyMatchesTheCombinedRun) {
       << "AdamW moments (hence gradients) differ";
 }
 
-TEST(LoopReplay, ResumeFromCheckpointContinuesBitForBit) {
+namespace {
+
+// Uninterrupted run vs a run resumed in a fresh process from the checkpoint of rollout k = 1;
+// `extra` adds flags to both, `state_files` lists checkpoint files that must match after rollout 2.
+void check_resume(const std::string& extra, const std::vector<std::string>& state_files) {
   const std::string a = gyre::test::temp_dir("resume_straight");
   const std::string b = gyre::test::temp_dir("resume_saving");
   const std::string c = gyre::test::temp_dir("resume_resumed");
@@ -142,7 +147,8 @@ TEST(LoopReplay, ResumeFromCheckpointContinuesBitForBit) {
   // epoch shuffle, whose state must all survive the restart.
   const std::string common =
       " --num-rollout 3 --lr 0.001 --lr-decay-style cosine --lr-warmup-iters 2 --min-lr 1e-5"
-      " --weight-decay 0.01";
+      " --weight-decay 0.01" +
+      extra;
   run_ok(common + " --save " + a);                         // uninterrupted, saves only at the end
   run_ok(common + " --save " + b + " --save-interval 2");  // checkpoints after rollouts 1 and 2
   ASSERT_TRUE(std::filesystem::exists(ckpt(b, 1) + "/trainer_state.json"));
@@ -160,7 +166,23 @@ TEST(LoopReplay, ResumeFromCheckpointContinuesBitForBit) {
   EXPECT_NE(ma[2]["train/lr"], ma[3]["train/lr"]) << "the schedule should be moving";
 
   // And the state after it: weights, optimizer moments and iteration, data position.
-  for (const char* f : {"/model/model.safetensors", "/optimizer.safetensors", "/optimizer.json",
-                        "/data_buffer.json", "/trainer_state.json"})
+  for (const std::string& f : state_files)
     EXPECT_TRUE(read_file(ckpt(a, 2) + f) == read_file(ckpt(c, 2) + f)) << f << " differs";
+}
+
+const std::vector<std::string> kStateFiles = {"/model/model.safetensors", "/optimizer.safetensors",
+                                              "/optimizer.json", "/data_buffer.json",
+                                              "/trainer_state.json"};
+
+}  // namespace
+
+TEST(LoopReplay, ResumeFromCheckpointContinuesBitForBit) { check_resume("", kStateFiles); }
+
+// PPO: the critic (weights, value head, its AdamW state) is part of the checkpoint too.
+TEST(LoopReplay, PpoResumeRestoresTheCritic) {
+  std::vector<std::string> files = kStateFiles;
+  for (const char* f : {"/critic/model/model.safetensors", "/critic/model/value_head.safetensors",
+                        "/critic/optimizer.safetensors"})
+    files.push_back(f);
+  check_resume(" --advantage-estimator ppo --lambd 0.95", files);
 }
