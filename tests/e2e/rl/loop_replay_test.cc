@@ -5,8 +5,7 @@
 //   rollout dump, same train metrics, same gradients, same updated weights;
 // - checkpoint at rollout k (--save --save-interval) and resume (--load) gives bitwise the metrics,
 //   weights, optimizer and data-buffer state (and, under ppo, the critic) of the uninterrupted run
-//   for rollout k+1 (DESIGN.md
-//   "Durable state": resume continues bit for bit).
+//   for rollout k+1 (DESIGN.md "Durable state": resume continues bit for bit).
 //
 // Gradients are compared through the weights: the runs use --adam-eps 1000 --lr 1000, and AdamW's
 // first step is then w1 = w0 - lr * g / (|g| + eps) ~= w0 - g (bias-corrected m = g, sqrt(v) =
