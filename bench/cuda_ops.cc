@@ -1,0 +1,222 @@
+// bench_cuda_ops: the CUDA backend's kernels on the device, one JSON line per figure. The anchors
+// (PyTorch on the same GPU) come from bench/hf_anchor.py run in the same device call; that script
+// joins both outputs and prints ours / anchor.
+//   gemm_bf16        cuBLASLt bf16 x bf16 -> bf16, f32 accumulate, 8192^3, TFLOP/s
+//   gemm_f32         cuBLASLt f32 (no TF32) 4096^3, TFLOP/s
+//   attn_fwd/bwd     bf16 FlashAttention-2 kernel, causal, 4 x 4096 tokens, 16 heads of 128,
+//                    TFLOP/s counted as FlashAttention does (fwd 4·B·L²·H·D / 2, bwd 2.5x fwd)
+//   attn_f32_fwd     the f32 exact attention kernel at 4 x 1024 tokens (for scale)
+//   logprob_bf16     fused token log-prob + entropy over bf16 logits [4·4096, 151936]
+//                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
+//                    an f32 [tokens x vocab] tensor (goal <= 1/8)
+//   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
+// Each figure is the median of repeated runs timed with CUDA events after warm-up; inputs are
+// random (never zeros).
+#include <cstdio>
+
+#ifndef GYRE_HAVE_CUDA
+int main() {
+  std::printf("{\"bench\":\"cuda_ops\",\"skipped\":\"built without the CUDA backend\"}\n");
+  return 0;
+}
+#else
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/philox.h"
+#include "gyre/core/tensor.h"
+
+using namespace gyre;
+
+namespace {
+
+// Median milliseconds of fn over `reps` runs after `warm` warm-ups (CUDA events on our stream).
+double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 10) {
+  for (int i = 0; i < warm; ++i) fn();
+  cudaStream_t s = cuda::stream();
+  cudaEvent_t a, b;
+  GYRE_CUDA_CHECK(cudaEventCreate(&a));
+  GYRE_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    GYRE_CUDA_CHECK(cudaEventRecord(a, s));
+    fn();
+    GYRE_CUDA_CHECK(cudaEventRecord(b, s));
+    GYRE_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Random device tensor: up to 16 Mi values drawn on the host (Philox), tiled on the device for
+// larger tensors (still far larger than the 60 MB L2, so no figure measures the cache).
+Tensor random_device(const Shape& s, DType dt, uint64_t seed, float scale = 1.0f) {
+  const int64_t n = shape_numel(s), block = std::min<int64_t>(n, int64_t(1) << 24);
+  Tensor host = Tensor::empty({block}, DType::f32);
+  PhiloxStream r(seed);
+  float* p = host.f32();
+  for (int64_t i = 0; i < block; ++i) p[i] = (r.next_uniform() * 2.0f - 1.0f) * scale;
+  Tensor src = (dt == DType::f32 ? host : host.to(dt)).to(Device::cuda);
+  Tensor out = Tensor::empty(s, dt, Device::cuda);
+  const size_t es = dtype_size(dt);
+  for (int64_t i = 0; i < n; i += block) {
+    const int64_t m = std::min(block, n - i);
+    GYRE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out.raw()) + size_t(i) * es, src.raw(),
+                                    size_t(m) * es, cudaMemcpyDeviceToDevice, cuda::stream()));
+  }
+  cuda::sync();
+  return out;
+}
+
+void emit(const std::string& json) { std::printf("%s\n", json.c_str()), std::fflush(stdout); }
+
+void bench_gemm() {
+  const int64_t n = 8192;
+  Tensor a = random_device({n, n}, DType::bf16, 1), b = random_device({n, n}, DType::bf16, 2);
+  Tensor c = Tensor::empty({n, n}, DType::bf16, Device::cuda);
+  double ms = time_ms([&] {
+    cuda::gemm_bf16(false, true, n, n, n, 1.0f, a.data<uint16_t>(), n, b.data<uint16_t>(), n, 0.0f,
+                    c.data<uint16_t>(), n, true);
+  });
+  double tf = 2.0 * n * n * n / (ms * 1e-3) / 1e12;
+  emit("{\"bench\":\"gemm_bf16\",\"shape\":\"8192x8192x8192\",\"ms\":" + std::to_string(ms) +
+       ",\"tflops\":" + std::to_string(tf) + "}");
+  const int64_t m = 4096;
+  Tensor x = random_device({m, m}, DType::f32, 3), y = random_device({m, m}, DType::f32, 4);
+  Tensor z = Tensor::empty({m, m}, DType::f32, Device::cuda);
+  ms = time_ms([&] {
+    cuda::gemm_f32(false, false, m, m, m, 1.0f, x.f32(), m, y.f32(), m, 0.0f, z.f32(), m);
+  });
+  tf = 2.0 * m * m * m / (ms * 1e-3) / 1e12;
+  emit("{\"bench\":\"gemm_f32\",\"shape\":\"4096x4096x4096\",\"ms\":" + std::to_string(ms) +
+       ",\"tflops\":" + std::to_string(tf) + "}");
+}
+
+void bench_attention() {
+  const int64_t B = 4, L = 4096, H = 16, D = 128, T = B * L;
+  std::vector<int32_t> cu_v;
+  for (int64_t b = 0; b <= B; ++b) cu_v.push_back(int32_t(b * L));
+  Tensor cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
+  Tensor q = random_device({T, H, D}, DType::bf16, 5), k = random_device({T, H, D}, DType::bf16, 6);
+  Tensor v = random_device({T, H, D}, DType::bf16, 7),
+         dout = random_device({T, H, D}, DType::bf16, 8);
+  Tensor out = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
+  Tensor lse = Tensor::empty({T, H}, DType::f32, Device::cuda);
+  Tensor dq = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
+  Tensor dk = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
+  Tensor dv = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
+  Tensor acc = Tensor::empty({T, H, D}, DType::f32, Device::cuda);
+  Tensor delta = Tensor::empty({T, H}, DType::f32, Device::cuda);
+  const float scale = 1.0f / std::sqrt(float(D));
+  auto fwd = [&] {
+    cuda::flash_attention_bf16_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
+                                   cu.i32(), B, L, T, H, H, D, scale, out.data<uint16_t>(),
+                                   lse.f32());
+  };
+  auto bwd = [&] {
+    cuda::flash_attention_bf16_bwd(dout.data<uint16_t>(), q.data<uint16_t>(), k.data<uint16_t>(),
+                                   v.data<uint16_t>(), out.data<uint16_t>(), lse.f32(), cu.i32(), B,
+                                   L, T, H, H, D, scale, dq.data<uint16_t>(), dk.data<uint16_t>(),
+                                   dv.data<uint16_t>(), acc.f32(), delta.f32());
+  };
+  const double flops_fwd = 4.0 * B * double(L) * L * H * D / 2.0;
+  double ms = time_ms(fwd);
+  emit("{\"bench\":\"attn_fwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
+       ",\"tflops\":" + std::to_string(flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":450}");
+  fwd();
+  ms = time_ms(bwd);
+  emit("{\"bench\":\"attn_bwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
+       ",\"tflops\":" + std::to_string(2.5 * flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":350}");
+  // f32 exact path, shorter sequences.
+  const int64_t L2 = 1024, T2 = B * L2;
+  std::vector<int32_t> cu2;
+  for (int64_t b = 0; b <= B; ++b) cu2.push_back(int32_t(b * L2));
+  Tensor c2 = Tensor::from_vector(cu2, {B + 1}).to(Device::cuda);
+  Tensor qf = random_device({T2, H, D}, DType::f32, 9),
+         kf = random_device({T2, H, D}, DType::f32, 10);
+  Tensor vf = random_device({T2, H, D}, DType::f32, 11);
+  Tensor of = Tensor::empty({T2, H, D}, DType::f32, Device::cuda);
+  Tensor lf = Tensor::empty({T2, H}, DType::f32, Device::cuda);
+  ms = time_ms(
+      [&] {
+        cuda::attention_fwd(qf.f32(), kf.f32(), vf.f32(), c2.i32(), B, T2, H, H, D, scale, of.f32(),
+                            lf.f32());
+      },
+      1, 3);
+  const double f2 = 4.0 * B * double(L2) * L2 * H * D / 2.0;
+  emit("{\"bench\":\"attn_f32_fwd\",\"shape\":\"4x1024,16x128,causal\",\"ms\":" +
+       std::to_string(ms) + ",\"tflops\":" + std::to_string(f2 / (ms * 1e-3) / 1e12) + "}");
+}
+
+void bench_logprob() {
+  const int64_t T = 4 * 4096, V = 151936;
+  Tensor logits = random_device({T, V}, DType::bf16, 12, 8.0f);
+  std::vector<int32_t> tg(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) tg[size_t(i)] = int32_t((i * 7919) % V);
+  Tensor targets = Tensor::from_vector(tg, {T}).to(Device::cuda);
+  Tensor logp = Tensor::empty({T}, DType::f32, Device::cuda);
+  Tensor ent = Tensor::empty({T}, DType::f32, Device::cuda);
+  cuda::sync();
+  Allocator& al = cuda::device_allocator();
+  al.reset_peak();
+  const size_t base = al.bytes_in_use();
+  double ms = time_ms([&] {
+    cuda::token_logprobs_fwd_bf16(logits.data<uint16_t>(), targets.i32(), T, V, 1.0f, logp.f32(),
+                                  ent.f32());
+  });
+  const size_t extra = al.peak_bytes() - base;
+  const double f32_tensor = double(T) * V * 4.0;
+  const double gbs = double(T) * V * 2.0 / (ms * 1e-3) / 1e9;
+  emit("{\"bench\":\"logprob_bf16\",\"tokens\":" + std::to_string(T) +
+       ",\"vocab\":" + std::to_string(V) + ",\"ms\":" + std::to_string(ms) +
+       ",\"tokens_per_s\":" + std::to_string(T / (ms * 1e-3)) +
+       ",\"gb_per_s\":" + std::to_string(gbs) + ",\"peak_extra_bytes\":" + std::to_string(extra) +
+       ",\"extra_over_f32_logits\":" + std::to_string(double(extra) / f32_tensor) +
+       ",\"goal_ratio\":0.125}");
+}
+
+void bench_copy() {
+  const int64_t n = int64_t(1) << 30;  // 1 Gi floats = 4 GiB each way
+  Tensor a = random_device({n / 1024, 1024}, DType::f32, 13);
+  Tensor b = Tensor::empty({n / 1024, 1024}, DType::f32, Device::cuda);
+  double ms = time_ms([&] {
+    GYRE_CUDA_CHECK(
+        cudaMemcpyAsync(b.raw(), a.raw(), size_t(n) * 4, cudaMemcpyDeviceToDevice, cuda::stream()));
+  });
+  emit("{\"bench\":\"copy\",\"bytes\":" + std::to_string(n * 8) + ",\"ms\":" + std::to_string(ms) +
+       ",\"tb_per_s\":" + std::to_string(double(n) * 8 / (ms * 1e-3) / 1e12) + "}");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!cuda::available()) {
+    emit("{\"bench\":\"cuda_ops\",\"skipped\":\"no CUDA device visible\"}");
+    return 0;
+  }
+  const std::string only = argc > 1 ? argv[1] : "";
+  try {
+    if (only.empty() || only == "gemm") bench_gemm();
+    if (only.empty() || only == "attention") bench_attention();
+    if (only.empty() || only == "logprob") bench_logprob();
+    if (only.empty() || only == "copy") bench_copy();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
+#endif

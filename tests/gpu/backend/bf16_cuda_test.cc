@@ -1,0 +1,101 @@
+// The bf16 tensor-core paths against the CPU f32 reference run on the same bf16-rounded inputs.
+//
+// Bounds (documented in docs/cuda.md): with u = 2^-8 the bf16 unit roundoff, the flash kernel
+// rounds P to bf16 before P·V and rounds its output to bf16, which gives a norm-relative error of
+// about u/2..u; we allow 1e-2 (2.5 u) for the output and 2e-2 (5 u) for dQ/dK/dV, whose dS =
+// P (dP − D) also cancels. lse is accumulated in f32 from exact bf16 products: 1e-5. bf16 GEMM
+// and bf16-logit log-probs see exactly representable inputs and accumulate in f32: 1e-5.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "gpu_test_util.h"
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/ops.h"
+
+namespace gyre {
+namespace {
+
+using gputest::cpu;
+using gputest::gpu;
+using gputest::randn;
+using gputest::rel_err;
+using gputest::round_bf16;
+
+Tensor to_bf16_gpu(const Tensor& t) { return gpu(t.to(DType::bf16)); }
+Tensor from_bf16_gpu(const Tensor& t) { return cpu(t).to(DType::f32); }
+
+TEST(CudaBf16, FlashAttentionForwardBackward) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (int64_t D : {64, 128}) {
+    const std::vector<int32_t> cu_v = {0, 0, 1, 131, 388, 452};
+    const int64_t T = cu_v.back(), Hq = 4, Hkv = 2, B = int64_t(cu_v.size()) - 1;
+    int64_t max_len = 0;
+    for (int64_t b = 0; b < B; ++b) max_len = std::max<int64_t>(max_len, cu_v[b + 1] - cu_v[b]);
+    Tensor cu = Tensor::from_vector(cu_v, {B + 1});
+    Tensor q = round_bf16(randn({T, Hq, D}, 1)), k = round_bf16(randn({T, Hkv, D}, 2));
+    Tensor v = round_bf16(randn({T, Hkv, D}, 3)), dout = round_bf16(randn({T, Hq, D}, 4));
+    const float scale = 1.0f / std::sqrt(float(D));
+    Tensor o, lse, dq, dk, dv;
+    ops::attention_varlen(q, k, v, cu, scale, o, lse);
+    ops::attention_varlen_backward(dout, q, k, v, o, lse, cu, scale, dq, dk, dv);
+
+    Tensor gq = to_bf16_gpu(q), gk = to_bf16_gpu(k), gv = to_bf16_gpu(v), gdo = to_bf16_gpu(dout);
+    Tensor gcu = gpu(cu);
+    Tensor go = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+    Tensor glse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+    cuda::flash_attention_bf16_fwd(gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
+                                   gcu.i32(), B, max_len, T, Hq, Hkv, D, scale, go.data<uint16_t>(),
+                                   glse.f32());
+    EXPECT_LE(rel_err(from_bf16_gpu(go), o), 1e-2) << D;
+    EXPECT_LE(rel_err(cpu(glse), lse), 1e-5) << D;
+    Tensor gdq = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+    Tensor gdk = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
+    Tensor gdv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
+    Tensor acc = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
+    Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+    cuda::flash_attention_bf16_bwd(
+        gdo.data<uint16_t>(), gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
+        go.data<uint16_t>(), glse.f32(), gcu.i32(), B, max_len, T, Hq, Hkv, D, scale,
+        gdq.data<uint16_t>(), gdk.data<uint16_t>(), gdv.data<uint16_t>(), acc.f32(), delta.f32());
+    EXPECT_LE(rel_err(from_bf16_gpu(gdq), dq), 2e-2) << D;
+    EXPECT_LE(rel_err(from_bf16_gpu(gdk), dk), 2e-2) << D;
+    EXPECT_LE(rel_err(from_bf16_gpu(gdv), dv), 2e-2) << D;
+  }
+}
+
+TEST(CudaBf16, GemmF32Accumulate) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t M = 130, N = 77, K = 257;
+  Tensor a = round_bf16(randn({M, K}, 1)), w = round_bf16(randn({N, K}, 2)), y;
+  ops::linear(a, w, Tensor(), y);
+  Tensor ga = to_bf16_gpu(a), gw = to_bf16_gpu(w);
+  Tensor gy = Tensor::empty({M, N}, DType::f32, Device::cuda);
+  cuda::gemm_bf16(false, true, M, N, K, 1.0f, ga.data<uint16_t>(), K, gw.data<uint16_t>(), K, 0.0f,
+                  gy.f32(), N, false);
+  EXPECT_LE(rel_err(cpu(gy), y), 1e-5);
+  Tensor gyb = Tensor::empty({M, N}, DType::bf16, Device::cuda);
+  cuda::gemm_bf16(false, true, M, N, K, 1.0f, ga.data<uint16_t>(), K, gw.data<uint16_t>(), K, 0.0f,
+                  gyb.data<uint16_t>(), N, true);
+  EXPECT_LE(rel_err(from_bf16_gpu(gyb), y), 4e-3);  // one bf16 rounding of the output
+}
+
+TEST(CudaBf16, TokenLogprobsFromBf16Logits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t n = 17, V = 32001;
+  Tensor x = round_bf16(randn({n, V}, 1, 2.0f));
+  std::vector<int32_t> tg(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) tg[size_t(i)] = i == 5 ? -1 : int32_t((i * 7919) % V);
+  Tensor targets = Tensor::from_vector(tg, {n});
+  Tensor lp, ent = Tensor::empty({n}, DType::f32);
+  ops::token_logprobs(x, targets, 0.8f, lp, ent);
+  Tensor gx = to_bf16_gpu(x), gt = gpu(targets);
+  Tensor glp = Tensor::empty({n}, DType::f32, Device::cuda);
+  Tensor gent = Tensor::empty({n}, DType::f32, Device::cuda);
+  cuda::token_logprobs_fwd_bf16(gx.data<uint16_t>(), gt.i32(), n, V, 0.8f, glp.f32(), gent.f32());
+  EXPECT_LE(rel_err(cpu(glp), lp), 1e-5);
+  EXPECT_LE(rel_err(cpu(gent), ent), 1e-5);
+}
+
+}  // namespace
+}  // namespace gyre
