@@ -25,8 +25,23 @@ if [[ $what == tests || $what == all ]]; then
     timeout 120 env LD_LIBRARY_PATH=$LIBS "$t" 2>&1 | tee -a "$OUT/gpu_tests.log" | grep -E "^\[  (FAILED|PASSED) |Failure|error|exception|Expected" | head -60
   done
   grep -E "^\[  (PASSED|FAILED)" "$OUT/gpu_tests.log"
+  # On failures, one memcheck pass over the failing backend tests (Firecracker machines run it).
+  failed=$(grep -E "^\[  FAILED  \] Cuda" "$OUT/gpu_tests.log" | grep -v " ms)" | awk '{print $4}' | sort -u | paste -sd: -)
+  if [[ -n $failed ]] && command -v compute-sanitizer >/dev/null; then
+    timeout 90 env LD_LIBRARY_PATH=$LIBS compute-sanitizer --tool memcheck --print-limit 20 \
+      .devrun/bin/gyre_gpu_backend_tests --gtest_filter="$failed" > "$OUT/memcheck.log" 2>&1
+    grep -E "ERROR SUMMARY|Invalid|at 0x|by thread" "$OUT/memcheck.log" | head -20
+  fi
 fi
 if [[ $what == bench || $what == all ]]; then
   timeout 180 env LD_LIBRARY_PATH=$LIBS .devrun/bin/bench_cuda_ops 2>&1 | tee "$OUT/ours.jsonl"
   PYTHONUNBUFFERED=1 timeout 180 python3 bench/hf_anchor.py --ours "$OUT/ours.jsonl" 2>&1 | tee "$OUT/anchor.txt"
+fi
+if [[ $what == ncu || $what == all ]] && command -v ncu >/dev/null; then
+  # Speed-of-light and occupancy of the two attention kernels (one launch each; clocks untouched).
+  timeout 150 env LD_LIBRARY_PATH=$LIBS ncu --clock-control none --section SpeedOfLight \
+    --section Occupancy --section LaunchStats --kernel-name regex:flash_ --launch-count 2 \
+    .devrun/bin/bench_cuda_ops attention > "$OUT/ncu_attention.txt" 2>&1
+  grep -E "flash_|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Duration|Block Limit" \
+    "$OUT/ncu_attention.txt" | head -60
 fi

@@ -44,11 +44,14 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     Tensor gcu = gpu(cu);
     Tensor go = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
     Tensor glse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
-    cuda::flash_attention_bf16_fwd(gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
-                                   gcu.i32(), B, max_len, T, Hq, Hkv, D, scale, go.data<uint16_t>(),
-                                   glse.f32());
-    EXPECT_LE(rel_err(from_bf16_gpu(go), o), 1e-2) << D;
-    EXPECT_LE(rel_err(cpu(glse), lse), 1e-5) << D;
+    for (int rows : {16, 32}) {  // both forward variants compute the same function
+      cuda::set_flash_fwd_rows_per_warp(rows);
+      cuda::flash_attention_bf16_fwd(gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
+                                     gcu.i32(), B, max_len, T, Hq, Hkv, D, scale,
+                                     go.data<uint16_t>(), glse.f32());
+      EXPECT_LE(rel_err(from_bf16_gpu(go), o), 1e-2) << D << " rows/warp " << rows;
+      EXPECT_LE(rel_err(cpu(glse), lse), 1e-5) << D << " rows/warp " << rows;
+    }
     Tensor gdq = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
     Tensor gdk = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
     Tensor gdv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
@@ -82,19 +85,21 @@ TEST(CudaBf16, GemmF32Accumulate) {
 
 TEST(CudaBf16, TokenLogprobsFromBf16Logits) {
   GYRE_SKIP_WITHOUT_GPU();
-  const int64_t n = 17, V = 32001;
-  Tensor x = round_bf16(randn({n, V}, 1, 2.0f));
-  std::vector<int32_t> tg(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) tg[size_t(i)] = i == 5 ? -1 : int32_t((i * 7919) % V);
-  Tensor targets = Tensor::from_vector(tg, {n});
-  Tensor lp, ent = Tensor::empty({n}, DType::f32);
-  ops::token_logprobs(x, targets, 0.8f, lp, ent);
-  Tensor gx = to_bf16_gpu(x), gt = gpu(targets);
-  Tensor glp = Tensor::empty({n}, DType::f32, Device::cuda);
-  Tensor gent = Tensor::empty({n}, DType::f32, Device::cuda);
-  cuda::token_logprobs_fwd_bf16(gx.data<uint16_t>(), gt.i32(), n, V, 0.8f, glp.f32(), gent.f32());
-  EXPECT_LE(rel_err(cpu(glp), lp), 1e-5);
-  EXPECT_LE(rel_err(cpu(gent), ent), 1e-5);
+  for (const int64_t V : {int64_t(32001), int64_t(32000)}) {  // scalar and 16-byte paths
+    const int64_t n = 17;
+    Tensor x = round_bf16(randn({n, V}, 1, 2.0f));
+    std::vector<int32_t> tg(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) tg[size_t(i)] = i == 5 ? -1 : int32_t((i * 7919) % V);
+    Tensor targets = Tensor::from_vector(tg, {n});
+    Tensor lp, ent = Tensor::empty({n}, DType::f32);
+    ops::token_logprobs(x, targets, 0.8f, lp, ent);
+    Tensor gx = to_bf16_gpu(x), gt = gpu(targets);
+    Tensor glp = Tensor::empty({n}, DType::f32, Device::cuda);
+    Tensor gent = Tensor::empty({n}, DType::f32, Device::cuda);
+    cuda::token_logprobs_fwd_bf16(gx.data<uint16_t>(), gt.i32(), n, V, 0.8f, glp.f32(), gent.f32());
+    EXPECT_LE(rel_err(cpu(glp), lp), 1e-5) << V;
+    EXPECT_LE(rel_err(cpu(gent), ent), 1e-5) << V;
+  }
 }
 
 }  // namespace

@@ -204,6 +204,23 @@ TEST(CudaOps, SoftmaxAndTokenLogprobs) {
   EXPECT_THROW(ops::token_logprobs(gpu(x), gpu(bad), 1.0f, blp, bent), Error);
 }
 
+TEST(CudaOps, TokenLogprobsAlignedRows) {  // V % 8 == 0: the 16-byte load path
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t R = 9, V = 4096;
+  Tensor x = randn({R, V}, 3, 4.0f);
+  Tensor targets = rand_ids(R, int32_t(V), 4);
+  Tensor lp, ent = Tensor::empty({R}, DType::f32), glp;
+  Tensor gent = Tensor::empty({R}, DType::f32, Device::cuda);
+  ops::token_logprobs(x, targets, 1.3f, lp, ent);
+  ops::token_logprobs(gpu(x), gpu(targets), 1.3f, glp, gent);
+  EXPECT_LE(rel_err(cpu(glp), lp), kF32Tol);
+  EXPECT_LE(rel_err(cpu(gent), ent), kF32Tol);
+  Tensor dlp = randn({R}, 5), dl, gdl;
+  ops::token_logprobs_backward(x, targets, 1.3f, dlp, Tensor(), dl);
+  ops::token_logprobs_backward(gpu(x), gpu(targets), 1.3f, gpu(dlp), Tensor(), gdl);
+  EXPECT_LE(rel_err(cpu(gdl), dl), kF32Tol);
+}
+
 TEST(CudaOps, MoeRoute) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t n = 77, E = 12, k = 3;

@@ -79,13 +79,17 @@ __device__ __forceinline__ void load_rows(uint16_t* s, const uint16_t* g, int64_
 }
 
 // ---------------------------------------------------------------------------- forward
-template <int D>
-__global__ void __launch_bounds__(256, 1)
+// NW warps, each owning MT m-tiles of 16 query rows (Br = NW * 16 * MT rows per block). With
+// MT = 1 the warp keeps its Q fragments in registers; with MT = 2 it re-reads them from shared
+// memory but uses every K/V fragment it loads for two m-tiles (fewer shared-memory reads per mma).
+template <int D, int NW, int MT>
+__global__ void __launch_bounds__(NW * 32, 8 / NW)
     flash_fwd_kernel(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                      const uint16_t* __restrict__ v, const int32_t* __restrict__ cu, int Hq,
                      int Hkv, float scale_log2, uint16_t* __restrict__ out, float* __restrict__ lse,
                      int n_qtiles) {
-  constexpr int Br = 128, Bc = 64, S = D + 8, kThreads = 256, KS = D / 16;
+  constexpr int Br = NW * 16 * MT, Bc = 64, S = D + 8, kThreads = NW * 32, KS = D / 16;
+  constexpr bool kQInRegs = MT == 1;
   extern __shared__ __align__(16) uint16_t smem[];
   uint16_t* sQ = smem;
   uint16_t* sK = sQ + Br * S;  // two buffers of Bc rows
@@ -102,6 +106,7 @@ __global__ void __launch_bounds__(256, 1)
   const uint16_t* kb = k + int64_t(start) * ldk + int64_t(g) * D;
   const uint16_t* vb = v + int64_t(start) * ldk + int64_t(g) * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wr = warp * 16 * MT;  // the warp's first row in the tile
 
   const int kend = min(L, q0 + Br);  // keys [0, kend) are visible to some row of the tile
   const int n_kt = (kend + Bc - 1) / Bc;
@@ -110,12 +115,17 @@ __global__ void __launch_bounds__(256, 1)
   load_rows<Bc, D, kThreads>(sV, vb, ldk, 0, L);
   cp_async_commit();
 
-  uint32_t qf[KS][4];
-  float o[D / 8][4];
+  uint32_t qf[kQInRegs ? KS : 1][4];
+  float o[MT][D / 8][4];
+  float m[MT][2], l[MT][2];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-  const int r0 = q0 + warp * 16 + (lane >> 2), r1 = r0 + 8;  // this thread's two rows
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
+  const int r0 = q0 + wr + (lane >> 2);  // row of o[mt][.][0..1] is r0 + 16 mt; [2..3] is +8
 
   for (int kt = 0; kt < n_kt; ++kt) {
     const uint16_t* cK = sK + (kt & 1) * Bc * S;
@@ -129,113 +139,144 @@ __global__ void __launch_bounds__(256, 1)
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (kt == 0) {
+    if (kQInRegs && kt == 0) {
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks)
-        ldsm_x4(qf[ks], sQ + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + ks * 16 +
-                            (lane >> 4) * 8);
+        ldsm_x4(qf[kQInRegs ? ks : 0],
+                sQ + (wr + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + ks * 16 + (lane >> 4) * 8);
     }
-    // A warp whose 16 rows all precede this key tile has nothing to add (causal).
-    if (kt * Bc <= q0 + warp * 16 + 15) {
-      // S = Q K^T for this warp's 16 rows x 64 keys.
-      float s[8][4];
+    // A warp whose rows all precede this key tile has nothing to add (causal).
+    if (kt * Bc <= q0 + wr + 16 * MT - 1) {
+      // S = Q K^T for this warp's rows x 64 keys.
+      float s[MT][8][4];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
+        uint32_t qa[MT][4];
+        if constexpr (kQInRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[0][e] = qf[kQInRegs ? ks : 0][e];
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+            ldsm_x4(qa[mt], sQ + (wr + mt * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + ks * 16 +
+                                (lane >> 4) * 8);
+        }
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
           uint32_t bk[4];
           ldsm_x4(bk, cK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * S + ks * 16 +
                           ((lane >> 3) & 1) * 8);
-          mma_bf16(s[2 * np], qf[ks], bk[0], bk[1]);
-          mma_bf16(s[2 * np + 1], qf[ks], bk[2], bk[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_bf16(s[mt][2 * np], qa[mt], bk[0], bk[1]);
+            mma_bf16(s[mt][2 * np + 1], qa[mt], bk[2], bk[3]);
+          }
         }
       }
       // Scale to log2 units, mask (causal / past the sequence end), online softmax.
-      const bool need_mask = (kt + 1) * Bc > q0 + warp * 16;
-      float mx0 = -INFINITY, mx1 = -INFINITY;
+      const bool need_mask = (kt + 1) * Bc > q0 + wr;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int mt = 0; mt < MT; ++mt) {
+        const int ra = r0 + mt * 16, rb = ra + 8;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[nt][e] * scale_log2;
-          if (need_mask) {
-            const int col = kt * Bc + nt * 8 + 2 * (lane & 3) + (e & 1);
-            const int row = e < 2 ? r0 : r1;
-            if (col > row || col >= L) x = -INFINITY;
+        for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float x = s[mt][nt][e] * scale_log2;
+            if (need_mask) {
+              const int col = kt * Bc + nt * 8 + 2 * (lane & 3) + (e & 1);
+              const int row = e < 2 ? ra : rb;
+              if (col > row || col >= L) x = -INFINITY;
+            }
+            s[mt][nt][e] = x;
           }
-          s[nt][e] = x;
+          mx0 = fmaxf(mx0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+          mx1 = fmaxf(mx1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
         }
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-      const float base0 = mn0 == -INFINITY ? 0.0f : mn0, base1 = mn1 == -INFINITY ? 0.0f : mn1;
-      const float c0 = exp2f(m0 - base0), c1 = exp2f(m1 - base1);
-      m0 = mn0;
-      m1 = mn1;
-      float ps0 = 0.0f, ps1 = 0.0f;
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m[mt][0], mx0), mn1 = fmaxf(m[mt][1], mx1);
+        const float base0 = mn0 == -INFINITY ? 0.0f : mn0;
+        const float base1 = mn1 == -INFINITY ? 0.0f : mn1;
+        const float c0 = exp2f(m[mt][0] - base0), c1 = exp2f(m[mt][1] - base1);
+        m[mt][0] = mn0;
+        m[mt][1] = mn1;
+        float ps0 = 0.0f, ps1 = 0.0f;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        s[nt][0] = exp2f(s[nt][0] - base0);
-        s[nt][1] = exp2f(s[nt][1] - base0);
-        s[nt][2] = exp2f(s[nt][2] - base1);
-        s[nt][3] = exp2f(s[nt][3] - base1);
-        ps0 += s[nt][0] + s[nt][1];
-        ps1 += s[nt][2] + s[nt][3];
-      }
-      l0 = l0 * c0 + ps0;
-      l1 = l1 * c1 + ps1;
+        for (int nt = 0; nt < 8; ++nt) {
+          s[mt][nt][0] = exp2f(s[mt][nt][0] - base0);
+          s[mt][nt][1] = exp2f(s[mt][nt][1] - base0);
+          s[mt][nt][2] = exp2f(s[mt][nt][2] - base1);
+          s[mt][nt][3] = exp2f(s[mt][nt][3] - base1);
+          ps0 += s[mt][nt][0] + s[mt][nt][1];
+          ps1 += s[mt][nt][2] + s[mt][nt][3];
+        }
+        l[mt][0] = l[mt][0] * c0 + ps0;
+        l[mt][1] = l[mt][1] * c1 + ps1;
 #pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[i][0] *= c0;
-        o[i][1] *= c0;
-        o[i][2] *= c1;
-        o[i][3] *= c1;
+        for (int i = 0; i < D / 8; ++i) {
+          o[mt][i][0] *= c0;
+          o[mt][i][1] *= c0;
+          o[mt][i][2] *= c1;
+          o[mt][i][3] *= c1;
+        }
       }
       // O += P V (P from registers as the A operand, V via transposing ldmatrix).
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        uint32_t a[4];
-        a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
           uint32_t bv[4];
           ldsm_x4_t(bv, cV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + dp * 16 +
                             (lane >> 4) * 8);
-          mma_bf16(o[2 * dp], a, bv[0], bv[1]);
-          mma_bf16(o[2 * dp + 1], a, bv[2], bv[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_bf16(o[mt][2 * dp], a[mt], bv[0], bv[1]);
+            mma_bf16(o[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+          }
         }
       }
     }
     __syncthreads();  // the buffer of this tile is refilled two iterations on
   }
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
   uint16_t* ob = out + int64_t(start) * ldq + int64_t(h) * D + 2 * (lane & 3);
 #pragma unroll
-  for (int dn = 0; dn < D / 8; ++dn) {
-    if (r0 < L)
-      *reinterpret_cast<uint32_t*>(ob + int64_t(r0) * ldq + dn * 8) =
-          pack_bf16(o[dn][0] * inv0, o[dn][1] * inv0);
-    if (r1 < L)
-      *reinterpret_cast<uint32_t*>(ob + int64_t(r1) * ldq + dn * 8) =
-          pack_bf16(o[dn][2] * inv1, o[dn][3] * inv1);
-  }
-  if ((lane & 3) == 0) {
-    if (r0 < L) lse[int64_t(start + r0) * Hq + h] = (m0 + log2f(l0)) * kLn2;
-    if (r1 < L) lse[int64_t(start + r1) * Hq + h] = (m1 + log2f(l1)) * kLn2;
+  for (int mt = 0; mt < MT; ++mt) {
+    float l0 = l[mt][0], l1 = l[mt][1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+    const int ra = r0 + mt * 16, rb = ra + 8;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      if (ra < L)
+        *reinterpret_cast<uint32_t*>(ob + int64_t(ra) * ldq + dn * 8) =
+            pack_bf16(o[mt][dn][0] * inv0, o[mt][dn][1] * inv0);
+      if (rb < L)
+        *reinterpret_cast<uint32_t*>(ob + int64_t(rb) * ldq + dn * 8) =
+            pack_bf16(o[mt][dn][2] * inv1, o[mt][dn][3] * inv1);
+    }
+    if ((lane & 3) == 0) {
+      if (ra < L) lse[int64_t(start + ra) * Hq + h] = (m[mt][0] + log2f(l0)) * kLn2;
+      if (rb < L) lse[int64_t(start + rb) * Hq + h] = (m[mt][1] + log2f(l1)) * kLn2;
+    }
   }
 }
 
@@ -468,31 +509,35 @@ __global__ void __launch_bounds__(128, 1)
   }
 }
 
-template <int D>
+template <int D, int Br>
 size_t fwd_smem() {
-  return size_t(128 + 4 * 64) * (D + 8) * 2;
+  return size_t(Br + 4 * 64) * (D + 8) * 2;
 }
 template <int D>
 size_t bwd_smem() {
   return size_t(4 * 64) * (D + 8) * 2 + size_t(64) * (64 + 8) * 2 + 2 * 64 * sizeof(float);
 }
 
-template <int D>
+template <int D, int NW, int MT>
 void launch_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int32_t* cu,
                 int64_t B, int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, uint16_t* out,
                 float* lse) {
+  constexpr int Br = NW * 16 * MT;
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(
-        flash_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem<D>())));
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<D, NW, MT>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(fwd_smem<D, Br>())));
     return true;
   }();
   (void)attr;
-  const int n_qtiles = int((max_seqlen + 127) / 128);
+  const int n_qtiles = int((max_seqlen + Br - 1) / Br);
   const dim3 grid = dim3(unsigned(n_qtiles), unsigned(B), unsigned(Hq));
-  flash_fwd_kernel<D><<<grid, 256, fwd_smem<D>(), stream()>>>(q, k, v, cu, int(Hq), int(Hkv),
-                                                              scale * kLog2e, out, lse, n_qtiles);
+  flash_fwd_kernel<D, NW, MT><<<grid, NW * 32, fwd_smem<D, Br>(), stream()>>>(
+      q, k, v, cu, int(Hq), int(Hkv), scale * kLog2e, out, lse, n_qtiles);
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_fwd");
 }
+
+int g_fwd_rows_per_warp = 32;  // default variant; both are timed by bench_cuda_ops
 
 template <int D>
 void launch_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -515,15 +560,25 @@ void launch_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k, cons
 
 bool flash_bf16_supported(int64_t D) { return D == 64 || D == 128; }
 
+void set_flash_fwd_rows_per_warp(int rows) { g_fwd_rows_per_warp = rows == 16 ? 16 : 32; }
+
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
                               float* lse) {
   if (T == 0 || B == 0 || max_seqlen == 0) return;
-  if (D == 64)
-    launch_fwd<64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
-  else
-    launch_fwd<128>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+  const bool two = g_fwd_rows_per_warp == 32;
+  if (D == 64) {
+    if (two)
+      launch_fwd<64, 4, 2>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else
+      launch_fwd<64, 8, 1>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+  } else {
+    if (two)
+      launch_fwd<128, 4, 2>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else
+      launch_fwd<128, 8, 1>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+  }
 }
 
 void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,

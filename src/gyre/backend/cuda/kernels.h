@@ -99,6 +99,9 @@ void paged_attention_fwd(const float* q, const float* k_cache, const float* v_ca
 // the grid. Backward recomputes P from lse; dq accumulates in the f32 scratch dq_accum
 // ([T, Hq, D], zeroed by the call) then is converted to bf16.
 bool flash_bf16_supported(int64_t D);
+// Forward variant: 16 or 32 query rows per warp (8 warps x 1 m-tile, or 4 warps x 2 m-tiles);
+// both compute the same function. Process-wide; for benchmarks and tests.
+void set_flash_fwd_rows_per_warp(int rows);
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -56,25 +57,68 @@ struct Stats {
   double s, w;
 };
 
+// Eight consecutive values as f32 (16-byte loads for bf16, two for f32).
+__device__ __forceinline__ void load8(const uint16_t* p, float z[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    z[2 * i] = __uint_as_float(w[i] << 16);  // bf16 is the top half of an f32
+    z[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void load8(const float* p, float z[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  z[0] = a.x, z[1] = a.y, z[2] = a.z, z[3] = a.w, z[4] = b.x, z[5] = b.y, z[6] = b.z, z[7] = b.w;
+}
+
+// Adds n values z (already scaled) to a thread's running (m, s, w); the f32 partial sums of the
+// group are added to the f64 totals, so the dependency chain is one f64 add per group.
+template <int N>
+__device__ __forceinline__ void online_add(const float (&z)[N], float& m, double& s, double& w,
+                                           bool need_w) {
+  float lm = z[0];
+#pragma unroll
+  for (int i = 1; i < N; ++i) lm = fmaxf(lm, z[i]);
+  if (lm == -INFINITY) return;  // all masked: nothing to add
+  if (lm > m) {                 // rescale what was summed relative to the old max
+    if (s > 0) {
+      const double f = exp(double(m - lm));
+      if (need_w) w = (w + s * double(m - lm)) * f;
+      s *= f;
+    }
+    m = lm;
+  }
+  float es = 0.0f, ws = 0.0f;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const float d = z[i] - m;
+    const float e = expf(d);
+    es += e;
+    ws += e * d;
+  }
+  s += es;
+  if (need_w) w += ws;
+}
+
 // One streaming pass (online softmax per thread, then a block merge).
 template <typename In>
 __device__ Stats row_stats(const In* x, int64_t V, float mul, bool need_w) {
   float m = -INFINITY;
   double s = 0, w = 0;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    const float z = load_f(x, j) * mul;
-    if (z > m) {  // rescale what was summed relative to the old max
-      if (s > 0) {
-        const double f = exp(double(m - z));
-        if (need_w) w = (w + s * double(m - z)) * f;
-        s *= f;
-      }
-      m = z;
+  if (V % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0) {
+    for (int64_t j = int64_t(threadIdx.x) * 8; j < V; j += int64_t(blockDim.x) * 8) {
+      float z[8];
+      load8(x + j, z);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) z[i] *= mul;
+      online_add(z, m, s, w, need_w);
     }
-    const float d = z - m;
-    const float e = expf(d);
-    s += e;
-    if (need_w) w += double(e) * double(d);
+  } else {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+      const float z[1] = {load_f(x, j) * mul};
+      online_add(z, m, s, w, need_w);
+    }
   }
   const float M = block_max(m);
   if (s > 0 && m != M) {
