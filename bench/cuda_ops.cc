@@ -148,6 +148,18 @@ void bench_attention() {
   emit("{\"bench\":\"attn_fwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
        ",\"tflops\":" + std::to_string(flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":450}");
   fwd();
+  // Both backward variants (dQ by atomics, or by a separate kernel); the faster one is attn_bwd.
+  best_ms = 1e30;
+  bool best_sep = false;
+  for (bool sep : {false, true}) {
+    cuda::set_flash_bwd_separate_dq(sep);
+    const double t = time_ms(bwd);
+    emit("{\"bench\":\"attn_bwd_variant\",\"separate_dq\":" + std::string(sep ? "true" : "false") +
+         ",\"ms\":" + std::to_string(t) +
+         ",\"tflops\":" + std::to_string(2.5 * flops_fwd / (t * 1e-3) / 1e12) + "}");
+    if (t < best_ms) best_ms = t, best_sep = sep;
+  }
+  cuda::set_flash_bwd_separate_dq(best_sep);
   ms = time_ms(bwd);
   emit("{\"bench\":\"attn_bwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
        ",\"tflops\":" + std::to_string(2.5 * flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":350}");

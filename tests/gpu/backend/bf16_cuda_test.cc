@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "gpu_test_util.h"
 #include "gyre/backend/cuda/kernels.h"
@@ -46,6 +47,8 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     Tensor glse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
     for (int rows : {16, 32}) {  // both forward variants compute the same function
       cuda::set_flash_fwd_rows_per_warp(rows);
+      go.fill(NAN);
+      glse.fill(NAN);
       cuda::flash_attention_bf16_fwd(gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
                                      gcu.i32(), B, max_len, T, Hq, Hkv, D, scale,
                                      go.data<uint16_t>(), glse.f32());
@@ -57,13 +60,18 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     Tensor gdv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
     Tensor acc = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
     Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
-    cuda::flash_attention_bf16_bwd(
-        gdo.data<uint16_t>(), gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
-        go.data<uint16_t>(), glse.f32(), gcu.i32(), B, max_len, T, Hq, Hkv, D, scale,
-        gdq.data<uint16_t>(), gdk.data<uint16_t>(), gdv.data<uint16_t>(), acc.f32(), delta.f32());
-    EXPECT_LE(rel_err(from_bf16_gpu(gdq), dq), 2e-2) << D;
-    EXPECT_LE(rel_err(from_bf16_gpu(gdk), dk), 2e-2) << D;
-    EXPECT_LE(rel_err(from_bf16_gpu(gdv), dv), 2e-2) << D;
+    for (bool separate : {false, true}) {  // dQ by atomics, or by its own kernel
+      cuda::set_flash_bwd_separate_dq(separate);
+      for (Tensor* t : {&gdq, &gdk, &gdv}) t->fill(NAN);  // every element must be written
+      cuda::flash_attention_bf16_bwd(
+          gdo.data<uint16_t>(), gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
+          go.data<uint16_t>(), glse.f32(), gcu.i32(), B, max_len, T, Hq, Hkv, D, scale,
+          gdq.data<uint16_t>(), gdk.data<uint16_t>(), gdv.data<uint16_t>(), acc.f32(), delta.f32());
+      EXPECT_LE(rel_err(from_bf16_gpu(gdq), dq), 2e-2) << D << " separate dQ " << separate;
+      EXPECT_LE(rel_err(from_bf16_gpu(gdk), dk), 2e-2) << D << " separate dQ " << separate;
+      EXPECT_LE(rel_err(from_bf16_gpu(gdv), dv), 2e-2) << D << " separate dQ " << separate;
+    }
+    cuda::set_flash_bwd_separate_dq(false);
   }
 }
 

@@ -301,7 +301,7 @@ __global__ void scale_to_bf16_kernel(const float* src, float scale, int64_t n, u
     dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i] * scale));
 }
 
-template <int D>
+template <int D, bool kAtomicDq>
 __global__ void __launch_bounds__(128, 1)
     flash_bwd_kernel(const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
                      const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
@@ -432,8 +432,10 @@ __global__ void __launch_bounds__(128, 1)
         st[nt][1] *= dpt[nt][1] - sD[lc + 1];
         st[nt][2] *= dpt[nt][2] - sD[lc];
         st[nt][3] *= dpt[nt][3] - sD[lc + 1];
-        *reinterpret_cast<uint32_t*>(sdsw + nt * 8) = pack_bf16(st[nt][0], st[nt][1]);
-        *reinterpret_cast<uint32_t*>(sdsw + 8 * SP + nt * 8) = pack_bf16(st[nt][2], st[nt][3]);
+        if constexpr (kAtomicDq) {
+          *reinterpret_cast<uint32_t*>(sdsw + nt * 8) = pack_bf16(st[nt][0], st[nt][1]);
+          *reinterpret_cast<uint32_t*>(sdsw + 8 * SP + nt * 8) = pack_bf16(st[nt][2], st[nt][3]);
+        }
       }
       // dK += dS^T Q.
 #pragma unroll
@@ -452,7 +454,8 @@ __global__ void __launch_bounds__(128, 1)
           mma_bf16(dk_acc[2 * dp + 1], a, bq[2], bq[3]);
         }
       }
-      __syncthreads();  // dS^T of all warps is in shared memory
+      if constexpr (!kAtomicDq) continue;  // dQ comes from flash_bwd_dq_kernel
+      __syncthreads();                     // dS^T of all warps is in shared memory
       // dQ (this warp's 16 query rows) += dS K, 64 columns at a time, added to the f32 scratch.
       const int qr0 = q0 + warp * 16 + (lane >> 2), qr1 = qr0 + 8;
       float* dqb = dq_accum + int64_t(start) * ldq + int64_t(h) * D + 2 * (lane & 3);
@@ -509,6 +512,137 @@ __global__ void __launch_bounds__(128, 1)
   }
 }
 
+// dQ without atomics: a block owns 64 query rows of one head (4 warps x 16 rows) and walks the
+// key tiles up to the diagonal, recomputing S = Q K^T and dP = dO V^T (FlashAttention-2's
+// backward with its dQ loop split out: 7 matmuls instead of 5, but no atomic traffic).
+template <int D>
+__global__ void __launch_bounds__(128, 2)
+    flash_bwd_dq_kernel(const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
+                        const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
+                        const float* __restrict__ lse, const float* __restrict__ delta,
+                        const int32_t* __restrict__ cu, int Hq, int Hkv, float scale,
+                        uint16_t* __restrict__ dq) {
+  constexpr int Br = 64, Bc = 64, S = D + 8, kThreads = 128, KS = D / 16;
+  extern __shared__ __align__(16) uint16_t smem[];
+  uint16_t* sQ = smem;
+  uint16_t* sdO = sQ + Br * S;
+  uint16_t* sK = sdO + Br * S;  // two buffers of Bc rows
+  uint16_t* sV = sK + 2 * Bc * S;
+
+  const int b = blockIdx.y, h = blockIdx.z;
+  const int start = cu[b], L = cu[b + 1] - start;
+  const int q0 = blockIdx.x * Br;
+  if (q0 >= L) return;
+  const int g = h / (Hq / Hkv);
+  const int64_t ldq = int64_t(Hq) * D, ldk = int64_t(Hkv) * D;
+  const uint16_t* kb = k + int64_t(start) * ldk + int64_t(g) * D;
+  const uint16_t* vb = v + int64_t(start) * ldk + int64_t(g) * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float scale_log2 = scale * kLog2e;
+
+  const int kend = min(L, q0 + Br);
+  const int n_kt = (kend + Bc - 1) / Bc;
+  load_rows<Br, D, kThreads>(sQ, q + int64_t(start) * ldq + int64_t(h) * D, ldq, q0, L);
+  load_rows<Br, D, kThreads>(sdO, dout + int64_t(start) * ldq + int64_t(h) * D, ldq, q0, L);
+  load_rows<Bc, D, kThreads>(sK, kb, ldk, 0, L);
+  load_rows<Bc, D, kThreads>(sV, vb, ldk, 0, L);
+  cp_async_commit();
+
+  const int r0 = q0 + warp * 16 + (lane >> 2), r1 = r0 + 8;
+  const float lse0 = r0 < L ? lse[int64_t(start + r0) * Hq + h] * kLog2e : INFINITY;
+  const float lse1 = r1 < L ? lse[int64_t(start + r1) * Hq + h] * kLog2e : INFINITY;
+  const float dl0 = r0 < L ? delta[int64_t(start + r0) * Hq + h] : 0.0f;
+  const float dl1 = r1 < L ? delta[int64_t(start + r1) * Hq + h] : 0.0f;
+  uint32_t qf[KS][4], of[KS][4];
+  float acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+
+  for (int kt = 0; kt < n_kt; ++kt) {
+    const uint16_t* cK = sK + (kt & 1) * Bc * S;
+    const uint16_t* cV = sV + (kt & 1) * Bc * S;
+    if (kt + 1 < n_kt) {
+      load_rows<Bc, D, kThreads>(sK + ((kt + 1) & 1) * Bc * S, kb, ldk, (kt + 1) * Bc, L);
+      load_rows<Bc, D, kThreads>(sV + ((kt + 1) & 1) * Bc * S, vb, ldk, (kt + 1) * Bc, L);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (kt == 0) {
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const int off =
+            (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + ks * 16 + (lane >> 4) * 8;
+        ldsm_x4(qf[ks], sQ + off);
+        ldsm_x4(of[ks], sdO + off);
+      }
+    }
+    if (kt * Bc <= q0 + warp * 16 + 15) {
+      float s[8][4], dp[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          const int off =
+              (np * 16 + (lane >> 4) * 8 + (lane & 7)) * S + ks * 16 + ((lane >> 3) & 1) * 8;
+          uint32_t bk[4], bv[4];
+          ldsm_x4(bk, cK + off);
+          ldsm_x4(bv, cV + off);
+          mma_bf16(s[2 * np], qf[ks], bk[0], bk[1]);
+          mma_bf16(s[2 * np + 1], qf[ks], bk[2], bk[3]);
+          mma_bf16(dp[2 * np], of[ks], bv[0], bv[1]);
+          mma_bf16(dp[2 * np + 1], of[ks], bv[2], bv[3]);
+        }
+      }
+      // dS = P (dP - delta), P = exp(S scale - lse), zero above the diagonal and past the end.
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = kt * Bc + nt * 8 + 2 * (lane & 3) + (e & 1);
+          const int row = e < 2 ? r0 : r1;
+          float p = exp2f(s[nt][e] * scale_log2 - (e < 2 ? lse0 : lse1));
+          if (col > row || col >= L) p = 0.0f;
+          s[nt][e] = p * (dp[nt][e] - (e < 2 ? dl0 : dl1));
+        }
+        // dQ += dS K.
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        uint32_t a[4];
+        a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp2 = 0; dp2 < D / 16; ++dp2) {
+          uint32_t bk[4];
+          ldsm_x4_t(bk, cK + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + dp2 * 16 +
+                            (lane >> 4) * 8);
+          mma_bf16(acc[2 * dp2], a, bk[0], bk[1]);
+          mma_bf16(acc[2 * dp2 + 1], a, bk[2], bk[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  uint16_t* db = dq + int64_t(start) * ldq + int64_t(h) * D + 2 * (lane & 3);
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) {
+    if (r0 < L)
+      *reinterpret_cast<uint32_t*>(db + int64_t(r0) * ldq + dn * 8) =
+          pack_bf16(acc[dn][0] * scale, acc[dn][1] * scale);
+    if (r1 < L)
+      *reinterpret_cast<uint32_t*>(db + int64_t(r1) * ldq + dn * 8) =
+          pack_bf16(acc[dn][2] * scale, acc[dn][3] * scale);
+  }
+}
+
 template <int D, int Br>
 size_t fwd_smem() {
   return size_t(Br + 4 * 64) * (D + 8) * 2;
@@ -539,22 +673,35 @@ void launch_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v, const i
 
 int g_fwd_rows_per_warp = 32;  // default variant; both are timed by bench_cuda_ops
 
-template <int D>
+template <int D, bool kAtomicDq>
 void launch_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                 const float* lse, const float* delta, const int32_t* cu, int64_t B,
                 int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, float* dq_accum,
-                uint16_t* dk, uint16_t* dv) {
+                uint16_t* dq, uint16_t* dk, uint16_t* dv) {
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(
-        flash_bwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bwd_smem<D>())));
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_kernel<D, kAtomicDq>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(bwd_smem<D>())));
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(size_t(2 * 64 + 4 * 64) * (D + 8) * 2)));
     return true;
   }();
   (void)attr;
+  cudaStream_t s = stream();
   const dim3 grid = dim3(unsigned((max_seqlen + 63) / 64), unsigned(B), unsigned(Hkv));
-  flash_bwd_kernel<D><<<grid, 128, bwd_smem<D>(), stream()>>>(
+  flash_bwd_kernel<D, kAtomicDq><<<grid, 128, bwd_smem<D>(), s>>>(
       dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq_accum, dk, dv);
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd");
+  if constexpr (!kAtomicDq) {
+    const dim3 qgrid = dim3(unsigned((max_seqlen + 63) / 64), unsigned(B), unsigned(Hq));
+    flash_bwd_dq_kernel<D><<<qgrid, 128, size_t(2 * 64 + 4 * 64) * (D + 8) * 2, s>>>(
+        dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq);
+    GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd_dq");
+  }
 }
+
+bool g_bwd_separate_dq = false;  // default: dQ by atomics in the dK/dV kernel
 
 }  // namespace
 
@@ -581,6 +728,8 @@ void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16
   }
 }
 
+void set_flash_bwd_separate_dq(bool separate) { g_bwd_separate_dq = separate; }
+
 void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, const uint16_t* out, const float* lse,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
@@ -591,13 +740,22 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
   const int64_t rows = T * Hq;
   flash_delta_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(dout, out, rows, int(D), delta);
   GYRE_CUDA_LAUNCHED("flash_delta");
+  if (g_bwd_separate_dq) {
+    if (D == 64)
+      launch_bwd<64, false>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                            dq_accum, dq, dk, dv);
+    else
+      launch_bwd<128, false>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                             dq_accum, dq, dk, dv);
+    return;
+  }
   GYRE_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows * D) * sizeof(float), s));
   if (D == 64)
-    launch_bwd<64>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, dq_accum,
-                   dk, dv);
+    launch_bwd<64, true>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                         dq_accum, dq, dk, dv);
   else
-    launch_bwd<128>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, dq_accum,
-                    dk, dv);
+    launch_bwd<128, true>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                          dq_accum, dq, dk, dv);
   scale_to_bf16_kernel<<<grid_for(rows * D, 256), 256, 0, s>>>(dq_accum, scale, rows * D, dq);
   GYRE_CUDA_LAUNCHED("flash_dq_convert");
 }

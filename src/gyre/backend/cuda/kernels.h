@@ -102,6 +102,9 @@ bool flash_bf16_supported(int64_t D);
 // Forward variant: 16 or 32 query rows per warp (8 warps x 1 m-tile, or 4 warps x 2 m-tiles);
 // both compute the same function. Process-wide; for benchmarks and tests.
 void set_flash_fwd_rows_per_warp(int rows);
+// Backward variant: dQ accumulated with atomics in the dK/dV kernel (false) or computed by a
+// separate kernel that recomputes S and dP per query tile (true, deterministic). Process-wide.
+void set_flash_bwd_separate_dq(bool separate);
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
