@@ -71,7 +71,7 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
       EXPECT_LE(rel_err(from_bf16_gpu(gdk), dk), 2e-2) << D << " separate dQ " << separate;
       EXPECT_LE(rel_err(from_bf16_gpu(gdv), dv), 2e-2) << D << " separate dQ " << separate;
     }
-    cuda::set_flash_bwd_separate_dq(false);
+    cuda::set_flash_bwd_separate_dq(true);  // back to the default
   }
 }
 

@@ -8,8 +8,10 @@
 // units (scale * log2 e) so exp2 is one instruction. lse is saved in natural-log units.
 // Backward: a block owns 64 keys of one kv head (4 warps x 16 keys) and walks every query tile at
 // or after the diagonal for each query head of its GQA group, so dK and dV accumulate in registers
-// without atomics; dQ is accumulated in an f32 scratch with atomicAdd (its summation order is not
-// fixed, so dQ may differ in the last bits run to run) and converted to bf16 at the end.
+// without atomics. dQ comes, by default, from a second kernel that owns 64 query rows and walks
+// their key tiles recomputing S and dP (7 matmuls instead of 5, no atomics, deterministic: 182 vs
+// 142 TFLOP/s on an H200, notes/device_measurements.md); the alternative accumulates dQ in an f32
+// scratch with atomicAdd inside the dK/dV kernel (last bits vary run to run).
 // Invariants: D is 64 or 128; rows beyond a sequence are zero-filled in shared memory and masked;
 // packed rows are 16-byte aligned because D * 2 bytes is a multiple of 16.
 #include <cuda_bf16.h>
@@ -701,7 +703,8 @@ void launch_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k, cons
   }
 }
 
-bool g_bwd_separate_dq = false;  // default: dQ by atomics in the dK/dV kernel
+bool g_bwd_separate_dq =
+    true;  // default: the separate dQ kernel (faster on an H200, deterministic)
 
 }  // namespace
 

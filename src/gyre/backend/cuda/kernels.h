@@ -96,14 +96,15 @@ void paged_attention_fwd(const float* q, const float* k_cache, const float* v_ca
 
 // ---- attention, bf16 tensor-core path (flash_bf16.cu): FlashAttention-2 tiling (Dao 2023) with
 // mma.sync m16n8k16, bf16 q/k/v/out, f32 lse and accumulators; D = 64 or 128. max_seqlen bounds
-// the grid. Backward recomputes P from lse; dq accumulates in the f32 scratch dq_accum
-// ([T, Hq, D], zeroed by the call) then is converted to bf16.
+// the grid. Backward recomputes P from lse; delta is an f32 [T, Hq] scratch; dq_accum an f32
+// [T, Hq, D] scratch of the atomic dQ variant (see set_flash_bwd_separate_dq).
 bool flash_bf16_supported(int64_t D);
 // Forward variant: 16 or 32 query rows per warp (8 warps x 1 m-tile, or 4 warps x 2 m-tiles);
 // both compute the same function. Process-wide; for benchmarks and tests.
 void set_flash_fwd_rows_per_warp(int rows);
 // Backward variant: dQ accumulated with atomics in the dK/dV kernel (false) or computed by a
-// separate kernel that recomputes S and dP per query tile (true, deterministic). Process-wide.
+// separate kernel that recomputes S and dP per query tile (true, the default: deterministic and
+// faster). Process-wide. dq_accum is used only by the atomic variant.
 void set_flash_bwd_separate_dq(bool separate);
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
