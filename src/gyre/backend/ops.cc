@@ -31,6 +31,11 @@ using namespace detail;  // argument checking (ops_args.h)
 void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
           int64_t ldc) {
+  if constexpr (kCuda)
+    if (device == Device::cuda && !cuda::device_available())
+      GYRE_THROW(unsupported,
+                 "ops::gemm: device cuda but no CUDA device is visible to this process (the CUDA "
+                 "backend is built); run on a GPU machine or use Device::cpu");
   if (device != Device::cpu && !kCuda)
     GYRE_THROW(unsupported,
                "ops::gemm: device {} has no GEMM in this build (CUDA backend not built; "

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <initializer_list>
 
+#include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/core/error.h"
 #include "gyre/core/tensor.h"
 
@@ -36,6 +37,13 @@ inline Device op_device(const char* op, std::initializer_list<Arg> args) {
                  "ops::{}: tensor '{}' is on {} but the CUDA backend is not built in this binary; "
                  "reconfigure with -DGYRE_CUDA=ON on a machine with the CUDA toolkit",
                  op, a.name, device_name(a.t->device()));
+    if constexpr (kCuda)
+      if (a.t->device() == Device::cuda && !cuda::device_available())
+        GYRE_THROW(
+            unsupported,
+            "ops::{}: tensor '{}' is on {} but no CUDA device is visible to this process "
+            "(the CUDA backend is built); run on a GPU machine or move the tensors to the CPU",
+            op, a.name, device_name(a.t->device()));
     if (!first) first = &a;
     if (a.t->device() != first->t->device())
       GYRE_THROW(invalid_argument,

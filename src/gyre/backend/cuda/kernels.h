@@ -13,6 +13,9 @@
 
 namespace gyre::cuda {
 
+// True when a CUDA device is visible to the process (runtime.cc; cached, never throws).
+bool device_available();
+
 // ---- dense (cuBLASLt; gemm.cc)
 // Row-major C[M,N] = alpha op(A) op(B) + beta C, f32 in/out, f32 compute (no TF32).
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

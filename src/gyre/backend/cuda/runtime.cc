@@ -4,6 +4,7 @@
 #include <cublasLt.h>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
 #include "gyre/core/error.h"
 
 namespace gyre::cuda {
@@ -32,6 +33,8 @@ bool available() {
   }();
   return ok;
 }
+
+bool device_available() { return available(); }
 
 cudaStream_t stream() {
   thread_local ThreadStream ts;
