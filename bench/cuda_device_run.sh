@@ -2,7 +2,12 @@
 # One device-machine call for the CUDA backend (issue 7): runs the GPU tests and bench_cuda_ops
 # from binaries built on the development machine (carried in .devrun/, with their non-CUDA shared
 # libraries in .devrun/lib), then bench/hf_anchor.py for the PyTorch anchors on the same GPU, and
-# writes everything under $OUT. Usage on the device: bash bench/cuda_device_run.sh [tests|bench|all]
+# writes everything under $OUT. Usage on the device: bash bench/cuda_device_run.sh [tests|bench|ncu|all]
+# Preparing .devrun here (it is listed in .git/info/exclude and passed to the device tool's carry):
+#   ninja -C build-cuda gyre_gpu_backend_tests gyre_gpu_infer_tests bench_cuda_ops
+#   mkdir -p .devrun/bin .devrun/lib && cp build-cuda/tests/gyre_gpu_*_tests build-cuda/bin/bench_cuda_ops .devrun/bin/
+#   strip .devrun/bin/*; cp -L /lib/x86_64-linux-gnu/lib{fmt.so.9,yaml-cpp.so.0.7,gfortran.so.5,quadmath.so.0,utf8proc.so.2} .devrun/lib/
+#   xz -9 -c /lib/x86_64-linux-gnu/libopenblas.so.0 > .devrun/lib/libopenblas.so.0.xz
 set -u
 OUT=${OUT:-/tmp/gyre_out}
 mkdir -p "$OUT"
