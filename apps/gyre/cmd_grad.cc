@@ -2,7 +2,8 @@
 // ratio 1, L = −(1/N) Σ_i Σ_{t ≥ P_i} A_i · log p(ids_i[t] | ids_i[<t]), N = Σ_i (len_i − P_i), and
 // its gradient dL/dθ, written in f32 with the checkpoint's own tensor names and shapes (a tied
 // embedding once). Input lines: {"ids": [...], "prompt_len": P, "advantage": A}. Prints
-// {"loss": L}. Errors name IN.jsonl:LINE and exit 2.
+// {"loss": L}. Errors name IN.jsonl:LINE and exit 2. --device cuda (a CUDA build) runs the model on
+// the GPU; the gradients are copied back to the host for writing.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -77,21 +78,25 @@ int run_grad(int argc, char** argv) {
   CLI::App app{"Policy-gradient loss and its parameter gradients (JSONL in, safetensors out)"};
   std::string model_dir, input, output;
   bool recompute = false;
+  std::string device = "cpu";
   app.add_option("--model", model_dir, "Hugging Face model folder")->required();
   app.add_option("--input", input,
                  "JSONL file, one {\"ids\": [...], \"prompt_len\": P, \"advantage\": A} per line")
       ->required();
   app.add_option("--output", output, "gradients (.safetensors, f32, checkpoint names)")->required();
   app.add_flag("--recompute", recompute, "activation recomputation (less memory, same result)");
+  app.add_option("--device", device, "where the model runs: cpu or cuda (needs a CUDA build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
 
-  auto model = gyre::model::CausalLM::load(model_dir);
+  auto model = gyre::model::CausalLM::load(
+      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu});
   model->set_recompute(recompute);
   GradInput in = read_grad_input(input, model->config().vocab_size);
   auto r =
       gyre::model::policy_gradient_loss_and_grad(*model, in.seqs, in.prompt_lens, in.advantages);
   std::map<std::string, gyre::Tensor> tensors;
-  for (const auto& g : r.grads.tensors) tensors[g.name] = g.tensor;
+  for (const auto& g : r.grads.tensors) tensors[g.name] = g.tensor.to(gyre::Device::cpu);
   gyre::model::write_safetensors(output, tensors);
   std::printf("{\"loss\": %s}\n", fmt::format("{}", r.loss).c_str());
   return 0;

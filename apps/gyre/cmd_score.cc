@@ -1,5 +1,6 @@
-// `gyre score --model DIR --input IN.jsonl [--output OUT.jsonl] [--temperature T]`: per-token
-// log-probs and entropies of token sequences under a Hugging Face model folder.
+// `gyre score --model DIR --input IN.jsonl [--output OUT.jsonl] [--temperature T] [--device D]`:
+// per-token log-probs and entropies of token sequences under a Hugging Face model folder, computed
+// on the CPU or (--device cuda, a CUDA build) on the GPU.
 // Input lines: {"ids": [...]} (blank lines skipped). Output, one line per input line, in order:
 // {"token_logprobs": [L-1 floats], "entropy": [L floats]} (model/scoring.h for the definitions).
 // The whole input is validated before any scoring, so a bad line (errors name IN.jsonl:LINE) exits
@@ -67,18 +68,22 @@ int run_score(int argc, char** argv) {
   std::string model_dir, input, output;
   float temperature = 1.0f;
   int64_t batch_tokens = 8192;
+  std::string device = "cpu";
   app.add_option("--model", model_dir, "Hugging Face model folder")->required();
   app.add_option("--input", input, "JSONL file, one {\"ids\": [...]} per line")->required();
   app.add_option("--output", output, "JSONL output (default: stdout)");
   app.add_option("--temperature", temperature, "logits are divided by this (> 0)");
   app.add_option("--batch-tokens", batch_tokens, "tokens packed per forward pass");
+  app.add_option("--device", device, "where the model runs: cpu or cuda (needs a CUDA build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
   if (!(temperature > 0.0f))
     GYRE_THROW(invalid_argument, "--temperature must be > 0, got {}", temperature);
   if (batch_tokens < 1)
     GYRE_THROW(invalid_argument, "--batch-tokens must be >= 1, got {}", batch_tokens);
 
-  auto model = gyre::model::CausalLM::load(model_dir);
+  auto model = gyre::model::CausalLM::load(
+      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu});
   auto seqs = read_score_input(input, model->config().vocab_size);
   std::FILE* out = stdout;
   if (!output.empty()) {

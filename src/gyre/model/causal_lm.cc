@@ -13,7 +13,7 @@
 namespace gyre::model {
 
 namespace {
-Tensor empty(const Shape& s) { return Tensor::empty(s, DType::f32); }
+Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 
 void check_i32_vector(const Tensor& t, const char* field) {
   if (!t.defined())
@@ -23,11 +23,13 @@ void check_i32_vector(const Tensor& t, const char* field) {
                dtype_name(t.dtype()), shape_str(t.shape()));
 }
 
-// Validates a batch against the model; returns the largest position.
+// The batch's tensors on `device` (the same tensors when already there: no copy on the CPU path).
+Batch batch_on(const Batch& b, Device device) {
+  return Batch{b.ids.to(device), b.positions.to(device), b.cu_seqlens.to(device)};
+}
+
+// Validates a host-side batch against the model; returns the largest position.
 int64_t validate_batch(const Batch& b, const ModelConfig& c) {
-  check_i32_vector(b.ids, "ids");
-  check_i32_vector(b.positions, "positions");
-  check_i32_vector(b.cu_seqlens, "cu_seqlens");
   const int64_t T = b.ids.numel(), B = b.cu_seqlens.numel() - 1;
   if (T == 0) GYRE_THROW(invalid_argument, "empty batch: no tokens to run");
   if (b.positions.numel() != T)
@@ -125,6 +127,17 @@ CausalLM::CausalLM(const ModelConfig& config) : config_(config), w_(std::make_un
 }
 CausalLM::~CausalLM() = default;
 
+void CausalLM::to(Device device) {
+  if (device == device_) return;
+  // params lists a tied embedding once, so moving the list keeps lm_head == embed after rebinding.
+  std::vector<NamedTensor> moved;
+  moved.reserve(w_->params.size());
+  for (const auto& p : w_->params) moved.push_back({p.name, p.tensor.to(device)});
+  w_->params = std::move(moved);  // only after every copy succeeded: a failure leaves the model
+  w_->t = bind_tensors(w_->slots, w_->params);
+  device_ = device;
+}
+
 std::vector<NamedTensor> CausalLM::parameters() { return w_->params; }
 std::vector<NamedTensor> CausalLM::parameters() const { return w_->params; }
 
@@ -138,13 +151,21 @@ Gradients CausalLM::zeros_like_parameters() const {
   Gradients g;
   g.tensors.reserve(w_->params.size());
   for (const auto& p : w_->params)
-    g.tensors.push_back({p.name, Tensor::zeros(p.tensor.shape(), DType::f32)});
+    g.tensors.push_back({p.name, Tensor::zeros(p.tensor.shape(), DType::f32, device_)});
   return g;
 }
 
 Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardState* state) {
   const ModelConfig& c = config_;
-  const int64_t max_pos = validate_batch(batch, c);
+  const Device dev = device_;
+  check_i32_vector(batch.ids, "ids");
+  check_i32_vector(batch.positions, "positions");
+  check_i32_vector(batch.cu_seqlens, "cu_seqlens");
+  // Index data is validated on the host (a device batch is copied back once); the ops get copies
+  // on the model's device. On the CPU both are the caller's tensors themselves.
+  const Batch host = batch_on(batch, Device::cpu);
+  const int64_t max_pos = validate_batch(host, c);
+  const Batch db = batch_on(batch, dev);
   if (o.save_for_backward && !state)
     GYRE_THROW(invalid_argument, "forward: save_for_backward needs a ForwardState to save into");
   if (o.save_for_backward && o.attention)
@@ -152,19 +173,22 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
                "forward: save_for_backward with an AttentionContext (KV-cache attention) is not "
                "supported; training runs without a context");
   const int64_t T = batch.num_tokens(), H = c.hidden_size;
+  Tensor logits_rows;  // on the model's device
   if (o.logits_rows.defined()) {
     check_i32_vector(o.logits_rows, "logits_rows");
-    const int32_t* r = o.logits_rows.i32();
-    for (int64_t i = 0; i < o.logits_rows.numel(); ++i)
+    const Tensor host_rows = o.logits_rows.to(Device::cpu);
+    const int32_t* r = host_rows.i32();
+    for (int64_t i = 0; i < host_rows.numel(); ++i)
       if (r[i] < 0 || r[i] >= T)
         GYRE_THROW(invalid_argument, "logits_rows[{}] = {} is outside the batch's {} tokens", i,
                    r[i], T);
+    logits_rows = o.logits_rows.to(dev);
   }
 
   AttnInputs a;
-  a.positions = batch.positions;
-  a.cu_seqlens = batch.cu_seqlens;
-  w_->rope->get(max_pos + 1, &a.cos, &a.sin);
+  a.positions = db.positions;
+  a.cu_seqlens = db.cu_seqlens;
+  w_->rope->get(max_pos + 1, &a.cos, &a.sin, dev);
   a.context = o.attention;
   a.scale = float(1.0 / std::sqrt(double(c.head_dim)));  // HF: self.scaling = head_dim ** -0.5
 
@@ -176,8 +200,8 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   if (st) st->layers.resize(size_t(c.num_hidden_layers));
 
   const ModelTensors& w = w_->t;
-  Tensor x = empty({T, H});
-  ops::embedding(batch.ids, w.embed, x);
+  Tensor x = empty({T, H}, dev);
+  ops::embedding(db.ids, w.embed, x);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerSaved* save = nullptr;
     if (st) {
@@ -188,25 +212,26 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     }
     x = layer_forward(c, l, w.layers[size_t(l)], a, x, save);
   }
-  Tensor xn = empty({T, H}), rstd = empty({T});
+  Tensor xn = empty({T, H}, dev), rstd = empty({T}, dev);
   ops::rms_norm(x, w.final_norm, float(c.rms_norm_eps), xn, rstd);
   Tensor head_in = xn;
-  if (o.logits_rows.defined()) {
-    head_in = empty({o.logits_rows.numel(), H});
-    ops::gather_rows(xn, o.logits_rows, head_in);
+  if (logits_rows.defined()) {
+    head_in = empty({logits_rows.numel(), H}, dev);
+    ops::gather_rows(xn, logits_rows, head_in);
   }
-  Tensor logits = empty({head_in.size(0), c.vocab_size});
+  Tensor logits = empty({head_in.size(0), c.vocab_size}, dev);
   ops::linear(head_in, w.lm_head, Tensor(), logits);
 
   if (st) {
-    st->batch = batch;
+    st->batch = db;
     st->attn = a;
-    st->logits_rows = o.logits_rows;
+    st->logits_rows = logits_rows;
     st->final_x = x;
     st->final_rstd = rstd;
     st->head_in = head_in;
     st->recompute = recompute_;
     st->owner = this;
+    st->device = dev;
     st->ready = true;
   }
   return logits;
@@ -221,6 +246,12 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
   ForwardState::Impl& st = state.impl();
   if (st.owner != this)
     GYRE_THROW(invalid_argument, "backward: the ForwardState was produced by another model");
+  const Device dev = device_;
+  if (st.device != dev)
+    GYRE_THROW(invalid_argument,
+               "backward: the ForwardState was saved on {} but the model is now on {}; run the "
+               "forward again after CausalLM::to()",
+               device_name(st.device), device_name(dev));
   if (grads.tensors.size() != w_->params.size())
     GYRE_THROW(invalid_argument,
                "backward: Gradients has {} tensors but the model has {} parameters; create it "
@@ -228,32 +259,34 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                grads.tensors.size(), w_->params.size());
   for (size_t i = 0; i < grads.tensors.size(); ++i) {
     const Tensor& g = grads.tensors[i].tensor;
-    if (!g.defined() || g.dtype() != DType::f32 || g.shape() != w_->params[i].tensor.shape())
+    if (!g.defined() || g.dtype() != DType::f32 || g.shape() != w_->params[i].tensor.shape() ||
+        g.device() != dev)
       GYRE_THROW(invalid_argument,
-                 "backward: gradient '{}' must be f32 {} like its parameter; create Gradients "
-                 "with zeros_like_parameters()",
-                 w_->params[i].name, shape_str(w_->params[i].tensor.shape()));
+                 "backward: gradient '{}' must be f32 {} on {} like its parameter; create "
+                 "Gradients with zeros_like_parameters() (after any CausalLM::to())",
+                 w_->params[i].name, shape_str(w_->params[i].tensor.shape()), device_name(dev));
   }
   const int64_t R = st.head_in.size(0), T = st.batch.num_tokens(), H = c.hidden_size;
   if (dlogits.dtype() != DType::f32 || dlogits.dim() != 2 || dlogits.size(0) != R ||
-      dlogits.size(1) != c.vocab_size)
+      dlogits.size(1) != c.vocab_size || dlogits.device() != dev)
     GYRE_THROW(invalid_argument,
-               "backward: dlogits must be f32 [{}, {}] like the logits, got {} {}", R, c.vocab_size,
-               dtype_name(dlogits.dtype()), shape_str(dlogits.shape()));
+               "backward: dlogits must be f32 [{}, {}] on {} like the logits, got {} {} on {}", R,
+               c.vocab_size, device_name(dev), dtype_name(dlogits.dtype()),
+               shape_str(dlogits.shape()), device_name(dlogits.device()));
 
   const ModelTensors& w = w_->t;
   ModelTensors g = bind_tensors(w_->slots, grads.tensors);
   Tensor none;
-  Tensor dhead = empty({R, H});
+  Tensor dhead = empty({R, H}, dev);
   ops::linear_backward(dlogits, st.head_in, w.lm_head, dhead, g.lm_head, none);
   st.head_in = Tensor();
   Tensor dxn = dhead;
   if (st.logits_rows.defined()) {
-    dxn = Tensor::zeros({T, H});
+    dxn = Tensor::zeros({T, H}, DType::f32, dev);
     ops::scatter_add_rows(dhead, st.logits_rows, none, dxn);
   }
   dhead = Tensor();
-  Tensor dx = empty({T, H});
+  Tensor dx = empty({T, H}, dev);
   ops::rms_norm_backward(dxn, st.final_x, w.final_norm, st.final_rstd, dx, g.final_norm);
   dxn = Tensor();
   st.final_x = Tensor();

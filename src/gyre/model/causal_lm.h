@@ -5,9 +5,12 @@
 // cache), so both see the same weights and the same kernels.
 //
 // Invariants:
-// - Parameters are f32 CPU tensors named exactly as in the HF checkpoint ("model.layers.3.mlp.
+// - Parameters are f32 tensors named exactly as in the HF checkpoint ("model.layers.3.mlp.
 //   gate_proj.weight", MoE experts per expert); a tied lm_head is the embedding tensor, listed
-//   once.
+//   once. All parameters live on one device (device(): CPU unless loaded with LoadOptions::device
+//   or moved with to()); every activation, gradient and temporary a forward/backward allocates is
+//   on that device. Batch tensors stay host-side (the model copies what an op needs); logits and
+//   Gradients are on the model's device.
 // - parameters() has a fixed order; Gradients holds one tensor per parameter in that same order
 // with
 //   the same names and shapes. backward() ACCUMULATES into Gradients (micro-batches add up);
@@ -74,7 +77,8 @@ class ForwardState {
   std::unique_ptr<Impl> impl_;
 };
 
-// dL/dθ, one f32 tensor per parameter, same order, names and shapes as CausalLM::parameters().
+// dL/dθ, one f32 tensor per parameter, same order, names and shapes as CausalLM::parameters(), on
+// the model's device.
 struct Gradients {
   std::vector<NamedTensor> tensors;
   Tensor& at(const std::string& name);  // not_found Error naming the tensor
@@ -83,20 +87,32 @@ struct Gradients {
   double sum_squares() const;  // Σ g² over all tensors, f64 (for gradient-norm clipping)
 };
 
+struct LoadOptions {
+  // Where the f32 parameters live (Device::cuda needs a CUDA build and a visible GPU).
+  Device device = Device::cpu;
+};
+
 class CausalLM {
  public:
   // Reads <dir>/config.json and the safetensors weights (single file or sharded; any float dtype
   // is converted to f32). A missing tensor, an unexpected tensor, a wrong shape or a non-float
   // dtype is an Error naming the tensor and the file.
-  static std::unique_ptr<CausalLM> load(const std::string& dir);
+  static std::unique_ptr<CausalLM> load(const std::string& dir, const LoadOptions& options = {});
   // Weights ~ N(0, stddev²) from Philox(seed); RMSNorm weights = 1, biases = 0 (HF _init_weights).
   static std::unique_ptr<CausalLM> random_init(const ModelConfig& config, uint64_t seed,
                                                float stddev = 0.02f);
   ~CausalLM();
 
   const ModelConfig& config() const { return config_; }
+  // The device every parameter (and so every activation and gradient) lives on.
+  Device device() const { return device_; }
+  // Moves every parameter to `device` (no-op when already there). Parameter tensors get new
+  // storage: views taken from parameters() before the move keep the old copies. Must not run
+  // concurrently with forwards; ForwardStates and Gradients made before the move are rejected.
+  void to(Device device);
 
-  // Logits [R or T, V] (f32). With save_for_backward, `state` receives the saved activations.
+  // Logits [R or T, V] (f32, on device()). Batch tensors and logits_rows may be on the host or on
+  // device(). With save_for_backward, `state` receives the saved activations.
   // Errors: token id outside [0, vocab) (names sequence and position), malformed batch tensors.
   Tensor forward(const Batch& batch, const ForwardOptions& options, ForwardState* state = nullptr);
   // dlogits: [R or T, V] matching the forward's logits. Gradients accumulate into `grads` (from
@@ -128,6 +144,7 @@ class CausalLM {
   std::string config_json_;  // original config.json text when loaded from disk (save() reuses it)
   std::string generation_config_json_;  // copied through by save() when present
   std::unique_ptr<Weights> w_;
+  Device device_ = Device::cpu;
   bool recompute_ = false;
 };
 

@@ -160,7 +160,7 @@ std::unique_ptr<CausalLM> CausalLM::random_init(const ModelConfig& config, uint6
   return m;
 }
 
-std::unique_ptr<CausalLM> CausalLM::load(const std::string& dir) {
+std::unique_ptr<CausalLM> CausalLM::load(const std::string& dir, const LoadOptions& options) {
   ModelConfig config = load_config(dir);
   std::unique_ptr<CausalLM> m(new CausalLM(config));
   Weights& w = *m->w_;
@@ -170,6 +170,7 @@ std::unique_ptr<CausalLM> CausalLM::load(const std::string& dir) {
   w.t = bind_tensors(w.slots, w.params);
   m->config_json_ = read_text(fs::path(dir) / "config.json");
   m->generation_config_json_ = read_text(fs::path(dir) / "generation_config.json");
+  m->to(options.device);  // read on the host (f32), then one copy per tensor to the device
   return m;
 }
 
@@ -189,6 +190,7 @@ void CausalLM::load_weights(const std::string& dir) {
   std::vector<NamedTensor> fresh;
   for (const ParamSpec& s : specs) fresh.push_back({s.name, Tensor::empty(s.shape, DType::f32)});
   read_weights(dir, config_, specs, fresh);
+  // copy_from also uploads when the model lives on a device (same f32 dtype on both sides).
   for (size_t i = 0; i < fresh.size(); ++i) w_->params[i].tensor.copy_from(fresh[i].tensor);
 }
 
@@ -217,7 +219,8 @@ void CausalLM::save(const std::string& dir, DType dtype) const {
     f << generation_config_json_;
   }
   std::map<std::string, Tensor> tensors;
-  for (const auto& p : w_->params) tensors[p.name] = p.tensor.to(dtype);
+  // dtype conversion runs on the host: device parameters are copied down first.
+  for (const auto& p : w_->params) tensors[p.name] = p.tensor.to(Device::cpu).to(dtype);
   write_safetensors_dir(dir, tensors);
 }
 

@@ -8,7 +8,8 @@
 namespace gyre::model {
 
 namespace {
-Tensor empty(const Shape& s) { return Tensor::empty(s, DType::f32); }
+// Activations follow the device of the layer's input (the model's device).
+Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 }  // namespace
 
 size_t LayerSaved::bytes() const {
@@ -26,13 +27,14 @@ size_t LayerSaved::bytes() const {
 Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
                      const AttnInputs& a, const Tensor& x, LayerSaved* s) {
   const int64_t T = x.size(0), H = c.hidden_size, D = c.head_dim;
+  const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
 
   // --- attention block
-  Tensor xn1 = empty({T, H}), rstd1 = empty({T});
+  Tensor xn1 = empty({T, H}, dev), rstd1 = empty({T}, dev);
   ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
-  Tensor q = empty({T, Hq * D}), k = empty({T, Hkv * D}), v = empty({T, Hkv * D});
+  Tensor q = empty({T, Hq * D}, dev), k = empty({T, Hkv * D}, dev), v = empty({T, Hkv * D}, dev);
   ops::linear(xn1, w.q_w, w.q_b, q);
   ops::linear(xn1, w.k_w, w.k_b, k);
   ops::linear(xn1, w.v_w, w.v_b, v);
@@ -44,41 +46,41 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     // Qwen3: RMSNorm over head_dim on q and k, before RoPE (Qwen3Attention.forward).
     q_raw = q;
     k_raw = k;
-    q = empty({T, Hq, D});
-    k = empty({T, Hkv, D});
-    rstd_q = empty({T * Hq});
-    rstd_k = empty({T * Hkv});
+    q = empty({T, Hq, D}, dev);
+    k = empty({T, Hkv, D}, dev);
+    rstd_q = empty({T * Hq}, dev);
+    rstd_k = empty({T * Hkv}, dev);
     ops::rms_norm(q_raw, w.q_norm, eps, q, rstd_q);
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
   ops::rope_(q, a.positions, a.cos, a.sin);
   ops::rope_(k, a.positions, a.cos, a.sin);
-  Tensor attn = empty({T, Hq, D}), lse;
+  Tensor attn = empty({T, Hq, D}, dev), lse;
   if (a.context) {
     a.context->attend(layer, q, k, v, a.scale, attn);
   } else {
-    lse = empty({T, Hq});
+    lse = empty({T, Hq}, dev);
     ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
   }
-  Tensor h = empty({T, H});
+  Tensor h = empty({T, H}, dev);
   ops::linear(attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
   ops::add(h, x, h);  // residual
 
   // --- MLP block
-  Tensor xn2 = empty({T, H}), rstd2 = empty({T});
+  Tensor xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
   ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
   Tensor out, gate, up;
   if (w.moe) {
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
   } else {
     const int64_t I = c.intermediate_size;
-    gate = empty({T, I});
-    up = empty({T, I});
+    gate = empty({T, I}, dev);
+    up = empty({T, I}, dev);
     ops::linear(xn2, w.gate_w, w.gate_b, gate);
     ops::linear(xn2, w.up_w, w.up_b, up);
-    Tensor act = empty({T, I});
+    Tensor act = empty({T, I}, dev);
     ops::silu_mul(gate, up, act);
-    out = empty({T, H});
+    out = empty({T, H}, dev);
     ops::linear(act, w.down_w, w.down_b, out);
   }
   ops::add(out, h, out);  // residual
@@ -97,6 +99,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
 Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors& g,
                       const AttnInputs& a, const LayerSaved& s, const Tensor& dout) {
   const int64_t T = dout.size(0), H = c.hidden_size, D = c.head_dim;
+  const Device dev = dout.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   Tensor none;
 
@@ -106,27 +109,27 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     dxn2 = moe_backward(c, w, g, s.xn2, s.moe, dout);
   } else {
     const int64_t I = c.intermediate_size;
-    Tensor act = empty({T, I});  // recomputed instead of saved: one cheap elementwise pass
+    Tensor act = empty({T, I}, dev);  // recomputed instead of saved: one cheap elementwise pass
     ops::silu_mul(s.gate, s.up, act);
-    Tensor dact = empty({T, I});
+    Tensor dact = empty({T, I}, dev);
     ops::linear_backward(dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
-    Tensor dgate = empty({T, I}), dup = empty({T, I});
+    Tensor dgate = empty({T, I}, dev), dup = empty({T, I}, dev);
     ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
     dact = Tensor();
-    dxn2 = empty({T, H});
+    dxn2 = empty({T, H}, dev);
     ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
     ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
   }
-  Tensor dh = empty({T, H});
+  Tensor dh = empty({T, H}, dev);
   ops::rms_norm_backward(dxn2, s.h, w.post_norm, s.rstd2, dh, g.post_norm);
   dxn2 = Tensor();
   ops::add_(dh, dout);  // residual path
 
   // --- attention block: h = x + o_proj(attn)
-  Tensor dattn = empty({T, Hq * D});
+  Tensor dattn = empty({T, Hq * D}, dev);
   ops::linear_backward(dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w, g.o_b);
-  Tensor dq = empty({T, Hq, D}), dk = empty({T, Hkv, D}), dv = empty({T, Hkv, D});
+  Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
   ops::attention_varlen_backward(dattn.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
                                  a.cu_seqlens, a.scale, dq, dk, dv);
   dattn = Tensor();
@@ -134,18 +137,18 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
   ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
   if (c.qk_norm) {
-    Tensor dq_raw = empty({T, Hq, D}), dk_raw = empty({T, Hkv, D});
+    Tensor dq_raw = empty({T, Hq, D}, dev), dk_raw = empty({T, Hkv, D}, dev);
     ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
     ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
     dq = dq_raw;
     dk = dk_raw;
   }
-  Tensor dxn1 = empty({T, H});
+  Tensor dxn1 = empty({T, H}, dev);
   ops::linear_backward(dq.reshape({T, Hq * D}), s.xn1, w.q_w, dxn1, g.q_w, g.q_b);
   ops::linear_backward(dk.reshape({T, Hkv * D}), s.xn1, w.k_w, dxn1, g.k_w, g.k_b, true);
   ops::linear_backward(dv.reshape({T, Hkv * D}), s.xn1, w.v_w, dxn1, g.v_w, g.v_b, true);
   dq = dk = dv = Tensor();
-  Tensor dx = empty({T, H});
+  Tensor dx = empty({T, H}, dev);
   ops::rms_norm_backward(dxn1, s.x, w.input_norm, s.rstd1, dx, g.input_norm);
   ops::add_(dx, dh);  // residual path
   return dx;

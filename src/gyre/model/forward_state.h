@@ -53,9 +53,10 @@ struct ForwardState::Impl {
   bool ready = false;
   bool recompute = false;
   const void* owner = nullptr;  // the CausalLM that produced it
-  Batch batch;
+  Device device = Device::cpu;  // where every saved tensor lives (the model's device then)
+  Batch batch;                  // on `device`
   AttnInputs attn;
-  Tensor logits_rows;  // i32 [R] or undefined
+  Tensor logits_rows;  // i32 [R] on `device`, or undefined
   std::vector<LayerSaved> layers;
   Tensor final_x, final_rstd;  // input of model.norm and its 1/rms
   Tensor head_in;              // input of lm_head ([T, H] or the gathered [R, H])

@@ -11,9 +11,11 @@
 namespace gyre::model {
 
 namespace {
-Tensor empty(const Shape& s) { return Tensor::empty(s, DType::f32); }
+// Activations follow the device of the layer's input (the model's device).
+Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 
-// Per-expert lists of (token row, flat assignment slot), from the i32 [T, k] routing indices.
+// Per-expert lists of (token row, flat assignment slot), from the i32 [T, k] routing indices (a
+// host tensor: the grouping, like the per-expert loop it drives, runs on the host).
 struct Assignment {
   std::vector<int32_t> rows, slots;
 };
@@ -35,26 +37,30 @@ std::vector<Assignment> group_by_expert(const Tensor& indices, int64_t num_exper
 Tensor moe_forward(const ModelConfig& c, const LayerTensors& w, const Tensor& xn, MoeSaved* save) {
   const int64_t T = xn.size(0), H = c.hidden_size, E = c.num_experts;
   const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size;
-  Tensor logits = empty({T, E});
+  const Device dev = xn.device();
+  Tensor logits = empty({T, E}, dev);
   ops::linear(xn, w.router_w, Tensor(), logits);
-  Tensor probs = empty({T, E}), indices = Tensor::empty({T, K}, DType::i32),
-         weights = empty({T, K});
+  Tensor probs = empty({T, E}, dev), indices = Tensor::empty({T, K}, DType::i32, dev),
+         weights = empty({T, K}, dev);
   ops::moe_route(logits, K, c.norm_topk_prob, probs, indices, weights);
   Tensor weights_flat = weights.reshape({T * K, 1});
-  Tensor out = Tensor::zeros({T, H});
-  auto groups = group_by_expert(indices, E);
+  Tensor out = Tensor::zeros({T, H}, DType::f32, dev);
+  // Routing decides the per-expert row lists on the host (one small copy of [T, k] indices on a
+  // device); the row/slot index tensors then go back to the device for the gathers and scatters.
+  auto groups = group_by_expert(indices.to(Device::cpu), E);
   for (int64_t e = 0; e < E; ++e) {
     const Assignment& a = groups[size_t(e)];
     const int64_t n = int64_t(a.rows.size());
     if (n == 0) continue;
-    Tensor rows = Tensor::from_vector(a.rows, {n});
-    Tensor slots = Tensor::from_vector(a.slots, {n});
-    Tensor scale = empty({n, 1});
+    Tensor rows = Tensor::from_vector(a.rows, {n}).to(dev);
+    Tensor slots = Tensor::from_vector(a.slots, {n}).to(dev);
+    Tensor scale = empty({n, 1}, dev);
     ops::gather_rows(weights_flat, slots, scale);
     scale = scale.reshape({n});
-    Tensor xe = empty({n, H});
+    Tensor xe = empty({n, H}, dev);
     ops::gather_rows(xn, rows, xe);
-    Tensor gate = empty({n, I}), up = empty({n, I}), act = empty({n, I}), y = empty({n, H});
+    Tensor gate = empty({n, I}, dev), up = empty({n, I}, dev), act = empty({n, I}, dev),
+           y = empty({n, H}, dev);
     ops::linear(xe, w.expert_gate[size_t(e)], Tensor(), gate);
     ops::linear(xe, w.expert_up[size_t(e)], Tensor(), up);
     ops::silu_mul(gate, up, act);
@@ -74,35 +80,36 @@ Tensor moe_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors& g
                     const MoeSaved& s, const Tensor& dout) {
   const int64_t T = xn.size(0), H = c.hidden_size, E = c.num_experts;
   const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const Device dev = xn.device();
   Tensor none;
-  Tensor dxn = Tensor::zeros({T, H});
-  Tensor dweights = Tensor::zeros({T * K, 1});
+  Tensor dxn = Tensor::zeros({T, H}, DType::f32, dev);
+  Tensor dweights = Tensor::zeros({T * K, 1}, DType::f32, dev);
   for (const MoeSaved::Expert& x : s.experts) {
     const int64_t n = x.rows.numel();
     const size_t e = size_t(x.expert);
     // out[t] += w · y  ⇒  ∂L/∂w = <dout[t], y>,  ∂L/∂y = w · dout[t].
-    Tensor dy_raw = empty({n, H});
+    Tensor dy_raw = empty({n, H}, dev);
     ops::gather_rows(dout, x.rows, dy_raw);
-    Tensor dw = empty({n});
+    Tensor dw = empty({n}, dev);
     ops::row_dot(dy_raw, x.y, dw);
     ops::scatter_add_rows(dw.reshape({n, 1}), x.slots, none, dweights);
     std::vector<int32_t> iota(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) iota[size_t(i)] = int32_t(i);
-    Tensor dy = Tensor::zeros({n, H});
-    ops::scatter_add_rows(dy_raw, Tensor::from_vector(iota, {n}), x.scale, dy);  // row scaling
+    Tensor dy = Tensor::zeros({n, H}, DType::f32, dev);
+    ops::scatter_add_rows(dy_raw, Tensor::from_vector(iota, {n}).to(dev), x.scale, dy);  // scaling
     dy_raw = Tensor();
-    Tensor act = empty({n, I}), dact = empty({n, I});
+    Tensor act = empty({n, I}, dev), dact = empty({n, I}, dev);
     ops::silu_mul(x.gate, x.up, act);
     ops::linear_backward(dy, act, w.expert_down[e], dact, g.expert_down[e], none);
-    Tensor dgate = empty({n, I}), dup = empty({n, I});
+    Tensor dgate = empty({n, I}, dev), dup = empty({n, I}, dev);
     ops::silu_mul_backward(dact, x.gate, x.up, dgate, dup);
-    Tensor xe = empty({n, H}), dxe = empty({n, H});
+    Tensor xe = empty({n, H}, dev), dxe = empty({n, H}, dev);
     ops::gather_rows(xn, x.rows, xe);
     ops::linear_backward(dgate, xe, w.expert_gate[e], dxe, g.expert_gate[e], none);
     ops::linear_backward(dup, xe, w.expert_up[e], dxe, g.expert_up[e], none, true);
     ops::scatter_add_rows(dxe, x.rows, none, dxn);
   }
-  Tensor dlogits = empty({T, E});
+  Tensor dlogits = empty({T, E}, dev);
   ops::moe_route_backward(dweights.reshape({T, K}), s.probs, s.indices, c.norm_topk_prob, dlogits);
   ops::linear_backward(dlogits, xn, w.router_w, dxn, g.router_w, none, /*accumulate_dx=*/true);
   return dxn;

@@ -156,16 +156,28 @@ RopeCache::RopeCache(const ModelConfig& config) : freq_(rope_frequencies(config)
   initial_ = std::min<int64_t>(mpe, 4096);
 }
 
-void RopeCache::get(int64_t min_positions, Tensor* cos, Tensor* sin) {
+void RopeCache::get(int64_t min_positions, Tensor* cos, Tensor* sin, Device device) {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t have = cos_.defined() ? cos_.size(0) : 0;
   if (have < min_positions) {
     int64_t n = std::max<int64_t>(initial_, 1);
     while (n < min_positions) n *= 2;
     rope_tables(freq_, n, cos_, sin_);
+    dev_cos_ = dev_sin_ = Tensor();  // stale: rebuilt from the grown host tables on demand
   }
-  *cos = cos_;
-  *sin = sin_;
+  if (device == Device::cpu) {
+    *cos = cos_;
+    *sin = sin_;
+    return;
+  }
+  // One device copy is cached; a model lives on one device, so it is rebuilt only after growth
+  // (or if the model moves to another device).
+  if (!dev_cos_.defined() || dev_cos_.device() != device) {
+    dev_cos_ = cos_.to(device);
+    dev_sin_ = sin_.to(device);
+  }
+  *cos = dev_cos_;
+  *sin = dev_sin_;
 }
 
 }  // namespace gyre::model

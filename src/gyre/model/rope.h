@@ -34,15 +34,17 @@ class RopeCache {
  public:
   explicit RopeCache(const ModelConfig& config);
   // Tables covering at least positions [0, min_positions); grown (to a power of two, at least
-  // max_position_embeddings or 4096, whichever is smaller) when needed.
-  void get(int64_t min_positions, Tensor* cos, Tensor* sin);
+  // max_position_embeddings or 4096, whichever is smaller) when needed. The tables are built on the
+  // host; for another device a copy is made once per growth and cached (same values).
+  void get(int64_t min_positions, Tensor* cos, Tensor* sin, Device device = Device::cpu);
   const RopeFrequencies& frequencies() const { return freq_; }
 
  private:
   RopeFrequencies freq_;
   int64_t initial_;
   std::mutex mu_;
-  Tensor cos_, sin_;
+  Tensor cos_, sin_;          // host tables
+  Tensor dev_cos_, dev_sin_;  // copies on a device (empty, or the same size as the host tables)
 };
 
 }  // namespace gyre::model

@@ -45,7 +45,8 @@ std::vector<std::pair<size_t, size_t>> plan_batches(const std::vector<std::vecto
   return out;
 }
 
-// targets[t] = next token of the same sequence, -1 on each sequence's last token.
+// targets[t] = next token of the same sequence, -1 on each sequence's last token. Built on the host
+// from the host batch; callers copy it to the model's device.
 Tensor next_token_targets(const Batch& b) {
   const int64_t T = b.num_tokens(), B = b.num_seqs();
   Tensor targets = Tensor::empty({T}, DType::i32);
@@ -70,10 +71,14 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
     Batch batch = Batch::pack(group);
     Tensor logits = model.forward(batch, ForwardOptions{});
     const int64_t T = batch.num_tokens();
-    Tensor targets = next_token_targets(batch);
-    Tensor logp = Tensor::empty({T}, DType::f32), entropy;
-    if (with_entropy) entropy = Tensor::empty({T}, DType::f32);
+    const Device dev = model.device();
+    Tensor targets = next_token_targets(batch).to(dev);
+    Tensor logp = Tensor::empty({T}, DType::f32, dev), entropy;
+    if (with_entropy) entropy = Tensor::empty({T}, DType::f32, dev);
     ops::token_logprobs(logits, targets, temperature, logp, entropy);
+    logits = Tensor();            // free the [T, V] logits before the next micro-batch
+    logp = logp.to(Device::cpu);  // the results are host vectors (no copy on the CPU)
+    if (with_entropy) entropy = entropy.to(Device::cpu);
     const int32_t* cu = batch.cu_seqlens.i32();
     const float* lp = logp.f32();
     for (size_t i = 0; i < group.size(); ++i) {
@@ -95,9 +100,10 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
   o.save_for_backward = true;
   sb.logits = model.forward(sb.batch, o, &sb.state);
   const int64_t T = sb.batch.num_tokens();
-  sb.targets = next_token_targets(sb.batch);
-  sb.logp = Tensor::empty({T}, DType::f32);
-  if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32);
+  const Device dev = model.device();
+  sb.targets = next_token_targets(sb.batch).to(dev);
+  sb.logp = Tensor::empty({T}, DType::f32, dev);
+  if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32, dev);
   ops::token_logprobs(sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
   return sb;
 }
@@ -113,8 +119,11 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlog
   if (dentropy.defined() && (dentropy.dtype() != DType::f32 || dentropy.numel() != T))
     GYRE_THROW(invalid_argument, "backward_from_logprobs: dentropy must be f32 [{}], got {} {}", T,
                dtype_name(dentropy.dtype()), shape_str(dentropy.shape()));
-  Tensor dlogits = Tensor::empty(sb.logits.shape(), DType::f32);
-  ops::token_logprobs_backward(sb.logits, sb.targets, sb.temperature, dlogp, dentropy, dlogits);
+  // dlogp/dentropy may be host tensors: they follow the logits to the model's device.
+  const Device dev = sb.logits.device();
+  Tensor dlogits = Tensor::empty(sb.logits.shape(), DType::f32, dev);
+  ops::token_logprobs_backward(sb.logits, sb.targets, sb.temperature, dlogp.to(dev),
+                               dentropy.defined() ? dentropy.to(dev) : Tensor(), dlogits);
   sb.logits = Tensor();  // release before the model backward allocates its activations' grads
   model.backward(dlogits, sb.state, grads);
 }
@@ -151,7 +160,8 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
     const int64_t T = sb.batch.num_tokens();
     Tensor dlogp = Tensor::zeros({T}, DType::f32);
     const int32_t* cu = sb.batch.cu_seqlens.i32();
-    const float* lp = sb.logp.f32();
+    const Tensor host_logp = sb.logp.to(Device::cpu);
+    const float* lp = host_logp.f32();
     float* d = dlogp.f32();
     for (size_t i = 0; i < group.size(); ++i) {
       const double coef = -double(advantages[begin + i]) / double(N);

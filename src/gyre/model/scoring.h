@@ -25,7 +25,9 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
                                   float temperature = 1.0f, bool with_entropy = true,
                                   int64_t max_tokens_per_batch = 8192);
 
-// One packed forward kept for backward: per-row log-probs of the next token (and entropy).
+// One packed forward kept for backward: per-row log-probs of the next token (and entropy). The
+// batch is host-side; targets, logits, logp and entropy live on the model's device (copy logp to
+// the host with .to(Device::cpu) to read it).
 struct ScoredBatch {
   Batch batch;
   Tensor targets;  // i32 [T]: ids[t+1] within the sequence, -1 on each sequence's last row
@@ -37,8 +39,8 @@ struct ScoredBatch {
 };
 ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                                float temperature = 1.0f, bool with_entropy = false);
-// Backpropagates dL/dlogp [T] (and optionally dL/dentropy [T], undefined = 0) into `grads`
-// (accumulating). Consumes the saved state.
+// Backpropagates dL/dlogp [T] (and optionally dL/dentropy [T], undefined = 0; either on the host or
+// on the model's device) into `grads` (accumulating). Consumes the saved state.
 void backward_from_logprobs(CausalLM& model, ScoredBatch& scored, const Tensor& dlogp,
                             const Tensor& dentropy, Gradients& grads);
 
