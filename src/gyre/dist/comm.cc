@@ -114,11 +114,13 @@ void Comm::broadcast(std::string& s, int root) {
 
 SingleProcessComm::SingleProcessComm(std::string name) : name_(std::move(name)) {}
 
-std::string SingleProcessComm::host() const {
+std::string local_host_name() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
   return buf;
 }
+
+std::string SingleProcessComm::host() const { return local_host_name(); }
 
 void SingleProcessComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   check_reduce_dtype(dtype, "all_reduce");

@@ -21,6 +21,9 @@
 
 namespace gyre::dist {
 
+// This machine's host name ("localhost" when it cannot be read): named in every error message.
+std::string local_host_name();
+
 enum class ReduceOp { sum, max };
 const char* reduce_op_name(ReduceOp op);
 

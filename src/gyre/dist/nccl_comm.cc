@@ -3,8 +3,6 @@
 // factories throw Error(unsupported) saying how to get a build with NCCL.
 #include "gyre/dist/nccl_comm.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -219,11 +217,7 @@ NcclComm::~NcclComm() {
   if (stream_) cudaStreamDestroy(as_stream(stream_));
 }
 
-std::string NcclComm::host() const {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
-  return buf;
-}
+std::string NcclComm::host() const { return local_host_name(); }
 
 void NcclComm::check_alive(const char* call) const {
   if (broken_)

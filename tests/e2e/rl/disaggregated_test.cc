@@ -85,8 +85,10 @@ TEST(DisaggregatedGrpo, FanOutOverTwoAddressesUpdatesBothEngines) {
   EXPECT_EQ(read_metrics(out).rollouts, 3);
   // Both engines reloaded the trainer's weights: initial push + one per step = version 4.
   for (auto* e : {e1.get(), e2.get()}) {
-    auto v = test::run_command("curl -s " + e->url() + "/get_weight_version");
-    EXPECT_NE(v.out.find("4"), std::string::npos) << e->url() << ": " << v.out;
+    auto v = test::run_command("curl -s -m 60 " + e->url() + "/get_weight_version");
+    auto j = nlohmann::json::parse(v.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << e->url() << ": " << v.out;
+    EXPECT_EQ(j.value("weight_version", std::string()), "4") << e->url() << ": " << v.out;
   }
 }
 
