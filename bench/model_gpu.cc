@@ -1,20 +1,26 @@
-// Whole-model throughput on the GPU (issue 7's model-level figures): a Qwen2.5-0.5B-shaped model
-// with random weights, f32 on the CUDA backend (the model path has no bf16 mixed precision yet),
-// 4 sequences x 4096 tokens per step:
-//   - training step: forward + policy-gradient loss + backward (no optimizer), tokens/s;
+// Whole-model throughput on the GPU (issue 7's model-level figures): a Qwen2.5-0.5B- or 1.5B-shaped
+// model with random weights on the CUDA backend, bf16 mixed precision (default; f32 master weights,
+// bf16 GEMMs/attention — CausalLM Precision::bf16) or the exact f32 path, 4 sequences x 4096 tokens
+// per step:
+//   - training step: forward + policy-gradient loss + backward + AdamW step, tokens/s and MFU
+//     (6 x params x tokens + causal attention 12 x L x Hq x D x sum(len^2 / 2), over the H200's 989
+//     dense bf16 TFLOP/s: the convention behind the anchors' 26% / 36%);
 //   - log-prob forward: per-token log-probs + entropy, tokens/s.
-// Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa): training
-// 73.7k tokens/s (with fused AdamW), log-prob forward 231k tokens/s. Prints one JSON line each.
-// Usage: bench_model_gpu [--seqs 4] [--len 4096] [--iters 3] [--layers 24]
+// Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa, fused AdamW):
+// 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
+// each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
+//              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/scoring.h"
+#include "gyre/train/optimizer.h"
 
 namespace {
 
@@ -22,17 +28,28 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-gyre::model::ModelConfig qwen25_05b(int64_t layers) {
+// The real shapes' config.json values (Qwen/Qwen2.5-0.5B and -1.5B); layers <= 0 keeps the shape's.
+gyre::model::ModelConfig qwen25(const std::string& shape, int64_t layers) {
   gyre::model::ModelConfig c;
   c.arch = gyre::model::Arch::qwen2;
   c.model_type = "qwen2";
   c.vocab_size = 151936;
   c.hidden_size = 896;
   c.intermediate_size = 4864;
-  c.num_hidden_layers = layers;
+  c.num_hidden_layers = 24;
   c.num_attention_heads = 14;
   c.num_key_value_heads = 2;
   c.head_dim = 64;
+  if (shape == "qwen2.5-1.5b") {
+    c.hidden_size = 1536;
+    c.intermediate_size = 8960;
+    c.num_hidden_layers = 28;
+    c.num_attention_heads = 12;
+    c.head_dim = 128;
+  } else if (shape != "qwen2.5-0.5b") {
+    GYRE_THROW(invalid_argument, "--shape {}: use qwen2.5-0.5b or qwen2.5-1.5b", shape);
+  }
+  if (layers > 0) c.num_hidden_layers = layers;
   c.max_position_embeddings = 32768;
   c.rms_norm_eps = 1e-6;
   c.tie_word_embeddings = true;
@@ -44,17 +61,23 @@ gyre::model::ModelConfig qwen25_05b(int64_t layers) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seqs = 4, len = 4096, iters = 3, layers = 24;
+  int seqs = 4, len = 4096, iters = 3, layers = 0;
+  std::string shape = "qwen2.5-0.5b", precision = "bf16";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seqs")) seqs = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--len")) len = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
+    if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
   }
   try {
-    const auto cfg = qwen25_05b(layers);
+    const auto cfg = qwen25(shape, layers);
+    const bool big = shape == "qwen2.5-1.5b";
+    const double anchor_train = big ? 34400 : 73700, anchor_lp = big ? 114000 : 231000;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
     model->to(gyre::Device::cuda);
+    model->set_precision(gyre::model::parse_precision(precision));
     int64_t params = 0;
     for (auto& p : model->parameters()) params += p.tensor.numel();
     std::vector<std::vector<int32_t>> batch(static_cast<size_t>(seqs),
@@ -81,28 +104,48 @@ int main(int argc, char** argv) {
     const double lp_s = (now_s() - t0) / iters;
 
     auto grads = model->zeros_like_parameters();
+    // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
+    gyre::train::AdamW opt({.lr = 1e-6, .clip_grad = 1.0}, {});
+    gyre::train::NamedTensors params_list, grads_list;
+    {
+      auto ps = model->parameters();
+      for (size_t i = 0; i < ps.size(); ++i) {
+        params_list.emplace_back(ps[i].name, ps[i].tensor);
+        grads_list.emplace_back(grads.tensors[i].name, grads.tensors[i].tensor);
+      }
+    }
     auto train_step = [&] {
-      return gyre::model::policy_gradient_loss_and_grad(*model, batch, prompt_lens, adv, grads);
+      grads.zero();
+      const double loss =
+          gyre::model::policy_gradient_loss_and_grad(*model, batch, prompt_lens, adv, grads);
+      opt.step(params_list, grads_list);  // reads the grad norm back: synchronises
+      return loss;
     };
     train_step();
     t0 = now_s();
     double loss = 0;
     for (int i = 0; i < iters; ++i) loss = train_step();
     const double tr_s = (now_s() - t0) / iters;
-    // Training FLOPs as MFU counts them: 6 x parameters x tokens (+ attention, omitted).
-    const double tflops = 6.0 * double(params) * tokens / tr_s / 1e12;
+    // Training FLOPs: 6 x parameters x tokens + causal attention (fwd 4 x Hq x D x len^2 / 2 per
+    // sequence and layer, backward twice that).
+    const double attn_flops = 3.0 * 4.0 * double(cfg.num_hidden_layers) *
+                              double(cfg.num_attention_heads) * double(cfg.head_dim) *
+                              double(seqs) * double(len) * double(len) / 2.0;
+    const double tflops = (6.0 * double(params) * tokens + attn_flops) / tr_s / 1e12;
+    const double mfu = tflops / 989.0;
     std::printf(
-        "{\"bench\": \"model_gpu_logprob\", \"shape\": \"qwen2.5-0.5b\", \"layers\": %d, "
-        "\"precision\": \"f32\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
-        "\"anchor_tokens_per_s\": 231000, \"ratio\": %.3f}\n",
-        layers, tokens, lp_s, tokens / lp_s, tokens / lp_s / 231000.0);
+        "{\"bench\": \"model_gpu_logprob\", \"shape\": \"%s\", \"layers\": %lld, "
+        "\"precision\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
+        "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f}\n",
+        shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), tokens, lp_s,
+        tokens / lp_s, anchor_lp, tokens / lp_s / anchor_lp);
     std::printf(
-        "{\"bench\": \"model_gpu_train_step\", \"shape\": \"qwen2.5-0.5b\", \"layers\": %d, "
-        "\"precision\": \"f32\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "
-        "\"tokens_per_s\": %.0f, \"model_tflops\": %.1f, \"anchor_tokens_per_s\": 73700, "
-        "\"ratio\": %.3f, \"loss\": %.6f}\n",
-        layers, (long long)params, tokens, tr_s, tokens / tr_s, tflops, tokens / tr_s / 73700.0,
-        loss);
+        "{\"bench\": \"model_gpu_train_step\", \"shape\": \"%s\", \"layers\": %lld, "
+        "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "
+        "\"tokens_per_s\": %.0f, \"model_tflops\": %.1f, \"mfu\": %.3f, "
+        "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f, \"loss\": %.6f}\n",
+        shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), (long long)params,
+        tokens, tr_s, tokens / tr_s, tflops, mfu, anchor_train, tokens / tr_s / anchor_train, loss);
   } catch (const gyre::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -78,7 +78,7 @@ int run_grad(int argc, char** argv) {
   CLI::App app{"Policy-gradient loss and its parameter gradients (JSONL in, safetensors out)"};
   std::string model_dir, input, output;
   bool recompute = false;
-  std::string device = "cpu";
+  std::string device = "cpu", precision = "f32";
   app.add_option("--model", model_dir, "Hugging Face model folder")->required();
   app.add_option("--input", input,
                  "JSONL file, one {\"ids\": [...], \"prompt_len\": P, \"advantage\": A} per line")
@@ -87,10 +87,15 @@ int run_grad(int argc, char** argv) {
   app.add_flag("--recompute", recompute, "activation recomputation (less memory, same result)");
   app.add_option("--device", device, "where the model runs: cpu or cuda (needs a CUDA build)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision,
+                 "GPU compute precision: f32 (exact vs the CPU) or bf16 (mixed precision: bf16 "
+                 "GEMMs and attention, f32 accumulate and master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
 
   auto model = gyre::model::CausalLM::load(
-      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu});
+      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu,
+                  .precision = gyre::model::parse_precision(precision)});
   model->set_recompute(recompute);
   GradInput in = read_grad_input(input, model->config().vocab_size);
   auto r =

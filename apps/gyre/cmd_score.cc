@@ -68,7 +68,7 @@ int run_score(int argc, char** argv) {
   std::string model_dir, input, output;
   float temperature = 1.0f;
   int64_t batch_tokens = 8192;
-  std::string device = "cpu";
+  std::string device = "cpu", precision = "f32";
   app.add_option("--model", model_dir, "Hugging Face model folder")->required();
   app.add_option("--input", input, "JSONL file, one {\"ids\": [...]} per line")->required();
   app.add_option("--output", output, "JSONL output (default: stdout)");
@@ -76,6 +76,10 @@ int run_score(int argc, char** argv) {
   app.add_option("--batch-tokens", batch_tokens, "tokens packed per forward pass");
   app.add_option("--device", device, "where the model runs: cpu or cuda (needs a CUDA build)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision,
+                 "GPU compute precision: f32 (exact vs the CPU) or bf16 (mixed precision: bf16 "
+                 "GEMMs and attention, f32 accumulate and master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
   if (!(temperature > 0.0f))
     GYRE_THROW(invalid_argument, "--temperature must be > 0, got {}", temperature);
@@ -83,7 +87,8 @@ int run_score(int argc, char** argv) {
     GYRE_THROW(invalid_argument, "--batch-tokens must be >= 1, got {}", batch_tokens);
 
   auto model = gyre::model::CausalLM::load(
-      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu});
+      model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu,
+                  .precision = gyre::model::parse_precision(precision)});
   auto seqs = read_score_input(input, model->config().vocab_size);
   std::FILE* out = stdout;
   if (!output.empty()) {

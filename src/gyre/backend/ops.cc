@@ -7,12 +7,14 @@
 // its position and the valid range. Float tensors of one call share one dtype, f32 (the backend's
 // working type) or f64 (used by the finite-difference tests). The tensors of one call live on one
 // device: CPU tensors run the CPU kernels, CUDA tensors (f32 only) the CUDA kernels
-// (backend/cuda/kernels.h), validated the same way — index data is checked on a host copy. A CUDA
+// (backend/cuda/kernels.h; under a Bf16Autocast scope linear and attention run their bf16
+// variants), validated the same way — index data is checked on a host copy. A CUDA
 // tensor in a build without the CUDA backend raises Error(unsupported). An undefined
 // overwrite-output is allocated on the op's device; an undefined gradient the op would accumulate
 // into is skipped.
 #include "gyre/backend/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -25,6 +27,16 @@
 namespace gyre::ops {
 
 using namespace detail;  // argument checking (ops_args.h)
+
+// ---- bf16 autocast
+
+namespace {
+thread_local bool t_bf16_autocast = false;
+}  // namespace
+
+Bf16Autocast::Bf16Autocast(bool on) : previous_(t_bf16_autocast) { t_bf16_autocast = on; }
+Bf16Autocast::~Bf16Autocast() { t_bf16_autocast = previous_; }
+bool bf16_autocast() { return t_bf16_autocast; }
 
 // ---- dense algebra
 
@@ -71,6 +83,8 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (t_bf16_autocast)
+        return cuda::linear_fwd_autocast(x.f32(), w.f32(), ptr<float>(b), M, N, K, y.f32());
       return cuda::linear_fwd(x.f32(), w.f32(), ptr<float>(b), M, N, K, y.f32());
     }
   dispatch(dt, [&](auto t) {
@@ -102,6 +116,9 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (t_bf16_autocast)
+        return cuda::linear_bwd_autocast(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx),
+                                         accumulate_dx, ptr<float>(dw), ptr<float>(db));
       return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
                               ptr<float>(dw), ptr<float>(db));
     }
@@ -378,6 +395,7 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
 namespace {
 struct AttnDims {
   int64_t T, Hq, Hkv, D, B;
+  int64_t max_len = 0;  // longest sequence (bounds the flash kernels' grid)
 };
 
 void require_cuda_head_dim(const char* op, int64_t D) {
@@ -417,6 +435,7 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
                  "ops::{}: cu_seqlens decreases at index {} ({} -> {}); "
                  "offsets must be cumulative sequence lengths",
                  op, b + 1, cu[b], cu[b + 1]);
+  for (int64_t b = 0; b < a.B; ++b) a.max_len = std::max<int64_t>(a.max_len, cu[b + 1] - cu[b]);
   if (cu[a.B] != a.T)
     GYRE_THROW(invalid_argument,
                "ops::{}: cu_seqlens ends at {} but the batch has {} tokens; "
@@ -439,6 +458,10 @@ void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const T
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (t_bf16_autocast && cuda::attention_autocast_supported(a.D))
+        return cuda::attention_fwd_autocast(q.f32(), k.f32(), v.f32(), cu_seqlens.i32(), a.B,
+                                            a.max_len, a.T, a.Hq, a.Hkv, a.D, scale, out.f32(),
+                                            lse.f32());
       require_cuda_head_dim(op, a.D);
       return cuda::attention_fwd(q.f32(), k.f32(), v.f32(), cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv,
                                  a.D, scale, out.f32(), lse.f32());
@@ -488,6 +511,10 @@ void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (t_bf16_autocast && cuda::attention_autocast_supported(a.D))
+        return cuda::attention_bwd_autocast(dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
+                                            lse.f32(), cu_seqlens.i32(), a.B, a.max_len, a.T, a.Hq,
+                                            a.Hkv, a.D, scale, dq.f32(), dk.f32(), dv.f32());
       require_cuda_head_dim(op, a.D);
       return cuda::attention_bwd(dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(),
                                  cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv, a.D, scale, dq.f32(),

@@ -23,6 +23,30 @@
 
 namespace gyre::ops {
 
+// ---- bf16 autocast
+// --------------------------------------------------------------------------------
+// PyTorch's torch.autocast(device_type="cuda", dtype=torch.bfloat16) policy for the CUDA backend.
+// While a Bf16Autocast(true) scope is alive on the calling thread, linear / linear_backward and
+// attention_varlen / attention_varlen_backward over f32 CUDA tensors round their operands to bf16
+// and run the tensor-core kernels (cuBLASLt bf16 GEMM, f32 accumulate; FlashAttention-2 bf16 when
+// the head dim is 64 or 128, else the f32 kernel), writing f32 results; parameter gradients still
+// accumulate into f32 tensors. Every other op stays f32. CPU tensors ignore the scope (the CPU
+// backend is the f32 reference). Error bound of a product over K terms: ~2^-8 Σ|a_k||b_k|
+// (backend/cuda/autocast.cc). Scopes nest; the innermost decides; forward and backward of one
+// activation must run under the same setting (the attention backward reads the forward's lse).
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool on = true);
+  ~Bf16Autocast();
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool previous_;
+};
+// Whether a Bf16Autocast(true) scope is the innermost on this thread.
+bool bf16_autocast();
+
 // ---- dense algebra
 // ------------------------------------------------------------------------------- Raw row-major
 // GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, op = transpose when the flag is set. A is [M,K]

@@ -147,6 +147,14 @@ int64_t CausalLM::num_parameters() const {
   return n;
 }
 
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
+
+Precision parse_precision(const std::string& s) {
+  if (s == "f32") return Precision::f32;
+  if (s == "bf16") return Precision::bf16;
+  GYRE_THROW(invalid_argument, "precision '{}' is not supported; use f32 or bf16", s);
+}
+
 Gradients CausalLM::zeros_like_parameters() const {
   Gradients g;
   g.tensors.reserve(w_->params.size());
@@ -173,6 +181,8 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
                "forward: save_for_backward with an AttentionContext (KV-cache attention) is not "
                "supported; training runs without a context");
   const int64_t T = batch.num_tokens(), H = c.hidden_size;
+  const bool autocast = precision_ == Precision::bf16 && dev == Device::cuda;
+  ops::Bf16Autocast autocast_scope(autocast);
   Tensor logits_rows;  // on the model's device
   if (o.logits_rows.defined()) {
     check_i32_vector(o.logits_rows, "logits_rows");
@@ -230,6 +240,7 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     st->final_rstd = rstd;
     st->head_in = head_in;
     st->recompute = recompute_;
+    st->bf16_autocast = autocast;
     st->owner = this;
     st->device = dev;
     st->ready = true;
@@ -274,6 +285,7 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                c.vocab_size, device_name(dev), dtype_name(dlogits.dtype()),
                shape_str(dlogits.shape()), device_name(dlogits.device()));
 
+  ops::Bf16Autocast autocast_scope(st.bf16_autocast);
   const ModelTensors& w = w_->t;
   ModelTensors g = bind_tensors(w_->slots, grads.tensors);
   Tensor none;

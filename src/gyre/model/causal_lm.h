@@ -87,9 +87,19 @@ struct Gradients {
   double sum_squares() const;  // Σ g² over all tensors, f64 (for gradient-norm clipping)
 };
 
+// Compute precision of forward/backward on the GPU. f32: exact against the CPU reference. bf16:
+// mixed precision as torch.autocast(dtype=bfloat16) — GEMMs and attention take bf16-rounded
+// operands with f32 accumulation (ops::Bf16Autocast); master weights, activations between ops,
+// logits, log-probs, gradients and optimizer state stay f32. Ignored on the CPU.
+enum class Precision { f32, bf16 };
+const char* precision_name(Precision p);
+// "f32" | "bf16"; anything else is an Error(invalid_argument) naming the value.
+Precision parse_precision(const std::string& s);
+
 struct LoadOptions {
   // Where the f32 parameters live (Device::cuda needs a CUDA build and a visible GPU).
   Device device = Device::cpu;
+  Precision precision = Precision::f32;
 };
 
 class CausalLM {
@@ -136,6 +146,10 @@ class CausalLM {
   void set_recompute(bool on) { recompute_ = on; }
   bool recompute() const { return recompute_; }
 
+  // See Precision. A ForwardState keeps the precision of its forward; backward uses that one.
+  void set_precision(Precision p) { precision_ = p; }
+  Precision precision() const { return precision_; }
+
   struct Weights;  // defined in model/weights.h (model internals only)
 
  private:
@@ -146,6 +160,7 @@ class CausalLM {
   std::unique_ptr<Weights> w_;
   Device device_ = Device::cpu;
   bool recompute_ = false;
+  Precision precision_ = Precision::f32;
 };
 
 }  // namespace gyre::model

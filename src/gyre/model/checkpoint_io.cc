@@ -171,6 +171,7 @@ std::unique_ptr<CausalLM> CausalLM::load(const std::string& dir, const LoadOptio
   m->config_json_ = read_text(fs::path(dir) / "config.json");
   m->generation_config_json_ = read_text(fs::path(dir) / "generation_config.json");
   m->to(options.device);  // read on the host (f32), then one copy per tensor to the device
+  m->set_precision(options.precision);
   return m;
 }
 

@@ -52,6 +52,7 @@ struct AttnInputs {
 struct ForwardState::Impl {
   bool ready = false;
   bool recompute = false;
+  bool bf16_autocast = false;   // the forward ran under ops::Bf16Autocast (backward must too)
   const void* owner = nullptr;  // the CausalLM that produced it
   Device device = Device::cpu;  // where every saved tensor lives (the model's device then)
   Batch batch;                  // on `device`

@@ -119,6 +119,23 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq,
                               uint16_t* dk, uint16_t* dv, float* dq_accum, float* delta);
 
+// ---- bf16 autocast (autocast.cc; ops::Bf16Autocast): f32 in/out, operands rounded to bf16 and
+// run through gemm_bf16 / the flash kernels above; same semantics as the f32 functions of the same
+// name without the suffix. Attention needs attention_autocast_supported(D) (D = 64 or 128).
+void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t M, int64_t N,
+                         int64_t K, float* y);
+void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
+                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db);
+bool attention_autocast_supported(int64_t D);
+void attention_fwd_autocast(const float* q, const float* k, const float* v,
+                            const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                            int64_t Hq, int64_t Hkv, int64_t D, float scale, float* out,
+                            float* lse);
+void attention_bwd_autocast(const float* dout, const float* q, const float* k, const float* v,
+                            const float* out, const float* lse, const int32_t* cu_seqlens,
+                            int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq, int64_t Hkv,
+                            int64_t D, float scale, float* dq, float* dk, float* dv);
+
 // ---- sampling (sampling.cu): one token per row with the CPU sampler's Philox draw
 // (Philox4x32::draw(seed, 0, step) -> uniform(bits[0])), over temperature-scaled logits without
 // top-k/top-p (those run on the CPU sampler); greedy when temperature <= 0.

@@ -1,0 +1,96 @@
+// bf16 autocast kernels behind ops::Bf16Autocast (ops.h): f32 operands are rounded to bf16 into
+// pool scratch (cuda::DeviceBuffer), the bf16 tensor-core kernels run (cuBLASLt bf16 GEMM with f32
+// accumulate, FlashAttention-2 bf16), and results come back as f32. This is PyTorch's
+// torch.autocast(dtype=bfloat16) policy for matmuls and attention: the products see bf16 inputs,
+// accumulation and every output stay f32, parameter gradients accumulate into f32 tensors.
+//
+// Error bound (what the GPU tests check): rounding an operand to bf16 changes it by at most 2^-9
+// relative (8 significant bits, round to nearest), so each product term a·b moves by at most
+// ~2^-8 |a||b|; a dot product over K terms therefore stays within ~2^-8 Σ|a_k||b_k| of the f32
+// result (f32 accumulation error is far below that).
+//
+// Scratch lifetime: buffers return to the pool when these host functions return, while kernels may
+// still be queued; the pool reuses a block on the same stream only (stream order protects it).
+#include <algorithm>
+
+#include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/error.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+// A bf16 copy of n f32 values in pool scratch.
+struct Bf16Copy {
+  DeviceBuffer buf;
+  Bf16Copy(const float* src, int64_t n) : buf(size_t(std::max<int64_t>(n, 1)) * 2) {
+    if (n > 0) f32_to_bf16(src, buf.as<uint16_t>(), n);
+  }
+  uint16_t* p() const { return buf.as<uint16_t>(); }
+};
+
+}  // namespace
+
+void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t M, int64_t N,
+                         int64_t K, float* y) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) return linear_fwd(x, w, b, M, N, K, y);  // y = bias rows (or zeros): no product
+  Bf16Copy xb(x, M * K), wb(w, N * K);
+  if (b) broadcast_rows(b, M, N, y);  // y = b, then y += x w^T (torch addmm order)
+  gemm_bf16(false, true, M, N, K, 1.0f, xb.p(), K, wb.p(), K, b ? 1.0f : 0.0f, y, N, false);
+}
+
+void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
+                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db) {
+  if (M == 0 || N == 0 || K == 0)
+    return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
+  Bf16Copy dyb(dy, M * N);
+  if (dx) {
+    Bf16Copy wb(w, N * K);
+    gemm_bf16(false, false, M, K, N, 1.0f, dyb.p(), N, wb.p(), K, accumulate_dx ? 1.0f : 0.0f, dx,
+              K, false);
+  }
+  if (dw) {
+    Bf16Copy xb(x, M * K);
+    gemm_bf16(true, false, N, K, M, 1.0f, dyb.p(), N, xb.p(), K, 1.0f, dw, K, false);
+  }
+  if (db) column_sums_add(dy, M, N, db);  // f32 dy, as the f32 path
+}
+
+bool attention_autocast_supported(int64_t D) { return flash_bf16_supported(D); }
+
+void attention_fwd_autocast(const float* q, const float* k, const float* v,
+                            const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                            int64_t Hq, int64_t Hkv, int64_t D, float scale, float* out,
+                            float* lse) {
+  if (T == 0) return;
+  Bf16Copy qb(q, T * Hq * D), kb(k, T * Hkv * D), vb(v, T * Hkv * D);
+  DeviceBuffer ob(size_t(T * Hq * D) * 2);
+  flash_attention_bf16_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
+                           ob.as<uint16_t>(), lse);
+  bf16_to_f32(ob.as<uint16_t>(), out, T * Hq * D);
+}
+
+void attention_bwd_autocast(const float* dout, const float* q, const float* k, const float* v,
+                            const float* out, const float* lse, const int32_t* cu_seqlens,
+                            int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq, int64_t Hkv,
+                            int64_t D, float scale, float* dq, float* dk, float* dv) {
+  if (T == 0) return;
+  // q, k, v and out round to exactly the bf16 values the forward used (out was produced in bf16),
+  // so the recomputed probabilities match the saved lse.
+  Bf16Copy dob(dout, T * Hq * D), qb(q, T * Hq * D), kb(k, T * Hkv * D), vb(v, T * Hkv * D),
+      ob(out, T * Hq * D);
+  DeviceBuffer dqb(size_t(T * Hq * D) * 2), dkb(size_t(T * Hkv * D) * 2),
+      dvb(size_t(T * Hkv * D) * 2);
+  DeviceBuffer dq_accum(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
+  flash_attention_bf16_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen,
+                           T, Hq, Hkv, D, scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(),
+                           dvb.as<uint16_t>(), dq_accum.as<float>(), delta.as<float>());
+  bf16_to_f32(dqb.as<uint16_t>(), dq, T * Hq * D);
+  bf16_to_f32(dkb.as<uint16_t>(), dk, T * Hkv * D);
+  bf16_to_f32(dvb.as<uint16_t>(), dv, T * Hkv * D);
+}
+
+}  // namespace gyre::cuda

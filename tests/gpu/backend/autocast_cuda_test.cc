@@ -1,0 +1,150 @@
+// ops::Bf16Autocast on the CUDA backend: linear and attention (forward and backward) over f32
+// tensors must equal the CPU f32 reference run on the bf16-rounded operands — that is exactly what
+// autocast computes (operands rounded to bf16, f32 accumulate) — so the linear bounds are f32
+// bounds (1e-5 relative). Attention adds the flash kernel's own roundings (P before P·V, the
+// output, dQ/dK/dV) with the bounds of bf16_cuda_test.cc. Outside a scope, and for head dims the
+// flash kernels do not cover, the ops stay on the exact f32 path. Skips without a visible GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gpu_test_util.h"
+#include "gyre/backend/ops.h"
+
+namespace gyre {
+namespace {
+
+using gputest::cpu;
+using gputest::gpu;
+using gputest::randn;
+using gputest::rel_err;
+using gputest::round_bf16;
+
+TEST(CudaAutocast, ScopeNestsAndRestores) {
+  EXPECT_FALSE(ops::bf16_autocast());
+  {
+    ops::Bf16Autocast on;
+    EXPECT_TRUE(ops::bf16_autocast());
+    {
+      ops::Bf16Autocast off(false);
+      EXPECT_FALSE(ops::bf16_autocast());
+    }
+    EXPECT_TRUE(ops::bf16_autocast());
+  }
+  EXPECT_FALSE(ops::bf16_autocast());
+}
+
+TEST(CudaAutocast, LinearForwardBackwardEqualF32OnRoundedOperands) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t M = 131, N = 77, K = 259;  // odd sizes
+  Tensor x = randn({M, K}, 1), w = randn({N, K}, 2), b = randn({N}, 3), dy = randn({M, N}, 4);
+  // Reference: the CPU f32 op on the operands autocast rounds (x, w, dy); the bias and the bias
+  // gradient stay f32.
+  Tensor xr = round_bf16(x), wr = round_bf16(w), dyr = round_bf16(dy);
+  Tensor y, dx, dw = Tensor::zeros({N, K}), db = Tensor::zeros({N}), none;
+  ops::linear(xr, wr, b, y);
+  ops::linear_backward(dyr, xr, wr, dx, dw, none);
+  ops::linear_backward(dy, xr, wr, none, none, db);
+
+  Tensor gx = gpu(x), gw = gpu(w), gb = gpu(b), gdy = gpu(dy), gy, gdx;
+  Tensor gdw = gpu(Tensor::zeros({N, K})), gdb = gpu(Tensor::zeros({N}));
+  {
+    ops::Bf16Autocast autocast;
+    ops::linear(gx, gw, gb, gy);
+    ops::linear_backward(gdy, gx, gw, gdx, gdw, gdb);
+  }
+  EXPECT_LE(rel_err(cpu(gy), y), 1e-5);
+  EXPECT_LE(rel_err(cpu(gdx), dx), 1e-5);
+  EXPECT_LE(rel_err(cpu(gdw), dw), 1e-5);
+  EXPECT_LE(rel_err(cpu(gdb), db), 1e-5);
+  // ... and it really is the bf16 path: the unrounded f32 result differs by ~2^-9 relative.
+  Tensor y32;
+  ops::linear(x, w, b, y32);
+  EXPECT_GT(rel_err(cpu(gy), y32), 1e-4);
+  EXPECT_LE(rel_err(cpu(gy), y32), 1e-2);
+
+  // Accumulating dx and dw (micro-batches) adds on top in f32.
+  {
+    ops::Bf16Autocast autocast;
+    ops::linear_backward(gdy, gx, gw, gdx, gdw, gdb, /*accumulate_dx=*/true);
+  }
+  Tensor dx2 = dx.clone();
+  ops::scale_(dx2, 2.0f);
+  Tensor dw2 = dw.clone();
+  ops::scale_(dw2, 2.0f);
+  EXPECT_LE(rel_err(cpu(gdx), dx2), 1e-5);
+  EXPECT_LE(rel_err(cpu(gdw), dw2), 1e-5);
+}
+
+TEST(CudaAutocast, LinearEmptyInnerDimensionIsTheBias) {
+  GYRE_SKIP_WITHOUT_GPU();
+  Tensor x = Tensor::zeros({5, 0}), w = Tensor::zeros({3, 0}), b = randn({3}, 9);
+  Tensor gy;
+  ops::Bf16Autocast autocast;
+  ops::linear(gpu(x), gpu(w), gpu(b), gy);
+  std::vector<float> y = cpu(gy).to_vector(), bv = b.to_vector();
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t c = 0; c < 3; ++c) EXPECT_EQ(y[size_t(r * 3 + c)], bv[size_t(c)]);
+}
+
+TEST(CudaAutocast, AttentionForwardBackwardUseFlashBf16) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (int64_t D : {64, 128}) {
+    const std::vector<int32_t> cu_v = {0, 0, 1, 131, 388, 452};  // an empty and a 1-token sequence
+    const int64_t T = cu_v.back(), Hq = 4, Hkv = 2, B = int64_t(cu_v.size()) - 1;
+    Tensor cu = Tensor::from_vector(cu_v, {B + 1});
+    Tensor q = randn({T, Hq, D}, 1), k = randn({T, Hkv, D}, 2), v = randn({T, Hkv, D}, 3);
+    Tensor dout = randn({T, Hq, D}, 4);
+    const float scale = 1.0f / std::sqrt(float(D));
+    Tensor o, lse, dq, dk, dv;
+    Tensor qr = round_bf16(q), kr = round_bf16(k), vr = round_bf16(v), dor = round_bf16(dout);
+    ops::attention_varlen(qr, kr, vr, cu, scale, o, lse);
+    ops::attention_varlen_backward(dor, qr, kr, vr, o, lse, cu, scale, dq, dk, dv);
+
+    Tensor gq = gpu(q), gk = gpu(k), gv = gpu(v), gcu = gpu(cu), go, glse, gdq, gdk, gdv;
+    {
+      ops::Bf16Autocast autocast;
+      ops::attention_varlen(gq, gk, gv, gcu, scale, go, glse);
+      ops::attention_varlen_backward(gpu(dout), gq, gk, gv, go, glse, gcu, scale, gdq, gdk, gdv);
+    }
+    EXPECT_EQ(go.dtype(), DType::f32);
+    EXPECT_LE(rel_err(cpu(go), o), 1e-2) << D;
+    EXPECT_LE(rel_err(cpu(glse), lse), 1e-5) << D;
+    EXPECT_LE(rel_err(cpu(gdq), dq), 2e-2) << D;
+    EXPECT_LE(rel_err(cpu(gdk), dk), 2e-2) << D;
+    EXPECT_LE(rel_err(cpu(gdv), dv), 2e-2) << D;
+    // The output went through bf16: every value is exactly representable in bf16.
+    std::vector<float> ov = cpu(go).to_vector();
+    size_t inexact = 0;
+    for (float x : ov) inexact += bf16_to_f32(f32_to_bf16(x)) != x;
+    EXPECT_EQ(inexact, 0u) << D;
+  }
+}
+
+TEST(CudaAutocast, AttentionOtherHeadDimsStayExactF32) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t D = 32, Hq = 2, Hkv = 1;  // no flash kernel for D = 32: the f32 kernel runs
+  const std::vector<int32_t> cu_v = {0, 17, 50};
+  const int64_t T = cu_v.back();
+  Tensor cu = Tensor::from_vector(cu_v, {3});
+  Tensor q = randn({T, Hq, D}, 5), k = randn({T, Hkv, D}, 6), v = randn({T, Hkv, D}, 7);
+  Tensor o, lse, go, glse;
+  ops::attention_varlen(q, k, v, cu, 0.17f, o, lse);
+  ops::Bf16Autocast autocast;
+  ops::attention_varlen(gpu(q), gpu(k), gpu(v), gpu(cu), 0.17f, go, glse);
+  EXPECT_LE(rel_err(cpu(go), o), gputest::kF32Tol);
+  EXPECT_LE(rel_err(cpu(glse), lse), gputest::kF32Tol);
+}
+
+TEST(CudaAutocast, CpuTensorsIgnoreTheScope) {
+  Tensor x = randn({9, 13}, 1), w = randn({5, 13}, 2), y, y_scope;
+  ops::linear(x, w, Tensor(), y);
+  {
+    ops::Bf16Autocast autocast;
+    ops::linear(x, w, Tensor(), y_scope);
+  }
+  EXPECT_EQ(y.to_vector(), y_scope.to_vector());
+}
+
+}  // namespace
+}  // namespace gyre
