@@ -8,6 +8,7 @@
 #include "gyre/backend/ops.h"
 #include "gyre/model/decoder_layer.h"
 #include "gyre/model/forward_state.h"
+#include "gyre/model/tensor_parallel.h"
 #include "gyre/model/weights.h"
 
 namespace gyre::model {
@@ -201,6 +202,12 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   w_->rope->get(max_pos + 1, &a.cos, &a.sin, dev);
   a.context = o.attention;
   a.scale = float(1.0 / std::sqrt(double(c.head_dim)));  // HF: self.scaling = head_dim ** -0.5
+  // Under TP the layers run with this rank's head / intermediate / vocab counts.
+  const ModelConfig& lc = tp_ ? tp_->local : c;
+  a.tp = tp_ ? tp_->comm : nullptr;
+  if (o.gather_vocab && o.save_for_backward)
+    GYRE_THROW(invalid_argument,
+               "forward: gather_vocab is for sampling; training takes the vocab-sharded logits");
 
   ForwardState::Impl* st = nullptr;
   if (state) {
@@ -211,7 +218,12 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
 
   const ModelTensors& w = w_->t;
   Tensor x = empty({T, H}, dev);
-  ops::embedding(db.ids, w.embed, x);
+  if (tp_) {  // vocab-parallel embedding + Megatron's "g" (all-reduce forward)
+    tp_embedding(db.ids, w.embed, tp_->vocab_begin, x);
+    tp_all_reduce(a.tp, x);
+  } else {
+    ops::embedding(db.ids, w.embed, x);
+  }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerSaved* save = nullptr;
     if (st) {
@@ -220,7 +232,7 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
       else
         save = &st->layers[size_t(l)];
     }
-    x = layer_forward(c, l, w.layers[size_t(l)], a, x, save);
+    x = layer_forward(lc, l, w.layers[size_t(l)], a, x, save);
   }
   Tensor xn = empty({T, H}, dev), rstd = empty({T}, dev);
   ops::rms_norm(x, w.final_norm, float(c.rms_norm_eps), xn, rstd);
@@ -229,8 +241,9 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     head_in = empty({logits_rows.numel(), H}, dev);
     ops::gather_rows(xn, logits_rows, head_in);
   }
-  Tensor logits = empty({head_in.size(0), c.vocab_size}, dev);
+  Tensor logits = empty({head_in.size(0), lc.vocab_size}, dev);
   ops::linear(head_in, w.lm_head, Tensor(), logits);
+  if (tp_ && o.gather_vocab) logits = tp_gather_vocab(*tp_, logits);
 
   if (st) {
     st->batch = db;
@@ -278,11 +291,12 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                  w_->params[i].name, shape_str(w_->params[i].tensor.shape()), device_name(dev));
   }
   const int64_t R = st.head_in.size(0), T = st.batch.num_tokens(), H = c.hidden_size;
+  const ModelConfig& lc = tp_ ? tp_->local : c;  // this rank's sizes under TP
   if (dlogits.dtype() != DType::f32 || dlogits.dim() != 2 || dlogits.size(0) != R ||
-      dlogits.size(1) != c.vocab_size || dlogits.device() != dev)
+      dlogits.size(1) != lc.vocab_size || dlogits.device() != dev)
     GYRE_THROW(invalid_argument,
                "backward: dlogits must be f32 [{}, {}] on {} like the logits, got {} {} on {}", R,
-               c.vocab_size, device_name(dev), dtype_name(dlogits.dtype()),
+               lc.vocab_size, device_name(dev), dtype_name(dlogits.dtype()),
                shape_str(dlogits.shape()), device_name(dlogits.device()));
 
   ops::Bf16Autocast autocast_scope(st.bf16_autocast);
@@ -291,6 +305,7 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
   Tensor none;
   Tensor dhead = empty({R, H}, dev);
   ops::linear_backward(dlogits, st.head_in, w.lm_head, dhead, g.lm_head, none);
+  tp_all_reduce(st.attn.tp, dhead);  // "f" at the vocab-parallel lm_head's input
   st.head_in = Tensor();
   Tensor dxn = dhead;
   if (st.logits_rows.defined()) {
@@ -306,14 +321,17 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
     LayerSaved& saved = st.layers[size_t(l)];
     if (st.recompute) {
       LayerSaved full;
-      layer_forward(c, l, w.layers[size_t(l)], st.attn, saved.x, &full);
-      dx = layer_backward(c, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, full, dx);
+      layer_forward(lc, l, w.layers[size_t(l)], st.attn, saved.x, &full);
+      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, full, dx);
     } else {
-      dx = layer_backward(c, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx);
+      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx);
     }
     saved.clear();  // free activations as soon as they are consumed
   }
-  ops::embedding_backward(st.batch.ids, dx, g.embed);
+  if (tp_)
+    tp_embedding_backward(st.batch.ids, dx, tp_->vocab_begin, g.embed);
+  else
+    ops::embedding_backward(st.batch.ids, dx, g.embed);
   state.clear();
 }
 

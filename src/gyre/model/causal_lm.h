@@ -30,6 +30,9 @@
 
 namespace gyre::model {
 
+class TpComm;     // model/tensor_parallel.h
+struct TpLayout;  // model/tensor_parallel.h
+
 // A packed batch: T tokens of B sequences, no padding.
 struct Batch {
   Tensor ids;         // i32 [T]
@@ -51,6 +54,9 @@ struct ForwardOptions {
   Tensor logits_rows;
   // Keep what backward() needs in the ForwardState passed to forward().
   bool save_for_backward = false;
+  // Tensor parallelism: all-gather the vocab-sharded logits so every rank gets [R, V] (the rollout
+  // engine samples from them). No effect without TP; not with save_for_backward.
+  bool gather_vocab = false;
 };
 
 struct NamedTensor {
@@ -100,6 +106,9 @@ struct LoadOptions {
   // Where the f32 parameters live (Device::cuda needs a CUDA build and a visible GPU).
   Device device = Device::cpu;
   Precision precision = Precision::f32;
+  // Tensor parallelism over this group (model/tensor_parallel.h; dist::make_tp_comm adapts a
+  // dist::Comm). null or size 1: no TP. Must outlive the model.
+  TpComm* tp = nullptr;
 };
 
 class CausalLM {
@@ -109,8 +118,10 @@ class CausalLM {
   // dtype is an Error naming the tensor and the file.
   static std::unique_ptr<CausalLM> load(const std::string& dir, const LoadOptions& options = {});
   // Weights ~ N(0, stddev²) from Philox(seed); RMSNorm weights = 1, biases = 0 (HF _init_weights).
+  // With `tp`, every rank draws the same full weights and keeps its shard (so TP=n starts from
+  // exactly the single-process model).
   static std::unique_ptr<CausalLM> random_init(const ModelConfig& config, uint64_t seed,
-                                               float stddev = 0.02f);
+                                               float stddev = 0.02f, TpComm* tp = nullptr);
   ~CausalLM();
 
   const ModelConfig& config() const { return config_; }
@@ -150,6 +161,18 @@ class CausalLM {
   void set_precision(Precision p) { precision_ = p; }
   Precision precision() const { return precision_; }
 
+  // ---- Tensor parallelism (model/tensor_parallel.h). Under TP, parameters() and Gradients hold
+  // this rank's shards, forward() returns the local vocab shard of the logits [R, V/tp] and
+  // backward() takes dlogits of that shard; save() is collective (tp rank 0 writes the full model).
+  // null without TP.
+  const TpLayout* tensor_parallel() const { return tp_.get(); }
+  // Full tensors from per-parameter local ones in parameters() order (the parameters or the
+  // Gradients' tensors). Collective over the tp group; the list itself without TP.
+  std::vector<NamedTensor> gather_full(const std::vector<NamedTensor>& local) const;
+  // Σ g² of the full gradient (parameters() order): sharded tensors summed over the tp ranks,
+  // replicated ones counted once; the same value on every rank. Collective under TP.
+  double grad_sum_squares(const std::vector<Tensor>& grads) const;
+
   struct Weights;  // defined in model/weights.h (model internals only)
 
  private:
@@ -161,6 +184,8 @@ class CausalLM {
   Device device_ = Device::cpu;
   bool recompute_ = false;
   Precision precision_ = Precision::f32;
+  std::shared_ptr<const TpLayout> tp_;  // null without tensor parallelism
+  void shard_for_tensor_parallel(TpComm* comm);
 };
 
 }  // namespace gyre::model

@@ -12,6 +12,7 @@
 #include "gyre/core/philox.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/safetensors.h"
+#include "gyre/model/tensor_parallel.h"
 #include "gyre/model/weights.h"
 
 namespace gyre::model {
@@ -138,7 +139,7 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 }  // namespace
 
 std::unique_ptr<CausalLM> CausalLM::random_init(const ModelConfig& config, uint64_t seed,
-                                                float stddev) {
+                                                float stddev, TpComm* tp) {
   std::unique_ptr<CausalLM> m(new CausalLM(config));
   Weights& w = *m->w_;
   for (size_t i = 0; i < w.specs.size(); ++i) {
@@ -157,6 +158,7 @@ std::unique_ptr<CausalLM> CausalLM::random_init(const ModelConfig& config, uint6
     w.params.push_back({s.name, t});
   }
   w.t = bind_tensors(w.slots, w.params);
+  m->shard_for_tensor_parallel(tp);  // the full draw, then this rank's shard
   return m;
 }
 
@@ -170,6 +172,7 @@ std::unique_ptr<CausalLM> CausalLM::load(const std::string& dir, const LoadOptio
   w.t = bind_tensors(w.slots, w.params);
   m->config_json_ = read_text(fs::path(dir) / "config.json");
   m->generation_config_json_ = read_text(fs::path(dir) / "generation_config.json");
+  m->shard_for_tensor_parallel(options.tp);  // read full, keep this rank's shard
   m->to(options.device);  // read on the host (f32), then one copy per tensor to the device
   m->set_precision(options.precision);
   return m;
@@ -191,12 +194,15 @@ void CausalLM::load_weights(const std::string& dir) {
   std::vector<NamedTensor> fresh;
   for (const ParamSpec& s : specs) fresh.push_back({s.name, Tensor::empty(s.shape, DType::f32)});
   read_weights(dir, config_, specs, fresh);
+  if (tp_) fresh = shard_like(*tp_, fresh);  // the file is full; keep this rank's shard
   // copy_from also uploads when the model lives on a device (same f32 dtype on both sides).
   for (size_t i = 0; i < fresh.size(); ++i) w_->params[i].tensor.copy_from(fresh[i].tensor);
 }
 
 void CausalLM::save(const std::string& dir, DType dtype) const {
   const char* dname = hf_dtype_name(dtype);
+  const std::vector<NamedTensor> full = gather_full(w_->params);  // collective under TP
+  if (tp_ && tp_->rank != 0) return;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) GYRE_THROW(io, "save: cannot create directory {}: {}", dir, ec.message());
@@ -221,7 +227,8 @@ void CausalLM::save(const std::string& dir, DType dtype) const {
   }
   std::map<std::string, Tensor> tensors;
   // dtype conversion runs on the host: device parameters are copied down first.
-  for (const auto& p : w_->params) tensors[p.name] = p.tensor.to(Device::cpu).to(dtype);
+  // Under TP every rank takes part in the gather; tp rank 0 alone has written the files above.
+  for (const auto& p : full) tensors[p.name] = p.tensor.to(Device::cpu).to(dtype);
   write_safetensors_dir(dir, tensors);
 }
 

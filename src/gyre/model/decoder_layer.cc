@@ -4,12 +4,23 @@
 
 #include "gyre/backend/ops.h"
 #include "gyre/model/moe_block.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace gyre::model {
 
 namespace {
 // Activations follow the device of the layer's input (the model's device).
 Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
+
+// y = x·wᵀ + b. Under tensor parallelism w is row-parallel (this rank's input columns): the
+// partial products are summed over the ranks (Megatron's "g": all-reduce forward, identity
+// backward) and the replicated bias is added once, after the reduce.
+void row_parallel_linear(TpComm* tp, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  if (!tp) return ops::linear(x, w, b, y);
+  ops::linear(x, w, Tensor(), y);
+  tp_all_reduce(tp, y);
+  if (b.defined()) tp_add_bias(y, b);
+}
 }  // namespace
 
 size_t LayerSaved::bytes() const {
@@ -63,7 +74,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
   }
   Tensor h = empty({T, H}, dev);
-  ops::linear(attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
+  row_parallel_linear(a.tp, attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
   ops::add(h, x, h);  // residual
 
   // --- MLP block
@@ -81,7 +92,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     Tensor act = empty({T, I}, dev);
     ops::silu_mul(gate, up, act);
     out = empty({T, H}, dev);
-    ops::linear(act, w.down_w, w.down_b, out);
+    row_parallel_linear(a.tp, act, w.down_w, w.down_b, out);
   }
   ops::add(out, h, out);  // residual
 
@@ -120,6 +131,7 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     dxn2 = empty({T, H}, dev);
     ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
     ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+    tp_all_reduce(a.tp, dxn2);  // "f" at the column-parallel gate/up input
   }
   Tensor dh = empty({T, H}, dev);
   ops::rms_norm_backward(dxn2, s.h, w.post_norm, s.rstd2, dh, g.post_norm);
@@ -138,8 +150,21 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
   if (c.qk_norm) {
     Tensor dq_raw = empty({T, Hq, D}, dev), dk_raw = empty({T, Hkv, D}, dev);
-    ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
-    ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
+    if (a.tp) {
+      // q/k norm weights are replicated but shared by all heads: this rank's gradient covers
+      // only its heads, so the contributions are summed over the tp ranks.
+      Tensor gq = Tensor::zeros(g.q_norm.shape(), DType::f32, dev);
+      Tensor gk = Tensor::zeros(g.k_norm.shape(), DType::f32, dev);
+      ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, gq);
+      ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, gk);
+      tp_all_reduce(a.tp, gq);
+      tp_all_reduce(a.tp, gk);
+      ops::add_(g.q_norm, gq);
+      ops::add_(g.k_norm, gk);
+    } else {
+      ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
+      ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
+    }
     dq = dq_raw;
     dk = dk_raw;
   }
@@ -147,6 +172,7 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   ops::linear_backward(dq.reshape({T, Hq * D}), s.xn1, w.q_w, dxn1, g.q_w, g.q_b);
   ops::linear_backward(dk.reshape({T, Hkv * D}), s.xn1, w.k_w, dxn1, g.k_w, g.k_b, true);
   ops::linear_backward(dv.reshape({T, Hkv * D}), s.xn1, w.v_w, dxn1, g.v_w, g.v_b, true);
+  tp_all_reduce(a.tp, dxn1);  // "f" at the column-parallel q/k/v input
   dq = dk = dv = Tensor();
   Tensor dx = empty({T, H}, dev);
   ops::rms_norm_backward(dxn1, s.x, w.input_norm, s.rstd1, dx, g.input_norm);

@@ -47,6 +47,7 @@ struct AttnInputs {
   Tensor cos, sin;    // RoPE tables
   AttentionContext* context = nullptr;
   float scale = 1.0f;
+  TpComm* tp = nullptr;  // tensor-parallel group (model/tensor_parallel.h), null without TP
 };
 
 struct ForwardState::Impl {

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "gyre/backend/ops.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace gyre::model {
 
@@ -58,6 +59,16 @@ Tensor next_token_targets(const Batch& b) {
   return targets;
 }
 
+// Log-probs / entropy from the model's logits: the full-vocabulary op, or under tensor parallelism
+// the vocab-parallel one over the local shard (never gathers the vocabulary).
+void logprobs_of(const CausalLM& model, const Tensor& logits, const Tensor& targets, float temp,
+                 Tensor& logp, Tensor& entropy) {
+  if (const TpLayout* tp = model.tensor_parallel())
+    tp_token_logprobs(*tp, logits, targets, temp, logp, entropy);
+  else
+    ops::token_logprobs(logits, targets, temp, logp, entropy);
+}
+
 }  // namespace
 
 std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
@@ -75,7 +86,7 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
     Tensor targets = next_token_targets(batch).to(dev);
     Tensor logp = Tensor::empty({T}, DType::f32, dev), entropy;
     if (with_entropy) entropy = Tensor::empty({T}, DType::f32, dev);
-    ops::token_logprobs(logits, targets, temperature, logp, entropy);
+    logprobs_of(model, logits, targets, temperature, logp, entropy);
     logits = Tensor();            // free the [T, V] logits before the next micro-batch
     logp = logp.to(Device::cpu);  // the results are host vectors (no copy on the CPU)
     if (with_entropy) entropy = entropy.to(Device::cpu);
@@ -104,7 +115,7 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
   sb.targets = next_token_targets(sb.batch).to(dev);
   sb.logp = Tensor::empty({T}, DType::f32, dev);
   if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32, dev);
-  ops::token_logprobs(sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
+  logprobs_of(model, sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
   return sb;
 }
 
@@ -122,8 +133,12 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlog
   // dlogp/dentropy may be host tensors: they follow the logits to the model's device.
   const Device dev = sb.logits.device();
   Tensor dlogits = Tensor::empty(sb.logits.shape(), DType::f32, dev);
-  ops::token_logprobs_backward(sb.logits, sb.targets, sb.temperature, dlogp.to(dev),
+  if (const TpLayout* tp = model.tensor_parallel())
+    tp_token_logprobs_backward(*tp, sb.logits, sb.targets, sb.temperature, dlogp.to(dev),
                                dentropy.defined() ? dentropy.to(dev) : Tensor(), dlogits);
+  else
+    ops::token_logprobs_backward(sb.logits, sb.targets, sb.temperature, dlogp.to(dev),
+                                 dentropy.defined() ? dentropy.to(dev) : Tensor(), dlogits);
   sb.logits = Tensor();  // release before the model backward allocates its activations' grads
   model.backward(dlogits, sb.state, grads);
 }

@@ -31,7 +31,7 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
 struct ScoredBatch {
   Batch batch;
   Tensor targets;  // i32 [T]: ids[t+1] within the sequence, -1 on each sequence's last row
-  Tensor logits;   // f32 [T, V]
+  Tensor logits;   // f32 [T, V] (under tensor parallelism the local vocab shard [T, V/tp])
   Tensor logp;     // f32 [T] (0 where target = -1)
   Tensor entropy;  // f32 [T] or undefined
   float temperature = 1.0f;

@@ -35,7 +35,7 @@ double AdamW::grad_norm(const NamedTensors& grads) {
 
 std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads) {
   GYRE_CHECK(params.size() == grads.size(), "{} params vs {} grads", params.size(), grads.size());
-  double norm = grad_norm(grads);
+  double norm = sum_squares_ ? std::sqrt(sum_squares_(grads)) : grad_norm(grads);
   if (!std::isfinite(norm)) {
     for (auto& [name, g] : grads)
       if (!std::isfinite(ops::sum_squares(g)))

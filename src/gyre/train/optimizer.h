@@ -6,6 +6,7 @@
 // same names.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -45,6 +46,12 @@ class AdamW {
   // skipped and an Error thrown naming the first non-finite gradient tensor.
   std::pair<double, double> step(NamedTensors& params, NamedTensors& grads);
 
+  // Σ g² behind the clipping norm; default: over the given tensors. Tensor parallelism replaces it
+  // with CausalLM::grad_sum_squares (sharded tensors summed over the tp ranks, replicated ones
+  // counted once), so every rank clips by the norm of the full gradient.
+  using SumSquares = std::function<double(const NamedTensors& grads)>;
+  void set_grad_sum_squares(SumSquares f) { sum_squares_ = std::move(f); }
+
   int64_t iteration() const { return iteration_; }
   const AdamWConfig& config() const { return cfg_; }
 
@@ -58,6 +65,7 @@ class AdamW {
   LrSchedule schedule_;
   int64_t iteration_ = 0;
   std::map<std::string, Tensor> m_, v_;
+  SumSquares sum_squares_;
 };
 
 }  // namespace gyre::train

@@ -1,0 +1,41 @@
+// model::TpComm over dist::Comm (see tensor_parallel_comm.h).
+#include "gyre/dist/tensor_parallel_comm.h"
+
+#include "gyre/core/error.h"
+
+namespace gyre::dist {
+
+namespace {
+class CommTp : public model::TpComm {
+ public:
+  explicit CommTp(Comm& c) : c_(c) {}
+  int rank() const override { return c_.rank(); }
+  int size() const override { return c_.size(); }
+  void all_reduce_sum(float* buf, size_t n) override {
+    c_.all_reduce(buf, n, DType::f32, ReduceOp::sum);
+  }
+  void all_reduce_max(float* buf, size_t n) override {
+    c_.all_reduce(buf, n, DType::f32, ReduceOp::max);
+  }
+  void all_reduce_sum(double* buf, size_t n) override {
+    c_.all_reduce(buf, n, DType::f64, ReduceOp::sum);
+  }
+  void all_gather(const void* send, void* recv, size_t bytes) override {
+    c_.all_gather(send, recv, bytes);
+  }
+
+ private:
+  Comm& c_;
+};
+}  // namespace
+
+std::unique_ptr<model::TpComm> make_tp_comm(Comm& comm) {
+  if (comm.buffer_device() != Device::cpu)
+    GYRE_THROW(unsupported,
+               "{}: tensor parallelism runs on the CPU backend over host-memory collectives (MPI); "
+               "this communicator moves {} buffers",
+               comm.where(), device_name(comm.buffer_device()));
+  return std::make_unique<CommTp>(comm);
+}
+
+}  // namespace gyre::dist

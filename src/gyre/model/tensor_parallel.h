@@ -1,0 +1,92 @@
+// Megatron-style tensor parallelism (Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter
+// Language Models Using Model Parallelism", 2019, §3) for CausalLM on the CPU backend.
+//
+// What each of the tp ranks holds (rank r of n; every split is into n equal contiguous blocks):
+// - column-parallel q/k/v/gate/up projections: rows [r*N/n, (r+1)*N/n) of the output dimension
+//   (and of their biases); so rank r runs heads [r*Hq/n, ...) and kv heads [r*Hkv/n, ...) and
+//   intermediate columns [r*I/n, ...) — attention and the SwiGLU need no communication;
+// - row-parallel o_proj / down_proj: the matching input columns; the partial outputs are summed
+//   with one all-reduce and the (replicated) bias is added once, after the reduce;
+// - vocab-parallel embedding and lm_head: vocabulary rows [r*V/n, (r+1)*V/n); ids outside the local
+//   range embed to 0 rows and the embedding output is all-reduced; forward() returns the local
+//   logits [R, V/n] (ForwardOptions::gather_vocab all-gathers them to [R, V]);
+// - everything else (RMSNorm weights, q/k norms, the o_proj / down_proj biases) is replicated and
+//   gets identical gradients on every rank.
+// The conjugate operators of Megatron's Fig. 3: "f" (identity forward, all-reduce backward) at the
+// input of every column-parallel block — the all-reduce of d(xn) after the q/k/v, gate/up and
+// lm_head backward — and "g" (all-reduce forward, identity backward) at the output of every
+// row-parallel block (o_proj, down_proj, the embedding).
+//
+// Parameters keep their checkpoint names with local shapes; gather_full() reassembles full tensors
+// (checkpoints are always written full, so a TP=n checkpoint loads in one process).
+//
+// Limits: CPU only (the collectives move host memory); vocab, heads and intermediate sizes must
+// divide by n (an Error names the numbers); MoE layers are rejected (experts are not sharded yet).
+//
+// The model module sits below dist/ in the layering, so the collectives come through the small
+// TpComm interface; dist::make_tp_comm (dist/tensor_parallel_comm.h) adapts a dist::Comm.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "gyre/core/tensor.h"
+#include "gyre/model/config.h"
+
+namespace gyre::model {
+
+// The collectives tensor parallelism needs (host buffers; every rank calls them in the same order).
+class TpComm {
+ public:
+  virtual ~TpComm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual void all_reduce_sum(float* buf, size_t count) = 0;
+  virtual void all_reduce_max(float* buf, size_t count) = 0;
+  virtual void all_reduce_sum(double* buf, size_t count) = 0;
+  // Every rank contributes `send_bytes`; `recv` receives size() blocks in rank order.
+  virtual void all_gather(const void* send, void* recv, size_t send_bytes) = 0;
+};
+
+// How one parameter is split across the tp ranks.
+enum class TpSplit { replicated, rows, cols };
+
+// The tensor-parallel layout of one model: the comm, the split of every parameter (canonical
+// order) and the per-rank sizes the layers run with.
+struct TpLayout {
+  TpComm* comm = nullptr;
+  int rank = 0, size = 1;
+  std::vector<TpSplit> split;  // one per parameter
+  ModelConfig local;           // heads / kv heads / intermediate / vocab divided by size
+  int64_t vocab_begin = 0, vocab_end = 0;
+};
+
+struct NamedTensor;
+// This rank's shards of full tensors given in parameters() order (e.g. a checkpoint just read).
+std::vector<NamedTensor> shard_like(const TpLayout& tp, const std::vector<NamedTensor>& full);
+
+// All-reduce (sum) of an f32 tensor in place over `comm` (no-op when comm is null).
+void tp_all_reduce(TpComm* comm, Tensor& t);
+// y[t, :] += b (bias added once after a row-parallel all-reduce).
+void tp_add_bias(Tensor& y, const Tensor& b);
+// Vocab-parallel embedding: out[t] = table[ids[t] - begin] when begin <= ids[t] < end, else 0.
+void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor& out);
+void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable);
+
+// Vocab-parallel log-prob and entropy from local logits [T, V/n] without gathering the vocabulary:
+// per-row max over the shard, all-reduce max; Σ exp(z - m), all-reduce sum; the target's logit from
+// the rank that owns it (all-reduce sum); entropy H = lse - Σ p z the same way (Megatron's
+// vocab-parallel cross entropy, §3 of the paper, extended to the entropy). Same contract as
+// ops::token_logprobs (targets are full-vocabulary ids; -1 = no target, logp 0).
+void tp_token_logprobs(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
+                       float temperature, Tensor& logp, Tensor& entropy);
+// dlogits of the local shard, as ops::token_logprobs_backward:
+// (1/τ)[dlogp (1[j = target] - p_j) - dentropy p_j (log p_j + H)].
+void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
+                                float temperature, const Tensor& dlogp, const Tensor& dentropy,
+                                Tensor& dlogits);
+// Local logits [R, V/n] -> full logits [R, V] on every rank.
+Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits);
+
+}  // namespace gyre::model
