@@ -9,6 +9,7 @@
 #include "gyre/core/timer.h"
 #include "gyre/infer/engine_job.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace gyre::infer {
 
@@ -37,8 +38,12 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
       std::find(eos_ids_.begin(), eos_ids_.end(), *tok_->eos_token_id()) == eos_ids_.end())
     eos_ids_.push_back(*tok_->eos_token_id());
   pool_ = std::make_unique<PagePool>(cfg_.num_pages, cfg_.page_size);
-  kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size,
-                                    mc.num_key_value_heads, mc.head_dim);
+  // Under tensor parallelism this rank caches only its own kv heads (the model's local count);
+  // every tp rank runs the same engine on the same requests in lockstep.
+  const model::TpLayout* tp = model_.tensor_parallel();
+  const int64_t kv_heads = tp ? tp->local.num_key_value_heads : mc.num_key_value_heads;
+  kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
+                                    mc.head_dim);
   cache_ = std::make_unique<RadixCache>(*pool_);
   SchedulerConfig sc;
   sc.max_running_requests = cfg_.max_running_requests;

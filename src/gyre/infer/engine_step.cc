@@ -40,6 +40,7 @@ void Engine::run_step() {
   model::ForwardOptions opt;
   opt.attention = &ctx;
   opt.logits_rows = borrow_i32(batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
+  opt.gather_vocab = true;  // tensor parallelism: sample from the full [rows, V] logits
   Tensor logits;
   try {
     logits = model_.forward(b, opt);

@@ -26,10 +26,16 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
   // explicit --rollout-num-gpus > 0 without --colocate asks for engines as separate ranks.
   f.colocate = cfg.colocate || (!external && cfg.rollout_num_gpus < 0);
   d.topology = dist::resolve_topology(f, d.world->size());
-  if (d.topology.tp_size > 1)
+  if (d.topology.tp_size > 1 && d.topology.dp_size > 1)
     GYRE_THROW(unsupported,
-               "--tensor-model-parallel-size {}: gyre train does not run tensor parallelism yet; "
-               "use data parallelism (--actor-num-gpus-per-node N with mpirun -np N)",
+               "--tensor-model-parallel-size {} with {} data-parallel replicas: gyre train runs "
+               "tensor parallelism alone (DP x TP is not built yet); start mpirun -np {} with "
+               "--actor-num-gpus-per-node {}, or use data parallelism alone",
+               d.topology.tp_size, d.topology.dp_size, d.topology.tp_size, d.topology.tp_size);
+  if (d.topology.tp_size > 1 && cfg.algo.advantage_estimator == AdvantageEstimator::ppo)
+    GYRE_THROW(unsupported,
+               "--advantage-estimator ppo: the critic runs on one process; tensor parallelism "
+               "(--tensor-model-parallel-size {}) is for the actor only",
                d.topology.tp_size);
   if (d.topology.engines_in_world)
     GYRE_THROW(unsupported,

@@ -9,8 +9,12 @@
 //   scored samples to the other train ranks as JSON (floats round-trip exactly); every rank then
 //   trains on its share. Rank 0 alone prints, writes metrics and saves the model and data state;
 //   every rank saves its own optimizer shard.
-// - Not supported yet, rejected with a message: tensor parallelism (> 1), rollout engines started
-//   as ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs instead).
+// - Tensor parallelism (--tensor-model-parallel-size n, world = n train ranks): every rank holds
+//   its shard of the policy (model/tensor_parallel.h) and trains on all samples; rank 0 rolls out
+//   with an unsharded copy of the policy that is refreshed from the gathered shards after every
+//   optimizer step, and broadcasts the scored samples as with DP.
+// - Not supported yet, rejected with a message: DP x TP, TP with the PPO critic, rollout engines
+//   started as ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs).
 #pragma once
 #include <memory>
 #include <vector>
@@ -29,11 +33,12 @@ struct TrainDistributed {
   dist::ProcessGroups groups;
   bool main_rank() const { return world->rank() == 0; }
   int dp_size() const { return topology.dp_size; }
+  int tp_size() const { return topology.tp_size; }
   dist::Comm& dp() { return groups.dp ? *groups.dp : *world; }
 };
 
 // Starts (or joins) the launcher's world and validates the topology flags against it. Errors:
-// world size != the flags' train ranks, TP > 1, in-world engines.
+// world size != the flags' train ranks, DP x TP, TP with a critic, in-world engines.
 TrainDistributed init_train_distributed(const TrainConfig& cfg);
 
 // Rank `root`'s samples replace every other rank's (collective over `comm`).

@@ -10,6 +10,8 @@
 
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
+#include "gyre/dist/tensor_parallel_comm.h"
+#include "gyre/model/tensor_parallel.h"
 #include "gyre/obs/console.h"
 #include "gyre/obs/metrics.h"
 #include "gyre/rl/algorithms/advantages.h"
@@ -28,6 +30,13 @@ namespace gyre::rl {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Where each tp rank keeps its optimizer shard (Adam m/v of its parameter shards) next to a
+// checkpoint: <ckpt>.tp_optimizer/tp_rank_R_of_N/. --load needs the same TP size.
+std::string tp_optimizer_dir(const std::string& ckpt, const TrainDistributed& d) {
+  return ckpt + ".tp_optimizer/tp_rank_" + std::to_string(d.groups.tp->rank()) + "_of_" +
+         std::to_string(d.groups.tp->size());
+}
 
 // Reward calls run on the rollout workers, concurrently with generation; their time is summed over
 // calls (wall and the calling thread's CPU) so the step breakdown can show the reward share of the
@@ -221,16 +230,29 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   if (data_parallel && main_rank)
     log::info("data parallel: {} train ranks, {} optimizer; rank 0 rolls out",
               distributed.dp_size(), cfg.dp_mode);
+  // Tensor parallelism: every rank holds its shard of the actor (and of the reference model).
+  const bool tensor_parallel = distributed.tp_size() > 1;
+  std::unique_ptr<model::TpComm> tp_comm;
+  if (tensor_parallel) {
+    tp_comm = dist::make_tp_comm(*distributed.groups.tp);
+    if (main_rank)
+      log::info("tensor parallel: {} ranks; rank 0 rolls out with an unsharded copy",
+                distributed.tp_size());
+  }
+  // Samples and weight versions travel from rank 0 to every other train rank.
+  const bool multi_rank = data_parallel || tensor_parallel;
   std::vector<EvalSet> evals;
   for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2)
     evals.push_back(
         {cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
 
   // ---- models and optimizer
-  std::shared_ptr<model::CausalLM> actor = model::CausalLM::load(model_dir);
+  model::LoadOptions tp_load;
+  tp_load.tp = tp_comm.get();
+  std::shared_ptr<model::CausalLM> actor = model::CausalLM::load(model_dir, tp_load);
   actor->set_recompute(cfg.recompute_activations);
   std::unique_ptr<model::CausalLM> ref;
-  if (!cfg.ref_load.empty()) ref = model::CausalLM::load(cfg.ref_load);
+  if (!cfg.ref_load.empty()) ref = model::CausalLM::load(cfg.ref_load, tp_load);
   if (tok->vocab_size() > actor->config().vocab_size)
     GYRE_THROW(invalid_argument,
                "tokenizer {} has {} tokens but the model's vocab_size is {}: they do not belong "
@@ -246,6 +268,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   sched.warmup_iters = cfg.lr_warmup_iters;
   sched.decay_iters = cfg.lr_decay_iters.value_or(cfg.total_rollouts * steps_per_rollout);
   train::AdamW optimizer(ac, sched);
+  if (tensor_parallel)  // clip by the norm of the full gradient, not of this rank's shards
+    optimizer.set_grad_sum_squares([&actor](const train::NamedTensors& g) {
+      std::vector<Tensor> v;
+      for (const auto& [name, t] : g) v.push_back(t);
+      return actor->grad_sum_squares(v);
+    });
   std::unique_ptr<dist::DataParallelOptimizer> dp_optimizer;
   if (data_parallel)
     dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(distributed.dp(), ac, sched,
@@ -260,6 +288,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   if (resume) {
     if (dp_optimizer)
       dp_optimizer->load(*resume + ".dp_optimizer");
+    else if (tensor_parallel)
+      optimizer.load(tp_optimizer_dir(*resume, distributed));
     else
       optimizer.load(*resume);
     if (!cfg.debug_train_only) buffer.load_state_file(*resume + "/data_buffer.json");
@@ -278,6 +308,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // with data parallelism only rank 0 rolls out.
   const std::vector<std::string> remote_urls = remote_engine_urls(cfg);
   std::unique_ptr<RemoteWeightPusher> pusher;
+  std::shared_ptr<model::CausalLM> rollout_model;  // TP: rank 0's unsharded rollout copy
   if (!sft && !cfg.debug_train_only && main_rank) {
     if (!remote_urls.empty()) {
       client = make_remote_rollout_client(remote_urls);
@@ -290,7 +321,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       pusher = std::make_unique<RemoteWeightPusher>(dir, DType::f32);
       log::info("rolling out on {}; weights reach the engines through {}", client->describe(), dir);
     } else {
-      engine = make_colocated_engine(actor, tok, cfg);
+      // Under TP the engine runs an unsharded copy on rank 0 (refreshed after every step).
+      if (tensor_parallel) rollout_model = model::CausalLM::load(model_dir);
+      engine = make_colocated_engine(tensor_parallel ? rollout_model : actor, tok, cfg);
       client = std::make_unique<infer::InProcessRolloutClient>(engine);
     }
     reward = make_reward_hook(cfg);
@@ -419,7 +452,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         reward_clock->take(m);
       }
       // Data parallel: every train rank trains on rank 0's scored samples.
-      if (data_parallel && !sft) broadcast_samples(*distributed.world, samples);
+      if (multi_rank && !sft) broadcast_samples(*distributed.world, samples);
     }
     if (!cfg.save_debug_rollout_data.empty() && main_rank)
       save_rollout_dump(rollout_dump_path(cfg.save_debug_rollout_data, rid), rid, samples);
@@ -446,7 +479,21 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
-      if (pusher) {
+      if (tensor_parallel) {  // every rank gathers; rank 0 refreshes its rollout copy
+        PhaseTimer ph(m, "update_weights");
+        const auto full = actor->gather_full(actor->parameters());
+        if (client) {
+          state.weight_version = client->sync_weights(
+              [&] {
+                auto dst = rollout_model->parameters();
+                for (size_t i = 0; i < dst.size(); ++i) dst[i].tensor.copy_from(full[i].tensor);
+              },
+              "");
+          client->resume();
+        } else {
+          ++state.weight_version;
+        }
+      } else if (pusher) {
         PhaseTimer ph(m, "update_weights");
         state.weight_version = pusher->push(*actor, state.weight_version + 1, *client, m);
         client->resume();
@@ -458,7 +505,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         ++state.weight_version;
       }
       // Non-main ranks have no engine; they follow rank 0's version for their checkpoints.
-      if (data_parallel) {
+      if (multi_rank) {
         std::string v = std::to_string(state.weight_version);
         distributed.world->broadcast(v, 0);
         state.weight_version = std::stoll(v);
@@ -478,11 +525,19 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         dp_optimizer->save(checkpoint_dir(cfg.save, rid) + ".dp_optimizer");
         distributed.world->barrier();
       }
+      // TP: each rank's optimizer shard first (as with DP), then the model, which every rank
+      // gathers inside CausalLM::save (rank 0 writes it, full, in save_checkpoint).
+      if (tensor_parallel) {
+        optimizer.save(tp_optimizer_dir(checkpoint_dir(cfg.save, rid), distributed));
+        distributed.world->barrier();
+      }
       if (main_rank)
         save_checkpoint(cfg.save, rid, *actor, save_dtype, cfg.tokenizer_dir, optimizer, buffer,
                         state, flags_yaml, [&](const std::string& dir) {
                           if (critic) critic->save(dir + "/critic", save_dtype);
                         });
+      else if (tensor_parallel)
+        actor->save("", save_dtype);  // takes part in the gather; writes nothing off rank 0
     }
     m["perf/step_time"] = step_timer.elapsed();
     m["perf/wall_time"] = run_timer.elapsed();
