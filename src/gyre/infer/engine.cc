@@ -65,6 +65,14 @@ Engine::~Engine() {
 }
 
 void Engine::start() {
+  // The tp ranks' engines must take identical steps (the model's collectives run inside forward);
+  // a thread fed from an inbox batches requests by arrival time, which differs between ranks.
+  if (const model::TpLayout* tp = model_.tensor_parallel())
+    GYRE_THROW(unsupported,
+               "engine: the model is tensor-parallel ({} ranks); drive the engine inline "
+               "(generate() / step() without start()) on every tp rank with the same requests, so "
+               "all ranks schedule identical steps",
+               tp->size);
   std::lock_guard<std::mutex> lk(mu_);
   if (started_) return;
   started_ = true;
