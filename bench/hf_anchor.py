@@ -102,10 +102,80 @@ KEYS = {"gemm_bf16": "tflops", "attn_fwd": "tflops", "attn_bwd": "tflops",
         "logprob_bf16": "tokens_per_s", "copy": "tb_per_s"}
 
 
+SHAPES = {  # config.json of Qwen/Qwen2.5-0.5B and -1.5B (bench/model_gpu.cc uses the same)
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+}
+
+
+def model_anchor(shape, seqs=4, length=4096, iters=3):
+    """Whole-model anchors of bench_model_gpu: transformers Qwen2ForCausalLM with random weights,
+    f32 masters under bf16 autocast, sdpa attention, fused AdamW; 4 x 4096 tokens per step.
+    Training step = forward + per-token log-prob loss + backward + clip + AdamW step; log-prob =
+    no-grad forward + log_softmax/gather + entropy."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
+                      attn_implementation="sdpa", **SHAPES[shape])
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).cuda().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+    ids = torch.randint(0, cfg.vocab_size, (seqs, length), device="cuda")
+    tokens = seqs * length
+    params = sum(p.numel() for p in model.parameters())
+
+    def logprobs(logits):
+        lp = torch.log_softmax(logits[:, :-1].float(), -1)
+        return lp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(input_ids=ids).logits
+        loss = -logprobs(logits).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    def logprob_step(entropy):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(input_ids=ids).logits
+            lp = logprobs(logits)
+            if not entropy:
+                return lp
+            p = torch.softmax(logits.float(), -1)
+            ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+        return lp, ent
+
+    out = []
+    for entropy in (False, True):
+        ms = time_ms(lambda: logprob_step(entropy), warm=1, reps=iters)
+        name = f"hf_logprob{'_entropy' if entropy else ''}_{shape}"
+        out.append(emit({"bench": name, "tokens_per_s": tokens / ms * 1e3}))
+    ms = time_ms(train_step, warm=1, reps=iters)
+    out.append(emit({"bench": f"hf_train_{shape}", "tokens_per_s": tokens / ms * 1e3,
+                     "params": params}))
+    del model, opt
+    torch.cuda.empty_cache()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", help="bench_cuda_ops JSON lines to compare against")
+    ap.add_argument("--models", nargs="*", default=None,
+                    help="only the whole-model anchors of these shapes (qwen2.5-0.5b qwen2.5-1.5b)")
     args = ap.parse_args()
+    if args.models is not None:
+        print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}),
+              flush=True)
+        for shape in args.models or list(SHAPES):
+            try:
+                model_anchor(shape)
+            except Exception as e:
+                print(json.dumps({"bench": f"hf_model_{shape}", "error": str(e)}), flush=True)
+        return
     print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}),
           flush=True)
     anchors = {}

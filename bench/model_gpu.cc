@@ -92,16 +92,20 @@ int main(int argc, char** argv) {
     const std::vector<float> adv(size_t(seqs), 1.0f);
     const double tokens = double(seqs) * len;
 
-    // Log-prob forward (what the trainer's old-log-prob recompute and `gyre score` do).
-    auto logprob_step = [&] {
-      auto s = gyre::model::score_for_training(*model, batch, 1.0f, true);
-      auto host = s.logp.to(gyre::Device::cpu);  // synchronises
-      return double(host.f32()[0]);
+    // Log-prob forward (the trainer's old-log-prob recompute, `gyre score`): no saved activations;
+    // with and without the entropy of every next-token distribution.
+    auto logprob_step = [&](bool entropy) {
+      auto s = gyre::model::score(*model, batch, 1.0f, entropy, int64_t(tokens));
+      return double(s[0].token_logprobs[0]);  // host vectors: synchronised
     };
-    logprob_step();
-    double t0 = now_s();
-    for (int i = 0; i < iters; ++i) logprob_step();
-    const double lp_s = (now_s() - t0) / iters;
+    double lp_s[2];
+    for (int e = 0; e < 2; ++e) {
+      logprob_step(e == 1);
+      const double t0 = now_s();
+      for (int i = 0; i < iters; ++i) logprob_step(e == 1);
+      lp_s[e] = (now_s() - t0) / iters;
+    }
+    double t0 = 0;
 
     auto grads = model->zeros_like_parameters();
     // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
@@ -133,12 +137,13 @@ int main(int argc, char** argv) {
                               double(seqs) * double(len) * double(len) / 2.0;
     const double tflops = (6.0 * double(params) * tokens + attn_flops) / tr_s / 1e12;
     const double mfu = tflops / 989.0;
-    std::printf(
-        "{\"bench\": \"model_gpu_logprob\", \"shape\": \"%s\", \"layers\": %lld, "
-        "\"precision\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
-        "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f}\n",
-        shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), tokens, lp_s,
-        tokens / lp_s, anchor_lp, tokens / lp_s / anchor_lp);
+    for (int e = 0; e < 2; ++e)
+      std::printf(
+          "{\"bench\": \"model_gpu_logprob%s\", \"shape\": \"%s\", \"layers\": %lld, "
+          "\"precision\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
+          "\"issue_anchor_tokens_per_s\": %.0f, \"ratio_issue_anchor\": %.3f}\n",
+          e ? "_entropy" : "", shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(),
+          tokens, lp_s[e], tokens / lp_s[e], anchor_lp, tokens / lp_s[e] / anchor_lp);
     std::printf(
         "{\"bench\": \"model_gpu_train_step\", \"shape\": \"%s\", \"layers\": %lld, "
         "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "

@@ -63,12 +63,18 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
     auto& [name, w] = params[i];
     GYRE_CHECK(grads[i].first == name, "param/grad order mismatch at {}: {} vs {}", i, name,
                grads[i].first);
+    // Moments live with their parameter (GPU masters keep GPU state); state loaded from a
+    // checkpoint arrives on the host and moves at its first step.
     auto it = m_.find(name);
     if (it == m_.end()) {
-      m_[name] = Tensor::zeros(w.shape());
-      v_[name] = Tensor::zeros(w.shape());
+      m_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+      v_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
     }
-    ops::adamw_step(w, grads[i].second, m_[name], v_[name], p);
+    Tensor& m = m_[name];
+    Tensor& v = v_[name];
+    if (m.device() != w.device()) m = m.to(w.device());
+    if (v.device() != w.device()) v = v.to(w.device());
+    ops::adamw_step(w, grads[i].second, m, v, p);
   }
   return {norm, lr};
 }
@@ -76,8 +82,8 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
 void AdamW::save(const std::string& dir) const {
   std::filesystem::create_directories(dir);
   std::map<std::string, Tensor> all;
-  for (auto& [k, t] : m_) all["m." + k] = t;
-  for (auto& [k, t] : v_) all["v." + k] = t;
+  for (auto& [k, t] : m_) all["m." + k] = t.to(Device::cpu);  // no-op for host state
+  for (auto& [k, t] : v_) all["v." + k] = t.to(Device::cpu);
   model::write_safetensors(dir + "/optimizer.safetensors", all);
   nlohmann::json j = {{"iteration", iteration_}};
   std::ofstream(dir + "/optimizer.json") << j.dump(2) << "\n";

@@ -41,12 +41,12 @@ TEST(CudaAutocast, LinearForwardBackwardEqualF32OnRoundedOperands) {
   // Reference: the CPU f32 op on the operands autocast rounds (x, w, dy); the bias and the bias
   // gradient stay f32.
   Tensor xr = round_bf16(x), wr = round_bf16(w), dyr = round_bf16(dy);
-  Tensor y, dx, dw = Tensor::zeros({N, K}), db = Tensor::zeros({N}), none;
+  Tensor y, dx = Tensor::zeros({M, K}), dw = Tensor::zeros({N, K}), db = Tensor::zeros({N}), none;
   ops::linear(xr, wr, b, y);
   ops::linear_backward(dyr, xr, wr, dx, dw, none);
   ops::linear_backward(dy, xr, wr, none, none, db);
 
-  Tensor gx = gpu(x), gw = gpu(w), gb = gpu(b), gdy = gpu(dy), gy, gdx;
+  Tensor gx = gpu(x), gw = gpu(w), gb = gpu(b), gdy = gpu(dy), gy, gdx = gpu(Tensor::zeros({M, K}));
   Tensor gdw = gpu(Tensor::zeros({N, K})), gdb = gpu(Tensor::zeros({N}));
   {
     ops::Bf16Autocast autocast;

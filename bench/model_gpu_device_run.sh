@@ -1,0 +1,35 @@
+#!/bin/bash
+# One device-machine call for the whole-model GPU figures (issue 7): the GPU backend + model tests,
+# bench_model_gpu (bf16 mixed precision, both shapes) and bench/hf_anchor.py --models (PyTorch +
+# transformers on the same GPU, same workloads), everything written under $OUT.
+# Preparing the carried folder here (.devrun-bf16 is in .git/info/exclude; pass it to carry):
+#   ninja -C build-lead gyre_gpu_backend_tests gyre_gpu_model_tests bench_model_gpu
+#   mkdir -p .devrun-bf16/bin && cp build-lead/tests/gyre_gpu_{backend,model}_tests \
+#     build-lead/bin/bench_model_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
+#   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
+# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|all]
+set -u
+OUT=${OUT:-/tmp/gyre_out}
+D=${GYRE_DEVRUN:-.devrun-bf16}
+mkdir -p "$OUT"
+what=${1:-all}
+[[ -d $D/lib ]] || tar xJf "$D/lib.tar.xz" -C "$D"
+CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
+LIBS=$PWD/$D/lib:/usr/local/cuda/lib64:${CUBLAS_DIR}:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+if [[ $what == tests || $what == all ]]; then
+  for t in "$D"/bin/gyre_gpu_*_tests; do
+    timeout 200 env LD_LIBRARY_PATH=$LIBS "$t" 2>&1 | tee -a "$OUT/gpu_tests.log" |
+      grep -E "^\[  (FAILED|PASSED) |Failure|error|bf16 vs f32|Expected|Which is" | head -40
+  done
+fi
+if [[ $what == bench || $what == all ]]; then
+  for shape in qwen2.5-0.5b qwen2.5-1.5b; do
+    timeout 240 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_model_gpu" --shape $shape --precision bf16 \
+      2>&1 | tee -a "$OUT/ours.jsonl"
+  done
+fi
+if [[ $what == anchor || $what == all ]]; then
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_anchor.py --models qwen2.5-0.5b qwen2.5-1.5b \
+    2>&1 | tee "$OUT/anchor.jsonl"
+fi
