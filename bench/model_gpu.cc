@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "gyre/backend/ops.h"
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/scoring.h"
@@ -151,6 +152,17 @@ int main(int argc, char** argv) {
         "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f, \"loss\": %.6f}\n",
         shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), (long long)params,
         tokens, tr_s, tokens / tr_s, tflops, mfu, anchor_train, tokens / tr_s / anchor_train, loss);
+    if (gyre::ops::op_profile_enabled()) {  // GYRE_OP_PROFILE=1: where one step's GPU time goes
+      gyre::ops::op_profile_report();       // drops the timed runs' records
+      double t = now_s();
+      logprob_step(false);
+      std::fprintf(stderr, "--- log-prob forward, %.1f ms wall\n%s", (now_s() - t) * 1e3,
+                   gyre::ops::op_profile_report().c_str());
+      t = now_s();
+      train_step();
+      std::fprintf(stderr, "--- training step, %.1f ms wall\n%s", (now_s() - t) * 1e3,
+                   gyre::ops::op_profile_report().c_str());
+    }
   } catch (const gyre::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

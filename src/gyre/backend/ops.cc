@@ -14,10 +14,17 @@
 // into is skipped.
 #include "gyre/backend/ops.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <initializer_list>
+#include <map>
+#include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cpu/parallel.h"
@@ -38,7 +45,91 @@ Bf16Autocast::Bf16Autocast(bool on) : previous_(t_bf16_autocast) { t_bf16_autoca
 Bf16Autocast::~Bf16Autocast() { t_bf16_autocast = previous_; }
 bool bf16_autocast() { return t_bf16_autocast; }
 
+// ---- op profiler (GYRE_OP_PROFILE=1; see ops.h)
+
+namespace {
+struct OpProfile {
+  const bool enabled = std::getenv("GYRE_OP_PROFILE") != nullptr;
+  struct Rec {
+    const char* op;
+    void* start;
+    void* stop;
+  };
+  std::mutex mu;
+  std::vector<Rec> recs;
+};
+OpProfile& op_profile() {
+  static OpProfile p;
+  return p;
+}
+thread_local int t_op_depth = 0;  // only the outermost op of a nest is timed (add_ calls add)
+
+// Brackets one op with CUDA events on the calling thread's stream (a no-op unless profiling).
+class OpScope {
+ public:
+  explicit OpScope(const char* op) : op_(op) {
+    if constexpr (kCuda) {
+      if (t_op_depth++ == 0 && op_profile().enabled && cuda::device_available())
+        start_ = cuda::profile_event_record();
+    }
+  }
+  ~OpScope() {
+    if constexpr (kCuda) {
+      --t_op_depth;
+      if (!start_) return;
+      void* stop = cuda::profile_event_record();
+      std::lock_guard<std::mutex> lock(op_profile().mu);
+      op_profile().recs.push_back({op_, start_, stop});
+    }
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* op_;
+  void* start_ = nullptr;
+};
+}  // namespace
+
+bool op_profile_enabled() { return op_profile().enabled; }
+
+std::string op_profile_report() {
+  OpProfile& p = op_profile();
+  std::lock_guard<std::mutex> lock(p.mu);
+  std::map<std::string, std::pair<int64_t, double>> by_op;  // calls, ms
+  double total = 0;
+  if constexpr (kCuda)
+    for (const auto& r : p.recs) {
+      const double ms = cuda::profile_elapsed_ms(r.start, r.stop);
+      auto& e = by_op[r.op];
+      ++e.first;
+      e.second += ms;
+      total += ms;
+      cuda::profile_event_release(r.start);
+      cuda::profile_event_release(r.stop);
+    }
+  p.recs.clear();
+  std::vector<std::pair<std::string, std::pair<int64_t, double>>> rows(by_op.begin(), by_op.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+  std::string out = fmt::format("{:<28} {:>8} {:>11} {:>7}\n", "op", "calls", "GPU ms", "share");
+  for (const auto& [name, e] : rows)
+    out += fmt::format("{:<28} {:>8} {:>11.3f} {:>6.1f}%\n", name, e.first, e.second,
+                       total > 0 ? 100.0 * e.second / total : 0.0);
+  out += fmt::format("{:<28} {:>8} {:>11.3f}\n", "total (inside ops)", "", total);
+  return out;
+}
+
 // ---- dense algebra
+
+namespace {
+// Rows of a [..., K] operand: the product of its leading dims (x.numel() / K fails for K = 0).
+int64_t leading_rows(const Tensor& x) {
+  int64_t m = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) m *= x.size(d);
+  return m;
+}
+}  // namespace
 
 void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -65,6 +156,7 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
 }
 
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  OpScope op_scope_("linear");
   const char* op = "linear";
   check_defined(op, "x", x);
   check_defined(op, "w", w);
@@ -75,7 +167,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   GYRE_CHECK(x.dim() >= 1 && x.size(-1) == K,
              "ops::linear: x has shape {} but the weight {} expects last dim {}",
              shape_str(x.shape()), shape_str(w.shape()), K);
-  const int64_t M = x.numel() / std::max<int64_t>(K, 1);
+  const int64_t M = leading_rows(x);
   if (b.defined()) check_shape(op, "b", b, {N});
   Shape ys = x.shape();
   ys.back() = N;
@@ -95,6 +187,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
 
 void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                      Tensor& db, bool accumulate_dx) {
+  OpScope op_scope_("linear_backward");
   const char* op = "linear_backward";
   check_defined(op, "dy", dy);
   check_defined(op, "x", x);
@@ -108,7 +201,7 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   const int64_t N = w.size(0), K = w.size(1);
   GYRE_CHECK(x.dim() >= 1 && x.size(-1) == K, "ops::linear_backward: x {} vs weight {}",
              shape_str(x.shape()), shape_str(w.shape()));
-  const int64_t M = x.numel() / std::max<int64_t>(K, 1);
+  const int64_t M = leading_rows(x);
   check_rows(op, "dy", dy, M, N);
   if (dx.defined()) check_rows(op, "dx", dx, M, K);
   if (dw.defined()) check_shape(op, "dw", dw, {N, K});
@@ -132,6 +225,7 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
 // ---- elementwise
 
 void add(const Tensor& a, const Tensor& b, Tensor& out) {
+  OpScope op_scope_("add");
   const char* op = "add";
   check_defined(op, "a", a);
   check_defined(op, "b", b);
@@ -155,6 +249,7 @@ void add(const Tensor& a, const Tensor& b, Tensor& out) {
 void add_(Tensor& a, const Tensor& b) { add(a, b, a); }
 
 void scale_(Tensor& a, float s) {
+  OpScope op_scope_("scale_");
   check_defined("scale_", "a", a);
   const Device dev = op_device("scale_", {{"a", &a}});
   DType dt = float_dtype("scale_", {{"a", &a}});
@@ -170,6 +265,7 @@ void scale_(Tensor& a, float s) {
 }
 
 void copy(const Tensor& src, Tensor& dst) {
+  OpScope op_scope_("copy");
   check_defined("copy", "src", src);
   check_defined("copy", "dst", dst);
   const Device dev = op_device("copy", {{"src", &src}, {"dst", &dst}});
@@ -188,6 +284,7 @@ void copy(const Tensor& src, Tensor& dst) {
 }
 
 double sum_squares(const Tensor& a) {
+  OpScope op_scope_("sum_squares");
   check_defined("sum_squares", "a", a);
   const Device dev = op_device("sum_squares", {{"a", &a}});
   DType dt = float_dtype("sum_squares", {{"a", &a}});
@@ -207,6 +304,7 @@ double sum_squares(const Tensor& a) {
 // ---- embedding
 
 void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+  OpScope op_scope_("embedding");
   const char* op = "embedding";
   check_i32(op, "ids", ids);
   check_defined(op, "table", table);
@@ -230,6 +328,7 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
 }
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
+  OpScope op_scope_("embedding_backward");
   const char* op = "embedding_backward";
   check_i32(op, "ids", ids);
   check_defined(op, "dout", dout);
@@ -256,6 +355,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
 // ---- RMSNorm
 
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
+  OpScope op_scope_("rms_norm");
   const char* op = "rms_norm";
   check_defined(op, "x", x);
   check_defined(op, "w", w);
@@ -283,6 +383,7 @@ void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rs
 
 void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                        Tensor& dx, Tensor& dw) {
+  OpScope op_scope_("rms_norm_backward");
   const char* op = "rms_norm_backward";
   check_all_defined(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}});
   const Device dev =
@@ -315,6 +416,7 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
 // ---- RoPE
 
 void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin, bool inverse) {
+  OpScope op_scope_("rope_");
   const char* op = "rope_";
   check_defined(op, "x", x);
   check_i32(op, "positions", positions);
@@ -347,6 +449,7 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
 // ---- SwiGLU
 
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  OpScope op_scope_("silu_mul");
   const char* op = "silu_mul";
   check_defined(op, "gate", gate);
   check_defined(op, "up", up);
@@ -367,6 +470,7 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
 
 void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup) {
+  OpScope op_scope_("silu_mul_backward");
   const char* op = "silu_mul_backward";
   check_all_defined(op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}});
   const Device dev = op_device(
@@ -447,6 +551,7 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
 
 void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
                       float scale, Tensor& out, Tensor& lse) {
+  OpScope op_scope_("attention_varlen");
   const char* op = "attention_varlen";
   const Device dev = op_device(
       op,
@@ -477,6 +582,7 @@ void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor
                                const Tensor& v, const Tensor& out, const Tensor& lse,
                                const Tensor& cu_seqlens, float scale, Tensor& dq, Tensor& dk,
                                Tensor& dv) {
+  OpScope op_scope_("attention_varlen_backward");
   const char* op = "attention_varlen_backward";
   const Device dev = op_device(op, {{"dout", &dout},
                                     {"q", &q},
@@ -574,6 +680,7 @@ void check_logprob_args(const char* op, const Tensor& logits, const Tensor& targ
 }  // namespace
 
 void softmax_rows(const Tensor& x, Tensor& out) {
+  OpScope op_scope_("softmax_rows");
   rowwise(
       "softmax_rows", x, out,
       [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
@@ -583,6 +690,7 @@ void softmax_rows(const Tensor& x, Tensor& out) {
 }
 
 void log_softmax_rows(const Tensor& x, Tensor& out) {
+  OpScope op_scope_("log_softmax_rows");
   rowwise(
       "log_softmax_rows", x, out,
       [](auto t, auto* px, int64_t R, int64_t C, auto* po) {
@@ -593,6 +701,7 @@ void log_softmax_rows(const Tensor& x, Tensor& out) {
 
 void token_logprobs(const Tensor& logits, const Tensor& targets, float temperature, Tensor& logp,
                     Tensor& entropy) {
+  OpScope op_scope_("token_logprobs");
   const char* op = "token_logprobs";
   const Device dev = op_device(
       op, {{"logits", &logits}, {"targets", &targets}, {"logp", &logp}, {"entropy", &entropy}});
@@ -616,6 +725,7 @@ void token_logprobs(const Tensor& logits, const Tensor& targets, float temperatu
 
 void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float temperature,
                              const Tensor& dlogp, const Tensor& dentropy, Tensor& dlogits) {
+  OpScope op_scope_("token_logprobs_backward");
   const char* op = "token_logprobs_backward";
   const Device dev = op_device(op, {{"logits", &logits},
                                     {"targets", &targets},
@@ -650,6 +760,7 @@ void token_logprobs_backward(const Tensor& logits, const Tensor& targets, float 
 
 void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& probs,
                Tensor& indices, Tensor& weights) {
+  OpScope op_scope_("moe_route");
   const char* op = "moe_route";
   check_defined(op, "router_logits", router_logits);
   const Device dev = op_device(op, {{"router_logits", &router_logits},
@@ -686,6 +797,7 @@ void moe_route(const Tensor& router_logits, int64_t k, bool norm_topk, Tensor& p
 
 void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tensor& indices,
                         bool norm_topk, Tensor& drouter_logits) {
+  OpScope op_scope_("moe_route_backward");
   const char* op = "moe_route_backward";
   check_defined(op, "dweights", dweights);
   check_defined(op, "probs", probs);
@@ -720,6 +832,7 @@ void moe_route_backward(const Tensor& dweights, const Tensor& probs, const Tenso
 }
 
 void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
+  OpScope op_scope_("gather_rows");
   const char* op = "gather_rows";
   check_defined(op, "src", src);
   check_i32(op, "idx", idx);
@@ -742,6 +855,7 @@ void gather_rows(const Tensor& src, const Tensor& idx, Tensor& out) {
 }
 
 void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale, Tensor& out) {
+  OpScope op_scope_("scatter_add_rows");
   const char* op = "scatter_add_rows";
   check_defined(op, "src", src);
   check_i32(op, "idx", idx);
@@ -770,6 +884,7 @@ void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale,
 }
 
 void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
+  OpScope op_scope_("row_dot");
   const char* op = "row_dot";
   check_defined(op, "a", a);
   check_defined(op, "b", b);
@@ -793,6 +908,7 @@ void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
 // ---- optimizer
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
+  OpScope op_scope_("adamw_step");
   const char* op = "adamw_step";
   check_all_defined(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
   const Device dev = op_device(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});

@@ -18,6 +18,7 @@
 //   independent of the number of threads.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "gyre/core/tensor.h"
 
@@ -46,6 +47,15 @@ class Bf16Autocast {
 };
 // Whether a Bf16Autocast(true) scope is the innermost on this thread.
 bool bf16_autocast();
+
+// ---- op profiler
+// With GYRE_OP_PROFILE set in the environment, every op on a CUDA-capable process is bracketed by
+// CUDA events on its thread's stream (outermost op only); op_profile_report() synchronises, sums
+// the GPU time per op name since the last report, and returns a table (op, calls, GPU ms, share).
+// The time between two events includes any idle gap before the op's kernels (host launch
+// overhead), so the shares add up to the time the ops were in flight. Off: no cost but one branch.
+bool op_profile_enabled();
+std::string op_profile_report();
 
 // ---- dense algebra
 // ------------------------------------------------------------------------------- Raw row-major

@@ -42,8 +42,9 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
   // every tp rank runs the same engine on the same requests in lockstep.
   const model::TpLayout* tp = model_.tensor_parallel();
   const int64_t kv_heads = tp ? tp->local.num_key_value_heads : mc.num_key_value_heads;
+  // The KV cache lives with the weights: a model on the GPU decodes against a GPU cache.
   kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
-                                    mc.head_dim);
+                                    mc.head_dim, model_.device());
   cache_ = std::make_unique<RadixCache>(*pool_);
   SchedulerConfig sc;
   sc.max_running_requests = cfg_.max_running_requests;

@@ -49,6 +49,9 @@ void Engine::run_step() {
     return;
   }
   sched_->commit(plan_);
+  // Sampling runs on the host over the sampled rows' logits (top-k/top-p/min-p, stop strings and
+  // log-probs share the CPU sampler); a GPU model's [rows, V] logits come back in one copy.
+  if (logits.device() != Device::cpu) logits = logits.to(Device::cpu);
   const int64_t V = logits.size(1);
   const float* L = logits.f32();
 

@@ -14,11 +14,13 @@ Tensor borrow_i32(const std::vector<int32_t>& v) {
 
 PagedAttentionContext::PagedAttentionContext(KvStorage& kv, const StepBatch& b)
     : kv_(kv),
-      slot_mapping_(borrow_i32(b.slot_mapping)),
-      cu_seqlens_q_(borrow_i32(b.cu_seqlens_q)),
-      kv_lens_(borrow_i32(b.kv_lens)),
-      page_indptr_(borrow_i32(b.page_indptr)),
-      page_indices_(borrow_i32(b.page_indices)) {}
+      // One host-to-device copy of each index array per step when the cache is on the GPU
+      // (Tensor::to is a no-op on the CPU, where the step's vectors are borrowed as they are).
+      slot_mapping_(borrow_i32(b.slot_mapping).to(kv.k(0).device())),
+      cu_seqlens_q_(borrow_i32(b.cu_seqlens_q).to(kv.k(0).device())),
+      kv_lens_(borrow_i32(b.kv_lens).to(kv.k(0).device())),
+      page_indptr_(borrow_i32(b.page_indptr).to(kv.k(0).device())),
+      page_indices_(borrow_i32(b.page_indices).to(kv.k(0).device())) {}
 
 void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                                    float scale, Tensor& out) {

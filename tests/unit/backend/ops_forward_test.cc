@@ -277,3 +277,21 @@ TEST(OpsForward, AdamWThreeStepsClosedForm) {
     EXPECT_NEAR(p64.data<double>()[0], pr, 1e-12) << step;
   }
 }
+
+// An empty inner dimension (K = 0) is a valid product: y is the bias rows (zeros without a bias),
+// and the backward leaves dw/db gradients consistent (db still sums dy).
+TEST(OpsForward, LinearWithEmptyInnerDimensionIsTheBias) {
+  Tensor x = Tensor::zeros({3, 0}), w = Tensor::zeros({2, 0});
+  Tensor b = Tensor::from_vector(std::vector<float>{1.5f, -2.0f}, {2});
+  Tensor y;
+  ops::linear(x, w, b, y);
+  ASSERT_EQ(y.shape(), (Shape{3, 2}));
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{1.5f, -2.0f, 1.5f, -2.0f, 1.5f, -2.0f}));
+  Tensor y0;
+  ops::linear(x, w, Tensor(), y0);
+  EXPECT_EQ(y0.to_vector(), (std::vector<float>(6, 0.0f)));
+  Tensor dy = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {3, 2});
+  Tensor dx, dw = Tensor::zeros({2, 0}), db = Tensor::zeros({2});
+  ops::linear_backward(dy, x, w, dx, dw, db);
+  EXPECT_EQ(db.to_vector(), (std::vector<float>{9, 12}));
+}

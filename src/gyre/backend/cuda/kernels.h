@@ -136,6 +136,12 @@ void attention_bwd_autocast(const float* dout, const float* q, const float* k, c
                             int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq, int64_t Hkv,
                             int64_t D, float scale, float* dq, float* dk, float* dv);
 
+// ---- op profiler events (runtime.cc): an event recorded on the calling thread's stream (pooled),
+// the milliseconds between two of them (waits for `stop`), and returning one to the pool.
+void* profile_event_record();
+double profile_elapsed_ms(void* start, void* stop);
+void profile_event_release(void* event);
+
 // ---- sampling (sampling.cu): one token per row with the CPU sampler's Philox draw
 // (Philox4x32::draw(seed, 0, step) -> uniform(bits[0])), over temperature-scaled logits without
 // top-k/top-p (those run on the CPU sampler); greedy when temperature <= 0.

@@ -3,6 +3,9 @@
 
 #include <cublasLt.h>
 
+#include <mutex>
+#include <vector>
+
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/core/error.h"
@@ -49,6 +52,37 @@ cudaStream_t stream() {
 }
 
 void sync() { GYRE_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+namespace {
+std::mutex g_event_mu;
+std::vector<cudaEvent_t> g_free_events;  // recycled profiler events
+}  // namespace
+
+void* profile_event_record() {
+  cudaEvent_t e = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_event_mu);
+    if (!g_free_events.empty()) {
+      e = g_free_events.back();
+      g_free_events.pop_back();
+    }
+  }
+  if (!e) GYRE_CUDA_CHECK(cudaEventCreate(&e));
+  GYRE_CUDA_CHECK(cudaEventRecord(e, stream()));
+  return e;
+}
+
+double profile_elapsed_ms(void* start, void* stop) {
+  GYRE_CUDA_CHECK(cudaEventSynchronize(cudaEvent_t(stop)));
+  float ms = 0;
+  GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, cudaEvent_t(start), cudaEvent_t(stop)));
+  return ms;
+}
+
+void profile_event_release(void* event) {
+  std::lock_guard<std::mutex> lock(g_event_mu);
+  g_free_events.push_back(cudaEvent_t(event));
+}
 
 int sm_count() {
   static const int n = [] {
