@@ -161,12 +161,80 @@ def model_anchor(shape, seqs=4, length=4096, iters=3):
     return out
 
 
+def generate_anchor(shape, batch=256, prompt=128, new=256):
+    """Rollout anchors of bench_rollout_gpu: transformers Qwen2ForCausalLM with random weights in
+    bf16 on cuda, sdpa attention, model.generate with pure temperature-1 sampling over the full
+    vocabulary (top_k=0, top_p=1) and min_new_tokens = max_new_tokens = new, so every row produces
+    exactly `new` tokens (eos is a real id, masked until then). Timed with CUDA events after one
+    small warm-up. Batch throughput: output tokens/s of batch x prompt -> new. Batch 1 (prompt 128,
+    128 new): ms per output token end to end, and per decode step ((t(128 new) - t(1 new)) / 127)."""
+    import transformers
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    V = 151936
+    cfg = Qwen2Config(vocab_size=V, max_position_embeddings=32768, rope_theta=1e6,
+                      attn_implementation="sdpa", bos_token_id=V - 3, eos_token_id=V - 1,
+                      pad_token_id=V - 2, **SHAPES[shape])
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(cfg)
+    model = model.to(dtype=torch.bfloat16).eval()
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(1)
+
+    def run(b, p, n):
+        ids = torch.randint(0, V - 3, (b, p), device="cuda", generator=gen)
+        mask = torch.ones_like(ids)
+        a = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        a.record()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                                 temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=n,
+                                 min_new_tokens=n, eos_token_id=V - 1, pad_token_id=V - 2,
+                                 use_cache=True)
+        e.record()
+        e.synchronize()
+        produced = out.shape[1] - p
+        if produced != n:
+            raise RuntimeError(f"generate produced {produced} new tokens per row, asked {n}")
+        return a.elapsed_time(e)
+
+    out = []
+    run(4, 16, 8)  # warm-up
+    ms = run(batch, prompt, new)
+    out.append(emit({"bench": f"hf_generate_{shape}", "batch": batch, "prompt": prompt,
+                     "new": new, "seconds": ms / 1e3,
+                     "output_tokens_per_s": batch * new / ms * 1e3,
+                     "transformers": transformers.__version__}))
+    run(1, 128, 8)  # warm-up at batch 1
+    ms1 = run(1, 128, 1)
+    ms128 = run(1, 128, 128)
+    out.append(emit({"bench": f"hf_generate_b1_{shape}", "prompt": 128, "new": 128,
+                     "ms_per_token": (ms128 - ms1) / 127, "ms_per_token_e2e": ms128 / 128,
+                     "prefill_ms": ms1}))
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", help="bench_cuda_ops JSON lines to compare against")
     ap.add_argument("--models", nargs="*", default=None,
                     help="only the whole-model anchors of these shapes (qwen2.5-0.5b qwen2.5-1.5b)")
+    ap.add_argument("--generate", nargs="*", default=None,
+                    help="only the rollout (model.generate) anchors of these shapes")
     args = ap.parse_args()
+    if args.generate is not None:
+        print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}),
+              flush=True)
+        for shape in args.generate or list(SHAPES):
+            try:
+                generate_anchor(shape)
+            except Exception as e:
+                print(json.dumps({"bench": f"hf_generate_{shape}", "error": str(e)}), flush=True)
+            torch.cuda.empty_cache()
+        return
     if args.models is not None:
         print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}),
               flush=True)

@@ -1,13 +1,18 @@
 #!/bin/bash
 # One device-machine call for the whole-model GPU figures (issue 7): the GPU backend + model tests,
 # bench_model_gpu (bf16 mixed precision, both shapes) and bench/hf_anchor.py --models (PyTorch +
-# transformers on the same GPU, same workloads), everything written under $OUT.
+# transformers on the same GPU, same workloads), everything written under $OUT. Mode `rollout`:
+# bench_rollout_gpu (batch 256 x prompt 128 x 256 new, and batch-1 decode vs the bandwidth bound;
+# both shapes) then bench/hf_anchor.py --generate (transformers generate, bf16, same workloads) —
+# under 6 minutes even with a slow engine (each bench stops at --budget-s 100 and prints what it
+# measured; hard timeouts 125 + 125 + 95 s).
 # Preparing the carried folder here (.devrun-bf16 is in .git/info/exclude; pass it to carry):
-#   ninja -C build-lead gyre_gpu_backend_tests gyre_gpu_model_tests bench_model_gpu
+#   ninja -C build-lead gyre_gpu_backend_tests gyre_gpu_model_tests bench_model_gpu \
+#     bench_rollout_gpu
 #   mkdir -p .devrun-bf16/bin && cp build-lead/tests/gyre_gpu_{backend,model}_tests \
-#     build-lead/bin/bench_model_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
+#     build-lead/bin/bench_{model,rollout}_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
 #   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
-# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|all]
+# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|rollout|all]
 set -u
 OUT=${OUT:-/tmp/gyre_out}
 D=${GYRE_DEVRUN:-.devrun-bf16}
@@ -32,4 +37,12 @@ fi
 if [[ $what == anchor || $what == all ]]; then
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_anchor.py --models qwen2.5-0.5b qwen2.5-1.5b \
     2>&1 | tee "$OUT/anchor.jsonl"
+fi
+if [[ $what == rollout || $what == all ]]; then
+  for shape in qwen2.5-0.5b qwen2.5-1.5b; do
+    timeout 125 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_rollout_gpu" --shape $shape --batch 256 \
+      --prompt 128 --new 256 --iters 1 --budget-s 100 2>&1 | tee -a "$OUT/rollout_ours.jsonl"
+  done
+  PYTHONUNBUFFERED=1 timeout 95 python3 bench/hf_anchor.py --generate qwen2.5-0.5b qwen2.5-1.5b \
+    2>&1 | tee "$OUT/rollout_anchor.jsonl"
 fi

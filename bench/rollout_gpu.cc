@@ -1,0 +1,248 @@
+// Rollout engine throughput on the GPU (issue 7's rollout figures): a Qwen2.5-0.5B- or 1.5B-shaped
+// model with random weights on the CUDA backend, driven by infer::Engine (paged KV cache on the
+// GPU, continuous batching, chunked prefill, CPU sampler):
+//   - batch-1 decode: one request, prompt 128, 128 new tokens -> ms per output token (decode steps
+//     only, and end to end incl. the prefill step), against the issue's memory-bandwidth bound
+//     (weight bytes + KV bytes at the average context) / 3.3 TB/s per step: weight bytes = params x
+//     4 (our decode reads f32 weights) and, the goal's bound (within 1.5x), params x 2 (bf16);
+//     KV bytes = 2 x layers x kv_heads x head_dim x 4 x average context;
+//   - batch throughput: `--batch` requests (random prompt ids, temperature 1.0, fixed seeds,
+//     ignore_eos, max_new_tokens = --new) -> output tokens/s. Anchor (issue 7, same H200,
+//     transformers generate, bf16, sdpa, batch 256 x prompt 128 x 256 new): 0.5B 14.1k tokens/s,
+//     1.5B 7.8k (bench/hf_anchor.py --generate re-measures them in the same device call).
+// --budget-s bounds the process's wall time (model init included): the batch-1 run gets a sixth of
+// it, the batch run what is left; a run that reaches its share stops and its figure is what was
+// measured so far ("complete": false), so a slow engine still reports (print order: batch 1 first).
+// One JSON line per figure, printed as soon as it is measured.
+// Usage: bench_rollout_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--batch 256] [--prompt 128]
+//          [--new 256] [--iters 1] [--precision f32|bf16] [--chunk 8192] [--budget-s 90]
+//          [--layers N (default: the shape's)] [--device cuda|cpu (cpu: smoke test only)]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gyre/core/error.h"
+#include "gyre/infer/engine.h"
+#include "gyre/model/causal_lm.h"
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The real shapes' config.json values (Qwen/Qwen2.5-0.5B and -1.5B); layers <= 0 keeps the shape's.
+// Same as bench/model_gpu.cc.
+gyre::model::ModelConfig qwen25(const std::string& shape, int64_t layers) {
+  gyre::model::ModelConfig c;
+  c.arch = gyre::model::Arch::qwen2;
+  c.model_type = "qwen2";
+  c.vocab_size = 151936;
+  c.hidden_size = 896;
+  c.intermediate_size = 4864;
+  c.num_hidden_layers = 24;
+  c.num_attention_heads = 14;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  if (shape == "qwen2.5-1.5b") {
+    c.hidden_size = 1536;
+    c.intermediate_size = 8960;
+    c.num_hidden_layers = 28;
+    c.num_attention_heads = 12;
+    c.head_dim = 128;
+  } else if (shape != "qwen2.5-0.5b") {
+    GYRE_THROW(invalid_argument, "--shape {}: use qwen2.5-0.5b or qwen2.5-1.5b", shape);
+  }
+  if (layers > 0) c.num_hidden_layers = layers;
+  c.max_position_embeddings = 32768;
+  c.rms_norm_eps = 1e-6;
+  c.tie_word_embeddings = true;
+  c.attention_bias = true;
+  c.rope.theta = 1000000.0;
+  return c;
+}
+
+std::vector<gyre::infer::GenerateRequest> make_requests(int batch, int prompt, int new_tokens,
+                                                        int64_t vocab, uint32_t seed) {
+  std::vector<gyre::infer::GenerateRequest> reqs;
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (int i = 0; i < batch; ++i) {
+    gyre::infer::GenerateRequest r;
+    r.input_ids.resize(size_t(prompt));
+    for (auto& t : r.input_ids) {
+      x = x * 1664525u + 1013904223u;
+      t = int32_t((x >> 8) % uint32_t(vocab));
+    }
+    r.sampling.temperature = 1.0f;
+    r.sampling.max_new_tokens = new_tokens;
+    r.sampling.ignore_eos = true;
+    r.sampling.seed = uint64_t(seed) * 100000u + uint64_t(i);
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
+}
+
+struct Run {
+  double seconds = 0;       // submit to last step
+  double first_step_s = 0;  // the first step (batch 1: prefill + the first sampled token)
+  int64_t tokens = 0;       // output tokens sampled
+  int64_t tokens_after_first = 0;
+  bool complete = true;
+};
+
+// Submits all, then drives the engine inline step by step until done or `budget_s` has passed;
+// on the budget it aborts the rest (their tokens so far are counted, the time up to the stop).
+Run drive(gyre::infer::Engine& engine, std::vector<gyre::infer::GenerateRequest> reqs,
+          double budget_s) {
+  struct Shared {
+    std::string error;
+    int64_t pending = 0;
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->pending = int64_t(reqs.size());
+  for (auto& r : reqs) {
+    gyre::infer::RequestCallbacks cb;
+    cb.on_done = [sh](gyre::infer::GenerateResult&& res) {
+      --sh->pending;
+      if (!res.error.empty() && sh->error.empty()) sh->error = res.error;
+    };
+    engine.submit(std::move(r), std::move(cb));
+  }
+  Run run;
+  const int64_t gen0 = engine.stats().generated_tokens;
+  const double t0 = now_s();
+  bool first = true;
+  while (engine.step()) {
+    const double t = now_s();
+    if (first) {
+      run.first_step_s = t - t0;
+      run.tokens_after_first = engine.stats().generated_tokens - gen0;
+      first = false;
+    }
+    if (t - t0 > budget_s && sh->pending > 0) {
+      run.complete = false;
+      break;
+    }
+  }
+  run.seconds = now_s() - t0;
+  run.tokens = engine.stats().generated_tokens - gen0;
+  if (!run.complete) {
+    engine.abort_all();
+    engine.run_until_idle();
+  }
+  if (!sh->error.empty()) GYRE_THROW(invalid_argument, "request rejected: {}", sh->error);
+  GYRE_CHECK(sh->pending == 0, "{} requests unfinished after the engine went idle", sh->pending);
+  return run;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int batch = 256, prompt = 128, new_tokens = 256, iters = 1, layers = 0, chunk = 8192;
+  double budget_s = 90;
+  std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--new")) new_tokens = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--chunk")) chunk = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--budget-s")) budget_s = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
+    if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
+    if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
+  }
+  const double t_start = now_s();
+  try {
+    if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
+      GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
+    const auto cfg = qwen25(shape, layers);
+    const bool big = shape == "qwen2.5-1.5b";
+    const double anchor = big ? 7800 : 14100;
+    auto model = gyre::model::CausalLM::random_init(cfg, 1);
+    model->to(device == "cpu" ? gyre::Device::cpu : gyre::Device::cuda);  // cpu: a smoke test
+    model->set_precision(gyre::model::parse_precision(precision));
+    int64_t params = 0;
+    for (auto& p : model->parameters()) params += p.tensor.numel();
+
+    const int kB1Prompt = 128, kB1New = 128;
+    gyre::infer::EngineConfig ecfg;
+    ecfg.page_size = 16;
+    const int64_t max_len = std::max(prompt + new_tokens, kB1Prompt + kB1New);
+    const int64_t pages_per_req = (max_len + ecfg.page_size - 1) / ecfg.page_size + 1;
+    ecfg.num_pages = int64_t(batch) * pages_per_req + 64;
+    ecfg.max_running_requests = std::max(batch, 1);
+    ecfg.max_num_batched_tokens = std::max<int64_t>(chunk, int64_t(batch) + prompt);
+    ecfg.random_seed = 7;
+    gyre::infer::Engine engine(*model, nullptr, ecfg);
+
+    // Warm-up at a small size (kernels, cuBLAS handles, allocator pools).
+    drive(engine, make_requests(4, 16, 8, cfg.vocab_size, 1), 1e9);
+
+    // Batch-1 decode against the memory-bandwidth bound.
+    {
+      Run r = drive(engine, make_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 6);
+      const int64_t decode_tokens = r.tokens - r.tokens_after_first;
+      const double ms_tok = decode_tokens > 0
+                                ? (r.seconds - r.first_step_s) / double(decode_tokens) * 1e3
+                                : r.seconds * 1e3;
+      const double ms_tok_e2e = r.seconds / double(std::max<int64_t>(r.tokens, 1)) * 1e3;
+      // Decode step k (k = 1..new-1) reads the KV of prompt + k tokens: average prompt + new / 2.
+      const double avg_ctx = kB1Prompt + kB1New / 2.0;
+      const double kv_bytes = 2.0 * double(cfg.num_hidden_layers) *
+                              double(cfg.num_key_value_heads) * double(cfg.head_dim) * 4.0 *
+                              avg_ctx;
+      const double bw = 3.3e12;
+      const double bound_f32 = (double(params) * 4.0 + kv_bytes) / bw * 1e3;
+      const double bound_bf16 = (double(params) * 2.0 + kv_bytes) / bw * 1e3;
+      std::printf(
+          "{\"bench\": \"rollout_gpu_decode_b1\", \"shape\": \"%s\", \"precision\": \"%s\", "
+          "\"params\": %lld, \"prompt\": %d, \"new\": %d, \"output_tokens\": %lld, "
+          "\"complete\": %s, \"ms_per_token\": %.4f, \"ms_per_token_e2e\": %.4f, "
+          "\"prefill_step_ms\": %.3f, \"kv_bytes_avg_context\": %.0f, "
+          "\"bound_ms_f32_weights\": %.4f, \"ratio_bound_f32\": %.3f, "
+          "\"bound_ms_bf16_weights\": %.4f, \"ratio_bound_bf16\": %.3f, "
+          "\"goal_ratio_bound_bf16\": 1.5, \"meets_goal\": %s}\n",
+          shape.c_str(), precision.c_str(), (long long)params, kB1Prompt, kB1New,
+          (long long)r.tokens, r.complete ? "true" : "false", ms_tok, ms_tok_e2e,
+          r.first_step_s * 1e3, kv_bytes, bound_f32, ms_tok / bound_f32, bound_bf16,
+          ms_tok / bound_bf16, ms_tok / bound_bf16 <= 1.5 ? "true" : "false");
+      std::fflush(stdout);
+    }
+
+    // Batch throughput (each iteration a fresh set of prompts; the figure is the mean).
+    double secs = 0;
+    int64_t tokens = 0;
+    bool complete = true;
+    int done_iters = 0;
+    for (int it = 0; it < iters && complete; ++it) {
+      const double left = std::max(5.0, budget_s - (now_s() - t_start));
+      Run r =
+          drive(engine, make_requests(batch, prompt, new_tokens, cfg.vocab_size, 10 + it), left);
+      secs += r.seconds;
+      tokens += r.tokens;
+      complete = r.complete;
+      ++done_iters;
+    }
+    const double tps = double(tokens) / secs;
+    std::printf(
+        "{\"bench\": \"rollout_gpu\", \"shape\": \"%s\", \"precision\": \"%s\", \"batch\": %d, "
+        "\"prompt\": %d, \"new\": %d, \"iters\": %d, \"complete\": %s, \"output_tokens\": %lld, "
+        "\"seconds\": %.4f, \"output_tokens_per_s\": %.1f, "
+        "\"anchor_hf_generate_tokens_per_s\": %.0f, \"ratio\": %.3f}\n",
+        shape.c_str(), precision.c_str(), batch, prompt, new_tokens, done_iters,
+        complete ? "true" : "false", (long long)tokens, secs / done_iters, tps, anchor,
+        tps / anchor);
+    std::fflush(stdout);
+  } catch (const gyre::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
