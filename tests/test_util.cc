@@ -16,7 +16,11 @@ namespace gyre::test {
 namespace fs = std::filesystem;
 
 std::string source_path(const std::string& rel) { return std::string(GYRE_SOURCE_DIR) + "/" + rel; }
-std::string gyre_bin() { return GYRE_BIN; }
+// GYRE_BIN in the environment overrides the build's CLI (device runs carry the binary elsewhere).
+std::string gyre_bin() {
+  const char* env = std::getenv("GYRE_BIN");
+  return env && *env ? env : GYRE_BIN;
+}
 
 namespace {
 std::mutex g_mu;

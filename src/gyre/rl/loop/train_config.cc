@@ -27,6 +27,17 @@ void TrainConfig::register_flags(FlagSet& f) {
       .choices({"f32", "bf16", "f16"});
   f.add<bool>("recompute-activations", &recompute_activations, false, "activation recomputation",
               M);
+  f.add<std::string>(
+       "device", &device, "cpu",
+       "where the models, the rollout engine's KV cache and training run: cpu or cuda "
+       "(one GPU; needs a CUDA build)",
+       M)
+      .choices({"cpu", "cuda"});
+  f.add<std::string>("precision", &precision, "f32",
+                     "GPU compute precision: f32 (exact) or bf16 (mixed precision: bf16 GEMMs and "
+                     "attention, f32 master weights, optimizer state and log-probs)",
+                     M)
+      .choices({"f32", "bf16"});
   f.add<int64_t>("seed", &seed, 1234, "seed of weight init and sampling seeds", M);
 
   f.add<std::string>("prompt-data", &prompt_data, "", "prompt JSONL (path or path@[a:b])", D);

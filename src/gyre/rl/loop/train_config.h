@@ -21,6 +21,8 @@ struct TrainConfig {
   int64_t save_interval = 0;
   std::string save_dtype;
   bool recompute_activations = false;
+  std::string device = "cpu";     // --device: where the actor/ref models, KV cache and training run
+  std::string precision = "f32";  // --precision: GPU compute precision (model::Precision)
   int64_t seed = 1234;
   // data
   std::string prompt_data, input_key, label_key, metadata_key, tool_key;

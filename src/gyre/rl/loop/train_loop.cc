@@ -249,6 +249,15 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // ---- models and optimizer
   model::LoadOptions tp_load;
   tp_load.tp = tp_comm.get();
+  tp_load.device = cfg.device == "cuda" ? Device::cuda : Device::cpu;
+  tp_load.precision = model::parse_precision(cfg.precision);
+  if (tp_load.device == Device::cuda && multi_rank)
+    GYRE_THROW(unsupported,
+               "--device cuda runs on one GPU in one process; this run has {} train ranks "
+               "(data/tensor parallelism on GPUs is not wired into gyre train yet): launch one "
+               "process or use --device cpu",
+               distributed.world->size());
+  // (A PPO critic keeps its own trunk on the CPU: it works next to a GPU actor, slowly.)
   std::shared_ptr<model::CausalLM> actor = model::CausalLM::load(model_dir, tp_load);
   actor->set_recompute(cfg.recompute_activations);
   std::unique_ptr<model::CausalLM> ref;

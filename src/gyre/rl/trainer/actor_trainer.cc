@@ -137,7 +137,8 @@ std::vector<std::vector<float>> ActorTrainer::response_logprobs(
     model::ScoredBatch sb = model::score_for_training(m, seqs_of(samples, mb), opt_.temperature);
     sb.state.clear();
     const Layout l = layout_of(samples, mb);
-    const float* lp = sb.logp.f32();
+    const Tensor lp_host = sb.logp.to(Device::cpu);  // the model's device -> host (no-op on CPU)
+    const float* lp = lp_host.f32();
     for (size_t k = 0; k < mb.size(); ++k) {
       const Sample& s = samples[size_t(mb[k])];
       auto& v = out[size_t(mb[k])];
@@ -280,8 +281,10 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
           model::score_for_training(actor_, seqs_of(samples, mb), opt_.temperature, want_entropy);
       const Layout l = layout_of(samples, mb);
       LossBatch lb;
-      const float* lp = sb.logp.f32();
-      const float* ent = sb.entropy.f32();
+      // The loss runs on the host over the response rows (a GPU model's [T] vectors come down).
+      const Tensor lp_host = sb.logp.to(Device::cpu), ent_host = sb.entropy.to(Device::cpu);
+      const float* lp = lp_host.f32();
+      const float* ent = ent_host.f32();
       for (size_t k = 0; k < mb.size(); ++k) {
         const size_t j = size_t(mb[k]);
         const int64_t r0 = l.first_row[k], R = samples[j].response_length;
