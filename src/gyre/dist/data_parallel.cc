@@ -85,6 +85,46 @@ DataParallelOptimizer::DataParallelOptimizer(Comm& comm, train::AdamWConfig cfg,
       cfg_(cfg),
       inner_(mode == DpMode::zero1 ? without_clipping(cfg) : cfg, schedule) {}
 
+void DataParallelOptimizer::set_model_parallel(Comm& mp, std::vector<bool> replicated) {
+  if (!names_.empty())
+    GYRE_THROW(invalid_argument,
+               "{}: set_model_parallel after the first data-parallel step; the clipping norm "
+               "must cover the full model from the first step on",
+               comm_.where());
+  if (mp.buffer_device() != comm_.buffer_device())
+    GYRE_THROW(invalid_argument,
+               "{}: the model-parallel group {} moves buffers on another device than the "
+               "data-parallel group",
+               comm_.where(), mp.where());
+  mp_ = &mp;
+  replicated_ = std::move(replicated);
+  // all_reduce mode: train::AdamW clips after the all-reduce; give it the full model's Σ g².
+  if (mode_ == DpMode::all_reduce)
+    inner_.set_grad_sum_squares([this](const train::NamedTensors& g) {
+      double sharded = 0, replicated = 0;
+      for (size_t i = 0; i < g.size(); ++i)
+        (replicated_[i] ? replicated : sharded) += ops::sum_squares(g[i].second);
+      return model_parallel_sum_squares(sharded, replicated);
+    });
+}
+
+std::pair<double, double> DataParallelOptimizer::split_sum_squares(const float* g, Range r) const {
+  double sharded = 0, replicated = 0;
+  for (size_t i = 0; i + 1 < offsets_.size(); ++i) {
+    const int64_t b = std::max(offsets_[i], r.begin), e = std::min(offsets_[i + 1], r.end);
+    double sq = 0;
+    for (int64_t k = b; k < e; ++k) sq += double(g[k - r.begin]) * double(g[k - r.begin]);
+    (replicated_[i] ? replicated : sharded) += sq;
+  }
+  return {sharded, replicated};
+}
+
+double DataParallelOptimizer::model_parallel_sum_squares(double sharded, double replicated) const {
+  double v = sharded + (mp_->rank() == 0 ? replicated : 0.0);
+  mp_->all_reduce(&v, 1, DType::f64, ReduceOp::sum);
+  return v;
+}
+
 size_t DataParallelOptimizer::state_bytes() const {
   return size_t(owned_.size()) * 2 * sizeof(float);
 }
@@ -114,6 +154,11 @@ void DataParallelOptimizer::layout(const train::NamedTensors& params,
                  comm_.where(), names_.size(), params.size());
     return;
   }
+  if (mp_ && replicated_.size() != params.size())
+    GYRE_THROW(invalid_argument,
+               "{}: set_model_parallel marked {} parameters as replicated or not, but the step "
+               "has {} parameters",
+               comm_.where(), replicated_.size(), params.size());
   offsets_.assign(1, 0);
   for (auto& [name, t] : params) {
     names_.push_back(name);
@@ -160,7 +205,16 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
   reduced_grad_.assign(gs, gs + owned_.size());
   // Global norm from the shards' sums of squares (Megatron's clip_grad_norm over the distributed
   // optimizer's shards), then the same clipping rule as train::AdamW::step.
-  const double sq = comm_.all_reduce(ops::sum_squares(grad_shard_), ReduceOp::sum);
+  // DP x TP: summed over the DP group (this tp rank's full shard), then over the tp group.
+  double sq = 0;
+  if (mp_) {
+    auto [sharded, replicated] = split_sum_squares(gs, owned_);
+    std::vector<double> v{sharded, replicated};
+    comm_.all_reduce(v, ReduceOp::sum);
+    sq = model_parallel_sum_squares(v[0], v[1]);
+  } else {
+    sq = comm_.all_reduce(ops::sum_squares(grad_shard_), ReduceOp::sum);
+  }
   const double norm = std::sqrt(sq);
   if (!std::isfinite(norm))
     GYRE_THROW(invalid_argument,

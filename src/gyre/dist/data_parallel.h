@@ -58,6 +58,14 @@ class DataParallelOptimizer {
   // Errors: mismatched names/shapes across steps, a non-finite global norm (all ranks throw).
   std::pair<double, double> step(train::NamedTensors& params, train::NamedTensors& grads);
 
+  // DP x TP (Megatron's layout): params/grads are this rank's shards of a model split over the
+  // model-parallel group `mp` (the tp group; it must outlive this object), and the clipping norm
+  // covers the full model: Σ g² of the DP-reduced gradient, parameter i counted on every mp rank
+  // (a disjoint shard: squares add up over `mp`) unless replicated[i] (a copy every mp rank holds:
+  // counted once, on mp rank 0, as Megatron's param_is_not_tensor_parallel_duplicate). One entry
+  // per parameter in step() order; call before the first step.
+  void set_model_parallel(Comm& mp, std::vector<bool> replicated);
+
   int64_t iteration() const { return inner_.iteration(); }
   // Elements of the flattened parameter vector this rank updates (ZeRO-1: its shard; all_reduce:
   // everything) and the bytes of Adam state it holds (m + v, f32).
@@ -73,6 +81,11 @@ class DataParallelOptimizer {
 
  private:
   void layout(const train::NamedTensors& params, const train::NamedTensors& grads);
+  // Σ g² over the flat elements [r.begin, r.end) (g[0] is element r.begin), split into
+  // {disjoint shards, replicated} by replicated_ (set_model_parallel).
+  std::pair<double, double> split_sum_squares(const float* g, Range r) const;
+  // The full model's Σ g² from this rank's {sharded, replicated} parts (collective over mp_).
+  double model_parallel_sum_squares(double sharded, double replicated) const;
 
   Comm& comm_;
   DpMode mode_;
@@ -85,6 +98,8 @@ class DataParallelOptimizer {
   std::vector<float> flat_grad_, flat_param_;
   std::vector<float> reduced_grad_;
   Tensor param_shard_, grad_shard_;
+  Comm* mp_ = nullptr;
+  std::vector<bool> replicated_;
 };
 
 }  // namespace gyre::dist

@@ -2,6 +2,7 @@
 #include "gyre/rl/loop/distributed_run.h"
 
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "gyre/core/error.h"
 
@@ -25,13 +26,21 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
   // gyre train's in-process engine is colocated whether or not --colocate is given; only an
   // explicit --rollout-num-gpus > 0 without --colocate asks for engines as separate ranks.
   f.colocate = cfg.colocate || (!external && cfg.rollout_num_gpus < 0);
+  // DP x TP: the train ranks form tp groups of consecutive ranks (rank = dp_rank * tp + tp_rank,
+  // Megatron's order), so without in-world engines the world must divide into whole tp groups.
+  const int64_t tp = cfg.tensor_model_parallel_size, world = d.world->size();
+  const bool in_world_engines = !f.colocate && !external && cfg.rollout_num_gpus > 0;
+  if (tp > 1 && !in_world_engines && world % tp != 0) {
+    const int64_t below = world / tp * tp, above = below + tp;
+    GYRE_THROW(
+        invalid_argument,
+        "world size {} is not a multiple of --tensor-model-parallel-size {}: the ranks "
+        "form data-parallel replicas of {} tensor-parallel ranks each; start mpirun/srun "
+        "with -np {} (and --actor-num-nodes x --actor-num-gpus-per-node equal to it)",
+        world, tp, tp,
+        below > 0 ? std::to_string(below) + " or " + std::to_string(above) : std::to_string(above));
+  }
   d.topology = dist::resolve_topology(f, d.world->size());
-  if (d.topology.tp_size > 1 && d.topology.dp_size > 1)
-    GYRE_THROW(unsupported,
-               "--tensor-model-parallel-size {} with {} data-parallel replicas: gyre train runs "
-               "tensor parallelism alone (DP x TP is not built yet); start mpirun -np {} with "
-               "--actor-num-gpus-per-node {}, or use data parallelism alone",
-               d.topology.tp_size, d.topology.dp_size, d.topology.tp_size, d.topology.tp_size);
   if (d.topology.tp_size > 1 && cfg.algo.advantage_estimator == AdvantageEstimator::ppo)
     GYRE_THROW(unsupported,
                "--advantage-estimator ppo: the critic runs on one process; tensor parallelism "

@@ -38,6 +38,17 @@ std::string tp_optimizer_dir(const std::string& ckpt, const TrainDistributed& d)
          std::to_string(d.groups.tp->size());
 }
 
+// The data-parallel optimizer's folder next to a checkpoint: <ckpt>.dp_optimizer (DP alone; the
+// optimizer adds dp_rank_D_of_M/), or <ckpt>.dp_optimizer/tp_rank_R_of_N under DP x TP, so every
+// (dp, tp) rank has its own shard. --load needs the same DP and TP sizes.
+std::string dp_optimizer_dir(const std::string& ckpt, const TrainDistributed& d) {
+  std::string dir = ckpt + ".dp_optimizer";
+  if (d.tp_size() > 1)
+    dir += "/tp_rank_" + std::to_string(d.groups.tp->rank()) + "_of_" +
+           std::to_string(d.groups.tp->size());
+  return dir;
+}
+
 // Reward calls run on the rollout workers, concurrently with generation; their time is summed over
 // calls (wall and the calling thread's CPU) so the step breakdown can show the reward share of the
 // rollout phase (perf/reward_time, perf/reward_cpu_util).
@@ -228,8 +239,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   const bool main_rank = distributed.main_rank();
   const bool data_parallel = distributed.dp_size() > 1;
   if (data_parallel && main_rank)
-    log::info("data parallel: {} train ranks, {} optimizer; rank 0 rolls out",
-              distributed.dp_size(), cfg.dp_mode);
+    log::info("data parallel: {} replicas, {} optimizer; rank 0 rolls out", distributed.dp_size(),
+              cfg.dp_mode);
   // Tensor parallelism: every rank holds its shard of the actor (and of the reference model).
   const bool tensor_parallel = distributed.tp_size() > 1;
   std::unique_ptr<model::TpComm> tp_comm;
@@ -284,9 +295,18 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       return actor->grad_sum_squares(v);
     });
   std::unique_ptr<dist::DataParallelOptimizer> dp_optimizer;
-  if (data_parallel)
+  if (data_parallel) {
     dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(distributed.dp(), ac, sched,
                                                                  dist::parse_dp_mode(cfg.dp_mode));
+    // DP x TP: each replica is sharded; the clipping norm covers the full model (sharded tensors
+    // summed over the tp group, replicated ones once) after the reduction over the dp group.
+    if (tensor_parallel) {
+      std::vector<bool> replicated;
+      for (auto split : actor->tensor_parallel()->split)
+        replicated.push_back(split == model::TpSplit::replicated);
+      dp_optimizer->set_model_parallel(*distributed.groups.tp, std::move(replicated));
+    }
+  }
 
   DataBufferOptions bo;
   bo.n_samples_per_prompt = cfg.n_samples_per_prompt;
@@ -295,8 +315,15 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   DataBuffer buffer(dataset, bo);
   TrainerState state;
   if (resume) {
+    if (dp_optimizer && tensor_parallel && !fs::exists(dp_optimizer_dir(*resume, distributed)))
+      GYRE_THROW(not_found,
+                 "--load {}: {} not found: the checkpoint was not written with "
+                 "--tensor-model-parallel-size {} and {} data-parallel replicas (optimizer state "
+                 "is per (dp, tp) rank; resume with the sizes it was saved with)",
+                 cfg.load, dp_optimizer_dir(*resume, distributed), distributed.tp_size(),
+                 distributed.dp_size());
     if (dp_optimizer)
-      dp_optimizer->load(*resume + ".dp_optimizer");
+      dp_optimizer->load(dp_optimizer_dir(*resume, distributed));
     else if (tensor_parallel)
       optimizer.load(tp_optimizer_dir(*resume, distributed));
     else
@@ -488,9 +515,10 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
-      if (tensor_parallel) {  // every rank gathers; rank 0 refreshes its rollout copy
+      if (tensor_parallel) {  // replica 0's tp group gathers; rank 0 refreshes its rollout copy
         PhaseTimer ph(m, "update_weights");
-        const auto full = actor->gather_full(actor->parameters());
+        std::vector<model::NamedTensor> full;
+        if (distributed.groups.dp->rank() == 0) full = actor->gather_full(actor->parameters());
         if (client) {
           state.weight_version = client->sync_weights(
               [&] {
@@ -531,12 +559,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       // DP: every rank's optimizer shard lands next to the checkpoint before rank 0 marks the
       // checkpoint as the latest, so a checkpoint that is named is complete.
       if (dp_optimizer) {
-        dp_optimizer->save(checkpoint_dir(cfg.save, rid) + ".dp_optimizer");
+        dp_optimizer->save(dp_optimizer_dir(checkpoint_dir(cfg.save, rid), distributed));
         distributed.world->barrier();
       }
-      // TP: each rank's optimizer shard first (as with DP), then the model, which every rank
-      // gathers inside CausalLM::save (rank 0 writes it, full, in save_checkpoint).
-      if (tensor_parallel) {
+      // TP: each rank's optimizer shard first (as with DP), then the model, which the ranks of
+      // replica 0 gather inside CausalLM::save (rank 0 writes it, full, in save_checkpoint).
+      if (tensor_parallel && !dp_optimizer) {
         optimizer.save(tp_optimizer_dir(checkpoint_dir(cfg.save, rid), distributed));
         distributed.world->barrier();
       }
@@ -545,7 +573,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
                         state, flags_yaml, [&](const std::string& dir) {
                           if (critic) critic->save(dir + "/critic", save_dtype);
                         });
-      else if (tensor_parallel)
+      else if (tensor_parallel && distributed.groups.dp->rank() == 0)
         actor->save("", save_dtype);  // takes part in the gather; writes nothing off rank 0
     }
     m["perf/step_time"] = step_timer.elapsed();
