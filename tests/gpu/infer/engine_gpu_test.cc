@@ -1,8 +1,9 @@
-// The rollout engine with the model on the GPU (weights, KV cache and paged attention on the device;
-// sampling on the host over the copied logits rows): greedy decoding reproduces the Hugging Face
-// fixtures' greedy tokens like the CPU engine does, seeded sampling draws the same tokens as the
-// CPU engine, and the rollout log-probs equal the trainer's log-probs of the same tokens computed
-// on the GPU (issue 7: report mean and max absolute difference). Skips without a visible GPU.
+// The rollout engine with the model on the GPU (weights, KV cache and paged attention on the
+// device; sampling on the host over the copied logits rows): greedy decoding reproduces the Hugging
+// Face fixtures' greedy tokens like the CPU engine does, seeded sampling draws the same tokens as
+// the CPU engine, and the rollout log-probs equal the trainer's log-probs of the same tokens
+// computed on the GPU (issue 7: report mean and max absolute difference). Skips without a visible
+// GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -124,8 +125,9 @@ TEST(EngineGpu, RolloutLogprobsEqualTrainerLogprobsOnTheGpu) {
       ++n;
     }
   }
-  std::printf("rollout vs trainer log-probs on the GPU over %lld tokens: mean |diff| %.3e, max %.3e\n",
-              (long long)n, sum / double(n), mx);
+  std::printf(
+      "rollout vs trainer log-probs on the GPU over %lld tokens: mean |diff| %.3e, max %.3e\n",
+      (long long)n, sum / double(n), mx);
   EXPECT_EQ(n, 8 * 24);
   EXPECT_LE(mx, 1e-4);
 }
