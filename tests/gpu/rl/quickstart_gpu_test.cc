@@ -43,8 +43,9 @@ void quickstart_on_gpu(const std::string& precision) {
       ++steps;
     }
   }
-  std::printf("quick-start on the GPU (%s): held-out %.3f -> %.3f in 20 rollouts, mean step %.3f s\n",
-              precision.c_str(), first, last, steps ? step_time / steps : 0.0);
+  std::printf(
+      "quick-start on the GPU (%s): held-out %.3f -> %.3f in 20 rollouts, mean step %.3f s\n",
+      precision.c_str(), first, last, steps ? step_time / steps : 0.0);
   ASSERT_GE(first, 0.0);
   EXPECT_LT(first, 0.40) << "the base model should start weak";
   EXPECT_GT(last, first + 0.10) << "GRPO on the GPU did not raise held-out accuracy: " << first
