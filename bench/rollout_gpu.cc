@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "gyre/backend/ops.h"
 #include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
@@ -216,6 +217,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
+    // GYRE_OP_PROFILE=1: GPU time per op of the batch run (wall minus that = host work:
+    // scheduling, logits copy, sampling).
+    if (gyre::ops::op_profile_enabled()) gyre::ops::op_profile_report();  // drop batch-1 records
     // Batch throughput (each iteration a fresh set of prompts; the figure is the mean).
     double secs = 0;
     int64_t tokens = 0;
@@ -240,6 +244,14 @@ int main(int argc, char** argv) {
         complete ? "true" : "false", (long long)tokens, secs / done_iters, tps, anchor,
         tps / anchor);
     std::fflush(stdout);
+    const auto st = engine.stats();  // cumulative over the whole process (all runs)
+    std::fprintf(stderr,
+                 "engine phases (cumulative, s): schedule %.3f, forward + logits copy %.3f, "
+                 "host sampling %.3f, finish %.3f\n",
+                 st.schedule_seconds, st.forward_seconds, st.sample_seconds, st.finish_seconds);
+    if (gyre::ops::op_profile_enabled())
+      std::fprintf(stderr, "--- batch run, %.3f s wall\n%s", secs,
+                   gyre::ops::op_profile_report().c_str());
   } catch (const gyre::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -64,32 +64,24 @@ OpProfile& op_profile() {
 }
 thread_local int t_op_depth = 0;  // only the outermost op of a nest is timed (add_ calls add)
 
-// Brackets one op with CUDA events on the calling thread's stream (a no-op unless profiling).
-class OpScope {
- public:
-  explicit OpScope(const char* op) : op_(op) {
-    if constexpr (kCuda) {
-      if (t_op_depth++ == 0 && op_profile().enabled && cuda::device_available())
-        start_ = cuda::profile_event_record();
-    }
-  }
-  ~OpScope() {
-    if constexpr (kCuda) {
-      --t_op_depth;
-      if (!start_) return;
-      void* stop = cuda::profile_event_record();
-      std::lock_guard<std::mutex> lock(op_profile().mu);
-      op_profile().recs.push_back({op_, start_, stop});
-    }
-  }
-  OpScope(const OpScope&) = delete;
-  OpScope& operator=(const OpScope&) = delete;
-
- private:
-  const char* op_;
-  void* start_ = nullptr;
-};
 }  // namespace
+
+detail::OpScope::OpScope(const char* op) : op_(op) {
+  if constexpr (kCuda) {
+    if (t_op_depth++ == 0 && op_profile().enabled && cuda::device_available())
+      start_ = cuda::profile_event_record();
+  }
+}
+
+detail::OpScope::~OpScope() {
+  if constexpr (kCuda) {
+    --t_op_depth;
+    if (!start_) return;
+    void* stop = cuda::profile_event_record();
+    std::lock_guard<std::mutex> lock(op_profile().mu);
+    op_profile().recs.push_back({op_, start_, stop});
+  }
+}
 
 bool op_profile_enabled() { return op_profile().enabled; }
 
@@ -906,6 +898,38 @@ void row_dot(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 // ---- optimizer
+
+void sample_tokens(const Tensor& logits, const Tensor& temperature, const Tensor& seeds,
+                   const Tensor& steps, float min_p, Tensor& tokens) {
+  const char* op = "sample_tokens";
+  check_defined(op, "logits", logits);
+  const Device dev = op_device(op, {{"logits", &logits},
+                                    {"temperature", &temperature},
+                                    {"seeds", &seeds},
+                                    {"steps", &steps},
+                                    {"tokens", &tokens}});
+  GYRE_CHECK(logits.dim() == 2 && logits.dtype() == DType::f32,
+             "ops::sample_tokens: logits must be f32 [R, V], got {} {}", dtype_name(logits.dtype()),
+             shape_str(logits.shape()));
+  const int64_t R = logits.size(0), V = logits.size(1);
+  check_shape(op, "temperature", temperature, {R});
+  check_shape(op, "seeds", seeds, {R});
+  check_shape(op, "steps", steps, {R});
+  GYRE_CHECK(temperature.dtype() == DType::f32 && seeds.dtype() == DType::i64 &&
+                 steps.dtype() == DType::i64,
+             "ops::sample_tokens: temperature f32, seeds and steps i64");
+  prepare_out(op, "tokens", tokens, {R}, DType::i32, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      OpScope op_scope_("sample_tokens");
+      return cuda::sample_rows(logits.f32(), R, V, temperature.f32(),
+                               reinterpret_cast<const uint64_t*>(seeds.i64()), steps.i64(), min_p,
+                               tokens.i32());
+    }
+  GYRE_THROW(unsupported,
+             "ops::sample_tokens runs on CUDA tensors only; the CPU sampler (infer/sampler.h) "
+             "samples host logits");
+}
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
   OpScope op_scope_("adamw_step");

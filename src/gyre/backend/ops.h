@@ -158,6 +158,15 @@ void scatter_add_rows(const Tensor& src, const Tensor& idx, const Tensor& scale,
 // out[i] = <a[i], b[i]>, a, b: [n, H], out [n].
 void row_dot(const Tensor& a, const Tensor& b, Tensor& out);
 
+// ---- sampling on the device
+// One token per row of logits [R, V] (CUDA tensors): temperature f32 [R] (<= 0: greedy), seeds
+// i64 [R] (Philox keys, bit pattern of uint64), steps i64 [R] (draw counters = tokens generated so
+// far), min_p shared by all rows; tokens i32 [R] (written). Draws the numbers the CPU sampler
+// (infer/sampler.h) draws for the same seed and step, over the whole vocabulary in id order
+// (no top-k / top-p / penalties: callers keep those on the CPU sampler). CPU tensors: Error.
+void sample_tokens(const Tensor& logits, const Tensor& temperature, const Tensor& seeds,
+                   const Tensor& steps, float min_p, Tensor& tokens);
+
 // ---- optimizer
 // -----------------------------------------------------------------------------------
 struct AdamWParams {

@@ -56,6 +56,20 @@ inline Device op_device(const char* op, std::initializer_list<Arg> args) {
 }
 
 // The CUDA backend computes in f32; f64 is the CPU reference's finite-difference dtype only.
+// Brackets one op for the op profiler (ops.h, GYRE_OP_PROFILE): CUDA events on the calling
+// thread's stream around the outermost op of a nest; nothing unless profiling is on.
+class OpScope {
+ public:
+  explicit OpScope(const char* op);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* op_;
+  void* start_ = nullptr;
+};
+
 inline void require_cuda_f32(const char* op, DType dt) {
   if (dt != DType::f32)
     GYRE_THROW(unsupported,

@@ -7,6 +7,7 @@
 
 #include "gyre/backend/cpu/paged_attention.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/ops_args.h"      // detail::OpScope (op profiler)
 #include "gyre/core/error.h"
 
 namespace gyre::ops {
@@ -56,6 +57,7 @@ void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
 
 void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
                     Tensor& v_cache) {
+  detail::OpScope op_scope_("paged_kv_write");
   const char* op = "paged_kv_write";
   need_f32(op, "k", k, 3);
   need_f32(op, "v", v, 3);
@@ -85,6 +87,7 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
 void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                      const Tensor& cu_seqlens_q, const Tensor& kv_lens, const Tensor& page_indptr,
                      const Tensor& page_indices, float scale, Tensor& out) {
+  detail::OpScope op_scope_("paged_attention");
   const char* op = "paged_attention";
   need_f32(op, "q", q, 3);
   need_f32(op, "k_cache", k_cache, 4);

@@ -108,6 +108,9 @@ class Engine : public EngineApi {
   GenerateResult make_result(Request* r, Job& job);
   void do_abort(const std::string& rid);
   void update_stats(double step_seconds, int64_t decoded);
+  // Samples every logits row on the device (GPU logits, plain temperature/min-p/greedy rows);
+  // empty when the batch needs the host sampler (engine_step.cc says which cases).
+  std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
 
   model::CausalLM& model_;
   std::shared_ptr<const tokenizer::Tokenizer> tok_;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gyre/backend/ops.h"
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/core/thread_pool.h"
@@ -36,6 +37,7 @@ void Engine::run_step() {
   b.positions = borrow_i32(batch_.positions);
   b.cu_seqlens = borrow_i32(batch_.cu_seqlens_q);
   std::vector<int32_t> one_row = {0};  // the model needs >= 1 logits row; ignored when unused
+  const double t_scheduled = timer.elapsed();
   PagedAttentionContext ctx(*kv_, batch_);
   model::ForwardOptions opt;
   opt.attention = &ctx;
@@ -49,11 +51,13 @@ void Engine::run_step() {
     return;
   }
   sched_->commit(plan_);
-  // Sampling runs on the host over the sampled rows' logits (top-k/top-p/min-p, stop strings and
-  // log-probs share the CPU sampler); a GPU model's [rows, V] logits come back in one copy.
-  if (logits.device() != Device::cpu) logits = logits.to(Device::cpu);
+  // A GPU model's logits: sample on the device when every row allows it (device_results, one
+  // small copy of tokens and log-probs), else copy the [rows, V] logits to the host sampler.
+  std::vector<SampleResult> device_results = sample_on_device(logits);
+  if (device_results.empty() && logits.device() != Device::cpu) logits = logits.to(Device::cpu);
+  const double t_forward = timer.elapsed();
   const int64_t V = logits.size(1);
-  const float* L = logits.f32();
+  const float* L = device_results.empty() ? logits.f32() : nullptr;
 
   // Prompt log-prob rows (cheap, serial) and the list of sampling rows.
   std::vector<size_t> sample_rows;
@@ -87,25 +91,28 @@ void Engine::run_step() {
     if (int64_t(r->output.size()) >= job.req.sampling.max_new_tokens) skip[k] = 1;  // max_new 0
     if (int64_t(r->output.size()) < job.req.sampling.min_new_tokens) masks[k] = job.stop_ids;
   }
-  parallel_for(int64_t(sample_rows.size()), 1, [&](int64_t k0, int64_t k1) {
-    thread_local Sampler sampler;
-    for (int64_t k = k0; k < k1; ++k) {
-      if (skip[size_t(k)]) continue;
-      size_t i = sample_rows[size_t(k)];
-      Request* r = plan_.chunks[size_t(batch_.rows[i].chunk)].req;
-      Job& job = job_of(r);
-      SampleInput in;
-      in.logits = L + int64_t(i) * V;
-      in.vocab = V;
-      in.params = &job.req.sampling;
-      in.prompt = r->prompt;
-      in.output = r->output;
-      in.seed = job.seed;
-      in.masked_ids = masks[size_t(k)];
-      in.top_logprobs_num = job.req.top_logprobs_num;
-      results[size_t(k)] = sampler.sample(in);
-    }
-  });
+  if (!device_results.empty()) results = std::move(device_results);  // rows == sample_rows
+  if (L)
+    parallel_for(int64_t(sample_rows.size()), 1, [&](int64_t k0, int64_t k1) {
+      thread_local Sampler sampler;
+      for (int64_t k = k0; k < k1; ++k) {
+        if (skip[size_t(k)]) continue;
+        size_t i = sample_rows[size_t(k)];
+        Request* r = plan_.chunks[size_t(batch_.rows[i].chunk)].req;
+        Job& job = job_of(r);
+        SampleInput in;
+        in.logits = L + int64_t(i) * V;
+        in.vocab = V;
+        in.params = &job.req.sampling;
+        in.prompt = r->prompt;
+        in.output = r->output;
+        in.seed = job.seed;
+        in.masked_ids = masks[size_t(k)];
+        in.top_logprobs_num = job.req.top_logprobs_num;
+        results[size_t(k)] = sampler.sample(in);
+      }
+    });
+  const double t_sampled = timer.elapsed();
   int64_t decoded = 0;
   for (size_t k = 0; k < sample_rows.size(); ++k) {
     Request* r = plan_.chunks[size_t(batch_.rows[sample_rows[k]].chunk)].req;
@@ -116,7 +123,64 @@ void Engine::run_step() {
     process_row(r, job_of(r), results[k]);
     ++decoded;
   }
-  update_stats(timer.elapsed(), decoded);
+  const double t_end = timer.elapsed();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.schedule_seconds += t_scheduled;
+    stats_.forward_seconds += t_forward - t_scheduled;
+    stats_.sample_seconds += t_sampled - t_forward;
+    stats_.finish_seconds += t_end - t_sampled;
+  }
+  update_stats(t_end, decoded);
+}
+
+std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
+  // The device sampler covers plain temperature / min-p sampling and greedy over the whole
+  // vocabulary (ops::sample_tokens draws the CPU sampler's Philox numbers), with log-probs of the
+  // chosen tokens at one logprob temperature. Anything else — prompt log-prob rows, top-k/top-p,
+  // penalties, masked stop tokens before min_new_tokens, top log-probs, mixed temperatures or
+  // min_p in one batch — takes the host path.
+  if (logits.device() == Device::cpu || batch_.rows.empty()) return {};
+  const int64_t R = int64_t(batch_.rows.size()), V = logits.size(1);
+  std::vector<float> temps(static_cast<size_t>(R));
+  std::vector<int64_t> seeds(static_cast<size_t>(R)), steps(static_cast<size_t>(R));
+  float min_p = 0, lp_temp = 0;
+  for (int64_t i = 0; i < R; ++i) {
+    const LogitsRow& row = batch_.rows[size_t(i)];
+    if (!row.sample) return {};
+    const Request* r = plan_.chunks[size_t(row.chunk)].req;
+    const Job& job = job_of(r);
+    const SamplingParams& sp = job.req.sampling;
+    if ((sp.top_k > 0 && sp.top_k < V) || sp.top_p < 1.0f || sp.repetition_penalty != 1.0f ||
+        sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f || job.req.top_logprobs_num > 0)
+      return {};
+    if (int64_t(r->output.size()) < sp.min_new_tokens && !job.stop_ids.empty()) return {};
+    const bool greedy = sp.temperature < kGreedyTemperature;
+    const float row_lp_temp = greedy ? 1.0f : sp.temperature;  // Sampler's logprob temperature
+    if (i == 0) {
+      min_p = sp.min_p, lp_temp = row_lp_temp;
+    } else if (sp.min_p != min_p || row_lp_temp != lp_temp) {
+      return {};
+    }
+    temps[size_t(i)] = greedy ? 0.0f : sp.temperature;
+    seeds[size_t(i)] = int64_t(job.seed);  // the uint64 key's bit pattern
+    steps[size_t(i)] = int64_t(r->output.size());
+  }
+  const Device dev = logits.device();
+  Tensor tokens, logp, none;
+  ops::sample_tokens(logits, Tensor::from_vector(temps, {R}).to(dev),
+                     Tensor::from_vector(seeds, {R}).to(dev),
+                     Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+  ops::token_logprobs(logits, tokens, lp_temp, logp, none);
+  const Tensor tok_host = tokens.to(Device::cpu);
+  const std::vector<float> lp = logp.to(Device::cpu).to_vector();
+  const int32_t* tok = tok_host.i32();
+  std::vector<SampleResult> out(static_cast<size_t>(R));
+  for (int64_t i = 0; i < R; ++i) {
+    out[size_t(i)].token = tok[size_t(i)];
+    out[size_t(i)].logprob = lp[size_t(i)];
+  }
+  return out;
 }
 
 void Engine::fail_plan(const std::string& message) {

@@ -104,6 +104,10 @@ struct EngineStats {
   int64_t weight_version = 0;
   bool paused = false;
   double gen_tokens_per_s = 0;  // recent decode throughput
+  // Cumulative wall seconds of the engine's step phases (where a step's time goes):
+  // scheduling + batch building, the model forward (incl. copying logits rows to the host),
+  // host sampling, and finishing rows (stop checks, streaming).
+  double schedule_seconds = 0, forward_seconds = 0, sample_seconds = 0, finish_seconds = 0;
 };
 
 // What the HTTP server and the in-process rollout client need from a running engine.
