@@ -31,7 +31,11 @@ namespace {
 Allocator& allocator_for(Device d) {
   if (d == Device::cpu) return cpu_allocator();
   if (const DeviceHooks* h = device_hooks(d)) return *h->allocator;
-  GYRE_THROW(unsupported, "no allocator registered for device {} in this build", device_name(d));
+  GYRE_THROW(unsupported,
+             "device {} is not available in this build (no allocator registered): the CUDA "
+             "backend was not compiled; rebuild with a CUDA toolkit (nvcc) and -DGYRE_CUDA=ON, or "
+             "use --device cpu",
+             device_name(d));
 }
 
 // Hooks for a non-CPU device (registered by its backend), or an error saying the build lacks it.
