@@ -1,0 +1,159 @@
+// gyre::ops causal GQA attention over packed variable-length sequences (ops.h), forward and
+// backward: argument and cu_seqlens checks, then the CPU kernels, the CUDA f32 kernels, or — under
+// a Bf16Autocast scope with head dim 64/128 — the FlashAttention-2 bf16 kernels. Same invariants
+// as ops.cc.
+#include "gyre/backend/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <initializer_list>
+
+#include "gyre/backend/cpu/kernels.h"
+#include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/ops_args.h"
+
+namespace gyre::ops {
+
+using namespace detail;  // argument checking (ops_args.h)
+
+// ---- attention
+
+namespace {
+struct AttnDims {
+  int64_t T, Hq, Hkv, D, B;
+  int64_t max_len = 0;  // longest sequence (bounds the flash kernels' grid)
+};
+
+void require_cuda_head_dim(const char* op, int64_t D) {
+  if (D > cuda::kMaxAttentionHeadDim)
+    GYRE_THROW(unsupported, "ops::{}: the CUDA attention kernels take head dims up to {}, got {}",
+               op, cuda::kMaxAttentionHeadDim, D);
+}
+
+AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const Tensor& cu_seqlens, float scale) {
+  check_defined(op, "q", q);
+  check_defined(op, "k", k);
+  check_defined(op, "v", v);
+  check_i32(op, "cu_seqlens", cu_seqlens);
+  GYRE_CHECK(q.dim() == 3 && k.dim() == 3,
+             "ops::{}: q must be [T, Hq, D] and k [T, Hkv, D], got {} and {}", op,
+             shape_str(q.shape()), shape_str(k.shape()));
+  AttnDims a{q.size(0), q.size(1), k.size(1), q.size(2), cu_seqlens.numel() - 1};
+  GYRE_CHECK(a.Hq > 0 && a.Hkv > 0 && a.D > 0 && a.Hq % a.Hkv == 0,
+             "ops::{}: {} query heads cannot share {} kv heads (need Hq % Hkv == 0, D > 0)", op,
+             a.Hq, a.Hkv);
+  check_shape(op, "k", k, {a.T, a.Hkv, a.D});
+  check_shape(op, "v", v, {a.T, a.Hkv, a.D});
+  GYRE_CHECK(cu_seqlens.dim() == 1 && a.B >= 0, "ops::{}: cu_seqlens must be [B+1], got {}", op,
+             shape_str(cu_seqlens.shape()));
+  GYRE_CHECK(std::isfinite(scale), "ops::{}: softmax scale {} is not finite", op, scale);
+  const Tensor cu_host = host_view(cu_seqlens);
+  const int32_t* cu = cu_host.i32();
+  if (cu[0] != 0)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: cu_seqlens[0] is {}, must be 0 (offsets of the packed "
+               "sequences start at token 0)",
+               op, cu[0]);
+  for (int64_t b = 0; b < a.B; ++b)
+    if (cu[b + 1] < cu[b])
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: cu_seqlens decreases at index {} ({} -> {}); "
+                 "offsets must be cumulative sequence lengths",
+                 op, b + 1, cu[b], cu[b + 1]);
+  for (int64_t b = 0; b < a.B; ++b) a.max_len = std::max<int64_t>(a.max_len, cu[b + 1] - cu[b]);
+  if (cu[a.B] != a.T)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: cu_seqlens ends at {} but the batch has {} tokens; "
+               "the last offset must equal the packed length",
+               op, cu[a.B], a.T);
+  return a;
+}
+}  // namespace
+
+void attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                      float scale, Tensor& out, Tensor& lse) {
+  OpScope op_scope_("attention_varlen");
+  const char* op = "attention_varlen";
+  const Device dev = op_device(
+      op,
+      {{"q", &q}, {"k", &k}, {"v", &v}, {"cu_seqlens", &cu_seqlens}, {"out", &out}, {"lse", &lse}});
+  AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
+  DType dt = float_dtype(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
+  prepare_out(op, "out", out, q.shape(), dt, dev);
+  prepare_out(op, "lse", lse, {a.T, a.Hq}, dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      if (bf16_autocast() && cuda::attention_autocast_supported(a.D))
+        return cuda::attention_fwd_autocast(q.f32(), k.f32(), v.f32(), cu_seqlens.i32(), a.B,
+                                            a.max_len, a.T, a.Hq, a.Hkv, a.D, scale, out.f32(),
+                                            lse.f32());
+      require_cuda_head_dim(op, a.D);
+      return cuda::attention_fwd(q.f32(), k.f32(), v.f32(), cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv,
+                                 a.D, scale, out.f32(), lse.f32());
+    }
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::attention_fwd<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v), cu_seqlens.i32(), a.B, a.Hq, a.Hkv, a.D,
+                          T(scale), ptr<T>(out), ptr<T>(lse));
+  });
+}
+
+void attention_varlen_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               const Tensor& cu_seqlens, float scale, Tensor& dq, Tensor& dk,
+                               Tensor& dv) {
+  OpScope op_scope_("attention_varlen_backward");
+  const char* op = "attention_varlen_backward";
+  const Device dev = op_device(op, {{"dout", &dout},
+                                    {"q", &q},
+                                    {"k", &k},
+                                    {"v", &v},
+                                    {"out", &out},
+                                    {"lse", &lse},
+                                    {"cu_seqlens", &cu_seqlens},
+                                    {"dq", &dq},
+                                    {"dk", &dk},
+                                    {"dv", &dv}});
+  AttnDims a = check_attention(op, q, k, v, cu_seqlens, scale);
+  check_defined(op, "dout", dout);
+  check_defined(op, "out", out);
+  check_defined(op, "lse", lse);
+  DType dt = float_dtype(op, {{"dout", &dout},
+                              {"q", &q},
+                              {"k", &k},
+                              {"v", &v},
+                              {"out", &out},
+                              {"lse", &lse},
+                              {"dq", &dq},
+                              {"dk", &dk},
+                              {"dv", &dv}});
+  check_shape(op, "dout", dout, q.shape());
+  check_shape(op, "out", out, q.shape());
+  GYRE_CHECK(lse.numel() == a.T * a.Hq, "ops::{}: lse has shape {}, expected [{}, {}]", op,
+             shape_str(lse.shape()), a.T, a.Hq);
+  prepare_out(op, "dq", dq, q.shape(), dt, dev);
+  prepare_out(op, "dk", dk, k.shape(), dt, dev);
+  prepare_out(op, "dv", dv, v.shape(), dt, dev);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      require_cuda_f32(op, dt);
+      if (bf16_autocast() && cuda::attention_autocast_supported(a.D))
+        return cuda::attention_bwd_autocast(dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
+                                            lse.f32(), cu_seqlens.i32(), a.B, a.max_len, a.T, a.Hq,
+                                            a.Hkv, a.D, scale, dq.f32(), dk.f32(), dv.f32());
+      require_cuda_head_dim(op, a.D);
+      return cuda::attention_bwd(dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(),
+                                 cu_seqlens.i32(), a.B, a.T, a.Hq, a.Hkv, a.D, scale, dq.f32(),
+                                 dk.f32(), dv.f32());
+    }
+  dispatch(dt, [&](auto t) {
+    using T = decltype(t);
+    cpu::attention_bwd<T>(ptr<T>(dout), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), ptr<T>(lse),
+                          cu_seqlens.i32(), a.B, a.Hq, a.Hkv, a.D, T(scale), ptr<T>(dq), ptr<T>(dk),
+                          ptr<T>(dv));
+  });
+}
+
+}  // namespace gyre::ops
