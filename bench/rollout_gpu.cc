@@ -30,42 +30,12 @@
 #include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
+#include "qwen_shapes.h"
 
 namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// The real shapes' config.json values (Qwen/Qwen2.5-0.5B and -1.5B); layers <= 0 keeps the shape's.
-// Same as bench/model_gpu.cc.
-gyre::model::ModelConfig qwen25(const std::string& shape, int64_t layers) {
-  gyre::model::ModelConfig c;
-  c.arch = gyre::model::Arch::qwen2;
-  c.model_type = "qwen2";
-  c.vocab_size = 151936;
-  c.hidden_size = 896;
-  c.intermediate_size = 4864;
-  c.num_hidden_layers = 24;
-  c.num_attention_heads = 14;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
-  if (shape == "qwen2.5-1.5b") {
-    c.hidden_size = 1536;
-    c.intermediate_size = 8960;
-    c.num_hidden_layers = 28;
-    c.num_attention_heads = 12;
-    c.head_dim = 128;
-  } else if (shape != "qwen2.5-0.5b") {
-    GYRE_THROW(invalid_argument, "--shape {}: use qwen2.5-0.5b or qwen2.5-1.5b", shape);
-  }
-  if (layers > 0) c.num_hidden_layers = layers;
-  c.max_position_embeddings = 32768;
-  c.rms_norm_eps = 1e-6;
-  c.tie_word_embeddings = true;
-  c.attention_bias = true;
-  c.rope.theta = 1000000.0;
-  return c;
 }
 
 std::vector<gyre::infer::GenerateRequest> make_requests(int batch, int prompt, int new_tokens,
@@ -163,7 +133,7 @@ int main(int argc, char** argv) {
   try {
     if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
       GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
-    const auto cfg = qwen25(shape, layers);
+    const auto cfg = gyre::bench::qwen25(shape, layers);
     const bool big = shape == "qwen2.5-1.5b";
     const double anchor = big ? 7800 : 14100;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
