@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gpu/model/small_model.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/scoring.h"
 #include "gyre/train/optimizer.h"
@@ -13,37 +14,8 @@
 namespace gyre::model {
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig c;
-  c.arch = Arch::qwen2;
-  c.model_type = "qwen2";
-  c.vocab_size = 1000;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
-  c.max_position_embeddings = 4096;
-  c.rms_norm_eps = 1e-6;
-  c.attention_bias = true;
-  c.rope.theta = 1000000.0;
-  return c;
-}
-
-std::vector<std::vector<int32_t>> make_seqs() {
-  std::vector<std::vector<int32_t>> seqs;
-  uint32_t x = 7;
-  for (int len : {1, 37, 300, 129}) {
-    std::vector<int32_t> s;
-    for (int i = 0; i < len; ++i) {
-      x = x * 1664525u + 1013904223u;
-      s.push_back(int32_t((x >> 8) % 1000u));
-    }
-    seqs.push_back(s);
-  }
-  return seqs;
-}
+using testmodel::make_seqs;
+using testmodel::small_config;
 
 // A full mixed-precision training step on the GPU: AdamW keeps its moments next to the GPU master
 // weights, equals the same step on the CPU (f32 path: grad norm <= 1e-5, weights <= 1e-4 relative,
