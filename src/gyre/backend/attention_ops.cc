@@ -2,14 +2,13 @@
 // backward: argument and cu_seqlens checks, then the CPU kernels, the CUDA f32 kernels, or — under
 // a Bf16Autocast scope with head dim 64/128 — the FlashAttention-2 bf16 kernels. Same invariants
 // as ops.cc.
-#include "gyre/backend/ops.h"
-
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/ops.h"
 #include "gyre/backend/ops_args.h"
 
 namespace gyre::ops {
