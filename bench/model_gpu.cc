@@ -10,6 +10,7 @@
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
+// The workloads themselves are gyre::bench's (bench/workloads.h), shared with `gyre bench`.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,11 +19,10 @@
 #include <vector>
 
 #include "gyre/backend/ops.h"
+#include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
-#include "gyre/model/scoring.h"
-#include "gyre/train/optimizer.h"
-#include "qwen_shapes.h"
+#include "gyre/model/named_shapes.h"
 
 namespace {
 
@@ -44,71 +44,38 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
   }
   try {
-    const auto cfg = gyre::bench::qwen25(shape, layers);
+    auto cfg = gyre::model::named_shape(shape);
+    if (shape != "qwen2.5-0.5b" && shape != "qwen2.5-1.5b")
+      GYRE_THROW(invalid_argument,
+                 "--shape {}: the anchors are for qwen2.5-0.5b and qwen2.5-1.5b (gyre bench train "
+                 "--shape {} --device cuda runs any named shape)",
+                 shape, shape);
+    if (layers > 0) cfg.num_hidden_layers = layers;
     const bool big = shape == "qwen2.5-1.5b";
     const double anchor_train = big ? 34400 : 73700, anchor_lp = big ? 114000 : 231000;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
     model->to(gyre::Device::cuda);
     model->set_precision(gyre::model::parse_precision(precision));
-    int64_t params = 0;
-    for (auto& p : model->parameters()) params += p.tensor.numel();
-    std::vector<std::vector<int32_t>> batch(static_cast<size_t>(seqs),
-                                            std::vector<int32_t>(static_cast<size_t>(len)));
-    uint32_t x = 12345;
-    for (auto& s : batch)
-      for (auto& t : s) {
-        x = x * 1664525u + 1013904223u;
-        t = int32_t((x >> 8) % uint32_t(cfg.vocab_size));
-      }
-    const std::vector<int32_t> prompt_lens(size_t(seqs), 1);
-    const std::vector<float> adv(size_t(seqs), 1.0f);
+    const int64_t params = model->num_parameters();
+    const auto batch = gyre::bench::random_sequences(seqs, len, cfg.vocab_size, 12345);
     const double tokens = double(seqs) * len;
 
     // Log-prob forward (the trainer's old-log-prob recompute, `gyre score`): no saved activations;
     // with and without the entropy of every next-token distribution.
-    auto logprob_step = [&](bool entropy) {
-      auto s = gyre::model::score(*model, batch, 1.0f, entropy, int64_t(tokens));
-      return double(s[0].token_logprobs[0]);  // host vectors: synchronised
-    };
+    auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
     double lp_s[2];
-    for (int e = 0; e < 2; ++e) {
-      logprob_step(e == 1);
-      const double t0 = now_s();
-      for (int i = 0; i < iters; ++i) logprob_step(e == 1);
-      lp_s[e] = (now_s() - t0) / iters;
-    }
-    double t0 = 0;
+    for (int e = 0; e < 2; ++e)
+      lp_s[e] = gyre::bench::time_steps([&] { logprob_step(e == 1); }, iters, 1);
 
-    auto grads = model->zeros_like_parameters();
     // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
-    gyre::train::AdamW opt({.lr = 1e-6, .clip_grad = 1.0}, {});
-    gyre::train::NamedTensors params_list, grads_list;
-    {
-      auto ps = model->parameters();
-      for (size_t i = 0; i < ps.size(); ++i) {
-        params_list.emplace_back(ps[i].name, ps[i].tensor);
-        grads_list.emplace_back(grads.tensors[i].name, grads.tensors[i].tensor);
-      }
-    }
-    auto train_step = [&] {
-      grads.zero();
-      const double loss =
-          gyre::model::policy_gradient_loss_and_grad(*model, batch, prompt_lens, adv, grads);
-      opt.step(params_list, grads_list);  // reads the grad norm back: synchronises
-      return loss;
-    };
-    train_step();
-    t0 = now_s();
+    gyre::bench::TrainStep step(*model, batch);
     double loss = 0;
-    for (int i = 0; i < iters; ++i) loss = train_step();
-    const double tr_s = (now_s() - t0) / iters;
-    // Training FLOPs: 6 x parameters x tokens + causal attention (fwd 4 x Hq x D x len^2 / 2 per
-    // sequence and layer, backward twice that).
-    const double attn_flops = 3.0 * 4.0 * double(cfg.num_hidden_layers) *
-                              double(cfg.num_attention_heads) * double(cfg.head_dim) *
-                              double(seqs) * double(len) * double(len) / 2.0;
-    const double tflops = (6.0 * double(params) * tokens + attn_flops) / tr_s / 1e12;
-    const double mfu = tflops / 989.0;
+    auto train_step = [&] { loss = step.run(); };
+    const double tr_s = gyre::bench::time_steps(train_step, iters, 1);
+    const double tflops =
+        gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len)) / tr_s /
+        1e12;
+    const double mfu = tflops * 1e12 / gyre::bench::kH200PeakFlops;
     for (int e = 0; e < 2; ++e)
       std::printf(
           "{\"bench\": \"model_gpu_logprob%s\", \"shape\": \"%s\", \"layers\": %lld, "

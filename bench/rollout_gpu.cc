@@ -17,20 +17,21 @@
 // Usage: bench_rollout_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--batch 256] [--prompt 128]
 //          [--new 256] [--iters 1] [--precision f32|bf16] [--chunk 8192] [--budget-s 90]
 //          [--layers N (default: the shape's)] [--device cuda|cpu (cpu: smoke test only)]
+// The workload itself (requests, engine sizing, inline driving) is gyre::bench's
+// (bench/workloads.h), shared with `gyre bench rollout`.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "gyre/backend/ops.h"
+#include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
-#include "qwen_shapes.h"
+#include "gyre/model/named_shapes.h"
 
 namespace {
 
@@ -38,78 +39,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-std::vector<gyre::infer::GenerateRequest> make_requests(int batch, int prompt, int new_tokens,
-                                                        int64_t vocab, uint32_t seed) {
-  std::vector<gyre::infer::GenerateRequest> reqs;
-  uint32_t x = seed * 2654435761u + 12345u;
-  for (int i = 0; i < batch; ++i) {
-    gyre::infer::GenerateRequest r;
-    r.input_ids.resize(size_t(prompt));
-    for (auto& t : r.input_ids) {
-      x = x * 1664525u + 1013904223u;
-      t = int32_t((x >> 8) % uint32_t(vocab));
-    }
-    r.sampling.temperature = 1.0f;
-    r.sampling.max_new_tokens = new_tokens;
-    r.sampling.ignore_eos = true;
-    r.sampling.seed = uint64_t(seed) * 100000u + uint64_t(i);
-    reqs.push_back(std::move(r));
-  }
-  return reqs;
-}
-
-struct Run {
-  double seconds = 0;       // submit to last step
-  double first_step_s = 0;  // the first step (batch 1: prefill + the first sampled token)
-  int64_t tokens = 0;       // output tokens sampled
-  int64_t tokens_after_first = 0;
-  bool complete = true;
-};
-
-// Submits all, then drives the engine inline step by step until done or `budget_s` has passed;
-// on the budget it aborts the rest (their tokens so far are counted, the time up to the stop).
-Run drive(gyre::infer::Engine& engine, std::vector<gyre::infer::GenerateRequest> reqs,
-          double budget_s) {
-  struct Shared {
-    std::string error;
-    int64_t pending = 0;
-  };
-  auto sh = std::make_shared<Shared>();
-  sh->pending = int64_t(reqs.size());
-  for (auto& r : reqs) {
-    gyre::infer::RequestCallbacks cb;
-    cb.on_done = [sh](gyre::infer::GenerateResult&& res) {
-      --sh->pending;
-      if (!res.error.empty() && sh->error.empty()) sh->error = res.error;
-    };
-    engine.submit(std::move(r), std::move(cb));
-  }
-  Run run;
-  const int64_t gen0 = engine.stats().generated_tokens;
-  const double t0 = now_s();
-  bool first = true;
-  while (engine.step()) {
-    const double t = now_s();
-    if (first) {
-      run.first_step_s = t - t0;
-      run.tokens_after_first = engine.stats().generated_tokens - gen0;
-      first = false;
-    }
-    if (t - t0 > budget_s && sh->pending > 0) {
-      run.complete = false;
-      break;
-    }
-  }
-  run.seconds = now_s() - t0;
-  run.tokens = engine.stats().generated_tokens - gen0;
-  if (!run.complete) {
-    engine.abort_all();
-    engine.run_until_idle();
-  }
-  if (!sh->error.empty()) GYRE_THROW(invalid_argument, "request rejected: {}", sh->error);
-  GYRE_CHECK(sh->pending == 0, "{} requests unfinished after the engine went idle", sh->pending);
-  return run;
-}
+using gyre::bench::drive;
+using gyre::bench::random_requests;
+using gyre::bench::RolloutRun;
 
 }  // namespace
 
@@ -133,32 +65,32 @@ int main(int argc, char** argv) {
   try {
     if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
       GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
-    const auto cfg = gyre::bench::qwen25(shape, layers);
+    auto cfg = gyre::model::named_shape(shape);
+    if (shape != "qwen2.5-0.5b" && shape != "qwen2.5-1.5b")
+      GYRE_THROW(invalid_argument,
+                 "--shape {}: the anchors are for qwen2.5-0.5b and qwen2.5-1.5b (gyre bench "
+                 "rollout --shape {} --device cuda runs any named shape)",
+                 shape, shape);
+    if (layers > 0) cfg.num_hidden_layers = layers;
     const bool big = shape == "qwen2.5-1.5b";
     const double anchor = big ? 7800 : 14100;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
     model->to(device == "cpu" ? gyre::Device::cpu : gyre::Device::cuda);  // cpu: a smoke test
     model->set_precision(gyre::model::parse_precision(precision));
-    int64_t params = 0;
-    for (auto& p : model->parameters()) params += p.tensor.numel();
+    const int64_t params = model->num_parameters();
 
     const int kB1Prompt = 128, kB1New = 128;
-    gyre::infer::EngineConfig ecfg;
-    ecfg.page_size = 16;
     const int64_t max_len = std::max(prompt + new_tokens, kB1Prompt + kB1New);
-    const int64_t pages_per_req = (max_len + ecfg.page_size - 1) / ecfg.page_size + 1;
-    ecfg.num_pages = int64_t(batch) * pages_per_req + 64;
-    ecfg.max_running_requests = std::max(batch, 1);
-    ecfg.max_num_batched_tokens = std::max<int64_t>(chunk, int64_t(batch) + prompt);
-    ecfg.random_seed = 7;
-    gyre::infer::Engine engine(*model, nullptr, ecfg);
+    gyre::infer::Engine engine(*model, nullptr,
+                               gyre::bench::rollout_engine_config(batch, prompt, max_len, chunk));
 
     // Warm-up at a small size (kernels, cuBLAS handles, allocator pools).
-    drive(engine, make_requests(4, 16, 8, cfg.vocab_size, 1), 1e9);
+    drive(engine, random_requests(4, 16, 8, cfg.vocab_size, 1), 1e9);
 
     // Batch-1 decode against the memory-bandwidth bound.
     {
-      Run r = drive(engine, make_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 6);
+      RolloutRun r =
+          drive(engine, random_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 6);
       const int64_t decode_tokens = r.tokens - r.tokens_after_first;
       const double ms_tok = decode_tokens > 0
                                 ? (r.seconds - r.first_step_s) / double(decode_tokens) * 1e3
@@ -197,8 +129,8 @@ int main(int argc, char** argv) {
     int done_iters = 0;
     for (int it = 0; it < iters && complete; ++it) {
       const double left = std::max(5.0, budget_s - (now_s() - t_start));
-      Run r =
-          drive(engine, make_requests(batch, prompt, new_tokens, cfg.vocab_size, 10 + it), left);
+      RolloutRun r =
+          drive(engine, random_requests(batch, prompt, new_tokens, cfg.vocab_size, 10 + it), left);
       secs += r.seconds;
       tokens += r.tokens;
       complete = r.complete;
