@@ -1,5 +1,6 @@
 // `gyre bench train|logprob|rollout (--model DIR | --shape NAME) [--device cpu|cuda] ...`: one
-// whole-model throughput figure as one JSON line on stdout (bench/workloads.h runs the workload):
+// whole-model throughput figure as one JSON line on stdout (gyre/bench/workloads.h runs the
+// workload):
 //   train    forward + policy-gradient loss + backward + clip + AdamW over --batch-size sequences
 //            of --seq-len random tokens: tokens/s, ms per step, MFU on the GPU;
 //   logprob  the log-prob forward (--entropy: with the entropy) over the same batch: tokens/s;
@@ -148,10 +149,10 @@ int run_bench(int argc, char** argv) {
         *model, nullptr,
         bn::rollout_engine_config(b.batch_size, b.prompt_len, b.prompt_len + b.new_tokens));
     for (int i = 0; i < b.warmup; ++i)
-      bn::drive(engine, bn::random_requests(std::min<int64_t>(b.batch_size, 4),
-                                            std::min<int64_t>(b.prompt_len, 16),
-                                            std::min<int64_t>(b.new_tokens, 8), cfg.vocab_size,
-                                            seed * 1000u + 999u - uint32_t(i)));
+      bn::drive(engine, bn::random_requests(
+                            std::min<int64_t>(b.batch_size, 4), std::min<int64_t>(b.prompt_len, 16),
+                            std::min<int64_t>(b.new_tokens, 8), cfg.vocab_size,
+                            ~(seed * 1000u + uint32_t(i))));  // not a timed run's prompts
     bn::reset_peak_memory(device);
     bn::RolloutRun total;
     for (int i = 0; i < b.steps; ++i) {
