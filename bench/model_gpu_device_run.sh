@@ -13,6 +13,7 @@
 #     build-lead/bin/bench_{model,rollout}_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
 #   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
 # Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|rollout|all]
+# (GYRE_DEVRUN names the carried folder; GYRE_OP_PROFILE=1 adds per-op GPU times to the output.)
 set -u
 OUT=${OUT:-/tmp/gyre_out}
 D=${GYRE_DEVRUN:-.devrun-bf16}
@@ -39,10 +40,14 @@ if [[ $what == anchor || $what == all ]]; then
     2>&1 | tee "$OUT/anchor.jsonl"
 fi
 if [[ $what == rollout || $what == all ]]; then
+  # ROLLOUT_PRECISION=bf16 (default): autocast GEMMs, bf16 weight copies, bf16 KV cache.
   for shape in qwen2.5-0.5b qwen2.5-1.5b; do
     timeout 125 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_rollout_gpu" --shape $shape --batch 256 \
-      --prompt 128 --new 256 --iters 1 --budget-s 100 2>&1 | tee -a "$OUT/rollout_ours.jsonl"
+      --prompt 128 --new 256 --iters 1 --budget-s 100 --precision "${ROLLOUT_PRECISION:-bf16}" \
+      2>&1 | tee -a "$OUT/rollout_ours.jsonl"
   done
+  [[ -x $D/bin/bench_paged_decode_gpu ]] &&
+    timeout 60 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_paged_decode_gpu" 2>&1 | tee "$OUT/paged.jsonl"
   PYTHONUNBUFFERED=1 timeout 95 python3 bench/hf_anchor.py --generate qwen2.5-0.5b qwen2.5-1.5b \
     2>&1 | tee "$OUT/rollout_anchor.jsonl"
 fi

@@ -69,6 +69,9 @@ int run_serve(int argc, char** argv) {
   app.add_option("--weight-version", sc.weight_version, "label of the initial weights");
   app.add_option("--context-length", ec.context_len, "max prompt + output tokens");
   app.add_option("--page-size", ec.page_size, "KV page size in tokens");
+  app.add_option("--kv-cache-dtype", ec.kv_cache_dtype,
+                 "KV cache dtype: auto (bf16 when the model computes in bf16 on the GPU), bf16 "
+                 "(GPU only) or f32");
   app.add_option("--num-pages", ec.num_pages, "KV pool size in pages");
   app.add_option("--max-running-requests", ec.max_running_requests, "concurrent requests");
   app.add_option("--chunked-prefill-size", chunked_prefill, "token budget per engine step");
@@ -133,6 +136,7 @@ int run_serve(int argc, char** argv) {
                     {"host", sc.http.host},
                     {"port", sc.http.port},
                     {"page_size", ec.page_size},
+                    {"kv_cache_dtype", ec.kv_cache_dtype},
                     {"max_running_requests", ec.max_running_requests},
                     {"chunked_prefill_size", ec.max_num_batched_tokens},
                     {"random_seed", ec.random_seed},

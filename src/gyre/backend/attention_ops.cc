@@ -47,6 +47,12 @@ AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const
   GYRE_CHECK(cu_seqlens.dim() == 1 && a.B >= 0, "ops::{}: cu_seqlens must be [B+1], got {}", op,
              shape_str(cu_seqlens.shape()));
   GYRE_CHECK(std::isfinite(scale), "ops::{}: softmax scale {} is not finite", op, scale);
+  // Offsets the caller validated on the host (CausalLM::forward): no device-to-host copy.
+  if (const auto* known = KnownIndices::find(cu_seqlens, KnownIndices::Entry::offsets))
+    if (known->total == a.T && known->numel == a.B + 1) {
+      a.max_len = known->max_len;
+      return a;
+    }
   const Tensor cu_host = host_view(cu_seqlens);
   const int32_t* cu = cu_host.i32();
   if (cu[0] != 0)

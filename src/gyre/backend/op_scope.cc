@@ -29,6 +29,18 @@ Bf16Autocast::Bf16Autocast(bool on) : previous_(t_bf16_autocast) { t_bf16_autoca
 Bf16Autocast::~Bf16Autocast() { t_bf16_autocast = previous_; }
 bool bf16_autocast() { return t_bf16_autocast; }
 
+// ---- bf16 weight cache scope
+
+namespace {
+thread_local Bf16WeightCache* t_weight_cache = nullptr;
+}  // namespace
+
+UseBf16WeightCache::UseBf16WeightCache(Bf16WeightCache* cache) : previous_(t_weight_cache) {
+  t_weight_cache = cache;
+}
+UseBf16WeightCache::~UseBf16WeightCache() { t_weight_cache = previous_; }
+Bf16WeightCache* bf16_weight_cache() { return t_weight_cache; }
+
 // ---- op profiler (GYRE_OP_PROFILE=1; see ops.h)
 
 namespace {

@@ -83,8 +83,12 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
-      if (bf16_autocast())
+      if (bf16_autocast()) {
+        if (Bf16WeightCache* cache = bf16_weight_cache(); cache && M > 0 && N > 0 && K > 0)
+          return cuda::linear_fwd_autocast_bf16_weight(x.f32(), cache->bf16(w), ptr<float>(b), M, N,
+                                                       K, y.f32());
         return cuda::linear_fwd_autocast(x.f32(), w.f32(), ptr<float>(b), M, N, K, y.f32());
+      }
       return cuda::linear_fwd(x.f32(), w.f32(), ptr<float>(b), M, N, K, y.f32());
     }
   dispatch(dt, [&](auto t) {
@@ -436,6 +440,8 @@ void check_logprob_args(const char* op, const Tensor& logits, const Tensor& targ
   if (!(temperature > 0) || !std::isfinite(temperature))
     GYRE_THROW(invalid_argument, "ops::{}: temperature {} must be a finite number > 0", op,
                temperature);
+  if (const auto* k = KnownIndices::find(targets, KnownIndices::Entry::range))
+    if (k->hi <= *V) return;  // proven by the caller (negative targets are allowed: skipped rows)
   const Tensor tg_host = host_view(targets);
   const int32_t* tg = tg_host.i32();
   for (int64_t i = 0; i < *n; ++i)

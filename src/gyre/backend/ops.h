@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gyre/core/tensor.h"
 
@@ -47,6 +48,91 @@ class Bf16Autocast {
 };
 // Whether a Bf16Autocast(true) scope is the innermost on this thread.
 bool bf16_autocast();
+
+// ---- bf16 copies of weights that outlive many forwards
+// Under Bf16Autocast a linear rounds its f32 weight to bf16 on every call: 6 bytes of traffic per
+// parameter before the GEMM reads 2 more. The rollout engine runs the same weights for many decode
+// steps, so it keeps one bf16 copy per weight in a Bf16WeightCache and installs it with
+// UseBf16WeightCache around its forwards: an autocast linear over a CUDA weight then looks the
+// weight up by storage (first byte, element count) and converts it only on a miss. The numbers are
+// identical to the uncached path (the same round-to-nearest-even of the same f32 values).
+// Invariant (the owner's duty): clear() whenever the weights change — the engine clears it in
+// update_weights(), the version bump every weight sync goes through; a weight written without that
+// would keep its old bf16 copy. CPU tensors ignore the cache.
+class Bf16WeightCache {
+ public:
+  Bf16WeightCache();
+  ~Bf16WeightCache();
+  Bf16WeightCache(const Bf16WeightCache&) = delete;
+  Bf16WeightCache& operator=(const Bf16WeightCache&) = delete;
+  void clear();
+  size_t bytes() const;    // device bytes held by the copies
+  size_t entries() const;  // weights cached
+  // The bf16 copy of the f32 CUDA tensor w (converted now if missing); valid until clear().
+  const uint16_t* bf16(const Tensor& w);
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+// Installs `cache` (may be null: none) for autocast linears on this thread; scopes nest (LIFO).
+class UseBf16WeightCache {
+ public:
+  explicit UseBf16WeightCache(Bf16WeightCache* cache);
+  ~UseBf16WeightCache();
+  UseBf16WeightCache(const UseBf16WeightCache&) = delete;
+  UseBf16WeightCache& operator=(const UseBf16WeightCache&) = delete;
+
+ private:
+  Bf16WeightCache* previous_;
+};
+// The innermost installed cache on this thread, or null.
+Bf16WeightCache* bf16_weight_cache();
+
+// ---- index data the caller has already validated
+// Ops that index by data (embedding's ids, rope_'s positions, attention's cu_seqlens, gather_rows'
+// rows, the paged ops' slot/page arrays) check every index before a kernel reads it. For a CUDA
+// tensor that check copies the indices to the host and synchronises the GPU on every call — once
+// per layer. A caller that has already checked the values on the host (CausalLM validates its Batch
+// once per forward, the rollout engine its paged layout once per step) records what it proved in a
+// KnownIndices scope; an op finds the tensor there (same storage bytes, numel, device) and skips
+// the host copy when the recorded facts imply its own check. Invariant (the caller's promise): a
+// registered tensor is not written while the scope lives. Scopes nest per thread (LIFO, like
+// Bf16Autocast); entries die with their scope.
+class KnownIndices {
+ public:
+  KnownIndices();
+  ~KnownIndices();
+  KnownIndices(const KnownIndices&) = delete;
+  KnownIndices& operator=(const KnownIndices&) = delete;
+
+  // Every value of the i32 tensor t lies in [lo, hi).
+  void add_range(const Tensor& t, int64_t lo, int64_t hi);
+  // t (i32 [B+1]) holds offsets: t[0] = 0, non-decreasing, t[B] = total; longest segment max_len.
+  void add_offsets(const Tensor& t, int64_t total, int64_t max_len);
+  // The index arrays of one paged-attention call passed validate_paged_layout (paged_ops.h)
+  // against a cache of num_pages pages of page_size slots; max_q_len / max_kv_len over the batch.
+  void add_paged_layout(const Tensor& cu_seqlens_q, const Tensor& kv_lens,
+                        const Tensor& page_indptr, const Tensor& page_indices, int64_t num_pages,
+                        int64_t page_size, int64_t max_q_len, int64_t max_kv_len);
+
+  struct Entry {
+    enum Kind { range, offsets, paged } kind;
+    const void* data;  // identity of the tensor: first byte, element count, device
+    int64_t numel;
+    Device device;
+    int64_t lo = 0, hi = 0;          // range
+    int64_t total = 0, max_len = 0;  // offsets; paged: max_kv_len in max_len, max_q_len in total
+    const void* companions[3] = {};  // paged: kv_lens, page_indptr, page_indices data
+    int64_t num_pages = 0, page_size = 0, num_page_indices = 0;  // paged
+  };
+  // The innermost entry of this kind recorded for t on this thread, or null.
+  static const Entry* find(const Tensor& t, Entry::Kind kind);
+
+ private:
+  std::vector<Entry> entries_;
+  KnownIndices* outer_;
+};
 
 // ---- op profiler
 // With GYRE_OP_PROFILE set in the environment, every op on a CUDA-capable process is bracketed by
@@ -182,6 +268,8 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 // ---- paged KV cache (rollout engine; implemented in backend/paged_ops.cc, layout in
 // backend/cpu/paged_attention.h) ------------------------------------------------------------------
 namespace gyre::ops {
+// Caches are f32, or bf16 on a CUDA device (head dim 64/128: new K/V are rounded to bf16 when
+// written, attention reads bf16 K/V and computes in f32; paged_ops.h, backend/cuda/paged_bf16.h).
 // k_cache/v_cache [P, page_size, Hkv, D] rows slot_mapping[t] (i32 [T], page * page_size + offset,
 // negative = skip) <- k[t], v[t] ([T, Hkv, D]).
 void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,

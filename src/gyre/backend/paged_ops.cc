@@ -3,11 +3,13 @@
 // backend/cuda for CUDA tensors (f32; the indices are validated on a host copy).
 #include "gyre/backend/paged_ops.h"
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "gyre/backend/cpu/paged_attention.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
-#include "gyre/backend/ops_args.h"      // detail::OpScope (op profiler)
+#include "gyre/backend/cuda/paged_bf16.h"
+#include "gyre/backend/ops_args.h"  // detail::OpScope (op profiler)
 #include "gyre/core/error.h"
 
 namespace gyre::ops {
@@ -44,6 +46,21 @@ void need_same_device(const char* op, std::initializer_list<const Tensor*> ts) {
                      device_name(t->device())));
 }
 
+// A KV cache: f32, or bf16 on a CUDA device with the head dims the bf16 kernel is built for.
+void need_cache(const char* op, const char* name, const Tensor& t) {
+  need(t.defined(), op, fmt::format("{} is undefined", name));
+  need(t.dim() == 4, op,
+       fmt::format("{} must have 4 dims [pages, page_size, kv heads, head_dim], got {}", name,
+                   shape_str(t.shape())));
+  if (t.dtype() == DType::f32) return need_f32(op, name, t, 4);
+  need(t.dtype() == DType::bf16 && t.device() == Device::cuda, op,
+       fmt::format("{} must be f32 (or bf16 on a CUDA device), got {} on {}", name,
+                   dtype_name(t.dtype()), device_name(t.device())));
+  need(paged_kv_dtype_supported(DType::bf16, Device::cuda, t.size(3)), op,
+       fmt::format("a bf16 {} needs head_dim 64 or 128 (the bf16 paged kernel's), got {}", name,
+                   t.size(3)));
+}
+
 Tensor host_view(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
 
 void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
@@ -61,8 +78,9 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
   const char* op = "paged_kv_write";
   need_f32(op, "k", k, 3);
   need_f32(op, "v", v, 3);
-  need_f32(op, "k_cache", k_cache, 4);
-  need_f32(op, "v_cache", v_cache, 4);
+  need_cache(op, "k_cache", k_cache);
+  need_cache(op, "v_cache", v_cache);
+  need(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
   need(v.shape() == k.shape(), op,
        fmt::format("v {} != k {}", shape_str(v.shape()), shape_str(k.shape())));
   need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
@@ -72,16 +90,24 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
   need_i32(op, "slot_mapping", slot_mapping, T);
   need_same_device(op, {&k, &v, &slot_mapping, &k_cache, &v_cache});
   const int64_t slots = k_cache.size(0) * k_cache.size(1);
-  const Tensor s_host = host_view(slot_mapping);
-  const int32_t* s = s_host.i32();
-  for (int64_t t = 0; t < T; ++t)
-    need(s[t] < slots, op,
-         fmt::format("slot_mapping[{}] = {} outside the cache's {} slots", t, s[t], slots));
+  const auto* known = KnownIndices::find(slot_mapping, KnownIndices::Entry::range);
+  if (!known || known->hi > slots) {  // not proven by the caller: check a host copy
+    const Tensor s_host = host_view(slot_mapping);
+    const int32_t* s = s_host.i32();
+    for (int64_t t = 0; t < T; ++t)
+      need(s[t] < slots, op,
+           fmt::format("slot_mapping[{}] = {} outside the cache's {} slots", t, s[t], slots));
+  }
+  if constexpr (kCuda)
+    if (k.device() == Device::cuda && k_cache.dtype() == DType::bf16)
+      return cuda::paged_kv_write_bf16(k.f32(), v.f32(), slot_mapping.i32(), T, Hkv, D,
+                                       k_cache.data<uint16_t>(), v_cache.data<uint16_t>());
   if constexpr (kCuda)
     if (k.device() == Device::cuda)
       return cuda::paged_kv_write(k.f32(), v.f32(), slot_mapping.i32(), T, Hkv, D, k_cache.f32(),
                                   v_cache.f32());
-  cpu::paged_kv_write(k.f32(), v.f32(), s, T, Hkv, D, k_cache.f32(), v_cache.f32());
+  cpu::paged_kv_write(k.f32(), v.f32(), slot_mapping.i32(), T, Hkv, D, k_cache.f32(),
+                      v_cache.f32());
 }
 
 void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -90,8 +116,9 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   detail::OpScope op_scope_("paged_attention");
   const char* op = "paged_attention";
   need_f32(op, "q", q, 3);
-  need_f32(op, "k_cache", k_cache, 4);
-  need_f32(op, "v_cache", v_cache, 4);
+  need_cache(op, "k_cache", k_cache);
+  need_cache(op, "v_cache", v_cache);
+  need(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
   need_f32(op, "out", out, 3);
   need(out.shape() == q.shape(), op, "out must have q's shape");
   need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
@@ -112,31 +139,68 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
       op, {&q, &k_cache, &v_cache, &out, &cu_seqlens_q, &kv_lens, &page_indptr, &page_indices});
   need(D <= cuda::kMaxAttentionHeadDim || q.device() == Device::cpu, op,
        fmt::format("head_dim {} above the CUDA kernel's {}", D, cuda::kMaxAttentionHeadDim));
-  const Tensor cu_h = host_view(cu_seqlens_q), lens_h = host_view(kv_lens);
-  const Tensor ip_h = host_view(page_indptr), pages_h = host_view(page_indices);
-  const int32_t *cu = cu_h.i32(), *lens = lens_h.i32(), *ip = ip_h.i32();
-  const int32_t* pages = pages_h.i32();
-  need(cu[0] == 0 && cu[B] == T, op,
-       fmt::format("cu_seqlens_q must run from 0 to T = {}, got {}..{}", T, cu[0], cu[B]));
-  need(ip[0] == 0 && ip[B] == page_indices.numel(), op,
-       "page_indptr must run from 0 to page_indices.numel()");
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t nq = cu[b + 1] - cu[b];
-    need(nq >= 0 && lens[b] >= nq, op,
-         fmt::format("sequence {}: {} new tokens but kv_len {}", b, nq, lens[b]));
-    need(int64_t(ip[b + 1] - ip[b]) * page_size >= lens[b], op,
-         fmt::format("sequence {}: {} pages cannot hold kv_len {}", b, ip[b + 1] - ip[b], lens[b]));
-    for (int32_t i = ip[b]; i < ip[b + 1]; ++i)
-      need(pages[i] >= 0 && pages[i] < P, op,
-           fmt::format("page_indices[{}] = {} outside [0, {})", i, pages[i], P));
+  // Proven by the caller once per step (KnownIndices::add_paged_layout) or checked on host copies.
+  PagedLayoutStats stats;
+  const auto* known = KnownIndices::find(cu_seqlens_q, KnownIndices::Entry::paged);
+  if (known && known->companions[0] == kv_lens.raw() && known->companions[1] == page_indptr.raw() &&
+      known->companions[2] == page_indices.raw() &&
+      known->num_page_indices == page_indices.numel() && known->num_pages == P &&
+      known->page_size == page_size) {
+    stats.max_q_len = known->total;
+    stats.max_kv_len = known->max_len;
+  } else {
+    const Tensor cu_h = host_view(cu_seqlens_q), lens_h = host_view(kv_lens);
+    const Tensor ip_h = host_view(page_indptr), pages_h = host_view(page_indices);
+    stats = validate_paged_layout(cu_h.i32(), lens_h.i32(), ip_h.i32(), pages_h.i32(), B, T,
+                                  page_indices.numel(), P, page_size);
   }
+  if constexpr (kCuda)
+    if (q.device() == Device::cuda && k_cache.dtype() == DType::bf16)
+      return cuda::paged_attention_bf16_fwd(
+          q.f32(), k_cache.data<uint16_t>(), v_cache.data<uint16_t>(), cu_seqlens_q.i32(),
+          kv_lens.i32(), page_indptr.i32(), page_indices.i32(), B, T, Hq, Hkv, D, page_size, scale,
+          stats.max_q_len, stats.max_kv_len, out.f32());
   if constexpr (kCuda)
     if (q.device() == Device::cuda)
       return cuda::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu_seqlens_q.i32(),
                                        kv_lens.i32(), page_indptr.i32(), page_indices.i32(), B, T,
                                        Hq, Hkv, D, page_size, scale, out.f32());
-  cpu::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu, lens, ip, pages, B, Hq, Hkv,
-                           D, page_size, scale, out.f32());
+  cpu::paged_attention_fwd(q.f32(), k_cache.f32(), v_cache.f32(), cu_seqlens_q.i32(), kv_lens.i32(),
+                           page_indptr.i32(), page_indices.i32(), B, Hq, Hkv, D, page_size, scale,
+                           out.f32());
+}
+
+PagedLayoutStats validate_paged_layout(const int32_t* cu, const int32_t* lens, const int32_t* ip,
+                                       const int32_t* pages, int64_t B, int64_t T,
+                                       int64_t num_page_indices, int64_t num_pages,
+                                       int64_t page_size) {
+  const char* op = "paged_attention";
+  need(cu[0] == 0 && cu[B] == T, op,
+       fmt::format("cu_seqlens_q must run from 0 to T = {}, got {}..{}", T, cu[0], cu[B]));
+  need(ip[0] == 0 && ip[B] == num_page_indices, op,
+       "page_indptr must run from 0 to page_indices.numel()");
+  PagedLayoutStats stats;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t nq = cu[b + 1] - cu[b];
+    need(nq >= 0 && lens[b] >= nq, op,
+         fmt::format("sequence {}: {} new tokens but kv_len {}", b, nq, lens[b]));
+    need(ip[b + 1] >= ip[b] && int64_t(ip[b + 1] - ip[b]) * page_size >= lens[b], op,
+         fmt::format("sequence {}: {} pages cannot hold kv_len {}", b, ip[b + 1] - ip[b], lens[b]));
+    for (int32_t i = ip[b]; i < ip[b + 1]; ++i)
+      need(pages[i] >= 0 && pages[i] < num_pages, op,
+           fmt::format("page_indices[{}] = {} outside [0, {})", i, pages[i], num_pages));
+    stats.max_q_len = std::max<int64_t>(stats.max_q_len, nq);
+    stats.max_kv_len = std::max<int64_t>(stats.max_kv_len, lens[b]);
+  }
+  return stats;
+}
+
+bool paged_kv_dtype_supported(DType dtype, Device device, int64_t head_dim) {
+  if (dtype == DType::f32) return device == Device::cpu || kCuda;
+  if constexpr (kCuda)
+    return dtype == DType::bf16 && device == Device::cuda &&
+           cuda::paged_attention_bf16_supported(head_dim);
+  return false;
 }
 
 }  // namespace gyre::ops

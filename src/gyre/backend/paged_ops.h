@@ -3,3 +3,29 @@
 // can say what it uses. Implementation: paged_ops.cc (checks) over backend/cpu/paged_attention.cc.
 #pragma once
 #include "gyre/backend/ops.h"
+
+namespace gyre::ops {
+
+// What validate_paged_layout proved, besides validity: the longest new-token run and the longest
+// KV length of the batch (the CUDA kernels size their grid and KV splits from them).
+struct PagedLayoutStats {
+  int64_t max_q_len = 0;
+  int64_t max_kv_len = 0;
+};
+
+// Checks one paged-attention index set on the host (the checks ops::paged_attention runs): B
+// sequences whose T new tokens are delimited by cu_seqlens_q [B+1] (0 .. T), kv_lens[b] >= the
+// sequence's new tokens, page_indptr [B+1] a CSR over page_indices (0 .. num_page_indices), enough
+// pages for each kv_len, every page in [0, num_pages). Throws Error(invalid_argument) naming the
+// first bad entry. The rollout engine runs it once per step and records the result in a
+// KnownIndices scope, so the per-layer ops need no device-to-host copy.
+// Whether the paged ops take a KV cache of this dtype on this device with this head dim: f32
+// everywhere (CUDA in CUDA builds), bf16 on CUDA for the bf16 kernel's head dims (64, 128).
+bool paged_kv_dtype_supported(DType dtype, Device device, int64_t head_dim);
+
+PagedLayoutStats validate_paged_layout(const int32_t* cu_seqlens_q, const int32_t* kv_lens,
+                                       const int32_t* page_indptr, const int32_t* page_indices,
+                                       int64_t B, int64_t T, int64_t num_page_indices,
+                                       int64_t num_pages, int64_t page_size);
+
+}  // namespace gyre::ops

@@ -4,6 +4,7 @@
 
 #include <future>
 
+#include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
@@ -19,6 +20,33 @@ uint64_t splitmix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
+}
+}  // namespace
+
+namespace {
+// EngineConfig::kv_cache_dtype -> the cache's dtype for this model (SGLang's --kv-cache-dtype).
+DType kv_cache_dtype(const std::string& name, const model::CausalLM& m) {
+  const bool gpu = m.device() == Device::cuda;
+  const int64_t D = m.config().head_dim;
+  if (name == "auto")
+    return gpu && m.precision() == model::Precision::bf16 &&
+                   ops::paged_kv_dtype_supported(DType::bf16, Device::cuda, D)
+               ? DType::bf16
+               : DType::f32;
+  if (name == "f32" || name == "float32") return DType::f32;
+  if (name == "bf16" || name == "bfloat16") {
+    if (!gpu)
+      GYRE_THROW(invalid_argument,
+                 "engine: kv_cache_dtype bf16 needs the model on a CUDA device (the CPU engine's "
+                 "cache is f32); use auto or f32");
+    if (!ops::paged_kv_dtype_supported(DType::bf16, Device::cuda, D))
+      GYRE_THROW(invalid_argument,
+                 "engine: kv_cache_dtype bf16 needs head_dim 64 or 128, the model has {}; use f32",
+                 D);
+    return DType::bf16;
+  }
+  GYRE_THROW(invalid_argument,
+             "engine: kv_cache_dtype '{}' is not supported; use auto, bf16 or f32", name);
 }
 }  // namespace
 
@@ -44,7 +72,8 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
   const int64_t kv_heads = tp ? tp->local.num_key_value_heads : mc.num_key_value_heads;
   // The KV cache lives with the weights: a model on the GPU decodes against a GPU cache.
   kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
-                                    mc.head_dim, model_.device());
+                                    mc.head_dim, model_.device(),
+                                    kv_cache_dtype(cfg_.kv_cache_dtype, model_));
   cache_ = std::make_unique<RadixCache>(*pool_);
   SchedulerConfig sc;
   sc.max_running_requests = cfg_.max_running_requests;
@@ -259,6 +288,7 @@ bool Engine::flush_cache() {
 
 int64_t Engine::update_weights(const std::function<void()>& apply) {
   auto run = [this, &apply] {
+    weight_cache_.clear();  // bf16 copies of the old weights (refilled by the next forward)
     apply();
     sched_->bump_weight_version();  // invalidates the radix cache: its KV is stale
     weight_version_ = sched_->weight_version();

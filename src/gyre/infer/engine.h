@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "gyre/backend/ops.h"
 #include "gyre/infer/kv_pool.h"
 #include "gyre/infer/radix_cache.h"
 #include "gyre/infer/sampler.h"
@@ -49,6 +50,9 @@ struct EngineConfig {
   int64_t context_len = 0;      // 0: the model's max_position_embeddings
   uint64_t random_seed = 0;     // seeds requests that bring none (SGLang --random-seed)
   int32_t stream_interval = 1;  // tokens between streamed chunks
+  // SGLang's --kv-cache-dtype: "auto" (bf16 when the model computes in bf16 on the GPU, else f32),
+  // "bf16" (GPU only; halves the cache and the decode attention's memory traffic) or "f32".
+  std::string kv_cache_dtype = "auto";
 };
 
 class Engine : public EngineApi {
@@ -113,6 +117,7 @@ class Engine : public EngineApi {
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
 
   model::CausalLM& model_;
+  ops::Bf16WeightCache weight_cache_;  // bf16 weights for GPU decode; cleared by update_weights
   std::shared_ptr<const tokenizer::Tokenizer> tok_;
   EngineConfig cfg_;
   int64_t vocab_ = 0;

@@ -38,14 +38,19 @@ void Engine::run_step() {
   b.cu_seqlens = borrow_i32(batch_.cu_seqlens_q);
   std::vector<int32_t> one_row = {0};  // the model needs >= 1 logits row; ignored when unused
   const double t_scheduled = timer.elapsed();
-  PagedAttentionContext ctx(*kv_, batch_);
   model::ForwardOptions opt;
-  opt.attention = &ctx;
   opt.logits_rows = borrow_i32(batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
   opt.gather_vocab = true;  // tensor parallelism: sample from the full [rows, V] logits
   Tensor logits;
   try {
+    // Validates the step's page table once (a bad one fails the plan like a failed forward).
+    PagedAttentionContext ctx(*kv_, batch_);
+    opt.attention = &ctx;
+    // bf16 weights converted once per weight version, not per decode step (ops::Bf16WeightCache;
+    // update_weights clears it). Only autocast linears on the GPU consult it.
+    ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
     logits = model_.forward(b, opt);
+    opt.attention = nullptr;
   } catch (const std::exception& e) {
     fail_plan(e.what());
     return;
@@ -171,6 +176,8 @@ std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
   ops::sample_tokens(logits, Tensor::from_vector(temps, {R}).to(dev),
                      Tensor::from_vector(seeds, {R}).to(dev),
                      Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+  ops::KnownIndices known;  // sample_tokens draws ids in [0, V): no host check of the targets
+  known.add_range(tokens, 0, logits.size(1));
   ops::token_logprobs(logits, tokens, lp_temp, logp, none);
   const Tensor tok_host = tokens.to(Device::cpu);
   const std::vector<float> lp = logp.to(Device::cpu).to_vector();

@@ -58,22 +58,27 @@ void PagePool::check_consistency() const {
 }
 
 KvStorage::KvStorage(int64_t num_layers, int64_t num_pages, int32_t page_size, int64_t num_kv_heads,
-                     int64_t head_dim, Device device) {
+                     int64_t head_dim, Device device, DType dtype) {
   if (num_layers < 1 || num_kv_heads < 1 || head_dim < 1)
     GYRE_THROW(invalid_argument,
                "KV storage: layers = {}, kv heads = {}, head_dim = {} must all "
                "be >= 1 (check the model config)",
                num_layers, num_kv_heads, head_dim);
+  if (dtype != DType::f32 && !(dtype == DType::bf16 && device == Device::cuda))
+    GYRE_THROW(invalid_argument,
+               "KV storage: a {} cache on {} is not supported; the CPU cache is f32, a CUDA cache "
+               "f32 or bf16",
+               dtype_name(dtype), device_name(device));
   for (int64_t l = 0; l < num_layers; ++l) {
     // Zero-filled so that reading an unwritten slot can never produce NaN/Inf garbage.
-    k_.push_back(Tensor::zeros({num_pages, page_size, num_kv_heads, head_dim}, DType::f32, device));
-    v_.push_back(Tensor::zeros({num_pages, page_size, num_kv_heads, head_dim}, DType::f32, device));
+    k_.push_back(Tensor::zeros({num_pages, page_size, num_kv_heads, head_dim}, dtype, device));
+    v_.push_back(Tensor::zeros({num_pages, page_size, num_kv_heads, head_dim}, dtype, device));
   }
 }
 
 int64_t KvStorage::bytes_per_page(int64_t num_layers, int32_t page_size, int64_t num_kv_heads,
-                                  int64_t head_dim) {
-  return 2 * num_layers * int64_t(page_size) * num_kv_heads * head_dim * int64_t(sizeof(float));
+                                  int64_t head_dim, DType dtype) {
+  return 2 * num_layers * int64_t(page_size) * num_kv_heads * head_dim * int64_t(dtype_size(dtype));
 }
 
 }  // namespace gyre::infer

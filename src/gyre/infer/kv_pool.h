@@ -49,14 +49,16 @@ class PagePool {
 // "slot" index page * page_size + slot is what kernels take (vLLM's slot_mapping).
 class KvStorage {
  public:
+  // dtype: f32, or bf16 on a CUDA device (the paged ops round new K/V to bf16 when writing).
   KvStorage(int64_t num_layers, int64_t num_pages, int32_t page_size, int64_t num_kv_heads,
-            int64_t head_dim, Device device = Device::cpu);
+            int64_t head_dim, Device device = Device::cpu, DType dtype = DType::f32);
   int64_t num_layers() const { return int64_t(k_.size()); }
   Tensor& k(int64_t layer) { return k_[size_t(layer)]; }
   Tensor& v(int64_t layer) { return v_[size_t(layer)]; }
-  // Bytes of KV memory for the given geometry (f32), to size pools from a memory budget.
+  DType dtype() const { return k_.front().dtype(); }
+  // Bytes of KV memory for the given geometry, to size pools from a memory budget.
   static int64_t bytes_per_page(int64_t num_layers, int32_t page_size, int64_t num_kv_heads,
-                                int64_t head_dim);
+                                int64_t head_dim, DType dtype = DType::f32);
 
  private:
   std::vector<Tensor> k_, v_;

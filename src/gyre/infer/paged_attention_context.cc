@@ -1,7 +1,10 @@
 // Paged KV attention context (see paged_attention_context.h).
 #include "gyre/infer/paged_attention_context.h"
 
+#include <algorithm>
+
 #include "gyre/backend/paged_ops.h"
+#include "gyre/core/error.h"
 
 namespace gyre::infer {
 
@@ -20,7 +23,33 @@ PagedAttentionContext::PagedAttentionContext(KvStorage& kv, const StepBatch& b)
       cu_seqlens_q_(borrow_i32(b.cu_seqlens_q).to(kv.k(0).device())),
       kv_lens_(borrow_i32(b.kv_lens).to(kv.k(0).device())),
       page_indptr_(borrow_i32(b.page_indptr).to(kv.k(0).device())),
-      page_indices_(borrow_i32(b.page_indices).to(kv.k(0).device())) {}
+      page_indices_(borrow_i32(b.page_indices).to(kv.k(0).device())) {
+  // The checks ops::paged_kv_write / ops::paged_attention would run per layer, once, on the host.
+  const Tensor& cache = kv.k(0);
+  const int64_t num_pages = cache.size(0), page_size = cache.size(1);
+  const int64_t slots = num_pages * page_size;
+  int64_t lo = 0, hi = 0;
+  for (size_t t = 0; t < b.slot_mapping.size(); ++t) {
+    const int32_t s = b.slot_mapping[t];
+    if (s >= slots)
+      GYRE_THROW(invalid_argument,
+                 "paged_kv_write: slot_mapping[{}] = {} outside the cache's {} slots", t, s, slots);
+    lo = std::min<int64_t>(lo, s);
+    hi = std::max<int64_t>(hi, int64_t(s) + 1);
+  }
+  known_.add_range(slot_mapping_, lo, hi);
+  const int64_t B = int64_t(b.kv_lens.size());
+  if (b.cu_seqlens_q.size() != size_t(B + 1) || b.page_indptr.size() != size_t(B + 1))
+    GYRE_THROW(invalid_argument,
+               "paged_attention: {} sequences need cu_seqlens_q and page_indptr of {} entries, got "
+               "{} and {}",
+               B, B + 1, b.cu_seqlens_q.size(), b.page_indptr.size());
+  const ops::PagedLayoutStats st = ops::validate_paged_layout(
+      b.cu_seqlens_q.data(), b.kv_lens.data(), b.page_indptr.data(), b.page_indices.data(), B,
+      int64_t(b.slot_mapping.size()), int64_t(b.page_indices.size()), num_pages, page_size);
+  known_.add_paged_layout(cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, num_pages,
+                          page_size, st.max_q_len, st.max_kv_len);
+}
 
 void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                                    float scale, Tensor& out) {

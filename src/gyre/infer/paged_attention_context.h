@@ -2,7 +2,11 @@
 // (slot_mapping) and attends each chunk's new queries over its cached prefix plus the new tokens
 // through the CSR page table (ops::paged_attention). Prefill chunks and decode tokens of many
 // requests run in one forward. The StepBatch must outlive the forward (tensors borrow its arrays).
+// The step's index arrays are validated once on the host when the context is built and recorded in
+// an ops::KnownIndices scope, so the per-layer paged ops launch without device-to-host copies; the
+// context must therefore live on the stack around the forward (scopes nest LIFO per thread).
 #pragma once
+#include "gyre/backend/ops.h"
 #include "gyre/core/tensor.h"
 #include "gyre/infer/kv_pool.h"
 #include "gyre/infer/step_batch.h"
@@ -19,6 +23,7 @@ class PagedAttentionContext : public model::AttentionContext {
  private:
   KvStorage& kv_;
   Tensor slot_mapping_, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_;
+  ops::KnownIndices known_;  // what the constructor proved about the arrays above
 };
 
 // Borrows a vector's data as an i32 [n] tensor (no copy; the vector must outlive the tensor).

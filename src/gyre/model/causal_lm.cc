@@ -64,6 +64,14 @@ int64_t validate_batch(const Batch& b, const ModelConfig& c) {
   }
   return max_pos;
 }
+// The longest sequence of a validated host batch (attention kernels size their grid from it).
+int64_t longest_sequence(const Batch& b) {
+  const int32_t* cu = b.cu_seqlens.i32();
+  int64_t longest = 0;
+  for (int64_t s = 0; s + 1 < b.cu_seqlens.numel(); ++s)
+    longest = std::max<int64_t>(longest, cu[s + 1] - cu[s]);
+  return longest;
+}
 }  // namespace
 
 // ---- Batch
@@ -175,6 +183,13 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   const Batch host = batch_on(batch, Device::cpu);
   const int64_t max_pos = validate_batch(host, c);
   const Batch db = batch_on(batch, dev);
+  const int64_t max_seq_len = longest_sequence(host);
+  // What validate_batch proved, recorded so the per-layer ops skip their device-to-host index
+  // copies (ops::KnownIndices; db's tensors are only read during this forward).
+  ops::KnownIndices known;
+  known.add_range(db.ids, 0, c.vocab_size);
+  known.add_range(db.positions, 0, max_pos + 1);
+  known.add_offsets(db.cu_seqlens, batch.num_tokens(), max_seq_len);
   if (o.save_for_backward && !state)
     GYRE_THROW(invalid_argument, "forward: save_for_backward needs a ForwardState to save into");
   if (o.save_for_backward && o.attention)
@@ -194,6 +209,7 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
         GYRE_THROW(invalid_argument, "logits_rows[{}] = {} is outside the batch's {} tokens", i,
                    r[i], T);
     logits_rows = o.logits_rows.to(dev);
+    known.add_range(logits_rows, 0, T);
   }
 
   AttnInputs a;
@@ -249,6 +265,7 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     st->batch = db;
     st->attn = a;
     st->logits_rows = logits_rows;
+    st->max_seq_len = max_seq_len;
     st->final_x = x;
     st->final_rstd = rstd;
     st->head_in = head_in;
@@ -300,6 +317,12 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                shape_str(dlogits.shape()), device_name(dlogits.device()));
 
   ops::Bf16Autocast autocast_scope(st.bf16_autocast);
+  // The forward validated the saved batch on the host; the backward ops need not copy it back.
+  ops::KnownIndices known;
+  known.add_range(st.batch.ids, 0, c.vocab_size);
+  known.add_range(st.batch.positions, 0, st.attn.cos.defined() ? st.attn.cos.size(0) : 0);
+  known.add_offsets(st.batch.cu_seqlens, T, st.max_seq_len);
+  if (st.logits_rows.defined()) known.add_range(st.logits_rows, 0, T);
   const ModelTensors& w = w_->t;
   ModelTensors g = bind_tensors(w_->slots, grads.tensors);
   Tensor none;

@@ -58,7 +58,8 @@ struct ForwardState::Impl {
   Device device = Device::cpu;  // where every saved tensor lives (the model's device then)
   Batch batch;                  // on `device`
   AttnInputs attn;
-  Tensor logits_rows;  // i32 [R] on `device`, or undefined
+  Tensor logits_rows;       // i32 [R] on `device`, or undefined
+  int64_t max_seq_len = 0;  // longest sequence of `batch` (what forward's validation proved)
   std::vector<LayerSaved> layers;
   Tensor final_x, final_rstd;  // input of model.norm and its 1/rms
   Tensor head_in;              // input of lm_head ([T, H] or the gathered [R, H])

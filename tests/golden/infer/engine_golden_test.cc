@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/safetensors.h"
@@ -236,4 +237,23 @@ TEST(EngineGolden, ThreadedEngineAbortAndWeightUpdate) {
   EXPECT_EQ(after[0].weight_version, 1);
   EXPECT_EQ(after[0].cached_tokens, 0);
   engine.stop();
+}
+
+TEST(EngineGolden, KvCacheDtypeIsCheckedBeforeAnyWork) {
+  auto model = model::CausalLM::load(test::source_path("tests/fixtures/models/qwen2_tiny"));
+  for (const char* bad : {"bf16", "fp8_e4m3"}) {
+    EngineConfig cfg = small_config();
+    cfg.kv_cache_dtype = bad;
+    try {
+      Engine engine(*model, nullptr, cfg);
+      ADD_FAILURE() << "kv_cache_dtype " << bad << " accepted for a CPU model";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("kv_cache_dtype"), std::string::npos) << e.what();
+    }
+  }
+  EngineConfig cfg = small_config();
+  cfg.kv_cache_dtype = "auto";  // a CPU model: f32
+  EXPECT_NO_THROW(Engine(*model, nullptr, cfg));
+  cfg.kv_cache_dtype = "f32";
+  EXPECT_NO_THROW(Engine(*model, nullptr, cfg));
 }

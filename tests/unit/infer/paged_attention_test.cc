@@ -167,3 +167,36 @@ TEST(PagedAttention, ParseRejectsBadIndices) {
     EXPECT_NE(std::string(e.what()).find("page_indices[0] = 9"), std::string::npos) << e.what();
   }
 }
+
+namespace gyre::infer {
+namespace {
+// The context validates the whole step once, on the host, before any layer runs.
+TEST(PagedAttention, ContextRejectsABadStepBeforeAnyLayer) {
+  KvStorage kv(1, 4, 4, 1, 4);
+  StepBatch sb;
+  sb.ids = {1};
+  sb.positions = {0};
+  sb.cu_seqlens_q = {0, 1};
+  sb.kv_lens = {1};
+  sb.page_indptr = {0, 1};
+  sb.page_indices = {9};  // the cache has 4 pages
+  sb.slot_mapping = {0};
+  try {
+    PagedAttentionContext ctx(kv, sb);
+    ADD_FAILURE() << "a page outside the cache was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("page_indices[0] = 9"), std::string::npos) << e.what();
+  }
+  sb.page_indices = {0};
+  sb.slot_mapping = {16};  // 4 pages x 4 slots
+  try {
+    PagedAttentionContext ctx(kv, sb);
+    ADD_FAILURE() << "a slot outside the cache was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("slot_mapping[0] = 16"), std::string::npos) << e.what();
+  }
+  sb.slot_mapping = {0};
+  EXPECT_NO_THROW(PagedAttentionContext(kv, sb));
+}
+}  // namespace
+}  // namespace gyre::infer

@@ -37,9 +37,15 @@ void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t
                          int64_t K, float* y) {
   if (M == 0 || N == 0) return;
   if (K == 0) return linear_fwd(x, w, b, M, N, K, y);  // y = bias rows (or zeros): no product
-  Bf16Copy xb(x, M * K), wb(w, N * K);
+  Bf16Copy wb(w, N * K);
+  linear_fwd_autocast_bf16_weight(x, wb.p(), b, M, N, K, y);
+}
+
+void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, const float* b,
+                                     int64_t M, int64_t N, int64_t K, float* y) {
+  Bf16Copy xb(x, M * K);
   if (b) broadcast_rows(b, M, N, y);  // y = b, then y += x w^T (torch addmm order)
-  gemm_bf16(false, true, M, N, K, 1.0f, xb.p(), K, wb.p(), K, b ? 1.0f : 0.0f, y, N, false);
+  gemm_bf16(false, true, M, N, K, 1.0f, xb.p(), K, w_bf16, K, b ? 1.0f : 0.0f, y, N, false);
 }
 
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,

@@ -122,6 +122,10 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
 // ---- bf16 autocast (autocast.cc; ops::Bf16Autocast): f32 in/out, operands rounded to bf16 and
 // run through gemm_bf16 / the flash kernels above; same semantics as the f32 functions of the same
 // name without the suffix. Attention needs attention_autocast_supported(D) (D = 64 or 128).
+// As linear_fwd_autocast with the weight already rounded to bf16 (ops::Bf16WeightCache); M, N, K >
+// 0.
+void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, const float* b,
+                                     int64_t M, int64_t N, int64_t K, float* y);
 void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t M, int64_t N,
                          int64_t K, float* y);
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
