@@ -12,7 +12,8 @@
 // `hot_us` back to back without flushing), and the KV bandwidth (bytes of K + V the call must read
 // at least once, over the time). Anchor: the device's copy bandwidth measured first in the same
 // run (bytes read + written by a 1 GiB device-to-device copy; ~4.0 TB/s on an H200), printed next
-// to each figure with the ratio.
+// to each figure with the ratio. Both kernel variants are timed
+// (cuda::set_paged_attention_bf16_variant); the default's output is compared with the f32 kernel's.
 #include <cstdio>
 
 #ifndef GYRE_HAVE_CUDA
@@ -165,13 +166,17 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
   Tensor out_f32 = Tensor::empty({T * h.Hq * h.D}, DType::f32, Device::cuda);
   const float scale = 1.0f / std::sqrt(float(h.D));
 
-  const Timing bf = time_call(
-      [&] {
-        cuda::paged_attention_bf16_fwd(q.f32(), kb.data<uint16_t>(), vb.data<uint16_t>(), gcu.i32(),
-                                       glen.i32(), gip.i32(), gpg.i32(), B, T, h.Hq, h.Hkv, h.D, ps,
-                                       scale, q_len, kv_len, out.f32());
-      },
-      reps);
+  const auto run_bf16 = [&] {
+    cuda::paged_attention_bf16_fwd(q.f32(), kb.data<uint16_t>(), vb.data<uint16_t>(), gcu.i32(),
+                                   glen.i32(), gip.i32(), gpg.i32(), B, T, h.Hq, h.Hkv, h.D, ps,
+                                   scale, q_len, kv_len, out.f32());
+  };
+  // The other kernel variant first (for the record), then the default, whose output is checked.
+  const int variant = cuda::paged_attention_bf16_variant(), other = 3 - variant;
+  cuda::set_paged_attention_bf16_variant(other);
+  const Timing bf_other = time_call(run_bf16, reps);
+  cuda::set_paged_attention_bf16_variant(variant);
+  const Timing bf = time_call(run_bf16, reps);
   const Timing f32 = time_call(
       [&] {
         cuda::paged_attention_fwd(q.f32(), kf.f32(), vf.f32(), gcu.i32(), glen.i32(), gip.i32(),
@@ -199,12 +204,13 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
        ",\"splits_scratch_bytes\":" +
        std::to_string(
            cuda::paged_attention_bf16_workspace_bytes(B, T, h.Hq, h.Hkv, h.D, q_len, kv_len)) +
-       ",\"bf16_us\":" + num(bf.cold_us) + ",\"bf16_hot_us\":" + num(bf.hot_us) +
-       ",\"bf16_kv_gbps\":" + num(bf_gbps) + ",\"f32_us\":" + num(f32.cold_us) +
-       ",\"f32_hot_us\":" + num(f32.hot_us) + ",\"f32_kv_gbps\":" + num(f32_gbps) +
-       ",\"speedup_vs_f32\":" + num(f32.cold_us / bf.cold_us) +
-       ",\"max_abs_diff_vs_f32\":" + num(max_diff) + ",\"nonfinite\":" + std::to_string(nonfinite) +
-       ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
+       ",\"variant\":" + std::to_string(variant) + ",\"bf16_us\":" + num(bf.cold_us) +
+       ",\"bf16_hot_us\":" + num(bf.hot_us) + ",\"bf16_variant" + std::to_string(other) +
+       "_us\":" + num(bf_other.cold_us) + ",\"bf16_kv_gbps\":" + num(bf_gbps) +
+       ",\"f32_us\":" + num(f32.cold_us) + ",\"f32_hot_us\":" + num(f32.hot_us) +
+       ",\"f32_kv_gbps\":" + num(f32_gbps) + ",\"speedup_vs_f32\":" +
+       num(f32.cold_us / bf.cold_us) + ",\"max_abs_diff_vs_f32\":" + num(max_diff) +
+       ",\"nonfinite\":" + std::to_string(nonfinite) + ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
        ",\"bf16_kv_gbps_over_anchor\":" + num(bf_gbps / anchor_gbps) + "}");
 }
 
