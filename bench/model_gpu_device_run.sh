@@ -20,6 +20,8 @@ D=${GYRE_DEVRUN:-.devrun-bf16}
 mkdir -p "$OUT"
 what=${1:-all}
 [[ -d $D/lib ]] || tar xJf "$D/lib.tar.xz" -C "$D"
+[[ -d $D/bin || ! -f $D/bin.tar.xz ]] || tar xJf "$D/bin.tar.xz" -C "$D"  # binaries may travel xz'd
+[[ -x $D/bin/gyre ]] && export GYRE_BIN=$PWD/$D/bin/gyre  # tests that spawn the CLI
 CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
 LIBS=$PWD/$D/lib:/usr/local/cuda/lib64:${CUBLAS_DIR}:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
