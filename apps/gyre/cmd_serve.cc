@@ -69,6 +69,13 @@ int run_serve(int argc, char** argv) {
   app.add_option("--weight-version", sc.weight_version, "label of the initial weights");
   app.add_option("--context-length", ec.context_len, "max prompt + output tokens");
   app.add_option("--page-size", ec.page_size, "KV page size in tokens");
+  std::string device = "cpu", dtype = "auto";
+  app.add_option("--device", device, "where the model runs: cpu or cuda (needs a CUDA build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--dtype", dtype,
+                 "compute dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16/bf16 (GPU mixed "
+                 "precision) or float32/f32")
+      ->check(CLI::IsMember({"auto", "bfloat16", "bf16", "float32", "f32", "float"}));
   app.add_option("--kv-cache-dtype", ec.kv_cache_dtype,
                  "KV cache dtype: auto (bf16 when the model computes in bf16 on the GPU), bf16 "
                  "(GPU only) or f32");
@@ -109,7 +116,18 @@ int run_serve(int argc, char** argv) {
       log::warn("serve: no tokenizer (pass --tokenizer-path); text prompts are off");
     }
   }
-  auto model = model::CausalLM::load(model_dir);
+  // SGLang's --device / --dtype: bf16 mixed precision is the GPU default (f32 master weights,
+  // bf16 GEMMs and attention; the engine then decodes with bf16 weight copies and a bf16 KV cache).
+  const Device dev = device == "cuda" ? Device::cuda : Device::cpu;
+  const bool bf16 =
+      dtype == "bfloat16" || dtype == "bf16" || (dtype == "auto" && dev == Device::cuda);
+  if (bf16 && dev == Device::cpu)
+    GYRE_THROW(invalid_argument,
+               "serve: --dtype {} needs --device cuda (the CPU backend computes in float32)",
+               dtype);
+  auto model = model::CausalLM::load(
+      model_dir,
+      {.device = dev, .precision = bf16 ? model::Precision::bf16 : model::Precision::f32});
   if (tok && tok->vocab_size() > model->config().vocab_size)
     log::warn(
         "serve: the tokenizer has {} tokens but the model only {}; prompts holding the "
@@ -137,6 +155,8 @@ int run_serve(int argc, char** argv) {
                     {"port", sc.http.port},
                     {"page_size", ec.page_size},
                     {"kv_cache_dtype", ec.kv_cache_dtype},
+                    {"device", device},
+                    {"dtype", bf16 ? "bfloat16" : "float32"},
                     {"max_running_requests", ec.max_running_requests},
                     {"chunked_prefill_size", ec.max_num_batched_tokens},
                     {"random_seed", ec.random_seed},

@@ -514,3 +514,22 @@ TEST(RouterE2E, SpreadsLoadKeepsSessionsAndFailsOver) {
   EXPECT_NE(m.find("sgl_router_worker_health{worker=\"" + w2->url() + "\"} 0"), std::string::npos)
       << m;
 }
+
+// Device / dtype flags are checked before the server starts: bf16 needs the GPU, and a CPU-only
+// machine gets a clear message for --device cuda (exit code 2, nothing served).
+TEST(ServeE2EParse, DeviceAndDtypeFlags) {
+  const std::string model = test::source_path("tests/fixtures/models/qwen2_tiny");
+  auto r = test::run_command("timeout 60 " + test::gyre_bin() + " serve --model-path " + model +
+                             " --skip-tokenizer-init --port 0 --dtype bf16");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--dtype bf16 needs --device cuda"), std::string::npos) << r.err;
+  r = test::run_command("timeout 60 " + test::gyre_bin() + " serve --model-path " + model +
+                        " --skip-tokenizer-init --port 0 --kv-cache-dtype bf16");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("kv_cache_dtype bf16 needs the model on a CUDA device"), std::string::npos)
+      << r.err;
+  r = test::run_command("timeout 60 " + test::gyre_bin() + " serve --model-path " + model +
+                        " --skip-tokenizer-init --port 0 --dtype fp4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--dtype"), std::string::npos) << r.err;
+}
