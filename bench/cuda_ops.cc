@@ -5,6 +5,7 @@
 //   gemm_f32         cuBLASLt f32 (no TF32) 4096^3, TFLOP/s
 //   attn_fwd/bwd     bf16 FlashAttention-2 kernel, causal, 4 x 4096 tokens, 16 heads of 128,
 //                    TFLOP/s counted as FlashAttention does (fwd 4·B·L²·H·D / 2, bwd 2.5x fwd)
+//   attn_fwd/bwd_d64 the same at Qwen2.5-0.5B's shape: 14 query / 2 kv heads of 64
 //   attn_f32_fwd     the f32 exact attention kernel at 4 x 1024 tokens (for scale)
 //   logprob_bf16     fused token log-prob + entropy over bf16 logits [4·4096, 151936]
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
@@ -36,7 +37,17 @@ int main() {
 
 using namespace gyre;
 
+namespace gyre::cuda {
+// Tile / order selection of flash_bf16.cu (bench and tests only; not in kernels.h).
+void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt);
+void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
+}  // namespace gyre::cuda
+
 namespace {
+
+// flash_bf16.cu's defaults for set_flash_bf16_tuning (keep in step with it).
+constexpr int kFwd64Default = 1, kBwdSplitDefault = 3, kBwd64MinBlocksDefault = 3;
+constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4;
 
 // Median milliseconds of fn over `reps` runs after `warm` warm-ups (CUDA events on our stream).
 double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 10) {
@@ -105,64 +116,107 @@ void bench_gemm() {
        ",\"tflops\":" + std::to_string(tf) + "}");
 }
 
-void bench_attention() {
-  const int64_t B = 4, L = 4096, H = 16, D = 128, T = B * L;
+// One flash shape: forward and backward TFLOP/s (FlashAttention's count, fwd 4·B·L²·Hq·D / 2
+// causal, bwd 2.5x fwd). Every variant is timed (attn_fwd_variant / attn_bwd_variant lines), then
+// the library defaults are restored and timed as attn_fwd / attn_bwd (suffix names the shape).
+void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) {
+  const int64_t B = 4, L = 4096, T = B * L;
+  const std::string shape = "4x4096," + std::to_string(Hq) + "/" + std::to_string(Hkv) + "x" +
+                            std::to_string(D) + ",causal";
   std::vector<int32_t> cu_v;
   for (int64_t b = 0; b <= B; ++b) cu_v.push_back(int32_t(b * L));
   Tensor cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
-  Tensor q = random_device({T, H, D}, DType::bf16, 5), k = random_device({T, H, D}, DType::bf16, 6);
-  Tensor v = random_device({T, H, D}, DType::bf16, 7),
-         dout = random_device({T, H, D}, DType::bf16, 8);
-  Tensor out = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
-  Tensor lse = Tensor::empty({T, H}, DType::f32, Device::cuda);
-  Tensor dq = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
-  Tensor dk = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
-  Tensor dv = Tensor::empty({T, H, D}, DType::bf16, Device::cuda);
-  Tensor acc = Tensor::empty({T, H, D}, DType::f32, Device::cuda);
-  Tensor delta = Tensor::empty({T, H}, DType::f32, Device::cuda);
+  Tensor q = random_device({T, Hq, D}, DType::bf16, 5),
+         k = random_device({T, Hkv, D}, DType::bf16, 6);
+  Tensor v = random_device({T, Hkv, D}, DType::bf16, 7),
+         dout = random_device({T, Hq, D}, DType::bf16, 8);
+  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+  Tensor lse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+  Tensor dq = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+  Tensor dk = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
+  Tensor dv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
+  Tensor acc = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
+  Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
   const float scale = 1.0f / std::sqrt(float(D));
   auto fwd = [&] {
     cuda::flash_attention_bf16_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
-                                   cu.i32(), B, L, T, H, H, D, scale, out.data<uint16_t>(),
+                                   cu.i32(), B, L, T, Hq, Hkv, D, scale, out.data<uint16_t>(),
                                    lse.f32());
   };
   auto bwd = [&] {
-    cuda::flash_attention_bf16_bwd(dout.data<uint16_t>(), q.data<uint16_t>(), k.data<uint16_t>(),
-                                   v.data<uint16_t>(), out.data<uint16_t>(), lse.f32(), cu.i32(), B,
-                                   L, T, H, H, D, scale, dq.data<uint16_t>(), dk.data<uint16_t>(),
-                                   dv.data<uint16_t>(), acc.f32(), delta.f32());
+    cuda::flash_attention_bf16_bwd(
+        dout.data<uint16_t>(), q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
+        out.data<uint16_t>(), lse.f32(), cu.i32(), B, L, T, Hq, Hkv, D, scale, dq.data<uint16_t>(),
+        dk.data<uint16_t>(), dv.data<uint16_t>(), acc.f32(), delta.f32());
   };
-  const double flops_fwd = 4.0 * B * double(L) * L * H * D / 2.0;
-  // Both forward variants (16 or 32 query rows per warp); the faster one is reported as attn_fwd.
-  double best_ms = 1e30;
-  int best_rows = 32;
-  for (int rows : {16, 32}) {
-    cuda::set_flash_fwd_rows_per_warp(rows);
-    const double t = time_ms(fwd);
-    emit("{\"bench\":\"attn_fwd_variant\",\"rows_per_warp\":" + std::to_string(rows) + ",\"ms\":" +
-         std::to_string(t) + ",\"tflops\":" + std::to_string(flops_fwd / (t * 1e-3) / 1e12) + "}");
-    if (t < best_ms) best_ms = t, best_rows = rows;
-  }
-  cuda::set_flash_fwd_rows_per_warp(best_rows);
-  double ms = time_ms(fwd);
-  emit("{\"bench\":\"attn_fwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
-       ",\"tflops\":" + std::to_string(flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":450}");
+  const double flops_fwd = 4.0 * B * double(L) * L * Hq * D / 2.0;
+  auto tf = [](double f, double ms) { return std::to_string(f / (ms * 1e-3) / 1e12); };
+  // Forward: tile variants x block order (lpt 0 = the grid order of before).
+  struct FwdVar {
+    int rows, v64;
+  };
+  std::vector<FwdVar> fv = {{16, 0}, {32, 0}};
+  if (D == 64) fv.insert(fv.end(), {{32, 1}, {32, 2}, {32, 3}});
+  for (int lpt : {0, 1})
+    for (const FwdVar& f : fv) {
+      cuda::set_flash_fwd_rows_per_warp(f.rows);
+      cuda::set_flash_bf16_tuning(f.v64, 1, 1, lpt);
+      const double t = time_ms(fwd);
+      emit("{\"bench\":\"attn_fwd_variant" + suffix +
+           "\",\"rows_per_warp\":" + std::to_string(f.rows) +
+           ",\"fwd64_variant\":" + std::to_string(f.v64) + ",\"lpt\":" + std::to_string(lpt) +
+           ",\"ms\":" + std::to_string(t) + ",\"tflops\":" + tf(flops_fwd, t) + "}");
+    }
   fwd();
-  // Both backward variants (dQ by atomics, or by a separate kernel); the faster one is attn_bwd.
-  best_ms = 1e30;
-  bool best_sep = false;
-  for (bool sep : {false, true}) {
-    cuda::set_flash_bwd_separate_dq(sep);
+  // Backward: atomic dQ, then the separate dQ kernel with GQA split / min blocks / order.
+  struct BwdVar {
+    bool sep;
+    int split, minb, lpt, kvw = 4, dqw = 4;
+  };
+  std::vector<BwdVar> bv = {{false, 1, 1, 0}, {true, 1, 1, 0}, {true, 1, 1, 1}};
+  if (Hq / Hkv >= 4) bv.insert(bv.end(), {{true, 2, 1, 1}, {true, 3, 1, 1}});
+  if (D == 64)
+    bv.insert(bv.end(), {{true, 1, 2, 1},
+                         {true, 1, 3, 1},
+                         {true, 3, 2, 1},
+                         {true, 3, 3, 1},
+                         {true, 3, 3, 1, 4, 8},
+                         {true, 3, 1, 1, 8, 4},
+                         {true, 3, 2, 1, 8, 4},
+                         {true, 1, 1, 1, 8, 8},
+                         {true, 3, 1, 1, 8, 8},
+                         {true, 3, 2, 1, 8, 8}});
+  for (const BwdVar& b : bv) {
+    cuda::set_flash_bwd_separate_dq(b.sep);
+    cuda::set_flash_bf16_tuning(0, b.split, b.minb, b.lpt);
+    cuda::set_flash_bf16_bwd_warps(b.kvw, b.dqw);
     const double t = time_ms(bwd);
-    emit("{\"bench\":\"attn_bwd_variant\",\"separate_dq\":" + std::string(sep ? "true" : "false") +
-         ",\"ms\":" + std::to_string(t) +
-         ",\"tflops\":" + std::to_string(2.5 * flops_fwd / (t * 1e-3) / 1e12) + "}");
-    if (t < best_ms) best_ms = t, best_sep = sep;
+    emit("{\"bench\":\"attn_bwd_variant" + suffix + "\",\"separate_dq\":" +
+         std::string(b.sep ? "true" : "false") + ",\"split\":" + std::to_string(b.split) +
+         ",\"min_blocks\":" + std::to_string(b.minb) + ",\"lpt\":" + std::to_string(b.lpt) +
+         ",\"kv_warps\":" + std::to_string(b.kvw) + ",\"dq_warps\":" + std::to_string(b.dqw) +
+         ",\"ms\":" + std::to_string(t) + ",\"tflops\":" + tf(2.5 * flops_fwd, t) + "}");
   }
-  cuda::set_flash_bwd_separate_dq(best_sep);
+  // The library defaults.
+  cuda::set_flash_fwd_rows_per_warp(32);
+  cuda::set_flash_bwd_separate_dq(true);
+  cuda::set_flash_bf16_tuning(kFwd64Default, kBwdSplitDefault, kBwd64MinBlocksDefault, 1);
+  cuda::set_flash_bf16_bwd_warps(kBwd64KvWarpsDefault, kBwd64DqWarpsDefault);
+  double ms = time_ms(fwd);
+  emit("{\"bench\":\"attn_fwd" + suffix + "\",\"shape\":\"" + shape +
+       "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(flops_fwd, ms) + "}");
+  fwd();
   ms = time_ms(bwd);
-  emit("{\"bench\":\"attn_bwd\",\"shape\":\"4x4096,16x128,causal\",\"ms\":" + std::to_string(ms) +
-       ",\"tflops\":" + std::to_string(2.5 * flops_fwd / (ms * 1e-3) / 1e12) + ",\"goal\":350}");
+  emit("{\"bench\":\"attn_bwd" + suffix + "\",\"shape\":\"" + shape +
+       "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(2.5 * flops_fwd, ms) + "}");
+}
+
+void bench_attention() {
+  bench_flash(16, 16, 128, "");    // 16 heads of 128 (MHA)
+  bench_flash(14, 2, 64, "_d64");  // Qwen2.5-0.5B: 14 query / 2 kv heads of 64
+  const int64_t B = 4, H = 16, D = 128;
+  const float scale = 1.0f / std::sqrt(float(D));
+  double ms = 0;
   // f32 exact path, shorter sequences.
   const int64_t L2 = 1024, T2 = B * L2;
   std::vector<int32_t> cu2;

@@ -12,16 +12,32 @@
 // their key tiles recomputing S and dP (7 matmuls instead of 5, no atomics, deterministic: 182 vs
 // 142 TFLOP/s on an H200, notes/device_measurements.md); the alternative accumulates dQ in an f32
 // scratch with atomicAdd inside the dK/dV kernel (last bits vary run to run).
+// Blocks run tile-major over the whole grid (block_pos): the tiles with the most causal work
+// start first across all sequences and heads (H200, 4 x 4096 causal: D=128 fwd 205 -> 229, bwd
+// 179 -> 186 TFLOP/s; Qwen2.5-0.5B's 14/2 heads of 64: fwd 165 -> 185, bwd 121 -> 157).
+// D = 64 defaults: forward 4 warps x 32 rows x 128 keys per tile (-> 193); backward splits each
+// GQA group over 3 blocks (f32 partials in dq_accum, summed in a fixed order) with 3 resident
+// dK/dV blocks per SM (168 registers; -> 170). 8-warp dK/dV or dQ blocks measured slower.
 // Invariants: D is 64 or 128; rows beyond a sequence are zero-filled in shared memory and masked;
 // packed rows are 16-byte aligned because D * 2 bytes is a multiple of 16.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
+
+// Tile-shape selection for bench_cuda_ops (declared there; not part of kernels.h): the D = 64
+// forward variant (0: the rows-per-warp default, 1: 4 warps x 32 rows x 128 keys, 2: 8 warps x
+// 16 rows x 128 keys, 3: 8 warps x 32 rows x 64 keys), the backward's GQA split, and the D = 64
+// dK/dV kernel's minimum resident blocks, and the block order (block_pos).
+void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt);
+// The D = 64 backward's warps per block (4 or 8) of the dK/dV kernel (16 keys each) and of the
+// dQ kernel (16 query rows each).
+void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
 
 namespace {
 
@@ -80,25 +96,39 @@ __device__ __forceinline__ void load_rows(uint16_t* s, const uint16_t* g, int64_
   }
 }
 
+// A block's (tile, y, z). With lpt the linear block id runs tile-major, so the tiles with the most
+// causal work start first over the whole grid (all sequences and heads), not per (sequence, head).
+struct BlockPos {
+  int tile, y, z;
+};
+__device__ __forceinline__ BlockPos block_pos(int lpt) {
+  if (!lpt) return {int(blockIdx.x), int(blockIdx.y), int(blockIdx.z)};
+  const int gy = int(gridDim.y), nyz = gy * int(gridDim.z);
+  const int lin = int(blockIdx.x) + int(gridDim.x) * (int(blockIdx.y) + gy * int(blockIdx.z));
+  return {lin / nyz, (lin % nyz) % gy, (lin % nyz) / gy};
+}
+
 // ---------------------------------------------------------------------------- forward
 // NW warps, each owning MT m-tiles of 16 query rows (Br = NW * 16 * MT rows per block). With
 // MT = 1 the warp keeps its Q fragments in registers; with MT = 2 it re-reads them from shared
 // memory but uses every K/V fragment it loads for two m-tiles (fewer shared-memory reads per mma).
-template <int D, int NW, int MT>
+template <int D, int NW, int MT, int Bc>
 __global__ void __launch_bounds__(NW * 32, 8 / NW)
     flash_fwd_kernel(const uint16_t* __restrict__ q, const uint16_t* __restrict__ k,
                      const uint16_t* __restrict__ v, const int32_t* __restrict__ cu, int Hq,
                      int Hkv, float scale_log2, uint16_t* __restrict__ out, float* __restrict__ lse,
-                     int n_qtiles) {
-  constexpr int Br = NW * 16 * MT, Bc = 64, S = D + 8, kThreads = NW * 32, KS = D / 16;
+                     int n_qtiles, int lpt) {
+  constexpr int Br = NW * 16 * MT, S = D + 8, kThreads = NW * 32, KS = D / 16;
+  constexpr int NT = Bc / 8;  // n-tiles of 8 keys
   constexpr bool kQInRegs = MT == 1;
   extern __shared__ __align__(16) uint16_t smem[];
   uint16_t* sQ = smem;
   uint16_t* sK = sQ + Br * S;  // two buffers of Bc rows
   uint16_t* sV = sK + 2 * Bc * S;
 
-  const int b = blockIdx.y, h = blockIdx.z;
-  const int qt = n_qtiles - 1 - int(blockIdx.x);  // longest causal rows first
+  const BlockPos pos = block_pos(lpt);
+  const int qt = n_qtiles - 1 - pos.tile;  // longest causal rows first
+  const int b = pos.y, h = pos.z;
   const int start = cu[b], L = cu[b + 1] - start;
   const int q0 = qt * Br;
   if (q0 >= L) return;
@@ -150,11 +180,11 @@ __global__ void __launch_bounds__(NW * 32, 8 / NW)
     // A warp whose rows all precede this key tile has nothing to add (causal).
     if (kt * Bc <= q0 + wr + 16 * MT - 1) {
       // S = Q K^T for this warp's rows x 64 keys.
-      float s[MT][8][4];
+      float s[MT][NT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+        for (int i = 0; i < NT; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
         uint32_t qa[MT][4];
@@ -168,7 +198,7 @@ __global__ void __launch_bounds__(NW * 32, 8 / NW)
                                 (lane >> 4) * 8);
         }
 #pragma unroll
-        for (int np = 0; np < 4; ++np) {
+        for (int np = 0; np < NT / 2; ++np) {
           uint32_t bk[4];
           ldsm_x4(bk, cK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * S + ks * 16 +
                           ((lane >> 3) & 1) * 8);
@@ -186,7 +216,7 @@ __global__ void __launch_bounds__(NW * 32, 8 / NW)
         const int ra = r0 + mt * 16, rb = ra + 8;
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             float x = s[mt][nt][e] * scale_log2;
@@ -212,7 +242,7 @@ __global__ void __launch_bounds__(NW * 32, 8 / NW)
         m[mt][1] = mn1;
         float ps0 = 0.0f, ps1 = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
           s[mt][nt][0] = exp2f(s[mt][nt][0] - base0);
           s[mt][nt][1] = exp2f(s[mt][nt][1] - base0);
           s[mt][nt][2] = exp2f(s[mt][nt][2] - base1);
@@ -232,7 +262,7 @@ __global__ void __launch_bounds__(NW * 32, 8 / NW)
       }
       // O += P V (P from registers as the A operand, V via transposing ldmatrix).
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
+      for (int kk = 0; kk < NT / 2; ++kk) {
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -303,15 +333,36 @@ __global__ void scale_to_bf16_kernel(const float* src, float scale, int64_t n, u
     dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i] * scale));
 }
 
-template <int D, bool kAtomicDq>
-__global__ void __launch_bounds__(128, 1)
+// With nsplit > 1 (separate-dQ mode only) the G query heads of a kv head are split over nsplit
+// blocks, each writing its f32 partial dK / dV to slot s of part ([2][nsplit][T, Hkv, D]); a
+// reduce kernel sums the slots in a fixed order (deterministic).
+// dk = scale * Σ_s part[s], dv = Σ_s part[nsplit + s] over slots of n values (fixed order).
+__global__ void reduce_dkdv_kernel(const float* __restrict__ part, int nsplit, int64_t n,
+                                   float scale, uint16_t* __restrict__ dk,
+                                   uint16_t* __restrict__ dv) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float a = 0.0f, c = 0.0f;
+    for (int s = 0; s < nsplit; ++s) {
+      a += part[s * n + i];
+      c += part[(nsplit + s) * n + i];
+    }
+    dk[i] = __bfloat16_as_ushort(__float2bfloat16_rn(a * scale));
+    dv[i] = __bfloat16_as_ushort(__float2bfloat16_rn(c));
+  }
+}
+
+template <int D, bool kAtomicDq, int kMinBlocks, int NWK>
+__global__ void __launch_bounds__(NWK * 32, kMinBlocks)
     flash_bwd_kernel(const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
                      const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
                      const float* __restrict__ lse, const float* __restrict__ delta,
                      const int32_t* __restrict__ cu, int Hq, int Hkv, float scale,
                      float* __restrict__ dq_accum, uint16_t* __restrict__ dk,
-                     uint16_t* __restrict__ dv) {
-  constexpr int Bc = 64, Br = 64, S = D + 8, SP = Br + 8, kThreads = 128, KS = D / 16;
+                     uint16_t* __restrict__ dv, int nsplit, int64_t slot, int lpt) {
+  // NWK warps of 16 keys (Bc = NWK * 16); the atomic-dQ tail assumes 4 warps (64 query rows).
+  static_assert(NWK == 4 || !kAtomicDq, "the atomic dQ path needs 4 warps");
+  constexpr int Bc = NWK * 16, Br = 64, S = D + 8, SP = Br + 8, kThreads = NWK * 32, KS = D / 16;
   extern __shared__ __align__(16) uint16_t smem[];
   uint16_t* sK = smem;
   uint16_t* sV = sK + Bc * S;
@@ -321,11 +372,13 @@ __global__ void __launch_bounds__(128, 1)
   float* sL = reinterpret_cast<float*>(sdS + Bc * SP);
   float* sD = sL + Br;
 
-  const int b = blockIdx.y, g = blockIdx.z;
+  const BlockPos pos = block_pos(lpt);  // key tile 0 (the most query tiles) first
+  const int b = pos.y, g = pos.z / nsplit, sp = pos.z % nsplit;
   const int start = cu[b], L = cu[b + 1] - start;
-  const int k0 = blockIdx.x * Bc;
+  const int k0 = pos.tile * Bc;
   if (k0 >= L) return;
   const int G = Hq / Hkv;
+  const int h_begin = g * G + (sp * G) / nsplit, h_end = g * G + ((sp + 1) * G) / nsplit;
   const int64_t ldq = int64_t(Hq) * D, ldk = int64_t(Hkv) * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float scale_log2 = scale * kLog2e;
@@ -342,7 +395,7 @@ __global__ void __launch_bounds__(128, 1)
   const int kr0 = k0 + warp * 16 + (lane >> 2), kr1 = kr0 + 8;  // this thread's key rows
   const int n_qt = (L + Br - 1) / Br;
 
-  for (int h = g * G; h < (g + 1) * G; ++h) {
+  for (int h = h_begin; h < h_end; ++h) {
     const uint16_t* qh = q + int64_t(start) * ldq + int64_t(h) * D;
     const uint16_t* doh = dout + int64_t(start) * ldq + int64_t(h) * D;
     for (int qt = k0 / Br; qt < n_qt; ++qt) {
@@ -495,6 +548,26 @@ __global__ void __launch_bounds__(128, 1)
       }
     }
   }
+  if (nsplit > 1) {
+    float* pk = dq_accum + sp * slot + int64_t(start) * ldk + int64_t(g) * D + 2 * (lane & 3);
+    float* pv = pk + nsplit * slot;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      if (kr0 < L) {
+        *reinterpret_cast<float2*>(pk + int64_t(kr0) * ldk + dn * 8) =
+            make_float2(dk_acc[dn][0], dk_acc[dn][1]);
+        *reinterpret_cast<float2*>(pv + int64_t(kr0) * ldk + dn * 8) =
+            make_float2(dv_acc[dn][0], dv_acc[dn][1]);
+      }
+      if (kr1 < L) {
+        *reinterpret_cast<float2*>(pk + int64_t(kr1) * ldk + dn * 8) =
+            make_float2(dk_acc[dn][2], dk_acc[dn][3]);
+        *reinterpret_cast<float2*>(pv + int64_t(kr1) * ldk + dn * 8) =
+            make_float2(dv_acc[dn][2], dv_acc[dn][3]);
+      }
+    }
+    return;
+  }
   uint16_t* dkb = dk + int64_t(start) * ldk + int64_t(g) * D + 2 * (lane & 3);
   uint16_t* dvb = dv + int64_t(start) * ldk + int64_t(g) * D + 2 * (lane & 3);
 #pragma unroll
@@ -517,23 +590,24 @@ __global__ void __launch_bounds__(128, 1)
 // dQ without atomics: a block owns 64 query rows of one head (4 warps x 16 rows) and walks the
 // key tiles up to the diagonal, recomputing S = Q K^T and dP = dO V^T (FlashAttention-2's
 // backward with its dQ loop split out: 7 matmuls instead of 5, but no atomic traffic).
-template <int D>
-__global__ void __launch_bounds__(128, 2)
+template <int D, int NWQ>
+__global__ void __launch_bounds__(NWQ * 32, NWQ == 4 ? 2 : 1)
     flash_bwd_dq_kernel(const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
                         const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
                         const float* __restrict__ lse, const float* __restrict__ delta,
                         const int32_t* __restrict__ cu, int Hq, int Hkv, float scale,
-                        uint16_t* __restrict__ dq) {
-  constexpr int Br = 64, Bc = 64, S = D + 8, kThreads = 128, KS = D / 16;
+                        uint16_t* __restrict__ dq, int lpt) {
+  constexpr int Br = NWQ * 16, Bc = 64, S = D + 8, kThreads = NWQ * 32, KS = D / 16;
   extern __shared__ __align__(16) uint16_t smem[];
   uint16_t* sQ = smem;
   uint16_t* sdO = sQ + Br * S;
   uint16_t* sK = sdO + Br * S;  // two buffers of Bc rows
   uint16_t* sV = sK + 2 * Bc * S;
 
-  const int b = blockIdx.y, h = blockIdx.z;
+  const BlockPos pos = block_pos(lpt);
+  const int b = pos.y, h = pos.z;
   const int start = cu[b], L = cu[b + 1] - start;
-  const int q0 = blockIdx.x * Br;
+  const int q0 = (lpt ? int(gridDim.x) - 1 - pos.tile : pos.tile) * Br;  // lpt: most work first
   if (q0 >= L) return;
   const int g = h / (Hq / Hkv);
   const int64_t ldq = int64_t(Hq) * D, ldk = int64_t(Hkv) * D;
@@ -645,62 +719,91 @@ __global__ void __launch_bounds__(128, 2)
   }
 }
 
-template <int D, int Br>
+int g_lpt = 1;                 // block order (block_pos)
+int g_fwd_rows_per_warp = 32;  // default variant; both are timed by bench_cuda_ops
+int g_fwd64_variant = 1;       // D = 64 tile shape (set_flash_bf16_tuning)
+int g_bwd_split = 3;           // most blocks per kv head over its query heads (at most G / 2)
+int g_bwd64_min_blocks = 3;    // D = 64 dK/dV kernel __launch_bounds__ min blocks
+
+template <int D, int Br, int Bc>
 size_t fwd_smem() {
-  return size_t(Br + 4 * 64) * (D + 8) * 2;
+  return size_t(Br + 4 * Bc) * (D + 8) * 2;
 }
-template <int D>
+template <int D, int Bc>
 size_t bwd_smem() {
-  return size_t(4 * 64) * (D + 8) * 2 + size_t(64) * (64 + 8) * 2 + 2 * 64 * sizeof(float);
+  return size_t(2 * Bc + 2 * 64) * (D + 8) * 2 + size_t(Bc) * (64 + 8) * 2 + 2 * 64 * sizeof(float);
+}
+template <int D, int Br>
+size_t bwd_dq_smem() {
+  return size_t(2 * Br + 4 * 64) * (D + 8) * 2;
 }
 
-template <int D, int NW, int MT>
+template <int D, int NW, int MT, int Bc>
 void launch_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v, const int32_t* cu,
                 int64_t B, int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, uint16_t* out,
                 float* lse) {
   constexpr int Br = NW * 16 * MT;
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<D, NW, MT>,
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<D, NW, MT, Bc>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(fwd_smem<D, Br>())));
+                                         int(fwd_smem<D, Br, Bc>())));
     return true;
   }();
   (void)attr;
   const int n_qtiles = int((max_seqlen + Br - 1) / Br);
   const dim3 grid = dim3(unsigned(n_qtiles), unsigned(B), unsigned(Hq));
-  flash_fwd_kernel<D, NW, MT><<<grid, NW * 32, fwd_smem<D, Br>(), stream()>>>(
-      q, k, v, cu, int(Hq), int(Hkv), scale * kLog2e, out, lse, n_qtiles);
+  flash_fwd_kernel<D, NW, MT, Bc><<<grid, NW * 32, fwd_smem<D, Br, Bc>(), stream()>>>(
+      q, k, v, cu, int(Hq), int(Hkv), scale * kLog2e, out, lse, n_qtiles, g_lpt);
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_fwd");
 }
 
-int g_fwd_rows_per_warp = 32;  // default variant; both are timed by bench_cuda_ops
+int g_bwd64_kv_warps = 4;  // D = 64 dK/dV kernel: warps of 16 keys per block
+int g_bwd64_dq_warps = 4;  // D = 64 dQ kernel: warps of 16 query rows per block
 
-template <int D, bool kAtomicDq>
-void launch_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
-                const float* lse, const float* delta, const int32_t* cu, int64_t B,
-                int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, float* dq_accum,
-                uint16_t* dq, uint16_t* dk, uint16_t* dv) {
+// dK/dV (and, with kAtomicDq, dQ into dq_accum); returns the GQA split it used.
+template <int D, bool kAtomicDq, int kMinBlocks, int NWK>
+int launch_bwd_kv(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                  const float* lse, const float* delta, const int32_t* cu, int64_t B,
+                  int64_t max_seqlen, int64_t T, int64_t Hq, int64_t Hkv, float scale,
+                  float* dq_accum, uint16_t* dk, uint16_t* dv) {
+  constexpr int Bc = NWK * 16;
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_kernel<D, kAtomicDq>,
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_kernel<D, kAtomicDq, kMinBlocks, NWK>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(bwd_smem<D>())));
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(size_t(2 * 64 + 4 * 64) * (D + 8) * 2)));
+                                         int(bwd_smem<D, Bc>())));
     return true;
   }();
   (void)attr;
-  cudaStream_t s = stream();
-  const dim3 grid = dim3(unsigned((max_seqlen + 63) / 64), unsigned(B), unsigned(Hkv));
-  flash_bwd_kernel<D, kAtomicDq><<<grid, 128, bwd_smem<D>(), s>>>(
-      dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq_accum, dk, dv);
+  // Split the GQA group over blocks only where the f32 partials fit in dq_accum (2 * nsplit
+  // slots of T * Hkv * D <= T * Hq * D), i.e. in separate-dQ mode with G >= 4; at D = 64 only
+  // (measured there).
+  const int G = int(Hq / Hkv);
+  const int nsplit = kAtomicDq || D != 64 ? 1 : std::max(1, std::min(g_bwd_split, G / 2));
+  const int64_t slot = T * Hkv * D;
+  const dim3 grid = dim3(unsigned((max_seqlen + Bc - 1) / Bc), unsigned(B), unsigned(Hkv * nsplit));
+  flash_bwd_kernel<D, kAtomicDq, kMinBlocks, NWK><<<grid, NWK * 32, bwd_smem<D, Bc>(), stream()>>>(
+      dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq_accum, dk, dv, nsplit, slot,
+      g_lpt);
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd");
-  if constexpr (!kAtomicDq) {
-    const dim3 qgrid = dim3(unsigned((max_seqlen + 63) / 64), unsigned(B), unsigned(Hq));
-    flash_bwd_dq_kernel<D><<<qgrid, 128, size_t(2 * 64 + 4 * 64) * (D + 8) * 2, s>>>(
-        dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq);
-    GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd_dq");
-  }
+  return nsplit;
+}
+
+template <int D, int NWQ>
+void launch_bwd_dq(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                   const float* lse, const float* delta, const int32_t* cu, int64_t B,
+                   int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, uint16_t* dq) {
+  constexpr int Br = NWQ * 16;
+  static const bool attr = [] {
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<D, NWQ>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(bwd_dq_smem<D, Br>())));
+    return true;
+  }();
+  (void)attr;
+  const dim3 qgrid = dim3(unsigned((max_seqlen + Br - 1) / Br), unsigned(B), unsigned(Hq));
+  flash_bwd_dq_kernel<D, NWQ><<<qgrid, NWQ * 32, bwd_dq_smem<D, Br>(), stream()>>>(
+      dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq, g_lpt);
+  GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd_dq");
 }
 
 bool g_bwd_separate_dq =
@@ -712,6 +815,13 @@ bool flash_bf16_supported(int64_t D) { return D == 64 || D == 128; }
 
 void set_flash_fwd_rows_per_warp(int rows) { g_fwd_rows_per_warp = rows == 16 ? 16 : 32; }
 
+void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt) {
+  g_lpt = lpt;
+  g_fwd64_variant = fwd64_variant;
+  g_bwd_split = bwd_split;
+  g_bwd64_min_blocks = bwd64_min_blocks;
+}
+
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
@@ -719,19 +829,30 @@ void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16
   if (T == 0 || B == 0 || max_seqlen == 0) return;
   const bool two = g_fwd_rows_per_warp == 32;
   if (D == 64) {
-    if (two)
-      launch_fwd<64, 4, 2>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    if (g_fwd64_variant == 1)
+      launch_fwd<64, 4, 2, 128>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else if (g_fwd64_variant == 2)
+      launch_fwd<64, 8, 1, 128>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else if (g_fwd64_variant == 3)
+      launch_fwd<64, 8, 2, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else if (two)
+      launch_fwd<64, 4, 2, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
     else
-      launch_fwd<64, 8, 1>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+      launch_fwd<64, 8, 1, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
   } else {
     if (two)
-      launch_fwd<128, 4, 2>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+      launch_fwd<128, 4, 2, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
     else
-      launch_fwd<128, 8, 1>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+      launch_fwd<128, 8, 1, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
   }
 }
 
 void set_flash_bwd_separate_dq(bool separate) { g_bwd_separate_dq = separate; }
+
+void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps) {
+  g_bwd64_kv_warps = kv_warps;
+  g_bwd64_dq_warps = dq_warps;
+}
 
 void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, const uint16_t* out, const float* lse,
@@ -744,21 +865,51 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
   flash_delta_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(dout, out, rows, int(D), delta);
   GYRE_CUDA_LAUNCHED("flash_delta");
   if (g_bwd_separate_dq) {
-    if (D == 64)
-      launch_bwd<64, false>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                            dq_accum, dq, dk, dv);
-    else
-      launch_bwd<128, false>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                             dq_accum, dq, dk, dv);
+    int nsplit = 1;
+    if (D == 64) {
+#define GYRE_BWD_KV(MB, NWK)                                                                       \
+  nsplit = launch_bwd_kv<64, false, MB, NWK>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, \
+                                             T, Hq, Hkv, scale, dq_accum, dk, dv)
+      const int mb = g_bwd64_min_blocks;
+      if (g_bwd64_kv_warps == 8) {
+        if (mb >= 2)
+          GYRE_BWD_KV(2, 8);
+        else
+          GYRE_BWD_KV(1, 8);
+      } else if (mb >= 3) {
+        GYRE_BWD_KV(3, 4);
+      } else if (mb == 2) {
+        GYRE_BWD_KV(2, 4);
+      } else {
+        GYRE_BWD_KV(1, 4);
+      }
+#undef GYRE_BWD_KV
+      if (g_bwd64_dq_warps == 8)
+        launch_bwd_dq<64, 8>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                             dq);
+      else
+        launch_bwd_dq<64, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                             dq);
+    } else {
+      launch_bwd_kv<128, false, 1, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, T, Hq,
+                                      Hkv, scale, dq_accum, dk, dv);
+      launch_bwd_dq<128, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                            dq);
+    }
+    if (nsplit > 1) {
+      const int64_t slot = T * Hkv * D;
+      reduce_dkdv_kernel<<<grid_for(slot, 256), 256, 0, s>>>(dq_accum, nsplit, slot, scale, dk, dv);
+      GYRE_CUDA_LAUNCHED("flash_reduce_dkdv");
+    }
     return;
   }
   GYRE_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows * D) * sizeof(float), s));
   if (D == 64)
-    launch_bwd<64, true>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                         dq_accum, dq, dk, dv);
+    launch_bwd_kv<64, true, 1, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, T, Hq, Hkv,
+                                  scale, dq_accum, dk, dv);
   else
-    launch_bwd<128, true>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                          dq_accum, dq, dk, dv);
+    launch_bwd_kv<128, true, 1, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, T, Hq, Hkv,
+                                   scale, dq_accum, dk, dv);
   scale_to_bf16_kernel<<<grid_for(rows * D, 256), 256, 0, s>>>(dq_accum, scale, rows * D, dq);
   GYRE_CUDA_LAUNCHED("flash_dq_convert");
 }
