@@ -41,13 +41,14 @@ namespace gyre::cuda {
 // Tile / order selection of flash_bf16.cu (bench and tests only; not in kernels.h).
 void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt);
 void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
+void set_flash_bf16_dq_min_blocks(int min_blocks);
 }  // namespace gyre::cuda
 
 namespace {
 
 // flash_bf16.cu's defaults for set_flash_bf16_tuning (keep in step with it).
 constexpr int kFwd64Default = 1, kBwdSplitDefault = 3, kBwd64MinBlocksDefault = 3;
-constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4;
+constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4, kBwd64DqMinBlocksDefault = 3;
 
 // Median milliseconds of fn over `reps` runs after `warm` warm-ups (CUDA events on our stream).
 double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 10) {
@@ -156,7 +157,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
     int rows, v64;
   };
   std::vector<FwdVar> fv = {{16, 0}, {32, 0}};
-  if (D == 64) fv.insert(fv.end(), {{32, 1}, {32, 2}, {32, 3}});
+  if (D == 64) fv.insert(fv.end(), {{32, 1}, {32, 2}, {32, 3}, {32, 4}});
   for (int lpt : {0, 1})
     for (const FwdVar& f : fv) {
       cuda::set_flash_fwd_rows_per_warp(f.rows);
@@ -171,7 +172,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
   // Backward: atomic dQ, then the separate dQ kernel with GQA split / min blocks / order.
   struct BwdVar {
     bool sep;
-    int split, minb, lpt, kvw = 4, dqw = 4;
+    int split, minb, lpt, kvw = 4, dqw = 4, dqmb = 2;
   };
   std::vector<BwdVar> bv = {{false, 1, 1, 0}, {true, 1, 1, 0}, {true, 1, 1, 1}};
   if (Hq / Hkv >= 4) bv.insert(bv.end(), {{true, 2, 1, 1}, {true, 3, 1, 1}});
@@ -180,6 +181,8 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
                          {true, 1, 3, 1},
                          {true, 3, 2, 1},
                          {true, 3, 3, 1},
+                         {true, 3, 3, 1, 4, 4, 3},
+                         {true, 3, 3, 1, 4, 4, 4},
                          {true, 3, 3, 1, 4, 8},
                          {true, 3, 1, 1, 8, 4},
                          {true, 3, 2, 1, 8, 4},
@@ -190,11 +193,13 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
     cuda::set_flash_bwd_separate_dq(b.sep);
     cuda::set_flash_bf16_tuning(0, b.split, b.minb, b.lpt);
     cuda::set_flash_bf16_bwd_warps(b.kvw, b.dqw);
+    cuda::set_flash_bf16_dq_min_blocks(b.dqmb);
     const double t = time_ms(bwd);
-    emit("{\"bench\":\"attn_bwd_variant" + suffix + "\",\"separate_dq\":" +
-         std::string(b.sep ? "true" : "false") + ",\"split\":" + std::to_string(b.split) +
-         ",\"min_blocks\":" + std::to_string(b.minb) + ",\"lpt\":" + std::to_string(b.lpt) +
-         ",\"kv_warps\":" + std::to_string(b.kvw) + ",\"dq_warps\":" + std::to_string(b.dqw) +
+    emit("{\"bench\":\"attn_bwd_variant" + suffix +
+         "\",\"separate_dq\":" + std::string(b.sep ? "true" : "false") +
+         ",\"split\":" + std::to_string(b.split) + ",\"min_blocks\":" + std::to_string(b.minb) +
+         ",\"lpt\":" + std::to_string(b.lpt) + ",\"kv_warps\":" + std::to_string(b.kvw) +
+         ",\"dq_warps\":" + std::to_string(b.dqw) + ",\"dq_min_blocks\":" + std::to_string(b.dqmb) +
          ",\"ms\":" + std::to_string(t) + ",\"tflops\":" + tf(2.5 * flops_fwd, t) + "}");
   }
   // The library defaults.
@@ -202,6 +207,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
   cuda::set_flash_bwd_separate_dq(true);
   cuda::set_flash_bf16_tuning(kFwd64Default, kBwdSplitDefault, kBwd64MinBlocksDefault, 1);
   cuda::set_flash_bf16_bwd_warps(kBwd64KvWarpsDefault, kBwd64DqWarpsDefault);
+  cuda::set_flash_bf16_dq_min_blocks(kBwd64DqMinBlocksDefault);
   double ms = time_ms(fwd);
   emit("{\"bench\":\"attn_fwd" + suffix + "\",\"shape\":\"" + shape +
        "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(flops_fwd, ms) + "}");

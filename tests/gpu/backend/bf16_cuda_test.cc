@@ -20,12 +20,13 @@ namespace cuda {
 // Tile / order selection of flash_bf16.cu (bench and tests only; not in kernels.h).
 void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt);
 void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
+void set_flash_bf16_dq_min_blocks(int min_blocks);
 }  // namespace cuda
 namespace {
 
 // flash_bf16.cu's defaults for set_flash_bf16_tuning (keep in step with it).
 constexpr int kFwd64Default = 1, kBwdSplitDefault = 3, kBwd64MinBlocksDefault = 3;
-constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4;
+constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4, kBwd64DqMinBlocksDefault = 3;
 
 using gputest::cpu;
 using gputest::gpu;
@@ -62,7 +63,7 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
       int rows, v64, lpt;
     };
     for (const FwdVar f : {FwdVar{16, 0, 0}, FwdVar{32, 1, 1}, FwdVar{32, 2, 0}, FwdVar{32, 3, 1},
-                           FwdVar{32, 0, 1}}) {  // the last is the default
+                           FwdVar{32, 4, 0}, FwdVar{32, 0, 1}}) {  // the last is the default
       const int rows = f.rows;
       cuda::set_flash_fwd_rows_per_warp(rows);
       cuda::set_flash_bf16_tuning(f.v64, 1, 1, f.lpt);
@@ -82,16 +83,18 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
     struct BwdVar {
       bool separate;
-      int split, minb, lpt, kvw, dqw;
+      int split, minb, lpt, kvw, dqw, dqmb = 3;
     };
     // dQ by atomics, or by its own kernel; GQA split, min resident blocks, block order, warps.
     for (const BwdVar bv :
          {BwdVar{false, 1, 1, 0, 4, 4}, BwdVar{true, 1, 1, 0, 4, 4}, BwdVar{true, 3, 3, 1, 4, 4},
-          BwdVar{true, 2, 2, 0, 8, 8}, BwdVar{true, 3, 1, 1, 8, 4}, BwdVar{true, 1, 2, 1, 4, 8}}) {
+          BwdVar{true, 2, 2, 0, 8, 8}, BwdVar{true, 3, 1, 1, 8, 4}, BwdVar{true, 1, 2, 1, 4, 8},
+          BwdVar{true, 3, 3, 1, 4, 4, 2}, BwdVar{true, 1, 1, 1, 4, 4, 4}}) {
       const bool separate = bv.separate;
       cuda::set_flash_bwd_separate_dq(separate);
       cuda::set_flash_bf16_tuning(0, bv.split, bv.minb, bv.lpt);
       cuda::set_flash_bf16_bwd_warps(bv.kvw, bv.dqw);
+      cuda::set_flash_bf16_dq_min_blocks(bv.dqmb);
       for (Tensor* t : {&gdq, &gdk, &gdv}) t->fill(NAN);  // every element must be written
       cuda::flash_attention_bf16_bwd(
           gdo.data<uint16_t>(), gq.data<uint16_t>(), gk.data<uint16_t>(), gv.data<uint16_t>(),
@@ -108,6 +111,7 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     cuda::set_flash_fwd_rows_per_warp(32);
     cuda::set_flash_bf16_tuning(kFwd64Default, kBwdSplitDefault, kBwd64MinBlocksDefault, 1);
     cuda::set_flash_bf16_bwd_warps(kBwd64KvWarpsDefault, kBwd64DqWarpsDefault);
+    cuda::set_flash_bf16_dq_min_blocks(kBwd64DqMinBlocksDefault);
   }
 }
 

@@ -15,9 +15,10 @@
 // Blocks run tile-major over the whole grid (block_pos): the tiles with the most causal work
 // start first across all sequences and heads (H200, 4 x 4096 causal: D=128 fwd 205 -> 229, bwd
 // 179 -> 186 TFLOP/s; Qwen2.5-0.5B's 14/2 heads of 64: fwd 165 -> 185, bwd 121 -> 157).
-// D = 64 defaults: forward 4 warps x 32 rows x 128 keys per tile (-> 193); backward splits each
-// GQA group over 3 blocks (f32 partials in dq_accum, summed in a fixed order) with 3 resident
-// dK/dV blocks per SM (168 registers; -> 170). 8-warp dK/dV or dQ blocks measured slower.
+// D = 64 defaults: forward 4 warps x 32 rows x 128 keys per tile (-> 195); backward splits each
+// GQA group over 3 dK/dV blocks (f32 partials in dq_accum, summed in a fixed order) with 3 resident
+// dK/dV blocks per SM (168 registers) and 3 resident dQ blocks per SM (168 registers; -> 177).
+// 8-warp dK/dV or dQ blocks, and a 4 warps x 16 rows x 128 keys forward, measured slower.
 // Invariants: D is 64 or 128; rows beyond a sequence are zero-filled in shared memory and masked;
 // packed rows are 16-byte aligned because D * 2 bytes is a multiple of 16.
 #include <cuda_bf16.h>
@@ -38,6 +39,8 @@ void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_block
 // The D = 64 backward's warps per block (4 or 8) of the dK/dV kernel (16 keys each) and of the
 // dQ kernel (16 query rows each).
 void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
+// The D = 64 dQ kernel's (4 warps) minimum resident blocks: 2, 3 or 4.
+void set_flash_bf16_dq_min_blocks(int min_blocks);
 
 namespace {
 
@@ -590,8 +593,8 @@ __global__ void __launch_bounds__(NWK * 32, kMinBlocks)
 // dQ without atomics: a block owns 64 query rows of one head (4 warps x 16 rows) and walks the
 // key tiles up to the diagonal, recomputing S = Q K^T and dP = dO V^T (FlashAttention-2's
 // backward with its dQ loop split out: 7 matmuls instead of 5, but no atomic traffic).
-template <int D, int NWQ>
-__global__ void __launch_bounds__(NWQ * 32, NWQ == 4 ? 2 : 1)
+template <int D, int NWQ, int kMinBlocks>
+__global__ void __launch_bounds__(NWQ * 32, kMinBlocks)
     flash_bwd_dq_kernel(const uint16_t* __restrict__ dout, const uint16_t* __restrict__ q,
                         const uint16_t* __restrict__ k, const uint16_t* __restrict__ v,
                         const float* __restrict__ lse, const float* __restrict__ delta,
@@ -757,8 +760,9 @@ void launch_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v, const i
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_fwd");
 }
 
-int g_bwd64_kv_warps = 4;  // D = 64 dK/dV kernel: warps of 16 keys per block
-int g_bwd64_dq_warps = 4;  // D = 64 dQ kernel: warps of 16 query rows per block
+int g_bwd64_kv_warps = 4;       // D = 64 dK/dV kernel: warps of 16 keys per block
+int g_bwd64_dq_warps = 4;       // D = 64 dQ kernel: warps of 16 query rows per block
+int g_bwd64_dq_min_blocks = 3;  // D = 64 dQ kernel (4 warps) __launch_bounds__ min blocks
 
 // dK/dV (and, with kAtomicDq, dQ into dq_accum); returns the GQA split it used.
 template <int D, bool kAtomicDq, int kMinBlocks, int NWK>
@@ -788,20 +792,20 @@ int launch_bwd_kv(const uint16_t* dout, const uint16_t* q, const uint16_t* k, co
   return nsplit;
 }
 
-template <int D, int NWQ>
+template <int D, int NWQ, int kMinBlocks>
 void launch_bwd_dq(const uint16_t* dout, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                    const float* lse, const float* delta, const int32_t* cu, int64_t B,
                    int64_t max_seqlen, int64_t Hq, int64_t Hkv, float scale, uint16_t* dq) {
   constexpr int Br = NWQ * 16;
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<D, NWQ>,
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(flash_bwd_dq_kernel<D, NWQ, kMinBlocks>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          int(bwd_dq_smem<D, Br>())));
     return true;
   }();
   (void)attr;
   const dim3 qgrid = dim3(unsigned((max_seqlen + Br - 1) / Br), unsigned(B), unsigned(Hq));
-  flash_bwd_dq_kernel<D, NWQ><<<qgrid, NWQ * 32, bwd_dq_smem<D, Br>(), stream()>>>(
+  flash_bwd_dq_kernel<D, NWQ, kMinBlocks><<<qgrid, NWQ * 32, bwd_dq_smem<D, Br>(), stream()>>>(
       dout, q, k, v, lse, delta, cu, int(Hq), int(Hkv), scale, dq, g_lpt);
   GYRE_CUDA_LAUNCHED("flash_attention_bf16_bwd_dq");
 }
@@ -835,6 +839,8 @@ void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16
       launch_fwd<64, 8, 1, 128>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
     else if (g_fwd64_variant == 3)
       launch_fwd<64, 8, 2, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
+    else if (g_fwd64_variant == 4)
+      launch_fwd<64, 4, 1, 128>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
     else if (two)
       launch_fwd<64, 4, 2, 64>(q, k, v, cu_seqlens, B, max_seqlen, Hq, Hkv, scale, out, lse);
     else
@@ -853,6 +859,8 @@ void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps) {
   g_bwd64_kv_warps = kv_warps;
   g_bwd64_dq_warps = dq_warps;
 }
+
+void set_flash_bf16_dq_min_blocks(int min_blocks) { g_bwd64_dq_min_blocks = min_blocks; }
 
 void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
                               const uint16_t* v, const uint16_t* out, const float* lse,
@@ -885,16 +893,22 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
       }
 #undef GYRE_BWD_KV
       if (g_bwd64_dq_warps == 8)
-        launch_bwd_dq<64, 8>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                             dq);
+        launch_bwd_dq<64, 8, 1>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv,
+                                scale, dq);
+      else if (g_bwd64_dq_min_blocks >= 4)
+        launch_bwd_dq<64, 4, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv,
+                                scale, dq);
+      else if (g_bwd64_dq_min_blocks == 3)
+        launch_bwd_dq<64, 4, 3>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv,
+                                scale, dq);
       else
-        launch_bwd_dq<64, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                             dq);
+        launch_bwd_dq<64, 4, 2>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv,
+                                scale, dq);
     } else {
       launch_bwd_kv<128, false, 1, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, T, Hq,
                                       Hkv, scale, dq_accum, dk, dv);
-      launch_bwd_dq<128, 4>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
-                            dq);
+      launch_bwd_dq<128, 4, 2>(dout, q, k, v, lse, delta, cu_seqlens, B, max_seqlen, Hq, Hkv, scale,
+                               dq);
     }
     if (nsplit > 1) {
       const int64_t slot = T * Hkv * D;
