@@ -54,3 +54,13 @@ TEST(QuickStart, ParseInconsistentBatchConfigIsRejectedWithTheNumbers) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("global_batch_size (100)"), std::string::npos) << r.err;
 }
+
+TEST(QuickStart, ParseBf16KvCacheOnTheCpuIsRejected) {
+  const std::string cmd = "cd " + source_path("") + " && " + gyre_bin() +
+                          " train --config examples/quickstart/grpo.yaml --num-rollout 1 "
+                          "--sglang-kv-cache-dtype bf16 --save /tmp/gyre_kv_dtype_reject";
+  auto r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("kv_cache_dtype bf16 needs the model on a CUDA device"), std::string::npos)
+      << r.err;
+}

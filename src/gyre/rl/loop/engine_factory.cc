@@ -14,6 +14,7 @@ std::shared_ptr<infer::EngineApi> make_colocated_engine(
   ec.max_num_batched_tokens = cfg.chunked_prefill_size;
   ec.context_len = cfg.rollout_max_context_len.value_or(0);
   ec.random_seed = uint64_t(cfg.seed);
+  ec.kv_cache_dtype = cfg.kv_cache_dtype;
   // KV capacity: --max-total-tokens, else room for every running request at full length
   // (prompt budget + response budget), which is what a rollout can hold at once.
   int64_t tokens = cfg.max_total_tokens;

@@ -97,6 +97,10 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<int64_t>("max-running-requests", &max_running_requests, 256, "engine batch limit", E);
   f.add<int64_t>("chunked-prefill-size", &chunked_prefill_size, 2048,
                  "engine token budget per step", E);
+  f.add<std::string>("sglang-kv-cache-dtype", &kv_cache_dtype, "auto",
+                     "colocated engine's KV cache: auto (bf16 with --precision bf16 on the GPU), "
+                     "bf16 (GPU only) or f32",
+                     E);
 
   f.add<std::vector<std::string>>(
       "rollout-external-engine-addrs", &rollout_external_engine_addrs, {},
