@@ -139,8 +139,11 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
           ? (src_device == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
           : cudaMemcpyDeviceToHost;
   GYRE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, s));
-  // Device-to-device stays stream-ordered; a host side must be safe to touch on return.
-  if (kind != cudaMemcpyDeviceToDevice) GYRE_CUDA_CHECK(cudaStreamSynchronize(s));
+  // A host destination must hold the data on return: wait for the copy. A host source needs no
+  // wait: cudaMemcpyAsync from pageable memory returns only after the driver has consumed (staged)
+  // the source bytes, and the device copy is stream-ordered before every later kernel — so an
+  // upload (a step's index arrays) no longer drains the GPU's queue.
+  if (kind == cudaMemcpyDeviceToHost) GYRE_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void zero_bytes(void* dst, size_t bytes) {

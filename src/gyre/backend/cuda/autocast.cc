@@ -44,8 +44,7 @@ void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t
 void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, const float* b,
                                      int64_t M, int64_t N, int64_t K, float* y) {
   Bf16Copy xb(x, M * K);
-  if (b) broadcast_rows(b, M, N, y);  // y = b, then y += x w^T (torch addmm order)
-  gemm_bf16(false, true, M, N, K, 1.0f, xb.p(), K, w_bf16, K, b ? 1.0f : 0.0f, y, N, false);
+  linear_gemm_bf16(xb.p(), w_bf16, b, M, N, K, y);  // y = x w^T + b, bias fused into the GEMM
 }
 
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,

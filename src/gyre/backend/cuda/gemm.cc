@@ -7,6 +7,7 @@
 #include <cublasLt.h>
 
 #include <map>
+#include <memory>
 #include <tuple>
 
 #include "gyre/backend/cuda/kernels.h"
@@ -19,28 +20,10 @@ namespace {
 
 constexpr size_t kWorkspace = 32u << 20;
 
-using AlgoKey =
-    std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, bool>;
-
-struct LtThread {
-  cublasLtHandle_t handle = nullptr;
-  void* workspace = nullptr;
-  std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
-  ~LtThread() {
-    if (workspace) cudaFree(workspace);
-    if (handle) cublasLtDestroy(handle);
-  }
-};
-
-LtThread& lt() {
-  thread_local LtThread t;
-  if (!t.handle) {
-    stream();  // throws a clear error when there is no device
-    GYRE_CUBLAS_CHECK(cublasLtCreate(&t.handle));
-    GYRE_CUDA_CHECK(cudaMalloc(&t.workspace, kWorkspace));
-  }
-  return t;
-}
+// Everything that identifies one GEMM problem (the heuristic's choice and the descriptors depend on
+// all of it): transposes, sizes, leading dims, types, whether beta != 0, whether a bias epilogue.
+using AlgoKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
+                           bool, bool>;
 
 // RAII holders for the Lt descriptors.
 struct Layout {
@@ -63,20 +46,64 @@ struct MatmulDesc {
   ~MatmulDesc() { cublasLtMatmulDescDestroy(d); }
 };
 
-// Column-major D[m,n] = alpha opA(X) opB(Y) + beta D, X stored (ta ? [k,m] : [m,k]) with ldx.
-void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* X,
+// One GEMM problem's descriptors and chosen algorithm, built once per thread and reused: creating
+// and destroying four Lt descriptors per call costs host time that a decode step (hundreds of small
+// GEMMs) cannot afford. `found` is false when cuBLASLt offers no algorithm (the caller falls back).
+struct Plan {
+  MatmulDesc desc;
+  Layout lx, ly, ld;
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;
+  Plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t ldx, int64_t ldy, int64_t ldd,
+       cudaDataType_t in_type, cudaDataType_t out_type)
+      : desc(ta, tb),
+        lx(in_type, ta ? k : m, ta ? m : k, ldx),
+        ly(in_type, tb ? n : k, tb ? k : n, ldy),
+        ld(out_type, m, n, ldd) {}
+};
+
+struct LtThread {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<AlgoKey, std::unique_ptr<Plan>> plans;  // descriptors + algorithm per problem
+  ~LtThread() {
+    if (workspace) cudaFree(workspace);
+    if (handle) cublasLtDestroy(handle);
+  }
+};
+
+LtThread& lt() {
+  thread_local LtThread t;
+  if (!t.handle) {
+    stream();  // throws a clear error when there is no device
+    GYRE_CUBLAS_CHECK(cublasLtCreate(&t.handle));
+    GYRE_CUDA_CHECK(cudaMalloc(&t.workspace, kWorkspace));
+  }
+  return t;
+}
+
+// Column-major D[m,n] = alpha opA(X) opB(Y) + beta D (+ bias[i] on row i when bias is non-null:
+// cuBLASLt's BIAS epilogue, added in f32 after the accumulation exactly like beta = 1 over a
+// bias-seeded D), X stored (ta ? [k,m] : [m,k]) with ldx. Returns false only for a bias call that
+// cuBLASLt has no algorithm for (the caller then seeds D with the bias instead).
+bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const void* X,
                int64_t ldx, const void* Y, int64_t ldy, float beta, void* D, int64_t ldd,
-               cudaDataType_t in_type, cudaDataType_t out_type) {
-  if (m == 0 || n == 0) return;
+               cudaDataType_t in_type, cudaDataType_t out_type, const float* bias = nullptr) {
+  if (m == 0 || n == 0) return true;
   LtThread& t = lt();
   cudaStream_t s = stream();
-  MatmulDesc desc(ta, tb);
-  Layout lx(in_type, ta ? k : m, ta ? m : k, ldx);
-  Layout ly(in_type, tb ? n : k, tb ? k : n, ldy);
-  Layout ld(out_type, m, n, ldd);
-  AlgoKey key{int(ta), int(tb), m, n, k, ldx, ldy, ldd, int(in_type), int(out_type), beta != 0};
-  auto it = t.algos.find(key);
-  if (it == t.algos.end()) {
+  AlgoKey key{int(ta),   int(tb),        m, n, k, ldx, ldy, ldd, int(in_type), int(out_type),
+              beta != 0, bias != nullptr};
+  auto it = t.plans.find(key);
+  if (it == t.plans.end()) {
+    auto plan = std::make_unique<Plan>(ta, tb, m, n, k, ldx, ldy, ldd, in_type, out_type);
+    if (bias) {
+      cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                       &epi, sizeof(epi)));
+      GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          plan->desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    }
     cublasLtMatmulPreference_t pref;
     GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     size_t ws = kWorkspace;
@@ -84,17 +111,26 @@ void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     cublasLtMatmulHeuristicResult_t res{};
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(t.handle, desc.d, lx.l, ly.l, ld.l, ld.l,
-                                                       pref, 1, &res, &found);
+    cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l, plan->ld.l,
+                                       plan->ld.l, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    GYRE_CUBLAS_CHECK(st);
-    if (found == 0)
+    if (!bias) GYRE_CUBLAS_CHECK(st);
+    plan->found = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (!plan->found && !bias)
       GYRE_THROW(unsupported, "cuBLASLt has no algorithm for a {}x{}x{} GEMM (lda {}, ldb {})", m,
                  n, k, ldx, ldy);
-    it = t.algos.emplace(key, res.algo).first;
+    plan->algo = res.algo;
+    it = t.plans.emplace(key, std::move(plan)).first;
   }
-  GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, desc.d, &alpha, X, lx.l, Y, ly.l, &beta, D, ld.l, D,
-                                   ld.l, &it->second, t.workspace, kWorkspace, s));
+  Plan& p = *it->second;
+  if (!p.found) return false;
+  if (bias)  // the pointer changes from call to call; the rest of the plan does not
+    GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias, sizeof(bias)));
+  GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, D,
+                                   p.ld.l, D, p.ld.l, &p.algo, t.workspace, kWorkspace, s));
+  return true;
 }
 
 }  // namespace
@@ -123,13 +159,35 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
             c_is_bf16 ? CUDA_R_16BF : CUDA_R_32F);
 }
 
+namespace {
+// y = x w^T (+ b): column-major y^T[N,M] = w[N,K] x^T, bias on the N rows of y^T.
+void linear_gemm(const void* x, const void* w, const float* b, int64_t M, int64_t N, int64_t K,
+                 float* y, cudaDataType_t in_type) {
+  if (b && lt_matmul(true, false, N, M, K, 1.0f, w, K, x, K, 0.0f, y, N, in_type, CUDA_R_32F, b))
+    return;
+  if (b) broadcast_rows(b, M, N, y);  // no epilogue algorithm: seed y with b (torch addmm)
+  lt_matmul(true, false, N, M, K, 1.0f, w, K, x, K, b ? 1.0f : 0.0f, y, N, in_type, CUDA_R_32F);
+}
+}  // namespace
+
+void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, int64_t N,
+                     int64_t K, float* y) {
+  linear_gemm(x, w, b, M, N, K, y, CUDA_R_32F);
+}
+
+void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
+                      int64_t K, float* y) {
+  linear_gemm(x, w, b, M, N, K, y, CUDA_R_16BF);
+}
+
 void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
                 float* y) {
   if (M == 0 || N == 0) return;
-  if (b) {  // seed y with the bias rows, then y += x w^T (torch addmm)
-    broadcast_rows(b, M, N, y);
+  if (K == 0) {  // no product: y = bias rows (or zeros)
+    if (b) return broadcast_rows(b, M, N, y);
+    return gemm_f32(false, true, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
   }
-  gemm_f32(false, true, M, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
+  linear_gemm_f32(x, w, b, M, N, K, y);
 }
 
 void linear_bwd(const float* dy, const float* x, const float* w, int64_t M, int64_t N, int64_t K,

@@ -25,6 +25,14 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, void* C,
                int64_t ldc, bool c_is_bf16);
+// Linear's products with the bias fused: row-major y[M,N] = x[M,K] w[N,K]^T + b[N] (b may be
+// null), y f32 with ldc = N; the bias is cuBLASLt's BIAS epilogue (one launch, the same f32 sum as
+// seeding y with b and accumulating with beta = 1, which is the fallback when no epilogue algorithm
+// exists). M, N, K > 0.
+void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, int64_t N,
+                     int64_t K, float* y);
+void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
+                      int64_t K, float* y);
 void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
                 float* y);
 void linear_bwd(const float* dy, const float* x, const float* w, int64_t M, int64_t N, int64_t K,
