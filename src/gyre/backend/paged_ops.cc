@@ -22,52 +22,53 @@ constexpr bool kCuda = true;
 constexpr bool kCuda = false;  // the `if constexpr (kCuda)` branches below are discarded
 #endif
 
-void need(bool ok, const char* op, const std::string& what) {
-  if (!ok) GYRE_THROW(invalid_argument, "{}: {}", op, what);
-}
+// Bad input to a paged op: Error(invalid_argument) "<op>: <message>". A macro so the message is
+// formatted only on failure — the checks run per step over every page of the batch, where eager
+// formatting cost more host time than the kernels it guards.
+#define GYRE_NEED(ok, op, ...)                                                \
+  do {                                                                        \
+    if (!(ok)) [[unlikely]]                                                   \
+      GYRE_THROW(invalid_argument, "{}: {}", op, ::fmt::format(__VA_ARGS__)); \
+  } while (0)
 
 void need_f32(const char* op, const char* name, const Tensor& t, int64_t dims) {
-  need(t.defined(), op, fmt::format("{} is undefined", name));
-  need(t.dtype() == DType::f32, op,
-       fmt::format("{} must be f32, got {}", name, dtype_name(t.dtype())));
-  need(t.dim() == dims, op,
-       fmt::format("{} must have {} dims, got {}", name, dims, shape_str(t.shape())));
-  need(
-      t.device() == Device::cpu || kCuda, op,
-      fmt::format("{} is on {} but this build has no CUDA backend", name, device_name(t.device())));
+  GYRE_NEED(t.defined(), op, "{} is undefined", name);
+  GYRE_NEED(t.dtype() == DType::f32, op, "{} must be f32, got {}", name, dtype_name(t.dtype()));
+  GYRE_NEED(t.dim() == dims, op, "{} must have {} dims, got {}", name, dims, shape_str(t.shape()));
+  GYRE_NEED(t.device() == Device::cpu || kCuda, op,
+            "{} is on {} but this build has no CUDA backend", name, device_name(t.device()));
 }
 
 // All tensors of the call on one device (that of the first).
 void need_same_device(const char* op, std::initializer_list<const Tensor*> ts) {
   const Device d = (*ts.begin())->device();
   for (const Tensor* t : ts)
-    need(!t->defined() || t->device() == d, op,
-         fmt::format("tensors on {} and {}: move all of them to one device", device_name(d),
-                     device_name(t->device())));
+    GYRE_NEED(!t->defined() || t->device() == d, op,
+              "tensors on {} and {}: move all of them to one device", device_name(d),
+              device_name(t->device()));
 }
 
 // A KV cache: f32, or bf16 on a CUDA device with the head dims the bf16 kernel is built for.
 void need_cache(const char* op, const char* name, const Tensor& t) {
-  need(t.defined(), op, fmt::format("{} is undefined", name));
-  need(t.dim() == 4, op,
-       fmt::format("{} must have 4 dims [pages, page_size, kv heads, head_dim], got {}", name,
-                   shape_str(t.shape())));
+  GYRE_NEED(t.defined(), op, "{} is undefined", name);
+  GYRE_NEED(t.dim() == 4, op, "{} must have 4 dims [pages, page_size, kv heads, head_dim], got {}",
+            name, shape_str(t.shape()));
   if (t.dtype() == DType::f32) return need_f32(op, name, t, 4);
-  need(t.dtype() == DType::bf16 && t.device() == Device::cuda, op,
-       fmt::format("{} must be f32 (or bf16 on a CUDA device), got {} on {}", name,
-                   dtype_name(t.dtype()), device_name(t.device())));
-  need(paged_kv_dtype_supported(DType::bf16, Device::cuda, t.size(3)), op,
-       fmt::format("a bf16 {} needs head_dim 64 or 128 (the bf16 paged kernel's), got {}", name,
-                   t.size(3)));
+  GYRE_NEED(t.dtype() == DType::bf16 && t.device() == Device::cuda, op,
+            "{} must be f32 (or bf16 on a CUDA device), got {} on {}", name, dtype_name(t.dtype()),
+            device_name(t.device()));
+  GYRE_NEED(paged_kv_dtype_supported(DType::bf16, Device::cuda, t.size(3)), op,
+            "a bf16 {} needs head_dim 64 or 128 (the bf16 paged kernel's), got {}", name,
+            t.size(3));
 }
 
 Tensor host_view(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
 
 void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
-  need(t.defined() && t.dtype() == DType::i32 && t.dim() == 1 && t.numel() == n, op,
-       fmt::format("{} must be i32 [{}], got {} {}", name, n,
-                   t.defined() ? dtype_name(t.dtype()) : "undefined",
-                   t.defined() ? shape_str(t.shape()) : ""));
+  GYRE_NEED(t.defined() && t.dtype() == DType::i32 && t.dim() == 1 && t.numel() == n, op,
+            "{} must be i32 [{}], got {} {}", name, n,
+            t.defined() ? dtype_name(t.dtype()) : "undefined",
+            t.defined() ? shape_str(t.shape()) : "");
 }
 
 }  // namespace
@@ -80,13 +81,12 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
   need_f32(op, "v", v, 3);
   need_cache(op, "k_cache", k_cache);
   need_cache(op, "v_cache", v_cache);
-  need(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
-  need(v.shape() == k.shape(), op,
-       fmt::format("v {} != k {}", shape_str(v.shape()), shape_str(k.shape())));
-  need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
+  GYRE_NEED(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
+  GYRE_NEED(v.shape() == k.shape(), op, "v {} != k {}", shape_str(v.shape()), shape_str(k.shape()));
+  GYRE_NEED(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
   const int64_t T = k.size(0), Hkv = k.size(1), D = k.size(2);
-  need(k_cache.size(2) == Hkv && k_cache.size(3) == D, op,
-       fmt::format("k {} does not fit cache {}", shape_str(k.shape()), shape_str(k_cache.shape())));
+  GYRE_NEED(k_cache.size(2) == Hkv && k_cache.size(3) == D, op, "k {} does not fit cache {}",
+            shape_str(k.shape()), shape_str(k_cache.shape()));
   need_i32(op, "slot_mapping", slot_mapping, T);
   need_same_device(op, {&k, &v, &slot_mapping, &k_cache, &v_cache});
   const int64_t slots = k_cache.size(0) * k_cache.size(1);
@@ -95,8 +95,8 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
     const Tensor s_host = host_view(slot_mapping);
     const int32_t* s = s_host.i32();
     for (int64_t t = 0; t < T; ++t)
-      need(s[t] < slots, op,
-           fmt::format("slot_mapping[{}] = {} outside the cache's {} slots", t, s[t], slots));
+      GYRE_NEED(s[t] < slots, op, "slot_mapping[{}] = {} outside the cache's {} slots", t, s[t],
+                slots);
   }
   if constexpr (kCuda)
     if (k.device() == Device::cuda && k_cache.dtype() == DType::bf16)
@@ -118,27 +118,26 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   need_f32(op, "q", q, 3);
   need_cache(op, "k_cache", k_cache);
   need_cache(op, "v_cache", v_cache);
-  need(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
+  GYRE_NEED(v_cache.dtype() == k_cache.dtype(), op, "k_cache and v_cache dtypes differ");
   need_f32(op, "out", out, 3);
-  need(out.shape() == q.shape(), op, "out must have q's shape");
-  need(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
+  GYRE_NEED(out.shape() == q.shape(), op, "out must have q's shape");
+  GYRE_NEED(v_cache.shape() == k_cache.shape(), op, "v_cache and k_cache shapes differ");
   const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
   const int64_t P = k_cache.size(0), page_size = k_cache.size(1), Hkv = k_cache.size(2);
-  need(k_cache.size(3) == D, op, fmt::format("head_dim: q {} vs cache {}", D, k_cache.size(3)));
-  need(Hkv > 0 && Hq % Hkv == 0, op,
-       fmt::format("query heads {} not a multiple of kv heads {}", Hq, Hkv));
-  need(cu_seqlens_q.defined() && cu_seqlens_q.dim() == 1 && cu_seqlens_q.numel() >= 1, op,
-       "cu_seqlens_q must be i32 [B+1]");
+  GYRE_NEED(k_cache.size(3) == D, op, "head_dim: q {} vs cache {}", D, k_cache.size(3));
+  GYRE_NEED(Hkv > 0 && Hq % Hkv == 0, op, "query heads {} not a multiple of kv heads {}", Hq, Hkv);
+  GYRE_NEED(cu_seqlens_q.defined() && cu_seqlens_q.dim() == 1 && cu_seqlens_q.numel() >= 1, op,
+            "cu_seqlens_q must be i32 [B+1]");
   const int64_t B = cu_seqlens_q.numel() - 1;
   need_i32(op, "cu_seqlens_q", cu_seqlens_q, B + 1);
   need_i32(op, "kv_lens", kv_lens, B);
   need_i32(op, "page_indptr", page_indptr, B + 1);
-  need(page_indices.defined() && page_indices.dtype() == DType::i32 && page_indices.dim() == 1, op,
-       "page_indices must be i32 [num_pages_used]");
+  GYRE_NEED(page_indices.defined() && page_indices.dtype() == DType::i32 && page_indices.dim() == 1,
+            op, "page_indices must be i32 [num_pages_used]");
   need_same_device(
       op, {&q, &k_cache, &v_cache, &out, &cu_seqlens_q, &kv_lens, &page_indptr, &page_indices});
-  need(D <= cuda::kMaxAttentionHeadDim || q.device() == Device::cpu, op,
-       fmt::format("head_dim {} above the CUDA kernel's {}", D, cuda::kMaxAttentionHeadDim));
+  GYRE_NEED(D <= cuda::kMaxAttentionHeadDim || q.device() == Device::cpu, op,
+            "head_dim {} above the CUDA kernel's {}", D, cuda::kMaxAttentionHeadDim);
   // Proven by the caller once per step (KnownIndices::add_paged_layout) or checked on host copies.
   PagedLayoutStats stats;
   const auto* known = KnownIndices::find(cu_seqlens_q, KnownIndices::Entry::paged);
@@ -175,20 +174,20 @@ PagedLayoutStats validate_paged_layout(const int32_t* cu, const int32_t* lens, c
                                        int64_t num_page_indices, int64_t num_pages,
                                        int64_t page_size) {
   const char* op = "paged_attention";
-  need(cu[0] == 0 && cu[B] == T, op,
-       fmt::format("cu_seqlens_q must run from 0 to T = {}, got {}..{}", T, cu[0], cu[B]));
-  need(ip[0] == 0 && ip[B] == num_page_indices, op,
-       "page_indptr must run from 0 to page_indices.numel()");
+  GYRE_NEED(cu[0] == 0 && cu[B] == T, op, "cu_seqlens_q must run from 0 to T = {}, got {}..{}", T,
+            cu[0], cu[B]);
+  GYRE_NEED(ip[0] == 0 && ip[B] == num_page_indices, op,
+            "page_indptr must run from 0 to page_indices.numel()");
   PagedLayoutStats stats;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t nq = cu[b + 1] - cu[b];
-    need(nq >= 0 && lens[b] >= nq, op,
-         fmt::format("sequence {}: {} new tokens but kv_len {}", b, nq, lens[b]));
-    need(ip[b + 1] >= ip[b] && int64_t(ip[b + 1] - ip[b]) * page_size >= lens[b], op,
-         fmt::format("sequence {}: {} pages cannot hold kv_len {}", b, ip[b + 1] - ip[b], lens[b]));
+    GYRE_NEED(nq >= 0 && lens[b] >= nq, op, "sequence {}: {} new tokens but kv_len {}", b, nq,
+              lens[b]);
+    GYRE_NEED(ip[b + 1] >= ip[b] && int64_t(ip[b + 1] - ip[b]) * page_size >= lens[b], op,
+              "sequence {}: {} pages cannot hold kv_len {}", b, ip[b + 1] - ip[b], lens[b]);
     for (int32_t i = ip[b]; i < ip[b + 1]; ++i)
-      need(pages[i] >= 0 && pages[i] < num_pages, op,
-           fmt::format("page_indices[{}] = {} outside [0, {})", i, pages[i], num_pages));
+      GYRE_NEED(pages[i] >= 0 && pages[i] < num_pages, op, "page_indices[{}] = {} outside [0, {})",
+                i, pages[i], num_pages);
     stats.max_q_len = std::max<int64_t>(stats.max_q_len, nq);
     stats.max_kv_len = std::max<int64_t>(stats.max_kv_len, lens[b]);
   }
