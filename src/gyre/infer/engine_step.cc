@@ -47,8 +47,16 @@ void Engine::run_step() {
     // update_weights clears it). Only autocast linears on the GPU consult it.
     ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
     if (graphs_ && graphs_->eligible(batch_)) {
-      logits = graphs_->run(batch_);  // pure decode: replay the bucket's CUDA graph
-    } else {
+      try {
+        logits = graphs_->run(batch_);  // pure decode: replay the bucket's CUDA graph
+      } catch (const Error& e) {
+        // A model whose forward cannot be captured (it synchronises the host somewhere): decode
+        // eagerly from now on rather than fail requests.
+        log::warn("engine: CUDA graph capture failed ({}); decoding without graphs", e.what());
+        graphs_.reset();
+      }
+    }
+    if (!logits.defined()) {
       // Validates the step's page table once (a bad one fails the plan like a failed forward).
       PagedAttentionContext ctx(*kv_, batch_);
       opt.attention = &ctx;
