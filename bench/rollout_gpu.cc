@@ -47,6 +47,7 @@ using gyre::bench::RolloutRun;
 
 int main(int argc, char** argv) {
   int batch = 256, prompt = 128, new_tokens = 256, iters = 1, layers = 0, chunk = 8192;
+  int graph_max_bs = 256;  // --cuda-graph-max-bs (0: no CUDA graphs, for A/B runs)
   double budget_s = 90;
   std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--chunk")) chunk = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--cuda-graph-max-bs")) graph_max_bs = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--budget-s")) budget_s = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
@@ -81,8 +83,10 @@ int main(int argc, char** argv) {
 
     const int kB1Prompt = 128, kB1New = 128;
     const int64_t max_len = std::max(prompt + new_tokens, kB1Prompt + kB1New);
-    gyre::infer::Engine engine(*model, nullptr,
-                               gyre::bench::rollout_engine_config(batch, prompt, max_len, chunk));
+    gyre::infer::EngineConfig ecfg =
+        gyre::bench::rollout_engine_config(batch, prompt, max_len, chunk);
+    ecfg.cuda_graph_max_bs = graph_max_bs;
+    gyre::infer::Engine engine(*model, nullptr, ecfg);
 
     // Warm-up at a small size (kernels, cuBLAS handles, allocator pools).
     drive(engine, random_requests(4, 16, 8, cfg.vocab_size, 1), 1e9);

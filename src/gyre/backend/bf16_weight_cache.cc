@@ -47,6 +47,8 @@ const uint16_t* Bf16WeightCache::bf16(const Tensor& w) {
 #ifdef GYRE_HAVE_CUDA
   auto& slot = impl_->copies[{w.raw(), w.numel()}];
   if (!slot) {
+    // The copies outlive any CUDA graph being captured: never from a graph's private pool.
+    cuda::GraphPoolScope shared_memory(nullptr);
     const size_t bytes = size_t(std::max<int64_t>(w.numel(), 1)) * 2;
     slot = std::make_unique<cuda::DeviceBuffer>(bytes);
     if (w.numel() > 0) cuda::f32_to_bf16(w.f32(), slot->as<uint16_t>(), w.numel());

@@ -18,6 +18,7 @@
 //   independent of the number of threads.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,28 @@ class UseBf16WeightCache {
 };
 // The innermost installed cache on this thread, or null.
 Bf16WeightCache* bf16_weight_cache();
+
+// ---- CUDA graphs (backend/cuda/graph.h)
+// Records everything `body` launches on the calling thread's stream once, then replays it with one
+// launch. The body must read and write only buffers whose addresses stay fixed (the caller
+// refreshes input contents before replay()), must not synchronise the host, and runs twice during
+// capture() (an eager warm-up, then the recorded run). Its temporaries live in the graph's private
+// memory. Builds without CUDA throw Error(unsupported) from capture().
+class DeviceGraph {
+ public:
+  DeviceGraph();
+  ~DeviceGraph();
+  DeviceGraph(const DeviceGraph&) = delete;
+  DeviceGraph& operator=(const DeviceGraph&) = delete;
+  void capture(const std::function<void()>& body);
+  void replay();
+  bool captured() const;
+  size_t memory_bytes() const;  // the graph's private pool
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
 
 // ---- index data the caller has already validated
 // Ops that index by data (embedding's ids, rope_'s positions, attention's cu_seqlens, gather_rows'

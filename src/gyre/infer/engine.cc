@@ -74,6 +74,10 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
   kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
                                     mc.head_dim, model_.device(),
                                     kv_cache_dtype(cfg_.kv_cache_dtype, model_));
+  // MoE routing copies expert indices to the host (not capturable): those models decode eagerly.
+  if (model_.device() == Device::cuda && !tp && cfg_.cuda_graph_max_bs > 0 && mc.num_experts == 0)
+    graphs_ = std::make_unique<DecodeGraphs>(model_, *kv_, cfg_.page_size, cfg_.context_len,
+                                             cfg_.cuda_graph_max_bs);
   cache_ = std::make_unique<RadixCache>(*pool_);
   SchedulerConfig sc;
   sc.max_running_requests = cfg_.max_running_requests;
@@ -288,7 +292,8 @@ bool Engine::flush_cache() {
 
 int64_t Engine::update_weights(const std::function<void()>& apply) {
   auto run = [this, &apply] {
-    weight_cache_.clear();  // bf16 copies of the old weights (refilled by the next forward)
+    weight_cache_.clear();          // bf16 copies of the old weights (refilled by the next forward)
+    if (graphs_) graphs_->clear();  // they captured the old copies' addresses
     apply();
     sched_->bump_weight_version();  // invalidates the radix cache: its KV is stale
     weight_version_ = sched_->weight_version();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "gyre/backend/ops.h"
+#include "gyre/infer/decode_graph.h"
 #include "gyre/infer/kv_pool.h"
 #include "gyre/infer/radix_cache.h"
 #include "gyre/infer/sampler.h"
@@ -53,6 +54,9 @@ struct EngineConfig {
   // SGLang's --kv-cache-dtype: "auto" (bf16 when the model computes in bf16 on the GPU, else f32),
   // "bf16" (GPU only; halves the cache and the decode attention's memory traffic) or "f32".
   std::string kv_cache_dtype = "auto";
+  // SGLang's --cuda-graph-max-bs: GPU decode steps of up to this many requests replay CUDA graphs
+  // (infer/decode_graph.h); 0 turns graphs off (--disable-cuda-graph). No effect on the CPU.
+  int32_t cuda_graph_max_bs = 256;
 };
 
 class Engine : public EngineApi {
@@ -75,6 +79,9 @@ class Engine : public EngineApi {
   EngineStats stats() const override;
   int64_t update_weights(const std::function<void()>& apply) override;
   int64_t weight_version() const override { return weight_version_.load(); }
+  // CUDA graphs captured for decode steps so far (0 on the CPU or with cuda_graph_max_bs = 0).
+  // Engine-thread state: read it when no step runs (e.g. after generate()).
+  int64_t num_cuda_graphs() const { return graphs_ ? graphs_->num_graphs() : 0; }
 
   // Inline driving (only when not started): processes the inbox and runs one step; returns false
   // when there was nothing to run.
@@ -117,7 +124,8 @@ class Engine : public EngineApi {
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
 
   model::CausalLM& model_;
-  ops::Bf16WeightCache weight_cache_;  // bf16 weights for GPU decode; cleared by update_weights
+  ops::Bf16WeightCache weight_cache_;     // bf16 weights for GPU decode; cleared by update_weights
+  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA-graph decode steps (GPU only); cleared likewise
   std::shared_ptr<const tokenizer::Tokenizer> tok_;
   EngineConfig cfg_;
   int64_t vocab_ = 0;

@@ -43,14 +43,26 @@ void Engine::run_step() {
   opt.gather_vocab = true;  // tensor parallelism: sample from the full [rows, V] logits
   Tensor logits;
   try {
-    // Validates the step's page table once (a bad one fails the plan like a failed forward).
-    PagedAttentionContext ctx(*kv_, batch_);
-    opt.attention = &ctx;
     // bf16 weights converted once per weight version, not per decode step (ops::Bf16WeightCache;
     // update_weights clears it). Only autocast linears on the GPU consult it.
     ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
-    logits = model_.forward(b, opt);
-    opt.attention = nullptr;
+    if (graphs_ && graphs_->eligible(batch_)) {
+      try {
+        logits = graphs_->run(batch_);  // pure decode: replay the bucket's CUDA graph
+      } catch (const Error& e) {
+        // A model whose forward cannot be captured (it synchronises the host somewhere): decode
+        // eagerly from now on rather than fail requests.
+        log::warn("engine: CUDA graph capture failed ({}); decoding without graphs", e.what());
+        graphs_.reset();
+      }
+    }
+    if (!logits.defined()) {
+      // Validates the step's page table once (a bad one fails the plan like a failed forward).
+      PagedAttentionContext ctx(*kv_, batch_);
+      opt.attention = &ctx;
+      logits = model_.forward(b, opt);
+      opt.attention = nullptr;
+    }
   } catch (const std::exception& e) {
     fail_plan(e.what());
     return;

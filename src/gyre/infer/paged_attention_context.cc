@@ -24,6 +24,22 @@ PagedAttentionContext::PagedAttentionContext(KvStorage& kv, const StepBatch& b)
       kv_lens_(borrow_i32(b.kv_lens).to(kv.k(0).device())),
       page_indptr_(borrow_i32(b.page_indptr).to(kv.k(0).device())),
       page_indices_(borrow_i32(b.page_indices).to(kv.k(0).device())) {
+  validate_and_record(b, 0);
+}
+
+PagedAttentionContext::PagedAttentionContext(KvStorage& kv, const StepBatch& b,
+                                             const DeviceIndices& d, int64_t max_kv_len_bound)
+    : kv_(kv),
+      slot_mapping_(d.slot_mapping),
+      cu_seqlens_q_(d.cu_seqlens_q),
+      kv_lens_(d.kv_lens),
+      page_indptr_(d.page_indptr),
+      page_indices_(d.page_indices) {
+  validate_and_record(b, max_kv_len_bound);
+}
+
+void PagedAttentionContext::validate_and_record(const StepBatch& b, int64_t max_kv_len_bound) {
+  KvStorage& kv = kv_;
   // The checks ops::paged_kv_write / ops::paged_attention would run per layer, once, on the host.
   const Tensor& cache = kv.k(0);
   const int64_t num_pages = cache.size(0), page_size = cache.size(1);
@@ -44,11 +60,17 @@ PagedAttentionContext::PagedAttentionContext(KvStorage& kv, const StepBatch& b)
                "paged_attention: {} sequences need cu_seqlens_q and page_indptr of {} entries, got "
                "{} and {}",
                B, B + 1, b.cu_seqlens_q.size(), b.page_indptr.size());
+  if (b.page_indptr.back() < 0 || size_t(b.page_indptr.back()) > b.page_indices.size() ||
+      b.page_indptr.back() > page_indices_.numel())
+    GYRE_THROW(invalid_argument,
+               "paged_attention: page_indptr ends at {} but {} page indices are given ({} fit on "
+               "the device)",
+               b.page_indptr.back(), b.page_indices.size(), page_indices_.numel());
   const ops::PagedLayoutStats st = ops::validate_paged_layout(
       b.cu_seqlens_q.data(), b.kv_lens.data(), b.page_indptr.data(), b.page_indices.data(), B,
-      int64_t(b.slot_mapping.size()), int64_t(b.page_indices.size()), num_pages, page_size);
+      int64_t(b.slot_mapping.size()), int64_t(b.page_indptr.back()), num_pages, page_size);
   known_.add_paged_layout(cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, num_pages,
-                          page_size, st.max_q_len, st.max_kv_len);
+                          page_size, st.max_q_len, std::max(st.max_kv_len, max_kv_len_bound));
 }
 
 void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -17,6 +17,15 @@ namespace gyre::infer {
 class PagedAttentionContext : public model::AttentionContext {
  public:
   PagedAttentionContext(KvStorage& kv, const StepBatch& batch);
+  // The index arrays already on the cache's device (a CUDA graph's static buffers, filled by the
+  // caller from `batch`, which may have more page_indices capacity than it uses); `batch` is only
+  // validated. max_kv_len_bound (>= every kv_len) is what the attention kernel sizes its KV splits
+  // for, so one captured graph serves every later step.
+  struct DeviceIndices {
+    Tensor slot_mapping, cu_seqlens_q, kv_lens, page_indptr, page_indices;
+  };
+  PagedAttentionContext(KvStorage& kv, const StepBatch& batch, const DeviceIndices& device,
+                        int64_t max_kv_len_bound);
   void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
               Tensor& out) override;
 
@@ -24,6 +33,7 @@ class PagedAttentionContext : public model::AttentionContext {
   KvStorage& kv_;
   Tensor slot_mapping_, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_;
   ops::KnownIndices known_;  // what the constructor proved about the arrays above
+  void validate_and_record(const StepBatch& b, int64_t max_kv_len_bound);
 };
 
 // Borrows a vector's data as an i32 [n] tensor (no copy; the vector must outlive the tensor).

@@ -172,6 +172,11 @@ Gradients CausalLM::zeros_like_parameters() const {
   return g;
 }
 
+void CausalLM::prepare_rope(int64_t n) {
+  Tensor cos, sin;
+  w_->rope->get(n, &cos, &sin, device_);
+}
+
 Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardState* state) {
   const ModelConfig& c = config_;
   const Device dev = device_;
@@ -180,7 +185,7 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   check_i32_vector(batch.cu_seqlens, "cu_seqlens");
   // Index data is validated on the host (a device batch is copied back once); the ops get copies
   // on the model's device. On the CPU both are the caller's tensors themselves.
-  const Batch host = batch_on(batch, Device::cpu);
+  const Batch host = o.host_batch ? *o.host_batch : batch_on(batch, Device::cpu);
   const int64_t max_pos = validate_batch(host, c);
   const Batch db = batch_on(batch, dev);
   const int64_t max_seq_len = longest_sequence(host);

@@ -57,6 +57,9 @@ struct ForwardOptions {
   // Tensor parallelism: all-gather the vocab-sharded logits so every rank gets [R, V] (the rollout
   // engine samples from them). No effect without TP; not with save_for_backward.
   bool gather_vocab = false;
+  // Host copies of `batch` (the same values) for validation, so a device batch is not copied back:
+  // required while a CUDA graph is being captured, where device-to-host copies are illegal.
+  const Batch* host_batch = nullptr;
 };
 
 struct NamedTensor {
@@ -159,6 +162,9 @@ class CausalLM {
 
   // See Precision. A ForwardState keeps the precision of its forward; backward uses that one.
   void set_precision(Precision p) { precision_ = p; }
+  // Builds (and caches on the model's device) the RoPE tables for positions [0, n) now, so that a
+  // later forward allocates nothing for them (CUDA-graph capture bakes the tables' address in).
+  void prepare_rope(int64_t n);
   Precision precision() const { return precision_; }
 
   // ---- Tensor parallelism (model/tensor_parallel.h). Under TP, parameters() and Gradients hold

@@ -3,14 +3,23 @@
 
 #include <cuda_runtime.h>
 
+#include <iterator>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
 
 namespace gyre::cuda {
+
+// The allocator's window into GraphPool's private state.
+class GraphPoolAccess {
+ public:
+  static std::map<size_t, std::vector<void*>>& free_list(GraphPool& p) { return p.free_; }
+  static size_t& reserved(GraphPool& p) { return p.reserved_; }
+};
 
 namespace {
 
@@ -29,10 +38,13 @@ struct FreeBlock {
   cudaStream_t freed_on;
 };
 
+thread_local GraphPool* t_graph_pool = nullptr;
+
 class CudaAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
     const size_t cls = round_size(bytes);
+    if (GraphPool* pool = t_graph_pool) return allocate_in(pool, cls, bytes);
     cudaStream_t s = stream();
     void* p = nullptr;
     {
@@ -81,8 +93,52 @@ class CudaAllocator final : public Allocator {
     } catch (...) {
     }
     std::lock_guard<std::mutex> lock(mu_);
-    free_[round_size(bytes)].push_back({p, s});
     in_use_ -= bytes;
+    if (auto it = graph_owned_.find(p); it != graph_owned_.end()) {
+      GraphPoolAccess::free_list(*it->second)[round_size(bytes)].push_back(p);
+      return;
+    }
+    free_[round_size(bytes)].push_back({p, s});
+  }
+
+  // A graph pool's allocation: its own free list first, else a new block that the pool owns.
+  void* allocate_in(GraphPool* pool, size_t cls, size_t bytes) {
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& list = GraphPoolAccess::free_list(*pool)[cls];
+      if (!list.empty()) {
+        p = list.back();
+        list.pop_back();
+      }
+    }
+    if (!p) {
+      GYRE_CUDA_CHECK(cudaMalloc(&p, cls));
+      std::lock_guard<std::mutex> lock(mu_);
+      reserved_ += cls;
+      GraphPoolAccess::reserved(*pool) += cls;
+      graph_owned_[p] = pool;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ += bytes;
+    if (in_use_ > peak_) peak_ = in_use_;
+    return p;
+  }
+
+  // ~GraphPool: free blocks go back to the driver; blocks still held by tensors become ordinary
+  // blocks (their deallocate then feeds the shared free lists).
+  void release_pool(GraphPool& pool) {
+    std::vector<std::pair<void*, size_t>> to_free;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [cls, list] : GraphPoolAccess::free_list(pool))
+        for (void* p : list) to_free.push_back({p, cls});
+      for (auto it = graph_owned_.begin(); it != graph_owned_.end();)
+        it = it->second == &pool ? graph_owned_.erase(it) : std::next(it);
+      for (auto& [p, cls] : to_free) reserved_ -= cls;
+    }
+    if (!to_free.empty()) cudaStreamSynchronize(stream());  // a replay may still run
+    for (auto& [p, cls] : to_free) cudaFree(p);
   }
 
   Device device() const override { return Device::cuda; }
@@ -124,6 +180,7 @@ class CudaAllocator final : public Allocator {
  private:
   mutable std::mutex mu_;
   std::map<size_t, std::vector<FreeBlock>> free_;
+  std::unordered_map<void*, GraphPool*> graph_owned_;  // blocks a GraphPool owns
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
 };
 
@@ -153,6 +210,10 @@ void zero_bytes(void* dst, size_t bytes) {
 }  // namespace
 
 Allocator& device_allocator() { return the_allocator(); }
+
+GraphPool::~GraphPool() { the_allocator().release_pool(*this); }
+GraphPoolScope::GraphPoolScope(GraphPool* pool) : previous_(t_graph_pool) { t_graph_pool = pool; }
+GraphPoolScope::~GraphPoolScope() { t_graph_pool = previous_; }
 size_t reserved_bytes() { return the_allocator().reserved(); }
 void empty_cache() { the_allocator().release_cached(); }
 

@@ -11,6 +11,8 @@
 // memory_allocated), reserved_bytes what the pool holds from the driver.
 #pragma once
 #include <cstddef>
+#include <map>
+#include <vector>
 
 #include "gyre/core/allocator.h"
 
@@ -26,6 +28,37 @@ void empty_cache();
 // Registers the allocator and copy/zero hooks with core; idempotent (runs at static init of
 // runtime.cc too).
 void register_hooks();
+
+// Device memory owned by one CUDA graph (PyTorch's graph-private pool). While a GraphPoolScope is
+// active on a thread, that thread's device allocations come from the pool and return to it when
+// freed — wherever they are freed later. A captured graph bakes its buffers' addresses in, so no
+// other work may ever be handed those blocks: the pool keeps them until it is destroyed (after its
+// graph), then returns the free ones to the driver; blocks still held by live tensors then become
+// ordinary pool-allocator blocks. Allocations under a scope must come from one stream (the
+// capturing thread's).
+class GraphPool {
+ public:
+  GraphPool() = default;
+  ~GraphPool();
+  GraphPool(const GraphPool&) = delete;
+  GraphPool& operator=(const GraphPool&) = delete;
+  size_t reserved_bytes() const { return reserved_; }
+
+ private:
+  friend class GraphPoolAccess;
+  std::map<size_t, std::vector<void*>> free_;  // size class -> free blocks
+  size_t reserved_ = 0;                        // bytes obtained from cudaMalloc
+};
+class GraphPoolScope {
+ public:
+  explicit GraphPoolScope(GraphPool* pool);
+  ~GraphPoolScope();
+  GraphPoolScope(const GraphPoolScope&) = delete;
+  GraphPoolScope& operator=(const GraphPoolScope&) = delete;
+
+ private:
+  GraphPool* previous_;
+};
 
 // Scratch device memory for one op: taken from the pool, returned when the op's host code leaves
 // scope. Safe without a sync because a reuse on the same stream is ordered after the kernels.

@@ -1,0 +1,143 @@
+// DecodeGraphs (decode_graph.h): padding a decode step to its bucket, static device buffers,
+// capture on first use, host-side validation and replay afterwards.
+#include "gyre/infer/decode_graph.h"
+
+#include <algorithm>
+
+#include "gyre/core/error.h"
+#include "gyre/infer/paged_attention_context.h"
+#include "gyre/model/causal_lm.h"
+
+namespace gyre::infer {
+
+struct DecodeGraphs::Graph {
+  int64_t bucket = 0;
+  StepBatch host;  // the padded step (page_indices at full capacity)
+  PagedAttentionContext::DeviceIndices dev;
+  Tensor ids, positions;  // device, [bucket]
+  Tensor logits;          // [bucket, V]: written by every replay
+  ops::DeviceGraph graph;
+};
+
+DecodeGraphs::DecodeGraphs(model::CausalLM& model, KvStorage& kv, int32_t page_size,
+                           int64_t context_len, int64_t max_batch)
+    : model_(model),
+      kv_(kv),
+      page_size_(page_size),
+      context_len_(context_len),
+      max_batch_(max_batch),
+      pages_per_seq_((context_len + page_size - 1) / page_size) {}
+
+DecodeGraphs::~DecodeGraphs() = default;
+
+int64_t DecodeGraphs::bucket_for(int64_t batch) {
+  // SGLang's capture sizes: powers of two up to 16, then steps of 8 to 32, 16 to 64, 32 beyond.
+  if (batch <= 1) return 1;
+  if (batch <= 16) {
+    int64_t b = 2;
+    while (b < batch) b *= 2;
+    return b;
+  }
+  const int64_t step = batch <= 32 ? 8 : batch <= 64 ? 16 : 32;
+  return (batch + step - 1) / step * step;
+}
+
+bool DecodeGraphs::eligible(const StepBatch& b) const {
+  const int64_t B = int64_t(b.kv_lens.size());
+  if (B < 1 || bucket_for(B) > max_batch_ || b.cu_seqlens_q.back() != B) return false;
+  if (int64_t(b.logits_rows.size()) != B || int64_t(b.rows.size()) != B) return false;
+  for (int64_t i = 0; i < B; ++i)
+    if (b.logits_rows[size_t(i)] != i || !b.rows[size_t(i)].sample) return false;
+  return true;
+}
+
+void DecodeGraphs::clear() { graphs_.clear(); }
+
+size_t DecodeGraphs::memory_bytes() const {
+  size_t n = 0;
+  for (const auto& [b, g] : graphs_) n += g->graph.memory_bytes();
+  return n;
+}
+
+Tensor DecodeGraphs::run(const StepBatch& b) {
+  const int64_t B = int64_t(b.kv_lens.size()), Bb = bucket_for(B);
+  const model::ModelConfig& mc = model_.config();
+  // Host-side checks of what the graph will read (the captured forward validated only its own
+  // step): ids in the vocabulary, positions inside the context the RoPE tables and splits cover.
+  for (int64_t i = 0; i < B; ++i) {
+    const int32_t id = b.ids[size_t(i)], pos = b.positions[size_t(i)];
+    if (id < 0 || id >= mc.vocab_size || pos < 0 || pos >= context_len_ ||
+        b.kv_lens[size_t(i)] > context_len_)
+      GYRE_THROW(invalid_argument,
+                 "decode graph: row {} has token {} at position {} (kv_len {}); the model has {} "
+                 "tokens and the engine a context of {}",
+                 i, id, pos, b.kv_lens[size_t(i)], mc.vocab_size, context_len_);
+  }
+  auto& slot = graphs_[Bb];
+  if (!slot) {
+    slot = std::make_unique<Graph>();
+    Graph& g = *slot;
+    g.bucket = Bb;
+    const Device dev = model_.device();
+    auto zeros = [&](int64_t n) { return Tensor::zeros({n}, DType::i32, dev); };
+    g.ids = zeros(Bb);
+    g.positions = zeros(Bb);
+    g.dev.slot_mapping = zeros(Bb);
+    g.dev.cu_seqlens_q = zeros(Bb + 1);
+    g.dev.kv_lens = zeros(Bb);
+    g.dev.page_indptr = zeros(Bb + 1);
+    g.dev.page_indices = zeros(Bb * pages_per_seq_);
+  }
+  Graph& g = *slot;
+  // The padded host step.
+  StepBatch& h = g.host;
+  h.ids.assign(b.ids.begin(), b.ids.end());
+  h.positions.assign(b.positions.begin(), b.positions.end());
+  h.slot_mapping.assign(b.slot_mapping.begin(), b.slot_mapping.end());
+  h.kv_lens.assign(b.kv_lens.begin(), b.kv_lens.end());
+  h.page_indptr.assign(b.page_indptr.begin(), b.page_indptr.end());
+  h.page_indices.assign(b.page_indices.begin(), b.page_indices.end());
+  for (int64_t i = B; i < Bb; ++i) {  // padding: token 0 at position 0 over page 0, no KV write
+    h.ids.push_back(0);
+    h.positions.push_back(0);
+    h.slot_mapping.push_back(-1);
+    h.kv_lens.push_back(1);
+    h.page_indices.push_back(0);
+    h.page_indptr.push_back(int32_t(h.page_indices.size()));
+  }
+  if (int64_t(h.page_indices.size()) > Bb * pages_per_seq_)
+    GYRE_THROW(internal, "decode graph: {} pages exceed the bucket's capacity {}",
+               h.page_indices.size(), Bb * pages_per_seq_);
+  h.page_indices.resize(size_t(Bb * pages_per_seq_), 0);
+  h.cu_seqlens_q.resize(size_t(Bb + 1));
+  for (int64_t i = 0; i <= Bb; ++i) h.cu_seqlens_q[size_t(i)] = int32_t(i);
+  // Refresh the static buffers (host-to-device copies, stream-ordered before the replay).
+  g.ids.copy_from(borrow_i32(h.ids));
+  g.positions.copy_from(borrow_i32(h.positions));
+  g.dev.slot_mapping.copy_from(borrow_i32(h.slot_mapping));
+  g.dev.cu_seqlens_q.copy_from(borrow_i32(h.cu_seqlens_q));
+  g.dev.kv_lens.copy_from(borrow_i32(h.kv_lens));
+  g.dev.page_indptr.copy_from(borrow_i32(h.page_indptr));
+  g.dev.page_indices.copy_from(borrow_i32(h.page_indices));
+  // Validates the padded page table against the cache (every step, on the host).
+  PagedAttentionContext ctx(kv_, h, g.dev, context_len_);
+  if (!g.graph.captured()) {
+    model_.prepare_rope(context_len_);  // tables for every position, outside the graph's memory
+    model::Batch db, hb;
+    db.ids = g.ids;
+    db.positions = g.positions;
+    db.cu_seqlens = g.dev.cu_seqlens_q;
+    hb.ids = borrow_i32(h.ids);
+    hb.positions = borrow_i32(h.positions);
+    hb.cu_seqlens = borrow_i32(h.cu_seqlens_q);
+    model::ForwardOptions opt;
+    opt.attention = &ctx;
+    opt.host_batch = &hb;
+    opt.gather_vocab = true;
+    g.graph.capture([&] { g.logits = model_.forward(db, opt); });
+  }
+  g.graph.replay();
+  return g.logits.narrow(0, B);
+}
+
+}  // namespace gyre::infer

@@ -1,0 +1,55 @@
+// CUDA-graph decode steps for the rollout engine on the GPU (SGLang's CUDA graph runner). A pure
+// decode step (every running request adds one token and samples it) is a fixed sequence of a few
+// hundred small kernels, so the step is host-bound; replaying a captured graph launches all of them
+// at once. One graph per batch-size bucket (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224,
+// 256, ...); a step of B requests pads to its bucket (padding rows: token 0 at position 0 over one
+// page, their KV writes skipped), so graphs are captured once and reused as requests come and go.
+//
+// Invariants: the graph reads the step from static device buffers the runner refreshes before each
+// replay; the step's index data is validated on the host every time (ids in the vocabulary,
+// positions in the context, the page table against the cache); the paged attention kernel sizes its
+// KV splits for the engine's context length, not the step's, so every later step fits the capture;
+// graphs are dropped when the weights change (their bf16 copies move) — Engine::update_weights.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "gyre/backend/ops.h"
+#include "gyre/core/tensor.h"
+#include "gyre/infer/kv_pool.h"
+#include "gyre/infer/step_batch.h"
+
+namespace gyre::model {
+class CausalLM;
+}
+
+namespace gyre::infer {
+
+class DecodeGraphs {
+ public:
+  // max_batch: the largest bucket (larger steps run eagerly).
+  DecodeGraphs(model::CausalLM& model, KvStorage& kv, int32_t page_size, int64_t context_len,
+               int64_t max_batch);
+  ~DecodeGraphs();
+  // Whether `b` is a pure decode step this runner takes.
+  bool eligible(const StepBatch& b) const;
+  // The step's forward through its bucket's graph (captured on first use): logits [B, V] on the
+  // device, valid until the next run().
+  Tensor run(const StepBatch& b);
+  // Drops every graph (weights changed).
+  void clear();
+  int64_t num_graphs() const { return int64_t(graphs_.size()); }
+  size_t memory_bytes() const;
+  static int64_t bucket_for(int64_t batch);
+
+ private:
+  struct Graph;
+  model::CausalLM& model_;
+  KvStorage& kv_;
+  int32_t page_size_;
+  int64_t context_len_, max_batch_, pages_per_seq_;
+  std::map<int64_t, std::unique_ptr<Graph>> graphs_;
+};
+
+}  // namespace gyre::infer
