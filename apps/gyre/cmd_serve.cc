@@ -79,6 +79,11 @@ int run_serve(int argc, char** argv) {
   app.add_option("--kv-cache-dtype", ec.kv_cache_dtype,
                  "KV cache dtype: auto (bf16 when the model computes in bf16 on the GPU), bf16 "
                  "(GPU only) or f32");
+  bool no_cuda_graph = false;
+  app.add_option("--cuda-graph-max-bs", ec.cuda_graph_max_bs,
+                 "GPU decode steps of up to this many requests replay CUDA graphs (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--disable-cuda-graph", no_cuda_graph, "decode without CUDA graphs on the GPU");
   app.add_option("--num-pages", ec.num_pages, "KV pool size in pages");
   app.add_option("--max-running-requests", ec.max_running_requests, "concurrent requests");
   app.add_option("--chunked-prefill-size", chunked_prefill, "token budget per engine step");
@@ -93,6 +98,7 @@ int run_serve(int argc, char** argv) {
   app.add_flag("--enable-metrics,--skip-server-warmup", ignored, "(always on / nothing to skip)");
   CLI11_PARSE(app, argc, argv);
   ec.enable_prefix_cache = !no_cache;
+  if (no_cuda_graph) ec.cuda_graph_max_bs = 0;
   if (chunked_prefill > 0) ec.max_num_batched_tokens = chunked_prefill;
   sc.health_check_timeout_s = health_timeout;
   serve::check_parser_names(sc.tool_call_parser, sc.reasoning_parser);
@@ -157,6 +163,8 @@ int run_serve(int argc, char** argv) {
                     {"kv_cache_dtype", ec.kv_cache_dtype},
                     {"device", device},
                     {"dtype", bf16 ? "bfloat16" : "float32"},
+                    {"cuda_graph_max_bs", ec.cuda_graph_max_bs},
+                    {"disable_cuda_graph", ec.cuda_graph_max_bs == 0},
                     {"max_running_requests", ec.max_running_requests},
                     {"chunked_prefill_size", ec.max_num_batched_tokens},
                     {"random_seed", ec.random_seed},

@@ -61,6 +61,11 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
                "engine: context length unknown (config.json has no "
                "max_position_embeddings); pass a context length");
   if (cfg_.stream_interval < 1) cfg_.stream_interval = 1;
+  if (cfg_.cuda_graph_max_bs < 0)
+    GYRE_THROW(invalid_argument,
+               "engine: cuda_graph_max_bs is {}; use a batch size >= 1, or 0 to decode without "
+               "CUDA graphs",
+               cfg_.cuda_graph_max_bs);
   eos_ids_ = mc.eos_token_ids;
   if (tok_ && tok_->eos_token_id() &&
       std::find(eos_ids_.begin(), eos_ids_.end(), *tok_->eos_token_id()) == eos_ids_.end())

@@ -55,6 +55,17 @@ TEST(QuickStart, ParseInconsistentBatchConfigIsRejectedWithTheNumbers) {
   EXPECT_NE(r.err.find("global_batch_size (100)"), std::string::npos) << r.err;
 }
 
+TEST(QuickStart, ParseNegativeCudaGraphBatchIsRejected) {
+  const std::string cmd = "cd " + source_path("") + " && " + gyre_bin() +
+                          " train --config examples/quickstart/grpo.yaml --num-rollout 1 "
+                          "--sglang-cuda-graph-max-bs -1 --save /tmp/gyre_graph_bs_reject";
+  auto r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--sglang-cuda-graph-max-bs must be in [0, 1048576] (got -1)"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(QuickStart, ParseBf16KvCacheOnTheCpuIsRejected) {
   const std::string cmd = "cd " + source_path("") + " && " + gyre_bin() +
                           " train --config examples/quickstart/grpo.yaml --num-rollout 1 "

@@ -532,4 +532,8 @@ TEST(ServeE2EParse, DeviceAndDtypeFlags) {
                         " --skip-tokenizer-init --port 0 --dtype fp4");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--dtype"), std::string::npos) << r.err;
+  r = test::run_command("timeout 60 " + test::gyre_bin() + " serve --model-path " + model +
+                        " --skip-tokenizer-init --port 0 --cuda-graph-max-bs -4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--cuda-graph-max-bs"), std::string::npos) << r.err;
 }

@@ -257,3 +257,20 @@ TEST(EngineGolden, KvCacheDtypeIsCheckedBeforeAnyWork) {
   cfg.kv_cache_dtype = "f32";
   EXPECT_NO_THROW(Engine(*model, nullptr, cfg));
 }
+
+// cuda_graph_max_bs: negative is rejected before any work; on the CPU any valid value is a no-op
+// (graphs are a GPU feature), so the engine decodes the same tokens with or without it.
+TEST(EngineGolden, CudaGraphMaxBsIsCheckedAndIgnoredOnTheCpu) {
+  auto model = model::CausalLM::load(test::source_path("tests/fixtures/models/qwen2_tiny"));
+  EngineConfig cfg = small_config();
+  cfg.cuda_graph_max_bs = -1;
+  try {
+    Engine engine(*model, nullptr, cfg);
+    ADD_FAILURE() << "cuda_graph_max_bs -1 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda_graph_max_bs is -1"), std::string::npos) << e.what();
+  }
+  cfg.cuda_graph_max_bs = 8;
+  Engine engine(*model, nullptr, cfg);
+  EXPECT_EQ(engine.num_cuda_graphs(), 0);
+}

@@ -15,6 +15,7 @@ std::shared_ptr<infer::EngineApi> make_colocated_engine(
   ec.context_len = cfg.rollout_max_context_len.value_or(0);
   ec.random_seed = uint64_t(cfg.seed);
   ec.kv_cache_dtype = cfg.kv_cache_dtype;
+  ec.cuda_graph_max_bs = cfg.disable_cuda_graph ? 0 : int32_t(cfg.cuda_graph_max_bs);
   // KV capacity: --max-total-tokens, else room for every running request at full length
   // (prompt budget + response budget), which is what a rollout can hold at once.
   int64_t tokens = cfg.max_total_tokens;

@@ -101,6 +101,12 @@ void TrainConfig::register_flags(FlagSet& f) {
                      "colocated engine's KV cache: auto (bf16 with --precision bf16 on the GPU), "
                      "bf16 (GPU only) or f32",
                      E);
+  f.add<int64_t>("sglang-cuda-graph-max-bs", &cuda_graph_max_bs, 256,
+                 "colocated engine on the GPU: decode steps of up to this many requests replay "
+                 "CUDA graphs (0: none)",
+                 E);
+  f.add<bool>("sglang-disable-cuda-graph", &disable_cuda_graph, false,
+              "colocated engine on the GPU: decode without CUDA graphs", E);
 
   f.add<std::vector<std::string>>(
       "rollout-external-engine-addrs", &rollout_external_engine_addrs, {},
@@ -262,6 +268,11 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
                rollout_temperature);
   if (rollout_max_response_len < 1)
     GYRE_THROW(invalid_argument, "--rollout-max-response-len must be >= 1");
+  if (cuda_graph_max_bs < 0 || cuda_graph_max_bs > (int64_t(1) << 20))
+    GYRE_THROW(invalid_argument,
+               "--sglang-cuda-graph-max-bs must be in [0, 1048576] (got {}); 0 turns CUDA graphs "
+               "off",
+               cuda_graph_max_bs);
   if (use_dynamic_batch_size && max_tokens_per_gpu <= 0)
     GYRE_THROW(invalid_argument, "--use-dynamic-batch-size needs --max-tokens-per-gpu > 0");
   if (eval_prompt_data.size() % 2 != 0)
