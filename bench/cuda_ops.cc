@@ -29,6 +29,7 @@ int main() {
 #include <string>
 #include <vector>
 
+#include "gpu_timing.h"
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -49,29 +50,6 @@ namespace {
 // flash_bf16.cu's defaults for set_flash_bf16_tuning (keep in step with it).
 constexpr int kFwd64Default = 1, kBwdSplitDefault = 3, kBwd64MinBlocksDefault = 3;
 constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4, kBwd64DqMinBlocksDefault = 3;
-
-// Median milliseconds of fn over `reps` runs after `warm` warm-ups (CUDA events on our stream).
-double time_ms(const std::function<void()>& fn, int warm = 3, int reps = 10) {
-  for (int i = 0; i < warm; ++i) fn();
-  cudaStream_t s = cuda::stream();
-  cudaEvent_t a, b;
-  GYRE_CUDA_CHECK(cudaEventCreate(&a));
-  GYRE_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    GYRE_CUDA_CHECK(cudaEventRecord(a, s));
-    fn();
-    GYRE_CUDA_CHECK(cudaEventRecord(b, s));
-    GYRE_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 // Random device tensor: up to 16 Mi values drawn on the host (Philox), tiled on the device for
 // larger tensors (still far larger than the 60 MB L2, so no figure measures the cache).
@@ -99,7 +77,7 @@ void bench_gemm() {
   const int64_t n = 8192;
   Tensor a = random_device({n, n}, DType::bf16, 1), b = random_device({n, n}, DType::bf16, 2);
   Tensor c = Tensor::empty({n, n}, DType::bf16, Device::cuda);
-  double ms = time_ms([&] {
+  double ms = bench::median_ms([&] {
     cuda::gemm_bf16(false, true, n, n, n, 1.0f, a.data<uint16_t>(), n, b.data<uint16_t>(), n, 0.0f,
                     c.data<uint16_t>(), n, true);
   });
@@ -109,7 +87,7 @@ void bench_gemm() {
   const int64_t m = 4096;
   Tensor x = random_device({m, m}, DType::f32, 3), y = random_device({m, m}, DType::f32, 4);
   Tensor z = Tensor::empty({m, m}, DType::f32, Device::cuda);
-  ms = time_ms([&] {
+  ms = bench::median_ms([&] {
     cuda::gemm_f32(false, false, m, m, m, 1.0f, x.f32(), m, y.f32(), m, 0.0f, z.f32(), m);
   });
   tf = 2.0 * m * m * m / (ms * 1e-3) / 1e12;
@@ -162,7 +140,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
     for (const FwdVar& f : fv) {
       cuda::set_flash_fwd_rows_per_warp(f.rows);
       cuda::set_flash_bf16_tuning(f.v64, 1, 1, lpt);
-      const double t = time_ms(fwd);
+      const double t = bench::median_ms(fwd);
       emit("{\"bench\":\"attn_fwd_variant" + suffix +
            "\",\"rows_per_warp\":" + std::to_string(f.rows) +
            ",\"fwd64_variant\":" + std::to_string(f.v64) + ",\"lpt\":" + std::to_string(lpt) +
@@ -194,7 +172,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
     cuda::set_flash_bf16_tuning(0, b.split, b.minb, b.lpt);
     cuda::set_flash_bf16_bwd_warps(b.kvw, b.dqw);
     cuda::set_flash_bf16_dq_min_blocks(b.dqmb);
-    const double t = time_ms(bwd);
+    const double t = bench::median_ms(bwd);
     emit("{\"bench\":\"attn_bwd_variant" + suffix +
          "\",\"separate_dq\":" + std::string(b.sep ? "true" : "false") +
          ",\"split\":" + std::to_string(b.split) + ",\"min_blocks\":" + std::to_string(b.minb) +
@@ -208,11 +186,11 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
   cuda::set_flash_bf16_tuning(kFwd64Default, kBwdSplitDefault, kBwd64MinBlocksDefault, 1);
   cuda::set_flash_bf16_bwd_warps(kBwd64KvWarpsDefault, kBwd64DqWarpsDefault);
   cuda::set_flash_bf16_dq_min_blocks(kBwd64DqMinBlocksDefault);
-  double ms = time_ms(fwd);
+  double ms = bench::median_ms(fwd);
   emit("{\"bench\":\"attn_fwd" + suffix + "\",\"shape\":\"" + shape +
        "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(flops_fwd, ms) + "}");
   fwd();
-  ms = time_ms(bwd);
+  ms = bench::median_ms(bwd);
   emit("{\"bench\":\"attn_bwd" + suffix + "\",\"shape\":\"" + shape +
        "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(2.5 * flops_fwd, ms) + "}");
 }
@@ -233,7 +211,7 @@ void bench_attention() {
   Tensor vf = random_device({T2, H, D}, DType::f32, 11);
   Tensor of = Tensor::empty({T2, H, D}, DType::f32, Device::cuda);
   Tensor lf = Tensor::empty({T2, H}, DType::f32, Device::cuda);
-  ms = time_ms(
+  ms = bench::median_ms(
       [&] {
         cuda::attention_fwd(qf.f32(), kf.f32(), vf.f32(), c2.i32(), B, T2, H, H, D, scale, of.f32(),
                             lf.f32());
@@ -256,7 +234,7 @@ void bench_logprob() {
   Allocator& al = cuda::device_allocator();
   al.reset_peak();
   const size_t base = al.bytes_in_use();
-  double ms = time_ms([&] {
+  double ms = bench::median_ms([&] {
     cuda::token_logprobs_fwd_bf16(logits.data<uint16_t>(), targets.i32(), T, V, 1.0f, logp.f32(),
                                   ent.f32());
   });
@@ -275,7 +253,7 @@ void bench_copy() {
   const int64_t n = int64_t(1) << 30;  // 1 Gi floats = 4 GiB each way
   Tensor a = random_device({n / 1024, 1024}, DType::f32, 13);
   Tensor b = Tensor::empty({n / 1024, 1024}, DType::f32, Device::cuda);
-  double ms = time_ms([&] {
+  double ms = bench::median_ms([&] {
     GYRE_CUDA_CHECK(
         cudaMemcpyAsync(b.raw(), a.raw(), size_t(n) * 4, cudaMemcpyDeviceToDevice, cuda::stream()));
   });

@@ -12,8 +12,8 @@
 // `hot_us` back to back without flushing), and the KV bandwidth (bytes of K + V the call must read
 // at least once, over the time). Anchor: the device's copy bandwidth measured first in the same
 // run (bytes read + written by a 1 GiB device-to-device copy; ~4.0 TB/s on an H200), printed next
-// to each figure with the ratio. Both kernel variants are timed
-// (cuda::set_paged_attention_bf16_variant); the default's output is compared with the f32 kernel's.
+// to each figure with the ratio. The bf16 kernel's output is compared
+// with the f32 kernel's.
 #include <cstdio>
 
 #ifndef GYRE_HAVE_CUDA
@@ -31,6 +31,7 @@ int main() {
 #include <string>
 #include <vector>
 
+#include "gpu_timing.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -50,45 +51,8 @@ std::string num(double v) {
   return buf;
 }
 
-// Timing: `cold` = median of single calls, each after overwriting a 256 MiB buffer (evicts the
-// 60 MB L2); `hot` = mean of back-to-back calls. CUDA events on our stream, after warm-up.
-struct Timing {
-  double cold_us = 0, hot_us = 0;
-};
-
-Timing time_call(const std::function<void()>& fn, int reps) {
-  // Never freed: a static tensor would return its memory after the CUDA runtime is torn down.
-  static Tensor* flush = new Tensor(Tensor::empty({int64_t(64) << 20}, DType::f32, Device::cuda));
-  cudaStream_t s = cuda::stream();
-  for (int i = 0; i < 3; ++i) fn();
-  cudaEvent_t a, b;
-  GYRE_CUDA_CHECK(cudaEventCreate(&a));
-  GYRE_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    GYRE_CUDA_CHECK(cudaMemsetAsync(flush->raw(), i & 0xFF, flush->nbytes(), s));
-    GYRE_CUDA_CHECK(cudaEventRecord(a, s));
-    fn();
-    GYRE_CUDA_CHECK(cudaEventRecord(b, s));
-    GYRE_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1e3);
-  }
-  std::sort(t.begin(), t.end());
-  Timing out;
-  out.cold_us = t[t.size() / 2];
-  GYRE_CUDA_CHECK(cudaEventRecord(a, s));
-  for (int i = 0; i < reps; ++i) fn();
-  GYRE_CUDA_CHECK(cudaEventRecord(b, s));
-  GYRE_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  out.hot_us = ms * 1e3 / reps;
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return out;
-}
+using bench::time_call;
+using bench::Timing;
 
 // Device-to-device copy bandwidth, bytes read + written per second (GB/s).
 double copy_gbps() {
@@ -171,11 +135,6 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
                                    glen.i32(), gip.i32(), gpg.i32(), B, T, h.Hq, h.Hkv, h.D, ps,
                                    scale, q_len, kv_len, out.f32());
   };
-  // The other kernel variant first (for the record), then the default, whose output is checked.
-  const int variant = cuda::paged_attention_bf16_variant(), other = 3 - variant;
-  cuda::set_paged_attention_bf16_variant(other);
-  const Timing bf_other = time_call(run_bf16, reps);
-  cuda::set_paged_attention_bf16_variant(variant);
   const Timing bf = time_call(run_bf16, reps);
   const Timing f32 = time_call(
       [&] {
@@ -204,13 +163,12 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
        ",\"splits_scratch_bytes\":" +
        std::to_string(
            cuda::paged_attention_bf16_workspace_bytes(B, T, h.Hq, h.Hkv, h.D, q_len, kv_len)) +
-       ",\"variant\":" + std::to_string(variant) + ",\"bf16_us\":" + num(bf.cold_us) +
-       ",\"bf16_hot_us\":" + num(bf.hot_us) + ",\"bf16_variant" + std::to_string(other) +
-       "_us\":" + num(bf_other.cold_us) + ",\"bf16_kv_gbps\":" + num(bf_gbps) +
-       ",\"f32_us\":" + num(f32.cold_us) + ",\"f32_hot_us\":" + num(f32.hot_us) +
-       ",\"f32_kv_gbps\":" + num(f32_gbps) + ",\"speedup_vs_f32\":" +
-       num(f32.cold_us / bf.cold_us) + ",\"max_abs_diff_vs_f32\":" + num(max_diff) +
-       ",\"nonfinite\":" + std::to_string(nonfinite) + ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
+       ",\"bf16_us\":" + num(bf.cold_us) + ",\"bf16_hot_us\":" + num(bf.hot_us) +
+       ",\"bf16_kv_gbps\":" + num(bf_gbps) + ",\"f32_us\":" + num(f32.cold_us) +
+       ",\"f32_hot_us\":" + num(f32.hot_us) + ",\"f32_kv_gbps\":" + num(f32_gbps) +
+       ",\"speedup_vs_f32\":" + num(f32.cold_us / bf.cold_us) +
+       ",\"max_abs_diff_vs_f32\":" + num(max_diff) + ",\"nonfinite\":" + std::to_string(nonfinite) +
+       ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
        ",\"bf16_kv_gbps_over_anchor\":" + num(bf_gbps / anchor_gbps) + "}");
 }
 

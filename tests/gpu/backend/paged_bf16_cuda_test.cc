@@ -200,15 +200,9 @@ double run_case(const Case& c) {
   return max_abs;
 }
 
-// Both kernel variants (paged_bf16.h) must meet the bound.
 void expect_close(const Case& c) {
-  const int saved = cuda::paged_attention_bf16_variant();
-  for (int variant : {1, 2}) {
-    cuda::set_paged_attention_bf16_variant(variant);
-    const double err = run_case(c);
-    EXPECT_LE(err, kAbsTol) << "variant " << variant << ": " << describe(c);
-  }
-  cuda::set_paged_attention_bf16_variant(saved);
+  const double err = run_case(c);
+  EXPECT_LE(err, kAbsTol) << describe(c);
 }
 
 // Decode batch of 5 (one key, a page boundary, many pages), Qwen2.5-0.5B and 1.5B heads, pages of
@@ -284,7 +278,6 @@ TEST(PagedBf16, RejectsUnsupportedShapes) {
   EXPECT_TRUE(cuda::paged_attention_bf16_supported(64));
   EXPECT_TRUE(cuda::paged_attention_bf16_supported(128));
   EXPECT_FALSE(cuda::paged_attention_bf16_supported(96));
-  EXPECT_THROW(cuda::set_paged_attention_bf16_variant(3), Error);
   Tensor buf = Tensor::empty({1 << 16}, DType::f32, Device::cuda);
   const float* f = buf.f32();
   const auto* h = buf.data<uint16_t>();

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -36,19 +37,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ double warp_sum_d(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
-}
-
-// Largest b in [0, B) with cu[b] <= i (the sequence holding packed row i; skips empty ones).
-__device__ int find_seq(const int32_t* cu, int64_t B, int64_t i) {
-  int lo = 0, hi = int(B) - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= i)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
 }
 
 __device__ __forceinline__ float dot_row(const float* a_smem, const float* b, int64_t D) {
@@ -106,7 +94,7 @@ __global__ void attn_fwd_kernel(const float* q, const float* k, const float* v, 
   const int64_t w = blockIdx.x * int64_t(kWarps) + warp;
   if (w >= T * Hq) return;
   const int64_t i = w / Hq, h = w % Hq, g = h / (Hq / Hkv);
-  const int64_t start = cu[find_seq(cu, B, i)];
+  const int64_t start = cu[seq_of_row(cu, B, i)];
   const int64_t ldq = Hq * D, ldk = Hkv * D;
   for (int64_t d = lane; d < D; d += 32) qs[warp][d] = q[i * ldq + h * D + d];
   __syncwarp();
@@ -139,7 +127,7 @@ __global__ void attn_dq_kernel(const float* dout, const float* q, const float* k
   const int64_t w = blockIdx.x * int64_t(kWarps) + warp;
   if (w >= T * Hq) return;
   const int64_t i = w / Hq, h = w % Hq, g = h / (Hq / Hkv);
-  const int64_t start = cu[find_seq(cu, B, i)];
+  const int64_t start = cu[seq_of_row(cu, B, i)];
   const int64_t ldq = Hq * D, ldk = Hkv * D;
   for (int64_t d = lane; d < D; d += 32) {
     qs[warp][d] = q[i * ldq + h * D + d];
@@ -187,7 +175,7 @@ __global__ void attn_dkv_kernel(const float* dout, const float* q, const float* 
   const int64_t w = blockIdx.x * int64_t(kWarps) + warp;
   if (w >= T * Hkv) return;
   const int64_t j = w / Hkv, g = w % Hkv, G = Hq / Hkv;
-  const int64_t end = cu[find_seq(cu, B, j) + 1];
+  const int64_t end = cu[seq_of_row(cu, B, j) + 1];
   const int64_t ldq = Hq * D, ldk = Hkv * D;
   for (int64_t d = lane; d < D; d += 32) {
     ks[warp][d] = k[j * ldk + g * D + d];
@@ -256,7 +244,7 @@ __global__ void paged_attn_kernel(const float* q, const float* k_cache, const fl
   const int64_t w = blockIdx.x * int64_t(kWarps) + warp;
   if (w >= T * Hq) return;
   const int64_t i = w / Hq, h = w % Hq, g = h / (Hq / Hkv);
-  const int b = find_seq(cu_q, B, i);
+  const int b = seq_of_row(cu_q, B, i);
   const int64_t nq = cu_q[b + 1] - cu_q[b];
   const int64_t pos = kv_lens[b] - nq + (i - cu_q[b]);  // kv position of this query
   const int32_t* pages = page_indices + page_indptr[b];

@@ -31,15 +31,6 @@ void paged_kv_write_bf16(const float* k, const float* v, const int32_t* slot_map
 // Head dims the attention kernel is built for: 64 and 128.
 bool paged_attention_bf16_supported(int64_t D);
 
-// Decode kernel variant, process-wide (for tests and benchmarks; both compute the same function to
-// f32 rounding): 1 (default) = every warp scores its share of each key tile for all of the CTA's
-// query rows, re-reading q from shared memory; 2 = tiles of <= 8 query rows score by row with q
-// held in registers (fewer shared-memory loads, more registers: slower at D = 64, equal at D = 128
-// on an H200, see g_variant in paged_bf16.cu). Prefill tiles (16 rows) and the split combine are
-// the same in both. Error(invalid_argument) for other values.
-void set_paged_attention_bf16_variant(int variant);
-int paged_attention_bf16_variant();
-
 // Bytes of device scratch paged_attention_bf16_fwd needs for these sizes: 0 when the call does not
 // split the keys (enough (sequence, kv head, query tile) work items to fill the GPU), otherwise the
 // split-KV partials (splits x T x Hq x (D + 2) floats; at most a few MB, because splitting happens

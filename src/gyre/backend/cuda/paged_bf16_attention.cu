@@ -1,4 +1,6 @@
-// bf16 paged KV cache kernels (declarations, layout and semantics in paged_bf16.h).
+// bf16 paged attention (declarations, layout and semantics in paged_bf16.h): the tile kernel for
+// decode and prefill, the split-KV plan and the public entry points. The cache write is
+// paged_bf16_write.cu, the split combine paged_bf16_combine.cu (split-KV: paged_bf16_common.cuh).
 //
 // Attention work item: one CTA (4 warps) owns up to R query rows of one (sequence b, kv head g)
 // and one key range. Rows are the flattened (token, head-in-group) pairs f = t * G + hh of the
@@ -13,19 +15,11 @@
 // shared memory as a broadcast, the bf16 key is widened to f32 in registers), then P V with lanes
 // owning 4 output dims (D = 64: two groups of 16 lanes take alternate keys). Scores are in log2
 // units (q is pre-multiplied by scale * log2 e) so exp2f is the softmax exponential. At the end the
-// 4 warps' states are merged through shared memory (the same formula as the split combine below).
-// That is variant 1, the default; variant 2 (set_paged_attention_bf16_variant) scores decode tiles
-// by row with q in registers instead (see its section).
-//
-// Split-KV (flash-decoding): when (sequences x kv heads x row tiles) cannot fill the GPU, the keys
-// [0, max_kv_len) are cut into `splits` chunks of `chunk` keys (a multiple of the 64-key tile), one
-// CTA per chunk. A chunk's CTA writes per row the unnormalised partial o_s = sum_j 2^(x_j - m_s)
-// v_j, its max m_s (log2 units) and sum l_s = sum_j 2^(x_j - m_s); the combine kernel then computes
-//   M = max_s m_s,  L = sum_s l_s 2^(m_s - M),  out = (sum_s o_s 2^(m_s - M)) / L,
-// which is exactly softmax over the union of the chunks. Split s holds keys of a row at position
-// pos iff s * chunk <= pos, so the combine reads splits 0 .. pos / chunk only (each of those saw
-// at least key s * chunk, so l_s > 0); chunks past a row's position are never read. The split plan
-// depends only on host-known sizes (B, heads, max_q_len, max_kv_len) and the SM count.
+// 4 warps' states are merged through shared memory (the same formula as the split combine).
+// A second decode kernel that scored tiles of <= 8 rows by row with q held in registers (fewer
+// shared-memory loads) was measured on an H200 and removed: it needs 168 registers (3 instead of 4
+// CTAs per SM and a second wave), 42.3 against this kernel's 32.7 us for batch-256 decode at 384
+// keys with 14/2/64 heads, and 64.4 against 67.1 us with 12/2/128 heads (both 3 CTAs per SM).
 //
 // Numerics: f32 products and sums, f32 online softmax with the max subtracted; the only bf16 data
 // are the stored keys/values, which are widened exactly. Rows with no visible key yet (padding
@@ -41,12 +35,15 @@
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/paged_bf16.h"
+#include "gyre/backend/cuda/paged_bf16_common.cuh"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
 
 namespace gyre::cuda {
 
 namespace {
+
+using namespace paged_bf16_detail;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kWarps = 4;
@@ -56,49 +53,9 @@ constexpr int kTileKeys = kWarps * kKeysPerWarp;  // keys per shared-memory stag
 constexpr int kMaxRows = 16;                      // query rows per CTA (prefill)
 constexpr int kMinChunk = kTileKeys;              // smallest split-KV chunk
 
-// ---- bf16 helpers -------------------------------------------------------------------------------
-
-// f32 -> bf16 bits, round to nearest even; NaN stays a quiet NaN (core/dtype.h's f32_to_bf16).
-__device__ __forceinline__ uint32_t to_bf16_bits(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (u >> 16) | 0x0040u;
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return u >> 16;
-}
 // The two bf16 of a 32-bit word (little endian: the lower address is the low half), widened.
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xFFFF0000u); }
-
-// ---- cache write --------------------------------------------------------------------------------
-
-// Four values per thread: row % 4 == 0, k/v 16-byte and the caches 8-byte aligned.
-__global__ void kv_write_vec4_kernel(const float4* k, const float4* v, const int32_t* slots,
-                                     int64_t n4, int64_t row4, uint2* k_cache, uint2* v_cache) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n4;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = e / row4, c = e - t * row4;
-    const int64_t slot = slots[t];
-    if (slot < 0) continue;  // padding row
-    const float4 a = k[e], b = v[e];
-    k_cache[slot * row4 + c] = make_uint2(to_bf16_bits(a.x) | to_bf16_bits(a.y) << 16,
-                                          to_bf16_bits(a.z) | to_bf16_bits(a.w) << 16);
-    v_cache[slot * row4 + c] = make_uint2(to_bf16_bits(b.x) | to_bf16_bits(b.y) << 16,
-                                          to_bf16_bits(b.z) | to_bf16_bits(b.w) << 16);
-  }
-}
-
-__global__ void kv_write_scalar_kernel(const float* k, const float* v, const int32_t* slots,
-                                       int64_t n, int64_t row, uint16_t* k_cache,
-                                       uint16_t* v_cache) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = e / row, c = e - t * row;
-    const int64_t slot = slots[t];
-    if (slot < 0) continue;
-    k_cache[slot * row + c] = uint16_t(to_bf16_bits(k[e]));
-    v_cache[slot * row + c] = uint16_t(to_bf16_bits(v[e]));
-  }
-}
 
 // ---- attention: shared pieces -------------------------------------------------------------------
 
@@ -127,18 +84,15 @@ constexpr int row_bytes(int D) { return D * 2 + 16; }
 //   [0, 2 * kStage)   two K/V stages: K rows [kTileKeys][row_bytes], then V rows alike;
 //                     after the key loop: the warps' partial outputs [kWarps][R][D] f32
 //   [kQ, kP)          q rows [R][D] f32, pre-scaled by scale * log2 e (zeros past nrows)
-//   [kP, kAlpha)      the tile's probabilities, R x kTileKeys f32: variant 1 per warp
-//                     [kWarps][R][kKeysPerWarp], variant 2 [R][kTileKeys] (keys permuted within
-//                     each warp's 16, see tile_p_slot); after the key loop: (max, sum) float2s
-//   [kAlpha, kBytes)  variant 2: each row's rescale factor for the tile [R] f32
+//   [kP, kBytes)      the tile's probabilities, per warp [kWarps][R][kKeysPerWarp] f32 (keys
+//                     permuted by p_slot); after the key loop: the warps' (max, sum) float2s
 template <int D, int R>
 struct Layout {
   static constexpr int kRowBytes = row_bytes(D);
   static constexpr int kStage = 2 * kTileKeys * kRowBytes;
   static constexpr int kQ = 2 * kStage;
   static constexpr int kP = kQ + R * D * 4;
-  static constexpr int kAlpha = kP + R * kTileKeys * 4;
-  static constexpr int kBytes = kAlpha + (R * 4 + 15) / 16 * 16;
+  static constexpr int kBytes = kP + R * kTileKeys * 4;
   static_assert(kWarps * R * D * 4 <= 2 * kStage, "merge area must fit in the K/V stages");
   static_assert(kKeysPerWarp >= 2, "(max, sum) area must fit in the probability area");
 };
@@ -154,14 +108,6 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
 // Reductions over groups of n consecutive lanes (n a power of two <= 32).
 template <int N>
 __device__ __forceinline__ float group_max(float v) {
@@ -176,12 +122,6 @@ __device__ __forceinline__ float group_sum(float v) {
 
 __device__ __forceinline__ float f4_get(const float4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-__device__ __forceinline__ float4 f4_axpy(float a, const float4& x, const float4& y) {
-  return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
-}
-__device__ __forceinline__ float4 f4_scale(const float4& x, float a) {
-  return make_float4(x.x * a, x.y * a, x.z * a, x.w * a);
 }
 __device__ __forceinline__ void unpack8(const uint4& raw, float kf[8]) {
   kf[0] = bf16_lo(raw.x), kf[1] = bf16_hi(raw.x), kf[2] = bf16_lo(raw.y), kf[3] = bf16_hi(raw.y);
@@ -327,7 +267,7 @@ __device__ __forceinline__ void reduce_key_groups(float4 acc[R]) {
   }
 }
 
-// ---- attention, variant 1: every warp scores its 16 keys of a tile for all R rows -------------
+// ---- attention: every warp scores its 16 keys of a tile for all R rows -------------------------
 
 // s[r] = q_r . k for this lane's key (lane & 15 of the warp's 16), all R rows: each lane of the
 // pair sums half of the head dim (lane >> 4 picks the half), then the pair adds.
@@ -464,289 +404,7 @@ __global__ void __launch_bounds__(kThreads) paged_attn_bf16_kernel(const AttnPar
   }
 }
 
-// ---- attention, variant 2: decode tiles (R <= 8) score by row with q in registers ------------
-//
-// Variant 1 re-reads every q value from shared memory for each key (a broadcast 16-byte load per
-// 4 FMAs); variant 2 removes those loads, expecting the shared-memory pipe to be the limit at
-// decode sizes. Measured on an H200 it is not faster (g_variant below has the figures): the q
-// registers raise the kernel to 168 registers, which costs occupancy. Here warp w owns rows [w *
-// RW, w * RW + RW) (RW = max(R / 4, 1)) for the score phase and keeps their q slices in registers:
-// kZ = D / 32 lanes share a key, each summing 32 dims, so a warp scores kKP = 32 / kZ keys per pass
-// and the tile in kNP passes; only K is read from shared memory. Lane mapping key = lane % kKP,
-// part = lane / kKP puts 8 consecutive lanes on 8 different keys (conflict-free with the padded
-// rows). The row's owner warp keeps its running max m and sum l, writes the tile's probabilities
-// (relative to its new max) and the rescale factor alpha to shared memory; after a barrier every
-// warp does P V for its 16 keys of the tile for all R rows exactly as in variant 1 (acc *= alpha
-// first). All warps' acc of a row share the owner's max, so the final merge is a plain sum.
-template <int D>
-struct RowSplit {
-  static constexpr int kZ = D / 32;            // lanes per key
-  static constexpr int kKP = 32 / kZ;          // keys per pass: 16 (D = 64) or 8 (D = 128)
-  static constexpr int kNP = kTileKeys / kKP;  // passes per tile
-};
-
-// Slot of tile key j (0..63) in a variant-2 probability row: the warps' 16-key blocks in order,
-// each permuted by p_slot.
-template <int D>
-__device__ __forceinline__ int tile_p_slot(int j) {
-  return (j & ~(kKeysPerWarp - 1)) + p_slot<D>(j & (kKeysPerWarp - 1));
-}
-
-// s[rw][ps] = q_row . k for key ps * kKP + lane % kKP of the tile (every lane of the key's group
-// ends with the full sum).
-template <int D, int RW>
-__device__ __forceinline__ void score_rows(const unsigned char* ks, const float (&qr)[RW][32],
-                                           int lane, float (&s)[RW][RowSplit<D>::kNP]) {
-  using S = RowSplit<D>;
-  const int key = lane % S::kKP, part = lane / S::kKP;
-#pragma unroll
-  for (int ps = 0; ps < S::kNP; ++ps) {
-    const unsigned char* krow = ks + (ps * S::kKP + key) * row_bytes(D) + part * 64;
-    float x[RW];
-#pragma unroll
-    for (int rw = 0; rw < RW; ++rw) x[rw] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float kf[8];
-      unpack8(*reinterpret_cast<const uint4*>(krow + c * 16), kf);
-#pragma unroll
-      for (int rw = 0; rw < RW; ++rw) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) x[rw] = fmaf(qr[rw][c * 8 + e], kf[e], x[rw]);
-      }
-    }
-#pragma unroll
-    for (int rw = 0; rw < RW; ++rw) {
-      for (int o = S::kKP; o < 32; o <<= 1) x[rw] += __shfl_xor_sync(0xFFFFFFFFu, x[rw], o);
-      s[rw][ps] = x[rw];
-    }
-  }
-}
-
-// Online softmax of the owner warp's rows over the whole tile: masks keys at or past lim, updates
-// m and this lane's share of l (its kNP keys; the kZ lanes of a key hold the same values), returns
-// the rescale factor and leaves the probabilities 2^(s - m_new) in s.
-template <int D, int RW>
-__device__ __forceinline__ void softmax_rows(float (&s)[RW][RowSplit<D>::kNP], const int (&lim)[RW],
-                                             int k0, int lane, float (&m)[RW], float (&l)[RW],
-                                             float (&alpha)[RW]) {
-  using S = RowSplit<D>;
-  const int key = lane % S::kKP;
-#pragma unroll
-  for (int rw = 0; rw < RW; ++rw) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int ps = 0; ps < S::kNP; ++ps) {
-      s[rw][ps] = k0 + ps * S::kKP + key < lim[rw] ? s[rw][ps] : -INFINITY;
-      mx = fmaxf(mx, s[rw][ps]);
-    }
-    const float m_new = fmaxf(m[rw], group_max<S::kKP>(mx));
-    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: all weights 0
-    alpha[rw] = exp2f(m[rw] - m_ref);
-    float sum = 0.0f;
-#pragma unroll
-    for (int ps = 0; ps < S::kNP; ++ps) {
-      s[rw][ps] = exp2f(s[rw][ps] - m_ref);
-      sum += s[rw][ps];
-    }
-    l[rw] = fmaf(l[rw], alpha[rw], sum);
-    m[rw] = m_new;
-  }
-}
-
-template <int D, int R>
-__global__ void __launch_bounds__(kThreads) paged_attn_bf16_rows_kernel(const AttnParams p) {
-  static_assert(R <= 2 * kWarps, "variant 2 keeps at most 2 rows of q per warp in registers");
-  constexpr int RW = R >= kWarps ? R / kWarps : 1;
-  using L = Layout<D, R>;
-  using S = RowSplit<D>;
-  extern __shared__ __align__(16) unsigned char smem[];
-  Item it;
-  if (!decode_item<R>(p, it)) return;
-  const int32_t* pages = p.page_indices + p.page_indptr[it.b];
-  load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
-  cp_async_commit();
-  float* qs = reinterpret_cast<float*>(smem + L::kQ);
-  load_q<D, R>(qs, p, it);
-  __syncthreads();
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int r0 = warp * RW;    // first row this warp scores
-  const bool scorer = r0 < R;  // warp-uniform; false for some warps when R < 4
-  const int part = lane / S::kKP;
-  float qr[RW][32];
-  int lim[RW];
-  float m[RW], l[RW];
-#pragma unroll
-  for (int rw = 0; rw < RW; ++rw) {
-    const int r = r0 + rw;
-    const bool own = scorer && r < R;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float4 x = own ? *reinterpret_cast<const float4*>(qs + r * D + part * 32 + i * 4)
-                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      qr[rw][4 * i] = x.x, qr[rw][4 * i + 1] = x.y, qr[rw][4 * i + 2] = x.z;
-      qr[rw][4 * i + 3] = x.w;
-    }
-    lim[rw] = own ? row_limit(p, it, r) : it.key_begin;
-    m[rw] = -INFINITY;
-    l[rw] = 0.0f;
-  }
-  float4 acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float* prob = reinterpret_cast<float*>(smem + L::kP);         // [R][kTileKeys]
-  float* alpha_s = reinterpret_cast<float*>(smem + L::kAlpha);  // [R]
-
-  const int n_tiles = (it.key_end - it.key_begin + kTileKeys - 1) / kTileKeys;
-  for (int t = 0; t < n_tiles; ++t) {
-    const int k0 = it.key_begin + t * kTileKeys;
-    if (t + 1 < n_tiles) {  // prefetch the next tile into the other stage
-      load_kv_tile<D>(smem + ((t + 1) & 1) * L::kStage, p, pages, it.g, k0 + kTileKeys, it.key_end);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // this tile visible to every warp
-    const unsigned char* stage = smem + (t & 1) * L::kStage;
-    if (scorer) {
-      float s[RW][S::kNP], alpha[RW];
-      score_rows<D, RW>(stage, qr, lane, s);
-      softmax_rows<D, RW>(s, lim, k0, lane, m, l, alpha);
-#pragma unroll
-      for (int rw = 0; rw < RW; ++rw) {
-        if (r0 + rw >= R) continue;
-        if (lane < S::kKP) {
-#pragma unroll
-          for (int ps = 0; ps < S::kNP; ++ps)
-            prob[(r0 + rw) * kTileKeys + tile_p_slot<D>(ps * S::kKP + lane)] = s[rw][ps];
-        }
-        if (lane == 0) alpha_s[r0 + rw] = alpha[rw];
-      }
-    }
-    __syncthreads();  // probabilities and rescale factors visible to every warp
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = f4_scale(acc[r], alpha_s[r]);
-    accumulate_pv<D, R, kTileKeys>(stage + kTileKeys * L::kRowBytes, prob + warp * kKeysPerWarp,
-                                   warp, lane, acc);
-    __syncthreads();  // the stage, prob and alpha are rewritten next iteration
-  }
-
-  reduce_key_groups<D, R>(acc);
-  float4* ow = reinterpret_cast<float4*>(smem);           // [kWarps][R][D / 4]
-  float2* mls = reinterpret_cast<float2*>(smem + L::kP);  // [R] (max, sum) from the row owners
-  if (lane < D / 4) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) ow[(warp * R + r) * (D / 4) + lane] = acc[r];
-  }
-  if (scorer) {
-#pragma unroll
-    for (int rw = 0; rw < RW; ++rw) {
-      const float sum = group_sum<S::kKP>(l[rw]);
-      if (lane == 0 && r0 + rw < R) mls[r0 + rw] = make_float2(m[rw], sum);
-    }
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < it.nrows * (D / 4); e += kThreads) {
-    const int r = e / (D / 4), c = e % (D / 4);
-    float4 o = ow[r * (D / 4) + c];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) {
-      const float4 a = ow[(w * R + r) * (D / 4) + c];
-      o = make_float4(o.x + a.x, o.y + a.y, o.z + a.z, o.w + a.w);
-    }
-    const float2 ml = mls[r];
-    write_row<D>(p, it, r, c, ml.x, ml.y, o);
-  }
-}
-
-// ---- attention: split-KV combine ----------------------------------------------------------------
-
-// The sequence b whose query rows [cu[b], cu[b+1]) hold row i (empty sequences are skipped).
-__device__ __forceinline__ int seq_of_row(const int32_t* cu, int B, int i) {
-  int lo = 0, hi = B - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] <= i)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
-}
-
-// Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk.
-__device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* kv_lens, int B,
-                                            int Hq, int64_t row, int chunk, int splits) {
-  const int i = int(row / Hq);
-  const int b = seq_of_row(cu_q, B, i);
-  const int pos = kv_lens[b] - (cu_q[b + 1] - cu_q[b]) + (i - cu_q[b]);
-  return min(splits, pos / chunk + 1);
-}
-
-constexpr int kCombineThreads = 256;
-constexpr int kMaxSplits = 512;
-
-// One CTA per (token, head) row (formula at the top of the file). The weights 2^(m_s - M) go to
-// shared memory once; thread t sums column t % D4 over the splits t / D4, t / D4 +
-// kCombineThreads / D4, ... (many loads in flight), then the split groups are added. An earlier
-// warp-per-row combine walking the splits serially: batch-1 decode at 4k-32k keys took 19-43 us
-// with it and 14-32 us with this one (H200, measured together with variant 2's kernel).
-__global__ void __launch_bounds__(kCombineThreads)
-    split_combine_cta_kernel(const float4* part_o, const float2* part_ml, const int32_t* cu_q,
-                             const int32_t* kv_lens, int B, int T, int Hq, int D4, int chunk,
-                             int splits, float4* out) {
-  __shared__ float wts[kMaxSplits];
-  __shared__ float red[kCombineThreads / 32];
-  __shared__ float4 cols[kCombineThreads];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t rows = int64_t(T) * Hq, row = blockIdx.x;
-  const int n = valid_splits(cu_q, kv_lens, B, Hq, row, chunk, splits);
-  float M = -INFINITY;
-  for (int s = tid; s < n; s += kCombineThreads) M = fmaxf(M, part_ml[s * rows + row].x);
-  M = warp_max(M);
-  if (lane == 0) red[warp] = M;
-  __syncthreads();
-  M = red[0];
-  for (int w = 1; w < kCombineThreads / 32; ++w) M = fmaxf(M, red[w]);  // finite: split 0
-  __syncthreads();                                                      // red is reused below
-  float sum = 0.0f;
-  for (int s = tid; s < n; s += kCombineThreads) {
-    const float2 ml = part_ml[s * rows + row];
-    const float w = exp2f(ml.x - M);
-    wts[s] = w;
-    sum = fmaf(ml.y, w, sum);
-  }
-  sum = warp_sum(sum);
-  if (lane == 0) red[warp] = sum;
-  __syncthreads();  // also publishes wts
-  sum = 0.0f;
-  for (int w = 0; w < kCombineThreads / 32; ++w) sum += red[w];
-  const int groups = kCombineThreads / D4, c = tid % D4, grp = tid / D4;
-  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (grp < groups) {
-#pragma unroll 4
-    for (int s = grp; s < n; s += groups) o = f4_axpy(wts[s], part_o[(s * rows + row) * D4 + c], o);
-  }
-  cols[tid] = o;
-  __syncthreads();
-  if (tid < D4) {
-    for (int g = 1; g < groups; ++g) {
-      const float4 a = cols[g * D4 + tid];
-      o = make_float4(o.x + a.x, o.y + a.y, o.z + a.z, o.w + a.w);
-    }
-    out[row * D4 + tid] = f4_scale(o, 1.0f / sum);
-  }
-}
-
 // ---- host side ----------------------------------------------------------------------------------
-
-// Decode kernel variant (set_paged_attention_bf16_variant). 1 is the default: on an H200 it took
-// 32.7 us against variant 2's 42.3 us for batch-256 decode at 384 keys with 14/2/64 heads (variant
-// 2 needs 168 registers, so 3 instead of 4 CTAs per SM and a second wave), and 67.1 vs 64.4 us
-// with 12/2/128 heads (both 3 CTAs per SM by shared memory).
-int g_variant = 1;
 
 [[noreturn]] void bad_argument(const std::string& what) {
   throw Error(ErrorKind::invalid_argument, "paged_attention_bf16_fwd: " + what);
@@ -819,22 +477,13 @@ void launch(Kernel kernel, int smem_bytes, const AttnParams& p, const Plan& pl) 
 
 template <int D, int R>
 void launch_attn(const AttnParams& p, const Plan& pl) {
-  constexpr bool kRowSplit = R <= 2 * kWarps;  // variant 2 exists for decode-sized tiles
   static const bool attr = [] {
     GYRE_CUDA_CHECK(cudaFuncSetAttribute(paged_attn_bf16_kernel<D, R>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Layout<D, R>::kBytes));
-    if constexpr (kRowSplit)
-      GYRE_CUDA_CHECK(cudaFuncSetAttribute(paged_attn_bf16_rows_kernel<D, R>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           Layout<D, R>::kBytes));
     return true;
   }();
   (void)attr;
-  if constexpr (kRowSplit) {
-    if (g_variant == 2)
-      return launch(paged_attn_bf16_rows_kernel<D, R>, Layout<D, R>::kBytes, p, pl);
-  }
   launch(paged_attn_bf16_kernel<D, R>, Layout<D, R>::kBytes, p, pl);
 }
 
@@ -849,43 +498,7 @@ void launch_attn_rows(const AttnParams& p, const Plan& pl) {
   }
 }
 
-void launch_combine(const AttnParams& p, const Plan& pl, const int32_t* cu_q,
-                    const int32_t* kv_lens, int64_t B, int64_t D) {
-  const int64_t rows = int64_t(p.T) * p.Hq;
-  split_combine_cta_kernel<<<unsigned(rows), kCombineThreads, 0, stream()>>>(
-      reinterpret_cast<const float4*>(p.part_o), p.part_ml, cu_q, kv_lens, int(B), p.T, p.Hq,
-      int(D / 4), pl.chunk, pl.splits, reinterpret_cast<float4*>(p.out));
-  GYRE_CUDA_LAUNCHED("paged_attention_bf16_combine");
-}
-
 }  // namespace
-
-void set_paged_attention_bf16_variant(int variant) {
-  if (variant != 1 && variant != 2)
-    throw Error(ErrorKind::invalid_argument,
-                "paged attention bf16 variant must be 1 or 2, got " + std::to_string(variant));
-  g_variant = variant;
-}
-int paged_attention_bf16_variant() { return g_variant; }
-
-void paged_kv_write_bf16(const float* k, const float* v, const int32_t* slot_mapping, int64_t T,
-                         int64_t Hkv, int64_t D, uint16_t* k_cache, uint16_t* v_cache) {
-  const int64_t row = Hkv * D, total = T * row;
-  if (total == 0) return;
-  const auto aligned = [](const void* ptr, uintptr_t a) {
-    return reinterpret_cast<uintptr_t>(ptr) % a == 0;
-  };
-  if (row % 4 == 0 && aligned(k, 16) && aligned(v, 16) && aligned(k_cache, 8) &&
-      aligned(v_cache, 8)) {
-    kv_write_vec4_kernel<<<grid_for(total / 4, 256), 256, 0, stream()>>>(
-        reinterpret_cast<const float4*>(k), reinterpret_cast<const float4*>(v), slot_mapping,
-        total / 4, row / 4, reinterpret_cast<uint2*>(k_cache), reinterpret_cast<uint2*>(v_cache));
-  } else {
-    kv_write_scalar_kernel<<<grid_for(total, 256), 256, 0, stream()>>>(k, v, slot_mapping, total,
-                                                                       row, k_cache, v_cache);
-  }
-  GYRE_CUDA_LAUNCHED("paged_kv_write_bf16");
-}
 
 bool paged_attention_bf16_supported(int64_t D) { return D == 64 || D == 128; }
 
@@ -937,7 +550,9 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
     launch_attn_rows<64>(p, pl);
   else
     launch_attn_rows<128>(p, pl);
-  if (need > 0) launch_combine(p, pl, cu_seqlens_q, kv_lens, B, D);
+  if (need > 0)
+    launch_split_combine(p.part_o, p.part_ml, cu_seqlens_q, kv_lens, int(B), p.T, p.Hq, int(D),
+                         pl.chunk, pl.splits, p.out);
 }
 
 void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
