@@ -38,18 +38,7 @@ int main() {
 
 using namespace gyre;
 
-namespace gyre::cuda {
-// Tile / order selection of flash_bf16.cu (bench and tests only; not in kernels.h).
-void set_flash_bf16_tuning(int fwd64_variant, int bwd_split, int bwd64_min_blocks, int lpt);
-void set_flash_bf16_bwd_warps(int kv_warps, int dq_warps);
-void set_flash_bf16_dq_min_blocks(int min_blocks);
-}  // namespace gyre::cuda
-
 namespace {
-
-// flash_bf16.cu's defaults for set_flash_bf16_tuning (keep in step with it).
-constexpr int kFwd64Default = 1, kBwdSplitDefault = 3, kBwd64MinBlocksDefault = 3;
-constexpr int kBwd64KvWarpsDefault = 4, kBwd64DqWarpsDefault = 4, kBwd64DqMinBlocksDefault = 3;
 
 // Random device tensor: up to 16 Mi values drawn on the host (Philox), tiled on the device for
 // larger tensors (still far larger than the 60 MB L2, so no figure measures the cache).
@@ -96,8 +85,7 @@ void bench_gemm() {
 }
 
 // One flash shape: forward and backward TFLOP/s (FlashAttention's count, fwd 4·B·L²·Hq·D / 2
-// causal, bwd 2.5x fwd). Every variant is timed (attn_fwd_variant / attn_bwd_variant lines), then
-// the library defaults are restored and timed as attn_fwd / attn_bwd (suffix names the shape).
+// causal, bwd 2.5x fwd), printed as attn_fwd / attn_bwd (the suffix names the shape).
 void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) {
   const int64_t B = 4, L = 4096, T = B * L;
   const std::string shape = "4x4096," + std::to_string(Hq) + "/" + std::to_string(Hkv) + "x" +
@@ -114,7 +102,7 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
   Tensor dq = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
   Tensor dk = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
   Tensor dv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
-  Tensor acc = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
+  Tensor partials = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
   Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
   const float scale = 1.0f / std::sqrt(float(D));
   auto fwd = [&] {
@@ -126,66 +114,10 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
     cuda::flash_attention_bf16_bwd(
         dout.data<uint16_t>(), q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
         out.data<uint16_t>(), lse.f32(), cu.i32(), B, L, T, Hq, Hkv, D, scale, dq.data<uint16_t>(),
-        dk.data<uint16_t>(), dv.data<uint16_t>(), acc.f32(), delta.f32());
+        dk.data<uint16_t>(), dv.data<uint16_t>(), partials.f32(), delta.f32());
   };
   const double flops_fwd = 4.0 * B * double(L) * L * Hq * D / 2.0;
   auto tf = [](double f, double ms) { return std::to_string(f / (ms * 1e-3) / 1e12); };
-  // Forward: tile variants x block order (lpt 0 = the grid order of before).
-  struct FwdVar {
-    int rows, v64;
-  };
-  std::vector<FwdVar> fv = {{16, 0}, {32, 0}};
-  if (D == 64) fv.insert(fv.end(), {{32, 1}, {32, 2}, {32, 3}, {32, 4}});
-  for (int lpt : {0, 1})
-    for (const FwdVar& f : fv) {
-      cuda::set_flash_fwd_rows_per_warp(f.rows);
-      cuda::set_flash_bf16_tuning(f.v64, 1, 1, lpt);
-      const double t = bench::median_ms(fwd);
-      emit("{\"bench\":\"attn_fwd_variant" + suffix +
-           "\",\"rows_per_warp\":" + std::to_string(f.rows) +
-           ",\"fwd64_variant\":" + std::to_string(f.v64) + ",\"lpt\":" + std::to_string(lpt) +
-           ",\"ms\":" + std::to_string(t) + ",\"tflops\":" + tf(flops_fwd, t) + "}");
-    }
-  fwd();
-  // Backward: atomic dQ, then the separate dQ kernel with GQA split / min blocks / order.
-  struct BwdVar {
-    bool sep;
-    int split, minb, lpt, kvw = 4, dqw = 4, dqmb = 2;
-  };
-  std::vector<BwdVar> bv = {{false, 1, 1, 0}, {true, 1, 1, 0}, {true, 1, 1, 1}};
-  if (Hq / Hkv >= 4) bv.insert(bv.end(), {{true, 2, 1, 1}, {true, 3, 1, 1}});
-  if (D == 64)
-    bv.insert(bv.end(), {{true, 1, 2, 1},
-                         {true, 1, 3, 1},
-                         {true, 3, 2, 1},
-                         {true, 3, 3, 1},
-                         {true, 3, 3, 1, 4, 4, 3},
-                         {true, 3, 3, 1, 4, 4, 4},
-                         {true, 3, 3, 1, 4, 8},
-                         {true, 3, 1, 1, 8, 4},
-                         {true, 3, 2, 1, 8, 4},
-                         {true, 1, 1, 1, 8, 8},
-                         {true, 3, 1, 1, 8, 8},
-                         {true, 3, 2, 1, 8, 8}});
-  for (const BwdVar& b : bv) {
-    cuda::set_flash_bwd_separate_dq(b.sep);
-    cuda::set_flash_bf16_tuning(0, b.split, b.minb, b.lpt);
-    cuda::set_flash_bf16_bwd_warps(b.kvw, b.dqw);
-    cuda::set_flash_bf16_dq_min_blocks(b.dqmb);
-    const double t = bench::median_ms(bwd);
-    emit("{\"bench\":\"attn_bwd_variant" + suffix +
-         "\",\"separate_dq\":" + std::string(b.sep ? "true" : "false") +
-         ",\"split\":" + std::to_string(b.split) + ",\"min_blocks\":" + std::to_string(b.minb) +
-         ",\"lpt\":" + std::to_string(b.lpt) + ",\"kv_warps\":" + std::to_string(b.kvw) +
-         ",\"dq_warps\":" + std::to_string(b.dqw) + ",\"dq_min_blocks\":" + std::to_string(b.dqmb) +
-         ",\"ms\":" + std::to_string(t) + ",\"tflops\":" + tf(2.5 * flops_fwd, t) + "}");
-  }
-  // The library defaults.
-  cuda::set_flash_fwd_rows_per_warp(32);
-  cuda::set_flash_bwd_separate_dq(true);
-  cuda::set_flash_bf16_tuning(kFwd64Default, kBwdSplitDefault, kBwd64MinBlocksDefault, 1);
-  cuda::set_flash_bf16_bwd_warps(kBwd64KvWarpsDefault, kBwd64DqWarpsDefault);
-  cuda::set_flash_bf16_dq_min_blocks(kBwd64DqMinBlocksDefault);
   double ms = bench::median_ms(fwd);
   emit("{\"bench\":\"attn_fwd" + suffix + "\",\"shape\":\"" + shape +
        "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(flops_fwd, ms) + "}");

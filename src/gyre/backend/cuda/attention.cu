@@ -1,7 +1,7 @@
 // Causal GQA attention in f32 on CUDA: the packed variable-length training kernels (forward,
 // backward) and the paged rollout kernels (KV write, attention over paged keys/values). This is
 // the exact path that matches the CPU reference to ~1e-6; the bf16 tensor-core path for speed is
-// flash_bf16.cu.
+// flash_bf16_fwd.cu / flash_bf16_bwd.cu.
 //
 // Layout: one warp per (query row, head). Keys are visited 32 at a time, one key per lane (the
 // lane computes the full q·k dot), with an online softmax (Milakov & Gimelshein 2018) over the

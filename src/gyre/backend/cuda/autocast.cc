@@ -89,10 +89,11 @@ void attention_bwd_autocast(const float* dout, const float* q, const float* k, c
       ob(out, T * Hq * D);
   DeviceBuffer dqb(size_t(T * Hq * D) * 2), dkb(size_t(T * Hkv * D) * 2),
       dvb(size_t(T * Hkv * D) * 2);
-  DeviceBuffer dq_accum(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
+  // partials: the flash backward's f32 scratch for split dK/dV partials (kernels.h).
+  DeviceBuffer partials(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
   flash_attention_bf16_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen,
                            T, Hq, Hkv, D, scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(),
-                           dvb.as<uint16_t>(), dq_accum.as<float>(), delta.as<float>());
+                           dvb.as<uint16_t>(), partials.as<float>(), delta.as<float>());
   bf16_to_f32(dqb.as<uint16_t>(), dq, T * Hq * D);
   bf16_to_f32(dkb.as<uint16_t>(), dk, T * Hkv * D);
   bf16_to_f32(dvb.as<uint16_t>(), dv, T * Hkv * D);

@@ -105,18 +105,12 @@ void paged_attention_fwd(const float* q, const float* k_cache, const float* v_ca
                          int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size,
                          float scale, float* out);
 
-// ---- attention, bf16 tensor-core path (flash_bf16.cu): FlashAttention-2 tiling (Dao 2023) with
-// mma.sync m16n8k16, bf16 q/k/v/out, f32 lse and accumulators; D = 64 or 128. max_seqlen bounds
-// the grid. Backward recomputes P from lse; delta is an f32 [T, Hq] scratch; dq_accum an f32
-// [T, Hq, D] scratch of the atomic dQ variant (see set_flash_bwd_separate_dq).
+// ---- attention, bf16 tensor-core path (flash_bf16_fwd.cu, flash_bf16_bwd.cu): FlashAttention-2
+// tiling (Dao 2023) with mma.sync m16n8k16, bf16 q/k/v/out, f32 lse and accumulators; D = 64 or
+// 128. max_seqlen bounds the grid. Backward recomputes P from lse and is deterministic (no
+// atomics); delta is an f32 [T, Hq] scratch and partials an f32 scratch of T * Hq * D floats that
+// holds the split dK/dV partials when D = 64 and Hq / Hkv >= 4 (untouched otherwise).
 bool flash_bf16_supported(int64_t D);
-// Forward variant: 16 or 32 query rows per warp (8 warps x 1 m-tile, or 4 warps x 2 m-tiles);
-// both compute the same function. Process-wide; for benchmarks and tests.
-void set_flash_fwd_rows_per_warp(int rows);
-// Backward variant: dQ accumulated with atomics in the dK/dV kernel (false) or computed by a
-// separate kernel that recomputes S and dP per query tile (true, the default: deterministic and
-// faster). Process-wide. dq_accum is used only by the atomic variant.
-void set_flash_bwd_separate_dq(bool separate);
 void flash_attention_bf16_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
@@ -125,7 +119,7 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
                               const uint16_t* v, const uint16_t* out, const float* lse,
                               const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                               int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq,
-                              uint16_t* dk, uint16_t* dv, float* dq_accum, float* delta);
+                              uint16_t* dk, uint16_t* dv, float* partials, float* delta);
 
 // ---- bf16 autocast (autocast.cc; ops::Bf16Autocast): f32 in/out, operands rounded to bf16 and
 // run through gemm_bf16 / the flash kernels above; same semantics as the f32 functions of the same
