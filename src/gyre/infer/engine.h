@@ -119,7 +119,7 @@ class Engine : public EngineApi {
   GenerateResult make_result(Request* r, Job& job);
   void do_abort(const std::string& rid);
   void update_stats(double step_seconds, int64_t decoded);
-  // Samples every logits row on the device (GPU logits, plain temperature/min-p/greedy rows);
+  // Samples every logits row on the device (GPU logits; greedy, temperature, min-p, top-k, top-p);
   // empty when the batch needs the host sampler (engine_step.cc says which cases).
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
 

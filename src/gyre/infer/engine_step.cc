@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "gyre/backend/ops.h"
+#include "gyre/backend/sampling_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/core/thread_pool.h"
@@ -152,24 +153,27 @@ void Engine::run_step() {
 }
 
 std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
-  // The device sampler covers plain temperature / min-p sampling and greedy over the whole
-  // vocabulary (ops::sample_tokens draws the CPU sampler's Philox numbers), with log-probs of the
-  // chosen tokens at one logprob temperature. Anything else — prompt log-prob rows, top-k/top-p,
-  // penalties, masked stop tokens before min_new_tokens, top log-probs, mixed temperatures or
-  // min_p in one batch — takes the host path.
+  // The device samplers cover greedy, temperature, min-p, top-k and top-p rows over the whole
+  // vocabulary (ops::sample_tokens, and ops::sample_tokens_filtered once any row has top-k/top-p:
+  // both draw the CPU sampler's Philox numbers and pick its tokens), with log-probs of the chosen
+  // tokens at one logprob temperature. Anything else — prompt log-prob rows, penalties, masked
+  // stop tokens before min_new_tokens, top log-probs, mixed logprob temperatures or min_p in one
+  // batch — takes the host path.
   if (logits.device() == Device::cpu || batch_.rows.empty()) return {};
   const int64_t R = int64_t(batch_.rows.size()), V = logits.size(1);
-  std::vector<float> temps(static_cast<size_t>(R));
+  std::vector<float> temps(static_cast<size_t>(R)), top_ps(static_cast<size_t>(R));
+  std::vector<int32_t> top_ks(static_cast<size_t>(R));
   std::vector<int64_t> seeds(static_cast<size_t>(R)), steps(static_cast<size_t>(R));
   float min_p = 0, lp_temp = 0;
+  bool filtered = false;  // some row has top-k or top-p
   for (int64_t i = 0; i < R; ++i) {
     const LogitsRow& row = batch_.rows[size_t(i)];
     if (!row.sample) return {};
     const Request* r = plan_.chunks[size_t(row.chunk)].req;
     const Job& job = job_of(r);
     const SamplingParams& sp = job.req.sampling;
-    if ((sp.top_k > 0 && sp.top_k < V) || sp.top_p < 1.0f || sp.repetition_penalty != 1.0f ||
-        sp.presence_penalty != 0.0f || sp.frequency_penalty != 0.0f || job.req.top_logprobs_num > 0)
+    if (sp.repetition_penalty != 1.0f || sp.presence_penalty != 0.0f ||
+        sp.frequency_penalty != 0.0f || job.req.top_logprobs_num > 0)
       return {};
     if (int64_t(r->output.size()) < sp.min_new_tokens && !job.stop_ids.empty()) return {};
     const bool greedy = sp.temperature < kGreedyTemperature;
@@ -179,16 +183,26 @@ std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
     } else if (sp.min_p != min_p || row_lp_temp != lp_temp) {
       return {};
     }
+    // top_k == 1 is greedy in the Sampler (and in sample_tokens_filtered).
+    if ((sp.top_k > 0 && sp.top_k < V) || sp.top_k == 1 || sp.top_p < 1.0f) filtered = true;
     temps[size_t(i)] = greedy ? 0.0f : sp.temperature;
+    top_ks[size_t(i)] = sp.top_k;
+    top_ps[size_t(i)] = sp.top_p;
     seeds[size_t(i)] = int64_t(job.seed);  // the uint64 key's bit pattern
     steps[size_t(i)] = int64_t(r->output.size());
   }
   const Device dev = logits.device();
   Tensor tokens, logp, none;
-  ops::sample_tokens(logits, Tensor::from_vector(temps, {R}).to(dev),
-                     Tensor::from_vector(seeds, {R}).to(dev),
-                     Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
-  ops::KnownIndices known;  // sample_tokens draws ids in [0, V): no host check of the targets
+  if (filtered)
+    ops::sample_tokens_filtered(
+        logits, Tensor::from_vector(temps, {R}).to(dev), Tensor::from_vector(top_ks, {R}).to(dev),
+        Tensor::from_vector(top_ps, {R}).to(dev), Tensor::from_vector(seeds, {R}).to(dev),
+        Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+  else
+    ops::sample_tokens(logits, Tensor::from_vector(temps, {R}).to(dev),
+                       Tensor::from_vector(seeds, {R}).to(dev),
+                       Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+  ops::KnownIndices known;  // the samplers draw ids in [0, V): no host check of the targets
   known.add_range(tokens, 0, logits.size(1));
   ops::token_logprobs(logits, tokens, lp_temp, logp, none);
   const Tensor tok_host = tokens.to(Device::cpu);
