@@ -12,8 +12,7 @@
 // `hot_us` back to back without flushing), and the KV bandwidth (bytes of K + V the call must read
 // at least once, over the time). Anchor: the device's copy bandwidth measured first in the same
 // run (bytes read + written by a 1 GiB device-to-device copy; ~4.0 TB/s on an H200), printed next
-// to each figure with the ratio. The bf16 kernel's output is compared
-// with the f32 kernel's.
+// to each figure with the ratio. The bf16 kernel's output is compared with the f32 kernel's.
 #include <cstdio>
 
 #ifndef GYRE_HAVE_CUDA
