@@ -65,18 +65,30 @@ void sample_tokens_filtered(const Tensor& logits, const Tensor& temperature, con
   const auto* dseeds = reinterpret_cast<const uint64_t*>(seeds.i64());
   cuda::sample_filtered_rows(logits.f32(), R, V, temperature.f32(), top_k.i32(), top_p.f32(),
                              dseeds, steps.i64(), min_p, tokens.i32(), dinfo);
-  // Rows whose candidates did not fit one block (n_cand > 0) finish on the global-memory path.
+  // Rows whose candidates did not fit one block (n_cand > 0) finish on the global-memory path,
+  // all in one batch (segments of one sort, walked in parallel).
   const Tensor host = info.to(Device::cpu);
   const auto* hinfo = reinterpret_cast<const cuda::FilteredRowInfo*>(host.i64());
-  int64_t max_cand = 0;
-  for (int64_t r = 0; r < R; ++r) max_cand = std::max(max_cand, hinfo[r].n_cand);
-  if (max_cand == 0) return;
-  const size_t bytes = cuda::sample_filtered_large_workspace_bytes(max_cand);
-  Tensor ws = Tensor::empty({int64_t((bytes + 7) / 8)}, DType::i64, dev);
+  std::vector<int32_t> rows, offsets = {0};
+  int64_t total = 0;
   for (int64_t r = 0; r < R; ++r)
-    if (hinfo[r].n_cand > 0)
-      cuda::sample_filtered_large_row(logits.f32(), r, V, top_k.i32(), top_p.f32(), min_p, dinfo,
-                                      hinfo[r].n_cand, ws.i64(), bytes, tokens.i32());
+    if (hinfo[r].n_cand > 0) {
+      rows.push_back(int32_t(r));
+      total += hinfo[r].n_cand;
+      GYRE_CHECK(total < int64_t(1) << 31,
+                 "ops::sample_tokens_filtered: {} candidates in the global path exceed 2^31",
+                 total);
+      offsets.push_back(int32_t(total));
+    }
+  if (rows.empty()) return;
+  const int64_t L = int64_t(rows.size());
+  const Tensor drows = Tensor::from_vector(rows, {L}).to(dev);
+  const Tensor doffsets = Tensor::from_vector(offsets, {L + 1}).to(dev);
+  const size_t bytes = cuda::sample_filtered_large_workspace_bytes(total, L, doffsets.i32());
+  Tensor ws = Tensor::empty({int64_t((bytes + 7) / 8)}, DType::i64, dev);
+  cuda::sample_filtered_large_rows(logits.f32(), V, top_k.i32(), top_p.f32(), min_p, dinfo,
+                                   drows.i32(), doffsets.i32(), L, total, ws.i64(), bytes,
+                                   tokens.i32());
 #endif
 }
 

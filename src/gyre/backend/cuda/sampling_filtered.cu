@@ -340,25 +340,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The global-memory path, one block per left-over row: block b compacts row rows[b]'s candidates
+// into keys[offsets[b] ..].
 __global__ void __launch_bounds__(kThreads)
-    large_compact_kernel(const float* logits, int64_t row, int64_t V, const FilteredRowInfo* info,
-                         uint64_t* keys) {
+    large_compact_kernel(const float* logits, int64_t V, const FilteredRowInfo* info,
+                         const int32_t* rows, const int32_t* offsets, uint64_t* keys) {
   __shared__ unsigned long long s_counter;
   __shared__ int s_wcount[kWarps];
+  const int64_t row = rows[blockIdx.x];
   const FilteredRowInfo r = info[row];
   const int64_t n_gt = r.n_cand - r.take_eq;
   compact_candidates(logits + row * V, V, __uint_as_float(r.mx), r.inv_t, r.cut, n_gt, r.take_eq,
-                     keys, &s_counter, s_wcount);
+                     keys + offsets[blockIdx.x], &s_counter, s_wcount);
 }
 
-__global__ void large_walk_kernel(const uint64_t* sorted, int64_t row, int64_t V,
-                                  const int32_t* top_k, const float* top_p, float min_p,
-                                  const FilteredRowInfo* info, const float* logits, int32_t* out) {
+// One thread per left-over row walks its sorted segment (rows walk in parallel across blocks).
+__global__ void large_walk_kernel(const uint64_t* sorted, const int32_t* rows,
+                                  const int32_t* offsets, int64_t V, const int32_t* top_k,
+                                  const float* top_p, float min_p, const FilteredRowInfo* info,
+                                  const float* logits, int32_t* out) {
+  const int64_t row = rows[blockIdx.x];
   const FilteredRowInfo r = info[row];
   const int32_t k = top_k[row];
   const bool top_k_on = k > 0 && k < V;
   const float tp = top_p[row];
-  const int32_t tok = walk_sorted(sorted, r.n_cand, top_k_on ? int64_t(k) : V,
+  const int32_t tok = walk_sorted(sorted + offsets[blockIdx.x], r.n_cand, top_k_on ? int64_t(k) : V,
                                   tp<1.0f, double(tp) * r.total, min_p> 0 ? min_p : 0.0f, r.u);
   if (tok >= 0) {
     out[row] = tok;
@@ -373,11 +379,11 @@ __global__ void large_walk_kernel(const uint64_t* sorted, int64_t row, int64_t V
 
 size_t align256(size_t b) { return (b + 255) & ~size_t(255); }
 
-size_t cub_sort_bytes(int64_t n) {
+size_t cub_sort_bytes(int64_t total, int64_t n_rows, const int32_t* offsets) {
   size_t bytes = 0;
-  GYRE_CUDA_CHECK(cub::DeviceRadixSort::SortKeysDescending(
+  GYRE_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
       nullptr, bytes, static_cast<const uint64_t*>(nullptr), static_cast<uint64_t*>(nullptr),
-      int(n), 0, 64, stream()));
+      int(total), int(n_rows), offsets, offsets + 1, 0, 64, stream()));
   return bytes;
 }
 
@@ -393,26 +399,31 @@ void sample_filtered_rows(const float* logits, int64_t n, int64_t V, const float
   GYRE_CUDA_LAUNCHED("sample_filtered_rows");
 }
 
-size_t sample_filtered_large_workspace_bytes(int64_t n_cand) {
-  return 2 * align256(size_t(n_cand) * sizeof(uint64_t)) + align256(cub_sort_bytes(n_cand));
+size_t sample_filtered_large_workspace_bytes(int64_t total, int64_t n_rows,
+                                             const int32_t* offsets) {
+  return 2 * align256(size_t(total) * sizeof(uint64_t)) + cub_sort_bytes(total, n_rows, offsets);
 }
 
-void sample_filtered_large_row(const float* logits, int64_t row, int64_t V, const int32_t* top_k,
-                               const float* top_p, float min_p, const FilteredRowInfo* info,
-                               int64_t n_cand, void* workspace, size_t workspace_bytes,
-                               int32_t* out_tokens) {
-  const size_t key_bytes = align256(size_t(n_cand) * sizeof(uint64_t));
+void sample_filtered_large_rows(const float* logits, int64_t V, const int32_t* top_k,
+                                const float* top_p, float min_p, const FilteredRowInfo* info,
+                                const int32_t* rows, const int32_t* offsets, int64_t n_rows,
+                                int64_t total, void* workspace, size_t workspace_bytes,
+                                int32_t* out_tokens) {
+  if (n_rows == 0) return;
+  const size_t key_bytes = align256(size_t(total) * sizeof(uint64_t));
   auto* keys_in = static_cast<uint64_t*>(workspace);
   auto* keys_out = reinterpret_cast<uint64_t*>(static_cast<char*>(workspace) + key_bytes);
   void* temp = static_cast<char*>(workspace) + 2 * key_bytes;
-  size_t temp_bytes = workspace_bytes - 2 * key_bytes;  // the caller sized it (workspace_bytes)
-  large_compact_kernel<<<1, kThreads, 0, stream()>>>(logits, row, V, info, keys_in);
-  GYRE_CUDA_LAUNCHED("sample_filtered_large_row/compact");
-  GYRE_CUDA_CHECK(cub::DeviceRadixSort::SortKeysDescending(temp, temp_bytes, keys_in, keys_out,
-                                                           int(n_cand), 0, 64, stream()));
-  large_walk_kernel<<<1, 1, 0, stream()>>>(keys_out, row, V, top_k, top_p, min_p, info, logits,
-                                           out_tokens);
-  GYRE_CUDA_LAUNCHED("sample_filtered_large_row/walk");
+  size_t temp_bytes = workspace_bytes - 2 * key_bytes;  // sized by the workspace query
+  large_compact_kernel<<<unsigned(n_rows), kThreads, 0, stream()>>>(logits, V, info, rows, offsets,
+                                                                    keys_in);
+  GYRE_CUDA_LAUNCHED("sample_filtered_large_rows/compact");
+  GYRE_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+      temp, temp_bytes, keys_in, keys_out, int(total), int(n_rows), offsets, offsets + 1, 0, 64,
+      stream()));
+  large_walk_kernel<<<unsigned(n_rows), 1, 0, stream()>>>(keys_out, rows, offsets, V, top_k, top_p,
+                                                          min_p, info, logits, out_tokens);
+  GYRE_CUDA_LAUNCHED("sample_filtered_large_rows/walk");
 }
 
 }  // namespace gyre::cuda

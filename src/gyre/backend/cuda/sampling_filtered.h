@@ -25,20 +25,24 @@ struct FilteredRowInfo {
 // Pass 1, one block per row: greedy rows, plain rows (no top-k/top-p: id-order walk as
 // sample_rows) and filtered rows whose candidate set fits kFilteredBlockCandidates write
 // out_tokens[row] and info[row].n_cand = 0; the others write info[row] (n_cand > 0) and leave the
-// token to sample_filtered_large_row.
+// token to sample_filtered_large_rows.
 void sample_filtered_rows(const float* logits, int64_t n, int64_t V, const float* temperature,
                           const int32_t* top_k, const float* top_p, const uint64_t* seeds,
                           const int64_t* steps, float min_p, int32_t* out_tokens,
                           FilteredRowInfo* info);
 
-// Device workspace bytes sample_filtered_large_row needs for up to n_cand candidates.
-size_t sample_filtered_large_workspace_bytes(int64_t n_cand);
-// The global-memory path for one row that pass 1 left (n_cand = the host copy of
-// info[row].n_cand): compacts the candidates into the workspace, radix-sorts them (CUB), and one
-// thread walks them as the CPU does. Stream-ordered after sample_filtered_rows.
-void sample_filtered_large_row(const float* logits, int64_t row, int64_t V, const int32_t* top_k,
-                               const float* top_p, float min_p, const FilteredRowInfo* info,
-                               int64_t n_cand, void* workspace, size_t workspace_bytes,
-                               int32_t* out_tokens);
+// Device workspace bytes sample_filtered_large_rows needs for `total` candidates in n_rows rows
+// (offsets: the device segment offsets it will get).
+size_t sample_filtered_large_workspace_bytes(int64_t total, int64_t n_rows, const int32_t* offsets);
+// The global-memory path for the n_rows rows pass 1 left (device rows[b], their candidate counts
+// prefixed on the host from info[].n_cand into device offsets [n_rows + 1], offsets[n_rows] =
+// total < 2^31): one block per row compacts its candidates into the workspace, a CUB segmented
+// radix sort orders every segment, and one thread per row walks its segment as the CPU does.
+// Stream-ordered after sample_filtered_rows.
+void sample_filtered_large_rows(const float* logits, int64_t V, const int32_t* top_k,
+                                const float* top_p, float min_p, const FilteredRowInfo* info,
+                                const int32_t* rows, const int32_t* offsets, int64_t n_rows,
+                                int64_t total, void* workspace, size_t workspace_bytes,
+                                int32_t* out_tokens);
 
 }  // namespace gyre::cuda
