@@ -79,35 +79,36 @@ void add_row(Rows& r, const std::vector<float>& x, float t, int32_t k, float p, 
 
 TEST(CudaFilteredSampling, SameTokensAsCpuSamplerOnRandomRows) {
   GYRE_SKIP_WITHOUT_GPU();
-  const int64_t V = 5003;
   PhiloxStream rng(11);
   const float temps[] = {0.0f, 0.5f, 1.0f, 1.7f};
-  const int32_t ks[] = {0, 1, 2, 50, int32_t(V - 1), int32_t(V)};
   const float ps[] = {1.0f, 0.1f, 0.9f, 0.999f};
-  for (float min_p : {0.0f, 0.05f}) {
-    Rows r;
-    r.V = V;
-    int64_t n = 0;
-    for (float t : temps)
-      for (int32_t k : ks)
-        for (float p : ps)
-          for (int kind = 0; kind < 3; ++kind, ++n) {
-            std::vector<float> x(static_cast<size_t>(V));
-            for (float& v : x) v = rng.next_normal() * 3.0f;
-            if (kind == 1)  // ties: few distinct values, many duplicates
-              for (float& v : x) v = std::round(v * 2.0f) / 2.0f;
-            if (kind == 2)  // -inf logits (masked ids) scattered over the row
-              for (size_t j = 0; j < x.size(); j += 3)
-                x[j] = -std::numeric_limits<float>::infinity();
-            add_row(r, x, t, k, p, 1000 + n * 7, n % 11);
-          }
-    EXPECT_EQ(compare(r, min_p, "random"), 0) << "min_p " << min_p;
-  }
+  for (int64_t V : {7, 300, 5003})
+    for (float min_p : {0.0f, 0.05f}) {
+      const int32_t ks[] = {0, 1, 2, 50, int32_t(V - 1), int32_t(V)};
+      Rows r;
+      r.V = V;
+      int64_t n = 0;
+      for (float t : temps)
+        for (int32_t k : ks)
+          for (float p : ps)
+            for (int kind = 0; kind < 3; ++kind, ++n) {
+              std::vector<float> x(static_cast<size_t>(V));
+              for (float& v : x) v = rng.next_normal() * 3.0f;
+              if (kind == 1)  // ties: few distinct values, many duplicates
+                for (float& v : x) v = std::round(v * 2.0f) / 2.0f;
+              if (kind == 2)  // -inf logits (masked ids) scattered over the row
+                for (size_t j = 0; j < x.size(); j += 3)
+                  x[j] = -std::numeric_limits<float>::infinity();
+              add_row(r, x, t, k, p, 1000 + n * 7, n % 11);
+            }
+      EXPECT_EQ(compare(r, min_p, "random"), 0) << "V " << V << " min_p " << min_p;
+    }
 }
 
 TEST(CudaFilteredSampling, ManySeedsOnPeakedRowsWithLargeVocabulary) {
   GYRE_SKIP_WITHOUT_GPU();
-  // LM-like rows (V = 151936): top-p 0.9 / 0.999 keep hundreds to thousands of candidates.
+  // V = 151936, logits N(0, 2.5^2): top-p 0.9 keeps ~16k candidates (the global path), top-p 0.1
+  // and top-k 50 a few (the one-block path); one batch mixes both paths.
   const int64_t V = 151936;
   PhiloxStream rng(5);
   Rows r;
@@ -142,6 +143,8 @@ TEST(CudaFilteredSampling, FlatVocabularyTakesTheGlobalPath) {
     add_row(r, nearly, 0.8f, 100000, 0.999f, 53 + s, s);
     add_row(r, steps2, 1.0f, 0, 0.5f, 63 + s, s);
     add_row(r, steps2, 1.0f, 40000, 0.95f, 73 + s, s);
+    add_row(r, flat, 1.0f, 4096, 1.0f, 83 + s, s);  // exactly one block's capacity of ties
+    add_row(r, flat, 1.0f, 4097, 1.0f, 93 + s, s);  // one more: the global path
   }
   EXPECT_EQ(compare(r, 0.0f, "flat"), 0);
   EXPECT_EQ(compare(r, 0.5f, "flat, min_p"), 0);
