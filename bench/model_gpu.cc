@@ -10,6 +10,14 @@
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
+//              [--logprob-chunk C] [--head-only 1]
+// --logprob-chunk: the scoring path's vocabulary chunk (model/scoring.h set_logprob_vocab_chunk):
+// 0 = fused with the default chunk (<= V/16), > 0 = fused with C rows per chunk, -1 = the unfused
+// [T, V] logits. The log-prob lines report peak_extra_bytes: the allocator's high-water mark during
+// the step minus the bytes live before it.
+// --head-only 1: only the lm_head + log-prob forward and backward on T = seqs x len random hidden
+// states (issue 7's memory goal), fused vs unfused, one JSON line each with peak_extra_bytes
+// against the anchor T x V x 4 / 8 bytes (1/8 of one f32 [T, V] tensor).
 // The workloads themselves are gyre::bench's (bench/workloads.h), shared with `gyre bench`.
 #include <chrono>
 #include <cstdio>
@@ -23,6 +31,7 @@
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/named_shapes.h"
+#include "gyre/model/scoring.h"
 
 namespace {
 
@@ -30,10 +39,77 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// lm_head + log-probs + entropy, forward and backward, on random hidden states h [T, H] and
+// lm_head W [V, H]: the unfused path (logits [T, V] -> token_logprobs -> dlogits [T, V] ->
+// linear_backward) and the fused one (ops::linear_token_logprobs{,_backward}, default chunk).
+// Reports the extra device memory of each (peak minus the bytes live before: h, W, dW) against
+// issue 7's goal, T·V·4/8 bytes.
+int head_memory(const gyre::model::ModelConfig& cfg, int64_t T, const std::string& precision,
+                int iters) {
+  using gyre::Device;
+  using gyre::Tensor;
+  namespace ops = gyre::ops;
+  const int64_t V = cfg.vocab_size, H = cfg.hidden_size;
+  ops::Bf16Autocast autocast(precision == "bf16");
+  std::vector<float> hv(static_cast<size_t>(T * H)), wv(size_t(V * H));
+  uint32_t x = 7;
+  auto next = [&] {
+    x = x * 1664525u + 1013904223u;
+    return (float((x >> 8) & 0xffff) / 65536.0f - 0.5f);
+  };
+  for (float& v : hv) v = 2.0f * next();
+  for (float& v : wv) v = 0.1f * next();
+  const Tensor h = Tensor::from_vector(hv, {T, H}).to(Device::cuda);
+  const Tensor w = Tensor::from_vector(wv, {V, H}).to(Device::cuda);
+  std::vector<int32_t> tg(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) tg[size_t(t)] = int32_t((t * 7919) % V);
+  const Tensor targets = Tensor::from_vector(tg, {T}).to(Device::cuda);
+  Tensor dlogp = Tensor::zeros({T}), dent = Tensor::zeros({T});
+  dlogp.fill(-1.0f / float(T));  // a mean log-prob loss with a small entropy bonus
+  dent.fill(0.01f);
+  dlogp = dlogp.to(Device::cuda);
+  dent = dent.to(Device::cuda);
+  Tensor dw = Tensor::zeros({V, H}, gyre::DType::f32, Device::cuda);
+  const double anchor = double(T) * double(V) * 4.0 / 8.0;
+  for (int fused = 0; fused < 2; ++fused) {
+    auto step = [&] {
+      Tensor none, lp, ent = Tensor::empty({T}, gyre::DType::f32, Device::cuda), dh;
+      if (fused) {
+        Tensor lse;
+        ops::linear_token_logprobs(h, w, targets, 1.0f, 0, lp, ent, lse);
+        ops::linear_token_logprobs_backward(h, w, targets, 1.0f, 0, lse, ent, dlogp, dent, dh, dw);
+      } else {
+        Tensor logits, dlogits;
+        ops::linear(h, w, none, logits);
+        ops::token_logprobs(logits, targets, 1.0f, lp, ent);
+        ops::token_logprobs_backward(logits, targets, 1.0f, dlogp, dent, dlogits);
+        logits = Tensor();
+        ops::linear_backward(dlogits, h, w, dh, dw, none);
+      }
+      (void)lp.to(Device::cpu);  // synchronise
+    };
+    step();  // warm-up (allocator pool, cuBLAS handles)
+    const size_t before = gyre::bench::memory_in_use_bytes(Device::cuda);
+    gyre::bench::reset_peak_memory(Device::cuda);
+    const double s = gyre::bench::time_steps(step, iters, 0);
+    const size_t extra = gyre::bench::peak_memory_bytes(Device::cuda) - before;
+    std::printf(
+        "{\"bench\": \"model_gpu_logprob_head\", \"path\": \"%s\", \"precision\": \"%s\", "
+        "\"tokens\": %lld, \"vocab\": %lld, \"hidden\": %lld, \"chunk\": %lld, "
+        "\"fwd_bwd_seconds\": %.4f, \"peak_extra_bytes\": %zu, "
+        "\"anchor_bytes_TxVx4_over_8\": %.0f, \"ratio_to_anchor\": %.3f}\n",
+        fused ? "fused" : "unfused", precision.c_str(), (long long)T, (long long)V, (long long)H,
+        (long long)(fused ? ops::default_logprob_chunk(V) : V), s, extra, anchor,
+        double(extra) / anchor);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seqs = 4, len = 4096, iters = 3, layers = 0;
+  int seqs = 4, len = 4096, iters = 3, layers = 0, head_only = 0;
+  long long logprob_chunk = 0;
   std::string shape = "qwen2.5-0.5b", precision = "bf16";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seqs")) seqs = std::atoi(argv[i + 1]);
@@ -42,6 +118,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
+    if (!std::strcmp(argv[i], "--logprob-chunk")) logprob_chunk = std::atoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--head-only")) head_only = std::atoi(argv[i + 1]);
   }
   try {
     auto cfg = gyre::model::named_shape(shape);
@@ -51,6 +129,8 @@ int main(int argc, char** argv) {
                  "--shape {} --device cuda runs any named shape)",
                  shape, shape);
     if (layers > 0) cfg.num_hidden_layers = layers;
+    gyre::model::set_logprob_vocab_chunk(logprob_chunk);
+    if (head_only) return head_memory(cfg, int64_t(seqs) * len, precision, iters);
     const bool big = shape == "qwen2.5-1.5b";
     const double anchor_train = big ? 34400 : 73700, anchor_lp = big ? 114000 : 231000;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
@@ -64,8 +144,13 @@ int main(int argc, char** argv) {
     // with and without the entropy of every next-token distribution.
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
     double lp_s[2];
-    for (int e = 0; e < 2; ++e)
+    size_t lp_extra[2];
+    for (int e = 0; e < 2; ++e) {
+      const size_t before = gyre::bench::memory_in_use_bytes(gyre::Device::cuda);
+      gyre::bench::reset_peak_memory(gyre::Device::cuda);
       lp_s[e] = gyre::bench::time_steps([&] { logprob_step(e == 1); }, iters, 1);
+      lp_extra[e] = gyre::bench::peak_memory_bytes(gyre::Device::cuda) - before;
+    }
 
     // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
     gyre::bench::TrainStep step(*model, batch);
@@ -80,9 +165,11 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"bench\": \"model_gpu_logprob%s\", \"shape\": \"%s\", \"layers\": %lld, "
           "\"precision\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
-          "\"issue_anchor_tokens_per_s\": %.0f, \"ratio_issue_anchor\": %.3f}\n",
+          "\"issue_anchor_tokens_per_s\": %.0f, \"ratio_issue_anchor\": %.3f, "
+          "\"logprob_chunk\": %lld, \"peak_extra_bytes\": %zu}\n",
           e ? "_entropy" : "", shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(),
-          tokens, lp_s[e], tokens / lp_s[e], anchor_lp, tokens / lp_s[e] / anchor_lp);
+          tokens, lp_s[e], tokens / lp_s[e], anchor_lp, tokens / lp_s[e] / anchor_lp, logprob_chunk,
+          lp_extra[e]);
     std::printf(
         "{\"bench\": \"model_gpu_train_step\", \"shape\": \"%s\", \"layers\": %lld, "
         "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "

@@ -288,6 +288,53 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 
 }  // namespace gyre::ops
 
+// ---- vocabulary-chunked log-probs ("cut cross-entropy"; backend/logprob_chunk_ops.cc) -----------
+// token_logprobs over logits = h · W^T without ever holding the [T, V] logits: the vocabulary is
+// streamed in chunks of rows of W, each chunk's [T, C] logits folded into per-row online softmax
+// statistics, and the backward recomputes each chunk. Same contract as token_logprobs (z = logits
+// / τ; a negative target writes logp 0 and gets no gradient; entropy covers every row).
+namespace gyre::ops {
+// Row statistics of z = logits_chunk / τ, where logits_chunk [T, C] holds vocabulary columns
+// [v0, v0 + C). stats [T, 4] (the logits' dtype): m = max z, s = Σ exp(z - m),
+// w = Σ exp(z - m) (z - m) (kept relative to m so the entropy does not cancel), and z of the target
+// when targets[t] falls in the chunk. accumulate = false overwrites stats with this chunk's;
+// true folds this chunk into them (rescaling to the larger max). Targets outside the chunk are
+// ignored here (linear_token_logprobs checks them against V).
+void logprob_chunk_stats(const Tensor& logits_chunk, const Tensor& targets, int64_t v0,
+                         float temperature, bool accumulate, Tensor& stats);
+// From the folded stats: logp[t] = z_target - lse (0 for a negative target), lse[t] = m + log s,
+// entropy[t] = log s - w / s. entropy and lse may be undefined (not written).
+void logprob_chunk_finish(const Tensor& stats, const Tensor& targets, Tensor& logp, Tensor& entropy,
+                          Tensor& lse);
+// dlogits_chunk[t, j] = (1/τ) [dlogp (1[v0 + j = target] - p_j) - dentropy p_j (log p_j + H)] with
+// log p_j = z_j - lse[t], H = entropy[t] (token_logprobs_backward restricted to the chunk).
+// dentropy may be undefined (= 0); entropy is needed when it is not. dlogits_chunk may be
+// logits_chunk itself (computed in place).
+void logprob_chunk_backward(const Tensor& logits_chunk, const Tensor& targets, int64_t v0,
+                            float temperature, const Tensor& lse, const Tensor& entropy,
+                            const Tensor& dlogp, const Tensor& dentropy, Tensor& dlogits_chunk);
+
+// Vocabulary chunk width for V columns: the largest multiple of 128 <= V / 16 (at least 128,
+// at most V), so one [T, C] f32 chunk is <= 1/16 of the [T, V] logits (the backward computes dz
+// in place of the chunk, so the chunk is all the [T, *] memory these ops add).
+int64_t default_logprob_chunk(int64_t V);
+// token_logprobs(h · w^T, targets, τ) for h [T, H], w [V, H], streaming `chunk` rows of w at a time
+// (chunk <= 0: default_logprob_chunk(V)). Each chunk's logits come from ops::linear, so bf16
+// autocast and the bf16 weight cache apply as for a full lm_head. logp [T] and lse [T] (saved for
+// the backward) are written; entropy [T] when defined (or allocate it to get it). Errors: target
+// >= V (names the position), temperature <= 0.
+void linear_token_logprobs(const Tensor& h, const Tensor& w, const Tensor& targets,
+                           float temperature, int64_t chunk, Tensor& logp, Tensor& entropy,
+                           Tensor& lse);
+// Backward of linear_token_logprobs (same h, w, targets, τ, chunk; lse and entropy from its
+// forward; entropy needed when dentropy is defined): dh [T, H] overwritten, dw [V, H] += (may be
+// undefined: skipped). Recomputes each chunk's logits; the dz chunk overwrites them in place.
+void linear_token_logprobs_backward(const Tensor& h, const Tensor& w, const Tensor& targets,
+                                    float temperature, int64_t chunk, const Tensor& lse,
+                                    const Tensor& entropy, const Tensor& dlogp,
+                                    const Tensor& dentropy, Tensor& dh, Tensor& dw);
+}  // namespace gyre::ops
+
 // ---- paged KV cache (rollout engine; implemented in backend/paged_ops.cc, layout in
 // backend/cpu/paged_attention.h) ------------------------------------------------------------------
 namespace gyre::ops {

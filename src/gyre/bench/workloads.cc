@@ -44,6 +44,7 @@ void require_device(Device device) {
 
 void reset_peak_memory(Device device) { allocator_of(device).reset_peak(); }
 size_t peak_memory_bytes(Device device) { return allocator_of(device).peak_bytes(); }
+size_t memory_in_use_bytes(Device device) { return allocator_of(device).bytes_in_use(); }
 
 std::vector<std::vector<int32_t>> random_sequences(int64_t n, int64_t len, int64_t vocab,
                                                    uint32_t seed) {

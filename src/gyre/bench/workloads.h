@@ -36,6 +36,9 @@ void require_device(Device device);
 // tensors at the reset included: weights, optimizer state, KV cache).
 void reset_peak_memory(Device device);
 size_t peak_memory_bytes(Device device);
+// Bytes of live tensors on `device` now (a peak minus this before a step = the step's extra
+// memory).
+size_t memory_in_use_bytes(Device device);
 
 // `n` sequences of `len` ids in [0, vocab) (bench_model_gpu's generator: seed 12345 reproduces its
 // token ids).

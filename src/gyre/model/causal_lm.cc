@@ -229,6 +229,10 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   if (o.gather_vocab && o.save_for_backward)
     GYRE_THROW(invalid_argument,
                "forward: gather_vocab is for sampling; training takes the vocab-sharded logits");
+  if (o.hidden_only && (tp_ || o.gather_vocab))
+    GYRE_THROW(unsupported,
+               "forward: hidden_only is for the unsharded lm_head; under tensor parallelism (or "
+               "with gather_vocab) take the vocab-sharded logits");
 
   ForwardState::Impl* st = nullptr;
   if (state) {
@@ -262,9 +266,14 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     head_in = empty({logits_rows.numel(), H}, dev);
     ops::gather_rows(xn, logits_rows, head_in);
   }
-  Tensor logits = empty({head_in.size(0), lc.vocab_size}, dev);
-  ops::linear(head_in, w.lm_head, Tensor(), logits);
-  if (tp_ && o.gather_vocab) logits = tp_gather_vocab(*tp_, logits);
+  Tensor logits;
+  if (o.hidden_only) {
+    logits = head_in;  // the caller applies lm_head (chunked over the vocabulary)
+  } else {
+    logits = empty({head_in.size(0), lc.vocab_size}, dev);
+    ops::linear(head_in, w.lm_head, Tensor(), logits);
+    if (tp_ && o.gather_vocab) logits = tp_gather_vocab(*tp_, logits);
+  }
 
   if (st) {
     st->batch = db;
@@ -283,13 +292,12 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   return logits;
 }
 
-void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& grads) {
-  const ModelConfig& c = config_;
+void CausalLM::check_backward(ForwardState& state, const Gradients& grads) const {
   if (!state.ready())
     GYRE_THROW(invalid_argument,
                "backward: the ForwardState holds no saved forward; call forward with "
                "save_for_backward = true first (each state is consumed by one backward)");
-  ForwardState::Impl& st = state.impl();
+  const ForwardState::Impl& st = state.impl();
   if (st.owner != this)
     GYRE_THROW(invalid_argument, "backward: the ForwardState was produced by another model");
   const Device dev = device_;
@@ -312,7 +320,14 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                  "Gradients with zeros_like_parameters() (after any CausalLM::to())",
                  w_->params[i].name, shape_str(w_->params[i].tensor.shape()), device_name(dev));
   }
-  const int64_t R = st.head_in.size(0), T = st.batch.num_tokens(), H = c.hidden_size;
+}
+
+void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& grads) {
+  const ModelConfig& c = config_;
+  check_backward(state, grads);
+  ForwardState::Impl& st = state.impl();
+  const Device dev = device_;
+  const int64_t R = st.head_in.size(0), H = c.hidden_size;
   const ModelConfig& lc = tp_ ? tp_->local : c;  // this rank's sizes under TP
   if (dlogits.dtype() != DType::f32 || dlogits.dim() != 2 || dlogits.size(0) != R ||
       dlogits.size(1) != lc.vocab_size || dlogits.device() != dev)
@@ -321,6 +336,47 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
                lc.vocab_size, device_name(dev), dtype_name(dlogits.dtype()),
                shape_str(dlogits.shape()), device_name(dlogits.device()));
 
+  Tensor dhead = empty({R, H}, dev);
+  {
+    ops::Bf16Autocast autocast_scope(st.bf16_autocast);
+    const ModelTensors g = bind_tensors(w_->slots, grads.tensors);
+    Tensor none, dw = g.lm_head;
+    ops::linear_backward(dlogits, st.head_in, w_->t.lm_head, dhead, dw, none);
+  }
+  backward_below_head(std::move(dhead), state, grads);
+}
+
+void CausalLM::backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads) {
+  check_backward(state, grads);
+  const ForwardState::Impl& st = state.impl();
+  const int64_t R = st.head_in.size(0), H = config_.hidden_size;
+  if (dhidden.dtype() != DType::f32 || dhidden.dim() != 2 || dhidden.size(0) != R ||
+      dhidden.size(1) != H || dhidden.device() != device_)
+    GYRE_THROW(invalid_argument,
+               "backward_from_hidden: dhidden must be f32 [{}, {}] on {} like the hidden states, "
+               "got {} {} on {}",
+               R, H, device_name(device_), dtype_name(dhidden.dtype()), shape_str(dhidden.shape()),
+               device_name(dhidden.device()));
+  backward_below_head(dhidden, state, grads);  // not written: no TP under hidden_only
+}
+
+const Tensor& CausalLM::lm_head_weight() const { return w_->t.lm_head; }
+
+Tensor CausalLM::lm_head_grad(Gradients& grads) const {
+  if (grads.tensors.size() != w_->params.size())
+    GYRE_THROW(invalid_argument,
+               "lm_head_grad: Gradients has {} tensors but the model has {} parameters; create it "
+               "with zeros_like_parameters()",
+               grads.tensors.size(), w_->params.size());
+  return bind_tensors(w_->slots, grads.tensors).lm_head;
+}
+
+void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads) {
+  const ModelConfig& c = config_;
+  ForwardState::Impl& st = state.impl();
+  const Device dev = device_;
+  const int64_t T = st.batch.num_tokens(), H = c.hidden_size;
+  const ModelConfig& lc = tp_ ? tp_->local : c;  // this rank's sizes under TP
   ops::Bf16Autocast autocast_scope(st.bf16_autocast);
   // The forward validated the saved batch on the host; the backward ops need not copy it back.
   ops::KnownIndices known;
@@ -331,8 +387,6 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
   const ModelTensors& w = w_->t;
   ModelTensors g = bind_tensors(w_->slots, grads.tensors);
   Tensor none;
-  Tensor dhead = empty({R, H}, dev);
-  ops::linear_backward(dlogits, st.head_in, w.lm_head, dhead, g.lm_head, none);
   tp_all_reduce(st.attn.tp, dhead);  // "f" at the vocab-parallel lm_head's input
   st.head_in = Tensor();
   Tensor dxn = dhead;

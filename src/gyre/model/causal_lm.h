@@ -57,6 +57,11 @@ struct ForwardOptions {
   // Tensor parallelism: all-gather the vocab-sharded logits so every rank gets [R, V] (the rollout
   // engine samples from them). No effect without TP; not with save_for_backward.
   bool gather_vocab = false;
+  // Stop before lm_head: forward() returns its input, the final-norm hidden states [R or T, H]
+  // (f32), instead of the logits, and backward_from_hidden() takes their gradient. Lets a caller
+  // stream the vocabulary (ops::linear_token_logprobs) instead of materialising [T, V] logits. Not
+  // under tensor parallelism (the lm_head is vocab-sharded there) nor with gather_vocab.
+  bool hidden_only = false;
   // Host copies of `batch` (the same values) for validation, so a device batch is not copied back:
   // required while a CUDA graph is being captured, where device-to-host copies are illegal.
   const Batch* host_batch = nullptr;
@@ -142,6 +147,14 @@ class CausalLM {
   // dlogits: [R or T, V] matching the forward's logits. Gradients accumulate into `grads` (from
   // zeros_like_parameters()). Consumes the state (it is cleared afterwards).
   void backward(const Tensor& dlogits, ForwardState& state, Gradients& grads);
+  // The same backward from dL/d(lm_head input) [R or T, H] (f32, on device()) of a forward run
+  // with hidden_only: the caller has already back-propagated through lm_head (accumulating its
+  // weight gradient into lm_head_grad(grads)). Consumes the state.
+  void backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads);
+  // lm_head's weight [V, H] (tied models: the embedding) and its gradient tensor in `grads` (a view
+  // sharing the storage; tied: the embedding's gradient). Under TP: this rank's vocab shard.
+  const Tensor& lm_head_weight() const;
+  Tensor lm_head_grad(Gradients& grads) const;
 
   std::vector<NamedTensor> parameters();  // {checkpoint name, tensor}; tied embedding once
   std::vector<NamedTensor> parameters() const;
@@ -192,6 +205,10 @@ class CausalLM {
   Precision precision_ = Precision::f32;
   std::shared_ptr<const TpLayout> tp_;  // null without tensor parallelism
   void shard_for_tensor_parallel(TpComm* comm);
+  // backward()'s checks of the state and the gradients (shared with backward_from_hidden).
+  void check_backward(ForwardState& state, const Gradients& grads) const;
+  // Everything below lm_head: from dL/d(head_in) [R, H] back to the embedding.
+  void backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads);
 };
 
 }  // namespace gyre::model

@@ -5,9 +5,11 @@
 #include "gyre/model/scoring.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "gyre/backend/ops.h"
+#include "gyre/model/forward_state.h"
 #include "gyre/model/tensor_parallel.h"
 
 namespace gyre::model {
@@ -17,16 +19,39 @@ namespace {
 // Logits are [T, V] f32: bound T·V so one micro-batch's logits stay around 1 GiB.
 constexpr int64_t kMaxLogitElements = int64_t(1) << 28;
 
+std::atomic<int64_t> g_vocab_chunk{0};  // set_logprob_vocab_chunk
+
+// Vocabulary chunk width of the fused path for this model, or 0 for the unfused [T, V] path.
+int64_t fused_chunk(const CausalLM& model) {
+  const int64_t chunk = g_vocab_chunk.load(std::memory_order_relaxed);
+  if (chunk < 0 || model.tensor_parallel()) return 0;
+  const int64_t V = model.config().vocab_size;
+  return chunk > 0 ? std::min(chunk, V) : ops::default_logprob_chunk(V);
+}
+
+// The forward's autocast setting (CausalLM::forward: bf16 precision on a CUDA model).
+bool autocast_of(const CausalLM& model) {
+  return model.precision() == Precision::bf16 && model.device() == Device::cuda;
+}
+
+// Records that targets lie in [-1, V) (built from the validated ids) so the log-prob ops skip their
+// device-to-host check.
+void known_targets(ops::KnownIndices& known, const Tensor& targets, int64_t V) {
+  known.add_range(targets, -1, V);
+}
+
 void check_temperature(float temperature) {
   if (!(temperature > 0.0f) || !std::isfinite(temperature))
     GYRE_THROW(invalid_argument, "temperature must be a positive finite number, got {}",
                temperature);
 }
 
-// Splits [0, seqs.size()) into consecutive groups whose token count fits the budget.
+// Splits [0, seqs.size()) into consecutive groups whose token count fits the budget. `width` is the
+// number of f32 logit columns a micro-batch materialises per token: the vocabulary, or the chunk
+// width on the fused path.
 std::vector<std::pair<size_t, size_t>> plan_batches(const std::vector<std::vector<int32_t>>& seqs,
-                                                    int64_t max_tokens, int64_t vocab) {
-  const int64_t cap = std::max<int64_t>(1, std::min(max_tokens, kMaxLogitElements / vocab));
+                                                    int64_t max_tokens, int64_t width) {
+  const int64_t cap = std::max<int64_t>(1, std::min(max_tokens, kMaxLogitElements / width));
   std::vector<std::pair<size_t, size_t>> out;
   size_t begin = 0;
   int64_t tokens = 0;
@@ -71,23 +96,40 @@ void logprobs_of(const CausalLM& model, const Tensor& logits, const Tensor& targ
 
 }  // namespace
 
+void set_logprob_vocab_chunk(int64_t chunk) {
+  g_vocab_chunk.store(chunk, std::memory_order_relaxed);
+}
+int64_t logprob_vocab_chunk() { return g_vocab_chunk.load(std::memory_order_relaxed); }
+
 std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                                   float temperature, bool with_entropy,
                                   int64_t max_tokens_per_batch) {
   check_temperature(temperature);
   std::vector<SequenceScores> out(seqs.size());
   const int64_t V = model.config().vocab_size;
-  for (auto [begin, end] : plan_batches(seqs, max_tokens_per_batch, V)) {
+  const int64_t chunk = fused_chunk(model);
+  for (auto [begin, end] : plan_batches(seqs, max_tokens_per_batch, chunk > 0 ? chunk : V)) {
     std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
     Batch batch = Batch::pack(group);
-    Tensor logits = model.forward(batch, ForwardOptions{});
+    ForwardOptions o;
+    o.hidden_only = chunk > 0;
+    Tensor fwd = model.forward(batch, o);  // logits [T, V], or the lm_head input [T, H] if fused
     const int64_t T = batch.num_tokens();
     const Device dev = model.device();
     Tensor targets = next_token_targets(batch).to(dev);
     Tensor logp = Tensor::empty({T}, DType::f32, dev), entropy;
     if (with_entropy) entropy = Tensor::empty({T}, DType::f32, dev);
-    logprobs_of(model, logits, targets, temperature, logp, entropy);
-    logits = Tensor();            // free the [T, V] logits before the next micro-batch
+    if (chunk > 0) {
+      ops::Bf16Autocast autocast(autocast_of(model));
+      ops::KnownIndices known;
+      known_targets(known, targets, V);
+      Tensor lse;
+      ops::linear_token_logprobs(fwd, model.lm_head_weight(), targets, temperature, chunk, logp,
+                                 entropy, lse);
+    } else {
+      logprobs_of(model, fwd, targets, temperature, logp, entropy);
+    }
+    fwd = Tensor();               // free the logits / hidden states before the next micro-batch
     logp = logp.to(Device::cpu);  // the results are host vectors (no copy on the CPU)
     if (with_entropy) entropy = entropy.to(Device::cpu);
     const int32_t* cu = batch.cu_seqlens.i32();
@@ -107,22 +149,38 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
   ScoredBatch sb;
   sb.batch = Batch::pack(seqs);
   sb.temperature = temperature;
+  const int64_t chunk = fused_chunk(model);
   ForwardOptions o;
   o.save_for_backward = true;
-  sb.logits = model.forward(sb.batch, o, &sb.state);
+  o.hidden_only = chunk > 0;
+  Tensor out = model.forward(sb.batch, o, &sb.state);
   const int64_t T = sb.batch.num_tokens();
   const Device dev = model.device();
   sb.targets = next_token_targets(sb.batch).to(dev);
   sb.logp = Tensor::empty({T}, DType::f32, dev);
-  if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32, dev);
-  logprobs_of(model, sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
+  if (chunk == 0) {
+    sb.logits = out;
+    if (with_entropy) sb.entropy = Tensor::empty({T}, DType::f32, dev);
+    logprobs_of(model, sb.logits, sb.targets, temperature, sb.logp, sb.entropy);
+    return sb;
+  }
+  // Fused: the entropy is always kept (the backward needs it whenever a dentropy is given).
+  sb.hidden = out;
+  sb.vocab_chunk = chunk;
+  sb.row_entropy = Tensor::empty({T}, DType::f32, dev);
+  ops::Bf16Autocast autocast(autocast_of(model));
+  ops::KnownIndices known;
+  known_targets(known, sb.targets, model.config().vocab_size);
+  ops::linear_token_logprobs(sb.hidden, model.lm_head_weight(), sb.targets, temperature, chunk,
+                             sb.logp, sb.row_entropy, sb.lse);
+  if (with_entropy) sb.entropy = sb.row_entropy;
   return sb;
 }
 
 void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlogp,
                             const Tensor& dentropy, Gradients& grads) {
   const int64_t T = sb.batch.num_tokens();
-  if (!sb.logits.defined())
+  if (!sb.logits.defined() && !sb.hidden.defined())
     GYRE_THROW(invalid_argument, "backward_from_logprobs: this ScoredBatch was already consumed");
   if (dlogp.dtype() != DType::f32 || dlogp.numel() != T)
     GYRE_THROW(invalid_argument, "backward_from_logprobs: dlogp must be f32 [{}], got {} {}", T,
@@ -131,7 +189,25 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlog
     GYRE_THROW(invalid_argument, "backward_from_logprobs: dentropy must be f32 [{}], got {} {}", T,
                dtype_name(dentropy.dtype()), shape_str(dentropy.shape()));
   // dlogp/dentropy may be host tensors: they follow the logits to the model's device.
-  const Device dev = sb.logits.device();
+  const Device dev = model.device();
+  if (sb.hidden.defined()) {
+    // Fused: dh = Σ_chunks dz_c W_c and dW_c += dz_c^T h, chunk by chunk (no [T, V] dlogits).
+    if (!sb.state.ready())
+      GYRE_THROW(invalid_argument,
+                 "backward_from_logprobs: the ScoredBatch's ForwardState holds no saved forward");
+    Tensor dh, dw = model.lm_head_grad(grads);
+    {
+      ops::Bf16Autocast autocast(sb.state.impl().bf16_autocast);
+      ops::KnownIndices known;
+      known_targets(known, sb.targets, model.config().vocab_size);
+      ops::linear_token_logprobs_backward(
+          sb.hidden, model.lm_head_weight(), sb.targets, sb.temperature, sb.vocab_chunk, sb.lse,
+          sb.row_entropy, dlogp.to(dev), dentropy.defined() ? dentropy.to(dev) : Tensor(), dh, dw);
+    }
+    sb.hidden = Tensor();
+    model.backward_from_hidden(dh, sb.state, grads);
+    return;
+  }
   Tensor dlogits = Tensor::empty(sb.logits.shape(), DType::f32, dev);
   if (const TpLayout* tp = model.tensor_parallel())
     tp_token_logprobs_backward(*tp, sb.logits, sb.targets, sb.temperature, dlogp.to(dev),
@@ -168,8 +244,8 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
                "policy-gradient loss: no response tokens (every prompt_len equals its sequence "
                "length)");
   double loss = 0.0;
-  const int64_t V = model.config().vocab_size;
-  for (auto [begin, end] : plan_batches(seqs, 8192, V)) {
+  const int64_t V = model.config().vocab_size, chunk = fused_chunk(model);
+  for (auto [begin, end] : plan_batches(seqs, 8192, chunk > 0 ? chunk : V)) {
     std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
     ScoredBatch sb = score_for_training(model, group, 1.0f, false);
     const int64_t T = sb.batch.num_tokens();

@@ -25,17 +25,34 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
                                   float temperature = 1.0f, bool with_entropy = true,
                                   int64_t max_tokens_per_batch = 8192);
 
+// Vocabulary chunk of the fused log-prob path. Without tensor parallelism, scoring never builds
+// the f32 [T, V] logits: the model stops at the lm_head input and ops::linear_token_logprobs
+// streams the vocabulary in chunks (forward and backward), so the log-prob step adds one [T, C]
+// chunk instead of [T, V] logits + [T, V] dlogits. 0 (the default): ops::default_logprob_chunk(V)
+// (<= V/16); > 0: that many vocabulary rows per chunk (tests); < 0: the unfused [T, V] path (the
+// reference the tests compare against). Process-wide; tensor parallelism always takes the
+// vocab-parallel unfused path.
+void set_logprob_vocab_chunk(int64_t chunk);
+int64_t logprob_vocab_chunk();
+
 // One packed forward kept for backward: per-row log-probs of the next token (and entropy). The
 // batch is host-side; targets, logits, logp and entropy live on the model's device (copy logp to
 // the host with .to(Device::cpu) to read it).
 struct ScoredBatch {
   Batch batch;
   Tensor targets;  // i32 [T]: ids[t+1] within the sequence, -1 on each sequence's last row
-  Tensor logits;   // f32 [T, V] (under tensor parallelism the local vocab shard [T, V/tp])
+  // f32 [T, V] on the unfused path (under tensor parallelism the local vocab shard [T, V/tp]);
+  // undefined on the fused path (see set_logprob_vocab_chunk).
+  Tensor logits;
   Tensor logp;     // f32 [T] (0 where target = -1)
   Tensor entropy;  // f32 [T] or undefined
   float temperature = 1.0f;
   ForwardState state;
+  // Fused path only (what its backward recomputes each vocabulary chunk from):
+  Tensor hidden;            // f32 [T, H] lm_head input (the ForwardState's saved copy)
+  Tensor lse;               // f32 [T] log Σ_v exp(logits_v / temperature)
+  Tensor row_entropy;       // f32 [T], always computed (`entropy` is this tensor when requested)
+  int64_t vocab_chunk = 0;  // chunk width used
 };
 ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                                float temperature = 1.0f, bool with_entropy = false);

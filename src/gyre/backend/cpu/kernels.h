@@ -95,4 +95,17 @@ template <typename T>
 void moe_route_bwd(const T* dweights, const T* probs, const int32_t* indices, int64_t n, int64_t E,
                    int64_t k, bool norm_topk, T* dlogits);
 
+// ---- vocabulary-chunked log-probs (logprob_chunk.cc; semantics in ops.h logprob_chunk_*).
+// stats [n, 4] = (m, s, w, z_target); dx may alias x.
+template <typename T>
+void logprob_chunk_stats(const T* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                         T temperature, bool accumulate, T* stats);
+template <typename T>
+void logprob_chunk_finish(const T* stats, const int32_t* targets, int64_t n, T* logp, T* entropy,
+                          T* lse);
+template <typename T>
+void logprob_chunk_bwd(const T* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                       T temperature, const T* lse, const T* entropy, const T* dlogp,
+                       const T* dentropy, T* dx);
+
 }  // namespace gyre::cpu

@@ -154,4 +154,15 @@ void profile_event_release(void* event);
 void sample_rows(const float* logits, int64_t n, int64_t V, const float* temperature,
                  const uint64_t* seeds, const int64_t* steps, float min_p, int32_t* out_tokens);
 
+// ---- BEGIN vocabulary-chunked log-probs (logprob_chunk.cu; semantics in ops.h logprob_chunk_*)
+// stats [n, 4] f32 = (m, s, w, z_target); dx may alias x.
+void logprob_chunk_stats(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                         float temperature, bool accumulate, float* stats);
+void logprob_chunk_finish(const float* stats, const int32_t* targets, int64_t n, float* logp,
+                          float* entropy, float* lse);
+void logprob_chunk_bwd(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                       float temperature, const float* lse, const float* entropy,
+                       const float* dlogp, const float* dentropy, float* dx);
+// ---- END vocabulary-chunked log-probs
+
 }  // namespace gyre::cuda
