@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <vector>
 
+#include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/model/safetensors.h"
 
 namespace gyre::train {
@@ -27,28 +29,48 @@ double LrSchedule::lr_at(int64_t it, double max_lr, double min_lr) const {
   return min_lr + coeff * (max_lr - min_lr);
 }
 
+namespace {
+
+std::vector<const Tensor*> tensor_ptrs(const NamedTensors& ts) {
+  std::vector<const Tensor*> out;
+  out.reserve(ts.size());
+  for (auto& [name, t] : ts) out.push_back(&t);
+  return out;
+}
+
+}  // namespace
+
 double AdamW::grad_norm(const NamedTensors& grads) {
-  double sq = 0;
-  for (auto& [name, g] : grads) sq += ops::sum_squares(g);
-  return std::sqrt(sq);
+  // One multi-tensor reduction (one device-to-host transfer on CUDA), bitwise the per-tensor
+  // loop Σ ops::sum_squares(g).
+  return std::sqrt(ops::sum_squares_many(tensor_ptrs(grads)));
 }
 
 std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads) {
   GYRE_CHECK(params.size() == grads.size(), "{} params vs {} grads", params.size(), grads.size());
   double norm = sum_squares_ ? std::sqrt(sum_squares_(grads)) : grad_norm(grads);
   if (!std::isfinite(norm)) {
-    for (auto& [name, g] : grads)
-      if (!std::isfinite(ops::sum_squares(g)))
+    // The rare path: per-tensor sums (one more reduction) to name the offending tensor. A
+    // non-finite norm from the sum_squares_ hook with finite local gradients (another rank's)
+    // continues as before.
+    const std::vector<double> each = ops::sum_squares_each(tensor_ptrs(grads));
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (!std::isfinite(each[i]))
         GYRE_THROW(
             invalid_argument,
             "non-finite gradient in '{}' (grad norm {}); optimizer step skipped — lower --lr "
             "or check the rewards/advantages for NaN",
-            name, norm);
+            grads[i].first, norm);
   }
+  // After the norm, as before: the sum_squares_ hook may be a collective every rank must join.
+  for (size_t i = 0; i < params.size(); ++i)
+    GYRE_CHECK(grads[i].first == params[i].first, "param/grad order mismatch at {}: {} vs {}", i,
+               params[i].first, grads[i].first);
+  std::vector<Tensor*> g_mut(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) g_mut[i] = &grads[i].second;
   if (cfg_.clip_grad > 0) {
     double coeff = cfg_.clip_grad / (norm + 1e-6);
-    if (coeff < 1.0)
-      for (auto& [name, g] : grads) ops::scale_(g, float(coeff));
+    if (coeff < 1.0) ops::scale_many(g_mut, float(coeff));
   }
   ++iteration_;
   double lr = schedule_.lr_at(iteration_, cfg_.lr, cfg_.min_lr);
@@ -59,10 +81,10 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
   p.eps = float(cfg_.eps);
   p.weight_decay = float(cfg_.weight_decay);
   p.step = iteration_;
+  std::vector<Tensor*> ws(params.size()), ms(params.size()), vs(params.size());
+  std::vector<const Tensor*> gs(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     auto& [name, w] = params[i];
-    GYRE_CHECK(grads[i].first == name, "param/grad order mismatch at {}: {} vs {}", i, name,
-               grads[i].first);
     // Moments live with their parameter (GPU masters keep GPU state); state loaded from a
     // checkpoint arrives on the host and moves at its first step.
     auto it = m_.find(name);
@@ -74,8 +96,18 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
     Tensor& v = v_[name];
     if (m.device() != w.device()) m = m.to(w.device());
     if (v.device() != w.device()) v = v.to(w.device());
-    ops::adamw_step(w, grads[i].second, m, v, p);
+    if (m.shape() != w.shape() || v.shape() != w.shape())
+      GYRE_THROW(invalid_argument,
+                 "optimizer state for '{}' has shape {} (m) / {} (v) but the parameter has {}; "
+                 "was the optimizer checkpoint written for another model?",
+                 name, shape_str(m.shape()), shape_str(v.shape()), shape_str(w.shape()));
+    ws[i] = &w;
+    gs[i] = &grads[i].second;
+    ms[i] = &m;  // std::map nodes are stable: later insertions keep these pointers valid
+    vs[i] = &v;
   }
+  // One launch for every tensor on CUDA; the per-tensor kernels' arithmetic, bitwise.
+  ops::adamw_step_many(ws, gs, ms, vs, p);
   return {norm, lr};
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/elementwise_common.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -19,8 +20,8 @@ namespace gyre::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kSumGrain = 16384;  // elements per block of the sum of squares
-constexpr int64_t kRowChunk = 128;    // rows per partial of the column sums
+using ew::kSumGrain;  // elements per block of the sum of squares (shared with multi_tensor.cu)
+constexpr int64_t kRowChunk = 128;  // rows per partial of the column sums
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -34,34 +35,14 @@ __global__ void scale_kernel(float* a, float s, int64_t n) {
     a[i] *= s;
 }
 
-// Block sum of a double, result valid in thread 0.
-__device__ double block_sum(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  v = 0;
-  if (warp == 0) {
-    v = lane < (blockDim.x >> 5) ? part[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  }
-  __syncthreads();
-  return v;
-}
-
 __global__ void sumsq_partial_kernel(const float* a, int64_t n, double* part) {
   const int64_t i0 = blockIdx.x * kSumGrain, i1 = min(n, i0 + kSumGrain);
-  double s = 0;
-  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += double(a[i]) * double(a[i]);
-  s = block_sum(s);
+  const double s = ew::block_sumsq(a, i0, i1);
   if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 __global__ void sum_doubles_kernel(const double* part, int64_t n, double* out) {
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
-  s = block_sum(s);
+  const double s = ew::block_sum_doubles(part, n);
   if (threadIdx.x == 0) *out = s;
 }
 
@@ -85,23 +66,13 @@ __global__ void silu_mul_bwd_kernel(const float* dout, const float* gate, const 
   }
 }
 
-struct AdamScalars {
-  float decay, w1, b2, w2, step_size, bc2_sqrt, eps;
-};
+using ew::AdamScalars;
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
                              AdamScalars c) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = grad[i];
-    const float p = param[i] * c.decay;
-    const float mi = m[i] + c.w1 * (g - m[i]);
-    const float vi = v[i] * c.b2 + c.w2 * g * g;
-    const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
-    param[i] = p - c.step_size * (mi / denom);
-    m[i] = mi;
-    v[i] = vi;
-  }
+       i += int64_t(gridDim.x) * blockDim.x)
+    ew::adamw_element(param, grad, m, v, i, c);
 }
 
 __global__ void f32_to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
@@ -160,9 +131,10 @@ double sum_squares(const float* a, int64_t n) {
   const int64_t blocks = (n + kSumGrain - 1) / kSumGrain;
   DeviceBuffer part(size_t(blocks + 1) * sizeof(double));
   cudaStream_t s = stream();
-  sumsq_partial_kernel<<<unsigned(blocks), kThreads, 0, s>>>(a, n, part.as<double>());
+  sumsq_partial_kernel<<<unsigned(blocks), ew::kSumThreads, 0, s>>>(a, n, part.as<double>());
   GYRE_CUDA_LAUNCHED("sumsq_partial");
-  sum_doubles_kernel<<<1, 1024, 0, s>>>(part.as<double>(), blocks, part.as<double>() + blocks);
+  sum_doubles_kernel<<<1, ew::kSumFinishThreads, 0, s>>>(part.as<double>(), blocks,
+                                                         part.as<double>() + blocks);
   GYRE_CUDA_LAUNCHED("sum_doubles");
   double r = 0;
   GYRE_CUDA_CHECK(
@@ -188,17 +160,7 @@ void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* 
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
            double beta2, double eps, double weight_decay, int64_t step) {
   if (n == 0) return;
-  // The scalars exactly as the CPU reference forms them (torch.optim.AdamW single-tensor path).
-  AdamScalars c;
-  c.decay = float(1.0 - lr * weight_decay);
-  c.w1 = float(1.0 - beta1);
-  c.b2 = float(beta2);
-  c.w2 = float(1.0 - beta2);
-  const double bc1 = 1.0 - std::pow(beta1, double(step));
-  const double bc2 = 1.0 - std::pow(beta2, double(step));
-  c.step_size = float(lr / bc1);
-  c.bc2_sqrt = float(std::sqrt(bc2));
-  c.eps = float(eps);
+  const AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step);
   adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(param, grad, m, v, n, c);
   GYRE_CUDA_LAUNCHED("adamw");
 }

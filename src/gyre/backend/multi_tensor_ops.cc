@@ -1,0 +1,158 @@
+// Multi-tensor ops (multi_tensor_ops.h): argument checks, then one CUDA launch over all tensors or
+// a loop over the per-tensor CPU kernels (so CPU results are bitwise the per-tensor ops').
+#include "gyre/backend/multi_tensor_ops.h"
+
+#include <initializer_list>
+
+#include "gyre/backend/cpu/kernels.h"
+#include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/cuda/multi_tensor.h"
+#include "gyre/backend/ops_args.h"  // detail::OpScope (op profiler), kCuda
+#include "gyre/core/error.h"
+
+namespace gyre::ops {
+
+namespace {
+
+using detail::kCuda;
+
+struct List {
+  const char* name;
+  std::span<const Tensor* const> t;
+};
+
+// Checks every tensor of the lists (equal lengths; each defined, f32, one device; tensor i of
+// every list shaped like tensor i of the first) and returns their device (CPU for empty lists).
+Device check_lists(const char* op, std::initializer_list<List> lists) {
+  const List& first = *lists.begin();
+  for (const List& l : lists)
+    if (l.t.size() != first.t.size())
+      GYRE_THROW(invalid_argument, "ops::{}: {} has {} tensors but {} has {}", op, l.name,
+                 l.t.size(), first.name, first.t.size());
+  const Tensor* dev_of = nullptr;
+  const char* dev_list = nullptr;
+  size_t dev_index = 0;
+  for (size_t i = 0; i < first.t.size(); ++i) {
+    for (const List& l : lists) {
+      const Tensor* t = l.t[i];
+      if (t == nullptr || !t->defined())
+        GYRE_THROW(invalid_argument, "ops::{}: {}[{}] is {}", op, l.name, i,
+                   t ? "undefined" : "a null pointer");
+      if (t->dtype() != DType::f32)
+        GYRE_THROW(invalid_argument, "ops::{}: {}[{}] is {}, expected f32", op, l.name, i,
+                   dtype_name(t->dtype()));
+      if (t->shape() != first.t[i]->shape())
+        GYRE_THROW(invalid_argument, "ops::{}: {}[{}] has shape {} but {}[{}] has shape {}", op,
+                   l.name, i, shape_str(t->shape()), first.name, i, shape_str(first.t[i]->shape()));
+      if (!dev_of) {
+        dev_of = t;
+        dev_list = l.name;
+        dev_index = i;
+      } else if (t->device() != dev_of->device()) {
+        GYRE_THROW(invalid_argument,
+                   "ops::{}: {}[{}] is on {} but {}[{}] is on {}; all tensors of one call must be "
+                   "on one device",
+                   op, l.name, i, device_name(t->device()), dev_list, dev_index,
+                   device_name(dev_of->device()));
+      }
+    }
+  }
+  if (!dev_of) return Device::cpu;
+  const Device dev = dev_of->device();
+  if (dev == Device::cuda) {
+    if constexpr (!kCuda)
+      GYRE_THROW(unsupported,
+                 "ops::{}: {}[{}] is on {} but the CUDA backend is not built in this binary; "
+                 "reconfigure with -DGYRE_CUDA=ON on a machine with the CUDA toolkit",
+                 op, dev_list, dev_index, device_name(dev));
+    else if (!cuda::device_available())
+      GYRE_THROW(unsupported,
+                 "ops::{}: {}[{}] is on {} but no CUDA device is visible to this process", op,
+                 dev_list, dev_index, device_name(dev));
+  }
+  return dev;
+}
+
+std::span<const Tensor* const> as_const(std::span<Tensor* const> a) {
+  return {const_cast<const Tensor* const*>(a.data()), a.size()};
+}
+
+}  // namespace
+
+std::vector<double> sum_squares_each(std::span<const Tensor* const> a) {
+  detail::OpScope op_scope_("sum_squares_each");
+  const Device dev = check_lists("sum_squares_each", {{"tensors", a}});
+  std::vector<double> out(a.size(), 0.0);
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      std::vector<const float*> ptr(a.size());
+      std::vector<int64_t> n(a.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        ptr[i] = a[i]->f32();
+        n[i] = a[i]->numel();
+      }
+      cuda::sum_squares_each(ptr.data(), n.data(), int64_t(a.size()), out.data());
+      return out;
+    }
+  for (size_t i = 0; i < a.size(); ++i)
+    out[i] = cpu::sum_squares<float>(a[i]->f32(), a[i]->numel());
+  return out;
+}
+
+double sum_squares_many(std::span<const Tensor* const> a) {
+  // Added on the host in list order, as a per-tensor loop `sq += ops::sum_squares(t)` does.
+  double sq = 0;
+  for (double s : sum_squares_each(a)) sq += s;
+  return sq;
+}
+
+void scale_many(std::span<Tensor* const> a, float s) {
+  detail::OpScope op_scope_("scale_many");
+  const Device dev = check_lists("scale_many", {{"tensors", as_const(a)}});
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      std::vector<float*> ptr(a.size());
+      std::vector<int64_t> n(a.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        ptr[i] = a[i]->f32();
+        n[i] = a[i]->numel();
+      }
+      return cuda::scale_many(ptr.data(), n.data(), int64_t(a.size()), s);
+    }
+  for (Tensor* t : a) cpu::scale<float>(t->f32(), s, t->numel());
+}
+
+void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* const> grads,
+                     std::span<Tensor* const> ms, std::span<Tensor* const> vs,
+                     const AdamWParams& p) {
+  detail::OpScope op_scope_("adamw_step_many");
+  const char* op = "adamw_step_many";
+  GYRE_CHECK(p.step >= 1, "ops::{}: step must be >= 1 (1-based), got {}", op, p.step);
+  GYRE_CHECK(p.beta1 >= 0 && p.beta1 < 1 && p.beta2 >= 0 && p.beta2 < 1,
+             "ops::{}: betas ({}, {}) must lie in [0, 1)", op, p.beta1, p.beta2);
+  const Device dev = check_lists(
+      op,
+      {{"params", as_const(params)}, {"grads", grads}, {"ms", as_const(ms)}, {"vs", as_const(vs)}});
+  // The per-tensor op reads the hyper-parameters as doubles from these floats; so do both paths.
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      const size_t k = params.size();
+      std::vector<float*> pp(k), mp(k), vp(k);
+      std::vector<const float*> gp(k);
+      std::vector<int64_t> n(k);
+      for (size_t i = 0; i < k; ++i) {
+        pp[i] = params[i]->f32();
+        gp[i] = grads[i]->f32();
+        mp[i] = ms[i]->f32();
+        vp[i] = vs[i]->f32();
+        n[i] = params[i]->numel();
+      }
+      return cuda::adamw_many(pp.data(), gp.data(), mp.data(), vp.data(), n.data(), int64_t(k),
+                              p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step);
+    }
+  for (size_t i = 0; i < params.size(); ++i)
+    cpu::adamw<float>(params[i]->f32(), grads[i]->f32(), ms[i]->f32(), vs[i]->f32(),
+                      params[i]->numel(), p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step);
+}
+
+}  // namespace gyre::ops
