@@ -3,9 +3,11 @@
 // then linear_token_logprobs{,_backward} end to end (f32 GEMMs). Skips without a visible GPU.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/ops.h"
 
 namespace gyre {
@@ -93,6 +95,50 @@ TEST(LogprobChunkCuda, LinearTokenLogprobsMatchCpu) {
   const Tensor t0 = gpu(Tensor::from_vector(std::vector<int32_t>{}, {0}));
   ops::linear_token_logprobs(h0, gpu(w), t0, 1.0f, 0, lp, ent, lse);
   EXPECT_EQ(lp.numel(), 0);
+}
+
+// Issue 7's memory goal on the device: the fused forward + backward adds at most 1/8 of one f32
+// [T, V] tensor (T·V·4/8 bytes) on top of h, w, dw; the unfused path needs >= [T, V] logits +
+// dlogits. Measured with the device allocator's peak (bytes of live tensors), f32 and bf16.
+TEST(LogprobChunkCuda, PeakExtraMemoryIsAtMostAnEighthOfTheLogits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t T = 2048, H = 128, V = 32768;
+  const Tensor h = gpu(randn({T, H}, 9)), w = gpu(randn({V, H}, 10, 0.1f));
+  const Tensor targets = gpu(make_targets(T, V)), dlogp = gpu(randn({T}, 11)),
+               dent = gpu(randn({T}, 12, 0.1f));
+  Tensor dw = Tensor::zeros({V, H}, DType::f32, Device::cuda);
+  Allocator& a = cuda::device_allocator();
+  const double anchor = double(T) * double(V) * 4.0 / 8.0;
+  for (bool bf16 : {false, true}) {
+    ops::Bf16Autocast autocast(bf16);
+    auto extra = [&](bool fused) {
+      const size_t before = a.bytes_in_use();
+      a.reset_peak();
+      {
+        Tensor none, lp, ent = Tensor::empty({T}, DType::f32, Device::cuda), dh;
+        if (fused) {
+          Tensor lse;
+          ops::linear_token_logprobs(h, w, targets, 1.0f, 0, lp, ent, lse);
+          ops::linear_token_logprobs_backward(h, w, targets, 1.0f, 0, lse, ent, dlogp, dent, dh,
+                                              dw);
+        } else {
+          Tensor logits, dlogits;
+          ops::linear(h, w, none, logits);
+          ops::token_logprobs(logits, targets, 1.0f, lp, ent);
+          ops::token_logprobs_backward(logits, targets, 1.0f, dlogp, dent, dlogits);
+          logits = Tensor();
+          ops::linear_backward(dlogits, h, w, dh, dw, none);
+        }
+        (void)cpu(lp);
+      }
+      return double(a.peak_bytes() - before);
+    };
+    const double fused = extra(true), unfused = extra(false);
+    std::printf("%s: peak extra fused %.1f MiB, unfused %.1f MiB, anchor T*V*4/8 = %.1f MiB\n",
+                bf16 ? "bf16" : "f32", fused / 1048576.0, unfused / 1048576.0, anchor / 1048576.0);
+    EXPECT_LE(fused, anchor);
+    EXPECT_GE(unfused, 2 * double(T) * double(V) * 4.0);
+  }
 }
 
 }  // namespace

@@ -76,8 +76,10 @@ TEST(FusedLogprobGpu, F32MatchesUnfused) {
   auto m = CausalLM::random_init(small_config(), 3, 0.05f);
   m->to(Device::cuda);
   const Outcome ref = run(*m, -1);
-  compare("f32 chunk 128", run(*m, 128), ref, 1e-5, 1e-5);
-  compare("f32 chunk 300", run(*m, 300), ref, 1e-5, 1e-5);  // 1000 = 3 x 300 + 100
+  // Gradients: 5e-5 (the chunked GEMMs sum in another order than the [T, V] ones, and the
+  // differences pass through three layers' backward).
+  compare("f32 chunk 128", run(*m, 128), ref, 1e-5, 5e-5);
+  compare("f32 chunk 300", run(*m, 300), ref, 1e-5, 5e-5);  // 1000 = 3 x 300 + 100
 }
 
 TEST(FusedLogprobGpu, Bf16MatchesUnfusedBf16) {
