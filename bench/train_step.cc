@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -169,12 +170,18 @@ int main() {
 
   // Memory model: parameters, gradients and AdamW m, v (f32) + saved activations per layer
   // (x, xn1, h, xn2: H; q_raw, q, attn: Hq·D; k_raw, k, v: Hkv·D; gate, up: I; per token) + the
-  // final norm input/output (2·H) + logits and dlogits (2·V) + the backward's largest per-layer
-  // working set (dgate, dup, dact: 3·I; dh, dxn, dx: 3·H).
+  // final norm input/output (2·H) + the log-prob step's [T, *] buffers: one vocabulary chunk
+  // (ops::default_logprob_chunk(V), the fused path's logits/dz buffer) or, on the unfused path,
+  // logits and dlogits (2·V) + the backward's largest per-layer working set (dgate, dup, dact: 3·I;
+  // dh, dxn, dx: 3·H).
   const double state_bytes = 4.0 * 4.0 * double(N);
   const double per_token_layer = 4.0 * H + 3.0 * Hq * D + 3.0 * Hkv * D + 2.0 * I;
+  const double head_cols = logprob_vocab_chunk() < 0 ? 2.0 * double(V)
+                           : logprob_vocab_chunk() > 0
+                               ? double(std::min<int64_t>(logprob_vocab_chunk(), V))
+                               : double(ops::default_logprob_chunk(V));
   const double act_bytes =
-      4.0 * double(T) * (double(L) * per_token_layer + 2.0 * H + 2.0 * V + 3.0 * I + 3.0 * H);
+      4.0 * double(T) * (double(L) * per_token_layer + 2.0 * H + head_cols + 3.0 * I + 3.0 * H);
   const double expected = state_bytes + act_bytes;
 
   char anchor[512];
