@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <vector>
 
+#include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/backend/ops.h"
 
 namespace gyre::dist {
@@ -101,9 +103,14 @@ void DataParallelOptimizer::set_model_parallel(Comm& mp, std::vector<bool> repli
   // all_reduce mode: train::AdamW clips after the all-reduce; give it the full model's Σ g².
   if (mode_ == DpMode::all_reduce)
     inner_.set_grad_sum_squares([this](const train::NamedTensors& g) {
+      // Per-tensor sums in one multi-tensor reduction (one device-to-host transfer on CUDA),
+      // each bitwise ops::sum_squares of its tensor.
+      std::vector<const Tensor*> ts;
+      ts.reserve(g.size());
+      for (auto& [name, t] : g) ts.push_back(&t);
+      const std::vector<double> each = ops::sum_squares_each(ts);
       double sharded = 0, replicated = 0;
-      for (size_t i = 0; i < g.size(); ++i)
-        (replicated_[i] ? replicated : sharded) += ops::sum_squares(g[i].second);
+      for (size_t i = 0; i < g.size(); ++i) (replicated_[i] ? replicated : sharded) += each[i];
       return model_parallel_sum_squares(sharded, replicated);
     });
 }
