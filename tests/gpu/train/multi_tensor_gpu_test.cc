@@ -7,12 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/core/error.h"
+#include "gyre/train/optimizer.h"
 
 namespace gyre::ops {
 namespace {
@@ -121,6 +123,55 @@ TEST(MultiTensorCuda, DeviceMixIsAnError) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("tensors[1] is on"));
     EXPECT_THAT(e.what(), ::testing::HasSubstr("one device"));
+  }
+}
+
+// train::AdamW::step on GPU masters (multi-tensor path) against the former per-tensor step on the
+// same GPU tensors: same norm, same clipped gradients, same weights, bitwise, over clipped and
+// unclipped steps.
+TEST(MultiTensorCuda, AdamWStepEqualsPerTensorStepBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const auto s = shapes();
+  auto named = [&](uint64_t seed, float scale) {
+    train::NamedTensors out;
+    auto ts = to_dev(rand_list(s, seed, scale), Device::cuda);
+    for (size_t i = 0; i < ts.size(); ++i) out.emplace_back("t" + std::to_string(i), ts[i]);
+    return out;
+  };
+  auto clone = [](const train::NamedTensors& ts) {
+    train::NamedTensors out;
+    for (auto& [n, t] : ts) out.emplace_back(n, t.clone());
+    return out;
+  };
+  const train::AdamWConfig cfg{.lr = 1e-3, .weight_decay = 0.01, .clip_grad = 1.0};
+  train::AdamW opt(cfg, {});
+  train::NamedTensors p = named(5, 0.1f), p_ref = clone(p);
+  std::vector<Tensor> m, v;
+  for (auto& sh : s) {
+    m.push_back(Tensor::zeros(sh, DType::f32, Device::cuda));
+    v.push_back(Tensor::zeros(sh, DType::f32, Device::cuda));
+  }
+  for (int64_t step = 1; step <= 3; ++step) {
+    train::NamedTensors g = named(50 * step, step == 1 ? 1.0f : 1e-4f), g_ref = clone(g);
+    const auto [norm, lr] = opt.step(p, g);
+    double sq = 0;
+    for (auto& [n, t] : g_ref) sq += sum_squares(t);
+    const double want = std::sqrt(sq);
+    EXPECT_EQ(norm, want) << step;
+    const double coeff = cfg.clip_grad / (want + 1e-6);
+    if (coeff < 1.0)
+      for (auto& [n, t] : g_ref) scale_(t, float(coeff));
+    AdamWParams hp;
+    hp.lr = float(lr), hp.beta1 = float(cfg.beta1), hp.beta2 = float(cfg.beta2);
+    hp.eps = float(cfg.eps), hp.weight_decay = float(cfg.weight_decay), hp.step = step;
+    for (size_t i = 0; i < s.size(); ++i)
+      adamw_step(p_ref[i].second, g_ref[i].second, m[i], v[i], hp);
+    for (size_t i = 0; i < s.size(); ++i) {
+      EXPECT_EQ(cpu(g[i].second).to_vector(), cpu(g_ref[i].second).to_vector())
+          << step << " g " << i;
+      EXPECT_EQ(cpu(p[i].second).to_vector(), cpu(p_ref[i].second).to_vector())
+          << step << " p " << i;
+    }
   }
 }
 
