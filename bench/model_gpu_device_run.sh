@@ -12,7 +12,7 @@
 #   mkdir -p .devrun-bf16/bin && cp build-lead/tests/gyre_gpu_{backend,model}_tests \
 #     build-lead/bin/bench_{model,rollout}_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
 #   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
-# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|rollout|all]
+# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|rollout|kernels|all]
 # (GYRE_DEVRUN names the carried folder; GYRE_OP_PROFILE=1 adds per-op GPU times to the output.)
 set -u
 OUT=${OUT:-/tmp/gyre_out}
@@ -40,6 +40,18 @@ fi
 if [[ $what == anchor || $what == all ]]; then
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_anchor.py --models qwen2.5-0.5b qwen2.5-1.5b \
     2>&1 | tee "$OUT/anchor.jsonl"
+fi
+if [[ $what == kernels || $what == all ]]; then
+  # Session 5's kernels: device top-k/top-p sampling vs the host path (same tokens), multi-tensor
+  # AdamW vs per-tensor, and the fused log-prob head's peak memory vs T*V*4/8.
+  for sd in 2.5 4; do
+    timeout 60 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_sampling_gpu" --logit-sd $sd 2>&1 |
+      tee -a "$OUT/kernels.jsonl"
+  done
+  timeout 90 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_optimizer_gpu" --shape qwen2.5-0.5b \
+    --iters 10 2>&1 | tee -a "$OUT/kernels.jsonl"
+  timeout 90 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_model_gpu" --shape qwen2.5-0.5b --seqs 4 \
+    --len 4096 --head-only 1 --iters 3 2>&1 | tee -a "$OUT/kernels.jsonl"
 fi
 if [[ $what == rollout || $what == all ]]; then
   # ROLLOUT_PRECISION=bf16 (default): autocast GEMMs, bf16 weight copies, bf16 KV cache.
