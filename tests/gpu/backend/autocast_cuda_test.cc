@@ -76,6 +76,47 @@ TEST(CudaAutocast, LinearForwardBackwardEqualF32OnRoundedOperands) {
   EXPECT_LE(rel_err(cpu(gdw), dw2), 1e-5);
 }
 
+// The engine's decode linears (a Bf16WeightCache installed): batches of up to 8 rows take the GEMV
+// kernel (gemv_bf16.cu), larger ones and unsupported layouts (K % 8 != 0, a misaligned x) the
+// GEMM; every case equals the CPU f32 op on the rounded operands.
+TEST(CudaAutocast, CachedWeightLinearSmallBatchesEqualF32OnRoundedOperands) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  for (int64_t K : {264, 259, 8, 896}) {
+    const int64_t N = K == 896 ? 4864 : 77;
+    Tensor w = randn({N, K}, 20 + K), gw = gpu(w);  // one weight per K: the cache keys on it
+    for (int64_t M : {1, 2, 3, 5, 8, 9}) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE("M " + std::to_string(M) + " N " + std::to_string(N) + " K " +
+                     std::to_string(K) + (bias ? " bias" : ""));
+        Tensor x = randn({M, K}, 10 + M), b = randn({N}, 30);
+        Tensor y, none;
+        ops::linear(round_bf16(x), round_bf16(w), bias ? b : none, y);
+        Tensor gy;
+        {
+          ops::Bf16Autocast autocast;
+          ops::UseBf16WeightCache use(&cache);
+          ops::linear(gpu(x), gw, bias ? gpu(b) : none, gy);
+        }
+        EXPECT_LE(rel_err(cpu(gy), y), 1e-5);
+      }
+    }
+  }
+  // A row view that starts 4 bytes into its buffer: not 16-byte aligned, so the GEMM path.
+  const int64_t M = 2, K = 264, N = 33;
+  Tensor flat = randn({M * K + 1}, 40), w = randn({N, K}, 41);
+  Tensor x = flat.narrow(1, M * K).reshape({M, K});
+  Tensor y, none;
+  ops::linear(round_bf16(x.clone()), round_bf16(w), none, y);
+  Tensor gflat = gpu(flat), gw = gpu(w), gy;
+  {
+    ops::Bf16Autocast autocast;
+    ops::UseBf16WeightCache use(&cache);
+    ops::linear(gflat.narrow(1, M * K).reshape({M, K}), gw, none, gy);
+  }
+  EXPECT_LE(rel_err(cpu(gy), y), 1e-5);
+}
+
 TEST(CudaAutocast, LinearEmptyInnerDimensionIsTheBias) {
   GYRE_SKIP_WITHOUT_GPU();
   Tensor x = Tensor::zeros({5, 0}), w = Tensor::zeros({3, 0}), b = randn({3}, 9);

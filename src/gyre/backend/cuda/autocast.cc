@@ -43,6 +43,8 @@ void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t
 
 void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, const float* b,
                                      int64_t M, int64_t N, int64_t K, float* y) {
+  if (linear_gemv_bf16_supported(x, w_bf16, M, N, K))
+    return linear_gemv_bf16(x, w_bf16, b, M, N, K, y);  // decode: weight-bandwidth bound
   Bf16Copy xb(x, M * K);
   linear_gemm_bf16(xb.p(), w_bf16, b, M, N, K, y);  // y = x w^T + b, bias fused into the GEMM
 }

@@ -128,6 +128,13 @@ void flash_attention_bf16_bwd(const uint16_t* dout, const uint16_t* q, const uin
 // 0.
 void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, const float* b,
                                      int64_t M, int64_t N, int64_t K, float* y);
+// Small-M path of the above (gemv_bf16.cu; decode at batch <= kGemvMaxRows): one warp per output
+// column streams the bf16 weight row and rounds x to bf16 in registers — no activation conversion
+// kernel, no GEMM tiles. Only where linear_gemv_bf16_supported (K % 8 == 0, 16-byte aligned x, w).
+constexpr int64_t kGemvMaxRows = 8;
+bool linear_gemv_bf16_supported(const float* x, const uint16_t* w, int64_t M, int64_t N, int64_t K);
+void linear_gemv_bf16(const float* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
+                      int64_t K, float* y);
 void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t M, int64_t N,
                          int64_t K, float* y);
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
