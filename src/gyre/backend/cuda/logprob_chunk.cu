@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -21,32 +22,6 @@ constexpr int kThreads = 256;
 
 unsigned row_grid(int64_t n) { return unsigned(n < 1 ? 1 : (n < 65535 ? n : 65535)); }
 
-// Block max; every thread gets the result.
-__device__ float chunk_block_max(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  float m = part[0];
-  for (int w = 1; w < int(blockDim.x >> 5); ++w) m = fmaxf(m, part[w]);
-  __syncthreads();
-  return m;
-}
-
-// Block sum of a double in a fixed order; every thread gets the result.
-__device__ double chunk_block_sum(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  double t = 0;
-  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += part[w];
-  __syncthreads();
-  return t;
-}
-
 __global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restrict__ targets,
                              int64_t n, int64_t C, int64_t v0, float mul, bool accumulate,
                              float* __restrict__ stats) {
@@ -56,7 +31,7 @@ __global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restr
     // wc = Σ exp(z - mc)(z - mc) with f64 partial sums.
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) mx = fmaxf(mx, xr[j]);
-    const float mc = chunk_block_max(mx) * mul;
+    const float mc = block_max(mx) * mul;
     double s = 0, w = 0;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
       const float d = xr[j] * mul - mc;
@@ -64,7 +39,7 @@ __global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restr
       s += double(e);
       w += double(e) * double(d);
     }
-    const double sc = chunk_block_sum(s), wc = chunk_block_sum(w);
+    const double sc = block_sum(s), wc = block_sum(w);
     if (threadIdx.x != 0) continue;
     float* st = stats + t * 4;
     const int64_t j = int64_t(targets[t]) - v0;

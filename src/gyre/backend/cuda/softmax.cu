@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -23,32 +24,6 @@ constexpr int kThreads = 256;
 __device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load_f(const uint16_t* p, int64_t i) {
   return __bfloat162float(__ushort_as_bfloat16(p[i]));
-}
-
-// Block max of a float; every thread gets the result.
-__device__ float block_max(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  float m = part[0];
-  for (int w = 1; w < int(blockDim.x >> 5); ++w) m = fmaxf(m, part[w]);
-  __syncthreads();
-  return m;
-}
-
-// Block sum of a double in a fixed order; every thread gets the result.
-__device__ double block_sum(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  double t = 0;
-  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += part[w];
-  __syncthreads();
-  return t;
 }
 
 // Row statistics of z = x * mul: M = max z, S = Σ exp(z - M), W = Σ exp(z - M) (z - M).
