@@ -69,6 +69,34 @@ def attention():
     return out
 
 
+def attention_backends():
+    """The same causal attention through each of PyTorch's SDPA backends (FlashAttention-2, cuDNN's
+    fused attention, memory-efficient), to decide which design the CUDA backend should follow
+    (issue 7: "FlashAttention-style tiling, or cuDNN's fused attention — measure both")."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    B, L, H, D = 4, 4096, 16, 128
+    q, k, v, do = (torch.rand(B, H, L, D, device="cuda", dtype=torch.bfloat16) - 0.5
+                   for _ in range(4))
+    flops = 4 * B * L * L * H * D / 2
+    out = []
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                    SDPBackend.EFFICIENT_ATTENTION):
+        name = str(backend).split(".")[-1].lower()
+        try:
+            with sdpa_kernel([backend]):
+                ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+                out.append(emit({"bench": f"attn_fwd_{name}", "ms": ms,
+                                 "tflops": flops / (ms * 1e-3) / 1e12}))
+                qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+                o = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True)
+                ms = time_ms(lambda: torch.autograd.grad(o, (qg, kg, vg), do, retain_graph=True))
+                out.append(emit({"bench": f"attn_bwd_{name}", "ms": ms,
+                                 "tflops": 2.5 * flops / (ms * 1e-3) / 1e12}))
+        except Exception as e:  # a backend this build or GPU lacks: say so, measure the rest
+            out.append(emit({"bench": f"attn_{name}", "error": str(e)[:200]}))
+    return out
+
+
 def logprob():
     T, V = 4 * 4096, 151936
     logits = (torch.rand(T, V, device="cuda", dtype=torch.bfloat16) * 2 - 1) * 8
@@ -224,7 +252,14 @@ def main():
                     help="only the whole-model anchors of these shapes (qwen2.5-0.5b qwen2.5-1.5b)")
     ap.add_argument("--generate", nargs="*", default=None,
                     help="only the rollout (model.generate) anchors of these shapes")
+    ap.add_argument("--attention-backends", action="store_true",
+                    help="only causal attention through each SDPA backend (flash, cudnn, efficient)")
     args = ap.parse_args()
+    if args.attention_backends:
+        print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(),
+                          "cudnn": torch.backends.cudnn.version()}), flush=True)
+        attention_backends()
+        return
     if args.generate is not None:
         print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}),
               flush=True)
