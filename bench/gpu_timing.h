@@ -3,11 +3,14 @@
 //   median_ms(fn)   median of single timed calls (the L2 keeps whatever the previous call left);
 //   time_call(fn)   cold = median of single calls, each after flush_l2(), and hot = mean of
 //                   back-to-back calls, in microseconds.
+//   wall_ms(), median(v)   host wall clock and the median of samples, for benchmarks whose timed
+//                   region includes host work (the host sampler, AdamW's norm transfer).
 // Include only in builds with the CUDA backend (GYRE_HAVE_CUDA).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -64,6 +67,19 @@ inline double median_ms(const std::function<void()>& fn, int warm = 3, int reps 
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Host wall clock in milliseconds (steady_clock; differences only).
+inline double wall_ms() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Median of a non-empty sample (the upper median for an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 struct Timing {

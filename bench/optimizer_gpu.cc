@@ -25,6 +25,7 @@ int main() {
 #include <string>
 #include <vector>
 
+#include "gpu_timing.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/ops.h"
 #include "gyre/core/tensor.h"
@@ -35,17 +36,6 @@ int main() {
 using namespace gyre;
 
 namespace {
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 void stream_sync() { GYRE_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
 
@@ -122,21 +112,21 @@ int main(int argc, char** argv) {
   const int warm = 2;
   for (int i = 0; i < warm + iters; ++i) {
     restore();
-    double t0 = now_ms();
+    double t0 = bench::wall_ms();
     one.step(p_one, grads);
     stream_sync();
-    if (i >= warm) t_one.push_back(now_ms() - t0);
+    if (i >= warm) t_one.push_back(bench::wall_ms() - t0);
     restore();
-    t0 = now_ms();
+    t0 = bench::wall_ms();
     norm = multi.step(p_multi, grads).first;
     stream_sync();
-    if (i >= warm) t_multi.push_back(now_ms() - t0);
+    if (i >= warm) t_multi.push_back(bench::wall_ms() - t0);
   }
   bool equal = true;
   for (size_t i = 0; i < p_one.size() && equal; ++i)
     equal = p_one[i].second.to(Device::cpu).to_vector() ==
             p_multi[i].second.to(Device::cpu).to_vector();
-  const double ms_one = median(t_one), ms_multi = median(t_multi);
+  const double ms_one = bench::median(t_one), ms_multi = bench::median(t_multi);
   std::printf(
       "{\"bench\":\"optimizer_gpu\",\"shape\":\"%s\",\"tensors\":%zu,\"elements\":%lld,"
       "\"iters\":%d,\"grad_norm\":%.6g,\"per_tensor_step_ms\":%.3f,\"multi_tensor_step_ms\":%.3f,"

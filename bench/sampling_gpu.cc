@@ -22,6 +22,7 @@ int main() {
 #include <cstring>
 #include <vector>
 
+#include "gpu_timing.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/sampling_ops.h"
 #include "gyre/core/philox.h"
@@ -31,20 +32,7 @@ int main() {
 
 using namespace gyre;
 
-namespace {
-
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   int64_t R = 256, V = 151936, iters = 10;
@@ -81,17 +69,17 @@ int main(int argc, char** argv) {
   std::vector<double> gpu_ms, host_ms;
   for (int64_t it = 0; it <= iters; ++it) {  // iteration 0 warms up
     cuda::sync();
-    const double t0 = now_ms();
+    const double t0 = bench::wall_ms();
     Tensor tok;
     ops::sample_tokens_filtered(dl, dt, dk, dp, ds, dst, 0.0f, tok);
     const Tensor host = tok.to(Device::cpu);
-    const double t1 = now_ms();
+    const double t1 = bench::wall_ms();
     gpu_tokens.assign(host.i32(), host.i32() + R);
     if (it > 0) gpu_ms.push_back(t1 - t0);
   }
   for (int64_t it = 0; it <= iters; ++it) {
     cuda::sync();
-    const double t0 = now_ms();
+    const double t0 = bench::wall_ms();
     const Tensor hl = dl.to(Device::cpu);
     parallel_for(R, 1, [&](int64_t k0, int64_t k1) {
       thread_local infer::Sampler sampler;
@@ -111,12 +99,12 @@ int main(int argc, char** argv) {
         cpu_tokens[size_t(i)] = sampler.sample(in).token;
       }
     });
-    const double t1 = now_ms();
+    const double t1 = bench::wall_ms();
     if (it > 0) host_ms.push_back(t1 - t0);
   }
   int64_t mismatches = 0;
   for (int64_t i = 0; i < R; ++i) mismatches += gpu_tokens[size_t(i)] != cpu_tokens[size_t(i)];
-  const double g = median(gpu_ms), h = median(host_ms);
+  const double g = bench::median(gpu_ms), h = bench::median(host_ms);
   std::printf(
       "{\"bench\":\"sampling_gpu\",\"rows\":%lld,\"vocab\":%lld,\"top_p\":%g,\"top_k\":%d,"
       "\"logit_sd\":%g,\"gpu_ms\":%.3f,\"host_path_ms\":%.3f,\"speedup\":%.2f,\"host_threads\":%d,"

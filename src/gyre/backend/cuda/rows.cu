@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -19,18 +20,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kRowChunk = 128;
-
-__device__ double block_sum_d(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  double t = 0;
-  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += part[w];  // same order in every thread
-  __syncthreads();
-  return t;
-}
 
 __global__ void gather_rows_kernel(const int32_t* idx, int64_t n, const float* src, int64_t H,
                                    float* out) {
@@ -77,7 +66,7 @@ __global__ void rms_fwd_kernel(const float* x, const float* w, int64_t R, int64_
     const float* xr = x + r * H;
     double ss = 0;
     for (int64_t c = threadIdx.x; c < H; c += blockDim.x) ss += double(xr[c]) * double(xr[c]);
-    ss = block_sum_d(ss);
+    ss = block_sum(ss);
     const float rs = float(1.0 / sqrt(ss / double(H) + eps));
     if (threadIdx.x == 0) rstd[r] = rs;
     // HF: weight * (x * rsqrt(var + eps)) — the normalised value is rounded before the weight.
@@ -94,7 +83,7 @@ __global__ void rms_bwd_dx_kernel(const float* dy, const float* x, const float* 
     double dot = 0;
     for (int64_t c = threadIdx.x; c < H; c += blockDim.x)
       dot += double(dyr[c] * w[c]) * double(xr[c] * rs);
-    dot = block_sum_d(dot);
+    dot = block_sum(dot);
     // dx_c = r (g_c - x̂_c · mean_j(g_j x̂_j)), g = dy ∘ w, x̂ = x r.
     const float mean = float(dot / double(H));
     for (int64_t c = threadIdx.x; c < H; c += blockDim.x)

@@ -24,6 +24,7 @@
 // sample_rows (sampling.cu), whose agreement with the CPU sampler tests/gpu/infer checks.
 #include <cub/cub.cuh>
 
+#include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/cuda/sampling_filtered.h"
 #include "gyre/core/philox.h"
@@ -50,17 +51,6 @@ __device__ __forceinline__ uint64_t make_key(float e, int64_t id) {
 __device__ __forceinline__ float key_e(uint64_t k) { return __uint_as_float(uint32_t(k >> 32)); }
 __device__ __forceinline__ int32_t key_id(uint64_t k) {
   return int32_t(0xFFFFFFFFu - uint32_t(k & 0xFFFFFFFFu));
-}
-
-// Sum over the block, returned to every thread (f64; exact for counts).
-__device__ double block_sum(double v, double* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(kFull, v, o);
-  __syncthreads();  // scratch may still be read by a previous call
-  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double s = 0;
-  for (int w = 0; w < kWarps; ++w) s += scratch[w];
-  return s;
 }
 
 // The largest float-bit pattern c with F(c) = Σ_{e >= c} weight > T over the row (weight e when
@@ -195,7 +185,6 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint64_t s_buf[kFilteredBlockCandidates];  // histogram, range sums or candidates
   __shared__ float s_wmax[kWarps];
   __shared__ int64_t s_warg[kWarps];
-  __shared__ double s_red[kWarps];
   __shared__ int s_wcount[kWarps];
   __shared__ unsigned long long s_counter;
   const int64_t row = blockIdx.x;
@@ -279,7 +268,7 @@ __global__ void __launch_bounds__(kThreads)
   // 2. total and the cut value.
   double part = 0;
   for (int64_t i = tid; i < V; i += kThreads) part += row_e(x[i], mx, inv_t);
-  const double total = block_sum(part, s_red);
+  const double total = block_sum(part);
   double* hist = reinterpret_cast<double*>(s_buf);
   uint32_t cut = 1u;  // the smallest positive float: e = 0 is never kept
   if (min_e > 0) cut = max(cut, __float_as_uint(min_e));
@@ -296,8 +285,8 @@ __global__ void __launch_bounds__(kThreads)
     gt += b > cut ? 1.0 : 0.0;
     eq += b == cut ? 1.0 : 0.0;
   }
-  const int64_t n_gt = int64_t(block_sum(gt, s_red));
-  const int64_t n_eq = int64_t(block_sum(eq, s_red));
+  const int64_t n_gt = int64_t(block_sum(gt));
+  const int64_t n_eq = int64_t(block_sum(eq));
   const int64_t take_eq = top_k_on ? min(n_eq, int64_t(k) - n_gt) : n_eq;
   const int64_t n_cand = n_gt + take_eq;
   if (n_cand > kFilteredBlockCandidates) {  // the global-memory path finishes this row
