@@ -2,13 +2,19 @@
 // backward is the chain rule through the same ops in reverse; every parameter gradient accumulates.
 #include "gyre/model/decoder_layer.h"
 
+#include <atomic>
+
+#include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
+#include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
 #include "gyre/model/tensor_parallel.h"
 
 namespace gyre::model {
 
 namespace {
+std::atomic<bool> g_decode_fusion{true};  // set_decode_fusion
+
 // Activations follow the device of the layer's input (the model's device).
 Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 
@@ -23,16 +29,15 @@ void row_parallel_linear(TpComm* tp, const Tensor& x, const Tensor& w, const Ten
 }
 }  // namespace
 
+void set_decode_fusion(bool on) { g_decode_fusion.store(on, std::memory_order_relaxed); }
+bool decode_fusion() { return g_decode_fusion.load(std::memory_order_relaxed); }
+
 size_t LayerSaved::bytes() const {
   size_t n = 0;
-  for (const Tensor* t : {&x,     &xn1,  &rstd1, &q_raw,     &k_raw,       &rstd_q,     &rstd_k,
-                          &q,     &k,    &v,     &attn,      &lse,         &h,          &xn2,
-                          &rstd2, &gate, &up,    &moe.probs, &moe.indices, &moe.weights})
+  for (const Tensor* t : {&x, &xn1, &rstd1, &q_raw, &k_raw, &rstd_q, &rstd_k, &q, &k, &v, &attn,
+                          &lse, &h, &xn2, &rstd2, &gate, &up})
     if (t->defined()) n += t->nbytes();
-  for (const auto& e : moe.experts)
-    for (const Tensor* t : {&e.rows, &e.slots, &e.scale, &e.gate, &e.up, &e.y})
-      if (t->defined()) n += t->nbytes();
-  return n;
+  return n + moe.bytes();
 }
 
 Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
@@ -41,14 +46,27 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
+  // The rollout engine's forward (a KV-cache context, nothing saved): the fused decode linears
+  // (decode_fusion.h), bitwise the unfused ops below. Training — including recompute's forward,
+  // which saves nothing either — keeps the unfused sequence untouched.
+  const bool fuse = !s && a.context && decode_fusion();
+  // Residual epilogues only without TP: row-parallel o/down must reduce before bias and residual.
+  const bool fuse_residual = fuse && !a.tp;
 
   // --- attention block
   Tensor xn1 = empty({T, H}, dev), rstd1 = empty({T}, dev);
   ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
   Tensor q = empty({T, Hq * D}, dev), k = empty({T, Hkv * D}, dev), v = empty({T, Hkv * D}, dev);
-  ops::linear(xn1, w.q_w, w.q_b, q);
-  ops::linear(xn1, w.k_w, w.k_b, k);
-  ops::linear(xn1, w.v_w, w.v_b, v);
+  if (fuse) {
+    const Tensor* ws[] = {&w.q_w, &w.k_w, &w.v_w};
+    const Tensor* bs[] = {&w.q_b, &w.k_b, &w.v_b};
+    Tensor* ys[] = {&q, &k, &v};
+    ops::linear_group(xn1, ws, bs, ys);
+  } else {
+    ops::linear(xn1, w.q_w, w.q_b, q);
+    ops::linear(xn1, w.k_w, w.k_b, k);
+    ops::linear(xn1, w.v_w, w.v_b, v);
+  }
   q = q.reshape({T, Hq, D});
   k = k.reshape({T, Hkv, D});
   v = v.reshape({T, Hkv, D});
@@ -74,8 +92,12 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
   }
   Tensor h = empty({T, H}, dev);
-  row_parallel_linear(a.tp, attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
-  ops::add(h, x, h);  // residual
+  if (fuse_residual) {
+    ops::linear_add_residual(attn.reshape({T, Hq * D}), w.o_w, w.o_b, x, h);
+  } else {
+    row_parallel_linear(a.tp, attn.reshape({T, Hq * D}), w.o_w, w.o_b, h);
+    ops::add(h, x, h);  // residual
+  }
 
   // --- MLP block
   Tensor xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
@@ -83,6 +105,17 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   Tensor out, gate, up;
   if (w.moe) {
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
+    ops::add(out, h, out);  // residual
+  } else if (fuse) {
+    Tensor act = empty({T, c.intermediate_size}, dev);
+    ops::linear_silu_mul(xn2, w.gate_w, w.gate_b, w.up_w, w.up_b, act);
+    out = empty({T, H}, dev);
+    if (fuse_residual) {
+      ops::linear_add_residual(act, w.down_w, w.down_b, h, out);
+    } else {
+      row_parallel_linear(a.tp, act, w.down_w, w.down_b, out);
+      ops::add(out, h, out);  // residual
+    }
   } else {
     const int64_t I = c.intermediate_size;
     gate = empty({T, I}, dev);
@@ -93,8 +126,8 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::silu_mul(gate, up, act);
     out = empty({T, H}, dev);
     row_parallel_linear(a.tp, act, w.down_w, w.down_b, out);
+    ops::add(out, h, out);  // residual
   }
-  ops::add(out, h, out);  // residual
 
   if (s) {
     s->x = x;

@@ -6,15 +6,15 @@
 // ~2 us to stream its weights; notes/device_measurements.md, session 5). Here one warp owns one
 // output column n: it streams w[n, :] with 16-byte loads (8 bf16), rounds the matching x values to
 // bf16 in registers (round to nearest even, exactly what autocast's f32_to_bf16 kernel does) and
-// keeps M f32 dot products, reduced across the warp at the end.
+// keeps M f32 dot products, reduced across the warp at the end (gemv_bf16_common.cuh, which the
+// fused decode kernels of gemv_fused.cu share, so their columns are bitwise these).
 //
 // Numerics: each product of two bf16 values is exact in f32, so the result differs from the GEMM
 // path only in the order of the f32 additions (~1e-7 relative), the same bound the autocast tests
 // apply to cuBLAS (1e-5 against the CPU f32 op on rounded operands).
-#include <cuda_bf16.h>
-
 #include <cstdint>
 
+#include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 
@@ -22,13 +22,7 @@ namespace gyre::cuda {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
-
-__device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
-__device__ __forceinline__ float round_bf16(float v) {
-  return __bfloat162float(__float2bfloat16_rn(v));
-}
+using gemv::kWarpsPerBlock;
 
 template <int M>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
@@ -38,37 +32,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int64_t K8 = K / 8;  // 16-byte weight vectors per row
-  const uint4* wr = w + n * K8;
-  float acc[M];
+  const uint4* const wr[1] = {w + n * K8};
+  float acc[1][M];
+  gemv::dot_rows<M, 1>(x, wr, K8, lane, acc);
+  if (lane == 0)
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-  for (int64_t k8 = lane; k8 < K8; k8 += 32) {
-    const uint4 wv = __ldg(wr + k8);  // read once: the weights do not fit in cache
-    const float wf[8] = {bf16_lo(wv.x), bf16_hi(wv.x), bf16_lo(wv.y), bf16_hi(wv.y),
-                         bf16_lo(wv.z), bf16_hi(wv.z), bf16_lo(wv.w), bf16_hi(wv.w)};
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float4* xr = reinterpret_cast<const float4*>(x + m * K) + k8 * 2;
-      const float4 a = xr[0], c = xr[1];
-      float s = acc[m];
-      s = fmaf(round_bf16(a.x), wf[0], s);
-      s = fmaf(round_bf16(a.y), wf[1], s);
-      s = fmaf(round_bf16(a.z), wf[2], s);
-      s = fmaf(round_bf16(a.w), wf[3], s);
-      s = fmaf(round_bf16(c.x), wf[4], s);
-      s = fmaf(round_bf16(c.y), wf[5], s);
-      s = fmaf(round_bf16(c.z), wf[6], s);
-      s = fmaf(round_bf16(c.w), wf[7], s);
-      acc[m] = s;
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float s = acc[m];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) y[m * N + n] = b ? s + b[n] : s;
-  }
+    for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
 }
 
 template <int M>

@@ -1,0 +1,78 @@
+// The per-column arithmetic of the small-M bf16 GEMV (decode linears), shared by gemv_bf16.cu (one
+// linear) and gemv_fused.cu (grouped linears, gate/up with SiLU·mul, residual epilogue) so that a
+// fused launch computes every output column bitwise as the plain GEMV does.
+//
+// One warp owns C weight rows (C output columns of possibly different weights): it streams each row
+// with 16-byte loads (8 bf16), rounds the matching x values to bf16 in registers (round to nearest
+// even, autocast's f32_to_bf16) and keeps M f32 sums per row: lane l adds the products of the
+// 16-byte vectors l, l + 32, l + 64, ... in that order with fmaf, then a butterfly over the warp
+// (xor 16, 8, 4, 2, 1) adds the 32 lane sums. Invariant: the sequence of f32 operations for one
+// row does not depend on C or on the other rows, so C = 2 (gate and up at once) gives bitwise the
+// sums of two C = 1 calls. Every lane ends with the same totals (each butterfly step adds the same
+// two values in swapped order, and f32 addition is commutative).
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace gyre::cuda::gemv {
+
+constexpr int kWarpsPerBlock = 4;
+
+__device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k] over K = 8 · K8 (x rows of K floats, 16-byte aligned;
+// wr[c] the bf16 weight row as 16-byte vectors), reduced across the warp.
+template <int M, int C>
+__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
+                                         int64_t K8, int lane, float (&acc)[C][M]) {
+  const int64_t K = K8 * 8;
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
+  for (int64_t k8 = lane; k8 < K8; k8 += 32) {
+    float wf[C][8];
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const uint4 wv = __ldg(wr[c] + k8);  // read once: the weights do not fit in cache
+      wf[c][0] = bf16_lo(wv.x), wf[c][1] = bf16_hi(wv.x), wf[c][2] = bf16_lo(wv.y);
+      wf[c][3] = bf16_hi(wv.y), wf[c][4] = bf16_lo(wv.z), wf[c][5] = bf16_hi(wv.z);
+      wf[c][6] = bf16_lo(wv.w), wf[c][7] = bf16_hi(wv.w);
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float4* xr = reinterpret_cast<const float4*>(x + m * K) + k8 * 2;
+      const float4 a = xr[0], b = xr[1];
+      const float xv[8] = {round_bf16(a.x), round_bf16(a.y), round_bf16(a.z), round_bf16(a.w),
+                           round_bf16(b.x), round_bf16(b.y), round_bf16(b.z), round_bf16(b.w)};
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        float s = acc[c][m];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s = fmaf(xv[j], wf[c][j], s);
+        acc[c][m] = s;
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float s = acc[c][m];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      acc[c][m] = s;
+    }
+}
+
+// Column n's value with its bias, exactly as the plain GEMV writes it.
+__device__ __forceinline__ float with_bias(float s, const float* __restrict__ b, int64_t n) {
+  return b ? s + b[n] : s;
+}
+
+}  // namespace gyre::cuda::gemv

@@ -1,0 +1,40 @@
+// Fused small-M bf16 GEMV kernels for the decode step (gemv_fused.cu; ops in
+// backend/fused_linear_ops.h). Each is linear_gemv_bf16 (kernels.h) with more work per launch:
+// several weights over one input, the SwiGLU product of gate and up, or a residual in the epilogue.
+// Every output column goes through gemv_bf16_common.cuh, the plain GEMV's arithmetic, and the
+// epilogues repeat the unfused kernels' formulas, so results are bitwise those of the unfused
+// GEMV path (linear_gemv_bf16 followed by silu_mul_fwd / add).
+//
+// Preconditions (the caller's, as for linear_gemv_bf16): 1 <= M <= kGemvMaxRows and
+// linear_gemv_bf16_supported(x, w, M, N, K) for every weight w; bias pointers may be null; outputs
+// must not overlap x or the weights.
+#pragma once
+#include <cstdint>
+
+namespace gyre::cuda {
+
+// Up to kGemvGroupMax linears sharing the input x [M, K]: y_i [M, n_i] = x · w_i^T + b_i. Passed
+// to the kernel by value (a small pointer table), so no weight is copied or concatenated.
+constexpr int kGemvGroupMax = 4;
+struct GemvGroup {
+  int count = 0;
+  const uint16_t* w[kGemvGroupMax] = {};  // bf16 [n_i, K]
+  const float* b[kGemvGroupMax] = {};     // f32 [n_i] or null
+  float* y[kGemvGroupMax] = {};           // f32 [M, n_i]
+  int64_t n[kGemvGroupMax] = {};
+};
+// One launch over the concatenated output columns of the group's linears (count >= 1).
+void linear_gemv_bf16_group(const float* x, const GemvGroup& g, int64_t M, int64_t K);
+
+// out [M, N] = silu(x · wg^T + bg) * (x · wu^T + bu), wg and wu bf16 [N, K]; one warp computes the
+// matching gate and up columns. silu as silu_mul_fwd: g / (1 + expf(-g)).
+void linear_gemv_bf16_silu_mul(const float* x, const uint16_t* wg, const float* bg,
+                               const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
+                               float* out);
+
+// y [M, N] = (x · w^T + b) + r, r f32 [M, N]; y may be r (each element is read before it is
+// written, by the same thread).
+void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
+                               int64_t M, int64_t N, int64_t K, float* y);
+
+}  // namespace gyre::cuda

@@ -1,0 +1,232 @@
+// Fused decode linears (fused_linear_ops.h): argument checks, then either one fused GEMV launch
+// (backend/cuda/gemv_fused.h) or the unfused ops in order. The fused launch is taken exactly when
+// ops::linear would run every member on the bf16 GEMV (autocast, a weight cache, 1..8 rows,
+// linear_gemv_bf16_supported), which is what makes the two paths bitwise equal.
+#include "gyre/backend/fused_linear_ops.h"
+
+#include <fmt/format.h>
+
+#include <string_view>
+#include <vector>
+
+#include "gyre/backend/cuda/gemv_fused.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/ops_args.h"         // detail::OpScope, kCuda, op_device, prepare_out
+#include "gyre/core/error.h"
+
+namespace gyre::ops {
+
+namespace {
+
+using detail::kCuda;
+
+// An argument's name for error messages: "w" or, in a list, "w[2]" (formatted only on error, so
+// the checks allocate nothing on the decode path).
+struct Name {
+  const char* base;
+  int64_t index = -1;
+};
+}  // namespace
+}  // namespace gyre::ops
+
+template <>
+struct fmt::formatter<gyre::ops::Name> : fmt::formatter<std::string_view> {
+  auto format(const gyre::ops::Name& n, fmt::format_context& ctx) const {
+    return n.index < 0 ? fmt::format_to(ctx.out(), "{}", n.base)
+                       : fmt::format_to(ctx.out(), "{}[{}]", n.base, n.index);
+  }
+};
+
+namespace gyre::ops {
+namespace {
+
+// Checks x (defined, at least 1-D, f32 or f64; on a device this build can run) and returns its
+// rows M and inner size K.
+void check_input(const char* op, const Tensor& x, int64_t& M, int64_t& K) {
+  if (!x.defined()) GYRE_THROW(invalid_argument, "ops::{}: input 'x' is undefined", op);
+  if (x.dim() < 1) GYRE_THROW(invalid_argument, "ops::{}: input 'x' is a scalar", op);
+  if (x.dtype() != DType::f32 && x.dtype() != DType::f64)
+    GYRE_THROW(invalid_argument, "ops::{}: input 'x' is {}, expected f32 (or f64 on the CPU)", op,
+               dtype_name(x.dtype()));
+  detail::op_device(op, {{"x", &x}});  // CUDA tensors need the backend and a visible device
+  K = x.size(-1);
+  M = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) M *= x.size(d);
+}
+
+// `t` (named `name`) is non-null, defined, and has x's dtype and device.
+void check_like_x(const char* op, Name name, const Tensor* t, const Tensor& x) {
+  if (t == nullptr) GYRE_THROW(invalid_argument, "ops::{}: '{}' is a null pointer", op, name);
+  if (!t->defined()) GYRE_THROW(invalid_argument, "ops::{}: '{}' is undefined", op, name);
+  if (t->dtype() != x.dtype())
+    GYRE_THROW(invalid_argument, "ops::{}: '{}' is {} but 'x' is {}", op, name,
+               dtype_name(t->dtype()), dtype_name(x.dtype()));
+  if (t->device() != x.device())
+    GYRE_THROW(invalid_argument,
+               "ops::{}: '{}' is on {} but 'x' is on {}; move the tensors of one op to one device",
+               op, name, device_name(t->device()), device_name(x.device()));
+}
+
+// A weight [N, K] (returns N) and its optional bias [N].
+int64_t check_weight_bias(const char* op, Name wname, const Tensor* w, Name bname, const Tensor* b,
+                          const Tensor& x, int64_t K) {
+  check_like_x(op, wname, w, x);
+  if (w->dim() != 2 || w->size(1) != K)
+    GYRE_THROW(invalid_argument, "ops::{}: weight '{}' has shape {}, expected [N, {}] (x is {})",
+               op, wname, shape_str(w->shape()), K, shape_str(x.shape()));
+  const int64_t N = w->size(0);
+  if (b == nullptr) GYRE_THROW(invalid_argument, "ops::{}: '{}' is a null pointer", op, bname);
+  if (b->defined()) {
+    check_like_x(op, bname, b, x);
+    if (b->shape() != Shape{N})
+      GYRE_THROW(invalid_argument, "ops::{}: bias '{}' has shape {}, expected [{}]", op, bname,
+                 shape_str(b->shape()), N);
+  }
+  return N;
+}
+
+// An output: null is an error, undefined is allocated later; a defined one must hold M rows of N
+// in x's dtype on x's device (what ops::linear accepts).
+void check_output(const char* op, Name name, const Tensor* y, const Tensor& x, int64_t M,
+                  int64_t N) {
+  if (y == nullptr)
+    GYRE_THROW(invalid_argument, "ops::{}: output '{}' is a null pointer", op, name);
+  if (!y->defined()) return;
+  check_like_x(op, name, y, x);
+  if (y->dim() < 1 || y->size(-1) != N || y->numel() != M * N)
+    GYRE_THROW(invalid_argument, "ops::{}: output '{}' has shape {}, expected {} rows of {}", op,
+               name, shape_str(y->shape()), M, N);
+}
+
+Shape out_shape(const Tensor& x, int64_t N) {
+  Shape s = x.shape();
+  s.back() = N;
+  return s;
+}
+
+// The bf16 weight copy for a fused GEMV over x, or null where ops::linear would not take the GEMV
+// for this weight (so the caller runs the unfused ops). Mirrors ops::linear's CUDA dispatch:
+// autocast + an installed cache + M, N, K > 0 -> linear_fwd_autocast_bf16_weight, which takes the
+// GEMV exactly when linear_gemv_bf16_supported.
+const uint16_t* gemv_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K) {
+  if constexpr (kCuda) {  // discarded without CUDA: nothing of gyre_cuda is referenced
+    const int64_t N = w.size(0);
+    if (x.device() != Device::cuda || x.dtype() != DType::f32 || !bf16_autocast() || M <= 0 ||
+        N <= 0 || K <= 0)
+      return nullptr;
+    Bf16WeightCache* cache = bf16_weight_cache();
+    if (!cache) return nullptr;
+    const uint16_t* wb = cache->bf16(w);  // what ops::linear would look up too
+    return cuda::linear_gemv_bf16_supported(x.f32(), wb, M, N, K) ? wb : nullptr;
+  }
+  return nullptr;
+}
+
+const float* bias_ptr(const Tensor& b) { return b.defined() ? b.f32() : nullptr; }
+
+}  // namespace
+
+void linear_group(const Tensor& x, std::span<const Tensor* const> w,
+                  std::span<const Tensor* const> b, std::span<Tensor* const> y) {
+  detail::OpScope op_scope_("linear_group");
+  const char* op = "linear_group";
+  int64_t M = 0, K = 0;
+  check_input(op, x, M, K);
+  if (w.empty())
+    GYRE_THROW(invalid_argument, "ops::{}: the group is empty ('w' has no weights)", op);
+  if (b.size() != w.size() || y.size() != w.size())
+    GYRE_THROW(invalid_argument,
+               "ops::{}: 'w' has {} weights but 'b' has {} entries and 'y' {} (one per linear; an "
+               "undefined tensor for no bias)",
+               op, w.size(), b.size(), y.size());
+  std::vector<int64_t> n(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int64_t idx = int64_t(i);
+    n[i] = check_weight_bias(op, {"w", idx}, w[i], {"b", idx}, b[i], x, K);
+    check_output(op, {"y", idx}, y[i], x, M, n[i]);
+  }
+  // The fused launch needs every member on the GEMV path.
+  std::vector<const uint16_t*> wb(w.size(), nullptr);
+  bool fused = true;
+  for (size_t i = 0; i < w.size() && fused; ++i)
+    fused = (wb[i] = gemv_weight(x, *w[i], M, K)) != nullptr;
+  if constexpr (kCuda)
+    if (fused) {
+      for (size_t i = 0; i < w.size(); ++i)
+        detail::prepare_out(op, "y", *y[i], out_shape(x, n[i]), DType::f32, Device::cuda);
+      // Groups larger than the kernel's pointer table go in several launches.
+      for (size_t i0 = 0; i0 < w.size(); i0 += size_t(cuda::kGemvGroupMax)) {
+        cuda::GemvGroup g;
+        for (size_t i = i0; i < w.size() && g.count < cuda::kGemvGroupMax; ++i, ++g.count) {
+          g.w[g.count] = wb[i];
+          g.b[g.count] = bias_ptr(*b[i]);
+          g.y[g.count] = y[i]->f32();
+          g.n[g.count] = n[i];
+        }
+        cuda::linear_gemv_bf16_group(x.f32(), g, M, K);
+      }
+      return;
+    }
+  for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *b[i], *y[i]);
+}
+
+void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate,
+                     const Tensor& w_up, const Tensor& b_up, Tensor& out) {
+  detail::OpScope op_scope_("linear_silu_mul");
+  const char* op = "linear_silu_mul";
+  int64_t M = 0, K = 0;
+  check_input(op, x, M, K);
+  const int64_t N = check_weight_bias(op, {"w_gate"}, &w_gate, {"b_gate"}, &b_gate, x, K);
+  const int64_t Nu = check_weight_bias(op, {"w_up"}, &w_up, {"b_up"}, &b_up, x, K);
+  if (Nu != N)
+    GYRE_THROW(invalid_argument, "ops::{}: 'w_up' has {} rows but 'w_gate' has {}", op, Nu, N);
+  check_output(op, {"out"}, &out, x, M, N);
+  if constexpr (kCuda) {
+    const uint16_t* wg = gemv_weight(x, w_gate, M, K);
+    const uint16_t* wu = wg ? gemv_weight(x, w_up, M, K) : nullptr;
+    if (wg && wu) {
+      detail::prepare_out(op, "out", out, out_shape(x, N), DType::f32, Device::cuda);
+      return cuda::linear_gemv_bf16_silu_mul(x.f32(), wg, bias_ptr(b_gate), wu, bias_ptr(b_up), M,
+                                             N, K, out.f32());
+    }
+  }
+  Tensor gate, up;
+  linear(x, w_gate, b_gate, gate);
+  linear(x, w_up, b_up, up);
+  silu_mul(gate, up, out);
+}
+
+void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,
+                         Tensor& y) {
+  detail::OpScope op_scope_("linear_add_residual");
+  const char* op = "linear_add_residual";
+  int64_t M = 0, K = 0;
+  check_input(op, x, M, K);
+  const int64_t N = check_weight_bias(op, {"w"}, &w, {"b"}, &b, x, K);
+  const Shape ys = out_shape(x, N);
+  check_like_x(op, {"residual"}, &residual, x);
+  if (residual.shape() != ys)
+    GYRE_THROW(invalid_argument, "ops::{}: 'residual' has shape {}, expected {} (x·wᵀ's shape)", op,
+               shape_str(residual.shape()), shape_str(ys));
+  if (y.defined()) {
+    check_like_x(op, {"y"}, &y, x);
+    if (y.shape() != ys)
+      GYRE_THROW(invalid_argument, "ops::{}: output 'y' has shape {}, expected {}", op,
+                 shape_str(y.shape()), shape_str(ys));
+  }
+  const bool y_is_residual = y.defined() && y.raw() == residual.raw();
+  if constexpr (kCuda)
+    if (const uint16_t* wb = gemv_weight(x, w, M, K)) {
+      detail::prepare_out(op, "y", y, ys, DType::f32, Device::cuda);
+      return cuda::linear_gemv_bf16_residual(x.f32(), wb, bias_ptr(b), residual.f32(), M, N, K,
+                                             y.f32());
+    }
+  if (y_is_residual) {  // the linear must not overwrite the residual before the add reads it
+    Tensor t;
+    linear(x, w, b, t);
+    return add(t, residual, y);
+  }
+  linear(x, w, b, y);
+  add(y, residual, y);
+}
+
+}  // namespace gyre::ops

@@ -1,0 +1,39 @@
+// Fused linears for the decode step (issue 7: fewer kernels per step at small batch). Each op is
+// defined as a composition of existing ops and computes exactly that composition:
+//   linear_group        y[i] = linear(x, w[i], b[i])          for every i (q/k/v; gate/up)
+//   linear_silu_mul     out  = silu_mul(linear(x, wg, bg), linear(x, wu, bu))
+//   linear_add_residual y    = add(linear(x, w, b), residual)
+// On the CPU, and on CUDA wherever the fused kernels do not apply, they run those ops one by one
+// (so results are bitwise the unfused ones). On CUDA under ops::Bf16Autocast with an installed
+// ops::Bf16WeightCache and 1..8 rows where linear's bf16 GEMV applies to every weight (the
+// engine's decode), they launch one kernel (backend/cuda/gemv_fused.h) whose columns are the
+// GEMV's own arithmetic and whose epilogues are silu_mul's and add's formulas: bitwise equal to
+// the unfused ops on that path too. Forward only (nothing is saved for a backward). Declared here
+// rather than in ops.h; implementation: fused_linear_ops.cc.
+//
+// Errors (before any tensor changes): an empty group, lists of different lengths, a null or
+// undefined tensor, a weight that is not 2-D or whose K differs from x's last dim, a bias or
+// residual of the wrong shape, tensors of different dtypes or devices — each an Error naming the
+// argument (and its index in a list). Outputs may be undefined (allocated like ops::linear does).
+#pragma once
+#include <span>
+
+#include "gyre/backend/ops.h"
+
+namespace gyre::ops {
+
+// y[i] = x·w[i]ᵀ + b[i] for every i; b[i] may point to an undefined tensor (no bias). The lists
+// have one entry per linear, at least one.
+void linear_group(const Tensor& x, std::span<const Tensor* const> w,
+                  std::span<const Tensor* const> b, std::span<Tensor* const> y);
+
+// out = silu(x·w_gateᵀ + b_gate) * (x·w_upᵀ + b_up): the SwiGLU MLP's input half. w_gate and
+// w_up are [N, K]; biases may be undefined.
+void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate,
+                     const Tensor& w_up, const Tensor& b_up, Tensor& out);
+
+// y = (x·wᵀ + b) + residual, residual shaped like y. y may be the residual tensor itself (not x).
+void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,
+                         Tensor& y);
+
+}  // namespace gyre::ops

@@ -1,0 +1,171 @@
+// Fused decode linears (backend/fused_linear_ops.h) on the CPU: bitwise the unfused composition
+// (linear per member; linear, linear, silu_mul; linear then add), with and without biases, in f32
+// and f64, and argument errors that name the argument before any output changes.
+#include "gyre/backend/fused_linear_ops.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gyre/core/error.h"
+#include "gyre/core/philox.h"
+
+namespace gyre::ops {
+namespace {
+
+using ::testing::HasSubstr;
+
+Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
+  PhiloxStream r(seed, 5);
+  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
+  for (float& x : v) x = r.next_normal();
+  Tensor t = Tensor::from_vector(v, s);
+  if (dt == DType::f32) return t;
+  Tensor d = Tensor::empty(s, dt);
+  for (int64_t i = 0; i < t.numel(); ++i) d.data<double>()[i] = double(t.f32()[i]);
+  return d;
+}
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  ASSERT_EQ(got.dtype(), want.dtype()) << what;
+  const size_t bytes = size_t(got.numel()) * (got.dtype() == DType::f64 ? 8 : 4);
+  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), bytes), 0) << what;
+}
+
+class FusedLinearCpu : public ::testing::TestWithParam<std::tuple<DType, bool>> {};
+
+TEST_P(FusedLinearCpu, GroupEqualsOneLinearPerMember) {
+  const auto [dt, bias] = GetParam();
+  const int64_t K = 24;
+  const std::vector<int64_t> ns = {7, 3, 3, 5, 1};  // more members than one CUDA launch takes
+  for (int64_t M : {1, 3, 8, 11}) {
+    Tensor x = randn({M, K}, 1 + M, dt);
+    std::vector<Tensor> w, b, y(ns.size()), want(ns.size());
+    for (size_t i = 0; i < ns.size(); ++i) {
+      w.push_back(randn({ns[i], K}, 10 + i, dt));
+      b.push_back(bias && i != 1 ? randn({ns[i]}, 20 + i, dt) : Tensor());  // member 1: no bias
+    }
+    std::vector<const Tensor*> wp, bp;
+    std::vector<Tensor*> yp;
+    for (size_t i = 0; i < ns.size(); ++i)
+      wp.push_back(&w[i]), bp.push_back(&b[i]), yp.push_back(&y[i]);
+    linear_group(x, wp, bp, yp);
+    for (size_t i = 0; i < ns.size(); ++i) {
+      linear(x, w[i], b[i], want[i]);
+      expect_bitwise(y[i], want[i], "M " + std::to_string(M) + " member " + std::to_string(i));
+    }
+  }
+}
+
+TEST_P(FusedLinearCpu, SiluMulEqualsLinearsThenSiluMul) {
+  const auto [dt, bias] = GetParam();
+  const int64_t K = 16, N = 13;
+  for (int64_t M : {1, 5, 9}) {
+    Tensor x = randn({M, K}, 3 + M, dt), wg = randn({N, K}, 4, dt), wu = randn({N, K}, 5, dt);
+    Tensor bg = bias ? randn({N}, 6, dt) : Tensor(), bu = bias ? randn({N}, 7, dt) : Tensor();
+    Tensor out, g, u, want;
+    linear_silu_mul(x, wg, bg, wu, bu, out);
+    linear(x, wg, bg, g);
+    linear(x, wu, bu, u);
+    silu_mul(g, u, want);
+    expect_bitwise(out, want, "M " + std::to_string(M));
+  }
+}
+
+TEST_P(FusedLinearCpu, AddResidualEqualsLinearThenAdd) {
+  const auto [dt, bias] = GetParam();
+  const int64_t K = 40, N = 9;
+  for (int64_t M : {1, 4, 12}) {
+    Tensor x = randn({M, K}, 8 + M, dt), w = randn({N, K}, 9, dt), r = randn({M, N}, 10, dt);
+    Tensor b = bias ? randn({N}, 11, dt) : Tensor();
+    Tensor y, want;
+    linear_add_residual(x, w, b, r, y);
+    linear(x, w, b, want);
+    add(want, r, want);
+    expect_bitwise(y, want, "M " + std::to_string(M));
+    // In place on the residual: the same values.
+    Tensor r2 = r.clone();
+    linear_add_residual(x, w, b, r2, r2);
+    expect_bitwise(r2, want, "in place, M " + std::to_string(M));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypeBias, FusedLinearCpu,
+                         ::testing::Combine(::testing::Values(DType::f32, DType::f64),
+                                            ::testing::Bool()));
+
+TEST(FusedLinearCpuErrors, GroupArgumentsAreNamed) {
+  Tensor x = randn({2, 8}, 1), w0 = randn({3, 8}, 2), w1 = randn({4, 8}, 3), none;
+  Tensor y0, y1;
+  const Tensor* w[] = {&w0, &w1};
+  const Tensor* b[] = {&none, &none};
+  Tensor* y[] = {&y0, &y1};
+  EXPECT_THAT(error_of([&] { linear_group(x, {}, {}, {}); }), HasSubstr("the group is empty"));
+  EXPECT_THAT(error_of([&] { linear_group(x, w, std::span<const Tensor* const>(b, 1), y); }),
+              HasSubstr("'w' has 2 weights but 'b' has 1 entries"));
+  Tensor w_bad = randn({4, 7}, 4);
+  const Tensor* wk[] = {&w0, &w_bad};
+  EXPECT_THAT(error_of([&] { linear_group(x, wk, b, y); }),
+              HasSubstr("weight 'w[1]' has shape [4, 7], expected [N, 8]"));
+  Tensor b_bad = randn({5}, 5);
+  const Tensor* bb[] = {&none, &b_bad};
+  EXPECT_THAT(error_of([&] { linear_group(x, w, bb, y); }),
+              HasSubstr("bias 'b[1]' has shape [5], expected [4]"));
+  Tensor w64 = randn({4, 8}, 6, DType::f64);
+  const Tensor* wd[] = {&w0, &w64};
+  EXPECT_THAT(error_of([&] { linear_group(x, wd, b, y); }),
+              HasSubstr("'w[1]' is f64 but 'x' is f32"));
+  const Tensor* wn[] = {&w0, nullptr};
+  EXPECT_THAT(error_of([&] { linear_group(x, wn, b, y); }), HasSubstr("'w[1]' is a null pointer"));
+  const Tensor* wu[] = {&w0, &none};
+  EXPECT_THAT(error_of([&] { linear_group(x, wu, b, y); }), HasSubstr("'w[1]' is undefined"));
+  // A wrong output shape fails before member 0 is written.
+  Tensor y0_keep = Tensor::zeros({2, 3}), y1_bad = Tensor::zeros({2, 5});
+  Tensor* yb[] = {&y0_keep, &y1_bad};
+  EXPECT_THAT(error_of([&] { linear_group(x, w, b, yb); }),
+              HasSubstr("output 'y[1]' has shape [2, 5], expected 2 rows of 4"));
+  for (float v : y0_keep.to_vector()) EXPECT_EQ(v, 0.0f);
+  EXPECT_THAT(error_of([&] { linear_group(none, w, b, y); }), HasSubstr("input 'x' is undefined"));
+}
+
+TEST(FusedLinearCpuErrors, SiluMulAndResidualArgumentsAreNamed) {
+  Tensor x = randn({2, 8}, 1), wg = randn({3, 8}, 2), wu = randn({4, 8}, 3), none, out;
+  EXPECT_THAT(error_of([&] { linear_silu_mul(x, wg, none, wu, none, out); }),
+              HasSubstr("'w_up' has 4 rows but 'w_gate' has 3"));
+  Tensor bu = randn({2}, 4), wu3 = randn({3, 8}, 5);
+  EXPECT_THAT(error_of([&] { linear_silu_mul(x, wg, none, wu3, bu, out); }),
+              HasSubstr("bias 'b_up' has shape [2], expected [3]"));
+  Tensor x64 = randn({2, 8}, 6, DType::f64);
+  EXPECT_THAT(error_of([&] { linear_silu_mul(x64, wg, none, wu3, none, out); }),
+              HasSubstr("'w_gate' is f32 but 'x' is f64"));
+
+  Tensor w = randn({3, 8}, 7), r = randn({2, 3}, 8), r_bad = randn({3, 2}, 9), y;
+  EXPECT_THAT(error_of([&] { linear_add_residual(x, w, none, r_bad, y); }),
+              HasSubstr("'residual' has shape [3, 2], expected [2, 3]"));
+  EXPECT_THAT(error_of([&] { linear_add_residual(x, w, none, none, y); }),
+              HasSubstr("'residual' is undefined"));
+  Tensor y_bad = Tensor::zeros({6});
+  EXPECT_THAT(error_of([&] { linear_add_residual(x, w, none, r, y_bad); }),
+              HasSubstr("output 'y' has shape [6], expected [2, 3]"));
+  Tensor w_bad = randn({3, 9}, 10);
+  EXPECT_THAT(error_of([&] { linear_add_residual(x, w_bad, none, r, y); }),
+              HasSubstr("weight 'w' has shape [3, 9], expected [N, 8]"));
+}
+
+}  // namespace
+}  // namespace gyre::ops
