@@ -4,8 +4,10 @@
 //   - batch-1 decode: one request, prompt 128, 128 new tokens -> ms per output token (decode steps
 //     only, and end to end incl. the prefill step), against the issue's memory-bandwidth bound
 //     (weight bytes + KV bytes at the average context) / 3.3 TB/s per step: weight bytes = params x
-//     4 (our decode reads f32 weights) and, the goal's bound (within 1.5x), params x 2 (bf16);
-//     KV bytes = 2 x layers x kv_heads x head_dim x 4 x average context;
+//     4 (f32 weights) and, the goal's bound (within 1.5x), params x 2 (bf16); KV bytes = 2 x
+//     layers x kv_heads x head_dim x (2 for the bf16 cache of --precision bf16, else 4) x average
+//     context; measured with the fused decode linears off and on (--decode-fusion ab, the
+//     default; on|off: one of them), one line each plus an A/B line;
 //   - batch throughput: `--batch` requests (random prompt ids, temperature 1.0, fixed seeds,
 //     ignore_eos, max_new_tokens = --new) -> output tokens/s. Anchor (issue 7, same H200,
 //     transformers generate, bf16, sdpa, batch 256 x prompt 128 x 256 new): 0.5B 14.1k tokens/s,
@@ -17,6 +19,7 @@
 // Usage: bench_rollout_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--batch 256] [--prompt 128]
 //          [--new 256] [--iters 1] [--precision f32|bf16] [--chunk 8192] [--budget-s 90]
 //          [--layers N (default: the shape's)] [--device cuda|cpu (cpu: smoke test only)]
+//          [--decode-fusion ab|on|off] [--cuda-graph-max-bs N (0: no graphs)]
 // The workload itself (requests, engine sizing, inline driving) is gyre::bench's
 // (bench/workloads.h), shared with `gyre bench rollout`.
 #include <algorithm>
@@ -31,6 +34,7 @@
 #include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/decode_fusion.h"
 #include "gyre/model/named_shapes.h"
 
 namespace {
@@ -50,6 +54,7 @@ int main(int argc, char** argv) {
   int graph_max_bs = 256;  // --cuda-graph-max-bs (0: no CUDA graphs, for A/B runs)
   double budget_s = 90;
   std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
+  std::string decode_fusion = "ab";  // --decode-fusion on|off|ab (ab: batch 1 both ways)
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
@@ -62,11 +67,14 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
+    if (!std::strcmp(argv[i], "--decode-fusion")) decode_fusion = argv[i + 1];
   }
   const double t_start = now_s();
   try {
     if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
       GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
+    if (decode_fusion != "on" && decode_fusion != "off" && decode_fusion != "ab")
+      GYRE_THROW(invalid_argument, "--decode-fusion {}: expected on, off or ab", decode_fusion);
     auto cfg = gyre::model::named_shape(shape);
     if (shape != "qwen2.5-0.5b" && shape != "qwen2.5-1.5b")
       GYRE_THROW(invalid_argument,
@@ -91,37 +99,56 @@ int main(int argc, char** argv) {
     // Warm-up at a small size (kernels, cuBLAS handles, allocator pools).
     drive(engine, random_requests(4, 16, 8, cfg.vocab_size, 1), 1e9);
 
-    // Batch-1 decode against the memory-bandwidth bound.
-    {
+    // Batch-1 decode against the memory-bandwidth bound, with the fused decode linears
+    // (model/decode_fusion.h) off and on in the same process: the A/B of issue 7's launch count.
+    // Each setting starts from update_weights() (drops the captured graphs, which keep the
+    // setting they were captured with) and a batch-1 warm-up (captures the bucket-1 graph), so the
+    // timed run replays graphs of its own setting only.
+    const double avg_ctx = kB1Prompt + kB1New / 2.0;  // decode step k reads prompt + k tokens
+    // KV element bytes: the engine's cache is bf16 when the model computes in bf16 on the GPU.
+    const double kv_elem = precision == "bf16" && device == "cuda" ? 2.0 : 4.0;
+    const double kv_bytes = 2.0 * double(cfg.num_hidden_layers) * double(cfg.num_key_value_heads) *
+                            double(cfg.head_dim) * kv_elem * avg_ctx;
+    const double bw = 3.3e12;
+    const double bound_f32 = (double(params) * 4.0 + kv_bytes) / bw * 1e3;
+    const double bound_bf16 = (double(params) * 2.0 + kv_bytes) / bw * 1e3;
+    double ms_of[2] = {0, 0};
+    for (const bool fusion : {false, true}) {
+      if (decode_fusion != "ab" && (decode_fusion == "on") != fusion) continue;
+      gyre::model::set_decode_fusion(fusion);
+      engine.update_weights([] {});
+      drive(engine, random_requests(1, 16, 8, cfg.vocab_size, 3), 1e9);
       RolloutRun r =
-          drive(engine, random_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 6);
+          drive(engine, random_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 12);
       const int64_t decode_tokens = r.tokens - r.tokens_after_first;
       const double ms_tok = decode_tokens > 0
                                 ? (r.seconds - r.first_step_s) / double(decode_tokens) * 1e3
                                 : r.seconds * 1e3;
       const double ms_tok_e2e = r.seconds / double(std::max<int64_t>(r.tokens, 1)) * 1e3;
-      // Decode step k (k = 1..new-1) reads the KV of prompt + k tokens: average prompt + new / 2.
-      const double avg_ctx = kB1Prompt + kB1New / 2.0;
-      const double kv_bytes = 2.0 * double(cfg.num_hidden_layers) *
-                              double(cfg.num_key_value_heads) * double(cfg.head_dim) * 4.0 *
-                              avg_ctx;
-      const double bw = 3.3e12;
-      const double bound_f32 = (double(params) * 4.0 + kv_bytes) / bw * 1e3;
-      const double bound_bf16 = (double(params) * 2.0 + kv_bytes) / bw * 1e3;
+      ms_of[fusion] = ms_tok;
       std::printf(
           "{\"bench\": \"rollout_gpu_decode_b1\", \"shape\": \"%s\", \"precision\": \"%s\", "
-          "\"params\": %lld, \"prompt\": %d, \"new\": %d, \"output_tokens\": %lld, "
-          "\"complete\": %s, \"ms_per_token\": %.4f, \"ms_per_token_e2e\": %.4f, "
-          "\"prefill_step_ms\": %.3f, \"kv_bytes_avg_context\": %.0f, "
-          "\"bound_ms_f32_weights\": %.4f, \"ratio_bound_f32\": %.3f, "
-          "\"bound_ms_bf16_weights\": %.4f, \"ratio_bound_bf16\": %.3f, "
-          "\"goal_ratio_bound_bf16\": 1.5, \"meets_goal\": %s}\n",
-          shape.c_str(), precision.c_str(), (long long)params, kB1Prompt, kB1New,
-          (long long)r.tokens, r.complete ? "true" : "false", ms_tok, ms_tok_e2e,
-          r.first_step_s * 1e3, kv_bytes, bound_f32, ms_tok / bound_f32, bound_bf16,
+          "\"decode_fusion\": %s, \"params\": %lld, \"prompt\": %d, \"new\": %d, "
+          "\"output_tokens\": %lld, \"complete\": %s, \"ms_per_token\": %.4f, "
+          "\"ms_per_token_e2e\": %.4f, \"prefill_step_ms\": %.3f, \"kv_elem_bytes\": %.0f, "
+          "\"kv_bytes_avg_context\": %.0f, \"bound_ms_f32_weights\": %.4f, "
+          "\"ratio_bound_f32\": %.3f, \"bound_ms_bf16_weights\": %.4f, "
+          "\"ratio_bound_bf16\": %.3f, \"goal_ratio_bound_bf16\": 1.5, \"meets_goal\": %s}\n",
+          shape.c_str(), precision.c_str(), fusion ? "true" : "false", (long long)params, kB1Prompt,
+          kB1New, (long long)r.tokens, r.complete ? "true" : "false", ms_tok, ms_tok_e2e,
+          r.first_step_s * 1e3, kv_elem, kv_bytes, bound_f32, ms_tok / bound_f32, bound_bf16,
           ms_tok / bound_bf16, ms_tok / bound_bf16 <= 1.5 ? "true" : "false");
       std::fflush(stdout);
     }
+    if (ms_of[0] > 0 && ms_of[1] > 0) {
+      std::printf(
+          "{\"bench\": \"rollout_gpu_decode_b1_fusion_ab\", \"shape\": \"%s\", "
+          "\"precision\": \"%s\", \"ms_per_token_unfused\": %.4f, \"ms_per_token_fused\": %.4f, "
+          "\"speedup\": %.3f, \"bound_ms_bf16_weights\": %.4f}\n",
+          shape.c_str(), precision.c_str(), ms_of[0], ms_of[1], ms_of[0] / ms_of[1], bound_bf16);
+      std::fflush(stdout);
+    }
+    gyre::model::set_decode_fusion(decode_fusion != "off");  // the batch run
 
     // GYRE_OP_PROFILE=1: GPU time per op of the batch run (wall minus that = host work:
     // scheduling, logits copy, sampling).

@@ -6,7 +6,7 @@
 //   logprob  the log-prob forward (--entropy: with the entropy) over the same batch: tokens/s;
 //   rollout  the rollout engine generating exactly --new-tokens (ignore_eos, temperature 1) for
 //            --batch-size prompts of --prompt-len random tokens: output tokens/s; at batch 1 also
-//            ms per decoded token.
+//            ms per decoded token (--decode-fusion off: without the fused decode ops, for A/B).
 // --shape runs random weights of a named real shape (model/named_shapes.h). Every figure is the
 // mean over --steps timed iterations after --warmup untimed ones; peak_memory_bytes is the
 // allocator high-water mark of the device over the timed iterations (weights included).
@@ -22,6 +22,7 @@
 #include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
 #include "gyre/core/flags.h"
+#include "gyre/model/decode_fusion.h"
 #include "gyre/model/named_shapes.h"
 
 namespace {
@@ -30,7 +31,7 @@ using gyre::Device;
 using Json = nlohmann::ordered_json;
 
 struct BenchFlags {
-  std::string model, shape, device, precision;
+  std::string model, shape, device, precision, decode_fusion;
   int layers = 0;
   int64_t batch_size = 0, seq_len = 0, prompt_len = 0, new_tokens = 0, seed = 0;
   int steps = 0, warmup = 0;
@@ -61,6 +62,9 @@ void register_flags(gyre::FlagSet& f, BenchFlags& b) {
              "untimed iterations first (rollout: small runs of 4 prompts x 8 new tokens)", w);
   f.add<bool>("entropy", &b.entropy, false, "logprob: also compute the entropy of every position",
               w);
+  f.add<std::string>("decode-fusion", &b.decode_fusion, "on",
+                     "rollout: fused decode ops (model/decode_fusion.h); off for A/B runs", w)
+      .choices({"on", "off"});
 }
 
 void check_positive(int64_t v, const char* flag) {
@@ -145,6 +149,8 @@ int run_bench(int argc, char** argv) {
 
   if (workload == "rollout") {
     namespace bn = gyre::bench;
+    gyre::model::set_decode_fusion(b.decode_fusion == "on");  // before the engine's first graph
+    j["decode_fusion"] = b.decode_fusion == "on";
     gyre::infer::Engine engine(
         *model, nullptr,
         bn::rollout_engine_config(b.batch_size, b.prompt_len, b.prompt_len + b.new_tokens));

@@ -1,10 +1,11 @@
-// Process-wide switch for the fused decode linears (backend/fused_linear_ops.h) in layer_forward's
-// rollout path (an AttentionContext over the KV cache, no activations saved): q/k/v in one grouped
-// linear, gate/up with the SiLU·mul epilogue, and o_proj/down_proj with the residual add in the
-// epilogue (not under tensor parallelism, whose row-parallel o/down reduce before the bias and the
-// residual). The fused ops launch one kernel only where the small-batch bf16 GEMV applies (the
-// engine's decode on CUDA) and are bitwise equal to the unfused ops everywhere, so the switch
-// changes launches, not numbers. On by default; off runs the unfused ops (A/B benchmarks, tests).
+// Process-wide switch for the fused decode ops in layer_forward's rollout path (an
+// AttentionContext over the KV cache, no activations saved): q/k/v in one grouped linear, RoPE on
+// q and k in one launch (backend/fused_rope_ops.h), gate/up with the SiLU·mul epilogue, and
+// o_proj/down_proj with the residual add in the epilogue (backend/fused_linear_ops.h; not under
+// tensor parallelism, whose row-parallel o/down reduce before the bias and the residual). The
+// fused linears launch one kernel only where the small-batch bf16 GEMV applies (the engine's
+// decode on CUDA); every fused op is bitwise equal to the unfused ops, so the switch changes
+// launches, not numbers. On by default; off runs the unfused ops (A/B benchmarks, tests).
 // Training and scoring (no context) never take the fused ops. A captured decode CUDA graph keeps
 // the setting it was captured with: set the switch before an engine's first decode (or drop its
 // graphs with update_weights).

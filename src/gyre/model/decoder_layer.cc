@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "gyre/backend/fused_linear_ops.h"
+#include "gyre/backend/fused_rope_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
@@ -46,7 +47,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
-  // The rollout engine's forward (a KV-cache context, nothing saved): the fused decode linears
+  // The rollout engine's forward (a KV-cache context, nothing saved): the fused decode ops
   // (decode_fusion.h), bitwise the unfused ops below. Training — including recompute's forward,
   // which saves nothing either — keeps the unfused sequence untouched.
   const bool fuse = !s && a.context && decode_fusion();
@@ -82,8 +83,12 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(q_raw, w.q_norm, eps, q, rstd_q);
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
-  ops::rope_(q, a.positions, a.cos, a.sin);
-  ops::rope_(k, a.positions, a.cos, a.sin);
+  if (fuse) {
+    ops::rope_qk_(q, k, a.positions, a.cos, a.sin);  // one launch, bitwise the two below
+  } else {
+    ops::rope_(q, a.positions, a.cos, a.sin);
+    ops::rope_(k, a.positions, a.cos, a.sin);
+  }
   Tensor attn = empty({T, Hq, D}, dev), lse;
   if (a.context) {
     a.context->attend(layer, q, k, v, a.scale, attn);
