@@ -6,6 +6,10 @@
 //   attn_fwd/bwd     bf16 FlashAttention-2 kernel, causal, 4 x 4096 tokens, 16 heads of 128,
 //                    TFLOP/s counted as FlashAttention does (fwd 4·B·L²·H·D / 2, bwd 2.5x fwd)
 //   attn_fwd/bwd_d64 the same at Qwen2.5-0.5B's shape: 14 query / 2 kv heads of 64
+//   attn_*_cudnn     the same shapes through cuDNN's fused SDPA (backend/cuda/cudnn_attention.h,
+//                    the training default): forward, deterministic backward and the atomic-dQ
+//                    backward (_nondet), with the plan build time, the workspace and the
+//                    relative difference of out / lse / dq against the flash kernels' results
 //   attn_f32_fwd     the f32 exact attention kernel at 4 x 1024 tokens (for scale)
 //   logprob_bf16     fused token log-prob + entropy over bf16 logits [4·4096, 151936]
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
@@ -25,12 +29,14 @@ int main() {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "gpu_timing.h"
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/cudnn_attention.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/philox.h"
@@ -125,6 +131,59 @@ void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) 
   ms = bench::median_ms(bwd);
   emit("{\"bench\":\"attn_bwd" + suffix + "\",\"shape\":\"" + shape +
        "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(2.5 * flops_fwd, ms) + "}");
+
+  // The same shape through cuDNN; its results are compared with the flash kernels' just computed.
+  std::string why;
+  if (!cuda::cudnn_attention_available(&why)) {
+    emit("{\"bench\":\"attn_fwd_cudnn" + suffix + "\",\"skipped\":\"" + why + "\"}");
+    return;
+  }
+  fwd();
+  bwd();
+  const std::vector<float> out_f = out.to_vector(), lse_f = lse.to_vector(), dq_f = dq.to_vector();
+  auto rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += double(a[i] - b[i]) * (a[i] - b[i]);
+    for (float x : b) den += double(x) * x;
+    return std::to_string(std::sqrt(num / std::max(den, 1e-30)));
+  };
+  bool ran = true;
+  auto cfwd = [&] {
+    ran &= cuda::cudnn_attention_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
+                                     cu.i32(), B, L, T, Hq, Hkv, D, scale, out.data<uint16_t>(),
+                                     lse.f32());
+  };
+  auto cbwd = [&] {
+    ran &= cuda::cudnn_attention_bwd(dout.data<uint16_t>(), q.data<uint16_t>(), k.data<uint16_t>(),
+                                     v.data<uint16_t>(), out.data<uint16_t>(), lse.f32(), cu.i32(),
+                                     B, L, T, Hq, Hkv, D, scale, dq.data<uint16_t>(),
+                                     dk.data<uint16_t>(), dv.data<uint16_t>());
+  };
+  auto built = [] {
+    const auto s = cuda::cudnn_attention_stats();
+    return ",\"plans_built\":" + std::to_string(s.plans_built) +
+           ",\"plan_build_ms_total\":" + std::to_string(s.build_ms) +
+           ",\"workspace_bytes\":" + std::to_string(s.last_workspace_bytes) + ",\"engine\":\"" +
+           s.last_engine + "\"";
+  };
+  cfwd();  // builds the plan (timed separately: plan_build_ms_total)
+  ms = bench::median_ms(cfwd);
+  const std::string fwd_diff = ",\"rel_vs_flash_out\":" + rel(out.to_vector(), out_f) +
+                               ",\"rel_vs_flash_lse\":" + rel(lse.to_vector(), lse_f);
+  emit("{\"bench\":\"attn_fwd_cudnn" + suffix + "\",\"shape\":\"" + shape +
+       "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(flops_fwd, ms) + fwd_diff + built() +
+       ",\"ran\":" + (ran ? "true" : "false") + "}");
+  for (const char* det : {"1", "0"}) {
+    setenv("GYRE_CUDNN_ATTENTION_DETERMINISTIC", det, 1);
+    cbwd();
+    ms = bench::median_ms(cbwd);
+    const std::string name = std::string("attn_bwd_cudnn") + (det[0] == '0' ? "_nondet" : "");
+    emit("{\"bench\":\"" + name + suffix + "\",\"shape\":\"" + shape +
+         "\",\"ms\":" + std::to_string(ms) + ",\"tflops\":" + tf(2.5 * flops_fwd, ms) +
+         ",\"rel_vs_flash_dq\":" + rel(dq.to_vector(), dq_f) + built() +
+         ",\"ran\":" + (ran ? "true" : "false") + "}");
+  }
+  unsetenv("GYRE_CUDNN_ATTENTION_DETERMINISTIC");
 }
 
 void bench_attention() {

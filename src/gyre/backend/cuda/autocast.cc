@@ -9,11 +9,17 @@
 // ~2^-8 |a||b|; a dot product over K terms therefore stays within ~2^-8 Σ|a_k||b_k| of the f32
 // result (f32 accumulation error is far below that).
 //
+// Attention runs through cuDNN's fused SDPA (cudnn_attention.h) unless GYRE_ATTENTION_BACKEND=flash
+// or cuDNN cannot run the call, in which case the FlashAttention-2 kernels do; both write the same
+// bf16 output and the same lse (natural-log log-sum-exp of the scaled scores per row), so a forward
+// of one backend may be differentiated by the other.
+//
 // Scratch lifetime: buffers return to the pool when these host functions return, while kernels may
 // still be queued; the pool reuses a block on the same stream only (stream order protects it).
 #include <algorithm>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/cudnn_attention.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
@@ -75,8 +81,10 @@ void attention_fwd_autocast(const float* q, const float* k, const float* v,
   if (T == 0) return;
   Bf16Copy qb(q, T * Hq * D), kb(k, T * Hkv * D), vb(v, T * Hkv * D);
   DeviceBuffer ob(size_t(T * Hq * D) * 2);
-  flash_attention_bf16_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
-                           ob.as<uint16_t>(), lse);
+  if (!cudnn_attention_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
+                           ob.as<uint16_t>(), lse))
+    flash_attention_bf16_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D,
+                             scale, ob.as<uint16_t>(), lse);
   bf16_to_f32(ob.as<uint16_t>(), out, T * Hq * D);
 }
 
@@ -91,11 +99,16 @@ void attention_bwd_autocast(const float* dout, const float* q, const float* k, c
       ob(out, T * Hq * D);
   DeviceBuffer dqb(size_t(T * Hq * D) * 2), dkb(size_t(T * Hkv * D) * 2),
       dvb(size_t(T * Hkv * D) * 2);
-  // partials: the flash backward's f32 scratch for split dK/dV partials (kernels.h).
-  DeviceBuffer partials(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
-  flash_attention_bf16_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen,
+  if (!cudnn_attention_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen,
                            T, Hq, Hkv, D, scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(),
-                           dvb.as<uint16_t>(), partials.as<float>(), delta.as<float>());
+                           dvb.as<uint16_t>())) {
+    // partials: the flash backward's f32 scratch for split dK/dV partials (kernels.h).
+    DeviceBuffer partials(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
+    flash_attention_bf16_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B,
+                             max_seqlen, T, Hq, Hkv, D, scale, dqb.as<uint16_t>(),
+                             dkb.as<uint16_t>(), dvb.as<uint16_t>(), partials.as<float>(),
+                             delta.as<float>());
+  }
   bf16_to_f32(dqb.as<uint16_t>(), dq, T * Hq * D);
   bf16_to_f32(dkb.as<uint16_t>(), dk, T * Hkv * D);
   bf16_to_f32(dvb.as<uint16_t>(), dv, T * Hkv * D);

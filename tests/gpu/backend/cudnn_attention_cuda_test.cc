@@ -1,0 +1,207 @@
+// Autocast attention through cuDNN's fused SDPA (backend/cuda/cudnn_attention.h) against the CPU
+// f32 reference on the same bf16-rounded operands and against the FlashAttention-2 kernels
+// (GYRE_ATTENTION_BACKEND=flash), forward and backward, with the flash bounds of
+// autocast_cuda_test.cc: output 1e-2, lse 1e-5, dQ/dK/dV 2e-2 relative. Cases: empty sequences,
+// B = 1 at odd lengths, GQA at the Qwen2.5 shapes, T = 0, plan reuse within a bucket, the
+// deterministic backward, a forward of one backend differentiated by the other, and the switch to
+// the flash kernels. Skips without a GPU; the cuDNN-specific checks skip without libcudnn.so.9.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/ops.h"
+
+namespace gyre {
+namespace {
+
+using gputest::cpu;
+using gputest::gpu;
+using gputest::randn;
+using gputest::rel_err;
+using gputest::round_bf16;
+
+// Sets GYRE_ATTENTION_BACKEND for a scope (restores "cudnn", the default, after).
+struct Backend {
+  explicit Backend(const char* name) { setenv("GYRE_ATTENTION_BACKEND", name, 1); }
+  ~Backend() { unsetenv("GYRE_ATTENTION_BACKEND"); }
+};
+
+struct Result {
+  Tensor o, lse, dq, dk, dv;
+};
+
+struct Case {
+  std::vector<int32_t> cu;
+  int64_t Hq, Hkv, D;
+};
+
+struct Inputs {
+  Tensor cu, q, k, v, dout;
+  float scale;
+  Inputs(const Case& c, uint64_t seed) {
+    const int64_t T = c.cu.back(), B = int64_t(c.cu.size()) - 1;
+    cu = Tensor::from_vector(c.cu, {B + 1});
+    q = randn({T, c.Hq, c.D}, seed);
+    k = randn({T, c.Hkv, c.D}, seed + 1);
+    v = randn({T, c.Hkv, c.D}, seed + 2);
+    dout = randn({T, c.Hq, c.D}, seed + 3);
+    scale = 1.0f / std::sqrt(float(c.D));
+  }
+};
+
+Result reference(const Inputs& in) {
+  Result r;
+  Tensor qr = round_bf16(in.q), kr = round_bf16(in.k), vr = round_bf16(in.v);
+  ops::attention_varlen(qr, kr, vr, in.cu, in.scale, r.o, r.lse);
+  ops::attention_varlen_backward(round_bf16(in.dout), qr, kr, vr, r.o, r.lse, in.cu, in.scale, r.dq,
+                                 r.dk, r.dv);
+  return r;
+}
+
+// Forward with fwd_backend, backward with bwd_backend, under autocast on the GPU.
+Result on_gpu(const Inputs& in, const char* fwd_backend, const char* bwd_backend) {
+  Tensor gq = gpu(in.q), gk = gpu(in.k), gv = gpu(in.v), gcu = gpu(in.cu), go, glse, gdq, gdk, gdv;
+  ops::Bf16Autocast autocast;
+  {
+    Backend b(fwd_backend);
+    ops::attention_varlen(gq, gk, gv, gcu, in.scale, go, glse);
+  }
+  {
+    Backend b(bwd_backend);
+    ops::attention_varlen_backward(gpu(in.dout), gq, gk, gv, go, glse, gcu, in.scale, gdq, gdk,
+                                   gdv);
+  }
+  return Result{cpu(go), cpu(glse), cpu(gdq), cpu(gdk), cpu(gdv)};
+}
+
+void expect_close(const Result& got, const Result& want, double scale, const std::string& what) {
+  EXPECT_LE(rel_err(got.o, want.o), 1e-2 * scale) << what;
+  EXPECT_LE(rel_err(got.lse, want.lse), 1e-5 * scale) << what;
+  EXPECT_LE(rel_err(got.dq, want.dq), 2e-2 * scale) << what;
+  EXPECT_LE(rel_err(got.dk, want.dk), 2e-2 * scale) << what;
+  EXPECT_LE(rel_err(got.dv, want.dv), 2e-2 * scale) << what;
+}
+
+std::string name(const Case& c) {
+  std::string s = "heads " + std::to_string(c.Hq) + "/" + std::to_string(c.Hkv) + " D " +
+                  std::to_string(c.D) + " cu {";
+  for (int32_t x : c.cu) s += std::to_string(x) + ",";
+  return s + "}";
+}
+
+#define GYRE_SKIP_WITHOUT_CUDNN()                                                      \
+  do {                                                                                 \
+    std::string why_;                                                                  \
+    if (!cuda::cudnn_attention_available(&why_)) GTEST_SKIP() << "no cuDNN: " << why_; \
+  } while (0)
+
+TEST(CudnnAttention, MatchesReferenceAndFlash) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  const std::vector<Case> cases = {
+      {{0, 0, 1, 131, 388, 452}, 4, 2, 64},   // an empty and a 1-token sequence
+      {{0, 0, 1, 131, 388, 452}, 4, 2, 128},  //
+      {{0, 1}, 2, 1, 64},                     // B = 1, odd lengths
+      {{0, 7}, 2, 2, 128},                    //
+      {{0, 129}, 4, 1, 128},                  //
+      {{0, 7, 7, 136, 300}, 14, 2, 64},       // Qwen2.5-0.5B heads
+      {{0, 200, 201, 333}, 16, 16, 128},      // MHA, 16 heads of 128
+      {{0, 0, 65, 322, 322}, 12, 2, 128},     // Qwen2.5-1.5B heads, empty first and last
+  };
+  for (const Case& c : cases) {
+    Inputs in(c, 10);
+    const Result want = reference(in);
+    const auto before = cuda::cudnn_attention_stats();
+    const Result cudnn = on_gpu(in, "cudnn", "cudnn");
+    const auto after = cuda::cudnn_attention_stats();
+    // The cuDNN path ran (no silent fallback to the flash kernels).
+    EXPECT_EQ(after.fwd_calls, before.fwd_calls + 1) << name(c);
+    EXPECT_EQ(after.bwd_calls, before.bwd_calls + 1) << name(c);
+    expect_close(cudnn, want, 1.0, "cudnn vs cpu, " + name(c));
+    const Result flash = on_gpu(in, "flash", "flash");
+    expect_close(flash, want, 1.0, "flash vs cpu, " + name(c));
+    expect_close(cudnn, flash, 1.0, "cudnn vs flash, " + name(c));
+    // The output went through bf16: every value is exactly representable in bf16.
+    size_t inexact = 0;
+    for (float x : cudnn.o.to_vector()) inexact += bf16_to_f32(f32_to_bf16(x)) != x;
+    EXPECT_EQ(inexact, 0u) << name(c);
+  }
+  const auto s = cuda::cudnn_attention_stats();
+  std::printf("cuDNN attention: %lld plans built in %.0f ms (last: %s, workspace %lld bytes)\n",
+              (long long)s.plans_built, s.build_ms, s.last_engine.c_str(),
+              (long long)s.last_workspace_bytes);
+}
+
+TEST(CudnnAttention, LseIsSharedAcrossBackends) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  const Case c{{0, 5, 133, 260}, 14, 2, 64};
+  Inputs in(c, 20);
+  const Result want = reference(in);
+  expect_close(on_gpu(in, "cudnn", "flash"), want, 1.0, "cudnn forward, flash backward");
+  expect_close(on_gpu(in, "flash", "cudnn"), want, 1.0, "flash forward, cudnn backward");
+}
+
+TEST(CudnnAttention, PlansAreReusedWithinABucket) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  // B 3 and 5 round up to 8, max lengths 100 and 120 to 128: one forward and one backward plan.
+  const Case a{{0, 100, 150, 190}, 4, 4, 64}, b{{0, 3, 123, 130, 250, 251}, 4, 4, 64};
+  Inputs ia(a, 30), ib(b, 31);
+  on_gpu(ia, "cudnn", "cudnn");
+  const auto before = cuda::cudnn_attention_stats();
+  const Result got = on_gpu(ib, "cudnn", "cudnn");
+  const auto after = cuda::cudnn_attention_stats();
+  EXPECT_EQ(after.plans_built, before.plans_built);
+  EXPECT_EQ(after.fwd_calls, before.fwd_calls + 1);
+  expect_close(got, reference(ib), 1.0, "second batch of the bucket");
+}
+
+TEST(CudnnAttention, BackwardIsBitwiseReproducible) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  const Case c{{0, 300, 517}, 12, 2, 128};
+  Inputs in(c, 40);
+  const Result r1 = on_gpu(in, "cudnn", "cudnn"), r2 = on_gpu(in, "cudnn", "cudnn");
+  EXPECT_EQ(r1.o.to_vector(), r2.o.to_vector());
+  EXPECT_EQ(r1.dq.to_vector(), r2.dq.to_vector());
+  EXPECT_EQ(r1.dk.to_vector(), r2.dk.to_vector());
+  EXPECT_EQ(r1.dv.to_vector(), r2.dv.to_vector());
+}
+
+TEST(CudnnAttention, EmptyBatchRunsNothing) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const Case c{{0, 0, 0}, 4, 2, 64};
+  Inputs in(c, 50);
+  const Result r = on_gpu(in, "cudnn", "cudnn");
+  EXPECT_EQ(r.o.shape(), (Shape{0, 4, 64}));
+  EXPECT_EQ(r.dk.shape(), (Shape{0, 2, 64}));
+}
+
+TEST(CudnnAttention, FlashSwitchBypassesCudnn) {
+  GYRE_SKIP_WITHOUT_GPU();
+  {
+    Backend b("flash");
+    EXPECT_EQ(cuda::attention_backend(), cuda::AttentionBackend::flash);
+  }
+  EXPECT_EQ(cuda::attention_backend(), cuda::AttentionBackend::cudnn);
+  const Case c{{0, 1, 70, 201}, 14, 2, 64};
+  Inputs in(c, 60);
+  const auto before = cuda::cudnn_attention_stats();
+  const Result r1 = on_gpu(in, "flash", "flash");
+  const auto after = cuda::cudnn_attention_stats();
+  EXPECT_EQ(after.fwd_calls, before.fwd_calls);
+  EXPECT_EQ(after.bwd_calls, before.bwd_calls);
+  expect_close(r1, reference(in), 1.0, "flash");
+  // The flash kernels are deterministic: the switch gives exactly their result every time.
+  const Result r2 = on_gpu(in, "flash", "flash");
+  EXPECT_EQ(r1.dq.to_vector(), r2.dq.to_vector());
+}
+
+}  // namespace
+}  // namespace gyre
