@@ -14,6 +14,13 @@ struct MoeSaved {
   Tensor probs;    // f32 [T, E] router softmax
   Tensor indices;  // i32 [T, k] chosen experts
   Tensor weights;  // f32 [T, k] their (renormalised) weights
+  // Sorted dispatch (moe_block.cc; backend/moe_ops.h): the T·k assignments in expert order.
+  Tensor perm, pos, rows;        // i32 [T·k] slot of each position, [T, k] its inverse, token rows
+  std::vector<int64_t> offsets;  // host copy of the E+1 segment offsets (backward needs no copy)
+  Tensor gate, up;               // f32 [T·k, I] expert MLP pre-activations, permuted order
+  Tensor y;                      // f32 [T·k, H] expert outputs before weighting, permuted order
+  // The former per-expert path (moe_forward_per_expert, kept for tests and A/B runs) saves this
+  // instead of the sorted tensors above.
   struct Expert {
     int64_t expert = 0;
     Tensor rows;      // i32 [n] token rows routed to this expert
@@ -23,6 +30,7 @@ struct MoeSaved {
     Tensor y;         // f32 [n, H] expert output before weighting
   };
   std::vector<Expert> experts;  // only experts with at least one token
+  size_t bytes() const;         // device bytes of every saved tensor (moe_block.cc)
 };
 
 struct LayerSaved {

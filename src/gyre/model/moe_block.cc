@@ -2,10 +2,24 @@
 // Qwen3MoeSparseMoeBlock / Qwen3MoeTopKRouter: softmax over experts in f32, torch.topk (ties to the
 // lower index), optional renormalisation of the top-k weights. The backward differentiates through
 // the weights (router gradient) and through each expert's MLP.
+//
+// Dispatch (the standard MoE permute / grouped GEMM / unpermute): ops::moe_permute sorts the T·k
+// assignments by expert on the device (stable in (token, slot) order, the order the former host
+// grouping listed them); xn's rows are gathered once into a [T·k, H] buffer in that order; expert e
+// runs its gate/up/down linears on rows [offsets[e], offsets[e+1]) of the permuted buffers
+// (Tensor::narrow views, no copies); silu_mul runs once over all rows; ops::moe_unpermute sums
+// w[t, j] · y[pos(t, j)] back to token t in ascending j. Invariants:
+// - the E+1 offsets are the layer's only device-to-host copy (the expert loop needs its row ranges
+//   on the host to size the GEMMs); the forward saves that host copy so the backward has none;
+// - the index tensors come from moe_route / moe_permute, whose values are in range by
+//   construction; a KnownIndices scope records that so the ops skip their host-side checks;
+// - the per-token sum runs in top-k order (j) rather than the former per-expert scatter order, so
+//   results differ from moe_forward_per_expert by float rounding only.
 #include "gyre/model/moe_block.h"
 
 #include <vector>
 
+#include "gyre/backend/moe_ops.h"
 #include "gyre/backend/ops.h"
 
 namespace gyre::model {
@@ -14,103 +28,125 @@ namespace {
 // Activations follow the device of the layer's input (the model's device).
 Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 
-// Per-expert lists of (token row, flat assignment slot), from the i32 [T, k] routing indices (a
-// host tensor: the grouping, like the per-expert loop it drives, runs on the host).
-struct Assignment {
-  std::vector<int32_t> rows, slots;
-};
-std::vector<Assignment> group_by_expert(const Tensor& indices, int64_t num_experts) {
-  const int64_t T = indices.size(0), k = indices.size(1);
-  const int32_t* idx = indices.i32();
-  std::vector<Assignment> out(static_cast<size_t>(num_experts));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t e = idx[t * k + j];
-      GYRE_CHECK(e >= 0 && e < num_experts, "router chose expert {} of {}", e, num_experts);
-      out[size_t(e)].rows.push_back(int32_t(t));
-      out[size_t(e)].slots.push_back(int32_t(t * k + j));
-    }
-  return out;
+// Records the ranges moe_permute guarantees for its index outputs (a permutation of the T·k slots).
+void record_permutation_ranges(ops::KnownIndices& known, const MoeSaved& m, int64_t T) {
+  const int64_t N = m.indices.numel();
+  known.add_range(m.perm, 0, N);
+  known.add_range(m.pos, 0, N);
+  known.add_range(m.rows, 0, T);
+}
+
+// Rows [offsets[e], offsets[e+1]) of a permuted buffer: expert e's segment (a view).
+Tensor segment(const Tensor& t, const std::vector<int64_t>& offsets, size_t e) {
+  return t.narrow(offsets[e], offsets[e + 1] - offsets[e]);
 }
 }  // namespace
 
+size_t MoeSaved::bytes() const {
+  size_t n = 0;
+  for (const Tensor* t : {&probs, &indices, &weights, &perm, &pos, &rows, &gate, &up, &y})
+    if (t->defined()) n += t->nbytes();
+  for (const Expert& e : experts)
+    for (const Tensor* t : {&e.rows, &e.slots, &e.scale, &e.gate, &e.up, &e.y})
+      if (t->defined()) n += t->nbytes();
+  return n;
+}
+
 Tensor moe_forward(const ModelConfig& c, const LayerTensors& w, const Tensor& xn, MoeSaved* save) {
   const int64_t T = xn.size(0), H = c.hidden_size, E = c.num_experts;
-  const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size, N = T * K;
   const Device dev = xn.device();
+  Tensor none;
+  MoeSaved m;
   Tensor logits = empty({T, E}, dev);
-  ops::linear(xn, w.router_w, Tensor(), logits);
-  Tensor probs = empty({T, E}, dev), indices = Tensor::empty({T, K}, DType::i32, dev),
-         weights = empty({T, K}, dev);
-  ops::moe_route(logits, K, c.norm_topk_prob, probs, indices, weights);
-  Tensor weights_flat = weights.reshape({T * K, 1});
-  Tensor out = Tensor::zeros({T, H}, DType::f32, dev);
-  // Routing decides the per-expert row lists on the host (one small copy of [T, k] indices on a
-  // device); the row/slot index tensors then go back to the device for the gathers and scatters.
-  auto groups = group_by_expert(indices.to(Device::cpu), E);
-  for (int64_t e = 0; e < E; ++e) {
-    const Assignment& a = groups[size_t(e)];
-    const int64_t n = int64_t(a.rows.size());
-    if (n == 0) continue;
-    Tensor rows = Tensor::from_vector(a.rows, {n}).to(dev);
-    Tensor slots = Tensor::from_vector(a.slots, {n}).to(dev);
-    Tensor scale = empty({n, 1}, dev);
-    ops::gather_rows(weights_flat, slots, scale);
-    scale = scale.reshape({n});
-    Tensor xe = empty({n, H}, dev);
-    ops::gather_rows(xn, rows, xe);
-    Tensor gate = empty({n, I}, dev), up = empty({n, I}, dev), act = empty({n, I}, dev),
-           y = empty({n, H}, dev);
-    ops::linear(xe, w.expert_gate[size_t(e)], Tensor(), gate);
-    ops::linear(xe, w.expert_up[size_t(e)], Tensor(), up);
-    ops::silu_mul(gate, up, act);
-    ops::linear(act, w.expert_down[size_t(e)], Tensor(), y);
-    ops::scatter_add_rows(y, rows, scale, out);
-    if (save) save->experts.push_back({e, rows, slots, scale, gate, up, y});
+  ops::linear(xn, w.router_w, none, logits);
+  m.probs = empty({T, E}, dev);
+  m.indices = Tensor::empty({T, K}, DType::i32, dev);
+  m.weights = empty({T, K}, dev);
+  ops::moe_route(logits, K, c.norm_topk_prob, m.probs, m.indices, m.weights);
+  logits = Tensor();
+
+  ops::KnownIndices known;
+  known.add_range(m.indices, 0, E);  // moe_route's top-k are experts in [0, E) by construction
+  Tensor offsets;
+  ops::moe_permute(m.indices, E, m.perm, m.pos, m.rows, offsets);
+  record_permutation_ranges(known, m, T);
+  // The layer's one device-to-host copy: E+1 offsets (a sync point; CUDA-graph capture of this
+  // forward would need the segment sizes on the device instead).
+  {
+    const Tensor host = offsets.to(Device::cpu);
+    m.offsets.assign(host.i32(), host.i32() + E + 1);
   }
-  if (save) {
-    save->probs = probs;
-    save->indices = indices;
-    save->weights = weights;
+
+  Tensor xs = empty({N, H}, dev);
+  ops::gather_rows(xn, m.rows, xs);
+  m.gate = empty({N, I}, dev);
+  m.up = empty({N, I}, dev);
+  for (size_t e = 0; e < size_t(E); ++e) {
+    if (m.offsets[e + 1] == m.offsets[e]) continue;
+    const Tensor xe = segment(xs, m.offsets, e);
+    Tensor ge = segment(m.gate, m.offsets, e), ue = segment(m.up, m.offsets, e);
+    ops::linear(xe, w.expert_gate[e], none, ge);
+    ops::linear(xe, w.expert_up[e], none, ue);
   }
+  xs = Tensor();
+  Tensor act = empty({N, I}, dev);
+  ops::silu_mul(m.gate, m.up, act);
+  m.y = empty({N, H}, dev);
+  for (size_t e = 0; e < size_t(E); ++e) {
+    if (m.offsets[e + 1] == m.offsets[e]) continue;
+    Tensor ye = segment(m.y, m.offsets, e);
+    ops::linear(segment(act, m.offsets, e), w.expert_down[e], none, ye);
+  }
+  Tensor out = empty({T, H}, dev);
+  ops::moe_unpermute(m.y, m.pos, m.weights, out);
+  if (save) *save = std::move(m);
   return out;
 }
 
 Tensor moe_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors& g, const Tensor& xn,
                     const MoeSaved& s, const Tensor& dout) {
   const int64_t T = xn.size(0), H = c.hidden_size, E = c.num_experts;
-  const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const int64_t K = c.num_experts_per_tok, I = c.moe_intermediate_size, N = T * K;
   const Device dev = xn.device();
+  GYRE_CHECK(s.perm.defined() && s.offsets.size() == size_t(E) + 1,
+             "moe_backward: the saved state is not from moe_forward (sorted dispatch)");
   Tensor none;
-  Tensor dxn = Tensor::zeros({T, H}, DType::f32, dev);
-  Tensor dweights = Tensor::zeros({T * K, 1}, DType::f32, dev);
-  for (const MoeSaved::Expert& x : s.experts) {
-    const int64_t n = x.rows.numel();
-    const size_t e = size_t(x.expert);
-    // out[t] += w · y  ⇒  ∂L/∂w = <dout[t], y>,  ∂L/∂y = w · dout[t].
-    Tensor dy_raw = empty({n, H}, dev);
-    ops::gather_rows(dout, x.rows, dy_raw);
-    Tensor dw = empty({n}, dev);
-    ops::row_dot(dy_raw, x.y, dw);
-    ops::scatter_add_rows(dw.reshape({n, 1}), x.slots, none, dweights);
-    std::vector<int32_t> iota(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) iota[size_t(i)] = int32_t(i);
-    Tensor dy = Tensor::zeros({n, H}, DType::f32, dev);
-    ops::scatter_add_rows(dy_raw, Tensor::from_vector(iota, {n}).to(dev), x.scale, dy);  // scaling
-    dy_raw = Tensor();
-    Tensor act = empty({n, I}, dev), dact = empty({n, I}, dev);
-    ops::silu_mul(x.gate, x.up, act);
-    ops::linear_backward(dy, act, w.expert_down[e], dact, g.expert_down[e], none);
-    Tensor dgate = empty({n, I}, dev), dup = empty({n, I}, dev);
-    ops::silu_mul_backward(dact, x.gate, x.up, dgate, dup);
-    Tensor xe = empty({n, H}, dev), dxe = empty({n, H}, dev);
-    ops::gather_rows(xn, x.rows, xe);
-    ops::linear_backward(dgate, xe, w.expert_gate[e], dxe, g.expert_gate[e], none);
-    ops::linear_backward(dup, xe, w.expert_up[e], dxe, g.expert_up[e], none, true);
-    ops::scatter_add_rows(dxe, x.rows, none, dxn);
+  ops::KnownIndices known;
+  known.add_range(s.indices, 0, E);
+  record_permutation_ranges(known, s, T);
+  // out[t] = Σ_j w[t, j] y[pos(t, j)]  ⇒  ∂L/∂y[p] = w · dout[t],  ∂L/∂w[t, j] = <dout[t], y[p]>.
+  Tensor dy = empty({N, H}, dev), dweights = empty({T, K}, dev);
+  ops::moe_unpermute_backward(dout, s.y, s.perm, s.weights, dy, dweights);
+  Tensor act = empty({N, I}, dev), dact = empty({N, I}, dev);
+  ops::silu_mul(s.gate, s.up, act);
+  for (size_t e = 0; e < size_t(E); ++e) {
+    if (s.offsets[e + 1] == s.offsets[e]) continue;
+    Tensor dacte = segment(dact, s.offsets, e);
+    ops::linear_backward(segment(dy, s.offsets, e), segment(act, s.offsets, e), w.expert_down[e],
+                         dacte, g.expert_down[e], none);
   }
+  dy = Tensor();
+  act = Tensor();
+  Tensor dgate = empty({N, I}, dev), dup = empty({N, I}, dev);
+  ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
+  dact = Tensor();
+  Tensor xs = empty({N, H}, dev), dxs = empty({N, H}, dev);
+  ops::gather_rows(xn, s.rows, xs);
+  for (size_t e = 0; e < size_t(E); ++e) {
+    if (s.offsets[e + 1] == s.offsets[e]) continue;
+    const Tensor xe = segment(xs, s.offsets, e);
+    Tensor dxe = segment(dxs, s.offsets, e);
+    ops::linear_backward(segment(dgate, s.offsets, e), xe, w.expert_gate[e], dxe, g.expert_gate[e],
+                         none);
+    ops::linear_backward(segment(dup, s.offsets, e), xe, w.expert_up[e], dxe, g.expert_up[e], none,
+                         /*accumulate_dx=*/true);
+  }
+  // ∂L/∂xn[t] = Σ_j dxs[pos(t, j)] (ascending j), then the router's contribution.
+  Tensor dxn = empty({T, H}, dev);
+  ops::moe_unpermute(dxs, s.pos, none, dxn);
   Tensor dlogits = empty({T, E}, dev);
-  ops::moe_route_backward(dweights.reshape({T, K}), s.probs, s.indices, c.norm_topk_prob, dlogits);
+  ops::moe_route_backward(dweights, s.probs, s.indices, c.norm_topk_prob, dlogits);
   ops::linear_backward(dlogits, xn, w.router_w, dxn, g.router_w, none, /*accumulate_dx=*/true);
   return dxn;
 }
