@@ -2,6 +2,8 @@
 // admission. The step itself (forward, sampling, finishing) is in engine_step.cc.
 #include "gyre/infer/engine.h"
 
+#include <chrono>
+#include <exception>
 #include <future>
 
 #include "gyre/backend/paged_ops.h"
@@ -23,9 +25,7 @@ uint64_t splitmix64(uint64_t x) {
 }
 }  // namespace
 
-namespace {
-// EngineConfig::kv_cache_dtype -> the cache's dtype for this model (SGLang's --kv-cache-dtype).
-DType kv_cache_dtype(const std::string& name, const model::CausalLM& m) {
+DType resolve_kv_cache_dtype(const std::string& name, const model::CausalLM& m) {
   const bool gpu = m.device() == Device::cuda;
   const int64_t D = m.config().head_dim;
   if (name == "auto")
@@ -48,7 +48,6 @@ DType kv_cache_dtype(const std::string& name, const model::CausalLM& m) {
   GYRE_THROW(invalid_argument,
              "engine: kv_cache_dtype '{}' is not supported; use auto, bf16 or f32", name);
 }
-}  // namespace
 
 Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                EngineConfig cfg)
@@ -72,13 +71,14 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
     eos_ids_.push_back(*tok_->eos_token_id());
   pool_ = std::make_unique<PagePool>(cfg_.num_pages, cfg_.page_size);
   // Under tensor parallelism this rank caches only its own kv heads (the model's local count);
-  // every tp rank runs the same engine on the same requests in lockstep.
+  // every tp rank runs the same forward steps in lockstep (the same engine driven inline on every
+  // rank, or this engine as the leader of EngineFollowers).
   const model::TpLayout* tp = model_.tensor_parallel();
   const int64_t kv_heads = tp ? tp->local.num_key_value_heads : mc.num_key_value_heads;
   // The KV cache lives with the weights: a model on the GPU decodes against a GPU cache.
   kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
                                     mc.head_dim, model_.device(),
-                                    kv_cache_dtype(cfg_.kv_cache_dtype, model_));
+                                    resolve_kv_cache_dtype(cfg_.kv_cache_dtype, model_));
   // MoE routing copies expert indices to the host (not capturable): those models decode eagerly.
   if (model_.device() == Device::cuda && !tp && cfg_.cuda_graph_max_bs > 0 && mc.num_experts == 0)
     graphs_ = std::make_unique<DecodeGraphs>(model_, *kv_, cfg_.page_size, cfg_.context_len,
@@ -97,7 +97,13 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
 }
 
 Engine::~Engine() {
-  stop();
+  stop_thread();
+  // Destroyed by an error on this rank (e.g. gyre train failing on rank 0): the followers learn it
+  // now instead of at their channel's timeout.
+  stop_followers(
+      std::uncaught_exceptions() > 0
+          ? "the leader's engine was destroyed by an error on its rank (its log names it)"
+          : "the leader's engine was destroyed");
   drain_inbox();
   for (auto& r : sched_->abort_all())
     finish_detached(std::move(r), {FinishType::abort, {}, {}, "engine shut down"});
@@ -106,11 +112,13 @@ Engine::~Engine() {
 void Engine::start() {
   // The tp ranks' engines must take identical steps (the model's collectives run inside forward);
   // a thread fed from an inbox batches requests by arrival time, which differs between ranks.
-  if (const model::TpLayout* tp = model_.tensor_parallel())
+  const model::TpLayout* tp = model_.tensor_parallel();
+  if (tp && !followers_)
     GYRE_THROW(unsupported,
-               "engine: the model is tensor-parallel ({} ranks); drive the engine inline "
-               "(generate() / step() without start()) on every tp rank with the same requests, so "
-               "all ranks schedule identical steps",
+               "engine: the model is tensor-parallel ({} ranks); either attach_followers() (this "
+               "engine schedules, EngineFollowers on the other tp ranks run its steps) or drive "
+               "the engine inline (generate() / step() without start()) on every tp rank with the "
+               "same requests, so all ranks schedule identical steps",
                tp->size);
   std::lock_guard<std::mutex> lk(mu_);
   if (started_) return;
@@ -120,6 +128,11 @@ void Engine::start() {
 }
 
 void Engine::stop() {
+  stop_thread();
+  stop_followers("the leader's engine stopped (Engine::stop)");
+}
+
+void Engine::stop_thread() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (!started_) return;
@@ -151,25 +164,36 @@ void Engine::drain_inbox() {
   if (!items.empty()) update_stats(0, 0);
 }
 
+bool Engine::can_step() const {
+  return !sched_->paused() && sched_->num_running() + sched_->num_queued() > 0 &&
+         follower_state_ != Followers::released;
+}
+
 void Engine::loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] {
-        return stopping_ || !inbox_.empty() ||
-               (!sched_->paused() && sched_->num_running() + sched_->num_queued() > 0);
-      });
+      auto ready = [&] { return stopping_ || !inbox_.empty() || can_step(); };
+      if (follower_state_ == Followers::engaged) {
+        // Engaged followers wait in a broadcast bounded by their channel's timeout: wake up in
+        // time to tell them the leader is alive when there is nothing to run.
+        const double left = follower_last_send_ + kFollowerKeepaliveSeconds - now_seconds();
+        cv_.wait_for(lk, std::chrono::duration<double>(std::max(0.0, left)), ready);
+      } else {
+        cv_.wait(lk, ready);
+      }
       if (stopping_) return;
     }
     drain_inbox();
-    if (!sched_->paused() && sched_->num_running() + sched_->num_queued() > 0) run_step();
+    if (can_step()) run_step();
+    keep_followers_alive();
   }
 }
 
 bool Engine::step() {
   GYRE_CHECK(!started_, "Engine::step() is for inline driving; the engine thread is running");
   drain_inbox();
-  if (sched_->paused() || sched_->num_running() + sched_->num_queued() == 0) return false;
+  if (!can_step()) return false;
   run_step();
   return true;
 }

@@ -10,6 +10,14 @@
 //
 // Invariants: every submitted request gets exactly one on_done (result, abort, or error); the KV
 // of a request is only ever read through its own block table; weights change only between steps.
+//
+// Tensor parallelism (model/tensor_parallel.h): an engine over a sharded model either is driven
+// inline on every tp rank with the same requests (every rank schedules identically), or is the
+// *leader* of its tp group (attach_followers(), engine_leader.cc; SGLang's scheduler on tp rank 0):
+// it alone schedules and samples, and broadcasts each step's plan before the forward so that the
+// other ranks (EngineFollower, engine_follower.h) run the same forward in lockstep. Only a leader
+// may be start()ed. While its followers are released (release_followers()) it runs no step: the tp
+// group's collectives belong to its owner then (training, checkpoints).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -17,7 +25,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -29,6 +39,8 @@
 #include "gyre/infer/sampler.h"
 #include "gyre/infer/scheduler.h"
 #include "gyre/infer/step_batch.h"
+#include "gyre/infer/step_channel.h"
+#include "gyre/infer/step_message.h"
 #include "gyre/infer/types.h"
 #include "gyre/infer/validate.h"
 
@@ -59,6 +71,10 @@ struct EngineConfig {
   int32_t cuda_graph_max_bs = 256;
 };
 
+// EngineConfig::kv_cache_dtype -> the KV cache's dtype for `model` (SGLang's --kv-cache-dtype);
+// invalid_argument naming the value when it does not fit the model's device or head_dim.
+DType resolve_kv_cache_dtype(const std::string& name, const model::CausalLM& model);
+
 class Engine : public EngineApi {
  public:
   // `tokenizer` may be null (token-only mode: no text, stop strings rejected).
@@ -67,7 +83,21 @@ class Engine : public EngineApi {
   ~Engine() override;  // stops the thread; outstanding requests finish as aborted
 
   void start();  // launches the engine thread
+  // Joins the engine thread; a leader whose followers are engaged also tells them to stop (they
+  // return from run()), so no follower waits for a leader that is gone.
   void stop();
+
+  // ---- Tensor-parallel leader (engine_leader.cc). `followers` spans the model's tp group with
+  // this engine on rank 0; call before start() and before the first step. The followers start
+  // engaged (they are expected in EngineFollower::run()).
+  void attach_followers(StepChannel& followers);
+  // Blocks until the engine is between steps, then returns the followers from run(); no step runs
+  // (requests wait) until engage_followers(). Throws when the followers were lost (the channel
+  // failed), naming why.
+  void release_followers();
+  // The followers are (about to be) back in run(): steps may run again.
+  void engage_followers();
+  bool has_followers() const { return followers_ != nullptr; }
 
   // EngineApi
   void submit(GenerateRequest req, RequestCallbacks cb) override;
@@ -102,6 +132,9 @@ class Engine : public EngineApi {
   struct InboxItem {
     std::function<void()> fn;
   };
+  // A leader with engaged followers sends them an idle message after this long without one.
+  static constexpr double kFollowerKeepaliveSeconds = 2.0;
+  void stop_thread();
   void post(std::function<void()> fn);
   void drain_inbox();
   void loop();
@@ -119,6 +152,16 @@ class Engine : public EngineApi {
   GenerateResult make_result(Request* r, Job& job);
   void do_abort(const std::string& rid);
   void update_stats(double step_seconds, int64_t decoded);
+  // Whether a step may run now: work to do, not paused, and (a leader) its followers engaged.
+  bool can_step() const;
+  // Leader: broadcasts one message to the followers (engine thread, or the inline caller). A
+  // failed channel marks the followers lost (every later step fails fast with the reason) and
+  // rethrows.
+  // `logits_rows`: a forward message's rows (the step's batch_ is the rest of the plan).
+  void send_to_followers(StepOp op, std::string_view text = {},
+                         std::span<const int32_t> logits_rows = {});
+  void stop_followers(const std::string& why);  // sends stop if engaged; never throws
+  void keep_followers_alive();                  // idle message when nothing was sent for a while
   // Samples every logits row on the device (GPU logits; greedy, temperature, min-p, top-k, top-p);
   // empty when the batch needs the host sampler (engine_step.cc says which cases).
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
@@ -139,6 +182,14 @@ class Engine : public EngineApi {
   std::unordered_map<std::string, std::unique_ptr<Job>> jobs_;
   StepPlan plan_;
   StepBatch batch_;
+  // Tensor-parallel leader state (engine thread, or the inline caller).
+  enum class Followers { none, engaged, released, lost };
+  StepChannel* followers_ = nullptr;
+  Followers follower_state_ = Followers::none;
+  std::string followers_error_;  // why they were lost
+  uint64_t follower_seq_ = 0;    // messages sent (StepMessage::seq)
+  double follower_last_send_ = 0;
+  std::vector<uint8_t> follower_wire_;
   uint64_t seed_counter_ = 0, rid_counter_ = 0;
 
   mutable std::mutex mu_;

@@ -27,6 +27,10 @@ void Engine::run_step() {
   for (Request* v : plan_.preempted)
     log::debug("preempted {} ({} tokens generated) for lack of KV pages", v->rid, v->output.size());
   if (plan_.chunks.empty()) return;
+  if (follower_state_ == Followers::lost) {  // the tp group cannot run a forward any more
+    fail_plan(followers_error_);
+    return;
+  }
   build_step_batch(
       plan_, cfg_.page_size,
       [](const Request* r) -> int64_t {
@@ -60,6 +64,11 @@ void Engine::run_step() {
     if (!logits.defined()) {
       // Validates the step's page table once (a bad one fails the plan like a failed forward).
       PagedAttentionContext ctx(*kv_, batch_);
+      // Tensor-parallel leader: the plan goes to the followers only once it passed the checks
+      // above, so they never start a forward the leader refuses; then every rank runs it.
+      if (follower_state_ == Followers::engaged)
+        send_to_followers(StepOp::forward, {},
+                          batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
       opt.attention = &ctx;
       logits = model_.forward(b, opt);
       opt.attention = nullptr;

@@ -4,6 +4,8 @@
 // same rollouts, the first step's loss, entropy and gradient norm up to float summation order, the
 // same weights in the (full) checkpoint — writes one optimizer shard per (dp, tp) rank, resumes
 // from them, and rejects a world size that is not a multiple of the TP size with the numbers.
+// The rollouts come from the sharded policy itself (rank 0's engine leads, the other tp ranks of
+// replica 0 follow its steps): no rank loads a second, unsharded model.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -65,6 +67,17 @@ void expect_same_weights(const std::string& a_dir, const std::string& b_dir,
   }
 }
 
+// The run's log says the rollout engine ran the sharded policy, and nothing about an unsharded
+// copy.
+void expect_sharded_rollout(const test::CommandResult& r, int tp) {
+  const std::string all = r.err + r.out;
+  EXPECT_NE(all.find("tensor parallel: " + std::to_string(tp) +
+                     " ranks; the rollout engine runs the sharded policy"),
+            std::string::npos)
+      << all;
+  EXPECT_EQ(all.find("unsharded"), std::string::npos) << all;
+}
+
 // The first step's metrics and the checkpoint's weights of `dist` equal those of `one`.
 void expect_trains_like_one_process(const std::string& one, const std::string& dist) {
   auto m1 = metrics(one), m2 = metrics(dist);
@@ -92,15 +105,20 @@ TEST(TrainTensorParallel, TwoRanksTrainLikeOneProcess) {
                               " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2");
   ASSERT_EQ(r2.exit_code, 0) << r2.err << r2.out;
   ASSERT_EQ(metrics(two).size(), 1u);
+  expect_sharded_rollout(r2, 2);
   expect_trains_like_one_process(one, two);
   for (int r = 0; r < 2; ++r)
     EXPECT_TRUE(std::filesystem::exists(two + "/iter_0000000.tp_optimizer/tp_rank_" +
                                         std::to_string(r) + "_of_2/optimizer.json"));
-  // Resume the TP run for one more rollout from its shards.
+  // Resume the TP run for one more rollout from its shards, with a held-out evaluation after it
+  // (another generation phase of the sharded engine and its follower).
   auto r3 = test::run_command(mpirun(2) + test::gyre_bin() + train_args(two, 2) + " --load " + two +
-                              " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2");
+                              " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2" +
+                              " --eval-interval 1");
   ASSERT_EQ(r3.exit_code, 0) << r3.err << r3.out;
-  EXPECT_EQ(metrics(two).size(), 2u);
+  const auto m = metrics(two);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_TRUE(m[1].contains("eval/heldout")) << m[1].dump();
 }
 
 // DP=2 x TP=2 on four ranks (rank = dp_rank * 2 + tp_rank): each replica trains on half of the
@@ -115,6 +133,7 @@ void data_times_tensor_parallel(const std::string& dp_mode, const char* tag) {
   auto r4 = test::run_command(mpirun(4) + test::gyre_bin() + train_args(four, 1) + flags);
   ASSERT_EQ(r4.exit_code, 0) << r4.err << r4.out;
   ASSERT_EQ(metrics(four).size(), 1u);
+  expect_sharded_rollout(r4, 2);
   expect_trains_like_one_process(one, four);
   // One optimizer shard per (dp, tp) rank; none of TP alone's layout.
   for (int tp = 0; tp < 2; ++tp)

@@ -4,7 +4,9 @@
 #pragma once
 #include <memory>
 
+#include "gyre/infer/engine.h"
 #include "gyre/infer/rollout_client.h"
+#include "gyre/infer/step_channel.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/rl/loop/train_config.h"
 #include "gyre/rl/rollout/rollout_manager.h"
@@ -12,10 +14,16 @@
 
 namespace gyre::rl {
 
-// The colocated engine: serves `model` itself (shared weights: sync is a version bump).
+// The colocated engine's configuration (KV pool sized from the rollout flags). Tensor-parallel
+// followers are built from the same one: their KV geometry must equal the leader's.
+infer::EngineConfig colocated_engine_config(const TrainConfig& cfg);
+
+// The colocated engine: serves `model` itself (shared weights: sync is a version bump). With
+// `followers` (a tensor-parallel `model`, tp rank 0) the engine leads the other tp ranks'
+// infer::EngineFollowers over that channel.
 std::shared_ptr<infer::EngineApi> make_colocated_engine(
     std::shared_ptr<model::CausalLM> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
-    const TrainConfig& cfg);
+    const TrainConfig& cfg, infer::StepChannel* followers = nullptr);
 
 // --rm-type / --custom-rm-path / --group-rm → a hook that sets Sample::reward for a finished group.
 // Errors (missing label when the reward needs one, non-finite reward) name the sample.

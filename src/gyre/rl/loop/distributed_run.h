@@ -10,17 +10,19 @@
 //   trains on its share. Rank 0 alone prints, writes metrics and saves the model and data state;
 //   every rank saves its own optimizer shard.
 // - Tensor parallelism (--tensor-model-parallel-size n): every rank holds its shard of the policy
-//   (model/tensor_parallel.h); rank 0 rolls out with an unsharded copy of the policy that is
-//   refreshed from the gathered shards after every optimizer step, and broadcasts the scored
-//   samples as with DP.
+//   (model/tensor_parallel.h). Replica 0's tp ranks roll out together with the sharded policy
+//   itself: rank 0's colocated engine schedules, samples and broadcasts each step's plan, the other
+//   tp ranks run it as infer::EngineFollowers (train_loop.cc, generation phases); rank 0 then
+//   broadcasts the scored samples as with DP. Weight syncs are version bumps (shared shards).
 // - DP x TP (world = dp x tp train ranks, Megatron's layout): tp groups of consecutive ranks
 //   (rank = dp_rank * tp + tp_rank), dp groups of the ranks with the same tp_rank. Each replica is
 //   a TP-sharded model trained on its dp share of every step (the tp ranks of a replica see the
 //   same samples); the DataParallelOptimizer reduces every shard over its dp group and clips by the
 //   full model's norm (set_model_parallel); optimizer shards live in
 //   <ckpt>.dp_optimizer/tp_rank_R_of_N/dp_rank_D_of_M/; replica 0 gathers the full checkpoint.
-// - Not supported yet, rejected with a message: TP with the PPO critic, rollout engines started as
-//   ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs).
+// - Not supported yet, rejected with a message: TP with the PPO critic, TP with remote rollout
+//   engines, rollout engines started as ranks of the same job (use `gyre serve` +
+//   --rollout-external-engine-addrs).
 #pragma once
 #include <memory>
 #include <vector>
@@ -45,7 +47,7 @@ struct TrainDistributed {
 
 // Starts (or joins) the launcher's world and validates the topology flags against it. Errors:
 // world size not a multiple of the TP size, world size != the flags' train ranks, TP with a
-// critic, in-world engines.
+// critic or with remote engines, in-world engines.
 TrainDistributed init_train_distributed(const TrainConfig& cfg);
 
 // Rank `root`'s samples replace every other rank's (collective over `comm`).

@@ -1,13 +1,12 @@
-// The colocated rollout engine of `gyre train`: an infer::Engine over the trainer's own CausalLM.
+// The colocated rollout engine of `gyre train`: an infer::Engine over the trainer's own CausalLM
+// (under tensor parallelism: rank 0's shard, leading the EngineFollowers of the other tp ranks).
 #include "gyre/core/error.h"
 #include "gyre/infer/engine.h"
 #include "gyre/rl/loop/components.h"
 
 namespace gyre::rl {
 
-std::shared_ptr<infer::EngineApi> make_colocated_engine(
-    std::shared_ptr<model::CausalLM> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
-    const TrainConfig& cfg) {
+infer::EngineConfig colocated_engine_config(const TrainConfig& cfg) {
   infer::EngineConfig ec;
   ec.page_size = int32_t(cfg.page_size);
   ec.max_running_requests = int32_t(cfg.max_running_requests);
@@ -26,9 +25,16 @@ std::shared_ptr<infer::EngineApi> make_colocated_engine(
     tokens = std::max<int64_t>(running, 1) * (prompt_budget + cfg.rollout_max_response_len);
   }
   ec.num_pages = std::max<int64_t>(64, (tokens + ec.page_size - 1) / ec.page_size);
+  return ec;
+}
+
+std::shared_ptr<infer::EngineApi> make_colocated_engine(
+    std::shared_ptr<model::CausalLM> model, std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+    const TrainConfig& cfg, infer::StepChannel* followers) {
   // The engine holds a reference to the model: the deleter keeps the model alive as long as the
   // engine, and stops the engine thread before either goes away.
-  auto* engine = new infer::Engine(*model, std::move(tokenizer), ec);
+  auto* engine = new infer::Engine(*model, std::move(tokenizer), colocated_engine_config(cfg));
+  if (followers) engine->attach_followers(*followers);
   engine->start();
   return std::shared_ptr<infer::EngineApi>(engine, [model](infer::EngineApi* e) {
     delete e;  // ~Engine stops the thread (outstanding requests finish as aborted)

@@ -10,7 +10,9 @@
 
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
+#include "gyre/dist/step_channel_comm.h"
 #include "gyre/dist/tensor_parallel_comm.h"
+#include "gyre/infer/engine_follower.h"
 #include "gyre/model/tensor_parallel.h"
 #include "gyre/obs/console.h"
 #include "gyre/obs/metrics.h"
@@ -244,12 +246,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // Tensor parallelism: every rank holds its shard of the actor (and of the reference model).
   const bool tensor_parallel = distributed.tp_size() > 1;
   std::unique_ptr<model::TpComm> tp_comm;
-  if (tensor_parallel) {
-    tp_comm = dist::make_tp_comm(*distributed.groups.tp);
-    if (main_rank)
-      log::info("tensor parallel: {} ranks; rank 0 rolls out with an unsharded copy",
-                distributed.tp_size());
-  }
+  if (tensor_parallel) tp_comm = dist::make_tp_comm(*distributed.groups.tp);
   // Samples and weight versions travel from rank 0 to every other train rank.
   const bool multi_rank = data_parallel || tensor_parallel;
   std::vector<EvalSet> evals;
@@ -336,6 +333,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
 
   // ---- rollout side: colocated engine over the same model
   const bool sft = cfg.algo.loss_type == LossType::sft_loss;
+  // TP: the rollout engine's link to its followers; declared first so it outlives the engine, whose
+  // destructor may still tell the followers to stop.
+  std::unique_ptr<infer::StepChannel> tp_channel;
   std::shared_ptr<infer::EngineApi> engine;
   std::unique_ptr<infer::RolloutClient> client;
   RewardHook reward;
@@ -344,7 +344,20 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // with data parallelism only rank 0 rolls out.
   const std::vector<std::string> remote_urls = remote_engine_urls(cfg);
   std::unique_ptr<RemoteWeightPusher> pusher;
-  std::shared_ptr<model::CausalLM> rollout_model;  // TP: rank 0's unsharded rollout copy
+  // Tensor parallelism: the colocated engine runs the sharded actor on replica 0's tp ranks
+  // (SGLang's design): rank 0's engine schedules, samples and broadcasts every step's plan; the
+  // other tp ranks of replica 0 follow (infer::EngineFollower) with their shards and KV heads. The
+  // weights are the actor's own on every rank, so a weight sync is a version bump, as in one
+  // process.
+  const bool tp_rollout = tensor_parallel && remote_urls.empty() && !sft && !cfg.debug_train_only;
+  std::unique_ptr<infer::EngineFollower> follower;
+  infer::Engine* leader = nullptr;
+  if (tp_rollout && distributed.world->rank() < distributed.tp_size()) {  // replica 0
+    tp_channel = dist::make_step_channel(*distributed.groups.tp);
+    if (!main_rank)
+      follower = std::make_unique<infer::EngineFollower>(*actor, colocated_engine_config(cfg),
+                                                         *tp_channel);
+  }
   if (!sft && !cfg.debug_train_only && main_rank) {
     if (!remote_urls.empty()) {
       client = make_remote_rollout_client(remote_urls);
@@ -357,10 +370,15 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       pusher = std::make_unique<RemoteWeightPusher>(dir, DType::f32);
       log::info("rolling out on {}; weights reach the engines through {}", client->describe(), dir);
     } else {
-      // Under TP the engine runs an unsharded copy on rank 0 (refreshed after every step).
-      if (tensor_parallel) rollout_model = model::CausalLM::load(model_dir);
-      engine = make_colocated_engine(tensor_parallel ? rollout_model : actor, tok, cfg);
+      engine = make_colocated_engine(actor, tok, cfg, tp_channel.get());
       client = std::make_unique<infer::InProcessRolloutClient>(engine);
+      if (tp_rollout) {
+        leader = dynamic_cast<infer::Engine*>(engine.get());
+        log::info(
+            "tensor parallel: {} ranks; the rollout engine runs the sharded policy (rank 0 "
+            "schedules and samples, tp ranks 1..{} of replica 0 follow its steps)",
+            distributed.tp_size(), distributed.tp_size() - 1);
+      }
     }
     reward = make_reward_hook(cfg);
   }
@@ -439,17 +457,36 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
                      : cfg.save_dtype == "f16" ? DType::f16
                                                : DType::f32;
 
-  auto run_eval = [&](std::map<std::string, double>& m) {
-    if (!client) return;
-    for (auto& e : evals) {
-      infer::SamplingParams sp = gctx.sampling;
-      sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
-      if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
-      PhaseTimer ph(m, "eval");
-      for (auto& [k, v] :
-           evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
-        m[k] = v;
+  // Generation under tensor parallelism takes every tp rank of replica 0: rank 0's engine is
+  // engaged for `work` (the rollout or the evaluation it drives) and releases its followers
+  // afterwards, so their tp group is free again for training and checkpoints. Every rank reaches
+  // the same phases in the same order (the conditions below depend only on flags); a follower whose
+  // leader stopped mid-phase (an error on rank 0) fails here instead of waiting.
+  auto generation_phase = [&](const std::function<void()>& work) {
+    if (follower) {
+      const infer::EngineFollower::Outcome out = follower->run();
+      if (out.exit == infer::EngineFollower::Exit::stopped)
+        GYRE_THROW(io, "tensor-parallel rollout: rank 0's engine stopped during generation: {}",
+                   out.message);
+      return;
     }
+    if (leader) leader->engage_followers();
+    work();
+    if (leader) leader->release_followers();
+  };
+  auto run_eval = [&](std::map<std::string, double>& m) {
+    if (!client && !follower) return;
+    generation_phase([&] {
+      for (auto& e : evals) {
+        infer::SamplingParams sp = gctx.sampling;
+        sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
+        if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
+        PhaseTimer ph(m, "eval");
+        for (auto& [k, v] :
+             evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt, reward, cfg.reward_key))
+          m[k] = v;
+      }
+    });
   };
 
   const int64_t start = state.rollout_id + 1;
@@ -481,11 +518,13 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         samples = load_rollout_dump(rollout_dump_path(cfg.load_debug_rollout_data, rid)).samples;
       } else if (sft) {
         samples = sft_samples(buffer.get_samples(cfg.rollout_batch_size), *tok, cfg, sft_template);
-      } else if (manager) {
-        RolloutOutput ro_out = manager->generate(rid, buffer);
-        samples = std::move(ro_out.samples);
-        for (auto& [k, v] : ro_out.metrics) m[k] = v;
-        reward_clock->take(m);
+      } else if (manager || follower) {
+        generation_phase([&] {
+          RolloutOutput ro_out = manager->generate(rid, buffer);
+          samples = std::move(ro_out.samples);
+          for (auto& [k, v] : ro_out.metrics) m[k] = v;
+          reward_clock->take(m);
+        });
       }
       // Data parallel: every train rank trains on rank 0's scored samples.
       if (multi_rank && !sft) broadcast_samples(*distributed.world, samples);
@@ -515,26 +554,13 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
-      if (tensor_parallel) {  // replica 0's tp group gathers; rank 0 refreshes its rollout copy
-        PhaseTimer ph(m, "update_weights");
-        std::vector<model::NamedTensor> full;
-        if (distributed.groups.dp->rank() == 0) full = actor->gather_full(actor->parameters());
-        if (client) {
-          state.weight_version = client->sync_weights(
-              [&] {
-                auto dst = rollout_model->parameters();
-                for (size_t i = 0; i < dst.size(); ++i) dst[i].tensor.copy_from(full[i].tensor);
-              },
-              "");
-          client->resume();
-        } else {
-          ++state.weight_version;
-        }
-      } else if (pusher) {
+      if (pusher) {
         PhaseTimer ph(m, "update_weights");
         state.weight_version = pusher->push(*actor, state.weight_version + 1, *client, m);
         client->resume();
       } else if (client) {
+        // Colocated (also under TP: the engine and its followers run the actor's own shards): a
+        // version bump, which also drops the radix cache's KV of the old weights.
         PhaseTimer ph(m, "update_weights");
         state.weight_version = client->sync_weights(nullptr, "");
         client->resume();

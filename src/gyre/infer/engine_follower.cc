@@ -1,0 +1,95 @@
+// Follower of a tensor-parallel rollout engine (see engine_follower.h).
+#include "gyre/infer/engine_follower.h"
+
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/infer/paged_attention_context.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/model/tensor_parallel.h"
+
+namespace gyre::infer {
+
+EngineFollower::EngineFollower(model::CausalLM& model, const EngineConfig& cfg, StepChannel& leader)
+    : model_(model), cfg_(cfg), ch_(leader), where_(leader.where()) {
+  const model::TpLayout* tp = model_.tensor_parallel();
+  if (!tp)
+    GYRE_THROW(invalid_argument,
+               "{}: an engine follower runs a tensor-parallel shard of the leader's model; this "
+               "model is not sharded (load it with LoadOptions::tp)",
+               ch_.where());
+  if (ch_.size() != tp->size || ch_.rank() != tp->rank || ch_.rank() == 0)
+    GYRE_THROW(invalid_argument,
+               "{}: the follower's channel is rank {} of {} but its model is tp rank {} of {}: the "
+               "channel must span the model's tp group, with the leader (the engine) on rank 0",
+               ch_.where(), ch_.rank(), ch_.size(), tp->rank, tp->size);
+  // The leader's KV pool, with this rank's kv heads (Engine's constructor does the same).
+  kv_ = std::make_unique<KvStorage>(model_.config().num_hidden_layers, cfg_.num_pages,
+                                    cfg_.page_size, tp->local.num_key_value_heads,
+                                    model_.config().head_dim, model_.device(),
+                                    resolve_kv_cache_dtype(cfg_.kv_cache_dtype, model_));
+}
+
+EngineFollower::Outcome EngineFollower::run() {
+  if (stopped_)
+    GYRE_THROW(invalid_argument,
+               "{}: the leader already stopped this follower; it has no more steps to follow",
+               ch_.where());
+  while (true) {
+    ch_.broadcast(wire_);  // the leader's next message (bounded by the channel's timeout)
+    decode_step_message(wire_, msg_, where_);
+    const StepHeader& h = msg_.header;
+    if (h.seq != next_seq_)
+      GYRE_THROW(internal,
+                 "{}: step message {} ({}) arrived where {} was expected: this follower and the "
+                 "leader's engine were not created together (one follower per leader, made before "
+                 "the leader's first step)",
+                 ch_.where(), h.seq, step_op_name(h.op), next_seq_);
+    ++next_seq_;
+    if (h.tp_size != ch_.size() || h.num_pages != cfg_.num_pages || h.page_size != cfg_.page_size)
+      GYRE_THROW(invalid_argument,
+                 "{}: the leader runs tp size {} with {} KV pages of {} tokens, this follower tp "
+                 "size {} with {} pages of {}: give both the same EngineConfig",
+                 ch_.where(), h.tp_size, h.num_pages, h.page_size, ch_.size(), cfg_.num_pages,
+                 cfg_.page_size);
+    if (h.weight_version != weight_version_) {
+      weight_cache_.clear();  // bf16 copies of older weights (GPU autocast only)
+      weight_version_ = h.weight_version;
+    }
+    switch (h.op) {
+      case StepOp::forward: forward(); break;
+      case StepOp::idle: break;
+      case StepOp::release:
+        log::debug("{}: released by the leader after {} steps", ch_.where(), steps_);
+        return {Exit::released, {}};
+      case StepOp::stop:
+        stopped_ = true;
+        log::debug("{}: the leader stopped: {}", ch_.where(), msg_.text);
+        return {Exit::stopped, msg_.text};
+    }
+  }
+}
+
+void EngineFollower::forward() {
+  const StepBatch& b = msg_.batch;
+  model::Batch mb;
+  mb.ids = borrow_i32(b.ids);
+  mb.positions = borrow_i32(b.positions);
+  mb.cu_seqlens = borrow_i32(b.cu_seqlens_q);
+  model::ForwardOptions opt;
+  opt.logits_rows = borrow_i32(b.logits_rows);
+  opt.gather_vocab = true;  // the leader's forward all-gathers the logits: take part in it
+  try {
+    ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
+    PagedAttentionContext ctx(*kv_, b);  // validates the plan's page table against this cache
+    opt.attention = &ctx;
+    (void)model_.forward(mb, opt);  // sampling happens on the leader
+  } catch (const std::exception& e) {
+    // The leader's forward of this plan is waiting in the same collectives (or failed the same
+    // way); either way the ranks are no longer in lockstep, so the follower stops here.
+    GYRE_THROW(internal, "{}: step {} ({} tokens in {} sequences) failed: {}", ch_.where(),
+               msg_.header.seq, b.ids.size(), b.kv_lens.size(), e.what());
+  }
+  ++steps_;
+}
+
+}  // namespace gyre::infer
