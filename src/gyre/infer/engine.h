@@ -88,9 +88,11 @@ class Engine : public EngineApi {
   void stop();
 
   // ---- Tensor-parallel leader (engine_leader.cc). `followers` spans the model's tp group with
-  // this engine on rank 0; call before start() and before the first step. The followers start
-  // engaged (they are expected in EngineFollower::run()).
-  void attach_followers(StepChannel& followers);
+  // this engine on rank 0; call before start() and before the first step. `engaged`: the followers
+  // are in EngineFollower::run() from now on; otherwise they start released (engage_followers()
+  // once they are). Weights that change the shards change on every rank while the followers are
+  // released (update_weights() on the leader, the shards directly on the followers).
+  void attach_followers(StepChannel& followers, bool engaged = true);
   // Blocks until the engine is between steps, then returns the followers from run(); no step runs
   // (requests wait) until engage_followers(). Throws when the followers were lost (the channel
   // failed), naming why.

@@ -13,7 +13,7 @@
 
 namespace gyre::infer {
 
-void Engine::attach_followers(StepChannel& followers) {
+void Engine::attach_followers(StepChannel& followers, bool engaged) {
   const model::TpLayout* tp = model_.tensor_parallel();
   if (!tp)
     GYRE_THROW(invalid_argument,
@@ -35,7 +35,7 @@ void Engine::attach_followers(StepChannel& followers) {
                "use); attach before the first request (or after flush_cache())",
                pool_->num_allocated());
   followers_ = &followers;
-  follower_state_ = Followers::engaged;
+  follower_state_ = engaged ? Followers::engaged : Followers::released;
   follower_last_send_ = now_seconds();
 }
 

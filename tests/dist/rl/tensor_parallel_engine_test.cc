@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -202,7 +203,18 @@ TEST(TensorParallelEngineWorker, DISABLED_LeaderAndFollowerGenerateLikeOneProces
   const auto before = one.generate(wave());
   one.update_weights([&] { change_weights(*full); });
   EXPECT_EQ(leader.update_weights([&] { change_weights(*sharded); }), 1);
+  // While released the leader runs no step (its tp group belongs to someone else): a request
+  // waits until the followers are engaged again.
+  auto done = std::make_shared<std::promise<GenerateResult>>();
+  auto waiting = done->get_future();
+  RequestCallbacks cb;
+  cb.on_done = [done](GenerateResult&& r) { done->set_value(std::move(r)); };
+  const GenerateRequest w = request("w", tokens(4, 11, 13), 3, false);
+  leader.submit(w, cb);
+  EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
   leader.engage_followers();
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  expect_same_generation({waiting.get()}, one.generate({w}), "submitted while released");
   auto want3 = one.generate(wave());
   auto got3 = run_threaded(leader, wave());
   expect_same_generation(got3, want3, "after the weight update");
@@ -266,6 +278,53 @@ TEST(TensorParallelEngine, FollowerOfAFailingLeaderDoesNotHang) {
   EXPECT_NE(r.all().find("FOLLOWER RETURNED"), std::string::npos) << r.all();
   EXPECT_EQ(r.all().find("did not complete within"), std::string::npos) << r.all();
   EXPECT_LT(r.seconds, 60.0);
+}
+
+// Mismatches are errors that name both sides: a follower over an unsharded model, a leader over
+// one, and a follower whose KV pool differs from the leader's (found on the first message, here the
+// leader's release, so no forward is left waiting).
+TEST(TensorParallelEngineWorker, DISABLED_MismatchesAreClearErrors) {
+  auto world = dist::init_distributed();
+  auto tp = dist::make_tp_comm(*world);
+  auto channel = dist::make_step_channel(*world);
+  const std::string dir = test::source_path(kModel);
+  model::LoadOptions lo;
+  lo.tp = tp.get();
+  auto sharded = model::CausalLM::load(dir, lo);
+  auto full = model::CausalLM::load(dir);
+  if (world->rank() != 0) {
+    try {
+      EngineFollower bad(*full, config(), *channel);
+      ADD_FAILURE() << "a follower over an unsharded model was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not sharded"), std::string::npos) << e.what();
+    }
+    EngineConfig smaller = config();
+    smaller.num_pages = 128;
+    EngineFollower follower(*sharded, smaller, *channel);
+    try {
+      follower.run();
+      ADD_FAILURE() << "a follower with another KV pool followed the leader";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("256 KV pages of 4 tokens"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("128 pages of 4"), std::string::npos) << msg;
+    }
+    return;
+  }
+  Engine plain(*full, nullptr, config());
+  EXPECT_THROW(plain.attach_followers(*channel), Error);  // the leader's model must be sharded
+  Engine leader(*sharded, nullptr, config());
+  leader.attach_followers(*channel);
+  leader.release_followers();
+}
+
+TEST(TensorParallelEngine, MismatchesAreClearErrors) {
+  auto r = test::run_mpi_worker("TensorParallelEngineWorker.DISABLED_MismatchesAreClearErrors");
+  EXPECT_EQ(r.r.exit_code, 0) << r.all();
+  size_t n = 0, pos = 0;
+  while ((pos = r.all().find("[  PASSED  ]", pos)) != std::string::npos) ++n, ++pos;
+  EXPECT_EQ(n, 2u) << r.all();
 }
 
 }  // namespace

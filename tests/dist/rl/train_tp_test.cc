@@ -185,5 +185,20 @@ TEST(TrainTensorParallel, WorldSizeNotAMultipleOfTensorParallelIsRejectedWithThe
   EXPECT_NE(all.find("-np 2 or 4"), std::string::npos) << all;
 }
 
+TEST(TrainTensorParallel, RemoteEnginesWithTensorParallelAreRejectedWithTheWayOut) {
+  // Pushing a sharded policy to remote engines is not wired: a clear error, not a hang in the
+  // collective checkpoint write that only rank 0 would enter.
+  const std::string out = test::temp_dir("train_tp_remote");
+  auto r = test::run_command(mpirun(2) + test::gyre_bin() + train_args(out, 1) +
+                             " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2"
+                             " --rollout-external-engine-addrs 127.0.0.1:9");
+  EXPECT_NE(r.exit_code, 0);
+  const std::string all = r.err + r.out;
+  EXPECT_NE(all.find("--tensor-model-parallel-size 2 with remote rollout engines"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("drop the remote engine flags"), std::string::npos) << all;
+}
+
 }  // namespace
 }  // namespace gyre

@@ -34,7 +34,9 @@ std::shared_ptr<infer::EngineApi> make_colocated_engine(
   // The engine holds a reference to the model: the deleter keeps the model alive as long as the
   // engine, and stops the engine thread before either goes away.
   auto* engine = new infer::Engine(*model, std::move(tokenizer), colocated_engine_config(cfg));
-  if (followers) engine->attach_followers(*followers);
+  // Released until the loop's first generation phase engages them: until then the other tp ranks
+  // use their tp group for other collectives, which an idle keep-alive would cut across.
+  if (followers) engine->attach_followers(*followers, /*engaged=*/false);
   engine->start();
   return std::shared_ptr<infer::EngineApi>(engine, [model](infer::EngineApi* e) {
     delete e;  // ~Engine stops the thread (outstanding requests finish as aborted)
