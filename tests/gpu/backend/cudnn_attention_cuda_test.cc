@@ -3,8 +3,9 @@
 // (GYRE_ATTENTION_BACKEND=flash), forward and backward, with the flash bounds of
 // autocast_cuda_test.cc: output 1e-2, lse 1e-5, dQ/dK/dV 2e-2 relative. Cases: empty sequences,
 // B = 1 at odd lengths, GQA at the Qwen2.5 shapes, T = 0, plan reuse within a bucket, the
-// deterministic backward, a forward of one backend differentiated by the other, and the switch to
-// the flash kernels. Skips without a GPU; the cuDNN-specific checks skip without libcudnn.so.9.
+// deterministic backward (default) and the atomic-dQ one, a forward of one backend differentiated
+// by the other, the workspace cap, and the switch to the flash kernels. Skips without a GPU; the
+// cuDNN-specific checks skip without libcudnn.so.9.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -150,8 +151,8 @@ TEST(CudnnAttention, LseIsSharedAcrossBackends) {
 TEST(CudnnAttention, PlansAreReusedWithinABucket) {
   GYRE_SKIP_WITHOUT_GPU();
   GYRE_SKIP_WITHOUT_CUDNN();
-  // B 3 and 5 round up to 8, max lengths 100 and 120 to 128: one forward and one backward plan.
-  const Case a{{0, 100, 150, 190}, 4, 4, 64}, b{{0, 3, 123, 130, 250, 251}, 4, 4, 64};
+  // B 3 and 4 round up to 4, max lengths 100 and 120 to 128: one forward and one backward plan.
+  const Case a{{0, 100, 150, 190}, 4, 4, 64}, b{{0, 3, 123, 130, 250}, 4, 4, 64};
   Inputs ia(a, 30), ib(b, 31);
   on_gpu(ia, "cudnn", "cudnn");
   const auto before = cuda::cudnn_attention_stats();
@@ -172,6 +173,47 @@ TEST(CudnnAttention, BackwardIsBitwiseReproducible) {
   EXPECT_EQ(r1.dq.to_vector(), r2.dq.to_vector());
   EXPECT_EQ(r1.dk.to_vector(), r2.dk.to_vector());
   EXPECT_EQ(r1.dv.to_vector(), r2.dv.to_vector());
+}
+
+// Sets an environment variable for a scope.
+struct Env {
+  const char* name;
+  Env(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~Env() { unsetenv(name); }
+};
+
+TEST(CudnnAttention, AtomicDqVariantMatches) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  Env nondet("GYRE_CUDNN_ATTENTION_DETERMINISTIC", "0");
+  for (const Case& c : {Case{{0, 0, 65, 322, 322}, 12, 2, 128},
+                        Case{{0, 7, 7, 136, 300}, 14, 2, 64}, Case{{0, 129}, 4, 4, 128}}) {
+    Inputs in(c, 70);
+    const Result want = reference(in);
+    // Twice: the second run reuses the first one's scratch blocks (the f32 dQ accumulator must not
+    // keep the previous sums).
+    for (int rep = 0; rep < 2; ++rep) {
+      const auto before = cuda::cudnn_attention_stats();
+      const Result got = on_gpu(in, "cudnn", "cudnn");
+      EXPECT_EQ(cuda::cudnn_attention_stats().bwd_calls, before.bwd_calls + 1) << name(c);
+      expect_close(got, want, 1.0, "atomic dQ, " + name(c));
+    }
+  }
+}
+
+TEST(CudnnAttention, WorkspaceCapFallsBackToFlash) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  // The deterministic backward at B 2, S 512 needs B·Hq·S²·2 = 4 MB of dP scratch: over 1 MB.
+  Env cap("GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB", "1");
+  const Case c{{0, 400, 450}, 4, 2, 64};
+  Inputs in(c, 80);
+  const auto before = cuda::cudnn_attention_stats();
+  const Result got = on_gpu(in, "cudnn", "cudnn");
+  const auto after = cuda::cudnn_attention_stats();
+  EXPECT_EQ(after.fwd_calls, before.fwd_calls + 1);  // the forward's workspace is small
+  EXPECT_EQ(after.bwd_calls, before.bwd_calls);      // the backward ran the flash kernels
+  expect_close(got, reference(in), 1.0, "capped");
 }
 
 TEST(CudnnAttention, EmptyBatchRunsNothing) {

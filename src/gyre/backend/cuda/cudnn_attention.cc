@@ -68,6 +68,26 @@ struct Key {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Shape buckets of the plan cache: B to a power of two (the extra sequences are empty), the
+// longest sequence to a multiple of 128 (rows past a sequence's length are masked). The
+// deterministic backward's workspace grows as B_bucket · Hq · S_bucket², hence the power of two
+// rather than a coarser multiple.
+int64_t batch_bucket(int64_t B) {
+  int64_t p = 1;
+  while (p < B) p *= 2;
+  return p;
+}
+int64_t seq_bucket(int64_t max_seqlen) { return round_up(std::max<int64_t>(max_seqlen, 1), 128); }
+
+// GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB (default 4096): plans needing more fall back to the flash
+// kernels (the deterministic backward's dP scratch is B·Hq·S²·2 bytes: 2.1 GB at 4 x 4096, 16
+// heads, but tens of GB for many short sequences next to one long one).
+int64_t max_workspace_bytes() {
+  const char* e = std::getenv("GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB");
+  const int64_t mb = e ? std::atoll(e) : 4096;
+  return (mb > 0 ? mb : 4096) << 20;
+}
+
 // Checks what the graphs need; empty when supported.
 std::string unsupported(int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
   if (D % 8 != 0 || D > 128) return fmt::format("head dim {} (needs a multiple of 8, <= 128)", D);
@@ -113,6 +133,8 @@ enum Uid : int64_t {
   kOne,
   kSoftmaxSum,
   kDQAccum,
+  kRagSoftmaxSum,
+  kRagDQAccum,
 };
 
 constexpr cudnnDataType_t kBf16 = CUDNN_DATA_BFLOAT16, kF32 = CUDNN_DATA_FLOAT,
@@ -229,9 +251,9 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
             dout = c.packed(kDO, kBf16, d.Hq, rdo), dq = c.packed(kDQ, kBf16, d.Hq, rdq),
             dk = c.packed(kDK, kBf16, d.Hkv, rdk), dv = c.packed(kDV, kBf16, d.Hkv, rdv);
   TensorRef stats = c.lse(kStats, rs), scale = g.scalar(kScale, kF32), one = g.scalar(kOne, kF32);
-  // rowsum(dO ∘ O) lives in an f32 scratch the caller binds (the engine reads it per tile).
-  TensorRef softmax_sum =
-      g.tensor(kSoftmaxSum, kF32, {d.Bp, d.Hq, d.S, 1}, {d.Hq * d.S, d.S, 1, 1});
+  // rowsum(dO ∘ O) lives in an f32 scratch the caller binds (the engine reads it per tile), packed
+  // like lse: [T, Hq] with lse's ragged offsets.
+  TensorRef rss = c.offsets(kRagSoftmaxSum), softmax_sum = c.lse(kSoftmaxSum, rss);
   TensorRef doo =
       c.pw(CUDNN_POINTWISE_MUL, dout, &o,
            g.virt(kF32, {d.Bp, d.Hq, d.S, d.D}, {d.Hq * d.S * d.D, d.S * d.D, d.Hq * d.D, 1}));
@@ -273,8 +295,8 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
   if (det) {
     g.matmul(ds, k, dq, &c.seq_q, nullptr, &c.seq_kv);
   } else {
-    TensorRef acc =
-        g.tensor(kDQAccum, kF32, {d.Bp, d.Hq, d.S, d.D}, {d.Hq * d.S * d.D, d.S * d.D, d.D, 1});
+    // dQ accumulates in f32 across key tiles (atomics), packed like dq: [T, Hq, D].
+    TensorRef racc = c.offsets(kRagDQAccum), acc = c.packed(kDQAccum, kF32, d.Hq, racc);
     g.matmul(ds, k, acc, &c.seq_q, nullptr, &c.seq_kv);
     c.pw(CUDNN_POINTWISE_IDENTITY, acc, nullptr, dq);
   }
@@ -354,14 +376,15 @@ std::shared_ptr<cudnn::Plan> prepare(bool backward, bool det, int64_t B, int64_t
     log_fallback_once(why);
     return nullptr;
   }
-  const Key key{backward,
-                round_up(std::max<int64_t>(B, 1), 8),
-                round_up(std::max<int64_t>(max_seqlen, 1), 128),
-                Hq,
-                Hkv,
-                D,
-                det};
+  const Key key{backward, batch_bucket(B), seq_bucket(max_seqlen), Hq, Hkv, D, det};
   auto plan = plan_for(key, why);
+  if (plan && plan->workspace() > max_workspace_bytes()) {
+    why = fmt::format(
+        "{} plan for B {} S {} needs {} MB of workspace (over "
+        "GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB)",
+        backward ? "backward" : "forward", key.Bp, key.S, plan->workspace() >> 20);
+    plan = nullptr;
+  }
   if (!plan) log_fallback_once(why);
   return plan;
 }
@@ -395,8 +418,7 @@ bool cudnn_attention_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v
                          float* lse) {
   auto plan = prepare(false, false, B, max_seqlen, T, Hq, Hkv, D, {q, k, v, out, lse});
   if (!plan) return false;
-  const int64_t Bp = round_up(std::max<int64_t>(B, 1), 8);
-  Indices ix(cu_seqlens, B, Bp, Hq, Hkv, D);
+  Indices ix(cu_seqlens, B, batch_bucket(B), Hq, Hkv, D);
   DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   float scale_v = scale, neg_inf = -std::numeric_limits<float>::infinity();
   // The by-value scalars are read while the call is recorded (host pointers).
@@ -430,17 +452,16 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
   auto plan =
       prepare(true, det, B, max_seqlen, T, Hq, Hkv, D, {dout, q, k, v, out, lse, dq, dk, dv});
   if (!plan) return false;
-  const int64_t Bp = round_up(std::max<int64_t>(B, 1), 8);
-  const int64_t S = round_up(std::max<int64_t>(max_seqlen, 1), 128);
-  Indices ix(cu_seqlens, B, Bp, Hq, Hkv, D);
+  Indices ix(cu_seqlens, B, batch_bucket(B), Hq, Hkv, D);
   DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
-  DeviceBuffer softmax_sum(size_t(Bp * Hq * S) * 4);
-  DeviceBuffer dq_accum(det ? 16 : size_t(Bp * Hq * S * D) * 4);
+  // Packed like lse and dq (ragged), so T rows whatever the bucket.
+  DeviceBuffer softmax_sum(size_t(T * Hq) * 4);
+  DeviceBuffer dq_accum(det ? 16 : size_t(T * Hq * D) * 4);
   float scale_v = scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.0f;
   std::vector<int64_t> uids = {
-      kQ,     kK,     kV,     kO,         kDO,           kStats, kDQ,        kDK,    kDV,
-      kSeqQ,  kSeqKV, kRagQ,  kRagK,      kRagV,         kRagO,  kRagStats,  kRagDO, kRagDQ,
-      kRagDK, kRagDV, kScale, kNegInfPad, kNegInfCausal, kOne,   kSoftmaxSum};
+      kQ,     kK,     kV,     kO,         kDO,           kStats, kDQ,         kDK,           kDV,
+      kSeqQ,  kSeqKV, kRagQ,  kRagK,      kRagV,         kRagO,  kRagStats,   kRagDO,        kRagDQ,
+      kRagDK, kRagDV, kScale, kNegInfPad, kNegInfCausal, kOne,   kSoftmaxSum, kRagSoftmaxSum};
   std::vector<void*> ptrs = {const_cast<uint16_t*>(q),
                              const_cast<uint16_t*>(k),
                              const_cast<uint16_t*>(v),
@@ -465,10 +486,11 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
                              &neg_inf,
                              &neg_inf,
                              &one,
-                             softmax_sum.as<void>()};
+                             softmax_sum.as<void>(),
+                             ix.off_lse};
   if (!det) {
-    uids.push_back(kDQAccum);
-    ptrs.push_back(dq_accum.as<void>());
+    uids.insert(uids.end(), {kDQAccum, kRagDQAccum});
+    ptrs.insert(ptrs.end(), {dq_accum.as<void>(), ix.off_q});
   }
   return run(true, *plan, uids, ptrs, ws.as<void>());
 }

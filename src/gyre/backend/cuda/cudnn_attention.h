@@ -14,15 +14,19 @@
 // 128, offsets beyond int32), or plan building fails; the reason is logged once at info level.
 //
 // Plans are built once per shape key and cached for the process: (direction, B rounded up to a
-// multiple of 8, max_seqlen rounded up to a multiple of 128, Hq, Hkv, D, deterministic). The
+// power of two, max_seqlen rounded up to a multiple of 128, Hq, Hkv, D, deterministic). The
 // padding entries of a rounded-up batch are empty sequences, and rows past a sequence's length
 // are masked, so one plan serves every batch of its bucket. The scale is a by-value scalar bound
-// at execution, not part of the key.
+// at execution, not part of the key. Measured on an H200: a forward plan builds in 45-100 ms, a
+// backward plan in 0.05-1.1 s (the first one of the process ~1.2 s: library start-up).
 //
 // Determinism: by default (GYRE_CUDNN_ATTENTION_DETERMINISTIC unset or 1) the backward graph
 // writes dQ straight from its matmul (cuDNN's deterministic Hopper variant, as the frontend's
-// "deterministic algorithm" builds it); =0 builds the faster variant that accumulates dQ in an
-// f32 scratch with atomics (not bitwise reproducible).
+// "deterministic algorithm" builds it), so gradients are bitwise reproducible as with the flash
+// kernels; its workspace is a bf16 dP of B_bucket · Hq · S_bucket² elements, and a plan needing
+// more than GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB (default 4096) runs the flash kernels instead.
+// =0 builds the faster variant that accumulates dQ in an f32 [T, Hq, D] scratch with atomics
+// (about 4 KB of cuDNN workspace; not bitwise reproducible).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -304,6 +304,9 @@ Plan GraphBuilder::build_plan(cudnnHandle_t handle, std::string* engine_note) {
 
 void execute(const Api& a, cudnnHandle_t handle, const Plan& plan, const std::vector<int64_t>& uids,
              const std::vector<void*>& ptrs, void* workspace) {
+  if (uids.size() != ptrs.size())
+    throw CudnnError(
+        fmt::format("variant pack: {} uids for {} pointers", uids.size(), ptrs.size()));
   cudnnBackendDescriptor_t vp = nullptr;
   check(a.create_desc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp), "create variant pack");
   struct Destroy {
