@@ -4,8 +4,10 @@
 // (device permutation, expert GEMMs over contiguous segments, unpermute: one host copy of the E+1
 // offsets per layer) against the former per-expert path (host grouping, per-expert uploads,
 // gathers and scatter-adds). Prints one JSON line: median wall milliseconds of the forward alone
-// and of forward + backward for each path (each timed call ends synchronised), and the speedups.
-// Flags: --tokens T --hidden H --experts E --topk k --inter I --precision f32|bf16 --iters N.
+// and of forward + backward for each path (each timed call ends synchronised), the speedups and
+// the relative L2 difference of the two paths' outputs (summation order only, so tiny).
+// Flags: --tokens T --hidden H --experts E --topk k --inter I --precision f32|bf16 --iters N;
+// with GYRE_OP_PROFILE=1 it also prints each path's per-op GPU time (stderr).
 #include <cstdio>
 
 #ifndef GYRE_HAVE_CUDA
@@ -88,17 +90,19 @@ int main(int argc, char** argv) {
   const Tensor xn = randn_gpu({T, H}, 1.0, rng), dout = randn_gpu({T, H}, 1.0, rng);
   ops::Bf16Autocast autocast(precision == "bf16");
 
+  // One forward (and backward), synchronised at the end.
+  auto run = [&](bool sorted, bool backward) {
+    model::MoeSaved s;
+    const Tensor y = sorted ? model::moe_forward(c, w, xn, backward ? &s : nullptr)
+                            : model::moe_forward_per_expert(c, w, xn, backward ? &s : nullptr);
+    if (backward) {
+      const Tensor dx = sorted ? model::moe_backward(c, w, g, xn, s, dout)
+                               : model::moe_backward_per_expert(c, w, g, xn, s, dout);
+    }
+    stream_sync();
+  };
   auto time = [&](bool sorted, bool backward) {
-    auto once = [&] {
-      model::MoeSaved s;
-      const Tensor y = sorted ? model::moe_forward(c, w, xn, backward ? &s : nullptr)
-                              : model::moe_forward_per_expert(c, w, xn, backward ? &s : nullptr);
-      if (backward) {
-        const Tensor dx = sorted ? model::moe_backward(c, w, g, xn, s, dout)
-                                 : model::moe_backward_per_expert(c, w, g, xn, s, dout);
-      }
-      stream_sync();
-    };
+    auto once = [&] { run(sorted, backward); };
     once();  // warm-up: allocator pool, cuBLASLt heuristics
     std::vector<double> ms;
     for (int i = 0; i < iters; ++i) {
@@ -110,13 +114,34 @@ int main(int argc, char** argv) {
   };
   const double fwd_new = time(true, false), fwd_old = time(false, false);
   const double step_new = time(true, true), step_old = time(false, true);
+  // The two paths differ by summation order only: ||y_sorted - y_per_expert|| / ||y_per_expert||.
+  double num = 0, den = 0;
+  {
+    const std::vector<float> a = model::moe_forward(c, w, xn, nullptr).to_vector();
+    const std::vector<float> b = model::moe_forward_per_expert(c, w, xn, nullptr).to_vector();
+    for (size_t i = 0; i < a.size(); ++i) {
+      num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      den += double(b[i]) * b[i];
+    }
+  }
   std::printf(
       "{\"bench\":\"moe_gpu\",\"tokens\":%lld,\"hidden\":%lld,\"experts\":%lld,\"topk\":%lld,"
       "\"inter\":%lld,\"precision\":\"%s\",\"fwd_ms_sorted\":%.3f,\"fwd_ms_per_expert\":%.3f,"
       "\"fwd_bwd_ms_sorted\":%.3f,\"fwd_bwd_ms_per_expert\":%.3f,\"fwd_speedup\":%.2f,"
-      "\"fwd_bwd_speedup\":%.2f}\n",
+      "\"fwd_bwd_speedup\":%.2f,\"out_rel_diff\":%.2e}\n",
       (long long)T, (long long)H, (long long)E, (long long)k, (long long)I, precision.c_str(),
-      fwd_new, fwd_old, step_new, step_old, fwd_old / fwd_new, step_old / step_new);
+      fwd_new, fwd_old, step_new, step_old, fwd_old / fwd_new, step_old / step_new,
+      std::sqrt(num / (den > 0 ? den : 1.0)));
+  if (ops::op_profile_enabled()) {  // GYRE_OP_PROFILE=1: where one forward + backward's time goes
+    ops::op_profile_report();       // drops the timed runs' records
+    for (bool sorted : {true, false}) {
+      const double t0 = bench::wall_ms();
+      run(sorted, true);
+      std::fprintf(stderr, "--- %s, forward + backward, %.1f ms wall\n%s",
+                   sorted ? "sorted dispatch" : "per-expert path", bench::wall_ms() - t0,
+                   ops::op_profile_report().c_str());
+    }
+  }
   return 0;
 }
 #endif
