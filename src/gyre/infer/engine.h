@@ -91,7 +91,9 @@ class Engine : public EngineApi {
   // this engine on rank 0; call before start() and before the first step. `engaged`: the followers
   // are in EngineFollower::run() from now on; otherwise they start released (engage_followers()
   // once they are). Weights that change the shards change on every rank while the followers are
-  // released (update_weights() on the leader, the shards directly on the followers).
+  // released (update_weights() on the leader, the shards directly on the followers). A started
+  // leader keeps engaged followers alive while idle (an idle message every
+  // kFollowerKeepaliveSeconds); an inline-driven one sends only when it steps or is told to.
   void attach_followers(StepChannel& followers, bool engaged = true);
   // Blocks until the engine is between steps, then returns the followers from run(); no step runs
   // (requests wait) until engage_followers(). Throws when the followers were lost (the channel
