@@ -5,10 +5,12 @@
 // same weights in the (full) checkpoint — writes one optimizer shard per (dp, tp) rank, resumes
 // from them, and rejects a world size that is not a multiple of the TP size with the numbers.
 // The rollouts come from the sharded policy itself (rank 0's engine leads, the other tp ranks of
-// replica 0 follow its steps): no rank loads a second, unsharded model.
+// replica 0 follow its steps): no rank loads a second, unsharded model; a rank 0 that fails
+// mid-rollout ends its follower with the reason; TP with remote engines is rejected.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -198,6 +200,28 @@ TEST(TrainTensorParallel, RemoteEnginesWithTensorParallelAreRejectedWithTheWayOu
             std::string::npos)
       << all;
   EXPECT_NE(all.find("drop the remote engine flags"), std::string::npos) << all;
+}
+
+TEST(TrainTensorParallel, LeaderFailingMidRolloutEndsTheFollowerWithTheReason) {
+  // A custom generate function that returns nothing makes rank 0's rollout fail; its engine is
+  // destroyed while the error propagates and tells its follower (rank 1) why, so rank 1 ends with
+  // that reason at once instead of waiting in the rollout's broadcast for the comm timeout.
+  const std::string dir = test::temp_dir("train_tp_fail");
+  test::write_file(dir + "/nogen.c", "void gyre_generate(void* call) { (void)call; }\n");
+  ASSERT_EQ(
+      std::system(("cc -shared -fPIC -o " + dir + "/libnogen.so " + dir + "/nogen.c").c_str()), 0);
+  auto r = test::run_command(mpirun(2) + test::gyre_bin() + train_args(dir + "/out", 1) +
+                             " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2"
+                             " --custom-generate-function-path " +
+                             dir + "/libnogen.so");
+  EXPECT_NE(r.exit_code, 0);
+  const std::string all = r.err + r.out;
+  EXPECT_NE(all.find("custom generate function returned no samples"), std::string::npos) << all;
+  EXPECT_NE(all.find("rank 0's engine stopped during generation: the leader's engine was "
+                     "destroyed by an error"),
+            std::string::npos)
+      << all;
+  EXPECT_EQ(all.find("did not complete within"), std::string::npos) << all;
 }
 
 }  // namespace
