@@ -38,6 +38,12 @@ namespace {
 std::mutex g_mu;  // guards the plan cache, the stats and the logged-reasons set
 CudnnAttentionStats g_stats;
 
+}  // namespace
+
+#if GYRE_HAVE_CUDNN_HEADERS
+
+namespace {
+
 // Logs each distinct reason for falling back once (info level).
 void log_fallback_once(const std::string& why) {
   static std::set<std::string> logged;
@@ -55,14 +61,15 @@ bool deterministic() {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// The cached plans are keyed by bucketed shape (cudnn_attention.h).
+// The cached plans are keyed by device (a plan is bound to its device's handle) and bucketed shape.
 struct Key {
+  int device;
   bool backward;
   int64_t Bp, S, Hq, Hkv, D;
   bool det;
   bool operator<(const Key& o) const {
-    return std::tie(backward, Bp, S, Hq, Hkv, D, det) <
-           std::tie(o.backward, o.Bp, o.S, o.Hq, o.Hkv, o.D, o.det);
+    return std::tie(device, backward, Bp, S, Hq, Hkv, D, det) <
+           std::tie(o.device, o.backward, o.Bp, o.S, o.Hq, o.Hkv, o.D, o.det);
   }
 };
 
@@ -95,12 +102,6 @@ std::string unsupported(int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
   if (T * Hq * D >= (int64_t(1) << 31)) return "ragged offsets beyond int32";
   return {};
 }
-
-}  // namespace
-
-#if GYRE_HAVE_CUDNN_HEADERS
-
-namespace {
 
 using cudnn::GraphBuilder;
 using cudnn::TensorRef;
@@ -376,7 +377,9 @@ std::shared_ptr<cudnn::Plan> prepare(bool backward, bool det, int64_t B, int64_t
     log_fallback_once(why);
     return nullptr;
   }
-  const Key key{backward, batch_bucket(B), seq_bucket(max_seqlen), Hq, Hkv, D, det};
+  int device = 0;
+  GYRE_CUDA_CHECK(cudaGetDevice(&device));
+  const Key key{device, backward, batch_bucket(B), seq_bucket(max_seqlen), Hq, Hkv, D, det};
   auto plan = plan_for(key, why);
   if (plan && plan->workspace() > max_workspace_bytes()) {
     why = fmt::format(
