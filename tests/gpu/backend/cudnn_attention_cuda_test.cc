@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -151,16 +152,23 @@ TEST(CudnnAttention, LseIsSharedAcrossBackends) {
 TEST(CudnnAttention, PlansAreReusedWithinABucket) {
   GYRE_SKIP_WITHOUT_GPU();
   GYRE_SKIP_WITHOUT_CUDNN();
-  // B 3 and 4 round up to 4, max lengths 100 and 120 to 128: one forward and one backward plan.
-  const Case a{{0, 100, 150, 190}, 4, 4, 64}, b{{0, 3, 123, 130, 250}, 4, 4, 64};
-  Inputs ia(a, 30), ib(b, 31);
-  on_gpu(ia, "cudnn", "cudnn");
-  const auto before = cuda::cudnn_attention_stats();
-  const Result got = on_gpu(ib, "cudnn", "cudnn");
-  const auto after = cuda::cudnn_attention_stats();
-  EXPECT_EQ(after.plans_built, before.plans_built);
-  EXPECT_EQ(after.fwd_calls, before.fwd_calls + 1);
-  expect_close(got, reference(ib), 1.0, "second batch of the bucket");
+  // B 3 and 4 round up to 4, max lengths 100 and 120 to 128; past 1024 the lengths round to
+  // multiples of 512 (1100 and 1500 to 1536): one forward and one backward plan per pair.
+  const std::vector<std::pair<Case, Case>> pairs = {
+      {{{0, 100, 150, 190}, 4, 4, 64}, {{0, 3, 123, 130, 250}, 4, 4, 64}},
+      {{{0, 1100}, 2, 1, 64}, {{0, 1500}, 2, 1, 64}},
+  };
+  for (const auto& [a, b] : pairs) {
+    Inputs ia(a, 30), ib(b, 31);
+    on_gpu(ia, "cudnn", "cudnn");
+    const auto before = cuda::cudnn_attention_stats();
+    const Result got = on_gpu(ib, "cudnn", "cudnn");
+    const auto after = cuda::cudnn_attention_stats();
+    EXPECT_EQ(after.plans_built, before.plans_built) << name(b);
+    EXPECT_EQ(after.fwd_calls, before.fwd_calls + 1) << name(b);
+    EXPECT_EQ(after.bwd_calls, before.bwd_calls + 1) << name(b);
+    expect_close(got, reference(ib), 1.0, "second batch of the bucket, " + name(b));
+  }
 }
 
 TEST(CudnnAttention, BackwardIsBitwiseReproducible) {

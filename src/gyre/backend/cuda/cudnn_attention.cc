@@ -76,15 +76,20 @@ struct Key {
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Shape buckets of the plan cache: B to a power of two (the extra sequences are empty), the
-// longest sequence to a multiple of 128 (rows past a sequence's length are masked). The
-// deterministic backward's workspace grows as B_bucket · Hq · S_bucket², hence the power of two
-// rather than a coarser multiple.
+// longest sequence to a multiple of 128 up to 1024 and of 512 beyond (rows past a sequence's
+// length are masked, and the kernels stop at each sequence's length). A backward plan takes up to
+// ~1 s to build, so a run whose longest sequence wanders over 1-8k tokens should meet ~20 length
+// buckets, not ~60; the deterministic backward's workspace grows as B_bucket · Hq · S_bucket², so
+// the buckets stay within 2.25x of the needed size (1025 -> 1536 is the worst case).
 int64_t batch_bucket(int64_t B) {
   int64_t p = 1;
   while (p < B) p *= 2;
   return p;
 }
-int64_t seq_bucket(int64_t max_seqlen) { return round_up(std::max<int64_t>(max_seqlen, 1), 128); }
+int64_t seq_bucket(int64_t max_seqlen) {
+  const int64_t s = std::max<int64_t>(max_seqlen, 1);
+  return s <= 1024 ? round_up(s, 128) : round_up(s, 512);
+}
 
 // GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB (default 4096): plans needing more fall back to the flash
 // kernels (the deterministic backward's dP scratch is B·Hq·S²·2 bytes: 2.1 GB at 4 x 4096, 16

@@ -13,12 +13,13 @@
 // when the library cannot be loaded, the shape is outside what the graph supports (D % 8, D >
 // 128, offsets beyond int32), or plan building fails; the reason is logged once at info level.
 //
-// Plans are built once per shape key and cached for the process: (direction, B rounded up to a
-// power of two, max_seqlen rounded up to a multiple of 128, Hq, Hkv, D, deterministic). The
-// padding entries of a rounded-up batch are empty sequences, and rows past a sequence's length
-// are masked, so one plan serves every batch of its bucket. The scale is a by-value scalar bound
-// at execution, not part of the key. Measured on an H200: a forward plan builds in 45-100 ms, a
-// backward plan in 0.05-1.1 s (the first one of the process ~1.2 s: library start-up).
+// Plans are built once per shape key and cached for the process: (device, direction, B rounded
+// up to a power of two, max_seqlen rounded up to a multiple of 128 (of 512 past 1024), Hq, Hkv, D,
+// deterministic). The padding entries of a rounded-up batch are empty sequences, and rows past a
+// sequence's length are masked, so one plan serves every batch of its bucket. The scale is a
+// by-value scalar bound at execution, not part of the key. Measured on an H200: a forward plan
+// builds in 45-120 ms, a backward plan in 0.05-1.1 s (the first of the process ~1.2 s: library
+// start-up).
 //
 // Determinism: by default (GYRE_CUDNN_ATTENTION_DETERMINISTIC unset or 1) the backward graph
 // writes dQ straight from its matmul (cuDNN's deterministic Hopper variant, as the frontend's
