@@ -12,7 +12,8 @@
 #   mkdir -p .devrun-bf16/bin && cp build-lead/tests/gyre_gpu_{backend,model}_tests \
 #     build-lead/bin/bench_{model,rollout}_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
 #   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
-# Usage on the device: bash bench/model_gpu_device_run.sh [tests|bench|anchor|rollout|kernels|all]
+# Usage on the device: bash bench/model_gpu_device_run.sh
+#   [tests|bench|anchor|rollout|kernels|moe|attention|all]
 # (GYRE_DEVRUN names the carried folder; GYRE_OP_PROFILE=1 adds per-op GPU times to the output.)
 set -u
 OUT=${OUT:-/tmp/gyre_out}
@@ -23,12 +24,20 @@ what=${1:-all}
 [[ -d $D/bin || ! -f $D/bin.tar.xz ]] || tar xJf "$D/bin.tar.xz" -C "$D"  # binaries may travel xz'd
 [[ -x $D/bin/gyre ]] && export GYRE_BIN=$PWD/$D/bin/gyre  # tests that spawn the CLI
 CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
-LIBS=$PWD/$D/lib:/usr/local/cuda/lib64:${CUBLAS_DIR}:${LD_LIBRARY_PATH:-}
+# cuDNN (training attention, dlopen'ed): the device image has it only in the pip wheel.
+CUDNN_DIR=$(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
+LIBS=$PWD/$D/lib:/usr/local/cuda/lib64:${CUBLAS_DIR}:${CUDNN_DIR}:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 if [[ $what == tests || $what == all ]]; then
+  # Each binary's whole output goes to its own log first (a pipe into `head` would kill the test
+  # with SIGPIPE once the summary lines overflow), then a digest is printed.
   for t in "$D"/bin/gyre_gpu_*_tests; do
-    timeout 200 env LD_LIBRARY_PATH=$LIBS "$t" 2>&1 | tee -a "$OUT/gpu_tests.log" |
-      grep -E "^\[  (FAILED|PASSED) |Failure|error|bf16 vs f32|Expected|Which is" | head -40
+    name=$(basename "$t")
+    timeout 200 env LD_LIBRARY_PATH=$LIBS "$t" >"$OUT/$name.log" 2>&1
+    echo "$name exit $?" | tee -a "$OUT/gpu_tests.log"
+    cat "$OUT/$name.log" >>"$OUT/gpu_tests.log"
+    grep -E "^\[  (FAILED|PASSED) |Failure|error|bf16 vs f32|Expected|Which is" "$OUT/$name.log" |
+      head -40
   done
 fi
 if [[ $what == bench || $what == all ]]; then
@@ -40,6 +49,23 @@ fi
 if [[ $what == anchor || $what == all ]]; then
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_anchor.py --models qwen2.5-0.5b qwen2.5-1.5b \
     2>&1 | tee "$OUT/anchor.jsonl"
+fi
+if [[ $what == moe || $what == all ]]; then
+  # Session 6: one Qwen3-30B-A3B-shaped MoE layer, sorted dispatch vs the former per-expert path.
+  for p in bf16 f32; do
+    timeout 120 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_moe_gpu" --precision $p 2>&1 |
+      tee -a "$OUT/moe.jsonl"
+  done
+fi
+if [[ $what == attention || $what == all ]]; then
+  # Session 6: training attention, cuDNN fused SDPA vs the flash kernels (bench_cuda_ops prints
+  # both), and the 0.5B training step with each backend.
+  timeout 120 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_cuda_ops" attention 2>&1 | tee "$OUT/attn.jsonl"
+  for be in flash cudnn; do
+    timeout 100 env LD_LIBRARY_PATH=$LIBS GYRE_ATTENTION_BACKEND=$be "$D/bin/bench_model_gpu" \
+      --shape qwen2.5-0.5b --precision bf16 2>&1 | sed "s/^{/{\"attention_backend\":\"$be\",/" |
+      tee -a "$OUT/train_attn_ab.jsonl"
+  done
 fi
 if [[ $what == kernels || $what == all ]]; then
   # Session 5's kernels: device top-k/top-p sampling vs the host path (same tokens), multi-tensor

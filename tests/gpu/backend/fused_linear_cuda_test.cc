@@ -38,6 +38,8 @@ void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& wh
 
 // Kernels `body` launches on this thread's stream, counted by capturing it into a CUDA graph
 // (relaxed mode; outputs must be allocated and weights cached beforehand so nothing allocates).
+// A capture only records the kernels, so body then runs once more for real: its outputs are what
+// the caller checks.
 size_t kernels_launched(const std::function<void()>& body) {
   cudaStream_t s = static_cast<cudaStream_t>(cuda::stream());
   EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
@@ -47,6 +49,7 @@ size_t kernels_launched(const std::function<void()>& body) {
   size_t n = 0;
   EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
   cudaGraphDestroy(graph);
+  body();
   return n;
 }
 
