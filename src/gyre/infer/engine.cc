@@ -79,7 +79,8 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
   kv_ = std::make_unique<KvStorage>(mc.num_hidden_layers, cfg_.num_pages, cfg_.page_size, kv_heads,
                                     mc.head_dim, model_.device(),
                                     resolve_kv_cache_dtype(cfg_.kv_cache_dtype, model_));
-  // MoE routing copies expert indices to the host (not capturable): those models decode eagerly.
+  // MoE layers copy their E+1 expert offsets to the host (a sync, not capturable): those models
+  // decode eagerly.
   if (model_.device() == Device::cuda && !tp && cfg_.cuda_graph_max_bs > 0 && mc.num_experts == 0)
     graphs_ = std::make_unique<DecodeGraphs>(model_, *kv_, cfg_.page_size, cfg_.context_len,
                                              cfg_.cuda_graph_max_bs);

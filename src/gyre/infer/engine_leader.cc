@@ -132,7 +132,17 @@ void Engine::engage_followers() {
     run();
     return;
   }
-  post(run);  // the inbox is FIFO: requests submitted after this call run engaged
+  // Waits for the engine thread like release_followers(): once this returns the followers count as
+  // engaged, so a leader that fails right after (its engine destroyed) sends them a stop instead of
+  // leaving them in run() until their channel's timeout. The inbox is FIFO: requests submitted
+  // after this call run engaged.
+  auto p = std::make_shared<std::promise<void>>();
+  auto f = p->get_future();
+  post([p, run] {
+    run();
+    p->set_value();
+  });
+  f.get();
 }
 
 }  // namespace gyre::infer

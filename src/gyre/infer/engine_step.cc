@@ -47,6 +47,7 @@ void Engine::run_step() {
   opt.logits_rows = borrow_i32(batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
   opt.gather_vocab = true;  // tensor parallelism: sample from the full [rows, V] logits
   Tensor logits;
+  bool plan_sent = false;  // the followers received this step's plan and are inside its forward
   try {
     // bf16 weights converted once per weight version, not per decode step (ops::Bf16WeightCache;
     // update_weights clears it). Only autocast linears on the GPU consult it.
@@ -66,14 +67,25 @@ void Engine::run_step() {
       PagedAttentionContext ctx(*kv_, batch_);
       // Tensor-parallel leader: the plan goes to the followers only once it passed the checks
       // above, so they never start a forward the leader refuses; then every rank runs it.
-      if (follower_state_ == Followers::engaged)
+      if (follower_state_ == Followers::engaged) {
         send_to_followers(StepOp::forward, {},
                           batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
+        plan_sent = true;
+      }
       opt.attention = &ctx;
       logits = model_.forward(b, opt);
       opt.attention = nullptr;
     }
   } catch (const std::exception& e) {
+    if (plan_sent && follower_state_ == Followers::engaged) {
+      // The followers are inside this forward's collectives, which the leader left: the next
+      // broadcast would meet them there (mismatched collectives). The group is out of lockstep for
+      // good; later steps and release_followers() fail at once with this reason.
+      follower_state_ = Followers::lost;
+      followers_error_ =
+          fmt::format("the leader's forward failed after its plan was sent: {}", e.what());
+      log::error("engine: tensor-parallel followers lost: {}", followers_error_);
+    }
     fail_plan(e.what());
     return;
   }
