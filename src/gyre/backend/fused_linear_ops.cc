@@ -84,8 +84,20 @@ int64_t check_weight_bias(const char* op, Name wname, const Tensor* w, Name bnam
   return N;
 }
 
+// Whether two defined tensors share any byte of storage (views made by narrow() included).
+bool overlaps(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.device() != b.device() || a.nbytes() == 0 ||
+      b.nbytes() == 0)
+    return false;
+  const auto* a0 = static_cast<const char*>(a.raw());
+  const auto* b0 = static_cast<const char*>(b.raw());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
 // An output: null is an error, undefined is allocated later; a defined one must hold M rows of N
-// in x's dtype on x's device (what ops::linear accepts).
+// in x's dtype on x's device (what ops::linear accepts) and must not overlap x: the fused kernels
+// write outputs while other warps still read x (gemv_fused.h), the unfused ops would read what
+// they just wrote.
 void check_output(const char* op, Name name, const Tensor* y, const Tensor& x, int64_t M,
                   int64_t N) {
   if (y == nullptr)
@@ -95,6 +107,11 @@ void check_output(const char* op, Name name, const Tensor* y, const Tensor& x, i
   if (y->dim() < 1 || y->size(-1) != N || y->numel() != M * N)
     GYRE_THROW(invalid_argument, "ops::{}: output '{}' has shape {}, expected {} rows of {}", op,
                name, shape_str(y->shape()), M, N);
+  if (overlaps(*y, x))
+    GYRE_THROW(invalid_argument,
+               "ops::{}: output '{}' shares memory with the input 'x'; pass a separate output "
+               "tensor",
+               op, name);
 }
 
 Shape out_shape(const Tensor& x, int64_t N) {
@@ -143,6 +160,12 @@ void linear_group(const Tensor& x, std::span<const Tensor* const> w,
     const int64_t idx = int64_t(i);
     n[i] = check_weight_bias(op, {"w", idx}, w[i], {"b", idx}, b[i], x, K);
     check_output(op, {"y", idx}, y[i], x, M, n[i]);
+    for (size_t j = 0; j < i; ++j)
+      if (y[i] && y[j] && overlaps(*y[i], *y[j]))
+        GYRE_THROW(invalid_argument,
+                   "ops::{}: outputs 'y[{}]' and 'y[{}]' share memory; each linear needs its own "
+                   "output tensor",
+                   op, j, i);
   }
   // The fused launch needs every member on the GEMV path.
   std::vector<const uint16_t*> wb(w.size(), nullptr);
@@ -212,8 +235,20 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
     if (y.shape() != ys)
       GYRE_THROW(invalid_argument, "ops::{}: output 'y' has shape {}, expected {}", op,
                  shape_str(y.shape()), shape_str(ys));
+    if (overlaps(y, x))
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: output 'y' shares memory with the input 'x'; pass a separate output "
+                 "tensor (y may be the residual tensor itself)",
+                 op);
   }
   const bool y_is_residual = y.defined() && y.raw() == residual.raw();
+  // y may be exactly the residual (each element reads its residual before writing it), never a
+  // partial overlap, where one element's write would land on another's unread residual.
+  if (y.defined() && !y_is_residual && overlaps(y, residual))
+    GYRE_THROW(invalid_argument,
+               "ops::{}: output 'y' partly overlaps 'residual'; pass the residual tensor itself "
+               "or a separate output",
+               op);
   if constexpr (kCuda)
     if (const uint16_t* wb = gemv_weight(x, w, M, K)) {
       detail::prepare_out(op, "y", y, ys, DType::f32, Device::cuda);

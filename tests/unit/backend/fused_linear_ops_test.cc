@@ -167,5 +167,46 @@ TEST(FusedLinearCpuErrors, SiluMulAndResidualArgumentsAreNamed) {
               HasSubstr("weight 'w' has shape [3, 9], expected [N, 8]"));
 }
 
+// Outputs that share memory with the input (or, in a group, with each other) are errors: the fused
+// kernels write outputs while other warps still read x. y may be the residual itself, never a part.
+TEST(FusedLinearCpuErrors, OutputsSharingMemoryAreRejected) {
+  Tensor none;
+  {  // square weights, so y = x has the right shape
+    Tensor x = randn({2, 8}, 1), w = randn({8, 8}, 2), r = randn({2, 8}, 3);
+    Tensor x_copy = x.clone();
+    EXPECT_THAT(error_of([&] { linear_add_residual(x, w, none, r, x); }),
+                HasSubstr("output 'y' shares memory with the input 'x'"));
+    EXPECT_EQ(std::memcmp(x.f32(), x_copy.f32(), size_t(x.nbytes())), 0);  // untouched
+    Tensor out = x;
+    EXPECT_THAT(error_of([&] { linear_silu_mul(x, w, none, w, none, out); }),
+                HasSubstr("output 'out' shares memory with the input 'x'"));
+    Tensor y0, y1 = x;
+    const Tensor* ws[] = {&w, &w};
+    const Tensor* bs[] = {&none, &none};
+    Tensor* ys[] = {&y0, &y1};
+    EXPECT_THAT(error_of([&] { linear_group(x, ws, bs, ys); }),
+                HasSubstr("output 'y[1]' shares memory with the input 'x'"));
+  }
+  {  // two group members writing one tensor, and a y that is part of the residual
+    Tensor x = randn({2, 8}, 4), w = randn({3, 8}, 5);
+    Tensor shared = Tensor::zeros({2, 3});
+    Tensor y1 = shared;
+    const Tensor* ws[] = {&w, &w};
+    const Tensor* bs[] = {&none, &none};
+    Tensor* ys[] = {&shared, &y1};
+    EXPECT_THAT(error_of([&] { linear_group(x, ws, bs, ys); }),
+                HasSubstr("outputs 'y[0]' and 'y[1]' share memory"));
+    Tensor big = randn({3, 3}, 6);
+    Tensor r = big.narrow(0, 2), y = big.narrow(1, 2);  // rows 0-1 and rows 1-2
+    EXPECT_THAT(error_of([&] { linear_add_residual(x, w, none, r, y); }),
+                HasSubstr("output 'y' partly overlaps 'residual'"));
+    Tensor r2 = randn({2, 3}, 7), want;
+    linear(x, w, none, want);
+    add(want, r2, want);
+    linear_add_residual(x, w, none, r2, r2);  // exactly the residual: allowed
+    EXPECT_EQ(std::memcmp(r2.f32(), want.f32(), size_t(want.nbytes())), 0);
+  }
+}
+
 }  // namespace
 }  // namespace gyre::ops
