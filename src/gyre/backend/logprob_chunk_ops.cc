@@ -6,11 +6,26 @@
 // the backward writes dz into that same chunk buffer. The GEMMs are ops::linear /
 // ops::linear_backward over row views of the weight, so autocast and gradient accumulation behave
 // exactly as for the full lm_head.
+//
+// CUDA under Bf16Autocast (H > 0): the same loop runs in
+// cuda::linear_token_logprobs{,_bwd}_autocast (cuda/logprob_head.h) on bf16 operands converted once
+// per call, with the backward's dz written directly in bf16 — the same numbers as the composition
+// above (same roundings, same GEMM calls). Its extra memory, in bytes, with C =
+// default_logprob_chunk(V) <= V/16:
+//   f32 logits chunk 4TC + bf16 dz chunk 2TC + bf16 h 2TH + bf16 weight rows 2CH + stats 16T
+//   <= 6TV/16 + 2TH + VH/8 + 16T,
+// within issue 7's bound T·V·4/8 = TV/2 whenever 2TH + VH/8 + 16T <= TV/8. For T >= V/16 (then
+// VH/8 <= 2TH) H <= V/32 - 4 suffices: Qwen2.5 (V = 151936, H = 896 / 1536) is far inside (4744);
+// the 2CH weight rows only matter for T below ~H (scoring a handful of tokens). The autocast
+// composition this replaces held the same buffers (its bf16 copies of h, w_c and dz were per-chunk
+// scratch), so the bound is unchanged; the chunk width stays the caller's (model/scoring.cc sizes
+// its micro-batches by it).
 #include <algorithm>
 #include <cmath>
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/ops_args.h"
 
@@ -220,6 +235,14 @@ void linear_token_logprobs(const Tensor& h, const Tensor& w, const Tensor& targe
   if (entropy.defined()) prepare_out(op, "entropy", entropy, {a.T}, a.dt, a.dev);
   prepare_out(op, "lse", lse, {a.T}, a.dt, a.dev);
   if (a.T == 0) return;
+  if constexpr (kCuda)
+    if (a.dev == Device::cuda && bf16_autocast() && a.H > 0) {
+      require_cuda_f32(op, a.dt);
+      Bf16WeightCache* cache = bf16_weight_cache();
+      return cuda::linear_token_logprobs_autocast(
+          h.f32(), w.f32(), cache ? cache->bf16(w) : nullptr, targets.i32(), a.T, a.H, a.V, a.chunk,
+          temperature, logp.f32(), ptr<float>(entropy), lse.f32());
+    }
   const Tensor buf = Tensor::empty({a.T, a.chunk}, a.dt, a.dev);
   Tensor stats = Tensor::empty({a.T, 4}, a.dt, a.dev), none;
   for (int64_t v0 = 0; v0 < a.V; v0 += a.chunk) {
@@ -259,6 +282,15 @@ void linear_token_logprobs_backward(const Tensor& h, const Tensor& w, const Tens
   if (dw.defined()) check_shape(op, "dw", dw, w.shape());
   prepare_out(op, "dh", dh, {a.T, a.H}, a.dt, a.dev);
   if (a.T == 0) return;
+  if constexpr (kCuda)
+    if (a.dev == Device::cuda && bf16_autocast() && a.H > 0) {
+      require_cuda_f32(op, a.dt);
+      Bf16WeightCache* cache = bf16_weight_cache();
+      return cuda::linear_token_logprobs_bwd_autocast(
+          h.f32(), w.f32(), cache ? cache->bf16(w) : nullptr, targets.i32(), a.T, a.H, a.V, a.chunk,
+          temperature, lse.f32(), ptr<float>(entropy), dlogp.f32(), ptr<float>(dentropy), dh.f32(),
+          ptr<float>(dw));
+    }
   const Tensor buf = Tensor::empty({a.T, a.chunk}, a.dt, a.dev);
   Tensor none;
   for (int64_t v0 = 0; v0 < a.V; v0 += a.chunk) {

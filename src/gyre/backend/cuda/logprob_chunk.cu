@@ -2,16 +2,20 @@
 // backend/cpu/logprob_chunk.cc). The caller streams the vocabulary in chunks of C columns:
 // logprob_chunk_stats folds one [n, C] chunk of logits into per-row online softmax statistics
 // (m, s, w, z_target), logprob_chunk_finish turns them into logp / entropy / lse, and
-// logprob_chunk_bwd writes the chunk's dlogits (in place of the logits when dx == x).
+// logprob_chunk_bwd writes the chunk's dlogits (in place of the logits when dx == x);
+// logprob_chunk_bwd_bf16 (logprob_head.h) writes them rounded to bf16 into a separate buffer.
 //
 // Invariants: one block per row (grid-stride over rows); per-thread partial sums are f64 and
 // merged in a fixed order, so results are deterministic and agree with the CPU reference (f64
 // sums) to ~1e-6 relative; the statistics between chunks are f32.
+#include <cuda_bf16.h>
+
 #include <cmath>
 #include <cstdint>
 
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
@@ -81,11 +85,21 @@ __global__ void finish_kernel(const float* __restrict__ stats, const int32_t* __
   }
 }
 
-// dx may alias x: each element is read and written by the same thread.
+// The value written for one dz element: f32 as computed (Out = float), or rounded to nearest-even
+// bf16 (Out = uint16_t, the bf16 bit pattern) — exactly what cuda::f32_to_bf16 would make of the
+// f32 value, so the bf16 variant equals the f32 kernel followed by that conversion.
+__device__ __forceinline__ void store_dz(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_dz(uint16_t* p, float v) {
+  *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+// dx may alias x when Out = float: each element is read and written by the same thread. Both
+// instantiations evaluate the same f32 expression (one template), so they agree before rounding.
+template <typename Out>
 __global__ void bwd_kernel(const float* x, const int32_t* __restrict__ targets, int64_t n,
                            int64_t C, int64_t v0, float mul, const float* __restrict__ lse,
                            const float* __restrict__ entropy, const float* __restrict__ dlogp,
-                           const float* __restrict__ dentropy, float* dx) {
+                           const float* __restrict__ dentropy, Out* dx) {
   for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
     const int32_t tgt = targets[t];
     const int64_t tg = tgt < 0 ? -1 : int64_t(tgt) - v0;
@@ -94,13 +108,13 @@ __global__ void bwd_kernel(const float* x, const int32_t* __restrict__ targets, 
     const float h = g_h != 0.0f ? entropy[t] : 0.0f;
     const float L = lse[t];
     const float* xr = x + t * C;
-    float* d = dx + t * C;
+    Out* d = dx + t * C;
     // dz_j = dlogp (1[j = target] - p_j) - dH p_j (log p_j + H), log p_j = z_j - lse; dx = dz / τ.
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
       const float lp = xr[j] * mul - L;
       const float p = expf(lp);
       const float hit = j == tg ? g_lp : 0.0f;
-      d[j] = (hit - g_lp * p - g_h * p * (lp + h)) * mul;
+      store_dz(d + j, (hit - g_lp * p - g_h * p * (lp + h)) * mul);
     }
   }
 }
@@ -127,9 +141,18 @@ void logprob_chunk_bwd(const float* x, const int32_t* targets, int64_t n, int64_
                        float temperature, const float* lse, const float* entropy,
                        const float* dlogp, const float* dentropy, float* dx) {
   if (n == 0 || C == 0) return;
-  bwd_kernel<<<row_grid(n), kThreads, 0, stream()>>>(x, targets, n, C, v0, 1.0f / temperature, lse,
-                                                     entropy, dlogp, dentropy, dx);
+  bwd_kernel<float><<<row_grid(n), kThreads, 0, stream()>>>(
+      x, targets, n, C, v0, 1.0f / temperature, lse, entropy, dlogp, dentropy, dx);
   GYRE_CUDA_LAUNCHED("logprob_chunk_bwd");
+}
+
+void logprob_chunk_bwd_bf16(const float* x, const int32_t* targets, int64_t n, int64_t C,
+                            int64_t v0, float temperature, const float* lse, const float* entropy,
+                            const float* dlogp, const float* dentropy, uint16_t* dz) {
+  if (n == 0 || C == 0) return;
+  bwd_kernel<uint16_t><<<row_grid(n), kThreads, 0, stream()>>>(
+      x, targets, n, C, v0, 1.0f / temperature, lse, entropy, dlogp, dentropy, dz);
+  GYRE_CUDA_LAUNCHED("logprob_chunk_bwd_bf16");
 }
 
 }  // namespace gyre::cuda
