@@ -221,6 +221,33 @@ TEST(CudaOps, TokenLogprobsAlignedRows) {  // V % 8 == 0: the 16-byte load path
   EXPECT_LE(rel_err(cpu(gdl), dl), kF32Tol);
 }
 
+// Few rows (decode): the forward splits each row over several blocks and merges the partial
+// statistics; a part whose logits are all -inf must add nothing.
+TEST(CudaOps, TokenLogprobsSplitRows) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const int64_t R : {int64_t(1), int64_t(3)})
+    for (const int64_t V : {int64_t(151936), int64_t(50001)}) {
+      Tensor x = randn({R, V}, 11 + R, 4.0f);
+      for (int64_t j = 4096; j < 30000; ++j) x.f32()[j] = -INFINITY;  // row 0: masked parts
+      std::vector<int32_t> tg(static_cast<size_t>(R));
+      for (int64_t i = 0; i < R; ++i) tg[size_t(i)] = i == 2 ? -1 : int32_t((i * 7919 + 40000) % V);
+      Tensor targets = Tensor::from_vector(tg, {R});
+      for (float temp : {1.0f, 0.6f}) {
+        Tensor lp, ent = Tensor::empty({R}, DType::f32), glp;
+        Tensor gent = Tensor::empty({R}, DType::f32, Device::cuda);
+        ops::token_logprobs(x, targets, temp, lp, ent);
+        ops::token_logprobs(gpu(x), gpu(targets), temp, glp, gent);
+        EXPECT_LE(rel_err(cpu(glp), lp), kF32Tol) << R << " " << V << " " << temp;
+        EXPECT_LE(rel_err(cpu(gent), ent), kF32Tol) << R << " " << V << " " << temp;
+        Tensor glp2;  // deterministic: the same bits again
+        Tensor no_entropy;
+        ops::token_logprobs(gpu(x), gpu(targets), temp, glp2, no_entropy);
+        Tensor a = cpu(glp), b = cpu(glp2);
+        for (int64_t i = 0; i < R; ++i) EXPECT_EQ(a.f32()[i], b.f32()[i]);
+      }
+    }
+}
+
 TEST(CudaOps, MoeRoute) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t n = 77, E = 12, k = 3;

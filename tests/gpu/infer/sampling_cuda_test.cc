@@ -73,6 +73,47 @@ TEST(CudaSampling, SameTokensAsCpuSampler) {
   expect_same_tokens_as_cpu(64, 7);
   expect_same_tokens_as_cpu(96, 300);
   expect_same_tokens_as_cpu(24, 151936);
+  expect_same_tokens_as_cpu(1, 151936);  // batch-1 decode: 64 partial-max blocks for one row
+  expect_same_tokens_as_cpu(5, 4097);    // 3 partial-max blocks, the last one short
+}
+
+// Greedy rows with NaN logits pick what the CPU's `if (w[i] > w[best])` loop picks: a NaN at id 0
+// is never beaten; a NaN elsewhere never wins (a thread that met a NaN first must still find the
+// maximum after it).
+TEST(CudaSampling, GreedyNanLikeCpu) {
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device visible";
+  const int64_t V = 151936, n = 3;
+  std::vector<float> logits(static_cast<size_t>(n * V));
+  PhiloxStream r(77);
+  for (float& x : logits) x = r.next_normal();
+  for (int64_t j = 1; j < 600; ++j) logits[size_t(j)] = NAN;  // row 0: early NaNs, max later
+  logits[size_t(90001)] = 50.0f;
+  logits[size_t(V)] = NAN;  // row 1: NaN at id 0
+  logits[size_t(V + 5)] = 50.0f;
+  logits[size_t(2 * V + 7)] = 9.0f;  // row 2: a tie, the lower id wins
+  logits[size_t(2 * V + 140000)] = 9.0f;
+  Tensor dl = Tensor::from_vector(logits, {n, V}).to(Device::cuda);
+  Tensor dt = Tensor::from_vector(std::vector<float>(size_t(n), 0.0f), {n}).to(Device::cuda);
+  Tensor ds = Tensor::from_vector(std::vector<int64_t>(size_t(n), 1), {n}).to(Device::cuda);
+  Tensor dst = Tensor::from_vector(std::vector<int64_t>(size_t(n), 0), {n}).to(Device::cuda);
+  Tensor tok = Tensor::empty({n}, DType::i32, Device::cuda);
+  cuda::sample_rows(dl.f32(), n, V, dt.f32(), reinterpret_cast<const uint64_t*>(ds.i64()),
+                    dst.i64(), 0.0f, tok.i32());
+  Tensor got = tok.to(Device::cpu);
+  EXPECT_EQ(got.i32()[0], 90001);
+  EXPECT_EQ(got.i32()[1], 0);
+  EXPECT_EQ(got.i32()[2], 7);
+  infer::Sampler sampler;
+  for (int64_t i = 0; i < n; ++i) {
+    infer::SamplingParams sp;
+    sp.temperature = 0.0f;
+    infer::SampleInput in;
+    in.logits = logits.data() + i * V;
+    in.vocab = V;
+    in.params = &sp;
+    in.seed = 1;
+    EXPECT_EQ(got.i32()[i], sampler.sample(in).token) << "row " << i;
+  }
 }
 
 }  // namespace

@@ -1,18 +1,30 @@
-// Token sampling on the GPU, one block per row, reproducing the CPU sampler's draw
-// (infer/sampler.cc, path without top-k / top-p / penalties): greedy = first maximal logit;
-// otherwise e_i = exp((w_i - max) / T), min_p keeps e_i >= min_p (p_i >= min_p · p_max), a uniform
-// u from Philox4x32::draw(seed, 0, step)[0] (core/philox.h, the same function on host and device)
-// and the first id (in id order) whose cumulative kept mass exceeds u · Σ kept.
+// Token sampling on the GPU, reproducing the CPU sampler's draw (infer/sampler.cc, path without
+// top-k / top-p / penalties): greedy = first maximal logit; otherwise e_i = exp((w_i - max) / T),
+// min_p keeps e_i >= min_p (p_i >= min_p · p_max), a uniform u from Philox4x32::draw(seed, 0,
+// step)[0] (core/philox.h, the same function on host and device) and the first id (in id order)
+// whose cumulative kept mass exceeds u · Σ kept.
 //
-// Invariants: the row is cut into kSegments contiguous id segments; a warp sums one segment at a
-// time (lanes read consecutive ids: coalesced) in f64, and the segment sums are prefixed in segment
-// order, then the target segment is scanned in id order 32 ids at a time (an f64 warp prefix sum).
-// So the cumulative mass is the CPU's sequential sum up to f64 rounding of the grouping (~1e-16
-// relative): the same seed picks the same token except when u lands within that rounding of a
-// boundary. (Session 5: a thread-per-segment layout read the row with 256 strided streams and took
-// 170 us per row at batch 1; notes/device_measurements.md.)
+// Three launches per call, many blocks per row (session 7: the former one-block-per-row kernel took
+// 117 us per row at V = 151,936 — one SM cannot pull 600 KB three times fast; an ncu profile of the
+// batch-1 decode step showed it as the third-largest item):
+//   1. max_kernel      grid (rows, max_blocks(V)): the (max, first argmax) of a contiguous id
+//   range;
+//   2. segments_kernel grid (rows, kSegments / kWarps): every block folds the partial maxima into
+//                      the row max (same order in every block), then each warp sums one of the
+//                      row's kSegments contiguous id segments (lanes read consecutive ids) in f64;
+//   3. pick_kernel     one warp per row: the total (segment sums added in segment order), the
+//                      target segment, then the id inside it by an f64 warp prefix over 32 ids at
+//                      a time.
+// The segment layout and every f64 sum are exactly those of the former one-block kernel, so the
+// draw is unchanged; the cumulative mass is the CPU's sequential sum up to f64 rounding of the
+// grouping (~1e-16 relative): the same seed picks the same token except when u lands within that
+// rounding of a boundary.
+//
+// NaN: as the CPU's loop `if (w[i] > w[best])` with best starting at 0 — a NaN at id 0 is never
+// beaten (the answer is 0), a NaN elsewhere never wins.
 #include <cmath>
 
+#include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/philox.h"
@@ -22,7 +34,14 @@ namespace gyre::cuda {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32, kSegments = 256;
+constexpr int kMaxBlocksCap = 64;  // partial maxima per row
+constexpr int64_t kIdsPerMaxBlock = 2048;
 constexpr float kGreedyTemperature = 1e-6f;  // infer/sampler.h: T < 1e-6 means greedy
+
+int max_blocks(int64_t V) {
+  const int64_t b = (V + kIdsPerMaxBlock - 1) / kIdsPerMaxBlock;
+  return int(b < 1 ? 1 : (b > kMaxBlocksCap ? kMaxBlocksCap : b));
+}
 
 // Kept mass of one id: e_i if kept (e >= min_e and e > 0), else 0.
 __device__ __forceinline__ float kept_e(float x, float mx, float inv_t, float min_e) {
@@ -30,63 +49,119 @@ __device__ __forceinline__ float kept_e(float x, float mx, float inv_t, float mi
   return (e >= min_e && e > 0) ? e : 0.0f;
 }
 
-__global__ void sample_kernel(const float* logits, int64_t V, const float* temperature,
-                              const uint64_t* seeds, const int64_t* steps, float min_p,
-                              int32_t* out) {
+// (m, a) beats (bm, ba): larger value, ties -> lower id; a < 0 means "no candidate".
+__device__ __forceinline__ bool better(float m, int64_t a, float bm, int64_t ba) {
+  if (a < 0) return false;
+  if (ba < 0) return true;
+  return m > bm || (m == bm && a < ba);
+}
+
+// Row max and first argmax from the partials of max_kernel (fixed order: the same in every block).
+__device__ __forceinline__ void fold_partials(const float* pmax, const int64_t* parg, int nb,
+                                              float* m, int64_t* a) {
+  float bm = -INFINITY;
+  int64_t ba = -1;
+  for (int b = 0; b < nb; ++b)
+    if (better(pmax[b], parg[b], bm, ba)) bm = pmax[b], ba = parg[b];
+  *m = bm;
+  *a = ba;
+}
+
+__global__ void max_kernel(const float* logits, int64_t V, float* pmax, int64_t* parg) {
   __shared__ float s_max[kThreads];
   __shared__ int64_t s_arg[kThreads];
-  __shared__ double s_sum[kSegments];
-  __shared__ int64_t s_last[kSegments];  // last kept id of each segment (-1: none)
   const int64_t row = blockIdx.x;
+  const int nb = gridDim.y, part = blockIdx.y;
   const float* x = logits + row * V;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  // First maximal element (ties -> lower id; a NaN never beats, as the CPU's `>`), strided ids.
+  const int64_t per = (V + nb - 1) / nb;
+  const int64_t a = min(V, int64_t(part) * per), b = min(V, a + per);
+  const int tid = threadIdx.x;
   float m = -INFINITY;
   int64_t arg = -1;
-  for (int64_t i = tid; i < V; i += kThreads)
-    if (arg < 0 || x[i] > m) m = x[i], arg = i;
+  // Each thread's ids ascend, so `>` keeps its first maximal id; NaN never passes `>` (nor the
+  // "no candidate yet" test below unless it is id 0, handled after the reduction).
+  for (int64_t i = a + tid; i < b; i += kThreads) {
+    const float v = x[i];
+    if (!isnan(v) && (arg < 0 || v > m)) m = v, arg = i;
+  }
   s_max[tid] = m;
   s_arg[tid] = arg;
   __syncthreads();
-  if (tid == 0) {
-    float bm = -INFINITY;
-    int64_t ba = -1;
-    for (int t = 0; t < kThreads; ++t) {
-      const int64_t a = s_arg[t];
-      if (a < 0) continue;
-      if (ba < 0 || s_max[t] > bm || (s_max[t] == bm && a < ba)) bm = s_max[t], ba = a;
-    }
-    s_max[0] = bm;
-    s_arg[0] = ba;
+  for (int off = kThreads / 2; off > 0; off >>= 1) {
+    if (tid < off && better(s_max[tid + off], s_arg[tid + off], s_max[tid], s_arg[tid]))
+      s_max[tid] = s_max[tid + off], s_arg[tid] = s_arg[tid + off];
+    __syncthreads();
   }
-  __syncthreads();
-  const float mx = s_max[0];
-  const int64_t argmax = s_arg[0];
-  const float temp = temperature[row];
-  if (temp < kGreedyTemperature) {
-    if (tid == 0) out[row] = int32_t(argmax);
+  if (tid == 0) {
+    float bm = s_max[0];
+    int64_t ba = s_arg[0];
+    if (part == 0 && V > 0 && isnan(x[0])) bm = NAN, ba = 0;  // the CPU never moves off 0
+    pmax[row * nb + part] = bm;
+    parg[row * nb + part] = ba;
+  }
+}
+
+// The row's argmax: id 0 when x[0] is NaN (partial 0 says so), else the best partial.
+__device__ __forceinline__ void row_argmax(const float* pmax, const int64_t* parg, int nb, float* m,
+                                           int64_t* a) {
+  if (parg[0] == 0 && isnan(pmax[0])) {
+    *m = NAN;
+    *a = 0;
     return;
   }
+  fold_partials(pmax, parg, nb, m, a);
+  if (*a < 0) *a = 0;  // every logit NaN except none at id 0 cannot happen; all -inf: id 0 wins
+}
+
+__global__ void segments_kernel(const float* logits, int64_t V, const float* temperature,
+                                const float* pmax, const int64_t* parg, int nb, float min_p,
+                                double* seg_sum, int64_t* seg_last) {
+  const int64_t row = blockIdx.x;
+  if (temperature[row] < kGreedyTemperature) return;
+  float mx;
+  int64_t argmax;
+  row_argmax(pmax + row * nb, parg + row * nb, nb, &mx, &argmax);
+  const float* x = logits + row * V;
+  const float inv_t = 1.0f / temperature[row];
+  const float min_e = min_p > 0 ? min_p : 0.0f;
+  const int lane = threadIdx.x & 31;
+  const int seg = blockIdx.y * kWarps + (threadIdx.x >> 5);
+  const int64_t seg_len = (V + kSegments - 1) / kSegments;
+  const int64_t a = min(V, seg * seg_len), b = min(V, a + seg_len);
+  double sum = 0;
+  int64_t last = -1;
+  for (int64_t i = a + lane; i < b; i += 32) {
+    const float e = kept_e(x[i], mx, inv_t, min_e);
+    if (e > 0) sum += e, last = i;
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    last = max(last, __shfl_xor_sync(0xffffffffu, last, off));
+  }
+  if (lane == 0) seg_sum[row * kSegments + seg] = sum, seg_last[row * kSegments + seg] = last;
+}
+
+// One warp per row.
+__global__ void pick_kernel(const float* logits, int64_t V, const float* temperature,
+                            const uint64_t* seeds, const int64_t* steps, const float* pmax,
+                            const int64_t* parg, int nb, float min_p, const double* seg_sums,
+                            const int64_t* seg_lasts, int32_t* out) {
+  const int64_t row = blockIdx.x;
+  const int lane = threadIdx.x;
+  float mx;
+  int64_t argmax;
+  row_argmax(pmax + row * nb, parg + row * nb, nb, &mx, &argmax);
+  const float temp = temperature[row];
+  if (temp < kGreedyTemperature) {
+    if (lane == 0) out[row] = int32_t(argmax);
+    return;
+  }
+  const float* x = logits + row * V;
+  const double* s_sum = seg_sums + row * kSegments;
+  const int64_t* s_last = seg_lasts + row * kSegments;
   const float inv_t = 1.0f / temp;
   const float min_e = min_p > 0 ? min_p : 0.0f;
   const int64_t seg_len = (V + kSegments - 1) / kSegments;
-  for (int seg = warp; seg < kSegments; seg += kWarps) {
-    const int64_t a = min(V, seg * seg_len), b = min(V, a + seg_len);
-    double sum = 0;
-    int64_t last = -1;
-    for (int64_t i = a + lane; i < b; i += 32) {
-      const float e = kept_e(x[i], mx, inv_t, min_e);
-      if (e > 0) sum += e, last = i;
-    }
-    for (int off = 16; off > 0; off >>= 1) {
-      sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      last = max(last, __shfl_xor_sync(0xffffffffu, last, off));
-    }
-    if (lane == 0) s_sum[seg] = sum, s_last[seg] = last;
-  }
-  __syncthreads();
-  if (warp != 0) return;
-  // Warp 0: total, target, the segment holding it, then the id inside it.
   double kept = 0;
   for (int t = 0; t < kSegments; ++t) kept += s_sum[t];
   uint32_t bits[4];
@@ -131,9 +206,25 @@ __global__ void sample_kernel(const float* logits, int64_t V, const float* tempe
 void sample_rows(const float* logits, int64_t n, int64_t V, const float* temperature,
                  const uint64_t* seeds, const int64_t* steps, float min_p, int32_t* out_tokens) {
   if (n == 0) return;
-  sample_kernel<<<unsigned(n), kThreads, 0, stream()>>>(logits, V, temperature, seeds, steps, min_p,
-                                                        out_tokens);
-  GYRE_CUDA_LAUNCHED("sample_rows");
+  const int nb = max_blocks(V);
+  // Stream-ordered pool scratch (a graph-private pool under capture): partial maxima, then the
+  // segment sums and last kept ids.
+  const size_t max_bytes = size_t(n) * nb * (sizeof(float) + sizeof(int64_t));
+  const size_t seg_bytes = size_t(n) * kSegments * (sizeof(double) + sizeof(int64_t));
+  DeviceBuffer scratch(max_bytes + seg_bytes);
+  char* base = scratch.as<char>();
+  auto* seg_sum = reinterpret_cast<double*>(base);
+  auto* seg_last = reinterpret_cast<int64_t*>(base + size_t(n) * kSegments * sizeof(double));
+  auto* parg = reinterpret_cast<int64_t*>(base + seg_bytes);
+  auto* pmax = reinterpret_cast<float*>(base + seg_bytes + size_t(n) * nb * sizeof(int64_t));
+  max_kernel<<<dim3(unsigned(n), unsigned(nb)), kThreads, 0, stream()>>>(logits, V, pmax, parg);
+  GYRE_CUDA_LAUNCHED("sample_rows (max)");
+  segments_kernel<<<dim3(unsigned(n), kSegments / kWarps), kThreads, 0, stream()>>>(
+      logits, V, temperature, pmax, parg, nb, min_p, seg_sum, seg_last);
+  GYRE_CUDA_LAUNCHED("sample_rows (segments)");
+  pick_kernel<<<unsigned(n), 32, 0, stream()>>>(logits, V, temperature, seeds, steps, pmax, parg,
+                                                nb, min_p, seg_sum, seg_last, out_tokens);
+  GYRE_CUDA_LAUNCHED("sample_rows (pick)");
 }
 
 }  // namespace gyre::cuda

@@ -4,13 +4,16 @@
 // Invariants: token_logprobs streams each row of logits ONCE in the forward (online softmax,
 // Milakov & Gimelshein 2018: a running max with the exp-sum and the entropy term rescaled when the
 // max grows), so no [T, V] probability tensor exists; the backward streams it twice (statistics,
-// then gradients). One block per row; per-thread partial sums are f64 and merged in a fixed order,
+// then gradients). One block per row (the forward splits a row over several blocks when there are
+// few rows, see logprob_fwd_split); per-thread partial sums are f64 and merged in a fixed order,
 // so results are deterministic and agree with the CPU reference (f64 sums) to ~1e-6.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -122,6 +125,76 @@ __global__ void logprob_fwd_kernel(const In* logits, const int32_t* targets, int
       if (entropy) entropy[t] = float(log_s - st.w / st.s);
     }
   }
+}
+
+// Split forward for few rows (decode: one row per sequence; one block per row left the GPU idle
+// and took 30 us for V = 151,936 on an H200). Block (row, part) computes the statistics of the
+// contiguous ids [part·per, min(V, (part + 1)·per)) relative to its own max m_p; the merge rescales
+// them to the row max M in part order (fixed, so deterministic):
+//   S = Σ_p S_p e^(m_p - M),  W = Σ_p e^(m_p - M) (W_p + S_p (m_p - M))
+// (W_p = Σ e^(z - m_p)(z - m_p); adding (m_p - M) to every (z - m_p) gives the terms of W).
+template <typename In>
+__global__ void logprob_part_kernel(const In* logits, int64_t V, int64_t per, float mul,
+                                    bool need_w, float* pm, double* ps, double* pw) {
+  const int64_t row = blockIdx.x;
+  const int part = blockIdx.y, parts = gridDim.y;
+  const int64_t a = min(V, part * per), b = min(V, a + per);
+  Stats st{-INFINITY, 0.0, 0.0};
+  if (b > a) st = row_stats(logits + row * V + a, b - a, mul, need_w);
+  if (threadIdx.x == 0) {
+    pm[row * parts + part] = st.m;
+    ps[row * parts + part] = st.s;
+    pw[row * parts + part] = st.w;
+  }
+}
+
+template <typename In>
+__global__ void logprob_merge_kernel(const In* logits, const int32_t* targets, int64_t n, int64_t V,
+                                     int parts, float mul, const float* pm, const double* ps,
+                                     const double* pw, float* logp, float* entropy) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= n) return;
+  float M = -INFINITY;
+  for (int p = 0; p < parts; ++p)
+    if (ps[t * parts + p] > 0) M = fmaxf(M, pm[t * parts + p]);
+  double S = 0, W = 0;
+  for (int p = 0; p < parts; ++p) {
+    const double sp = ps[t * parts + p];
+    if (!(sp > 0)) continue;  // an all -inf part adds nothing
+    const double d = double(pm[t * parts + p] - M), f = exp(d);
+    S += sp * f;
+    W += (pw[t * parts + p] + sp * d) * f;
+  }
+  const double log_s = log(S);
+  const int32_t tg = targets[t];
+  logp[t] = tg < 0 ? 0.0f : float(double(load_f(logits + t * V, tg) * mul - M) - log_s);
+  if (entropy) entropy[t] = float(log_s - W / S);
+}
+
+// Parts per row for the split forward: only while the rows alone cannot fill the GPU (~2 blocks
+// per SM of 132), at least 4096 ids per part; the part length is a multiple of 8 so every part
+// but the last keeps row_stats' 16-byte vector path.
+int logprob_parts(int64_t n, int64_t V) {
+  if (n >= 128) return 1;
+  int64_t p = (264 + n - 1) / n;
+  p = std::min<int64_t>(p, std::max<int64_t>(1, V / 4096));
+  return int(std::max<int64_t>(1, std::min<int64_t>(p, 64)));
+}
+
+template <typename In>
+void logprob_fwd_split(const In* logits, const int32_t* targets, int64_t n, int64_t V, int parts,
+                       float mul, float* logp, float* entropy) {
+  const int64_t per = ((V + parts - 1) / parts + 7) / 8 * 8;
+  DeviceBuffer scratch(size_t(n) * parts * (sizeof(double) * 2 + sizeof(float)));
+  auto* ps = scratch.as<double>();
+  double* pw = ps + n * parts;
+  auto* pm = reinterpret_cast<float*>(pw + n * parts);
+  logprob_part_kernel<In><<<dim3(unsigned(n), unsigned(parts)), kThreads * 2, 0, stream()>>>(
+      logits, V, per, mul, entropy != nullptr, pm, ps, pw);
+  GYRE_CUDA_LAUNCHED("token_logprobs_fwd (parts)");
+  logprob_merge_kernel<In><<<unsigned((n + 127) / 128), 128, 0, stream()>>>(
+      logits, targets, n, V, parts, mul, pm, ps, pw, logp, entropy);
+  GYRE_CUDA_LAUNCHED("token_logprobs_fwd (merge)");
 }
 
 __global__ void logprob_bwd_kernel(const float* logits, const int32_t* targets, int64_t n,
@@ -252,6 +325,8 @@ void log_softmax_rows(const float* x, int64_t R, int64_t C, float* out) {
 void token_logprobs_fwd(const float* logits, const int32_t* targets, int64_t n, int64_t V,
                         float temperature, float* logp, float* entropy) {
   if (n == 0) return;
+  if (const int parts = logprob_parts(n, V); parts > 1)
+    return logprob_fwd_split(logits, targets, n, V, parts, 1.0f / temperature, logp, entropy);
   logprob_fwd_kernel<float><<<row_blocks(n), kThreads * 2, 0, stream()>>>(
       logits, targets, n, V, 1.0f / temperature, logp, entropy);
   GYRE_CUDA_LAUNCHED("token_logprobs_fwd");
@@ -260,6 +335,8 @@ void token_logprobs_fwd(const float* logits, const int32_t* targets, int64_t n, 
 void token_logprobs_fwd_bf16(const uint16_t* logits, const int32_t* targets, int64_t n, int64_t V,
                              float temperature, float* logp, float* entropy) {
   if (n == 0) return;
+  if (const int parts = logprob_parts(n, V); parts > 1)
+    return logprob_fwd_split(logits, targets, n, V, parts, 1.0f / temperature, logp, entropy);
   logprob_fwd_kernel<uint16_t><<<row_blocks(n), kThreads * 2, 0, stream()>>>(
       logits, targets, n, V, 1.0f / temperature, logp, entropy);
   GYRE_CUDA_LAUNCHED("token_logprobs_fwd_bf16");
