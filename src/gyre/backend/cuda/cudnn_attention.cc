@@ -23,14 +23,15 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_graph.h"
 #include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/env.h"
 #include "gyre/core/logging.h"
 
 namespace gyre::cuda {
 
 AttentionBackend attention_backend() {
-  const char* e = std::getenv("GYRE_ATTENTION_BACKEND");
-  if (e && std::strcmp(e, "flash") == 0) return AttentionBackend::flash;
-  return AttentionBackend::cudnn;
+  return env_choice("GYRE_ATTENTION_BACKEND", {"cudnn", "flash"}, "cudnn") == "flash"
+             ? AttentionBackend::flash
+             : AttentionBackend::cudnn;
 }
 
 namespace {
@@ -55,8 +56,7 @@ void log_fallback_once(const std::string& why) {
 }
 
 bool deterministic() {
-  const char* e = std::getenv("GYRE_CUDNN_ATTENTION_DETERMINISTIC");
-  return !(e && std::strcmp(e, "0") == 0);
+  return env_choice("GYRE_CUDNN_ATTENTION_DETERMINISTIC", {"1", "0"}, "1") == "1";
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -95,9 +95,7 @@ int64_t seq_bucket(int64_t max_seqlen) {
 // kernels (the deterministic backward's dP scratch is B·Hq·S²·2 bytes: 2.1 GB at 4 x 4096, 16
 // heads, but tens of GB for many short sequences next to one long one).
 int64_t max_workspace_bytes() {
-  const char* e = std::getenv("GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB");
-  const int64_t mb = e ? std::atoll(e) : 4096;
-  return (mb > 0 ? mb : 4096) << 20;
+  return env_int("GYRE_CUDNN_ATTENTION_MAX_WORKSPACE_MB", 4096, 1, int64_t(1) << 24) << 20;
 }
 
 // Checks what the graphs need; empty when supported.
