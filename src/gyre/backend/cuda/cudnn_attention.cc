@@ -308,43 +308,53 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
 }
 
 // The plan for key, built on first use; null when building failed (then `why` says why).
+// g_mu guards only the maps and the stats: a build (up to ~1 s for a backward plan) runs under the
+// cuDNN handle's mutex alone, so lookups of other shapes, the fallback log and the stats never
+// wait for it. Two threads missing the same key may both build it; the first insert wins and the
+// other plan is dropped (same key, same plan).
 std::shared_ptr<cudnn::Plan> plan_for(const Key& key, std::string& why) {
   static std::map<Key, std::shared_ptr<cudnn::Plan>> cache;
   static std::map<Key, std::string> failures;
-  std::lock_guard<std::mutex> lock(g_mu);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  if (auto it = failures.find(key); it != failures.end()) {
-    why = it->second;
-    return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    if (auto it = failures.find(key); it != failures.end()) {
+      why = it->second;
+      return nullptr;
+    }
   }
   const cudnn::Api* a = cudnn::api();
   const Dims d{key.Bp, key.S, key.Hq, key.Hkv, key.D};
   std::string note;
   const auto t0 = std::chrono::steady_clock::now();
+  std::shared_ptr<cudnn::Plan> plan;
   try {
     std::lock_guard<std::mutex> hl(cudnn::handle_mutex());
     cudnnHandle_t h = cudnn::handle_for_current_device();
-    auto plan = std::make_shared<cudnn::Plan>(
-        key.backward ? build_backward(*a, h, d, key.det, &note) : build_forward(*a, h, d, &note));
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    g_stats.plans_built++;
-    g_stats.build_ms += ms;
-    g_stats.last_workspace_bytes = plan->workspace();
-    g_stats.last_engine = note;
-    log::debug(
-        "attention: cuDNN {} plan B {} S {} heads {}/{} D {} built in {:.0f} ms ({}, "
-        "workspace {} bytes)",
-        key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, ms, note,
-        plan->workspace());
-    cache[key] = plan;
-    return plan;
+    plan = std::make_shared<cudnn::Plan>(key.backward ? build_backward(*a, h, d, key.det, &note)
+                                                      : build_forward(*a, h, d, &note));
   } catch (const std::exception& e) {
     why = fmt::format("{} plan for B {} S {} heads {}/{} D {}: {}",
                       key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, e.what());
-    failures[key] = why;
+    std::lock_guard<std::mutex> lock(g_mu);
+    failures.emplace(key, why);
     return nullptr;
   }
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;  // built meanwhile
+  g_stats.plans_built++;
+  g_stats.build_ms += ms;
+  g_stats.last_workspace_bytes = plan->workspace();
+  g_stats.last_engine = note;
+  log::debug(
+      "attention: cuDNN {} plan B {} S {} heads {}/{} D {} built in {:.0f} ms ({}, workspace {} "
+      "bytes)",
+      key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, ms, note,
+      plan->workspace());
+  cache.emplace(key, plan);
+  return plan;
 }
 
 // Device index arrays of one call (seq lengths, ragged offsets), 16-byte aligned sections.
