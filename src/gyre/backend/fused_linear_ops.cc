@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <string_view>
 #include <vector>
 
@@ -140,14 +141,95 @@ const uint16_t* gemv_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t
 
 const float* bias_ptr(const Tensor& b) { return b.defined() ? b.f32() : nullptr; }
 
-}  // namespace
+// The RMSNorm in front of a fused linear (rms_norm_linear_*): its weight and eps, and where
+// rms_norm's own outputs go (null: nowhere).
+struct Norm {
+  const Tensor& w;
+  float eps;
+  Tensor* xn;
+  Tensor* rstd;
+};
 
-void linear_group(const Tensor& x, std::span<const Tensor* const> w,
-                  std::span<const Tensor* const> b, std::span<Tensor* const> y) {
-  detail::OpScope op_scope_("linear_group");
-  const char* op = "linear_group";
+// rms_norm's argument rules, checked up front (the fused path never calls rms_norm): a weight
+// [K] like x, a finite eps >= 0, and outputs of rms_norm's shapes that do not overlap x or the
+// norm weight (the fused kernel writes them while other blocks still read x).
+void check_norm(const char* op, const Norm& nrm, const Tensor& x, int64_t M, int64_t K) {
+  check_like_x(op, {"norm_w"}, &nrm.w, x);
+  if (nrm.w.shape() != Shape{K})
+    GYRE_THROW(invalid_argument,
+               "ops::{}: norm weight 'norm_w' has shape {}, expected [{}] (x's last dim; x is {})",
+               op, shape_str(nrm.w.shape()), K, shape_str(x.shape()));
+  if (!(nrm.eps >= 0 && std::isfinite(nrm.eps)))
+    GYRE_THROW(invalid_argument, "ops::{}: eps must be finite and >= 0, got {}", op, nrm.eps);
+  if (nrm.xn) {
+    check_output(op, {"xn_out"}, nrm.xn, x, M, K);
+    if (overlaps(*nrm.xn, nrm.w))
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: output 'xn_out' shares memory with 'norm_w'; pass a separate tensor",
+                 op);
+  }
+  if (nrm.rstd && nrm.rstd->defined()) {
+    check_like_x(op, {"rstd_out"}, nrm.rstd, x);
+    if (nrm.rstd->dim() < 1 || nrm.rstd->numel() != M || nrm.rstd->size(-1) != M)
+      GYRE_THROW(invalid_argument, "ops::{}: output 'rstd_out' has shape {}, expected [{}]", op,
+                 shape_str(nrm.rstd->shape()), M);
+    if (overlaps(*nrm.rstd, x) || overlaps(*nrm.rstd, nrm.w) ||
+        (nrm.xn && overlaps(*nrm.rstd, *nrm.xn)))
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: output 'rstd_out' shares memory with 'x', 'norm_w' or 'xn_out'; pass a "
+                 "separate tensor",
+                 op);
+  }
+}
+
+// An output of the linear part must not share memory with rms_norm's outputs either.
+void check_apart_from_norm(const char* op, Name name, const Tensor* y, const Norm* nrm) {
+  if (!nrm || !y) return;
+  if ((nrm->xn && overlaps(*y, *nrm->xn)) || (nrm->rstd && overlaps(*y, *nrm->rstd)))
+    GYRE_THROW(invalid_argument,
+               "ops::{}: output '{}' shares memory with 'xn_out' or 'rstd_out'; pass separate "
+               "tensors",
+               op, name);
+}
+
+// The fused kernels' view of the norm: its weight must be 16-byte aligned (read as float4);
+// rms_norm's outputs are allocated here when requested and undefined.
+bool norm_fusable(const Norm& nrm) {
+  if constexpr (kCuda) return cuda::rms_prologue_supported(nrm.w.f32());
+  return false;
+}
+
+cuda::RmsPrologue prologue_of(const char* op, const Norm& nrm, const Tensor& x, int64_t M) {
+  cuda::RmsPrologue p;
+  p.w = nrm.w.f32();
+  p.eps = double(nrm.eps);  // rms_norm passes double(eps) to its kernel too
+  if (nrm.xn) {
+    detail::prepare_out(op, "xn_out", *nrm.xn, x.shape(), DType::f32, Device::cuda);
+    p.xn = nrm.xn->f32();
+  }
+  if (nrm.rstd) {
+    detail::prepare_out(op, "rstd_out", *nrm.rstd, {M}, DType::f32, Device::cuda);
+    p.rstd = nrm.rstd->f32();
+  }
+  return p;
+}
+
+// The unfused norm: rms_norm into the requested outputs or temporaries; returns its y.
+Tensor run_norm(const Norm& nrm, const Tensor& x) {
+  Tensor xn_tmp, rstd_tmp;
+  Tensor& xn = nrm.xn ? *nrm.xn : xn_tmp;
+  Tensor& rstd = nrm.rstd ? *nrm.rstd : rstd_tmp;
+  rms_norm(x, nrm.w, nrm.eps, xn, rstd);
+  return xn;
+}
+
+// linear_group, optionally behind an RMSNorm (nrm non-null): checks, then one fused launch per
+// kGemvGroupMax members or the unfused ops (rms_norm, then linear_group on its output).
+void group_impl(const char* op, const Tensor& x, const Norm* nrm, std::span<const Tensor* const> w,
+                std::span<const Tensor* const> b, std::span<Tensor* const> y) {
   int64_t M = 0, K = 0;
   check_input(op, x, M, K);
+  if (nrm) check_norm(op, *nrm, x, M, K);
   if (w.empty())
     GYRE_THROW(invalid_argument, "ops::{}: the group is empty ('w' has no weights)", op);
   if (b.size() != w.size() || y.size() != w.size())
@@ -160,6 +242,7 @@ void linear_group(const Tensor& x, std::span<const Tensor* const> w,
     const int64_t idx = int64_t(i);
     n[i] = check_weight_bias(op, {"w", idx}, w[i], {"b", idx}, b[i], x, K);
     check_output(op, {"y", idx}, y[i], x, M, n[i]);
+    check_apart_from_norm(op, {"y", idx}, y[i], nrm);
     for (size_t j = 0; j < i; ++j)
       if (y[i] && y[j] && overlaps(*y[i], *y[j]))
         GYRE_THROW(invalid_argument,
@@ -167,13 +250,15 @@ void linear_group(const Tensor& x, std::span<const Tensor* const> w,
                    "output tensor",
                    op, j, i);
   }
-  // The fused launch needs every member on the GEMV path.
+  // The fused launch needs every member on the GEMV path (and the norm weight aligned).
   std::vector<const uint16_t*> wb(w.size(), nullptr);
-  bool fused = true;
+  bool fused = !nrm || norm_fusable(*nrm);
   for (size_t i = 0; i < w.size() && fused; ++i)
     fused = (wb[i] = gemv_weight(x, *w[i], M, K)) != nullptr;
   if constexpr (kCuda)
     if (fused) {
+      // rms_norm's outputs (when requested) are written by the first launch only.
+      cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
       for (size_t i = 0; i < w.size(); ++i)
         detail::prepare_out(op, "y", *y[i], out_shape(x, n[i]), DType::f32, Device::cuda);
       // Groups larger than the kernel's pointer table go in several launches.
@@ -185,37 +270,80 @@ void linear_group(const Tensor& x, std::span<const Tensor* const> w,
           g.y[g.count] = y[i]->f32();
           g.n[g.count] = n[i];
         }
-        cuda::linear_gemv_bf16_group(x.f32(), g, M, K);
+        if (nrm) {
+          cuda::linear_gemv_bf16_group_rms(x.f32(), p, g, M, K);
+          p.xn = nullptr, p.rstd = nullptr;
+        } else {
+          cuda::linear_gemv_bf16_group(x.f32(), g, M, K);
+        }
       }
       return;
     }
+  if (nrm) return linear_group(run_norm(*nrm, x), w, b, y);
   for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *b[i], *y[i]);
 }
 
-void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate,
-                     const Tensor& w_up, const Tensor& b_up, Tensor& out) {
-  detail::OpScope op_scope_("linear_silu_mul");
-  const char* op = "linear_silu_mul";
+// linear_silu_mul, optionally behind an RMSNorm (nrm non-null).
+void silu_mul_impl(const char* op, const Tensor& x, const Norm* nrm, const Tensor& w_gate,
+                   const Tensor& b_gate, const Tensor& w_up, const Tensor& b_up, Tensor& out) {
   int64_t M = 0, K = 0;
   check_input(op, x, M, K);
+  if (nrm) check_norm(op, *nrm, x, M, K);
   const int64_t N = check_weight_bias(op, {"w_gate"}, &w_gate, {"b_gate"}, &b_gate, x, K);
   const int64_t Nu = check_weight_bias(op, {"w_up"}, &w_up, {"b_up"}, &b_up, x, K);
   if (Nu != N)
     GYRE_THROW(invalid_argument, "ops::{}: 'w_up' has {} rows but 'w_gate' has {}", op, Nu, N);
   check_output(op, {"out"}, &out, x, M, N);
+  check_apart_from_norm(op, {"out"}, &out, nrm);
   if constexpr (kCuda) {
-    const uint16_t* wg = gemv_weight(x, w_gate, M, K);
+    const bool norm_ok = !nrm || norm_fusable(*nrm);
+    const uint16_t* wg = norm_ok ? gemv_weight(x, w_gate, M, K) : nullptr;
     const uint16_t* wu = wg ? gemv_weight(x, w_up, M, K) : nullptr;
     if (wg && wu) {
+      const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
       detail::prepare_out(op, "out", out, out_shape(x, N), DType::f32, Device::cuda);
+      if (nrm)
+        return cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), p, wg, bias_ptr(b_gate), wu,
+                                                   bias_ptr(b_up), M, N, K, out.f32());
       return cuda::linear_gemv_bf16_silu_mul(x.f32(), wg, bias_ptr(b_gate), wu, bias_ptr(b_up), M,
                                              N, K, out.f32());
     }
   }
+  if (nrm) return linear_silu_mul(run_norm(*nrm, x), w_gate, b_gate, w_up, b_up, out);
   Tensor gate, up;
   linear(x, w_gate, b_gate, gate);
   linear(x, w_up, b_up, up);
   silu_mul(gate, up, out);
+}
+
+}  // namespace
+
+void linear_group(const Tensor& x, std::span<const Tensor* const> w,
+                  std::span<const Tensor* const> b, std::span<Tensor* const> y) {
+  detail::OpScope op_scope_("linear_group");
+  group_impl("linear_group", x, nullptr, w, b, y);
+}
+
+void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate,
+                     const Tensor& w_up, const Tensor& b_up, Tensor& out) {
+  detail::OpScope op_scope_("linear_silu_mul");
+  silu_mul_impl("linear_silu_mul", x, nullptr, w_gate, b_gate, w_up, b_up, out);
+}
+
+void rms_norm_linear_group(const Tensor& x, const Tensor& norm_w, float eps,
+                           std::span<const Tensor* const> w, std::span<const Tensor* const> b,
+                           std::span<Tensor* const> y, Tensor* xn_out, Tensor* rstd_out) {
+  detail::OpScope op_scope_("rms_norm_linear_group");
+  const Norm nrm{norm_w, eps, xn_out, rstd_out};
+  group_impl("rms_norm_linear_group", x, &nrm, w, b, y);
+}
+
+void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
+                              const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
+                              const Tensor& b_up, Tensor& out, Tensor* xn_out, Tensor* rstd_out) {
+  detail::OpScope op_scope_("rms_norm_linear_silu_mul");
+  const Norm nrm{norm_w, eps, xn_out, rstd_out};
+  silu_mul_impl("rms_norm_linear_silu_mul", x, &nrm, w_gate, b_gate, w_up, b_up, out);
 }
 
 void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,

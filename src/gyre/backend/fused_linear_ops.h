@@ -3,13 +3,19 @@
 //   linear_group        y[i] = linear(x, w[i], b[i])          for every i (q/k/v; gate/up)
 //   linear_silu_mul     out  = silu_mul(linear(x, wg, bg), linear(x, wu, bu))
 //   linear_add_residual y    = add(linear(x, w, b), residual)
+//   rms_norm_linear_group    linear_group(rms_norm(x, norm_w, eps), w, b, y)
+//   rms_norm_linear_silu_mul linear_silu_mul(rms_norm(x, norm_w, eps), ...)
 // On the CPU, and on CUDA wherever the fused kernels do not apply, they run those ops one by one
 // (so results are bitwise the unfused ones). On CUDA under ops::Bf16Autocast with an installed
 // ops::Bf16WeightCache and 1..8 rows where linear's bf16 GEMV applies to every weight (the
 // engine's decode), they launch one kernel (backend/cuda/gemv_fused.h) whose columns are the
 // GEMV's own arithmetic and whose epilogues are silu_mul's and add's formulas: bitwise equal to
-// the unfused ops on that path too. Forward only (nothing is saved for a backward). Declared here
-// rather than in ops.h; implementation: fused_linear_ops.cc.
+// the unfused ops on that path too. The rms_norm_* ops fold the RMSNorm into that same launch: each
+// block recomputes the rows' rstd with rms_norm's own CUDA code (backend/cuda/rms_row.cuh, same
+// block size and summation order) and normalises x while loading it, so the result is bitwise
+// rms_norm followed by the fused linear (which needs the norm weight 16-byte aligned too;
+// otherwise they run rms_norm, then the fused linear). Forward only (nothing is saved for a
+// backward). Declared here rather than in ops.h; implementation: fused_linear_ops.cc.
 //
 // Errors (before any tensor changes): an empty group, lists of different lengths, a null or
 // undefined tensor, a weight that is not 2-D or whose K differs from x's last dim, a bias or
@@ -35,5 +41,21 @@ void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate
 // y = (x·wᵀ + b) + residual, residual shaped like y. y may be the residual tensor itself (not x).
 void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,
                          Tensor& y);
+
+// linear_group(rms_norm(x, norm_w, eps), w, b, y): the decode layer's input norm and q/k/v. norm_w
+// is [K] (x's last dim), eps finite and >= 0, as for ops::rms_norm. xn_out and rstd_out, when not
+// null, receive rms_norm's outputs (the normed rows and the per-row rstd, allocated if undefined;
+// they must not share memory with x, norm_w or the outputs); null: they are not materialised.
+void rms_norm_linear_group(const Tensor& x, const Tensor& norm_w, float eps,
+                           std::span<const Tensor* const> w, std::span<const Tensor* const> b,
+                           std::span<Tensor* const> y, Tensor* xn_out = nullptr,
+                           Tensor* rstd_out = nullptr);
+
+// linear_silu_mul(rms_norm(x, norm_w, eps), w_gate, b_gate, w_up, b_up, out): the decode layer's
+// post-attention norm and gate/up. norm_w, eps, xn_out, rstd_out as for rms_norm_linear_group.
+void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
+                              const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
+                              const Tensor& b_up, Tensor& out, Tensor* xn_out = nullptr,
+                              Tensor* rstd_out = nullptr);
 
 }  // namespace gyre::ops

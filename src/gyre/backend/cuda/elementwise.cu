@@ -14,6 +14,7 @@
 #include "gyre/backend/cuda/elementwise_common.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
+#include "gyre/backend/cuda/silu.cuh"
 
 namespace gyre::cuda {
 
@@ -50,8 +51,7 @@ __global__ void silu_mul_fwd_kernel(const float* gate, const float* up, float* o
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float g = gate[i];
-    const float silu = g / (1.0f + expf(-g));  // HF ACT2FN["silu"] = x * sigmoid(x)
-    out[i] = silu * up[i];
+    out[i] = silu(g) * up[i];  // silu.cuh, shared with the fused gate/up GEMV's epilogue
   }
 }
 

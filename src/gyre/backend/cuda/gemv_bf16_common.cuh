@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "gyre/backend/cuda/rms_row.cuh"
+
 namespace gyre::cuda::gemv {
 
 constexpr int kWarpsPerBlock = 4;
@@ -25,11 +27,16 @@ __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
-// acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k] over K = 8 · K8 (x rows of K floats, 16-byte aligned;
-// wr[c] the bf16 weight row as 16-byte vectors), reduced across the warp.
-template <int M, int C>
-__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
-                                         int64_t K8, int lane, float (&acc)[C][M]) {
+// acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of K floats, 16-byte aligned;
+// wr[c] the bf16 weight row as 16-byte vectors), reduced across the warp. xin(m, k) is x[m, k], or
+// with kNorm the RMSNorm of it, rms::normed(x[m, k], rstd[m], nw[k]) (nw 16-byte aligned): the
+// value rms_norm would have stored, computed in registers in the same f32 operations, so the GEMV
+// of the normed row is bitwise the GEMV of rms_norm's output (the fused decode prologue).
+template <int M, int C, bool kNorm>
+__device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
+                                              const float* __restrict__ nw, const float (&rstd)[M],
+                                              const uint4* const (&wr)[C], int64_t K8, int lane,
+                                              float (&acc)[C][M]) {
   const int64_t K = K8 * 8;
 #pragma unroll
   for (int c = 0; c < C; ++c)
@@ -44,10 +51,22 @@ __device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint
       wf[c][3] = bf16_hi(wv.y), wf[c][4] = bf16_lo(wv.z), wf[c][5] = bf16_hi(wv.z);
       wf[c][6] = bf16_lo(wv.w), wf[c][7] = bf16_hi(wv.w);
     }
+    float4 na{}, nb{};  // the norm weights of these 8 columns, shared by the M rows
+    if constexpr (kNorm) {
+      const float4* nr = reinterpret_cast<const float4*>(nw) + k8 * 2;
+      na = nr[0], nb = nr[1];
+    }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float4* xr = reinterpret_cast<const float4*>(x + m * K) + k8 * 2;
-      const float4 a = xr[0], b = xr[1];
+      float4 a = xr[0], b = xr[1];
+      if constexpr (kNorm) {
+        const float r = rstd[m];
+        a = make_float4(rms::normed(a.x, r, na.x), rms::normed(a.y, r, na.y),
+                        rms::normed(a.z, r, na.z), rms::normed(a.w, r, na.w));
+        b = make_float4(rms::normed(b.x, r, nb.x), rms::normed(b.y, r, nb.y),
+                        rms::normed(b.z, r, nb.z), rms::normed(b.w, r, nb.w));
+      }
       const float xv[8] = {round_bf16(a.x), round_bf16(a.y), round_bf16(a.z), round_bf16(a.w),
                            round_bf16(b.x), round_bf16(b.y), round_bf16(b.z), round_bf16(b.w)};
 #pragma unroll
@@ -68,6 +87,14 @@ __device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint
       for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
       acc[c][m] = s;
     }
+}
+
+// The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].
+template <int M, int C>
+__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
+                                         int64_t K8, int lane, float (&acc)[C][M]) {
+  const float unused[M] = {};
+  dot_rows_impl<M, C, false>(x, nullptr, unused, wr, K8, lane, acc);
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

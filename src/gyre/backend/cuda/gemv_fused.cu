@@ -9,30 +9,76 @@
 // kernel's code), the bias is added the same way (gemv::with_bias), and the epilogues are the
 // unfused kernels' expressions — silu_mul_fwd's `g / (1.0f + expf(-g)) * u` and add's `a + b` —
 // in the same f32 operations, with no multiply-add the compiler could contract differently.
+//
+// RMSNorm prologue (kNorm, the *_rms entry points): rms_norm's output is the GEMV's only input, so
+// instead of a separate rms_norm launch each block recomputes the M row rstds (rms_row.cuh: the
+// rms_norm kernel's code, at its block size rms::kThreads) and dot_rows_impl normalises x while
+// loading it. Those blocks have 8 warps instead of 4 (the reduction's order depends on the block
+// size); a warp still owns one output column, so the column arithmetic is unchanged. The prologue
+// runs before any warp leaves (block_sum synchronises the whole block).
 #include <cstdint>
 #include <type_traits>
 
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/gemv_fused.h"
 #include "gyre/backend/cuda/runtime.h"
+#include "gyre/backend/cuda/silu.cuh"
 
 namespace gyre::cuda {
 
 namespace {
 
-using gemv::kWarpsPerBlock;
-constexpr int kThreads = kWarpsPerBlock * 32;
+// Threads per block: the plain GEMV's 4 warps, or rms_norm's block size with the prologue.
+template <bool kNorm>
+constexpr int kThreadsOf = kNorm ? rms::kThreads : gemv::kWarpsPerBlock * 32;
+constexpr int kThreads = kThreadsOf<false>;
+static_assert(rms::kThreads % 32 == 0 && rms::kThreads <= 1024, "whole warps, one block");
 
+// Blocks for `columns` output columns, one per warp.
+template <bool kNorm>
 unsigned blocks_for(int64_t columns) {
-  return unsigned((columns + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  constexpr int warps = kThreadsOf<kNorm> / 32;
+  return unsigned((columns + warps - 1) / warps);
+}
+
+// The block's first output column index for this warp.
+template <bool kNorm>
+__device__ __forceinline__ int64_t warp_column() {
+  return int64_t(blockIdx.x) * (kThreadsOf<kNorm> / 32) + (threadIdx.x >> 5);
+}
+
+// The RMSNorm prologue: rs[m] = rstd of row m of x (rms_row.cuh, every thread of the block), and
+// block 0 also stores rms_norm's outputs where the caller asked for them. Without kNorm: nothing
+// (rs is unused by dot_rows_impl<..., false>).
+template <int M, bool kNorm>
+__device__ __forceinline__ void rms_prologue(const float* __restrict__ x, const RmsPrologue& nrm,
+                                             int64_t K, float (&rs)[M]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) rs[m] = 0.0f;
+  if constexpr (kNorm) {
+    // Unrolled (M is a template constant), so rs stays in registers.
+#pragma unroll
+    for (int m = 0; m < M; ++m) rs[m] = rms::row_rstd(x + m * K, K, nrm.eps);
+    if (blockIdx.x == 0) {
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        if (nrm.rstd && threadIdx.x == 0) nrm.rstd[m] = rs[m];
+        if (nrm.xn)
+          for (int64_t c = threadIdx.x; c < K; c += rms::kThreads)
+            nrm.xn[m * K + c] = rms::normed(x[m * K + c], rs[m], nrm.w[c]);
+      }
+    }
+  }
 }
 
 // Columns [0, n_0) belong to member 0, the next n_1 to member 1, ...; blocks may straddle members.
-template <int M>
-__global__ void __launch_bounds__(kThreads)
-    gemv_group_kernel(const float* __restrict__ x, GemvGroup g, int64_t K) {
+template <int M, bool kNorm>
+__global__ void __launch_bounds__(kThreadsOf<kNorm>)
+    gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
+  float rs[M];
+  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
-  int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  int64_t n = warp_column<kNorm>();
   // Select the member with compile-time indices only (no dynamic indexing of the parameter
   // struct, which would copy it to local memory).
   const uint16_t* w = nullptr;
@@ -55,32 +101,33 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {reinterpret_cast<const uint4*>(w) + n * K8};
   float acc[1][M];
-  gemv::dot_rows<M, 1>(x, wr, K8, lane, acc);
+  gemv::dot_rows_impl<M, 1, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
 }
 
-template <int M>
-__global__ void __launch_bounds__(kThreads)
-    gemv_silu_mul_kernel(const float* __restrict__ x, const uint4* __restrict__ wg,
+template <int M, bool kNorm>
+__global__ void __launch_bounds__(kThreadsOf<kNorm>)
+    gemv_silu_mul_kernel(const float* __restrict__ x, RmsPrologue nrm, const uint4* __restrict__ wg,
                          const float* __restrict__ bg, const uint4* __restrict__ wu,
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
+  float rs[M];
+  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
-  const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int64_t n = warp_column<kNorm>();
   if (n >= N) return;
   const int64_t K8 = K / 8;
   const uint4* const wr[2] = {wg + n * K8, wu + n * K8};
   float acc[2][M];
-  gemv::dot_rows<M, 2>(x, wr, K8, lane, acc);
+  gemv::dot_rows_impl<M, 2, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float g = gemv::with_bias(acc[0][m], bg, n);
       const float u = gemv::with_bias(acc[1][m], bu, n);
-      const float silu = g / (1.0f + expf(-g));  // silu_mul_fwd_kernel's formula (elementwise.cu)
-      out[m * N + n] = silu * u;
+      out[m * N + n] = silu(g) * u;  // silu_mul_fwd_kernel's expression (silu.cuh)
     }
 }
 
@@ -91,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ b, const float* r, int64_t N, int64_t K,
                          float* y) {
   const int lane = int(threadIdx.x) & 31;
-  const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int64_t n = warp_column<false>();
   if (n >= N) return;
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {w + n * K8};
@@ -120,35 +167,66 @@ void with_rows(int64_t M, F&& f) {
   }
 }
 
-}  // namespace
-
-void linear_gemv_bf16_group(const float* x, const GemvGroup& g, int64_t M, int64_t K) {
+// The group launch with or without the prologue (nrm.w null without).
+template <bool kNorm>
+void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, int64_t M,
+                  int64_t K) {
   int64_t columns = 0;
   for (int i = 0; i < g.count; ++i) columns += g.n[i];
   if (columns == 0) return;
   with_rows(M, [&](auto m) {
-    gemv_group_kernel<decltype(m)::value><<<blocks_for(columns), kThreads, 0, stream()>>>(x, g, K);
+    gemv_group_kernel<decltype(m)::value, kNorm>
+        <<<blocks_for<kNorm>(columns), kThreadsOf<kNorm>, 0, stream()>>>(x, nrm, g, K);
   });
-  GYRE_CUDA_LAUNCHED("gemv_bf16_group");
+  GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_group_rms" : "gemv_bf16_group");
+}
+
+template <bool kNorm>
+void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg, const float* bg,
+                     const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
+                     float* out) {
+  if (N == 0) return;
+  with_rows(M, [&](auto m) {
+    gemv_silu_mul_kernel<decltype(m)::value, kNorm>
+        <<<blocks_for<kNorm>(N), kThreadsOf<kNorm>, 0, stream()>>>(
+            x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu,
+            N, K, out);
+  });
+  GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_silu_mul_rms" : "gemv_bf16_silu_mul");
+}
+
+}  // namespace
+
+void linear_gemv_bf16_group(const float* x, const GemvGroup& g, int64_t M, int64_t K) {
+  launch_group<false>(x, RmsPrologue{}, g, M, K);
 }
 
 void linear_gemv_bf16_silu_mul(const float* x, const uint16_t* wg, const float* bg,
                                const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
                                float* out) {
-  if (N == 0) return;
-  with_rows(M, [&](auto m) {
-    gemv_silu_mul_kernel<decltype(m)::value><<<blocks_for(N), kThreads, 0, stream()>>>(
-        x, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu, N, K,
-        out);
-  });
-  GYRE_CUDA_LAUNCHED("gemv_bf16_silu_mul");
+  launch_silu_mul<false>(x, RmsPrologue{}, wg, bg, wu, bu, M, N, K, out);
+}
+
+bool rms_prologue_supported(const float* norm_w) {
+  return norm_w != nullptr && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
+}
+
+void linear_gemv_bf16_group_rms(const float* x, const RmsPrologue& n, const GemvGroup& g, int64_t M,
+                                int64_t K) {
+  launch_group<true>(x, n, g, M, K);
+}
+
+void linear_gemv_bf16_silu_mul_rms(const float* x, const RmsPrologue& n, const uint16_t* wg,
+                                   const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+                                   int64_t N, int64_t K, float* out) {
+  launch_silu_mul<true>(x, n, wg, bg, wu, bu, M, N, K, out);
 }
 
 void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                                int64_t M, int64_t N, int64_t K, float* y) {
   if (N == 0) return;
   with_rows(M, [&](auto m) {
-    gemv_residual_kernel<decltype(m)::value><<<blocks_for(N), kThreads, 0, stream()>>>(
+    gemv_residual_kernel<decltype(m)::value><<<blocks_for<false>(N), kThreads, 0, stream()>>>(
         x, reinterpret_cast<const uint4*>(w), b, r, N, K, y);
   });
   GYRE_CUDA_LAUNCHED("gemv_bf16_residual");

@@ -7,7 +7,7 @@
 //
 // Preconditions (the caller's, as for linear_gemv_bf16): 1 <= M <= kGemvMaxRows and
 // linear_gemv_bf16_supported(x, w, M, N, K) for every weight w; bias pointers may be null; outputs
-// must not overlap x or the weights.
+// must not overlap x or the weights. The *_rms variants add an RMSNorm prologue (RmsPrologue).
 #pragma once
 #include <cstdint>
 
@@ -36,5 +36,28 @@ void linear_gemv_bf16_silu_mul(const float* x, const uint16_t* wg, const float* 
 // written, by the same thread).
 void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                                int64_t M, int64_t N, int64_t K, float* y);
+
+// RMSNorm folded into the GEMV's input (ops::rms_norm_linear_group / rms_norm_linear_silu_mul):
+// every block recomputes rstd[m] of each row of x [M, K] with rms_row.cuh's arithmetic (the
+// rms_norm kernel's own) and feeds the columns w[k] * (x[m, k] * rstd[m]) — bitwise rms_norm_fwd's
+// y — instead of x, so rms_norm followed by the GEMV becomes one launch with the same bits.
+struct RmsPrologue {
+  const float* w = nullptr;  // norm weight f32 [K], 16-byte aligned (rms_prologue_supported)
+  double eps = 0;            // as rms_norm_fwd's eps (the op's float eps widened)
+  float* xn = nullptr;       // optional f32 [M, K]: rms_norm's y, written by block 0 (or null)
+  float* rstd = nullptr;     // optional f32 [M]: rms_norm's rstd, written by block 0 (or null)
+};
+// Whether the prologue can read the norm weight (16-byte vectors, like x's rows).
+bool rms_prologue_supported(const float* norm_w);
+
+// linear_gemv_bf16_group with x replaced by rms_norm(x, n.w, n.eps). n.xn and n.rstd must not
+// overlap x, the weights or the outputs.
+void linear_gemv_bf16_group_rms(const float* x, const RmsPrologue& n, const GemvGroup& g, int64_t M,
+                                int64_t K);
+
+// linear_gemv_bf16_silu_mul with x replaced by rms_norm(x, n.w, n.eps); same overlap rule.
+void linear_gemv_bf16_silu_mul_rms(const float* x, const RmsPrologue& n, const uint16_t* wg,
+                                   const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+                                   int64_t N, int64_t K, float* out);
 
 }  // namespace gyre::cuda

@@ -12,6 +12,7 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/rms_row.cuh"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
@@ -60,17 +61,18 @@ __global__ void row_dot_kernel(const float* a, const float* b, int64_t n, int64_
   }
 }
 
-__global__ void rms_fwd_kernel(const float* x, const float* w, int64_t R, int64_t H, double eps,
-                               float* y, float* rstd) {
+// Launched with rms::kThreads threads: the row arithmetic is rms_row.cuh's, shared with the
+// RMSNorm prologue of the fused decode GEMVs (gemv_fused.cu), which must match it bitwise.
+__global__ void __launch_bounds__(rms::kThreads)
+    rms_fwd_kernel(const float* x, const float* w, int64_t R, int64_t H, double eps, float* y,
+                   float* rstd) {
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const float* xr = x + r * H;
-    double ss = 0;
-    for (int64_t c = threadIdx.x; c < H; c += blockDim.x) ss += double(xr[c]) * double(xr[c]);
-    ss = block_sum(ss);
-    const float rs = float(1.0 / sqrt(ss / double(H) + eps));
+    const float rs = rms::row_rstd(xr, H, eps);
     if (threadIdx.x == 0) rstd[r] = rs;
     // HF: weight * (x * rsqrt(var + eps)) — the normalised value is rounded before the weight.
-    for (int64_t c = threadIdx.x; c < H; c += blockDim.x) y[r * H + c] = w[c] * (xr[c] * rs);
+    for (int64_t c = threadIdx.x; c < H; c += rms::kThreads)
+      y[r * H + c] = rms::normed(xr[c], rs, w[c]);
   }
 }
 
@@ -194,7 +196,7 @@ void row_dot(const float* a, const float* b, int64_t n, int64_t H, float* out) {
 void rms_norm_fwd(const float* x, const float* w, int64_t R, int64_t H, double eps, float* y,
                   float* rstd) {
   if (R == 0) return;
-  rms_fwd_kernel<<<row_blocks(R), kThreads, 0, stream()>>>(x, w, R, H, eps, y, rstd);
+  rms_fwd_kernel<<<row_blocks(R), rms::kThreads, 0, stream()>>>(x, w, R, H, eps, y, rstd);
   GYRE_CUDA_LAUNCHED("rms_norm_fwd");
 }
 
