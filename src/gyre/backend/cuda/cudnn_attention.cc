@@ -1,14 +1,6 @@
-// cuDNN fused attention for training (cudnn_attention.h): the SDPA forward-with-stats and backward
-// operation graphs, written out op by op in the composite form cuDNN's fused flash-attention
-// engines recognise (NVIDIA's cuDNN documentation, "Scaled Dot Product Attention" and the graph
-// API's fused attention patterns), a per-shape plan cache, and execution on gyre's stream with
-// workspace from gyre's allocator.
-//
-// Graph conventions (cuDNN's): tensors are 4-d [b, h, s, d] with explicit strides, so the packed
-// [T, H, D] buffers are b × s × h × d with strides (s·H·D, D, H·D, 1) plus a ragged-offset tensor
-// (element offset of each sequence's first row = cu_seqlens[b] · H · D); the first matmul takes
-// K transposed ([b, h, d, s] over the same memory); GQA is expressed by K/V having fewer heads
-// than Q (the engine maps query head h to kv head h / (Hq / Hkv), as gyre does).
+// cuDNN fused attention for training (cudnn_attention.h): a per-shape cache of plans for the SDPA
+// forward-with-stats and backward graphs (built in cudnn_attention_graphs.cc), and their execution
+// on gyre's stream with workspace from gyre's allocator.
 #include "gyre/backend/cuda/cudnn_attention.h"
 
 #include <chrono>
@@ -21,6 +13,7 @@
 #include <tuple>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/cudnn_attention_graphs.h"
 #include "gyre/backend/cuda/cudnn_graph.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/env.h"
@@ -106,206 +99,7 @@ std::string unsupported(int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
   return {};
 }
 
-using cudnn::GraphBuilder;
-using cudnn::TensorRef;
-
-// UIDs of the tensors bound at execution (virtual tensors get theirs from GraphBuilder).
-enum Uid : int64_t {
-  kQ = 1,
-  kK,
-  kV,
-  kO,
-  kStats,
-  kDO,
-  kDQ,
-  kDK,
-  kDV,
-  kSeqQ,
-  kSeqKV,
-  kRagQ,
-  kRagK,
-  kRagV,
-  kRagO,
-  kRagStats,
-  kRagDO,
-  kRagDQ,
-  kRagDK,
-  kRagDV,
-  kScale,
-  kNegInfPad,
-  kNegInfCausal,
-  kOne,
-  kSoftmaxSum,
-  kDQAccum,
-  kRagSoftmaxSum,
-  kRagDQAccum,
-};
-
-constexpr cudnnDataType_t kBf16 = CUDNN_DATA_BFLOAT16, kF32 = CUDNN_DATA_FLOAT,
-                          kI32 = CUDNN_DATA_INT32, kBool = CUDNN_DATA_BOOLEAN;
-
-struct Dims {
-  int64_t Bp, S, Hq, Hkv, D;
-};
-
-// The pieces both graphs share.
-struct Common {
-  GraphBuilder& g;
-  Dims d;
-  TensorRef seq_q, seq_kv;
-
-  Common(GraphBuilder& gb, Dims dims) : g(gb), d(dims) {
-    seq_q = g.tensor(kSeqQ, kI32, {d.Bp, 1, 1, 1}, {1, 1, 1, 1});
-    seq_kv = g.tensor(kSeqKV, kI32, {d.Bp, 1, 1, 1}, {1, 1, 1, 1});
-  }
-  TensorRef offsets(int64_t uid) { return g.tensor(uid, kI32, {d.Bp + 1, 1, 1, 1}, {1, 1, 1, 1}); }
-  // A packed [T, H, D] tensor as [b, h, s, d].
-  TensorRef packed(int64_t uid, cudnnDataType_t dt, int64_t H, const TensorRef& rag) {
-    return g.tensor(uid, dt, {d.Bp, H, d.S, d.D}, {d.S * H * d.D, d.D, H * d.D, 1}, &rag);
-  }
-  // The same memory as [b, h, d, s] (K^T, V^T).
-  TensorRef packed_t(int64_t uid, int64_t H, const TensorRef& rag) {
-    return g.tensor(uid, kBf16, {d.Bp, H, d.D, d.S}, {d.S * H * d.D, d.D, 1, H * d.D}, &rag);
-  }
-  TensorRef lse(int64_t uid, const TensorRef& rag) {
-    return g.tensor(uid, kF32, {d.Bp, d.Hq, d.S, 1}, {d.S * d.Hq, 1, d.Hq, 1}, &rag);
-  }
-  TensorRef scores(cudnnDataType_t dt = kF32) {
-    return g.virt(dt, {d.Bp, d.Hq, d.S, d.S}, {d.Hq * d.S * d.S, d.S * d.S, d.S, 1});
-  }
-  // Scores transposed per head ([b, h, s_kv, s_q]) for the dV / dK matmuls.
-  TensorRef scores_t() {
-    return g.virt(kBf16, {d.Bp, d.Hq, d.S, d.S}, {d.Hq * d.S * d.S, d.S * d.S, 1, d.S});
-  }
-  TensorRef rows() { return g.virt(kF32, {d.Bp, d.Hq, d.S, 1}, {d.Hq * d.S, d.S, 1, 1}); }
-  TensorRef pw(cudnnPointwiseMode_t mode, const TensorRef& x, const TensorRef* b, TensorRef y) {
-    g.pointwise(mode, kF32, x, b, nullptr, y);
-    return y;
-  }
-
-  // Scores of rows >= seq_len_q or columns >= seq_len_kv become -inf.
-  TensorRef padding_mask(const TensorRef& s) {
-    TensorRef row = g.virt(kI32, s.dims, s.strides), col = g.virt(kI32, s.dims, s.strides);
-    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, kI32, s, nullptr, nullptr, row, 2);
-    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, kI32, s, nullptr, nullptr, col, 3);
-    TensorRef row_ok = g.virt(kBool, s.dims, s.strides), col_ok = g.virt(kBool, s.dims, s.strides);
-    g.pointwise(CUDNN_POINTWISE_CMP_LT, kBool, row, &seq_q, nullptr, row_ok);
-    g.pointwise(CUDNN_POINTWISE_CMP_LT, kBool, col, &seq_kv, nullptr, col_ok);
-    TensorRef keep = g.virt(kBool, s.dims, s.strides);
-    g.pointwise(CUDNN_POINTWISE_LOGICAL_AND, kBool, row_ok, &col_ok, nullptr, keep);
-    TensorRef neg_inf = g.scalar(kNegInfPad, kF32);
-    TensorRef out = scores();
-    g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, kF32, s, &neg_inf, &keep, out);  // keep ? s : -inf
-    return out;
-  }
-  // Top-left causal mask: column > row becomes -inf (row and column within the sequence).
-  TensorRef causal_mask(const TensorRef& s) {
-    TensorRef row = g.virt(kI32, s.dims, s.strides), col = g.virt(kI32, s.dims, s.strides);
-    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, kF32, s, nullptr, nullptr, row, 2);
-    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, kF32, s, nullptr, nullptr, col, 3);
-    TensorRef keep = g.virt(kBool, s.dims, s.strides);
-    g.pointwise(CUDNN_POINTWISE_CMP_GE, kBool, row, &col, nullptr, keep);
-    TensorRef neg_inf = g.scalar(kNegInfCausal, kF32);
-    TensorRef out = scores();
-    g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, kF32, s, &neg_inf, &keep, out);
-    return out;
-  }
-};
-
-// O = softmax(mask(scale · Q Kᵀ)) V and stats = rowmax + log(rowsum(exp(s − rowmax))).
-cudnn::Plan build_forward(const cudnn::Api& a, cudnnHandle_t h, Dims d, std::string* note) {
-  GraphBuilder g(a);
-  Common c(g, d);
-  TensorRef rq = c.offsets(kRagQ), rk = c.offsets(kRagK), rv = c.offsets(kRagV),
-            ro = c.offsets(kRagO), rs = c.offsets(kRagStats);
-  TensorRef q = c.packed(kQ, kBf16, d.Hq, rq), kt = c.packed_t(kK, d.Hkv, rk),
-            v = c.packed(kV, kBf16, d.Hkv, rv), o = c.packed(kO, kBf16, d.Hq, ro);
-  TensorRef stats = c.lse(kStats, rs), scale = g.scalar(kScale, kF32);
-
-  TensorRef s = c.scores();
-  const double pad = 0.0;
-  g.matmul(q, kt, s, &c.seq_q, &c.seq_kv, nullptr, &pad);
-  s = c.pw(CUDNN_POINTWISE_MUL, s, &scale, c.scores());
-  s = c.padding_mask(s);
-  s = c.causal_mask(s);
-  TensorRef mx = c.rows();
-  g.reduction(CUDNN_REDUCE_TENSOR_MAX, s, mx);
-  TensorRef e = c.pw(CUDNN_POINTWISE_SUB, s, &mx, c.scores());
-  e = c.pw(CUDNN_POINTWISE_EXP, e, nullptr, c.scores());
-  TensorRef sum = c.rows();
-  g.reduction(CUDNN_REDUCE_TENSOR_ADD, e, sum);
-  TensorRef log_sum = c.pw(CUDNN_POINTWISE_LOG, sum, nullptr, c.rows());
-  c.pw(CUDNN_POINTWISE_ADD, mx, &log_sum, stats);
-  TensorRef p = c.pw(CUDNN_POINTWISE_DIV, e, &sum, c.scores(kBf16));
-  g.matmul(p, v, o, &c.seq_q, nullptr, &c.seq_kv);
-  return g.build_plan(h, note);
-}
-
-// dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, dK = dSᵀ Q, dQ = dS K, with P
-// recomputed from the saved stats. GQA: the per-query-head dK/dV reduce over each head group.
-cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool det,
-                           std::string* note) {
-  GraphBuilder g(a);
-  Common c(g, d);
-  TensorRef rq = c.offsets(kRagQ), rk = c.offsets(kRagK), rv = c.offsets(kRagV),
-            ro = c.offsets(kRagO), rs = c.offsets(kRagStats), rdo = c.offsets(kRagDO),
-            rdq = c.offsets(kRagDQ), rdk = c.offsets(kRagDK), rdv = c.offsets(kRagDV);
-  TensorRef q = c.packed(kQ, kBf16, d.Hq, rq), kt = c.packed_t(kK, d.Hkv, rk),
-            vt = c.packed_t(kV, d.Hkv, rv), o = c.packed(kO, kBf16, d.Hq, ro),
-            dout = c.packed(kDO, kBf16, d.Hq, rdo), dq = c.packed(kDQ, kBf16, d.Hq, rdq),
-            dk = c.packed(kDK, kBf16, d.Hkv, rdk), dv = c.packed(kDV, kBf16, d.Hkv, rdv);
-  TensorRef stats = c.lse(kStats, rs), scale = g.scalar(kScale, kF32), one = g.scalar(kOne, kF32);
-  // rowsum(dO ∘ O) lives in an f32 scratch the caller binds (the engine reads it per tile), packed
-  // like lse: [T, Hq] with lse's ragged offsets.
-  TensorRef rss = c.offsets(kRagSoftmaxSum), softmax_sum = c.lse(kSoftmaxSum, rss);
-  TensorRef doo =
-      c.pw(CUDNN_POINTWISE_MUL, dout, &o,
-           g.virt(kF32, {d.Bp, d.Hq, d.S, d.D}, {d.Hq * d.S * d.D, d.S * d.D, d.Hq * d.D, 1}));
-  TensorRef row_dot = c.rows();
-  g.reduction(CUDNN_REDUCE_TENSOR_ADD, doo, row_dot);
-  c.pw(CUDNN_POINTWISE_MUL, row_dot, &one, softmax_sum);
-
-  TensorRef s = c.scores();
-  g.matmul(q, kt, s, &c.seq_q, &c.seq_kv, nullptr);
-  s = c.pw(CUDNN_POINTWISE_MUL, s, &scale, c.scores());
-  s = c.padding_mask(s);
-  s = c.pw(CUDNN_POINTWISE_SUB, s, &stats, c.scores());
-  s = c.causal_mask(s);
-  TensorRef p = c.pw(CUDNN_POINTWISE_EXP, s, nullptr, c.scores());
-
-  // Per query head, then summed over the group when kv heads are shared.
-  auto grad_kv = [&](const TensorRef& lhs_t, const TensorRef& rhs, const TensorRef& out) {
-    if (d.Hq == d.Hkv) return g.matmul(lhs_t, rhs, out, &c.seq_kv, nullptr, &c.seq_q);
-    TensorRef full = g.virt(kBf16, {d.Bp, d.Hq, d.S, d.D}, {d.Hq * d.S * d.D, d.S * d.D, d.D, 1});
-    g.matmul(lhs_t, rhs, full, &c.seq_kv, nullptr, &c.seq_q);
-    g.reduction(CUDNN_REDUCE_TENSOR_ADD, full, out);
-  };
-  TensorRef pt = c.scores_t();
-  g.reshape(p, pt);
-  grad_kv(pt, dout, dv);
-
-  TensorRef dp = c.scores();
-  g.matmul(dout, vt, dp, &c.seq_q, &c.seq_kv, nullptr);
-  TensorRef ds = c.pw(CUDNN_POINTWISE_SUB, dp, &softmax_sum, c.scores());
-  ds = c.pw(CUDNN_POINTWISE_MUL, ds, &p, c.scores());
-  ds = c.pw(CUDNN_POINTWISE_MUL, ds, &scale, c.scores());
-  TensorRef dst = c.scores_t();
-  g.reshape(ds, dst);
-  grad_kv(dst, q, dk);
-
-  TensorRef k =
-      g.virt(kBf16, {d.Bp, d.Hkv, d.S, d.D}, {d.S * d.Hkv * d.D, d.D, d.Hkv * d.D, 1}, &rk);
-  g.reshape(kt, k);
-  if (det) {
-    g.matmul(ds, k, dq, &c.seq_q, nullptr, &c.seq_kv);
-  } else {
-    // dQ accumulates in f32 across key tiles (atomics), packed like dq: [T, Hq, D].
-    TensorRef racc = c.offsets(kRagDQAccum), acc = c.packed(kDQAccum, kF32, d.Hq, racc);
-    g.matmul(ds, k, acc, &c.seq_q, nullptr, &c.seq_kv);
-    c.pw(CUDNN_POINTWISE_IDENTITY, acc, nullptr, dq);
-  }
-  return g.build_plan(h, note);
-}
+using namespace sdpa_graph;  // Uid, Dims, build_forward, build_backward
 
 // The plan for key, built on first use; null when building failed (then `why` says why).
 // g_mu guards only the maps and the stats: a build (up to ~1 s for a backward plan) runs under the
@@ -407,8 +201,18 @@ std::shared_ptr<cudnn::Plan> prepare(bool backward, bool det, int64_t B, int64_t
 
 // Executes on the calling thread's stream; false (logged once) when cuDNN refuses, so the caller
 // can still run the flash kernels (a failed execute launches nothing).
-bool run(bool backward, const cudnn::Plan& plan, const std::vector<int64_t>& uids,
-         const std::vector<void*>& ptrs, void* workspace) {
+// One tensor bound at execution: its UID in the graph and its device (or, for by-value scalars,
+// host) address. Kept as pairs so a UID can never drift away from its pointer.
+struct Binding {
+  int64_t uid;
+  void* ptr;
+};
+
+bool run(bool backward, const cudnn::Plan& plan, const std::vector<Binding>& bindings,
+         void* workspace) {
+  std::vector<int64_t> uids;
+  std::vector<void*> ptrs;
+  for (const Binding& b : bindings) uids.push_back(b.uid), ptrs.push_back(b.ptr);
   const cudnn::Api* a = cudnn::api();
   try {
     std::lock_guard<std::mutex> lock(cudnn::handle_mutex());
@@ -438,25 +242,25 @@ bool cudnn_attention_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v
   DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   float scale_v = scale, neg_inf = -std::numeric_limits<float>::infinity();
   // The by-value scalars are read while the call is recorded (host pointers).
-  std::vector<int64_t> uids = {kQ,    kK,        kV,     kO,         kStats,
-                               kSeqQ, kSeqKV,    kRagQ,  kRagK,      kRagV,
-                               kRagO, kRagStats, kScale, kNegInfPad, kNegInfCausal};
-  std::vector<void*> ptrs = {const_cast<uint16_t*>(q),
-                             const_cast<uint16_t*>(k),
-                             const_cast<uint16_t*>(v),
-                             out,
-                             lse,
-                             ix.seqlen,
-                             ix.seqlen,
-                             ix.off_q,
-                             ix.off_kv,
-                             ix.off_kv,
-                             ix.off_q,
-                             ix.off_lse,
-                             &scale_v,
-                             &neg_inf,
-                             &neg_inf};
-  return run(false, *plan, uids, ptrs, ws.as<void>());
+  auto* q_ = const_cast<uint16_t*>(q);
+  auto* k_ = const_cast<uint16_t*>(k);
+  auto* v_ = const_cast<uint16_t*>(v);
+  const std::vector<Binding> bindings = {{kQ, q_},
+                                         {kK, k_},
+                                         {kV, v_},
+                                         {kO, out},
+                                         {kStats, lse},
+                                         {kSeqQ, ix.seqlen},
+                                         {kSeqKV, ix.seqlen},
+                                         {kRagQ, ix.off_q},
+                                         {kRagK, ix.off_kv},
+                                         {kRagV, ix.off_kv},
+                                         {kRagO, ix.off_q},
+                                         {kRagStats, ix.off_lse},
+                                         {kScale, &scale_v},
+                                         {kNegInfPad, &neg_inf},
+                                         {kNegInfCausal, &neg_inf}};
+  return run(false, *plan, bindings, ws.as<void>());
 }
 
 bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
@@ -474,41 +278,37 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
   DeviceBuffer softmax_sum(size_t(T * Hq) * 4);
   DeviceBuffer dq_accum(det ? 16 : size_t(T * Hq * D) * 4);
   float scale_v = scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.0f;
-  std::vector<int64_t> uids = {
-      kQ,     kK,     kV,     kO,         kDO,           kStats, kDQ,         kDK,           kDV,
-      kSeqQ,  kSeqKV, kRagQ,  kRagK,      kRagV,         kRagO,  kRagStats,   kRagDO,        kRagDQ,
-      kRagDK, kRagDV, kScale, kNegInfPad, kNegInfCausal, kOne,   kSoftmaxSum, kRagSoftmaxSum};
-  std::vector<void*> ptrs = {const_cast<uint16_t*>(q),
-                             const_cast<uint16_t*>(k),
-                             const_cast<uint16_t*>(v),
-                             const_cast<uint16_t*>(out),
-                             const_cast<uint16_t*>(dout),
-                             const_cast<float*>(lse),
-                             dq,
-                             dk,
-                             dv,
-                             ix.seqlen,
-                             ix.seqlen,
-                             ix.off_q,
-                             ix.off_kv,
-                             ix.off_kv,
-                             ix.off_q,
-                             ix.off_lse,
-                             ix.off_q,
-                             ix.off_q,
-                             ix.off_kv,
-                             ix.off_kv,
-                             &scale_v,
-                             &neg_inf,
-                             &neg_inf,
-                             &one,
-                             softmax_sum.as<void>(),
-                             ix.off_lse};
-  if (!det) {
-    uids.insert(uids.end(), {kDQAccum, kRagDQAccum});
-    ptrs.insert(ptrs.end(), {dq_accum.as<void>(), ix.off_q});
+  std::vector<Binding> bindings = {{kQ, const_cast<uint16_t*>(q)},
+                                   {kK, const_cast<uint16_t*>(k)},
+                                   {kV, const_cast<uint16_t*>(v)},
+                                   {kO, const_cast<uint16_t*>(out)},
+                                   {kDO, const_cast<uint16_t*>(dout)},
+                                   {kStats, const_cast<float*>(lse)},
+                                   {kDQ, dq},
+                                   {kDK, dk},
+                                   {kDV, dv},
+                                   {kSeqQ, ix.seqlen},
+                                   {kSeqKV, ix.seqlen},
+                                   {kRagQ, ix.off_q},
+                                   {kRagK, ix.off_kv},
+                                   {kRagV, ix.off_kv},
+                                   {kRagO, ix.off_q},
+                                   {kRagStats, ix.off_lse},
+                                   {kRagDO, ix.off_q},
+                                   {kRagDQ, ix.off_q},
+                                   {kRagDK, ix.off_kv},
+                                   {kRagDV, ix.off_kv},
+                                   {kScale, &scale_v},
+                                   {kNegInfPad, &neg_inf},
+                                   {kNegInfCausal, &neg_inf},
+                                   {kOne, &one},
+                                   {kSoftmaxSum, softmax_sum.as<void>()},
+                                   {kRagSoftmaxSum, ix.off_lse}};
+  if (!det) {  // the f32 dQ accumulator, packed (and offset) like dq
+    bindings.push_back({kDQAccum, dq_accum.as<void>()});
+    bindings.push_back({kRagDQAccum, ix.off_q});
   }
-  return run(true, *plan, uids, ptrs, ws.as<void>());
+  return run(true, *plan, bindings, ws.as<void>());
 }
 
 #else  // no cuDNN headers in this build: the flash kernels always run
