@@ -253,5 +253,41 @@ TEST(CudnnAttention, FlashSwitchBypassesCudnn) {
   EXPECT_EQ(r1.dq.to_vector(), r2.dq.to_vector());
 }
 
+// The cuDNN path declines (returns false, writes nothing, counts no call) what its graphs cannot
+// take, so the caller runs the flash kernels: a buffer that is not 16-byte aligned, and packed
+// offsets T·H·D beyond int32 (checked before any memory is touched, so small buffers suffice).
+TEST(CudnnAttention, DeclinesUnalignedBuffersAndInt32Overflow) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  const int64_t Hq = 4, Hkv = 2, D = 64, T = 64;
+  Tensor q = Tensor::zeros({T + 8, Hq, D}, DType::bf16, Device::cuda);
+  Tensor k = Tensor::zeros({T, Hkv, D}, DType::bf16, Device::cuda);
+  Tensor v = Tensor::zeros({T, Hkv, D}, DType::bf16, Device::cuda);
+  Tensor sentinel = Tensor::full({T, Hq, D}, 3.0f);
+  Tensor out = sentinel.to(DType::bf16).to(Device::cuda);  // 3.0 is exact in bf16
+  Tensor lse = Tensor::full({T, Hq}, 7.0f).to(Device::cuda);
+  Tensor cu = gpu(Tensor::from_vector(std::vector<int32_t>{0, int32_t(T)}, {2}));
+  const auto before = cuda::cudnn_attention_stats();
+  const auto* qp = q.data<uint16_t>();
+  EXPECT_FALSE(cuda::cudnn_attention_fwd(qp + 1, k.data<uint16_t>(), v.data<uint16_t>(), cu.i32(),
+                                         1, T, T, Hq, Hkv, D, 0.125f, out.data<uint16_t>(),
+                                         lse.f32()));
+  const int64_t huge_T = (int64_t(1) << 31) / (Hq * D) + 1;  // T·Hq·D crosses 2^31
+  EXPECT_FALSE(cuda::cudnn_attention_fwd(qp, k.data<uint16_t>(), v.data<uint16_t>(), cu.i32(), 1, T,
+                                         huge_T, Hq, Hkv, D, 0.125f, out.data<uint16_t>(),
+                                         lse.f32()));
+  const auto after = cuda::cudnn_attention_stats();
+  EXPECT_EQ(after.fwd_calls, before.fwd_calls);
+  EXPECT_EQ(cpu(lse).to_vector(), Tensor::full({T, Hq}, 7.0f).to_vector());  // nothing written
+  EXPECT_EQ(cpu(out).to(DType::f32).to_vector(), sentinel.to_vector());
+}
+
+// A typo in the switch is an error naming the variable, not a silent run of the default backend.
+TEST(CudnnAttention, UnknownBackendValueIsAnError) {
+  GYRE_SKIP_WITHOUT_GPU();
+  Backend b("flsh");
+  EXPECT_THROW(cuda::attention_backend(), Error);
+}
+
 }  // namespace
 }  // namespace gyre
