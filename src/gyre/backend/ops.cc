@@ -23,6 +23,7 @@
 #include "gyre/backend/cpu/parallel.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/ops_args.h"
+#include "gyre/backend/rope_args.h"
 
 namespace gyre::ops {
 
@@ -330,23 +331,10 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
 void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin, bool inverse) {
   OpScope op_scope_("rope_");
   const char* op = "rope_";
-  check_defined(op, "x", x);
-  check_i32(op, "positions", positions);
-  check_defined(op, "cos", cos);
-  check_defined(op, "sin", sin);
-  const Device dev =
-      op_device(op, {{"x", &x}, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
-  DType dt = float_dtype(op, {{"x", &x}, {"cos", &cos}, {"sin", &sin}});
-  GYRE_CHECK(x.dim() == 3, "ops::rope_: x must be [T, H, D], got {}", shape_str(x.shape()));
-  const int64_t T_ = x.size(0), H = x.size(1), D = x.size(2);
-  GYRE_CHECK(D % 2 == 0, "ops::rope_: head dim {} must be even", D);
-  check_shape(op, "positions", positions, {T_});
-  GYRE_CHECK(cos.dim() == 2 && cos.size(1) == D / 2,
-             "ops::rope_: cos must be [P, D/2 = {}], got {}", D / 2, shape_str(cos.shape()));
-  check_shape(op, "sin", sin, cos.shape());
-  check_index_range(op, "position", positions, cos.size(0),
-                    "the sequence is longer than the RoPE table; raise max_position_embeddings "
-                    "or shorten the input");
+  const RopeArgs ra = check_rope_args(op, {{"x", &x}}, positions, cos, sin);
+  const Device dev = ra.dev;
+  const DType dt = ra.dt;
+  const int64_t T_ = ra.T, H = x.size(1), D = ra.D;
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);

@@ -73,10 +73,9 @@ void need_i32(const char* op, const char* name, const Tensor& t, int64_t n) {
 
 }  // namespace
 
-void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
-                    Tensor& v_cache) {
-  detail::OpScope op_scope_("paged_kv_write");
-  const char* op = "paged_kv_write";
+void check_paged_kv_write(const char* op, const Tensor& k, const Tensor& v,
+                          const Tensor& slot_mapping, const Tensor& k_cache,
+                          const Tensor& v_cache) {
   need_f32(op, "k", k, 3);
   need_f32(op, "v", v, 3);
   need_cache(op, "k_cache", k_cache);
@@ -98,6 +97,13 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
       GYRE_NEED(s[t] < slots, op, "slot_mapping[{}] = {} outside the cache's {} slots", t, s[t],
                 slots);
   }
+}
+
+void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping, Tensor& k_cache,
+                    Tensor& v_cache) {
+  detail::OpScope op_scope_("paged_kv_write");
+  check_paged_kv_write("paged_kv_write", k, v, slot_mapping, k_cache, v_cache);
+  const int64_t T = k.size(0), Hkv = k.size(1), D = k.size(2);
   if constexpr (kCuda)
     if (k.device() == Device::cuda && k_cache.dtype() == DType::bf16)
       return cuda::paged_kv_write_bf16(k.f32(), v.f32(), slot_mapping.i32(), T, Hkv, D,

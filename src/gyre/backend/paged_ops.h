@@ -13,6 +13,13 @@ struct PagedLayoutStats {
   int64_t max_kv_len = 0;
 };
 
+// The checks ops::paged_kv_write runs before writing k, v [T, Hkv, D] f32 into the caches at
+// slot_mapping (i32 [T]; negative = skip): dtypes and shapes, one device, every slot inside the
+// cache (proven by a KnownIndices range or checked on a host copy). For ops that write the cache
+// themselves (ops::rope_qk_paged_kv_write_). Throws Error(invalid_argument) "<op>: <message>".
+void check_paged_kv_write(const char* op, const Tensor& k, const Tensor& v,
+                          const Tensor& slot_mapping, const Tensor& k_cache, const Tensor& v_cache);
+
 // Checks one paged-attention index set on the host (the checks ops::paged_attention runs): B
 // sequences whose T new tokens are delimited by cu_seqlens_q [B+1] (0 .. T), kv_lens[b] >= the
 // sequence's new tokens, page_indptr [B+1] a CSR over page_indices (0 .. num_page_indices), enough

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "gyre/backend/fused_rope_ops.h"
 #include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
 
@@ -78,6 +79,15 @@ void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor&
   Tensor& kc = kv_.k(layer);
   Tensor& vc = kv_.v(layer);
   ops::paged_kv_write(k, v, slot_mapping_, kc, vc);
+  ops::paged_attention(q, kc, vc, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale, out);
+}
+
+void PagedAttentionContext::rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v,
+                                        const Tensor& positions, const Tensor& cos,
+                                        const Tensor& sin, float scale, Tensor& out) {
+  Tensor& kc = kv_.k(layer);
+  Tensor& vc = kv_.v(layer);
+  ops::rope_qk_paged_kv_write_(q, k, v, positions, cos, sin, slot_mapping_, kc, vc);
   ops::paged_attention(q, kc, vc, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale, out);
 }
 

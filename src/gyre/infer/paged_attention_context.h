@@ -28,6 +28,9 @@ class PagedAttentionContext : public model::AttentionContext {
                         int64_t max_kv_len_bound);
   void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
               Tensor& out) override;
+  // One launch for RoPE and the KV write (ops::rope_qk_paged_kv_write_), then the attention.
+  void rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions,
+                   const Tensor& cos, const Tensor& sin, float scale, Tensor& out) override;
 
  private:
   KvStorage& kv_;

@@ -18,6 +18,14 @@ class AttentionContext {
   // write. `scale` is the softmax scale (1/sqrt(head_dim) for these architectures).
   virtual void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                       Tensor& out) = 0;
+  // RoPE, then attend: q and k (un-rotated) are rotated at `positions` with the tables cos/sin
+  // (ops::rope_qk_'s semantics) and attended as above. A context may fuse the rotation with its
+  // own work (the paged context writes the rotated keys straight into its cache); the result is
+  // bitwise that of rope_qk_ then attend. q holds the rotated queries afterwards; k's contents are
+  // unspecified (rotated or not). The default is exactly rope_qk_ then attend.
+  virtual void rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v,
+                           const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                           float scale, Tensor& out);
 };
 
 }  // namespace gyre::model

@@ -5,7 +5,6 @@
 #include <atomic>
 
 #include "gyre/backend/fused_linear_ops.h"
-#include "gyre/backend/fused_rope_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
@@ -83,18 +82,20 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(q_raw, w.q_norm, eps, q, rstd_q);
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
+  Tensor attn = empty({T, Hq, D}, dev), lse;
   if (fuse) {
-    ops::rope_qk_(q, k, a.positions, a.cos, a.sin);  // one launch, bitwise the two below
+    // RoPE fused with the context's KV write (the paged context: one launch for both), bitwise
+    // the rope_ calls and attend below; k is not needed afterwards (nothing is saved).
+    a.context->rope_attend(layer, q, k, v, a.positions, a.cos, a.sin, a.scale, attn);
   } else {
     ops::rope_(q, a.positions, a.cos, a.sin);
     ops::rope_(k, a.positions, a.cos, a.sin);
-  }
-  Tensor attn = empty({T, Hq, D}, dev), lse;
-  if (a.context) {
-    a.context->attend(layer, q, k, v, a.scale, attn);
-  } else {
-    lse = empty({T, Hq}, dev);
-    ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
+    if (a.context) {
+      a.context->attend(layer, q, k, v, a.scale, attn);
+    } else {
+      lse = empty({T, Hq}, dev);
+      ops::attention_varlen(q, k, v, a.cu_seqlens, a.scale, attn, lse);
+    }
   }
   Tensor h = empty({T, H}, dev);
   if (fuse_residual) {

@@ -1,24 +1,18 @@
 // bf16 paged KV cache write (paged_kv_write_bf16, declared and specified in paged_bf16.h): each
 // thread converts f32 K/V values to bf16 bits and stores them at the token's cache slot; padding
-// rows (negative slots) are skipped. The conversion is core/dtype.h's f32_to_bf16 bit for bit.
+// rows (negative slots) are skipped. The conversion is core/dtype.h's f32_to_bf16 bit for bit
+// (bf16_bits.cuh).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
 
 namespace {
-
-// f32 -> bf16 bits, round to nearest even; NaN stays a quiet NaN (core/dtype.h's f32_to_bf16).
-__device__ __forceinline__ uint32_t to_bf16_bits(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return (u >> 16) | 0x0040u;
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return u >> 16;
-}
 
 // Four values per thread: row % 4 == 0, k/v 16-byte and the caches 8-byte aligned.
 __global__ void kv_write_vec4_kernel(const float4* k, const float4* v, const int32_t* slots,

@@ -1,14 +1,16 @@
 // RoPE on q and k in one launch (rope_pair.h). Work items [0, T·Hq·D/2) rotate q and the next
 // T·Hkv·D/2 rotate k; each item is exactly one iteration of rows.cu's rope_kernel (forward
-// rotation), written as the same expression so the compiler forms the same multiply-adds (checked
-// in the PTX of both kernels with nvcc 13: a[0] = mul, mul, sub; a[half] = mul, fma with the same
-// operand pairs; tests/gpu/backend/fused_linear_cuda_test.cc compares the results bitwise).
+// rotation) through the same helpers (rope_rotate.cuh), so the two agree bitwise
+// (tests/gpu/backend/fused_linear_cuda_test.cc compares the results).
 #include "gyre/backend/cuda/rope_pair.h"
+#include "gyre/backend/cuda/rope_rotate.cuh"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
 
 namespace {
+
+using namespace rope_detail;
 
 constexpr int kThreads = 256;
 
@@ -21,15 +23,9 @@ __global__ void rope_qk_kernel(float* q, int64_t Hq, float* k, int64_t Hkv, int6
     const bool is_q = j < nq;
     const int64_t i = is_q ? j : j - nq, H = is_q ? Hq : Hkv;
     float* x = is_q ? q : k;
-    // rope_kernel's body with inverse = false.
-    const int64_t p = i % half, th = i / half, t = th / H;
-    const int64_t row = int64_t(positions[t]) * half + p;
-    const float c = cos[row], s = sin[row];
-    float* a = x + th * D + p;
-    const float ai = a[0], bi = a[half];
-    // HF: x cos + rotate_half(x) sin, rotate_half(x) = cat(-x2, x1).
-    a[0] = ai * c - bi * s;
-    a[half] = bi * c + ai * s;
+    // rope_kernel's body with inverse = false (the shared helpers of rope_rotate.cuh).
+    const RopeItem r = rope_item(i, H, half, positions);
+    rope_rotate_pair(x + r.th * D + r.p, half, cos[r.table_row], sin[r.table_row]);
   }
 }
 

@@ -13,6 +13,7 @@
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/rms_row.cuh"
+#include "gyre/backend/cuda/rope_rotate.cuh"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
@@ -117,14 +118,11 @@ __global__ void rope_kernel(float* x, int64_t tokens, int64_t H, int64_t D,
   const int64_t half = D / 2, total = tokens * H * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t p = i % half, th = i / half, t = th / H;
-    const int64_t row = int64_t(positions[t]) * half + p;
-    const float c = cos[row], s = inverse ? -sin[row] : sin[row];
-    float* a = x + th * D + p;
-    const float ai = a[0], bi = a[half];
-    // HF: x cos + rotate_half(x) sin, rotate_half(x) = cat(-x2, x1).
-    a[0] = ai * c - bi * s;
-    a[half] = bi * c + ai * s;
+    // The rotation shared with rope_pair.cu and rope_kv_write.cu (rope_rotate.cuh); the inverse
+    // rotation is the one by -angle.
+    const rope_detail::RopeItem r = rope_detail::rope_item(i, H, half, positions);
+    const float c = cos[r.table_row], s = inverse ? -sin[r.table_row] : sin[r.table_row];
+    rope_detail::rope_rotate_pair(x + r.th * D + r.p, half, c, s);
   }
 }
 

@@ -1,0 +1,50 @@
+// The RoPE rotation shared by every CUDA kernel that applies it (rows.cu's rope_kernel,
+// rope_pair.cu's rope_qk_kernel, rope_kv_write.cu's fused decode kernel), so they cannot drift
+// apart: kernels that must be bitwise equal (ops::rope_qk_ and the fused RoPE + KV write against
+// two ops::rope_ calls) run this one expression. HF's rotation: x cos + rotate_half(x) sin with
+// rotate_half(x) = cat(-x2, x1), i.e. per pair (a, b) = (x[p], x[p + D/2]):
+//   a' = a c - b s,   b' = b c + a s.
+// The expression is written once and inlined, so nvcc contracts it the same way at every call
+// site (a' = mul, mul, sub; b' = mul, fma — in the PTX of all three kernels with nvcc 13); the GPU
+// tests check the kernels bitwise (tests/gpu/backend/fused_linear_cuda_test.cc,
+// rope_kv_write_cuda_test.cc).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace gyre::cuda::rope_detail {
+
+// Work item i of a RoPE over x [tokens, H, D] (items [0, tokens * H * D/2)): the pair index p in
+// [0, D/2), the (token, head) row th = token * H + head, and the table row of the token's position.
+struct RopeItem {
+  int64_t p, th, table_row;
+};
+
+__device__ __forceinline__ RopeItem rope_item(int64_t i, int64_t H, int64_t half,
+                                              const int32_t* positions) {
+  RopeItem it;
+  it.p = i % half;
+  it.th = i / half;
+  const int64_t t = it.th / H;
+  it.table_row = int64_t(positions[t]) * half + it.p;
+  return it;
+}
+
+// (ai, bi) rotated by the angle with cosine c and sine s (negate s for the inverse rotation).
+__device__ __forceinline__ void rope_rotate(float ai, float bi, float c, float s, float& a_out,
+                                            float& b_out) {
+  a_out = ai * c - bi * s;
+  b_out = bi * c + ai * s;
+}
+
+// In place on the pair (a[0], a[half]).
+__device__ __forceinline__ void rope_rotate_pair(float* a, int64_t half, float c, float s) {
+  const float ai = a[0], bi = a[half];
+  float ao, bo;
+  rope_rotate(ai, bi, c, s, ao, bo);
+  a[0] = ao;
+  a[half] = bo;
+}
+
+}  // namespace gyre::cuda::rope_detail

@@ -1,0 +1,54 @@
+// The argument checks of the RoPE ops, written once: ops::rope_ (ops.cc), ops::rope_qk_ and
+// ops::rope_qk_paged_kv_write_ (fused_rope_ops.cc). Internal to gyre_backend.
+#pragma once
+#include <initializer_list>
+
+#include "gyre/backend/ops_args.h"
+
+namespace gyre::ops::detail {
+
+// What check_rope_args proved: the tensors' common device and float dtype, tokens T, head dim D.
+struct RopeArgs {
+  Device dev = Device::cpu;
+  DType dt = DType::f32;
+  int64_t T = 0, D = 0;
+};
+
+// xs: the tensors to rotate (at least one), each [T, H_i, D] with the T and D of the first, D
+// even; positions i32 [T], every entry a row of the tables; cos [P, D/2]; sin the shape of cos; all
+// on one device with one float dtype. Throws (naming the tensor) before anything is modified.
+inline RopeArgs check_rope_args(const char* op, std::initializer_list<Arg> xs,
+                                const Tensor& positions, const Tensor& cos, const Tensor& sin) {
+  for (const Arg& a : xs) check_defined(op, a.name, *a.t);
+  check_i32(op, "positions", positions);
+  check_defined(op, "cos", cos);
+  check_defined(op, "sin", sin);
+  const Arg& x0 = *xs.begin();
+  RopeArgs r;
+  // Two passes because op_device / float_dtype take one list: the rotated tensors among
+  // themselves, then the first of them against the index and table tensors.
+  r.dev = op_device(op, xs);
+  op_device(op, {x0, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
+  r.dt = float_dtype(op, xs);
+  float_dtype(op, {x0, {"cos", &cos}, {"sin", &sin}});
+  for (const Arg& a : xs)
+    GYRE_CHECK(a.t->dim() == 3, "ops::{}: {} must be [T, H, D], got {}", op, a.name,
+               shape_str(a.t->shape()));
+  r.T = x0.t->size(0);
+  r.D = x0.t->size(2);
+  for (const Arg& a : xs)
+    GYRE_CHECK(a.t->size(0) == r.T && a.t->size(2) == r.D,
+               "ops::{}: {} {} does not match {} {} in tokens and head dim", op, a.name,
+               shape_str(a.t->shape()), x0.name, shape_str(x0.t->shape()));
+  GYRE_CHECK(r.D % 2 == 0, "ops::{}: head dim {} must be even", op, r.D);
+  check_shape(op, "positions", positions, {r.T});
+  GYRE_CHECK(cos.dim() == 2 && cos.size(1) == r.D / 2, "ops::{}: cos must be [P, D/2 = {}], got {}",
+             op, r.D / 2, shape_str(cos.shape()));
+  check_shape(op, "sin", sin, cos.shape());
+  check_index_range(op, "position", positions, cos.size(0),
+                    "the sequence is longer than the RoPE table; raise max_position_embeddings "
+                    "or shorten the input");
+  return r;
+}
+
+}  // namespace gyre::ops::detail
