@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
+#include "gyre/model/decode_fusion.h"
 #include "gyre/model/decoder_layer.h"
 #include "gyre/model/forward_state.h"
 #include "gyre/model/tensor_parallel.h"
@@ -204,15 +206,19 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   const int64_t T = batch.num_tokens(), H = c.hidden_size;
   const bool autocast = precision_ == Precision::bf16 && dev == Device::cuda;
   ops::Bf16Autocast autocast_scope(autocast);
-  Tensor logits_rows;  // on the model's device
+  Tensor logits_rows;         // on the model's device
+  bool rows_in_order = true;  // logits for every row in order (no logits_rows, or 0..T-1)
   if (o.logits_rows.defined()) {
     check_i32_vector(o.logits_rows, "logits_rows");
     const Tensor host_rows = o.logits_rows.to(Device::cpu);
     const int32_t* r = host_rows.i32();
-    for (int64_t i = 0; i < host_rows.numel(); ++i)
+    rows_in_order = host_rows.numel() == T;
+    for (int64_t i = 0; i < host_rows.numel(); ++i) {
       if (r[i] < 0 || r[i] >= T)
         GYRE_THROW(invalid_argument, "logits_rows[{}] = {} is outside the batch's {} tokens", i,
                    r[i], T);
+      rows_in_order = rows_in_order && r[i] == i;
+    }
     logits_rows = o.logits_rows.to(dev);
     known.add_range(logits_rows, 0, T);
   }
@@ -258,6 +264,16 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
         save = &st->layers[size_t(l)];
     }
     x = layer_forward(lc, l, w.layers[size_t(l)], a, x, save);
+  }
+  if (!st && o.attention && decode_fusion() && !o.hidden_only && !tp_ && rows_in_order) {
+    // The rollout engine's decode (decode_fusion.h): the final norm folded into the lm_head GEMV,
+    // one launch, bitwise rms_norm then linear (the gather below would copy every row in order).
+    Tensor logits = empty({T, lc.vocab_size}, dev), none;
+    const Tensor* ws[] = {&w.lm_head};
+    const Tensor* bs[] = {&none};
+    Tensor* ys[] = {&logits};
+    ops::rms_norm_linear_group(x, w.final_norm, float(c.rms_norm_eps), ws, bs, ys);
+    return logits;
   }
   Tensor xn = empty({T, H}, dev), rstd = empty({T}, dev);
   ops::rms_norm(x, w.final_norm, float(c.rms_norm_eps), xn, rstd);

@@ -54,15 +54,17 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const bool fuse_residual = fuse && !a.tp;
 
   // --- attention block
-  Tensor xn1 = empty({T, H}, dev), rstd1 = empty({T}, dev);
-  ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
+  Tensor xn1, rstd1;  // saved for the backward; the fused path (nothing saved) never forms them
   Tensor q = empty({T, Hq * D}, dev), k = empty({T, Hkv * D}, dev), v = empty({T, Hkv * D}, dev);
   if (fuse) {
+    // Input norm folded into the q/k/v GEMV: bitwise rms_norm then linear_group.
     const Tensor* ws[] = {&w.q_w, &w.k_w, &w.v_w};
     const Tensor* bs[] = {&w.q_b, &w.k_b, &w.v_b};
     Tensor* ys[] = {&q, &k, &v};
-    ops::linear_group(xn1, ws, bs, ys);
+    ops::rms_norm_linear_group(x, w.input_norm, eps, ws, bs, ys);
   } else {
+    xn1 = empty({T, H}, dev), rstd1 = empty({T}, dev);
+    ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
     ops::linear(xn1, w.q_w, w.q_b, q);
     ops::linear(xn1, w.k_w, w.k_b, k);
     ops::linear(xn1, w.v_w, w.v_b, v);
@@ -106,15 +108,19 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   }
 
   // --- MLP block
-  Tensor xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
-  ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
-  Tensor out, gate, up;
+  Tensor xn2, rstd2, out, gate, up;
+  const bool fuse_mlp = fuse && !w.moe;
+  if (!fuse_mlp) {
+    xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
+    ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
+  }
   if (w.moe) {
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
     ops::add(out, h, out);  // residual
   } else if (fuse) {
     Tensor act = empty({T, c.intermediate_size}, dev);
-    ops::linear_silu_mul(xn2, w.gate_w, w.gate_b, w.up_w, w.up_b, act);
+    // Post-attention norm folded into the gate/up GEMV: bitwise rms_norm then linear_silu_mul.
+    ops::rms_norm_linear_silu_mul(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b, act);
     out = empty({T, H}, dev);
     if (fuse_residual) {
       ops::linear_add_residual(act, w.down_w, w.down_b, h, out);
