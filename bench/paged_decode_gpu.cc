@@ -6,6 +6,9 @@
 //   decode_b1_kv4096     batch 1 decode at 4096 keys (split-KV);
 //   decode_b1_kv32768    batch 1 decode at 32768 keys (split-KV);
 //   prefill_b256_q128    batch 256 prompts of 128 tokens (the first rollout step), for scale;
+//   short_b{1,8}_kv{128,1024,8192}[_bound32768]  (mode `short`, issue 7) batch 1 and 8 decode at
+//                        short to medium contexts, with max_kv_len the context itself or the
+//                        32768-key bound a decode graph sizes its splits for;
 // each for Qwen2.5-0.5B heads (14 q / 2 kv / 64) and 1.5B heads (12 / 2 / 128), pages of 16
 // scattered over a shuffled pool. Figures: microseconds per call (median of single calls timed with
 // CUDA events, the L2 flushed before each, as in a model step whose other layers evict the cache;
@@ -91,8 +94,12 @@ struct Heads {
 };
 
 // One batch: B sequences of q_len new tokens each at kv_len keys, pages of 16 from a shuffled pool.
-void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int64_t kv_len,
-                double anchor_gbps, int reps) {
+// kv_bound (0: kv_len) is the max_kv_len the bf16 kernel is told, as a decode graph tells it its
+// context length. Besides the measured figures, `kv_bound_us` is the time the K + V bytes need at
+// 3.3 TB/s (an H200's practical HBM read rate) — the floor a memory-bound kernel approaches.
+void bench_case(const std::string& name, const Heads& h, int64_t B, int64_t q_len, int64_t kv_len,
+                double anchor_gbps, int reps, int64_t kv_bound = 0) {
+  const int64_t max_kv = kv_bound > 0 ? kv_bound : kv_len;
   const int64_t ps = 16, pages_per_seq = (kv_len + ps - 1) / ps, P = B * pages_per_seq + 1;
   const int64_t T = B * q_len;
   std::vector<int32_t> cu(size_t(B + 1)),
@@ -132,7 +139,7 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
   const auto run_bf16 = [&] {
     cuda::paged_attention_bf16_fwd(q.f32(), kb.data<uint16_t>(), vb.data<uint16_t>(), gcu.i32(),
                                    glen.i32(), gip.i32(), gpg.i32(), B, T, h.Hq, h.Hkv, h.D, ps,
-                                   scale, q_len, kv_len, out.f32());
+                                   scale, q_len, max_kv, out.f32());
   };
   const Timing bf = time_call(run_bf16, reps);
   const Timing f32 = time_call(
@@ -155,13 +162,16 @@ void bench_case(const char* name, const Heads& h, int64_t B, int64_t q_len, int6
   const double kv_elems = double(B) * double(kv_len) * double(h.Hkv * h.D) * 2;
   const double bf_gbps = kv_elems * 2 / (bf.cold_us * 1e-6) / 1e9;
   const double f32_gbps = kv_elems * 4 / (f32.cold_us * 1e-6) / 1e9;
+  const double kv_bound_us = kv_elems * 2 / 3.3e12 * 1e6;
   emit(std::string("{\"bench\":\"paged_decode_gpu\",\"case\":\"") + name + "\",\"model\":\"" +
        h.model + "\",\"heads\":\"" + std::to_string(h.Hq) + "/" + std::to_string(h.Hkv) + "/" +
        std::to_string(h.D) + "\",\"batch\":" + std::to_string(B) +
        ",\"q_len\":" + std::to_string(q_len) + ",\"kv_len\":" + std::to_string(kv_len) +
-       ",\"splits_scratch_bytes\":" +
+       ",\"max_kv_len\":" + std::to_string(max_kv) + ",\"splits_scratch_bytes\":" +
        std::to_string(
-           cuda::paged_attention_bf16_workspace_bytes(B, T, h.Hq, h.Hkv, h.D, q_len, kv_len)) +
+           cuda::paged_attention_bf16_workspace_bytes(B, T, h.Hq, h.Hkv, h.D, q_len, max_kv)) +
+       ",\"kv_bound_us\":" + num(kv_bound_us) +
+       ",\"bf16_over_kv_bound\":" + num(bf.cold_us / kv_bound_us) +
        ",\"bf16_us\":" + num(bf.cold_us) + ",\"bf16_hot_us\":" + num(bf.hot_us) +
        ",\"bf16_kv_gbps\":" + num(bf_gbps) + ",\"f32_us\":" + num(f32.cold_us) +
        ",\"f32_hot_us\":" + num(f32.hot_us) + ",\"f32_kv_gbps\":" + num(f32_gbps) +
@@ -192,6 +202,14 @@ int main(int argc, char** argv) {
       }
       if (only.empty() || only == "prefill")
         bench_case("prefill_b256_q128", h, 256, 128, 128, anchor, 20);
+      if (only.empty() || only == "short")
+        for (int64_t B : {1, 8})
+          for (int64_t kv : {128, 1024, 8192})
+            for (int64_t bound : {int64_t(0), int64_t(32768)}) {
+              const std::string name = "short_b" + std::to_string(B) + "_kv" + std::to_string(kv) +
+                                       (bound ? "_bound" + std::to_string(bound) : "");
+              bench_case(name, h, B, 1, kv, anchor, 50, bound);
+            }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -27,6 +27,7 @@
 
 #include "gpu_test_util.h"
 #include "gyre/backend/cpu/paged_attention.h"
+#include "gyre/backend/cuda/graph.h"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/dtype.h"
@@ -130,6 +131,7 @@ struct Case {
   int64_t Hq, Hkv, D, page_size;
   std::vector<int32_t> q_lens, kv_lens;
   uint64_t seed;
+  int64_t kv_bound = 0;  // max_kv_len passed to the kernel (0: the batch's longest kv_len)
 };
 
 std::string describe(const Case& c) {
@@ -140,9 +142,13 @@ std::string describe(const Case& c) {
   return s;
 }
 
-// Runs one batch on both devices; returns max |gpu - cpu| (infinite if any output is not finite,
-// e.g. a row the kernel never wrote: the output starts as NaN).
-double run_case(const Case& c) {
+// One batch on both devices: the GPU output (NaN-initialised, so unwritten rows stay NaN) and the
+// CPU reference.
+struct Outputs {
+  std::vector<float> got, want;
+};
+
+Outputs run_both(const Case& c) {
   const int64_t B = int64_t(c.q_lens.size()), Hq = c.Hq, Hkv = c.Hkv, D = c.D, ps = c.page_size;
   std::vector<int32_t> cu(size_t(B + 1), 0), indptr(size_t(B + 1), 0);
   int64_t max_q = 1, max_kv = 1;
@@ -152,6 +158,7 @@ double run_case(const Case& c) {
     max_q = std::max<int64_t>(max_q, c.q_lens[size_t(b)]);
     max_kv = std::max<int64_t>(max_kv, c.kv_lens[size_t(b)]);
   }
+  if (c.kv_bound > 0) max_kv = c.kv_bound;
   const int64_t T = cu.back();
   // Pages: a shuffled pool with spares, so sequences' pages are scattered and not in order.
   const int64_t P = indptr.back() + 3;
@@ -178,7 +185,7 @@ double run_case(const Case& c) {
     cuda::paged_attention_bf16_fwd(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, B,
                                    0, Hq, Hkv, D, ps, scale, max_q, max_kv, nullptr);
     cuda::sync();
-    return 0.0;
+    return {want, want};
   }
   Tensor gq = gpu(Tensor::from_vector(q, {T * Hq * D}));
   Tensor gkc = gpu(bf16_host(kb)), gvc = gpu(bf16_host(vb));
@@ -191,7 +198,14 @@ double run_case(const Case& c) {
   cuda::paged_attention_bf16_fwd(gq.f32(), gkc.data<uint16_t>(), gvc.data<uint16_t>(), gcu.i32(),
                                  glen.i32(), gip.i32(), gpg.i32(), B, T, Hq, Hkv, D, ps, scale,
                                  max_q, max_kv, gout.f32());
-  const std::vector<float> got = gout.to(Device::cpu).to_vector();
+  return {gout.to(Device::cpu).to_vector(), want};
+}
+
+// max |gpu - cpu| for one batch (infinite if any output is not finite, e.g. a row the kernel
+// never wrote).
+double run_case(const Case& c) {
+  const Outputs o = run_both(c);
+  const std::vector<float>&got = o.got, &want = o.want;
   double max_abs = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
@@ -309,6 +323,117 @@ TEST(PagedBf16, WorkspaceSize) {
   EXPECT_THROW(cuda::paged_attention_bf16_fwd(buf.f32(), h, h, i, i, i, i, 1, 1, 12, 2, 128, 16,
                                               0.1f, 1, 32768, buf.f32(), buf.raw(), ws - 16),
                Error);
+}
+
+// ---- short contexts, bounds above the context, determinism, graph replay (issue 7) --------------
+
+// Decode (one new token per sequence) at contexts around the 64-key tile and chunk boundaries, at
+// batch 1 and 8 (the second half of the batch at other lengths, so sequences get different
+// per-sequence chunks), Qwen2.5-0.5B (14/2/64, GQA 7:1) and 1.5B (12/2/128, 6:1) heads.
+std::vector<Case> decode_cases(int64_t kv_bound_b1, int64_t kv_bound_b8) {
+  std::vector<Case> cases;
+  uint64_t seed = 100;
+  for (int32_t ctx : {1, 7, 63, 64, 65, 150, 1000, 5000})
+    for (int64_t B : {1, 8}) {
+      std::vector<int32_t> ones(size_t(B), 1), lens(size_t(B), ctx);
+      for (int64_t b = B / 2; b < B; ++b) lens[size_t(b)] = std::max<int32_t>(1, ctx / 3 + 5 * b);
+      const int64_t bound = B == 1 ? kv_bound_b1 : kv_bound_b8;
+      cases.push_back({14, 2, 64, 16, ones, lens, seed++, bound});
+      cases.push_back({12, 2, 128, 16, ones, lens, seed++, bound});
+    }
+  return cases;
+}
+
+TEST(PagedBf16, DecodeShortAndLongContexts) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const Case& c : decode_cases(0, 0)) expect_close(c);
+}
+
+// A decode graph sizes the split for the engine's context length, not the step's: the same
+// contexts under bounds far above them (per-sequence chunks keep short contexts on one-tile CTAs).
+TEST(PagedBf16, DecodeUnderLargeBound) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const Case& c : decode_cases(32768, 8192)) expect_close(c);
+  expect_close({14, 2, 64, 7, {1, 13}, {4000, 2500}, 90, 16384});  // prefill rows too
+}
+
+// Run to run, the output is bitwise identical (no atomics; the combine's order is fixed).
+TEST(PagedBf16, Deterministic) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const Case cases[] = {
+      {14, 2, 64, 16, {1}, {150}, 201},
+      {12, 2, 128, 16, {1}, {5000}, 202, 32768},
+      {14, 2, 64, 16, std::vector<int32_t>(8, 1), std::vector<int32_t>(8, 1000), 203},
+      {12, 2, 128, 7, {1, 13}, {4000, 2500}, 204}};
+  for (const Case& c : cases) {
+    const std::vector<float> a = run_both(c).got, b = run_both(c).got;
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << describe(c);
+  }
+}
+
+// The split plan under CUDA-graph capture: captured at one context with a bound (as
+// infer/decode_graph.cc does), replayed after the kv_lens buffer changed to longer and shorter
+// contexts; each replay must equal an eager call with the same bound bitwise, and the CPU
+// reference within kAbsTol.
+void graph_replay_case(int64_t Hq, int64_t Hkv, int64_t D, uint64_t seed) {
+  const int64_t ps = 16, bound = 5000, B = 2;
+  const int64_t pages_per_seq = (bound + ps - 1) / ps, P = B * pages_per_seq;
+  std::vector<int32_t> pages(size_t(P)), indptr = {0, int32_t(pages_per_seq), int32_t(P)};
+  std::iota(pages.begin(), pages.end(), 0);
+  PhiloxStream r(seed, 9);
+  for (size_t i = pages.size(); i > 1; --i) std::swap(pages[i - 1], pages[r.next_u32() % i]);
+  const size_t cache_n = size_t(P * ps * Hkv * D);
+  std::vector<uint16_t> kb(cache_n), vb(cache_n);
+  std::vector<float> kf = normals(cache_n, seed + 1), vf = normals(cache_n, seed + 2);
+  for (size_t i = 0; i < cache_n; ++i) {
+    kb[i] = f32_to_bf16(kf[i]), kf[i] = bf16_to_f32(kb[i]);
+    vb[i] = f32_to_bf16(vf[i]), vf[i] = bf16_to_f32(vb[i]);
+  }
+  const std::vector<int32_t> cu = {0, 1, 2};
+  const std::vector<float> q = normals(size_t(B * Hq * D), seed + 3);
+  const float scale = 1.0f / std::sqrt(float(D));
+  Tensor gq = gpu(Tensor::from_vector(q, {B * Hq * D}));
+  Tensor gkc = gpu(bf16_host(kb)), gvc = gpu(bf16_host(vb));
+  Tensor gcu = gpu(Tensor::from_vector(cu, {B + 1}));
+  Tensor gip = gpu(Tensor::from_vector(indptr, {B + 1}));
+  Tensor gpg = gpu(Tensor::from_vector(pages, {P}));
+  Tensor glen = gpu(Tensor::from_vector(std::vector<int32_t>{1000, 300}, {B}));
+  Tensor gout = Tensor::zeros({B * Hq * D}, DType::f32, Device::cuda);
+  Tensor eager = Tensor::zeros({B * Hq * D}, DType::f32, Device::cuda);
+  const auto attend = [&](Tensor& out) {
+    cuda::paged_attention_bf16_fwd(gq.f32(), gkc.data<uint16_t>(), gvc.data<uint16_t>(), gcu.i32(),
+                                   glen.i32(), gip.i32(), gpg.i32(), B, B, Hq, Hkv, D, ps, scale, 1,
+                                   bound, out.f32());
+  };
+  cuda::CudaGraph graph;
+  graph.capture([&] { attend(gout); });
+  const std::vector<std::vector<int32_t>> steps = {
+      {5000, 4999}, {7, 1}, {64, 65}, {150, 2000}, {1000, 300}};
+  for (const std::vector<int32_t>& lens : steps) {
+    glen.copy_from(Tensor::from_vector(lens, {B}));
+    graph.replay();
+    attend(eager);
+    const std::vector<float> got = gout.to(Device::cpu).to_vector();
+    const std::vector<float> ref = eager.to(Device::cpu).to_vector();
+    EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0)
+        << "kv_lens " << lens[0] << ", " << lens[1];
+    std::vector<float> want(got.size(), 0.0f);
+    cpu::paged_attention_fwd(q.data(), kf.data(), vf.data(), cu.data(), lens.data(), indptr.data(),
+                             pages.data(), B, Hq, Hkv, D, ps, scale, want.data());
+    double max_abs = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      max_abs = std::isfinite(got[i])
+                    ? std::max(max_abs, std::fabs(double(got[i]) - double(want[i])))
+                    : std::numeric_limits<double>::infinity();
+    EXPECT_LE(max_abs, kAbsTol) << "kv_lens " << lens[0] << ", " << lens[1];
+  }
+}
+
+TEST(PagedBf16, GraphReplayAcrossContexts) {
+  GYRE_SKIP_WITHOUT_GPU();
+  graph_replay_case(14, 2, 64, 301);
+  graph_replay_case(12, 2, 128, 302);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // bf16 paged attention (declarations, layout and semantics in paged_bf16.h): the tile kernel for
-// decode and prefill, the split-KV plan and the public entry points. The cache write is
-// paged_bf16_write.cu, the split combine paged_bf16_combine.cu (split-KV: paged_bf16_common.cuh).
+// decode and prefill and the public entry points (the split-KV plan: paged_bf16_plan.h). The cache
+// write is paged_bf16_write.cu, the split combine paged_bf16_combine.cu (split-KV:
+// paged_bf16_common.cuh).
 //
 // Attention work item: one CTA (4 warps) owns up to R query rows of one (sequence b, kv head g)
 // and one key range. Rows are the flattened (token, head-in-group) pairs f = t * G + hh of the
@@ -50,8 +51,7 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kKeysPerWarp = 16;                  // keys of a tile one warp scores (lane pairs)
 constexpr int kTileKeys = kWarps * kKeysPerWarp;  // keys per shared-memory stage
-constexpr int kMaxRows = 16;                      // query rows per CTA (prefill)
-constexpr int kMinChunk = kTileKeys;              // smallest split-KV chunk
+static_assert(kTileKeys == kPlanTileKeys && kPlanMaxRows == 16, "paged_bf16_plan.h's sizes");
 
 // The two bf16 of a 32-bit word (little endian: the lower address is the low half), widened.
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
@@ -69,7 +69,7 @@ struct AttnParams {
   const int32_t* page_indices;
   int T, Hq, Hkv, G, page_size;
   int row_tiles;    // R-row tiles per (sequence, kv head): ceil(max_q_len * G / R)
-  int chunk;        // keys per split (a multiple of kTileKeys; >= max_kv_len when not split)
+  int splits;       // key chunks per item (grid.y); the chunk is split_chunk(kv_len, splits)
   float qscale;     // scale * log2 e
   float* out;       // [T, Hq, D], written directly when part_o is null
   float* part_o;    // split partials [splits, T * Hq, D] (unnormalised), or null
@@ -131,7 +131,7 @@ __device__ __forceinline__ void unpack8(const uint4& raw, float kf[8]) {
 // One CTA's work: flattened rows [f0, f0 + nrows) (f = token * G + head in group) of sequence b,
 // kv head g, over keys [key_begin, key_end).
 struct Item {
-  int b, g, split, q0, f0, nrows, first_pos, key_begin, key_end;
+  int b, g, split, q0, f0, nrows, first_pos, chunk, key_begin, key_end;
 };
 
 // Decodes blockIdx (grid.x = B * Hkv * row_tiles with the longest causal tiles first, grid.y =
@@ -147,10 +147,18 @@ __device__ __forceinline__ bool decode_item(const AttnParams& p, Item& it) {
   it.f0 = tile * R;
   if (it.f0 >= nq * p.G) return false;
   it.nrows = min(R, nq * p.G - it.f0);
-  it.first_pos = p.kv_lens[it.b] - nq;  // kv position of the sequence's first query
-  it.key_begin = it.split * p.chunk;
-  it.key_end = min(it.first_pos + (it.f0 + it.nrows - 1) / p.G + 1, it.key_begin + p.chunk);
-  return it.key_begin < it.key_end;
+  const int kv_len = p.kv_lens[it.b];
+  it.first_pos = kv_len - nq;  // kv position of the sequence's first query
+  it.chunk = split_chunk(kv_len, p.splits);
+  // split < kMaxSplits and chunk <= kv_len + kTileKeys - 1 with kv_len <= 2^30 (host-checked):
+  // split * chunk < 2^31 whenever it is <= the last row's position; larger products only arise
+  // for chunks past every position, whose CTAs leave here — compare in 64 bits.
+  const int64_t begin = int64_t(it.split) * it.chunk;
+  const int row_end = it.first_pos + (it.f0 + it.nrows - 1) / p.G + 1;
+  if (begin >= row_end) return false;
+  it.key_begin = int(begin);
+  it.key_end = min(row_end, it.key_begin + it.chunk);
+  return true;
 }
 
 // Keys [key_begin, row_limit) are visible to CTA row r (none for padding rows r >= nrows).
@@ -176,13 +184,16 @@ __device__ __forceinline__ void load_q(float* qs, const AttnParams& p, const Ite
   }
 }
 
-// Dims [4c, 4c + 4) of CTA row r: out = o / sum, or the split partial (o, M, sum).
+// Dims [4c, 4c + 4) of CTA row r: out = o / sum, or the split partial (o, M, sum). Split 0 also
+// finishes the rows whose keys all lie in its chunk (position < chunk; the combine skips them).
 template <int D>
 __device__ __forceinline__ void write_row(const AttnParams& p, const Item& it, int r, int c,
                                           float M, float sum, const float4& o) {
   const int64_t row = out_row(p, it, r);
-  if (p.part_o == nullptr) {
-    // sum > 0: without a split every row sees key 0.
+  const bool whole =
+      p.part_o == nullptr || (it.split == 0 && it.first_pos + (it.f0 + r) / p.G < it.chunk);
+  if (whole) {
+    // sum > 0: the row sees key 0, which is in this chunk.
     reinterpret_cast<float4*>(p.out)[row * (D / 4) + c] = f4_scale(o, 1.0f / sum);
   } else {
     const int64_t prow = int64_t(it.split) * p.T * p.Hq + row;
@@ -368,6 +379,8 @@ __global__ void __launch_bounds__(kThreads) paged_attn_bf16_kernel(const AttnPar
     __syncthreads();  // the stage and pw are rewritten next iteration
   }
 
+  // The combine (when split) may start launching now; it waits for this grid before reading.
+  pdl_launch_dependents();
   // Per-warp state -> shared memory: l summed over the 16 key lanes, acc over the key groups.
 #pragma unroll
   for (int r = 0; r < R; ++r) l[r] = group_sum<16>(l[r]);
@@ -410,35 +423,10 @@ __global__ void __launch_bounds__(kThreads) paged_attn_bf16_kernel(const AttnPar
   throw Error(ErrorKind::invalid_argument, "paged_attention_bf16_fwd: " + what);
 }
 
-// How one call is cut into CTAs (host-known sizes only; never device data).
-struct Plan {
-  int rows = 1;       // R: query rows per CTA
-  int row_tiles = 1;  // R-row tiles per (sequence, kv head)
-  int splits = 1;     // key chunks per sequence
-  int chunk = kTileKeys;
-  int64_t items = 0;  // grid.x = B * Hkv * row_tiles
-};
+using Plan = SplitPlan;
 
 Plan make_plan(int64_t B, int64_t Hq, int64_t Hkv, int64_t max_q_len, int64_t max_kv_len) {
-  Plan pl;
-  const int64_t rows = std::max<int64_t>(max_q_len, 1) * (Hq / Hkv);
-  while (pl.rows < rows && pl.rows < kMaxRows) pl.rows *= 2;  // 1, 2, 4, 8 or 16
-  pl.row_tiles = int((rows + pl.rows - 1) / pl.rows);
-  pl.items = B * Hkv * pl.row_tiles;
-  const int64_t kv = std::max<int64_t>(max_kv_len, 1);
-  pl.chunk = int((kv + kTileKeys - 1) / kTileKeys * kTileKeys);
-  // Split when the work items cannot fill the SMs: aim at ~2 CTAs per SM, chunks >= kMinChunk.
-  const int64_t sms = sm_count();
-  if (pl.items > 0 && pl.items < sms && kv >= 2 * kMinChunk) {
-    const int64_t want =
-        std::min({(2 * sms + pl.items - 1) / pl.items, kv / kMinChunk, int64_t(kMaxSplits)});
-    if (want > 1) {
-      const int64_t per = (kv + want - 1) / want;
-      pl.chunk = int((per + kTileKeys - 1) / kTileKeys * kTileKeys);
-      pl.splits = int((kv + pl.chunk - 1) / pl.chunk);
-    }
-  }
-  return pl;
+  return make_split_plan(B, Hq, Hkv, max_q_len, max_kv_len, sm_count());
 }
 
 size_t workspace_for(const Plan& pl, int64_t T, int64_t Hq, int64_t D) {
@@ -539,7 +527,7 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
   p.G = int(Hq / Hkv);
   p.page_size = int(page_size);
   p.row_tiles = pl.row_tiles;
-  p.chunk = pl.chunk;
+  p.splits = pl.splits;
   p.qscale = scale * kLog2e;
   p.out = out;
   p.part_o = need > 0 ? static_cast<float*>(workspace) : nullptr;
@@ -552,7 +540,7 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
     launch_attn_rows<128>(p, pl);
   if (need > 0)
     launch_split_combine(p.part_o, p.part_ml, cu_seqlens_q, kv_lens, int(B), p.T, p.Hq, int(D),
-                         pl.chunk, pl.splits, p.out);
+                         pl.splits, p.out);
 }
 
 void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,

@@ -1,5 +1,6 @@
 // Split-KV combine of the bf16 paged attention (formula and invariants in paged_bf16_common.cuh):
-// one CTA per output row merges the chunk partials written by paged_bf16_attention.cu's kernel.
+// one CTA per output row merges the chunk partials written by paged_bf16_attention.cu's kernel;
+// launched as that kernel's programmatic dependent (sm_90), it waits for it before reading them.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -22,13 +23,14 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk.
+// Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk, with the
+// sequence's chunk (split_chunk of its kv_len).
 __device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* kv_lens, int B,
-                                            int Hq, int64_t row, int chunk, int splits) {
+                                            int Hq, int64_t row, int splits) {
   const int i = int(row / Hq);
   const int b = seq_of_row(cu_q, B, i);
   const int pos = kv_lens[b] - (cu_q[b + 1] - cu_q[b]) + (i - cu_q[b]);
-  return min(splits, pos / chunk + 1);
+  return min(splits, pos / split_chunk(kv_lens[b], splits) + 1);
 }
 
 constexpr int kCombineThreads = 256;
@@ -40,14 +42,17 @@ constexpr int kCombineThreads = 256;
 // with it and 14-32 us with this one (H200).
 __global__ void __launch_bounds__(kCombineThreads)
     split_combine_cta_kernel(const float4* part_o, const float2* part_ml, const int32_t* cu_q,
-                             const int32_t* kv_lens, int B, int T, int Hq, int D4, int chunk,
-                             int splits, float4* out) {
+                             const int32_t* kv_lens, int B, int T, int Hq, int D4, int splits,
+                             float4* out) {
   __shared__ float wts[kMaxSplits];
   __shared__ float red[kCombineThreads / 32];
   __shared__ float4 cols[kCombineThreads];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int64_t rows = int64_t(T) * Hq, row = blockIdx.x;
-  const int n = valid_splits(cu_q, kv_lens, B, Hq, row, chunk, splits);
+  // The index arrays are not written by the attention kernel: read them before the wait.
+  const int n = valid_splits(cu_q, kv_lens, B, Hq, row, splits);
+  pdl_wait_primary();  // every CTA waits (paged_bf16_common.cuh), then reads the partials
+  if (n == 1) return;  // split 0's CTA wrote this row's output itself
   float M = -INFINITY;
   for (int s = tid; s < n; s += kCombineThreads) M = fmaxf(M, part_ml[s * rows + row].x);
   M = warp_max(M);
@@ -88,12 +93,30 @@ __global__ void __launch_bounds__(kCombineThreads)
 }  // namespace
 
 void launch_split_combine(const float* part_o, const float2* part_ml, const int32_t* cu_q,
-                          const int32_t* kv_lens, int B, int T, int Hq, int D, int chunk,
-                          int splits, float* out) {
+                          const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
+                          float* out) {
   const int64_t rows = int64_t(T) * Hq;
-  split_combine_cta_kernel<<<unsigned(rows), kCombineThreads, 0, stream()>>>(
-      reinterpret_cast<const float4*>(part_o), part_ml, cu_q, kv_lens, B, T, Hq, D / 4, chunk,
-      splits, reinterpret_cast<float4*>(out));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(rows));
+  cfg.blockDim = dim3(kCombineThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream();
+  // Programmatic dependent launch where the device has it (sm_90+; the kernel's
+  // griddepcontrol.wait makes it safe); ordinary stream order otherwise.
+  static const bool pdl = [] {
+    int dev = 0, major = 0;
+    GYRE_CUDA_CHECK(cudaGetDevice(&dev));
+    GYRE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9;
+  }();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  GYRE_CUDA_CHECK(cudaLaunchKernelEx(
+      &cfg, split_combine_cta_kernel, reinterpret_cast<const float4*>(part_o), part_ml, cu_q,
+      kv_lens, B, T, Hq, D / 4, splits, reinterpret_cast<float4*>(out)));
   GYRE_CUDA_LAUNCHED("paged_attention_bf16_combine");
 }
 

@@ -1,24 +1,56 @@
 // Pieces shared by the bf16 paged KV attention kernels: paged_bf16_attention.cu (the tile kernel
-// for decode and prefill, the split plan and the public entry points) and paged_bf16_combine.cu
-// (the split-KV combine). The public interface is paged_bf16.h; nothing here is part of it.
+// for decode and prefill, the public entry points) and paged_bf16_combine.cu (the split-KV
+// combine). The public interface is paged_bf16.h; the split plan is paged_bf16_plan.h; nothing here
+// is part of the public interface.
 //
-// Split-KV (flash-decoding): when (sequences x kv heads x row tiles) cannot fill the GPU, the keys
-// [0, max_kv_len) are cut into `splits` chunks of `chunk` keys (a multiple of the 64-key tile), one
-// CTA per chunk. A chunk's CTA writes per row the unnormalised partial o_s = sum_j 2^(x_j - m_s)
-// v_j, its max m_s (log2 units) and sum l_s = sum_j 2^(x_j - m_s); the combine kernel then computes
+// Split-KV (flash-decoding): when (sequences x kv heads x row tiles) cannot fill the GPU, each
+// sequence's keys are cut into `splits` chunks of split_chunk(kv_len, splits) keys (a multiple of
+// the 64-key tile, chosen per sequence from its actual length so that short sequences use
+// one-tile chunks), one CTA per chunk. A chunk's CTA writes per row the unnormalised partial
+// o_s = sum_j 2^(x_j - m_s) v_j, its max m_s (log2 units) and sum l_s = sum_j 2^(x_j - m_s); the
+// combine kernel then computes
 //   M = max_s m_s,  L = sum_s l_s 2^(m_s - M),  out = (sum_s o_s 2^(m_s - M)) / L,
 // which is exactly softmax over the union of the chunks. Split s holds keys of a row at position
 // pos iff s * chunk <= pos, so the combine reads splits 0 .. pos / chunk only (each of those saw
-// at least key s * chunk, so l_s > 0); chunks past a row's position are never read. The split plan
-// depends only on host-known sizes (B, heads, max_q_len, max_kv_len) and the SM count.
+// at least key s * chunk, so l_s > 0); chunks past a row's position are never read. A row with
+// pos < chunk (only split 0 holds its keys) is finished by split 0's CTA, which writes `out`
+// directly; the combine skips it. The combine is launched as a programmatic dependent of the
+// attention kernel (griddepcontrol): its CTAs start while the attention's last CTAs finish and
+// wait for the attention grid (complete, writes visible) before reading any partial — every
+// combine CTA waits, also those with nothing to do, so the combine's completion implies the
+// attention's. The split plan depends only on host-known sizes; the chunk only on kv_lens.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "gyre/backend/cuda/paged_bf16_plan.h"
+
 namespace gyre::cuda::paged_bf16_detail {
 
-constexpr int kMaxSplits = 512;  // most key chunks of one call (the combine keeps their weights)
+constexpr int kMaxSplits = kPlanMaxSplits;  // most key chunks of one call
+
+// Keys per chunk of a sequence with kv_len keys cut into `splits` chunks: the smallest multiple of
+// the 64-key tile with splits * chunk >= kv_len (paged_bf16_plan.h's split_chunk_host). kv_len
+// <= 2^30 (checked on the host), so the int arithmetic cannot overflow.
+__device__ __forceinline__ int split_chunk(int kv_len, int splits) {
+  const int per = (max(kv_len, 1) + splits - 1) / splits;
+  return (per + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys;
+}
+
+// Programmatic dependent launch (sm_90): the attention kernel lets the combine start early, the
+// combine waits for the attention grid before touching its partials. No-ops on older targets,
+// where the combine is launched without the attribute (ordinary stream order).
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait_primary() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ float4 f4_axpy(float a, const float4& x, const float4& y) {
   return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
@@ -28,10 +60,12 @@ __device__ __forceinline__ float4 f4_scale(const float4& x, float a) {
 }
 
 // out [T * Hq rows, D] = the combine of the split partials part_o [splits, T * Hq, D] and
-// part_ml [splits, T * Hq] (max in log2 units, sum) over the splits that hold keys of each row;
-// launched on cuda::stream(). D is 64 or 128 (D / 4 float4 columns divide the CTA).
+// part_ml [splits, T * Hq] (max in log2 units, sum) over the splits that hold keys of each row
+// (rows held by split 0 alone are left as the attention kernel wrote them); launched on
+// cuda::stream() right after the attention kernel, as its programmatic dependent where the device
+// supports it. D is 64 or 128 (D / 4 float4 columns divide the CTA).
 void launch_split_combine(const float* part_o, const float2* part_ml, const int32_t* cu_q,
-                          const int32_t* kv_lens, int B, int T, int Hq, int D, int chunk,
-                          int splits, float* out);
+                          const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
+                          float* out);
 
 }  // namespace gyre::cuda::paged_bf16_detail
