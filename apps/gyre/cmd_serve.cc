@@ -2,6 +2,10 @@
 // SGLang's native API and the OpenAI API (serve/api_server.h). Flag names follow SGLang's
 // ServerArgs so slime launch lines translate. Prints "gyre serve: listening on http://HOST:PORT"
 // on stdout once ready (with --port 0 the OS picks the port), then serves until SIGINT/SIGTERM.
+//
+// Tensor parallelism (`mpirun -np N gyre serve ... --tp-size N`, dist/tp_serve.h): every rank loads
+// its shard; rank 0 serves HTTP and runs the leading engine, ranks 1..N-1 follow its steps and exit
+// 0 once it stops. Weight reloads reach every rank's shard (all or none).
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -12,7 +16,12 @@
 #include "command.h"
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
+#include "gyre/dist/bootstrap.h"
+#include "gyre/dist/step_channel_comm.h"
+#include "gyre/dist/tensor_parallel_comm.h"
+#include "gyre/dist/tp_serve.h"
 #include "gyre/infer/engine.h"
+#include "gyre/infer/engine_follower.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/serve/api_server.h"
 #include "gyre/serve/openai_api.h"
@@ -96,6 +105,11 @@ int run_serve(int argc, char** argv) {
   // warmup request to skip.
   bool ignored = false;
   app.add_flag("--enable-metrics,--skip-server-warmup", ignored, "(always on / nothing to skip)");
+  int64_t tp_size = 1;
+  app.add_option("--tp-size,--tp", tp_size,
+                 "tensor-parallel ranks (SGLang's --tp-size): start with mpirun -np N, one process "
+                 "per rank; rank 0 serves HTTP (CPU backend)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   ec.enable_prefix_cache = !no_cache;
   if (no_cuda_graph) ec.cuda_graph_max_bs = 0;
@@ -103,11 +117,47 @@ int run_serve(int argc, char** argv) {
   sc.health_check_timeout_s = health_timeout;
   serve::check_parser_names(sc.tool_call_parser, sc.reasoning_parser);
 
+  // SGLang's --device / --dtype: bf16 mixed precision is the GPU default (f32 master weights,
+  // bf16 GEMMs and attention; the engine then decodes with bf16 weight copies and a bf16 KV cache).
+  const Device dev = device == "cuda" ? Device::cuda : Device::cpu;
+  const bool bf16 =
+      dtype == "bfloat16" || dtype == "bf16" || (dtype == "auto" && dev == Device::cuda);
+  if (bf16 && dev == Device::cpu)
+    GYRE_THROW(invalid_argument,
+               "serve: --dtype {} needs --device cuda (the CPU backend computes in float32)",
+               dtype);
+
+  // Tensor parallelism: the launcher, --tp-size and the model must agree before anything loads
+  // (every rank checks the same environment and config, so all ranks fail alike).
+  const dist::LaunchInfo launch = dist::detect_launch();
+  const bool tensor_parallel = tp_size > 1 || launch.size > 1;
+  if (tensor_parallel) {
+    if (dev == Device::cuda)
+      GYRE_THROW(unsupported,
+                 "serve: --tp-size {} with --device cuda: tensor parallelism runs on the CPU "
+                 "backend (its collectives move host memory); drop --device cuda or serve on one "
+                 "GPU with --tp-size 1",
+                 tp_size);
+    dist::check_tp_serve_topology(tp_size, launch, model::load_config(model_dir), "--tp-size");
+  }
+
   sigset_t stop_signals = block_stop_signals();
+
+  // The world is the tp group (world size == --tp-size). Declared before the model and the engine:
+  // both use it to the end (the engine's destructor may still tell the followers to stop).
+  std::unique_ptr<dist::Comm> world;
+  std::unique_ptr<model::TpComm> tp_comm;
+  std::unique_ptr<infer::StepChannel> step_channel;
+  if (tensor_parallel) {
+    world = dist::init_distributed();
+    tp_comm = dist::make_tp_comm(*world);
+    step_channel = dist::make_step_channel(*world);
+  }
+  const bool leader = !world || world->rank() == 0;
 
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   std::shared_ptr<const tokenizer::ChatTemplate> tmpl;
-  if (!skip_tokenizer) {
+  if (!skip_tokenizer && leader) {  // followers never see text
     if (tok_dir.empty() && fs::exists(fs::path(model_dir) / "tokenizer.json")) tok_dir = model_dir;
     if (!tok_dir.empty()) {
       tok = tokenizer::Tokenizer::from_dir(tok_dir);
@@ -122,24 +172,35 @@ int run_serve(int argc, char** argv) {
       log::warn("serve: no tokenizer (pass --tokenizer-path); text prompts are off");
     }
   }
-  // SGLang's --device / --dtype: bf16 mixed precision is the GPU default (f32 master weights,
-  // bf16 GEMMs and attention; the engine then decodes with bf16 weight copies and a bf16 KV cache).
-  const Device dev = device == "cuda" ? Device::cuda : Device::cpu;
-  const bool bf16 =
-      dtype == "bfloat16" || dtype == "bf16" || (dtype == "auto" && dev == Device::cuda);
-  if (bf16 && dev == Device::cpu)
-    GYRE_THROW(invalid_argument,
-               "serve: --dtype {} needs --device cuda (the CPU backend computes in float32)",
-               dtype);
   auto model = model::CausalLM::load(
-      model_dir,
-      {.device = dev, .precision = bf16 ? model::Precision::bf16 : model::Precision::f32});
+      model_dir, {.device = dev,
+                  .precision = bf16 ? model::Precision::bf16 : model::Precision::f32,
+                  .tp = tp_comm.get()});
+  if (!leader) {
+    // A tp rank > 0: no HTTP, no scheduler; it runs the leader's steps with its shard (same KV
+    // geometry: the same flags give the same EngineConfig, and the first plan checks it).
+    infer::EngineFollower follower(*model, ec, *step_channel);
+    log::info("serve: tp rank {} of {} follows rank 0's engine", world->rank(), world->size());
+    const std::string why = dist::run_tp_serve_follower(*world, follower, *model);
+    log::info("serve: tp rank {} done after {} steps ({})", world->rank(), follower.steps(), why);
+    return 0;
+  }
   if (tok && tok->vocab_size() > model->config().vocab_size)
     log::warn(
         "serve: the tokenizer has {} tokens but the model only {}; prompts holding the "
         "extra ids will be rejected",
         tok->vocab_size(), model->config().vocab_size);
   auto engine = std::make_shared<infer::Engine>(*model, tok, ec);
+  std::unique_ptr<dist::TpServeLeader> tp_leader;
+  if (tensor_parallel) {
+    engine->attach_followers(*step_channel, /*engaged=*/true);  // they are in run() already
+    tp_leader = std::make_unique<dist::TpServeLeader>(*world, *engine, *model);
+    // A reload must reach every rank's shard: the leader runs it on the whole tp group.
+    sc.weight_updater = [l = tp_leader.get()](const std::string& dir) {
+      return l->update_weights_from_disk(dir);
+    };
+    log::info("serve: tensor parallel over {} ranks (rank 0 schedules and samples)", tp_size);
+  }
   engine->start();
 
   sc.model_path = model_dir;
@@ -148,7 +209,7 @@ int run_serve(int argc, char** argv) {
   sc.architectures = read_architectures(model_dir);
   sc.context_len = engine->config().context_len;
   sc.vocab_size = model->config().vocab_size;
-  sc.server_args = {{"tp_size", 1},
+  sc.server_args = {{"tp_size", tp_size},
                     {"dp_size", 1},
                     {"pp_size", 1},
                     {"ep_size", 1},
@@ -186,8 +247,11 @@ int run_serve(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   log::info("serve: signal {}, shutting down", sig);
-  server.stop();
-  engine->stop();
+  server.stop();  // finishes a weight reload in progress (the control thread) first
+  if (tp_leader)
+    tp_leader->stop();  // the engine tells the followers to stop: they exit 0
+  else
+    engine->stop();
   return 0;
 }
 

@@ -298,12 +298,13 @@ void handle_control(const std::shared_ptr<State>& st, HttpRequest& req,
     opt_bool(b, "flush_cache", "flush_cache");  // always flushed: the KV is stale after a reload
     if (auto lf = opt_string(b, "load_format", "load_format"); lf && *lf != "auto")
       bad_field("load_format", "only \"auto\" (an HF safetensors folder) is supported");
-    if (!st->loader)
+    if (!st->loader && !st->cfg.weight_updater)
       bad_request("this server cannot reload weights (no weight loader configured)", 400);
     st->control.post([st, res, path = *path, label, abort_all] {
       if (abort_all) st->engine->abort_all();
       try {
-        int64_t v = st->engine->update_weights([&] { st->loader(path); });
+        int64_t v = st->cfg.weight_updater ? st->cfg.weight_updater(path)
+                                           : st->engine->update_weights([&] { st->loader(path); });
         std::string l = label ? *label : std::to_string(v);
         {
           std::lock_guard<std::mutex> lk(st->mu);

@@ -5,7 +5,9 @@
 //
 // Weight reloading from disk needs more than EngineApi: WeightLoader is the hook (cmd_serve binds
 // it to model::CausalLM::load_weights) and runs inside EngineApi::update_weights, i.e. between
-// engine steps with no forward in flight.
+// engine steps with no forward in flight. A tensor-parallel server sets ServeConfig::
+// weight_updater instead: the whole update then is its job (every tp rank reloads its shard in
+// lockstep, dist/tp_serve.h), since a loader would reach only rank 0's shard.
 //
 // Invariants: every submitted request is tracked until its on_done (in_flight()); a client that
 // disconnects before its response completed gets its request aborted in the engine, so no request
@@ -30,6 +32,10 @@ namespace gyre::serve {
 
 // Reloads the model's weights from an HF folder in place (throws gyre::Error on a bad folder).
 using WeightLoader = std::function<void(const std::string& model_path)>;
+// Updates the engine's weights from an HF folder by itself and returns the new weight version
+// (throws gyre::Error on a bad folder, leaving the weights as they were). Runs on the control
+// thread, never on an I/O thread.
+using WeightUpdater = std::function<int64_t(const std::string& model_path)>;
 
 struct ServeConfig {
   HttpServerConfig http;
@@ -45,6 +51,8 @@ struct ServeConfig {
   std::string weight_version;  // label of the initial weights; "" = the engine's version number
   double health_check_timeout_s = 20;                     // SGLANG_HEALTH_CHECK_TIMEOUT
   nlohmann::json server_args = nlohmann::json::object();  // extra /server_info fields
+  // Set: /update_weights_from_disk calls it instead of engine->update_weights(loader).
+  WeightUpdater weight_updater;
 };
 
 class ApiServer {

@@ -1,0 +1,165 @@
+// Tensor-parallel serving: topology checks, the all-or-none weight reload and the follower loop
+// (see tp_serve.h).
+#include "gyre/dist/tp_serve.h"
+
+#include <vector>
+
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+
+namespace gyre::dist {
+
+namespace {
+
+constexpr const char* kLoadWeights = "load_weights";
+
+void check_divides(int64_t value, int64_t tp, const char* name, const std::string& flag,
+                   const char* why) {
+  if (value % tp == 0) return;
+  GYRE_THROW(invalid_argument,
+             "{} {}: the model's {} = {} does not divide by {} ({}); pick a TP size that divides "
+             "it",
+             flag, tp, name, value, tp, why);
+}
+
+}  // namespace
+
+void check_tp_serve_topology(int64_t tp_size, const LaunchInfo& launch,
+                             const model::ModelConfig& config, const std::string& flag) {
+  if (tp_size < 1) GYRE_THROW(invalid_argument, "{} must be >= 1, got {}", flag, tp_size);
+  if (tp_size > 1 && launch.launcher == "none")
+    GYRE_THROW(invalid_argument,
+               "{} {} runs one process per tp rank, but this process was not started by "
+               "mpirun/srun: launch it as `mpirun -np {} gyre serve ... {} {}`",
+               flag, tp_size, tp_size, flag, tp_size);
+  if (launch.size != tp_size)
+    GYRE_THROW(invalid_argument,
+               "{} {} but {} started {} processes: every process is one tp rank of the one "
+               "engine, so start `{} -np {}` (or pass {} {}); for several independent servers, "
+               "start one `gyre serve` each behind `gyre router`",
+               flag, tp_size, launch.launcher, launch.size, launch.launcher, tp_size, flag,
+               launch.size);
+  if (tp_size == 1) return;
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l)
+    if (config.is_moe_layer(l))
+      GYRE_THROW(unsupported,
+                 "{} {}: tensor parallelism does not shard MoE layers yet (layer {} of this {} "
+                 "model is MoE); serve it with {} 1",
+                 flag, tp_size, l, model::arch_name(config.arch), flag);
+  check_divides(config.num_attention_heads, tp_size, "num_attention_heads", flag,
+                "each rank runs an equal share of the query heads");
+  check_divides(config.num_key_value_heads, tp_size, "num_key_value_heads", flag,
+                "each rank runs an equal share of the kv heads; kv-head replication is not "
+                "supported");
+  check_divides(config.intermediate_size, tp_size, "intermediate_size", flag,
+                "gate/up/down are split along the intermediate dimension");
+  check_divides(config.vocab_size, tp_size, "vocab_size", flag,
+                "embedding and lm_head are split along the vocabulary, without padding");
+}
+
+std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& shard,
+                                                    const std::string& dir) {
+  // A copy of this rank's shard, restored when another rank fails: load_weights() alone is atomic
+  // per rank (it reads everything before it writes), not across ranks. Tensor parallelism runs on
+  // the CPU, so this is one host copy of the shard for the duration of the reload.
+  std::vector<model::NamedTensor> params = shard.parameters();
+  std::vector<Tensor> backup;
+  backup.reserve(params.size());
+  for (const auto& p : params) backup.push_back(p.tensor.clone());
+  std::string error;
+  try {
+    shard.load_weights(dir);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // failed[r] = 1 when rank r could not load: after the sum every rank knows who failed.
+  std::vector<int64_t> failed(size_t(tp.size()), 0);
+  failed[size_t(tp.rank())] = error.empty() ? 0 : 1;
+  tp.all_reduce(failed);
+  int first = -1, count = 0;
+  for (int r = 0; r < tp.size(); ++r)
+    if (failed[size_t(r)] != 0) {
+      if (first < 0) first = r;
+      ++count;
+    }
+  if (first < 0) return std::nullopt;
+  if (error.empty())  // this rank loaded the new shard: put the old one back
+    for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(backup[i]);
+  tp.broadcast(error, first);  // the lowest failing rank's reason reaches every rank
+  return fmt::format("tp rank {} of {}{}: {}", first, tp.size(),
+                     count > 1 ? fmt::format(" (and {} more ranks)", count - 1) : std::string(),
+                     error);
+}
+
+TpServeLeader::TpServeLeader(Comm& tp, infer::Engine& engine, model::CausalLM& shard)
+    : tp_(tp), engine_(engine), shard_(shard) {
+  if (tp_.rank() != 0)
+    GYRE_THROW(invalid_argument, "{}: the tensor-parallel serving leader is tp rank 0",
+               tp_.where());
+  if (!engine_.has_followers())
+    GYRE_THROW(invalid_argument,
+               "{}: the leader's engine has no followers attached (attach_followers() first)",
+               tp_.where());
+}
+
+int64_t TpServeLeader::update_weights_from_disk(const std::string& dir) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (stopped_)
+    GYRE_THROW(unsupported, "the tensor-parallel engine is stopping; weights cannot change now");
+  // After this no step runs and no keep-alive is sent: the tp group is this thread's until
+  // engage_followers().
+  engine_.release_followers();
+  std::string msg = std::string(kLoadWeights) + "\n" + dir;
+  try {
+    tp_.broadcast(msg, 0);
+    // update_weights() runs the reload between steps on the engine thread and, on success, bumps
+    // the weight version (the followers see it in the next plan's header and drop stale caches).
+    // A failed reload throws out of it, so the version stays.
+    const int64_t v = engine_.update_weights([&] {
+      if (auto err = load_weights_in_lockstep(tp_, shard_, dir))
+        GYRE_THROW(invalid_argument,
+                   "update_weights_from_disk {}: {}; every tp rank kept its previous weights", dir,
+                   *err);
+    });
+    engine_.engage_followers();
+    return v;
+  } catch (...) {
+    // The followers returned to run() after the op (or failed with it, which the next step's
+    // broadcast reports): engage them either way so steps can run again.
+    engine_.engage_followers();
+    throw;
+  }
+}
+
+void TpServeLeader::stop() {
+  std::lock_guard<std::mutex> lk(mu_);
+  stopped_ = true;
+  engine_.stop();
+}
+
+std::string run_tp_serve_follower(Comm& tp, infer::EngineFollower& follower,
+                                  model::CausalLM& shard) {
+  while (true) {
+    const infer::EngineFollower::Outcome out = follower.run();
+    if (out.exit == infer::EngineFollower::Exit::stopped) return out.message;
+    // Released: exactly one control message follows (tp_serve.h).
+    std::string msg;
+    tp.broadcast(msg, 0);
+    const size_t nl = msg.find('\n');
+    const std::string op = msg.substr(0, nl);
+    const std::string arg = nl == std::string::npos ? std::string() : msg.substr(nl + 1);
+    if (op == kLoadWeights) {
+      if (auto err = load_weights_in_lockstep(tp, shard, arg))
+        log::warn("{}: weights not reloaded from {}: {}", tp.where(), arg, *err);
+      else
+        log::info("{}: reloaded this rank's shard from {}", tp.where(), arg);
+    } else {
+      GYRE_THROW(internal,
+                 "{}: unknown tensor-parallel control message '{}' from the leader (the ranks run "
+                 "different gyre builds?)",
+                 tp.where(), op);
+    }
+  }
+}
+
+}  // namespace gyre::dist
