@@ -13,7 +13,7 @@
 #     build-lead/bin/bench_{model,rollout}_gpu .devrun-bf16/bin/ && strip .devrun-bf16/bin/*
 #   cp .devrun-mg/lib.tar.xz .devrun-bf16/   # libfmt, libopenblas, libgfortran, libquadmath
 # Usage on the device: bash bench/model_gpu_device_run.sh
-#   [tests|bench|anchor|rollout|kernels|moe|attention|all]
+#   [tests|bench|anchor|rollout|kernels|moe|attention|profile|all]
 # (GYRE_DEVRUN names the carried folder; GYRE_OP_PROFILE=1 adds per-op GPU times to the output.)
 set -u
 OUT=${OUT:-/tmp/gyre_out}
@@ -90,4 +90,16 @@ if [[ $what == rollout || $what == all ]]; then
     timeout 60 env LD_LIBRARY_PATH=$LIBS "$D/bin/bench_paged_decode_gpu" 2>&1 | tee "$OUT/paged.jsonl"
   PYTHONUNBUFFERED=1 timeout 95 python3 bench/hf_anchor.py --generate qwen2.5-0.5b qwen2.5-1.5b \
     2>&1 | tee "$OUT/rollout_anchor.jsonl"
+fi
+if [[ $what == profile ]]; then
+  # Session 7: per-kernel GPU time of one decode step (0.5B, graphs, batch 1 and 256) measured by
+  # ncu in isolation, summarised by bench/ncu_step_summary.py (the step ends with the sampler's
+  # pick kernel). Not part of `all`: ncu replays every kernel (~1-2 min).
+  for bs in 1 256; do
+    timeout 240 env LD_LIBRARY_PATH=$LIBS ncu --clock-control none --graph-profiling node \
+      --metrics gpu__time_duration.sum --csv --print-units base -c 2500 \
+      "$D/bin/bench_rollout_gpu" --shape qwen2.5-0.5b --batch $bs --prompt 128 --new 6 --iters 1 \
+      --budget-s 60 --precision bf16 >"$OUT/ncu_b$bs.csv" 2>"$OUT/ncu_b$bs.err"
+    python3 bench/ncu_step_summary.py "$OUT/ncu_b$bs.csv" 2>&1 | head -30 | tee "$OUT/ncu_b$bs.txt"
+  done
 fi
