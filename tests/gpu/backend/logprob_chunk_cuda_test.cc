@@ -1,9 +1,15 @@
 // The CUDA vocabulary-chunked log-prob ops (backend/cuda/logprob_chunk.cu) against the CPU
 // reference (backend/cpu/logprob_chunk.cc), f32, <= 1e-5 relative: the three chunk ops one by one,
-// then linear_token_logprobs{,_backward} end to end (f32 GEMMs). Skips without a visible GPU.
+// then linear_token_logprobs{,_backward} end to end (f32 GEMMs). Under ops::Bf16Autocast the head
+// runs cuda::linear_token_logprobs{,_bwd}_autocast (cuda/logprob_head.h): checked bitwise against
+// the previous composition (ops::linear / linear_backward under autocast + the chunk ops) and
+// against the CPU f32 reference on the bf16-rounded operands. Skips without a visible GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
@@ -18,6 +24,7 @@ using gputest::gpu;
 using gputest::kF32Tol;
 using gputest::randn;
 using gputest::rel_err;
+using gputest::round_bf16;
 
 Tensor make_targets(int64_t T, int64_t V) {
   std::vector<int32_t> tg(static_cast<size_t>(T));
@@ -95,6 +102,181 @@ TEST(LogprobChunkCuda, LinearTokenLogprobsMatchCpu) {
   const Tensor t0 = gpu(Tensor::from_vector(std::vector<int32_t>{}, {0}));
   ops::linear_token_logprobs(h0, gpu(w), t0, 1.0f, 0, lp, ent, lse);
   EXPECT_EQ(lp.numel(), 0);
+}
+
+// ---- the bf16 autocast head (cuda/logprob_head.h)
+
+struct HeadResult {
+  Tensor logp, entropy, lse, dh, dw;
+};
+
+// The composition linear_token_logprobs{,_backward} ran before the fused autocast head, from public
+// ops, one vocabulary chunk at a time: under Bf16Autocast every ops::linear / linear_backward
+// rounds its operands to bf16 (h per chunk and GEMM, dz after the f32 chunk backward). `dw` is
+// accumulated into when defined (dw0 its starting value), skipped when undefined.
+HeadResult composed_head(const Tensor& h, const Tensor& w, const Tensor& tg, float tau,
+                         int64_t chunk, const Tensor& dlogp, const Tensor& dentropy,
+                         const Tensor& dw0) {
+  const int64_t T = h.size(0), H = h.size(1), V = w.size(0);
+  const int64_t C = chunk > 0 ? std::min(chunk, V) : ops::default_logprob_chunk(V);
+  const Device dev = h.device();
+  HeadResult r;
+  Tensor stats, none;
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t c = std::min(C, V - v0);
+    Tensor z;
+    ops::linear(h, w.narrow(v0, c), none, z);
+    ops::logprob_chunk_stats(z, tg, v0, tau, v0 > 0, stats);
+  }
+  r.entropy = Tensor::empty({T}, DType::f32, dev);
+  r.lse = Tensor::empty({T}, DType::f32, dev);
+  ops::logprob_chunk_finish(stats, tg, r.logp, r.entropy, r.lse);
+  r.dh = Tensor::empty({T, H}, DType::f32, dev);
+  if (dw0.defined()) r.dw = dw0.clone();
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t c = std::min(C, V - v0);
+    const Tensor wc = w.narrow(v0, c);
+    Tensor z;
+    ops::linear(h, wc, none, z);
+    ops::logprob_chunk_backward(z, tg, v0, tau, r.lse, r.entropy, dlogp, dentropy, z);
+    Tensor dwc = r.dw.defined() ? r.dw.narrow(v0, c) : Tensor();
+    ops::linear_backward(z, h, wc, r.dh, dwc, none, /*accumulate_dx=*/v0 > 0);
+  }
+  return r;
+}
+
+// The op under test: linear_token_logprobs + its backward (dw as composed_head).
+HeadResult fused_head(const Tensor& h, const Tensor& w, const Tensor& tg, float tau, int64_t chunk,
+                      const Tensor& dlogp, const Tensor& dentropy, const Tensor& dw0) {
+  const int64_t T = h.size(0);
+  HeadResult r;
+  r.entropy = Tensor::empty({T}, DType::f32, h.device());
+  ops::linear_token_logprobs(h, w, tg, tau, chunk, r.logp, r.entropy, r.lse);
+  if (dw0.defined()) r.dw = dw0.clone();
+  ops::linear_token_logprobs_backward(h, w, tg, tau, chunk, r.lse, r.entropy, dlogp, dentropy, r.dh,
+                                      r.dw);
+  return r;
+}
+
+// max |a - b| over all elements (host copies); infinite on a shape mismatch or a NaN.
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  const std::vector<float> x = cpu(a).to_vector(), y = cpu(b).to_vector();
+  if (x.size() != y.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double d = std::fabs(double(x[i]) - double(y[i]));
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+struct HeadCase {
+  int64_t T, H, V, chunk;
+  float tau;
+  bool dentropy, dw, cache;
+};
+
+// Sizes: T = 1 / 7 (the bf16 GEMV for the logits when H % 8 == 0, the GEMM when H = 60) and 129;
+// V = 3001 with chunk 1000 (a 1-column last chunk), V = 200 < chunk 256, V = 500 with the default
+// chunk (128: a 116-column last chunk); temperature 0.7 / 1; dentropy, dw and a Bf16WeightCache on
+// and off. H = 72 with chunk 1000 puts the cached weight rows at offsets that are not 256-byte
+// aligned (the head then rounds the rows into scratch); H = 64 with chunk 128 uses the cached rows.
+const HeadCase kHeadCases[] = {
+    {1, 64, 3001, 1000, 0.7f, true, true, false},  {7, 64, 3001, 1000, 1.0f, false, true, false},
+    {7, 60, 3001, 1000, 0.7f, true, true, false},  {129, 64, 3001, 1000, 0.7f, true, true, false},
+    {129, 64, 200, 256, 1.0f, true, false, false}, {129, 96, 500, 0, 0.7f, false, true, false},
+    {129, 72, 3001, 1000, 0.7f, true, true, true}, {129, 64, 3001, 128, 1.0f, true, true, true},
+    {7, 64, 3001, 128, 0.7f, true, true, true},
+};
+
+std::string case_name(const HeadCase& c) {
+  return testing::PrintToString(c.T) + "x" + testing::PrintToString(c.H) + " V " +
+         testing::PrintToString(c.V) + " chunk " + testing::PrintToString(c.chunk) + " tau " +
+         testing::PrintToString(c.tau) + (c.dentropy ? " dentropy" : "") + (c.dw ? " dw" : "") +
+         (c.cache ? " cache" : "");
+}
+
+// Bitwise: the fused head makes the same bf16 operands (round to nearest even of the same f32
+// values: h, the weight rows, and dz — the chunk kernel evaluates the f32 dz expression of the f32
+// kernel, then rounds) and hands them to the same cuBLASLt calls (one algorithm per problem shape
+// and thread, gemm.cc) or the same bf16 GEMV, so every output equals the composition's exactly.
+TEST(LogprobChunkCuda, AutocastHeadEqualsComposedAutocastOps) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const HeadCase& k : kHeadCases) {
+    SCOPED_TRACE(case_name(k));
+    const Tensor h = gpu(randn({k.T, k.H}, 21)), w = gpu(randn({k.V, k.H}, 22, 0.3f));
+    const Tensor tg = gpu(make_targets(k.T, k.V)), dlogp = gpu(randn({k.T}, 23));
+    const Tensor dent = k.dentropy ? gpu(randn({k.T}, 24, 0.3f)) : Tensor();
+    const Tensor dw0 = k.dw ? gpu(randn({k.V, k.H}, 25, 0.01f)) : Tensor();
+    ops::Bf16Autocast autocast;
+    ops::Bf16WeightCache cache;
+    ops::UseBf16WeightCache use(k.cache ? &cache : nullptr);
+    const HeadResult want = composed_head(h, w, tg, k.tau, k.chunk, dlogp, dent, dw0);
+    const HeadResult got = fused_head(h, w, tg, k.tau, k.chunk, dlogp, dent, dw0);
+    EXPECT_EQ(max_abs_diff(got.logp, want.logp), 0.0);
+    EXPECT_EQ(max_abs_diff(got.entropy, want.entropy), 0.0);
+    EXPECT_EQ(max_abs_diff(got.lse, want.lse), 0.0);
+    EXPECT_EQ(max_abs_diff(got.dh, want.dh), 0.0);
+    if (k.dw) {
+      EXPECT_EQ(max_abs_diff(got.dw, want.dw), 0.0);
+      EXPECT_GT(max_abs_diff(got.dw, dw0), 0.0);  // the gradient was added
+    }
+    EXPECT_FALSE(got.dw.defined() != k.dw);
+  }
+}
+
+// Against the CPU f32 reference run on the bf16-rounded h and w (what the GEMMs multiply): the
+// forward differs only in f32 summation order (<= 1e-5 relative, the autocast linear bound). The
+// backward also rounds dz to bf16 (relative change <= 2^-9 per element), so dh and dw stay within
+// u = 2^-8 relative of the reference. dw accumulates onto its starting value; an undefined dw is
+// skipped and leaves dh unchanged; the unrounded f32 reference is within the bf16 bound 1e-2.
+TEST(LogprobChunkCuda, AutocastHeadMatchesCpuOnRoundedOperands) {
+  GYRE_SKIP_WITHOUT_GPU();
+  constexpr double kU = 1.0 / 256;  // bf16 unit roundoff 2^-8
+  for (const HeadCase& k : kHeadCases) {
+    SCOPED_TRACE(case_name(k));
+    const Tensor h = randn({k.T, k.H}, 31), w = randn({k.V, k.H}, 32, 0.3f);
+    const Tensor tg = make_targets(k.T, k.V), dlogp = randn({k.T}, 33);
+    const Tensor dent = k.dentropy ? randn({k.T}, 34, 0.3f) : Tensor();
+    const Tensor dw0 = randn({k.V, k.H}, 35, 0.01f);
+    const HeadResult ref =
+        fused_head(round_bf16(h), round_bf16(w), tg, k.tau, k.chunk, dlogp, dent, dw0);
+    const HeadResult ref32 = fused_head(h, w, tg, k.tau, k.chunk, dlogp, dent, dw0);
+    HeadResult got, got_nodw;
+    {
+      ops::Bf16Autocast autocast;
+      ops::Bf16WeightCache cache;
+      ops::UseBf16WeightCache use(k.cache ? &cache : nullptr);
+      got = fused_head(gpu(h), gpu(w), gpu(tg), k.tau, k.chunk, gpu(dlogp),
+                       k.dentropy ? gpu(dent) : Tensor(), gpu(dw0));
+      got_nodw = fused_head(gpu(h), gpu(w), gpu(tg), k.tau, k.chunk, gpu(dlogp),
+                            k.dentropy ? gpu(dent) : Tensor(), Tensor());
+    }
+    EXPECT_LE(rel_err(cpu(got.logp), ref.logp), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.entropy), ref.entropy), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.lse), ref.lse), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.dh), ref.dh), kU);
+    // Compare the accumulated part: dw - dw0 (the f32 add of dw0 is exact enough not to matter).
+    Tensor gdw = cpu(got.dw).clone(), rdw = ref.dw.clone(), neg = dw0.clone();
+    ops::scale_(neg, -1.0f);
+    ops::add_(gdw, neg);
+    ops::add_(rdw, neg);
+    EXPECT_LE(rel_err(gdw, rdw), kU);
+    EXPECT_LE(rel_err(cpu(got.logp), ref32.logp), 1e-2);
+    EXPECT_LE(rel_err(cpu(got.dh), ref32.dh), 1e-2);
+    // Skipped (negative) targets: logp 0.
+    const std::vector<float> lp = cpu(got.logp).to_vector();
+    for (size_t i = 0; i < lp.size(); ++i) {
+      if (tg.i32()[i] < 0) {
+        EXPECT_EQ(lp[i], 0.0f) << "position " << i;
+      }
+    }
+    // dw undefined: no dw GEMM, the same dh.
+    EXPECT_FALSE(got_nodw.dw.defined());
+    EXPECT_EQ(max_abs_diff(got_nodw.dh, got.dh), 0.0);
+  }
 }
 
 // Issue 7's memory goal on the device: the fused forward + backward adds at most 1/8 of one f32
