@@ -10,7 +10,7 @@
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
-//              [--logprob-chunk C] [--head-only 1]
+//              [--logprob-chunk C] [--head-only 1] [--head-ops 1]
 // --logprob-chunk: the scoring path's vocabulary chunk (model/scoring.h set_logprob_vocab_chunk):
 // 0 = fused with the default chunk (<= V/16), > 0 = fused with C rows per chunk, -1 = the unfused
 // [T, V] logits. The log-prob lines report peak_extra_bytes: the allocator's high-water mark during
@@ -18,7 +18,14 @@
 // --head-only 1: only the lm_head + log-prob forward and backward on T = seqs x len random hidden
 // states (issue 7's memory goal), fused vs unfused, one JSON line each with peak_extra_bytes
 // against the anchor T x V x 4 / 8 bytes (1/8 of one f32 [T, V] tensor).
+// --head-ops 1 (CUDA builds): op-level times of the fused log-prob head under bf16 autocast at
+// T = seqs x len tokens, the shape's vocabulary and H = 896 and 1536 (default chunk): fwd =
+// ops::linear_token_logprobs, fwd_bwd = it + linear_token_logprobs_backward, each against the
+// GEMM-only time of the same chunked bf16 products on pre-converted operands (fwd: the logits GEMM;
+// fwd_bwd: logits, recomputed logits, dh and dw) and the composition the head replaced (ops::linear
+// / linear_backward under autocast + the chunk ops). Effective TFLOP/s = 2 T V H x GEMMs / time.
 // The workloads themselves are gyre::bench's (bench/workloads.h), shared with `gyre bench`.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +39,12 @@
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/named_shapes.h"
 #include "gyre/model/scoring.h"
+
+#ifdef GYRE_HAVE_CUDA
+#include "gpu_timing.h"
+#include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
+#endif
 
 namespace {
 
@@ -105,10 +118,118 @@ int head_memory(const gyre::model::ModelConfig& cfg, int64_t T, const std::strin
   return 0;
 }
 
+#ifdef GYRE_HAVE_CUDA
+// The composition linear_token_logprobs{,_backward} ran under autocast before the fused head
+// (backend/cuda/logprob_head.h): ops::linear / linear_backward per vocabulary chunk + chunk ops.
+void composed_head(const gyre::Tensor& h, const gyre::Tensor& w, const gyre::Tensor& tg, int64_t C,
+                   const gyre::Tensor* dlogp, const gyre::Tensor& dent, gyre::Tensor& dw) {
+  using gyre::Tensor;
+  namespace ops = gyre::ops;
+  const int64_t T = h.size(0), V = w.size(0);
+  Tensor stats, none, lp, ent = Tensor::empty({T}, gyre::DType::f32, gyre::Device::cuda),
+                          lse = Tensor::empty({T}, gyre::DType::f32, gyre::Device::cuda);
+  const Tensor buf = Tensor::empty({T, C}, gyre::DType::f32, gyre::Device::cuda);
+  auto view = [&](int64_t c) { return buf.reshape({T * C}).narrow(0, T * c).reshape({T, c}); };
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t c = std::min(C, V - v0);
+    Tensor z = view(c);
+    ops::linear(h, w.narrow(v0, c), none, z);
+    ops::logprob_chunk_stats(z, tg, v0, 1.0f, v0 > 0, stats);
+  }
+  ops::logprob_chunk_finish(stats, tg, lp, ent, lse);
+  if (!dlogp) return;
+  Tensor dh = Tensor::empty(h.shape(), gyre::DType::f32, gyre::Device::cuda);
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    const int64_t c = std::min(C, V - v0);
+    const Tensor wc = w.narrow(v0, c);
+    Tensor z = view(c), dwc = dw.narrow(v0, c);
+    ops::linear(h, wc, none, z);
+    ops::logprob_chunk_backward(z, tg, v0, 1.0f, lse, ent, *dlogp, dent, z);
+    ops::linear_backward(z, h, wc, dh, dwc, none, v0 > 0);
+  }
+}
+
+int head_ops(int64_t T, int64_t V, int iters) {
+  using gyre::Device;
+  using gyre::Tensor;
+  namespace ops = gyre::ops;
+  namespace cuda = gyre::cuda;
+  ops::Bf16Autocast autocast;
+  for (int64_t H : {int64_t(896), int64_t(1536)}) {
+    std::vector<float> hv(static_cast<size_t>(T * H)), wv(size_t(V * H));
+    uint32_t x = 11;
+    auto next = [&] {
+      x = x * 1664525u + 1013904223u;
+      return (float((x >> 8) & 0xffff) / 65536.0f - 0.5f);
+    };
+    for (float& v : hv) v = 2.0f * next();
+    for (float& v : wv) v = 0.1f * next();
+    const Tensor h = Tensor::from_vector(hv, {T, H}).to(Device::cuda);
+    const Tensor w = Tensor::from_vector(wv, {V, H}).to(Device::cuda);
+    hv = {}, wv = {};
+    std::vector<int32_t> tg(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) tg[size_t(t)] = int32_t((t * 7919) % V);
+    const Tensor targets = Tensor::from_vector(tg, {T}).to(Device::cuda);
+    Tensor dlogp = Tensor::zeros({T}), dent = Tensor::zeros({T});
+    dlogp.fill(-1.0f / float(T));
+    dent.fill(0.01f);
+    dlogp = dlogp.to(Device::cuda);
+    dent = dent.to(Device::cuda);
+    Tensor dw = Tensor::zeros({V, H}, gyre::DType::f32, Device::cuda);
+    const int64_t C = ops::default_logprob_chunk(V);
+    Tensor lp, ent = Tensor::empty({T}, gyre::DType::f32, Device::cuda), lse, dh;
+    auto fwd = [&] { ops::linear_token_logprobs(h, w, targets, 1.0f, 0, lp, ent, lse); };
+    auto fwd_bwd = [&] {
+      fwd();
+      ops::linear_token_logprobs_backward(h, w, targets, 1.0f, 0, lse, ent, dlogp, dent, dh, dw);
+    };
+    // GEMM-only: the same chunked bf16 products on operands converted once (outside the timing).
+    cuda::DeviceBuffer hb(size_t(T * H) * 2), wb(size_t(V * H) * 2), zb(size_t(T * C) * 4),
+        dzb(size_t(T * C) * 2), dhb(size_t(T * H) * 4);
+    cuda::f32_to_bf16(h.f32(), hb.as<uint16_t>(), T * H);
+    cuda::f32_to_bf16(w.f32(), wb.as<uint16_t>(), V * H);
+    GYRE_CUDA_CHECK(cudaMemsetAsync(dzb.as<void>(), 0, size_t(T * C) * 2, gyre::cuda::stream()));
+    auto gemms = [&](bool bwd) {
+      for (int64_t v0 = 0; v0 < V; v0 += C) {
+        const int64_t c = std::min(C, V - v0);
+        const uint16_t* wc = wb.as<uint16_t>() + v0 * H;
+        cuda::linear_gemm_bf16(hb.as<uint16_t>(), wc, nullptr, T, c, H, zb.as<float>());
+        if (!bwd) continue;
+        cuda::linear_gemm_bf16(hb.as<uint16_t>(), wc, nullptr, T, c, H, zb.as<float>());
+        cuda::gemm_bf16(false, false, T, H, c, 1.0f, dzb.as<uint16_t>(), c, wc, H,
+                        v0 > 0 ? 1.0f : 0.0f, dhb.as<float>(), H, false);
+        cuda::gemm_bf16(true, false, c, H, T, 1.0f, dzb.as<uint16_t>(), c, hb.as<uint16_t>(), H,
+                        1.0f, dw.f32() + v0 * H, H, false);
+      }
+    };
+    const int reps = std::max(iters, 3);
+    const double ms[2] = {gyre::bench::median_ms(fwd, 1, reps),
+                          gyre::bench::median_ms(fwd_bwd, 1, reps)};
+    const double gemm_ms[2] = {gyre::bench::median_ms([&] { gemms(false); }, 1, reps),
+                               gyre::bench::median_ms([&] { gemms(true); }, 1, reps)};
+    const double old_ms[2] = {
+        gyre::bench::median_ms([&] { composed_head(h, w, targets, C, nullptr, dent, dw); }, 1,
+                               reps),
+        gyre::bench::median_ms([&] { composed_head(h, w, targets, C, &dlogp, dent, dw); }, 1,
+                               reps)};
+    for (int b = 0; b < 2; ++b) {
+      const double flops = 2.0 * double(T) * double(V) * double(H) * (b ? 4 : 1);
+      std::printf(
+          "{\"bench\": \"model_gpu_logprob_head_op\", \"pass\": \"%s\", \"precision\": \"bf16\", "
+          "\"tokens\": %lld, \"vocab\": %lld, \"hidden\": %lld, \"chunk\": %lld, \"ms\": %.3f, "
+          "\"effective_tflops\": %.1f, \"gemm_only_ms\": %.3f, \"gemm_only_tflops\": %.1f, "
+          "\"ratio_to_gemm_only\": %.3f, \"previous_composition_ms\": %.3f}\n",
+          b ? "fwd_bwd" : "fwd", (long long)T, (long long)V, (long long)H, (long long)C, ms[b],
+          flops / ms[b] / 1e9, gemm_ms[b], flops / gemm_ms[b] / 1e9, ms[b] / gemm_ms[b], old_ms[b]);
+    }
+  }
+  return 0;
+}
+#endif
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seqs = 4, len = 4096, iters = 3, layers = 0, head_only = 0;
+  int seqs = 4, len = 4096, iters = 3, layers = 0, head_only = 0, head_ops_mode = 0;
   long long logprob_chunk = 0;
   std::string shape = "qwen2.5-0.5b", precision = "bf16";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -120,6 +241,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
     if (!std::strcmp(argv[i], "--logprob-chunk")) logprob_chunk = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-only")) head_only = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--head-ops")) head_ops_mode = std::atoi(argv[i + 1]);
   }
   try {
     auto cfg = gyre::model::named_shape(shape);
@@ -131,6 +253,13 @@ int main(int argc, char** argv) {
     if (layers > 0) cfg.num_hidden_layers = layers;
     gyre::model::set_logprob_vocab_chunk(logprob_chunk);
     if (head_only) return head_memory(cfg, int64_t(seqs) * len, precision, iters);
+    if (head_ops_mode) {
+#ifdef GYRE_HAVE_CUDA
+      return head_ops(int64_t(seqs) * len, cfg.vocab_size, iters);
+#else
+      GYRE_THROW(unsupported, "--head-ops needs a build with the CUDA backend");
+#endif
+    }
     const bool big = shape == "qwen2.5-1.5b";
     const double anchor_train = big ? 34400 : 73700, anchor_lp = big ? 114000 : 231000;
     auto model = gyre::model::CausalLM::random_init(cfg, 1);
