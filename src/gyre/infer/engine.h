@@ -141,6 +141,9 @@ class Engine : public EngineApi {
   void stop_thread();
   void post(std::function<void()> fn);
   void drain_inbox();
+  // Runs `fn` on the engine thread between steps and waits for it (rethrowing what it throws);
+  // inline after the queued tasks when the thread is not started (engine_leader.cc).
+  void run_on_engine_thread(const std::function<void()>& fn);
   void loop();
   void admit(GenerateRequest req, RequestCallbacks cb, int32_t index, const std::string& base,
              double submit_time);

@@ -90,27 +90,20 @@ void Engine::stop_followers(const std::string& why) {
   }
 }
 
-void Engine::release_followers() {
-  if (!followers_)
-    GYRE_THROW(invalid_argument, "engine: release_followers() without attach_followers()");
-  auto run = [this] {
-    if (follower_state_ == Followers::lost) GYRE_THROW(io, "engine: {}", followers_error_);
-    if (follower_state_ != Followers::engaged) return;
-    send_to_followers(StepOp::release);
-    follower_state_ = Followers::released;
-  };
-  if (!started_) {
+void Engine::run_on_engine_thread(const std::function<void()>& fn) {
+  if (!started_) {  // driven inline: the caller is the engine's only thread
     drain_inbox();
-    run();
+    fn();
     return;
   }
-  // Runs on the engine thread between steps: once it returns no step is in flight, so the caller
-  // owns the tp group's collectives.
+  // Queued behind the tasks already posted (the inbox is FIFO) and run between steps; the caller
+  // waits for it, so once this returns no step is in flight and fn's effect is in place. What fn
+  // throws is rethrown here. `fn` is referenced, not copied: it outlives the wait.
   auto p = std::make_shared<std::promise<void>>();
   auto f = p->get_future();
-  post([p, run] {
+  post([p, &fn] {
     try {
-      run();
+      fn();
       p->set_value();
     } catch (...) {
       p->set_exception(std::current_exception());
@@ -119,30 +112,31 @@ void Engine::release_followers() {
   f.get();
 }
 
+void Engine::release_followers() {
+  if (!followers_)
+    GYRE_THROW(invalid_argument, "engine: release_followers() without attach_followers()");
+  // On the engine thread between steps: once this returns the caller owns the tp group's
+  // collectives.
+  run_on_engine_thread([this] {
+    if (follower_state_ == Followers::lost) GYRE_THROW(io, "engine: {}", followers_error_);
+    if (follower_state_ != Followers::engaged) return;
+    send_to_followers(StepOp::release);
+    follower_state_ = Followers::released;
+  });
+}
+
 void Engine::engage_followers() {
   if (!followers_)
     GYRE_THROW(invalid_argument, "engine: engage_followers() without attach_followers()");
-  auto run = [this] {
+  // Waits for the engine thread like release_followers(): once this returns the followers count as
+  // engaged, so a leader that fails right after (its engine destroyed) sends them a stop instead of
+  // leaving them in run() until their channel's timeout. Requests submitted after this call run
+  // engaged.
+  run_on_engine_thread([this] {
     if (follower_state_ != Followers::released) return;  // engaged already, or lost for good
     follower_state_ = Followers::engaged;
     follower_last_send_ = now_seconds();
-  };
-  if (!started_) {
-    drain_inbox();
-    run();
-    return;
-  }
-  // Waits for the engine thread like release_followers(): once this returns the followers count as
-  // engaged, so a leader that fails right after (its engine destroyed) sends them a stop instead of
-  // leaving them in run() until their channel's timeout. The inbox is FIFO: requests submitted
-  // after this call run engaged.
-  auto p = std::make_shared<std::promise<void>>();
-  auto f = p->get_future();
-  post([p, run] {
-    run();
-    p->set_value();
   });
-  f.get();
 }
 
 }  // namespace gyre::infer
