@@ -192,13 +192,16 @@ void check_apart_from_norm(const char* op, Name name, const Tensor* y, const Nor
                op, name);
 }
 
-// The fused kernels' view of the norm: its weight must be 16-byte aligned (read as float4);
-// rms_norm's outputs are allocated here when requested and undefined.
+// Whether the fused kernels can take the norm: an f32 CUDA weight, 16-byte aligned (read as
+// float4 vectors).
 bool norm_fusable(const Norm& nrm) {
-  if constexpr (kCuda) return cuda::rms_prologue_supported(nrm.w.f32());
+  if constexpr (kCuda)  // f32() only after the dtype check: f64 norms run on the CPU
+    return nrm.w.device() == Device::cuda && nrm.w.dtype() == DType::f32 &&
+           cuda::rms_prologue_supported(nrm.w.f32());
   return false;
 }
 
+// The prologue's arguments; rms_norm's outputs are allocated here when requested and undefined.
 cuda::RmsPrologue prologue_of(const char* op, const Norm& nrm, const Tensor& x, int64_t M) {
   cuda::RmsPrologue p;
   p.w = nrm.w.f32();

@@ -3,8 +3,8 @@
 // to the unfused ops on the same path (linear per member; linear, linear, silu_mul; linear, add),
 // with odd N and with and without bias; within the GEMV tests' bound (1e-5) of the CPU f32 ops on
 // bf16-rounded operands; and off that path (M = 9, K % 8 != 0, no cache) they run the unfused ops.
+// The same for the RMSNorm-folded ops against rms_norm followed by the GEMV path.
 // Skips without a GPU.
-#include <cuda_runtime.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gpu/backend/kernel_count.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/fused_rope_ops.h"
@@ -25,6 +26,7 @@ namespace {
 
 using gputest::cpu;
 using gputest::gpu;
+using gputest::kernels_launched;
 using gputest::randn;
 using gputest::rel_err;
 using gputest::round_bf16;
@@ -34,23 +36,6 @@ void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& wh
   const std::vector<float> g = cpu(got).to_vector(), w = cpu(want).to_vector();
   ASSERT_EQ(g.size(), w.size()) << what;
   EXPECT_EQ(std::memcmp(g.data(), w.data(), g.size() * sizeof(float)), 0) << what;
-}
-
-// Kernels `body` launches on this thread's stream, counted by capturing it into a CUDA graph
-// (relaxed mode; outputs must be allocated and weights cached beforehand so nothing allocates).
-// A capture only records the kernels, so body then runs once more for real: its outputs are what
-// the caller checks.
-size_t kernels_launched(const std::function<void()>& body) {
-  cudaStream_t s = static_cast<cudaStream_t>(cuda::stream());
-  EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
-  body();
-  cudaGraph_t graph = nullptr;
-  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
-  size_t n = 0;
-  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
-  cudaGraphDestroy(graph);
-  body();
-  return n;
 }
 
 // kernels_launched(body) on the GEMV path (M <= 8); beyond it just runs body (the unfused GEMM
@@ -200,6 +185,158 @@ TEST(FusedLinearCuda, AddResidualIsOneKernelAndBitwiseLinearThenAdd) {
   }
 }
 
+// The RMSNorm-folded group (the decode layer's input norm + q/k/v): ONE kernel on the GEMV path
+// (H % 8 == 0, M <= 8) — also when rms_norm's outputs are requested — and bitwise rms_norm then
+// the per-linear GEMV, for Qwen2.5 hidden sizes (0.5B, 1.5B, 7B) and H = 5 (no GEMV: the unfused
+// ops); rms_norm's outputs bitwise rms_norm's; within 1e-5 of the CPU ops.
+TEST(FusedLinearCuda, RmsNormGroupIsOneKernelAndBitwiseRmsNormThenGemv) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  const std::vector<int64_t> ns = {37, 13, 13};
+  Tensor none;
+  for (int64_t H : {896, 1536, 3584, 5}) {
+    const bool gemv = H % 8 == 0;
+    Tensor nw = randn({H}, 500 + H), gnw = gpu(nw);
+    std::vector<Tensor> w, gw, gb;
+    for (size_t i = 0; i < ns.size(); ++i) {
+      w.push_back(randn({ns[i], H}, 510 + i + H, 0.05f));
+      gw.push_back(gpu(w.back()));
+      gb.push_back(gpu(randn({ns[i]}, 520 + i)));
+    }
+    for (int64_t M = 1; M <= 9; ++M) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE("H " + std::to_string(H) + " M " + std::to_string(M) + (bias ? " bias" : ""));
+        Tensor x = randn({M, H}, 530 + M + H, 3.0f), gx = gpu(x);
+        std::vector<Tensor> y(ns.size()), want(ns.size());
+        std::vector<const Tensor*> wp, bp;
+        std::vector<Tensor*> yp;
+        for (size_t i = 0; i < ns.size(); ++i) {
+          wp.push_back(&gw[i]), bp.push_back(bias ? &gb[i] : &none), yp.push_back(&y[i]);
+          y[i] = Tensor::empty({M, ns[i]}, DType::f32, Device::cuda);
+        }
+        Decode d(&cache);
+        Tensor xn, rstd;
+        ops::rms_norm(gx, gnw, eps, xn, rstd);
+        for (size_t i = 0; i < ns.size(); ++i) ops::linear(xn, gw[i], *bp[i], want[i]);
+        Tensor xn_out = Tensor::empty({M, H}, DType::f32, Device::cuda);
+        Tensor rstd_out = Tensor::empty({M}, DType::f32, Device::cuda);
+        for (bool outputs : {false, true}) {
+          SCOPED_TRACE(outputs ? "with rms_norm's outputs" : "without rms_norm's outputs");
+          auto body = [&] {
+            ops::rms_norm_linear_group(gx, gnw, eps, wp, bp, yp, outputs ? &xn_out : nullptr,
+                                       outputs ? &rstd_out : nullptr);
+          };
+          if (gemv && M <= 8) {
+            EXPECT_EQ(kernels_launched(body), 1u);
+          } else {
+            body();
+          }
+          for (size_t i = 0; i < ns.size(); ++i)
+            expect_bitwise(y[i], want[i], "member " + std::to_string(i));
+        }
+        expect_bitwise(xn_out, xn, "xn_out");
+        expect_bitwise(rstd_out, rstd, "rstd_out");
+        Tensor xn_cpu, rstd_cpu;
+        ops::rms_norm(x, nw, eps, xn_cpu, rstd_cpu);
+        EXPECT_LE(rel_err(cpu(xn), xn_cpu), gputest::kF32Tol);
+        if (!gemv) continue;  // the CPU reference below models the bf16 GEMV
+        for (size_t i = 0; i < ns.size(); ++i) {
+          Tensor ref;
+          ops::linear(round_bf16(cpu(xn)), round_bf16(w[i]), bias ? cpu(gb[i]) : none, ref);
+          EXPECT_LE(rel_err(cpu(y[i]), ref), 1e-5) << "member " << i;
+        }
+      }
+    }
+  }
+}
+
+// The RMSNorm-folded gate/up (the decode layer's post-attention norm + SwiGLU input): ONE kernel
+// on the GEMV path and bitwise rms_norm, linear, linear, silu_mul; same sizes as above.
+TEST(FusedLinearCuda, RmsNormSiluMulIsOneKernelAndBitwiseRmsNormThenLinearsThenSiluMul) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  Tensor none;
+  for (int64_t H : {896, 1536, 3584, 5}) {
+    const bool gemv = H % 8 == 0;
+    const int64_t N = H == 896 ? 4863 : 129;
+    Tensor nw = randn({H}, 600 + H), gnw = gpu(nw);
+    Tensor wg = randn({N, H}, 601 + H, 0.05f), wu = randn({N, H}, 602 + H, 0.05f);
+    Tensor gwg = gpu(wg), gwu = gpu(wu), gbg = gpu(randn({N}, 603)), gbu = gpu(randn({N}, 604));
+    for (int64_t M = 1; M <= 9; ++M) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE("H " + std::to_string(H) + " M " + std::to_string(M) + (bias ? " bias" : ""));
+        Tensor x = randn({M, H}, 610 + M + H, 3.0f), gx = gpu(x);
+        const Tensor& pbg = bias ? gbg : none;
+        const Tensor& pbu = bias ? gbu : none;
+        Decode d(&cache);
+        Tensor xn, rstd, g, u, want;
+        ops::rms_norm(gx, gnw, eps, xn, rstd);
+        ops::linear(xn, gwg, pbg, g);
+        ops::linear(xn, gwu, pbu, u);
+        ops::silu_mul(g, u, want);
+        Tensor out = Tensor::empty({M, N}, DType::f32, Device::cuda);
+        Tensor xn_out = Tensor::empty({M, H}, DType::f32, Device::cuda);
+        Tensor rstd_out = Tensor::empty({M}, DType::f32, Device::cuda);
+        for (bool outputs : {false, true}) {
+          SCOPED_TRACE(outputs ? "with rms_norm's outputs" : "without rms_norm's outputs");
+          auto body = [&] {
+            ops::rms_norm_linear_silu_mul(gx, gnw, eps, gwg, pbg, gwu, pbu, out,
+                                          outputs ? &xn_out : nullptr,
+                                          outputs ? &rstd_out : nullptr);
+          };
+          if (gemv && M <= 8) {
+            EXPECT_EQ(kernels_launched(body), 1u);
+          } else {
+            body();
+          }
+          expect_bitwise(out, want, "silu_mul");
+        }
+        expect_bitwise(xn_out, xn, "xn_out");
+        expect_bitwise(rstd_out, rstd, "rstd_out");
+        if (!gemv) continue;
+        Tensor cg, cu, ref;
+        ops::linear(round_bf16(cpu(xn)), round_bf16(wg), bias ? cpu(gbg) : none, cg);
+        ops::linear(round_bf16(cpu(xn)), round_bf16(wu), bias ? cpu(gbu) : none, cu);
+        ops::silu_mul(cg, cu, ref);
+        EXPECT_LE(rel_err(cpu(out), ref), 1e-5);
+      }
+    }
+  }
+}
+
+// A norm weight the prologue cannot read as 16-byte vectors (a view at a 4-byte offset) takes the
+// unfused ops — rms_norm, then the fused GEMV: two kernels, the same bits.
+TEST(FusedLinearCuda, RmsNormWithAMisalignedNormWeightRunsRmsNormThenTheFusedGemv) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const int64_t H = 896, M = 2, N = 33;
+  Tensor big = gpu(randn({H + 1}, 700)), gnw = big.narrow(1, H);
+  Tensor gx = gpu(randn({M, H}, 701)), gw = gpu(randn({N, H}, 702, 0.05f)), none;
+  Decode d(&cache);
+  Tensor xn, rstd, want, y = Tensor::empty({M, N}, DType::f32, Device::cuda);
+  ops::rms_norm(gx, gnw, 1e-6f, xn, rstd);
+  ops::linear(xn, gw, none, want);
+  const Tensor* wp[] = {&gw};
+  const Tensor* bp[] = {&none};
+  Tensor* yp[] = {&y};
+  // The unfused path allocates rms_norm's temporaries: run each op once first, so the capture
+  // below reuses the allocator's cached blocks instead of allocating.
+  ops::rms_norm_linear_group(gx, gnw, 1e-6f, wp, bp, yp);
+  EXPECT_EQ(kernels_launched([&] { ops::rms_norm_linear_group(gx, gnw, 1e-6f, wp, bp, yp); }), 2u);
+  expect_bitwise(y, want, "misaligned norm weight");
+  Tensor act = Tensor::empty({M, N}, DType::f32, Device::cuda), g, u, act_want;
+  ops::linear(xn, gw, none, g);
+  ops::linear(xn, gw, none, u);
+  ops::silu_mul(g, u, act_want);
+  ops::rms_norm_linear_silu_mul(gx, gnw, 1e-6f, gw, none, gw, none, act);
+  EXPECT_EQ(kernels_launched(
+                [&] { ops::rms_norm_linear_silu_mul(gx, gnw, 1e-6f, gw, none, gw, none, act); }),
+            2u);
+  expect_bitwise(act, act_want, "misaligned norm weight, silu_mul");
+}
+
 TEST(FusedLinearCuda, WithoutTheWeightCacheTheUnfusedOpsRun) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t M = 2, K = 64, N = 17;
@@ -243,6 +380,14 @@ TEST(FusedLinearCuda, TensorsOnTwoDevicesAreNamed) {
     ADD_FAILURE() << "mixed devices accepted";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("'w' is on cpu but 'x' is on cuda")) << e.what();
+  }
+  Tensor nw_cpu = randn({8}, 4), gw = gpu(randn({3, 8}, 5)), out;
+  try {
+    ops::rms_norm_linear_silu_mul(gx, nw_cpu, 1e-6f, gw, none, gw, none, out);
+    ADD_FAILURE() << "mixed devices accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("'norm_w' is on cpu but 'x' is on cuda"))
+        << e.what();
   }
 }
 

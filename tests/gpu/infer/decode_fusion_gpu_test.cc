@@ -2,14 +2,20 @@
 // on a small bf16 Qwen2-shaped model (attention biases, head dim 64, bf16 weight cache, bf16 KV
 // cache) the engine's greedy decode — tokens, sampled log-probs and the top-20 log-probs of every
 // step (the logits up to the shared log-sum-exp), eager and CUDA-graph steps, batch 1 and a padded
-// bucket — is bitwise the same with the fusion on and off. Skips without a GPU.
+// bucket — is bitwise the same with the fusion on and off (norm weights drawn around 1, so the
+// RMSNorm folded into the q/k/v and gate/up GEMVs is exercised with its weight multiply); and the
+// model's layer tensors do take the one-launch norm-folded kernels. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gpu/backend/kernel_count.h"
 #include "gpu/model/small_model.h"
+#include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
@@ -26,6 +32,15 @@ struct FusionScope {
 
 std::unique_ptr<model::CausalLM> bf16_model() {
   auto m = model::CausalLM::random_init(model::testmodel::small_config(), 21, 0.08f);
+  // RMSNorm weights of 1 (random_init's) would hide the weight multiply of the norm folded into
+  // the fused GEMVs: draw them around 1 instead.
+  uint64_t seed = 900;
+  for (auto& [name, t] : m->parameters())
+    if (name.ends_with("norm.weight")) {
+      std::vector<float> v = gputest::randn(t.shape(), seed++, 0.3f).to_vector();
+      for (float& e : v) e += 1.0f;
+      t.copy_from(Tensor::from_vector(v, t.shape()));
+    }
   m->to(Device::cuda);
   m->set_precision(model::Precision::bf16);
   return m;
@@ -90,6 +105,68 @@ TEST(DecodeFusionGpu, GreedyDecodeBitwiseWithFusionOnAndOffWithAndWithoutGraphs)
         }
       }
     }
+  }
+}
+
+// The model's own layer tensors qualify for the norm-folded decode kernels (shapes, alignment,
+// the bf16 weight cache): with the engine's settings at batch 1, rms_norm + q/k/v and rms_norm +
+// gate/up are one launch each, bitwise the unfused ops. Guards against the decode above silently
+// comparing the unfused ops with themselves.
+TEST(DecodeFusionGpu, TheModelsLayersTakeTheNormFoldedKernels) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  const model::ModelConfig c = model::testmodel::small_config();
+  std::map<std::string, Tensor> p;
+  for (auto& [name, t] : m->parameters()) p[name] = t;
+  ops::Bf16WeightCache cache;
+  ops::Bf16Autocast autocast;
+  ops::UseBf16WeightCache use(&cache);
+  const float eps = float(c.rms_norm_eps);
+  Tensor x = gputest::gpu(gputest::randn({1, c.hidden_size}, 5, 2.0f));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    SCOPED_TRACE("layer " + std::to_string(l));
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    auto at = [&](const std::string& n) {
+      EXPECT_TRUE(p.count(pre + n)) << pre + n;
+      return p[pre + n];
+    };
+    const Tensor in_norm = at("input_layernorm.weight"),
+                 post_norm = at("post_attention_layernorm.weight");
+    const Tensor qw = at("self_attn.q_proj.weight"), kw = at("self_attn.k_proj.weight"),
+                 vw = at("self_attn.v_proj.weight"), qb = at("self_attn.q_proj.bias"),
+                 kb = at("self_attn.k_proj.bias"), vb = at("self_attn.v_proj.bias");
+    const Tensor gw = at("mlp.gate_proj.weight"), uw = at("mlp.up_proj.weight"), none;
+    Tensor q = Tensor::empty({1, qw.size(0)}, DType::f32, Device::cuda);
+    Tensor k = Tensor::empty({1, kw.size(0)}, DType::f32, Device::cuda);
+    Tensor v = Tensor::empty({1, vw.size(0)}, DType::f32, Device::cuda);
+    const Tensor* ws[] = {&qw, &kw, &vw};
+    const Tensor* bs[] = {&qb, &kb, &vb};
+    Tensor* ys[] = {&q, &k, &v};
+    ops::rms_norm_linear_group(x, in_norm, eps, ws, bs, ys);  // caches the bf16 weights
+    EXPECT_EQ(
+        gputest::kernels_launched([&] { ops::rms_norm_linear_group(x, in_norm, eps, ws, bs, ys); }),
+        1u);
+    Tensor xn, rstd, q_want, k_want, v_want;
+    ops::rms_norm(x, in_norm, eps, xn, rstd);
+    ops::linear(xn, qw, qb, q_want);
+    ops::linear(xn, kw, kb, k_want);
+    ops::linear(xn, vw, vb, v_want);
+    EXPECT_TRUE(bitwise_equal(gputest::cpu(q).to_vector(), gputest::cpu(q_want).to_vector()));
+    EXPECT_TRUE(bitwise_equal(gputest::cpu(k).to_vector(), gputest::cpu(k_want).to_vector()));
+    EXPECT_TRUE(bitwise_equal(gputest::cpu(v).to_vector(), gputest::cpu(v_want).to_vector()));
+
+    Tensor act = Tensor::empty({1, c.intermediate_size}, DType::f32, Device::cuda);
+    ops::rms_norm_linear_silu_mul(x, post_norm, eps, gw, none, uw, none, act);
+    EXPECT_EQ(gputest::kernels_launched([&] {
+                ops::rms_norm_linear_silu_mul(x, post_norm, eps, gw, none, uw, none, act);
+              }),
+              1u);
+    Tensor xn2, rstd2, g, u, act_want;
+    ops::rms_norm(x, post_norm, eps, xn2, rstd2);
+    ops::linear(xn2, gw, none, g);
+    ops::linear(xn2, uw, none, u);
+    ops::silu_mul(g, u, act_want);
+    EXPECT_TRUE(bitwise_equal(gputest::cpu(act).to_vector(), gputest::cpu(act_want).to_vector()));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -105,6 +106,70 @@ TEST_P(FusedLinearCpu, AddResidualEqualsLinearThenAdd) {
   }
 }
 
+// The RMSNorm-folded ops are rms_norm followed by the fused linear: bitwise on the CPU (which
+// runs exactly that), with rms_norm's outputs returned when asked for.
+TEST_P(FusedLinearCpu, RmsNormGroupEqualsRmsNormThenLinears) {
+  const auto [dt, bias] = GetParam();
+  const float eps = 1e-6f;
+  const std::vector<int64_t> ns = {7, 3, 3, 5, 1};
+  for (int64_t K : {5, 24}) {
+    const Tensor nw = randn({K}, 30 + K, dt);
+    for (int64_t M : {1, 3, 8, 11}) {
+      const Tensor x = randn({M, K}, 31 + M, dt);
+      std::vector<Tensor> w, b, y(ns.size()), want(ns.size());
+      for (size_t i = 0; i < ns.size(); ++i) {
+        w.push_back(randn({ns[i], K}, 40 + i, dt));
+        b.push_back(bias && i != 1 ? randn({ns[i]}, 50 + i, dt) : Tensor());
+      }
+      std::vector<const Tensor*> wp, bp;
+      std::vector<Tensor*> yp;
+      for (size_t i = 0; i < ns.size(); ++i)
+        wp.push_back(&w[i]), bp.push_back(&b[i]), yp.push_back(&y[i]);
+      Tensor xn_got, rstd_got;
+      rms_norm_linear_group(x, nw, eps, wp, bp, yp, &xn_got, &rstd_got);
+      Tensor xn, rstd;
+      rms_norm(x, nw, eps, xn, rstd);
+      const std::string what = "K " + std::to_string(K) + " M " + std::to_string(M);
+      expect_bitwise(xn_got, xn, what + " xn");
+      expect_bitwise(rstd_got, rstd, what + " rstd");
+      for (size_t i = 0; i < ns.size(); ++i) {
+        linear(xn, w[i], b[i], want[i]);
+        expect_bitwise(y[i], want[i], what + " member " + std::to_string(i));
+      }
+      std::vector<Tensor> y2(ns.size());  // without the norm outputs: the same linears
+      std::vector<Tensor*> yp2;
+      for (Tensor& t : y2) yp2.push_back(&t);
+      rms_norm_linear_group(x, nw, eps, wp, bp, yp2);
+      for (size_t i = 0; i < ns.size(); ++i) expect_bitwise(y2[i], want[i], what + " no outputs");
+    }
+  }
+}
+
+TEST_P(FusedLinearCpu, RmsNormSiluMulEqualsRmsNormThenLinearsThenSiluMul) {
+  const auto [dt, bias] = GetParam();
+  const float eps = 1e-5f;
+  const int64_t N = 13;
+  for (int64_t K : {5, 16}) {
+    const Tensor nw = randn({K}, 60 + K, dt);
+    const Tensor wg = randn({N, K}, 61, dt), wu = randn({N, K}, 62, dt);
+    const Tensor bg = bias ? randn({N}, 63, dt) : Tensor(),
+                 bu = bias ? randn({N}, 64, dt) : Tensor();
+    for (int64_t M : {1, 5, 9}) {
+      const Tensor x = randn({M, K}, 65 + M, dt);
+      Tensor out, rstd_got;
+      rms_norm_linear_silu_mul(x, nw, eps, wg, bg, wu, bu, out, nullptr, &rstd_got);
+      Tensor xn, rstd, g, u, want;
+      rms_norm(x, nw, eps, xn, rstd);
+      linear(xn, wg, bg, g);
+      linear(xn, wu, bu, u);
+      silu_mul(g, u, want);
+      const std::string what = "K " + std::to_string(K) + " M " + std::to_string(M);
+      expect_bitwise(out, want, what);
+      expect_bitwise(rstd_got, rstd, what + " rstd");
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DtypeBias, FusedLinearCpu,
                          ::testing::Combine(::testing::Values(DType::f32, DType::f64),
                                             ::testing::Bool()));
@@ -165,6 +230,48 @@ TEST(FusedLinearCpuErrors, SiluMulAndResidualArgumentsAreNamed) {
   Tensor w_bad = randn({3, 9}, 10);
   EXPECT_THAT(error_of([&] { linear_add_residual(x, w_bad, none, r, y); }),
               HasSubstr("weight 'w' has shape [3, 9], expected [N, 8]"));
+}
+
+TEST(FusedLinearCpuErrors, RmsNormArgumentsAreNamed) {
+  Tensor x = randn({2, 8}, 1), nw = randn({8}, 2), w0 = randn({3, 8}, 3), none;
+  Tensor y0 = Tensor::zeros({2, 3}), out;
+  const Tensor* w[] = {&w0};
+  const Tensor* b[] = {&none};
+  Tensor* y[] = {&y0};
+  Tensor nw_bad = randn({7}, 4);
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw_bad, 1e-6f, w, b, y); }),
+              HasSubstr("norm weight 'norm_w' has shape [7], expected [8]"));
+  EXPECT_THAT(
+      error_of([&] { rms_norm_linear_silu_mul(x, nw_bad, 1e-6f, w0, none, w0, none, out); }),
+      HasSubstr("norm weight 'norm_w' has shape [7], expected [8]"));
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, none, 1e-6f, w, b, y); }),
+              HasSubstr("'norm_w' is undefined"));
+  Tensor nw64 = randn({8}, 5, DType::f64);
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw64, 1e-6f, w, b, y); }),
+              HasSubstr("'norm_w' is f64 but 'x' is f32"));
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, -1.0f, w, b, y); }),
+              HasSubstr("eps must be finite and >= 0, got -1"));
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, NAN, w, b, y); }),
+              HasSubstr("eps must be finite and >= 0"));
+  Tensor xn_bad = Tensor::zeros({2, 7});
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, 1e-6f, w, b, y, &xn_bad); }),
+              HasSubstr("output 'xn_out' has shape [2, 7], expected 2 rows of 8"));
+  Tensor xn_alias = x;
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, 1e-6f, w, b, y, &xn_alias); }),
+              HasSubstr("output 'xn_out' shares memory with the input 'x'"));
+  Tensor rstd_bad = Tensor::zeros({3});
+  EXPECT_THAT(error_of([&] {
+                rms_norm_linear_silu_mul(x, nw, 1e-6f, w0, none, w0, none, out, nullptr, &rstd_bad);
+              }),
+              HasSubstr("output 'rstd_out' has shape [3], expected [2]"));
+  // A linear output on top of rms_norm's output: rejected before anything is written.
+  Tensor w_sq = randn({8, 8}, 6), xn = Tensor::zeros({2, 8}), y_is_xn = xn;
+  const Tensor* wsq[] = {&w_sq};
+  Tensor* ysq[] = {&y_is_xn};
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, 1e-6f, wsq, b, ysq, &xn); }),
+              HasSubstr("output 'y[0]' shares memory with 'xn_out' or 'rstd_out'"));
+  for (float v : xn.to_vector()) EXPECT_EQ(v, 0.0f);
+  for (float v : y0.to_vector()) EXPECT_EQ(v, 0.0f);  // nothing was written by the failed calls
 }
 
 // Outputs that share memory with the input (or, in a group, with each other) are errors: the fused
