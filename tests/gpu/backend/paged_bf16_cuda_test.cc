@@ -379,7 +379,8 @@ TEST(PagedBf16, Deterministic) {
 void graph_replay_case(int64_t Hq, int64_t Hkv, int64_t D, uint64_t seed) {
   const int64_t ps = 16, bound = 5000, B = 2;
   const int64_t pages_per_seq = (bound + ps - 1) / ps, P = B * pages_per_seq;
-  std::vector<int32_t> pages(size_t(P)), indptr = {0, int32_t(pages_per_seq), int32_t(P)};
+  std::vector<int32_t> pages(static_cast<size_t>(P)),
+      indptr = {0, int32_t(pages_per_seq), int32_t(P)};
   std::iota(pages.begin(), pages.end(), 0);
   PhiloxStream r(seed, 9);
   for (size_t i = pages.size(); i > 1; --i) std::swap(pages[i - 1], pages[r.next_u32() % i]);

@@ -4,10 +4,13 @@
 // two ops::rope_ calls) run this one expression. HF's rotation: x cos + rotate_half(x) sin with
 // rotate_half(x) = cat(-x2, x1), i.e. per pair (a, b) = (x[p], x[p + D/2]):
 //   a' = a c - b s,   b' = b c + a s.
-// The expression is written once and inlined, so nvcc contracts it the same way at every call
-// site (a' = mul, mul, sub; b' = mul, fma — in the PTX of all three kernels with nvcc 13); the GPU
-// tests check the kernels bitwise (tests/gpu/backend/fused_linear_cuda_test.cc,
-// rope_kv_write_cuda_test.cc).
+// The arithmetic is spelled with explicit round-to-nearest intrinsics (__fmul_rn, __fsub_rn,
+// __fmaf_rn): plain `a * c - b * s` compiles to PTX mul/sub without a rounding modifier, which
+// ptxas may fuse into an FMA or not depending on the surrounding kernel — measured on an H200:
+// the fused RoPE + KV write and rows.cu's rope differed by one f32 ulp on a few elements. With the
+// intrinsics every kernel computes a' = (a c) - (b s) with three roundings and b' = fma(b, c, a s),
+// so they agree bitwise by construction (tests/gpu/backend/fused_linear_cuda_test.cc,
+// rope_kv_write_cuda_test.cc check it).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -34,8 +37,8 @@ __device__ __forceinline__ RopeItem rope_item(int64_t i, int64_t H, int64_t half
 // (ai, bi) rotated by the angle with cosine c and sine s (negate s for the inverse rotation).
 __device__ __forceinline__ void rope_rotate(float ai, float bi, float c, float s, float& a_out,
                                             float& b_out) {
-  a_out = ai * c - bi * s;
-  b_out = bi * c + ai * s;
+  a_out = __fsub_rn(__fmul_rn(ai, c), __fmul_rn(bi, s));
+  b_out = __fmaf_rn(bi, c, __fmul_rn(ai, s));
 }
 
 // In place on the pair (a[0], a[half]).
