@@ -41,7 +41,7 @@ unsigned blocks_for(int64_t columns) {
   return unsigned((columns + warps - 1) / warps);
 }
 
-// The block's first output column index for this warp.
+// This warp's output column (one column per warp, the block's warps in order).
 template <bool kNorm>
 __device__ __forceinline__ int64_t warp_column() {
   return int64_t(blockIdx.x) * (kThreadsOf<kNorm> / 32) + (threadIdx.x >> 5);
