@@ -12,7 +12,7 @@
 // - Tensor parallelism (--tensor-model-parallel-size n): every rank holds its shard of the policy
 //   (model/tensor_parallel.h). Replica 0's tp ranks roll out together with the sharded policy
 //   itself: rank 0's colocated engine schedules, samples and broadcasts each step's plan, the other
-//   tp ranks run it as infer::EngineFollowers (train_loop.cc, generation phases); rank 0 then
+//   tp ranks run it as infer::EngineFollowers (train_rollout.h, generation phases); rank 0 then
 //   broadcasts the scored samples as with DP. Weight syncs are version bumps (shared shards).
 // - DP x TP (world = dp x tp train ranks, Megatron's layout): tp groups of consecutive ranks
 //   (rank = dp_rank * tp + tp_rank), dp groups of the ranks with the same tp_rank. Each replica is
