@@ -73,21 +73,22 @@ TEST(TensorParallelLeaderFailureWorker, DISABLED_EngageThenFail) {
   if (world->rank() != 0) {
     EngineFollower follower(*sharded, config(), *channel);
     Timer t;
-    const auto out = follower.run();  // released at once by the leader (it attached released)
-    ASSERT_EQ(out.exit, EngineFollower::Exit::stopped) << "the leader attached released: it only "
-                                                          "sends the stop once engaged";
+    // The leader attached released: its first message is the stop once it engaged and failed.
+    const auto out = follower.run();
+    ASSERT_EQ(out.exit, EngineFollower::Exit::stopped) << out.message;
     EXPECT_NE(out.message.find("destroyed by an error"), std::string::npos) << out.message;
     EXPECT_LT(t.elapsed(), 8.0) << "the follower waited for its channel's timeout";
     std::printf("FOLLOWER RETURNED after %.1f s: %s\n", t.elapsed(), out.message.c_str());
     return;
   }
-  // Declared before the engine so that it is joined after the engine is destroyed (see below).
+  // Declared before the engine so that they outlive it: the updater is joined after the engine is
+  // destroyed (see below), and the promise the engine thread fulfils outlives both.
+  std::promise<void> updating;
   std::jthread updater;
   try {
     Engine leader(*sharded, nullptr, config());
     leader.attach_followers(*channel, /*engaged=*/false);  // e.g. the trainer owns the tp group
     leader.start();
-    std::promise<void> updating;
     auto in_update = updating.get_future();
     // update_weights() blocks its caller until the engine thread ran the update; the update holds
     // the engine thread for 1.5 s. It returns once the engine thread set its result, touching the
