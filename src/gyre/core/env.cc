@@ -24,7 +24,8 @@ int64_t parse_env_int(const char* name, const char* value, int64_t def, int64_t 
   errno = 0;
   char* end = nullptr;
   const long long v = std::strtoll(value, &end, 10);
-  if (errno != 0 || end == value || *end != '\0' || v < lo || v > hi)
+  const bool starts_ok = (*value >= '0' && *value <= '9') || *value == '-' || *value == '+';
+  if (!starts_ok || errno != 0 || end == value || *end != '\0' || v < lo || v > hi)
     GYRE_THROW(invalid_argument,
                "environment variable {}='{}' must be a whole number in [{}, {}] (unset it for {})",
                name, value, lo, hi, def);

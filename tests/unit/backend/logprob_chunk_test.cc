@@ -193,3 +193,53 @@ TEST(LogprobChunk, ErrorsNameTheProblem) {
 }
 
 }  // namespace
+
+// Masked (-inf) logits hold no probability: the entropy is that of the unmasked ids (p log p -> 0,
+// not 0 · -inf = NaN) and the gradients are finite, through token_logprobs and through the chunk
+// ops, also when a whole chunk is masked.
+TEST(LogprobChunk, MaskedLogitsAddNothing) {
+  const int64_t T = 3, V = 40, C = 8;
+  Tensor logits = random_tensor({T, V}, 91, DType::f32, 2.0);
+  Tensor kept = Tensor::empty({T, V - 16}, DType::f32);  // the same rows without ids 8..23
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0, k = 0; j < V; ++j) {
+      if (j >= 8 && j < 24) {
+        logits.f32()[t * V + j] = -INFINITY;  // ids 8..23: chunks 1 and 2 of width 8 entirely
+        continue;
+      }
+      kept.f32()[t * (V - 16) + k++] = logits.f32()[t * V + j];
+    }
+  // Targets: id 30 (kept index 14), id 2 (kept index 2), skipped.
+  Tensor targets = Tensor::from_vector(std::vector<int32_t>{30, 2, -1}, {T});
+  Tensor kept_targets = Tensor::from_vector(std::vector<int32_t>{14, 2, -1}, {T});
+  Tensor lp, ent = Tensor::empty({T}, DType::f32), lp_k, ent_k = Tensor::empty({T}, DType::f32);
+  ops::token_logprobs(logits, targets, 0.9f, lp, ent);
+  ops::token_logprobs(kept, kept_targets, 0.9f, lp_k, ent_k);
+  EXPECT_LE(rel_err(lp, lp_k), kTol);
+  EXPECT_LE(rel_err(ent, ent_k), kTol);
+  Tensor dlp = random_tensor({T}, 92, DType::f32), dent = random_tensor({T}, 93, DType::f32), d;
+  ops::token_logprobs_backward(logits, targets, 0.9f, dlp, dent, d);
+  for (float x : d.to_vector()) ASSERT_TRUE(std::isfinite(x));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 8; j < 24; ++j) EXPECT_EQ(d.f32()[t * V + j], 0.0f);
+  // Chunked: chunks [8, 16) and [16, 24) are all -inf.
+  Tensor stats, clp, cent = Tensor::empty({T}, DType::f32), clse = Tensor::empty({T}, DType::f32);
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    Tensor chunk = Tensor::empty({T, C}, DType::f32);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < C; ++j) chunk.f32()[t * C + j] = logits.f32()[t * V + v0 + j];
+    ops::logprob_chunk_stats(chunk, targets, v0, 0.9f, v0 > 0, stats);
+  }
+  ops::logprob_chunk_finish(stats, targets, clp, cent, clse);
+  EXPECT_LE(rel_err(clp, lp_k), kTol);
+  EXPECT_LE(rel_err(cent, ent_k), kTol);
+  for (int64_t v0 = 0; v0 < V; v0 += C) {
+    Tensor chunk = Tensor::empty({T, C}, DType::f32), dchunk;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < C; ++j) chunk.f32()[t * C + j] = logits.f32()[t * V + v0 + j];
+    ops::logprob_chunk_backward(chunk, targets, v0, 0.9f, clse, cent, dlp, dent, dchunk);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < C; ++j)
+        EXPECT_NEAR(dchunk.f32()[t * C + j], d.f32()[t * V + v0 + j], 1e-5) << t << " " << v0 + j;
+  }
+}

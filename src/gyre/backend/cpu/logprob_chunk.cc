@@ -4,6 +4,7 @@
 // thread count and agree with token_logprobs over the whole row to ~1e-7 relative.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cpu/parallel.h"
@@ -29,7 +30,11 @@ void logprob_chunk_stats(const T* x, const int32_t* targets, int64_t n, int64_t 
       // sc = Σ exp(z - mc), wc = Σ exp(z - mc)(z - mc).
       const T mc = vec::row_max(xr, C) * mul;
       double wc = 0;
-      const double sc = vec::exp_sum<T>(xr, C, mul, mc, nullptr, &wc);
+      // A chunk whose logits are all -inf (masked) holds no mass: (mc, 0, 0), which the fold
+      // below skips (exp(-inf - -inf) would be NaN).
+      const double sc = mc == -std::numeric_limits<T>::infinity()
+                            ? 0.0
+                            : vec::exp_sum<T>(xr, C, mul, mc, nullptr, &wc);
       const int64_t j = int64_t(targets[t]) - v0;
       const bool has_target = j >= 0 && j < C;
       if (!accumulate) {
@@ -88,7 +93,8 @@ void logprob_chunk_bwd(const T* x, const int32_t* targets, int64_t n, int64_t C,
       for (int64_t j = 0; j < C; ++j) {
         const T lp = xr[j] * k - L;
         const T p = vec::exp<T>(lp);
-        d[j] = (-g_lp * p - g_h * p * (lp + h)) * k;
+        const T ent = p > T(0) ? g_h * p * (lp + h) : T(0);  // p = 0: limit 0, not 0 · -inf
+        d[j] = (-g_lp * p - ent) * k;
       }
       if (tg >= 0 && tg < C) d[tg] += g_lp * k;
     }

@@ -101,7 +101,9 @@ void token_logprobs_bwd(const T* logits, const int32_t* targets, int64_t n, int6
       for (int64_t j = 0; j < V; ++j) {
         T zj = x[j] * k - m;
         T p = vec::exp<T>(zj) * inv_s;
-        d[j] = (-g_lp * p - g_h * p * ((zj - log_s) + h)) * k;
+        // p = 0 (z = -inf): the entropy term's limit is 0, not 0 · -inf.
+        const T ent = p > T(0) ? g_h * p * ((zj - log_s) + h) : T(0);
+        d[j] = (-g_lp * p - ent) * k;
       }
       if (tg >= 0) d[tg] += g_lp * k;
     }

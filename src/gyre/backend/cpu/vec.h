@@ -65,8 +65,9 @@ T row_max(const T* x, int64_t n) {
 }
 
 // Σ_j e_j with e_j = exp(x[j] * mul - shift); writes e to `out` when non-null (out may alias x).
-// Optionally also Σ_j e_j (x[j] * mul - shift) into *weighted (entropy). Works in chunks: one
-// branch-free loop computes the exponentials (vectorised), then lane-wise double sums.
+// Optionally also Σ_j e_j (x[j] * mul - shift) into *weighted (entropy; a term with e_j = 0 adds 0,
+// the limit of p log p, also where x[j] = -inf and the product would be 0 · -inf). Works in chunks:
+// one branch-free loop computes the exponentials (vectorised), then lane-wise double sums.
 template <typename T>
 double exp_sum(const T* x, int64_t n, T mul, T shift, T* out, double* weighted) {
   constexpr int64_t kChunk = 256;
@@ -84,10 +85,11 @@ double exp_sum(const T* x, int64_t n, T mul, T shift, T* out, double* weighted) 
       for (int l = 0; l < kLanes; ++l) s[l] += double(e[j + l]);
     if (weighted)
       for (int64_t j = 0; j < full; j += kLanes)
-        for (int l = 0; l < kLanes; ++l) w[l] += double(e[j + l]) * double(d[j + l]);
+        for (int l = 0; l < kLanes; ++l)
+          w[l] += e[j + l] > T(0) ? double(e[j + l]) * double(d[j + l]) : 0.0;
     for (int64_t j = full; j < m; ++j) {
       tail_s += double(e[j]);
-      tail_w += double(e[j]) * double(d[j]);
+      tail_w += e[j] > T(0) ? double(e[j]) * double(d[j]) : 0.0;
     }
     if (out) std::copy(e, e + m, out + j0);
   }

@@ -37,12 +37,14 @@ __global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restr
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) mx = fmaxf(mx, xr[j]);
     const float mc = block_max(mx) * mul;
     double s = 0, w = 0;
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-      const float d = xr[j] * mul - mc;
-      const float e = expf(d);
-      s += double(e);
-      w += double(e) * double(d);
-    }
+    // An all -inf (masked) chunk holds no mass: s = w = 0, skipped by the fold below.
+    if (mc != -INFINITY)
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        const float d = xr[j] * mul - mc;
+        const float e = expf(d);
+        s += double(e);
+        if (e > 0.0f) w += double(e) * double(d);  // e = 0 (z = -inf): adds 0, not 0 · -inf
+      }
     const double sc = block_sum(s), wc = block_sum(w);
     if (threadIdx.x != 0) continue;
     float* st = stats + t * 4;
@@ -114,7 +116,8 @@ __global__ void bwd_kernel(const float* x, const int32_t* __restrict__ targets, 
       const float lp = xr[j] * mul - L;
       const float p = expf(lp);
       const float hit = j == tg ? g_lp : 0.0f;
-      store_dz(d + j, (hit - g_lp * p - g_h * p * (lp + h)) * mul);
+      const float ent = p > 0.0f ? g_h * p * (lp + h) : 0.0f;  // p = 0: limit 0, not 0 · -inf
+      store_dz(d + j, (hit - g_lp * p - ent) * mul);
     }
   }
 }

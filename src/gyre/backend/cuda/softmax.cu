@@ -73,7 +73,7 @@ __device__ __forceinline__ void online_add(const float (&z)[N], float& m, double
     const float d = z[i] - m;
     const float e = expf(d);
     es += e;
-    ws += e * d;
+    ws += e > 0.0f ? e * d : 0.0f;  // e = 0 (z = -inf): p log p -> 0, not 0 · -inf
   }
   s += es;
   if (need_w) w += ws;
@@ -215,7 +215,8 @@ __global__ void logprob_bwd_kernel(const float* logits, const int32_t* targets, 
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
       const float zj = x[j] * mul - m;
       const float p = expf(zj) * inv_s;
-      float g = (-g_lp * p - g_h * p * ((zj - log_s) + h)) * mul;
+      const float ent = p > 0.0f ? g_h * p * ((zj - log_s) + h) : 0.0f;  // p = 0: limit 0
+      float g = (-g_lp * p - ent) * mul;
       if (j == tg) g += g_lp * mul;
       d[j] = g;
     }
