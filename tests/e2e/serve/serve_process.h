@@ -89,6 +89,22 @@ class ChildProcess {
     waitpid(pid_, nullptr, 0);
     pid_ = -1;
   }
+  // Waits up to timeout_s for the child to exit by itself (after a signal sent elsewhere, e.g. to
+  // one of its own children); true when it did (exit_status() is then set).
+  bool wait_exit(double timeout_s) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exit_status_ = status;
+        pid_ = -1;
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pid_ <= 0;
+  }
+  pid_t pid() const { return pid_; }
   int port() const { return port_; }
   const std::string& url() const { return url_; }
   int exit_status() const { return exit_status_; }
