@@ -131,7 +131,8 @@ __device__ __forceinline__ void unpack8(const uint4& raw, float kf[8]) {
 // One CTA's work: flattened rows [f0, f0 + nrows) (f = token * G + head in group) of sequence b,
 // kv head g, over keys [key_begin, key_end).
 struct Item {
-  int b, g, split, q0, f0, nrows, first_pos, chunk, key_begin, key_end;
+  int b, g, split, q0, f0, nrows, first_pos, key_begin, key_end;
+  int direct_rows;  // CTA rows [0, direct_rows) are written to `out` finished (see write_row)
 };
 
 // Decodes blockIdx (grid.x = B * Hkv * row_tiles with the longest causal tiles first, grid.y =
@@ -149,15 +150,25 @@ __device__ __forceinline__ bool decode_item(const AttnParams& p, Item& it) {
   it.nrows = min(R, nq * p.G - it.f0);
   const int kv_len = p.kv_lens[it.b];
   it.first_pos = kv_len - nq;  // kv position of the sequence's first query
-  it.chunk = split_chunk(kv_len, p.splits);
+  const int chunk = split_chunk(kv_len, p.splits);
   // split < kMaxSplits and chunk <= kv_len + kTileKeys - 1 with kv_len <= 2^30 (host-checked):
   // split * chunk < 2^31 whenever it is <= the last row's position; larger products only arise
   // for chunks past every position, whose CTAs leave here — compare in 64 bits.
-  const int64_t begin = int64_t(it.split) * it.chunk;
+  const int64_t begin = int64_t(it.split) * chunk;
   const int row_end = it.first_pos + (it.f0 + it.nrows - 1) / p.G + 1;
   if (begin >= row_end) return false;
   it.key_begin = int(begin);
-  it.key_end = min(row_end, it.key_begin + it.chunk);
+  it.key_end = min(row_end, it.key_begin + chunk);
+  // Rows finished here: all of them without a split; with one, split 0's rows at positions below
+  // the chunk (the combine skips those), i.e. the r with first_pos + (f0 + r) / G < chunk, that is
+  // r < (chunk - first_pos) * G - f0 (positions grow with r). One int instead of keeping the chunk
+  // and first_pos live through the key loop (registers decide the CTAs per SM here).
+  int64_t direct = 0;
+  if (p.part_o == nullptr)
+    direct = R;
+  else if (it.split == 0)
+    direct = max(int64_t(0), min(int64_t(R), int64_t(chunk - it.first_pos) * p.G - it.f0));
+  it.direct_rows = int(direct);
   return true;
 }
 
@@ -190,9 +201,7 @@ template <int D>
 __device__ __forceinline__ void write_row(const AttnParams& p, const Item& it, int r, int c,
                                           float M, float sum, const float4& o) {
   const int64_t row = out_row(p, it, r);
-  const bool whole =
-      p.part_o == nullptr || (it.split == 0 && it.first_pos + (it.f0 + r) / p.G < it.chunk);
-  if (whole) {
+  if (r < it.direct_rows) {
     // sum > 0: the row sees key 0, which is in this chunk.
     reinterpret_cast<float4*>(p.out)[row * (D / 4) + c] = f4_scale(o, 1.0f / sum);
   } else {
@@ -329,8 +338,13 @@ __device__ __forceinline__ void softmax_tile(float s[R], const int lim[R], int k
   }
 }
 
+// Decode tiles (R <= 8) must keep 4 CTAs per SM: at most 128 registers a thread. Left to
+// itself ptxas gave this kernel 149-161 registers once the split bookkeeping grew (3 CTAs per SM,
+// a second wave: batch-256 decode with 14/2/64 heads went from 33 to 42 us on an H200); R = 16
+// (prefill) needs ~240 and runs 2 CTAs per SM, so it keeps the plain bound.
 template <int D, int R>
-__global__ void __launch_bounds__(kThreads) paged_attn_bf16_kernel(const AttnParams p) {
+__global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
+    paged_attn_bf16_kernel(const AttnParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   using L = Layout<D, R>;
   Item it;
