@@ -46,7 +46,10 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
   // keeps up to kAhead · C 16-byte loads in flight (one at a time left a 0.5B decode's o_proj at
   // 7.5 us where its 1.6 MB need 0.5 us: latency-bound). The products are still added in the order
   // k8 = lane, lane + 32, lane + 64, ..., so the sums are bitwise those of the one-at-a-time loop.
-  constexpr int kAhead = 4;
+  // Eight ahead while one or two rows of products are live (down_proj at batch 1 has only 896
+  // warps for 8.7 MB: four loads in flight per lane left it at ~12 us); fewer as M·C grows so the
+  // accumulators and the loaded vectors still fit in registers.
+  constexpr int kAhead = M * C <= 2 ? 8 : (M * C <= 4 ? 4 : 2);
   for (int64_t base = lane; base < K8; base += 32 * kAhead) {
     uint4 wv[kAhead][C];
 #pragma unroll

@@ -56,13 +56,21 @@ __device__ __forceinline__ bool better(float m, int64_t a, float bm, int64_t ba)
   return m > bm || (m == bm && a < ba);
 }
 
-// Row max and first argmax from the partials of max_kernel (fixed order: the same in every block).
+// Row max and first argmax from the nb partials of max_kernel, by one warp: lane l folds partials
+// l, l + 32, ..., then a butterfly. `better` is a strict total order on (value, id) candidates
+// (larger value, then lower id; NaN never enters, see row_argmax), so the result does not depend
+// on the folding order. Every lane gets it.
 __device__ __forceinline__ void fold_partials(const float* pmax, const int64_t* parg, int nb,
-                                              float* m, int64_t* a) {
+                                              int lane, float* m, int64_t* a) {
   float bm = -INFINITY;
   int64_t ba = -1;
-  for (int b = 0; b < nb; ++b)
+  for (int b = lane; b < nb; b += 32)
     if (better(pmax[b], parg[b], bm, ba)) bm = pmax[b], ba = parg[b];
+  for (int off = 16; off > 0; off >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, bm, off);
+    const int64_t oa = __shfl_xor_sync(0xffffffffu, ba, off);
+    if (better(om, oa, bm, ba)) bm = om, ba = oa;
+  }
   *m = bm;
   *a = ba;
 }
@@ -101,26 +109,33 @@ __global__ void max_kernel(const float* logits, int64_t V, float* pmax, int64_t*
   }
 }
 
-// The row's argmax: id 0 when x[0] is NaN (partial 0 says so), else the best partial.
-__device__ __forceinline__ void row_argmax(const float* pmax, const int64_t* parg, int nb, float* m,
-                                           int64_t* a) {
+// The row's argmax (one full warp calls it): id 0 when x[0] is NaN (partial 0 says so), else the
+// best partial.
+__device__ __forceinline__ void row_argmax(const float* pmax, const int64_t* parg, int nb, int lane,
+                                           float* m, int64_t* a) {
   if (parg[0] == 0 && isnan(pmax[0])) {
     *m = NAN;
     *a = 0;
     return;
   }
-  fold_partials(pmax, parg, nb, m, a);
-  if (*a < 0) *a = 0;  // every logit NaN except none at id 0 cannot happen; all -inf: id 0 wins
+  fold_partials(pmax, parg, nb, lane, m, a);
+  if (*a < 0) *a = 0;  // no candidate at all cannot happen (V > 0 and x[0] is not NaN)
 }
 
 __global__ void segments_kernel(const float* logits, int64_t V, const float* temperature,
                                 const float* pmax, const int64_t* parg, int nb, float min_p,
                                 double* seg_sum, int64_t* seg_last) {
+  __shared__ float s_mx;
   const int64_t row = blockIdx.x;
   if (temperature[row] < kGreedyTemperature) return;
-  float mx;
-  int64_t argmax;
-  row_argmax(pmax + row * nb, parg + row * nb, nb, &mx, &argmax);
+  if (threadIdx.x < 32) {
+    float m;
+    int64_t a;
+    row_argmax(pmax + row * nb, parg + row * nb, nb, int(threadIdx.x), &m, &a);
+    if (threadIdx.x == 0) s_mx = m;
+  }
+  __syncthreads();
+  const float mx = s_mx;
   const float* x = logits + row * V;
   const float inv_t = 1.0f / temperature[row];
   const float min_e = min_p > 0 ? min_p : 0.0f;
@@ -146,19 +161,26 @@ __global__ void pick_kernel(const float* logits, int64_t V, const float* tempera
                             const uint64_t* seeds, const int64_t* steps, const float* pmax,
                             const int64_t* parg, int nb, float min_p, const double* seg_sums,
                             const int64_t* seg_lasts, int32_t* out) {
+  __shared__ double s_sum[kSegments];
+  __shared__ int64_t s_last[kSegments];
   const int64_t row = blockIdx.x;
   const int lane = threadIdx.x;
   float mx;
   int64_t argmax;
-  row_argmax(pmax + row * nb, parg + row * nb, nb, &mx, &argmax);
+  row_argmax(pmax + row * nb, parg + row * nb, nb, lane, &mx, &argmax);
   const float temp = temperature[row];
   if (temp < kGreedyTemperature) {
     if (lane == 0) out[row] = int32_t(argmax);
     return;
   }
   const float* x = logits + row * V;
-  const double* s_sum = seg_sums + row * kSegments;
-  const int64_t* s_last = seg_lasts + row * kSegments;
+  // The segment sums into shared memory first (coalesced): the scans below read them one by one,
+  // and 256 dependent global loads cost ~40 us (session 7 profile).
+  for (int t = lane; t < kSegments; t += 32) {
+    s_sum[t] = seg_sums[row * kSegments + t];
+    s_last[t] = seg_lasts[row * kSegments + t];
+  }
+  __syncwarp();
   const float inv_t = 1.0f / temp;
   const float min_e = min_p > 0 ? min_p : 0.0f;
   const int64_t seg_len = (V + kSegments - 1) / kSegments;

@@ -148,23 +148,32 @@ __global__ void logprob_part_kernel(const In* logits, int64_t V, int64_t per, fl
   }
 }
 
+// One warp per row: lane l folds parts l, l + 32, ... at the row max M (found first by a warp
+// max), then a butterfly adds the lanes' (S, W) — a fixed order for a given part count.
 template <typename In>
 __global__ void logprob_merge_kernel(const In* logits, const int32_t* targets, int64_t n, int64_t V,
                                      int parts, float mul, const float* pm, const double* ps,
                                      const double* pw, float* logp, float* entropy) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t t = blockIdx.x;
+  const int lane = threadIdx.x;
   if (t >= n) return;
   float M = -INFINITY;
-  for (int p = 0; p < parts; ++p)
+  for (int p = lane; p < parts; p += 32)
     if (ps[t * parts + p] > 0) M = fmaxf(M, pm[t * parts + p]);
+  for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
   double S = 0, W = 0;
-  for (int p = 0; p < parts; ++p) {
+  for (int p = lane; p < parts; p += 32) {
     const double sp = ps[t * parts + p];
     if (!(sp > 0)) continue;  // an all -inf part adds nothing
     const double d = double(pm[t * parts + p] - M), f = exp(d);
     S += sp * f;
     W += (pw[t * parts + p] + sp * d) * f;
   }
+  for (int off = 16; off > 0; off >>= 1) {
+    S += __shfl_xor_sync(0xffffffffu, S, off);
+    W += __shfl_xor_sync(0xffffffffu, W, off);
+  }
+  if (lane != 0) return;
   const double log_s = log(S);
   const int32_t tg = targets[t];
   logp[t] = tg < 0 ? 0.0f : float(double(load_f(logits + t * V, tg) * mul - M) - log_s);
@@ -192,8 +201,8 @@ void logprob_fwd_split(const In* logits, const int32_t* targets, int64_t n, int6
   logprob_part_kernel<In><<<dim3(unsigned(n), unsigned(parts)), kThreads * 2, 0, stream()>>>(
       logits, V, per, mul, entropy != nullptr, pm, ps, pw);
   GYRE_CUDA_LAUNCHED("token_logprobs_fwd (parts)");
-  logprob_merge_kernel<In><<<unsigned((n + 127) / 128), 128, 0, stream()>>>(
-      logits, targets, n, V, parts, mul, pm, ps, pw, logp, entropy);
+  logprob_merge_kernel<In><<<unsigned(n), 32, 0, stream()>>>(logits, targets, n, V, parts, mul, pm,
+                                                             ps, pw, logp, entropy);
   GYRE_CUDA_LAUNCHED("token_logprobs_fwd (merge)");
 }
 
