@@ -47,19 +47,6 @@ __device__ __forceinline__ int64_t warp_column() {
   return int64_t(blockIdx.x) * (kThreadsOf<kNorm> / 32) + (threadIdx.x >> 5);
 }
 
-// Asks L2 for the first 16-byte vectors of a weight row that this lane will load (k8 = lane,
-// lane + 32, ... below 128 vectors, i.e. the whole row at K <= 1024), so the HBM reads overlap
-// the RMSNorm prologue's block reduction instead of starting after it (session 7 ncu: the folded
-// gate/up GEMV took 13 us against 8 us unfolded, the reduction's latency in front of every load).
-// A hint only: no register, no effect on any value.
-__device__ __forceinline__ void prefetch_row_l2(const uint4* row, int64_t K8, int lane) {
-#pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    const int64_t k8 = lane + 32 * u;
-    if (k8 < K8) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + k8));
-  }
-}
-
 // The RMSNorm prologue: rs[m] = rstd of row m of x (rms_row.cuh, every thread of the block), and
 // block 0 also stores rms_norm's outputs where the caller asked for them. Without kNorm: nothing
 // (rs is unused by dot_rows_impl<..., false>).
@@ -88,6 +75,8 @@ __device__ __forceinline__ void rms_prologue(const float* __restrict__ x, const 
 template <int M, bool kNorm>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
+  float rs[M];
+  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
   int64_t n = warp_column<kNorm>();
   // Select the member with compile-time indices only (no dynamic indexing of the parameter
@@ -108,11 +97,8 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
       }
     }
   }
-  const int64_t K8 = K / 8;
-  if (kNorm && found) prefetch_row_l2(reinterpret_cast<const uint4*>(w) + n * K8, K8, lane);
-  float rs[M];
-  rms_prologue<M, kNorm>(x, nrm, K, rs);  // every thread of the block, before any early return
   if (!found) return;  // past the last member's columns (whole warp: the shuffles stay uniform)
+  const int64_t K8 = K / 8;
   const uint4* const wr[1] = {reinterpret_cast<const uint4*>(w) + n * K8};
   float acc[1][M];
   gemv::dot_rows_impl<M, 1, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
@@ -127,16 +113,12 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
                          const float* __restrict__ bg, const uint4* __restrict__ wu,
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
+  float rs[M];
+  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
   const int64_t n = warp_column<kNorm>();
-  const int64_t K8 = K / 8;
-  if (kNorm && n < N) {
-    prefetch_row_l2(wg + n * K8, K8, lane);
-    prefetch_row_l2(wu + n * K8, K8, lane);
-  }
-  float rs[M];
-  rms_prologue<M, kNorm>(x, nrm, K, rs);  // every thread of the block, before any early return
   if (n >= N) return;
+  const int64_t K8 = K / 8;
   const uint4* const wr[2] = {wg + n * K8, wu + n * K8};
   float acc[2][M];
   gemv::dot_rows_impl<M, 2, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
