@@ -32,18 +32,20 @@ inline RopeArgs check_rope_args(const char* op, std::initializer_list<Arg> xs,
   r.dt = float_dtype(op, xs);
   float_dtype(op, {x0, {"cos", &cos}, {"sin", &sin}});
   for (const Arg& a : xs)
-    GYRE_CHECK(a.t->dim() == 3, "ops::{}: {} must be [T, H, D], got {}", op, a.name,
-               shape_str(a.t->shape()));
+    if (!(a.t->dim() == 3))
+      GYRE_THROW(invalid_argument, "ops::{}: {} must be [T, H, D], got {}", op, a.name,
+                 shape_str(a.t->shape()));
   r.T = x0.t->size(0);
   r.D = x0.t->size(2);
   for (const Arg& a : xs)
-    GYRE_CHECK(a.t->size(0) == r.T && a.t->size(2) == r.D,
-               "ops::{}: {} {} does not match {} {} in tokens and head dim", op, a.name,
-               shape_str(a.t->shape()), x0.name, shape_str(x0.t->shape()));
-  GYRE_CHECK(r.D % 2 == 0, "ops::{}: head dim {} must be even", op, r.D);
+    if (!(a.t->size(0) == r.T && a.t->size(2) == r.D))
+      GYRE_THROW(invalid_argument, "ops::{}: {} {} does not match {} {} in tokens and head dim", op,
+                 a.name, shape_str(a.t->shape()), x0.name, shape_str(x0.t->shape()));
+  if (!(r.D % 2 == 0)) GYRE_THROW(invalid_argument, "ops::{}: head dim {} must be even", op, r.D);
   check_shape(op, "positions", positions, {r.T});
-  GYRE_CHECK(cos.dim() == 2 && cos.size(1) == r.D / 2, "ops::{}: cos must be [P, D/2 = {}], got {}",
-             op, r.D / 2, shape_str(cos.shape()));
+  if (!(cos.dim() == 2 && cos.size(1) == r.D / 2))
+    GYRE_THROW(invalid_argument, "ops::{}: cos must be [P, D/2 = {}], got {}", op, r.D / 2,
+               shape_str(cos.shape()));
   check_shape(op, "sin", sin, cos.shape());
   check_index_range(op, "position", positions, cos.size(0),
                     "the sequence is longer than the RoPE table; raise max_position_embeddings "

@@ -62,19 +62,27 @@ std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& s
   // A copy of this rank's shard, restored when another rank fails: load_weights() alone is atomic
   // per rank (it reads everything before it writes), not across ranks. Tensor parallelism runs on
   // the CPU, so this is one host copy of the shard for the duration of the reload.
-  std::vector<model::NamedTensor> params = shard.parameters();
+  // Every failure of this rank — the backup's allocation included — must reach the all-reduce
+  // below, or the other ranks would wait in it until the communicator's timeout.
+  std::vector<model::NamedTensor> params;
   std::vector<Tensor> backup;
-  backup.reserve(params.size());
-  for (const auto& p : params) backup.push_back(p.tensor.clone());
   std::string error;
+  bool loaded = false;
   try {
+    params = shard.parameters();
+    backup.reserve(params.size());
+    for (const auto& p : params) backup.push_back(p.tensor.clone());
     shard.load_weights(dir);
+    loaded = true;
   } catch (const std::exception& e) {
     error = e.what();
+  } catch (...) {
+    error = "unknown error";
   }
+  if (!loaded && error.empty()) error = "unknown error";
   // failed[r] = 1 when rank r could not load: after the sum every rank knows who failed.
   std::vector<int64_t> failed(size_t(tp.size()), 0);
-  failed[size_t(tp.rank())] = error.empty() ? 0 : 1;
+  failed[size_t(tp.rank())] = loaded ? 0 : 1;
   tp.all_reduce(failed);
   int first = -1, count = 0;
   for (int r = 0; r < tp.size(); ++r)
@@ -83,7 +91,7 @@ std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& s
       ++count;
     }
   if (first < 0) return std::nullopt;
-  if (error.empty())  // this rank loaded the new shard: put the old one back
+  if (loaded)  // this rank loaded the new shard: put the old one back
     for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(backup[i]);
   tp.broadcast(error, first);  // the lowest failing rank's reason reaches every rank
   return fmt::format("tp rank {} of {}{}: {}", first, tp.size(),

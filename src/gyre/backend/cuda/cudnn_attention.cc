@@ -268,6 +268,9 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
                          const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                          int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq,
                          uint16_t* dk, uint16_t* dv) {
+  // The backend first: GYRE_CUDNN_ATTENTION_DETERMINISTIC is read (and checked) only when the
+  // cuDNN path is the one asked for.
+  if (attention_backend() != AttentionBackend::cudnn) return false;
   const bool det = deterministic();
   auto plan =
       prepare(true, det, B, max_seqlen, T, Hq, Hkv, D, {dout, q, k, v, out, lse, dq, dk, dv});
