@@ -4,9 +4,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "gyre/core/logging.h"
 #include "gyre/dist/mpi_comm.h"
+#include "gyre/dist/nccl_comm.h"
+#include "gyre/dist/tcp_rendezvous.h"
 
 namespace gyre::dist {
 
@@ -75,6 +79,40 @@ LaunchInfo detect_launch(const GetEnv& getenv_fn) {
     li.local_size = per ? std::max(1, std::atoi(per)) : 1;
     return li;
   }
+  if (env_int(get, "WORLD_SIZE", &size)) {
+    // torchrun-style launch (torchrun, a container runtime, or a shell loop): RANK / WORLD_SIZE /
+    // LOCAL_RANK / LOCAL_WORLD_SIZE and rank 0's MASTER_ADDR:MASTER_PORT. No MPI: the ranks meet
+    // over TCP at rank 0 and talk NCCL (init_distributed).
+    if (!env_int(get, "RANK", &rank))
+      GYRE_THROW(invalid_argument,
+                 "WORLD_SIZE is set but RANK is not: a torchrun-style launch sets RANK, "
+                 "WORLD_SIZE, MASTER_ADDR and MASTER_PORT for every process (or unset WORLD_SIZE "
+                 "to run one process)");
+    check_rank_size("RANK", rank, "WORLD_SIZE", size);
+    li.launcher = "env";
+    li.rank = int(rank), li.size = int(size);
+    li.local_rank = env_int(get, "LOCAL_RANK", &lrank) ? int(lrank) : 0;
+    li.local_size = env_int(get, "LOCAL_WORLD_SIZE", &lsize) ? int(lsize) : 1;
+    if (li.local_size < 1 || li.local_rank < 0 || li.local_rank >= li.local_size)
+      GYRE_THROW(invalid_argument, "LOCAL_RANK={} is outside [0, LOCAL_WORLD_SIZE={})",
+                 li.local_rank, li.local_size);
+    if (size > 1) {
+      if (!get("MASTER_ADDR") || !*get("MASTER_ADDR"))
+        GYRE_THROW(invalid_argument,
+                   "WORLD_SIZE={} without MASTER_ADDR: set MASTER_ADDR (and MASTER_PORT) to rank "
+                   "0's host and a free port on every rank",
+                   size);
+      int64_t port = 0;
+      if (!env_int(get, "MASTER_PORT", &port) || port < 1 || port > 65535)
+        GYRE_THROW(invalid_argument,
+                   "MASTER_PORT must be set to a free TCP port (1..65535) on rank 0's host for a "
+                   "torchrun-style launch of WORLD_SIZE={}",
+                   size);
+      li.master_addr = get("MASTER_ADDR");
+      li.master_port = int(port);
+    }
+    return li;
+  }
   if (get("SLURM_NTASKS") && !get("PMIX_RANK") && get("SLURM_STEP_ID")) {
     int64_t n = 0;
     env_int(get, "SLURM_NTASKS", &n);
@@ -87,6 +125,32 @@ LaunchInfo detect_launch(const GetEnv& getenv_fn) {
   return li;
 }
 
+void bind_local_gpu(const LaunchInfo& li) {
+  if (li.local_size <= 1) return;
+  if (const char* b = std::getenv("GYRE_BIND_GPU"); b && std::string(b) == "0") return;
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  std::vector<std::string> ids;
+  if (visible) {
+    std::string cur;
+    for (const char* p = visible;; ++p) {
+      if (*p == ',' || *p == '\0') {
+        if (!cur.empty()) ids.push_back(cur);
+        cur.clear();
+        if (!*p) break;
+      } else {
+        cur.push_back(*p);
+      }
+    }
+    // One id: the launcher (or the user) already bound this rank; fewer ids than local ranks:
+    // ranks share GPUs by the user's choice. Either way, leave it.
+    if (ids.size() < size_t(li.local_size)) return;
+  }
+  const std::string mine = visible ? ids[size_t(li.local_rank)] : std::to_string(li.local_rank);
+  ::setenv("CUDA_VISIBLE_DEVICES", mine.c_str(), 1);
+  log::debug("dist: local rank {} of {} uses GPU {} (CUDA_VISIBLE_DEVICES)", li.local_rank,
+             li.local_size, mine);
+}
+
 std::unique_ptr<Comm> init_distributed(const DistributedOptions& options) {
   double timeout = options.timeout_s;
   if (const char* t = std::getenv("GYRE_COMM_TIMEOUT")) {
@@ -97,6 +161,25 @@ std::unique_ptr<Comm> init_distributed(const DistributedOptions& options) {
     timeout = v;
   }
   LaunchInfo li = detect_launch();
+  bind_local_gpu(li);
+  if (li.launcher == "env") {
+    if (li.size == 1) return std::make_unique<SingleProcessComm>("world");
+    if (!nccl_available() || cuda_device_count() < 1)
+      GYRE_THROW(unsupported,
+                 "rank {} of {} was started torchrun-style (RANK / WORLD_SIZE / MASTER_ADDR), "
+                 "which joins the ranks over NCCL, but {}: start CPU runs with mpirun",
+                 li.rank, li.size,
+                 nccl_available() ? "no GPU is visible" : "this gyre was built without NCCL");
+    RendezvousOptions ro;
+    ro.host = li.master_addr, ro.port = li.master_port;
+    ro.rank = li.rank, ro.world_size = li.size, ro.timeout_s = timeout;
+    const std::string id =
+        tcp_rendezvous_share(ro, li.rank == 0 ? nccl_unique_id() : std::string());
+    // bind_local_gpu left this process one visible GPU (device 0) unless the user chose otherwise.
+    auto world = nccl_comm_init(id, li.size, li.rank, 0, timeout, "world");
+    log::debug("dist: {} via torchrun-style env over NCCL (timeout {} s)", world->where(), timeout);
+    return world;
+  }
   if (li.launcher == "none" || (li.size == 1 && !mpi_available()))
     return std::make_unique<SingleProcessComm>("world");
   if (!mpi_available())

@@ -2,9 +2,11 @@
 // both, from slime's resource flags.
 //
 // Processes are started by `mpirun` (OpenMPI: OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK /
-// _LOCAL_SIZE) or Slurm's `srun --mpi=pmix` (SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID /
-// SLURM_NTASKS_PER_NODE, plus PMIX_RANK); neither means one process. The topology flags are
-// checked against the world size before any work: every disagreement is an Error with the numbers.
+// _LOCAL_SIZE), Slurm's `srun --mpi=pmix` (SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID /
+// SLURM_NTASKS_PER_NODE, plus PMIX_RANK) or torchrun-style (RANK / WORLD_SIZE / LOCAL_RANK /
+// LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT; GPU ranks only, over NCCL); none means one process.
+// The topology flags are checked against the world size before any work: every disagreement is an
+// Error with the numbers.
 //
 // Rank layout (slime's placement, actor ranks first): ranks [0, train_ranks) train; in the
 // disaggregated mode with in-world engines the next rollout_num_gpus ranks are rollout engines
@@ -22,9 +24,11 @@
 namespace gyre::dist {
 
 struct LaunchInfo {
-  std::string launcher = "none";  // "mpirun" | "srun" | "none"
+  std::string launcher = "none";  // "mpirun" | "srun" | "env" (torchrun-style) | "none"
   int rank = 0, size = 1;
   int local_rank = 0, local_size = 1;
+  std::string master_addr;  // "env" with size > 1: rank 0's MASTER_ADDR / MASTER_PORT
+  int master_port = 0;
 };
 
 using GetEnv = std::function<const char*(const char*)>;
@@ -39,9 +43,20 @@ struct DistributedOptions {
   double timeout_s = 600;
 };
 
+// One GPU per process: with several ranks on this node, sets CUDA_VISIBLE_DEVICES to the
+// local_rank-th GPU (the local_rank-th entry of an existing CUDA_VISIBLE_DEVICES list), so every
+// thread of the process — the trainer's, the rollout engine's — uses its own GPU as device 0.
+// Must run before the process's first CUDA call (init_distributed calls it first). Left alone:
+// one local rank, a CUDA_VISIBLE_DEVICES with fewer entries than local ranks (a choice made by the
+// launcher or the user), GYRE_BIND_GPU=0.
+void bind_local_gpu(const LaunchInfo& li);
+
 // The world communicator: MPI when started by mpirun / srun (MPI's world size and rank must match
-// the launcher's variables), else a SingleProcessComm. Errors: launched by mpirun but gyre built
-// without MPI, mismatched sizes.
+// the launcher's variables); NCCL over this node's GPU when started torchrun-style (RANK,
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: the ranks meet over TCP at MASTER_ADDR to share
+// the NCCL id, dist/tcp_rendezvous.h; host buffers are staged through the GPU); else a
+// SingleProcessComm. Errors: launched by mpirun but gyre built without MPI, mismatched sizes, a
+// torchrun-style launch without NCCL or without a GPU.
 std::unique_ptr<Comm> init_distributed(const DistributedOptions& options = {});
 
 // slime's resource flags (reference/slime.md §1.1). On the CPU backend a "GPU" is one process.

@@ -33,26 +33,36 @@ int64_t total_numel(const train::NamedTensors& ts) {
   return n;
 }
 
-void check_f32(const train::NamedTensors& ts, const char* what) {
+// Every tensor f32 on one device, the device whose buffers `comm` moves (MPI: host memory, NCCL:
+// this rank's GPU). Returns that device.
+Device check_f32(const train::NamedTensors& ts, const char* what, const Comm& comm) {
+  const Device want = comm.buffer_device();
   for (auto& [name, t] : ts)
-    if (t.dtype() != DType::f32 || t.device() != Device::cpu)
+    if (t.dtype() != DType::f32 || t.device() != want)
       GYRE_THROW(invalid_argument,
-                 "data-parallel step: {} '{}' is {} on {}; the DP optimizer reduces f32 CPU "
-                 "tensors (master weights)",
-                 what, name, dtype_name(t.dtype()), t.device() == Device::cpu ? "cpu" : "device");
+                 "data-parallel step: {} '{}' is {} on {}; the DP optimizer over {} reduces f32 "
+                 "tensors on {} (master weights; a GPU model needs an NCCL communicator, a CPU "
+                 "model an MPI one)",
+                 what, name, dtype_name(t.dtype()), device_name(t.device()), comm.where(),
+                 device_name(want));
+  return want;
 }
 
-void flatten(const train::NamedTensors& ts, float* out) {
+// Copies every tensor into its slot of the flat vector (stream-ordered on the device).
+void flatten(const train::NamedTensors& ts, Tensor& flat) {
+  int64_t off = 0;
   for (auto& [name, t] : ts) {
-    std::memcpy(out, t.f32(), t.nbytes());
-    out += t.numel();
+    flat.narrow(off, t.numel()).copy_from(t.reshape({t.numel()}));
+    off += t.numel();
   }
 }
 
-void unflatten(const float* in, train::NamedTensors& ts) {
+void unflatten(const Tensor& flat, train::NamedTensors& ts) {
+  int64_t off = 0;
   for (auto& [name, t] : ts) {
-    std::memcpy(t.f32(), in, t.nbytes());
-    in += t.numel();
+    Tensor dst = t.reshape({t.numel()});
+    dst.copy_from(flat.narrow(off, t.numel()));
+    off += t.numel();
   }
 }
 
@@ -64,12 +74,12 @@ train::AdamWConfig without_clipping(train::AdamWConfig c) {
 }  // namespace
 
 void all_reduce_gradients(Comm& comm, train::NamedTensors& grads) {
-  check_f32(grads, "gradient");
+  const Device device = check_f32(grads, "gradient", comm);
   if (comm.size() == 1) return;
-  std::vector<float> flat(size_t(total_numel(grads)));
-  flatten(grads, flat.data());
-  comm.all_reduce(flat.data(), flat.size(), DType::f32, ReduceOp::sum);
-  unflatten(flat.data(), grads);
+  Tensor flat = Tensor::empty({total_numel(grads)}, DType::f32, device);
+  flatten(grads, flat);
+  comm.all_reduce(flat.raw(), size_t(flat.numel()), DType::f32, ReduceOp::sum);
+  unflatten(flat, grads);
 }
 
 const char* dp_mode_name(DpMode m) { return m == DpMode::zero1 ? "zero1" : "all_reduce"; }
@@ -115,14 +125,22 @@ void DataParallelOptimizer::set_model_parallel(Comm& mp, std::vector<bool> repli
     });
 }
 
-std::pair<double, double> DataParallelOptimizer::split_sum_squares(const float* g, Range r) const {
-  double sharded = 0, replicated = 0;
+std::pair<double, double> DataParallelOptimizer::split_sum_squares(const Tensor& g, Range r) const {
+  // One view of g per parameter overlapping [r.begin, r.end), summed in one multi-tensor
+  // reduction (one device-to-host transfer on CUDA).
+  std::vector<Tensor> views;
+  std::vector<bool> view_replicated;
   for (size_t i = 0; i + 1 < offsets_.size(); ++i) {
     const int64_t b = std::max(offsets_[i], r.begin), e = std::min(offsets_[i + 1], r.end);
-    double sq = 0;
-    for (int64_t k = b; k < e; ++k) sq += double(g[k - r.begin]) * double(g[k - r.begin]);
-    (replicated_[i] ? replicated : sharded) += sq;
+    if (e <= b) continue;
+    views.push_back(g.narrow(b - r.begin, e - b));
+    view_replicated.push_back(replicated_[i]);
   }
+  std::vector<const Tensor*> ptrs;
+  for (auto& v : views) ptrs.push_back(&v);
+  const std::vector<double> each = ops::sum_squares_each(ptrs);
+  double sharded = 0, replicated = 0;
+  for (size_t i = 0; i < each.size(); ++i) (view_replicated[i] ? replicated : sharded) += each[i];
   return {sharded, replicated};
 }
 
@@ -147,8 +165,8 @@ void DataParallelOptimizer::layout(const train::NamedTensors& params,
                  "data-parallel step: parameter {} '{}' {} does not match gradient '{}' {}", i,
                  params[i].first, shape_str(params[i].second.shape()), grads[i].first,
                  shape_str(grads[i].second.shape()));
-  check_f32(params, "parameter");
-  check_f32(grads, "gradient");
+  device_ = check_f32(params, "parameter", comm_);
+  check_f32(grads, "gradient", comm_);
   if (!names_.empty()) {
     bool same = names_.size() == params.size();
     for (size_t i = 0; same && i < params.size(); ++i)
@@ -185,37 +203,43 @@ void DataParallelOptimizer::layout(const train::NamedTensors& params,
     shard_ = (n + world - 1) / world;
     padded_ = shard_ * world;
     owned_ = {std::min(n, comm_.rank() * shard_), std::min(n, (comm_.rank() + 1) * shard_)};
-    flat_grad_.assign(size_t(padded_), 0.0f);
-    flat_param_.assign(size_t(padded_), 0.0f);
-    param_shard_ = Tensor::zeros({shard_});
-    grad_shard_ = Tensor::zeros({shard_});
+    // Zero-filled: the padding past n is reduced and gathered too and must stay 0.
+    flat_grad_ = Tensor::zeros({padded_}, DType::f32, device_);
+    flat_param_ = Tensor::zeros({padded_}, DType::f32, device_);
+    param_shard_ = Tensor::zeros({shard_}, DType::f32, device_);
+    grad_shard_ = Tensor::zeros({shard_}, DType::f32, device_);
   } else {
     padded_ = shard_ = n;
     owned_ = {0, n};
-    flat_grad_.assign(size_t(n), 0.0f);
+    flat_grad_ = Tensor::zeros({n}, DType::f32, device_);
   }
+}
+
+std::vector<float> DataParallelOptimizer::reduced_grad() const {
+  return reduced_grad_.defined() ? reduced_grad_.narrow(0, owned_.size()).to_vector()
+                                 : std::vector<float>();
 }
 
 std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& params,
                                                       train::NamedTensors& grads) {
   layout(params, grads);
-  flatten(grads, flat_grad_.data());
+  flatten(grads, flat_grad_);
   if (mode_ == DpMode::all_reduce) {
-    comm_.all_reduce(flat_grad_.data(), flat_grad_.size(), DType::f32, ReduceOp::sum);
-    unflatten(flat_grad_.data(), grads);
-    reduced_grad_ = flat_grad_;
+    comm_.all_reduce(flat_grad_.raw(), size_t(flat_grad_.numel()), DType::f32, ReduceOp::sum);
+    unflatten(flat_grad_, grads);
+    reduced_grad_ = flat_grad_.clone();
     return inner_.step(params, grads);  // global norm: every rank now holds the summed gradient
   }
   // ZeRO-1. Reduce-scatter: this rank receives the summed gradient of its shard.
-  float* gs = grad_shard_.f32();
-  comm_.reduce_scatter(flat_grad_.data(), gs, size_t(shard_), DType::f32, ReduceOp::sum);
-  reduced_grad_.assign(gs, gs + owned_.size());
+  comm_.reduce_scatter(flat_grad_.raw(), grad_shard_.raw(), size_t(shard_), DType::f32,
+                       ReduceOp::sum);
+  reduced_grad_ = grad_shard_.clone();
   // Global norm from the shards' sums of squares (Megatron's clip_grad_norm over the distributed
   // optimizer's shards), then the same clipping rule as train::AdamW::step.
   // DP x TP: summed over the DP group (this tp rank's full shard), then over the tp group.
   double sq = 0;
   if (mp_) {
-    auto [sharded, replicated] = split_sum_squares(gs, owned_);
+    auto [sharded, replicated] = split_sum_squares(grad_shard_, owned_);
     std::vector<double> v{sharded, replicated};
     comm_.all_reduce(v, ReduceOp::sum);
     sq = model_parallel_sum_squares(v[0], v[1]);
@@ -233,13 +257,12 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
     if (coeff < 1.0) ops::scale_(grad_shard_, float(coeff));
   }
   // This rank's parameter shard (replicas are identical, so the local copy is the truth).
-  flatten(params, flat_param_.data());
-  float* ps = param_shard_.f32();
-  std::memcpy(ps, flat_param_.data() + comm_.rank() * shard_, size_t(shard_) * sizeof(float));
+  flatten(params, flat_param_);
+  param_shard_.copy_from(flat_param_.narrow(comm_.rank() * shard_, shard_));
   train::NamedTensors p{{"zero1_shard", param_shard_}}, g{{"zero1_shard", grad_shard_}};
   auto [unused_norm, lr] = inner_.step(p, g);
-  comm_.all_gather(ps, flat_param_.data(), size_t(shard_) * sizeof(float));
-  unflatten(flat_param_.data(), params);
+  comm_.all_gather(param_shard_.raw(), flat_param_.raw(), size_t(shard_) * sizeof(float));
+  unflatten(flat_param_, params);
   return {norm, lr};
 }
 

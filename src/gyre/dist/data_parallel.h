@@ -14,7 +14,9 @@
 //
 // Invariants: every rank passes the same parameter names, shapes and values (replicas); step()
 // leaves them identical on every rank; the flat layout is fixed at the first step and checked at
-// every later one.
+// every later one. Parameters, gradients and the flat buffers live where the communicator moves
+// buffers: host memory over MPI, this rank's GPU over NCCL (the copies in and out of the flat
+// vector are device-to-device; NcclComm's blocking calls wait for the caller's stream first).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -71,8 +73,9 @@ class DataParallelOptimizer {
   // everything) and the bytes of Adam state it holds (m + v, f32).
   Range owned_range() const { return owned_; }
   size_t state_bytes() const;
-  // The reduced (summed, unclipped) gradient of owned_range() from the last step, flat f32.
-  const std::vector<float>& reduced_grad() const { return reduced_grad_; }
+  // The reduced (summed, unclipped) gradient of owned_range() from the last step, flat f32 (a
+  // host copy of a device-side snapshot; for tests and diagnostics).
+  std::vector<float> reduced_grad() const;
 
   // Checkpoint: <dir>/dp_rank_<r>_of_<n>/ holds this rank's optimizer state (train::AdamW format).
   // load() refuses a checkpoint written with another DP size or mode.
@@ -83,7 +86,7 @@ class DataParallelOptimizer {
   void layout(const train::NamedTensors& params, const train::NamedTensors& grads);
   // Σ g² over the flat elements [r.begin, r.end) (g[0] is element r.begin), split into
   // {disjoint shards, replicated} by replicated_ (set_model_parallel).
-  std::pair<double, double> split_sum_squares(const float* g, Range r) const;
+  std::pair<double, double> split_sum_squares(const Tensor& g, Range r) const;
   // The full model's Σ g² from this rank's {sharded, replicated} parts (collective over mp_).
   double model_parallel_sum_squares(double sharded, double replicated) const;
 
@@ -95,8 +98,9 @@ class DataParallelOptimizer {
   std::vector<int64_t> offsets_;  // flat offset of every tensor (size = tensors + 1)
   int64_t padded_ = 0, shard_ = 0;
   Range owned_;
-  std::vector<float> flat_grad_, flat_param_;
-  std::vector<float> reduced_grad_;
+  Device device_ = Device::cpu;    // where the params, grads and flat buffers live (comm's device)
+  Tensor flat_grad_, flat_param_;  // [padded_] on device_
+  Tensor reduced_grad_;            // snapshot of the reduced gradient (before clipping)
   Tensor param_shard_, grad_shard_;
   Comm* mp_ = nullptr;
   std::vector<bool> replicated_;

@@ -14,6 +14,8 @@
 #ifdef GYRE_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "gyre/backend/cuda/runtime.h"
 #endif
 
 namespace gyre::dist {
@@ -201,6 +203,9 @@ NcclComm::NcclComm(void* comm, int device, int world_rank, double timeout_s, std
   cudaStream_t s = nullptr;
   cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   stream_ = s;
+  cudaEvent_t e = nullptr;
+  cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  caller_event_ = e;
 }
 
 NcclComm::~NcclComm() {
@@ -214,7 +219,17 @@ NcclComm::~NcclComm() {
     else
       ncclCommAbort(as_comm(comm_));
   }
+  if (caller_event_) cudaEventDestroy(static_cast<cudaEvent_t>(caller_event_));
   if (stream_) cudaStreamDestroy(as_stream(stream_));
+}
+
+void NcclComm::order_after_caller() {
+  // The calling thread's gyre stream (backend/cuda/runtime.h): kernels that produced a device
+  // buffer this call reads (gradients flattened by a copy) must finish before NCCL reads it.
+  cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(caller_event_), gyre::cuda::stream()),
+             "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(as_stream(stream_), static_cast<cudaEvent_t>(caller_event_), 0),
+             "cudaStreamWaitEvent");
 }
 
 std::string NcclComm::host() const { return local_host_name(); }
@@ -318,6 +333,7 @@ void NcclComm::wait_for_event(void* cuda_event) {
 
 void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   cudaSetDevice(device_);
+  order_after_caller();
   Staged b(buf, count * dtype_size(dtype), true, as_stream(stream_));
   all_reduce_async(b.dev(), count, dtype, op);
   b.copy_out();
@@ -327,6 +343,7 @@ void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
 void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                               ReduceOp op) {
   cudaSetDevice(device_);
+  order_after_caller();
   const size_t block = recv_count * dtype_size(dtype);
   Staged s(send, block * size_t(size_), true, as_stream(stream_));
   Staged r(recv, block, false, as_stream(stream_));
@@ -337,6 +354,7 @@ void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, D
 
 void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
   cudaSetDevice(device_);
+  order_after_caller();
   Staged s(send, send_bytes, true, as_stream(stream_));
   Staged r(recv, send_bytes * size_t(size_), false, as_stream(stream_));
   all_gather_async(s.dev(), r.dev(), send_bytes);
@@ -346,6 +364,7 @@ void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
 
 void NcclComm::broadcast(void* buf, size_t bytes, int root) {
   cudaSetDevice(device_);
+  order_after_caller();
   Staged b(buf, bytes, rank_ == root, as_stream(stream_));
   broadcast_async(b.dev(), bytes, root);
   b.copy_out();
@@ -359,6 +378,7 @@ void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
     GYRE_THROW(invalid_argument, "{}: send to rank {} with tag {}: needs another rank, tag >= 0",
                where(), dst, tag);
   cudaSetDevice(device_);
+  order_after_caller();
   Staged b(buf, bytes, true, as_stream(stream_));
   settle("send", ncclSend(b.dev(), bytes, ncclUint8, dst, as_comm(comm_), as_stream(stream_)));
   wait("send");
@@ -371,6 +391,7 @@ void NcclComm::recv(void* buf, size_t bytes, int src, int tag) {
     GYRE_THROW(invalid_argument, "{}: recv from rank {} with tag {}: needs another rank, tag >= 0",
                where(), src, tag);
   cudaSetDevice(device_);
+  order_after_caller();
   Staged b(buf, bytes, false, as_stream(stream_));
   settle("recv", ncclRecv(b.dev(), bytes, ncclUint8, src, as_comm(comm_), as_stream(stream_)));
   b.copy_out();

@@ -64,8 +64,11 @@ class NcclComm final : public Comm {
   std::string host() const override;
   Device buffer_device() const override { return Device::cuda; }
 
-  // Synchronous calls: enqueue on comm_stream(), then wait() for it. Host pointers are accepted too
-  // (staged through device memory), so Comm's typed helpers (vectors, strings) work unchanged.
+  // Synchronous calls: ordered after the GPU work the calling thread issued before them (its gyre
+  // stream), enqueued on comm_stream(), then wait() for it — so a buffer just written by a kernel
+  // is read complete, and the result is ready for the caller's next kernel. Host pointers are
+  // accepted too (staged through device memory), so Comm's typed helpers (vectors, strings) work
+  // unchanged.
   void all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
   void reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                       ReduceOp op) override;
@@ -103,13 +106,17 @@ class NcclComm final : public Comm {
 
  private:
   void check_alive(const char* call) const;
+  // comm_stream() waits for the calling thread's gyre stream (synchronous calls only; the async
+  // ones leave ordering to the caller, wait_for_event).
+  void order_after_caller();
   // Polls ncclCommGetAsyncError until the last NCCL call is no longer in progress (non-blocking
   // communicators return ncclInProgress while enqueueing).
   void settle(const char* call, int result);
   [[noreturn]] void fail(const char* call, const std::string& why);
 
-  void* comm_;    // ncclComm_t
-  void* stream_;  // cudaStream_t
+  void* comm_;                    // ncclComm_t
+  void* stream_;                  // cudaStream_t
+  void* caller_event_ = nullptr;  // cudaEvent_t for order_after_caller
   int device_, rank_ = 0, size_ = 1, world_rank_;
   double timeout_s_;
   std::string name_;

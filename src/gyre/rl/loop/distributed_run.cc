@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gyre/core/error.h"
+#include "gyre/dist/nccl_comm.h"
 
 namespace gyre::rl {
 
@@ -13,6 +14,7 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
   dist::DistributedOptions o;
   o.timeout_s = cfg.distributed_timeout_minutes * 60;
   d.world = dist::init_distributed(o);
+  d.timeout_s = o.timeout_s;
   dist::TopologyFlags f;
   f.actor_num_nodes = cfg.actor_num_nodes;
   f.actor_num_gpus_per_node = cfg.actor_num_gpus_per_node;
@@ -64,6 +66,19 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
                cfg.rollout_num_gpus);
   d.groups = dist::make_process_groups(*d.world, d.topology);
   return d;
+}
+
+dist::Comm& TrainDistributed::dp_on(Device device) {
+  dist::Comm& host = dp();
+  if (host.buffer_device() == device) return host;
+  if (device != Device::cuda)
+    GYRE_THROW(unsupported,
+               "{}: this job's ranks talk NCCL (a torchrun-style launch: RANK / WORLD_SIZE / "
+               "MASTER_ADDR), which moves GPU buffers; a --device {} model trains data-parallel "
+               "under mpirun / srun",
+               host.where(), device_name(device));
+  if (!dp_nccl) dp_nccl = dist::nccl_comm_from(host, 0, timeout_s, "dp-nccl");
+  return *dp_nccl;
 }
 
 void broadcast_samples(dist::Comm& comm, std::vector<Sample>& samples, int root) {

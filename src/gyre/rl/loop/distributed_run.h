@@ -20,8 +20,10 @@
 //   same samples); the DataParallelOptimizer reduces every shard over its dp group and clips by the
 //   full model's norm (set_model_parallel); optimizer shards live in
 //   <ckpt>.dp_optimizer/tp_rank_R_of_N/dp_rank_D_of_M/; replica 0 gathers the full checkpoint.
+// - GPUs (--device cuda): one GPU per rank (dist::bind_local_gpu); data parallelism reduces the
+//   f32 master gradients over NCCL (dp_on). Tensor parallelism is CPU-only so far.
 // - Not supported yet, rejected with a message: TP with the PPO critic, TP with remote rollout
-//   engines, rollout engines started as ranks of the same job (use `gyre serve` +
+//   engines, TP on GPUs, rollout engines started as ranks of the same job (use `gyre serve` +
 //   --rollout-external-engine-addrs).
 #pragma once
 #include <memory>
@@ -39,10 +41,17 @@ struct TrainDistributed {
   std::unique_ptr<dist::Comm> world;
   dist::Topology topology;
   dist::ProcessGroups groups;
+  double timeout_s = 600;
+  std::unique_ptr<dist::Comm> dp_nccl;  // dp_on(cuda) over an MPI world: NCCL over the dp group
   bool main_rank() const { return world->rank() == 0; }
   int dp_size() const { return topology.dp_size; }
   int tp_size() const { return topology.tp_size; }
   dist::Comm& dp() { return groups.dp ? *groups.dp : *world; }
+  // The dp group as a communicator of `device`'s buffers: dp() itself when it already moves them
+  // (MPI for the CPU, NCCL under a torchrun-style launch), else — a GPU model under mpirun / srun —
+  // an NCCL communicator over the same ranks, bootstrapped over dp() on first use (collective).
+  // Errors: CPU tensors under a torchrun-style (NCCL-only) launch.
+  dist::Comm& dp_on(Device device);
 };
 
 // Starts (or joins) the launcher's world and validates the topology flags against it. Errors:

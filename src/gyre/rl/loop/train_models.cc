@@ -40,12 +40,12 @@ TrainModels load_train_models(const TrainConfig& cfg, const std::string& model_d
   tp_load.tp = tp_comm;
   tp_load.device = cfg.device == "cuda" ? Device::cuda : Device::cpu;
   tp_load.precision = model::parse_precision(cfg.precision);
-  if (tp_load.device == Device::cuda && (data_parallel || tensor_parallel))
+  if (tp_load.device == Device::cuda && tensor_parallel)
     GYRE_THROW(unsupported,
-               "--device cuda runs on one GPU in one process; this run has {} train ranks "
-               "(data/tensor parallelism on GPUs is not wired into gyre train yet): launch one "
-               "process or use --device cpu",
-               distributed.world->size());
+               "--device cuda with --tensor-model-parallel-size {}: tensor parallelism runs on the "
+               "CPU backend only so far (data parallelism over NCCL works on GPUs: drop "
+               "--tensor-model-parallel-size), or use --device cpu",
+               distributed.tp_size());
   // (A PPO critic keeps its own trunk on the CPU: it works next to a GPU actor, slowly.)
   m.actor = model::CausalLM::load(model_dir, tp_load);
   m.actor->set_recompute(cfg.recompute_activations);
@@ -76,7 +76,7 @@ TrainModels load_train_models(const TrainConfig& cfg, const std::string& model_d
   }
   if (data_parallel) {
     m.dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(
-        distributed.dp(), ac, sched, dist::parse_dp_mode(cfg.dp_mode));
+        distributed.dp_on(tp_load.device), ac, sched, dist::parse_dp_mode(cfg.dp_mode));
     // DP x TP: each replica is sharded; the clipping norm covers the full model (sharded tensors
     // summed over the tp group, replicated ones once) after the reduction over the dp group.
     if (tensor_parallel) {

@@ -1,0 +1,155 @@
+// Data parallelism on 2 GPUs over NCCL, launched torchrun-style (RANK / WORLD_SIZE / MASTER_ADDR:
+// the ranks meet over TCP, then talk NCCL; no MPI): DP = 2 gradients and updated weights equal the
+// single-GPU step on the whole batch (issue 8: <= 1e-6 relative), for ZeRO-1 and all-reduce, and
+// the replicas stay bitwise identical. The test re-launches this binary as two worker processes
+// (DISABLED_ tests, one GPU each via LOCAL_RANK). Needs 2 visible GPUs; skips otherwise.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gyre/backend/multi_tensor_ops.h"
+#include "gyre/core/error.h"
+#include "gyre/dist/bootstrap.h"
+#include "gyre/dist/data_parallel.h"
+#include "gyre/dist/nccl_comm.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/model/named_shapes.h"
+#include "gyre/model/scoring.h"
+#include "gyre/train/optimizer.h"
+#include "test_util.h"
+
+namespace gyre::dist {
+namespace {
+
+std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+// Starts `n` copies of this binary running `test`, rank r on GPU r, and waits for all of them.
+test::CommandResult run_env_workers(const std::string& test, int n, int port) {
+  std::string cmd = "pids=''; for r in $(seq 0 " + std::to_string(n - 1) +
+                    "); do RANK=$r LOCAL_RANK=$r WORLD_SIZE=" + std::to_string(n) +
+                    " LOCAL_WORLD_SIZE=" + std::to_string(n) +
+                    " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " timeout 300 " +
+                    self_exe() + " --gtest_also_run_disabled_tests --gtest_filter=" + test +
+                    " > /tmp/gyre_dp_worker_$r.log 2>&1 & pids=\"$pids $!\"; done; rc=0; "
+                    "for p in $pids; do wait $p || rc=1; done; "
+                    "for r in $(seq 0 " +
+                    std::to_string(n - 1) +
+                    "); do echo \"== rank $r\"; cat /tmp/gyre_dp_worker_$r.log; done; exit $rc";
+  return test::run_command(cmd);
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+std::vector<float> flat_of(const train::NamedTensors& ts) {
+  std::vector<float> v;
+  for (auto& [name, t] : ts) {
+    auto x = t.to_vector();
+    v.insert(v.end(), x.begin(), x.end());
+  }
+  return v;
+}
+
+TEST(DataParallelNccl, TwoGpusMatchOneGpuOnTheWholeBatch) {
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 GPUs, " << cuda_device_count() << " visible";
+  const int port = 29600 + int(::getpid() % 300);
+  auto r = run_env_workers("DataParallelNccl.DISABLED_Worker", 2, port);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("[  PASSED  ] 1 test"), std::string::npos) << r.out;
+}
+
+// One rank of the test above.
+TEST(DataParallelNccl, DISABLED_Worker) {
+  auto world = init_distributed({.timeout_s = 120});
+  ASSERT_EQ(world->size(), 2);
+  ASSERT_EQ(world->buffer_device(), Device::cuda) << "a torchrun-style world talks NCCL";
+  // Qwen2.5-0.5B's shape cut to 2 layers, f32 (so the comparison is about summation order only).
+  auto cfg = model::named_shape("qwen2.5-0.5b");
+  cfg.num_hidden_layers = 2;
+  // Four sequences of equal length: rank r trains on sequences 2r, 2r+1. The policy-gradient loss
+  // is normalised by the tokens of its call, so each rank's gradient is the sum over its pair
+  // scaled like the single-GPU reference below, which accumulates both pairs' gradients.
+  std::vector<std::vector<int32_t>> seqs(4);
+  uint32_t x = 99;
+  for (auto& s : seqs)
+    for (int t = 0; t < 40; ++t)
+      s.push_back(int32_t((x = x * 1664525u + 1013904223u) >> 15) % 5000);
+  const std::vector<int32_t> prompts{3, 3};
+  const std::vector<float> adv{1.0f, -0.5f};
+  for (const char* mode : {"zero1", "all_reduce"}) {
+    SCOPED_TRACE(mode);
+    auto dp_model = model::CausalLM::random_init(cfg, 7);
+    auto ref_model = model::CausalLM::random_init(cfg, 7);
+    dp_model->to(Device::cuda);
+    ref_model->to(Device::cuda);
+    train::AdamWConfig ac{.lr = 1e-3, .clip_grad = 1.0};
+    DataParallelOptimizer dp(*world, ac, {}, parse_dp_mode(mode));
+    train::AdamW ref_opt(ac, {});
+    auto lists = [](model::CausalLM& m, model::Gradients& g) {
+      train::NamedTensors p, gl;
+      auto ps = m.parameters();
+      for (size_t i = 0; i < ps.size(); ++i) {
+        p.emplace_back(ps[i].name, ps[i].tensor);
+        gl.emplace_back(g.tensors[i].name, g.tensors[i].tensor);
+      }
+      return std::make_pair(p, gl);
+    };
+    model::Gradients dg = dp_model->zeros_like_parameters(),
+                     rg = ref_model->zeros_like_parameters();
+    auto [dp_p, dp_g] = lists(*dp_model, dg);
+    auto [ref_p, ref_g] = lists(*ref_model, rg);
+    const int rank = world->rank();
+    for (int step = 0; step < 2; ++step) {
+      dg.zero();
+      rg.zero();
+      const std::vector<std::vector<int32_t>> mine{seqs[size_t(2 * rank)],
+                                                   seqs[size_t(2 * rank + 1)]};
+      model::policy_gradient_loss_and_grad(*dp_model, mine, prompts, adv, dg);
+      for (int pair = 0; pair < 2; ++pair)
+        model::policy_gradient_loss_and_grad(
+            *ref_model, {seqs[size_t(2 * pair)], seqs[size_t(2 * pair + 1)]}, prompts, adv, rg);
+      auto [dp_norm, dp_lr] = dp.step(dp_p, dp_g);
+      auto [ref_norm, ref_lr] = ref_opt.step(ref_p, ref_g);
+      EXPECT_NEAR(dp_norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
+      EXPECT_EQ(dp_lr, ref_lr);
+      // The reduced gradient of this rank's shard against the same slice of the reference.
+      const Range own = dp.owned_range();
+      const std::vector<float> full = flat_of(ref_g), red = dp.reduced_grad();
+      ASSERT_EQ(int64_t(red.size()), own.size());
+      EXPECT_LE(
+          max_rel_diff(red, std::vector<float>(full.begin() + own.begin, full.begin() + own.end)),
+          1e-6);
+      EXPECT_LE(max_rel_diff(flat_of(dp_p), flat_of(ref_p)), 1e-6) << "step " << step;
+    }
+    // Replicas bitwise identical.
+    std::vector<const Tensor*> pts;
+    for (auto& [n, t] : dp_p) pts.push_back(&t);
+    const double sq = ops::sum_squares_many(pts);
+    EXPECT_EQ(world->all_reduce(sq, ReduceOp::max), -world->all_reduce(-sq, ReduceOp::max));
+  }
+  // A CPU model cannot be reduced over the NCCL world: named, not crashed.
+  train::NamedTensors p{{"w", Tensor::zeros({4})}}, g{{"w", Tensor::zeros({4})}};
+  DataParallelOptimizer bad(*world, {}, {}, DpMode::zero1);
+  try {
+    bad.step(p, g);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is f32 on cpu"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace gyre::dist
