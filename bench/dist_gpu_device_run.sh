@@ -28,6 +28,10 @@ pydir() { python3 -c "import $1, os; print(os.path.join(list($1.__path__)[0], 'l
 export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:$(pydir nvidia.cublas):$(pydir nvidia.cudnn):$(pydir nvidia.nccl):${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+ngpu=$(nvidia-smi -L | grep -c GPU)
+# With one GPU the disaggregated run shares it between the two processes (the code path, not the
+# two-GPU figure).
+serve_gpu=$((ngpu > 1 ? 1 : 0))
 
 # Runs "$@" on 2 ranks, torchrun-style; rank r's output in $OUT/$tag.r.log; returns non-zero if any
 # rank failed.
@@ -85,7 +89,7 @@ if isinstance(a, list) and isinstance(b, list) and a and b:
 EOF
 fi
 if has disagg; then
-  CUDA_VISIBLE_DEVICES=1 "$GYRE_BIN" serve --model-path examples/quickstart/base_model --device cuda \
+  CUDA_VISIBLE_DEVICES=$serve_gpu "$GYRE_BIN" serve --model-path examples/quickstart/base_model --device cuda \
     --port 30111 --max-running-requests 256 >"$OUT/serve.log" 2>&1 &
   spid=$!
   for i in $(seq 1 120); do grep -q "listening" "$OUT/serve.log" && break; sleep 0.5; done
@@ -101,7 +105,7 @@ rows = [json.loads(l) for l in open(sys.argv[1] + "/disagg/metrics.jsonl")]
 ev = [(i, r["eval/heldout"]) for i, r in enumerate(rows) if "eval/heldout" in r]
 rw = [round(r.get("rollout/raw_reward", -1), 3) for r in rows]
 sync = [round(r.get("perf/update_weights_time", -1), 4) for r in rows]
-print(json.dumps({"bench": "disaggregated_grpo_2gpu", "rollouts": len(rows), "eval_heldout": ev,
+print(json.dumps({"bench": "disaggregated_grpo_gpu", "rollouts": len(rows), "eval_heldout": ev,
                   "raw_reward": rw, "update_weights_s": sync}))
 EOF
   tail -3 "$OUT/disagg.log"

@@ -20,6 +20,7 @@
 #include "gyre/dist/step_channel_comm.h"
 #include "gyre/dist/tensor_parallel_comm.h"
 #include "gyre/dist/tp_serve.h"
+#include "gyre/dist/weight_update_group.h"
 #include "gyre/infer/engine.h"
 #include "gyre/infer/engine_follower.h"
 #include "gyre/model/causal_lm.h"
@@ -200,6 +201,21 @@ int run_serve(int argc, char** argv) {
       return l->update_weights_from_disk(dir);
     };
     log::info("serve: tensor parallel over {} ranks (rank 0 schedules and samples)", tp_size);
+  }
+  // SGLang's NCCL weight updates (a trainer's /init_weights_update_group + broadcasts): a GPU model
+  // in one process. Declared before the server, which calls into it until it stops.
+  std::unique_ptr<dist::WeightUpdateGroups> weight_groups;
+  if (!tensor_parallel && dev == Device::cuda) {
+    weight_groups = std::make_unique<dist::WeightUpdateGroups>(*model, dist::comm_timeout_s());
+    dist::WeightUpdateGroups* g = weight_groups.get();
+    sc.weight_groups.init = [g](const serve::WeightGroupInit& w) {
+      g->init(w.master_address, w.master_port, w.rank_offset, w.world_size, w.group_name,
+              w.backend);
+    };
+    sc.weight_groups.destroy = [g](const std::string& name) { g->destroy(name); };
+    sc.weight_groups.receive_and_load = [g](const serve::DistributedWeightUpdate& u) {
+      g->receive_and_load(u.group_name, u.names, u.dtypes, u.shapes, u.flattened_bucket);
+    };
   }
   engine->start();
 

@@ -151,15 +151,19 @@ void bind_local_gpu(const LaunchInfo& li) {
              li.local_size, mine);
 }
 
-std::unique_ptr<Comm> init_distributed(const DistributedOptions& options) {
-  double timeout = options.timeout_s;
+double comm_timeout_s(double fallback) {
   if (const char* t = std::getenv("GYRE_COMM_TIMEOUT")) {
     char* end = nullptr;
     double v = std::strtod(t, &end);
     if (end == t || *end != '\0' || !(v > 0))
       GYRE_THROW(invalid_argument, "GYRE_COMM_TIMEOUT='{}' must be a number of seconds > 0", t);
-    timeout = v;
+    return v;
   }
+  return fallback;
+}
+
+std::unique_ptr<Comm> init_distributed(const DistributedOptions& options) {
+  const double timeout = comm_timeout_s(options.timeout_s);
   LaunchInfo li = detect_launch();
   bind_local_gpu(li);
   if (li.launcher == "env") {

@@ -43,6 +43,10 @@ struct DistributedOptions {
   double timeout_s = 600;
 };
 
+// Seconds a collective may take before it fails naming the rank: GYRE_COMM_TIMEOUT when set (an
+// Error if it is not a number > 0), else `fallback`.
+double comm_timeout_s(double fallback = 600);
+
 // One GPU per process: with several ranks on this node, sets CUDA_VISIBLE_DEVICES to the
 // local_rank-th GPU (the local_rank-th entry of an existing CUDA_VISIBLE_DEVICES list), so every
 // thread of the process — the trainer's, the rollout engine's — uses its own GPU as device 0.

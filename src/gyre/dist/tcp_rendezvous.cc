@@ -253,6 +253,20 @@ std::string join(const RendezvousOptions& o, Clock::time_point deadline) {
 
 }  // namespace
 
+int pick_free_port() {
+  Fd s(::socket(AF_INET, SOCK_STREAM, 0));
+  if (s.get() < 0) GYRE_THROW(io, "pick_free_port: socket: {}", std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    GYRE_THROW(io, "pick_free_port: {}", std::strerror(errno));
+  return ntohs(a.sin_port);
+}
+
 std::string tcp_rendezvous_share(const RendezvousOptions& o, const std::string& payload) {
   if (o.port < 1 || o.port > 65535)
     GYRE_THROW(invalid_argument, "{}: port {} is outside 1..65535", where(o), o.port);

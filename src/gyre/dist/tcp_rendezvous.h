@@ -38,4 +38,9 @@ struct RendezvousOptions {
 // or group name (named on both sides).
 std::string tcp_rendezvous_share(const RendezvousOptions& options, const std::string& payload);
 
+// A TCP port that was free on this host a moment ago (bound to port 0 and released), for a rank 0
+// that picks its own master_port. Another process may take it before rank 0 listens again: the
+// rendezvous then fails naming the port.
+int pick_free_port();
+
 }  // namespace gyre::dist

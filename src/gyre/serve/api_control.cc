@@ -55,6 +55,127 @@ json load_entry(const infer::EngineStats& s, int64_t context_len) {
               {"paused", s.paused}};
 }
 
+// {"success": ok, "message": ...} with 200 / 400: the reply shape of SGLang's weight routes.
+void weight_reply(Responder& res, bool ok, const std::string& message) {
+  res.send(ok ? 200 : 400, dump_json(json{{"success", ok}, {"message", message}}));
+}
+
+std::vector<std::vector<int64_t>> shape_list(const json& b) {
+  const json* v = field(b, "shapes");
+  if (!v || !v->is_array()) bad_field("shapes", "is required: one [int] list per tensor");
+  std::vector<std::vector<int64_t>> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& s = (*v)[i];
+    const std::string path = "shapes[" + std::to_string(i) + "]";
+    if (!s.is_array()) bad_field(path, "must be a list of ints, got " + json_type(s));
+    std::vector<int64_t> dims;
+    for (size_t k = 0; k < s.size(); ++k)
+      dims.push_back(as_int(s[k], path + "[" + std::to_string(k) + "]", 0));
+    out.push_back(std::move(dims));
+  }
+  return out;
+}
+
+std::vector<std::string> string_list(const json& b, const char* key) {
+  const json* v = field(b, key);
+  if (!v || !v->is_array())
+    bad_field(key, std::string("is required: a list of strings, one per tensor"));
+  std::vector<std::string> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    if (!(*v)[i].is_string())
+      bad_field(std::string(key) + "[" + std::to_string(i) + "]",
+                "must be a string, got " + json_type((*v)[i]));
+    out.push_back((*v)[i].get<std::string>());
+  }
+  return out;
+}
+
+// /init_weights_update_group, /destroy_weights_update_group, /update_weights_from_distributed.
+void weight_group_route(const std::shared_ptr<State>& st, const std::string& p,
+                        const HttpRequest& req, const std::shared_ptr<Responder>& res) {
+  json b = parse_json_object(req.body);
+  const std::string group =
+      opt_string(b, "group_name", "group_name").value_or("weight_update_group");
+  if (!st->cfg.weight_groups)
+    bad_request(fmt::format("{}: this server cannot join NCCL weight-update groups ({}); push "
+                            "weights with /update_weights_from_disk",
+                            p,
+                            st->cfg.weight_updater ? "a tensor-parallel CPU server"
+                                                   : "its model is not on a GPU"),
+                400);
+  if (p == "/destroy_weights_update_group") {
+    st->control.post([st, res, group] {
+      try {
+        st->cfg.weight_groups.destroy(group);
+        weight_reply(*res, true, "Succeeded to destroy custom process group.");
+      } catch (const std::exception& e) {
+        weight_reply(*res, false, e.what());
+      }
+    });
+    return;
+  }
+  if (p == "/init_weights_update_group") {
+    WeightGroupInit w;
+    w.group_name = group;
+    w.master_address = opt_string(b, "master_address", "master_address").value_or("");
+    if (w.master_address.empty()) bad_field("master_address", "is required (the trainer's host)");
+    auto port = opt_int(b, "master_port", "master_port", 1, 65535);
+    if (!port) bad_field("master_port", "is required (1..65535)");
+    auto offset = opt_int(b, "rank_offset", "rank_offset", 1, 1 << 20);
+    if (!offset) bad_field("rank_offset", "is required (>= 1; the trainer is rank 0)");
+    auto world = opt_int(b, "world_size", "world_size", 2, 1 << 20);
+    if (!world) bad_field("world_size", "is required (>= 2: the trainer and this engine)");
+    w.master_port = int(*port), w.rank_offset = int(*offset), w.world_size = int(*world);
+    w.backend = opt_string(b, "backend", "backend").value_or("nccl");
+    // Blocks until the trainer and every engine of the group have arrived (or the timeout).
+    st->control.post([st, res, w] {
+      try {
+        st->cfg.weight_groups.init(w);
+        weight_reply(*res, true, "Succeeded to initialize custom process group.");
+      } catch (const std::exception& e) {
+        weight_reply(*res, false,
+                     std::string("Failed to initialize custom process group: ") + e.what());
+      }
+    });
+    return;
+  }
+  // /update_weights_from_distributed
+  DistributedWeightUpdate u;
+  u.group_name = group;
+  u.names = string_list(b, "names");
+  u.dtypes = string_list(b, "dtypes");
+  u.shapes = shape_list(b);
+  if (u.dtypes.size() != u.names.size() || u.shapes.size() != u.names.size())
+    bad_request(fmt::format("update_weights_from_distributed: {} names, {} dtypes, {} shapes: "
+                            "one of each per tensor",
+                            u.names.size(), u.dtypes.size(), u.shapes.size()),
+                400);
+  const auto lf = opt_string(b, "load_format", "load_format");
+  if (lf && *lf != "flattened_bucket" && *lf != "auto")
+    bad_field("load_format", "must be null, \"auto\" or \"flattened_bucket\"");
+  u.flattened_bucket = lf && *lf == "flattened_bucket";
+  const auto label = opt_string(b, "weight_version", "weight_version");
+  const bool abort_all = opt_bool(b, "abort_all_requests", "abort_all_requests").value_or(false);
+  opt_bool(b, "flush_cache", "flush_cache");  // the KV of the old weights is dropped regardless
+  st->control.post([st, res, u, label, abort_all] {
+    if (abort_all) st->engine->abort_all();
+    try {
+      const int64_t v =
+          st->engine->update_weights([&] { st->cfg.weight_groups.receive_and_load(u); });
+      std::string l = label ? *label : std::to_string(v);
+      {
+        std::lock_guard<std::mutex> lk(st->mu);
+        st->version_label[v] = l;
+      }
+      log::info("serve: {} tensors received over NCCL group '{}' (version {})", u.names.size(),
+                u.group_name, l);
+      weight_reply(*res, true, "Succeeded to update parameter online.");
+    } catch (const std::exception& e) {
+      weight_reply(*res, false, std::string("Failed to update parameter online: ") + e.what());
+    }
+  });
+}
+
 std::vector<std::string> parse_tags(const json& body) {
   static const std::vector<std::string> kAll = {"weights", "kv_cache", "cuda_graph"};
   const json* t = field(body, "tags");
@@ -323,6 +444,9 @@ void handle_control(const std::shared_ptr<State>& st, HttpRequest& req,
     });
     return;
   }
+  if (p == "/init_weights_update_group" || p == "/destroy_weights_update_group" ||
+      p == "/update_weights_from_distributed")
+    return weight_group_route(st, p, req, res);
   if (p == "/update_weight_version") {
     json b = parse_json_object(req.body);
     auto v = opt_string(b, "new_version", "new_version");

@@ -37,6 +37,28 @@ using WeightLoader = std::function<void(const std::string& model_path)>;
 // thread, never on an I/O thread.
 using WeightUpdater = std::function<int64_t(const std::string& model_path)>;
 
+// SGLang's NCCL weight-update group (/init_weights_update_group, /update_weights_from_distributed,
+// /destroy_weights_update_group; reference/sglang-api.md §1.7). cmd_serve binds them to
+// dist::WeightUpdateGroups for a GPU model; unset, the routes answer 400 naming the alternative
+// (/update_weights_from_disk). They run on the control thread; receive_and_load runs inside
+// EngineApi::update_weights (no forward in flight) and throws, weights unchanged, on a refusal.
+struct WeightGroupInit {
+  std::string master_address, group_name = "weight_update_group", backend = "nccl";
+  int master_port = 0, rank_offset = 0, world_size = 0;
+};
+struct DistributedWeightUpdate {
+  std::vector<std::string> names, dtypes;
+  std::vector<std::vector<int64_t>> shapes;
+  std::string group_name = "weight_update_group";
+  bool flattened_bucket = false;  // load_format "flattened_bucket": one uint8 broadcast
+};
+struct WeightGroupHooks {
+  std::function<void(const WeightGroupInit&)> init;
+  std::function<void(const std::string& group)> destroy;
+  std::function<void(const DistributedWeightUpdate&)> receive_and_load;
+  explicit operator bool() const { return init && destroy && receive_and_load; }
+};
+
 struct ServeConfig {
   HttpServerConfig http;
   std::string model_path, tokenizer_path;
@@ -53,6 +75,7 @@ struct ServeConfig {
   nlohmann::json server_args = nlohmann::json::object();  // extra /server_info fields
   // Set: /update_weights_from_disk calls it instead of engine->update_weights(loader).
   WeightUpdater weight_updater;
+  WeightGroupHooks weight_groups;  // set: NCCL weight updates (GPU models)
 };
 
 class ApiServer {

@@ -28,8 +28,11 @@ struct Fixture {
   HttpClient client{1};
   Url url;
   std::vector<std::string> loaded;
+  std::vector<WeightGroupInit> inits;            // with_weight_groups: what the routes passed on
+  std::vector<DistributedWeightUpdate> updates;  // (the NCCL side runs in tests/gpu/rl)
 
-  explicit Fixture(const std::string& api_key = "", uint64_t max_body = 1 << 20) {
+  explicit Fixture(const std::string& api_key = "", uint64_t max_body = 1 << 20,
+                   bool with_weight_groups = false) {
     std::string dir = test::write_tiny_tokenizer_dir();
     tok = tokenizer::Tokenizer::from_dir(dir);
     auto tmpl = std::make_shared<tokenizer::ChatTemplate>(tokenizer::ChatTemplate::from_dir(dir));
@@ -43,6 +46,16 @@ struct Fixture {
     cfg.vocab_size = 512;
     cfg.tool_call_parser = "qwen25";
     cfg.reasoning_parser = "qwen3";
+    if (with_weight_groups) {
+      cfg.weight_groups.init = [this](const WeightGroupInit& w) { inits.push_back(w); };
+      cfg.weight_groups.destroy = [](const std::string& g) {
+        if (g != "weight_update_group") GYRE_THROW(not_found, "no group named '{}'", g);
+      };
+      cfg.weight_groups.receive_and_load = [this](const DistributedWeightUpdate& u) {
+        if (u.names[0] == "bogus") GYRE_THROW(invalid_argument, "'bogus' is not a parameter");
+        updates.push_back(u);
+      };
+    }
     server = std::make_unique<ApiServer>(cfg, engine, tok, tmpl, [this](const std::string& d) {
       if (d == "/bad") GYRE_THROW(not_found, "no checkpoint in {}", d);
       loaded.push_back(d);
@@ -228,6 +241,69 @@ TEST(ApiServer, ControlRoutes) {
   EXPECT_NE(metrics.find("sglang:num_running_reqs"), std::string::npos);
   EXPECT_NE(metrics.find("sglang:e2e_request_latency_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.find("gyre:kv_free_pages"), std::string::npos);
+}
+
+TEST(ApiServer, WeightGroupRoutesParseSglangBodies) {
+  // A server without the hooks (a CPU model) says so, and what to use instead.
+  Fixture plain;
+  json no = plain.post(
+      "/init_weights_update_group",
+      {{"master_address", "h"}, {"master_port", 1}, {"rank_offset", 1}, {"world_size", 2}}, 400);
+  EXPECT_NE(no.dump().find("cannot join NCCL weight-update groups"), std::string::npos) << no;
+  EXPECT_NE(no.dump().find("update_weights_from_disk"), std::string::npos);
+
+  Fixture f("", 1 << 20, true);
+  json ok = f.post("/init_weights_update_group", {{"master_address", "10.1.2.3"},
+                                                  {"master_port", 29555},
+                                                  {"rank_offset", 2},
+                                                  {"world_size", 3},
+                                                  {"group_name", "slime-pp_0"},
+                                                  {"backend", "nccl"}});
+  EXPECT_TRUE(ok["success"].get<bool>());
+  ASSERT_EQ(f.inits.size(), 1u);
+  EXPECT_EQ(f.inits[0].master_address, "10.1.2.3");
+  EXPECT_EQ(f.inits[0].master_port, 29555);
+  EXPECT_EQ(f.inits[0].rank_offset, 2);
+  EXPECT_EQ(f.inits[0].world_size, 3);
+  EXPECT_EQ(f.inits[0].group_name, "slime-pp_0");
+  // Missing or out-of-range fields are named.
+  json bad = f.post(
+      "/init_weights_update_group",
+      {{"master_address", "h"}, {"master_port", 1}, {"rank_offset", 0}, {"world_size", 2}}, 400);
+  EXPECT_NE(bad.dump().find("rank_offset"), std::string::npos) << bad;
+
+  json up = f.post("/update_weights_from_distributed",
+                   {{"names", {"model.norm.weight", "lm_head.weight"}},
+                    {"dtypes", {"bfloat16", "bfloat16"}},
+                    {"shapes", {{64}, {512, 64}}},
+                    {"group_name", "weight_update_group"},
+                    {"flush_cache", false},
+                    {"weight_version", "12"},
+                    {"load_format", "flattened_bucket"}});
+  EXPECT_TRUE(up["success"].get<bool>()) << up;
+  ASSERT_EQ(f.updates.size(), 1u);
+  EXPECT_TRUE(f.updates[0].flattened_bucket);
+  EXPECT_EQ(f.updates[0].shapes[1], (std::vector<int64_t>{512, 64}));
+  EXPECT_EQ(json::parse(f.call("GET", "/get_weight_version").body)["weight_version"], "12");
+  // Lists of different lengths, a bad shape, a refusal by the receiver: 400 with the reason.
+  json lens =
+      f.post("/update_weights_from_distributed",
+             {{"names", {"a", "b"}}, {"dtypes", {"bfloat16"}}, {"shapes", {{1}, {2}}}}, 400);
+  EXPECT_NE(lens.dump().find("2 names, 1 dtypes, 2 shapes"), std::string::npos) << lens;
+  json shape = f.post("/update_weights_from_distributed",
+                      {{"names", {"a"}}, {"dtypes", {"bfloat16"}}, {"shapes", {{"x"}}}}, 400);
+  EXPECT_NE(shape.dump().find("shapes[0][0]"), std::string::npos) << shape;
+  json refused = f.post("/update_weights_from_distributed",
+                        {{"names", {"bogus"}}, {"dtypes", {"bfloat16"}}, {"shapes", {{1}}}}, 400);
+  EXPECT_FALSE(refused["success"].get<bool>());
+  EXPECT_NE(refused["message"].get<std::string>().find("'bogus' is not a parameter"),
+            std::string::npos);
+  EXPECT_EQ(json::parse(f.call("GET", "/get_weight_version").body)["weight_version"], "12");
+  EXPECT_TRUE(
+      f.post("/destroy_weights_update_group", {{"group_name", "weight_update_group"}})["success"]
+          .get<bool>());
+  EXPECT_FALSE(f.post("/destroy_weights_update_group", {{"group_name", "other"}}, 400)["success"]
+                   .get<bool>());
 }
 
 TEST(ApiServerParse, HttpBadInputs) {

@@ -1,0 +1,208 @@
+// Trainer side of SGLang's NCCL weight update (nccl_push.h).
+#include "gyre/rl/weight_sync/nccl_push.h"
+
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "gyre/backend/ops.h"
+#include "gyre/core/error.h"
+#include "gyre/core/logging.h"
+#include "gyre/core/timer.h"
+#include "gyre/dist/nccl_comm.h"
+#include "gyre/dist/tcp_rendezvous.h"
+#include "gyre/dist/weight_update_group.h"
+#include "gyre/serve/http_client.h"
+
+namespace gyre::rl {
+
+using json = nlohmann::json;
+
+struct NcclWeightPusher::Impl {
+  NcclPushOptions o;
+  std::vector<serve::Url> urls;
+  serve::HttpClient http{1};
+  std::unique_ptr<dist::Comm> group;
+  Tensor bucket;  // u8 on the GPU, reused across pushes
+
+  // POSTs `bodies[i]` to engine i, all at once; returns a future per engine.
+  std::vector<std::future<serve::HttpResponse>> post_all(const std::string& target,
+                                                         const std::vector<std::string>& bodies) {
+    std::vector<std::future<serve::HttpResponse>> out;
+    for (size_t i = 0; i < urls.size(); ++i) {
+      auto p = std::make_shared<std::promise<serve::HttpResponse>>();
+      out.push_back(p->get_future());
+      serve::ClientRequest r;
+      r.method = "POST", r.target = target, r.body = bodies[i], r.timeout_s = o.timeout_s;
+      http.request(urls[i], std::move(r),
+                   [p](serve::HttpResponse&& resp) { p->set_value(std::move(resp)); });
+    }
+    return out;
+  }
+
+  // Every reply must be 200 with {"success": true}; otherwise an io Error naming the engine.
+  void expect_success(std::vector<std::future<serve::HttpResponse>>& replies, const char* what) {
+    std::string failures;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      serve::HttpResponse r = replies[i].get();
+      auto j = json::parse(r.body, nullptr, false);
+      const bool ok = r.ok() && j.is_object() && j.value("success", false);
+      if (ok) continue;
+      std::string msg = !r.error.empty() ? r.error
+                        : j.is_object() && j.contains("message") && j["message"].is_string()
+                            ? j["message"].get<std::string>()
+                            : fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 300));
+      failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", urls[i].origin(), msg);
+    }
+    if (!failures.empty()) GYRE_THROW(io, "{} failed on {}", what, failures);
+  }
+};
+
+NcclWeightPusher::NcclWeightPusher(NcclPushOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->o = std::move(options);
+  if (impl_->o.engine_urls.empty())
+    GYRE_THROW(invalid_argument, "NCCL weight push: no engine URLs");
+  if (impl_->o.bucket_bytes < 1024)
+    GYRE_THROW(invalid_argument, "--update-weight-buffer-size {} bytes is too small (>= 1 KiB)",
+               impl_->o.bucket_bytes);
+  dist::torch_dtype_name(impl_->o.wire_dtype);  // rejects a dtype with no wire name
+  if (impl_->o.wire_dtype == DType::f16)
+    GYRE_THROW(invalid_argument, "NCCL weight push: wire dtype f16 is not supported; use bf16/f32");
+  for (const auto& u : impl_->o.engine_urls)
+    impl_->urls.push_back(
+        serve::Url::parse(u.find("://") == std::string::npos ? "http://" + u : u));
+  if (impl_->o.master_address.empty()) impl_->o.master_address = "127.0.0.1";
+}
+
+NcclWeightPusher::~NcclWeightPusher() = default;
+
+bool NcclWeightPusher::connected() const { return impl_->group != nullptr; }
+
+void NcclWeightPusher::connect() {
+  Impl& m = *impl_;
+  m.group.reset();
+  const int world = int(m.urls.size()) + 1;
+  const int port = m.o.master_port > 0 ? m.o.master_port : dist::pick_free_port();
+  // A group of that name left over from an earlier trainer: dropped first (errors ignored).
+  std::vector<std::string> destroy(m.urls.size(), json{{"group_name", m.o.group_name}}.dump());
+  for (auto& f : m.post_all("/destroy_weights_update_group", destroy)) f.get();
+  std::vector<std::string> init;
+  for (size_t i = 0; i < m.urls.size(); ++i)
+    init.push_back(json{
+        {"master_address", m.o.master_address},
+        {"master_port", port},
+        {"rank_offset", int(i) + 1},
+        {"world_size", world},
+        {"group_name", m.o.group_name},
+        {"backend",
+         "nccl"}}.dump());
+  auto replies = m.post_all("/init_weights_update_group", init);
+  // Rank 0 joins while the engines do; a failed join still waits for the replies (they carry the
+  // engines' side of the story) before it rethrows.
+  std::unique_ptr<dist::Comm> group;
+  std::string error;
+  try {
+    dist::RendezvousOptions ro;
+    ro.host = m.o.master_address, ro.port = port, ro.rank = 0, ro.world_size = world;
+    ro.group = m.o.group_name, ro.timeout_s = m.o.timeout_s;
+    const std::string id = dist::tcp_rendezvous_share(ro, dist::nccl_unique_id());
+    group = dist::nccl_comm_init(id, world, 0, 0, m.o.timeout_s, m.o.group_name);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    // The engines give up on their own deadline; what they said within a few seconds helps.
+    std::string engines;
+    for (size_t i = 0; i < replies.size(); ++i)
+      if (replies[i].wait_for(std::chrono::seconds(3)) == std::future_status::ready) {
+        serve::HttpResponse r = replies[i].get();
+        engines += fmt::format("; {} answered HTTP {} {}", m.urls[i].origin(), r.status,
+                               r.error.empty() ? r.body.substr(0, 200) : r.error);
+      }
+    GYRE_THROW(io, "NCCL weight push: joining group '{}' as rank 0 failed: {}{}", m.o.group_name,
+               error, engines);
+  }
+  m.expect_success(replies, "NCCL weight push: init_weights_update_group");
+  m.group = std::move(group);
+  log::info("weight sync nccl: group '{}' of {} ranks formed at {}:{}", m.o.group_name, world,
+            m.o.master_address, port);
+}
+
+SyncStats NcclWeightPusher::push(const model::CausalLM& model, int64_t version) {
+  return push_tensors(model.parameters(), version);
+}
+
+SyncStats NcclWeightPusher::push_tensors(const std::vector<model::NamedTensor>& tensors,
+                                         int64_t version) {
+  Impl& m = *impl_;
+  Timer timer;
+  for (const auto& t : tensors)
+    if (t.tensor.device() != Device::cuda || t.tensor.dtype() != DType::f32)
+      GYRE_THROW(invalid_argument,
+                 "NCCL weight push: '{}' is {} on {}; the trainer sends f32 GPU tensors (train "
+                 "with --device cuda, or use the disk transport)",
+                 t.name, dtype_name(t.tensor.dtype()), device_name(t.tensor.device()));
+  if (!m.group) connect();
+  const DType wire = m.o.wire_dtype;
+  const size_t esize = dtype_size(wire);
+  // Buckets of whole tensors in order.
+  std::vector<std::pair<size_t, size_t>> buckets;
+  size_t max_bytes = 0;
+  for (size_t i = 0; i < tensors.size();) {
+    size_t j = i, bytes = 0;
+    while (j < tensors.size() &&
+           (j == i || bytes + size_t(tensors[j].tensor.numel()) * esize <= m.o.bucket_bytes))
+      bytes += size_t(tensors[j++].tensor.numel()) * esize;
+    buckets.emplace_back(i, j);
+    max_bytes = std::max(max_bytes, bytes);
+    i = j;
+  }
+  if (!m.bucket.defined() || size_t(m.bucket.numel()) < max_bytes)
+    m.bucket = Tensor::empty({int64_t(max_bytes)}, DType::u8, Device::cuda);
+  uint64_t sent = 0, raw = 0;
+  for (auto [first, last] : buckets) {
+    json names = json::array(), dtypes = json::array(), shapes = json::array();
+    size_t off = 0;
+    for (size_t k = first; k < last; ++k) {
+      const Tensor& src = tensors[k].tensor;
+      Tensor slot = Tensor::borrow(static_cast<char*>(m.bucket.raw()) + off, src.shape(), wire,
+                                   Device::cuda, m.bucket.storage());
+      ops::copy(src, slot);  // f32 -> wire dtype on the GPU (round to nearest even for bf16)
+      names.push_back(tensors[k].name);
+      dtypes.push_back(dist::torch_dtype_name(wire));
+      shapes.push_back(src.shape());
+      off += size_t(src.numel()) * esize;
+      raw += src.nbytes();
+    }
+    const std::string body = json{{"names", names},
+                                  {"dtypes", dtypes},
+                                  {"shapes", shapes},
+                                  {"group_name", m.o.group_name},
+                                  {"load_format", "flattened_bucket"},
+                                  {"flush_cache", false},
+                                  {"weight_version", std::to_string(version)}}
+                                 .dump();
+    auto replies = m.post_all("/update_weights_from_distributed",
+                              std::vector<std::string>(m.urls.size(), body));
+    try {
+      m.group->broadcast(m.bucket.raw(), off, 0);  // waits for the packing kernels first
+    } catch (const std::exception& e) {
+      m.group.reset();  // broken: the next push reconnects
+      for (auto& f : replies) f.wait_for(std::chrono::seconds(5));
+      GYRE_THROW(io, "NCCL weight push v{}: broadcast failed: {}", version, e.what());
+    }
+    sent += off;
+    m.expect_success(replies, "update_weights_from_distributed");
+  }
+  SyncStats s;
+  s.method = "nccl";
+  s.version = version;
+  s.bytes = sent;
+  s.raw_bytes = raw;
+  s.tensors = s.changed_tensors = int64_t(tensors.size());
+  s.seconds = timer.elapsed();
+  log_sync(s);
+  return s;
+}
+
+}  // namespace gyre::rl
