@@ -6,7 +6,7 @@
 // from them, and rejects a world size that is not a multiple of the TP size with the numbers.
 // The rollouts come from the sharded policy itself (rank 0's engine leads, the other tp ranks of
 // replica 0 follow its steps): no rank loads a second, unsharded model; a rank 0 that fails
-// mid-rollout ends its follower with the reason; TP with remote engines is rejected.
+// mid-rollout ends its follower with the reason. TP with remote engines: train_tp_remote_test.cc.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -185,21 +185,6 @@ TEST(TrainTensorParallel, WorldSizeNotAMultipleOfTensorParallelIsRejectedWithThe
             std::string::npos)
       << all;
   EXPECT_NE(all.find("-np 2 or 4"), std::string::npos) << all;
-}
-
-TEST(TrainTensorParallel, RemoteEnginesWithTensorParallelAreRejectedWithTheWayOut) {
-  // Pushing a sharded policy to remote engines is not wired: a clear error, not a hang in the
-  // collective checkpoint write that only rank 0 would enter.
-  const std::string out = test::temp_dir("train_tp_remote");
-  auto r = test::run_command(mpirun(2) + test::gyre_bin() + train_args(out, 1) +
-                             " --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2"
-                             " --rollout-external-engine-addrs 127.0.0.1:9");
-  EXPECT_NE(r.exit_code, 0);
-  const std::string all = r.err + r.out;
-  EXPECT_NE(all.find("--tensor-model-parallel-size 2 with remote rollout engines"),
-            std::string::npos)
-      << all;
-  EXPECT_NE(all.find("drop the remote engine flags"), std::string::npos) << all;
 }
 
 TEST(TrainTensorParallel, LeaderFailingMidRolloutEndsTheFollowerWithTheReason) {

@@ -14,7 +14,7 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
   dist::DistributedOptions o;
   o.timeout_s = cfg.distributed_timeout_minutes * 60;
   d.world = dist::init_distributed(o);
-  d.timeout_s = o.timeout_s;
+  d.timeout_s = dist::comm_timeout_s(o.timeout_s);
   dist::TopologyFlags f;
   f.actor_num_nodes = cfg.actor_num_nodes;
   f.actor_num_gpus_per_node = cfg.actor_num_gpus_per_node;
@@ -47,16 +47,6 @@ TrainDistributed init_train_distributed(const TrainConfig& cfg) {
     GYRE_THROW(unsupported,
                "--advantage-estimator ppo: the critic runs on one process; tensor parallelism "
                "(--tensor-model-parallel-size {}) is for the actor only",
-               d.topology.tp_size);
-  // Remote engines get the weights as a full HF folder written by rank 0, but a sharded policy is
-  // written by all of replica 0's tp ranks together (CausalLM::save gathers): not wired yet.
-  if (d.topology.tp_size > 1 && external)
-    GYRE_THROW(unsupported,
-               "--tensor-model-parallel-size {} with remote rollout engines "
-               "(--rollout-external-engine-addrs / --sglang-router-ip): pushing a sharded policy's "
-               "weights to them is not supported yet; drop the remote engine flags (the colocated "
-               "engine then runs the sharded policy on the tp ranks) or train without tensor "
-               "parallelism",
                d.topology.tp_size);
   if (d.topology.engines_in_world)
     GYRE_THROW(unsupported,

@@ -14,6 +14,8 @@
 //   itself: rank 0's colocated engine schedules, samples and broadcasts each step's plan, the other
 //   tp ranks run it as infer::EngineFollowers (train_rollout.h, generation phases); rank 0 then
 //   broadcasts the scored samples as with DP. Weight syncs are version bumps (shared shards).
+//   With remote engines rank 0 alone rolls out (as with DP); each weight push writes the full
+//   model, gathered from replica 0's tp ranks (push_weights_to_remote, remote_rollout.h).
 // - DP x TP (world = dp x tp train ranks, Megatron's layout): tp groups of consecutive ranks
 //   (rank = dp_rank * tp + tp_rank), dp groups of the ranks with the same tp_rank. Each replica is
 //   a TP-sharded model trained on its dp share of every step (the tp ranks of a replica see the
@@ -22,9 +24,8 @@
 //   <ckpt>.dp_optimizer/tp_rank_R_of_N/dp_rank_D_of_M/; replica 0 gathers the full checkpoint.
 // - GPUs (--device cuda): one GPU per rank (dist::bind_local_gpu); data parallelism reduces the
 //   f32 master gradients over NCCL (dp_on). Tensor parallelism is CPU-only so far.
-// - Not supported yet, rejected with a message: TP with the PPO critic, TP with remote rollout
-//   engines, TP on GPUs, rollout engines started as ranks of the same job (use `gyre serve` +
-//   --rollout-external-engine-addrs).
+// - Not supported yet, rejected with a message: TP with the PPO critic, TP on GPUs, rollout
+//   engines started as ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs).
 #pragma once
 #include <memory>
 #include <vector>
@@ -56,7 +57,7 @@ struct TrainDistributed {
 
 // Starts (or joins) the launcher's world and validates the topology flags against it. Errors:
 // world size not a multiple of the TP size, world size != the flags' train ranks, TP with a
-// critic or with remote engines, in-world engines.
+// critic, in-world engines.
 TrainDistributed init_train_distributed(const TrainConfig& cfg);
 
 // Rank `root`'s samples replace every other rank's (collective over `comm`).

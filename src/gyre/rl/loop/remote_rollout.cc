@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <limits>
 
 #include "gyre/core/error.h"
@@ -131,7 +133,17 @@ std::unique_ptr<infer::RolloutClient> make_remote_rollout_client(
 
 RemoteWeightPusher::RemoteWeightPusher(std::string dir, DType dtype)
     : dir_(std::move(dir)), dtype_(dtype) {
-  fs::create_directories(dir_);
+  prepare();
+}
+
+void RemoteWeightPusher::prepare() const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec)
+    GYRE_THROW(io,
+               "weight push to the remote engines: cannot create {}: {} (pass a writable folder "
+               "that the engines can read with --update-weight-dir)",
+               dir_, ec.message());
 }
 
 int64_t RemoteWeightPusher::push(const model::CausalLM& model, int64_t version,
@@ -150,6 +162,51 @@ int64_t RemoteWeightPusher::push(const model::CausalLM& model, int64_t version,
   }
   previous_ = path;
   return engine_version;
+}
+
+int64_t push_weights_to_remote(RemoteWeightPusher* pusher, infer::RolloutClient* client,
+                               const model::CausalLM& actor, int64_t version, TrainDistributed& d,
+                               std::map<std::string, double>& m) {
+  const bool main_rank = d.main_rank();
+  GYRE_CHECK(main_rank == (pusher != nullptr && client != nullptr),
+             "push_weights_to_remote: rank 0, and only rank 0, pushes (pusher and client)");
+  // Replica 0's tp ranks are world ranks [0, tp) (rank = dp_rank * tp + tp_rank).
+  const bool gathers = d.tp_size() > 1 && d.world->rank() < d.tp_size();
+  std::string error;  // rank 0: why the push failed ("" while it has not)
+  std::exception_ptr failure;
+  auto attempt = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      error = e.what();
+      failure = std::current_exception();
+    }
+  };
+  if (main_rank) attempt([&] { pusher->prepare(); });
+  // Go / no-go for the gather: rank 0 enters it only if nothing failed before it, and tells its tp
+  // peers, which otherwise would wait in the gather for a rank that never comes (until the
+  // timeout).
+  if (gathers) d.groups.tp->broadcast(error, 0);
+  int64_t engine_version = -1;
+  if (error.empty()) {
+    if (main_rank)
+      attempt([&] { engine_version = pusher->push(actor, version, *client, m); });
+    else if (gathers)
+      actor.save("", DType::f32);  // the gather only: tp rank 0 writes (in the pusher's dtype)
+  }
+  // The outcome from rank 0 to every rank: the engines' version, or the error.
+  std::string outcome =
+      main_rank ? (failure ? "E" + error : "V" + std::to_string(engine_version)) : std::string();
+  if (d.world->size() > 1) d.world->broadcast(outcome, 0);
+  if (failure) std::rethrow_exception(failure);
+  if (outcome.empty() || (outcome[0] != 'V' && outcome[0] != 'E'))
+    GYRE_THROW(io, "{}: malformed weight-push outcome '{}' from rank 0", d.world->where(), outcome);
+  if (outcome[0] == 'E')
+    GYRE_THROW(io,
+               "{}: rank 0 failed to push weight version {} to the remote rollout engines, so "
+               "this rank stops too: {}",
+               d.world->where(), version, outcome.substr(1));
+  return std::stoll(outcome.substr(1));
 }
 
 }  // namespace gyre::rl

@@ -14,6 +14,10 @@
 //   so at most two versions are on disk.
 // - With several addresses, generate() calls rotate over the engines and control calls (pause,
 //   abort, flush, weight update) go to every engine; the weight version is the minimum over them.
+// - Several train ranks (DP, TP, DP x TP): rank 0 alone talks to the engines, but every rank calls
+//   push_weights_to_remote at the same point of the loop. Under TP the folder is the full model,
+//   gathered from replica 0's tp ranks (CausalLM::save is collective); the outcome — the engines'
+//   version or rank 0's error — reaches every rank, so a failed push stops all of them.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -23,6 +27,7 @@
 
 #include "gyre/infer/rollout_client.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/rl/loop/distributed_run.h"
 #include "gyre/rl/loop/train_config.h"
 
 namespace gyre::rl {
@@ -44,6 +49,9 @@ class RemoteWeightPusher {
   // perf/update_weights_* metrics to `m`. Returns the engines' weight version afterwards.
   int64_t push(const model::CausalLM& model, int64_t version, infer::RolloutClient& client,
                std::map<std::string, double>& m);
+  // Creates the folder (again, if something removed it): the only step of push() that can fail
+  // before the model's gather starts. Errors: io, naming the folder and --update-weight-dir.
+  void prepare() const;
   const std::string& dir() const { return dir_; }
 
  private:
@@ -51,5 +59,15 @@ class RemoteWeightPusher {
   DType dtype_;
   std::string previous_;
 };
+
+// One weight push of `gyre train` to remote engines, collective over `d.world` (every rank calls
+// it at the same point): rank 0 — the rank with `pusher` and `client` — writes version `version`
+// and has the engines reload it; under TP the other tp ranks of replica 0 take part in the gather
+// of the sharded actor while the other replicas only wait for the outcome. Returns the engines'
+// weight version on every rank. Errors: rank 0 rethrows its own error (the folder could not be
+// written, an engine refused or did not answer); every other rank throws an io Error carrying it.
+int64_t push_weights_to_remote(RemoteWeightPusher* pusher, infer::RolloutClient* client,
+                               const model::CausalLM& actor, int64_t version, TrainDistributed& d,
+                               std::map<std::string, double>& m);
 
 }  // namespace gyre::rl

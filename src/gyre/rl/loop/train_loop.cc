@@ -161,10 +161,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
 
   const int64_t start = state.rollout_id + 1;
   // Remote engines start from whatever checkpoint they were given: push the trainer's weights
-  // first (slime calls update_weights() once before the first rollout).
-  if (rollout.pusher) {
+  // first (slime calls update_weights() once before the first rollout). Collective: under TP the
+  // other tp ranks of replica 0 take part in the gather of the sharded actor.
+  if (rollout.remote) {
     std::map<std::string, double> m0;
-    state.weight_version = rollout.pusher->push(*actor, state.weight_version, *client, m0);
+    state.weight_version = push_weights_to_remote(rollout.pusher.get(), client, *actor,
+                                                  state.weight_version, distributed, m0);
   }
   if (start == 0 && cfg.eval_interval > 0 && !evals.empty()) {
     std::map<std::string, double> m;
@@ -224,10 +226,13 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
         PhaseTimer ph(m, "train");
         for (auto& [k, v] : trainer.train(samples, rewards)) m[k] = v;
       }
-      if (rollout.pusher) {
+      if (rollout.remote) {
+        // Every rank: rank 0 writes and pushes the full model (gathered under TP), the others
+        // learn the outcome; a failed push stops them all.
         PhaseTimer ph(m, "update_weights");
-        state.weight_version = rollout.pusher->push(*actor, state.weight_version + 1, *client, m);
-        client->resume();
+        state.weight_version = push_weights_to_remote(rollout.pusher.get(), client, *actor,
+                                                      state.weight_version + 1, distributed, m);
+        if (client) client->resume();
       } else if (client) {
         // Colocated (also under TP: the engine and its followers run the actor's own shards): a
         // version bump, which also drops the radix cache's KV of the old weights.
@@ -237,8 +242,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
       } else {
         ++state.weight_version;
       }
-      // Non-main ranks have no engine; they follow rank 0's version for their checkpoints.
-      if (multi_rank) {
+      // Non-main ranks have no engine; they follow rank 0's version for their checkpoints (a
+      // remote push has already handed it to every rank).
+      if (multi_rank && !rollout.remote) {
         std::string v = std::to_string(state.weight_version);
         distributed.world->broadcast(v, 0);
         state.weight_version = std::stoll(v);

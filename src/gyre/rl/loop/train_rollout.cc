@@ -77,6 +77,7 @@ TrainRollout make_train_rollout(const TrainConfig& cfg, const TrainDistributed& 
   const std::vector<std::string> remote_urls = remote_engine_urls(cfg);
   const bool tp_rollout =
       distributed.tp_size() > 1 && remote_urls.empty() && !sft && !cfg.debug_train_only;
+  r.remote = !remote_urls.empty() && !sft && !cfg.debug_train_only;
   if (tp_rollout && distributed.world->rank() < distributed.tp_size()) {  // replica 0
     r.tp_channel = dist::make_step_channel(*distributed.groups.tp);
     if (!main_rank)

@@ -49,7 +49,10 @@ struct TrainRollout {
   std::unique_ptr<infer::RolloutClient> client;    // in-process or HTTP (rank 0)
   RewardHook reward;
   std::shared_ptr<RewardClock> reward_clock = std::make_shared<RewardClock>();
-  std::unique_ptr<RemoteWeightPusher> pusher;       // remote engines: weights through disk
+  std::unique_ptr<RemoteWeightPusher> pusher;  // remote engines: weights through disk (rank 0)
+  // Remote engines get the weights by push_weights_to_remote, which every rank calls (set on all
+  // ranks, unlike `pusher`).
+  bool remote = false;
   std::unique_ptr<infer::EngineFollower> follower;  // TP: replica 0's tp ranks other than 0
   infer::Engine* leader = nullptr;                  // TP: rank 0's engine (owned by `engine`)
   GenerateContext gctx;
