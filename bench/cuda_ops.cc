@@ -15,6 +15,13 @@
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
+//   gemv_bf16[_residual]  (only with the argument `gemv`) the batch-1 decode GEMV y = x · w^T
+//                    (plain, and with the residual epilogue the fused decode uses for o/down) at
+//                    the Qwen2.5 o_proj and down_proj shapes (0.5B: N 896, K 896 / 4864; 1.5B:
+//                    N 1536, K 1536 / 8960): microseconds per call over back-to-back calls that
+//                    cycle through copies of w totalling >= 256 MB (so each call reads its weight
+//                    from HBM, as a decode step's layers do), the split-K factor, and the
+//                    bandwidth bound bf16 weight bytes / 3.3 TB/s
 // Each figure is the median of repeated runs timed with CUDA events after warm-up; inputs are
 // random (never zeros).
 #include <cstdio>
@@ -37,6 +44,7 @@ int main() {
 #include "gpu_timing.h"
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/cuda/gemv_fused.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/philox.h"
@@ -252,6 +260,54 @@ void bench_copy() {
        ",\"tb_per_s\":" + std::to_string(double(n) * 8 / (ms * 1e-3) / 1e12) + "}");
 }
 
+// One decode GEMV shape at M = 1: plain linear_gemv_bf16 and the residual-epilogue variant.
+void bench_gemv_shape(int64_t N, int64_t K, const std::string& name) {
+  const size_t bytes = size_t(N * K) * 2;
+  const int copies = int(std::max<size_t>(2, ((size_t(256) << 20) + bytes - 1) / bytes));
+  Tensor w0 = random_device({N, K}, DType::bf16, 14, 0.05f);
+  std::vector<Tensor> w;
+  for (int i = 0; i < copies; ++i) {
+    w.push_back(Tensor::empty({N, K}, DType::bf16, Device::cuda));
+    GYRE_CUDA_CHECK(
+        cudaMemcpyAsync(w.back().raw(), w0.raw(), bytes, cudaMemcpyDeviceToDevice, cuda::stream()));
+  }
+  Tensor x = random_device({1, K}, DType::f32, 15), r = random_device({1, N}, DType::f32, 16);
+  Tensor y = Tensor::empty({1, N}, DType::f32, Device::cuda);
+  const int reps = 20 * copies;  // every copy 20 times, in turn
+  const int split = cuda::gemv_split_for(K);
+  for (bool residual : {false, true}) {
+    auto call = [&](int i) {
+      const uint16_t* wi = w[size_t(i % copies)].data<uint16_t>();
+      if (residual)
+        cuda::linear_gemv_bf16_residual(x.f32(), wi, nullptr, r.f32(), 1, N, K, y.f32());
+      else
+        cuda::linear_gemv_bf16(x.f32(), wi, nullptr, 1, N, K, y.f32());
+    };
+    for (int i = 0; i < copies; ++i) call(i);  // warm-up
+    bench::EventPair ev;
+    std::vector<double> us;
+    for (int t = 0; t < 5; ++t) {
+      ev.start();
+      for (int i = 0; i < reps; ++i) call(i);
+      us.push_back(ev.stop_ms() * 1e3 / reps);
+    }
+    const double u = bench::median(us), bound = double(bytes) / 3.3e12 * 1e6;
+    emit("{\"bench\":\"gemv_bf16" + std::string(residual ? "_residual" : "") + "\",\"shape\":\"" +
+         name + "\",\"M\":1,\"N\":" + std::to_string(N) + ",\"K\":" + std::to_string(K) +
+         ",\"split\":" + std::to_string(split) + ",\"us\":" + std::to_string(u) +
+         ",\"bound_us\":" + std::to_string(bound) +
+         ",\"tb_per_s\":" + std::to_string(double(bytes) / (u * 1e-6) / 1e12) +
+         ",\"weight_copies\":" + std::to_string(copies) + "}");
+  }
+}
+
+void bench_gemv() {
+  bench_gemv_shape(896, 896, "0.5b_o_proj");
+  bench_gemv_shape(896, 4864, "0.5b_down_proj");
+  bench_gemv_shape(1536, 1536, "1.5b_o_proj");
+  bench_gemv_shape(1536, 8960, "1.5b_down_proj");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,6 +321,7 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "attention") bench_attention();
     if (only.empty() || only == "logprob") bench_logprob();
     if (only.empty() || only == "copy") bench_copy();
+    if (only == "gemv") bench_gemv();  // explicit only: not part of the anchored default set
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -1,9 +1,11 @@
 // Fused decode linears on CUDA (backend/fused_linear_ops.h, backend/cuda/gemv_fused.cu): on the
 // bf16 GEMV path (autocast + weight cache, M = 1..8) each fused op is ONE kernel and bitwise equal
 // to the unfused ops on the same path (linear per member; linear, linear, silu_mul; linear, add),
-// with odd N and with and without bias; within the GEMV tests' bound (1e-5) of the CPU f32 ops on
-// bf16-rounded operands; and off that path (M = 9, K % 8 != 0, no cache) they run the unfused ops.
-// The same for the RMSNorm-folded ops against rms_norm followed by the GEMV path.
+// with odd N and with and without bias, for rows short enough for one warp per column and long
+// enough for split-K (K >= 4096: 4 warps per column, gemv_bf16_common.cuh; K = 4104 leaves the
+// first warp one vector more than the others); within the GEMV tests' bound (1e-5) of the CPU f32
+// ops on bf16-rounded operands; and off that path (M = 9, K % 8 != 0, no cache) they run the
+// unfused ops. The same for the RMSNorm-folded ops against rms_norm followed by the GEMV path.
 // Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -93,7 +95,8 @@ TEST(FusedLinearCuda, GroupIsOneKernelAndBitwiseThePerLinearGemv) {
 TEST(FusedLinearCuda, GroupLargerThanOneLaunchAndFallbacks) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;
-  for (int64_t K : {896, 259}) {  // 259: K % 8 != 0, so linear's GEMM path and no fusion
+  // 4104: split-K; 259: K % 8 != 0, so linear's GEMM path and no fusion
+  for (int64_t K : {896, 4104, 259}) {
     const std::vector<int64_t> ns = {5, 129, 1, 33, 7, 11};  // two launches of <= 4 members
     std::vector<Tensor> gw, gb;
     for (size_t i = 0; i < ns.size(); ++i) {
@@ -121,7 +124,7 @@ TEST(FusedLinearCuda, GroupLargerThanOneLaunchAndFallbacks) {
 TEST(FusedLinearCuda, SiluMulIsOneKernelAndBitwiseLinearsThenSiluMul) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;
-  for (int64_t K : {896, 264}) {
+  for (int64_t K : {896, 4104, 264}) {  // 4104: split-K
     const int64_t N = K == 896 ? 4863 : 77;
     Tensor wg = randn({N, K}, 1 + K), wu = randn({N, K}, 2 + K), bg = randn({N}, 3),
            bu = randn({N}, 4);
@@ -187,15 +190,16 @@ TEST(FusedLinearCuda, AddResidualIsOneKernelAndBitwiseLinearThenAdd) {
 
 // The RMSNorm-folded group (the decode layer's input norm + q/k/v): ONE kernel on the GEMV path
 // (H % 8 == 0, M <= 8) — also when rms_norm's outputs are requested — and bitwise rms_norm then
-// the per-linear GEMV, for Qwen2.5 hidden sizes (0.5B, 1.5B, 7B) and H = 5 (no GEMV: the unfused
-// ops); rms_norm's outputs bitwise rms_norm's; within 1e-5 of the CPU ops.
+// the per-linear GEMV, for Qwen2.5 hidden sizes (0.5B, 1.5B, 7B), H = 4104 (split-K: 2 columns per
+// 256-thread block) and H = 5 (no GEMV: the unfused ops); rms_norm's outputs bitwise rms_norm's;
+// within 1e-5 of the CPU ops.
 TEST(FusedLinearCuda, RmsNormGroupIsOneKernelAndBitwiseRmsNormThenGemv) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;
   const float eps = 1e-6f;
   const std::vector<int64_t> ns = {37, 13, 13};
   Tensor none;
-  for (int64_t H : {896, 1536, 3584, 5}) {
+  for (int64_t H : {896, 1536, 3584, 4104, 5}) {
     const bool gemv = H % 8 == 0;
     Tensor nw = randn({H}, 500 + H), gnw = gpu(nw);
     std::vector<Tensor> w, gw, gb;
@@ -258,7 +262,7 @@ TEST(FusedLinearCuda, RmsNormSiluMulIsOneKernelAndBitwiseRmsNormThenLinearsThenS
   ops::Bf16WeightCache cache;
   const float eps = 1e-6f;
   Tensor none;
-  for (int64_t H : {896, 1536, 3584, 5}) {
+  for (int64_t H : {896, 1536, 3584, 4104, 5}) {
     const bool gemv = H % 8 == 0;
     const int64_t N = H == 896 ? 4863 : 129;
     Tensor nw = randn({H}, 600 + H), gnw = gpu(nw);

@@ -2,18 +2,29 @@
 // linear) and gemv_fused.cu (grouped linears, gate/up with SiLU·mul, residual epilogue) so that a
 // fused launch computes every output column bitwise as the plain GEMV does.
 //
-// One warp owns C weight rows (C output columns of possibly different weights): it streams each row
-// with 16-byte loads (8 bf16), rounds the matching x values to bf16 in registers (round to nearest
-// even, autocast's f32_to_bf16) and keeps M f32 sums per row: lane l adds the products of the
-// 16-byte vectors l, l + 32, l + 64, ... in that order with fmaf, then a butterfly over the warp
-// (xor 16, 8, 4, 2, 1) adds the 32 lane sums. Invariant: the sequence of f32 operations for one
-// row does not depend on C or on the other rows, so C = 2 (gate and up at once) gives bitwise the
-// sums of two C = 1 calls. Every lane ends with the same totals (each butterfly step adds the same
-// two values in swapped order, and f32 addition is commutative).
+// S warps (split_for(K)) own C weight rows (C output columns of possibly different weights): they
+// stream each row with 16-byte loads (8 bf16), round the matching x values to bf16 in registers
+// (round to nearest even, autocast's f32_to_bf16) and keep M f32 sums per row. The fixed order of
+// one row's f32 operations: lane l of the column's warp p (p < S) adds the products of the 16-byte
+// vectors p·32 + l, p·32 + l + 32·S, p·32 + l + 2·32·S, ... in that order with fmaf; a butterfly
+// over the warp (xor 16, 8, 4, 2, 1) adds its 32 lane sums; then warp 0 of the column adds the S
+// warp sums in warp order, ((w0 + w1) + w2) + w3, read from shared memory (combine_parts). With
+// S = 1 this is the one-warp-per-column order of session 7.
+//
+// Invariants that make fused == unfused bitwise:
+//  - the order above depends only on K (through S) and on nothing else: not on C or the other
+//    rows (C = 2, gate and up at once, gives bitwise the sums of two C = 1 calls), not on the block
+//    size, not on M (each m's sums are independent);
+//  - S = split_for(K) is a function of K alone, so every kernel variant (plain, group, silu_mul,
+//    residual, *_rms with its 256-thread blocks) picks the same S for the same K. Making S depend
+//    on N, M, C or the block size would give two kernels two summation orders for one column.
+// Every lane of the column's warp 0 ends with the same totals (each butterfly step adds the same
+// two values in swapped order, f32 addition is commutative, and all lanes read the same partials).
 #pragma once
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "gyre/backend/cuda/rms_row.cuh"
 
@@ -21,45 +32,77 @@ namespace gyre::cuda::gemv {
 
 constexpr int kWarpsPerBlock = 4;
 
+// Split-K: warps per output column for rows of K elements, 4 from K = 4096 (so each lane of the 4
+// warps still has >= 4 16-byte loads), else 1. Why: at batch 1 down_proj (N = 896, K = 4864 on
+// Qwen2.5-0.5B) had one warp per column, 896 warps for 8.7 MB — too few bytes in flight per SM,
+// and each lane's 19 loads took three dependent batches of kAhead (~11 us, 0.8 TB/s). Four warps
+// per column give 3584 warps whose lanes load their <= 5 vectors in one batch. Short rows
+// (K = 896 or 1536: q/k/v, o, gate/up) keep S = 1: their few vectors per lane are all in flight
+// already, and splitting would leave lanes idle. MUST depend on K only (see the file comment).
+constexpr int64_t kSplitMinK = 4096;
+__host__ __device__ constexpr int split_for(int64_t K) { return K >= kSplitMinK ? 4 : 1; }
+
+// Calls f(std::integral_constant<int, S>) with S = split_for(K) as a compile-time constant (the
+// launchers' dispatch; every kernel is instantiated for S = 1 and 4).
+template <typename F>
+void with_split(int64_t K, F&& f) {
+  static_assert(split_for(kSplitMinK) == 4 && split_for(kSplitMinK - 8) == 1, "update with_split");
+  if (split_for(K) == 4) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, 1>{});
+}
+
+// The warp's place in its block: warps slot·S .. slot·S + S - 1 compute the block's column `slot`,
+// and `part` (0..S-1) is this warp's index among them (its share of the K vectors, and its
+// position in the fixed order of combine_parts).
+template <int S>
+__device__ __forceinline__ int column_slot() {
+  return int(threadIdx.x >> 5) / S;
+}
+template <int S>
+__device__ __forceinline__ int column_part() {
+  return int(threadIdx.x >> 5) % S;
+}
+
 __device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
-// acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of K floats, 16-byte aligned;
-// wr[c] the bf16 weight row as 16-byte vectors), reduced across the warp. xin(m, k) is x[m, k], or
-// with kNorm the RMSNorm of it, rms::normed(x[m, k], rstd[m], nw[k]) (nw 16-byte aligned): the
-// value rms_norm would have stored, computed in registers in the same f32 operations, so the GEMV
-// of the normed row is bitwise the GEMV of rms_norm's output (the fused decode prologue).
-template <int M, int C, bool kNorm>
+// Warp `part` of S's share of acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of
+// K floats, 16-byte aligned; wr[c] the bf16 weight row as 16-byte vectors): the vectors part·32 +
+// lane + i·32·S, reduced across the warp. xin(m, k) is x[m, k], or with kNorm the RMSNorm of it,
+// rms::normed(x[m, k], rstd[m], nw[k]) (nw 16-byte aligned): the value rms_norm would have stored,
+// computed in registers in the same f32 operations, so the GEMV of the normed row is bitwise the
+// GEMV of rms_norm's output (the fused decode prologue).
+template <int M, int C, bool kNorm, int S>
 __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
                                               const float* __restrict__ nw, const float (&rstd)[M],
-                                              const uint4* const (&wr)[C], int64_t K8, int lane,
-                                              float (&acc)[C][M]) {
+                                              const uint4* const (&wr)[C], int64_t K8, int part,
+                                              int lane, float (&acc)[C][M]) {
   const int64_t K = K8 * 8;
+  constexpr int64_t kStride = 32 * S;  // between one lane's consecutive vectors
 #pragma unroll
   for (int c = 0; c < C; ++c)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
   // The weight vectors of kAhead iterations are loaded before any of them is used, so each lane
   // keeps up to kAhead · C 16-byte loads in flight (one at a time left a 0.5B decode's o_proj at
-  // 7.5 us where its 1.6 MB need 0.5 us: latency-bound). The products are still added in the order
-  // k8 = lane, lane + 32, lane + 64, ..., so the sums are bitwise those of the one-at-a-time loop.
-  // Eight ahead while one or two rows of products are live (down_proj at batch 1 has only 896
-  // warps for 8.7 MB: four loads in flight per lane left it at ~12 us); fewer as M·C grows so the
-  // accumulators and the loaded vectors still fit in registers.
+  // 7.5 us where its 1.6 MB need 0.5 us: latency-bound). The products are still added in the
+  // lane's order k8 = first, first + kStride, ..., so the sums are bitwise those of the
+  // one-at-a-time loop. Eight ahead while one or two rows of products are live; fewer as M·C
+  // grows so the accumulators and the loaded vectors still fit in registers.
   constexpr int kAhead = M * C <= 2 ? 8 : (M * C <= 4 ? 4 : 2);
-  for (int64_t base = lane; base < K8; base += 32 * kAhead) {
+  for (int64_t base = int64_t(part) * 32 + lane; base < K8; base += kStride * kAhead) {
     uint4 wv[kAhead][C];
 #pragma unroll
     for (int u = 0; u < kAhead; ++u)
 #pragma unroll
       for (int c = 0; c < C; ++c)
-        if (base + 32 * u < K8) wv[u][c] = __ldg(wr[c] + base + 32 * u);  // weights: read once
+        if (base + kStride * u < K8) wv[u][c] = __ldg(wr[c] + base + kStride * u);  // read once
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
-      const int64_t k8 = base + 32 * u;
+      const int64_t k8 = base + kStride * u;
       if (k8 >= K8) break;
       float wf[C][8];
 #pragma unroll
@@ -108,12 +151,64 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
     }
 }
 
+// Adds the S warp sums of each column of a block of W warps in the fixed order ((w0 + w1) + w2) +
+// ..., through shared memory: warps 1..S-1 of a column store their sums and arrive at the column's
+// named barrier (id 1 + slot; 0 is __syncthreads', which block_sum uses), warp 0 waits there and
+// adds them after its own. Returns whether this warp holds the column's totals (part 0) and must
+// write the epilogue; the others are done. The S warps of a column must all call it or all have
+// returned (they share the column index, so every caller's "column out of range" exit is the same
+// for all of them); other columns' warps may have exited, as a named barrier counts only its own
+// S·32 threads. Each buffer entry is written once per launch, so no barrier is needed after it.
+template <int M, int C, int S, int W>
+__device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane) {
+  static_assert(W % S == 0 && W / S <= 15, "whole columns per block, one named barrier each");
+  if constexpr (S == 1) {
+    return true;
+  } else {
+    __shared__ float parts[W][C][M];
+    const int warp = int(threadIdx.x >> 5), slot = warp / S, threads = S * 32;
+    if (warp % S != 0) {
+      if (lane == 0)
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+#pragma unroll
+          for (int m = 0; m < M; ++m) parts[warp][c][m] = acc[c][m];
+      __syncwarp();  // the whole warp at the barrier instruction (bar is .aligned)
+      // bar.arrive orders this thread's shared stores before the waiting bar.sync (PTX ISA).
+      asm volatile("bar.arrive %0, %1;" ::"r"(1 + slot), "r"(threads) : "memory");
+      return false;
+    }
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + slot), "r"(threads) : "memory");
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float s = acc[c][m];
+#pragma unroll
+        for (int p = 1; p < S; ++p) s += parts[warp + p][c][m];  // warp order: fixed
+        acc[c][m] = s;
+      }
+    return true;
+  }
+}
+
+// The column's totals for a block of W warps: dot_rows_impl for this warp's share, then
+// combine_parts. Returns whether this warp holds them (write the epilogue from its lane 0).
+template <int M, int C, bool kNorm, int S, int W>
+__device__ __forceinline__ bool column_sums(const float* __restrict__ x,
+                                            const float* __restrict__ nw, const float (&rstd)[M],
+                                            const uint4* const (&wr)[C], int64_t K8, int lane,
+                                            float (&acc)[C][M]) {
+  dot_rows_impl<M, C, kNorm, S>(x, nw, rstd, wr, K8, column_part<S>(), lane, acc);
+  return combine_parts<M, C, S, W>(acc, lane);
+}
+
 // The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].
-template <int M, int C>
-__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
+template <int M, int C, int S, int W>
+__device__ __forceinline__ bool dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
                                          int64_t K8, int lane, float (&acc)[C][M]) {
   const float unused[M] = {};
-  dot_rows_impl<M, C, false>(x, nullptr, unused, wr, K8, lane, acc);
+  return column_sums<M, C, false, S, W>(x, nullptr, unused, wr, K8, lane, acc);
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

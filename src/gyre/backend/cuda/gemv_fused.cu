@@ -5,17 +5,21 @@
 // 7); the weights stream at the same speed whether one launch or three reads them, so merging
 // launches removes latency without adding bytes.
 //
-// Bitwise equality with the unfused GEMV path: every column's sum is gemv::dot_rows (the plain
-// kernel's code), the bias is added the same way (gemv::with_bias), and the epilogues are the
-// unfused kernels' expressions — silu_mul_fwd's `g / (1.0f + expf(-g)) * u` and add's `a + b` —
-// in the same f32 operations, with no multiply-add the compiler could contract differently.
+// Bitwise equality with the unfused GEMV path: every column's sum is gemv::column_sums (the plain
+// kernel's code, with the same split S = gemv::split_for(K) warps per column: K alone decides S),
+// the bias is added the same way (gemv::with_bias), and the epilogues are the unfused kernels'
+// expressions — silu_mul_fwd's `g / (1.0f + expf(-g)) * u` and add's `a + b` — in the same f32
+// operations, with no multiply-add the compiler could contract differently.
 //
 // RMSNorm prologue (kNorm, the *_rms entry points): rms_norm's output is the GEMV's only input, so
 // instead of a separate rms_norm launch each block recomputes the M row rstds (rms_row.cuh: the
 // rms_norm kernel's code, at its block size rms::kThreads) and dot_rows_impl normalises x while
 // loading it. Those blocks have 8 warps instead of 4 (the reduction's order depends on the block
-// size); a warp still owns one output column, so the column arithmetic is unchanged. The prologue
-// runs before any warp leaves (block_sum synchronises the whole block).
+// size, so it stays rms::kThreads whatever S is: 8 / S columns per block); S warps still own one
+// output column in the plain kernel's order, so the column arithmetic is unchanged. The prologue
+// runs before any warp leaves (block_sum synchronises the whole block); with S = 4 there are 4x
+// more blocks than columns / 8, each recomputing the rstds (only K >= 4096 rows, i.e. hidden sizes
+// of 4096 and up, take that path).
 #include <cstdint>
 #include <type_traits>
 
@@ -34,17 +38,22 @@ constexpr int kThreadsOf = kNorm ? rms::kThreads : gemv::kWarpsPerBlock * 32;
 constexpr int kThreads = kThreadsOf<false>;
 static_assert(rms::kThreads % 32 == 0 && rms::kThreads <= 1024, "whole warps, one block");
 
-// Blocks for `columns` output columns, one per warp.
+// Warps per block, and output columns per block with S warps per column.
 template <bool kNorm>
+constexpr int kWarpsOf = kThreadsOf<kNorm> / 32;
+template <bool kNorm, int S>
+constexpr int kColumnsOf = kWarpsOf<kNorm> / S;
+
+// Blocks for `columns` output columns.
+template <bool kNorm, int S>
 unsigned blocks_for(int64_t columns) {
-  constexpr int warps = kThreadsOf<kNorm> / 32;
-  return unsigned((columns + warps - 1) / warps);
+  return unsigned((columns + kColumnsOf<kNorm, S> - 1) / kColumnsOf<kNorm, S>);
 }
 
-// This warp's output column (one column per warp, the block's warps in order).
-template <bool kNorm>
+// This warp's output column (the block's columns in order; S adjacent warps per column).
+template <bool kNorm, int S>
 __device__ __forceinline__ int64_t warp_column() {
-  return int64_t(blockIdx.x) * (kThreadsOf<kNorm> / 32) + (threadIdx.x >> 5);
+  return int64_t(blockIdx.x) * kColumnsOf<kNorm, S> + gemv::column_slot<S>();
 }
 
 // The RMSNorm prologue: rs[m] = rstd of row m of x (rms_row.cuh, every thread of the block), and
@@ -72,13 +81,13 @@ __device__ __forceinline__ void rms_prologue(const float* __restrict__ x, const 
 }
 
 // Columns [0, n_0) belong to member 0, the next n_1 to member 1, ...; blocks may straddle members.
-template <int M, bool kNorm>
+template <int M, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
   float rs[M];
   rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
-  int64_t n = warp_column<kNorm>();
+  int64_t n = warp_column<kNorm, S>();
   // Select the member with compile-time indices only (no dynamic indexing of the parameter
   // struct, which would copy it to local memory).
   const uint16_t* w = nullptr;
@@ -97,17 +106,19 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
       }
     }
   }
-  if (!found) return;  // past the last member's columns (whole warp: the shuffles stay uniform)
+  // Past the last member's columns: whole warps, and all S of the column (the shuffles and the
+  // column's barrier stay uniform).
+  if (!found) return;
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {reinterpret_cast<const uint4*>(w) + n * K8};
   float acc[1][M];
-  gemv::dot_rows_impl<M, 1, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
+  if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, rs, wr, K8, lane, acc)) return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
 }
 
-template <int M, bool kNorm>
+template <int M, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_silu_mul_kernel(const float* __restrict__ x, RmsPrologue nrm, const uint4* __restrict__ wg,
                          const float* __restrict__ bg, const uint4* __restrict__ wu,
@@ -116,12 +127,12 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
   float rs[M];
   rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
-  const int64_t n = warp_column<kNorm>();
-  if (n >= N) return;
+  const int64_t n = warp_column<kNorm, S>();
+  if (n >= N) return;  // all S warps of the column together
   const int64_t K8 = K / 8;
   const uint4* const wr[2] = {wg + n * K8, wu + n * K8};
   float acc[2][M];
-  gemv::dot_rows_impl<M, 2, kNorm>(x, nrm.w, rs, wr, K8, lane, acc);
+  if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, rs, wr, K8, lane, acc)) return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -132,18 +143,18 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
 }
 
 // r and y may be the same buffer: not __restrict__.
-template <int M>
+template <int M, int S>
 __global__ void __launch_bounds__(kThreads)
     gemv_residual_kernel(const float* __restrict__ x, const uint4* __restrict__ w,
                          const float* __restrict__ b, const float* r, int64_t N, int64_t K,
                          float* y) {
   const int lane = int(threadIdx.x) & 31;
-  const int64_t n = warp_column<false>();
-  if (n >= N) return;
+  const int64_t n = warp_column<false, S>();
+  if (n >= N) return;  // all S warps of the column together
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {w + n * K8};
   float acc[1][M];
-  gemv::dot_rows<M, 1>(x, wr, K8, lane, acc);
+  if (!gemv::dot_rows<M, 1, S, kWarpsOf<false>>(x, wr, K8, lane, acc)) return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -175,8 +186,11 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
   for (int i = 0; i < g.count; ++i) columns += g.n[i];
   if (columns == 0) return;
   with_rows(M, [&](auto m) {
-    gemv_group_kernel<decltype(m)::value, kNorm>
-        <<<blocks_for<kNorm>(columns), kThreadsOf<kNorm>, 0, stream()>>>(x, nrm, g, K);
+    gemv::with_split(K, [&](auto s) {
+      constexpr int S = decltype(s)::value;
+      gemv_group_kernel<decltype(m)::value, kNorm, S>
+          <<<blocks_for<kNorm, S>(columns), kThreadsOf<kNorm>, 0, stream()>>>(x, nrm, g, K);
+    });
   });
   GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_group_rms" : "gemv_bf16_group");
 }
@@ -187,10 +201,13 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
                      float* out) {
   if (N == 0) return;
   with_rows(M, [&](auto m) {
-    gemv_silu_mul_kernel<decltype(m)::value, kNorm>
-        <<<blocks_for<kNorm>(N), kThreadsOf<kNorm>, 0, stream()>>>(
-            x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu,
-            N, K, out);
+    gemv::with_split(K, [&](auto s) {
+      constexpr int S = decltype(s)::value;
+      gemv_silu_mul_kernel<decltype(m)::value, kNorm, S>
+          <<<blocks_for<kNorm, S>(N), kThreadsOf<kNorm>, 0, stream()>>>(
+              x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu),
+              bu, N, K, out);
+    });
   });
   GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_silu_mul_rms" : "gemv_bf16_silu_mul");
 }
@@ -222,12 +239,18 @@ void linear_gemv_bf16_silu_mul_rms(const float* x, const RmsPrologue& n, const u
   launch_silu_mul<true>(x, n, wg, bg, wu, bu, M, N, K, out);
 }
 
+int gemv_split_for(int64_t K) { return gemv::split_for(K); }
+
 void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                                int64_t M, int64_t N, int64_t K, float* y) {
   if (N == 0) return;
   with_rows(M, [&](auto m) {
-    gemv_residual_kernel<decltype(m)::value><<<blocks_for<false>(N), kThreads, 0, stream()>>>(
-        x, reinterpret_cast<const uint4*>(w), b, r, N, K, y);
+    gemv::with_split(K, [&](auto s) {
+      constexpr int S = decltype(s)::value;
+      gemv_residual_kernel<decltype(m)::value, S>
+          <<<blocks_for<false, S>(N), kThreads, 0, stream()>>>(x, reinterpret_cast<const uint4*>(w),
+                                                               b, r, N, K, y);
+    });
   });
   GYRE_CUDA_LAUNCHED("gemv_bf16_residual");
 }

@@ -60,4 +60,9 @@ void linear_gemv_bf16_silu_mul_rms(const float* x, const RmsPrologue& n, const u
                                    const float* bg, const uint16_t* wu, const float* bu, int64_t M,
                                    int64_t N, int64_t K, float* out);
 
+// Warps per output column (split-K) of every decode GEMV kernel for rows of K elements, plain and
+// fused alike (gemv_bf16_common.cuh's split_for): for benchmarks and notes, the kernels pick it
+// themselves.
+int gemv_split_for(int64_t K);
+
 }  // namespace gyre::cuda
