@@ -2,7 +2,8 @@
 # One device-machine call (nvidia-h200-x2) for issue 8's two-GPU figures and tests. No MPI on the
 # device image: every multi-process run is launched torchrun-style (RANK / WORLD_SIZE /
 # LOCAL_RANK / MASTER_ADDR / MASTER_PORT), one process per GPU.
-#   tests   gyre_gpu_dist_tests (NcclComm, DP over NCCL vs one GPU) and gyre_unit_dist_tests
+#   tests   gyre_gpu_dist_tests (NcclComm, DP over NCCL vs one GPU), gyre_unit_dist_tests and
+#           gyre_gpu_rl_tests' NcclWeightPush (SGLang's NCCL weight update, server on GPU 1)
 #   dp      bench_dp_train_gpu: DP=2 weak-scaling efficiency, Qwen2.5-0.5B and 1.5B shapes
 #   train   `gyre train --device cuda` on the quick-start: 1 GPU vs DP=2 (first-step grad norm)
 #   disagg  disaggregated GRPO: `gyre serve --device cuda` on GPU 1, `gyre train --device cuda`
@@ -10,10 +11,10 @@
 #   sync    bench_nccl_weight_sync (Qwen2.5-1.5B bf16 broadcast vs all-reduce bus bandwidth)
 # Preparing the carried folder here (.devrun-dist is in .git/info/exclude; pass it to carry):
 #   ninja -C build-lead gyre_cli bench_dp_train_gpu bench_nccl_weight_sync gyre_gpu_dist_tests \
-#     gyre_unit_dist_tests
+#     gyre_unit_dist_tests gyre_gpu_rl_tests
 #   bash bench/pack_device_libs.sh .devrun-dist build-lead/bin/gyre build-lead/bin/bench_dp_train_gpu \
 #     build-lead/bin/bench_nccl_weight_sync build-lead/tests/gyre_gpu_dist_tests \
-#     build-lead/tests/gyre_unit_dist_tests
+#     build-lead/tests/gyre_unit_dist_tests build-lead/tests/gyre_gpu_rl_tests
 # Usage on the device: GYRE_DEVRUN=.devrun-dist bash bench/dist_gpu_device_run.sh [modes...|all]
 set -u
 OUT=${OUT:-/tmp/gyre_out}
@@ -50,8 +51,9 @@ two_ranks() {
 }
 
 if has tests; then
-  for t in gyre_gpu_dist_tests gyre_unit_dist_tests; do
-    timeout 300 "$D/bin/$t" >"$OUT/$t.log" 2>&1
+  for t in gyre_gpu_dist_tests gyre_unit_dist_tests gyre_gpu_rl_tests; do
+    filter=$([[ $t == gyre_gpu_rl_tests ]] && echo "--gtest_filter=NcclWeightPush.*" || echo "")
+    timeout 300 "$D/bin/$t" $filter >"$OUT/$t.log" 2>&1
     echo "$t exit $?"
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|error" "$OUT/$t.log" | head -30
   done

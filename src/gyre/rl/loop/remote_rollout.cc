@@ -11,7 +11,9 @@
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
+#include "gyre/dist/bootstrap.h"
 #include "gyre/rl/weight_sync/disk_sync.h"
+#include "gyre/serve/http_client.h"
 #include "gyre/serve/http_rollout_client.h"
 
 namespace gyre::rl {
@@ -146,8 +148,69 @@ void RemoteWeightPusher::prepare() const {
                dir_, ec.message());
 }
 
+void RemoteWeightPusher::use_nccl(NcclPushOptions options, bool required) {
+  nccl_ = std::make_unique<NcclWeightPusher>(std::move(options));
+  nccl_required_ = required;
+}
+
+std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size) {
+  const std::string& t = cfg.update_weight_transport;
+  const bool router = !cfg.sglang_router_ip.empty();
+  if (t == "nccl") {
+    if (router)
+      GYRE_THROW(invalid_argument,
+                 "--update-weight-transport nccl forms one NCCL group with every engine: list "
+                 "them with --rollout-external-engine-addrs instead of --sglang-router-ip");
+    if (tp_size > 1)
+      GYRE_THROW(unsupported,
+                 "--update-weight-transport nccl with --tensor-model-parallel-size {}: tensor "
+                 "parallelism trains on the CPU, push with --update-weight-transport disk",
+                 tp_size);
+    return "nccl";
+  }
+  if (t == "auto" && cfg.device == "cuda" && !router && tp_size == 1 &&
+      !cfg.rollout_external_engine_addrs.empty())
+    return "nccl";
+  return "disk";
+}
+
+NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std::string>& urls) {
+  NcclPushOptions o;
+  o.engine_urls = urls;
+  o.bucket_bytes = size_t(cfg.update_weight_buffer_size);
+  o.wire_dtype = cfg.precision == "bf16" ? DType::bf16 : DType::f32;
+  o.timeout_s = dist::comm_timeout_s(cfg.distributed_timeout_minutes * 60);
+  o.master_address = cfg.update_weight_master_address;
+  if (o.master_address.empty()) {
+    bool local = true;
+    for (const auto& u : urls) {
+      const std::string host = serve::Url::parse(u).host;
+      local = local && (host == "127.0.0.1" || host == "localhost" || host == "::1");
+    }
+    o.master_address = local ? "127.0.0.1" : dist::local_host_name();
+  }
+  return o;
+}
+
 int64_t RemoteWeightPusher::push(const model::CausalLM& model, int64_t version,
                                  infer::RolloutClient& client, std::map<std::string, double>& m) {
+  if (nccl_) {
+    try {
+      if (!nccl_->connected()) nccl_->connect();
+    } catch (const Error& e) {
+      if (nccl_required_) throw;
+      log::warn(
+          "weight sync: the NCCL weight-update group could not be formed ({}); pushing through "
+          "{} instead (--update-weight-transport disk skips the attempt)",
+          e.what(), dir_);
+      nccl_.reset();
+    }
+  }
+  if (nccl_) {
+    SyncStats st = nccl_->push(model, version);
+    for (auto& [k, v] : sync_metrics(st)) m[k] = v;
+    return client.weight_version();
+  }
   std::string path;
   SyncStats st = write_full_weights(model, dir_, version, dtype_, &path);
   Timer t;

@@ -29,6 +29,7 @@
 #include "gyre/model/causal_lm.h"
 #include "gyre/rl/loop/distributed_run.h"
 #include "gyre/rl/loop/train_config.h"
+#include "gyre/rl/weight_sync/nccl_push.h"
 
 namespace gyre::rl {
 
@@ -54,11 +55,28 @@ class RemoteWeightPusher {
   void prepare() const;
   const std::string& dir() const { return dir_; }
 
+  // Sends the weights over SGLang's NCCL weight-update group instead of the disk (trainer on a
+  // GPU, engines `gyre serve --device cuda` / SGLang). `required` false (--update-weight-transport
+  // auto): when the group cannot be formed at the first push (e.g. a CPU engine answers 400), log
+  // why and keep the disk path; true: that is an error.
+  void use_nccl(NcclPushOptions options, bool required);
+  const char* transport() const { return nccl_ ? "nccl" : "disk"; }
+
  private:
   std::string dir_;
   DType dtype_;
   std::string previous_;
+  std::unique_ptr<NcclWeightPusher> nccl_;
+  bool nccl_required_ = false;
 };
+
+// The --update-weight-transport the flags and the run ask for: "nccl" or "disk" (auto: nccl when
+// the trainer is on a GPU, the engines are listed by --rollout-external-engine-addrs, and the
+// policy is not tensor-parallel). Errors: nccl with a router (name the engines instead) or TP.
+std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size);
+// The NCCL push options of `cfg` for these engines (master address: --update-weight-master-address,
+// else 127.0.0.1 when every engine is on this host's loopback, else this host's name).
+NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std::string>& urls);
 
 // One weight push of `gyre train` to remote engines, collective over `d.world` (every rank calls
 // it at the same point): rank 0 — the rank with `pusher` and `client` — writes version `version`

@@ -119,6 +119,17 @@ void TrainConfig::register_flags(FlagSet& f) {
                      "remote engines: folder for the weight_v* HF folders they reload (default "
                      "<save>/weight_sync, else a temporary folder)",
                      P);
+  f.add<std::string>("update-weight-transport", &update_weight_transport, "auto",
+                     "remote engines: nccl (SGLang's weight-update group; trainer and engines on "
+                     "GPUs), disk (HF folders in --update-weight-dir) or auto (nccl when "
+                     "--device cuda and the engines are listed, else disk)",
+                     P);
+  f.add<int64_t>("update-weight-buffer-size", &update_weight_buffer_size, int64_t(512) << 20,
+                 "remote engines over NCCL: bytes per broadcast bucket", P);
+  f.add<std::string>("update-weight-master-address", &update_weight_master_address, "",
+                     "remote engines over NCCL: this host's address as the engines reach it "
+                     "(default: 127.0.0.1 for local engines, else the host name)",
+                     P);
   f.add<int64_t>("actor-num-nodes", &actor_num_nodes, 1, "training nodes", P);
   f.add<int64_t>("actor-num-gpus-per-node", &actor_num_gpus_per_node, 1,
                  "training ranks per node (mpirun -np = nodes x this)", P);
@@ -231,6 +242,17 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
   if (hf_checkpoint.empty() && load.empty())
     GYRE_THROW(invalid_argument, "--hf-checkpoint DIR (or --load CKPT) is required");
   if (tokenizer_dir.empty()) tokenizer_dir = hf_checkpoint;
+  if (update_weight_transport != "auto" && update_weight_transport != "nccl" &&
+      update_weight_transport != "disk")
+    GYRE_THROW(invalid_argument, "--update-weight-transport '{}' is not one of auto, nccl, disk",
+               update_weight_transport);
+  if (update_weight_transport == "nccl" && device != "cuda")
+    GYRE_THROW(invalid_argument,
+               "--update-weight-transport nccl needs the trainer on a GPU (--device cuda); CPU "
+               "trainers push weights with --update-weight-transport disk");
+  if (update_weight_buffer_size < 1024)
+    GYRE_THROW(invalid_argument, "--update-weight-buffer-size {} must be >= 1024 bytes",
+               update_weight_buffer_size);
   if (rollout_batch_size < 1)
     GYRE_THROW(invalid_argument, "--rollout-batch-size must be >= 1 (got {})", rollout_batch_size);
   if (n_samples_per_prompt < 1)

@@ -58,6 +58,11 @@ struct TrainConfig {
   std::string sglang_router_ip;
   int64_t sglang_router_port = 0;
   std::string update_weight_dir;  // where weight_v* folders for remote engines go
+  // Remote engines: "auto" (NCCL when the trainer and the engines are on GPUs, else disk),
+  // "nccl" (SGLang's /init_weights_update_group + /update_weights_from_distributed) or "disk".
+  std::string update_weight_transport = "auto";
+  int64_t update_weight_buffer_size = int64_t(512) << 20;  // bytes per NCCL bucket (slime's)
+  std::string update_weight_master_address;  // this host as the engines reach it ("": derived)
   int64_t actor_num_nodes = 1, actor_num_gpus_per_node = 1, rollout_num_gpus = -1,
           rollout_num_gpus_per_engine = 1, num_gpus_per_node = 8, tensor_model_parallel_size = 1;
   bool colocate = false;

@@ -94,8 +94,14 @@ TrainRollout make_train_rollout(const TrainConfig& cfg, const TrainDistributed& 
                         .string()
                   : cfg.save + "/weight_sync";
       r.pusher = std::make_unique<RemoteWeightPusher>(dir, DType::f32);
+      const std::string transport = resolve_weight_transport(cfg, distributed.tp_size());
+      if (transport == "nccl")
+        r.pusher->use_nccl(nccl_push_options(cfg, remote_urls),
+                           cfg.update_weight_transport == "nccl");
       log::info("rolling out on {}; weights reach the engines through {}", r.client->describe(),
-                dir);
+                transport == "nccl"
+                    ? "NCCL (SGLang's weight-update group; disk fallback: " + dir + ")"
+                    : dir);
     } else {
       r.engine = make_colocated_engine(actor, tok, cfg, r.tp_channel.get());
       r.client = std::make_unique<infer::InProcessRolloutClient>(r.engine);
