@@ -3,7 +3,8 @@
 // first alone on each GPU (single-GPU AdamW, no communication: T1), then as one DP group (gradient
 // reduce-scatter + ZeRO-1 AdamW + parameter all-gather over NCCL, or --dp-mode all_reduce: T_N).
 // Weak-scaling efficiency = T1 / T_N (the N GPUs process N times the tokens in T_N); goal >= 0.9
-// for DP = 2. Also checks that the replicas stay identical (max |Δ| of a parameter across ranks).
+// for DP = 2. Also checks that the replicas stay identical: the spread over ranks of Σ w² (0 when
+// they agree bitwise).
 //
 // Launch one process per GPU, torchrun-style (no MPI needed):
 //   for r in 0 1; do RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 \

@@ -168,12 +168,17 @@ std::unique_ptr<Comm> init_distributed(const DistributedOptions& options) {
   bind_local_gpu(li);
   if (li.launcher == "env") {
     if (li.size == 1) return std::make_unique<SingleProcessComm>("world");
-    if (!nccl_available() || cuda_device_count() < 1)
+    if (!nccl_available() || cuda_device_count() < 1) {
+      const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
       GYRE_THROW(unsupported,
-                 "rank {} of {} was started torchrun-style (RANK / WORLD_SIZE / MASTER_ADDR), "
-                 "which joins the ranks over NCCL, but {}: start CPU runs with mpirun",
-                 li.rank, li.size,
-                 nccl_available() ? "no GPU is visible" : "this gyre was built without NCCL");
+                 "rank {} of {} (local rank {} of {}) was started torchrun-style (RANK / "
+                 "WORLD_SIZE / MASTER_ADDR), which joins the ranks over NCCL, but {}: start CPU "
+                 "runs with mpirun, or start at most one rank per GPU",
+                 li.rank, li.size, li.local_rank, li.local_size,
+                 !nccl_available() ? std::string("this gyre was built without NCCL")
+                                   : fmt::format("no GPU is visible (CUDA_VISIBLE_DEVICES={})",
+                                                 visible ? visible : "<unset>"));
+    }
     RendezvousOptions ro;
     ro.host = li.master_addr, ro.port = li.master_port;
     ro.rank = li.rank, ro.world_size = li.size, ro.timeout_s = timeout;

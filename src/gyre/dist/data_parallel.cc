@@ -227,13 +227,13 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
   if (mode_ == DpMode::all_reduce) {
     comm_.all_reduce(flat_grad_.raw(), size_t(flat_grad_.numel()), DType::f32, ReduceOp::sum);
     unflatten(flat_grad_, grads);
-    reduced_grad_ = flat_grad_.clone();
+    reduced_grad_ = flat_grad_;         // no copy: nothing writes flat_grad_ until the next step
     return inner_.step(params, grads);  // global norm: every rank now holds the summed gradient
   }
   // ZeRO-1. Reduce-scatter: this rank receives the summed gradient of its shard.
   comm_.reduce_scatter(flat_grad_.raw(), grad_shard_.raw(), size_t(shard_), DType::f32,
                        ReduceOp::sum);
-  reduced_grad_ = grad_shard_.clone();
+  if (keep_reduced_grad_) reduced_grad_ = grad_shard_.clone();  // clipping scales the shard
   // Global norm from the shards' sums of squares (Megatron's clip_grad_norm over the distributed
   // optimizer's shards), then the same clipping rule as train::AdamW::step.
   // DP x TP: summed over the DP group (this tp rank's full shard), then over the tp group.

@@ -73,9 +73,11 @@ class DataParallelOptimizer {
   // everything) and the bytes of Adam state it holds (m + v, f32).
   Range owned_range() const { return owned_; }
   size_t state_bytes() const;
-  // The reduced (summed, unclipped) gradient of owned_range() from the last step, flat f32 (a
-  // host copy of a device-side snapshot; for tests and diagnostics).
+  // The reduced (summed, unclipped) gradient of owned_range() from the last step, flat f32, as a
+  // host copy; for tests and diagnostics. ZeRO-1 clips its shard in place, so it needs a snapshot:
+  // taken only after keep_reduced_grad(true) (a shard-sized copy per step). Empty otherwise.
   std::vector<float> reduced_grad() const;
+  void keep_reduced_grad(bool on) { keep_reduced_grad_ = on; }
 
   // Checkpoint: <dir>/dp_rank_<r>_of_<n>/ holds this rank's optimizer state (train::AdamW format).
   // load() refuses a checkpoint written with another DP size or mode.
@@ -100,7 +102,9 @@ class DataParallelOptimizer {
   Range owned_;
   Device device_ = Device::cpu;    // where the params, grads and flat buffers live (comm's device)
   Tensor flat_grad_, flat_param_;  // [padded_] on device_
-  Tensor reduced_grad_;            // snapshot of the reduced gradient (before clipping)
+  Tensor reduced_grad_;  // all_reduce: flat_grad_ itself (unchanged after the reduce; clipping
+                         // scales `grads`); zero1: a snapshot when keep_reduced_grad_
+  bool keep_reduced_grad_ = false;
   Tensor param_shard_, grad_shard_;
   Comm* mp_ = nullptr;
   std::vector<bool> replicated_;

@@ -270,6 +270,8 @@ void NcclComm::wait(const char* call) {
     ncclResult_t state = ncclSuccess;
     ncclCommGetAsyncError(as_comm(comm_), &state);
     if (state != ncclSuccess && state != ncclInProgress) fail(call, ncclGetErrorString(state));
+    if (abort_check_ && spins % 64 == 0)
+      if (std::string why = abort_check_(); !why.empty()) fail(call, why);
     if (Clock::now() > deadline)
       fail(call, fmt::format("did not complete within {} s (GYRE_COMM_TIMEOUT); a peer rank is "
                              "stalled or dead",
@@ -336,8 +338,9 @@ void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   order_after_caller();
   Staged b(buf, count * dtype_size(dtype), true, as_stream(stream_));
   all_reduce_async(b.dev(), count, dtype, op);
-  b.copy_out();
   wait("all_reduce");
+  b.copy_out();        // after the wait: a D2H copy into pageable memory blocks the host
+  wait("all_reduce");  // until the stream drains, which must stay under the deadline
 }
 
 void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
@@ -348,7 +351,8 @@ void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, D
   Staged s(send, block * size_t(size_), true, as_stream(stream_));
   Staged r(recv, block, false, as_stream(stream_));
   reduce_scatter_async(s.dev(), r.dev(), recv_count, dtype, op);
-  r.copy_out();
+  wait("reduce_scatter");
+  r.copy_out();  // after the wait (see all_reduce)
   wait("reduce_scatter");
 }
 
@@ -358,7 +362,8 @@ void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
   Staged s(send, send_bytes, true, as_stream(stream_));
   Staged r(recv, send_bytes * size_t(size_), false, as_stream(stream_));
   all_gather_async(s.dev(), r.dev(), send_bytes);
-  r.copy_out();
+  wait("all_gather");
+  r.copy_out();  // after the wait (see all_reduce)
   wait("all_gather");
 }
 
@@ -367,8 +372,9 @@ void NcclComm::broadcast(void* buf, size_t bytes, int root) {
   order_after_caller();
   Staged b(buf, bytes, rank_ == root, as_stream(stream_));
   broadcast_async(b.dev(), bytes, root);
-  b.copy_out();
   wait("broadcast");
+  b.copy_out();       // after the wait: a D2H copy into pageable memory blocks the host
+  wait("broadcast");  // until the stream drains, which must stay under the deadline
 }
 
 void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
@@ -394,7 +400,8 @@ void NcclComm::recv(void* buf, size_t bytes, int src, int tag) {
   order_after_caller();
   Staged b(buf, bytes, false, as_stream(stream_));
   settle("recv", ncclRecv(b.dev(), bytes, ncclUint8, src, as_comm(comm_), as_stream(stream_)));
-  b.copy_out();
+  wait("recv");
+  b.copy_out();  // after the wait (see all_reduce)
   wait("recv");
 }
 

@@ -6,9 +6,10 @@
 //   overloads take CUDA tensors. Reductions accept f32, f64, i64 and bf16 (NCCL sums bf16 in bf16;
 //   gyre reduces gradients in f32, so bf16 is for weights/broadcast-like traffic).
 // - Every call is enqueued on the communicator's own stream (comm_stream()), created non-blocking,
-//   so communication can overlap compute issued on other streams; the plain Comm calls then wait
-//   for that stream. The `*_async` calls only enqueue; wait() completes them. A caller that wants
-//   the communication stream to wait for its compute records an event and uses wait_for(event).
+//   so communication can overlap compute issued on other streams. The plain (blocking) Comm calls
+//   first make that stream wait for the calling thread's gyre stream (so a buffer a kernel just
+//   wrote is read complete), then wait for the communication; the `*_async` calls only enqueue and
+//   leave the ordering to the caller (wait_for_event), wait() completes them.
 // - The communicator is created non-blocking (ncclConfig_t.blocking = 0) so that init and every
 // wait
 //   poll against a deadline: a peer that never arrives, or a collective that does not finish within
@@ -17,10 +18,11 @@
 //   broken: every further call throws.
 // - NCCL has no message tags: send/recv between a pair of ranks match in issue order (`tag` is only
 //   checked to be non-negative, for interface compatibility with MpiComm).
-// - Bootstrap: rank 0 draws an ncclUniqueId and a host Comm (MPI in a real job) broadcasts it;
-// tests
-//   on one process with several GPUs pass the id between threads instead.
+// - Bootstrap: rank 0 draws an ncclUniqueId and hands it to the other ranks out of band: over a
+//   host Comm (MPI, nccl_comm_from), over TCP (dist/tcp_rendezvous.h: torchrun-style launches,
+//   SGLang's weight-update groups), or between threads (tests on one process with several GPUs).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -96,6 +98,10 @@ class NcclComm final : public Comm {
   int device() const { return device_; }
   // The launcher's world rank, for error messages (nccl_comm_from sets it from the host Comm).
   void set_world_rank(int r) { world_rank_ = r; }
+  // Polled while a call waits: a non-empty reason aborts the communicator and fails the call with
+  // it (e.g. the NCCL weight push: an engine answered "refused" and will never join the
+  // broadcast). Empty function: none. Set and cleared by the thread that makes the calls.
+  void set_abort_check(std::function<std::string()> check) { abort_check_ = std::move(check); }
 
   using Comm::all_gather;
   using Comm::all_reduce;
@@ -121,6 +127,7 @@ class NcclComm final : public Comm {
   double timeout_s_;
   std::string name_;
   bool broken_ = false;
+  std::function<std::string()> abort_check_;
 };
 #endif
 

@@ -149,15 +149,26 @@ void serve(const RendezvousOptions& o, const std::string& payload, Clock::time_p
     GYRE_THROW(io, "{}: listen failed: {}", where(o), std::strerror(errno));
   set_nonblocking(ls.get());
   std::set<int> served;
+  std::string refused;  // the last client turned away, for the timeout message
   while (int(served.size()) < o.world_size - 1) {
-    if (!wait_fd(ls.get(), POLLIN, deadline)) {
+    // Wait in slices so abort_check is polled.
+    bool readable = false;
+    while (!readable && Clock::now() < deadline) {
+      readable = wait_fd(ls.get(), POLLIN,
+                         std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+      if (!readable && o.abort_check)
+        if (std::string why = o.abort_check(); !why.empty())
+          GYRE_THROW(io, "{}: stopped waiting for the other ranks: {}", where(o), why);
+    }
+    if (!readable) {
       std::string missing;
       for (int r = 1; r < o.world_size; ++r)
         if (!served.count(r)) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       GYRE_THROW(io,
                  "{}: ranks {} did not connect within {} s (not started, or they cannot reach "
-                 "this host: check MASTER_ADDR / master_address and firewalls)",
-                 where(o), missing, o.timeout_s);
+                 "this host: check MASTER_ADDR / master_address and firewalls){}",
+                 where(o), missing, o.timeout_s,
+                 refused.empty() ? "" : "; refused a client: " + refused);
     }
     Fd c(::accept(ls.get(), nullptr, nullptr));
     if (c.get() < 0) continue;
@@ -186,9 +197,12 @@ void serve(const RendezvousOptions& o, const std::string& payload, Clock::time_p
     const std::string& body = error.empty() ? payload : error;
     put_u32(reply, uint32_t(body.size()));
     reply += body;
-    write_all(c.get(), reply.data(), reply.size(), client_deadline);
-    if (!error.empty()) GYRE_THROW(invalid_argument, "{}: {}", where(o), error);
-    served.insert(rank);
+    const bool delivered = write_all(c.get(), reply.data(), reply.size(), client_deadline);
+    if (!error.empty()) {
+      refused = error;  // that client throws it; keep waiting for the ranks of this group
+      continue;
+    }
+    if (delivered) served.insert(rank);  // a rank whose reply was lost may connect again
   }
 }
 

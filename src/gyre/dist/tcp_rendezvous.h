@@ -13,13 +13,16 @@
 // 8-byte magic "GYRERDV1", its rank and the world size it expects (two little-endian int32, plus
 // the group name's length-prefixed bytes); rank 0 answers with one status byte (0 = ok) and a
 // length-prefixed payload (the id, or an error text when the rank, world size or group name
-// disagree — the client then throws that text). Rank 0 returns once every rank 1..world-1 has been
-// served; a rank that connects twice, or a second rank 0, is refused by name.
+// disagree — the client then throws that text, and rank 0 keeps waiting for the right ranks: a
+// stray client of another job cannot abort it). Rank 0 returns once every rank 1..world-1 has been
+// served; a rank that connects twice is refused by name. Rank 0's timeout message names the
+// missing ranks and the last refusal.
 //
 // Invariants: every wait is bounded by the timeout — a rank that never arrives makes rank 0 throw
 // naming the missing ranks and the port; a client that cannot reach rank 0 retries until the
 // timeout and then throws naming the address. No call blocks past its deadline.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace gyre::dist {
@@ -30,6 +33,10 @@ struct RendezvousOptions {
   int rank = 0, world_size = 1;
   std::string group = "world";  // must match on every rank (a stale client of another group fails)
   double timeout_s = 600;
+  // Rank 0 only, polled about every 100 ms while it waits: a non-empty reason stops the wait with
+  // an io Error carrying it (the NCCL weight push: an engine already answered that it will not
+  // join). Empty function: wait for the ranks or the timeout.
+  std::function<std::string()> abort_check;
 };
 
 // Rank 0 passes `payload` and gets it back; every other rank gets rank 0's payload. Errors

@@ -114,6 +114,7 @@ int64_t WeightUpdateGroups::receive_and_load(const std::string& group,
   const bool tied = model_.config().tie_word_embeddings;
   std::string refusal;
   std::vector<Tensor> incoming;
+  std::vector<std::pair<Shape, DType>> kinds;
   std::vector<Tensor*> target;  // null: received and dropped (a tied lm_head)
   size_t total = 0;
   for (size_t i = 0; i < names.size(); ++i) {
@@ -125,7 +126,10 @@ int64_t WeightUpdateGroups::receive_and_load(const std::string& group,
                    names[i], shape_str(shapes[i]));
       numel *= d;
     }
-    incoming.push_back(Tensor::empty(shapes[i], dt, Device::cuda));
+    // Per-tensor broadcasts land in tensors of their own; a flattened bucket lands in one buffer,
+    // viewed below (so its bytes are allocated once).
+    incoming.push_back(flattened_bucket ? Tensor() : Tensor::empty(shapes[i], dt, Device::cuda));
+    kinds.emplace_back(shapes[i], dt);
     total += size_t(numel) * dtype_size(dt);
     auto it = std::find_if(params.begin(), params.end(),
                            [&](const model::NamedTensor& p) { return p.name == names[i]; });
@@ -144,15 +148,16 @@ int64_t WeightUpdateGroups::receive_and_load(const std::string& group,
     Tensor flat = Tensor::empty({int64_t(total)}, DType::u8, Device::cuda);
     comm->broadcast(flat.raw(), total, 0);
     size_t off = 0;
-    for (auto& t : incoming) {
-      if (off % dtype_size(t.dtype()) != 0 && refusal.empty())
+    for (size_t i = 0; i < incoming.size(); ++i) {
+      const auto& [shape, dt] = kinds[i];
+      if (off % dtype_size(dt) != 0 && refusal.empty())
         refusal = fmt::format(
-            "flattened bucket: a {} tensor starts at byte {}, not aligned to "
-            "its element size (order the bucket by dtype)",
-            dtype_name(t.dtype()), off);
-      Tensor view = flat.narrow(int64_t(off), int64_t(t.nbytes()));
-      t = Tensor::borrow(view.raw(), t.shape(), t.dtype(), Device::cuda, view.storage());
-      off += t.nbytes();
+            "flattened bucket: a {} tensor starts at byte {}, not aligned to its element size "
+            "(order the bucket by dtype)",
+            dtype_name(dt), off);
+      incoming[i] = Tensor::borrow(static_cast<char*>(flat.raw()) + off, shape, dt, Device::cuda,
+                                   flat.storage());
+      off += size_t(incoming[i].nbytes());
     }
   } else {
     for (auto& t : incoming) comm->broadcast(t.raw(), t.nbytes(), 0);

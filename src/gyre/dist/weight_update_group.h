@@ -12,9 +12,12 @@
 //   in list order (one broadcast per tensor), or all of them as one uint8 buffer concatenated in
 //   order (load_format "flattened_bucket"). Names are HF checkpoint names.
 //
-// Invariants: every byte the trainer sends is received even when the update is refused (an
-// unknown name, a wrong shape, an unsupported dtype), so a refusal answers the HTTP call with the
-// reason instead of leaving the trainer's broadcast to time out; nothing is written into the model
+// Invariants: once the sizes are known every byte the trainer sends is received, even when the
+// update is then refused (an unknown name, a wrong shape, float16), so the refusal answers the HTTP
+// call with the reason and the group stays usable. What fails before that (no such group, an
+// unknown dtype name, mismatched list lengths, out of memory) answers at once without receiving;
+// the trainer's pusher aborts its broadcast on that answer (rl/weight_sync/nccl_push.h), which
+// breaks the group for every member: the trainer reconnects. Nothing is written into the model
 // unless every tensor of the update was accepted and received (all-or-none). The caller runs
 // receive_and_load with the engine idle (EngineApi::update_weights). A group whose NCCL
 // communicator failed or timed out stays broken: destroy and re-init it.
@@ -32,7 +35,7 @@
 namespace gyre::dist {
 
 // slime/torch dtype names on the wire: "bfloat16" | "float32" | "float16" (also with a "torch."
-// prefix). Returns nullopt-like DType::i32 sentinel never: unknown names are an Error.
+// prefix); any other name is an Error naming it.
 DType parse_torch_dtype(const std::string& s);
 const char* torch_dtype_name(DType d);
 
@@ -53,8 +56,9 @@ class WeightUpdateGroups {
 
   // Receives one update from group rank 0 and writes it into the model's parameters (converted to
   // their dtype). `shapes[i]` / `dtypes[i]` describe `names[i]`. Returns the number of tensors
-  // loaded. Errors (after draining every byte): unknown group, mismatched list lengths, a name that
-  // is not a parameter of this model, a shape that differs, an unsupported dtype.
+  // loaded. Errors: at once, nothing received — unknown group, mismatched list lengths, an unknown
+  // dtype name, a negative dimension; after draining the bytes — a name that is not a parameter of
+  // this model, a shape that differs, float16.
   int64_t receive_and_load(const std::string& group, const std::vector<std::string>& names,
                            const std::vector<std::string>& dtypes,
                            const std::vector<std::vector<int64_t>>& shapes, bool flattened_bucket);

@@ -121,6 +121,7 @@ TEST(DistWorker, DISABLED_DataParallelSteps) {
   ASSERT_EQ(world->size(), 2);
   for (DpMode mode : {DpMode::all_reduce, DpMode::zero1}) {
     DataParallelOptimizer dp(*world, config(0.5), {}, mode);
+    dp.keep_reduced_grad(true);
     train::AdamW ref(config(0.5), {});
     NamedTensors p = make_tensors(1, 0.1f), pref = clone(p);
     for (int step = 0; step < 3; ++step) {

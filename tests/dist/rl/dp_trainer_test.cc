@@ -80,6 +80,7 @@ TEST(DistWorker, DISABLED_DataParallelTrainer) {
       auto grad_model = model::CausalLM::load(fixture());
       dist::SingleProcessComm solo;
       dist::DataParallelOptimizer grad_opt(solo, adam(), {}, dist::DpMode::all_reduce);
+      grad_opt.keep_reduced_grad(true);
       ActorTrainerOptions go = options(gbs);
       go.data_parallel = &grad_opt;
       train::AdamW unused(adam(), {});
@@ -87,6 +88,7 @@ TEST(DistWorker, DISABLED_DataParallelTrainer) {
 
       auto dp_model = model::CausalLM::load(fixture());
       dist::DataParallelOptimizer dp_opt(*world, adam(), {}, mode);
+      dp_opt.keep_reduced_grad(true);
       ActorTrainerOptions o = options(gbs);
       o.data_parallel = &dp_opt;
       Metrics got = ActorTrainer(*dp_model, nullptr, unused, o).train(samples, rewards());

@@ -2,9 +2,6 @@
 // per local rank (bind_local_gpu), and the TCP rendezvous that shares the NCCL id without MPI —
 // ranks as threads of this process over localhost, every failure bounded by its timeout.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <future>
@@ -36,20 +33,6 @@ std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "no error";
-}
-
-// A port that was free a moment ago (bind to 0, read it back, close).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 TEST(LaunchParse, ReadsTorchrunStyleVariables) {
@@ -154,7 +137,7 @@ RendezvousOptions opts(int port, int rank, int world, double timeout = 20) {
 }
 
 TEST(TcpRendezvous, EveryRankGetsRankZerosPayload) {
-  const int port = free_port();
+  const int port = pick_free_port();
   const std::string id(128, '\x7f');  // an NCCL id's size, bytes that are not text
   std::vector<std::future<std::string>> joiners;
   for (int r = 1; r < 4; ++r)  // clients may start before rank 0 listens: they retry
@@ -167,32 +150,50 @@ TEST(TcpRendezvous, EveryRankGetsRankZerosPayload) {
   EXPECT_EQ(tcp_rendezvous_share(opts(port, 0, 1), "solo"), "solo");
 }
 
-TEST(TcpRendezvous, MismatchedWorldOrGroupIsNamedOnBothSides) {
-  const int port = free_port();
-  auto client = std::async(std::launch::async, [=] {
+TEST(TcpRendezvous, MismatchedWorldOrGroupIsRefusedWithoutStoppingRankZero) {
+  const int port = pick_free_port();
+  // A stray client (another world size) connects first and is refused by name; rank 0 keeps
+  // waiting and serves the right rank 1 that comes after it.
+  auto stray = std::async(std::launch::async, [=] {
     return error_of([&] { tcp_rendezvous_share(opts(port, 1, 3), ""); });
   });
-  const std::string server = error_of([&] { tcp_rendezvous_share(opts(port, 0, 2), "id"); });
-  EXPECT_NE(server.find("rank 1 expects a world of 3 but rank 0 has 2"), std::string::npos)
-      << server;
-  const std::string c = client.get();
+  auto right = std::async(std::launch::async, [=] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    return tcp_rendezvous_share(opts(port, 1, 2), "");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_EQ(tcp_rendezvous_share(opts(port, 0, 2), "id"), "id");
+  EXPECT_EQ(right.get(), "id");
+  const std::string c = stray.get();
   EXPECT_NE(c.find("refused by rank 0"), std::string::npos) << c;
-  EXPECT_NE(c.find("world of 3"), std::string::npos) << c;
+  EXPECT_NE(c.find("rank 1 expects a world of 3 but rank 0 has 2"), std::string::npos) << c;
 
-  const int port2 = free_port();
+  // Only a client of another group comes: rank 0's timeout names the refusal.
+  const int port2 = pick_free_port();
   auto other = std::async(std::launch::async, [=] {
-    RendezvousOptions o = opts(port2, 1, 2);
+    RendezvousOptions o = opts(port2, 1, 2, 5);
     o.group = "weights";
     return error_of([&] { tcp_rendezvous_share(o, ""); });
   });
-  const std::string s2 = error_of([&] { tcp_rendezvous_share(opts(port2, 0, 2), "id"); });
+  const std::string s2 = error_of([&] { tcp_rendezvous_share(opts(port2, 0, 2, 1.5), "id"); });
+  EXPECT_NE(s2.find("ranks 1 did not connect"), std::string::npos) << s2;
   EXPECT_NE(s2.find("group 'weights' connected to rank 0 of group 'world'"), std::string::npos)
       << s2;
   EXPECT_NE(other.get().find("refused"), std::string::npos);
 }
 
+TEST(TcpRendezvous, AbortCheckStopsRankZerosWait) {
+  RendezvousOptions o = opts(pick_free_port(), 0, 2, 30);
+  o.abort_check = [] { return std::string("engine 1 answered 400"); };
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string e = error_of([&] { tcp_rendezvous_share(o, "id"); });
+  EXPECT_NE(e.find("stopped waiting for the other ranks: engine 1 answered 400"), std::string::npos)
+      << e;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
 TEST(TcpRendezvous, MissingRanksAndUnreachableRankZeroTimeOut) {
-  const int port = free_port();
+  const int port = pick_free_port();
   auto one =
       std::async(std::launch::async, [=] { return tcp_rendezvous_share(opts(port, 1, 3, 5), ""); });
   const auto t0 = std::chrono::steady_clock::now();
@@ -203,7 +204,7 @@ TEST(TcpRendezvous, MissingRanksAndUnreachableRankZeroTimeOut) {
   EXPECT_LT(waited, 10.0);
   EXPECT_EQ(one.get(), "id");  // the rank that came was served before the deadline
 
-  const int nobody = free_port();  // nothing listens there
+  const int nobody = pick_free_port();  // nothing listens there
   const std::string c = error_of([&] { tcp_rendezvous_share(opts(nobody, 1, 2, 0.5), ""); });
   EXPECT_NE(c.find("cannot reach rank 0 within 0.5 s"), std::string::npos) << c;
   EXPECT_NE(c.find("127.0.0.1:" + std::to_string(nobody)), std::string::npos) << c;

@@ -185,7 +185,7 @@ NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std:
     bool local = true;
     for (const auto& u : urls) {
       const std::string host = serve::Url::parse(u).host;
-      local = local && (host == "127.0.0.1" || host == "localhost" || host == "::1");
+      local = local && (host == "127.0.0.1" || host == "localhost");
     }
     o.master_address = local ? "127.0.0.1" : dist::local_host_name();
   }

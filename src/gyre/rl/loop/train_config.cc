@@ -246,10 +246,21 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
       update_weight_transport != "disk")
     GYRE_THROW(invalid_argument, "--update-weight-transport '{}' is not one of auto, nccl, disk",
                update_weight_transport);
+  // Checked here, on every rank, rather than where rank 0 builds the pusher: an error on rank 0
+  // alone would leave the other ranks waiting in the first collective.
   if (update_weight_transport == "nccl" && device != "cuda")
     GYRE_THROW(invalid_argument,
                "--update-weight-transport nccl needs the trainer on a GPU (--device cuda); CPU "
                "trainers push weights with --update-weight-transport disk");
+  if (update_weight_transport == "nccl" && !sglang_router_ip.empty())
+    GYRE_THROW(invalid_argument,
+               "--update-weight-transport nccl forms one NCCL group with every engine: list "
+               "them with --rollout-external-engine-addrs instead of --sglang-router-ip");
+  if (update_weight_transport == "nccl" && tensor_model_parallel_size > 1)
+    GYRE_THROW(unsupported,
+               "--update-weight-transport nccl with --tensor-model-parallel-size {}: tensor "
+               "parallelism trains on the CPU, push with --update-weight-transport disk",
+               tensor_model_parallel_size);
   if (update_weight_buffer_size < 1024)
     GYRE_THROW(invalid_argument, "--update-weight-buffer-size {} must be >= 1024 bytes",
                update_weight_buffer_size);

@@ -164,9 +164,13 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // first (slime calls update_weights() once before the first rollout). Collective: under TP the
   // other tp ranks of replica 0 take part in the gather of the sharded actor.
   if (rollout.remote) {
+    // Paused like every later push: an NCCL push arrives in several buckets, each a separate
+    // update, and nothing may decode with half of them.
     std::map<std::string, double> m0;
+    if (client) client->pause();
     state.weight_version = push_weights_to_remote(rollout.pusher.get(), client, *actor,
                                                   state.weight_version, distributed, m0);
+    if (client) client->resume();
   }
   if (start == 0 && cfg.eval_interval > 0 && !evals.empty()) {
     std::map<std::string, double> m;

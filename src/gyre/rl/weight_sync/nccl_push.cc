@@ -1,8 +1,10 @@
 // Trainer side of SGLang's NCCL weight update (nccl_push.h).
 #include "gyre/rl/weight_sync/nccl_push.h"
 
+#include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "gyre/backend/ops.h"
@@ -40,19 +42,42 @@ struct NcclWeightPusher::Impl {
     return out;
   }
 
+  // The first reply that has already come back unsuccessful, as "<engine>: <message>" ("" while
+  // none has): such an engine will not join the NCCL call the trainer is waiting in.
+  std::string early_failure(std::vector<std::future<serve::HttpResponse>>& replies,
+                            std::vector<std::optional<serve::HttpResponse>>& seen) {
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (!seen[i] && replies[i].valid() &&
+          replies[i].wait_for(std::chrono::seconds(0)) == std::future_status::ready)
+        seen[i] = replies[i].get();
+      if (seen[i] && !success(*seen[i])) return urls[i].origin() + ": " + message(*seen[i]);
+    }
+    return "";
+  }
+  static bool success(const serve::HttpResponse& r) {
+    auto j = json::parse(r.body, nullptr, false);
+    return r.ok() && j.is_object() && j.value("success", false);
+  }
+  static std::string message(const serve::HttpResponse& r) {
+    auto j = json::parse(r.body, nullptr, false);
+    if (!r.error.empty()) return r.error;
+    if (j.is_object() && j.contains("message") && j["message"].is_string())
+      return j["message"].get<std::string>();
+    if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+        j["error"].contains("message") && j["error"]["message"].is_string())
+      return j["error"]["message"].get<std::string>();
+    return fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 300));
+  }
+
   // Every reply must be 200 with {"success": true}; otherwise an io Error naming the engine.
-  void expect_success(std::vector<std::future<serve::HttpResponse>>& replies, const char* what) {
+  void expect_success(std::vector<std::future<serve::HttpResponse>>& replies,
+                      std::vector<std::optional<serve::HttpResponse>>& seen, const char* what) {
     std::string failures;
     for (size_t i = 0; i < replies.size(); ++i) {
-      serve::HttpResponse r = replies[i].get();
-      auto j = json::parse(r.body, nullptr, false);
-      const bool ok = r.ok() && j.is_object() && j.value("success", false);
-      if (ok) continue;
-      std::string msg = !r.error.empty() ? r.error
-                        : j.is_object() && j.contains("message") && j["message"].is_string()
-                            ? j["message"].get<std::string>()
-                            : fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 300));
-      failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", urls[i].origin(), msg);
+      if (!seen[i]) seen[i] = replies[i].get();
+      if (success(*seen[i])) continue;
+      failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", urls[i].origin(),
+                              message(*seen[i]));
     }
     if (!failures.empty()) GYRE_THROW(io, "{} failed on {}", what, failures);
   }
@@ -97,6 +122,9 @@ void NcclWeightPusher::connect() {
         {"backend",
          "nccl"}}.dump());
   auto replies = m.post_all("/init_weights_update_group", init);
+  std::vector<std::optional<serve::HttpResponse>> seen(replies.size());
+  // An engine that answers "no" at once (a CPU server, a bad field) never joins: stop waiting.
+  auto refused = [&] { return m.early_failure(replies, seen); };
   // Rank 0 joins while the engines do; a failed join still waits for the replies (they carry the
   // engines' side of the story) before it rethrows.
   std::unique_ptr<dist::Comm> group;
@@ -105,6 +133,7 @@ void NcclWeightPusher::connect() {
     dist::RendezvousOptions ro;
     ro.host = m.o.master_address, ro.port = port, ro.rank = 0, ro.world_size = world;
     ro.group = m.o.group_name, ro.timeout_s = m.o.timeout_s;
+    ro.abort_check = refused;
     const std::string id = dist::tcp_rendezvous_share(ro, dist::nccl_unique_id());
     group = dist::nccl_comm_init(id, world, 0, 0, m.o.timeout_s, m.o.group_name);
   } catch (const std::exception& e) {
@@ -113,16 +142,16 @@ void NcclWeightPusher::connect() {
   if (!error.empty()) {
     // The engines give up on their own deadline; what they said within a few seconds helps.
     std::string engines;
-    for (size_t i = 0; i < replies.size(); ++i)
-      if (replies[i].wait_for(std::chrono::seconds(3)) == std::future_status::ready) {
-        serve::HttpResponse r = replies[i].get();
-        engines += fmt::format("; {} answered HTTP {} {}", m.urls[i].origin(), r.status,
-                               r.error.empty() ? r.body.substr(0, 200) : r.error);
-      }
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (!seen[i] && replies[i].wait_for(std::chrono::seconds(3)) == std::future_status::ready)
+        seen[i] = replies[i].get();
+      if (seen[i] && !Impl::success(*seen[i]))
+        engines += fmt::format("; {}: {}", m.urls[i].origin(), Impl::message(*seen[i]));
+    }
     GYRE_THROW(io, "NCCL weight push: joining group '{}' as rank 0 failed: {}{}", m.o.group_name,
                error, engines);
   }
-  m.expect_success(replies, "NCCL weight push: init_weights_update_group");
+  m.expect_success(replies, seen, "NCCL weight push: init_weights_update_group");
   m.group = std::move(group);
   log::info("weight sync nccl: group '{}' of {} ranks formed at {}:{}", m.o.group_name, world,
             m.o.master_address, port);
@@ -184,15 +213,30 @@ SyncStats NcclWeightPusher::push_tensors(const std::vector<model::NamedTensor>& 
                                  .dump();
     auto replies = m.post_all("/update_weights_from_distributed",
                               std::vector<std::string>(m.urls.size(), body));
+    std::vector<std::optional<serve::HttpResponse>> seen(replies.size());
+    // An engine that refuses before joining the broadcast (no such group, an unknown dtype, out
+    // of memory) would leave this broadcast waiting for the timeout: its reply aborts the wait.
+    auto set_check = [&](std::function<std::string()> f) {
+#ifdef GYRE_HAVE_NCCL  // (without NCCL no group can exist: nccl_comm_init throws)
+      if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_abort_check(std::move(f));
+#else
+      (void)f;
+#endif
+    };
+    set_check([&] {
+      const std::string f = m.early_failure(replies, seen);
+      return f.empty() ? f : "an engine will not receive this bucket: " + f;
+    });
     try {
       m.group->broadcast(m.bucket.raw(), off, 0);  // waits for the packing kernels first
+      set_check({});
     } catch (const std::exception& e) {
-      m.group.reset();  // broken: the next push reconnects
-      for (auto& f : replies) f.wait_for(std::chrono::seconds(5));
+      set_check({});
+      m.group.reset();  // broken: the next push reconnects (destroy + init)
       GYRE_THROW(io, "NCCL weight push v{}: broadcast failed: {}", version, e.what());
     }
     sent += off;
-    m.expect_success(replies, "update_weights_from_distributed");
+    m.expect_success(replies, seen, "NCCL weight push: update_weights_from_distributed");
   }
   SyncStats s;
   s.method = "nccl";

@@ -16,9 +16,13 @@
 //
 // Invariants: a bucket holds whole tensors in parameters() order (one larger than the bucket
 // travels alone); with wire dtype f32 the engines' weights are bit-identical to the trainer's; an
-// engine that refuses a bucket (unknown name, shape) still drains it, so push() throws that
-// engine's message instead of hanging, and the group stays usable. A failed broadcast (an engine
-// died) breaks the group: push() throws and the next push() reconnects.
+// engine that refuses a bucket after reading its sizes (unknown name, shape) still drains it, so
+// push() throws that engine's message and the group stays usable. An engine that refuses before
+// joining (no such group, an unknown dtype, out of memory) answers at once; its reply aborts the
+// trainer's wait (NcclComm::set_abort_check), the group is dropped and the next push() reconnects.
+// Likewise connect() stops waiting for the rendezvous as soon as an engine answers "no" (a CPU
+// server), so --update-weight-transport auto falls back to disk in seconds. A failed broadcast (an
+// engine died) breaks the group the same way.
 #pragma once
 #include <cstddef>
 #include <cstdint>
