@@ -123,18 +123,22 @@ TEST(DataParallelNccl, DISABLED_Worker) {
       for (int pair = 0; pair < 2; ++pair)
         model::policy_gradient_loss_and_grad(
             *ref_model, {seqs[size_t(2 * pair)], seqs[size_t(2 * pair + 1)]}, prompts, adv, rg);
+      const std::vector<float> full = flat_of(ref_g);  // before AdamW clips it in place
       auto [dp_norm, dp_lr] = dp.step(dp_p, dp_g);
       auto [ref_norm, ref_lr] = ref_opt.step(ref_p, ref_g);
       EXPECT_NEAR(dp_norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
       EXPECT_EQ(dp_lr, ref_lr);
       // The reduced gradient of this rank's shard against the same slice of the reference.
       const Range own = dp.owned_range();
-      const std::vector<float> full = flat_of(ref_g), red = dp.reduced_grad();
+      const std::vector<float> red = dp.reduced_grad();
       ASSERT_EQ(int64_t(red.size()), own.size());
       EXPECT_LE(
           max_rel_diff(red, std::vector<float>(full.begin() + own.begin, full.begin() + own.end)),
-          1e-6);
-      EXPECT_LE(max_rel_diff(flat_of(dp_p), flat_of(ref_p)), 1e-6) << "step " << step;
+          1e-5);  // f32 summation order (see below)
+      // On the GPU the reference accumulates both pairs' gradients into one buffer (GEMMs with
+      // beta = 1) while DP sums two separately computed halves: f32 order differences, which
+      // AdamW's normalisation turns into ~4e-6 relative in the weights (2 x H200, session 8).
+      EXPECT_LE(max_rel_diff(flat_of(dp_p), flat_of(ref_p)), 2e-5) << "step " << step;
     }
     // Replicas identical: Σ w² agrees bitwise across the ranks.
     std::vector<const Tensor*> pts;
