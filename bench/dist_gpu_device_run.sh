@@ -95,10 +95,13 @@ if has disagg; then
     --port 30111 --max-running-requests 256 >"$OUT/serve.log" 2>&1 &
   spid=$!
   for i in $(seq 1 120); do grep -q "listening" "$OUT/serve.log" && break; sleep 0.5; done
+  t0=$SECONDS
   CUDA_VISIBLE_DEVICES=0 timeout 400 "$GYRE_BIN" train --config examples/quickstart/grpo.yaml \
     --device cuda --num-rollout 20 --eval-interval 10 --save "$OUT/disagg" \
     --rollout-external-engine-addrs 127.0.0.1:30111 >"$OUT/disagg.log" 2>&1
-  echo "disaggregated train exit $?"
+  echo "disaggregated train exit $? after $((SECONDS - t0)) s (last log lines below: it must exit"
+  echo "  right after its last step, session 8's hang)"
+  tail -3 "$OUT/disagg.log"
   kill $spid; wait $spid 2>/dev/null
   tail -4 "$OUT/serve.log"
   python3 - "$OUT" <<'EOF'

@@ -7,8 +7,8 @@
 // they agree bitwise).
 //
 // Launch one process per GPU, torchrun-style (no MPI needed):
-//   for r in 0 1; do RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 \
-//     MASTER_PORT=29511 bench_dp_train_gpu --shape qwen2.5-0.5b & done; wait
+//   for r in 0 1; do RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1
+//     MASTER_PORT=29511 bench_dp_train_gpu --shape qwen2.5-0.5b & done; wait   (one line)
 // or with `mpirun -np 2 bench_dp_train_gpu ...` (NCCL bootstrapped over MPI).
 // Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b, --seqs 4 --len 4096 (per GPU), --iters 3,
 // --dp-mode zero1|all_reduce, --layers N. Rank 0 prints one JSON line.

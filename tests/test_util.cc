@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "gyre/core/error.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,6 +74,15 @@ CommandResult run_command(const std::string& cmdline) {
   r.out = read_file(out);
   r.err = read_file(err);
   return r;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace gyre::test

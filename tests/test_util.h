@@ -1,5 +1,6 @@
 // Helpers shared by all test binaries: where fixtures live, running the CLI, temp dirs.
 #pragma once
+#include <functional>
 #include <string>
 
 namespace gyre::test {
@@ -20,5 +21,7 @@ struct CommandResult {
 CommandResult run_command(const std::string& cmdline);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& content);
+// The message of the gyre::Error that `f` throws; "" when it throws none (other exceptions pass).
+std::string error_of(const std::function<void()>& f);
 
 }  // namespace gyre::test

@@ -102,6 +102,9 @@ class NcclComm final : public Comm {
   // it (e.g. the NCCL weight push: an engine answered "refused" and will never join the
   // broadcast). Empty function: none. Set and cleared by the thread that makes the calls.
   void set_abort_check(std::function<std::string()> check) { abort_check_ = std::move(check); }
+  // Bounds every later wait, including the finalize in the destructor (an owner that knows its
+  // peers are leaving, or gone, shortens it so that exit cannot block for the full timeout).
+  void set_timeout(double timeout_s) { timeout_s_ = timeout_s; }
 
   using Comm::all_gather;
   using Comm::all_reduce;

@@ -85,7 +85,12 @@ void WeightUpdateGroups::destroy(const std::string& group) {
     gone = std::move(it->second);
     groups_.erase(it);
   }
-  // The communicator is finalised outside the lock (bounded by its timeout).
+  // The communicator is finalised outside the lock. Finalize waits for the other members: the
+  // trainer finalises its member while it asks for this destroy (nccl_push.cc), or it is gone (a
+  // crashed trainer; the next one destroys first), so a short bound, then abort, is enough.
+#ifdef GYRE_HAVE_NCCL
+  if (auto* n = dynamic_cast<NcclComm*>(gone.get())) n->set_timeout(std::min(timeout_s_, 30.0));
+#endif
 }
 
 int64_t WeightUpdateGroups::receive_and_load(const std::string& group,

@@ -12,6 +12,7 @@
 #include <future>
 #include <list>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "gyre/core/error.h"
@@ -53,6 +54,18 @@ std::string HttpResponse::header(std::string_view name) const {
   for (const auto& [k, v] : headers)
     if (k == name) return v;
   return {};
+}
+
+std::string HttpResponse::error_message() const {
+  if (!error.empty()) return error;
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_discarded() && j.is_object()) {
+    if (j.contains("error") && j["error"].is_object() && j["error"].contains("message"))
+      return j["error"]["message"].is_string() ? j["error"]["message"].get<std::string>()
+                                               : j["error"]["message"].dump();
+    if (j.contains("message") && j["message"].is_string()) return j["message"].get<std::string>();
+  }
+  return fmt::format("HTTP {}: {}", status, body.substr(0, 300));
 }
 
 using Conn = beast::tcp_stream;

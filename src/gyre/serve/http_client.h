@@ -32,6 +32,9 @@ struct HttpResponse {
   std::string body;   // empty for streamed requests (the data went to on_data)
   bool ok() const { return error.empty() && status >= 200 && status < 300; }
   std::string header(std::string_view name) const;
+  // Why the request failed, in one line: the transport error, else the server's message (OpenAI's
+  // {"error": {"message"}} or SGLang's {"message"}), else "HTTP <status>: <start of the body>".
+  std::string error_message() const;
 };
 
 struct ClientRequest {

@@ -68,18 +68,6 @@ std::vector<std::vector<infer::TopLogprob>> tops_of(const json& v, const std::st
   return out;
 }
 
-std::string error_message(const HttpResponse& r) {
-  if (!r.error.empty()) return r.error;
-  auto j = json::parse(r.body, nullptr, false);
-  if (!j.is_discarded() && j.is_object()) {
-    if (j.contains("error") && j["error"].is_object() && j["error"].contains("message"))
-      return j["error"]["message"].is_string() ? j["error"]["message"].get<std::string>()
-                                               : j["error"]["message"].dump();
-    if (j.contains("message") && j["message"].is_string()) return j["message"].get<std::string>();
-  }
-  return fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 200));
-}
-
 }  // namespace
 
 GenerateResult parse_rollout_response(const std::string& body, const std::string& rid) {
@@ -199,7 +187,7 @@ struct HttpRolloutClient::Impl : std::enable_shared_from_this<HttpRolloutClient:
           if (transient && tries < self->cfg.max_retries) {
             double wait = self->cfg.retry_backoff_s * double(1 << std::min(tries, 10));
             log::warn("rollout client: /generate {} failed ({}); retry {} in {:.2f}s", req.rid,
-                      error_message(resp), tries + 1, wait);
+                      resp.error_message(), tries + 1, wait);
             // A retry dropped by shutdown still answers: the task's destructor runs `finish`.
             auto retry =
                 std::make_shared<RetryGuard>(done, req.rid, index, int32_t(req.input_ids.size()));
@@ -222,7 +210,7 @@ struct HttpRolloutClient::Impl : std::enable_shared_from_this<HttpRolloutClient:
               r.error = std::string("bad /generate reply: ") + e.what();
             }
           } else {
-            r.error = error_message(resp);
+            r.error = resp.error_message();
           }
           if (!r.error.empty()) {
             r.rid = req.rid;
@@ -290,18 +278,18 @@ void HttpRolloutClient::generate(GenerateRequest req, std::function<void(Generat
 
 void HttpRolloutClient::abort_all() {
   for (auto& r : impl_->control("POST", "/abort_request", R"({"abort_all":true})"))
-    if (!r.ok()) log::warn("rollout client: abort_all failed: {}", error_message(r));
+    if (!r.ok()) log::warn("rollout client: abort_all failed: {}", r.error_message());
 }
 
 void HttpRolloutClient::pause() {
   for (auto& r : impl_->control("POST", "/pause_generation", "{}"))
-    if (!r.ok()) GYRE_THROW(io, "pause_generation on {} failed: {}", describe(), error_message(r));
+    if (!r.ok()) GYRE_THROW(io, "pause_generation on {} failed: {}", describe(), r.error_message());
 }
 
 void HttpRolloutClient::resume() {
   for (auto& r : impl_->control("POST", "/continue_generation", "{}"))
     if (!r.ok())
-      GYRE_THROW(io, "continue_generation on {} failed: {}", describe(), error_message(r));
+      GYRE_THROW(io, "continue_generation on {} failed: {}", describe(), r.error_message());
 }
 
 bool HttpRolloutClient::flush_cache() {
@@ -310,7 +298,7 @@ bool HttpRolloutClient::flush_cache() {
     if (r.status == 400)
       ok = false;  // requests running: the engine's "not now"
     else if (!r.ok())
-      GYRE_THROW(io, "flush_cache on {} failed: {}", describe(), error_message(r));
+      GYRE_THROW(io, "flush_cache on {} failed: {}", describe(), r.error_message());
   }
   return ok;
 }
@@ -318,7 +306,7 @@ bool HttpRolloutClient::flush_cache() {
 int64_t HttpRolloutClient::weight_version() {
   HttpResponse r =
       impl_->client.request_sync(impl_->url, impl_->make("GET", "/get_weight_version", "", 60));
-  if (!r.ok()) GYRE_THROW(io, "get_weight_version on {} failed: {}", describe(), error_message(r));
+  if (!r.ok()) GYRE_THROW(io, "get_weight_version on {} failed: {}", describe(), r.error_message());
   json j = parse_json_object(r.body);
   if (!j.contains("weight_version"))
     GYRE_THROW(io, "get_weight_version on {}: reply has no weight_version: {}", describe(), r.body);
@@ -338,7 +326,7 @@ int64_t HttpRolloutClient::sync_weights(const std::function<void()>& apply,
     auto j = json::parse(r.body, nullptr, false);
     if (!r.ok() || j.is_discarded() || !j.value("success", false))
       GYRE_THROW(io, "update_weights_from_disk({}) on {} failed: {}", hf_dir, describe(),
-                 error_message(r));
+                 r.error_message());
     if (j.contains("weight_version"))
       version = std::max(version, version_number(j["weight_version"]));
   }

@@ -9,11 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "e2e/serve/serve_process.h"
 #include "gyre/backend/ops.h"
 #include "gyre/core/error.h"
+#include "gyre/core/timer.h"
 #include "gyre/dist/nccl_comm.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/scoring.h"
@@ -73,7 +75,8 @@ TEST(NcclWeightPush, ServerOnTheOtherGpuGetsTheTrainersWeights) {
   o.wire_dtype = DType::f32;  // bit-exact
   o.bucket_bytes = 64 << 10;  // several buckets even for the tiny model
   o.timeout_s = 60;
-  rl::NcclWeightPusher pusher(o);
+  auto owned = std::make_unique<rl::NcclWeightPusher>(o);
+  rl::NcclWeightPusher& pusher = *owned;
   const rl::SyncStats s = pusher.push(*model, 7);
   EXPECT_EQ(s.method, "nccl");
   EXPECT_EQ(s.bytes, uint64_t(model->num_parameters()) * 4);
@@ -109,6 +112,18 @@ TEST(NcclWeightPush, ServerOnTheOtherGpuGetsTheTrainersWeights) {
   EXPECT_TRUE(pusher.connected());
   pusher.push(*model, 9);
   EXPECT_EQ(generate(http, url, prompt).version, "9");
+
+  // Leaving: both members finalise together (session 8's exit hang: the trainer finalised alone
+  // and never returned), and the server no longer has the group.
+  Timer leave;
+  owned.reset();
+  EXPECT_LT(leave.elapsed(), 20.0) << "the pusher's destructor waited for the engine";
+  serve::ClientRequest d;
+  d.method = "POST", d.target = "/destroy_weights_update_group", d.timeout_s = 30;
+  d.body = json{{"group_name", o.group_name}}.dump();
+  const serve::HttpResponse gone = http.request_sync(url, d);
+  EXPECT_NE(gone.body.find("no group named"), std::string::npos) << gone.status << " " << gone.body;
+  EXPECT_EQ(generate(http, url, prompt).version, "9");  // the server still serves
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "gyre/core/error.h"
 #include "gyre/core/philox.h"
+#include "test_util.h"
 
 namespace gyre::ops {
 namespace {
@@ -31,15 +32,7 @@ Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
   return d;
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;

@@ -12,6 +12,7 @@
 #include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/core/philox.h"
+#include "test_util.h"
 
 namespace gyre::ops {
 namespace {
@@ -25,15 +26,7 @@ Tensor randn(const Shape& s, uint64_t seed) {
   return Tensor::from_vector(v, s);
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(FusedRopeCpu, EqualsRopeOnQThenK) {
   const int64_t T = 5, Hq = 6, Hkv = 2, D = 8, P = 16;

@@ -12,6 +12,7 @@
 
 #include "grad_check.h"
 #include "gyre/backend/ops.h"
+#include "test_util.h"
 
 using namespace gyre;
 using gyre::test::random_tensor;
@@ -62,16 +63,7 @@ void expect_permutation(const Tensor& indices, int64_t E) {
   EXPECT_EQ(pos.shape(), indices.shape());
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no gyre::Error thrown";
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 

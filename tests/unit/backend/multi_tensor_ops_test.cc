@@ -10,6 +10,7 @@
 
 #include "gyre/core/error.h"
 #include "gyre/core/philox.h"
+#include "test_util.h"
 
 namespace gyre::ops {
 namespace {
@@ -53,15 +54,7 @@ void expect_bitwise(const std::vector<Tensor>& got, const std::vector<Tensor>& w
 }
 
 // The error message of f(), or "" if it does not throw gyre::Error.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(MultiTensorOps, SumSquaresEqualsPerTensorBitwise) {
   auto ts = rand_list(11);

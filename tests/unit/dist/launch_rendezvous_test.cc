@@ -14,6 +14,7 @@
 #include "gyre/core/error.h"
 #include "gyre/dist/bootstrap.h"
 #include "gyre/dist/tcp_rendezvous.h"
+#include "test_util.h"
 
 namespace gyre::dist {
 namespace {
@@ -26,14 +27,7 @@ GetEnv fake_env(std::map<std::string, std::string> vars) {
   };
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 TEST(LaunchParse, ReadsTorchrunStyleVariables) {
   LaunchInfo li = detect_launch(fake_env({{"RANK", "1"},

@@ -49,14 +49,7 @@ json dump(const std::vector<SampleGroup>& groups) {
   return j;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 

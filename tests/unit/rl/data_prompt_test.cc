@@ -14,14 +14,7 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 std::string rows(int n) {
   std::string out;

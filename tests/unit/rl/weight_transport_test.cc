@@ -5,18 +5,12 @@
 
 #include "gyre/core/error.h"
 #include "gyre/rl/loop/remote_rollout.h"
+#include "test_util.h"
 
 namespace gyre::rl {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 TEST(WeightTransport, AutoPicksNcclOnlyForGpuTrainersWithListedEngines) {
   TrainConfig c;

@@ -1,6 +1,8 @@
 // Trainer side of SGLang's NCCL weight update (nccl_push.h).
 #include "gyre/rl/weight_sync/nccl_push.h"
 
+#include <algorithm>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -50,23 +52,13 @@ struct NcclWeightPusher::Impl {
       if (!seen[i] && replies[i].valid() &&
           replies[i].wait_for(std::chrono::seconds(0)) == std::future_status::ready)
         seen[i] = replies[i].get();
-      if (seen[i] && !success(*seen[i])) return urls[i].origin() + ": " + message(*seen[i]);
+      if (seen[i] && !success(*seen[i])) return urls[i].origin() + ": " + seen[i]->error_message();
     }
     return "";
   }
   static bool success(const serve::HttpResponse& r) {
     auto j = json::parse(r.body, nullptr, false);
     return r.ok() && j.is_object() && j.value("success", false);
-  }
-  static std::string message(const serve::HttpResponse& r) {
-    auto j = json::parse(r.body, nullptr, false);
-    if (!r.error.empty()) return r.error;
-    if (j.is_object() && j.contains("message") && j["message"].is_string())
-      return j["message"].get<std::string>();
-    if (j.is_object() && j.contains("error") && j["error"].is_object() &&
-        j["error"].contains("message") && j["error"]["message"].is_string())
-      return j["error"]["message"].get<std::string>();
-    return fmt::format("HTTP {}: {}", r.status, r.body.substr(0, 300));
   }
 
   // Every reply must be 200 with {"success": true}; otherwise an io Error naming the engine.
@@ -77,7 +69,7 @@ struct NcclWeightPusher::Impl {
       if (!seen[i]) seen[i] = replies[i].get();
       if (success(*seen[i])) continue;
       failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", urls[i].origin(),
-                              message(*seen[i]));
+                              seen[i]->error_message());
     }
     if (!failures.empty()) GYRE_THROW(io, "{} failed on {}", what, failures);
   }
@@ -99,7 +91,43 @@ NcclWeightPusher::NcclWeightPusher(NcclPushOptions options) : impl_(std::make_un
   if (impl_->o.master_address.empty()) impl_->o.master_address = "127.0.0.1";
 }
 
-NcclWeightPusher::~NcclWeightPusher() = default;
+// Leaves the group on both sides at once. ncclCommFinalize waits for the other members of the
+// communicator, so finalising the trainer's member alone blocked the process at exit while the
+// engines kept theirs (session 8, two H200s: `gyre train` never returned). The engines are told to
+// destroy theirs (each finalises in its HTTP handler) while this side finalises; a finalize that
+// does not finish within a bounded time (an engine gone) aborts instead.
+NcclWeightPusher::~NcclWeightPusher() {
+  Impl& m = *impl_;
+  if (!m.group) return;
+  constexpr double kLeaveTimeoutS = 30;
+  std::vector<std::future<serve::HttpResponse>> replies;
+  try {
+    m.o.timeout_s = std::min(m.o.timeout_s, kLeaveTimeoutS);
+    replies = m.post_all("/destroy_weights_update_group",
+                         std::vector<std::string>(
+                             m.urls.size(), json{{"group_name", m.o.group_name}}.dump()));
+  } catch (const std::exception& e) {
+    log::warn("weight sync nccl: could not ask the engines to leave group '{}': {}",
+              m.o.group_name, e.what());
+  }
+#ifdef GYRE_HAVE_NCCL
+  if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_timeout(kLeaveTimeoutS);
+#endif
+  m.group.reset();  // finalize (the engines finalise theirs concurrently), or abort on timeout
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].wait_for(std::chrono::duration<double>(kLeaveTimeoutS)) !=
+        std::future_status::ready) {
+      log::warn("weight sync nccl: {} did not answer destroy_weights_update_group",
+                m.urls[i].origin());
+      continue;
+    }
+    auto r = replies[i].get();
+    if (!Impl::success(r))
+      log::warn("weight sync nccl: {} destroy_weights_update_group: {}", m.urls[i].origin(),
+                r.error_message());
+  }
+  log::info("weight sync nccl: left group '{}'", m.o.group_name);
+}
 
 bool NcclWeightPusher::connected() const { return impl_->group != nullptr; }
 
@@ -146,7 +174,7 @@ void NcclWeightPusher::connect() {
       if (!seen[i] && replies[i].wait_for(std::chrono::seconds(3)) == std::future_status::ready)
         seen[i] = replies[i].get();
       if (seen[i] && !Impl::success(*seen[i]))
-        engines += fmt::format("; {}: {}", m.urls[i].origin(), Impl::message(*seen[i]));
+        engines += fmt::format("; {}: {}", m.urls[i].origin(), seen[i]->error_message());
     }
     GYRE_THROW(io, "NCCL weight push: joining group '{}' as rank 0 failed: {}{}", m.o.group_name,
                error, engines);
