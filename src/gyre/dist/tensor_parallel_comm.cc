@@ -11,6 +11,7 @@ class CommTp : public model::TpComm {
   explicit CommTp(Comm& c) : c_(c) {}
   int rank() const override { return c_.rank(); }
   int size() const override { return c_.size(); }
+  Device buffer_device() const override { return c_.buffer_device(); }
   void all_reduce_sum(float* buf, size_t n) override {
     c_.all_reduce(buf, n, DType::f32, ReduceOp::sum);
   }
@@ -29,13 +30,6 @@ class CommTp : public model::TpComm {
 };
 }  // namespace
 
-std::unique_ptr<model::TpComm> make_tp_comm(Comm& comm) {
-  if (comm.buffer_device() != Device::cpu)
-    GYRE_THROW(unsupported,
-               "{}: tensor parallelism runs on the CPU backend over host-memory collectives (MPI); "
-               "this communicator moves {} buffers",
-               comm.where(), device_name(comm.buffer_device()));
-  return std::make_unique<CommTp>(comm);
-}
+std::unique_ptr<model::TpComm> make_tp_comm(Comm& comm) { return std::make_unique<CommTp>(comm); }
 
 }  // namespace gyre::dist

@@ -8,8 +8,8 @@
 
 namespace gyre::dist {
 
-// Adapts `comm` (typically ProcessGroups::tp); `comm` must outlive the result. Host buffers only:
-// an NCCL communicator is an Error (tensor parallelism runs on the CPU backend).
+// Adapts `comm` (typically ProcessGroups::tp); `comm` must outlive the result. An MPI group moves
+// host buffers (a GPU model's activations are staged), an NCCL group device buffers.
 std::unique_ptr<model::TpComm> make_tp_comm(Comm& comm);
 
 }  // namespace gyre::dist

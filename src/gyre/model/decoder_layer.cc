@@ -20,12 +20,13 @@ Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d);
 
 // y = x·wᵀ + b. Under tensor parallelism w is row-parallel (this rank's input columns): the
 // partial products are summed over the ranks (Megatron's "g": all-reduce forward, identity
-// backward) and the replicated bias is added once, after the reduce.
+// backward). The replicated bias is added once, by tp rank 0 into its partial product (the same
+// sum as Megatron's bias after the reduce, in another order; its gradient Σ_rows dy is the same on
+// every rank either way).
 void row_parallel_linear(TpComm* tp, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if (!tp) return ops::linear(x, w, b, y);
-  ops::linear(x, w, Tensor(), y);
+  ops::linear(x, w, tp->rank() == 0 ? b : Tensor(), y);
   tp_all_reduce(tp, y);
-  if (b.defined()) tp_add_bias(y, b);
 }
 }  // namespace
 

@@ -17,11 +17,27 @@ namespace gyre::model {
 
 namespace {
 
-void check_cpu_f32(const Tensor& t, const char* what) {
-  if (t.device() != Device::cpu || t.dtype() != DType::f32)
-    GYRE_THROW(unsupported,
-               "tensor parallelism runs on the CPU backend with f32 tensors; {} is {} on {}", what,
-               dtype_name(t.dtype()), device_name(t.device()));
+void check_f32(const Tensor& t, const char* what) {
+  if (t.dtype() != DType::f32)
+    GYRE_THROW(unsupported, "tensor parallelism runs with f32 activations; {} is {}", what,
+               dtype_name(t.dtype()));
+}
+
+// The row indices (into the ids) that fall in [begin, begin + n) and their local ids, as i32
+// tensors on `dev` (the vocab-parallel embedding on a GPU: a gather of the local rows and a
+// scatter to their positions). Returns false when none does.
+bool local_rows(const Tensor& ids, int64_t begin, int64_t n, Device dev, Tensor& pos,
+                Tensor& lid) {
+  const Tensor host = ids.to(Device::cpu);
+  std::vector<int32_t> p, l;
+  for (int64_t t = 0; t < host.numel(); ++t) {
+    const int64_t local = int64_t(host.i32()[t]) - begin;
+    if (local >= 0 && local < n) p.push_back(int32_t(t)), l.push_back(int32_t(local));
+  }
+  if (p.empty()) return false;
+  pos = Tensor::from_vector(p, {int64_t(p.size())}).to(dev);
+  lid = Tensor::from_vector(l, {int64_t(l.size())}).to(dev);
+  return true;
 }
 
 // Rows [r*n/size, (r+1)*n/size) of dimension `dim` (0 or 1) of a 2-D (or 1-D for dim 0) tensor.
@@ -58,59 +74,65 @@ void check_divisible(int64_t n, int size, const char* what, const char* flag_hin
                what, n, size, flag_hint);
 }
 
-// Per-row softmax statistics of z = logits / τ over the whole (sharded) vocabulary.
-struct VocabStats {
-  std::vector<float> m;        // global max of z
-  std::vector<double> s, wz;   // Σ exp(z - m), Σ exp(z - m) (z - m)
-  std::vector<double> target;  // z_target - m (0 where there is no target)
-};
-
-VocabStats vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor& targets, float mul,
-                       bool need_weighted) {
-  const int64_t T = logits.size(0), V = logits.size(1);
-  const float* x = logits.f32();
-  const int32_t* tg = targets.i32();
-  VocabStats st;
-  st.m.assign(size_t(T), -std::numeric_limits<float>::infinity());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t j = 0; j < V; ++j) st.m[size_t(t)] = std::max(st.m[size_t(t)], x[t * V + j]);
-  for (auto& v : st.m) v *= mul;  // mul > 0: max(x * mul) = max(x) * mul
-  tp.comm->all_reduce_max(st.m.data(), st.m.size());
-  // One all-reduce for the three sums: [s | wz | target].
-  std::vector<double> buf(size_t(3 * T), 0.0);
+// The softmax statistics of z = logits / τ over the whole (sharded) vocabulary, [T, 4] on the
+// logits' device in ops::logprob_chunk_stats' layout (m, s = Σ exp(z - m), w = Σ exp(z - m)(z - m),
+// z_target): each rank's shard is one "chunk" starting at vocab_begin; the ranks' [T, 4] triples are
+// all-gathered (tiny: 16 bytes a token) and folded on the host in rank order, so every rank gets
+// bitwise the same statistics; z_target comes from the rank whose shard holds the target.
+Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
+                          const std::vector<int32_t>& host_targets, float temperature) {
+  const int64_t T = logits.size(0), Vl = tp.vocab_end - tp.vocab_begin;
+  Tensor local = Tensor::empty({T, 4}, DType::f32, logits.device());
+  ops::logprob_chunk_stats(logits, targets, tp.vocab_begin, temperature, false, local);
+  const Tensor mine = local.to(Device::cpu);
+  std::vector<float> all(size_t(4 * T * tp.size));
+  tp.comm->all_gather(mine.f32(), all.data(), size_t(4 * T) * sizeof(float));
+  Tensor folded = Tensor::empty({T, 4}, DType::f32);
+  float* out = folded.f32();
   for (int64_t t = 0; t < T; ++t) {
-    const float m = st.m[size_t(t)];
-    double s = 0, wz = 0;
-    for (int64_t j = 0; j < V; ++j) {
-      const double z = double(x[t * V + j] * mul - m);
-      const double e = std::exp(z);
-      s += e;
-      if (need_weighted) wz += e * z;
+    auto at = [&](int r, int k) { return double(all[size_t((int64_t(r) * T + t) * 4 + k)]); };
+    // The fold of logprob_chunk_stats (accumulate = true), over the ranks: rebase each triple to
+    // the largest max M (s' = a s, w' = a (w + (m - M) s), a = exp(m - M)); a shard whose logits
+    // are all -inf (s = 0) holds no mass and is skipped.
+    double M = -std::numeric_limits<double>::infinity();
+    for (int r = 0; r < tp.size; ++r)
+      if (at(r, 1) > 0) M = std::max(M, at(r, 0));
+    double sum = 0, w = 0;
+    for (int r = 0; r < tp.size; ++r) {
+      if (!(at(r, 1) > 0)) continue;
+      const double a = std::exp(at(r, 0) - M);
+      sum += a * at(r, 1), w += a * (at(r, 2) + (at(r, 0) - M) * at(r, 1));
     }
-    buf[size_t(t)] = s;
-    buf[size_t(T + t)] = wz;
-    if (tg[t] >= tp.vocab_begin && tg[t] < tp.vocab_end)
-      buf[size_t(2 * T + t)] = double(x[t * V + (tg[t] - tp.vocab_begin)] * mul - m);
+    const int32_t tg = host_targets[size_t(t)];
+    out[t * 4 + 0] = float(sum > 0 ? M : at(0, 0));
+    out[t * 4 + 1] = float(sum), out[t * 4 + 2] = float(w);
+    out[t * 4 + 3] = tg < 0 ? 0.0f : float(at(int(tg / Vl), 3));
   }
-  tp.comm->all_reduce_sum(buf.data(), buf.size());
-  st.s.assign(buf.begin(), buf.begin() + T);
-  st.wz.assign(buf.begin() + T, buf.begin() + 2 * T);
-  st.target.assign(buf.begin() + 2 * T, buf.end());
-  return st;
+  return folded.to(logits.device());
 }
 
-void check_logprob_args(const TpLayout& tp, const Tensor& logits, const Tensor& targets) {
-  check_cpu_f32(logits, "the logits");
-  const int64_t Vl = tp.vocab_end - tp.vocab_begin;
+// Checks the arguments of the vocab-parallel log-prob ops; returns the targets on the host.
+std::vector<int32_t> check_logprob_args(const TpLayout& tp, const Tensor& logits,
+                                        const Tensor& targets) {
+  check_f32(logits, "the logits");
+  const int64_t Vl = tp.vocab_end - tp.vocab_begin, V = Vl * tp.size;
   if (logits.dim() != 2 || logits.size(1) != Vl)
     GYRE_THROW(invalid_argument,
                "vocab-parallel log-probs: logits must be the local shard [T, {}] of tp rank {}, "
                "got {}",
                Vl, tp.rank, shape_str(logits.shape()));
-  if (targets.dtype() != DType::i32 || targets.numel() != logits.size(0) ||
-      targets.device() != Device::cpu)
-    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be host i32 [{}]",
-               logits.size(0));
+  if (targets.dtype() != DType::i32 || targets.numel() != logits.size(0))
+    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be i32 [{}], got {} {}",
+               logits.size(0), dtype_name(targets.dtype()), shape_str(targets.shape()));
+  const Tensor host = targets.to(Device::cpu);
+  std::vector<int32_t> tg(host.i32(), host.i32() + host.numel());
+  for (size_t t = 0; t < tg.size(); ++t)
+    if (tg[t] >= V)
+      GYRE_THROW(invalid_argument,
+                 "vocab-parallel log-probs: target {} at position {} is outside the vocabulary "
+                 "of {} ids",
+                 tg[t], t, V);
+  return tg;
 }
 
 }  // namespace
@@ -127,21 +149,30 @@ std::vector<NamedTensor> shard_like(const TpLayout& tp, const std::vector<NamedT
 
 void tp_all_reduce(TpComm* comm, Tensor& t) {
   if (!comm || comm->size() == 1) return;
-  check_cpu_f32(t, "an activation to all-reduce");
-  comm->all_reduce_sum(t.f32(), size_t(t.numel()));
-}
-
-void tp_add_bias(Tensor& y, const Tensor& b) {
-  const int64_t R = y.size(0), C = y.numel() / std::max<int64_t>(1, R);
-  const float* pb = b.f32();
-  float* py = y.f32();
-  for (int64_t i = 0; i < R; ++i)
-    for (int64_t j = 0; j < C; ++j) py[i * C + j] += pb[j];
+  check_f32(t, "an activation to all-reduce");
+  if (t.device() == comm->buffer_device()) {
+    comm->all_reduce_sum(t.f32(), size_t(t.numel()));
+    return;
+  }
+  // A GPU model over host collectives (MPI): staged through host memory.
+  Tensor host = t.to(Device::cpu);
+  comm->all_reduce_sum(host.f32(), size_t(host.numel()));
+  ops::copy(host.to(t.device()), t);
 }
 
 void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor& out) {
+  if (table.device() != Device::cpu) {
+    out.zero();
+    Tensor pos, lid;
+    if (!local_rows(ids, begin, table.size(0), table.device(), pos, lid)) return;
+    Tensor rows = Tensor::empty({pos.numel(), table.size(1)}, DType::f32, table.device());
+    ops::embedding(lid, table, rows);
+    ops::scatter_add_rows(rows, pos, Tensor(), out);  // 0 + row: exact
+    return;
+  }
+  const Tensor host_ids = ids.to(Device::cpu);
   const int64_t T = ids.numel(), H = table.size(1), n = table.size(0);
-  const int32_t* id = ids.i32();
+  const int32_t* id = host_ids.i32();
   const float* w = table.f32();
   float* o = out.f32();
   for (int64_t t = 0; t < T; ++t) {
@@ -154,8 +185,17 @@ void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor&
 }
 
 void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable) {
+  if (dtable.device() != Device::cpu) {
+    Tensor pos, lid;
+    if (!local_rows(ids, begin, dtable.size(0), dtable.device(), pos, lid)) return;
+    Tensor rows = Tensor::empty({pos.numel(), dtable.size(1)}, DType::f32, dtable.device());
+    ops::gather_rows(dout, pos, rows);
+    ops::embedding_backward(lid, rows, dtable);  // dtable += scatter
+    return;
+  }
+  const Tensor host_ids = ids.to(Device::cpu);
   const int64_t T = ids.numel(), H = dtable.size(1), n = dtable.size(0);
-  const int32_t* id = ids.i32();
+  const int32_t* id = host_ids.i32();
   const float* d = dout.f32();
   float* g = dtable.f32();
   for (int64_t t = 0; t < T; ++t) {
@@ -167,52 +207,39 @@ void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin,
 
 void tp_token_logprobs(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
                        float temperature, Tensor& logp, Tensor& entropy) {
-  check_logprob_args(tp, logits, targets);
-  const int64_t T = logits.size(0);
-  const VocabStats st = vocab_stats(tp, logits, targets, 1.0f / temperature, entropy.defined());
-  const int32_t* tg = targets.i32();
-  float* lp = logp.f32();
-  for (int64_t t = 0; t < T; ++t) {
-    const double log_s = std::log(st.s[size_t(t)]);
-    lp[t] = tg[t] < 0 ? 0.0f : float(st.target[size_t(t)] - log_s);
-    // H = -Σ p (z - m - log s) = log s - Σ e (z - m) / s
-    if (entropy.defined()) entropy.f32()[t] = float(log_s - st.wz[size_t(t)] / st.s[size_t(t)]);
-  }
+  const std::vector<int32_t> tg = check_logprob_args(tp, logits, targets);
+  const Tensor dev_targets = targets.to(logits.device());
+  const Tensor stats = global_vocab_stats(tp, logits, dev_targets, tg, temperature);
+  Tensor no_lse;
+  ops::logprob_chunk_finish(stats, dev_targets, logp, entropy, no_lse);
 }
 
 void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
                                 float temperature, const Tensor& dlogp, const Tensor& dentropy,
                                 Tensor& dlogits) {
-  check_logprob_args(tp, logits, targets);
-  const int64_t T = logits.size(0), V = logits.size(1);
-  const float mul = 1.0f / temperature;
-  const VocabStats st = vocab_stats(tp, logits, targets, mul, dentropy.defined());
-  const float* x = logits.f32();
-  const int32_t* tg = targets.i32();
-  float* d = dlogits.f32();
-  for (int64_t t = 0; t < T; ++t) {
-    const double g_lp = tg[t] < 0 ? 0.0 : double(dlogp.f32()[t]);
-    const double g_h = dentropy.defined() ? double(dentropy.f32()[t]) : 0.0;
-    const double log_s = std::log(st.s[size_t(t)]);
-    const double h = log_s - st.wz[size_t(t)] / st.s[size_t(t)];
-    const double m = st.m[size_t(t)];
-    // ∂logp/∂z_j = 1[j = target] - p_j;  ∂H/∂z_j = -p_j (log p_j + H);  ∂z/∂logits = 1/τ.
-    for (int64_t j = 0; j < V; ++j) {
-      const double zj = double(x[t * V + j] * mul) - m;
-      const double p = std::exp(zj - log_s);
-      d[t * V + j] = float((-g_lp * p - g_h * p * ((zj - log_s) + h)) * mul);
-    }
-    if (tg[t] >= tp.vocab_begin && tg[t] < tp.vocab_end)
-      d[t * V + (tg[t] - tp.vocab_begin)] += float(g_lp * mul);
-  }
+  const std::vector<int32_t> tg = check_logprob_args(tp, logits, targets);
+  const Device dev = logits.device();
+  const Tensor dev_targets = targets.to(dev);
+  const int64_t T = logits.size(0);
+  const Tensor stats = global_vocab_stats(tp, logits, dev_targets, tg, temperature);
+  Tensor logp = Tensor::empty({T}, DType::f32, dev), lse = Tensor::empty({T}, DType::f32, dev);
+  Tensor entropy = dentropy.defined() ? Tensor::empty({T}, DType::f32, dev) : Tensor();
+  ops::logprob_chunk_finish(stats, dev_targets, logp, entropy, lse);
+  // The local shard's part of token_logprobs_backward: (1/τ)[dlogp (1[j = target] - p_j) -
+  // dentropy p_j (log p_j + H)] with the global lse and H.
+  ops::logprob_chunk_backward(logits, dev_targets, tp.vocab_begin, temperature, lse, entropy,
+                              dlogp.to(dev), dentropy.defined() ? dentropy.to(dev) : Tensor(),
+                              dlogits);
 }
 
-Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local) {
-  check_cpu_f32(local, "the logits");
+Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits) {
+  check_f32(local_logits, "the logits");
+  // (On a GPU this goes through host memory: it serves sampling, not training.)
+  const Tensor local = local_logits.to(Device::cpu);
   const int64_t R = local.size(0), c = local.size(1);
   std::vector<float> blocks(size_t(R * c * tp.size));
   tp.comm->all_gather(local.f32(), blocks.data(), size_t(R * c) * 4);
-  return interleave_cols(blocks, tp.size, R, c);
+  return interleave_cols(blocks, tp.size, R, c).to(local_logits.device());
 }
 
 // ---- CausalLM members that only exist for tensor parallelism
@@ -221,8 +248,10 @@ void CausalLM::shard_for_tensor_parallel(TpComm* comm) {
   if (!comm || comm->size() == 1) return;
   const ModelConfig& c = config_;
   const int n = comm->size();
-  if (device_ != Device::cpu)
-    GYRE_THROW(unsupported, "tensor parallelism runs on the CPU backend; the model is on {}",
+  if (device_ != Device::cpu)  // CausalLM::load shards on the host, before moving to the device
+    GYRE_THROW(unsupported,
+               "shard_for_tensor_parallel: shard the model on the host (LoadOptions::tp), then "
+               "move it to {}",
                device_name(device_));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     if (c.is_moe_layer(l))
@@ -280,7 +309,7 @@ std::vector<NamedTensor> CausalLM::gather_full(const std::vector<NamedTensor>& l
   out.reserve(local.size());
   for (size_t i = 0; i < local.size(); ++i) {
     const Tensor t = local[i].tensor.to(Device::cpu);
-    check_cpu_f32(t, local[i].name.c_str());
+    check_f32(t, local[i].name.c_str());
     if (tp_->split[i] == TpSplit::replicated) {
       out.push_back({local[i].name, t});
       continue;

@@ -1,12 +1,12 @@
 // Megatron-style tensor parallelism (Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter
-// Language Models Using Model Parallelism", 2019, §3) for CausalLM on the CPU backend.
+// Language Models Using Model Parallelism", 2019, §3) for CausalLM on the CPU and CUDA backends.
 //
 // What each of the tp ranks holds (rank r of n; every split is into n equal contiguous blocks):
 // - column-parallel q/k/v/gate/up projections: rows [r*N/n, (r+1)*N/n) of the output dimension
 //   (and of their biases); so rank r runs heads [r*Hq/n, ...) and kv heads [r*Hkv/n, ...) and
 //   intermediate columns [r*I/n, ...) — attention and the SwiGLU need no communication;
 // - row-parallel o_proj / down_proj: the matching input columns; the partial outputs are summed
-//   with one all-reduce and the (replicated) bias is added once, after the reduce;
+//   with one all-reduce and the (replicated) bias is added once (by tp rank 0, into its partial);
 // - vocab-parallel embedding and lm_head: vocabulary rows [r*V/n, (r+1)*V/n); ids outside the local
 //   range embed to 0 rows and the embedding output is all-reduced; forward() returns the local
 //   logits [R, V/n] (ForwardOptions::gather_vocab all-gathers them to [R, V]);
@@ -20,8 +20,12 @@
 // Parameters keep their checkpoint names with local shapes; gather_full() reassembles full tensors
 // (checkpoints are always written full, so a TP=n checkpoint loads in one process).
 //
-// Limits: CPU only (the collectives move host memory); vocab, heads and intermediate sizes must
-// divide by n (an Error names the numbers); MoE layers are rejected (experts are not sharded yet).
+// Devices: the model is sharded on the host (CausalLM::load with LoadOptions::tp), then moved. On a
+// GPU the activations' all-reduces run on device buffers when the TpComm moves them (NCCL), else
+// they are staged through host memory (MPI); the vocab-parallel log-prob all-gathers only [T, 4]
+// softmax statistics; tp_gather_vocab (sampling) goes through the host.
+// Limits: vocab, heads and intermediate sizes must divide by n (an Error names the numbers); MoE
+// layers are rejected (experts are not sharded yet).
 //
 // The model module sits below dist/ in the layering, so the collectives come through the small
 // TpComm interface; dist::make_tp_comm (dist/tensor_parallel_comm.h) adapts a dist::Comm.
@@ -36,10 +40,12 @@
 
 namespace gyre::model {
 
-// The collectives tensor parallelism needs (host buffers; every rank calls them in the same order).
+// The collectives tensor parallelism needs (every rank calls them in the same order). Buffers are
+// host memory, or memory of buffer_device() (an NCCL group also takes host buffers, staged).
 class TpComm {
  public:
   virtual ~TpComm() = default;
+  virtual Device buffer_device() const { return Device::cpu; }
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual void all_reduce_sum(float* buf, size_t count) = 0;
@@ -68,8 +74,6 @@ std::vector<NamedTensor> shard_like(const TpLayout& tp, const std::vector<NamedT
 
 // All-reduce (sum) of an f32 tensor in place over `comm` (no-op when comm is null).
 void tp_all_reduce(TpComm* comm, Tensor& t);
-// y[t, :] += b (bias added once after a row-parallel all-reduce).
-void tp_add_bias(Tensor& y, const Tensor& b);
 // Vocab-parallel embedding: out[t] = table[ids[t] - begin] when begin <= ids[t] < end, else 0.
 void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor& out);
 void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable);

@@ -40,12 +40,6 @@ TrainModels load_train_models(const TrainConfig& cfg, const std::string& model_d
   tp_load.tp = tp_comm;
   tp_load.device = cfg.device == "cuda" ? Device::cuda : Device::cpu;
   tp_load.precision = model::parse_precision(cfg.precision);
-  if (tp_load.device == Device::cuda && tensor_parallel)
-    GYRE_THROW(unsupported,
-               "--device cuda with --tensor-model-parallel-size {}: tensor parallelism runs on the "
-               "CPU backend only so far (data parallelism over NCCL works on GPUs: drop "
-               "--tensor-model-parallel-size), or use --device cpu",
-               distributed.tp_size());
   // (A PPO critic keeps its own trunk on the CPU: it works next to a GPU actor, slowly.)
   m.actor = model::CausalLM::load(model_dir, tp_load);
   m.actor->set_recompute(cfg.recompute_activations);
