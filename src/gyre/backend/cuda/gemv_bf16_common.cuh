@@ -17,7 +17,10 @@
 //    size, not on M (each m's sums are independent);
 //  - S = split_for(K) is a function of K alone, so every kernel variant (plain, group, silu_mul,
 //    residual, *_rms with its 256-thread blocks) picks the same S for the same K. Making S depend
-//    on N, M, C or the block size would give two kernels two summation orders for one column.
+//    on N, M, C or the block size would give two kernels two summation orders for one column;
+//  - what a kernel may move is WHEN the weight bytes are loaded, never an f32 operation: the *_rms
+//    kernels issue each lane's first batch of weight loads before the rstd reduction
+//    (dot_rows_impl's prologue), and the sums are the same bits.
 // Every lane of the column's warp 0 ends with the same totals (each butterfly step adds the same
 // two values in swapped order, f32 addition is commutative, and all lanes read the same partials).
 #pragma once
@@ -69,17 +72,52 @@ __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
+// The plain GEMV's prologue (no RMSNorm): rstd is not read without kNorm.
+struct NoPrologue {
+  template <int M>
+  __device__ __forceinline__ void operator()(float (&rstd)[M]) const {
+#pragma unroll
+    for (int m = 0; m < M; ++m) rstd[m] = 0.0f;
+  }
+};
+
+// Issues one batch of a lane's weight loads: wv[u][c] = wr[c][base + kStride · u] for the u with
+// base + kStride · u < K8 (the others keep what they held; the consumer never reads them).
+template <int kAhead, int C, int64_t kStride>
+__device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* const (&wr)[C],
+                                           int64_t base, int64_t K8) {
+#pragma unroll
+  for (int u = 0; u < kAhead; ++u)
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      if (base + kStride * u < K8) wv[u][c] = __ldg(wr[c] + base + kStride * u);  // read once
+}
+
 // Warp `part` of S's share of acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of
 // K floats, 16-byte aligned; wr[c] the bf16 weight row as 16-byte vectors): the vectors part·32 +
 // lane + i·32·S, reduced across the warp. xin(m, k) is x[m, k], or with kNorm the RMSNorm of it,
 // rms::normed(x[m, k], rstd[m], nw[k]) (nw 16-byte aligned): the value rms_norm would have stored,
 // computed in registers in the same f32 operations, so the GEMV of the normed row is bitwise the
 // GEMV of rms_norm's output (the fused decode prologue).
-template <int M, int C, bool kNorm, int S>
+//
+// prologue(rstd) fills the M row rstds: with kNorm the RMSNorm's block-wide reduction
+// (gemv_fused.cu's RmsRstd), without it nothing that costs (NoPrologue). With kNorm it runs AFTER
+// the lane's first batch of weight loads is issued and BEFORE any product: the weight bytes do not
+// depend on rstd, only the FMAs do, so the HBM latency of the first kAhead · C loads overlaps the
+// reduction (the row's read + block_sum) instead of following it (issue 7: the *_rms kernels paid
+// the two back to back). INVARIANT: only WHEN the weight bytes are loaded moved, into registers (an
+// L2 prefetch there was slower); every f32 operation (the per-lane k order, the butterfly,
+// combine_parts' warp order, the reduction in the prologue and its block size) is the one of the
+// file comment, so the sums stay bitwise those of the unfused rms_norm + GEMV. The prologue may be
+// block-wide (row_rstd synchronises the block), so every thread of the block must get here: a warp
+// whose column is past the end passes live = false (it starts past K8: no loads, no products, acc
+// 0) instead of returning early, and nothing before the prologue leaves the function.
+template <int M, int C, bool kNorm, int S, typename Prologue>
 __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
-                                              const float* __restrict__ nw, const float (&rstd)[M],
-                                              const uint4* const (&wr)[C], int64_t K8, int part,
-                                              int lane, float (&acc)[C][M]) {
+                                              const float* __restrict__ nw,
+                                              const uint4* const (&wr)[C], int64_t K8, bool live,
+                                              int part, int lane, float (&acc)[C][M],
+                                              Prologue&& prologue) {
   const int64_t K = K8 * 8;
   constexpr int64_t kStride = 32 * S;  // between one lane's consecutive vectors
 #pragma unroll
@@ -93,13 +131,18 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
   // one-at-a-time loop. Eight ahead while one or two rows of products are live; fewer as M·C
   // grows so the accumulators and the loaded vectors still fit in registers.
   constexpr int kAhead = M * C <= 2 ? 8 : (M * C <= 4 ? 4 : 2);
-  for (int64_t base = int64_t(part) * 32 + lane; base < K8; base += kStride * kAhead) {
-    uint4 wv[kAhead][C];
-#pragma unroll
-    for (int u = 0; u < kAhead; ++u)
-#pragma unroll
-      for (int c = 0; c < C; ++c)
-        if (base + kStride * u < K8) wv[u][c] = __ldg(wr[c] + base + kStride * u);  // read once
+  constexpr int64_t kBatch = kStride * kAhead;  // between one lane's consecutive batches
+  uint4 wv[kAhead][C];
+  int64_t base = live ? int64_t(part) * 32 + lane : K8;
+  const int64_t first = base;
+  // With kNorm the first batch is issued before the prologue (the rstd reduction) and the loop's
+  // first iteration uses it; without, the prologue is free and the loop keeps its plain shape (each
+  // batch loaded at the top of its iteration), so the plain GEMV kernels compile as before.
+  if constexpr (kNorm) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
+  float rstd[M];
+  prologue(rstd);
+  for (; base < K8; base += kBatch) {
+    if (!kNorm || base != first) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t k8 = base + kStride * u;
@@ -192,23 +235,23 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane) {
   }
 }
 
-// The column's totals for a block of W warps: dot_rows_impl for this warp's share, then
-// combine_parts. Returns whether this warp holds them (write the epilogue from its lane 0).
-template <int M, int C, bool kNorm, int S, int W>
+// The column's totals for a block of W warps: dot_rows_impl for this warp's share (prologue as
+// there), then combine_parts. Returns whether this warp holds them (write the epilogue from its
+// lane 0): false for the warps of a column that is not live (all S of them are, or none).
+template <int M, int C, bool kNorm, int S, int W, typename Prologue>
 __device__ __forceinline__ bool column_sums(const float* __restrict__ x,
-                                            const float* __restrict__ nw, const float (&rstd)[M],
-                                            const uint4* const (&wr)[C], int64_t K8, int lane,
-                                            float (&acc)[C][M]) {
-  dot_rows_impl<M, C, kNorm, S>(x, nw, rstd, wr, K8, column_part<S>(), lane, acc);
-  return combine_parts<M, C, S, W>(acc, lane);
+                                            const float* __restrict__ nw,
+                                            const uint4* const (&wr)[C], int64_t K8, bool live,
+                                            int lane, float (&acc)[C][M], Prologue&& prologue) {
+  dot_rows_impl<M, C, kNorm, S>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
+  return live && combine_parts<M, C, S, W>(acc, lane);
 }
 
 // The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].
 template <int M, int C, int S, int W>
 __device__ __forceinline__ bool dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
                                          int64_t K8, int lane, float (&acc)[C][M]) {
-  const float unused[M] = {};
-  return column_sums<M, C, false, S, W>(x, nullptr, unused, wr, K8, lane, acc);
+  return column_sums<M, C, false, S, W>(x, nullptr, wr, K8, true, lane, acc, NoPrologue{});
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

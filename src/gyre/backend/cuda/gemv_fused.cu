@@ -17,9 +17,11 @@
 // loading it. Those blocks have 8 warps instead of 4 (the reduction's order depends on the block
 // size, so it stays rms::kThreads whatever S is: 8 / S columns per block); S warps still own one
 // output column in the plain kernel's order, so the column arithmetic is unchanged. The prologue
-// runs before any warp leaves (block_sum synchronises the whole block); with S = 4 there are 4x
-// more blocks than columns / 8, each recomputing the rstds (only K >= 4096 rows, i.e. hidden sizes
-// of 4096 and up, take that path).
+// is dot_rows_impl's: it runs after each lane's first batch of weight loads is issued (those do
+// not depend on rstd), so the loads' latency hides the reduction's, and before any warp leaves
+// (block_sum synchronises the whole block: warps without a column take part with live = false);
+// with S = 4 there are 4x more blocks than columns / 8, each recomputing the rstds (only K >= 4096
+// rows, i.e. hidden sizes of 4096 and up, take that path).
 #include <cstdint>
 #include <type_traits>
 
@@ -56,36 +58,40 @@ __device__ __forceinline__ int64_t warp_column() {
   return int64_t(blockIdx.x) * kColumnsOf<kNorm, S> + gemv::column_slot<S>();
 }
 
-// The RMSNorm prologue: rs[m] = rstd of row m of x (rms_row.cuh, every thread of the block), and
-// block 0 also stores rms_norm's outputs where the caller asked for them. Without kNorm: nothing
-// (rs is unused by dot_rows_impl<..., false>).
+// The RMSNorm prologue, gemv::column_sums' `prologue` argument: rs[m] = rstd of row m of x
+// (rms_row.cuh; block-wide: every thread of the block calls it), and block 0 also stores
+// rms_norm's outputs where the caller asked for them. Without kNorm: nothing (rs is unused by
+// dot_rows_impl<..., false>).
 template <int M, bool kNorm>
-__device__ __forceinline__ void rms_prologue(const float* __restrict__ x, const RmsPrologue& nrm,
-                                             int64_t K, float (&rs)[M]) {
+struct RmsRstd {
+  const float* x;
+  const RmsPrologue& nrm;
+  int64_t K;
+
+  __device__ __forceinline__ void operator()(float (&rs)[M]) const {
 #pragma unroll
-  for (int m = 0; m < M; ++m) rs[m] = 0.0f;
-  if constexpr (kNorm) {
-    // Unrolled (M is a template constant), so rs stays in registers.
+    for (int m = 0; m < M; ++m) rs[m] = 0.0f;
+    if constexpr (kNorm) {
+      // Unrolled (M is a template constant), so rs stays in registers.
 #pragma unroll
-    for (int m = 0; m < M; ++m) rs[m] = rms::row_rstd(x + m * K, K, nrm.eps);
-    if (blockIdx.x == 0) {
+      for (int m = 0; m < M; ++m) rs[m] = rms::row_rstd(x + m * K, K, nrm.eps);
+      if (blockIdx.x == 0) {
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        if (nrm.rstd && threadIdx.x == 0) nrm.rstd[m] = rs[m];
-        if (nrm.xn)
-          for (int64_t c = threadIdx.x; c < K; c += rms::kThreads)
-            nrm.xn[m * K + c] = rms::normed(x[m * K + c], rs[m], nrm.w[c]);
+        for (int m = 0; m < M; ++m) {
+          if (nrm.rstd && threadIdx.x == 0) nrm.rstd[m] = rs[m];
+          if (nrm.xn)
+            for (int64_t c = threadIdx.x; c < K; c += rms::kThreads)
+              nrm.xn[m * K + c] = rms::normed(x[m * K + c], rs[m], nrm.w[c]);
+        }
       }
     }
   }
-}
+};
 
 // Columns [0, n_0) belong to member 0, the next n_1 to member 1, ...; blocks may straddle members.
 template <int M, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
-  float rs[M];
-  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
   int64_t n = warp_column<kNorm, S>();
   // Select the member with compile-time indices only (no dynamic indexing of the parameter
@@ -106,13 +112,15 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
       }
     }
   }
-  // Past the last member's columns: whole warps, and all S of the column (the shuffles and the
-  // column's barrier stay uniform).
-  if (!found) return;
+  // Past the last member's columns (whole warps, and all S of the column): no column. With kNorm
+  // the warp still joins the block's rstd reduction, as column_sums' live = false.
+  if (!kNorm && !found) return;
   const int64_t K8 = K / 8;
-  const uint4* const wr[1] = {reinterpret_cast<const uint4*>(w) + n * K8};
+  const uint4* const wr[1] = {found ? reinterpret_cast<const uint4*>(w) + n * K8 : nullptr};
   float acc[1][M];
-  if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, rs, wr, K8, lane, acc)) return;
+  if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, found, lane, acc,
+                                                          RmsRstd<M, kNorm>{x, nrm, K}))
+    return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
@@ -124,15 +132,18 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
                          const float* __restrict__ bg, const uint4* __restrict__ wu,
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
-  float rs[M];
-  rms_prologue<M, kNorm>(x, nrm, K, rs);
   const int lane = int(threadIdx.x) & 31;
   const int64_t n = warp_column<kNorm, S>();
-  if (n >= N) return;  // all S warps of the column together
+  // A column past N (all S warps of it together): with kNorm it still joins the block's rstd
+  // reduction, as column_sums' live = false.
+  const bool live = n < N;
+  if (!kNorm && !live) return;
   const int64_t K8 = K / 8;
-  const uint4* const wr[2] = {wg + n * K8, wu + n * K8};
+  const uint4* const wr[2] = {live ? wg + n * K8 : wg, live ? wu + n * K8 : wu};
   float acc[2][M];
-  if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, rs, wr, K8, lane, acc)) return;
+  if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, live, lane, acc,
+                                                          RmsRstd<M, kNorm>{x, nrm, K}))
+    return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
