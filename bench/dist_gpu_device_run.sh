@@ -2,9 +2,13 @@
 # One device-machine call (nvidia-h200-x2) for issue 8's two-GPU figures and tests. No MPI on the
 # device image: every multi-process run is launched torchrun-style (RANK / WORLD_SIZE /
 # LOCAL_RANK / MASTER_ADDR / MASTER_PORT), one process per GPU.
-#   tests   gyre_gpu_dist_tests (NcclComm, DP over NCCL vs one GPU), gyre_unit_dist_tests and
-#           gyre_gpu_rl_tests' NcclWeightPush (SGLang's NCCL weight update, server on GPU 1)
+#   tests   gyre_gpu_dist_tests (NcclComm, DP over NCCL vs one GPU, TP=2 over NCCL vs one GPU),
+#           gyre_unit_dist_tests and gyre_gpu_rl_tests' NcclWeightPush (SGLang's NCCL weight update,
+#           server on GPU 1); the DP/TP workers' logs (/tmp/gyre_{dp,tp}_worker_<rank>.log) are
+#           copied to $OUT, the TP workers' measured differences ("[tp]" lines) printed
 #   dp      bench_dp_train_gpu: DP=2 weak-scaling efficiency, Qwen2.5-0.5B and 1.5B shapes
+#   tp      bench_dp_train_gpu --tp 2: TP=2 strong-scaling efficiency (the same global batch on one
+#           GPU vs sharded over both) and per-rank peak memory, Qwen2.5-0.5B and 1.5B shapes
 #   train   `gyre train --device cuda` on the quick-start: 1 GPU vs DP=2 (first-step grad norm)
 #   disagg  disaggregated GRPO: `gyre serve --device cuda` on GPU 1, `gyre train --device cuda`
 #           on GPU 0 with --rollout-external-engine-addrs (weights pushed each step)
@@ -51,14 +55,19 @@ two_ranks() {
 }
 
 if has tests; then
+  rm -f /tmp/gyre_dp_worker_*.log /tmp/gyre_tp_worker_*.log
   for t in gyre_gpu_dist_tests gyre_unit_dist_tests gyre_gpu_rl_tests; do
     filter=$([[ $t == gyre_gpu_rl_tests ]] && echo "--gtest_filter=NcclWeightPush.*" || echo "")
-    timeout 300 "$D/bin/$t" $filter >"$OUT/$t.log" 2>&1
+    timeout 420 "$D/bin/$t" $filter >"$OUT/$t.log" 2>&1
     echo "$t exit $?"
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|error" "$OUT/$t.log" | head -30
   done
-  for r in 0 1; do [[ -f /tmp/gyre_dp_worker_$r.log ]] && cp /tmp/gyre_dp_worker_$r.log "$OUT/"; done
-  grep -hE "Failure|Expected|Which is|FAILED|error" /tmp/gyre_dp_worker_*.log 2>/dev/null | head -20
+  for w in dp tp; do
+    for r in 0 1; do [[ -f /tmp/gyre_${w}_worker_$r.log ]] && cp /tmp/gyre_${w}_worker_$r.log "$OUT/"; done
+  done
+  grep -hE "Failure|Expected|Which is|FAILED|error" /tmp/gyre_dp_worker_*.log \
+    /tmp/gyre_tp_worker_*.log 2>/dev/null | head -30
+  grep -h "^\[tp\]" /tmp/gyre_tp_worker_*.log 2>/dev/null
 fi
 if has dp; then
   for shape in qwen2.5-0.5b qwen2.5-1.5b; do
@@ -67,27 +76,41 @@ if has dp; then
     tail -3 "$OUT/dp_$shape.1.log"
   done
 fi
+if has tp; then
+  for shape in qwen2.5-0.5b qwen2.5-1.5b; do
+    two_ranks "tp_$shape" 29513 "$D/bin/bench_dp_train_gpu" --shape $shape --tp 2 --iters 3
+    cat "$OUT/tp_$shape.0.log" | tee -a "$OUT/tp.jsonl" | tail -3
+    tail -3 "$OUT/tp_$shape.1.log"
+  done
+fi
 if has train; then
   cfg="train --config examples/quickstart/grpo.yaml --device cuda --eval-interval 0 --num-rollout 3"
   timeout 300 "$GYRE_BIN" $cfg --save "$OUT/train1" >"$OUT/train1.log" 2>&1
   echo "gyre train 1 GPU exit $?"
   two_ranks train2 29512 "$GYRE_BIN" $cfg --save "$OUT/train2" --actor-num-gpus-per-node 2
   tail -5 "$OUT/train2.0.log" "$OUT/train2.1.log"
+  # TP = 2: the policy sharded over the two GPUs, the colocated engine sharded the same way.
+  two_ranks train_tp2 29514 "$GYRE_BIN" $cfg --save "$OUT/train_tp2" --actor-num-gpus-per-node 2 \
+    --tensor-model-parallel-size 2
+  tail -5 "$OUT/train_tp2.0.log" "$OUT/train_tp2.1.log"
   python3 - "$OUT" <<'EOF'
 import json, sys
 o = sys.argv[1]
 def rows(d):
     try: return [json.loads(l) for l in open(f"{o}/{d}/metrics.jsonl")]
     except Exception as e: return str(e)
-a, b = rows("train1"), rows("train2")
-print("metrics rows", len(a) if isinstance(a, list) else a, len(b) if isinstance(b, list) else b)
-if isinstance(a, list) and isinstance(b, list) and a and b:
-    for k in ["rollout/raw_reward", "train/loss", "train/grad_norm", "perf/train_time",
-              "perf/update_weights_time"]:
-        print(k, [r.get(k) for r in a], [r.get(k) for r in b])
-    g1, g2 = a[0]["train/grad_norm"], b[0]["train/grad_norm"]
-    print(json.dumps({"bench": "gyre_train_dp2_gpu_first_step", "grad_norm_1gpu": g1,
-                      "grad_norm_dp2": g2, "rel_diff": abs(g1 - g2) / abs(g1)}))
+a = rows("train1")
+for tag, d in [("dp2", "train2"), ("tp2", "train_tp2")]:
+    b = rows(d)
+    print(tag, "metrics rows", len(a) if isinstance(a, list) else a,
+          len(b) if isinstance(b, list) else b)
+    if isinstance(a, list) and isinstance(b, list) and a and b:
+        for k in ["rollout/raw_reward", "train/loss", "train/grad_norm", "perf/train_time",
+                  "perf/update_weights_time"]:
+            print(k, [r.get(k) for r in a], [r.get(k) for r in b])
+        g1, g2 = a[0]["train/grad_norm"], b[0]["train/grad_norm"]
+        print(json.dumps({"bench": f"gyre_train_{tag}_gpu_first_step", "grad_norm_1gpu": g1,
+                          f"grad_norm_{tag}": g2, "rel_diff": abs(g1 - g2) / abs(g1)}))
 EOF
 fi
 if has disagg; then

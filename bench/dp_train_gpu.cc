@@ -6,12 +6,24 @@
 // for DP = 2. Also checks that the replicas stay identical: the spread over ranks of Σ w² (0 when
 // they agree bitwise).
 //
+// Tensor-parallel mode (--tp N, N = the number of ranks; TP alone, --dp-mode is ignored): strong
+// scaling. The same global batch (--seqs x --len, the same ids on every rank) is trained first by
+// one GPU alone (the unsharded model, single-GPU AdamW: T1; every rank does it at once on its own
+// GPU, exchanging nothing), then by the TP group (the model sharded Megatron-style over the N
+// GPUs, model/tensor_parallel.h, all-reduces over NCCL; AdamW clips by the full gradient's norm,
+// CausalLM::grad_sum_squares: T_N). TP scaling efficiency = T1 / (N x T_N) (1 = the N GPUs finish
+// the batch N times faster). Also reported: each rank's peak GPU memory in both phases (weights,
+// gradients, AdamW state and activations: what TP divides), the first step's loss of both (the
+// same weights and batch: equal up to bf16 rounding) and the spread over ranks of Σ w² of the
+// replicated parameters (0 when they agree bitwise).
+//
 // Launch one process per GPU, torchrun-style (no MPI needed):
 //   for r in 0 1; do RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1
 //     MASTER_PORT=29511 bench_dp_train_gpu --shape qwen2.5-0.5b & done; wait   (one line)
 // or with `mpirun -np 2 bench_dp_train_gpu ...` (NCCL bootstrapped over MPI).
-// Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b, --seqs 4 --len 4096 (per GPU), --iters 3,
-// --dp-mode zero1|all_reduce, --layers N. Rank 0 prints one JSON line.
+// Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b, --seqs 4 --len 4096 (per GPU under DP; the global
+// batch under TP), --iters 3, --dp-mode zero1|all_reduce, --tp N (default 1: the DP bench),
+// --layers N. Rank 0 prints one JSON line.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,8 +37,10 @@
 #include "gyre/dist/bootstrap.h"
 #include "gyre/dist/data_parallel.h"
 #include "gyre/dist/nccl_comm.h"
+#include "gyre/dist/tensor_parallel_comm.h"
 #include "gyre/model/named_shapes.h"
 #include "gyre/model/scoring.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace {
 
@@ -34,9 +48,179 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// Forwards a model::TpComm and adds up the host time of its calls (and counts them).
+class TimedTpComm : public gyre::model::TpComm {
+ public:
+  explicit TimedTpComm(gyre::model::TpComm& inner) : in_(inner) {}
+  int rank() const override { return in_.rank(); }
+  int size() const override { return in_.size(); }
+  gyre::Device buffer_device() const override { return in_.buffer_device(); }
+  void all_reduce_sum(float* b, size_t n) override {
+    timed([&] { in_.all_reduce_sum(b, n); });
+  }
+  void all_reduce_max(float* b, size_t n) override {
+    timed([&] { in_.all_reduce_max(b, n); });
+  }
+  void all_reduce_sum(double* b, size_t n) override {
+    timed([&] { in_.all_reduce_sum(b, n); });
+  }
+  void all_gather(const void* s, void* r, size_t n) override {
+    timed([&] { in_.all_gather(s, r, n); });
+  }
+  void reset() { seconds_ = 0, calls_ = 0; }
+  double seconds() const { return seconds_; }
+  int64_t calls() const { return calls_; }
+
+ private:
+  template <typename F>
+  void timed(F&& f) {
+    const double t = now_s();
+    f();
+    seconds_ += now_s() - t, ++calls_;
+  }
+  gyre::model::TpComm& in_;
+  double seconds_ = 0;
+  int64_t calls_ = 0;
+};
+
+// --tp N: T1 (the unsharded model alone on each GPU) vs T_N (the model sharded over `group`) on the
+// same global batch; see the header.
+int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::string& shape,
+           const gyre::model::ModelConfig& cfg, int seqs, int len, int iters) {
+  using gyre::Device;
+  if (group.size() != tp)
+    GYRE_THROW(invalid_argument,
+               "--tp {} needs exactly {} ranks (tensor parallelism alone: this bench does not "
+               "combine DP and TP), but {} are running",
+               tp, tp, group.size());
+  // The same global batch on every rank (a TP group trains one batch together).
+  const auto batch = gyre::bench::random_sequences(seqs, len, cfg.vocab_size, 12345u);
+  const double tokens = double(seqs) * len;
+  const int rank = group.rank();
+
+  // T1: the unsharded model alone on each GPU (the ranks run at once but exchange nothing).
+  double t1 = 0, loss1 = 0;
+  size_t peak1 = 0;
+  int64_t params = 0;
+  {
+    gyre::bench::reset_peak_memory(Device::cuda);
+    auto single = gyre::model::CausalLM::random_init(cfg, 1);
+    single->to(Device::cuda);
+    single->set_precision(gyre::model::Precision::bf16);
+    params = single->num_parameters();
+    gyre::bench::TrainStep step(*single, batch);
+    loss1 = step.run();  // warm-up, at the initial weights
+    t1 = gyre::bench::time_steps([&] { step.run(); }, iters, 0);
+    peak1 = gyre::bench::peak_memory_bytes(Device::cuda);
+  }  // frees the unsharded model, its gradients and its AdamW state
+  group.barrier();
+
+  // T_N: the same step with the model sharded over the group: the same initial weights (every rank
+  // draws the full model and keeps its shard).
+  // The model's collectives go through a timing wrapper: the host time spent in them (each waits
+  // for the GPU work before it, then for the transfer) is reported as tp_collectives_s per step.
+  auto inner_comm = gyre::dist::make_tp_comm(group);
+  TimedTpComm timed_comm(*inner_comm);
+  gyre::model::TpComm* tp_comm = &timed_comm;
+  gyre::bench::reset_peak_memory(Device::cuda);
+  auto model = gyre::model::CausalLM::random_init(cfg, 1, 0.02f, tp_comm);
+  model->to(Device::cuda);
+  model->set_precision(gyre::model::Precision::bf16);
+  gyre::model::Gradients grads = model->zeros_like_parameters();
+  gyre::train::AdamW opt({.lr = 1e-6, .clip_grad = 1.0}, {});  // TrainStep's optimizer
+  opt.set_grad_sum_squares([&model](const gyre::train::NamedTensors& g) {
+    std::vector<gyre::Tensor> v;
+    for (const auto& [name, t] : g) v.push_back(t);
+    return model->grad_sum_squares(v);
+  });
+  gyre::train::NamedTensors plist, glist;
+  auto ps = model->parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    plist.emplace_back(ps[i].name, ps[i].tensor);
+    glist.emplace_back(grads.tensors[i].name, grads.tensors[i].tensor);
+  }
+  const std::vector<int32_t> prompt_lens(size_t(seqs), 1);
+  const std::vector<float> adv(size_t(seqs), 1.0f);
+  double fb_s = 0, opt_s = 0;
+  auto step = [&](bool timed) {
+    grads.zero();
+    const double a = now_s();
+    const double loss =
+        gyre::model::policy_gradient_loss_and_grad(*model, batch, prompt_lens, adv, grads);
+    const double b = now_s();  // the loss is a host value: the backward has finished
+    opt.step(plist, glist);    // reads the (all-reduced) gradient norm back: synchronised
+    const double c = now_s();
+    if (timed) fb_s += b - a, opt_s += c - b;
+    return loss;
+  };
+  const double loss_tp = step(false);  // warm-up, at the initial weights
+  group.barrier();
+  timed_comm.reset();
+  const double t0 = now_s();
+  for (int i = 0; i < iters; ++i) step(true);
+  const double tn = (now_s() - t0) / iters;
+  fb_s /= iters, opt_s /= iters;
+  const double coll_s = timed_comm.seconds() / iters;
+  const double coll_calls = double(timed_comm.calls()) / iters;
+  if (gyre::ops::op_profile_enabled()) {  // GYRE_OP_PROFILE=1: one more step, op by op
+    gyre::ops::op_profile_report();       // drops the timed steps' records
+    step(false);
+    if (rank == 0) std::fprintf(stderr, "%s", gyre::ops::op_profile_report().c_str());
+  }
+  const size_t peak_n = gyre::bench::peak_memory_bytes(Device::cuda);
+
+  // Replicated parameters (norm weights) identical on every rank: Σ w² agrees bitwise.
+  std::vector<const gyre::Tensor*> rep;
+  const auto& split = model->tensor_parallel()->split;
+  for (size_t i = 0; i < plist.size(); ++i)
+    if (split[i] == gyre::model::TpSplit::replicated) rep.push_back(&plist[i].second);
+  const double sq = rep.empty() ? 0.0 : gyre::ops::sum_squares_many(rep);
+  const double sq_max = group.all_reduce(sq, gyre::dist::ReduceOp::max);
+  const double sq_min = -group.all_reduce(-sq, gyre::dist::ReduceOp::max);
+  // The slowest rank sets the pace of both figures; memory per rank.
+  const double t1_max = group.all_reduce(t1, gyre::dist::ReduceOp::max);
+  const double tn_max = group.all_reduce(tn, gyre::dist::ReduceOp::max);
+  std::vector<double> mem(size_t(2 * tp), 0.0);
+  mem[size_t(rank)] = double(peak1) / kGiB;
+  mem[size_t(tp + rank)] = double(peak_n) / kGiB;
+  group.all_reduce(mem, gyre::dist::ReduceOp::sum);
+  if (world.rank() == 0) {
+    auto list = [&](int from) {
+      std::string s = "[";
+      char buf[32];
+      for (int r = 0; r < tp; ++r) {
+        std::snprintf(buf, sizeof buf, "%s%.2f", r ? ", " : "", mem[size_t(from + r)]);
+        s += buf;
+      }
+      return s + "]";
+    };
+    const double flops =
+        gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len));
+    std::printf(
+        "{\"bench\": \"tp_train_gpu\", \"shape\": \"%s\", \"layers\": %lld, \"gpus\": %d, "
+        "\"tp\": %d, \"precision\": \"bf16\", \"global_tokens_per_step\": %.0f, "
+        "\"single_gpu_step_s\": %.4f, \"tp_step_s\": %.4f, \"tp_forward_backward_s\": %.4f, "
+        "\"tp_optimizer_s\": %.4f, \"tp_collectives_s\": %.4f, \"tp_collective_calls\": %.0f, "
+        "\"single_gpu_tokens_per_s\": %.0f, \"tp_tokens_per_s\": %.0f, "
+        "\"single_gpu_mfu\": %.3f, \"tp_mfu\": %.3f, \"tp_scaling_efficiency\": %.3f, "
+        "\"single_gpu_peak_mem_gib\": %s, \"tp_peak_mem_gib_per_rank\": %s, "
+        "\"first_loss_single_gpu\": %.6f, \"first_loss_tp\": %.6f, "
+        "\"replicated_sum_sq_spread\": %.3g}\n",
+        shape.c_str(), (long long)cfg.num_hidden_layers, group.size(), tp, tokens, t1_max, tn_max,
+        fb_s, opt_s, coll_s, coll_calls, tokens / t1_max, tokens / tn_max,
+        flops / t1_max / gyre::bench::kH200PeakFlops,
+        flops / tn_max / (tp * gyre::bench::kH200PeakFlops), t1_max / (tp * tn_max),
+        list(0).c_str(), list(tp).c_str(), loss1, loss_tp, sq_max - sq_min);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string shape = "qwen2.5-0.5b", mode = "zero1";
-  int seqs = 4, len = 4096, iters = 3, layers = 0;
+  int seqs = 4, len = 4096, iters = 3, layers = 0, tp = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--shape"))
       shape = argv[i + 1];
@@ -50,13 +234,16 @@ int run(int argc, char** argv) {
       iters = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--layers"))
       layers = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--tp"))
+      tp = std::atoi(argv[i + 1]);
     else
       GYRE_THROW(invalid_argument, "unknown flag {} (see the header of bench/dp_train_gpu.cc)",
                  argv[i]);
   }
-  if (seqs < 1 || len < 2 || iters < 1)
-    GYRE_THROW(invalid_argument, "--seqs {} --len {} --iters {}: need >= 1, >= 2, >= 1", seqs, len,
-               iters);
+  if (seqs < 1 || len < 2 || iters < 1 || tp < 1)
+    GYRE_THROW(invalid_argument,
+               "--seqs {} --len {} --iters {} --tp {}: need >= 1, >= 2, >= 1, >= 1", seqs, len,
+               iters, tp);
   auto world = gyre::dist::init_distributed({.timeout_s = 300});
   gyre::bench::require_device(gyre::Device::cuda);
   // The DP group over GPU buffers: the world itself under a torchrun-style launch, else NCCL
@@ -69,6 +256,7 @@ int run(int argc, char** argv) {
   }
   auto cfg = gyre::model::named_shape(shape);
   if (layers > 0) cfg.num_hidden_layers = layers;
+  if (tp > 1) return run_tp(*world, *dp, tp, shape, cfg, seqs, len, iters);
   auto model = gyre::model::CausalLM::random_init(cfg, 1);  // the same weights on every rank
   model->to(gyre::Device::cuda);
   model->set_precision(gyre::model::Precision::bf16);

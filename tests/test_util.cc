@@ -1,7 +1,5 @@
 #include "test_util.h"
 
-#include "gyre/core/error.h"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <vector>
+
+#include "gyre/core/error.h"
 
 namespace gyre::test {
 namespace fs = std::filesystem;

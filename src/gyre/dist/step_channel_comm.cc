@@ -30,12 +30,9 @@ class CommStepChannel : public infer::StepChannel {
 };
 }  // namespace
 
+// Any communicator: MPI moves the host bytes directly, NCCL stages them through its GPU (two small
+// broadcasts a decode step; the TP engine on GPUs runs without CUDA graphs anyway).
 std::unique_ptr<infer::StepChannel> make_step_channel(Comm& comm) {
-  if (comm.buffer_device() != Device::cpu)
-    GYRE_THROW(unsupported,
-               "{}: the tensor-parallel engine's step channel moves host memory (MPI); this "
-               "communicator moves {} buffers",
-               comm.where(), device_name(comm.buffer_device()));
   return std::make_unique<CommStepChannel>(comm);
 }
 

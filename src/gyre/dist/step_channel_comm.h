@@ -11,7 +11,7 @@ namespace gyre::dist {
 
 // Adapts `comm` (typically ProcessGroups::tp, the same communicator the model's TpComm uses: the
 // plan broadcasts and the forward's collectives are issued in one order on every rank); `comm`
-// must outlive the result. Host buffers only (an NCCL communicator is an Error). A broadcast is
+// must outlive the result. MPI or NCCL (host bytes staged through the GPU). A broadcast is
 // two collectives (the size, then the bytes), each bounded by the communicator's timeout.
 std::unique_ptr<infer::StepChannel> make_step_channel(Comm& comm);
 

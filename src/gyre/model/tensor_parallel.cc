@@ -26,8 +26,7 @@ void check_f32(const Tensor& t, const char* what) {
 // The row indices (into the ids) that fall in [begin, begin + n) and their local ids, as i32
 // tensors on `dev` (the vocab-parallel embedding on a GPU: a gather of the local rows and a
 // scatter to their positions). Returns false when none does.
-bool local_rows(const Tensor& ids, int64_t begin, int64_t n, Device dev, Tensor& pos,
-                Tensor& lid) {
+bool local_rows(const Tensor& ids, int64_t begin, int64_t n, Device dev, Tensor& pos, Tensor& lid) {
   const Tensor host = ids.to(Device::cpu);
   std::vector<int32_t> p, l;
   for (int64_t t = 0; t < host.numel(); ++t) {
@@ -76,9 +75,9 @@ void check_divisible(int64_t n, int size, const char* what, const char* flag_hin
 
 // The softmax statistics of z = logits / τ over the whole (sharded) vocabulary, [T, 4] on the
 // logits' device in ops::logprob_chunk_stats' layout (m, s = Σ exp(z - m), w = Σ exp(z - m)(z - m),
-// z_target): each rank's shard is one "chunk" starting at vocab_begin; the ranks' [T, 4] triples are
-// all-gathered (tiny: 16 bytes a token) and folded on the host in rank order, so every rank gets
-// bitwise the same statistics; z_target comes from the rank whose shard holds the target.
+// z_target): each rank's shard is one "chunk" starting at vocab_begin; the ranks' [T, 4] triples
+// are all-gathered (tiny: 16 bytes a token) and folded on the host in rank order, so every rank
+// gets bitwise the same statistics; z_target comes from the rank whose shard holds the target.
 Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
                           const std::vector<int32_t>& host_targets, float temperature) {
   const int64_t T = logits.size(0), Vl = tp.vocab_end - tp.vocab_begin;

@@ -2,18 +2,17 @@
 // the ranks meet over TCP, then talk NCCL; no MPI): DP = 2 gradients and updated weights equal the
 // single-GPU step on the whole batch (issue 8: <= 1e-6 relative), for ZeRO-1 and all-reduce, and
 // the replicas stay identical (their Σ w² agree bitwise). The test re-launches this binary as two
-// worker processes (DISABLED_ tests, one GPU each via LOCAL_RANK). Needs 2 visible GPUs; skips
-// otherwise.
+// worker processes (DISABLED_ tests, one GPU each via LOCAL_RANK; gpu/dist/env_workers.h), logs in
+// /tmp/gyre_dp_worker_<rank>.log. Needs 2 visible GPUs; skips otherwise.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "gpu/dist/env_workers.h"
 #include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/dist/bootstrap.h"
@@ -28,22 +27,8 @@
 namespace gyre::dist {
 namespace {
 
-std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
-
-// Starts `n` copies of this binary running `test`, rank r on GPU r, and waits for all of them.
-test::CommandResult run_env_workers(const std::string& test, int n, int port) {
-  std::string cmd = "pids=''; for r in $(seq 0 " + std::to_string(n - 1) +
-                    "); do RANK=$r LOCAL_RANK=$r WORLD_SIZE=" + std::to_string(n) +
-                    " LOCAL_WORLD_SIZE=" + std::to_string(n) +
-                    " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " timeout 300 " +
-                    self_exe() + " --gtest_also_run_disabled_tests --gtest_filter=" + test +
-                    " > /tmp/gyre_dp_worker_$r.log 2>&1 & pids=\"$pids $!\"; done; rc=0; "
-                    "for p in $pids; do wait $p || rc=1; done; "
-                    "for r in $(seq 0 " +
-                    std::to_string(n - 1) +
-                    "); do echo \"== rank $r\"; cat /tmp/gyre_dp_worker_$r.log; done; exit $rc";
-  return test::run_command(cmd);
-}
+using test::envw::run_env_workers;
+using test::envw::worker_port;
 
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
@@ -64,10 +49,8 @@ std::vector<float> flat_of(const train::NamedTensors& ts) {
 }
 
 TEST(DataParallelNccl, TwoGpusMatchOneGpuOnTheWholeBatch) {
-  if (cuda_device_count() < 2)
-    GTEST_SKIP() << "needs 2 GPUs, " << cuda_device_count() << " visible";
-  const int port = 29600 + int(::getpid() % 300);
-  auto r = run_env_workers("DataParallelNccl.DISABLED_Worker", 2, port);
+  GYRE_SKIP_WITHOUT_GPUS(2);
+  auto r = run_env_workers("DataParallelNccl.DISABLED_Worker", 2, worker_port(29600), "dp");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("[  PASSED  ] 1 test"), std::string::npos) << r.out;
 }

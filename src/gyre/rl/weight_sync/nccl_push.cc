@@ -103,12 +103,12 @@ NcclWeightPusher::~NcclWeightPusher() {
   std::vector<std::future<serve::HttpResponse>> replies;
   try {
     m.o.timeout_s = std::min(m.o.timeout_s, kLeaveTimeoutS);
-    replies = m.post_all("/destroy_weights_update_group",
-                         std::vector<std::string>(
-                             m.urls.size(), json{{"group_name", m.o.group_name}}.dump()));
+    replies = m.post_all(
+        "/destroy_weights_update_group",
+        std::vector<std::string>(m.urls.size(), json{{"group_name", m.o.group_name}}.dump()));
   } catch (const std::exception& e) {
-    log::warn("weight sync nccl: could not ask the engines to leave group '{}': {}",
-              m.o.group_name, e.what());
+    log::warn("weight sync nccl: could not ask the engines to leave group '{}': {}", m.o.group_name,
+              e.what());
   }
 #ifdef GYRE_HAVE_NCCL
   if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_timeout(kLeaveTimeoutS);
