@@ -60,6 +60,9 @@ class TimedTpComm : public gyre::model::TpComm {
   void all_reduce_sum(float* b, size_t n) override {
     timed([&] { in_.all_reduce_sum(b, n); });
   }
+  void all_reduce_sum_ordered(float* b, size_t n) override {  // host time: the enqueue only
+    timed([&] { in_.all_reduce_sum_ordered(b, n); });
+  }
   void all_reduce_max(float* b, size_t n) override {
     timed([&] { in_.all_reduce_max(b, n); });
   }
@@ -119,8 +122,9 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
 
   // T_N: the same step with the model sharded over the group: the same initial weights (every rank
   // draws the full model and keeps its shard).
-  // The model's collectives go through a timing wrapper: the host time spent in them (each waits
-  // for the GPU work before it, then for the transfer) is reported as tp_collectives_s per step.
+  // The model's collectives go through a timing wrapper: the host time spent in them (a blocking
+  // one waits for the GPU work before it, then for the transfer; the activations' stream-ordered
+  // all-reduces only enqueue) is reported as tp_collectives_s per step.
   auto inner_comm = gyre::dist::make_tp_comm(group);
   TimedTpComm timed_comm(*inner_comm);
   gyre::model::TpComm* tp_comm = &timed_comm;

@@ -4,10 +4,13 @@
 #include "gyre/dist/nccl_comm.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <thread>
+#include <vector>
 
 #include "gyre/core/error.h"
 
@@ -208,7 +211,97 @@ NcclComm::NcclComm(void* comm, int device, int world_rank, double timeout_s, std
   caller_event_ = e;
 }
 
+// The ordered calls in flight: each one's completion event (recorded on the communication stream
+// after its NCCL call) with its deadline, checked in order by one thread; spare events are reused.
+struct NcclComm::Watchdog {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  std::deque<std::pair<cudaEvent_t, Clock::time_point> > pending;
+  std::vector<cudaEvent_t> spare;
+  std::thread thread;
+
+  void run(NcclComm* comm, int device) {
+    cudaSetDevice(device);
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      cv.wait(lk, [&] { return stop || !pending.empty(); });
+      if (stop) return;
+      const auto [event, deadline] = pending.front();
+      lk.unlock();
+      const cudaError_t q = cudaEventQuery(event);
+      std::string why;
+      if (q == cudaErrorNotReady && Clock::now() > deadline)
+        why = fmt::format(
+            "an all-reduce did not complete within {} s (GYRE_COMM_TIMEOUT); a peer "
+            "rank is stalled or dead",
+            comm->timeout_s_);
+      else if (q != cudaSuccess && q != cudaErrorNotReady)
+        why = fmt::format("an all-reduce failed: {}", cudaGetErrorString(q));
+      if (!why.empty()) comm->watchdog_expire(why);  // the stuck kernels exit: events complete
+      if (q == cudaErrorNotReady && why.empty())
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      lk.lock();
+      if (q == cudaSuccess || !why.empty()) {
+        if (!why.empty()) cudaGetLastError();
+        pending.pop_front();
+        spare.push_back(event);
+      }
+    }
+  }
+};
+
+void NcclComm::watchdog_expire(const std::string& why) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
+  if (broken_) return;
+  broken_ = true;
+  broken_reason_ = why;
+  if (comm_) ncclCommAbort(as_comm(comm_));
+  comm_ = nullptr;
+  // Said at once: the caller may be blocked in an unrelated host wait until the abort lands.
+  std::fprintf(stderr, "gyre: %s: NCCL communicator '%s' aborted: %s\n", where().c_str(),
+               name_.c_str(), why.c_str());
+  std::fflush(stderr);
+}
+
+void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp op) {
+  cudaSetDevice(device_);
+  order_after_caller();
+  all_reduce_async(buf, count, dtype, op);
+  if (!watchdog_) {
+    watchdog_ = std::make_unique<Watchdog>();
+    watchdog_->thread = std::thread([this] { watchdog_->run(this, device_); });
+  }
+  cudaEvent_t done = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(watchdog_->mu);
+    if (!watchdog_->spare.empty()) {
+      done = watchdog_->spare.back();
+      watchdog_->spare.pop_back();
+    }
+  }
+  if (!done)
+    cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  cuda_check(cudaEventRecord(done, as_stream(stream_)), "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(gyre::cuda::stream(), done, 0), "cudaStreamWaitEvent");
+  {
+    std::lock_guard<std::mutex> lk(watchdog_->mu);
+    watchdog_->pending.emplace_back(done, deadline_after(timeout_s_));
+  }
+  watchdog_->cv.notify_one();
+}
+
 NcclComm::~NcclComm() {
+  if (watchdog_) {
+    {
+      std::lock_guard<std::mutex> lk(watchdog_->mu);
+      watchdog_->stop = true;
+    }
+    watchdog_->cv.notify_one();
+    watchdog_->thread.join();
+    for (auto& [e, d] : watchdog_->pending) cudaEventDestroy(e);  // freed once complete
+    for (cudaEvent_t e : watchdog_->spare) cudaEventDestroy(e);
+  }
   if (comm_) {
     cudaSetDevice(device_);
     // Flush what was issued, bounded by the timeout; a communicator that cannot finish is aborted.
@@ -235,21 +328,27 @@ void NcclComm::order_after_caller() {
 std::string NcclComm::host() const { return local_host_name(); }
 
 void NcclComm::check_alive(const char* call) const {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   if (broken_)
     GYRE_THROW(io,
-               "{}: {} on NCCL communicator '{}', which failed or timed out earlier; its state is "
-               "undefined, restart the job",
-               where(), call, name_);
+               "{}: {} on NCCL communicator '{}', which failed or timed out earlier{}; its state "
+               "is undefined, restart the job",
+               where(), call, name_, broken_reason_.empty() ? "" : " (" + broken_reason_ + ")");
 }
 
 void NcclComm::fail(const char* call, const std::string& why) {
-  broken_ = true;
-  if (comm_) ncclCommAbort(as_comm(comm_));
-  comm_ = nullptr;
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu_);
+    if (!broken_) broken_reason_ = fmt::format("{}: {}", call, why);
+    broken_ = true;
+    if (comm_) ncclCommAbort(as_comm(comm_));
+    comm_ = nullptr;
+  }
   GYRE_THROW(io, "{}: NCCL {} failed: {}", where(), call, why);
 }
 
 void NcclComm::settle(const char* call, int result) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   const auto r = ncclResult_t(result);
   if (r != ncclSuccess && r != ncclInProgress)
     fail(call, fmt::format("{} ({})", ncclGetErrorString(r), ncclGetLastError(as_comm(comm_))));
@@ -267,9 +366,13 @@ void NcclComm::wait(const char* call) {
     const cudaError_t q = cudaStreamQuery(as_stream(stream_));
     if (q == cudaSuccess) break;
     if (q != cudaErrorNotReady) fail(call, cudaGetErrorString(q));
-    ncclResult_t state = ncclSuccess;
-    ncclCommGetAsyncError(as_comm(comm_), &state);
-    if (state != ncclSuccess && state != ncclInProgress) fail(call, ncclGetErrorString(state));
+    {
+      std::lock_guard<std::recursive_mutex> lk(mu_);  // the watchdog may have aborted it
+      check_alive(call);
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(as_comm(comm_), &state);
+      if (state != ncclSuccess && state != ncclInProgress) fail(call, ncclGetErrorString(state));
+    }
     if (abort_check_ && spins % 64 == 0)
       if (std::string why = abort_check_(); !why.empty()) fail(call, why);
     if (Clock::now() > deadline)
@@ -297,6 +400,7 @@ ncclDataType_t nccl_dtype(DType d, const Comm& c, const char* call) {
 }  // namespace
 
 void NcclComm::all_reduce_async(void* buf, size_t count, DType dtype, ReduceOp op) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   check_alive("all_reduce");
   cudaSetDevice(device_);
   settle("all_reduce", ncclAllReduce(buf, buf, count, nccl_dtype(dtype, *this, "all_reduce"),
@@ -305,6 +409,7 @@ void NcclComm::all_reduce_async(void* buf, size_t count, DType dtype, ReduceOp o
 
 void NcclComm::reduce_scatter_async(const void* send, void* recv, size_t recv_count, DType dtype,
                                     ReduceOp op) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   check_alive("reduce_scatter");
   cudaSetDevice(device_);
   settle("reduce_scatter",
@@ -313,6 +418,7 @@ void NcclComm::reduce_scatter_async(const void* send, void* recv, size_t recv_co
 }
 
 void NcclComm::all_gather_async(const void* send, void* recv, size_t send_bytes) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   check_alive("all_gather");
   cudaSetDevice(device_);
   settle("all_gather",
@@ -320,6 +426,7 @@ void NcclComm::all_gather_async(const void* send, void* recv, size_t send_bytes)
 }
 
 void NcclComm::broadcast_async(void* buf, size_t bytes, int root) {
+  std::lock_guard<std::recursive_mutex> lk(mu_);
   check_alive("broadcast");
   check_peer(root, "broadcast", "root");
   cudaSetDevice(device_);
@@ -386,7 +493,11 @@ void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
   cudaSetDevice(device_);
   order_after_caller();
   Staged b(buf, bytes, true, as_stream(stream_));
-  settle("send", ncclSend(b.dev(), bytes, ncclUint8, dst, as_comm(comm_), as_stream(stream_)));
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu_);
+    check_alive("send");
+    settle("send", ncclSend(b.dev(), bytes, ncclUint8, dst, as_comm(comm_), as_stream(stream_)));
+  }
   wait("send");
 }
 
@@ -399,7 +510,11 @@ void NcclComm::recv(void* buf, size_t bytes, int src, int tag) {
   cudaSetDevice(device_);
   order_after_caller();
   Staged b(buf, bytes, false, as_stream(stream_));
-  settle("recv", ncclRecv(b.dev(), bytes, ncclUint8, src, as_comm(comm_), as_stream(stream_)));
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu_);
+    check_alive("recv");
+    settle("recv", ncclRecv(b.dev(), bytes, ncclUint8, src, as_comm(comm_), as_stream(stream_)));
+  }
   wait("recv");
   b.copy_out();  // after the wait (see all_reduce)
   wait("recv");
@@ -419,7 +534,11 @@ std::unique_ptr<Comm> NcclComm::split(int color, int key, const std::string& nam
   cudaSetDevice(device_);
   ncclConfig_t cfg = nonblocking_config();
   ncclComm_t sub = nullptr;
-  settle("split", ncclCommSplit(as_comm(comm_), color, key, &sub, &cfg));
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu_);
+    check_alive("split");
+    settle("split", ncclCommSplit(as_comm(comm_), color, key, &sub, &cfg));
+  }
   ncclResult_t state = ncclInProgress;
   if (!poll_ready(sub, &state, deadline_after(timeout_s_)) || state != ncclSuccess) {
     if (sub) ncclCommAbort(sub);

@@ -24,6 +24,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "gyre/dist/comm.h"
@@ -88,6 +89,14 @@ class NcclComm final : public Comm {
                             ReduceOp op);
   void all_gather_async(const void* send, void* recv, size_t send_bytes);
   void broadcast_async(void* buf, size_t bytes, int root);
+  // Stream-ordered all-reduce of a device buffer (tensor parallelism's activations): the
+  // communication stream waits for the calling thread's gyre stream, NCCL runs there, and the
+  // calling thread's stream waits for it — no host wait, so the caller keeps queueing kernels
+  // behind it instead of draining the GPU at every call. The timeout still holds: a watchdog
+  // thread checks each such call's completion event against its deadline; one that has not
+  // finished by then aborts the communicator (its stuck kernels exit, so no stream waits forever),
+  // reports it on stderr at once, and every later call on the communicator throws the reason.
+  void all_reduce_ordered(void* device_buf, size_t count, DType dtype, ReduceOp op);
   // The communication stream waits (on the GPU) for `cuda_event` (a cudaEvent_t recorded on a
   // compute stream) before running what is enqueued next.
   void wait_for_event(void* cuda_event);
@@ -123,6 +132,15 @@ class NcclComm final : public Comm {
   void settle(const char* call, int result);
   [[noreturn]] void fail(const char* call, const std::string& why);
 
+  // Called by the watchdog when an ordered call missed its deadline (or its event failed).
+  void watchdog_expire(const std::string& why);
+
+  struct Watchdog;  // the ordered calls in flight and the thread that bounds them (nccl_comm.cc)
+  std::unique_ptr<Watchdog> watchdog_;
+  // Guards comm_, broken_ and broken_reason_: the watchdog may abort the communicator while the
+  // caller's thread uses it (recursive: fail() runs inside guarded enqueues).
+  mutable std::recursive_mutex mu_;
+  std::string broken_reason_;
   void* comm_;                    // ncclComm_t
   void* stream_;                  // cudaStream_t
   void* caller_event_ = nullptr;  // cudaEvent_t for order_after_caller

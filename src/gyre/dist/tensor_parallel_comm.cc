@@ -2,6 +2,7 @@
 #include "gyre/dist/tensor_parallel_comm.h"
 
 #include "gyre/core/error.h"
+#include "gyre/dist/nccl_comm.h"
 
 namespace gyre::dist {
 
@@ -13,6 +14,15 @@ class CommTp : public model::TpComm {
   int size() const override { return c_.size(); }
   Device buffer_device() const override { return c_.buffer_device(); }
   void all_reduce_sum(float* buf, size_t n) override {
+    c_.all_reduce(buf, n, DType::f32, ReduceOp::sum);
+  }
+  void all_reduce_sum_ordered(float* buf, size_t n) override {
+#ifdef GYRE_HAVE_NCCL
+    if (auto* nccl = dynamic_cast<NcclComm*>(&c_)) {
+      nccl->all_reduce_ordered(buf, n, DType::f32, ReduceOp::sum);
+      return;
+    }
+#endif
     c_.all_reduce(buf, n, DType::f32, ReduceOp::sum);
   }
   void all_reduce_max(float* buf, size_t n) override {

@@ -150,7 +150,10 @@ void tp_all_reduce(TpComm* comm, Tensor& t) {
   if (!comm || comm->size() == 1) return;
   check_f32(t, "an activation to all-reduce");
   if (t.device() == comm->buffer_device()) {
-    comm->all_reduce_sum(t.f32(), size_t(t.numel()));
+    if (t.device() == Device::cpu)
+      comm->all_reduce_sum(t.f32(), size_t(t.numel()));
+    else  // read only by the next kernels: stream-ordered, no host wait
+      comm->all_reduce_sum_ordered(t.f32(), size_t(t.numel()));
     return;
   }
   // A GPU model over host collectives (MPI): staged through host memory.

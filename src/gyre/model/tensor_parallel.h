@@ -49,6 +49,12 @@ class TpComm {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual void all_reduce_sum(float* buf, size_t count) = 0;
+  // The same for a buffer of buffer_device() that only later GPU work reads (activations): on
+  // an NCCL group the call is stream-ordered (no host wait; NcclComm::all_reduce_ordered), so the
+  // host keeps queueing kernels. Default: the blocking all_reduce_sum.
+  virtual void all_reduce_sum_ordered(float* device_buf, size_t count) {
+    all_reduce_sum(device_buf, count);
+  }
   virtual void all_reduce_max(float* buf, size_t count) = 0;
   virtual void all_reduce_sum(double* buf, size_t count) = 0;
   // Every rank contributes `send_bytes`; `recv` receives size() blocks in rank order.

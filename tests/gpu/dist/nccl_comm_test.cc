@@ -13,9 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/dtype.h"
 #include "gyre/core/error.h"
 #include "gyre/core/tensor.h"
+#include "gyre/core/timer.h"
 
 namespace gyre::dist {
 namespace {
@@ -42,14 +44,14 @@ std::vector<T> host_copy(const T* d, size_t n) {
 }
 
 // Runs body(comm) on `n` ranks (thread r on GPU r); rethrows the first failure.
-void on_ranks(int n, const std::function<void(NcclComm&)>& body) {
+void on_ranks(int n, const std::function<void(NcclComm&)>& body, double timeout_s = kTimeout) {
   const std::string id = nccl_unique_id();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(static_cast<size_t>(n));
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
       try {
-        auto c = nccl_comm_init(id, n, r, r, kTimeout, "test");
+        auto c = nccl_comm_init(id, n, r, r, timeout_s, "test");
         cudaSetDevice(r);
         body(static_cast<NcclComm&>(*c));
       } catch (const std::exception& e) {
@@ -197,6 +199,67 @@ TEST(NcclComm, ParseErrorsNameTheProblem) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("host memory"), std::string::npos) << e.what();
   }
+}
+
+// The stream-ordered all-reduce (tensor parallelism's activations): the result is there for the
+// caller's stream without a host wait, and several calls queue up in order.
+TEST(NcclComm, OrderedAllReduceRunsOnTheCallersStreamOrder) {
+  SKIP_UNLESS_GPUS(2);
+  on_ranks(2, [](NcclComm& c) {
+    const int r = c.rank();
+    std::vector<float> v(1000);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(i) * float(r + 1);
+    float* d = device_copy(v);
+    for (int k = 0; k < 3; ++k) c.all_reduce_ordered(d, v.size(), DType::f32, ReduceOp::sum);
+    ASSERT_EQ(cudaStreamSynchronize(gyre::cuda::stream()), cudaSuccess);
+    const std::vector<float> got = host_copy(d, v.size());
+    // rank 0 holds i, rank 1 2i: the first sum gives 3i on both, the next two double it: 12i.
+    for (size_t i = 0; i < v.size(); i += 97) EXPECT_EQ(got[i], float(i) * 12.0f) << i;
+    cudaFree(d);
+  });
+}
+
+// A peer that stops joining ordered all-reduces: the watchdog aborts the communicator after the
+// timeout, so the caller's stream does not wait forever, and the next call throws the reason.
+// (Both ranks first complete one all-reduce: NCCL connects lazily, and a first collective whose
+// peer never arrives already fails while enqueueing, bounded by the same timeout.)
+TEST(NcclComm, OrderedAllReduceWithAStalledPeerAbortsAfterTheTimeout) {
+  SKIP_UNLESS_GPUS(2);
+  const std::string id = nccl_unique_id();
+  std::string error0;
+  double waited = 0;
+  std::thread rank1([&] {
+    try {
+      auto c = nccl_comm_init(id, 2, 1, 1, 3.0, "stall");
+      cudaSetDevice(1);
+      float* d = device_copy(std::vector<float>(256, 1.0f));
+      static_cast<NcclComm&>(*c).all_reduce_ordered(d, 256, DType::f32, ReduceOp::sum);
+      cudaStreamSynchronize(gyre::cuda::stream());
+      std::this_thread::sleep_for(std::chrono::seconds(6));  // never joins the second one
+    } catch (const std::exception&) {
+    }
+  });
+  try {
+    auto c = nccl_comm_init(id, 2, 0, 0, 3.0, "stall");
+    cudaSetDevice(0);
+    float* d = device_copy(std::vector<float>(256, 1.0f));
+    static_cast<NcclComm&>(*c).all_reduce_ordered(d, 256, DType::f32, ReduceOp::sum);
+    cudaStreamSynchronize(gyre::cuda::stream());
+    Timer t;
+    static_cast<NcclComm&>(*c).all_reduce_ordered(d, 256, DType::f32, ReduceOp::sum);
+    cudaStreamSynchronize(gyre::cuda::stream());  // returns once the watchdog aborted
+    waited = t.elapsed();
+    cudaGetLastError();
+    c->barrier();
+    ADD_FAILURE() << "a call on the aborted communicator returned";
+  } catch (const Error& e) {
+    error0 = e.what();
+  }
+  rank1.join();
+  EXPECT_LT(waited, 20.0);
+  EXPECT_GE(waited, 2.5);
+  EXPECT_NE(error0.find("did not complete within"), std::string::npos) << error0;
+  EXPECT_NE(error0.find("stall"), std::string::npos) << error0;
 }
 
 // A rank whose peer never starts fails after the timeout with a message naming the group.
