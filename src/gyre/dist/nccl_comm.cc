@@ -237,7 +237,10 @@ struct NcclComm::Watchdog {
             "rank is stalled or dead",
             comm->timeout_s_);
       else if (q != cudaSuccess && q != cudaErrorNotReady)
-        why = fmt::format("an all-reduce failed: {}", cudaGetErrorString(q));
+        why = fmt::format(
+            "a CUDA error was seen while an all-reduce was pending (it may come "
+            "from an earlier kernel): {}",
+            cudaGetErrorString(q));
       if (!why.empty()) comm->watchdog_expire(why);  // the stuck kernels exit: events complete
       if (q == cudaErrorNotReady && why.empty())
         std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -266,12 +269,30 @@ void NcclComm::watchdog_expire(const std::string& why) {
 
 void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp op) {
   cudaSetDevice(device_);
-  order_after_caller();
-  all_reduce_async(buf, count, dtype, op);
   if (!watchdog_) {
     watchdog_ = std::make_unique<Watchdog>();
     watchdog_->thread = std::thread([this] { watchdog_->run(this, device_); });
   }
+  // Bounded run-ahead: with kMaxInFlight calls pending the host waits (against the deadline) for
+  // the oldest. Unbounded, a stuck all-reduce would let the host queue kernels until a launch
+  // blocks inside the enqueue below, holding mu_, so the watchdog could never abort.
+  constexpr size_t kMaxInFlight = 16;
+  for (const auto deadline = deadline_after(timeout_s_);;) {
+    cudaEvent_t oldest = nullptr;
+    {
+      std::lock_guard<std::mutex> lk(watchdog_->mu);
+      if (watchdog_->pending.size() >= kMaxInFlight) oldest = watchdog_->pending.front().first;
+    }
+    if (!oldest || cudaEventQuery(oldest) != cudaErrorNotReady) break;  // (the watchdog pops it)
+    check_alive("all_reduce");
+    if (Clock::now() > deadline)
+      fail("all_reduce", fmt::format("an earlier all-reduce did not complete within {} s "
+                                     "(GYRE_COMM_TIMEOUT); a peer rank is stalled or dead",
+                                     timeout_s_));
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  order_after_caller();
+  all_reduce_async(buf, count, dtype, op);
   cudaEvent_t done = nullptr;
   {
     std::lock_guard<std::mutex> lk(watchdog_->mu);
@@ -381,6 +402,7 @@ void NcclComm::wait(const char* call) {
                              timeout_s_));
     if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
+  check_alive(call);  // a stream that drained because the watchdog aborted it holds garbage
 }
 
 namespace {
@@ -551,8 +573,11 @@ std::unique_ptr<Comm> NcclComm::split(int color, int key, const std::string& nam
 void NcclComm::abort(int code, const std::string& message) {
   std::fprintf(stderr, "%s: aborting: %s\n", where().c_str(), message.c_str());
   std::fflush(stderr);
-  if (comm_) ncclCommAbort(as_comm(comm_));
-  comm_ = nullptr;
+  {
+    std::lock_guard<std::recursive_mutex> lk(mu_);
+    if (comm_) ncclCommAbort(as_comm(comm_));
+    comm_ = nullptr;
+  }
   std::_Exit(code);
 }
 

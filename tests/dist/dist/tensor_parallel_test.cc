@@ -52,6 +52,9 @@ std::vector<std::vector<int32_t>> sequences(int64_t vocab) {
   return seqs;
 }
 
+// Checks `m` (sharded over `world`) against `ref`, the same weights in this process.
+void compare_models(dist::Comm& world, CausalLM* ref_model, CausalLM* m);
+
 // Checks one fixture model at TP = world size against the same model in this process.
 void compare_model(dist::Comm& world, const std::string& name, bool recompute) {
   SCOPED_TRACE(name + (recompute ? " (recompute)" : ""));
@@ -62,6 +65,38 @@ void compare_model(dist::Comm& world, const std::string& name, bool recompute) {
   lo.tp = tp.get();
   auto m = CausalLM::load(dir, lo);
   m->set_recompute(recompute);
+  compare_models(world, ref.get(), m.get());
+}
+
+// Llama with attention_bias and mlp_bias: the row-parallel o_proj / down_proj biases (replicated,
+// added once by tp rank 0) and the column-parallel q/k/v/gate/up biases (sharded), all non-zero.
+void compare_biased_llama(dist::Comm& world) {
+  SCOPED_TRACE("llama3_tiny with attention_bias + mlp_bias");
+  auto tp = dist::make_tp_comm(world);
+  ModelConfig cfg = load_config(test::source_path("tests/fixtures/models/llama3_tiny"));
+  cfg.attention_bias = cfg.mlp_bias = true;
+  auto ref = CausalLM::random_init(cfg, 9);
+  auto m = CausalLM::random_init(cfg, 9, 0.02f, tp.get());
+  int biased = 0;
+  for (CausalLM* model : {ref.get(), m.get()}) {
+    for (auto& p : model->parameters()) {
+      if (p.name.size() < 5 || p.name.compare(p.name.size() - 5, 5, ".bias") != 0) continue;
+      const bool replicated = p.name.find("o_proj") != std::string::npos ||
+                              p.name.find("down_proj") != std::string::npos;
+      // Sharded biases get a constant (any slice of it is the same), replicated ones a pattern.
+      std::vector<float> v(size_t(p.tensor.numel()));
+      for (size_t i = 0; i < v.size(); ++i)
+        v[i] = replicated ? 0.01f * float(int(i % 7) - 3) : 0.05f;
+      p.tensor.copy_from(Tensor::from_vector(v, p.tensor.shape()));
+      biased += model == ref.get();
+    }
+  }
+  ASSERT_GE(biased, 2 * int(cfg.num_hidden_layers) * 2) << "o_proj + down_proj biases at least";
+  compare_models(world, ref.get(), m.get());
+}
+
+void compare_models(dist::Comm& world, CausalLM* ref_model, CausalLM* m) {
+  CausalLM* ref = ref_model;
   ASSERT_NE(m->tensor_parallel(), nullptr);
   const int64_t V = ref->config().vocab_size;
   EXPECT_EQ(m->tensor_parallel()->local.num_attention_heads,
@@ -104,10 +139,10 @@ void compare_model(dist::Comm& world, const std::string& name, bool recompute) {
   for (int64_t t = 0; t < T; ++t)
     dlp[size_t(t)] = rng.next_normal(), dent[size_t(t)] = 0.3f * rng.next_normal();
   Gradients g_ref = ref->zeros_like_parameters(), g_tp = m->zeros_like_parameters();
-  for (CausalLM* model : {ref.get(), m.get()}) {
+  for (CausalLM* model : {ref, m}) {
     ScoredBatch sb = score_for_training(*model, seqs, 0.7f, true);
     backward_from_logprobs(*model, sb, Tensor::from_vector(dlp, {T}),
-                           Tensor::from_vector(dent, {T}), model == ref.get() ? g_ref : g_tp);
+                           Tensor::from_vector(dent, {T}), model == ref ? g_ref : g_tp);
   }
   // Policy-gradient loss on top (accumulates): the trainer's path.
   const double l_ref =
@@ -141,6 +176,7 @@ TEST(TensorParallelWorker, DISABLED_MatchesOneProcess) {
   compare_model(*world, "qwen3_tiny", false);  // q/k norms, untied lm_head
   compare_model(*world, "qwen2_tiny", false);  // q/k/v biases, tied embedding
   compare_model(*world, "llama3_tiny", true);  // 6 query heads, recompute mode
+  compare_biased_llama(*world);
 }
 
 TEST(TensorParallelWorker, DISABLED_SaveLoadsInOneProcessAndRandomInitMatches) {

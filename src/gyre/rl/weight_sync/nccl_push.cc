@@ -111,22 +111,29 @@ NcclWeightPusher::~NcclWeightPusher() {
               e.what());
   }
 #ifdef GYRE_HAVE_NCCL
-  if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_timeout(kLeaveTimeoutS);
+  if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_timeout(m.o.timeout_s);
 #endif
   m.group.reset();  // finalize (the engines finalise theirs concurrently), or abort on timeout
+  // One deadline for all the replies (each request is also bounded by its own timeout).
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(m.o.timeout_s));
+  bool all_left = replies.size() == m.urls.size();
   for (size_t i = 0; i < replies.size(); ++i) {
-    if (replies[i].wait_for(std::chrono::duration<double>(kLeaveTimeoutS)) !=
-        std::future_status::ready) {
+    if (replies[i].wait_until(deadline) != std::future_status::ready) {
       log::warn("weight sync nccl: {} did not answer destroy_weights_update_group",
                 m.urls[i].origin());
+      all_left = false;
       continue;
     }
     auto r = replies[i].get();
-    if (!Impl::success(r))
+    if (!Impl::success(r)) {
       log::warn("weight sync nccl: {} destroy_weights_update_group: {}", m.urls[i].origin(),
                 r.error_message());
+      all_left = false;
+    }
   }
-  log::info("weight sync nccl: left group '{}'", m.o.group_name);
+  if (all_left) log::info("weight sync nccl: left group '{}'", m.o.group_name);
 }
 
 bool NcclWeightPusher::connected() const { return impl_->group != nullptr; }
