@@ -197,10 +197,15 @@ TEST(FusedLinearCuda, RmsNormGroupIsOneKernelAndBitwiseRmsNormThenGemv) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;
   const float eps = 1e-6f;
-  const std::vector<int64_t> ns = {37, 13, 13};
   Tensor none;
   for (int64_t H : {896, 1536, 3584, 4104, 5}) {
     const bool gemv = H % 8 == 0;
+    // More column tiles than resident blocks at H 896 (8 columns a block) and 4104 (split-K: 2
+    // a block), so at M = 1 a block loops over several tiles reusing its rstd and the split-K
+    // shared slots; a partial last tile in both.
+    const std::vector<int64_t> ns = H == 896    ? std::vector<int64_t>{2901, 301, 301}
+                                    : H == 4104 ? std::vector<int64_t>{701, 97, 97}
+                                                : std::vector<int64_t>{37, 13, 13};
     Tensor nw = randn({H}, 500 + H), gnw = gpu(nw);
     std::vector<Tensor> w, gw, gb;
     for (size_t i = 0; i < ns.size(); ++i) {
@@ -264,7 +269,8 @@ TEST(FusedLinearCuda, RmsNormSiluMulIsOneKernelAndBitwiseRmsNormThenLinearsThenS
   Tensor none;
   for (int64_t H : {896, 1536, 3584, 4104, 5}) {
     const bool gemv = H % 8 == 0;
-    const int64_t N = H == 896 ? 4863 : 129;
+    // 4104: split-K with more column tiles than resident blocks (a block loops over several).
+    const int64_t N = H == 896 ? 4863 : H == 4104 ? 1201 : 129;
     Tensor nw = randn({H}, 600 + H), gnw = gpu(nw);
     Tensor wg = randn({N, H}, 601 + H, 0.05f), wu = randn({N, H}, 602 + H, 0.05f);
     Tensor gwg = gpu(wg), gwu = gpu(wu), gbg = gpu(randn({N}, 603)), gbu = gpu(randn({N}, 604));

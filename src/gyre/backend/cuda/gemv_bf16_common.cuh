@@ -201,16 +201,36 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
 // write the epilogue; the others are done. The S warps of a column must all call it or all have
 // returned (they share the column index, so every caller's "column out of range" exit is the same
 // for all of them); other columns' warps may have exited, as a named barrier counts only its own
-// S·32 threads. Each buffer entry is written once per launch, so no barrier is needed after it.
+// S·32 threads.
+//
+// Reuse across a block's column tiles (the *_rms kernels' grid-stride loop: one slot computes one
+// column per tile): warp 0 may still be reading the slot's entries of tile t while warps 1..S-1
+// have finished tile t + 1's sums, and a second bar.arrive on the same barrier before warp 0's
+// bar.sync would complete it without warp 0. So the entries are handed back through a second
+// named barrier per slot (id 1 + W/S + slot): warp 0 arrives there after reading (release: the
+// slot's column is live in the block's next tile too), and warps 1..S-1 wait there before
+// writing (wait_free: not the slot's first tile). The two flags must match across tiles (release
+// at tile t exactly when wait_free at the next tile), which the callers get from liveness being
+// monotonic in the tile. A single tile (every other kernel) passes neither: each entry is then
+// written once per launch and no barrier follows it. Only WHEN the partials move changes, not the
+// order in which warp 0 adds them.
 template <int M, int C, int S, int W>
-__device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane) {
-  static_assert(W % S == 0 && W / S <= 15, "whole columns per block, one named barrier each");
+__device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane, bool wait_free = false,
+                                              bool release = false) {
+  static_assert(W % S == 0 && (S == 1 || 2 * (W / S) <= 15),
+                "whole columns per block, two named barriers each (forward and hand-back)");
   if constexpr (S == 1) {
     return true;
   } else {
     __shared__ float parts[W][C][M];
     const int warp = int(threadIdx.x >> 5), slot = warp / S, threads = S * 32;
+    const int back = 1 + W / S + slot;  // the hand-back barrier of this slot
     if (warp % S != 0) {
+      if (wait_free) {
+        __syncwarp();
+        // Warp 0 has read this slot's previous entries (its bar.arrive orders those reads first).
+        asm volatile("bar.sync %0, %1;" ::"r"(back), "r"(threads) : "memory");
+      }
       if (lane == 0)
 #pragma unroll
         for (int c = 0; c < C; ++c)
@@ -231,6 +251,10 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane) {
         for (int p = 1; p < S; ++p) s += parts[warp + p][c][m];  // warp order: fixed
         acc[c][m] = s;
       }
+    if (release) {
+      __syncwarp();
+      asm volatile("bar.arrive %0, %1;" ::"r"(back), "r"(threads) : "memory");
+    }
     return true;
   }
 }
@@ -238,13 +262,15 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane) {
 // The column's totals for a block of W warps: dot_rows_impl for this warp's share (prologue as
 // there), then combine_parts. Returns whether this warp holds them (write the epilogue from its
 // lane 0): false for the warps of a column that is not live (all S of them are, or none).
+// wait_free / release: combine_parts' reuse flags, for a block that loops over column tiles.
 template <int M, int C, bool kNorm, int S, int W, typename Prologue>
 __device__ __forceinline__ bool column_sums(const float* __restrict__ x,
                                             const float* __restrict__ nw,
                                             const uint4* const (&wr)[C], int64_t K8, bool live,
-                                            int lane, float (&acc)[C][M], Prologue&& prologue) {
+                                            int lane, float (&acc)[C][M], Prologue&& prologue,
+                                            bool wait_free = false, bool release = false) {
   dot_rows_impl<M, C, kNorm, S>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
-  return live && combine_parts<M, C, S, W>(acc, lane);
+  return live && combine_parts<M, C, S, W>(acc, lane, wait_free, release);
 }
 
 // The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].

@@ -21,7 +21,9 @@
 // not depend on rstd), so the loads' latency hides the reduction's, and before any warp leaves
 // (block_sum synchronises the whole block: warps without a column take part with live = false);
 // with S = 4 there are 4x more blocks than columns / 8, each recomputing the rstds (only K >= 4096
-// rows, i.e. hidden sizes of 4096 and up, take that path).
+// rows, i.e. hidden sizes of 4096 and up, take that path). At M = 1 (kTileLoop) the grid is capped
+// at the blocks resident at once and each block loops over several column tiles (for_tiles), so
+// the reduction runs once per block rather than once per 8 / S columns.
 #include <cstdint>
 #include <type_traits>
 
@@ -52,10 +54,15 @@ unsigned blocks_for(int64_t columns) {
   return unsigned((columns + kColumnsOf<kNorm, S> - 1) / kColumnsOf<kNorm, S>);
 }
 
-// This warp's output column (the block's columns in order; S adjacent warps per column).
+// This warp's column in column tile `tile` (the tile's columns in order; S adjacent warps per
+// column). Without kNorm a block computes one tile, tile blockIdx.x.
+template <bool kNorm, int S>
+__device__ __forceinline__ int64_t warp_column(int64_t tile) {
+  return tile * kColumnsOf<kNorm, S> + gemv::column_slot<S>();
+}
 template <bool kNorm, int S>
 __device__ __forceinline__ int64_t warp_column() {
-  return int64_t(blockIdx.x) * kColumnsOf<kNorm, S> + gemv::column_slot<S>();
+  return warp_column<kNorm, S>(blockIdx.x);
 }
 
 // The RMSNorm prologue, gemv::column_sums' `prologue` argument: rs[m] = rstd of row m of x
@@ -88,42 +95,102 @@ struct RmsRstd {
   }
 };
 
+// The *_rms kernels' column tiles: with kTileLoop a block loops over tiles blockIdx.x, blockIdx.x +
+// gridDim.x, ... < tiles (the grid is sized to the resident blocks, grid_of), so the rstd
+// reduction runs ONCE per block instead of once per tile: the first tile's prologue is RmsRstd
+// (after that tile's first batch of weight loads, as before), the later tiles' copies the rstds
+// kept in registers (their loads are issued the same way, nothing else to hide). Every f32
+// operation of a column is the same (the same reduction at the same block size, the same
+// dot_rows_impl), so the results are bitwise those of one tile per block; block 0's side outputs
+// (RmsRstd: xn, rstd) are written once, in its first tile. Without kTileLoop the grid is one block
+// per tile and body(blockIdx.x, ...) runs once, as before.
+// body(tile, prologue, wait_free, release) computes the block's columns of `tile`; the flags are
+// combine_parts' (a slot's column is live in a tile iff tile · columns-per-block + slot < columns,
+// monotonic in the tile, so release at one tile == wait_free at the block's next).
+//
+// Only for M <= kTileLoopMaxRows: the loop keeps the rstds and the tile bookkeeping live across
+// the tiles, which costs registers (M = 1: silu_mul_rms 102 -> 112, group_rms 74 -> 75, no
+// spills; at M >= 2 ptxas spilled in some variants and silu_mul_rms<8> went to 144 registers,
+// 1 block/SM), so larger M keep one tile per block and the per-block reduction.
+constexpr int kTileLoopMaxRows = 1;
+template <bool kNorm, int M>
+constexpr bool kTileLoop = (kNorm && M <= kTileLoopMaxRows);
+
+template <int M, bool kNorm, int S, typename Body>
+__device__ __forceinline__ void for_tiles(const float* x, const RmsPrologue& nrm, int64_t K,
+                                          int64_t columns, Body&& body) {
+  if constexpr (!kTileLoop<kNorm, M>) {
+    body(int64_t(blockIdx.x), RmsRstd<M, kNorm>{x, nrm, K}, false, false);
+  } else {
+    constexpr int64_t kCols = kColumnsOf<kNorm, S>;
+    const int64_t tiles = (columns + kCols - 1) / kCols;
+    const int slot = gemv::column_slot<S>();
+    float rs[M];  // the block's row rstds, from the first tile's prologue
+    // The first tile (every block has one: grid <= tiles) with the block-wide reduction.
+    int64_t tile = blockIdx.x;
+    body(
+        tile,
+        [&](float(&r)[M]) {
+          RmsRstd<M, true>{x, nrm, K}(r);
+#pragma unroll
+          for (int m = 0; m < M; ++m) rs[m] = r[m];
+        },
+        false, (tile + gridDim.x) * kCols + slot < columns);
+    // The later tiles: no barrier but the columns' own (combine_parts).
+    for (tile += gridDim.x; tile < tiles; tile += gridDim.x)
+      body(
+          tile,
+          [&](float(&r)[M]) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) r[m] = rs[m];
+          },
+          true, (tile + gridDim.x) * kCols + slot < columns);
+  }
+}
+
 // Columns [0, n_0) belong to member 0, the next n_1 to member 1, ...; blocks may straddle members.
 template <int M, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
   const int lane = int(threadIdx.x) & 31;
-  int64_t n = warp_column<kNorm, S>();
-  // Select the member with compile-time indices only (no dynamic indexing of the parameter
-  // struct, which would copy it to local memory).
-  const uint16_t* w = nullptr;
-  const float* b = nullptr;
-  float* y = nullptr;
-  int64_t N = 0;
-  bool found = false;
+  int64_t columns = 0;
 #pragma unroll
-  for (int i = 0; i < kGemvGroupMax; ++i) {
-    if (!found && i < g.count) {
-      if (n < g.n[i]) {
-        w = g.w[i], b = g.b[i], y = g.y[i], N = g.n[i];
-        found = true;
-      } else {
-        n -= g.n[i];
-      }
-    }
-  }
-  // Past the last member's columns (whole warps, and all S of the column): no column. With kNorm
-  // the warp still joins the block's rstd reduction, as column_sums' live = false.
-  if (!kNorm && !found) return;
-  const int64_t K8 = K / 8;
-  const uint4* const wr[1] = {found ? reinterpret_cast<const uint4*>(w) + n * K8 : nullptr};
-  float acc[1][M];
-  if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, found, lane, acc,
-                                                          RmsRstd<M, kNorm>{x, nrm, K}))
-    return;
-  if (lane == 0)
+  for (int i = 0; i < kGemvGroupMax; ++i)
+    if (i < g.count) columns += g.n[i];
+  for_tiles<M, kNorm, S>(
+      x, nrm, K, columns, [&](int64_t tile, auto&& prologue, bool wait_free, bool release) {
+        int64_t n = warp_column<kNorm, S>(tile);
+        // Select the member with compile-time indices only (no dynamic indexing of the parameter
+        // struct, which would copy it to local memory).
+        const uint16_t* w = nullptr;
+        const float* b = nullptr;
+        float* y = nullptr;
+        int64_t N = 0;
+        bool found = false;
 #pragma unroll
-    for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
+        for (int i = 0; i < kGemvGroupMax; ++i) {
+          if (!found && i < g.count) {
+            if (n < g.n[i]) {
+              w = g.w[i], b = g.b[i], y = g.y[i], N = g.n[i];
+              found = true;
+            } else {
+              n -= g.n[i];
+            }
+          }
+        }
+        // Past the last member's columns (whole warps, and all S of the column): no column. With
+        // kNorm the warp still joins the block's rstd reduction, as column_sums' live = false.
+        if (!kNorm && !found) return;
+        const int64_t K8 = K / 8;
+        const uint4* const wr[1] = {found ? reinterpret_cast<const uint4*>(w) + n * K8 : nullptr};
+        float acc[1][M];
+        if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, found, lane, acc,
+                                                                prologue, wait_free, release))
+          return;
+        if (lane == 0)
+#pragma unroll
+          for (int m = 0; m < M; ++m) y[m * N + n] = gemv::with_bias(acc[0][m], b, n);
+      });
 }
 
 template <int M, bool kNorm, int S>
@@ -133,24 +200,27 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
   const int lane = int(threadIdx.x) & 31;
-  const int64_t n = warp_column<kNorm, S>();
-  // A column past N (all S warps of it together): with kNorm it still joins the block's rstd
-  // reduction, as column_sums' live = false.
-  const bool live = n < N;
-  if (!kNorm && !live) return;
-  const int64_t K8 = K / 8;
-  const uint4* const wr[2] = {live ? wg + n * K8 : wg, live ? wu + n * K8 : wu};
-  float acc[2][M];
-  if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, live, lane, acc,
-                                                          RmsRstd<M, kNorm>{x, nrm, K}))
-    return;
-  if (lane == 0)
+  for_tiles<M, kNorm, S>(
+      x, nrm, K, N, [&](int64_t tile, auto&& prologue, bool wait_free, bool release) {
+        const int64_t n = warp_column<kNorm, S>(tile);
+        // A column past N (all S warps of it together): with kNorm it still joins the block's rstd
+        // reduction, as column_sums' live = false.
+        const bool live = n < N;
+        if (!kNorm && !live) return;
+        const int64_t K8 = K / 8;
+        const uint4* const wr[2] = {live ? wg + n * K8 : wg, live ? wu + n * K8 : wu};
+        float acc[2][M];
+        if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, live, lane, acc,
+                                                                prologue, wait_free, release))
+          return;
+        if (lane == 0)
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float g = gemv::with_bias(acc[0][m], bg, n);
-      const float u = gemv::with_bias(acc[1][m], bu, n);
-      out[m * N + n] = silu(g) * u;  // silu_mul_fwd_kernel's expression (silu.cuh)
-    }
+          for (int m = 0; m < M; ++m) {
+            const float g = gemv::with_bias(acc[0][m], bg, n);
+            const float u = gemv::with_bias(acc[1][m], bu, n);
+            out[m * N + n] = silu(g) * u;  // silu_mul_fwd_kernel's expression (silu.cuh)
+          }
+      });
 }
 
 // r and y may be the same buffer: not __restrict__.
@@ -189,6 +259,36 @@ void with_rows(int64_t M, F&& f) {
   }
 }
 
+// Blocks of kKernel (a *_rms kernel, rms::kThreads threads) resident on the device at once: its
+// occupancy per SM times the SM count, queried once per kernel and cached (the device's, as
+// sm_count()).
+template <auto kKernel>
+int64_t resident_blocks() {
+  static const int64_t n = [] {
+    int per_sm = 0;
+    GYRE_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, rms::kThreads, 0));
+    return int64_t(per_sm > 0 ? per_sm : 1) * sm_count();
+  }();
+  return n;
+}
+
+// The grid of kKernel for `tiles` column tiles: one block per tile without the tile loop; with it
+// (kTileLoop: kNorm and small M) at most the resident blocks, each looping over its tiles
+// (for_tiles), so each block computes the rstds once however many tiles there are (silu_mul_rms of
+// Qwen2.5-0.5B at M = 1: 608 tiles, 2 blocks/SM, 264 blocks on an H200 instead of ~2.3 waves each
+// paying the reduction). Never more blocks than tiles: every block must have a first tile (the
+// block-wide reduction).
+template <bool kLoop, auto kKernel>
+unsigned grid_of(int64_t tiles) {
+  if constexpr (kLoop) {
+    const int64_t r = resident_blocks<kKernel>();
+    return unsigned(tiles < r ? tiles : r);
+  } else {
+    return unsigned(tiles);
+  }
+}
+
 // The group launch with or without the prologue (nrm.w null without).
 template <bool kNorm>
 void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, int64_t M,
@@ -199,8 +299,10 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
-      gemv_group_kernel<decltype(m)::value, kNorm, S>
-          <<<blocks_for<kNorm, S>(columns), kThreadsOf<kNorm>, 0, stream()>>>(x, nrm, g, K);
+      constexpr auto kernel = gemv_group_kernel<decltype(m)::value, kNorm, S>;
+      constexpr bool kLoop = kTileLoop<kNorm, decltype(m)::value>;
+      kernel<<<grid_of<kLoop, kernel>(blocks_for<kNorm, S>(columns)), kThreadsOf<kNorm>, 0,
+               stream()>>>(x, nrm, g, K);
     });
   });
   GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_group_rms" : "gemv_bf16_group");
@@ -214,10 +316,11 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
-      gemv_silu_mul_kernel<decltype(m)::value, kNorm, S>
-          <<<blocks_for<kNorm, S>(N), kThreadsOf<kNorm>, 0, stream()>>>(
-              x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu),
-              bu, N, K, out);
+      constexpr auto kernel = gemv_silu_mul_kernel<decltype(m)::value, kNorm, S>;
+      constexpr bool kLoop = kTileLoop<kNorm, decltype(m)::value>;
+      kernel<<<grid_of<kLoop, kernel>(blocks_for<kNorm, S>(N)), kThreadsOf<kNorm>, 0, stream()>>>(
+          x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu, N,
+          K, out);
     });
   });
   GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_silu_mul_rms" : "gemv_bf16_silu_mul");
