@@ -39,16 +39,9 @@ Sample full_sample() {
   return s;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
+
+using test::error_of;
 
 TEST(Sample, JsonRoundTripKeepsEveryField) {
   Sample s = full_sample();

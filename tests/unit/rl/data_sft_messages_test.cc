@@ -31,16 +31,9 @@ json conversation() {
                       {{"role", "assistant"}, {"content", "It is 8."}}});
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
+
+using test::error_of;
 
 TEST(SftMessages, LossOnAssistantTurnsOnly) {
   auto tok = qwen3_tokenizer();
