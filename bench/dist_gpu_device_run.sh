@@ -13,12 +13,26 @@
 #   disagg  disaggregated GRPO: `gyre serve --device cuda` on GPU 1, `gyre train --device cuda`
 #           on GPU 0 with --rollout-external-engine-addrs (weights pushed each step)
 #   sync    bench_nccl_weight_sync (Qwen2.5-1.5B bf16 broadcast vs all-reduce bus bandwidth)
+#   serve   `gyre serve --tp-size 2 --device cuda` as 2 torchrun-style processes (one per GPU) next
+#           to a one-GPU `gyre serve --device cuda` of the same model (tests/fixtures qwen3_tiny),
+#           --dtype float32 then the bf16 default: /get_server_info (tp_size 2, num_gpus 2, CUDA
+#           graphs off), greedy /generate on both (float32: the same tokens, log-probs within 1e-4;
+#           bf16: agreement reported, log-probs within 1e-2 where the tokens agree),
+#           /init_weights_update_group answered 400, /update_weights_from_disk of another random
+#           folder on both (outputs change, still equal), a bad folder refused, SIGTERM to rank 0
+#           ends both ranks with exit 0. One "serve_tp2_gpu" JSON line per dtype; "SERVE CHECK
+#           FAILED" lines on failure
+#   tprollout  bench_tp_rollout_gpu: TP=2 decode throughput vs one GPU (with and without CUDA
+#           graphs) at batch 1, 64, 256 (bf16, prompt 128, 128 new), Qwen2.5-1.5B and 7B shapes
+#           (TPROLLOUT_SHAPES overrides). The 7B weights are drawn on the host (minutes): give it a
+#           device call of its own, e.g. TPROLLOUT_SHAPES=qwen2.5-7b RANK_TIMEOUT=560
 # Preparing the carried folder here (.devrun-dist is in .git/info/exclude; pass it to carry):
-#   ninja -C build-lead gyre_cli bench_dp_train_gpu bench_nccl_weight_sync gyre_gpu_dist_tests \
-#     gyre_unit_dist_tests gyre_gpu_rl_tests
+#   ninja -C build-lead gyre_cli bench_dp_train_gpu bench_nccl_weight_sync bench_tp_rollout_gpu \
+#     gyre_gpu_dist_tests gyre_unit_dist_tests gyre_gpu_rl_tests
 #   bash bench/pack_device_libs.sh .devrun-dist build-lead/bin/gyre build-lead/bin/bench_dp_train_gpu \
-#     build-lead/bin/bench_nccl_weight_sync build-lead/tests/gyre_gpu_dist_tests \
-#     build-lead/tests/gyre_unit_dist_tests build-lead/tests/gyre_gpu_rl_tests
+#     build-lead/bin/bench_nccl_weight_sync build-lead/bin/bench_tp_rollout_gpu \
+#     build-lead/tests/gyre_gpu_dist_tests build-lead/tests/gyre_unit_dist_tests \
+#     build-lead/tests/gyre_gpu_rl_tests
 # Usage on the device: GYRE_DEVRUN=.devrun-dist bash bench/dist_gpu_device_run.sh [modes...|all]
 set -u
 OUT=${OUT:-/tmp/gyre_out}
@@ -46,7 +60,7 @@ two_ranks() {
   local pids="" rc=0
   for r in 0 1; do
     RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      timeout 420 "$@" >"$OUT/$tag.$r.log" 2>&1 &
+      timeout ${RANK_TIMEOUT:-420} "$@" >"$OUT/$tag.$r.log" 2>&1 &
     pids="$pids $!"
   done
   for p in $pids; do wait "$p" || rc=1; done
@@ -55,19 +69,20 @@ two_ranks() {
 }
 
 if has tests; then
-  rm -f /tmp/gyre_dp_worker_*.log /tmp/gyre_tp_worker_*.log
+  rm -f /tmp/gyre_dp_worker_*.log /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log
   for t in gyre_gpu_dist_tests gyre_unit_dist_tests gyre_gpu_rl_tests; do
     filter=$([[ $t == gyre_gpu_rl_tests ]] && echo "--gtest_filter=NcclWeightPush.*" || echo "")
     timeout 420 "$D/bin/$t" $filter >"$OUT/$t.log" 2>&1
     echo "$t exit $?"
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|error" "$OUT/$t.log" | head -30
   done
-  for w in dp tp; do
+  for w in dp tp tpserve; do
     for r in 0 1; do [[ -f /tmp/gyre_${w}_worker_$r.log ]] && cp /tmp/gyre_${w}_worker_$r.log "$OUT/"; done
   done
   grep -hE "Failure|Expected|Which is|FAILED|error" /tmp/gyre_dp_worker_*.log \
-    /tmp/gyre_tp_worker_*.log 2>/dev/null | head -30
+    /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log 2>/dev/null | head -30
   grep -h "^\[tp\]" /tmp/gyre_tp_worker_*.log 2>/dev/null
+  grep -h "^\[tpserve\]" /tmp/gyre_tpserve_worker_*.log 2>/dev/null
 fi
 if has dp; then
   for shape in qwen2.5-0.5b qwen2.5-1.5b; do
@@ -140,4 +155,123 @@ EOF
 fi
 if has sync; then
   timeout 120 "$D/bin/bench_nccl_weight_sync" 2>&1 | tee -a "$OUT/sync.jsonl" | tail -4
+fi
+if has serve; then
+  M=tests/fixtures/models/qwen3_tiny
+  rm -rf "$OUT/serve_w2"
+  "$GYRE_BIN" init-model --config $M/config.json --output "$OUT/serve_w2" --seed 77 --std 0.05 \
+    >"$OUT/serve_init.log" 2>&1 || echo "SERVE CHECK FAILED: gyre init-model (see serve_init.log)"
+  for dtype in float32 auto; do
+    tag=serve_tp2_$dtype
+    # Fresh ports per round (the first round's sockets may linger in TIME_WAIT).
+    off=$([[ $dtype == float32 ]] && echo 0 || echo 10)
+    tp_port=$((30121 + off)) one_port=$((30122 + off)) rdv_port=$((29516 + off))
+    # One server over both GPUs (rank r on GPU r: dist::bind_local_gpu from LOCAL_RANK) and the
+    # one-GPU reference on GPU 0. `timeout` forwards the SIGTERM below to rank 0.
+    rank_pids=()
+    for r in 0 1; do
+      RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$rdv_port \
+        timeout 300 "$GYRE_BIN" serve --model-path $M --skip-tokenizer-init --tp-size 2 \
+        --device cuda --dtype $dtype --port $tp_port --page-size 4 --num-pages 512 \
+        --chunked-prefill-size 16 >"$OUT/$tag.$r.log" 2>&1 &
+      rank_pids+=($!)
+    done
+    CUDA_VISIBLE_DEVICES=0 timeout 300 "$GYRE_BIN" serve --model-path $M --skip-tokenizer-init \
+      --device cuda --dtype $dtype --port $one_port --page-size 4 --num-pages 512 \
+      --chunked-prefill-size 16 >"$OUT/${tag}_one.log" 2>&1 &
+    one_pid=$!
+    for i in $(seq 1 240); do
+      grep -q "listening" "$OUT/$tag.0.log" && grep -q "listening" "$OUT/${tag}_one.log" && break
+      sleep 0.5
+    done
+    python3 - "$dtype" "$OUT/serve_w2" $tp_port $one_port <<'PYEOF'
+import json, math, sys, urllib.request, urllib.error
+dtype, w2 = sys.argv[1], sys.argv[2]
+TP, ONE = (f"http://127.0.0.1:{p}" for p in sys.argv[3:5])
+fails = []
+def check(ok, what):
+    if not ok:
+        fails.append(what)
+        print("SERVE CHECK FAILED:", what)
+def call(url, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except Exception as e:
+        return 0, {"error": str(e)}
+prompts = [[1, 17, 300, 42, 7], [260, 5, 9], list(range(400, 430)), [77], [5, 6, 7, 8, 9, 10]]
+def generate(url):
+    out = []
+    for p in prompts:
+        st, j = call(url, "/generate", {"input_ids": p, "return_logprob": True, "sampling_params":
+                     {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}})
+        check(st == 200 and "output_ids" in j, f"/generate on {url}: {st} {j}")
+        lps = [x[0] for x in j.get("meta_info", {}).get("output_token_logprobs", [])]
+        out.append((j.get("output_ids", []), lps))
+    return out
+def compare(a, b, what):
+    # Log-probs compared up to the first differing token (later positions have other contexts).
+    same, worst = 0, 0.0
+    for (ta, la), (tb, lb) in zip(a, b):
+        same += ta == tb
+        n = 0
+        while n < min(len(ta), len(tb)) and ta[n] == tb[n]:
+            n += 1
+        for x, y in zip(la[:n], lb[:n]):
+            check(math.isfinite(x), f"{what}: log-prob {x}")
+            worst = max(worst, abs(x - y))
+    bound = 1e-4 if dtype == "float32" else 1e-2
+    if dtype == "float32":
+        check(same == len(a), f"{what}: {same} of {len(a)} requests with the same tokens")
+    check(worst <= bound, f"{what}: log-probs max |diff| {worst} > {bound}")
+    return same, worst
+st, info = call(TP, "/get_server_info")
+check(st == 200, f"/get_server_info {st} {info}")
+for k, v in [("tp_size", 2), ("num_gpus", 2), ("device", "cuda"), ("disable_cuda_graph", True),
+             ("cuda_graph_max_bs", 0)]:
+    check(info.get(k) == v, f"/get_server_info {k} = {info.get(k)}, want {v}")
+st, one_info = call(ONE, "/get_server_info")
+check(one_info.get("num_gpus") == 1, f"one-GPU server num_gpus = {one_info.get('num_gpus')}")
+before = generate(TP)
+same0, lp0 = compare(before, generate(ONE), "before reload")
+st, j = call(TP, "/init_weights_update_group", {"master_address": "127.0.0.1", "master_port": 29999,
+             "rank_offset": 1, "world_size": 2, "group_name": "g", "backend": "nccl"})
+check(st == 400 and "tensor-parallel" in json.dumps(j), f"/init_weights_update_group: {st} {j}")
+for url in (TP, ONE):
+    st, j = call(url, "/update_weights_from_disk", {"model_path": w2, "weight_version": "v2"})
+    check(st == 200 and j.get("success"), f"/update_weights_from_disk on {url}: {st} {j}")
+after = generate(TP)
+same1, lp1 = compare(after, generate(ONE), "after reload")
+check(sum(a[0] != b[0] for a, b in zip(before, after)) > 0, "the reload changed no output")
+st, j = call(TP, "/update_weights_from_disk", {"model_path": "/nonexistent/gyre_w"})
+check(st == 400 and "every tp rank kept" in json.dumps(j), f"bad reload: {st} {j}")
+keys = ("tp_size", "num_gpus", "dtype", "cuda_graph_max_bs", "disable_cuda_graph", "kv_cache_dtype")
+print(json.dumps({"bench": "serve_tp2_gpu", "dtype": dtype, "requests": len(prompts),
+                  "same_tokens_before_reload": same0, "logprob_max_diff_before": lp0,
+                  "same_tokens_after_reload": same1, "logprob_max_diff_after": lp1,
+                  "server_info": {k: info.get(k) for k in keys}, "checks_failed": len(fails)}))
+PYEOF
+    kill -TERM "${rank_pids[0]}"
+    rc=0
+    for p in "${rank_pids[@]}"; do wait "$p" || rc=1; done
+    echo "$tag: ranks exit $rc after SIGTERM to rank 0 (0: both exited 0)"
+    [[ $rc == 0 ]] || echo "SERVE CHECK FAILED: $tag ranks exit $rc"
+    kill "$one_pid"; wait "$one_pid" 2>/dev/null
+    grep -hE "CUDA graphs are off|weight-update groups|over NCCL|done after|error" \
+      "$OUT/$tag.0.log" "$OUT/$tag.1.log" | head -10
+  done
+fi
+if has tprollout; then
+  for shape in ${TPROLLOUT_SHAPES:-qwen2.5-1.5b qwen2.5-7b}; do
+    # Rank 1 waits in a broadcast while rank 0 draws and writes the weights (minutes at 7B).
+    (export GYRE_COMM_TIMEOUT=900
+     two_ranks "tprollout_$shape" 29517 "$D/bin/bench_tp_rollout_gpu" \
+       --shape $shape --batches 1,64,256 --prompt 128 --new 128 --budget-s 45)
+    grep '"bench"' "$OUT/tprollout_$shape.0.log" | tee -a "$OUT/tprollout.jsonl" | tail -4
+    tail -3 "$OUT/tprollout_$shape.1.log"
+  done
 fi

@@ -5,7 +5,9 @@
 //
 // Tensor parallelism (`mpirun -np N gyre serve ... --tp-size N`, dist/tp_serve.h): every rank loads
 // its shard; rank 0 serves HTTP and runs the leading engine, ranks 1..N-1 follow its steps and exit
-// 0 once it stops. Weight reloads reach every rank's shard (all or none).
+// 0 once it stops. Weight reloads reach every rank's shard (all or none). With --device cuda each
+// rank uses its local GPU and the tp group is NCCL (also under a torchrun-style launch); the
+// sharded engine decodes without CUDA graphs, and SGLang's NCCL weight-update groups are off.
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -17,8 +19,6 @@
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/dist/bootstrap.h"
-#include "gyre/dist/step_channel_comm.h"
-#include "gyre/dist/tensor_parallel_comm.h"
 #include "gyre/dist/tp_serve.h"
 #include "gyre/dist/weight_update_group.h"
 #include "gyre/infer/engine.h"
@@ -108,8 +108,8 @@ int run_serve(int argc, char** argv) {
   app.add_flag("--enable-metrics,--skip-server-warmup", ignored, "(always on / nothing to skip)");
   int64_t tp_size = 1;
   app.add_option("--tp-size,--tp", tp_size,
-                 "tensor-parallel ranks (SGLang's --tp-size): start with mpirun -np N, one process "
-                 "per rank; rank 0 serves HTTP (CPU backend)")
+                 "tensor-parallel ranks (SGLang's --tp-size): start with mpirun -np N (or "
+                 "torchrun-style on GPUs), one process per rank (and GPU); rank 0 serves HTTP")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   ec.enable_prefix_cache = !no_cache;
@@ -133,28 +133,31 @@ int run_serve(int argc, char** argv) {
   const dist::LaunchInfo launch = dist::detect_launch();
   const bool tensor_parallel = tp_size > 1 || launch.size > 1;
   if (tensor_parallel) {
-    if (dev == Device::cuda)
-      GYRE_THROW(unsupported,
-                 "serve: --tp-size {} with --device cuda: tensor parallelism runs on the CPU "
-                 "backend (its collectives move host memory); drop --device cuda or serve on one "
-                 "GPU with --tp-size 1",
-                 tp_size);
     dist::check_tp_serve_topology(tp_size, launch, model::load_config(model_dir), "--tp-size");
+    // The sharded forward is not capturable yet: its collectives wait on the host (the vocab
+    // all-gather of the logits for sampling, the ordered all-reduces' watchdog) and every step's
+    // plan is broadcast first; the engine decodes a TP model eagerly (engine.cc), so say so here
+    // and report it in /get_server_info.
+    if (dev == Device::cuda && ec.cuda_graph_max_bs > 0) {
+      if (launch.rank == 0)
+        log::info(
+            "serve: CUDA graphs are off under tensor parallelism (--cuda-graph-max-bs {} not "
+            "used): the sharded forward's collectives and step broadcasts are not capturable "
+            "yet, so decode steps run eagerly",
+            ec.cuda_graph_max_bs);
+      ec.cuda_graph_max_bs = 0;
+    }
   }
 
   sigset_t stop_signals = block_stop_signals();
 
-  // The world is the tp group (world size == --tp-size). Declared before the model and the engine:
-  // both use it to the end (the engine's destructor may still tell the followers to stop).
-  std::unique_ptr<dist::Comm> world;
-  std::unique_ptr<model::TpComm> tp_comm;
-  std::unique_ptr<infer::StepChannel> step_channel;
-  if (tensor_parallel) {
-    world = dist::init_distributed();
-    tp_comm = dist::make_tp_comm(*world);
-    step_channel = dist::make_step_channel(*world);
-  }
-  const bool leader = !world || world->rank() == 0;
+  // The tp group (world size == --tp-size; NCCL on GPUs). Declared before the model and the
+  // engine: both use it to the end (the engine's destructor may still tell the followers to stop).
+  dist::TpServeGroup group;
+  if (tensor_parallel) group = dist::init_tp_serve_group(dev, launch);
+  dist::Comm* tp = tensor_parallel ? &group.tp() : nullptr;
+  infer::StepChannel* step_channel = group.step_channel.get();
+  const bool leader = !tp || tp->rank() == 0;
 
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   std::shared_ptr<const tokenizer::ChatTemplate> tmpl;
@@ -176,14 +179,14 @@ int run_serve(int argc, char** argv) {
   auto model = model::CausalLM::load(
       model_dir, {.device = dev,
                   .precision = bf16 ? model::Precision::bf16 : model::Precision::f32,
-                  .tp = tp_comm.get()});
+                  .tp = group.tp_comm.get()});
   if (!leader) {
     // A tp rank > 0: no HTTP, no scheduler; it runs the leader's steps with its shard (same KV
     // geometry: the same flags give the same EngineConfig, and the first plan checks it).
     infer::EngineFollower follower(*model, ec, *step_channel);
-    log::info("serve: tp rank {} of {} follows rank 0's engine", world->rank(), world->size());
-    const std::string why = dist::run_tp_serve_follower(*world, follower, *model);
-    log::info("serve: tp rank {} done after {} steps ({})", world->rank(), follower.steps(), why);
+    log::info("serve: tp rank {} of {} follows rank 0's engine", tp->rank(), tp->size());
+    const std::string why = dist::run_tp_serve_follower(*tp, follower, *model);
+    log::info("serve: tp rank {} done after {} steps ({})", tp->rank(), follower.steps(), why);
     return 0;
   }
   if (tok && tok->vocab_size() > model->config().vocab_size)
@@ -195,12 +198,19 @@ int run_serve(int argc, char** argv) {
   std::unique_ptr<dist::TpServeLeader> tp_leader;
   if (tensor_parallel) {
     engine->attach_followers(*step_channel, /*engaged=*/true);  // they are in run() already
-    tp_leader = std::make_unique<dist::TpServeLeader>(*world, *engine, *model);
+    tp_leader = std::make_unique<dist::TpServeLeader>(*tp, *engine, *model);
     // A reload must reach every rank's shard: the leader runs it on the whole tp group.
     sc.weight_updater = [l = tp_leader.get()](const std::string& dir) {
       return l->update_weights_from_disk(dir);
     };
-    log::info("serve: tensor parallel over {} ranks (rank 0 schedules and samples)", tp_size);
+    log::info("serve: tensor parallel over {} ranks{} (rank 0 schedules and samples)", tp_size,
+              dev == Device::cuda ? " on as many GPUs, NCCL" : "");
+    if (dev == Device::cuda)
+      log::info(
+          "serve: SGLang's NCCL weight-update groups (/init_weights_update_group, "
+          "/update_weights_from_distributed) are off under tensor parallelism (a trainer's "
+          "broadcast would reach rank 0's shard only); they answer 400, push weights with "
+          "/update_weights_from_disk");
   }
   // SGLang's NCCL weight updates (a trainer's /init_weights_update_group + broadcasts): a GPU model
   // in one process. Declared before the server, which calls into it until it stops.
@@ -230,7 +240,7 @@ int run_serve(int argc, char** argv) {
                     {"pp_size", 1},
                     {"ep_size", 1},
                     {"moe_dp_size", 1},
-                    {"num_gpus", 0},
+                    {"num_gpus", dev == Device::cuda ? tp_size : 0},
                     {"disaggregation_mode", "null"},
                     {"disaggregation_bootstrap_port", 8998},
                     {"encoder_only", false},

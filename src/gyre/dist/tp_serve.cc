@@ -2,10 +2,14 @@
 // (see tp_serve.h).
 #include "gyre/dist/tp_serve.h"
 
+#include <cstdlib>
 #include <vector>
 
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
+#include "gyre/dist/nccl_comm.h"
+#include "gyre/dist/step_channel_comm.h"
+#include "gyre/dist/tensor_parallel_comm.h"
 
 namespace gyre::dist {
 
@@ -57,11 +61,50 @@ void check_tp_serve_topology(int64_t tp_size, const LaunchInfo& launch,
                 "embedding and lm_head are split along the vocabulary, without padding");
 }
 
+TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch) {
+  const bool gpu = device == Device::cuda;
+  if (!gpu && launch.launcher == "env")
+    GYRE_THROW(unsupported,
+               "rank {} of {} was started torchrun-style (RANK / WORLD_SIZE / MASTER_ADDR), which "
+               "joins the tp ranks over NCCL, but the model runs on the CPU: serve with --device "
+               "cuda (one GPU per rank), or start CPU tensor parallelism with `mpirun -np {} gyre "
+               "serve ... --tp-size {}`",
+               launch.rank, launch.size, launch.size, launch.size);
+  if (gpu && !nccl_available())
+    GYRE_THROW(unsupported,
+               "--device cuda with tensor parallelism joins the GPUs over NCCL, but this gyre was "
+               "built without NCCL (install the CUDA toolkit's NCCL and rebuild), or serve on one "
+               "GPU with --tp-size 1");
+  TpServeGroup g;
+  g.world = init_distributed();  // binds this rank's local GPU (device 0) before any CUDA call
+  if (gpu) {
+    if (cuda_device_count() < 1) {
+      const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+      GYRE_THROW(unsupported,
+                 "{}: --device cuda but no GPU is visible to this rank (local rank {} of {}, "
+                 "CUDA_VISIBLE_DEVICES={}): every tp rank needs a GPU of its own; start as many "
+                 "ranks per host as it has GPUs, or serve on the CPU under mpirun",
+                 g.world->where(), launch.local_rank, launch.local_size,
+                 visible ? visible : "<unset>");
+    }
+    // A torchrun-style world is NCCL already; under MPI the GPU tp group is NCCL over its ranks
+    // (the MPI world only bootstraps it).
+    if (g.world->buffer_device() != Device::cuda)
+      g.nccl = nccl_comm_from(*g.world, 0, comm_timeout_s(), "tp");
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    log::info("serve: tp rank {} of {} (local rank {}) on GPU {} over NCCL", g.tp().rank(),
+              g.tp().size(), launch.local_rank, visible ? visible : "0");
+  }
+  g.tp_comm = make_tp_comm(g.tp());
+  g.step_channel = make_step_channel(g.tp());
+  return g;
+}
+
 std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& shard,
                                                     const std::string& dir) {
   // A copy of this rank's shard, restored when another rank fails: load_weights() alone is atomic
-  // per rank (it reads everything before it writes), not across ranks. Tensor parallelism runs on
-  // the CPU, so this is one host copy of the shard for the duration of the reload.
+  // per rank (it reads everything before it writes), not across ranks. The copy lives on the host
+  // for a GPU shard too (device memory holds the shard, its bf16 copies and the KV cache already).
   // Every failure of this rank — the backup's allocation included — must reach the all-reduce
   // below, or the other ranks would wait in it until the communicator's timeout.
   std::vector<model::NamedTensor> params;
@@ -71,7 +114,9 @@ std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& s
   try {
     params = shard.parameters();
     backup.reserve(params.size());
-    for (const auto& p : params) backup.push_back(p.tensor.clone());
+    for (const auto& p : params)
+      backup.push_back(p.tensor.device() == Device::cpu ? p.tensor.clone()
+                                                        : p.tensor.to(Device::cpu));
     shard.load_weights(dir);
     loaded = true;
   } catch (const std::exception& e) {

@@ -3,6 +3,13 @@
 // server and the leading infer::Engine (it schedules, samples and broadcasts every step's plan);
 // ranks 1..N-1 run an infer::EngineFollower until rank 0 stops, then exit.
 //
+// Devices: on the CPU the tp group is the MPI world. On GPUs (--device cuda) every rank uses its
+// local GPU (dist::bind_local_gpu, from the launcher's local rank, as `gyre train` does) and the tp
+// group is NCCL: the world itself under a torchrun-style launch, else an NCCL communicator
+// bootstrapped over the MPI world. The model's collectives, the step plans and the control
+// messages all go over that one group (init_tp_serve_group), so every rank issues them in one
+// order.
+//
 // Control between steps: to change something on every rank (today: the weights), the leader
 // releases its followers (StepOp::release, engine.h), then broadcasts one control message over the
 // tp group (Comm::broadcast of a string: "<op>\n<argument>"); every rank performs it in lockstep;
@@ -20,6 +27,7 @@
 // The topology checks and the follower loop are small and free of serve/ and rl/ details, so
 // `gyre train` could build its followers the same way later.
 #pragma once
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -28,8 +36,10 @@
 #include "gyre/dist/comm.h"
 #include "gyre/infer/engine.h"
 #include "gyre/infer/engine_follower.h"
+#include "gyre/infer/step_channel.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/config.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace gyre::dist {
 
@@ -41,10 +51,29 @@ namespace gyre::dist {
 void check_tp_serve_topology(int64_t tp_size, const LaunchInfo& launch,
                              const model::ModelConfig& config, const std::string& flag);
 
+// The communicators of one tensor-parallel serving rank. Destroyed in reverse order: the adapters
+// before the communicators they use.
+struct TpServeGroup {
+  std::unique_ptr<Comm> world;  // the launcher's world (MPI, or NCCL under a torchrun-style launch)
+  std::unique_ptr<Comm> nccl;   // --device cuda under mpirun / srun: NCCL over `world`'s ranks
+  std::unique_ptr<model::TpComm> tp_comm;            // the model's collectives (LoadOptions::tp)
+  std::unique_ptr<infer::StepChannel> step_channel;  // the leader's plans to its followers
+  // The tp group: the one communicator everything above goes over (control messages too).
+  Comm& tp() const { return nccl ? *nccl : *world; }
+};
+
+// Joins the launcher's world (dist::init_distributed, which first binds this rank to its local
+// GPU) and builds the tp group for a model on `device` (see the header). Call before any CUDA call
+// and before loading the model. Errors (unsupported, naming the fix): a torchrun-style launch with
+// --device cpu (those ranks only talk NCCL), --device cuda in a build without NCCL, or no GPU
+// visible to this rank.
+TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch);
+
 // Every rank of `tp` reloads its shard of the HF folder `dir` (CausalLM::load_weights), all or
 // none (see above). Collective over `tp`. Returns nullopt on success, else (on every rank) the
 // error of the lowest failing rank, e.g. "tp rank 1 of 2: ... not found"; every rank then holds its
-// previous weights. Communication failures are thrown.
+// previous weights. Communication failures are thrown. While it runs, each rank holds a host copy
+// of its shard (the backup), also for a shard on the GPU: device memory stays what serving uses.
 std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& shard,
                                                     const std::string& dir);
 

@@ -100,8 +100,10 @@ void weight_group_route(const std::shared_ptr<State>& st, const std::string& p,
     bad_request(fmt::format("{}: this server cannot join NCCL weight-update groups ({}); push "
                             "weights with /update_weights_from_disk",
                             p,
-                            st->cfg.weight_updater ? "a tensor-parallel CPU server"
-                                                   : "its model is not on a GPU"),
+                            st->cfg.weight_updater
+                                ? "a tensor-parallel server: a trainer's broadcast would reach "
+                                  "rank 0's shard only"
+                                : "its model is not on a GPU"),
                 400);
   if (p == "/destroy_weights_update_group") {
     st->control.post([st, res, group] {
