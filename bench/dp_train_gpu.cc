@@ -23,7 +23,18 @@
 // or with `mpirun -np 2 bench_dp_train_gpu ...` (NCCL bootstrapped over MPI).
 // Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b, --seqs 4 --len 4096 (per GPU under DP; the global
 // batch under TP), --iters 3, --dp-mode zero1|all_reduce, --tp N (default 1: the DP bench),
-// --layers N. Rank 0 prints one JSON line.
+// --layers N, --overlap both|on|off (--no-overlap = off; DP only, default both). Rank 0 prints one
+// JSON line.
+//
+// Overlap (DP; issue 8's communication stream): the DP step runs the batch in micro-batches of at
+// most 8192 tokens (what TrainStep's policy_gradient_loss_and_grad packs), and with overlap on the
+// last micro-batch's backward carries the DP optimizer's gradient-ready hook, so each bucket
+// (~40 MB: about one decoder layer) is reduce-scattered on NCCL's stream while the backward goes
+// on; off, every bucket is reduced after the backward (the same calls, the same numbers). `both`
+// times off, then on: scaling_efficiency is the overlapped one (or the only one measured).
+// dp_forward_backward_s ends when the compute stream has finished the backward (the started
+// reductions may still run); dp_optimizer_s is the rest of the step: the reduction still exposed,
+// clipping, AdamW on the shard and the parameter all-gather.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -32,6 +43,9 @@
 #include <vector>
 
 #include "gyre/backend/multi_tensor_ops.h"
+#ifdef GYRE_HAVE_CUDA
+#include "gyre/backend/cuda/runtime.h"
+#endif
 #include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
 #include "gyre/dist/bootstrap.h"
@@ -49,6 +63,13 @@ double now_s() {
 }
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+// Waits for the calling thread's GPU stream (not for NCCL's communication stream).
+void sync_compute_stream() {
+#ifdef GYRE_HAVE_CUDA
+  gyre::cuda::sync();
+#endif
+}
 
 // Forwards a model::TpComm and adds up the host time of its calls (and counts them).
 class TimedTpComm : public gyre::model::TpComm {
@@ -223,10 +244,20 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
 }
 
 int run(int argc, char** argv) {
-  std::string shape = "qwen2.5-0.5b", mode = "zero1";
+  std::string shape = "qwen2.5-0.5b", mode = "zero1", overlap = "both";
   int seqs = 4, len = 4096, iters = 3, layers = 0, tp = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--shape"))
+  for (int i = 1; i < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--no-overlap")) {
+      overlap = "off";
+      --i;  // a flag without a value
+      continue;
+    }
+    if (i + 1 >= argc)
+      GYRE_THROW(invalid_argument,
+                 "flag {} needs a value (see the header of bench/dp_train_gpu.cc)", argv[i]);
+    if (!std::strcmp(argv[i], "--overlap"))
+      overlap = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--shape"))
       shape = argv[i + 1];
     else if (!std::strcmp(argv[i], "--dp-mode"))
       mode = argv[i + 1];
@@ -248,6 +279,8 @@ int run(int argc, char** argv) {
     GYRE_THROW(invalid_argument,
                "--seqs {} --len {} --iters {} --tp {}: need >= 1, >= 2, >= 1, >= 1", seqs, len,
                iters, tp);
+  if (overlap != "both" && overlap != "on" && overlap != "off")
+    GYRE_THROW(invalid_argument, "--overlap {}: use both, on or off", overlap);
   auto world = gyre::dist::init_distributed({.timeout_s = 300});
   gyre::bench::require_device(gyre::Device::cuda);
   // The DP group over GPU buffers: the world itself under a torchrun-style launch, else NCCL
@@ -288,24 +321,70 @@ int run(int argc, char** argv) {
     plist.emplace_back(ps[i].name, ps[i].tensor);
     glist.emplace_back(grads.tensors[i].name, grads.tensors[i].tensor);
   }
-  const std::vector<int32_t> prompt_lens(size_t(seqs), 1);
-  const std::vector<float> adv(size_t(seqs), 1.0f);
+  // TrainStep's loss (policy_gradient_loss_and_grad: prompt length 1, advantage 1, normalised by
+  // the response tokens) over its packing (micro-batches of <= 8192 tokens), written out here so
+  // that only the last micro-batch's backward carries the gradient-ready hook.
+  std::vector<std::vector<std::vector<int32_t>>> micro;
+  int64_t response_tokens = 0, filled = 0;
+  for (const auto& s : batch) {
+    if (micro.empty() || (filled > 0 && filled + int64_t(s.size()) > 8192))
+      micro.emplace_back(), filled = 0;
+    micro.back().push_back(s);
+    filled += int64_t(s.size());
+    response_tokens += int64_t(s.size()) - 1;
+  }
   double fb_s = 0, opt_s = 0;
-  auto step = [&](bool timed) {
+  auto step = [&](bool overlapped) {
     grads.zero();
     const double a = now_s();
-    gyre::model::policy_gradient_loss_and_grad(*model, batch, prompt_lens, adv, grads);
-    const double b = now_s();  // the loss is a host value: the backward has finished
-    opt.step(plist, glist);    // returns after the all-gather: parameters are current
+    double loss = 0;
+    for (size_t k = 0; k < micro.size(); ++k) {
+      auto sb = gyre::model::score_for_training(*model, micro[k], 1.0f, false);
+      const int64_t T = sb.batch.num_tokens();
+      gyre::Tensor dlogp = gyre::Tensor::zeros({T});
+      const gyre::Tensor lp = sb.logp.to(gyre::Device::cpu);  // the loss: a host value
+      const int32_t* cu = sb.batch.cu_seqlens.i32();
+      const double coef = -1.0 / double(response_tokens);
+      for (int64_t q = 0; q + 1 < sb.batch.cu_seqlens.numel(); ++q)
+        for (int64_t r = cu[q]; r < cu[q + 1] - 1; ++r)
+          loss += coef * lp.f32()[r], dlogp.f32()[r] = float(coef);
+      const bool last = k + 1 == micro.size();
+      if (overlapped && last) {
+        opt.begin_overlap(plist, glist);
+        model->set_grad_ready_hook(opt.grad_ready_hook());
+      }
+      gyre::model::backward_from_logprobs(*model, sb, dlogp, gyre::Tensor(), grads);
+      model->set_grad_ready_hook({});
+    }
+    sync_compute_stream();  // the backward is done; started reductions may still be running
+    const double b = now_s();
+    opt.step(plist, glist);
+    sync_compute_stream();  // the parameters are current (the all-gather is stream-ordered)
     const double c = now_s();
-    if (timed) fb_s += b - a, opt_s += c - b;
+    fb_s += b - a, opt_s += c - b;
+    return loss;
   };
-  step(false);
-  dp->barrier();
-  const double t0 = now_s();
-  for (int i = 0; i < iters; ++i) step(true);
-  const double tn = (now_s() - t0) / iters;
-  fb_s /= iters, opt_s /= iters;
+  struct Timing {
+    double step_s = 0, fb_s = 0, opt_s = 0;
+  };
+  auto time_dp = [&](bool overlapped) {
+    step(overlapped);  // warm-up (the first step also fixes the optimizer's layout)
+    dp->barrier();
+    fb_s = opt_s = 0;
+    const double t0 = now_s();
+    for (int i = 0; i < iters; ++i) step(overlapped);
+    Timing t;
+    t.step_s = (now_s() - t0) / iters;
+    t.fb_s = fb_s / iters, t.opt_s = opt_s / iters;
+    // The slowest rank sets the pace.
+    t.step_s = dp->all_reduce(t.step_s, gyre::dist::ReduceOp::max);
+    return t;
+  };
+  Timing off, on;
+  if (overlap != "on") off = time_dp(false);
+  if (overlap != "off") on = time_dp(true);
+  const Timing& main_t = overlap == "off" ? off : on;
+  const double tn = main_t.step_s;
 
   // Replicas identical: Σ w² over all parameters must agree bitwise across the ranks.
   std::vector<const gyre::Tensor*> pts;
@@ -315,21 +394,30 @@ int run(int argc, char** argv) {
   const double sq_min = -dp->all_reduce(-sq, gyre::dist::ReduceOp::max);
   // The slowest rank sets the pace of both figures.
   const double t1_max = dp->all_reduce(t1, gyre::dist::ReduceOp::max);
-  const double tn_max = dp->all_reduce(tn, gyre::dist::ReduceOp::max);
+  const double tn_max = tn;  // already the slowest rank's (time_dp)
+  const int buckets = int(opt.bucket_params().size()), early = opt.buckets_started_early();
   if (world->rank() == 0) {
     const int n = dp->size();
     const double flops =
         gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len));
+    // Efficiency of each variant measured (-1: not measured).
+    auto eff = [&](const Timing& t) { return t.step_s > 0 ? t1_max / t.step_s : -1.0; };
     std::printf(
         "{\"bench\": \"dp_train_gpu\", \"shape\": \"%s\", \"layers\": %lld, \"gpus\": %d, "
-        "\"dp_mode\": \"%s\", \"tokens_per_gpu_step\": %.0f, \"single_gpu_step_s\": %.4f, "
-        "\"dp_step_s\": %.4f, \"dp_forward_backward_s\": %.4f, \"dp_optimizer_s\": %.4f, "
+        "\"dp_mode\": \"%s\", \"overlap\": \"%s\", \"buckets\": %d, "
+        "\"buckets_overlapped\": %d, \"tokens_per_gpu_step\": %.0f, "
+        "\"single_gpu_step_s\": %.4f, \"dp_step_s\": %.4f, \"dp_forward_backward_s\": %.4f, "
+        "\"dp_optimizer_s\": %.4f, \"dp_step_s_no_overlap\": %.4f, "
+        "\"dp_forward_backward_s_no_overlap\": %.4f, \"dp_optimizer_s_no_overlap\": %.4f, "
         "\"single_gpu_tokens_per_s\": %.0f, \"dp_tokens_per_s\": %.0f, \"dp_mfu\": %.3f, "
-        "\"scaling_efficiency\": %.3f, \"anchor_efficiency\": 0.9, "
+        "\"scaling_efficiency\": %.3f, \"scaling_efficiency_overlap\": %.3f, "
+        "\"scaling_efficiency_no_overlap\": %.3f, \"anchor_efficiency\": 0.9, "
         "\"replica_sum_sq_spread\": %.3g}\n",
-        shape.c_str(), (long long)cfg.num_hidden_layers, n, mode.c_str(), tokens, t1_max, tn_max,
-        fb_s, opt_s, tokens / t1_max, n * tokens / tn_max,
-        flops / tn_max / gyre::bench::kH200PeakFlops, t1_max / tn_max, sq_max - sq_min);
+        shape.c_str(), (long long)cfg.num_hidden_layers, n, mode.c_str(), overlap.c_str(), buckets,
+        overlap == "off" ? 0 : early, tokens, t1_max, tn_max, main_t.fb_s, main_t.opt_s, off.step_s,
+        off.fb_s, off.opt_s, tokens / t1_max, n * tokens / tn_max,
+        flops / tn_max / gyre::bench::kH200PeakFlops, t1_max / tn_max, eff(on), eff(off),
+        sq_max - sq_min);
     std::fflush(stdout);
   }
   return 0;

@@ -10,6 +10,8 @@
 //   an Error (convert to f32 first). broadcast / all_gather / send / recv move any bytes.
 // - Buffers are host memory; counts may exceed INT_MAX (implementations chunk).
 // - A Comm is used from one thread at a time.
+// - Started calls (*_start, finish_started) join the same ordered sequence of collectives as the
+//   blocking ones: a blocking call issued after a start runs after it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +61,26 @@ class Comm {
   // Where this communicator's buffers live: host memory (MPI, single process) or the GPU (NCCL).
   // The Tensor overloads below require tensors on this device.
   virtual Device buffer_device() const { return Device::cpu; }
+
+  // ---- Started collectives: communication overlapped with compute (the data-parallel gradient
+  // buckets, dist/data_parallel.h). A *_start call runs after the GPU work the calling thread has
+  // issued so far and returns without waiting for it; finish_started() orders the calling
+  // thread's later GPU work after every started call (on the GPU: no host wait). The buffers must
+  // stay untouched until then (a device communicator reads them after the start returns), and
+  // every rank starts the same calls in the same order. Each call is still bounded by the
+  // communicator's timeout. Default (host-memory communicators: MPI, single process): the
+  // blocking call, and finish_started() has nothing to do — the same numbers, no overlap.
+  virtual void all_reduce_start(void* buf, size_t count, DType dtype, ReduceOp op) {
+    all_reduce(buf, count, dtype, op);
+  }
+  virtual void reduce_scatter_start(const void* send, void* recv, size_t recv_count, DType dtype,
+                                    ReduceOp op) {
+    reduce_scatter(send, recv, recv_count, dtype, op);
+  }
+  virtual void all_gather_start(const void* send, void* recv, size_t send_bytes) {
+    all_gather(send, recv, send_bytes);
+  }
+  virtual void finish_started() {}
 
   // ---- Tensor overloads (contiguous tensors on buffer_device(); checks name the tensor argument
   // and the call).

@@ -48,27 +48,17 @@ Device check_f32(const train::NamedTensors& ts, const char* what, const Comm& co
   return want;
 }
 
-// Copies every tensor into its slot of the flat vector (stream-ordered on the device).
-void flatten(const train::NamedTensors& ts, Tensor& flat) {
-  int64_t off = 0;
-  for (auto& [name, t] : ts) {
-    flat.narrow(off, t.numel()).copy_from(t.reshape({t.numel()}));
-    off += t.numel();
-  }
-}
-
-void unflatten(const Tensor& flat, train::NamedTensors& ts) {
-  int64_t off = 0;
-  for (auto& [name, t] : ts) {
-    Tensor dst = t.reshape({t.numel()});
-    dst.copy_from(flat.narrow(off, t.numel()));
-    off += t.numel();
-  }
-}
-
 train::AdamWConfig without_clipping(train::AdamWConfig c) {
   c.clip_grad = 0;
   return c;
+}
+
+std::string buckets_str(const std::vector<std::pair<size_t, size_t>>& b) {
+  std::string s;
+  for (size_t i = 0; i < b.size() && i < 4; ++i)
+    s += fmt::format("{}[{}, {})", i ? ", " : "", b[i].first, b[i].second);
+  if (b.size() > 4) s += ", ...";
+  return s;
 }
 
 }  // namespace
@@ -77,9 +67,18 @@ void all_reduce_gradients(Comm& comm, train::NamedTensors& grads) {
   const Device device = check_f32(grads, "gradient", comm);
   if (comm.size() == 1) return;
   Tensor flat = Tensor::empty({total_numel(grads)}, DType::f32, device);
-  flatten(grads, flat);
+  int64_t off = 0;
+  for (auto& [name, t] : grads) {
+    flat.narrow(off, t.numel()).copy_from(t.reshape({t.numel()}));
+    off += t.numel();
+  }
   comm.all_reduce(flat.raw(), size_t(flat.numel()), DType::f32, ReduceOp::sum);
-  unflatten(flat, grads);
+  off = 0;
+  for (auto& [name, t] : grads) {
+    Tensor dst = t.reshape({t.numel()});
+    dst.copy_from(flat.narrow(off, t.numel()));
+    off += t.numel();
+  }
 }
 
 const char* dp_mode_name(DpMode m) { return m == DpMode::zero1 ? "zero1" : "all_reduce"; }
@@ -91,11 +90,17 @@ DpMode parse_dp_mode(const std::string& s) {
 }
 
 DataParallelOptimizer::DataParallelOptimizer(Comm& comm, train::AdamWConfig cfg,
-                                             train::LrSchedule schedule, DpMode mode)
+                                             train::LrSchedule schedule, DpMode mode,
+                                             int64_t bucket_elements)
     : comm_(comm),
       mode_(mode),
       cfg_(cfg),
-      inner_(mode == DpMode::zero1 ? without_clipping(cfg) : cfg, schedule) {}
+      inner_(mode == DpMode::zero1 ? without_clipping(cfg) : cfg, schedule),
+      bucket_elements_(bucket_elements) {
+  if (bucket_elements < 1)
+    GYRE_THROW(invalid_argument, "data-parallel bucket size {} elements: must be >= 1",
+               bucket_elements);
+}
 
 void DataParallelOptimizer::set_model_parallel(Comm& mp, std::vector<bool> replicated) {
   if (!names_.empty())
@@ -125,16 +130,19 @@ void DataParallelOptimizer::set_model_parallel(Comm& mp, std::vector<bool> repli
     });
 }
 
-std::pair<double, double> DataParallelOptimizer::split_sum_squares(const Tensor& g, Range r) const {
-  // One view of g per parameter overlapping [r.begin, r.end), summed in one multi-tensor
+std::pair<double, double> DataParallelOptimizer::split_sum_squares(const Tensor& shard) const {
+  // One view of the shard per (bucket block, parameter) overlap, summed in one multi-tensor
   // reduction (one device-to-host transfer on CUDA).
   std::vector<Tensor> views;
   std::vector<bool> view_replicated;
-  for (size_t i = 0; i + 1 < offsets_.size(); ++i) {
-    const int64_t b = std::max(offsets_[i], r.begin), e = std::min(offsets_[i + 1], r.end);
-    if (e <= b) continue;
-    views.push_back(g.narrow(b - r.begin, e - b));
-    view_replicated.push_back(replicated_[i]);
+  for (const Bucket& b : buckets_) {
+    const Range r = b.owned;
+    for (size_t i = b.first; i < b.last; ++i) {
+      const int64_t lo = std::max(offsets_[i], r.begin), hi = std::min(offsets_[i + 1], r.end);
+      if (hi <= lo) continue;
+      views.push_back(shard.narrow(b.shard_offset + lo - r.begin, hi - lo));
+      view_replicated.push_back(replicated_[i]);
+    }
   }
   std::vector<const Tensor*> ptrs;
   for (auto& v : views) ptrs.push_back(&v);
@@ -150,8 +158,80 @@ double DataParallelOptimizer::model_parallel_sum_squares(double sharded, double 
   return v;
 }
 
+std::vector<Range> DataParallelOptimizer::owned_ranges() const {
+  std::vector<Range> out;
+  if (mode_ == DpMode::all_reduce) {
+    if (!offsets_.empty()) out.push_back({0, offsets_.back()});
+    return out;
+  }
+  for (const Bucket& b : buckets_) out.push_back(b.owned);
+  return out;
+}
+
+Range DataParallelOptimizer::owned_range() const {
+  const std::vector<Range> r = owned_ranges();
+  if (r.size() > 1)
+    GYRE_THROW(invalid_argument,
+               "{}: ZeRO-1 over {} gradient buckets owns one range per bucket; use owned_ranges()",
+               comm_.where(), r.size());
+  return r.empty() ? Range{} : r[0];
+}
+
 size_t DataParallelOptimizer::state_bytes() const {
-  return size_t(owned_.size()) * 2 * sizeof(float);
+  int64_t n = 0;
+  for (const Range& r : owned_ranges()) n += r.size();
+  return size_t(n) * 2 * sizeof(float);
+}
+
+std::vector<std::pair<size_t, size_t>> DataParallelOptimizer::bucket_params() const {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (const Bucket& b : buckets_) out.emplace_back(b.first, b.last);
+  return out;
+}
+
+void DataParallelOptimizer::make_buckets(const train::NamedTensors& params) {
+  // Backward order: from the last parameter to the first, a bucket closes once it is full.
+  std::vector<std::pair<size_t, size_t>> ranges;
+  size_t last = params.size();
+  int64_t filled = 0;
+  for (size_t i = params.size(); i-- > 0;) {
+    filled += params[i].second.numel();
+    if (filled >= bucket_elements_ || i == 0) {
+      ranges.emplace_back(i, last);
+      last = i;
+      filled = 0;
+    }
+  }
+  std::reverse(ranges.begin(), ranges.end());
+  const int64_t world = comm_.size(), rank = comm_.rank();
+  buckets_.clear();
+  bucket_of_.assign(params.size(), 0);
+  pos_.assign(params.size(), 0);
+  padded_ = shard_ = 0;
+  for (auto [first, end] : ranges) {
+    Bucket b;
+    b.first = first, b.last = end;
+    b.begin = offsets_[first], b.end = offsets_[end];
+    const int64_t n = b.end - b.begin;
+    b.flat = padded_;
+    if (mode_ == DpMode::zero1) {
+      b.shard = (n + world - 1) / world;
+      b.padded = b.shard * world;
+      b.shard_offset = shard_;
+      b.owned = {b.begin + std::min(n, rank * b.shard),
+                 b.begin + std::min(n, (rank + 1) * b.shard)};
+    } else {
+      b.padded = b.shard = n;
+      b.owned = {b.begin, b.end};
+    }
+    for (size_t i = first; i < end; ++i) {
+      bucket_of_[i] = buckets_.size();
+      pos_[i] = b.flat + offsets_[i] - b.begin;
+    }
+    padded_ += b.padded;
+    shard_ += b.shard;
+    buckets_.push_back(b);
+  }
 }
 
 void DataParallelOptimizer::layout(const train::NamedTensors& params,
@@ -184,62 +264,170 @@ void DataParallelOptimizer::layout(const train::NamedTensors& params,
                "{}: set_model_parallel marked {} parameters as replicated or not, but the step "
                "has {} parameters",
                comm_.where(), replicated_.size(), params.size());
+  if (params.empty())
+    GYRE_THROW(invalid_argument, "{}: data-parallel step without parameters", comm_.where());
+  std::vector<std::string> names;
   offsets_.assign(1, 0);
   for (auto& [name, t] : params) {
-    names_.push_back(name);
+    names.push_back(name);
     offsets_.push_back(offsets_.back() + t.numel());
   }
-  const int64_t n = offsets_.back(), world = comm_.size();
-  // Every rank must flatten the same number of elements, or the collectives would mismatch.
-  std::vector<int64_t> lo{n}, hi{-n};
+  const int64_t n = offsets_.back();
+  // Every rank must flatten the same number of elements in the same buckets, or the collectives
+  // would mismatch: the element count and the tensor count (the buckets follow from the sizes).
+  std::vector<int64_t> lo{n, int64_t(params.size())}, hi{-n, -int64_t(params.size())};
   comm_.all_reduce(lo, ReduceOp::max);
   comm_.all_reduce(hi, ReduceOp::max);
-  if (lo[0] != n || -hi[0] != n)
+  if (lo[0] != n || -hi[0] != n || lo[1] != -hi[1])
     GYRE_THROW(invalid_argument,
-               "{}: this rank has {} parameter elements but another rank has {}: every DP rank "
-               "must hold the same model",
-               comm_.where(), n, lo[0] != n ? lo[0] : -hi[0]);
+               "{}: this rank has {} parameter elements in {} tensors but another rank has {} "
+               "elements in {}: every DP rank must hold the same model",
+               comm_.where(), n, params.size(), lo[0] != n ? lo[0] : -hi[0],
+               lo[1] != int64_t(params.size()) ? lo[1] : -hi[1]);
+  make_buckets(params);
+  check_loaded_layout();
+  names_ = std::move(names);  // the layout is fixed from here on
+  // Zero-filled: the padding is reduced and gathered too and must stay 0.
+  flat_grad_ = Tensor::zeros({padded_}, DType::f32, device_);
   if (mode_ == DpMode::zero1) {
-    shard_ = (n + world - 1) / world;
-    padded_ = shard_ * world;
-    owned_ = {std::min(n, comm_.rank() * shard_), std::min(n, (comm_.rank() + 1) * shard_)};
-    // Zero-filled: the padding past n is reduced and gathered too and must stay 0.
-    flat_grad_ = Tensor::zeros({padded_}, DType::f32, device_);
     flat_param_ = Tensor::zeros({padded_}, DType::f32, device_);
     param_shard_ = Tensor::zeros({shard_}, DType::f32, device_);
     grad_shard_ = Tensor::zeros({shard_}, DType::f32, device_);
+  }
+}
+
+void DataParallelOptimizer::check_loaded_layout() const {
+  if (!loaded_buckets_ || buckets_.empty()) return;
+  const auto mine = bucket_params();
+  if (loaded_buckets_->empty() ? mine.size() == 1 : *loaded_buckets_ == mine) return;
+  if (loaded_buckets_->empty())
+    GYRE_THROW(invalid_argument,
+               "{}: optimizer checkpoint {} holds ZeRO-1 state in the single-shard layout of gyre "
+               "before bucketed gradient reduction, but this optimizer shards each of {} gradient "
+               "buckets ({}) separately: the Adam moments cannot be mapped onto their elements. "
+               "Resume from a checkpoint written by this version, or start the optimizer state "
+               "afresh (load the model weights only)",
+               comm_.where(), loaded_from_, mine.size(), buckets_str(mine));
+  GYRE_THROW(invalid_argument,
+             "{}: optimizer checkpoint {} was written with {} ZeRO-1 gradient buckets ({}), this "
+             "optimizer has {} ({}): another model or another bucket size; the Adam moments "
+             "cannot be mapped onto their elements",
+             comm_.where(), loaded_from_, loaded_buckets_->size(), buckets_str(*loaded_buckets_),
+             mine.size(), buckets_str(mine));
+}
+
+void DataParallelOptimizer::flatten(const train::NamedTensors& ts, Tensor& flat, size_t first,
+                                    size_t last) const {
+  for (size_t i = first; i < last; ++i) {
+    const Tensor& t = ts[i].second;
+    flat.narrow(pos_[i], t.numel()).copy_from(t.reshape({t.numel()}));
+  }
+}
+
+void DataParallelOptimizer::unflatten(const Tensor& flat, train::NamedTensors& ts) const {
+  for (size_t i = 0; i < ts.size(); ++i) {
+    Tensor& t = ts[i].second;
+    Tensor dst = t.reshape({t.numel()});
+    dst.copy_from(flat.narrow(pos_[i], t.numel()));
+  }
+}
+
+void DataParallelOptimizer::start_bucket(Bucket& b, const train::NamedTensors& grads) {
+  flatten(grads, flat_grad_, b.first, b.last);  // on the caller's (compute) stream
+  Tensor in = flat_grad_.narrow(b.flat, b.padded);
+  if (mode_ == DpMode::all_reduce) {
+    comm_.all_reduce_start(in.raw(), size_t(b.padded), DType::f32, ReduceOp::sum);
   } else {
-    padded_ = shard_ = n;
-    owned_ = {0, n};
-    flat_grad_ = Tensor::zeros({n}, DType::f32, device_);
+    Tensor out = grad_shard_.narrow(b.shard_offset, b.shard);
+    comm_.reduce_scatter_start(in.raw(), out.raw(), size_t(b.shard), DType::f32, ReduceOp::sum);
+  }
+  b.started = true;
+}
+
+void DataParallelOptimizer::begin_overlap(const train::NamedTensors& params,
+                                          const train::NamedTensors& grads) {
+  layout(params, grads);
+  if (armed_)
+    GYRE_THROW(invalid_argument,
+               "{}: begin_overlap twice without a step() in between (arm the gradient buckets "
+               "once, for the step's last backward)",
+               comm_.where());
+  armed_ = true;
+  armed_grads_ = grads;
+  reported_.assign(grads.size(), 0);
+  started_early_ = 0;
+  for (Bucket& b : buckets_) b.ready = 0, b.started = false;
+}
+
+void DataParallelOptimizer::grads_ready(size_t begin, size_t end) {
+  if (!armed_)
+    GYRE_THROW(invalid_argument,
+               "{}: gradients reported ready without begin_overlap (arm the buckets before the "
+               "step's last backward)",
+               comm_.where());
+  if (begin > end || end > reported_.size())
+    GYRE_THROW(invalid_argument, "{}: gradients [{}, {}) reported ready, but there are {}",
+               comm_.where(), begin, end, reported_.size());
+  // Descending, like the reports themselves: buckets start last one first, as in step().
+  for (size_t i = end; i-- > begin;) {
+    if (reported_[i])
+      GYRE_THROW(invalid_argument,
+                 "{}: gradient {} '{}' reported ready twice in one step: the hook must be active "
+                 "only for the backward that completes the step (its last micro-batch)",
+                 comm_.where(), i, names_[i]);
+    reported_[i] = 1;
+    Bucket& b = buckets_[bucket_of_[i]];
+    if (++b.ready == b.last - b.first) {
+      start_bucket(b, armed_grads_);
+      ++started_early_;
+    }
   }
 }
 
 std::vector<float> DataParallelOptimizer::reduced_grad() const {
-  return reduced_grad_.defined() ? reduced_grad_.narrow(0, owned_.size()).to_vector()
-                                 : std::vector<float>();
+  if (!reduced_grad_.defined()) return {};
+  if (mode_ == DpMode::all_reduce) return reduced_grad_.narrow(0, offsets_.back()).to_vector();
+  const std::vector<float> shard = reduced_grad_.to_vector();
+  std::vector<float> out;
+  for (const Bucket& b : buckets_)
+    out.insert(out.end(), shard.begin() + b.shard_offset,
+               shard.begin() + b.shard_offset + b.owned.size());
+  return out;
 }
 
 std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& params,
                                                       train::NamedTensors& grads) {
   layout(params, grads);
-  flatten(grads, flat_grad_);
+  if (armed_) {
+    armed_ = false;
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (grads[i].second.raw() != armed_grads_[i].second.raw())
+        GYRE_THROW(invalid_argument,
+                   "{}: step() got gradient '{}' in other memory than begin_overlap armed",
+                   comm_.where(), grads[i].first);
+    armed_grads_.clear();
+  } else {
+    for (Bucket& b : buckets_) b.started = false;
+    started_early_ = 0;
+  }
+  // The buckets no hook started, in the hooks' order (the last bucket first): every rank issues
+  // the same calls in the same order whether it overlapped or not.
+  for (size_t k = buckets_.size(); k-- > 0;)
+    if (!buckets_[k].started) start_bucket(buckets_[k], grads);
+  comm_.finish_started();  // the compute stream waits for the reductions (no host wait)
   if (mode_ == DpMode::all_reduce) {
-    comm_.all_reduce(flat_grad_.raw(), size_t(flat_grad_.numel()), DType::f32, ReduceOp::sum);
     unflatten(flat_grad_, grads);
     reduced_grad_ = flat_grad_;         // no copy: nothing writes flat_grad_ until the next step
     return inner_.step(params, grads);  // global norm: every rank now holds the summed gradient
   }
-  // ZeRO-1. Reduce-scatter: this rank receives the summed gradient of its shard.
-  comm_.reduce_scatter(flat_grad_.raw(), grad_shard_.raw(), size_t(shard_), DType::f32,
-                       ReduceOp::sum);
+  // ZeRO-1: this rank's shard holds the summed gradient of its block of every bucket.
   if (keep_reduced_grad_) reduced_grad_ = grad_shard_.clone();  // clipping scales the shard
   // Global norm from the shards' sums of squares (Megatron's clip_grad_norm over the distributed
-  // optimizer's shards), then the same clipping rule as train::AdamW::step.
+  // optimizer's shards), then the same clipping rule as train::AdamW::step (padding is 0).
   // DP x TP: summed over the DP group (this tp rank's full shard), then over the tp group.
   double sq = 0;
   if (mp_) {
-    auto [sharded, replicated] = split_sum_squares(grad_shard_, owned_);
+    auto [sharded, replicated] = split_sum_squares(grad_shard_);
     std::vector<double> v{sharded, replicated};
     comm_.all_reduce(v, ReduceOp::sum);
     sq = model_parallel_sum_squares(v[0], v[1]);
@@ -256,12 +444,24 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
     const double coeff = cfg_.clip_grad / (norm + 1e-6);
     if (coeff < 1.0) ops::scale_(grad_shard_, float(coeff));
   }
-  // This rank's parameter shard (replicas are identical, so the local copy is the truth).
-  flatten(params, flat_param_);
-  param_shard_.copy_from(flat_param_.narrow(comm_.rank() * shard_, shard_));
+  // This rank's parameter blocks, straight from the parameters (replicas are identical, so the
+  // local copy is the truth); the padding stays 0 (AdamW keeps a 0 with a 0 gradient at 0).
+  for (const Bucket& b : buckets_)
+    for (size_t i = b.first; i < b.last; ++i) {
+      const int64_t lo = std::max(offsets_[i], b.owned.begin);
+      const int64_t hi = std::min(offsets_[i + 1], b.owned.end);
+      if (hi <= lo) continue;
+      const Tensor& p = params[i].second;
+      param_shard_.narrow(b.shard_offset + lo - b.owned.begin, hi - lo)
+          .copy_from(p.reshape({p.numel()}).narrow(lo - offsets_[i], hi - lo));
+    }
   train::NamedTensors p{{"zero1_shard", param_shard_}}, g{{"zero1_shard", grad_shard_}};
   auto [unused_norm, lr] = inner_.step(p, g);
-  comm_.all_gather(param_shard_.raw(), flat_param_.raw(), size_t(shard_) * sizeof(float));
+  for (const Bucket& b : buckets_)
+    comm_.all_gather_start(param_shard_.narrow(b.shard_offset, b.shard).raw(),
+                           flat_param_.narrow(b.flat, b.padded).raw(),
+                           size_t(b.shard) * sizeof(float));
+  comm_.finish_started();
   unflatten(flat_param_, params);
   return {norm, lr};
 }
@@ -273,7 +473,11 @@ void DataParallelOptimizer::save(const std::string& dir) const {
   nlohmann::json j = {{"mode", dp_mode_name(mode_)},
                       {"dp_size", comm_.size()},
                       {"padded", padded_},
-                      {"shard", shard_}};
+                      {"shard", shard_},
+                      {"bucket_elements", bucket_elements_},
+                      {"buckets", nlohmann::json::array()}};
+  for (auto [first, last] : bucket_params())
+    j["buckets"].push_back(nlohmann::json::array({first, last}));
   std::ofstream(sub + "/data_parallel.json") << j.dump(2) << "\n";
 }
 
@@ -287,13 +491,24 @@ void DataParallelOptimizer::load(const std::string& dir) {
                "{} data-parallel ranks (ZeRO-1 state is per rank; resume with the same DP size)",
                comm_.where(), sub, dir, comm_.size());
   nlohmann::json j;
+  std::vector<std::pair<size_t, size_t>> buckets;
   try {
     f >> j;
     if (j.at("mode").get<std::string>() != dp_mode_name(mode_))
       GYRE_THROW(invalid_argument, "{}: optimizer checkpoint {} was written in mode {}, not {}",
                  comm_.where(), sub, j.at("mode").get<std::string>(), dp_mode_name(mode_));
+    // No "buckets": written before bucketed reduction (one shard of the whole flat vector).
+    if (j.contains("buckets"))
+      for (const auto& b : j.at("buckets"))
+        buckets.emplace_back(b.at(0).get<size_t>(), b.at(1).get<size_t>());
   } catch (const nlohmann::json::exception& e) {
     GYRE_THROW(invalid_argument, "{}/data_parallel.json: {}", sub, e.what());
+  }
+  // all_reduce keys its Adam state by parameter name: any bucket layout fits.
+  if (mode_ == DpMode::zero1) {
+    loaded_buckets_ = std::move(buckets);
+    loaded_from_ = sub;
+    check_loaded_layout();  // at once when the layout is already fixed, else at the first step
   }
   inner_.load(sub);
 }

@@ -209,6 +209,9 @@ NcclComm::NcclComm(void* comm, int device, int world_rank, double timeout_s, std
   cudaEvent_t e = nullptr;
   cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
   caller_event_ = e;
+  cudaEvent_t f = nullptr;
+  cuda_check(cudaEventCreateWithFlags(&f, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  finish_event_ = f;
 }
 
 // The ordered calls in flight: each one's completion event (recorded on the communication stream
@@ -217,7 +220,12 @@ struct NcclComm::Watchdog {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
-  std::deque<std::pair<cudaEvent_t, Clock::time_point> > pending;
+  struct Pending {
+    cudaEvent_t event;
+    Clock::time_point deadline;
+    const char* call;
+  };
+  std::deque<Pending> pending;
   std::vector<cudaEvent_t> spare;
   std::thread thread;
 
@@ -227,20 +235,20 @@ struct NcclComm::Watchdog {
     for (;;) {
       cv.wait(lk, [&] { return stop || !pending.empty(); });
       if (stop) return;
-      const auto [event, deadline] = pending.front();
+      const auto [event, deadline, call] = pending.front();
       lk.unlock();
       const cudaError_t q = cudaEventQuery(event);
       std::string why;
       if (q == cudaErrorNotReady && Clock::now() > deadline)
         why = fmt::format(
-            "an all-reduce did not complete within {} s (GYRE_COMM_TIMEOUT); a peer "
+            "a stream-ordered {} did not complete within {} s (GYRE_COMM_TIMEOUT); a peer "
             "rank is stalled or dead",
-            comm->timeout_s_);
+            call, comm->timeout_s_);
       else if (q != cudaSuccess && q != cudaErrorNotReady)
         why = fmt::format(
-            "a CUDA error was seen while an all-reduce was pending (it may come "
+            "a CUDA error was seen while a stream-ordered {} was pending (it may come "
             "from an earlier kernel): {}",
-            cudaGetErrorString(q));
+            call, cudaGetErrorString(q));
       if (!why.empty()) comm->watchdog_expire(why);  // the stuck kernels exit: events complete
       if (q == cudaErrorNotReady && why.empty())
         std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -267,32 +275,32 @@ void NcclComm::watchdog_expire(const std::string& why) {
   std::fflush(stderr);
 }
 
-void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp op) {
+void NcclComm::enqueue_watched(const char* call, size_t max_in_flight, bool caller_waits,
+                               const std::function<void()>& issue) {
   cudaSetDevice(device_);
   if (!watchdog_) {
     watchdog_ = std::make_unique<Watchdog>();
     watchdog_->thread = std::thread([this] { watchdog_->run(this, device_); });
   }
-  // Bounded run-ahead: with kMaxInFlight calls pending the host waits (against the deadline) for
-  // the oldest. Unbounded, a stuck all-reduce would let the host queue kernels until a launch
+  // Bounded run-ahead: with max_in_flight calls pending the host waits (against the deadline) for
+  // the oldest. Unbounded, a stuck collective would let the host queue kernels until a launch
   // blocks inside the enqueue below, holding mu_, so the watchdog could never abort.
-  constexpr size_t kMaxInFlight = 16;
   for (const auto deadline = deadline_after(timeout_s_);;) {
     cudaEvent_t oldest = nullptr;
     {
       std::lock_guard<std::mutex> lk(watchdog_->mu);
-      if (watchdog_->pending.size() >= kMaxInFlight) oldest = watchdog_->pending.front().first;
+      if (watchdog_->pending.size() >= max_in_flight) oldest = watchdog_->pending.front().event;
     }
     if (!oldest || cudaEventQuery(oldest) != cudaErrorNotReady) break;  // (the watchdog pops it)
-    check_alive("all_reduce");
+    check_alive(call);
     if (Clock::now() > deadline)
-      fail("all_reduce", fmt::format("an earlier all-reduce did not complete within {} s "
-                                     "(GYRE_COMM_TIMEOUT); a peer rank is stalled or dead",
-                                     timeout_s_));
+      fail(call, fmt::format("an earlier stream-ordered collective did not complete within {} s "
+                             "(GYRE_COMM_TIMEOUT); a peer rank is stalled or dead",
+                             timeout_s_));
     std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   order_after_caller();
-  all_reduce_async(buf, count, dtype, op);
+  issue();
   cudaEvent_t done = nullptr;
   {
     std::lock_guard<std::mutex> lk(watchdog_->mu);
@@ -304,12 +312,47 @@ void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp
   if (!done)
     cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
   cuda_check(cudaEventRecord(done, as_stream(stream_)), "cudaEventRecord");
-  cuda_check(cudaStreamWaitEvent(gyre::cuda::stream(), done, 0), "cudaStreamWaitEvent");
+  if (caller_waits)
+    cuda_check(cudaStreamWaitEvent(gyre::cuda::stream(), done, 0), "cudaStreamWaitEvent");
   {
     std::lock_guard<std::mutex> lk(watchdog_->mu);
-    watchdog_->pending.emplace_back(done, deadline_after(timeout_s_));
+    watchdog_->pending.push_back({done, deadline_after(timeout_s_), call});
   }
   watchdog_->cv.notify_one();
+}
+
+void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp op) {
+  enqueue_watched("all-reduce", 16, true, [&] { all_reduce_async(buf, count, dtype, op); });
+}
+
+// The started calls may all be in flight during one backward (a data-parallel step has a bucket
+// per layer or so): a deeper bound than the activations' ordered all-reduces.
+constexpr size_t kMaxStartedInFlight = 256;
+
+void NcclComm::all_reduce_start(void* buf, size_t count, DType dtype, ReduceOp op) {
+  enqueue_watched("all-reduce", kMaxStartedInFlight, false,
+                  [&] { all_reduce_async(buf, count, dtype, op); });
+}
+
+void NcclComm::reduce_scatter_start(const void* send, void* recv, size_t recv_count, DType dtype,
+                                    ReduceOp op) {
+  enqueue_watched("reduce-scatter", kMaxStartedInFlight, false,
+                  [&] { reduce_scatter_async(send, recv, recv_count, dtype, op); });
+}
+
+void NcclComm::all_gather_start(const void* send, void* recv, size_t send_bytes) {
+  enqueue_watched("all-gather", kMaxStartedInFlight, false,
+                  [&] { all_gather_async(send, recv, send_bytes); });
+}
+
+void NcclComm::finish_started() {
+  check_alive("finish_started");
+  cudaSetDevice(device_);
+  // Everything enqueued on the communication stream so far (the started calls, in order).
+  cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(finish_event_), as_stream(stream_)),
+             "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(gyre::cuda::stream(), static_cast<cudaEvent_t>(finish_event_), 0),
+             "cudaStreamWaitEvent");
 }
 
 NcclComm::~NcclComm() {
@@ -320,7 +363,7 @@ NcclComm::~NcclComm() {
     }
     watchdog_->cv.notify_one();
     watchdog_->thread.join();
-    for (auto& [e, d] : watchdog_->pending) cudaEventDestroy(e);  // freed once complete
+    for (auto& p : watchdog_->pending) cudaEventDestroy(p.event);  // freed once complete
     for (cudaEvent_t e : watchdog_->spare) cudaEventDestroy(e);
   }
   if (comm_) {
@@ -334,6 +377,7 @@ NcclComm::~NcclComm() {
       ncclCommAbort(as_comm(comm_));
   }
   if (caller_event_) cudaEventDestroy(static_cast<cudaEvent_t>(caller_event_));
+  if (finish_event_) cudaEventDestroy(static_cast<cudaEvent_t>(finish_event_));
   if (stream_) cudaStreamDestroy(as_stream(stream_));
 }
 

@@ -11,11 +11,10 @@
 //   wrote is read complete), then wait for the communication; the `*_async` calls only enqueue and
 //   leave the ordering to the caller (wait_for_event), wait() completes them.
 // - The communicator is created non-blocking (ncclConfig_t.blocking = 0) so that init and every
-// wait
-//   poll against a deadline: a peer that never arrives, or a collective that does not finish within
-//   `timeout_s`, aborts the NCCL communicator (ncclCommAbort) and throws gyre::Error naming this
-//   rank, its host, the call and the group — never a silent hang. A communicator that timed out is
-//   broken: every further call throws.
+//   wait poll against a deadline: a peer that never arrives, or a collective that does not finish
+//   within `timeout_s`, aborts the NCCL communicator (ncclCommAbort) and throws gyre::Error naming
+//   this rank, its host, the call and the group — never a silent hang. A communicator that timed
+//   out is broken: every further call throws.
 // - NCCL has no message tags: send/recv between a pair of ranks match in issue order (`tag` is only
 //   checked to be non-negative, for interface compatibility with MpiComm).
 // - Bootstrap: rank 0 draws an ncclUniqueId and hands it to the other ranks out of band: over a
@@ -97,6 +96,16 @@ class NcclComm final : public Comm {
   // finished by then aborts the communicator (its stuck kernels exit, so no stream waits forever),
   // reports it on stderr at once, and every later call on the communicator throws the reason.
   void all_reduce_ordered(void* device_buf, size_t count, DType dtype, ReduceOp op);
+  // Started collectives (Comm's *_start; the data-parallel gradient buckets): like
+  // all_reduce_ordered — the communication stream waits for the calling thread's gyre stream,
+  // NCCL runs there, the watchdog bounds each call by the timeout — but the calling thread's
+  // stream does not wait for them: finish_started() makes it wait (on the GPU) for every call
+  // enqueued on the communication stream so far. Device buffers only.
+  void all_reduce_start(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void reduce_scatter_start(const void* send, void* recv, size_t recv_count, DType dtype,
+                            ReduceOp op) override;
+  void all_gather_start(const void* send, void* recv, size_t send_bytes) override;
+  void finish_started() override;
   // The communication stream waits (on the GPU) for `cuda_event` (a cudaEvent_t recorded on a
   // compute stream) before running what is enqueued next.
   void wait_for_event(void* cuda_event);
@@ -134,6 +143,12 @@ class NcclComm final : public Comm {
 
   // Called by the watchdog when an ordered call missed its deadline (or its event failed).
   void watchdog_expire(const std::string& why);
+  // The ordered and started calls: waits (bounded) while `max_in_flight` watched calls are
+  // pending, orders comm_stream() after the caller's stream, runs `issue` (an *_async call), then
+  // records its completion event for the watchdog; with `caller_waits` the caller's stream waits
+  // for that event.
+  void enqueue_watched(const char* call, size_t max_in_flight, bool caller_waits,
+                       const std::function<void()>& issue);
 
   struct Watchdog;  // the ordered calls in flight and the thread that bounds them (nccl_comm.cc)
   std::unique_ptr<Watchdog> watchdog_;
@@ -144,6 +159,7 @@ class NcclComm final : public Comm {
   void* comm_;                    // ncclComm_t
   void* stream_;                  // cudaStream_t
   void* caller_event_ = nullptr;  // cudaEvent_t for order_after_caller
+  void* finish_event_ = nullptr;  // cudaEvent_t for finish_started
   int device_, rank_ = 0, size_ = 1, world_rank_;
   double timeout_s_;
   std::string name_;

@@ -3,6 +3,7 @@
 // ForwardState and Gradients. Loading/saving lives in checkpoint_io.cc.
 #include "gyre/model/causal_lm.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "gyre/backend/fused_linear_ops.h"
@@ -135,6 +136,25 @@ double Gradients::sum_squares() const {
 CausalLM::CausalLM(const ModelConfig& config) : config_(config), w_(std::make_unique<Weights>()) {
   w_->specs = param_specs(config_, &w_->slots);
   w_->rope = std::make_unique<RopeCache>(config_);
+  // The block order GradReadyHook reports in (backward_below_head): embedding, each layer's
+  // tensors from its input norm on, final norm, then an untied lm_head.
+  const ModelSlots& s = w_->slots;
+  int next = 1;
+  for (const LayerSlots& l : s.layers) {
+    GYRE_CHECK(l.input_norm == next, "parameter layout: layer block starts at {}, expected {}",
+               l.input_norm, next);
+    next = l.input_norm + 1;
+    for (int i : {l.post_norm, l.q_w, l.q_b, l.k_w, l.k_b, l.v_w, l.v_b, l.o_w, l.o_b, l.q_norm,
+                  l.k_norm, l.gate_w, l.gate_b, l.up_w, l.up_b, l.down_w, l.down_b, l.router_w})
+      next = std::max(next, i + 1);
+    for (const auto* v : {&l.expert_gate, &l.expert_up, &l.expert_down})
+      for (int i : *v) next = std::max(next, i + 1);
+  }
+  GYRE_CHECK(s.embed == 0 && s.final_norm == next &&
+                 (s.lm_head == s.embed || s.lm_head == s.final_norm + 1) &&
+                 size_t(std::max(s.final_norm, s.lm_head) + 1) == w_->specs.size(),
+             "parameter layout: embedding {}, final norm {}, lm_head {} of {} parameters", s.embed,
+             s.final_norm, s.lm_head, w_->specs.size());
 }
 CausalLM::~CausalLM() = default;
 
@@ -340,7 +360,8 @@ void CausalLM::check_backward(ForwardState& state, const Gradients& grads) const
   }
 }
 
-void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& grads) {
+void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& grads,
+                        const GradReadyHook& on_ready) {
   const ModelConfig& c = config_;
   check_backward(state, grads);
   ForwardState::Impl& st = state.impl();
@@ -361,10 +382,11 @@ void CausalLM::backward(const Tensor& dlogits, ForwardState& state, Gradients& g
     Tensor none, dw = g.lm_head;
     ops::linear_backward(dlogits, st.head_in, w_->t.lm_head, dhead, dw, none);
   }
-  backward_below_head(std::move(dhead), state, grads);
+  backward_below_head(std::move(dhead), state, grads, on_ready);
 }
 
-void CausalLM::backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads) {
+void CausalLM::backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads,
+                                    const GradReadyHook& on_ready) {
   check_backward(state, grads);
   const ForwardState::Impl& st = state.impl();
   const int64_t R = st.head_in.size(0), H = config_.hidden_size;
@@ -375,7 +397,7 @@ void CausalLM::backward_from_hidden(const Tensor& dhidden, ForwardState& state, 
                "got {} {} on {}",
                R, H, device_name(device_), dtype_name(dhidden.dtype()), shape_str(dhidden.shape()),
                device_name(dhidden.device()));
-  backward_below_head(dhidden, state, grads);  // not written: no TP under hidden_only
+  backward_below_head(dhidden, state, grads, on_ready);  // not written: no TP under hidden_only
 }
 
 const Tensor& CausalLM::lm_head_weight() const { return w_->t.lm_head; }
@@ -389,8 +411,17 @@ Tensor CausalLM::lm_head_grad(Gradients& grads) const {
   return bind_tensors(w_->slots, grads.tensors).lm_head;
 }
 
-void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads) {
+void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads,
+                                   const GradReadyHook& on_ready) {
   const ModelConfig& c = config_;
+  // GradReadyHook: parameters() holds the embedding, each layer's tensors in a block, the final
+  // norm and an untied lm_head (weights.h), so each report is the block of one part.
+  const GradReadyHook& ready = on_ready ? on_ready : grad_ready_hook_;
+  const ModelSlots& slots = w_->slots;
+  const size_t num_params = w_->params.size();
+  auto layer_begin = [&](int64_t l) {
+    return size_t(l < c.num_hidden_layers ? slots.layers[size_t(l)].input_norm : slots.final_norm);
+  };
   ForwardState::Impl& st = state.impl();
   const Device dev = device_;
   const int64_t T = st.batch.num_tokens(), H = c.hidden_size;
@@ -417,6 +448,9 @@ void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients&
   ops::rms_norm_backward(dxn, st.final_x, w.final_norm, st.final_rstd, dx, g.final_norm);
   dxn = Tensor();
   st.final_x = Tensor();
+  // The final norm and an untied lm_head (its gradient came before this function); a tied one is
+  // the embedding, reported last.
+  if (ready) ready(size_t(slots.final_norm), num_params);
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     LayerSaved& saved = st.layers[size_t(l)];
     if (st.recompute) {
@@ -427,12 +461,14 @@ void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients&
       dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx);
     }
     saved.clear();  // free activations as soon as they are consumed
+    if (ready) ready(layer_begin(l), layer_begin(l + 1));
   }
   if (tp_)
     tp_embedding_backward(st.batch.ids, dx, tp_->vocab_begin, g.embed);
   else
     ops::embedding_backward(st.batch.ids, dx, g.embed);
   state.clear();
+  if (ready) ready(size_t(slots.embed), size_t(slots.embed) + 1);
 }
 
 }  // namespace gyre::model

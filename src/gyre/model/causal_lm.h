@@ -20,8 +20,10 @@
 //   caller brings its own ForwardState). load_weights() must not run concurrently with forwards.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gyre/core/tensor.h"
@@ -91,6 +93,17 @@ class ForwardState {
   std::unique_ptr<Impl> impl_;
 };
 
+// Gradient-ready hook (data-parallel overlap: dist::DataParallelOptimizer starts reducing a
+// bucket of gradients while the backward continues). A backward calls it with a range
+// [begin, end) of parameters() indices whose gradients it will not touch again: final for this
+// backward, and final for the optimizer step when this is the step's last micro-batch. Order: the
+// final norm (with an untied lm_head, whose gradient precedes the model backward), then each
+// layer from the last to the first, then the embedding (with a tied lm_head: only complete after
+// the embedding backward, at the very end). Every index is reported exactly once per backward.
+// It runs on the calling thread between the backward's kernel launches: it may enqueue GPU work
+// but must not wait for the GPU.
+using GradReadyHook = std::function<void(size_t begin, size_t end)>;
+
 // dL/dθ, one f32 tensor per parameter, same order, names and shapes as CausalLM::parameters(), on
 // the model's device.
 struct Gradients {
@@ -145,12 +158,20 @@ class CausalLM {
   // Errors: token id outside [0, vocab) (names sequence and position), malformed batch tensors.
   Tensor forward(const Batch& batch, const ForwardOptions& options, ForwardState* state = nullptr);
   // dlogits: [R or T, V] matching the forward's logits. Gradients accumulate into `grads` (from
-  // zeros_like_parameters()). Consumes the state (it is cleared afterwards).
-  void backward(const Tensor& dlogits, ForwardState& state, Gradients& grads);
+  // zeros_like_parameters()). Consumes the state (it is cleared afterwards). `on_ready` (empty:
+  // the model's set_grad_ready_hook(), if any) is told which gradients are final as the backward
+  // proceeds (GradReadyHook).
+  void backward(const Tensor& dlogits, ForwardState& state, Gradients& grads,
+                const GradReadyHook& on_ready = {});
   // The same backward from dL/d(lm_head input) [R or T, H] (f32, on device()) of a forward run
   // with hidden_only: the caller has already back-propagated through lm_head (accumulating its
   // weight gradient into lm_head_grad(grads)). Consumes the state.
-  void backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads);
+  void backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads,
+                            const GradReadyHook& on_ready = {});
+  // The hook every later backward calls when none is passed to it (for callers that reach the
+  // backward through a helper, e.g. model::backward_from_logprobs); empty: none. Set it around the
+  // last micro-batch of an optimizer step only. Not concurrently with a backward.
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_hook_ = std::move(hook); }
   // lm_head's weight [V, H] (tied models: the embedding) and its gradient tensor in `grads` (a view
   // sharing the storage; tied: the embedding's gradient). Under TP: this rank's vocab shard.
   const Tensor& lm_head_weight() const;
@@ -208,7 +229,9 @@ class CausalLM {
   // backward()'s checks of the state and the gradients (shared with backward_from_hidden).
   void check_backward(ForwardState& state, const Gradients& grads) const;
   // Everything below lm_head: from dL/d(head_in) [R, H] back to the embedding.
-  void backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads);
+  void backward_below_head(Tensor dhead, ForwardState& state, Gradients& grads,
+                           const GradReadyHook& on_ready);
+  GradReadyHook grad_ready_hook_;  // set_grad_ready_hook
 };
 
 }  // namespace gyre::model

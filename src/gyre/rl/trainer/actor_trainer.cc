@@ -263,6 +263,11 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     const auto denoms = rollout_mask_sums(step_rollouts, step_masks);
 
     model::Gradients grads = actor_.zeros_like_parameters();
+    // The optimizer's lists: the parameters and this step's gradient tensors, in parameters()
+    // order (the indices the gradient-ready hook reports).
+    train::NamedTensors params, gradv;
+    for (auto& p : actor_.parameters()) params.emplace_back(p.name, p.tensor);
+    for (auto& g : grads.tensors) gradv.emplace_back(g.name, g.tensor);
     Metrics mb_sum;
     if (opt_.critic) {
       // Value-loss step on the same micro-batches and normaliser (slime trains the critic on the
@@ -331,6 +336,20 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
           for (size_t t = 0; t < lo.grad_entropy[k].size(); ++t)
             dent.f32()[r0 + int64_t(t)] = lo.grad_entropy[k][t];
       }
+      // Data parallel: the step's last backward completes the gradients, so it starts reducing
+      // each bucket as soon as its layers are done (communication overlapped with the rest of
+      // the backward); earlier micro-batches only accumulate.
+      const bool overlap = dp && mbi + 1 == steps[size_t(s)].size();
+      if (overlap) {
+        dp->begin_overlap(params, gradv);
+        actor_.set_grad_ready_hook(dp->grad_ready_hook());
+      }
+      struct HookReset {
+        model::CausalLM* m;
+        ~HookReset() {
+          if (m) m->set_grad_ready_hook({});
+        }
+      } hook_reset{overlap ? &actor_ : nullptr};
       model::backward_from_logprobs(actor_, sb, dlogp, dent, grads);
       add_metrics(mb_sum, lo.metrics);
       // Entropy of the response tokens, per-sample mean reduced like the loss (for logging).
@@ -338,10 +357,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                       normalizer);
       mb_sum["train/entropy"] += red.reduce(lb.entropy);
     }
-    // Optimizer step.
-    train::NamedTensors params, gradv;
-    for (auto& p : actor_.parameters()) params.emplace_back(p.name, p.tensor);
-    for (auto& g : grads.tensors) gradv.emplace_back(g.name, g.tensor);
+    // Optimizer step (data parallel: finishes the reductions the last backward started).
     if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
     auto [norm, lr] = dp ? dp->step(params, gradv) : optimizer_.step(params, gradv);
     mb_sum["train/grad_norm"] = norm;
