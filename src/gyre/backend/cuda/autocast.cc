@@ -21,6 +21,7 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/pdl.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
 
@@ -44,6 +45,9 @@ void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t
   if (M == 0 || N == 0) return;
   if (K == 0) return linear_fwd(x, w, b, M, N, K, y);  // y = bias rows (or zeros): no product
   Bf16Copy wb(w, N * K);
+  // The GEMV loads its first weights before waiting for the previous kernel (pdl.cuh), and that
+  // kernel is the conversion just enqueued: put a barrier between them.
+  if (linear_gemv_bf16_supported(x, wb.p(), M, N, K)) pdl_barrier();
   linear_fwd_autocast_bf16_weight(x, wb.p(), b, M, N, K, y);
 }
 

@@ -30,6 +30,7 @@ template <int M, int S>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemv_bf16_kernel(const float* __restrict__ x, const uint4* __restrict__ w,
                      const float* __restrict__ b, int64_t N, int64_t K, float* __restrict__ y) {
+  pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   const int lane = int(threadIdx.x) & 31;
   const int64_t n = int64_t(blockIdx.x) * (kWarpsPerBlock / S) + gemv::column_slot<S>();
   if (n >= N) return;        // all S warps of the column together
@@ -48,10 +49,9 @@ void launch(const float* x, const uint16_t* w, const float* b, int64_t N, int64_
     constexpr int S = decltype(s)::value;
     constexpr int columns = kWarpsPerBlock / S;  // per block
     const unsigned blocks = unsigned((N + columns - 1) / columns);
-    gemv_bf16_kernel<M, S><<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(
-        x, reinterpret_cast<const uint4*>(w), b, N, K, y);
+    launch_pdl("gemv_bf16", gemv_bf16_kernel<M, S>, blocks, kWarpsPerBlock * 32, 0, x,
+               reinterpret_cast<const uint4*>(w), b, N, K, y);
   });
-  GYRE_CUDA_LAUNCHED("gemv_bf16");
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "gyre/backend/cuda/pdl.cuh"
 #include "gyre/backend/cuda/rms_row.cuh"
 
 namespace gyre::cuda::gemv {
@@ -72,10 +73,13 @@ __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
-// The plain GEMV's prologue (no RMSNorm): rstd is not read without kNorm.
+// The plain GEMV's prologue (no RMSNorm): rstd is not read without kNorm. It is where the kernel
+// waits for its predecessor under programmatic dependent launch (pdl.cuh): after the first batch of
+// weight loads, before the first read of x.
 struct NoPrologue {
   template <int M>
   __device__ __forceinline__ void operator()(float (&rstd)[M]) const {
+    pdl_wait();
 #pragma unroll
     for (int m = 0; m < M; ++m) rstd[m] = 0.0f;
   }
@@ -101,17 +105,20 @@ __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* 
 // GEMV of rms_norm's output (the fused decode prologue).
 //
 // prologue(rstd) fills the M row rstds: with kNorm the RMSNorm's block-wide reduction
-// (gemv_fused.cu's RmsRstd), without it nothing that costs (NoPrologue). With kNorm it runs AFTER
-// the lane's first batch of weight loads is issued and BEFORE any product: the weight bytes do not
-// depend on rstd, only the FMAs do, so the HBM latency of the first kAhead · C loads overlaps the
+// (gemv_fused.cu's RmsRstd), without it nothing that costs (NoPrologue). It runs AFTER the lane's
+// first batch of weight loads is issued and BEFORE any product: the weight bytes do not depend on
+// rstd or x, only the FMAs do, so the HBM latency of the first kAhead · C loads overlaps the
 // reduction (the row's read + block_sum) instead of following it (issue 7: the *_rms kernels paid
-// the two back to back). INVARIANT: only WHEN the weight bytes are loaded moved, into registers (an
-// L2 prefetch there was slower); every f32 operation (the per-lane k order, the butterfly,
-// combine_parts' warp order, the reduction in the prologue and its block size) is the one of the
-// file comment, so the sums stay bitwise those of the unfused rms_norm + GEMV. The prologue may be
-// block-wide (row_rstd synchronises the block), so every thread of the block must get here: a warp
-// whose column is past the end passes live = false (it starts past K8: no loads, no products, acc
-// 0) instead of returning early, and nothing before the prologue leaves the function.
+// the two back to back). Every prologue starts with pdl_wait (pdl.cuh): under programmatic
+// dependent launch the first batch is loaded while the previous kernel still runs, and nothing the
+// previous kernels wrote (x, the residual) is read before the prologue. INVARIANT: only WHEN the
+// weight bytes are loaded moved, into registers (an L2 prefetch there was slower); every f32
+// operation (the per-lane k order, the butterfly, combine_parts' warp order, the reduction in the
+// prologue and its block size) is the one of the file comment, so the sums stay bitwise those of
+// the unfused rms_norm + GEMV. The prologue may be block-wide (row_rstd synchronises the block), so
+// every thread of the block must get here: a warp whose column is past the end passes live = false
+// (it starts past K8: no loads, no products, acc 0) instead of returning early, and nothing before
+// the prologue leaves the function.
 template <int M, int C, bool kNorm, int S, typename Prologue>
 __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
                                               const float* __restrict__ nw,
@@ -135,14 +142,13 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
   uint4 wv[kAhead][C];
   int64_t base = live ? int64_t(part) * 32 + lane : K8;
   const int64_t first = base;
-  // With kNorm the first batch is issued before the prologue (the rstd reduction) and the loop's
-  // first iteration uses it; without, the prologue is free and the loop keeps its plain shape (each
-  // batch loaded at the top of its iteration), so the plain GEMV kernels compile as before.
-  if constexpr (kNorm) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
+  // The first batch is issued before the prologue (the wait for the previous kernel, and with
+  // kNorm the rstd reduction); the loop's first iteration uses it.
+  load_batch<kAhead, C, kStride>(wv, wr, base, K8);
   float rstd[M];
   prologue(rstd);
   for (; base < K8; base += kBatch) {
-    if (!kNorm || base != first) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
+    if (base != first) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t k8 = base + kStride * u;

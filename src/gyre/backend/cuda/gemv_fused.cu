@@ -76,6 +76,7 @@ struct RmsRstd {
   int64_t K;
 
   __device__ __forceinline__ void operator()(float (&rs)[M]) const {
+    pdl_wait();  // x and the residual come from the previous kernels (pdl.cuh, NoPrologue)
 #pragma unroll
     for (int m = 0; m < M; ++m) rs[m] = 0.0f;
     if constexpr (kNorm) {
@@ -152,6 +153,7 @@ __device__ __forceinline__ void for_tiles(const float* x, const RmsPrologue& nrm
 template <int M, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreadsOf<kNorm>)
     gemv_group_kernel(const float* __restrict__ x, RmsPrologue nrm, GemvGroup g, int64_t K) {
+  pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   const int lane = int(threadIdx.x) & 31;
   int64_t columns = 0;
 #pragma unroll
@@ -199,6 +201,7 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
                          const float* __restrict__ bg, const uint4* __restrict__ wu,
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
+  pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   const int lane = int(threadIdx.x) & 31;
   for_tiles<M, kNorm, S>(
       x, nrm, K, N, [&](int64_t tile, auto&& prologue, bool wait_free, bool release) {
@@ -229,6 +232,7 @@ __global__ void __launch_bounds__(kThreads)
     gemv_residual_kernel(const float* __restrict__ x, const uint4* __restrict__ w,
                          const float* __restrict__ b, const float* r, int64_t N, int64_t K,
                          float* y) {
+  pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   const int lane = int(threadIdx.x) & 31;
   const int64_t n = warp_column<false, S>();
   if (n >= N) return;  // all S warps of the column together
@@ -301,11 +305,11 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
       constexpr int S = decltype(s)::value;
       constexpr auto kernel = gemv_group_kernel<decltype(m)::value, kNorm, S>;
       constexpr bool kLoop = kTileLoop<kNorm, decltype(m)::value>;
-      kernel<<<grid_of<kLoop, kernel>(blocks_for<kNorm, S>(columns)), kThreadsOf<kNorm>, 0,
-               stream()>>>(x, nrm, g, K);
+      launch_pdl(kNorm ? "gemv_bf16_group_rms" : "gemv_bf16_group", kernel,
+                 grid_of<kLoop, kernel>(blocks_for<kNorm, S>(columns)), kThreadsOf<kNorm>, 0, x,
+                 nrm, g, K);
     });
   });
-  GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_group_rms" : "gemv_bf16_group");
 }
 
 template <bool kNorm>
@@ -318,12 +322,12 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
       constexpr int S = decltype(s)::value;
       constexpr auto kernel = gemv_silu_mul_kernel<decltype(m)::value, kNorm, S>;
       constexpr bool kLoop = kTileLoop<kNorm, decltype(m)::value>;
-      kernel<<<grid_of<kLoop, kernel>(blocks_for<kNorm, S>(N)), kThreadsOf<kNorm>, 0, stream()>>>(
-          x, nrm, reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu, N,
-          K, out);
+      launch_pdl(kNorm ? "gemv_bf16_silu_mul_rms" : "gemv_bf16_silu_mul", kernel,
+                 grid_of<kLoop, kernel>(blocks_for<kNorm, S>(N)), kThreadsOf<kNorm>, 0, x, nrm,
+                 reinterpret_cast<const uint4*>(wg), bg, reinterpret_cast<const uint4*>(wu), bu, N,
+                 K, out);
     });
   });
-  GYRE_CUDA_LAUNCHED(kNorm ? "gemv_bf16_silu_mul_rms" : "gemv_bf16_silu_mul");
 }
 
 }  // namespace
@@ -361,12 +365,11 @@ void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
-      gemv_residual_kernel<decltype(m)::value, S>
-          <<<blocks_for<false, S>(N), kThreads, 0, stream()>>>(x, reinterpret_cast<const uint4*>(w),
-                                                               b, r, N, K, y);
+      launch_pdl("gemv_bf16_residual", gemv_residual_kernel<decltype(m)::value, S>,
+                 blocks_for<false, S>(N), kThreads, 0, x, reinterpret_cast<const uint4*>(w), b, r,
+                 N, K, y);
     });
   });
-  GYRE_CUDA_LAUNCHED("gemv_bf16_residual");
 }
 
 }  // namespace gyre::cuda

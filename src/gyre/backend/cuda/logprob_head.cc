@@ -12,6 +12,7 @@
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/pdl.h"
 #include "gyre/core/error.h"
 
 namespace gyre::cuda {
@@ -49,6 +50,9 @@ struct WeightRows {
     if (w_bf16 && (v0 * H * 2) % kOperandAlign == 0) return w_bf16 + v0 * H;
     uint16_t* dst = scratch.as<uint16_t>();
     f32_to_bf16(w + v0 * H, dst, c * H);
+    // A decode-sized T takes the GEMV, which loads weights before waiting for the previous kernel
+    // (pdl.cuh): that would be this conversion. Only this unaligned fallback needs the barrier.
+    pdl_barrier();
     return dst;
   }
 };

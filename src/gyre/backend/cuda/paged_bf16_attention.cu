@@ -348,7 +348,11 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
   extern __shared__ __align__(16) unsigned char smem[];
   using L = Layout<D, R>;
   Item it;
-  if (!decode_item<R>(p, it)) return;
+  if (!decode_item<R>(p, it)) return;  // the index arrays are not written by the previous kernel
+  // Under programmatic dependent launch (pdl.cuh) the previous kernel — the RoPE + KV write of
+  // this step's keys — may still run: wait before reading q or the cache. CTAs with no keys have
+  // returned without waiting; every call has CTAs with keys, which wait (pdl.cuh's invariant 3).
+  pdl_wait();
   int lim[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) lim[r] = row_limit(p, it, r);
@@ -394,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
   }
 
   // The combine (when split) may start launching now; it waits for this grid before reading.
-  pdl_launch_dependents();
+  pdl_trigger();
   // Per-warp state -> shared memory: l summed over the 16 key lanes, acc over the key groups.
 #pragma unroll
   for (int r = 0; r < R; ++r) l[r] = group_sum<16>(l[r]);
@@ -473,8 +477,7 @@ void check_args(const void* q, const void* k_cache, const void* v_cache, const v
 template <typename Kernel>
 void launch(Kernel kernel, int smem_bytes, const AttnParams& p, const Plan& pl) {
   const dim3 grid(unsigned(pl.items), unsigned(pl.splits));
-  kernel<<<grid, kThreads, smem_bytes, stream()>>>(p);
-  GYRE_CUDA_LAUNCHED("paged_attention_bf16_fwd");
+  launch_pdl("paged_attention_bf16_fwd", kernel, grid, dim3(kThreads), size_t(smem_bytes), p);
 }
 
 template <int D, int R>

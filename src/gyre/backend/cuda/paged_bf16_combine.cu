@@ -51,7 +51,8 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int64_t rows = int64_t(T) * Hq, row = blockIdx.x;
   // The index arrays are not written by the attention kernel: read them before the wait.
   const int n = valid_splits(cu_q, kv_lens, B, Hq, row, splits);
-  pdl_wait_primary();  // every CTA waits (paged_bf16_common.cuh), then reads the partials
+  pdl_trigger();       // the next decode kernel (o_proj's GEMV) may launch and load its weights
+  pdl_wait();          // every CTA waits (paged_bf16_common.cuh, pdl.cuh), then reads the partials
   if (n == 1) return;  // split 0's CTA wrote this row's output itself
   float M = -INFINITY;
   for (int s = tid; s < n; s += kCombineThreads) M = fmaxf(M, part_ml[s * rows + row].x);
@@ -96,28 +97,11 @@ void launch_split_combine(const float* part_o, const float2* part_ml, const int3
                           const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
                           float* out) {
   const int64_t rows = int64_t(T) * Hq;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(rows));
-  cfg.blockDim = dim3(kCombineThreads);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = stream();
-  // Programmatic dependent launch where the device has it (sm_90+; the kernel's
-  // griddepcontrol.wait makes it safe); ordinary stream order otherwise.
-  static const bool pdl = [] {
-    int dev = 0, major = 0;
-    GYRE_CUDA_CHECK(cudaGetDevice(&dev));
-    GYRE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return major >= 9;
-  }();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  GYRE_CUDA_CHECK(cudaLaunchKernelEx(
-      &cfg, split_combine_cta_kernel, reinterpret_cast<const float4*>(part_o), part_ml, cu_q,
-      kv_lens, B, T, Hq, D / 4, splits, reinterpret_cast<float4*>(out)));
-  GYRE_CUDA_LAUNCHED("paged_attention_bf16_combine");
+  // A programmatic dependent of the attention kernel where the device has it (pdl.cuh; the
+  // kernel's pdl_wait makes it safe); ordinary stream order otherwise.
+  launch_pdl("paged_attention_bf16_combine", split_combine_cta_kernel, dim3(unsigned(rows)),
+             dim3(kCombineThreads), 0, reinterpret_cast<const float4*>(part_o), part_ml, cu_q,
+             kv_lens, B, T, Hq, D / 4, splits, reinterpret_cast<float4*>(out));
 }
 
 }  // namespace gyre::cuda::paged_bf16_detail

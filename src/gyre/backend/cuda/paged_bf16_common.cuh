@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "gyre/backend/cuda/paged_bf16_plan.h"
+#include "gyre/backend/cuda/pdl.cuh"
 
 namespace gyre::cuda::paged_bf16_detail {
 
@@ -36,20 +37,6 @@ constexpr int kMaxSplits = kPlanMaxSplits;  // most key chunks of one call
 __device__ __forceinline__ int split_chunk(int kv_len, int splits) {
   const int per = (max(kv_len, 1) + splits - 1) / splits;
   return (per + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys;
-}
-
-// Programmatic dependent launch (sm_90): the attention kernel lets the combine start early, the
-// combine waits for the attention grid before touching its partials. No-ops on older targets,
-// where the combine is launched without the attribute (ordinary stream order).
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait_primary() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
 }
 
 __device__ __forceinline__ float4 f4_axpy(float a, const float4& x, const float4& y) {

@@ -5,6 +5,7 @@
 // rounds them. The pair index p is the fastest-varying part of an item, so neighbouring threads
 // store neighbouring bf16 of one cache row.
 #include "gyre/backend/cuda/bf16_bits.cuh"
+#include "gyre/backend/cuda/pdl.cuh"
 #include "gyre/backend/cuda/rope_kv_write.h"
 #include "gyre/backend/cuda/rope_rotate.cuh"
 #include "gyre/backend/cuda/runtime.h"
@@ -21,6 +22,8 @@ __global__ void rope_kv_write_kernel(float* q, int64_t Hq, const float* k, const
                                      int64_t Hkv, int64_t tokens, int64_t D,
                                      const int32_t* positions, const float* cos, const float* sin,
                                      const int32_t* slots, uint16_t* k_cache, uint16_t* v_cache) {
+  pdl_trigger();  // the attention kernel may launch (it waits for this grid before reading)
+  pdl_wait();     // q, k, v come from the q/k/v GEMV (pdl.cuh)
   const int64_t half = D / 2, nq = tokens * Hq * half, total = nq + tokens * Hkv * half;
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total;
        j += int64_t(gridDim.x) * blockDim.x) {
@@ -54,9 +57,9 @@ void rope_qk_paged_kv_write_bf16(float* q, int64_t Hq, const float* k, const flo
                                  uint16_t* v_cache) {
   const int64_t total = T * (Hq + Hkv) * (D / 2);
   if (total == 0) return;
-  rope_kv_write_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
-      q, Hq, k, v, Hkv, T, D, positions, cos, sin, slot_mapping, k_cache, v_cache);
-  GYRE_CUDA_LAUNCHED("rope_qk_paged_kv_write_bf16");
+  launch_pdl("rope_qk_paged_kv_write_bf16", rope_kv_write_kernel, grid_for(total, kThreads),
+             kThreads, 0, q, Hq, k, v, Hkv, T, D, positions, cos, sin, slot_mapping, k_cache,
+             v_cache);
 }
 
 }  // namespace gyre::cuda
