@@ -13,8 +13,12 @@
 //     transformers generate, bf16, sdpa, batch 256 x prompt 128 x 256 new): 0.5B 14.1k tokens/s,
 //     1.5B 7.8k (bench/hf_anchor.py --generate re-measures them in the same device call).
 //   - colocated weight sync (issue 8, goal < 1 ms at any model size): Engine::update_weights
-//     after the batch run (graphs of every bucket captured), and what it defers to the next
-//     rollout (bf16 re-cast, graph re-capture);
+//     after the batch run (graphs of every bucket captured), timed until the device finished it;
+//     two lines: "refresh" (the bf16 weight copies re-cast in place, one launch; the graphs
+//     survive) and "adamw_bf16_copies" (gyre train's colocated path: the AdamW step writes the
+//     copies, the sync is a version bump), each with the graphs before/after, the refresh alone,
+//     and the first prefill / decode step after the sync against a steady one (what a sync still
+//     defers to the next rollout). The copies exist under --precision bf16 only (autocast).
 // --budget-s bounds the process's wall time (model init included): the batch-1 run gets a sixth of
 // it, the batch run what is left; a run that reaches its share stops and its figure is what was
 // measured so far ("complete": false), so a slow engine still reports (print order: batch 1 first).
@@ -30,7 +34,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "gyre/backend/ops.h"
 #include "gyre/bench/workloads.h"
@@ -39,11 +45,53 @@
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/named_shapes.h"
+#include "gyre/train/optimizer.h"
+#ifdef GYRE_HAVE_CUDA
+#include "gyre/backend/cuda/runtime.h"
+#endif
 
 namespace {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Waits for this thread's CUDA stream: a figure that includes device work stops its clock here.
+void device_sync(bool cuda) {
+#ifdef GYRE_HAVE_CUDA
+  if (cuda) gyre::cuda::sync();
+#else
+  (void)cuda;
+#endif
+}
+
+// Wall time of every step of an inline drive (each step returns after the device finished it, as
+// in gyre::bench::drive): [0] the prefill, [1] the first decode step, then steady decode steps.
+std::vector<double> step_times(gyre::infer::Engine& engine,
+                               std::vector<gyre::infer::GenerateRequest> reqs) {
+  auto error = std::make_shared<std::string>();
+  for (auto& r : reqs) {
+    gyre::infer::RequestCallbacks cb;
+    cb.on_done = [error](gyre::infer::GenerateResult&& res) {
+      if (!res.error.empty() && error->empty()) *error = res.error;
+    };
+    engine.submit(std::move(r), std::move(cb));
+  }
+  std::vector<double> out;
+  double t = now_s();
+  while (engine.step()) {
+    const double t1 = now_s();
+    out.push_back(t1 - t);
+    t = t1;
+  }
+  if (!error->empty()) GYRE_THROW(invalid_argument, "request rejected: {}", *error);
+  return out;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 using gyre::bench::drive;
@@ -104,9 +152,9 @@ int main(int argc, char** argv) {
 
     // Batch-1 decode against the memory-bandwidth bound, with the fused decode linears
     // (model/decode_fusion.h) off and on in the same process: the A/B of issue 7's launch count.
-    // Each setting starts from update_weights() (drops the captured graphs, which keep the
-    // setting they were captured with) and a batch-1 warm-up (captures the bucket-1 graph), so the
-    // timed run replays graphs of its own setting only.
+    // Each setting starts from a batch-1 warm-up (the engine re-captures its graphs when the
+    // switch changed since their capture: the bucket-1 graph here), so the timed run replays
+    // graphs of its own setting only.
     const double avg_ctx = kB1Prompt + kB1New / 2.0;  // decode step k reads prompt + k tokens
     // KV element bytes: the engine's cache is bf16 when the model computes in bf16 on the GPU.
     const double kv_elem = precision == "bf16" && device == "cuda" ? 2.0 : 4.0;
@@ -119,7 +167,6 @@ int main(int argc, char** argv) {
     for (const bool fusion : {false, true}) {
       if (decode_fusion != "ab" && (decode_fusion == "on") != fusion) continue;
       gyre::model::set_decode_fusion(fusion);
-      engine.update_weights([] {});
       drive(engine, random_requests(1, 16, 8, cfg.vocab_size, 3), 1e9);
       RolloutRun r =
           drive(engine, random_requests(1, kB1Prompt, kB1New, cfg.vocab_size, 2), budget_s / 12);
@@ -181,28 +228,114 @@ int main(int argc, char** argv) {
         tps / anchor);
     std::fflush(stdout);
     // Colocated weight sync (issue 8: "under 1 ms regardless of model size"). Trainer and engine
-    // share the weights, so a sync is Engine::update_weights: drop the bf16 weight copies and the
-    // captured decode graphs (they hold the copies' addresses), bump the version. What it defers
-    // lands on the next rollout (re-cast, re-capture): the extra time of a short batch-1
-    // generation right after a sync over the same generation without one. (gyre train's engine
-    // runs on its own thread: add one condition-variable wake-up to sync_ms.)
+    // share the weights, so a sync is Engine::update_weights: the values changed in place, so the
+    // bf16 weight copies are re-cast in place in one launch ("refresh") and the captured decode
+    // graphs stay valid — or, in gyre train's colocated path, the trainer's AdamW already wrote
+    // the copies in its update ("adamw_bf16_copies": train::AdamW::set_bf16_copies) and the sync
+    // is a version bump. sync_ms runs until the device finished (the refresh included; means over
+    // the syncs). Anything still deferred shows up as a slower first prefill / decode step after
+    // the sync than in the same short generation before it (medians over the syncs). (gyre train's
+    // engine runs on its own thread: add one condition-variable wake-up to sync_ms.)
     {
       constexpr int kSyncs = 5;
-      double sync_s = 0, after_s = 0, steady_s = 0;
+      const bool cuda = device == "cuda";
+      gyre::ops::Bf16WeightCache& copies = engine.weight_cache();
+      // The refresh alone (host + device): what a sync costs when nobody wrote the copies.
+      double refresh_s = 0;
       for (int i = 0; i < kSyncs; ++i) {
-        steady_s += drive(engine, random_requests(1, 16, 8, cfg.vocab_size, 40 + i), 1e9).seconds;
         const double t = now_s();
-        engine.update_weights([] {});
-        sync_s += now_s() - t;
-        after_s += drive(engine, random_requests(1, 16, 8, cfg.vocab_size, 50 + i), 1e9).seconds;
+        copies.refresh();
+        device_sync(cuda);
+        refresh_s += now_s() - t;
       }
-      std::printf(
-          "{\"bench\": \"rollout_gpu_colocated_sync\", \"shape\": \"%s\", \"precision\": \"%s\", "
-          "\"params\": %lld, \"sync_ms\": %.4f, \"goal_ms\": 1.0, "
-          "\"deferred_to_next_rollout_ms\": %.3f}\n",
-          shape.c_str(), precision.c_str(), (long long)params, sync_s / kSyncs * 1e3,
-          (after_s - steady_s) / kSyncs * 1e3);
-      std::fflush(stdout);
+      const size_t copy_bytes = copies.bytes();
+      // The trainer's side of the adamw_bf16_copies mode: one AdamW over every parameter (zero
+      // gradients: the values barely move, the traffic is a real step's), timed with and without
+      // the copies attached.
+      gyre::train::NamedTensors weights, grads;
+      for (auto& p : model->parameters()) {
+        if (!cuda) break;  // the CPU smoke run measures the refresh mode only
+        weights.emplace_back(p.name, p.tensor);
+        grads.emplace_back(
+            p.name, gyre::Tensor::zeros(p.tensor.shape(), gyre::DType::f32, p.tensor.device()));
+      }
+      gyre::train::AdamW adamw(gyre::train::AdamWConfig{}, gyre::train::LrSchedule{});
+      if (cuda) adamw.step(weights, grads);  // untimed: allocates the moments
+      // Not owned: the engine outlives `adamw` in this scope.
+      auto shared_copies =
+          std::shared_ptr<gyre::ops::Bf16WeightCache>(&copies, [](gyre::ops::Bf16WeightCache*) {});
+      for (const bool adamw_writes : {false, true}) {
+        if (adamw_writes && !cuda) continue;
+        double host_s = 0, total_s = 0, adamw_s = 0, adamw_plain_s = 0;
+        // Per sync: the short generation before it (steady) and right after it; medians below.
+        std::vector<double> prefill_steady, prefill_after, first_steady, first_after, deferred;
+        std::vector<double> steady_steps;
+        const int64_t graphs_before = engine.num_cuda_graphs();
+        const auto counts0 = engine.weight_sync_counts();
+        for (int i = 0; i < kSyncs; ++i) {
+          const std::vector<double> a =
+              step_times(engine, random_requests(1, 16, 8, cfg.vocab_size, 40 + i));
+          if (adamw_writes) {
+            adamw.set_bf16_copies({});
+            double t = now_s();
+            adamw.step(weights, grads);
+            device_sync(cuda);
+            adamw_plain_s += now_s() - t;
+            adamw.set_bf16_copies(shared_copies);
+            t = now_s();
+            adamw.step(weights, grads);
+            device_sync(cuda);
+            adamw_s += now_s() - t;
+          }
+          const double t = now_s();
+          engine.update_weights([] {});
+          host_s += now_s() - t;
+          device_sync(cuda);
+          total_s += now_s() - t;
+          const std::vector<double> b =
+              step_times(engine, random_requests(1, 16, 8, cfg.vocab_size, 50 + i));
+          if (a.size() < 3 || b.size() < 2) GYRE_THROW(internal, "short generation in sync bench");
+          prefill_steady.push_back(a[0]), first_steady.push_back(a[1]);
+          prefill_after.push_back(b[0]), first_after.push_back(b[1]);
+          for (size_t k = 2; k < a.size(); ++k) steady_steps.push_back(a[k]);
+          double d = 0;
+          for (double x : b) d += x;
+          for (double x : a) d -= x;
+          deferred.push_back(d);
+        }
+        adamw.set_bf16_copies({});
+        const auto counts1 = engine.weight_sync_counts();
+        const int64_t fresh = counts1.fresh - counts0.fresh;
+        const int64_t refreshed = counts1.refreshed - counts0.refreshed;
+        const int64_t dropped = counts1.dropped - counts0.dropped;
+        const double sync_ms = total_s / kSyncs * 1e3;
+        char adamw_fields[256] = "";
+        if (adamw_writes)
+          std::snprintf(adamw_fields, sizeof adamw_fields,
+                        "\"adamw_ms\": %.3f, \"adamw_bf16_copies_ms\": %.3f, ",
+                        adamw_plain_s / kSyncs * 1e3, adamw_s / kSyncs * 1e3);
+        char refresh_field[64] = "null";
+        if (refreshed > 0 && copies.entries() > 0)
+          std::snprintf(refresh_field, sizeof refresh_field, "%.4f", refresh_s / kSyncs * 1e3);
+        std::printf(
+            "{\"bench\": \"rollout_gpu_colocated_sync\", \"shape\": \"%s\", "
+            "\"precision\": \"%s\", \"params\": %lld, \"mode\": \"%s\", \"sync_ms\": %.4f, "
+            "\"sync_host_ms\": %.4f, \"goal_ms\": 1.0, \"meets_goal\": %s, "
+            "\"graphs_before\": %lld, \"graphs_after\": %lld, \"syncs_fresh\": %lld, "
+            "\"syncs_refreshed\": %lld, \"syncs_dropped\": %lld, \"refresh_ms\": %s, "
+            "\"bf16_copies\": %zu, \"bf16_copy_bytes\": %zu, %s\"prefill_ms_after_sync\": %.3f, "
+            "\"prefill_ms_steady\": %.3f, \"first_decode_ms_after_sync\": %.3f, "
+            "\"first_decode_ms_steady\": %.3f, \"decode_step_ms_steady\": %.3f, "
+            "\"deferred_to_next_rollout_ms\": %.3f}\n",
+            shape.c_str(), precision.c_str(), (long long)params,
+            adamw_writes ? "adamw_bf16_copies" : "refresh", sync_ms, host_s / kSyncs * 1e3,
+            sync_ms < 1.0 ? "true" : "false", (long long)graphs_before,
+            (long long)engine.num_cuda_graphs(), (long long)fresh, (long long)refreshed,
+            (long long)dropped, refresh_field, copies.entries(), copy_bytes, adamw_fields,
+            median(prefill_after) * 1e3, median(prefill_steady) * 1e3, median(first_after) * 1e3,
+            median(first_steady) * 1e3, median(steady_steps) * 1e3, median(deferred) * 1e3);
+        std::fflush(stdout);
+      }
     }
     const auto st = engine.stats();  // cumulative over the whole process (all runs)
     std::fprintf(stderr,

@@ -7,6 +7,7 @@
 #include "gyre/backend/cpu/kernels.h"
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/cuda/multi_tensor.h"
+#include "gyre/backend/cuda/pdl.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/ops_args.h"  // detail::OpScope (op profiler), kCuda
 #include "gyre/core/error.h"
 
@@ -123,8 +124,8 @@ void scale_many(std::span<Tensor* const> a, float s) {
 }
 
 void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* const> grads,
-                     std::span<Tensor* const> ms, std::span<Tensor* const> vs,
-                     const AdamWParams& p) {
+                     std::span<Tensor* const> ms, std::span<Tensor* const> vs, const AdamWParams& p,
+                     std::span<uint16_t* const> bf16_out) {
   detail::OpScope op_scope_("adamw_step_many");
   const char* op = "adamw_step_many";
   GYRE_CHECK(p.step >= 1, "ops::{}: step must be >= 1 (1-based), got {}", op, p.step);
@@ -133,6 +134,9 @@ void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* co
   const Device dev = check_lists(
       op,
       {{"params", as_const(params)}, {"grads", grads}, {"ms", as_const(ms)}, {"vs", as_const(vs)}});
+  if (!bf16_out.empty() && bf16_out.size() != params.size())
+    GYRE_THROW(invalid_argument, "ops::{}: bf16_out has {} pointers but params has {} tensors", op,
+               bf16_out.size(), params.size());
   // The per-tensor op reads the hyper-parameters as doubles from these floats; so do both paths.
   if constexpr (kCuda)
     if (dev == Device::cuda) {
@@ -147,12 +151,49 @@ void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* co
         vp[i] = vs[i]->f32();
         n[i] = params[i]->numel();
       }
-      return cuda::adamw_many(pp.data(), gp.data(), mp.data(), vp.data(), n.data(), int64_t(k),
-                              p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step);
+      cuda::adamw_many(pp.data(), gp.data(), mp.data(), vp.data(), n.data(), int64_t(k), p.lr,
+                       p.beta1, p.beta2, p.eps, p.weight_decay, p.step,
+                       bf16_out.empty() ? nullptr : bf16_out.data());
+      // bf16 weights were written: a decode GEMV launched next may load them before waiting
+      // for this kernel (backend/cuda/pdl.cuh, invariant 1).
+      if (!bf16_out.empty()) cuda::pdl_barrier();
+      return;
     }
-  for (size_t i = 0; i < params.size(); ++i)
-    cpu::adamw<float>(params[i]->f32(), grads[i]->f32(), ms[i]->f32(), vs[i]->f32(),
-                      params[i]->numel(), p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.step);
+  for (size_t i = 0; i < params.size(); ++i) {
+    float* w = params[i]->f32();
+    const int64_t n = params[i]->numel();
+    cpu::adamw<float>(w, grads[i]->f32(), ms[i]->f32(), vs[i]->f32(), n, p.lr, p.beta1, p.beta2,
+                      p.eps, p.weight_decay, p.step);
+    if (uint16_t* out = bf16_out.empty() ? nullptr : bf16_out[i])
+      for (int64_t j = 0; j < n; ++j) out[j] = f32_to_bf16(w[j]);
+  }
+}
+
+void f32_to_bf16_many(std::span<const Tensor* const> src, std::span<uint16_t* const> dst) {
+  detail::OpScope op_scope_("f32_to_bf16_many");
+  const char* op = "f32_to_bf16_many";
+  const Device dev = check_lists(op, {{"src", src}});
+  if (dst.size() != src.size())
+    GYRE_THROW(invalid_argument, "ops::{}: dst has {} pointers but src has {} tensors", op,
+               dst.size(), src.size());
+  for (size_t i = 0; i < src.size(); ++i)
+    if (dst[i] == nullptr && src[i]->numel() > 0)
+      GYRE_THROW(invalid_argument, "ops::{}: dst[{}] is null but src[{}] has {} elements", op, i, i,
+                 src[i]->numel());
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      std::vector<const float*> sp(src.size());
+      std::vector<int64_t> n(src.size());
+      for (size_t i = 0; i < src.size(); ++i) {
+        sp[i] = src[i]->f32();
+        n[i] = src[i]->numel();
+      }
+      return cuda::f32_to_bf16_many(sp.data(), dst.data(), n.data(), int64_t(src.size()));
+    }
+  for (size_t i = 0; i < src.size(); ++i) {
+    const float* s = src[i]->f32();
+    for (int64_t j = 0; j < src[i]->numel(); ++j) dst[i][j] = f32_to_bf16(s[j]);
+  }
 }
 
 }  // namespace gyre::ops

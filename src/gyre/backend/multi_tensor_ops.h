@@ -24,9 +24,19 @@ double sum_squares_many(std::span<const Tensor* const> a);
 std::vector<double> sum_squares_each(std::span<const Tensor* const> a);
 // a[i] *= s for every i.
 void scale_many(std::span<Tensor* const> a, float s);
-// ops::adamw_step(*params[i], *grads[i], *ms[i], *vs[i], p) for every i.
+// ops::adamw_step(*params[i], *grads[i], *ms[i], *vs[i], p) for every i. `bf16_out`: empty, or
+// one pointer per parameter (null: none) to params[i]->numel() bf16 values on the parameters'
+// device, which receive the updated parameter rounded to bf16 in the same pass — on CUDA the
+// same launch, +2 bytes of writes per parameter (the colocated trainer writes the rollout
+// engine's bf16 weight copies this way). The f32 results are the same with or without it.
+// Rounding (here and in f32_to_bf16_many): to nearest even, on CUDA bitwise cuda::f32_to_bf16 (what
+// ops::Bf16WeightCache makes of a weight), on the CPU core/dtype.h's f32_to_bf16; the two differ
+// only in the payload of NaNs.
 void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* const> grads,
-                     std::span<Tensor* const> ms, std::span<Tensor* const> vs,
-                     const AdamWParams& p);
+                     std::span<Tensor* const> ms, std::span<Tensor* const> vs, const AdamWParams& p,
+                     std::span<uint16_t* const> bf16_out = {});
+// dst[i][0, n) = bf16(src[i]) for every i (src f32 on one device; dst[i] holds src[i]->numel()
+// bf16 values on it; null only for empty tensors): one launch on CUDA.
+void f32_to_bf16_many(std::span<const Tensor* const> src, std::span<uint16_t* const> dst);
 
 }  // namespace gyre::ops

@@ -57,24 +57,81 @@ bool bf16_autocast();
 // UseBf16WeightCache around its forwards: an autocast linear over a CUDA weight then looks the
 // weight up by storage (first byte, element count) and converts it only on a miss. The numbers are
 // identical to the uncached path (the same round-to-nearest-even of the same f32 values).
-// Invariant (the owner's duty): clear() whenever the weights change — the engine clears it in
-// update_weights(), the version bump every weight sync goes through; a weight written without that
-// would keep its old bf16 copy. CPU tensors ignore the cache.
+//
+// Each copy keeps its source (a Tensor handle): the f32 storage cannot be freed and its address
+// reused by another tensor while the copy exists. When the weights change IN PLACE (same storage,
+// new values: a colocated train step, a reload from disk into the same tensors) refresh() re-casts
+// every copy into its own buffer, so addresses handed out stay valid — CUDA graphs that captured
+// them (infer/decode_graph.h) keep working with the new values. A writer may instead write the
+// copies itself next to its f32 update (the colocated trainer's AdamW: copy_to_write(), then
+// copies_written()); the cache is then *fresh* and the next sync needs no re-cast (take_fresh()).
+//
+// Invariants (the owner's duty): after the weights change, no forward runs before clear(),
+// refresh() or a take_fresh() that returned true. Engine::update_weights, the version bump every
+// weight sync goes through, does exactly one of them (clear() when the parameters were replaced by
+// new storage). The fresh mark is the writer's promise that every copy equals the cast of its
+// source's current value: a writer that changes a source afterwards calls mark_stale() first
+// (AdamW::step does before its update), and take_fresh() consumes the mark, so a mark is trusted
+// for one sync only. CPU tensors ignore the cache. The lookup table is guarded by a mutex (the
+// trainer's thread asks for copies to write while the engine's thread owns the cache); the copies'
+// contents are ordered by CUDA streams (every thread has its own): work on another thread's stream
+// is ordered before the next reader by a StreamFence (Engine::update_weights places one).
 class Bf16WeightCache {
  public:
   Bf16WeightCache();
   ~Bf16WeightCache();
   Bf16WeightCache(const Bf16WeightCache&) = delete;
   Bf16WeightCache& operator=(const Bf16WeightCache&) = delete;
-  void clear();
+  void clear();            // drops every copy (and the sources they keep alive)
   size_t bytes() const;    // device bytes held by the copies
   size_t entries() const;  // weights cached
+  // Counts clear()s: copies handed out before a clear() are gone, so whoever baked their
+  // addresses in (a captured CUDA graph) compares generations before using them again.
+  uint64_t generation() const;
   // The bf16 copy of the f32 CUDA tensor w (converted now if missing); valid until clear().
   const uint16_t* bf16(const Tensor& w);
+
+  // ---- weights changed in place
+  // Re-casts every copy from its source into the same buffer: one launch on the calling thread's
+  // stream (multi-tensor f32 -> bf16, bitwise what bf16() makes of the current values), no host
+  // synchronisation. Also drops the fresh mark.
+  void refresh();
+  // Whether every copy's source is one of `params` (the same storage, first byte and element
+  // count), i.e. refresh() would re-cast exactly the tensors the model computes with.
+  bool sources_within(const std::vector<Tensor>& params) const;
+
+  // ---- a writer that writes the copies itself
+  // The copy of w to overwrite with bf16(w's new values), or null when w (an f32 CUDA tensor; any
+  // other gives null) has none. Never converts. Valid until clear().
+  uint16_t* copy_to_write(const Tensor& w);
+  // After the writer enqueued bf16(new value) into copy_to_write(s) for every s of `sources` (on
+  // its stream): the cache is fresh when every copy's source is among them, else not fresh.
+  void copies_written(const std::vector<const Tensor*>& sources);
+  void mark_stale();  // a source is about to change outside copies_written()
+  // Whether the copies were marked fresh since the last take (then no refresh is needed); clears
+  // the mark.
+  bool take_fresh();
 
  private:
   struct Impl;
   Impl* impl_;
+};
+// Orders device work across threads (each has its own stream): record() on the thread that
+// enqueued the work (it captures that thread's stream so far); wait() on another thread makes its
+// stream's later work wait for it on the device, never on the host. No-op for work that is
+// already ordered (the same thread) and in builds or processes without CUDA.
+class StreamFence {
+ public:
+  StreamFence();
+  ~StreamFence();
+  StreamFence(const StreamFence&) = delete;
+  StreamFence& operator=(const StreamFence&) = delete;
+  void record();
+  void wait() const;
+
+ private:
+  void* event_ = nullptr;         // cudaEvent_t
+  const void* stream_ = nullptr;  // the recording thread's stream
 };
 // Installs `cache` (may be null: none) for autocast linears on this thread; scopes nest (LIFO).
 class UseBf16WeightCache {

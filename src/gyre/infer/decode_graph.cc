@@ -7,6 +7,7 @@
 #include "gyre/core/error.h"
 #include "gyre/infer/paged_attention_context.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/decode_fusion.h"
 
 namespace gyre::infer {
 
@@ -73,6 +74,13 @@ Tensor DecodeGraphs::run(const StepBatch& b) {
                  "tokens and the engine a context of {}",
                  i, id, pos, b.kv_lens[size_t(i)], mc.vocab_size, context_len_);
   }
+  // The graphs baked in the bf16 copies' addresses and the fused-or-not decode ops: a different or
+  // cleared weight cache, or a flipped decode-fusion switch, makes all of them stale.
+  const ops::Bf16WeightCache* cache = ops::bf16_weight_cache();
+  const uint64_t generation = cache ? cache->generation() : 0;
+  const bool fusion = model::decode_fusion();
+  if (cache != cache_ || generation != cache_generation_ || fusion != fusion_) graphs_.clear();
+  cache_ = cache, cache_generation_ = generation, fusion_ = fusion;
   auto& slot = graphs_[Bb];
   if (!slot) {
     slot = std::make_unique<Graph>();

@@ -9,7 +9,11 @@
 // replay; the step's index data is validated on the host every time (ids in the vocabulary,
 // positions in the context, the page table against the cache); the paged attention kernel sizes its
 // KV splits for the engine's context length, not the step's, so every later step fits the capture;
-// graphs are dropped when the weights change (their bf16 copies move) — Engine::update_weights.
+// a graph bakes in the addresses of the parameters and of their bf16 copies, so it survives a
+// weight change that keeps both (new values in place, copies re-cast in place) and is dropped when
+// either moves — Engine::update_weights decides. run() itself drops every graph when what they
+// baked in changed behind the engine's back: the bf16 weight cache installed for the step (another
+// one, or cleared since: Bf16WeightCache::generation) or the decode-fusion switch.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -50,6 +54,10 @@ class DecodeGraphs {
   int32_t page_size_;
   int64_t context_len_, max_batch_, pages_per_seq_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;
+  // What the graphs in graphs_ were captured under.
+  const ops::Bf16WeightCache* cache_ = nullptr;
+  uint64_t cache_generation_ = 0;
+  bool fusion_ = false;
 };
 
 }  // namespace gyre::infer

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <exception>
 #include <future>
+#include <tuple>
 
 #include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
@@ -320,11 +321,67 @@ bool Engine::flush_cache() {
   return f.get();
 }
 
+namespace {
+
+// The model's parameter tensors (what a captured decode graph and the bf16 copies baked the
+// addresses of).
+std::vector<Tensor> parameter_tensors(const model::CausalLM& m) {
+  std::vector<Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.tensor);
+  return out;
+}
+
+// Where each parameter lives: storage, first byte, element count, dtype. Not handles, so a
+// parameter that apply() replaces can be freed while apply() runs.
+using ParamKey = std::tuple<const Storage*, const void*, int64_t, DType>;
+std::vector<ParamKey> parameter_keys(const std::vector<Tensor>& ps) {
+  std::vector<ParamKey> out;
+  for (const Tensor& t : ps) out.emplace_back(t.storage().get(), t.raw(), t.numel(), t.dtype());
+  return out;
+}
+
+}  // namespace
+
 int64_t Engine::update_weights(const std::function<void()>& apply) {
-  auto run = [this, &apply] {
-    weight_cache_.clear();          // bf16 copies of the old weights (refilled by the next forward)
-    if (graphs_) graphs_->clear();  // they captured the old copies' addresses
-    apply();
+  // Every thread has its own CUDA stream: the caller's work so far (e.g. the AdamW step that wrote
+  // the shared weights and their bf16 copies) runs before anything the engine's stream runs after
+  // this call — ordered on the device, the host does not wait.
+  auto fence = std::make_shared<ops::StreamFence>();
+  if (model_.device() == Device::cuda) fence->record();
+  auto run = [this, &apply, fence] {
+    fence->wait();
+    // Invariant: the bf16 copies and the decode graphs stay only when apply() kept every
+    // parameter in its storage (same tensors before and after, so every address a graph baked in
+    // is still the weight's) and every copy's source is one of them; then the values changed in
+    // place and the copies are brought up to date at the same addresses. Anything else (tensors
+    // replaced, e.g. a reload into new storage, or an apply() that throws half-way) drops both,
+    // and the next forward re-casts and re-captures.
+    auto drop = [this] {
+      weight_cache_.clear();
+      if (graphs_) graphs_->clear();
+      ++sync_counts_.dropped;
+    };
+    const std::vector<ParamKey> before = parameter_keys(parameter_tensors(model_));
+    try {
+      apply();
+    } catch (...) {
+      drop();
+      throw;
+    }
+    const std::vector<Tensor> after = parameter_tensors(model_);
+    if (before == parameter_keys(after) && weight_cache_.sources_within(after)) {
+      // Fresh: the trainer's AdamW wrote every copy in its update (train::AdamW::set_bf16_copies)
+      // and nothing changed a source since (the mark is the writer's promise; apply() must not
+      // write weights on an engine whose copies a trainer writes — it would have to mark_stale()).
+      if (weight_cache_.take_fresh()) {
+        ++sync_counts_.fresh;
+      } else {
+        weight_cache_.refresh();  // one launch on the engine's stream, no host wait
+        ++sync_counts_.refreshed;
+      }
+    } else {
+      drop();
+    }
     sched_->bump_weight_version();  // invalidates the radix cache: its KV is stale
     weight_version_ = sched_->weight_version();
     return weight_version_.load();

@@ -111,7 +111,26 @@ class Engine : public EngineApi {
   void resume() override;
   bool flush_cache() override;
   EngineStats stats() const override;
+  // Runs `apply` between steps, then bumps the weight version (the radix cache's KV is stale).
+  // GPU: the bf16 weight copies and the captured decode graphs survive a sync whose `apply` keeps
+  // every parameter in its storage (same tensors before and after, each copy's source one of
+  // them): the copies are re-cast in place in one launch (Bf16WeightCache::refresh), or not at all
+  // when the trainer's AdamW already wrote them (share_bf16_weight_copies; the cache's fresh
+  // mark), and the graphs replay the new values at the same addresses. Parameters replaced by new
+  // storage (or an `apply` that throws) drop both, as before. Work the calling thread enqueued on
+  // its stream before the call (a train step) is ordered before anything the engine runs after it
+  // (a StreamFence, on the device).
   int64_t update_weights(const std::function<void()>& apply) override;
+  // What update_weights() did with the bf16 copies so far (engine-thread state: read when no
+  // step runs): `fresh` syncs only bumped the version (the copies were written by the trainer),
+  // `refreshed` re-cast them in place, `dropped` cleared them and the graphs.
+  struct WeightSyncCounts {
+    int64_t fresh = 0, refreshed = 0, dropped = 0;
+  };
+  WeightSyncCounts weight_sync_counts() const { return sync_counts_; }
+  // The bf16 weight copies of GPU decode (for a trainer that writes them in its update, and
+  // tests). Engine-thread state, like the weights: touch it only while no step runs.
+  ops::Bf16WeightCache& weight_cache() { return weight_cache_; }
   int64_t weight_version() const override { return weight_version_.load(); }
   // CUDA graphs captured for decode steps so far (0 on the CPU or with cuda_graph_max_bs = 0).
   // Engine-thread state: read it when no step runs (e.g. after generate()).
@@ -174,8 +193,11 @@ class Engine : public EngineApi {
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
 
   model::CausalLM& model_;
-  ops::Bf16WeightCache weight_cache_;     // bf16 weights for GPU decode; cleared by update_weights
-  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA-graph decode steps (GPU only); cleared likewise
+  // bf16 weights for GPU decode; refreshed in place (or cleared) by update_weights
+  ops::Bf16WeightCache weight_cache_;
+  // CUDA-graph decode steps (GPU only); kept while the copies keep their addresses, else cleared
+  std::unique_ptr<DecodeGraphs> graphs_;
+  WeightSyncCounts sync_counts_;
   std::shared_ptr<const tokenizer::Tokenizer> tok_;
   EngineConfig cfg_;
   int64_t vocab_ = 0;

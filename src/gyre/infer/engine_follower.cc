@@ -52,7 +52,7 @@ EngineFollower::Outcome EngineFollower::run() {
                  ch_.where(), h.tp_size, h.num_pages, h.page_size, ch_.size(), cfg_.num_pages,
                  cfg_.page_size);
     if (h.weight_version != weight_version_) {
-      weight_cache_.clear();  // bf16 copies of older weights (GPU autocast only)
+      sync_weight_copies();  // bf16 copies of older weights (GPU autocast only)
       weight_version_ = h.weight_version;
     }
     switch (h.op) {
@@ -69,6 +69,24 @@ EngineFollower::Outcome EngineFollower::run() {
   }
 }
 
+void EngineFollower::sync_weight_copies() {
+  // As Engine::update_weights (same invariant): the shards changed while this follower was
+  // released, on this rank's thread (so its stream) — in place when every copy's source is still
+  // one of the model's parameters, and then the copies are re-cast at the same addresses (or were
+  // written by this rank's AdamW: the fresh mark); replaced shards drop the copies.
+  std::vector<Tensor> params;
+  for (const auto& p : model_.parameters()) params.push_back(p.tensor);
+  if (!weight_cache_->sources_within(params)) {
+    weight_cache_->clear();
+    ++sync_counts_.dropped;
+  } else if (weight_cache_->take_fresh()) {
+    ++sync_counts_.fresh;
+  } else {
+    weight_cache_->refresh();
+    ++sync_counts_.refreshed;
+  }
+}
+
 void EngineFollower::forward() {
   const StepBatch& b = msg_.batch;
   model::Batch mb;
@@ -79,7 +97,8 @@ void EngineFollower::forward() {
   opt.logits_rows = borrow_i32(b.logits_rows);
   opt.gather_vocab = true;  // the leader's forward all-gathers the logits: take part in it
   try {
-    ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
+    ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? weight_cache_.get()
+                                                                      : nullptr);
     PagedAttentionContext ctx(*kv_, b);  // validates the plan's page table against this cache
     opt.attention = &ctx;
     (void)model_.forward(mb, opt);  // sampling happens on the leader

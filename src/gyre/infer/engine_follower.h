@@ -43,16 +43,26 @@ class EngineFollower {
 
   int64_t steps() const { return steps_; }  // forward steps followed so far
   int64_t weight_version() const { return weight_version_; }
+  // The bf16 weight copies of this rank's shards (GPU autocast), for this rank's trainer to write
+  // in its update (train::AdamW::set_bf16_copies); touch it only while run() is not running.
+  std::shared_ptr<ops::Bf16WeightCache> weight_cache() { return weight_cache_; }
+  // What the weight-version changes did with the copies (as Engine::weight_sync_counts).
+  Engine::WeightSyncCounts weight_sync_counts() const { return sync_counts_; }
 
  private:
   void forward();
+  // The leader's weight version moved: the shards changed while this follower was released.
+  void sync_weight_copies();
 
   model::CausalLM& model_;
   EngineConfig cfg_;
   StepChannel& ch_;
   std::string where_;  // the channel's where(), for error messages
   std::unique_ptr<KvStorage> kv_;
-  ops::Bf16WeightCache weight_cache_;  // as the leader's; cleared when the weight version moves
+  // As the leader's: when the weight version moves, re-cast in place (the shards kept their
+  // storage), trusted as is (this rank's AdamW wrote them), or cleared (shards replaced).
+  std::shared_ptr<ops::Bf16WeightCache> weight_cache_ = std::make_shared<ops::Bf16WeightCache>();
+  Engine::WeightSyncCounts sync_counts_;
   std::vector<uint8_t> wire_;
   StepMessage msg_;
   uint64_t next_seq_ = 0;

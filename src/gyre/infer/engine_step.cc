@@ -49,8 +49,8 @@ void Engine::run_step() {
   Tensor logits;
   bool plan_sent = false;  // the followers received this step's plan and are inside its forward
   try {
-    // bf16 weights converted once per weight version, not per decode step (ops::Bf16WeightCache;
-    // update_weights clears it). Only autocast linears on the GPU consult it.
+    // bf16 weights converted once, then kept up to date in place by update_weights (not per
+    // decode step; ops::Bf16WeightCache). Only autocast linears on the GPU consult it.
     ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
     if (graphs_ && graphs_->eligible(batch_)) {
       try {

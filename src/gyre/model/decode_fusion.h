@@ -9,8 +9,8 @@
 // decode on CUDA); every fused op is bitwise equal to the unfused ops, so the switch changes
 // launches, not numbers. On by default; off runs the unfused ops (A/B benchmarks, tests).
 // Training and scoring (no context) never take the fused ops. A captured decode CUDA graph keeps
-// the setting it was captured with: set the switch before an engine's first decode (or drop its
-// graphs with update_weights).
+// the setting it was captured with: set the switch before an engine's first decode (the graphs
+// drop themselves when it flips).
 #pragma once
 
 namespace gyre::model {

@@ -106,8 +106,21 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
     ms[i] = &m;  // std::map nodes are stable: later insertions keep these pointers valid
     vs[i] = &v;
   }
-  // One launch for every tensor on CUDA; the per-tensor kernels' arithmetic, bitwise.
-  ops::adamw_step_many(ws, gs, ms, vs, p);
+  // One launch for every tensor on CUDA; the per-tensor kernels' arithmetic, bitwise. With the
+  // rollout engine's bf16 copies attached (colocated), the same launch writes each stepped
+  // parameter's copy; the cache is stale from here until copies_written() says what was covered.
+  std::vector<uint16_t*> bf16_out;
+  std::vector<const Tensor*> written;
+  const std::shared_ptr<ops::Bf16WeightCache> copies = bf16_copies_.lock();
+  if (copies) {
+    copies->mark_stale();
+    bf16_out.resize(params.size(), nullptr);
+    for (size_t i = 0; i < params.size(); ++i)
+      if ((bf16_out[i] = copies->copy_to_write(params[i].second))) written.push_back(ws[i]);
+    if (written.empty()) bf16_out.clear();  // nothing cached (yet): the plain kernel
+  }
+  ops::adamw_step_many(ws, gs, ms, vs, p, bf16_out);
+  if (copies) copies->copies_written(written);
   return {norm, lr};
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,17 @@ class AdamW {
   using SumSquares = std::function<double(const NamedTensors& grads)>;
   void set_grad_sum_squares(SumSquares f) { sum_squares_ = std::move(f); }
 
+  // Colocated rollout (rl/loop/train_rollout.h, share_bf16_weight_copies): the rollout engine's
+  // bf16 weight copies are written by the update itself — bf16(new value) into each stepped
+  // parameter's copy (Bf16WeightCache::copy_to_write), in the same launch, bitwise the cast the
+  // engine would make — and the cache is marked fresh when that covered every copy, so the weight
+  // sync needs no re-cast. Every step first marks the cache stale, so a step that fails or leaves
+  // a copy unwritten is never trusted. Parameters without a copy step as before; the f32 results
+  // are identical either way. An expired pointer (the engine is gone) is ignored; null: none.
+  void set_bf16_copies(std::weak_ptr<ops::Bf16WeightCache> cache) {
+    bf16_copies_ = std::move(cache);
+  }
+
   int64_t iteration() const { return iteration_; }
   const AdamWConfig& config() const { return cfg_; }
 
@@ -66,6 +78,7 @@ class AdamW {
   int64_t iteration_ = 0;
   std::map<std::string, Tensor> m_, v_;
   SumSquares sum_squares_;
+  std::weak_ptr<ops::Bf16WeightCache> bf16_copies_;
 };
 
 }  // namespace gyre::train

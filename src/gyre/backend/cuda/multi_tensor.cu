@@ -8,8 +8,14 @@
 // the first element of each tensor) summed by the same block code, and each tensor's partials are
 // added by one block exactly as sum_doubles_kernel does, so every per-tensor sum is bitwise the
 // per-tensor op's. Element updates (scale, AdamW) are order independent per element and use the
-// same expressions (elementwise_common.cuh). The table is not valid under CUDA-graph capture (its
-// upload is pageable); the optimizer step is never captured.
+// same expressions (elementwise_common.cuh). AdamW's optional bf16 output is the cast of the value
+// the thread has just stored (read back, so it is the stored f32 bit for bit), rounded by the
+// intrinsic cuda::f32_to_bf16 uses; the cast-only kernel (the bf16 weight cache's refresh) rounds
+// the same way. The table is not valid under CUDA-graph capture (its upload is pageable); neither
+// the optimizer step nor a refresh is ever captured.
+#include <cuda_bf16.h>
+
+#include <cstdint>
 #include <vector>
 
 #include "gyre/backend/cuda/allocator.h"
@@ -26,13 +32,19 @@ constexpr int kThreads = 256;
 constexpr int64_t kChunk = 16384;  // elements per block of scale / AdamW
 
 struct Entry {
-  float* a;  // scale: the tensor; AdamW: param; sum: the tensor (read only)
+  float* a;  // scale: the tensor; AdamW: param; sum and cast: the tensor (read only)
   const float* g;
   float* m;
   float* v;
+  uint16_t* bf;  // AdamW: the updated param's bf16 copy (may be null); cast: the destination
   int64_t n;
   int64_t first;  // index of the tensor's first chunk; entries are sorted by it
 };
+
+// cuda::f32_to_bf16's rounding (round to nearest even), as bits.
+__device__ __forceinline__ uint16_t bf16_bits(float x) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
 
 // The tensor owning chunk b: the largest t with e[t].first <= b. Empty tensors own no chunk (their
 // `first` equals the next tensor's), and the largest such t is never an empty one because
@@ -74,12 +86,47 @@ __global__ void scale_many_kernel(const Entry* e, int64_t count, float s) {
   for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) t.a[i] *= s;
 }
 
+// kBf16: also writes bf16(param) into t.bf where a tensor has one (a uniform branch per block).
+template <bool kBf16>
 __global__ void adamw_many_kernel(const Entry* e, int64_t count, ew::AdamScalars c) {
   const int64_t b = blockIdx.x;
   const Entry t = e[owner(e, count, b)];
   const int64_t i0 = (b - t.first) * kChunk, i1 = min(t.n, i0 + kChunk);
+  if constexpr (kBf16) {
+    if (t.bf != nullptr) {
+      for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+        ew::adamw_element(t.a, t.g, t.m, t.v, i, c);
+        t.bf[i] = bf16_bits(t.a[i]);  // this thread's own store: the f32 result, bit for bit
+      }
+      return;
+    }
+  }
   for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x)
     ew::adamw_element(t.a, t.g, t.m, t.v, i, c);
+}
+
+// dst = bf16(src) per chunk; 4 elements per load/store when both ends are aligned (chunks start at
+// multiples of kChunk elements, so a tensor's alignment is every chunk's).
+__global__ void f32_to_bf16_many_kernel(const Entry* e, int64_t count) {
+  const int64_t b = blockIdx.x;
+  const Entry t = e[owner(e, count, b)];
+  const int64_t i0 = (b - t.first) * kChunk, i1 = min(t.n, i0 + kChunk);
+  int64_t tail = i0;
+  if ((reinterpret_cast<uintptr_t>(t.a) & 15u) == 0 &&
+      (reinterpret_cast<uintptr_t>(t.bf) & 7u) == 0) {
+    const int64_t nv = (i1 - i0) / 4;
+    const float4* src = reinterpret_cast<const float4*>(t.a + i0);
+    uint2* dst = reinterpret_cast<uint2*>(t.bf + i0);
+    for (int64_t j = threadIdx.x; j < nv; j += blockDim.x) {
+      const float4 x = src[j];
+      uint2 y;
+      y.x = uint32_t(bf16_bits(x.x)) | (uint32_t(bf16_bits(x.y)) << 16);
+      y.y = uint32_t(bf16_bits(x.z)) | (uint32_t(bf16_bits(x.w)) << 16);
+      dst[j] = y;
+    }
+    tail = i0 + nv * 4;
+  }
+  for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) t.bf[i] = bf16_bits(t.a[i]);
 }
 
 // Builds the table (chunks of `chunk` elements) on the host; returns the total chunk count.
@@ -107,7 +154,7 @@ void sum_squares_each(const float* const* a, const int64_t* n, int64_t count, do
   if (count == 0) return;
   std::vector<Entry> e(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i)
-    e[i] = {const_cast<float*>(a[i]), nullptr, nullptr, nullptr, n[i], 0};
+    e[i] = {const_cast<float*>(a[i]), nullptr, nullptr, nullptr, nullptr, n[i], 0};
   const int64_t chunks = build_table(e, ew::kSumGrain);
   DeviceBuffer table(e.size() * sizeof(Entry));
   upload(e, table);
@@ -130,7 +177,7 @@ void sum_squares_each(const float* const* a, const int64_t* n, int64_t count, do
 void scale_many(float* const* a, const int64_t* n, int64_t count, float s) {
   if (count == 0) return;
   std::vector<Entry> e(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) e[i] = {a[i], nullptr, nullptr, nullptr, n[i], 0};
+  for (int64_t i = 0; i < count; ++i) e[i] = {a[i], nullptr, nullptr, nullptr, nullptr, n[i], 0};
   const int64_t chunks = build_table(e, kChunk);
   if (chunks == 0) return;
   DeviceBuffer table(e.size() * sizeof(Entry));
@@ -141,17 +188,41 @@ void scale_many(float* const* a, const int64_t* n, int64_t count, float s) {
 
 void adamw_many(float* const* param, const float* const* grad, float* const* m, float* const* v,
                 const int64_t* n, int64_t count, double lr, double beta1, double beta2, double eps,
-                double weight_decay, int64_t step) {
+                double weight_decay, int64_t step, uint16_t* const* bf16) {
   if (count == 0) return;
   std::vector<Entry> e(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) e[i] = {param[i], grad[i], m[i], v[i], n[i], 0};
+  bool any_bf16 = false;
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t* bf = bf16 && n[i] > 0 ? bf16[i] : nullptr;
+    any_bf16 |= bf != nullptr;
+    e[i] = {param[i], grad[i], m[i], v[i], bf, n[i], 0};
+  }
   const int64_t chunks = build_table(e, kChunk);
   if (chunks == 0) return;
   DeviceBuffer table(e.size() * sizeof(Entry));
   upload(e, table);
   const ew::AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step);
-  adamw_many_kernel<<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count, c);
+  if (any_bf16)
+    adamw_many_kernel<true>
+        <<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count, c);
+  else
+    adamw_many_kernel<false>
+        <<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count, c);
   GYRE_CUDA_LAUNCHED("adamw_many");
+}
+
+void f32_to_bf16_many(const float* const* src, uint16_t* const* dst, const int64_t* n,
+                      int64_t count) {
+  if (count == 0) return;
+  std::vector<Entry> e(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i)
+    e[i] = {const_cast<float*>(src[i]), nullptr, nullptr, nullptr, dst[i], n[i], 0};
+  const int64_t chunks = build_table(e, kChunk);
+  if (chunks == 0) return;
+  DeviceBuffer table(e.size() * sizeof(Entry));
+  upload(e, table);
+  f32_to_bf16_many_kernel<<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count);
+  GYRE_CUDA_LAUNCHED("f32_to_bf16_many");
 }
 
 }  // namespace gyre::cuda

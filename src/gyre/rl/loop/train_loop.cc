@@ -95,6 +95,9 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // followed by replica 0's other tp ranks), or remote engines
   const bool sft = cfg.algo.loss_type == LossType::sft_loss;
   TrainRollout rollout = make_train_rollout(cfg, distributed, actor, tok, state.weight_version);
+  // Colocated on a GPU: AdamW writes the engine's bf16 weight copies in its own kernel, so each
+  // weight sync is a version bump that keeps the decode graphs (issue 8: colocated sync < 1 ms).
+  share_bf16_weight_copies(rollout, models);
   infer::RolloutClient* client = rollout.client.get();
 
   // PPO: the critic starts from --critic-load or from the actor's weights with a zero value head

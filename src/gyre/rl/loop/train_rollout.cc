@@ -65,6 +65,25 @@ void TrainRollout::generation_phase(const std::function<void()>& work) {
   if (leader) leader->release_followers();
 }
 
+bool share_bf16_weight_copies(TrainRollout& rollout, TrainModels& models) {
+  // Under data parallelism the trainer steps through dist::DataParallelOptimizer's own AdamW
+  // (ZeRO-1: each rank updates a shard, then the parameters are all-gathered), so no update kernel
+  // sees every final value: the optimizer below never steps, never marks the copies fresh, and the
+  // engine re-casts them in place at each sync. Leave it unattached to say so.
+  if (models.dp_optimizer || !models.optimizer || !models.actor ||
+      models.actor->device() != Device::cuda)
+    return false;
+  std::shared_ptr<ops::Bf16WeightCache> copies;
+  if (auto* engine = dynamic_cast<infer::Engine*>(rollout.engine.get()))
+    // Aliasing the engine's owner: the optimizer's weak_ptr expires with the engine.
+    copies = std::shared_ptr<ops::Bf16WeightCache>(rollout.engine, &engine->weight_cache());
+  else if (rollout.follower)
+    copies = rollout.follower->weight_cache();
+  if (!copies) return false;  // remote engines, or a rank that does not roll out
+  models.optimizer->set_bf16_copies(copies);
+  return true;
+}
+
 TrainRollout make_train_rollout(const TrainConfig& cfg, const TrainDistributed& distributed,
                                 std::shared_ptr<model::CausalLM> actor,
                                 std::shared_ptr<const tokenizer::Tokenizer> tok,

@@ -23,6 +23,7 @@
 #include "gyre/rl/loop/distributed_run.h"
 #include "gyre/rl/loop/remote_rollout.h"
 #include "gyre/rl/loop/train_config.h"
+#include "gyre/rl/loop/train_models.h"
 #include "gyre/rl/rollout/generate_function.h"
 #include "gyre/rl/rollout/rollout_manager.h"
 #include "gyre/tokenizer/tokenizer.h"
@@ -66,6 +67,15 @@ struct TrainRollout {
   // with the leader's reason instead of waiting. Without TP it just runs `work`.
   void generation_phase(const std::function<void()>& work);
 };
+
+// Colocated GPU rollout: hands the engine's bf16 weight copies (the leader's, or this rank's
+// follower's under TP) to the actor's AdamW, which then writes them in its update kernel
+// (train::AdamW::set_bf16_copies), so the weight sync is a pure version bump. Nothing to do for
+// remote engines, CPU actors, or data parallelism: dist::DataParallelOptimizer steps through its
+// own AdamW (ZeRO-1 all-gathers the parameters after the step, so no update kernel sees every
+// final value) and the engine re-casts its copies in place at the sync instead. Call once both
+// sides exist (after make_train_rollout). Returns whether the copies are now written by AdamW.
+bool share_bf16_weight_copies(TrainRollout& rollout, TrainModels& models);
 
 // Builds this rank's rollout side. `resume_weight_version`: a resumed run's weight version, which
 // the fresh client is bumped to before the first rollout (colocated syncs are version bumps).

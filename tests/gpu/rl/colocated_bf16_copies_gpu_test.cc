@@ -1,0 +1,232 @@
+// gyre train's colocated weight sync as a pure version bump (issue 8): share_bf16_weight_copies
+// hands the rollout engine's bf16 weight copies to the actor's AdamW, whose update kernel writes
+// bf16(new value) into them — bitwise f32_to_bf16 of its f32 result — and marks the cache fresh;
+// Engine::update_weights then neither re-casts nor drops anything, and the kept graphs decode
+// exactly like a fresh engine over the updated model. The mark is trusted only when fresh: once
+// per step (a sync without a new step re-casts), only when the step covered every copy, and never
+// under data parallelism (not attached: the engine re-casts in place). Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu/backend/gpu_test_util.h"
+#include "gpu/model/small_model.h"
+#include "gyre/core/dtype.h"
+#include "gyre/dist/comm.h"
+#include "gyre/dist/data_parallel.h"
+#include "gyre/infer/engine.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/rl/loop/train_models.h"
+#include "gyre/rl/loop/train_rollout.h"
+#include "gyre/train/optimizer.h"
+
+namespace gyre::rl {
+namespace {
+
+std::shared_ptr<model::CausalLM> bf16_model() {
+  std::shared_ptr<model::CausalLM> m =
+      model::CausalLM::random_init(model::testmodel::small_config(), 11, 0.08f);
+  m->to(Device::cuda);
+  m->set_precision(model::Precision::bf16);
+  return m;
+}
+
+infer::EngineConfig config() {
+  infer::EngineConfig c;
+  c.page_size = 16;
+  c.num_pages = 512;
+  c.max_num_batched_tokens = 512;
+  return c;
+}
+
+std::vector<infer::GenerateRequest> requests() {
+  std::vector<infer::GenerateRequest> reqs;
+  const auto prompts = model::testmodel::make_seqs();
+  for (size_t i = 0; i < 5; ++i) {
+    infer::GenerateRequest r;
+    r.input_ids = prompts[i % prompts.size()];
+    r.input_ids.push_back(int32_t(5 + i));
+    r.sampling.temperature = 0.0f;
+    r.sampling.max_new_tokens = int32_t(5 + 4 * i);
+    r.sampling.ignore_eos = true;
+    r.return_logprob = true;
+    reqs.push_back(r);
+  }
+  return reqs;
+}
+
+std::vector<uint16_t> bits_at(const uint16_t* p, int64_t n) {
+  Tensor h = Tensor::borrow(const_cast<uint16_t*>(p), {n}, DType::bf16, Device::cuda, nullptr)
+                 .to(Device::cpu);
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  std::memcpy(out.data(), h.raw(), size_t(n) * 2);
+  return out;
+}
+
+// Every copy the engine holds equals f32_to_bf16 of its parameter now; returns how many.
+size_t expect_copies_match(infer::Engine& engine, model::CausalLM& m, const std::string& when) {
+  size_t n = 0;
+  for (auto& p : m.parameters()) {
+    const uint16_t* c = engine.weight_cache().copy_to_write(p.tensor);
+    if (!c) continue;
+    ++n;
+    std::vector<uint16_t> want;
+    for (float x : p.tensor.to(Device::cpu).to_vector()) want.push_back(f32_to_bf16(x));
+    EXPECT_EQ(bits_at(c, p.tensor.numel()), want) << when << ": copy of " << p.name;
+  }
+  return n;
+}
+
+void expect_identical(const std::vector<infer::GenerateResult>& got,
+                      const std::vector<infer::GenerateResult>& want, const std::string& when) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].error.empty()) << got[i].error;
+    EXPECT_EQ(got[i].output_ids, want[i].output_ids) << when << ", request " << i;
+    EXPECT_EQ(got[i].output_logprobs, want[i].output_logprobs) << when << ", request " << i;
+  }
+}
+
+// Random gradients for `params` (a train step's update without a backward).
+train::NamedTensors gradients(const train::NamedTensors& params, uint64_t seed) {
+  train::NamedTensors g;
+  for (auto& [name, t] : params)
+    g.emplace_back(name, gputest::randn(t.shape(), seed++, 0.05f).to(Device::cuda));
+  return g;
+}
+
+train::NamedTensors all_parameters(model::CausalLM& m) {
+  train::NamedTensors out;
+  for (auto& p : m.parameters()) out.emplace_back(p.name, p.tensor);
+  return out;
+}
+
+TrainModels models_of(std::shared_ptr<model::CausalLM> m) {
+  TrainModels tm;
+  tm.actor = std::move(m);
+  tm.adamw.lr = 1e-2;  // large steps: the outputs must visibly move
+  tm.adamw.clip_grad = 0;
+  tm.optimizer = std::make_unique<train::AdamW>(tm.adamw, tm.schedule);
+  return tm;
+}
+
+TEST(ColocatedBf16CopiesGpu, AdamWWritesTheCopiesAndTheSyncIsAVersionBump) {
+  GYRE_SKIP_WITHOUT_GPU();
+  TrainModels tm = models_of(bf16_model());
+  model::CausalLM& m = *tm.actor;
+  auto engine = std::make_shared<infer::Engine>(m, nullptr, config());
+  TrainRollout rollout;
+  rollout.engine = engine;
+  ASSERT_TRUE(share_bf16_weight_copies(rollout, tm));
+  const auto reqs = requests();
+  const auto before = engine->generate(reqs);  // rollout: caches the copies, captures graphs
+  const int64_t graphs = engine->num_cuda_graphs();
+  const size_t entries = engine->weight_cache().entries();
+  ASSERT_GT(graphs, 1);
+  ASSERT_GT(entries, 0u);
+
+  // Train step: AdamW writes the copies in its update, before any sync.
+  train::NamedTensors params = all_parameters(m);
+  train::NamedTensors grads = gradients(params, 100);
+  tm.optimizer->step(params, grads);
+  EXPECT_EQ(expect_copies_match(*engine, m, "after the AdamW step"), entries);
+  EXPECT_EQ(engine->update_weights([] {}), 1);
+  auto c = engine->weight_sync_counts();
+  EXPECT_EQ(c.fresh, 1);
+  EXPECT_EQ(c.refreshed, 0);
+  EXPECT_EQ(c.dropped, 0);
+  EXPECT_EQ(engine->num_cuda_graphs(), graphs);
+  const auto after = engine->generate(reqs);
+  EXPECT_EQ(engine->num_cuda_graphs(), graphs);
+  infer::Engine fresh(m, nullptr, config());
+  expect_identical(after, fresh.generate(reqs), "after a fresh-marked sync");
+  size_t changed = 0;
+  for (size_t i = 0; i < reqs.size(); ++i)
+    changed += before[i].output_logprobs != after[i].output_logprobs;
+  EXPECT_EQ(changed, reqs.size());
+
+  // The mark is consumed by the sync: the next sync (no new step) re-casts in place.
+  engine->update_weights([] {});
+  c = engine->weight_sync_counts();
+  EXPECT_EQ(c.fresh, 1);
+  EXPECT_EQ(c.refreshed, 1);
+
+  // A step that leaves a cached parameter out does not cover every copy: not fresh. (Here the
+  // left-out parameter did not change, so the re-cast is only a precaution.)
+  train::NamedTensors some;
+  bool left_out = false;
+  for (auto& [name, t] : params) {
+    if (!left_out && engine->weight_cache().copy_to_write(t)) {
+      left_out = true;
+      continue;
+    }
+    some.emplace_back(name, t);
+  }
+  ASSERT_TRUE(left_out);
+  train::NamedTensors some_grads = gradients(some, 200);
+  tm.optimizer->step(some, some_grads);
+  engine->update_weights([] {});
+  c = engine->weight_sync_counts();
+  EXPECT_EQ(c.fresh, 1);
+  EXPECT_EQ(c.refreshed, 2);
+  expect_copies_match(*engine, m, "after a partial step");
+  const auto after2 = engine->generate(reqs);
+  infer::Engine fresh2(m, nullptr, config());
+  expect_identical(after2, fresh2.generate(reqs), "after a partial step");
+
+  // The engine gone, the optimizer steps without copies (its pointer expired).
+  rollout.engine.reset();
+  engine.reset();
+  train::NamedTensors g3 = gradients(params, 300);
+  tm.optimizer->step(params, g3);
+}
+
+TEST(ColocatedBf16CopiesGpu, DataParallelLeavesTheCopiesToTheInPlaceRefresh) {
+  GYRE_SKIP_WITHOUT_GPU();
+  TrainModels tm = models_of(bf16_model());
+  dist::SingleProcessComm comm;
+  tm.dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(comm, tm.adamw, tm.schedule,
+                                                                  dist::DpMode::zero1);
+  model::CausalLM& m = *tm.actor;
+  auto engine = std::make_shared<infer::Engine>(m, nullptr, config());
+  TrainRollout rollout;
+  rollout.engine = engine;
+  EXPECT_FALSE(share_bf16_weight_copies(rollout, tm));
+  const auto reqs = requests();
+  engine->generate(reqs);
+  const int64_t graphs = engine->num_cuda_graphs();
+  // What a ZeRO-1 step looks like to the engine: parameters rewritten in place (the shard update
+  // and the all-gather), nobody marking the copies: the sync re-casts them in place.
+  train::NamedTensors params = all_parameters(m);
+  train::NamedTensors grads = gradients(params, 400);
+  train::AdamW plain(tm.adamw, tm.schedule);
+  plain.step(params, grads);
+  engine->update_weights([] {});
+  const auto c = engine->weight_sync_counts();
+  EXPECT_EQ(c.fresh, 0);
+  EXPECT_EQ(c.refreshed, 1);
+  EXPECT_EQ(engine->num_cuda_graphs(), graphs);
+  expect_copies_match(*engine, m, "after the in-place refresh");
+  const auto after = engine->generate(reqs);
+  infer::Engine fresh(m, nullptr, config());
+  expect_identical(after, fresh.generate(reqs), "data parallel fallback");
+}
+
+TEST(ColocatedBf16CopiesGpu, NothingToShareWithoutAGpuEngine) {
+  GYRE_SKIP_WITHOUT_GPU();
+  TrainModels tm = models_of(bf16_model());
+  TrainRollout remote;  // remote engines: no colocated engine
+  EXPECT_FALSE(share_bf16_weight_copies(remote, tm));
+  std::shared_ptr<model::CausalLM> host =
+      model::CausalLM::random_init(model::testmodel::small_config(), 11, 0.08f);
+  TrainModels cpu = models_of(host);
+  TrainRollout local;
+  local.engine = std::make_shared<infer::Engine>(*host, nullptr, config());
+  EXPECT_FALSE(share_bf16_weight_copies(local, cpu));
+}
+
+}  // namespace
+}  // namespace gyre::rl
