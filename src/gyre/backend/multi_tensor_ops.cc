@@ -188,7 +188,9 @@ void f32_to_bf16_many(std::span<const Tensor* const> src, std::span<uint16_t* co
         sp[i] = src[i]->f32();
         n[i] = src[i]->numel();
       }
-      return cuda::f32_to_bf16_many(sp.data(), dst.data(), n.data(), int64_t(src.size()));
+      cuda::f32_to_bf16_many(sp.data(), dst.data(), n.data(), int64_t(src.size()));
+      cuda::pdl_barrier();  // bf16 weights written, as adamw_step_many (pdl.cuh, invariant 1)
+      return;
     }
   for (size_t i = 0; i < src.size(); ++i) {
     const float* s = src[i]->f32();

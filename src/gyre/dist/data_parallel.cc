@@ -11,6 +11,7 @@
 
 #include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/backend/ops.h"
+#include "gyre/core/logging.h"
 
 namespace gyre::dist {
 
@@ -382,6 +383,24 @@ void DataParallelOptimizer::grads_ready(size_t begin, size_t end) {
       ++started_early_;
     }
   }
+}
+
+void DataParallelOptimizer::abort_overlap() noexcept {
+  if (!armed_) return;
+  armed_ = false;
+  armed_grads_.clear();
+  if (started_early_ > 0) {
+    try {
+      log::error(
+          "{}: the backward failed after starting {} of {} gradient-bucket reductions on this "
+          "rank; the data-parallel group is out of step (its ranks' next collectives will time "
+          "out)",
+          comm_.where(), started_early_, buckets_.size());
+    } catch (...) {  // logging must not turn an unwinding error into std::terminate
+    }
+  }
+  for (Bucket& b : buckets_) b.ready = 0, b.started = false;
+  started_early_ = 0;
 }
 
 std::vector<float> DataParallelOptimizer::reduced_grad() const {

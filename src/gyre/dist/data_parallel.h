@@ -107,6 +107,11 @@ class DataParallelOptimizer {
   // layout is fixed), and how many of them the last step had started from grads_ready.
   std::vector<std::pair<size_t, size_t>> bucket_params() const;
   int buckets_started_early() const { return started_early_; }
+  // Disarms after a failed backward (the caller unwinds without reaching step()), so the next
+  // begin_overlap is not refused as a double arm. Buckets the hook already started stay issued on
+  // this rank only: the group is then out of step, which is logged (its peers' next collectives
+  // fail after the communicator's timeout). Nothing to do when not armed. Never throws.
+  void abort_overlap() noexcept;
 
   // DP x TP (Megatron's layout): params/grads are this rank's shards of a model split over the
   // model-parallel group `mp` (the tp group; it must outlive this object), and the clipping norm

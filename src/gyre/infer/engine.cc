@@ -348,7 +348,10 @@ int64_t Engine::update_weights(const std::function<void()>& apply) {
   // this call — ordered on the device, the host does not wait.
   auto fence = std::make_shared<ops::StreamFence>();
   if (model_.device() == Device::cuda) fence->record();
-  auto run = [this, &apply, fence] {
+  // And back: a refresh runs on the engine's stream and reads the f32 weights, so the caller's
+  // later work (the next AdamW step writes them and the copies) waits for it on the device.
+  auto back = std::make_shared<ops::StreamFence>();
+  auto run = [this, &apply, fence, back] {
     fence->wait();
     // Invariant: the bf16 copies and the decode graphs stay only when apply() kept every
     // parameter in its storage (same tensors before and after, so every address a graph baked in
@@ -377,6 +380,7 @@ int64_t Engine::update_weights(const std::function<void()>& apply) {
         ++sync_counts_.fresh;
       } else {
         weight_cache_.refresh();  // one launch on the engine's stream, no host wait
+        back->record();
         ++sync_counts_.refreshed;
       }
     } else {
@@ -399,7 +403,9 @@ int64_t Engine::update_weights(const std::function<void()>& apply) {
       p->set_exception(std::current_exception());
     }
   });
-  return f.get();
+  const int64_t version = f.get();
+  back->wait();  // no-op unless a refresh was recorded on the engine's stream
+  return version;
 }
 
 EngineStats Engine::stats() const {

@@ -319,6 +319,16 @@ TEST(DataParallelBuckets, HookMisuseIsAnError) {
     EXPECT_NE(std::string(e.what()).find("reported ready twice"), std::string::npos) << e.what();
   }
   EXPECT_THROW(dp.grads_ready(0, 4), Error);  // out of range
+  // A backward that threw: the trainer disarms, and the next step's arm is not "twice"; a step
+  // after it reduces every bucket itself as usual.
+  dp.abort_overlap();
+  EXPECT_THROW(dp.grads_ready(0, 1), Error);  // no longer armed
+  EXPECT_EQ(dp.buckets_started_early(), 0);
+  dp.begin_overlap(p, g);
+  dp.grads_ready(0, 3);
+  EXPECT_EQ(dp.buckets_started_early(), int(dp.bucket_params().size()));
+  EXPECT_NO_THROW(dp.step(p, g));
+  dp.abort_overlap();  // not armed: nothing to do
 }
 
 TEST(DataParallelBuckets, SingleRankHookedEqualsPlain) {

@@ -18,7 +18,7 @@ TEST(WeightTransport, AutoPicksNcclOnlyForGpuTrainersWithListedEngines) {
   EXPECT_EQ(resolve_weight_transport(c, 1), "disk");  // CPU trainer
   c.device = "cuda";
   EXPECT_EQ(resolve_weight_transport(c, 1), "nccl");
-  EXPECT_EQ(resolve_weight_transport(c, 2), "disk");  // TP trains on the CPU
+  EXPECT_EQ(resolve_weight_transport(c, 2), "disk");  // no NCCL push under TP yet
   c.update_weight_transport = "disk";
   EXPECT_EQ(resolve_weight_transport(c, 1), "disk");
   TrainConfig r;

@@ -11,11 +11,15 @@
 // completed and its memory operations are visible.
 //
 // Invariants (each PDL-launched kernel must keep all three):
-//  1. Before pdl_wait a thread reads only memory that the immediately preceding kernel on the
-//     stream does not write (in practice: bf16 weights), and writes nothing. Whoever writes such
-//     memory right before a PDL launch could follow (the bf16 weight cache's conversions and
-//     refreshes) enqueues pdl_barrier() after it: an ordinary launch, so the next kernel's early
-//     reads start only after the writer has completed.
+//  1. Before pdl_wait a thread reads only memory that no kernel since the last ordinary launch (or
+//     copy) on the stream writes, and writes nothing. Since the kernels trigger at their first
+//     instruction, several PDL kernels of the chain may be resident at once: "the previous
+//     kernel" is not enough. In practice the early reads are bf16 weights and the step's index
+//     arrays (cu_q, kv_lens: uploaded by a copy before the step). Whoever writes weights right
+//     before a PDL launch could follow (the bf16 weight cache's conversions and refreshes, AdamW's
+//     bf16 copies, the uncached autocast GEMV's conversion, the log-prob head's unaligned chunk)
+//     enqueues pdl_barrier() after it: an ordinary launch, so the next kernel's early reads start
+//     only after the writer has completed.
 //  2. Every thread that touches data produced by earlier kernels calls pdl_wait first.
 //  3. At least one thread of the grid calls pdl_wait, so the grid completes only after its
 //     predecessor has — which makes the chain transitive: kernel k + 1 waiting for kernel k also

@@ -162,10 +162,12 @@ std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size) {
                  "--update-weight-transport nccl forms one NCCL group with every engine: list "
                  "them with --rollout-external-engine-addrs instead of --sglang-router-ip");
     if (tp_size > 1)
-      GYRE_THROW(unsupported,
-                 "--update-weight-transport nccl with --tensor-model-parallel-size {}: tensor "
-                 "parallelism trains on the CPU, push with --update-weight-transport disk",
-                 tp_size);
+      GYRE_THROW(
+          unsupported,
+          "--update-weight-transport nccl with --tensor-model-parallel-size {}: the NCCL "
+          "push of a tensor-parallel actor is not built yet; push with "
+          "--update-weight-transport disk (rank 0 gathers the shards and writes the full model)",
+          tp_size);
     return "nccl";
   }
   if (t == "auto" && cfg.device == "cuda" && !router && tp_size == 1 &&

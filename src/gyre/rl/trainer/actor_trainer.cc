@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
@@ -344,12 +345,18 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
         dp->begin_overlap(params, gradv);
         actor_.set_grad_ready_hook(dp->grad_ready_hook());
       }
+      // On the way out: the model forgets the hook; when the backward threw, the optimizer is
+      // disarmed too (step() will not run for this step).
       struct HookReset {
         model::CausalLM* m;
+        dist::DataParallelOptimizer* dp;
+        int exceptions = std::uncaught_exceptions();
         ~HookReset() {
-          if (m) m->set_grad_ready_hook({});
+          if (!m) return;
+          m->set_grad_ready_hook({});
+          if (std::uncaught_exceptions() > exceptions) dp->abort_overlap();
         }
-      } hook_reset{overlap ? &actor_ : nullptr};
+      } hook_reset{overlap ? &actor_ : nullptr, dp};
       model::backward_from_logprobs(actor_, sb, dlogp, dent, grads);
       add_metrics(mb_sum, lo.metrics);
       // Entropy of the response tokens, per-sample mean reduced like the loss (for logging).
@@ -357,9 +364,12 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                       normalizer);
       mb_sum["train/entropy"] += red.reduce(lb.entropy);
     }
-    // Optimizer step (data parallel: finishes the reductions the last backward started).
-    if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
+    // Optimizer step (data parallel: finishes the reductions the last backward started). The
+    // metrics' collective comes after it: the buckets' collectives were issued inside the
+    // backward, so one between them and step()'s would put the ranks' calls in different orders
+    // if a rank had not overlapped, and would make the host wait for every reduction.
     auto [norm, lr] = dp ? dp->step(params, gradv) : optimizer_.step(params, gradv);
+    if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
     mb_sum["train/grad_norm"] = norm;
     mb_sum["train/lr"] = lr;
     mb_sum["train/loss_normalizer"] = normalizer;
