@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gpu/infer/weight_copies_check.h"
 #include "gpu/model/small_model.h"
 #include "gyre/backend/ops.h"
 #include "gyre/core/dtype.h"
@@ -21,20 +22,9 @@
 namespace gyre::infer {
 namespace {
 
-std::unique_ptr<model::CausalLM> bf16_model() {
-  auto m = model::CausalLM::random_init(model::testmodel::small_config(), 11, 0.08f);
-  m->to(Device::cuda);
-  m->set_precision(model::Precision::bf16);
-  return m;
-}
-
-EngineConfig config() {
-  EngineConfig c;
-  c.page_size = 16;
-  c.num_pages = 512;
-  c.max_num_batched_tokens = 512;
-  return c;
-}
+using gputest::bf16_model;
+using gputest::expect_copies_match;
+EngineConfig config() { return gputest::copies_engine_config(); }
 
 // Greedy requests of different lengths: the decode batch shrinks 6 -> 1 through buckets 8..1.
 std::vector<GenerateRequest> requests() {
@@ -61,29 +51,6 @@ void perturb_in_place(model::CausalLM& m, uint64_t seed) {
     for (size_t i = 0; i < v.size(); ++i) v[i] += n[i];
     p.tensor.copy_from(Tensor::from_vector(v, p.tensor.shape()));
   }
-}
-
-std::vector<uint16_t> bits_at(const uint16_t* p, int64_t n) {
-  Tensor h = Tensor::borrow(const_cast<uint16_t*>(p), {n}, DType::bf16, Device::cuda, nullptr)
-                 .to(Device::cpu);
-  std::vector<uint16_t> out(static_cast<size_t>(n));
-  std::memcpy(out.data(), h.raw(), size_t(n) * 2);
-  return out;
-}
-
-// Every cached copy is f32_to_bf16 of its parameter's current value, bit for bit; returns how
-// many parameters have one.
-size_t expect_copies_match(Engine& engine, model::CausalLM& m, const char* when) {
-  size_t n = 0;
-  for (auto& p : m.parameters()) {
-    const uint16_t* c = engine.weight_cache().copy_to_write(p.tensor);
-    if (!c) continue;
-    ++n;
-    std::vector<uint16_t> want;
-    for (float x : p.tensor.to(Device::cpu).to_vector()) want.push_back(f32_to_bf16(x));
-    EXPECT_EQ(bits_at(c, p.tensor.numel()), want) << when << ": stale copy of " << p.name;
-  }
-  return n;
 }
 
 // `got` decodes exactly like `want` (same tokens, same log-probs bit for bit).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
+#include "gpu/infer/weight_copies_check.h"
 #include "gpu/model/small_model.h"
 #include "gyre/core/dtype.h"
 #include "gyre/dist/comm.h"
@@ -26,21 +27,9 @@
 namespace gyre::rl {
 namespace {
 
-std::shared_ptr<model::CausalLM> bf16_model() {
-  std::shared_ptr<model::CausalLM> m =
-      model::CausalLM::random_init(model::testmodel::small_config(), 11, 0.08f);
-  m->to(Device::cuda);
-  m->set_precision(model::Precision::bf16);
-  return m;
-}
-
-infer::EngineConfig config() {
-  infer::EngineConfig c;
-  c.page_size = 16;
-  c.num_pages = 512;
-  c.max_num_batched_tokens = 512;
-  return c;
-}
+using gputest::expect_copies_match;
+std::shared_ptr<model::CausalLM> bf16_model() { return gputest::bf16_model(); }
+infer::EngineConfig config() { return gputest::copies_engine_config(); }
 
 std::vector<infer::GenerateRequest> requests() {
   std::vector<infer::GenerateRequest> reqs;
@@ -56,28 +45,6 @@ std::vector<infer::GenerateRequest> requests() {
     reqs.push_back(r);
   }
   return reqs;
-}
-
-std::vector<uint16_t> bits_at(const uint16_t* p, int64_t n) {
-  Tensor h = Tensor::borrow(const_cast<uint16_t*>(p), {n}, DType::bf16, Device::cuda, nullptr)
-                 .to(Device::cpu);
-  std::vector<uint16_t> out(static_cast<size_t>(n));
-  std::memcpy(out.data(), h.raw(), size_t(n) * 2);
-  return out;
-}
-
-// Every copy the engine holds equals f32_to_bf16 of its parameter now; returns how many.
-size_t expect_copies_match(infer::Engine& engine, model::CausalLM& m, const std::string& when) {
-  size_t n = 0;
-  for (auto& p : m.parameters()) {
-    const uint16_t* c = engine.weight_cache().copy_to_write(p.tensor);
-    if (!c) continue;
-    ++n;
-    std::vector<uint16_t> want;
-    for (float x : p.tensor.to(Device::cpu).to_vector()) want.push_back(f32_to_bf16(x));
-    EXPECT_EQ(bits_at(c, p.tensor.numel()), want) << when << ": copy of " << p.name;
-  }
-  return n;
 }
 
 void expect_identical(const std::vector<infer::GenerateResult>& got,
