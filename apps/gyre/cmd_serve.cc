@@ -161,32 +161,46 @@ int run_serve(int argc, char** argv) {
 
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   std::shared_ptr<const tokenizer::ChatTemplate> tmpl;
-  if (!skip_tokenizer && leader) {  // followers never see text
-    if (tok_dir.empty() && fs::exists(fs::path(model_dir) / "tokenizer.json")) tok_dir = model_dir;
-    if (!tok_dir.empty()) {
-      tok = tokenizer::Tokenizer::from_dir(tok_dir);
-      try {
-        tmpl = std::make_shared<tokenizer::ChatTemplate>(
-            tokenizer::ChatTemplate::from_dir(tok_dir, chat_template_name));
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::not_found) throw;
-        log::warn("serve: {} has no chat template; /v1/chat/completions is off", tok_dir);
+  std::unique_ptr<model::CausalLM> model;
+  // Under tensor parallelism each rank loads alone, then the ranks agree (dist::run_on_every_rank):
+  // a rank that cannot read its files stops the whole group now, not at its first request.
+  auto load = [&] {
+    if (!skip_tokenizer && leader) {  // followers never see text
+      if (tok_dir.empty() && fs::exists(fs::path(model_dir) / "tokenizer.json"))
+        tok_dir = model_dir;
+      if (!tok_dir.empty()) {
+        tok = tokenizer::Tokenizer::from_dir(tok_dir);
+        try {
+          tmpl = std::make_shared<tokenizer::ChatTemplate>(
+              tokenizer::ChatTemplate::from_dir(tok_dir, chat_template_name));
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::not_found) throw;
+          log::warn("serve: {} has no chat template; /v1/chat/completions is off", tok_dir);
+        }
+      } else {
+        log::warn("serve: no tokenizer (pass --tokenizer-path); text prompts are off");
       }
-    } else {
-      log::warn("serve: no tokenizer (pass --tokenizer-path); text prompts are off");
     }
-  }
-  auto model = model::CausalLM::load(
-      model_dir, {.device = dev,
-                  .precision = bf16 ? model::Precision::bf16 : model::Precision::f32,
-                  .tp = group.tp_comm.get()});
+    model = model::CausalLM::load(
+        model_dir, {.device = dev,
+                    .precision = bf16 ? model::Precision::bf16 : model::Precision::f32,
+                    .tp = group.tp_comm.get()});
+  };
+  if (tp)
+    dist::run_on_every_rank(*tp, "loading the tokenizer and the model", load, "tp");
+  else
+    load();
   if (!leader) {
     // A tp rank > 0: no HTTP, no scheduler; it runs the leader's steps with its shard (same KV
     // geometry: the same flags give the same EngineConfig, and the first plan checks it).
-    infer::EngineFollower follower(*model, ec, *step_channel);
+    std::unique_ptr<infer::EngineFollower> follower;
+    dist::run_on_every_rank(
+        *tp, "creating the engine",
+        [&] { follower = std::make_unique<infer::EngineFollower>(*model, ec, *step_channel); },
+        "tp");
     log::info("serve: tp rank {} of {} follows rank 0's engine", tp->rank(), tp->size());
-    const std::string why = dist::run_tp_serve_follower(*tp, follower, *model);
-    log::info("serve: tp rank {} done after {} steps ({})", tp->rank(), follower.steps(), why);
+    const std::string why = dist::run_tp_serve_follower(*tp, *follower, *model);
+    log::info("serve: tp rank {} done after {} steps ({})", tp->rank(), follower->steps(), why);
     return 0;
   }
   if (tok && tok->vocab_size() > model->config().vocab_size)
@@ -194,7 +208,12 @@ int run_serve(int argc, char** argv) {
         "serve: the tokenizer has {} tokens but the model only {}; prompts holding the "
         "extra ids will be rejected",
         tok->vocab_size(), model->config().vocab_size);
-  auto engine = std::make_shared<infer::Engine>(*model, tok, ec);
+  std::shared_ptr<infer::Engine> engine;
+  auto make_engine = [&] { engine = std::make_shared<infer::Engine>(*model, tok, ec); };
+  if (tp)
+    dist::run_on_every_rank(*tp, "creating the engine", make_engine, "tp");
+  else
+    make_engine();
   std::unique_ptr<dist::TpServeLeader> tp_leader;
   if (tensor_parallel) {
     engine->attach_followers(*step_channel, /*engaged=*/true);  // they are in run() already

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 
 namespace gyre::dist {
 
@@ -162,6 +163,45 @@ void SingleProcessComm::abort(int code, const std::string& message) {
   std::fprintf(stderr, "error: %s\n", message.c_str());
   std::fflush(stderr);
   std::_Exit(code);
+}
+
+std::optional<std::string> first_failure(Comm& comm, const std::optional<std::string>& mine,
+                                         const std::string& label) {
+  // failed[r] = 1 when rank r failed: after the sum every rank knows who did.
+  std::vector<int64_t> failed(size_t(comm.size()), 0);
+  failed[size_t(comm.rank())] = mine ? 1 : 0;
+  comm.all_reduce(failed);
+  int first = -1, count = 0;
+  for (int r = 0; r < comm.size(); ++r)
+    if (failed[size_t(r)] != 0) {
+      if (first < 0) first = r;
+      ++count;
+    }
+  if (first < 0) return std::nullopt;
+  std::string error = mine ? *mine : std::string();
+  comm.broadcast(error, first);  // the lowest failing rank's reason reaches every rank
+  return fmt::format(
+      "{} rank {} of {}{}: {}", label.empty() ? comm.name() : label, first, comm.size(),
+      count > 1 ? fmt::format(" (and {} more ranks)", count - 1) : std::string(), error);
+}
+
+void run_on_every_rank(Comm& comm, const std::string& what, const std::function<void()>& work,
+                       const std::string& label) {
+  std::exception_ptr failure;
+  std::optional<std::string> error;
+  try {
+    work();
+  } catch (const std::exception& e) {
+    failure = std::current_exception();
+    error = e.what();
+  } catch (...) {
+    failure = std::current_exception();
+    error = "unknown error";
+  }
+  const std::optional<std::string> any = first_failure(comm, error, label);
+  if (!any) return;
+  if (failure) std::rethrow_exception(failure);
+  GYRE_THROW(io, "{}: {} failed on {}; this rank stops too", comm.where(), what, *any);
 }
 
 }  // namespace gyre::dist

@@ -15,7 +15,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -141,5 +143,22 @@ class SingleProcessComm : public Comm {
  private:
   std::string name_;
 };
+
+// ---- Agreement on work every rank does alone (start-up, reloads): a rank whose part fails must
+// not leave its peers waiting in the next collective until the communicator's timeout (or, worse,
+// serving as if the group were whole).
+
+// Collective over `comm`: each rank passes its own error (nullopt: its part succeeded). Returns
+// nullopt on every rank when no rank failed, else on every rank the same text: "<label> rank <r> of
+// <n>[ (and <k> more ranks)]: <error of the lowest failing rank r>" (label: the comm's name unless
+// given, e.g. "tp" for a tp group that is the launcher's world).
+std::optional<std::string> first_failure(Comm& comm, const std::optional<std::string>& mine,
+                                         const std::string& label = {});
+
+// Runs `work` on this rank, then agrees over `comm` (first_failure). When any rank failed, every
+// rank throws: the failing ranks rethrow their own exception (same kind and message), the others
+// an Error (io) "<where>: <what> failed on <label> rank r of n: <its error>; this rank stops too".
+void run_on_every_rank(Comm& comm, const std::string& what, const std::function<void()>& work,
+                       const std::string& label = {});
 
 }  // namespace gyre::dist

@@ -77,16 +77,36 @@ TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch) {
                "GPU with --tp-size 1");
   TpServeGroup g;
   g.world = init_distributed();  // binds this rank's local GPU (device 0) before any CUDA call
+  // Every rank checks its own device, then the ranks agree: a rank that cannot serve (no GPU) or
+  // that was started for another device (mpirun's MPMD form, `-np 1 gyre serve --device cpu :
+  // -np 1 gyre serve --device cuda`) stops the whole group at once, instead of its peers serving
+  // as if the group were whole until a request meets the communicator's timeout.
+  run_on_every_rank(
+      *g.world, "the tensor-parallel start-up (device check)",
+      [&] {
+        if (gpu && cuda_device_count() < 1) {
+          const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+          GYRE_THROW(unsupported,
+                     "{}: --device cuda but no GPU is visible to this rank (local rank {} of {}, "
+                     "CUDA_VISIBLE_DEVICES={}): every tp rank needs a GPU of its own; start as "
+                     "many ranks per host as it has GPUs, or serve on the CPU under mpirun",
+                     g.world->where(), launch.local_rank, launch.local_size,
+                     visible ? visible : "<unset>");
+        }
+      },
+      "tp");
+  std::vector<int64_t> on_gpu(size_t(g.world->size()), 0);
+  on_gpu[size_t(g.world->rank())] = gpu ? 1 : 0;
+  g.world->all_reduce(on_gpu);
+  for (int r = 1; r < g.world->size(); ++r)
+    if (on_gpu[size_t(r)] != on_gpu[0])
+      GYRE_THROW(invalid_argument,
+                 "{}: the tp ranks were started for different devices (tp rank 0 --device {}, tp "
+                 "rank {} --device {}): every rank of `gyre serve --tp-size {}` takes the same "
+                 "flags",
+                 g.world->where(), on_gpu[0] ? "cuda" : "cpu", r,
+                 on_gpu[size_t(r)] ? "cuda" : "cpu", g.world->size());
   if (gpu) {
-    if (cuda_device_count() < 1) {
-      const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-      GYRE_THROW(unsupported,
-                 "{}: --device cuda but no GPU is visible to this rank (local rank {} of {}, "
-                 "CUDA_VISIBLE_DEVICES={}): every tp rank needs a GPU of its own; start as many "
-                 "ranks per host as it has GPUs, or serve on the CPU under mpirun",
-                 g.world->where(), launch.local_rank, launch.local_size,
-                 visible ? visible : "<unset>");
-    }
     // A torchrun-style world is NCCL already; under MPI the GPU tp group is NCCL over its ranks
     // (the MPI world only bootstraps it).
     if (g.world->buffer_device() != Device::cuda)
@@ -105,7 +125,7 @@ std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& s
   // A copy of this rank's shard, restored when another rank fails: load_weights() alone is atomic
   // per rank (it reads everything before it writes), not across ranks. The copy lives on the host
   // for a GPU shard too (device memory holds the shard, its bf16 copies and the KV cache already).
-  // Every failure of this rank — the backup's allocation included — must reach the all-reduce
+  // Every failure of this rank — the backup's allocation included — must reach first_failure
   // below, or the other ranks would wait in it until the communicator's timeout.
   std::vector<model::NamedTensor> params;
   std::vector<Tensor> backup;
@@ -125,23 +145,12 @@ std::optional<std::string> load_weights_in_lockstep(Comm& tp, model::CausalLM& s
     error = "unknown error";
   }
   if (!loaded && error.empty()) error = "unknown error";
-  // failed[r] = 1 when rank r could not load: after the sum every rank knows who failed.
-  std::vector<int64_t> failed(size_t(tp.size()), 0);
-  failed[size_t(tp.rank())] = loaded ? 0 : 1;
-  tp.all_reduce(failed);
-  int first = -1, count = 0;
-  for (int r = 0; r < tp.size(); ++r)
-    if (failed[size_t(r)] != 0) {
-      if (first < 0) first = r;
-      ++count;
-    }
-  if (first < 0) return std::nullopt;
+  const std::optional<std::string> failure =
+      first_failure(tp, loaded ? std::nullopt : std::optional<std::string>(error), "tp");
+  if (!failure) return std::nullopt;
   if (loaded)  // this rank loaded the new shard: put the old one back
     for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(backup[i]);
-  tp.broadcast(error, first);  // the lowest failing rank's reason reaches every rank
-  return fmt::format("tp rank {} of {}{}: {}", first, tp.size(),
-                     count > 1 ? fmt::format(" (and {} more ranks)", count - 1) : std::string(),
-                     error);
+  return failure;
 }
 
 TpServeLeader::TpServeLeader(Comm& tp, infer::Engine& engine, model::CausalLM& shard)

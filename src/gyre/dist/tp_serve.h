@@ -66,7 +66,9 @@ struct TpServeGroup {
 // GPU) and builds the tp group for a model on `device` (see the header). Call before any CUDA call
 // and before loading the model. Errors (unsupported, naming the fix): a torchrun-style launch with
 // --device cpu (those ranks only talk NCCL), --device cuda in a build without NCCL, or no GPU
-// visible to this rank.
+// visible to this rank — agreed over the world, so that the rank's peers stop with
+// it (an io Error naming it) instead of serving on — and ranks started for different devices
+// (mpirun's MPMD form), invalid_argument.
 TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch);
 
 // Every rank of `tp` reloads its shard of the HF folder `dir` (CausalLM::load_weights), all or

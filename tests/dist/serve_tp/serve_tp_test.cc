@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include "dist/mpi_launch.h"
 #include "e2e/serve/serve_process.h"
+#include "gyre/core/timer.h"
 #include "gyre/dist/bootstrap.h"
 #include "gyre/dist/tensor_parallel_comm.h"
 #include "gyre/dist/tp_serve.h"
@@ -306,6 +308,62 @@ TEST(ServeTp, BadTopologyFailsWithTheNumbers) {
     EXPECT_NE((r.out + r.err).find("num_attention_heads = 4 does not divide by 3"),
               std::string::npos)
         << r.out << r.err;
+  }
+}
+
+// One rank that cannot start (mpirun's MPMD form gives rank 1 other flags) stops the whole group
+// at once: before the start-up agreement (dist::run_on_every_rank) rank 0 served on as if the group
+// were whole, until a request met the communicator's timeout.
+std::vector<std::string> mpmd_serve(const std::vector<std::string>& rank0_extra,
+                                    const std::vector<std::string>& rank1_extra) {
+  std::vector<std::string> a = mpirun(1);
+  for (auto& s : serve_args()) a.push_back(s);
+  a.insert(a.end(), {"--tp-size", "2"});
+  a.insert(a.end(), rank0_extra.begin(), rank0_extra.end());
+  a.push_back(":");
+  a.insert(a.end(), {"-np", "1"});
+  for (auto& s : serve_args()) a.push_back(s);
+  a.insert(a.end(), {"--tp-size", "2"});
+  a.insert(a.end(), rank1_extra.begin(), rank1_extra.end());
+  return a;
+}
+
+TEST(ServeTp, OneRankThatCannotStartStopsTheGroup) {
+  {  // rank 1's model file is unreadable garbage: the shard load fails there only
+    const std::string dir = test::temp_dir("serve_tp_bad_shard");
+    for (const char* f : {"config.json", "generation_config.json"})
+      fs::copy_file(fs::path(tiny_model()) / f, fs::path(dir) / f,
+                    fs::copy_options::overwrite_existing);
+    {
+      std::FILE* w = std::fopen((fs::path(dir) / "model.safetensors").c_str(), "wb");
+      ASSERT_NE(w, nullptr);
+      std::fputs("not a safetensors file", w);
+      std::fclose(w);
+    }
+    std::vector<std::string> a = mpmd_serve({}, {});
+    // The second serve_args() copy (rank 1's) names tiny_model(): point it at the broken folder.
+    auto it = std::find(a.rbegin(), a.rend(), tiny_model());
+    ASSERT_NE(it, a.rend());
+    *it = dir;
+    Timer t;
+    auto r = test::run_command(cmdline(a));
+    EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+    EXPECT_LT(t.elapsed(), 60.0) << "rank 0 did not stop with rank 1";
+    EXPECT_NE((r.out + r.err).find("loading the tokenizer and the model failed on tp rank 1 of 2"),
+              std::string::npos)
+        << r.out << r.err;
+  }
+  {  // rank 1 asks for a GPU: on a machine without one it fails its device check; with one, the
+     // ranks disagree on the device. Either way both stop at once and rank 0 names rank 1.
+    Timer t;
+    auto r = test::run_command(cmdline(mpmd_serve({"--device", "cpu"}, {"--device", "cuda"})));
+    EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+    EXPECT_LT(t.elapsed(), 60.0) << "rank 0 did not stop with rank 1";
+    const std::string all = r.out + r.err;
+    EXPECT_TRUE(all.find("failed on tp rank 1 of 2") != std::string::npos ||
+                all.find("started for different devices") != std::string::npos ||
+                all.find("built without NCCL") != std::string::npos)
+        << all;
   }
 }
 
