@@ -14,11 +14,15 @@
 //     1.5B 7.8k (bench/hf_anchor.py --generate re-measures them in the same device call).
 //   - colocated weight sync (issue 8, goal < 1 ms at any model size): Engine::update_weights
 //     after the batch run (graphs of every bucket captured), timed until the device finished it;
-//     two lines: "refresh" (the bf16 weight copies re-cast in place, one launch; the graphs
-//     survive) and "adamw_bf16_copies" (gyre train's colocated path: the AdamW step writes the
-//     copies, the sync is a version bump), each with the graphs before/after, the refresh alone,
-//     and the first prefill / decode step after the sync against a steady one (what a sync still
-//     defers to the next rollout). The copies exist under --precision bf16 only (autocast).
+//     three lines: "refresh" (the bf16 weight copies re-cast in place, one launch; the graphs
+//     survive), "adamw_bf16_copies" (gyre train's colocated path: the AdamW step writes the
+//     copies, the sync is a version bump) and "dp_unflatten_bf16_copies" (the same under data
+//     parallelism: a ZeRO-1 dist::DataParallelOptimizer over a one-rank NCCL communicator,
+//     whose final unflatten writes the copies; with the step's time with and without them and
+//     the unflatten alone both ways, i.e. what the cast work costs once moved into the step),
+//     each with the graphs before/after, the refresh alone, and the first prefill / decode step
+//     after the sync against a steady one (what a sync still defers to the next rollout). The
+//     copies exist under --precision bf16 only (autocast).
 // --budget-s bounds the process's wall time (model init included): the batch-1 run gets a sixth of
 // it, the batch run what is left; a run that reaches its share stops and its figure is what was
 // measured so far ("complete": false), so a slow engine still reports (print order: batch 1 first).
@@ -36,11 +40,15 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "gyre/backend/multi_tensor_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
+#include "gyre/dist/data_parallel.h"
+#include "gyre/dist/nccl_comm.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/decode_fusion.h"
@@ -92,6 +100,42 @@ double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// The data-parallel optimizer's final unflatten both ways, means over `reps` (device time
+// included): one copy per parameter from the flat vector (DataParallelOptimizer without copies)
+// and ops::copy_many writing the f32 parameters and their bf16 copies in one launch (with them).
+// The flat vector holds the parameters' own values, so neither changes anything.
+std::pair<double, double> time_unflatten(const gyre::train::NamedTensors& weights,
+                                         gyre::ops::Bf16WeightCache& copies, int reps) {
+  int64_t total = 0;
+  for (auto& [name, t] : weights) total += t.numel();
+  gyre::Tensor flat = gyre::Tensor::zeros({total}, gyre::DType::f32, gyre::Device::cuda);
+  std::vector<gyre::Tensor> src, dst;
+  std::vector<uint16_t*> bf16;
+  int64_t off = 0;
+  for (auto& [name, t] : weights) {
+    src.push_back(flat.narrow(off, t.numel()));
+    src.back().copy_from(t.reshape({t.numel()}));
+    dst.push_back(t.reshape({t.numel()}));
+    bf16.push_back(copies.copy_to_write(t));
+    off += t.numel();
+  }
+  std::vector<const gyre::Tensor*> sp;
+  std::vector<gyre::Tensor*> dp;
+  for (size_t k = 0; k < src.size(); ++k) sp.push_back(&src[k]), dp.push_back(&dst[k]);
+  double plain = 0, fused = 0;
+  for (int i = 0; i <= reps; ++i) {  // the first round warms up
+    double t = now_s();
+    for (size_t k = 0; k < src.size(); ++k) dst[k].copy_from(src[k]);
+    device_sync(true);
+    if (i > 0) plain += now_s() - t;
+    t = now_s();
+    gyre::ops::copy_many(sp, dp, bf16);
+    device_sync(true);
+    if (i > 0) fused += now_s() - t;
+  }
+  return {plain / reps, fused / reps};
 }
 
 using gyre::bench::drive;
@@ -259,14 +303,33 @@ int main(int argc, char** argv) {
         grads.emplace_back(
             p.name, gyre::Tensor::zeros(p.tensor.shape(), gyre::DType::f32, p.tensor.device()));
       }
-      gyre::train::AdamW adamw(gyre::train::AdamWConfig{}, gyre::train::LrSchedule{});
-      if (cuda) adamw.step(weights, grads);  // untimed: allocates the moments
-      // Not owned: the engine outlives `adamw` in this scope.
+      auto adamw = std::make_unique<gyre::train::AdamW>(gyre::train::AdamWConfig{},
+                                                        gyre::train::LrSchedule{});
+      if (cuda) adamw->step(weights, grads);  // untimed: allocates the moments
+      // Not owned: the engine outlives `adamw` and `dp` in this scope.
       auto shared_copies =
           std::shared_ptr<gyre::ops::Bf16WeightCache>(&copies, [](gyre::ops::Bf16WeightCache*) {});
-      for (const bool adamw_writes : {false, true}) {
-        if (adamw_writes && !cuda) continue;
-        double host_s = 0, total_s = 0, adamw_s = 0, adamw_plain_s = 0;
+      // The dp_unflatten_bf16_copies mode: gyre train under data parallelism, ZeRO-1 over a
+      // one-rank NCCL communicator (the real device path: bucketed reduce-scatter, shard AdamW,
+      // all-gather, unflatten; nothing to exchange), whose final unflatten writes the copies.
+      std::unique_ptr<gyre::dist::Comm> dp_comm;
+      std::unique_ptr<gyre::dist::DataParallelOptimizer> dp;
+      const bool dp_mode =
+          cuda && gyre::dist::nccl_available() && gyre::dist::cuda_device_count() > 0;
+      for (const std::string mode : {"refresh", "adamw_bf16_copies", "dp_unflatten_bf16_copies"}) {
+        const bool adamw_writes = mode == "adamw_bf16_copies";
+        const bool dp_writes = mode == "dp_unflatten_bf16_copies";
+        if ((adamw_writes && !cuda) || (dp_writes && !dp_mode)) continue;
+        if (dp_writes) {
+          adamw.reset();  // its moments: make room for the DP optimizer's flat buffers and shard
+          dp_comm = gyre::dist::nccl_comm_init(gyre::dist::nccl_unique_id(), 1, 0, 0, 120, "dp");
+          dp = std::make_unique<gyre::dist::DataParallelOptimizer>(
+              *dp_comm, gyre::train::AdamWConfig{}, gyre::train::LrSchedule{},
+              gyre::dist::DpMode::zero1);
+          dp->step(weights, grads);  // untimed: the layout, flat buffers and moments
+          device_sync(cuda);
+        }
+        double host_s = 0, total_s = 0, opt_s = 0, opt_plain_s = 0;
         // Per sync: the short generation before it (steady) and right after it; medians below.
         std::vector<double> prefill_steady, prefill_after, first_steady, first_after, deferred;
         std::vector<double> steady_steps;
@@ -275,17 +338,31 @@ int main(int argc, char** argv) {
         for (int i = 0; i < kSyncs; ++i) {
           const std::vector<double> a =
               step_times(engine, random_requests(1, 16, 8, cfg.vocab_size, 40 + i));
-          if (adamw_writes) {
-            adamw.set_bf16_copies({});
+          if (adamw_writes || dp_writes) {
+            // The optimizer step without the copies, then with them (the one the sync follows).
+            auto step = [&] {
+              if (dp_writes)
+                dp->step(weights, grads);
+              else
+                adamw->step(weights, grads);
+            };
+            auto attach = [&](std::shared_ptr<gyre::ops::Bf16WeightCache> c) {
+              if (dp_writes)
+                dp->set_bf16_copies(c);
+              else
+                adamw->set_bf16_copies(c);
+            };
+            attach(nullptr);
             double t = now_s();
-            adamw.step(weights, grads);
+            step();
             device_sync(cuda);
-            adamw_plain_s += now_s() - t;
-            adamw.set_bf16_copies(shared_copies);
+            opt_plain_s += now_s() - t;
+            attach(shared_copies);
             t = now_s();
-            adamw.step(weights, grads);
+            step();
             device_sync(cuda);
-            adamw_s += now_s() - t;
+            opt_s += now_s() - t;
+            attach(nullptr);
           }
           const double t = now_s();
           engine.update_weights([] {});
@@ -303,19 +380,31 @@ int main(int argc, char** argv) {
           for (double x : a) d -= x;
           deferred.push_back(d);
         }
-        adamw.set_bf16_copies({});
         const auto counts1 = engine.weight_sync_counts();
         const int64_t fresh = counts1.fresh - counts0.fresh;
         const int64_t refreshed = counts1.refreshed - counts0.refreshed;
         const int64_t dropped = counts1.dropped - counts0.dropped;
         const double sync_ms = total_s / kSyncs * 1e3;
-        char adamw_fields[256] = "";
+        char opt_fields[512] = "";
         if (adamw_writes)
-          std::snprintf(adamw_fields, sizeof adamw_fields,
+          std::snprintf(opt_fields, sizeof opt_fields,
                         "\"adamw_ms\": %.3f, \"adamw_bf16_copies_ms\": %.3f, ",
-                        adamw_plain_s / kSyncs * 1e3, adamw_s / kSyncs * 1e3);
+                        opt_plain_s / kSyncs * 1e3, opt_s / kSyncs * 1e3);
+        if (dp_writes) {
+          // The cast work moved into the step, measured alone: the unflatten as the optimizer
+          // does it without copies (one copy per parameter) and with them (ops::copy_many, one
+          // launch writing f32 + bf16), from a flat vector of the parameters' values.
+          const std::pair<double, double> unflatten = time_unflatten(weights, copies, kSyncs);
+          std::snprintf(opt_fields, sizeof opt_fields,
+                        "\"dp_step_ms\": %.3f, \"dp_step_bf16_copies_ms\": %.3f, "
+                        "\"dp_step_extra_ms\": %.3f, \"unflatten_plain_ms\": %.3f, "
+                        "\"unflatten_bf16_copies_ms\": %.3f, \"unflatten_extra_ms\": %.3f, ",
+                        opt_plain_s / kSyncs * 1e3, opt_s / kSyncs * 1e3,
+                        (opt_s - opt_plain_s) / kSyncs * 1e3, unflatten.first * 1e3,
+                        unflatten.second * 1e3, (unflatten.second - unflatten.first) * 1e3);
+        }
         char refresh_field[64] = "null";
-        if (refreshed > 0 && copies.entries() > 0)
+        if (copies.entries() > 0)
           std::snprintf(refresh_field, sizeof refresh_field, "%.4f", refresh_s / kSyncs * 1e3);
         std::printf(
             "{\"bench\": \"rollout_gpu_colocated_sync\", \"shape\": \"%s\", "
@@ -327,11 +416,10 @@ int main(int argc, char** argv) {
             "\"prefill_ms_steady\": %.3f, \"first_decode_ms_after_sync\": %.3f, "
             "\"first_decode_ms_steady\": %.3f, \"decode_step_ms_steady\": %.3f, "
             "\"deferred_to_next_rollout_ms\": %.3f}\n",
-            shape.c_str(), precision.c_str(), (long long)params,
-            adamw_writes ? "adamw_bf16_copies" : "refresh", sync_ms, host_s / kSyncs * 1e3,
-            sync_ms < 1.0 ? "true" : "false", (long long)graphs_before,
+            shape.c_str(), precision.c_str(), (long long)params, mode.c_str(), sync_ms,
+            host_s / kSyncs * 1e3, sync_ms < 1.0 ? "true" : "false", (long long)graphs_before,
             (long long)engine.num_cuda_graphs(), (long long)fresh, (long long)refreshed,
-            (long long)dropped, refresh_field, copies.entries(), copy_bytes, adamw_fields,
+            (long long)dropped, refresh_field, copies.entries(), copy_bytes, opt_fields,
             median(prefill_after) * 1e3, median(prefill_steady) * 1e3, median(first_after) * 1e3,
             median(first_steady) * 1e3, median(steady_steps) * 1e3, median(deferred) * 1e3);
         std::fflush(stdout);

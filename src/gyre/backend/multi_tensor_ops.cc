@@ -2,6 +2,7 @@
 // a loop over the per-tensor CPU kernels (so CPU results are bitwise the per-tensor ops').
 #include "gyre/backend/multi_tensor_ops.h"
 
+#include <cstring>
 #include <initializer_list>
 
 #include "gyre/backend/cpu/kernels.h"
@@ -195,6 +196,48 @@ void f32_to_bf16_many(std::span<const Tensor* const> src, std::span<uint16_t* co
   for (size_t i = 0; i < src.size(); ++i) {
     const float* s = src[i]->f32();
     for (int64_t j = 0; j < src[i]->numel(); ++j) dst[i][j] = f32_to_bf16(s[j]);
+  }
+}
+
+void copy_many(std::span<const Tensor* const> src, std::span<Tensor* const> dst,
+               std::span<uint16_t* const> bf16_out) {
+  detail::OpScope op_scope_("copy_many");
+  const char* op = "copy_many";
+  const Device dev = check_lists(op, {{"src", src}, {"dst", as_const(dst)}});
+  if (!bf16_out.empty() && bf16_out.size() != src.size())
+    GYRE_THROW(invalid_argument, "ops::{}: bf16_out has {} pointers but src has {} tensors", op,
+               bf16_out.size(), src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    const char* s = static_cast<const char*>(src[i]->raw());
+    const char* d = static_cast<const char*>(dst[i]->raw());
+    const size_t bytes = src[i]->nbytes();
+    if (bytes > 0 && s < d + bytes && d < s + bytes)
+      GYRE_THROW(invalid_argument, "ops::{}: src[{}] and dst[{}] overlap", op, i, i);
+  }
+  if constexpr (kCuda)
+    if (dev == Device::cuda) {
+      const size_t k = src.size();
+      std::vector<const float*> sp(k);
+      std::vector<float*> dp(k);
+      std::vector<int64_t> n(k);
+      for (size_t i = 0; i < k; ++i) {
+        sp[i] = src[i]->f32();
+        dp[i] = dst[i]->f32();
+        n[i] = src[i]->numel();
+      }
+      cuda::copy_many(sp.data(), dp.data(), n.data(), int64_t(k),
+                      bf16_out.empty() ? nullptr : bf16_out.data());
+      // bf16 weights written, as adamw_step_many (pdl.cuh, invariant 1).
+      if (!bf16_out.empty()) cuda::pdl_barrier();
+      return;
+    }
+  for (size_t i = 0; i < src.size(); ++i) {
+    const float* s = src[i]->f32();
+    float* d = dst[i]->f32();
+    const int64_t n = src[i]->numel();
+    if (n > 0) std::memcpy(d, s, size_t(n) * sizeof(float));
+    if (uint16_t* out = bf16_out.empty() ? nullptr : bf16_out[i])
+      for (int64_t j = 0; j < n; ++j) out[j] = f32_to_bf16(s[j]);
   }
 }
 

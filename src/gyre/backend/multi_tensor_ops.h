@@ -7,8 +7,8 @@
 // Invariants: every tensor of one call is defined, f32 and on one device; lists that go together
 // have equal lengths and tensor i of each has the same shape. Violations throw Error before any
 // tensor changes, naming the list, the index and what is wrong. Empty lists are no-ops (sums 0).
-// Results are bitwise those of the per-tensor ops (ops::sum_squares, scale_, adamw_step) applied
-// to each tensor in order, on the CPU and on CUDA.
+// Results are bitwise those of the per-tensor ops (ops::sum_squares, scale_, adamw_step,
+// Tensor::copy_from) applied to each tensor in order, on the CPU and on CUDA.
 #pragma once
 #include <span>
 #include <vector>
@@ -38,5 +38,13 @@ void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* co
 // dst[i][0, n) = bf16(src[i]) for every i (src f32 on one device; dst[i] holds src[i]->numel()
 // bf16 values on it; null only for empty tensors): one launch on CUDA.
 void f32_to_bf16_many(std::span<const Tensor* const> src, std::span<uint16_t* const> dst);
+// dst[i] = src[i] for every i (f32, same shapes, not overlapping). `bf16_out`: empty, or one
+// pointer per tensor (null: none) to src[i]->numel() bf16 values on the tensors' device, which
+// receive bf16(src[i]) — rounded as above, so bitwise what f32_to_bf16_many / the
+// Bf16WeightCache make of dst[i]'s new value — in the same pass: on CUDA one launch reads src once
+// and writes both (dist::DataParallelOptimizer's final unflatten writes the rollout engine's bf16
+// weight copies this way). The f32 results are the same with or without it.
+void copy_many(std::span<const Tensor* const> src, std::span<Tensor* const> dst,
+               std::span<uint16_t* const> bf16_out = {});
 
 }  // namespace gyre::ops

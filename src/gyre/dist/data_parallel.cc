@@ -325,7 +325,31 @@ void DataParallelOptimizer::flatten(const train::NamedTensors& ts, Tensor& flat,
   }
 }
 
-void DataParallelOptimizer::unflatten(const Tensor& flat, train::NamedTensors& ts) const {
+void DataParallelOptimizer::unflatten(const Tensor& flat, train::NamedTensors& ts,
+                                      ops::Bf16WeightCache* copies) const {
+  if (copies) {
+    // One launch: the f32 parameters and the bf16 copies of those that have one, from one read of
+    // the flat vector. The cache is fresh afterwards only if that covered every copy.
+    std::vector<Tensor> src, dst;
+    std::vector<uint16_t*> bf16(ts.size(), nullptr);
+    std::vector<const Tensor*> written;
+    src.reserve(ts.size()), dst.reserve(ts.size());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const Tensor& t = ts[i].second;
+      src.push_back(flat.narrow(pos_[i], t.numel()));
+      dst.push_back(t.reshape({t.numel()}));  // a view: writes reach the parameter
+      if ((bf16[i] = copies->copy_to_write(t))) written.push_back(&t);
+    }
+    if (!written.empty()) {
+      std::vector<const Tensor*> sp(ts.size());
+      std::vector<Tensor*> dp(ts.size());
+      for (size_t i = 0; i < ts.size(); ++i) sp[i] = &src[i], dp[i] = &dst[i];
+      ops::copy_many(sp, dp, bf16);
+      copies->copies_written(written);
+      return;
+    }
+    copies->copies_written(written);  // nothing cached (yet): fresh only if there are no copies
+  }
   for (size_t i = 0; i < ts.size(); ++i) {
     Tensor& t = ts[i].second;
     Tensor dst = t.reshape({t.numel()});
@@ -414,8 +438,20 @@ std::vector<float> DataParallelOptimizer::reduced_grad() const {
   return out;
 }
 
+void DataParallelOptimizer::set_bf16_copies(std::weak_ptr<ops::Bf16WeightCache> cache) {
+  // all_reduce: the inner AdamW updates the parameters themselves and writes the copies in its
+  // kernel. zero1: it updates a shard that has no copies; the final unflatten writes them.
+  inner_.set_bf16_copies(mode_ == DpMode::all_reduce ? cache
+                                                     : std::weak_ptr<ops::Bf16WeightCache>());
+  bf16_copies_ = std::move(cache);
+}
+
 std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& params,
                                                       train::NamedTensors& grads) {
+  // Attached copies are stale from here until a complete write says otherwise (a step that throws
+  // half-way is never trusted).
+  const std::shared_ptr<ops::Bf16WeightCache> copies = bf16_copies_.lock();
+  if (copies) copies->mark_stale();
   layout(params, grads);
   if (armed_) {
     armed_ = false;
@@ -481,7 +517,7 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
                            flat_param_.narrow(b.flat, b.padded).raw(),
                            size_t(b.shard) * sizeof(float));
   comm_.finish_started();
-  unflatten(flat_param_, params);
+  unflatten(flat_param_, params, copies.get());
   return {norm, lr};
 }
 

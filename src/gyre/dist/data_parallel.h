@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -121,6 +122,18 @@ class DataParallelOptimizer {
   // per parameter in step() order; call before the first step.
   void set_model_parallel(Comm& mp, std::vector<bool> replicated);
 
+  // Colocated rollout (rl/loop/train_rollout.h, share_bf16_weight_copies), the contract of
+  // train::AdamW::set_bf16_copies: every step marks the cache stale first, then writes
+  // bf16(new value) into the copy of each parameter that has one (Bf16WeightCache::copy_to_write),
+  // bitwise the cast the engine's refresh would make, and marks the cache fresh only when that
+  // covered every copy — so the engine's weight sync needs no re-cast. ZeRO-1: the final unflatten
+  // of the all-gathered parameters does it, one multi-tensor launch that reads the flat vector
+  // once and writes the f32 parameters and their copies (ops::copy_many); all_reduce: the inner
+  // AdamW steps the parameters themselves and writes the copies in its update. The f32 results
+  // are identical either way. An expired pointer (the engine is gone) is ignored; null: none (a
+  // rank without a colocated engine attaches nothing).
+  void set_bf16_copies(std::weak_ptr<ops::Bf16WeightCache> cache);
+
   int64_t iteration() const { return inner_.iteration(); }
   // Elements of the flattened (unpadded, parameters() order) vector this rank updates — ZeRO-1:
   // one range per bucket (possibly empty), all_reduce: everything — and the bytes of Adam state it
@@ -169,7 +182,9 @@ class DataParallelOptimizer {
   double model_parallel_sum_squares(double sharded, double replicated) const;
   // The padded flat vector <-> the tensors (stream-ordered copies on the device).
   void flatten(const train::NamedTensors& ts, Tensor& flat, size_t first, size_t last) const;
-  void unflatten(const Tensor& flat, train::NamedTensors& ts) const;
+  // With `copies`, also writes bf16(value) into every copy it has and marks what it covered.
+  void unflatten(const Tensor& flat, train::NamedTensors& ts,
+                 ops::Bf16WeightCache* copies = nullptr) const;
 
   Comm& comm_;
   DpMode mode_;
@@ -190,6 +205,7 @@ class DataParallelOptimizer {
   Tensor param_shard_, grad_shard_;  // zero1: [shard_]
   Comm* mp_ = nullptr;
   std::vector<bool> replicated_;
+  std::weak_ptr<ops::Bf16WeightCache> bf16_copies_;  // set_bf16_copies (zero1: used here)
   // Overlap: armed by begin_overlap until step(); the gradients it was armed with; which
   // parameters grads_ready reported; buckets started by grads_ready in the last step.
   bool armed_ = false;

@@ -115,11 +115,12 @@ class Engine : public EngineApi {
   // GPU: the bf16 weight copies and the captured decode graphs survive a sync whose `apply` keeps
   // every parameter in its storage (same tensors before and after, each copy's source one of
   // them): the copies are re-cast in place in one launch (Bf16WeightCache::refresh), or not at all
-  // when the trainer's AdamW already wrote them (share_bf16_weight_copies; the cache's fresh
-  // mark), and the graphs replay the new values at the same addresses. Parameters replaced by new
-  // storage (or an `apply` that throws) drop both, as before. Work the calling thread enqueued on
-  // its stream before the call (a train step) is ordered before anything the engine runs after it
-  // (a StreamFence, on the device).
+  // when the trainer's update already wrote them (AdamW's kernel, or under data parallelism the
+  // DP optimizer's final unflatten: share_bf16_weight_copies; the cache's fresh mark), and the
+  // graphs replay the new values at the same addresses. Parameters replaced by new storage (or an
+  // `apply` that throws) drop both, as before. Work the calling thread enqueued on its stream
+  // before the call (a train step) is ordered before anything the engine runs after it (a
+  // StreamFence, on the device).
   int64_t update_weights(const std::function<void()>& apply) override;
   // What update_weights() did with the bf16 copies so far (engine-thread state: read when no
   // step runs): `fresh` syncs only bumped the version (the copies were written by the trainer),

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 
 #include "dist/mpi_launch.h"
 #include "gyre/core/philox.h"
@@ -110,6 +111,38 @@ TEST(DataParallelOptimizerParse, LayoutChangesAreRejected) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("non-finite global gradient norm"), std::string::npos);
+  }
+}
+
+// The bf16-copies contract (train::AdamW's) on one host rank: host tensors have no copies, so an
+// attached cache is only marked — stale at the start of every step (a step that throws never
+// leaves an earlier fresh mark behind), fresh after a complete one — and the f32 results are
+// bitwise those of an unattached optimizer. The device path (copies written in the unflatten):
+// tests/gpu/rl/colocated_bf16_copies_gpu_test.cc.
+TEST(DataParallelOptimizer, Bf16CopiesAreMarkedAsAdamWMarksThem) {
+  for (DpMode mode : {DpMode::all_reduce, DpMode::zero1}) {
+    SCOPED_TRACE(dp_mode_name(mode));
+    SingleProcessComm comm;
+    DataParallelOptimizer dp(comm, config(0.5), {}, mode), plain(comm, config(0.5), {}, mode);
+    auto cache = std::make_shared<ops::Bf16WeightCache>();
+    dp.set_bf16_copies(cache);
+    NamedTensors p1 = make_tensors(1, 0.1f), p2 = clone(p1);
+    for (int step = 0; step < 2; ++step) {
+      NamedTensors g1 = make_tensors(10 + step, 1.0f), g2 = clone(g1);
+      dp.step(p1, g1);
+      plain.step(p2, g2);
+      EXPECT_TRUE(cache->take_fresh()) << "step " << step;
+      for (size_t i = 0; i < p1.size(); ++i)
+        EXPECT_EQ(p1[i].second.to_vector(), p2[i].second.to_vector()) << p1[i].first;
+    }
+    cache->copies_written({});  // a mark from an earlier writer, then a step that fails
+    NamedTensors bad = make_tensors(3, 1.0f);
+    bad[0].second.f32()[0] = NAN;
+    EXPECT_THROW(dp.step(p1, bad), Error);
+    EXPECT_FALSE(cache->take_fresh());
+    cache.reset();  // the engine gone: the expired pointer is ignored
+    NamedTensors g3 = make_tensors(20, 1.0f);
+    dp.step(p1, g3);
   }
 }
 

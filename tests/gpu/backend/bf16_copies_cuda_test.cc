@@ -1,11 +1,13 @@
 // bf16 weight copies that change in place (issue 8): ops::Bf16WeightCache::refresh re-casts every
 // copy into its own buffer, bitwise what a fresh conversion makes of the new values (also for
 // views that start at odd offsets, so the kernel's scalar path runs next to its vector path);
-// ops::f32_to_bf16_many and the bf16 output of ops::adamw_step_many round exactly as
-// cuda::f32_to_bf16 (the cache's conversion) and leave the f32 results unchanged; the cache's
-// bookkeeping (sources_within, copy_to_write, the fresh mark, generation). Skips without a GPU.
+// ops::f32_to_bf16_many and the bf16 outputs of ops::adamw_step_many and ops::copy_many round
+// exactly as cuda::f32_to_bf16 (the cache's conversion) and leave the f32 results unchanged; the
+// cache's bookkeeping (sources_within, copy_to_write, the fresh mark, generation). Skips without a
+// GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -172,6 +174,61 @@ TEST(Bf16CopiesCuda, AdamWWritesTheCastOfItsResultBitwise) {
       EXPECT_EQ(got, host_bits(p[i])) << step << " bf16 vs host " << i;
     }
   }
+}
+
+TEST(Bf16CopiesCuda, CopyManyWritesF32AndTheCastOfTheSameValues) {
+  GYRE_SKIP_WITHOUT_GPU();
+  // The destinations (odd sizes, a misaligned view, the special values) are filled from views of
+  // one flat vector at running offsets, as the data-parallel unflatten does: the sources start at
+  // every alignment, so the vector and the scalar paths both run.
+  std::vector<Tensor> w = weights(60);
+  w.push_back(Tensor::zeros({0}, DType::f32, Device::cuda));
+  int64_t total = 0;
+  for (auto& t : w) total += t.numel();
+  Tensor flat = gpu(randn({total + 1}, 77));
+  {  // the special values (infinities, ties, denormals) in the flat vector too
+    std::vector<float> v = cpu(flat).to_vector();
+    const std::vector<float> sp = cpu(w[w.size() - 2]).to_vector();
+    std::copy(sp.begin(), sp.end(), v.end() - int64_t(sp.size()));
+    flat = gpu(Tensor::from_vector(v, flat.shape()));
+  }
+  std::vector<Tensor> src, dst_views, out;
+  std::vector<uint16_t*> bf16;
+  int64_t off = 1;  // every source 4 bytes past a 16-byte boundary at first
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int64_t n = w[i].numel();
+    src.push_back(flat.narrow(off, n));
+    off += n;
+    dst_views.push_back(w[i].reshape({n}));
+    out.push_back(Tensor::zeros({std::max<int64_t>(n, 1)}, DType::bf16, Device::cuda));
+    bf16.push_back(i == 1 || n == 0 ? nullptr : out.back().data<uint16_t>());  // one without
+  }
+  std::vector<const Tensor*> sp;
+  std::vector<Tensor*> dp;
+  for (size_t i = 0; i < w.size(); ++i) sp.push_back(&src[i]), dp.push_back(&dst_views[i]);
+  copy_many(sp, dp, bf16);
+  Bf16WeightCache cache;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int64_t n = w[i].numel();
+    EXPECT_EQ(cpu(w[i]).to_vector(), cpu(src[i]).to_vector()) << "f32 " << i;
+    if (n == 0) continue;
+    const std::vector<uint16_t> got = bits_at(out[i].data<uint16_t>(), n);
+    if (i == 1) {
+      EXPECT_EQ(got, std::vector<uint16_t>(size_t(n), 0)) << "written without a dst";
+      continue;
+    }
+    EXPECT_EQ(got, bits_at(cache.bf16(w[i]), n)) << "bf16 vs the cache's cast " << i;
+  }
+  // Without bf16 outputs: a plain multi-tensor copy.
+  std::vector<Tensor> w2;
+  for (auto& t : w) w2.push_back(Tensor::zeros(t.shape(), DType::f32, Device::cuda));
+  std::vector<Tensor*> dp2;
+  std::vector<Tensor> views2;
+  for (size_t i = 0; i < w2.size(); ++i) views2.push_back(w2[i].reshape({w2[i].numel()}));
+  for (auto& t : views2) dp2.push_back(&t);
+  copy_many(sp, dp2);
+  for (size_t i = 0; i < w.size(); ++i)
+    EXPECT_EQ(cpu(w2[i]).to_vector(), cpu(w[i]).to_vector()) << "plain " << i;
 }
 
 TEST(Bf16CopiesCuda, BookkeepingOfSourcesAndTheFreshMark) {

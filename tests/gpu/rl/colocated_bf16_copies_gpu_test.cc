@@ -3,11 +3,16 @@
 // bf16(new value) into them — bitwise f32_to_bf16 of its f32 result — and marks the cache fresh;
 // Engine::update_weights then neither re-casts nor drops anything, and the kept graphs decode
 // exactly like a fresh engine over the updated model. The mark is trusted only when fresh: once
-// per step (a sync without a new step re-casts), only when the step covered every copy, and never
-// under data parallelism (not attached: the engine re-casts in place). Skips without a GPU.
+// per step (a sync without a new step re-casts) and only when the step covered every copy. Under
+// data parallelism dist::DataParallelOptimizer takes the copies instead (ZeRO-1: its final
+// unflatten writes f32 parameters and bf16 copies in one launch; all_reduce: its inner AdamW), on a
+// one-rank NCCL communicator here: the copies equal the cast of the new parameters bitwise, the
+// f32 results equal an unattached DP optimizer's, and the sync counts as fresh. Skips without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,8 +21,10 @@
 #include "gpu/infer/weight_copies_check.h"
 #include "gpu/model/small_model.h"
 #include "gyre/core/dtype.h"
+#include "gyre/core/error.h"
 #include "gyre/dist/comm.h"
 #include "gyre/dist/data_parallel.h"
+#include "gyre/dist/nccl_comm.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/rl/loop/train_models.h"
@@ -151,41 +158,100 @@ TEST(ColocatedBf16CopiesGpu, AdamWWritesTheCopiesAndTheSyncIsAVersionBump) {
   tm.optimizer->step(params, g3);
 }
 
-TEST(ColocatedBf16CopiesGpu, DataParallelLeavesTheCopiesToTheInPlaceRefresh) {
+// A one-rank NCCL communicator: the data-parallel optimizer's device path (bucketed
+// reduce-scatter / all-reduce and all-gather on NCCL's stream, finish_started) with no peer.
+std::unique_ptr<dist::Comm> one_rank_nccl() {
+  return dist::nccl_comm_init(dist::nccl_unique_id(), 1, 0, 0, 60.0, "dp");
+}
+
+TEST(ColocatedBf16CopiesGpu, DataParallelOptimizerWritesTheCopiesAndTheSyncIsAVersionBump) {
   GYRE_SKIP_WITHOUT_GPU();
-  TrainModels tm = models_of(bf16_model());
-  dist::SingleProcessComm comm;
-  tm.dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(comm, tm.adamw, tm.schedule,
-                                                                  dist::DpMode::zero1);
-  model::CausalLM& m = *tm.actor;
-  auto engine = std::make_shared<infer::Engine>(m, nullptr, config());
-  TrainRollout rollout;
-  rollout.engine = engine;
-  EXPECT_FALSE(share_bf16_weight_copies(rollout, tm));
+  if (!dist::nccl_available()) GTEST_SKIP() << "built without NCCL";
   const auto reqs = requests();
-  engine->generate(reqs);
-  const int64_t graphs = engine->num_cuda_graphs();
-  // What a ZeRO-1 step looks like to the engine: parameters rewritten in place (the shard update
-  // and the all-gather), nobody marking the copies: the sync re-casts them in place.
-  train::NamedTensors params = all_parameters(m);
-  train::NamedTensors grads = gradients(params, 400);
-  train::AdamW plain(tm.adamw, tm.schedule);
-  plain.step(params, grads);
-  engine->update_weights([] {});
-  const auto c = engine->weight_sync_counts();
-  EXPECT_EQ(c.fresh, 0);
-  EXPECT_EQ(c.refreshed, 1);
-  EXPECT_EQ(engine->num_cuda_graphs(), graphs);
-  expect_copies_match(*engine, m, "after the in-place refresh");
-  const auto after = engine->generate(reqs);
-  infer::Engine fresh(m, nullptr, config());
-  expect_identical(after, fresh.generate(reqs), "data parallel fallback");
+  for (const dist::DpMode mode : {dist::DpMode::zero1, dist::DpMode::all_reduce}) {
+    SCOPED_TRACE(dist::dp_mode_name(mode));
+    std::unique_ptr<dist::Comm> comm = one_rank_nccl();
+    TrainModels tm = models_of(bf16_model());
+    // Small buckets: several of them, so the all-gather and the unflatten cross bucket bounds.
+    constexpr int64_t kBucket = 20000;
+    tm.dp_optimizer =
+        std::make_unique<dist::DataParallelOptimizer>(*comm, tm.adamw, tm.schedule, mode, kBucket);
+    model::CausalLM& m = *tm.actor;
+    // The same model stepped by a DP optimizer without copies: the f32 results must not change.
+    std::unique_ptr<model::CausalLM> twin = gputest::bf16_model();
+    dist::DataParallelOptimizer plain(*comm, tm.adamw, tm.schedule, mode, kBucket);
+    auto engine = std::make_shared<infer::Engine>(m, nullptr, config());
+    TrainRollout rollout;
+    rollout.engine = engine;
+    ASSERT_TRUE(share_bf16_weight_copies(rollout, tm));
+    const auto before = engine->generate(reqs);  // caches the copies, captures graphs
+    const int64_t graphs = engine->num_cuda_graphs();
+    const size_t entries = engine->weight_cache().entries();
+    ASSERT_GT(graphs, 1);
+    ASSERT_GT(entries, 0u);
+    ASSERT_GT(tm.dp_optimizer->bucket_params().size(), 0u);
+
+    train::NamedTensors params = all_parameters(m), twin_params = all_parameters(*twin);
+    for (int step = 0; step < 2; ++step) {
+      train::NamedTensors grads = gradients(params, 400 + 100 * step);
+      train::NamedTensors twin_grads = gradients(twin_params, 400 + 100 * step);
+      tm.dp_optimizer->step(params, grads);
+      plain.step(twin_params, twin_grads);
+      if (step == 0) {
+        EXPECT_GT(tm.dp_optimizer->bucket_params().size(), 1u) << "one bucket only";
+      }
+      for (size_t i = 0; i < params.size(); ++i)
+        ASSERT_EQ(params[i].second.to_vector(), twin_params[i].second.to_vector())
+            << "step " << step << ": f32 " << params[i].first << " differs with copies attached";
+      EXPECT_EQ(expect_copies_match(*engine, m, "after the DP step"), entries);
+      EXPECT_EQ(engine->update_weights([] {}), step + 1);
+      const auto c = engine->weight_sync_counts();
+      EXPECT_EQ(c.fresh, step + 1);
+      EXPECT_EQ(c.refreshed, 0);
+      EXPECT_EQ(c.dropped, 0);
+      EXPECT_EQ(engine->num_cuda_graphs(), graphs);
+    }
+    const auto after = engine->generate(reqs);
+    EXPECT_EQ(engine->num_cuda_graphs(), graphs);
+    infer::Engine fresh(m, nullptr, config());
+    expect_identical(after, fresh.generate(reqs), "after fresh-marked DP syncs");
+    size_t changed = 0;
+    for (size_t i = 0; i < reqs.size(); ++i)
+      changed += before[i].output_logprobs != after[i].output_logprobs;
+    EXPECT_EQ(changed, reqs.size());
+
+    // The mark is consumed by the sync: a sync without a new step re-casts in place.
+    engine->update_weights([] {});
+    EXPECT_EQ(engine->weight_sync_counts().refreshed, 1);
+
+    // A good step (fresh mark), then one that fails (non-finite gradient) before any sync: the
+    // failed step drops the mark first, so the next sync re-casts.
+    train::NamedTensors good = gradients(params, 800);
+    tm.dp_optimizer->step(params, good);
+    train::NamedTensors bad = gradients(params, 900);
+    bad[0].second.fill(std::numeric_limits<float>::quiet_NaN());
+    EXPECT_THROW(tm.dp_optimizer->step(params, bad), Error);
+    engine->update_weights([] {});
+    EXPECT_EQ(engine->weight_sync_counts().fresh, 2);
+    EXPECT_EQ(engine->weight_sync_counts().refreshed, 2);
+    expect_copies_match(*engine, m, "after a failed DP step");
+
+    // The engine gone, the optimizer steps without copies (its pointer expired).
+    rollout.engine.reset();
+    engine.reset();
+    train::NamedTensors g3 = gradients(params, 300);
+    tm.dp_optimizer->step(params, g3);
+  }
 }
 
 TEST(ColocatedBf16CopiesGpu, NothingToShareWithoutAGpuEngine) {
   GYRE_SKIP_WITHOUT_GPU();
   TrainModels tm = models_of(bf16_model());
   TrainRollout remote;  // remote engines: no colocated engine
+  EXPECT_FALSE(share_bf16_weight_copies(remote, tm));
+  // A data-parallel rank without an engine attaches nothing.
+  dist::SingleProcessComm comm;
+  tm.dp_optimizer = std::make_unique<dist::DataParallelOptimizer>(comm, tm.adamw, tm.schedule);
   EXPECT_FALSE(share_bf16_weight_copies(remote, tm));
   std::shared_ptr<model::CausalLM> host =
       model::CausalLM::random_init(model::testmodel::small_config(), 11, 0.08f);

@@ -1,6 +1,7 @@
 // The bf16 outputs of the multi-tensor ops on the CPU (issue 8; backend/multi_tensor_ops.h):
 // adamw_step_many's bf16_out holds f32_to_bf16 of each updated parameter while the f32 results stay
-// bitwise those of the plain call; f32_to_bf16_many rounds like core/dtype.h; argument errors; and
+// bitwise those of the plain call; f32_to_bf16_many rounds like core/dtype.h; copy_many copies and
+// writes the rounding of the copied values (the data-parallel unflatten); argument errors; and
 // the host-side bookkeeping of ops::Bf16WeightCache that needs no device (the fresh mark, CPU
 // tensors ignored, generation).
 #include <gmock/gmock.h>
@@ -113,6 +114,52 @@ TEST(MultiTensorBf16, F32ToBf16ManyRoundsLikeTheHost) {
                 f32_to_bf16_many(ptrs<const Tensor>(src), {dst.data(), 2});
               }),
               HasSubstr("dst has 2 pointers but src has 3 tensors"));
+}
+
+TEST(MultiTensorBf16, CopyManyCopiesAndRoundsTheSameValues) {
+  // Sources are views of one flat vector at running offsets (the data-parallel unflatten).
+  int64_t total = 0;
+  for (const Shape& s : kShapes) total += shape_numel(s);
+  const Tensor flat = randn({total + 3}, 42, 2.0f);
+  std::vector<Tensor> src, dst, views;
+  std::vector<std::vector<uint16_t>> out(kShapes.size());
+  std::vector<uint16_t*> bf16;
+  int64_t off = 3;
+  for (size_t i = 0; i < kShapes.size(); ++i) {
+    const int64_t n = shape_numel(kShapes[i]);
+    src.push_back(flat.narrow(off, n));
+    off += n;
+    dst.push_back(Tensor::zeros(kShapes[i]));
+    views.push_back(dst.back().reshape({n}));
+    out[i].assign(size_t(n), 0xABCD);
+    bf16.push_back(i == 2 ? nullptr : out[i].data());  // one tensor without a copy
+  }
+  copy_many(ptrs<const Tensor>(src), ptrs(views), bf16);
+  for (size_t i = 0; i < kShapes.size(); ++i) {
+    EXPECT_EQ(dst[i].to_vector(), src[i].to_vector()) << i;
+    if (i == 2)
+      EXPECT_EQ(out[i], std::vector<uint16_t>(out[i].size(), 0xABCD)) << "written without dst";
+    else
+      EXPECT_EQ(out[i], host_bits(dst[i])) << i;
+  }
+  // No bf16 outputs: a plain copy.
+  std::vector<Tensor> again;
+  for (auto& v : views) again.push_back(Tensor::zeros(v.shape()));
+  copy_many(ptrs<const Tensor>(src), ptrs(again));
+  for (size_t i = 0; i < kShapes.size(); ++i) EXPECT_EQ(again[i].to_vector(), src[i].to_vector());
+  copy_many({}, {});  // empty: nothing to do
+  // Argument errors, before anything is written.
+  std::vector<uint16_t*> short_list(bf16.begin(), bf16.end() - 1);
+  EXPECT_THAT(error_of([&] { copy_many(ptrs<const Tensor>(src), ptrs(views), short_list); }),
+              HasSubstr("bf16_out has 6 pointers but src has 7 tensors"));
+  EXPECT_THAT(error_of([&] { copy_many(ptrs<const Tensor>(src), ptrs(dst)); }),
+              HasSubstr("has shape"));
+  std::vector<Tensor> a = {flat.narrow(0, 8)}, b = {flat.narrow(4, 8)};
+  EXPECT_THAT(error_of([&] { copy_many(ptrs<const Tensor>(a), ptrs(b)); }),
+              HasSubstr("src[0] and dst[0] overlap"));
+  std::vector<Tensor> c = {flat.narrow(8, 8)};
+  copy_many(ptrs<const Tensor>(a), ptrs(c));  // the same storage, disjoint: fine
+  EXPECT_EQ(c[0].to_vector(), a[0].to_vector());
 }
 
 TEST(MultiTensorBf16, WeightCacheHostBookkeeping) {

@@ -10,9 +10,10 @@
 // per-tensor op's. Element updates (scale, AdamW) are order independent per element and use the
 // same expressions (elementwise_common.cuh). AdamW's optional bf16 output is the cast of the value
 // the thread has just stored (read back, so it is the stored f32 bit for bit), rounded by the
-// intrinsic cuda::f32_to_bf16 uses; the cast-only kernel (the bf16 weight cache's refresh) rounds
-// the same way. The table is not valid under CUDA-graph capture (its upload is pageable); neither
-// the optimizer step nor a refresh is ever captured.
+// intrinsic cuda::f32_to_bf16 uses; the cast-only kernel (the bf16 weight cache's refresh) and the
+// copy kernel's bf16 output (the cast of the very value it copies) round the same way. The table is
+// not valid under CUDA-graph capture (its upload is pageable); neither the optimizer step nor a
+// refresh is ever captured.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -32,11 +33,11 @@ constexpr int kThreads = 256;
 constexpr int64_t kChunk = 16384;  // elements per block of scale / AdamW
 
 struct Entry {
-  float* a;  // scale: the tensor; AdamW: param; sum and cast: the tensor (read only)
-  const float* g;
+  float* a;  // scale: the tensor; AdamW: param; sum and cast: the tensor (read only); copy: dst
+  const float* g;  // AdamW: the gradient; copy: the source
   float* m;
   float* v;
-  uint16_t* bf;  // AdamW: the updated param's bf16 copy (may be null); cast: the destination
+  uint16_t* bf;  // AdamW, copy: the new value's bf16 copy (may be null); cast: the destination
   int64_t n;
   int64_t first;  // index of the tensor's first chunk; entries are sorted by it
 };
@@ -127,6 +128,49 @@ __global__ void f32_to_bf16_many_kernel(const Entry* e, int64_t count) {
     tail = i0 + nv * 4;
   }
   for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) t.bf[i] = bf16_bits(t.a[i]);
+}
+
+// dst = src and, kBf16, bf = bf16(src) over [i0, i1): 4 elements per access when every pointer is
+// aligned for it (as in the cast kernel, a tensor's alignment is each of its chunks').
+template <bool kBf16>
+__device__ __forceinline__ void copy_chunk(const float* src, float* dst, uint16_t* bf, int64_t i0,
+                                           int64_t i1) {
+  int64_t tail = i0;
+  if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0 &&
+      (reinterpret_cast<uintptr_t>(dst) & 15u) == 0 &&
+      (!kBf16 || (reinterpret_cast<uintptr_t>(bf) & 7u) == 0)) {
+    const int64_t nv = (i1 - i0) / 4;
+    const float4* s4 = reinterpret_cast<const float4*>(src + i0);
+    float4* d4 = reinterpret_cast<float4*>(dst + i0);
+    for (int64_t j = threadIdx.x; j < nv; j += blockDim.x) {
+      const float4 x = s4[j];
+      d4[j] = x;
+      if constexpr (kBf16) {
+        uint2 y;
+        y.x = uint32_t(bf16_bits(x.x)) | (uint32_t(bf16_bits(x.y)) << 16);
+        y.y = uint32_t(bf16_bits(x.z)) | (uint32_t(bf16_bits(x.w)) << 16);
+        reinterpret_cast<uint2*>(bf + i0)[j] = y;
+      }
+    }
+    tail = i0 + nv * 4;
+  }
+  for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) {
+    const float x = src[i];
+    dst[i] = x;
+    if constexpr (kBf16) bf[i] = bf16_bits(x);
+  }
+}
+
+// Per chunk: t.a = t.g, and the bf16 cast of the same values into t.bf where the tensor has one
+// (a uniform branch per block).
+__global__ void copy_many_kernel(const Entry* e, int64_t count) {
+  const int64_t b = blockIdx.x;
+  const Entry t = e[owner(e, count, b)];
+  const int64_t i0 = (b - t.first) * kChunk, i1 = min(t.n, i0 + kChunk);
+  if (t.bf != nullptr)
+    copy_chunk<true>(t.g, t.a, t.bf, i0, i1);
+  else
+    copy_chunk<false>(t.g, t.a, nullptr, i0, i1);
 }
 
 // Builds the table (chunks of `chunk` elements) on the host; returns the total chunk count.
@@ -223,6 +267,22 @@ void f32_to_bf16_many(const float* const* src, uint16_t* const* dst, const int64
   upload(e, table);
   f32_to_bf16_many_kernel<<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count);
   GYRE_CUDA_LAUNCHED("f32_to_bf16_many");
+}
+
+void copy_many(const float* const* src, float* const* dst, const int64_t* n, int64_t count,
+               uint16_t* const* bf16) {
+  if (count == 0) return;
+  std::vector<Entry> e(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    uint16_t* bf = bf16 && n[i] > 0 ? bf16[i] : nullptr;
+    e[i] = {dst[i], src[i], nullptr, nullptr, bf, n[i], 0};
+  }
+  const int64_t chunks = build_table(e, kChunk);
+  if (chunks == 0) return;
+  DeviceBuffer table(e.size() * sizeof(Entry));
+  upload(e, table);
+  copy_many_kernel<<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count);
+  GYRE_CUDA_LAUNCHED("copy_many");
 }
 
 }  // namespace gyre::cuda

@@ -1,5 +1,6 @@
-// Multi-tensor CUDA kernels behind ops::sum_squares_many / scale_many / adamw_step_many
-// (backend/multi_tensor_ops.h): one launch walks many f32 tensors. Kernels: multi_tensor.cu.
+// Multi-tensor CUDA kernels behind ops::sum_squares_many / scale_many / adamw_step_many /
+// f32_to_bf16_many / copy_many (backend/multi_tensor_ops.h): one launch walks many f32 tensors.
+// Kernels: multi_tensor.cu.
 //
 // Invariants: the per-tensor arrays hold `count` entries; a tensor with n[i] == 0 may have null
 // pointers. Results are bitwise those of the per-tensor kernels (elementwise.cu) for every tensor:
@@ -24,5 +25,11 @@ void adamw_many(float* const* param, const float* const* grad, float* const* m, 
 // in-place refresh).
 void f32_to_bf16_many(const float* const* src, uint16_t* const* dst, const int64_t* n,
                       int64_t count);
+// dst_i = src_i (n[i] f32 values, not overlapping) for every tensor in one launch; `bf16`: null, or
+// per tensor null or n[i] bf16 values that receive cuda::f32_to_bf16(src_i) bitwise in the same
+// pass (src read once: the data-parallel optimizer's final unflatten writing the rollout engine's
+// bf16 weight copies).
+void copy_many(const float* const* src, float* const* dst, const int64_t* n, int64_t count,
+               uint16_t* const* bf16 = nullptr);
 
 }  // namespace gyre::cuda

@@ -66,11 +66,11 @@ void TrainRollout::generation_phase(const std::function<void()>& work) {
 }
 
 bool share_bf16_weight_copies(TrainRollout& rollout, TrainModels& models) {
-  // Under data parallelism the trainer steps through dist::DataParallelOptimizer's own AdamW
-  // (ZeRO-1: each rank updates a shard, then the parameters are all-gathered), so no update kernel
-  // sees every final value: the optimizer below never steps, never marks the copies fresh, and the
-  // engine re-casts them in place at each sync. Leave it unattached to say so.
-  if (models.dp_optimizer || !models.optimizer || !models.actor ||
+  // Under data parallelism the trainer steps through dist::DataParallelOptimizer (the AdamW below
+  // never steps): it writes the copies in its final unflatten of the all-gathered parameters
+  // (ZeRO-1) or through its inner AdamW (all_reduce). Only a rank that holds a colocated engine
+  // (or a tp follower of one) has copies to attach; the others attach nothing.
+  if ((!models.dp_optimizer && !models.optimizer) || !models.actor ||
       models.actor->device() != Device::cuda)
     return false;
   std::shared_ptr<ops::Bf16WeightCache> copies;
@@ -80,7 +80,10 @@ bool share_bf16_weight_copies(TrainRollout& rollout, TrainModels& models) {
   else if (rollout.follower)
     copies = rollout.follower->weight_cache();
   if (!copies) return false;  // remote engines, or a rank that does not roll out
-  models.optimizer->set_bf16_copies(copies);
+  if (models.dp_optimizer)
+    models.dp_optimizer->set_bf16_copies(copies);
+  else
+    models.optimizer->set_bf16_copies(copies);
   return true;
 }
 

@@ -69,12 +69,13 @@ struct TrainRollout {
 };
 
 // Colocated GPU rollout: hands the engine's bf16 weight copies (the leader's, or this rank's
-// follower's under TP) to the actor's AdamW, which then writes them in its update kernel
-// (train::AdamW::set_bf16_copies), so the weight sync is a pure version bump. Nothing to do for
-// remote engines, CPU actors, or data parallelism: dist::DataParallelOptimizer steps through its
-// own AdamW (ZeRO-1 all-gathers the parameters after the step, so no update kernel sees every
-// final value) and the engine re-casts its copies in place at the sync instead. Call once both
-// sides exist (after make_train_rollout). Returns whether the copies are now written by AdamW.
+// follower's under TP) to the optimizer that steps the actor — the actor's AdamW, which writes
+// them in its update kernel (train::AdamW::set_bf16_copies), or under data parallelism
+// dist::DataParallelOptimizer, which writes them in the final unflatten of the all-gathered
+// parameters (ZeRO-1; all_reduce: in its inner AdamW's kernel) — so the weight sync is a pure
+// version bump. Nothing to do for remote engines, CPU actors, or a DP rank without an engine (it
+// attaches nothing; its engine-less replica needs no copies). Call once both sides exist (after
+// make_train_rollout). Returns whether the copies are now written by the optimizer.
 bool share_bf16_weight_copies(TrainRollout& rollout, TrainModels& models);
 
 // Builds this rank's rollout side. `resume_weight_version`: a resumed run's weight version, which
