@@ -16,13 +16,14 @@
 #   serve   `gyre serve --tp-size 2 --device cuda` as 2 torchrun-style processes (one per GPU) next
 #           to a one-GPU `gyre serve --device cuda` of the same model (tests/fixtures qwen3_tiny),
 #           --dtype float32 then the bf16 default: /get_server_info (tp_size 2, num_gpus 2, CUDA
-#           graphs off), greedy /generate on both (float32: the same tokens, log-probs within 1e-4;
+#           graphs on: cuda_graph_max_bs > 0, no "capture failed" in the logs), greedy /generate on both (float32: the same tokens, log-probs within 1e-4;
 #           bf16: agreement reported, log-probs within 1e-2 where the tokens agree),
 #           /init_weights_update_group answered 400, /update_weights_from_disk of another random
 #           folder on both (outputs change, still equal), a bad folder refused, SIGTERM to rank 0
 #           ends both ranks with exit 0. One "serve_tp2_gpu" JSON line per dtype; "SERVE CHECK
 #           FAILED" lines on failure
-#   tprollout  bench_tp_rollout_gpu: TP=2 decode throughput vs one GPU (with and without CUDA
+#   tprollout  bench_tp_rollout_gpu: TP=2 decode throughput (TP with CUDA graphs, then TP eager:
+#           "tp_graphs", "tp_cuda_graphs", "graphs_vs_tp_eager") vs one GPU (with and without CUDA
 #           graphs) at batch 1, 64, 256 (bf16, prompt 128, 128 new), Qwen2.5-1.5B and 7B shapes
 #           (TPROLLOUT_SHAPES overrides). The 7B weights are drawn on the host (minutes): give it a
 #           device call of its own, e.g. TPROLLOUT_SHAPES=qwen2.5-7b RANK_TIMEOUT=560
@@ -231,9 +232,10 @@ def compare(a, b, what):
     return same, worst
 st, info = call(TP, "/get_server_info")
 check(st == 200, f"/get_server_info {st} {info}")
-for k, v in [("tp_size", 2), ("num_gpus", 2), ("device", "cuda"), ("disable_cuda_graph", True),
-             ("cuda_graph_max_bs", 0)]:
+for k, v in [("tp_size", 2), ("num_gpus", 2), ("device", "cuda"), ("disable_cuda_graph", False)]:
     check(info.get(k) == v, f"/get_server_info {k} = {info.get(k)}, want {v}")
+check((info.get("cuda_graph_max_bs") or 0) > 0,
+      f"/get_server_info cuda_graph_max_bs = {info.get('cuda_graph_max_bs')}: TP decodes with graphs")
 st, one_info = call(ONE, "/get_server_info")
 check(one_info.get("num_gpus") == 1, f"one-GPU server num_gpus = {one_info.get('num_gpus')}")
 before = generate(TP)
@@ -261,8 +263,10 @@ PYEOF
     echo "$tag: ranks exit $rc after SIGTERM to rank 0 (0: both exited 0)"
     [[ $rc == 0 ]] || echo "SERVE CHECK FAILED: $tag ranks exit $rc"
     kill "$one_pid"; wait "$one_pid" 2>/dev/null
-    grep -hE "CUDA graphs are off|weight-update groups|over NCCL|done after|error" \
+    grep -hE "CUDA graphs on|capture failed|weight-update groups|over NCCL|done after|error" \
       "$OUT/$tag.0.log" "$OUT/$tag.1.log" | head -10
+    grep -q "capture failed" "$OUT/$tag.0.log" "$OUT/$tag.1.log" &&
+      echo "SERVE CHECK FAILED: $tag: a CUDA graph capture failed under TP (decoded eagerly)"
   done
 fi
 if has tprollout; then

@@ -5,10 +5,15 @@
 // model/tensor_parallel.h): rank 0 runs the leading infer::Engine (schedules, samples on its GPU
 // from the all-gathered logits, broadcasts every step's plan over the NCCL tp group), ranks
 // 1..N-1 EngineFollowers — exactly what `gyre serve --tp-size N --device cuda` runs
-// (dist::init_tp_serve_group), driven inline here so the clock sees every step. Then rank 0 alone
+// (dist::init_tp_serve_group), driven inline here so the clock sees every step. The TP engine runs
+// with CUDA decode graphs (gyre serve's default: the NCCL collectives captured in the graphs, the
+// followers capturing and replaying as the leader says) and, with --tp-graphs both (default),
+// again without (--cuda-graph-max-bs 0: the A/B of the graphs under TP). Then rank 0 alone
 // runs the unsharded model (the same weights) on its GPU twice: with CUDA graphs (what one-GPU
-// `gyre serve` does: the anchor) and without (what the TP engine does, so the ratio shows the
-// collectives' cost apart from graphs). (One host draw of the weights, not one per setup: a 7B
+// `gyre serve` does: the anchor) and without (so the ratio shows the collectives' cost apart
+// from graphs). Every line says whether the TP engine's graphs were on ("tp_graphs") and how many
+// it captured ("tp_cuda_graphs": 0 means the capture failed and it decoded eagerly; its log
+// says why). (One host draw of the weights, not one per setup: a 7B
 // draw takes minutes.)
 //
 // Workload per batch size B (--batches, default 1,64,256): B requests of --prompt random ids,
@@ -29,8 +34,9 @@
 // or `mpirun -np 2 bench_tp_rollout_gpu ...`. Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b|
 // qwen2.5-7b (default qwen2.5-1.5b), --precision bf16|f32 (default bf16, gyre serve's GPU
 // default), --batches 1,64,256, --prompt 128, --new 128, --budget-s 60 (per run), --layers N,
-// --weights DIR (an HF folder of that shape instead of the random draw), --device cpu (a smoke test
-// of the harness under `mpirun -np 2`, e.g. --shape tiny --precision f32; no figures).
+// --weights DIR (an HF folder of that shape instead of the random draw), --tp-graphs both|on|off
+// (default both), --device cpu (a smoke test of the harness under `mpirun -np 2`, e.g. --shape
+// tiny --precision f32; no figures).
 #include <unistd.h>
 
 #include <algorithm>
@@ -127,6 +133,7 @@ Run drive(Engine& e, std::vector<GenerateRequest> reqs, double budget_s) {
 
 struct Options {
   std::string shape = "qwen2.5-1.5b", precision = "bf16", weights, device = "cuda";
+  std::string tp_graphs = "both";  // the TP engine's CUDA graphs: both (on, then off), on, off
   std::vector<int64_t> batches{1, 64, 256};
   int prompt = 128, new_tokens = 128, layers = 0;
   double budget_s = 60;
@@ -149,10 +156,10 @@ std::vector<Run> run_all(Engine& e, const Options& o, int64_t vocab, const char*
           "{\"bench\": \"tp_rollout_gpu_run\", \"engine\": \"%s\", \"shape\": \"%s\", "
           "\"precision\": \"%s\", \"batch\": %lld, \"prompt\": %d, \"new\": %d, \"complete\": %s, "
           "\"output_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.1f, "
-          "\"decode_tokens_per_s\": %.1f, \"ms_per_token\": %.4f}\n",
+          "\"decode_tokens_per_s\": %.1f, \"ms_per_token\": %.4f, \"cuda_graphs\": %lld}\n",
           label, o.shape.c_str(), o.precision.c_str(), (long long)b, o.prompt, o.new_tokens,
           r.complete ? "true" : "false", (long long)r.tokens, r.seconds, r.tokens_per_s(),
-          r.decode_tokens_per_s(), r.ms_per_step());
+          r.decode_tokens_per_s(), r.ms_per_step(), (long long)e.num_cuda_graphs());
       std::fflush(stdout);
     }
   }
@@ -182,10 +189,13 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--budget-s")) o.budget_s = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--weights")) o.weights = argv[i + 1];
     if (!std::strcmp(argv[i], "--device")) o.device = argv[i + 1];
+    if (!std::strcmp(argv[i], "--tp-graphs")) o.tp_graphs = argv[i + 1];
   }
   try {
     if (o.batches.empty() || o.prompt < 1 || o.new_tokens < 2)
       GYRE_THROW(invalid_argument, "--batches, --prompt >= 1 and --new >= 2 are required");
+    if (o.tp_graphs != "both" && o.tp_graphs != "on" && o.tp_graphs != "off")
+      GYRE_THROW(invalid_argument, "--tp-graphs is both, on or off, got '{}'", o.tp_graphs);
     for (int64_t b : o.batches)
       if (b < 1) GYRE_THROW(invalid_argument, "--batches: every batch size must be >= 1");
     gyre::model::ModelConfig cfg = gyre::model::named_shape(o.shape);
@@ -204,7 +214,14 @@ int main(int argc, char** argv) {
     const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
     EngineConfig ec =
         gyre::bench::rollout_engine_config(max_batch, o.prompt, o.prompt + o.new_tokens);
-    ec.cuda_graph_max_bs = 0;  // as gyre serve under TP (the engine decodes a TP model eagerly)
+    ec.cuda_graph_max_bs = 0;  // eager; `graphs` below decodes through CUDA graphs
+    EngineConfig graphs = ec;
+    graphs.cuda_graph_max_bs = int32_t(std::max<int64_t>(max_batch, 1));
+    // The TP setups, in order (every rank parses the same flags, so followers match); the CPU
+    // has no graphs: one eager setup.
+    std::vector<bool> tp_setups;
+    if (o.tp_graphs != "off" && device == gyre::Device::cuda) tp_setups.push_back(true);
+    if (o.tp_graphs != "on" || device != gyre::Device::cuda) tp_setups.push_back(false);
 
     // The weights: rank 0 draws them once (kept on the host for the one-GPU runs) and writes the
     // HF folder every rank loads its shard from; the path reaches the other ranks after the write.
@@ -224,7 +241,9 @@ int main(int argc, char** argv) {
       if (tp > 1) g.tp().broadcast(dir, 0);
     }
 
-    std::vector<Run> tp_runs;
+    // TP runs: [setup][batch]; the graphs each setup's leader captured.
+    std::vector<std::vector<Run>> tp_runs;
+    std::vector<int64_t> tp_graph_counts;
     double tp_peak_gib = 0;
     if (tp > 1) {
       gyre::bench::reset_peak_memory(device);
@@ -232,23 +251,32 @@ int main(int argc, char** argv) {
       auto shard = gyre::model::CausalLM::load(
           dir, {.device = device, .precision = precision, .tp = g.tp_comm.get()});
       std::fprintf(stderr, "rank %d: shard loaded in %.1f s\n", launch.rank, now_s() - t);
-      if (!leader) {
-        gyre::infer::EngineFollower follower(*shard, ec, *g.step_channel);
-        const auto out = follower.run();  // until rank 0's engine stops
-        std::fprintf(stderr, "rank %d: followed %lld steps (%s)\n", launch.rank,
-                     (long long)follower.steps(), out.message.c_str());
-        return 0;
+      for (const bool on : tp_setups) {
+        const EngineConfig& c = on ? graphs : ec;
+        if (!leader) {
+          // One follower per leader engine (its step sequence starts with that engine).
+          gyre::infer::EngineFollower follower(*shard, c, *g.step_channel);
+          const auto out = follower.run();  // until rank 0's engine stops
+          std::fprintf(stderr,
+                       "rank %d: followed %lld steps, %lld through CUDA graphs (graphs %s; %s)\n",
+                       launch.rank, (long long)follower.steps(), (long long)follower.graph_steps(),
+                       on ? "on" : "off", out.message.c_str());
+          continue;
+        }
+        Engine engine(*shard, nullptr, c);
+        engine.attach_followers(*g.step_channel, /*engaged=*/true);
+        tp_runs.push_back(run_all(engine, o, cfg.vocab_size, on ? "tp" : "tp_eager", true));
+        tp_graph_counts.push_back(engine.num_cuda_graphs());
+        tp_peak_gib = std::max(tp_peak_gib, double(gyre::bench::peak_memory_bytes(device)) / kGiB);
+        const auto st = engine.stats();
+        std::fprintf(stderr,
+                     "TP engine (CUDA graphs %s, %lld captured) phases (cumulative, s): schedule "
+                     "%.3f, forward + logits %.3f, sampling %.3f, finish %.3f\n",
+                     on ? "on" : "off", (long long)engine.num_cuda_graphs(), st.schedule_seconds,
+                     st.forward_seconds, st.sample_seconds, st.finish_seconds);
+        engine.stop();  // the followers return
       }
-      Engine engine(*shard, nullptr, ec);
-      engine.attach_followers(*g.step_channel, /*engaged=*/true);
-      tp_runs = run_all(engine, o, cfg.vocab_size, "tp", true);
-      tp_peak_gib = double(gyre::bench::peak_memory_bytes(device)) / kGiB;
-      const auto st = engine.stats();
-      std::fprintf(stderr,
-                   "TP engine phases (cumulative, s): schedule %.3f, forward + logits %.3f, "
-                   "sampling %.3f, finish %.3f\n",
-                   st.schedule_seconds, st.forward_seconds, st.sample_seconds, st.finish_seconds);
-      engine.stop();  // the followers return and exit
+      if (!leader) return 0;
     }
 
     // One GPU, the same weights (rank 0's f32 draw: under bf16 autocast its GEMMs see exactly the
@@ -262,8 +290,6 @@ int main(int argc, char** argv) {
       full = gyre::model::CausalLM::load(dir, {.device = device, .precision = precision});
     }
     const int64_t params = full->num_parameters();
-    EngineConfig graphs = ec;
-    graphs.cuda_graph_max_bs = int32_t(std::max<int64_t>(max_batch, 1));
     std::vector<Run> one, eager;
     {
       Engine e(*full, nullptr, graphs);
@@ -275,26 +301,37 @@ int main(int argc, char** argv) {
       eager = run_all(e, o, cfg.vocab_size, "one_gpu_eager", true);
     }
     if (tp == 1) return 0;  // one process: the one-GPU lines only
-    for (size_t i = 0; i < o.batches.size(); ++i) {
-      const Run &t = tp_runs[i], &a = one[i], &b = eager[i];
-      const double ratio =
-          a.decode_tokens_per_s() > 0 ? t.decode_tokens_per_s() / a.decode_tokens_per_s() : 0;
-      const double ratio_eager =
-          b.decode_tokens_per_s() > 0 ? t.decode_tokens_per_s() / b.decode_tokens_per_s() : 0;
-      std::printf(
-          "{\"bench\": \"tp_rollout_gpu\", \"shape\": \"%s\", \"precision\": \"%s\", \"tp\": %d, "
-          "\"params\": %lld, \"batch\": %lld, \"prompt\": %d, \"new\": %d, \"complete\": %s, "
-          "\"tp_tokens_per_s\": %.1f, \"tp_decode_tokens_per_s\": %.1f, \"tp_ms_per_token\": %.4f, "
-          "\"one_gpu_tokens_per_s\": %.1f, \"one_gpu_decode_tokens_per_s\": %.1f, "
-          "\"one_gpu_ms_per_token\": %.4f, \"one_gpu_eager_decode_tokens_per_s\": %.1f, "
-          "\"one_gpu_eager_ms_per_token\": %.4f, \"ratio_vs_one_gpu\": %.3f, "
-          "\"ratio_vs_one_gpu_eager\": %.3f, \"scaling_efficiency\": %.3f, "
-          "\"tp_rank0_peak_gib\": %.2f, \"one_gpu_peak_gib\": %.2f}\n",
-          o.shape.c_str(), o.precision.c_str(), tp, (long long)params, (long long)o.batches[i],
-          o.prompt, o.new_tokens, t.complete && a.complete && b.complete ? "true" : "false",
-          t.tokens_per_s(), t.decode_tokens_per_s(), t.ms_per_step(), a.tokens_per_s(),
-          a.decode_tokens_per_s(), a.ms_per_step(), b.decode_tokens_per_s(), b.ms_per_step(), ratio,
-          ratio_eager, ratio / tp, tp_peak_gib, one_peak_gib);
+    for (size_t k = 0; k < tp_runs.size(); ++k) {
+      const bool on = tp_setups[k];
+      for (size_t i = 0; i < o.batches.size(); ++i) {
+        const Run &t = tp_runs[k][i], &a = one[i], &b = eager[i];
+        const double ratio =
+            a.decode_tokens_per_s() > 0 ? t.decode_tokens_per_s() / a.decode_tokens_per_s() : 0;
+        const double ratio_eager =
+            b.decode_tokens_per_s() > 0 ? t.decode_tokens_per_s() / b.decode_tokens_per_s() : 0;
+        // With both setups, the graph line also says what the graphs bought under TP.
+        double vs_tp_eager = 0;
+        if (on && tp_runs.size() == 2 && tp_runs[1][i].decode_tokens_per_s() > 0)
+          vs_tp_eager = t.decode_tokens_per_s() / tp_runs[1][i].decode_tokens_per_s();
+        std::printf(
+            "{\"bench\": \"tp_rollout_gpu\", \"shape\": \"%s\", \"precision\": \"%s\", \"tp\": %d, "
+            "\"tp_graphs\": %s, \"tp_cuda_graphs\": %lld, "
+            "\"params\": %lld, \"batch\": %lld, \"prompt\": %d, \"new\": %d, \"complete\": %s, "
+            "\"tp_tokens_per_s\": %.1f, \"tp_decode_tokens_per_s\": %.1f, "
+            "\"tp_ms_per_token\": %.4f, "
+            "\"one_gpu_tokens_per_s\": %.1f, \"one_gpu_decode_tokens_per_s\": %.1f, "
+            "\"one_gpu_ms_per_token\": %.4f, \"one_gpu_eager_decode_tokens_per_s\": %.1f, "
+            "\"one_gpu_eager_ms_per_token\": %.4f, \"ratio_vs_one_gpu\": %.3f, "
+            "\"ratio_vs_one_gpu_eager\": %.3f, \"scaling_efficiency\": %.3f, "
+            "\"graphs_vs_tp_eager\": %.3f, "
+            "\"tp_rank0_peak_gib\": %.2f, \"one_gpu_peak_gib\": %.2f}\n",
+            o.shape.c_str(), o.precision.c_str(), tp, on ? "true" : "false",
+            (long long)tp_graph_counts[k], (long long)params, (long long)o.batches[i], o.prompt,
+            o.new_tokens, t.complete && a.complete && b.complete ? "true" : "false",
+            t.tokens_per_s(), t.decode_tokens_per_s(), t.ms_per_step(), a.tokens_per_s(),
+            a.decode_tokens_per_s(), a.ms_per_step(), b.decode_tokens_per_s(), b.ms_per_step(),
+            ratio, ratio_eager, ratio / tp, vs_tp_eager, tp_peak_gib, one_peak_gib);
+      }
     }
     std::fflush(stdout);
   } catch (const gyre::Error& e) {

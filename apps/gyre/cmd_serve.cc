@@ -134,19 +134,13 @@ int run_serve(int argc, char** argv) {
   const bool tensor_parallel = tp_size > 1 || launch.size > 1;
   if (tensor_parallel) {
     dist::check_tp_serve_topology(tp_size, launch, model::load_config(model_dir), "--tp-size");
-    // The sharded forward is not capturable yet: its collectives wait on the host (the vocab
-    // all-gather of the logits for sampling, the ordered all-reduces' watchdog) and every step's
-    // plan is broadcast first; the engine decodes a TP model eagerly (engine.cc), so say so here
-    // and report it in /get_server_info.
-    if (dev == Device::cuda && ec.cuda_graph_max_bs > 0) {
-      if (launch.rank == 0)
-        log::info(
-            "serve: CUDA graphs are off under tensor parallelism (--cuda-graph-max-bs {} not "
-            "used): the sharded forward's collectives and step broadcasts are not capturable "
-            "yet, so decode steps run eagerly",
-            ec.cuda_graph_max_bs);
-      ec.cuda_graph_max_bs = 0;
-    }
+    // GPU decode steps replay CUDA graphs under tensor parallelism too: the NCCL group's
+    // collectives in the sharded forward are stream-ordered device work, captured into the graphs
+    // (infer/decode_graph.h; the followers capture and replay as the leader tells them).
+    // --disable-cuda-graph / --cuda-graph-max-bs 0 turn them off (A/B).
+    if (dev == Device::cuda && ec.cuda_graph_max_bs > 0 && launch.rank == 0)
+      log::info("serve: CUDA graphs on under tensor parallelism (decode batches up to {})",
+                ec.cuda_graph_max_bs);
   }
 
   sigset_t stop_signals = block_stop_signals();

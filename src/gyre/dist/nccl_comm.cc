@@ -231,6 +231,10 @@ struct NcclComm::Watchdog {
 
   void run(NcclComm* comm, int device) {
     cudaSetDevice(device);
+    // This thread only queries events of eager work; relaxed, its queries can never invalidate a
+    // CUDA graph capture another thread runs (nor be refused because of one).
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
     std::unique_lock<std::mutex> lk(mu);
     for (;;) {
       cv.wait(lk, [&] { return stop || !pending.empty(); });
@@ -275,9 +279,45 @@ void NcclComm::watchdog_expire(const std::string& why) {
   std::fflush(stderr);
 }
 
+bool NcclComm::caller_capturing() const {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cuda_check(cudaStreamIsCapturing(gyre::cuda::stream(), &status), "cudaStreamIsCapturing");
+  return status != cudaStreamCaptureStatusNone;
+}
+
+void NcclComm::refuse_capture(const char* call) const {
+  // Thrown before anything is enqueued (the communicator stays usable): a blocking call would
+  // query or drain a capturing stream, which invalidates the capture and would fail() — abort —
+  // the communicator.
+  if (caller_capturing())
+    GYRE_THROW(unsupported,
+               "{}: NCCL {} waits on the host and cannot run inside a CUDA graph capture; only the "
+               "stream-ordered calls (all_reduce_ordered, all_gather_ordered) are capturable",
+               where(), call);
+}
+
 void NcclComm::enqueue_watched(const char* call, size_t max_in_flight, bool caller_waits,
                                const std::function<void()>& issue) {
   cudaSetDevice(device_);
+  if (caller_capturing()) {
+    // Inside a CUDA graph capture (the TP decode graphs): the communication stream forks from the
+    // capturing stream (order_after_caller's event) and joins back (capture_event_), so the NCCL
+    // kernel becomes a node of the graph (NCCL >= 2.9). Nothing is executed now, so nothing is
+    // watched or waited for: the replays are bounded instead (watch_caller after each launch).
+    check_alive(call);
+    order_after_caller();
+    issue();
+    if (!capture_event_) {
+      cudaEvent_t e = nullptr;
+      cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+      capture_event_ = e;
+    }
+    const auto ev = static_cast<cudaEvent_t>(capture_event_);
+    cuda_check(cudaEventRecord(ev, as_stream(stream_)), "cudaEventRecord");
+    // Joined even for the started calls: a capture must end with every forked stream joined.
+    cuda_check(cudaStreamWaitEvent(gyre::cuda::stream(), ev, 0), "cudaStreamWaitEvent");
+    return;
+  }
   if (!watchdog_) {
     watchdog_ = std::make_unique<Watchdog>();
     watchdog_->thread = std::thread([this] { watchdog_->run(this, device_); });
@@ -323,6 +363,16 @@ void NcclComm::enqueue_watched(const char* call, size_t max_in_flight, bool call
 
 void NcclComm::all_reduce_ordered(void* buf, size_t count, DType dtype, ReduceOp op) {
   enqueue_watched("all-reduce", 16, true, [&] { all_reduce_async(buf, count, dtype, op); });
+}
+
+void NcclComm::all_gather_ordered(const void* send, void* recv, size_t send_bytes) {
+  enqueue_watched("all-gather", 16, true, [&] { all_gather_async(send, recv, send_bytes); });
+}
+
+void NcclComm::watch_caller(const char* call) {
+  // An empty issue: the communication stream waits for the caller's stream (everything the
+  // caller enqueued, e.g. a graph replay holding collectives), and that point is watched.
+  enqueue_watched(call, 16, false, [] {});
 }
 
 // The started calls may all be in flight during one backward (a data-parallel step has a bucket
@@ -378,6 +428,7 @@ NcclComm::~NcclComm() {
   }
   if (caller_event_) cudaEventDestroy(static_cast<cudaEvent_t>(caller_event_));
   if (finish_event_) cudaEventDestroy(static_cast<cudaEvent_t>(finish_event_));
+  if (capture_event_) cudaEventDestroy(static_cast<cudaEvent_t>(capture_event_));
   if (stream_) cudaStreamDestroy(as_stream(stream_));
 }
 
@@ -507,6 +558,7 @@ void NcclComm::wait_for_event(void* cuda_event) {
 }
 
 void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  refuse_capture("all_reduce");
   cudaSetDevice(device_);
   order_after_caller();
   Staged b(buf, count * dtype_size(dtype), true, as_stream(stream_));
@@ -518,6 +570,7 @@ void NcclComm::all_reduce(void* buf, size_t count, DType dtype, ReduceOp op) {
 
 void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, DType dtype,
                               ReduceOp op) {
+  refuse_capture("reduce_scatter");
   cudaSetDevice(device_);
   order_after_caller();
   const size_t block = recv_count * dtype_size(dtype);
@@ -530,6 +583,7 @@ void NcclComm::reduce_scatter(const void* send, void* recv, size_t recv_count, D
 }
 
 void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
+  refuse_capture("all_gather");
   cudaSetDevice(device_);
   order_after_caller();
   Staged s(send, send_bytes, true, as_stream(stream_));
@@ -541,6 +595,7 @@ void NcclComm::all_gather(const void* send, void* recv, size_t send_bytes) {
 }
 
 void NcclComm::broadcast(void* buf, size_t bytes, int root) {
+  refuse_capture("broadcast");
   cudaSetDevice(device_);
   order_after_caller();
   Staged b(buf, bytes, rank_ == root, as_stream(stream_));
@@ -551,6 +606,7 @@ void NcclComm::broadcast(void* buf, size_t bytes, int root) {
 }
 
 void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
+  refuse_capture("send");
   check_alive("send");
   check_peer(dst, "send", "destination");
   if (dst == rank_ || tag < 0)
@@ -568,6 +624,7 @@ void NcclComm::send(const void* buf, size_t bytes, int dst, int tag) {
 }
 
 void NcclComm::recv(void* buf, size_t bytes, int src, int tag) {
+  refuse_capture("recv");
   check_alive("recv");
   check_peer(src, "recv", "source");
   if (src == rank_ || tag < 0)

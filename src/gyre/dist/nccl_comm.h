@@ -96,6 +96,17 @@ class NcclComm final : public Comm {
   // finished by then aborts the communicator (its stuck kernels exit, so no stream waits forever),
   // reports it on stderr at once, and every later call on the communicator throws the reason.
   void all_reduce_ordered(void* device_buf, size_t count, DType dtype, ReduceOp op);
+  // The same for an all-gather of device buffers (tensor parallelism's vocab gather of the
+  // logits for sampling).
+  void all_gather_ordered(const void* device_send, void* device_recv, size_t send_bytes);
+  // Watches the calling thread's stream as it is now (e.g. right after a CUDA graph replay whose
+  // captured collectives the watchdog never saw): the communication stream waits for it, and a
+  // point that does not complete within the timeout aborts the communicator like an ordered call.
+  void watch_caller(const char* call);
+  // CUDA graphs: the ordered and started calls are capturable — made on a capturing stream they
+  // fork the communication stream from it and join it back, and are neither watched nor waited
+  // for (nothing runs until a replay). The blocking calls refuse a capturing caller with an
+  // Error before enqueueing anything (the communicator stays usable).
   // Started collectives (Comm's *_start; the data-parallel gradient buckets): like
   // all_reduce_ordered — the communication stream waits for the calling thread's gyre stream,
   // NCCL runs there, the watchdog bounds each call by the timeout — but the calling thread's
@@ -149,6 +160,10 @@ class NcclComm final : public Comm {
   // for that event.
   void enqueue_watched(const char* call, size_t max_in_flight, bool caller_waits,
                        const std::function<void()>& issue);
+  // Whether the calling thread's gyre stream is capturing a CUDA graph; refuse_capture throws
+  // (unsupported) when it is.
+  bool caller_capturing() const;
+  void refuse_capture(const char* call) const;
 
   struct Watchdog;  // the ordered calls in flight and the thread that bounds them (nccl_comm.cc)
   std::unique_ptr<Watchdog> watchdog_;
@@ -156,10 +171,11 @@ class NcclComm final : public Comm {
   // caller's thread uses it (recursive: fail() runs inside guarded enqueues).
   mutable std::recursive_mutex mu_;
   std::string broken_reason_;
-  void* comm_;                    // ncclComm_t
-  void* stream_;                  // cudaStream_t
-  void* caller_event_ = nullptr;  // cudaEvent_t for order_after_caller
-  void* finish_event_ = nullptr;  // cudaEvent_t for finish_started
+  void* comm_;                     // ncclComm_t
+  void* stream_;                   // cudaStream_t
+  void* caller_event_ = nullptr;   // cudaEvent_t for order_after_caller
+  void* finish_event_ = nullptr;   // cudaEvent_t for finish_started
+  void* capture_event_ = nullptr;  // cudaEvent_t joining captured calls back (made on first use)
   int device_, rank_ = 0, size_ = 1, world_rank_;
   double timeout_s_;
   std::string name_;

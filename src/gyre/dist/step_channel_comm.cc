@@ -31,7 +31,7 @@ class CommStepChannel : public infer::StepChannel {
 }  // namespace
 
 // Any communicator: MPI moves the host bytes directly, NCCL stages them through its GPU (two small
-// broadcasts a decode step; the TP engine on GPUs runs without CUDA graphs anyway).
+// broadcasts a decode step, outside the decode graphs: host bytes must be staged anyway).
 std::unique_ptr<infer::StepChannel> make_step_channel(Comm& comm) {
   return std::make_unique<CommStepChannel>(comm);
 }

@@ -34,6 +34,29 @@ class CommTp : public model::TpComm {
   void all_gather(const void* send, void* recv, size_t bytes) override {
     c_.all_gather(send, recv, bytes);
   }
+  void all_gather_ordered(const void* send, void* recv, size_t bytes) override {
+#ifdef GYRE_HAVE_NCCL
+    if (auto* nccl = dynamic_cast<NcclComm*>(&c_)) {
+      nccl->all_gather_ordered(send, recv, bytes);
+      return;
+    }
+#endif
+    c_.all_gather(send, recv, bytes);
+  }
+  bool graph_capturable() const override {
+#ifdef GYRE_HAVE_NCCL
+    return dynamic_cast<const NcclComm*>(&c_) != nullptr;
+#else
+    return false;
+#endif
+  }
+  void watch_replay(const char* what) override {
+#ifdef GYRE_HAVE_NCCL
+    if (auto* nccl = dynamic_cast<NcclComm*>(&c_)) nccl->watch_caller(what);
+#else
+    (void)what;
+#endif
+  }
 
  private:
   Comm& c_;

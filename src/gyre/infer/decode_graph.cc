@@ -8,6 +8,7 @@
 #include "gyre/infer/paged_attention_context.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/decode_fusion.h"
+#include "gyre/model/tensor_parallel.h"
 
 namespace gyre::infer {
 
@@ -60,9 +61,20 @@ size_t DecodeGraphs::memory_bytes() const {
   return n;
 }
 
-Tensor DecodeGraphs::run(const StepBatch& b) {
+Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
+                         const std::function<void(bool capturing)>& validated) {
   const int64_t B = int64_t(b.kv_lens.size()), Bb = bucket_for(B);
   const model::ModelConfig& mc = model_.config();
+  // The shape of a pure decode step (a follower's plan is not checked by eligible()).
+  bool decode = B >= 1 && int64_t(b.ids.size()) == B && int64_t(b.cu_seqlens_q.size()) == B + 1 &&
+                int64_t(b.logits_rows.size()) == B;
+  for (int64_t i = 0; decode && i < B; ++i)
+    decode = b.cu_seqlens_q[size_t(i + 1)] == i + 1 && b.logits_rows[size_t(i)] == i;
+  if (!decode)
+    GYRE_THROW(internal,
+               "decode graph: the step ({} tokens in {} sequences, {} logits rows) is not a pure "
+               "decode step of one token per sequence, every row sampled in order",
+               b.ids.size(), B, b.logits_rows.size());
   // Host-side checks of what the graph will read (the captured forward validated only its own
   // step): ids in the vocabulary, positions inside the context the RoPE tables and splits cover.
   for (int64_t i = 0; i < B; ++i) {
@@ -82,6 +94,7 @@ Tensor DecodeGraphs::run(const StepBatch& b) {
   if (cache != cache_ || generation != cache_generation_ || fusion != fusion_) graphs_.clear();
   cache_ = cache, cache_generation_ = generation, fusion_ = fusion;
   auto& slot = graphs_[Bb];
+  if (slot && mode == Mode::capture) slot.reset();  // the leader captures: so does this rank
   if (!slot) {
     slot = std::make_unique<Graph>();
     Graph& g = *slot;
@@ -97,6 +110,7 @@ Tensor DecodeGraphs::run(const StepBatch& b) {
     g.dev.page_indices = zeros(Bb * pages_per_seq_);
   }
   Graph& g = *slot;
+  const bool capturing = !g.graph.captured() && mode != Mode::replay_or_eager;
   // The padded host step.
   StepBatch& h = g.host;
   h.ids.assign(b.ids.begin(), b.ids.end());
@@ -129,6 +143,9 @@ Tensor DecodeGraphs::run(const StepBatch& b) {
   g.dev.page_indices.copy_from(borrow_i32(h.page_indices));
   // Validates the padded page table against the cache (every step, on the host).
   PagedAttentionContext ctx(kv_, h, g.dev, context_len_);
+  if (validated) validated(capturing);
+  const model::TpLayout* tp = model_.tensor_parallel();
+  const bool group = tp && tp->size > 1;
   if (!g.graph.captured()) {
     model_.prepare_rope(context_len_);  // tables for every position, outside the graph's memory
     model::Batch db, hb;
@@ -142,9 +159,35 @@ Tensor DecodeGraphs::run(const StepBatch& b) {
     opt.attention = &ctx;
     opt.host_batch = &hb;
     opt.gather_vocab = true;
-    g.graph.capture([&] { g.logits = model_.forward(db, opt); });
+    // A tp rank told to replay a graph it does not have (dropped here, e.g. its weight copies
+    // were re-made): the same padded forward, eagerly — the collectives of one replay.
+    if (!capturing) return model_.forward(db, opt).narrow(0, B);
+    int calls = 0;  // 1: the warm-up (eager) ran or failed; 2: the capture itself
+    std::string why;
+    try {
+      g.graph.capture([&] {
+        ++calls;
+        g.logits = model_.forward(db, opt);
+      });
+    } catch (const std::exception& e) {
+      if (calls < 2) throw;  // the eager warm-up failed: a failed forward, not a capture failure
+      why = e.what();
+    }
+    if (group) {  // every rank's verdict (outside the capture: a blocking all-reduce is allowed)
+      float failed = why.empty() ? 0.0f : 1.0f;
+      tp->comm->all_reduce_max(&failed, 1);
+      if (failed > 0 && why.empty())
+        why = "the capture failed on another tensor-parallel rank (its log says why)";
+    }
+    if (!why.empty()) {
+      graphs_.erase(Bb);
+      failure_ = why;
+      return Tensor();
+    }
   }
   g.graph.replay();
+  // The replay's collectives ran without the ordered calls' watchdog: bound the replay instead.
+  if (group) tp->comm->watch_replay("decode graph replay");
   return g.logits.narrow(0, B);
 }
 

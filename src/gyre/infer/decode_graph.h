@@ -16,8 +16,10 @@
 // one, or cleared since: Bf16WeightCache::generation) or the decode-fusion switch.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "gyre/backend/ops.h"
 #include "gyre/core/tensor.h"
@@ -38,9 +40,19 @@ class DecodeGraphs {
   ~DecodeGraphs();
   // Whether `b` is a pure decode step this runner takes.
   bool eligible(const StepBatch& b) const;
-  // The step's forward through its bucket's graph (captured on first use): logits [B, V] on the
-  // device, valid until the next run().
-  Tensor run(const StepBatch& b);
+  enum class Mode {
+    automatic,        // replay the bucket's graph, capturing it first when it is missing or stale
+    capture,          // capture the bucket's graph now (a stale or existing one is dropped)
+    replay_or_eager,  // replay it when usable, else run the same padded forward eagerly
+  };
+  // The step's forward through its bucket's graph: logits [B, V] on the device, valid until the
+  // next run(). `validated(capturing)` is called once the step passed the host checks and before
+  // the first collective (the tp leader sends its plan there). Returns an undefined tensor when
+  // the capture failed (failure() says why; under TP every rank agrees); throws on bad input or
+  // a failed forward.
+  Tensor run(const StepBatch& b, Mode mode = Mode::automatic,
+             const std::function<void(bool capturing)>& validated = {});
+  const std::string& failure() const { return failure_; }
   // Drops every graph (weights changed).
   void clear();
   int64_t num_graphs() const { return int64_t(graphs_.size()); }
@@ -54,6 +66,7 @@ class DecodeGraphs {
   int32_t page_size_;
   int64_t context_len_, max_batch_, pages_per_seq_;
   std::map<int64_t, std::unique_ptr<Graph>> graphs_;
+  std::string failure_;
   // What the graphs in graphs_ were captured under.
   const ops::Bf16WeightCache* cache_ = nullptr;
   uint64_t cache_generation_ = 0;

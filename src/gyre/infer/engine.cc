@@ -81,8 +81,11 @@ Engine::Engine(model::CausalLM& model, std::shared_ptr<const tokenizer::Tokenize
                                     mc.head_dim, model_.device(),
                                     resolve_kv_cache_dtype(cfg_.kv_cache_dtype, model_));
   // MoE layers copy their E+1 expert offsets to the host (a sync, not capturable): those models
-  // decode eagerly.
-  if (model_.device() == Device::cuda && !tp && cfg_.cuda_graph_max_bs > 0 && mc.num_experts == 0)
+  // decode eagerly. So does a tensor-parallel model whose collectives wait on the host (MPI);
+  // over NCCL they are stream-ordered device work and the graphs capture them (decode_graph.h).
+  const bool capturable = !tp || (tp->comm && tp->comm->graph_capturable());
+  if (model_.device() == Device::cuda && capturable && cfg_.cuda_graph_max_bs > 0 &&
+      mc.num_experts == 0)
     graphs_ = std::make_unique<DecodeGraphs>(model_, *kv_, cfg_.page_size, cfg_.context_len,
                                              cfg_.cuda_graph_max_bs);
   cache_ = std::make_unique<RadixCache>(*pool_);

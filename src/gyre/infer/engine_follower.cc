@@ -1,6 +1,8 @@
 // Follower of a tensor-parallel rollout engine (see engine_follower.h).
 #include "gyre/infer/engine_follower.h"
 
+#include <limits>
+
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
 #include "gyre/infer/paged_attention_context.h"
@@ -56,7 +58,9 @@ EngineFollower::Outcome EngineFollower::run() {
       weight_version_ = h.weight_version;
     }
     switch (h.op) {
-      case StepOp::forward: forward(); break;
+      case StepOp::forward:
+      case StepOp::graph_capture:
+      case StepOp::graph_replay: forward(h.op); break;
       case StepOp::idle: break;
       case StepOp::release:
         log::debug("{}: released by the leader after {} steps", ch_.where(), steps_);
@@ -76,6 +80,10 @@ void EngineFollower::sync_weight_copies() {
   // written by this rank's AdamW: the fresh mark); replaced shards drop the copies.
   std::vector<Tensor> params;
   for (const auto& p : model_.parameters()) params.push_back(p.tensor);
+  std::vector<std::pair<const void*, const void*>> where;
+  for (const Tensor& t : params) where.emplace_back(t.storage().get(), t.raw());
+  if (graphs_ && where != graph_params_) graphs_->clear();  // the leader drops its graphs too
+  graph_params_ = std::move(where);
   if (!weight_cache_->sources_within(params)) {
     weight_cache_->clear();
     ++sync_counts_.dropped;
@@ -87,8 +95,41 @@ void EngineFollower::sync_weight_copies() {
   }
 }
 
-void EngineFollower::forward() {
+void EngineFollower::forward(StepOp op) {
   const StepBatch& b = msg_.batch;
+  if (op != StepOp::forward) {
+    try {
+      ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? weight_cache_.get()
+                                                                        : nullptr);
+      if (!graphs_) {
+        const int64_t context_len = cfg_.context_len > 0
+                                        ? cfg_.context_len
+                                        : int64_t(model_.config().max_position_embeddings);
+        // The bucket is the leader's choice (every step it sends fits its largest bucket).
+        graphs_ = std::make_unique<DecodeGraphs>(model_, *kv_, cfg_.page_size, context_len,
+                                                 std::numeric_limits<int32_t>::max());
+        graph_params_.clear();
+        for (const auto& p : model_.parameters())
+          graph_params_.emplace_back(p.tensor.storage().get(), p.tensor.raw());
+      }
+      const Tensor logits =
+          graphs_->run(b, op == StepOp::graph_capture ? DecodeGraphs::Mode::capture
+                                                      : DecodeGraphs::Mode::replay_or_eager);
+      if (logits.defined()) {
+        ++graph_steps_;
+        ++steps_;
+        return;
+      }
+      // Every rank agreed that the capture failed: the leader runs this step eagerly from the
+      // same plan and never sends a graph step again; so does this follower (below).
+      log::warn("{}: CUDA graph capture failed ({}); following eagerly", ch_.where(),
+                graphs_->failure());
+      graphs_.reset();
+    } catch (const std::exception& e) {
+      GYRE_THROW(internal, "{}: step {} (a {} decode step of {} sequences) failed: {}", ch_.where(),
+                 msg_.header.seq, step_op_name(op), b.kv_lens.size(), e.what());
+    }
+  }
   model::Batch mb;
   mb.ids = borrow_i32(b.ids);
   mb.positions = borrow_i32(b.positions);

@@ -6,6 +6,12 @@
 // same pages and slots as the leader's), taking part in the model's collectives (row-parallel
 // all-reduces, the logits all-gather) in lockstep; the logits are discarded.
 //
+// CUDA graphs: a pure decode step the leader runs through its decode graphs arrives as
+// graph_capture / graph_replay; the follower runs its own DecodeGraphs in the mode it is told
+// (decode_graph.h), so both ranks capture at the same steps and every replay meets the same
+// collectives. Its graphs are dropped when its shards moved (a weight version whose parameters
+// are not the ones captured), like the leader's.
+//
 // Invariants: the follower has no scheduler state: its KV pages are written only where a plan says,
 // so a page the leader's radix cache reuses holds this rank's KV of the same tokens. The model and
 // the EngineConfig's KV geometry (num_pages, page_size) must match the leader's; the first message
@@ -16,6 +22,7 @@
 #include <vector>
 
 #include "gyre/backend/ops.h"
+#include "gyre/infer/decode_graph.h"
 #include "gyre/infer/engine.h"
 #include "gyre/infer/kv_pool.h"
 #include "gyre/infer/step_batch.h"
@@ -42,6 +49,11 @@ class EngineFollower {
   Outcome run();
 
   int64_t steps() const { return steps_; }  // forward steps followed so far
+  // Decode steps this follower ran through its DecodeGraphs as the leader's graph steps (captures
+  // and replays, and the padded eager forward when told to replay a graph it does not hold), and
+  // the graphs it holds now.
+  int64_t graph_steps() const { return graph_steps_; }
+  int64_t num_cuda_graphs() const { return graphs_ ? graphs_->num_graphs() : 0; }
   int64_t weight_version() const { return weight_version_; }
   // The bf16 weight copies of this rank's shards (GPU autocast), for this rank's trainer to write
   // in its update (train::AdamW::set_bf16_copies); touch it only while run() is not running.
@@ -50,7 +62,8 @@ class EngineFollower {
   Engine::WeightSyncCounts weight_sync_counts() const { return sync_counts_; }
 
  private:
-  void forward();
+  // op: forward, graph_capture or graph_replay.
+  void forward(StepOp op);
   // The leader's weight version moved: the shards changed while this follower was released.
   void sync_weight_copies();
 
@@ -68,6 +81,11 @@ class EngineFollower {
   uint64_t next_seq_ = 0;
   int64_t weight_version_ = -1;
   int64_t steps_ = 0;
+  int64_t graph_steps_ = 0;
+  std::unique_ptr<DecodeGraphs> graphs_;  // made on the first graph step
+  // Where the parameters were when the graphs were last checked (storage, first byte): a weight
+  // version whose parameters moved drops the graphs (they baked the old addresses in).
+  std::vector<std::pair<const void*, const void*>> graph_params_;
   bool stopped_ = false;
 };
 

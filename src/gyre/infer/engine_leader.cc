@@ -49,8 +49,7 @@ void Engine::send_to_followers(StepOp op, std::string_view text,
   h.page_size = cfg_.page_size;
   h.tp_size = followers_->size();
   try {
-    encode_step_message(h, op == StepOp::forward ? &batch_ : nullptr, logits_rows, text,
-                        follower_wire_);
+    encode_step_message(h, is_forward(op) ? &batch_ : nullptr, logits_rows, text, follower_wire_);
     followers_->broadcast(follower_wire_);
   } catch (const std::exception& e) {
     // A broadcast that failed (a dead or stalled follower) leaves the group out of lockstep for

@@ -53,9 +53,28 @@ void Engine::run_step() {
     // decode step; ops::Bf16WeightCache). Only autocast linears on the GPU consult it.
     ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_ : nullptr);
     if (graphs_ && graphs_->eligible(batch_)) {
+      // Tensor-parallel leader: the plan goes out once the graph runner validated the step, saying
+      // whether this rank captures or replays, so the followers' forward issues the same
+      // collectives (DecodeGraphs::Mode).
+      auto send = [&](bool capturing) {
+        if (follower_state_ != Followers::engaged) return;
+        send_to_followers(capturing ? StepOp::graph_capture : StepOp::graph_replay, {},
+                          batch_.logits_rows);
+        plan_sent = true;
+      };
       try {
-        logits = graphs_->run(batch_);  // pure decode: replay the bucket's CUDA graph
+        logits = graphs_->run(batch_, DecodeGraphs::Mode::automatic, send);
+        if (!logits.defined()) {
+          // The capture failed (on every tp rank alike: they agreed on it); this step and the
+          // later ones run eagerly — the followers do the same with the plan they already have.
+          log::warn("engine: CUDA graph capture failed ({}); decoding without graphs",
+                    graphs_->failure());
+          graphs_.reset();
+        }
       } catch (const Error& e) {
+        // Past the plan, the followers are inside this forward: a failed forward (below); so is
+        // a plan that could not be sent (followers lost).
+        if (plan_sent || follower_state_ == Followers::lost) throw;
         // A model whose forward cannot be captured (it synchronises the host somewhere): decode
         // eagerly from now on rather than fail requests.
         log::warn("engine: CUDA graph capture failed ({}); decoding without graphs", e.what());
@@ -67,7 +86,7 @@ void Engine::run_step() {
       PagedAttentionContext ctx(*kv_, batch_);
       // Tensor-parallel leader: the plan goes to the followers only once it passed the checks
       // above, so they never start a forward the leader refuses; then every rank runs it.
-      if (follower_state_ == Followers::engaged) {
+      if (follower_state_ == Followers::engaged && !plan_sent) {
         send_to_followers(StepOp::forward, {},
                           batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
         plan_sent = true;

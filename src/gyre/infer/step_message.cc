@@ -37,6 +37,8 @@ const char* step_op_name(StepOp op) {
     case StepOp::idle: return "idle";
     case StepOp::release: return "release";
     case StepOp::stop: return "stop";
+    case StepOp::graph_replay: return "graph_replay";
+    case StepOp::graph_capture: return "graph_capture";
   }
   return "unknown";
 }
@@ -44,7 +46,7 @@ const char* step_op_name(StepOp op) {
 void encode_step_message(const StepHeader& h, const StepBatch* batch,
                          std::span<const int32_t> logits_rows, std::string_view text,
                          std::vector<uint8_t>& out) {
-  const bool forward = h.op == StepOp::forward;
+  const bool forward = is_forward(h.op);
   GYRE_CHECK(!forward || batch, "a forward step message needs its batch");
   std::span<const int32_t> arrays[kArrays];
   if (forward) {
@@ -88,7 +90,7 @@ void decode_step_message(std::span<const uint8_t> in, StepMessage& out, const st
   if (format != kFormat)
     bad(fmt::format("format version {}, this build reads {}", format, kFormat));
   const uint32_t op = get<uint32_t>(in, at), text_bytes = get<uint32_t>(in, at);
-  if (op < uint32_t(StepOp::forward) || op > uint32_t(StepOp::stop))
+  if (op < uint32_t(StepOp::forward) || op > uint32_t(StepOp::graph_capture))
     bad(fmt::format("unknown op {}", op));
   StepHeader& h = out.header;
   h.op = StepOp(op);
@@ -113,14 +115,14 @@ void decode_step_message(std::span<const uint8_t> in, StepMessage& out, const st
                                            &b.kv_lens,      &b.page_indptr, &b.page_indices,
                                            &b.slot_mapping, &b.logits_rows};
   for (size_t i = 0; i < kArrays; ++i) {
-    if (h.op != StepOp::forward && counts[i] != 0)
+    if (!is_forward(h.op) && counts[i] != 0)
       bad(fmt::format("{} message carries {} {}", step_op_name(h.op), counts[i], kArrayNames[i]));
     arrays[i]->resize(counts[i]);
     if (counts[i]) std::memcpy(arrays[i]->data(), in.data() + at, counts[i] * sizeof(int32_t));
     at += counts[i] * sizeof(int32_t);
   }
   out.text.assign(reinterpret_cast<const char*>(in.data() + at), text_bytes);
-  if (h.op != StepOp::forward) return;
+  if (!is_forward(h.op)) return;
   // The structure the model and the paged attention context rely on; the page table's contents
   // are checked against the KV cache by PagedAttentionContext, the ids by the model.
   const size_t T = b.ids.size(), B = b.kv_lens.size();

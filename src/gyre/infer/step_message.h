@@ -28,8 +28,16 @@ enum class StepOp : uint32_t {
   idle = 2,     // keep-alive: the leader is alive with nothing to run
   release = 3,  // return from EngineFollower::run(): the tp group is needed for other work
   stop = 4,     // the leader stopped (text says why); followers return and do not come back
+  // A pure decode step the leader runs through its CUDA decode graphs (infer/decode_graph.h):
+  // the follower runs the same forward padded to the same bucket, so the collectives match.
+  graph_replay = 5,   // the leader replays its bucket's graph (follower: replay, or padded eager)
+  graph_capture = 6,  // the leader captures the bucket's graph now (follower: capture too)
 };
 const char* step_op_name(StepOp op);
+// The ops that carry a StepBatch and run a forward.
+inline bool is_forward(StepOp op) {
+  return op == StepOp::forward || op == StepOp::graph_replay || op == StepOp::graph_capture;
+}
 
 struct StepHeader {
   StepOp op = StepOp::idle;

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "gyre/backend/ops.h"
+#include "gyre/backend/tp_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/weights.h"
@@ -164,12 +165,9 @@ void tp_all_reduce(TpComm* comm, Tensor& t) {
 
 void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor& out) {
   if (table.device() != Device::cpu) {
-    out.zero();
-    Tensor pos, lid;
-    if (!local_rows(ids, begin, table.size(0), table.device(), pos, lid)) return;
-    Tensor rows = Tensor::empty({pos.numel(), table.size(1)}, DType::f32, table.device());
-    ops::embedding(lid, table, rows);
-    ops::scatter_add_rows(rows, pos, Tensor(), out);  // 0 + row: exact
+    // One kernel reading the ids on the device (no host copy: capturable); bitwise the gather +
+    // scatter-add into zeros it replaced (0 + row).
+    ops::embedding_shard(ids.to(table.device()), table, begin, out);
     return;
   }
   const Tensor host_ids = ids.to(Device::cpu);
@@ -236,7 +234,22 @@ void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const 
 
 Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits) {
   check_f32(local_logits, "the logits");
-  // (On a GPU this goes through host memory: it serves sampling, not training.)
+  const Device dev = local_logits.device();
+  if (dev != Device::cpu && tp.comm->buffer_device() == dev) {
+    // On the device (NCCL): all-gather [n, R, V/n] stream-ordered (no host wait, capturable),
+    // then interleave the column blocks — the same copies as the host path below.
+    const int64_t R = local_logits.size(0), c = local_logits.size(1);
+    Tensor blocks = Tensor::empty({int64_t(tp.size), R, c}, DType::f32, dev);
+    tp.comm->all_gather_ordered(local_logits.f32(), blocks.f32(), size_t(R * c) * 4);
+    Tensor out = Tensor::empty({R, c * tp.size}, DType::f32, dev);
+    ops::interleave_blocks(blocks, out);
+    return out;
+  }
+  return tp_gather_vocab_host(tp, local_logits);
+}
+
+Tensor tp_gather_vocab_host(const TpLayout& tp, const Tensor& local_logits) {
+  check_f32(local_logits, "the logits");
   const Tensor local = local_logits.to(Device::cpu);
   const int64_t R = local.size(0), c = local.size(1);
   std::vector<float> blocks(size_t(R * c * tp.size));

@@ -23,7 +23,11 @@
 // Devices: the model is sharded on the host (CausalLM::load with LoadOptions::tp), then moved. On a
 // GPU the activations' all-reduces run on device buffers when the TpComm moves them (NCCL), else
 // they are staged through host memory (MPI); the vocab-parallel log-prob all-gathers only [T, 4]
-// softmax statistics; tp_gather_vocab (sampling) goes through the host.
+// softmax statistics; tp_gather_vocab (sampling) all-gathers [n, R, V/n] on the device and
+// interleaves the columns there when the TpComm moves device buffers (NCCL), else through the host
+// (MPI) — bitwise the same logits. With an NCCL group the rollout engine's decode forward is
+// device work only (the vocab-parallel embedding reads the ids on the device), so it is captured
+// in CUDA graphs (infer/decode_graph.h).
 // Limits: vocab, heads and intermediate sizes must divide by n (an Error names the numbers); MoE
 // layers are rejected (experts are not sharded yet).
 //
@@ -59,6 +63,20 @@ class TpComm {
   virtual void all_reduce_sum(double* buf, size_t count) = 0;
   // Every rank contributes `send_bytes`; `recv` receives size() blocks in rank order.
   virtual void all_gather(const void* send, void* recv, size_t send_bytes) = 0;
+  // The same for buffers of buffer_device() that only later GPU work reads (the logits gathered
+  // for sampling): stream-ordered on an NCCL group, like all_reduce_sum_ordered. Default: the
+  // blocking all_gather.
+  virtual void all_gather_ordered(const void* device_send, void* device_recv, size_t send_bytes) {
+    all_gather(device_send, device_recv, send_bytes);
+  }
+  // Whether the *_ordered calls are device work only (no host staging, no host wait), so a CUDA
+  // graph can capture them: true for an NCCL group. The TP rollout engine decodes with CUDA
+  // graphs only then.
+  virtual bool graph_capturable() const { return false; }
+  // Called right after replaying a CUDA graph that holds this group's collectives: bounds the
+  // replay's completion by the group's timeout (NCCL: its watchdog), since no ordered call saw
+  // them run. Default: nothing.
+  virtual void watch_replay(const char* /*what*/) {}
 };
 
 // How one parameter is split across the tp ranks.
@@ -96,7 +114,11 @@ void tp_token_logprobs(const TpLayout& tp, const Tensor& logits, const Tensor& t
 void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
                                 float temperature, const Tensor& dlogp, const Tensor& dentropy,
                                 Tensor& dlogits);
-// Local logits [R, V/n] -> full logits [R, V] on every rank.
+// Local logits [R, V/n] -> full logits [R, V] on every rank (on the device when the comm moves
+// the logits' device memory, see the header comment).
 Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits);
+// The host path of tp_gather_vocab (copy to the host, all_gather, interleave, copy back), for
+// every comm; the tests compare the two bitwise.
+Tensor tp_gather_vocab_host(const TpLayout& tp, const Tensor& local_logits);
 
 }  // namespace gyre::model

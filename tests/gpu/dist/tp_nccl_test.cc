@@ -49,6 +49,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -56,6 +57,7 @@
 
 #include "gpu/dist/env_workers.h"
 #include "gpu/model/small_model.h"
+#include "gyre/backend/ops.h"
 #include "gyre/core/philox.h"
 #include "gyre/dist/bootstrap.h"
 #include "gyre/dist/nccl_comm.h"
@@ -331,6 +333,68 @@ void run_case(dist::Comm& world, TpComm& tp, const Case& c) {
   }
 }
 
+// Rank r's local logits [R, c] for the gather check: deterministic in (r, step), so every rank
+// can build the expected full rows; specials included (-0.0, ±inf, a NaN payload, denormals), which
+// a gather must move as bits.
+std::vector<float> gather_block(int r, int step, int64_t R, int64_t c) {
+  std::vector<float> v(size_t(R * c));
+  PhiloxStream rng(uint64_t(100 + step), uint64_t(r));
+  for (auto& x : v) x = float(int32_t(rng.next_u32() % 2000001u) - 1000000) * 1e-3f;
+  v[0] = -0.0f;
+  v[1] = std::numeric_limits<float>::infinity();
+  v[2] = -std::numeric_limits<float>::infinity();
+  uint32_t nan_bits = 0x7fc01234u + uint32_t(r), denorm_bits = 0x00000017u;
+  std::memcpy(&v[3], &nan_bits, 4);
+  std::memcpy(&v[4], &denorm_bits, 4);
+  return v;
+}
+
+// tp_gather_vocab on the device (stream-ordered NCCL all-gather + interleave kernel) against the
+// host path (tp_gather_vocab_host) and the expected rows, bitwise; then the device gather captured
+// in a CUDA graph (the TP decode graphs' last collective) and replayed over new contents, bitwise
+// again.
+void check_vocab_gather(TpComm& tp) {
+  const int n = tp.size(), me = tp.rank();
+  const int64_t R = 5, c = 1000;  // odd shapes on purpose
+  TpLayout layout;
+  layout.comm = &tp;
+  layout.rank = me;
+  layout.size = n;
+  auto expected = [&](int step) {
+    std::vector<float> full(size_t(R * c * n));
+    for (int r = 0; r < n; ++r) {
+      const std::vector<float> b = gather_block(r, step, R, c);
+      for (int64_t i = 0; i < R; ++i)
+        std::memcpy(&full[size_t(i * c * n + r * c)], &b[size_t(i * c)], size_t(c) * 4);
+    }
+    return full;
+  };
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+  };
+  Tensor local = Tensor::from_vector(gather_block(me, 0, R, c), {R, c}).to(Device::cuda);
+  const std::vector<float> dev = host(tp_gather_vocab(layout, local));
+  const std::vector<float> via_host = host(tp_gather_vocab_host(layout, local));
+  EXPECT_TRUE(same_bits(dev, via_host)) << "device gather != host gather";
+  EXPECT_TRUE(same_bits(dev, expected(0))) << "device gather != the expected rows";
+
+  // Captured: warm-up + capture run inside capture(), then two replays over new inputs.
+  Tensor out;
+  ops::DeviceGraph graph;
+  graph.capture([&] { out = tp_gather_vocab(layout, local); });
+  for (int step = 1; step <= 2; ++step) {
+    local.copy_from(Tensor::from_vector(gather_block(me, step, R, c), {R, c}));
+    graph.replay();
+    tp.watch_replay("gather test replay");
+    EXPECT_TRUE(same_bits(host(out), expected(step))) << "replay " << step;
+  }
+  std::printf(
+      "[tp] rank %d: vocab gather [%lld, %lld] x %d on the device == host path == "
+      "expected, bitwise; captured in a CUDA graph and replayed twice, bitwise\n",
+      me, static_cast<long long>(R), static_cast<long long>(c), n);
+  std::fflush(stdout);
+}
+
 TEST(TensorParallelNccl, TwoGpusMatchOneGpu) {
   GYRE_SKIP_WITHOUT_GPUS(2);
   auto r = run_env_workers("TensorParallelNccl.DISABLED_Worker", 2, worker_port(29900), "tp");
@@ -345,6 +409,8 @@ TEST(TensorParallelNccl, DISABLED_Worker) {
   ASSERT_EQ(world->size(), 2);
   ASSERT_EQ(world->buffer_device(), Device::cuda) << "a torchrun-style world talks NCCL";
   auto tp = dist::make_tp_comm(*world);
+  ASSERT_TRUE(tp->graph_capturable());
+  check_vocab_gather(*tp);
   for (const Case& c : cases()) run_case(*world, *tp, c);
 }
 

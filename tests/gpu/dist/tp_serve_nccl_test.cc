@@ -16,7 +16,15 @@
 //       changed: a stale shard on either rank would not match), and no longer what it generated
 //       before; the follower saw the new weight version.
 // Cases: f32 and bf16 (the GPU default of gyre serve: autocast GEMMs, bf16 weight copies, bf16 KV
-// cache).
+// cache), each twice: the TP engine decoding eagerly (--cuda-graph-max-bs 0), then with CUDA
+// graphs (the default; the NCCL collectives captured, the follower capturing and replaying as the
+// leader tells it). The graph run must also give (d) the eager TP run's tokens, with log-probs
+// within the graph-vs-eager bound below, and both ranks must have decoded through graphs (the
+// reload in (c) drops them on both ranks: the re-capture runs too).
+// Graph vs eager (same TP engine): a graph decodes the step padded to its batch-size bucket, so
+// the GEMMs run with another M and cuBLASLt may pick other kernels: f32 sums regrouped again,
+// 1e-5 as gpu/infer/decode_graph_gpu_test.cc; bf16 the TP bound 1e-2 (a rounding flip, see below).
+// Tokens must match exactly unless a near-tie (checked as below, against the eager TP engine).
 //
 // Greedy tokens. TP computes the same function with f32 sums regrouped (tp_nccl_test.cc's header),
 // so its log-probs differ from the reference's by at most the bound; greedy takes the argmax, which
@@ -70,23 +78,34 @@ using test::envw::worker_port;
 struct Case {
   const char* name;
   model::Precision precision;
-  double tol;  // max |Δ log-prob| / max(1, |ref|)
+  double tol;   // max |Δ log-prob| / max(1, |ref|)
+  bool graphs;  // the TP engine decodes through CUDA graphs (else cuda_graph_max_bs = 0)
 };
 
-const Case kCases[] = {{"f32", model::Precision::f32, 1e-5},
-                       {"bf16", model::Precision::bf16, 1e-2}};
+// Eager first: each graph case is also compared with the eager case of its precision before it.
+const Case kCases[] = {{"f32-eager", model::Precision::f32, 1e-5, false},
+                       {"f32-graphs", model::Precision::f32, 1e-5, true},
+                       {"bf16-eager", model::Precision::bf16, 1e-2, false},
+                       {"bf16-graphs", model::Precision::bf16, 1e-2, true}};
 
-// The TP engine runs without CUDA graphs (cmd_serve sets 0 under TP); the reference keeps the
-// single-GPU default. Chunked prefill: the 90-token prompt takes two steps.
-EngineConfig engine_config(bool tp) {
+// The reference keeps the single-GPU default (graphs on). Chunked prefill: the 90-token prompt
+// takes two steps.
+EngineConfig engine_config(bool graphs) {
   EngineConfig c;
   c.page_size = 16;
   c.num_pages = 256;
   c.max_running_requests = 16;
   c.max_num_batched_tokens = 64;
-  if (tp) c.cuda_graph_max_bs = 0;
+  if (!graphs) c.cuda_graph_max_bs = 0;
   return c;
 }
+
+// The eager TP engine's outputs per precision (initial weights, then after the reload), for (d).
+struct EagerRun {
+  std::vector<GenerateResult> initial, reloaded;
+};
+EagerRun g_eager[2];  // f32, bf16
+EagerRun& eager_of(const Case& k) { return g_eager[k.precision == model::Precision::bf16]; }
 
 std::vector<GenerateRequest> greedy_requests(int64_t vocab) {
   std::vector<GenerateRequest> v;
@@ -199,8 +218,8 @@ void leader_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1,
   model::LoadOptions lo{.device = Device::cuda, .precision = k.precision, .tp = g.tp_comm.get()};
   auto shard = model::CausalLM::load(dir1, lo);
   auto full = model::CausalLM::load(dir1, {.device = Device::cuda, .precision = k.precision});
-  Engine ref(*full, nullptr, engine_config(false));
-  Engine leader(*shard, nullptr, engine_config(true));
+  Engine ref(*full, nullptr, engine_config(true));
+  Engine leader(*shard, nullptr, engine_config(k.graphs));
   leader.attach_followers(*g.step_channel, /*engaged=*/true);  // rank 1 is in its follower loop
   leader.start();
   dist::TpServeLeader control(g.tp(), leader, *shard);
@@ -209,7 +228,17 @@ void leader_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1,
   const auto got = leader.generate(reqs);
   const auto want = ref.generate(reqs);
   report(k.name, "initial", compare(reqs, got, want, ref, k.tol, "initial"), k.tol);
-  EXPECT_EQ(leader.num_cuda_graphs(), 0);
+  if (k.graphs) {
+    // (d) The same TP engine without graphs (the eager case before this one).
+    EXPECT_GT(leader.num_cuda_graphs(), 0) << "the TP leader decoded without CUDA graphs";
+    report(k.name, "graphs vs eager TP",
+           compare(reqs, got, eager_of(k).initial, leader, k.tol, "graphs vs eager TP"), k.tol);
+  } else {
+    EXPECT_EQ(leader.num_cuda_graphs(), 0);
+    eager_of(k).initial = got;
+  }
+  std::printf("[tpserve] %s: the TP leader holds %lld CUDA graphs\n", k.name,
+              static_cast<long long>(leader.num_cuda_graphs()));
   std::printf("[tpserve] %s: the one-GPU reference captured %lld CUDA graphs\n", k.name,
               static_cast<long long>(ref.num_cuda_graphs()));
 
@@ -228,6 +257,14 @@ void leader_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1,
   const auto want2 = ref.generate(reqs);
   report(k.name, "after the reload", compare(reqs, got2, want2, ref, k.tol, "after the reload"),
          k.tol);
+  if (k.graphs) {
+    EXPECT_GT(leader.num_cuda_graphs(), 0) << "no CUDA graph re-captured after the reload";
+    report(k.name, "graphs vs eager TP after the reload",
+           compare(reqs, got2, eager_of(k).reloaded, leader, k.tol, "graphs vs eager (reload)"),
+           k.tol);
+  } else {
+    eager_of(k).reloaded = got2;
+  }
   int changed = 0;
   for (size_t i = 0; i < got.size() && i < got2.size(); ++i)
     changed += got[i].output_ids != got2[i].output_ids;
@@ -239,13 +276,21 @@ void follower_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1
   SCOPED_TRACE(k.name);
   model::LoadOptions lo{.device = Device::cuda, .precision = k.precision, .tp = g.tp_comm.get()};
   auto shard = model::CausalLM::load(dir1, lo);
-  EngineFollower follower(*shard, engine_config(true), *g.step_channel);
+  EngineFollower follower(*shard, engine_config(k.graphs), *g.step_channel);
   const std::string why = dist::run_tp_serve_follower(g.tp(), follower, *shard);
   EXPECT_NE(why.find("Engine::stop"), std::string::npos) << why;
   EXPECT_GT(follower.steps(), 0);
   EXPECT_EQ(follower.weight_version(), 1) << "the follower never ran a step on the new weights";
-  std::printf("[tpserve] %s rank 1: followed %lld steps (%s)\n", k.name,
-              static_cast<long long>(follower.steps()), why.c_str());
+  if (k.graphs)
+    EXPECT_GT(follower.graph_steps(), 0) << "the follower never ran a decode graph step";
+  else
+    EXPECT_EQ(follower.graph_steps(), 0);
+  std::printf(
+      "[tpserve] %s rank 1: followed %lld steps, %lld through CUDA graphs, holds %lld "
+      "graphs (%s)\n",
+      k.name, static_cast<long long>(follower.steps()),
+      static_cast<long long>(follower.graph_steps()),
+      static_cast<long long>(follower.num_cuda_graphs()), why.c_str());
   std::fflush(stdout);
 }
 

@@ -76,6 +76,25 @@ TEST(StepMessage, ForwardPlanRoundTrips) {
   EXPECT_TRUE(m.text.empty());
 }
 
+// The decode-graph steps (graph_capture / graph_replay) carry their plan like a forward.
+TEST(StepMessage, GraphStepsCarryTheirPlan) {
+  const StepBatch b = two_sequences();
+  for (StepOp op : {StepOp::graph_capture, StepOp::graph_replay}) {
+    EXPECT_TRUE(is_forward(op));
+    std::vector<uint8_t> wire;
+    encode_step_message(header(op), &b, b.logits_rows, {}, wire);
+    StepMessage m;
+    decode_step_message(wire, m, "test");
+    EXPECT_EQ(m.header.op, op) << step_op_name(op);
+    EXPECT_EQ(m.batch.ids, b.ids);
+    EXPECT_EQ(m.batch.page_indices, b.page_indices);
+    EXPECT_EQ(m.batch.logits_rows, b.logits_rows);
+  }
+  EXPECT_STREQ(step_op_name(StepOp::graph_capture), "graph_capture");
+  EXPECT_STREQ(step_op_name(StepOp::graph_replay), "graph_replay");
+  for (StepOp op : {StepOp::idle, StepOp::release, StepOp::stop}) EXPECT_FALSE(is_forward(op));
+}
+
 TEST(StepMessage, LogitsRowsOnTheWireAreTheOnesGiven) {
   // A step without logits rows: the leader's forward asks for row 0, and so must the follower's.
   StepBatch b = two_sequences();
