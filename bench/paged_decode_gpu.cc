@@ -9,8 +9,6 @@
 //   short_b{1,8}_kv{128,1024,8192}[_bound32768]  (mode `short`, issue 7) batch 1 and 8 decode at
 //                        short to medium contexts, with max_kv_len the context itself or the
 //                        32768-key bound a decode graph sizes its splits for;
-//   fused_b{1,64}_kv{128,512,2048}[_bound32768]  (mode `fused`, issue 7) the same at batch 1 and
-//                        64, for the split merge A/B below;
 // each for Qwen2.5-0.5B heads (14 q / 2 kv / 64) and 1.5B heads (12 / 2 / 128), pages of 16
 // scattered over a shuffled pool. Figures: microseconds per call (median of single calls timed with
 // CUDA events, the L2 flushed before each, as in a model step whose other layers evict the cache;
@@ -18,10 +16,6 @@
 // at least once, over the time). Anchor: the device's copy bandwidth measured first in the same
 // run (bytes read + written by a 1 GiB device-to-device copy; ~4.0 TB/s on an H200), printed next
 // to each figure with the ratio. The bf16 kernel's output is compared with the f32 kernel's.
-// Every case also times both split-KV merges (paged_bf16.h's paged_attention_fused_combine):
-// `fused_combine_us` (the attention kernel's last CTA merges, one launch) against
-// `combine_kernel_us` (the separate combine kernel, GYRE_DECODE_FUSED_ATTN=0), with
-// `merge_bitwise_equal`; `bf16_us` is the environment's choice.
 #include <cstdio>
 
 #ifndef GYRE_HAVE_CUDA
@@ -148,17 +142,6 @@ void bench_case(const std::string& name, const Heads& h, int64_t B, int64_t q_le
                                    scale, q_len, max_kv, out.f32());
   };
   const Timing bf = time_call(run_bf16, reps);
-  // Split-KV merge A/B (issue 7): in the attention kernel's last CTA vs the combine kernel. The
-  // same bits either way (checked here too); without a split both run the same single kernel.
-  cuda::set_paged_attention_fused_combine(1);
-  const Timing fused = time_call(run_bf16, reps);
-  const std::vector<float> fused_out = out.to_vector();
-  cuda::set_paged_attention_fused_combine(0);
-  const Timing separate = time_call(run_bf16, reps);
-  const std::vector<float> separate_out = out.to_vector();
-  cuda::set_paged_attention_fused_combine(-1);
-  const bool merge_bitwise_equal = fused_out == separate_out;
-  run_bf16();  // `out` as the environment's mode leaves it, for the comparison below
   const Timing f32 = time_call(
       [&] {
         cuda::paged_attention_fwd(q.f32(), kf.f32(), vf.f32(), gcu.i32(), glen.i32(), gip.i32(),
@@ -190,16 +173,11 @@ void bench_case(const std::string& name, const Heads& h, int64_t B, int64_t q_le
        ",\"kv_bound_us\":" + num(kv_bound_us) +
        ",\"bf16_over_kv_bound\":" + num(bf.cold_us / kv_bound_us) +
        ",\"bf16_us\":" + num(bf.cold_us) + ",\"bf16_hot_us\":" + num(bf.hot_us) +
-       ",\"bf16_kv_gbps\":" + num(bf_gbps) + ",\"fused_combine_us\":" + num(fused.cold_us) +
-       ",\"fused_combine_hot_us\":" + num(fused.hot_us) + ",\"combine_kernel_us\":" +
-       num(separate.cold_us) + ",\"combine_kernel_hot_us\":" + num(separate.hot_us) +
-       ",\"fused_minus_kernel_us\":" + num(fused.cold_us - separate.cold_us) +
-       ",\"fused_minus_kernel_hot_us\":" + num(fused.hot_us - separate.hot_us) +
-       ",\"merge_bitwise_equal\":" + (merge_bitwise_equal ? "true" : "false") +
-       ",\"f32_us\":" + num(f32.cold_us) + ",\"f32_hot_us\":" + num(f32.hot_us) +
-       ",\"f32_kv_gbps\":" + num(f32_gbps) + ",\"speedup_vs_f32\":" +
-       num(f32.cold_us / bf.cold_us) + ",\"max_abs_diff_vs_f32\":" + num(max_diff) +
-       ",\"nonfinite\":" + std::to_string(nonfinite) + ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
+       ",\"bf16_kv_gbps\":" + num(bf_gbps) + ",\"f32_us\":" + num(f32.cold_us) +
+       ",\"f32_hot_us\":" + num(f32.hot_us) + ",\"f32_kv_gbps\":" + num(f32_gbps) +
+       ",\"speedup_vs_f32\":" + num(f32.cold_us / bf.cold_us) +
+       ",\"max_abs_diff_vs_f32\":" + num(max_diff) + ",\"nonfinite\":" + std::to_string(nonfinite) +
+       ",\"anchor_copy_gbps\":" + num(anchor_gbps) +
        ",\"bf16_kv_gbps_over_anchor\":" + num(bf_gbps / anchor_gbps) + "}");
 }
 
@@ -224,14 +202,6 @@ int main(int argc, char** argv) {
       }
       if (only.empty() || only == "prefill")
         bench_case("prefill_b256_q128", h, 256, 128, 128, anchor, 20);
-      if (only.empty() || only == "fused")  // the split merge A/B at decode-graph bounds
-        for (int64_t B : {1, 64})
-          for (int64_t kv : {128, 512, 2048})
-            for (int64_t bound : {int64_t(0), int64_t(32768)}) {
-              const std::string name = "fused_b" + std::to_string(B) + "_kv" + std::to_string(kv) +
-                                       (bound ? "_bound" + std::to_string(bound) : "");
-              bench_case(name, h, B, 1, kv, anchor, 100, bound);
-            }
       if (only.empty() || only == "short")
         for (int64_t B : {1, 8})
           for (int64_t kv : {128, 1024, 8192})

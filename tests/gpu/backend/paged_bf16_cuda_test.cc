@@ -357,8 +357,7 @@ TEST(PagedBf16, DecodeUnderLargeBound) {
   expect_close({14, 2, 64, 7, {1, 13}, {4000, 2500}, 90, 16384});  // prefill rows too
 }
 
-// Run to run, the output is bitwise identical (the merge's order is fixed, whichever CTA of a work
-// item finishes last and merges).
+// Run to run, the output is bitwise identical (no atomics; the combine's order is fixed).
 TEST(PagedBf16, Deterministic) {
   GYRE_SKIP_WITHOUT_GPU();
   const Case cases[] = {
@@ -436,124 +435,6 @@ TEST(PagedBf16, GraphReplayAcrossContexts) {
   GYRE_SKIP_WITHOUT_GPU();
   graph_replay_case(14, 2, 64, 301);
   graph_replay_case(12, 2, 128, 302);
-}
-
-// ---- split-KV merged in the attention kernel's last CTA (GYRE_DECODE_FUSED_ATTN, issue 7) -------
-
-// Sets the merge mode for a scope (1 in the kernel, 0 the combine kernel), then back to the
-// environment's.
-struct FusedCombine {
-  explicit FusedCombine(int on) { cuda::set_paged_attention_fused_combine(on); }
-  ~FusedCombine() { cuda::set_paged_attention_fused_combine(-1); }
-};
-
-// The in-kernel merge repeats the combine kernel's operations in its order: the outputs must be
-// bitwise equal (and both within kAbsTol of the CPU reference). Contexts around the 64-key tile,
-// the per-sequence chunk and page boundaries, 1 key, long contexts with many splits; batch 1 and
-// several sequences of different lengths; GQA ratios 7, 6, 1, 8 and 2 (R = 8, 8, 1, 8, 2 rows per
-// CTA); pages of 16, 7 and 1; the bound as the context or a decode graph's 32768; multi-token
-// rows (2-3 new tokens: rows of one CTA at different positions, some finished by split 0 alone).
-// Consecutive calls with different work-item counts also check that the arrival counters are back
-// at zero after every call.
-TEST(PagedBf16, FusedCombineBitwiseEqualsCombineKernel) {
-  GYRE_SKIP_WITHOUT_GPU();
-  std::vector<Case> cases;
-  uint64_t seed = 400;
-  const struct {
-    int64_t Hq, Hkv, D;
-  } heads[] = {{14, 2, 64}, {12, 2, 128}, {4, 4, 128}, {16, 2, 64}, {4, 2, 64}};
-  for (const auto& h : heads)
-    for (int32_t ctx : {1, 2, 63, 64, 65, 127, 129, 255, 511, 513, 1023, 2049, 8000})
-      for (int64_t bound : {int64_t(0), int64_t(32768)}) {
-        cases.push_back({h.Hq, h.Hkv, h.D, 16, {1}, {ctx}, seed++, bound});
-        cases.push_back(
-            {h.Hq, h.Hkv, h.D, 7, {1, 1, 1}, {ctx, std::max(1, ctx / 2 + 3), 17}, seed++, bound});
-      }
-  cases.push_back({14, 2, 64, 1, {1, 1}, {300, 1}, seed++});
-  cases.push_back({4, 2, 64, 16, {2, 1}, {700, 300}, seed++});
-  cases.push_back({4, 4, 64, 16, {3}, {1000}, seed++, 32768});
-  cases.push_back(
-      {8, 8, 64, 16, std::vector<int32_t>(8, 1), {1, 64, 65, 200, 999, 3, 4000, 70}, seed++});
-  // CTAs whose rows straddle a chunk boundary (some finished by split 0 alone, with no partials):
-  // whichever split arrives last merges, so repeat them — a merge that read split 0's unwritten
-  // partials (an early version did when split 1 came last) fails only on some runs.
-  for (int rep = 0; rep < 24; ++rep) {
-    cases.push_back({4, 4, 128, 7, {2, 3}, {65, 130}, 900});
-    cases.push_back({4, 2, 64, 16, {3, 2}, {129, 66}, 901});
-  }
-  int fused_vs_kernel_mismatches = 0;
-  for (const Case& c : cases) {
-    Outputs kernel, fused;
-    {
-      FusedCombine mode(0);
-      kernel = run_both(c);
-    }
-    {
-      FusedCombine mode(1);
-      fused = run_both(c);
-    }
-    ASSERT_EQ(kernel.got.size(), fused.got.size());
-    const bool same =
-        std::memcmp(kernel.got.data(), fused.got.data(), kernel.got.size() * sizeof(float)) == 0;
-    fused_vs_kernel_mismatches += !same;
-    EXPECT_TRUE(same) << describe(c) << " bound " << c.kv_bound;
-    double max_abs = 0;
-    for (size_t i = 0; i < fused.got.size(); ++i)
-      max_abs = std::isfinite(fused.got[i])
-                    ? std::max(max_abs, std::fabs(double(fused.got[i]) - double(fused.want[i])))
-                    : std::numeric_limits<double>::infinity();
-    EXPECT_LE(max_abs, kAbsTol) << describe(c) << " bound " << c.kv_bound;
-  }
-  EXPECT_EQ(fused_vs_kernel_mismatches, 0);
-}
-
-// The in-kernel merge under graph capture: a graph captured with it, replayed across contexts,
-// equals eager calls through the combine kernel bitwise (the counters reset themselves, so
-// replays need no memset).
-TEST(PagedBf16, FusedCombineGraphReplayMatchesCombineKernel) {
-  GYRE_SKIP_WITHOUT_GPU();
-  const int64_t Hq = 14, Hkv = 2, D = 64, ps = 16, bound = 32768, B = 1;
-  const int64_t pages_per_seq = 4096 / ps, P = pages_per_seq;
-  std::vector<int32_t> pages(static_cast<size_t>(P)), indptr = {0, int32_t(P)};
-  std::iota(pages.begin(), pages.end(), 0);
-  PhiloxStream r(501, 9);
-  for (size_t i = pages.size(); i > 1; --i) std::swap(pages[i - 1], pages[r.next_u32() % i]);
-  const size_t cache_n = size_t(P * ps * Hkv * D);
-  std::vector<uint16_t> kb(cache_n), vb(cache_n);
-  const std::vector<float> kf = normals(cache_n, 502), vf = normals(cache_n, 503);
-  for (size_t i = 0; i < cache_n; ++i) kb[i] = f32_to_bf16(kf[i]), vb[i] = f32_to_bf16(vf[i]);
-  const std::vector<float> q = normals(size_t(B * Hq * D), 504);
-  Tensor gq = gpu(Tensor::from_vector(q, {B * Hq * D}));
-  Tensor gkc = gpu(bf16_host(kb)), gvc = gpu(bf16_host(vb));
-  Tensor gcu = gpu(Tensor::from_vector(std::vector<int32_t>{0, 1}, {B + 1}));
-  Tensor gip = gpu(Tensor::from_vector(indptr, {B + 1}));
-  Tensor gpg = gpu(Tensor::from_vector(pages, {P}));
-  Tensor glen = gpu(Tensor::from_vector(std::vector<int32_t>{100}, {B}));
-  Tensor gout = Tensor::zeros({B * Hq * D}, DType::f32, Device::cuda);
-  Tensor eager = Tensor::zeros({B * Hq * D}, DType::f32, Device::cuda);
-  const auto attend = [&](Tensor& out) {
-    cuda::paged_attention_bf16_fwd(gq.f32(), gkc.data<uint16_t>(), gvc.data<uint16_t>(), gcu.i32(),
-                                   glen.i32(), gip.i32(), gpg.i32(), B, B, Hq, Hkv, D, ps, 0.125f,
-                                   1, bound, out.f32());
-  };
-  cuda::CudaGraph graph;
-  {
-    FusedCombine mode(1);
-    graph.capture([&] { attend(gout); });
-  }
-  for (int32_t len : {1, 64, 65, 129, 4096, 1000, 511, 1000, 2}) {
-    glen.copy_from(Tensor::from_vector(std::vector<int32_t>{len}, {B}));
-    graph.replay();
-    graph.replay();  // twice: the second replay starts from the counters the first left
-    {
-      FusedCombine mode(0);
-      attend(eager);
-    }
-    const std::vector<float> got = gout.to(Device::cpu).to_vector();
-    const std::vector<float> ref = eager.to(Device::cpu).to_vector();
-    EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0)
-        << "kv_len " << len;
-  }
 }
 
 }  // namespace

@@ -61,16 +61,4 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
                               float scale, int64_t max_q_len, int64_t max_kv_len, float* out,
                               void* workspace, size_t workspace_bytes);
 
-// How a split call merges its key chunks. On (the default): the attention kernel's last CTA to
-// finish a work item merges that item's rows (an arrival counter per item in static device
-// memory, reset by that CTA), so a split call is one launch. Off: the separate combine kernel
-// (a second, programmatically dependent launch). The two are bitwise identical (the in-kernel merge
-// repeats the combine kernel's operations in its order; tests/gpu/backend/paged_bf16_cuda_test.cc
-// checks it). Read once from GYRE_DECODE_FUSED_ATTN ("1" default, "0" the A/B switch of the decode
-// figures); decode graphs bake the choice at capture.
-bool paged_attention_fused_combine();
-// Overrides the environment for later calls (tests and benches): 1 on, 0 off, -1 back to the
-// environment. Process-wide; not meant to be flipped while another thread runs attention.
-void set_paged_attention_fused_combine(int on);
-
 }  // namespace gyre::cuda

@@ -1,9 +1,7 @@
 // bf16 paged attention (declarations, layout and semantics in paged_bf16.h): the tile kernel for
 // decode and prefill and the public entry points (the split-KV plan: paged_bf16_plan.h). The cache
 // write is paged_bf16_write.cu, the split combine paged_bf16_combine.cu (split-KV:
-// paged_bf16_common.cuh). By default (paged_attention_fused_combine) a split decode call merges its
-// chunks in the kernel itself — the last CTA to finish a work item — instead of launching the
-// combine: one dependent launch less per layer (issue 7), bitwise the same output.
+// paged_bf16_common.cuh).
 //
 // Attention work item: one CTA (4 warps) owns up to R query rows of one (sequence b, kv head g)
 // and one key range. Rows are the flattened (token, head-in-group) pairs f = t * G + hh of the
@@ -32,7 +30,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -41,7 +38,6 @@
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/paged_bf16_common.cuh"
 #include "gyre/backend/cuda/runtime.h"
-#include "gyre/core/env.h"
 #include "gyre/core/error.h"
 
 namespace gyre::cuda {
@@ -78,9 +74,6 @@ struct AttnParams {
   float* out;       // [T, Hq, D], written directly when part_o is null
   float* part_o;    // split partials [splits, T * Hq, D] (unnormalised), or null
   float2* part_ml;  // [splits, T * Hq] (max in log2 units, sum)
-  // In-kernel combine (paged_attention_fused_combine): one arrival counter per work item
-  // (grid.x), zero between calls; null = the separate combine kernel merges the partials.
-  unsigned int* done;
 };
 
 // A K/V row in shared memory: D bf16 padded by 16 bytes, so that 8 lanes reading the same 16-byte
@@ -345,120 +338,12 @@ __device__ __forceinline__ void softmax_tile(float s[R], const int lim[R], int k
   }
 }
 
-// ---- split-KV combine in the last CTA of a work item (GYRE_DECODE_FUSED_ATTN, default on) ------
-//
-// Every CTA of a split work item that holds keys (splits s with s * chunk below the item's last
-// row position + 1: parts = ceil(row_end / chunk) of them) writes its partials, fences, and adds 1
-// to the item's counter; the CTA that brings it to `parts` merges the item's rows and resets the
-// counter to 0 (all the others have arrived), so the next call — or graph replay — finds it zero.
-// The merge is paged_bf16_combine.cu's arithmetic operation for operation, so the output is
-// bitwise that of the separate combine kernel: M = max of the m_s (exact in any order); the sum
-// as the combine's 256 threads form it (thread t folds splits t, t + 256 with fmaf, each warp of
-// 32 threads adds by the same xor butterfly, the 8 warp sums are added in order); the output
-// column c as the combine's thread groups form it (group g of kCombineThreads / (D / 4) folds
-// splits g, g + groups, ... with fmaf, the groups are added in order), times 1 / sum.
-constexpr int kCombineThreadsRef = 256;  // paged_bf16_combine.cu's kCombineThreads
-constexpr int kCombineMaxItems = 1024;   // counters per slot (split plans have items < SMs)
-constexpr int kCombineSlots = 64;        // host threads with their own counters (arrival_counters)
-
-__device__ unsigned int g_split_arrivals[kCombineSlots][kCombineMaxItems];
-
-// Splits of `chunk` keys holding keys of CTA row r (position first_pos + (f0 + r) / G).
-__device__ __forceinline__ int row_splits(const AttnParams& p, const Item& it, int r, int chunk) {
-  return min(p.splits, (it.first_pos + (it.f0 + r) / p.G) / chunk + 1);
-}
-
-template <int D, int R>
-__device__ void combine_in_cta(const AttnParams& p, const Item& it, unsigned char* smem) {
-  using L = Layout<D, R>;
-  constexpr int D4 = D / 4;
-  constexpr int kGroups = kCombineThreadsRef / D4;
-  static_assert(R * kMaxSplits * 4 <= 2 * L::kStage, "weights must fit in the K/V stages");
-  float* wts = reinterpret_cast<float*>(smem);           // [R][kMaxSplits]
-  float* sums = reinterpret_cast<float*>(smem + L::kP);  // [R]
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t rows = int64_t(p.T) * p.Hq;
-  const int chunk = split_chunk(p.kv_lens[it.b], p.splits);
-  // Rows [0, first) sit at positions below the chunk: split 0 wrote them finished and left no
-  // partials (the combine kernel skips them). Recomputed here because the merging CTA may be any
-  // split, and only split 0's Item carries them as direct_rows.
-  const int first =
-      int(max(int64_t(0), min(int64_t(it.nrows), int64_t(chunk - it.first_pos) * p.G - it.f0)));
-  // Weights and sums: one warp per row.
-  for (int r = first + warp; r < it.nrows; r += kWarps) {
-    const int64_t row = out_row(p, it, r);
-    const int n = row_splits(p, it, r, chunk);
-    float M = -INFINITY;
-    for (int s = lane; s < n; s += 32) M = fmaxf(M, __ldcg(&p.part_ml[s * rows + row]).x);
-    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xFFFFFFFFu, M, o));
-    float* w_r = wts + r * kMaxSplits;
-    float sum = 0.0f;
-    // Virtual warps of the reference combine past the last split add +0.0f: skipped (exact).
-    const int vwarps = min(kCombineThreadsRef / 32, (n + 31) / 32);
-    for (int vw = 0; vw < vwarps; ++vw) {
-      float u = 0.0f;
-      for (int s = vw * 32 + lane; s < n; s += kCombineThreadsRef) {
-        const float2 ml = __ldcg(&p.part_ml[s * rows + row]);
-        const float w = exp2f(ml.x - M);
-        w_r[s] = w;
-        u = fmaf(ml.y, w, u);
-      }
-      for (int o = 16; o > 0; o >>= 1) u += __shfl_xor_sync(0xFFFFFFFFu, u, o);
-      sum += u;
-    }
-    if (lane == 0) sums[r] = sum;
-  }
-  __syncthreads();
-  // Outputs: one thread per (row, float4 column), the reference's groups folded in turn.
-  for (int e = threadIdx.x; e < (it.nrows - first) * D4; e += kThreads) {
-    const int r = first + e / D4, c = e % D4;
-    const int64_t row = out_row(p, it, r);
-    const int n = row_splits(p, it, r, chunk);
-    const float* w_r = wts + r * kMaxSplits;
-    const float4* po = reinterpret_cast<const float4*>(p.part_o);
-    float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int g = 0; g < kGroups; ++g) {
-      float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-      for (int s = g; s < n; s += kGroups)
-        o = f4_axpy(w_r[s], __ldcg(&po[(s * rows + row) * D4 + c]), o);
-      total = g == 0 ? o : make_float4(total.x + o.x, total.y + o.y, total.z + o.z, total.w + o.w);
-    }
-    reinterpret_cast<float4*>(p.out)[row * D4 + c] = f4_scale(total, 1.0f / sums[r]);
-  }
-}
-
-// After the CTA wrote its rows: counts its arrival and, in the item's last CTA, merges the rows.
-template <int D, int R>
-__device__ __forceinline__ void arrive_and_combine(const AttnParams& p, unsigned char* smem) {
-  __shared__ int last;
-  Item it;
-  decode_item<R>(p, it);  // recomputed rather than kept live through the key loop (registers)
-  const int row_end = it.first_pos + (it.f0 + it.nrows - 1) / p.G + 1;
-  const int parts = (row_end + split_chunk(p.kv_lens[it.b], p.splits) - 1) /
-                    split_chunk(p.kv_lens[it.b], p.splits);
-  if (parts <= 1) return;  // split 0 alone: it wrote every row finished
-  __threadfence();         // this CTA's partials visible device-wide before its arrival
-  __syncthreads();         // every thread's writes fenced; the merge area is free again
-  if (threadIdx.x == 0) {
-    unsigned int* ctr = p.done + blockIdx.x;
-    last = atomicAdd(ctr, 1u) == unsigned(parts - 1);
-    if (last) *ctr = 0u;  // every other CTA of the item has arrived: reset for the next call
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // the other CTAs' partials (read with ld.global.cg, from L2)
-  combine_in_cta<D, R>(p, it, smem);
-}
-
 // Decode tiles (R <= 8) must keep 4 CTAs per SM: at most 128 registers a thread. Left to
 // itself ptxas gave this kernel 149-161 registers once the split bookkeeping grew (3 CTAs per SM,
 // a second wave: batch-256 decode with 14/2/64 heads went from 33 to 42 us on an H200); R = 16
-// (prefill) needs ~240 and runs 2 CTAs per SM, so it keeps the plain bound. The in-kernel combine
-// variant runs only for split plans (items < SMs, ~2 CTAs per SM at the bound): 3 CTAs per SM
-// (170 registers) leave room for the merge code, which spilled under the 128-register cap.
-template <int D, int R, bool kCombine>
-__global__ void __launch_bounds__(kThreads, R <= 8 ? (kCombine ? 3 : 4) : 1)
+// (prefill) needs ~240 and runs 2 CTAs per SM, so it keeps the plain bound.
+template <int D, int R>
+__global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
     paged_attn_bf16_kernel(const AttnParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   using L = Layout<D, R>;
@@ -512,8 +397,7 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? (kCombine ? 3 : 4) : 1)
     __syncthreads();  // the stage and pw are rewritten next iteration
   }
 
-  // The next kernel may start launching now (the combine when split and not merged here, else the
-  // next op); it waits for this whole grid — the in-CTA merge included — before reading.
+  // The combine (when split) may start launching now; it waits for this grid before reading.
   pdl_trigger();
   // Per-warp state -> shared memory: l summed over the 16 key lanes, acc over the key groups.
 #pragma unroll
@@ -549,7 +433,6 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? (kCombine ? 3 : 4) : 1)
     }
     write_row<D>(p, it, r, c, M, sum, o);
   }
-  if constexpr (kCombine) arrive_and_combine<D, R>(p, smem);
 }
 
 // ---- host side ----------------------------------------------------------------------------------
@@ -559,30 +442,6 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? (kCombine ? 3 : 4) : 1)
 }
 
 using Plan = SplitPlan;
-
-// This host thread's row of g_split_arrivals on the current device, or null when the in-kernel
-// combine cannot be used here. Rows are handed to host threads on first use and never reused, so
-// calls from different threads (streams) never share counters; calls of one thread are ordered
-// on its stream. A graph captured by a thread bakes that thread's row: replay it on that thread
-// (as DecodeGraphs does) or at least never concurrently with that thread's other attention calls.
-unsigned int* arrival_counters() {
-  static std::atomic<int> next_slot{0};
-  thread_local const int slot = next_slot.fetch_add(1);
-  if (slot >= kCombineSlots) return nullptr;  // more threads than rows: the combine kernel
-  thread_local int cached_dev = -1;
-  thread_local unsigned int* cached = nullptr;
-  int dev = 0;
-  GYRE_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != cached_dev) {
-    void* base = nullptr;
-    GYRE_CUDA_CHECK(cudaGetSymbolAddress(&base, g_split_arrivals));
-    cached = static_cast<unsigned int*>(base) + size_t(slot) * kCombineMaxItems;
-    cached_dev = dev;
-  }
-  return cached;
-}
-
-std::atomic<int> g_fused_combine_override{-1};  // -1: GYRE_DECODE_FUSED_ATTN
 
 Plan make_plan(int64_t B, int64_t Hq, int64_t Hkv, int64_t max_q_len, int64_t max_kv_len) {
   return make_split_plan(B, Hq, Hkv, max_q_len, max_kv_len, sm_count());
@@ -621,53 +480,32 @@ void launch(Kernel kernel, int smem_bytes, const AttnParams& p, const Plan& pl) 
   launch_pdl("paged_attention_bf16_fwd", kernel, grid, dim3(kThreads), size_t(smem_bytes), p);
 }
 
-template <int D, int R, bool kCombine>
+template <int D, int R>
 void launch_attn(const AttnParams& p, const Plan& pl) {
   static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(paged_attn_bf16_kernel<D, R, kCombine>,
+    GYRE_CUDA_CHECK(cudaFuncSetAttribute(paged_attn_bf16_kernel<D, R>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Layout<D, R>::kBytes));
     return true;
   }();
   (void)attr;
-  launch(paged_attn_bf16_kernel<D, R, kCombine>, Layout<D, R>::kBytes, p, pl);
+  launch(paged_attn_bf16_kernel<D, R>, Layout<D, R>::kBytes, p, pl);
 }
 
-// The in-kernel combine is its own instantiation (decode tiles only), so the kernels without it
-// compile exactly as before: its code raised ptxas's spills in the register-capped R = 8 kernel.
 template <int D>
 void launch_attn_rows(const AttnParams& p, const Plan& pl) {
-  if (p.done != nullptr) {
-    switch (pl.rows) {
-      case 1: return launch_attn<D, 1, true>(p, pl);
-      case 2: return launch_attn<D, 2, true>(p, pl);
-      case 4: return launch_attn<D, 4, true>(p, pl);
-      default: return launch_attn<D, 8, true>(p, pl);
-    }
-  }
   switch (pl.rows) {
-    case 1: return launch_attn<D, 1, false>(p, pl);
-    case 2: return launch_attn<D, 2, false>(p, pl);
-    case 4: return launch_attn<D, 4, false>(p, pl);
-    case 8: return launch_attn<D, 8, false>(p, pl);
-    default: return launch_attn<D, 16, false>(p, pl);
+    case 1: return launch_attn<D, 1>(p, pl);
+    case 2: return launch_attn<D, 2>(p, pl);
+    case 4: return launch_attn<D, 4>(p, pl);
+    case 8: return launch_attn<D, 8>(p, pl);
+    default: return launch_attn<D, 16>(p, pl);
   }
 }
 
 }  // namespace
 
 bool paged_attention_bf16_supported(int64_t D) { return D == 64 || D == 128; }
-
-bool paged_attention_fused_combine() {
-  const int o = g_fused_combine_override.load(std::memory_order_relaxed);
-  if (o >= 0) return o == 1;
-  static const bool on = env_choice("GYRE_DECODE_FUSED_ATTN", {"0", "1"}, "1") == "1";
-  return on;
-}
-
-void set_paged_attention_fused_combine(int on) {
-  g_fused_combine_override.store(on < 0 ? -1 : on != 0 ? 1 : 0, std::memory_order_relaxed);
-}
 
 size_t paged_attention_bf16_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
                                             int64_t D, int64_t max_q_len, int64_t max_kv_len) {
@@ -713,15 +551,11 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
   p.part_ml = need > 0 ? reinterpret_cast<float2*>(static_cast<float*>(workspace) +
                                                    size_t(pl.splits) * size_t(T * Hq * D))
                        : nullptr;
-  p.done =
-      need > 0 && pl.rows <= 8 && pl.items <= kCombineMaxItems && paged_attention_fused_combine()
-          ? arrival_counters()
-          : nullptr;
   if (D == 64)
     launch_attn_rows<64>(p, pl);
   else
     launch_attn_rows<128>(p, pl);
-  if (need > 0 && p.done == nullptr)
+  if (need > 0)
     launch_split_combine(p.part_o, p.part_ml, cu_seqlens_q, kv_lens, int(B), p.T, p.Hq, int(D),
                          pl.splits, p.out);
 }

@@ -33,8 +33,6 @@ __device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* 
   return min(splits, pos / split_chunk(kv_lens[b], splits) + 1);
 }
 
-// paged_bf16_attention.cu's in-kernel combine repeats this kernel's summation order for
-// kCombineThreads = 256 (its kCombineThreadsRef): change both together.
 constexpr int kCombineThreads = 256;
 
 // One CTA per (token, head) row (formula in paged_bf16_common.cuh). The weights 2^(m_s - M) go to

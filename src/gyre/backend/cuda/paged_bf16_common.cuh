@@ -19,9 +19,6 @@
 // wait for the attention grid (complete, writes visible) before reading any partial — every
 // combine CTA waits, also those with nothing to do, so the combine's completion implies the
 // attention's. The split plan depends only on host-known sizes; the chunk only on kv_lens.
-// Instead of the combine kernel, the attention kernel's last CTA per work item can do the same
-// merge (paged_bf16_attention.cu, "in the last CTA"; the default for decode tiles): the same
-// operations in the same order, so the same bits.
 #pragma once
 #include <cuda_runtime.h>
 
