@@ -212,6 +212,11 @@ void report(const char* name, const char* phase, const Compared& c, double tol) 
   std::fflush(stdout);
 }
 
+bool no_reload() {
+  const char* e = std::getenv("GYRE_TPSERVE_NO_RELOAD");
+  return e && std::string(e) == "1";
+}
+
 void leader_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1,
                  const std::string& dir2) {
   SCOPED_TRACE(k.name);
@@ -242,6 +247,12 @@ void leader_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1,
   std::printf("[tpserve] %s: the one-GPU reference captured %lld CUDA graphs\n", k.name,
               static_cast<long long>(ref.num_cuda_graphs()));
 
+  // Diagnostic knob (session 11: the second case stalls rank 0 in its first prefill; does the
+  // first case's reload matter?): GYRE_TPSERVE_NO_RELOAD=1 skips (b) and (c).
+  if (no_reload()) {
+    control.stop();
+    return;
+  }
   // (b) A folder no rank can read: refused, both shards unchanged.
   const std::string why = test::error_of(
       [&] { control.update_weights_from_disk("/nonexistent/gyre_tp_serve_gpu_weights"); });
@@ -280,7 +291,8 @@ void follower_case(dist::TpServeGroup& g, const Case& k, const std::string& dir1
   const std::string why = dist::run_tp_serve_follower(g.tp(), follower, *shard);
   EXPECT_NE(why.find("Engine::stop"), std::string::npos) << why;
   EXPECT_GT(follower.steps(), 0);
-  EXPECT_EQ(follower.weight_version(), 1) << "the follower never ran a step on the new weights";
+  EXPECT_EQ(follower.weight_version(), no_reload() ? 0 : 1)
+      << "the follower never ran a step on the new weights";
   if (k.graphs)
     EXPECT_GT(follower.graph_steps(), 0) << "the follower never ran a decode graph step";
   else
