@@ -47,6 +47,7 @@ class CudaAllocator final : public Allocator {
     if (GraphPool* pool = t_graph_pool) return allocate_in(pool, cls, bytes);
     cudaStream_t s = stream();
     void* p = nullptr;
+    cudaStream_t wait_for = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(cls);
@@ -54,10 +55,15 @@ class CudaAllocator final : public Allocator {
         FreeBlock b = it->second.back();
         it->second.pop_back();
         p = b.p;
-        // Kernels of another thread's stream may still use the block: wait for that stream.
-        if (b.freed_on != s) GYRE_CUDA_CHECK(cudaStreamSynchronize(b.freed_on));
+        // Kernels of another thread's stream may still use the block: wait for that stream
+        // (null: freed on a stream since retired, i.e. drained and destroyed — nothing to wait
+        // for, and the handle must not be used again).
+        if (b.freed_on && b.freed_on != s) wait_for = b.freed_on;
       }
     }
+    // Outside the lock: a wait under it would stall every other thread's allocations (and frees)
+    // behind this stream, which may itself be waiting for one of them.
+    if (wait_for) GYRE_CUDA_CHECK(cudaStreamSynchronize(wait_for));
     if (!p) {
       cudaError_t err = cudaMalloc(&p, cls);
       if (err == cudaErrorMemoryAllocation) {
@@ -155,6 +161,16 @@ class CudaAllocator final : public Allocator {
     peak_ = in_use_;
   }
 
+  // A thread's stream is about to be destroyed (runtime.cc, after draining it): its freed blocks
+  // are idle, so they forget the handle (a later cudaStreamSynchronize on a destroyed — or
+  // recycled — handle would be undefined, e.g. wait on an unrelated stream or hang).
+  void stream_retired(cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [cls, list] : free_)
+      for (FreeBlock& b : list)
+        if (b.freed_on == s) b.freed_on = nullptr;
+  }
+
   size_t reserved() const {
     std::lock_guard<std::mutex> lock(mu_);
     return reserved_;
@@ -210,6 +226,8 @@ void zero_bytes(void* dst, size_t bytes) {
 }  // namespace
 
 Allocator& device_allocator() { return the_allocator(); }
+
+void stream_retired(CUstream_st* s) { the_allocator().stream_retired(s); }
 
 GraphPool::~GraphPool() { the_allocator().release_pool(*this); }
 GraphPoolScope::GraphPoolScope(GraphPool* pool) : previous_(t_graph_pool) { t_graph_pool = pool; }

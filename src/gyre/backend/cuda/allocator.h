@@ -16,10 +16,15 @@
 
 #include "gyre/core/allocator.h"
 
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
 namespace gyre::cuda {
 
 // The process-wide device allocator (also registered as Device::cuda's allocator).
 Allocator& device_allocator();
+// Called by a thread's stream owner (runtime.cc) after draining the stream and before destroying
+// it: cached blocks freed on it stop referring to it (they are idle).
+void stream_retired(CUstream_st* s);  // a cudaStream_t
 // Bytes obtained from cudaMalloc and not yet returned (live + cached).
 size_t reserved_bytes();
 // Returns every cached (free) block to the driver, e.g. before the rollout engine takes the memory

@@ -19,6 +19,7 @@ struct ThreadStream {
   ~ThreadStream() {
     if (s) {
       cudaStreamSynchronize(s);
+      stream_retired(s);  // the allocator's free blocks forget the handle before it dies
       cudaStreamDestroy(s);
     }
   }
