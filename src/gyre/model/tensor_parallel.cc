@@ -164,24 +164,9 @@ void tp_all_reduce(TpComm* comm, Tensor& t) {
 }
 
 void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor& out) {
-  if (table.device() != Device::cpu) {
-    // One kernel reading the ids on the device (no host copy: capturable); bitwise the gather +
-    // scatter-add into zeros it replaced (0 + row).
-    ops::embedding_shard(ids.to(table.device()), table, begin, out);
-    return;
-  }
-  const Tensor host_ids = ids.to(Device::cpu);
-  const int64_t T = ids.numel(), H = table.size(1), n = table.size(0);
-  const int32_t* id = host_ids.i32();
-  const float* w = table.f32();
-  float* o = out.f32();
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t local = int64_t(id[t]) - begin;
-    if (local >= 0 && local < n)
-      std::memcpy(o + t * H, w + local * H, size_t(H) * 4);
-    else
-      std::memset(o + t * H, 0, size_t(H) * 4);
-  }
+  // One op on the table's device (on a GPU one kernel reading the ids there: no host copy,
+  // capturable); rows outside [begin, begin + V_local) are zeros.
+  ops::embedding_shard(ids.to(table.device()), table, begin, out);
 }
 
 void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable) {

@@ -64,6 +64,22 @@ void expect_identical(const std::vector<infer::GenerateResult>& got,
   }
 }
 
+// After a sync: the engine rolls out without re-capturing (still `graphs` graphs), exactly as a
+// fresh engine over the same model, and every request's log-probs moved from `before`.
+void expect_rollout_moved_like_fresh_engine(infer::Engine& engine, model::CausalLM& m,
+                                            const std::vector<infer::GenerateRequest>& reqs,
+                                            const std::vector<infer::GenerateResult>& before,
+                                            int64_t graphs, const std::string& when) {
+  const auto after = engine.generate(reqs);
+  EXPECT_EQ(engine.num_cuda_graphs(), graphs) << when;
+  infer::Engine fresh(m, nullptr, config());
+  expect_identical(after, fresh.generate(reqs), when);
+  size_t changed = 0;
+  for (size_t i = 0; i < reqs.size() && i < before.size() && i < after.size(); ++i)
+    changed += before[i].output_logprobs != after[i].output_logprobs;
+  EXPECT_EQ(changed, reqs.size()) << when << ": the sync did not change every rollout";
+}
+
 // Random gradients for `params` (a train step's update without a backward).
 train::NamedTensors gradients(const train::NamedTensors& params, uint64_t seed) {
   train::NamedTensors g;
@@ -113,14 +129,8 @@ TEST(ColocatedBf16CopiesGpu, AdamWWritesTheCopiesAndTheSyncIsAVersionBump) {
   EXPECT_EQ(c.refreshed, 0);
   EXPECT_EQ(c.dropped, 0);
   EXPECT_EQ(engine->num_cuda_graphs(), graphs);
-  const auto after = engine->generate(reqs);
-  EXPECT_EQ(engine->num_cuda_graphs(), graphs);
-  infer::Engine fresh(m, nullptr, config());
-  expect_identical(after, fresh.generate(reqs), "after a fresh-marked sync");
-  size_t changed = 0;
-  for (size_t i = 0; i < reqs.size(); ++i)
-    changed += before[i].output_logprobs != after[i].output_logprobs;
-  EXPECT_EQ(changed, reqs.size());
+  expect_rollout_moved_like_fresh_engine(*engine, m, reqs, before, graphs,
+                                         "after a fresh-marked sync");
 
   // The mark is consumed by the sync: the next sync (no new step) re-casts in place.
   engine->update_weights([] {});
@@ -210,14 +220,8 @@ TEST(ColocatedBf16CopiesGpu, DataParallelOptimizerWritesTheCopiesAndTheSyncIsAVe
       EXPECT_EQ(c.dropped, 0);
       EXPECT_EQ(engine->num_cuda_graphs(), graphs);
     }
-    const auto after = engine->generate(reqs);
-    EXPECT_EQ(engine->num_cuda_graphs(), graphs);
-    infer::Engine fresh(m, nullptr, config());
-    expect_identical(after, fresh.generate(reqs), "after fresh-marked DP syncs");
-    size_t changed = 0;
-    for (size_t i = 0; i < reqs.size(); ++i)
-      changed += before[i].output_logprobs != after[i].output_logprobs;
-    EXPECT_EQ(changed, reqs.size());
+    expect_rollout_moved_like_fresh_engine(*engine, m, reqs, before, graphs,
+                                           "after fresh-marked DP syncs");
 
     // The mark is consumed by the sync: a sync without a new step re-casts in place.
     engine->update_weights([] {});
