@@ -55,6 +55,33 @@ std::vector<std::string> read_architectures(const std::string& dir) {
   return out;
 }
 
+// What every tp rank must agree on before its engine exists (dist::check_same_serve_settings): the
+// flags that size the KV cache, the steps, the CUDA graphs and the context, the compute dtype, and
+// the model's shapes (a rank given another folder of the same architecture would load).
+std::vector<dist::ServeSetting> tp_serve_settings(const infer::EngineConfig& ec, bool bf16,
+                                                  const model::ModelConfig& mc) {
+  auto n = [](auto v) { return fmt::format("{}", v); };
+  return {{"--context-length", n(ec.context_len)},
+          {"--page-size", n(ec.page_size)},
+          {"--num-pages", n(ec.num_pages)},
+          {"--max-running-requests", n(ec.max_running_requests)},
+          {"--chunked-prefill-size", n(ec.max_num_batched_tokens)},
+          {"--cuda-graph-max-bs", n(ec.cuda_graph_max_bs)},
+          {"--kv-cache-dtype", ec.kv_cache_dtype},
+          {"--dtype", bf16 ? "bfloat16" : "float32"},
+          {"config.json model_type", mc.model_type},
+          {"config.json vocab_size", n(mc.vocab_size)},
+          {"config.json hidden_size", n(mc.hidden_size)},
+          {"config.json intermediate_size", n(mc.intermediate_size)},
+          {"config.json num_hidden_layers", n(mc.num_hidden_layers)},
+          {"config.json num_attention_heads", n(mc.num_attention_heads)},
+          {"config.json num_key_value_heads", n(mc.num_key_value_heads)},
+          {"config.json head_dim", n(mc.head_dim)},
+          {"config.json max_position_embeddings", n(mc.max_position_embeddings)},
+          {"config.json rope_theta", n(mc.rope.theta)},
+          {"config.json rms_norm_eps", n(mc.rms_norm_eps)}};
+}
+
 int run_serve(int argc, char** argv) {
   CLI::App app{"Serve a model over HTTP (SGLang-native and OpenAI-compatible APIs)"};
   std::string model_dir, tok_dir, chat_template_name;
@@ -184,6 +211,7 @@ int run_serve(int argc, char** argv) {
     dist::run_on_every_rank(*tp, "loading the tokenizer and the model", load, "tp");
   else
     load();
+  if (tp) dist::check_same_serve_settings(*tp, tp_serve_settings(ec, bf16, model->config()));
   if (!leader) {
     // A tp rank > 0: no HTTP, no scheduler; it runs the leader's steps with its shard (same KV
     // geometry: the same flags give the same EngineConfig, and the first plan checks it).

@@ -61,6 +61,38 @@ void check_tp_serve_topology(int64_t tp_size, const LaunchInfo& launch,
                 "embedding and lm_head are split along the vocabulary, without padding");
 }
 
+void check_same_serve_settings(Comm& tp, const std::vector<ServeSetting>& mine) {
+  // Rank 0's list as "name\nvalue\n" pairs (names and values hold no newline: flags, numbers).
+  std::string text;
+  if (tp.rank() == 0)
+    for (const ServeSetting& s : mine) text += s.name + "\n" + s.value + "\n";
+  tp.broadcast(text, 0);
+  run_on_every_rank(
+      tp, "the tensor-parallel start-up (same settings on every rank)",
+      [&] {
+        std::vector<ServeSetting> leader;
+        size_t pos = 0;
+        while (pos < text.size()) {
+          const size_t a = text.find('\n', pos), b = text.find('\n', a + 1);
+          if (a == std::string::npos || b == std::string::npos)
+            GYRE_THROW(internal, "{}: malformed settings list from tp rank 0", tp.where());
+          leader.push_back({text.substr(pos, a - pos), text.substr(a + 1, b - a - 1)});
+          pos = b + 1;
+        }
+        if (leader.size() != mine.size())
+          GYRE_THROW(internal, "{}: tp rank 0 compares {} settings, this rank {} (mixed builds?)",
+                     tp.where(), leader.size(), mine.size());
+        for (size_t i = 0; i < mine.size(); ++i)
+          if (leader[i].name != mine[i].name || leader[i].value != mine[i].value)
+            GYRE_THROW(invalid_argument,
+                       "{}: tp rank {} has {} {} where tp rank 0 has {} {}: every rank of `gyre "
+                       "serve --tp-size {}` must take the same flags and the same model",
+                       tp.where(), tp.rank(), mine[i].name, mine[i].value, leader[i].name,
+                       leader[i].value, tp.size());
+      },
+      "tp");
+}
+
 TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch) {
   const bool gpu = device == Device::cuda;
   if (!gpu && launch.launcher == "env")

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "gyre/dist/bootstrap.h"
 #include "gyre/dist/comm.h"
@@ -70,6 +71,20 @@ struct TpServeGroup {
 // it (an io Error naming it) instead of serving on — and ranks started for different devices
 // (mpirun's MPMD form), invalid_argument.
 TpServeGroup init_tp_serve_group(Device device, const LaunchInfo& launch);
+
+// One named setting of a tp serving rank: a flag as given ("--context-length") or a model config
+// field ("config.json hidden_size"), with its value as text.
+struct ServeSetting {
+  std::string name, value;
+};
+
+// Collective over `tp` (before the engines exist): every rank compares its settings with tp rank
+// 0's, in order, and the ranks agree (run_on_every_rank). Every rank of `gyre serve --tp-size N`
+// must run the same engine geometry — the followers size their KV cache, CUDA graphs and context
+// from their own flags and config, and a mismatch would surface only as a failed check inside a
+// collective, mid-step. A rank that differs throws invalid_argument naming the first setting that
+// differs and both values; the others an io Error naming that rank: all stop before serving.
+void check_same_serve_settings(Comm& tp, const std::vector<ServeSetting>& mine);
 
 // Every rank of `tp` reloads its shard of the HF folder `dir` (CausalLM::load_weights), all or
 // none (see above). Collective over `tp`. Returns nullopt on success, else (on every rank) the

@@ -367,6 +367,22 @@ TEST(ServeTp, OneRankThatCannotStartStopsTheGroup) {
   }
 }
 
+TEST(ServeTp, RanksWithDifferentFlagsStopBeforeServing) {
+  // mpirun's MPMD form gives rank 1 another --context-length: the followers would size their
+  // context (RoPE tables, graph checks) from it, so the group must refuse to start, naming the
+  // flag and both values on the rank that differs.
+  Timer t;
+  auto r = test::run_command(
+      cmdline(mpmd_serve({"--context-length", "256"}, {"--context-length", "128"})));
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_LT(t.elapsed(), 60.0) << "rank 0 did not stop with rank 1";
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("tp rank 1 has --context-length 128 where tp rank 0 has --context-length 256"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("failed on tp rank 1 of 2"), std::string::npos) << all;
+}
+
 // ---- library level: the all-or-none reload, with rank 1 given a folder it cannot read.
 
 std::vector<std::vector<float>> snapshot(model::CausalLM& m) {
