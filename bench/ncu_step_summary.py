@@ -8,7 +8,10 @@ name) are one step. Prints, per kernel name, calls, total and mean microseconds 
 the step's sum — durations measured in isolation (ncu serialises launches), so the sum is an
 upper bound on the step's GPU time without the launch gaps.
 
-Usage: ncu_step_summary.py FILE.csv [--step-end pick_kernel]
+--step K picks the K-th step from the end (default 1: the last one; a batch run's last steps may
+hold only the requests that finished last, so pick one from the middle there).
+
+Usage: ncu_step_summary.py FILE.csv [--step-end pick_kernel] [--step K]
 """
 import argparse
 import collections
@@ -21,6 +24,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--step-end", default="pick_kernel")
+    ap.add_argument("--step", type=int, default=1)
     a = ap.parse_args()
     lines = open(a.csv, errors="replace").read().splitlines()
     starts = [i for i, l in enumerate(lines) if l.startswith('"ID"')]
@@ -30,9 +34,10 @@ def main():
     names = [r["Kernel Name"].split("(")[0] for r in rows]
     us = [float(r["Metric Value"].replace(",", "")) / 1000.0 for r in rows]
     ends = [i for i, n in enumerate(names) if a.step_end in n]
-    if len(ends) < 2:
-        sys.exit(f"{a.csv}: fewer than two kernels named like '{a.step_end}': cannot cut a step")
-    step = range(ends[-2] + 1, ends[-1] + 1)
+    if len(ends) < a.step + 1 or a.step < 1:
+        sys.exit(f"{a.csv}: {len(ends)} kernels named like '{a.step_end}': cannot cut step "
+                 f"{a.step} from the end")
+    step = range(ends[-a.step - 1] + 1, ends[-a.step] + 1)
     agg = collections.OrderedDict()
     for i in step:
         e = agg.setdefault(names[i], [0, 0.0, rows[i]["Grid Size"] + " x " + rows[i]["Block Size"]])

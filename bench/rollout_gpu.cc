@@ -31,6 +31,7 @@
 //          [--new 256] [--iters 1] [--precision f32|bf16] [--chunk 8192] [--budget-s 90]
 //          [--layers N (default: the shape's)] [--device cuda|cpu (cpu: smoke test only)]
 //          [--decode-fusion ab|on|off] [--cuda-graph-max-bs N (0: no graphs)]
+//          [--skip-b1 1] (no batch-1 runs: e.g. an ncu profile of the batch run's steps)
 // The workload itself (requests, engine sizing, inline driving) is gyre::bench's
 // (bench/workloads.h), shared with `gyre bench rollout`.
 #include <algorithm>
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
   double budget_s = 90;
   std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
   std::string decode_fusion = "ab";  // --decode-fusion on|off|ab (ab: batch 1 both ways)
+  bool skip_b1 = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
@@ -163,6 +165,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     if (!std::strcmp(argv[i], "--decode-fusion")) decode_fusion = argv[i + 1];
+    if (!std::strcmp(argv[i], "--skip-b1")) skip_b1 = std::atoi(argv[i + 1]) != 0;
   }
   const double t_start = now_s();
   try {
@@ -209,7 +212,7 @@ int main(int argc, char** argv) {
     const double bound_bf16 = (double(params) * 2.0 + kv_bytes) / bw * 1e3;
     double ms_of[2] = {0, 0};
     for (const bool fusion : {false, true}) {
-      if (decode_fusion != "ab" && (decode_fusion == "on") != fusion) continue;
+      if (skip_b1 || (decode_fusion != "ab" && (decode_fusion == "on") != fusion)) continue;
       gyre::model::set_decode_fusion(fusion);
       drive(engine, random_requests(1, 16, 8, cfg.vocab_size, 3), 1e9);
       RolloutRun r =
