@@ -1,7 +1,9 @@
-// Fused decode linears (fused_linear_ops.h): argument checks, then either one fused GEMV launch
-// (backend/cuda/gemv_fused.h) or the unfused ops in order. The fused launch is taken exactly when
-// ops::linear would run every member on the bf16 GEMV (autocast, a weight cache, 1..8 rows,
-// linear_gemv_bf16_supported), which is what makes the two paths bitwise equal.
+// Fused decode linears (fused_linear_ops.h): argument checks, then one fused GEMV launch
+// (backend/cuda/gemv_fused.h), the shared-input cuBLASLt GEMMs (backend/cuda/fused_gemm.h) or the
+// unfused ops in order. The GEMV launch is taken exactly when ops::linear would run every member on
+// the bf16 GEMV (autocast, a weight cache, 1..8 rows, linear_gemv_bf16_supported), the GEMMs
+// exactly when it would run every member on the cuBLASLt GEMM over a bf16 copy of its input
+// (autocast, a weight cache, more than 8 rows) — which is what makes the paths bitwise equal.
 #include "gyre/backend/fused_linear_ops.h"
 
 #include <fmt/format.h>
@@ -10,8 +12,10 @@
 #include <string_view>
 #include <vector>
 
-#include "gyre/backend/cuda/gemv_fused.h"  // declarations only; linked when GYRE_HAVE_CUDA
-#include "gyre/backend/ops_args.h"         // detail::OpScope, kCuda, op_device, prepare_out
+#include "gyre/backend/cuda/fused_gemm.h"  // declarations only; linked when GYRE_HAVE_CUDA
+#include "gyre/backend/cuda/gemv_fused.h"
+#include "gyre/backend/cuda/kernels.h"  // kGemvMaxRows, linear_gemv_bf16_supported
+#include "gyre/backend/ops_args.h"      // detail::OpScope, kCuda, op_device, prepare_out
 #include "gyre/core/error.h"
 
 namespace gyre::ops {
@@ -129,12 +133,28 @@ const uint16_t* gemv_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t
   if constexpr (kCuda) {  // discarded without CUDA: nothing of gyre_cuda is referenced
     const int64_t N = w.size(0);
     if (x.device() != Device::cuda || x.dtype() != DType::f32 || !bf16_autocast() || M <= 0 ||
-        N <= 0 || K <= 0)
+        M > cuda::kGemvMaxRows || N <= 0 || K <= 0)
       return nullptr;
     Bf16WeightCache* cache = bf16_weight_cache();
     if (!cache) return nullptr;
     const uint16_t* wb = cache->bf16(w);  // what ops::linear would look up too
     return cuda::linear_gemv_bf16_supported(x.f32(), wb, M, N, K) ? wb : nullptr;
+  }
+  return nullptr;
+}
+
+// The bf16 weight copy for the shared-input GEMMs (fused_gemm.h), or null where ops::linear would
+// not run this weight on linear_gemm_bf16 over a bf16 copy of x. Mirrors the same dispatch past the
+// GEMV's rows: autocast + an installed cache + M > kGemvMaxRows (where linear_gemv_bf16_supported
+// is false whatever the pointers) + N, K > 0 -> linear_fwd_autocast_bf16_weight's GEMM branch.
+// The rms_norm_* ops ask with x for rms_norm's output: same rows, dtype and device.
+const uint16_t* gemm_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K) {
+  if constexpr (kCuda) {
+    if (x.device() != Device::cuda || x.dtype() != DType::f32 || !bf16_autocast() ||
+        M <= cuda::kGemvMaxRows || w.size(0) <= 0 || K <= 0)
+      return nullptr;
+    Bf16WeightCache* cache = bf16_weight_cache();
+    return cache ? cache->bf16(w) : nullptr;
   }
   return nullptr;
 }
@@ -282,6 +302,21 @@ void group_impl(const char* op, const Tensor& x, const Norm* nrm, std::span<cons
       }
       return;
     }
+  // Past the GEMV's rows: every member's GEMM over one bf16 copy of x (or of rms_norm(x)).
+  bool shared = true;
+  for (size_t i = 0; i < w.size() && shared; ++i)
+    shared = (wb[i] = gemm_weight(x, *w[i], M, K)) != nullptr;
+  if constexpr (kCuda)
+    if (shared) {
+      const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
+      std::vector<cuda::GemmMember> g(w.size());
+      for (size_t i = 0; i < w.size(); ++i) {
+        detail::prepare_out(op, "y", *y[i], out_shape(x, n[i]), DType::f32, Device::cuda);
+        g[i] = {wb[i], bias_ptr(*b[i]), y[i]->f32(), n[i]};
+      }
+      return cuda::linear_group_gemm_bf16(x.f32(), nrm ? &p : nullptr, g.data(), int64_t(g.size()),
+                                          M, K);
+    }
   if (nrm) return linear_group(run_norm(*nrm, x), w, b, y);
   for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *b[i], *y[i]);
 }
@@ -310,6 +345,17 @@ void silu_mul_impl(const char* op, const Tensor& x, const Norm* nrm, const Tenso
                                                    bias_ptr(b_up), M, N, K, out.f32());
       return cuda::linear_gemv_bf16_silu_mul(x.f32(), wg, bias_ptr(b_gate), wu, bias_ptr(b_up), M,
                                              N, K, out.f32());
+    }
+  }
+  if constexpr (kCuda) {
+    // Past the GEMV's rows: both GEMMs over one bf16 copy of x (or of rms_norm(x)).
+    const uint16_t* wg = gemm_weight(x, w_gate, M, K);
+    const uint16_t* wu = wg ? gemm_weight(x, w_up, M, K) : nullptr;
+    if (wg && wu) {
+      const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
+      detail::prepare_out(op, "out", out, out_shape(x, N), DType::f32, Device::cuda);
+      return cuda::linear_silu_mul_gemm_bf16(x.f32(), nrm ? &p : nullptr, wg, bias_ptr(b_gate), wu,
+                                             bias_ptr(b_up), M, N, K, out.f32());
     }
   }
   if (nrm) return linear_silu_mul(run_norm(*nrm, x), w_gate, b_gate, w_up, b_up, out);
@@ -386,6 +432,14 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
       return cuda::linear_gemv_bf16_residual(x.f32(), wb, bias_ptr(b), residual.f32(), M, N, K,
                                              y.f32());
     }
+  // Past the GEMV's rows without a bias: the residual as the GEMM's C operand. (A bias stays
+  // unfused: cuBLASLt's bias epilogue would add it after the residual, not before.)
+  if constexpr (kCuda)
+    if (!b.defined())
+      if (const uint16_t* wb = gemm_weight(x, w, M, K)) {
+        detail::prepare_out(op, "y", y, ys, DType::f32, Device::cuda);
+        return cuda::linear_residual_gemm_bf16(x.f32(), wb, residual.f32(), M, N, K, y.f32());
+      }
   if (y_is_residual) {  // the linear must not overwrite the residual before the add reads it
     Tensor t;
     linear(x, w, b, t);

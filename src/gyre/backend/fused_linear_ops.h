@@ -14,8 +14,17 @@
 // block recomputes the rows' rstd with rms_norm's own CUDA code (backend/cuda/rms_row.cuh, same
 // block size and summation order) and normalises x while loading it, so the result is bitwise
 // rms_norm followed by the fused linear (which needs the norm weight 16-byte aligned too;
-// otherwise they run rms_norm, then the fused linear). Forward only (nothing is saved for a
-// backward). Declared here rather than in ops.h; implementation: fused_linear_ops.cc.
+// otherwise they run rms_norm, then the fused linear). Past those rows (batch-256 decode, prefill
+// chunks), under autocast with an installed cache — where ops::linear would round its input to
+// bf16 and run the cuBLASLt GEMM — they run the same GEMMs with the per-linear work shared
+// (backend/cuda/fused_gemm.h): linear_group and linear_silu_mul round x to bf16 once for all their
+// GEMMs, the rms_norm_* ops compute the norm and its bf16 rounding in one kernel (rms_norm's own
+// row arithmetic, writing xn_out / rstd_out only when asked), and linear_add_residual without a
+// bias adds the residual as the GEMM's C operand (beta = 1 on the plan and algorithm of the
+// bias-free GEMM: acc + residual rounded once, as the add; with a bias it runs linear, then add).
+// Same bf16 operands, same GEMM calls with the same M, N, K: bitwise the unfused ops again.
+// Forward only (nothing is saved for a backward). Declared here rather than in ops.h;
+// implementation: fused_linear_ops.cc.
 //
 // Errors (before any tensor changes): an empty group, lists of different lengths, a null or
 // undefined tensor, a weight that is not 2-D or whose K differs from x's last dim, a bias or

@@ -6,10 +6,15 @@
 // first warp one vector more than the others); within the GEMV tests' bound (1e-5) of the CPU f32
 // ops on bf16-rounded operands; and off that path (M = 9, K % 8 != 0, no cache) they run the
 // unfused ops. The same for the RMSNorm-folded ops against rms_norm followed by the GEMV path.
-// Skips without a GPU.
+// Past the GEMV's rows (M = 9, 64, 256, 300: the batch-256 decode, prefill chunks) each fused op is
+// bitwise the unfused cuBLASLt path (rms_norm, ops::linear per member, silu_mul, add) with one
+// bf16 activation per group and the residual in the GEMM's epilogue: fewer kernels by exactly the
+// casts (and the norm, the add) it saves; the rms_norm -> bf16 kernel is bitwise rms_norm then
+// f32_to_bf16. Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -17,6 +22,8 @@
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gpu/backend/kernel_count.h"
+#include "gyre/backend/cuda/fused_gemm.h"
+#include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/fused_rope_ops.h"
@@ -357,6 +364,275 @@ TEST(FusedLinearCuda, WithoutTheWeightCacheTheUnfusedOpsRun) {
   ops::linear(gx, gw, none, want);
   ops::add(want, gr, want);
   expect_bitwise(y, want, "no cache");
+}
+
+// ---- past the GEMV's rows: the shared-input cuBLASLt GEMMs (backend/cuda/fused_gemm.h)
+
+const int64_t kGemmRows[] = {9, 64, 256, 300};
+
+// The kernels of body's second run (the first caches the bf16 weights, builds the cuBLASLt plans
+// and leaves the temporaries' blocks in the pool, so the capture allocates nothing); body then
+// runs once more for real (kernels_launched).
+size_t kernels_warm(const std::function<void()>& body) {
+  body();
+  return kernels_launched(body);
+}
+
+void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
+  const Tensor g = cpu(got), w = cpu(want);
+  ASSERT_EQ(g.nbytes(), w.nbytes()) << what;
+  EXPECT_EQ(std::memcmp(g.raw(), w.raw(), g.nbytes()), 0) << what;
+}
+
+// rms_norm_fwd_bf16 is rms_norm then f32_to_bf16, bit for bit, and its optional f32 outputs are
+// rms_norm's: H not a multiple of 8 (or of the block's 256 threads), one row and more rows than
+// one grid (65535 blocks, so blocks loop), rows of zeros (eps = 0: inf * 0 = NaN), a NaN, huge
+// values.
+TEST(FusedLinearCuda, RmsNormBf16IsBitwiseRmsNormThenCast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (int64_t H : {5, 13, 259, 896, 4863}) {
+    for (int64_t M : {1, 3, 300, 65537}) {
+      if (M * H > 8'000'000) continue;
+      for (float eps : {1e-6f, 0.0f}) {
+        SCOPED_TRACE("H " + std::to_string(H) + " M " + std::to_string(M) + " eps " +
+                     std::to_string(eps));
+        std::vector<float> xv = randn({M, H}, 800 + H + M, 3.0f).to_vector();
+        if (M >= 3) {
+          for (int64_t c = 0; c < H; ++c) xv[size_t(H + c)] = 0.0f;  // row 1: zeros
+          xv[size_t(2 * H + H / 2)] = std::nanf("");                 // row 2: a NaN
+        }
+        xv[0] = 3.0e38f;  // row 0: the f64 sum of squares does not overflow, bf16 may round up
+        Tensor gx = gpu(Tensor::from_vector(xv, {M, H})), gnw = gpu(randn({H}, 801 + H));
+        Tensor xn, rstd;
+        ops::rms_norm(gx, gnw, eps, xn, rstd);
+        Tensor want = Tensor::empty({M, H}, DType::bf16, Device::cuda);
+        cuda::f32_to_bf16(xn.f32(), static_cast<uint16_t*>(want.raw()), M * H);
+        Tensor got = Tensor::empty({M, H}, DType::bf16, Device::cuda);
+        cuda::rms_norm_fwd_bf16(gx.f32(), gnw.f32(), M, H, double(eps),
+                                static_cast<uint16_t*>(got.raw()), nullptr, nullptr);
+        expect_same_bytes(got, want, "bf16, no f32 outputs");
+        Tensor got2 = Tensor::empty({M, H}, DType::bf16, Device::cuda);
+        Tensor yn = Tensor::empty({M, H}, DType::f32, Device::cuda);
+        Tensor rs = Tensor::empty({M}, DType::f32, Device::cuda);
+        cuda::rms_norm_fwd_bf16(gx.f32(), gnw.f32(), M, H, double(eps),
+                                static_cast<uint16_t*>(got2.raw()), yn.f32(), rs.f32());
+        expect_same_bytes(got2, want, "bf16 with f32 outputs");
+        expect_same_bytes(yn, xn, "f32 y");
+        expect_same_bytes(rs, rstd, "rstd");
+      }
+    }
+  }
+}
+
+// linear_group / rms_norm_linear_group past the GEMV's rows: bitwise (rms_norm, then) ops::linear
+// per member, with and without bias, norm and rms_norm's outputs; Qwen2.5-0.5B's q/k/v shape and
+// an odd one (K % 8 != 0, odd N). Kernels at M = 256: the casts of all members but one are gone
+// (and the norm is the cast): 1 norm kernel + the 3 GEMMs.
+TEST(FusedLinearCuda, GemmGroupRoundsTheInputOnceAndIsBitwiseThePerLinearGemm) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  Tensor none;
+  struct Case {
+    int64_t K;
+    std::vector<int64_t> ns;
+  };
+  for (const Case& cs : {Case{896, {896, 128, 128}}, Case{259, {37, 13, 13}}}) {
+    const int64_t K = cs.K;
+    const size_t L = cs.ns.size();
+    Tensor gnw = gpu(randn({K}, 900 + K));
+    std::vector<Tensor> gw, gb;
+    for (size_t i = 0; i < L; ++i) {
+      gw.push_back(gpu(randn({cs.ns[i], K}, 910 + i + K, 0.05f)));
+      gb.push_back(gpu(randn({cs.ns[i]}, 920 + i)));
+    }
+    for (int64_t M : kGemmRows) {
+      for (bool bias : {true, false}) {
+        for (bool norm : {false, true}) {
+          SCOPED_TRACE("K " + std::to_string(K) + " M " + std::to_string(M) +
+                       (bias ? " bias" : "") + (norm ? " norm" : ""));
+          Tensor gx = gpu(randn({M, K}, 930 + M + K, 3.0f));
+          std::vector<Tensor> y(L), want(L);
+          std::vector<const Tensor*> wp, bp;
+          std::vector<Tensor*> yp;
+          for (size_t i = 0; i < L; ++i) {
+            wp.push_back(&gw[i]), bp.push_back(bias ? &gb[i] : &none), yp.push_back(&y[i]);
+            want[i] = Tensor::empty({M, cs.ns[i]}, DType::f32, Device::cuda);
+          }
+          Decode d(&cache);
+          Tensor xn = Tensor::empty({M, K}, DType::f32, Device::cuda);
+          Tensor rstd = Tensor::empty({M}, DType::f32, Device::cuda);
+          auto unfused = [&] {
+            if (norm) ops::rms_norm(gx, gnw, eps, xn, rstd);
+            for (size_t i = 0; i < L; ++i) ops::linear(norm ? xn : gx, gw[i], *bp[i], want[i]);
+          };
+          unfused();
+          Tensor xn_out = Tensor::empty({M, K}, DType::f32, Device::cuda);
+          Tensor rstd_out = Tensor::empty({M}, DType::f32, Device::cuda);
+          for (bool outputs : {false, true}) {
+            if (outputs && !norm) continue;
+            SCOPED_TRACE(outputs ? "with rms_norm's outputs" : "");
+            for (Tensor& t : y) t = Tensor();  // allocated by the op
+            if (norm)
+              ops::rms_norm_linear_group(gx, gnw, eps, wp, bp, yp, outputs ? &xn_out : nullptr,
+                                         outputs ? &rstd_out : nullptr);
+            else
+              ops::linear_group(gx, wp, bp, yp);
+            for (size_t i = 0; i < L; ++i)
+              expect_bitwise(y[i], want[i], "member " + std::to_string(i));
+          }
+          if (norm) {
+            expect_bitwise(xn_out, xn, "xn_out");
+            expect_bitwise(rstd_out, rstd, "rstd_out");
+          }
+          if (M != 256 || K != 896) continue;
+          // Kernel counts, outputs preallocated.
+          auto fused = [&] {
+            if (norm)
+              ops::rms_norm_linear_group(gx, gnw, eps, wp, bp, yp);
+            else
+              ops::linear_group(gx, wp, bp, yp);
+          };
+          const size_t n_fused = kernels_warm(fused), n_unfused = kernels_warm(unfused);
+          // unfused: [rms_norm] + L x (f32_to_bf16 + GEMM); fused: 1 (cast or norm) + L GEMMs.
+          EXPECT_EQ(n_unfused - n_fused, norm ? L : L - 1);
+          // The GEMMs alone, over an input already in bf16: the fused op adds one kernel to them.
+          Tensor xb = Tensor::empty({M, K}, DType::bf16, Device::cuda);
+          cuda::f32_to_bf16((norm ? xn : gx).f32(), static_cast<uint16_t*>(xb.raw()), M * K);
+          std::vector<const uint16_t*> wb;
+          for (size_t i = 0; i < L; ++i) wb.push_back(cache.bf16(gw[i]));
+          const size_t n_gemms = kernels_warm([&] {
+            for (size_t i = 0; i < L; ++i)
+              cuda::linear_gemm_bf16(static_cast<const uint16_t*>(xb.raw()), wb[i],
+                                     bias ? gb[i].f32() : nullptr, M, cs.ns[i], K, want[i].f32());
+          });
+          EXPECT_EQ(n_fused, 1 + n_gemms);
+          for (size_t i = 0; i < L; ++i)
+            expect_bitwise(y[i], want[i], "member " + std::to_string(i) + " (GEMMs alone)");
+        }
+      }
+    }
+  }
+}
+
+// linear_silu_mul / rms_norm_linear_silu_mul past the GEMV's rows: bitwise (rms_norm,) linear,
+// linear, silu_mul; Qwen2.5-0.5B's gate/up shape and an odd one. At M = 256 one cast (and the
+// norm) fewer.
+TEST(FusedLinearCuda, GemmSiluMulRoundsTheInputOnceAndIsBitwiseLinearsThenSiluMul) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  Tensor none;
+  for (int64_t K : {896, 259}) {
+    const int64_t N = K == 896 ? 4864 : 77;
+    Tensor gnw = gpu(randn({K}, 1000 + K));
+    Tensor gwg = gpu(randn({N, K}, 1001 + K, 0.05f)), gwu = gpu(randn({N, K}, 1002 + K, 0.05f));
+    Tensor gbg = gpu(randn({N}, 1003)), gbu = gpu(randn({N}, 1004));
+    for (int64_t M : kGemmRows) {
+      for (bool bias : {true, false}) {
+        for (bool norm : {false, true}) {
+          SCOPED_TRACE("K " + std::to_string(K) + " M " + std::to_string(M) +
+                       (bias ? " bias" : "") + (norm ? " norm" : ""));
+          Tensor gx = gpu(randn({M, K}, 1010 + M + K, 3.0f));
+          const Tensor& pbg = bias ? gbg : none;
+          const Tensor& pbu = bias ? gbu : none;
+          Decode d(&cache);
+          Tensor xn = Tensor::empty({M, K}, DType::f32, Device::cuda);
+          Tensor rstd = Tensor::empty({M}, DType::f32, Device::cuda);
+          Tensor g = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          Tensor u = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          Tensor want = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          auto unfused = [&] {
+            if (norm) ops::rms_norm(gx, gnw, eps, xn, rstd);
+            ops::linear(norm ? xn : gx, gwg, pbg, g);
+            ops::linear(norm ? xn : gx, gwu, pbu, u);
+            ops::silu_mul(g, u, want);
+          };
+          unfused();
+          Tensor xn_out = Tensor::empty({M, K}, DType::f32, Device::cuda);
+          Tensor rstd_out = Tensor::empty({M}, DType::f32, Device::cuda);
+          Tensor out;
+          for (bool outputs : {false, true}) {
+            if (outputs && !norm) continue;
+            SCOPED_TRACE(outputs ? "with rms_norm's outputs" : "");
+            out = Tensor();  // allocated by the op
+            if (norm)
+              ops::rms_norm_linear_silu_mul(gx, gnw, eps, gwg, pbg, gwu, pbu, out,
+                                            outputs ? &xn_out : nullptr,
+                                            outputs ? &rstd_out : nullptr);
+            else
+              ops::linear_silu_mul(gx, gwg, pbg, gwu, pbu, out);
+            expect_bitwise(out, want, "silu_mul");
+          }
+          if (norm) {
+            expect_bitwise(xn_out, xn, "xn_out");
+            expect_bitwise(rstd_out, rstd, "rstd_out");
+          }
+          if (M != 256 || K != 896) continue;
+          auto fused = [&] {
+            if (norm)
+              ops::rms_norm_linear_silu_mul(gx, gnw, eps, gwg, pbg, gwu, pbu, out);
+            else
+              ops::linear_silu_mul(gx, gwg, pbg, gwu, pbu, out);
+          };
+          const size_t n_fused = kernels_warm(fused), n_unfused = kernels_warm(unfused);
+          // unfused: [rms_norm] + 2 x (f32_to_bf16 + GEMM) + silu_mul; fused: 1 + 2 GEMMs +
+          // silu_mul.
+          EXPECT_EQ(n_unfused - n_fused, norm ? 2u : 1u);
+          expect_bitwise(out, want, "silu_mul after the counts");
+        }
+      }
+    }
+  }
+}
+
+// linear_add_residual past the GEMV's rows: bitwise linear then add, with y a separate tensor, y
+// the residual itself and y undefined; Qwen2.5-0.5B's o_proj and down_proj shapes (down_proj's
+// cuBLASLt GEMM is split-K with a separate reduction at M = 256) and an odd one. Without a bias
+// the add is the GEMM's epilogue: one kernel (the add) fewer at the Qwen shapes.
+TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  Tensor none;
+  struct Case {
+    int64_t K, N;
+  };
+  for (const Case& cs : {Case{896, 896}, Case{4864, 896}, Case{259, 33}}) {
+    const int64_t K = cs.K, N = cs.N;
+    Tensor gw = gpu(randn({N, K}, 1100 + K, 0.05f)), gb = gpu(randn({N}, 1101));
+    for (int64_t M : kGemmRows) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE("K " + std::to_string(K) + " N " + std::to_string(N) + " M " +
+                     std::to_string(M) + (bias ? " bias" : ""));
+        Tensor gx = gpu(randn({M, K}, 1110 + M + K)), gr = gpu(randn({M, N}, 1120 + M, 4.0f));
+        const Tensor& pb = bias ? gb : none;
+        Decode d(&cache);
+        Tensor t = Tensor::empty({M, N}, DType::f32, Device::cuda);
+        Tensor want = Tensor::empty({M, N}, DType::f32, Device::cuda);
+        auto unfused = [&] {
+          ops::linear(gx, gw, pb, t);
+          ops::add(t, gr, want);
+        };
+        unfused();
+        Tensor y = Tensor::empty({M, N}, DType::f32, Device::cuda);
+        ops::linear_add_residual(gx, gw, pb, gr, y);
+        expect_bitwise(y, want, "separate y");
+        Tensor in_place = gr.clone();  // y is the residual tensor
+        ops::linear_add_residual(gx, gw, pb, in_place, in_place);
+        expect_bitwise(in_place, want, "y is the residual");
+        Tensor fresh;
+        ops::linear_add_residual(gx, gw, pb, gr, fresh);
+        expect_bitwise(fresh, want, "y allocated");
+        expect_bitwise(gr, gpu(randn({M, N}, 1120 + M, 4.0f)), "residual unchanged");
+        if (M != 256 || K == 259) continue;
+        const size_t n_fused = kernels_warm([&] { ops::linear_add_residual(gx, gw, pb, gr, y); });
+        const size_t n_unfused = kernels_warm(unfused);
+        // unfused: f32_to_bf16 + GEMM + add; fused without a bias: f32_to_bf16 + the same GEMM.
+        EXPECT_EQ(n_unfused - n_fused, bias ? 0u : 1u);
+        expect_bitwise(y, want, "after the counts");
+      }
+    }
+  }
 }
 
 TEST(FusedLinearCuda, RopeQkIsBitwiseRopeOnQThenK) {

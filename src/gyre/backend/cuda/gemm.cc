@@ -6,6 +6,7 @@
 // heuristic cache per host thread (each thread has its own stream).
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -54,6 +55,7 @@ struct Plan {
   Layout lx, ly, ld;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
+  int after_sum = -1;  // epilogue_after_full_sum(algo), read on first need (-1: not yet)
   Plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t ldx, int64_t ldy, int64_t ldd,
        cudaDataType_t in_type, cudaDataType_t out_type)
       : desc(ta, tb),
@@ -82,6 +84,43 @@ LtThread& lt() {
   return t;
 }
 
+// The plan of one GEMM problem on this thread, built (descriptors + heuristic) on first use. A bias
+// plan carries cuBLASLt's BIAS epilogue; its pointer is set by the caller before every launch.
+// Throws where cuBLASLt has no algorithm, except for a bias plan (then plan.found is false).
+Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t ldx,
+              int64_t ldy, int64_t ldd, cudaDataType_t in_type, cudaDataType_t out_type,
+              bool beta_nonzero, const float* bias) {
+  AlgoKey key{int(ta),      int(tb),        m, n, k, ldx, ldy, ldd, int(in_type), int(out_type),
+              beta_nonzero, bias != nullptr};
+  auto it = t.plans.find(key);
+  if (it != t.plans.end()) return *it->second;
+  auto plan = std::make_unique<Plan>(ta, tb, m, n, k, ldx, ldy, ldd, in_type, out_type);
+  if (bias) {
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                     &epi, sizeof(epi)));
+    GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  cublasLtMatmulPreference_t pref;
+  GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t ws = kWorkspace;
+  GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l,
+                                                     plan->ld.l, plan->ld.l, pref, 1, &res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (!bias) GYRE_CUBLAS_CHECK(st);
+  plan->found = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (!plan->found && !bias)
+    GYRE_THROW(unsupported, "cuBLASLt has no algorithm for a {}x{}x{} GEMM (lda {}, ldb {})", m, n,
+               k, ldx, ldy);
+  plan->algo = res.algo;
+  return *t.plans.emplace(key, std::move(plan)).first->second;
+}
+
 // Column-major D[m,n] = alpha opA(X) opB(Y) + beta D (+ bias[i] on row i when bias is non-null:
 // cuBLASLt's BIAS epilogue, added in f32 after the accumulation exactly like beta = 1 over a
 // bias-seeded D), X stored (ta ? [k,m] : [m,k]) with ldx. Returns false only for a bias call that
@@ -92,38 +131,7 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
   if (m == 0 || n == 0) return true;
   LtThread& t = lt();
   cudaStream_t s = stream();
-  AlgoKey key{int(ta),   int(tb),        m, n, k, ldx, ldy, ldd, int(in_type), int(out_type),
-              beta != 0, bias != nullptr};
-  auto it = t.plans.find(key);
-  if (it == t.plans.end()) {
-    auto plan = std::make_unique<Plan>(ta, tb, m, n, k, ldx, ldy, ldd, in_type, out_type);
-    if (bias) {
-      cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-      GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc.d, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                       &epi, sizeof(epi)));
-      GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-          plan->desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    }
-    cublasLtMatmulPreference_t pref;
-    GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    size_t ws = kWorkspace;
-    GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    cublasLtMatmulHeuristicResult_t res{};
-    int found = 0;
-    cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l, plan->ld.l,
-                                       plan->ld.l, pref, 1, &res, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (!bias) GYRE_CUBLAS_CHECK(st);
-    plan->found = st == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (!plan->found && !bias)
-      GYRE_THROW(unsupported, "cuBLASLt has no algorithm for a {}x{}x{} GEMM (lda {}, ldb {})", m,
-                 n, k, ldx, ldy);
-    plan->algo = res.algo;
-    it = t.plans.emplace(key, std::move(plan)).first;
-  }
-  Plan& p = *it->second;
+  Plan& p = lt_plan(t, ta, tb, m, n, k, ldx, ldy, ldd, in_type, out_type, beta != 0, bias);
   if (!p.found) return false;
   if (bias)  // the pointer changes from call to call; the rest of the plan does not
     GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -131,6 +139,26 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, D,
                                    p.ld.l, D, p.ld.l, &p.algo, t.workspace, kWorkspace, s));
   return true;
+}
+
+// Whether `algo` applies its epilogue (alpha acc + beta C) to the finished accumulation: no
+// split-K, or split-K whose partials are reduced in a separate step (the reduction's order does not
+// depend on beta). The in-place scheme adds the partials into D one after another, so a beta = 1 C
+// would enter the sum before them — a different rounding from GEMM-then-add; it (and anything this
+// cannot read) answers false.
+bool epilogue_after_full_sum(const cublasLtMatmulAlgo_t& algo) {
+  int32_t splits = 1;
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                           sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS)
+    return false;
+  if (splits <= 1) return true;
+  uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                           sizeof(scheme), &written) != CUBLAS_STATUS_SUCCESS)
+    return false;
+  return scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE ||
+         scheme == CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
 }
 
 }  // namespace
@@ -178,6 +206,24 @@ void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, 
 void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
                       int64_t K, float* y) {
   linear_gemm(x, w, b, M, N, K, y, CUDA_R_16BF);
+}
+
+bool linear_gemm_bf16_add(const uint16_t* x, const uint16_t* w, const float* c, int64_t M,
+                          int64_t N, int64_t K, float* y) {
+  if (M == 0 || N == 0) return true;
+  // The heuristic chose the algorithm assuming C and D at cuBLASLt's default minimum alignment
+  // (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES, 256); fresh allocations have it, views may not.
+  if ((reinterpret_cast<uintptr_t>(c) | reinterpret_cast<uintptr_t>(y)) % 256 != 0) return false;
+  LtThread& t = lt();
+  // linear_gemm_bf16(x, w, nullptr, ...)'s own plan — its descriptors and algorithm — so the
+  // accumulation is the one that GEMM makes; only beta and the C pointer differ.
+  Plan& p = lt_plan(t, true, false, N, M, K, K, K, N, CUDA_R_16BF, CUDA_R_32F, false, nullptr);
+  if (p.after_sum < 0) p.after_sum = epilogue_after_full_sum(p.algo) ? 1 : 0;
+  if (!p.after_sum) return false;
+  const float alpha = 1.0f, beta = 1.0f;
+  GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, w, p.lx.l, x, p.ly.l, &beta, c,
+                                   p.ld.l, y, p.ld.l, &p.algo, t.workspace, kWorkspace, stream()));
+  return true;
 }
 
 void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,

@@ -33,6 +33,13 @@ void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, 
                      int64_t K, float* y);
 void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
                       int64_t K, float* y);
+// y = x w^T + c with c f32 [M, N] as cuBLASLt's C (beta = 1; y may be c, not partly overlap it), on
+// linear_gemm_bf16(x, w, nullptr, ...)'s own plan and algorithm: the same accumulation, and acc + c
+// rounded once — bitwise that GEMM followed by add. Returns false, launching nothing, where the
+// algorithm would add c before its split-K partials (in-place reduction) or c or y is not 256-byte
+// aligned (what the heuristic assumed); the caller then runs the GEMM and the add.
+bool linear_gemm_bf16_add(const uint16_t* x, const uint16_t* w, const float* c, int64_t M,
+                          int64_t N, int64_t K, float* y);
 void linear_fwd(const float* x, const float* w, const float* b, int64_t M, int64_t N, int64_t K,
                 float* y);
 void linear_bwd(const float* dy, const float* x, const float* w, int64_t M, int64_t N, int64_t K,

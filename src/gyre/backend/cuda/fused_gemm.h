@@ -1,0 +1,56 @@
+// The fused linears past the decode GEMV's rows (ops in backend/fused_linear_ops.h; batch-256
+// decode, chunked prefill): the same cuBLASLt GEMMs ops::linear runs under autocast with a bf16
+// weight cache (linear_fwd_autocast_bf16_weight: x rounded to bf16 into pool scratch, then
+// linear_gemm_bf16), with the per-linear work shared — x is rounded to bf16 once for a whole group
+// (with the RMSNorm in front computed by the kernel that rounds it), and the residual add is the
+// GEMM's epilogue.
+//
+// Bitwise contract: every GEMM is linear_gemm_bf16 (or, for the residual, linear_gemm_bf16_add on
+// the same plan) on the same bf16 operand with the same M, N, K as the unfused op's, so the same
+// cuBLASLt algorithm and accumulation; the epilogues are silu_mul_fwd's and add's on the same f32
+// values. Results are the unfused ops' bit for bit.
+//
+// Preconditions (the caller's): M, N, K > 0; weights are bf16 [n, K] copies (Bf16WeightCache);
+// bias pointers may be null; outputs must not overlap x, the weights or each other.
+#pragma once
+#include <cstdint>
+
+#include "gyre/backend/cuda/gemv_fused.h"  // RmsPrologue
+
+namespace gyre::cuda {
+
+// rms_bf16.cu: yb [R, H] = the bf16 rounding (round to nearest even, f32_to_bf16's) of
+// rms_norm_fwd(x, w, eps)'s y, and where non-null rms_norm_fwd's own f32 y [R, H] and rstd [R]
+// — one launch with rms_norm_fwd's row arithmetic (rms_row.cuh, same block size), so its bits are
+// those of rms_norm_fwd then f32_to_bf16. No alignment requirement.
+void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, double eps,
+                       uint16_t* yb, float* y, float* rstd);
+
+// One member of a group of linears sharing an input: y [M, n] = x · w^T + b.
+struct GemmMember {
+  const uint16_t* w = nullptr;  // bf16 [n, K]
+  const float* b = nullptr;     // f32 [n] or null
+  float* y = nullptr;           // f32 [M, n]
+  int64_t n = 0;
+};
+
+// linear_fwd_autocast_bf16_weight(x, m.w, m.b, M, m.n, K, m.y) for each of the `count` members,
+// with x rounded to bf16 once for all of them. With `norm` non-null x is replaced by
+// rms_norm(x, norm->w, norm->eps) (rms_norm_fwd_bf16; norm->xn and norm->rstd, when non-null,
+// receive rms_norm's outputs; norm->w need not be aligned here).
+void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
+                            int64_t count, int64_t M, int64_t K);
+
+// out [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) through two GEMMs over one bf16 x (f32
+// gate and up in pool scratch, then silu_mul_fwd); norm as above.
+void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
+                               const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+                               int64_t N, int64_t K, float* out);
+
+// y [M, N] = x · w^T + r (no bias), r f32 [M, N]; y may be r itself (not partly overlap it). The
+// residual is the GEMM's C operand (linear_gemm_bf16_add) where that is bitwise the GEMM then add;
+// otherwise the GEMM, then add.
+void linear_residual_gemm_bf16(const float* x, const uint16_t* w, const float* r, int64_t M,
+                               int64_t N, int64_t K, float* y);
+
+}  // namespace gyre::cuda
