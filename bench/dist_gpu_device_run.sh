@@ -12,6 +12,14 @@
 #   train   `gyre train --device cuda` on the quick-start: 1 GPU vs DP=2 (first-step grad norm)
 #   disagg  disaggregated GRPO: `gyre serve --device cuda` on GPU 1, `gyre train --device cuda`
 #           on GPU 0 with --rollout-external-engine-addrs (weights pushed each step)
+#   disaggtp  the same with a tensor-parallel trainer: `gyre serve --device cuda` on GPU 1, `gyre
+#           train --device cuda --tensor-model-parallel-size 2` as 2 torchrun-style ranks (GPUs 0
+#           and 1; the weight group is {trainer rank 0 on GPU 0, the engine on GPU 1}) with
+#           --update-weight-transport nccl: rank 0 pushes the shards both ranks gather. Checks both
+#           ranks exit 0, one "weight sync nccl" line per push (none through the disk), the
+#           engine's weight version advancing every step and ending at the trainer's; prints the
+#           reward curve and each push's time and bytes ("disaggtp_grpo_gpu" JSON line);
+#           "DISAGGTP CHECK FAILED" lines on failure. Needs 2 GPUs
 #   sync    bench_nccl_weight_sync (Qwen2.5-1.5B bf16 broadcast vs all-reduce bus bandwidth)
 #   serve   `gyre serve --tp-size 2 --device cuda` as 2 torchrun-style processes (one per GPU) next
 #           to a one-GPU `gyre serve --device cuda` of the same model (tests/fixtures qwen3_tiny),
@@ -70,20 +78,23 @@ two_ranks() {
 }
 
 if has tests; then
-  rm -f /tmp/gyre_dp_worker_*.log /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log
+  rm -f /tmp/gyre_dp_worker_*.log /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log \
+    /tmp/gyre_tppush_worker_*.log
   for t in gyre_gpu_dist_tests gyre_unit_dist_tests gyre_gpu_rl_tests; do
     filter=$([[ $t == gyre_gpu_rl_tests ]] && echo "--gtest_filter=NcclWeightPush.*" || echo "")
     timeout 420 "$D/bin/$t" $filter >"$OUT/$t.log" 2>&1
     echo "$t exit $?"
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|error" "$OUT/$t.log" | head -30
   done
-  for w in dp tp tpserve; do
+  for w in dp tp tpserve tppush; do
     for r in 0 1; do [[ -f /tmp/gyre_${w}_worker_$r.log ]] && cp /tmp/gyre_${w}_worker_$r.log "$OUT/"; done
   done
   grep -hE "Failure|Expected|Which is|FAILED|error" /tmp/gyre_dp_worker_*.log \
-    /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log 2>/dev/null | head -30
+    /tmp/gyre_tp_worker_*.log /tmp/gyre_tpserve_worker_*.log /tmp/gyre_tppush_worker_*.log \
+    2>/dev/null | head -30
   grep -h "^\[tp\]" /tmp/gyre_tp_worker_*.log 2>/dev/null
   grep -h "^\[tpserve\]" /tmp/gyre_tpserve_worker_*.log 2>/dev/null
+  grep -h "^\[tppush\]" /tmp/gyre_tppush_worker_*.log 2>/dev/null
 fi
 if has dp; then
   for shape in qwen2.5-0.5b qwen2.5-1.5b; do
@@ -153,6 +164,67 @@ print(json.dumps({"bench": "disaggregated_grpo_gpu", "rollouts": len(rows), "eva
                   "raw_reward": rw, "update_weights_s": sync}))
 EOF
   tail -3 "$OUT/disagg.log"
+fi
+if has disaggtp; then
+  if ((ngpu < 2)); then
+    echo "DISAGGTP CHECK FAILED: needs 2 GPUs, $ngpu visible"
+  else
+    nroll=20
+    CUDA_VISIBLE_DEVICES=1 "$GYRE_BIN" serve --model-path examples/quickstart/base_model \
+      --device cuda --port 30113 --max-running-requests 256 >"$OUT/serve_disaggtp.log" 2>&1 &
+    spid=$!
+    for i in $(seq 1 120); do grep -q "listening" "$OUT/serve_disaggtp.log" && break; sleep 0.5; done
+    t0=$SECONDS
+    # Each rank binds its GPU from LOCAL_RANK (the server above is its own process on GPU 1).
+    two_ranks disaggtp 29519 "$GYRE_BIN" train --config examples/quickstart/grpo.yaml \
+      --device cuda --num-rollout $nroll --eval-interval 10 --save "$OUT/disaggtp" \
+      --actor-num-gpus-per-node 2 --tensor-model-parallel-size 2 \
+      --rollout-external-engine-addrs 127.0.0.1:30113 --update-weight-transport nccl
+    rc=$?
+    echo "disaggregated TP=2 train exit $rc after $((SECONDS - t0)) s"
+    [[ $rc == 0 ]] || echo "DISAGGTP CHECK FAILED: a trainer rank exited non-zero (disaggtp.{0,1}.log)"
+    engine_version=$(python3 -c "import json, urllib.request; print(json.load(urllib.request.urlopen(
+      'http://127.0.0.1:30113/get_weight_version', timeout=30))['weight_version'])" 2>&1)
+    kill $spid; wait $spid 2>/dev/null
+    tail -n 3 "$OUT/disaggtp.0.log" "$OUT/disaggtp.1.log"
+    tail -n 4 "$OUT/serve_disaggtp.log"
+    python3 - "$OUT" $nroll "$engine_version" <<'EOF'
+import json, re, sys
+out, nroll, engine_version = sys.argv[1], int(sys.argv[2]), sys.argv[3].strip()
+fails = []
+def check(ok, what):
+    if not ok:
+        fails.append(what)
+        print("DISAGGTP CHECK FAILED:", what)
+log = open(f"{out}/disaggtp.0.log", errors="replace").read()
+nccl = re.findall(r"weight sync nccl v(\d+): ([\d.]+) MB .*?, ([\d.]+) s", log)
+check("through NCCL" in log, "rank 0 did not pick the NCCL transport")
+check("could not be formed" not in log, "the NCCL group could not be formed (fell back to disk)")
+check(re.search(r"weight sync disk v", log) is None, "a push went through the disk")
+# One push before the first rollout, then one after each step.
+check(len(nccl) == nroll + 1, f"{len(nccl)} 'weight sync nccl' lines, want {nroll + 1}")
+try:
+    all_rows = [json.loads(l) for l in open(f"{out}/disaggtp/metrics.jsonl")]
+except Exception as e:
+    all_rows = []
+    check(False, f"metrics.jsonl: {e}")
+rows = [r for r in all_rows if "rollout/weight_version" in r]  # the steps (not the eval before)
+check(len(rows) == nroll, f"{len(rows)} step rows in metrics.jsonl, want {nroll}")
+ver = [r["rollout/weight_version"] for r in rows]
+check(bool(ver) and all(b > a for a, b in zip(ver, ver[1:])),
+      f"the engine's weight version does not advance every step: {ver}")
+check(bool(ver) and engine_version == str(int(ver[-1])),
+      f"the engine ends at weight version {engine_version}, the trainer at {ver[-1] if ver else None}")
+ev = [(i, r["eval/heldout"]) for i, r in enumerate(all_rows) if "eval/heldout" in r]
+print(json.dumps({"bench": "disaggtp_grpo_gpu", "rollouts": len(rows), "eval_heldout": ev,
+                  "raw_reward": [round(r.get("rollout/raw_reward", -1), 3) for r in rows],
+                  "weight_version": ver, "engine_weight_version": engine_version,
+                  "push_s": [round(r.get("perf/update_weights_time", -1), 4) for r in rows],
+                  "push_wire_bytes": [int(r.get("perf/update_weights_wire_bytes", -1)) for r in rows],
+                  "push_log": [(int(v), float(mb), float(s)) for v, mb, s in nccl],
+                  "checks_failed": len(fails)}))
+EOF
+  fi
 fi
 if has sync; then
   timeout 120 "$D/bin/bench_nccl_weight_sync" 2>&1 | tee -a "$OUT/sync.jsonl" | tail -4

@@ -15,24 +15,26 @@ using test::error_of;
 TEST(WeightTransport, AutoPicksNcclOnlyForGpuTrainersWithListedEngines) {
   TrainConfig c;
   c.rollout_external_engine_addrs = {"127.0.0.1:30000"};
-  EXPECT_EQ(resolve_weight_transport(c, 1), "disk");  // CPU trainer
+  EXPECT_EQ(resolve_weight_transport(c), "disk");  // CPU trainer
   c.device = "cuda";
-  EXPECT_EQ(resolve_weight_transport(c, 1), "nccl");
-  EXPECT_EQ(resolve_weight_transport(c, 2), "disk");  // no NCCL push under TP yet
+  EXPECT_EQ(resolve_weight_transport(c), "nccl");
+  c.tensor_model_parallel_size = 2;  // the push gathers the shards: NCCL as well
+  EXPECT_EQ(resolve_weight_transport(c), "nccl");
+  c.update_weight_transport = "nccl";
+  EXPECT_EQ(resolve_weight_transport(c), "nccl");
   c.update_weight_transport = "disk";
-  EXPECT_EQ(resolve_weight_transport(c, 1), "disk");
+  EXPECT_EQ(resolve_weight_transport(c), "disk");
   TrainConfig r;
   r.device = "cuda";
   r.sglang_router_ip = "10.0.0.1";
   r.sglang_router_port = 30000;
-  EXPECT_EQ(resolve_weight_transport(r, 1), "disk");  // a router hides its workers
+  EXPECT_EQ(resolve_weight_transport(r), "disk");  // a router hides its workers
+  r.tensor_model_parallel_size = 2;
+  EXPECT_EQ(resolve_weight_transport(r), "disk");
   r.update_weight_transport = "nccl";
   EXPECT_NE(error_of([&] {
-              resolve_weight_transport(r, 1);
+              resolve_weight_transport(r);
             }).find("list them with --rollout-external-engine-addrs"),
-            std::string::npos);
-  c.update_weight_transport = "nccl";
-  EXPECT_NE(error_of([&] { resolve_weight_transport(c, 2); }).find("tensor-model-parallel-size 2"),
             std::string::npos);
 }
 
@@ -57,12 +59,26 @@ TEST(WeightTransport, NcclOptionsFollowTheFlags) {
 
 TEST(WeightTransport, FlagsAreCheckedBeforeAnyWork) {
   TrainConfig c;
-  c.hf_checkpoint = "m";
+  c.hf_checkpoint = std::string("m");  // (not = "m": GCC 12 -Wrestrict false positive)
   c.update_weight_transport = "rdma";
   EXPECT_NE(error_of([&] { c.derive_and_validate(64); }).find("not one of auto, nccl, disk"),
             std::string::npos);
   c.update_weight_transport = "nccl";  // CPU trainer
   EXPECT_NE(error_of([&] { c.derive_and_validate(64); }).find("needs the trainer on a GPU"),
+            std::string::npos);
+  c.device = "cuda";
+  c.sglang_router_ip = "10.0.0.1";
+  c.sglang_router_port = 30000;
+  EXPECT_NE(error_of([&] {
+              c.derive_and_validate(64);
+            }).find("list them with --rollout-external-engine-addrs"),
+            std::string::npos);
+  // A tensor-parallel trainer pushes over NCCL too (the shards are gathered): the transport
+  // checks pass (what stops this config is a later, unrelated check).
+  c.sglang_router_ip.clear(), c.sglang_router_port = 0;
+  c.rollout_external_engine_addrs = {"127.0.0.1:30000"};
+  c.tensor_model_parallel_size = 2;
+  EXPECT_EQ(error_of([&] { c.derive_and_validate(64); }).find("update-weight-transport"),
             std::string::npos);
 }
 

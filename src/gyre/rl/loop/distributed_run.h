@@ -14,8 +14,9 @@
 //   itself: rank 0's colocated engine schedules, samples and broadcasts each step's plan, the other
 //   tp ranks run it as infer::EngineFollowers (train_rollout.h, generation phases); rank 0 then
 //   broadcasts the scored samples as with DP. Weight syncs are version bumps (shared shards).
-//   With remote engines rank 0 alone rolls out (as with DP); each weight push writes the full
-//   model, gathered from replica 0's tp ranks (push_weights_to_remote, remote_rollout.h).
+//   With remote engines rank 0 alone rolls out (as with DP); each weight push sends the full
+//   model (a folder, or NCCL buckets), gathered from replica 0's tp ranks
+//   (push_weights_to_remote, remote_rollout.h).
 // - DP x TP (world = dp x tp train ranks, Megatron's layout): tp groups of consecutive ranks
 //   (rank = dp_rank * tp + tp_rank), dp groups of the ranks with the same tp_rank. Each replica is
 //   a TP-sharded model trained on its dp share of every step (the tp ranks of a replica see the
@@ -23,9 +24,10 @@
 //   full model's norm (set_model_parallel); optimizer shards live in
 //   <ckpt>.dp_optimizer/tp_rank_R_of_N/dp_rank_D_of_M/; replica 0 gathers the full checkpoint.
 // - GPUs (--device cuda): one GPU per rank (dist::bind_local_gpu); data parallelism reduces the
-//   f32 master gradients over NCCL (dp_on). Tensor parallelism is CPU-only so far.
-// - Not supported yet, rejected with a message: TP with the PPO critic, TP on GPUs, rollout
-//   engines started as ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs).
+//   f32 master gradients over NCCL (dp_on); the tp groups are NCCL communicators too (the sharded
+//   model's all-reduces and gathers run on the device).
+// - Not supported yet, rejected with a message: TP with the PPO critic, rollout engines started as
+//   ranks of the same job (use `gyre serve` + --rollout-external-engine-addrs).
 #pragma once
 #include <memory>
 #include <vector>

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "gyre/core/error.h"
 #include "gyre/core/logging.h"
@@ -18,6 +19,7 @@
 
 namespace gyre::rl {
 namespace fs = std::filesystem;
+using json = nlohmann::json;
 
 namespace {
 
@@ -135,10 +137,29 @@ std::unique_ptr<infer::RolloutClient> make_remote_rollout_client(
 
 RemoteWeightPusher::RemoteWeightPusher(std::string dir, DType dtype)
     : dir_(std::move(dir)), dtype_(dtype) {
-  prepare();
+  create_dir();
 }
 
-void RemoteWeightPusher::prepare() const {
+void RemoteWeightPusher::prepare() {
+  create_dir();
+  settle_transport();
+}
+
+void RemoteWeightPusher::settle_transport() {
+  if (!nccl_ || nccl_->connected()) return;
+  try {
+    nccl_->connect();
+  } catch (const Error& e) {
+    if (nccl_required_) throw;
+    log::warn(
+        "weight sync: the NCCL weight-update group could not be formed ({}); pushing through "
+        "{} instead (--update-weight-transport disk skips the attempt)",
+        e.what(), dir_);
+    nccl_.reset();
+  }
+}
+
+void RemoteWeightPusher::create_dir() const {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec)
@@ -153,7 +174,7 @@ void RemoteWeightPusher::use_nccl(NcclPushOptions options, bool required) {
   nccl_required_ = required;
 }
 
-std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size) {
+std::string resolve_weight_transport(const TrainConfig& cfg) {
   const std::string& t = cfg.update_weight_transport;
   const bool router = !cfg.sglang_router_ip.empty();
   if (t == "nccl") {
@@ -161,17 +182,10 @@ std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size) {
       GYRE_THROW(invalid_argument,
                  "--update-weight-transport nccl forms one NCCL group with every engine: list "
                  "them with --rollout-external-engine-addrs instead of --sglang-router-ip");
-    if (tp_size > 1)
-      GYRE_THROW(
-          unsupported,
-          "--update-weight-transport nccl with --tensor-model-parallel-size {}: the NCCL "
-          "push of a tensor-parallel actor is not built yet; push with "
-          "--update-weight-transport disk (rank 0 gathers the shards and writes the full model)",
-          tp_size);
     return "nccl";
   }
-  if (t == "auto" && cfg.device == "cuda" && !router && tp_size == 1 &&
-      !cfg.rollout_external_engine_addrs.empty())
+  // Tensor parallelism changes nothing here: the push gathers the shards (nccl_push.h).
+  if (t == "auto" && cfg.device == "cuda" && !router && !cfg.rollout_external_engine_addrs.empty())
     return "nccl";
   return "disk";
 }
@@ -196,18 +210,7 @@ NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std:
 
 int64_t RemoteWeightPusher::push(const model::CausalLM& model, int64_t version,
                                  infer::RolloutClient& client, std::map<std::string, double>& m) {
-  if (nccl_) {
-    try {
-      if (!nccl_->connected()) nccl_->connect();
-    } catch (const Error& e) {
-      if (nccl_required_) throw;
-      log::warn(
-          "weight sync: the NCCL weight-update group could not be formed ({}); pushing through "
-          "{} instead (--update-weight-transport disk skips the attempt)",
-          e.what(), dir_);
-      nccl_.reset();
-    }
-  }
+  settle_transport();
   if (nccl_) {
     SyncStats st = nccl_->push(model, version);
     for (auto& [k, v] : sync_metrics(st)) m[k] = v;
@@ -247,17 +250,42 @@ int64_t push_weights_to_remote(RemoteWeightPusher* pusher, infer::RolloutClient*
       failure = std::current_exception();
     }
   };
+  // Everything that can fail before the gathers start happens first: the folder, and the NCCL
+  // group — formed now or, under auto, given up for the disk — so the transport is settled.
   if (main_rank) attempt([&] { pusher->prepare(); });
-  // Go / no-go for the gather: rank 0 enters it only if nothing failed before it, and tells its tp
-  // peers, which otherwise would wait in the gather for a rank that never comes (until the
-  // timeout).
-  if (gathers) d.groups.tp->broadcast(error, 0);
+  // Go / no-go for the gathers: rank 0 enters them only if nothing failed before them, and tells
+  // its tp peers, which otherwise would wait in a gather for a rank that never comes (until the
+  // timeout). A "go" says how to gather, since the peers hold no pusher: the disk path gathers
+  // every shard inside CausalLM::save; the NCCL push gathers tensor by tensor in its buckets, so
+  // the peers get its wire dtype and bucket size and plan the same buckets (follow_weight_push).
+  // From then on rank 0 joins every gather even when the push fails midway (the NCCL pusher
+  // stops sending but gathers to the end; save() gathers before it writes), and the failure
+  // reaches the peers in the outcome broadcast below.
+  std::string go;
+  if (main_rank) {
+    json g{{"go", error.empty()}, {"transport", pusher->transport()}};
+    if (const NcclPushOptions* o = pusher->nccl_options())
+      g["wire"] = int(o->wire_dtype), g["bucket_bytes"] = o->bucket_bytes;
+    go = g.dump();
+  }
+  if (gathers) d.groups.tp->broadcast(go, 0);
   int64_t engine_version = -1;
-  if (error.empty()) {
-    if (main_rank)
-      attempt([&] { engine_version = pusher->push(actor, version, *client, m); });
-    else if (gathers)
-      actor.save("", DType::f32);  // the gather only: tp rank 0 writes (in the pusher's dtype)
+  if (main_rank) {
+    if (error.empty()) attempt([&] { engine_version = pusher->push(actor, version, *client, m); });
+  } else if (gathers) {
+    // Caught so that this rank still joins the outcome broadcast (then rethrown below).
+    attempt([&] {
+      const json g = json::parse(go, nullptr, false);
+      if (!g.is_object() || !g.contains("go") || !g.contains("transport"))
+        GYRE_THROW(io, "{}: malformed weight-push announcement '{}' from rank 0", d.world->where(),
+                   go);
+      if (!g["go"].get<bool>()) return;
+      if (g["transport"] == "nccl")
+        follow_weight_push(actor, DType(g.at("wire").get<int>()),
+                           g.at("bucket_bytes").get<size_t>());
+      else
+        actor.save("", DType::f32);  // the gather only: tp rank 0 writes (in the pusher's dtype)
+    });
   }
   // The outcome from rank 0 to every rank: the engines' version, or the error.
   std::string outcome =

@@ -1,9 +1,11 @@
 // Disaggregated rollout for `gyre train`: the engines are other processes (`gyre serve`, `gyre
-// router`, or any SGLang-compatible server), reached over HTTP, and weights travel by disk.
+// router`, or any SGLang-compatible server), reached over HTTP, and weights travel by disk or by
+// SGLang's NCCL weight-update group (weight_sync/nccl_push.h).
 //
 // slime's equivalents: --rollout-external-engine-addrs (engines started outside the job) and
 // --sglang-router-ip/--sglang-router-port (an already running router); slime's UpdateWeightFromDisk
-// path (/update_weights_from_disk with an HF folder) is the weight sync used here.
+// (/update_weights_from_disk with an HF folder) and UpdateWeightFromDistributed
+// (--update-weight-transport nccl) are the two weight syncs.
 //
 // Invariants:
 // - The trainer pushes its weights before the first rollout (slime calls update_weights() once at
@@ -15,9 +17,11 @@
 // - With several addresses, generate() calls rotate over the engines and control calls (pause,
 //   abort, flush, weight update) go to every engine; the weight version is the minimum over them.
 // - Several train ranks (DP, TP, DP x TP): rank 0 alone talks to the engines, but every rank calls
-//   push_weights_to_remote at the same point of the loop. Under TP the folder is the full model,
-//   gathered from replica 0's tp ranks (CausalLM::save is collective); the outcome — the engines'
-//   version or rank 0's error — reaches every rank, so a failed push stops all of them.
+//   push_weights_to_remote at the same point of the loop. Under TP the engines get the full model,
+//   gathered from replica 0's tp ranks: the whole model inside CausalLM::save (disk), or tensor by
+//   tensor in the NCCL push's buckets (NcclWeightPusher::push on rank 0, follow_weight_push on
+//   the other tp ranks); the outcome — the engines' version or rank 0's error — reaches every
+//   rank, so a failed push stops all of them.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -50,9 +54,12 @@ class RemoteWeightPusher {
   // perf/update_weights_* metrics to `m`. Returns the engines' weight version afterwards.
   int64_t push(const model::CausalLM& model, int64_t version, infer::RolloutClient& client,
                std::map<std::string, double>& m);
-  // Creates the folder (again, if something removed it): the only step of push() that can fail
-  // before the model's gather starts. Errors: io, naming the folder and --update-weight-dir.
-  void prepare() const;
+  // The steps of push() that can fail before the model's gathers start: creates the folder
+  // (again, if something removed it) and, with NCCL, forms the group (use_nccl's `required`
+  // false: a group that cannot be formed is given up for the disk, so transport() is final until
+  // the next prepare()). Errors: io, naming the folder and --update-weight-dir; the group could
+  // not be formed (required).
+  void prepare();
   const std::string& dir() const { return dir_; }
 
   // Sends the weights over SGLang's NCCL weight-update group instead of the disk (trainer on a
@@ -61,8 +68,12 @@ class RemoteWeightPusher {
   // why and keep the disk path; true: that is an error.
   void use_nccl(NcclPushOptions options, bool required);
   const char* transport() const { return nccl_ ? "nccl" : "disk"; }
+  // The NCCL pusher's options (null on the disk path): what the other tp ranks plan with.
+  const NcclPushOptions* nccl_options() const { return nccl_ ? &nccl_->options() : nullptr; }
 
  private:
+  void create_dir() const;
+  void settle_transport();  // connect, or fall back to the disk when not required
   std::string dir_;
   DType dtype_;
   std::string previous_;
@@ -70,20 +81,24 @@ class RemoteWeightPusher {
   bool nccl_required_ = false;
 };
 
-// The --update-weight-transport the flags and the run ask for: "nccl" or "disk" (auto: nccl when
-// the trainer is on a GPU, the engines are listed by --rollout-external-engine-addrs, and the
-// policy is not tensor-parallel). Errors: nccl with a router (name the engines instead) or TP.
-std::string resolve_weight_transport(const TrainConfig& cfg, int tp_size);
+// The --update-weight-transport the flags ask for: "nccl" or "disk" (auto: nccl when the trainer
+// is on a GPU and the engines are listed by --rollout-external-engine-addrs, with or without
+// tensor parallelism). Errors: nccl with a router (name the engines instead).
+std::string resolve_weight_transport(const TrainConfig& cfg);
 // The NCCL push options of `cfg` for these engines (master address: --update-weight-master-address,
 // else 127.0.0.1 when every engine is on this host's loopback, else this host's name).
 NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std::string>& urls);
 
 // One weight push of `gyre train` to remote engines, collective over `d.world` (every rank calls
-// it at the same point): rank 0 — the rank with `pusher` and `client` — writes version `version`
-// and has the engines reload it; under TP the other tp ranks of replica 0 take part in the gather
-// of the sharded actor while the other replicas only wait for the outcome. Returns the engines'
-// weight version on every rank. Errors: rank 0 rethrows its own error (the folder could not be
-// written, an engine refused or did not answer); every other rank throws an io Error carrying it.
+// it at the same point): rank 0 — the rank with `pusher` and `client`, and the only one — sends
+// version `version` (NCCL buckets, or a folder the engines reload); under TP the other tp ranks of
+// replica 0 take part in the gathers of the sharded actor while the other replicas only wait for
+// the outcome. Those tp ranks hold no pusher and no client: rank 0 announces over the tp group
+// whether and how it gathers (the transport it settled on and, for NCCL, the wire dtype and
+// bucket size), and they run the matching gathers (CausalLM::save's, or follow_weight_push).
+// Returns the engines' weight version on every rank. Errors: rank 0 rethrows its own error (the
+// folder could not be written, the group could not be formed, an engine refused or did not
+// answer); every other rank throws an io Error carrying it (or its own gather's error).
 int64_t push_weights_to_remote(RemoteWeightPusher* pusher, infer::RolloutClient* client,
                                const model::CausalLM& actor, int64_t version, TrainDistributed& d,
                                std::map<std::string, double>& m);

@@ -256,13 +256,6 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
     GYRE_THROW(invalid_argument,
                "--update-weight-transport nccl forms one NCCL group with every engine: list "
                "them with --rollout-external-engine-addrs instead of --sglang-router-ip");
-  if (update_weight_transport == "nccl" && tensor_model_parallel_size > 1)
-    GYRE_THROW(
-        unsupported,
-        "--update-weight-transport nccl with --tensor-model-parallel-size {}: the NCCL "
-        "push of a tensor-parallel actor is not built yet; push with "
-        "--update-weight-transport disk (rank 0 gathers the shards and writes the full model)",
-        tensor_model_parallel_size);
   if (update_weight_buffer_size < 1024)
     GYRE_THROW(invalid_argument, "--update-weight-buffer-size {} must be >= 1024 bytes",
                update_weight_buffer_size);

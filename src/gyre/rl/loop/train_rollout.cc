@@ -116,7 +116,7 @@ TrainRollout make_train_rollout(const TrainConfig& cfg, const TrainDistributed& 
                         .string()
                   : cfg.save + "/weight_sync";
       r.pusher = std::make_unique<RemoteWeightPusher>(dir, DType::f32);
-      const std::string transport = resolve_weight_transport(cfg, distributed.tp_size());
+      const std::string transport = resolve_weight_transport(cfg);
       if (transport == "nccl")
         r.pusher->use_nccl(nccl_push_options(cfg, remote_urls),
                            cfg.update_weight_transport == "nccl");

@@ -50,9 +50,10 @@ struct TrainRollout {
   std::unique_ptr<infer::RolloutClient> client;    // in-process or HTTP (rank 0)
   RewardHook reward;
   std::shared_ptr<RewardClock> reward_clock = std::make_shared<RewardClock>();
-  std::unique_ptr<RemoteWeightPusher> pusher;  // remote engines: weights through disk (rank 0)
+  std::unique_ptr<RemoteWeightPusher> pusher;  // remote engines: disk or NCCL (rank 0 only)
   // Remote engines get the weights by push_weights_to_remote, which every rank calls (set on all
-  // ranks, unlike `pusher`).
+  // ranks, unlike `pusher`). Under TP the other tp ranks of replica 0 need nothing built here to
+  // take part: rank 0 announces the transport (and the NCCL bucket plan's inputs) at each push.
   bool remote = false;
   std::unique_ptr<infer::EngineFollower> follower;  // TP: replica 0's tp ranks other than 0
   infer::Engine* leader = nullptr;                  // TP: rank 0's engine (owned by `engine`)

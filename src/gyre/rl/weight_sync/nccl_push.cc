@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "gyre/dist/nccl_comm.h"
 #include "gyre/dist/tcp_rendezvous.h"
 #include "gyre/dist/weight_update_group.h"
+#include "gyre/model/tensor_parallel.h"
 #include "gyre/serve/http_client.h"
 
 namespace gyre::rl {
@@ -23,6 +25,7 @@ namespace gyre::rl {
 using json = nlohmann::json;
 
 struct NcclWeightPusher::Impl {
+  NcclWeightPusher* self = nullptr;  // connect()
   NcclPushOptions o;
   std::vector<serve::Url> urls;
   serve::HttpClient http{1};
@@ -61,6 +64,17 @@ struct NcclWeightPusher::Impl {
     return r.ok() && j.is_object() && j.value("success", false);
   }
 
+  using Take = std::function<void(size_t, const Tensor&)>;
+  using Done = std::function<void(const WeightBucket&)>;
+  // Sends `plan` labelled `version`; `walk(take, done)` hands over the full tensors bucket by
+  // bucket (gather_weight_buckets, or a plain list); `local` (the tensors as this rank holds
+  // them) is checked before anything is sent. Any error — a bad tensor, connect(), a refused
+  // bucket, a broken group — only stops the sending: the walk runs to its end (under TP every tp
+  // rank is in the same gathers), then the first error is rethrown.
+  SyncStats send(const WeightPushPlan& plan, int64_t version,
+                 const std::vector<model::NamedTensor>& local,
+                 const std::function<void(const Take&, const Done&)>& walk);
+
   // Every reply must be 200 with {"success": true}; otherwise an io Error naming the engine.
   void expect_success(std::vector<std::future<serve::HttpResponse>>& replies,
                       std::vector<std::optional<serve::HttpResponse>>& seen, const char* what) {
@@ -75,7 +89,106 @@ struct NcclWeightPusher::Impl {
   }
 };
 
+SyncStats NcclWeightPusher::Impl::send(const WeightPushPlan& plan, int64_t version,
+                                       const std::vector<model::NamedTensor>& local,
+                                       const std::function<void(const Take&, const Done&)>& walk) {
+  Timer timer;
+  const DType wire = o.wire_dtype;
+  const size_t esize = dtype_size(wire);
+  std::exception_ptr failure;  // the first error; the walk goes on without sending
+  auto attempt = [&](const std::function<void()>& f) {
+    if (failure) return;
+    try {
+      f();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  };
+  attempt([&] {
+    for (const auto& t : local)
+      if (t.tensor.device() != Device::cuda || t.tensor.dtype() != DType::f32)
+        GYRE_THROW(invalid_argument,
+                   "NCCL weight push: '{}' is {} on {}; the trainer sends f32 GPU tensors (train "
+                   "with --device cuda, or use the disk transport)",
+                   t.name, dtype_name(t.tensor.dtype()), device_name(t.tensor.device()));
+    if (!group) self->connect();
+    if (!bucket.defined() || size_t(bucket.numel()) < plan.max_bucket_bytes)
+      bucket = Tensor::empty({int64_t(plan.max_bucket_bytes)}, DType::u8, Device::cuda);
+  });
+  uint64_t sent = 0, raw = 0;
+  size_t off = 0;
+  json names = json::array(), dtypes = json::array(), shapes = json::array();
+  auto take = [&](size_t k, const Tensor& src) {
+    attempt([&] {
+      const std::string& name = plan.names[k];
+      GYRE_CHECK(src.device() == Device::cuda && src.dtype() == DType::f32 &&
+                     src.shape() == plan.shapes[k],
+                 "NCCL weight push: '{}' is not the planned f32 GPU tensor", name);
+      Tensor slot = Tensor::borrow(static_cast<char*>(bucket.raw()) + off, src.shape(), wire,
+                                   Device::cuda, bucket.storage());
+      ops::copy(src, slot);  // f32 -> wire dtype on the GPU (round to nearest even for bf16)
+      names.push_back(name);
+      dtypes.push_back(dist::torch_dtype_name(wire));
+      shapes.push_back(src.shape());
+      off += size_t(src.numel()) * esize;
+      raw += src.nbytes();
+    });
+  };
+  auto done = [&](const WeightBucket&) {
+    attempt([&] {
+      const std::string body = json{{"names", names},
+                                    {"dtypes", dtypes},
+                                    {"shapes", shapes},
+                                    {"group_name", o.group_name},
+                                    {"load_format", "flattened_bucket"},
+                                    {"flush_cache", false},
+                                    {"weight_version", std::to_string(version)}}
+                                   .dump();
+      auto replies =
+          post_all("/update_weights_from_distributed", std::vector<std::string>(urls.size(), body));
+      std::vector<std::optional<serve::HttpResponse>> seen(replies.size());
+      // An engine that refuses before joining the broadcast (no such group, an unknown dtype, out
+      // of memory) would leave this broadcast waiting for the timeout: its reply aborts the wait.
+      auto set_check = [&](std::function<std::string()> f) {
+#ifdef GYRE_HAVE_NCCL  // (without NCCL no group can exist: nccl_comm_init throws)
+        if (auto* n = dynamic_cast<dist::NcclComm*>(group.get())) n->set_abort_check(std::move(f));
+#else
+        (void)f;
+#endif
+      };
+      set_check([&] {
+        const std::string f = early_failure(replies, seen);
+        return f.empty() ? f : "an engine will not receive this bucket: " + f;
+      });
+      try {
+        group->broadcast(bucket.raw(), off, 0);  // waits for the packing kernels first
+        set_check({});
+      } catch (const std::exception& e) {
+        set_check({});
+        group.reset();  // broken: the next push reconnects (destroy + init)
+        GYRE_THROW(io, "NCCL weight push v{}: broadcast failed: {}", version, e.what());
+      }
+      sent += off;
+      expect_success(replies, seen, "NCCL weight push: update_weights_from_distributed");
+    });
+    off = 0;
+    names = json::array(), dtypes = json::array(), shapes = json::array();
+  };
+  walk(take, done);
+  if (failure) std::rethrow_exception(failure);
+  SyncStats s;
+  s.method = "nccl";
+  s.version = version;
+  s.bytes = sent;
+  s.raw_bytes = raw;
+  s.tensors = s.changed_tensors = int64_t(plan.names.size());
+  s.seconds = timer.elapsed();
+  log_sync(s);
+  return s;
+}
+
 NcclWeightPusher::NcclWeightPusher(NcclPushOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->self = this;
   impl_->o = std::move(options);
   if (impl_->o.engine_urls.empty())
     GYRE_THROW(invalid_argument, "NCCL weight push: no engine URLs");
@@ -192,96 +305,110 @@ void NcclWeightPusher::connect() {
             m.o.master_address, port);
 }
 
+WeightPushPlan plan_weight_push(std::vector<std::string> names, std::vector<Shape> full_shapes,
+                                DType wire, size_t bucket_bytes) {
+  if (names.size() != full_shapes.size())
+    GYRE_THROW(invalid_argument, "plan_weight_push: {} names but {} shapes", names.size(),
+               full_shapes.size());
+  if (bucket_bytes == 0) GYRE_THROW(invalid_argument, "plan_weight_push: bucket_bytes is 0");
+  WeightPushPlan p;
+  p.names = std::move(names);
+  p.shapes = std::move(full_shapes);
+  const size_t esize = dtype_size(wire);
+  auto bytes_of = [&](size_t k) {
+    size_t n = 1;
+    for (int64_t d : p.shapes[k]) n *= size_t(d);
+    return n * esize;
+  };
+  for (size_t i = 0; i < p.shapes.size();) {
+    WeightBucket b;
+    b.first = i;
+    size_t j = i;
+    while (j < p.shapes.size() && (j == i || b.bytes + bytes_of(j) <= bucket_bytes))
+      b.bytes += bytes_of(j++);
+    b.last = j;
+    p.buckets.push_back(b);
+    p.max_bucket_bytes = std::max(p.max_bucket_bytes, b.bytes);
+    p.wire_bytes += b.bytes;
+    i = j;
+  }
+  return p;
+}
+
+WeightPushPlan plan_weight_push(const model::CausalLM& model, DType wire, size_t bucket_bytes) {
+  const std::vector<model::NamedTensor> params = model.parameters();
+  const model::TpLayout* tp = model.tensor_parallel();
+  std::vector<std::string> names;
+  std::vector<Shape> shapes;
+  for (size_t k = 0; k < params.size(); ++k) {
+    names.push_back(params[k].name);
+    Shape s = params[k].tensor.shape();
+    if (tp && tp->split.at(k) == model::TpSplit::rows) s.at(0) *= tp->size;
+    if (tp && tp->split.at(k) == model::TpSplit::cols) s.at(1) *= tp->size;
+    shapes.push_back(std::move(s));
+  }
+  return plan_weight_push(std::move(names), std::move(shapes), wire, bucket_bytes);
+}
+
+void gather_weight_buckets(const model::CausalLM& model, const WeightPushPlan& plan,
+                           const std::function<void(size_t, const Tensor&)>& take,
+                           const std::function<void(const WeightBucket&)>& done) {
+  const std::vector<model::NamedTensor> params = model.parameters();
+  GYRE_CHECK(params.size() == plan.names.size(),
+             "gather_weight_buckets: the plan has {} tensors, the model {} parameters",
+             plan.names.size(), params.size());
+  const model::TpLayout* tp = model.tensor_parallel();
+  for (const WeightBucket& b : plan.buckets) {
+    for (size_t k = b.first; k < b.last; ++k) {
+      const Tensor& local = params[k].tensor;
+      const model::TpSplit split = tp ? tp->split.at(k) : model::TpSplit::replicated;
+      if (split == model::TpSplit::replicated) {
+        take(k, local);
+        continue;
+      }
+      // The column-block gather of the vocab-sharded logits is the gather of any split: a
+      // column-split [R, c] becomes [R, n*c] (rank r's block at columns [r*c, (r+1)*c)); a row
+      // split is the same gather of the shard viewed as one row, i.e. the rank blocks one after
+      // another — what gather_full assembles, with the same all-gather of each shard's bytes.
+      const Tensor as_cols =
+          split == model::TpSplit::cols ? local : local.reshape({1, local.numel()});
+      const Tensor full = model::tp_gather_vocab(*tp, as_cols).reshape(plan.shapes[k]);
+      take(k, full);
+    }
+    done(b);
+  }
+}
+
+void follow_weight_push(const model::CausalLM& model, DType wire, size_t bucket_bytes) {
+  gather_weight_buckets(
+      model, plan_weight_push(model, wire, bucket_bytes), [](size_t, const Tensor&) {},
+      [](const WeightBucket&) {});
+}
+
+const NcclPushOptions& NcclWeightPusher::options() const { return impl_->o; }
+
 SyncStats NcclWeightPusher::push(const model::CausalLM& model, int64_t version) {
-  return push_tensors(model.parameters(), version);
+  Impl& m = *impl_;
+  const WeightPushPlan plan = plan_weight_push(model, m.o.wire_dtype, m.o.bucket_bytes);
+  return m.send(plan, version, model.parameters(), [&](const auto& take, const auto& done) {
+    gather_weight_buckets(model, plan, take, done);
+  });
 }
 
 SyncStats NcclWeightPusher::push_tensors(const std::vector<model::NamedTensor>& tensors,
                                          int64_t version) {
   Impl& m = *impl_;
-  Timer timer;
-  for (const auto& t : tensors)
-    if (t.tensor.device() != Device::cuda || t.tensor.dtype() != DType::f32)
-      GYRE_THROW(invalid_argument,
-                 "NCCL weight push: '{}' is {} on {}; the trainer sends f32 GPU tensors (train "
-                 "with --device cuda, or use the disk transport)",
-                 t.name, dtype_name(t.tensor.dtype()), device_name(t.tensor.device()));
-  if (!m.group) connect();
-  const DType wire = m.o.wire_dtype;
-  const size_t esize = dtype_size(wire);
-  // Buckets of whole tensors in order.
-  std::vector<std::pair<size_t, size_t>> buckets;
-  size_t max_bytes = 0;
-  for (size_t i = 0; i < tensors.size();) {
-    size_t j = i, bytes = 0;
-    while (j < tensors.size() &&
-           (j == i || bytes + size_t(tensors[j].tensor.numel()) * esize <= m.o.bucket_bytes))
-      bytes += size_t(tensors[j++].tensor.numel()) * esize;
-    buckets.emplace_back(i, j);
-    max_bytes = std::max(max_bytes, bytes);
-    i = j;
-  }
-  if (!m.bucket.defined() || size_t(m.bucket.numel()) < max_bytes)
-    m.bucket = Tensor::empty({int64_t(max_bytes)}, DType::u8, Device::cuda);
-  uint64_t sent = 0, raw = 0;
-  for (auto [first, last] : buckets) {
-    json names = json::array(), dtypes = json::array(), shapes = json::array();
-    size_t off = 0;
-    for (size_t k = first; k < last; ++k) {
-      const Tensor& src = tensors[k].tensor;
-      Tensor slot = Tensor::borrow(static_cast<char*>(m.bucket.raw()) + off, src.shape(), wire,
-                                   Device::cuda, m.bucket.storage());
-      ops::copy(src, slot);  // f32 -> wire dtype on the GPU (round to nearest even for bf16)
-      names.push_back(tensors[k].name);
-      dtypes.push_back(dist::torch_dtype_name(wire));
-      shapes.push_back(src.shape());
-      off += size_t(src.numel()) * esize;
-      raw += src.nbytes();
+  std::vector<std::string> names;
+  std::vector<Shape> shapes;
+  for (const auto& t : tensors) names.push_back(t.name), shapes.push_back(t.tensor.shape());
+  const WeightPushPlan plan =
+      plan_weight_push(std::move(names), std::move(shapes), m.o.wire_dtype, m.o.bucket_bytes);
+  return m.send(plan, version, tensors, [&](const auto& take, const auto& done) {
+    for (const WeightBucket& b : plan.buckets) {
+      for (size_t k = b.first; k < b.last; ++k) take(k, tensors[k].tensor);
+      done(b);
     }
-    const std::string body = json{{"names", names},
-                                  {"dtypes", dtypes},
-                                  {"shapes", shapes},
-                                  {"group_name", m.o.group_name},
-                                  {"load_format", "flattened_bucket"},
-                                  {"flush_cache", false},
-                                  {"weight_version", std::to_string(version)}}
-                                 .dump();
-    auto replies = m.post_all("/update_weights_from_distributed",
-                              std::vector<std::string>(m.urls.size(), body));
-    std::vector<std::optional<serve::HttpResponse>> seen(replies.size());
-    // An engine that refuses before joining the broadcast (no such group, an unknown dtype, out
-    // of memory) would leave this broadcast waiting for the timeout: its reply aborts the wait.
-    auto set_check = [&](std::function<std::string()> f) {
-#ifdef GYRE_HAVE_NCCL  // (without NCCL no group can exist: nccl_comm_init throws)
-      if (auto* n = dynamic_cast<dist::NcclComm*>(m.group.get())) n->set_abort_check(std::move(f));
-#else
-      (void)f;
-#endif
-    };
-    set_check([&] {
-      const std::string f = m.early_failure(replies, seen);
-      return f.empty() ? f : "an engine will not receive this bucket: " + f;
-    });
-    try {
-      m.group->broadcast(m.bucket.raw(), off, 0);  // waits for the packing kernels first
-      set_check({});
-    } catch (const std::exception& e) {
-      set_check({});
-      m.group.reset();  // broken: the next push reconnects (destroy + init)
-      GYRE_THROW(io, "NCCL weight push v{}: broadcast failed: {}", version, e.what());
-    }
-    sent += off;
-    m.expect_success(replies, seen, "NCCL weight push: update_weights_from_distributed");
-  }
-  SyncStats s;
-  s.method = "nccl";
-  s.version = version;
-  s.bytes = sent;
-  s.raw_bytes = raw;
-  s.tensors = s.changed_tensors = int64_t(tensors.size());
-  s.seconds = timer.elapsed();
-  log_sync(s);
-  return s;
+  });
 }
 
 }  // namespace gyre::rl
