@@ -79,7 +79,12 @@ std::vector<dist::ServeSetting> tp_serve_settings(const infer::EngineConfig& ec,
           {"config.json head_dim", n(mc.head_dim)},
           {"config.json max_position_embeddings", n(mc.max_position_embeddings)},
           {"config.json rope_theta", n(mc.rope.theta)},
-          {"config.json rms_norm_eps", n(mc.rms_norm_eps)}};
+          {"config.json rms_norm_eps", n(mc.rms_norm_eps)},
+          {"config.json tie_word_embeddings", n(mc.tie_word_embeddings)},
+          {"config.json attention_bias", n(mc.attention_bias)},
+          {"config.json qk_norm", n(mc.qk_norm)},
+          {"config.json rope_scaling type", mc.rope.type},
+          {"config.json rope_scaling factor", n(mc.rope.factor)}};
 }
 
 int run_serve(int argc, char** argv) {

@@ -62,10 +62,18 @@ void check_tp_serve_topology(int64_t tp_size, const LaunchInfo& launch,
 }
 
 void check_same_serve_settings(Comm& tp, const std::vector<ServeSetting>& mine) {
-  // Rank 0's list as "name\nvalue\n" pairs (names and values hold no newline: flags, numbers).
+  // Rank 0's list as "name\nvalue\n" pairs; a newline inside a name or value (a strange
+  // config.json string) is sent, and compared, as a space on every rank.
+  auto one_line = [](std::string v) {
+    for (char& c : v)
+      if (c == '\n') c = ' ';
+    return v;
+  };
+  std::vector<ServeSetting> own;
+  for (const ServeSetting& s : mine) own.push_back({one_line(s.name), one_line(s.value)});
   std::string text;
   if (tp.rank() == 0)
-    for (const ServeSetting& s : mine) text += s.name + "\n" + s.value + "\n";
+    for (const ServeSetting& s : own) text += s.name + "\n" + s.value + "\n";
   tp.broadcast(text, 0);
   run_on_every_rank(
       tp, "the tensor-parallel start-up (same settings on every rank)",
@@ -79,15 +87,15 @@ void check_same_serve_settings(Comm& tp, const std::vector<ServeSetting>& mine) 
           leader.push_back({text.substr(pos, a - pos), text.substr(a + 1, b - a - 1)});
           pos = b + 1;
         }
-        if (leader.size() != mine.size())
+        if (leader.size() != own.size())
           GYRE_THROW(internal, "{}: tp rank 0 compares {} settings, this rank {} (mixed builds?)",
-                     tp.where(), leader.size(), mine.size());
-        for (size_t i = 0; i < mine.size(); ++i)
-          if (leader[i].name != mine[i].name || leader[i].value != mine[i].value)
+                     tp.where(), leader.size(), own.size());
+        for (size_t i = 0; i < own.size(); ++i)
+          if (leader[i].name != own[i].name || leader[i].value != own[i].value)
             GYRE_THROW(invalid_argument,
                        "{}: tp rank {} has {} {} where tp rank 0 has {} {}: every rank of `gyre "
                        "serve --tp-size {}` must take the same flags and the same model",
-                       tp.where(), tp.rank(), mine[i].name, mine[i].value, leader[i].name,
+                       tp.where(), tp.rank(), own[i].name, own[i].value, leader[i].name,
                        leader[i].value, tp.size());
       },
       "tp");

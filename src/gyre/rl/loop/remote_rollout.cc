@@ -196,6 +196,9 @@ NcclPushOptions nccl_push_options(const TrainConfig& cfg, const std::vector<std:
   o.bucket_bytes = size_t(cfg.update_weight_buffer_size);
   o.wire_dtype = cfg.precision == "bf16" ? DType::bf16 : DType::f32;
   o.timeout_s = dist::comm_timeout_s(cfg.distributed_timeout_minutes * 60);
+  // Half the communicators' timeout: tp peers (and other dp replicas) wait in a broadcast for
+  // rank 0's verdict while it connects (push_weights_to_remote).
+  o.connect_timeout_s = std::max(5.0, 0.5 * o.timeout_s);
   o.master_address = cfg.update_weight_master_address;
   if (o.master_address.empty()) {
     bool local = true;

@@ -33,14 +33,17 @@ struct NcclWeightPusher::Impl {
   Tensor bucket;  // u8 on the GPU, reused across pushes
 
   // POSTs `bodies[i]` to engine i, all at once; returns a future per engine.
+  // `timeout_s` bounds each reply (0: o.timeout_s).
   std::vector<std::future<serve::HttpResponse>> post_all(const std::string& target,
-                                                         const std::vector<std::string>& bodies) {
+                                                         const std::vector<std::string>& bodies,
+                                                         double timeout_s = 0) {
     std::vector<std::future<serve::HttpResponse>> out;
     for (size_t i = 0; i < urls.size(); ++i) {
       auto p = std::make_shared<std::promise<serve::HttpResponse>>();
       out.push_back(p->get_future());
       serve::ClientRequest r;
-      r.method = "POST", r.target = target, r.body = bodies[i], r.timeout_s = o.timeout_s;
+      r.method = "POST", r.target = target, r.body = bodies[i];
+      r.timeout_s = timeout_s > 0 ? timeout_s : o.timeout_s;
       http.request(urls[i], std::move(r),
                    [p](serve::HttpResponse&& resp) { p->set_value(std::move(resp)); });
     }
@@ -254,11 +257,22 @@ bool NcclWeightPusher::connected() const { return impl_->group != nullptr; }
 void NcclWeightPusher::connect() {
   Impl& m = *impl_;
   m.group.reset();
+  // One deadline for every wait below (NcclPushOptions::connect_timeout_s).
+  const double budget =
+      m.o.connect_timeout_s > 0 ? std::min(m.o.connect_timeout_s, m.o.timeout_s) : m.o.timeout_s;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(budget);
+  const bool one_budget = m.o.connect_timeout_s > 0;
+  auto left = [&] {
+    if (!one_budget) return m.o.timeout_s;
+    const double s =
+        std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    return std::max(1.0, s);
+  };
   const int world = int(m.urls.size()) + 1;
   const int port = m.o.master_port > 0 ? m.o.master_port : dist::pick_free_port();
   // A group of that name left over from an earlier trainer: dropped first (errors ignored).
   std::vector<std::string> destroy(m.urls.size(), json{{"group_name", m.o.group_name}}.dump());
-  for (auto& f : m.post_all("/destroy_weights_update_group", destroy)) f.get();
+  for (auto& f : m.post_all("/destroy_weights_update_group", destroy, left())) f.get();
   std::vector<std::string> init;
   for (size_t i = 0; i < m.urls.size(); ++i)
     init.push_back(json{
@@ -269,7 +283,7 @@ void NcclWeightPusher::connect() {
         {"group_name", m.o.group_name},
         {"backend",
          "nccl"}}.dump());
-  auto replies = m.post_all("/init_weights_update_group", init);
+  auto replies = m.post_all("/init_weights_update_group", init, left());
   std::vector<std::optional<serve::HttpResponse>> seen(replies.size());
   // An engine that answers "no" at once (a CPU server, a bad field) never joins: stop waiting.
   auto refused = [&] { return m.early_failure(replies, seen); };
@@ -280,10 +294,12 @@ void NcclWeightPusher::connect() {
   try {
     dist::RendezvousOptions ro;
     ro.host = m.o.master_address, ro.port = port, ro.rank = 0, ro.world_size = world;
-    ro.group = m.o.group_name, ro.timeout_s = m.o.timeout_s;
+    ro.group = m.o.group_name, ro.timeout_s = left();
     ro.abort_check = refused;
     const std::string id = dist::tcp_rendezvous_share(ro, dist::nccl_unique_id());
-    group = dist::nccl_comm_init(id, world, 0, 0, m.o.timeout_s, m.o.group_name);
+    group = dist::nccl_comm_init(id, world, 0, 0, left(), m.o.group_name);
+    // The pushes' collectives get the full timeout again.
+    if (auto* n = dynamic_cast<dist::NcclComm*>(group.get())) n->set_timeout(m.o.timeout_s);
   } catch (const std::exception& e) {
     error = e.what();
   }

@@ -100,6 +100,11 @@ struct NcclPushOptions {
   size_t bucket_bytes = size_t(512) << 20;
   DType wire_dtype = DType::bf16;  // bf16 (slime's default for bf16 training) | f32 (bit-exact)
   double timeout_s = 600;          // rendezvous, NCCL calls and each HTTP reply
+  // Bounds the whole of connect() — the destroy calls, the init calls, the rendezvous and NCCL's
+  // init — when > 0 (else timeout_s each). gyre train sets it to half the communicators' timeout:
+  // under tensor parallelism the other tp ranks wait in a broadcast while rank 0 connects, and
+  // must hear rank 0's verdict (NCCL, or the disk under `auto`) before their own timeout.
+  double connect_timeout_s = 0;
 };
 
 class NcclWeightPusher {
