@@ -4,6 +4,8 @@
 // the bf16 GEMV (autocast, a weight cache, 1..8 rows, linear_gemv_bf16_supported), the GEMMs
 // exactly when it would run every member on the cuBLASLt GEMM over a bf16 copy of its input
 // (autocast, a weight cache, more than 8 rows) — which is what makes the paths bitwise equal.
+// rms_norm_swiglu_mlp_residual takes its one-pass GEMM path exactly when both of its ops would take
+// theirs (and the down projection has no bias), else it runs them in order.
 #include "gyre/backend/fused_linear_ops.h"
 
 #include <fmt/format.h>
@@ -19,6 +21,8 @@
 #include "gyre/core/error.h"
 
 namespace gyre::ops {
+
+static_assert(kFusedGemvMaxRows == cuda::kGemvMaxRows);
 
 namespace {
 
@@ -447,6 +451,78 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
   }
   linear(x, w, b, y);
   add(y, residual, y);
+}
+
+void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
+                                  const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
+                                  const Tensor& b_up, const Tensor& w_down, const Tensor& b_down,
+                                  const Tensor& residual, Tensor& out) {
+  detail::OpScope op_scope_("rms_norm_swiglu_mlp_residual");
+  const char* op = "rms_norm_swiglu_mlp_residual";
+  // Every argument of both ops up front (the composition's own checks then never fire).
+  int64_t M = 0, K = 0;
+  check_input(op, x, M, K);
+  const Norm nrm{norm_w, eps, nullptr, nullptr};
+  check_norm(op, nrm, x, M, K);
+  const int64_t I = check_weight_bias(op, {"w_gate"}, &w_gate, {"b_gate"}, &b_gate, x, K);
+  const int64_t Iu = check_weight_bias(op, {"w_up"}, &w_up, {"b_up"}, &b_up, x, K);
+  if (Iu != I)
+    GYRE_THROW(invalid_argument, "ops::{}: 'w_up' has {} rows but 'w_gate' has {}", op, Iu, I);
+  check_like_x(op, {"w_down"}, &w_down, x);
+  if (w_down.dim() != 2 || w_down.size(1) != I)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: weight 'w_down' has shape {}, expected [N, {}] (w_gate's rows; w_gate is "
+               "{})",
+               op, shape_str(w_down.shape()), I, shape_str(w_gate.shape()));
+  const int64_t N = w_down.size(0);
+  if (b_down.defined()) {
+    check_like_x(op, {"b_down"}, &b_down, x);
+    if (b_down.shape() != Shape{N})
+      GYRE_THROW(invalid_argument, "ops::{}: bias 'b_down' has shape {}, expected [{}]", op,
+                 shape_str(b_down.shape()), N);
+  }
+  const Shape ys = out_shape(x, N);
+  check_like_x(op, {"residual"}, &residual, x);
+  if (residual.shape() != ys)
+    GYRE_THROW(invalid_argument, "ops::{}: 'residual' has shape {}, expected {} (x's rows of {})",
+               op, shape_str(residual.shape()), shape_str(ys), N);
+  // out may be exactly the residual (which may be x: x is consumed by the first half before
+  // anything is written); otherwise it must be apart from both.
+  const bool out_is_residual = out.defined() && out.raw() == residual.raw();
+  if (out.defined()) {
+    check_like_x(op, {"out"}, &out, x);
+    if (out.shape() != ys)
+      GYRE_THROW(invalid_argument, "ops::{}: output 'out' has shape {}, expected {}", op,
+                 shape_str(out.shape()), shape_str(ys));
+    if (!out_is_residual && overlaps(out, x))
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: output 'out' shares memory with the input 'x'; pass a separate output "
+                 "tensor (out may be the residual tensor itself)",
+                 op);
+    if (!out_is_residual && overlaps(out, residual))
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: output 'out' partly overlaps 'residual'; pass the residual tensor "
+                 "itself or a separate output",
+                 op);
+  }
+  // Where both halves would run the cuBLASLt GEMMs over bf16 copies (rms_norm_linear_silu_mul's
+  // shared-input GEMMs; linear_add_residual's bias-free residual GEMM): one path with the cast of
+  // act folded into the SwiGLU kernel. The same lookups the two ops make, in their order.
+  if constexpr (kCuda)
+    if (!b_down.defined())
+      if (const uint16_t* wg = gemm_weight(x, w_gate, M, K))
+        if (const uint16_t* wu = gemm_weight(x, w_up, M, K))
+          if (const uint16_t* wd = gemm_weight(x, w_down, M, I)) {  // act: x's rows and device
+            const cuda::RmsPrologue p = prologue_of(op, nrm, x, M);
+            detail::prepare_out(op, "out", out, ys, DType::f32, Device::cuda);
+            return cuda::swiglu_mlp_residual_gemm_bf16(x.f32(), &p, wg, bias_ptr(b_gate), wu,
+                                                       bias_ptr(b_up), wd, residual.f32(), M, K, I,
+                                                       N, out.f32());
+          }
+  // Everywhere else (the CPU, f64, the 1..8-row GEMVs, a down bias, no cache): the composition.
+  Tensor act;
+  rms_norm_linear_silu_mul(x, norm_w, eps, w_gate, b_gate, w_up, b_up, act);
+  linear_add_residual(act, w_down, b_down, residual, out);
 }
 
 }  // namespace gyre::ops

@@ -5,6 +5,8 @@
 //   linear_add_residual y    = add(linear(x, w, b), residual)
 //   rms_norm_linear_group    linear_group(rms_norm(x, norm_w, eps), w, b, y)
 //   rms_norm_linear_silu_mul linear_silu_mul(rms_norm(x, norm_w, eps), ...)
+//   rms_norm_swiglu_mlp_residual
+//                       out  = linear_add_residual(rms_norm_linear_silu_mul(x, ...), w_down, ...)
 // On the CPU, and on CUDA wherever the fused kernels do not apply, they run those ops one by one
 // (so results are bitwise the unfused ones). On CUDA under ops::Bf16Autocast with an installed
 // ops::Bf16WeightCache and 1..8 rows where linear's bf16 GEMV applies to every weight (the
@@ -23,6 +25,11 @@
 // bias adds the residual as the GEMM's C operand (beta = 1 on the plan and algorithm of the
 // bias-free GEMM: acc + residual rounded once, as the add; with a bias it runs linear, then add).
 // Same bf16 operands, same GEMM calls with the same M, N, K: bitwise the unfused ops again.
+// rms_norm_swiglu_mlp_residual (the whole SwiGLU MLP with its residual) takes that path only when
+// both of its halves would and the down projection has no bias; there the SwiGLU kernel writes the
+// bf16 rounding of its f32 value (what linear_add_residual's cast of it would produce), so the
+// down GEMM's operand — and with it the result — is the composition's; elsewhere it runs the two
+// ops in order.
 // Forward only (nothing is saved for a backward). Declared here rather than in ops.h;
 // implementation: fused_linear_ops.cc.
 //
@@ -36,6 +43,10 @@
 #include "gyre/backend/ops.h"
 
 namespace gyre::ops {
+
+// The rows up to which the fused ops run the decode GEMV kernels (cuda::kGemvMaxRows); past them,
+// the shared-input cuBLASLt GEMMs.
+inline constexpr int64_t kFusedGemvMaxRows = 8;
 
 // y[i] = x·w[i]ᵀ + b[i] for every i; b[i] may point to an undefined tensor (no bias). The lists
 // have one entry per linear, at least one.
@@ -66,5 +77,22 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
                               const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
                               const Tensor& b_up, Tensor& out, Tensor* xn_out = nullptr,
                               Tensor* rstd_out = nullptr);
+
+// The SwiGLU MLP with its residual, exactly
+//   Tensor act;
+//   rms_norm_linear_silu_mul(x, norm_w, eps, w_gate, b_gate, w_up, b_up, act);
+//   linear_add_residual(act, w_down, b_down, residual, out);
+// x [.., K], norm_w [K], w_gate and w_up [I, K], w_down [N, I], biases [I] / [N] or undefined;
+// residual shaped like x with last dim N (typically x itself: out = x + mlp(rms_norm(x))). out is
+// allocated (x's dtype, device and shape with last dim N) when undefined; it may be the residual
+// tensor itself (even when that is x), otherwise it must share no memory with x or the residual.
+// The residual may share memory with x (it is only read). Every argument is checked before any
+// tensor changes, with the errors of the other ops (naming w_down, b_down, residual, out).
+// The intermediate act [.., I] is not returned: on the fused path (CUDA, autocast with a weight
+// cache, more than 8 rows, no b_down) it exists only as bf16 scratch.
+void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
+                                  const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
+                                  const Tensor& b_up, const Tensor& w_down, const Tensor& b_down,
+                                  const Tensor& residual, Tensor& out);
 
 }  // namespace gyre::ops

@@ -292,7 +292,19 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
     // lm_head's N/8 blocks — 18,992 for a 151,936-token vocabulary — recompute the row's rstd,
     // 149 us per decode step against 65 us for the GEMV + ~5 us for rms_norm (session 8 ncu,
     // Qwen2.5-0.5B batch 1). Same numbers either way (the fold is bitwise rms_norm + GEMV).
-    Tensor xn = empty({T, H}, dev), rstd = empty({T}, dev), logits = empty({T, lc.vocab_size}, dev);
+    // Past the GEMV's rows (batch decode) the fold is the norm kernel that writes the lm_head
+    // GEMM's bf16 input (rms_norm_fwd_bf16: rms_norm and the cast in one launch, nothing
+    // recomputed), bitwise rms_norm then linear too.
+    Tensor logits = empty({T, lc.vocab_size}, dev);
+    if (T > ops::kFusedGemvMaxRows) {
+      const Tensor none;
+      const Tensor* ws[] = {&w.lm_head};
+      const Tensor* bs[] = {&none};
+      Tensor* ys[] = {&logits};
+      ops::rms_norm_linear_group(x, w.final_norm, float(c.rms_norm_eps), ws, bs, ys);
+      return logits;
+    }
+    Tensor xn = empty({T, H}, dev), rstd = empty({T}, dev);
     ops::rms_norm(x, w.final_norm, float(c.rms_norm_eps), xn, rstd);
     ops::linear(xn, w.lm_head, Tensor(), logits);
     return logits;

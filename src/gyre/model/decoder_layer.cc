@@ -119,13 +119,17 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
     ops::add(out, h, out);  // residual
   } else if (fuse) {
-    Tensor act = empty({T, c.intermediate_size}, dev);
-    // Post-attention norm folded into the gate/up GEMV: bitwise rms_norm then linear_silu_mul.
-    ops::rms_norm_linear_silu_mul(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b, act);
     out = empty({T, H}, dev);
     if (fuse_residual) {
-      ops::linear_add_residual(act, w.down_w, w.down_b, h, out);
+      // The whole MLP with its residual: rms_norm_linear_silu_mul (post-attention norm folded
+      // into gate/up), then linear_add_residual for down_proj — bitwise that composition, with
+      // the down_proj input cast folded into the SwiGLU kernel past the GEMV's rows.
+      ops::rms_norm_swiglu_mlp_residual(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b,
+                                        w.down_w, w.down_b, h, out);
     } else {
+      Tensor act = empty({T, c.intermediate_size}, dev);
+      // Post-attention norm folded into the gate/up GEMV: bitwise rms_norm then linear_silu_mul.
+      ops::rms_norm_linear_silu_mul(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b, act);
       row_parallel_linear(a.tp, act, w.down_w, w.down_b, out);
       ops::add(out, h, out);  // residual
     }

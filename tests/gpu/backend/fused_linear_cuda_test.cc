@@ -10,7 +10,9 @@
 // bitwise the unfused cuBLASLt path (rms_norm, ops::linear per member, silu_mul, add) with one
 // bf16 activation per group and the residual in the GEMM's epilogue: fewer kernels by exactly the
 // casts (and the norm, the add) it saves; the rms_norm -> bf16 kernel is bitwise rms_norm then
-// f32_to_bf16. Skips without a GPU.
+// f32_to_bf16. The whole-MLP op (rms_norm_swiglu_mlp_residual) is bitwise the unfused ops and the
+// two fused ops at every row count, one kernel (the down_proj input cast) fewer past 8 rows; its
+// SwiGLU -> bf16 kernel is bitwise silu_mul then f32_to_bf16. Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -597,7 +599,10 @@ TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
   struct Case {
     int64_t K, N;
   };
-  for (const Case& cs : {Case{896, 896}, Case{4864, 896}, Case{259, 33}}) {
+  // The 0.5B o_proj / down_proj, the 1.5B ones (K 8960: another cuBLASLt algorithm, possibly
+  // split-K) and an odd shape.
+  for (const Case& cs :
+       {Case{896, 896}, Case{4864, 896}, Case{1536, 1536}, Case{8960, 1536}, Case{259, 33}}) {
     const int64_t K = cs.K, N = cs.N;
     Tensor gw = gpu(randn({N, K}, 1100 + K, 0.05f)), gb = gpu(randn({N}, 1101));
     for (int64_t M : kGemmRows) {
@@ -624,6 +629,22 @@ TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
         ops::linear_add_residual(gx, gw, pb, gr, fresh);
         expect_bitwise(fresh, want, "y allocated");
         expect_bitwise(gr, gpu(randn({M, N}, 1120 + M, 4.0f)), "residual unchanged");
+        if (M == 300 && K == 896) {
+          // A residual that is a view 16 bytes into its storage (not 256-byte aligned):
+          // cuBLASLt's C alignment assumption fails, so the op falls back — the GEMM into the
+          // (aligned) output, then add; in place on the view, the GEMM into a temporary — still
+          // bitwise linear then add.
+          Tensor big_r = gpu(randn({M * N + 4}, 1130 + M, 4.0f));
+          Tensor r_view = big_r.narrow(4, M * N).reshape({M, N});
+          Tensor want_v = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          ops::linear(gx, gw, pb, t);
+          ops::add(t, r_view, want_v);
+          Tensor y_sep = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          ops::linear_add_residual(gx, gw, pb, r_view, y_sep);
+          expect_bitwise(y_sep, want_v, "misaligned residual view, separate output");
+          ops::linear_add_residual(gx, gw, pb, r_view, r_view);
+          expect_bitwise(r_view, want_v, "misaligned residual view, in place");
+        }
         if (M != 256 || K == 259) continue;
         const size_t n_fused = kernels_warm([&] { ops::linear_add_residual(gx, gw, pb, gr, y); });
         const size_t n_unfused = kernels_warm(unfused);
@@ -631,6 +652,214 @@ TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
         EXPECT_EQ(n_unfused - n_fused, bias ? 0u : 1u);
         expect_bitwise(y, want, "after the counts");
       }
+    }
+  }
+}
+
+// silu_mul_fwd_bf16 is silu_mul_fwd then f32_to_bf16, bit for bit: odd sizes, one element, more
+// elements than one grid covers (65535 blocks of 256: threads loop), and every pairing of special
+// gate and up values — NaN, ±inf, ±0, huge (silu(g) * u overflowing f32, or rounding past the
+// largest bf16), exp(-g) overflowing (g = -100), denormals.
+TEST(FusedLinearCuda, SiluMulBf16IsBitwiseSiluMulThenCast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const float inf = INFINITY, nan = std::nanf("");
+  const std::vector<float> special = {nan,      inf,      -inf,  0.0f,   -0.0f,   3.0e38f,
+                                      -3.0e38f, 3.39e38f, 88.7f, -88.7f, -100.0f, 100.0f,
+                                      1e-40f,   -1e-40f,  1.0f,  -1.0f,  20.0f,   -20.0f};
+  const size_t S = special.size();
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(259), int64_t(S * S), int64_t(4863),
+                    int64_t(256) * 4864 + 1, int64_t(65535) * 256 + 3}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    std::vector<float> g = randn({n}, 1300 + n, 4.0f).to_vector();
+    std::vector<float> u = randn({n}, 1301 + n, 4.0f).to_vector();
+    for (size_t i = 0; i < S * S && i < size_t(n); ++i)
+      g[i] = special[i / S], u[i] = special[i % S];
+    if (n > 1000) u[size_t(n) - 1] = nan, g[size_t(n) - 2] = -inf;  // the last elements too
+    Tensor gg = gpu(Tensor::from_vector(g, {n})), gu = gpu(Tensor::from_vector(u, {n}));
+    Tensor act;
+    ops::silu_mul(gg, gu, act);
+    Tensor want = Tensor::empty({n}, DType::bf16, Device::cuda);
+    cuda::f32_to_bf16(act.f32(), static_cast<uint16_t*>(want.raw()), n);
+    Tensor got = Tensor::empty({n}, DType::bf16, Device::cuda);
+    cuda::silu_mul_fwd_bf16(gg.f32(), gu.f32(), static_cast<uint16_t*>(got.raw()), n);
+    expect_same_bytes(got, want, "silu_mul_fwd_bf16");
+  }
+}
+
+// rms_norm_swiglu_mlp_residual (the decode layer's MLP with its residual) is bitwise the unfused
+// ops (rms_norm, linear gate, linear up, silu_mul, linear down, add) and the two fused ops it is
+// defined as (rms_norm_linear_silu_mul, linear_add_residual), at the GEMV's rows and past them:
+// Qwen2.5-0.5B's MLP (H 896, I 4864), an odd shape (K % 8 != 0: no GEMV) and one with N != K;
+// with and without gate/up biases and a down bias (a down bias: the two ops); out separate,
+// allocated, the residual itself, and the residual being x (the decoder's call); a residual view
+// cuBLASLt cannot take as C (not 256-byte aligned: the GEMM, then add).
+TEST(FusedLinearCuda, SwigluMlpResidualIsBitwiseTheComposition) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  Tensor none;
+  struct Case {
+    int64_t K, I, N;
+  };
+  for (const Case& cs : {Case{896, 4864, 896}, Case{259, 77, 259}, Case{264, 136, 33}}) {
+    const int64_t K = cs.K, I = cs.I, N = cs.N;
+    Tensor gnw = gpu(randn({K}, 1200 + K));
+    Tensor gwg = gpu(randn({I, K}, 1201 + K, 0.05f)), gwu = gpu(randn({I, K}, 1202 + K, 0.05f));
+    Tensor gwd = gpu(randn({N, I}, 1203 + K, 0.05f));
+    Tensor gbg = gpu(randn({I}, 1204)), gbu = gpu(randn({I}, 1205)), gbd = gpu(randn({N}, 1206));
+    for (int64_t M : {1, 8, 9, 64, 256, 300}) {
+      for (bool gu_bias : {false, true}) {
+        for (bool down_bias : {false, true}) {
+          SCOPED_TRACE("K " + std::to_string(K) + " I " + std::to_string(I) + " N " +
+                       std::to_string(N) + " M " + std::to_string(M) +
+                       (gu_bias ? " gate/up bias" : "") + (down_bias ? " down bias" : ""));
+          const Tensor& pbg = gu_bias ? gbg : none;
+          const Tensor& pbu = gu_bias ? gbu : none;
+          const Tensor& pbd = down_bias ? gbd : none;
+          const Tensor r = randn({M, N}, 1220 + M, 4.0f);
+          Tensor gx = gpu(randn({M, K}, 1210 + M + K, 3.0f)), gr = gpu(r);
+          Decode d(&cache);
+          Tensor xn, rstd, g, u, act, t, want;  // the unfused ops
+          ops::rms_norm(gx, gnw, eps, xn, rstd);
+          ops::linear(xn, gwg, pbg, g);
+          ops::linear(xn, gwu, pbu, u);
+          ops::silu_mul(g, u, act);
+          ops::linear(act, gwd, pbd, t);
+          ops::add(t, gr, want);
+          Tensor act2, want2;  // the two fused ops
+          ops::rms_norm_linear_silu_mul(gx, gnw, eps, gwg, pbg, gwu, pbu, act2);
+          ops::linear_add_residual(act2, gwd, pbd, gr, want2);
+          expect_bitwise(want2, want, "the two fused ops vs the unfused ops");
+          auto mlp = [&](const Tensor& x, const Tensor& res, Tensor& out) {
+            ops::rms_norm_swiglu_mlp_residual(x, gnw, eps, gwg, pbg, gwu, pbu, gwd, pbd, res, out);
+          };
+          Tensor out = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          mlp(gx, gr, out);
+          expect_bitwise(out, want, "separate out");
+          expect_bitwise(out, want2, "separate out vs the two fused ops");
+          Tensor fresh;
+          mlp(gx, gr, fresh);
+          expect_bitwise(fresh, want, "out allocated");
+          expect_bitwise(gr, r, "residual unchanged");
+          Tensor in_place = gr.clone();
+          mlp(gx, in_place, in_place);
+          expect_bitwise(in_place, want, "out is the residual");
+          // The residual (and out) one row into a larger tensor: 256-byte aligned only when a
+          // row is (N = 896), else cuBLASLt cannot take it as C.
+          Tensor big = Tensor::empty({M + 1, N}, DType::f32, Device::cuda);
+          Tensor r_view = big.narrow(1, M);
+          r_view.copy_from(gr);
+          mlp(gx, r_view, out);
+          expect_bitwise(out, want, "residual view");
+          mlp(gx, r_view, r_view);
+          expect_bitwise(r_view, want, "out is the residual view");
+          if (N != K) continue;
+          // The decoder's call: the residual is x itself (out = x + mlp(rms_norm(x))).
+          Tensor want_x;
+          ops::add(t, gx, want_x);
+          mlp(gx, gx, out);
+          expect_bitwise(out, want_x, "residual is x");
+          Tensor x_in_place = gx.clone();
+          mlp(x_in_place, x_in_place, x_in_place);
+          expect_bitwise(x_in_place, want_x, "out is the residual is x");
+        }
+      }
+    }
+  }
+}
+
+// The names of the kernels body launches (captured like kernels_launched after a warm-up run;
+// "?" for a node the runtime cannot name, e.g. a library kernel). body then runs once more.
+std::vector<std::string> kernel_names_warm(const std::function<void()>& body) {
+  body();
+  cudaStream_t s = static_cast<cudaStream_t>(cuda::stream());
+  EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  body();
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  size_t n = 0;
+  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (n > 0) {
+    EXPECT_EQ(cudaGraphGetNodes(graph, nodes.data(), &n), cudaSuccess);
+  }
+  std::vector<std::string> names;
+  for (cudaGraphNode_t node : nodes) {
+    std::string name = "?";
+    cudaGraphNodeType type{};
+    cudaKernelNodeParams p{};
+    const char* fn = nullptr;
+    if (cudaGraphNodeGetType(node, &type) == cudaSuccess && type == cudaGraphNodeTypeKernel &&
+        cudaGraphKernelNodeGetParams(node, &p) == cudaSuccess && p.func &&
+        cudaFuncGetName(&fn, p.func) == cudaSuccess && fn)
+      name = fn;
+    names.push_back(name);
+  }
+  (void)cudaGetLastError();  // a node the runtime could not name leaves its error behind
+  cudaGraphDestroy(graph);
+  body();
+  return names;
+}
+
+size_t count_containing(const std::vector<std::string>& names, const std::string& part) {
+  size_t n = 0;
+  for (const std::string& s : names) n += s.find(part) != std::string::npos;
+  return n;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+// Kernels of rms_norm_swiglu_mlp_residual at the 0.5B MLP shape: at M = 256 without a down bias
+// exactly one fewer than the two fused ops — the down_proj input cast (no f32_to_bf16 kernel; the
+// norm kernel, the SwiGLU -> bf16 kernel and the GEMMs); with a down bias, and on the GEMV path
+// (M = 8: two kernels), as many as the two ops (it runs them).
+TEST(FusedLinearCuda, SwigluMlpResidualDropsTheDownProjCast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  const float eps = 1e-6f;
+  const int64_t K = 896, I = 4864, N = 896;
+  Tensor none;
+  Tensor gnw = gpu(randn({K}, 1400)), gwg = gpu(randn({I, K}, 1401, 0.05f));
+  Tensor gwu = gpu(randn({I, K}, 1402, 0.05f)), gwd = gpu(randn({N, I}, 1403, 0.05f));
+  Tensor gbd = gpu(randn({N}, 1404));
+  for (int64_t M : {8, 256}) {
+    for (bool down_bias : {false, true}) {
+      SCOPED_TRACE("M " + std::to_string(M) + (down_bias ? " down bias" : ""));
+      const Tensor& pbd = down_bias ? gbd : none;
+      Tensor gx = gpu(randn({M, K}, 1410 + M, 3.0f)), gr = gpu(randn({M, N}, 1411 + M));
+      Decode d(&cache);
+      Tensor act = Tensor::empty({M, I}, DType::f32, Device::cuda);
+      Tensor want = Tensor::empty({M, N}, DType::f32, Device::cuda);
+      Tensor out = Tensor::empty({M, N}, DType::f32, Device::cuda);
+      auto two_ops = [&] {
+        ops::rms_norm_linear_silu_mul(gx, gnw, eps, gwg, none, gwu, none, act);
+        ops::linear_add_residual(act, gwd, pbd, gr, want);
+      };
+      auto fused = [&] {
+        ops::rms_norm_swiglu_mlp_residual(gx, gnw, eps, gwg, none, gwu, none, gwd, pbd, gr, out);
+      };
+      const std::vector<std::string> n_two = kernel_names_warm(two_ops);
+      const std::vector<std::string> n_fused = kernel_names_warm(fused);
+      expect_bitwise(out, want, "after the counts");
+      if (M <= 8) {
+        EXPECT_EQ(n_fused.size(), 2u) << joined(n_fused);
+        EXPECT_EQ(n_two.size(), 2u) << joined(n_two);
+        continue;
+      }
+      if (down_bias) {
+        EXPECT_EQ(n_fused.size(), n_two.size()) << joined(n_fused) << " | " << joined(n_two);
+        continue;
+      }
+      EXPECT_EQ(n_two.size() - n_fused.size(), 1u) << joined(n_fused) << " | " << joined(n_two);
+      EXPECT_EQ(count_containing(n_two, "f32_to_bf16_kernel"), 1u) << joined(n_two);
+      EXPECT_EQ(count_containing(n_fused, "f32_to_bf16_kernel"), 0u) << joined(n_fused);
+      EXPECT_EQ(count_containing(n_fused, "silu_mul_bf16_kernel"), 1u) << joined(n_fused);
+      EXPECT_EQ(count_containing(n_fused, "silu_mul_fwd_kernel"), 0u) << joined(n_fused);
+      EXPECT_EQ(count_containing(n_fused, "rms_bf16_kernel"), 1u) << joined(n_fused);
     }
   }
 }

@@ -1,5 +1,6 @@
 // Fused decode linears (backend/fused_linear_ops.h) on the CPU: bitwise the unfused composition
-// (linear per member; linear, linear, silu_mul; linear then add), with and without biases, in f32
+// (linear per member; linear, linear, silu_mul; linear then add; the whole MLP as the two fused
+// ops and as rms_norm, linear, linear, silu_mul, linear, add), with and without biases, in f32
 // and f64, and argument errors that name the argument before any output changes.
 #include "gyre/backend/fused_linear_ops.h"
 
@@ -163,6 +164,56 @@ TEST_P(FusedLinearCpu, RmsNormSiluMulEqualsRmsNormThenLinearsThenSiluMul) {
   }
 }
 
+// The whole-MLP op is the composition it is defined as — rms_norm_linear_silu_mul, then
+// linear_add_residual — and so rms_norm, linear, linear, silu_mul, linear, add; with out separate,
+// allocated, the residual itself, and the residual being x (N == K), and N != K.
+TEST_P(FusedLinearCpu, SwigluMlpResidualEqualsTheComposition) {
+  const auto [dt, bias] = GetParam();
+  const float eps = 1e-6f;
+  using Dims = std::tuple<int64_t, int64_t, int64_t>;  // K, I, N
+  for (const auto& [K, I, N] : {Dims{16, 24, 16}, Dims{5, 13, 3}}) {
+    const Tensor nw = randn({K}, 70 + K, dt);
+    const Tensor wg = randn({I, K}, 71, dt), wu = randn({I, K}, 72, dt), wd = randn({N, I}, 73, dt);
+    const Tensor bg = bias ? randn({I}, 74, dt) : Tensor(),
+                 bu = bias ? randn({I}, 75, dt) : Tensor();
+    const Tensor bd = bias ? randn({N}, 76, dt) : Tensor();
+    for (int64_t M : {1, 8, 9, 12}) {
+      const std::string what =
+          "K " + std::to_string(K) + " N " + std::to_string(N) + " M " + std::to_string(M);
+      const Tensor x = randn({M, K}, 77 + M, dt), r = randn({M, N}, 78 + M, dt);
+      Tensor xn, rstd, g, u, act, t, want;
+      rms_norm(x, nw, eps, xn, rstd);
+      linear(xn, wg, bg, g);
+      linear(xn, wu, bu, u);
+      silu_mul(g, u, act);
+      linear(act, wd, bd, t);
+      add(t, r, want);
+      Tensor act2, want2;
+      rms_norm_linear_silu_mul(x, nw, eps, wg, bg, wu, bu, act2);
+      linear_add_residual(act2, wd, bd, r, want2);
+      expect_bitwise(want2, want, what + " two fused ops");
+      Tensor out;
+      rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r, out);
+      expect_bitwise(out, want, what + " allocated");
+      Tensor out2 = Tensor::empty({M, N}, dt);
+      rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r, out2);
+      expect_bitwise(out2, want, what + " separate");
+      Tensor r2 = r.clone();
+      rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r2, r2);
+      expect_bitwise(r2, want, what + " in place on the residual");
+      if (N != K) continue;
+      Tensor want_x;
+      add(t, x, want_x);
+      Tensor out3;
+      rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, x, out3);
+      expect_bitwise(out3, want_x, what + " residual is x");
+      Tensor x2 = x.clone();
+      rms_norm_swiglu_mlp_residual(x2, nw, eps, wg, bg, wu, bu, wd, bd, x2, x2);
+      expect_bitwise(x2, want_x, what + " in place on x");
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DtypeBias, FusedLinearCpu,
                          ::testing::Combine(::testing::Values(DType::f32, DType::f64),
                                             ::testing::Bool()));
@@ -265,6 +316,51 @@ TEST(FusedLinearCpuErrors, RmsNormArgumentsAreNamed) {
               HasSubstr("output 'y[0]' shares memory with 'xn_out' or 'rstd_out'"));
   for (float v : xn.to_vector()) EXPECT_EQ(v, 0.0f);
   for (float v : y0.to_vector()) EXPECT_EQ(v, 0.0f);  // nothing was written by the failed calls
+}
+
+// The whole-MLP op checks both halves' arguments up front: nothing is written by a failed call.
+TEST(FusedLinearCpuErrors, SwigluMlpResidualArgumentsAreNamed) {
+  Tensor x = randn({2, 8}, 1), nw = randn({8}, 2), wg = randn({5, 8}, 3), wu = randn({5, 8}, 4);
+  Tensor wd = randn({8, 5}, 5), r = randn({2, 8}, 6), none;
+  Tensor out = Tensor::zeros({2, 8});
+  auto call = [&](const Tensor& w_down, const Tensor& b_down, const Tensor& res, Tensor& o) {
+    rms_norm_swiglu_mlp_residual(x, nw, 1e-6f, wg, none, wu, none, w_down, b_down, res, o);
+  };
+  Tensor wd_bad = randn({8, 4}, 7);
+  EXPECT_THAT(error_of([&] { call(wd_bad, none, r, out); }),
+              HasSubstr("weight 'w_down' has shape [8, 4], expected [N, 5]"));
+  Tensor bd_bad = randn({5}, 8);
+  EXPECT_THAT(error_of([&] { call(wd, bd_bad, r, out); }),
+              HasSubstr("bias 'b_down' has shape [5], expected [8]"));
+  Tensor r_bad = randn({2, 5}, 9);
+  EXPECT_THAT(error_of([&] { call(wd, none, r_bad, out); }),
+              HasSubstr("'residual' has shape [2, 5], expected [2, 8]"));
+  EXPECT_THAT(error_of([&] { call(wd, none, none, out); }), HasSubstr("'residual' is undefined"));
+  Tensor out_bad = Tensor::zeros({16});
+  EXPECT_THAT(error_of([&] { call(wd, none, r, out_bad); }),
+              HasSubstr("output 'out' has shape [16], expected [2, 8]"));
+  Tensor out_is_x = x;
+  EXPECT_THAT(error_of([&] { call(wd, none, r, out_is_x); }),
+              HasSubstr("output 'out' shares memory with the input 'x'"));
+  Tensor big = Tensor::zeros({3, 8});
+  Tensor r_part = big.narrow(0, 2), out_part = big.narrow(1, 2);
+  EXPECT_THAT(error_of([&] { call(wd, none, r_part, out_part); }),
+              HasSubstr("output 'out' partly overlaps 'residual'"));
+  Tensor wd64 = randn({8, 5}, 10, DType::f64);
+  EXPECT_THAT(error_of([&] { call(wd64, none, r, out); }),
+              HasSubstr("'w_down' is f64 but 'x' is f32"));
+  Tensor wu_bad = randn({4, 8}, 11);
+  EXPECT_THAT(error_of([&] {
+                rms_norm_swiglu_mlp_residual(x, nw, 1e-6f, wg, none, wu_bad, none, wd, none, r,
+                                             out);
+              }),
+              HasSubstr("'w_up' has 4 rows but 'w_gate' has 5"));
+  EXPECT_THAT(error_of([&] {
+                rms_norm_swiglu_mlp_residual(x, nw, -1.0f, wg, none, wu, none, wd, none, r, out);
+              }),
+              HasSubstr("eps must be finite and >= 0"));
+  for (float v : out.to_vector()) EXPECT_EQ(v, 0.0f);  // nothing was written by the failed calls
+  for (float v : big.to_vector()) EXPECT_EQ(v, 0.0f);
 }
 
 // Outputs that share memory with the input (or, in a group, with each other) are errors: the fused

@@ -1,7 +1,8 @@
 // Fused autocast linears past the decode GEMV's rows (fused_gemm.h): one bf16 activation per
 // group, the residual in the GEMM's epilogue. Each piece is a call the unfused path makes too
 // (autocast.cc's linear_fwd_autocast_bf16_weight, ops::silu_mul, ops::add), in the same order on
-// the same values.
+// the same values — or a kernel that computes two of them at once with their expressions
+// (rms_norm_fwd_bf16: rms_norm + the cast; silu_mul_fwd_bf16: silu_mul + the cast).
 //
 // Scratch lifetime as in autocast.cc: buffers return to the pool when these host functions return,
 // while kernels may still be queued; the pool reuses a block on the same stream only.
@@ -28,6 +29,28 @@ struct Bf16Input {
   uint16_t* p() const { return buf.as<uint16_t>(); }
 };
 
+// gate, up [M, N] f32 = xb · wg^T + bg, xb · wu^T + bu: linear_silu_mul_gemm_bf16's two GEMMs.
+void gate_up_gemms(const uint16_t* xb, const uint16_t* wg, const float* bg, const uint16_t* wu,
+                   const float* bu, int64_t M, int64_t N, int64_t K, float* gate, float* up) {
+  linear_gemm_bf16(xb, wg, bg, M, N, K, gate);
+  linear_gemm_bf16(xb, wu, bu, M, N, K, up);
+}
+
+// y [M, N] = xb · w^T + r over a bf16 input: the residual as the GEMM's C where that is bitwise
+// the GEMM then add; otherwise ops::linear_add_residual's unfused order (the product into a
+// temporary when y is the residual, which it must not clobber before the add reads it).
+void residual_gemm(const uint16_t* xb, const uint16_t* w, const float* r, int64_t M, int64_t N,
+                   int64_t K, float* y) {
+  if (linear_gemm_bf16_add(xb, w, r, M, N, K, y)) return;
+  if (y == r) {
+    DeviceBuffer t(size_t(M * N) * 4);
+    linear_gemm_bf16(xb, w, nullptr, M, N, K, t.as<float>());
+    return add(t.as<float>(), r, y, M * N);
+  }
+  linear_gemm_bf16(xb, w, nullptr, M, N, K, y);
+  add(y, r, y, M * N);
+}
+
 }  // namespace
 
 void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
@@ -44,25 +67,30 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const ui
                                int64_t N, int64_t K, float* out) {
   const Bf16Input xb(x, norm, M, K);
   DeviceBuffer gate(size_t(M * N) * 4), up(size_t(M * N) * 4);
-  linear_gemm_bf16(xb.p(), wg, bg, M, N, K, gate.as<float>());
-  linear_gemm_bf16(xb.p(), wu, bu, M, N, K, up.as<float>());
+  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, N, K, gate.as<float>(), up.as<float>());
   silu_mul_fwd(gate.as<float>(), up.as<float>(), out, M * N);
 }
 
 void linear_residual_gemm_bf16(const float* x, const uint16_t* w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y) {
   const Bf16Input xb(x, nullptr, M, K);
-  if (linear_gemm_bf16_add(xb.p(), w, r, M, N, K, y)) return;
-  // The algorithm would not add r after the whole accumulation: ops::linear_add_residual's
-  // unfused order (the product into a temporary when y is the residual, which it must not clobber
-  // before the add reads it).
-  if (y == r) {
-    DeviceBuffer t(size_t(M * N) * 4);
-    linear_gemm_bf16(xb.p(), w, nullptr, M, N, K, t.as<float>());
-    return add(t.as<float>(), r, y, M * N);
-  }
-  linear_gemm_bf16(xb.p(), w, nullptr, M, N, K, y);
-  add(y, r, y, M * N);
+  residual_gemm(xb.p(), w, r, M, N, K, y);
+}
+
+void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
+                                   const float* bg, const uint16_t* wu, const float* bu,
+                                   const uint16_t* wd, const float* r, int64_t M, int64_t K,
+                                   int64_t I, int64_t N, float* y) {
+  // linear_silu_mul_gemm_bf16's norm/cast and GEMMs, in its order on its values ...
+  const Bf16Input xb(x, norm, M, K);
+  DeviceBuffer gate(size_t(M * I) * 4), up(size_t(M * I) * 4);
+  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.as<float>(), up.as<float>());
+  // ... silu_mul_fwd's value stored as the bf16 that Bf16Input would make of it in
+  // linear_residual_gemm_bf16 (the f32 act is never written) ...
+  DeviceBuffer act(size_t(M * I) * 2);
+  silu_mul_fwd_bf16(gate.as<float>(), up.as<float>(), act.as<uint16_t>(), M * I);
+  // ... and linear_residual_gemm_bf16's GEMM on it.
+  residual_gemm(act.as<uint16_t>(), wd, r, M, N, I, y);
 }
 
 }  // namespace gyre::cuda

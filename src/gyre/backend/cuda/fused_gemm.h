@@ -3,7 +3,8 @@
 // weight cache (linear_fwd_autocast_bf16_weight: x rounded to bf16 into pool scratch, then
 // linear_gemm_bf16), with the per-linear work shared — x is rounded to bf16 once for a whole group
 // (with the RMSNorm in front computed by the kernel that rounds it), and the residual add is the
-// GEMM's epilogue.
+// GEMM's epilogue. For the whole SwiGLU MLP the cast of silu_mul's output for the down projection
+// is folded into the SwiGLU kernel too.
 //
 // Bitwise contract: every GEMM is linear_gemm_bf16 (or, for the residual, linear_gemm_bf16_add on
 // the same plan) on the same bf16 operand with the same M, N, K as the unfused op's, so the same
@@ -52,5 +53,15 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const ui
 // otherwise the GEMM, then add.
 void linear_residual_gemm_bf16(const float* x, const uint16_t* w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y);
+
+// y [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) · wd^T + r (no down bias), y may be r itself:
+// linear_silu_mul_gemm_bf16 into an f32 act [M, I], then linear_residual_gemm_bf16(act, wd, r, ...)
+// — with the cast of act folded into the SwiGLU kernel (silu_mul_fwd_bf16: the bf16 rounding of
+// silu_mul_fwd's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the same
+// operand and the f32 act is never written. wg, wu bf16 [I, K], wd bf16 [N, I]; norm as above.
+void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
+                                   const float* bg, const uint16_t* wu, const float* bu,
+                                   const uint16_t* wd, const float* r, int64_t M, int64_t K,
+                                   int64_t I, int64_t N, float* y);
 
 }  // namespace gyre::cuda

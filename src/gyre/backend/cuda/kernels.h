@@ -50,6 +50,9 @@ void add(const float* a, const float* b, float* out, int64_t n);
 void scale(float* a, float s, int64_t n);
 double sum_squares(const float* a, int64_t n);  // synchronises (returns a host value)
 void silu_mul_fwd(const float* gate, const float* up, float* out, int64_t n);
+// silu_mul_fwd with a bf16 output (silu_bf16.cu): out[i] = the round-to-nearest-even bf16 of
+// silu_mul_fwd's f32 value, bitwise silu_mul_fwd followed by f32_to_bf16 (NaN included).
+void silu_mul_fwd_bf16(const float* gate, const float* up, uint16_t* out, int64_t n);
 void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                   int64_t n);
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
