@@ -10,7 +10,9 @@
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
-//              [--logprob-chunk C] [--head-only 1] [--head-ops 1]
+//              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
+// --decode-fusion 0: the scoring forward (nothing saved) runs the unfused ops instead of the fused
+// linears (model/decode_fusion.h; bitwise the same numbers) — the A/B of that switch.
 // --logprob-chunk: the scoring path's vocabulary chunk (model/scoring.h set_logprob_vocab_chunk):
 // 0 = fused with the default chunk (<= V/16), > 0 = fused with C rows per chunk, -1 = the unfused
 // [T, V] logits. The log-prob lines report peak_extra_bytes: the allocator's high-water mark during
@@ -37,6 +39,7 @@
 #include "gyre/bench/workloads.h"
 #include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/decode_fusion.h"
 #include "gyre/model/named_shapes.h"
 #include "gyre/model/scoring.h"
 
@@ -242,6 +245,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--logprob-chunk")) logprob_chunk = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-only")) head_only = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-ops")) head_ops_mode = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--decode-fusion"))
+      gyre::model::set_decode_fusion(std::atoi(argv[i + 1]) != 0);
   }
   try {
     auto cfg = gyre::model::named_shape(shape);

@@ -3,7 +3,8 @@
 // unfused ops in order. The GEMV launch is taken exactly when ops::linear would run every member on
 // the bf16 GEMV (autocast, a weight cache, 1..8 rows, linear_gemv_bf16_supported), the GEMMs
 // exactly when it would run every member on the cuBLASLt GEMM over a bf16 copy of its input
-// (autocast, a weight cache, more than 8 rows) — which is what makes the paths bitwise equal.
+// (autocast, more than 8 rows; the weight's bf16 copy from the cache or, with none installed,
+// rounded into scratch as linear rounds it) — which is what makes the paths bitwise equal.
 // rms_norm_swiglu_mlp_residual takes its one-pass GEMM path exactly when both of its ops would take
 // theirs (and the down projection has no bias), else it runs them in order.
 #include "gyre/backend/fused_linear_ops.h"
@@ -147,20 +148,24 @@ const uint16_t* gemv_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t
   return nullptr;
 }
 
-// The bf16 weight copy for the shared-input GEMMs (fused_gemm.h), or null where ops::linear would
-// not run this weight on linear_gemm_bf16 over a bf16 copy of x. Mirrors the same dispatch past the
-// GEMV's rows: autocast + an installed cache + M > kGemvMaxRows (where linear_gemv_bf16_supported
-// is false whatever the pointers) + N, K > 0 -> linear_fwd_autocast_bf16_weight's GEMM branch.
-// The rms_norm_* ops ask with x for rms_norm's output: same rows, dtype and device.
-const uint16_t* gemm_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K) {
+// The weight operand for the shared-input GEMMs (fused_gemm.h) in `out`, or false where ops::linear
+// would not run this weight on linear_gemm_bf16 over a bf16 copy of x. Mirrors ops::linear's CUDA
+// autocast dispatch past the GEMV's rows — M > kGemvMaxRows, where linear_gemv_bf16_supported is
+// false whatever the pointers, and N, K > 0 — with its two weight sources: an installed cache ->
+// linear_fwd_autocast_bf16_weight on the cached copy; none -> linear_fwd_autocast, which rounds the
+// f32 weight to bf16 into pool scratch and runs that same GEMM branch on it (the GEMMs round it
+// the same way: GemmWeight's f32). The rms_norm_* ops ask with x for rms_norm's output: same
+// rows, dtype and device.
+bool gemm_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K, cuda::GemmWeight& out) {
   if constexpr (kCuda) {
     if (x.device() != Device::cuda || x.dtype() != DType::f32 || !bf16_autocast() ||
         M <= cuda::kGemvMaxRows || w.size(0) <= 0 || K <= 0)
-      return nullptr;
+      return false;
     Bf16WeightCache* cache = bf16_weight_cache();
-    return cache ? cache->bf16(w) : nullptr;
+    out = cache ? cuda::GemmWeight{cache->bf16(w), nullptr} : cuda::GemmWeight{nullptr, w.f32()};
+    return true;
   }
-  return nullptr;
+  return false;
 }
 
 const float* bias_ptr(const Tensor& b) { return b.defined() ? b.f32() : nullptr; }
@@ -307,16 +312,17 @@ void group_impl(const char* op, const Tensor& x, const Norm* nrm, std::span<cons
       return;
     }
   // Past the GEMV's rows: every member's GEMM over one bf16 copy of x (or of rms_norm(x)).
+  std::vector<cuda::GemmMember> g(w.size());
   bool shared = true;
-  for (size_t i = 0; i < w.size() && shared; ++i)
-    shared = (wb[i] = gemm_weight(x, *w[i], M, K)) != nullptr;
+  for (size_t i = 0; i < w.size() && shared; ++i) shared = gemm_weight(x, *w[i], M, K, g[i].w);
   if constexpr (kCuda)
     if (shared) {
       const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
-      std::vector<cuda::GemmMember> g(w.size());
       for (size_t i = 0; i < w.size(); ++i) {
         detail::prepare_out(op, "y", *y[i], out_shape(x, n[i]), DType::f32, Device::cuda);
-        g[i] = {wb[i], bias_ptr(*b[i]), y[i]->f32(), n[i]};
+        g[i].b = bias_ptr(*b[i]);
+        g[i].y = y[i]->f32();
+        g[i].n = n[i];
       }
       return cuda::linear_group_gemm_bf16(x.f32(), nrm ? &p : nullptr, g.data(), int64_t(g.size()),
                                           M, K);
@@ -353,9 +359,8 @@ void silu_mul_impl(const char* op, const Tensor& x, const Norm* nrm, const Tenso
   }
   if constexpr (kCuda) {
     // Past the GEMV's rows: both GEMMs over one bf16 copy of x (or of rms_norm(x)).
-    const uint16_t* wg = gemm_weight(x, w_gate, M, K);
-    const uint16_t* wu = wg ? gemm_weight(x, w_up, M, K) : nullptr;
-    if (wg && wu) {
+    cuda::GemmWeight wg, wu;
+    if (gemm_weight(x, w_gate, M, K, wg) && gemm_weight(x, w_up, M, K, wu)) {
       const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
       detail::prepare_out(op, "out", out, out_shape(x, N), DType::f32, Device::cuda);
       return cuda::linear_silu_mul_gemm_bf16(x.f32(), nrm ? &p : nullptr, wg, bias_ptr(b_gate), wu,
@@ -439,11 +444,10 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
   // Past the GEMV's rows without a bias: the residual as the GEMM's C operand. (A bias stays
   // unfused: cuBLASLt's bias epilogue would add it after the residual, not before.)
   if constexpr (kCuda)
-    if (!b.defined())
-      if (const uint16_t* wb = gemm_weight(x, w, M, K)) {
-        detail::prepare_out(op, "y", y, ys, DType::f32, Device::cuda);
-        return cuda::linear_residual_gemm_bf16(x.f32(), wb, residual.f32(), M, N, K, y.f32());
-      }
+    if (cuda::GemmWeight wb; !b.defined() && gemm_weight(x, w, M, K, wb)) {
+      detail::prepare_out(op, "y", y, ys, DType::f32, Device::cuda);
+      return cuda::linear_residual_gemm_bf16(x.f32(), wb, residual.f32(), M, N, K, y.f32());
+    }
   if (y_is_residual) {  // the linear must not overwrite the residual before the add reads it
     Tensor t;
     linear(x, w, b, t);
@@ -508,18 +512,19 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
   // Where both halves would run the cuBLASLt GEMMs over bf16 copies (rms_norm_linear_silu_mul's
   // shared-input GEMMs; linear_add_residual's bias-free residual GEMM): one path with the cast of
   // act folded into the SwiGLU kernel. The same lookups the two ops make, in their order.
-  if constexpr (kCuda)
-    if (!b_down.defined())
-      if (const uint16_t* wg = gemm_weight(x, w_gate, M, K))
-        if (const uint16_t* wu = gemm_weight(x, w_up, M, K))
-          if (const uint16_t* wd = gemm_weight(x, w_down, M, I)) {  // act: x's rows and device
-            const cuda::RmsPrologue p = prologue_of(op, nrm, x, M);
-            detail::prepare_out(op, "out", out, ys, DType::f32, Device::cuda);
-            return cuda::swiglu_mlp_residual_gemm_bf16(x.f32(), &p, wg, bias_ptr(b_gate), wu,
-                                                       bias_ptr(b_up), wd, residual.f32(), M, K, I,
-                                                       N, out.f32());
-          }
-  // Everywhere else (the CPU, f64, the 1..8-row GEMVs, a down bias, no cache): the composition.
+  if constexpr (kCuda) {
+    cuda::GemmWeight wg, wu, wd;
+    if (!b_down.defined() && gemm_weight(x, w_gate, M, K, wg) && gemm_weight(x, w_up, M, K, wu) &&
+        gemm_weight(x, w_down, M, I, wd)) {  // act: x's rows and device
+      const cuda::RmsPrologue p = prologue_of(op, nrm, x, M);
+      detail::prepare_out(op, "out", out, ys, DType::f32, Device::cuda);
+      return cuda::swiglu_mlp_residual_gemm_bf16(x.f32(), &p, wg, bias_ptr(b_gate), wu,
+                                                 bias_ptr(b_up), wd, residual.f32(), M, K, I, N,
+                                                 out.f32());
+    }
+  }
+  // Everywhere else (the CPU, f64, f32 without autocast, the 1..8-row GEMVs, a down bias): the
+  // composition.
   Tensor act;
   rms_norm_linear_silu_mul(x, norm_w, eps, w_gate, b_gate, w_up, b_up, act);
   linear_add_residual(act, w_down, b_down, residual, out);

@@ -1,5 +1,5 @@
-// Fused linears for the decode step (issue 7: fewer kernels per step at small batch). Each op is
-// defined as a composition of existing ops and computes exactly that composition:
+// Fused linears for the decode step and the scoring forward (issue 7: fewer kernels per layer).
+// Each op is defined as a composition of existing ops and computes exactly that composition:
 //   linear_group        y[i] = linear(x, w[i], b[i])          for every i (q/k/v; gate/up)
 //   linear_silu_mul     out  = silu_mul(linear(x, wg, bg), linear(x, wu, bu))
 //   linear_add_residual y    = add(linear(x, w, b), residual)
@@ -17,13 +17,15 @@
 // block size and summation order) and normalises x while loading it, so the result is bitwise
 // rms_norm followed by the fused linear (which needs the norm weight 16-byte aligned too;
 // otherwise they run rms_norm, then the fused linear). Past those rows (batch-256 decode, prefill
-// chunks), under autocast with an installed cache — where ops::linear would round its input to
-// bf16 and run the cuBLASLt GEMM — they run the same GEMMs with the per-linear work shared
-// (backend/cuda/fused_gemm.h): linear_group and linear_silu_mul round x to bf16 once for all their
-// GEMMs, the rms_norm_* ops compute the norm and its bf16 rounding in one kernel (rms_norm's own
-// row arithmetic, writing xn_out / rstd_out only when asked), and linear_add_residual without a
-// bias adds the residual as the GEMM's C operand (beta = 1 on the plan and algorithm of the
-// bias-free GEMM: acc + residual rounded once, as the add; with a bias it runs linear, then add).
+// chunks, the scoring forward), under autocast — where ops::linear would round its input to bf16
+// and run the cuBLASLt GEMM on the weight's bf16 copy: the installed cache's or, without one, the
+// f32 weight rounded into scratch, which these ops then round the same way, one weight at a time
+// — they run the same GEMMs with the per-linear work shared (backend/cuda/fused_gemm.h):
+// linear_group and linear_silu_mul round x to bf16 once for all their GEMMs, the rms_norm_* ops
+// compute the norm and its bf16 rounding in one kernel (rms_norm's own row arithmetic, writing
+// xn_out / rstd_out only when asked), and linear_add_residual without a bias adds the residual as
+// the GEMM's C operand (beta = 1 on the plan and algorithm of the bias-free GEMM: acc + residual
+// rounded once, as the add; with a bias it runs linear, then add).
 // Same bf16 operands, same GEMM calls with the same M, N, K: bitwise the unfused ops again.
 // rms_norm_swiglu_mlp_residual (the whole SwiGLU MLP with its residual) takes that path only when
 // both of its halves would and the down projection has no bias; there the SwiGLU kernel writes the
@@ -88,8 +90,8 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
 // tensor itself (even when that is x), otherwise it must share no memory with x or the residual.
 // The residual may share memory with x (it is only read). Every argument is checked before any
 // tensor changes, with the errors of the other ops (naming w_down, b_down, residual, out).
-// The intermediate act [.., I] is not returned: on the fused path (CUDA, autocast with a weight
-// cache, more than 8 rows, no b_down) it exists only as bf16 scratch.
+// The intermediate act [.., I] is not returned: on the fused path (CUDA, autocast, more than 8
+// rows, no b_down) it exists only as bf16 scratch.
 void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
                                   const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
                                   const Tensor& b_up, const Tensor& w_down, const Tensor& b_down,

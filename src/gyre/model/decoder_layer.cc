@@ -47,10 +47,16 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
-  // The rollout engine's forward (a KV-cache context, nothing saved): the fused decode ops
-  // (decode_fusion.h), bitwise the unfused ops below. Training — including recompute's forward,
-  // which saves nothing either — keeps the unfused sequence untouched.
-  const bool fuse = !s && a.context && decode_fusion();
+  // A forward that saves nothing — the rollout engine's (a KV-cache context), the scoring forward
+  // (no context: old/ref log-probs) and recompute's first pass in training — takes the fused
+  // linears (decode_fusion.h): q/k/v behind the folded input norm, o_proj with the residual in its
+  // epilogue, the SwiGLU MLP as one op. They are bitwise the unfused ops below (their contract,
+  // fused_linear_ops.h), so a saving forward — the trainer's, or recompute's second pass over the
+  // same layer input — computes the same values bit for bit: the first step's policy ratio stays
+  // exactly 1, and recompute's x (and its saved activations) are those of the first pass.
+  const bool fuse = !s && decode_fusion();
+  // RoPE fused with the KV write and the paged attention: only over a context.
+  const bool fuse_attend = fuse && a.context;
   // Residual epilogues only without TP: row-parallel o/down must reduce before bias and residual.
   const bool fuse_residual = fuse && !a.tp;
 
@@ -58,7 +64,8 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   Tensor xn1, rstd1;  // saved for the backward; the fused path (nothing saved) never forms them
   Tensor q = empty({T, Hq * D}, dev), k = empty({T, Hkv * D}, dev), v = empty({T, Hkv * D}, dev);
   if (fuse) {
-    // Input norm folded into the q/k/v GEMV: bitwise rms_norm then linear_group.
+    // Input norm folded into the q/k/v GEMV (or the GEMMs' bf16 input cast past 8 rows): bitwise
+    // rms_norm then linear_group.
     const Tensor* ws[] = {&w.q_w, &w.k_w, &w.v_w};
     const Tensor* bs[] = {&w.q_b, &w.k_b, &w.v_b};
     Tensor* ys[] = {&q, &k, &v};
@@ -86,7 +93,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
   Tensor attn = empty({T, Hq, D}, dev), lse;
-  if (fuse) {
+  if (fuse_attend) {
     // RoPE fused with the context's KV write (the paged context: one launch for both), bitwise
     // the rope_ calls and attend below; k is not needed afterwards (nothing is saved).
     a.context->rope_attend(layer, q, k, v, a.positions, a.cos, a.sin, a.scale, attn);

@@ -1,12 +1,17 @@
 // CausalLM forward through an AttentionContext (the rollout engine's seam): a naive single-sequence
 // KV cache written here attends over cached + new tokens; decoding token by token with absolute
-// positions must reproduce the full-sequence logits. Also: concurrent forwards on one model.
+// positions must reproduce the full-sequence logits. Also: concurrent forwards on one model; the
+// scoring forward (nothing saved: the fused linears of decode_fusion.h, on the CPU their unfused
+// composition) bitwise the training forward's and the fusion-off forward's.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <thread>
+#include <vector>
 
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/decode_fusion.h"
 #include "test_util.h"
 
 namespace gyre::model {
@@ -99,6 +104,37 @@ TEST(ModelForward, ConcurrentForwardsAgree) {
   for (auto& t : threads) t.join();
   for (const Tensor& g : got)
     for (int64_t k = 0; k < ref.numel(); ++k) ASSERT_NEAR(g.f32()[k], ref.f32()[k], 1e-6);
+}
+
+TEST(ModelForward, ScoringForwardIsBitwiseTheTrainingForward) {
+  const std::vector<std::vector<int32_t>> seqs = {
+      {5, 9, 200, 17, 3}, {88, 41, 7, 300, 12, 6, 1, 2, 3, 4, 5, 6}, {42}};
+  for (const char* name : {"qwen2_tiny", "qwen3_tiny", "qwen3moe_tiny"}) {
+    auto m = CausalLM::load(test::source_path(std::string("tests/fixtures/models/") + name));
+    for (bool hidden_only : {true, false}) {
+      SCOPED_TRACE(std::string(name) + (hidden_only ? " hidden" : " logits"));
+      ForwardOptions o;
+      o.hidden_only = hidden_only;
+      auto values = [](const Tensor& t) { return t.to(Device::cpu).to_vector(); };
+      std::vector<std::vector<float>> got;
+      set_decode_fusion(false);
+      got.push_back(values(m->forward(Batch::pack(seqs), o)));
+      set_decode_fusion(true);
+      got.push_back(values(m->forward(Batch::pack(seqs), o)));
+      for (bool recompute : {false, true}) {  // recompute's first pass saves nothing
+        m->set_recompute(recompute);
+        ForwardOptions so = o;
+        so.save_for_backward = true;
+        ForwardState st;
+        got.push_back(values(m->forward(Batch::pack(seqs), so, &st)));
+        m->set_recompute(false);
+      }
+      for (size_t i = 1; i < got.size(); ++i) {
+        ASSERT_EQ(got[i].size(), got[0].size()) << i;
+        EXPECT_EQ(std::memcmp(got[i].data(), got[0].data(), got[0].size() * sizeof(float)), 0) << i;
+      }
+    }
+  }
 }
 
 }  // namespace

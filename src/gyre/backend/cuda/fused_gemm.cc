@@ -1,12 +1,16 @@
 // Fused autocast linears past the decode GEMV's rows (fused_gemm.h): one bf16 activation per
 // group, the residual in the GEMM's epilogue. Each piece is a call the unfused path makes too
-// (autocast.cc's linear_fwd_autocast_bf16_weight, ops::silu_mul, ops::add), in the same order on
-// the same values — or a kernel that computes two of them at once with their expressions
+// (autocast.cc's linear_fwd_autocast_bf16_weight — and, without a weight cache,
+// linear_fwd_autocast's rounding of the f32 weight — ops::silu_mul, ops::add) on the same values
+// — or a kernel that computes two of them at once with their expressions
 // (rms_norm_fwd_bf16: rms_norm + the cast; silu_mul_fwd_bf16: silu_mul + the cast).
 //
-// Scratch lifetime as in autocast.cc: buffers return to the pool when these host functions return,
-// while kernels may still be queued; the pool reuses a block on the same stream only.
+// Scratch lifetime as in autocast.cc: buffers return to the pool when these host functions return
+// (a weight's bf16 scratch copy right after its GEMM is enqueued), while kernels may still be
+// queued; the pool reuses a block on the same stream only.
 #include "gyre/backend/cuda/fused_gemm.h"
+
+#include <optional>
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
@@ -29,25 +33,52 @@ struct Bf16Input {
   uint16_t* p() const { return buf.as<uint16_t>(); }
 };
 
+// The bf16 operand of one GEMM over a weight of n x K values: the cached copy, or the f32 weight
+// rounded into pool scratch by f32_to_bf16 (autocast.cc's Bf16Copy in linear_fwd_autocast: the
+// same kernel on the same values, so the same bits), held until this goes out of scope — one
+// weight's copy at a time, as ops::linear without a cache.
+class WeightOperand {
+ public:
+  WeightOperand(const GemmWeight& w, int64_t n, int64_t K) : p_(w.bf16) {
+    if (p_) return;
+    buf_.emplace(size_t(n * K) * 2);
+    f32_to_bf16(w.f32, buf_->as<uint16_t>(), n * K);
+    p_ = buf_->as<uint16_t>();
+  }
+  const uint16_t* p() const { return p_; }
+
+ private:
+  std::optional<DeviceBuffer> buf_;
+  const uint16_t* p_;
+};
+
+// y [M, n] = xb · w^T + b: linear_gemm_bf16 on the weight's bf16 operand.
+void weight_gemm(const uint16_t* xb, const GemmWeight& w, const float* b, int64_t M, int64_t n,
+                 int64_t K, float* y) {
+  const WeightOperand wb(w, n, K);
+  linear_gemm_bf16(xb, wb.p(), b, M, n, K, y);
+}
+
 // gate, up [M, N] f32 = xb · wg^T + bg, xb · wu^T + bu: linear_silu_mul_gemm_bf16's two GEMMs.
-void gate_up_gemms(const uint16_t* xb, const uint16_t* wg, const float* bg, const uint16_t* wu,
+void gate_up_gemms(const uint16_t* xb, const GemmWeight& wg, const float* bg, const GemmWeight& wu,
                    const float* bu, int64_t M, int64_t N, int64_t K, float* gate, float* up) {
-  linear_gemm_bf16(xb, wg, bg, M, N, K, gate);
-  linear_gemm_bf16(xb, wu, bu, M, N, K, up);
+  weight_gemm(xb, wg, bg, M, N, K, gate);
+  weight_gemm(xb, wu, bu, M, N, K, up);
 }
 
 // y [M, N] = xb · w^T + r over a bf16 input: the residual as the GEMM's C where that is bitwise
 // the GEMM then add; otherwise ops::linear_add_residual's unfused order (the product into a
 // temporary when y is the residual, which it must not clobber before the add reads it).
-void residual_gemm(const uint16_t* xb, const uint16_t* w, const float* r, int64_t M, int64_t N,
+void residual_gemm(const uint16_t* xb, const GemmWeight& w, const float* r, int64_t M, int64_t N,
                    int64_t K, float* y) {
-  if (linear_gemm_bf16_add(xb, w, r, M, N, K, y)) return;
+  const WeightOperand wb(w, N, K);
+  if (linear_gemm_bf16_add(xb, wb.p(), r, M, N, K, y)) return;
   if (y == r) {
     DeviceBuffer t(size_t(M * N) * 4);
-    linear_gemm_bf16(xb, w, nullptr, M, N, K, t.as<float>());
+    linear_gemm_bf16(xb, wb.p(), nullptr, M, N, K, t.as<float>());
     return add(t.as<float>(), r, y, M * N);
   }
-  linear_gemm_bf16(xb, w, nullptr, M, N, K, y);
+  linear_gemm_bf16(xb, wb.p(), nullptr, M, N, K, y);
   add(y, r, y, M * N);
 }
 
@@ -58,12 +89,12 @@ void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmM
   const Bf16Input xb(x, norm, M, K);
   for (int64_t i = 0; i < count; ++i) {
     const GemmMember& m = members[i];
-    linear_gemm_bf16(xb.p(), m.w, m.b, M, m.n, K, m.y);
+    weight_gemm(xb.p(), m.w, m.b, M, m.n, K, m.y);
   }
 }
 
-void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
-                               const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
+                               const float* bg, const GemmWeight& wu, const float* bu, int64_t M,
                                int64_t N, int64_t K, float* out) {
   const Bf16Input xb(x, norm, M, K);
   DeviceBuffer gate(size_t(M * N) * 4), up(size_t(M * N) * 4);
@@ -71,15 +102,15 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const ui
   silu_mul_fwd(gate.as<float>(), up.as<float>(), out, M * N);
 }
 
-void linear_residual_gemm_bf16(const float* x, const uint16_t* w, const float* r, int64_t M,
+void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y) {
   const Bf16Input xb(x, nullptr, M, K);
   residual_gemm(xb.p(), w, r, M, N, K, y);
 }
 
-void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
-                                   const float* bg, const uint16_t* wu, const float* bu,
-                                   const uint16_t* wd, const float* r, int64_t M, int64_t K,
+void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
+                                   const float* bg, const GemmWeight& wu, const float* bu,
+                                   const GemmWeight& wd, const float* r, int64_t M, int64_t K,
                                    int64_t I, int64_t N, float* y) {
   // linear_silu_mul_gemm_bf16's norm/cast and GEMMs, in its order on its values ...
   const Bf16Input xb(x, norm, M, K);

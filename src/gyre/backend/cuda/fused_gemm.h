@@ -1,18 +1,19 @@
 // The fused linears past the decode GEMV's rows (ops in backend/fused_linear_ops.h; batch-256
-// decode, chunked prefill): the same cuBLASLt GEMMs ops::linear runs under autocast with a bf16
-// weight cache (linear_fwd_autocast_bf16_weight: x rounded to bf16 into pool scratch, then
-// linear_gemm_bf16), with the per-linear work shared — x is rounded to bf16 once for a whole group
-// (with the RMSNorm in front computed by the kernel that rounds it), and the residual add is the
-// GEMM's epilogue. For the whole SwiGLU MLP the cast of silu_mul's output for the down projection
-// is folded into the SwiGLU kernel too.
+// decode, chunked prefill, the scoring forward): the same cuBLASLt GEMMs ops::linear runs under
+// autocast (linear_fwd_autocast[_bf16_weight]: the weight's bf16 copy — cached, or rounded into
+// pool scratch — and x rounded to bf16 into pool scratch, then linear_gemm_bf16), with the
+// per-linear work shared — x is rounded to bf16 once for a whole group (with the RMSNorm in front
+// computed by the kernel that rounds it), and the residual add is the GEMM's epilogue. For the
+// whole SwiGLU MLP the cast of silu_mul's output for the down projection is folded into the SwiGLU
+// kernel too.
 //
 // Bitwise contract: every GEMM is linear_gemm_bf16 (or, for the residual, linear_gemm_bf16_add on
-// the same plan) on the same bf16 operand with the same M, N, K as the unfused op's, so the same
+// the same plan) on the same bf16 operands with the same M, N, K as the unfused op's, so the same
 // cuBLASLt algorithm and accumulation; the epilogues are silu_mul_fwd's and add's on the same f32
 // values. Results are the unfused ops' bit for bit.
 //
-// Preconditions (the caller's): M, N, K > 0; weights are bf16 [n, K] copies (Bf16WeightCache);
-// bias pointers may be null; outputs must not overlap x, the weights or each other.
+// Preconditions (the caller's): M, N, K > 0; weights as GemmWeight; bias pointers may be null;
+// outputs must not overlap x, the weights or each other.
 #pragma once
 #include <cstdint>
 
@@ -27,16 +28,25 @@ namespace gyre::cuda {
 void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, double eps,
                        uint16_t* yb, float* y, float* rstd);
 
+// A weight [n, K] of the GEMMs below: its bf16 copy (an ops::Bf16WeightCache entry) or, with no
+// cache installed, the f32 weight itself, rounded to bf16 (f32_to_bf16) into pool scratch right
+// before its GEMM and released after it — the copy linear_fwd_autocast makes without a cache (the
+// same rounding of the same values), so the GEMM's operand is the same either way.
+struct GemmWeight {
+  const uint16_t* bf16 = nullptr;
+  const float* f32 = nullptr;  // read only when bf16 is null
+};
+
 // One member of a group of linears sharing an input: y [M, n] = x · w^T + b.
 struct GemmMember {
-  const uint16_t* w = nullptr;  // bf16 [n, K]
-  const float* b = nullptr;     // f32 [n] or null
-  float* y = nullptr;           // f32 [M, n]
+  GemmWeight w;
+  const float* b = nullptr;  // f32 [n] or null
+  float* y = nullptr;        // f32 [M, n]
   int64_t n = 0;
 };
 
-// linear_fwd_autocast_bf16_weight(x, m.w, m.b, M, m.n, K, m.y) for each of the `count` members,
-// with x rounded to bf16 once for all of them. With `norm` non-null x is replaced by
+// linear_fwd_autocast_bf16_weight(x, bf16(m.w), m.b, M, m.n, K, m.y) for each of the `count`
+// members, with x rounded to bf16 once for all of them. With `norm` non-null x is replaced by
 // rms_norm(x, norm->w, norm->eps) (rms_norm_fwd_bf16; norm->xn and norm->rstd, when non-null,
 // receive rms_norm's outputs; norm->w need not be aligned here).
 void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
@@ -44,24 +54,24 @@ void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmM
 
 // out [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) through two GEMMs over one bf16 x (f32
 // gate and up in pool scratch, then silu_mul_fwd); norm as above.
-void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
-                               const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
+                               const float* bg, const GemmWeight& wu, const float* bu, int64_t M,
                                int64_t N, int64_t K, float* out);
 
 // y [M, N] = x · w^T + r (no bias), r f32 [M, N]; y may be r itself (not partly overlap it). The
 // residual is the GEMM's C operand (linear_gemm_bf16_add) where that is bitwise the GEMM then add;
 // otherwise the GEMM, then add.
-void linear_residual_gemm_bf16(const float* x, const uint16_t* w, const float* r, int64_t M,
+void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y);
 
 // y [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) · wd^T + r (no down bias), y may be r itself:
 // linear_silu_mul_gemm_bf16 into an f32 act [M, I], then linear_residual_gemm_bf16(act, wd, r, ...)
 // — with the cast of act folded into the SwiGLU kernel (silu_mul_fwd_bf16: the bf16 rounding of
 // silu_mul_fwd's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the same
-// operand and the f32 act is never written. wg, wu bf16 [I, K], wd bf16 [N, I]; norm as above.
-void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const uint16_t* wg,
-                                   const float* bg, const uint16_t* wu, const float* bu,
-                                   const uint16_t* wd, const float* r, int64_t M, int64_t K,
+// operand and the f32 act is never written. wg, wu [I, K], wd [N, I]; norm as above.
+void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
+                                   const float* bg, const GemmWeight& wu, const float* bu,
+                                   const GemmWeight& wd, const float* r, int64_t M, int64_t K,
                                    int64_t I, int64_t N, float* y);
 
 }  // namespace gyre::cuda

@@ -1,0 +1,199 @@
+// The scoring forward (CausalLM::forward with nothing saved and no KV-cache context: the trainer's
+// old/ref log-probs, `gyre bench logprob`) takes the fused linears of model/decode_fusion.h, which
+// are bitwise the unfused ops. On a small bf16 Qwen2-shaped model (q/k/v biases, head dim 64, norm
+// weights drawn around 1 so the folded norms' weight multiply counts) and packed batches of T > 8
+// tokens (the shared-input GEMMs) and T <= 8 (the decode GEMVs with a weight cache, the unfused
+// ops without), the final hidden states (hidden_only) and the full logits are bitwise equal
+// (memcmp) for the scoring forward with the fusion on, the training forward (save_for_backward:
+// the unfused ops), the training forward with recompute (its first pass saves nothing: the fused
+// ops) and the scoring forward with the fusion off — with and without an installed bf16 weight
+// cache. Recompute's gradients (fused first pass, unfused second pass) are bitwise the plain
+// backward's. Past 8 rows the fused scoring forward launches fewer kernels than the unfused one
+// (so the comparisons above do not compare the unfused ops with themselves). Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpu/backend/gpu_test_util.h"
+#include "gpu/backend/kernel_count.h"
+#include "gpu/model/small_model.h"
+#include "gyre/backend/ops.h"
+#include "gyre/model/causal_lm.h"
+#include "gyre/model/decode_fusion.h"
+#include "gyre/model/scoring.h"
+
+namespace gyre::model {
+namespace {
+
+// Restores the process-wide default when a test ends (also on failure).
+struct FusionScope {
+  explicit FusionScope(bool on) { set_decode_fusion(on); }
+  ~FusionScope() { set_decode_fusion(true); }
+};
+
+std::unique_ptr<CausalLM> bf16_model() {
+  auto m = CausalLM::random_init(testmodel::small_config(), 31, 0.08f);
+  // RMSNorm weights of 1 (random_init's) would hide the weight multiply of the folded norms.
+  uint64_t seed = 700;
+  for (auto& [name, t] : m->parameters())
+    if (name.ends_with("norm.weight")) {
+      std::vector<float> v = gputest::randn(t.shape(), seed++, 0.3f).to_vector();
+      for (float& e : v) e += 1.0f;
+      t.copy_from(Tensor::from_vector(v, t.shape()));
+    }
+  m->to(Device::cuda);
+  m->set_precision(Precision::bf16);
+  return m;
+}
+
+std::vector<std::vector<int32_t>> seqs_of(const std::vector<int>& lens) {
+  std::vector<std::vector<int32_t>> seqs;
+  uint32_t x = 12345;
+  for (int len : lens) {
+    std::vector<int32_t> s;
+    for (int i = 0; i < len; ++i) {
+      x = x * 1664525u + 1013904223u;
+      s.push_back(int32_t((x >> 8) % 1000u));
+    }
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
+std::vector<float> host(const Tensor& t) { return t.to(Device::cpu).to_vector(); }
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+enum class Pass { scoring_fused, training, training_recompute, scoring_unfused };
+
+const char* pass_name(Pass p) {
+  switch (p) {
+    case Pass::scoring_fused: return "scoring forward, fusion on";
+    case Pass::training: return "training forward (save_for_backward)";
+    case Pass::training_recompute: return "training forward with recompute";
+    case Pass::scoring_unfused: return "scoring forward, fusion off";
+  }
+  return "?";
+}
+
+// The forward's output (hidden states or logits) on the host.
+std::vector<float> run(CausalLM& m, const Batch& b, bool hidden_only, Pass p) {
+  FusionScope fusion(p != Pass::scoring_unfused);
+  ForwardOptions o;
+  o.hidden_only = hidden_only;
+  if (p == Pass::scoring_fused || p == Pass::scoring_unfused) return host(m.forward(b, o));
+  m.set_recompute(p == Pass::training_recompute);
+  o.save_for_backward = true;
+  ForwardState st;
+  std::vector<float> out = host(m.forward(b, o, &st));
+  m.set_recompute(false);
+  EXPECT_TRUE(st.ready());
+  return out;
+}
+
+TEST(ScoringFusionGpu, ScoringForwardIsBitwiseTheTrainingAndTheUnfusedForward) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  // T = 132 and 41 (the GEMMs), 7 and 1 (the GEMVs with a cache).
+  const std::vector<std::vector<int>> batches = {{5, 37, 90}, {1, 40}, {3, 4}, {1}};
+  for (bool cached : {false, true}) {
+    ops::Bf16WeightCache cache;
+    std::optional<ops::UseBf16WeightCache> use;
+    if (cached) use.emplace(&cache);
+    for (const std::vector<int>& lens : batches) {
+      const Batch b = Batch::pack(seqs_of(lens));
+      for (bool hidden_only : {true, false}) {
+        SCOPED_TRACE(std::string(cached ? "weight cache" : "no weight cache") + ", T = " +
+                     std::to_string(b.num_tokens()) + (hidden_only ? ", hidden" : ", logits"));
+        const std::vector<float> want = run(*m, b, hidden_only, Pass::scoring_unfused);
+        ASSERT_EQ(int64_t(want.size()), b.num_tokens() * (hidden_only ? m->config().hidden_size
+                                                                      : m->config().vocab_size));
+        for (Pass p : {Pass::scoring_fused, Pass::training, Pass::training_recompute})
+          EXPECT_TRUE(bitwise_equal(run(*m, b, hidden_only, p), want)) << pass_name(p);
+      }
+    }
+  }
+}
+
+// Recompute's first pass saves nothing (the fused ops), its second pass saves (the unfused ops):
+// the same activations bit for bit, so the gradients are the plain backward's exactly.
+TEST(ScoringFusionGpu, RecomputeGradientsAreBitwiseThePlainBackwards) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  const auto seqs = seqs_of({5, 37, 90});
+  const std::vector<int32_t> prompt_lens = {2, 10, 30};
+  const std::vector<float> adv = {0.5f, -1.0f, 1.0f};
+  LossAndGrad plain = policy_gradient_loss_and_grad(*m, seqs, prompt_lens, adv);
+  m->set_recompute(true);
+  LossAndGrad re = policy_gradient_loss_and_grad(*m, seqs, prompt_lens, adv);
+  m->set_recompute(false);
+  EXPECT_EQ(re.loss, plain.loss);
+  ASSERT_EQ(re.grads.tensors.size(), plain.grads.tensors.size());
+  for (size_t i = 0; i < re.grads.tensors.size(); ++i)
+    EXPECT_TRUE(
+        bitwise_equal(host(re.grads.tensors[i].tensor), host(plain.grads.tensors[i].tensor)))
+        << re.grads.tensors[i].name;
+}
+
+// Sets an environment variable for a scope, restoring the previous value.
+struct EnvScope {
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// Past 8 rows the fused scoring forward saves per layer at least: q/k/v's three input casts and
+// rms_norm (one norm kernel writing the bf16 input instead), gate/up's two casts and rms_norm, and
+// silu_mul + down_proj's input cast (one kernel) — 6 launches; the residual adds folded into the
+// o/down GEMMs save up to 2 more where cuBLASLt's algorithm allows.
+TEST(ScoringFusionGpu, ScoringForwardPastEightRowsLaunchesFewerKernels) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  // Nothing may move between host and device while the forward is captured: a device batch with
+  // its host copy, the RoPE tables made beforehand; attention on the FlashAttention kernels.
+  const Batch hb = Batch::pack(seqs_of({5, 37, 90}));
+  Batch db;
+  db.ids = gputest::gpu(hb.ids);
+  db.positions = gputest::gpu(hb.positions);
+  db.cu_seqlens = gputest::gpu(hb.cu_seqlens);
+  m->prepare_rope(128);
+  EnvScope flash("GYRE_ATTENTION_BACKEND", "flash");
+  ForwardOptions o;
+  o.hidden_only = true;
+  o.host_batch = &hb;
+  const int64_t L = m->config().num_hidden_layers;
+  for (bool cached : {false, true}) {
+    SCOPED_TRACE(cached ? "weight cache" : "no weight cache");
+    ops::Bf16WeightCache cache;
+    std::optional<ops::UseBf16WeightCache> use;
+    if (cached) use.emplace(&cache);
+    auto count = [&](bool fusion) {
+      FusionScope f(fusion);
+      m->forward(db, o);  // warm-up: GEMM plans, weight copies, pool blocks
+      return gputest::kernels_launched([&] { m->forward(db, o); });
+    };
+    const size_t fused = count(true), unfused = count(false);
+    std::printf("scoring forward, T = 132, %s: %zu kernels fused, %zu unfused\n",
+                cached ? "weight cache" : "no weight cache", fused, unfused);
+    EXPECT_GE(unfused, fused + size_t(6 * L));
+  }
+}
+
+}  // namespace
+}  // namespace gyre::model
