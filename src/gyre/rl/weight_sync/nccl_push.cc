@@ -299,7 +299,9 @@ void NcclWeightPusher::connect() {
     const std::string id = dist::tcp_rendezvous_share(ro, dist::nccl_unique_id());
     group = dist::nccl_comm_init(id, world, 0, 0, left(), m.o.group_name);
     // The pushes' collectives get the full timeout again.
+#ifdef GYRE_HAVE_NCCL  // (without NCCL nccl_comm_init has thrown already)
     if (auto* n = dynamic_cast<dist::NcclComm*>(group.get())) n->set_timeout(m.o.timeout_s);
+#endif
   } catch (const std::exception& e) {
     error = e.what();
   }
