@@ -772,11 +772,7 @@ TEST(FusedLinearCuda, SwigluMlpResidualIsBitwiseTheComposition) {
 // "?" for a node the runtime cannot name, e.g. a library kernel). body then runs once more.
 std::vector<std::string> kernel_names_warm(const std::function<void()>& body) {
   body();
-  cudaStream_t s = static_cast<cudaStream_t>(cuda::stream());
-  EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
-  body();
-  cudaGraph_t graph = nullptr;
-  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraph_t graph = gputest::capture_graph(body);
   size_t n = 0;
   EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
   std::vector<cudaGraphNode_t> nodes(n);

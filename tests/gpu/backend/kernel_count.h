@@ -14,12 +14,18 @@
 
 namespace gyre::gputest {
 
-inline size_t kernels_launched(const std::function<void()>& body) {
+// body's launches captured into a graph (nothing runs); the caller destroys it.
+inline cudaGraph_t capture_graph(const std::function<void()>& body) {
   cudaStream_t s = static_cast<cudaStream_t>(cuda::stream());
   EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
   body();
   cudaGraph_t graph = nullptr;
   EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  return graph;
+}
+
+inline size_t kernels_launched(const std::function<void()>& body) {
+  cudaGraph_t graph = capture_graph(body);
   size_t n = 0;
   EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
   cudaGraphDestroy(graph);

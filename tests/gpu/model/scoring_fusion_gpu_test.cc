@@ -52,17 +52,7 @@ std::unique_ptr<CausalLM> bf16_model() {
 }
 
 std::vector<std::vector<int32_t>> seqs_of(const std::vector<int>& lens) {
-  std::vector<std::vector<int32_t>> seqs;
-  uint32_t x = 12345;
-  for (int len : lens) {
-    std::vector<int32_t> s;
-    for (int i = 0; i < len; ++i) {
-      x = x * 1664525u + 1013904223u;
-      s.push_back(int32_t((x >> 8) % 1000u));
-    }
-    seqs.push_back(s);
-  }
-  return seqs;
+  return testmodel::make_seqs(lens, 12345);
 }
 
 std::vector<float> host(const Tensor& t) { return t.to(Device::cpu).to_vector(); }

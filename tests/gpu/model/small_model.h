@@ -27,10 +27,12 @@ inline ModelConfig small_config() {
   return c;
 }
 
-inline std::vector<std::vector<int32_t>> make_seqs() {
+// Ids below small_config()'s vocabulary from an LCG seeded with `seed`, one sequence per length.
+inline std::vector<std::vector<int32_t>> make_seqs(const std::vector<int>& lens = {1, 37, 300, 129},
+                                                   uint32_t seed = 7) {
   std::vector<std::vector<int32_t>> seqs;
-  uint32_t x = 7;
-  for (int len : {1, 37, 300, 129}) {
+  uint32_t x = seed;
+  for (int len : lens) {
     std::vector<int32_t> s;
     for (int i = 0; i < len; ++i) {
       x = x * 1664525u + 1013904223u;
