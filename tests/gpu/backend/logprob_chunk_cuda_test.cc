@@ -1,6 +1,8 @@
 // The CUDA vocabulary-chunked log-prob ops (backend/cuda/logprob_chunk.cu) against the CPU
-// reference (backend/cpu/logprob_chunk.cc), f32, <= 1e-5 relative: the three chunk ops one by one,
-// then linear_token_logprobs{,_backward} end to end (f32 GEMMs). Under ops::Bf16Autocast the head
+// reference (backend/cpu/logprob_chunk.cc), f32, <= 1e-5 relative: the three chunk ops one by one
+// (also at edge widths C = 1 .. 40000 with -inf logits, misaligned and in-place buffers: float4 and
+// scalar paths give the same bits, bf16 dlogits are the f32 ones rounded), then
+// linear_token_logprobs{,_backward} end to end (f32 GEMMs). Under ops::Bf16Autocast the head
 // runs cuda::linear_token_logprobs{,_bwd}_autocast (cuda/logprob_head.h): checked bitwise against
 // the previous composition (ops::linear / linear_backward under autocast + the chunk ops) and
 // against the CPU f32 reference on the bf16-rounded operands. Skips without a visible GPU.
@@ -9,11 +11,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/ops.h"
 
 namespace gyre {
@@ -71,6 +76,212 @@ TEST(LogprobChunkCuda, ChunkOpsMatchCpu) {
     ops::logprob_chunk_backward(inplace, tg_g, v0, tau, lse_g, ent_g, gpu(dlogp),
                                 with_dent ? gpu(dent) : none, inplace);
     EXPECT_LE(rel_err(cpu(inplace), d_c), kF32Tol) << "in place, dentropy " << with_dent;
+  }
+}
+
+// ---- edge shapes of the chunk kernels (logprob_chunk.cu: float4 and scalar paths, warp and block
+// teams, tiles that raise the running max)
+
+// The bytes of a tensor (device or host), for bitwise comparisons (EXPECT_TRUE(a == b): a failure
+// does not print the whole buffers).
+std::vector<uint8_t> bytes_of(const Tensor& t) {
+  const Tensor h = cpu(t);
+  std::vector<uint8_t> b(h.nbytes());
+  if (!b.empty()) std::memcpy(b.data(), h.raw(), b.size());
+  return b;
+}
+
+// A device copy of t that starts `off` elements into its allocation (off = 1 for an f32 tensor:
+// 4-byte but not 16-byte aligned, so the kernels must not use 16-byte accesses on it).
+Tensor gpu_offset(const Tensor& t, int64_t off) {
+  std::vector<float> v(size_t(off), 0.0f);
+  const std::vector<float> tv = t.to_vector();
+  v.insert(v.end(), tv.begin(), tv.end());
+  return gpu(Tensor::from_vector(v, {int64_t(v.size())})).narrow(off, t.numel()).reshape(t.shape());
+}
+
+// Logits [T, C] with rows that rise (t % 3 == 1: later tiles raise a thread's running max, so the
+// kernel rebases its partial sums) or fall along the columns.
+Tensor trend_logits(int64_t T, int64_t C, uint64_t seed, float scale) {
+  std::vector<float> v = randn({T, C}, seed, scale).to_vector();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < C; ++j) {
+      const float r = 6.0f * float(j) / float(C);
+      v[size_t(t * C + j)] += t % 3 == 1 ? r : t % 3 == 2 ? -r : 0.0f;
+    }
+  return Tensor::from_vector(v, {T, C});
+}
+
+// Masked vocabulary in the second chunk, by row t % 5: 1 every third column -inf, 2 all but the
+// last column -inf, 3 the whole row -inf (that row adds nothing to the first chunk's statistics),
+// 4 the first half -inf. The target's column stays finite where the target is in this chunk.
+Tensor masked_logits(const Tensor& x, const Tensor& targets, int64_t v0) {
+  const int64_t T = x.size(0), C = x.size(1);
+  std::vector<float> v = x.to_vector();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < C; ++j) {
+      const int k = int(t % 5);
+      const bool masked =
+          (k == 1 && j % 3 == 0) || (k == 2 && j != C - 1) || k == 3 || (k == 4 && j < C / 2);
+      if (masked && targets.i32()[t] != v0 + j) v[size_t(t * C + j)] = -INFINITY;
+    }
+  return Tensor::from_vector(v, {T, C});
+}
+
+// Targets over two chunks [v0, v0 + C) and [v0 + C, v0 + 2C): in the first, in the second (not
+// for the fully masked rows t % 5 == 3), skipped (-1), or outside both.
+Tensor two_chunk_targets(int64_t T, int64_t C, int64_t v0) {
+  std::vector<int32_t> tg(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = t % 4;
+    const int64_t col = (t * 37 + 3) % C;
+    tg[size_t(t)] = k == 0                 ? int32_t(v0 + col)
+                    : k == 1 && t % 5 != 3 ? int32_t(v0 + C + col)
+                    : k == 2               ? -1
+                                           : int32_t(v0 + 2 * C + 5);
+  }
+  return Tensor::from_vector(tg, {T});
+}
+
+// Per C: stats over a plain chunk then a masked one (accumulate), finish, and the backward of the
+// masked chunk, against the CPU reference; the same statistics and dlogits bit for bit from a
+// misaligned copy of the logits, from a sub-batch of rows, and in place; bf16 dlogits equal to the
+// f32 ones rounded by cuda::f32_to_bf16, aligned or not. C = 1, 3, 5, 4099, 2051: scalar path;
+// 4, 100, 2048, 4096, 40000: float4 path (when aligned); C <= 2048: one warp per row; 40000:
+// five tiles per thread.
+TEST(LogprobChunkCuda, ChunkOpsEdgeShapesMatchCpu) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t v0 = 11;
+  const float tau = 0.7f;
+  for (int64_t C : {1, 3, 4, 5, 100, 2048, 2051, 4096, 4096 + 3, 40000}) {
+    SCOPED_TRACE(testing::Message() << "C " << C);
+    const int64_t T = C >= 40000 ? 11 : 37;
+    const Tensor targets = two_chunk_targets(T, C, v0), tg_g = gpu(targets);
+    const Tensor x1 = trend_logits(T, C, 40 + uint64_t(C), 3.0f);
+    const Tensor x2 = masked_logits(trend_logits(T, C, 41 + uint64_t(C), 2.0f), targets, v0 + C);
+    Tensor st_c, st_g;
+    ops::logprob_chunk_stats(x1, targets, v0, tau, false, st_c);
+    ops::logprob_chunk_stats(x2, targets, v0 + C, tau, true, st_c);
+    const Tensor x1_g = gpu(x1), x2_g = gpu(x2);
+    ops::logprob_chunk_stats(x1_g, tg_g, v0, tau, false, st_g);
+    const std::vector<uint8_t> st1_bits = bytes_of(st_g);
+    ops::logprob_chunk_stats(x2_g, tg_g, v0 + C, tau, true, st_g);
+    EXPECT_LE(rel_err(cpu(st_g), st_c), kF32Tol);
+    // Misaligned logits: scalar loads over the same groups in the same order, the same bits.
+    Tensor st_m;
+    ops::logprob_chunk_stats(gpu_offset(x1, 1), tg_g, v0, tau, false, st_m);
+    EXPECT_TRUE(bytes_of(st_m) == st1_bits) << "first chunk, misaligned";
+    ops::logprob_chunk_stats(gpu_offset(x2, 1), tg_g, v0 + C, tau, true, st_m);
+    EXPECT_TRUE(bytes_of(st_m) == bytes_of(st_g)) << "masked chunk, misaligned";
+    // A row's statistics do not depend on the other rows: rows [4, 9) alone (a view at a row
+    // offset) give the bytes of those rows in the full batch.
+    Tensor st_sub;
+    ops::logprob_chunk_stats(x1_g.narrow(4, 5), tg_g.narrow(4, 5), v0, tau, false, st_sub);
+    EXPECT_TRUE(bytes_of(st_sub) ==
+                std::vector<uint8_t>(st1_bits.begin() + 4 * 16, st1_bits.begin() + 9 * 16))
+        << "rows 4..8 alone";
+    // Finish.
+    Tensor lp_c, ent_c = Tensor::empty({T}, DType::f32), lse_c = Tensor::empty({T}, DType::f32);
+    Tensor lp_g, ent_g = Tensor::empty({T}, DType::f32, Device::cuda),
+                 lse_g = Tensor::empty({T}, DType::f32, Device::cuda);
+    ops::logprob_chunk_finish(st_c, targets, lp_c, ent_c, lse_c);
+    ops::logprob_chunk_finish(st_g, tg_g, lp_g, ent_g, lse_g);
+    EXPECT_LE(rel_err(cpu(lp_g), lp_c), kF32Tol);
+    EXPECT_LE(rel_err(cpu(ent_g), ent_c), kF32Tol);
+    EXPECT_LE(rel_err(cpu(lse_g), lse_c), kF32Tol);
+    // Backward of the masked chunk (-inf logits: p = 0, dlogits 0 there).
+    const Tensor dlogp = randn({T}, 42), dent = randn({T}, 43, 0.3f);
+    const Tensor dlogp_g = gpu(dlogp), dent_g = gpu(dent);
+    Tensor d_c, d_g;
+    ops::logprob_chunk_backward(x2, targets, v0 + C, tau, lse_c, ent_c, dlogp, dent, d_c);
+    ops::logprob_chunk_backward(x2_g, tg_g, v0 + C, tau, lse_g, ent_g, dlogp_g, dent_g, d_g);
+    EXPECT_LE(rel_err(cpu(d_g), d_c), kF32Tol);
+    const std::vector<uint8_t> d_bits = bytes_of(d_g);
+    // In place (dx == x), aligned and misaligned; out of place from misaligned logits.
+    Tensor inplace = gpu(x2);
+    ops::logprob_chunk_backward(inplace, tg_g, v0 + C, tau, lse_g, ent_g, dlogp_g, dent_g, inplace);
+    EXPECT_TRUE(bytes_of(inplace) == d_bits) << "in place";
+    Tensor inplace_m = gpu_offset(x2, 1);
+    ops::logprob_chunk_backward(inplace_m, tg_g, v0 + C, tau, lse_g, ent_g, dlogp_g, dent_g,
+                                inplace_m);
+    EXPECT_TRUE(bytes_of(inplace_m) == d_bits) << "in place, misaligned";
+    Tensor out_m = gpu_offset(Tensor::zeros({T, C}), 1);
+    ops::logprob_chunk_backward(gpu_offset(x2, 1), tg_g, v0 + C, tau, lse_g, ent_g, dlogp_g, dent_g,
+                                out_m);
+    EXPECT_TRUE(bytes_of(out_m) == d_bits) << "misaligned logits and dlogits";
+    // bf16 dlogits: the f32 ones rounded by cuda::f32_to_bf16, bit for bit; an aligned dz (8-byte
+    // stores) and one offset by one element (2-byte stores); with and without dentropy.
+    for (bool with_dent : {true, false}) {
+      SCOPED_TRACE(with_dent ? "dentropy" : "no dentropy");
+      Tensor none, d32;
+      ops::logprob_chunk_backward(x2_g, tg_g, v0 + C, tau, lse_g, ent_g, dlogp_g,
+                                  with_dent ? dent_g : none, d32);
+      Tensor want = Tensor::empty({T, C}, DType::bf16, Device::cuda);
+      cuda::f32_to_bf16(d32.f32(), want.data<uint16_t>(), T * C);
+      const Tensor buf = Tensor::empty({T * C + 1}, DType::bf16, Device::cuda);
+      for (int64_t off : {0, 1}) {
+        const Tensor got = buf.narrow(off, T * C).reshape({T, C});
+        cuda::logprob_chunk_bwd_bf16(x2_g.f32(), tg_g.i32(), T, C, v0 + C, tau, lse_g.f32(),
+                                     ent_g.f32(), dlogp_g.f32(), with_dent ? dent_g.f32() : nullptr,
+                                     got.data<uint16_t>());
+        EXPECT_TRUE(bytes_of(got) == bytes_of(want)) << "bf16 dz at offset " << off;
+      }
+      // From misaligned logits as well (the scalar path, whatever dz's alignment).
+      const Tensor got = buf.narrow(0, T * C).reshape({T, C}), x2_m = gpu_offset(x2, 1);
+      cuda::logprob_chunk_bwd_bf16(x2_m.f32(), tg_g.i32(), T, C, v0 + C, tau, lse_g.f32(),
+                                   ent_g.f32(), dlogp_g.f32(), with_dent ? dent_g.f32() : nullptr,
+                                   got.data<uint16_t>());
+      EXPECT_TRUE(bytes_of(got) == bytes_of(want)) << "bf16 dz from misaligned logits";
+    }
+  }
+}
+
+// A fully masked (-inf) chunk holds no mass: folded after a plain chunk it leaves the statistics
+// bit for bit as they were; as the first chunk it gives (-inf, 0, 0) and the next chunk's fold
+// replaces it; its dlogits are 0. Warp (C = 64) and block (C = 3000, 4101) teams.
+TEST(LogprobChunkCuda, FullyMaskedChunkAddsNothing) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t T = 19, v0 = 7;
+  const float tau = 1.3f;
+  for (int64_t C : {64, 3000, 4101}) {
+    SCOPED_TRACE(testing::Message() << "C " << C);
+    // Targets in the plain chunk at [v0, v0 + C) or skipped, never in the masked one.
+    std::vector<int32_t> tv(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) tv[size_t(t)] = t % 4 == 3 ? -1 : int32_t(v0 + (t * 53) % C);
+    const Tensor targets = Tensor::from_vector(tv, {T}), tg_g = gpu(targets);
+    const Tensor x = trend_logits(T, C, 50, 2.5f);
+    const Tensor masked = Tensor::from_vector(std::vector<float>(size_t(T * C), -INFINITY), {T, C});
+    // Plain then masked (at v0 + C): unchanged, bit for bit; the CPU agrees.
+    Tensor st_g, st_c;
+    ops::logprob_chunk_stats(gpu(x), tg_g, v0, tau, false, st_g);
+    const std::vector<uint8_t> before = bytes_of(st_g);
+    ops::logprob_chunk_stats(gpu(masked), tg_g, v0 + C, tau, true, st_g);
+    EXPECT_TRUE(bytes_of(st_g) == before);
+    ops::logprob_chunk_stats(x, targets, v0, tau, false, st_c);
+    ops::logprob_chunk_stats(masked, targets, v0 + C, tau, true, st_c);
+    EXPECT_LE(rel_err(cpu(st_g), st_c), kF32Tol);
+    // Masked first (overwrite), then the plain chunk folded in: the same bits as the plain chunk
+    // alone (an empty triple folds exactly: a = exp(0) = 1); the CPU agrees.
+    Tensor st2_g, st2_c;
+    ops::logprob_chunk_stats(gpu(masked), tg_g, v0 + C, tau, false, st2_g);
+    const std::vector<float> m = cpu(st2_g).to_vector();
+    for (int64_t t = 0; t < T; ++t) {
+      EXPECT_EQ(m[size_t(t * 4)], -INFINITY) << "row " << t;
+      EXPECT_EQ(m[size_t(t * 4 + 1)], 0.0f) << "row " << t;
+      EXPECT_EQ(m[size_t(t * 4 + 2)], 0.0f) << "row " << t;
+    }
+    ops::logprob_chunk_stats(gpu(x), tg_g, v0, tau, true, st2_g);
+    ops::logprob_chunk_stats(masked, targets, v0 + C, tau, false, st2_c);
+    ops::logprob_chunk_stats(x, targets, v0, tau, true, st2_c);
+    EXPECT_LE(rel_err(cpu(st2_g), st2_c), kF32Tol);
+    EXPECT_TRUE(bytes_of(st2_g) == before);
+    // dlogits of the masked chunk: 0 everywhere (targets are elsewhere).
+    Tensor lp, ent = Tensor::empty({T}, DType::f32, Device::cuda),
+               lse = Tensor::empty({T}, DType::f32, Device::cuda), d;
+    ops::logprob_chunk_finish(st_g, tg_g, lp, ent, lse);
+    ops::logprob_chunk_backward(gpu(masked), tg_g, v0 + C, tau, lse, ent, gpu(randn({T}, 51)),
+                                gpu(randn({T}, 52)), d);
+    for (float v : cpu(d).to_vector()) ASSERT_EQ(v, 0.0f);
   }
 }
 

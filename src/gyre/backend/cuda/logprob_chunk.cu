@@ -5,9 +5,40 @@
 // logprob_chunk_bwd writes the chunk's dlogits (in place of the logits when dx == x);
 // logprob_chunk_bwd_bf16 (logprob_head.h) writes them rounded to bf16 into a separate buffer.
 //
-// Invariants: one block per row (grid-stride over rows); per-thread partial sums are f64 and
-// merged in a fixed order, so results are deterministic and agree with the CPU reference (f64
-// sums) to ~1e-6 relative; the statistics between chunks are f32.
+// Both chunk kernels are bound by memory bandwidth (the fused head's f32 logits chunk is ~0.6 GB
+// per GEMM at T = 16384), so:
+// - One read per element. stats_kernel keeps, per thread, an online triple over the elements it
+//   has seen: the running max mx (of x; z = x·mul, mul = 1/τ > 0, so max z = mx·mul), s = Σ e and
+//   w = Σ e·d with d = z - mx·mul, e = exp(d), as f64 partials. Elements arrive in tiles of
+//   kStatsTile float4 groups held in registers; when a tile raises the max the partials are
+//   rebased with the fold formula below (s' = a·s, w' = a·(w + δ·s), δ = m - M, a = exp(δ), in
+//   f64) — once per tile, not per element. Each group's four e and e·d terms are summed in f32
+//   (<= 2 roundings on values <= 4: ~1e-7 relative, like the f32 e themselves) and then added to
+//   the f64 partials, which keeps the f64 conversions off the per-element path. At the end the
+//   team takes the max M of the per-thread maxima, each thread rebases its triple to M, and the
+//   team sums s and w in a fixed order. This replaces a max pass + exp pass (two reads of each
+//   element) and keeps the register cost fixed for any C (the chunk may be the whole vocabulary);
+//   holding a whole row in registers would need a C-dependent template and a fallback anyway.
+//   The only re-read is the target's logit (one element per row, by the team's first thread).
+// - 16-byte accesses where possible: float4 loads of x when x is 16-byte aligned and C % 4 == 0
+//   (then every row start is), float4 / 4 x bf16 (8-byte) stores of dx when it is aligned as
+//   well; scalar loads and stores otherwise (odd C, a narrowed view, the last chunk of a
+//   vocabulary that is not a multiple of 4).
+// - Rows per block: 256-thread blocks; a row is handled by a team of one warp when C <= 2048
+//   (8 rows per block, shuffle-only reductions: small chunks would leave most of a 256-thread
+//   row idle) and by the whole block otherwise (9,472 columns: ~9 float4 groups per thread).
+//   The team size depends on C alone.
+//
+// Invariants: deterministic (fixed element-to-thread assignment and merge order, no atomics); a
+// row's statistics depend only on its values, C and τ — not on the pointer alignment (the scalar
+// path visits the same groups of four in the same order as the float4 path, padding a partial
+// last group with -inf, which adds exactly nothing) nor on n; per-thread partials are f64 and the
+// result agrees with the CPU reference (f64 sums) to ~1e-6 relative; the statistics between
+// chunks are f32. -inf logits (masked vocabulary): e = 0 adds 0 to s and 0 (not 0 · -inf) to w;
+// an all -inf chunk or row part adds nothing. The backward is elementwise with one f32
+// expression per element (rounding pinned by __f*_rn intrinsics, so the float4 and scalar paths
+// and both output types agree bit for bit); each element of x is read and its dx written by the
+// same thread, so dx may alias x (Out = float).
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -22,36 +53,147 @@ namespace gyre::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;       // threads per block of every kernel here
+constexpr int kWarpRowMaxC = 2048;  // C up to this: one warp per row, else one block per row
+constexpr int kStatsTile = 8;       // float4 groups per thread in registers per stats tile
+constexpr int kBwdTile = 4;         // float4 groups (or elements) per thread per backward step
 
-unsigned row_grid(int64_t n) { return unsigned(n < 1 ? 1 : (n < 65535 ? n : 65535)); }
+bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-__global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restrict__ targets,
-                             int64_t n, int64_t C, int64_t v0, float mul, bool accumulate,
-                             float* __restrict__ stats) {
-  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+// Blocks for n rows at kThreads / kTeam rows per block (grid-stride beyond 65535 blocks).
+template <int kTeam>
+unsigned row_grid(int64_t n) {
+  constexpr int64_t rows = kThreads / kTeam;
+  const int64_t b = (n + rows - 1) / rows;
+  return unsigned(b < 1 ? 1 : (b < 65535 ? b : 65535));
+}
+
+// Reductions over a row's team: a warp (kTeam = 32: xor butterflies, every lane gets the same
+// bits — a + b = b + a) or the whole block (device_util.cuh, fixed order).
+template <int kTeam>
+__device__ __forceinline__ float team_max(float v) {
+  if constexpr (kTeam == 32) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+  } else {
+    return block_max(v);
+  }
+}
+template <int kTeam>
+__device__ __forceinline__ double team_sum(double v) {
+  if constexpr (kTeam == 32) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  } else {
+    return block_sum(v);
+  }
+}
+
+// Columns [j0, j0 + 4) of a row, j0 = 4·group < C: one 16-byte load (kVec: row 16-byte aligned,
+// C % 4 == 0), else scalar loads with -inf past the row's end.
+template <bool kVec>
+__device__ __forceinline__ float4 load_group(const float* __restrict__ xr, int64_t j0, int64_t C) {
+  if constexpr (kVec) {
+    return *reinterpret_cast<const float4*>(xr + j0);
+  } else {
+    float4 v;
+    v.x = xr[j0];
+    v.y = j0 + 1 < C ? xr[j0 + 1] : -INFINITY;
+    v.z = j0 + 2 < C ? xr[j0 + 2] : -INFINITY;
+    v.w = j0 + 3 < C ? xr[j0 + 3] : -INFINITY;
+    return v;
+  }
+}
+
+__device__ __forceinline__ float max4(float4 v) { return fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)); }
+
+// One element's terms relative to mz (>= its z, finite): e = exp(d), and e·d unless e = 0
+// (z = -inf: the limit 0, not 0 · -inf). z = x·mul and d = z - mz are rounded separately, so the
+// max element has d = 0 exactly.
+__device__ __forceinline__ float exp_term(float x, float mul, float mz, float* wd) {
+  const float d = __fsub_rn(__fmul_rn(x, mul), mz);
+  const float e = expf(d);
+  *wd = e > 0.0f ? __fmul_rn(e, d) : 0.0f;
+  return e;
+}
+
+// Rebases a thread's (s, w), kept relative to the z-max mz_old, to mz_new >= mz_old — the fold
+// formula of the stats kernel, in f64. Only for s > 0 (an empty triple needs nothing).
+__device__ __forceinline__ void rebase(double& s, double& w, float mz_old, float mz_new) {
+  const double dm = double(mz_old) - double(mz_new);
+  const double a = exp(dm);
+  w = a * (w + dm * s);
+  s = a * s;
+}
+
+template <int kTeam, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    stats_kernel(const float* __restrict__ x, const int32_t* __restrict__ targets, int64_t n,
+                 int64_t C, int64_t v0, float mul, bool accumulate, float* __restrict__ stats) {
+  constexpr int kRows = kThreads / kTeam;
+  const int lane = int(threadIdx.x) % kTeam;
+  const int64_t G = (C + 3) / 4;  // groups of four columns; group g: columns [4g, 4g + 4)
+  for (int64_t t0 = int64_t(blockIdx.x) * kRows; t0 < n; t0 += int64_t(gridDim.x) * kRows) {
+    // A warp team leaves as a whole (no block barrier when kTeam = 32); a block team never does.
+    const int64_t t = t0 + int(threadIdx.x) / kTeam;
+    if (t >= n) continue;
     const float* xr = x + t * C;
-    // Chunk max of z = x·mul (mul > 0: max(x)·mul), then sc = Σ exp(z - mc) and
-    // wc = Σ exp(z - mc)(z - mc) with f64 partial sums.
+    // This thread's triple: max of its x so far, and f64 s, w relative to mz = mx·mul. A thread
+    // takes groups lane, lane + kTeam, ... (coalesced), kStatsTile of them per tile.
     float mx = -INFINITY;
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) mx = fmaxf(mx, xr[j]);
-    const float mc = block_max(mx) * mul;
     double s = 0, w = 0;
-    // An all -inf (masked) chunk holds no mass: s = w = 0, skipped by the fold below.
-    if (mc != -INFINITY)
-      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-        const float d = xr[j] * mul - mc;
-        const float e = expf(d);
-        s += double(e);
-        if (e > 0.0f) w += double(e) * double(d);  // e = 0 (z = -inf): adds 0, not 0 · -inf
+    bool nan_skipped = false;  // a NaN in a tile skipped while mx was -inf
+    for (int64_t g0 = lane; g0 < G; g0 += int64_t(kStatsTile) * kTeam) {
+      float4 v[kStatsTile];
+#pragma unroll
+      for (int u = 0; u < kStatsTile; ++u) {
+        const int64_t g = g0 + int64_t(u) * kTeam;
+        v[u] = g < G ? load_group<kVec>(xr, 4 * g, C)
+                     : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
       }
-    const double sc = block_sum(s), wc = block_sum(w);
-    if (threadIdx.x != 0) continue;
+      float tmx = max4(v[0]);
+#pragma unroll
+      for (int u = 1; u < kStatsTile; ++u) tmx = fmaxf(tmx, max4(v[u]));
+      if (tmx > mx) {
+        if (s > 0) rebase(s, w, __fmul_rn(mx, mul), __fmul_rn(tmx, mul));
+        mx = tmx;
+      }
+      if (mx == -INFINITY) {
+        // Only -inf (and NaN, which fmaxf drops) so far: no mass, and no -inf - -inf. Remember a
+        // NaN (the tile's sum is NaN exactly then) so that it reaches s as on the CPU.
+        float sum = 0.0f;
+#pragma unroll
+        for (int u = 0; u < kStatsTile; ++u) sum += (v[u].x + v[u].y) + (v[u].z + v[u].w);
+        nan_skipped |= isnan(sum);
+        continue;
+      }
+      const float mz = __fmul_rn(mx, mul);
+#pragma unroll
+      for (int u = 0; u < kStatsTile; ++u) {
+        if (g0 + int64_t(u) * kTeam >= G) break;
+        float w0, w1, w2, w3;
+        const float e0 = exp_term(v[u].x, mul, mz, &w0), e1 = exp_term(v[u].y, mul, mz, &w1),
+                    e2 = exp_term(v[u].z, mul, mz, &w2), e3 = exp_term(v[u].w, mul, mz, &w3);
+        s += double(__fadd_rn(__fadd_rn(e0, e1), __fadd_rn(e2, e3)));
+        w += double(__fadd_rn(__fadd_rn(w0, w1), __fadd_rn(w2, w3)));
+      }
+    }
+    // Merge the team: chunk max mc = max z (mul > 0: max(x)·mul), every triple rebased to it, then
+    // sc = Σ exp(z - mc) and wc = Σ exp(z - mc)(z - mc) in a fixed order. An all -inf (masked)
+    // row gives mc = -inf, sc = wc = 0 (no thread has s > 0), skipped by the fold below.
+    const float mc = __fmul_rn(team_max<kTeam>(mx), mul);
+    if (s > 0) rebase(s, w, __fmul_rn(mx, mul), mc);
+    // NaN logits: like the CPU reference (whose max skips NaN too), a NaN makes s NaN unless the
+    // row holds nothing else than -inf and NaN (then it counts as masked).
+    if (nan_skipped && mc != -INFINITY) s = NAN;
+    const double sc = team_sum<kTeam>(s), wc = team_sum<kTeam>(w);
+    if (lane != 0) continue;
     float* st = stats + t * 4;
     const int64_t j = int64_t(targets[t]) - v0;
     const bool has_target = j >= 0 && j < C;
     if (!accumulate) {
-      st[0] = mc, st[1] = float(sc), st[2] = float(wc), st[3] = has_target ? xr[j] * mul : 0.0f;
+      st[0] = mc, st[1] = float(sc), st[2] = float(wc);
+      st[3] = has_target ? __fmul_rn(xr[j], mul) : 0.0f;
       continue;
     }
     // Fold (m1, s1, w1) and (mc, sc, wc) at the larger max M: rebasing from m to M multiplies
@@ -69,7 +211,7 @@ __global__ void stats_kernel(const float* __restrict__ x, const int32_t* __restr
       so += a * sc, wo += a * (wc + (double(mc) - M) * sc);
     }
     st[0] = float(M), st[1] = float(so), st[2] = float(wo);
-    if (has_target) st[3] = xr[j] * mul;
+    if (has_target) st[3] = __fmul_rn(xr[j], mul);
   }
 }
 
@@ -87,39 +229,133 @@ __global__ void finish_kernel(const float* __restrict__ stats, const int32_t* __
   }
 }
 
+// The per-row constants of the backward.
+struct BwdRow {
+  float mul, L, g_lp, g_h, h;
+  int64_t tg;  // the target's column in the chunk; -1 (or out of range) for none
+};
+
+// dz_j = dlogp (1[j = target] - p_j) - dH p_j (log p_j + H), log p_j = z_j - lse; dx = dz / τ.
+// Every rounding is explicit (no contraction choices left to the compiler), so each call site —
+// float4 or scalar path, f32 or bf16 output — computes the same f32 bits.
+__device__ __forceinline__ float dz_value(float x, int64_t j, const BwdRow& r) {
+  const float lp = __fsub_rn(__fmul_rn(x, r.mul), r.L);
+  const float p = expf(lp);
+  const float hit = j == r.tg ? r.g_lp : 0.0f;
+  // p = 0: the entropy term's limit 0, not 0 · -inf.
+  const float ent = p > 0.0f ? __fmul_rn(__fmul_rn(r.g_h, p), __fadd_rn(lp, r.h)) : 0.0f;
+  return __fmul_rn(__fsub_rn(__fsub_rn(hit, __fmul_rn(r.g_lp, p)), ent), r.mul);
+}
+
 // The value written for one dz element: f32 as computed (Out = float), or rounded to nearest-even
 // bf16 (Out = uint16_t, the bf16 bit pattern) — exactly what cuda::f32_to_bf16 would make of the
 // f32 value, so the bf16 variant equals the f32 kernel followed by that conversion.
+__device__ __forceinline__ uint32_t bf16_bits(float v) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
 __device__ __forceinline__ void store_dz(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_dz(uint16_t* p, float v) {
-  *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+__device__ __forceinline__ void store_dz(uint16_t* p, float v) { *p = uint16_t(bf16_bits(v)); }
+// Four consecutive values at p: one 16-byte (f32) or 8-byte (bf16; little-endian, so the lower
+// column in the low half) store; p aligned accordingly.
+__device__ __forceinline__ void store_dz4(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store_dz4(uint16_t* p, float a, float b, float c, float d) {
+  *reinterpret_cast<uint2*>(p) =
+      make_uint2(bf16_bits(a) | (bf16_bits(b) << 16), bf16_bits(c) | (bf16_bits(d) << 16));
 }
 
-// dx may alias x when Out = float: each element is read and written by the same thread. Both
-// instantiations evaluate the same f32 expression (one template), so they agree before rounding.
-template <typename Out>
-__global__ void bwd_kernel(const float* x, const int32_t* __restrict__ targets, int64_t n,
-                           int64_t C, int64_t v0, float mul, const float* __restrict__ lse,
-                           const float* __restrict__ entropy, const float* __restrict__ dlogp,
-                           const float* __restrict__ dentropy, Out* dx) {
-  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+// dx may alias x when Out = float: each element is read and written by the same thread (a tile's
+// loads come before its stores in that thread). Both instantiations evaluate dz_value, so they
+// agree before rounding. kVec: x 16-byte aligned, dx aligned for store_dz4, C % 4 == 0.
+template <typename Out, int kTeam, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    bwd_kernel(const float* x, const int32_t* __restrict__ targets, int64_t n, int64_t C,
+               int64_t v0, float mul, const float* __restrict__ lse,
+               const float* __restrict__ entropy, const float* __restrict__ dlogp,
+               const float* __restrict__ dentropy, Out* dx) {
+  constexpr int kRows = kThreads / kTeam;
+  const int lane = int(threadIdx.x) % kTeam;
+  for (int64_t t = int64_t(blockIdx.x) * kRows + int(threadIdx.x) / kTeam; t < n;
+       t += int64_t(gridDim.x) * kRows) {
     const int32_t tgt = targets[t];
-    const int64_t tg = tgt < 0 ? -1 : int64_t(tgt) - v0;
-    const float g_lp = tgt < 0 ? 0.0f : dlogp[t];
-    const float g_h = dentropy ? dentropy[t] : 0.0f;
-    const float h = g_h != 0.0f ? entropy[t] : 0.0f;
-    const float L = lse[t];
+    BwdRow r;
+    r.mul = mul;
+    r.tg = tgt < 0 ? -1 : int64_t(tgt) - v0;
+    r.g_lp = tgt < 0 ? 0.0f : dlogp[t];
+    r.g_h = dentropy ? dentropy[t] : 0.0f;
+    r.h = r.g_h != 0.0f ? entropy[t] : 0.0f;
+    r.L = lse[t];
     const float* xr = x + t * C;
     Out* d = dx + t * C;
-    // dz_j = dlogp (1[j = target] - p_j) - dH p_j (log p_j + H), log p_j = z_j - lse; dx = dz / τ.
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-      const float lp = xr[j] * mul - L;
-      const float p = expf(lp);
-      const float hit = j == tg ? g_lp : 0.0f;
-      const float ent = p > 0.0f ? g_h * p * (lp + h) : 0.0f;  // p = 0: limit 0, not 0 · -inf
-      store_dz(d + j, (hit - g_lp * p - ent) * mul);
+    if constexpr (kVec) {
+      const int64_t G = C / 4;
+      for (int64_t g0 = lane; g0 < G; g0 += int64_t(kBwdTile) * kTeam) {
+        float4 v[kBwdTile];
+#pragma unroll
+        for (int u = 0; u < kBwdTile; ++u) {
+          const int64_t g = g0 + int64_t(u) * kTeam;
+          v[u] = g < G ? *reinterpret_cast<const float4*>(xr + 4 * g) : make_float4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kBwdTile; ++u) {
+          const int64_t j = 4 * (g0 + int64_t(u) * kTeam);
+          if (j >= C) break;
+          store_dz4(d + j, dz_value(v[u].x, j, r), dz_value(v[u].y, j + 1, r),
+                    dz_value(v[u].z, j + 2, r), dz_value(v[u].w, j + 3, r));
+        }
+      }
+    } else {
+      for (int64_t j0 = lane; j0 < C; j0 += int64_t(kBwdTile) * kTeam) {
+        float v[kBwdTile];
+#pragma unroll
+        for (int u = 0; u < kBwdTile; ++u) {
+          const int64_t j = j0 + int64_t(u) * kTeam;
+          v[u] = j < C ? xr[j] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBwdTile; ++u) {
+          const int64_t j = j0 + int64_t(u) * kTeam;
+          if (j >= C) break;
+          store_dz(d + j, dz_value(v[u], j, r));
+        }
+      }
     }
   }
+}
+
+template <int kTeam>
+void launch_stats(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                  float mul, bool accumulate, float* stats) {
+  if (C % 4 == 0 && aligned(x, 16))
+    stats_kernel<kTeam, true><<<row_grid<kTeam>(n), kThreads, 0, stream()>>>(
+        x, targets, n, C, v0, mul, accumulate, stats);
+  else
+    stats_kernel<kTeam, false><<<row_grid<kTeam>(n), kThreads, 0, stream()>>>(
+        x, targets, n, C, v0, mul, accumulate, stats);
+}
+
+template <typename Out, int kTeam>
+void launch_bwd(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0, float mul,
+                const float* lse, const float* entropy, const float* dlogp, const float* dentropy,
+                Out* dx) {
+  if (C % 4 == 0 && aligned(x, 16) && aligned(dx, 4 * sizeof(Out)))
+    bwd_kernel<Out, kTeam, true><<<row_grid<kTeam>(n), kThreads, 0, stream()>>>(
+        x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy, dx);
+  else
+    bwd_kernel<Out, kTeam, false><<<row_grid<kTeam>(n), kThreads, 0, stream()>>>(
+        x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy, dx);
+}
+
+template <typename Out>
+void launch_bwd_any(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
+                    float temperature, const float* lse, const float* entropy, const float* dlogp,
+                    const float* dentropy, Out* dx) {
+  const float mul = 1.0f / temperature;
+  if (C <= kWarpRowMaxC)
+    launch_bwd<Out, 32>(x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy, dx);
+  else
+    launch_bwd<Out, kThreads>(x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy, dx);
 }
 
 }  // namespace
@@ -127,8 +363,11 @@ __global__ void bwd_kernel(const float* x, const int32_t* __restrict__ targets, 
 void logprob_chunk_stats(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
                          float temperature, bool accumulate, float* stats) {
   if (n == 0 || C == 0) return;
-  stats_kernel<<<row_grid(n), kThreads, 0, stream()>>>(x, targets, n, C, v0, 1.0f / temperature,
-                                                       accumulate, stats);
+  const float mul = 1.0f / temperature;
+  if (C <= kWarpRowMaxC)
+    launch_stats<32>(x, targets, n, C, v0, mul, accumulate, stats);
+  else
+    launch_stats<kThreads>(x, targets, n, C, v0, mul, accumulate, stats);
   GYRE_CUDA_LAUNCHED("logprob_chunk_stats");
 }
 
@@ -144,8 +383,7 @@ void logprob_chunk_bwd(const float* x, const int32_t* targets, int64_t n, int64_
                        float temperature, const float* lse, const float* entropy,
                        const float* dlogp, const float* dentropy, float* dx) {
   if (n == 0 || C == 0) return;
-  bwd_kernel<float><<<row_grid(n), kThreads, 0, stream()>>>(
-      x, targets, n, C, v0, 1.0f / temperature, lse, entropy, dlogp, dentropy, dx);
+  launch_bwd_any<float>(x, targets, n, C, v0, temperature, lse, entropy, dlogp, dentropy, dx);
   GYRE_CUDA_LAUNCHED("logprob_chunk_bwd");
 }
 
@@ -153,8 +391,7 @@ void logprob_chunk_bwd_bf16(const float* x, const int32_t* targets, int64_t n, i
                             int64_t v0, float temperature, const float* lse, const float* entropy,
                             const float* dlogp, const float* dentropy, uint16_t* dz) {
   if (n == 0 || C == 0) return;
-  bwd_kernel<uint16_t><<<row_grid(n), kThreads, 0, stream()>>>(
-      x, targets, n, C, v0, 1.0f / temperature, lse, entropy, dlogp, dentropy, dz);
+  launch_bwd_any<uint16_t>(x, targets, n, C, v0, temperature, lse, entropy, dlogp, dentropy, dz);
   GYRE_CUDA_LAUNCHED("logprob_chunk_bwd_bf16");
 }
 
