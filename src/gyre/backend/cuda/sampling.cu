@@ -36,6 +36,7 @@ namespace {
 constexpr int kThreads = 256, kWarps = kThreads / 32, kSegments = 256;
 constexpr int kMaxBlocksCap = 64;  // partial maxima per row
 constexpr int64_t kIdsPerMaxBlock = 2048;
+constexpr int kScanBatch = 20;  // pick_kernel: 32-id rows loaded at once (20 · 32 >= 151,936 / 256)
 constexpr float kGreedyTemperature = 1e-6f;  // infer/sampler.h: T < 1e-6 means greedy
 
 int max_blocks(int64_t V) {
@@ -201,22 +202,37 @@ __global__ void pick_kernel(const float* logits, int64_t V, const float* tempera
   if (seg < kSegments) {
     const int64_t a = min(V, seg * seg_len), b = min(V, a + seg_len);
     bool found = false;
-    for (int64_t base = a; base < b && !found; base += 32) {
-      const int64_t i = base + lane;
-      const float e = i < b ? kept_e(x[i], mx, inv_t, min_e) : 0.0f;
-      double inc = e;  // inclusive prefix over the 32 ids, in id order
-      for (int off = 1; off < 32; off <<= 1) {
-        const double up = __shfl_up_sync(0xffffffffu, inc, off);
-        if (lane >= off) inc += up;
+    // The segment's logits are loaded kScanBatch 32-id rows at a time, all loads issued before the
+    // scan uses them: the scan below is serial (it stops at the hit), and with one load per step
+    // each step waited a full L2/HBM latency (~19 dependent loads per segment at V = 151,936).
+    // Same values, same arithmetic and order as a load per step: the draw is unchanged.
+    for (int64_t base0 = a; base0 < b && !found; base0 += 32 * kScanBatch) {
+      float xs[kScanBatch];
+#pragma unroll
+      for (int j = 0; j < kScanBatch; ++j) {
+        const int64_t i = base0 + 32 * j + lane;
+        xs[j] = i < b ? x[i] : 0.0f;
       }
-      const unsigned hit = __ballot_sync(0xffffffffu, e > 0 && acc + inc > target);
-      const unsigned kept_mask = __ballot_sync(0xffffffffu, e > 0);
-      if (hit) {
-        last = base + __ffs(hit) - 1;
-        found = true;
-      } else {
-        if (kept_mask) last = base + 31 - __clz(kept_mask);
-        acc += __shfl_sync(0xffffffffu, inc, 31);
+#pragma unroll
+      for (int j = 0; j < kScanBatch; ++j) {
+        const int64_t base = base0 + 32 * j;
+        if (found || base >= b) break;  // warp-uniform: every lane sees the same found and base
+        const int64_t i = base + lane;
+        const float e = i < b ? kept_e(xs[j], mx, inv_t, min_e) : 0.0f;
+        double inc = e;  // inclusive prefix over the 32 ids, in id order
+        for (int off = 1; off < 32; off <<= 1) {
+          const double up = __shfl_up_sync(0xffffffffu, inc, off);
+          if (lane >= off) inc += up;
+        }
+        const unsigned hit = __ballot_sync(0xffffffffu, e > 0 && acc + inc > target);
+        const unsigned kept_mask = __ballot_sync(0xffffffffu, e > 0);
+        if (hit) {
+          last = base + __ffs(hit) - 1;
+          found = true;
+        } else {
+          if (kept_mask) last = base + 31 - __clz(kept_mask);
+          acc += __shfl_sync(0xffffffffu, inc, 31);
+        }
       }
     }
   }
