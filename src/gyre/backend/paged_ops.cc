@@ -116,11 +116,10 @@ void paged_kv_write(const Tensor& k, const Tensor& v, const Tensor& slot_mapping
                       v_cache.f32());
 }
 
-void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                     const Tensor& cu_seqlens_q, const Tensor& kv_lens, const Tensor& page_indptr,
-                     const Tensor& page_indices, float scale, Tensor& out) {
-  detail::OpScope op_scope_("paged_attention");
-  const char* op = "paged_attention";
+PagedLayoutStats check_paged_attention(const char* op, const Tensor& q, const Tensor& k_cache,
+                                       const Tensor& v_cache, const Tensor& cu_seqlens_q,
+                                       const Tensor& kv_lens, const Tensor& page_indptr,
+                                       const Tensor& page_indices, const Tensor& out) {
   need_f32(op, "q", q, 3);
   need_cache(op, "k_cache", k_cache);
   need_cache(op, "v_cache", v_cache);
@@ -153,12 +152,26 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
       known->page_size == page_size) {
     stats.max_q_len = known->total;
     stats.max_kv_len = known->max_len;
+    stats.recorded = true;
   } else {
     const Tensor cu_h = host_view(cu_seqlens_q), lens_h = host_view(kv_lens);
     const Tensor ip_h = host_view(page_indptr), pages_h = host_view(page_indices);
     stats = validate_paged_layout(cu_h.i32(), lens_h.i32(), ip_h.i32(), pages_h.i32(), B, T,
-                                  page_indices.numel(), P, page_size);
+                                  page_indices.numel(), P, page_size, op);
   }
+  return stats;
+}
+
+void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& cu_seqlens_q, const Tensor& kv_lens, const Tensor& page_indptr,
+                     const Tensor& page_indices, float scale, Tensor& out) {
+  detail::OpScope op_scope_("paged_attention");
+  const PagedLayoutStats stats =
+      check_paged_attention("paged_attention", q, k_cache, v_cache, cu_seqlens_q, kv_lens,
+                            page_indptr, page_indices, out);
+  const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2);
+  const int64_t page_size = k_cache.size(1), Hkv = k_cache.size(2);
+  const int64_t B = cu_seqlens_q.numel() - 1;
   if constexpr (kCuda)
     if (q.device() == Device::cuda && k_cache.dtype() == DType::bf16)
       return cuda::paged_attention_bf16_fwd(
@@ -175,11 +188,24 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
                            out.f32());
 }
 
+bool decode_slots_match_pages(const int32_t* cu, const int32_t* lens, const int32_t* ip,
+                              const int32_t* pages, const int32_t* slots, int64_t B,
+                              int64_t page_size) {
+  if (B < 1) return false;
+  for (int64_t b = 0; b < B; ++b) {
+    if (cu[b] != b || cu[b + 1] != b + 1 || lens[b] < 1) return false;
+    if (slots[b] < 0) continue;  // padding: writes nothing
+    const int64_t pos = lens[b] - 1;
+    const int64_t slot = int64_t(pages[ip[b] + pos / page_size]) * page_size + pos % page_size;
+    if (slots[b] != slot) return false;
+  }
+  return true;
+}
+
 PagedLayoutStats validate_paged_layout(const int32_t* cu, const int32_t* lens, const int32_t* ip,
                                        const int32_t* pages, int64_t B, int64_t T,
                                        int64_t num_page_indices, int64_t num_pages,
-                                       int64_t page_size) {
-  const char* op = "paged_attention";
+                                       int64_t page_size, const char* op) {
   GYRE_NEED(cu[0] == 0 && cu[B] == T, op, "cu_seqlens_q must run from 0 to T = {}, got {}..{}", T,
             cu[0], cu[B]);
   GYRE_NEED(ip[0] == 0 && ip[B] == num_page_indices, op,

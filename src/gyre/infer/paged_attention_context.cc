@@ -72,6 +72,11 @@ void PagedAttentionContext::validate_and_record(const StepBatch& b, int64_t max_
       int64_t(b.slot_mapping.size()), int64_t(b.page_indptr.back()), num_pages, page_size);
   known_.add_paged_layout(cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, num_pages,
                           page_size, st.max_q_len, std::max(st.max_kv_len, max_kv_len_bound));
+  // What ops::rope_paged_attention_ needs beyond the layout (its recorder vouches for it; O(B)).
+  decode_step_ =
+      int64_t(b.slot_mapping.size()) == B &&
+      ops::decode_slots_match_pages(b.cu_seqlens_q.data(), b.kv_lens.data(), b.page_indptr.data(),
+                                    b.page_indices.data(), b.slot_mapping.data(), B, page_size);
 }
 
 void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -87,6 +92,10 @@ void PagedAttentionContext::rope_attend(int64_t layer, Tensor& q, Tensor& k, con
                                         const Tensor& sin, float scale, Tensor& out) {
   Tensor& kc = kv_.k(layer);
   Tensor& vc = kv_.v(layer);
+  if (decode_step_)  // one kernel (plus the split combine) where the op fuses, else the two below
+    return ops::rope_paged_attention_(q, k, v, positions, cos, sin, slot_mapping_, kc, vc,
+                                      cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale,
+                                      out);
   ops::rope_qk_paged_kv_write_(q, k, v, positions, cos, sin, slot_mapping_, kc, vc);
   ops::paged_attention(q, kc, vc, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale, out);
 }

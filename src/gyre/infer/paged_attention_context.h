@@ -28,14 +28,23 @@ class PagedAttentionContext : public model::AttentionContext {
                         int64_t max_kv_len_bound);
   void attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v, float scale,
               Tensor& out) override;
-  // One launch for RoPE and the KV write (ops::rope_qk_paged_kv_write_), then the attention.
+  // A pure decode step whose new keys go where the attention reads them (decode_step(), the
+  // engine's decode steps and CUDA-graph buckets): ops::rope_paged_attention_ — on CUDA with a
+  // bf16 cache one attention launch that also rotates q and k and writes the new K/V. Otherwise
+  // (prefill chunks, mixed steps) one launch for RoPE and the KV write
+  // (ops::rope_qk_paged_kv_write_), then the attention. Bitwise the same either way.
   void rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions,
                    const Tensor& cos, const Tensor& sin, float scale, Tensor& out) override;
+  // Whether the step is one new token per sequence with every slot_mapping entry the slot of its
+  // sequence's last position or negative (ops::decode_slots_match_pages, checked on the host when
+  // the context is built): rope_attend then takes ops::rope_paged_attention_.
+  bool decode_step() const { return decode_step_; }
 
  private:
   KvStorage& kv_;
   Tensor slot_mapping_, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_;
   ops::KnownIndices known_;  // what the constructor proved about the arrays above
+  bool decode_step_ = false;
   void validate_and_record(const StepBatch& b, int64_t max_kv_len_bound);
 };
 

@@ -20,9 +20,10 @@ class AttentionContext {
                       Tensor& out) = 0;
   // RoPE, then attend: q and k (un-rotated) are rotated at `positions` with the tables cos/sin
   // (ops::rope_qk_'s semantics) and attended as above. A context may fuse the rotation with its
-  // own work (the paged context writes the rotated keys straight into its cache); the result is
-  // bitwise that of rope_qk_ then attend. q holds the rotated queries afterwards; k's contents are
-  // unspecified (rotated or not). The default is exactly rope_qk_ then attend.
+  // own work (the paged context writes the rotated keys straight into its cache, and in a decode
+  // step rotates q and k inside its attention kernel); the result is bitwise that of rope_qk_ then
+  // attend. q's and k's contents afterwards are unspecified (rotated or not): callers must not
+  // read them (the decoder layer does not). The default is exactly rope_qk_ then attend.
   virtual void rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v,
                            const Tensor& positions, const Tensor& cos, const Tensor& sin,
                            float scale, Tensor& out);

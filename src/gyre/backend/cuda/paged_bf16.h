@@ -61,4 +61,43 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
                               float scale, int64_t max_q_len, int64_t max_kv_len, float* out,
                               void* workspace, size_t workspace_bytes);
 
+// ---- the decode step's RoPE, KV write and attention in one launch (issue 7) ----
+//
+// Shapes the fused decode takes: paged_attention_bf16_supported(D) and Hq a multiple of Hkv with at
+// most 16 query heads per kv head (they share one CTA, so exactly one CTA per (sequence, kv head,
+// key chunk) holds the new key).
+bool rope_paged_attention_bf16_supported(int64_t Hq, int64_t Hkv, int64_t D);
+
+// A pure decode step — B sequences of exactly one new token each (row t of q/k/v is sequence t's
+// token: cu_seqlens_q[t] = t, T = B) — in one attention launch (plus the split combine):
+//   rope_qk_paged_kv_write_bf16(q, Hq, k, v, Hkv, B, D, positions, cos, sin, slot_mapping,
+//                               k_cache, v_cache)  (rope_kv_write.h)
+//   paged_attention_bf16_fwd(q, k_cache, v_cache, ..., max_q_len = 1, max_kv_len, out)
+// bitwise: out, k_cache and v_cache end as the two calls leave them. q is only read (it stays
+// unrotated; each CTA rotates the rows it reads), k and v only read. The CTA of (sequence t, kv
+// head g) whose key range holds position kv_lens[t] - 1 writes slot slot_mapping[t] (nothing when
+// it is negative: a padding row) before it loads that position. Preconditions besides those of the
+// two calls (the caller's; the ops layer checks them, see ops::rope_paged_attention_): every
+// sequence has one new token; slot_mapping[t] is negative or the slot of sequence t's position
+// kv_lens[t] - 1 through its page table; no row reads a slot that another row writes (page tables
+// do not share the new tokens' pages); rope_paged_attention_bf16_supported(Hq, Hkv, D); positions
+// and slot_mapping, like the index arrays, are not written by a kernel of the programmatic-launch
+// chain (they are read before its wait, pdl.cuh). Scratch as paged_attention_bf16_fwd's: pool
+// scratch, or the caller's workspace of paged_attention_bf16_workspace_bytes(B, B, Hq, Hkv, D, 1,
+// max_kv_len) bytes (CUDA-graph capture). Error(invalid_argument) for unsupported shapes.
+void rope_paged_attention_bf16_decode(const float* q, const float* k, const float* v,
+                                      const int32_t* positions, const float* cos, const float* sin,
+                                      const int32_t* slot_mapping, uint16_t* k_cache,
+                                      uint16_t* v_cache, const int32_t* cu_seqlens_q,
+                                      const int32_t* kv_lens, const int32_t* page_indptr,
+                                      const int32_t* page_indices, int64_t B, int64_t Hq,
+                                      int64_t Hkv, int64_t D, int64_t page_size, float scale,
+                                      int64_t max_kv_len, float* out);
+void rope_paged_attention_bf16_decode(
+    const float* q, const float* k, const float* v, const int32_t* positions, const float* cos,
+    const float* sin, const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
+    const int32_t* cu_seqlens_q, const int32_t* kv_lens, const int32_t* page_indptr,
+    const int32_t* page_indices, int64_t B, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size,
+    float scale, int64_t max_kv_len, float* out, void* workspace, size_t workspace_bytes);
+
 }  // namespace gyre::cuda

@@ -22,6 +22,18 @@
 // CTAs per SM and a second wave), 42.3 against this kernel's 32.7 us for batch-256 decode at 384
 // keys with 14/2/64 heads, and 64.4 against 67.1 us with 12/2/128 heads (both 3 CTAs per SM).
 //
+// Fused decode (rope_paged_attention_bf16_decode, the kRope instantiations): q holds the
+// unrotated queries, and every sequence has exactly one new token whose key/value k_new/v_new are
+// not yet in the cache. Each CTA rotates the q rows it reads while staging them (rope_rotate.cuh,
+// rope_kv_write.cu's expression, then the same scale multiply as load_q), and the one CTA of each
+// (sequence, kv head) whose key range holds position kv_len - 1 (the last chunk under a split, the
+// only CTA without) rotates the new key, rounds key and value to bf16 (bf16_bits.cuh) and stores
+// them at slot_mapping[t] before it loads the tile holding that position: a __syncthreads between
+// the global stores and the tile's cp.async makes them visible in the CTA, and no other CTA reads
+// that position (one row tile per (sequence, kv head): Hq / Hkv <= 16). So the CTAs see the values
+// rope_qk_paged_kv_write_bf16 would have left in q and the cache, and the output is bitwise that of
+// the two launches.
+//
 // Numerics: f32 products and sums, f32 online softmax with the max subtracted; the only bf16 data
 // are the stored keys/values, which are widened exactly. Rows with no visible key yet (padding
 // rows, or a warp whose keys are all masked) keep max = -inf and use 0 as the reference, so they
@@ -35,8 +47,10 @@
 #include <string>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/paged_bf16_common.cuh"
+#include "gyre/backend/cuda/rope_rotate.cuh"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
 
@@ -74,6 +88,21 @@ struct AttnParams {
   float* out;       // [T, Hq, D], written directly when part_o is null
   float* part_o;    // split partials [splits, T * Hq, D] (unnormalised), or null
   float2* part_ml;  // [splits, T * Hq] (max in log2 units, sum)
+};
+
+// The fused decode's extra kernel parameters (rope_paged_attn_bf16_kernel; q is then unrotated).
+// A second kernel argument rather than more AttnParams fields: ptxas handled a parameter struct
+// past 128 bytes worse (the D = 128, R = 8 kernel's spill stores went from 36 to 92-104 bytes with
+// the same code), and the plain kernel keeps its parameter block.
+struct RopeAttnParams {
+  const float* k_new;        // [T, Hkv, D] the new tokens' keys (unrotated)
+  const float* v_new;        // [T, Hkv, D] their values
+  const int32_t* positions;  // [T] RoPE positions
+  const float* cos;          // [P, D/2] RoPE tables
+  const float* sin;          //
+  const int32_t* slots;      // [T] cache slot of each new token (negative: write nothing)
+  uint16_t* k_cache_w;       // k_cache / v_cache, written by the CTA holding the new key
+  uint16_t* v_cache_w;       //
 };
 
 // A K/V row in shared memory: D bf16 padded by 16 bytes, so that 8 lanes reading the same 16-byte
@@ -192,6 +221,61 @@ __device__ __forceinline__ void load_q(float* qs, const AttnParams& p, const Ite
     if (r < it.nrows)
       x = f4_scale(reinterpret_cast<const float4*>(p.q + out_row(p, it, r) * D)[c], p.qscale);
     reinterpret_cast<float4*>(qs)[e] = x;
+  }
+}
+
+// load_q for the fused decode: the CTA's q rows (token q0, unrotated in p.q) rotated at position
+// pos, then pre-scaled. Per pair (i, i + D/2): rope_kv_write.cu's rope_rotate_pair on the same
+// table entries (cos/sin[pos * D/2 + i]), so the rotated values are bitwise those that kernel
+// stores in q, and the scale is load_q's multiply on them.
+template <int D, int R>
+__device__ __forceinline__ void load_q_rope(float* qs, const AttnParams& p,
+                                            const RopeAttnParams& rp, const Item& it, int pos) {
+  constexpr int kHalf = D / 2, kQuads = D / 8;  // float4s in half a row
+  const float* cs = rp.cos + int64_t(pos) * kHalf;
+  const float* sn = rp.sin + int64_t(pos) * kHalf;
+  for (int e = threadIdx.x; e < R * kQuads; e += kThreads) {
+    const int r = e / kQuads, c = e % kQuads;
+    float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
+    if (r < it.nrows) {
+      const float4* qr = reinterpret_cast<const float4*>(p.q + out_row(p, it, r) * D);
+      const float4 a = qr[c], b = qr[c + kQuads];
+      float ao[4], bo[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        rope_detail::rope_rotate(f4_get(a, j), f4_get(b, j), cs[4 * c + j], sn[4 * c + j], ao[j],
+                                 bo[j]);
+      lo = f4_scale(make_float4(ao[0], ao[1], ao[2], ao[3]), p.qscale);
+      hi = f4_scale(make_float4(bo[0], bo[1], bo[2], bo[3]), p.qscale);
+    }
+    reinterpret_cast<float4*>(qs + r * D)[c] = lo;
+    reinterpret_cast<float4*>(qs + r * D)[c + kQuads] = hi;
+  }
+}
+
+// The fused decode's cache write for (token q0, kv head g): rope(k_new) and v_new rounded to bf16
+// at cache slot `slot` (>= 0) — rope_kv_write.cu's k/v items: the same rotation of the same pair,
+// the same rounding, the same element offsets. Threads [0, D/2) take the key's pairs, [D/2, D) the
+// value's. The caller __syncthreads before any thread loads the tile holding this key.
+template <int D>
+__device__ __forceinline__ void write_new_kv(const AttnParams& p, const RopeAttnParams& rp,
+                                             const Item& it, int pos, int slot) {
+  static_assert(D <= kThreads, "one thread per key pair and per value pair");
+  constexpr int kHalf = D / 2;
+  const int64_t src = (int64_t(it.q0) * p.Hkv + it.g) * D;
+  const int64_t dst = (int64_t(slot) * p.Hkv + it.g) * D;
+  const int i = threadIdx.x;
+  if (i < kHalf) {
+    const int64_t row = int64_t(pos) * kHalf + i;
+    float ka, kb;
+    rope_detail::rope_rotate(rp.k_new[src + i], rp.k_new[src + i + kHalf], rp.cos[row], rp.sin[row],
+                             ka, kb);
+    rp.k_cache_w[dst + i] = uint16_t(to_bf16_bits(ka));
+    rp.k_cache_w[dst + i + kHalf] = uint16_t(to_bf16_bits(kb));
+  } else if (i < D) {
+    const int j = i - kHalf;
+    rp.v_cache_w[dst + j] = uint16_t(to_bf16_bits(rp.v_new[src + j]));
+    rp.v_cache_w[dst + j + kHalf] = uint16_t(to_bf16_bits(rp.v_new[src + j + kHalf]));
   }
 }
 
@@ -341,27 +425,57 @@ __device__ __forceinline__ void softmax_tile(float s[R], const int lim[R], int k
 // Decode tiles (R <= 8) must keep 4 CTAs per SM: at most 128 registers a thread. Left to
 // itself ptxas gave this kernel 149-161 registers once the split bookkeeping grew (3 CTAs per SM,
 // a second wave: batch-256 decode with 14/2/64 heads went from 33 to 42 us on an H200); R = 16
-// (prefill) needs ~240 and runs 2 CTAs per SM, so it keeps the plain bound.
-template <int D, int R>
-__global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
-    paged_attn_bf16_kernel(const AttnParams p) {
+// (prefill) needs ~240 and runs 2 CTAs per SM, so it keeps the plain bound. kRope: the fused
+// decode (see the top of this file; one new token per sequence, Hq / Hkv <= R); its extra work
+// happens before the key loop, so the loop's registers are those of the plain kernel. One body for
+// both kernels (rp is only read when kRope).
+template <int D, int R, bool kRope>
+__device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnParams& rp) {
   extern __shared__ __align__(16) unsigned char smem[];
   using L = Layout<D, R>;
   Item it;
   if (!decode_item<R>(p, it)) return;  // the index arrays are not written by the previous kernel
+  // The fused decode's token: its RoPE position and cache slot are step index arrays as well
+  // (uploaded by a copy, never written by a kernel of the chain), read before the wait.
+  int pos = 0, slot = -1;
+  if constexpr (kRope) pos = rp.positions[it.q0], slot = rp.slots[it.q0];
   // Under programmatic dependent launch (pdl.cuh) the previous kernel — the RoPE + KV write of
-  // this step's keys — may still run: wait before reading q or the cache. CTAs with no keys have
-  // returned without waiting; every call has CTAs with keys, which wait (pdl.cuh's invariant 3).
+  // this step's keys, or with kRope the q/k/v projection — may still run: wait before reading q,
+  // k/v or the cache. CTAs with no keys have returned without waiting; every call has CTAs with
+  // keys, which wait (pdl.cuh's invariant 3).
   pdl_wait();
   int lim[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) lim[r] = row_limit(p, it, r);
 
   const int32_t* pages = p.page_indices + p.page_indptr[it.b];
-  load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
-  cp_async_commit();
   float* qs = reinterpret_cast<float*>(smem + L::kQ);
-  load_q<D, R>(qs, p, it);
+  if constexpr (kRope) {
+    // The CTA holding the new key (position first_pos = kv_len - 1, the end of its range; row
+    // tile 0, the only one) writes it unless the row is padding (slot < 0). CTA-uniform.
+    const bool writes = slot >= 0 && it.f0 == 0 && it.key_end == it.first_pos + 1;
+    // The first tile goes out before the RoPE work unless it holds the new key.
+    const bool first_early = !writes || it.key_end - it.key_begin > kTileKeys;
+    if (first_early) {
+      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
+      cp_async_commit();
+    }
+    load_q_rope<D, R>(qs, p, rp, it, pos);
+    if (writes) {
+      write_new_kv<D>(p, rp, it, pos, slot);
+      // The stores are visible to every thread of the CTA before any of them copies the tile
+      // holding the new key (this one, or a later one prefetched in the loop below).
+      __syncthreads();
+    }
+    if (!first_early) {
+      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
+      cp_async_commit();
+    }
+  } else {
+    load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
+    cp_async_commit();
+    load_q<D, R>(qs, p, it);
+  }
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* pw = reinterpret_cast<float*>(smem + L::kP) + warp * R * kKeysPerWarp;
@@ -435,10 +549,23 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
   }
 }
 
+template <int D, int R>
+__global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
+    paged_attn_bf16_kernel(const AttnParams p) {
+  attn_cta<D, R, false>(p, RopeAttnParams{});
+}
+
+// The fused decode (rope_paged_attention_bf16_decode): the same CTAs with the RoPE and KV write.
+template <int D, int R>
+__global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
+    rope_paged_attn_bf16_kernel(const AttnParams p, const RopeAttnParams rp) {
+  attn_cta<D, R, true>(p, rp);
+}
+
 // ---- host side ----------------------------------------------------------------------------------
 
-[[noreturn]] void bad_argument(const std::string& what) {
-  throw Error(ErrorKind::invalid_argument, "paged_attention_bf16_fwd: " + what);
+[[noreturn]] void bad_argument(const char* fn, const std::string& what) {
+  throw Error(ErrorKind::invalid_argument, std::string(fn) + ": " + what);
 }
 
 using Plan = SplitPlan;
@@ -452,60 +579,125 @@ size_t workspace_for(const Plan& pl, int64_t T, int64_t Hq, int64_t D) {
   return size_t(pl.splits) * size_t(T * Hq) * size_t(D + 2) * sizeof(float);
 }
 
-void check_args(const void* q, const void* k_cache, const void* v_cache, const void* out, int64_t B,
-                int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size, int64_t max_q_len,
-                int64_t max_kv_len) {
+void check_args(const char* fn, const void* q, const void* k_cache, const void* v_cache,
+                const void* out, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                int64_t page_size, int64_t max_q_len, int64_t max_kv_len) {
   if (!paged_attention_bf16_supported(D))
-    bad_argument("head dim " + std::to_string(D) + " is not supported (64 or 128)");
+    bad_argument(fn, "head dim " + std::to_string(D) + " is not supported (64 or 128)");
   if (Hkv < 1 || Hq < 1 || Hq % Hkv != 0)
-    bad_argument("Hq = " + std::to_string(Hq) +
-                 " must be a positive multiple of Hkv = " + std::to_string(Hkv));
-  if (page_size < 1) bad_argument("page_size must be >= 1, got " + std::to_string(page_size));
-  if (B < 0 || T < 0) bad_argument("negative B or T");
+    bad_argument(fn, "Hq = " + std::to_string(Hq) +
+                         " must be a positive multiple of Hkv = " + std::to_string(Hkv));
+  if (page_size < 1) bad_argument(fn, "page_size must be >= 1, got " + std::to_string(page_size));
+  if (B < 0 || T < 0) bad_argument(fn, "negative B or T");
   if (max_q_len < 1 || max_kv_len < 1)
-    bad_argument("max_q_len and max_kv_len must be >= 1 when T > 0");
+    bad_argument(fn, "max_q_len and max_kv_len must be >= 1 when T > 0");
   // Positions, row counts and split starts (< 2 * max_kv_len) are 32-bit in the kernels.
   const int64_t kIntMax = 0x7FFFFFFF, kMaxKv = int64_t(1) << 30;
   if (T * Hq > kIntMax || max_kv_len > kMaxKv || max_q_len * Hq > kIntMax)
-    bad_argument("sizes exceed 32-bit row/position indices");
+    bad_argument(fn, "sizes exceed 32-bit row/position indices");
   for (const void* ptr : {q, k_cache, v_cache, out})
     if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
-      bad_argument("q, out, k_cache and v_cache must be 16-byte aligned");
+      bad_argument(fn, "q, out, k_cache and v_cache must be 16-byte aligned");
 }
 
 // Sets the kernel's dynamic shared memory limit once per instantiation, then launches it.
 template <typename Kernel>
-void launch(Kernel kernel, int smem_bytes, const AttnParams& p, const Plan& pl) {
+void set_smem_limit(Kernel kernel, int smem_bytes) {
+  GYRE_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+}
+
+template <int D, int R, bool kRope>
+void launch_attn(const AttnParams& p, const RopeAttnParams& rp, const Plan& pl) {
+  constexpr int kSmem = Layout<D, R>::kBytes;
   const dim3 grid(unsigned(pl.items), unsigned(pl.splits));
-  launch_pdl("paged_attention_bf16_fwd", kernel, grid, dim3(kThreads), size_t(smem_bytes), p);
-}
-
-template <int D, int R>
-void launch_attn(const AttnParams& p, const Plan& pl) {
-  static const bool attr = [] {
-    GYRE_CUDA_CHECK(cudaFuncSetAttribute(paged_attn_bf16_kernel<D, R>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Layout<D, R>::kBytes));
-    return true;
-  }();
-  (void)attr;
-  launch(paged_attn_bf16_kernel<D, R>, Layout<D, R>::kBytes, p, pl);
-}
-
-template <int D>
-void launch_attn_rows(const AttnParams& p, const Plan& pl) {
-  switch (pl.rows) {
-    case 1: return launch_attn<D, 1>(p, pl);
-    case 2: return launch_attn<D, 2>(p, pl);
-    case 4: return launch_attn<D, 4>(p, pl);
-    case 8: return launch_attn<D, 8>(p, pl);
-    default: return launch_attn<D, 16>(p, pl);
+  if constexpr (kRope) {
+    static const bool attr = (set_smem_limit(rope_paged_attn_bf16_kernel<D, R>, kSmem), true);
+    (void)attr;
+    launch_pdl("rope_paged_attention_bf16_decode", rope_paged_attn_bf16_kernel<D, R>, grid,
+               dim3(kThreads), size_t(kSmem), p, rp);
+  } else {
+    static const bool attr = (set_smem_limit(paged_attn_bf16_kernel<D, R>, kSmem), true);
+    (void)attr;
+    launch_pdl("paged_attention_bf16_fwd", paged_attn_bf16_kernel<D, R>, grid, dim3(kThreads),
+               size_t(kSmem), p);
   }
 }
+
+template <int D, bool kRope>
+void launch_attn_rows(const AttnParams& p, const RopeAttnParams& rp, const Plan& pl) {
+  switch (pl.rows) {
+    case 1: return launch_attn<D, 1, kRope>(p, rp, pl);
+    case 2: return launch_attn<D, 2, kRope>(p, rp, pl);
+    case 4: return launch_attn<D, 4, kRope>(p, rp, pl);
+    case 8: return launch_attn<D, 8, kRope>(p, rp, pl);
+    default: return launch_attn<D, 16, kRope>(p, rp, pl);
+  }
+}
+
+// The attention (and the combine when split) for an already checked call: p's index arrays, q,
+// caches and sizes are set (rp: the fused decode's fields, read only when kRope); fills in the
+// plan's fields.
+template <bool kRope>
+void run_attention(const char* fn, AttnParams p, const RopeAttnParams& rp, int64_t B, int64_t D,
+                   float scale, int64_t max_q_len, int64_t max_kv_len, void* workspace,
+                   size_t workspace_bytes) {
+  const Plan pl = make_plan(B, p.Hq, p.Hkv, max_q_len, max_kv_len);
+  if (pl.items > 0x7FFFFFFF) bad_argument(fn, "too many work items for one grid");
+  const size_t need = workspace_for(pl, p.T, p.Hq, D);
+  if (workspace_bytes < need)
+    bad_argument(fn, "workspace of " + std::to_string(workspace_bytes) + " bytes, need " +
+                         std::to_string(need));
+  if (need > 0 && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    bad_argument(fn, "workspace must be 16-byte aligned");
+  p.G = p.Hq / p.Hkv;
+  p.row_tiles = pl.row_tiles;
+  p.splits = pl.splits;
+  p.qscale = scale * kLog2e;
+  p.part_o = need > 0 ? static_cast<float*>(workspace) : nullptr;
+  p.part_ml = need > 0 ? reinterpret_cast<float2*>(static_cast<float*>(workspace) +
+                                                   size_t(pl.splits) * size_t(p.T * p.Hq * D))
+                       : nullptr;
+  if (D == 64)
+    launch_attn_rows<64, kRope>(p, rp, pl);
+  else
+    launch_attn_rows<128, kRope>(p, rp, pl);
+  if (need > 0)
+    launch_split_combine(p.part_o, p.part_ml, p.cu_q, p.kv_lens, int(B), p.T, p.Hq, int(D),
+                         pl.splits, p.out);
+}
+
+AttnParams attn_params(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                       const int32_t* cu_seqlens_q, const int32_t* kv_lens,
+                       const int32_t* page_indptr, const int32_t* page_indices, int64_t T,
+                       int64_t Hq, int64_t Hkv, int64_t page_size, float* out) {
+  AttnParams p{};
+  p.q = q;
+  p.k_cache = k_cache;
+  p.v_cache = v_cache;
+  p.cu_q = cu_seqlens_q;
+  p.kv_lens = kv_lens;
+  p.page_indptr = page_indptr;
+  p.page_indices = page_indices;
+  p.T = int(T);
+  p.Hq = int(Hq);
+  p.Hkv = int(Hkv);
+  p.page_size = int(page_size);
+  p.out = out;
+  return p;
+}
+
+constexpr const char* kFwd = "paged_attention_bf16_fwd";
+constexpr const char* kFused = "rope_paged_attention_bf16_decode";
 
 }  // namespace
 
 bool paged_attention_bf16_supported(int64_t D) { return D == 64 || D == 128; }
+
+bool rope_paged_attention_bf16_supported(int64_t Hq, int64_t Hkv, int64_t D) {
+  return paged_attention_bf16_supported(D) && Hkv >= 1 && Hq >= Hkv && Hq % Hkv == 0 &&
+         Hq / Hkv <= kPlanMaxRows;
+}
 
 size_t paged_attention_bf16_workspace_bytes(int64_t B, int64_t T, int64_t Hq, int64_t Hkv,
                                             int64_t D, int64_t max_q_len, int64_t max_kv_len) {
@@ -520,44 +712,12 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
                               float scale, int64_t max_q_len, int64_t max_kv_len, float* out,
                               void* workspace, size_t workspace_bytes) {
   if (T == 0 || B == 0) return;
-  check_args(q, k_cache, v_cache, out, B, T, Hq, Hkv, D, page_size, max_q_len, max_kv_len);
-  const Plan pl = make_plan(B, Hq, Hkv, max_q_len, max_kv_len);
-  if (pl.items > 0x7FFFFFFF) bad_argument("too many work items for one grid");
-  const size_t need = workspace_for(pl, T, Hq, D);
-  if (workspace_bytes < need)
-    bad_argument("workspace of " + std::to_string(workspace_bytes) + " bytes, need " +
-                 std::to_string(need));
-  if (need > 0 && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
-    bad_argument("workspace must be 16-byte aligned");
-
-  AttnParams p;
-  p.q = q;
-  p.k_cache = k_cache;
-  p.v_cache = v_cache;
-  p.cu_q = cu_seqlens_q;
-  p.kv_lens = kv_lens;
-  p.page_indptr = page_indptr;
-  p.page_indices = page_indices;
-  p.T = int(T);
-  p.Hq = int(Hq);
-  p.Hkv = int(Hkv);
-  p.G = int(Hq / Hkv);
-  p.page_size = int(page_size);
-  p.row_tiles = pl.row_tiles;
-  p.splits = pl.splits;
-  p.qscale = scale * kLog2e;
-  p.out = out;
-  p.part_o = need > 0 ? static_cast<float*>(workspace) : nullptr;
-  p.part_ml = need > 0 ? reinterpret_cast<float2*>(static_cast<float*>(workspace) +
-                                                   size_t(pl.splits) * size_t(T * Hq * D))
-                       : nullptr;
-  if (D == 64)
-    launch_attn_rows<64>(p, pl);
-  else
-    launch_attn_rows<128>(p, pl);
-  if (need > 0)
-    launch_split_combine(p.part_o, p.part_ml, cu_seqlens_q, kv_lens, int(B), p.T, p.Hq, int(D),
-                         pl.splits, p.out);
+  check_args(kFwd, q, k_cache, v_cache, out, B, T, Hq, Hkv, D, page_size, max_q_len, max_kv_len);
+  run_attention<false>(kFwd,
+                       attn_params(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr,
+                                   page_indices, T, Hq, Hkv, page_size, out),
+                       RopeAttnParams{}, B, D, scale, max_q_len, max_kv_len, workspace,
+                       workspace_bytes);
 }
 
 void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
@@ -566,7 +726,7 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
                               int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size,
                               float scale, int64_t max_q_len, int64_t max_kv_len, float* out) {
   if (T == 0 || B == 0) return;
-  check_args(q, k_cache, v_cache, out, B, T, Hq, Hkv, D, page_size, max_q_len, max_kv_len);
+  check_args(kFwd, q, k_cache, v_cache, out, B, T, Hq, Hkv, D, page_size, max_q_len, max_kv_len);
   const size_t need = workspace_for(make_plan(B, Hq, Hkv, max_q_len, max_kv_len), T, Hq, D);
   // Pool scratch, stream-ordered: released when this returns, reused only after these kernels.
   std::optional<DeviceBuffer> scratch;
@@ -574,6 +734,57 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
   paged_attention_bf16_fwd(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr, page_indices, B,
                            T, Hq, Hkv, D, page_size, scale, max_q_len, max_kv_len, out,
                            need > 0 ? scratch->as<void>() : nullptr, need);
+}
+
+void rope_paged_attention_bf16_decode(
+    const float* q, const float* k, const float* v, const int32_t* positions, const float* cos,
+    const float* sin, const int32_t* slot_mapping, uint16_t* k_cache, uint16_t* v_cache,
+    const int32_t* cu_seqlens_q, const int32_t* kv_lens, const int32_t* page_indptr,
+    const int32_t* page_indices, int64_t B, int64_t Hq, int64_t Hkv, int64_t D, int64_t page_size,
+    float scale, int64_t max_kv_len, float* out, void* workspace, size_t workspace_bytes) {
+  if (B == 0) return;
+  check_args(kFused, q, k_cache, v_cache, out, B, B, Hq, Hkv, D, page_size, 1, max_kv_len);
+  if (!rope_paged_attention_bf16_supported(Hq, Hkv, D))
+    bad_argument(kFused, "Hq / Hkv = " + std::to_string(Hq / Hkv) +
+                             " query heads per kv head; the fused decode takes at most " +
+                             std::to_string(kPlanMaxRows));
+  for (const void* ptr : {static_cast<const void*>(k), static_cast<const void*>(v),
+                          static_cast<const void*>(positions), static_cast<const void*>(cos),
+                          static_cast<const void*>(sin), static_cast<const void*>(slot_mapping)})
+    if (ptr == nullptr) bad_argument(kFused, "null k, v, positions, cos, sin or slot_mapping");
+  RopeAttnParams rp;
+  rp.k_new = k;
+  rp.v_new = v;
+  rp.positions = positions;
+  rp.cos = cos;
+  rp.sin = sin;
+  rp.slots = slot_mapping;
+  rp.k_cache_w = k_cache;
+  rp.v_cache_w = v_cache;
+  // The plan of paged_attention_bf16_fwd with max_q_len = 1: the same CTAs, chunks and combine.
+  run_attention<true>(kFused,
+                      attn_params(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr,
+                                  page_indices, B, Hq, Hkv, page_size, out),
+                      rp, B, D, scale, 1, max_kv_len, workspace, workspace_bytes);
+}
+
+void rope_paged_attention_bf16_decode(const float* q, const float* k, const float* v,
+                                      const int32_t* positions, const float* cos, const float* sin,
+                                      const int32_t* slot_mapping, uint16_t* k_cache,
+                                      uint16_t* v_cache, const int32_t* cu_seqlens_q,
+                                      const int32_t* kv_lens, const int32_t* page_indptr,
+                                      const int32_t* page_indices, int64_t B, int64_t Hq,
+                                      int64_t Hkv, int64_t D, int64_t page_size, float scale,
+                                      int64_t max_kv_len, float* out) {
+  if (B == 0) return;
+  check_args(kFused, q, k_cache, v_cache, out, B, B, Hq, Hkv, D, page_size, 1, max_kv_len);
+  const size_t need = workspace_for(make_plan(B, Hq, Hkv, 1, max_kv_len), B, Hq, D);
+  std::optional<DeviceBuffer> scratch;  // pool scratch, as paged_attention_bf16_fwd's
+  if (need > 0) scratch.emplace(need);
+  rope_paged_attention_bf16_decode(q, k, v, positions, cos, sin, slot_mapping, k_cache, v_cache,
+                                   cu_seqlens_q, kv_lens, page_indptr, page_indices, B, Hq, Hkv, D,
+                                   page_size, scale, max_kv_len, out,
+                                   need > 0 ? scratch->as<void>() : nullptr, need);
 }
 
 }  // namespace gyre::cuda

@@ -1,7 +1,7 @@
 // Pieces shared by the bf16 paged KV attention kernels: paged_bf16_attention.cu (the tile kernel
-// for decode and prefill, the public entry points) and paged_bf16_combine.cu (the split-KV
-// combine). The public interface is paged_bf16.h; the split plan is paged_bf16_plan.h; nothing here
-// is part of the public interface.
+// for decode and prefill, its fused RoPE + KV write decode variant, the public entry points) and
+// paged_bf16_combine.cu (the split-KV combine, the same for both variants). The public interface is
+// paged_bf16.h; the split plan is paged_bf16_plan.h; nothing here is part of the public interface.
 //
 // Split-KV (flash-decoding): when (sequences x kv heads x row tiles) cannot fill the GPU, each
 // sequence's keys are cut into `splits` chunks of split_chunk(kv_len, splits) keys (a multiple of

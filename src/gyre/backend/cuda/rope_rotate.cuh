@@ -1,8 +1,10 @@
 // The RoPE rotation shared by every CUDA kernel that applies it (rows.cu's rope_kernel,
-// rope_pair.cu's rope_qk_kernel, rope_kv_write.cu's fused decode kernel), so they cannot drift
-// apart: kernels that must be bitwise equal (ops::rope_qk_ and the fused RoPE + KV write against
-// two ops::rope_ calls) run this one expression. HF's rotation: x cos + rotate_half(x) sin with
-// rotate_half(x) = cat(-x2, x1), i.e. per pair (a, b) = (x[p], x[p + D/2]):
+// rope_pair.cu's rope_qk_kernel, rope_kv_write.cu's fused decode kernel, paged_bf16_attention.cu's
+// fused RoPE + KV write + attention), so they cannot drift apart: kernels that must be bitwise
+// equal (ops::rope_qk_ and the fused RoPE + KV write against two ops::rope_ calls, the fused
+// attention against the RoPE + KV write then the attention) run this one expression. HF's rotation:
+// x cos + rotate_half(x) sin with rotate_half(x) = cat(-x2, x1), i.e. per pair (a, b) = (x[p], x[p
+// + D/2]):
 //   a' = a c - b s,   b' = b c + a s.
 // The arithmetic is spelled with explicit round-to-nearest intrinsics (__fmul_rn, __fsub_rn,
 // __fmaf_rn): plain `a * c - b * s` compiles to PTX mul/sub without a rounding modifier, which
