@@ -6,7 +6,10 @@
 // (autocast, more than 8 rows; the weight's bf16 copy from the cache or, with none installed,
 // rounded into scratch as linear rounds it) — which is what makes the paths bitwise equal.
 // rms_norm_swiglu_mlp_residual takes its one-pass GEMM path exactly when both of its ops would take
-// theirs (and the down projection has no bias), else it runs them in order.
+// theirs (and the down projection has no bias), else it runs them in order. The SwiGLU ops' gate
+// and up are bf16 wherever swiglu_gate_up_dtype says so (autocast on CUDA): the GEMV rounds them in
+// registers, the GEMMs write them with linear_gemm_bf16_out, the unfused composition allocates
+// them bf16 — in each case what ops::linear into a bf16 y computes.
 #include "gyre/backend/fused_linear_ops.h"
 
 #include <fmt/format.h>
@@ -368,13 +371,25 @@ void silu_mul_impl(const char* op, const Tensor& x, const Norm* nrm, const Tenso
     }
   }
   if (nrm) return linear_silu_mul(run_norm(*nrm, x), w_gate, b_gate, w_up, b_up, out);
+  // The definition: gate/up in the MLP's pre-activation dtype (bf16 under autocast on CUDA, as
+  // the decoder layer's unfused path allocates them), then silu_mul.
+  const DType act = swiglu_gate_up_dtype(x);
   Tensor gate, up;
+  if (act != x.dtype()) {
+    gate = Tensor::empty(out_shape(x, N), act, x.device());
+    up = Tensor::empty(out_shape(x, N), act, x.device());
+  }
   linear(x, w_gate, b_gate, gate);
   linear(x, w_up, b_up, up);
   silu_mul(gate, up, out);
 }
 
 }  // namespace
+
+DType swiglu_gate_up_dtype(const Tensor& x) {
+  return x.device() == Device::cuda && x.dtype() == DType::f32 && bf16_autocast() ? DType::bf16
+                                                                                  : x.dtype();
+}
 
 void linear_group(const Tensor& x, std::span<const Tensor* const> w,
                   std::span<const Tensor* const> b, std::span<Tensor* const> y) {

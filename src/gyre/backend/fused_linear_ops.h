@@ -1,7 +1,8 @@
 // Fused linears for the decode step and the scoring forward (issue 7: fewer kernels per layer).
 // Each op is defined as a composition of existing ops and computes exactly that composition:
 //   linear_group        y[i] = linear(x, w[i], b[i])          for every i (q/k/v; gate/up)
-//   linear_silu_mul     out  = silu_mul(linear(x, wg, bg), linear(x, wu, bu))
+//   linear_silu_mul     out  = silu_mul(linear(x, wg, bg), linear(x, wu, bu)), the two linears
+//                       writing gate/up of swiglu_gate_up_dtype(x) (bf16 under autocast on CUDA)
 //   linear_add_residual y    = add(linear(x, w, b), residual)
 //   rms_norm_linear_group    linear_group(rms_norm(x, norm_w, eps), w, b, y)
 //   rms_norm_linear_silu_mul linear_silu_mul(rms_norm(x, norm_w, eps), ...)
@@ -11,21 +12,23 @@
 // (so results are bitwise the unfused ones). On CUDA under ops::Bf16Autocast with an installed
 // ops::Bf16WeightCache and 1..8 rows where linear's bf16 GEMV applies to every weight (the
 // engine's decode), they launch one kernel (backend/cuda/gemv_fused.h) whose columns are the
-// GEMV's own arithmetic and whose epilogues are silu_mul's and add's formulas: bitwise equal to
-// the unfused ops on that path too. The rms_norm_* ops fold the RMSNorm into that same launch: each
-// block recomputes the rows' rstd with rms_norm's own CUDA code (backend/cuda/rms_row.cuh, same
-// block size and summation order) and normalises x while loading it, so the result is bitwise
-// rms_norm followed by the fused linear (which needs the norm weight 16-byte aligned too;
-// otherwise they run rms_norm, then the fused linear). Past those rows (batch-256 decode, prefill
-// chunks, the scoring forward), under autocast — where ops::linear would round its input to bf16
-// and run the cuBLASLt GEMM on the weight's bf16 copy: the installed cache's or, without one, the
-// f32 weight rounded into scratch, which these ops then round the same way, one weight at a time
-// — they run the same GEMMs with the per-linear work shared (backend/cuda/fused_gemm.h):
-// linear_group and linear_silu_mul round x to bf16 once for all their GEMMs, the rms_norm_* ops
-// compute the norm and its bf16 rounding in one kernel (rms_norm's own row arithmetic, writing
-// xn_out / rstd_out only when asked), and linear_add_residual without a bias adds the residual as
-// the GEMM's C operand (beta = 1 on the plan and algorithm of the bias-free GEMM: acc + residual
-// rounded once, as the add; with a bias it runs linear, then add).
+// GEMV's own arithmetic and whose epilogues are silu_mul's and add's formulas (silu_mul's on gate
+// and up rounded to bf16 in registers, the rounding ops::linear applies to a bf16 y): bitwise
+// equal to the unfused ops on that path too. The rms_norm_* ops fold the RMSNorm into that same
+// launch: each block recomputes the rows' rstd with rms_norm's own CUDA code
+// (backend/cuda/rms_row.cuh, same block size and summation order) and normalises x while loading
+// it, so the result is bitwise rms_norm followed by the fused linear (which needs the norm weight
+// 16-byte aligned too; otherwise they run rms_norm, then the fused linear). Past those rows
+// (batch-256 decode, prefill chunks, the scoring forward), under autocast — where ops::linear would
+// round its input to bf16 and run the cuBLASLt GEMM on the weight's bf16 copy: the installed
+// cache's or, without one, the f32 weight rounded into scratch, which these ops then round the same
+// way, one weight at a time — they run the same GEMMs with the per-linear work shared
+// (backend/cuda/fused_gemm.h): linear_group and linear_silu_mul round x to bf16 once for all their
+// GEMMs (linear_silu_mul's two writing bf16 gate/up through the function ops::linear uses for a
+// bf16 y), the rms_norm_* ops compute the norm and its bf16 rounding in one kernel (rms_norm's own
+// row arithmetic, writing xn_out / rstd_out only when asked), and linear_add_residual without a
+// bias adds the residual as the GEMM's C operand (beta = 1 on the plan and algorithm of the
+// bias-free GEMM: acc + residual rounded once, as the add; with a bias it runs linear, then add).
 // Same bf16 operands, same GEMM calls with the same M, N, K: bitwise the unfused ops again.
 // rms_norm_swiglu_mlp_residual (the whole SwiGLU MLP with its residual) takes that path only when
 // both of its halves would and the down projection has no bias; there the SwiGLU kernel writes the
@@ -49,6 +52,14 @@ namespace gyre::ops {
 // The rows up to which the fused ops run the decode GEMV kernels (cuda::kGemvMaxRows); past them,
 // the shared-input cuBLASLt GEMMs.
 inline constexpr int64_t kFusedGemvMaxRows = 8;
+
+// The dtype of the dense SwiGLU MLP's gate/up pre-activations over an input like x: bf16 where
+// x is an f32 CUDA tensor under ops::Bf16Autocast (PyTorch autocast's bf16 linear output: half
+// the bytes of the gate/up writes, of silu_mul's reads and of the saved activations), else x's
+// dtype (the CPU reference and the f32 path are unchanged). The decoder layer allocates gate/up
+// with it and the SwiGLU ops below compute with it, so the fused and the unfused MLP agree bit for
+// bit. (MoE experts keep f32: moe_block.cc allocates its own.)
+DType swiglu_gate_up_dtype(const Tensor& x);
 
 // y[i] = x·w[i]ᵀ + b[i] for every i; b[i] may point to an undefined tensor (no bias). The lists
 // have one entry per linear, at least one.

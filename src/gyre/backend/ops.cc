@@ -6,8 +6,9 @@
 // outside their range, non-positive temperature — are Error(invalid_argument) naming the value,
 // its position and the valid range. Float tensors of one call share one dtype, f32 (the backend's
 // working type) or f64 (used by the finite-difference tests). The tensors of one call live on one
-// device: CPU tensors run the CPU kernels, CUDA tensors (f32 only) the CUDA kernels
-// (backend/cuda/kernels.h; under a Bf16Autocast scope linear and attention run their bf16
+// device: CPU tensors run the CPU kernels, CUDA tensors (f32 only — except the autocast MLP's bf16
+// gate/up: linear's bf16 y under Bf16Autocast, silu_mul's and its backward's bf16 gate/up) the CUDA
+// kernels (backend/cuda/kernels.h; under a Bf16Autocast scope linear and attention run their bf16
 // variants), validated the same way — index data is checked on a host copy. A CUDA
 // tensor in a build without the CUDA backend raises Error(unsupported). An undefined
 // overwrite-output is allocated on the op's device; an undefined gradient the op would accumulate
@@ -64,13 +65,40 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
   cpu::gemm_parallel<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+namespace {
+// A bf16 y of ops::linear: only the CUDA backend under Bf16Autocast writes one (the autocast MLP's
+// gate/up, docs/cuda.md); anywhere else a clear error before anything runs.
+void check_bf16_linear_output(Device dev, DType dt) {
+  const char* fix =
+      "pass an f32 y (or an undefined one to have it allocated); a bf16 y is the autocast MLP's "
+      "gate/up";
+  if (dev != Device::cuda)
+    GYRE_THROW(invalid_argument,
+               "ops::linear: output 'y' is bf16 but the tensors are on {}: only the CUDA backend "
+               "under ops::Bf16Autocast writes a bf16 y; {}",
+               device_name(dev), fix);
+  if (!bf16_autocast())
+    GYRE_THROW(invalid_argument,
+               "ops::linear: output 'y' is bf16 outside an ops::Bf16Autocast scope: the f32 path "
+               "writes f32; {}",
+               fix);
+  if (dt != DType::f32)
+    GYRE_THROW(invalid_argument, "ops::linear: output 'y' is bf16 but 'x' is {}; {}",
+               dtype_name(dt), fix);
+}
+}  // namespace
+
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   OpScope op_scope_("linear");
   const char* op = "linear";
   check_defined(op, "x", x);
   check_defined(op, "w", w);
   const Device dev = op_device(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
-  DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
+  // y may be bf16 (CUDA, autocast: the f32 result rounded once); the other tensors share x's dtype.
+  const bool y_bf16 = y.defined() && y.dtype() == DType::bf16;
+  const Tensor no_y;
+  DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", y_bf16 ? &no_y : &y}});
+  if (y_bf16) check_bf16_linear_output(dev, dt);
   GYRE_CHECK(w.dim() == 2, "ops::linear: weight must be [N, K], got {}", shape_str(w.shape()));
   const int64_t N = w.size(0), K = w.size(1);
   GYRE_CHECK(x.dim() >= 1 && x.size(-1) == K,
@@ -80,10 +108,17 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if (b.defined()) check_shape(op, "b", b, {N});
   Shape ys = x.shape();
   ys.back() = N;
-  prepare_out(op, "y", y, ys, dt, dev);
+  prepare_out(op, "y", y, ys, y_bf16 ? DType::bf16 : dt, dev);
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (y_bf16) {  // checked above: autocast is on
+        uint16_t* yb = y.data<uint16_t>();
+        if (Bf16WeightCache* cache = bf16_weight_cache(); cache && M > 0 && N > 0 && K > 0)
+          return cuda::linear_fwd_autocast_bf16_weight_bf16_out(x.f32(), cache->bf16(w),
+                                                                ptr<float>(b), M, N, K, yb);
+        return cuda::linear_fwd_autocast_bf16_out(x.f32(), w.f32(), ptr<float>(b), M, N, K, yb);
+      }
       if (bf16_autocast()) {
         if (Bf16WeightCache* cache = bf16_weight_cache(); cache && M > 0 && N > 0 && K > 0)
           return cuda::linear_fwd_autocast_bf16_weight(x.f32(), cache->bf16(w), ptr<float>(b), M, N,
@@ -122,9 +157,15 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
-      if (bf16_autocast())
+      if (bf16_autocast()) {
+        // An installed weight cache (model/step_weight_copies.h in training) serves dX's bf16 w.
+        const uint16_t* w_bf16 = nullptr;
+        if (Bf16WeightCache* cache = bf16_weight_cache();
+            cache && dx.defined() && M > 0 && N > 0 && K > 0)
+          w_bf16 = cache->bf16(w);
         return cuda::linear_bwd_autocast(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx),
-                                         accumulate_dx, ptr<float>(dw), ptr<float>(db));
+                                         accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16);
+      }
       return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
                               ptr<float>(dw), ptr<float>(db));
     }
@@ -348,18 +389,51 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
 
 // ---- SwiGLU
 
+namespace {
+// Whether gate/up are the bf16 pre-activations of an autocast MLP (CUDA only): both bf16, the
+// other float tensors f32. Throws a clear error for any other use of bf16 here; false for f32/f64
+// gate/up (the ordinary checks follow).
+bool bf16_gate_up(const char* op, Device dev, const Tensor& gate, const Tensor& up,
+                  std::initializer_list<Arg> f32_args) {
+  const bool g16 = gate.dtype() == DType::bf16, u16 = up.dtype() == DType::bf16;
+  if (!g16 && !u16) return false;
+  if (g16 != u16)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: 'gate' is {} but 'up' is {}; pass both bf16 (the autocast MLP's gate/up "
+               "on CUDA) or both f32",
+               op, dtype_name(gate.dtype()), dtype_name(up.dtype()));
+  if (dev != Device::cuda)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: bf16 'gate'/'up' on {}: only the CUDA backend reads bf16 pre-activations "
+               "(the autocast MLP's); pass f32 tensors",
+               op, device_name(dev));
+  for (const Arg& a : f32_args)
+    if (a.t->defined() && a.t->dtype() != DType::f32)
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: '{}' is {}; with bf16 'gate'/'up' it must be f32 (math and outputs "
+                 "stay f32)",
+                 op, a.name, dtype_name(a.t->dtype()));
+  return true;
+}
+}  // namespace
+
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   OpScope op_scope_("silu_mul");
   const char* op = "silu_mul";
   check_defined(op, "gate", gate);
   check_defined(op, "up", up);
   const Device dev = op_device(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
-  DType dt = float_dtype(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
+  // bf16 gate/up (CUDA): the autocast MLP's pre-activations, read in f32 math into an f32 out.
+  const bool bf16_in = bf16_gate_up(op, dev, gate, up, {{"out", &out}});
+  DType dt = bf16_in ? DType::f32 : float_dtype(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
   check_shape(op, "up", up, gate.shape());
   prepare_out(op, "out", out, gate.shape(), dt, dev);
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (bf16_in)
+        return cuda::silu_mul_fwd_bf16in(gate.data<uint16_t>(), up.data<uint16_t>(), out.f32(),
+                                         gate.numel());
       return cuda::silu_mul_fwd(gate.f32(), up.f32(), out.f32(), gate.numel());
     }
   dispatch(dt, [&](auto t) {
@@ -375,8 +449,15 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
   check_all_defined(op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}});
   const Device dev = op_device(
       op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
-  DType dt = float_dtype(
-      op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
+  // bf16 gate/up (CUDA): the saved pre-activations of an autocast MLP; dout and the gradients f32.
+  const bool bf16_in =
+      bf16_gate_up(op, dev, gate, up, {{"dout", &dout}, {"dgate", &dgate}, {"dup", &dup}});
+  DType dt =
+      bf16_in
+          ? DType::f32
+          : float_dtype(
+                op,
+                {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   check_shape(op, "up", up, gate.shape());
   check_shape(op, "dout", dout, gate.shape());
   prepare_out(op, "dgate", dgate, gate.shape(), dt, dev);
@@ -384,6 +465,9 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (bf16_in)
+        return cuda::silu_mul_bwd_bf16in(dout.f32(), gate.data<uint16_t>(), up.data<uint16_t>(),
+                                         dgate.f32(), dup.f32(), gate.numel());
       return cuda::silu_mul_bwd(dout.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(),
                                 gate.numel());
     }

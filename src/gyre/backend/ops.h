@@ -33,7 +33,11 @@ namespace gyre::ops {
 // attention_varlen / attention_varlen_backward over f32 CUDA tensors round their operands to bf16
 // and run the tensor-core kernels (cuBLASLt bf16 GEMM, f32 accumulate; FlashAttention-2 bf16 when
 // the head dim is 64 or 128, else the f32 kernel), writing f32 results; parameter gradients still
-// accumulate into f32 tensors. Every other op stays f32. CPU tensors ignore the scope (the CPU
+// accumulate into f32 tensors. One exception, the dense SwiGLU MLP's gate/up (PyTorch's autocast
+// returns bf16 from every linear): a linear into a bf16 y writes the f32 result rounded once to
+// bf16, and silu_mul / silu_mul_backward read bf16 gate/up (math in f32) — the model allocates
+// gate/up bf16 exactly when ops::swiglu_gate_up_dtype (fused_linear_ops.h) says so. Every other op
+// stays f32. CPU tensors ignore the scope (the CPU
 // backend is the f32 reference). Error bound of a product over K terms: ~2^-8 Σ|a_k||b_k|
 // (backend/cuda/autocast.cc). Scopes nest; the innermost decides; forward and backward of one
 // activation must run under the same setting (the attention backward reads the forward's lse).
@@ -232,6 +236,8 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
           int64_t ldc);
 
 // y[M,N] = x[M,K] · w[N,K]^T + b[N]   (torch.nn.Linear layout; b may be undefined)
+// y may be bf16 on CUDA under Bf16Autocast (f32 x, w, b): the f32-accumulated x·wᵀ + b rounded
+// once to bf16 (round to nearest even). A bf16 y anywhere else: Error(invalid_argument).
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 // dx[M,K] = dy · w (or += when accumulate_dx); dw[N,K] += dy^T · x; db[N] += Σ_rows dy.
 // Any of dx/dw/db may be undefined (not computed).
@@ -274,7 +280,11 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
 
 // ---- SwiGLU
 // -------------------------------------------------------------------------------------- out =
-// silu(gate) * up, all [T, I].
+// silu(gate) * up, all [T, I]. On CUDA gate and up may both be bf16 (the autocast MLP's
+// pre-activations; with no autocast requirement, so a backward reads its forward's saved gate/up
+// whatever the scope): converted to f32 exactly, the f32 op's arithmetic, f32 out / dout / dgate /
+// dup — bitwise the f32 op on the converted values. bf16 on the CPU, or only one of gate/up bf16:
+// Error(invalid_argument).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup);

@@ -123,6 +123,8 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
   }
   if (w.moe) {
+    // MoE experts keep f32 gate/up (moe_block.cc allocates them): only the dense MLP below takes
+    // the autocast bf16 pre-activations.
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
     ops::add(out, h, out);  // residual
   } else if (fuse) {
@@ -142,8 +144,14 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     }
   } else {
     const int64_t I = c.intermediate_size;
-    gate = empty({T, I}, dev);
-    up = empty({T, I}, dev);
+    // gate/up are bf16 under bf16 autocast on CUDA (PyTorch autocast's linear output), f32
+    // otherwise (the CPU reference, the f32 path): ops::linear rounds its f32 result once into a
+    // bf16 y and silu_mul reads bf16 in f32 math. The fused ops of the `fuse` branch use the same
+    // dtype (ops::swiglu_gate_up_dtype) and the same kernels' arithmetic, so both branches — and
+    // recompute's two passes — agree bit for bit. Saved for the backward in this dtype.
+    const DType act_dt = ops::swiglu_gate_up_dtype(xn2);
+    gate = Tensor::empty({T, I}, act_dt, dev);
+    up = Tensor::empty({T, I}, act_dt, dev);
     ops::linear(xn2, w.gate_w, w.gate_b, gate);
     ops::linear(xn2, w.up_w, w.up_b, up);
     Tensor act = empty({T, I}, dev);
@@ -177,6 +185,8 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     dxn2 = moe_backward(c, w, g, s.xn2, s.moe, dout);
   } else {
     const int64_t I = c.intermediate_size;
+    // s.gate / s.up are the forward's (bf16 under autocast on CUDA): silu_mul and its backward read
+    // them in f32 math; act, dact, dgate and dup are f32.
     Tensor act = empty({T, I}, dev);  // recomputed instead of saved: one cheap elementwise pass
     ops::silu_mul(s.gate, s.up, act);
     Tensor dact = empty({T, I}, dev);

@@ -11,7 +11,10 @@
 
 namespace gyre::model {
 
-// Returns the layer output [T, H]. `save` (may be null) receives what backward needs.
+// Returns the layer output [T, H]. `save` (may be null) receives what backward needs. Dtypes: every
+// saved tensor is f32, except the dense MLP's gate/up (LayerSaved::gate / up, [T, I]), which are
+// bf16 when the layer runs on CUDA under ops::Bf16Autocast (ops::swiglu_gate_up_dtype: half the
+// saved-activation bytes of gate/up) and f32 otherwise; MoE experts' gate/up stay f32.
 Tensor layer_forward(const ModelConfig& config, int64_t layer, const LayerTensors& w,
                      const AttnInputs& a, const Tensor& x, LayerSaved* save);
 

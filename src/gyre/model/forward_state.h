@@ -42,7 +42,7 @@ struct LayerSaved {
   Tensor attn, lse;       // attention output [T, Hq, D], log-sum-exp [T, Hq]
   Tensor h;               // residual after attention [T, H]
   Tensor xn2, rstd2;      // post_attention_layernorm output and 1/rms
-  Tensor gate, up;        // dense MLP pre-activations [T, I]
+  Tensor gate, up;  // dense MLP pre-activations [T, I]: bf16 under bf16 autocast on CUDA, else f32
   MoeSaved moe;
   size_t bytes() const;
   void clear() { *this = LayerSaved{}; }

@@ -3,13 +3,19 @@
 // autocast computes (operands rounded to bf16, f32 accumulate) — so the linear bounds are f32
 // bounds (1e-5 relative). Attention adds the flash kernel's own roundings (P before P·V, the
 // output, dQ/dK/dV) with the bounds of bf16_cuda_test.cc. Outside a scope, and for head dims the
-// flash kernels do not cover, the ops stay on the exact f32 path. Skips without a visible GPU.
+// flash kernels do not cover, the ops stay on the exact f32 path. A linear into a bf16 y (the
+// autocast MLP's gate/up) is the f32 result rounded once to nearest even: bitwise f32_to_bf16 of
+// the f32 y on the GEMV, exact on integer operands, one bf16 rounding of the CPU op past 8 rows.
+// Skips without a visible GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "gpu_test_util.h"
 #include "gyre/backend/ops.h"
+#include "gyre/core/error.h"
 
 namespace gyre {
 namespace {
@@ -126,6 +132,155 @@ TEST(CudaAutocast, LinearEmptyInnerDimensionIsTheBias) {
   std::vector<float> y = cpu(gy).to_vector(), bv = b.to_vector();
   for (int64_t r = 0; r < 5; ++r)
     for (int64_t c = 0; c < 3; ++c) EXPECT_EQ(y[size_t(r * 3 + c)], bv[size_t(c)]);
+}
+
+// ---- linear into a bf16 y (the autocast MLP's gate/up; ops::swiglu_gate_up_dtype)
+
+Tensor bf16_gpu(int64_t M, int64_t N) { return Tensor::empty({M, N}, DType::bf16, Device::cuda); }
+
+std::vector<uint16_t> bits_of(const Tensor& t) {
+  const Tensor h = cpu(t);
+  return std::vector<uint16_t>(h.data<uint16_t>(), h.data<uint16_t>() + h.numel());
+}
+
+// Up to 8 rows where the GEMV applies (K % 8 == 0; K = 4104: split-K), with the engine's weight
+// cache and without one (the weight rounded per call): a bf16 y is exactly the f32 y rounded by
+// f32_to_bf16 — the GEMV's f32 columns, then one round-to-nearest-even conversion — which is also
+// what the fused gate/up GEMV computes in registers (fused_linear_cuda_test.cc).
+TEST(CudaAutocast, LinearIntoBf16AtDecodeRowsIsTheF32LinearRounded) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  for (int64_t K : {264, 896, 4104}) {
+    const int64_t N = K == 896 ? 4863 : 77;
+    Tensor gw = gpu(randn({N, K}, 50 + K, 0.05f)), gb = gpu(randn({N}, 51)), none;
+    for (bool cached : {true, false}) {
+      for (int64_t M = 1; M <= 8; ++M) {
+        for (bool bias : {true, false}) {
+          SCOPED_TRACE("K " + std::to_string(K) + " M " + std::to_string(M) +
+                       (bias ? " bias" : "") + (cached ? " weight cache" : ""));
+          Tensor gx = gpu(randn({M, K}, 52 + M, 3.0f)), y32, yb = bf16_gpu(M, N);
+          {
+            ops::Bf16Autocast autocast;
+            ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+            ops::linear(gx, gw, bias ? gb : none, y32);
+            ops::linear(gx, gw, bias ? gb : none, yb);
+          }
+          Tensor want = bf16_gpu(M, N);
+          ops::copy(y32, want);  // f32_to_bf16 on the device
+          EXPECT_TRUE(bits_of(yb) == bits_of(want));
+        }
+      }
+    }
+  }
+}
+
+// Past 8 rows (the cuBLASLt GEMM writing bf16, or with a bias the f32 GEMM then f32_to_bf16), and
+// at any row count where the GEMV does not apply (K % 8 != 0): every element within one bf16
+// rounding of the CPU f32 op on the rounded operands — |got - ref| <= 2^-8 (1 + 2^-8) |ref| plus
+// the f32 reordering noise (1e-5 of the rms) — with and without a weight cache; Qwen2.5-0.5B's
+// gate/up shape and odd ones.
+TEST(CudaAutocast, LinearIntoBf16PastEightRowsIsOneBf16RoundingOfTheCpuOp) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  struct Case {
+    int64_t K, N;
+  };
+  for (const Case& cs : {Case{896, 4864}, Case{259, 77}, Case{264, 33}}) {
+    const int64_t K = cs.K, N = cs.N;
+    Tensor w = randn({N, K}, 60 + K, 0.05f), b = randn({N}, 61), none;
+    Tensor gw = gpu(w), gb = gpu(b);
+    for (int64_t M : {3, 9, 64, 300}) {
+      if (M <= 8 && K % 8 == 0) continue;  // the GEMV: the test above
+      for (bool cached : {true, false}) {
+        for (bool bias : {true, false}) {
+          SCOPED_TRACE("K " + std::to_string(K) + " N " + std::to_string(N) + " M " +
+                       std::to_string(M) + (bias ? " bias" : "") + (cached ? " weight cache" : ""));
+          const Tensor x = randn({M, K}, 62 + M, 3.0f);
+          Tensor yb = bf16_gpu(M, N);
+          {
+            ops::Bf16Autocast autocast;
+            ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+            ops::linear(gpu(x), gw, bias ? gb : none, yb);
+          }
+          Tensor ref;
+          ops::linear(round_bf16(x), round_bf16(w), bias ? b : none, ref);
+          const std::vector<float> got = cpu(yb).to_vector(), r = ref.to_vector();
+          double ss = 0;
+          for (float v : r) ss += double(v) * v;
+          const double rms = std::sqrt(ss / double(r.size()));
+          // bf16 keeps 8 significant bits: round to nearest moves a value by at most half a unit in
+          // the last place, 2^-8 of it (the unit roundoff; a bound of 2^-9 fails ~1/4 of elements).
+          const double rel = std::ldexp(1.0, -8) * (1.0 + 1.0 / 256);
+          size_t bad = 0;
+          for (size_t i = 0; i < r.size(); ++i)
+            bad += !(std::fabs(double(got[i]) - r[i]) <= rel * std::fabs(r[i]) + 1e-5 * rms);
+          EXPECT_EQ(bad, 0u) << "of " << r.size();
+        }
+      }
+    }
+  }
+}
+
+// Integer operands make every f32 sum exact whatever the order (|sums| < 2^24), so the bf16 y
+// must be the CPU's round-to-nearest-even of the exact value bit for bit — on the GEMV (M <= 8),
+// the bf16-output GEMM and the biased GEMM + f32_to_bf16 alike. Values past 256 have bf16 spacings
+// of 2 and more: ties (an odd integer between two even ones) come up often, and any truncation,
+// round-half-up or double rounding (split-K partials in bf16) would show.
+TEST(CudaAutocast, LinearIntoBf16RoundsTheExactSumToNearestEven) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto ints = [](const Shape& s, uint64_t seed, float hi) {
+    std::vector<float> v = randn(s, seed).to_vector();
+    for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
+    return Tensor::from_vector(v, s);
+  };
+  ops::Bf16WeightCache cache;
+  const int64_t K = 64, N = 77;
+  const Tensor w = ints({N, K}, 70, 16.0f), b = ints({N}, 71, 1000.0f);
+  const Tensor gw = gpu(w), gb = gpu(b), none;
+  for (int64_t M : {1, 5, 8, 9, 300}) {
+    for (bool cached : {true, false}) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE("M " + std::to_string(M) + (bias ? " bias" : "") +
+                     (cached ? " weight cache" : ""));
+        const Tensor x = ints({M, K}, 72 + M, 16.0f);
+        Tensor yb = bf16_gpu(M, N), ref;
+        {
+          ops::Bf16Autocast autocast;
+          ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+          ops::linear(gpu(x), gw, bias ? gb : none, yb);
+        }
+        ops::linear(x, w, bias ? b : none, ref);  // exact: integers, |sums| < 2^24
+        const Tensor want = ref.to(DType::bf16);  // f32_to_bf16: round to nearest even
+        EXPECT_TRUE(bits_of(yb) == std::vector<uint16_t>(want.data<uint16_t>(),
+                                                         want.data<uint16_t>() + want.numel()));
+      }
+    }
+  }
+}
+
+// A bf16 y needs autocast (the f32 path writes f32): a clear error, nothing written. K = 0 under
+// autocast: the bias rows, rounded.
+TEST(CudaAutocast, LinearIntoBf16NeedsAutocast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  Tensor gx = gpu(randn({9, 16}, 80)), gw = gpu(randn({5, 16}, 81)), yb = bf16_gpu(9, 5), none;
+  try {
+    ops::linear(gx, gw, none, yb);
+    ADD_FAILURE() << "a bf16 y accepted without autocast";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("Bf16Autocast"), std::string::npos) << e.what();
+  }
+  Tensor x0 = gpu(Tensor::zeros({5, 0})), w0 = gpu(Tensor::zeros({3, 0}));
+  const Tensor b = randn({3}, 82);
+  Tensor y0 = bf16_gpu(5, 3);
+  {
+    ops::Bf16Autocast autocast;
+    ops::linear(x0, w0, gpu(b), y0);
+  }
+  const std::vector<float> y = cpu(y0).to_vector(), bv = b.to_vector();
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t c = 0; c < 3; ++c)
+      EXPECT_EQ(y[size_t(r * 3 + c)], bf16_to_f32(f32_to_bf16(bv[size_t(c)])));
 }
 
 TEST(CudaAutocast, AttentionForwardBackwardUseFlashBf16) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -102,6 +103,35 @@ TEST(CudaBf16, GemmF32Accumulate) {
   cuda::gemm_bf16(false, true, M, N, K, 1.0f, ga.data<uint16_t>(), K, gw.data<uint16_t>(), K, 0.0f,
                   gyb.data<uint16_t>(), N, true);
   EXPECT_LE(rel_err(from_bf16_gpu(gyb), y), 4e-3);  // one bf16 rounding of the output
+}
+
+// linear_gemm_bf16_out (the bf16 gate/up GEMM of the autocast MLP): integer operands make every
+// f32 sum exact in any order, so y must be the round-to-nearest-even of the exact x·wᵀ (+ b) bit
+// for bit — the bf16 D epilogue without a bias (no split-K partial kept in bf16), the f32 GEMM +
+// f32_to_bf16 with one. Shapes: odd N, M past one tile.
+TEST(CudaBf16, LinearGemmBf16OutIsTheExactSumRoundedToNearestEven) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto ints = [](const Shape& s, uint64_t seed, float hi) {
+    std::vector<float> v = randn(s, seed).to_vector();
+    for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
+    return Tensor::from_vector(v, s);
+  };
+  for (int64_t M : {9, 130, 1000}) {
+    const int64_t N = 77, K = 256;
+    const Tensor x = ints({M, K}, 90 + M, 8.0f), w = ints({N, K}, 91, 8.0f), b = ints({N}, 92, 500);
+    const Tensor gx = to_bf16_gpu(x), gw = to_bf16_gpu(w), gb = gpu(b);
+    for (bool bias : {false, true}) {
+      Tensor ref;
+      ops::linear(x, w, bias ? b : Tensor(), ref);  // exact: |sums| <= 256 * 64 + 500 < 2^24
+      const Tensor want = ref.to(DType::bf16);
+      Tensor got = Tensor::empty({M, N}, DType::bf16, Device::cuda);
+      cuda::linear_gemm_bf16_out(gx.data<uint16_t>(), gw.data<uint16_t>(),
+                                 bias ? gb.f32() : nullptr, M, N, K, got.data<uint16_t>());
+      const Tensor h = cpu(got);
+      EXPECT_EQ(std::memcmp(h.raw(), want.raw(), want.nbytes()), 0)
+          << "M " << M << (bias ? " bias" : "");
+    }
+  }
 }
 
 TEST(CudaBf16, TokenLogprobsFromBf16Logits) {

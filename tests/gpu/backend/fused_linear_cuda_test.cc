@@ -12,10 +12,14 @@
 // casts (and the norm, the add) it saves; the rms_norm -> bf16 kernel is bitwise rms_norm then
 // f32_to_bf16. The whole-MLP op (rms_norm_swiglu_mlp_residual) is bitwise the unfused ops and the
 // two fused ops at every row count, one kernel (the down_proj input cast) fewer past 8 rows; its
-// SwiGLU -> bf16 kernel is bitwise silu_mul then f32_to_bf16. Skips without a GPU.
+// SwiGLU -> bf16 kernel is bitwise silu_mul then f32_to_bf16. Under autocast the SwiGLU's gate and
+// up are bf16 (ops::swiglu_gate_up_dtype): every unfused reference writes them with ops::linear
+// into bf16 tensors, and silu_mul over bf16 gate/up is bitwise the f32 op on the converted values.
+// Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -62,6 +66,22 @@ struct Decode {  // the engine's decode setting: autocast with a bf16 weight cac
   ops::UseBf16WeightCache use;
   explicit Decode(ops::Bf16WeightCache* c) : use(c) {}
 };
+
+// A bf16 [M, N] CUDA tensor: the autocast MLP's gate/up (ops::swiglu_gate_up_dtype), which the
+// unfused reference writes with ops::linear.
+Tensor bf16_act(int64_t M, int64_t N) { return Tensor::empty({M, N}, DType::bf16, Device::cuda); }
+
+// The CPU reference of a fused SwiGLU over bf16 gate/up: silu_mul of the f32 CPU products rounded
+// to bf16. The GPU and the CPU sum in different orders, so a product lying within that f32 noise
+// of a bf16 rounding boundary rounds to the neighbouring bf16 on one side (one ulp: <= 2^-7 of
+// that element); the norm-relative bound is therefore 2^-8 (u), not the f32 1e-5 — the bitwise
+// checks against the unfused ops carry the exactness.
+constexpr double kBf16ActTol = 1.0 / 256;
+Tensor swiglu_ref(const Tensor& gate_f32, const Tensor& up_f32) {
+  Tensor out;
+  ops::silu_mul(round_bf16(gate_f32), round_bf16(up_f32), out);
+  return out;
+}
 
 TEST(FusedLinearCuda, GroupIsOneKernelAndBitwiseThePerLinearGemv) {
   GYRE_SKIP_WITHOUT_GPU();
@@ -145,7 +165,7 @@ TEST(FusedLinearCuda, SiluMulIsOneKernelAndBitwiseLinearsThenSiluMul) {
         const Tensor& pbg = bias ? gbg : none;
         const Tensor& pbu = bias ? gbu : none;
         Decode d(&cache);
-        Tensor g, u, want;
+        Tensor g = bf16_act(M, N), u = bf16_act(M, N), want;
         ops::linear(gx, gwg, pbg, g);
         ops::linear(gx, gwu, pbu, u);
         ops::silu_mul(g, u, want);
@@ -154,11 +174,10 @@ TEST(FusedLinearCuda, SiluMulIsOneKernelAndBitwiseLinearsThenSiluMul) {
             kernels_if_gemv(M, [&] { ops::linear_silu_mul(gx, gwg, pbg, gwu, pbu, out); });
         EXPECT_EQ(kernels, 1u);
         expect_bitwise(out, want, "silu_mul");
-        Tensor cg, cu, ref;
+        Tensor cg, cu;
         ops::linear(round_bf16(x), round_bf16(wg), bias ? bg : none, cg);
         ops::linear(round_bf16(x), round_bf16(wu), bias ? bu : none, cu);
-        ops::silu_mul(cg, cu, ref);
-        EXPECT_LE(rel_err(cpu(out), ref), 1e-5);
+        EXPECT_LE(rel_err(cpu(out), swiglu_ref(cg, cu)), kBf16ActTol);
       }
     }
   }
@@ -290,7 +309,7 @@ TEST(FusedLinearCuda, RmsNormSiluMulIsOneKernelAndBitwiseRmsNormThenLinearsThenS
         const Tensor& pbg = bias ? gbg : none;
         const Tensor& pbu = bias ? gbu : none;
         Decode d(&cache);
-        Tensor xn, rstd, g, u, want;
+        Tensor xn, rstd, g = bf16_act(M, N), u = bf16_act(M, N), want;
         ops::rms_norm(gx, gnw, eps, xn, rstd);
         ops::linear(xn, gwg, pbg, g);
         ops::linear(xn, gwu, pbu, u);
@@ -315,11 +334,10 @@ TEST(FusedLinearCuda, RmsNormSiluMulIsOneKernelAndBitwiseRmsNormThenLinearsThenS
         expect_bitwise(xn_out, xn, "xn_out");
         expect_bitwise(rstd_out, rstd, "rstd_out");
         if (!gemv) continue;
-        Tensor cg, cu, ref;
+        Tensor cg, cu;
         ops::linear(round_bf16(cpu(xn)), round_bf16(wg), bias ? cpu(gbg) : none, cg);
         ops::linear(round_bf16(cpu(xn)), round_bf16(wu), bias ? cpu(gbu) : none, cu);
-        ops::silu_mul(cg, cu, ref);
-        EXPECT_LE(rel_err(cpu(out), ref), 1e-5);
+        EXPECT_LE(rel_err(cpu(out), swiglu_ref(cg, cu)), kBf16ActTol);
       }
     }
   }
@@ -345,7 +363,8 @@ TEST(FusedLinearCuda, RmsNormWithAMisalignedNormWeightRunsRmsNormThenTheFusedGem
   ops::rms_norm_linear_group(gx, gnw, 1e-6f, wp, bp, yp);
   EXPECT_EQ(kernels_launched([&] { ops::rms_norm_linear_group(gx, gnw, 1e-6f, wp, bp, yp); }), 2u);
   expect_bitwise(y, want, "misaligned norm weight");
-  Tensor act = Tensor::empty({M, N}, DType::f32, Device::cuda), g, u, act_want;
+  Tensor act = Tensor::empty({M, N}, DType::f32, Device::cuda), act_want;
+  Tensor g = bf16_act(M, N), u = bf16_act(M, N);
   ops::linear(xn, gw, none, g);
   ops::linear(xn, gw, none, u);
   ops::silu_mul(g, u, act_want);
@@ -541,8 +560,7 @@ TEST(FusedLinearCuda, GemmSiluMulRoundsTheInputOnceAndIsBitwiseLinearsThenSiluMu
           Decode d(&cache);
           Tensor xn = Tensor::empty({M, K}, DType::f32, Device::cuda);
           Tensor rstd = Tensor::empty({M}, DType::f32, Device::cuda);
-          Tensor g = Tensor::empty({M, N}, DType::f32, Device::cuda);
-          Tensor u = Tensor::empty({M, N}, DType::f32, Device::cuda);
+          Tensor g = bf16_act(M, N), u = bf16_act(M, N);
           Tensor want = Tensor::empty({M, N}, DType::f32, Device::cuda);
           auto unfused = [&] {
             if (norm) ops::rms_norm(gx, gnw, eps, xn, rstd);
@@ -579,7 +597,7 @@ TEST(FusedLinearCuda, GemmSiluMulRoundsTheInputOnceAndIsBitwiseLinearsThenSiluMu
           };
           const size_t n_fused = kernels_warm(fused), n_unfused = kernels_warm(unfused);
           // unfused: [rms_norm] + 2 x (f32_to_bf16 + GEMM) + silu_mul; fused: 1 + 2 GEMMs +
-          // silu_mul.
+          // silu_mul (with a bias each bf16-output GEMM is the f32 GEMM + f32_to_bf16 in both).
           EXPECT_EQ(n_unfused - n_fused, norm ? 2u : 1u);
           expect_bitwise(out, want, "silu_mul after the counts");
         }
@@ -656,32 +674,60 @@ TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
   }
 }
 
-// silu_mul_fwd_bf16 is silu_mul_fwd then f32_to_bf16, bit for bit: odd sizes, one element, more
-// elements than one grid covers (65535 blocks of 256: threads loop), and every pairing of special
-// gate and up values — NaN, ±inf, ±0, huge (silu(g) * u overflowing f32, or rounding past the
-// largest bf16), exp(-g) overflowing (g = -100), denormals.
-TEST(FusedLinearCuda, SiluMulBf16IsBitwiseSiluMulThenCast) {
+// SwiGLU over bf16 gate/up (the autocast MLP's pre-activations, silu_bf16.cu): ops::silu_mul and
+// ops::silu_mul_backward are bitwise the f32 ops on the values converted to f32, and
+// silu_mul_fwd_bf16 (the fused MLP's bf16 activation) is that forward then f32_to_bf16 — odd
+// sizes, one element, more elements than one grid covers (65535 blocks of 256: threads loop), and
+// every pairing of special gate and up values — NaN, ±inf, ±0, huge (silu(g) * u overflowing f32,
+// or rounding past the largest bf16), exp(-g) overflowing (g = -100), denormals. Sizes that are a
+// multiple of 4 take the kernels' 4-wide accesses (silu_bf16.cu), the others one element at a
+// time; both loop past one grid (65535 blocks of 256 threads).
+TEST(FusedLinearCuda, SiluMulOverBf16GateUpIsBitwiseTheF32OpsOnTheConvertedValues) {
   GYRE_SKIP_WITHOUT_GPU();
   const float inf = INFINITY, nan = std::nanf("");
   const std::vector<float> special = {nan,      inf,      -inf,  0.0f,   -0.0f,   3.0e38f,
                                       -3.0e38f, 3.39e38f, 88.7f, -88.7f, -100.0f, 100.0f,
                                       1e-40f,   -1e-40f,  1.0f,  -1.0f,  20.0f,   -20.0f};
   const size_t S = special.size();
-  for (int64_t n : {int64_t(1), int64_t(7), int64_t(259), int64_t(S * S), int64_t(4863),
-                    int64_t(256) * 4864 + 1, int64_t(65535) * 256 + 3}) {
+  // n normal values (a random block of at most 2^20, repeated: the large sizes stay cheap).
+  auto values = [](int64_t n, uint64_t seed) {
+    const int64_t m = std::min<int64_t>(n, int64_t(1) << 20);
+    const std::vector<float> block = randn({m}, seed, 4.0f).to_vector();
+    std::vector<float> v(static_cast<size_t>(n));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = block[i % size_t(m)];
+    return v;
+  };
+  for (int64_t n :
+       {int64_t(1), int64_t(7), int64_t(259), int64_t(S * S), int64_t(4863), int64_t(256) * 4864,
+        int64_t(256) * 4864 + 1, int64_t(65535) * 256 + 3, int64_t(65535) * 256 * 4 + 8}) {
     SCOPED_TRACE("n " + std::to_string(n));
-    std::vector<float> g = randn({n}, 1300 + n, 4.0f).to_vector();
-    std::vector<float> u = randn({n}, 1301 + n, 4.0f).to_vector();
+    std::vector<float> g = values(n, 1300 + n), u = values(n, 1301 + n);
     for (size_t i = 0; i < S * S && i < size_t(n); ++i)
       g[i] = special[i / S], u[i] = special[i % S];
     if (n > 1000) u[size_t(n) - 1] = nan, g[size_t(n) - 2] = -inf;  // the last elements too
-    Tensor gg = gpu(Tensor::from_vector(g, {n})), gu = gpu(Tensor::from_vector(u, {n}));
-    Tensor act;
-    ops::silu_mul(gg, gu, act);
+    // bf16 gate/up on the device (the host rounding is f32_to_bf16's), and their f32 values.
+    Tensor gb = gpu(Tensor::from_vector(g, {n}).to(DType::bf16));
+    Tensor ub = gpu(Tensor::from_vector(u, {n}).to(DType::bf16));
+    Tensor gf = Tensor::empty({n}, DType::f32, Device::cuda);
+    Tensor uf = Tensor::empty({n}, DType::f32, Device::cuda);
+    ops::copy(gb, gf);
+    ops::copy(ub, uf);
+    Tensor act, act_f32;
+    ops::silu_mul(gb, ub, act);
+    ops::silu_mul(gf, uf, act_f32);
+    EXPECT_EQ(act.dtype(), DType::f32);
+    expect_same_bytes(act, act_f32, "silu_mul over bf16 gate/up");
+    Tensor dout = gpu(Tensor::from_vector(values(n, 1302 + n), {n})), dg, du, dg_f32, du_f32;
+    ops::silu_mul_backward(dout, gb, ub, dg, du);
+    ops::silu_mul_backward(dout, gf, uf, dg_f32, du_f32);
+    expect_same_bytes(dg, dg_f32, "silu_mul_backward dgate over bf16 gate/up");
+    expect_same_bytes(du, du_f32, "silu_mul_backward dup over bf16 gate/up");
     Tensor want = Tensor::empty({n}, DType::bf16, Device::cuda);
     cuda::f32_to_bf16(act.f32(), static_cast<uint16_t*>(want.raw()), n);
     Tensor got = Tensor::empty({n}, DType::bf16, Device::cuda);
-    cuda::silu_mul_fwd_bf16(gg.f32(), gu.f32(), static_cast<uint16_t*>(got.raw()), n);
+    cuda::silu_mul_fwd_bf16(static_cast<const uint16_t*>(gb.raw()),
+                            static_cast<const uint16_t*>(ub.raw()),
+                            static_cast<uint16_t*>(got.raw()), n);
     expect_same_bytes(got, want, "silu_mul_fwd_bf16");
   }
 }
@@ -707,19 +753,24 @@ TEST(FusedLinearCuda, SwigluMlpResidualIsBitwiseTheComposition) {
     Tensor gwg = gpu(randn({I, K}, 1201 + K, 0.05f)), gwu = gpu(randn({I, K}, 1202 + K, 0.05f));
     Tensor gwd = gpu(randn({N, I}, 1203 + K, 0.05f));
     Tensor gbg = gpu(randn({I}, 1204)), gbu = gpu(randn({I}, 1205)), gbd = gpu(randn({N}, 1206));
-    for (int64_t M : {1, 8, 9, 64, 256, 300}) {
+    for (int64_t M : {1, 7, 8, 9, 64, 256, 300}) {
       for (bool gu_bias : {false, true}) {
-        for (bool down_bias : {false, true}) {
+        for (int variant = 0; variant < 4; ++variant) {
+          // With the engine's weight cache, and without one (training / scoring: weights rounded
+          // into scratch per call; at M <= 8 the unfused ops, gate/up still bf16).
+          const bool down_bias = variant & 1, cached = variant & 2;
           SCOPED_TRACE("K " + std::to_string(K) + " I " + std::to_string(I) + " N " +
                        std::to_string(N) + " M " + std::to_string(M) +
-                       (gu_bias ? " gate/up bias" : "") + (down_bias ? " down bias" : ""));
+                       (gu_bias ? " gate/up bias" : "") + (down_bias ? " down bias" : "") +
+                       (cached ? " weight cache" : " no weight cache"));
           const Tensor& pbg = gu_bias ? gbg : none;
           const Tensor& pbu = gu_bias ? gbu : none;
           const Tensor& pbd = down_bias ? gbd : none;
           const Tensor r = randn({M, N}, 1220 + M, 4.0f);
           Tensor gx = gpu(randn({M, K}, 1210 + M + K, 3.0f)), gr = gpu(r);
-          Decode d(&cache);
-          Tensor xn, rstd, g, u, act, t, want;  // the unfused ops
+          Decode d(cached ? &cache : nullptr);
+          Tensor xn, rstd, act, t, want;  // the unfused ops, gate/up bf16 as the decoder's
+          Tensor g = bf16_act(M, I), u = bf16_act(M, I);
           ops::rms_norm(gx, gnw, eps, xn, rstd);
           ops::linear(xn, gwg, pbg, g);
           ops::linear(xn, gwu, pbu, u);

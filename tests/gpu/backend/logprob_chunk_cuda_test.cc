@@ -440,7 +440,7 @@ TEST(LogprobChunkCuda, AutocastHeadEqualsComposedAutocastOps) {
 
 // Against the CPU f32 reference run on the bf16-rounded h and w (what the GEMMs multiply): the
 // forward differs only in f32 summation order (<= 1e-5 relative, the autocast linear bound). The
-// backward also rounds dz to bf16 (relative change <= 2^-9 per element), so dh and dw stay within
+// backward also rounds dz to bf16 (relative change <= 2^-8 per element), so dh and dw stay within
 // u = 2^-8 relative of the reference. dw accumulates onto its starting value; an undefined dw is
 // skipped and leaves dh unchanged; the unrounded f32 reference is within the bf16 bound 1e-2.
 TEST(LogprobChunkCuda, AutocastHeadMatchesCpuOnRoundedOperands) {

@@ -1,5 +1,6 @@
 // Every gyre::ops op on CUDA tensors against the CPU backend on the same random inputs (odd sizes,
-// empty sequences, negative targets): f32 paths within 1e-5 relative (‖gpu − cpu‖ / ‖cpu‖).
+// empty sequences, negative targets): f32 paths within 1e-5 relative (‖gpu − cpu‖ / ‖cpu‖); SwiGLU
+// over bf16 gate/up against the CPU f32 op on the rounded values, within the same bound.
 // Skips cleanly where no GPU is visible.
 #include <gtest/gtest.h>
 
@@ -18,6 +19,7 @@ using gputest::kF32Tol;
 using gputest::rand_ids;
 using gputest::randn;
 using gputest::rel_err;
+using gputest::round_bf16;
 
 TEST(CudaDevice, CopiesZeroCloneAndPeak) {
   GYRE_SKIP_WITHOUT_GPU();
@@ -119,6 +121,25 @@ TEST(CudaOps, ElementwiseAndSumSquares) {
   ops::silu_mul_backward(gpu(dout), gpu(gate), gpu(up), gdg, gdu);
   EXPECT_LE(rel_err(cpu(gdg), dg), kF32Tol);
   EXPECT_LE(rel_err(cpu(gdu), du), kF32Tol);
+  // bf16 gate/up (the autocast MLP's pre-activations): f32 math and outputs, the CPU f32 op on the
+  // rounded values within f32 tolerance.
+  Tensor gb = gpu(gate.to(DType::bf16)), ub = gpu(up.to(DType::bf16)), gs16, gdg16, gdu16;
+  Tensor sr, dgr, dur;
+  ops::silu_mul(round_bf16(gate), round_bf16(up), sr);
+  ops::silu_mul(gb, ub, gs16);
+  EXPECT_EQ(gs16.dtype(), DType::f32);
+  EXPECT_LE(rel_err(cpu(gs16), sr), kF32Tol);
+  ops::silu_mul_backward(dout, round_bf16(gate), round_bf16(up), dgr, dur);
+  ops::silu_mul_backward(gpu(dout), gb, ub, gdg16, gdu16);
+  EXPECT_LE(rel_err(cpu(gdg16), dgr), kF32Tol);
+  EXPECT_LE(rel_err(cpu(gdu16), dur), kF32Tol);
+  // Only both bf16, with f32 outputs and dout: anything else is a clear error.
+  Tensor mixed;
+  EXPECT_THROW(ops::silu_mul(gb, gpu(up), mixed), Error);
+  Tensor out16 = Tensor::empty({33, 65}, DType::bf16, Device::cuda);
+  EXPECT_THROW(ops::silu_mul(gb, ub, out16), Error);
+  Tensor d16 = gpu(dout.to(DType::bf16)), dg_bad, du_bad;
+  EXPECT_THROW(ops::silu_mul_backward(d16, gb, ub, dg_bad, du_bad), Error);
 }
 
 TEST(CudaOps, EmbeddingGatherScatterRowDot) {

@@ -8,8 +8,11 @@
 // the unfused ops), the training forward with recompute (its first pass saves nothing: the fused
 // ops) and the scoring forward with the fusion off — with and without an installed bf16 weight
 // cache. Recompute's gradients (fused first pass, unfused second pass) are bitwise the plain
-// backward's. Past 8 rows the fused scoring forward launches fewer kernels than the unfused one
-// (so the comparisons above do not compare the unfused ops with themselves). Skips without a GPU.
+// backward's. Under bf16 both compute the MLP's gate/up in bf16 (the fused GEMV rounding in
+// registers, the GEMMs and ops::linear through one bf16-output function), and the training forward
+// saves them bf16. Past 8 rows the fused scoring forward launches fewer kernels than the unfused
+// one (so the comparisons above do not compare the unfused ops with themselves). Skips without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -25,6 +28,7 @@
 #include "gyre/backend/ops.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/decode_fusion.h"
+#include "gyre/model/forward_state.h"
 #include "gyre/model/scoring.h"
 
 namespace gyre::model {
@@ -130,6 +134,38 @@ TEST(ScoringFusionGpu, RecomputeGradientsAreBitwiseThePlainBackwards) {
     EXPECT_TRUE(
         bitwise_equal(host(re.grads.tensors[i].tensor), host(plain.grads.tensors[i].tensor)))
         << re.grads.tensors[i].name;
+}
+
+// The training forward saves the dense MLP's gate/up in the autocast policy's dtype: bf16 [T, I]
+// under bf16 on the GPU (half the bytes: saved_bytes drops by 2·T·I·2 per layer against f32), f32
+// with f32 precision and on the CPU (which ignores autocast).
+TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  const Batch b = Batch::pack(seqs_of({5, 37, 90}));
+  const int64_t T = b.num_tokens(), I = m->config().intermediate_size;
+  const int64_t L = m->config().num_hidden_layers;
+  auto saved = [&](CausalLM& model, DType want) {
+    ForwardOptions o;
+    o.save_for_backward = true;
+    o.hidden_only = true;
+    ForwardState st;
+    model.forward(b, o, &st);
+    EXPECT_EQ(int64_t(st.impl().layers.size()), L);
+    for (const LayerSaved& l : st.impl().layers)
+      for (const Tensor* t : {&l.gate, &l.up}) {
+        EXPECT_EQ(t->dtype(), want) << dtype_name(t->dtype());
+        EXPECT_EQ(t->shape(), (Shape{T, I}));
+      }
+    return st.saved_bytes();
+  };
+  const size_t bytes16 = saved(*m, DType::bf16);
+  m->set_precision(Precision::f32);
+  const size_t bytes32 = saved(*m, DType::f32);
+  EXPECT_EQ(bytes32 - bytes16, size_t(L * 2 * T * I * 2));
+  m->to(Device::cpu);
+  m->set_precision(Precision::bf16);  // ignored by the CPU backend
+  saved(*m, DType::f32);
 }
 
 // Sets an environment variable for a scope, restoring the previous value.

@@ -404,5 +404,16 @@ TEST(FusedLinearCpuErrors, OutputsSharingMemoryAreRejected) {
   }
 }
 
+// The MLP's gate/up dtype is bf16 only for f32 CUDA tensors under autocast: the CPU reference
+// stays f32 (and f64) inside an autocast scope too.
+TEST(FusedLinearCpu, SwigluGateUpDtypeIsTheInputsOnTheCpu) {
+  const Tensor x32 = Tensor::zeros({2, 3}), x64 = Tensor::zeros({2, 3}, DType::f64);
+  for (bool autocast : {false, true}) {
+    Bf16Autocast scope(autocast);
+    EXPECT_EQ(swiglu_gate_up_dtype(x32), DType::f32);
+    EXPECT_EQ(swiglu_gate_up_dtype(x64), DType::f64);
+  }
+}
+
 }  // namespace
 }  // namespace gyre::ops

@@ -66,6 +66,32 @@ TEST(OpsParse, ShapeAndDtypeMismatchesThrow) {
   EXPECT_THROW(ops::silu_mul(g, u, s), Error);
 }
 
+// bf16 activations are the CUDA autocast MLP's only (ops.h): a bf16 linear output or bf16
+// SwiGLU inputs on the CPU — with or without an autocast scope, which the CPU ignores — are
+// Error(invalid_argument) naming the op, the tensor and the fix, before anything is written.
+TEST(OpsParse, Bf16MlpActivationsAreCudaAutocastOnly) {
+  Tensor x = Tensor::zeros({2, 3}), w = Tensor::zeros({4, 3}), none;
+  Tensor y16 = Tensor::zeros({2, 4}, DType::bf16);
+  for (bool autocast : {false, true}) {
+    ops::Bf16Autocast scope(autocast);
+    Error e = thrown([&] { ops::linear(x, w, none, y16); });
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    expect_contains(e.what(), {"ops::linear", "'y' is bf16", "cpu", "f32 y"});
+  }
+  Tensor g16 = Tensor::zeros({2, 3}, DType::bf16), u16 = Tensor::zeros({2, 3}, DType::bf16);
+  Tensor u32 = Tensor::zeros({2, 3}), out;
+  Error e = thrown([&] { ops::silu_mul(g16, u16, out); });
+  EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+  expect_contains(e.what(), {"silu_mul", "bf16", "cpu", "f32"});
+  expect_contains(thrown([&] { ops::silu_mul(g16, u32, out); }).what(),
+                  {"'gate' is bf16 but 'up' is f32", "both"});
+  EXPECT_FALSE(out.defined());
+  Tensor d = Tensor::zeros({2, 3}), dg, du;
+  expect_contains(thrown([&] { ops::silu_mul_backward(d, g16, u16, dg, du); }).what(),
+                  {"silu_mul_backward", "bf16", "cpu"});
+  EXPECT_FALSE(dg.defined());
+}
+
 TEST(OpsParse, BadCuSeqlensPositionsTargetsAndTopk) {
   Tensor q = Tensor::zeros({5, 2, 4}), k = Tensor::zeros({5, 1, 4}), o, l;
   auto attn = [&](std::vector<int32_t> cu) {

@@ -1,13 +1,16 @@
 // bf16 autocast kernels behind ops::Bf16Autocast (ops.h): f32 operands are rounded to bf16 into
 // pool scratch (cuda::DeviceBuffer), the bf16 tensor-core kernels run (cuBLASLt bf16 GEMM with f32
-// accumulate, FlashAttention-2 bf16), and results come back as f32. This is PyTorch's
-// torch.autocast(dtype=bfloat16) policy for matmuls and attention: the products see bf16 inputs,
-// accumulation and every output stay f32, parameter gradients accumulate into f32 tensors.
+// accumulate, FlashAttention-2 bf16), and results come back as f32 — or, for a linear whose caller
+// asks for it (the *_bf16_out functions: the dense MLP's gate/up), as bf16, the f32 result rounded
+// once (PyTorch's autocast returns bf16 from every linear; gyre keeps f32 elsewhere). This is
+// PyTorch's torch.autocast(dtype=bfloat16) policy for matmuls and attention: the products see bf16
+// inputs, accumulation stays f32, parameter gradients accumulate into f32 tensors.
 //
-// Error bound (what the GPU tests check): rounding an operand to bf16 changes it by at most 2^-9
-// relative (8 significant bits, round to nearest), so each product term a·b moves by at most
-// ~2^-8 |a||b|; a dot product over K terms therefore stays within ~2^-8 Σ|a_k||b_k| of the f32
-// result (f32 accumulation error is far below that).
+// Error bound (what the GPU tests check): rounding an operand to bf16 changes it by at most 2^-8
+// relative (8 significant bits, round to nearest: half a unit in the last place, the unit
+// roundoff u = 2^-8), so each product term a·b moves by at most ~2^-7 |a||b|; a dot product over K
+// terms therefore stays within ~2^-7 Σ|a_k||b_k| of the f32 result (f32 accumulation error is far
+// below that). A bf16 output (the MLP's gate/up) adds one more rounding of the result: 2^-8 of it.
 //
 // Attention runs through cuDNN's fused SDPA (cudnn_attention.h) unless GYRE_ATTENTION_BACKEND=flash
 // or cuDNN cannot run the call, in which case the FlashAttention-2 kernels do; both write the same
@@ -17,6 +20,7 @@
 // Scratch lifetime: buffers return to the pool when these host functions return, while kernels may
 // still be queued; the pool reuses a block on the same stream only (stream order protects it).
 #include <algorithm>
+#include <optional>
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
@@ -59,14 +63,43 @@ void linear_fwd_autocast_bf16_weight(const float* x, const uint16_t* w_bf16, con
   linear_gemm_bf16(xb.p(), w_bf16, b, M, N, K, y);  // y = x w^T + b, bias fused into the GEMM
 }
 
+void linear_fwd_autocast_bf16_out(const float* x, const float* w, const float* b, int64_t M,
+                                  int64_t N, int64_t K, uint16_t* y) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // no product: the bias rows (or zeros), rounded once as any other y
+    DeviceBuffer t(size_t(M * N) * 4);
+    linear_fwd(x, w, b, M, N, K, t.as<float>());
+    return f32_to_bf16(t.as<float>(), y, M * N);
+  }
+  Bf16Copy wb(w, N * K);
+  if (linear_gemv_bf16_supported(x, wb.p(), M, N, K)) pdl_barrier();  // as linear_fwd_autocast
+  linear_fwd_autocast_bf16_weight_bf16_out(x, wb.p(), b, M, N, K, y);
+}
+
+void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_bf16,
+                                              const float* b, int64_t M, int64_t N, int64_t K,
+                                              uint16_t* y) {
+  if (linear_gemv_bf16_supported(x, w_bf16, M, N, K)) {
+    // The GEMV's f32 columns (bias added), then f32_to_bf16: bitwise what the fused gate/up GEMV
+    // (gemv_fused.cu) feeds its SiLU·mul after rounding the same column values in registers.
+    DeviceBuffer t(size_t(M * N) * 4);
+    linear_gemv_bf16(x, w_bf16, b, M, N, K, t.as<float>());
+    return f32_to_bf16(t.as<float>(), y, M * N);
+  }
+  Bf16Copy xb(x, M * K);
+  linear_gemm_bf16_out(xb.p(), w_bf16, b, M, N, K, y);  // fused_gemm.cc's gate/up GEMMs call it too
+}
+
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
-                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db) {
+                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
+                         const uint16_t* w_bf16) {
   if (M == 0 || N == 0 || K == 0)
     return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
   Bf16Copy dyb(dy, M * N);
   if (dx) {
-    Bf16Copy wb(w, N * K);
-    gemm_bf16(false, false, M, K, N, 1.0f, dyb.p(), N, wb.p(), K, accumulate_dx ? 1.0f : 0.0f, dx,
+    std::optional<Bf16Copy> wb;  // the per-call rounding, only without a cached copy
+    if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();
+    gemm_bf16(false, false, M, K, N, 1.0f, dyb.p(), N, w_bf16, K, accumulate_dx ? 1.0f : 0.0f, dx,
               K, false);
   }
   if (dw) {

@@ -1,6 +1,7 @@
 // Elementwise and reduction CUDA kernels: add/scale, the f64 sum of squares (gradient norms),
-// SwiGLU forward/backward, the AdamW update, f32<->bf16 conversion, bias broadcast and the
-// deterministic column sums used for bias and norm-weight gradients.
+// SwiGLU forward/backward over f32 gate/up (the bf16-input variants of the autocast MLP are in
+// silu_bf16.cu, on silu.cuh's same expressions), the AdamW update, f32<->bf16 conversion, bias
+// broadcast and the deterministic column sums used for bias and norm-weight gradients.
 //
 // Invariants: grid-stride loops (any n, including 0); reductions are two-stage with fixed blocking
 // (each block sums a fixed slice in f64, then one pass adds the slices in order), so results are
@@ -50,8 +51,7 @@ __global__ void sum_doubles_kernel(const double* part, int64_t n, double* out) {
 __global__ void silu_mul_fwd_kernel(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    out[i] = silu(g) * up[i];  // silu.cuh, shared with the fused gate/up GEMV's epilogue
+    out[i] = silu_mul_value(gate[i], up[i]);  // silu.cuh: shared with silu_bf16.cu, gemv_fused.cu
   }
 }
 
@@ -59,10 +59,10 @@ __global__ void silu_mul_bwd_kernel(const float* dout, const float* gate, const 
                                     float* dgate, float* dup, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = gate[i], sig = 1.0f / (1.0f + expf(-g)), d = dout[i];
-    // d silu / dg = sig (1 + g (1 - sig))
-    dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
-    dup[i] = d * (g * sig);
+    float dg, du;
+    silu_mul_grad(dout[i], gate[i], up[i], dg, du);  // silu.cuh: shared with silu_bf16.cu
+    dgate[i] = dg;
+    dup[i] = du;
   }
 }
 

@@ -1,9 +1,11 @@
 // Fused autocast linears past the decode GEMV's rows (fused_gemm.h): one bf16 activation per
 // group, the residual in the GEMM's epilogue. Each piece is a call the unfused path makes too
-// (autocast.cc's linear_fwd_autocast_bf16_weight — and, without a weight cache,
+// (autocast.cc's linear_fwd_autocast_bf16_weight[_bf16_out] — and, without a weight cache,
 // linear_fwd_autocast's rounding of the f32 weight — ops::silu_mul, ops::add) on the same values
 // — or a kernel that computes two of them at once with their expressions
-// (rms_norm_fwd_bf16: rms_norm + the cast; silu_mul_fwd_bf16: silu_mul + the cast).
+// (rms_norm_fwd_bf16: rms_norm + the cast; silu_mul_fwd_bf16: silu_mul + the cast). The SwiGLU
+// ops' gate and up are bf16 (the autocast MLP's policy, docs/cuda.md): linear_gemm_bf16_out, the
+// function ops::linear calls for a bf16 y.
 //
 // Scratch lifetime as in autocast.cc: buffers return to the pool when these host functions return
 // (a weight's bf16 scratch copy right after its GEMM is enqueued), while kernels may still be
@@ -59,11 +61,18 @@ void weight_gemm(const uint16_t* xb, const GemmWeight& w, const float* b, int64_
   linear_gemm_bf16(xb, wb.p(), b, M, n, K, y);
 }
 
-// gate, up [M, N] f32 = xb · wg^T + bg, xb · wu^T + bu: linear_silu_mul_gemm_bf16's two GEMMs.
+// gate, up [M, N] bf16 = xb · wg^T + bg, xb · wu^T + bu rounded once to bf16: the autocast MLP's
+// bf16 pre-activations. linear_gemm_bf16_out on the weight's bf16 operand — the call ops::linear
+// makes into a bf16 y past the GEMV's rows (linear_fwd_autocast[_bf16_weight]_bf16_out), same
+// operands and M, N, K, so the same cuBLASLt plan and algorithm: the same bits.
 void gate_up_gemms(const uint16_t* xb, const GemmWeight& wg, const float* bg, const GemmWeight& wu,
-                   const float* bu, int64_t M, int64_t N, int64_t K, float* gate, float* up) {
-  weight_gemm(xb, wg, bg, M, N, K, gate);
-  weight_gemm(xb, wu, bu, M, N, K, up);
+                   const float* bu, int64_t M, int64_t N, int64_t K, uint16_t* gate, uint16_t* up) {
+  {
+    const WeightOperand wb(wg, N, K);
+    linear_gemm_bf16_out(xb, wb.p(), bg, M, N, K, gate);
+  }
+  const WeightOperand wb(wu, N, K);
+  linear_gemm_bf16_out(xb, wb.p(), bu, M, N, K, up);
 }
 
 // y [M, N] = xb · w^T + r over a bf16 input: the residual as the GEMM's C where that is bitwise
@@ -97,9 +106,9 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const Ge
                                const float* bg, const GemmWeight& wu, const float* bu, int64_t M,
                                int64_t N, int64_t K, float* out) {
   const Bf16Input xb(x, norm, M, K);
-  DeviceBuffer gate(size_t(M * N) * 4), up(size_t(M * N) * 4);
-  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, N, K, gate.as<float>(), up.as<float>());
-  silu_mul_fwd(gate.as<float>(), up.as<float>(), out, M * N);
+  DeviceBuffer gate(size_t(M * N) * 2), up(size_t(M * N) * 2);
+  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, N, K, gate.as<uint16_t>(), up.as<uint16_t>());
+  silu_mul_fwd_bf16in(gate.as<uint16_t>(), up.as<uint16_t>(), out, M * N);  // ops::silu_mul's
 }
 
 void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float* r, int64_t M,
@@ -114,12 +123,12 @@ void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, cons
                                    int64_t I, int64_t N, float* y) {
   // linear_silu_mul_gemm_bf16's norm/cast and GEMMs, in its order on its values ...
   const Bf16Input xb(x, norm, M, K);
-  DeviceBuffer gate(size_t(M * I) * 4), up(size_t(M * I) * 4);
-  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.as<float>(), up.as<float>());
-  // ... silu_mul_fwd's value stored as the bf16 that Bf16Input would make of it in
+  DeviceBuffer gate(size_t(M * I) * 2), up(size_t(M * I) * 2);
+  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.as<uint16_t>(), up.as<uint16_t>());
+  // ... silu_mul_fwd_bf16in's value stored as the bf16 that Bf16Input would make of it in
   // linear_residual_gemm_bf16 (the f32 act is never written) ...
   DeviceBuffer act(size_t(M * I) * 2);
-  silu_mul_fwd_bf16(gate.as<float>(), up.as<float>(), act.as<uint16_t>(), M * I);
+  silu_mul_fwd_bf16(gate.as<uint16_t>(), up.as<uint16_t>(), act.as<uint16_t>(), M * I);
   // ... and linear_residual_gemm_bf16's GEMM on it.
   residual_gemm(act.as<uint16_t>(), wd, r, M, N, I, y);
 }

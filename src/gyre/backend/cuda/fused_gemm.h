@@ -8,9 +8,10 @@
 // kernel too.
 //
 // Bitwise contract: every GEMM is linear_gemm_bf16 (or, for the residual, linear_gemm_bf16_add on
-// the same plan) on the same bf16 operands with the same M, N, K as the unfused op's, so the same
-// cuBLASLt algorithm and accumulation; the epilogues are silu_mul_fwd's and add's on the same f32
-// values. Results are the unfused ops' bit for bit.
+// the same plan; for the SwiGLU's gate and up, which are bf16 under autocast, linear_gemm_bf16_out)
+// on the same bf16 operands with the same M, N, K as the unfused op's, so the same cuBLASLt
+// algorithm and accumulation; the epilogues are silu_mul's (on the bf16 gate/up) and add's on the
+// same values. Results are the unfused ops' bit for bit.
 //
 // Preconditions (the caller's): M, N, K > 0; weights as GemmWeight; bias pointers may be null;
 // outputs must not overlap x, the weights or each other.
@@ -52,8 +53,10 @@ struct GemmMember {
 void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
                             int64_t count, int64_t M, int64_t K);
 
-// out [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) through two GEMMs over one bf16 x (f32
-// gate and up in pool scratch, then silu_mul_fwd); norm as above.
+// out [M, N] = silu_mul(gate, up) with gate, up = x · wg^T + bg, x · wu^T + bu rounded to bf16
+// (the autocast MLP's pre-activations): two linear_gemm_bf16_out over one bf16 x into bf16 pool
+// scratch, then silu_mul_fwd_bf16in — bitwise ops::linear into bf16 gate/up, then ops::silu_mul.
+// norm as above.
 void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
                                const float* bg, const GemmWeight& wu, const float* bu, int64_t M,
                                int64_t N, int64_t K, float* out);
@@ -64,11 +67,11 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const Ge
 void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y);
 
-// y [M, N] = silu_mul(x · wg^T + bg, x · wu^T + bu) · wd^T + r (no down bias), y may be r itself:
+// y [M, N] = silu_mul(gate, up) · wd^T + r (no down bias; gate, up as above), y may be r itself:
 // linear_silu_mul_gemm_bf16 into an f32 act [M, I], then linear_residual_gemm_bf16(act, wd, r, ...)
 // — with the cast of act folded into the SwiGLU kernel (silu_mul_fwd_bf16: the bf16 rounding of
-// silu_mul_fwd's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the same
-// operand and the f32 act is never written. wg, wu [I, K], wd [N, I]; norm as above.
+// silu_mul_fwd_bf16in's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the
+// same operand and the f32 act is never written. wg, wu [I, K], wd [N, I]; norm as above.
 void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
                                    const float* bg, const GemmWeight& wu, const float* bu,
                                    const GemmWeight& wd, const float* r, int64_t M, int64_t K,

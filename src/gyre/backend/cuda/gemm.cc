@@ -11,6 +11,7 @@
 #include <memory>
 #include <tuple>
 
+#include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
@@ -107,6 +108,14 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
   size_t ws = kWorkspace;
   GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  if (out_type == CUDA_R_16BF) {
+    // A bf16 D is the f32 accumulation rounded ONCE: split-K only with the partials kept and
+    // reduced in f32 (COMPUTE_TYPE); INPLACE and OUTPUT_TYPE would round each partial to bf16
+    // first. (The out type is part of the plan key, so f32-output plans are unaffected.)
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)));
+  }
   cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l,
@@ -206,6 +215,22 @@ void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, 
 void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
                       int64_t K, float* y) {
   linear_gemm(x, w, b, M, N, K, y, CUDA_R_16BF);
+}
+
+void linear_gemm_bf16_out(const uint16_t* x, const uint16_t* w, const float* b, int64_t M,
+                          int64_t N, int64_t K, uint16_t* y) {
+  if (M == 0 || N == 0) return;
+  if (b) {
+    // cuBLASLt's bias vector has D's data type (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+    // an f32 bias with a bf16 D is not among the documented exceptions), and rounding gyre's f32
+    // bias to bf16 first would change the value. So: the f32 GEMM with the f32 bias epilogue, then
+    // one round-to-nearest-even conversion — acc + b rounded once, as without a bias.
+    DeviceBuffer t(size_t(M * N) * 4);
+    linear_gemm_bf16(x, w, b, M, N, K, t.as<float>());
+    return f32_to_bf16(t.as<float>(), y, M * N);
+  }
+  // bf16 D straight from the f32 accumulators (lt_plan keeps split-K partials in f32).
+  lt_matmul(true, false, N, M, K, 1.0f, w, K, x, K, 0.0f, y, N, CUDA_R_16BF, CUDA_R_16BF);
 }
 
 bool linear_gemm_bf16_add(const uint16_t* x, const uint16_t* w, const float* c, int64_t M,

@@ -8,8 +8,11 @@
 // Bitwise equality with the unfused GEMV path: every column's sum is gemv::column_sums (the plain
 // kernel's code, with the same split S = gemv::split_for(K) warps per column: K alone decides S),
 // the bias is added the same way (gemv::with_bias), and the epilogues are the unfused kernels'
-// expressions — silu_mul_fwd's `g / (1.0f + expf(-g)) * u` and add's `a + b` — in the same f32
-// operations, with no multiply-add the compiler could contract differently.
+// expressions — silu_mul's `g / (1.0f + expf(-g)) * u` (silu.cuh) and add's `a + b` — in the same
+// f32 operations, with no multiply-add the compiler could contract differently. The gate/up
+// epilogue first rounds both column values to bf16 (round to nearest even): the unfused path is
+// ops::linear into bf16 gate/up tensors (the GEMV's f32 value, then f32_to_bf16), then silu_mul on
+// them (silu_bf16.cu: bf16 -> f32 exactly, then the same expression).
 //
 // RMSNorm prologue (kNorm, the *_rms entry points): rms_norm's output is the GEMV's only input, so
 // instead of a separate rms_norm launch each block recomputes the M row rstds (rms_row.cuh: the
@@ -219,9 +222,12 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
         if (lane == 0)
 #pragma unroll
           for (int m = 0; m < M; ++m) {
-            const float g = gemv::with_bias(acc[0][m], bg, n);
-            const float u = gemv::with_bias(acc[1][m], bu, n);
-            out[m * N + n] = silu(g) * u;  // silu_mul_fwd_kernel's expression (silu.cuh)
+            // The autocast MLP's gate and up are bf16 (docs/cuda.md): the column value the plain
+            // GEMV stores, rounded as f32_to_bf16 rounds it (round_bf16: round to nearest even,
+            // back to f32 exactly), is the value ops::silu_mul reads from ops::linear's bf16 y.
+            const float g = gemv::round_bf16(gemv::with_bias(acc[0][m], bg, n));
+            const float u = gemv::round_bf16(gemv::with_bias(acc[1][m], bu, n));
+            out[m * N + n] = silu_mul_value(g, u);  // silu_mul's expression (silu.cuh)
           }
       });
 }

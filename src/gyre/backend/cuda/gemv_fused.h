@@ -3,7 +3,7 @@
 // several weights over one input, the SwiGLU product of gate and up, or a residual in the epilogue.
 // Every output column goes through gemv_bf16_common.cuh, the plain GEMV's arithmetic, and the
 // epilogues repeat the unfused kernels' formulas, so results are bitwise those of the unfused
-// GEMV path (linear_gemv_bf16 followed by silu_mul_fwd / add).
+// GEMV path (linear_gemv_bf16 followed by f32_to_bf16 of gate and up and silu_mul_fwd_bf16in; add).
 //
 // Preconditions (the caller's, as for linear_gemv_bf16): 1 <= M <= kGemvMaxRows and
 // linear_gemv_bf16_supported(x, w, M, N, K) for every weight w; bias pointers may be null; outputs
@@ -26,8 +26,9 @@ struct GemvGroup {
 // One launch over the concatenated output columns of the group's linears (count >= 1).
 void linear_gemv_bf16_group(const float* x, const GemvGroup& g, int64_t M, int64_t K);
 
-// out [M, N] = silu(x · wg^T + bg) * (x · wu^T + bu), wg and wu bf16 [N, K]; one warp computes the
-// matching gate and up columns. silu as silu_mul_fwd: g / (1 + expf(-g)).
+// out [M, N] = silu(g) * u with g = bf16(x · wg^T + bg), u = bf16(x · wu^T + bu) (each f32 column
+// value rounded to nearest even: the autocast MLP's bf16 gate/up), wg and wu bf16 [N, K]; one warp
+// computes the matching gate and up columns. silu as silu_mul_fwd: g / (1 + expf(-g)).
 void linear_gemv_bf16_silu_mul(const float* x, const uint16_t* wg, const float* bg,
                                const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
                                float* out);

@@ -21,7 +21,8 @@ bool device_available();
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
               int64_t ldc);
-// Same with bf16 A and B, f32 accumulate; C is f32 (c_is_bf16 = false) or bf16.
+// Same with bf16 A and B, f32 accumulate; C is f32 (c_is_bf16 = false) or bf16 (the f32 result
+// rounded once: no algorithm that keeps split-K partials in bf16).
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, void* C,
                int64_t ldc, bool c_is_bf16);
@@ -33,6 +34,14 @@ void linear_gemm_f32(const float* x, const float* w, const float* b, int64_t M, 
                      int64_t K, float* y);
 void linear_gemm_bf16(const uint16_t* x, const uint16_t* w, const float* b, int64_t M, int64_t N,
                       int64_t K, float* y);
+// linear_gemm_bf16 with a bf16 y (ldc = N): the f32 accumulation (+ b) rounded once to bf16.
+// Without a bias cuBLASLt writes bf16 D directly from its f32 accumulators (plans restricted to
+// split-K schemes that reduce in f32, gemm.cc), so no f32 [M, N] is written; with a bias (whose
+// data type cuBLASLt ties to D's) it is linear_gemm_bf16 into f32 scratch, then f32_to_bf16. The
+// ONE function every bf16-output linear past the GEMV's rows calls (ops::linear into a bf16 y
+// and the fused gate/up GEMMs of fused_gemm.h), so equal inputs give equal bits. M, N, K > 0.
+void linear_gemm_bf16_out(const uint16_t* x, const uint16_t* w, const float* b, int64_t M,
+                          int64_t N, int64_t K, uint16_t* y);
 // y = x w^T + c with c f32 [M, N] as cuBLASLt's C (beta = 1; y may be c, not partly overlap it), on
 // linear_gemm_bf16(x, w, nullptr, ...)'s own plan and algorithm: the same accumulation, and acc + c
 // rounded once — bitwise that GEMM followed by add. Returns false, launching nothing, where the
@@ -50,11 +59,16 @@ void add(const float* a, const float* b, float* out, int64_t n);
 void scale(float* a, float s, int64_t n);
 double sum_squares(const float* a, int64_t n);  // synchronises (returns a host value)
 void silu_mul_fwd(const float* gate, const float* up, float* out, int64_t n);
-// silu_mul_fwd with a bf16 output (silu_bf16.cu): out[i] = the round-to-nearest-even bf16 of
-// silu_mul_fwd's f32 value, bitwise silu_mul_fwd followed by f32_to_bf16 (NaN included).
-void silu_mul_fwd_bf16(const float* gate, const float* up, uint16_t* out, int64_t n);
 void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                   int64_t n);
+// SwiGLU over bf16 gate/up (silu_bf16.cu; the autocast MLP's pre-activations), math in f32:
+// bitwise silu_mul_fwd / silu_mul_bwd on the bf16 values converted to f32 (bf16_to_f32).
+void silu_mul_fwd_bf16in(const uint16_t* gate, const uint16_t* up, float* out, int64_t n);
+void silu_mul_bwd_bf16in(const float* dout, const uint16_t* gate, const uint16_t* up, float* dgate,
+                         float* dup, int64_t n);
+// silu_mul_fwd_bf16in with a bf16 output: out[i] = the round-to-nearest-even bf16 of its f32
+// value, bitwise silu_mul_fwd_bf16in followed by f32_to_bf16 (NaN included).
+void silu_mul_fwd_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n);
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
            double beta2, double eps, double weight_decay, int64_t step);
 void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
@@ -147,8 +161,22 @@ void linear_gemv_bf16(const float* x, const uint16_t* w, const float* b, int64_t
                       int64_t K, float* y);
 void linear_fwd_autocast(const float* x, const float* w, const float* b, int64_t M, int64_t N,
                          int64_t K, float* y);
+// linear_fwd_autocast[_bf16_weight] with a bf16 y (ops::linear into a bf16 tensor: the autocast
+// MLP's gate/up). Past the GEMV's rows x is rounded into pool scratch and linear_gemm_bf16_out
+// runs; where the GEMV applies (M <= kGemvMaxRows, linear_gemv_bf16_supported) the GEMV writes
+// f32 scratch and f32_to_bf16 rounds it — the bits the fused gate/up GEMV (gemv_fused.h) makes by
+// rounding its f32 column values in registers; K = 0: the bias rows (or zeros) rounded. The _bf16
+// _weight variant needs M, N, K > 0.
+void linear_fwd_autocast_bf16_out(const float* x, const float* w, const float* b, int64_t M,
+                                  int64_t N, int64_t K, uint16_t* y);
+void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_bf16,
+                                              const float* b, int64_t M, int64_t N, int64_t K,
+                                              uint16_t* y);
+// w_bf16 (may be null): w's bf16 copy (ops::Bf16WeightCache) for the dX product instead of a
+// per-call rounding of w — the same round-to-nearest-even values, so the same dx.
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
-                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db);
+                         int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
+                         const uint16_t* w_bf16 = nullptr);
 bool attention_autocast_supported(int64_t D);
 void attention_fwd_autocast(const float* q, const float* k, const float* v,
                             const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,

@@ -1,14 +1,21 @@
-// SwiGLU with a bf16 output (kernels.h's silu_mul_fwd_bf16): the activation of the fused MLP past
-// the decode GEMV's rows (fused_gemm.h's swiglu_mlp_residual_gemm_bf16), where silu_mul followed
-// by the down projection's f32 -> bf16 cast of its input becomes one launch.
+// SwiGLU over bf16 gate/up (kernels.h's silu_mul_fwd_bf16in / silu_mul_fwd_bf16 /
+// silu_mul_bwd_bf16in): under bf16 autocast on CUDA the dense MLP's gate and up projections write
+// bf16 (PyTorch autocast's linear output dtype; docs/cuda.md), so ops::silu_mul and
+// ops::silu_mul_backward read them here, and the fused MLP past the decode GEMV's rows
+// (fused_gemm.h's swiglu_mlp_residual_gemm_bf16) writes its activation straight in bf16 for the
+// down projection.
 //
-// Bitwise contract: the f32 value is elementwise.cu's silu_mul_fwd_kernel's — the same statements
-// (silu.cuh's silu(g), then * up) on the same loaded values, and nothing after the product that
-// the compiler could contract with it: the product goes straight into the conversion. The
-// conversion is f32_to_bf16's (__float2bfloat16_rn: round to nearest even, NaN kept a NaN), so out
-// holds exactly the bits f32_to_bf16 makes of silu_mul_fwd's output. The launch shape (grid-stride,
-// as elementwise.cu) does not enter any element's arithmetic.
-#include <cuda_bf16.h>
+// Bitwise contract: every element converts its bf16 gate and up to f32 exactly (bf16_value:
+// bf16_to_f32's conversion) and evaluates silu.cuh's expression — the one elementwise.cu's f32
+// kernels and gemv_fused.cu's epilogue evaluate — so the results are the f32 kernels' on the
+// converted values, bit for bit. silu_mul_fwd_bf16 stores that f32 value rounded as f32_to_bf16
+// does (to_bf16_bits: round to nearest even, NaN kept a NaN); nothing after the product could
+// contract with it (it goes straight into the conversion), so its bits are f32_to_bf16 of
+// silu_mul_fwd_bf16in's output. The launch shape (grid-stride, as elementwise.cu, 4 elements a
+// thread where aligned) does not enter any element's arithmetic.
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -20,21 +27,138 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void silu_mul_bf16_kernel(const float* gate, const float* up, uint16_t* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    const float v = silu(g) * up[i];  // silu_mul_fwd_kernel's expression (silu.cuh)
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));  // f32_to_bf16_kernel's
+// Elements per thread and iteration: kVec where n is a multiple of it and every pointer allows
+// the wide accesses (8-byte bf16 loads, 16-byte f32 loads/stores), else 1. Why: a thread's bf16
+// loads are half the bytes of the f32 kernel's, so one element at a time keeps too few bytes in
+// flight per SM to stream at full bandwidth; four at a time keep more than the f32 kernel does.
+// Each element's arithmetic is the same whatever the width (the loop over j is unrolled: the
+// same per-element statements), so the width never changes a bit.
+constexpr int kVec = 4;
+
+template <int V, typename T>
+__device__ __forceinline__ void load(const T* p, T (&v)[V]) {
+  if constexpr (V == 1) {
+    v[0] = p[0];
+  } else if constexpr (sizeof(T) == 2) {
+    const uint2 w = *reinterpret_cast<const uint2*>(p);  // 4 bf16
+    v[0] = T(w.x & 0xffffu), v[1] = T(w.x >> 16), v[2] = T(w.y & 0xffffu), v[3] = T(w.y >> 16);
+  } else {
+    const float4 w = *reinterpret_cast<const float4*>(p);
+    v[0] = w.x, v[1] = w.y, v[2] = w.z, v[3] = w.w;
   }
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store(T* p, const T (&v)[V]) {
+  if constexpr (V == 1) {
+    p[0] = v[0];
+  } else if constexpr (sizeof(T) == 2) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(uint32_t(v[0]) | (uint32_t(v[1]) << 16),
+                                              uint32_t(v[2]) | (uint32_t(v[3]) << 16));
+  } else {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+}
+
+static_assert(kVec == 4, "load/store move 4 elements");
+
+// Grid-stride over groups of V elements (n a multiple of V).
+#define GYRE_FOR_GROUPS(i, n, V)                                                    \
+  for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (V); i < (n); \
+       i += int64_t(gridDim.x) * blockDim.x * (V))
+
+// bf16 gate/up, f32 out: ops::silu_mul on the autocast MLP's pre-activations.
+template <int V>
+__global__ void silu_mul_fwd_bf16in_kernel(const uint16_t* gate, const uint16_t* up, float* out,
+                                           int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V];
+    float o[V];
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j) o[j] = silu_mul_value(bf16_value(g[j]), bf16_value(u[j]));
+    store<V>(out + i, o);
+  }
+}
+
+// bf16 gate/up, bf16 out: the fused MLP's activation, the down projection's bf16 operand.
+template <int V>
+__global__ void silu_mul_bf16_kernel(const uint16_t* gate, const uint16_t* up, uint16_t* out,
+                                     int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V], o[V];
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      o[j] = to_bf16_bits(silu_mul_value(bf16_value(g[j]), bf16_value(u[j])));
+    store<V>(out + i, o);
+  }
+}
+
+// bf16 gate/up, f32 dout / dgate / dup: the training backward over the saved bf16 gate/up.
+template <int V>
+__global__ void silu_mul_bwd_bf16in_kernel(const float* dout, const uint16_t* gate,
+                                           const uint16_t* up, float* dgate, float* dup,
+                                           int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V];
+    float d[V], dg[V], du[V];
+    load<V>(dout + i, d);
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg[j], du[j]);
+    store<V>(dgate + i, dg);
+    store<V>(dup + i, du);
+  }
+}
+
+#undef GYRE_FOR_GROUPS
+
+// Whether n and every pointer allow kVec-wide accesses (16 bytes covers both element sizes).
+bool wide(int64_t n, std::initializer_list<const void*> ptrs) {
+  if (n % kVec != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Launches kernel<kVec> over n / kVec groups where wide(), else kernel<1> over n elements.
+template <typename Launch>
+void launch(int64_t n, bool w, const char* what, Launch&& l) {
+  if (n == 0) return;
+  if (w)
+    l(std::integral_constant<int, kVec>{}, grid_for(n / kVec, kThreads));
+  else
+    l(std::integral_constant<int, 1>{}, grid_for(n, kThreads));
+  GYRE_CUDA_LAUNCHED(what);
 }
 
 }  // namespace
 
-void silu_mul_fwd_bf16(const float* gate, const float* up, uint16_t* out, int64_t n) {
-  if (n == 0) return;
-  silu_mul_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(gate, up, out, n);
-  GYRE_CUDA_LAUNCHED("silu_mul_fwd_bf16");
+void silu_mul_fwd_bf16in(const uint16_t* gate, const uint16_t* up, float* out, int64_t n) {
+  launch(n, wide(n, {gate, up, out}), "silu_mul_fwd_bf16in", [&](auto v, unsigned grid) {
+    silu_mul_fwd_bf16in_kernel<decltype(v)::value>
+        <<<grid, kThreads, 0, stream()>>>(gate, up, out, n);
+  });
+}
+
+void silu_mul_fwd_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n) {
+  launch(n, wide(n, {gate, up, out}), "silu_mul_fwd_bf16", [&](auto v, unsigned grid) {
+    silu_mul_bf16_kernel<decltype(v)::value><<<grid, kThreads, 0, stream()>>>(gate, up, out, n);
+  });
+}
+
+void silu_mul_bwd_bf16in(const float* dout, const uint16_t* gate, const uint16_t* up, float* dgate,
+                         float* dup, int64_t n) {
+  launch(n, wide(n, {dout, gate, up, dgate, dup}), "silu_mul_bwd_bf16in",
+         [&](auto v, unsigned grid) {
+           silu_mul_bwd_bf16in_kernel<decltype(v)::value>
+               <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
+         });
 }
 
 }  // namespace gyre::cuda
