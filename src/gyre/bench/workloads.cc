@@ -78,7 +78,8 @@ TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> s
       prompt_lens_(seqs_.size(), 1),
       advantages_(seqs_.size(), 1.0f),
       grads_(model.zeros_like_parameters()),
-      opt_({.lr = 1e-6, .clip_grad = 1.0}, {}) {
+      opt_({.lr = 1e-6, .clip_grad = 1.0}, {}),
+      copies_(model) {
   for (const auto& s : seqs_) tokens_ += int64_t(s.size());
   auto ps = model_.parameters();
   for (size_t i = 0; i < ps.size(); ++i) {
@@ -89,9 +90,13 @@ TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> s
 
 double TrainStep::run() {
   grads_.zero();
-  const double loss =
-      model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_);
+  double loss = 0;
+  {
+    const ops::UseBf16WeightCache use_copies(copies_.cache());
+    loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_);
+  }
   opt_.step(params_, grad_list_);
+  copies_.weights_changed();
   return loss;
 }
 

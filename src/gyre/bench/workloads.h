@@ -20,6 +20,7 @@
 #include "gyre/core/allocator.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/step_weight_copies.h"
 #include "gyre/train/optimizer.h"
 
 namespace gyre::bench {
@@ -53,7 +54,9 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
                         const std::vector<int64_t>& seq_lens);
 
 // One training step per run(): zero the gradients, loss + gradients of the policy-gradient loss
-// (prompt length 1, advantage 1), clip to norm 1 and AdamW (lr 1e-6). Holds the gradients and the
+// (prompt length 1, advantage 1), clip to norm 1 and AdamW (lr 1e-6). Like the RL trainer, the
+// forward and backward run with step-scoped bf16 weight copies (model/step_weight_copies.h; bf16
+// on CUDA only), dropped after AdamW. Holds the gradients and the
 // optimizer state for the model's lifetime.
 class TrainStep {
  public:
@@ -68,6 +71,7 @@ class TrainStep {
   std::vector<float> advantages_;
   model::Gradients grads_;
   train::AdamW opt_;
+  model::StepWeightCopies copies_;  // as rl::ActorTrainer: one bf16 cast per weight and step
   train::NamedTensors params_, grad_list_;
   int64_t tokens_ = 0;
 };

@@ -7,6 +7,7 @@
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
 #include "gyre/model/scoring.h"
+#include "gyre/model/step_weight_copies.h"
 #include "gyre/rl/algorithms/advantages.h"
 #include "gyre/rl/algorithms/loss_reducer.h"
 #include "gyre/rl/algorithms/policy_loss.h"
@@ -200,6 +201,11 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                "token); the rollout must return log-probs");
 
   Metrics metrics;
+  // One bf16 copy of each actor weight per optimizer step (bf16 on CUDA; step_weight_copies.h):
+  // installed around the actor's passes — the old-log-prob pass and every micro-step's forward and
+  // backward — and dropped after each optimizer step, so a weight is rounded once per step instead
+  // of once per pass. Same numbers as per-call rounding (the ratio check below stays exact).
+  model::StepWeightCopies actor_copies(actor_);
   // Old log-probs: recomputed (default) before any weight change (slime's perf/log_probs_time;
   // the reference model's pass is timed with it).
   BatchTokenValues old_lp;
@@ -207,7 +213,10 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   BatchTokenValues values;  // critic values before any update (ppo)
   {
     PhaseTimer phase(metrics, "log_probs");
-    if (!opt_.algo.use_rollout_logprobs) old_lp = response_logprobs(actor_, samples, all_mbs);
+    if (!opt_.algo.use_rollout_logprobs) {
+      const ops::UseBf16WeightCache use_copies(actor_copies.cache());
+      old_lp = response_logprobs(actor_, samples, all_mbs);
+    }
     if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
     if (opt_.critic) values = opt_.critic->values(samples, all_mbs);
     if (dp && dp_size > 1) {
@@ -281,6 +290,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
         mb_sum[k] += v;
     }
     for (size_t mbi = 0; mbi < steps[size_t(s)].size(); ++mbi) {
+      const ops::UseBf16WeightCache use_copies(actor_copies.cache());  // forward and backward
       const auto& mb = steps[size_t(s)][mbi];
       const bool want_entropy = true;  // train/entropy is always logged (slime computes it too)
       model::ScoredBatch sb =
@@ -369,6 +379,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     // backward, so one between them and step()'s would put the ranks' calls in different orders
     // if a rank had not overlapped, and would make the host wait for every reduction.
     auto [norm, lr] = dp ? dp->step(params, gradv) : optimizer_.step(params, gradv);
+    actor_copies.weights_changed();  // the copies are stale from here
     if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
     mb_sum["train/grad_norm"] = norm;
     mb_sum["train/lr"] = lr;
