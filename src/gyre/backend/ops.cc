@@ -142,8 +142,30 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   check_defined(op, "w", w);
   const Device dev =
       op_device(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
-  DType dt =
-      float_dtype(op, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"dx", &dx}, {"dw", &dw}, {"db", &db}});
+  // dy and x may come rounded to bf16 by their producers (CUDA under autocast: the MLP's bf16
+  // activation and gate/up gradients) — the values the autocast path would round them to, so the
+  // GEMMs see the same operands; everything else shares one float dtype.
+  const bool dy16 = dy.dtype() == DType::bf16, x16 = x.dtype() == DType::bf16;
+  const Tensor none;
+  DType dt = float_dtype(op, {{"dy", dy16 ? &none : &dy},
+                              {"x", x16 ? &none : &x},
+                              {"w", &w},
+                              {"dx", &dx},
+                              {"dw", &dw},
+                              {"db", &db}});
+  if (dy16 || x16) {
+    const char* which = dy16 && x16 ? "'dy' and 'x' are" : dy16 ? "'dy' is" : "'x' is";
+    if (dev != Device::cuda || !bf16_autocast() || dt != DType::f32)
+      GYRE_THROW(invalid_argument,
+                 "ops::linear_backward: {} bf16, which only the CUDA backend takes under "
+                 "ops::Bf16Autocast with f32 weights and gradients (here: {}, autocast {}, {}); "
+                 "pass f32 tensors",
+                 which, device_name(dev), bf16_autocast() ? "on" : "off", dtype_name(dt));
+    if (dy16 && db.defined())
+      GYRE_THROW(invalid_argument,
+                 "ops::linear_backward: 'dy' is bf16 but a bias gradient 'db' is requested: db "
+                 "sums the f32 dy; pass dy in f32 for a linear with a bias");
+  }
   GYRE_CHECK(w.dim() == 2, "ops::linear_backward: weight must be [N, K], got {}",
              shape_str(w.shape()));
   const int64_t N = w.size(0), K = w.size(1);
@@ -163,8 +185,15 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
         if (Bf16WeightCache* cache = bf16_weight_cache();
             cache && dx.defined() && M > 0 && N > 0 && K > 0)
           w_bf16 = cache->bf16(w);
-        return cuda::linear_bwd_autocast(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx),
-                                         accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16);
+        if ((dy16 || x16) && (M == 0 || N == 0 || K == 0)) {
+          // Empty products: nothing to add to dw / db; dx is overwritten with zeros (N = 0).
+          if (dx.defined() && !accumulate_dx) dx.zero();
+          return;
+        }
+        return cuda::linear_bwd_autocast(
+            dy16 ? nullptr : dy.f32(), x16 ? nullptr : x.f32(), w.f32(), M, N, K, ptr<float>(dx),
+            accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16,
+            dy16 ? dy.data<uint16_t>() : nullptr, x16 ? x.data<uint16_t>() : nullptr);
       }
       return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
                               ptr<float>(dw), ptr<float>(db));
@@ -423,14 +452,26 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   check_defined(op, "gate", gate);
   check_defined(op, "up", up);
   const Device dev = op_device(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
-  // bf16 gate/up (CUDA): the autocast MLP's pre-activations, read in f32 math into an f32 out.
-  const bool bf16_in = bf16_gate_up(op, dev, gate, up, {{"out", &out}});
+  // bf16 gate/up (CUDA): the autocast MLP's pre-activations, read in f32 math into an f32 out —
+  // or a bf16 out (the f32 value rounded once: the down projection's bf16 operand, which the
+  // autocast linear would round to the same bits).
+  const bool out_bf16 = out.defined() && out.dtype() == DType::bf16;
+  const Tensor no_out;
+  const bool bf16_in = bf16_gate_up(op, dev, gate, up, {{"out", out_bf16 ? &no_out : &out}});
+  if (out_bf16 && !bf16_in)
+    GYRE_THROW(invalid_argument,
+               "ops::silu_mul: 'out' is bf16 but 'gate'/'up' are {}: a bf16 out is only written "
+               "from bf16 gate/up on CUDA (the autocast MLP); pass an f32 out",
+               dtype_name(gate.dtype()));
   DType dt = bf16_in ? DType::f32 : float_dtype(op, {{"gate", &gate}, {"up", &up}, {"out", &out}});
   check_shape(op, "up", up, gate.shape());
-  prepare_out(op, "out", out, gate.shape(), dt, dev);
+  prepare_out(op, "out", out, gate.shape(), out_bf16 ? DType::bf16 : dt, dev);
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (out_bf16)
+        return cuda::silu_mul_fwd_bf16(gate.data<uint16_t>(), up.data<uint16_t>(),
+                                       out.data<uint16_t>(), gate.numel());
       if (bf16_in)
         return cuda::silu_mul_fwd_bf16in(gate.data<uint16_t>(), up.data<uint16_t>(), out.f32(),
                                          gate.numel());
@@ -449,9 +490,21 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
   check_all_defined(op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}});
   const Device dev = op_device(
       op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
-  // bf16 gate/up (CUDA): the saved pre-activations of an autocast MLP; dout and the gradients f32.
-  const bool bf16_in =
-      bf16_gate_up(op, dev, gate, up, {{"dout", &dout}, {"dgate", &dgate}, {"dup", &dup}});
+  // bf16 gate/up (CUDA): the saved pre-activations of an autocast MLP; dout f32, the gradients
+  // f32 — or both bf16 (each f32 value rounded once: the bias-free gate/up linears' bf16 dy,
+  // which linear_backward would round to the same bits).
+  const bool grads_bf16 = dgate.defined() && dgate.dtype() == DType::bf16 && dup.defined() &&
+                          dup.dtype() == DType::bf16;
+  const Tensor none;
+  const bool bf16_in = bf16_gate_up(op, dev, gate, up,
+                                    {{"dout", &dout},
+                                     {"dgate", grads_bf16 ? &none : &dgate},
+                                     {"dup", grads_bf16 ? &none : &dup}});
+  if (grads_bf16 && !bf16_in)
+    GYRE_THROW(invalid_argument,
+               "ops::silu_mul_backward: 'dgate'/'dup' are bf16 but 'gate'/'up' are {}: bf16 "
+               "gradients are only written from bf16 gate/up on CUDA; pass f32 gradients",
+               dtype_name(gate.dtype()));
   DType dt =
       bf16_in
           ? DType::f32
@@ -460,11 +513,14 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                 {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   check_shape(op, "up", up, gate.shape());
   check_shape(op, "dout", dout, gate.shape());
-  prepare_out(op, "dgate", dgate, gate.shape(), dt, dev);
-  prepare_out(op, "dup", dup, gate.shape(), dt, dev);
+  prepare_out(op, "dgate", dgate, gate.shape(), grads_bf16 ? DType::bf16 : dt, dev);
+  prepare_out(op, "dup", dup, gate.shape(), grads_bf16 ? DType::bf16 : dt, dev);
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (grads_bf16)
+        return cuda::silu_mul_bwd_bf16(dout.f32(), gate.data<uint16_t>(), up.data<uint16_t>(),
+                                       dgate.data<uint16_t>(), dup.data<uint16_t>(), gate.numel());
       if (bf16_in)
         return cuda::silu_mul_bwd_bf16in(dout.f32(), gate.data<uint16_t>(), up.data<uint16_t>(),
                                          dgate.f32(), dup.f32(), gate.numel());

@@ -186,13 +186,21 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   } else {
     const int64_t I = c.intermediate_size;
     // s.gate / s.up are the forward's (bf16 under autocast on CUDA): silu_mul and its backward read
-    // them in f32 math; act, dact, dgate and dup are f32.
-    Tensor act = empty({T, I}, dev);  // recomputed instead of saved: one cheap elementwise pass
+    // them in f32 math. With bf16 gate/up the backward's GEMM operands are produced in bf16 right
+    // away — act (down_proj's x, recomputed instead of saved) and, for bias-free gate/up, dgate
+    // and dup (their linears' dy): each is the f32 value rounded once, exactly what
+    // linear_backward's autocast path would round the f32 tensor to, so the gradients are the same
+    // bits while the f32 write, re-read and conversion pass of each [T, I] tensor disappear. dact
+    // (down_proj's dx) stays f32: silu_mul_backward's input.
+    const bool mlp16 = s.gate.dtype() == DType::bf16;
+    const bool grads16 = mlp16 && !w.gate_b.defined() && !w.up_b.defined();  // db sums f32 dy
+    Tensor act = Tensor::empty({T, I}, mlp16 ? DType::bf16 : DType::f32, dev);
     ops::silu_mul(s.gate, s.up, act);
     Tensor dact = empty({T, I}, dev);
     ops::linear_backward(dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
-    Tensor dgate = empty({T, I}, dev), dup = empty({T, I}, dev);
+    const DType dgrad_dt = grads16 ? DType::bf16 : DType::f32;
+    Tensor dgate = Tensor::empty({T, I}, dgrad_dt, dev), dup = Tensor::empty({T, I}, dgrad_dt, dev);
     ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
     dact = Tensor();
     dxn2 = empty({T, H}, dev);

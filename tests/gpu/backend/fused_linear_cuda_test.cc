@@ -729,7 +729,70 @@ TEST(FusedLinearCuda, SiluMulOverBf16GateUpIsBitwiseTheF32OpsOnTheConvertedValue
                             static_cast<const uint16_t*>(ub.raw()),
                             static_cast<uint16_t*>(got.raw()), n);
     expect_same_bytes(got, want, "silu_mul_fwd_bf16");
+    // The ops with bf16 outputs (the training backward's GEMM operands): act, dgate and dup
+    // rounded once — f32_to_bf16 of the f32 outputs, bitwise.
+    Tensor act16 = Tensor::empty({n}, DType::bf16, Device::cuda);
+    ops::silu_mul(gb, ub, act16);
+    expect_same_bytes(act16, want, "ops::silu_mul into bf16");
+    Tensor dg16 = Tensor::empty({n}, DType::bf16, Device::cuda);
+    Tensor du16 = Tensor::empty({n}, DType::bf16, Device::cuda);
+    ops::silu_mul_backward(dout, gb, ub, dg16, du16);
+    Tensor dg_want = Tensor::empty({n}, DType::bf16, Device::cuda);
+    Tensor du_want = Tensor::empty({n}, DType::bf16, Device::cuda);
+    cuda::f32_to_bf16(dg.f32(), static_cast<uint16_t*>(dg_want.raw()), n);
+    cuda::f32_to_bf16(du.f32(), static_cast<uint16_t*>(du_want.raw()), n);
+    expect_same_bytes(dg16, dg_want, "ops::silu_mul_backward dgate into bf16");
+    expect_same_bytes(du16, du_want, "ops::silu_mul_backward dup into bf16");
   }
+}
+
+// ops::linear_backward under autocast with dy and/or x already bf16 (the training backward's
+// act, dgate, dup): dx, dw bitwise the f32 call on the same values (f32 tensors holding the bf16
+// values: the autocast path rounds them to the same bits), with and without a weight cache and an
+// accumulating dx; empty products; the errors (bf16 dy with a bias gradient, outside autocast,
+// f32 outputs required).
+TEST(FusedLinearCuda, LinearBackwardTakesBf16DyAndXBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  for (int64_t M : {1, 9, 300}) {
+    for (bool cached : {false, true}) {
+      const int64_t N = 264, K = 136;
+      SCOPED_TRACE("M " + std::to_string(M) + (cached ? " cache" : ""));
+      Tensor gw = gpu(randn({N, K}, 1400, 0.05f));
+      Tensor dy16 = gpu(randn({M, N}, 1401 + M).to(DType::bf16));
+      Tensor x16 = gpu(randn({M, K}, 1402 + M).to(DType::bf16));
+      Tensor dy32 = Tensor::empty({M, N}, DType::f32, Device::cuda);
+      Tensor x32 = Tensor::empty({M, K}, DType::f32, Device::cuda);
+      ops::copy(dy16, dy32);
+      ops::copy(x16, x32);
+      for (int which = 0; which < 3; ++which) {  // bf16 dy, bf16 x, both
+        const Tensor& dy = which != 1 ? dy16 : dy32;
+        const Tensor& x = which != 0 ? x16 : x32;
+        Tensor dx = gpu(randn({M, K}, 1403)), dw = gpu(randn({N, K}, 1404)), db;
+        Tensor dx_want = dx.clone(), dw_want = dw.clone(), db_want;
+        ops::Bf16Autocast autocast;
+        ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+        ops::linear_backward(dy, x, gw, dx, dw, db, /*accumulate_dx=*/true);
+        ops::linear_backward(dy32, x32, gw, dx_want, dw_want, db_want, true);
+        expect_same_bytes(dx, dx_want, "dx");
+        expect_same_bytes(dw, dw_want, "dw");
+      }
+    }
+  }
+  Tensor gw = gpu(randn({8, 16}, 1410)), none;
+  Tensor dy16 = gpu(randn({4, 8}, 1411).to(DType::bf16)), x = gpu(randn({4, 16}, 1412));
+  Tensor dx, dw, db = Tensor::zeros({8}, DType::f32, Device::cuda);
+  {
+    ops::Bf16Autocast autocast;
+    EXPECT_THROW(ops::linear_backward(dy16, x, gw, dx, dw, db), Error);  // db needs the f32 dy
+    Tensor dx0 = gpu(randn({4, 16}, 1413)), no_dw, no_db;
+    Tensor empty_w = Tensor::empty({0, 16}, DType::f32, Device::cuda);
+    Tensor empty_dy = Tensor::empty({4, 0}, DType::bf16, Device::cuda);
+    ops::linear_backward(empty_dy, x, empty_w, dx0, no_dw, no_db);  // N = 0: dx = 0
+    for (float v : cpu(dx0).to_vector()) EXPECT_EQ(v, 0.0f);
+  }
+  Tensor dx1, dw1, db1;
+  EXPECT_THROW(ops::linear_backward(dy16, x, gw, dx1, dw1, db1), Error);  // no autocast
 }
 
 // rms_norm_swiglu_mlp_residual (the decode layer's MLP with its residual) is bitwise the unfused

@@ -133,11 +133,14 @@ TEST(CudaOps, ElementwiseAndSumSquares) {
   ops::silu_mul_backward(gpu(dout), gb, ub, gdg16, gdu16);
   EXPECT_LE(rel_err(cpu(gdg16), dgr), kF32Tol);
   EXPECT_LE(rel_err(cpu(gdu16), dur), kF32Tol);
-  // Only both bf16, with f32 outputs and dout: anything else is a clear error.
+  // Only both bf16, with f32 dout; a bf16 out (or bf16 gradients) only from bf16 gate/up:
+  // anything else is a clear error.
   Tensor mixed;
   EXPECT_THROW(ops::silu_mul(gb, gpu(up), mixed), Error);
   Tensor out16 = Tensor::empty({33, 65}, DType::bf16, Device::cuda);
-  EXPECT_THROW(ops::silu_mul(gb, ub, out16), Error);
+  EXPECT_THROW(ops::silu_mul(gpu(gate), gpu(up), out16), Error);
+  Tensor dg16 = Tensor::empty({33, 65}, DType::bf16, Device::cuda), du16 = dg16.clone();
+  EXPECT_THROW(ops::silu_mul_backward(gpu(dout), gpu(gate), gpu(up), dg16, du16), Error);
   Tensor d16 = gpu(dout.to(DType::bf16)), dg_bad, du_bad;
   EXPECT_THROW(ops::silu_mul_backward(d16, gb, ub, dg_bad, du_bad), Error);
 }

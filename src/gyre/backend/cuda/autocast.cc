@@ -92,19 +92,20 @@ void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_
 
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
-                         const uint16_t* w_bf16) {
+                         const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16) {
   if (M == 0 || N == 0 || K == 0)
     return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
-  Bf16Copy dyb(dy, M * N);
+  // The per-call roundings, only for operands that do not come rounded already.
+  std::optional<Bf16Copy> dyb, wb, xb;
+  if (!dy_bf16) dy_bf16 = dyb.emplace(dy, M * N).p();
   if (dx) {
-    std::optional<Bf16Copy> wb;  // the per-call rounding, only without a cached copy
     if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();
-    gemm_bf16(false, false, M, K, N, 1.0f, dyb.p(), N, w_bf16, K, accumulate_dx ? 1.0f : 0.0f, dx,
+    gemm_bf16(false, false, M, K, N, 1.0f, dy_bf16, N, w_bf16, K, accumulate_dx ? 1.0f : 0.0f, dx,
               K, false);
   }
   if (dw) {
-    Bf16Copy xb(x, M * K);
-    gemm_bf16(true, false, N, K, M, 1.0f, dyb.p(), N, xb.p(), K, 1.0f, dw, K, false);
+    if (!x_bf16) x_bf16 = xb.emplace(x, M * K).p();
+    gemm_bf16(true, false, N, K, M, 1.0f, dy_bf16, N, x_bf16, K, 1.0f, dw, K, false);
   }
   if (db) column_sums_add(dy, M, N, db);  // f32 dy, as the f32 path
 }

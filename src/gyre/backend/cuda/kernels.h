@@ -69,6 +69,11 @@ void silu_mul_bwd_bf16in(const float* dout, const uint16_t* gate, const uint16_t
 // silu_mul_fwd_bf16in with a bf16 output: out[i] = the round-to-nearest-even bf16 of its f32
 // value, bitwise silu_mul_fwd_bf16in followed by f32_to_bf16 (NaN included).
 void silu_mul_fwd_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n);
+// silu_mul_bwd_bf16in with bf16 dgate / dup: each the round-to-nearest-even bf16 of its f32
+// value, bitwise silu_mul_bwd_bf16in followed by f32_to_bf16 (the training backward, whose
+// dgate / dup only feed bias-free bf16 GEMMs).
+void silu_mul_bwd_bf16(const float* dout, const uint16_t* gate, const uint16_t* up, uint16_t* dgate,
+                       uint16_t* dup, int64_t n);
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
            double beta2, double eps, double weight_decay, int64_t step);
 void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
@@ -172,11 +177,16 @@ void linear_fwd_autocast_bf16_out(const float* x, const float* w, const float* b
 void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_bf16,
                                               const float* b, int64_t M, int64_t N, int64_t K,
                                               uint16_t* y);
-// w_bf16 (may be null): w's bf16 copy (ops::Bf16WeightCache) for the dX product instead of a
-// per-call rounding of w — the same round-to-nearest-even values, so the same dx.
+// Operands already in bf16 (each may be null: rounded here per call instead, from the f32 one) —
+// the same round-to-nearest-even values either way, so the same dx / dw:
+//   w_bf16  w's bf16 copy (ops::Bf16WeightCache) for the dX product;
+//   dy_bf16 dy rounded by its producer (then dy may be null; db needs the f32 dy);
+//   x_bf16  x rounded by its producer (then x may be null).
+// M, N, K > 0 when dy or x is null.
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
-                         const uint16_t* w_bf16 = nullptr);
+                         const uint16_t* w_bf16 = nullptr, const uint16_t* dy_bf16 = nullptr,
+                         const uint16_t* x_bf16 = nullptr);
 bool attention_autocast_supported(int64_t D);
 void attention_fwd_autocast(const float* q, const float* k, const float* v,
                             const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,

@@ -1,7 +1,7 @@
 // SwiGLU over bf16 gate/up (kernels.h's silu_mul_fwd_bf16in / silu_mul_fwd_bf16 /
-// silu_mul_bwd_bf16in): under bf16 autocast on CUDA the dense MLP's gate and up projections write
-// bf16 (PyTorch autocast's linear output dtype; docs/cuda.md), so ops::silu_mul and
-// ops::silu_mul_backward read them here, and the fused MLP past the decode GEMV's rows
+// silu_mul_bwd_bf16in / silu_mul_bwd_bf16): under bf16 autocast on CUDA the dense MLP's gate and up
+// projections write bf16 (PyTorch autocast's linear output dtype; docs/cuda.md), so ops::silu_mul
+// and ops::silu_mul_backward read them here, and the fused MLP past the decode GEMV's rows
 // (fused_gemm.h's swiglu_mlp_residual_gemm_bf16) writes its activation straight in bf16 for the
 // down projection.
 //
@@ -116,6 +116,31 @@ __global__ void silu_mul_bwd_bf16in_kernel(const float* dout, const uint16_t* ga
   }
 }
 
+// bf16 gate/up, f32 dout, bf16 dgate / dup: the backward whose gradients only feed the gate/up
+// linears' bf16 GEMMs (no bias), written rounded as f32_to_bf16 would round
+// silu_mul_bwd_bf16in's f32 outputs — the same silu_mul_grad values, each going straight into
+// the conversion.
+template <int V>
+__global__ void silu_mul_bwd_bf16_kernel(const float* dout, const uint16_t* gate,
+                                         const uint16_t* up, uint16_t* dgate, uint16_t* dup,
+                                         int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V], dgb[V], dub[V];
+    float d[V];
+    load<V>(dout + i, d);
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      float dg, du;
+      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg, du);
+      dgb[j] = to_bf16_bits(dg), dub[j] = to_bf16_bits(du);
+    }
+    store<V>(dgate + i, dgb);
+    store<V>(dup + i, dub);
+  }
+}
+
 #undef GYRE_FOR_GROUPS
 
 // Whether n and every pointer allow kVec-wide accesses (16 bytes covers both element sizes).
@@ -159,6 +184,14 @@ void silu_mul_bwd_bf16in(const float* dout, const uint16_t* gate, const uint16_t
            silu_mul_bwd_bf16in_kernel<decltype(v)::value>
                <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
          });
+}
+
+void silu_mul_bwd_bf16(const float* dout, const uint16_t* gate, const uint16_t* up, uint16_t* dgate,
+                       uint16_t* dup, int64_t n) {
+  launch(n, wide(n, {dout, gate, up, dgate, dup}), "silu_mul_bwd_bf16", [&](auto v, unsigned grid) {
+    silu_mul_bwd_bf16_kernel<decltype(v)::value>
+        <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
+  });
 }
 
 }  // namespace gyre::cuda
