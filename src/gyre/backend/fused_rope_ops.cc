@@ -61,7 +61,8 @@ void rope_paged_attention_(Tensor& q, const Tensor& k, const Tensor& v, const Te
                            const Tensor& cos, const Tensor& sin, const Tensor& slot_mapping,
                            Tensor& k_cache, Tensor& v_cache, const Tensor& cu_seqlens_q,
                            const Tensor& kv_lens, const Tensor& page_indptr,
-                           const Tensor& page_indices, float scale, Tensor& out) {
+                           const Tensor& page_indices, float scale, Tensor& out,
+                           bool slots_verified) {
   OpScope op_scope_("rope_paged_attention_");
   const char* op = "rope_paged_attention_";
   // Every check of the two ops, before anything changes.
@@ -72,7 +73,10 @@ void rope_paged_attention_(Tensor& q, const Tensor& k, const Tensor& v, const Te
   const int64_t B = cu_seqlens_q.numel() - 1, Hq = q.size(1), Hkv = k.size(1);
   bool fuse =
       rope_paged_attention_fuses(ra.dev, k_cache.dtype(), Hq, Hkv, ra.D, B, ra.T, st.max_q_len);
-  if (fuse && !st.recorded) {  // not vouched for by a KnownIndices scope: check host copies
+  // A recorded layout vouches for the page tables only, not for slot_mapping: without the
+  // caller's word, the two ops (no host copy inside a recorded step).
+  if (fuse && !slots_verified && st.recorded) fuse = false;
+  if (fuse && !slots_verified) {  // no recorded layout: check host copies
     const auto host = [](const Tensor& t) { return t.to(Device::cpu); };
     const Tensor cu_h = host(cu_seqlens_q), lens_h = host(kv_lens), ip_h = host(page_indptr);
     const Tensor pages_h = host(page_indices), slots_h = host(slot_mapping);

@@ -31,18 +31,21 @@ void rope_qk_paged_kv_write_(Tensor& q, const Tensor& k, const Tensor& v, const 
 // keys go where the attention reads them (decode_slots_match_pages, paged_ops.h) CUDA runs one
 // attention launch (plus the split combine when the keys are split) in which each CTA rotates the
 // q rows it reads and the CTA holding a sequence's new key writes it (backend/cuda/paged_bf16.h:
-// rope_paged_attention_bf16_decode); otherwise the two ops run. The slot condition is checked on
-// host copies unless the index arrays are recorded in a KnownIndices paged-layout scope: then the
-// recorder vouches for it (infer::PagedAttentionContext checks it once per step and calls this op
-// only when it holds). Bitwise also needs that no row reads a slot another row writes (true of the
-// engine's page tables; a padding row of a decode graph reads page 0's first slot and its output,
-// which is discarded, may then differ). Errors (before anything changes) are those of
-// rope_qk_paged_kv_write_ and paged_attention, prefixed with this op's name.
+// rope_paged_attention_bf16_decode); otherwise the two ops run. The slot condition: a caller that
+// checked it on the host (infer::PagedAttentionContext, once per step) passes slots_verified =
+// true; otherwise the op checks host copies — unless the index arrays are recorded in a
+// KnownIndices paged-layout scope (which vouches for the layout, not for slot_mapping), where a
+// host copy would synchronise inside a step: then the two ops run. Bitwise also needs that no row
+// reads a slot another row writes (true of the engine's page tables; a padding row of a decode
+// graph reads page 0's first slot — which a real row may be writing when its new token is the
+// first of page 0 — and its output, which is discarded, may then differ). Errors (before anything
+// changes) are those of rope_qk_paged_kv_write_ and paged_attention, prefixed with this op's name.
 void rope_paged_attention_(Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                            const Tensor& cos, const Tensor& sin, const Tensor& slot_mapping,
                            Tensor& k_cache, Tensor& v_cache, const Tensor& cu_seqlens_q,
                            const Tensor& kv_lens, const Tensor& page_indptr,
-                           const Tensor& page_indices, float scale, Tensor& out);
+                           const Tensor& page_indices, float scale, Tensor& out,
+                           bool slots_verified = false);
 
 // Whether rope_paged_attention_ can fuse for these sizes (host arithmetic only): a CUDA build, q
 // and the cache on CUDA, a bf16 cache, head dim 64 or 128, Hq a multiple of Hkv with at most 16

@@ -95,8 +95,8 @@ double TrainStep::run() {
     const ops::UseBf16WeightCache use_copies(copies_.cache());
     loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_);
   }
+  copies_.weights_changed();  // before the step, as rl::ActorTrainer (lower peak, never stale)
   opt_.step(params_, grad_list_);
-  copies_.weights_changed();
   return loss;
 }
 

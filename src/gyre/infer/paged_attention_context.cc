@@ -95,7 +95,7 @@ void PagedAttentionContext::rope_attend(int64_t layer, Tensor& q, Tensor& k, con
   if (decode_step_)  // one kernel (plus the split combine) where the op fuses, else the two below
     return ops::rope_paged_attention_(q, k, v, positions, cos, sin, slot_mapping_, kc, vc,
                                       cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale,
-                                      out);
+                                      out, /*slots_verified=*/true);  // decode_step_ checked them
   ops::rope_qk_paged_kv_write_(q, k, v, positions, cos, sin, slot_mapping_, kc, vc);
   ops::paged_attention(q, kc, vc, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, scale, out);
 }

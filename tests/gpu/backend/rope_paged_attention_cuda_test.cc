@@ -229,16 +229,27 @@ struct Result {
 
 enum class Path { two_ops, fused_op };
 
+// What the engine's context checks on the host once per step before it vouches for the slots
+// (ops::rope_paged_attention_'s slots_verified).
+bool slots_verified(const Inputs& in) {
+  const Step& s = in.s;
+  return s.T == s.B &&
+         ops::decode_slots_match_pages(s.cu.data(), s.kv.data(), s.indptr.data(), s.pages.data(),
+                                       s.slots.data(), s.B, in.c.page_size);
+}
+
 // Runs one path on fresh device copies of the inputs. `known`: inside a KnownIndices scope (always
 // when the case has a bound).
 Result run(const Inputs& in, Path path, bool known = false) {
   DeviceStep d = upload(in);
   ops::KnownIndices scope;
-  if (known || in.c.bound) record(scope, in, d);
+  const bool recorded = known || in.c.bound;
+  if (recorded) record(scope, in, d);
   const float scale = 1.0f / std::sqrt(float(in.c.h.D));
   if (path == Path::fused_op) {
+    // Under a recorded layout the caller vouches for the slots, as the engine's context does.
     ops::rope_paged_attention_(d.q, d.k, d.v, d.pos, d.cos, d.sin, d.slots, d.kc, d.vc, d.cu, d.kv,
-                               d.indptr, d.pages, scale, d.out);
+                               d.indptr, d.pages, scale, d.out, recorded && slots_verified(in));
   } else {
     ops::rope_qk_paged_kv_write_(d.q, d.k, d.v, d.pos, d.cos, d.sin, d.slots, d.kc, d.vc);
     ops::paged_attention(d.q, d.kc, d.vc, d.cu, d.kv, d.indptr, d.pages, scale, d.out);
@@ -372,9 +383,11 @@ void graph_case(const Heads& h, uint64_t seed) {
   ops::KnownIndices scope;
   record(scope, in, d);
   const float scale = 1.0f / std::sqrt(float(h.D));
+  const bool verified = slots_verified(in);
+  ASSERT_TRUE(verified);
   const auto fused = [&] {
     ops::rope_paged_attention_(d.q, d.k, d.v, d.pos, d.cos, d.sin, d.slots, d.kc, d.vc, d.cu, d.kv,
-                               d.indptr, d.pages, scale, d.out);
+                               d.indptr, d.pages, scale, d.out, verified);
   };
   cuda::CudaGraph graph;
   graph.capture(fused);
@@ -433,9 +446,11 @@ TEST(RopePagedAttentionCuda, OneLaunchFewer) {
     ops::KnownIndices scope;  // no device-to-host check copies (they would break the capture)
     record(scope, in, d);
     const float scale = 1.0f / std::sqrt(float(c.h.D));
+    const bool verified = slots_verified(in);
+    EXPECT_TRUE(verified) << describe(c);
     const auto fused = [&] {
       ops::rope_paged_attention_(d.q, d.k, d.v, d.pos, d.cos, d.sin, d.slots, d.kc, d.vc, d.cu,
-                                 d.kv, d.indptr, d.pages, scale, d.out);
+                                 d.kv, d.indptr, d.pages, scale, d.out, verified);
     };
     const auto two = [&] {
       ops::rope_qk_paged_kv_write_(d.q, d.k, d.v, d.pos, d.cos, d.sin, d.slots, d.kc, d.vc);
@@ -479,6 +494,12 @@ TEST(RopePagedAttentionCuda, MismatchedSlotsRunTheTwoOps) {
   EXPECT_EQ(got.kc, want.kc);
   EXPECT_EQ(got.vc, want.vc);
   EXPECT_EQ(got.q, want.q);  // rotated: the two ops ran
+  // Under a recorded layout without the caller's word on the slots: the two ops as well (the
+  // recorded layout says nothing about slot_mapping).
+  const Result got_known = run(in, Path::fused_op, /*known=*/true);
+  EXPECT_EQ(got_known.out, want.out);
+  EXPECT_EQ(got_known.kc, want.kc);
+  EXPECT_EQ(got_known.q, want.q);
 }
 
 TEST(RopePagedAttentionCuda, BadArgumentsChangeNothing) {
