@@ -146,7 +146,7 @@ std::vector<uint16_t> bits_of(const Tensor& t) {
 // Up to 8 rows where the GEMV applies (K % 8 == 0; K = 4104: split-K), with the engine's weight
 // cache and without one (the weight rounded per call): a bf16 y is exactly the f32 y rounded by
 // f32_to_bf16 — the GEMV's f32 columns, then one round-to-nearest-even conversion — which is also
-// what the fused gate/up GEMV computes in registers (fused_linear_cuda_test.cc).
+// what the fused gate/up GEMV computes in registers (fused_swiglu_cuda_test.cc).
 TEST(CudaAutocast, LinearIntoBf16AtDecodeRowsIsTheF32LinearRounded) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;

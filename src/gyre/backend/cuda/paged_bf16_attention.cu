@@ -687,6 +687,18 @@ AttnParams attn_params(const float* q, const uint16_t* k_cache, const uint16_t* 
   return p;
 }
 
+// The pool-scratch overloads' workspace: calls call(workspace, workspace_bytes) with the plan's
+// workspace for these sizes borrowed from the device pool (null and 0 when the plan needs none).
+// Stream-ordered: released when this returns, reused only after the kernels call launched.
+template <typename Call>
+void with_pool_workspace(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                         int64_t max_q_len, int64_t max_kv_len, Call&& call) {
+  const size_t need = workspace_for(make_plan(B, Hq, Hkv, max_q_len, max_kv_len), T, Hq, D);
+  std::optional<DeviceBuffer> scratch;
+  if (need > 0) scratch.emplace(need);
+  call(need > 0 ? scratch->as<void>() : nullptr, need);
+}
+
 constexpr const char* kFwd = "paged_attention_bf16_fwd";
 constexpr const char* kFused = "rope_paged_attention_bf16_decode";
 
@@ -727,13 +739,11 @@ void paged_attention_bf16_fwd(const float* q, const uint16_t* k_cache, const uin
                               float scale, int64_t max_q_len, int64_t max_kv_len, float* out) {
   if (T == 0 || B == 0) return;
   check_args(kFwd, q, k_cache, v_cache, out, B, T, Hq, Hkv, D, page_size, max_q_len, max_kv_len);
-  const size_t need = workspace_for(make_plan(B, Hq, Hkv, max_q_len, max_kv_len), T, Hq, D);
-  // Pool scratch, stream-ordered: released when this returns, reused only after these kernels.
-  std::optional<DeviceBuffer> scratch;
-  if (need > 0) scratch.emplace(need);
-  paged_attention_bf16_fwd(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr, page_indices, B,
-                           T, Hq, Hkv, D, page_size, scale, max_q_len, max_kv_len, out,
-                           need > 0 ? scratch->as<void>() : nullptr, need);
+  with_pool_workspace(B, T, Hq, Hkv, D, max_q_len, max_kv_len, [&](void* ws, size_t ws_bytes) {
+    paged_attention_bf16_fwd(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr, page_indices,
+                             B, T, Hq, Hkv, D, page_size, scale, max_q_len, max_kv_len, out, ws,
+                             ws_bytes);
+  });
 }
 
 void rope_paged_attention_bf16_decode(
@@ -778,13 +788,12 @@ void rope_paged_attention_bf16_decode(const float* q, const float* k, const floa
                                       int64_t max_kv_len, float* out) {
   if (B == 0) return;
   check_args(kFused, q, k_cache, v_cache, out, B, B, Hq, Hkv, D, page_size, 1, max_kv_len);
-  const size_t need = workspace_for(make_plan(B, Hq, Hkv, 1, max_kv_len), B, Hq, D);
-  std::optional<DeviceBuffer> scratch;  // pool scratch, as paged_attention_bf16_fwd's
-  if (need > 0) scratch.emplace(need);
-  rope_paged_attention_bf16_decode(q, k, v, positions, cos, sin, slot_mapping, k_cache, v_cache,
-                                   cu_seqlens_q, kv_lens, page_indptr, page_indices, B, Hq, Hkv, D,
-                                   page_size, scale, max_kv_len, out,
-                                   need > 0 ? scratch->as<void>() : nullptr, need);
+  // T = B (one new token a sequence) and max_q_len = 1: the sizes the other overload plans with.
+  with_pool_workspace(B, B, Hq, Hkv, D, 1, max_kv_len, [&](void* ws, size_t ws_bytes) {
+    rope_paged_attention_bf16_decode(q, k, v, positions, cos, sin, slot_mapping, k_cache, v_cache,
+                                     cu_seqlens_q, kv_lens, page_indptr, page_indices, B, Hq, Hkv,
+                                     D, page_size, scale, max_kv_len, out, ws, ws_bytes);
+  });
 }
 
 }  // namespace gyre::cuda

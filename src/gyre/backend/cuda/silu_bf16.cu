@@ -11,8 +11,11 @@
 // converted values, bit for bit. silu_mul_fwd_bf16 stores that f32 value rounded as f32_to_bf16
 // does (to_bf16_bits: round to nearest even, NaN kept a NaN); nothing after the product could
 // contract with it (it goes straight into the conversion), so its bits are f32_to_bf16 of
-// silu_mul_fwd_bf16in's output. The launch shape (grid-stride, as elementwise.cu, 4 elements a
-// thread where aligned) does not enter any element's arithmetic.
+// silu_mul_fwd_bf16in's output. Likewise silu_mul_bwd_bf16 of silu_mul_bwd_bf16in's. Each
+// direction's f32-out and bf16-out kernels run one body (silu_mul_fwd_groups /
+// silu_mul_bwd_groups): the same statements, differing only in out_value's store. The launch shape
+// (grid-stride, as elementwise.cu, 4 elements a thread where aligned) does not enter any element's
+// arithmetic.
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -67,34 +70,70 @@ static_assert(kVec == 4, "load/store move 4 elements");
   for (int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (V); i < (n); \
        i += int64_t(gridDim.x) * blockDim.x * (V))
 
+// An f32 result as an OutT output element: the value itself (f32 outputs) or rounded as
+// f32_to_bf16 rounds (to_bf16_bits; bf16 outputs). Each result goes straight into this, so the
+// f32 and bf16 kernels of a direction evaluate the same statements and differ only in the store.
+template <typename OutT>
+__device__ __forceinline__ OutT out_value(float v) {
+  static_assert(std::is_same_v<OutT, float> || std::is_same_v<OutT, uint16_t>);
+  if constexpr (std::is_same_v<OutT, float>)
+    return v;
+  else
+    return to_bf16_bits(v);
+}
+
+// The forward kernels' body: silu_mul over bf16 gate/up, each product stored as OutT.
+template <int V, typename OutT>
+__device__ __forceinline__ void silu_mul_fwd_groups(const uint16_t* gate, const uint16_t* up,
+                                                    OutT* out, int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V];
+    OutT o[V];
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      o[j] = out_value<OutT>(silu_mul_value(bf16_value(g[j]), bf16_value(u[j])));
+    store<V>(out + i, o);
+  }
+}
+
+// The backward kernels' body: silu_mul_grad over bf16 gate/up and f32 dout, each gradient stored
+// as OutT.
+template <int V, typename OutT>
+__device__ __forceinline__ void silu_mul_bwd_groups(const float* dout, const uint16_t* gate,
+                                                    const uint16_t* up, OutT* dgate, OutT* dup,
+                                                    int64_t n) {
+  GYRE_FOR_GROUPS(i, n, V) {
+    uint16_t g[V], u[V];
+    float d[V];
+    OutT dgo[V], duo[V];
+    load<V>(dout + i, d);
+    load<V>(gate + i, g);
+    load<V>(up + i, u);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      float dg, du;
+      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg, du);
+      dgo[j] = out_value<OutT>(dg), duo[j] = out_value<OutT>(du);
+    }
+    store<V>(dgate + i, dgo);
+    store<V>(dup + i, duo);
+  }
+}
+
 // bf16 gate/up, f32 out: ops::silu_mul on the autocast MLP's pre-activations.
 template <int V>
 __global__ void silu_mul_fwd_bf16in_kernel(const uint16_t* gate, const uint16_t* up, float* out,
                                            int64_t n) {
-  GYRE_FOR_GROUPS(i, n, V) {
-    uint16_t g[V], u[V];
-    float o[V];
-    load<V>(gate + i, g);
-    load<V>(up + i, u);
-#pragma unroll
-    for (int j = 0; j < V; ++j) o[j] = silu_mul_value(bf16_value(g[j]), bf16_value(u[j]));
-    store<V>(out + i, o);
-  }
+  silu_mul_fwd_groups<V>(gate, up, out, n);
 }
 
 // bf16 gate/up, bf16 out: the fused MLP's activation, the down projection's bf16 operand.
 template <int V>
 __global__ void silu_mul_bf16_kernel(const uint16_t* gate, const uint16_t* up, uint16_t* out,
                                      int64_t n) {
-  GYRE_FOR_GROUPS(i, n, V) {
-    uint16_t g[V], u[V], o[V];
-    load<V>(gate + i, g);
-    load<V>(up + i, u);
-#pragma unroll
-    for (int j = 0; j < V; ++j)
-      o[j] = to_bf16_bits(silu_mul_value(bf16_value(g[j]), bf16_value(u[j])));
-    store<V>(out + i, o);
-  }
+  silu_mul_fwd_groups<V>(gate, up, out, n);
 }
 
 // bf16 gate/up, f32 dout / dgate / dup: the training backward over the saved bf16 gate/up.
@@ -102,18 +141,7 @@ template <int V>
 __global__ void silu_mul_bwd_bf16in_kernel(const float* dout, const uint16_t* gate,
                                            const uint16_t* up, float* dgate, float* dup,
                                            int64_t n) {
-  GYRE_FOR_GROUPS(i, n, V) {
-    uint16_t g[V], u[V];
-    float d[V], dg[V], du[V];
-    load<V>(dout + i, d);
-    load<V>(gate + i, g);
-    load<V>(up + i, u);
-#pragma unroll
-    for (int j = 0; j < V; ++j)
-      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg[j], du[j]);
-    store<V>(dgate + i, dg);
-    store<V>(dup + i, du);
-  }
+  silu_mul_bwd_groups<V>(dout, gate, up, dgate, dup, n);
 }
 
 // bf16 gate/up, f32 dout, bf16 dgate / dup: the backward whose gradients only feed the gate/up
@@ -124,21 +152,7 @@ template <int V>
 __global__ void silu_mul_bwd_bf16_kernel(const float* dout, const uint16_t* gate,
                                          const uint16_t* up, uint16_t* dgate, uint16_t* dup,
                                          int64_t n) {
-  GYRE_FOR_GROUPS(i, n, V) {
-    uint16_t g[V], u[V], dgb[V], dub[V];
-    float d[V];
-    load<V>(dout + i, d);
-    load<V>(gate + i, g);
-    load<V>(up + i, u);
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      float dg, du;
-      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg, du);
-      dgb[j] = to_bf16_bits(dg), dub[j] = to_bf16_bits(du);
-    }
-    store<V>(dgate + i, dgb);
-    store<V>(dup + i, dub);
-  }
+  silu_mul_bwd_groups<V>(dout, gate, up, dgate, dup, n);
 }
 
 #undef GYRE_FOR_GROUPS
