@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -173,13 +174,15 @@ bool gemm_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K, cuda::G
 
 const float* bias_ptr(const Tensor& b) { return b.defined() ? b.f32() : nullptr; }
 
-// The RMSNorm in front of a fused linear (rms_norm_linear_*): its weight and eps, and where
-// rms_norm's own outputs go (null: nowhere).
+// The RMSNorm in front of a fused linear (rms_norm_linear_*): its weight and eps, where rms_norm's
+// own outputs go (null: nowhere), and where the linears' input operand goes for a backward
+// (operand: null, or assigned the bf16 GEMM operand / the f32 normed rows, see the header).
 struct Norm {
   const Tensor& w;
   float eps;
   Tensor* xn;
   Tensor* rstd;
+  Tensor* operand = nullptr;
 };
 
 // rms_norm's argument rules, checked up front (the fused path never calls rms_norm): a weight
@@ -292,8 +295,13 @@ void group_impl(const char* op, const Tensor& x, const Norm* nrm, std::span<cons
     fused = (wb[i] = gemv_weight(x, *w[i], M, K)) != nullptr;
   if constexpr (kCuda)
     if (fused) {
-      // rms_norm's outputs (when requested) are written by the first launch only.
-      cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
+      // rms_norm's outputs (when requested) are written by the first launch only. The GEMV reads
+      // f32 rows: a requested operand is rms_norm's f32 y.
+      Tensor xn_for_operand;
+      Norm with_xn = nrm ? *nrm : Norm{x, 0, nullptr, nullptr};
+      if (nrm && nrm->operand && !nrm->xn) with_xn.xn = &xn_for_operand;
+      cuda::RmsPrologue p = nrm ? prologue_of(op, with_xn, x, M) : cuda::RmsPrologue{};
+      if (nrm && nrm->operand) *nrm->operand = *with_xn.xn;
       for (size_t i = 0; i < w.size(); ++i)
         detail::prepare_out(op, "y", *y[i], out_shape(x, n[i]), DType::f32, Device::cuda);
       // Groups larger than the kernel's pointer table go in several launches.
@@ -327,10 +335,20 @@ void group_impl(const char* op, const Tensor& x, const Norm* nrm, std::span<cons
         g[i].y = y[i]->f32();
         g[i].n = n[i];
       }
+      // A requested operand is the GEMMs' own bf16 input, kept instead of scratch.
+      uint16_t* keep = nullptr;
+      if (nrm && nrm->operand) {
+        *nrm->operand = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
+        keep = nrm->operand->data<uint16_t>();
+      }
       return cuda::linear_group_gemm_bf16(x.f32(), nrm ? &p : nullptr, g.data(), int64_t(g.size()),
-                                          M, K);
+                                          M, K, keep);
     }
-  if (nrm) return linear_group(run_norm(*nrm, x), w, b, y);
+  if (nrm) {
+    Tensor xn = run_norm(*nrm, x);
+    if (nrm->operand) *nrm->operand = xn;
+    return linear_group(xn, w, b, y);
+  }
   for (size_t i = 0; i < w.size(); ++i) linear(x, *w[i], *b[i], *y[i]);
 }
 
@@ -405,9 +423,10 @@ void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate
 
 void rms_norm_linear_group(const Tensor& x, const Tensor& norm_w, float eps,
                            std::span<const Tensor* const> w, std::span<const Tensor* const> b,
-                           std::span<Tensor* const> y, Tensor* xn_out, Tensor* rstd_out) {
+                           std::span<Tensor* const> y, Tensor* xn_out, Tensor* rstd_out,
+                           Tensor* xn_operand_out) {
   detail::OpScope op_scope_("rms_norm_linear_group");
-  const Norm nrm{norm_w, eps, xn_out, rstd_out};
+  const Norm nrm{norm_w, eps, xn_out, rstd_out, xn_operand_out};
   group_impl("rms_norm_linear_group", x, &nrm, w, b, y);
 }
 
@@ -419,10 +438,57 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
   silu_mul_impl("rms_norm_linear_silu_mul", x, &nrm, w_gate, b_gate, w_up, b_up, out);
 }
 
+namespace {
+// linear_add_residual with a bf16 x (the attention's bf16 output feeding o_proj; CUDA under
+// autocast only). Where the f32 op would run the bias-free residual GEMM over x rounded to bf16
+// (more than 8 rows) and every other argument is what that path takes, the GEMM reads x directly:
+// bf16 -> f32 -> bf16 is exact, so that is the operand the f32 op would build. Anything else —
+// fewer rows (the GEMV reads f32), a bias, any argument the f32 op would reject — converts x to
+// f32 (exactly) and runs the f32 op, which then also reports any error.
+void linear_add_residual_bf16_x(const Tensor& x, const Tensor& w, const Tensor& b,
+                                const Tensor& residual, Tensor& y) {
+  const char* op = "linear_add_residual";
+  if (x.device() != Device::cuda || !bf16_autocast())
+    GYRE_THROW(invalid_argument,
+               "ops::{}: input 'x' is bf16 {}; only the CUDA backend under ops::Bf16Autocast "
+               "takes a bf16 x (the attention's bf16 output); pass an f32 x",
+               op,
+               x.device() == Device::cuda ? "outside an ops::Bf16Autocast scope" : "on the CPU");
+  if constexpr (kCuda) {
+    const int64_t K = x.dim() >= 1 ? x.size(-1) : 0, M = K > 0 ? x.numel() / K : 0;
+    // The GEMM plans assume cuBLASLt's default 256-byte operand alignment, which the f32 path's
+    // scratch copy has: a view that lacks it takes the conversion path below.
+    const bool args_ok = x.dim() >= 1 && reinterpret_cast<uintptr_t>(x.raw()) % 256 == 0 &&
+                         !b.defined() && w.defined() && w.device() == Device::cuda &&
+                         w.dtype() == DType::f32 && w.dim() == 2 && w.size(1) == K &&
+                         w.size(0) > 0 && residual.defined() && residual.device() == Device::cuda &&
+                         residual.dtype() == DType::f32 &&
+                         residual.shape() == out_shape(x, w.size(0)) &&
+                         (!y.defined() || (y.device() == Device::cuda && y.dtype() == DType::f32 &&
+                                           y.shape() == residual.shape() && !overlaps(y, x) &&
+                                           (y.raw() == residual.raw() || !overlaps(y, residual))));
+    cuda::GemmWeight wb;
+    if (args_ok && M > cuda::kGemvMaxRows && K > 0) {
+      // gemm_weight's lookup, asked with the f32 rows this x stands for (same rows and device).
+      Bf16WeightCache* cache = bf16_weight_cache();
+      wb = cache ? cuda::GemmWeight{cache->bf16(w), nullptr} : cuda::GemmWeight{nullptr, w.f32()};
+      detail::prepare_out(op, "y", y, residual.shape(), DType::f32, Device::cuda);
+      return cuda::linear_residual_gemm_bf16in(x.data<uint16_t>(), wb, residual.f32(), M, w.size(0),
+                                               K, y.f32());
+    }
+  }
+  Tensor xf = Tensor::empty(x.shape(), DType::f32, x.device());
+  copy(x, xf);  // exact
+  linear_add_residual(xf, w, b, residual, y);
+}
+}  // namespace
+
 void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,
                          Tensor& y) {
   detail::OpScope op_scope_("linear_add_residual");
   const char* op = "linear_add_residual";
+  if (x.defined() && x.dtype() == DType::bf16)
+    return linear_add_residual_bf16_x(x, w, b, residual, y);
   int64_t M = 0, K = 0;
   check_input(op, x, M, K);
   const int64_t N = check_weight_bias(op, {"w"}, &w, {"b"}, &b, x, K);
@@ -475,7 +541,7 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
 void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
                                   const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
                                   const Tensor& b_up, const Tensor& w_down, const Tensor& b_down,
-                                  const Tensor& residual, Tensor& out) {
+                                  const Tensor& residual, Tensor& out, SwigluMlpSaved* saved) {
   detail::OpScope op_scope_("rms_norm_swiglu_mlp_residual");
   const char* op = "rms_norm_swiglu_mlp_residual";
   // Every argument of both ops up front (the composition's own checks then never fire).
@@ -531,12 +597,39 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
     cuda::GemmWeight wg, wu, wd;
     if (!b_down.defined() && gemm_weight(x, w_gate, M, K, wg) && gemm_weight(x, w_up, M, K, wu) &&
         gemm_weight(x, w_down, M, I, wd)) {  // act: x's rows and device
-      const cuda::RmsPrologue p = prologue_of(op, nrm, x, M);
+      Tensor rstd_keep;
+      const Norm with_rstd{norm_w, eps, nullptr, saved ? &rstd_keep : nullptr};
+      const cuda::RmsPrologue p = prologue_of(op, with_rstd, x, M);
       detail::prepare_out(op, "out", out, ys, DType::f32, Device::cuda);
+      cuda::SwigluKeep keep;
+      if (saved) {  // the kernels write the operands the backward reads instead of scratch
+        saved->rstd = rstd_keep;
+        saved->xn = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
+        saved->gate = Tensor::empty(out_shape(x, I), DType::bf16, Device::cuda);
+        saved->up = Tensor::empty(out_shape(x, I), DType::bf16, Device::cuda);
+        keep = {saved->xn.data<uint16_t>(), saved->gate.data<uint16_t>(),
+                saved->up.data<uint16_t>()};
+      }
       return cuda::swiglu_mlp_residual_gemm_bf16(x.f32(), &p, wg, bias_ptr(b_gate), wu,
                                                  bias_ptr(b_up), wd, residual.f32(), M, K, I, N,
-                                                 out.f32());
+                                                 out.f32(), keep);
     }
+  }
+  if (saved) {
+    // A saving forward elsewhere: the definition spelled out, keeping what the backward reads —
+    // rms_norm, gate/up in swiglu_gate_up_dtype (ops::linear into them), silu_mul, then the down
+    // projection with its residual. rms_norm_linear_silu_mul is bitwise this composition on every
+    // path (fused_linear_ops.h), so the values are those of the non-saving call.
+    saved->xn = Tensor(), saved->rstd = Tensor();
+    rms_norm(x, norm_w, eps, saved->xn, saved->rstd);
+    const DType act_dt = swiglu_gate_up_dtype(saved->xn);
+    saved->gate = Tensor::empty(out_shape(x, I), act_dt, x.device());
+    saved->up = Tensor::empty(out_shape(x, I), act_dt, x.device());
+    linear(saved->xn, w_gate, b_gate, saved->gate);
+    linear(saved->xn, w_up, b_up, saved->up);
+    Tensor act = Tensor::empty(out_shape(x, I), x.dtype(), x.device());
+    silu_mul(saved->gate, saved->up, act);
+    return linear_add_residual(act, w_down, b_down, residual, out);
   }
   // Everywhere else (the CPU, f64, f32 without autocast, the 1..8-row GEMVs, a down bias): the
   // composition.

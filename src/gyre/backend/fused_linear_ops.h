@@ -35,8 +35,14 @@
 // bf16 rounding of its f32 value (what linear_add_residual's cast of it would produce), so the
 // down GEMM's operand — and with it the result — is the composition's; elsewhere it runs the two
 // ops in order.
-// Forward only (nothing is saved for a backward). Declared here rather than in ops.h;
-// implementation: fused_linear_ops.cc.
+// Forward ops: they have no backward of their own, but rms_norm_linear_group and
+// rms_norm_swiglu_mlp_residual can hand a saving forward (the trainer's) what the unfused ops'
+// backward reads — the linears' input operand, rms_norm's rstd, the SwiGLU's gate/up — so the
+// trainer's forward takes the same fused path as the scoring forward. On the shared-input GEMM
+// path the input operand is kept as the GEMMs' own bf16 rounding of the normed rows (half the
+// bytes of the f32 rows, and exactly what linear_backward's autocast path would round them to, so
+// the gradients are the same bits). Declared here rather than in ops.h; implementation:
+// fused_linear_ops.cc.
 //
 // Errors (before any tensor changes): an empty group, lists of different lengths, a null or
 // undefined tensor, a weight that is not 2-D or whose K differs from x's last dim, a bias or
@@ -72,6 +78,10 @@ void linear_silu_mul(const Tensor& x, const Tensor& w_gate, const Tensor& b_gate
                      const Tensor& w_up, const Tensor& b_up, Tensor& out);
 
 // y = (x·wᵀ + b) + residual, residual shaped like y. y may be the residual tensor itself (not x).
+// x may be bf16 on CUDA under autocast (the attention's bf16 output feeding o_proj): the result is
+// then the op's on the f32 tensor holding the same values, bit for bit — past 8 rows without a
+// bias the residual GEMM reads x as its bf16 operand directly; elsewhere x is converted first.
+// A bf16 x on the CPU or outside autocast is an Error.
 void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual,
                          Tensor& y);
 
@@ -79,10 +89,14 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
 // is [K] (x's last dim), eps finite and >= 0, as for ops::rms_norm. xn_out and rstd_out, when not
 // null, receive rms_norm's outputs (the normed rows and the per-row rstd, allocated if undefined;
 // they must not share memory with x, norm_w or the outputs); null: they are not materialised.
+// xn_operand_out, when not null, is assigned (whatever it held before) the linears' input as a
+// backward needs it: on the shared-input GEMM path (CUDA, autocast, more than 8 rows) a new bf16
+// tensor holding the GEMMs' operand — the normed rows rounded once; elsewhere rms_norm's f32 y
+// (the same tensor as *xn_out when that is requested too).
 void rms_norm_linear_group(const Tensor& x, const Tensor& norm_w, float eps,
                            std::span<const Tensor* const> w, std::span<const Tensor* const> b,
                            std::span<Tensor* const> y, Tensor* xn_out = nullptr,
-                           Tensor* rstd_out = nullptr);
+                           Tensor* rstd_out = nullptr, Tensor* xn_operand_out = nullptr);
 
 // linear_silu_mul(rms_norm(x, norm_w, eps), w_gate, b_gate, w_up, b_up, out): the decode layer's
 // post-attention norm and gate/up. norm_w, eps, xn_out, rstd_out as for rms_norm_linear_group.
@@ -102,10 +116,20 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
 // The residual may share memory with x (it is only read). Every argument is checked before any
 // tensor changes, with the errors of the other ops (naming w_down, b_down, residual, out).
 // The intermediate act [.., I] is not returned: on the fused path (CUDA, autocast, more than 8
-// rows, no b_down) it exists only as bf16 scratch.
+// rows, no b_down) it exists only as bf16 scratch; a backward recomputes it from gate and up.
+//
+// saved, when not null, has every field assigned (whatever it held before) with what the SwiGLU
+// MLP's backward reads: xn the gate/up linears' input (on the fused path the GEMMs' bf16 operand,
+// else rms_norm's f32 y — see rms_norm_linear_group's xn_operand_out), rstd rms_norm's [rows],
+// gate and up the pre-activations in swiglu_gate_up_dtype(x). Values are those of the call
+// without it, bit for bit.
+struct SwigluMlpSaved {
+  Tensor xn, rstd, gate, up;
+};
 void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
                                   const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,
                                   const Tensor& b_up, const Tensor& w_down, const Tensor& b_down,
-                                  const Tensor& residual, Tensor& out);
+                                  const Tensor& residual, Tensor& out,
+                                  SwigluMlpSaved* saved = nullptr);
 
 }  // namespace gyre::ops

@@ -7,7 +7,8 @@
 // its position and the valid range. Float tensors of one call share one dtype, f32 (the backend's
 // working type) or f64 (used by the finite-difference tests). The tensors of one call live on one
 // device: CPU tensors run the CPU kernels, CUDA tensors (f32 only — except the autocast MLP's bf16
-// gate/up: linear's bf16 y under Bf16Autocast, silu_mul's and its backward's bf16 gate/up) the CUDA
+// gate/up: linear's bf16 y under Bf16Autocast, silu_mul's and its backward's bf16 gate/up; and
+// linear's bf16 x under Bf16Autocast, the bf16 attention output of rope_attention_ops.h) the CUDA
 // kernels (backend/cuda/kernels.h; under a Bf16Autocast scope linear and attention run their bf16
 // variants), validated the same way — index data is checked on a host copy. A CUDA
 // tensor in a build without the CUDA backend raises Error(unsupported). An undefined
@@ -86,6 +87,27 @@ void check_bf16_linear_output(Device dev, DType dt) {
     GYRE_THROW(invalid_argument, "ops::linear: output 'y' is bf16 but 'x' is {}; {}",
                dtype_name(dt), fix);
 }
+// A bf16 x of ops::linear: only the CUDA backend under Bf16Autocast reads one (the attention
+// output of ops::rope_attention_varlen, rope_attention_ops.h: the values the autocast GEMM would
+// round an f32 x to), with f32 w and b; anywhere else a clear error before anything runs.
+void check_bf16_linear_input(Device dev, DType dt) {
+  const char* fix =
+      "pass an f32 x (convert it first: ops::copy into an f32 tensor); a bf16 x is the autocast "
+      "attention output";
+  if (dev != Device::cuda)
+    GYRE_THROW(invalid_argument,
+               "ops::linear: input 'x' is bf16 but the tensors are on {}: only the CUDA backend "
+               "under ops::Bf16Autocast reads a bf16 x; {}",
+               device_name(dev), fix);
+  if (!bf16_autocast())
+    GYRE_THROW(invalid_argument,
+               "ops::linear: input 'x' is bf16 outside an ops::Bf16Autocast scope: the f32 path "
+               "reads f32; {}",
+               fix);
+  if (dt != DType::f32)
+    GYRE_THROW(invalid_argument, "ops::linear: input 'x' is bf16 but 'w' is {}; {}", dtype_name(dt),
+               fix);
+}
 }  // namespace
 
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
@@ -94,10 +116,14 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   check_defined(op, "x", x);
   check_defined(op, "w", w);
   const Device dev = op_device(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", &y}});
-  // y may be bf16 (CUDA, autocast: the f32 result rounded once); the other tensors share x's dtype.
+  // y may be bf16 (CUDA, autocast: the f32 result rounded once), and so may x (CUDA, autocast: the
+  // bf16 attention output); the other tensors share one float dtype.
   const bool y_bf16 = y.defined() && y.dtype() == DType::bf16;
-  const Tensor no_y;
-  DType dt = float_dtype(op, {{"x", &x}, {"w", &w}, {"b", &b}, {"y", y_bf16 ? &no_y : &y}});
+  const bool x_bf16 = x.dtype() == DType::bf16;
+  const Tensor none;
+  DType dt = float_dtype(
+      op, {{"x", x_bf16 ? &none : &x}, {"w", &w}, {"b", &b}, {"y", y_bf16 ? &none : &y}});
+  if (x_bf16) check_bf16_linear_input(dev, dt);
   if (y_bf16) check_bf16_linear_output(dev, dt);
   GYRE_CHECK(w.dim() == 2, "ops::linear: weight must be [N, K], got {}", shape_str(w.shape()));
   const int64_t N = w.size(0), K = w.size(1);
@@ -112,6 +138,14 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (x_bf16) {  // checked above: autocast is on
+        const uint16_t* wc = nullptr;
+        if (Bf16WeightCache* cache = bf16_weight_cache(); cache && M > 0 && N > 0 && K > 0)
+          wc = cache->bf16(w);
+        return cuda::linear_fwd_autocast_bf16_x(x.data<uint16_t>(), w.f32(), wc, ptr<float>(b), M,
+                                                N, K, y_bf16 ? nullptr : y.f32(),
+                                                y_bf16 ? y.data<uint16_t>() : nullptr);
+      }
       if (y_bf16) {  // checked above: autocast is on
         uint16_t* yb = y.data<uint16_t>();
         if (Bf16WeightCache* cache = bf16_weight_cache(); cache && M > 0 && N > 0 && K > 0)

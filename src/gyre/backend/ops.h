@@ -236,8 +236,11 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
           int64_t ldc);
 
 // y[M,N] = x[M,K] · w[N,K]^T + b[N]   (torch.nn.Linear layout; b may be undefined)
-// y may be bf16 on CUDA under Bf16Autocast (f32 x, w, b): the f32-accumulated x·wᵀ + b rounded
-// once to bf16 (round to nearest even). A bf16 y anywhere else: Error(invalid_argument).
+// y may be bf16 on CUDA under Bf16Autocast (f32 w, b): the f32-accumulated x·wᵀ + b rounded
+// once to bf16 (round to nearest even). x may be bf16 there too (the attention output of
+// ops::rope_attention_varlen, rope_attention_ops.h): bitwise linear on the f32 tensor holding the
+// same values (the autocast GEMM reads x instead of rounding an f32 copy; up to 8 rows x is
+// widened to f32 for the GEMV). A bf16 x or y anywhere else: Error(invalid_argument).
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 // dx[M,K] = dy · w (or += when accumulate_dx); dw[N,K] += dy^T · x; db[N] += Σ_rows dy.
 // Any of dx/dw/db may be undefined (not computed).

@@ -6,6 +6,7 @@
 
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
+#include "gyre/backend/rope_attention_ops.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
 #include "gyre/model/tensor_parallel.h"
@@ -47,21 +48,25 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
-  // A forward that saves nothing — the rollout engine's (a KV-cache context), the scoring forward
-  // (no context: old/ref log-probs) and recompute's first pass in training — takes the fused
+  // Every forward — the rollout engine's (a KV-cache context), the scoring forward (no context:
+  // old/ref log-probs), the trainer's saving forward and recompute's two passes — takes the fused
   // linears (decode_fusion.h): q/k/v behind the folded input norm, o_proj with the residual in its
   // epilogue, the SwiGLU MLP as one op. They are bitwise the unfused ops below (their contract,
-  // fused_linear_ops.h), so a saving forward — the trainer's, or recompute's second pass over the
-  // same layer input — computes the same values bit for bit: the first step's policy ratio stays
-  // exactly 1, and recompute's x (and its saved activations) are those of the first pass.
-  const bool fuse = !s && decode_fusion();
-  // RoPE fused with the KV write and the paged attention: only over a context.
-  const bool fuse_attend = fuse && a.context;
+  // fused_linear_ops.h), and a saving forward gets from them what the backward reads (the
+  // linears' bf16 input operands past 8 rows under autocast, rstd, gate/up), so the scoring and
+  // the training forward compute the same values bit for bit: the first step's policy ratio stays
+  // exactly 1, and recompute's x (and its saved activations) are those of the first pass. The
+  // unfused ops run with decode fusion off (set_decode_fusion(false): the tests' reference).
+  const bool fuse = decode_fusion();
+  // RoPE fused with the KV write and the paged attention: only over a context (never saving).
+  const bool fuse_attend = fuse && !s && a.context;
   // Residual epilogues only without TP: row-parallel o/down must reduce before bias and residual.
   const bool fuse_residual = fuse && !a.tp;
 
   // --- attention block
-  Tensor xn1, rstd1;  // saved for the backward; the fused path (nothing saved) never forms them
+  // Saved for the backward: rstd1 and xn1, the q/k/v linears' input — bf16 (the GEMMs' operand)
+  // on the fused GEMM path, f32 elsewhere; linear_backward takes either.
+  Tensor xn1, rstd1;
   Tensor q = empty({T, Hq * D}, dev), k = empty({T, Hkv * D}, dev), v = empty({T, Hkv * D}, dev);
   if (fuse) {
     // Input norm folded into the q/k/v GEMV (or the GEMMs' bf16 input cast past 8 rows): bitwise
@@ -69,7 +74,8 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     const Tensor* ws[] = {&w.q_w, &w.k_w, &w.v_w};
     const Tensor* bs[] = {&w.q_b, &w.k_b, &w.v_b};
     Tensor* ys[] = {&q, &k, &v};
-    ops::rms_norm_linear_group(x, w.input_norm, eps, ws, bs, ys);
+    ops::rms_norm_linear_group(x, w.input_norm, eps, ws, bs, ys, nullptr, s ? &rstd1 : nullptr,
+                               s ? &xn1 : nullptr);
   } else {
     xn1 = empty({T, H}, dev), rstd1 = empty({T}, dev);
     ops::rms_norm(x, w.input_norm, eps, xn1, rstd1);
@@ -92,12 +98,25 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(q_raw, w.q_norm, eps, q, rstd_q);
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
-  Tensor attn = empty({T, Hq, D}, dev), lse;
+  Tensor attn, lse;
   if (fuse_attend) {
     // RoPE fused with the context's KV write (the paged context: one launch for both), bitwise
     // the rope_ calls and attend below; k is not needed afterwards (nothing is saved).
+    attn = empty({T, Hq, D}, dev);
     a.context->rope_attend(layer, q, k, v, a.positions, a.cos, a.sin, a.scale, attn);
+  } else if (fuse && !a.context) {
+    // RoPE fused with the training attention (rope_attention_ops.h), bitwise the rope_ calls and
+    // attention_varlen below: under autocast past 8 rows one kernel rotates and rounds q/k/v to the
+    // attention's bf16 operands (kept for the backward when saving) and the output stays bf16 —
+    // o_proj's GEMM reads it as its operand, the backward as its x and dout's partner.
+    attn = Tensor::empty({T, Hq, D}, ops::attention_out_dtype(q), dev);
+    lse = empty({T, Hq}, dev);
+    ops::RopeAttentionSaved operands;
+    ops::rope_attention_varlen(q, k, v, a.positions, a.cos, a.sin, a.cu_seqlens, a.scale, attn, lse,
+                               s ? &operands : nullptr);
+    q = operands.q, k = operands.k, v = operands.v;  // saved below (undefined when not saving)
   } else {
+    attn = empty({T, Hq, D}, dev);
     ops::rope_(q, a.positions, a.cos, a.sin);
     ops::rope_(k, a.positions, a.cos, a.sin);
     if (a.context) {
@@ -117,7 +136,9 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
 
   // --- MLP block
   Tensor xn2, rstd2, out, gate, up;
-  const bool fuse_mlp = fuse && !w.moe;
+  // A saving forward under TP takes the unfused MLP (its fused op, rms_norm_linear_silu_mul, does
+  // not hand out gate/up).
+  const bool fuse_mlp = fuse && !w.moe && (!s || fuse_residual);
   if (!fuse_mlp) {
     xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
     ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);
@@ -127,14 +148,18 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     // the autocast bf16 pre-activations.
     out = moe_forward(c, w, xn2, s ? &s->moe : nullptr);
     ops::add(out, h, out);  // residual
-  } else if (fuse) {
+  } else if (fuse_mlp) {
     out = empty({T, H}, dev);
     if (fuse_residual) {
       // The whole MLP with its residual: rms_norm_linear_silu_mul (post-attention norm folded
       // into gate/up), then linear_add_residual for down_proj — bitwise that composition, with
-      // the down_proj input cast folded into the SwiGLU kernel past the GEMV's rows.
+      // the down_proj input cast folded into the SwiGLU kernel past the GEMV's rows. A saving
+      // forward gets xn2 (bf16 past 8 rows under autocast), rstd2 and gate/up from it.
+      ops::SwigluMlpSaved mlp_saved;
       ops::rms_norm_swiglu_mlp_residual(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b,
-                                        w.down_w, w.down_b, h, out);
+                                        w.down_w, w.down_b, h, out, s ? &mlp_saved : nullptr);
+      xn2 = mlp_saved.xn, rstd2 = mlp_saved.rstd;
+      gate = mlp_saved.gate, up = mlp_saved.up;
     } else {
       Tensor act = empty({T, c.intermediate_size}, dev);
       // Post-attention norm folded into the gate/up GEMV: bitwise rms_norm then linear_silu_mul.
@@ -217,12 +242,20 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   Tensor dattn = empty({T, Hq * D}, dev);
   ops::linear_backward(dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w, g.o_b);
   Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
-  ops::attention_varlen_backward(dattn.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
-                                 a.cu_seqlens, a.scale, dq, dk, dv);
+  if (decode_fusion() || s.q.dtype() == DType::bf16) {
+    // The fused backward (the forward's bf16 operands as they are, dq/dk widened and rotated back
+    // in one kernel) is bitwise the composition below, and takes f32 operands too.
+    ops::rope_attention_varlen_backward(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn, s.lse,
+                                        a.positions, a.cos, a.sin, a.cu_seqlens, a.scale, dq, dk,
+                                        dv);
+  } else {
+    ops::attention_varlen_backward(dattn.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
+                                   a.cu_seqlens, a.scale, dq, dk, dv);
+    // The RoPE rotation is orthogonal: its backward is the inverse rotation.
+    ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
+    ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
+  }
   dattn = Tensor();
-  // The RoPE rotation is orthogonal: its backward is the inverse rotation.
-  ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
-  ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
   if (c.qk_norm) {
     Tensor dq_raw = empty({T, Hq, D}, dev), dk_raw = empty({T, Hkv, D}, dev);
     if (a.tp) {

@@ -12,9 +12,15 @@
 namespace gyre::model {
 
 // Returns the layer output [T, H]. `save` (may be null) receives what backward needs. Dtypes: every
-// saved tensor is f32, except the dense MLP's gate/up (LayerSaved::gate / up, [T, I]), which are
-// bf16 when the layer runs on CUDA under ops::Bf16Autocast (ops::swiglu_gate_up_dtype: half the
-// saved-activation bytes of gate/up) and f32 otherwise; MoE experts' gate/up stay f32.
+// saved tensor is f32, except (1) the dense MLP's gate/up (LayerSaved::gate / up, [T, I]), which
+// are bf16 when the layer runs on CUDA under ops::Bf16Autocast (ops::swiglu_gate_up_dtype: half the
+// saved-activation bytes of gate/up) and f32 otherwise — MoE experts' gate/up stay f32; (2) the
+// normed inputs xn1 / xn2 of the q/k/v and gate/up linears, which are the GEMMs' bf16 operands
+// where the fused linears run their shared-input GEMMs (CUDA, autocast, more than 8 rows, decode
+// fusion on; xn2 only for the dense MLP without TP) — the bits linear_backward would round the f32
+// rows to, so the gradients are unchanged; (3) the attention's operands q/k/v (rotated) and its
+// output attn, bf16 under the same conditions without a KV-cache context
+// (ops::rope_attention_varlen: the values the bf16 attention kernels read and write).
 Tensor layer_forward(const ModelConfig& config, int64_t layer, const LayerTensors& w,
                      const AttnInputs& a, const Tensor& x, LayerSaved* save);
 

@@ -9,12 +9,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "gpu/backend/fused_linear_test_util.h"
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
+#include "gyre/core/error.h"
 
 namespace gyre {
 namespace {
@@ -141,6 +143,59 @@ TEST(FusedLinearCuda, GemmAddResidualIsBitwiseLinearThenAdd) {
       }
     }
   }
+}
+
+// A bf16 x (the attention's bf16 output feeding o_proj, rope_attention_ops.h) gives bitwise the
+// op on the f32 tensor holding the same values: past 8 rows without a bias the residual GEMM reads
+// x as its operand directly (one kernel fewer: no input cast), elsewhere — 1..8 rows (the GEMV), a
+// bias, a view off cuBLASLt's 256-byte alignment — x is widened first. With and without a weight
+// cache; y separate, the residual itself, or allocated. Outside autocast a bf16 x is an error.
+TEST(FusedLinearCuda, AddResidualOverABf16XIsTheF32OpOnTheSameValues) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t K = 896, N = 896;
+  Tensor gw = gpu(randn({N, K}, 1200, 0.05f)), gb = gpu(randn({N}, 1201)), none;
+  for (bool cached : {false, true}) {
+    ops::Bf16WeightCache cache;
+    ops::Bf16Autocast autocast;
+    std::optional<ops::UseBf16WeightCache> use;
+    if (cached) use.emplace(&cache);
+    for (int64_t M : {1, 8, 9, 300}) {
+      for (bool bias : {false, true}) {
+        SCOPED_TRACE(std::string(cached ? "cache" : "no cache") + " M " + std::to_string(M) +
+                     (bias ? " bias" : ""));
+        // x16 holds bf16 values; x32 the same values in f32.
+        Tensor x32 = gpu(round_bf16(randn({M, K}, 1210 + M))), gr = gpu(randn({M, N}, 1220 + M));
+        Tensor x16 = Tensor::empty({M, K}, DType::bf16, Device::cuda);
+        ops::copy(x32, x16);
+        const Tensor& pb = bias ? gb : none;
+        Tensor want;
+        ops::linear_add_residual(x32, gw, pb, gr, want);
+        Tensor y;
+        ops::linear_add_residual(x16, gw, pb, gr, y);
+        expect_bitwise(y, want, "allocated y");
+        Tensor in_place = gr.clone();
+        ops::linear_add_residual(x16, gw, pb, in_place, in_place);
+        expect_bitwise(in_place, want, "y is the residual");
+        if (M == 300) {
+          // A bf16 view 8 elements into its storage: off the 256-byte alignment.
+          Tensor big = Tensor::empty({M * K + 8}, DType::bf16, Device::cuda);
+          Tensor view = big.narrow(8, M * K).reshape({M, K});
+          ops::copy(x16, view);
+          Tensor yv;
+          ops::linear_add_residual(view, gw, pb, gr, yv);
+          expect_bitwise(yv, want, "misaligned bf16 view");
+          if (!bias) {
+            const size_t n16 = kernels_warm([&] { ops::linear_add_residual(x16, gw, pb, gr, y); });
+            const size_t n32 = kernels_warm([&] { ops::linear_add_residual(x32, gw, pb, gr, y); });
+            EXPECT_EQ(n32 - n16, 1u) << "the input cast";
+          }
+        }
+      }
+    }
+  }
+  Tensor x16 = Tensor::empty({9, K}, DType::bf16, Device::cuda), y;
+  ops::copy(gpu(randn({9, K}, 1)), x16);
+  EXPECT_THROW(ops::linear_add_residual(x16, gw, none, gpu(randn({9, N}, 2)), y), Error);
 }
 
 }  // namespace

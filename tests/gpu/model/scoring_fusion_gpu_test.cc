@@ -5,10 +5,11 @@
 // tokens (the shared-input GEMMs) and T <= 8 (the decode GEMVs with a weight cache, the unfused
 // ops without), the final hidden states (hidden_only) and the full logits are bitwise equal
 // (memcmp) for the scoring forward with the fusion on, the training forward (save_for_backward:
-// the unfused ops), the training forward with recompute (its first pass saves nothing: the fused
-// ops) and the scoring forward with the fusion off — with and without an installed bf16 weight
-// cache. Recompute's gradients (fused first pass, unfused second pass) are bitwise the plain
-// backward's. Under bf16 both compute the MLP's gate/up in bf16 (the fused GEMV rounding in
+// the fused ops, which hand it what the backward reads), the training forward with recompute, and
+// the scoring and training forwards with the fusion off (the unfused ops) — with and without an
+// installed bf16 weight cache. Gradients with the fusion on (bf16 saved GEMM operands xn1/xn2
+// past 8 rows) are bitwise those with it off (f32 xn1/xn2 that linear_backward rounds), with and
+// without recompute. Under bf16 both compute the MLP's gate/up in bf16 (the fused GEMV rounding in
 // registers, the GEMMs and ops::linear through one bf16-output function), and the training forward
 // saves them bf16. Past 8 rows the fused scoring forward launches fewer kernels than the unfused
 // one (so the comparisons above do not compare the unfused ops with themselves). Skips without a
@@ -65,7 +66,7 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-enum class Pass { scoring_fused, training, training_recompute, scoring_unfused };
+enum class Pass { scoring_fused, training, training_recompute, scoring_unfused, training_unfused };
 
 const char* pass_name(Pass p) {
   switch (p) {
@@ -73,13 +74,14 @@ const char* pass_name(Pass p) {
     case Pass::training: return "training forward (save_for_backward)";
     case Pass::training_recompute: return "training forward with recompute";
     case Pass::scoring_unfused: return "scoring forward, fusion off";
+    case Pass::training_unfused: return "training forward, fusion off";
   }
   return "?";
 }
 
 // The forward's output (hidden states or logits) on the host.
 std::vector<float> run(CausalLM& m, const Batch& b, bool hidden_only, Pass p) {
-  FusionScope fusion(p != Pass::scoring_unfused);
+  FusionScope fusion(p != Pass::scoring_unfused && p != Pass::training_unfused);
   ForwardOptions o;
   o.hidden_only = hidden_only;
   if (p == Pass::scoring_fused || p == Pass::scoring_unfused) return host(m.forward(b, o));
@@ -109,42 +111,65 @@ TEST(ScoringFusionGpu, ScoringForwardIsBitwiseTheTrainingAndTheUnfusedForward) {
         const std::vector<float> want = run(*m, b, hidden_only, Pass::scoring_unfused);
         ASSERT_EQ(int64_t(want.size()), b.num_tokens() * (hidden_only ? m->config().hidden_size
                                                                       : m->config().vocab_size));
-        for (Pass p : {Pass::scoring_fused, Pass::training, Pass::training_recompute})
+        for (Pass p : {Pass::scoring_fused, Pass::training, Pass::training_recompute,
+                       Pass::training_unfused})
           EXPECT_TRUE(bitwise_equal(run(*m, b, hidden_only, p), want)) << pass_name(p);
       }
     }
   }
 }
 
-// Recompute's first pass saves nothing (the fused ops), its second pass saves (the unfused ops):
-// the same activations bit for bit, so the gradients are the plain backward's exactly.
-TEST(ScoringFusionGpu, RecomputeGradientsAreBitwiseThePlainBackwards) {
+void expect_same_gradients(const LossAndGrad& got, const LossAndGrad& want) {
+  EXPECT_EQ(got.loss, want.loss);
+  ASSERT_EQ(got.grads.tensors.size(), want.grads.tensors.size());
+  for (size_t i = 0; i < got.grads.tensors.size(); ++i)
+    EXPECT_TRUE(
+        bitwise_equal(host(got.grads.tensors[i].tensor), host(want.grads.tensors[i].tensor)))
+        << got.grads.tensors[i].name;
+}
+
+// Recompute's first pass saves nothing, its second pass saves: the same activations bit for bit,
+// so the gradients are the plain backward's exactly. With the fusion on both passes take the fused
+// ops; the reference is the unfused training forward and backward (fusion off): past 8 rows the
+// fused forward saves the bf16 GEMM operands of q/k/v and gate/up, the unfused one f32 rows that
+// linear_backward rounds to the same bits, so the gradients agree exactly too.
+TEST(ScoringFusionGpu, TrainingGradientsAreBitwiseWithAndWithoutFusionAndRecompute) {
   GYRE_SKIP_WITHOUT_GPU();
   auto m = bf16_model();
-  const auto seqs = seqs_of({5, 37, 90});
-  const std::vector<int32_t> prompt_lens = {2, 10, 30};
-  const std::vector<float> adv = {0.5f, -1.0f, 1.0f};
-  LossAndGrad plain = policy_gradient_loss_and_grad(*m, seqs, prompt_lens, adv);
-  m->set_recompute(true);
-  LossAndGrad re = policy_gradient_loss_and_grad(*m, seqs, prompt_lens, adv);
-  m->set_recompute(false);
-  EXPECT_EQ(re.loss, plain.loss);
-  ASSERT_EQ(re.grads.tensors.size(), plain.grads.tensors.size());
-  for (size_t i = 0; i < re.grads.tensors.size(); ++i)
-    EXPECT_TRUE(
-        bitwise_equal(host(re.grads.tensors[i].tensor), host(plain.grads.tensors[i].tensor)))
-        << re.grads.tensors[i].name;
+  for (const std::vector<int>& lens : std::vector<std::vector<int>>{{5, 37, 90}, {3, 4}}) {
+    const auto seqs = seqs_of(lens);
+    SCOPED_TRACE("T = " + std::to_string(Batch::pack(seqs).num_tokens()));
+    const std::vector<int32_t> prompt_lens(lens.size(), 2);
+    const std::vector<float> adv =
+        lens.size() == 3 ? std::vector<float>{0.5f, -1.0f, 1.0f} : std::vector<float>{0.5f, -1.0f};
+    auto grads = [&](bool fusion, bool recompute) {
+      FusionScope f(fusion);
+      m->set_recompute(recompute);
+      LossAndGrad r = policy_gradient_loss_and_grad(*m, seqs, prompt_lens, adv);
+      m->set_recompute(false);
+      return r;
+    };
+    const LossAndGrad want = grads(false, false);
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE(recompute ? "recompute" : "no recompute");
+      expect_same_gradients(grads(true, recompute), want);
+    }
+  }
 }
 
 // The training forward saves the dense MLP's gate/up in the autocast policy's dtype: bf16 [T, I]
-// under bf16 on the GPU (half the bytes: saved_bytes drops by 2·T·I·2 per layer against f32), f32
-// with f32 precision and on the CPU (which ignores autocast).
+// under bf16 on the GPU, f32 with f32 precision and on the CPU (which ignores autocast); past 8
+// rows under bf16 the q/k/v and gate/up inputs xn1/xn2 [T, H] are the GEMMs' bf16 operands too,
+// and so are the attention's operands q/k/v and its output (saved_bytes drops by 2·T·I·2 +
+// 2·T·H·2 + T·(2·Hq + 2·Hkv)·D·2 per layer against f32).
 TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
   GYRE_SKIP_WITHOUT_GPU();
   auto m = bf16_model();
   const Batch b = Batch::pack(seqs_of({5, 37, 90}));
   const int64_t T = b.num_tokens(), I = m->config().intermediate_size;
-  const int64_t L = m->config().num_hidden_layers;
+  const int64_t H = m->config().hidden_size, L = m->config().num_hidden_layers;
+  const int64_t Hq = m->config().num_attention_heads, Hkv = m->config().num_key_value_heads;
+  const int64_t D = m->config().head_dim;
   auto saved = [&](CausalLM& model, DType want) {
     ForwardOptions o;
     o.save_for_backward = true;
@@ -152,17 +177,23 @@ TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
     ForwardState st;
     model.forward(b, o, &st);
     EXPECT_EQ(int64_t(st.impl().layers.size()), L);
-    for (const LayerSaved& l : st.impl().layers)
-      for (const Tensor* t : {&l.gate, &l.up}) {
+    for (const LayerSaved& l : st.impl().layers) {
+      for (const Tensor* t : {&l.gate, &l.up, &l.xn1, &l.xn2}) {
         EXPECT_EQ(t->dtype(), want) << dtype_name(t->dtype());
-        EXPECT_EQ(t->shape(), (Shape{T, I}));
+        EXPECT_EQ(t->numel(), T * (t == &l.xn1 || t == &l.xn2 ? H : I));
       }
+      for (const Tensor* t : {&l.q, &l.k, &l.v, &l.attn}) {
+        EXPECT_EQ(t->dtype(), want) << dtype_name(t->dtype());
+        EXPECT_EQ(t->numel(), T * (t == &l.q || t == &l.attn ? Hq : Hkv) * D);
+      }
+    }
     return st.saved_bytes();
   };
   const size_t bytes16 = saved(*m, DType::bf16);
   m->set_precision(Precision::f32);
   const size_t bytes32 = saved(*m, DType::f32);
-  EXPECT_EQ(bytes32 - bytes16, size_t(L * 2 * T * I * 2));
+  EXPECT_EQ(bytes32 - bytes16,
+            size_t(L * (2 * T * I * 2 + 2 * T * H * 2 + T * (2 * Hq + 2 * Hkv) * D * 2)));
   m->to(Device::cpu);
   m->set_precision(Precision::bf16);  // ignored by the CPU backend
   saved(*m, DType::f32);

@@ -201,6 +201,16 @@ TEST_P(FusedLinearCpu, SwigluMlpResidualEqualsTheComposition) {
       Tensor r2 = r.clone();
       rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r2, r2);
       expect_bitwise(r2, want, what + " in place on the residual");
+      // A saving forward: the same output, and the backward's operands are the composition's
+      // (stale fields are replaced).
+      SwigluMlpSaved saved{randn({2}, 1, dt), Tensor(), randn({1, 1}, 2, dt), Tensor()};
+      Tensor out_s;
+      rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r, out_s, &saved);
+      expect_bitwise(out_s, want, what + " saving");
+      expect_bitwise(saved.xn, xn, what + " saved xn");
+      expect_bitwise(saved.rstd, rstd, what + " saved rstd");
+      expect_bitwise(saved.gate, g, what + " saved gate");
+      expect_bitwise(saved.up, u, what + " saved up");
       if (N != K) continue;
       Tensor want_x;
       add(t, x, want_x);
@@ -211,6 +221,34 @@ TEST_P(FusedLinearCpu, SwigluMlpResidualEqualsTheComposition) {
       rms_norm_swiglu_mlp_residual(x2, nw, eps, wg, bg, wu, bu, wd, bd, x2, x2);
       expect_bitwise(x2, want_x, what + " in place on x");
     }
+  }
+}
+
+// rms_norm_linear_group's xn_operand_out on the CPU is rms_norm's f32 y (the tensor *xn_out
+// holds when both are asked), whatever it held before; y and rstd unchanged by asking.
+TEST_P(FusedLinearCpu, RmsNormGroupHandsOutTheLinearsOperand) {
+  const auto [dt, bias] = GetParam();
+  const int64_t K = 16, M = 11;
+  const float eps = 1e-6f;
+  const Tensor x = randn({M, K}, 90, dt), nw = randn({K}, 91, dt);
+  const Tensor w0 = randn({5, K}, 92, dt), w1 = randn({3, K}, 93, dt);
+  const Tensor b0 = bias ? randn({5}, 94, dt) : Tensor(), b1;
+  const Tensor* ws[] = {&w0, &w1};
+  const Tensor* bs[] = {&b0, &b1};
+  Tensor xn, rstd, y0, y1;
+  rms_norm(x, nw, eps, xn, rstd);
+  linear(xn, w0, b0, y0);
+  linear(xn, w1, b1, y1);
+  for (bool with_xn : {false, true}) {
+    Tensor g0, g1, xn_out, rstd_out, operand = randn({2}, 95, dt);
+    Tensor* ys[] = {&g0, &g1};
+    rms_norm_linear_group(x, nw, eps, ws, bs, ys, with_xn ? &xn_out : nullptr, &rstd_out, &operand);
+    const std::string what = with_xn ? "with xn_out" : "operand only";
+    expect_bitwise(operand, xn, what + ": operand");
+    expect_bitwise(rstd_out, rstd, what + ": rstd");
+    expect_bitwise(g0, y0, what + ": y[0]");
+    expect_bitwise(g1, y1, what + ": y[1]");
+    if (with_xn) EXPECT_EQ(operand.raw(), xn_out.raw()) << "one tensor for both";
   }
 }
 
@@ -406,6 +444,19 @@ TEST(FusedLinearCpuErrors, OutputsSharingMemoryAreRejected) {
 
 // The MLP's gate/up dtype is bf16 only for f32 CUDA tensors under autocast: the CPU reference
 // stays f32 (and f64) inside an autocast scope too.
+// A bf16 x for linear_add_residual is the CUDA autocast path's (the attention's bf16 output): on
+// the CPU it is a clear error, whatever the scope.
+TEST(FusedLinearCpuErrors, Bf16InputOfTheResidualLinearIsCudaOnly) {
+  const Tensor x = Tensor::zeros({2, 4}, DType::bf16), w = Tensor::zeros({3, 4});
+  const Tensor r = Tensor::zeros({2, 3});
+  for (bool autocast : {false, true}) {
+    Bf16Autocast scope(autocast);
+    Tensor y;
+    EXPECT_THAT(error_of([&] { linear_add_residual(x, w, Tensor(), r, y); }),
+                HasSubstr("'x' is bf16 on the CPU"));
+  }
+}
+
 TEST(FusedLinearCpu, SwigluGateUpDtypeIsTheInputsOnTheCpu) {
   const Tensor x32 = Tensor::zeros({2, 3}), x64 = Tensor::zeros({2, 3}, DType::f64);
   for (bool autocast : {false, true}) {

@@ -15,11 +15,18 @@
 // Attention runs through cuDNN's fused SDPA (cudnn_attention.h) unless GYRE_ATTENTION_BACKEND=flash
 // or cuDNN cannot run the call, in which case the FlashAttention-2 kernels do; both write the same
 // bf16 output and the same lse (natural-log log-sum-exp of the scaled scores per row), so a forward
-// of one backend may be differentiated by the other.
+// of one backend may be differentiated by the other. That choice is made in one place,
+// attention_fwd_bf16 / attention_bwd_bf16 (bf16 operands in), shared by the autocast attention and
+// the fused RoPE + attention (rope_attention_bf16.h): equal operands give equal bits.
+//
+// A bf16 x (linear_fwd_autocast_bf16_x: the attention output under autocast) holds exactly the
+// values the f32-x path rounds x to, so past the GEMV's rows the GEMM reads it instead of a rounded
+// copy; up to kGemvMaxRows rows it is widened to f32 and the f32-x path runs.
 //
 // Scratch lifetime: buffers return to the pool when these host functions return, while kernels may
 // still be queued; the pool reuses a block on the same stream only (stream order protects it).
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 
 #include "gyre/backend/cuda/allocator.h"
@@ -90,6 +97,43 @@ void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_
   linear_gemm_bf16_out(xb.p(), w_bf16, b, M, N, K, y);  // fused_gemm.cc's gate/up GEMMs call it too
 }
 
+void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_t* w_bf16,
+                                const float* b, int64_t M, int64_t N, int64_t K, float* y,
+                                uint16_t* y_bf16) {
+  if (M == 0 || N == 0) return;
+  if (M <= kGemvMaxRows || K == 0) {
+    // Where the f32-x path may run the GEMV (or has no product to run), run exactly that path on
+    // x widened into f32 scratch: bf16 -> f32 is exact, so it sees the same values. The scratch is
+    // a fresh pool block (16-byte aligned), as the f32 tensor of the reference would be, so the
+    // GEMV predicate decides the same way.
+    DeviceBuffer xf(size_t(std::max<int64_t>(M * K, 1)) * 4);
+    if (M * K > 0) bf16_to_f32(x, xf.as<float>(), M * K);
+    const float* x32 = xf.as<float>();
+    if (w_bf16)
+      return y_bf16 ? linear_fwd_autocast_bf16_weight_bf16_out(x32, w_bf16, b, M, N, K, y_bf16)
+                    : linear_fwd_autocast_bf16_weight(x32, w_bf16, b, M, N, K, y);
+    return y_bf16 ? linear_fwd_autocast_bf16_out(x32, w, b, M, N, K, y_bf16)
+                  : linear_fwd_autocast(x32, w, b, M, N, K, y);
+  }
+  // Past the GEMV's rows the f32-x path rounds x into scratch and runs the GEMM on it; x already
+  // holds those bf16 values (f32_to_bf16 of a widened bf16 is the same bf16, NaNs aside), so the
+  // GEMM reads it directly: same call, same M, N, K, same plan.
+  // The plan's algorithm was chosen for cuBLASLt's default 256-byte operand alignment, which the
+  // reference's scratch copy has; a view of a bf16 tensor may not: copy it to scratch then (same
+  // values, so the same result).
+  std::optional<DeviceBuffer> xs;
+  if (reinterpret_cast<uintptr_t>(x) % 256 != 0) {
+    xs.emplace(size_t(M * K) * 2);
+    GYRE_CUDA_CHECK(cudaMemcpyAsync(xs->as<uint16_t>(), x, size_t(M * K) * 2,
+                                    cudaMemcpyDeviceToDevice, stream()));
+    x = xs->as<uint16_t>();
+  }
+  std::optional<Bf16Copy> wb;
+  if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();  // as linear_fwd_autocast rounds it
+  if (y_bf16) return linear_gemm_bf16_out(x, w_bf16, b, M, N, K, y_bf16);
+  linear_gemm_bf16(x, w_bf16, b, M, N, K, y);
+}
+
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
                          const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16) {
@@ -112,6 +156,30 @@ void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_
 
 bool attention_autocast_supported(int64_t D) { return flash_bf16_supported(D); }
 
+void attention_fwd_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                        const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                        int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
+                        float* lse) {
+  if (T == 0) return;
+  if (!cudnn_attention_fwd(q, k, v, cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale, out, lse))
+    flash_attention_bf16_fwd(q, k, v, cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale, out, lse);
+}
+
+void attention_bwd_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                        const uint16_t* v, const uint16_t* out, const float* lse,
+                        const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                        int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq, uint16_t* dk,
+                        uint16_t* dv) {
+  if (T == 0) return;
+  if (cudnn_attention_bwd(dout, q, k, v, out, lse, cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
+                          dq, dk, dv))
+    return;
+  // partials: the flash backward's f32 scratch for split dK/dV partials (kernels.h).
+  DeviceBuffer partials(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
+  flash_attention_bf16_bwd(dout, q, k, v, out, lse, cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
+                           dq, dk, dv, partials.as<float>(), delta.as<float>());
+}
+
 void attention_fwd_autocast(const float* q, const float* k, const float* v,
                             const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                             int64_t Hq, int64_t Hkv, int64_t D, float scale, float* out,
@@ -119,10 +187,8 @@ void attention_fwd_autocast(const float* q, const float* k, const float* v,
   if (T == 0) return;
   Bf16Copy qb(q, T * Hq * D), kb(k, T * Hkv * D), vb(v, T * Hkv * D);
   DeviceBuffer ob(size_t(T * Hq * D) * 2);
-  if (!cudnn_attention_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
-                           ob.as<uint16_t>(), lse))
-    flash_attention_bf16_fwd(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D,
-                             scale, ob.as<uint16_t>(), lse);
+  attention_fwd_bf16(qb.p(), kb.p(), vb.p(), cu_seqlens, B, max_seqlen, T, Hq, Hkv, D, scale,
+                     ob.as<uint16_t>(), lse);
   bf16_to_f32(ob.as<uint16_t>(), out, T * Hq * D);
 }
 
@@ -137,16 +203,8 @@ void attention_bwd_autocast(const float* dout, const float* q, const float* k, c
       ob(out, T * Hq * D);
   DeviceBuffer dqb(size_t(T * Hq * D) * 2), dkb(size_t(T * Hkv * D) * 2),
       dvb(size_t(T * Hkv * D) * 2);
-  if (!cudnn_attention_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen,
-                           T, Hq, Hkv, D, scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(),
-                           dvb.as<uint16_t>())) {
-    // partials: the flash backward's f32 scratch for split dK/dV partials (kernels.h).
-    DeviceBuffer partials(size_t(T * Hq * D) * 4), delta(size_t(T * Hq) * 4);
-    flash_attention_bf16_bwd(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B,
-                             max_seqlen, T, Hq, Hkv, D, scale, dqb.as<uint16_t>(),
-                             dkb.as<uint16_t>(), dvb.as<uint16_t>(), partials.as<float>(),
-                             delta.as<float>());
-  }
+  attention_bwd_bf16(dob.p(), qb.p(), kb.p(), vb.p(), ob.p(), lse, cu_seqlens, B, max_seqlen, T, Hq,
+                     Hkv, D, scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(), dvb.as<uint16_t>());
   bf16_to_f32(dqb.as<uint16_t>(), dq, T * Hq * D);
   bf16_to_f32(dkb.as<uint16_t>(), dk, T * Hkv * D);
   bf16_to_f32(dvb.as<uint16_t>(), dv, T * Hkv * D);

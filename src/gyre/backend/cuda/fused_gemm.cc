@@ -21,18 +21,30 @@ namespace gyre::cuda {
 
 namespace {
 
-// x [M, K] rounded to bf16 in pool scratch: f32_to_bf16 of x itself, or of rms_norm(x) written by
-// the norm kernel (which also fills the norm's requested f32 outputs).
+// x [M, K] rounded to bf16: f32_to_bf16 of x itself, or of rms_norm(x) written by the norm kernel
+// (which also fills the norm's requested f32 outputs) — into `keep` when the caller keeps the
+// operand (a saving forward: the backward's dW GEMMs read it), else into pool scratch.
 struct Bf16Input {
-  DeviceBuffer buf;
-  Bf16Input(const float* x, const RmsPrologue* norm, int64_t M, int64_t K)
-      : buf(size_t(M * K) * 2) {
+  std::optional<DeviceBuffer> buf;
+  uint16_t* ptr;
+  Bf16Input(const float* x, const RmsPrologue* norm, int64_t M, int64_t K, uint16_t* keep = nullptr)
+      : ptr(keep) {
+    if (!ptr) ptr = buf.emplace(size_t(M * K) * 2).as<uint16_t>();
     if (norm)
-      rms_norm_fwd_bf16(x, norm->w, M, K, norm->eps, p(), norm->xn, norm->rstd);
+      rms_norm_fwd_bf16(x, norm->w, M, K, norm->eps, ptr, norm->xn, norm->rstd);
     else
-      f32_to_bf16(x, p(), M * K);
+      f32_to_bf16(x, ptr, M * K);
   }
-  uint16_t* p() const { return buf.as<uint16_t>(); }
+  uint16_t* p() const { return ptr; }
+};
+
+// bf16 [M, N] scratch, or the caller's buffer when it keeps the values.
+struct Bf16Out {
+  std::optional<DeviceBuffer> buf;
+  uint16_t* ptr;
+  Bf16Out(int64_t M, int64_t N, uint16_t* keep) : ptr(keep) {
+    if (!ptr) ptr = buf.emplace(size_t(M * N) * 2).as<uint16_t>();
+  }
 };
 
 // The bf16 operand of one GEMM over a weight of n x K values: the cached copy, or the f32 weight
@@ -94,8 +106,8 @@ void residual_gemm(const uint16_t* xb, const GemmWeight& w, const float* r, int6
 }  // namespace
 
 void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
-                            int64_t count, int64_t M, int64_t K) {
-  const Bf16Input xb(x, norm, M, K);
+                            int64_t count, int64_t M, int64_t K, uint16_t* xb_out) {
+  const Bf16Input xb(x, norm, M, K, xb_out);
   for (int64_t i = 0; i < count; ++i) {
     const GemmMember& m = members[i];
     weight_gemm(xb.p(), m.w, m.b, M, m.n, K, m.y);
@@ -117,18 +129,24 @@ void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float*
   residual_gemm(xb.p(), w, r, M, N, K, y);
 }
 
+void linear_residual_gemm_bf16in(const uint16_t* xb, const GemmWeight& w, const float* r, int64_t M,
+                                 int64_t N, int64_t K, float* y) {
+  residual_gemm(xb, w, r, M, N, K, y);
+}
+
 void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
                                    const float* bg, const GemmWeight& wu, const float* bu,
                                    const GemmWeight& wd, const float* r, int64_t M, int64_t K,
-                                   int64_t I, int64_t N, float* y) {
-  // linear_silu_mul_gemm_bf16's norm/cast and GEMMs, in its order on its values ...
-  const Bf16Input xb(x, norm, M, K);
-  DeviceBuffer gate(size_t(M * I) * 2), up(size_t(M * I) * 2);
-  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.as<uint16_t>(), up.as<uint16_t>());
+                                   int64_t I, int64_t N, float* y, const SwigluKeep& keep) {
+  // linear_silu_mul_gemm_bf16's norm/cast and GEMMs, in its order on its values (the caller's
+  // buffers receive the operands it keeps) ...
+  const Bf16Input xb(x, norm, M, K, keep.xb);
+  const Bf16Out gate(M, I, keep.gate), up(M, I, keep.up);
+  gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.ptr, up.ptr);
   // ... silu_mul_fwd_bf16in's value stored as the bf16 that Bf16Input would make of it in
   // linear_residual_gemm_bf16 (the f32 act is never written) ...
   DeviceBuffer act(size_t(M * I) * 2);
-  silu_mul_fwd_bf16(gate.as<uint16_t>(), up.as<uint16_t>(), act.as<uint16_t>(), M * I);
+  silu_mul_fwd_bf16(gate.ptr, up.ptr, act.as<uint16_t>(), M * I);
   // ... and linear_residual_gemm_bf16's GEMM on it.
   residual_gemm(act.as<uint16_t>(), wd, r, M, N, I, y);
 }

@@ -49,9 +49,11 @@ struct GemmMember {
 // linear_fwd_autocast_bf16_weight(x, bf16(m.w), m.b, M, m.n, K, m.y) for each of the `count`
 // members, with x rounded to bf16 once for all of them. With `norm` non-null x is replaced by
 // rms_norm(x, norm->w, norm->eps) (rms_norm_fwd_bf16; norm->xn and norm->rstd, when non-null,
-// receive rms_norm's outputs; norm->w need not be aligned here).
+// receive rms_norm's outputs; norm->w need not be aligned here). xb_out (bf16 [M, K], optional)
+// receives the GEMMs' bf16 operand, which is otherwise pool scratch — a saving forward keeps it
+// for the backward's dW GEMMs (the bits linear_backward's rounding of the f32 rows would make).
 void linear_group_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmMember* members,
-                            int64_t count, int64_t M, int64_t K);
+                            int64_t count, int64_t M, int64_t K, uint16_t* xb_out = nullptr);
 
 // out [M, N] = silu_mul(gate, up) with gate, up = x · wg^T + bg, x · wu^T + bu rounded to bf16
 // (the autocast MLP's pre-activations): two linear_gemm_bf16_out over one bf16 x into bf16 pool
@@ -67,14 +69,27 @@ void linear_silu_mul_gemm_bf16(const float* x, const RmsPrologue* norm, const Ge
 void linear_residual_gemm_bf16(const float* x, const GemmWeight& w, const float* r, int64_t M,
                                int64_t N, int64_t K, float* y);
 
+// linear_residual_gemm_bf16 over an x that is bf16 already (xb [M, K]: the attention's bf16
+// output): the same residual GEMM on it — the operand linear_residual_gemm_bf16 would round an f32
+// x holding these values to.
+void linear_residual_gemm_bf16in(const uint16_t* xb, const GemmWeight& w, const float* r, int64_t M,
+                                 int64_t N, int64_t K, float* y);
+
 // y [M, N] = silu_mul(gate, up) · wd^T + r (no down bias; gate, up as above), y may be r itself:
 // linear_silu_mul_gemm_bf16 into an f32 act [M, I], then linear_residual_gemm_bf16(act, wd, r, ...)
 // — with the cast of act folded into the SwiGLU kernel (silu_mul_fwd_bf16: the bf16 rounding of
 // silu_mul_fwd_bf16in's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the
 // same operand and the f32 act is never written. wg, wu [I, K], wd [N, I]; norm as above.
+// The operands a saving forward keeps (each optional, bf16): xb [M, K] the gate/up GEMMs' input
+// (the norm's output rounded), gate and up [M, I] — otherwise pool scratch.
+struct SwigluKeep {
+  uint16_t* xb = nullptr;
+  uint16_t* gate = nullptr;
+  uint16_t* up = nullptr;
+};
 void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
                                    const float* bg, const GemmWeight& wu, const float* bu,
                                    const GemmWeight& wd, const float* r, int64_t M, int64_t K,
-                                   int64_t I, int64_t N, float* y);
+                                   int64_t I, int64_t N, float* y, const SwigluKeep& keep = {});
 
 }  // namespace gyre::cuda

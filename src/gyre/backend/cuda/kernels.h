@@ -177,6 +177,15 @@ void linear_fwd_autocast_bf16_out(const float* x, const float* w, const float* b
 void linear_fwd_autocast_bf16_weight_bf16_out(const float* x, const uint16_t* w_bf16,
                                               const float* b, int64_t M, int64_t N, int64_t K,
                                               uint16_t* y);
+// ops::linear with a bf16 x (y f32, or bf16 when y_bf16 is non-null: then y is ignored): bitwise
+// the f32-x functions above on x widened to f32. Up to kGemvMaxRows rows (or K = 0) x is widened
+// into f32 scratch and exactly that path runs (GEMV or GEMM); past them linear_gemm_bf16[_out]
+// reads x itself (what the f32-x path would have rounded it to; staged into scratch when it is not
+// 256-byte aligned) on w_bf16 — the installed weight cache's copy, or, when null, w rounded into
+// scratch as linear_fwd_autocast does. w_bf16 only with M, N, K > 0.
+void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_t* w_bf16,
+                                const float* b, int64_t M, int64_t N, int64_t K, float* y,
+                                uint16_t* y_bf16);
 // Operands already in bf16 (each may be null: rounded here per call instead, from the f32 one) —
 // the same round-to-nearest-even values either way, so the same dx / dw:
 //   w_bf16  w's bf16 copy (ops::Bf16WeightCache) for the dX product;
@@ -188,6 +197,19 @@ void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_
                          const uint16_t* w_bf16 = nullptr, const uint16_t* dy_bf16 = nullptr,
                          const uint16_t* x_bf16 = nullptr);
 bool attention_autocast_supported(int64_t D);
+// The autocast attention's kernels on bf16 operands (16-byte aligned; cuDNN falls back to flash on
+// others): cuDNN's SDPA, else (GYRE_ATTENTION_BACKEND=flash, no cuDNN, a refused plan) the
+// FlashAttention-2 kernels, with the backward's flash scratch allocated here. The one place that
+// choice is made: attention_*_autocast below and the fused RoPE + attention
+// (rope_attention_bf16.h) both call these. Nothing runs for T = 0.
+void attention_fwd_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                        const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                        int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out, float* lse);
+void attention_bwd_bf16(const uint16_t* dout, const uint16_t* q, const uint16_t* k,
+                        const uint16_t* v, const uint16_t* out, const float* lse,
+                        const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
+                        int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* dq, uint16_t* dk,
+                        uint16_t* dv);
 void attention_fwd_autocast(const float* q, const float* k, const float* v,
                             const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                             int64_t Hq, int64_t Hkv, int64_t D, float scale, float* out,

@@ -1,0 +1,65 @@
+// RoPE fused with the training attention (issue 7: the attention block's f32 round trips under
+// bf16 autocast). Declared here rather than in ops.h; implementation rope_attention_ops.cc over
+// backend/cuda/rope_attention_bf16.h.
+//
+// The composition it replaces, in the decoder layer's training forward and backward:
+//   rope_(q), rope_(k), attention_varlen(q, k, v, ...)
+//   attention_varlen_backward(dout, q, k, v, out, lse, ...), rope_(dq, inverse), rope_(dk, inverse)
+// Under bf16 autocast on CUDA that composition writes rotated f32 q and k, rounds q/k/v to bf16
+// into scratch, widens the bf16 attention output to f32 (which o_proj rounds again), and in the
+// backward rounds the saved q/k/v/out and dout again and widens dq/dk/dv before rotating dq/dk.
+// The fused ops keep the bf16 operands: one kernel rotates and rounds q and k (and rounds v) into
+// the tensors the backward keeps, the output may stay bf16 (ops::linear takes a bf16 x), and one
+// kernel widens and inverse-rotates the gradients.
+//
+// Contract: BITWISE the composition (out, lse, dq, dk, dv; the saved operands are exactly the
+// values the attention kernels read), on every device and dtype, so a forward through these ops
+// and one through the composition (the scoring forward, recompute) agree bit for bit. Everywhere
+// but CUDA under Bf16Autocast with head dim 64/128 the composition itself runs (on copies of q and
+// k: the inputs are never modified). Checks happen before anything is written; errors name the op
+// and the argument (index data as rope_ and attention_varlen check it: on a host copy unless a
+// KnownIndices scope records it, so no device-to-host copy the composition would not make).
+#pragma once
+#include "gyre/backend/ops.h"
+
+namespace gyre::ops {
+
+// What the backward needs from rope_attention_varlen: the attention's operands, rotated q and k
+// and v. Under CUDA autocast (the bf16 kernels) they are bf16 — the roundings of rope(q), rope(k)
+// and v, exactly what the kernels read; elsewhere f32 (or f64) rope(q), rope(k) and v itself (the
+// caller's tensor, no copy).
+struct RopeAttentionSaved {
+  Tensor q, k, v;
+};
+
+// The dtype the decoder layer should allocate rope_attention_varlen's `out` in: bf16 where q is an
+// f32 CUDA tensor [T, Hq, D] under Bf16Autocast with attention_autocast_supported(D) (64 or 128)
+// and T > kFusedGemvMaxRows (8) rows — past the GEMV's rows o_proj's GEMM reads the bf16 output
+// directly; at fewer rows the GEMV wants f32 — else q's dtype (f32 in the model).
+DType attention_out_dtype(const Tensor& q);
+
+// Exactly q' = rope(q), k' = rope(k) (q and k themselves are NOT modified), then
+// attention_varlen(q', k', v, cu_seqlens, scale, out, lse). q [T, Hq, D], k, v [T, Hkv, D],
+// positions i32 [T], cos / sin [P, D/2], cu_seqlens i32 [B+1]. out [T, Hq, D] is f32 or bf16 —
+// bf16 only on CUDA under autocast with head dim 64/128, where it receives the bf16 kernels' output
+// directly (attention_varlen's f32 out is that output widened); undefined: allocated in q's dtype.
+// lse [T, Hq] f32 (undefined: allocated). With `saved` non-null its fields are assigned the
+// attention's operands (RopeAttentionSaved; anything they held is released, not written).
+void rope_attention_varlen(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                           const Tensor& cu_seqlens, float scale, Tensor& out, Tensor& lse,
+                           RopeAttentionSaved* saved = nullptr);
+
+// The backward of rope_attention_varlen with respect to the UNROTATED q, k and v: exactly
+// attention_varlen_backward(dout, saved.q, saved.k, saved.v (widened to f32 when bf16), out, lse,
+// cu_seqlens, scale, dq, dk, dv), then rope_(dq, ..., inverse = true), rope_(dk, ..., inverse =
+// true). dq, dk, dv are overwritten (undefined: allocated; f32, or f64 with f64 operands). dout,
+// out and the saved operands may each be f32 or bf16 on CUDA under autocast with head dim 64/128
+// (bf16 ones are used as they are, f32 ones rounded once — what the autocast attention does); a
+// bf16 one anywhere else is Error(invalid_argument) naming it.
+void rope_attention_varlen_backward(const Tensor& dout, const RopeAttentionSaved& saved,
+                                    const Tensor& out, const Tensor& lse, const Tensor& positions,
+                                    const Tensor& cos, const Tensor& sin, const Tensor& cu_seqlens,
+                                    float scale, Tensor& dq, Tensor& dk, Tensor& dv);
+
+}  // namespace gyre::ops

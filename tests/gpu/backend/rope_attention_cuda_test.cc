@@ -1,0 +1,429 @@
+// The training attention block's bf16 operands on CUDA (backend/rope_attention_ops.h,
+// backend/cuda/rope_attention_bf16.h), memcmp-equal to the compositions they replace:
+// - ops::linear over a bf16 x is ops::linear over the f32 tensor holding the same values: rows 1,
+//   8 (the GEMV), 9, 300 (the GEMM reading x), with and without bias, f32 and bf16 y, with and
+//   without a weight cache, an odd K (no GEMV at any row count), K = 0 and a misaligned x view;
+// - rope_attention_varlen is rope_ twice on copies then attention_varlen (out and lse), with an
+//   f32 out and with a bf16 out (the f32 out rounded: exactly the kernels' output), its saved
+//   operands f32_to_bf16 of rope(q), rope(k) and v, q and k untouched;
+// - the backward is attention_varlen_backward then rope_ inverse on dq and dk, with f32 or bf16
+//   dout and out, bf16 or f32 saved operands;
+// under GYRE_ATTENTION_BACKEND=cudnn (the flash kernels where cuDNN is missing) and =flash, at head
+// dims 64 and 128, GQA 14/2 and 12/2, empty sequences, T <= 8 and T > 8, T = 0 and more tokens
+// than one grid of blocks; outside autocast or at other head dims the op is the composition on the
+// f32 kernels; errors are named before anything is written. Skips without a GPU.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpu/backend/gpu_test_util.h"
+#include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/ops.h"
+#include "gyre/backend/rope_attention_ops.h"
+#include "gyre/core/error.h"
+#include "test_util.h"
+
+namespace gyre {
+namespace {
+
+using gputest::cpu;
+using gputest::gpu;
+using gputest::randn;
+using gputest::round_bf16;
+using test::error_of;
+using ::testing::HasSubstr;
+
+// Sets an environment variable for a scope and restores what was there before.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// The attention backend for a scope, with cuDNN's deterministic backward (the default; the atomic
+// dQ variant is not reproducible, so no two runs of it could be compared bit for bit).
+struct Backend {
+  EnvScope backend, det;
+  explicit Backend(const char* name)
+      : backend("GYRE_ATTENTION_BACKEND", name), det("GYRE_CUDNN_ATTENTION_DETERMINISTIC", "1") {}
+};
+
+Tensor to_bf16(const Tensor& t) {
+  Tensor b = Tensor::empty(t.shape(), DType::bf16, t.device());
+  ops::copy(t, b);  // f32_to_bf16 on the device
+  return b;
+}
+
+Tensor widen(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), DType::f32, t.device());
+  ops::copy(t, f);  // bf16_to_f32 on the device
+  return f;
+}
+
+void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_TRUE(got.defined()) << what;
+  EXPECT_EQ(got.dtype(), want.dtype()) << what;
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  const Tensor g = cpu(got), w = cpu(want);
+  ASSERT_EQ(g.nbytes(), w.nbytes()) << what;
+  EXPECT_EQ(std::memcmp(g.raw(), w.raw(), g.nbytes()), 0) << what;
+}
+
+// ---- (a) ops::linear over a bf16 x --------------------------------------------------------------
+
+TEST(RopeAttentionCuda, LinearBf16XIsTheF32LinearOnTheSameValues) {
+  GYRE_SKIP_WITHOUT_GPU();
+  ops::Bf16WeightCache cache;
+  struct Shape2 {
+    int64_t N, K;
+  };
+  // o_proj of Qwen2.5-0.5B (896 = 14 heads of 64), an odd K (no GEMV), no inner dimension.
+  for (const Shape2& s : {Shape2{896, 896}, Shape2{77, 259}, Shape2{5, 0}}) {
+    Tensor gw = gpu(randn({s.N, s.K}, 10 + s.K, 0.05f)), gb = gpu(randn({s.N}, 11)), none;
+    for (int64_t M : {1, 8, 9, 300}) {
+      // x: bf16 values; x32 the f32 tensor holding them (what the composition's o_proj reads).
+      const Tensor x32 = gpu(round_bf16(randn({M, s.K}, 12 + M, 2.0f))), x16 = to_bf16(x32);
+      for (bool cached : {false, true})
+        for (bool bias : {false, true})
+          for (bool y16 : {false, true}) {
+            const std::string what = "N " + std::to_string(s.N) + " K " + std::to_string(s.K) +
+                                     " M " + std::to_string(M) + (cached ? " cache" : "") +
+                                     (bias ? " bias" : "") + (y16 ? " bf16 y" : " f32 y");
+            const DType ydt = y16 ? DType::bf16 : DType::f32;
+            Tensor want = Tensor::empty({M, s.N}, ydt, Device::cuda);
+            Tensor got = Tensor::empty({M, s.N}, ydt, Device::cuda);
+            {
+              ops::Bf16Autocast autocast;
+              ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+              ops::linear(x32, gw, bias ? gb : none, want);
+              ops::linear(x16, gw, bias ? gb : none, got);
+            }
+            expect_same_bytes(got, want, what);
+          }
+    }
+  }
+  // A view of a bf16 tensor whose first byte is not 256-byte aligned (row 1 of K = 259: 518
+  // bytes in): the GEMM's operand is staged through aligned scratch, same bits.
+  const int64_t M = 300, N = 77, K = 259;
+  Tensor gw = gpu(randn({N, K}, 20, 0.05f)), gb = gpu(randn({N}, 21));
+  const Tensor big32 = gpu(round_bf16(randn({M + 1, K}, 22, 2.0f)));
+  const Tensor view16 = to_bf16(big32).narrow(1, M), view32 = big32.narrow(1, M).clone();
+  Tensor want, got;
+  {
+    ops::Bf16Autocast autocast;
+    ops::linear(view32, gw, gb, want);
+    ops::linear(view16, gw, gb, got);
+  }
+  expect_same_bytes(got, want, "misaligned bf16 x view");
+}
+
+TEST(RopeAttentionCuda, LinearBf16XNeedsAutocast) {
+  GYRE_SKIP_WITHOUT_GPU();
+  Tensor x16 = to_bf16(gpu(randn({9, 16}, 30))), gw = gpu(randn({5, 16}, 31)), none, y;
+  const std::string e = error_of([&] { ops::linear(x16, gw, none, y); });
+  EXPECT_THAT(e, HasSubstr("ops::linear: input 'x' is bf16 outside an ops::Bf16Autocast scope"));
+  EXPECT_FALSE(y.defined());
+}
+
+// ---- (b, c, d) RoPE + attention ----------------------------------------------------------------
+
+struct Case {
+  std::vector<int32_t> cu;
+  int64_t Hq, Hkv, D;
+};
+
+std::string name(const Case& c, const char* backend) {
+  std::string s = std::string(backend) + " heads " + std::to_string(c.Hq) + "/" +
+                  std::to_string(c.Hkv) + " D " + std::to_string(c.D) + " cu {";
+  for (size_t i = 0; i < c.cu.size() && i < 8; ++i) s += std::to_string(c.cu[i]) + ",";
+  return s + (c.cu.size() > 8 ? "...}" : "}");
+}
+
+// One batch on the GPU: q/k/v/dout, the model's RoPE tables (HF's inv_freq, base 10000) and
+// positions counting from 3 within each sequence (a prompt offset), so rows use distinct angles.
+struct Inputs {
+  int64_t T, P = 0;
+  Tensor q, k, v, dout, cos, sin, pos, cu;
+  float scale;
+  Inputs(const Case& c, uint64_t seed) {
+    T = c.cu.back();
+    std::vector<int32_t> p;
+    for (size_t b = 0; b + 1 < c.cu.size(); ++b)
+      for (int32_t t = c.cu[b]; t < c.cu[b + 1]; ++t) p.push_back(3 + t - c.cu[b]);
+    for (int32_t x : p) P = std::max<int64_t>(P, x + 1);
+    P = std::max<int64_t>(P, 4);
+    const int64_t half = c.D / 2;
+    std::vector<float> cv(size_t(P * half)), sv(size_t(P * half));
+    for (int64_t r = 0; r < P; ++r)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = double(r) * std::pow(10000.0, -2.0 * double(i) / double(c.D));
+        cv[size_t(r * half + i)] = float(std::cos(a));
+        sv[size_t(r * half + i)] = float(std::sin(a));
+      }
+    cos = gpu(Tensor::from_vector(cv, {P, half}));
+    sin = gpu(Tensor::from_vector(sv, {P, half}));
+    pos = gpu(Tensor::from_vector(p, {T}));
+    cu = gpu(Tensor::from_vector(c.cu, {int64_t(c.cu.size())}));
+    q = gpu(randn({T, c.Hq, c.D}, seed));
+    k = gpu(randn({T, c.Hkv, c.D}, seed + 1));
+    v = gpu(randn({T, c.Hkv, c.D}, seed + 2));
+    dout = gpu(randn({T, c.Hq, c.D}, seed + 3, 0.1f));
+    scale = 1.0f / std::sqrt(float(c.D));
+  }
+};
+
+// The composition the fused ops replace (the decoder layer's unfused attention block), under the
+// caller's autocast setting: rope_ on copies, attention_varlen, its backward, rope_ inverse.
+struct Reference {
+  Tensor q_rot, k_rot, out, lse, dq, dk, dv;
+  explicit Reference(const Inputs& in) {
+    q_rot = in.q.clone();
+    k_rot = in.k.clone();
+    ops::rope_(q_rot, in.pos, in.cos, in.sin);
+    ops::rope_(k_rot, in.pos, in.cos, in.sin);
+    ops::attention_varlen(q_rot, k_rot, in.v, in.cu, in.scale, out, lse);
+    ops::attention_varlen_backward(in.dout, q_rot, k_rot, in.v, out, lse, in.cu, in.scale, dq, dk,
+                                   dv);
+    ops::rope_(dq, in.pos, in.cos, in.sin, /*inverse=*/true);
+    ops::rope_(dk, in.pos, in.cos, in.sin, /*inverse=*/true);
+  }
+};
+
+std::vector<Case> cases() {
+  std::vector<int32_t> many = {0};  // 700 sequences of 100: more tokens than one grid of blocks
+  for (int i = 0; i < 700; ++i) many.push_back(many.back() + 100);
+  return {
+      {{0, 0, 5, 5, 137, 300}, 14, 2, 64},   // Qwen2.5-0.5B heads, empty sequences, T > 8
+      {{0, 0, 5, 5, 137, 300}, 12, 2, 128},  // Qwen2.5-1.5B heads
+      {{0, 3, 3, 8}, 14, 2, 64},             // T = 8: o_proj's GEMV rows
+      {{0, 1}, 12, 2, 128},                  // one token
+      {{0, 9}, 14, 2, 128},                  // T = 9
+      {{0, 0}, 14, 2, 64},                   // T = 0 (one empty sequence)
+      {many, 2, 1, 64},                      // T = 70000
+  };
+}
+
+int64_t cudnn_fwd_calls() { return cuda::cudnn_attention_stats().fwd_calls; }
+int64_t cudnn_bwd_calls() { return cuda::cudnn_attention_stats().bwd_calls; }
+
+TEST(RopeAttentionCuda, ForwardIsRopeThenAttentionBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const char* backend : {"cudnn", "flash"}) {
+    const Backend be(backend);
+    const int64_t cudnn_before = cudnn_fwd_calls();
+    for (const Case& c : cases()) {
+      const std::string what = name(c, backend);
+      const Inputs in(c, 40);
+      const Tensor q0 = in.q.clone(), k0 = in.k.clone();
+      ops::Bf16Autocast autocast;
+      const int64_t ref0 = cudnn_fwd_calls();
+      const Reference want(in);
+      const int64_t ref_calls = cudnn_fwd_calls() - ref0;
+      EXPECT_EQ(ops::attention_out_dtype(in.q), in.T > 8 ? DType::bf16 : DType::f32) << what;
+
+      // f32 out, saved operands; the same attention kernels as the composition (cuDNN as often).
+      Tensor out, lse;
+      ops::RopeAttentionSaved saved;
+      const int64_t fused0 = cudnn_fwd_calls();
+      ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out,
+                                 lse, &saved);
+      EXPECT_EQ(cudnn_fwd_calls() - fused0, ref_calls) << what;
+      expect_same_bytes(out, want.out, what + " f32 out");
+      expect_same_bytes(lse, want.lse, what + " lse");
+      expect_same_bytes(saved.q, to_bf16(want.q_rot), what + " saved q");
+      expect_same_bytes(saved.k, to_bf16(want.k_rot), what + " saved k");
+      expect_same_bytes(saved.v, to_bf16(in.v), what + " saved v");
+      expect_same_bytes(in.q, q0, what + " q untouched");
+      expect_same_bytes(in.k, k0, what + " k untouched");
+
+      // bf16 out (the kernels' output itself: f32 out is it widened), no saved operands (scratch).
+      Tensor out16 = Tensor::empty(in.q.shape(), DType::bf16, Device::cuda), lse16;
+      ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out16,
+                                 lse16);
+      expect_same_bytes(widen(out16), want.out, what + " bf16 out widened");
+      expect_same_bytes(out16, to_bf16(want.out), what + " bf16 out");
+      expect_same_bytes(lse16, want.lse, what + " lse (bf16 out)");
+
+      // The batch's indices recorded as validated (CausalLM's KnownIndices): the same bits.
+      ops::KnownIndices known;
+      known.add_range(in.pos, 0, in.P);
+      int64_t max_len = 0;
+      for (size_t b = 0; b + 1 < c.cu.size(); ++b)
+        max_len = std::max<int64_t>(max_len, c.cu[b + 1] - c.cu[b]);
+      known.add_offsets(in.cu, in.T, max_len);
+      Tensor out_k, lse_k;
+      ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out_k,
+                                 lse_k);
+      expect_same_bytes(out_k, want.out, what + " known indices");
+    }
+    // The cudnn cases really ran cuDNN where it is installed; the flash ones never did.
+    if (std::string(backend) == "flash" || !cuda::cudnn_attention_available())
+      EXPECT_EQ(cudnn_fwd_calls(), cudnn_before) << backend;
+    else
+      EXPECT_GT(cudnn_fwd_calls(), cudnn_before) << backend;
+  }
+}
+
+TEST(RopeAttentionCuda, BackwardIsAttentionBackwardThenInverseRopeBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const char* backend : {"cudnn", "flash"}) {
+    const Backend be(backend);
+    const int64_t cudnn_before = cudnn_bwd_calls();
+    for (const Case& c : cases()) {
+      const std::string what = name(c, backend);
+      const Inputs in(c, 50);
+      ops::Bf16Autocast autocast;
+      const Reference want(in);
+      Tensor out32, lse;
+      ops::RopeAttentionSaved saved;
+      ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out32,
+                                 lse, &saved);
+      const Tensor out16 = to_bf16(out32), dout16 = to_bf16(in.dout);
+      // f32 saved operands (what the composition keeps) take the same path: rounded once.
+      const ops::RopeAttentionSaved saved32{want.q_rot, want.k_rot, in.v};
+      struct Variant {
+        const char* label;
+        const ops::RopeAttentionSaved* s;
+        const Tensor *dout, *out;
+      };
+      for (const Variant& var : {Variant{"f32 dout/out", &saved, &in.dout, &out32},
+                                 Variant{"bf16 dout/out", &saved, &dout16, &out16},
+                                 Variant{"bf16 dout, f32 out", &saved, &dout16, &out32},
+                                 Variant{"f32 saved", &saved32, &in.dout, &out16}}) {
+        Tensor dq, dk, dv;
+        ops::rope_attention_varlen_backward(*var.dout, *var.s, *var.out, lse, in.pos, in.cos,
+                                            in.sin, in.cu, in.scale, dq, dk, dv);
+        expect_same_bytes(dq, want.dq, what + " dq, " + var.label);
+        expect_same_bytes(dk, want.dk, what + " dk, " + var.label);
+        expect_same_bytes(dv, want.dv, what + " dv, " + var.label);
+      }
+    }
+    if (std::string(backend) == "flash" || !cuda::cudnn_attention_available())
+      EXPECT_EQ(cudnn_bwd_calls(), cudnn_before) << backend;
+    else
+      EXPECT_GT(cudnn_bwd_calls(), cudnn_before) << backend;
+  }
+}
+
+// Off the bf16 kernels' path the op is the composition on the f32 kernels: no autocast scope, or a
+// head dim the bf16 kernels do not take (the autocast attention's exact f32 kernel).
+TEST(RopeAttentionCuda, OffTheBf16PathItIsTheF32Composition) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (bool autocast_on : {false, true}) {
+    const Case c{{0, 0, 5, 37}, 6, 2, autocast_on ? 32 : 64};
+    const std::string what = name(c, autocast_on ? "autocast" : "f32");
+    const Inputs in(c, 60);
+    ops::Bf16Autocast autocast(autocast_on);
+    const Reference want(in);
+    EXPECT_EQ(ops::attention_out_dtype(in.q), DType::f32) << what;
+    Tensor out, lse, dq, dk, dv;
+    ops::RopeAttentionSaved saved;
+    ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out, lse,
+                               &saved);
+    expect_same_bytes(out, want.out, what + " out");
+    expect_same_bytes(lse, want.lse, what + " lse");
+    expect_same_bytes(saved.q, want.q_rot, what + " saved q (f32)");
+    expect_same_bytes(saved.k, want.k_rot, what + " saved k (f32)");
+    EXPECT_EQ(saved.v.raw(), in.v.raw()) << what << ": v itself";
+    ops::rope_attention_varlen_backward(in.dout, saved, out, lse, in.pos, in.cos, in.sin, in.cu,
+                                        in.scale, dq, dk, dv);
+    expect_same_bytes(dq, want.dq, what + " dq");
+    expect_same_bytes(dk, want.dk, what + " dk");
+    expect_same_bytes(dv, want.dv, what + " dv");
+  }
+}
+
+// ---- (e) errors -------------------------------------------------------------------------------
+
+TEST(RopeAttentionCuda, ErrorsNameTheArgumentBeforeAnythingIsWritten) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const Case c{{0, 4, 11}, 4, 2, 64};
+  const Inputs in(c, 70);
+  const Tensor q0 = in.q.clone(), k0 = in.k.clone();
+  const Tensor out_init = gpu(Tensor::full({in.T, c.Hq, c.D}, 7.0f));
+  Tensor out = out_init.clone(), lse;
+  const auto fwd = [&](const Tensor& pos, Tensor& o) {
+    return error_of([&] {
+      ops::rope_attention_varlen(in.q, in.k, in.v, pos, in.cos, in.sin, in.cu, in.scale, o, lse);
+    });
+  };
+  // A bf16 out outside autocast, and under autocast at a head dim the bf16 kernels do not take.
+  Tensor out16 = Tensor::empty(in.q.shape(), DType::bf16, Device::cuda);
+  const std::string no_scope = fwd(in.pos, out16);
+  EXPECT_THAT(no_scope, HasSubstr("rope_attention_varlen: 'out' is bf16"));
+  EXPECT_THAT(no_scope, HasSubstr("autocast off"));
+  {
+    ops::Bf16Autocast autocast;
+    const Case c32{{0, 4, 11}, 4, 2, 32};
+    const Inputs in32(c32, 71);
+    Tensor o16 = Tensor::empty(in32.q.shape(), DType::bf16, Device::cuda), l;
+    EXPECT_THAT(error_of([&] {
+                  ops::rope_attention_varlen(in32.q, in32.k, in32.v, in32.pos, in32.cos, in32.sin,
+                                             in32.cu, in32.scale, o16, l);
+                }),
+                HasSubstr("head dim 32"));
+    // A position past the tables (checked on a host copy, as rope_ does).
+    std::vector<int32_t> bad(size_t(in.T), 0);
+    bad[5] = int32_t(in.P);
+    EXPECT_THAT(fwd(gpu(Tensor::from_vector(bad, {in.T})), out),
+                HasSubstr("rope_attention_varlen: position " + std::to_string(in.P) +
+                          " at position 5 is outside"));
+  }
+  expect_same_bytes(out, out_init, "out not written");
+  EXPECT_FALSE(lse.defined());
+  expect_same_bytes(in.q, q0, "q untouched");
+  expect_same_bytes(in.k, k0, "k untouched");
+
+  // The backward: bf16 saved operands outside autocast; saved operands of the wrong shape.
+  ops::RopeAttentionSaved saved;
+  Tensor o, l;
+  {
+    ops::Bf16Autocast autocast;
+    ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, o, l,
+                               &saved);
+  }
+  ASSERT_EQ(saved.q.dtype(), DType::bf16);
+  Tensor dq, dk, dv;
+  const auto bwd = [&](const ops::RopeAttentionSaved& s) {
+    return error_of([&] {
+      ops::rope_attention_varlen_backward(in.dout, s, o, l, in.pos, in.cos, in.sin, in.cu, in.scale,
+                                          dq, dk, dv);
+    });
+  };
+  const std::string e = bwd(saved);
+  EXPECT_THAT(e, HasSubstr("rope_attention_varlen_backward: 'saved.q' is bf16"));
+  EXPECT_THAT(e, HasSubstr("autocast off"));
+  {
+    ops::Bf16Autocast autocast;
+    ops::RopeAttentionSaved wrong = saved;
+    wrong.v = Tensor::empty({in.T, c.Hkv + 1, c.D}, DType::bf16, Device::cuda);
+    EXPECT_THAT(bwd(wrong),
+                HasSubstr("tensor 'saved.v' has shape [11, 3, 64], expected [11, 2, 64]"));
+  }
+  EXPECT_FALSE(dq.defined());
+  EXPECT_FALSE(dk.defined());
+  EXPECT_FALSE(dv.defined());
+}
+
+}  // namespace
+}  // namespace gyre
