@@ -22,6 +22,13 @@
 //                    cycle through copies of w totalling >= 256 MB (so each call reads its weight
 //                    from HBM, as a decode step's layers do), the split-K factor, and the
 //                    bandwidth bound bf16 weight bytes / 3.3 TB/s
+//   rms_bwd_add      (only with the argument `rms_bwd` [R...]) the decoder layer's RMSNorm
+//                    backward + residual add + bf16 copy of the sum at R = 16384 rows (or the R
+//                    given), H = 896 / 1536: the fused ops::rms_norm_backward_add (its default
+//                    path, and forced one-pass / two-kernel) and the composition
+//                    rms_norm_backward, add_, copy to bf16; microseconds cold (L2 flushed) and
+//                    hot, and the bandwidth of the bytes each variant must move (composition 38,
+//                    one pass 18, two kernels 26 per element)
 // Each figure is the median of repeated runs timed with CUDA events after warm-up; inputs are
 // random (never zeros).
 #include <cstdio>
@@ -46,7 +53,10 @@ int main() {
 #include "gyre/backend/cuda/cudnn_attention.h"
 #include "gyre/backend/cuda/gemv_fused.h"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/rms_bwd_fused.h"
 #include "gyre/backend/cuda/runtime.h"
+#include "gyre/backend/fused_norm_ops.h"
+#include "gyre/backend/ops.h"
 #include "gyre/core/philox.h"
 #include "gyre/core/tensor.h"
 
@@ -308,6 +318,53 @@ void bench_gemv() {
   bench_gemv_shape(1536, 8960, "1.5b_down_proj");
 }
 
+// The RMSNorm backward + residual add + bf16 cast of one decoder-layer norm, fused and composed.
+void bench_rms_bwd_add_shape(int64_t R, int64_t H) {
+  Tensor x = random_device({R, H}, DType::f32, 17), dy = random_device({R, H}, DType::f32, 18);
+  Tensor res = random_device({R, H}, DType::f32, 19), w = random_device({H}, DType::f32, 20);
+  Tensor dw = random_device({H}, DType::f32, 21), y, rstd;
+  ops::rms_norm(x, w, 1e-6f, y, rstd);
+  Tensor dx = Tensor::empty({R, H}, DType::f32, Device::cuda);
+  Tensor dx16 = Tensor::empty({R, H}, DType::bf16, Device::cuda);
+  const double elems = double(R) * double(H);
+  const auto report = [&](const std::string& variant, double bytes_per_elem,
+                          const std::function<void()>& fn) {
+    const bench::Timing t = bench::time_call(fn, 20);
+    const double bytes = bytes_per_elem * elems;
+    emit("{\"bench\":\"rms_bwd_add\",\"variant\":\"" + variant + "\",\"R\":" + std::to_string(R) +
+         ",\"H\":" + std::to_string(H) + ",\"cold_us\":" + std::to_string(t.cold_us) +
+         ",\"hot_us\":" + std::to_string(t.hot_us) +
+         ",\"bytes\":" + std::to_string(int64_t(bytes)) +
+         ",\"cold_tb_per_s\":" + std::to_string(bytes / (t.cold_us * 1e-6) / 1e12) +
+         ",\"hot_tb_per_s\":" + std::to_string(bytes / (t.hot_us * 1e-6) / 1e12) + "}");
+    return t.cold_us;
+  };
+  const auto fused = [&] { ops::rms_norm_backward_add(dy, x, w, rstd, res, dx, dw, &dx16); };
+  const int64_t chunks = (R + 127) / 128;
+  const bool default_one_pass = chunks >= cuda::rms_bwd_add_min_fused_chunks() && H <= 8192;
+  const double fused_us =
+      report(default_one_pass ? "fused" : "fused_two_kernels", default_one_pass ? 18 : 26, fused);
+  const int64_t old =
+      cuda::set_rms_bwd_add_min_fused_chunks(default_one_pass ? int64_t(1) << 62 : 1);
+  report(default_one_pass ? "fused_forced_two_kernels" : "fused_forced_one_pass",
+         default_one_pass ? 26 : 18, fused);
+  cuda::set_rms_bwd_add_min_fused_chunks(old);
+  const double comp_us = report("composition", 38, [&] {
+    ops::rms_norm_backward(dy, x, w, rstd, dx, dw);
+    ops::add_(dx, res);
+    ops::copy(dx, dx16);
+  });
+  emit("{\"bench\":\"rms_bwd_add_speedup\",\"R\":" + std::to_string(R) +
+       ",\"H\":" + std::to_string(H) +
+       ",\"composition_over_fused_cold\":" + std::to_string(comp_us / fused_us) + "}");
+}
+
+// Rows from the command line after `rms_bwd` (for tuning the one-pass threshold), else 16384.
+void bench_rms_bwd_add(const std::vector<int64_t>& rows) {
+  for (int64_t R : rows.empty() ? std::vector<int64_t>{16384} : rows)
+    for (int64_t H : {896, 1536}) bench_rms_bwd_add_shape(R, H);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -322,6 +379,11 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "logprob") bench_logprob();
     if (only.empty() || only == "copy") bench_copy();
     if (only == "gemv") bench_gemv();  // explicit only: not part of the anchored default set
+    if (only == "rms_bwd") {           // explicit only, likewise
+      std::vector<int64_t> rows;
+      for (int i = 2; i < argc; ++i) rows.push_back(std::atoll(argv[i]));
+      bench_rms_bwd_add(rows);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -21,7 +21,8 @@
 // states (issue 7's memory goal), fused vs unfused, one JSON line each with peak_extra_bytes
 // against the anchor T x V x 4 / 8 bytes (1/8 of one f32 [T, V] tensor).
 // --head-ops 1 (CUDA builds): op-level times of the fused log-prob head under bf16 autocast at
-// T = seqs x len tokens, the shape's vocabulary and H = 896 and 1536 (default chunk): fwd =
+// T = seqs x len tokens, the shape's vocabulary and H = 896 and 1536 (the default chunk, or
+// --logprob-chunk C): fwd =
 // ops::linear_token_logprobs, fwd_bwd = it + linear_token_logprobs_backward, each against the
 // GEMM-only time of the same chunked bf16 products on pre-converted operands (fwd: the logits GEMM;
 // fwd_bwd: logits, recomputed logits, dh and dw) and the composition the head replaced (ops::linear
@@ -152,7 +153,7 @@ void composed_head(const gyre::Tensor& h, const gyre::Tensor& w, const gyre::Ten
   }
 }
 
-int head_ops(int64_t T, int64_t V, int iters) {
+int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
   using gyre::Device;
   using gyre::Tensor;
   namespace ops = gyre::ops;
@@ -179,12 +180,12 @@ int head_ops(int64_t T, int64_t V, int iters) {
     dlogp = dlogp.to(Device::cuda);
     dent = dent.to(Device::cuda);
     Tensor dw = Tensor::zeros({V, H}, gyre::DType::f32, Device::cuda);
-    const int64_t C = ops::default_logprob_chunk(V);
+    const int64_t C = chunk > 0 ? std::min(chunk, V) : ops::default_logprob_chunk(V);
     Tensor lp, ent = Tensor::empty({T}, gyre::DType::f32, Device::cuda), lse, dh;
-    auto fwd = [&] { ops::linear_token_logprobs(h, w, targets, 1.0f, 0, lp, ent, lse); };
+    auto fwd = [&] { ops::linear_token_logprobs(h, w, targets, 1.0f, C, lp, ent, lse); };
     auto fwd_bwd = [&] {
       fwd();
-      ops::linear_token_logprobs_backward(h, w, targets, 1.0f, 0, lse, ent, dlogp, dent, dh, dw);
+      ops::linear_token_logprobs_backward(h, w, targets, 1.0f, C, lse, ent, dlogp, dent, dh, dw);
     };
     // GEMM-only: the same chunked bf16 products on operands converted once (outside the timing).
     cuda::DeviceBuffer hb(size_t(T * H) * 2), wb(size_t(V * H) * 2), zb(size_t(T * C) * 4),
@@ -260,7 +261,7 @@ int main(int argc, char** argv) {
     if (head_only) return head_memory(cfg, int64_t(seqs) * len, precision, iters);
     if (head_ops_mode) {
 #ifdef GYRE_HAVE_CUDA
-      return head_ops(int64_t(seqs) * len, cfg.vocab_size, iters);
+      return head_ops(int64_t(seqs) * len, cfg.vocab_size, iters, logprob_chunk);
 #else
       GYRE_THROW(unsupported, "--head-ops needs a build with the CUDA backend");
 #endif

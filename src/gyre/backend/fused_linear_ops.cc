@@ -607,8 +607,9 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
         saved->xn = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
         saved->gate = Tensor::empty(out_shape(x, I), DType::bf16, Device::cuda);
         saved->up = Tensor::empty(out_shape(x, I), DType::bf16, Device::cuda);
+        saved->act = Tensor::empty(out_shape(x, I), DType::bf16, Device::cuda);
         keep = {saved->xn.data<uint16_t>(), saved->gate.data<uint16_t>(),
-                saved->up.data<uint16_t>()};
+                saved->up.data<uint16_t>(), saved->act.data<uint16_t>()};
       }
       return cuda::swiglu_mlp_residual_gemm_bf16(x.f32(), &p, wg, bias_ptr(b_gate), wu,
                                                  bias_ptr(b_up), wd, residual.f32(), M, K, I, N,
@@ -620,7 +621,7 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
     // rms_norm, gate/up in swiglu_gate_up_dtype (ops::linear into them), silu_mul, then the down
     // projection with its residual. rms_norm_linear_silu_mul is bitwise this composition on every
     // path (fused_linear_ops.h), so the values are those of the non-saving call.
-    saved->xn = Tensor(), saved->rstd = Tensor();
+    saved->xn = Tensor(), saved->rstd = Tensor(), saved->act = Tensor();
     rms_norm(x, norm_w, eps, saved->xn, saved->rstd);
     const DType act_dt = swiglu_gate_up_dtype(saved->xn);
     saved->gate = Tensor::empty(out_shape(x, I), act_dt, x.device());

@@ -121,10 +121,12 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
 // saved, when not null, has every field assigned (whatever it held before) with what the SwiGLU
 // MLP's backward reads: xn the gate/up linears' input (on the fused path the GEMMs' bf16 operand,
 // else rms_norm's f32 y — see rms_norm_linear_group's xn_operand_out), rstd rms_norm's [rows],
-// gate and up the pre-activations in swiglu_gate_up_dtype(x). Values are those of the call
-// without it, bit for bit.
+// gate and up the pre-activations in swiglu_gate_up_dtype(x), and act — on the fused path only,
+// undefined elsewhere — the down GEMM's bf16 operand silu_mul(gate, up) (the bits ops::silu_mul
+// writes into a bf16 out from these gate/up: a backward need not recompute it; PyTorch's autograd
+// saves down_proj's input likewise). Values are those of the call without it, bit for bit.
 struct SwigluMlpSaved {
-  Tensor xn, rstd, gate, up;
+  Tensor xn, rstd, gate, up, act;
 };
 void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float eps,
                                   const Tensor& w_gate, const Tensor& b_gate, const Tensor& w_up,

@@ -463,15 +463,24 @@ void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients&
   // The final norm and an untied lm_head (its gradient came before this function); a tied one is
   // the embedding, reported last.
   if (ready) ready(size_t(slots.final_norm), num_params);
+  // Each layer hands the next one down its gradient also rounded to bf16 (where the fused norm
+  // backward writes it): that layer's down_proj backward reads it as dy. Layer 0's goes to the
+  // embedding, which wants f32 only.
+  Tensor dx16;
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     LayerSaved& saved = st.layers[size_t(l)];
+    Tensor next16;
+    Tensor* want16 = l > 0 ? &next16 : nullptr;
     if (st.recompute) {
       LayerSaved full;
       layer_forward(lc, l, w.layers[size_t(l)], st.attn, saved.x, &full);
-      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, full, dx);
+      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, full, dx, dx16,
+                          want16);
     } else {
-      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx);
+      dx = layer_backward(lc, w.layers[size_t(l)], g.layers[size_t(l)], st.attn, saved, dx, dx16,
+                          want16);
     }
+    dx16 = next16;
     saved.clear();  // free activations as soon as they are consumed
     if (ready) ready(layer_begin(l), layer_begin(l + 1));
   }

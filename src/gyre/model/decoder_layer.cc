@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "gyre/backend/fused_linear_ops.h"
+#include "gyre/backend/fused_norm_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
 #include "gyre/model/decode_fusion.h"
@@ -37,7 +38,7 @@ bool decode_fusion() { return g_decode_fusion.load(std::memory_order_relaxed); }
 size_t LayerSaved::bytes() const {
   size_t n = 0;
   for (const Tensor* t : {&x, &xn1, &rstd1, &q_raw, &k_raw, &rstd_q, &rstd_k, &q, &k, &v, &attn,
-                          &lse, &h, &xn2, &rstd2, &gate, &up})
+                          &lse, &h, &xn2, &rstd2, &gate, &up, &act})
     if (t->defined()) n += t->nbytes();
   return n + moe.bytes();
 }
@@ -135,7 +136,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   }
 
   // --- MLP block
-  Tensor xn2, rstd2, out, gate, up;
+  Tensor xn2, rstd2, out, gate, up, act_saved;
   // A saving forward under TP takes the unfused MLP (its fused op, rms_norm_linear_silu_mul, does
   // not hand out gate/up).
   const bool fuse_mlp = fuse && !w.moe && (!s || fuse_residual);
@@ -159,7 +160,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
       ops::rms_norm_swiglu_mlp_residual(h, w.post_norm, eps, w.gate_w, w.gate_b, w.up_w, w.up_b,
                                         w.down_w, w.down_b, h, out, s ? &mlp_saved : nullptr);
       xn2 = mlp_saved.xn, rstd2 = mlp_saved.rstd;
-      gate = mlp_saved.gate, up = mlp_saved.up;
+      gate = mlp_saved.gate, up = mlp_saved.up, act_saved = mlp_saved.act;
     } else {
       Tensor act = empty({T, c.intermediate_size}, dev);
       // Post-attention norm folded into the gate/up GEMV: bitwise rms_norm then linear_silu_mul.
@@ -192,17 +193,24 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     s->q_raw = q_raw, s->k_raw = k_raw, s->rstd_q = rstd_q, s->rstd_k = rstd_k;
     s->q = q, s->k = k, s->v = v, s->attn = attn, s->lse = lse;
     s->h = h, s->xn2 = xn2, s->rstd2 = rstd2;
-    s->gate = gate, s->up = up;
+    s->gate = gate, s->up = up, s->act = act_saved;
   }
   return out;
 }
 
 Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors& g,
-                      const AttnInputs& a, const LayerSaved& s, const Tensor& dout) {
+                      const AttnInputs& a, const LayerSaved& s, const Tensor& dout,
+                      const Tensor& dout_bf16, Tensor* dx_bf16) {
   const int64_t T = dout.size(0), H = c.hidden_size, D = c.head_dim;
   const Device dev = dout.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   Tensor none;
+  // With the fusion on, each RMSNorm backward also adds its residual gradient in the same pass
+  // (rms_norm_backward_add, bitwise rms_norm_backward then add_) and, on CUDA under autocast, hands
+  // the bias-free o_proj / down_proj backward their dy already rounded to bf16 — the bits
+  // linear_backward would round the f32 sum to.
+  const bool fuse = decode_fusion();
+  const bool grad16 = fuse && dev == Device::cuda && ops::bf16_autocast();
 
   // --- MLP block: out = h + mlp(xn2)
   Tensor dxn2;
@@ -219,10 +227,16 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     // (down_proj's dx) stays f32: silu_mul_backward's input.
     const bool mlp16 = s.gate.dtype() == DType::bf16;
     const bool grads16 = mlp16 && !w.gate_b.defined() && !w.up_b.defined();  // db sums f32 dy
-    Tensor act = Tensor::empty({T, I}, mlp16 ? DType::bf16 : DType::f32, dev);
-    ops::silu_mul(s.gate, s.up, act);
+    // The forward's bf16 act where the fused MLP kept it (the same kernel and values as this
+    // recompute: silu_mul_fwd_bf16 on the same gate/up), else recomputed.
+    Tensor act = s.act;
+    if (!act.defined()) {
+      act = Tensor::empty({T, I}, mlp16 ? DType::bf16 : DType::f32, dev);
+      ops::silu_mul(s.gate, s.up, act);
+    }
     Tensor dact = empty({T, I}, dev);
-    ops::linear_backward(dout, act, w.down_w, dact, g.down_w, g.down_b);
+    const bool dout16 = dout_bf16.defined() && !w.down_b.defined();  // db sums f32 dy
+    ops::linear_backward(dout16 ? dout_bf16 : dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
     const DType dgrad_dt = grads16 ? DType::bf16 : DType::f32;
     Tensor dgate = Tensor::empty({T, I}, dgrad_dt, dev), dup = Tensor::empty({T, I}, dgrad_dt, dev);
@@ -233,14 +247,22 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
     tp_all_reduce(a.tp, dxn2);  // "f" at the column-parallel gate/up input
   }
-  Tensor dh = empty({T, H}, dev);
-  ops::rms_norm_backward(dxn2, s.h, w.post_norm, s.rstd2, dh, g.post_norm);
+  Tensor dh = empty({T, H}, dev), dh16;
+  const bool want_dh16 = grad16 && !w.o_b.defined();  // o_proj's db would sum the f32 dy
+  if (fuse) {
+    ops::rms_norm_backward_add(dxn2, s.h, w.post_norm, s.rstd2, dout, dh, g.post_norm,
+                               want_dh16 ? &dh16 : nullptr);  // + the residual path
+  } else {
+    ops::rms_norm_backward(dxn2, s.h, w.post_norm, s.rstd2, dh, g.post_norm);
+    ops::add_(dh, dout);  // residual path
+  }
   dxn2 = Tensor();
-  ops::add_(dh, dout);  // residual path
 
   // --- attention block: h = x + o_proj(attn)
   Tensor dattn = empty({T, Hq * D}, dev);
-  ops::linear_backward(dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w, g.o_b);
+  ops::linear_backward(want_dh16 ? dh16 : dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w,
+                       g.o_b);
+  dh16 = Tensor();
   Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
   if (decode_fusion() || s.q.dtype() == DType::bf16) {
     // The fused backward (the forward's bf16 operands as they are, dq/dk widened and rotated back
@@ -283,8 +305,13 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   tp_all_reduce(a.tp, dxn1);  // "f" at the column-parallel q/k/v input
   dq = dk = dv = Tensor();
   Tensor dx = empty({T, H}, dev);
-  ops::rms_norm_backward(dxn1, s.x, w.input_norm, s.rstd1, dx, g.input_norm);
-  ops::add_(dx, dh);  // residual path
+  if (fuse) {
+    ops::rms_norm_backward_add(dxn1, s.x, w.input_norm, s.rstd1, dh, dx, g.input_norm,
+                               grad16 ? dx_bf16 : nullptr);  // + the residual path
+  } else {
+    ops::rms_norm_backward(dxn1, s.x, w.input_norm, s.rstd1, dx, g.input_norm);
+    ops::add_(dx, dh);  // residual path
+  }
   return dx;
 }
 

@@ -25,8 +25,12 @@ Tensor layer_forward(const ModelConfig& config, int64_t layer, const LayerTensor
                      const AttnInputs& a, const Tensor& x, LayerSaved* save);
 
 // dout: ∂L/∂(layer output) [T, H]. Returns ∂L/∂(layer input); parameter gradients accumulate into
-// g.
+// g. dout_bf16 (optional) is dout rounded to bf16 (the previous layer_backward's dx_bf16): a
+// bias-free down_proj backward takes it as its dy instead of rounding dout again. dx_bf16, when
+// not null, receives the returned gradient rounded to bf16 where the fused norm backward writes one
+// (CUDA, autocast, decode fusion on); it is left undefined otherwise.
 Tensor layer_backward(const ModelConfig& config, const LayerTensors& w, LayerTensors& g,
-                      const AttnInputs& a, const LayerSaved& s, const Tensor& dout);
+                      const AttnInputs& a, const LayerSaved& s, const Tensor& dout,
+                      const Tensor& dout_bf16 = Tensor(), Tensor* dx_bf16 = nullptr);
 
 }  // namespace gyre::model

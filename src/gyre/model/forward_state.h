@@ -43,6 +43,9 @@ struct LayerSaved {
   Tensor h;               // residual after attention [T, H]
   Tensor xn2, rstd2;      // post_attention_layernorm output (as xn1) and 1/rms
   Tensor gate, up;  // dense MLP pre-activations [T, I]: bf16 under bf16 autocast on CUDA, else f32
+  // down_proj's bf16 operand silu(gate)·up [T, I] where the fused MLP kept it (CUDA, autocast,
+  // past 8 rows); undefined elsewhere: the backward recomputes it from gate/up.
+  Tensor act;
   MoeSaved moe;
   size_t bytes() const;
   void clear() { *this = LayerSaved{}; }

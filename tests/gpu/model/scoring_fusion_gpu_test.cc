@@ -160,8 +160,9 @@ TEST(ScoringFusionGpu, TrainingGradientsAreBitwiseWithAndWithoutFusionAndRecompu
 // The training forward saves the dense MLP's gate/up in the autocast policy's dtype: bf16 [T, I]
 // under bf16 on the GPU, f32 with f32 precision and on the CPU (which ignores autocast); past 8
 // rows under bf16 the q/k/v and gate/up inputs xn1/xn2 [T, H] are the GEMMs' bf16 operands too,
-// and so are the attention's operands q/k/v and its output (saved_bytes drops by 2·T·I·2 +
-// 2·T·H·2 + T·(2·Hq + 2·Hkv)·D·2 per layer against f32).
+// and so are the attention's operands q/k/v and its output; the fused MLP also keeps down_proj's
+// bf16 operand act [T, I] (the backward need not recompute it; nothing with f32). saved_bytes
+// drops by 2·T·I·2 - T·I·2 + 2·T·H·2 + T·(2·Hq + 2·Hkv)·D·2 per layer against f32.
 TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
   GYRE_SKIP_WITHOUT_GPU();
   auto m = bf16_model();
@@ -186,6 +187,11 @@ TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
         EXPECT_EQ(t->dtype(), want) << dtype_name(t->dtype());
         EXPECT_EQ(t->numel(), T * (t == &l.q || t == &l.attn ? Hq : Hkv) * D);
       }
+      EXPECT_EQ(l.act.defined(), want == DType::bf16);
+      if (l.act.defined()) {
+        EXPECT_EQ(l.act.dtype(), DType::bf16);
+        EXPECT_EQ(l.act.numel(), T * I);
+      }
     }
     return st.saved_bytes();
   };
@@ -193,7 +199,7 @@ TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
   m->set_precision(Precision::f32);
   const size_t bytes32 = saved(*m, DType::f32);
   EXPECT_EQ(bytes32 - bytes16,
-            size_t(L * (2 * T * I * 2 + 2 * T * H * 2 + T * (2 * Hq + 2 * Hkv) * D * 2)));
+            size_t(L * (T * I * 2 + 2 * T * H * 2 + T * (2 * Hq + 2 * Hkv) * D * 2)));
   m->to(Device::cpu);
   m->set_precision(Precision::bf16);  // ignored by the CPU backend
   saved(*m, DType::f32);

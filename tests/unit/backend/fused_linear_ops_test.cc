@@ -203,7 +203,8 @@ TEST_P(FusedLinearCpu, SwigluMlpResidualEqualsTheComposition) {
       expect_bitwise(r2, want, what + " in place on the residual");
       // A saving forward: the same output, and the backward's operands are the composition's
       // (stale fields are replaced).
-      SwigluMlpSaved saved{randn({2}, 1, dt), Tensor(), randn({1, 1}, 2, dt), Tensor()};
+      SwigluMlpSaved saved{randn({2}, 1, dt), Tensor(), randn({1, 1}, 2, dt), Tensor(),
+                           randn({3}, 3, dt)};
       Tensor out_s;
       rms_norm_swiglu_mlp_residual(x, nw, eps, wg, bg, wu, bu, wd, bd, r, out_s, &saved);
       expect_bitwise(out_s, want, what + " saving");
@@ -211,6 +212,7 @@ TEST_P(FusedLinearCpu, SwigluMlpResidualEqualsTheComposition) {
       expect_bitwise(saved.rstd, rstd, what + " saved rstd");
       expect_bitwise(saved.gate, g, what + " saved gate");
       expect_bitwise(saved.up, u, what + " saved up");
+      EXPECT_FALSE(saved.act.defined()) << what << ": act is kept by the fused CUDA path only";
       if (N != K) continue;
       Tensor want_x;
       add(t, x, want_x);

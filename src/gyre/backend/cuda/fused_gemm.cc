@@ -145,10 +145,10 @@ void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, cons
   gate_up_gemms(xb.p(), wg, bg, wu, bu, M, I, K, gate.ptr, up.ptr);
   // ... silu_mul_fwd_bf16in's value stored as the bf16 that Bf16Input would make of it in
   // linear_residual_gemm_bf16 (the f32 act is never written) ...
-  DeviceBuffer act(size_t(M * I) * 2);
-  silu_mul_fwd_bf16(gate.ptr, up.ptr, act.as<uint16_t>(), M * I);
+  const Bf16Out act(M, I, keep.act);
+  silu_mul_fwd_bf16(gate.ptr, up.ptr, act.ptr, M * I);
   // ... and linear_residual_gemm_bf16's GEMM on it.
-  residual_gemm(act.as<uint16_t>(), wd, r, M, N, I, y);
+  residual_gemm(act.ptr, wd, r, M, N, I, y);
 }
 
 }  // namespace gyre::cuda

@@ -81,11 +81,13 @@ void linear_residual_gemm_bf16in(const uint16_t* xb, const GemmWeight& w, const 
 // silu_mul_fwd_bf16in's f32 value, the bits f32_to_bf16 makes of it), so the down GEMM gets the
 // same operand and the f32 act is never written. wg, wu [I, K], wd [N, I]; norm as above.
 // The operands a saving forward keeps (each optional, bf16): xb [M, K] the gate/up GEMMs' input
-// (the norm's output rounded), gate and up [M, I] — otherwise pool scratch.
+// (the norm's output rounded), gate and up [M, I], act [M, I] the down GEMM's operand — otherwise
+// pool scratch.
 struct SwigluKeep {
   uint16_t* xb = nullptr;
   uint16_t* gate = nullptr;
   uint16_t* up = nullptr;
+  uint16_t* act = nullptr;
 };
 void swiglu_mlp_residual_gemm_bf16(const float* x, const RmsPrologue* norm, const GemmWeight& wg,
                                    const float* bg, const GemmWeight& wu, const float* bu,

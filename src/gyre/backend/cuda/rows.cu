@@ -12,6 +12,7 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/rms_bwd_row.cuh"
 #include "gyre/backend/cuda/rms_row.cuh"
 #include "gyre/backend/cuda/rope_rotate.cuh"
 #include "gyre/backend/cuda/runtime.h"
@@ -21,7 +22,7 @@ namespace gyre::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kRowChunk = 128;
+constexpr int64_t kRowChunk = rms_bwd::kDwRowChunk;  // the dw partials' chunking
 
 __global__ void gather_rows_kernel(const int32_t* idx, int64_t n, const float* src, int64_t H,
                                    float* out) {
@@ -77,39 +78,42 @@ __global__ void __launch_bounds__(rms::kThreads)
   }
 }
 
-__global__ void rms_bwd_dx_kernel(const float* dy, const float* x, const float* w,
-                                  const float* rstd, int64_t R, int64_t H, float* dx) {
+// Launched with rms_bwd::kThreads threads: the element arithmetic, the dot's column-to-thread map
+// and its block reduction are rms_bwd_row.cuh's, shared with rms_bwd_fused.cu's
+// rms_norm_bwd_add, which must match this kernel (and the dw kernels below) bitwise.
+__global__ void __launch_bounds__(rms_bwd::kThreads)
+    rms_bwd_dx_kernel(const float* dy, const float* x, const float* w, const float* rstd, int64_t R,
+                      int64_t H, float* dx) {
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const float* xr = x + r * H;
     const float* dyr = dy + r * H;
     const float rs = rstd[r];
-    double dot = 0;
-    for (int64_t c = threadIdx.x; c < H; c += blockDim.x)
-      dot += double(dyr[c] * w[c]) * double(xr[c] * rs);
-    dot = block_sum(dot);
-    // dx_c = r (g_c - x̂_c · mean_j(g_j x̂_j)), g = dy ∘ w, x̂ = x r.
-    const float mean = float(dot / double(H));
-    for (int64_t c = threadIdx.x; c < H; c += blockDim.x)
-      dx[r * H + c] = rs * (dyr[c] * w[c] - (xr[c] * rs) * mean);
+    double dot[1] = {0};
+    for (int64_t c = threadIdx.x; c < H; c += rms_bwd::kThreads)
+      dot[0] = rms_bwd::dot_step(dot[0], dyr[c], w[c], rms_bwd::x_hat(xr[c], rs));
+    rms_bwd::block_sum_n(dot);
+    const float mean = rms_bwd::row_mean(dot[0], H);
+    for (int64_t c = threadIdx.x; c < H; c += rms_bwd::kThreads)
+      dx[r * H + c] = rms_bwd::dx_elem(dyr[c], w[c], rms_bwd::x_hat(xr[c], rs), rs, mean);
   }
 }
 
+// Column c's partial over one chunk of kRowChunk rows (rms_bwd_row.cuh's dw contract).
 __global__ void rms_dw_partial_kernel(const float* dy, const float* x, const float* rstd, int64_t R,
                                       int64_t H, double* part) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= H) return;
   const int64_t r0 = blockIdx.y * kRowChunk, r1 = min(R, r0 + kRowChunk);
   double s = 0;
-  for (int64_t r = r0; r < r1; ++r) s += double(dy[r * H + c]) * double(x[r * H + c] * rstd[r]);
+  for (int64_t r = r0; r < r1; ++r)
+    s = rms_bwd::dw_step(s, dy[r * H + c], rms_bwd::x_hat(x[r * H + c], rstd[r]));
   part[blockIdx.y * H + c] = s;
 }
 
 __global__ void finish_add_kernel(const double* part, int64_t chunks, int64_t C, float* out) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  double s = 0;
-  for (int64_t k = 0; k < chunks; ++k) s += part[k * C + c];
-  out[c] = float(double(out[c]) + s);
+  out[c] = rms_bwd::dw_finish(part, chunks, C, c, out[c]);
 }
 
 __global__ void rope_kernel(float* x, int64_t tokens, int64_t H, int64_t D,
@@ -202,7 +206,7 @@ void rms_norm_bwd(const float* dy, const float* x, const float* w, const float* 
                   int64_t H, float* dx, float* dw) {
   cudaStream_t s = stream();
   if (dx && R > 0) {
-    rms_bwd_dx_kernel<<<row_blocks(R), kThreads, 0, s>>>(dy, x, w, rstd, R, H, dx);
+    rms_bwd_dx_kernel<<<row_blocks(R), rms_bwd::kThreads, 0, s>>>(dy, x, w, rstd, R, H, dx);
     GYRE_CUDA_LAUNCHED("rms_norm_bwd_dx");
   }
   if (dw && R > 0) {
