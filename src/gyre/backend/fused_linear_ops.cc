@@ -196,6 +196,11 @@ void check_norm(const char* op, const Norm& nrm, const Tensor& x, int64_t M, int
                op, shape_str(nrm.w.shape()), K, shape_str(x.shape()));
   if (!(nrm.eps >= 0 && std::isfinite(nrm.eps)))
     GYRE_THROW(invalid_argument, "ops::{}: eps must be finite and >= 0, got {}", op, nrm.eps);
+  if (nrm.operand && (nrm.operand == nrm.xn || nrm.operand == nrm.rstd))
+    GYRE_THROW(invalid_argument,
+               "ops::{}: 'xn_operand_out' is the same tensor as '{}'; pass a separate tensor (the "
+               "operand may be bf16 where xn_out is f32)",
+               op, nrm.operand == nrm.xn ? "xn_out" : "rstd_out");
   if (nrm.xn) {
     check_output(op, {"xn_out"}, nrm.xn, x, M, K);
     if (overlaps(*nrm.xn, nrm.w))
@@ -454,6 +459,13 @@ void linear_add_residual_bf16_x(const Tensor& x, const Tensor& w, const Tensor& 
                "takes a bf16 x (the attention's bf16 output); pass an f32 x",
                op,
                x.device() == Device::cuda ? "outside an ops::Bf16Autocast scope" : "on the CPU");
+  // The f32 op below checks a converted copy of x: an output sharing x's memory must be caught
+  // here.
+  if (y.defined() && overlaps(y, x))
+    GYRE_THROW(invalid_argument,
+               "ops::{}: output 'y' shares memory with the input 'x'; pass a separate output "
+               "tensor (y may be the residual tensor itself)",
+               op);
   if constexpr (kCuda) {
     const int64_t K = x.dim() >= 1 ? x.size(-1) : 0, M = K > 0 ? x.numel() / K : 0;
     // The GEMM plans assume cuBLASLt's default 256-byte operand alignment, which the f32 path's

@@ -115,8 +115,8 @@ void rms_norm_linear_silu_mul(const Tensor& x, const Tensor& norm_w, float eps,
 // tensor itself (even when that is x), otherwise it must share no memory with x or the residual.
 // The residual may share memory with x (it is only read). Every argument is checked before any
 // tensor changes, with the errors of the other ops (naming w_down, b_down, residual, out).
-// The intermediate act [.., I] is not returned: on the fused path (CUDA, autocast, more than 8
-// rows, no b_down) it exists only as bf16 scratch; a backward recomputes it from gate and up.
+// The intermediate act [.., I] is not an output: on the fused path (CUDA, autocast, more than 8
+// rows, no b_down) it exists only as bf16 scratch, unless `saved` keeps it (below).
 //
 // saved, when not null, has every field assigned (whatever it held before) with what the SwiGLU
 // MLP's backward reads: xn the gate/up linears' input (on the fused path the GEMMs' bf16 operand,

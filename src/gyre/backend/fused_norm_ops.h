@@ -15,8 +15,10 @@ namespace gyre::ops {
 // even, exactly cuda::f32_to_bf16's bits), allocated if undefined — the o_proj backward's dy
 // operand.
 // Bitwise: dx, dw and dx_bf16 are memcmp-equal to the composition (rms_norm_backward, add_, then
-// copy to bf16) on either device. CUDA: one kernel over the rows plus a small finish kernel for dw
-// (backend/cuda/rms_bwd_fused.h); the CPU (f32 or f64) runs the composition.
+// copy to bf16) on either device. CUDA: from 8192 rows with dw, one kernel over the rows (the dw
+// partials in the same pass) plus a small finish kernel for dw; below that, or without dw, a
+// row kernel (dx, the add, dx_bf16) then rows.cu's dw kernels (backend/cuda/rms_bwd_fused.h); the
+// CPU (f32 or f64) runs the composition.
 // Errors (before anything is written) name the argument: undefined inputs, tensors on two devices,
 // mixed or non-float dtypes, shapes that do not match x [.., H] / w [H] / rstd [R], dx or dx_bf16
 // overlapping an input (other than dx being residual_grad), a dx_bf16 that is not bf16 of dx's

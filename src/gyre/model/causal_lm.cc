@@ -464,13 +464,15 @@ void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients&
   // the embedding, reported last.
   if (ready) ready(size_t(slots.final_norm), num_params);
   // Each layer hands the next one down its gradient also rounded to bf16 (where the fused norm
-  // backward writes it): that layer's down_proj backward reads it as dy. Layer 0's goes to the
+  // backward writes it) when that layer's down_proj backward reads it as dy: a dense MLP without
+  // a down bias (an MoE block and a bias gradient read the f32 one). Layer 0's goes to the
   // embedding, which wants f32 only.
   Tensor dx16;
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     LayerSaved& saved = st.layers[size_t(l)];
     Tensor next16;
-    Tensor* want16 = l > 0 ? &next16 : nullptr;
+    const bool lower_reads16 = l > 0 && !lc.is_moe_layer(l - 1) && !lc.mlp_bias;
+    Tensor* want16 = lower_reads16 ? &next16 : nullptr;
     if (st.recompute) {
       LayerSaved full;
       layer_forward(lc, l, w.layers[size_t(l)], st.attn, saved.x, &full);

@@ -1,4 +1,6 @@
-// Process-wide switch for the fused ops of layer_forward. The fused linears
+// Process-wide switch for the fused ops of layer_forward and layer_backward (whose RMSNorm
+// backwards then add the residual in the same pass and hand bf16 dy to o_proj / down_proj, and
+// whose attention backward takes the forward's bf16 operands). The fused linears
 // (backend/fused_linear_ops.h) — the input norm folded into q/k/v's grouped linear, the
 // post-attention norm folded into gate/up with the SiLU·mul epilogue (the whole SwiGLU MLP with
 // its residual as one op), o_proj/down_proj with the residual add in the epilogue (not under

@@ -220,7 +220,8 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     const int64_t I = c.intermediate_size;
     // s.gate / s.up are the forward's (bf16 under autocast on CUDA): silu_mul and its backward read
     // them in f32 math. With bf16 gate/up the backward's GEMM operands are produced in bf16 right
-    // away — act (down_proj's x, recomputed instead of saved) and, for bias-free gate/up, dgate
+    // away — act (down_proj's x: the fused forward's saved one, else recomputed) and, for
+    // bias-free gate/up, dgate
     // and dup (their linears' dy): each is the f32 value rounded once, exactly what
     // linear_backward's autocast path would round the f32 tensor to, so the gradients are the same
     // bits while the f32 write, re-read and conversion pass of each [T, I] tensor disappear. dact
@@ -264,7 +265,7 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
                        g.o_b);
   dh16 = Tensor();
   Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
-  if (decode_fusion() || s.q.dtype() == DType::bf16) {
+  if (fuse || s.q.dtype() == DType::bf16) {
     // The fused backward (the forward's bf16 operands as they are, dq/dk widened and rotated back
     // in one kernel) is bitwise the composition below, and takes f32 operands too.
     ops::rope_attention_varlen_backward(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn, s.lse,

@@ -18,9 +18,13 @@ namespace gyre::model {
 // normed inputs xn1 / xn2 of the q/k/v and gate/up linears, which are the GEMMs' bf16 operands
 // where the fused linears run their shared-input GEMMs (CUDA, autocast, more than 8 rows, decode
 // fusion on; xn2 only for the dense MLP without TP) — the bits linear_backward would round the f32
-// rows to, so the gradients are unchanged; (3) the attention's operands q/k/v (rotated) and its
-// output attn, bf16 under the same conditions without a KV-cache context
-// (ops::rope_attention_varlen: the values the bf16 attention kernels read and write).
+// rows to, so the gradients are unchanged; (3) with decode fusion on and no KV-cache context, the
+// attention's operands q/k/v (rotated) — bf16 whenever the bf16 attention kernels run (CUDA,
+// autocast, head dim 64/128), at any T — and its output attn, bf16 under those conditions past 8
+// rows (ops::rope_attention_varlen: the values the kernels read and write); (4) act, the dense
+// MLP's down_proj operand, kept (bf16) only by the fused MLP past 8 rows under autocast —
+// undefined elsewhere (the backward recomputes it). Net saved bytes against the unfused forward
+// under bf16, per token and layer: 2·H·2 + (2·Hq + 2·Hkv)·D·2 fewer, I·2 more (act).
 Tensor layer_forward(const ModelConfig& config, int64_t layer, const LayerTensors& w,
                      const AttnInputs& a, const Tensor& x, LayerSaved* save);
 

@@ -38,8 +38,8 @@ struct LayerSaved {
   Tensor xn1, rstd1;      // input_layernorm output (bf16 GEMM operand or f32) and 1/rms
   Tensor q_raw, k_raw;    // q/k before q_norm/k_norm (qk_norm archs)
   Tensor rstd_q, rstd_k;  // [T*Hq], [T*Hkv]
-  Tensor q, k, v;         // after norm + RoPE: [T, H*, D]
-  Tensor attn, lse;       // attention output [T, Hq, D], log-sum-exp [T, Hq]
+  Tensor q, k, v;         // after norm + RoPE: [T, H*, D] (bf16: the attention's operands, or f32)
+  Tensor attn, lse;       // attention output [T, Hq, D] (bf16 or f32), log-sum-exp [T, Hq] f32
   Tensor h;               // residual after attention [T, H]
   Tensor xn2, rstd2;      // post_attention_layernorm output (as xn1) and 1/rms
   Tensor gate, up;  // dense MLP pre-activations [T, I]: bf16 under bf16 autocast on CUDA, else f32

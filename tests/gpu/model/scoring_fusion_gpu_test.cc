@@ -21,6 +21,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
@@ -41,8 +42,8 @@ struct FusionScope {
   ~FusionScope() { set_decode_fusion(true); }
 };
 
-std::unique_ptr<CausalLM> bf16_model() {
-  auto m = CausalLM::random_init(testmodel::small_config(), 31, 0.08f);
+std::unique_ptr<CausalLM> bf16_model(const ModelConfig& config = testmodel::small_config()) {
+  auto m = CausalLM::random_init(config, 31, 0.08f);
   // RMSNorm weights of 1 (random_init's) would hide the weight multiply of the folded norms.
   uint64_t seed = 700;
   for (auto& [name, t] : m->parameters())
@@ -153,6 +154,84 @@ TEST(ScoringFusionGpu, TrainingGradientsAreBitwiseWithAndWithoutFusionAndRecompu
     for (bool recompute : {false, true}) {
       SCOPED_TRACE(recompute ? "recompute" : "no recompute");
       expect_same_gradients(grads(true, recompute), want);
+    }
+  }
+}
+
+// The configurations the fused training forward and backward must keep bitwise: Qwen2 (q/k/v
+// biases, bias-free o_proj and MLP: every bf16 hand-over), Qwen3-MoE mixed (qk_norm on q/k before
+// the fused RoPE + attention, tied embeddings, layer 1 an MoE block between dense layers: the bf16
+// gradient hand-over skips it), Llama with o_proj and MLP biases (o_proj / down_proj keep f32 dy,
+// the MLP takes its composition because of the down bias).
+std::vector<std::pair<std::string, ModelConfig>> gradient_configs() {
+  std::vector<std::pair<std::string, ModelConfig>> out;
+  out.emplace_back("qwen2", testmodel::small_config());
+  ModelConfig moe = testmodel::small_config();
+  moe.arch = Arch::qwen3_moe;
+  moe.model_type = "qwen3_moe";
+  moe.attention_bias = false;
+  moe.qk_norm = true;
+  moe.tie_word_embeddings = true;
+  moe.num_experts = 4;
+  moe.num_experts_per_tok = 2;
+  moe.moe_intermediate_size = 128;
+  moe.decoder_sparse_step = 2;  // layer 1 MoE, layers 0 and 2 dense
+  out.emplace_back("qwen3_moe mixed", moe);
+  ModelConfig llama = testmodel::small_config();
+  llama.arch = Arch::llama;
+  llama.model_type = "llama";
+  llama.attention_bias = true;  // q/k/v and o_proj biases
+  llama.mlp_bias = true;
+  out.emplace_back("llama with o_proj and MLP biases", llama);
+  return out;
+}
+
+// Gradients of one forward + backward with the fusion switch set separately for each (a switch
+// flipped in between must not matter: the backward takes bf16 saved operands whatever its own
+// setting) and optionally the trainer's installed bf16 weight cache (the saving forward's GEMVs at
+// T <= 8, the backward's cached dX weights): every variant is bitwise the unfused forward and
+// backward without a cache, for each configuration, past and below 8 rows.
+TEST(ScoringFusionGpu, GradientsAreBitwiseAcrossConfigsFusionFlipsAndTheWeightCache) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (const auto& [name, config] : gradient_configs()) {
+    auto m = bf16_model(config);
+    for (const std::vector<int>& lens : std::vector<std::vector<int>>{{5, 37, 90}, {3, 4}}) {
+      const auto seqs = seqs_of(lens);
+      const int64_t T = Batch::pack(seqs).num_tokens();
+      SCOPED_TRACE(name + ", T = " + std::to_string(T));
+      std::vector<float> d(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) d[size_t(t)] = 0.01f * float(t % 7 - 3);
+      const Tensor dlogp = Tensor::from_vector(d, {T});
+      auto grads = [&](bool fwd_fusion, bool bwd_fusion, bool cached) {
+        ops::Bf16WeightCache cache;
+        std::optional<ops::UseBf16WeightCache> use;
+        if (cached) use.emplace(&cache);
+        ScoredBatch sb = [&] {
+          FusionScope f(fwd_fusion);
+          return score_for_training(*m, seqs);
+        }();
+        Gradients g = m->zeros_like_parameters();
+        FusionScope f(bwd_fusion);
+        backward_from_logprobs(*m, sb, dlogp, Tensor(), g);
+        return g;
+      };
+      const Gradients want = grads(false, false, false);
+      struct Variant {
+        bool fwd, bwd, cached;
+        const char* what;
+      };
+      for (const Variant& v :
+           {Variant{true, true, false, "fused"}, Variant{true, true, true, "fused, weight cache"},
+            Variant{true, false, false, "fused forward, unfused backward"},
+            Variant{false, true, false, "unfused forward, fused backward"},
+            Variant{false, false, true, "unfused, weight cache"}}) {
+        SCOPED_TRACE(v.what);
+        const Gradients got = grads(v.fwd, v.bwd, v.cached);
+        ASSERT_EQ(got.tensors.size(), want.tensors.size());
+        for (size_t i = 0; i < got.tensors.size(); ++i)
+          EXPECT_TRUE(bitwise_equal(host(got.tensors[i].tensor), host(want.tensors[i].tensor)))
+              << got.tensors[i].name;
+      }
     }
   }
 }

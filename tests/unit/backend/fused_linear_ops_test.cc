@@ -444,8 +444,21 @@ TEST(FusedLinearCpuErrors, OutputsSharingMemoryAreRejected) {
   }
 }
 
-// The MLP's gate/up dtype is bf16 only for f32 CUDA tensors under autocast: the CPU reference
-// stays f32 (and f64) inside an autocast scope too.
+// xn_operand_out must be its own tensor: it may be bf16 where xn_out is f32.
+TEST(FusedLinearCpuErrors, OperandOutputAliasingANormOutputIsRejected) {
+  const Tensor x = randn({3, 8}, 1), nw = randn({8}, 2), w = randn({4, 8}, 3), none;
+  const Tensor* ws[] = {&w};
+  const Tensor* bs[] = {&none};
+  Tensor y, xn, rstd;
+  Tensor* ys[] = {&y};
+  EXPECT_THAT(error_of([&] { rms_norm_linear_group(x, nw, 1e-6f, ws, bs, ys, &xn, &rstd, &xn); }),
+              HasSubstr("'xn_operand_out' is the same tensor as 'xn_out'"));
+  EXPECT_THAT(
+      error_of([&] { rms_norm_linear_group(x, nw, 1e-6f, ws, bs, ys, nullptr, &rstd, &rstd); }),
+      HasSubstr("'xn_operand_out' is the same tensor as 'rstd_out'"));
+  EXPECT_FALSE(y.defined()) << "nothing written";
+}
+
 // A bf16 x for linear_add_residual is the CUDA autocast path's (the attention's bf16 output): on
 // the CPU it is a clear error, whatever the scope.
 TEST(FusedLinearCpuErrors, Bf16InputOfTheResidualLinearIsCudaOnly) {
@@ -459,6 +472,8 @@ TEST(FusedLinearCpuErrors, Bf16InputOfTheResidualLinearIsCudaOnly) {
   }
 }
 
+// The MLP's gate/up dtype is bf16 only for f32 CUDA tensors under autocast: the CPU reference
+// stays f32 (and f64) inside an autocast scope too.
 TEST(FusedLinearCpu, SwigluGateUpDtypeIsTheInputsOnTheCpu) {
   const Tensor x32 = Tensor::zeros({2, 3}), x64 = Tensor::zeros({2, 3}, DType::f64);
   for (bool autocast : {false, true}) {

@@ -40,6 +40,16 @@ namespace gyre::cuda {
 
 namespace {
 
+// p itself when null or 256-byte aligned, else a copy of its n bf16 values in pool scratch (held
+// by `keep`).
+const uint16_t* aligned_bf16(const uint16_t* p, int64_t n, std::optional<DeviceBuffer>& keep) {
+  if (!p || reinterpret_cast<uintptr_t>(p) % 256 == 0) return p;
+  keep.emplace(size_t(n) * 2);
+  GYRE_CUDA_CHECK(
+      cudaMemcpyAsync(keep->as<uint16_t>(), p, size_t(n) * 2, cudaMemcpyDeviceToDevice, stream()));
+  return keep->as<uint16_t>();
+}
+
 // A bf16 copy of n f32 values in pool scratch.
 struct Bf16Copy {
   DeviceBuffer buf;
@@ -104,8 +114,8 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
   if (M <= kGemvMaxRows || K == 0) {
     // Where the f32-x path may run the GEMV (or has no product to run), run exactly that path on
     // x widened into f32 scratch: bf16 -> f32 is exact, so it sees the same values. The scratch is
-    // a fresh pool block (16-byte aligned), as the f32 tensor of the reference would be, so the
-    // GEMV predicate decides the same way.
+    // a fresh pool block (cudaMalloc'ed, 256-byte aligned), as the f32 tensor of the reference
+    // would be, so the GEMV predicate decides the same way.
     DeviceBuffer xf(size_t(std::max<int64_t>(M * K, 1)) * 4);
     if (M * K > 0) bf16_to_f32(x, xf.as<float>(), M * K);
     const float* x32 = xf.as<float>();
@@ -139,8 +149,13 @@ void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_
                          const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16) {
   if (M == 0 || N == 0 || K == 0)
     return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
-  // The per-call roundings, only for operands that do not come rounded already.
+  // The per-call roundings, only for operands that do not come rounded already. An operand that
+  // comes in bf16 but off cuBLASLt's default 256-byte alignment (which the plans assume and a
+  // rounded scratch copy has) is copied into scratch first: same values, same result.
   std::optional<Bf16Copy> dyb, wb, xb;
+  std::optional<DeviceBuffer> dys, xs;
+  dy_bf16 = aligned_bf16(dy_bf16, M * N, dys);
+  x_bf16 = aligned_bf16(x_bf16, M * K, xs);
   if (!dy_bf16) dy_bf16 = dyb.emplace(dy, M * N).p();
   if (dx) {
     if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();
