@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "gyre/backend/cuda/runtime.h"
@@ -30,6 +33,28 @@ inline Tensor rand_ids(int64_t n, int32_t hi, uint64_t seed) {
   for (int32_t& x : v) x = int32_t(r.next_u32() % uint32_t(hi));
   return Tensor::from_vector(v, {n});
 }
+
+// Sets an environment variable for a scope and restores what was there before (e.g.
+// GYRE_ATTENTION_BACKEND for one test).
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 // Rounds an f32 tensor's values to bf16 (the values a bf16 kernel sees), staying f32.
 inline Tensor round_bf16(const Tensor& t) {

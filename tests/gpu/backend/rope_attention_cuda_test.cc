@@ -39,26 +39,7 @@ using gputest::round_bf16;
 using test::error_of;
 using ::testing::HasSubstr;
 
-// Sets an environment variable for a scope and restores what was there before.
-class EnvScope {
- public:
-  EnvScope(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~EnvScope() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  EnvScope(const EnvScope&) = delete;
-  EnvScope& operator=(const EnvScope&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using gputest::EnvScope;
 
 // The attention backend for a scope, with cuDNN's deterministic backward (the default; the atomic
 // dQ variant is not reproducible, so no two runs of it could be compared bit for bit).

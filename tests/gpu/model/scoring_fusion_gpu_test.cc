@@ -284,21 +284,7 @@ TEST(ScoringFusionGpu, TrainingForwardSavesBf16GateUpUnderAutocast) {
   saved(*m, DType::f32);
 }
 
-// Sets an environment variable for a scope, restoring the previous value.
-struct EnvScope {
-  EnvScope(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~EnvScope() {
-    if (old_)
-      setenv(name_, old_->c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using gputest::EnvScope;
 
 // Past 8 rows the fused scoring forward saves per layer at least: q/k/v's three input casts and
 // rms_norm (one norm kernel writing the bf16 input instead), gate/up's two casts and rms_norm, and

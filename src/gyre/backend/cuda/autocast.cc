@@ -132,12 +132,7 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
   // reference's scratch copy has; a view of a bf16 tensor may not: copy it to scratch then (same
   // values, so the same result).
   std::optional<DeviceBuffer> xs;
-  if (reinterpret_cast<uintptr_t>(x) % 256 != 0) {
-    xs.emplace(size_t(M * K) * 2);
-    GYRE_CUDA_CHECK(cudaMemcpyAsync(xs->as<uint16_t>(), x, size_t(M * K) * 2,
-                                    cudaMemcpyDeviceToDevice, stream()));
-    x = xs->as<uint16_t>();
-  }
+  x = aligned_bf16(x, M * K, xs);
   std::optional<Bf16Copy> wb;
   if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();  // as linear_fwd_autocast rounds it
   if (y_bf16) return linear_gemm_bf16_out(x, w_bf16, b, M, N, K, y_bf16);

@@ -21,23 +21,6 @@ namespace gyre::cuda {
 
 namespace {
 
-// x [M, K] rounded to bf16: f32_to_bf16 of x itself, or of rms_norm(x) written by the norm kernel
-// (which also fills the norm's requested f32 outputs) — into `keep` when the caller keeps the
-// operand (a saving forward: the backward's dW GEMMs read it), else into pool scratch.
-struct Bf16Input {
-  std::optional<DeviceBuffer> buf;
-  uint16_t* ptr;
-  Bf16Input(const float* x, const RmsPrologue* norm, int64_t M, int64_t K, uint16_t* keep = nullptr)
-      : ptr(keep) {
-    if (!ptr) ptr = buf.emplace(size_t(M * K) * 2).as<uint16_t>();
-    if (norm)
-      rms_norm_fwd_bf16(x, norm->w, M, K, norm->eps, ptr, norm->xn, norm->rstd);
-    else
-      f32_to_bf16(x, ptr, M * K);
-  }
-  uint16_t* p() const { return ptr; }
-};
-
 // bf16 [M, N] scratch, or the caller's buffer when it keeps the values.
 struct Bf16Out {
   std::optional<DeviceBuffer> buf;
@@ -45,6 +28,21 @@ struct Bf16Out {
   Bf16Out(int64_t M, int64_t N, uint16_t* keep) : ptr(keep) {
     if (!ptr) ptr = buf.emplace(size_t(M * N) * 2).as<uint16_t>();
   }
+};
+
+// x [M, K] rounded to bf16: f32_to_bf16 of x itself, or of rms_norm(x) written by the norm kernel
+// (which also fills the norm's requested f32 outputs) — into `keep` when the caller keeps the
+// operand (a saving forward: the backward's dW GEMMs read it), else into pool scratch.
+struct Bf16Input {
+  Bf16Out out;
+  Bf16Input(const float* x, const RmsPrologue* norm, int64_t M, int64_t K, uint16_t* keep = nullptr)
+      : out(M, K, keep) {
+    if (norm)
+      rms_norm_fwd_bf16(x, norm->w, M, K, norm->eps, out.ptr, norm->xn, norm->rstd);
+    else
+      f32_to_bf16(x, out.ptr, M * K);
+  }
+  uint16_t* p() const { return out.ptr; }
 };
 
 // The bf16 operand of one GEMM over a weight of n x K values: the cached copy, or the f32 weight
