@@ -15,6 +15,9 @@
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
+//   attn_*_1p5b[_mha], attn_*_d64_mha  (only with the argument `attention_gqa`) Qwen2.5-1.5B's
+//                    12 / 2 heads of 128, and both models' query heads with K/V expanded (MHA):
+//                    whether cuDNN's GQA path costs more than repeating K/V
 //   gemv_bf16[_residual]  (only with the argument `gemv`) the batch-1 decode GEMV y = x · w^T
 //                    (plain, and with the residual epilogue the fused decode uses for o/down) at
 //                    the Qwen2.5 o_proj and down_proj shapes (0.5B: N 896, K 896 / 4864; 1.5B:
@@ -378,8 +381,13 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "attention") bench_attention();
     if (only.empty() || only == "logprob") bench_logprob();
     if (only.empty() || only == "copy") bench_copy();
-    if (only == "gemv") bench_gemv();  // explicit only: not part of the anchored default set
-    if (only == "rms_bwd") {           // explicit only, likewise
+    if (only == "gemv") bench_gemv();         // explicit only: not part of the anchored default set
+    if (only == "attention_gqa") {            // explicit only: GQA against the same heads as MHA
+      bench_flash(12, 2, 128, "_1p5b");       // Qwen2.5-1.5B: 12 query / 2 kv heads of 128
+      bench_flash(12, 12, 128, "_1p5b_mha");  // the same with K/V expanded to 12 heads
+      bench_flash(14, 14, 64, "_d64_mha");    // Qwen2.5-0.5B's heads expanded likewise
+    }
+    if (only == "rms_bwd") {  // explicit only, likewise
       std::vector<int64_t> rows;
       for (int i = 2; i < argc; ++i) rows.push_back(std::atoll(argv[i]));
       bench_rms_bwd_add(rows);

@@ -11,6 +11,9 @@
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
 //              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
+//              [--micro-batch-tokens N]
+// --micro-batch-tokens N: the training step in micro-batches of at most N tokens (default: one
+// micro-batch of every token, as the anchor's one forward of the whole batch).
 // --decode-fusion 0: the scoring forward (nothing saved) runs the unfused ops instead of the fused
 // linears (model/decode_fusion.h; bitwise the same numbers) — the A/B of that switch.
 // --logprob-chunk: the scoring path's vocabulary chunk (model/scoring.h set_logprob_vocab_chunk):
@@ -234,7 +237,7 @@ int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
 
 int main(int argc, char** argv) {
   int seqs = 4, len = 4096, iters = 3, layers = 0, head_only = 0, head_ops_mode = 0;
-  long long logprob_chunk = 0;
+  long long logprob_chunk = 0, micro_tokens = 0;
   std::string shape = "qwen2.5-0.5b", precision = "bf16";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--seqs")) seqs = std::atoi(argv[i + 1]);
@@ -246,6 +249,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--logprob-chunk")) logprob_chunk = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-only")) head_only = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-ops")) head_ops_mode = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--micro-batch-tokens")) micro_tokens = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--decode-fusion"))
       gyre::model::set_decode_fusion(std::atoi(argv[i + 1]) != 0);
   }
@@ -288,7 +292,7 @@ int main(int argc, char** argv) {
     }
 
     // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
-    gyre::bench::TrainStep step(*model, batch);
+    gyre::bench::TrainStep step(*model, batch, micro_tokens);
     double loss = 0;
     auto train_step = [&] { loss = step.run(); };
     const double tr_s = gyre::bench::time_steps(train_step, iters, 1);
@@ -309,9 +313,11 @@ int main(int argc, char** argv) {
         "{\"bench\": \"model_gpu_train_step\", \"shape\": \"%s\", \"layers\": %lld, "
         "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "
         "\"tokens_per_s\": %.0f, \"model_tflops\": %.1f, \"mfu\": %.3f, "
-        "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f, \"loss\": %.6f}\n",
+        "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f, \"loss\": %.6f, "
+        "\"micro_batch_tokens\": %lld}\n",
         shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), (long long)params,
-        tokens, tr_s, tokens / tr_s, tflops, mfu, anchor_train, tokens / tr_s / anchor_train, loss);
+        tokens, tr_s, tokens / tr_s, tflops, mfu, anchor_train, tokens / tr_s / anchor_train, loss,
+        micro_tokens > 0 ? micro_tokens : (long long)tokens);
     if (gyre::ops::op_profile_enabled()) {  // GYRE_OP_PROFILE=1: where one step's GPU time goes
       gyre::ops::op_profile_report();       // drops the timed runs' records
       double t = now_s();

@@ -154,7 +154,7 @@ void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* co
       }
       cuda::adamw_many(pp.data(), gp.data(), mp.data(), vp.data(), n.data(), int64_t(k), p.lr,
                        p.beta1, p.beta2, p.eps, p.weight_decay, p.step,
-                       bf16_out.empty() ? nullptr : bf16_out.data());
+                       bf16_out.empty() ? nullptr : bf16_out.data(), p.grad_scale);
       // bf16 weights were written: a decode GEMV launched next may load them before waiting
       // for this kernel (backend/cuda/pdl.cuh, invariant 1).
       if (!bf16_out.empty()) cuda::pdl_barrier();
@@ -164,7 +164,7 @@ void adamw_step_many(std::span<Tensor* const> params, std::span<const Tensor* co
     float* w = params[i]->f32();
     const int64_t n = params[i]->numel();
     cpu::adamw<float>(w, grads[i]->f32(), ms[i]->f32(), vs[i]->f32(), n, p.lr, p.beta1, p.beta2,
-                      p.eps, p.weight_decay, p.step);
+                      p.eps, p.weight_decay, p.step, p.grad_scale);
     if (uint16_t* out = bf16_out.empty() ? nullptr : bf16_out[i])
       for (int64_t j = 0; j < n; ++j) out[j] = f32_to_bf16(w[j]);
   }

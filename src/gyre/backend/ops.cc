@@ -592,12 +592,12 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
       return cuda::adamw(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), p.lr, p.beta1,
-                         p.beta2, p.eps, p.weight_decay, p.step);
+                         p.beta2, p.eps, p.weight_decay, p.step, p.grad_scale);
     }
   dispatch(dt, [&](auto t) {
     using T = decltype(t);
     cpu::adamw<T>(ptr<T>(param), ptr<T>(grad), ptr<T>(m), ptr<T>(v), param.numel(), p.lr, p.beta1,
-                  p.beta2, p.eps, p.weight_decay, p.step);
+                  p.beta2, p.eps, p.weight_decay, p.step, T(p.grad_scale));
   });
 }
 

@@ -351,6 +351,10 @@ void sample_tokens(const Tensor& logits, const Tensor& temperature, const Tensor
 struct AdamWParams {
   float lr = 1e-6f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   int64_t step = 1;  // 1-based step count used for bias correction
+  // The update reads g = grad · grad_scale (one f32 multiply, rounded to nearest) instead of grad,
+  // and leaves the gradient tensor as it was: bitwise scale_(grad, grad_scale) before the step
+  // (the global-norm clip folded into the optimizer's pass). 1 reads grad as it is.
+  float grad_scale = 1.0f;
 };
 // PyTorch AdamW (decoupled decay): p -= lr·wd·p; m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
 // p -= lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + eps). param, m, v f32; grad f32.

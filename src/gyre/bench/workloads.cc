@@ -72,7 +72,8 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
   return 6.0 * double(params) * tokens + attn;
 }
 
-TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs)
+TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs,
+                     int64_t micro_batch_tokens)
     : model_(model),
       seqs_(std::move(seqs)),
       prompt_lens_(seqs_.size(), 1),
@@ -81,6 +82,7 @@ TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> s
       opt_({.lr = 1e-6, .clip_grad = 1.0}, {}),
       copies_(model) {
   for (const auto& s : seqs_) tokens_ += int64_t(s.size());
+  micro_batch_tokens_ = micro_batch_tokens > 0 ? micro_batch_tokens : tokens_;
   auto ps = model_.parameters();
   for (size_t i = 0; i < ps.size(); ++i) {
     params_.emplace_back(ps[i].name, ps[i].tensor);
@@ -93,7 +95,10 @@ double TrainStep::run() {
   double loss = 0;
   {
     const ops::UseBf16WeightCache use_copies(copies_.cache());
-    loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_);
+    // One micro-batch of every token, as the anchor (bench/hf_anchor.py) runs one forward of the
+    // whole [seqs, len] batch: the dW GEMMs then accumulate once per step, not once per 8192.
+    loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_,
+                                                micro_batch_tokens_);
   }
   copies_.weights_changed();  // before the step, as rl::ActorTrainer (lower peak, never stale)
   opt_.step(params_, grad_list_);

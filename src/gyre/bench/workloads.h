@@ -54,13 +54,16 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
                         const std::vector<int64_t>& seq_lens);
 
 // One training step per run(): zero the gradients, loss + gradients of the policy-gradient loss
-// (prompt length 1, advantage 1), clip to norm 1 and AdamW (lr 1e-6). Like the RL trainer, the
+// (prompt length 1, advantage 1) over all sequences as one packed micro-batch (the anchor's one
+// forward), clip to norm 1 and AdamW (lr 1e-6). Like the RL trainer, the
 // forward and backward run with step-scoped bf16 weight copies (model/step_weight_copies.h; bf16
 // on CUDA only), dropped after AdamW. Holds the gradients and the
 // optimizer state for the model's lifetime.
 class TrainStep {
  public:
-  TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs);
+  // micro_batch_tokens > 0: micro-batches of at most that many tokens instead (A/B runs).
+  TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs,
+            int64_t micro_batch_tokens = 0);
   double run();  // the loss; synchronised (the optimizer reads the grad norm back)
   int64_t tokens() const { return tokens_; }
 
@@ -74,6 +77,7 @@ class TrainStep {
   model::StepWeightCopies copies_;  // as rl::ActorTrainer: one bf16 cast per weight and step
   train::NamedTensors params_, grad_list_;
   int64_t tokens_ = 0;
+  int64_t micro_batch_tokens_ = 0;
 };
 
 // One log-prob forward over all `seqs` as one packed batch (temperature 1); returns the first

@@ -221,7 +221,8 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlog
 
 double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                                      const std::vector<int32_t>& prompt_lens,
-                                     const std::vector<float>& advantages, Gradients& grads) {
+                                     const std::vector<float>& advantages, Gradients& grads,
+                                     int64_t max_tokens_per_batch) {
   if (seqs.empty()) GYRE_THROW(invalid_argument, "policy-gradient loss: no sequences given");
   if (prompt_lens.size() != seqs.size() || advantages.size() != seqs.size())
     GYRE_THROW(invalid_argument,
@@ -245,7 +246,7 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
                "length)");
   double loss = 0.0;
   const int64_t V = model.config().vocab_size, chunk = fused_chunk(model);
-  for (auto [begin, end] : plan_batches(seqs, 8192, chunk > 0 ? chunk : V)) {
+  for (auto [begin, end] : plan_batches(seqs, max_tokens_per_batch, chunk > 0 ? chunk : V)) {
     std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
     ScoredBatch sb = score_for_training(model, group, 1.0f, false);
     const int64_t T = sb.batch.num_tokens();

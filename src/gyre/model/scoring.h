@@ -64,9 +64,13 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& scored, const Tensor& 
 // The fixture loss L = −(1/N) Σ_i Σ_{t ≥ P_i} A_i · log p(ids_i[t] | ids_i[<t]),
 // N = Σ_i (len_i − P_i) — the policy-gradient loss at ratio 1. Gradients accumulate into `grads`;
 // returns L. Errors name the sequence: prompt_len < 1 or > len, size mismatches, N = 0.
+// Sequences run in packed micro-batches of at most `max_tokens_per_batch` tokens (as score(); a
+// longer single sequence is its own micro-batch), each forward + backward before the next; the
+// gradients sum over micro-batches, so only activation memory and speed depend on it.
 double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vector<int32_t>>& seqs,
                                      const std::vector<int32_t>& prompt_lens,
-                                     const std::vector<float>& advantages, Gradients& grads);
+                                     const std::vector<float>& advantages, Gradients& grads,
+                                     int64_t max_tokens_per_batch = 8192);
 
 struct LossAndGrad {
   double loss = 0.0;

@@ -66,15 +66,16 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
   for (size_t i = 0; i < params.size(); ++i)
     GYRE_CHECK(grads[i].first == params[i].first, "param/grad order mismatch at {}: {} vs {}", i,
                params[i].first, grads[i].first);
-  std::vector<Tensor*> g_mut(grads.size());
-  for (size_t i = 0; i < grads.size(); ++i) g_mut[i] = &grads[i].second;
-  if (cfg_.clip_grad > 0) {
-    double coeff = cfg_.clip_grad / (norm + 1e-6);
-    if (coeff < 1.0) ops::scale_many(g_mut, float(coeff));
-  }
   ++iteration_;
   double lr = schedule_.lr_at(iteration_, cfg_.lr, cfg_.min_lr);
   ops::AdamWParams p;
+  if (cfg_.clip_grad > 0) {
+    // Global-norm clipping (torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6),
+    // applied only when < 1), folded into the update's read of each gradient: bitwise scaling the
+    // gradients first, without the extra pass over them (the gradients stay unscaled).
+    const double coeff = cfg_.clip_grad / (norm + 1e-6);
+    if (coeff < 1.0) p.grad_scale = float(coeff);
+  }
   p.lr = float(lr);
   p.beta1 = float(cfg_.beta1);
   p.beta2 = float(cfg_.beta2);

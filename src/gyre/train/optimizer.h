@@ -43,8 +43,10 @@ class AdamW {
   // Global L2 norm of the gradients (f64 accumulate).
   static double grad_norm(const NamedTensors& grads);
   // Clips (Megatron: coeff = clip / (norm + 1e-6), applied when < 1), then one AdamW step with the
-  // scheduled lr. Returns {grad_norm before clipping, lr used}. Non-finite grad norm: the step is
-  // skipped and an Error thrown naming the first non-finite gradient tensor.
+  // scheduled lr. The clip coefficient is applied as the update reads each gradient
+  // (ops::AdamWParams::grad_scale), so `grads` are left as they were (unscaled). Returns
+  // {grad_norm before clipping, lr used}. Non-finite grad norm: the step is skipped and an Error
+  // thrown naming the first non-finite gradient tensor.
   std::pair<double, double> step(NamedTensors& params, NamedTensors& grads);
 
   // Σ g² behind the clipping norm; default: over the given tensors. Tensor parallelism replaces it

@@ -100,6 +100,35 @@ TEST(MultiTensorOps, AdamWEqualsPerTensorBitwiseOverSteps) {
   }
 }
 
+// AdamWParams::grad_scale (the clip folded into the update) is bitwise scale_ then the unscaled
+// step, per tensor and multi-tensor, and leaves the gradients unscaled.
+TEST(MultiTensorOps, AdamWGradScaleEqualsScalingFirstBitwise) {
+  auto p = rand_list(41), p_one = clones(p), p_ref = clones(p);
+  std::vector<Tensor> m, v, m_one, v_one, m_ref, v_ref;
+  for (auto& s : kShapes)
+    for (auto* l : {&m, &v, &m_one, &v_one, &m_ref, &v_ref}) l->push_back(Tensor::zeros(s));
+  AdamWParams hp;
+  hp.lr = 1e-3f, hp.beta1 = 0.9f, hp.beta2 = 0.95f, hp.eps = 1e-8f, hp.weight_decay = 0.1f;
+  for (int64_t step = 1; step <= 3; ++step) {
+    auto g = rand_list(200 * step, 0.3f), g_before = clones(g), g_scaled = clones(g);
+    for (auto& t : g_scaled) scale_(t, 0.37f);
+    hp.step = step;
+    AdamWParams scaled = hp;
+    scaled.grad_scale = 0.37f;
+    adamw_step_many(ptrs(p), ptrs<const Tensor>(g), ptrs(m), ptrs(v), scaled);
+    for (size_t i = 0; i < p.size(); ++i) {
+      adamw_step(p_one[i], g[i], m_one[i], v_one[i], scaled);
+      adamw_step(p_ref[i], g_scaled[i], m_ref[i], v_ref[i], hp);
+    }
+    expect_bitwise(g, g_before, "gradient left unscaled");
+    expect_bitwise(p, p_ref, "param (many)");
+    expect_bitwise(m, m_ref, "m (many)");
+    expect_bitwise(v, v_ref, "v (many)");
+    expect_bitwise(p_one, p_ref, "param (per tensor)");
+    expect_bitwise(v_one, v_ref, "v (per tensor)");
+  }
+}
+
 TEST(MultiTensorOps, EmptyListsAreNoOps) {
   EXPECT_EQ(sum_squares_many({}), 0.0);
   EXPECT_TRUE(sum_squares_each({}).empty());

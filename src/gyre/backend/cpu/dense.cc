@@ -115,7 +115,7 @@ void silu_mul_bwd(const T* dout, const T* gate, const T* up, T* dgate, T* dup, i
 
 template <typename T>
 void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
-           double eps, double weight_decay, int64_t step) {
+           double eps, double weight_decay, int64_t step, T grad_scale) {
   // torch.optim.AdamW (_single_tensor_adamw): the scalars are formed in double (Python floats) and
   // applied in the tensor's type; the first moment uses lerp with weight 1-β1 (< 0.5, so torch's
   // lerp kernel evaluates m + w (g - m)).
@@ -127,17 +127,31 @@ void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   const T step_size = T(lr / bc1);
   const T bc2_sqrt = T(std::sqrt(bc2));
   const T eps_t = T(eps);
+  auto update = [=](int64_t i, T g) {
+    T p = param[i] * decay;
+    T mi = m[i] + w1 * (g - m[i]);
+    T vi = v[i] * b2 + w2 * g * g;
+    T denom = std::sqrt(vi) / bc2_sqrt + eps_t;
+    param[i] = p - step_size * (mi / denom);
+    m[i] = mi;
+    v[i] = vi;
+  };
   // Scalars captured by value: loads through captured references would block vectorisation.
+  if (grad_scale == T(1)) {
+    parallel_for(n, kElemGrain, [=](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) update(i, grad[i]);
+    });
+    return;
+  }
+  // g = grad · grad_scale rounded on its own, as scale() then the plain update: the products go
+  // through memory (a separate loop), so the compiler cannot contract them into the update's FMAs.
   parallel_for(n, kElemGrain, [=](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      T g = grad[i];
-      T p = param[i] * decay;
-      T mi = m[i] + w1 * (g - m[i]);
-      T vi = v[i] * b2 + w2 * g * g;
-      T denom = std::sqrt(vi) / bc2_sqrt + eps_t;
-      param[i] = p - step_size * (mi / denom);
-      m[i] = mi;
-      v[i] = vi;
+    constexpr int64_t kBlock = 256;
+    T g[kBlock];
+    for (int64_t b = i0; b < i1; b += kBlock) {
+      const int64_t e = std::min(i1, b + kBlock);
+      for (int64_t i = b; i < e; ++i) g[i - b] = grad[i] * grad_scale;
+      for (int64_t i = b; i < e; ++i) update(i, g[i - b]);
     }
   });
 }
@@ -152,7 +166,7 @@ void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double bet
   template void silu_mul_fwd<T>(const T*, const T*, T*, int64_t);                                \
   template void silu_mul_bwd<T>(const T*, const T*, const T*, T*, T*, int64_t);                  \
   template void adamw<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, double,  \
-                         int64_t);
+                         int64_t, T);
 GYRE_INSTANTIATE(float)
 GYRE_INSTANTIATE(double)
 #undef GYRE_INSTANTIATE

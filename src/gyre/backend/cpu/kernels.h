@@ -33,7 +33,7 @@ void silu_mul_bwd(const T* dout, const T* gate, const T* up, T* dgate, T* dup,
                   int64_t n);  // dgate, dup both required
 template <typename T>
 void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
-           double eps, double weight_decay, int64_t step);
+           double eps, double weight_decay, int64_t step, T grad_scale = T(1));
 
 // ---- rows by index (ids / idx already range-checked)
 template <typename T>

@@ -158,9 +158,9 @@ void silu_mul_bwd(const float* dout, const float* gate, const float* up, float* 
 }
 
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
-           double beta2, double eps, double weight_decay, int64_t step) {
+           double beta2, double eps, double weight_decay, int64_t step, float grad_scale) {
   if (n == 0) return;
-  const AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step);
+  const AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
   adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(param, grad, m, v, n, c);
   GYRE_CUDA_LAUNCHED("adamw");
 }

@@ -48,12 +48,14 @@ __device__ __forceinline__ double block_sum_doubles(const double* part, int64_t 
 
 struct AdamScalars {
   float decay, w1, b2, w2, step_size, bc2_sqrt, eps;
+  float grad_scale;  // 1: the gradient as stored (ops::AdamWParams::grad_scale)
 };
 
 // The scalars exactly as the CPU reference forms them (torch.optim.AdamW single-tensor path).
 inline AdamScalars adam_scalars(double lr, double beta1, double beta2, double eps,
-                                double weight_decay, int64_t step) {
+                                double weight_decay, int64_t step, float grad_scale = 1.0f) {
   AdamScalars c;
+  c.grad_scale = grad_scale;
   c.decay = float(1.0 - lr * weight_decay);
   c.w1 = float(1.0 - beta1);
   c.b2 = float(beta2);
@@ -66,15 +68,25 @@ inline AdamScalars adam_scalars(double lr, double beta1, double beta2, double ep
   return c;
 }
 
+// The AdamW update of one element from its stored values; returns the new parameter and writes
+// the new moments to mi / vi. g is the gradient scaled by c.grad_scale: __fmul_rn rounds the
+// product on its own (never contracted into the FMAs below), so it is bitwise a scale kernel's
+// stored product followed by the unscaled update.
+__device__ __forceinline__ float adamw_value(float param, float grad, float& mi, float& vi,
+                                             const AdamScalars& c) {
+  const float g = c.grad_scale == 1.0f ? grad : __fmul_rn(grad, c.grad_scale);
+  const float p = param * c.decay;
+  mi = mi + c.w1 * (g - mi);
+  vi = vi * c.b2 + c.w2 * g * g;
+  const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+  return p - c.step_size * (mi / denom);
+}
+
 // One AdamW element update in place.
 __device__ __forceinline__ void adamw_element(float* param, const float* grad, float* m, float* v,
                                               int64_t i, const AdamScalars& c) {
-  const float g = grad[i];
-  const float p = param[i] * c.decay;
-  const float mi = m[i] + c.w1 * (g - m[i]);
-  const float vi = v[i] * c.b2 + c.w2 * g * g;
-  const float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
-  param[i] = p - c.step_size * (mi / denom);
+  float mi = m[i], vi = v[i];
+  param[i] = adamw_value(param[i], grad[i], mi, vi, c);
   m[i] = mi;
   v[i] = vi;
 }

@@ -74,8 +74,9 @@ void silu_mul_fwd_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, 
 // dgate / dup only feed bias-free bf16 GEMMs).
 void silu_mul_bwd_bf16(const float* dout, const uint16_t* gate, const uint16_t* up, uint16_t* dgate,
                        uint16_t* dup, int64_t n);
+// grad_scale: see ops::AdamWParams (1: the gradient as stored).
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
-           double beta2, double eps, double weight_decay, int64_t step);
+           double beta2, double eps, double weight_decay, int64_t step, float grad_scale = 1.0f);
 void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
 // y[r, :] = b for r in [0, M).

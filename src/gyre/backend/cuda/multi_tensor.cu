@@ -87,12 +87,57 @@ __global__ void scale_many_kernel(const Entry* e, int64_t count, float s) {
   for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) t.a[i] *= s;
 }
 
+// Four elements of one chunk at [i, i + 4): 16-byte loads and stores of param, grad, m, v (and 8
+// bytes of bf16), the element arithmetic unchanged (ew::adamw_value).
+template <bool kBf16>
+__device__ __forceinline__ void adamw_vec4(const Entry& t, int64_t i, const ew::AdamScalars& c) {
+  float4 p = *reinterpret_cast<const float4*>(t.a + i);
+  const float4 g = *reinterpret_cast<const float4*>(t.g + i);
+  float4 m = *reinterpret_cast<const float4*>(t.m + i);
+  float4 v = *reinterpret_cast<const float4*>(t.v + i);
+  p.x = ew::adamw_value(p.x, g.x, m.x, v.x, c);
+  p.y = ew::adamw_value(p.y, g.y, m.y, v.y, c);
+  p.z = ew::adamw_value(p.z, g.z, m.z, v.z, c);
+  p.w = ew::adamw_value(p.w, g.w, m.w, v.w, c);
+  *reinterpret_cast<float4*>(t.a + i) = p;
+  *reinterpret_cast<float4*>(t.m + i) = m;
+  *reinterpret_cast<float4*>(t.v + i) = v;
+  if constexpr (kBf16) {
+    uint2 y;
+    y.x = uint32_t(bf16_bits(p.x)) | (uint32_t(bf16_bits(p.y)) << 16);
+    y.y = uint32_t(bf16_bits(p.z)) | (uint32_t(bf16_bits(p.w)) << 16);
+    *reinterpret_cast<uint2*>(t.bf + i) = y;
+  }
+}
+
 // kBf16: also writes bf16(param) into t.bf where a tensor has one (a uniform branch per block).
+// Chunks start at multiples of kChunk elements, so when a tensor's four f32 pointers are 16-byte
+// aligned (and its bf16 copy 8-byte aligned) every chunk runs on float4 (the element arithmetic
+// is the scalar path's: the results are bitwise the same); otherwise the scalar loop.
 template <bool kBf16>
 __global__ void adamw_many_kernel(const Entry* e, int64_t count, ew::AdamScalars c) {
   const int64_t b = blockIdx.x;
   const Entry t = e[owner(e, count, b)];
   const int64_t i0 = (b - t.first) * kChunk, i1 = min(t.n, i0 + kChunk);
+  const uintptr_t f32_bits = reinterpret_cast<uintptr_t>(t.a) | reinterpret_cast<uintptr_t>(t.g) |
+                             reinterpret_cast<uintptr_t>(t.m) | reinterpret_cast<uintptr_t>(t.v);
+  if ((f32_bits & 15u) == 0) {
+    const bool bf = kBf16 && t.bf != nullptr;
+    if (!bf || (reinterpret_cast<uintptr_t>(t.bf) & 7u) == 0) {
+      const int64_t tail = i0 + (i1 - i0) / 4 * 4;
+      for (int64_t i = i0 + 4 * threadIdx.x; i < tail; i += 4 * blockDim.x) {
+        if (bf)
+          adamw_vec4<true>(t, i, c);
+        else
+          adamw_vec4<false>(t, i, c);
+      }
+      for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) {
+        ew::adamw_element(t.a, t.g, t.m, t.v, i, c);
+        if (bf) t.bf[i] = bf16_bits(t.a[i]);
+      }
+      return;
+    }
+  }
   if constexpr (kBf16) {
     if (t.bf != nullptr) {
       for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
@@ -232,7 +277,7 @@ void scale_many(float* const* a, const int64_t* n, int64_t count, float s) {
 
 void adamw_many(float* const* param, const float* const* grad, float* const* m, float* const* v,
                 const int64_t* n, int64_t count, double lr, double beta1, double beta2, double eps,
-                double weight_decay, int64_t step, uint16_t* const* bf16) {
+                double weight_decay, int64_t step, uint16_t* const* bf16, float grad_scale) {
   if (count == 0) return;
   std::vector<Entry> e(static_cast<size_t>(count));
   bool any_bf16 = false;
@@ -245,7 +290,7 @@ void adamw_many(float* const* param, const float* const* grad, float* const* m, 
   if (chunks == 0) return;
   DeviceBuffer table(e.size() * sizeof(Entry));
   upload(e, table);
-  const ew::AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step);
+  const ew::AdamScalars c = ew::adam_scalars(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
   if (any_bf16)
     adamw_many_kernel<true>
         <<<unsigned(chunks), kThreads, 0, stream()>>>(table.as<Entry>(), count, c);

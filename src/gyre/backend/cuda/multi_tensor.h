@@ -15,12 +15,13 @@ namespace gyre::cuda {
 void sum_squares_each(const float* const* a, const int64_t* n, int64_t count, double* sums);
 // a_i *= s for every tensor (one launch).
 void scale_many(float* const* a, const int64_t* n, int64_t count, float s);
-// cuda::adamw on every (param_i, grad_i, m_i, v_i) of n[i] elements (one launch). `bf16`: null,
-// or per tensor null or n[i] bf16 values that receive the cast of the updated param_i (the value
-// just stored, rounded as cuda::f32_to_bf16).
+// cuda::adamw on every (param_i, grad_i, m_i, v_i) of n[i] elements (one launch; grad_scale as
+// there). `bf16`: null, or per tensor null or n[i] bf16 values that receive the cast of the
+// updated param_i (the value just stored, rounded as cuda::f32_to_bf16).
 void adamw_many(float* const* param, const float* const* grad, float* const* m, float* const* v,
                 const int64_t* n, int64_t count, double lr, double beta1, double beta2, double eps,
-                double weight_decay, int64_t step, uint16_t* const* bf16 = nullptr);
+                double weight_decay, int64_t step, uint16_t* const* bf16 = nullptr,
+                float grad_scale = 1.0f);
 // dst_i = cuda::f32_to_bf16(src_i) bitwise for every tensor (one launch; the Bf16WeightCache's
 // in-place refresh).
 void f32_to_bf16_many(const float* const* src, uint16_t* const* dst, const int64_t* n,
