@@ -137,14 +137,22 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
   // dy and x may come rounded to bf16 by their producers (CUDA under autocast: the MLP's bf16
   // activation and gate/up gradients) — the values the autocast path would round them to, so the
   // GEMMs see the same operands; everything else shares one float dtype.
+  // dx may be bf16 there too (rounded once from the f32 accumulation, for a bf16-reading consumer).
   const bool dy16 = dy.dtype() == DType::bf16, x16 = x.dtype() == DType::bf16;
+  const bool dx16 = dx.defined() && dx.dtype() == DType::bf16;
   const Tensor none;
   DType dt = float_dtype(op, {{"dy", dy16 ? &none : &dy},
                               {"x", x16 ? &none : &x},
                               {"w", &w},
-                              {"dx", &dx},
+                              {"dx", dx16 ? &none : &dx},
                               {"dw", &dw},
                               {"db", &db}});
+  if (dx16 && (dev != Device::cuda || !bf16_autocast() || dt != DType::f32 || accumulate_dx))
+    GYRE_THROW(invalid_argument,
+               "ops::linear_backward: 'dx' is bf16, which only the CUDA backend writes under "
+               "ops::Bf16Autocast with f32 weights and without accumulate_dx (here: {}, autocast "
+               "{}, {}, accumulate_dx {}); pass an f32 dx",
+               device_name(dev), bf16_autocast() ? "on" : "off", dtype_name(dt), accumulate_dx);
   if (dy16 || x16) {
     const char* which = dy16 && x16 ? "'dy' and 'x' are" : dy16 ? "'dy' is" : "'x' is";
     if (dev != Device::cuda || !bf16_autocast() || dt != DType::f32)
@@ -177,15 +185,21 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
         if (Bf16WeightCache* cache = bf16_weight_cache();
             cache && dx.defined() && M > 0 && N > 0 && K > 0)
           w_bf16 = cache->bf16(w);
-        if ((dy16 || x16) && (M == 0 || N == 0 || K == 0)) {
-          // Empty products: nothing to add to dw / db; dx is overwritten with zeros (N = 0).
+        if ((dy16 || x16 || dx16) && (M == 0 || N == 0 || K == 0)) {
+          // Empty products: dx is overwritten with zeros (N = 0); nothing to add to dw; db gets
+          // the column sums of an f32 dy (K = 0 leaves them defined).
           if (dx.defined() && !accumulate_dx) dx.zero();
+          if (db.defined() && !dy16 && M > 0 && N > 0) {
+            Tensor unused_dx, unused_dw;
+            linear_backward(dy, x16 ? x.to(DType::f32) : x, w, unused_dx, unused_dw, db);
+          }
           return;
         }
         return cuda::linear_bwd_autocast(
-            dy16 ? nullptr : dy.f32(), x16 ? nullptr : x.f32(), w.f32(), M, N, K, ptr<float>(dx),
-            accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16,
-            dy16 ? dy.data<uint16_t>() : nullptr, x16 ? x.data<uint16_t>() : nullptr);
+            dy16 ? nullptr : dy.f32(), x16 ? nullptr : x.f32(), w.f32(), M, N, K,
+            dx16 ? nullptr : ptr<float>(dx), accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16,
+            dy16 ? dy.data<uint16_t>() : nullptr, x16 ? x.data<uint16_t>() : nullptr,
+            dx16 ? dx.data<uint16_t>() : nullptr);
       }
       return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
                               ptr<float>(dw), ptr<float>(db));

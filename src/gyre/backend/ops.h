@@ -243,7 +243,10 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
 // widened to f32 for the GEMV). A bf16 x or y anywhere else: Error(invalid_argument).
 void linear(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 // dx[M,K] = dy · w (or += when accumulate_dx); dw[N,K] += dy^T · x; db[N] += Σ_rows dy.
-// Any of dx/dw/db may be undefined (not computed).
+// Any of dx/dw/db may be undefined (not computed). On CUDA under Bf16Autocast dy and x may be bf16
+// (their producers' rounding; dy only without db, which sums the f32 dy), and dx may be bf16
+// without accumulate_dx: the f32-accumulated dy·w rounded once (the next op's bf16 operand, as
+// PyTorch autocast's bf16 linear outputs).
 void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
                      Tensor& db, bool accumulate_dx = false);
 
@@ -286,8 +289,9 @@ void rope_(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& 
 // silu(gate) * up, all [T, I]. On CUDA gate and up may both be bf16 (the autocast MLP's
 // pre-activations; with no autocast requirement, so a backward reads its forward's saved gate/up
 // whatever the scope): converted to f32 exactly, the f32 op's arithmetic, f32 out / dout / dgate /
-// dup — bitwise the f32 op on the converted values. bf16 on the CPU, or only one of gate/up bf16:
-// Error(invalid_argument).
+// dup — bitwise the f32 op on the converted values. The backward may also write bf16 dgate/dup
+// (each f32 value rounded once) and then read a bf16 dout (widened exactly). bf16 on the CPU, or
+// only one of gate/up bf16: Error(invalid_argument).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup);

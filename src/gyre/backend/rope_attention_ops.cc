@@ -54,6 +54,8 @@ cuda::Bf16Operand operand(const Tensor& t) {
 
 }  // namespace
 
+bool attention_bf16_kernels(Device dev, int64_t D) { return bf16_kernels(dev, DType::f32, D); }
+
 DType attention_out_dtype(const Tensor& q) {
   // cuda::kGemvMaxRows is kFusedGemvMaxRows (fused_linear_ops.h): the rows o_proj's GEMV takes.
   if (q.defined() && q.dim() == 3 && q.size(0) > cuda::kGemvMaxRows &&

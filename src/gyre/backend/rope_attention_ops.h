@@ -38,6 +38,11 @@ struct RopeAttentionSaved {
 // directly; at fewer rows the GEMV wants f32 — else q's dtype (f32 in the model).
 DType attention_out_dtype(const Tensor& q);
 
+// Whether the attention ops run the bf16 kernels for f32 tensors of head dim D on `dev` in the
+// calling thread's autocast scope (CUDA under Bf16Autocast, attention_autocast_supported(D)): the
+// backward then reads dout as a bf16 operand, so its producer may write it in bf16 directly.
+bool attention_bf16_kernels(Device dev, int64_t D);
+
 // Exactly q' = rope(q), k' = rope(k) (q and k themselves are NOT modified), then
 // attention_varlen(q', k', v, cu_seqlens, scale, out, lse). q [T, Hq, D], k, v [T, Hkv, D],
 // positions i32 [T], cos / sin [P, D/2], cu_seqlens i32 [B+1]. out [T, Hq, D] is f32 or bf16 —

@@ -92,12 +92,14 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
       op, {{"dout", &dout}, {"gate", &gate}, {"up", &up}, {"dgate", &dgate}, {"dup", &dup}});
   // bf16 gate/up (CUDA): the saved pre-activations of an autocast MLP; dout f32, the gradients
   // f32 — or both bf16 (each f32 value rounded once: the bias-free gate/up linears' bf16 dy,
-  // which linear_backward would round to the same bits).
+  // which linear_backward would round to the same bits). With bf16 gradients dout may be bf16 too
+  // (down_proj's dx rounded by its GEMM), read widened exactly.
   const bool grads_bf16 = dgate.defined() && dgate.dtype() == DType::bf16 && dup.defined() &&
                           dup.dtype() == DType::bf16;
+  const bool dout_bf16 = dout.dtype() == DType::bf16;
   const Tensor none;
   const bool bf16_in = bf16_gate_up(op, dev, gate, up,
-                                    {{"dout", &dout},
+                                    {{"dout", dout_bf16 ? &none : &dout},
                                      {"dgate", grads_bf16 ? &none : &dgate},
                                      {"dup", grads_bf16 ? &none : &dup}});
   if (grads_bf16 && !bf16_in)
@@ -105,6 +107,11 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                "ops::silu_mul_backward: 'dgate'/'dup' are bf16 but 'gate'/'up' are {}: bf16 "
                "gradients are only written from bf16 gate/up on CUDA; pass f32 gradients",
                dtype_name(gate.dtype()));
+  if (dout_bf16 && !(bf16_in && grads_bf16))
+    GYRE_THROW(invalid_argument,
+               "ops::silu_mul_backward: 'dout' is bf16, which is read only with bf16 'gate'/'up' "
+               "and bf16 'dgate'/'dup' on CUDA (here gate {}, dgate {}); pass an f32 dout",
+               dtype_name(gate.dtype()), dgate.defined() ? dtype_name(dgate.dtype()) : "undefined");
   DType dt =
       bf16_in
           ? DType::f32
@@ -118,6 +125,10 @@ void silu_mul_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      if (dout_bf16)
+        return cuda::silu_mul_bwd_bf16_dout(dout.data<uint16_t>(), gate.data<uint16_t>(),
+                                            up.data<uint16_t>(), dgate.data<uint16_t>(),
+                                            dup.data<uint16_t>(), gate.numel());
       if (grads_bf16)
         return cuda::silu_mul_bwd_bf16(dout.f32(), gate.data<uint16_t>(), up.data<uint16_t>(),
                                        dgate.data<uint16_t>(), dup.data<uint16_t>(), gate.numel());

@@ -6,6 +6,7 @@
 
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/fused_norm_ops.h"
+#include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
 #include "gyre/model/decode_fusion.h"
@@ -235,7 +236,11 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
       act = Tensor::empty({T, I}, mlp16 ? DType::bf16 : DType::f32, dev);
       ops::silu_mul(s.gate, s.up, act);
     }
-    Tensor dact = empty({T, I}, dev);
+    // With bf16 gate/up gradients, dact (down_proj's dx, read only by silu_mul_backward) comes out
+    // of its GEMM rounded to bf16, as PyTorch autocast's linear outputs: half the bytes written
+    // and read back. Decided by the saved gate/up's dtype, the same with the fusion on and off.
+    const bool dact16 = grads16 && ops::bf16_autocast();  // linear_backward's bf16 dx needs it
+    Tensor dact = Tensor::empty({T, I}, dact16 ? DType::bf16 : DType::f32, dev);
     const bool dout16 = dout_bf16.defined() && !w.down_b.defined();  // db sums f32 dy
     ops::linear_backward(dout16 ? dout_bf16 : dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
@@ -260,7 +265,11 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   dxn2 = Tensor();
 
   // --- attention block: h = x + o_proj(attn)
-  Tensor dattn = empty({T, Hq * D}, dev);
+  // Where the attention backward runs the bf16 kernels it reads dattn as a bf16 operand: o_proj's
+  // dX GEMM writes it rounded once instead of f32 + a rounding pass. (The composition below widens
+  // it — exact — and its autocast path rounds it back to the same bits, so both paths agree.)
+  const bool dattn16 = ops::attention_bf16_kernels(dev, D);
+  Tensor dattn = Tensor::empty({T, Hq * D}, dattn16 ? DType::bf16 : DType::f32, dev);
   ops::linear_backward(want_dh16 ? dh16 : dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w,
                        g.o_b);
   dh16 = Tensor();
@@ -272,7 +281,12 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
                                         a.positions, a.cos, a.sin, a.cu_seqlens, a.scale, dq, dk,
                                         dv);
   } else {
-    ops::attention_varlen_backward(dattn.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
+    Tensor dattn_f32 = dattn;
+    if (dattn16) {
+      dattn_f32 = empty({T, Hq * D}, dev);
+      ops::copy(dattn, dattn_f32);  // widened exactly
+    }
+    ops::attention_varlen_backward(dattn_f32.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
                                    a.cu_seqlens, a.scale, dq, dk, dv);
     // The RoPE rotation is orthogonal: its backward is the inverse rotation.
     ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
@@ -299,10 +313,16 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     dq = dq_raw;
     dk = dk_raw;
   }
+  // q/k/v share xn1: one grouped backward (on CUDA under autocast one dX GEMM over the packed bf16
+  // dq|dk|dv instead of three that re-read and re-write the f32 dxn1; elsewhere the three
+  // linear_backward calls) — the same call with the fusion on and off.
   Tensor dxn1 = empty({T, H}, dev);
-  ops::linear_backward(dq.reshape({T, Hq * D}), s.xn1, w.q_w, dxn1, g.q_w, g.q_b);
-  ops::linear_backward(dk.reshape({T, Hkv * D}), s.xn1, w.k_w, dxn1, g.k_w, g.k_b, true);
-  ops::linear_backward(dv.reshape({T, Hkv * D}), s.xn1, w.v_w, dxn1, g.v_w, g.v_b, true);
+  const Tensor dq2 = dq.reshape({T, Hq * D}), dk2 = dk.reshape({T, Hkv * D}),
+               dv2 = dv.reshape({T, Hkv * D});
+  const ops::LinearGroupMember qkv[] = {{&dq2, &w.q_w, &g.q_w, &g.q_b},
+                                        {&dk2, &w.k_w, &g.k_w, &g.k_b},
+                                        {&dv2, &w.v_w, &g.v_w, &g.v_b}};
+  ops::linear_group_backward(qkv, s.xn1, dxn1);
   tp_all_reduce(a.tp, dxn1);  // "f" at the column-parallel q/k/v input
   dq = dk = dv = Tensor();
   Tensor dx = empty({T, H}, dev);

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -76,6 +77,68 @@ TEST(FusedLinearCuda, LinearBackwardTakesBf16DyAndXBitwise) {
   }
   Tensor dx1, dw1, db1;
   EXPECT_THROW(ops::linear_backward(dy16, x, gw, dx1, dw1, db1), Error);  // no autocast
+}
+
+// A bf16 dx (o_proj's into the fused attention backward, down_proj's into silu_mul_backward): the
+// f32 accumulation rounded once. Integer operands make every sum exact whatever the GEMM's order
+// (|sums| < 2^24), so dx must be the round-to-nearest-even of the exact value bit for bit (values
+// past 256 have spacings >= 2: ties are frequent, and a double rounding would show); dw and db are
+// those of the f32-dx call. Errors: outside autocast, with accumulate_dx, on the CPU.
+TEST(FusedLinearCuda, LinearBackwardWritesBf16DxRoundedOnce) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto ints = [](const Shape& s, uint64_t seed, float hi) {
+    std::vector<float> v = randn(s, seed).to_vector();
+    for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
+    return Tensor::from_vector(v, s);
+  };
+  ops::Bf16WeightCache cache;
+  const int64_t N = 96, K = 136;
+  const Tensor w = ints({N, K}, 1420, 16.0f);
+  const Tensor gw = gpu(w);
+  for (int64_t M : {1, 9, 300}) {
+    for (bool cached : {false, true}) {
+      for (bool dy_bf16 : {false, true}) {
+        SCOPED_TRACE("M " + std::to_string(M) + (cached ? " cache" : "") +
+                     (dy_bf16 ? " bf16 dy" : ""));
+        const Tensor dy = ints({M, N}, 1421 + M, 16.0f), x = ints({M, K}, 1422 + M, 16.0f);
+        const Tensor gdy = dy_bf16 ? gpu(dy.to(DType::bf16)) : gpu(dy);
+        Tensor dx16 = Tensor::empty({M, K}, DType::bf16, Device::cuda), dx32;
+        Tensor dw = gpu(Tensor::zeros({N, K})), dw32 = dw.clone();
+        Tensor db = dy_bf16 ? Tensor() : gpu(Tensor::zeros({N})),
+               db32 = db.defined() ? db.clone() : Tensor();
+        {
+          ops::Bf16Autocast autocast;
+          ops::UseBf16WeightCache use(cached ? &cache : nullptr);
+          ops::linear_backward(gdy, gpu(x), gw, dx16, dw, db);
+          ops::linear_backward(gdy, gpu(x), gw, dx32, dw32, db32);
+        }
+        // dx = dy · w, exact in double (integers), then rounded to nearest even.
+        const std::vector<float> dyv = dy.to_vector(), wv = w.to_vector();
+        std::vector<float> exact(size_t(M * K));
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t k = 0; k < K; ++k) {
+            double acc = 0;
+            for (int64_t n = 0; n < N; ++n)
+              acc += double(dyv[size_t(r * N + n)]) * wv[size_t(n * K + k)];
+            exact[size_t(r * K + k)] = float(acc);
+          }
+        const Tensor want = Tensor::from_vector(exact, {M, K}).to(DType::bf16);
+        expect_same_bytes(dx16, gpu(want), "bf16 dx");
+        expect_same_bytes(dw, dw32, "dw");
+        if (db.defined()) expect_same_bytes(db, db32, "db");
+      }
+    }
+  }
+  Tensor dy = gpu(randn({9, 8}, 1430)), x = gpu(randn({9, 16}, 1431)),
+         w8 = gpu(randn({8, 16}, 1432));
+  Tensor dx16 = Tensor::empty({9, 16}, DType::bf16, Device::cuda), dw, db;
+  EXPECT_THROW(ops::linear_backward(dy, x, w8, dx16, dw, db), Error);  // no autocast
+  {
+    ops::Bf16Autocast autocast;
+    EXPECT_THROW(ops::linear_backward(dy, x, w8, dx16, dw, db, /*accumulate_dx=*/true), Error);
+  }
+  Tensor cdx16 = Tensor::empty({9, 16}, DType::bf16);
+  EXPECT_THROW(ops::linear_backward(cpu(dy), cpu(x), cpu(w8), cdx16, dw, db), Error);
 }
 
 TEST(FusedLinearCuda, RopeQkIsBitwiseRopeOnQThenK) {

@@ -218,7 +218,23 @@ TEST(FusedLinearCuda, SiluMulOverBf16GateUpIsBitwiseTheF32OpsOnTheConvertedValue
     cuda::f32_to_bf16(du.f32(), static_cast<uint16_t*>(du_want.raw()), n);
     expect_same_bytes(dg16, dg_want, "ops::silu_mul_backward dgate into bf16");
     expect_same_bytes(du16, du_want, "ops::silu_mul_backward dup into bf16");
+    // A bf16 dout (down_proj's dx rounded by its GEMM) is read widened exactly: bitwise the op
+    // over the f32 tensor holding the same values.
+    Tensor dout16 = Tensor::empty({n}, DType::bf16, Device::cuda);
+    cuda::f32_to_bf16(dout.f32(), static_cast<uint16_t*>(dout16.raw()), n);
+    Tensor dout_widened = Tensor::empty({n}, DType::f32, Device::cuda);
+    ops::copy(dout16, dout_widened);
+    Tensor dg_b = Tensor::empty({n}, DType::bf16, Device::cuda);
+    Tensor du_b = Tensor::empty({n}, DType::bf16, Device::cuda);
+    ops::silu_mul_backward(dout16, gb, ub, dg_b, du_b);
+    ops::silu_mul_backward(dout_widened, gb, ub, dg16, du16);
+    expect_same_bytes(dg_b, dg16, "ops::silu_mul_backward dgate from a bf16 dout");
+    expect_same_bytes(du_b, du16, "ops::silu_mul_backward dup from a bf16 dout");
   }
+  // A bf16 dout only with bf16 gradients (and bf16 gate/up).
+  Tensor g = gpu(randn({8}, 1310).to(DType::bf16)), u = gpu(randn({8}, 1311).to(DType::bf16));
+  Tensor d16 = gpu(randn({8}, 1312).to(DType::bf16)), dg32, du32;
+  EXPECT_THROW(ops::silu_mul_backward(d16, g, u, dg32, du32), Error);
 }
 
 // rms_norm_swiglu_mlp_residual (the decode layer's MLP with its residual) is bitwise the unfused

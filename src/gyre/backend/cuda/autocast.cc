@@ -141,7 +141,8 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
 
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
-                         const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16) {
+                         const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16,
+                         uint16_t* dx_bf16) {
   if (M == 0 || N == 0 || K == 0)
     return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
   // The per-call roundings, only for operands that do not come rounded already. An operand that
@@ -152,10 +153,13 @@ void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_
   dy_bf16 = aligned_bf16(dy_bf16, M * N, dys);
   x_bf16 = aligned_bf16(x_bf16, M * K, xs);
   if (!dy_bf16) dy_bf16 = dyb.emplace(dy, M * N).p();
-  if (dx) {
+  if (dx || dx_bf16) {
     if (!w_bf16) w_bf16 = wb.emplace(w, N * K).p();
-    gemm_bf16(false, false, M, K, N, 1.0f, dy_bf16, N, w_bf16, K, accumulate_dx ? 1.0f : 0.0f, dx,
-              K, false);
+    if (dx_bf16)  // the f32 accumulation rounded once (gemm_bf16's bf16 C)
+      gemm_bf16(false, false, M, K, N, 1.0f, dy_bf16, N, w_bf16, K, 0.0f, dx_bf16, K, true);
+    else
+      gemm_bf16(false, false, M, K, N, 1.0f, dy_bf16, N, w_bf16, K, accumulate_dx ? 1.0f : 0.0f, dx,
+                K, false);
   }
   if (dw) {
     if (!x_bf16) x_bf16 = xb.emplace(x, M * K).p();

@@ -74,6 +74,10 @@ void silu_mul_fwd_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, 
 // dgate / dup only feed bias-free bf16 GEMMs).
 void silu_mul_bwd_bf16(const float* dout, const uint16_t* gate, const uint16_t* up, uint16_t* dgate,
                        uint16_t* dup, int64_t n);
+// silu_mul_bwd_bf16 with a bf16 dout (down_proj's dx rounded by its GEMM), widened exactly: bitwise
+// silu_mul_bwd_bf16 of the widened f32 dout.
+void silu_mul_bwd_bf16_dout(const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                            uint16_t* dgate, uint16_t* dup, int64_t n);
 // grad_scale: see ops::AdamWParams (1: the gradient as stored).
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1,
            double beta2, double eps, double weight_decay, int64_t step, float grad_scale = 1.0f);
@@ -192,11 +196,12 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
 //   w_bf16  w's bf16 copy (ops::Bf16WeightCache) for the dX product;
 //   dy_bf16 dy rounded by its producer (then dy may be null; db needs the f32 dy);
 //   x_bf16  x rounded by its producer (then x may be null).
-// M, N, K > 0 when dy or x is null.
+// dx_bf16 (non-null: dx must be null, accumulate_dx false) receives dx as bf16 instead, the f32
+// accumulation rounded once. M, N, K > 0 when dy or x is null or dx_bf16 is given.
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
                          const uint16_t* w_bf16 = nullptr, const uint16_t* dy_bf16 = nullptr,
-                         const uint16_t* x_bf16 = nullptr);
+                         const uint16_t* x_bf16 = nullptr, uint16_t* dx_bf16 = nullptr);
 bool attention_autocast_supported(int64_t D);
 // The autocast attention's kernels on bf16 operands (16-byte aligned; cuDNN falls back to flash on
 // others): cuDNN's SDPA, else (GYRE_ATTENTION_BACKEND=flash, no cuDNN, a refused plan) the

@@ -1,9 +1,9 @@
 // SwiGLU over bf16 gate/up (kernels.h's silu_mul_fwd_bf16in / silu_mul_fwd_bf16 /
-// silu_mul_bwd_bf16in / silu_mul_bwd_bf16): under bf16 autocast on CUDA the dense MLP's gate and up
-// projections write bf16 (PyTorch autocast's linear output dtype; docs/cuda.md), so ops::silu_mul
-// and ops::silu_mul_backward read them here, and the fused MLP past the decode GEMV's rows
-// (fused_gemm.h's swiglu_mlp_residual_gemm_bf16) writes its activation straight in bf16 for the
-// down projection.
+// silu_mul_bwd_bf16in / silu_mul_bwd_bf16 / silu_mul_bwd_bf16_dout): under bf16 autocast on CUDA
+// the dense MLP's gate and up projections write bf16 (PyTorch autocast's linear output dtype;
+// docs/cuda.md), so ops::silu_mul and ops::silu_mul_backward read them here, and the fused MLP past
+// the decode GEMV's rows (fused_gemm.h's swiglu_mlp_residual_gemm_bf16) writes its activation
+// straight in bf16 for the down projection.
 //
 // Bitwise contract: every element converts its bf16 gate and up to f32 exactly (bf16_value:
 // bf16_to_f32's conversion) and evaluates silu.cuh's expression — the one elementwise.cu's f32
@@ -98,15 +98,24 @@ __device__ __forceinline__ void silu_mul_fwd_groups(const uint16_t* gate, const 
   }
 }
 
-// The backward kernels' body: silu_mul_grad over bf16 gate/up and f32 dout, each gradient stored
-// as OutT.
-template <int V, typename OutT>
-__device__ __forceinline__ void silu_mul_bwd_groups(const float* dout, const uint16_t* gate,
+// An input element as f32: itself, or a bf16's exact widening (bf16_value).
+template <typename InT>
+__device__ __forceinline__ float in_value(InT v) {
+  if constexpr (std::is_same_v<InT, float>)
+    return v;
+  else
+    return bf16_value(v);
+}
+
+// The backward kernels' body: silu_mul_grad over bf16 gate/up and an f32 or bf16 dout (widened
+// exactly), each gradient stored as OutT.
+template <int V, typename DinT, typename OutT>
+__device__ __forceinline__ void silu_mul_bwd_groups(const DinT* dout, const uint16_t* gate,
                                                     const uint16_t* up, OutT* dgate, OutT* dup,
                                                     int64_t n) {
   GYRE_FOR_GROUPS(i, n, V) {
     uint16_t g[V], u[V];
-    float d[V];
+    DinT d[V];
     OutT dgo[V], duo[V];
     load<V>(dout + i, d);
     load<V>(gate + i, g);
@@ -114,7 +123,7 @@ __device__ __forceinline__ void silu_mul_bwd_groups(const float* dout, const uin
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       float dg, du;
-      silu_mul_grad(d[j], bf16_value(g[j]), bf16_value(u[j]), dg, du);
+      silu_mul_grad(in_value(d[j]), bf16_value(g[j]), bf16_value(u[j]), dg, du);
       dgo[j] = out_value<OutT>(dg), duo[j] = out_value<OutT>(du);
     }
     store<V>(dgate + i, dgo);
@@ -141,7 +150,7 @@ template <int V>
 __global__ void silu_mul_bwd_bf16in_kernel(const float* dout, const uint16_t* gate,
                                            const uint16_t* up, float* dgate, float* dup,
                                            int64_t n) {
-  silu_mul_bwd_groups<V>(dout, gate, up, dgate, dup, n);
+  silu_mul_bwd_groups<V, float>(dout, gate, up, dgate, dup, n);
 }
 
 // bf16 gate/up, f32 dout, bf16 dgate / dup: the backward whose gradients only feed the gate/up
@@ -152,7 +161,16 @@ template <int V>
 __global__ void silu_mul_bwd_bf16_kernel(const float* dout, const uint16_t* gate,
                                          const uint16_t* up, uint16_t* dgate, uint16_t* dup,
                                          int64_t n) {
-  silu_mul_bwd_groups<V>(dout, gate, up, dgate, dup, n);
+  silu_mul_bwd_groups<V, float>(dout, gate, up, dgate, dup, n);
+}
+
+// Everything bf16: the training backward whose dout (down_proj's dx) came out of its GEMM rounded
+// to bf16 — silu_mul_bwd_bf16 of that dout widened exactly.
+template <int V>
+__global__ void silu_mul_bwd_bf16_dout_kernel(const uint16_t* dout, const uint16_t* gate,
+                                              const uint16_t* up, uint16_t* dgate, uint16_t* dup,
+                                              int64_t n) {
+  silu_mul_bwd_groups<V, uint16_t>(dout, gate, up, dgate, dup, n);
 }
 
 #undef GYRE_FOR_GROUPS
@@ -206,6 +224,15 @@ void silu_mul_bwd_bf16(const float* dout, const uint16_t* gate, const uint16_t* 
     silu_mul_bwd_bf16_kernel<decltype(v)::value>
         <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
   });
+}
+
+void silu_mul_bwd_bf16_dout(const uint16_t* dout, const uint16_t* gate, const uint16_t* up,
+                            uint16_t* dgate, uint16_t* dup, int64_t n) {
+  launch(n, wide(n, {dout, gate, up, dgate, dup}), "silu_mul_bwd_bf16_dout",
+         [&](auto v, unsigned grid) {
+           silu_mul_bwd_bf16_dout_kernel<decltype(v)::value>
+               <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
+         });
 }
 
 }  // namespace gyre::cuda
