@@ -79,7 +79,7 @@ void expect_bitwise(const NamedTensors& a, const NamedTensors& b) {
 TEST(AdamWMultiTensor, StepEqualsPerTensorReferenceBitwise) {
   const AdamWConfig cfg{.lr = 1e-3, .weight_decay = 0.01, .clip_grad = 1.0};
   AdamW opt(cfg, {});
-  Reference ref{cfg};
+  Reference ref{.cfg = cfg, .it = 0, .m = {}, .v = {}};
   NamedTensors p = make(1, 0.1f), p_ref = clone(p);
   for (int step = 0; step < 3; ++step) {
     // Large gradients at step 0 (clipped), small ones after (not clipped).
