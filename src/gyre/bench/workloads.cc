@@ -81,6 +81,9 @@ TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> s
       grads_(model.zeros_like_parameters()),
       opt_({.lr = 1e-6, .clip_grad = 1.0}, {}),
       copies_(model) {
+  // As rl::ActorTrainer without an engine to feed: AdamW writes the step's bf16 copies in its
+  // update and they serve the next step (step_weight_copies.h).
+  opt_.set_bf16_copies(copies_.for_optimizer());
   for (const auto& s : seqs_) tokens_ += int64_t(s.size());
   micro_batch_tokens_ = micro_batch_tokens > 0 ? micro_batch_tokens : tokens_;
   auto ps = model_.parameters();
@@ -100,8 +103,8 @@ double TrainStep::run() {
     loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_,
                                                 micro_batch_tokens_);
   }
-  copies_.weights_changed();  // before the step, as rl::ActorTrainer (lower peak, never stale)
   opt_.step(params_, grad_list_);
+  copies_.after_optimizer_step();  // kept when AdamW wrote every copy, as rl::ActorTrainer
   return loss;
 }
 

@@ -55,10 +55,10 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
 
 // One training step per run(): zero the gradients, loss + gradients of the policy-gradient loss
 // (prompt length 1, advantage 1) over all sequences as one packed micro-batch (the anchor's one
-// forward), clip to norm 1 and AdamW (lr 1e-6). Like the RL trainer, the
-// forward and backward run with step-scoped bf16 weight copies (model/step_weight_copies.h; bf16
-// on CUDA only), dropped after AdamW. Holds the gradients and the
-// optimizer state for the model's lifetime.
+// forward), clip to norm 1 and AdamW (lr 1e-6). Like the RL trainer (not colocated), the forward
+// and backward run with bf16 weight copies (model/step_weight_copies.h; bf16 on CUDA only) that
+// AdamW rewrites in its update, so no pass casts a weight. Holds the gradients and the optimizer
+// state for the model's lifetime.
 class TrainStep {
  public:
   // micro_batch_tokens > 0: micro-batches of at most that many tokens instead (A/B runs).

@@ -12,9 +12,13 @@
 // Usage: keep one StepWeightCopies next to the optimizer; install it around the step's passes of
 // this model (`ops::UseBf16WeightCache use(copies.cache());`) and call weights_changed() after
 // every optimizer step (and after anything else that writes the weights) — the copies are dropped
-// and the next pass converts again. Inactive (cache() is null: nothing installed, nothing cached)
-// unless the model is on CUDA with Precision::bf16. Memory: 2 bytes per parameter while active,
-// what Megatron's bf16 parameters next to the f32 main parameters cost.
+// and the next pass converts again. Or let the optimizer write them (Megatron's bf16 parameters
+// updated with the f32 main ones): train::AdamW::set_bf16_copies(copies.for_optimizer()) writes
+// bf16(new value) into every copy in its update, and after_optimizer_step() keeps the copies when
+// that covered all of them (the cache's fresh mark), else drops them — the next step's passes then
+// convert nothing. Inactive (cache() is null: nothing installed, nothing cached) unless the model
+// is on CUDA with Precision::bf16. Memory: 2 bytes per parameter while active, what Megatron's
+// bf16 parameters next to the f32 main parameters cost.
 #pragma once
 #include <memory>
 
@@ -30,9 +34,14 @@ class StepWeightCopies {
   ops::Bf16WeightCache* cache() { return cache_.get(); }
   // The weights changed (an optimizer step): drop every copy. No-op when inactive.
   void weights_changed();
+  // The cache for train::AdamW::set_bf16_copies (expired when inactive).
+  std::weak_ptr<ops::Bf16WeightCache> for_optimizer() const { return cache_; }
+  // After a step of an optimizer that writes the copies: keep them if it wrote every one (fresh),
+  // else drop them, as weights_changed(). No-op when inactive.
+  void after_optimizer_step();
 
  private:
-  std::unique_ptr<ops::Bf16WeightCache> cache_;
+  std::shared_ptr<ops::Bf16WeightCache> cache_;
 };
 
 }  // namespace gyre::model

@@ -65,6 +65,7 @@ class AdamW {
   void set_bf16_copies(std::weak_ptr<ops::Bf16WeightCache> cache) {
     bf16_copies_ = std::move(cache);
   }
+  bool has_bf16_copies() const { return !bf16_copies_.expired(); }
 
   int64_t iteration() const { return iteration_; }
   const AdamWConfig& config() const { return cfg_; }

@@ -203,9 +203,20 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   Metrics metrics;
   // One bf16 copy of each actor weight per optimizer step (bf16 on CUDA; step_weight_copies.h):
   // installed around the actor's passes — the old-log-prob pass and every micro-step's forward and
-  // backward — and dropped after each optimizer step, so a weight is rounded once per step instead
-  // of once per pass. Same numbers as per-call rounding (the ratio check below stays exact).
+  // backward — so a weight is rounded once per step instead of once per pass. Same numbers as
+  // per-call rounding (the ratio check below stays exact). A single-process AdamW with no engine
+  // copies to write (not colocated) writes these in its update and they carry over to the next
+  // step (Megatron's bf16 parameters); otherwise they are dropped before each optimizer step.
   model::StepWeightCopies actor_copies(actor_);
+  const bool optimizer_writes_copies =
+      !dp && actor_copies.cache() != nullptr && !optimizer_.has_bf16_copies();
+  struct DetachCopies {  // the copies die with this call: detach them on every exit
+    train::AdamW* opt;
+    ~DetachCopies() {
+      if (opt) opt->set_bf16_copies({});
+    }
+  } detach{optimizer_writes_copies ? &optimizer_ : nullptr};
+  if (optimizer_writes_copies) optimizer_.set_bf16_copies(actor_copies.for_optimizer());
   // Old log-probs: recomputed (default) before any weight change (slime's perf/log_probs_time;
   // the reference model's pass is timed with it).
   BatchTokenValues old_lp;
@@ -378,10 +389,12 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     // metrics' collective comes after it: the buckets' collectives were issued inside the
     // backward, so one between them and step()'s would put the ranks' calls in different orders
     // if a rank had not overlapped, and would make the host wait for every reduction.
-    // The step's copies go first: the optimizer does not read them, so dropping them here lowers
-    // the peak (AdamW / ZeRO-1 scratch) and leaves no window in which they are stale.
-    actor_copies.weights_changed();
+    // Copies the optimizer does not write go first: dropping them here lowers the peak (AdamW /
+    // ZeRO-1 scratch) and leaves no window in which they are stale. Written ones are kept when
+    // the update covered every copy (after_optimizer_step), else dropped.
+    if (!optimizer_writes_copies) actor_copies.weights_changed();
     auto [norm, lr] = dp ? dp->step(params, gradv) : optimizer_.step(params, gradv);
+    if (optimizer_writes_copies) actor_copies.after_optimizer_step();
     if (dp && dp_size > 1) sum_metrics_over_ranks(dp->comm(), mb_sum);
     mb_sum["train/grad_norm"] = norm;
     mb_sum["train/lr"] = lr;
