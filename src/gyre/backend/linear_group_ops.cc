@@ -2,6 +2,8 @@
 // composition cannot fail half-way), then either the packed autocast path
 // (backend/cuda/pack_bf16.h: CUDA, f32, under ops::Bf16Autocast, a non-empty product) or the
 // composition of linear_backward calls itself — bitwise by construction there.
+// ops::linear_group_backward_packed: the same checks for a bf16 dy that comes packed, then the
+// packed path's GEMMs (cuda::linear_group_bwd_packed) on it.
 #include "gyre/backend/linear_group_ops.h"
 
 #include <fmt/format.h>
@@ -161,6 +163,106 @@ void linear_group_backward(std::span<const LinearGroupMember> members, const Ten
     Tensor no_dw, no_db;
     linear_backward(*m.dy, x, *m.w, dx, m.dw ? *m.dw : no_dw, m.db ? *m.db : no_db,
                     i == 0 ? accumulate_dx : true);
+  }
+}
+
+void linear_group_backward_packed(const Tensor& dy_packed,
+                                  std::span<const LinearGroupPackedMember> members, const Tensor& x,
+                                  Tensor& dx, bool accumulate_dx) {
+  static_assert(kPackedColumnAlign == cuda::kPackAlign);
+  constexpr const char* op = "linear_group_backward_packed";
+  OpScope op_scope_(op);
+  if (members.empty())
+    GYRE_THROW(invalid_argument,
+               "ops::{}: no members; pass at least one {{w, dw, db, col}} (one per linear over x)",
+               op);
+  for (const auto& [name, t] : {std::pair{"dy_packed", &dy_packed}, std::pair{"x", &x}})
+    if (!t->defined()) GYRE_THROW(invalid_argument, "ops::{}: input '{}' is undefined", op, name);
+  if (x.dim() < 1) GYRE_THROW(invalid_argument, "ops::{}: input 'x' is a scalar", op);
+  // all: x, dx, then member i's w, dw at [2 + 2i ..]; dy_packed is checked on its own (bf16).
+  std::vector<Named> all = {{"x", &x}, {"dx", &dx}};
+  const Tensor none;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const LinearGroupPackedMember& m = members[i];
+    if (!m.w || !m.w->defined())
+      GYRE_THROW(invalid_argument, "ops::{}: 'members[{}].w' is {}; every member needs its w", op,
+                 i, m.w ? "undefined" : "a null pointer");
+    if (m.db && m.db->defined())
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: 'members[{}].db' is requested, but a bias gradient sums the f32 dy and "
+                 "this op only has its bf16 rounding; call linear_group_backward with the f32 dy "
+                 "for a group with biases",
+                 op, i);
+    all.push_back({fmt::format("members[{}].w", i), m.w});
+    all.push_back({fmt::format("members[{}].dw", i), m.dw ? m.dw : &none});
+  }
+  all.push_back({"dy_packed", &dy_packed});
+  const Device dev = group_device(all);
+  all.pop_back();
+  if (dev != Device::cuda || !bf16_autocast())
+    GYRE_THROW(invalid_argument,
+               "ops::{}: runs only on CUDA under ops::Bf16Autocast, where a bf16 dy is autocast's "
+               "GEMM operand (here: {}, autocast {}); call linear_group_backward with the f32 dy",
+               op, device_name(dev), bf16_autocast() ? "on" : "off");
+  if (dy_packed.dtype() != DType::bf16)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: 'dy_packed' is {}, expected bf16 (for an f32 dy call "
+               "linear_group_backward, which packs it)",
+               op, dtype_name(dy_packed.dtype()));
+  require_cuda_f32(op, group_dtype(all, x));  // f32 weights and gradients; x f32 or bf16
+
+  const int64_t K = x.size(-1);
+  int64_t rows = 1;  // M
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  const int64_t ld = dy_packed.dim() >= 1 ? dy_packed.size(-1) : 0;
+  check_rows(op, "dy_packed", dy_packed, rows, ld);
+  if (ld % kPackedColumnAlign != 0)
+    GYRE_THROW(invalid_argument,
+               "ops::{}: 'dy_packed' is {} wide; the packed width must be a multiple of {} (256 "
+               "bytes: every member's column slice stays aligned)",
+               op, ld, kPackedColumnAlign);
+  if (dx.defined()) check_rows(op, "dx", dx, rows, K);
+  std::vector<cuda::PackedBwdMember> cm(members.size());
+  int64_t end = 0;   // the previous member's last column + 1
+  bool any = false;  // a member with N > 0
+  for (size_t i = 0; i < members.size(); ++i) {
+    const LinearGroupPackedMember& m = members[i];
+    const Tensor& w = *m.w;
+    if (w.dim() != 2 || w.size(1) != K)
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: 'members[{}].w' has shape {}, expected [N, {}] (x is {}: its last dim "
+                 "is K)",
+                 op, i, shape_str(w.shape()), K, shape_str(x.shape()));
+    const int64_t N = w.size(0);
+    const bool has_dw = m.dw && m.dw->defined();
+    if (has_dw) check_shape(op, all[2 + 2 * i + 1].name.c_str(), *m.dw, {N, K});
+    if (m.col < 0 || m.col % kPackedColumnAlign != 0 || m.col < end || m.col + N > ld)
+      GYRE_THROW(invalid_argument,
+                 "ops::{}: 'members[{}].col' is {} (N {}): it must be a multiple of {}, at or "
+                 "past the previous member's columns (which end at {}; members go in increasing "
+                 "col) and leave room for N columns in dy_packed's {}",
+                 op, i, m.col, N, kPackedColumnAlign, end, ld);
+    if (N > 0) end = m.col + N, any = true;
+    cm[i] = {nullptr, nullptr, N, m.col, has_dw ? m.dw->f32() : nullptr};
+  }
+
+  // Empty products: dx is overwritten with zeros (no member has columns), dw gets nothing — as
+  // the per-member linear_backward calls on bf16 dy slices would do.
+  if (rows == 0 || K == 0 || !any) {
+    if (dx.defined() && !accumulate_dx) dx.zero();
+    return;
+  }
+  if constexpr (kCuda) {
+    Bf16WeightCache* cache = bf16_weight_cache();
+    for (size_t i = 0; i < members.size(); ++i) {
+      cm[i].w = members[i].w->f32();
+      // As linear_backward: the installed cache serves dX's bf16 weight.
+      if (cache && dx.defined() && cm[i].n > 0) cm[i].w_bf16 = cache->bf16(*members[i].w);
+    }
+    const bool x16 = x.dtype() == DType::bf16;
+    cuda::linear_group_bwd_packed(dy_packed.data<uint16_t>(), ld, cm.data(), int64_t(cm.size()),
+                                  x16 ? nullptr : x.f32(), x16 ? x.data<uint16_t>() : nullptr, rows,
+                                  K, dx.defined() ? dx.f32() : nullptr, accumulate_dx);
   }
 }
 

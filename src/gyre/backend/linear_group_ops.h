@@ -39,4 +39,33 @@ struct LinearGroupMember {
 void linear_group_backward(std::span<const LinearGroupMember> members, const Tensor& x, Tensor& dx,
                            bool accumulate_dx = false);
 
+// ---- the same backward over a dy that comes packed in bf16 already (CUDA under autocast only)
+//
+// dy_packed: bf16 [M, ld] (any leading shape with M rows), each member's bf16 dy in its columns
+// [col_i, col_i + N_i), zeros in every column no member owns (they meet zero weight rows in the
+// one dX GEMM; uninitialised bits could be Inf/NaN). The producer writes it in this layout — the
+// SwiGLU backward writes dgate | dup so (swiglu_backward_ops.h) — so no packing pass runs: ONE dX
+// GEMM over all members and each dW GEMM on the member's column slice (leading dimension ld), the
+// GEMMs of linear_group_backward's packed path (backend/cuda/pack_bf16.h). Results as there: dW_i
+// the products linear_backward(dy_i, x, w_i, ...) computes from the bf16 dy_i, dx the same sum in
+// one f32 accumulation over Σ N_i terms.
+inline constexpr int64_t kPackedColumnAlign = 128;  // cuda::kPackAlign: 256-byte bf16 slices
+
+struct LinearGroupPackedMember {
+  const Tensor* w;  // f32 [N_i, K]
+  Tensor* dw;       // f32 [N_i, K], accumulated into (null or undefined: not computed)
+  Tensor* db;       // must be null or undefined: a bias gradient sums the f32 dy, which is gone
+  int64_t col;      // the member's first column in dy_packed: a multiple of kPackedColumnAlign
+};
+
+// dx [M, K] (f32; written, or added to with accumulate_dx; undefined: not computed) =
+// Σ_i dy_i · w_i; dw_i += dy_i^T x. x: f32 or bf16 [.., K], as linear_group_backward. Errors
+// (before any tensor changes): not CUDA, or autocast off; dy_packed not bf16, or not M rows of a
+// width ld that is a multiple of kPackedColumnAlign; a member's col unaligned, overlapping the
+// previous member's columns (members go in increasing col) or past ld; a requested db; shapes and
+// dtypes as linear_group_backward.
+void linear_group_backward_packed(const Tensor& dy_packed,
+                                  std::span<const LinearGroupPackedMember> members, const Tensor& x,
+                                  Tensor& dx, bool accumulate_dx = false);
+
 }  // namespace gyre::ops

@@ -9,6 +9,7 @@
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
+#include "gyre/backend/swiglu_backward_ops.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
 #include "gyre/model/tensor_parallel.h"
@@ -222,11 +223,10 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     // s.gate / s.up are the forward's (bf16 under autocast on CUDA): silu_mul and its backward read
     // them in f32 math. With bf16 gate/up the backward's GEMM operands are produced in bf16 right
     // away — act (down_proj's x: the fused forward's saved one, else recomputed) and, for
-    // bias-free gate/up, dgate
-    // and dup (their linears' dy): each is the f32 value rounded once, exactly what
-    // linear_backward's autocast path would round the f32 tensor to, so the gradients are the same
-    // bits while the f32 write, re-read and conversion pass of each [T, I] tensor disappear. dact
-    // (down_proj's dx) stays f32: silu_mul_backward's input.
+    // bias-free gate/up, dgate and dup (their linears' dy): each is the f32 value rounded once,
+    // exactly what linear_backward's autocast path would round the f32 tensor to, so the
+    // gradients are the same bits while the f32 write, re-read and conversion pass of each [T, I]
+    // tensor disappear. dact (down_proj's dx) is then bf16 too (below).
     const bool mlp16 = s.gate.dtype() == DType::bf16;
     const bool grads16 = mlp16 && !w.gate_b.defined() && !w.up_b.defined();  // db sums f32 dy
     // The forward's bf16 act where the fused MLP kept it (the same kernel and values as this
@@ -244,13 +244,20 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     const bool dout16 = dout_bf16.defined() && !w.down_b.defined();  // db sums f32 dy
     ops::linear_backward(dout16 ? dout_bf16 : dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
-    const DType dgrad_dt = grads16 ? DType::bf16 : DType::f32;
-    Tensor dgate = Tensor::empty({T, I}, dgrad_dt, dev), dup = Tensor::empty({T, I}, dgrad_dt, dev);
-    ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
-    dact = Tensor();
     dxn2 = empty({T, H}, dev);
-    ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
-    ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+    if (grads16) {
+      // SwiGLU backward + gate/up dX in one op (swiglu_backward_ops.h): on CUDA under autocast
+      // dgate|dup are written packed and one dX GEMM covers both; elsewhere the composition below.
+      // The same call with the fusion on and off.
+      ops::swiglu_gate_up_backward(dact, s.gate, s.up, s.xn2, w.gate_w, w.up_w, dxn2, g.gate_w,
+                                   g.up_w);
+    } else {
+      Tensor dgate = empty({T, I}, dev), dup = empty({T, I}, dev);
+      ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
+      ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
+      ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+    }
+    dact = Tensor();
     tp_all_reduce(a.tp, dxn2);  // "f" at the column-parallel gate/up input
   }
   Tensor dh = empty({T, H}, dev), dh16;

@@ -1,5 +1,6 @@
 // Packing several f32 matrices with M rows side by side into one bf16 buffer, and the grouped
-// autocast linear backward built on it (pack_bf16.h).
+// autocast linear backward built on it (pack_bf16.h): linear_group_bwd_autocast packs, then runs
+// linear_group_bwd_packed's GEMMs, which a caller whose dy comes packed already calls directly.
 //
 // The pack kernel's work item is 8 consecutive columns of one row inside one member's range (its
 // width and column are multiples of 8, so an item never straddles two members): up to 8 f32 loads
@@ -98,20 +99,99 @@ void pack_bf16_columns(const PackBf16Member* members, int64_t count, int64_t M, 
   }
 }
 
+void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMember* members,
+                             int64_t count, const float* x, const uint16_t* x_bf16, int64_t M,
+                             int64_t K, float* dx, bool accumulate_dx) {
+  GYRE_CHECK(M > 0 && K > 0 && ld > 0 && ld % kPackAlign == 0,
+             "linear_group_bwd_packed: empty product or unaligned ld (M {}, K {}, ld {})", M, K,
+             ld);
+  bool any_dw = false;
+  for (int64_t i = 0, end = 0; i < count; ++i) {
+    const PackedBwdMember& m = members[i];
+    if (m.n == 0) continue;
+    GYRE_CHECK(m.col % kPackAlign == 0 && m.col >= end && m.col + m.n <= ld,
+               "linear_group_bwd_packed: member {} (col {}, n {}) is unaligned, overlaps the "
+               "previous member (which ends at {}) or passes ld {}",
+               i, m.col, m.n, end, ld);
+    end = m.col + m.n;
+    any_dw = any_dw || m.dw != nullptr;
+  }
+  if (!dx && !any_dw) return;
+  cudaStream_t s = stream();
+  // The slices dy + col_i must keep the 256-byte alignment the cuBLASLt plans assume (pack_bf16.h):
+  // a pool buffer has it; anything else is copied into one (same values, same products).
+  std::optional<DeviceBuffer> dys;
+  if (reinterpret_cast<uintptr_t>(dy) % 256 != 0) {
+    dys.emplace(size_t(M) * size_t(ld) * 2);
+    GYRE_CUDA_CHECK(
+        cudaMemcpyAsync(dys->as<uint16_t>(), dy, size_t(M * ld) * 2, cudaMemcpyDeviceToDevice, s));
+    dy = dys->as<uint16_t>();
+  }
+  if (dx) {
+    // The weights stacked [ld, K]: each member's bf16 copy (or its f32 weight rounded as
+    // linear_bwd_autocast rounds it) at rows [col_i, col_i + n_i), every other row zero — 0 · 0
+    // adds exact zeros to dX, while uninitialised scratch could hold Inf/NaN bits (0 · Inf = NaN).
+    DeviceBuffer wp(size_t(ld) * size_t(K) * 2);
+    uint16_t* const w = wp.as<uint16_t>();
+    auto zero_rows = [&](int64_t from, int64_t to) {
+      if (to > from)
+        GYRE_CUDA_CHECK(cudaMemsetAsync(w + from * K, 0, size_t((to - from) * K) * 2, s));
+    };
+    int64_t end = 0;  // rows [0, end) are written
+    for (int64_t i = 0; i < count; ++i) {
+      const PackedBwdMember& m = members[i];
+      if (m.n == 0) continue;
+      zero_rows(end, m.col);
+      if (m.w_bf16)
+        GYRE_CUDA_CHECK(cudaMemcpyAsync(w + m.col * K, m.w_bf16, size_t(m.n * K) * 2,
+                                        cudaMemcpyDeviceToDevice, s));
+      else
+        f32_to_bf16(m.w, w + m.col * K, m.n * K);
+      end = m.col + m.n;
+    }
+    zero_rows(end, ld);
+    gemm_bf16(false, false, M, K, ld, 1.0f, dy, ld, w, K, accumulate_dx ? 1.0f : 0.0f, dx, K,
+              false);
+  }
+  if (any_dw) {
+    // x's bf16 operand, once for all members: f32_to_bf16 of an f32 x into scratch (what each
+    // per-member call rounds), or a bf16 x as is — copied to scratch when off the 256-byte
+    // alignment the plans assume (autocast.cc's aligned_bf16).
+    std::optional<DeviceBuffer> xs;
+    const uint16_t* xb = x_bf16;
+    if (!xb || reinterpret_cast<uintptr_t>(xb) % 256 != 0) {
+      xs.emplace(size_t(M) * size_t(K) * 2);
+      if (xb)
+        GYRE_CUDA_CHECK(cudaMemcpyAsync(xs->as<uint16_t>(), xb, size_t(M * K) * 2,
+                                        cudaMemcpyDeviceToDevice, s));
+      else
+        f32_to_bf16(x, xs->as<uint16_t>(), M * K);
+      xb = xs->as<uint16_t>();
+    }
+    // dW_i += dy_i^T x: linear_bwd_autocast's GEMM with the slice of the packed dy (256-byte
+    // aligned at col_i) and leading dimension ld.
+    for (int64_t i = 0; i < count; ++i) {
+      const PackedBwdMember& m = members[i];
+      if (m.n == 0 || !m.dw) continue;
+      gemm_bf16(true, false, m.n, K, M, 1.0f, dy + m.col, ld, xb, K, 1.0f, m.dw, K, false);
+    }
+  }
+}
+
 void linear_group_bwd_autocast(const LinearGroupBwdMember* members, int64_t count, const float* x,
                                const uint16_t* x_bf16, int64_t M, int64_t K, float* dx,
                                bool accumulate_dx) {
   GYRE_CHECK(M > 0 && K > 0 && count >= 1,
              "linear_group_bwd_autocast: empty product (M {}, K {}, {} members)", M, K, count);
-  // Member i's columns in the packed dy (and rows in the packed weight): [col[i], col[i] + n_i),
+  // Member i's columns in the packed dy (and rows in the packed weight): [col_i, col_i + n_i),
   // then zero padding up to the next multiple of kPackAlign (pack_bf16.h: 256-byte aligned slices).
   std::vector<PackBf16Member> pack;
-  std::vector<int64_t> col(size_t(count), 0);
+  std::vector<PackedBwdMember> packed(static_cast<size_t>(count));
   int64_t ld = 0;
   bool any_dw = false;
   for (int64_t i = 0; i < count; ++i) {
     const LinearGroupBwdMember& m = members[i];
-    col[size_t(i)] = ld;
+    packed[size_t(i)] = {m.w, m.w_bf16, m.n, ld, m.dw};
     if (m.n == 0) continue;  // nothing to add anywhere
     const int64_t width = round_up(m.n, kPackAlign);
     pack.push_back({m.dy, m.n, ld, width});
@@ -119,55 +199,11 @@ void linear_group_bwd_autocast(const LinearGroupBwdMember* members, int64_t coun
     any_dw = any_dw || m.dw != nullptr;
   }
   GYRE_CHECK(ld > 0, "linear_group_bwd_autocast: every member has N = 0");
-  cudaStream_t s = stream();
   if (dx || any_dw) {
     DeviceBuffer dyp(size_t(M) * size_t(ld) * 2);
-    const uint16_t* dyb = dyp.as<uint16_t>();
     pack_bf16_columns(pack.data(), int64_t(pack.size()), M, ld, dyp.as<uint16_t>());
-    if (dx) {
-      // The weights stacked [ld, K]: each member's bf16 copy (or its f32 weight rounded as
-      // linear_bwd_autocast rounds it), padding rows zero — 0 · 0 adds exact zeros to dX, while
-      // uninitialised scratch could hold Inf/NaN bits (0 · Inf = NaN).
-      DeviceBuffer wp(size_t(ld) * size_t(K) * 2);
-      for (int64_t i = 0; i < count; ++i) {
-        const LinearGroupBwdMember& m = members[i];
-        if (m.n == 0) continue;
-        uint16_t* rows = wp.as<uint16_t>() + col[size_t(i)] * K;
-        if (m.w_bf16)
-          GYRE_CUDA_CHECK(
-              cudaMemcpyAsync(rows, m.w_bf16, size_t(m.n * K) * 2, cudaMemcpyDeviceToDevice, s));
-        else
-          f32_to_bf16(m.w, rows, m.n * K);
-        const int64_t pad = round_up(m.n, kPackAlign) - m.n;
-        if (pad > 0) GYRE_CUDA_CHECK(cudaMemsetAsync(rows + m.n * K, 0, size_t(pad * K) * 2, s));
-      }
-      gemm_bf16(false, false, M, K, ld, 1.0f, dyb, ld, wp.as<uint16_t>(), K,
-                accumulate_dx ? 1.0f : 0.0f, dx, K, false);
-    }
-    if (any_dw) {
-      // x's bf16 operand, once for all members: f32_to_bf16 of an f32 x into scratch (what each
-      // per-member call rounds), or a bf16 x as is — copied to scratch when off the 256-byte
-      // alignment the plans assume (autocast.cc's aligned_bf16).
-      std::optional<DeviceBuffer> xs;
-      const uint16_t* xb = x_bf16;
-      if (!xb || reinterpret_cast<uintptr_t>(xb) % 256 != 0) {
-        xs.emplace(size_t(M) * size_t(K) * 2);
-        if (xb)
-          GYRE_CUDA_CHECK(cudaMemcpyAsync(xs->as<uint16_t>(), xb, size_t(M * K) * 2,
-                                          cudaMemcpyDeviceToDevice, s));
-        else
-          f32_to_bf16(x, xs->as<uint16_t>(), M * K);
-        xb = xs->as<uint16_t>();
-      }
-      // dW_i += dy_i^T x: linear_bwd_autocast's GEMM with the slice of the packed dy (256-byte
-      // aligned at col_i) and leading dimension ld.
-      for (int64_t i = 0; i < count; ++i) {
-        const LinearGroupBwdMember& m = members[i];
-        if (m.n == 0 || !m.dw) continue;
-        gemm_bf16(true, false, m.n, K, M, 1.0f, dyb + col[size_t(i)], ld, xb, K, 1.0f, m.dw, K,
-                  false);
-      }
-    }
+    linear_group_bwd_packed(dyp.as<uint16_t>(), ld, packed.data(), count, x, x_bf16, M, K, dx,
+                            accumulate_dx);
   }
   for (int64_t i = 0; i < count; ++i) {
     const LinearGroupBwdMember& m = members[i];

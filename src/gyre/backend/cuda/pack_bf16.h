@@ -19,6 +19,10 @@
 // the same products (dW with leading dimension ld instead of n_i: cuBLASLt may plan it
 // differently), db the same column_sums_add over the f32 dy; dX is the same sum of products,
 // accumulated in f32 over all Σn terms in one GEMM instead of per member (rounding order only).
+//
+// linear_group_bwd_packed is the part after the packing, for a dy that comes packed in bf16
+// already: the SwiGLU backward (silu_mul_bwd_bf16_packed, silu_bf16.cu) writes dgate | dup that
+// way, so the gate/up linears get one dX GEMM with no packing pass at all.
 #pragma once
 #include <cstdint>
 
@@ -52,6 +56,51 @@ struct LinearGroupBwdMember {
   float* dw = nullptr;
   float* db = nullptr;
 };
+
+// One linear of linear_group_bwd_packed: its bf16 dy is the packed buffer's columns
+// [col, col + n) (col a multiple of kPackAlign: the slice keeps the buffer's 256-byte alignment);
+// w f32 [n, K] (or its bf16 copy w_bf16, read instead when non-null; only the dX GEMM reads it),
+// dw f32 [n, K] accumulated into (null: not computed).
+struct PackedBwdMember {
+  const float* w = nullptr;
+  const uint16_t* w_bf16 = nullptr;
+  int64_t n = 0;
+  int64_t col = 0;
+  float* dw = nullptr;
+};
+
+// The GEMMs of linear_group_bwd_autocast over an already packed bf16 dy [M, ld] (ld a multiple of
+// kPackAlign; copied to aligned scratch when not 256-byte aligned): dx [M, K] (null: not computed)
+// = (accumulate_dx ? dx : 0) + dy · W, W [ld, K] the members' bf16 weights stacked at their
+// columns with zero rows elsewhere; dW_i += dy[:, col_i : col_i + n_i]^T x (leading dimension ld).
+// The columns no member owns must hold zeros (finite at least: they meet zero weight rows).
+// Members in increasing col, not overlapping, col_i + n_i <= ld (n = 0: skipped). x as in
+// linear_group_bwd_autocast. Preconditions (the caller's): M > 0, K > 0, ld > 0; outputs do not
+// overlap inputs or each other.
+void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMember* members,
+                             int64_t count, const float* x, const uint16_t* x_bf16, int64_t M,
+                             int64_t K, float* dx, bool accumulate_dx);
+
+// The SwiGLU gate/up backward's packed layout (ops::swiglu_gate_up_backward): dgate in columns
+// [0, I), dup in [off, off + I), off = round_up(I, kPackAlign), ld = 2·off; the columns
+// [I, off) and [off + I, ld) are zero padding (none when I is a multiple of 128, as for Qwen's
+// 4864 / 8960).
+struct GateUpPacking {
+  int64_t off = 0, ld = 0;
+};
+inline GateUpPacking gate_up_packing(int64_t I) {
+  const int64_t off = (I + kPackAlign - 1) / kPackAlign * kPackAlign;
+  return {off, 2 * off};
+}
+
+// silu_mul_bwd_bf16 (dout f32) or silu_mul_bwd_bf16_dout (dout_bf16; exactly one of the two
+// non-null) over gate / up / dout [M, I], writing dgate row t to packed[t, 0:I) and dup row t to
+// packed[t, off:off+I) of the bf16 buffer packed [M, ld] (16-byte aligned), and zeros to the
+// padding columns [I, off) and [off + I, ld). Values bitwise those kernels' (silu_bf16.cu: the same
+// body, only the store addresses differ). Needs off >= I, ld >= off + I.
+void silu_mul_bwd_bf16_packed(const float* dout, const uint16_t* dout_bf16, const uint16_t* gate,
+                              const uint16_t* up, int64_t M, int64_t I, uint16_t* packed,
+                              int64_t off, int64_t ld);
 
 // linear_bwd_autocast for every member with one dX GEMM: dx [M, K] (null: not computed) =
 // (accumulate_dx ? dx : 0) + Σ_i dy_i · w_i over the packed operands; dW_i += dy_i^T x and

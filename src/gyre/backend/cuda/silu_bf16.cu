@@ -16,13 +16,19 @@
 // silu_mul_bwd_groups): the same statements, differing only in out_value's store. The launch shape
 // (grid-stride, as elementwise.cu, 4 elements a thread where aligned) does not enter any element's
 // arithmetic.
+//
+// silu_mul_bwd_bf16_packed (pack_bf16.h) runs the bf16-out backward body with another index map
+// for the stores only (StridedIndex: dgate and dup rows into one packed [M, ld] buffer at column
+// offsets 0 and off, the gate/up linears' one dX GEMM operand): the same values, bit for bit.
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
 
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/pack_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/cuda/silu.cuh"
+#include "gyre/core/error.h"
 
 namespace gyre::cuda {
 
@@ -107,12 +113,27 @@ __device__ __forceinline__ float in_value(InT v) {
     return bf16_value(v);
 }
 
+// Where element i (the flat index into the row-major [rows, cols] dout / gate / up) of dgate and
+// dup is stored: i itself (the plain kernels), or row i / cols at row stride ld (the packed
+// kernel). With V > 1, cols % V == 0, so a group of V never straddles two rows and lands on V
+// consecutive outputs either way.
+struct FlatIndex {
+  __device__ __forceinline__ int64_t operator()(int64_t i) const { return i; }
+};
+struct StridedIndex {
+  int64_t cols, ld;
+  __device__ __forceinline__ int64_t operator()(int64_t i) const {
+    const int64_t r = i / cols;
+    return r * ld + (i - r * cols);
+  }
+};
+
 // The backward kernels' body: silu_mul_grad over bf16 gate/up and an f32 or bf16 dout (widened
-// exactly), each gradient stored as OutT.
-template <int V, typename DinT, typename OutT>
+// exactly), each gradient stored as OutT at dgate / dup + at(i).
+template <int V, typename DinT, typename OutT, typename Index = FlatIndex>
 __device__ __forceinline__ void silu_mul_bwd_groups(const DinT* dout, const uint16_t* gate,
                                                     const uint16_t* up, OutT* dgate, OutT* dup,
-                                                    int64_t n) {
+                                                    int64_t n, Index at = {}) {
   GYRE_FOR_GROUPS(i, n, V) {
     uint16_t g[V], u[V];
     DinT d[V];
@@ -126,8 +147,9 @@ __device__ __forceinline__ void silu_mul_bwd_groups(const DinT* dout, const uint
       silu_mul_grad(in_value(d[j]), bf16_value(g[j]), bf16_value(u[j]), dg, du);
       dgo[j] = out_value<OutT>(dg), duo[j] = out_value<OutT>(du);
     }
-    store<V>(dgate + i, dgo);
-    store<V>(dup + i, duo);
+    const int64_t o = at(i);
+    store<V>(dgate + o, dgo);
+    store<V>(dup + o, duo);
   }
 }
 
@@ -171,6 +193,15 @@ __global__ void silu_mul_bwd_bf16_dout_kernel(const uint16_t* dout, const uint16
                                               const uint16_t* up, uint16_t* dgate, uint16_t* dup,
                                               int64_t n) {
   silu_mul_bwd_groups<V, uint16_t>(dout, gate, up, dgate, dup, n);
+}
+
+// silu_mul_bwd_bf16 (DinT float) / _dout (DinT uint16_t) with dgate and dup as the column ranges
+// [0, cols) and [off, off + cols) of the packed rows (pack_bf16.h's gate/up layout).
+template <int V, typename DinT>
+__global__ void silu_mul_bwd_bf16_packed_kernel(const DinT* dout, const uint16_t* gate,
+                                                const uint16_t* up, uint16_t* packed, int64_t off,
+                                                StridedIndex at, int64_t n) {
+  silu_mul_bwd_groups<V, DinT>(dout, gate, up, packed, packed + off, n, at);
 }
 
 #undef GYRE_FOR_GROUPS
@@ -233,6 +264,42 @@ void silu_mul_bwd_bf16_dout(const uint16_t* dout, const uint16_t* gate, const ui
            silu_mul_bwd_bf16_dout_kernel<decltype(v)::value>
                <<<grid, kThreads, 0, stream()>>>(dout, gate, up, dgate, dup, n);
          });
+}
+
+void silu_mul_bwd_bf16_packed(const float* dout, const uint16_t* dout_bf16, const uint16_t* gate,
+                              const uint16_t* up, int64_t M, int64_t I, uint16_t* packed,
+                              int64_t off, int64_t ld) {
+  GYRE_CHECK((dout == nullptr) != (dout_bf16 == nullptr) && I <= off && off + I <= ld,
+             "silu_mul_bwd_bf16_packed: pass exactly one dout, and off >= I, ld >= off + I "
+             "(I {}, off {}, ld {})",
+             I, off, ld);
+  if (M == 0) return;
+  cudaStream_t s = stream();
+  // The padding columns: zeros, which the dX GEMM multiplies by its zero weight rows (bits left
+  // from an earlier use of the block could be Inf/NaN: 0 · Inf = NaN). None for I % 128 == 0.
+  auto zero_cols = [&](int64_t from, int64_t to) {
+    if (to > from)
+      GYRE_CUDA_CHECK(
+          cudaMemset2DAsync(packed + from, size_t(ld) * 2, 0, size_t(to - from) * 2, size_t(M), s));
+  };
+  zero_cols(I, off);
+  zero_cols(off + I, ld);
+  const int64_t n = M * I;
+  const StridedIndex at{I, ld};
+  // Wide where every group of 4 stays in one row (I % 4) and every output row start keeps the
+  // stores' alignment (ld % 4 with 16-byte packed and packed + off).
+  const bool w =
+      I % kVec == 0 && ld % kVec == 0 &&
+      wide(n, {dout ? static_cast<const void*>(dout) : dout_bf16, gate, up, packed, packed + off});
+  launch(n, w, "silu_mul_bwd_bf16_packed", [&](auto v, unsigned grid) {
+    constexpr int V = decltype(v)::value;
+    if (dout)
+      silu_mul_bwd_bf16_packed_kernel<V, float>
+          <<<grid, kThreads, 0, s>>>(dout, gate, up, packed, off, at, n);
+    else
+      silu_mul_bwd_bf16_packed_kernel<V, uint16_t>
+          <<<grid, kThreads, 0, s>>>(dout_bf16, gate, up, packed, off, at, n);
+  });
 }
 
 }  // namespace gyre::cuda
