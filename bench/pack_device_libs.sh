@@ -22,5 +22,8 @@ for b in "$@"; do
     esac
   done
 done
-(cd "$dir" && tar cJf lib.tar.xz lib && tar cJf bin.tar.xz bin && rm -rf lib bin)
+# xz -9e: its 64 MiB window spans the binaries, which share most of their code (the static
+# libraries): eight test and bench binaries pack into ~8 MB instead of ~35 at the default level.
+(cd "$dir" && XZ_OPT="${XZ_OPT:--9e -T2}" tar cJf lib.tar.xz lib &&
+  XZ_OPT="${XZ_OPT:--9e -T2}" tar cJf bin.tar.xz bin && rm -rf lib bin)
 du -sh "$dir"/*.tar.xz
