@@ -116,15 +116,26 @@ __device__ __forceinline__ float in_value(InT v) {
 // Where element i (the flat index into the row-major [rows, cols] dout / gate / up) of dgate and
 // dup is stored: i itself (the plain kernels), or row i / cols at row stride ld (the packed
 // kernel). With V > 1, cols % V == 0, so a group of V never straddles two rows and lands on V
-// consecutive outputs either way.
+// consecutive outputs either way. A cursor over the grid-stride loop: start() at the thread's
+// first index, advance() by the loop's stride — the packed one divides once per thread and then
+// adds the stride's (rows, columns), since a 64-bit division per group cost more than the pass it
+// saves (~0.1 ms a layer at [16384, 8960] on the H200).
 struct FlatIndex {
+  __device__ __forceinline__ void start(int64_t, int64_t) {}
   __device__ __forceinline__ int64_t operator()(int64_t i) const { return i; }
+  __device__ __forceinline__ void advance() {}
 };
 struct StridedIndex {
   int64_t cols, ld;
-  __device__ __forceinline__ int64_t operator()(int64_t i) const {
-    const int64_t r = i / cols;
-    return r * ld + (i - r * cols);
+  int64_t r = 0, c = 0, step_r = 0, step_c = 0;  // the current element's row and column
+  __device__ __forceinline__ void start(int64_t i, int64_t stride) {
+    r = i / cols, c = i - r * cols;
+    step_r = stride / cols, step_c = stride - step_r * cols;
+  }
+  __device__ __forceinline__ int64_t operator()(int64_t) const { return r * ld + c; }
+  __device__ __forceinline__ void advance() {
+    r += step_r, c += step_c;
+    if (c >= cols) c -= cols, ++r;
   }
 };
 
@@ -134,6 +145,8 @@ template <int V, typename DinT, typename OutT, typename Index = FlatIndex>
 __device__ __forceinline__ void silu_mul_bwd_groups(const DinT* dout, const uint16_t* gate,
                                                     const uint16_t* up, OutT* dgate, OutT* dup,
                                                     int64_t n, Index at = {}) {
+  at.start((blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * V,
+           int64_t(gridDim.x) * blockDim.x * V);
   GYRE_FOR_GROUPS(i, n, V) {
     uint16_t g[V], u[V];
     DinT d[V];
@@ -150,6 +163,7 @@ __device__ __forceinline__ void silu_mul_bwd_groups(const DinT* dout, const uint
     const int64_t o = at(i);
     store<V>(dgate + o, dgo);
     store<V>(dup + o, duo);
+    at.advance();
   }
 }
 
