@@ -131,6 +131,26 @@ TEST(FusedLogprobs, ScoreAndPolicyGradientLossMatchUnfused) {
         << lg.grads.tensors[i].name;
 }
 
+// The micro-batch token budget changes only how the sequences are split (and so the order of the
+// gradient sums): one micro-batch per sequence and one for all of them give the same loss and
+// gradients as the default budget, to f32 summation order (1e-5, as the neighbouring tests).
+TEST(FusedLogprobs, PolicyGradientMicroBatchBudgetChangesOnlySummationOrder) {
+  auto m = CausalLM::random_init(tiny_config(false), 5, 0.3f);
+  const std::vector<int32_t> prompts = {1, 2, 1, 3};
+  const std::vector<float> adv = {0.5f, -1.f, 2.f, 1.f};
+  LossAndGrad ref = policy_gradient_loss_and_grad(*m, kSeqs, prompts, adv);
+  for (int64_t budget : {int64_t(1), int64_t(6), int64_t(1) << 20}) {
+    SCOPED_TRACE(testing::Message() << "budget " << budget);
+    Gradients g = m->zeros_like_parameters();
+    const double loss = policy_gradient_loss_and_grad(*m, kSeqs, prompts, adv, g, budget);
+    EXPECT_NEAR(loss, ref.loss, 1e-6 * std::fabs(ref.loss));
+    for (size_t i = 0; i < g.tensors.size(); ++i)
+      EXPECT_LE(rel_err(g.tensors[i].tensor.to_vector(), ref.grads.tensors[i].tensor.to_vector()),
+                1e-5)  // k_proj's bias gradient cancels to ~1e-6 relative differences
+          << g.tensors[i].name;
+  }
+}
+
 TEST(FusedLogprobs, HiddenOnlyForwardAndBackwardFromHidden) {
   auto m = CausalLM::random_init(tiny_config(false), 2, 0.3f);
   const Batch b = Batch::pack(kSeqs);
