@@ -27,8 +27,9 @@
 // JSON line.
 //
 // Overlap (DP; issue 8's communication stream): the DP step runs the batch in micro-batches of at
-// most 8192 tokens (what TrainStep's policy_gradient_loss_and_grad packs), and with overlap on the
-// last micro-batch's backward carries the DP optimizer's gradient-ready hook, so each bucket
+// most 8192 tokens (policy_gradient_loss_and_grad's default, which the one-GPU baseline's TrainStep
+// is given too, with its bf16 copies dropped per step as the DP trainer does), and with overlap on
+// the last micro-batch's backward carries the DP optimizer's gradient-ready hook, so each bucket
 // (~40 MB: about one decoder layer) is reduce-scattered on NCCL's stream while the backward goes
 // on; off, every bucket is reduced after the backward (the same calls, the same numbers). `both`
 // times off, then on: scaling_efficiency is the overlapped one (or the only one measured).
@@ -134,7 +135,8 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
     single->to(Device::cuda);
     single->set_precision(gyre::model::Precision::bf16);
     params = single->num_parameters();
-    gyre::bench::TrainStep step(*single, batch);
+    // The same step as the N-GPU one: 8192-token micro-batches, copies dropped per step.
+    gyre::bench::TrainStep step(*single, batch, 8192, /*optimizer_writes_copies=*/false);
     loss1 = step.run();  // warm-up, at the initial weights
     t1 = gyre::bench::time_steps([&] { step.run(); }, iters, 0);
     peak1 = gyre::bench::peak_memory_bytes(Device::cuda);
@@ -306,7 +308,8 @@ int run(int argc, char** argv) {
   // T1: every GPU alone (the ranks run at the same time but exchange nothing).
   double t1 = 0;
   {
-    gyre::bench::TrainStep single(*model, batch);
+    // The same step as the N-GPU one: 8192-token micro-batches, copies dropped per step.
+    gyre::bench::TrainStep single(*model, batch, 8192, /*optimizer_writes_copies=*/false);
     t1 = gyre::bench::time_steps([&] { single.run(); }, iters, 1);
   }
   dp->barrier();

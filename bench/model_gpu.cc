@@ -13,7 +13,9 @@
 //              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
 //              [--micro-batch-tokens N]
 // --micro-batch-tokens N: the training step in micro-batches of at most N tokens (default: one
-// micro-batch of every token, as the anchor's one forward of the whole batch).
+// micro-batch of every token, as the anchor's one forward of the whole batch; the JSON's
+// micro_batch_token_budget — model/scoring.cc also caps a micro-batch at 2^28 / the vocabulary
+// chunk tokens, 28,339 at the default chunk: one micro-batch for the default 16,384).
 // --decode-fusion 0: the scoring forward (nothing saved) runs the unfused ops instead of the fused
 // linears (model/decode_fusion.h; bitwise the same numbers) — the A/B of that switch.
 // --logprob-chunk: the scoring path's vocabulary chunk (model/scoring.h set_logprob_vocab_chunk):
@@ -314,7 +316,7 @@ int main(int argc, char** argv) {
         "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "
         "\"tokens_per_s\": %.0f, \"model_tflops\": %.1f, \"mfu\": %.3f, "
         "\"anchor_tokens_per_s\": %.0f, \"ratio\": %.3f, \"loss\": %.6f, "
-        "\"micro_batch_tokens\": %lld}\n",
+        "\"micro_batch_token_budget\": %lld}\n",
         shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(), (long long)params,
         tokens, tr_s, tokens / tr_s, tflops, mfu, anchor_train, tokens / tr_s / anchor_train, loss,
         micro_tokens > 0 ? micro_tokens : (long long)tokens);

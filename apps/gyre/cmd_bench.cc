@@ -34,6 +34,7 @@ struct BenchFlags {
   std::string model, shape, device, precision, decode_fusion;
   int layers = 0;
   int64_t batch_size = 0, seq_len = 0, prompt_len = 0, new_tokens = 0, seed = 0;
+  int64_t micro_batch_tokens = 0;
   int steps = 0, warmup = 0;
   bool entropy = false;
 };
@@ -55,6 +56,10 @@ void register_flags(gyre::FlagSet& f, BenchFlags& b) {
   f.add<int64_t>("batch-size", &b.batch_size, 4, "sequences (train, logprob) or prompts (rollout)",
                  w);
   f.add<int64_t>("seq-len", &b.seq_len, 4096, "train, logprob: tokens per sequence", w);
+  f.add<int64_t>("micro-batch-tokens", &b.micro_batch_tokens, 0,
+                 "train: micro-batches of at most this many tokens (0: one of the whole batch, as "
+                 "bench/hf_anchor.py's one forward; lower it if the activations do not fit)",
+                 w);
   f.add<int64_t>("prompt-len", &b.prompt_len, 128, "rollout: prompt tokens per request", w);
   f.add<int64_t>("new-tokens", &b.new_tokens, 256, "rollout: tokens generated per request", w);
   f.add<int>("steps", &b.steps, 3, "timed iterations (rollout: generation runs)", w);
@@ -122,6 +127,9 @@ int run_bench(int argc, char** argv) {
     check_positive(b.seq_len, "seq-len");
   }
   if (b.warmup < 0) GYRE_THROW(invalid_argument, "--warmup must be >= 0, got {}", b.warmup);
+  if (b.micro_batch_tokens < 0)
+    GYRE_THROW(invalid_argument, "--micro-batch-tokens must be >= 0 (0: the whole batch), got {}",
+               b.micro_batch_tokens);
   if (b.seed < 0) GYRE_THROW(invalid_argument, "--seed must be >= 0, got {}", b.seed);
   const Device device = b.device == "cuda" ? Device::cuda : Device::cpu;
   std::string precision = b.precision;
@@ -200,7 +208,7 @@ int run_bench(int argc, char** argv) {
   std::function<void()> step_fn;
   std::unique_ptr<gyre::bench::TrainStep> train;
   if (workload == "train") {
-    train = std::make_unique<gyre::bench::TrainStep>(*model, seqs);
+    train = std::make_unique<gyre::bench::TrainStep>(*model, seqs, b.micro_batch_tokens);
     step_fn = [&] { loss = train->run(); };
   } else {
     flops /= 3.0;  // the forward alone
@@ -212,6 +220,7 @@ int run_bench(int argc, char** argv) {
   gyre::bench::reset_peak_memory(device);
   const double seconds = gyre::bench::time_steps(step_fn, b.steps, 0);
   j["seq_len"] = b.seq_len;
+  if (workload == "train") j["micro_batch_tokens"] = b.micro_batch_tokens;
   if (workload == "logprob") j["entropy"] = b.entropy;
   j["steps"] = b.steps;
   j["warmup"] = b.warmup;

@@ -73,7 +73,7 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
 }
 
 TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs,
-                     int64_t micro_batch_tokens)
+                     int64_t micro_batch_tokens, bool optimizer_writes_copies)
     : model_(model),
       seqs_(std::move(seqs)),
       prompt_lens_(seqs_.size(), 1),
@@ -83,7 +83,8 @@ TrainStep::TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> s
       copies_(model) {
   // As rl::ActorTrainer without an engine to feed: AdamW writes the step's bf16 copies in its
   // update and they serve the next step (step_weight_copies.h).
-  opt_.set_bf16_copies(copies_.for_optimizer());
+  optimizer_writes_copies_ = optimizer_writes_copies;
+  if (optimizer_writes_copies_) opt_.set_bf16_copies(copies_.for_optimizer());
   for (const auto& s : seqs_) tokens_ += int64_t(s.size());
   micro_batch_tokens_ = micro_batch_tokens > 0 ? micro_batch_tokens : tokens_;
   auto ps = model_.parameters();
@@ -103,8 +104,9 @@ double TrainStep::run() {
     loss = model::policy_gradient_loss_and_grad(model_, seqs_, prompt_lens_, advantages_, grads_,
                                                 micro_batch_tokens_);
   }
+  if (!optimizer_writes_copies_) copies_.weights_changed();  // as the data-parallel trainer
   opt_.step(params_, grad_list_);
-  copies_.after_optimizer_step();  // kept when AdamW wrote every copy, as rl::ActorTrainer
+  if (optimizer_writes_copies_) copies_.after_optimizer_step();  // kept when AdamW wrote them all
   return loss;
 }
 

@@ -61,9 +61,12 @@ double train_step_flops(const model::ModelConfig& cfg, int64_t params,
 // state for the model's lifetime.
 class TrainStep {
  public:
-  // micro_batch_tokens > 0: micro-batches of at most that many tokens instead (A/B runs).
+  // micro_batch_tokens > 0: micro-batches of at most that many tokens instead (A/B runs; the
+  // scoring path's logits cap, model/scoring.h, may split further). optimizer_writes_copies
+  // false: the copies are dropped before each AdamW step and re-cast by the next step's passes,
+  // as the data-parallel trainer does (bench_dp_train_gpu's one-GPU baseline).
   TrainStep(model::CausalLM& model, std::vector<std::vector<int32_t>> seqs,
-            int64_t micro_batch_tokens = 0);
+            int64_t micro_batch_tokens = 0, bool optimizer_writes_copies = true);
   double run();  // the loss; synchronised (the optimizer reads the grad norm back)
   int64_t tokens() const { return tokens_; }
 
@@ -78,6 +81,7 @@ class TrainStep {
   train::NamedTensors params_, grad_list_;
   int64_t tokens_ = 0;
   int64_t micro_batch_tokens_ = 0;
+  bool optimizer_writes_copies_ = true;
 };
 
 // One log-prob forward over all `seqs` as one packed batch (temperature 1); returns the first

@@ -199,8 +199,9 @@ class DataParallelOptimizer {
   int64_t padded_ = 0, shard_ = 0;  // flat vectors' and this rank's shard's lengths
   Device device_ = Device::cpu;     // where the params, grads and flat buffers live (comm's device)
   Tensor flat_grad_, flat_param_;   // [padded_] on device_ (flat_param_: zero1 only)
-  Tensor reduced_grad_;  // all_reduce: flat_grad_ itself (unchanged after the reduce; clipping
-                         // scales `grads`); zero1: a snapshot when keep_reduced_grad_
+  Tensor reduced_grad_;  // all_reduce: flat_grad_ itself (unchanged after the reduce: the clip
+                         // is applied inside AdamW's update); zero1: a snapshot when
+                         // keep_reduced_grad_
   bool keep_reduced_grad_ = false;
   Tensor param_shard_, grad_shard_;  // zero1: [shard_]
   Comm* mp_ = nullptr;

@@ -9,7 +9,8 @@
 // added by one block exactly as sum_doubles_kernel does, so every per-tensor sum is bitwise the
 // per-tensor op's. Element updates (scale, AdamW) are order independent per element and use the
 // same expressions (elementwise_common.cuh). AdamW's optional bf16 output is the cast of the value
-// the thread has just stored (read back, so it is the stored f32 bit for bit), rounded by the
+// the thread has just stored (read back, or on the float4 path the register it stored: the stored
+// f32 bit for bit either way), rounded by the
 // intrinsic cuda::f32_to_bf16 uses; the cast-only kernel (the bf16 weight cache's refresh) and the
 // copy kernel's bf16 output (the cast of the very value it copies) round the same way. The table is
 // not valid under CUDA-graph capture (its upload is pageable); neither the optimizer step nor a
