@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,52 +32,34 @@ struct Named {
   const Tensor* t;
 };
 
-// The device of the defined tensors: op_device's checks per tensor (the backend is built, a device
-// is visible), then one device for all, naming the first tensor that differs.
-Device group_device(const std::vector<Named>& all) {
-  const Named* first = nullptr;
-  for (const Named& a : all) {
-    if (!a.t->defined()) continue;
-    const Device d = op_device(kOp, {{a.name.c_str(), a.t}});
-    if (!first) {
-      first = &a;
-      continue;
-    }
-    if (d != first->t->device())
-      GYRE_THROW(invalid_argument,
-                 "ops::{}: tensor '{}' is on {} but '{}' is on {}; move the tensors of one op to "
-                 "one device (Tensor::to)",
-                 kOp, a.name, device_name(d), first->name, device_name(first->t->device()));
-  }
-  return first ? first->t->device() : Device::cpu;
+// The group's tensors as op arguments (the names stay owned by `all`).
+std::vector<Arg> as_args(const std::vector<Named>& all) {
+  std::vector<Arg> args;
+  args.reserve(all.size());
+  for (const Named& a : all) args.push_back({a.name.c_str(), a.t});
+  return args;
 }
 
-// The one float dtype (f32, or f64 on the CPU) of the defined tensors but a bf16 x, which the
-// caller checks. A bf16 dy gets its own message: this op rounds dy itself.
-DType group_dtype(const std::vector<Named>& all, const Tensor& x) {
-  const Named* first = nullptr;
-  for (const Named& a : all) {
-    if (!a.t->defined() || (a.t == &x && x.dtype() == DType::bf16)) continue;
-    const DType dt = a.t->dtype();
-    if (dt == DType::bf16 && a.name.ends_with(".dy"))
+// The device of the defined tensors (op_device over the whole group).
+Device group_device(const char* op, const std::vector<Named>& all) {
+  return op_device(op, as_args(all));
+}
+
+// The one float dtype (float_dtype) of the defined tensors but a bf16 x, which the caller checks.
+// A bf16 dy gets its own message: this op rounds dy itself.
+DType group_dtype(const char* op, const std::vector<Named>& all, const Tensor& x) {
+  const Tensor none;
+  std::vector<Arg> args = as_args(all);
+  for (Arg& a : args) {
+    if (a.t == &x && x.dtype() == DType::bf16) a.t = &none;
+    if (a.t->defined() && a.t->dtype() == DType::bf16 && std::string_view(a.name).ends_with(".dy"))
       GYRE_THROW(invalid_argument,
                  "ops::{}: '{}' is bf16, but this op rounds the members' f32 dy to bf16 itself "
                  "(one packed operand); pass the f32 gradient, or call linear_backward for a "
                  "member whose dy is already bf16",
-                 kOp, a.name);
-    if (dt != DType::f32 && dt != DType::f64)
-      GYRE_THROW(invalid_argument, "ops::{}: tensor '{}' is {}; expected f32 (or f64 on the CPU)",
-                 kOp, a.name, dtype_name(dt));
-    if (!first) {
-      first = &a;
-      continue;
-    }
-    if (dt != first->t->dtype())
-      GYRE_THROW(invalid_argument, "ops::{}: tensor '{}' is {} but '{}' is {}; use one dtype", kOp,
-                 a.name, dtype_name(dt), first->name, dtype_name(first->t->dtype()));
+                 op, a.name);
   }
-  GYRE_CHECK(first != nullptr, "ops::{}: no float tensor is defined", kOp);
-  return first->t->dtype();
+  return float_dtype(op, args);
 }
 
 }  // namespace
@@ -108,8 +91,8 @@ void linear_group_backward(std::span<const LinearGroupMember> members, const Ten
       all.push_back({std::move(name), f.t ? f.t : &none});
     }
   }
-  const Device dev = group_device(all);
-  const DType dt = group_dtype(all, x);
+  const Device dev = group_device(kOp, all);
+  const DType dt = group_dtype(kOp, all, x);
   const bool x16 = x.dtype() == DType::bf16;
   if (x16 && (dev != Device::cuda || !bf16_autocast() || dt != DType::f32))
     GYRE_THROW(invalid_argument,
@@ -120,8 +103,7 @@ void linear_group_backward(std::span<const LinearGroupMember> members, const Ten
 
   // Shapes: all[0..1] are x, dx; member i's dy, w, dw, db are all[2 + 4i ..].
   const int64_t K = x.size(-1);
-  int64_t M = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) M *= x.size(d);
+  const int64_t M = leading_rows(x);
   if (dx.defined()) check_rows(kOp, "dx", dx, M, K);
   int64_t total_n = 0;
   for (size_t i = 0; i < members.size(); ++i) {
@@ -197,7 +179,7 @@ void linear_group_backward_packed(const Tensor& dy_packed,
     all.push_back({fmt::format("members[{}].dw", i), m.dw ? m.dw : &none});
   }
   all.push_back({"dy_packed", &dy_packed});
-  const Device dev = group_device(all);
+  const Device dev = group_device(op, all);
   all.pop_back();
   if (dev != Device::cuda || !bf16_autocast())
     GYRE_THROW(invalid_argument,
@@ -209,11 +191,10 @@ void linear_group_backward_packed(const Tensor& dy_packed,
                "ops::{}: 'dy_packed' is {}, expected bf16 (for an f32 dy call "
                "linear_group_backward, which packs it)",
                op, dtype_name(dy_packed.dtype()));
-  require_cuda_f32(op, group_dtype(all, x));  // f32 weights and gradients; x f32 or bf16
+  require_cuda_f32(op, group_dtype(op, all, x));  // f32 weights and gradients; x f32 or bf16
 
   const int64_t K = x.size(-1);
-  int64_t rows = 1;  // M
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  const int64_t rows = leading_rows(x);  // M
   const int64_t ld = dy_packed.dim() >= 1 ? dy_packed.size(-1) : 0;
   check_rows(op, "dy_packed", dy_packed, rows, ld);
   if (ld % kPackedColumnAlign != 0)

@@ -18,13 +18,6 @@ namespace gyre::ops {
 using namespace detail;  // argument checking (ops_args.h)
 
 namespace {
-// Rows of a [..., K] operand: the product of its leading dims (x.numel() / K fails for K = 0).
-int64_t leading_rows(const Tensor& x) {
-  int64_t m = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) m *= x.size(d);
-  return m;
-}
-
 // A bf16 y of ops::linear: only the CUDA backend under Bf16Autocast writes one (the autocast MLP's
 // gate/up, docs/cuda.md); anywhere else a clear error before anything runs.
 void check_bf16_linear_output(Device dev, DType dt) {

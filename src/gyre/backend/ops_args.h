@@ -8,6 +8,7 @@
 #pragma once
 #include <algorithm>
 #include <initializer_list>
+#include <span>
 
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/ops.h"
@@ -28,8 +29,9 @@ constexpr bool kCuda = false;  // ops.cc's `if constexpr (kCuda)` branches are d
 #endif
 
 // The device of the op's defined tensors. Tensors on two devices, or a CUDA tensor in a build
-// without the CUDA backend, raise an error naming the tensor.
-inline Device op_device(const char* op, std::initializer_list<Arg> args) {
+// without the CUDA backend, raise an error naming the tensor. (A span for argument lists built at
+// run time: grouped ops name their members' tensors.)
+inline Device op_device(const char* op, std::span<const Arg> args) {
   const Arg* first = nullptr;
   for (const Arg& a : args) {
     if (!a.t->defined()) continue;
@@ -54,6 +56,9 @@ inline Device op_device(const char* op, std::initializer_list<Arg> args) {
                  device_name(first->t->device()));
   }
   return first ? first->t->device() : Device::cpu;
+}
+inline Device op_device(const char* op, std::initializer_list<Arg> args) {
+  return op_device(op, std::span<const Arg>(args.begin(), args.size()));
 }
 
 // The CUDA backend computes in f32; f64 is the CPU reference's finite-difference dtype only.
@@ -84,7 +89,7 @@ inline Tensor host_view(const Tensor& t) {
 }
 
 // The common float dtype of the defined tensors (f32 or f64).
-inline DType float_dtype(const char* op, std::initializer_list<Arg> args) {
+inline DType float_dtype(const char* op, std::span<const Arg> args) {
   const Arg* first = nullptr;
   for (const Arg& a : args) {
     if (!a.t->defined()) continue;
@@ -92,11 +97,15 @@ inline DType float_dtype(const char* op, std::initializer_list<Arg> args) {
                "ops::{}: tensor '{}' must be f32 (or f64), got {}", op, a.name,
                dtype_name(a.t->dtype()));
     if (!first) first = &a;
-    GYRE_CHECK(a.t->dtype() == first->t->dtype(), "ops::{}: '{}' is {} but '{}' is {}", op, a.name,
-               dtype_name(a.t->dtype()), first->name, dtype_name(first->t->dtype()));
+    GYRE_CHECK(a.t->dtype() == first->t->dtype(),
+               "ops::{}: '{}' is {} but '{}' is {}; use one float dtype for the op's tensors", op,
+               a.name, dtype_name(a.t->dtype()), first->name, dtype_name(first->t->dtype()));
   }
   GYRE_CHECK(first != nullptr, "ops::{}: no input tensor is defined", op);
   return first->t->dtype();
+}
+inline DType float_dtype(const char* op, std::initializer_list<Arg> args) {
+  return float_dtype(op, std::span<const Arg>(args.begin(), args.size()));
 }
 
 inline void check_i32(const char* op, const char* name, const Tensor& t) {
@@ -120,6 +129,13 @@ inline void check_shape(const char* op, const char* name, const Tensor& t, const
 }
 
 // `t` is `rows` rows of length `cols` (any leading shape, last dim = cols).
+// Rows of a [..., K] operand: the product of its leading dims (x.numel() / K fails for K = 0).
+inline int64_t leading_rows(const Tensor& x) {
+  int64_t m = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) m *= x.size(d);
+  return m;
+}
+
 inline void check_rows(const char* op, const char* name, const Tensor& t, int64_t rows,
                        int64_t cols) {
   GYRE_CHECK(t.dim() >= 1 && t.size(-1) == cols && t.numel() == rows * cols,

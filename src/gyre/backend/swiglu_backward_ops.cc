@@ -3,8 +3,6 @@
 // gate/up, under autocast, a non-empty product) or the composition itself.
 #include "gyre/backend/swiglu_backward_ops.h"
 
-#include <initializer_list>
-
 #include "gyre/backend/cuda/kernels.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/cuda/pack_bf16.h"
 #include "gyre/backend/ops_args.h"
@@ -17,36 +15,6 @@ using namespace detail;
 namespace {
 
 constexpr const char* kOp = "swiglu_gate_up_backward";
-
-// The rows of t seen as [rows, last dim] (the product of its leading dims; 1 for a vector).
-int64_t leading_rows_of(const Tensor& t) {
-  int64_t r = 1;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) r *= t.size(d);
-  return r;
-}
-
-// The one float dtype (f32, or f64 on the CPU) of the defined tensors among args.
-DType one_float_dtype(std::initializer_list<Arg> args) {
-  const Arg* first = nullptr;
-  for (const Arg& a : args) {
-    if (!a.t->defined()) continue;
-    const DType dt = a.t->dtype();
-    if (dt != DType::f32 && dt != DType::f64)
-      GYRE_THROW(invalid_argument,
-                 "ops::{}: tensor '{}' is {}; expected f32 (or f64 on the CPU; bf16 only for "
-                 "dact, gate, up and x on CUDA under ops::Bf16Autocast)",
-                 kOp, a.name, dtype_name(dt));
-    if (!first) {
-      first = &a;
-      continue;
-    }
-    if (dt != first->t->dtype())
-      GYRE_THROW(invalid_argument, "ops::{}: tensor '{}' is {} but '{}' is {}; use one dtype", kOp,
-                 a.name, dtype_name(dt), first->name, dtype_name(first->t->dtype()));
-  }
-  GYRE_CHECK(first != nullptr, "ops::{}: no float tensor is defined", kOp);  // w_gate always is
-  return first->t->dtype();
-}
 
 }  // namespace
 
@@ -101,15 +69,15 @@ void swiglu_gate_up_backward(const Tensor& dact, const Tensor& gate, const Tenso
                "f32 dx",
                kOp);
   const Tensor none;
-  const DType dt = one_float_dtype({{"dact", dact16 ? &none : &dact},
-                                    {"gate", act16 ? &none : &gate},
-                                    {"up", act16 ? &none : &up},
-                                    {"x", x16 ? &none : &x},
-                                    {"w_gate", &w_gate},
-                                    {"w_up", &w_up},
-                                    {"dx", &dx},
-                                    {"dw_gate", &dw_gate},
-                                    {"dw_up", &dw_up}});
+  const DType dt = float_dtype(kOp, {{"dact", dact16 ? &none : &dact},
+                                     {"gate", act16 ? &none : &gate},
+                                     {"up", act16 ? &none : &up},
+                                     {"x", x16 ? &none : &x},
+                                     {"w_gate", &w_gate},
+                                     {"w_up", &w_up},
+                                     {"dx", &dx},
+                                     {"dw_gate", &dw_gate},
+                                     {"dw_up", &dw_up}});
   if (dev == Device::cuda) require_cuda_f32(kOp, dt);
 
   // ---- shapes: w_gate [I, H] fixes I and H, x's rows fix M.
@@ -124,8 +92,8 @@ void swiglu_gate_up_backward(const Tensor& dact, const Tensor& gate, const Tenso
     GYRE_THROW(invalid_argument,
                "ops::{}: 'x' has shape {}, expected [.., {}] (w_gate is [I, H] = {})", kOp,
                shape_str(x.shape()), H, shape_str(w_gate.shape()));
-  const int64_t M = leading_rows_of(x);
-  if (gate.dim() < 1 || gate.size(-1) != I || leading_rows_of(gate) != M)
+  const int64_t M = leading_rows(x);
+  if (gate.dim() < 1 || gate.size(-1) != I || leading_rows(gate) != M)
     GYRE_THROW(invalid_argument,
                "ops::{}: 'gate' has shape {}, expected {} rows (x's) of I = {} (w_gate's rows)",
                kOp, shape_str(gate.shape()), M, I);
@@ -133,7 +101,7 @@ void swiglu_gate_up_backward(const Tensor& dact, const Tensor& gate, const Tenso
     if (a.t->shape() != gate.shape())
       GYRE_THROW(invalid_argument, "ops::{}: '{}' has shape {}, expected gate's {}", kOp, a.name,
                  shape_str(a.t->shape()), shape_str(gate.shape()));
-  if (dx.defined() && (dx.dim() < 1 || dx.size(-1) != H || leading_rows_of(dx) != M))
+  if (dx.defined() && (dx.dim() < 1 || dx.size(-1) != H || leading_rows(dx) != M))
     GYRE_THROW(invalid_argument, "ops::{}: 'dx' has shape {}, expected x's rows and width ({})",
                kOp, shape_str(dx.shape()), shape_str(x.shape()));
   for (const Arg& a : {Arg{"dw_gate", &dw_gate}, Arg{"dw_up", &dw_up}})

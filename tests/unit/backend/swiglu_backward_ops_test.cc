@@ -15,8 +15,8 @@
 
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/core/error.h"
-#include "gyre/core/philox.h"
 #include "test_util.h"
+#include "unit/backend/philox_tensors.h"
 
 namespace gyre::ops {
 namespace {
@@ -25,19 +25,10 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
-  PhiloxStream r(seed, 17);
-  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
-  for (float& x : v) x = r.next_normal();
-  return Tensor::from_vector(v, s).to(dt);
+  return test::philox_randn(s, seed, 17, dt);
 }
 
-void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
-  ASSERT_EQ(got.defined(), want.defined()) << what;
-  if (!got.defined()) return;
-  ASSERT_EQ(got.shape(), want.shape()) << what;
-  ASSERT_EQ(got.dtype(), want.dtype()) << what;
-  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what;
-}
+using test::expect_same_bytes;
 
 // The inputs of one call: x [lead.., H], gate / up / dact [lead.., I], weights [I, H].
 struct Inputs {
@@ -152,7 +143,7 @@ TEST(SwigluGateUpBackwardCpu, ErrorsSayWhatIsWrongAndChangeNothing) {
   EXPECT_THAT(with_input(3, Tensor::zeros({M, H}, DType::bf16)),
               HasSubstr("'x' is bf16, which only the CUDA backend takes"));
   EXPECT_THAT(with_input(5, randn({I, H}, 3, DType::f64)),
-              HasSubstr("tensor 'w_up' is f64 but 'dact' is f32; use one dtype"));
+              HasSubstr("'w_up' is f64 but 'dact' is f32; use one float dtype"));
   EXPECT_THAT(with_input(4, randn({I * H}, 4)),
               HasSubstr("'w_gate' has shape [45], expected [I, H]"));
   EXPECT_THAT(with_input(5, randn({I, H + 1}, 5)),
