@@ -228,11 +228,7 @@ TEST(CudaAutocast, LinearIntoBf16PastEightRowsIsOneBf16RoundingOfTheCpuOp) {
 // round-half-up or double rounding (split-K partials in bf16) would show.
 TEST(CudaAutocast, LinearIntoBf16RoundsTheExactSumToNearestEven) {
   GYRE_SKIP_WITHOUT_GPU();
-  auto ints = [](const Shape& s, uint64_t seed, float hi) {
-    std::vector<float> v = randn(s, seed).to_vector();
-    for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
-    return Tensor::from_vector(v, s);
-  };
+  const auto ints = gputest::small_ints;
   ops::Bf16WeightCache cache;
   const int64_t K = 64, N = 77;
   const Tensor w = ints({N, K}, 70, 16.0f), b = ints({N}, 71, 1000.0f);

@@ -86,11 +86,7 @@ TEST(FusedLinearCuda, LinearBackwardTakesBf16DyAndXBitwise) {
 // those of the f32-dx call. Errors: outside autocast, with accumulate_dx, on the CPU.
 TEST(FusedLinearCuda, LinearBackwardWritesBf16DxRoundedOnce) {
   GYRE_SKIP_WITHOUT_GPU();
-  auto ints = [](const Shape& s, uint64_t seed, float hi) {
-    std::vector<float> v = randn(s, seed).to_vector();
-    for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
-    return Tensor::from_vector(v, s);
-  };
+  const auto ints = gputest::small_ints;
   ops::Bf16WeightCache cache;
   const int64_t N = 96, K = 136;
   const Tensor w = ints({N, K}, 1420, 16.0f);

@@ -82,4 +82,29 @@ inline double rel_err(const Tensor& got, const Tensor& want) {
 
 constexpr double kF32Tol = 1e-5;
 
+// |got − want| <= tol[i] elementwise (a NaN fails); reports the first few violations.
+inline void expect_within(const Tensor& got, const Tensor& want, const std::vector<double>& tol,
+                          const std::string& what) {
+  const std::vector<float> g = got.to_vector(), w = want.to_vector();
+  ASSERT_EQ(g.size(), w.size()) << what;
+  ASSERT_EQ(g.size(), tol.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double d = std::fabs(double(g[i]) - double(w[i]));
+    if (!(d <= tol[i]) && ++bad <= 3)
+      ADD_FAILURE() << what << "[" << i << "]: got " << g[i] << " want " << w[i] << " |Δ| " << d
+                    << " > bound " << tol[i];
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+// Random integers in [-hi, hi] as f32 (randn scaled, rounded, clamped): products and sums of them
+// are exact in f32 while |sums| < 2^24, so a GEMM's result does not depend on its order and a
+// bf16 output must be the round-to-nearest-even of the exact value.
+inline Tensor small_ints(const Shape& s, uint64_t seed, float hi) {
+  std::vector<float> v = randn(s, seed).to_vector();
+  for (float& e : v) e = std::fmax(-hi, std::fmin(hi, std::round(e * hi / 2)));
+  return Tensor::from_vector(v, s);
+}
+
 }  // namespace gyre::gputest

@@ -41,6 +41,7 @@ namespace gyre {
 namespace {
 
 using gputest::cpu;
+using gputest::expect_within;
 using gputest::gpu;
 using gputest::randn;
 using gputest::rel_err;
@@ -128,22 +129,6 @@ Grads run(const Group& g, Device dev, bool grouped, bool accumulate, bool x_bf16
 void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;
   EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what;
-}
-
-// |got − want| <= tol elementwise (a NaN fails); reports the first few violations.
-void expect_within(const Tensor& got, const Tensor& want, const std::vector<double>& tol,
-                   const std::string& what) {
-  const std::vector<float> g = got.to_vector(), w = want.to_vector();
-  ASSERT_EQ(g.size(), w.size()) << what;
-  ASSERT_EQ(g.size(), tol.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = std::fabs(double(g[i]) - double(w[i]));
-    if (!(d <= tol[i]) && ++bad <= 3)
-      ADD_FAILURE() << what << "[" << i << "]: got " << g[i] << " want " << w[i] << " |Δ| " << d
-                    << " > bound " << tol[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
 }
 
 std::vector<float> abs_of(const Tensor& t) {

@@ -40,6 +40,7 @@ namespace {
 
 using gputest::cpu;
 using gputest::expect_bitwise;
+using gputest::expect_within;
 using gputest::gpu;
 using gputest::randn;
 using gputest::rel_err;
@@ -173,21 +174,6 @@ std::vector<double> dx_bound(const Inputs& in, const Tensor& dgate, const Tensor
   std::vector<double> t(sv.size());
   for (size_t i = 0; i < sv.size(); ++i) t[i] = coef * sv[i];
   return t;
-}
-
-void expect_within(const Tensor& got, const Tensor& want, const std::vector<double>& tol,
-                   const std::string& what) {
-  const std::vector<float> g = got.to_vector(), w = want.to_vector();
-  ASSERT_EQ(g.size(), w.size()) << what;
-  ASSERT_EQ(g.size(), tol.size()) << what;
-  int bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = std::fabs(double(g[i]) - double(w[i]));
-    if (!(d <= tol[i]) && ++bad <= 3)
-      ADD_FAILURE() << what << "[" << i << "]: got " << g[i] << " want " << w[i] << " |Δ| " << d
-                    << " > bound " << tol[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
 }
 
 TEST(SwigluBackwardCuda, PackedKernelWritesSiluMulBackwardBits) {

@@ -158,9 +158,10 @@ TEST(MultiTensorCuda, AdamWGradScaleEqualsScaleManyFirstBitwise) {
         EXPECT_EQ(cpu(p[i]).to_vector(), cpu(p_ref[i]).to_vector()) << step << " p " << i;
         EXPECT_EQ(cpu(m[i]).to_vector(), cpu(m_ref[i]).to_vector()) << step << " m " << i;
         EXPECT_EQ(cpu(v[i]).to_vector(), cpu(v_ref[i]).to_vector()) << step << " v " << i;
-        if (with_bf16)
+        if (with_bf16) {
           EXPECT_EQ(cpu(bf[i]).to_vector(), cpu(p_ref[i]).to(DType::bf16).to_vector())
               << step << " bf16 " << i;
+        }
       }
     }
   }

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "gyre/core/error.h"
-#include "gyre/core/philox.h"
 #include "test_util.h"
+#include "unit/backend/philox_tensors.h"
 
 namespace gyre::ops {
 namespace {
@@ -22,10 +22,7 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
-  PhiloxStream r(seed, 13);
-  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
-  for (float& x : v) x = r.next_normal();
-  return Tensor::from_vector(v, s).to(dt);
+  return test::philox_randn(s, seed, 13, dt);
 }
 
 // Byte-for-byte equality of two tensors of one dtype and shape.

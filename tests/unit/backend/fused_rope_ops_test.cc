@@ -12,20 +12,15 @@
 
 #include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
-#include "gyre/core/philox.h"
 #include "test_util.h"
+#include "unit/backend/philox_tensors.h"
 
 namespace gyre::ops {
 namespace {
 
 using ::testing::HasSubstr;
 
-Tensor randn(const Shape& s, uint64_t seed) {
-  PhiloxStream r(seed, 9);
-  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
-  for (float& x : v) x = r.next_normal();
-  return Tensor::from_vector(v, s);
-}
+Tensor randn(const Shape& s, uint64_t seed) { return test::philox_randn(s, seed, 9); }
 
 using test::error_of;
 

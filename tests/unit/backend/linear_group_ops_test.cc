@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "gyre/core/error.h"
-#include "gyre/core/philox.h"
 #include "test_util.h"
+#include "unit/backend/philox_tensors.h"
 
 namespace gyre::ops {
 namespace {
@@ -23,19 +23,10 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
-  PhiloxStream r(seed, 13);
-  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
-  for (float& x : v) x = r.next_normal();
-  return Tensor::from_vector(v, s).to(dt);
+  return test::philox_randn(s, seed, 13, dt);
 }
 
-void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
-  ASSERT_EQ(got.defined(), want.defined()) << what;
-  if (!got.defined()) return;
-  ASSERT_EQ(got.shape(), want.shape()) << what;
-  ASSERT_EQ(got.dtype(), want.dtype()) << what;
-  EXPECT_EQ(std::memcmp(got.raw(), want.raw(), got.nbytes()), 0) << what;
-}
+using test::expect_same_bytes;
 
 // One member's tensors; `dw` / `db` undefined when the member has none.
 struct Member {

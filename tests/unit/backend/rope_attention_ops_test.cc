@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "gyre/core/error.h"
-#include "gyre/core/philox.h"
 #include "test_util.h"
+#include "unit/backend/philox_tensors.h"
 
 namespace gyre::ops {
 namespace {
@@ -25,10 +25,7 @@ using test::error_of;
 using ::testing::HasSubstr;
 
 Tensor randn(const Shape& s, uint64_t seed, DType dt = DType::f32) {
-  PhiloxStream r(seed, 13);
-  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
-  for (float& x : v) x = r.next_normal();
-  return Tensor::from_vector(v, s).to(dt);
+  return test::philox_randn(s, seed, 13, dt);
 }
 
 Tensor i32(const std::vector<int32_t>& v) { return Tensor::from_vector(v, {int64_t(v.size())}); }
