@@ -3,15 +3,21 @@
 //
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so every call hands cuBLASLt the
 // operands swapped (B first) with m = N, n = M. One Lt handle, one 32 MiB workspace and one
-// heuristic cache per host thread (each thread has its own stream).
+// heuristic cache per host thread (each thread has its own stream). Large problems are timed once
+// among the heuristic's top candidates that give its first choice's exact bits (gemm_tune.h).
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/gemm_tune.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
@@ -57,6 +63,10 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   bool found = false;
   int after_sum = -1;  // epilogue_after_full_sum(algo), read on first need (-1: not yet)
+  // Candidates still to be timed (gemm_tune.h): the heuristic's top ones without split-K, algo
+  // first; emptied once tuned. Empty: the heuristic's choice stays.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  int launches = 0;
   Plan(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t ldx, int64_t ldy, int64_t ldd,
        cudaDataType_t in_type, cudaDataType_t out_type)
       : desc(ta, tb),
@@ -74,6 +84,15 @@ struct LtThread {
     if (handle) cublasLtDestroy(handle);
   }
 };
+
+int split_k_of(const cublasLtMatmulAlgo_t& algo) {
+  int32_t splits = 1;
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                           sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS)
+    return -1;  // unknown: treated as split (not tuned)
+  return splits;
+}
 
 LtThread& lt() {
   thread_local LtThread t;
@@ -116,11 +135,21 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
     GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)));
   }
-  cublasLtMatmulHeuristicResult_t res{};
+  const bool tune =
+      gemm_autotune_enabled() && 2.0 * double(m) * double(n) * double(k) >= kTuneMinFlop;
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int found = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l,
-                                                     plan->ld.l, plan->ld.l, pref, 1, &res, &found);
+  cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(t.handle, plan->desc.d, plan->lx.l, plan->ly.l, plan->ld.l,
+                                     plan->ld.l, pref, tune ? kTuneCandidates : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  const cublasLtMatmulHeuristicResult_t& res = results[0];
+  // Tuning only where the first choice has no split-K (its epilogue contract, after_sum, then
+  // holds for every candidate kept); split-K candidates would sum in another order anyway.
+  if (tune && found > 1 && split_k_of(res.algo) == 1)
+    for (int i = 0; i < found; ++i)
+      if (split_k_of(results[i].algo) == 1) plan->candidates.push_back(results[i].algo);
+  if (plan->candidates.size() < 2) plan->candidates.clear();
   if (!bias) GYRE_CUBLAS_CHECK(st);
   plan->found = st == CUBLAS_STATUS_SUCCESS && found > 0;
   if (!plan->found && !bias)
@@ -128,6 +157,41 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
                k, ldx, ldy);
   plan->algo = res.algo;
   return *t.plans.emplace(key, std::move(plan)).first->second;
+}
+
+// Times the plan's candidates on this launch's operands and keeps the fastest of those that give
+// the heuristic's bits (gemm_tune.h). Not while the stream is being captured into a CUDA graph
+// (the trials would be recorded, and timing needs a synchronisation): a later launch tunes.
+void tune_plan(LtThread& t, Plan& p, int64_t m, int64_t n, int64_t k, float alpha, const void* X,
+               const void* Y, float beta, void* D, int64_t ldd, cudaDataType_t out_type,
+               cudaStream_t s) {
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
+  TuneProblem tp;
+  tp.d = D;
+  tp.out_bytes = size_t(ldd) * size_t(n - 1) * (out_type == CUDA_R_16BF ? 2 : 4) +
+                 size_t(m) * (out_type == CUDA_R_16BF ? 2 : 4);
+  tp.reads_d = beta != 0;
+  tp.stream = s;
+  tp.candidates = int(p.candidates.size());
+  tp.run = [&](int i, void* out) {
+    return cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, out, p.ld.l, out,
+                          p.ld.l, &p.candidates[size_t(i)], t.workspace, kWorkspace,
+                          s) == CUBLAS_STATUS_SUCCESS;
+  };
+  static const bool log_on = [] {
+    const char* v = std::getenv("GYRE_GEMM_AUTOTUNE_LOG");
+    return v && v[0] == '1';
+  }();
+  std::string log;
+  const int chosen = pick_fastest_same_bits(tp, log_on ? &log : nullptr);
+  p.algo = p.candidates[size_t(chosen)];
+  if (log_on)
+    std::fprintf(stderr,
+                 "[gemm-tune] m %lld n %lld k %lld ld %lld out %s beta %g: chose #%d (%s)\n",
+                 (long long)m, (long long)n, (long long)k, (long long)ldd,
+                 out_type == CUDA_R_16BF ? "bf16" : "f32", double(beta), chosen, log.c_str());
+  p.candidates.clear();
 }
 
 // Column-major D[m,n] = alpha opA(X) opB(Y) + beta D (+ bias[i] on row i when bias is non-null:
@@ -145,6 +209,8 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
   if (bias)  // the pointer changes from call to call; the rest of the plan does not
     GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                      &bias, sizeof(bias)));
+  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch)
+    tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, ldd, out_type, s);
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, D,
                                    p.ld.l, D, p.ld.l, &p.algo, t.workspace, kWorkspace, s));
   return true;
