@@ -38,6 +38,19 @@ void KnownIndices::add_offsets(const Tensor& t, int64_t total, int64_t max_len) 
   entries_.push_back(e);
 }
 
+void KnownIndices::add_host_values(const Tensor& t, const Tensor& host) {
+  if (!is_i32(t)) return;  // nothing an op would read through it
+  GYRE_CHECK(is_i32(host) && host.device() == Device::cpu && host.numel() == t.numel(),
+             "KnownIndices::add_host_values: the host copy must be an i32 CPU tensor of {} values "
+             "(t's), got {} {} values on {}",
+             t.numel(), host.defined() ? dtype_name(host.dtype()) : "undefined",
+             host.defined() ? host.numel() : 0,
+             host.defined() ? device_name(host.device()) : "no device");
+  Entry e = identity(t, Entry::host_values);
+  e.host = host.i32();
+  entries_.push_back(e);
+}
+
 void KnownIndices::add_paged_layout(const Tensor& cu_seqlens_q, const Tensor& kv_lens,
                                     const Tensor& page_indptr, const Tensor& page_indices,
                                     int64_t num_pages, int64_t page_size, int64_t max_q_len,

@@ -180,6 +180,10 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   if constexpr (kCuda)
     if (dev == Device::cuda) {
       require_cuda_f32(op, dt);
+      // The kernel groups rows by id on the host: the caller's host copy when it recorded one
+      // (no device-to-host copy, which would drain the stream at the end of every backward).
+      if (const auto* k = KnownIndices::find(ids, KnownIndices::Entry::host_values))
+        return cuda::embedding_bwd(k->host, n, dout.f32(), H, dtable.f32());
       return cuda::embedding_bwd(host_view(ids).i32(), n, dout.f32(), H, dtable.f32());
     }
   dispatch(dt, [&](auto t) {

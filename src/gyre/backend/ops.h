@@ -194,6 +194,11 @@ class KnownIndices {
   void add_range(const Tensor& t, int64_t lo, int64_t hi);
   // t (i32 [B+1]) holds offsets: t[0] = 0, non-decreasing, t[B] = total; longest segment max_len.
   void add_offsets(const Tensor& t, int64_t total, int64_t max_len);
+  // t's values are exactly host's (an i32 CPU tensor of t's size that outlives the scope, e.g. the
+  // host batch a device batch was copied from): ops that need the indices on the host (the CUDA
+  // embedding backward groups rows by id there) read host instead of copying t back, which
+  // would synchronise the GPU.
+  void add_host_values(const Tensor& t, const Tensor& host);
   // The index arrays of one paged-attention call passed validate_paged_layout (paged_ops.h)
   // against a cache of num_pages pages of page_size slots; max_q_len / max_kv_len over the batch.
   void add_paged_layout(const Tensor& cu_seqlens_q, const Tensor& kv_lens,
@@ -201,7 +206,7 @@ class KnownIndices {
                         int64_t page_size, int64_t max_q_len, int64_t max_kv_len);
 
   struct Entry {
-    enum Kind { range, offsets, paged } kind;
+    enum Kind { range, offsets, paged, host_values } kind;
     const void* data;  // identity of the tensor: first byte, element count, device
     int64_t numel;
     Device device;
@@ -209,6 +214,7 @@ class KnownIndices {
     int64_t total = 0, max_len = 0;  // offsets; paged: max_kv_len in max_len, max_q_len in total
     const void* companions[3] = {};  // paged: kv_lens, page_indptr, page_indices data
     int64_t num_pages = 0, page_size = 0, num_page_indices = 0;  // paged
+    const int32_t* host = nullptr;                               // host_values
   };
   // The innermost entry of this kind recorded for t on this thread, or null.
   static const Entry* find(const Tensor& t, Entry::Kind kind);

@@ -68,6 +68,7 @@ struct ForwardState::Impl {
   const void* owner = nullptr;  // the CausalLM that produced it
   Device device = Device::cpu;  // where every saved tensor lives (the model's device then)
   Batch batch;                  // on `device`
+  Tensor host_ids;              // batch.ids on the CPU (the embedding backward groups by them)
   AttnInputs attn;
   Tensor logits_rows;       // i32 [R] on `device`, or undefined
   int64_t max_seq_len = 0;  // longest sequence of `batch` (what forward's validation proved)

@@ -145,6 +145,38 @@ TEST(CudaOps, ElementwiseAndSumSquares) {
   EXPECT_THROW(ops::silu_mul_backward(d16, gb, ub, dg_bad, du_bad), Error);
 }
 
+// With the ids' host copy recorded (CausalLM's backward records the batch it validated), the CUDA
+// embedding backward groups rows by those host values instead of copying the device ids back (a
+// synchronisation): the same bits as without the record; and it is the host copy that is read —
+// shown by recording other values, which a caller must never do.
+TEST(CudaOps, EmbeddingBackwardReadsTheRecordedHostIds) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t V = 40, H = 67, n = 257;
+  Tensor ids = rand_ids(n, int32_t(V), 7), other = rand_ids(n, int32_t(V), 8);
+  Tensor dout = randn({n, H}, 9), table0 = randn({V, H}, 10);
+  Tensor gids = gpu(ids), gdout = gpu(dout);
+  Tensor plain = gpu(table0), recorded = gpu(table0), misled = gpu(table0),
+         want_other = gpu(table0);
+  ops::embedding_backward(gids, gdout, plain);
+  ops::embedding_backward(gpu(other), gdout, want_other);
+  {
+    ops::KnownIndices known;
+    known.add_host_values(gids, ids);
+    ops::embedding_backward(gids, gdout, recorded);
+  }
+  {
+    ops::KnownIndices known;
+    known.add_host_values(gids, other);
+    ops::embedding_backward(gids, gdout, misled);
+  }
+  EXPECT_EQ(cpu(recorded).to_vector(), cpu(plain).to_vector());
+  EXPECT_EQ(cpu(misled).to_vector(), cpu(want_other).to_vector());
+  EXPECT_NE(cpu(misled).to_vector(), cpu(plain).to_vector());
+  // A host copy of another length is a caller bug, named at once.
+  ops::KnownIndices known;
+  EXPECT_THROW(known.add_host_values(gids, rand_ids(n - 1, int32_t(V), 7)), Error);
+}
+
 TEST(CudaOps, EmbeddingGatherScatterRowDot) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t V = 50, H = 97, n = 301;

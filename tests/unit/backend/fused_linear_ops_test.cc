@@ -250,7 +250,9 @@ TEST_P(FusedLinearCpu, RmsNormGroupHandsOutTheLinearsOperand) {
     expect_bitwise(rstd_out, rstd, what + ": rstd");
     expect_bitwise(g0, y0, what + ": y[0]");
     expect_bitwise(g1, y1, what + ": y[1]");
-    if (with_xn) EXPECT_EQ(operand.raw(), xn_out.raw()) << "one tensor for both";
+    if (with_xn) {
+      EXPECT_EQ(operand.raw(), xn_out.raw()) << "one tensor for both";
+    }
   }
 }
 

@@ -33,6 +33,22 @@ TEST(KnownIndices, FindsEntriesOnlyWhileTheirScopeLives) {
   EXPECT_EQ(ops::KnownIndices::find(ids, Entry::range), nullptr);
 }
 
+TEST(KnownIndices, HostValuesAreRecordedForTheDeviceTensorOnly) {
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{3, 1, 2}, {3});
+  Tensor host = ids.clone();
+  ops::KnownIndices known;
+  known.add_host_values(ids, host);
+  const Entry* e = ops::KnownIndices::find(ids, Entry::host_values);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->host, host.i32());
+  EXPECT_EQ(ops::KnownIndices::find(ids, Entry::range), nullptr);  // a host copy proves no range
+  EXPECT_EQ(ops::KnownIndices::find(host, Entry::host_values), nullptr);
+  // A copy of another length, or not i32, is a caller bug: a clear error.
+  EXPECT_THROW(known.add_host_values(ids, Tensor::from_vector(std::vector<int32_t>{3, 1}, {2})),
+               Error);
+  EXPECT_THROW(known.add_host_values(ids, Tensor::zeros({3})), Error);
+}
+
 TEST(KnownIndices, IdentityIsStorageBytesAndLength) {
   Tensor ids = Tensor::from_vector(std::vector<int32_t>{0, 1, 2, 3}, {4});
   Tensor copy = Tensor::from_vector(std::vector<int32_t>{0, 1, 2, 3}, {4});

@@ -68,7 +68,9 @@ void expect_matches_unchunked(const Case& c, float tau, int64_t chunk, bool with
   EXPECT_LE(rel_err(lp, lp_ref), kTol);
   EXPECT_LE(rel_err(ent, ent_ref), kTol);
   for (int64_t t = 0; t < T; ++t)
-    if (c.targets.i32()[t] < 0) EXPECT_EQ(lp.f32()[t], 0.0f) << "row " << t;
+    if (c.targets.i32()[t] < 0) {
+      EXPECT_EQ(lp.f32()[t], 0.0f) << "row " << t;
+    }
   // lse = log Σ exp(logits / τ), checked in double.
   for (int64_t t = 0; t < T; ++t) {
     double m = -INFINITY, s = 0;
