@@ -252,18 +252,22 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
     const int64_t T = sb.batch.num_tokens();
     Tensor dlogp = Tensor::zeros({T}, DType::f32);
     const int32_t* cu = sb.batch.cu_seqlens.i32();
-    const Tensor host_logp = sb.logp.to(Device::cpu);
-    const float* lp = host_logp.f32();
     float* d = dlogp.f32();
-    for (size_t i = 0; i < group.size(); ++i) {
+    // dL/dlogp is the coefficient alone, so the backward is queued before the log-probs are read:
+    // reading them first would synchronise and idle the GPU between forward and backward.
+    auto response_rows = [&](size_t i, auto&& f) {
       const double coef = -double(advantages[begin + i]) / double(N);
       // Row r predicts token r+1: tokens t >= P live on rows cu + P - 1 .. cu + L - 2.
-      for (int64_t r = cu[i] + prompt_lens[begin + i] - 1; r < cu[i + 1] - 1; ++r) {
-        loss += coef * double(lp[r]);
-        d[r] = float(coef);
-      }
-    }
+      for (int64_t r = cu[i] + prompt_lens[begin + i] - 1; r < cu[i + 1] - 1; ++r) f(r, coef);
+    };
+    for (size_t i = 0; i < group.size(); ++i)
+      response_rows(i, [&](int64_t r, double coef) { d[r] = float(coef); });
+    const Tensor logp = sb.logp;  // kept: the backward releases the scored batch's state
     backward_from_logprobs(model, sb, dlogp, Tensor(), grads);
+    const Tensor host_logp = logp.to(Device::cpu);
+    const float* lp = host_logp.f32();
+    for (size_t i = 0; i < group.size(); ++i)
+      response_rows(i, [&](int64_t r, double coef) { loss += coef * double(lp[r]); });
   }
   return loss;
 }
