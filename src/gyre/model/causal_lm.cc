@@ -442,6 +442,11 @@ void CausalLM::backward_below_head(Tensor dhead, ForwardState& state, Gradients&
   const ModelConfig& lc = tp_ ? tp_->local : c;  // this rank's sizes under TP
   ops::Bf16Autocast autocast_scope(st.bf16_autocast);
   // The forward validated the saved batch on the host; the backward ops need not copy it back.
+  // The recorded tensors are held until the scope ends (state.clear() below releases the
+  // state's references, and the ready hook still runs inside the scope): a fact must never
+  // outlive its tensor, or a new tensor at the same address would inherit it.
+  const Batch recorded_batch = st.batch;
+  const Tensor recorded_host_ids = st.host_ids, recorded_rows = st.logits_rows;
   ops::KnownIndices known;
   known.add_range(st.batch.ids, 0, c.vocab_size);
   known.add_range(st.batch.positions, 0, st.attn.cos.defined() ? st.attn.cos.size(0) : 0);

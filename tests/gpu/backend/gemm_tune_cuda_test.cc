@@ -24,11 +24,11 @@ std::vector<uint8_t> bytes_of(const Tensor& gpu_tensor) {
   return std::vector<uint8_t>(p, p + h.nbytes());
 }
 
-// Autotuning on for one test (off by default), restored after.
-struct AutotuneOn {
+// Autotuning on (or off) for one test, restored after.
+struct AutotuneAs {
   bool was = cuda::gemm_autotune_enabled();
-  AutotuneOn() { cuda::set_gemm_autotune(true); }
-  ~AutotuneOn() { cuda::set_gemm_autotune(was); }
+  explicit AutotuneAs(bool on) { cuda::set_gemm_autotune(on); }
+  ~AutotuneAs() { cuda::set_gemm_autotune(was); }
 };
 
 // A problem past kTuneMinFlop launched more than kTuneAtLaunch times, with beta = 0 (bf16 D) and
@@ -37,7 +37,7 @@ struct AutotuneOn {
 // their plans are made here, with tuning on.)
 TEST(GemmTuneCuda, TunedLaunchesGiveTheHeuristicsBits) {
   GYRE_SKIP_WITHOUT_GPU();
-  AutotuneOn on;
+  AutotuneAs on(true);
   const int64_t M = 2056, N = 1544, K = 1032;  // 6.6 GFLOP
   ASSERT_GE(2.0 * M * N * K, cuda::kTuneMinFlop);
   const size_t tuned_before = cuda::gemm_problems_tuned();
@@ -68,6 +68,7 @@ TEST(GemmTuneCuda, TunedLaunchesGiveTheHeuristicsBits) {
 // Only #2 may be chosen; D itself stays untouched.
 TEST(GemmTuneCuda, ChoosesOnlyAFasterCandidateWithTheSameBits) {
   GYRE_SKIP_WITHOUT_GPU();
+  AutotuneAs off(false);  // the candidates' own GEMM must not tune itself inside the timing
   const int64_t M = 2048, N = 2048, K = 2048;
   Tensor a = gpu(randn({M, K}, 21).to(DType::bf16)), w = gpu(randn({N, K}, 22).to(DType::bf16));
   Tensor d = gpu(randn({M, N}, 23));

@@ -3,8 +3,9 @@
 //
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so every call hands cuBLASLt the
 // operands swapped (B first) with m = N, n = M. One Lt handle, one 32 MiB workspace and one
-// heuristic cache per host thread (each thread has its own stream). Large problems are timed once
-// among the heuristic's top candidates that give its first choice's exact bits (gemm_tune.h).
+// heuristic cache per host thread (each thread has its own stream). With GYRE_GEMM_AUTOTUNE=1,
+// large problems are timed once among the heuristic's top candidates that give its first choice's
+// exact bits (gemm_tune.h).
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -135,8 +136,8 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
     GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)));
   }
-  const bool tune =
-      gemm_autotune_enabled() && 2.0 * double(m) * double(n) * double(k) >= kTuneMinFlop;
+  const bool tune = gemm_autotune_enabled() && gemm_problems_tuned() < kTuneMaxProblems &&
+                    2.0 * double(m) * double(n) * double(k) >= kTuneMinFlop;
   cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int found = 0;
   cublasStatus_t st =

@@ -33,8 +33,8 @@ struct RawBuffer {
 struct Events {
   cudaEvent_t a = nullptr, b = nullptr;
   Events() {
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
+    if (cudaEventCreate(&a) != cudaSuccess) a = nullptr;
+    if (cudaEventCreate(&b) != cudaSuccess) b = nullptr;
   }
   ~Events() {
     if (a) cudaEventDestroy(a);
@@ -73,7 +73,20 @@ bool gemm_autotune_enabled() {
 
 void set_gemm_autotune(bool on) { g_autotune.store(on ? 1 : 0, std::memory_order_relaxed); }
 
+namespace {
+int pick(const TuneProblem& p, std::string* log);
+}
+
 int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
+  // Tuning is an optimisation, never an error: whatever failed inside (an allocation, an event, a
+  // candidate) leaves no pending CUDA error for the next kernel's launch check to report.
+  const int chosen = pick(p, log);
+  cudaGetLastError();
+  return chosen;
+}
+
+namespace {
+int pick(const TuneProblem& p, std::string* log) {
   cudaStream_t s = cudaStream_t(p.stream);
   if (p.candidates < 2 || p.out_bytes == 0 || p.out_bytes > kTuneMaxOutBytes) return 0;
   int dev = 0, l2 = 0;
@@ -89,6 +102,7 @@ int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
       cudaMemcpyAsync(start.p, p.d, p.out_bytes, cudaMemcpyDeviceToDevice, s) != cudaSuccess)
     return 0;
   Events ev;
+  if (!ev.a || !ev.b) return 0;
 
   // One launch of candidate i from D's contents (or none, for beta = 0) into `out`.
   auto trial = [&](int i) {
@@ -97,18 +111,19 @@ int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
       return false;
     return p.run(i, out.p);
   };
-  // Mean time of one launch with a cold L2 (the operands come from HBM, as inside a model step).
+  // Mean time of one launch with a cold L2 (the operands come from HBM, as inside a model step);
+  // infinite when any timing step failed (never chosen).
+  constexpr double kNever = 1e300;
   auto time_us = [&](int i) {
     for (int r = 0; r < kWarmRuns; ++r) p.run(i, out.p);
     float total = 0;
     for (int r = 0; r < kTimedRuns; ++r) {
-      cudaMemsetAsync(flush.p, r, size_t(l2) * 2, s);
-      cudaEventRecord(ev.a, s);
-      p.run(i, out.p);
-      cudaEventRecord(ev.b, s);
-      cudaEventSynchronize(ev.b);
       float ms = 0;
-      cudaEventElapsedTime(&ms, ev.a, ev.b);
+      if (cudaMemsetAsync(flush.p, r, size_t(l2) * 2, s) != cudaSuccess ||
+          cudaEventRecord(ev.a, s) != cudaSuccess || !p.run(i, out.p) ||
+          cudaEventRecord(ev.b, s) != cudaSuccess || cudaEventSynchronize(ev.b) != cudaSuccess ||
+          cudaEventElapsedTime(&ms, ev.a, ev.b) != cudaSuccess)
+        return kNever;
       total += ms;
     }
     return 1e3 * double(total) / kTimedRuns;
@@ -118,6 +133,7 @@ int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
       cudaMemcpyAsync(ref.p, out.p, p.out_bytes, cudaMemcpyDeviceToDevice, s) != cudaSuccess)
     return 0;
   const double base = time_us(0);
+  if (base >= kNever) return 0;
   double best = base;
   int best_i = 0;
   char buf[96];
@@ -143,5 +159,6 @@ int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
   g_tuned.fetch_add(1, std::memory_order_relaxed);
   return best_i;
 }
+}  // namespace
 
 }  // namespace gyre::cuda

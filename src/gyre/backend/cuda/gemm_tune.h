@@ -14,15 +14,17 @@
 // When: on a problem's kTuneAtLaunch-th launch (problems seen once — the rollout's dynamic
 // prefill shapes — are never tuned and cost nothing; a training step's once-per-step GEMMs tune
 // in the second step, so benchmarks warm up twice), never while a CUDA graph is being
-// captured, only for problems of at least kTuneMinFlop, and only when the heuristic's first
-// choice has no split-K. GYRE_GEMM_AUTOTUNE_LOG=1 prints each tuned problem's timings to stderr.
+// captured, only for problems of at least kTuneMinFlop, at most kTuneMaxProblems per process,
+// and only when the heuristic's first choice has no split-K. GYRE_GEMM_AUTOTUNE_LOG=1 prints each
+// tuned problem's timings to stderr.
 //
-// OFF by default (GYRE_GEMM_AUTOTUNE=1 turns it on): on the H200 (session 16, notes/
-// device_measurements.md) every candidate kept the heuristic's bits, and the timings above are
-// real in isolation (cold L2 or warm), yet whole model steps ran 0-8% SLOWER with the tuned
-// choices (0.5B training 157 -> 166 ms, 1.5B 360 -> 378 ms; log-prob mixed: the entropy variant
-// 2-3% faster, the first one measured 3-8% slower). Isolated timing does not predict a GEMM's
-// time between the model's other kernels; until that is understood the heuristic stays.
+// Off by default; GYRE_GEMM_AUTOTUNE=1 turns it on. On the H200 (session 16, notes/
+// device_measurements.md, call 6) every candidate kept the heuristic's bits, and whole steps got
+// faster in one same-call A/B: training 0.5B 157.7 -> 154.7 ms, 1.5B 360.5 -> 356.3; log-prob
+// 47.6 -> 46.3, 111.6 -> 107.7. (Earlier A/Bs that tuned on the third launch measured the tuning
+// itself inside the timed steps and showed no gain.) Before it becomes the default: run the GPU
+// rollout / RL / serving tests with it on (tuning on the second launch meets CUDA-graph warm-ups
+// and the rollout's prefill shapes; only the third-launch variant ran them, all passing).
 #pragma once
 
 #include <cstddef>
@@ -33,9 +35,11 @@ struct CUstream_st;
 
 namespace gyre::cuda {
 
-inline constexpr int kTuneAtLaunch = 3;      // launches with the heuristic's choice first
+inline constexpr int kTuneAtLaunch = 2;      // tuned on this launch; the first runs the heuristic's
 inline constexpr int kTuneCandidates = 8;    // cuBLASLt's top N
 inline constexpr double kTuneMinFlop = 2e9;  // smaller problems: launch-bound, not tuned
+inline constexpr size_t kTuneMaxProblems = 64;  // per process: bounds the one-time cost when
+                                                // dynamic shapes (rollout prefill) repeat
 inline constexpr size_t kTuneMaxOutBytes = size_t(1) << 30;  // D copies beyond this: not tuned
 
 // Whether GEMM autotuning is on (GYRE_GEMM_AUTOTUNE=1; default off, see above). Problems planned
