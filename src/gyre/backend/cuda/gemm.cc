@@ -210,8 +210,12 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
   if (bias)  // the pointer changes from call to call; the rest of the plan does not
     GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                      &bias, sizeof(bias)));
-  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch)
-    tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, ldd, out_type, s);
+  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch) {
+    if (gemm_problems_tuned() < kTuneMaxProblems)  // the process budget, checked again here
+      tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, ldd, out_type, s);
+    else
+      p.candidates.clear();
+  }
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, D,
                                    p.ld.l, D, p.ld.l, &p.algo, t.workspace, kWorkspace, s));
   return true;
