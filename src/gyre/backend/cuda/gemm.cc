@@ -170,8 +170,8 @@ void tune_plan(LtThread& t, Plan& p, int64_t m, int64_t n, int64_t k, float alph
   if (cudaStreamIsCapturing(s, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
   TuneProblem tp;
   tp.d = D;
-  tp.out_bytes = size_t(ldd) * size_t(n - 1) * (out_type == CUDA_R_16BF ? 2 : 4) +
-                 size_t(m) * (out_type == CUDA_R_16BF ? 2 : 4);
+  const size_t esize = out_type == CUDA_R_16BF ? 2 : 4;
+  tp.out_bytes = (size_t(ldd) * size_t(n - 1) + size_t(m)) * esize;  // column-major m x n, ld ldd
   tp.reads_d = beta != 0;
   tp.stream = s;
   tp.candidates = int(p.candidates.size());

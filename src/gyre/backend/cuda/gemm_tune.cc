@@ -42,22 +42,17 @@ struct Events {
   }
 };
 
-}  // namespace
-
-bool device_bytes_equal(const void* a, const void* b, size_t n, int* flag, cudaStream_t s);
-
-namespace {
-
 constexpr int kWarmRuns = 2, kTimedRuns = 5;
 constexpr double kMinGain = 0.01;  // a candidate must beat the heuristic's by 1% (noise)
 
-}  // namespace
-
-namespace {
 // -1: not yet read from GYRE_GEMM_AUTOTUNE; then 0 / 1 (set_gemm_autotune overrides).
 std::atomic<int> g_autotune{-1};
 std::atomic<size_t> g_tuned{0};
+
 }  // namespace
+
+// gemm_tune_compare.cu
+bool device_bytes_equal(const void* a, const void* b, size_t n, int* flag, cudaStream_t s);
 
 size_t gemm_problems_tuned() { return g_tuned.load(std::memory_order_relaxed); }
 
@@ -72,18 +67,6 @@ bool gemm_autotune_enabled() {
 }
 
 void set_gemm_autotune(bool on) { g_autotune.store(on ? 1 : 0, std::memory_order_relaxed); }
-
-namespace {
-int pick(const TuneProblem& p, std::string* log);
-}
-
-int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
-  // Tuning is an optimisation, never an error: whatever failed inside (an allocation, an event, a
-  // candidate) leaves no pending CUDA error for the next kernel's launch check to report.
-  const int chosen = pick(p, log);
-  cudaGetLastError();
-  return chosen;
-}
 
 namespace {
 int pick(const TuneProblem& p, std::string* log) {
@@ -160,5 +143,13 @@ int pick(const TuneProblem& p, std::string* log) {
   return best_i;
 }
 }  // namespace
+
+int pick_fastest_same_bits(const TuneProblem& p, std::string* log) {
+  // Tuning is an optimisation, never an error: whatever failed inside (an allocation, an event, a
+  // candidate) leaves no pending CUDA error for the next kernel's launch check to report.
+  const int chosen = pick(p, log);
+  cudaGetLastError();
+  return chosen;
+}
 
 }  // namespace gyre::cuda
