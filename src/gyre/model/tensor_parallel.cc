@@ -26,17 +26,33 @@ void check_f32(const Tensor& t, const char* what) {
 
 // The row indices (into the ids) that fall in [begin, begin + n) and their local ids, as i32
 // tensors on `dev` (the vocab-parallel embedding on a GPU: a gather of the local rows and a
-// scatter to their positions). Returns false when none does.
-bool local_rows(const Tensor& ids, int64_t begin, int64_t n, Device dev, Tensor& pos, Tensor& lid) {
-  const Tensor host = ids.to(Device::cpu);
+// scatter to their positions), with host copies of both. Returns false when none does. The ids
+// are read on the host: from the copy a KnownIndices scope recorded for them (CausalLM's backward
+// records the host ids its forward validated) or, without one, by copying them back — which waits
+// for the GPU.
+struct LocalRows {
+  Tensor pos, lid;            // on dev
+  Tensor host_pos, host_lid;  // the same values on the CPU
+};
+bool local_rows(const Tensor& ids, int64_t begin, int64_t n, Device dev, LocalRows& out) {
+  Tensor copied;
+  const int32_t* host = nullptr;
+  if (const auto* e = ops::KnownIndices::find(ids, ops::KnownIndices::Entry::host_values)) {
+    host = e->host;
+  } else {
+    copied = ids.to(Device::cpu);
+    host = copied.i32();
+  }
   std::vector<int32_t> p, l;
-  for (int64_t t = 0; t < host.numel(); ++t) {
-    const int64_t local = int64_t(host.i32()[t]) - begin;
+  for (int64_t t = 0; t < ids.numel(); ++t) {
+    const int64_t local = int64_t(host[t]) - begin;
     if (local >= 0 && local < n) p.push_back(int32_t(t)), l.push_back(int32_t(local));
   }
   if (p.empty()) return false;
-  pos = Tensor::from_vector(p, {int64_t(p.size())}).to(dev);
-  lid = Tensor::from_vector(l, {int64_t(l.size())}).to(dev);
+  out.host_pos = Tensor::from_vector(p, {int64_t(p.size())});
+  out.host_lid = Tensor::from_vector(l, {int64_t(l.size())});
+  out.pos = out.host_pos.to(dev);
+  out.lid = out.host_lid.to(dev);
   return true;
 }
 
@@ -171,11 +187,17 @@ void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor&
 
 void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable) {
   if (dtable.device() != Device::cpu) {
-    Tensor pos, lid;
-    if (!local_rows(ids, begin, dtable.size(0), dtable.device(), pos, lid)) return;
-    Tensor rows = Tensor::empty({pos.numel(), dtable.size(1)}, DType::f32, dtable.device());
-    ops::gather_rows(dout, pos, rows);
-    ops::embedding_backward(lid, rows, dtable);  // dtable += scatter
+    LocalRows r;
+    if (!local_rows(ids, begin, dtable.size(0), dtable.device(), r)) return;
+    // The index tensors were built on the host from in-range values: recorded, so gather_rows and
+    // the embedding backward neither check them nor group by them through a copy back.
+    ops::KnownIndices known;
+    known.add_range(r.pos, 0, ids.numel());
+    known.add_range(r.lid, 0, dtable.size(0));
+    known.add_host_values(r.lid, r.host_lid);
+    Tensor rows = Tensor::empty({r.pos.numel(), dtable.size(1)}, DType::f32, dtable.device());
+    ops::gather_rows(dout, r.pos, rows);
+    ops::embedding_backward(r.lid, rows, dtable);  // dtable += scatter
     return;
   }
   const Tensor host_ids = ids.to(Device::cpu);
