@@ -138,7 +138,7 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
     // The same step as the N-GPU one: 8192-token micro-batches, copies dropped per step.
     gyre::bench::TrainStep step(*single, batch, 8192, /*optimizer_writes_copies=*/false);
     loss1 = step.run();  // warm-up, at the initial weights
-    // One more warm-up: with GYRE_GEMM_AUTOTUNE=1 a large GEMM is tuned on its second launch.
+    // One more warm-up: GEMM autotuning (default on) tunes a large GEMM on its second launch.
     t1 = gyre::bench::time_steps([&] { step.run(); }, iters, 1);
     peak1 = gyre::bench::peak_memory_bytes(Device::cuda);
   }  // frees the unsharded model, its gradients and its AdamW state

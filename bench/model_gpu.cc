@@ -298,8 +298,8 @@ int main(int argc, char** argv) {
     gyre::bench::TrainStep step(*model, batch, micro_tokens);
     double loss = 0;
     auto train_step = [&] { loss = step.run(); };
-    const double tr_s = gyre::bench::time_steps(train_step, iters,
-                                                2);  // GYRE_GEMM_AUTOTUNE=1: GEMMs tune on launch 2
+    // Two warm-ups: GEMM autotuning (default on) tunes a GEMM on its second launch.
+    const double tr_s = gyre::bench::time_steps(train_step, iters, 2);
     const double tflops =
         gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len)) / tr_s /
         1e12;

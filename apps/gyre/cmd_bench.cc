@@ -63,11 +63,11 @@ void register_flags(gyre::FlagSet& f, BenchFlags& b) {
   f.add<int64_t>("prompt-len", &b.prompt_len, 128, "rollout: prompt tokens per request", w);
   f.add<int64_t>("new-tokens", &b.new_tokens, 256, "rollout: tokens generated per request", w);
   f.add<int>("steps", &b.steps, 3, "timed iterations (rollout: generation runs)", w);
-  f.add<int>(
-      "warmup", &b.warmup, 2,
-      "untimed iterations first (two: with GYRE_GEMM_AUTOTUNE=1 a large GEMM is tuned on its "
-      "second launch; rollout: small runs of 4 prompts x 8 new tokens)",
-      w);
+  f.add<int>("warmup", &b.warmup, 2,
+             "untimed iterations first (two: GEMM autotuning, on unless GYRE_GEMM_AUTOTUNE=0, "
+             "tunes a large GEMM on its "
+             "second launch; rollout: small runs of 4 prompts x 8 new tokens)",
+             w);
   f.add<bool>("entropy", &b.entropy, false, "logprob: also compute the entropy of every position",
               w);
   f.add<std::string>("decode-fusion", &b.decode_fusion, "on",

@@ -3,7 +3,7 @@
 //
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so every call hands cuBLASLt the
 // operands swapped (B first) with m = N, n = M. One Lt handle, one 32 MiB workspace and one
-// heuristic cache per host thread (each thread has its own stream). With GYRE_GEMM_AUTOTUNE=1,
+// heuristic cache per host thread (each thread has its own stream). Unless GYRE_GEMM_AUTOTUNE=0,
 // large problems are timed once among the heuristic's top candidates that give its first choice's
 // exact bits (gemm_tune.h).
 #include <cublasLt.h>

@@ -45,7 +45,7 @@ struct Events {
 constexpr int kWarmRuns = 2, kTimedRuns = 5;
 constexpr double kMinGain = 0.01;  // a candidate must beat the heuristic's by 1% (noise)
 
-// -1: not yet read from GYRE_GEMM_AUTOTUNE; then 0 / 1 (set_gemm_autotune overrides).
+// -1: not yet read from GYRE_GEMM_AUTOTUNE (unset: on); then 0 / 1 (set_gemm_autotune overrides).
 std::atomic<int> g_autotune{-1};
 std::atomic<size_t> g_tuned{0};
 
@@ -60,7 +60,7 @@ bool gemm_autotune_enabled() {
   int v = g_autotune.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* e = std::getenv("GYRE_GEMM_AUTOTUNE");
-    v = e && std::strcmp(e, "1") == 0 ? 1 : 0;
+    v = e && std::strcmp(e, "0") == 0 ? 0 : 1;  // on unless GYRE_GEMM_AUTOTUNE=0
     g_autotune.store(v, std::memory_order_relaxed);
   }
   return v == 1;

@@ -18,13 +18,13 @@
 // and only when the heuristic's first choice has no split-K. GYRE_GEMM_AUTOTUNE_LOG=1 prints each
 // tuned problem's timings to stderr.
 //
-// Off by default; GYRE_GEMM_AUTOTUNE=1 turns it on. On the H200 (session 16, notes/
-// device_measurements.md, call 6) every candidate kept the heuristic's bits, and whole steps got
-// faster in one same-call A/B: training 0.5B 157.7 -> 154.7 ms, 1.5B 360.5 -> 356.3; log-prob
-// 47.6 -> 46.3, 111.6 -> 107.7. (Earlier A/Bs that tuned on the third launch measured the tuning
-// itself inside the timed steps and showed no gain.) Before it becomes the default: run the GPU
-// rollout / RL / serving tests with it on (tuning on the second launch meets CUDA-graph warm-ups
-// and the rollout's prefill shapes; only the third-launch variant ran them, all passing).
+// On by default; GYRE_GEMM_AUTOTUNE=0 turns it off (the heuristic's first choice everywhere). On
+// the H200 (session 16, notes/device_measurements.md, call 6) every candidate kept the heuristic's
+// bits, and whole steps got faster in one same-call A/B: training 0.5B 157.7 -> 154.7 ms, 1.5B
+// 360.5 -> 356.3; log-prob 47.6 -> 46.3, 111.6 -> 107.7. (Earlier A/Bs that tuned on the third
+// launch measured the tuning itself inside the timed steps and showed no gain.) Session 17 made it
+// the default after the GPU rollout / RL / serving / model tests passed with second-launch tuning
+// (CUDA-graph warm-ups and the rollout's prefill shapes meet it there).
 #pragma once
 
 #include <cstddef>
@@ -42,8 +42,8 @@ inline constexpr size_t kTuneMaxProblems = 64;  // per process: bounds the one-t
                                                 // dynamic shapes (rollout prefill) repeat
 inline constexpr size_t kTuneMaxOutBytes = size_t(1) << 30;  // D copies beyond this: not tuned
 
-// Whether GEMM autotuning is on (GYRE_GEMM_AUTOTUNE=1; default off, see above). Problems planned
-// while it is off keep the heuristic's choice.
+// Whether GEMM autotuning is on (default on; GYRE_GEMM_AUTOTUNE=0 turns it off, see above).
+// Problems planned while it is off keep the heuristic's choice.
 bool gemm_autotune_enabled();
 // Overrides the environment for problems planned from now on (tests).
 void set_gemm_autotune(bool on);
