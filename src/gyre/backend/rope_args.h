@@ -14,9 +14,31 @@ struct RopeArgs {
   int64_t T = 0, D = 0;
 };
 
+// The index and table tensors of a rotation of T tokens at head dim D (even): positions i32 [T],
+// every entry a row of the tables; cos [P, D/2]; sin the shape of cos; on the device and in the
+// float dtype of x0 (a tensor of the op, named in the errors). Throws before anything is modified.
+// (check_rope_args' second half; alone for ops whose rotated tensors are not f32 tensors of their
+// own, e.g. rope_attention_varlen_backward_packed.)
+inline void check_rope_tables(const char* op, const Arg& x0, int64_t T, int64_t D,
+                              const Tensor& positions, const Tensor& cos, const Tensor& sin) {
+  check_i32(op, "positions", positions);
+  check_defined(op, "cos", cos);
+  check_defined(op, "sin", sin);
+  op_device(op, {x0, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
+  float_dtype(op, {x0, {"cos", &cos}, {"sin", &sin}});
+  check_shape(op, "positions", positions, {T});
+  if (!(cos.dim() == 2 && cos.size(1) == D / 2))
+    GYRE_THROW(invalid_argument, "ops::{}: cos must be [P, D/2 = {}], got {}", op, D / 2,
+               shape_str(cos.shape()));
+  check_shape(op, "sin", sin, cos.shape());
+  check_index_range(op, "position", positions, cos.size(0),
+                    "the sequence is longer than the RoPE table; raise max_position_embeddings "
+                    "or shorten the input");
+}
+
 // xs: the tensors to rotate (at least one), each [T, H_i, D] with the T and D of the first, D
-// even; positions i32 [T], every entry a row of the tables; cos [P, D/2]; sin the shape of cos; all
-// on one device with one float dtype. Throws (naming the tensor) before anything is modified.
+// even; positions, cos and sin as check_rope_tables; all on one device with one float dtype.
+// Throws (naming the tensor) before anything is modified.
 inline RopeArgs check_rope_args(const char* op, std::initializer_list<Arg> xs,
                                 const Tensor& positions, const Tensor& cos, const Tensor& sin) {
   for (const Arg& a : xs) check_defined(op, a.name, *a.t);
@@ -26,7 +48,8 @@ inline RopeArgs check_rope_args(const char* op, std::initializer_list<Arg> xs,
   const Arg& x0 = *xs.begin();
   RopeArgs r;
   // Two passes because op_device / float_dtype take one list: the rotated tensors among
-  // themselves, then the first of them against the index and table tensors.
+  // themselves, then the first of them against the index and table tensors (check_rope_tables
+  // repeats these cheap checks; done here first to keep the order the errors come in).
   r.dev = op_device(op, xs);
   op_device(op, {x0, {"positions", &positions}, {"cos", &cos}, {"sin", &sin}});
   r.dt = float_dtype(op, xs);
@@ -42,14 +65,7 @@ inline RopeArgs check_rope_args(const char* op, std::initializer_list<Arg> xs,
       GYRE_THROW(invalid_argument, "ops::{}: {} {} does not match {} {} in tokens and head dim", op,
                  a.name, shape_str(a.t->shape()), x0.name, shape_str(x0.t->shape()));
   if (!(r.D % 2 == 0)) GYRE_THROW(invalid_argument, "ops::{}: head dim {} must be even", op, r.D);
-  check_shape(op, "positions", positions, {r.T});
-  if (!(cos.dim() == 2 && cos.size(1) == r.D / 2))
-    GYRE_THROW(invalid_argument, "ops::{}: cos must be [P, D/2 = {}], got {}", op, r.D / 2,
-               shape_str(cos.shape()));
-  check_shape(op, "sin", sin, cos.shape());
-  check_index_range(op, "position", positions, cos.size(0),
-                    "the sequence is longer than the RoPE table; raise max_position_embeddings "
-                    "or shorten the input");
+  check_rope_tables(op, x0, r.T, r.D, positions, cos, sin);
   return r;
 }
 

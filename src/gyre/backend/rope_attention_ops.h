@@ -67,4 +67,55 @@ void rope_attention_varlen_backward(const Tensor& dout, const RopeAttentionSaved
                                     const Tensor& cos, const Tensor& sin, const Tensor& cu_seqlens,
                                     float scale, Tensor& dq, Tensor& dk, Tensor& dv);
 
+// ---- the backward straight into the q/k/v linears' packed bf16 dy
+//
+// The decoder layer hands rope_attention_varlen_backward's f32 dq/dk/dv to linear_group_backward
+// (linear_group_ops.h), whose CUDA autocast path rounds them into one packed bf16 buffer (one dX
+// GEMM for q/k/v) and sums the bias gradients over the f32 values — so the f32 gradients are
+// written once and read twice. Where the bf16 attention kernels run, the packed variant below
+// writes that packed buffer and the bias gradients' column sums in the kernel that inverse-rotates
+// the gradients (backend/cuda/rope_attention_bf16.h), and linear_group_backward_packed runs the
+// group's GEMMs on the buffer: no f32 dq/dk/dv at all.
+
+// Where q's, k's and v's gradients lie in a packed bf16 buffer [T, ld]: member columns [col_x,
+// col_x + n_x) with n_q = Hq·D, n_k = n_v = Hkv·D.
+struct RopePackedLayout {
+  int64_t col_q = 0, col_k = 0, col_v = 0, ld = 0;
+};
+
+// linear_group_backward's own packing of the members q, k, v (in this order): each at the next
+// multiple of kPackedColumnAlign (128) after the previous one's columns — col_q = 0, col_k =
+// round_up(Hq·D, 128), col_v = col_k + round_up(Hkv·D, 128), ld = col_v + round_up(Hkv·D, 128).
+// (Qwen2.5: Hq·D = 896 / 1536, Hkv·D = 128 / 256: no padding columns.)
+RopePackedLayout rope_packed_layout(int64_t Hq, int64_t Hkv, int64_t D);
+
+// rope_attention_varlen_backward, with the gradients delivered as the q/k/v group's packed bf16 dy
+// instead of f32 dq, dk, dv: dqkv [T, ld] bf16 (overwritten; undefined: allocated) receives, for
+// the f32 dq, dk, dv rope_attention_varlen_backward computes from the same arguments,
+//   dqkv[t, col_q + c] = bf16(dq[t, c]) for c < Hq·D (dq viewed [T, Hq·D]), the same for dk at
+//   col_k and dv at col_v (c < Hkv·D), zeros in every other column of [0, ld),
+// bf16() being f32_to_bf16's round to nearest even; and dbq [Hq·D], dbk, dbv [Hkv·D] (f32, each
+// accumulated into; null or undefined: not computed) += the column sums of dq, dk, dv. Contract:
+// BITWISE rope_attention_varlen_backward followed by linear_group_backward({dq, w_q, dw_q, dbq},
+// {dk, ...}, {dv, ...}) with the layout rope_packed_layout gives: dqkv is the buffer that call
+// packs, and the db are its column_sums_add's (same f64 partials per 128-row chunk, same order);
+// so linear_group_backward_packed(dqkv, members at col_q / col_k / col_v without db) then yields
+// its dx and dW bits too. T = 0: nothing written, each db += 0.0 (column_sums_add of no rows).
+// Runs only where the fused backward runs the bf16 kernels — CUDA, f32 lse and gradients, an
+// ops::Bf16Autocast scope, head dim 64 or 128 (attention_bf16_kernels) — and is
+// Error(invalid_argument) elsewhere (call rope_attention_varlen_backward, then
+// linear_group_backward; bf16 operands there get this error, not the bf16-misuse one). Checks, in
+// this order and all before anything is written or allocated: rope_attention_varlen_backward's on
+// the inputs (the same errors; the rope tables' against lse); ld a positive multiple of
+// kPackedColumnAlign (128), every col a non-negative multiple of it with its member's columns
+// inside [0, ld) and not overlapping another member's (any order); dqkv bf16 of T rows of ld; db
+// f32 of the shapes above; then the path (so a bad layout is named on the CPU too).
+void rope_attention_varlen_backward_packed(const Tensor& dout, const RopeAttentionSaved& saved,
+                                           const Tensor& out, const Tensor& lse,
+                                           const Tensor& positions, const Tensor& cos,
+                                           const Tensor& sin, const Tensor& cu_seqlens, float scale,
+                                           const RopePackedLayout& layout, Tensor& dqkv,
+                                           Tensor* dbq = nullptr, Tensor* dbk = nullptr,
+                                           Tensor* dbv = nullptr);
+
 }  // namespace gyre::ops

@@ -276,58 +276,84 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   ops::linear_backward(want_dh16 ? dh16 : dh, s.attn.reshape({T, Hq * D}), w.o_w, dattn, g.o_w,
                        g.o_b);
   dh16 = Tensor();
-  Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
-  if (fuse || s.q.dtype() == DType::bf16) {
-    // The fused backward (the forward's bf16 operands as they are, dq/dk widened and rotated back
-    // in one kernel) is bitwise the composition below, and takes f32 operands too.
-    ops::rope_attention_varlen_backward(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn, s.lse,
-                                        a.positions, a.cos, a.sin, a.cu_seqlens, a.scale, dq, dk,
-                                        dv);
-  } else {
-    Tensor dattn_f32 = dattn;
-    if (dattn16) {
-      dattn_f32 = empty({T, Hq * D}, dev);
-      ops::copy(dattn, dattn_f32);  // widened exactly
-    }
-    ops::attention_varlen_backward(dattn_f32.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
-                                   a.cu_seqlens, a.scale, dq, dk, dv);
-    // The RoPE rotation is orthogonal: its backward is the inverse rotation.
-    ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
-    ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
-  }
-  dattn = Tensor();
-  if (c.qk_norm) {
-    Tensor dq_raw = empty({T, Hq, D}, dev), dk_raw = empty({T, Hkv, D}, dev);
-    if (a.tp) {
-      // q/k norm weights are replicated but shared by all heads: this rank's gradient covers
-      // only its heads, so the contributions are summed over the tp ranks.
-      Tensor gq = Tensor::zeros(g.q_norm.shape(), DType::f32, dev);
-      Tensor gk = Tensor::zeros(g.k_norm.shape(), DType::f32, dev);
-      ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, gq);
-      ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, gk);
-      tp_all_reduce(a.tp, gq);
-      tp_all_reduce(a.tp, gk);
-      ops::add_(g.q_norm, gq);
-      ops::add_(g.k_norm, gk);
-    } else {
-      ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
-      ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
-    }
-    dq = dq_raw;
-    dk = dk_raw;
-  }
-  // q/k/v share xn1: one grouped backward (on CUDA under autocast one dX GEMM over the packed bf16
-  // dq|dk|dv instead of three that re-read and re-write the f32 dxn1; elsewhere the three
-  // linear_backward calls) — the same call with the fusion on and off.
   Tensor dxn1 = empty({T, H}, dev);
-  const Tensor dq2 = dq.reshape({T, Hq * D}), dk2 = dk.reshape({T, Hkv * D}),
-               dv2 = dv.reshape({T, Hkv * D});
-  const ops::LinearGroupMember qkv[] = {{&dq2, &w.q_w, &g.q_w, &g.q_b},
-                                        {&dk2, &w.k_w, &g.k_w, &g.k_b},
-                                        {&dv2, &w.v_w, &g.v_w, &g.v_b}};
-  ops::linear_group_backward(qkv, s.xn1, dxn1);
+  // With the fusion on, where the attention backward runs the bf16 kernels and dq/dk go straight
+  // into the q/k/v linears (no q/k norm backward in between), the attention backward writes the
+  // q/k/v group's packed bf16 dy itself — with the bias gradients' column sums — and the group's
+  // GEMMs read it (rope_attention_varlen_backward_packed, then linear_group_backward_packed): no
+  // f32 dq/dk/dv written, no packing pass re-reading them, no column-sum pass over them. Bitwise
+  // the branch below: the packed buffer holds the bits linear_group_backward's packing writes from
+  // the f32 dq/dk/dv rope_attention_varlen_backward computes (the same inverse rotation, the same
+  // rounding, in linear_group_backward's layout: rope_packed_layout), the bias gradients are its
+  // column_sums_add's (the same f64 partials per 128-row chunk in the same order), and the GEMMs
+  // are its packed path's on the same buffer. Under tensor parallelism the same holds per rank (the
+  // column-parallel q/k/v see this rank's heads; dxn1 is reduced after either branch). With the
+  // fusion off the branch below runs: the reference the fused-vs-unfused tests compare against.
+  if (fuse && dattn16 && !c.qk_norm) {
+    const ops::RopePackedLayout layout = ops::rope_packed_layout(Hq, Hkv, D);
+    Tensor dqkv;  // [T, layout.ld] bf16, allocated by the op
+    ops::rope_attention_varlen_backward_packed(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn,
+                                               s.lse, a.positions, a.cos, a.sin, a.cu_seqlens,
+                                               a.scale, layout, dqkv, &g.q_b, &g.k_b, &g.v_b);
+    dattn = Tensor();
+    const ops::LinearGroupPackedMember qkv[] = {{&w.q_w, &g.q_w, nullptr, layout.col_q},
+                                                {&w.k_w, &g.k_w, nullptr, layout.col_k},
+                                                {&w.v_w, &g.v_w, nullptr, layout.col_v}};
+    ops::linear_group_backward_packed(dqkv, qkv, s.xn1, dxn1);
+  } else {
+    Tensor dq = empty({T, Hq, D}, dev), dk = empty({T, Hkv, D}, dev), dv = empty({T, Hkv, D}, dev);
+    if (fuse || s.q.dtype() == DType::bf16) {
+      // The fused backward (the forward's bf16 operands as they are, dq/dk widened and rotated back
+      // in one kernel) is bitwise the composition below, and takes f32 operands too.
+      ops::rope_attention_varlen_backward(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn, s.lse,
+                                          a.positions, a.cos, a.sin, a.cu_seqlens, a.scale, dq, dk,
+                                          dv);
+    } else {
+      Tensor dattn_f32 = dattn;
+      if (dattn16) {
+        dattn_f32 = empty({T, Hq * D}, dev);
+        ops::copy(dattn, dattn_f32);  // widened exactly
+      }
+      ops::attention_varlen_backward(dattn_f32.reshape({T, Hq, D}), s.q, s.k, s.v, s.attn, s.lse,
+                                     a.cu_seqlens, a.scale, dq, dk, dv);
+      // The RoPE rotation is orthogonal: its backward is the inverse rotation.
+      ops::rope_(dq, a.positions, a.cos, a.sin, /*inverse=*/true);
+      ops::rope_(dk, a.positions, a.cos, a.sin, /*inverse=*/true);
+    }
+    dattn = Tensor();
+    if (c.qk_norm) {
+      Tensor dq_raw = empty({T, Hq, D}, dev), dk_raw = empty({T, Hkv, D}, dev);
+      if (a.tp) {
+        // q/k norm weights are replicated but shared by all heads: this rank's gradient covers
+        // only its heads, so the contributions are summed over the tp ranks.
+        Tensor gq = Tensor::zeros(g.q_norm.shape(), DType::f32, dev);
+        Tensor gk = Tensor::zeros(g.k_norm.shape(), DType::f32, dev);
+        ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, gq);
+        ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, gk);
+        tp_all_reduce(a.tp, gq);
+        tp_all_reduce(a.tp, gk);
+        ops::add_(g.q_norm, gq);
+        ops::add_(g.k_norm, gk);
+      } else {
+        ops::rms_norm_backward(dq, s.q_raw, w.q_norm, s.rstd_q, dq_raw, g.q_norm);
+        ops::rms_norm_backward(dk, s.k_raw, w.k_norm, s.rstd_k, dk_raw, g.k_norm);
+      }
+      dq = dq_raw;
+      dk = dk_raw;
+    }
+    // q/k/v share xn1: one grouped backward (on CUDA under autocast one dX GEMM over the packed
+    // bf16 dq|dk|dv instead of three that re-read and re-write the f32 dxn1; elsewhere the three
+    // linear_backward calls) — with the fusion off, and with it on where the packed path above
+    // does not apply (q/k norm, no bf16 attention kernels).
+    const Tensor dq2 = dq.reshape({T, Hq * D}), dk2 = dk.reshape({T, Hkv * D}),
+                 dv2 = dv.reshape({T, Hkv * D});
+    const ops::LinearGroupMember qkv[] = {{&dq2, &w.q_w, &g.q_w, &g.q_b},
+                                          {&dk2, &w.k_w, &g.k_w, &g.k_b},
+                                          {&dv2, &w.v_w, &g.v_w, &g.v_b}};
+    ops::linear_group_backward(qkv, s.xn1, dxn1);
+    dq = dk = dv = Tensor();
+  }
   tp_all_reduce(a.tp, dxn1);  // "f" at the column-parallel q/k/v input
-  dq = dk = dv = Tensor();
   Tensor dx = empty({T, H}, dev);
   if (fuse) {
     ops::rms_norm_backward_add(dxn1, s.x, w.input_norm, s.rstd1, dh, dx, g.input_norm,

@@ -11,7 +11,11 @@
 // under GYRE_ATTENTION_BACKEND=cudnn (the flash kernels where cuDNN is missing) and =flash, at head
 // dims 64 and 128, GQA 14/2 and 12/2, empty sequences, T <= 8 and T > 8, T = 0 and more tokens
 // than one grid of blocks; outside autocast or at other head dims the op is the composition on the
-// f32 kernels; errors are named before anything is written. Skips without a GPU.
+// f32 kernels; errors are named before anything is written;
+// - the backward into the q/k/v group's packed bf16 dy (rope_attention_varlen_backward_packed, then
+//   linear_group_backward_packed) is rope_attention_varlen_backward then linear_group_backward:
+//   the packed buffer, dx, dW and db bit for bit, padded layouts and T = 0 included.
+// Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -24,6 +28,7 @@
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
 #include "gyre/core/error.h"
@@ -332,6 +337,190 @@ TEST(RopeAttentionCuda, OffTheBf16PathItIsTheF32Composition) {
     expect_same_bytes(dk, want.dk, what + " dk");
     expect_same_bytes(dv, want.dv, what + " dv");
   }
+}
+
+// ---- (f) the backward into the q/k/v group's packed bf16 dy ----------------------------------
+
+// What linear_group_backward's packing writes for f32 dq/dk/dv in `l`: each value rounded by
+// f32_to_bf16 (to_bf16: the device's rounding, the pack kernel's) in its member's columns, zeros
+// in every other column. Built on the host.
+Tensor expected_packed(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                       const ops::RopePackedLayout& l) {
+  const int64_t T = dq.size(0);
+  Tensor want = Tensor::zeros({T, l.ld}, DType::bf16);
+  uint16_t* w = want.data<uint16_t>();
+  const Tensor* g[3] = {&dq, &dk, &dv};
+  const int64_t col[3] = {l.col_q, l.col_k, l.col_v};
+  for (int i = 0; i < 3; ++i) {
+    const int64_t n = g[i]->size(1) * g[i]->size(2);
+    const Tensor h = cpu(to_bf16(*g[i]));
+    const uint16_t* src = h.data<uint16_t>();
+    for (int64_t t = 0; t < T; ++t) std::memcpy(w + t * l.ld + col[i], src + t * n, size_t(n) * 2);
+  }
+  return want;
+}
+
+// rope_attention_varlen_backward_packed then linear_group_backward_packed against the path they
+// replace in the decoder layer, rope_attention_varlen_backward then linear_group_backward (under
+// autocast: pack, one dX GEMM, dW on the slices, db by column_sums_add over the f32 dq/dk/dv): the
+// packed buffer is exactly the old path's packing of dq/dk/dv (zero padding columns included, over
+// a buffer prefilled with NaN bits), and dx, dW and db (accumulated into non-zero starts) are the
+// same bits. Heads 14/2 and 12/2 at D 64 and 128, padded layouts (2/1 and 3/1 at D 64: q, k, v
+// narrower than their 128-column slots), sequences of 0, 1, 7, 129 and 300 tokens (row chunks of
+// 128 with a partial last one), T = 9, T = 0 and 547 chunks; f32 or bf16 dout/out, bf16 or f32
+// saved operands, f32 or bf16 x; every bias gradient, or only some (a null one is not touched),
+// with an undefined buffer the op allocates.
+TEST(RopeAttentionCuda, PackedBackwardIsTheBackwardThenTheGroupsPackingBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  std::vector<int32_t> many = {0};  // 700 sequences of 100 tokens: 547 row chunks
+  for (int i = 0; i < 700; ++i) many.push_back(many.back() + 100);
+  const std::vector<int32_t> odd = {0, 0, 1, 8, 137, 437};  // lengths 0, 1, 7, 129, 300
+  const std::vector<Case> packed_cases = {
+      {odd, 14, 2, 64},                                // Qwen2.5-0.5B heads
+      {odd, 12, 2, 128},                               // Qwen2.5-1.5B heads
+      {odd, 2, 1, 64},                                 // k and v: 64 columns in 128-column slots
+      {odd, 3, 1, 64},                                 // q: 192 columns in 256
+      {{0, 5, 5, 9}, 12, 2, 64}, {{0, 0}, 14, 2, 64},  // T = 0
+      {{0, 0}, 2, 1, 64},                              // T = 0, padded
+      {many, 2, 1, 64},                                // T = 70000
+  };
+  const int64_t K = 96;  // the q/k/v linears' input width
+  for (const char* backend : {"cudnn", "flash"}) {
+    const Backend be(backend);
+    for (const Case& c : packed_cases) {
+      const std::string what = name(c, backend);
+      const Inputs in(c, 80);
+      const int64_t T = in.T, nq = c.Hq * c.D, nkv = c.Hkv * c.D;
+      ops::Bf16Autocast autocast;
+      Tensor out32, lse;
+      ops::RopePackedLayout layout = ops::rope_packed_layout(c.Hq, c.Hkv, c.D);
+      ops::RopeAttentionSaved saved;
+      ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out32,
+                                 lse, &saved);
+      Tensor q_rot = in.q.clone(), k_rot = in.k.clone();
+      ops::rope_(q_rot, in.pos, in.cos, in.sin);
+      ops::rope_(k_rot, in.pos, in.cos, in.sin);
+      const ops::RopeAttentionSaved saved32{q_rot, k_rot, in.v};  // rounded once by the op
+      const Tensor out16 = to_bf16(out32), dout16 = to_bf16(in.dout);
+      const Tensor wq = gpu(randn({nq, K}, 81, 0.05f)), wk = gpu(randn({nkv, K}, 82, 0.05f)),
+                   wv = gpu(randn({nkv, K}, 83, 0.05f));
+      const Tensor dw0q = gpu(randn({nq, K}, 84)), dw0k = gpu(randn({nkv, K}, 85)),
+                   dw0v = gpu(randn({nkv, K}, 86));
+      const Tensor db0q = gpu(randn({nq}, 87)), db0k = gpu(randn({nkv}, 88)),
+                   db0v = gpu(randn({nkv}, 89));
+      const Tensor x32 = gpu(randn({T, K}, 90)), x16 = to_bf16(x32);
+      struct Variant {
+        const char* label;
+        const ops::RopeAttentionSaved* s;
+        const Tensor *dout, *out, *x;
+        bool all_db, prealloc;
+      };
+      for (const Variant& var :
+           {Variant{"f32 dout/out, f32 x", &saved, &in.dout, &out32, &x32, true, true},
+            Variant{"bf16 dout/out, bf16 x", &saved, &dout16, &out16, &x16, true, false},
+            Variant{"f32 saved, bf16 x, dbk null", &saved32, &dout16, &out32, &x16, false, true},
+            Variant{"bf16 dout/out, f32 x, dbk null", &saved, &dout16, &out16, &x32, false,
+                    false}}) {
+        const std::string w = what + ", " + var.label;
+        // The old path.
+        Tensor dq, dk, dv;
+        ops::rope_attention_varlen_backward(*var.dout, *var.s, *var.out, lse, in.pos, in.cos,
+                                            in.sin, in.cu, in.scale, dq, dk, dv);
+        // dx defined (undefined: not computed); NaN bits: both paths overwrite it.
+        Tensor dx_want = gpu(Tensor::full({T, K}, std::nanf(""))), dwq_want = dw0q.clone(),
+               dwk_want = dw0k.clone(), dwv_want = dw0v.clone();
+        Tensor dbq_want = db0q.clone(), dbk_want = db0k.clone(), dbv_want = db0v.clone();
+        const Tensor dq2 = dq.reshape({T, nq}), dk2 = dk.reshape({T, nkv}),
+                     dv2 = dv.reshape({T, nkv});
+        const ops::LinearGroupMember old_members[] = {{&dq2, &wq, &dwq_want, &dbq_want},
+                                                      {&dk2, &wk, &dwk_want, &dbk_want},
+                                                      {&dv2, &wv, &dwv_want, &dbv_want}};
+        ops::linear_group_backward(old_members, *var.x, dx_want);
+
+        // The packed path.
+        Tensor dqkv;
+        if (var.prealloc)  // NaN bits everywhere: every column must be written
+          dqkv = to_bf16(gpu(Tensor::full({T, layout.ld}, std::nanf(""))));
+        Tensor dbq = db0q.clone(), dbk = db0k.clone(), dbv = db0v.clone();
+        ops::rope_attention_varlen_backward_packed(*var.dout, *var.s, *var.out, lse, in.pos, in.cos,
+                                                   in.sin, in.cu, in.scale, layout, dqkv, &dbq,
+                                                   var.all_db ? &dbk : nullptr, &dbv);
+        expect_same_bytes(dqkv, gpu(expected_packed(dq, dk, dv, layout)), w + " packed dy");
+        expect_same_bytes(dbq, dbq_want, w + " dbq");
+        expect_same_bytes(dbk, var.all_db ? dbk_want : db0k, w + " dbk");
+        expect_same_bytes(dbv, dbv_want, w + " dbv");
+        Tensor dx = gpu(Tensor::full({T, K}, std::nanf(""))), dwq = dw0q.clone(),
+               dwk = dw0k.clone(), dwv = dw0v.clone();
+        const ops::LinearGroupPackedMember members[] = {{&wq, &dwq, nullptr, layout.col_q},
+                                                        {&wk, &dwk, nullptr, layout.col_k},
+                                                        {&wv, &dwv, nullptr, layout.col_v}};
+        ops::linear_group_backward_packed(dqkv, members, *var.x, dx);
+        expect_same_bytes(dx, dx_want, w + " dx");
+        expect_same_bytes(dwq, dwq_want, w + " dwq");
+        expect_same_bytes(dwk, dwk_want, w + " dwk");
+        expect_same_bytes(dwv, dwv_want, w + " dwv");
+      }
+    }
+  }
+}
+
+// Off the bf16 kernels' path (no autocast, head dim 32) the packed op is a clear error, and on it
+// a bad layout or bias gradient is named; nothing is written.
+TEST(RopeAttentionCuda, PackedBackwardErrorsBeforeAnythingIsWritten) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const Case c{{0, 4, 11}, 4, 2, 64};
+  const Inputs in(c, 90);
+  Tensor out, lse;
+  ops::RopeAttentionSaved saved;
+  {
+    ops::Bf16Autocast autocast;
+    ops::rope_attention_varlen(in.q, in.k, in.v, in.pos, in.cos, in.sin, in.cu, in.scale, out, lse,
+                               &saved);
+  }
+  const ops::RopePackedLayout good = ops::rope_packed_layout(c.Hq, c.Hkv, c.D);
+  const Tensor buf0 = to_bf16(gpu(Tensor::full({in.T, good.ld}, 5.0f)));
+  const Tensor db0 = gpu(randn({c.Hq * c.D}, 91));
+  Tensor buf = buf0.clone(), dbq = db0.clone(), none;
+  const auto call = [&](const ops::RopeAttentionSaved& s, const ops::RopePackedLayout& l,
+                        Tensor& dqkv, Tensor* dbk) {
+    return error_of([&] {
+      ops::rope_attention_varlen_backward_packed(in.dout, s, out, lse, in.pos, in.cos, in.sin,
+                                                 in.cu, in.scale, l, dqkv, &dbq, dbk, nullptr);
+    });
+  };
+  // bf16 saved operands but no autocast: the packed op's own error, not the bf16 misuse one.
+  const std::string no_scope = call(saved, good, buf, nullptr);
+  EXPECT_THAT(no_scope, HasSubstr("ops::rope_attention_varlen_backward_packed: runs only where"));
+  EXPECT_THAT(no_scope, HasSubstr("here: cuda, autocast off"));
+  EXPECT_THAT(no_scope,
+              HasSubstr("call rope_attention_varlen_backward, then linear_group_backward"));
+  {
+    ops::Bf16Autocast autocast;
+    const Case c32{{0, 4, 11}, 4, 2, 32};
+    const Inputs in32(c32, 92);
+    const ops::RopeAttentionSaved s32{in32.q, in32.k, in32.v};
+    Tensor o32, l32, b32;
+    ops::attention_varlen(in32.q, in32.k, in32.v, in32.cu, in32.scale, o32, l32);
+    EXPECT_THAT(error_of([&] {
+                  ops::rope_attention_varlen_backward_packed(
+                      in32.dout, s32, o32, l32, in32.pos, in32.cos, in32.sin, in32.cu, in32.scale,
+                      ops::rope_packed_layout(4, 2, 32), b32);
+                }),
+                HasSubstr("head dim 32); call rope_attention_varlen_backward"));
+    EXPECT_FALSE(b32.defined());
+    ops::RopePackedLayout l = good;
+    l.col_v = 64;
+    EXPECT_THAT(call(saved, l, none, nullptr), HasSubstr("layout.col_v is 64"));
+    Tensor db_k_wrong = gpu(randn({c.Hkv * c.D + 1}, 93));
+    EXPECT_THAT(call(saved, good, buf, &db_k_wrong),
+                HasSubstr("tensor 'dbk' has shape [129], expected [128]"));
+    Tensor short_buf = Tensor::empty({in.T - 1, good.ld}, DType::bf16, Device::cuda);
+    EXPECT_THAT(call(saved, good, short_buf, nullptr),
+                HasSubstr("tensor 'dqkv' has shape [10, 512], expected 11 rows of 512"));
+  }
+  EXPECT_FALSE(none.defined());
+  expect_same_bytes(buf, buf0, "dqkv not written");
+  expect_same_bytes(dbq, db0, "dbq not written");
 }
 
 // ---- (e) errors -------------------------------------------------------------------------------

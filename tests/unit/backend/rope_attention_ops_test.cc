@@ -5,6 +5,9 @@
 // Errors name the op and the argument before anything is written: bf16 tensors (the CUDA autocast
 // path's) on the CPU — including a bf16 x for ops::linear — bad positions and cu_seqlens, saved
 // operands of the wrong shape. attention_out_dtype is q's dtype on the CPU, even under autocast.
+// rope_attention_varlen_backward_packed (CUDA autocast only) is a clear error here, after naming a
+// bad layout, packed buffer or bias gradient; rope_packed_layout is linear_group_backward's
+// packing.
 #include "gyre/backend/rope_attention_ops.h"
 
 #include <gmock/gmock.h>
@@ -174,6 +177,118 @@ TEST(RopeAttentionCpu, BackwardErrorsNameTheArgumentAndWriteNothing) {
   EXPECT_FALSE(dq.defined());  // a rejected call allocates nothing into the caller's tensors
   EXPECT_FALSE(dk.defined());
   EXPECT_TRUE(same_bytes(dv, Tensor::zeros({b.T, b.Hkv, b.D})));
+}
+
+// ---- rope_attention_varlen_backward_packed: the q/k/v group's packed bf16 dy
+
+// linear_group_backward's packing of q, k, v: each member at the next multiple of 128 columns.
+TEST(RopeAttentionCpu, PackedLayoutIsTheGroupsPacking) {
+  struct Want {
+    int64_t Hq, Hkv, D, col_k, col_v, ld;
+  };
+  for (const Want& w : {Want{14, 2, 64, 896, 1024, 1152},    // Qwen2.5-0.5B: no padding
+                        Want{12, 2, 128, 1536, 1792, 2048},  // Qwen2.5-1.5B
+                        Want{2, 1, 64, 128, 256, 384},       // 64-column k and v, padded
+                        Want{6, 2, 8, 128, 256, 384}}) {     // Batch's heads
+    const RopePackedLayout l = rope_packed_layout(w.Hq, w.Hkv, w.D);
+    EXPECT_EQ(l.col_q, 0) << w.Hq << "/" << w.Hkv << " D " << w.D;
+    EXPECT_EQ(l.col_k, w.col_k) << w.Hq << "/" << w.Hkv << " D " << w.D;
+    EXPECT_EQ(l.col_v, w.col_v) << w.Hq << "/" << w.Hkv << " D " << w.D;
+    EXPECT_EQ(l.ld, w.ld) << w.Hq << "/" << w.Hkv << " D " << w.D;
+  }
+}
+
+// The packed backward runs only on the CUDA bf16 attention path: on the CPU (with or without an
+// autocast scope) a valid call is a clear error pointing at the composition; bad layouts, packed
+// buffers and bias gradients are named first. Nothing is written or allocated either way.
+TEST(RopeAttentionCpu, PackedBackwardIsACudaAutocastOpAndChecksItsLayout) {
+  const Batch b;  // Hq 6, Hkv 2, D 8: q 48 columns, k and v 16 each
+  Tensor out, lse;
+  RopeAttentionSaved saved;
+  rope_attention_varlen(b.q, b.k, b.v, b.pos, b.cos, b.sin, b.cu, b.scale, out, lse, &saved);
+  const RopePackedLayout good = rope_packed_layout(b.Hq, b.Hkv, b.D);
+  const Tensor db0q = randn({b.Hq * b.D}, 20), db0kv = randn({b.Hkv * b.D}, 21);
+  const Tensor buf0 = Tensor::full({b.T, good.ld}, 3.0f).to(DType::bf16);
+  Tensor dbq = db0q.clone(), dbk = db0kv.clone(), dbv = db0kv.clone();
+  Tensor buf = buf0.clone(), none;
+  const auto call = [&](const RopePackedLayout& l, Tensor& dqkv, Tensor* q, Tensor* k, Tensor* v,
+                        const Tensor& pos) {
+    return error_of([&] {
+      rope_attention_varlen_backward_packed(b.dout, saved, out, lse, pos, b.cos, b.sin, b.cu,
+                                            b.scale, l, dqkv, q, k, v);
+    });
+  };
+  // A valid call, undefined and preallocated buffers, with and without bias gradients.
+  for (bool autocast_on : {false, true}) {
+    Bf16Autocast autocast(autocast_on);
+    const std::string e = call(good, none, &dbq, &dbk, &dbv, b.pos);
+    EXPECT_THAT(e, HasSubstr("ops::rope_attention_varlen_backward_packed: runs only where the "
+                             "attention backward runs the bf16 kernels"));
+    EXPECT_THAT(e, HasSubstr(std::string("here: cpu, autocast ") + (autocast_on ? "on" : "off")));
+    EXPECT_THAT(e, HasSubstr("call rope_attention_varlen_backward, then linear_group_backward"));
+    EXPECT_THAT(call(good, buf, nullptr, nullptr, nullptr, b.pos), HasSubstr("runs only where"));
+  }
+  // The layout: ld, unaligned, overlapping and out-of-row columns.
+  RopePackedLayout l = good;
+  l.ld = 300;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("rope_attention_varlen_backward_packed: layout.ld is 300; the packed "
+                        "width must be a positive multiple of 128"));
+  l = good;
+  l.col_k = 64;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("layout.col_k is 64 (16 columns of k): it must be a non-negative multiple "
+                        "of 128 with the member's columns inside ld 384"));
+  l = good;
+  l.col_v = l.col_k;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("layout.col_v = 128 (16 columns) overlaps layout.col_k = 128 (16 "
+                        "columns); the members need columns of their own"));
+  l = good;
+  l.col_q = 256, l.col_v = 0;  // any order is fine, but not two members in one slot
+  l.col_k = 256;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("layout.col_k = 256 (16 columns) overlaps layout.col_q = 256"));
+  l = good;
+  l.col_v = l.ld;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("layout.col_v is 384 (16 columns of v)"));
+  l = good;
+  l.col_q = -128;
+  EXPECT_THAT(call(l, none, nullptr, nullptr, nullptr, b.pos), HasSubstr("layout.col_q is -128"));
+  // The packed buffer: dtype and shape.
+  Tensor buf32 = Tensor::zeros({b.T, good.ld});
+  EXPECT_THAT(call(good, buf32, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("output 'dqkv' is f32, expected bf16"));
+  Tensor narrow = Tensor::zeros({b.T, 256}, DType::bf16);
+  EXPECT_THAT(call(good, narrow, nullptr, nullptr, nullptr, b.pos),
+              HasSubstr("tensor 'dqkv' has shape [9, 256], expected 9 rows of 384"));
+  // The bias gradients: shape and dtype.
+  Tensor db_short = randn({b.Hq * b.D - 1}, 22);
+  EXPECT_THAT(call(good, none, &db_short, nullptr, nullptr, b.pos),
+              HasSubstr("tensor 'dbq' has shape [47], expected [48]"));
+  Tensor db_wrong = db0q.clone();  // q's width where v's is expected
+  EXPECT_THAT(call(good, none, nullptr, nullptr, &db_wrong, b.pos),
+              HasSubstr("tensor 'dbv' has shape [48], expected [16]"));
+  Tensor db16 = db0kv.to(DType::bf16);
+  EXPECT_THAT(call(good, none, nullptr, &db16, nullptr, b.pos),
+              HasSubstr("tensor 'dbk' must be f32 (or f64), got bf16"));
+  // The inputs: rope_attention_varlen_backward's checks under this op's name.
+  EXPECT_THAT(call(good, none, nullptr, nullptr, nullptr, i32({0, 1, 2, 3, 4, 5, 6, 7, 99})),
+              HasSubstr("rope_attention_varlen_backward_packed: position 99 at position 8"));
+  RopeAttentionSaved s_short = saved;
+  s_short.v = randn({b.T, b.Hkv, b.D - 2}, 8);
+  EXPECT_THAT(error_of([&] {
+                rope_attention_varlen_backward_packed(b.dout, s_short, out, lse, b.pos, b.cos,
+                                                      b.sin, b.cu, b.scale, good, none);
+              }),
+              HasSubstr("tensor 'saved.v' has shape [9, 2, 6], expected [9, 2, 8]"));
+  // Nothing written, nothing allocated.
+  EXPECT_FALSE(none.defined());
+  EXPECT_TRUE(same_bytes(buf, buf0));
+  EXPECT_TRUE(same_bytes(dbq, db0q));
+  EXPECT_TRUE(same_bytes(dbk, db0kv));
+  EXPECT_TRUE(same_bytes(dbv, db0kv));
 }
 
 // ops::linear reads a bf16 x only on CUDA under autocast (the bf16 attention output).

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/column_sums.h"
 #include "gyre/backend/cuda/elementwise_common.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -23,7 +24,7 @@ namespace {
 
 constexpr int kThreads = 256;
 using ew::kSumGrain;  // elements per block of the sum of squares (shared with multi_tensor.cu)
-constexpr int64_t kRowChunk = 128;  // rows per partial of the column sums
+constexpr int64_t kRowChunk = colsum::kRowChunk;  // rows per partial of the column sums
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -94,7 +95,8 @@ __global__ void broadcast_rows_kernel(const float* b, int64_t M, int64_t N, floa
     y[i] = b[i % N];
 }
 
-// part[chunk, c] = Σ_{r in chunk} a[r, c] (f64), grid (column blocks, row chunks).
+// part[chunk, c] = Σ_{r in chunk} a[r, c] (f64), grid (column blocks, row chunks). column_sums.h
+// states this order for the fused producers of the same partials (rope_attention_bf16.cu).
 __global__ void colsum_partial_kernel(const float* a, int64_t R, int64_t C, double* part) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
@@ -185,7 +187,7 @@ void broadcast_rows(const float* b, int64_t M, int64_t N, float* y) {
 
 void column_sums_add(const float* a, int64_t R, int64_t C, float* out) {
   if (C == 0) return;
-  const int64_t chunks = std::max<int64_t>(1, (R + kRowChunk - 1) / kRowChunk);
+  const int64_t chunks = colsum::chunks(R);
   DeviceBuffer part(size_t(chunks * C) * sizeof(double));
   cudaStream_t s = stream();
   if (R > 0) {
@@ -195,8 +197,12 @@ void column_sums_add(const float* a, int64_t R, int64_t C, float* out) {
   } else {
     GYRE_CUDA_CHECK(cudaMemsetAsync(part.as<double>(), 0, size_t(C) * sizeof(double), s));
   }
-  colsum_finish_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(part.as<double>(), chunks, C,
-                                                                  out);
+  colsum::finish_add(part.as<double>(), chunks, C, out);
+}
+
+void colsum::finish_add(const double* part, int64_t n_chunks, int64_t C, float* out) {
+  if (C == 0) return;
+  colsum_finish_kernel<<<grid_for(C, kThreads), kThreads, 0, stream()>>>(part, n_chunks, C, out);
   GYRE_CUDA_LAUNCHED("colsum_finish");
 }
 

@@ -6,6 +6,11 @@
 // item is exactly one iteration of rows.cu's rope kernel: pair p of head h is (x[p], x[p + D/2]) in
 // row (t, h), rotated by the table entries cos/sin[positions[t] * D/2 + p] (rope_item's table_row)
 // through rope_rotate; a v item moves the same two elements without rotation.
+//
+// The packed variant of the backward's kernel (rope_inverse_dqkv_packed_kernel) turns the loop
+// around: a thread keeps one item (a pair of columns of one member) and walks the rows of a
+// 128-row chunk in order, so it can also sum its two columns over the chunk the way
+// column_sums_add does (column_sums.h).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -13,6 +18,7 @@
 #include <optional>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/column_sums.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/rope_attention_bf16.h"
 #include "gyre/backend/cuda/rope_rotate.cuh"
@@ -104,6 +110,83 @@ __global__ void rope_inverse_dqkv_kernel(const uint16_t* dqb, const uint16_t* dk
   }
 }
 
+// The packed kernel's launch: the destination and the f64 partials of the members' column sums
+// (part[i] [chunks, n_i], null: member i has no db).
+struct PackedLaunch {
+  uint16_t* dst;
+  int64_t ld;
+  int64_t col[3];
+  double* part[3];
+};
+
+constexpr int kPackedThreads = 128;  // items per block (a block covers part of one row chunk)
+constexpr int kPackedBatch = 8;      // rows whose loads are issued before any is used
+
+// Item j (TokenItem's split, in row 0: it.off is the pair's first column within the member's
+// [T, n] view, n = H·D) in every row of the chunks blockIdx.y, blockIdx.y + gridDim.y, ... . Per
+// row, exactly rope_inverse_dqkv_kernel's item: the pair widened, then for dq / dk rope_rotate with
+// cos and -sin at positions[t] * D/2 + p (dv: as is) — the f32 values that kernel writes — each
+// rounded with __float2bfloat16_rn (pack_bf16_kernel's conversion of those f32 values) into the
+// member's packed columns. The partials: per chunk, each of the thread's two columns summed in a
+// double from 0.0 over the chunk's rows in increasing order, term double(the f32 value) —
+// colsum_partial_kernel's sum for that column and chunk, term for term, stored at
+// part[chunk * n + column] as it stores it.
+template <int kHalf>
+__global__ void __launch_bounds__(kPackedThreads)
+    rope_inverse_dqkv_packed_kernel(const uint16_t* __restrict__ dqb,
+                                    const uint16_t* __restrict__ dkb,
+                                    const uint16_t* __restrict__ dvb, int64_t T, int Hq, int Hkv,
+                                    const int32_t* __restrict__ positions,
+                                    const float* __restrict__ cos, const float* __restrict__ sin,
+                                    PackedLaunch pl) {
+  const int j = int(blockIdx.x) * kPackedThreads + int(threadIdx.x);
+  if (j >= (Hq + 2 * Hkv) * kHalf) return;
+  const TokenItem<kHalf> it(0, j, Hq, Hkv);
+  const int64_t n = int64_t(it.which == 0 ? Hq : Hkv) * (2 * kHalf);
+  const uint16_t* __restrict__ src = (it.which == 0 ? dqb : it.which == 1 ? dkb : dvb) + it.off;
+  // Selected rather than indexed by it.which: a dynamic index would copy the parameters to local
+  // memory.
+  const int64_t col = it.which == 0 ? pl.col[0] : it.which == 1 ? pl.col[1] : pl.col[2];
+  double* const part = it.which == 0 ? pl.part[0] : it.which == 1 ? pl.part[1] : pl.part[2];
+  uint16_t* __restrict__ dst = pl.dst + col + it.off;
+  const bool rotate = it.which != 2;
+  const int64_t ld = pl.ld, chunks = (T + colsum::kRowChunk - 1) / colsum::kRowChunk;
+  for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
+    const int64_t r0 = chunk * colsum::kRowChunk, r1 = min(T, r0 + colsum::kRowChunk);
+    double sa = 0, sb = 0;  // column it.off and it.off + kHalf
+    for (int64_t rb = r0; rb < r1; rb += kPackedBatch) {
+      float a[kPackedBatch], b[kPackedBatch], c[kPackedBatch] = {}, s[kPackedBatch] = {};
+#pragma unroll
+      for (int u = 0; u < kPackedBatch; ++u) {
+        const int64_t r = rb + u;
+        if (r >= r1) continue;
+        a[u] = widen_bf16(src[r * n]);
+        b[u] = widen_bf16(src[r * n + kHalf]);
+        if (rotate) {
+          const int64_t row = int64_t(positions[r]) * kHalf + it.p;
+          c[u] = cos[row];
+          s[u] = -sin[row];  // the inverse rotation: the angle's sine negated
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kPackedBatch; ++u) {
+        const int64_t r = rb + u;
+        if (r >= r1) continue;
+        float x = a[u], y = b[u];
+        if (rotate) rope_rotate(a[u], b[u], c[u], s[u], x, y);
+        dst[r * ld] = round_bf16(x);
+        dst[r * ld + kHalf] = round_bf16(y);
+        sa += double(x);
+        sb += double(y);
+      }
+    }
+    if (part) {
+      part[chunk * n + it.off] = sa;
+      part[chunk * n + it.off + kHalf] = sb;
+    }
+  }
+}
+
 unsigned token_blocks(int64_t T) { return unsigned(std::min<int64_t>(T, 65535)); }
 
 void check_head_dim(const char* what, int64_t D) {
@@ -173,6 +256,67 @@ void rope_inverse_dqkv_f32(const uint16_t* dqb, const uint16_t* dkb, const uint1
   GYRE_CUDA_LAUNCHED("rope_inverse_dqkv_f32");
 }
 
+void rope_inverse_dqkv_packed(const uint16_t* dqb, const uint16_t* dkb, const uint16_t* dvb,
+                              int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                              const int32_t* positions, const float* cos, const float* sin,
+                              const PackedDqkv& out) {
+  check_head_dim("rope_inverse_dqkv_packed", D);
+  const int64_t n[3] = {Hq * D, Hkv * D, Hkv * D};
+  // The members' columns, in increasing col: each inside [0, ld), none overlapping; the columns
+  // between and after them are the zero padding.
+  int order[3] = {0, 1, 2};
+  std::sort(order, order + 3, [&](int x, int y) { return out.col[x] < out.col[y]; });
+  int64_t end = 0;
+  for (int i : order) {
+    GYRE_CHECK(out.col[i] >= end && out.col[i] + n[i] <= out.ld,
+               "cuda::rope_inverse_dqkv_packed: member {} (col {}, {} columns) overlaps another or "
+               "passes ld {}",
+               i, out.col[i], n[i], out.ld);
+    end = out.col[i] + n[i];
+  }
+  if (T == 0) {
+    // Nothing to write; db gets column_sums_add's sum of no rows (the same call, R = 0).
+    for (int i = 0; i < 3; ++i)
+      if (out.db[i]) column_sums_add(nullptr, 0, n[i], out.db[i]);
+    return;
+  }
+  cudaStream_t st = stream();
+  end = 0;
+  auto zero_columns = [&](int64_t from, int64_t to) {
+    if (to > from)
+      GYRE_CUDA_CHECK(cudaMemset2DAsync(out.dst + from, size_t(out.ld) * 2, 0,
+                                        size_t(to - from) * 2, size_t(T), st));
+  };
+  for (int i : order) {
+    zero_columns(end, out.col[i]);
+    end = out.col[i] + n[i];
+  }
+  zero_columns(end, out.ld);
+
+  const int64_t chunks = colsum::chunks(T);
+  int64_t part_len = 0;
+  for (int i = 0; i < 3; ++i)
+    if (out.db[i]) part_len += chunks * n[i];
+  std::optional<DeviceBuffer> part;
+  if (part_len > 0) part.emplace(size_t(part_len) * sizeof(double));
+  PackedLaunch pl{out.dst, out.ld, {out.col[0], out.col[1], out.col[2]}, {}};
+  for (int64_t i = 0, off = 0; i < 3; ++i)
+    if (out.db[i]) {
+      pl.part[i] = part->as<double>() + off;
+      off += chunks * n[i];
+    }
+  const int64_t items = (Hq + 2 * Hkv) * (D / 2);
+  const dim3 grid(unsigned((items + kPackedThreads - 1) / kPackedThreads),
+                  unsigned(std::min<int64_t>(chunks, 65535)));
+  auto* kernel =
+      D == 64 ? rope_inverse_dqkv_packed_kernel<32> : rope_inverse_dqkv_packed_kernel<64>;
+  kernel<<<grid, kPackedThreads, 0, st>>>(dqb, dkb, dvb, T, int(Hq), int(Hkv), positions, cos, sin,
+                                          pl);
+  GYRE_CUDA_LAUNCHED("rope_inverse_dqkv_packed");
+  for (int i = 0; i < 3; ++i)
+    if (out.db[i]) colsum::finish_add(pl.part[i], chunks, n[i], out.db[i]);
+}
+
 void rope_attention_fwd_bf16(const float* q, const float* k, const float* v,
                              const int32_t* positions, const float* cos, const float* sin,
                              const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
@@ -204,6 +348,23 @@ void rope_attention_bwd_bf16(Bf16Operand dout, Bf16Operand q, Bf16Operand k, Bf1
                      scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(), dvb.as<uint16_t>());
   rope_inverse_dqkv_f32(dqb.as<uint16_t>(), dkb.as<uint16_t>(), dvb.as<uint16_t>(), T, Hq, Hkv, D,
                         positions, cos, sin, dq, dk, dv);
+}
+
+void rope_attention_bwd_bf16_packed(Bf16Operand dout, Bf16Operand q, Bf16Operand k, Bf16Operand v,
+                                    Bf16Operand out, const float* lse, const int32_t* positions,
+                                    const float* cos, const float* sin, const int32_t* cu_seqlens,
+                                    int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq,
+                                    int64_t Hkv, int64_t D, float scale, const PackedDqkv& dqkv) {
+  if (T == 0)  // no attention; the bias gradients still get their (empty) column sums
+    return rope_inverse_dqkv_packed(nullptr, nullptr, nullptr, 0, Hq, Hkv, D, positions, cos, sin,
+                                    dqkv);
+  const int64_t nq = T * Hq * D, nkv = T * Hkv * D;
+  Bf16Source dos(dout, nq), qs(q, nq), ks(k, nkv), vs(v, nkv), os(out, nq);
+  DeviceBuffer dqb(size_t(nq) * 2), dkb(size_t(nkv) * 2), dvb(size_t(nkv) * 2);
+  attention_bwd_bf16(dos.p, qs.p, ks.p, vs.p, os.p, lse, cu_seqlens, B, max_seqlen, T, Hq, Hkv, D,
+                     scale, dqb.as<uint16_t>(), dkb.as<uint16_t>(), dvb.as<uint16_t>());
+  rope_inverse_dqkv_packed(dqb.as<uint16_t>(), dkb.as<uint16_t>(), dvb.as<uint16_t>(), T, Hq, Hkv,
+                           D, positions, cos, sin, dqkv);
 }
 
 }  // namespace gyre::cuda

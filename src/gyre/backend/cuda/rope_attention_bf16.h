@@ -7,7 +7,9 @@
 // inverse-rotates dq and dk in place. Here one kernel reads f32 q, k and v and writes the bf16
 // operands (rotated q and k), the attention runs on them (attention_fwd_bf16 / attention_bwd_bf16,
 // the same kernel choice as the autocast attention), and one kernel widens dq, dk, dv and
-// inverse-rotates dq and dk.
+// inverse-rotates dq and dk — or, for the q/k/v linears' grouped backward (pack_bf16.h), writes
+// them straight into the group's packed bf16 dy with their bias gradients' column sums
+// (rope_attention_bwd_bf16_packed below).
 //
 // Bitwise contract: each rotated element is rope_rotate.cuh's rope_rotate on the same values with
 // the same table entries as rows.cu's rope kernel (forward: sin; inverse: -sin), and each rounding
@@ -59,5 +61,39 @@ void rope_attention_bwd_bf16(Bf16Operand dout, Bf16Operand q, Bf16Operand k, Bf1
                              const float* cos, const float* sin, const int32_t* cu_seqlens,
                              int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq, int64_t Hkv,
                              int64_t D, float scale, float* dq, float* dk, float* dv);
+
+// ---- the backward into the q/k/v group's packed bf16 dy
+// (ops::rope_attention_varlen_backward_packed)
+//
+// What rope_attention_bwd_bf16 followed by linear_group_bwd_autocast's packing and bias column
+// sums computes, without the f32 dq/dk/dv: rope_inverse_dqkv_packed writes
+//   dst[t, col[0] + c] = __float2bfloat16_rn(dq[t, c]) for c < Hq·D   (dq viewed [T, Hq·D]),
+//   dst[t, col[1] + c] = ... dk[t, c], dst[t, col[2] + c] = ... dv[t, c] for c < Hkv·D,
+//   zero in every other column of [0, ld),
+// where dq/dk/dv are the f32 values rope_inverse_dqkv_f32 would write (the same expressions on the
+// same bf16 gradients: bitwise), rounded as pack_bf16_columns rounds them; and for each member
+// with db[i] non-null, db[i] [n_i] (f32) += the column sums of that f32 gradient with
+// column_sums_add's bits: the kernel computes column_sums.h's f64 partials itself (a thread per
+// pair of columns, the rows of a 128-row chunk in order, from the f32 values in registers) and
+// colsum::finish_add adds them. T = 0 writes nothing and gives db column_sums_add's R = 0 result
+// (+0.0 added). Preconditions (the op checks them): each member's columns [col_i, col_i + n_i)
+// inside [0, ld), not overlapping; dst does not overlap the inputs or db.
+struct PackedDqkv {
+  uint16_t* dst = nullptr;  // [T, ld] bf16, any alignment
+  int64_t ld = 0;
+  int64_t col[3] = {0, 0, 0};                  // q, k, v
+  float* db[3] = {nullptr, nullptr, nullptr};  // q, k, v bias gradients (null: not computed)
+};
+void rope_inverse_dqkv_packed(const uint16_t* dqb, const uint16_t* dkb, const uint16_t* dvb,
+                              int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                              const int32_t* positions, const float* cos, const float* sin,
+                              const PackedDqkv& out);
+
+// rope_attention_bwd_bf16 with rope_inverse_dqkv_packed as its last step.
+void rope_attention_bwd_bf16_packed(Bf16Operand dout, Bf16Operand q, Bf16Operand k, Bf16Operand v,
+                                    Bf16Operand out, const float* lse, const int32_t* positions,
+                                    const float* cos, const float* sin, const int32_t* cu_seqlens,
+                                    int64_t B, int64_t max_seqlen, int64_t T, int64_t Hq,
+                                    int64_t Hkv, int64_t D, float scale, const PackedDqkv& dqkv);
 
 }  // namespace gyre::cuda
