@@ -9,6 +9,7 @@
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
+#include "gyre/core/env.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
 #include "gyre/model/tensor_parallel.h"
@@ -289,7 +290,9 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   // are its packed path's on the same buffer. Under tensor parallelism the same holds per rank (the
   // column-parallel q/k/v see this rank's heads; dxn1 is reduced after either branch). With the
   // fusion off the branch below runs: the reference the fused-vs-unfused tests compare against.
-  if (fuse && dattn16 && !c.qk_norm) {
+  // GYRE_QKV_PACKED_BACKWARD=0: the branch below instead (the A/B switch of the step's figures).
+  static const bool packed_ok = env_choice("GYRE_QKV_PACKED_BACKWARD", {"0", "1"}, "1") == "1";
+  if (fuse && dattn16 && !c.qk_norm && packed_ok) {
     const ops::RopePackedLayout layout = ops::rope_packed_layout(Hq, Hkv, D);
     Tensor dqkv;  // [T, layout.ld] bf16, allocated by the op
     ops::rope_attention_varlen_backward_packed(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn,
