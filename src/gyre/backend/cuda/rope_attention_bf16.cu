@@ -7,10 +7,10 @@
 // row (t, h), rotated by the table entries cos/sin[positions[t] * D/2 + p] (rope_item's table_row)
 // through rope_rotate; a v item moves the same two elements without rotation.
 //
-// The packed variant of the backward's kernel (rope_inverse_dqkv_packed_kernel) turns the loop
-// around: a thread keeps one item (a pair of columns of one member) and walks the rows of a
-// 128-row chunk in order, so it can also sum its two columns over the chunk the way
-// column_sums_add does (column_sums.h).
+// The packed variant of the backward's kernel (rope_inverse_dqkv_packed_kernel) works on tiles of
+// one head's columns over a 128-row chunk: the items as above, staged in shared memory, so that
+// one thread per column can also sum it over the chunk, rows in order, the way column_sums_add
+// does (column_sums.h).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -119,18 +119,23 @@ struct PackedLaunch {
   double* part[3];
 };
 
-constexpr int kPackedThreads = 128;  // items per block (a block covers part of one row chunk)
-constexpr int kPackedBatch = 8;      // rows whose loads are issued before any is used
+constexpr int kPackedThreads = 256;
+constexpr int kPackedSubRows = 32;  // rows of a chunk staged in shared memory at a time
 
-// Item j (TokenItem's split, in row 0: it.off is the pair's first column within the member's
-// [T, n] view, n = H·D) in every row of the chunks blockIdx.y, blockIdx.y + gridDim.y, ... . Per
-// row, exactly rope_inverse_dqkv_kernel's item: the pair widened, then for dq / dk rope_rotate with
-// cos and -sin at positions[t] * D/2 + p (dv: as is) — the f32 values that kernel writes — each
-// rounded with __float2bfloat16_rn (pack_bf16_kernel's conversion of those f32 values) into the
-// member's packed columns. The partials: per chunk, each of the thread's two columns summed in a
-// double from 0.0 over the chunk's rows in increasing order, term double(the f32 value) —
-// colsum_partial_kernel's sum for that column and chunk, term for term, stored at
-// part[chunk * n + column] as it stores it.
+// One block per (head of one member, 128-row chunk): blockIdx.x runs over the q heads, then k's,
+// then v's; blockIdx.y over the chunks (grid-stride past 65535). The chunk's rows pass through
+// shared memory kPackedSubRows at a time, in two phases per sub-tile:
+//   1. all threads, one (row, pair p) item each in turn: exactly rope_inverse_dqkv_kernel's item —
+//      the pair widened, then for dq / dk rope_rotate with cos and -sin at positions[t]·D/2 + p
+//      (dv: as is), the f32 values that kernel writes — each rounded with __float2bfloat16_rn
+//      (pack_bf16_kernel's conversion of those values) into the member's packed columns, and kept
+//      in f32 in the tile;
+//   2. one thread per column of the head adds the sub-tile's rows, in increasing row order, to its
+//      f64 running sum (from 0.0 at the chunk's first row).
+// So each column's sum over the chunk is colsum_partial_kernel's, term for term and in its order,
+// stored at part[chunk · n + column] as it stores it (n = H·D of the member). Consecutive threads
+// take consecutive pairs of a row: coalesced loads and stores; many blocks of short loops keep the
+// loads in flight (one thread walking all 128 rows left the GPU ~73% idle).
 template <int kHalf>
 __global__ void __launch_bounds__(kPackedThreads)
     rope_inverse_dqkv_packed_kernel(const uint16_t* __restrict__ dqb,
@@ -139,51 +144,50 @@ __global__ void __launch_bounds__(kPackedThreads)
                                     const int32_t* __restrict__ positions,
                                     const float* __restrict__ cos, const float* __restrict__ sin,
                                     PackedLaunch pl) {
-  const int j = int(blockIdx.x) * kPackedThreads + int(threadIdx.x);
-  if (j >= (Hq + 2 * Hkv) * kHalf) return;
-  const TokenItem<kHalf> it(0, j, Hq, Hkv);
-  const int64_t n = int64_t(it.which == 0 ? Hq : Hkv) * (2 * kHalf);
-  const uint16_t* __restrict__ src = (it.which == 0 ? dqb : it.which == 1 ? dkb : dvb) + it.off;
-  // Selected rather than indexed by it.which: a dynamic index would copy the parameters to local
+  constexpr int kD = 2 * kHalf;
+  __shared__ float tile[kPackedSubRows][kD];
+  const int hh = int(blockIdx.x);
+  const int which = hh < Hq ? 0 : hh < Hq + Hkv ? 1 : 2;
+  const int h = which == 0 ? hh : which == 1 ? hh - Hq : hh - Hq - Hkv;
+  const int64_t n = int64_t(which == 0 ? Hq : Hkv) * kD;
+  // Selected rather than indexed by `which`: a dynamic index would copy the parameters to local
   // memory.
-  const int64_t col = it.which == 0 ? pl.col[0] : it.which == 1 ? pl.col[1] : pl.col[2];
-  double* const part = it.which == 0 ? pl.part[0] : it.which == 1 ? pl.part[1] : pl.part[2];
-  uint16_t* __restrict__ dst = pl.dst + col + it.off;
-  const bool rotate = it.which != 2;
+  const uint16_t* __restrict__ src = (which == 0 ? dqb : which == 1 ? dkb : dvb) + int64_t(h) * kD;
+  const int64_t col = which == 0 ? pl.col[0] : which == 1 ? pl.col[1] : pl.col[2];
+  double* const part = which == 0 ? pl.part[0] : which == 1 ? pl.part[1] : pl.part[2];
+  uint16_t* __restrict__ dst = pl.dst + col + int64_t(h) * kD;
+  const bool rotate = which != 2;
   const int64_t ld = pl.ld, chunks = (T + colsum::kRowChunk - 1) / colsum::kRowChunk;
+  const int tid = int(threadIdx.x);
   for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
     const int64_t r0 = chunk * colsum::kRowChunk, r1 = min(T, r0 + colsum::kRowChunk);
-    double sa = 0, sb = 0;  // column it.off and it.off + kHalf
-    for (int64_t rb = r0; rb < r1; rb += kPackedBatch) {
-      float a[kPackedBatch], b[kPackedBatch], c[kPackedBatch] = {}, s[kPackedBatch] = {};
-#pragma unroll
-      for (int u = 0; u < kPackedBatch; ++u) {
-        const int64_t r = rb + u;
-        if (r >= r1) continue;
-        a[u] = widen_bf16(src[r * n]);
-        b[u] = widen_bf16(src[r * n + kHalf]);
+    double sum = 0;  // column tid's (tid < kD)
+    for (int64_t s0 = r0; s0 < r1; s0 += kPackedSubRows) {
+      const int rows = int(min(int64_t(kPackedSubRows), r1 - s0));
+      // Phase 1: rows x kHalf pair items; a multiple of 32 threads per row (kHalf 32 or 64).
+      for (int i = tid; i < rows * kHalf; i += kPackedThreads) {
+        const int lr = i / kHalf, pp = i % kHalf;
+        const int64_t r = s0 + lr;
+        const float a = widen_bf16(src[r * n + pp]);
+        const float b = widen_bf16(src[r * n + pp + kHalf]);
+        float x = a, y = b;
         if (rotate) {
-          const int64_t row = int64_t(positions[r]) * kHalf + it.p;
-          c[u] = cos[row];
-          s[u] = -sin[row];  // the inverse rotation: the angle's sine negated
+          const int64_t row = int64_t(positions[r]) * kHalf + pp;
+          // The inverse rotation: the angle's sine negated.
+          rope_rotate(a, b, cos[row], -sin[row], x, y);
         }
+        dst[r * ld + pp] = round_bf16(x);
+        dst[r * ld + pp + kHalf] = round_bf16(y);
+        tile[lr][pp] = x;
+        tile[lr][pp + kHalf] = y;
       }
-#pragma unroll
-      for (int u = 0; u < kPackedBatch; ++u) {
-        const int64_t r = rb + u;
-        if (r >= r1) continue;
-        float x = a[u], y = b[u];
-        if (rotate) rope_rotate(a[u], b[u], c[u], s[u], x, y);
-        dst[r * ld] = round_bf16(x);
-        dst[r * ld + kHalf] = round_bf16(y);
-        sa += double(x);
-        sb += double(y);
-      }
+      __syncthreads();
+      // Phase 2: the column sums, rows in order.
+      if (part && tid < kD)
+        for (int lr = 0; lr < rows; ++lr) sum += double(tile[lr][tid]);
+      __syncthreads();  // the tile is rewritten by the next sub-tile
     }
-    if (part) {
-      part[chunk * n + it.off] = sa;
-      part[chunk * n + it.off + kHalf] = sb;
-    }
+    if (part && tid < kD) part[chunk * n + int64_t(h) * kD + tid] = sum;
   }
 }
 
@@ -305,9 +309,7 @@ void rope_inverse_dqkv_packed(const uint16_t* dqb, const uint16_t* dkb, const ui
       pl.part[i] = part->as<double>() + off;
       off += chunks * n[i];
     }
-  const int64_t items = (Hq + 2 * Hkv) * (D / 2);
-  const dim3 grid(unsigned((items + kPackedThreads - 1) / kPackedThreads),
-                  unsigned(std::min<int64_t>(chunks, 65535)));
+  const dim3 grid(unsigned(Hq + 2 * Hkv), unsigned(std::min<int64_t>(chunks, 65535)));
   auto* kernel =
       D == 64 ? rope_inverse_dqkv_packed_kernel<32> : rope_inverse_dqkv_packed_kernel<64>;
   kernel<<<grid, kPackedThreads, 0, st>>>(dqb, dkb, dvb, T, int(Hq), int(Hkv), positions, cos, sin,
