@@ -65,8 +65,8 @@ void register_flags(gyre::FlagSet& f, BenchFlags& b) {
   f.add<int>("steps", &b.steps, 3, "timed iterations (rollout: generation runs)", w);
   f.add<int>("warmup", &b.warmup, 2,
              "untimed iterations first (two: GEMM autotuning, on unless GYRE_GEMM_AUTOTUNE=0, "
-             "tunes a large GEMM on its "
-             "second launch; rollout: small runs of 4 prompts x 8 new tokens)",
+             "tunes a large GEMM on its second launch; rollout on cuda: runs of the batch and "
+             "prompt shape with at most 8 new tokens, on cpu: 4 prompts of at most 16 tokens)",
              w);
   f.add<bool>("entropy", &b.entropy, false, "logprob: also compute the entropy of every position",
               w);
@@ -160,18 +160,29 @@ int run_bench(int argc, char** argv) {
 
   if (workload == "rollout") {
     namespace bn = gyre::bench;
+    // The engine would reject the timed runs' requests; say so before any warm-up runs.
+    if (b.prompt_len + b.new_tokens > cfg.max_position_embeddings)
+      GYRE_THROW(invalid_argument,
+                 "--prompt-len {} + --new-tokens {} = {} exceeds the context length {} of this "
+                 "model: shorten the prompt or lower --new-tokens",
+                 b.prompt_len, b.new_tokens, b.prompt_len + b.new_tokens,
+                 cfg.max_position_embeddings);
     gyre::model::set_decode_fusion(b.decode_fusion == "on");  // before the engine's first graph
     j["decode_fusion"] = b.decode_fusion == "on";
     gyre::infer::Engine engine(
         *model, nullptr,
         bn::rollout_engine_config(b.batch_size, b.prompt_len, b.prompt_len + b.new_tokens));
-    // Warm-up runs of the timed runs' batch and prompt shape with at most 8 new tokens: the
-    // prefill chunks' and the batch decode step's GEMMs meet autotuning on their second launch
-    // (backend/cuda/gemm_tune.h) and the batch's decode graph is captured outside the timing.
+    // Warm-up runs. On the GPU at the timed runs' batch and prompt shape with at most 8 new
+    // tokens: the prefill chunks' and the batch decode step's GEMMs meet autotuning on their second
+    // launch (backend/cuda/gemm_tune.h) and the batch's decode graph is captured outside the
+    // timing. The CPU has neither: a small run warms its buffers.
+    const bool gpu = device == Device::cuda;
     for (int i = 0; i < b.warmup; ++i)
-      bn::drive(engine, bn::random_requests(b.batch_size, b.prompt_len,
-                                            std::min<int64_t>(b.new_tokens, 8), cfg.vocab_size,
-                                            ~(seed * 1000u + uint32_t(i))));  // not a timed run's
+      bn::drive(engine,
+                bn::random_requests(gpu ? b.batch_size : std::min<int64_t>(b.batch_size, 4),
+                                    gpu ? b.prompt_len : std::min<int64_t>(b.prompt_len, 16),
+                                    std::min<int64_t>(b.new_tokens, 8), cfg.vocab_size,
+                                    ~(seed * 1000u + uint32_t(i))));  // not a timed run's
     bn::reset_peak_memory(device);
     bn::RolloutRun total;
     for (int i = 0; i < b.steps; ++i) {

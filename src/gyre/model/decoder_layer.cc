@@ -32,6 +32,14 @@ void row_parallel_linear(TpComm* tp, const Tensor& x, const Tensor& w, const Ten
   ops::linear(x, w, tp->rank() == 0 ? b : Tensor(), y);
   tp_all_reduce(tp, y);
 }
+
+// GYRE_QKV_PACKED_BACKWARD=0 keeps the attention backward's f32 dq/dk/dv path where the packed one
+// would run (the A/B switch of the step's figures). Read by every saving forward too, so a bad
+// value is an error before any gradient has been written.
+bool qkv_packed_backward() {
+  static const bool on = env_choice("GYRE_QKV_PACKED_BACKWARD", {"0", "1"}, "1") == "1";
+  return on;
+}
 }  // namespace
 
 void set_decode_fusion(bool on) { g_decode_fusion.store(on, std::memory_order_relaxed); }
@@ -51,6 +59,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
+  if (s) qkv_packed_backward();  // validates the switch before a backward can start
   // Every forward — the rollout engine's (a KV-cache context), the scoring forward (no context:
   // old/ref log-probs), the trainer's saving forward and recompute's two passes — takes the fused
   // linears (decode_fusion.h): q/k/v behind the folded input norm, o_proj with the residual in its
@@ -290,9 +299,7 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
   // are its packed path's on the same buffer. Under tensor parallelism the same holds per rank (the
   // column-parallel q/k/v see this rank's heads; dxn1 is reduced after either branch). With the
   // fusion off the branch below runs: the reference the fused-vs-unfused tests compare against.
-  // GYRE_QKV_PACKED_BACKWARD=0: the branch below instead (the A/B switch of the step's figures).
-  static const bool packed_ok = env_choice("GYRE_QKV_PACKED_BACKWARD", {"0", "1"}, "1") == "1";
-  if (fuse && dattn16 && !c.qk_norm && packed_ok) {
+  if (fuse && dattn16 && !c.qk_norm && qkv_packed_backward()) {
     const ops::RopePackedLayout layout = ops::rope_packed_layout(Hq, Hkv, D);
     Tensor dqkv;  // [T, layout.ld] bf16, allocated by the op
     ops::rope_attention_varlen_backward_packed(dattn.reshape({T, Hq, D}), {s.q, s.k, s.v}, s.attn,

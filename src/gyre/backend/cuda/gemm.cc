@@ -123,6 +123,9 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
     GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan->desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
+  // Read first: a bad GYRE_GEMM_AUTOTUNE throws before the preference below exists.
+  const bool tune = gemm_autotune_enabled() && gemm_problems_tuned() < kTuneMaxProblems &&
+                    2.0 * double(m) * double(n) * double(k) >= kTuneMinFlop;
   cublasLtMatmulPreference_t pref;
   GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   size_t ws = kWorkspace;
@@ -136,8 +139,6 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
     GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof(schemes)));
   }
-  const bool tune = gemm_autotune_enabled() && gemm_problems_tuned() < kTuneMaxProblems &&
-                    2.0 * double(m) * double(n) * double(k) >= kTuneMinFlop;
   cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int found = 0;
   cublasStatus_t st =

@@ -6,8 +6,8 @@
 
 #include <atomic>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include "gyre/core/env.h"
 
 namespace gyre::cuda {
 
@@ -59,8 +59,8 @@ size_t gemm_problems_tuned() { return g_tuned.load(std::memory_order_relaxed); }
 bool gemm_autotune_enabled() {
   int v = g_autotune.load(std::memory_order_relaxed);
   if (v < 0) {
-    const char* e = std::getenv("GYRE_GEMM_AUTOTUNE");
-    v = e && std::strcmp(e, "0") == 0 ? 0 : 1;  // on unless GYRE_GEMM_AUTOTUNE=0
+    // On unless GYRE_GEMM_AUTOTUNE=0; another value is an error naming the variable.
+    v = env_choice("GYRE_GEMM_AUTOTUNE", {"0", "1"}, "1") == "1" ? 1 : 0;
     g_autotune.store(v, std::memory_order_relaxed);
   }
   return v == 1;

@@ -11,9 +11,10 @@
 // that accumulated the same products in another order would show it on millions of random-ish
 // outputs, so the check is treated as decisive.
 //
-// When: on a problem's kTuneAtLaunch-th launch (problems seen once — the rollout's dynamic
-// prefill shapes — are never tuned and cost nothing; a training step's once-per-step GEMMs tune
-// in the second step, so benchmarks warm up twice), never while a CUDA graph is being
+// When: on a problem's kTuneAtLaunch-th launch (problems seen once — a prefill's odd remainder
+// chunk — are never tuned and cost nothing; repeated ones — full prefill chunks, the batch decode
+// step, a training step's once-per-step GEMMs in the second step — tune once, ~10-20 ms each, so
+// benchmarks warm up at their timed shape), never while a CUDA graph is being
 // captured, only for problems of at least kTuneMinFlop, at most kTuneMaxProblems per process,
 // and only when the heuristic's first choice has no split-K. GYRE_GEMM_AUTOTUNE_LOG=1 prints each
 // tuned problem's timings to stderr.

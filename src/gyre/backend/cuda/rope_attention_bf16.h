@@ -73,9 +73,10 @@ void rope_attention_bwd_bf16(Bf16Operand dout, Bf16Operand q, Bf16Operand k, Bf1
 // where dq/dk/dv are the f32 values rope_inverse_dqkv_f32 would write (the same expressions on the
 // same bf16 gradients: bitwise), rounded as pack_bf16_columns rounds them; and for each member
 // with db[i] non-null, db[i] [n_i] (f32) += the column sums of that f32 gradient with
-// column_sums_add's bits: the kernel computes column_sums.h's f64 partials itself (a thread per
-// pair of columns, the rows of a 128-row chunk in order, from the f32 values in registers) and
-// colsum::finish_add adds them. T = 0 writes nothing and gives db column_sums_add's R = 0 result
+// column_sums_add's bits: the kernel computes column_sums.h's f64 partials itself (one block per
+// head and 128-row chunk; the rotated f32 values staged in shared memory, one thread per column
+// adding them in row order) and colsum::finish_add adds them. T = 0 writes nothing and gives db
+// column_sums_add's R = 0 result
 // (+0.0 added). Preconditions (the op checks them): each member's columns [col_i, col_i + n_i)
 // inside [0, ld), not overlapping; dst does not overlap the inputs or db.
 struct PackedDqkv {
