@@ -255,10 +255,10 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   if (o.gather_vocab && o.save_for_backward)
     GYRE_THROW(invalid_argument,
                "forward: gather_vocab is for sampling; training takes the vocab-sharded logits");
-  if (o.hidden_only && (tp_ || o.gather_vocab))
-    GYRE_THROW(unsupported,
-               "forward: hidden_only is for the unsharded lm_head; under tensor parallelism (or "
-               "with gather_vocab) take the vocab-sharded logits");
+  if (o.hidden_only && o.gather_vocab)
+    GYRE_THROW(invalid_argument,
+               "forward: hidden_only returns the lm_head's input, gather_vocab the full logits; "
+               "ask for one of them");
 
   ForwardState::Impl* st = nullptr;
   if (state) {
@@ -411,7 +411,10 @@ void CausalLM::backward_from_hidden(const Tensor& dhidden, ForwardState& state, 
                "got {} {} on {}",
                R, H, device_name(device_), dtype_name(dhidden.dtype()), shape_str(dhidden.shape()),
                device_name(dhidden.device()));
-  backward_below_head(dhidden, state, grads, on_ready);  // not written: no TP under hidden_only
+  // Under tensor parallelism dhidden is this rank's partial (its vocabulary shard's part, e.g.
+  // tp_linear_token_logprobs_backward's): backward_below_head sums the ranks' partials ("f"), in
+  // place — a copy, so the caller's tensor is not modified.
+  backward_below_head(tp_ ? dhidden.clone() : dhidden, state, grads, on_ready);
 }
 
 const Tensor& CausalLM::lm_head_weight() const { return w_->t.lm_head; }

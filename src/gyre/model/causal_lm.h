@@ -61,8 +61,9 @@ struct ForwardOptions {
   bool gather_vocab = false;
   // Stop before lm_head: forward() returns its input, the final-norm hidden states [R or T, H]
   // (f32), instead of the logits, and backward_from_hidden() takes their gradient. Lets a caller
-  // stream the vocabulary (ops::linear_token_logprobs) instead of materialising [T, V] logits. Not
-  // under tensor parallelism (the lm_head is vocab-sharded there) nor with gather_vocab.
+  // stream the vocabulary (ops::linear_token_logprobs; under tensor parallelism, where the lm_head
+  // is vocab-sharded, tp_linear_token_logprobs over this rank's shard) instead of materialising
+  // [T, V] logits. Not with gather_vocab.
   bool hidden_only = false;
   // Host copies of `batch` (the same values) for validation, so a device batch is not copied back:
   // required while a CUDA graph is being captured, where device-to-host copies are illegal.
@@ -165,7 +166,9 @@ class CausalLM {
                 const GradReadyHook& on_ready = {});
   // The same backward from dL/d(lm_head input) [R or T, H] (f32, on device()) of a forward run
   // with hidden_only: the caller has already back-propagated through lm_head (accumulating its
-  // weight gradient into lm_head_grad(grads)). Consumes the state.
+  // weight gradient into lm_head_grad(grads)). Under tensor parallelism dhidden is this rank's
+  // partial (its vocabulary shard's contribution); the ranks' partials are summed here. Consumes
+  // the state.
   void backward_from_hidden(const Tensor& dhidden, ForwardState& state, Gradients& grads,
                             const GradReadyHook& on_ready = {});
   // The hook every later backward calls when none is passed to it (for callers that reach the

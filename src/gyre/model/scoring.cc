@@ -21,12 +21,25 @@ constexpr int64_t kMaxLogitElements = int64_t(1) << 28;
 
 std::atomic<int64_t> g_vocab_chunk{0};  // set_logprob_vocab_chunk
 
-// Vocabulary chunk width of the fused path for this model, or 0 for the unfused [T, V] path.
+// Vocabulary chunk width of the fused path for this model, or 0 for the unfused [T, V] path. Under
+// tensor parallelism the chunks stream this rank's vocabulary shard.
 int64_t fused_chunk(const CausalLM& model) {
   const int64_t chunk = g_vocab_chunk.load(std::memory_order_relaxed);
-  if (chunk < 0 || model.tensor_parallel()) return 0;
-  const int64_t V = model.config().vocab_size;
+  if (chunk < 0) return 0;
+  const TpLayout* tp = model.tensor_parallel();
+  const int64_t V = tp ? tp->vocab_end - tp->vocab_begin : model.config().vocab_size;
   return chunk > 0 ? std::min(chunk, V) : ops::default_logprob_chunk(V);
+}
+
+// The fused log-probs of the lm_head input h: ops::linear_token_logprobs, or under tensor
+// parallelism its vocab-parallel form over this rank's lm_head shard (tensor_parallel.h).
+void fused_logprobs(const CausalLM& model, const Tensor& h, const Tensor& targets, float temp,
+                    int64_t chunk, Tensor& logp, Tensor& entropy, Tensor& lse) {
+  if (const TpLayout* tp = model.tensor_parallel())
+    tp_linear_token_logprobs(*tp, h, model.lm_head_weight(), targets, temp, chunk, logp, entropy,
+                             lse);
+  else
+    ops::linear_token_logprobs(h, model.lm_head_weight(), targets, temp, chunk, logp, entropy, lse);
 }
 
 // The forward's autocast setting (CausalLM::forward: bf16 precision on a CUDA model).
@@ -124,8 +137,7 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
       ops::KnownIndices known;
       known_targets(known, targets, V);
       Tensor lse;
-      ops::linear_token_logprobs(fwd, model.lm_head_weight(), targets, temperature, chunk, logp,
-                                 entropy, lse);
+      fused_logprobs(model, fwd, targets, temperature, chunk, logp, entropy, lse);
     } else {
       logprobs_of(model, fwd, targets, temperature, logp, entropy);
     }
@@ -171,8 +183,7 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
   ops::Bf16Autocast autocast(autocast_of(model));
   ops::KnownIndices known;
   known_targets(known, sb.targets, model.config().vocab_size);
-  ops::linear_token_logprobs(sb.hidden, model.lm_head_weight(), sb.targets, temperature, chunk,
-                             sb.logp, sb.row_entropy, sb.lse);
+  fused_logprobs(model, sb.hidden, sb.targets, temperature, chunk, sb.logp, sb.row_entropy, sb.lse);
   if (with_entropy) sb.entropy = sb.row_entropy;
   return sb;
 }
@@ -200,9 +211,16 @@ void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlog
       ops::Bf16Autocast autocast(sb.state.impl().bf16_autocast);
       ops::KnownIndices known;
       known_targets(known, sb.targets, model.config().vocab_size);
-      ops::linear_token_logprobs_backward(
-          sb.hidden, model.lm_head_weight(), sb.targets, sb.temperature, sb.vocab_chunk, sb.lse,
-          sb.row_entropy, dlogp.to(dev), dentropy.defined() ? dentropy.to(dev) : Tensor(), dh, dw);
+      const Tensor dlp = dlogp.to(dev), dent = dentropy.defined() ? dentropy.to(dev) : Tensor();
+      if (const TpLayout* tp = model.tensor_parallel())
+        // dh is this rank's partial; backward_from_hidden sums the ranks' ("f").
+        tp_linear_token_logprobs_backward(*tp, sb.hidden, model.lm_head_weight(), sb.targets,
+                                          sb.temperature, sb.vocab_chunk, sb.lse, sb.row_entropy,
+                                          dlp, dent, dh, dw);
+      else
+        ops::linear_token_logprobs_backward(sb.hidden, model.lm_head_weight(), sb.targets,
+                                            sb.temperature, sb.vocab_chunk, sb.lse, sb.row_entropy,
+                                            dlp, dent, dh, dw);
     }
     sb.hidden = Tensor();
     model.backward_from_hidden(dh, sb.state, grads);

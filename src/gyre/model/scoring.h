@@ -25,13 +25,13 @@ std::vector<SequenceScores> score(CausalLM& model, const std::vector<std::vector
                                   float temperature = 1.0f, bool with_entropy = true,
                                   int64_t max_tokens_per_batch = 8192);
 
-// Vocabulary chunk of the fused log-prob path. Without tensor parallelism, scoring never builds
-// the f32 [T, V] logits: the model stops at the lm_head input and ops::linear_token_logprobs
-// streams the vocabulary in chunks (forward and backward), so the log-prob step adds one [T, C]
-// chunk instead of [T, V] logits + [T, V] dlogits. 0 (the default): ops::default_logprob_chunk(V)
-// (<= V/16); > 0: that many vocabulary rows per chunk (tests); < 0: the unfused [T, V] path (the
-// reference the tests compare against). Process-wide; tensor parallelism always takes the
-// vocab-parallel unfused path.
+// Vocabulary chunk of the fused log-prob path. Scoring never builds the f32 [T, V] logits: the
+// model stops at the lm_head input and ops::linear_token_logprobs streams the vocabulary in chunks
+// (forward and backward), so the log-prob step adds one [T, C] chunk instead of [T, V] logits +
+// [T, V] dlogits; under tensor parallelism tp_linear_token_logprobs streams this rank's shard the
+// same way (V below: the shard's V/n). 0 (the default): ops::default_logprob_chunk(V) (<= V/16);
+// > 0: that many vocabulary rows per chunk (tests); < 0: the unfused [T, V] (or [T, V/n]) logits
+// path (the reference the tests compare against). Process-wide.
 void set_logprob_vocab_chunk(int64_t chunk);
 int64_t logprob_vocab_chunk();
 

@@ -4,9 +4,11 @@
 // decoder_layer.cc and causal_lm.cc next to the ops they wrap.
 #include "gyre/model/tensor_parallel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "gyre/backend/ops.h"
 #include "gyre/backend/tp_ops.h"
@@ -91,15 +93,13 @@ void check_divisible(int64_t n, int size, const char* what, const char* flag_hin
 }
 
 // The softmax statistics of z = logits / τ over the whole (sharded) vocabulary, [T, 4] on the
-// logits' device in ops::logprob_chunk_stats' layout (m, s = Σ exp(z - m), w = Σ exp(z - m)(z - m),
-// z_target): each rank's shard is one "chunk" starting at vocab_begin; the ranks' [T, 4] triples
+// local statistics' device in ops::logprob_chunk_stats' layout (m, s = Σ exp(z - m), w = Σ exp(z -
+// m)(z - m), z_target), from each rank's statistics of its own shard: the ranks' [T, 4] triples
 // are all-gathered (tiny: 16 bytes a token) and folded on the host in rank order, so every rank
 // gets bitwise the same statistics; z_target comes from the rank whose shard holds the target.
-Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
-                          const std::vector<int32_t>& host_targets, float temperature) {
-  const int64_t T = logits.size(0), Vl = tp.vocab_end - tp.vocab_begin;
-  Tensor local = Tensor::empty({T, 4}, DType::f32, logits.device());
-  ops::logprob_chunk_stats(logits, targets, tp.vocab_begin, temperature, false, local);
+Tensor fold_rank_stats(const TpLayout& tp, const Tensor& local,
+                       const std::vector<int32_t>& host_targets) {
+  const int64_t T = local.size(0), Vl = tp.vocab_end - tp.vocab_begin;
   const Tensor mine = local.to(Device::cpu);
   std::vector<float> all(size_t(4 * T * tp.size));
   tp.comm->all_gather(mine.f32(), all.data(), size_t(4 * T) * sizeof(float));
@@ -124,7 +124,16 @@ Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor
     out[t * 4 + 1] = float(sum), out[t * 4 + 2] = float(w);
     out[t * 4 + 3] = tg < 0 ? 0.0f : float(at(int(tg / Vl), 3));
   }
-  return folded.to(logits.device());
+  return folded.to(local.device());
+}
+
+// The softmax statistics of z = logits / τ over the whole (sharded) vocabulary from each rank's
+// local logits [T, V/n]: the shard is one "chunk" starting at vocab_begin.
+Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
+                          const std::vector<int32_t>& host_targets, float temperature) {
+  Tensor local = Tensor::empty({logits.size(0), 4}, DType::f32, logits.device());
+  ops::logprob_chunk_stats(logits, targets, tp.vocab_begin, temperature, false, local);
+  return fold_rank_stats(tp, local, host_targets);
 }
 
 // Checks the arguments of the vocab-parallel log-prob ops; returns the targets on the host.
@@ -149,6 +158,38 @@ std::vector<int32_t> check_logprob_args(const TpLayout& tp, const Tensor& logits
                  "of {} ids",
                  tg[t], t, V);
   return tg;
+}
+
+// Checks the arguments of the fused vocab-parallel log-prob ops; returns the chunk width and the
+// targets on the host.
+int64_t check_linear_logprob_args(const TpLayout& tp, const Tensor& h, const Tensor& w,
+                                  const Tensor& targets, int64_t chunk,
+                                  std::vector<int32_t>& host_targets) {
+  check_f32(h, "the lm_head input");
+  check_f32(w, "the lm_head shard");
+  const int64_t Vl = tp.vocab_end - tp.vocab_begin, V = Vl * tp.size;
+  if (h.dim() != 2 || w.dim() != 2 || w.size(0) != Vl || w.size(1) != h.size(1))
+    GYRE_THROW(invalid_argument,
+               "vocab-parallel log-probs: h must be [T, H] and w this rank's lm_head shard [{}, H] "
+               "(tp rank {}), got h {} and w {}",
+               Vl, tp.rank, shape_str(h.shape()), shape_str(w.shape()));
+  if (targets.dtype() != DType::i32 || targets.numel() != h.size(0))
+    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be i32 [{}], got {} {}",
+               h.size(0), dtype_name(targets.dtype()), shape_str(targets.shape()));
+  const Tensor host = targets.to(Device::cpu);
+  host_targets.assign(host.i32(), host.i32() + host.numel());
+  for (size_t t = 0; t < host_targets.size(); ++t)
+    if (host_targets[t] >= V)
+      GYRE_THROW(invalid_argument,
+                 "vocab-parallel log-probs: target {} at position {} is outside the vocabulary "
+                 "of {} ids",
+                 host_targets[t], t, V);
+  return chunk > 0 ? std::min(chunk, Vl) : ops::default_logprob_chunk(Vl);
+}
+
+// A [T, c] view of the first T·c elements of the chunk buffer (the chunks share one allocation).
+Tensor chunk_block(const Tensor& buf, int64_t T, int64_t c) {
+  return buf.reshape({buf.numel()}).narrow(0, T * c).reshape({T, c});
 }
 
 }  // namespace
@@ -237,6 +278,67 @@ void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const 
   ops::logprob_chunk_backward(logits, dev_targets, tp.vocab_begin, temperature, lse, entropy,
                               dlogp.to(dev), dentropy.defined() ? dentropy.to(dev) : Tensor(),
                               dlogits);
+}
+
+void tp_linear_token_logprobs(const TpLayout& tp, const Tensor& h, const Tensor& w,
+                              const Tensor& targets, float temperature, int64_t chunk, Tensor& logp,
+                              Tensor& entropy, Tensor& lse) {
+  std::vector<int32_t> tg;
+  const int64_t c = check_linear_logprob_args(tp, h, w, targets, chunk, tg);
+  const Device dev = h.device();
+  const int64_t T = h.size(0), Vl = w.size(0);
+  const Tensor dev_targets = targets.to(dev);
+  Tensor local = Tensor::empty({T, 4}, DType::f32, dev), none;
+  if (T > 0) {  // (Vl >= 1: the vocabulary divides over the ranks)
+    const Tensor buf = Tensor::empty({T, c}, DType::f32, dev);
+    for (int64_t v0 = 0; v0 < Vl; v0 += c) {
+      const int64_t n = std::min(c, Vl - v0);
+      Tensor z = chunk_block(buf, T, n);
+      ops::linear(h, w.narrow(v0, n), none, z);  // logits of this rank's rows [v0, v0 + n)
+      ops::logprob_chunk_stats(z, dev_targets, tp.vocab_begin + v0, temperature,
+                               /*accumulate=*/v0 > 0, local);
+    }
+  }
+  const Tensor stats = fold_rank_stats(tp, local, tg);
+  // lse is always written (the backward needs it); entropy when the caller defined it.
+  if (!lse.defined()) lse = Tensor::empty({T}, DType::f32, dev);
+  ops::logprob_chunk_finish(stats, dev_targets, logp, entropy, lse);
+}
+
+void tp_linear_token_logprobs_backward(const TpLayout& tp, const Tensor& h, const Tensor& w,
+                                       const Tensor& targets, float temperature, int64_t chunk,
+                                       const Tensor& lse, const Tensor& entropy,
+                                       const Tensor& dlogp, const Tensor& dentropy, Tensor& dh,
+                                       Tensor& dw) {
+  std::vector<int32_t> tg;
+  const int64_t c = check_linear_logprob_args(tp, h, w, targets, chunk, tg);
+  const Device dev = h.device();
+  const int64_t T = h.size(0), H = h.size(1), Vl = w.size(0);
+  if (dw.defined() && dw.shape() != w.shape())
+    GYRE_THROW(invalid_argument,
+               "vocab-parallel log-probs backward: dw must be the lm_head shard's shape {}, got {}",
+               shape_str(w.shape()), shape_str(dw.shape()));
+  if (dh.defined() && (dh.dtype() != DType::f32 || dh.shape() != Shape{T, H}))
+    GYRE_THROW(invalid_argument,
+               "vocab-parallel log-probs backward: dh must be f32 [{}, {}], got {} {}", T, H,
+               dtype_name(dh.dtype()), shape_str(dh.shape()));
+  if (!dh.defined()) dh = Tensor::empty({T, H}, DType::f32, dev);
+  if (T == 0) return;
+  const Tensor dev_targets = targets.to(dev);
+  const Tensor buf = Tensor::empty({T, c}, DType::f32, dev);
+  Tensor none;
+  for (int64_t v0 = 0; v0 < Vl; v0 += c) {
+    const int64_t n = std::min(c, Vl - v0);
+    const Tensor wc = w.narrow(v0, n);
+    Tensor z = chunk_block(buf, T, n);
+    ops::linear(h, wc, none, z);  // recompute the chunk's logits
+    // The local columns' part of token_logprobs_backward with the global lse and entropy,
+    // computed in place.
+    ops::logprob_chunk_backward(z, dev_targets, tp.vocab_begin + v0, temperature, lse, entropy,
+                                dlogp, dentropy, z);
+    Tensor dwc = dw.defined() ? dw.narrow(v0, n) : Tensor();
+    ops::linear_backward(z, h, wc, dh, dwc, none, /*accumulate_dx=*/v0 > 0);
+  }
 }
 
 Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits) {

@@ -114,6 +114,25 @@ void tp_token_logprobs(const TpLayout& tp, const Tensor& logits, const Tensor& t
 void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const Tensor& targets,
                                 float temperature, const Tensor& dlogp, const Tensor& dentropy,
                                 Tensor& dlogits);
+// The same without the local logits (the fused "cut cross-entropy" path of scoring.cc under
+// tensor parallelism): h [T, H] is the lm_head's input (replicated), w this rank's lm_head shard
+// [V/n, H]. The shard is streamed `chunk` rows at a time (chunk <= 0: ops::default_logprob_chunk
+// of V/n) — ops::linear into one [T, chunk] f32 block, folded by ops::logprob_chunk_stats — so no
+// [T, V/n] tensor exists; the ranks' [T, 4] statistics are folded as tp_token_logprobs folds
+// them, and logp, lse and (when defined) entropy are the global ones, the same on every rank.
+void tp_linear_token_logprobs(const TpLayout& tp, const Tensor& h, const Tensor& w,
+                              const Tensor& targets, float temperature, int64_t chunk, Tensor& logp,
+                              Tensor& entropy, Tensor& lse);
+// Its backward from the global lse / entropy: each chunk's logits recomputed, dz as
+// tp_token_logprobs_backward, dh [T, H] = THIS RANK'S PARTIAL Σ_c dz_c · W_c (overwritten; the
+// ranks' partials sum to the full dh — CausalLM::backward_from_hidden all-reduces it, Megatron's
+// "f" at the vocab-parallel lm_head's input), dw (the shard's gradient; undefined: skipped) +=
+// dz_c^T · h.
+void tp_linear_token_logprobs_backward(const TpLayout& tp, const Tensor& h, const Tensor& w,
+                                       const Tensor& targets, float temperature, int64_t chunk,
+                                       const Tensor& lse, const Tensor& entropy,
+                                       const Tensor& dlogp, const Tensor& dentropy, Tensor& dh,
+                                       Tensor& dw);
 // Local logits [R, V/n] -> full logits [R, V] on every rank (on the device when the comm moves
 // the logits' device memory, see the header comment).
 Tensor tp_gather_vocab(const TpLayout& tp, const Tensor& local_logits);

@@ -121,47 +121,57 @@ void compare_models(dist::Comm& world, CausalLM* ref_model, CausalLM* m) {
     EXPECT_TRUE(close(local.to_vector(), cols, 1e-5, "local logits shard"));
   }
 
-  // Log-probs and entropy (vocab-parallel, never gathered), at two temperatures.
-  for (float temp : {1.0f, 0.7f}) {
-    auto s_ref = score(*ref, seqs, temp, true);
-    auto s_tp = score(*m, seqs, temp, true);
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      EXPECT_TRUE(close(s_tp[i].token_logprobs, s_ref[i].token_logprobs, 1e-5, "log-probs"));
-      EXPECT_TRUE(close(s_tp[i].entropy, s_ref[i].entropy, 1e-5, "entropy"));
+  // Log-probs, entropies and gradients on the fused path (the lm_head input, the vocabulary
+  // streamed in chunks: tp_linear_token_logprobs over this rank's shard, default and small chunks)
+  // and on the unfused one (the local [T, V/n] logits: tp_token_logprobs).
+  for (const int64_t chunk : {int64_t(0), int64_t(48), int64_t(-1)}) {
+    SCOPED_TRACE("log-prob vocabulary chunk " + std::to_string(chunk));
+    set_logprob_vocab_chunk(chunk);
+    // Log-probs and entropy (vocab-parallel, never gathered), at two temperatures.
+    for (float temp : {1.0f, 0.7f}) {
+      auto s_ref = score(*ref, seqs, temp, true);
+      auto s_tp = score(*m, seqs, temp, true);
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        EXPECT_TRUE(close(s_tp[i].token_logprobs, s_ref[i].token_logprobs, 1e-5, "log-probs"));
+        EXPECT_TRUE(close(s_tp[i].entropy, s_ref[i].entropy, 1e-5, "entropy"));
+      }
     }
-  }
 
-  // Backward through log-probs AND entropy at τ = 0.7 with arbitrary upstream gradients: every
-  // parameter gradient, reassembled from the shards, equals the single-process one.
-  const int64_t T = b.num_tokens();
-  std::vector<float> dlp(static_cast<size_t>(T)), dent(static_cast<size_t>(T));
-  PhiloxStream rng(11, 1);
-  for (int64_t t = 0; t < T; ++t)
-    dlp[size_t(t)] = rng.next_normal(), dent[size_t(t)] = 0.3f * rng.next_normal();
-  Gradients g_ref = ref->zeros_like_parameters(), g_tp = m->zeros_like_parameters();
-  for (CausalLM* model : {ref, m}) {
-    ScoredBatch sb = score_for_training(*model, seqs, 0.7f, true);
-    backward_from_logprobs(*model, sb, Tensor::from_vector(dlp, {T}),
-                           Tensor::from_vector(dent, {T}), model == ref ? g_ref : g_tp);
+    // Backward through log-probs AND entropy at τ = 0.7 with arbitrary upstream gradients: every
+    // parameter gradient, reassembled from the shards, equals the single-process one.
+    const int64_t T = b.num_tokens();
+    std::vector<float> dlp(static_cast<size_t>(T)), dent(static_cast<size_t>(T));
+    PhiloxStream rng(11, 1);
+    for (int64_t t = 0; t < T; ++t)
+      dlp[size_t(t)] = rng.next_normal(), dent[size_t(t)] = 0.3f * rng.next_normal();
+    Gradients g_ref = ref->zeros_like_parameters(), g_tp = m->zeros_like_parameters();
+    for (CausalLM* model : {ref, m}) {
+      ScoredBatch sb = score_for_training(*model, seqs, 0.7f, true);
+      backward_from_logprobs(*model, sb, Tensor::from_vector(dlp, {T}),
+                             Tensor::from_vector(dent, {T}), model == ref ? g_ref : g_tp);
+    }
+    // Policy-gradient loss on top (accumulates): the trainer's path.
+    const double l_ref =
+        policy_gradient_loss_and_grad(*ref, seqs, {3, 2, 6}, {1.0f, -0.5f, 2.0f}, g_ref);
+    const double l_tp =
+        policy_gradient_loss_and_grad(*m, seqs, {3, 2, 6}, {1.0f, -0.5f, 2.0f}, g_tp);
+    EXPECT_NEAR(l_tp, l_ref, 1e-5 * std::fabs(l_ref));
+    const auto full_grads = m->gather_full(g_tp.tensors);
+    ASSERT_EQ(full_grads.size(), g_ref.tensors.size());
+    for (size_t i = 0; i < full_grads.size(); ++i) {
+      ASSERT_EQ(full_grads[i].name, g_ref.tensors[i].name);
+      ASSERT_EQ(full_grads[i].tensor.shape(), g_ref.tensors[i].tensor.shape())
+          << full_grads[i].name;
+      EXPECT_TRUE(close(full_grads[i].tensor.to_vector(), g_ref.tensors[i].tensor.to_vector(), 1e-5,
+                        "gradient " + full_grads[i].name));
+    }
+    // The clipping norm of the sharded gradient is the full gradient's.
+    std::vector<Tensor> gl;
+    for (auto& g : g_tp.tensors) gl.push_back(g.tensor);
+    const double sq_ref = g_ref.sum_squares(), sq_tp = m->grad_sum_squares(gl);
+    EXPECT_NEAR(sq_tp, sq_ref, 1e-5 * sq_ref);
   }
-  // Policy-gradient loss on top (accumulates): the trainer's path.
-  const double l_ref =
-      policy_gradient_loss_and_grad(*ref, seqs, {3, 2, 6}, {1.0f, -0.5f, 2.0f}, g_ref);
-  const double l_tp = policy_gradient_loss_and_grad(*m, seqs, {3, 2, 6}, {1.0f, -0.5f, 2.0f}, g_tp);
-  EXPECT_NEAR(l_tp, l_ref, 1e-5 * std::fabs(l_ref));
-  const auto full_grads = m->gather_full(g_tp.tensors);
-  ASSERT_EQ(full_grads.size(), g_ref.tensors.size());
-  for (size_t i = 0; i < full_grads.size(); ++i) {
-    ASSERT_EQ(full_grads[i].name, g_ref.tensors[i].name);
-    ASSERT_EQ(full_grads[i].tensor.shape(), g_ref.tensors[i].tensor.shape()) << full_grads[i].name;
-    EXPECT_TRUE(close(full_grads[i].tensor.to_vector(), g_ref.tensors[i].tensor.to_vector(), 1e-5,
-                      "gradient " + full_grads[i].name));
-  }
-  // The clipping norm of the sharded gradient is the full gradient's.
-  std::vector<Tensor> gl;
-  for (auto& g : g_tp.tensors) gl.push_back(g.tensor);
-  const double sq_ref = g_ref.sum_squares(), sq_tp = m->grad_sum_squares(gl);
-  EXPECT_NEAR(sq_tp, sq_ref, 1e-5 * sq_ref);
+  set_logprob_vocab_chunk(0);
   // Parameters reassemble to the checkpoint's.
   const auto full_params = m->gather_full(m->parameters());
   const auto ref_params = ref->parameters();
