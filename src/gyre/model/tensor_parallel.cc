@@ -288,6 +288,10 @@ void tp_linear_token_logprobs(const TpLayout& tp, const Tensor& h, const Tensor&
   const Device dev = h.device();
   const int64_t T = h.size(0), Vl = w.size(0);
   const Tensor dev_targets = targets.to(dev);
+  // The chunks are row views of the shard: kept out of any installed bf16 weight cache (each view
+  // would become a copy of its own, outside what the cache's writers keep fresh); an autocast
+  // linear rounds the view's rows itself.
+  ops::UseBf16WeightCache no_view_copies(nullptr);
   Tensor local = Tensor::empty({T, 4}, DType::f32, dev), none;
   if (T > 0) {  // (Vl >= 1: the vocabulary divides over the ranks)
     const Tensor buf = Tensor::empty({T, c}, DType::f32, dev);
@@ -325,6 +329,7 @@ void tp_linear_token_logprobs_backward(const TpLayout& tp, const Tensor& h, cons
   if (!dh.defined()) dh = Tensor::empty({T, H}, DType::f32, dev);
   if (T == 0) return;
   const Tensor dev_targets = targets.to(dev);
+  ops::UseBf16WeightCache no_view_copies(nullptr);  // as in the forward
   const Tensor buf = Tensor::empty({T, c}, DType::f32, dev);
   Tensor none;
   for (int64_t v0 = 0; v0 < Vl; v0 += c) {
