@@ -136,19 +136,19 @@ Tensor global_vocab_stats(const TpLayout& tp, const Tensor& logits, const Tensor
   return fold_rank_stats(tp, local, host_targets);
 }
 
-// Checks the arguments of the vocab-parallel log-prob ops; returns the targets on the host.
-std::vector<int32_t> check_logprob_args(const TpLayout& tp, const Tensor& logits,
-                                        const Tensor& targets) {
-  check_f32(logits, "the logits");
-  const int64_t Vl = tp.vocab_end - tp.vocab_begin, V = Vl * tp.size;
-  if (logits.dim() != 2 || logits.size(1) != Vl)
-    GYRE_THROW(invalid_argument,
-               "vocab-parallel log-probs: logits must be the local shard [T, {}] of tp rank {}, "
-               "got {}",
-               Vl, tp.rank, shape_str(logits.shape()));
-  if (targets.dtype() != DType::i32 || targets.numel() != logits.size(0))
-    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be i32 [{}], got {} {}",
-               logits.size(0), dtype_name(targets.dtype()), shape_str(targets.shape()));
+// Checks the targets of the vocab-parallel log-prob ops: i32 [T], every value below the full
+// vocabulary V (negative: no target). Returns them on the host when `want_host` (the statistics'
+// fold needs them); otherwise a KnownIndices range that already proves them (scoring.cc records
+// one) spares the device-to-host copy and the empty vector is returned.
+std::vector<int32_t> check_targets(const TpLayout& tp, const Tensor& targets, int64_t T,
+                                   bool want_host) {
+  const int64_t V = (tp.vocab_end - tp.vocab_begin) * tp.size;
+  if (targets.dtype() != DType::i32 || targets.numel() != T)
+    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be i32 [{}], got {} {}", T,
+               dtype_name(targets.dtype()), shape_str(targets.shape()));
+  if (!want_host)
+    if (const auto* k = ops::KnownIndices::find(targets, ops::KnownIndices::Entry::range))
+      if (k->hi <= V) return {};
   const Tensor host = targets.to(Device::cpu);
   std::vector<int32_t> tg(host.i32(), host.i32() + host.numel());
   for (size_t t = 0; t < tg.size(); ++t)
@@ -160,30 +160,31 @@ std::vector<int32_t> check_logprob_args(const TpLayout& tp, const Tensor& logits
   return tg;
 }
 
-// Checks the arguments of the fused vocab-parallel log-prob ops; returns the chunk width and the
-// targets on the host.
+// Checks the arguments of the vocab-parallel log-prob ops; returns the targets on the host.
+std::vector<int32_t> check_logprob_args(const TpLayout& tp, const Tensor& logits,
+                                        const Tensor& targets) {
+  check_f32(logits, "the logits");
+  const int64_t Vl = tp.vocab_end - tp.vocab_begin;
+  if (logits.dim() != 2 || logits.size(1) != Vl)
+    GYRE_THROW(invalid_argument,
+               "vocab-parallel log-probs: logits must be the local shard [T, {}] of tp rank {}, "
+               "got {}",
+               Vl, tp.rank, shape_str(logits.shape()));
+  return check_targets(tp, targets, logits.size(0), /*want_host=*/true);
+}
+
+// Checks h and the lm_head shard w of the fused vocab-parallel log-prob ops; returns the chunk
+// width over the shard.
 int64_t check_linear_logprob_args(const TpLayout& tp, const Tensor& h, const Tensor& w,
-                                  const Tensor& targets, int64_t chunk,
-                                  std::vector<int32_t>& host_targets) {
+                                  int64_t chunk) {
   check_f32(h, "the lm_head input");
   check_f32(w, "the lm_head shard");
-  const int64_t Vl = tp.vocab_end - tp.vocab_begin, V = Vl * tp.size;
+  const int64_t Vl = tp.vocab_end - tp.vocab_begin;
   if (h.dim() != 2 || w.dim() != 2 || w.size(0) != Vl || w.size(1) != h.size(1))
     GYRE_THROW(invalid_argument,
                "vocab-parallel log-probs: h must be [T, H] and w this rank's lm_head shard [{}, H] "
                "(tp rank {}), got h {} and w {}",
                Vl, tp.rank, shape_str(h.shape()), shape_str(w.shape()));
-  if (targets.dtype() != DType::i32 || targets.numel() != h.size(0))
-    GYRE_THROW(invalid_argument, "vocab-parallel log-probs: targets must be i32 [{}], got {} {}",
-               h.size(0), dtype_name(targets.dtype()), shape_str(targets.shape()));
-  const Tensor host = targets.to(Device::cpu);
-  host_targets.assign(host.i32(), host.i32() + host.numel());
-  for (size_t t = 0; t < host_targets.size(); ++t)
-    if (host_targets[t] >= V)
-      GYRE_THROW(invalid_argument,
-                 "vocab-parallel log-probs: target {} at position {} is outside the vocabulary "
-                 "of {} ids",
-                 host_targets[t], t, V);
   return chunk > 0 ? std::min(chunk, Vl) : ops::default_logprob_chunk(Vl);
 }
 
@@ -283,8 +284,8 @@ void tp_token_logprobs_backward(const TpLayout& tp, const Tensor& logits, const 
 void tp_linear_token_logprobs(const TpLayout& tp, const Tensor& h, const Tensor& w,
                               const Tensor& targets, float temperature, int64_t chunk, Tensor& logp,
                               Tensor& entropy, Tensor& lse) {
-  std::vector<int32_t> tg;
-  const int64_t c = check_linear_logprob_args(tp, h, w, targets, chunk, tg);
+  const int64_t c = check_linear_logprob_args(tp, h, w, chunk);
+  const std::vector<int32_t> tg = check_targets(tp, targets, h.size(0), /*want_host=*/true);
   const Device dev = h.device();
   const int64_t T = h.size(0), Vl = w.size(0);
   const Tensor dev_targets = targets.to(dev);
@@ -314,8 +315,8 @@ void tp_linear_token_logprobs_backward(const TpLayout& tp, const Tensor& h, cons
                                        const Tensor& lse, const Tensor& entropy,
                                        const Tensor& dlogp, const Tensor& dentropy, Tensor& dh,
                                        Tensor& dw) {
-  std::vector<int32_t> tg;
-  const int64_t c = check_linear_logprob_args(tp, h, w, targets, chunk, tg);
+  const int64_t c = check_linear_logprob_args(tp, h, w, chunk);
+  check_targets(tp, targets, h.size(0), /*want_host=*/false);  // no fold: the values stay put
   const Device dev = h.device();
   const int64_t T = h.size(0), H = h.size(1), Vl = w.size(0);
   if (dw.defined() && dw.shape() != w.shape())
