@@ -4,7 +4,8 @@
 // autocast_cuda_test.cc: output 1e-2, lse 1e-5, dQ/dK/dV 2e-2 relative. Cases: empty sequences,
 // B = 1 at odd lengths, GQA at the Qwen2.5 shapes, T = 0, plan reuse within a bucket, the
 // deterministic backward (default) and the atomic-dQ one, a forward of one backend differentiated
-// by the other, the workspace cap, and the switch to the flash kernels. Skips without a GPU; the
+// by the other, the workspace cap, measured plan choice (bitwise the heuristic plan's) and the
+// switch to the flash kernels. Skips without a GPU; the
 // cuDNN-specific checks skip without libcudnn.so.9.
 #include <gtest/gtest.h>
 
@@ -207,6 +208,34 @@ TEST(CudnnAttention, AtomicDqVariantMatches) {
       expect_close(got, want, 1.0, "atomic dQ, " + name(c));
     }
   }
+}
+
+// GYRE_CUDNN_ATTENTION_TUNE=1: each key's first call measures the graph's alternative plans and
+// may replace the heuristic's — the results must stay bit for bit the heuristic plan's, on the
+// tuning call (whose outputs the trials must not touch) and on the calls after it.
+TEST(CudnnAttention, TunedPlansKeepTheHeuristicPlansBits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  GYRE_SKIP_WITHOUT_CUDNN();
+  const Case c{{0, 611, 1190, 1200}, 14, 2, 64};  // a key no other test uses (B 4, S 640)
+  Inputs in(c, 90);
+  const Result untuned = on_gpu(in, "cudnn", "cudnn");
+  Env on("GYRE_CUDNN_ATTENTION_TUNE", "1"), plans("GYRE_CUDNN_ATTENTION_TUNE_PLANS", "6"),
+      budget("GYRE_CUDNN_ATTENTION_TUNE_MS", "20000");
+  const auto before = cuda::cudnn_attention_stats();
+  const Result tuning = on_gpu(in, "cudnn", "cudnn");
+  const auto after = cuda::cudnn_attention_stats();
+  EXPECT_EQ(after.plans_tuned, before.plans_tuned + 2);  // the forward's key and the backward's
+  const Result tuned = on_gpu(in, "cudnn", "cudnn");
+  EXPECT_EQ(cuda::cudnn_attention_stats().plans_tuned, after.plans_tuned);  // once per key
+  for (const Result* r : {&tuning, &tuned}) {
+    EXPECT_EQ(r->o.to_vector(), untuned.o.to_vector());
+    EXPECT_EQ(r->lse.to_vector(), untuned.lse.to_vector());
+    EXPECT_EQ(r->dq.to_vector(), untuned.dq.to_vector());
+    EXPECT_EQ(r->dk.to_vector(), untuned.dk.to_vector());
+    EXPECT_EQ(r->dv.to_vector(), untuned.dv.to_vector());
+  }
+  std::printf("cuDNN attention tuning: %lld keys tuned, %lld plans replaced\n",
+              (long long)after.plans_tuned, (long long)after.plans_replaced);
 }
 
 TEST(CudnnAttention, WorkspaceCapFallsBackToFlash) {

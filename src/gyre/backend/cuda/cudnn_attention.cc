@@ -15,6 +15,7 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_attention_graphs.h"
 #include "gyre/backend/cuda/cudnn_graph.h"
+#include "gyre/backend/cuda/gemm_tune.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/env.h"
 #include "gyre/core/logging.h"
@@ -106,8 +107,10 @@ using namespace sdpa_graph;  // Uid, Dims, build_forward, build_backward
 // cuDNN handle's mutex alone, so lookups of other shapes, the fallback log and the stats never
 // wait for it. Two threads missing the same key may both build it; the first insert wins and the
 // other plan is dropped (same key, same plan).
+std::map<Key, std::shared_ptr<cudnn::Plan>> g_cache;  // guarded by g_mu
+
 std::shared_ptr<cudnn::Plan> plan_for(const Key& key, std::string& why) {
-  static std::map<Key, std::shared_ptr<cudnn::Plan>> cache;
+  auto& cache = g_cache;
   static std::map<Key, std::string> failures;
   {
     std::lock_guard<std::mutex> lock(g_mu);
@@ -170,7 +173,7 @@ struct Indices {
 // Looks up the plan of a call; null (and logs why once) when the cuDNN path cannot run it.
 std::shared_ptr<cudnn::Plan> prepare(bool backward, bool det, int64_t B, int64_t max_seqlen,
                                      int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
-                                     std::initializer_list<const void*> ptrs) {
+                                     std::initializer_list<const void*> ptrs, Key* key_out) {
   if (attention_backend() != AttentionBackend::cudnn) return nullptr;
   std::string why;
   if (!cudnn::api(&why)) {
@@ -187,6 +190,7 @@ std::shared_ptr<cudnn::Plan> prepare(bool backward, bool det, int64_t B, int64_t
   int device = 0;
   GYRE_CUDA_CHECK(cudaGetDevice(&device));
   const Key key{device, backward, batch_bucket(B), seq_bucket(max_seqlen), Hq, Hkv, D, det};
+  *key_out = key;
   auto plan = plan_for(key, why);
   if (plan && plan->workspace() > max_workspace_bytes()) {
     why = fmt::format(
@@ -208,17 +212,23 @@ struct Binding {
   void* ptr;
 };
 
-bool run(bool backward, const cudnn::Plan& plan, const std::vector<Binding>& bindings,
-         void* workspace) {
+// Executes plan on the calling thread's stream (throws CudnnError).
+void execute_on_stream(const cudnn::Plan& plan, const std::vector<Binding>& bindings,
+                       void* workspace) {
   std::vector<int64_t> uids;
   std::vector<void*> ptrs;
   for (const Binding& b : bindings) uids.push_back(b.uid), ptrs.push_back(b.ptr);
   const cudnn::Api* a = cudnn::api();
+  std::lock_guard<std::mutex> lock(cudnn::handle_mutex());
+  cudnnHandle_t h = cudnn::handle_for_current_device();
+  cudnn::check(a->set_stream(h, stream()), "cudnnSetStream");
+  cudnn::execute(*a, h, plan, uids, ptrs, workspace);
+}
+
+bool run(bool backward, const cudnn::Plan& plan, const std::vector<Binding>& bindings,
+         void* workspace) {
   try {
-    std::lock_guard<std::mutex> lock(cudnn::handle_mutex());
-    cudnnHandle_t h = cudnn::handle_for_current_device();
-    cudnn::check(a->set_stream(h, stream()), "cudnnSetStream");
-    cudnn::execute(*a, h, plan, uids, ptrs, workspace);
+    execute_on_stream(plan, bindings, workspace);
   } catch (const cudnn::CudnnError& e) {
     log_fallback_once(std::string("execution failed: ") + e.what());
     return false;
@@ -226,6 +236,128 @@ bool run(bool backward, const cudnn::Plan& plan, const std::vector<Binding>& bin
   std::lock_guard<std::mutex> lock(g_mu);
   (backward ? g_stats.bwd_calls : g_stats.fwd_calls)++;
   return true;
+}
+
+// ---- Measured plan choice (GYRE_CUDNN_ATTENTION_TUNE; cudnn_attention.h says when) ----
+
+// An output a call writes; trials write it into scratch, and plans are compared on it.
+struct Output {
+  int64_t uid;
+  size_t bytes;
+};
+
+bool tuning_enabled() { return env_choice("GYRE_CUDNN_ATTENTION_TUNE", {"0", "1"}, "0") == "1"; }
+
+// Device scratch outside the pool (as gemm_tune's): transient, kept out of the reported peak.
+struct RawScratch {
+  void* p = nullptr;
+  explicit RawScratch(size_t bytes) {
+    if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess) {
+      p = nullptr;
+      cudaGetLastError();
+    }
+  }
+  ~RawScratch() {
+    if (p) cudaFree(p);
+  }
+  RawScratch(const RawScratch&) = delete;
+  RawScratch& operator=(const RawScratch&) = delete;
+};
+
+// On a key's first call with tuning on, times the graph's other plans on this call's own inputs
+// and keeps the fastest whose outputs equal the current plan's bit for bit (gemm_tune.h's rule,
+// through the same pick_fastest_same_bits: cold-L2 timings, a 1% margin), so no gradient or
+// output changes by a bit. The call's outputs are not written by the trials (they write scratch);
+// intermediates bound in `bindings` (the backward's softmax-sum scratch) are rewritten, which the
+// call's own run does again. Only the deterministic graphs: the atomic-dQ backward differs from
+// itself run to run, so no comparison could hold. Never an error: a failure keeps the plan.
+void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
+                const std::vector<Binding>& bindings, const std::vector<Output>& outputs) {
+  if (!tuning_enabled() || (key.backward && !key.det)) return;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream(), &capturing) != cudaSuccess ||
+      capturing != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return;  // a graph capture cannot synchronise; a later uncaptured call tunes
+  }
+  {
+    static std::set<Key> tuned;  // guarded by g_mu: each key is tried once per process
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (!tuned.insert(key).second) return;
+  }
+  const int max_plans = int(env_int("GYRE_CUDNN_ATTENTION_TUNE_PLANS", 8, 1, 256));
+  const double budget_ms = double(env_int("GYRE_CUDNN_ATTENTION_TUNE_MS", 3000, 0, 600000));
+  const Dims d{key.Bp, key.S, key.Hq, key.Hkv, key.D};
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<cudnn::GraphBuilder::Candidate> cands;
+  try {
+    std::lock_guard<std::mutex> hl(cudnn::handle_mutex());
+    cands = build_candidates(*cudnn::api(), cudnn::handle_for_current_device(), d, key.backward,
+                             key.det, max_plans, budget_ms);
+  } catch (const cudnn::CudnnError& e) {
+    log::info("attention: tuning skipped: {}", e.what());
+    return;
+  }
+  const double build_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // Trial 0 is the plan in use (the reference bits); then the admissible alternatives.
+  std::vector<const cudnn::Plan*> plans{plan.get()};
+  std::vector<int> cand_of{-1};
+  std::string listing;
+  int64_t workspace = std::max<int64_t>(plan->workspace(), 16);
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const bool ok =
+        !cands[i].nondeterministic && cands[i].plan.workspace() <= max_workspace_bytes();
+    listing += fmt::format("\n  {} {} (workspace {} MB){}",
+                           ok ? fmt::format("#{}", plans.size()) : std::string("skipped"),
+                           cands[i].note, cands[i].plan.workspace() >> 20,
+                           cands[i].nondeterministic ? " nondeterministic" : "");
+    if (!ok) continue;
+    plans.push_back(&cands[i].plan);
+    cand_of.push_back(int(i));
+    workspace = std::max(workspace, cands[i].plan.workspace());
+  }
+  std::vector<size_t> offset;
+  size_t total = 0;
+  for (const Output& o : outputs) offset.push_back(total), total += size_t(round_up(o.bytes, 256));
+  RawScratch ws{size_t(workspace)};
+  if (!ws.p) return;
+  TuneProblem p;
+  p.out_bytes = total;
+  p.stream = stream();
+  p.candidates = int(plans.size());
+  p.run = [&](int i, void* out) {
+    std::vector<Binding> b = bindings;
+    for (Binding& x : b)
+      for (size_t j = 0; j < outputs.size(); ++j)
+        if (x.uid == outputs[j].uid) x.ptr = static_cast<char*>(out) + offset[j];
+    try {
+      execute_on_stream(*plans[size_t(i)], b, ws.p);
+      return true;
+    } catch (const cudnn::CudnnError&) {
+      return false;
+    }
+  };
+  std::string timings;
+  const int best = pick_fastest_same_bits(p, &timings);
+  std::string chosen = "the heuristic's plan";
+  if (best > 0) {
+    auto& c = cands[size_t(cand_of[size_t(best)])];
+    chosen = c.note;
+    plan = std::make_shared<cudnn::Plan>(std::move(c.plan));
+  }
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (best > 0) {
+    g_cache[key] = plan;
+    g_stats.plans_replaced++;
+    g_stats.last_engine = chosen;
+  }
+  g_stats.plans_tuned++;
+  log::info(
+      "attention: tuned the {} plan B {} S {} heads {}/{} D {}: {} alternatives built in {:.0f} "
+      "ms; kept {}; timings (#0 = the heuristic's plan): {}{}",
+      key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, cands.size(), build_ms,
+      chosen, timings, listing);
 }
 
 }  // namespace
@@ -236,10 +368,10 @@ bool cudnn_attention_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v
                          const int32_t* cu_seqlens, int64_t B, int64_t max_seqlen, int64_t T,
                          int64_t Hq, int64_t Hkv, int64_t D, float scale, uint16_t* out,
                          float* lse) {
-  auto plan = prepare(false, false, B, max_seqlen, T, Hq, Hkv, D, {q, k, v, out, lse});
+  Key key{};
+  auto plan = prepare(false, false, B, max_seqlen, T, Hq, Hkv, D, {q, k, v, out, lse}, &key);
   if (!plan) return false;
   Indices ix(cu_seqlens, B, batch_bucket(B), Hq, Hkv, D);
-  DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   float scale_v = scale, neg_inf = -std::numeric_limits<float>::infinity();
   // The by-value scalars are read while the call is recorded (host pointers).
   auto* q_ = const_cast<uint16_t*>(q);
@@ -260,6 +392,8 @@ bool cudnn_attention_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v
                                          {kScale, &scale_v},
                                          {kNegInfPad, &neg_inf},
                                          {kNegInfCausal, &neg_inf}};
+  maybe_tune(key, plan, bindings, {{kO, size_t(T * Hq * D) * 2}, {kStats, size_t(T * Hq) * 4}});
+  DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   return run(false, *plan, bindings, ws.as<void>());
 }
 
@@ -272,11 +406,11 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
   // cuDNN path is the one asked for.
   if (attention_backend() != AttentionBackend::cudnn) return false;
   const bool det = deterministic();
+  Key key{};
   auto plan =
-      prepare(true, det, B, max_seqlen, T, Hq, Hkv, D, {dout, q, k, v, out, lse, dq, dk, dv});
+      prepare(true, det, B, max_seqlen, T, Hq, Hkv, D, {dout, q, k, v, out, lse, dq, dk, dv}, &key);
   if (!plan) return false;
   Indices ix(cu_seqlens, B, batch_bucket(B), Hq, Hkv, D);
-  DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   // Packed like lse and dq (ragged), so T rows whatever the bucket.
   DeviceBuffer softmax_sum(size_t(T * Hq) * 4);
   DeviceBuffer dq_accum(det ? 16 : size_t(T * Hq * D) * 4);
@@ -311,6 +445,11 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
     bindings.push_back({kDQAccum, dq_accum.as<void>()});
     bindings.push_back({kRagDQAccum, ix.off_q});
   }
+  maybe_tune(key, plan, bindings,
+             {{kDQ, size_t(T * Hq * D) * 2},
+              {kDK, size_t(T * Hkv * D) * 2},
+              {kDV, size_t(T * Hkv * D) * 2}});
+  DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   return run(true, *plan, bindings, ws.as<void>());
 }
 

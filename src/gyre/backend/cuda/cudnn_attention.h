@@ -21,6 +21,14 @@
 // builds in 45-120 ms, a backward plan in 0.05-1.1 s (the first of the process ~1.2 s: library
 // start-up).
 //
+// Tuning (GYRE_CUDNN_ATTENTION_TUNE=1; off by default): on a plan key's first uncaptured call,
+// the graph's alternative plans (heuristics modes A and B, the fallback list, every engine's knob
+// values: GraphBuilder::build_candidates, at most GYRE_CUDNN_ATTENTION_TUNE_PLANS (8) plans and
+// about GYRE_CUDNN_ATTENTION_TUNE_MS (3000) ms of building) run on that call's inputs, and the
+// fastest whose outputs are bitwise the heuristic plan's replaces it (gemm_tune.h's rule: the
+// results never change by a bit; engines noted nondeterministic and the atomic-dQ backward are
+// never tuned). One info line per key lists the alternatives and their timings.
+//
 // Determinism: by default (GYRE_CUDNN_ATTENTION_DETERMINISTIC unset or 1) the backward graph
 // writes dQ straight from its matmul (cuDNN's deterministic Hopper variant, as the frontend's
 // "deterministic algorithm" builds it), so gradients are bitwise reproducible as with the flash
@@ -60,6 +68,8 @@ struct CudnnAttentionStats {
   double build_ms = 0;
   int64_t last_workspace_bytes = 0;
   std::string last_engine;
+  int64_t plans_tuned = 0, plans_replaced = 0;  // GYRE_CUDNN_ATTENTION_TUNE=1: keys measured,
+                                                // and those whose plan a faster one replaced
 };
 CudnnAttentionStats cudnn_attention_stats();
 

@@ -77,10 +77,7 @@ struct Common {
   }
 };
 
-}  // namespace
-
-cudnn::Plan build_forward(const cudnn::Api& a, cudnnHandle_t h, Dims d, std::string* note) {
-  GraphBuilder g(a);
+void define_forward(GraphBuilder& g, Dims d) {
   Common c(g, d);
   TensorRef rq = c.offsets(kRagQ), rk = c.offsets(kRagK), rv = c.offsets(kRagV),
             ro = c.offsets(kRagO), rs = c.offsets(kRagStats);
@@ -104,14 +101,11 @@ cudnn::Plan build_forward(const cudnn::Api& a, cudnnHandle_t h, Dims d, std::str
   c.pw(CUDNN_POINTWISE_ADD, mx, &log_sum, stats);
   TensorRef p = c.pw(CUDNN_POINTWISE_DIV, e, &sum, c.scores(kBf16));
   g.matmul(p, v, o, &c.seq_q, nullptr, &c.seq_kv);
-  return g.build_plan(h, note);
 }
 
 // dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, dK = dSᵀ Q, dQ = dS K, with P
 // recomputed from the saved stats. GQA: the per-query-head dK/dV reduce over each head group.
-cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool det,
-                           std::string* note) {
-  GraphBuilder g(a);
+void define_backward(GraphBuilder& g, Dims d, bool det) {
   Common c(g, d);
   TensorRef rq = c.offsets(kRagQ), rk = c.offsets(kRagK), rv = c.offsets(kRagV),
             ro = c.offsets(kRagO), rs = c.offsets(kRagStats), rdo = c.offsets(kRagDO),
@@ -170,7 +164,32 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
     g.matmul(ds, k, acc, &c.seq_q, nullptr, &c.seq_kv);
     c.pw(CUDNN_POINTWISE_IDENTITY, acc, nullptr, dq);
   }
+}
+
+}  // namespace
+
+cudnn::Plan build_forward(const cudnn::Api& a, cudnnHandle_t h, Dims d, std::string* note) {
+  GraphBuilder g(a);
+  define_forward(g, d);
   return g.build_plan(h, note);
+}
+
+cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool det,
+                           std::string* note) {
+  GraphBuilder g(a);
+  define_backward(g, d, det);
+  return g.build_plan(h, note);
+}
+
+std::vector<cudnn::GraphBuilder::Candidate> build_candidates(const cudnn::Api& a, cudnnHandle_t h,
+                                                             Dims d, bool backward, bool det,
+                                                             int max_plans, double budget_ms) {
+  GraphBuilder g(a);
+  if (backward)
+    define_backward(g, d, det);
+  else
+    define_forward(g, d);
+  return g.build_candidates(h, max_plans, budget_ms);
 }
 
 }  // namespace gyre::cuda::sdpa_graph

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gyre/backend/cuda/cudnn_graph.h"  // defines GYRE_HAVE_CUDNN_HEADERS
 
@@ -62,6 +63,11 @@ cudnn::Plan build_forward(const cudnn::Api& a, cudnnHandle_t h, Dims d, std::str
 // accumulates it in the f32 scratch bound to kDQAccum (atomics).
 cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool det,
                            std::string* note);
+// Every plan of the forward (backward = false) or backward graph that finalizes
+// (GraphBuilder::build_candidates: at most max_plans, about budget_ms of building).
+std::vector<cudnn::GraphBuilder::Candidate> build_candidates(const cudnn::Api& a, cudnnHandle_t h,
+                                                             Dims d, bool backward, bool det,
+                                                             int max_plans, double budget_ms);
 
 }  // namespace gyre::cuda::sdpa_graph
 #endif  // GYRE_HAVE_CUDNN_HEADERS

@@ -5,7 +5,10 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
 #include <map>
+#include <set>
 
 #include "gyre/backend/cuda/runtime.h"
 
@@ -251,55 +254,213 @@ void GraphBuilder::reshape(const TensorRef& x, const TensorRef& y) {
   ops_.push_back(op);
 }
 
-Plan GraphBuilder::build_plan(cudnnHandle_t handle, std::string* engine_note) {
+cudnnBackendDescriptor_t GraphBuilder::finalize_graph(cudnnHandle_t handle) {
+  if (graph_) return graph_;
   cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, int64_t(ops_.size()),
       ops_.data(), "operation graph ops");
   set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle,
       "operation graph handle");
   check(a_.finalize(graph), "finalize operation graph");
+  graph_ = graph;
+  return graph;
+}
 
+std::vector<cudnnBackendDescriptor_t> GraphBuilder::heuristic_configs(cudnnBackendHeurMode_t mode) {
+  cudnnBackendDescriptor_t heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph_,
+      "heuristics graph");
+  set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
+  if (a_.finalize(heur) != CUDNN_STATUS_SUCCESS) return {};
+  int64_t count = 0;
+  check(a_.get_attr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
+                    nullptr),
+        "heuristics result count");
+  if (count <= 0) return {};
+  std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
+  for (auto& c : cfgs) c = make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+  int64_t got = 0;
+  check(a_.get_attr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
+                    cfgs.data()),
+        "heuristics results");
+  cfgs.resize(static_cast<size_t>(std::clamp<int64_t>(got, 0, count)));
+  return cfgs;
+}
+
+cudnnStatus_t GraphBuilder::try_plan(cudnnHandle_t handle, cudnnBackendDescriptor_t cfg,
+                                     Plan& out) {
+  cudnnBackendDescriptor_t plan = nullptr;
+  check(a_.create_desc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan), "create plan");
+  Plan candidate(plan, 0);  // destroys the plan unless it is handed over
+  set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "plan handle");
+  set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg,
+      "plan engine config");
+  const cudnnStatus_t st = a_.finalize(plan);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  int64_t ws = 0, n_ws = 0;
+  check(
+      a_.get_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n_ws, &ws),
+      "plan workspace size");
+  out = Plan(candidate.release(), ws);
+  return st;
+}
+
+Plan GraphBuilder::build_plan(cudnnHandle_t handle, std::string* engine_note) {
+  finalize_graph(handle);
   std::string last_error = "no engine configuration";
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    cudnnBackendDescriptor_t heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph,
-        "heuristics graph");
-    set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heuristics mode");
-    if (a_.finalize(heur) != CUDNN_STATUS_SUCCESS) continue;
-    int64_t count = 0;
-    check(a_.get_attr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
-                      nullptr),
-          "heuristics result count");
-    if (count <= 0) continue;
-    std::vector<cudnnBackendDescriptor_t> cfgs(static_cast<size_t>(count));
-    for (auto& c : cfgs) c = make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    int64_t got = 0;
-    check(a_.get_attr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
-                      &got, cfgs.data()),
-          "heuristics results");
-    for (int64_t i = 0; i < got; ++i) {
-      cudnnBackendDescriptor_t plan = nullptr;
-      check(a_.create_desc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan), "create plan");
-      Plan candidate(plan, 0);  // destroys the plan unless it is returned
-      set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "plan handle");
-      set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i],
-          "plan engine config");
-      const cudnnStatus_t st = a_.finalize(plan);
+    const std::vector<cudnnBackendDescriptor_t> cfgs = heuristic_configs(mode);
+    for (size_t i = 0; i < cfgs.size(); ++i) {
+      Plan plan;
+      const cudnnStatus_t st = try_plan(handle, cfgs[i], plan);
       if (st != CUDNN_STATUS_SUCCESS) {
         last_error = a_.error_string(st);
         continue;
       }
-      int64_t ws = 0, n_ws = 0;
-      check(a_.get_attr(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n_ws,
-                        &ws),
-            "plan workspace size");
       if (engine_note)
-        *engine_note = fmt::format("{} config {} of {}",
-                                   mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "fallback", i, got);
-      return Plan(candidate.release(), ws);
+        *engine_note =
+            fmt::format("{} config {} of {}",
+                        mode == CUDNN_HEUR_MODE_A ? "heuristics A" : "fallback", i, cfgs.size());
+      return plan;
     }
   }
   throw CudnnError("cuDNN found no engine for the graph: " + last_error);
+}
+
+std::string GraphBuilder::describe(cudnnBackendDescriptor_t cfg, bool* nondeterministic) {
+  *nondeterministic = false;
+  cudnnBackendDescriptor_t engine = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  int64_t n = 0, index = -1;
+  if (a_.get_attr(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                  &engine) != CUDNN_STATUS_SUCCESS ||
+      a_.get_attr(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &index) !=
+          CUDNN_STATUS_SUCCESS)
+    return "engine ?";
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  if (a_.get_attr(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes) == CUDNN_STATUS_SUCCESS)
+    for (int64_t i = 0; i < std::min<int64_t>(n, CUDNN_NUMERICAL_NOTE_TYPE_COUNT); ++i)
+      if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) *nondeterministic = true;
+  std::vector<cudnnBackendDescriptor_t> choices(CUDNN_KNOB_TYPE_COUNTS);
+  for (auto& c : choices) c = make(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+  std::map<int64_t, int64_t> knobs;  // sorted by type: one key per configuration
+  if (a_.get_attr(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                  int64_t(choices.size()), &n, choices.data()) == CUDNN_STATUS_SUCCESS) {
+    for (int64_t i = 0; i < std::min<int64_t>(n, int64_t(choices.size())); ++i) {
+      cudnnBackendKnobType_t type{};
+      int64_t value = 0, m = 0;
+      if (a_.get_attr(choices[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1,
+                      &m, &type) == CUDNN_STATUS_SUCCESS &&
+          a_.get_attr(choices[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1,
+                      &m, &value) == CUDNN_STATUS_SUCCESS)
+        knobs[int64_t(type)] = value;
+    }
+  }
+  std::string key = fmt::format("engine {} knobs", index);
+  for (const auto& [type, value] : knobs) key += fmt::format(" {}={}", type, value);
+  if (knobs.empty()) key += " default";
+  return key;
+}
+
+std::vector<GraphBuilder::Candidate> GraphBuilder::build_candidates(cudnnHandle_t handle,
+                                                                    int max_plans,
+                                                                    double budget_ms) {
+  finalize_graph(handle);
+  std::vector<Candidate> out;
+  std::set<std::string> seen;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto over = [&] {
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return int(out.size()) >= max_plans || ms > budget_ms;
+  };
+  auto consider = [&](cudnnBackendDescriptor_t cfg, const std::string& source) {
+    if (over()) return;
+    bool nondet = false;
+    const std::string key = describe(cfg, &nondet);
+    if (!seen.insert(key).second) return;
+    Plan plan;
+    if (try_plan(handle, cfg, plan) != CUDNN_STATUS_SUCCESS) return;
+    out.push_back(Candidate{std::move(plan), source + ": " + key, nondet});
+  };
+  const std::pair<cudnnBackendHeurMode_t, const char*> modes[] = {
+      {CUDNN_HEUR_MODE_A, "heuristics A"},
+      {CUDNN_HEUR_MODE_B, "heuristics B"},
+      {CUDNN_HEUR_MODE_FALLBACK, "fallback"}};
+  for (const auto& [mode, name] : modes) {
+    std::vector<cudnnBackendDescriptor_t> cfgs;
+    try {
+      cfgs = heuristic_configs(mode);
+    } catch (const CudnnError&) {
+      continue;  // a mode this graph has no results for
+    }
+    for (size_t i = 0; i < cfgs.size(); ++i) consider(cfgs[i], fmt::format("{} #{}", name, i));
+  }
+
+  // Each engine with its default knobs, then each knob alone over its range.
+  int64_t engines = 0, n = 0;
+  if (a_.get_attr(graph_, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64, 1, &n,
+                  &engines) != CUDNN_STATUS_SUCCESS)
+    engines = 0;
+  auto config = [&](cudnnBackendDescriptor_t engine,
+                    const std::vector<std::pair<cudnnBackendKnobType_t, int64_t>>& knobs)
+      -> cudnnBackendDescriptor_t {
+    std::vector<cudnnBackendDescriptor_t> choices;
+    for (const auto& [type, value] : knobs) {
+      cudnnBackendDescriptor_t c = make(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+      if (a_.set_attr(c, CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &type) !=
+              CUDNN_STATUS_SUCCESS ||
+          a_.set_attr(c, CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1, &value) !=
+              CUDNN_STATUS_SUCCESS ||
+          a_.finalize(c) != CUDNN_STATUS_SUCCESS)
+        return nullptr;
+      choices.push_back(c);
+    }
+    cudnnBackendDescriptor_t cfg = make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    if (a_.set_attr(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &engine) !=
+            CUDNN_STATUS_SUCCESS ||
+        (!choices.empty() &&
+         a_.set_attr(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                     int64_t(choices.size()), choices.data()) != CUDNN_STATUS_SUCCESS) ||
+        a_.finalize(cfg) != CUDNN_STATUS_SUCCESS)
+      return nullptr;
+    return cfg;
+  };
+  for (int64_t e = 0; e < engines && !over(); ++e) {
+    cudnnBackendDescriptor_t engine = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    if (a_.set_attr(engine, CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                    &graph_) != CUDNN_STATUS_SUCCESS ||
+        a_.set_attr(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &e) !=
+            CUDNN_STATUS_SUCCESS ||
+        a_.finalize(engine) != CUDNN_STATUS_SUCCESS)
+      continue;  // the engine does not support this graph
+    if (cudnnBackendDescriptor_t cfg = config(engine, {})) consider(cfg, "engine list");
+    std::vector<cudnnBackendDescriptor_t> infos(CUDNN_KNOB_TYPE_COUNTS);
+    for (auto& k : infos) k = make(CUDNN_BACKEND_KNOB_INFO_DESCRIPTOR);
+    int64_t n_info = 0;
+    if (a_.get_attr(engine, CUDNN_ATTR_ENGINE_KNOB_INFO, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                    int64_t(infos.size()), &n_info, infos.data()) != CUDNN_STATUS_SUCCESS)
+      continue;
+    for (int64_t k = 0; k < std::min<int64_t>(n_info, int64_t(infos.size())) && !over(); ++k) {
+      cudnnBackendKnobType_t type{};
+      int64_t lo = 0, hi = 0, stride = 1, m = 0;
+      if (a_.get_attr(infos[size_t(k)], CUDNN_ATTR_KNOB_INFO_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &m,
+                      &type) != CUDNN_STATUS_SUCCESS ||
+          a_.get_attr(infos[size_t(k)], CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE, CUDNN_TYPE_INT64, 1, &m,
+                      &lo) != CUDNN_STATUS_SUCCESS ||
+          a_.get_attr(infos[size_t(k)], CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE, CUDNN_TYPE_INT64, 1, &m,
+                      &hi) != CUDNN_STATUS_SUCCESS ||
+          a_.get_attr(infos[size_t(k)], CUDNN_ATTR_KNOB_INFO_STRIDE, CUDNN_TYPE_INT64, 1, &m,
+                      &stride) != CUDNN_STATUS_SUCCESS)
+        continue;
+      stride = std::max<int64_t>(stride, 1);
+      int tried = 0;
+      for (int64_t v = lo; v <= hi && tried < kKnobValues && !over(); v += stride, ++tried)
+        if (cudnnBackendDescriptor_t cfg = config(engine, {{type, v}}))
+          consider(cfg, "engine list");
+    }
+  }
+  return out;
 }
 
 void execute(const Api& a, cudnnHandle_t handle, const Plan& plan, const std::vector<int64_t>& uids,

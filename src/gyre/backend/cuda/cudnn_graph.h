@@ -123,10 +123,31 @@ class GraphBuilder {
   // then the fallback list) whose plan finalizes; throws CudnnError when none does.
   Plan build_plan(cudnnHandle_t handle, std::string* engine_note = nullptr);
 
+  // One finalized plan among the graph's alternatives (build_candidates).
+  struct Candidate {
+    Plan plan;
+    std::string note;       // where it came from, its engine's global index and knob choices
+    bool nondeterministic;  // the engine carries CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC
+  };
+  // Every plan of the graph that finalizes, in this order, without repeats (same engine and knob
+  // choices): heuristics mode A's configurations (the first is build_plan's choice), mode B's,
+  // the fallback list's, then each engine of the graph (by global index) with its default knobs
+  // and with each knob set alone to each value of its range (at most kKnobValues per knob).
+  // Stops at max_plans plans or once budget_ms of building has passed (a runtime-compiled plan
+  // takes up to ~1 s). For measuring the alternatives (cudnn_attention.cc's tuning).
+  static constexpr int kKnobValues = 16;
+  std::vector<Candidate> build_candidates(cudnnHandle_t handle, int max_plans, double budget_ms);
+
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);
   void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
            cudnnBackendAttributeType_t type, int64_t count, const void* value, const char* what);
+  cudnnBackendDescriptor_t finalize_graph(cudnnHandle_t handle);
+  std::vector<cudnnBackendDescriptor_t> heuristic_configs(cudnnBackendHeurMode_t mode);
+  // The plan of one engine configuration; its status (the plan is set only on success).
+  cudnnStatus_t try_plan(cudnnHandle_t handle, cudnnBackendDescriptor_t cfg, Plan& out);
+  // "engine E knobs t=v,..." and whether the engine is nondeterministic.
+  std::string describe(cudnnBackendDescriptor_t cfg, bool* nondeterministic);
   TensorRef finish_tensor(int64_t uid, cudnnDataType_t dt, std::vector<int64_t> dims,
                           std::vector<int64_t> strides, bool is_virtual, bool by_value,
                           const TensorRef* ragged);
@@ -135,6 +156,7 @@ class GraphBuilder {
   std::vector<cudnnBackendDescriptor_t> owned_;
   std::vector<cudnnBackendDescriptor_t> ops_;
   int64_t next_virtual_uid_ = 1000;
+  cudnnBackendDescriptor_t graph_ = nullptr;  // the finalized operation graph, once built
 };
 
 // Executes plan with (uid, pointer) bindings and a workspace on the handle's stream.
