@@ -4,8 +4,13 @@
 // Skips cleanly where no GPU is visible.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 #include "gpu_test_util.h"
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/paged_ops.h"
 #include "gyre/core/error.h"
@@ -89,6 +94,38 @@ TEST(CudaOps, LinearForwardBackward) {
     EXPECT_LE(rel_err(cpu(gdx), dx), kF32Tol) << M;
     EXPECT_LE(rel_err(cpu(gdw), dw), kF32Tol) << M;
     EXPECT_LE(rel_err(cpu(gdb), db), kF32Tol) << M;
+  }
+}
+
+// cuda::column_sums_add (the bias gradients' deterministic column sums; its finishing stage also
+// finishes rms_norm_backward_add's dw) is bit for bit the blocking documented in column_sums.h,
+// replayed on the host in f64: chunk partials of 128 rows in row order, the chunks added in order
+// from 0.0, then to out in f64. Row counts around one chunk and past one shared-memory batch of
+// the finishing kernel (64 chunks: 9000 rows are 71, 20000 are 157), widths around its 32-column
+// blocks, and R = 0 (out unchanged, as out + 0.0).
+TEST(CudaOps, ColumnSumsAddIsTheDocumentedF64Blocking) {
+  GYRE_SKIP_WITHOUT_GPU();
+  for (int64_t R : {0, 1, 127, 129, 9000, 20000}) {
+    for (int64_t C : {1, 33, 896}) {
+      const std::vector<float> a = randn({R, C}, 40 + R + C, 3.0f).to_vector(),
+                               out0 = randn({C}, 41 + C).to_vector();
+      std::vector<float> want(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c) {
+        double s = 0;
+        for (int64_t r0 = 0; r0 < std::max<int64_t>(R, 1); r0 += 128) {
+          double part = 0;
+          for (int64_t r = r0; r < std::min(R, r0 + 128); ++r) part += double(a[size_t(r * C + c)]);
+          s += part;
+        }
+        want[size_t(c)] = float(double(out0[size_t(c)]) + s);
+      }
+      Tensor ga = gpu(Tensor::from_vector(a, {R, C}));
+      Tensor gout = gpu(Tensor::from_vector(out0, {C}));
+      cuda::column_sums_add(ga.f32(), R, C, gout.f32());
+      const std::vector<float> got = cpu(gout).to_vector();
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+          << "R " << R << " C " << C;
+    }
   }
 }
 

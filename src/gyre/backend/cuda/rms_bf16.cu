@@ -2,15 +2,17 @@
 // GEMMs past the decode GEMV's rows, where rms_norm followed by one f32 -> bf16 cast per linear
 // becomes one launch.
 //
-// Bitwise contract: the f32 normed value is rows.cu's rms_fwd_kernel's — the same rms_row.cuh
-// functions (row_rstd, normed) at the same block size (rms::kThreads), so thread t sums the same
-// elements in the same order and the block reduction adds lanes and warps in the same order; the
-// grid size does not enter a row's arithmetic. Its bf16 rounding is elementwise.cu's f32_to_bf16
+// Bitwise contract: the f32 normed value is rows.cu's rms_fwd_kernel's — rms_row.cuh's `normed`
+// and row_rstd's arithmetic at its block size (rms::kThreads), replayed by one warp per row (the
+// kernel's comment says how), so every partial sum covers the same elements in the same order and
+// the reduction adds lanes and warps in the same order; the grid size does not enter a row's
+// arithmetic. Its bf16 rounding is elementwise.cu's f32_to_bf16
 // expression (__float2bfloat16_rn: round to nearest even), so yb holds exactly the bits
 // f32_to_bf16 makes of rms_norm_fwd's y, NaN included.
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "gyre/backend/cuda/fused_gemm.h"
 #include "gyre/backend/cuda/rms_row.cuh"
@@ -20,21 +22,77 @@ namespace gyre::cuda {
 
 namespace {
 
-// rms_fwd_kernel with the bf16 store added and the f32 stores optional (y, rstd may be null; the
-// null tests are uniform across the block).
-__global__ void __launch_bounds__(rms::kThreads)
-    rms_bf16_kernel(const float* x, const float* w, int64_t R, int64_t H, double eps, uint16_t* yb,
-                    float* y, float* rstd) {
-  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+// rms_fwd_kernel's arithmetic with the bf16 store added and the f32 stores optional (y, rstd may be
+// null), one WARP per row instead of one 256-thread block: a block of rms::kThreads threads
+// reduces one short row through two __syncthreads and a 16-step shuffle chain, so at H = 896-1536
+// the kernel was latency-bound (H200: 52 us for 16384 x 896, ~2.4x the bytes' time). Lane l plays
+// the block's threads v·32 + l for v = 0 .. kVirtualWarps-1: it keeps their f64 partial sums, each
+// over the same elements (c ≡ v·32 + l mod kThreads) in the same increasing order with the same
+// __fma_rn; then each virtual warp's 32 sums go through block_sum's xor butterfly (the same lane
+// pairs and order, so lane 0 gets the bits that block's warp v got), and the warp sums are added in
+// order from 0.0, as block_sum adds part[0..7]. So rstd — and every normed element — is bitwise
+// rms_fwd_kernel's, and the grid's shape never enters a row's arithmetic.
+constexpr int kVirtualWarps = rms::kThreads / 32;
+constexpr int kWarpsPerBlock = 8;
+
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    rms_bf16_warp_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t R,
+                         int64_t H, double eps, uint16_t* __restrict__ yb, float* __restrict__ y,
+                         float* __restrict__ rstd, bool vec4) {
+  const int lane = int(threadIdx.x & 31);
+  const int64_t stride = int64_t(gridDim.x) * kWarpsPerBlock;
+  for (int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
     const float* xr = x + r * H;
-    const float rs = rms::row_rstd(xr, H, eps);
-    if (rstd && threadIdx.x == 0) rstd[r] = rs;
-    for (int64_t c = threadIdx.x; c < H; c += rms::kThreads) {
-      const float v = rms::normed(xr[c], rs, w[c]);
-      yb[r * H + c] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-      if (y) y[r * H + c] = v;
+    double ss[kVirtualWarps];
+#pragma unroll
+    for (int v = 0; v < kVirtualWarps; ++v) ss[v] = 0;
+    for (int64_t base = 0; base < H; base += rms::kThreads) {
+#pragma unroll
+      for (int v = 0; v < kVirtualWarps; ++v) {
+        const int64_t c = base + v * 32 + lane;
+        if (c < H) {
+          const double d = double(xr[c]);
+          ss[v] = __fma_rn(d, d, ss[v]);
+        }
+      }
+    }
+    double t = 0;
+#pragma unroll
+    for (int v = 0; v < kVirtualWarps; ++v) {
+      double s = ss[v];
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      t += __shfl_sync(0xffffffffu, s, 0);  // block_sum stores lane 0's value
+    }
+    const float rs = float(1.0 / sqrt(t / double(H) + eps));
+    if (rstd && lane == 0) rstd[r] = rs;
+    // Elementwise from here: any mapping of elements to lanes gives the same values.
+    if (vec4) {
+      const float4* x4 = reinterpret_cast<const float4*>(xr);
+      const float4* w4 = reinterpret_cast<const float4*>(w);
+      for (int64_t c4 = lane; c4 < H / 4; c4 += 32) {
+        const float4 xv = x4[c4], wv = w4[c4];
+        const float o0 = rms::normed(xv.x, rs, wv.x), o1 = rms::normed(xv.y, rs, wv.y),
+                    o2 = rms::normed(xv.z, rs, wv.z), o3 = rms::normed(xv.w, rs, wv.w);
+        const uint2 packed =
+            make_uint2(uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o0))) |
+                           (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o1))) << 16),
+                       uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o2))) |
+                           (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o3))) << 16));
+        reinterpret_cast<uint2*>(yb + r * H)[c4] = packed;
+        if (y) reinterpret_cast<float4*>(y + r * H)[c4] = make_float4(o0, o1, o2, o3);
+      }
+    } else {
+      for (int64_t c = lane; c < H; c += 32) {
+        const float v = rms::normed(xr[c], rs, w[c]);
+        yb[r * H + c] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+        if (y) y[r * H + c] = v;
+      }
     }
   }
+}
+
+bool aligned(const void* p, uintptr_t bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
 }
 
 }  // namespace
@@ -42,9 +100,14 @@ __global__ void __launch_bounds__(rms::kThreads)
 void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, double eps,
                        uint16_t* yb, float* y, float* rstd) {
   if (R == 0) return;
-  // One block per row as rms_norm_fwd (grid-stride past 65535 rows).
-  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>(R, 65535)));
-  rms_bf16_kernel<<<blocks, rms::kThreads, 0, stream()>>>(x, w, R, H, eps, yb, y, rstd);
+  // A warp per row (grid-stride past 65535 blocks of 8 rows). float4 loads and stores where
+  // every row start is aligned: H % 4 == 0 and 16-byte (yb: 8-byte) aligned buffers.
+  const bool vec4 =
+      H % 4 == 0 && aligned(x, 16) && aligned(w, 16) && aligned(yb, 8) && (!y || aligned(y, 16));
+  const int64_t need = (R + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>(need, 65535)));
+  rms_bf16_warp_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, w, R, H, eps, yb, y, rstd,
+                                                                     vec4);
   GYRE_CUDA_LAUNCHED("rms_norm_fwd_bf16");
 }
 

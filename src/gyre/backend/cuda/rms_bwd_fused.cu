@@ -22,6 +22,7 @@
 #include <atomic>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/column_sums.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/rms_bwd_fused.h"
 #include "gyre/backend/cuda/rms_bwd_row.cuh"
@@ -168,11 +169,6 @@ __global__ void __launch_bounds__(kThreads) rms_bwd_add_row_kernel(const BwdAddA
   }
 }
 
-__global__ void dw_finish_kernel(const double* part, int64_t chunks, int64_t H, float* dw) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c < H) dw[c] = rms_bwd::dw_finish(part, chunks, H, c, dw[c]);
-}
-
 // Columns per thread of the one-pass kernel's instantiations, and the rows each loads at once
 // (about 24-32 values per array and thread in flight, within the register budget).
 template <int kVpt, int kRows>
@@ -218,8 +214,9 @@ void rms_norm_bwd_add(const float* dy, const float* x, const float* w, const flo
     a.part = part.as<double>();
     launch_chunk_for(vpt, a, chunks);
     GYRE_CUDA_LAUNCHED("rms_norm_bwd_add");
-    dw_finish_kernel<<<grid_for(H, kThreads), kThreads, 0, stream()>>>(a.part, chunks, H, dw);
-    GYRE_CUDA_LAUNCHED("rms_norm_bwd_add_dw_finish");
+    // rms_bwd::dw_finish's arithmetic (chunks added in order from 0.0, then to dw in f64, rounded
+    // to f32) is column_sums_add's finishing stage term for term: its shared-memory kernel.
+    colsum::finish_add(a.part, chunks, H, dw);
     return;
   }
   const unsigned grid = unsigned(std::min<int64_t>(R, 65535));
