@@ -101,12 +101,14 @@ TEST(CudaOps, LinearForwardBackward) {
 // finishes rms_norm_backward_add's dw) is bit for bit the blocking documented in column_sums.h,
 // replayed on the host in f64: chunk partials of 128 rows in row order, the chunks added in order
 // from 0.0, then to out in f64. Row counts around one chunk and past one shared-memory batch of
-// the finishing kernel (64 chunks: 9000 rows are 71, 20000 are 157), widths around its 32-column
-// blocks, and R = 0 (out unchanged, as out + 0.0).
+// the finishing kernel (64 chunks: 9000 rows are 71, 20000 are 157) and past the 65535 chunk
+// rows one grid launches (the partial kernel strides), widths around the finishing kernel's
+// 32-column blocks, and R = 0 (out unchanged, as out + 0.0).
 TEST(CudaOps, ColumnSumsAddIsTheDocumentedF64Blocking) {
   GYRE_SKIP_WITHOUT_GPU();
-  for (int64_t R : {0, 1, 127, 129, 9000, 20000}) {
+  for (int64_t R : {0, 1, 127, 129, 9000, 20000, 65536 * 128 + 5}) {
     for (int64_t C : {1, 33, 896}) {
+      if (R * C > 20'000'000) continue;  // the 8.4M-row case (65537 chunks: past one grid) at C = 1
       const std::vector<float> a = randn({R, C}, 40 + R + C, 3.0f).to_vector(),
                                out0 = randn({C}, 41 + C).to_vector();
       std::vector<float> want(static_cast<size_t>(C));

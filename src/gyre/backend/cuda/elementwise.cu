@@ -97,13 +97,18 @@ __global__ void broadcast_rows_kernel(const float* b, int64_t M, int64_t N, floa
 
 // part[chunk, c] = Σ_{r in chunk} a[r, c] (f64), grid (column blocks, row chunks). column_sums.h
 // states this order for the fused producers of the same partials (rope_attention_bf16.cu).
+// Chunk k's partial of column c (grid-stride over chunks in y: past 65535 chunks, i.e. 8.4M rows,
+// a block row takes several).
 __global__ void colsum_partial_kernel(const float* a, int64_t R, int64_t C, double* part) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  const int64_t r0 = blockIdx.y * kRowChunk, r1 = min(R, r0 + kRowChunk);
-  double s = 0;
-  for (int64_t r = r0; r < r1; ++r) s += double(a[r * C + c]);
-  part[blockIdx.y * C + c] = s;
+  const int64_t chunks = (R + kRowChunk - 1) / kRowChunk;
+  for (int64_t k = blockIdx.y; k < chunks; k += gridDim.y) {
+    const int64_t r0 = k * kRowChunk, r1 = min(R, r0 + kRowChunk);
+    double s = 0;
+    for (int64_t r = r0; r < r1; ++r) s += double(a[r * C + c]);
+    part[k * C + c] = s;
+  }
 }
 
 // colsum::finish_add's kernel: for each column c, s = Σ_k part[k, c] added in k order from 0.0,
@@ -211,7 +216,8 @@ void column_sums_add(const float* a, int64_t R, int64_t C, float* out) {
   DeviceBuffer part(size_t(chunks * C) * sizeof(double));
   cudaStream_t s = stream();
   if (R > 0) {
-    const dim3 grid = dim3(unsigned((C + kThreads - 1) / kThreads), unsigned(chunks));
+    const dim3 grid =
+        dim3(unsigned((C + kThreads - 1) / kThreads), unsigned(std::min<int64_t>(chunks, 65535)));
     colsum_partial_kernel<<<grid, kThreads, 0, s>>>(a, R, C, part.as<double>());
     GYRE_CUDA_LAUNCHED("colsum_partial");
   } else {

@@ -36,9 +36,9 @@ constexpr int kVirtualWarps = rms::kThreads / 32;
 constexpr int kWarpsPerBlock = 8;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    rms_bf16_warp_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t R,
-                         int64_t H, double eps, uint16_t* __restrict__ yb, float* __restrict__ y,
-                         float* __restrict__ rstd, bool vec4) {
+    rms_bf16_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t R, int64_t H,
+                    double eps, uint16_t* __restrict__ yb, float* __restrict__ y,
+                    float* __restrict__ rstd, bool vec4) {
   const int lane = int(threadIdx.x & 31);
   const int64_t stride = int64_t(gridDim.x) * kWarpsPerBlock;
   for (int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < R; r += stride) {
@@ -106,8 +106,7 @@ void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, dou
       H % 4 == 0 && aligned(x, 16) && aligned(w, 16) && aligned(yb, 8) && (!y || aligned(y, 16));
   const int64_t need = (R + kWarpsPerBlock - 1) / kWarpsPerBlock;
   const unsigned blocks = unsigned(std::max<int64_t>(1, std::min<int64_t>(need, 65535)));
-  rms_bf16_warp_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, w, R, H, eps, yb, y, rstd,
-                                                                     vec4);
+  rms_bf16_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, w, R, H, eps, yb, y, rstd, vec4);
   GYRE_CUDA_LAUNCHED("rms_norm_fwd_bf16");
 }
 
