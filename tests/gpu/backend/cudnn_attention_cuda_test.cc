@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -210,30 +211,41 @@ TEST(CudnnAttention, AtomicDqVariantMatches) {
   }
 }
 
-// GYRE_CUDNN_ATTENTION_TUNE=1: each key's first call measures the graph's alternative plans and
-// may replace the heuristic's — the results must stay bit for bit the heuristic plan's, on the
-// tuning call (whose outputs the trials must not touch) and on the calls after it.
+// GYRE_CUDNN_ATTENTION_TUNE=1: a key's first call that fills its bucket measures the graph's
+// alternative plans and may replace the heuristic's — results must stay byte for byte the
+// heuristic plan's: on the tuning call (whose outputs the trials must not touch), on the calls
+// after it, and on another batch of the same key (shorter sequences), whose call before tuning
+// must not tune (it does not fill the bucket).
 TEST(CudnnAttention, TunedPlansKeepTheHeuristicPlansBits) {
   GYRE_SKIP_WITHOUT_GPU();
   GYRE_SKIP_WITHOUT_CUDNN();
-  const Case c{{0, 611, 1190, 1200}, 14, 2, 64};  // a key no other test uses (B 4, S 640)
-  Inputs in(c, 90);
-  const Result untuned = on_gpu(in, "cudnn", "cudnn");
+  // One key no other test uses: B 4, longest sequence bucketed to 640.
+  const Case fills{{0, 640, 1000, 1640, 1650}, 14, 2, 64};  // B 4, longest 640: the bucket
+  const Case shorter{{0, 600, 630, 631, 1144}, 14, 2, 64};  // B 4, longest 600: same key
+  Inputs in_fill(fills, 90), in_short(shorter, 91);
+  const Result untuned_fill = on_gpu(in_fill, "cudnn", "cudnn");
+  const Result untuned_short = on_gpu(in_short, "cudnn", "cudnn");
   Env on("GYRE_CUDNN_ATTENTION_TUNE", "1"), plans("GYRE_CUDNN_ATTENTION_TUNE_PLANS", "6"),
       budget("GYRE_CUDNN_ATTENTION_TUNE_MS", "20000");
+  auto same_bytes = [](const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  auto expect_same = [&](const Result& got, const Result& want, const char* what) {
+    EXPECT_TRUE(same_bytes(got.o, want.o)) << what;
+    EXPECT_TRUE(same_bytes(got.lse, want.lse)) << what;
+    EXPECT_TRUE(same_bytes(got.dq, want.dq)) << what;
+    EXPECT_TRUE(same_bytes(got.dk, want.dk)) << what;
+    EXPECT_TRUE(same_bytes(got.dv, want.dv)) << what;
+  };
   const auto before = cuda::cudnn_attention_stats();
-  const Result tuning = on_gpu(in, "cudnn", "cudnn");
+  expect_same(on_gpu(in_short, "cudnn", "cudnn"), untuned_short, "shorter batch, tuning on");
+  EXPECT_EQ(cuda::cudnn_attention_stats().plans_tuned, before.plans_tuned);  // not the bucket
+  expect_same(on_gpu(in_fill, "cudnn", "cudnn"), untuned_fill, "the tuning call");
   const auto after = cuda::cudnn_attention_stats();
   EXPECT_EQ(after.plans_tuned, before.plans_tuned + 2);  // the forward's key and the backward's
-  const Result tuned = on_gpu(in, "cudnn", "cudnn");
+  expect_same(on_gpu(in_fill, "cudnn", "cudnn"), untuned_fill, "after tuning");
+  expect_same(on_gpu(in_short, "cudnn", "cudnn"), untuned_short, "shorter batch after tuning");
   EXPECT_EQ(cuda::cudnn_attention_stats().plans_tuned, after.plans_tuned);  // once per key
-  for (const Result* r : {&tuning, &tuned}) {
-    EXPECT_EQ(r->o.to_vector(), untuned.o.to_vector());
-    EXPECT_EQ(r->lse.to_vector(), untuned.lse.to_vector());
-    EXPECT_EQ(r->dq.to_vector(), untuned.dq.to_vector());
-    EXPECT_EQ(r->dk.to_vector(), untuned.dk.to_vector());
-    EXPECT_EQ(r->dv.to_vector(), untuned.dv.to_vector());
-  }
   std::printf("cuDNN attention tuning: %lld keys tuned, %lld plans replaced\n",
               (long long)after.plans_tuned, (long long)after.plans_replaced);
 }

@@ -198,14 +198,14 @@ TEST(FusedLinearCuda, RmsNormWithAMisalignedNormWeightRunsRmsNormThenTheFusedGem
 }
 
 // rms_norm_fwd_bf16 is rms_norm then f32_to_bf16, bit for bit, and its optional f32 outputs are
-// rms_norm's: H not a multiple of 4, 8 or of the block's 256 threads (the kernel replays that
-// block's sums with one warp per row), one row and more rows than one grid (65535 blocks of 8
-// rows, so warps loop), rows that start off a 16-byte boundary, rows of zeros (eps = 0: inf * 0 =
-// NaN), a NaN, huge values.
+// rms_norm's: H not a multiple of 4, 8 or of the block's 256 threads, through both kernels (a
+// block per row below 2048 rows, a warp per row replaying that block's sums from 2048), one row
+// and more rows than one grid (65535 blocks of 8 rows, so warps loop), rows that start off a
+// 16-byte boundary, rows of zeros (eps = 0: inf * 0 = NaN), a NaN, huge values.
 TEST(FusedLinearCuda, RmsNormBf16IsBitwiseRmsNormThenCast) {
   GYRE_SKIP_WITHOUT_GPU();
   for (int64_t H : {5, 13, 259, 896, 1536, 4863}) {
-    for (int64_t M : {1, 3, 300, 65537, 524300}) {
+    for (int64_t M : {1, 3, 300, 2047, 2048, 4099, 65537, 524300}) {
       // 524300 rows: more than the grid's 65535 blocks of 8 rows, so warps loop.
       if (M * H > 8'000'000 && !(H == 5 && M == 524300)) continue;
       for (float eps : {1e-6f, 0.0f}) {

@@ -246,7 +246,12 @@ struct Output {
   size_t bytes;
 };
 
-bool tuning_enabled() { return env_choice("GYRE_CUDNN_ATTENTION_TUNE", {"0", "1"}, "0") == "1"; }
+// 0: off; 1: the heuristic lists' plans; 2: also every engine with each knob value alone (a probe:
+// configurations cuDNN's heuristics never produce).
+int tuning_mode() {
+  const std::string v = env_choice("GYRE_CUDNN_ATTENTION_TUNE", {"0", "1", "2"}, "0");
+  return v[0] - '0';
+}
 
 // Device scratch outside the pool (as gemm_tune's): transient, kept out of the reported peak.
 struct RawScratch {
@@ -264,16 +269,24 @@ struct RawScratch {
   RawScratch& operator=(const RawScratch&) = delete;
 };
 
-// On a key's first call with tuning on, times the graph's other plans on this call's own inputs
-// and keeps the fastest whose outputs equal the current plan's bit for bit (gemm_tune.h's rule,
-// through the same pick_fastest_same_bits: cold-L2 timings, a 1% margin), so no gradient or
-// output changes by a bit. The call's outputs are not written by the trials (they write scratch);
-// intermediates bound in `bindings` (the backward's softmax-sum scratch) are rewritten, which the
-// call's own run does again. Only the deterministic graphs: the atomic-dQ backward differs from
-// itself run to run, so no comparison could hold. Never an error: a failure keeps the plan.
+// On a key's first call that fills its bucket, with tuning on, times the graph's other plans on
+// this call's own inputs and keeps the fastest whose outputs equal the current plan's bit for bit
+// (gemm_tune.h's rule, through the same pick_fastest_same_bits: cold-L2 timings, a 1% margin), so
+// no gradient or output changes by a bit. Each trial starts from a NaN-filled output, so a plan
+// that leaves an element unwritten never passes. Only a call whose batch is its bucket's and
+// whose longest sequence is the bucket's length is compared: a plan serves every call of its
+// bucket, and engines that tile the keys differently agree on sequences shorter than their tiles —
+// the bucket-filling call exercises every tile size up to the bucket. The call's outputs are not
+// written by the trials (they write scratch); intermediates bound in `bindings` (the backward's
+// softmax-sum scratch) are rewritten, which the call's own run does again. Only the deterministic
+// graphs: the atomic-dQ backward differs from itself run to run. Never an error: a failure keeps
+// the plan. Holds the cuDNN handle's mutex while building (other threads' attention waits).
 void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
-                const std::vector<Binding>& bindings, const std::vector<Output>& outputs) {
-  if (!tuning_enabled() || (key.backward && !key.det)) return;
+                const std::vector<Binding>& bindings, const std::vector<Output>& outputs, int64_t B,
+                int64_t max_seqlen) {
+  const int mode = tuning_mode();
+  if (mode == 0 || (key.backward && !key.det)) return;
+  if (B != key.Bp || max_seqlen != key.S) return;  // a later call may fill the bucket
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream(), &capturing) != cudaSuccess ||
       capturing != cudaStreamCaptureStatusNone) {
@@ -293,8 +306,9 @@ void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
   try {
     std::lock_guard<std::mutex> hl(cudnn::handle_mutex());
     cands = build_candidates(*cudnn::api(), cudnn::handle_for_current_device(), d, key.backward,
-                             key.det, max_plans, budget_ms);
+                             key.det, max_plans, budget_ms, /*sweep_knobs=*/mode == 2);
   } catch (const cudnn::CudnnError& e) {
+    cudaGetLastError();  // nothing of a failed build may reach the next launch check
     log::info("attention: tuning skipped: {}", e.what());
     return;
   }
@@ -305,9 +319,12 @@ void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
   std::vector<int> cand_of{-1};
   std::string listing;
   int64_t workspace = std::max<int64_t>(plan->workspace(), 16);
+  // An alternative may need a little more workspace than the heuristic plan, not gigabytes more
+  // for a 1% gain.
+  const int64_t ws_limit = std::min(
+      max_workspace_bytes(), std::max(plan->workspace() * 5 / 4, plan->workspace() + (64 << 20)));
   for (size_t i = 0; i < cands.size(); ++i) {
-    const bool ok =
-        !cands[i].nondeterministic && cands[i].plan.workspace() <= max_workspace_bytes();
+    const bool ok = !cands[i].nondeterministic && cands[i].plan.workspace() <= ws_limit;
     listing += fmt::format("\n  {} {} (workspace {} MB){}",
                            ok ? fmt::format("#{}", plans.size()) : std::string("skipped"),
                            cands[i].note, cands[i].plan.workspace() >> 20,
@@ -317,12 +334,24 @@ void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
     cand_of.push_back(int(i));
     workspace = std::max(workspace, cands[i].plan.workspace());
   }
+  if (plans.size() < 2) {
+    log::info("attention: nothing to tune for the {} plan B {} S {} heads {}/{} D {}{}",
+              key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, listing);
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_stats.plans_tuned++;
+    return;
+  }
   std::vector<size_t> offset;
   size_t total = 0;
   for (const Output& o : outputs) offset.push_back(total), total += size_t(round_up(o.bytes, 256));
-  RawScratch ws{size_t(workspace)};
-  if (!ws.p) return;
+  RawScratch ws{size_t(workspace)}, sentinel{total};
+  if (!ws.p || !sentinel.p || cudaMemsetAsync(sentinel.p, 0xFF, total, stream()) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
   TuneProblem p;
+  p.d = sentinel.p;  // every trial starts from all-NaN outputs (0xFF bytes: NaN in bf16 and f32)
+  p.reads_d = true;
   p.out_bytes = total;
   p.stream = stream();
   p.candidates = int(plans.size());
@@ -392,7 +421,8 @@ bool cudnn_attention_fwd(const uint16_t* q, const uint16_t* k, const uint16_t* v
                                          {kScale, &scale_v},
                                          {kNegInfPad, &neg_inf},
                                          {kNegInfCausal, &neg_inf}};
-  maybe_tune(key, plan, bindings, {{kO, size_t(T * Hq * D) * 2}, {kStats, size_t(T * Hq) * 4}});
+  maybe_tune(key, plan, bindings, {{kO, size_t(T * Hq * D) * 2}, {kStats, size_t(T * Hq) * 4}}, B,
+             max_seqlen);
   DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   return run(false, *plan, bindings, ws.as<void>());
 }
@@ -448,7 +478,8 @@ bool cudnn_attention_bwd(const uint16_t* dout, const uint16_t* q, const uint16_t
   maybe_tune(key, plan, bindings,
              {{kDQ, size_t(T * Hq * D) * 2},
               {kDK, size_t(T * Hkv * D) * 2},
-              {kDV, size_t(T * Hkv * D) * 2}});
+              {kDV, size_t(T * Hkv * D) * 2}},
+             B, max_seqlen);
   DeviceBuffer ws(size_t(std::max<int64_t>(plan->workspace(), 16)));
   return run(true, *plan, bindings, ws.as<void>());
 }

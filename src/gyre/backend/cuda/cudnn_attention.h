@@ -21,13 +21,16 @@
 // builds in 45-120 ms, a backward plan in 0.05-1.1 s (the first of the process ~1.2 s: library
 // start-up).
 //
-// Tuning (GYRE_CUDNN_ATTENTION_TUNE=1; off by default): on a plan key's first uncaptured call,
-// the graph's alternative plans (heuristics modes A and B, the fallback list, every engine's knob
-// values: GraphBuilder::build_candidates, at most GYRE_CUDNN_ATTENTION_TUNE_PLANS (8) plans and
-// about GYRE_CUDNN_ATTENTION_TUNE_MS (3000) ms of building) run on that call's inputs, and the
-// fastest whose outputs are bitwise the heuristic plan's replaces it (gemm_tune.h's rule: the
-// results never change by a bit; engines noted nondeterministic and the atomic-dQ backward are
-// never tuned). One info line per key lists the alternatives and their timings.
+// Tuning (GYRE_CUDNN_ATTENTION_TUNE=1|2; off by default): on a plan key's first uncaptured call
+// that fills its bucket (batch and longest sequence at the bucket's), the graph's alternative
+// plans (1: heuristics modes A and B and the fallback list; 2: also every engine with each knob
+// value alone — GraphBuilder::build_candidates, at most GYRE_CUDNN_ATTENTION_TUNE_PLANS (8) plans
+// and about GYRE_CUDNN_ATTENTION_TUNE_MS (3000) ms of building, under the cuDNN handle's mutex)
+// run on that call's inputs from NaN-filled outputs, and the fastest whose outputs are bitwise
+// the heuristic plan's, with at most ~25% (or 64 MB) more workspace, replaces it (gemm_tune.h's
+// rule: the results never change by a bit; engines noted nondeterministic and the atomic-dQ
+// backward are never tuned). One info line per key lists the alternatives and their timings. On
+// the H200 (session 18) it found nothing to take: docs/cuda.md.
 //
 // Determinism: by default (GYRE_CUDNN_ATTENTION_DETERMINISTIC unset or 1) the backward graph
 // writes dQ straight from its matmul (cuDNN's deterministic Hopper variant, as the frontend's

@@ -183,13 +183,14 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
 
 std::vector<cudnn::GraphBuilder::Candidate> build_candidates(const cudnn::Api& a, cudnnHandle_t h,
                                                              Dims d, bool backward, bool det,
-                                                             int max_plans, double budget_ms) {
+                                                             int max_plans, double budget_ms,
+                                                             bool sweep_knobs) {
   GraphBuilder g(a);
   if (backward)
     define_backward(g, d, det);
   else
     define_forward(g, d);
-  return g.build_candidates(h, max_plans, budget_ms);
+  return g.build_candidates(h, max_plans, budget_ms, sweep_knobs);
 }
 
 }  // namespace gyre::cuda::sdpa_graph

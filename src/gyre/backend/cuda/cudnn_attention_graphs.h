@@ -67,7 +67,8 @@ cudnn::Plan build_backward(const cudnn::Api& a, cudnnHandle_t h, Dims d, bool de
 // (GraphBuilder::build_candidates: at most max_plans, about budget_ms of building).
 std::vector<cudnn::GraphBuilder::Candidate> build_candidates(const cudnn::Api& a, cudnnHandle_t h,
                                                              Dims d, bool backward, bool det,
-                                                             int max_plans, double budget_ms);
+                                                             int max_plans, double budget_ms,
+                                                             bool sweep_knobs);
 
 }  // namespace gyre::cuda::sdpa_graph
 #endif  // GYRE_HAVE_CUDNN_HEADERS

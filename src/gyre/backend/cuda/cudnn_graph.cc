@@ -363,8 +363,8 @@ std::string GraphBuilder::describe(cudnnBackendDescriptor_t cfg, bool* nondeterm
 }
 
 std::vector<GraphBuilder::Candidate> GraphBuilder::build_candidates(cudnnHandle_t handle,
-                                                                    int max_plans,
-                                                                    double budget_ms) {
+                                                                    int max_plans, double budget_ms,
+                                                                    bool sweep_knobs) {
   finalize_graph(handle);
   std::vector<Candidate> out;
   std::set<std::string> seen;
@@ -376,12 +376,16 @@ std::vector<GraphBuilder::Candidate> GraphBuilder::build_candidates(cudnnHandle_
   };
   auto consider = [&](cudnnBackendDescriptor_t cfg, const std::string& source) {
     if (over()) return;
-    bool nondet = false;
-    const std::string key = describe(cfg, &nondet);
-    if (!seen.insert(key).second) return;
-    Plan plan;
-    if (try_plan(handle, cfg, plan) != CUDNN_STATUS_SUCCESS) return;
-    out.push_back(Candidate{std::move(plan), source + ": " + key, nondet});
+    try {
+      bool nondet = false;
+      const std::string key = describe(cfg, &nondet);
+      if (!seen.insert(key).second) return;
+      Plan plan;
+      if (try_plan(handle, cfg, plan) != CUDNN_STATUS_SUCCESS) return;
+      out.push_back(Candidate{std::move(plan), source + ": " + key, nondet});
+    } catch (const CudnnError&) {
+      // this configuration cannot be described or planned: the others still count
+    }
   };
   const std::pair<cudnnBackendHeurMode_t, const char*> modes[] = {
       {CUDNN_HEUR_MODE_A, "heuristics A"},
@@ -397,6 +401,7 @@ std::vector<GraphBuilder::Candidate> GraphBuilder::build_candidates(cudnnHandle_
     for (size_t i = 0; i < cfgs.size(); ++i) consider(cfgs[i], fmt::format("{} #{}", name, i));
   }
 
+  if (!sweep_knobs) return out;
   // Each engine with its default knobs, then each knob alone over its range.
   int64_t engines = 0, n = 0;
   if (a_.get_attr(graph_, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64, 1, &n,

@@ -131,12 +131,14 @@ class GraphBuilder {
   };
   // Every plan of the graph that finalizes, in this order, without repeats (same engine and knob
   // choices): heuristics mode A's configurations (the first is build_plan's choice), mode B's,
-  // the fallback list's, then each engine of the graph (by global index) with its default knobs
-  // and with each knob set alone to each value of its range (at most kKnobValues per knob).
-  // Stops at max_plans plans or once budget_ms of building has passed (a runtime-compiled plan
-  // takes up to ~1 s). For measuring the alternatives (cudnn_attention.cc's tuning).
+  // the fallback list's, then — with sweep_knobs — each engine of the graph (by global index)
+  // with its default knobs and with each knob set alone to each value of its range (at most
+  // kKnobValues per knob). A configuration whose plan fails to build is skipped. Stops at
+  // max_plans plans or once budget_ms of building has passed (a runtime-compiled plan takes up to
+  // ~1 s). For measuring the alternatives (cudnn_attention.cc's tuning).
   static constexpr int kKnobValues = 16;
-  std::vector<Candidate> build_candidates(cudnnHandle_t handle, int max_plans, double budget_ms);
+  std::vector<Candidate> build_candidates(cudnnHandle_t handle, int max_plans, double budget_ms,
+                                          bool sweep_knobs);
 
  private:
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type);

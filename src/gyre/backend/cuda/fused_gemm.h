@@ -24,8 +24,9 @@ namespace gyre::cuda {
 
 // rms_bf16.cu: yb [R, H] = the bf16 rounding (round to nearest even, f32_to_bf16's) of
 // rms_norm_fwd(x, w, eps)'s y, and where non-null rms_norm_fwd's own f32 y [R, H] and rstd [R]
-// — one launch with rms_norm_fwd's row arithmetic (rms_row.cuh, same block size), so its bits are
-// those of rms_norm_fwd then f32_to_bf16. No alignment requirement.
+// — one launch with rms_norm_fwd's row arithmetic (rms_row.cuh at its block size, or replayed by
+// one warp per row from 2048 rows: rms_bf16.cu), so its bits are those of rms_norm_fwd then
+// f32_to_bf16. No alignment requirement.
 void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, double eps,
                        uint16_t* yb, float* y, float* rstd);
 

@@ -34,6 +34,9 @@ namespace {
 // rms_fwd_kernel's, and the grid's shape never enters a row's arithmetic.
 constexpr int kVirtualWarps = rms::kThreads / 32;
 constexpr int kWarpsPerBlock = 8;
+// Rows from which the warp kernel runs: enough warps (16 per SM on an H200) to keep every SM's
+// loads in flight; below, the block kernel. Either gives the same bits.
+constexpr int64_t kWarpKernelMinRows = 2048;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     rms_bf16_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t R, int64_t H,
@@ -91,6 +94,24 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
+// The block-per-row kernel (rms_fwd_kernel with the bf16 store added): the faster one when the
+// rows are few (a batched decode step's 9-256 rows: one warp walking a whole row would take
+// H / 256 dependent rounds of loads where a block takes one). Bitwise the warp kernel.
+__global__ void __launch_bounds__(rms::kThreads)
+    rms_bf16_kernel_block(const float* x, const float* w, int64_t R, int64_t H, double eps,
+                          uint16_t* yb, float* y, float* rstd) {
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const float* xr = x + r * H;
+    const float rs = rms::row_rstd(xr, H, eps);
+    if (rstd && threadIdx.x == 0) rstd[r] = rs;
+    for (int64_t c = threadIdx.x; c < H; c += rms::kThreads) {
+      const float v = rms::normed(xr[c], rs, w[c]);
+      yb[r * H + c] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+      if (y) y[r * H + c] = v;
+    }
+  }
+}
+
 bool aligned(const void* p, uintptr_t bytes) {
   return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
 }
@@ -100,6 +121,12 @@ bool aligned(const void* p, uintptr_t bytes) {
 void rms_norm_fwd_bf16(const float* x, const float* w, int64_t R, int64_t H, double eps,
                        uint16_t* yb, float* y, float* rstd) {
   if (R == 0) return;
+  if (R < kWarpKernelMinRows) {  // one block per row (grid-stride past 65535 rows)
+    const unsigned blocks = unsigned(std::min<int64_t>(R, 65535));
+    rms_bf16_kernel_block<<<blocks, rms::kThreads, 0, stream()>>>(x, w, R, H, eps, yb, y, rstd);
+    GYRE_CUDA_LAUNCHED("rms_norm_fwd_bf16");
+    return;
+  }
   // A warp per row (grid-stride past 65535 blocks of 8 rows). float4 loads and stores where
   // every row start is aligned: H % 4 == 0 and 16-byte (yb: 8-byte) aligned buffers.
   const bool vec4 =

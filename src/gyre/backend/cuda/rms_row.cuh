@@ -4,7 +4,9 @@
 //
 // Bitwise contract: row_rstd's result depends on the block size (thread t sums elements t, t + B,
 // t + 2B, ... in that order, then block_sum adds lanes and warps in a fixed order), so every user
-// must launch blocks of exactly kThreads threads. The f64 square-and-add is an explicit __fma_rn
+// must launch blocks of exactly kThreads threads — or replay that block's sums exactly, as
+// rms_bf16.cu's warp-per-row kernel does (a change here must be mirrored there; the bitwise
+// RmsNormBf16 GPU test catches a mismatch). The f64 square-and-add is an explicit __fma_rn
 // (what nvcc contracted `ss += double(x) * double(x)` to before this helper existed) and the f32
 // products are __fmul_rn, so no user can get a different contraction from the compiler.
 #pragma once

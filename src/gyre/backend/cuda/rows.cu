@@ -103,11 +103,15 @@ __global__ void rms_dw_partial_kernel(const float* dy, const float* x, const flo
                                       int64_t H, double* part) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= H) return;
-  const int64_t r0 = blockIdx.y * kRowChunk, r1 = min(R, r0 + kRowChunk);
-  double s = 0;
-  for (int64_t r = r0; r < r1; ++r)
-    s = rms_bwd::dw_step(s, dy[r * H + c], rms_bwd::x_hat(x[r * H + c], rstd[r]));
-  part[blockIdx.y * H + c] = s;
+  // Grid-stride over chunks in y: past 65535 chunks (8.4M rows) a block row takes several.
+  const int64_t chunks = (R + kRowChunk - 1) / kRowChunk;
+  for (int64_t k = blockIdx.y; k < chunks; k += gridDim.y) {
+    const int64_t r0 = k * kRowChunk, r1 = min(R, r0 + kRowChunk);
+    double s = 0;
+    for (int64_t r = r0; r < r1; ++r)
+      s = rms_bwd::dw_step(s, dy[r * H + c], rms_bwd::x_hat(x[r * H + c], rstd[r]));
+    part[k * H + c] = s;
+  }
 }
 
 __global__ void finish_add_kernel(const double* part, int64_t chunks, int64_t C, float* out) {
@@ -212,7 +216,8 @@ void rms_norm_bwd(const float* dy, const float* x, const float* w, const float* 
   if (dw && R > 0) {
     const int64_t chunks = (R + kRowChunk - 1) / kRowChunk;
     DeviceBuffer part(size_t(chunks * H) * sizeof(double));
-    const dim3 grid = dim3(unsigned((H + kThreads - 1) / kThreads), unsigned(chunks));
+    const dim3 grid =
+        dim3(unsigned((H + kThreads - 1) / kThreads), unsigned(std::min<int64_t>(chunks, 65535)));
     rms_dw_partial_kernel<<<grid, kThreads, 0, s>>>(dy, x, rstd, R, H, part.as<double>());
     GYRE_CUDA_LAUNCHED("rms_norm_bwd_dw");
     finish_add_kernel<<<grid_for(H, kThreads), kThreads, 0, s>>>(part.as<double>(), chunks, H, dw);
