@@ -129,20 +129,12 @@ struct PackedLaunch {
 };
 
 constexpr int kPackedThreads = 256;
-// Rows of a chunk staged in shared memory at a time: 32 KB of f32 at either head dim (the whole
-// 128-row chunk at D 64, half of it at D 128).
-template <int kHalf>
-constexpr int packed_sub_rows() {
-  return kHalf == 32 ? 128 : 64;
-}
+constexpr int kPackedSubRows = 32;  // rows of a chunk staged in shared memory at a time
 
 // One block per (head of one member, 128-row chunk): blockIdx.x runs over the q heads, then k's,
 // then v's; blockIdx.y over the chunks (grid-stride past 65535). The chunk's rows pass through
-// shared memory packed_sub_rows at a time (their table rows staged first), in two phases per
-// sub-tile (session 18: 32-row sub-tiles of one-pair items took 45 us at 0.5B's 4 x 4096 tokens
-// for ~20 us of bytes — eight barriers a chunk and 2-byte accesses):
-//   1. all threads, one item of kPairs (row, pair p) each in turn: per pair exactly
-//      rope_inverse_dqkv_kernel's item —
+// shared memory kPackedSubRows at a time, in two phases per sub-tile:
+//   1. all threads, one (row, pair p) item each in turn: exactly rope_inverse_dqkv_kernel's item —
 //      the pair widened, then for dq / dk rope_rotate with cos and -sin at positions[t]·D/2 + p
 //      (dv: as is), the f32 values that kernel writes — each rounded with __float2bfloat16_rn
 //      (pack_bf16_kernel's conversion of those values) into the member's packed columns, and kept
@@ -153,7 +145,7 @@ constexpr int packed_sub_rows() {
 // stored at part[chunk · n + column] as it stores it (n = H·D of the member). Consecutive threads
 // take consecutive pairs of a row: coalesced loads and stores; many blocks of short loops keep the
 // loads in flight (one thread walking all 128 rows left the GPU ~73% idle).
-template <int kHalf, bool kVec>
+template <int kHalf>
 __global__ void __launch_bounds__(kPackedThreads)
     rope_inverse_dqkv_packed_kernel(const uint16_t* __restrict__ dqb,
                                     const uint16_t* __restrict__ dkb,
@@ -161,12 +153,8 @@ __global__ void __launch_bounds__(kPackedThreads)
                                     const int32_t* __restrict__ positions,
                                     const float* __restrict__ cos, const float* __restrict__ sin,
                                     PackedLaunch pl) {
-  constexpr int kD = 2 * kHalf, kSub = packed_sub_rows<kHalf>();
-  // kVec: two consecutive pairs per item, 4-byte bf16 loads / stores and 8-byte table loads (the
-  // host checks the alignment); else one pair per item, element loads.
-  constexpr int kPairs = kVec ? 2 : 1, kItemsPerRow = kHalf / kPairs;
-  __shared__ float tile[kSub][kD];
-  __shared__ int64_t table_row[kSub];  // positions[r] · D/2 of the staged rows
+  constexpr int kD = 2 * kHalf;
+  __shared__ float tile[kPackedSubRows][kD];
   const int hh = int(blockIdx.x);
   const int which = hh < Hq ? 0 : hh < Hq + Hkv ? 1 : 2;
   const int h = which == 0 ? hh : which == 1 ? hh - Hq : hh - Hq - Hkv;
@@ -183,51 +171,24 @@ __global__ void __launch_bounds__(kPackedThreads)
   for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
     const int64_t r0 = chunk * colsum::kRowChunk, r1 = min(T, r0 + colsum::kRowChunk);
     double sum = 0;  // column tid's (tid < kD)
-    for (int64_t s0 = r0; s0 < r1; s0 += kSub) {
-      const int rows = int(min(int64_t(kSub), r1 - s0));
-      if (rotate)
-        for (int i = tid; i < rows; i += kPackedThreads)
-          table_row[i] = int64_t(positions[s0 + i]) * kHalf;
-      __syncthreads();
-      // Phase 1: rows x kItemsPerRow items of kPairs pairs; a multiple of 16 threads per row.
-      for (int i = tid; i < rows * kItemsPerRow; i += kPackedThreads) {
-        const int lr = i / kItemsPerRow, pp = (i % kItemsPerRow) * kPairs;
+    for (int64_t s0 = r0; s0 < r1; s0 += kPackedSubRows) {
+      const int rows = int(min(int64_t(kPackedSubRows), r1 - s0));
+      // Phase 1: rows x kHalf pair items; a multiple of 32 threads per row (kHalf 32 or 64).
+      for (int i = tid; i < rows * kHalf; i += kPackedThreads) {
+        const int lr = i / kHalf, pp = i % kHalf;
         const int64_t r = s0 + lr;
-        float a[kPairs], b[kPairs], c[kPairs], sn[kPairs];
-        if constexpr (kVec) {
-          const uint32_t va = *reinterpret_cast<const uint32_t*>(src + r * n + pp);
-          const uint32_t vb = *reinterpret_cast<const uint32_t*>(src + r * n + pp + kHalf);
-          a[0] = widen_bf16(uint16_t(va & 0xffffu)), a[1] = widen_bf16(uint16_t(va >> 16));
-          b[0] = widen_bf16(uint16_t(vb & 0xffffu)), b[1] = widen_bf16(uint16_t(vb >> 16));
-          if (rotate) {
-            const float2 cc = *reinterpret_cast<const float2*>(cos + table_row[lr] + pp);
-            const float2 ss = *reinterpret_cast<const float2*>(sin + table_row[lr] + pp);
-            c[0] = cc.x, c[1] = cc.y, sn[0] = ss.x, sn[1] = ss.y;
-          }
-        } else {
-          a[0] = widen_bf16(src[r * n + pp]);
-          b[0] = widen_bf16(src[r * n + pp + kHalf]);
-          if (rotate) c[0] = cos[table_row[lr] + pp], sn[0] = sin[table_row[lr] + pp];
-        }
-        uint16_t xo[kPairs], yo[kPairs];
-#pragma unroll
-        for (int e = 0; e < kPairs; ++e) {
-          float x = a[e], y = b[e];
+        const float a = widen_bf16(src[r * n + pp]);
+        const float b = widen_bf16(src[r * n + pp + kHalf]);
+        float x = a, y = b;
+        if (rotate) {
+          const int64_t row = int64_t(positions[r]) * kHalf + pp;
           // The inverse rotation: the angle's sine negated.
-          if (rotate) rope_rotate(a[e], b[e], c[e], -sn[e], x, y);
-          xo[e] = round_bf16(x);
-          yo[e] = round_bf16(y);
-          tile[lr][pp + e] = x;
-          tile[lr][pp + e + kHalf] = y;
+          rope_rotate(a, b, cos[row], -sin[row], x, y);
         }
-        if constexpr (kVec) {
-          *reinterpret_cast<uint32_t*>(dst + r * ld + pp) = uint32_t(xo[0]) | uint32_t(xo[1]) << 16;
-          *reinterpret_cast<uint32_t*>(dst + r * ld + pp + kHalf) =
-              uint32_t(yo[0]) | uint32_t(yo[1]) << 16;
-        } else {
-          dst[r * ld + pp] = xo[0];
-          dst[r * ld + pp + kHalf] = yo[0];
-        }
+        dst[r * ld + pp] = round_bf16(x);
+        dst[r * ld + pp + kHalf] = round_bf16(y);
+        tile[lr][pp] = x;
+        tile[lr][pp + kHalf] = y;
       }
       __syncthreads();
       // Phase 2: the column sums, rows in order.
@@ -246,10 +207,7 @@ void check_head_dim(const char* what, int64_t D) {
              what, D);
 }
 
-bool aligned_to(const void* p, uintptr_t bytes) {
-  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
-}
-bool aligned16(const void* p) { return aligned_to(p, 16); }
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void copy_bf16(uint16_t* dst, const uint16_t* src, int64_t n) {
   GYRE_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * 2, cudaMemcpyDeviceToDevice, stream()));
@@ -363,17 +321,8 @@ void rope_inverse_dqkv_packed(const uint16_t* dqb, const uint16_t* dkb, const ui
       off += chunks * n[i];
     }
   const dim3 grid(unsigned(Hq + 2 * Hkv), unsigned(std::min<int64_t>(chunks, 65535)));
-  // Two pairs per item where every access is aligned: the sources (pool buffers; n = H·D is even)
-  // and the destination for 4-byte words (ld and the columns are multiples of 64), the tables for
-  // 8-byte pairs.
-  const bool vec = aligned_to(dqb, 4) && aligned_to(dkb, 4) && aligned_to(dvb, 4) &&
-                   aligned_to(out.dst, 4) && out.ld % 2 == 0 && out.col[0] % 2 == 0 &&
-                   out.col[1] % 2 == 0 && out.col[2] % 2 == 0 && aligned_to(cos, 8) &&
-                   aligned_to(sin, 8);
-  auto* kernel = D == 64 ? (vec ? rope_inverse_dqkv_packed_kernel<32, true>
-                                : rope_inverse_dqkv_packed_kernel<32, false>)
-                         : (vec ? rope_inverse_dqkv_packed_kernel<64, true>
-                                : rope_inverse_dqkv_packed_kernel<64, false>);
+  auto* kernel =
+      D == 64 ? rope_inverse_dqkv_packed_kernel<32> : rope_inverse_dqkv_packed_kernel<64>;
   kernel<<<grid, kPackedThreads, 0, st>>>(dqb, dkb, dvb, T, int(Hq), int(Hkv), positions, cos, sin,
                                           pl);
   GYRE_CUDA_LAUNCHED("rope_inverse_dqkv_packed");
