@@ -109,18 +109,19 @@ Tensor fold_rank_stats(const TpLayout& tp, const Tensor& local,
     auto at = [&](int r, int k) { return double(all[size_t((int64_t(r) * T + t) * 4 + k)]); };
     // The fold of logprob_chunk_stats (accumulate = true), over the ranks: rebase each triple to
     // the largest max M (s' = a s, w' = a (w + (m - M) s), a = exp(m - M)); a shard whose logits
-    // are all -inf (s = 0) holds no mass and is skipped.
+    // are all -inf (s = 0) holds no mass and is skipped. A NaN s (a NaN logit in that shard) is
+    // not skipped: it makes the sum NaN, as one process's statistics would be.
     double M = -std::numeric_limits<double>::infinity();
     for (int r = 0; r < tp.size; ++r)
-      if (at(r, 1) > 0) M = std::max(M, at(r, 0));
+      if (at(r, 1) != 0) M = std::max(M, at(r, 0));
     double sum = 0, w = 0;
     for (int r = 0; r < tp.size; ++r) {
-      if (!(at(r, 1) > 0)) continue;
+      if (at(r, 1) == 0) continue;
       const double a = std::exp(at(r, 0) - M);
       sum += a * at(r, 1), w += a * (at(r, 2) + (at(r, 0) - M) * at(r, 1));
     }
     const int32_t tg = host_targets[size_t(t)];
-    out[t * 4 + 0] = float(sum > 0 ? M : at(0, 0));
+    out[t * 4 + 0] = float(sum != 0 ? M : at(0, 0));
     out[t * 4 + 1] = float(sum), out[t * 4 + 2] = float(w);
     out[t * 4 + 3] = tg < 0 ? 0.0f : float(at(int(tg / Vl), 3));
   }
@@ -154,8 +155,9 @@ std::vector<int32_t> check_targets(const TpLayout& tp, const Tensor& targets, in
   for (size_t t = 0; t < tg.size(); ++t)
     if (tg[t] >= V)
       GYRE_THROW(invalid_argument,
-                 "vocab-parallel log-probs: target {} at position {} is outside the vocabulary "
-                 "of {} ids",
+                 "vocab-parallel log-probs: target {} at position {} of the micro-batch's packed "
+                 "tokens is outside the vocabulary of {} ids (token ids must be < the model's "
+                 "vocab_size; use a negative target to skip a position)",
                  tg[t], t, V);
   return tg;
 }

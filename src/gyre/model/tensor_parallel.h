@@ -103,8 +103,10 @@ void tp_embedding(const Tensor& ids, const Tensor& table, int64_t begin, Tensor&
 void tp_embedding_backward(const Tensor& ids, const Tensor& dout, int64_t begin, Tensor& dtable);
 
 // Vocab-parallel log-prob and entropy from local logits [T, V/n] without gathering the vocabulary:
-// per-row max over the shard, all-reduce max; Σ exp(z - m), all-reduce sum; the target's logit from
-// the rank that owns it (all-reduce sum); entropy H = lse - Σ p z the same way (Megatron's
+// each rank's softmax statistics of its shard (max m, Σ exp(z - m), Σ exp(z - m)(z - m), the
+// target's logit where the rank owns it) are all-gathered ([T, 4], 16 bytes a token) and folded
+// on every rank in rank order — the same numbers everywhere, NaN kept (a NaN logit makes its row
+// NaN as in one process) — into the log-prob and the entropy H = lse - Σ p z (Megatron's
 // vocab-parallel cross entropy, §3 of the paper, extended to the entropy). Same contract as
 // ops::token_logprobs (targets are full-vocabulary ids; -1 = no target, logp 0).
 void tp_token_logprobs(const TpLayout& tp, const Tensor& logits, const Tensor& targets,

@@ -124,6 +124,12 @@ void compare_models(dist::Comm& world, CausalLM* ref_model, CausalLM* m) {
   // Log-probs, entropies and gradients on the fused path (the lm_head input, the vocabulary
   // streamed in chunks: tp_linear_token_logprobs over this rank's shard, default and small chunks)
   // and on the unfused one (the local [T, V/n] logits: tp_token_logprobs).
+  const int64_t saved_chunk = logprob_vocab_chunk();
+  // Restores the process-wide chunk even when an ASSERT leaves the loop early.
+  struct RestoreChunk {
+    int64_t saved;
+    ~RestoreChunk() { set_logprob_vocab_chunk(saved); }
+  } restore{saved_chunk};
   for (const int64_t chunk : {int64_t(0), int64_t(48), int64_t(-1)}) {
     SCOPED_TRACE("log-prob vocabulary chunk " + std::to_string(chunk));
     set_logprob_vocab_chunk(chunk);
@@ -171,7 +177,7 @@ void compare_models(dist::Comm& world, CausalLM* ref_model, CausalLM* m) {
     const double sq_ref = g_ref.sum_squares(), sq_tp = m->grad_sum_squares(gl);
     EXPECT_NEAR(sq_tp, sq_ref, 1e-5 * sq_ref);
   }
-  set_logprob_vocab_chunk(0);
+  set_logprob_vocab_chunk(saved_chunk);
   // Parameters reassemble to the checkpoint's.
   const auto full_params = m->gather_full(m->parameters());
   const auto ref_params = ref->parameters();

@@ -239,6 +239,43 @@ TEST(LogprobChunkCuda, ChunkOpsEdgeShapesMatchCpu) {
 // A fully masked (-inf) chunk holds no mass: folded after a plain chunk it leaves the statistics
 // bit for bit as they were; as the first chunk it gives (-inf, 0, 0) and the next chunk's fold
 // replaces it; its dlogits are 0. Warp (C = 64) and block (C = 3000, 4101) teams.
+// NaN logits make the row NaN on the GPU as on the CPU, whatever the chunk holding them: a NaN
+// among finite logits, a chunk of only NaN and -inf (which the max skips), in the first or the
+// second chunk; a clean row keeps its value.
+TEST(LogprobChunkCuda, NanLogitsGiveNanLikeTheCpu) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const int64_t T = 5, C = 40;
+  Tensor x1 = randn({T, C}, 61, 2.0f), x2 = randn({T, C}, 62, 2.0f);
+  x1.f32()[0 * C + 7] = NAN;   // row 0: among finite logits, first chunk
+  x2.f32()[1 * C + 30] = NAN;  // row 1: among finite logits, second chunk
+  for (int64_t j = 0; j < C; ++j) x2.f32()[2 * C + j] = -INFINITY;  // row 2: -inf and one NaN
+  x2.f32()[2 * C + 11] = NAN;
+  for (int64_t j = 0; j < C; ++j) x1.f32()[3 * C + j] = -INFINITY;  // row 3: masked first chunk
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{3, 50, 9, 41, 12}, {T});
+  const Tensor tg_g = gpu(targets);
+  Tensor st_c, st_g;
+  ops::logprob_chunk_stats(x1, targets, 0, 1.0f, false, st_c);
+  ops::logprob_chunk_stats(x2, targets, C, 1.0f, true, st_c);
+  ops::logprob_chunk_stats(gpu(x1), tg_g, 0, 1.0f, false, st_g);
+  ops::logprob_chunk_stats(gpu(x2), tg_g, C, 1.0f, true, st_g);
+  Tensor lp_c, ent_c = Tensor::empty({T}, DType::f32), lse_c = Tensor::empty({T}, DType::f32);
+  Tensor lp_g, ent_g = Tensor::empty({T}, DType::f32, Device::cuda),
+               lse_g = Tensor::empty({T}, DType::f32, Device::cuda);
+  ops::logprob_chunk_finish(st_c, targets, lp_c, ent_c, lse_c);
+  ops::logprob_chunk_finish(st_g, tg_g, lp_g, ent_g, lse_g);
+  const std::vector<float> lc = lp_c.to_vector(), lg = cpu(lp_g).to_vector(),
+                           ec = ent_c.to_vector(), eg = cpu(ent_g).to_vector();
+  for (int64_t t = 0; t < 3; ++t) {
+    EXPECT_TRUE(std::isnan(lc[size_t(t)])) << "cpu row " << t;
+    EXPECT_TRUE(std::isnan(lg[size_t(t)])) << "gpu row " << t;
+    EXPECT_TRUE(std::isnan(eg[size_t(t)])) << "gpu entropy row " << t;
+  }
+  for (int64_t t = 3; t < T; ++t) {
+    EXPECT_NEAR(lg[size_t(t)], lc[size_t(t)], 1e-5) << "row " << t;
+    EXPECT_NEAR(eg[size_t(t)], ec[size_t(t)], 1e-5) << "row " << t;
+  }
+}
+
 TEST(LogprobChunkCuda, FullyMaskedChunkAddsNothing) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t T = 19, v0 = 7;

@@ -4,6 +4,7 @@
 // not, of one column, wider than V and the default; temperature != 1; negative targets; T = 0.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -243,5 +244,40 @@ TEST(LogprobChunk, MaskedLogitsAddNothing) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < C; ++j)
         EXPECT_NEAR(dchunk.f32()[t * C + j], d.f32()[t * V + v0 + j], 1e-5) << t << " " << v0 + j;
+  }
+}
+
+// A NaN logit makes its row's log-prob and entropy NaN — as token_logprobs makes them — whatever
+// the chunk holding it and whatever the chunking: the fold must not drop a chunk whose sum is NaN
+// as it drops a masked one (s = 0), or a diverged model would score finite numbers that depend on
+// the chunk width. Rows without a NaN keep token_logprobs' values.
+TEST(LogprobChunk, NanLogitsGiveNanWhateverTheChunking) {
+  const int64_t T = 3, V = 40;
+  Tensor logits = random_tensor({T, V}, 95, DType::f32, 2.0);
+  logits.f32()[0 * V + 30] = NAN;  // row 0: in the last chunks
+  logits.f32()[1 * V + 2] = NAN;   // row 1: in the first chunk
+  Tensor targets = Tensor::from_vector(std::vector<int32_t>{5, 17, 33}, {T});
+  Tensor lp_ref, ent_ref = Tensor::empty({T}, DType::f32);
+  ops::token_logprobs(logits, targets, 1.0f, lp_ref, ent_ref);
+  ASSERT_TRUE(std::isnan(lp_ref.f32()[0]) && std::isnan(lp_ref.f32()[1]));
+  ASSERT_TRUE(std::isfinite(lp_ref.f32()[2]));
+  for (int64_t C : {int64_t(1), int64_t(7), int64_t(8), int64_t(40)}) {
+    SCOPED_TRACE(testing::Message() << "chunk " << C);
+    Tensor stats;
+    for (int64_t v0 = 0; v0 < V; v0 += C) {
+      const int64_t w = std::min(C, V - v0);
+      Tensor chunk = Tensor::empty({T, w}, DType::f32);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < w; ++j) chunk.f32()[t * w + j] = logits.f32()[t * V + v0 + j];
+      ops::logprob_chunk_stats(chunk, targets, v0, 1.0f, v0 > 0, stats);
+    }
+    Tensor lp, ent = Tensor::empty({T}, DType::f32), lse = Tensor::empty({T}, DType::f32);
+    ops::logprob_chunk_finish(stats, targets, lp, ent, lse);
+    for (int64_t t : {0, 1}) {
+      EXPECT_TRUE(std::isnan(lp.f32()[t])) << "row " << t << ": " << lp.f32()[t];
+      EXPECT_TRUE(std::isnan(ent.f32()[t])) << "row " << t << ": " << ent.f32()[t];
+    }
+    EXPECT_NEAR(lp.f32()[2], lp_ref.f32()[2], 1e-5);
+    EXPECT_NEAR(ent.f32()[2], ent_ref.f32()[2], 1e-5);
   }
 }

@@ -16,6 +16,12 @@ namespace {
 int64_t rows_per_task(int64_t C) {
   return std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(C, 1));
 }
+template <typename T>
+bool any_nan(const T* x, int64_t C) {
+  for (int64_t j = 0; j < C; ++j)
+    if (std::isnan(x[j])) return true;
+  return false;
+}
 }  // namespace
 
 template <typename T>
@@ -31,9 +37,11 @@ void logprob_chunk_stats(const T* x, const int32_t* targets, int64_t n, int64_t 
       const T mc = vec::row_max(xr, C) * mul;
       double wc = 0;
       // A chunk whose logits are all -inf (masked) holds no mass: (mc, 0, 0), which the fold
-      // below skips (exp(-inf - -inf) would be NaN).
+      // below skips (exp(-inf - -inf) would be NaN). row_max skips NaN, so a chunk of -inf and
+      // NaN also lands here: its s is NaN, as a NaN anywhere else in a chunk makes it, so the
+      // row's result is NaN whatever the chunking.
       const double sc = mc == -std::numeric_limits<T>::infinity()
-                            ? 0.0
+                            ? (any_nan(xr, C) ? std::numeric_limits<double>::quiet_NaN() : 0.0)
                             : vec::exp_sum<T>(xr, C, mul, mc, nullptr, &wc);
       const int64_t j = int64_t(targets[t]) - v0;
       const bool has_target = j >= 0 && j < C;
@@ -43,15 +51,17 @@ void logprob_chunk_stats(const T* x, const int32_t* targets, int64_t n, int64_t 
       }
       // Fold (m1, s1, w1) and (mc, sc, wc) into the larger max M. Rebasing a triple from m to M:
       // exp(z - M) = a·exp(z - m) with a = exp(m - M), and (z - M) = (z - m) + (m - M), so
-      // s' = a·s and w' = a·(w + (m - M)·s). A triple with s = 0 (nothing folded yet) adds 0.
+      // s' = a·s and w' = a·(w + (m - M)·s). A triple with s = 0 (nothing folded yet, or a masked
+      // chunk) adds 0; a NaN s (a NaN logit) is folded, so the row's s stays NaN whatever the
+      // chunking.
       const double m1 = double(st[0]), s1 = double(st[1]), w1 = double(st[2]);
       const double M = std::max(m1, double(mc));
       double s = 0, w = 0;
-      if (s1 > 0) {
+      if (s1 != 0) {
         const double a = std::exp(m1 - M);
         s += a * s1, w += a * (w1 + (m1 - M) * s1);
       }
-      if (sc > 0) {
+      if (sc != 0) {
         const double a = std::exp(double(mc) - M);
         s += a * sc, w += a * (wc + (double(mc) - M) * sc);
       }

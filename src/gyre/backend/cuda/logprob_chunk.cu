@@ -183,9 +183,10 @@ __global__ void __launch_bounds__(kThreads)
     // row gives mc = -inf, sc = wc = 0 (no thread has s > 0), skipped by the fold below.
     const float mc = __fmul_rn(team_max<kTeam>(mx), mul);
     if (s > 0) rebase(s, w, __fmul_rn(mx, mul), mc);
-    // NaN logits: like the CPU reference (whose max skips NaN too), a NaN makes s NaN unless the
-    // row holds nothing else than -inf and NaN (then it counts as masked).
-    if (nan_skipped && mc != -INFINITY) s = NAN;
+    // NaN logits: like the CPU reference (whose max skips NaN too), a NaN makes s NaN — also in a
+    // chunk holding nothing else than -inf and NaN, so the row's result is NaN whatever the
+    // chunking.
+    if (nan_skipped) s = NAN;
     const double sc = team_sum<kTeam>(s), wc = team_sum<kTeam>(w);
     if (lane != 0) continue;
     float* st = stats + t * 4;
@@ -198,15 +199,16 @@ __global__ void __launch_bounds__(kThreads)
     }
     // Fold (m1, s1, w1) and (mc, sc, wc) at the larger max M: rebasing from m to M multiplies
     // exp(z - m) by a = exp(m - M) and shifts (z - m) by (m - M), so s' = a·s and
-    // w' = a·(w + (m - M)·s); an empty triple (s = 0) adds nothing.
+    // w' = a·(w + (m - M)·s); an empty triple (s = 0) adds nothing, a NaN one (a NaN logit) is
+    // folded so that s stays NaN whatever the chunking (as on the CPU).
     const double m1 = st[0], s1 = st[1], w1 = st[2];
     const double M = fmax(m1, double(mc));
     double so = 0, wo = 0;
-    if (s1 > 0) {
+    if (s1 != 0) {
       const double a = exp(m1 - M);
       so += a * s1, wo += a * (w1 + (m1 - M) * s1);
     }
-    if (sc > 0) {
+    if (sc != 0) {
       const double a = exp(double(mc) - M);
       so += a * sc, wo += a * (wc + (double(mc) - M) * sc);
     }
