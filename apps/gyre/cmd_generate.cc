@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -46,6 +47,21 @@ T get_num(const Ctx& c, const json& v, const std::string& key) {
   if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer())
       bad(c, fmt::format("\"{}\" must be an integer, got {}", key, v.dump()));
+    // In T's range, or it would wrap (4294967299 tokens running as 3).
+    bool in_range;
+    if (v.is_number_unsigned()) {
+      in_range = v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    } else {
+      const int64_t x = v.get<int64_t>();
+      if constexpr (std::is_signed_v<T>)
+        in_range = x >= int64_t(std::numeric_limits<T>::min()) &&
+                   x <= int64_t(std::numeric_limits<T>::max());
+      else
+        in_range = x >= 0;
+    }
+    if (!in_range)
+      bad(c, fmt::format("\"{}\" = {} is outside [{}, {}]", key, v.dump(),
+                         std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
   } else {
     if (!v.is_number()) bad(c, fmt::format("\"{}\" must be a number, got {}", key, v.dump()));
   }

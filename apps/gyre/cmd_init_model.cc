@@ -1,6 +1,7 @@
 // gyre init-model: writes an HF model folder with randomly initialised weights for a config.json
 // (the quick-start's base model starts this way before SFT; benchmarks use it for real shapes).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +20,22 @@ static int run_init_model(int argc, char** argv) {
   app.add_option("--seed", seed, "Philox seed");
   app.add_option("--std", stddev, "weight init standard deviation (HF initializer_range)");
   app.add_option("--dtype", dtype, "f32|bf16|f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  bool force = false;
+  app.add_flag("--force", force, "write into an --output folder that already holds a model");
   CLI11_PARSE(app, argc, argv);
+  if (!std::isfinite(stddev) || stddev <= 0) {
+    std::fprintf(stderr, "error: --std must be a finite number > 0 (got %g)\n", double(stddev));
+    return 2;
+  }
+  // Random weights over a trained model would lose it: refuse unless asked.
+  for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json"})
+    if (!force && std::filesystem::exists(std::filesystem::path(output) / f)) {
+      std::fprintf(stderr,
+                   "error: --output %s already holds %s; pick an empty folder or pass --force to "
+                   "overwrite it\n",
+                   output.c_str(), f);
+      return 2;
+    }
   std::ifstream f(config);
   if (!f) {
     std::fprintf(stderr, "error: cannot open --config %s\n", config.c_str());

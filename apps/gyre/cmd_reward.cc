@@ -67,8 +67,10 @@ int run_reward(int argc, char** argv) {
   app.add_option("--n-samples-per-prompt", group_size, "group size for --group-rm")
       ->check(CLI::PositiveNumber);
   app.add_option("--custom-rm-timeout", config.custom_rm_timeout_s,
-                 "seconds per request to a custom reward process");
-  app.add_option("--rm-timeout", config.rm_timeout_s, "seconds per remote_rm attempt");
+                 "seconds per request to a custom reward process")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--rm-timeout", config.rm_timeout_s, "seconds per remote_rm attempt")
+      ->check(CLI::PositiveNumber);
   app.add_option("--rm-max-retries", config.rm_max_retries, "remote_rm attempts");
   app.add_option("--seed", config.seed, "seed of --rm-type random");
   app.add_option("--input", input, "JSONL cases")->required();

@@ -25,7 +25,7 @@ int run_router(int argc, char** argv) {
   app.add_option("--policy", policy,
                  "cache_aware | round_robin | power_of_two | consistent_hashing | random");
   app.add_option("--host", rc.http.host, "address to listen on");
-  app.add_option("--port", rc.http.port, "port (0: pick a free one)");
+  app.add_option("--port", rc.http.port, "port (0: pick a free one)")->check(CLI::Range(0, 65535));
   app.add_option("--api-key", rc.http.api_key, "require Authorization: Bearer <key> from clients");
   app.add_option("--worker-api-key", rc.worker_api_key, "Bearer key sent to workers");
   app.add_option("--io-threads", rc.http.io_threads, "HTTP server I/O threads");

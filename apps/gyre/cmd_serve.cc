@@ -101,7 +101,7 @@ int run_serve(int argc, char** argv) {
   app.add_option("--chat-template", chat_template_name, "named chat template of the tokenizer");
   app.add_option("--host", sc.http.host, "address to listen on");
   sc.http.port = 30000;
-  app.add_option("--port", sc.http.port, "port (0: pick a free one)");
+  app.add_option("--port", sc.http.port, "port (0: pick a free one)")->check(CLI::Range(0, 65535));
   app.add_option("--api-key", sc.http.api_key, "require Authorization: Bearer <key>");
   app.add_option("--served-model-name", sc.served_model_name, "model name in the OpenAI API");
   app.add_option("--io-threads", sc.http.io_threads, "HTTP I/O threads");

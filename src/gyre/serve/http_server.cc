@@ -539,12 +539,17 @@ void HttpServer::start() {
   GYRE_CHECK(!impl_, "HttpServer::start called twice");
   if (cfg_.io_threads < 1)
     GYRE_THROW(invalid_argument, "io_threads = {} must be >= 1", cfg_.io_threads);
-  impl_ = std::make_shared<Impl>(cfg_, handler_);
+  if (cfg_.port < 0 || cfg_.port > 65535)
+    GYRE_THROW(invalid_argument, "--port {} is outside [0, 65535] (0 picks a free port)",
+               cfg_.port);
   beast::error_code ec;
   auto addr = net::ip::make_address(cfg_.host, ec);
   if (ec)
     GYRE_THROW(invalid_argument, "--host '{}' is not an IP address (use e.g. 127.0.0.1 or 0.0.0.0)",
                cfg_.host);
+  // Only now: a server whose start() threw holds no Impl, so its stop() / destructor has nothing
+  // to close (an Impl without its acceptor made stop() dereference an empty optional).
+  impl_ = std::make_shared<Impl>(cfg_, handler_);
   tcp::endpoint ep(addr, static_cast<unsigned short>(cfg_.port));
   impl_->acceptor.emplace(net::make_strand(impl_->ioc));
   impl_->acceptor->open(ep.protocol(), ec);
@@ -568,7 +573,7 @@ void HttpServer::start() {
 }
 
 void HttpServer::stop() {
-  if (!impl_ || impl_->stopping.exchange(true)) return;
+  if (!impl_ || !impl_->acceptor || impl_->stopping.exchange(true)) return;
   net::dispatch(impl_->acceptor->get_executor(), [impl = impl_] {
     beast::error_code ec;
     impl->acceptor->close(ec);

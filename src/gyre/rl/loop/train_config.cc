@@ -1,5 +1,7 @@
 #include "gyre/rl/loop/train_config.h"
 
+#include <cmath>
+
 #include "gyre/core/error.h"
 
 namespace gyre::rl {
@@ -296,6 +298,16 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
                rollout_temperature);
   if (rollout_max_response_len < 1)
     GYRE_THROW(invalid_argument, "--rollout-max-response-len must be >= 1");
+  // An optimiser that cannot train: a negative rate (gradient ascent), NaN or inf.
+  if (!std::isfinite(lr) || lr < 0)
+    GYRE_THROW(invalid_argument, "--lr must be a finite number >= 0 (got {})", lr);
+  if (!std::isfinite(clip_grad) || clip_grad < 0)
+    GYRE_THROW(invalid_argument,
+               "--clip-grad must be a finite number >= 0; 0 turns it off (got {})", clip_grad);
+  if (num_rollout && *num_rollout < 1)
+    GYRE_THROW(invalid_argument, "--num-rollout must be >= 1 (got {})", *num_rollout);
+  if (num_epoch && *num_epoch < 1)
+    GYRE_THROW(invalid_argument, "--num-epoch must be >= 1 (got {})", *num_epoch);
   if (cuda_graph_max_bs < 0 || cuda_graph_max_bs > (int64_t(1) << 20))
     GYRE_THROW(invalid_argument,
                "--sglang-cuda-graph-max-bs must be in [0, 1048576] (got {}); 0 turns CUDA graphs "
