@@ -82,19 +82,30 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
   p.eps = float(cfg_.eps);
   p.weight_decay = float(cfg_.weight_decay);
   p.step = iteration_;
+  bool same_list = slot_names_.size() == params.size();
+  for (size_t i = 0; same_list && i < params.size(); ++i)
+    same_list = slot_names_[i] == params[i].first;
+  if (!same_list) {
+    slot_names_.clear();
+    slots_.clear();
+    for (auto& [name, w] : params) {
+      auto it = m_.find(name);
+      if (it == m_.end()) {
+        m_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+        v_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+      }
+      slots_.push_back({&m_[name], &v_[name]});  // std::map nodes are stable under insertion
+    }
+    for (auto& [name, w] : params) slot_names_.push_back(name);
+  }
   std::vector<Tensor*> ws(params.size()), ms(params.size()), vs(params.size());
   std::vector<const Tensor*> gs(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     auto& [name, w] = params[i];
     // Moments live with their parameter (GPU masters keep GPU state); state loaded from a
     // checkpoint arrives on the host and moves at its first step.
-    auto it = m_.find(name);
-    if (it == m_.end()) {
-      m_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
-      v_[name] = Tensor::zeros(w.shape(), DType::f32, w.device());
-    }
-    Tensor& m = m_[name];
-    Tensor& v = v_[name];
+    Tensor& m = *slots_[i].first;
+    Tensor& v = *slots_[i].second;
     if (m.device() != w.device()) m = m.to(w.device());
     if (v.device() != w.device()) v = v.to(w.device());
     if (m.shape() != w.shape() || v.shape() != w.shape())
@@ -104,7 +115,7 @@ std::pair<double, double> AdamW::step(NamedTensors& params, NamedTensors& grads)
                  name, shape_str(m.shape()), shape_str(v.shape()), shape_str(w.shape()));
     ws[i] = &w;
     gs[i] = &grads[i].second;
-    ms[i] = &m;  // std::map nodes are stable: later insertions keep these pointers valid
+    ms[i] = &m;
     vs[i] = &v;
   }
   // One launch for every tensor on CUDA; the per-tensor kernels' arithmetic, bitwise. With the
@@ -150,6 +161,8 @@ void AdamW::load(const std::string& dir) {
   auto reader = model::SafetensorsReader::open(dir + "/optimizer.safetensors");
   m_.clear();
   v_.clear();
+  slot_names_.clear();  // their pointers were into the cleared maps
+  slots_.clear();
   for (auto& name : reader.names()) {
     Tensor t = reader.get(name).to(DType::f32).clone();
     if (name.rfind("m.", 0) == 0)

@@ -110,11 +110,10 @@ using namespace sdpa_graph;  // Uid, Dims, build_forward, build_backward
 std::map<Key, std::shared_ptr<cudnn::Plan>> g_cache;  // guarded by g_mu
 
 std::shared_ptr<cudnn::Plan> plan_for(const Key& key, std::string& why) {
-  auto& cache = g_cache;
   static std::map<Key, std::string> failures;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    if (auto it = g_cache.find(key); it != g_cache.end()) return it->second;
     if (auto it = failures.find(key); it != failures.end()) {
       why = it->second;
       return nullptr;
@@ -140,7 +139,7 @@ std::shared_ptr<cudnn::Plan> plan_for(const Key& key, std::string& why) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::lock_guard<std::mutex> lock(g_mu);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;  // built meanwhile
+  if (auto it = g_cache.find(key); it != g_cache.end()) return it->second;  // built meanwhile
   g_stats.plans_built++;
   g_stats.build_ms += ms;
   g_stats.last_workspace_bytes = plan->workspace();
@@ -150,7 +149,7 @@ std::shared_ptr<cudnn::Plan> plan_for(const Key& key, std::string& why) {
       "bytes)",
       key.backward ? "backward" : "forward", d.Bp, d.S, d.Hq, d.Hkv, d.D, ms, note,
       plan->workspace());
-  cache.emplace(key, plan);
+  g_cache.emplace(key, plan);
   return plan;
 }
 
@@ -253,22 +252,6 @@ int tuning_mode() {
   return v[0] - '0';
 }
 
-// Device scratch outside the pool (as gemm_tune's): transient, kept out of the reported peak.
-struct RawScratch {
-  void* p = nullptr;
-  explicit RawScratch(size_t bytes) {
-    if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess) {
-      p = nullptr;
-      cudaGetLastError();
-    }
-  }
-  ~RawScratch() {
-    if (p) cudaFree(p);
-  }
-  RawScratch(const RawScratch&) = delete;
-  RawScratch& operator=(const RawScratch&) = delete;
-};
-
 // On a key's first call that fills its bucket, with tuning on, times the graph's other plans on
 // this call's own inputs and keeps the fastest whose outputs equal the current plan's bit for bit
 // (gemm_tune.h's rule, through the same pick_fastest_same_bits: cold-L2 timings, a 1% margin), so
@@ -344,7 +327,7 @@ void maybe_tune(const Key& key, std::shared_ptr<cudnn::Plan>& plan,
   std::vector<size_t> offset;
   size_t total = 0;
   for (const Output& o : outputs) offset.push_back(total), total += size_t(round_up(o.bytes, 256));
-  RawScratch ws{size_t(workspace)}, sentinel{total};
+  RawDeviceBuffer ws{size_t(workspace)}, sentinel{total};
   if (!ws.p || !sentinel.p || cudaMemsetAsync(sentinel.p, 0xFF, total, stream()) != cudaSuccess) {
     cudaGetLastError();
     return;

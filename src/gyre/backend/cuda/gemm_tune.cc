@@ -11,24 +11,18 @@
 
 namespace gyre::cuda {
 
-namespace {
+RawDeviceBuffer::RawDeviceBuffer(size_t bytes) {
+  if (bytes && cudaMalloc(&p, bytes) != cudaSuccess) {
+    p = nullptr;
+    cudaGetLastError();  // clear the sticky-free error state of a failed allocation
+  }
+}
 
-// Raw cudaMalloc, not the pool: tuning scratch is transient and must not show in the allocator's
-// peak (the log-prob benchmark reports its peak extra bytes). Freed on scope exit.
-struct RawBuffer {
-  void* p = nullptr;
-  explicit RawBuffer(size_t bytes) {
-    if (bytes && cudaMalloc(&p, bytes) != cudaSuccess) {
-      p = nullptr;
-      cudaGetLastError();  // clear the sticky-free error state of a failed allocation
-    }
-  }
-  ~RawBuffer() {
-    if (p) cudaFree(p);
-  }
-  RawBuffer(const RawBuffer&) = delete;
-  RawBuffer& operator=(const RawBuffer&) = delete;
-};
+RawDeviceBuffer::~RawDeviceBuffer() {
+  if (p) cudaFree(p);
+}
+
+namespace {
 
 struct Events {
   cudaEvent_t a = nullptr, b = nullptr;
@@ -78,7 +72,7 @@ int pick(const TuneProblem& p, std::string* log) {
     return 0;
   // Everything the trials need, or no tuning at all: the trial output, candidate 0's output,
   // D's contents when the GEMM reads them, an L2-sized buffer to evict the operands, one flag.
-  RawBuffer out(p.out_bytes), ref(p.out_bytes), start(p.reads_d ? p.out_bytes : 0),
+  RawDeviceBuffer out(p.out_bytes), ref(p.out_bytes), start(p.reads_d ? p.out_bytes : 0),
       flush(size_t(l2) * 2), flag(sizeof(int));
   if (!out.p || !ref.p || (p.reads_d && !start.p) || !flush.p || !flag.p) return 0;
   if (p.reads_d &&

@@ -51,6 +51,19 @@ void set_gemm_autotune(bool on);
 // How many GEMM problems this process has tuned (all threads).
 size_t gemm_problems_tuned();
 
+// Device scratch straight from cudaMalloc, not gyre's pool: tuning scratch (here and in
+// cudnn_attention.cc's plan tuning) is transient and must not show in the allocator's peak (the
+// log-prob benchmark reports its peak extra bytes). `p` is null when `bytes` is 0 or the memory
+// cannot be had (the CUDA error is cleared: tuning is an optimisation, never an error). Freed on
+// scope exit.
+struct RawDeviceBuffer {
+  void* p = nullptr;
+  explicit RawDeviceBuffer(size_t bytes);
+  ~RawDeviceBuffer();
+  RawDeviceBuffer(const RawDeviceBuffer&) = delete;
+  RawDeviceBuffer& operator=(const RawDeviceBuffer&) = delete;
+};
+
 // One GEMM problem to tune: D (out_bytes, read first when beta != 0) on stream s; run(i, out)
 // launches candidate i with `out` as both C and D and returns false when the candidate cannot run.
 struct TuneProblem {
