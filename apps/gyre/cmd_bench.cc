@@ -11,6 +11,7 @@
 // mean over --steps timed iterations after --warmup untimed ones; peak_memory_bytes is the
 // allocator high-water mark of the device over the timed iterations (weights included).
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -128,6 +129,22 @@ int run_bench(int argc, char** argv) {
     check_positive(b.new_tokens, "new-tokens");
   } else {
     check_positive(b.seq_len, "seq-len");
+  }
+  // Every token of a step is indexed with an int32 (the packed batch's cu_seqlens and positions,
+  // the KV cache's slot_mapping), so a step holds at most 2^31 - 1 tokens. Larger sizes used to
+  // end in "internal: std::bad_alloc" from the token buffers, naming no flag.
+  {
+    constexpr int64_t kMaxTokens = INT32_MAX;
+    const bool rollout = workload == "rollout";
+    const char* per_seq_flags = rollout ? "(--prompt-len + --new-tokens)" : "--seq-len";
+    const double per_seq =
+        rollout ? double(b.prompt_len) + double(b.new_tokens) : double(b.seq_len);
+    if (double(b.batch_size) * per_seq > double(kMaxTokens))
+      GYRE_THROW(invalid_argument,
+                 "--batch-size {} x {} {} = {:.0f} tokens per step exceeds {} (2^31 - 1: token "
+                 "offsets are int32); lower --batch-size or {}",
+                 b.batch_size, per_seq_flags, per_seq, double(b.batch_size) * per_seq, kMaxTokens,
+                 rollout ? "--prompt-len / --new-tokens" : "--seq-len");
   }
   if (b.warmup < 0) GYRE_THROW(invalid_argument, "--warmup must be >= 0, got {}", b.warmup);
   if (b.micro_batch_tokens < 0)

@@ -2,14 +2,17 @@
 //  [--max-running-requests N] [--page-size P] [--num-pages N] ...`: offline batch generation with
 // the rollout engine (continuous batching, paged KV, radix prefix cache).
 // Input lines: {"text": "..."} or {"input_ids": [...]}, plus optional "sampling_params" (SGLang
-// keys; an unknown key is an error, as SGLang's SamplingParams(**dict)), "rid", "return_logprob",
-// "logprob_start_len", "top_logprobs_num". Output: one line per sample (n > 1: n lines, in order),
-// shaped like SGLang's /generate response: {"text", "output_ids", "meta_info": {"id",
-// "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "weight_version",
-// "e2e_latency", "output_token_logprobs": [[logprob, id, null], ...] when return_logprob}}; a
-// rejected request gives {"error": {"message"}, "meta_info": {"id"}} and the others still run.
-// A malformed line (not JSON, no prompt, wrong types) stops before any generation: exit 2 naming
-// FILE:LINE. Progress goes to stderr, then one throughput line.
+// keys, the list /generate checks too: serve::is_sampling_param_key; an unknown key is an error, as
+// SGLang's SamplingParams(**dict)), "rid", "return_logprob", "logprob_start_len",
+// "top_logprobs_num". Output: one line per sample (n > 1: n lines, in order), shaped like SGLang's
+// /generate response: {"text", "output_ids", "meta_info": {"id", "finish_reason", "prompt_tokens",
+// "completion_tokens", "cached_tokens", "weight_version", "e2e_latency", "output_token_logprobs":
+// [[logprob, id, null], ...] when return_logprob}}; a rejected request gives {"error":
+// {"message"}, "meta_info": {"id"}} and the others still run.
+// Exit status: 0 when every request succeeded; 1 when any failed (every output line is still
+// written, and stderr says how many failed and the first error); 2 when a malformed line (not
+// JSON, no prompt, wrong types) stops before any generation, naming FILE:LINE. Progress goes to
+// stderr, then one throughput line.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +27,7 @@
 #include "gyre/core/timer.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/serve/native_api.h"
 #include "gyre/tokenizer/tokenizer.h"
 
 using nlohmann::json;
@@ -74,7 +78,16 @@ SamplingParams parse_sampling(const Ctx& c, const json& j) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const json& v = it.value();
+    // "seed": gyre generate's own older spelling of sampling_seed, kept for existing input files.
+    if (k != "seed" && !serve::is_sampling_param_key(k))
+      bad(c, fmt::format("unknown sampling_params key \"{}\" (SGLang rejects unknown keys too); "
+                         "known keys: {}",
+                         k, serve::supported_sampling_param_keys()));
     if (v.is_null()) continue;  // SGLang: null means default
+    if (serve::is_unsupported_sampling_param_key(k))
+      bad(c, fmt::format("sampling_params key \"{}\" is not supported by gyre (no constrained "
+                         "decoding, logit bias or custom params); remove it",
+                         k));
     if (k == "temperature")
       sp.temperature = get_num<float>(c, v, k);
     else if (k == "top_p")
@@ -118,8 +131,7 @@ SamplingParams parse_sampling(const Ctx& c, const json& j) {
     } else if (k == "spaces_between_special_tokens" || k == "stream_interval") {
       // detokenization / streaming knobs with no effect on offline output
     } else {
-      bad(c,
-          fmt::format("unknown sampling_params key \"{}\" (SGLang rejects unknown keys too)", k));
+      bad(c, fmt::format("sampling_params key \"{}\" is not supported by gyre generate", k));
     }
   }
   return sp;
@@ -139,12 +151,20 @@ std::vector<GenerateRequest> read_input(const std::string& path, const tokenizer
     GenerateRequest r;
     if (j.contains("input_ids")) {
       if (!j["input_ids"].is_array()) bad(c, "\"input_ids\" must be a list of token ids");
-      for (const auto& t : j["input_ids"]) {
+      const json& ids = j["input_ids"];
+      for (size_t k = 0; k < ids.size(); ++k) {
+        const json& t = ids[k];
         if (!t.is_number_integer())
           bad(c, fmt::format("input_ids holds {}, not a token id", t.dump()));
-        int64_t id = t.get<int64_t>();
-        // Range checks happen in the engine (per-request error); keep the value visible there.
-        r.input_ids.push_back(id < INT32_MIN || id > INT32_MAX ? -1 : int32_t(id));
+        // Beyond int32 no id can be valid, and narrowing would hide the value: stop here. Ids
+        // within int32 but outside the vocabulary are the engine's per-request error.
+        const bool fits = t.is_number_unsigned()
+                              ? t.get<uint64_t>() <= uint64_t(INT32_MAX)
+                              : t.get<int64_t>() >= INT32_MIN && t.get<int64_t>() <= INT32_MAX;
+        if (!fits)
+          bad(c, fmt::format("input_ids[{}] = {} is not a token id (outside the int32 range)", k,
+                             t.dump()));
+        r.input_ids.push_back(int32_t(t.get<int64_t>()));
       }
     } else if (j.contains("text")) {
       if (!j["text"].is_string()) bad(c, "\"text\" must be a string");
@@ -218,6 +238,10 @@ json result_json(const GenerateResult& r, bool with_logprobs) {
 
 int run_generate(int argc, char** argv) {
   CLI::App app{"Generate completions for a JSONL file of prompts with the rollout engine"};
+  app.footer(
+      "Exit status: 0 all requests succeeded; 1 some requests failed (every output line is still "
+      "written; a failed one carries \"error\", and stderr names the first); 2 a malformed "
+      "input line or another error before generation (nothing generated).");
   std::string model_dir, tok_dir, input, output;
   EngineConfig cfg;
   app.add_option("--model", model_dir, "Hugging Face model folder")->required();
@@ -282,16 +306,30 @@ int run_generate(int argc, char** argv) {
                    gen_tokens / std::max(1e-9, timer.elapsed()));
     }
   }
+  std::string first_error;
   for (size_t i = 0; i < results.size(); ++i) {
     GYRE_CHECK(results[i].has_value(), "result {} missing", i);
+    if (first_error.empty() && !results[i]->error.empty())
+      first_error = fmt::format("{}: {}", results[i]->rid, results[i]->error);
     out << result_json(*results[i], want_lp[i]).dump() << '\n';
   }
+  out.flush();
+  if (!out) GYRE_THROW(io, "writing --output {} failed", output);
   double secs = timer.elapsed();
   std::fprintf(stderr,
                "\rgenerate: %lld requests (%lld rejected), %lld prompt tokens (%lld from cache), "
                "%lld output tokens in %.2f s: %.1f output tok/s\n",
                (long long)total, (long long)errors, (long long)prompt_tokens, (long long)cached,
                (long long)gen_tokens, secs, gen_tokens / std::max(1e-9, secs));
+  // Failed requests are data, not a crash: all lines are written above, but a script must not
+  // read exit 0 as "everything generated".
+  if (errors > 0) {
+    std::fprintf(stderr,
+                 "gyre generate: %lld of %lld requests failed (their output lines carry "
+                 "\"error\"); first: %s\n",
+                 (long long)errors, (long long)total, first_error.c_str());
+    return 1;
+  }
   return 0;
 }
 

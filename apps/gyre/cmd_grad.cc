@@ -27,7 +27,9 @@ struct GradInput {
   std::vector<float> advantages;
 };
 
-GradInput read_grad_input(const std::string& path, int64_t vocab) {
+// `max_len`: the model's max_position_embeddings (RoPE past the trained context gives gradients
+// without meaning; `gyre score` refuses such a sequence the same way).
+GradInput read_grad_input(const std::string& path, int64_t vocab, int64_t max_len) {
   std::ifstream f(path);
   if (!f) GYRE_THROW(not_found, "cannot open --input {}", path);
   GradInput in;
@@ -49,6 +51,11 @@ GradInput read_grad_input(const std::string& path, int64_t vocab) {
     if (!j.contains("advantage") || !j["advantage"].is_number())
       GYRE_THROW(invalid_argument, "{}:{}: missing key \"advantage\" (a number)", path, lineno);
     const auto& ids = j["ids"];
+    if (max_len > 0 && int64_t(ids.size()) > max_len)
+      GYRE_THROW(invalid_argument,
+                 "{}:{}: the sequence is {} tokens, longer than the model's context of {} tokens "
+                 "(max_position_embeddings in config.json); split it or truncate it to {} tokens",
+                 path, lineno, ids.size(), max_len, max_len);
     std::vector<int32_t> seq;
     for (size_t k = 0; k < ids.size(); ++k) {
       if (!ids[k].is_number_integer() || ids[k].get<int64_t>() < 0 ||
@@ -97,7 +104,8 @@ int run_grad(int argc, char** argv) {
       model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu,
                   .precision = gyre::model::parse_precision(precision)});
   model->set_recompute(recompute);
-  GradInput in = read_grad_input(input, model->config().vocab_size);
+  GradInput in =
+      read_grad_input(input, model->config().vocab_size, model->config().max_position_embeddings);
   auto r =
       gyre::model::policy_gradient_loss_and_grad(*model, in.seqs, in.prompt_lens, in.advantages);
   std::map<std::string, gyre::Tensor> tensors;

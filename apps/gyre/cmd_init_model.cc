@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "command.h"
+#include "gyre/core/error.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/config.h"
 
@@ -43,8 +44,13 @@ static int run_init_model(int argc, char** argv) {
   }
   std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   gyre::model::ModelConfig cfg = gyre::model::parse_config_json(text, config);
+  // Before the (possibly long) random init; a path that cannot be a folder is the user's to fix.
+  std::error_code ec;
+  std::filesystem::create_directories(output, ec);
+  if (ec)
+    GYRE_THROW(io, "--output {}: cannot create the model folder: {}; pass a writable folder path",
+               output, ec.message());
   auto m = gyre::model::CausalLM::random_init(cfg, seed, stddev);
-  std::filesystem::create_directories(output);
   const gyre::DType dt = dtype == "bf16"  ? gyre::DType::bf16
                          : dtype == "f16" ? gyre::DType::f16
                                           : gyre::DType::f32;

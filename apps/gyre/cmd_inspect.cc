@@ -1,7 +1,9 @@
 // `gyre inspect --model DIR [--json]`: what a Hugging Face model folder holds — architecture and
 // sizes from config.json, the checkpoint's tensors cross-checked against the names and shapes the
-// config implies (model/param_names.h), parameter count and memory estimates.
-// Exit codes: 0 all consistent, 1 the checkpoint disagrees with the config, 2 bad input (Error).
+// config implies (model/param_names.h), NaN / inf values per tensor (model/checkpoint_io.h; skipped
+// with --skip-value-check, which reads the headers only), parameter count and memory estimates.
+// Exit codes: 0 all consistent, 1 the checkpoint disagrees with the config or holds non-finite
+// values, 2 bad input (Error).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <map>
@@ -11,6 +13,7 @@
 
 #include "command.h"
 #include "gyre/core/error.h"
+#include "gyre/model/checkpoint_io.h"
 #include "gyre/model/config.h"
 #include "gyre/model/param_names.h"
 #include "gyre/model/safetensors.h"
@@ -62,9 +65,12 @@ struct Checkpoint {
   std::set<std::string> files;
   std::map<std::string, int64_t> dtypes;  // dtype name -> tensor count
   gyre::model::TensorMismatch mismatch;
+  bool values_checked = false;
+  // Tensors holding NaN / inf, in name order, with their counts.
+  std::vector<std::pair<std::string, gyre::model::NonFiniteCount>> non_finite;
 };
 
-Checkpoint scan_checkpoint(const std::string& dir, const ModelConfig& cfg) {
+Checkpoint scan_checkpoint(const std::string& dir, const ModelConfig& cfg, bool check_values) {
   Checkpoint ck;
   gyre::model::SafetensorsReader reader;
   try {
@@ -85,7 +91,12 @@ Checkpoint scan_checkpoint(const std::string& dir, const ModelConfig& cfg) {
     ck.bytes += gyre::shape_numel(info.shape) * int64_t(gyre::dtype_size(info.dtype));
     ck.files.insert(info.file);
     ck.dtypes[gyre::dtype_name(info.dtype)]++;
+    if (check_values) {
+      const gyre::model::NonFiniteCount c = gyre::model::count_non_finite(reader.get(name));
+      if (c.total() > 0) ck.non_finite.push_back({name, c});
+    }
   }
+  ck.values_checked = check_values;
   ck.mismatch = gyre::model::compare_tensors(cfg, actual);
   return ck;
 }
@@ -138,6 +149,15 @@ json to_json(const std::string& dir, const ModelConfig& c, const Checkpoint& ck)
     for (auto& [name, shapes] : ck.mismatch.wrong_shape)
       ws.push_back({{"name", name}, {"expected", shapes.first}, {"actual", shapes.second}});
     j["wrong_shape"] = ws;
+    if (ck.values_checked) {
+      json nf = json::array();
+      for (auto& [name, c] : ck.non_finite)
+        nf.push_back({{"name", name}, {"nan", c.nan}, {"inf", c.inf}});
+      j["values_ok"] = ck.non_finite.empty();
+      j["non_finite"] = nf;
+    } else {
+      j["values_ok"] = nullptr;  // not read (--skip-value-check)
+    }
   } else {
     j["checkpoint"] = nullptr;
     j["checkpoint_absent"] = ck.absent_reason;
@@ -187,6 +207,15 @@ void print_text(const std::string& dir, const ModelConfig& c, const Checkpoint& 
   line("checkpoint:", fmt::format("{} tensors in {} file(s), {} parameters, {} ({})",
                                   ck.num_tensors, ck.files.size(), count_str(ck.num_parameters),
                                   human_bytes(double(ck.bytes)), dts));
+  if (!ck.values_checked)
+    line("values:", "not read (--skip-value-check)");
+  else if (ck.non_finite.empty())
+    line("values:", "all finite");
+  else
+    line("values:", fmt::format("NON-FINITE in {} tensor(s)", ck.non_finite.size()));
+  for (auto& [name, c] : ck.non_finite)
+    std::printf("  non-finite: %s: %lld NaN, %lld inf\n", name.c_str(),
+                static_cast<long long>(c.nan), static_cast<long long>(c.inf));
   const auto& m = ck.mismatch;
   if (m.ok()) {
     line("tensors:", "checkpoint tensors match the config");
@@ -204,17 +233,29 @@ void print_text(const std::string& dir, const ModelConfig& c, const Checkpoint& 
 int run_inspect(int argc, char** argv) {
   CLI::App app{"Describe a Hugging Face model folder and check its checkpoint against its config"};
   std::string dir;
-  bool as_json = false;
+  bool as_json = false, skip_values = false;
   app.add_option("--model", dir, "model folder (config.json + *.safetensors)")->required();
   app.add_flag("--json", as_json, "print one JSON object instead of text");
+  app.add_flag("--skip-value-check", skip_values,
+               "do not read the weights for NaN / inf (headers only: fast on a large model)");
   CLI11_PARSE(app, argc, argv);
   ModelConfig cfg = gyre::model::load_config(dir);
-  Checkpoint ck = scan_checkpoint(dir, cfg);
+  Checkpoint ck = scan_checkpoint(dir, cfg, !skip_values);
   if (as_json)
     std::printf("%s\n", to_json(dir, cfg, ck).dump(2).c_str());
   else
     print_text(dir, cfg, ck);
-  return ck.present && !ck.mismatch.ok() ? 1 : 0;
+  if (!ck.non_finite.empty()) {
+    // Also on stderr, so a script that checks the status sees why.
+    std::vector<std::string> names;
+    for (auto& [name, c] : ck.non_finite) names.push_back(name);
+    std::fprintf(
+        stderr,
+        "error: checkpoint %s: %zu tensor(s) hold NaN or infinite weights: %s; the file is "
+        "corrupt or was saved from a diverged run\n",
+        dir.c_str(), names.size(), fmt::format("{}", fmt::join(names, ", ")).c_str());
+  }
+  return ck.present && (!ck.mismatch.ok() || !ck.non_finite.empty()) ? 1 : 0;
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // `gyre reward`: score JSONL cases {"prompt", "response", "label", "metadata"} with a reward
 // function (--rm-type, --custom-rm-path, --rm-url) and print one {"reward": ...} line per case
 // (plus "error" when that sample's reward failed). Thin: parsing and I/O only; the work is
-// gyre::rl::rewards. A malformed line is an error naming its line number (exit 2).
+// gyre::rl::rewards. Exit status: 0 when every case was scored; 1 when any case's reward failed
+// (every line is still written; stderr says how many and the first error); 2 for a malformed
+// line (naming its line number) or a bad reward setup.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -53,6 +56,10 @@ RewardInput parse_case(const std::string& line, const std::string& file, size_t 
 
 int run_reward(int argc, char** argv) {
   CLI::App app{"Score JSONL {prompt, response, label, metadata} cases with a reward function"};
+  app.footer(
+      "Exit status: 0 every case scored; 1 some rewards failed (every output line is still "
+      "written; a failed one carries \"error\", and stderr names the first); 2 a malformed input "
+      "line or a bad reward setup.");
   gyre::rl::rewards::RewardConfig config;
   std::string input, output, reward_key;
   int group_size = 1;
@@ -99,6 +106,8 @@ int run_reward(int argc, char** argv) {
   }
   std::ostream& out = output.empty() ? std::cout : out_file;
   const size_t step = config.group_rm ? size_t(group_size) : std::max<size_t>(1, cases.size());
+  size_t failed = 0;
+  std::string first_error;
   for (size_t b = 0; b < cases.size(); b += step) {
     std::vector<RewardInput> batch(cases.begin() + long(b),
                                    cases.begin() + long(std::min(cases.size(), b + step)));
@@ -107,6 +116,8 @@ int run_reward(int argc, char** argv) {
       json o;
       if (!rewards[i].ok()) {
         o = {{"reward", nullptr}, {"error", rewards[i].error}};
+        if (failed++ == 0)
+          first_error = fmt::format("{}:{}: {}", input, batch[i].index, rewards[i].error);
       } else if (config.reward_key) {
         o = {{"reward", gyre::rl::rewards::reward_value(rewards[i].value, config.reward_key,
                                                         batch[i].index)}};
@@ -115,6 +126,16 @@ int run_reward(int argc, char** argv) {
       }
       out << o.dump() << "\n";
     }
+  }
+  out.flush();
+  if (!out) GYRE_THROW(io, "writing {} failed", output.empty() ? "stdout" : output);
+  // Failed rewards are data (written above), but a script must not read exit 0 as "all scored".
+  if (failed > 0) {
+    std::fprintf(stderr,
+                 "gyre reward: %zu of %zu cases failed (their output lines carry \"error\"); "
+                 "first: %s\n",
+                 failed, cases.size(), first_error.c_str());
+    return 1;
   }
   return 0;
 }

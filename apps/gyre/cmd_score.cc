@@ -3,8 +3,9 @@
 // on the CPU or (--device cuda, a CUDA build) on the GPU.
 // Input lines: {"ids": [...]} (blank lines skipped). Output, one line per input line, in order:
 // {"token_logprobs": [L-1 floats], "entropy": [L floats]} (model/scoring.h for the definitions).
-// The whole input is validated before any scoring, so a bad line (errors name IN.jsonl:LINE) exits
-// 2 without partial output. Lines are packed into batches of --batch-tokens for throughput.
+// The whole input is validated before any scoring, so a bad line (errors name IN.jsonl:LINE: an
+// id outside the vocabulary, a sequence longer than max_position_embeddings) exits 2 without
+// partial output. Lines are packed into batches of --batch-tokens for throughput.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -20,8 +21,12 @@
 
 namespace {
 
-// Reads {"ids": [...]} lines; ids must be integers in [0, vocab).
-std::vector<std::vector<int32_t>> read_score_input(const std::string& path, int64_t vocab) {
+// Reads {"ids": [...]} lines; ids must be integers in [0, vocab), and a sequence at most
+// `max_len` (the model's max_position_embeddings) tokens: RoPE past the trained context gives
+// log-probs without meaning, and nothing else would say so. The rollout engine holds prompt +
+// output to the same limit (infer::Engine's default context length).
+std::vector<std::vector<int32_t>> read_score_input(const std::string& path, int64_t vocab,
+                                                   int64_t max_len) {
   std::ifstream f(path);
   if (!f) GYRE_THROW(not_found, "cannot open --input {}", path);
   std::vector<std::vector<int32_t>> seqs;
@@ -39,6 +44,11 @@ std::vector<std::vector<int32_t>> read_score_input(const std::string& path, int6
     if (ids.empty())
       GYRE_THROW(invalid_argument, "{}:{}: \"ids\" is empty; a sequence needs at least one token",
                  path, lineno);
+    if (max_len > 0 && int64_t(ids.size()) > max_len)
+      GYRE_THROW(invalid_argument,
+                 "{}:{}: the sequence is {} tokens, longer than the model's context of {} tokens "
+                 "(max_position_embeddings in config.json); split it or truncate it to {} tokens",
+                 path, lineno, ids.size(), max_len, max_len);
     std::vector<int32_t> seq;
     seq.reserve(ids.size());
     for (size_t k = 0; k < ids.size(); ++k) {
@@ -89,7 +99,8 @@ int run_score(int argc, char** argv) {
   auto model = gyre::model::CausalLM::load(
       model_dir, {.device = device == "cuda" ? gyre::Device::cuda : gyre::Device::cpu,
                   .precision = gyre::model::parse_precision(precision)});
-  auto seqs = read_score_input(input, model->config().vocab_size);
+  auto seqs =
+      read_score_input(input, model->config().vocab_size, model->config().max_position_embeddings);
   std::FILE* out = stdout;
   if (!output.empty()) {
     out = std::fopen(output.c_str(), "wb");

@@ -1,6 +1,7 @@
 // `gyre tokenize`: encode JSONL {"text": ...} lines to {"ids": [...]} (or, with --decode, ids back
 // to text) with a Hugging Face tokenizer directory. Thin: parsing and I/O only; the work is
-// gyre::tokenizer. A malformed line is an error naming its line number (exit 2).
+// gyre::tokenizer. A malformed line is an error naming its line number (exit 2), and so is an id
+// outside [0, vocabulary size) with --decode.
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
@@ -58,11 +59,24 @@ int run_tokenize(int argc, char** argv) {
         GYRE_THROW(invalid_argument, "{}:{}: line {} needs {{\"ids\": [int, ...]}}", input, line_no,
                    line_no);
       std::vector<int32_t> ids;
-      for (auto& v : *it) {
+      const int64_t vocab = tok->vocab_size();
+      for (size_t k = 0; k < it->size(); ++k) {
+        const json& v = (*it)[k];
         if (!v.is_number_integer())
           GYRE_THROW(invalid_argument, "{}:{}: line {}: ids must be integers, got {}", input,
                      line_no, line_no, v.dump());
-        ids.push_back(v.get<int32_t>());
+        // An id outside the tokenizer used to wrap into int32 (2^32 + 1 decoded as id 1) or be
+        // dropped by decode; that hides a wrong tokenizer or corrupt ids, so refuse it. (The
+        // library's decode still skips ids that name no token, as HF does.)
+        const bool in_range = v.is_number_unsigned()
+                                  ? v.get<uint64_t>() < uint64_t(vocab)
+                                  : v.get<int64_t>() >= 0 && v.get<int64_t>() < vocab;
+        if (!in_range)
+          GYRE_THROW(invalid_argument,
+                     "{}:{}: ids[{}] = {} is out of range: this tokenizer's ids are in [0, {}) "
+                     "(its vocabulary size); check that --tokenizer is the one that made the ids",
+                     input, line_no, k, v.dump(), vocab);
+        ids.push_back(int32_t(v.get<int64_t>()));
       }
       out << json{{"text", tok->decode(ids, skip_special)}}.dump() << '\n';
     } else {

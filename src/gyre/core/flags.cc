@@ -50,6 +50,30 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// yaml-cpp 0.7 raises "illegal EOF in scalar" for a quoted scalar left open only when no newline
+// follows it; with one, the scalar silently runs to the end of the text and swallows every later
+// line. So look for the closing quote of each quoted value ourselves. `m` is the node's mark (a
+// byte offset past any UTF-8 BOM); anything that is not a quoted scalar there passes.
+bool quote_closed(const std::string& text, const YAML::Mark& m) {
+  const size_t bom = text.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
+  if (m.pos < 0 || bom + size_t(m.pos) >= text.size()) return true;
+  const size_t open = bom + size_t(m.pos);
+  const char q = text[open];
+  if (q != '"' && q != '\'') return true;
+  for (size_t i = open + 1; i < text.size(); ++i) {
+    if (q == '"' && text[i] == '\\') {
+      ++i;  // an escape: \" does not close
+    } else if (text[i] == q) {
+      if (q == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+        ++i;  // '' is an escaped single quote
+        continue;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
 bool valid_name(const std::string& name) {
   if (name.empty() || name.front() == '-' || name.back() == '-') return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
@@ -331,6 +355,16 @@ void FlagSet::parse_yaml_string(const std::string& text, const std::string& sour
     GYRE_THROW(invalid_argument,
                "config {}: the top level must be a mapping of `flag-name: value` lines",
                source_name);
+  auto check_closed = [&](const YAML::Node& n, const std::string& key) {
+    if (!quote_closed(text, n.Mark()))
+      GYRE_THROW(invalid_argument,
+                 "config {}:{}: the value of `{}` opens a quote that is never closed (the rest of "
+                 "the file would be read as part of it); add the closing quote",
+                 source_name, n.Mark().line + 1, key);
+  };
+  // First line of each flag, to reject a second setting of it (yaml-cpp keeps both and the last
+  // one would win silently). Keyed by the flag name: `lr_x` and `lr-x` are the same flag.
+  std::map<std::string, std::pair<int, std::string>> first_seen;
   for (auto it = root.begin(); it != root.end(); ++it) {
     // Copies, not references: yaml-cpp's iterator yields a temporary pair.
     const YAML::Node key_node = it->first;
@@ -342,6 +376,14 @@ void FlagSet::parse_yaml_string(const std::string& text, const std::string& sour
     if (normalize(key) == "config")
       GYRE_THROW(invalid_argument, "config {}: `config` cannot be nested; pass several --config",
                  where);
+    const auto [seen, fresh] =
+        first_seen.try_emplace(normalize(key), key_node.Mark().line + 1, key);
+    if (!fresh)
+      GYRE_THROW(invalid_argument,
+                 "config {}: key `{}` is set twice (first {}on line {}); keep one of them (to "
+                 "override a config, pass a second --config or the flag on the command line)",
+                 where, key, seen->second.second == key ? "" : "as `" + seen->second.second + "` ",
+                 seen->second.first);
     FlagInfo& flag = lookup_or_throw(key, "config " + where);
     std::string vwhere = "config " + where;
     std::vector<std::string> values;
@@ -355,6 +397,7 @@ void FlagSet::parse_yaml_string(const std::string& text, const std::string& sour
         GYRE_THROW(invalid_argument, "flag {} has no value ({}); it expects a {}", key, vwhere,
                    flag.type);
     } else if (v.IsScalar()) {
+      check_closed(v, key);
       values.push_back(v.as<std::string>());
     } else if (v.IsSequence()) {
       if (!flag.is_list)
@@ -363,6 +406,7 @@ void FlagSet::parse_yaml_string(const std::string& text, const std::string& sour
       for (const auto& e : v) {
         if (!e.IsScalar())
           GYRE_THROW(invalid_argument, "flag {}: list items must be scalars ({})", key, vwhere);
+        check_closed(e, key);
         values.push_back(e.as<std::string>());
       }
     } else {

@@ -102,7 +102,9 @@ class FlagSet {
   bool parse(const std::vector<std::string>& args);  // args without the program name
 
   // Applies a YAML mapping `name: value` (or `name_with_underscores: value`); scalars, sequences
-  // and null (optionals only). Values set here are overridden by later command-line flags.
+  // and null (optionals only). Values set here are overridden by later command-line flags. A flag
+  // set twice in one file (in either spelling) and a quoted value without its closing quote are
+  // errors naming the file, line and key.
   void parse_yaml_file(const std::string& path);
   void parse_yaml_string(const std::string& text, const std::string& source_name = "<yaml>");
 

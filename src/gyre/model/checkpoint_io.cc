@@ -1,7 +1,11 @@
 // CausalLM construction and Hugging Face folder I/O: load (config.json + safetensors, any float
 // dtype → f32), random_init (HF _init_weights: normal linears/embeddings, unit norms, zero biases),
-// save (config.json + model.safetensors in f32/bf16/f16) and in-place weight reload.
+// save (config.json + model.safetensors in f32/bf16/f16) and in-place weight reload; every read
+// refuses non-finite weights (checkpoint_io.h).
+#include "gyre/model/checkpoint_io.h"
+
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -34,6 +38,29 @@ bool ignorable_extra(const std::string& name, const ModelConfig& c) {
   return name.find("rotary_emb.inv_freq") != std::string::npos;        // legacy non-weights
 }
 
+// NaN / inf by the bits of a U-wide float: exponent all ones, then mantissa zero (inf) or not.
+// The first pass only counts (branch-free, so it vectorises); tensors are almost always clean.
+template <typename U>
+NonFiniteCount count_special(const Tensor& t, U exponent, U mantissa) {
+  const char* p = static_cast<const char*>(t.raw());
+  const int64_t n = t.numel();
+  auto bits = [p](int64_t i) {
+    U u;
+    std::memcpy(&u, p + size_t(i) * sizeof(U), sizeof(U));
+    return u;
+  };
+  int64_t special = 0;
+  for (int64_t i = 0; i < n; ++i) special += (bits(i) & exponent) == exponent;
+  NonFiniteCount c;
+  for (int64_t i = 0; special > 0 && i < n; ++i) {
+    const U u = bits(i);
+    if ((u & exponent) != exponent) continue;
+    ++((u & mantissa) ? c.nan : c.inf);
+    --special;
+  }
+  return c;
+}
+
 // Copies every parameter from the checkpoint into `params` (already allocated, canonical order).
 void read_weights(const std::string& dir, const ModelConfig& c, const std::vector<ParamSpec>& specs,
                   std::vector<NamedTensor>& params) {
@@ -58,6 +85,8 @@ void read_weights(const std::string& dir, const ModelConfig& c, const std::vecto
                  info.file, s.name, shape_str(info.shape), shape_str(s.shape));
     params[i].tensor.copy_from(reader.get(s.name));
   }
+  // Before any caller sees them: load_weights() keeps the old weights when this throws.
+  check_finite_weights(params, dir);
   std::vector<std::string> extra;
   for (const std::string& n : reader.names()) {
     bool known = ignorable_extra(n, c);
@@ -137,6 +166,36 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 }
 
 }  // namespace
+
+NonFiniteCount count_non_finite(const Tensor& t) {
+  GYRE_CHECK(t.device() == Device::cpu, "count_non_finite: a host tensor is needed");
+  switch (t.dtype()) {
+    case DType::f32: return count_special<uint32_t>(t, 0x7F800000u, 0x007FFFFFu);
+    case DType::bf16: return count_special<uint16_t>(t, 0x7F80, 0x007F);
+    case DType::f16: return count_special<uint16_t>(t, 0x7C00, 0x03FF);
+    case DType::f64:
+      return count_special<uint64_t>(t, 0x7FF0000000000000ull, 0x000FFFFFFFFFFFFFull);
+    default: return {};
+  }
+}
+
+void check_finite_weights(const std::vector<NamedTensor>& tensors, const std::string& source) {
+  constexpr size_t kNamed = 4;
+  std::vector<std::string> named;
+  size_t bad = 0;
+  for (const NamedTensor& t : tensors) {
+    const NonFiniteCount c = count_non_finite(t.tensor);
+    if (c.total() == 0) continue;
+    if (++bad <= kNamed)
+      named.push_back(fmt::format("'{}' ({} NaN, {} inf of {} values)", t.name, c.nan, c.inf,
+                                  t.tensor.numel()));
+  }
+  if (bad > 0)
+    GYRE_THROW(invalid_argument,
+               "checkpoint {}: {} tensor(s) hold NaN or infinite weights: {}{}; the file is "
+               "corrupt or was saved from a diverged run (use an earlier checkpoint)",
+               source, bad, fmt::join(named, ", "), bad > kNamed ? ", ..." : "");
+}
 
 std::unique_ptr<CausalLM> CausalLM::random_init(const ModelConfig& config, uint64_t seed,
                                                 float stddev, TpComm* tp) {

@@ -1,8 +1,12 @@
 // SGLang /generate request parsing and response rendering (native_api.h).
 #include "gyre/serve/native_api.h"
 
+#include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <set>
 
+#include "gyre/core/logging.h"
 #include "gyre/serve/request_json.h"
 #include "gyre/tokenizer/tokenizer.h"
 
@@ -19,17 +23,112 @@ namespace {
 // request that relies on them must fail loudly rather than get unconstrained output.
 constexpr const char* kUnsupportedSampling[] = {
     "json_schema", "regex", "ebnf", "structural_tag", "logit_bias", "stop_regex", "custom_params"};
+// The rest of SGLang's SamplingParams keys: what parse_sampling_params (and `gyre generate`) read.
+constexpr const char* kSupportedSampling[] = {"max_new_tokens",
+                                              "min_new_tokens",
+                                              "temperature",
+                                              "top_p",
+                                              "top_k",
+                                              "min_p",
+                                              "frequency_penalty",
+                                              "presence_penalty",
+                                              "repetition_penalty",
+                                              "n",
+                                              "sampling_seed",
+                                              "stop",
+                                              "stop_token_ids",
+                                              "ignore_eos",
+                                              "no_stop_trim",
+                                              "skip_special_tokens",
+                                              "spaces_between_special_tokens",
+                                              "stream_interval"};
 constexpr const char* kUnsupportedTop[] = {
     "input_embeds", "image_data",     "video_data",        "audio_data",
     "lora_path",    "session_params", "token_ids_logprob", "custom_logit_processor"};
+// The top-level fields parse_generate reads.
+constexpr const char* kGenerateFields[] = {
+    "text",           "input_ids",         "sampling_params",  "rid",
+    "return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs",
+    "stream",         "priority"};
+// The other GenerateReqInput fields of reference/sglang-api.md §1.1, accepted without effect:
+// routing and PD-disaggregation hints that routers inject, session identity, logging/tracing
+// options, and extra outputs this engine does not produce. Any other field is accepted too (as
+// SGLang does) but named once in the server log (parse_generate).
+// Extra outputs this engine does not produce: accepted when false (clients send the default), a
+// 400 when true — the client would otherwise wait for data that never comes.
+constexpr const char* kUnproducedOutputs[] = {"return_hidden_states", "return_routed_experts",
+                                              "return_entropy", "return_prompt_token_ids"};
+constexpr const char* kIgnoredTop[] = {"session_id",
+                                       "return_hidden_states",
+                                       "return_routed_experts",
+                                       "routed_experts_start_len",
+                                       "bootstrap_host",
+                                       "bootstrap_port",
+                                       "bootstrap_room",
+                                       "routed_dp_rank",
+                                       "data_parallel_rank",
+                                       "disagg_prefill_dp_rank",
+                                       "extra_key",
+                                       "cache_salt",
+                                       "routing_key",
+                                       "conversation_id",
+                                       "require_reasoning",
+                                       "return_entropy",
+                                       "return_prompt_token_ids",
+                                       "log_metrics",
+                                       "custom_labels",
+                                       "modalities"};
+
+template <size_t N>
+bool in_list(const char* const (&list)[N], std::string_view key) {
+  return std::find(std::begin(list), std::end(list), key) != std::end(list);
+}
+
+template <size_t N>
+std::string join(const char* const (&list)[N]) {
+  std::string out;
+  for (const char* k : list) {
+    if (!out.empty()) out += ", ";
+    out += k;
+  }
+  return out;
+}
 
 float as_float(double d) { return static_cast<float>(d); }
 
+void warn_unknown_field_once(const std::string& key) {
+  static std::mutex mu;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mu);
+  if (warned.size() >= 256 || !warned.insert(key).second)
+    return;  // bounded: keys come from clients
+  log::warn(
+      "/generate: ignoring field \"{}\", which is not a /generate field (known: {}; accepted "
+      "without effect: {})",
+      key, join(kGenerateFields), join(kIgnoredTop));
+}
+
 }  // namespace
+
+bool is_sampling_param_key(std::string_view key) {
+  return in_list(kSupportedSampling, key) || in_list(kUnsupportedSampling, key);
+}
+
+bool is_unsupported_sampling_param_key(std::string_view key) {
+  return in_list(kUnsupportedSampling, key);
+}
+
+std::string supported_sampling_param_keys() { return join(kSupportedSampling); }
 
 SamplingParams parse_sampling_params(const json& sp, const std::string& path, SamplingParams s) {
   if (!sp.is_object()) bad_field(path, fmt::format("must be an object, got {}", json_type(sp)));
   auto p = [&](const char* k) { return path + "." + k; };
+  for (auto it = sp.begin(); it != sp.end(); ++it)
+    if (!is_sampling_param_key(it.key()))
+      bad_field(path + "." + it.key(),
+                fmt::format("is not a sampling parameter (SGLang rejects unknown keys too); "
+                            "known: {}",
+                            supported_sampling_param_keys()));
   for (const char* k : kUnsupportedSampling)
     if (field(sp, k))
       bad_field(p(k),
@@ -75,11 +174,25 @@ SamplingParams parse_sampling_params(const json& sp, const std::string& path, Sa
 }
 
 GenerateCall parse_generate(const json& body, const tokenizer::Tokenizer* tok) {
+  if (!body.is_object())
+    bad_request(fmt::format("request body must be a JSON object, got {}", json_type(body)));
   for (const char* k : kUnsupportedTop)
     if (field(body, k))
       bad_field(k,
                 "is not supported by this server (text-only engine without LoRA, sessions or "
                 "custom logit processors); remove it");
+  for (const char* k : kUnproducedOutputs)
+    if (const json* v = field(body, k); v && v->is_boolean() && v->get<bool>())
+      bad_field(k,
+                "is not supported by this server (it cannot return that output); remove it or "
+                "set it to false");
+  // A field outside SGLang's GenerateReqInput is accepted, as SGLang's HTTP layer accepts it (its
+  // request dataclass ignores extra fields, so routers and clients may send newer ones), but the
+  // server log names it once: a misspelt field ("return_logprobs") must not pass unseen.
+  for (auto it = body.begin(); it != body.end(); ++it)
+    if (!in_list(kGenerateFields, it.key()) && !in_list(kUnsupportedTop, it.key()) &&
+        !in_list(kIgnoredTop, it.key()))
+      warn_unknown_field_once(it.key());
   const json* text = field(body, "text");
   const json* ids = field(body, "input_ids");
   if (text && ids) bad_request("give exactly one of \"text\" or \"input_ids\", not both");

@@ -9,6 +9,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gyre/infer/types.h"
@@ -31,12 +32,24 @@ struct GenerateCall {
 
 // Parses a /generate body. Exactly one of text | input_ids; text needs `tok` (else 400 saying so).
 // Wrong types or values -> RequestError(400) naming the field; multimodal/constrained-decoding
-// fields that this engine does not implement -> 400 naming them (never silently ignored).
+// fields that this engine does not implement -> 400 naming them (never silently ignored); a field
+// that is not one of SGLang's GenerateReqInput fields is ignored, as SGLang ignores it, and named
+// once in the server log. An unknown sampling_params key is a 400 (SGLang raises on it too).
 GenerateCall parse_generate(const nlohmann::json& body, const tokenizer::Tokenizer* tok);
 
-// SGLang sampling_params (dict) over `base`. `path` prefixes field names in errors.
+// SGLang sampling_params (dict) over `base`. `path` prefixes field names in errors. A key that is
+// not a sampling parameter -> RequestError(400) naming it and listing the known ones.
 infer::SamplingParams parse_sampling_params(const nlohmann::json& sp, const std::string& path,
                                             infer::SamplingParams base = {});
+
+// The one list of sampling_params keys, shared by /generate and `gyre generate`: SGLang's
+// SamplingParams fields (reference/sglang-api.md §1.2). SamplingParams(**dict) raises on any other
+// key, and a misspelt key must not quietly sample with the default. The unsupported ones
+// (constrained decoding, logit_bias, custom_params, stop_regex) are known but refused.
+bool is_sampling_param_key(std::string_view key);
+bool is_unsupported_sampling_param_key(std::string_view key);
+// The supported keys, comma-separated, for error messages.
+std::string supported_sampling_param_keys();
 
 // {"type":"stop","matched":...} | {"type":"length","length":n} | {"type":"abort","message":...}
 // | null (unfinished).

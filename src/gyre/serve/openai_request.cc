@@ -1,5 +1,7 @@
 // OpenAI request parsing: chat messages -> chat template -> token ids, sampling fields (OpenAI
-// names plus SGLang's extra_body extensions) -> SamplingParams (openai_api.h).
+// names plus SGLang's extra_body extensions) -> SamplingParams (openai_api.h). Unlike /generate,
+// unknown top-level fields are ignored: OpenAI clients send many (user, store, metadata, ...) and
+// SGLang's pydantic request models ignore extras too.
 #include <algorithm>
 
 #include "gyre/serve/native_api.h"

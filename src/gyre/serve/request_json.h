@@ -2,8 +2,10 @@
 // becomes values. Every reader throws RequestError (a gyre::Error carrying the HTTP status and the
 // offending parameter) with a message saying what the field must be and what was sent.
 // Rules shared by the native and OpenAI layers: a JSON null means "absent" (pydantic/SGLang
-// semantics), unknown keys are ignored by the callers, integers may be sent as floats with an
-// integral value (pydantic's lax mode accepts 16.0 for an int field).
+// semantics), integers may be sent as floats with an integral value (pydantic's lax mode accepts
+// 16.0 for an int field). Unknown keys are the callers' choice: the native /generate parser refuses
+// them (SGLang's SamplingParams(**dict) does), the OpenAI parsers ignore them (OpenAI clients send
+// many; SGLang's pydantic models ignore them too).
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>

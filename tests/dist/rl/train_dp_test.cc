@@ -4,6 +4,7 @@
 // checkpoint, resumes from them, and rejects a world size that does not match the flags.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -79,4 +80,21 @@ TEST(TrainDataParallel, ParseWorldSizeMismatchNamesTheNumbers) {
 }
 
 }  // namespace
+// A --save folder rank 0 cannot create stops every rank at once with the error naming --save (the
+// ranks agree on rank 0's result): rank 1 used to go on to its first collective and wait there.
+TEST(TrainDataParallel, ParseUnwritableSaveStopsEveryRank) {
+  const std::string dir = test::temp_dir("train_dp_unwritable");
+  test::write_file(dir + "/file", "x");  // a file where the output folder's parent should be
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = test::run_command("cd " + test::source_path("") + " && " + mpirun(2) + test::gyre_bin() +
+                             " train --config examples/quickstart/grpo.yaml --num-rollout 1 "
+                             "--actor-num-gpus-per-node 2 --save " +
+                             dir + "/file/out");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE((r.err + r.out).find("--save " + dir + "/file/out"), std::string::npos)
+      << r.err << r.out;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0)
+      << "a rank waited for its peer";
+}
+
 }  // namespace gyre

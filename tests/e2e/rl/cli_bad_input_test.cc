@@ -2,11 +2,16 @@
 // `gyre init-model` refuses an --output folder that already holds a model (random weights used to
 // replace a trained model.safetensors with exit 0) unless --force, and a --std that is not a
 // finite number > 0 (NaN wrote an all-NaN model); `gyre reward` refuses a --rm-timeout <= 0
-// (every remote attempt timed out at once and the retries ran until killed).
+// (every remote attempt timed out at once and the retries ran until killed). `gyre train` checks
+// its rollout / sampling / reward flags before it loads anything, names --hf-checkpoint when there
+// is no model, and refuses a config file that sets a flag twice or leaves a quote open; output
+// paths that cannot be written (train --save, init-model --output) are user errors naming the flag;
+// `gyre bench` refuses sizes past what a step can index.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "test_util.h"
 
@@ -54,4 +59,138 @@ TEST(CliBadInput, RewardTimeoutsMustBePositive) {
       EXPECT_NE(r.exit_code, 124) << flag << " " << v << ": timed out";
       EXPECT_NE(r.err.find(flag), std::string::npos) << flag << " " << v << ": " << r.err;
     }
+}
+
+namespace {
+
+// The quick-start's GRPO config, one short rollout, from the source tree (its paths are relative).
+test::CommandResult train(const std::string& args) {
+  return test::run_command(
+      "cd " + test::source_path("") + " && timeout 120 " + test::gyre_bin() +
+      " train --config examples/quickstart/grpo.yaml --num-rollout 1"
+      " --rollout-batch-size 4 --n-samples-per-prompt 2"
+      " --global-batch-size 8 --micro-batch-size 8 --eval-interval 0 --quiet " +
+      args);
+}
+
+}  // namespace
+
+// Rollout, sampling and reward settings are checked before anything is loaded: with a model
+// folder that does not exist, the error is still about the flag (they used to be refused only per
+// request or per sample, after the model loaded, each group of the first rollout dropped).
+TEST(CliBadInput, TrainChecksRolloutSettingsBeforeLoading) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"--rollout-top-p 1.5", "--rollout-top-p"},
+      {"--rollout-top-p 0", "--rollout-top-p"},
+      {"--rollout-top-k -5", "--rollout-top-k"},
+      {"--rm-type nonsense", "--rm-type 'nonsense'"},
+      {"--rm-type remote_rm", "--rm-url"},
+      // One worker thread per concurrent sample: this many aborted the process in a thread start.
+      {"--rollout-concurrency 100000000000", "--rollout-concurrency"},
+  };
+  for (const auto& [bad, named] : cases) {
+    const auto r = train(std::string("--hf-checkpoint /nonexistent/model ") + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find(named), std::string::npos) << bad << ": " << r.err;
+  }
+  // A response budget the model's context cannot hold: named with the model's limit, before the
+  // weights are read.
+  const auto r = train("--rollout-max-response-len 1000000");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--rollout-max-response-len 1000000"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
+}
+
+// Without a model, the error says which flag (and config key) sets it and, when it is set, the
+// folder that was searched (it used to be ": no tokenizer.json in this directory").
+TEST(CliBadInput, TrainNamesTheModelFlag) {
+  const std::string dir = test::temp_dir("train_no_model");
+  test::write_file(dir + "/empty.yaml", "");
+  auto r = test::run_command("timeout 60 " + test::gyre_bin() + " train --config " + dir +
+                             "/empty.yaml");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--hf-checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hf-checkpoint:"), std::string::npos) << r.err;
+  r = train("--hf-checkpoint " + dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--hf-checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no tokenizer.json in " + dir), std::string::npos) << r.err;
+}
+
+// Without --rm-type the prompts' metadata.rm_type picks each reward (slime's dispatch); prompts
+// without one stop the run before the models load, naming the first such prompt and the flags.
+TEST(CliBadInput, TrainPromptsWithoutARewardNameTheFirst) {
+  auto r = test::run_command("cd " + test::source_path("") + " && timeout 60 " + test::gyre_bin() +
+                             " train --config examples/quickstart/grpo.yaml --rm-type '' "
+                             "--num-rollout 1");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("no reward for prompt 0 of --prompt-data examples/quickstart/train.jsonl"),
+            std::string::npos)
+      << r.err;
+}
+
+// A --load folder that cannot be read is an error about --load (it escaped as an unlabelled
+// filesystem exception). A symlink loop stands in for a permission problem, which root (CI) never
+// meets.
+TEST(CliBadInput, TrainUnreadableLoadNamesTheFlag) {
+  const std::string dir = test::temp_dir("train_load_loop");
+  ASSERT_EQ(test::run_command("ln -sfn " + dir + "/loop " + dir + "/loop").exit_code, 0);
+  const auto r = train("--load " + dir + "/loop");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--load " + dir + "/loop: cannot read"), std::string::npos) << r.err;
+}
+
+// A config file that sets a flag twice or leaves a quote open fails naming the file, line and key
+// (yaml-cpp took the last value, and read an open quote to the end of the file).
+TEST(CliBadInput, TrainConfigDuplicateKeyAndOpenQuote) {
+  const std::string dir = test::temp_dir("train_yaml");
+  test::write_file(dir + "/dup.yaml", "lr: 0.001\nseed: 1\nlr: 0.5\n");
+  auto r = test::run_command(test::gyre_bin() + " train --config " + dir + "/dup.yaml");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("dup.yaml:3"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("`lr` is set twice"), std::string::npos) << r.err;
+  test::write_file(dir + "/quote.yaml", "seed: 1\nhf-checkpoint: \"examples/quickstart\n");
+  r = test::run_command(test::gyre_bin() + " train --config " + dir + "/quote.yaml");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("quote.yaml:2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("`hf-checkpoint`"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("never closed"), std::string::npos) << r.err;
+}
+
+// Output paths that cannot be written are the user's to fix: exit 2 with the flag and the path
+// (they used to be "internal: filesystem error", exit 3).
+TEST(CliBadInput, OutputPathErrorsNameTheFlag) {
+  const std::string dir = test::temp_dir("out_paths");
+  const std::string file = dir + "/a_file";
+  test::write_file(file, "x");
+  auto r = train("--save " + file);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--save " + file), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("internal"), std::string::npos) << r.err;
+  r = train("--save-debug-rollout-data " + file + "/r_{rollout_id}.jsonl");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--save-debug-rollout-data"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("internal"), std::string::npos) << r.err;
+  const std::string cfg = test::source_path("tests/fixtures/models/qwen3_tiny/config.json");
+  for (const std::string& out : {file, file + "/m"}) {
+    r = gyre_cmd("init-model --config " + cfg + " --output " + out);
+    EXPECT_EQ(r.exit_code, 2) << out << ": " << r.err;
+    EXPECT_NE(r.err.find("--output " + out), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("internal"), std::string::npos) << r.err;
+  }
+}
+
+// Sizes past what a step can index are refused up front, naming the flags and the limit (they used
+// to end in "internal: std::bad_alloc").
+TEST(CliBadInput, BenchRejectsAbsurdSizes) {
+  const std::string model = test::source_path("examples/quickstart/base_model");
+  for (const std::string& args :
+       {std::string("train --seq-len 99999999999"), std::string("logprob --batch-size 99999999999"),
+        std::string("rollout --batch-size 3000000000 --prompt-len 4 --new-tokens 4")}) {
+    const auto r = gyre_cmd("bench " + args + " --model " + model + " --steps 1 --warmup 0");
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("--batch-size"), std::string::npos) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("2147483647"), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(r.err.find("bad_alloc"), std::string::npos) << args << ": " << r.err;
+  }
 }

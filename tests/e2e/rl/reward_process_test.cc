@@ -1,5 +1,6 @@
 // `gyre reward` end to end: JSONL cases in, one {"reward": ...} line per case out; a malformed
-// line exits 2 naming the line; dict rewards with --reward-key; a custom JSON-lines process.
+// line exits 2 naming the line; dict rewards with --reward-key; a custom JSON-lines process; a
+// failed reward exits 1 after writing every line.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -75,7 +76,9 @@ TEST(RewardCli, ParseMissingLabelExits2NamingTheSample) {
   EXPECT_NE(r.err.find("sample 2"), std::string::npos) << r.err;
 }
 
-TEST(RewardCli, CustomProcessWithFailure) {
+// A failed reward keeps its line ({"reward": null, "error"}) and the others are still scored, but
+// the exit status is 1 (it used to be 0) with a stderr summary naming the first failure.
+TEST(RewardCli, CustomProcessFailureKeepsEveryLineAndExits1) {
   const std::string dir = test::temp_dir("reward_cli");
   test::write_file(dir + "/rm.sh", R"(while IFS= read -r line; do
   case "$line" in
@@ -90,7 +93,12 @@ done
 )");
   auto r = test::run_command(test::gyre_bin() + " reward --custom-rm-path 'sh " + dir +
                              "/rm.sh' --input " + dir + "/cases.jsonl");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("gyre reward: 1 of 3 cases failed (their output lines carry \"error\"); "
+                       "first: " +
+                       dir + "/cases.jsonl:2: custom reward process"),
+            std::string::npos)
+      << r.err;
   auto out = lines_of(r.out);
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0]["reward"], 0.25);

@@ -349,10 +349,15 @@ TEST_F(ServeE2E, BadInputGetsJsonErrors) {
   r = call(u, "POST", "/generate", R"({"input_ids":[1],"sampling_params":{"temperature":"hot"}})");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "sampling_params.temperature") << r.body;
-  // Unknown fields are ignored.
+  // An unknown top-level field is ignored (as SGLang does); an unknown sampling key is refused (as
+  // SGLang's SamplingParams(**dict) does), named with the known ones listed.
   r = call(u, "POST", "/generate",
-           R"({"input_ids":[1],"frobnicate":3,"sampling_params":{"max_new_tokens":1,"zz":1}})");
+           R"({"input_ids":[1],"frobnicate":3,"sampling_params":{"max_new_tokens":1}})");
   EXPECT_EQ(r.status, 200) << r.body;
+  r = call(u, "POST", "/generate", R"({"input_ids":[1],"sampling_params":{"zz":1}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "sampling_params.zz") << r.body;
+  EXPECT_NE(r.body.find("known: max_new_tokens"), std::string::npos) << r.body;
   // A prompt over the model's 512-token context.
   r = call(u, "POST", "/generate", json{{"input_ids", std::vector<int>(600, 7)}}.dump());
   EXPECT_EQ(r.status, 400);

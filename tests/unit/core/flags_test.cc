@@ -68,6 +68,16 @@ std::string error_of(FlagSet& f, std::vector<std::string> args) {
   return "";
 }
 
+// The error of parsing `text` as YAML config `source` ("" when it parses).
+std::string yaml_error_of(FlagSet& f, const std::string& text, const std::string& source) {
+  try {
+    f.parse_yaml_string(text, source);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST(Flags, ParseDefaultsAreStored) {
@@ -270,14 +280,7 @@ TEST(Flags, ParseWrongTypeNamesFlagAndValue) {
   EXPECT_NE(error_of(f, {"-x"}).find("unknown option"), std::string::npos);
   EXPECT_NE(error_of(f, {"--config", "/nonexistent/x.yaml"}).find("/nonexistent/x.yaml"),
             std::string::npos);
-  auto yaml_error = [&](const std::string& text) {
-    try {
-      f.parse_yaml_string(text, "bad.yaml");
-    } catch (const Error& err) {
-      return std::string(err.what());
-    }
-    return std::string();
-  };
+  auto yaml_error = [&](const std::string& text) { return yaml_error_of(f, text, "bad.yaml"); };
   e = yaml_error("lr: 1e-6\nrollout-batch-size: [1, 2]\n");
   EXPECT_NE(e.find("bad.yaml:2"), std::string::npos) << e;
   EXPECT_NE(e.find("got a list"), std::string::npos) << e;
@@ -341,4 +344,37 @@ TEST(Flags, ParsePositionalsWhenAllowed) {
   f.reset();
   EXPECT_EQ(c.lr, 1e-6);
   EXPECT_FALSE(f.is_set("lr"));
+}
+
+// A YAML config that sets a flag twice (yaml-cpp keeps both, so the last used to win silently)
+// or leaves a quote open at the end of the file (yaml-cpp 0.7 reads it as running to the end of
+// the text) is an error naming the file, the line and the key. Quotes that do close stay fine,
+// across lines and with escaped quotes inside.
+TEST(Flags, ParseYamlDuplicateKeyAndUnclosedQuote) {
+  Cfg c;
+  FlagSet f;
+  c.declare(f);
+  auto yaml_error = [&](const std::string& text) { return yaml_error_of(f, text, "run.yaml"); };
+  std::string e = yaml_error("lr: 0.001\nrollout-batch-size: 4\nlr: 0.5\n");
+  EXPECT_NE(e.find("run.yaml:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("`lr` is set twice"), std::string::npos) << e;
+  EXPECT_NE(e.find("line 1"), std::string::npos) << e;
+  // Both spellings of one flag are the same key.
+  e = yaml_error("rollout-batch-size: 4\nrollout_batch_size: 8\n");
+  EXPECT_NE(e.find("run.yaml:2"), std::string::npos) << e;
+  EXPECT_NE(e.find("`rollout-batch-size` on line 1"), std::string::npos) << e;
+
+  for (const char* text : {"input-key: \"prompt\n", "lr: 1e-6\ninput-key: 'prompt\n",
+                           "input-key: \"a\\\"b\nlr: 1e-6\n", "rollout-stop:\n  - a\n  - \"b\n"}) {
+    e = yaml_error(text);
+    EXPECT_NE(e.find("never closed"), std::string::npos) << text << ": " << e;
+    EXPECT_NE(e.find("run.yaml:"), std::string::npos) << e;
+  }
+  e = yaml_error("lr: 1e-6\n\ninput-key: \"prompt\n");
+  EXPECT_NE(e.find("run.yaml:3"), std::string::npos) << e;
+  EXPECT_NE(e.find("`input-key`"), std::string::npos) << e;
+
+  EXPECT_EQ(yaml_error("input-key: \"two\n  lines\"\nrollout-stop: ['it''s', \"a\\\"b\"]\n"), "");
+  EXPECT_EQ(c.input_key, "two lines");
+  EXPECT_EQ(c.rollout_stop, (std::vector<std::string>{"it's", "a\"b"}));
 }

@@ -1,5 +1,6 @@
 // `gyre score` / `gyre grad` on bad input: every problem exits 2 with a message naming the input
-// line (non-JSON, missing key, out-of-range id, prompt_len beyond the sequence), and no output.
+// line (non-JSON, missing key, out-of-range id, prompt_len beyond the sequence, a score sequence
+// longer than the model's context), and no output.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -38,6 +39,26 @@ TEST(ModelCliErrors, ParseScoreBadLines) {
   expect_line_error("score", ok + "{\"ids\": [4, 100000]}\n", 2, "100000");
   expect_line_error("score", "{\"ids\": [-1]}\n", 1, "-1");
   expect_line_error("score", ok + "{\"ids\": []}\n", 2, "empty");
+}
+
+// A sequence past max_position_embeddings (512 for qwen3_tiny) would run RoPE past the trained
+// context and give log-probs / gradients without meaning; score and grad used to take it with exit
+// 0. Now each refuses it naming the line and the limit; exactly the context still scores.
+TEST(ModelCliErrors, ParseSequenceLongerThanTheContext) {
+  auto seq = [](int n, const std::string& extra) {
+    std::string s = "{\"ids\": [1";
+    for (int i = 1; i < n; ++i) s += ", 1";
+    return s + "]" + extra + "}\n";
+  };
+  for (const std::string cmd : {"score", "grad"}) {
+    const std::string extra = cmd == "grad" ? ", \"prompt_len\": 1, \"advantage\": 1" : "";
+    expect_line_error(cmd, seq(3, extra) + seq(513, extra), 2, "513 tokens");
+    expect_line_error(cmd, seq(513, extra), 1, "context of 512 tokens (max_position_embeddings");
+  }
+  std::string tmp;
+  auto r = run("score", seq(512, ""), &tmp);  // exactly the context: fine
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("token_logprobs"), std::string::npos);
 }
 
 TEST(ModelCliErrors, ParseGradBadLines) {

@@ -134,3 +134,27 @@ TEST(RewardsFactory, MetadataRmTypeOverridesAndRandomIsBinary) {
   EXPECT_THROW(reward_value(json(NAN), std::nullopt, 4), Error);
   EXPECT_EQ(reward_value(json(true), std::nullopt, 0), 1.0);
 }
+
+// Without --rm-type / --custom-rm-path each prompt's metadata.rm_type picks its reward; gyre train
+// checks the loaded prompts for one (a prompt without would fail its samples in every rollout).
+TEST(RewardsFactory, ParseMetadataRmTypeNamesThePrompt) {
+  check_metadata_rm_type(json{{"rm_type", "math"}}, 0, "p.jsonl");
+  check_metadata_rm_type(json{{"rm_type", " boxed_f1 "}}, 1, "p.jsonl");
+  auto error_of = [](const json& m) -> std::string {
+    try {
+      check_metadata_rm_type(m, 1, "p.jsonl");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  for (const json& bad : {json::object(), json{{"rm_type", ""}}, json{{"rm_type", 3}},
+                          json(nullptr), json{{"other", "math"}}}) {
+    const std::string e = error_of(bad);
+    EXPECT_NE(e.find("no reward for prompt 1 of p.jsonl"), std::string::npos) << bad << ": " << e;
+    EXPECT_NE(e.find("--rm-type"), std::string::npos) << e;
+  }
+  const std::string e = error_of(json{{"rm_type", "nonsense"}});
+  EXPECT_NE(e.find("prompt 1 of p.jsonl: metadata.rm_type"), std::string::npos) << e;
+  EXPECT_NE(e.find("nonsense"), std::string::npos) << e;
+}

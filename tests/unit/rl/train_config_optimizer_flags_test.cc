@@ -9,26 +9,16 @@
 #include <limits>
 #include <string>
 
-#include "gyre/core/flags.h"
 #include "gyre/rl/loop/train_config.h"
 #include "test_util.h"
+#include "valid_train_config.h"
 
 namespace gyre::rl {
 namespace {
 
 using test::error_of;
 
-// The flags' defaults (registering them writes each default), a model and a run length.
-TrainConfig valid() {
-  TrainConfig c;
-  FlagSet flags;
-  c.register_flags(flags);
-  c.hf_checkpoint = std::string("m");  // (not = "m": GCC 12 -Wrestrict false positive)
-  c.num_rollout = 3;
-  c.rollout_batch_size = 4;  // required flags
-  c.n_samples_per_prompt = 2;
-  return c;
-}
+TrainConfig valid() { return test_support::valid_train_config(); }
 
 TEST(TrainConfigOptimizerFlags, BadValuesNameTheFlag) {
   EXPECT_EQ(error_of([] { valid().derive_and_validate(64); }), "");

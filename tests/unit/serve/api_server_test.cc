@@ -345,6 +345,31 @@ TEST(ApiServerParse, HttpBadInputs) {
   EXPECT_NE(got.find("400"), std::string::npos);
 }
 
+// Over HTTP: an unknown sampling key on /generate is a 400 naming it (it used to be dropped,
+// answering 200); unknown top-level fields pass on every route, as in SGLang.
+TEST(ApiServerParse, GenerateRefusesUnknownSamplingKeys) {
+  Fixture f;
+  auto r = f.call("POST", "/generate", R"({"input_ids":[65],"sampling_params":{"max_tokens":2}})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  json e = json::parse(r.body);
+  EXPECT_EQ(e["error"]["param"], "sampling_params.max_tokens");
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("known: max_new_tokens"),
+            std::string::npos)
+      << r.body;
+  r = f.call("POST", "/generate",
+             R"({"input_ids":[65],"x_vendor_field":1,"sampling_params":{"max_new_tokens":2}})");
+  EXPECT_EQ(r.status, 200) << r.body;
+  json c =
+      f.post("/v1/completions",
+             {{"prompt", "A"}, {"max_tokens", 2}, {"user", "u"}, {"x_vendor_field", {{"a", 1}}}});
+  EXPECT_EQ(c["choices"][0]["text"], "BC");
+  json ch = f.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "A"}}}},
+                                            {"max_tokens", 1},
+                                            {"user", "u"},
+                                            {"x_vendor_field", true}});
+  EXPECT_EQ(ch["object"], "chat.completion");
+}
+
 TEST(ApiServerParse, ApiKey) {
   Fixture f("sekret");
   EXPECT_EQ(f.call("GET", "/health").status, 401);

@@ -119,6 +119,51 @@ TEST(NativeApiParse, BadInputsNameTheField) {
   EXPECT_EQ(e.param(), "input_ids[0]");
 }
 
+// SGLang's SamplingParams(**dict) raises on an unknown key; /generate used to drop unknown keys
+// without a word, so a misspelt "max_tokens" sampled 128 tokens.
+TEST(NativeApiParse, UnknownSamplingKeysAreRefusedListingTheKnownOnes) {
+  auto e =
+      expect_request_error([] { gen(R"({"input_ids":[1],"sampling_params":{"max_tokens":4}})"); });
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_EQ(e.param(), "sampling_params.max_tokens");
+  EXPECT_NE(std::string(e.what()).find("is not a sampling parameter"), std::string::npos);
+  EXPECT_NE(std::string(e.what()).find("known: max_new_tokens, min_new_tokens, temperature"),
+            std::string::npos)
+      << e.what();
+  e = expect_request_error(  // per-prompt sampling_params too, and a null value is no excuse
+      [] { gen(R"({"input_ids":[[1],[2]],"sampling_params":[{},{"tempreature":null}]})"); });
+  EXPECT_EQ(e.param(), "sampling_params[1].tempreature");
+  // An unknown top-level field passes, as in SGLang (routers and newer clients send fields this
+  // server does not know; the server log names it once), and so do SGLang's fields without effect
+  // here (routing, PD and tracing hints, extra outputs) and every implemented sampling key.
+  EXPECT_EQ(gen(R"({"input_ids":[1],"return_logprobs":true})").requests.size(), 1u);
+  auto c = gen(R"({"input_ids":[1],"bootstrap_room":7,"routed_dp_rank":0,"extra_key":"k",
+                 "log_metrics":false,"return_hidden_states":false,"session_id":"s",
+                 "sampling_params":{"max_new_tokens":1,"min_new_tokens":0,"temperature":0.5,
+                 "top_p":0.9,"top_k":5,"min_p":0.1,"frequency_penalty":0.1,"presence_penalty":0.1,
+                 "repetition_penalty":1.1,"n":1,"sampling_seed":3,"stop":"x","stop_token_ids":[2],
+                 "ignore_eos":false,"no_stop_trim":true,"skip_special_tokens":true,
+                 "spaces_between_special_tokens":false,"stream_interval":1}})");
+  EXPECT_EQ(c.requests[0].sampling.top_k, 5);
+  for (const char* k : {"max_new_tokens", "sampling_seed", "stream_interval", "json_schema"})
+    EXPECT_TRUE(is_sampling_param_key(k)) << k;
+  EXPECT_TRUE(is_unsupported_sampling_param_key("json_schema"));
+  EXPECT_FALSE(is_sampling_param_key("max_tokens"));
+  EXPECT_FALSE(is_sampling_param_key("seed"));  // OpenAI's name; SGLang's is sampling_seed
+}
+
+// Extra outputs the engine does not produce: false (the default clients send) passes, true is a
+// 400 naming the field — the client would otherwise wait for data that never comes.
+TEST(NativeApiParse, UnproducedOutputsRequestedAreRefused) {
+  for (const char* k : {"return_hidden_states", "return_routed_experts", "return_entropy",
+                        "return_prompt_token_ids"}) {
+    EXPECT_EQ(gen(json{{"input_ids", {1}}, {k, false}}.dump()).requests.size(), 1u) << k;
+    auto e = expect_request_error([&] { gen(json{{"input_ids", {1}}, {k, true}}.dump()); });
+    EXPECT_EQ(e.status(), 400) << k;
+    EXPECT_EQ(e.param(), k);
+  }
+}
+
 TEST(NativeApi, NullMeansDefault) {
   auto c = gen(R"({"input_ids":[1],"sampling_params":{"temperature":null,"top_k":null},
                  "rid":null,"stream":null})");
@@ -225,6 +270,20 @@ TEST(OpenAiApi, ChatRendersTemplateAndTools) {
   // Default max_tokens for chat: the rest of the context.
   auto d = parse_chat_request(R"({"messages":[{"role":"user","content":"hi"}]})", ctx);
   EXPECT_EQ(d.requests[0].sampling.max_new_tokens, 512 - int32_t(d.requests[0].input_ids.size()));
+}
+
+// OpenAI clients send fields this server has no use for (user, store, metadata, ...); SGLang's
+// pydantic models ignore them, and so do the OpenAI routes here (unlike /generate).
+TEST(OpenAiApi, UnknownTopLevelFieldsAreIgnored) {
+  OpenAiContext ctx = oai_ctx();
+  auto c = parse_completion_request(
+      R"({"prompt":[1,2],"max_tokens":2,"user":"u","store":false,"x_vendor":{"a":1}})", ctx);
+  EXPECT_EQ(c.requests[0].sampling.max_new_tokens, 2);
+  auto d = parse_chat_request(
+      R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"user":"u",
+          "metadata":{"k":"v"},"parallel_tool_calls":true,"x_vendor":1})",
+      ctx);
+  EXPECT_EQ(d.requests[0].sampling.max_new_tokens, 3);
 }
 
 TEST(OpenAiApiParse, BadRequestsNameTheField) {

@@ -69,4 +69,27 @@ TEST(TokenizeCli, ParseBadLineNamesLineNumber) {
   EXPECT_NE(r.err.find("line 1"), std::string::npos) << r.err;
 }
 
+// --decode used to wrap ids into int32 (4294967297 decoded as id 1) and silently drop negative or
+// too-large ones; now each is an error naming the line, the position, the id and the valid range.
+TEST(TokenizeCli, ParseDecodeRejectsIdsOutOfRange) {
+  std::string dir = gyre::test::temp_dir("tokcli");
+  auto decode = [&](const std::string& ids) {
+    gyre::test::write_file(dir + "/ids.jsonl", "{\"ids\": [1, 2]}\n{\"ids\": [1, " + ids + "]}\n");
+    return run_command(gyre::test::gyre_bin() + " tokenize --decode --tokenizer " + tok_dir() +
+                       " --input " + dir + "/ids.jsonl");
+  };
+  const int32_t vocab = gyre::tokenizer::Tokenizer::from_dir(tok_dir())->vocab_size();
+  for (const std::string& id : {std::string("-1"), std::to_string(vocab), std::string("4294967297"),
+                                std::string("2147483648"), std::string("-2147483649"),
+                                std::string("18446744073709551615")}) {
+    auto r = decode(id);
+    EXPECT_EQ(r.exit_code, 2) << id << ": " << r.out;
+    EXPECT_NE(r.err.find("ids.jsonl:2: ids[1] = " + id + " is out of range"), std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("[0, " + std::to_string(vocab) + ")"), std::string::npos) << r.err;
+  }
+  auto r = decode(std::to_string(vocab - 1));  // the last id is fine
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 }  // namespace

@@ -32,6 +32,10 @@ void save_rollout_dump(const std::string& path, int64_t rollout_id,
   if (p.has_parent_path()) {
     std::error_code ec;
     std::filesystem::create_directories(p.parent_path(), ec);
+    if (ec)
+      GYRE_THROW(io,
+                 "--save-debug-rollout-data: cannot create the folder {} of rollout dump '{}': {}",
+                 p.parent_path().string(), path, ec.message());
   }
   std::string tmp = path + ".tmp";
   {

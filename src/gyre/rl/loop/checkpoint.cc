@@ -12,11 +12,13 @@ std::string checkpoint_dir(const std::string& save, int64_t rollout_id) {
   return fmt::format("{}/iter_{:07d}", save, rollout_id);
 }
 
-void save_checkpoint(const std::string& save, int64_t rollout_id, const model::CausalLM& model,
-                     DType dtype, const std::string& tokenizer_dir, const train::AdamW& optimizer,
-                     const DataBuffer& buffer, const TrainerState& state,
-                     const std::string& flags_yaml,
-                     const std::function<void(const std::string& tmp_dir)>& write_extra) {
+namespace {
+
+void write_checkpoint(const std::string& save, int64_t rollout_id, const model::CausalLM& model,
+                      DType dtype, const std::string& tokenizer_dir, const train::AdamW& optimizer,
+                      const DataBuffer& buffer, const TrainerState& state,
+                      const std::string& flags_yaml,
+                      const std::function<void(const std::string& tmp_dir)>& write_extra) {
   const std::string final_dir = checkpoint_dir(save, rollout_id);
   const std::string tmp = final_dir + ".tmp";
   std::error_code ec;
@@ -48,16 +50,43 @@ void save_checkpoint(const std::string& save, int64_t rollout_id, const model::C
   fs::rename(latest + ".tmp", latest);
 }
 
+}  // namespace
+
+void save_checkpoint(const std::string& save, int64_t rollout_id, const model::CausalLM& model,
+                     DType dtype, const std::string& tokenizer_dir, const train::AdamW& optimizer,
+                     const DataBuffer& buffer, const TrainerState& state,
+                     const std::string& flags_yaml,
+                     const std::function<void(const std::string& tmp_dir)>& write_extra) {
+  try {
+    write_checkpoint(save, rollout_id, model, dtype, tokenizer_dir, optimizer, buffer, state,
+                     flags_yaml, write_extra);
+  } catch (const fs::filesystem_error& e) {
+    // The folder went away, filled up or lost its permissions since the run checked it at start.
+    GYRE_THROW(io, "--save {}: cannot write checkpoint {}: {}", save,
+               checkpoint_dir(save, rollout_id), e.what());
+  }
+}
+
 std::optional<std::string> find_latest_checkpoint(const std::string& load) {
-  if (fs::exists(fs::path(load) / "trainer_state.json")) return load;
+  // The error_code form: a folder that cannot be searched (permissions) is an error about --load,
+  // not an unlabelled filesystem exception.
+  auto exists = [&](const fs::path& p) {
+    std::error_code ec;
+    const bool found = fs::exists(p, ec);
+    if (ec)
+      GYRE_THROW(io, "--load {}: cannot read {}: {}; check the folder's permissions", load,
+                 p.string(), ec.message());
+    return found;
+  };
+  if (exists(fs::path(load) / "trainer_state.json")) return load;
   const fs::path latest = fs::path(load) / "latest_checkpointed_iteration.txt";
-  if (!fs::exists(latest)) return std::nullopt;
+  if (!exists(latest)) return std::nullopt;
   std::ifstream f(latest);
   int64_t it = -1;
   if (!(f >> it) || it < 0)
     GYRE_THROW(invalid_argument, "{} does not hold a rollout number", latest.string());
   std::string dir = checkpoint_dir(load, it);
-  if (!fs::exists(fs::path(dir) / "trainer_state.json"))
+  if (!exists(fs::path(dir) / "trainer_state.json"))
     GYRE_THROW(not_found, "{} names iteration {} but {} is missing or incomplete", latest.string(),
                it, dir);
   return dir;

@@ -1,10 +1,99 @@
 #include "gyre/rl/loop/train_config.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "gyre/core/error.h"
+#include "gyre/rl/rewards/reward.h"
 
 namespace gyre::rl {
+
+namespace {
+
+// The engine and the reward functions check these too, but only per request / per sample: a bad
+// value would fail every group of the first rollout (each dropped with a warning) instead of
+// stopping the run before it loads anything.
+void validate_rollout_settings(const TrainConfig& c) {
+  constexpr int64_t kInt32Max = INT32_MAX;  // the engine's sampling parameters are int32
+  if (!(c.rollout_top_p > 0 && c.rollout_top_p <= 1))
+    GYRE_THROW(invalid_argument, "--rollout-top-p must be in (0, 1] (got {}); 1 turns it off",
+               c.rollout_top_p);
+  if (c.rollout_top_k < -1 || c.rollout_top_k > kInt32Max)
+    GYRE_THROW(invalid_argument,
+               "--rollout-top-k must be in [-1, {}] tokens (-1 or 0: off; got {})", kInt32Max,
+               c.rollout_top_k);
+  if (c.rollout_max_response_len > kInt32Max)
+    GYRE_THROW(invalid_argument, "--rollout-max-response-len must be <= {} tokens (got {})",
+               kInt32Max, c.rollout_max_response_len);
+  for (size_t i = 0; i < c.rollout_stop.size(); ++i)
+    if (c.rollout_stop[i].empty())
+      GYRE_THROW(invalid_argument,
+                 "--rollout-stop: stop string {} is empty (it would match everywhere); remove it",
+                 i);
+  for (int64_t id : c.rollout_stop_token_ids)
+    if (id < 0 || id > kInt32Max)
+      GYRE_THROW(invalid_argument, "--rollout-stop-token-ids: {} is not a token id (ids are >= 0)",
+                 id);
+  if (c.rollout_max_prompt_len && *c.rollout_max_prompt_len < 1)
+    GYRE_THROW(invalid_argument, "--rollout-max-prompt-len must be >= 1 (got {})",
+               *c.rollout_max_prompt_len);
+  if (c.rollout_max_context_len &&
+      (*c.rollout_max_context_len < 2 || *c.rollout_max_context_len > kInt32Max))
+    GYRE_THROW(invalid_argument,
+               "--rollout-max-context-len must be in [2, {}] (a prompt token and a response token; "
+               "got {}); leave it unset for the model's context length",
+               kInt32Max, *c.rollout_max_context_len);
+  // One worker thread per concurrent sample (rl/rollout/rollout_manager.cc): past a few tens of
+  // thousands the OS refuses threads, and a failed thread start aborted the process.
+  constexpr int64_t kMaxConcurrency = 65536;
+  if (c.rollout_concurrency < 1 || c.rollout_concurrency > kMaxConcurrency)
+    GYRE_THROW(invalid_argument,
+               "--rollout-concurrency must be in [1, {}] (got {}): each concurrent sample is a "
+               "worker thread",
+               kMaxConcurrency, c.rollout_concurrency);
+  if (c.page_size < 1 || c.page_size > kInt32Max)
+    GYRE_THROW(invalid_argument, "--page-size must be in [1, {}] tokens (got {})", kInt32Max,
+               c.page_size);
+  if (c.max_running_requests < 1 || c.max_running_requests > kInt32Max)
+    GYRE_THROW(invalid_argument, "--max-running-requests must be in [1, {}] (got {})", kInt32Max,
+               c.max_running_requests);
+  if (c.chunked_prefill_size < 1)
+    GYRE_THROW(invalid_argument, "--chunked-prefill-size must be >= 1 token (got {})",
+               c.chunked_prefill_size);
+  if (c.max_total_tokens < 0)
+    GYRE_THROW(invalid_argument,
+               "--max-total-tokens must be >= 0 (0: sized from the batch; got {})",
+               c.max_total_tokens);
+  if (c.eval_interval < 0)
+    GYRE_THROW(invalid_argument, "--eval-interval must be >= 0 (0: off; got {})", c.eval_interval);
+  if (c.eval_temperature && (!(*c.eval_temperature >= 0) || std::isinf(*c.eval_temperature)))
+    GYRE_THROW(invalid_argument,
+               "--eval-temperature must be a finite number >= 0 (0: greedy; got {})",
+               *c.eval_temperature);
+  if (c.eval_max_response_len &&
+      (*c.eval_max_response_len < 1 || *c.eval_max_response_len > kInt32Max))
+    GYRE_THROW(invalid_argument, "--eval-max-response-len must be in [1, {}] (got {})", kInt32Max,
+               *c.eval_max_response_len);
+  if (c.n_samples_per_eval_prompt < 1 || c.n_samples_per_eval_prompt > kInt32Max)
+    GYRE_THROW(invalid_argument, "--n-samples-per-eval-prompt must be in [1, {}] (got {})",
+               kInt32Max, c.n_samples_per_eval_prompt);
+  // The reward runs only where samples are generated and trained on (not for SFT or a replay of
+  // saved rollouts). Without --rm-type and --custom-rm-path each prompt's metadata.rm_type picks
+  // its reward (slime's dispatch): run_train checks the loaded prompts for it
+  // (rewards::check_metadata_rm_type) before the models load.
+  if (c.loss_type != "sft_loss" && !c.debug_train_only) {
+    if (c.custom_rm_path.empty()) {
+      rewards::check_rm_type(c.rm_type);
+      if (c.rm_type == "remote_rm" && c.rm_url.empty())
+        GYRE_THROW(invalid_argument, "--rm-type remote_rm needs --rm-url http://host:port/path");
+    }
+    if (!(c.rm_timeout > 0) || std::isinf(c.rm_timeout))
+      GYRE_THROW(invalid_argument, "--rm-timeout must be a finite number of seconds > 0 (got {})",
+                 c.rm_timeout);
+  }
+}
+
+}  // namespace
 
 void TrainConfig::register_flags(FlagSet& f) {
   const std::string M = "Model and checkpoints", D = "Data", R = "Rollout", E = "Rollout engine",
@@ -240,9 +329,11 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<bool>("quiet", &quiet, false, "no per-step progress line", G);
 }
 
-void TrainConfig::derive_and_validate(int64_t dataset_size) {
+void TrainConfig::validate() {
   if (hf_checkpoint.empty() && load.empty())
-    GYRE_THROW(invalid_argument, "--hf-checkpoint DIR (or --load CKPT) is required");
+    GYRE_THROW(invalid_argument,
+               "no model to train: set --hf-checkpoint DIR (`hf-checkpoint: DIR` in a --config "
+               "file) to a Hugging Face model folder, or --load CKPT to resume a gyre checkpoint");
   if (tokenizer_dir.empty()) tokenizer_dir = hf_checkpoint;
   if (update_weight_transport != "auto" && update_weight_transport != "nccl" &&
       update_weight_transport != "disk")
@@ -266,6 +357,15 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
   if (n_samples_per_prompt < 1)
     GYRE_THROW(invalid_argument, "--n-samples-per-prompt must be >= 1 (got {})",
                n_samples_per_prompt);
+  // Every sample of a rollout is held in memory at once, and the algorithm counts groups and
+  // samples in int32: past that, the run died in an allocation ("internal: vector::reserve") or
+  // wrapped into a negative batch size.
+  if (double(rollout_batch_size) * double(n_samples_per_prompt) > double(INT32_MAX))
+    GYRE_THROW(invalid_argument,
+               "--rollout-batch-size {} x --n-samples-per-prompt {} = {:.0f} samples per rollout "
+               "exceeds {} (2^31 - 1: sample counts are int32); lower one of them",
+               rollout_batch_size, n_samples_per_prompt,
+               double(rollout_batch_size) * double(n_samples_per_prompt), INT32_MAX);
   const int64_t per_rollout = rollout_batch_size * n_samples_per_prompt;
   // slime: rbs x n = gbs x steps; --num-steps-per-rollout sets gbs.
   if (num_steps_per_rollout) {
@@ -293,11 +393,19 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
     GYRE_THROW(invalid_argument,
                "--over-sampling-batch-size ({}) must be >= --rollout-batch-size ({})",
                *over_sampling_batch_size, rollout_batch_size);
-  if (!(rollout_temperature > 0))
-    GYRE_THROW(invalid_argument, "--rollout-temperature must be > 0 (got {}); slime rejects 0 too",
+  if (over_sampling_batch_size &&
+      double(*over_sampling_batch_size) * double(n_samples_per_prompt) > double(INT32_MAX))
+    GYRE_THROW(invalid_argument,
+               "--over-sampling-batch-size {} x --n-samples-per-prompt {} samples in flight "
+               "exceeds {} (2^31 - 1: sample counts are int32)",
+               *over_sampling_batch_size, n_samples_per_prompt, INT32_MAX);
+  if (!(rollout_temperature > 0) || std::isinf(rollout_temperature))
+    GYRE_THROW(invalid_argument,
+               "--rollout-temperature must be a finite number > 0 (got {}); slime rejects 0 too",
                rollout_temperature);
   if (rollout_max_response_len < 1)
     GYRE_THROW(invalid_argument, "--rollout-max-response-len must be >= 1");
+  validate_rollout_settings(*this);
   // An optimiser that cannot train: a negative rate (gradient ascent), NaN or inf.
   if (!std::isfinite(lr) || lr < 0)
     GYRE_THROW(invalid_argument, "--lr must be a finite number >= 0 (got {})", lr);
@@ -327,13 +435,16 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
   algo.n_samples_per_prompt = int(n_samples_per_prompt);
   algo.rollout_batch_size = int(rollout_batch_size);
   algo.validate();
-  if (num_rollout) {
-    total_rollouts = *num_rollout;
-  } else if (num_epoch) {
-    total_rollouts = dataset_size / rollout_batch_size * *num_epoch;
-  } else if (!debug_train_only) {
+  if (!num_rollout && !num_epoch && !debug_train_only)
     GYRE_THROW(invalid_argument, "one of --num-rollout or --num-epoch is required");
-  }
+}
+
+void TrainConfig::derive_and_validate(int64_t dataset_size) {
+  validate();
+  if (num_rollout)
+    total_rollouts = *num_rollout;
+  else if (num_epoch)
+    total_rollouts = dataset_size / rollout_batch_size * *num_epoch;
 }
 
 }  // namespace gyre::rl

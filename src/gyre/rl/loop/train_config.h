@@ -98,7 +98,11 @@ struct TrainConfig {
   bool use_tensorboard = false, quiet = false;
 
   void register_flags(FlagSet& flags);
-  // Resolves derived values; throws Error(invalid_argument) naming the flags and numbers.
+  // Every check and derived value that needs no data or model (batch sizes, optimizer, rollout,
+  // sampling, engine and reward settings), so `gyre train` runs it before it loads anything;
+  // throws Error(invalid_argument) naming the flags and numbers. Idempotent.
+  void validate();
+  // validate(), then the run length (--num-epoch counts in dataset passes).
   void derive_and_validate(int64_t dataset_size);
   int64_t total_rollouts = 0;  // resolved num_rollout
 };

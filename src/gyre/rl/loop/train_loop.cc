@@ -10,7 +10,9 @@
 
 #include "gyre/core/logging.h"
 #include "gyre/core/timer.h"
+#include "gyre/dist/comm.h"
 #include "gyre/dist/tensor_parallel_comm.h"
+#include "gyre/model/config.h"
 #include "gyre/obs/console.h"
 #include "gyre/obs/metrics.h"
 #include "gyre/rl/algorithms/advantages.h"
@@ -21,13 +23,79 @@
 #include "gyre/rl/loop/train_data.h"
 #include "gyre/rl/loop/train_models.h"
 #include "gyre/rl/loop/train_rollout.h"
+#include "gyre/rl/rewards/reward.h"
 #include "gyre/rl/trainer/actor_trainer.h"
 #include "gyre/rl/trainer/phase_timer.h"
 
 namespace gyre::rl {
 namespace fs = std::filesystem;
 
+namespace {
+
+// The tokenizer of the run, or an error naming the flag that chose its folder (--tokenizer,
+// --hf-checkpoint or the --load checkpoint) and the folder as it was looked up.
+std::shared_ptr<const tokenizer::Tokenizer> load_train_tokenizer(const TrainConfig& cfg,
+                                                                 const std::string& flag) {
+  const fs::path dir = cfg.tokenizer_dir;
+  std::error_code ec;
+  if (!fs::exists(dir / "tokenizer.json", ec)) {
+    const std::string abs = fs::absolute(dir, ec).string();
+    GYRE_THROW(not_found,
+               "{}: no tokenizer.json in {}{}; point {} at a Hugging Face model folder "
+               "(config.json, tokenizer.json, *.safetensors){}",
+               flag, cfg.tokenizer_dir, abs == cfg.tokenizer_dir ? "" : " (" + abs + ")",
+               flag.substr(0, flag.find(' ')),
+               flag.rfind("--tokenizer", 0) == 0
+                   ? ""
+                   : ", or name the tokenizer's folder with --tokenizer");
+  }
+  return tokenizer::Tokenizer::from_dir(cfg.tokenizer_dir);
+}
+
+// Where the lengths of a rollout meet the model: checked from its config.json, before the weights
+// are read. A response budget that leaves no room for a prompt in the context would fail every
+// request of the first rollout; a stop id past the vocabulary likewise.
+void check_rollout_against_model(const TrainConfig& cfg, const model::ModelConfig& mc,
+                                 const std::string& model_dir) {
+  const int64_t context = cfg.rollout_max_context_len.value_or(mc.max_position_embeddings);
+  if (context > 0 && cfg.rollout_max_response_len >= context)
+    GYRE_THROW(invalid_argument,
+               "--rollout-max-response-len {} leaves no room for a prompt in the context of {} "
+               "tokens ({}); lower it below {}",
+               cfg.rollout_max_response_len, context,
+               cfg.rollout_max_context_len
+                   ? std::string("--rollout-max-context-len")
+                   : "max_position_embeddings in " + model_dir + "/config.json",
+               context);
+  for (int64_t id : cfg.rollout_stop_token_ids)
+    if (id >= mc.vocab_size)
+      GYRE_THROW(invalid_argument,
+                 "--rollout-stop-token-ids: {} is outside the model's vocabulary [0, {}) ({})", id,
+                 mc.vocab_size, model_dir + "/config.json");
+}
+
+// Creates the --save folder and writes the resolved flags there: a folder that cannot be written
+// is an error about --save before any work (it used to surface as an internal filesystem error).
+void prepare_save_dir(const std::string& save, const std::string& flags_yaml) {
+  std::error_code ec;
+  fs::create_directories(save, ec);
+  if (ec)
+    GYRE_THROW(io, "--save {}: cannot create the output folder: {}; pass a writable folder", save,
+               ec.message());
+  std::ofstream out(save + "/config.yaml");
+  if (!(out << flags_yaml))
+    GYRE_THROW(io, "--save {}: cannot write {}/config.yaml; pass a writable folder", save, save);
+}
+
+}  // namespace
+
 int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
+  // ---- every flag first: nothing is loaded for a run its flags cannot start
+  const bool tokenizer_flag = !cfg.tokenizer_dir.empty(), model_flag = !cfg.hf_checkpoint.empty();
+  cfg.validate();
+  if (!cfg.debug_train_only && cfg.prompt_data.empty())
+    GYRE_THROW(invalid_argument, "--prompt-data is required");
+
   // ---- resume point and model folders
   std::optional<std::string> resume;
   if (!cfg.load.empty()) {
@@ -43,13 +111,23 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   const std::string model_dir = resume ? *resume + "/model" : cfg.hf_checkpoint;
   if (cfg.hf_checkpoint.empty()) cfg.hf_checkpoint = model_dir;
   if (cfg.tokenizer_dir.empty()) cfg.tokenizer_dir = cfg.hf_checkpoint;
-  auto tok = tokenizer::Tokenizer::from_dir(cfg.tokenizer_dir);
+  auto tok = load_train_tokenizer(cfg, tokenizer_flag ? "--tokenizer (config key `tokenizer`)"
+                                       : model_flag ? "--hf-checkpoint (config key `hf-checkpoint`)"
+                                                    : "--load (config key `load`)");
+  const bool sft = cfg.algo.loss_type == LossType::sft_loss;
+  if (!sft && !cfg.debug_train_only && cfg.load_debug_rollout_data.empty())
+    check_rollout_against_model(cfg, model::load_config(model_dir), model_dir);
 
   // ---- data
   std::shared_ptr<PromptDataset> dataset;
   if (!cfg.debug_train_only) {
-    if (cfg.prompt_data.empty()) GYRE_THROW(invalid_argument, "--prompt-data is required");
     dataset = load_prompts(cfg.prompt_data, cfg, *tok);
+    if (!sft && cfg.rm_type.empty() && cfg.custom_rm_path.empty() &&
+        cfg.load_debug_rollout_data.empty()) {
+      const std::string source = "--prompt-data " + cfg.prompt_data;
+      for (size_t i = 0; i < dataset->size(); ++i)
+        rewards::check_metadata_rm_type((*dataset)[i].metadata, i, source);
+    }
   } else {
     dataset = std::make_shared<PromptDataset>();
   }
@@ -61,6 +139,22 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   if (data_parallel && main_rank)
     log::info("data parallel: {} replicas, {} optimizer; rank 0 rolls out", distributed.dp_size(),
               cfg.dp_mode);
+  // Rank 0 writes the outputs; every rank agrees on the result, so that a folder rank 0 cannot
+  // create stops the whole job here rather than leaving the other ranks in their first collective
+  // until its timeout.
+  dist::run_on_every_rank(*distributed.world, "preparing the output folders", [&] {
+    if (!main_rank) return;
+    if (!cfg.save.empty()) prepare_save_dir(cfg.save, flags_yaml);
+    if (!cfg.save_debug_rollout_data.empty()) {
+      // The dumps are written after each rollout: check the pattern and its folder now.
+      const fs::path first = rollout_dump_path(cfg.save_debug_rollout_data, 0);
+      std::error_code ec;
+      if (first.has_parent_path()) fs::create_directories(first.parent_path(), ec);
+      if (ec)
+        GYRE_THROW(io, "--save-debug-rollout-data {}: cannot create the folder {}: {}",
+                   cfg.save_debug_rollout_data, first.parent_path().string(), ec.message());
+    }
+  });
   // Tensor parallelism: every rank holds its shard of the actor (and of the reference model).
   const bool tensor_parallel = distributed.tp_size() > 1;
   std::unique_ptr<model::TpComm> tp_comm;
@@ -68,9 +162,19 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   // Samples and weight versions travel from rank 0 to every other train rank.
   const bool multi_rank = data_parallel || tensor_parallel;
   std::vector<EvalSet> evals;
-  for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2)
+  for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2) {
     evals.push_back(
         {cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
+    // An evaluation holds all its samples at once (as a rollout does, TrainConfig::validate()).
+    const double samples =
+        double(evals.back().data->size()) * double(cfg.n_samples_per_eval_prompt);
+    if (samples > double(INT32_MAX))
+      GYRE_THROW(invalid_argument,
+                 "--eval-prompt-data {}: {} prompts x --n-samples-per-eval-prompt {} = {:.0f} "
+                 "samples exceeds {} (2^31 - 1: sample counts are int32)",
+                 cfg.eval_prompt_data[i + 1], evals.back().data->size(),
+                 cfg.n_samples_per_eval_prompt, samples, INT32_MAX);
+  }
 
   // ---- models and optimizer
   TrainModels models = load_train_models(cfg, model_dir, distributed, tp_comm.get(), *tok);
@@ -93,7 +197,6 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
 
   // ---- rollout side: the colocated engine over the same model (under TP, led by rank 0 and
   // followed by replica 0's other tp ranks), or remote engines
-  const bool sft = cfg.algo.loss_type == LossType::sft_loss;
   TrainRollout rollout = make_train_rollout(cfg, distributed, actor, tok, state.weight_version);
   // Colocated on a GPU: AdamW writes the engine's bf16 weight copies in its own kernel, so each
   // weight sync is a version bump that keeps the decode graphs (issue 8: colocated sync < 1 ms).
@@ -130,10 +233,6 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   obs::MetricsOptions mo;
   mo.dir = main_rank ? cfg.save : "";
   mo.tensorboard = cfg.use_tensorboard;
-  if (!cfg.save.empty() && main_rank) {
-    fs::create_directories(cfg.save);
-    std::ofstream(cfg.save + "/config.yaml") << flags_yaml;
-  }
   obs::MetricsLogger metrics_log(mo);
   obs::ProgressOptions po;
   po.total_steps = cfg.total_rollouts;

@@ -32,6 +32,10 @@ void require_label(const RewardInput& in, int64_t index, const std::string& rm_t
                rm_type, in.label.type_name(), in.label.dump().substr(0, 80));
 }
 
+constexpr const char* kRmTypes =
+    "math, deepscaler, dapo, f1, gpqa, exact_match, random (each optionally prefixed boxed_), "
+    "remote_rm";
+
 uint64_t splitmix64(uint64_t* s) {
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -205,9 +209,48 @@ nlohmann::json builtin_reward(const std::string& rm_type_in, const RewardInput& 
         "remote_rm), metadata.rm_type, or --custom-rm-path",
         index);
   GYRE_THROW(invalid_argument,
-             "sample {}: unknown --rm-type '{}'; choose math, deepscaler, dapo, f1, gpqa, random, "
-             "remote_rm (optionally prefixed boxed_), or use --custom-rm-path",
-             index, rm_type_in);
+             "sample {}: unknown --rm-type '{}'; choose {}, or use --custom-rm-path", index,
+             rm_type_in, kRmTypes);
+}
+
+void check_rm_type(const std::string& rm_type_in) {
+  static const char* kRuleBased[] = {"math", "deepscaler", "dapo",       "f1",
+                                     "gpqa", "random",     "exact_match"};
+  // Surrounding whitespace is ignored, as where the type is dispatched.
+  const size_t b = rm_type_in.find_first_not_of(" \t\n\r");
+  const std::string rm_type =
+      b == std::string::npos ? ""
+                             : rm_type_in.substr(b, rm_type_in.find_last_not_of(" \t\n\r") - b + 1);
+  if (rm_type.empty() || rm_type == "remote_rm") return;
+  const std::string base = rm_type.rfind("boxed_", 0) == 0 ? rm_type.substr(6) : rm_type;
+  for (const char* t : kRuleBased)
+    if (base == t) return;
+  if (base == "ifbench")
+    GYRE_THROW(unsupported,
+               "--rm-type {}: ifbench needs allenai/IFBench's instruction checkers, which gyre "
+               "does not ship; use --custom-rm-path",
+               rm_type);
+  GYRE_THROW(invalid_argument, "unknown --rm-type '{}'; choose {}, or use --custom-rm-path",
+             rm_type, kRmTypes);
+}
+
+void check_metadata_rm_type(const nlohmann::json& metadata, size_t index,
+                            const std::string& source) {
+  const nlohmann::json* t =
+      metadata.is_object() && metadata.contains("rm_type") ? &metadata["rm_type"] : nullptr;
+  const bool usable = t && t->is_string() &&
+                      t->get<std::string>().find_first_not_of(" \t\n\r") != std::string::npos;
+  if (!usable)
+    GYRE_THROW(invalid_argument,
+               "no reward for prompt {} of {}: neither --rm-type nor --custom-rm-path is set and "
+               "its metadata has no rm_type string; pass --rm-type (or --custom-rm-path), or give "
+               "every prompt metadata.rm_type",
+               index, source);
+  try {
+    check_rm_type(t->get<std::string>());
+  } catch (const Error& e) {
+    GYRE_THROW(invalid_argument, "prompt {} of {}: metadata.rm_type: {}", index, source, e.what());
+  }
 }
 
 double reward_value(const nlohmann::json& reward, const std::optional<std::string>& key,
@@ -240,6 +283,7 @@ std::unique_ptr<RewardFunction> make_reward_function(const RewardConfig& config)
     GYRE_THROW(invalid_argument,
                "no reward function: pass --rm-type (math, deepscaler, dapo, f1, gpqa, random, "
                "remote_rm) or --custom-rm-path");
+  check_rm_type(config.rm_type);
   if (config.rm_type == "remote_rm" && config.rm_url.empty())
     GYRE_THROW(invalid_argument, "--rm-type remote_rm needs --rm-url http://host:port/path");
   return std::make_unique<CheckedRewardFunction>(std::make_unique<BuiltinRewardFunction>(config));

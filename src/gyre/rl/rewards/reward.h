@@ -55,6 +55,19 @@ struct RewardConfig {
 
 std::unique_ptr<RewardFunction> make_reward_function(const RewardConfig& config);
 
+// Throws Error naming `rm_type` (a --rm-type value) and the valid names when it names no built-in
+// reward; "" passes (no --rm-type). make_reward_function() checks it, and `gyre train` before it
+// loads anything, so a typo fails at once rather than as every sample's error after a rollout.
+void check_rm_type(const std::string& rm_type);
+
+// Without --rm-type and --custom-rm-path each sample's reward is picked by its metadata.rm_type
+// (slime's dispatch). Throws Error naming prompt `index` of `source` when `metadata` has no usable
+// rm_type — one that is missing, not a string, empty or not a built-in reward — and the flags that
+// would give it one. `gyre train` runs it on every loaded prompt before the models load: such a
+// prompt would fail its samples in every rollout.
+void check_metadata_rm_type(const nlohmann::json& metadata, size_t index,
+                            const std::string& source);
+
 // The scalar reward of sample `index`: the number itself, or field `reward_key` of an object
 // (slime's Sample.get_reward_value). Throws gyre::Error naming the sample for a missing key, a
 // non-numeric value, or a NaN/inf reward. Booleans count as 0/1 as in Python.
