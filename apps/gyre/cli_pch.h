@@ -1,6 +1,6 @@
 // Precompiled header of the CLI (apps/gyre/CMakeLists.txt): CLI11 is header-only and every
-// cmd_<name>.cc includes it, with nlohmann/json; parsing them once instead of once per subcommand
-//. Build speed only: each file still includes what it uses.
+// cmd_<name>.cc includes it, with nlohmann/json; they are parsed once instead of once per
+// subcommand. Build speed only: each file still includes what it uses.
 #pragma once
 
 #include <fmt/format.h>
