@@ -1,8 +1,9 @@
-// Precompiled header of every test binary (tests/CMakeLists.txt): the headers nearly every test
-// file includes, parsed once per test binary instead of once per file. This is build speed only —
-// each test file still includes what it uses, so it compiles without this header too. Keep it to
-// stable third-party and standard headers (plus gyre's error header, which every module includes):
-// a change to anything listed here rebuilds every test binary.
+// Precompiled header of every test binary: tests/CMakeLists.txt builds it once (gyre_test_pch) and
+// every test target reuses it, so the headers nearly every test file includes are parsed once per
+// build instead of once per file. Build speed only: each test file still includes what it uses,
+// so it compiles without this header too. Keep it to stable third-party and standard headers (plus
+// gyre's error header, which every module includes): a change to anything listed here rebuilds
+// every test.
 #pragma once
 
 #include <fmt/format.h>

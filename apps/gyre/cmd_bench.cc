@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -186,9 +187,29 @@ int run_bench(int argc, char** argv) {
                  cfg.max_position_embeddings);
     gyre::model::set_decode_fusion(b.decode_fusion == "on");  // before the engine's first graph
     j["decode_fusion"] = b.decode_fusion == "on";
-    gyre::infer::Engine engine(
-        *model, nullptr,
-        bn::rollout_engine_config(b.batch_size, b.prompt_len, b.prompt_len + b.new_tokens));
+    const gyre::infer::EngineConfig ecfg =
+        bn::rollout_engine_config(b.batch_size, b.prompt_len, b.prompt_len + b.new_tokens);
+    // The KV pool holds every request at full length at once; a batch the device (or host) cannot
+    // hold fails its allocation here, so say which flags sized it.
+    auto kv_too_large = [&](const std::string& why) {
+      return gyre::Error(
+          gyre::ErrorKind::invalid_argument,
+          fmt::format("the KV cache for --batch-size {} x (--prompt-len {} + --new-tokens {}) "
+                      "tokens ({} pages of {}) does not fit: {}; lower --batch-size, "
+                      "--prompt-len or --new-tokens",
+                      b.batch_size, b.prompt_len, b.new_tokens, ecfg.num_pages, ecfg.page_size,
+                      why));
+    };
+    std::unique_ptr<gyre::infer::Engine> engine_owner;
+    try {
+      engine_owner = std::make_unique<gyre::infer::Engine>(*model, nullptr, ecfg);
+    } catch (const std::bad_alloc&) {
+      throw kv_too_large("out of host memory");
+    } catch (const gyre::Error& e) {
+      if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
+      throw kv_too_large(e.what());
+    }
+    gyre::infer::Engine& engine = *engine_owner;
     // Warm-up runs. On the GPU at the timed runs' batch and prompt shape with at most 8 new
     // tokens: the prefill chunks' and the batch decode step's GEMMs meet autotuning on their second
     // launch (backend/cuda/gemm_tune.h) and the batch's decode graph is captured outside the

@@ -152,6 +152,9 @@ TEST(BenchCli, BadInputExits2WithMessage) {
       {"logprob --model /nonexistent/folder", "/nonexistent/folder/config.json"},
       {"rollout --shape tiny --batch-size 1 --prompt-len 4000 --new-tokens 200",
        "exceeds the context length 4096"},
+      // Fits int32 (2.05e9 tokens) but not memory: the KV pool of the tiny shape would be ~1 TB.
+      {"rollout --shape tiny --batch-size 500000 --prompt-len 2048 --new-tokens 2048",
+       "the KV cache for --batch-size 500000 x (--prompt-len 2048 + --new-tokens 2048) tokens"},
   };
   for (const auto& [args, message] : cases) {
     auto r = bench(args);

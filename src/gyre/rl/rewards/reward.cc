@@ -2,8 +2,10 @@
 #include "gyre/rl/rewards/reward.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
+#include <iterator>
 #include <mutex>
 
 #include "gyre/core/error.h"
@@ -32,9 +34,16 @@ void require_label(const RewardInput& in, int64_t index, const std::string& rm_t
                rm_type, in.label.type_name(), in.label.dump().substr(0, 80));
 }
 
-constexpr const char* kRmTypes =
-    "math, deepscaler, dapo, f1, gpqa, exact_match, random (each optionally prefixed boxed_), "
-    "remote_rm";
+// The rule-based reward types (each also accepted with a boxed_ prefix); with remote_rm, the
+// --rm-type values gyre dispatches itself. check_rm_type and every "unknown type" error use this
+// one list.
+constexpr const char* kRuleBased[] = {"math", "deepscaler",  "dapo",  "f1",
+                                      "gpqa", "exact_match", "random"};
+
+std::string rm_type_choices() {
+  return fmt::format("{} (each optionally prefixed boxed_), remote_rm",
+                     fmt::join(std::begin(kRuleBased), std::end(kRuleBased), ", "));
+}
 
 uint64_t splitmix64(uint64_t* s) {
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -210,12 +219,10 @@ nlohmann::json builtin_reward(const std::string& rm_type_in, const RewardInput& 
         index);
   GYRE_THROW(invalid_argument,
              "sample {}: unknown --rm-type '{}'; choose {}, or use --custom-rm-path", index,
-             rm_type_in, kRmTypes);
+             rm_type_in, rm_type_choices());
 }
 
 void check_rm_type(const std::string& rm_type_in) {
-  static const char* kRuleBased[] = {"math", "deepscaler", "dapo",       "f1",
-                                     "gpqa", "random",     "exact_match"};
   // Surrounding whitespace is ignored, as where the type is dispatched.
   const size_t b = rm_type_in.find_first_not_of(" \t\n\r");
   const std::string rm_type =
@@ -231,7 +238,7 @@ void check_rm_type(const std::string& rm_type_in) {
                "does not ship; use --custom-rm-path",
                rm_type);
   GYRE_THROW(invalid_argument, "unknown --rm-type '{}'; choose {}, or use --custom-rm-path",
-             rm_type, kRmTypes);
+             rm_type, rm_type_choices());
 }
 
 void check_metadata_rm_type(const nlohmann::json& metadata, size_t index,
