@@ -32,7 +32,10 @@ namespace {
 
 // What makes two tensors the same weight to the cache: storage, first byte, element count.
 using SourceKey = std::tuple<const Storage*, const void*, int64_t>;
-SourceKey source_key(const Tensor& t) { return {t.storage().get(), t.raw(), t.numel()}; }
+// Used only by the CUDA build's cache paths.
+[[maybe_unused]] SourceKey source_key(const Tensor& t) {
+  return {t.storage().get(), t.raw(), t.numel()};
+}
 
 }  // namespace
 
