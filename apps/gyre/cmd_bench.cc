@@ -206,7 +206,9 @@ int run_bench(int argc, char** argv) {
     } catch (const std::bad_alloc&) {
       throw kv_too_large("out of host memory");
     } catch (const gyre::Error& e) {
-      if (std::string(e.what()).find("out of memory") == std::string::npos) throw;
+      // The allocators' failures: "out of host memory allocating N bytes" (core/allocator.cc) and
+      // "CUDA out of memory allocating N bytes ..." (backend/cuda/allocator.cc).
+      if (std::string(e.what()).find("memory allocating") == std::string::npos) throw;
       throw kv_too_large(e.what());
     }
     gyre::infer::Engine& engine = *engine_owner;
