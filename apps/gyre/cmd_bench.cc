@@ -205,10 +205,7 @@ int run_bench(int argc, char** argv) {
       engine_owner = std::make_unique<gyre::infer::Engine>(*model, nullptr, ecfg);
     } catch (const std::bad_alloc&) {
       throw kv_too_large("out of host memory");
-    } catch (const gyre::Error& e) {
-      // The allocators' failures: "out of host memory allocating N bytes" (core/allocator.cc) and
-      // "CUDA out of memory allocating N bytes ..." (backend/cuda/allocator.cc).
-      if (std::string(e.what()).find("memory allocating") == std::string::npos) throw;
+    } catch (const gyre::OutOfMemory& e) {  // either allocator (core/error.h)
       throw kv_too_large(e.what());
     }
     gyre::infer::Engine& engine = *engine_owner;

@@ -17,7 +17,7 @@ class CpuAllocator final : public Allocator {
     size_t rounded = (bytes + 63) / 64 * 64;
     if (rounded == 0) rounded = 64;
     void* p = std::aligned_alloc(64, rounded);
-    if (!p) GYRE_THROW(internal, "out of host memory allocating {} bytes", bytes);
+    if (!p) throw OutOfMemory(fmt::format("out of host memory allocating {} bytes", bytes));
     size_t now = in_use_.fetch_add(bytes) + bytes;
     size_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {

@@ -22,6 +22,15 @@ class Error : public std::runtime_error {
   ErrorKind kind_;
 };
 
+// An allocator could not get the bytes (core/allocator.cc for the host, backend/cuda/allocator.cc
+// for the device). Kind internal like any allocation failure, but its own type so that a caller
+// that knows which flags sized the request can catch it and name them (gyre bench rollout's KV
+// pool) without matching message text.
+class OutOfMemory : public Error {
+ public:
+  explicit OutOfMemory(const std::string& message) : Error(ErrorKind::internal, message) {}
+};
+
 template <typename... Args>
 [[noreturn]] void throw_error(ErrorKind kind, fmt::format_string<Args...> f, Args&&... args) {
   throw Error(kind, fmt::format(f, std::forward<Args>(args)...));

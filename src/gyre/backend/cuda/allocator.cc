@@ -75,12 +75,11 @@ class CudaAllocator final : public Allocator {
         cudaGetLastError();
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
-        GYRE_THROW(
-            internal,
+        throw OutOfMemory(fmt::format(
             "CUDA out of memory allocating {} bytes ({} in use by gyre tensors, {} reserved, "
             "{} free of {} on the device): {}; lower the micro-batch size or enable "
             "activation recomputation",
-            bytes, in_use_, reserved_, free_b, total_b, cudaGetErrorString(err));
+            bytes, in_use_, reserved_, free_b, total_b, cudaGetErrorString(err)));
       }
       std::lock_guard<std::mutex> lock(mu_);
       reserved_ += cls;
