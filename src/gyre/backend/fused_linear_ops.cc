@@ -103,8 +103,8 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   if (!a.defined() || !b.defined() || a.device() != b.device() || a.nbytes() == 0 ||
       b.nbytes() == 0)
     return false;
-  const auto* a0 = static_cast<const char*>(a.raw());
-  const auto* b0 = static_cast<const char*>(b.raw());
+  const auto* a0 = static_cast<const char*>(a.address());
+  const auto* b0 = static_cast<const char*>(b.address());
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
@@ -470,15 +470,15 @@ void linear_add_residual_bf16_x(const Tensor& x, const Tensor& w, const Tensor& 
     const int64_t K = x.dim() >= 1 ? x.size(-1) : 0, M = K > 0 ? x.numel() / K : 0;
     // The GEMM plans assume cuBLASLt's default 256-byte operand alignment, which the f32 path's
     // scratch copy has: a view that lacks it takes the conversion path below.
-    const bool args_ok = x.dim() >= 1 && reinterpret_cast<uintptr_t>(x.raw()) % 256 == 0 &&
-                         !b.defined() && w.defined() && w.device() == Device::cuda &&
-                         w.dtype() == DType::f32 && w.dim() == 2 && w.size(1) == K &&
-                         w.size(0) > 0 && residual.defined() && residual.device() == Device::cuda &&
-                         residual.dtype() == DType::f32 &&
-                         residual.shape() == out_shape(x, w.size(0)) &&
-                         (!y.defined() || (y.device() == Device::cuda && y.dtype() == DType::f32 &&
-                                           y.shape() == residual.shape() && !overlaps(y, x) &&
-                                           (y.raw() == residual.raw() || !overlaps(y, residual))));
+    const bool args_ok =
+        x.dim() >= 1 && reinterpret_cast<uintptr_t>(x.raw()) % 256 == 0 && !b.defined() &&
+        w.defined() && w.device() == Device::cuda && w.dtype() == DType::f32 && w.dim() == 2 &&
+        w.size(1) == K && w.size(0) > 0 && residual.defined() &&
+        residual.device() == Device::cuda && residual.dtype() == DType::f32 &&
+        residual.shape() == out_shape(x, w.size(0)) &&
+        (!y.defined() ||
+         (y.device() == Device::cuda && y.dtype() == DType::f32 && y.shape() == residual.shape() &&
+          !overlaps(y, x) && (y.address() == residual.address() || !overlaps(y, residual))));
     cuda::GemmWeight wb;
     if (args_ok && M > cuda::kGemvMaxRows && K > 0) {
       // gemm_weight's lookup, asked with the f32 rows this x stands for (same rows and device).
@@ -520,7 +520,7 @@ void linear_add_residual(const Tensor& x, const Tensor& w, const Tensor& b, cons
                  "tensor (y may be the residual tensor itself)",
                  op);
   }
-  const bool y_is_residual = y.defined() && y.raw() == residual.raw();
+  const bool y_is_residual = y.defined() && y.address() == residual.address();
   // y may be exactly the residual (each element reads its residual before writing it), never a
   // partial overlap, where one element's write would land on another's unread residual.
   if (y.defined() && !y_is_residual && overlaps(y, residual))
@@ -585,7 +585,7 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
                op, shape_str(residual.shape()), shape_str(ys), N);
   // out may be exactly the residual (which may be x: x is consumed by the first half before
   // anything is written); otherwise it must be apart from both.
-  const bool out_is_residual = out.defined() && out.raw() == residual.raw();
+  const bool out_is_residual = out.defined() && out.address() == residual.address();
   if (out.defined()) {
     check_like_x(op, {"out"}, &out, x);
     if (out.shape() != ys)

@@ -16,8 +16,8 @@ namespace {
 // Whether two defined tensors share any byte (same device, intersecting address ranges).
 bool overlaps(const Tensor& a, const Tensor& b) {
   if (!a.defined() || !b.defined() || a.device() != b.device()) return false;
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
+  const char* pa = static_cast<const char*>(a.address());
+  const char* pb = static_cast<const char*>(b.address());
   return a.nbytes() > 0 && b.nbytes() > 0 && pa < pb + b.nbytes() && pb < pa + a.nbytes();
 }
 
@@ -81,8 +81,8 @@ void rms_norm_backward_add(const Tensor& dy, const Tensor& x, const Tensor& w, c
   }
   // Aliasing: dx may be residual_grad itself; nothing else written may share memory with a tensor
   // the op reads (or with another output).
-  const bool in_place =
-      dx.defined() && dx.raw() == residual_grad.raw() && dx.nbytes() == residual_grad.nbytes();
+  const bool in_place = dx.defined() && dx.address() == residual_grad.address() &&
+                        dx.nbytes() == residual_grad.nbytes();
   check_disjoint(op, "dx", dx, {{"dy", &dy}, {"x", &x}, {"w", &w}, {"rstd", &rstd}, {"dw", &dw}});
   if (!in_place) check_disjoint(op, "dx", dx, {{"residual_grad", &residual_grad}});
   check_disjoint(

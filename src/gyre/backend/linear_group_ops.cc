@@ -132,6 +132,8 @@ void linear_group_backward(std::span<const LinearGroupMember> members, const Ten
         c.n = m.w->size(0);
         // As linear_backward: the installed cache serves dX's bf16 weight.
         if (cache && dx.defined() && c.n > 0) c.w_bf16 = cache->bf16(*m.w);
+        // Deferred zeros (Gradients::zero) are claimed, not written: the dW GEMM overwrites.
+        c.dw_overwrite = c.n > 0 && m.dw && m.dw->claim_pending_zero();
         c.dw = m.dw && m.dw->defined() ? m.dw->f32() : nullptr;
         c.db = m.db && m.db->defined() ? m.db->f32() : nullptr;
       }
@@ -224,7 +226,7 @@ void linear_group_backward_packed(const Tensor& dy_packed,
                  "col) and leave room for N columns in dy_packed's {}",
                  op, i, m.col, N, kPackedColumnAlign, end, ld);
     if (N > 0) end = m.col + N, any = true;
-    cm[i] = {nullptr, nullptr, N, m.col, has_dw ? m.dw->f32() : nullptr};
+    cm[i] = {nullptr, nullptr, N, m.col, nullptr, false};
   }
 
   // Empty products: dx is overwritten with zeros (no member has columns), dw gets nothing — as
@@ -236,6 +238,13 @@ void linear_group_backward_packed(const Tensor& dy_packed,
   if constexpr (kCuda) {
     Bf16WeightCache* cache = bf16_weight_cache();
     for (size_t i = 0; i < members.size(); ++i) {
+      // dW after the empty-product return (a claimed gradient must be written): deferred zeros
+      // (Gradients::zero) are claimed and the GEMM overwrites; f32() would write them first.
+      const LinearGroupPackedMember& m = members[i];
+      if (m.dw && m.dw->defined()) {
+        cm[i].dw_overwrite = cm[i].n > 0 && m.dw->claim_pending_zero();
+        cm[i].dw = m.dw->f32();
+      }
       cm[i].w = members[i].w->f32();
       // As linear_backward: the installed cache serves dX's bf16 weight.
       if (cache && dx.defined() && cm[i].n > 0) cm[i].w_bf16 = cache->bf16(*members[i].w);

@@ -188,11 +188,14 @@ void linear_backward(const Tensor& dy, const Tensor& x, const Tensor& w, Tensor&
           }
           return;
         }
+        // A gradient holding deferred zeros (Gradients::zero) is overwritten, not added to: the
+        // GEMM's beta 0 instead of a memset and a read of C. Claimed before ptr() would write them.
+        const bool dw_overwrite = M > 0 && N > 0 && K > 0 && dw.claim_pending_zero();
         return cuda::linear_bwd_autocast(
             dy16 ? nullptr : dy.f32(), x16 ? nullptr : x.f32(), w.f32(), M, N, K,
             dx16 ? nullptr : ptr<float>(dx), accumulate_dx, ptr<float>(dw), ptr<float>(db), w_bf16,
             dy16 ? dy.data<uint16_t>() : nullptr, x16 ? x.data<uint16_t>() : nullptr,
-            dx16 ? dx.data<uint16_t>() : nullptr);
+            dx16 ? dx.data<uint16_t>() : nullptr, dw_overwrite);
       }
       return cuda::linear_bwd(dy.f32(), x.f32(), w.f32(), M, N, K, ptr<float>(dx), accumulate_dx,
                               ptr<float>(dw), ptr<float>(db));

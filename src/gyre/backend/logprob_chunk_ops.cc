@@ -286,10 +286,13 @@ void linear_token_logprobs_backward(const Tensor& h, const Tensor& w, const Tens
     if (a.dev == Device::cuda && bf16_autocast() && a.H > 0) {
       require_cuda_f32(op, a.dt);
       Bf16WeightCache* cache = bf16_weight_cache();
+      // Deferred zeros in dw (Gradients::zero) are claimed: every chunk's dW GEMM overwrites its
+      // rows (T > 0 and H > 0 here, and the chunks cover all V rows).
+      const bool dw_overwrite = a.V > 0 && dw.defined() && dw.claim_pending_zero();
       return cuda::linear_token_logprobs_bwd_autocast(
           h.f32(), w.f32(), cache ? cache->bf16(w) : nullptr, targets.i32(), a.T, a.H, a.V, a.chunk,
           temperature, lse.f32(), ptr<float>(entropy), dlogp.f32(), ptr<float>(dentropy), dh.f32(),
-          ptr<float>(dw));
+          ptr<float>(dw), dw_overwrite);
     }
   const Tensor buf = Tensor::empty({a.T, a.chunk}, a.dt, a.dev);
   Tensor none;

@@ -22,6 +22,20 @@ Storage::Storage(Allocator& alloc, size_t bytes)
 Storage::Storage(void* data, size_t bytes, Device device, std::function<void()> release)
     : data_(data), bytes_(bytes), device_(device), release_(std::move(release)) {}
 
+void Storage::defer_zero() {
+  GYRE_CHECK(device_ != Device::cpu, "Storage::defer_zero: host storage is zeroed at once");
+  zero_pending_.store(true, std::memory_order_release);
+}
+
+void Storage::write_pending_zero() const {
+  // One thread writes the zeros: whoever clears the flag. The memset is stream-ordered like any
+  // kernel, so whatever runs after data() returned sees zeros.
+  if (!zero_pending_.exchange(false, std::memory_order_acq_rel) || bytes_ == 0) return;
+  const DeviceHooks* h = device_hooks(device_);
+  GYRE_CHECK(h && h->zero, "deferred zeros on {} without a zero hook", device_name(device_));
+  h->zero(data_, bytes_);
+}
+
 Storage::~Storage() {
   if (alloc_) alloc_->deallocate(data_, bytes_);
   if (release_) release_();
@@ -220,10 +234,24 @@ void Tensor::fill(float value) {
 
 void Tensor::zero() {
   if (device() != Device::cpu) {
+    if (spans_storage() && storage_->zero_pending()) return;  // reads as zeros already
     if (nbytes()) hooks_for(device(), "zero").zero(raw(), nbytes());
     return;
   }
   if (nbytes()) std::memset(raw(), 0, nbytes());
+}
+
+void Tensor::zero_deferred() {
+  if (device() == Device::cpu || !spans_storage()) return zero();
+  storage_->defer_zero();
+}
+
+bool Tensor::claim_pending_zero() {
+  return defined() && spans_storage() && storage_->claim_pending_zero();
+}
+
+bool Tensor::spans_storage() const {
+  return storage_ && offset_ == 0 && nbytes() == storage_->bytes();
 }
 
 std::vector<float> Tensor::to_vector() const {

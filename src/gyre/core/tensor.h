@@ -6,6 +6,7 @@
 // may be owned (allocator) or borrowed (e.g. an mmap'ed safetensors file kept alive by its
 // keepalive).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -33,16 +34,33 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  void* data() const { return data_; }
+  // The bytes, for reading or writing: zeros deferred by defer_zero() are written first.
+  void* data() const {
+    if (zero_pending_.load(std::memory_order_acquire)) write_pending_zero();
+    return data_;
+  }
+  // The address alone, for identity and overlap checks: never writes deferred zeros.
+  const void* address() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
 
+  // Deferred zeros (device storage only; Tensor::zero_deferred). The storage reads as zeros from
+  // here on, but no memset runs yet: the first data() writes them, unless an op first claims them
+  // (claim_pending_zero() returns true once) and overwrites every byte instead of accumulating —
+  // a parameter gradient's first dW GEMM then runs with beta 0 and the memset disappears.
+  void defer_zero();
+  bool claim_pending_zero() { return zero_pending_.exchange(false, std::memory_order_acq_rel); }
+  bool zero_pending() const { return zero_pending_.load(std::memory_order_acquire); }
+
  private:
+  void write_pending_zero() const;
+
   void* data_;
   size_t bytes_;
   Device device_;
   Allocator* alloc_ = nullptr;
   std::function<void()> release_;
+  mutable std::atomic<bool> zero_pending_{false};
 };
 
 class Tensor {
@@ -70,6 +88,8 @@ class Tensor {
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
 
   void* raw() const { return static_cast<char*>(storage_->data()) + offset_; }
+  // raw()'s address without touching the data (Storage::address): for identity and overlap checks.
+  const void* address() const { return static_cast<const char*>(storage_->address()) + offset_; }
   template <typename T>
   T* data() const {
     return static_cast<T*>(raw());
@@ -91,11 +111,22 @@ class Tensor {
   void copy_from(const Tensor& src);  // same shape; converts dtype
   void fill(float value);             // float dtypes
   void zero();
+  // zero(), deferred where that can save the memset: a device tensor that spans its whole
+  // storage reads as zeros from here on, written by the first op that touches it — or never, when
+  // that op claims them (claim_pending_zero) and overwrites the tensor. Anything else (a CPU
+  // tensor, a view of part of a storage) is zeroed now.
+  void zero_deferred();
+  // True once after zero_deferred() when this tensor spans its storage and nothing has read or
+  // written it since: the caller must then overwrite every element (e.g. a GEMM with beta 0
+  // instead of 1). False otherwise, and the data (deferred zeros included) is as it was. Call it
+  // after every argument check, right before the kernel that writes the tensor.
+  bool claim_pending_zero();
 
   std::vector<float> to_vector() const;  // any float dtype -> f32 values
   const std::shared_ptr<Storage>& storage() const { return storage_; }
 
  private:
+  bool spans_storage() const;  // a view of the whole storage (offset 0, every byte)
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;
   DType dtype_ = DType::f32;

@@ -456,7 +456,7 @@ std::pair<double, double> DataParallelOptimizer::step(train::NamedTensors& param
   if (armed_) {
     armed_ = false;
     for (size_t i = 0; i < grads.size(); ++i)
-      if (grads[i].second.raw() != armed_grads_[i].second.raw())
+      if (grads[i].second.address() != armed_grads_[i].second.address())
         GYRE_THROW(invalid_argument,
                    "{}: step() got gradient '{}' in other memory than begin_overlap armed",
                    comm_.where(), grads[i].first);

@@ -111,6 +111,8 @@ struct Gradients {
   std::vector<NamedTensor> tensors;
   Tensor& at(const std::string& name);  // not_found Error naming the tensor
   const Tensor& at(const std::string& name) const;
+  // Zeros every tensor; on the GPU deferred (Tensor::zero_deferred): the backward's first write of
+  // a gradient overwrites it instead of accumulating into a memset.
   void zero();
   double sum_squares() const;  // Σ g² over all tensors, f64 (for gradient-norm clipping)
 };

@@ -50,6 +50,35 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_THROW(t.narrow(2, 2), Error);
 }
 
+// Host tensors have no deferred zeros (Tensor::zero_deferred zeroes them at once; the device case
+// is tests/gpu/backend/deferred_zero_cuda_test.cc): nothing is pending, nothing can be claimed, and
+// address() is raw()'s pointer.
+TEST(Tensor, ZeroDeferredOnTheHostZeroesAtOnce) {
+  Tensor t = Tensor::full({2, 3}, 5.0f);
+  Tensor row = t.narrow(1, 1);
+  row.zero_deferred();
+  EXPECT_EQ(t.to_vector(), (std::vector<float>{5, 5, 5, 0, 0, 0}));
+  t.zero_deferred();
+  EXPECT_FALSE(t.storage()->zero_pending());
+  EXPECT_FALSE(t.claim_pending_zero());
+  EXPECT_EQ(t.to_vector(), std::vector<float>(6, 0.0f));
+  EXPECT_EQ(row.address(), row.raw());
+  EXPECT_FALSE(Tensor().claim_pending_zero());  // undefined: nothing to claim
+}
+
+// An allocation the host cannot make is gyre::OutOfMemory (kind internal), which callers that
+// sized the request catch by type to name their flags (gyre bench rollout's KV pool).
+TEST(Allocator, HostOutOfMemoryIsATypedError) {
+  try {
+    Tensor::empty({int64_t(1) << 58}, DType::f32);  // 1 EiB
+    FAIL() << "a 1 EiB host tensor was allocated";
+  } catch (const OutOfMemory& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::internal);
+    EXPECT_NE(std::string(e.what()).find("out of host memory allocating"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Tensor, DtypeConversion) {
   Tensor t = Tensor::from_vector(std::vector<float>{1.5f, -2.25f, 3.0f}, {3});
   Tensor b = t.to(DType::bf16);

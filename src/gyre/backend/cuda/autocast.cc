@@ -142,7 +142,10 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
                          const uint16_t* w_bf16, const uint16_t* dy_bf16, const uint16_t* x_bf16,
-                         uint16_t* dx_bf16) {
+                         uint16_t* dx_bf16, bool dw_overwrite) {
+  GYRE_CHECK(!dw_overwrite || (M > 0 && N > 0 && K > 0),
+             "linear_bwd_autocast: dw_overwrite needs a non-empty product (M {}, N {}, K {})", M, N,
+             K);
   if (M == 0 || N == 0 || K == 0)
     return linear_bwd(dy, x, w, M, N, K, dx, accumulate_dx, dw, db);  // empty products
   // The per-call roundings, only for operands that do not come rounded already. An operand that
@@ -163,7 +166,8 @@ void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_
   }
   if (dw) {
     if (!x_bf16) x_bf16 = xb.emplace(x, M * K).p();
-    gemm_bf16(true, false, N, K, M, 1.0f, dy_bf16, N, x_bf16, K, 1.0f, dw, K, false);
+    gemm_bf16(true, false, N, K, M, 1.0f, dy_bf16, N, x_bf16, K, dw_overwrite ? 0.0f : 1.0f, dw, K,
+              false);
   }
   if (db) column_sums_add(dy, M, N, db);  // f32 dy, as the f32 path
 }

@@ -198,10 +198,13 @@ void linear_fwd_autocast_bf16_x(const uint16_t* x, const float* w, const uint16_
 //   x_bf16  x rounded by its producer (then x may be null).
 // dx_bf16 (non-null: dx must be null, accumulate_dx false) receives dx as bf16 instead, the f32
 // accumulation rounded once. M, N, K > 0 when dy or x is null or dx_bf16 is given.
+// dw_overwrite (M, N, K > 0): dw = dy^T x instead of +=, the GEMM's beta 0 — for a dw that held
+// deferred zeros (Tensor::claim_pending_zero): the same values without the memset or C's read.
 void linear_bwd_autocast(const float* dy, const float* x, const float* w, int64_t M, int64_t N,
                          int64_t K, float* dx, bool accumulate_dx, float* dw, float* db,
                          const uint16_t* w_bf16 = nullptr, const uint16_t* dy_bf16 = nullptr,
-                         const uint16_t* x_bf16 = nullptr, uint16_t* dx_bf16 = nullptr);
+                         const uint16_t* x_bf16 = nullptr, uint16_t* dx_bf16 = nullptr,
+                         bool dw_overwrite = false);
 bool attention_autocast_supported(int64_t D);
 // The autocast attention's kernels on bf16 operands (16-byte aligned; cuDNN falls back to flash on
 // others): cuDNN's SDPA, else (GYRE_ATTENTION_BACKEND=flash, no cuDNN, a refused plan) the

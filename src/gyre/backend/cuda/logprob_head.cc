@@ -91,7 +91,8 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
                                         const int32_t* targets, int64_t T, int64_t H, int64_t V,
                                         int64_t chunk, float temperature, const float* lse,
                                         const float* entropy, const float* dlogp,
-                                        const float* dentropy, float* dh, float* dw) {
+                                        const float* dentropy, float* dh, float* dw,
+                                        bool dw_overwrite) {
   check_sizes("linear_token_logprobs_bwd_autocast", T, H, V, chunk);
   DeviceBuffer hb(size_t(T * H) * 2), z(size_t(T * chunk) * 4), dz(size_t(T * chunk) * 2);
   const uint16_t* h16 = hb.as<uint16_t>();
@@ -106,8 +107,11 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
                            dentropy, dzc);
     // dh (+)= dz_c · W_c: overwrite on the first chunk, accumulate after (f32 C, beta 0 / 1).
     gemm_bf16(false, false, T, H, c, 1.0f, dzc, c, wc, H, v0 > 0 ? 1.0f : 0.0f, dh, H, false);
-    // dW[v0 : v0 + c] += dz_c^T · h (beta 1: gradients accumulate across calls, as linear_bwd).
-    if (dw) gemm_bf16(true, false, c, H, T, 1.0f, dzc, c, h16, H, 1.0f, dw + v0 * H, H, false);
+    // dW[v0 : v0 + c] += dz_c^T · h (beta 1: gradients accumulate across calls, as linear_bwd;
+    // beta 0 when dw held deferred zeros — each chunk writes its own rows once).
+    if (dw)
+      gemm_bf16(true, false, c, H, T, 1.0f, dzc, c, h16, H, dw_overwrite ? 0.0f : 1.0f, dw + v0 * H,
+                H, false);
   }
 }
 

@@ -35,11 +35,13 @@ void linear_token_logprobs_autocast(const float* h, const float* w, const uint16
 
 // ops::linear_token_logprobs_backward under autocast (same arguments as the forward, lse/entropy
 // from it; entropy needed when dentropy is non-null): dh [T, H] overwritten; dw [V, H] += Σ_t dz^T
-// h unless null (no dw GEMM at all) — the accumulation of ops::linear_backward's dw.
+// h unless null (no dw GEMM at all) — the accumulation of ops::linear_backward's dw; with
+// dw_overwrite, dw = Σ_t dz^T h (beta 0: dw held deferred zeros, Tensor::claim_pending_zero).
 void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const uint16_t* w_bf16,
                                         const int32_t* targets, int64_t T, int64_t H, int64_t V,
                                         int64_t chunk, float temperature, const float* lse,
                                         const float* entropy, const float* dlogp,
-                                        const float* dentropy, float* dh, float* dw);
+                                        const float* dentropy, float* dh, float* dw,
+                                        bool dw_overwrite = false);
 
 }  // namespace gyre::cuda

@@ -168,12 +168,13 @@ void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMemb
         f32_to_bf16(x, xs->as<uint16_t>(), M * K);
       xb = xs->as<uint16_t>();
     }
-    // dW_i += dy_i^T x: linear_bwd_autocast's GEMM with the slice of the packed dy (256-byte
-    // aligned at col_i) and leading dimension ld.
+    // dW_i += dy_i^T x (= with dw_overwrite): linear_bwd_autocast's GEMM with the slice of the
+    // packed dy (256-byte aligned at col_i) and leading dimension ld.
     for (int64_t i = 0; i < count; ++i) {
       const PackedBwdMember& m = members[i];
       if (m.n == 0 || !m.dw) continue;
-      gemm_bf16(true, false, m.n, K, M, 1.0f, dy + m.col, ld, xb, K, 1.0f, m.dw, K, false);
+      gemm_bf16(true, false, m.n, K, M, 1.0f, dy + m.col, ld, xb, K, m.dw_overwrite ? 0.0f : 1.0f,
+                m.dw, K, false);
     }
   }
 }
@@ -191,7 +192,7 @@ void linear_group_bwd_autocast(const LinearGroupBwdMember* members, int64_t coun
   bool any_dw = false;
   for (int64_t i = 0; i < count; ++i) {
     const LinearGroupBwdMember& m = members[i];
-    packed[size_t(i)] = {m.w, m.w_bf16, m.n, ld, m.dw};
+    packed[size_t(i)] = {m.w, m.w_bf16, m.n, ld, m.dw, m.dw_overwrite};
     if (m.n == 0) continue;  // nothing to add anywhere
     const int64_t width = round_up(m.n, kPackAlign);
     pack.push_back({m.dy, m.n, ld, width});

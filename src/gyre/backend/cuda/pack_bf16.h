@@ -46,8 +46,9 @@ void pack_bf16_columns(const PackBf16Member* members, int64_t count, int64_t M, 
                        uint16_t* dst);
 
 // One linear of linear_group_bwd_autocast: dy f32 [M, n], w f32 [n, K] (or its bf16 copy w_bf16,
-// read instead when non-null), dw f32 [n, K] accumulated into (null: not computed), db f32 [n]
-// accumulated into (null: no bias).
+// read instead when non-null), dw f32 [n, K] accumulated into (null: not computed; overwritten
+// instead when dw_overwrite: Tensor::claim_pending_zero), db f32 [n] accumulated into (null: no
+// bias).
 struct LinearGroupBwdMember {
   const float* dy = nullptr;
   const float* w = nullptr;
@@ -55,18 +56,21 @@ struct LinearGroupBwdMember {
   int64_t n = 0;
   float* dw = nullptr;
   float* db = nullptr;
+  bool dw_overwrite = false;
 };
 
 // One linear of linear_group_bwd_packed: its bf16 dy is the packed buffer's columns
 // [col, col + n) (col a multiple of kPackAlign: the slice keeps the buffer's 256-byte alignment);
 // w f32 [n, K] (or its bf16 copy w_bf16, read instead when non-null; only the dX GEMM reads it),
-// dw f32 [n, K] accumulated into (null: not computed).
+// dw f32 [n, K] accumulated into (null: not computed), or overwritten when dw_overwrite (the
+// GEMM's beta 0: dw held deferred zeros, Tensor::claim_pending_zero).
 struct PackedBwdMember {
   const float* w = nullptr;
   const uint16_t* w_bf16 = nullptr;
   int64_t n = 0;
   int64_t col = 0;
   float* dw = nullptr;
+  bool dw_overwrite = false;
 };
 
 // The GEMMs of linear_group_bwd_autocast over an already packed bf16 dy [M, ld] (ld a multiple of
