@@ -118,10 +118,11 @@ struct LinearCase {
 TEST(DeferredZeroCuda, LinearBackwardOverwritesAClaimedGradientThenAccumulates) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16Autocast autocast;
-  for (const LinearCase& c : {LinearCase{256, 896, 128}, LinearCase{1024, 128, 896},
-                              LinearCase{37, 19, 24}}) {
+  for (const LinearCase& c :
+       {LinearCase{256, 896, 128}, LinearCase{1024, 128, 896}, LinearCase{37, 19, 24}}) {
     SCOPED_TRACE(testing::Message() << "M " << c.M << " N " << c.N << " K " << c.K);
-    const Tensor dy = gpu(small_ints({c.M, c.N}, 11, 4.0f)), x = gpu(small_ints({c.M, c.K}, 12, 4.0f));
+    const Tensor dy = gpu(small_ints({c.M, c.N}, 11, 4.0f)),
+                 x = gpu(small_ints({c.M, c.K}, 12, 4.0f));
     const Tensor w = gpu(small_ints({c.N, c.K}, 13, 4.0f));
     Tensor dx, db_ref = gpu(Tensor::zeros({c.N})), dw_ref = gpu(Tensor::zeros({c.N, c.K}));
     ops::linear_backward(dy, x, w, dx, dw_ref, db_ref);
@@ -184,7 +185,8 @@ TEST(DeferredZeroCuda, LinearGroupBackwardOverwritesClaimedGradients) {
     expect_bitwise(db[i], db_ref[i], "group db, first write");
   }
   run(dw, db);
-  for (size_t i = 0; i < ns.size(); ++i) expect_bitwise(dw[i], twice(cpu(dw_ref[i])), "group dw, accumulated");
+  for (size_t i = 0; i < ns.size(); ++i)
+    expect_bitwise(dw[i], twice(cpu(dw_ref[i])), "group dw, accumulated");
 }
 
 TEST(DeferredZeroCuda, PackedGroupBackwardOverwritesClaimedGradients) {
