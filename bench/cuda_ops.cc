@@ -15,6 +15,11 @@
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
+//   residual_gemm    (only with the argument `residual_gemm`) the residual linears of the Qwen2.5
+//                    forwards (o_proj and down_proj, 4·4096 rows): the plain bf16 GEMM into f32
+//                    (beta 0), linear_gemm_bf16_add (the residual as C, beta 1, in place) and
+//                    the GEMM + add fallback, each in us and TFLOP/s — why linear_add_residual
+//                    takes ~2x its GEMM's time at 1.5B (session 21's op profile)
 //   attn_*_1p5b[_mha], attn_*_d64_mha  (only with the argument `attention_gqa`) Qwen2.5-1.5B's
 //                    12 / 2 heads of 128, and both models' query heads with K/V expanded (MHA):
 //                    whether cuDNN's GQA path costs more than repeating K/V
@@ -109,6 +114,41 @@ void bench_gemm() {
   tf = 2.0 * m * m * m / (ms * 1e-3) / 1e12;
   emit("{\"bench\":\"gemm_f32\",\"shape\":\"4096x4096x4096\",\"ms\":" + std::to_string(ms) +
        ",\"tflops\":" + std::to_string(tf) + "}");
+}
+
+// One residual linear y = x·wᵀ + r over M rows (x bf16 [M, K], w bf16 [N, K], r = y f32 [M, N]).
+void bench_residual_gemm_shape(int64_t M, int64_t N, int64_t K, const std::string& name) {
+  Tensor x = random_device({M, K}, DType::bf16, 5),
+         w = random_device({N, K}, DType::bf16, 6, 0.05f);
+  Tensor y = random_device({M, N}, DType::f32, 7),
+         t = Tensor::empty({M, N}, DType::f32, Device::cuda);
+  const uint16_t *xp = x.data<uint16_t>(), *wp = w.data<uint16_t>();
+  float *yp = y.f32(), *tp = t.f32();
+  const double plain =
+      bench::median_ms([&] { cuda::linear_gemm_bf16(xp, wp, nullptr, M, N, K, tp); });
+  bool fused = true;
+  const double add_c = bench::median_ms(
+      [&] { fused = cuda::linear_gemm_bf16_add(xp, wp, yp, M, N, K, yp) && fused; });
+  const double fallback = bench::median_ms([&] {
+    cuda::linear_gemm_bf16(xp, wp, nullptr, M, N, K, tp);
+    cuda::add(tp, yp, yp, M * N);
+  });
+  const double flop = 2.0 * double(M) * double(N) * double(K);
+  auto us = [](double ms) { return std::to_string(ms * 1e3); };
+  auto tf = [&](double ms) { return std::to_string(flop / (ms * 1e-3) / 1e12); };
+  emit("{\"bench\":\"residual_gemm\",\"shape\":\"" + name + "\",\"M\":" + std::to_string(M) +
+       ",\"N\":" + std::to_string(N) + ",\"K\":" + std::to_string(K) + ",\"plain_us\":" +
+       us(plain) + ",\"plain_tflops\":" + tf(plain) + ",\"beta1_us\":" + us(add_c) +
+       ",\"beta1_tflops\":" + tf(add_c) + ",\"beta1_fused\":" + (fused ? "true" : "false") +
+       ",\"gemm_then_add_us\":" + us(fallback) + "}");
+}
+
+void bench_residual_gemm() {
+  const int64_t M = 4 * 4096;
+  bench_residual_gemm_shape(M, 896, 896, "0.5b_o_proj");
+  bench_residual_gemm_shape(M, 896, 4864, "0.5b_down_proj");
+  bench_residual_gemm_shape(M, 1536, 1536, "1.5b_o_proj");
+  bench_residual_gemm_shape(M, 1536, 8960, "1.5b_down_proj");
 }
 
 // One flash shape: forward and backward TFLOP/s (FlashAttention's count, fwd 4·B·L²·Hq·D / 2
@@ -381,7 +421,10 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "attention") bench_attention();
     if (only.empty() || only == "logprob") bench_logprob();
     if (only.empty() || only == "copy") bench_copy();
-    if (only == "gemv") bench_gemv();         // explicit only: not part of the anchored default set
+    if (only == "gemv") bench_gemv();
+    if (only == "residual_gemm")
+      bench_residual_gemm();  // explicit only         // explicit only: not part of the anchored
+                              // default set
     if (only == "attention_gqa") {            // explicit only: GQA against the same heads as MHA
       bench_flash(12, 2, 128, "_1p5b");       // Qwen2.5-1.5B: 12 query / 2 kv heads of 128
       bench_flash(12, 12, 128, "_1p5b_mha");  // the same with K/V expanded to 12 heads
