@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -86,6 +87,40 @@ TEST(CudaBf16, FlashAttentionForwardBackward) {
     EXPECT_TRUE(bits(gdq) == dq1) << "D " << D << " Hq " << Hq;
     EXPECT_TRUE(bits(gdk) == dk1) << "D " << D << " Hq " << Hq;
     EXPECT_TRUE(bits(gdv) == dv1) << "D " << D << " Hq " << Hq;
+  }
+}
+
+// cuda::f32_to_bf16 (four elements per thread where src / dst are aligned, the scalar kernel for
+// the rest and for unaligned pointers) gives the host's round-to-nearest-even bits for every
+// element — sizes around the vector width, offsets that misalign either side, NaN, ±Inf, ±0,
+// subnormals and ties.
+TEST(CudaBf16, F32ToBf16IsTheHostRoundingAtEveryAlignment) {
+  GYRE_SKIP_WITHOUT_GPU();
+  std::vector<float> v = randn({4103}, 77, 3.0f).to_vector();
+  const float specials[] = {NAN,         INFINITY, -INFINITY, 0.0f,
+                            -0.0f,       1e-40f,   -1e-40f,   1.00390625f /* a tie: 1 + 2^-8 */,
+                            1.01171875f, 3.4e38f};
+  for (size_t i = 0; i < std::size(specials); ++i) v[i * 7] = specials[i];
+  const Tensor src = gpu(Tensor::from_vector(v, {int64_t(v.size())}));
+  Tensor dst = Tensor::empty({int64_t(v.size()) + 8}, DType::bf16, Device::cuda);
+  for (int64_t n : {1, 3, 4, 5, 8, 1027, 4096}) {
+    for (int64_t src_off : {0, 1, 4}) {
+      for (int64_t dst_off : {0, 1, 4}) {
+        dst.zero();
+        cuda::f32_to_bf16(src.f32() + src_off, dst.data<uint16_t>() + dst_off, n);
+        const Tensor got = cpu(dst);
+        const uint16_t* g = got.data<uint16_t>();
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint16_t want = f32_to_bf16(v[size_t(src_off + i)]);
+          const bool both_nan =
+              std::isnan(v[size_t(src_off + i)]) && std::isnan(bf16_to_f32(g[dst_off + i]));
+          bad += g[dst_off + i] != want && !both_nan;
+        }
+        EXPECT_EQ(bad, 0) << "n " << n << " src offset " << src_off << " dst offset " << dst_off;
+        EXPECT_EQ(g[dst_off + n], 0) << "wrote past n (n " << n << ")";
+      }
+    }
   }
 }
 
