@@ -34,7 +34,7 @@ namespace {
 using SourceKey = std::tuple<const Storage*, const void*, int64_t>;
 // Used only by the CUDA build's cache paths.
 [[maybe_unused]] SourceKey source_key(const Tensor& t) {
-  return {t.storage().get(), t.raw(), t.numel()};
+  return {t.storage().get(), t.address(), t.numel()};
 }
 
 }  // namespace
@@ -50,7 +50,7 @@ struct Bf16WeightCache::Impl {
   // The entry of w, or null (a different storage at the same address cannot exist while the entry
   // holds its source; the check guards views that only look alike).
   Entry* find(const Tensor& w) {
-    auto it = copies.find({w.raw(), w.numel()});
+    auto it = copies.find({w.address(), w.numel()});
     if (it == copies.end() || it->second.source.storage() != w.storage()) return nullptr;
     return &it->second;
   }
@@ -98,7 +98,7 @@ const uint16_t* Bf16WeightCache::bf16(const Tensor& w) {
              w.defined() ? dtype_name(w.dtype()) : "undefined", device_name(w.device()));
 #ifdef GYRE_HAVE_CUDA
   std::lock_guard<std::mutex> lk(impl_->mu);
-  auto& slot = impl_->copies[{w.raw(), w.numel()}];
+  auto& slot = impl_->copies[{w.address(), w.numel()}];
   if (!slot.copy) {
     // The copies outlive any CUDA graph being captured: never from a graph's private pool.
     cuda::GraphPoolScope shared_memory(nullptr);

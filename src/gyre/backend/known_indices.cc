@@ -10,7 +10,7 @@ thread_local KnownIndices* t_innermost = nullptr;
 KnownIndices::Entry identity(const Tensor& t, KnownIndices::Entry::Kind kind) {
   KnownIndices::Entry e{};
   e.kind = kind;
-  e.data = t.raw();
+  e.data = t.address();
   e.numel = t.numel();
   e.device = t.device();
   return e;
@@ -58,9 +58,9 @@ void KnownIndices::add_paged_layout(const Tensor& cu_seqlens_q, const Tensor& kv
   if (!is_i32(cu_seqlens_q) || !is_i32(kv_lens) || !is_i32(page_indptr) || !is_i32(page_indices))
     return;
   Entry e = identity(cu_seqlens_q, Entry::paged);
-  e.companions[0] = kv_lens.raw();
-  e.companions[1] = page_indptr.raw();
-  e.companions[2] = page_indices.raw();
+  e.companions[0] = kv_lens.address();
+  e.companions[1] = page_indptr.address();
+  e.companions[2] = page_indices.address();
   e.num_pages = num_pages;
   e.page_size = page_size;
   e.num_page_indices = page_indices.numel();
@@ -71,7 +71,7 @@ void KnownIndices::add_paged_layout(const Tensor& cu_seqlens_q, const Tensor& kv
 
 const KnownIndices::Entry* KnownIndices::find(const Tensor& t, Entry::Kind kind) {
   if (!is_i32(t)) return nullptr;
-  const void* data = t.raw();
+  const void* data = t.address();
   for (const KnownIndices* s = t_innermost; s; s = s->outer_)
     for (auto it = s->entries_.rbegin(); it != s->entries_.rend(); ++it)
       if (it->kind == kind && it->data == data && it->numel == t.numel() &&

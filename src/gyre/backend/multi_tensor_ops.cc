@@ -208,8 +208,8 @@ void copy_many(std::span<const Tensor* const> src, std::span<Tensor* const> dst,
     GYRE_THROW(invalid_argument, "ops::{}: bf16_out has {} pointers but src has {} tensors", op,
                bf16_out.size(), src.size());
   for (size_t i = 0; i < src.size(); ++i) {
-    const char* s = static_cast<const char*>(src[i]->raw());
-    const char* d = static_cast<const char*>(dst[i]->raw());
+    const char* s = static_cast<const char*>(src[i]->address());
+    const char* d = static_cast<const char*>(dst[i]->address());
     const size_t bytes = src[i]->nbytes();
     if (bytes > 0 && s < d + bytes && d < s + bytes)
       GYRE_THROW(invalid_argument, "ops::{}: src[{}] and dst[{}] overlap", op, i, i);

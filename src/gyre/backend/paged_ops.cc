@@ -146,8 +146,9 @@ PagedLayoutStats check_paged_attention(const char* op, const Tensor& q, const Te
   // Proven by the caller once per step (KnownIndices::add_paged_layout) or checked on host copies.
   PagedLayoutStats stats;
   const auto* known = KnownIndices::find(cu_seqlens_q, KnownIndices::Entry::paged);
-  if (known && known->companions[0] == kv_lens.raw() && known->companions[1] == page_indptr.raw() &&
-      known->companions[2] == page_indices.raw() &&
+  if (known && known->companions[0] == kv_lens.address() &&
+      known->companions[1] == page_indptr.address() &&
+      known->companions[2] == page_indices.address() &&
       known->num_page_indices == page_indices.numel() && known->num_pages == P &&
       known->page_size == page_size) {
     stats.max_q_len = known->total;

@@ -339,7 +339,7 @@ std::vector<Tensor> parameter_tensors(const model::CausalLM& m) {
 using ParamKey = std::tuple<const Storage*, const void*, int64_t, DType>;
 std::vector<ParamKey> parameter_keys(const std::vector<Tensor>& ps) {
   std::vector<ParamKey> out;
-  for (const Tensor& t : ps) out.emplace_back(t.storage().get(), t.raw(), t.numel(), t.dtype());
+  for (const Tensor& t : ps) out.emplace_back(t.storage().get(), t.address(), t.numel(), t.dtype());
   return out;
 }
 

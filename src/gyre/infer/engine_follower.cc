@@ -81,7 +81,7 @@ void EngineFollower::sync_weight_copies() {
   std::vector<Tensor> params;
   for (const auto& p : model_.parameters()) params.push_back(p.tensor);
   std::vector<std::pair<const void*, const void*>> where;
-  for (const Tensor& t : params) where.emplace_back(t.storage().get(), t.raw());
+  for (const Tensor& t : params) where.emplace_back(t.storage().get(), t.address());
   if (graphs_ && where != graph_params_) graphs_->clear();  // the leader drops its graphs too
   graph_params_ = std::move(where);
   if (!weight_cache_->sources_within(params)) {
@@ -110,7 +110,7 @@ void EngineFollower::forward(StepOp op) {
                                                  std::numeric_limits<int32_t>::max());
         graph_params_.clear();
         for (const auto& p : model_.parameters())
-          graph_params_.emplace_back(p.tensor.storage().get(), p.tensor.raw());
+          graph_params_.emplace_back(p.tensor.storage().get(), p.tensor.address());
       }
       const Tensor logits =
           graphs_->run(b, op == StepOp::graph_capture ? DecodeGraphs::Mode::capture
