@@ -14,6 +14,11 @@
 //   logprob_bf16     fused token log-prob + entropy over bf16 logits [4·4096, 151936]
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
+//   logprob_chunk    (only with the argument `logprob_chunk`) the fused head's chunk kernels alone
+//                    (stats and the bf16 backward) at 4·4096 rows x 9472 columns, us and GB/s
+//   rms_norm_fwd_bf16, rope_qkv_bf16  (only with the argument `norm_rope`) the forward's RMSNorm
+//                    into bf16 (H 896 / 1536) and RoPE of q/k/v into bf16 (0.5B / 1.5B heads) at
+//                    4·4096 rows: us and GB/s of the 6 bytes per element each moves
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
 //   residual_gemm    (only with the argument `residual_gemm`) the residual linears of the Qwen2.5
 //                    forwards (o_proj and down_proj, 4·4096 rows): the plain bf16 GEMM into f32
@@ -59,9 +64,12 @@ int main() {
 #include "gpu_timing.h"
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/cuda/fused_gemm.h"
 #include "gyre/backend/cuda/gemv_fused.h"
 #include "gyre/backend/cuda/kernels.h"
+#include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/cuda/rms_bwd_fused.h"
+#include "gyre/backend/cuda/rope_attention_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/fused_norm_ops.h"
 #include "gyre/backend/ops.h"
@@ -301,6 +309,81 @@ void bench_logprob() {
        ",\"goal_ratio\":0.125}");
 }
 
+// The fused head's two chunk kernels alone at T = 4·4096 rows and its chunk width C = 9472
+// (default_logprob_chunk of the Qwen2.5 vocabulary): logprob_chunk_stats (f32 logits in, folded
+// into the running statistics) and logprob_chunk_bwd_bf16 (f32 logits in, bf16 dz out), in us and
+// in GB/s of the bytes each must move (stats 4 per element, backward 6).
+void bench_logprob_chunk() {
+  const int64_t T = 4 * 4096, C = 9472, V = 151936;
+  Tensor x = random_device({T, C}, DType::f32, 14, 8.0f);
+  std::vector<int32_t> tg(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) tg[size_t(i)] = int32_t((i * 7919) % V);
+  Tensor targets = Tensor::from_vector(tg, {T}).to(Device::cuda);
+  Tensor stats = Tensor::zeros({T, 4}, DType::f32, Device::cuda);
+  Tensor lse = random_device({T}, DType::f32, 15, 1.0f);
+  Tensor dlogp = random_device({T}, DType::f32, 16, 1.0f);
+  Tensor dz = Tensor::empty({T, C}, DType::bf16, Device::cuda);
+  cuda::logprob_chunk_stats(x.f32(), targets.i32(), T, C, 0, 1.0f, false, stats.f32());
+  const double stats_ms = bench::median_ms(
+      [&] { cuda::logprob_chunk_stats(x.f32(), targets.i32(), T, C, 0, 1.0f, true, stats.f32()); });
+  const double bwd_ms = bench::median_ms([&] {
+    cuda::logprob_chunk_bwd_bf16(x.f32(), targets.i32(), T, C, 0, 1.0f, lse.f32(), nullptr,
+                                 dlogp.f32(), nullptr, dz.data<uint16_t>());
+  });
+  const double el = double(T) * double(C);
+  emit("{\"bench\":\"logprob_chunk\",\"rows\":" + std::to_string(T) +
+       ",\"chunk\":" + std::to_string(C) + ",\"stats_us\":" + std::to_string(stats_ms * 1e3) +
+       ",\"stats_gb_per_s\":" + std::to_string(el * 4.0 / (stats_ms * 1e-3) / 1e9) +
+       ",\"bwd_bf16_us\":" + std::to_string(bwd_ms * 1e3) +
+       ",\"bwd_gb_per_s\":" + std::to_string(el * 6.0 / (bwd_ms * 1e-3) / 1e9) + "}");
+}
+
+// The forward's memory-bound prologues of the autocast GEMMs and the attention at 4·4096 rows:
+// rms_norm_fwd_bf16 (f32 rows in, bf16 normed rows out: 6 bytes per element) at H = 896 / 1536,
+// and rope_qkv_bf16 (f32 q/k/v in, rotated bf16 out: 6 bytes per element) at Qwen2.5-0.5B's 14 / 2
+// heads of 64 and 1.5B's 12 / 2 heads of 128; us, and GB/s of those bytes (the copy figure is the
+// ceiling).
+void bench_norm_rope() {
+  const int64_t T = 4 * 4096;
+  for (int64_t H : {896, 1536}) {
+    Tensor x = random_device({T, H}, DType::f32, 17, 2.0f);
+    Tensor w = random_device({H}, DType::f32, 18, 1.0f);
+    Tensor yb = Tensor::empty({T, H}, DType::bf16, Device::cuda);
+    const double ms = bench::median_ms([&] {
+      cuda::rms_norm_fwd_bf16(x.f32(), w.f32(), T, H, 1e-6, yb.data<uint16_t>(), nullptr, nullptr);
+    });
+    emit("{\"bench\":\"rms_norm_fwd_bf16\",\"rows\":" + std::to_string(T) +
+         ",\"hidden\":" + std::to_string(H) + ",\"us\":" + std::to_string(ms * 1e3) +
+         ",\"gb_per_s\":" + std::to_string(double(T) * H * 6.0 / (ms * 1e-3) / 1e9) + "}");
+  }
+  struct Heads {
+    int64_t hq, hkv, d;
+  };
+  for (Heads h : {Heads{14, 2, 64}, Heads{12, 2, 128}}) {
+    const int64_t half = h.d / 2, max_pos = 4096;
+    Tensor q = random_device({T, h.hq * h.d}, DType::f32, 19, 2.0f);
+    Tensor k = random_device({T, h.hkv * h.d}, DType::f32, 20, 2.0f);
+    Tensor v = random_device({T, h.hkv * h.d}, DType::f32, 21, 2.0f);
+    Tensor cs = random_device({max_pos, half}, DType::f32, 22, 1.0f);
+    Tensor sn = random_device({max_pos, half}, DType::f32, 23, 1.0f);
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    for (int64_t i = 0; i < T; ++i) pos[size_t(i)] = int32_t(i % max_pos);
+    Tensor positions = Tensor::from_vector(pos, {T}).to(Device::cuda);
+    Tensor qb = Tensor::empty({T, h.hq * h.d}, DType::bf16, Device::cuda);
+    Tensor kb = Tensor::empty({T, h.hkv * h.d}, DType::bf16, Device::cuda);
+    Tensor vb = Tensor::empty({T, h.hkv * h.d}, DType::bf16, Device::cuda);
+    const double ms = bench::median_ms([&] {
+      cuda::rope_qkv_bf16(q.f32(), k.f32(), v.f32(), T, h.hq, h.hkv, h.d, positions.i32(), cs.f32(),
+                          sn.f32(), qb.data<uint16_t>(), kb.data<uint16_t>(), vb.data<uint16_t>());
+    });
+    const double el = double(T) * double(h.hq + 2 * h.hkv) * double(h.d);
+    emit("{\"bench\":\"rope_qkv_bf16\",\"rows\":" + std::to_string(T) + ",\"heads\":\"" +
+         std::to_string(h.hq) + "/" + std::to_string(h.hkv) + "x" + std::to_string(h.d) +
+         "\",\"us\":" + std::to_string(ms * 1e3) +
+         ",\"gb_per_s\":" + std::to_string(el * 6.0 / (ms * 1e-3) / 1e9) + "}");
+  }
+}
+
 void bench_copy() {
   const int64_t n = int64_t(1) << 30;  // 1 Gi floats = 4 GiB each way
   Tensor a = random_device({n / 1024, 1024}, DType::f32, 13);
@@ -422,9 +505,10 @@ int main(int argc, char** argv) {
     if (only.empty() || only == "logprob") bench_logprob();
     if (only.empty() || only == "copy") bench_copy();
     if (only == "gemv") bench_gemv();
-    if (only == "residual_gemm")
-      bench_residual_gemm();  // explicit only         // explicit only: not part of the anchored
-                              // default set
+    // Explicit only (not part of the anchored default set):
+    if (only == "residual_gemm") bench_residual_gemm();
+    if (only == "logprob_chunk") bench_logprob_chunk();
+    if (only == "norm_rope") bench_norm_rope();
     if (only == "attention_gqa") {            // explicit only: GQA against the same heads as MHA
       bench_flash(12, 2, 128, "_1p5b");       // Qwen2.5-1.5B: 12 query / 2 kv heads of 128
       bench_flash(12, 12, 128, "_1p5b_mha");  // the same with K/V expanded to 12 heads

@@ -28,6 +28,7 @@
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/cuda/rope_attention_bf16.h"
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
@@ -267,6 +268,68 @@ TEST(RopeAttentionCuda, ForwardIsRopeThenAttentionBitwise) {
       EXPECT_EQ(cudnn_fwd_calls(), cudnn_before) << backend;
     else
       EXPECT_GT(cudnn_fwd_calls(), cudnn_before) << backend;
+  }
+}
+
+// rope_qkv_bf16's two kernels — four pairs per lane step where every pointer is aligned for it,
+// one pair otherwise — write the same bits: each operand in turn, then an output, is moved one
+// element off its alignment (a view one element into a larger buffer), which sends the call to the
+// scalar kernel, and every output must match the aligned call's.
+TEST(RopeAttentionCuda, RopeQkvVectorAndScalarKernelsAgreeBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  struct Shape3 {
+    int64_t T, hq, hkv, d;
+  };
+  for (const Shape3 sh : {Shape3{37, 14, 2, 64}, Shape3{300, 12, 2, 128}, Shape3{1, 2, 1, 64}}) {
+    const int64_t P = 64, half = sh.d / 2;
+    const int64_t nq = sh.T * sh.hq * sh.d, nk = sh.T * sh.hkv * sh.d;
+    // Each input lives twice in one buffer: at element 0 (aligned) and at element n + 1 (not).
+    auto twice = [](const Tensor& host) {
+      const int64_t n = host.numel();
+      std::vector<float> v = host.to_vector(), both(size_t(2 * n + 1), 0.0f);
+      std::copy(v.begin(), v.end(), both.begin());
+      std::copy(v.begin(), v.end(), both.begin() + n + 1);
+      return gpu(Tensor::from_vector(both, {2 * n + 1}));
+    };
+    const Tensor q = twice(randn({nq}, 81, 3.0f)), k = twice(randn({nk}, 82, 3.0f)),
+                 v = twice(randn({nk}, 83, 3.0f)), cs = twice(randn({P * half}, 84)),
+                 sn = twice(randn({P * half}, 85));
+    const Tensor pos = gpu(gputest::rand_ids(sh.T, int32_t(P), 86));
+    // Outputs with one spare element in front, to write at offset 0 or 1.
+    Tensor out[2][3];
+    for (auto& o : out)
+      for (int i = 0; i < 3; ++i)
+        o[i] = Tensor::zeros({(i == 0 ? nq : nk) + 1}, DType::bf16, Device::cuda);
+    auto run = [&](int which_off, Tensor* o) {
+      auto in = [&](const Tensor& t, int idx, int64_t n) {
+        return t.f32() + (which_off == idx ? n + 1 : 0);
+      };
+      const int64_t shift = which_off == 5 ? 1 : 0;  // 5: the q output misaligned
+      cuda::rope_qkv_bf16(in(q, 0, nq), in(k, 1, nk), in(v, 2, nk), sh.T, sh.hq, sh.hkv, sh.d,
+                          pos.i32(), in(cs, 3, P * half), in(sn, 4, P * half),
+                          o[0].data<uint16_t>() + shift, o[1].data<uint16_t>(),
+                          o[2].data<uint16_t>());
+      return shift;
+    };
+    run(-1, out[0]);  // every pointer aligned: the vector kernel
+    auto bits = [](const Tensor& t) {
+      const Tensor h = cpu(t);
+      std::vector<uint16_t> b(size_t(h.numel()));
+      std::memcpy(b.data(), h.raw(), h.nbytes());
+      return b;
+    };
+    const std::vector<uint16_t> want[3] = {bits(out[0][0]), bits(out[0][1]), bits(out[0][2])};
+    for (int off = 0; off <= 5; ++off) {
+      for (auto& o : out[1]) o.zero();
+      const int64_t shift = run(off, out[1]);
+      const std::string what = "T " + std::to_string(sh.T) + " D " + std::to_string(sh.d) +
+                               " misaligned operand " + std::to_string(off);
+      for (int i = 0; i < 3; ++i) {
+        std::vector<uint16_t> got = bits(out[1][i]);
+        if (i == 0 && shift) got.erase(got.begin()), got.push_back(0);
+        EXPECT_EQ(got, want[i]) << what << " output " << i;
+      }
+    }
   }
 }
 
