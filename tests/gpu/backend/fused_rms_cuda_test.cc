@@ -198,13 +198,15 @@ TEST(FusedLinearCuda, RmsNormWithAMisalignedNormWeightRunsRmsNormThenTheFusedGem
 }
 
 // rms_norm_fwd_bf16 is rms_norm then f32_to_bf16, bit for bit, and its optional f32 outputs are
-// rms_norm's: H not a multiple of 4, 8 or of the block's 256 threads, through both kernels (a
+// rms_norm's: H not a multiple of 4, 8 or of the block's 256 threads, through every kernel (a
 // block per row below 2048 rows, a warp per row replaying that block's sums from 2048), one row
 // and more rows than one grid (65535 blocks of 8 rows, so warps loop), rows that start off a
 // 16-byte boundary, rows of zeros (eps = 0: inf * 0 = NaN), a NaN, huge values.
 TEST(FusedLinearCuda, RmsNormBf16IsBitwiseRmsNormThenCast) {
   GYRE_SKIP_WITHOUT_GPU();
-  for (int64_t H : {5, 13, 259, 896, 1536, 4863}) {
+  // H % 4 == 0 up to 2048 (4, 132, 896, 1536, 2048): the warp kernel holding the row in
+  // registers; 2052: its loop kernel's float4 path; the rest its scalar path.
+  for (int64_t H : {4, 5, 13, 132, 259, 896, 1536, 2048, 2052, 4863}) {
     for (int64_t M : {1, 3, 300, 2047, 2048, 4099, 65537, 524300}) {
       // 524300 rows: more than the grid's 65535 blocks of 8 rows, so warps loop.
       if (M * H > 8'000'000 && !(H == 5 && M == 524300)) continue;
@@ -238,19 +240,21 @@ TEST(FusedLinearCuda, RmsNormBf16IsBitwiseRmsNormThenCast) {
     }
   }
   // H % 4 == 0 but rows that start off a 16-byte boundary (x one float into its buffer): the
-  // scalar path, the same bits.
-  const int64_t H = 896, M = 37;
-  Tensor buf = gpu(randn({M * H + 1}, 811, 2.0f)), gnw = gpu(randn({H}, 812));
-  const std::vector<float> all = cpu(buf).to_vector();
-  Tensor gx = gpu(Tensor::from_vector(std::vector<float>(all.begin() + 1, all.end()), {M, H}));
-  Tensor xn, rstd;
-  ops::rms_norm(gx, gnw, 1e-6f, xn, rstd);
-  Tensor want = Tensor::empty({M, H}, DType::bf16, Device::cuda);
-  cuda::f32_to_bf16(xn.f32(), static_cast<uint16_t*>(want.raw()), M * H);
-  Tensor got = Tensor::empty({M, H}, DType::bf16, Device::cuda);
-  cuda::rms_norm_fwd_bf16(buf.f32() + 1, gnw.f32(), M, H, 1e-6, static_cast<uint16_t*>(got.raw()),
-                          nullptr, nullptr);
-  expect_same_bytes(got, want, "misaligned rows");
+  // scalar paths, the same bits — of the block kernel (37 rows) and of the warp kernel (4099).
+  for (const int64_t M : {37, 4099}) {
+    const int64_t H = 896;
+    Tensor buf = gpu(randn({M * H + 1}, 811, 2.0f)), gnw = gpu(randn({H}, 812));
+    const std::vector<float> all = cpu(buf).to_vector();
+    Tensor gx = gpu(Tensor::from_vector(std::vector<float>(all.begin() + 1, all.end()), {M, H}));
+    Tensor xn, rstd;
+    ops::rms_norm(gx, gnw, 1e-6f, xn, rstd);
+    Tensor want = Tensor::empty({M, H}, DType::bf16, Device::cuda);
+    cuda::f32_to_bf16(xn.f32(), static_cast<uint16_t*>(want.raw()), M * H);
+    Tensor got = Tensor::empty({M, H}, DType::bf16, Device::cuda);
+    cuda::rms_norm_fwd_bf16(buf.f32() + 1, gnw.f32(), M, H, 1e-6, static_cast<uint16_t*>(got.raw()),
+                            nullptr, nullptr);
+    expect_same_bytes(got, want, "misaligned rows, M " + std::to_string(M));
+  }
 }
 
 }  // namespace

@@ -147,8 +147,8 @@ Tensor two_chunk_targets(int64_t T, int64_t C, int64_t v0) {
 // masked chunk, against the CPU reference; the same statistics and dlogits bit for bit from a
 // misaligned copy of the logits, from a sub-batch of rows, and in place; bf16 dlogits equal to the
 // f32 ones rounded by cuda::f32_to_bf16, aligned or not. C = 1, 3, 5, 4099, 2051: scalar path;
-// 4, 100, 2048, 4096, 40000: float4 path (when aligned); C <= 2048: one warp per row; 40000:
-// five tiles per thread.
+// 4, 100, 2048, 4096, 40000: float4 path (when aligned); one warp per row for the stats up to
+// C = 16384 and for the backward up to 2048, else one block per row (40000: five tiles per thread).
 TEST(LogprobChunkCuda, ChunkOpsEdgeShapesMatchCpu) {
   GYRE_SKIP_WITHOUT_GPU();
   const int64_t v0 = 11;

@@ -24,10 +24,11 @@
 //   (then every row start is), float4 / 4 x bf16 (8-byte) stores of dx when it is aligned as
 //   well; scalar loads and stores otherwise (odd C, a narrowed view, the last chunk of a
 //   vocabulary that is not a multiple of 4).
-// - Rows per block: 256-thread blocks; a row is handled by a team of one warp when C <= 2048
-//   (8 rows per block, shuffle-only reductions: small chunks would leave most of a 256-thread
-//   row idle) and by the whole block otherwise (9,472 columns: ~9 float4 groups per thread).
-//   The team size depends on C alone.
+// - Rows per block: 256-thread blocks; a row is handled by a team of one warp (8 rows per block,
+//   shuffle-only reductions) or by the whole block. The stats kernel uses a warp up to C = 16384
+//   (kStatsWarpRowMaxC; the fused head's 9,472-column chunks: 74 float4 groups per lane, no block
+//   barriers), the backward up to C = 2048 (it has no reductions; at 9,472 columns a block team
+//   gives each thread ~9 groups). The team size depends on C alone.
 //
 // Invariants: deterministic (fixed element-to-thread assignment and merge order, no atomics); a
 // row's statistics depend only on its values, C and τ — not on the pointer alignment (the scalar
@@ -53,10 +54,15 @@ namespace gyre::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;       // threads per block of every kernel here
-constexpr int kWarpRowMaxC = 2048;  // C up to this: one warp per row, else one block per row
-constexpr int kStatsTile = 8;       // float4 groups per thread in registers per stats tile
-constexpr int kBwdTile = 4;         // float4 groups (or elements) per thread per backward step
+constexpr int kThreads = 256;  // threads per block of every kernel here
+// The backward: one warp per row up to this C, else one block per row.
+constexpr int kWarpRowMaxC = 2048;
+// The stats: one warp per row up to this C (the fused head's 9472-column chunks of the Qwen2.5
+// vocabulary included), else one block: a block team's three barriers per row left the kernel at
+// 2.88 TB/s where a warp team reaches 3.9 (session 22, 4 x 4096 rows x 9472: 216 -> 159 us).
+constexpr int kStatsWarpRowMaxC = 16384;
+constexpr int kStatsTile = 8;  // float4 groups per thread in registers per stats tile
+constexpr int kBwdTile = 4;    // float4 groups (or elements) per thread per backward step
 
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
@@ -366,7 +372,7 @@ void logprob_chunk_stats(const float* x, const int32_t* targets, int64_t n, int6
                          float temperature, bool accumulate, float* stats) {
   if (n == 0 || C == 0) return;
   const float mul = 1.0f / temperature;
-  if (C <= kWarpRowMaxC)
+  if (C <= kStatsWarpRowMaxC)
     launch_stats<32>(x, targets, n, C, v0, mul, accumulate, stats);
   else
     launch_stats<kThreads>(x, targets, n, C, v0, mul, accumulate, stats);
