@@ -16,9 +16,10 @@
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
 //   logprob_chunk    (only with the argument `logprob_chunk`) the fused head's chunk kernels alone
 //                    (stats and the bf16 backward) at 4·4096 rows x 9472 columns, us and GB/s
-//   rms_norm_fwd_bf16, rope_qkv_bf16  (only with the argument `norm_rope`) the forward's RMSNorm
-//                    into bf16 (H 896 / 1536) and RoPE of q/k/v into bf16 (0.5B / 1.5B heads) at
-//                    4·4096 rows: us and GB/s of the 6 bytes per element each moves
+//   f32_to_bf16, rms_norm_fwd_bf16, rope_qkv_bf16  (only with the argument `memory`) the
+//                    forward's memory-bound passes: a gate/up weight's conversion (0.5B / 1.5B),
+//                    RMSNorm into bf16 (H 896 / 1536) and RoPE of q/k/v into bf16 (0.5B / 1.5B
+//                    heads) at 4·4096 rows: us and GB/s of the 6 bytes per element each moves
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
 //   residual_gemm    (only with the argument `residual_gemm`) the residual linears of the Qwen2.5
 //                    forwards (o_proj and down_proj, 4·4096 rows): the plain bf16 GEMM into f32
@@ -338,13 +339,25 @@ void bench_logprob_chunk() {
        ",\"bwd_gb_per_s\":" + std::to_string(el * 6.0 / (bwd_ms * 1e-3) / 1e9) + "}");
 }
 
-// The forward's memory-bound prologues of the autocast GEMMs and the attention at 4·4096 rows:
-// rms_norm_fwd_bf16 (f32 rows in, bf16 normed rows out: 6 bytes per element) at H = 896 / 1536,
-// and rope_qkv_bf16 (f32 q/k/v in, rotated bf16 out: 6 bytes per element) at Qwen2.5-0.5B's 14 / 2
-// heads of 64 and 1.5B's 12 / 2 heads of 128; us, and GB/s of those bytes (the copy figure is the
-// ceiling).
-void bench_norm_rope() {
+// The forward's memory-bound prologues of the autocast GEMMs and the attention: f32_to_bf16 of a
+// weight (6 bytes per element), and at 4·4096 rows rms_norm_fwd_bf16 (f32 rows in, bf16 normed rows
+// out: 6 bytes per element) at H = 896 / 1536, and rope_qkv_bf16 (f32 q/k/v in, rotated bf16 out: 6
+// bytes per element) at Qwen2.5-0.5B's 14 / 2 heads of 64 and 1.5B's 12 / 2 heads of 128; us, and
+// GB/s of those bytes (the copy figure is the ceiling).
+void bench_memory_bound() {
   const int64_t T = 4 * 4096;
+  // The per-pass weight conversion of an autocast forward without a weight cache: f32_to_bf16 of
+  // a gate/up weight (0.5B: 4864 x 896, 1.5B: 8960 x 1536).
+  for (int64_t n : {int64_t(4864) * 896, int64_t(8960) * 1536}) {
+    Tensor src = random_device({n}, DType::f32, 24, 1.0f);
+    Tensor dst = Tensor::empty({n}, DType::bf16, Device::cuda);
+    // L2 flushed before each call: the weight (22-83 MB) would otherwise stay partly cached.
+    const bench::Timing t =
+        bench::time_call([&] { cuda::f32_to_bf16(src.f32(), dst.data<uint16_t>(), n); }, 20);
+    emit("{\"bench\":\"f32_to_bf16\",\"elements\":" + std::to_string(n) +
+         ",\"cold_us\":" + std::to_string(t.cold_us) +
+         ",\"gb_per_s\":" + std::to_string(double(n) * 6.0 / (t.cold_us * 1e-6) / 1e9) + "}");
+  }
   for (int64_t H : {896, 1536}) {
     Tensor x = random_device({T, H}, DType::f32, 17, 2.0f);
     Tensor w = random_device({H}, DType::f32, 18, 1.0f);
@@ -508,7 +521,7 @@ int main(int argc, char** argv) {
     // Explicit only (not part of the anchored default set):
     if (only == "residual_gemm") bench_residual_gemm();
     if (only == "logprob_chunk") bench_logprob_chunk();
-    if (only == "norm_rope") bench_norm_rope();
+    if (only == "memory") bench_memory_bound();
     if (only == "attention_gqa") {            // explicit only: GQA against the same heads as MHA
       bench_flash(12, 2, 128, "_1p5b");       // Qwen2.5-1.5B: 12 query / 2 kv heads of 128
       bench_flash(12, 12, 128, "_1p5b_mha");  // the same with K/V expanded to 12 heads
