@@ -12,6 +12,10 @@
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
 //              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
 //              [--micro-batch-tokens N]
+// --iters N: timed steps after 2 warm-ups (mean). Keep the default 3 when comparing with
+// bench/hf_anchor.py (a median of 3 after 1 warm-up): the GEMM and attention kernels run 5-8%
+// slower a few passes into a sustained run as the clock drops under tensor-core load (session 22's
+// CUPTI timeline), so a longer run measures a lower clock than the anchor's.
 // --micro-batch-tokens N: the training step in micro-batches of at most N tokens (default: one
 // micro-batch of every token, as the anchor's one forward of the whole batch; the JSON's
 // micro_batch_token_budget — model/scoring.cc also caps a micro-batch at 2^28 / the vocabulary
