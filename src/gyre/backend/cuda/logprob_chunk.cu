@@ -60,6 +60,10 @@ constexpr int kWarpRowMaxC = 2048;
 // The stats: one warp per row up to this C (the fused head's 9472-column chunks of the Qwen2.5
 // vocabulary included), else one block: a block team's three barriers per row left the kernel at
 // 2.88 TB/s where a warp team reaches 3.9 (session 22, 4 x 4096 rows x 9472: 216 -> 159 us).
+// The cost is paid by calls of few rows (below ~1,000 the warps no longer fill the GPU, and each
+// walks its row alone: a 100-row chunk takes several times a block team's latency). The team may
+// not depend on the row count (a row's bits must not depend on its batch), so the choice favours
+// the trainer's and scorer's thousands of rows per call.
 constexpr int kStatsWarpRowMaxC = 16384;
 constexpr int kStatsTile = 8;  // float4 groups per thread in registers per stats tile
 constexpr int kBwdTile = 4;    // float4 groups (or elements) per thread per backward step
