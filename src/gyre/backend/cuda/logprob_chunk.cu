@@ -45,6 +45,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/logprob_head.h"
@@ -261,20 +262,17 @@ __device__ __forceinline__ float dz_value(float x, int64_t j, const BwdRow& r) {
 
 // The value written for one dz element: f32 as computed (Out = float), or rounded to nearest-even
 // bf16 (Out = uint16_t, the bf16 bit pattern) — exactly what cuda::f32_to_bf16 would make of the
-// f32 value, so the bf16 variant equals the f32 kernel followed by that conversion.
-__device__ __forceinline__ uint32_t bf16_bits(float v) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
+// f32 value (bf16_bits.cuh's bf16_rn_*), so the bf16 variant equals the f32 kernel followed by
+// that conversion.
 __device__ __forceinline__ void store_dz(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_dz(uint16_t* p, float v) { *p = uint16_t(bf16_bits(v)); }
+__device__ __forceinline__ void store_dz(uint16_t* p, float v) { *p = uint16_t(bf16_rn_bits(v)); }
 // Four consecutive values at p: one 16-byte (f32) or 8-byte (bf16; little-endian, so the lower
 // column in the low half) store; p aligned accordingly.
 __device__ __forceinline__ void store_dz4(float* p, float a, float b, float c, float d) {
   *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
 }
 __device__ __forceinline__ void store_dz4(uint16_t* p, float a, float b, float c, float d) {
-  *reinterpret_cast<uint2*>(p) =
-      make_uint2(bf16_bits(a) | (bf16_bits(b) << 16), bf16_bits(c) | (bf16_bits(d) << 16));
+  *reinterpret_cast<uint2*>(p) = bf16_rn_pack4(a, b, c, d);
 }
 
 // dx may alias x when Out = float: each element is read and written by the same thread (a tile's

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/elementwise_common.cuh"
 #include "gyre/backend/cuda/multi_tensor.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -42,11 +43,6 @@ struct Entry {
   int64_t n;
   int64_t first;  // index of the tensor's first chunk; entries are sorted by it
 };
-
-// cuda::f32_to_bf16's rounding (round to nearest even), as bits.
-__device__ __forceinline__ uint16_t bf16_bits(float x) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-}
 
 // The tensor owning chunk b: the largest t with e[t].first <= b. Empty tensors own no chunk (their
 // `first` equals the next tensor's), and the largest such t is never an empty one because
@@ -105,8 +101,8 @@ __device__ __forceinline__ void adamw_vec4(const Entry& t, int64_t i, const ew::
   *reinterpret_cast<float4*>(t.v + i) = v;
   if constexpr (kBf16) {
     uint2 y;
-    y.x = uint32_t(bf16_bits(p.x)) | (uint32_t(bf16_bits(p.y)) << 16);
-    y.y = uint32_t(bf16_bits(p.z)) | (uint32_t(bf16_bits(p.w)) << 16);
+    y.x = bf16_rn_pair(p.x, p.y);
+    y.y = bf16_rn_pair(p.z, p.w);
     *reinterpret_cast<uint2*>(t.bf + i) = y;
   }
 }
@@ -134,7 +130,7 @@ __global__ void adamw_many_kernel(const Entry* e, int64_t count, ew::AdamScalars
       }
       for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) {
         ew::adamw_element(t.a, t.g, t.m, t.v, i, c);
-        if (bf) t.bf[i] = bf16_bits(t.a[i]);
+        if (bf) t.bf[i] = uint16_t(bf16_rn_bits(t.a[i]));
       }
       return;
     }
@@ -143,7 +139,8 @@ __global__ void adamw_many_kernel(const Entry* e, int64_t count, ew::AdamScalars
     if (t.bf != nullptr) {
       for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
         ew::adamw_element(t.a, t.g, t.m, t.v, i, c);
-        t.bf[i] = bf16_bits(t.a[i]);  // this thread's own store: the f32 result, bit for bit
+        t.bf[i] =
+            uint16_t(bf16_rn_bits(t.a[i]));  // this thread's own store: the f32 result, bit for bit
       }
       return;
     }
@@ -167,13 +164,14 @@ __global__ void f32_to_bf16_many_kernel(const Entry* e, int64_t count) {
     for (int64_t j = threadIdx.x; j < nv; j += blockDim.x) {
       const float4 x = src[j];
       uint2 y;
-      y.x = uint32_t(bf16_bits(x.x)) | (uint32_t(bf16_bits(x.y)) << 16);
-      y.y = uint32_t(bf16_bits(x.z)) | (uint32_t(bf16_bits(x.w)) << 16);
+      y.x = bf16_rn_pair(x.x, x.y);
+      y.y = bf16_rn_pair(x.z, x.w);
       dst[j] = y;
     }
     tail = i0 + nv * 4;
   }
-  for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) t.bf[i] = bf16_bits(t.a[i]);
+  for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x)
+    t.bf[i] = uint16_t(bf16_rn_bits(t.a[i]));
 }
 
 // dst = src and, kBf16, bf = bf16(src) over [i0, i1): 4 elements per access when every pointer is
@@ -193,8 +191,8 @@ __device__ __forceinline__ void copy_chunk(const float* src, float* dst, uint16_
       d4[j] = x;
       if constexpr (kBf16) {
         uint2 y;
-        y.x = uint32_t(bf16_bits(x.x)) | (uint32_t(bf16_bits(x.y)) << 16);
-        y.y = uint32_t(bf16_bits(x.z)) | (uint32_t(bf16_bits(x.w)) << 16);
+        y.x = bf16_rn_pair(x.x, x.y);
+        y.y = bf16_rn_pair(x.z, x.w);
         reinterpret_cast<uint2*>(bf + i0)[j] = y;
       }
     }
@@ -203,7 +201,7 @@ __device__ __forceinline__ void copy_chunk(const float* src, float* dst, uint16_
   for (int64_t i = tail + threadIdx.x; i < i1; i += blockDim.x) {
     const float x = src[i];
     dst[i] = x;
-    if constexpr (kBf16) bf[i] = bf16_bits(x);
+    if constexpr (kBf16) bf[i] = uint16_t(bf16_rn_bits(x));
   }
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/pack_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -35,11 +36,6 @@ struct PackLaunch {
   int64_t first_group[kMaxMembers + 1];  // prefix sums of width / kVec
   int count = 0;
 };
-
-__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
-  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-         (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
-}
 
 __global__ void pack_bf16_kernel(PackLaunch p, int64_t M, int64_t ld, uint16_t* dst) {
   const int64_t groups = p.first_group[p.count], items = M * groups;
@@ -62,10 +58,10 @@ __global__ void pack_bf16_kernel(PackLaunch p, int64_t M, int64_t ld, uint16_t* 
       for (int t = 0; t < kVec; ++t) v[t] = c + t < m.n ? src[t] : 0.0f;  // padding: +0
     }
     uint4 out;
-    out.x = bf16_pair(v[0], v[1]);
-    out.y = bf16_pair(v[2], v[3]);
-    out.z = bf16_pair(v[4], v[5]);
-    out.w = bf16_pair(v[6], v[7]);
+    out.x = bf16_rn_pair(v[0], v[1]);
+    out.y = bf16_rn_pair(v[2], v[3]);
+    out.z = bf16_rn_pair(v[4], v[5]);
+    out.w = bf16_rn_pair(v[6], v[7]);
     *reinterpret_cast<uint4*>(dst + r * ld + m.col + c) = out;
   }
 }

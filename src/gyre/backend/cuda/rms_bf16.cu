@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/fused_gemm.h"
 #include "gyre/backend/cuda/rms_row.cuh"
 #include "gyre/backend/cuda/runtime.h"
@@ -76,12 +77,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         const float4 xv = x4[c4], wv = w4[c4];
         const float o0 = rms::normed(xv.x, rs, wv.x), o1 = rms::normed(xv.y, rs, wv.y),
                     o2 = rms::normed(xv.z, rs, wv.z), o3 = rms::normed(xv.w, rs, wv.w);
-        const uint2 packed =
-            make_uint2(uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o0))) |
-                           (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o1))) << 16),
-                       uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o2))) |
-                           (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o3))) << 16));
-        reinterpret_cast<uint2*>(yb + r * H)[c4] = packed;
+        reinterpret_cast<uint2*>(yb + r * H)[c4] = bf16_rn_pack4(o0, o1, o2, o3);
         if (y) reinterpret_cast<float4*>(y + r * H)[c4] = make_float4(o0, o1, o2, o3);
       }
     } else {
@@ -170,11 +166,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kF4 <= 12 ? 3 : 2)
       const float4 wv = w4[m];
       const float o0 = rms::normed(xv[j].x, rs, wv.x), o1 = rms::normed(xv[j].y, rs, wv.y),
                   o2 = rms::normed(xv[j].z, rs, wv.z), o3 = rms::normed(xv[j].w, rs, wv.w);
-      reinterpret_cast<uint2*>(yb + r * H)[m] =
-          make_uint2(uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o0))) |
-                         (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o1))) << 16),
-                     uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o2))) |
-                         (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(o3))) << 16));
+      reinterpret_cast<uint2*>(yb + r * H)[m] = bf16_rn_pack4(o0, o1, o2, o3);
       if (y) reinterpret_cast<float4*>(y + r * H)[m] = make_float4(o0, o1, o2, o3);
     }
   }

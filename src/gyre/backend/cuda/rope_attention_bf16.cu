@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "gyre/backend/cuda/allocator.h"
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/column_sums.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/rope_attention_bf16.h"
@@ -34,18 +35,9 @@ using rope_detail::rope_rotate;
 constexpr int kThreads = 256;
 
 // cuda::f32_to_bf16's rounding (elementwise.cu) and bf16_to_f32's widening, element by element.
-__device__ __forceinline__ uint16_t round_bf16(float x) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-}
+__device__ __forceinline__ uint16_t round_bf16(float x) { return uint16_t(bf16_rn_bits(x)); }
 __device__ __forceinline__ float widen_bf16(uint16_t h) {
   return __bfloat162float(__ushort_as_bfloat16(h));
-}
-
-// Four consecutive values rounded as round_bf16, packed for one 8-byte store (little-endian: the
-// first value in the low half).
-__device__ __forceinline__ uint2 pack4_bf16(float a, float b, float c, float d) {
-  return make_uint2(uint32_t(round_bf16(a)) | (uint32_t(round_bf16(b)) << 16),
-                    uint32_t(round_bf16(c)) | (uint32_t(round_bf16(d)) << 16));
 }
 
 // Where item j of a token lies: which tensor (0 = q, 1 = k, 2 = v), and the element offset of its
@@ -128,8 +120,8 @@ __global__ void __launch_bounds__(kThreads)
       if (it.which == 2) {
         const float4 a = *reinterpret_cast<const float4*>(v + it.off);
         const float4 b = *reinterpret_cast<const float4*>(v + it.off + kHalf);
-        *reinterpret_cast<uint2*>(vb + it.off) = pack4_bf16(a.x, a.y, a.z, a.w);
-        *reinterpret_cast<uint2*>(vb + it.off + kHalf) = pack4_bf16(b.x, b.y, b.z, b.w);
+        *reinterpret_cast<uint2*>(vb + it.off) = bf16_rn_pack4(a.x, a.y, a.z, a.w);
+        *reinterpret_cast<uint2*>(vb + it.off + kHalf) = bf16_rn_pack4(b.x, b.y, b.z, b.w);
         continue;
       }
       const float* x = it.which == 0 ? q : k;
@@ -143,8 +135,8 @@ __global__ void __launch_bounds__(kThreads)
       rope_rotate(a.y, b.y, c.y, s.y, a1, b1);
       rope_rotate(a.z, b.z, c.z, s.z, a2, b2);
       rope_rotate(a.w, b.w, c.w, s.w, a3, b3);
-      *reinterpret_cast<uint2*>(xb + it.off) = pack4_bf16(a0, a1, a2, a3);
-      *reinterpret_cast<uint2*>(xb + it.off + kHalf) = pack4_bf16(b0, b1, b2, b3);
+      *reinterpret_cast<uint2*>(xb + it.off) = bf16_rn_pack4(a0, a1, a2, a3);
+      *reinterpret_cast<uint2*>(xb + it.off + kHalf) = bf16_rn_pack4(b0, b1, b2, b3);
     }
   }
 }

@@ -30,9 +30,4 @@ __device__ __forceinline__ float bf16_value(uint16_t v) {
   return __bfloat162float(__ushort_as_bfloat16(v));
 }
 
-// An f32 value rounded to bf16 (round to nearest even, NaN kept a NaN): f32_to_bf16's conversion.
-__device__ __forceinline__ uint16_t to_bf16_bits(float v) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-
 }  // namespace gyre::cuda

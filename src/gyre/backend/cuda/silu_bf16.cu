@@ -9,10 +9,10 @@
 // bf16_to_f32's conversion) and evaluates silu.cuh's expression — the one elementwise.cu's f32
 // kernels and gemv_fused.cu's epilogue evaluate — so the results are the f32 kernels' on the
 // converted values, bit for bit. silu_mul_fwd_bf16 stores that f32 value rounded as f32_to_bf16
-// does (to_bf16_bits: round to nearest even, NaN kept a NaN); nothing after the product could
-// contract with it (it goes straight into the conversion), so its bits are f32_to_bf16 of
-// silu_mul_fwd_bf16in's output. Likewise silu_mul_bwd_bf16 of silu_mul_bwd_bf16in's. Each
-// direction's f32-out and bf16-out kernels run one body (silu_mul_fwd_groups /
+// does (bf16_rn_bits, bf16_bits.cuh: round to nearest even, NaN kept a NaN); nothing after the
+// product could contract with it (it goes straight into the conversion), so its bits are
+// f32_to_bf16 of silu_mul_fwd_bf16in's output. Likewise silu_mul_bwd_bf16 of silu_mul_bwd_bf16in's.
+// Each direction's f32-out and bf16-out kernels run one body (silu_mul_fwd_groups /
 // silu_mul_bwd_groups): the same statements, differing only in out_value's store. The launch shape
 // (grid-stride, as elementwise.cu, 4 elements a thread where aligned) does not enter any element's
 // arithmetic.
@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/pack_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -77,7 +78,7 @@ static_assert(kVec == 4, "load/store move 4 elements");
        i += int64_t(gridDim.x) * blockDim.x * (V))
 
 // An f32 result as an OutT output element: the value itself (f32 outputs) or rounded as
-// f32_to_bf16 rounds (to_bf16_bits; bf16 outputs). Each result goes straight into this, so the
+// f32_to_bf16 rounds (bf16_rn_bits; bf16 outputs). Each result goes straight into this, so the
 // f32 and bf16 kernels of a direction evaluate the same statements and differ only in the store.
 template <typename OutT>
 __device__ __forceinline__ OutT out_value(float v) {
@@ -85,7 +86,7 @@ __device__ __forceinline__ OutT out_value(float v) {
   if constexpr (std::is_same_v<OutT, float>)
     return v;
   else
-    return to_bf16_bits(v);
+    return uint16_t(bf16_rn_bits(v));
 }
 
 // The forward kernels' body: silu_mul over bf16 gate/up, each product stored as OutT.
