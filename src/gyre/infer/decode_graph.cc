@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "gyre/backend/decode_stack_ops.h"
 #include "gyre/core/error.h"
 #include "gyre/infer/paged_attention_context.h"
 #include "gyre/model/causal_lm.h"
@@ -87,12 +88,14 @@ Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
                  i, id, pos, b.kv_lens[size_t(i)], mc.vocab_size, context_len_);
   }
   // The graphs baked in the bf16 copies' addresses and the fused-or-not decode ops: a different or
-  // cleared weight cache, or a flipped decode-fusion switch, makes all of them stale.
+  // cleared weight cache, or a flipped decode-fusion or decode-stack switch, makes all of them
+  // stale.
   const ops::Bf16WeightCache* cache = ops::bf16_weight_cache();
   const uint64_t generation = cache ? cache->generation() : 0;
-  const bool fusion = model::decode_fusion();
-  if (cache != cache_ || generation != cache_generation_ || fusion != fusion_) graphs_.clear();
-  cache_ = cache, cache_generation_ = generation, fusion_ = fusion;
+  const bool fusion = model::decode_fusion(), stack = ops::decode_stack_enabled();
+  if (cache != cache_ || generation != cache_generation_ || fusion != fusion_ || stack != stack_)
+    graphs_.clear();
+  cache_ = cache, cache_generation_ = generation, fusion_ = fusion, stack_ = stack;
   auto& slot = graphs_[Bb];
   if (slot && mode == Mode::capture) slot.reset();  // the leader captures: so does this rank
   if (!slot) {

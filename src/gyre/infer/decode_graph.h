@@ -13,7 +13,8 @@
 // weight change that keeps both (new values in place, copies re-cast in place) and is dropped when
 // either moves — Engine::update_weights decides. run() itself drops every graph when what they
 // baked in changed behind the engine's back: the bf16 weight cache installed for the step (another
-// one, or cleared since: Bf16WeightCache::generation) or the decode-fusion switch.
+// one, or cleared since: Bf16WeightCache::generation), the decode-fusion switch or the decode-stack
+// switch (ops::set_decode_stack).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -71,6 +72,7 @@ class DecodeGraphs {
   const ops::Bf16WeightCache* cache_ = nullptr;
   uint64_t cache_generation_ = 0;
   bool fusion_ = false;
+  bool stack_ = false;  // ops::decode_stack_enabled()
 };
 
 }  // namespace gyre::infer

@@ -70,13 +70,31 @@ void PagedAttentionContext::validate_and_record(const StepBatch& b, int64_t max_
   const ops::PagedLayoutStats st = ops::validate_paged_layout(
       b.cu_seqlens_q.data(), b.kv_lens.data(), b.page_indptr.data(), b.page_indices.data(), B,
       int64_t(b.slot_mapping.size()), int64_t(b.page_indptr.back()), num_pages, page_size);
+  max_kv_len_plan_ = std::max(st.max_kv_len, max_kv_len_bound);
+  sequences_ = B;
   known_.add_paged_layout(cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_, num_pages,
-                          page_size, st.max_q_len, std::max(st.max_kv_len, max_kv_len_bound));
+                          page_size, st.max_q_len, max_kv_len_plan_);
   // What ops::rope_paged_attention_ needs beyond the layout (its recorder vouches for it; O(B)).
   decode_step_ =
       int64_t(b.slot_mapping.size()) == B &&
       ops::decode_slots_match_pages(b.cu_seqlens_q.data(), b.kv_lens.data(), b.page_indptr.data(),
                                     b.page_indices.data(), b.slot_mapping.data(), B, page_size);
+}
+
+bool PagedAttentionContext::paged_decode_step(int64_t layers, ops::PagedDecodeStep* step,
+                                              std::vector<Tensor*>* k_caches,
+                                              std::vector<Tensor*>* v_caches) {
+  if (!decode_step_ || sequences_ != 1 || layers > kv_.num_layers()) return false;
+  step->slot_mapping = slot_mapping_;
+  step->cu_seqlens_q = cu_seqlens_q_;
+  step->kv_lens = kv_lens_;
+  step->page_indptr = page_indptr_;
+  step->page_indices = page_indices_;
+  step->max_kv_len = max_kv_len_plan_;
+  k_caches->clear(), v_caches->clear();
+  for (int64_t l = 0; l < layers; ++l)
+    k_caches->push_back(&kv_.k(l)), v_caches->push_back(&kv_.v(l));
+  return true;
 }
 
 void PagedAttentionContext::attend(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -39,12 +39,18 @@ class PagedAttentionContext : public model::AttentionContext {
   // sequence's last position or negative (ops::decode_slots_match_pages, checked on the host when
   // the context is built): rope_attend then takes ops::rope_paged_attention_.
   bool decode_step() const { return decode_step_; }
+  // A decode step of one sequence (decode_step() and B == 1): the index arrays, the attention's
+  // plan bound and the caches, for ops::decode_stack_.
+  bool paged_decode_step(int64_t layers, ops::PagedDecodeStep* step, std::vector<Tensor*>* k_caches,
+                         std::vector<Tensor*>* v_caches) override;
 
  private:
   KvStorage& kv_;
   Tensor slot_mapping_, cu_seqlens_q_, kv_lens_, page_indptr_, page_indices_;
   ops::KnownIndices known_;  // what the constructor proved about the arrays above
   bool decode_step_ = false;
+  int64_t sequences_ = 0;        // B
+  int64_t max_kv_len_plan_ = 0;  // the max_kv_len recorded for the attention's split plan
   void validate_and_record(const StepBatch& b, int64_t max_kv_len_bound);
 };
 

@@ -6,7 +6,9 @@
 // model definition for both engines (DESIGN.md: "one model definition, one set of kernels").
 #pragma once
 #include <cstdint>
+#include <vector>
 
+#include "gyre/backend/decode_stack_ops.h"
 #include "gyre/core/tensor.h"
 
 namespace gyre::model {
@@ -27,6 +29,15 @@ class AttentionContext {
   virtual void rope_attend(int64_t layer, Tensor& q, Tensor& k, const Tensor& v,
                            const Tensor& positions, const Tensor& cos, const Tensor& sin,
                            float scale, Tensor& out);
+  // For ops::decode_stack_ (the whole layer stack of a batch-1 decode step in one launch): when
+  // this forward is one sequence adding one token over paged caches whose index arrays the context
+  // has validated, fills `step` and the `layers` layers' k/v caches and returns true. The default
+  // (and any other step): false, and the layers run one by one through rope_attend.
+  virtual bool paged_decode_step(int64_t layers, ops::PagedDecodeStep* step,
+                                 std::vector<Tensor*>* k_caches, std::vector<Tensor*>* v_caches) {
+    (void)layers, (void)step, (void)k_caches, (void)v_caches;
+    return false;
+  }
 };
 
 }  // namespace gyre::model

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gyre/backend/decode_stack_ops.h"
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/model/decode_fusion.h"
@@ -18,6 +19,43 @@ namespace gyre::model {
 
 namespace {
 Tensor empty(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
+
+// The rollout engine's batch-1 decode step with every layer in one launch (ops::decode_stack_,
+// issue 7): bitwise what layer_forward's fused path computes layer by layer (decode fusion on:
+// rms_norm_linear_group, rope_attend's fused paged attention, linear_add_residual,
+// rms_norm_swiglu_mlp_residual), so it is taken only where that path would run — decode fusion on,
+// a KV-cache context with one sequence adding one token, no saving, no TP — and only for dense
+// layers without q/k norms (MoE layers and Qwen3's q/k RMSNorm are not in the stack). Returns false
+// (and leaves x alone) when it does not apply.
+bool run_decode_stack(const ModelConfig& c, const ModelTensors& w, const AttnInputs& a, Tensor& x,
+                      bool saving) {
+  if (saving || a.tp || !a.context || !decode_fusion() || x.size(0) != 1 || c.qk_norm) return false;
+  const int64_t L = c.num_hidden_layers;
+  for (const LayerTensors& lt : w.layers)
+    if (lt.moe) return false;
+  ops::PagedDecodeStep step;
+  std::vector<Tensor*> kc, vc;
+  if (!a.context->paged_decode_step(L, &step, &kc, &vc)) return false;
+  if (!ops::decode_stack_fuses(x.device(), kc[0]->dtype(), 1, L, c.hidden_size,
+                               c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                               c.intermediate_size))
+    return false;
+  step.positions = a.positions;
+  std::vector<ops::DecodeStackLayer> layers(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerTensors& t = w.layers[size_t(l)];
+    ops::DecodeStackLayer& d = layers[size_t(l)];
+    d.input_norm = &t.input_norm, d.post_norm = &t.post_norm;
+    d.q_w = &t.q_w, d.q_b = &t.q_b, d.k_w = &t.k_w, d.k_b = &t.k_b, d.v_w = &t.v_w, d.v_b = &t.v_b;
+    d.o_w = &t.o_w, d.o_b = &t.o_b;
+    d.gate_w = &t.gate_w, d.gate_b = &t.gate_b, d.up_w = &t.up_w, d.up_b = &t.up_b;
+    d.down_w = &t.down_w, d.down_b = &t.down_b;
+    d.k_cache = kc[size_t(l)], d.v_cache = vc[size_t(l)];
+  }
+  // layer_forward's eps: the config's, as a float (the fused ops widen it to double).
+  ops::decode_stack_(x, layers, float(c.rms_norm_eps), a.scale, a.cos, a.sin, step);
+  return true;
+}
 
 void check_i32_vector(const Tensor& t, const char* field) {
   if (!t.defined())
@@ -280,7 +318,8 @@ Tensor CausalLM::forward(const Batch& batch, const ForwardOptions& o, ForwardSta
   } else {
     ops::embedding(db.ids, w.embed, x);
   }
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+  const bool stacked = !tp_ && run_decode_stack(c, w, a, x, st != nullptr);
+  for (int64_t l = 0; l < c.num_hidden_layers && !stacked; ++l) {
     LayerSaved* save = nullptr;
     if (st) {
       if (recompute_)

@@ -15,6 +15,7 @@
 #include "gpu/backend/gpu_test_util.h"
 #include "gpu/backend/kernel_count.h"
 #include "gpu/model/small_model.h"
+#include "gyre/backend/decode_stack_ops.h"
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/infer/engine.h"
@@ -104,6 +105,50 @@ TEST(DecodeFusionGpu, GreedyDecodeBitwiseWithFusionOnAndOffWithAndWithoutGraphs)
           }
         }
       }
+    }
+  }
+}
+
+// Sets the decode-stack switch for a scope and restores it (also on failure).
+struct StackScope {
+  explicit StackScope(bool on) : was_(ops::decode_stack_enabled()) { ops::set_decode_stack(on); }
+  ~StackScope() { ops::set_decode_stack(was_); }
+  bool was_;
+};
+
+// The batch-1 decode step's whole layer stack in one launch (ops::decode_stack_) changes launches,
+// not numbers: greedy decode of single requests — eager and through CUDA graphs, short and
+// 300-token prompts (more key chunks for the split attention) — gives bitwise the same tokens and
+// log-probs with the stack on and off, and with it on the engine did take the stack.
+TEST(DecodeFusionGpu, BatchOneDecodeStackBitwiseTheLayerByLayerPath) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = bf16_model();
+  std::vector<int32_t> long_prompt;
+  for (int i = 0; i < 300; ++i) long_prompt.push_back((i * 37 + 5) % 1000);
+  const std::vector<GenerateRequest> reqs = {greedy({1, 2, 3, 4, 5}, 24), greedy(long_prompt, 20),
+                                             greedy({7}, 8)};
+  for (int graph_max_bs : {0, 256}) {
+    for (size_t r = 0; r < reqs.size(); ++r) {
+      SCOPED_TRACE("graphs " + std::to_string(graph_max_bs) + " request " + std::to_string(r));
+      std::vector<GenerateResult> res[2];
+      uint64_t calls[2] = {0, 0};
+      for (int on = 0; on < 2; ++on) {
+        StackScope stack(on == 1);
+        EngineConfig c;
+        c.page_size = 16;
+        c.num_pages = 128;
+        c.max_num_batched_tokens = 512;
+        c.cuda_graph_max_bs = graph_max_bs;
+        Engine engine(*m, nullptr, c);
+        const uint64_t before = ops::decode_stack_calls();
+        res[on] = engine.generate({reqs[r]});
+        calls[on] = ops::decode_stack_calls() - before;
+      }
+      EXPECT_EQ(calls[0], 0u);
+      EXPECT_GT(calls[1], 0u) << "the engine did not take the decode stack";
+      ASSERT_TRUE(res[1][0].error.empty()) << res[1][0].error;
+      EXPECT_EQ(res[0][0].output_ids, res[1][0].output_ids);
+      EXPECT_TRUE(bitwise_equal(res[0][0].output_logprobs, res[1][0].output_logprobs));
     }
   }
 }
