@@ -17,8 +17,8 @@
 namespace gyre::ops {
 namespace {
 
-using ::testing::HasSubstr;
 using test::error_of;
+using ::testing::HasSubstr;
 
 // Restores the switch when a test ends.
 struct SwitchScope {
