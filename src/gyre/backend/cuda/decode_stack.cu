@@ -37,6 +37,7 @@
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/paged_bf16_attn_cta.cuh"
+#include "gyre/backend/cuda/paged_bf16_combine_row.cuh"
 #include "gyre/backend/cuda/paged_bf16_plan.h"
 #include "gyre/backend/cuda/rms_row.cuh"
 #include "gyre/backend/cuda/runtime.h"
@@ -61,8 +62,7 @@ constexpr int kAttnBarrier = 1;  // named barrier of the attention's warps (0 is
 static_assert(kAttnThreads == 128 && kThreads >= kAttnThreads, "the attention runs on warps 0-3");
 constexpr int kSlotBytes = 24 * 1024;  // one ring slot: a chunk of whole weight rows
 constexpr int kMaxRowsK = 12288;       // most inputs of a linear (the staged bf16 row: 24 KB)
-constexpr int kCombineThreads = 256;   // paged_bf16_combine.cu's CTA size
-static_assert(kCombineThreads == kThreads, "the combine runs in its kernel's thread layout");
+static_assert(pb::kCombineThreads == kThreads, "the combine runs in its kernel's thread layout");
 constexpr int kRegRow = 8;  // a normed row of <= 8 * 256 floats is read into registers
 static_assert(rms::kThreads == kThreads, "the rstd runs in rms_row.cuh's thread layout");
 constexpr int kSplitWarps = 4;          // gemv::split_for's S for long rows
@@ -87,23 +87,6 @@ struct Smem {
 
 enum Stage : int { kQkv = 0, kO = 1, kGu = 2, kDown = 3, kGemvStages = 4 };
 
-struct Layer {
-  const float* input_norm;
-  const uint16_t* w[3];  // QKV's members; O / GU / DOWN use w[0] (GU: w[0] gate, w[1] up)
-  const float* b[3];
-  const uint16_t* wo;
-  const float* bo;
-  const float* post_norm;
-  const uint16_t* wg;
-  const uint16_t* wu;
-  const float* bg;
-  const float* bu;
-  const uint16_t* wd;
-  const float* bd;
-  uint16_t* k_cache;
-  uint16_t* v_cache;
-};
-
 struct Params {
   int layers, H, Hq, Hkv, D, I;
   double eps;
@@ -119,7 +102,7 @@ struct Params {
   long long* trace;  // DecodeStackArgs::trace (null: none)
   int probe;         // DecodeStackArgs::probe
   int trace_stages;
-  Layer layer[kDecodeStackMaxLayers];
+  DecodeStackLayer layer[kDecodeStackMaxLayers];
 };
 
 // ---- small PTX helpers ----------------------------------------------------------------------
@@ -266,9 +249,9 @@ struct ChunkWalk {
 };
 
 __device__ __forceinline__ const uint16_t* chunk_weight(const Params& p, const Chunk& c, int row) {
-  const Layer& L = p.layer[c.l];
+  const DecodeStackLayer& L = p.layer[c.l];
   switch (c.s) {
-    case kQkv: return L.w[c.m];
+    case kQkv: return c.m == 0 ? L.wq : (c.m == 1 ? L.wk : L.wv);
     case kO: return L.wo;
     case kGu: return row == 0 ? L.wg : L.wu;
     default: return L.wd;
@@ -424,7 +407,7 @@ __device__ __forceinline__ void columns_dot(const uint4* (&wr)[NC][C], const uin
 template <int C>
 __device__ __forceinline__ void column_out(const Params& p, const Chunk& c, int n,
                                            const float (&acc)[C], const float* resid, int first) {
-  const Layer& L = p.layer[c.l];
+  const DecodeStackLayer& L = p.layer[c.l];
   if constexpr (C == 2) {
     // gemv_silu_mul_kernel's epilogue: gate and up rounded to bf16, then silu_mul.
     const float g = gemv::round_bf16(gemv::with_bias(acc[0], L.bg, n));
@@ -432,7 +415,7 @@ __device__ __forceinline__ void column_out(const Params& p, const Chunk& c, int 
     p.act[n] = silu_mul_value(g, u);
   } else if (c.s == kQkv) {
     const int off = c.m == 0 ? 0 : (c.m == 1 ? p.Hq * p.D : (p.Hq + p.Hkv) * p.D);
-    p.qkv[off + n] = gemv::with_bias(acc[0], L.b[c.m], n);
+    p.qkv[off + n] = gemv::with_bias(acc[0], c.m == 0 ? L.bq : (c.m == 1 ? L.bk : L.bv), n);
   } else {
     // gemv_residual_kernel's epilogue: (x · w + b) + r.
     const float lin = gemv::with_bias(acc[0], c.s == kO ? L.bo : L.bd, n);
@@ -515,53 +498,23 @@ __device__ __forceinline__ void chunk_columns_run(const Params& p, const Chunk& 
 
 // ---- the split combine ------------------------------------------------------------------------
 
-// paged_bf16_combine.cu's split_combine_cta_kernel for output row `row` (T = 1: row = head), in its
-// 256-thread layout and f32 order, partials read through L2.
-__device__ __forceinline__ void combine_row(const Params& p, int row, float* red, float* wts,
-                                            float4* cols) {
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const int rows = p.Hq, D4 = p.D / 4, splits = p.attn_splits;
-  const int kv_len = p.ap.kv_lens[0];
+// Partials read through L2 (written by other CTAs in this launch).
+struct CgLoad {
+  template <typename T>
+  __device__ __forceinline__ T operator()(const T* p) const {
+    return __ldcg(p);
+  }
+};
+
+// paged_bf16_combine.cu's kernel for output row `row` (T = 1: row = head): its valid split count
+// for the one token, then the same CTA body (paged_bf16_combine_row.cuh).
+__device__ __forceinline__ void combine_row(const Params& p, int row) {
+  const int kv_len = p.ap.kv_lens[0], splits = p.attn_splits;
   const int pos = kv_len - 1;  // the one token's position (B = 1, one new token)
   const int n = min(splits, pos / pb::split_chunk(kv_len, splits) + 1);  // valid_splits
-  if (n == 1) return;  // split 0's CTA wrote the row itself
-  const float4* part_o = reinterpret_cast<const float4*>(p.ap.part_o);
-  const float2* part_ml = p.ap.part_ml;
-  float M = -INFINITY;
-  for (int s = t; s < n; s += kThreads) M = fmaxf(M, __ldcg(&part_ml[s * rows + row]).x);
-  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xFFFFFFFFu, M, o));
-  if (lane == 0) red[warp] = M;
-  __syncthreads();
-  M = red[0];
-  for (int w = 1; w < kWarps; ++w) M = fmaxf(M, red[w]);
-  __syncthreads();
-  float sum = 0.0f;
-  for (int s = t; s < n; s += kThreads) {
-    const float2 ml = __ldcg(&part_ml[s * rows + row]);
-    const float w = exp2f(ml.x - M);
-    wts[s] = w;
-    sum = fmaf(ml.y, w, sum);
-  }
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-  if (lane == 0) red[warp] = sum;
-  __syncthreads();  // also publishes wts
-  sum = 0.0f;
-  for (int w = 0; w < kWarps; ++w) sum += red[w];
-  const int groups = kThreads / D4, c = t % D4, grp = t / D4;
-  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (grp < groups)
-    for (int s = grp; s < n; s += groups)
-      o = pb::f4_axpy(wts[s], __ldcg(&part_o[(s * rows + row) * D4 + c]), o);
-  cols[t] = o;
-  __syncthreads();
-  if (t < D4) {
-    for (int g = 1; g < groups; ++g) {
-      const float4 a = cols[g * D4 + t];
-      o = make_float4(o.x + a.x, o.y + a.y, o.z + a.z, o.w + a.w);
-    }
-    reinterpret_cast<float4*>(p.ap.out)[row * D4 + t] = pb::f4_scale(o, 1.0f / sum);
-  }
-  __syncthreads();  // red / wts / cols are reused by the next row
+  pb::combine_row_cta(reinterpret_cast<const float4*>(p.ap.part_o), p.ap.part_ml, p.Hq, row,
+                      p.D / 4, n, reinterpret_cast<float4*>(p.ap.out), CgLoad{});
+  __syncthreads();  // its shared arrays are reused by the next row
 }
 
 // ---- the kernel --------------------------------------------------------------------------------
@@ -572,9 +525,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ __align__(8) uint64_t bars[kMaxSlots];
   __shared__ double red64[kWarps];
-  __shared__ float red32[kCombineThreads / 32];
-  __shared__ float wts[pb::kMaxSplits];
-  __shared__ float4 cols[kCombineThreads];
   __shared__ float parts[kWarps][2];
   __shared__ float resid[kMaxColsPerCta];  // the residual stages' x values of this CTA's columns
   using SM = Smem<D, R>;
@@ -606,7 +556,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto gemv_stage = [&](int l, int s) {
     mark(0, s), mark(1, clock64());
     long long wait_clk = 0, refill_clk = 0;
-    const Layer& L = p.layer[l];
+    const DecodeStackLayer& L = p.layer[l];
     const StageShape sh = stage_shape(p, s);
     const float* in = s == kQkv || s == kGu ? p.x : (s == kO ? p.attn : p.act);
     const float* nw = s == kQkv ? L.input_norm : (s == kGu ? L.post_norm : nullptr);
@@ -656,7 +606,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   for (int l = 0; l < p.layers; ++l) {
-    const Layer& L = p.layer[l];
+    const DecodeStackLayer& L = p.layer[l];
     gemv_stage(l, kQkv);
     // Attention: the fused decode's CTAs as virtual blocks (bx, by) of its grid.
     pb::AttnParams ap = p.ap;
@@ -673,8 +623,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     other_stage_end();
     if (p.attn_splits > 1) {
       mark(0, 5), mark(1, clock64()), mark(2, clock64());
-      for (int row = blockIdx.x; row < p.Hq; row += gridDim.x)
-        combine_row(p, row, red32, wts, cols);
+      for (int row = blockIdx.x; row < p.Hq; row += gridDim.x) combine_row(p, row);
       other_stage_end();
     }
     gemv_stage(l, kO);
@@ -779,13 +728,7 @@ void decode_stack_bf16(const DecodeStackArgs& a) {
                           static_cast<const void*>(s.k_cache), static_cast<const void*>(s.v_cache)})
       if (!w || !aligned16(w))
         bad(at + "every weight, norm weight and cache must be a 16-byte aligned device pointer");
-    Layer& L = p.layer[l];
-    L.input_norm = s.input_norm;
-    L.w[0] = s.wq, L.w[1] = s.wk, L.w[2] = s.wv;
-    L.b[0] = s.bq, L.b[1] = s.bk, L.b[2] = s.bv;
-    L.wo = s.wo, L.bo = s.bo, L.post_norm = s.post_norm;
-    L.wg = s.wg, L.wu = s.wu, L.bg = s.bg, L.bu = s.bu, L.wd = s.wd, L.bd = s.bd;
-    L.k_cache = s.k_cache, L.v_cache = s.v_cache;
+    p.layer[l] = s;
   }
   // The plan rope_paged_attention_bf16_decode makes for B = 1 (same CTAs, chunks, combine).
   const pb::SplitPlan pl = pb::make_split_plan(1, a.Hq, a.Hkv, 1, a.max_kv_len, sm_count());
