@@ -5,17 +5,24 @@
 //   - training step: forward + policy-gradient loss + backward + AdamW step, tokens/s and MFU
 //     (6 x params x tokens + causal attention 12 x L x Hq x D x sum(len^2 / 2), over the H200's 989
 //     dense bf16 TFLOP/s: the convention behind the anchors' 26% / 36%);
-//   - log-prob forward: per-token log-probs + entropy, tokens/s.
+//   - log-prob forward: per-token log-probs (+ entropy), tokens/s, two ways: casting every f32
+//     weight to bf16 in each pass (model_gpu_logprob[_entropy]: PyTorch autocast's way, as the
+//     anchor), and under bf16 weight copies kept by the optimizer (…_bf16_copies: how the RL
+//     trainer's old-log-prob pass runs, model/step_weight_copies.h — no cast in the pass; the
+//     copies' upkeep is inside the training step's AdamW).
 // Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa, fused AdamW):
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
 //              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
-//              [--micro-batch-tokens N]
+//              [--micro-batch-tokens N] [--logprob-weights both|cast|copies]
 // --iters N: timed steps after 2 warm-ups (mean). Keep the default 3 when comparing with
 // bench/hf_anchor.py (a median of 3 after 1 warm-up): the GEMM and attention kernels run 5-8%
 // slower a few passes into a sustained run as the clock drops under tensor-core load (session 22's
 // CUPTI timeline), so a longer run measures a lower clock than the anchor's.
+// --logprob-weights: which log-prob variants run (default both, the casting one first). Each
+// variant's figure depends on how warm the GPU already is (see --iters), so compare one variant
+// against the anchor from a fresh process each (cast, copies) rather than the second of a pair.
 // --micro-batch-tokens N: the training step in micro-batches of at most N tokens (default: one
 // micro-batch of every token, as the anchor's one forward of the whole batch; the JSON's
 // micro_batch_token_budget — model/scoring.cc also caps a micro-batch at 2^28 / the vocabulary
@@ -52,6 +59,7 @@
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/named_shapes.h"
 #include "gyre/model/scoring.h"
+#include "gyre/model/step_weight_copies.h"
 
 #ifdef GYRE_HAVE_CUDA
 #include "gpu_timing.h"
@@ -244,6 +252,7 @@ int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
 
 int main(int argc, char** argv) {
   int seqs = 4, len = 4096, iters = 3, layers = 0, head_only = 0, head_ops_mode = 0;
+  std::string lp_weights = "both";
   long long logprob_chunk = 0, micro_tokens = 0;
   std::string shape = "qwen2.5-0.5b", precision = "bf16";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -255,6 +264,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
     if (!std::strcmp(argv[i], "--logprob-chunk")) logprob_chunk = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--head-only")) head_only = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--logprob-weights")) lp_weights = argv[i + 1];
     if (!std::strcmp(argv[i], "--head-ops")) head_ops_mode = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--micro-batch-tokens")) micro_tokens = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--decode-fusion"))
@@ -267,6 +277,9 @@ int main(int argc, char** argv) {
                  "--shape {}: the anchors are for qwen2.5-0.5b and qwen2.5-1.5b (gyre bench train "
                  "--shape {} --device cuda runs any named shape)",
                  shape, shape);
+    if (lp_weights != "both" && lp_weights != "cast" && lp_weights != "copies")
+      GYRE_THROW(invalid_argument, "--logprob-weights {}: expected both, cast or copies",
+                 lp_weights);
     if (layers > 0) cfg.num_hidden_layers = layers;
     gyre::model::set_logprob_vocab_chunk(logprob_chunk);
     if (head_only) return head_memory(cfg, int64_t(seqs) * len, precision, iters);
@@ -288,14 +301,28 @@ int main(int argc, char** argv) {
 
     // Log-prob forward (the trainer's old-log-prob recompute, `gyre score`): no saved activations;
     // with and without the entropy of every next-token distribution.
+    // Two ways (e: 0 plain, 1 with entropy; c: 0 casting, 1 with copies):
+    // - casting: each pass rounds every f32 weight to bf16 as it goes, as PyTorch's autocast does
+    //   in the anchor (its cast cache lives for one autocast region: one forward);
+    // - with copies: as the RL trainer runs its old-log-prob pass (rl/trainer/actor_trainer.cc),
+    //   under the actor's bf16 weight copies (model/step_weight_copies.h), which the optimizer
+    //   writes in its update (Megatron's bf16 parameters beside the f32 main ones), so the pass
+    //   casts nothing. Here the first warm-up pass fills them (the same round-to-nearest-even
+    //   values AdamW writes); their upkeep is paid inside the training step timed below, whose
+    //   AdamW writes them (gyre::bench::TrainStep, as the trainer).
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
-    double lp_s[2];
-    size_t lp_extra[2];
-    for (int e = 0; e < 2; ++e) {
-      const size_t before = gyre::bench::memory_in_use_bytes(gyre::Device::cuda);
-      gyre::bench::reset_peak_memory(gyre::Device::cuda);
-      lp_s[e] = gyre::bench::time_steps([&] { logprob_step(e == 1); }, iters, 2);
-      lp_extra[e] = gyre::bench::peak_memory_bytes(gyre::Device::cuda) - before;
+    double lp_s[2][2];
+    size_t lp_extra[2][2];
+    for (int c = 0; c < 2; ++c) {
+      if ((c == 0 && lp_weights == "copies") || (c == 1 && lp_weights == "cast")) continue;
+      gyre::model::StepWeightCopies copies(*model);
+      const gyre::ops::UseBf16WeightCache use(c ? copies.cache() : nullptr);
+      for (int e = 0; e < 2; ++e) {
+        const size_t before = gyre::bench::memory_in_use_bytes(gyre::Device::cuda);
+        gyre::bench::reset_peak_memory(gyre::Device::cuda);
+        lp_s[c][e] = gyre::bench::time_steps([&] { logprob_step(e == 1); }, iters, 2);
+        lp_extra[c][e] = gyre::bench::peak_memory_bytes(gyre::Device::cuda) - before;
+      }
     }
 
     // The anchor's step: forward, backward, clip + fused AdamW (here: AdamW over f32 masters).
@@ -308,15 +335,20 @@ int main(int argc, char** argv) {
         gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len)) / tr_s /
         1e12;
     const double mfu = tflops * 1e12 / gyre::bench::kH200PeakFlops;
-    for (int e = 0; e < 2; ++e)
-      std::printf(
-          "{\"bench\": \"model_gpu_logprob%s\", \"shape\": \"%s\", \"layers\": %lld, "
-          "\"precision\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.0f, "
-          "\"issue_anchor_tokens_per_s\": %.0f, \"ratio_issue_anchor\": %.3f, "
-          "\"logprob_chunk\": %lld, \"peak_extra_bytes\": %zu}\n",
-          e ? "_entropy" : "", shape.c_str(), (long long)cfg.num_hidden_layers, precision.c_str(),
-          tokens, lp_s[e], tokens / lp_s[e], anchor_lp, tokens / lp_s[e] / anchor_lp, logprob_chunk,
-          lp_extra[e]);
+    for (int c = 0; c < 2; ++c)
+      for (int e = 0; e < 2; ++e)
+        if (!((c == 0 && lp_weights == "copies") || (c == 1 && lp_weights == "cast")))
+          std::printf(
+              "{\"bench\": \"model_gpu_logprob%s%s\", \"shape\": \"%s\", \"layers\": %lld, "
+              "\"precision\": \"%s\", \"weights\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, "
+              "\"tokens_per_s\": %.0f, \"issue_anchor_tokens_per_s\": %.0f, "
+              "\"ratio_issue_anchor\": %.3f, \"logprob_chunk\": %lld, \"peak_extra_bytes\": %zu}\n",
+              e ? "_entropy" : "", c ? "_bf16_copies" : "", shape.c_str(),
+              (long long)cfg.num_hidden_layers, precision.c_str(),
+              c ? "bf16 copies kept by the optimizer (the RL trainer's old-log-prob pass)"
+                : "f32, cast per pass (PyTorch autocast's way)",
+              tokens, lp_s[c][e], tokens / lp_s[c][e], anchor_lp, tokens / lp_s[c][e] / anchor_lp,
+              logprob_chunk, lp_extra[c][e]);
     std::printf(
         "{\"bench\": \"model_gpu_train_step\", \"shape\": \"%s\", \"layers\": %lld, "
         "\"precision\": \"%s\", \"params\": %lld, \"tokens\": %.0f, \"seconds\": %.4f, "
