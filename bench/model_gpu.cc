@@ -7,9 +7,10 @@
 //     dense bf16 TFLOP/s: the convention behind the anchors' 26% / 36%);
 //   - log-prob forward: per-token log-probs (+ entropy), tokens/s, two ways: casting every f32
 //     weight to bf16 in each pass (model_gpu_logprob[_entropy]: PyTorch autocast's way, as the
-//     anchor), and under bf16 weight copies kept by the optimizer (…_bf16_copies: how the RL
-//     trainer's old-log-prob pass runs, model/step_weight_copies.h — no cast in the pass; the
-//     copies' upkeep is inside the training step's AdamW).
+//     anchor), and under bf16 weight copies kept by the optimizer (..._bf16_copies: how the RL
+//     trainer's old-log-prob pass runs when AdamW writes its copies, i.e. one process, not
+//     colocated; model/step_weight_copies.h — no cast in the pass; the copies' upkeep is inside
+//     the training step's AdamW).
 // Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa, fused AdamW):
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
@@ -306,10 +307,11 @@ int main(int argc, char** argv) {
     //   in the anchor (its cast cache lives for one autocast region: one forward);
     // - with copies: as the RL trainer runs its old-log-prob pass (rl/trainer/actor_trainer.cc),
     //   under the actor's bf16 weight copies (model/step_weight_copies.h), which the optimizer
-    //   writes in its update (Megatron's bf16 parameters beside the f32 main ones), so the pass
-    //   casts nothing. Here the first warm-up pass fills them (the same round-to-nearest-even
-    //   values AdamW writes); their upkeep is paid inside the training step timed below, whose
-    //   AdamW writes them (gyre::bench::TrainStep, as the trainer).
+    //   writes in its update (Megatron's bf16 parameters beside the f32 main ones) when it runs in
+    //   one process and is not colocated (colocated, the pass re-makes them: the cast path's
+    //   cost, once a step), so the pass casts nothing. Here the first warm-up pass fills them (the
+    //   same round-to-nearest-even values AdamW writes); their upkeep is paid inside the training
+    //   step timed below, whose AdamW writes them (gyre::bench::TrainStep, as the trainer).
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
     double lp_s[2][2];
     size_t lp_extra[2][2];
