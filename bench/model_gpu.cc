@@ -6,11 +6,10 @@
 //     (6 x params x tokens + causal attention 12 x L x Hq x D x sum(len^2 / 2), over the H200's 989
 //     dense bf16 TFLOP/s: the convention behind the anchors' 26% / 36%);
 //   - log-prob forward: per-token log-probs (+ entropy), tokens/s, two ways: casting every f32
-//     weight to bf16 in each pass (model_gpu_logprob[_entropy]: PyTorch autocast's way, as the
-//     anchor), and under bf16 weight copies kept by the optimizer (..._bf16_copies: how the RL
-//     trainer's old-log-prob pass runs when AdamW writes its copies, i.e. one process, not
-//     colocated; model/step_weight_copies.h — no cast in the pass; the copies' upkeep is inside
-//     the training step's AdamW).
+//     weight to bf16 in the pass (model_gpu_logprob[_entropy]: PyTorch autocast's way, as the
+//     anchor, and the RL trainer's old-log-prob pass, which makes a training call's bf16 copies),
+//     and over bf16 weight copies that already exist (..._bf16_copies: every later pass of a
+//     training call; model/step_weight_copies.h) — what the casts cost.
 // Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa, fused AdamW):
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
@@ -304,14 +303,12 @@ int main(int argc, char** argv) {
     // with and without the entropy of every next-token distribution.
     // Two ways (e: 0 plain, 1 with entropy; c: 0 casting, 1 with copies):
     // - casting: each pass rounds every f32 weight to bf16 as it goes, as PyTorch's autocast does
-    //   in the anchor (its cast cache lives for one autocast region: one forward);
-    // - with copies: as the RL trainer runs its old-log-prob pass (rl/trainer/actor_trainer.cc),
-    //   under the actor's bf16 weight copies (model/step_weight_copies.h), which the optimizer
-    //   writes in its update (Megatron's bf16 parameters beside the f32 main ones) when it runs in
-    //   one process and is not colocated (colocated, the pass re-makes them: the cast path's
-    //   cost, once a step), so the pass casts nothing. Here the first warm-up pass fills them (the
-    //   same round-to-nearest-even values AdamW writes); their upkeep is paid inside the training
-    //   step timed below, whose AdamW writes them (gyre::bench::TrainStep, as the trainer).
+    //   in the anchor (its cast cache lives for one autocast region: one forward) and as the RL
+    //   trainer's old-log-prob pass does (rl/trainer/actor_trainer.cc: it opens each train() call
+    //   and fills that call's bf16 copies);
+    // - with copies: the same pass under bf16 weight copies that already exist
+    //   (model/step_weight_copies.h; filled by the first warm-up pass, the same round-to-nearest-
+    //   even values), as every later pass of a training call runs: what the casts cost.
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
     double lp_s[2][2];
     size_t lp_extra[2][2];
@@ -347,8 +344,8 @@ int main(int argc, char** argv) {
               "\"ratio_issue_anchor\": %.3f, \"logprob_chunk\": %lld, \"peak_extra_bytes\": %zu}\n",
               e ? "_entropy" : "", c ? "_bf16_copies" : "", shape.c_str(),
               (long long)cfg.num_hidden_layers, precision.c_str(),
-              c ? "bf16 copies kept by the optimizer (the RL trainer's old-log-prob pass)"
-                : "f32, cast per pass (PyTorch autocast's way)",
+              c ? "bf16 copies made before the pass (a training call's later passes)"
+                : "f32, cast in the pass (PyTorch autocast; the trainer's old-log-prob pass)",
               tokens, lp_s[c][e], tokens / lp_s[c][e], anchor_lp, tokens / lp_s[c][e] / anchor_lp,
               logprob_chunk, lp_extra[c][e]);
     std::printf(
