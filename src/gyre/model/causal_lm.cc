@@ -207,6 +207,7 @@ void CausalLM::to(Device device) {
   w_->params = std::move(moved);  // only after every copy succeeded: a failure leaves the model
   w_->t = bind_tensors(w_->slots, w_->params);
   device_ = device;
+  mark_weights_changed();
 }
 
 std::vector<NamedTensor> CausalLM::parameters() { return w_->params; }

@@ -194,6 +194,14 @@ class CausalLM {
   // update_weights_from_disk); tensors keep their storage, so views held elsewhere see new values.
   void load_weights(const std::string& dir);
 
+  // A count of the weight changes the model knows of: load_weights() and to() bump it, and so must
+  // anyone else who writes parameters() in place (mark_weights_changed()) — except an optimizer
+  // that rewrites the bf16 copies it updates (train::AdamW::set_bf16_copies). Holders of
+  // derived state that outlives a call (rl::ActorTrainer's bf16 weight copies) compare it before
+  // reuse: an unchanged count means the weights are the ones the state was made from.
+  uint64_t weights_generation() const { return weights_generation_; }
+  void mark_weights_changed() { ++weights_generation_; }
+
   // Activation recomputation: forward keeps only each layer's input; backward re-runs each layer's
   // forward before its backward. Gradients are identical to the non-recompute path.
   void set_recompute(bool on) { recompute_ = on; }
@@ -227,6 +235,7 @@ class CausalLM {
   std::string generation_config_json_;  // copied through by save() when present
   std::unique_ptr<Weights> w_;
   Device device_ = Device::cpu;
+  uint64_t weights_generation_ = 0;
   bool recompute_ = false;
   Precision precision_ = Precision::f32;
   std::shared_ptr<const TpLayout> tp_;  // null without tensor parallelism

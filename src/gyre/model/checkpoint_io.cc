@@ -255,6 +255,7 @@ void CausalLM::load_weights(const std::string& dir) {
   read_weights(dir, config_, specs, fresh);
   if (tp_) fresh = shard_like(*tp_, fresh);  // the file is full; keep this rank's shard
   // copy_from also uploads when the model lives on a device (same f32 dtype on both sides).
+  mark_weights_changed();  // before the copies: a failure part-way still invalidates
   for (size_t i = 0; i < fresh.size(); ++i) w_->params[i].tensor.copy_from(fresh[i].tensor);
 }
 

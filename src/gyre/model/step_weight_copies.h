@@ -16,9 +16,10 @@
 // updated with the f32 main ones): train::AdamW::set_bf16_copies(copies.for_optimizer()) writes
 // bf16(new value) into every copy in its update, and after_optimizer_step() keeps the copies when
 // that covered all of them (the cache's fresh mark), else drops them — the next step's passes then
-// convert nothing. Inactive (cache() is null: nothing installed, nothing cached) unless the model
-// is on CUDA with Precision::bf16. Memory: 2 bytes per parameter while active, what Megatron's
-// bf16 parameters next to the f32 main parameters cost.
+// convert nothing (rl::ActorTrainer keeps them across its train() calls while the model's
+// weights_generation() is unchanged). Inactive (cache() is null: nothing installed, nothing cached)
+// unless the model is on CUDA with Precision::bf16. Memory: 2 bytes per parameter while active,
+// what Megatron's bf16 parameters next to the f32 main parameters cost.
 #pragma once
 #include <memory>
 

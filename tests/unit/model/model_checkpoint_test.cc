@@ -1,7 +1,8 @@
 // CausalLM checkpoint handling and input validation: broken checkpoints (missing tensor, wrong
 // shape, wrong dtype) fail with an Error naming the tensor; out-of-vocabulary ids and empty
 // sequences are rejected; save/load round-trips (f32 exactly, bf16 as rounded); load_weights
-// updates weights in place; the parameter layout agrees with model/param_names.h.
+// updates weights in place (and bumps weights_generation); the parameter layout agrees with
+// model/param_names.h.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -135,13 +136,22 @@ TEST(ModelCheckpoint, LoadWeightsInPlaceKeepsStorage) {
   const float before = embed.f32()[3];
   auto dir =
       modified_copy("reload", [](auto& t) { t["model.embed_tokens.weight"].f32()[3] += 1.0f; });
+  const uint64_t generation = m->weights_generation();
   m->load_weights(dir);
   EXPECT_FLOAT_EQ(embed.f32()[3], before + 1.0f);
-  // A different architecture is refused and leaves the weights untouched.
+  // The weights changed in place: holders of derived copies (rl::ActorTrainer's bf16 copies) see
+  // a new generation.
+  EXPECT_EQ(m->weights_generation(), generation + 1);
+  // A different architecture is refused and leaves the weights (and the generation) untouched.
   expect_error_mentions(
       [&] { m->load_weights(test::source_path("tests/fixtures/models/llama3_tiny")); },
       {"different architecture"});
   EXPECT_FLOAT_EQ(embed.f32()[3], before + 1.0f);
+  EXPECT_EQ(m->weights_generation(), generation + 1);
+  m->to(Device::cpu);  // already there: nothing moves
+  EXPECT_EQ(m->weights_generation(), generation + 1);
+  m->mark_weights_changed();  // a writer outside the model (through parameters())
+  EXPECT_EQ(m->weights_generation(), generation + 2);
 }
 
 TEST(ModelCheckpoint, ParameterLayoutMatchesParamNames) {

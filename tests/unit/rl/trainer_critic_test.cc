@@ -139,6 +139,8 @@ TEST(Critic, PpoThroughTheActorTrainer) {
   EXPECT_EQ(m["train/num_steps"], 2.0);
   EXPECT_GT(m["train/grad_norm"], 0.0);  // GAE advantages are non-zero: the actor moved
   EXPECT_TRUE(std::isfinite(m["train/value_loss"]));
+  // bf16 weight copies exist only for a CUDA bf16 actor: none kept on the CPU.
+  EXPECT_EQ(trainer.kept_weight_copies(), nullptr);
 
   // ppo without a critic is a configuration error, not a silent zero-value GAE.
   ActorTrainerOptions bad = o;

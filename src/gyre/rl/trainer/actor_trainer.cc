@@ -206,8 +206,14 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   // backward — so a weight is rounded once per step instead of once per pass. Same numbers as
   // per-call rounding (the ratio check below stays exact). A single-process AdamW with no engine
   // copies to write (not colocated) writes these in its update and they carry over to the next
-  // step (Megatron's bf16 parameters); otherwise they are dropped before each optimizer step.
-  model::StepWeightCopies actor_copies(actor_);
+  // step (Megatron's bf16 parameters), and past the call's last step to the next call, whose
+  // old-log-prob pass then rounds nothing — unless the actor's weights changed in between
+  // (weights_generation(): load_weights, to(), mark_weights_changed()). Otherwise they are
+  // dropped before each optimizer step.
+  std::unique_ptr<model::StepWeightCopies> copies_owner = std::move(kept_copies_);
+  if (!copies_owner || kept_generation_ != actor_.weights_generation())
+    copies_owner = std::make_unique<model::StepWeightCopies>(actor_);
+  model::StepWeightCopies& actor_copies = *copies_owner;
   const bool optimizer_writes_copies =
       !dp && actor_copies.cache() != nullptr && !optimizer_.has_bf16_copies();
   struct DetachCopies {  // the copies die with this call: detach them on every exit
@@ -404,7 +410,17 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   for (auto& [k, v] : step_sum) metrics[k] = v / double(num_steps);
   train_phase.stop();
   metrics["train/num_steps"] = double(num_steps);
+  // Carry the copies the last update wrote (after_optimizer_step kept them only if it covered
+  // every one) to the next call. Any exit before this line drops them.
+  if (optimizer_writes_copies && actor_copies.cache()->entries() > 0) {
+    kept_copies_ = std::move(copies_owner);
+    kept_generation_ = actor_.weights_generation();
+  }
   return metrics;
+}
+
+const ops::Bf16WeightCache* ActorTrainer::kept_weight_copies() const {
+  return kept_copies_ ? kept_copies_->cache() : nullptr;
 }
 
 }  // namespace gyre::rl

@@ -12,11 +12,14 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "gyre/backend/ops.h"
 #include "gyre/dist/data_parallel.h"
 #include "gyre/model/causal_lm.h"
+#include "gyre/model/step_weight_copies.h"
 #include "gyre/rl/algorithms/config.h"
 #include "gyre/rl/sample.h"
 #include "gyre/rl/trainer/critic.h"
@@ -55,6 +58,12 @@ class ActorTrainer {
   // train/* metrics averaged over the optimizer steps.
   Metrics train(const std::vector<Sample>& samples, const std::vector<float>& rewards);
 
+  // The bf16 copies of the actor's weights that the last train() call's AdamW wrote in its final
+  // update and that the next call reuses (see train()), or null: none kept — not on CUDA in bf16,
+  // data parallel, colocated (AdamW writes the rollout engine's copies), or the update did not
+  // cover every copy. For tests and memory accounting (2 bytes per cached parameter).
+  const ops::Bf16WeightCache* kept_weight_copies() const;
+
   // Forward-only per-token log-probs of every sample's response under `model` (at the rollout
   // temperature), packed exactly as `schedule` says (lists of sample indices).
   std::vector<std::vector<float>> response_logprobs(
@@ -66,6 +75,10 @@ class ActorTrainer {
   model::CausalLM* ref_;
   train::AdamW& optimizer_;
   ActorTrainerOptions opt_;
+  // train()'s weight copies carried to the next call (kept_weight_copies()), valid while the
+  // actor's weights_generation() still equals kept_generation_.
+  std::unique_ptr<model::StepWeightCopies> kept_copies_;
+  uint64_t kept_generation_ = 0;
 };
 
 // The samples' loss masks as floats (empty mask = all ones; remove_sample = all zeros).
