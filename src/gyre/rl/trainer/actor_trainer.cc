@@ -216,7 +216,9 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   model::StepWeightCopies& actor_copies = *copies_owner;
   const bool optimizer_writes_copies =
       !dp && actor_copies.cache() != nullptr && !optimizer_.has_bf16_copies();
-  struct DetachCopies {  // the copies die with this call: detach them on every exit
+  // The optimizer writes the copies only inside this call: detach them on every exit (kept ones
+  // are attached again by the next call, which checks the generation first).
+  struct DetachCopies {
     train::AdamW* opt;
     ~DetachCopies() {
       if (opt) opt->set_bf16_copies({});
