@@ -63,6 +63,39 @@ TEST(GemmTuneCuda, TunedLaunchesGiveTheHeuristicsBits) {
   EXPECT_EQ(cuda::gemm_problems_tuned(), tuned_before + 2);
 }
 
+// The residual GEMM (linear_gemm_bf16_add: y = x w^T + c through cuBLASLt's beta-1 epilogue) tunes
+// its shared plan on its own launches, in place (c = y) and out of place: every launch's bits equal
+// the first's (the heuristic's algorithm, before any tuning), which equal the plain GEMM then the
+// add. Sizes no other test uses, so the plan is made here, with tuning on.
+TEST(GemmTuneCuda, ResidualGemmTunesOnItsOwnLaunchesAndKeepsItsBits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  AutotuneAs on(true);
+  const int64_t M = 2072, N = 1560, K = 1048;  // 6.8 GFLOP
+  ASSERT_GE(2.0 * M * N * K, cuda::kTuneMinFlop);
+  const size_t tuned_before = cuda::gemm_problems_tuned();
+  Tensor x = gpu(randn({M, K}, 31).to(DType::bf16)), w = gpu(randn({N, K}, 32).to(DType::bf16));
+  Tensor c = gpu(randn({M, N}, 33));
+  const std::vector<uint8_t> c_before = bytes_of(c);
+  std::vector<uint8_t> first;
+  for (int launch = 0; launch < cuda::kTuneAtLaunch + 3; ++launch) {
+    Tensor in_place = c.clone(), out_of_place = Tensor::empty({M, N}, DType::f32, Device::cuda);
+    ASSERT_TRUE(cuda::linear_gemm_bf16_add(x.data<uint16_t>(), w.data<uint16_t>(), in_place.f32(),
+                                           M, N, K, in_place.f32()));
+    ASSERT_TRUE(cuda::linear_gemm_bf16_add(x.data<uint16_t>(), w.data<uint16_t>(), c.f32(), M, N, K,
+                                           out_of_place.f32()));
+    if (launch == 0) first = bytes_of(in_place);
+    EXPECT_TRUE(bytes_of(in_place) == first) << "in place, launch " << launch;
+    EXPECT_TRUE(bytes_of(out_of_place) == first) << "out of place, launch " << launch;
+  }
+  EXPECT_TRUE(bytes_of(c) == c_before) << "the tuning trials wrote C";
+  EXPECT_EQ(cuda::gemm_problems_tuned(), tuned_before + 1);
+  // The plain GEMM into f32 then the add, on the (now tuned) shared plan: the same bits.
+  Tensor t = Tensor::empty({M, N}, DType::f32, Device::cuda), sum = c.clone();
+  cuda::linear_gemm_bf16(x.data<uint16_t>(), w.data<uint16_t>(), nullptr, M, N, K, t.f32());
+  cuda::add(t.f32(), sum.f32(), sum.f32(), M * N);
+  EXPECT_TRUE(bytes_of(sum) == first);
+}
+
 // The chooser on four "candidates" of one real GEMM: #0 launches it twice (the slow reference),
 // #1 once with another alpha (faster, other bits), #2 once (faster, same bits), #3 cannot run.
 // Only #2 may be chosen; D itself stays untouched.

@@ -33,6 +33,7 @@ struct LayerWeights {
   int64_t H, I, Q;
   Tensor norm_w;  // f32 [H]
   std::unique_ptr<cuda::DeviceBuffer> wq, wk, wg, wu, wd, wo;
+  Tensor wo_f32;  // wo's f32 source, for the chain that rewrites wo right before its GEMV
 };
 
 std::unique_ptr<cuda::DeviceBuffer> bf16_weights(int64_t n, int64_t k, uint64_t seed) {
@@ -55,7 +56,7 @@ struct Chain {
 
   explicit Chain(int n_layers, int64_t rows) : M(rows) {
     for (int l = 0; l < n_layers; ++l) {
-      LayerWeights w{H, I, Q, gpu(randn({H}, 100 + l, 0.1f)), {}, {}, {}, {}, {}, {}};
+      LayerWeights w{H, I, Q, gpu(randn({H}, 100 + l, 0.1f)), {}, {}, {}, {}, {}, {}, {}};
       std::vector<float> nw = w.norm_w.to(Device::cpu).to_vector();
       for (float& v : nw) v += 1.0f;
       w.norm_w = gpu(Tensor::from_vector(nw, {H}));
@@ -65,6 +66,7 @@ struct Chain {
       w.wu = bf16_weights(I, H, 500 + l);
       w.wd = bf16_weights(H, I, 600 + l);
       w.wo = bf16_weights(H, Q, 700 + l);
+      w.wo_f32 = gpu(randn({H, Q}, 700 + l, 0.5f / float(Q) * 8.0f));
       layers.push_back(std::move(w));
     }
     wl = bf16_weights(V, H, 999);
@@ -89,7 +91,10 @@ struct Chain {
   }
 
   // The decode step's order of dependent launches; sync_each puts the host between them.
-  std::vector<float> run(bool sync_each) {
+  // rewrite_wo: each layer's o_proj weights are first overwritten with NaN, then converted again
+  // from f32 right before the GEMV that reads them early (the weight cache's pattern: conversion,
+  // pdl_barrier(), PDL GEMV).
+  std::vector<float> run(bool sync_each, bool rewrite_wo = false) {
     reset_outputs();
     auto step = [&] {
       if (sync_each) cuda::sync();
@@ -106,9 +111,18 @@ struct Chain {
       g.w[1] = w.wk->as<uint16_t>(), g.y[1] = k[l].f32(), g.n[1] = 128;
       cuda::linear_gemv_bf16_group_rms(x, nrm, g, M, H);
       step();
+      if (rewrite_wo) {
+        const int64_t n = H * Q;
+        EXPECT_EQ(cudaMemsetAsync(w.wo->as<uint16_t>(), 0xff, size_t(n) * 2, cuda::stream()),
+                  cudaSuccess);
+        cuda::f32_to_bf16(w.wo_f32.f32(), w.wo->as<uint16_t>(), n);
+        cuda::pdl_barrier();
+        EXPECT_TRUE(cuda::pdl_barrier_pending());
+      }
       // o_proj with the residual: h1 = x + q · wo^T
       cuda::linear_gemv_bf16_residual(q[l].f32(), w.wo->as<uint16_t>(), nullptr, x, M, H, Q,
                                       h1[l].f32());
+      EXPECT_FALSE(cuda::pdl_barrier_pending()) << "the GEMV's launch takes the barrier";
       step();
       cuda::linear_gemv_bf16_silu_mul_rms(h1[l].f32(), nrm, w.wg->as<uint16_t>(), nullptr,
                                           w.wu->as<uint16_t>(), nullptr, M, I, H, act[l].f32());
@@ -159,6 +173,19 @@ TEST(PdlChainCuda, DecodeGemvChainIsBitwiseTheSynchronisedChain) {
     for (float v : want) ASSERT_TRUE(v == v) << "the synchronised chain must be finite";
     for (int r = 0; r < 8; ++r) expect_same_bits(c.run(/*sync_each=*/false), want, r);
   }
+}
+
+// Weights rewritten right before the PDL GEMV that loads them before its pdl_wait: pdl_barrier()
+// makes that GEMV an ordinary launch, so it never sees the NaN fill or a half-done conversion.
+TEST(PdlChainCuda, WeightsWrittenRightBeforeAGemvAreVisibleToIt) {
+  GYRE_SKIP_WITHOUT_GPU();
+  EXPECT_FALSE(cuda::pdl_barrier_pending());
+  Chain c(12, 1);
+  const std::vector<float> want = c.run(/*sync_each=*/true);
+  for (float v : want) ASSERT_TRUE(v == v) << "the synchronised chain must be finite";
+  for (int r = 0; r < 8; ++r)
+    expect_same_bits(c.run(/*sync_each=*/false, /*rewrite_wo=*/true), want, r);
+  EXPECT_FALSE(cuda::pdl_barrier_pending());
 }
 
 }  // namespace

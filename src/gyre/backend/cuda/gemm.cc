@@ -164,21 +164,23 @@ Plan& lt_plan(LtThread& t, bool ta, bool tb, int64_t m, int64_t n, int64_t k, in
 // Times the plan's candidates on this launch's operands and keeps the fastest of those that give
 // the heuristic's bits (gemm_tune.h). Not while the stream is being captured into a CUDA graph
 // (the trials would be recorded, and timing needs a synchronisation): a later launch tunes.
+// C: the beta term's input when it is not D itself (the trials then read it and write scratch);
+// null when the launch reads and writes D.
 void tune_plan(LtThread& t, Plan& p, int64_t m, int64_t n, int64_t k, float alpha, const void* X,
-               const void* Y, float beta, void* D, int64_t ldd, cudaDataType_t out_type,
-               cudaStream_t s) {
+               const void* Y, float beta, void* D, const void* C, int64_t ldd,
+               cudaDataType_t out_type, cudaStream_t s) {
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(s, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
   TuneProblem tp;
   tp.d = D;
   const size_t esize = out_type == CUDA_R_16BF ? 2 : 4;
   tp.out_bytes = (size_t(ldd) * size_t(n - 1) + size_t(m)) * esize;  // column-major m x n, ld ldd
-  tp.reads_d = beta != 0;
+  tp.reads_d = beta != 0 && !C;
   tp.stream = s;
   tp.candidates = int(p.candidates.size());
   tp.run = [&](int i, void* out) {
-    return cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, out, p.ld.l, out,
-                          p.ld.l, &p.candidates[size_t(i)], t.workspace, kWorkspace,
+    return cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, C ? C : out,
+                          p.ld.l, out, p.ld.l, &p.candidates[size_t(i)], t.workspace, kWorkspace,
                           s) == CUBLAS_STATUS_SUCCESS;
   };
   static const bool log_on = [] {
@@ -213,7 +215,7 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
                                                      &bias, sizeof(bias)));
   if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch) {
     if (gemm_problems_tuned() < kTuneMaxProblems)  // the process budget, checked again here
-      tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, ldd, out_type, s);
+      tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, nullptr, ldd, out_type, s);
     else
       p.candidates.clear();
   }
@@ -318,6 +320,19 @@ bool linear_gemm_bf16_add(const uint16_t* x, const uint16_t* w, const float* c, 
   if (p.after_sum < 0) p.after_sum = epilogue_after_full_sum(p.algo) ? 1 : 0;
   if (!p.after_sum) return false;
   const float alpha = 1.0f, beta = 1.0f;
+  // The shared plan is tuned on these launches too, timed as they run (beta 1: every trial reads
+  // C, and C comes from HBM): a model's residual GEMMs are often the only users of their shape,
+  // and the heuristic's first choice for them is slow with a cold C (1.5B o_proj, session 24
+  // CUPTI: ~187 us in the log-prob pass vs ~131 us on the algorithm the plain GEMM tunes to).
+  // Every candidate gives the first choice's bits on the beta-0 product, has no split-K (so
+  // after_sum holds for it as well), and is kept only if its beta-1 output equals the first
+  // choice's bit for bit.
+  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch) {
+    if (gemm_problems_tuned() < kTuneMaxProblems)
+      tune_plan(t, p, N, M, K, alpha, w, x, beta, y, c, N, CUDA_R_32F, stream());
+    else
+      p.candidates.clear();
+  }
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, w, p.lx.l, x, p.ly.l, &beta, c,
                                    p.ld.l, y, p.ld.l, &p.algo, t.workspace, kWorkspace, stream()));
   return true;

@@ -64,12 +64,13 @@ struct RawDeviceBuffer {
   RawDeviceBuffer& operator=(const RawDeviceBuffer&) = delete;
 };
 
-// One GEMM problem to tune: D (out_bytes, read first when beta != 0) on stream s; run(i, out)
-// launches candidate i with `out` as both C and D and returns false when the candidate cannot run.
+// One GEMM problem to tune: D (out_bytes, read first when reads_d) on stream s; run(i, out)
+// launches candidate i with `out` as D (and as C, when the problem reads D) and returns false when
+// the candidate cannot run.
 struct TuneProblem {
   void* d = nullptr;
   size_t out_bytes = 0;
-  bool reads_d = false;  // beta != 0: every trial starts from D's current contents
+  bool reads_d = false;  // beta != 0 with C = D: every trial starts from D's current contents
   CUstream_st* stream = nullptr;
   int candidates = 0;
   std::function<bool(int, void*)> run;

@@ -6,7 +6,9 @@ namespace gyre::cuda {
 
 namespace {
 
-__global__ void pdl_barrier_kernel() {}
+// One flag per host thread: each thread launches on its own stream() (runtime.cc), so "this
+// thread's next launch_pdl" is "the next PDL kernel on the stream the weights were written on".
+thread_local bool t_barrier_pending = false;
 
 }  // namespace
 
@@ -21,9 +23,14 @@ bool pdl_enabled() {
   return on;
 }
 
-void pdl_barrier() {
-  pdl_barrier_kernel<<<1, 32, 0, stream()>>>();
-  GYRE_CUDA_LAUNCHED("pdl_barrier");
+void pdl_barrier() { t_barrier_pending = true; }
+
+bool pdl_barrier_pending() { return t_barrier_pending; }
+
+bool pdl_take_barrier() {
+  const bool was = t_barrier_pending;
+  t_barrier_pending = false;
+  return was;
 }
 
 }  // namespace gyre::cuda

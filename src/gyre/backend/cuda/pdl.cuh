@@ -18,8 +18,11 @@
 //     arrays (cu_q, kv_lens: uploaded by a copy before the step). Whoever writes weights right
 //     before a PDL launch could follow (the bf16 weight cache's conversions and refreshes, AdamW's
 //     bf16 copies, the uncached autocast GEMV's conversion, the log-prob head's unaligned chunk)
-//     enqueues pdl_barrier() after it: an ordinary launch, so the next kernel's early reads start
-//     only after the writer has completed.
+//     calls pdl_barrier() after it: the thread's next launch_pdl is then an ordinary launch, so
+//     that kernel's (and its PDL successors') early reads start only after the writer has
+//     completed. Kernels between the writer and that launch are enqueued in stream order after
+//     the writer, and a PDL kernel cannot start before its predecessor's CTAs have all triggered
+//     or exited, so none of them lets an early read pass the writer either.
 //  2. Every thread that touches data produced by earlier kernels calls pdl_wait first.
 //  3. At least one thread of the grid calls pdl_wait, so the grid completes only after its
 //     predecessor has — which makes the chain transitive: kernel k + 1 waiting for kernel k also
@@ -64,7 +67,8 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  const bool after_barrier = pdl_take_barrier();  // always taken: a barrier covers one launch
+  cfg.numAttrs = pdl_enabled() && !after_barrier ? 1 : 0;
   const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (err != cudaSuccess) throw_cuda_error(err, name, __FILE__, __LINE__);
   check_launch(name, __FILE__, __LINE__);
