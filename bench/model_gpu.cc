@@ -312,10 +312,13 @@ int main(int argc, char** argv) {
     //   (rl/trainer/actor_trainer.cc carries the copies AdamW wrote in the previous call's last
     //   update; their upkeep is inside the training step's AdamW, timed below).
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
+    auto variant_runs = [&](int c) {
+      return lp_weights == "both" || lp_weights == (c ? "copies" : "cast");
+    };
     double lp_s[2][2];
     size_t lp_extra[2][2];
     for (int c = 0; c < 2; ++c) {
-      if ((c == 0 && lp_weights == "copies") || (c == 1 && lp_weights == "cast")) continue;
+      if (!variant_runs(c)) continue;
       gyre::model::StepWeightCopies copies(*model);
       const gyre::ops::UseBf16WeightCache use(c ? copies.cache() : nullptr);
       for (int e = 0; e < 2; ++e) {
@@ -338,7 +341,7 @@ int main(int argc, char** argv) {
     const double mfu = tflops * 1e12 / gyre::bench::kH200PeakFlops;
     for (int c = 0; c < 2; ++c)
       for (int e = 0; e < 2; ++e)
-        if (!((c == 0 && lp_weights == "copies") || (c == 1 && lp_weights == "cast")))
+        if (variant_runs(c))
           std::printf(
               "{\"bench\": \"model_gpu_logprob%s%s\", \"shape\": \"%s\", \"layers\": %lld, "
               "\"precision\": \"%s\", \"weights\": \"%s\", \"tokens\": %.0f, \"seconds\": %.4f, "

@@ -26,19 +26,6 @@ constexpr int kPerLane = kMaxD / 32;
 
 __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ double warp_sum_d(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __device__ __forceinline__ float dot_row(const float* a_smem, const float* b, int64_t D) {
   float s = 0;
   for (int64_t d = 0; d < D; ++d) s += a_smem[d] * b[d];
@@ -113,7 +100,7 @@ __global__ void attn_delta_kernel(const float* dout, const float* out, int64_t r
   if (r >= rows) return;
   double s = 0;
   for (int64_t d = lane; d < D; d += 32) s += double(dout[r * D + d]) * double(out[r * D + d]);
-  s = warp_sum_d(s);
+  s = warp_sum(s);
   if (lane == 0) delta[r] = float(s);
 }
 

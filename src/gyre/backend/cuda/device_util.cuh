@@ -25,6 +25,21 @@ __device__ __forceinline__ int seq_of_row(const int32_t* cu, int64_t B, int64_t 
   return lo;
 }
 
+// Warp reductions by an xor butterfly: every lane of the (full) warp gets the result, and the
+// order of the additions is the same on every lane and every run.
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // Block max of a float; every thread gets the result. Blocks of whole warps, at most 1024 threads.
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float part[32];

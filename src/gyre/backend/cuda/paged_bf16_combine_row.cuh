@@ -10,20 +10,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/device_util.cuh"  // warp_max, warp_sum
 #include "gyre/backend/cuda/paged_bf16_common.cuh"
 
 namespace gyre::cuda::paged_bf16_detail {
 
 constexpr int kCombineThreads = 256;
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
 
 // Plain loads of the partials (paged_bf16_combine.cu's kernel).
 struct PlainLoad {

@@ -147,16 +147,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, kF4 <= 12 ? 3 : 2)
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int i = 0; i < 4; ++i) ss[p][i] += __shfl_xor_sync(0xffffffffu, ss[p][i], o);
-    double warp_sum[2];
+    double pair_sum[2];  // the two virtual warps' sums of this lane
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
       const double a = ss[p][0] + ss[p][2], b = ss[p][1] + ss[p][3];  // level 2 (lanes i, i ^ 2)
-      warp_sum[p] = a + b;                                            // level 1 (i = 0 with 1)
+      pair_sum[p] = a + b;                                            // level 1 (i = 0 with 1)
     }
     double t = 0;
 #pragma unroll
     for (int v = 0; v < kVirtualWarps; ++v)  // part[v]: warp v = lanes 8·(v mod 4), parity v / 4
-      t += __shfl_sync(0xffffffffu, warp_sum[v / 4], 8 * (v % 4));
+      t += __shfl_sync(0xffffffffu, pair_sum[v / 4], 8 * (v % 4));
     const float rs = float(1.0 / sqrt(t / double(H) + eps));
     if (rstd && lane == 0) rstd[r] = rs;
 #pragma unroll
