@@ -57,6 +57,7 @@ struct Bf16WeightCache::Impl {
 #endif
   size_t bytes = 0;
   uint64_t generation = 0;  // clear()s so far
+  uint64_t hits = 0;        // bf16() calls that found their copy
   bool fresh = false;
 };
 
@@ -83,6 +84,11 @@ uint64_t Bf16WeightCache::generation() const {
   return impl_->generation;
 }
 
+uint64_t Bf16WeightCache::hits() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->hits;
+}
+
 size_t Bf16WeightCache::entries() const {
 #ifdef GYRE_HAVE_CUDA
   std::lock_guard<std::mutex> lk(impl_->mu);
@@ -99,6 +105,7 @@ const uint16_t* Bf16WeightCache::bf16(const Tensor& w) {
 #ifdef GYRE_HAVE_CUDA
   std::lock_guard<std::mutex> lk(impl_->mu);
   auto& slot = impl_->copies[{w.address(), w.numel()}];
+  if (slot.copy) ++impl_->hits;
   if (!slot.copy) {
     // The copies outlive any CUDA graph being captured: never from a graph's private pool.
     cuda::GraphPoolScope shared_memory(nullptr);

@@ -94,6 +94,8 @@ class Bf16WeightCache {
   uint64_t generation() const;
   // The bf16 copy of the f32 CUDA tensor w (converted now if missing); valid until clear().
   const uint16_t* bf16(const Tensor& w);
+  // How many bf16() calls so far found their copy already there (never reset).
+  uint64_t hits() const;
 
   // ---- weights changed in place
   // Re-casts every copy from its source into the same buffer: one launch on the calling thread's

@@ -66,6 +66,8 @@ class AdamW {
     bf16_copies_ = std::move(cache);
   }
   bool has_bf16_copies() const { return !bf16_copies_.expired(); }
+  // The attached cache (null when none or expired).
+  std::shared_ptr<ops::Bf16WeightCache> bf16_copies() const { return bf16_copies_.lock(); }
 
   int64_t iteration() const { return iteration_; }
   const AdamWConfig& config() const { return cfg_; }

@@ -9,6 +9,7 @@
 // copies equals the first micro-step's forward bit for bit. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,61 @@ TEST(ActorTrainerCopiesGpu, CopiesCarryAcrossCallsUntilTheWeightsChangeElsewhere
   ASSERT_NE(after, nullptr);
   EXPECT_NE(after, kept);
   EXPECT_EQ(expect_kept_copies_match(*after, *m, "after an announced weight change"), entries);
+}
+
+// Colocated: the optimizer writes a rollout engine's copies (here the engine's own cache class,
+// filled the way the engine's first forward fills it). From the second call on the trainer's passes
+// read those copies and make none of their own; after every call each copy is the exact rounding
+// of its weight (the engine needs no re-cast), and each call's first-step ratio check passes. A
+// weight change announced between calls makes the next call cast again.
+TEST(ActorTrainerCopiesGpu, ColocatedTrainerReadsTheEngineCopiesFromItsSecondCall) {
+  GYRE_SKIP_WITHOUT_GPU();
+  auto m = gputest::bf16_model();
+  train::AdamWConfig adam;
+  adam.lr = 1e-2;
+  adam.clip_grad = 1.0;
+  train::AdamW opt(adam, train::LrSchedule{});
+  auto engine_copies = std::make_shared<ops::Bf16WeightCache>();
+  opt.set_bf16_copies(engine_copies);
+  ActorTrainerOptions o;
+  o.global_batch_size = 2;
+  o.micro.micro_batch_size = 1;
+  ActorTrainer trainer(*m, nullptr, opt, o);
+  const auto samples = make_samples();
+  const std::vector<float> rewards = {1.0f, 0.0f, 0.0f, 1.0f};
+  {  // the engine's first forward converts the weights it uses into its cache
+    const ops::Bf16Autocast autocast(true);
+    const ops::UseBf16WeightCache use(engine_copies.get());
+    trainer.response_logprobs(*m, samples, {{0, 1, 2, 3}});
+  }
+  const size_t entries = engine_copies->entries();
+  ASSERT_GT(entries, 0u);
+
+  trainer.train(samples, rewards);  // the first call casts, as before
+  EXPECT_FALSE(trainer.last_call_read_engine_copies());
+  EXPECT_EQ(trainer.kept_weight_copies(), nullptr);
+  EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after call 1"), entries);
+
+  for (int call = 2; call <= 3; ++call) {
+    const uint64_t hits = engine_copies->hits();
+    trainer.train(samples, rewards);
+    EXPECT_TRUE(trainer.last_call_read_engine_copies()) << "call " << call;
+    EXPECT_GT(engine_copies->hits(), hits)
+        << "call " << call << " did not read the engine's copies";
+    EXPECT_EQ(engine_copies->entries(), entries) << "call " << call << " converted a weight";
+    EXPECT_EQ(trainer.kept_weight_copies(), nullptr);
+    EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after call " + std::to_string(call)),
+              entries);
+  }
+
+  // An announced weight change (the engine re-casts at its next sync; the trainer cannot know
+  // whether one ran): the next call casts again, and the one after reads the copies again.
+  m->mark_weights_changed();
+  trainer.train(samples, rewards);
+  EXPECT_FALSE(trainer.last_call_read_engine_copies());
+  trainer.train(samples, rewards);
+  EXPECT_TRUE(trainer.last_call_read_engine_copies());
+  EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after the change"), entries);
 }
 
 }  // namespace

@@ -214,8 +214,25 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   if (!copies_owner || kept_generation_ != actor_.weights_generation())
     copies_owner = std::make_unique<model::StepWeightCopies>(actor_);
   model::StepWeightCopies& actor_copies = *copies_owner;
-  const bool optimizer_writes_copies =
-      !dp && actor_copies.cache() != nullptr && !optimizer_.has_bf16_copies();
+  // Colocated (share_bf16_weight_copies: AdamW writes the rollout engine's copies, the same
+  // weights' bf16 roundings under the same storage keys), the passes read the engine's copies
+  // instead of making their own — from the second call on, and only while the actor's
+  // weights_generation() is what it was when the previous call ended without an error: then
+  // every copy is bf16(current value) (AdamW wrote it in the last update, or the engine's weight
+  // sync re-cast it, or the engine converted it from these values), so a pass converts nothing
+  // and the first-step ratio stays exact. A copy the engine lacks is converted on first use into
+  // its cache and written by AdamW from then on; the engine reads it after its next weight sync,
+  // whose StreamFence orders this thread's stream first. Saves a cast per weight per step and the
+  // trainer's own 2 bytes per parameter. Not under data parallelism (its optimizer writes the
+  // copies in its unflatten).
+  const std::shared_ptr<ops::Bf16WeightCache> engine_copies =
+      !dp && actor_copies.cache() != nullptr ? optimizer_.bf16_copies() : nullptr;
+  const bool read_engine_copies = engine_copies && engine_copies_current_ &&
+                                  engine_copies_generation_ == actor_.weights_generation();
+  engine_copies_current_ = false;  // set again only by a call that ends without an error
+  ops::Bf16WeightCache* const pass_copies =
+      read_engine_copies ? engine_copies.get() : actor_copies.cache();
+  const bool optimizer_writes_copies = !dp && actor_copies.cache() != nullptr && !engine_copies;
   // The optimizer writes the copies only inside this call: detach them on every exit (kept ones
   // are attached again by the next call, which checks the generation first).
   struct DetachCopies {
@@ -233,7 +250,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   {
     PhaseTimer phase(metrics, "log_probs");
     if (!opt_.algo.use_rollout_logprobs) {
-      const ops::UseBf16WeightCache use_copies(actor_copies.cache());
+      const ops::UseBf16WeightCache use_copies(pass_copies);
       old_lp = response_logprobs(actor_, samples, all_mbs);
     }
     if (ref_) ref_lp = response_logprobs(*ref_, samples, all_mbs);
@@ -309,7 +326,7 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
         mb_sum[k] += v;
     }
     for (size_t mbi = 0; mbi < steps[size_t(s)].size(); ++mbi) {
-      const ops::UseBf16WeightCache use_copies(actor_copies.cache());  // forward and backward
+      const ops::UseBf16WeightCache use_copies(pass_copies);  // forward and backward
       const auto& mb = steps[size_t(s)][mbi];
       const bool want_entropy = true;  // train/entropy is always logged (slime computes it too)
       model::ScoredBatch sb =
@@ -418,6 +435,11 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
     kept_copies_ = std::move(copies_owner);
     kept_generation_ = actor_.weights_generation();
   }
+  if (engine_copies) {
+    engine_copies_current_ = true;
+    engine_copies_generation_ = actor_.weights_generation();
+  }
+  last_call_read_engine_copies_ = read_engine_copies;
   return metrics;
 }
 

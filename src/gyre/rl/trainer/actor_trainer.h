@@ -63,6 +63,10 @@ class ActorTrainer {
   // data parallel, colocated (AdamW writes the rollout engine's copies), or the update did not
   // cover every copy. For tests and memory accounting (2 bytes per cached parameter).
   const ops::Bf16WeightCache* kept_weight_copies() const;
+  // Whether the last train() call's passes read the colocated engine's bf16 copies (those its
+  // optimizer writes) instead of making their own: from the second call on while the actor's
+  // weights_generation() is unchanged (see train()). For tests.
+  bool last_call_read_engine_copies() const { return last_call_read_engine_copies_; }
 
   // Forward-only per-token log-probs of every sample's response under `model` (at the rollout
   // temperature), packed exactly as `schedule` says (lists of sample indices).
@@ -79,6 +83,12 @@ class ActorTrainer {
   // actor's weights_generation() still equals kept_generation_.
   std::unique_ptr<model::StepWeightCopies> kept_copies_;
   uint64_t kept_generation_ = 0;
+  // Colocated: whether the last call ended without an error with the optimizer writing the
+  // engine's copies, and the actor's weights_generation() then (train() reads the engine's
+  // copies while it is unchanged).
+  bool engine_copies_current_ = false;
+  uint64_t engine_copies_generation_ = 0;
+  bool last_call_read_engine_copies_ = false;
 };
 
 // The samples' loss masks as floats (empty mask = all ones; remove_sample = all zeros).
