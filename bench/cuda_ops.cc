@@ -36,6 +36,11 @@
 //                    cycle through copies of w totalling >= 256 MB (so each call reads its weight
 //                    from HBM, as a decode step's layers do), the split-K factor, and the
 //                    bandwidth bound bf16 weight bytes / 3.3 TB/s
+//   cast_overlap     (only with the argument `cast_overlap`) whether one layer's weight casts
+//                    (Qwen2.5-1.5B: 55M f32 -> bf16, 330 MB moved) can hide under the cuDNN
+//                    attention forward (12 / 2 heads of 128, 4 x 4096, causal) when run on another
+//                    stream: attention alone, cast alone, both launched together (the cast from a
+//                    second host thread, whose stream is its own), median ms of each
 //   rms_bwd_add      (only with the argument `rms_bwd` [R...]) the decoder layer's RMSNorm
 //                    backward + residual add + bf16 copy of the sum at R = 16384 rows (or the R
 //                    given), H = 896 / 1536: the fused ops::rms_norm_backward_add (its default
@@ -56,10 +61,12 @@ int main() {
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gpu_timing.h"
@@ -506,6 +513,76 @@ void bench_rms_bwd_add(const std::vector<int64_t>& rows) {
 
 }  // namespace
 
+// See the header: attention on this thread's stream, the cast on a helper thread's stream, both
+// released by one event; the span runs from that event to the later of the two ends.
+void bench_cast_overlap() {
+  const int64_t B = 4, L = 4096, T = B * L, Hq = 12, Hkv = 2, D = 128;
+  std::string why;
+  if (!cuda::cudnn_attention_available(&why)) {
+    emit("{\"bench\":\"cast_overlap\",\"skipped\":\"" + why + "\"}");
+    return;
+  }
+  std::vector<int32_t> cu_v;
+  for (int64_t b = 0; b <= B; ++b) cu_v.push_back(int32_t(b * L));
+  Tensor cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
+  Tensor q = random_device({T, Hq, D}, DType::bf16, 5),
+         k = random_device({T, Hkv, D}, DType::bf16, 6);
+  Tensor v = random_device({T, Hkv, D}, DType::bf16, 7);
+  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+  Tensor lse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+  const int64_t n = 55'000'000;  // one 1.5B layer: q/k/v/o 5.5M + gate/up/down 41.3M, rounded up
+  Tensor w = random_device({n}, DType::f32, 9);
+  Tensor wb = Tensor::empty({n}, DType::bf16, Device::cuda);
+  const float scale = 1.0f / std::sqrt(float(D));
+  auto attn = [&] {
+    cuda::cudnn_attention_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(), cu.i32(),
+                              B, L, T, Hq, Hkv, D, scale, out.data<uint16_t>(), lse.f32());
+  };
+  auto cast = [&] { cuda::f32_to_bf16(w.f32(), wb.data<uint16_t>(), n); };
+  attn();
+  const double attn_ms = bench::median_ms(attn), cast_ms = bench::median_ms(cast);
+  cudaEvent_t go, cast_done, end;
+  GYRE_CUDA_CHECK(cudaEventCreate(&go));
+  GYRE_CUDA_CHECK(cudaEventCreate(&cast_done));
+  GYRE_CUDA_CHECK(cudaEventCreate(&end));
+  // The helper thread lives for all runs (its stream too): each run it waits for the host's go,
+  // enqueues the event wait and the cast, and says so.
+  constexpr int kRuns = 13, kWarm = 3;
+  std::atomic<int> released{0}, enqueued{0};
+  std::thread helper([&] {
+    for (int r = 1; r <= kRuns; ++r) {
+      while (released.load() < r) std::this_thread::yield();
+      GYRE_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), go, 0));
+      cast();
+      GYRE_CUDA_CHECK(cudaEventRecord(cast_done, cuda::stream()));
+      enqueued.store(r);
+    }
+    cuda::sync();
+  });
+  std::vector<double> both;
+  for (int r = 1; r <= kRuns; ++r) {
+    cuda::sync();
+    GYRE_CUDA_CHECK(cudaEventRecord(go, cuda::stream()));
+    released.store(r);
+    attn();
+    while (enqueued.load() < r) std::this_thread::yield();
+    GYRE_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), cast_done, 0));
+    GYRE_CUDA_CHECK(cudaEventRecord(end, cuda::stream()));
+    GYRE_CUDA_CHECK(cudaEventSynchronize(end));
+    float ms = 0;
+    GYRE_CUDA_CHECK(cudaEventElapsedTime(&ms, go, end));
+    if (r > kWarm) both.push_back(ms);
+  }
+  helper.join();
+  std::sort(both.begin(), both.end());
+  cudaEventDestroy(go), cudaEventDestroy(cast_done), cudaEventDestroy(end);
+  emit("{\"bench\":\"cast_overlap\",\"attention_ms\":" + std::to_string(attn_ms) +
+       ",\"cast_ms\":" + std::to_string(cast_ms) +
+       ",\"cast_gb_per_s\":" + std::to_string(6.0 * double(n) / (cast_ms * 1e-3) / 1e9) +
+       ",\"together_ms\":" + std::to_string(both[both.size() / 2]) +
+       ",\"serial_ms\":" + std::to_string(attn_ms + cast_ms) + "}");
+}
+
 int main(int argc, char** argv) {
   if (!cuda::available()) {
     emit("{\"bench\":\"cuda_ops\",\"skipped\":\"no CUDA device visible\"}");
@@ -520,6 +597,7 @@ int main(int argc, char** argv) {
     // Explicit only (not part of the anchored default set):
     if (only == "gemv") bench_gemv();
     if (only == "residual_gemm") bench_residual_gemm();
+    if (only == "cast_overlap") bench_cast_overlap();
     if (only == "logprob_chunk") bench_logprob_chunk();
     if (only == "memory") bench_memory_bound();
     if (only == "attention_gqa") {            // explicit only: GQA against the same heads as MHA
