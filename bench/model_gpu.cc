@@ -7,11 +7,11 @@
 //     dense bf16 TFLOP/s: the convention behind the anchors' 26% / 36%);
 //   - log-prob forward: per-token log-probs (+ entropy), tokens/s, two ways: casting every f32
 //     weight to bf16 in the pass (model_gpu_logprob[_entropy]: PyTorch autocast's way, as the
-//     anchor, and gyre's trainer's old-log-prob pass when data-parallel, or in its first call),
-//     and over bf16 weight copies that already exist (..._bf16_copies: the trainer's old-log-prob
-//     pass otherwise — rl::ActorTrainer carries the copies AdamW wrote in the previous call's last
-//     update, or colocated reads the rollout engine's, which AdamW writes — and every later pass
-//     of a training call; model/step_weight_copies.h).
+//     anchor, and gyre's colocated trainer's old-log-prob pass in its first call), and over bf16
+//     weight copies that already exist (..._bf16_copies: the trainer's old-log-prob pass
+//     otherwise — rl::ActorTrainer carries the copies its optimizer wrote in the previous call's
+//     last update, or colocated reads the rollout engine's, which the optimizer writes — and
+//     every later pass of a training call; model/step_weight_copies.h).
 // Anchors (issue 7, same H200, PyTorch 2.11 + transformers 5.17, bf16 autocast, sdpa, fused AdamW):
 // 0.5B training 73.7k tokens/s, log-prob 231k; 1.5B training 34.4k, log-prob 114k. One JSON line
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
@@ -306,13 +306,13 @@ int main(int argc, char** argv) {
     // Two ways (e: 0 plain, 1 with entropy; c: 0 casting, 1 with copies):
     // - casting: each pass rounds every f32 weight to bf16 as it goes, as PyTorch's autocast does
     //   in the anchor (its cast cache lives for one autocast region: one forward), and as the RL
-    //   trainer's old-log-prob pass does when data-parallel, or in its first train() call;
+    //   trainer's old-log-prob pass does in a colocated trainer's first train() call;
     // - with copies: the same pass under bf16 weight copies that already exist
     //   (model/step_weight_copies.h; filled by the first warm-up pass, the same round-to-nearest-
     //   even values), as the trainer's old-log-prob pass runs otherwise (rl/trainer/
-    //   actor_trainer.cc carries the copies AdamW wrote in the previous call's last update, or
-    //   colocated reads the rollout engine's, which AdamW writes; their upkeep is inside the
-    //   training step's AdamW, timed below).
+    //   actor_trainer.cc carries the copies its optimizer wrote in the previous call's last
+    //   update, or colocated reads the rollout engine's, which the optimizer writes; their upkeep
+    //   is inside the training step's AdamW, timed below).
     auto logprob_step = [&](bool entropy) { gyre::bench::logprob_step(*model, batch, entropy); };
     auto variant_runs = [&](int c) {
       return lp_weights == "both" || lp_weights == (c ? "copies" : "cast");
@@ -351,8 +351,8 @@ int main(int argc, char** argv) {
               "\"ratio_issue_anchor\": %.3f, \"logprob_chunk\": %lld, \"peak_extra_bytes\": %zu}\n",
               e ? "_entropy" : "", c ? "_bf16_copies" : "", shape.c_str(),
               (long long)cfg.num_hidden_layers, precision.c_str(),
-              c ? "bf16 copies written by AdamW (the trainer's old-log-prob pass, one process)"
-                : "f32, cast in the pass (PyTorch autocast; data-parallel trainer)",
+              c ? "bf16 copies written by the optimizer (the trainer's old-log-prob pass)"
+                : "f32, cast in the pass (PyTorch autocast; a colocated trainer's first call)",
               tokens, lp_s[c][e], tokens / lp_s[c][e], anchor_lp, tokens / lp_s[c][e] / anchor_lp,
               logprob_chunk, lp_extra[c][e]);
     std::printf(

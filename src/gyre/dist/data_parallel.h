@@ -133,6 +133,8 @@ class DataParallelOptimizer {
   // are identical either way. An expired pointer (the engine is gone) is ignored; null: none (a
   // rank without a colocated engine attaches nothing).
   void set_bf16_copies(std::weak_ptr<ops::Bf16WeightCache> cache);
+  // The attached cache (null when none or expired).
+  std::shared_ptr<ops::Bf16WeightCache> bf16_copies() const { return bf16_copies_.lock(); }
 
   int64_t iteration() const { return inner_.iteration(); }
   // Elements of the flattened (unpadded, parameters() order) vector this rank updates — ZeRO-1:

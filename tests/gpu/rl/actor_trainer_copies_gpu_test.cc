@@ -17,6 +17,8 @@
 #include "gpu/infer/weight_copies_check.h"
 #include "gyre/backend/ops.h"
 #include "gyre/core/dtype.h"
+#include "gyre/dist/data_parallel.h"
+#include "gyre/dist/nccl_comm.h"
 #include "gyre/rl/trainer/actor_trainer.h"
 #include "gyre/train/optimizer.h"
 
@@ -153,6 +155,48 @@ TEST(ActorTrainerCopiesGpu, ColocatedTrainerReadsTheEngineCopiesFromItsSecondCal
   trainer.train(samples, rewards);
   EXPECT_TRUE(trainer.last_call_read_engine_copies());
   EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after the change"), entries);
+}
+
+// Data parallel (one NCCL rank; ZeRO-1 and all_reduce): the data-parallel optimizer writes the
+// trainer's copies in its update (ZeRO-1: the final unflatten; all_reduce: its inner AdamW), so
+// they carry across calls as a single-process AdamW's do — exact after every call, the first-step
+// ratio checks pass — and the optimizer holds no cache between calls.
+TEST(ActorTrainerCopiesGpu, DataParallelTrainerCarriesTheCopiesItsOptimizerWrites) {
+  GYRE_SKIP_WITHOUT_GPU();
+  if (!dist::nccl_available()) GTEST_SKIP() << "built without NCCL";
+  for (const dist::DpMode mode : {dist::DpMode::zero1, dist::DpMode::all_reduce}) {
+    SCOPED_TRACE(dist::dp_mode_name(mode));
+    std::unique_ptr<dist::Comm> comm =
+        dist::nccl_comm_init(dist::nccl_unique_id(), 1, 0, 0, 60.0, "dp");
+    auto m = gputest::bf16_model();
+    train::AdamWConfig adam;
+    adam.lr = 1e-2;
+    adam.clip_grad = 1.0;
+    train::AdamW opt(adam, train::LrSchedule{});
+    dist::DataParallelOptimizer dp(*comm, adam, train::LrSchedule{}, mode, /*bucket=*/20000);
+    ActorTrainerOptions o;
+    o.global_batch_size = 2;
+    o.micro.micro_batch_size = 1;
+    o.data_parallel = &dp;
+    ActorTrainer trainer(*m, nullptr, opt, o);
+    const auto samples = make_samples();
+    const std::vector<float> rewards = {1.0f, 0.0f, 0.0f, 1.0f};
+
+    trainer.train(samples, rewards);
+    const ops::Bf16WeightCache* kept = trainer.kept_weight_copies();
+    ASSERT_NE(kept, nullptr);
+    const size_t entries = kept->entries();
+    ASSERT_GT(entries, 0u);
+    EXPECT_EQ(expect_kept_copies_match(*kept, *m, "after call 1"), entries);
+    EXPECT_EQ(dp.bf16_copies(), nullptr) << "the optimizer still holds the trainer's copies";
+
+    const uint64_t hits = kept->hits();
+    trainer.train(samples, rewards);
+    EXPECT_EQ(trainer.kept_weight_copies(), kept);
+    EXPECT_GT(kept->hits(), hits);
+    EXPECT_EQ(kept->entries(), entries);
+    EXPECT_EQ(expect_kept_copies_match(*kept, *m, "after call 2"), entries);
+  }
 }
 
 }  // namespace

@@ -204,12 +204,13 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   // One bf16 copy of each actor weight per optimizer step (bf16 on CUDA; step_weight_copies.h):
   // installed around the actor's passes — the old-log-prob pass and every micro-step's forward and
   // backward — so a weight is rounded once per step instead of once per pass. Same numbers as
-  // per-call rounding (the ratio check below stays exact). A single-process AdamW with no engine
-  // copies to write (not colocated) writes these in its update and they carry over to the next
-  // step (Megatron's bf16 parameters), and past the call's last step to the next call, whose
-  // old-log-prob pass then rounds nothing — unless the actor's weights changed in between
-  // (weights_generation(): load_weights, to(), mark_weights_changed()). Otherwise they are
-  // dropped before each optimizer step.
+  // per-call rounding (the ratio check below stays exact). An optimizer with no engine copies to
+  // write (not colocated: AdamW, or the data-parallel optimizer on every rank) writes these in its
+  // update and they carry over to the next step (Megatron's bf16 parameters), and past the call's
+  // last step to the next call, whose old-log-prob pass then rounds nothing — unless the actor's
+  // weights changed in between (weights_generation(): load_weights, to(), mark_weights_changed()).
+  // Colocated, they serve only a first call (see below) and are dropped before each optimizer
+  // step.
   std::unique_ptr<model::StepWeightCopies> copies_owner = std::move(kept_copies_);
   if (!copies_owner || kept_generation_ != actor_.weights_generation())
     copies_owner = std::make_unique<model::StepWeightCopies>(actor_);
@@ -223,25 +224,36 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
   // and the first-step ratio stays exact. A copy the engine lacks is converted on first use into
   // its cache and written by AdamW from then on; the engine reads it after its next weight sync,
   // whose StreamFence orders this thread's stream first. Saves a cast per weight per step and the
-  // trainer's own 2 bytes per parameter. Not under data parallelism (its optimizer writes the
-  // copies in its unflatten).
-  const std::shared_ptr<ops::Bf16WeightCache> engine_copies =
-      !dp && actor_copies.cache() != nullptr ? optimizer_.bf16_copies() : nullptr;
+  // trainer's own 2 bytes per parameter. Under data parallelism the same holds for the optimizer
+  // that steps: dist::DataParallelOptimizer writes the attached copies in its update too (ZeRO-1:
+  // its final unflatten; all_reduce: its inner AdamW).
+  const std::shared_ptr<ops::Bf16WeightCache> engine_copies = actor_copies.cache() == nullptr
+                                                                  ? nullptr
+                                                              : dp ? dp->bf16_copies()
+                                                                   : optimizer_.bf16_copies();
   const bool read_engine_copies = engine_copies && engine_copies_current_ &&
                                   engine_copies_generation_ == actor_.weights_generation();
   engine_copies_current_ = false;  // set again only by a call that ends without an error
   ops::Bf16WeightCache* const pass_copies =
       read_engine_copies ? engine_copies.get() : actor_copies.cache();
-  const bool optimizer_writes_copies = !dp && actor_copies.cache() != nullptr && !engine_copies;
+  const bool optimizer_writes_copies = actor_copies.cache() != nullptr && !engine_copies;
   // The optimizer writes the copies only inside this call: detach them on every exit (kept ones
   // are attached again by the next call, which checks the generation first).
   struct DetachCopies {
     train::AdamW* opt;
+    dist::DataParallelOptimizer* dp;
     ~DetachCopies() {
+      if (dp) dp->set_bf16_copies({});
       if (opt) opt->set_bf16_copies({});
     }
-  } detach{optimizer_writes_copies ? &optimizer_ : nullptr};
-  if (optimizer_writes_copies) optimizer_.set_bf16_copies(actor_copies.for_optimizer());
+  } detach{optimizer_writes_copies && !dp ? &optimizer_ : nullptr,
+           optimizer_writes_copies ? dp : nullptr};
+  if (optimizer_writes_copies) {
+    if (dp)
+      dp->set_bf16_copies(actor_copies.for_optimizer());
+    else
+      optimizer_.set_bf16_copies(actor_copies.for_optimizer());
+  }
   // Old log-probs: recomputed (default) before any weight change (slime's perf/log_probs_time;
   // the reference model's pass is timed with it).
   BatchTokenValues old_lp;

@@ -59,9 +59,10 @@ class ActorTrainer {
   Metrics train(const std::vector<Sample>& samples, const std::vector<float>& rewards);
 
   // The bf16 copies of the actor's weights that the last train() call's AdamW wrote in its final
-  // update and that the next call reuses (see train()), or null: none kept — not on CUDA in bf16,
-  // data parallel, colocated (AdamW writes the rollout engine's copies), or the update did not
-  // cover every copy. For tests and memory accounting (2 bytes per cached parameter).
+  // update (AdamW's, or the data-parallel optimizer's) and that the next call reuses (see
+  // train()), or null: none kept — not on CUDA in bf16, colocated (the optimizer writes the
+  // rollout engine's copies), or the update did not cover every copy. For tests and memory
+  // accounting (2 bytes per cached parameter).
   const ops::Bf16WeightCache* kept_weight_copies() const;
   // Whether the last train() call's passes read the colocated engine's bf16 copies (those its
   // optimizer writes) instead of making their own: from the second call on while the actor's
