@@ -48,6 +48,12 @@
 //                    rms_norm_backward, add_, copy to bf16; microseconds cold (L2 flushed) and
 //                    hot, and the bandwidth of the bytes each variant must move (composition 38,
 //                    one pass 18, two kernels 26 per element)
+//   hopper_gemm      (only with the argument `hopper_gemm`) the own Hopper GEMM (TMA + wgmma,
+//                    backend/cuda/hopper_gemm.h) against cuBLASLt at 4·4096 rows: the MLP's gate/up
+//                    at Qwen2.5-0.5B / -1.5B shapes — cuBLASLt's two bf16-out GEMMs + silu_mul
+//                    (the current path), the own plain GEMM for gate and up, and the own SwiGLU
+//                    kernel writing act only (scoring) and act + gate + up (training) — and a
+//                    plain 8192^3; microseconds and TFLOP/s, L2 flushed before each call
 // Each figure is the median of repeated runs timed with CUDA events after warm-up; inputs are
 // random (never zeros).
 #include <cstdio>
@@ -74,6 +80,7 @@ int main() {
 #include "gyre/backend/cuda/cudnn_attention.h"
 #include "gyre/backend/cuda/fused_gemm.h"
 #include "gyre/backend/cuda/gemv_fused.h"
+#include "gyre/backend/cuda/hopper_gemm.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/cuda/rms_bwd_fused.h"
@@ -165,6 +172,78 @@ void bench_residual_gemm() {
   bench_residual_gemm_shape(M, 896, 4864, "0.5b_down_proj");
   bench_residual_gemm_shape(M, 1536, 1536, "1.5b_o_proj");
   bench_residual_gemm_shape(M, 1536, 8960, "1.5b_down_proj");
+}
+
+// The MLP's gate/up + SwiGLU at M rows (x [M, K], wg / wu [I, K]): cuBLASLt vs the own kernel.
+void bench_hopper_swiglu(int64_t M, int64_t I, int64_t K, const std::string& name) {
+  Tensor x = random_device({M, K}, DType::bf16, 8),
+         wg = random_device({I, K}, DType::bf16, 9, 0.05f),
+         wu = random_device({I, K}, DType::bf16, 10, 0.05f);
+  Tensor gate = Tensor::empty({M, I}, DType::bf16, Device::cuda),
+         up = Tensor::empty({M, I}, DType::bf16, Device::cuda),
+         act = Tensor::empty({M, I}, DType::bf16, Device::cuda);
+  const uint16_t *xp = x.data<uint16_t>(), *gp = wg.data<uint16_t>(), *up_w = wu.data<uint16_t>();
+  uint16_t *g = gate.data<uint16_t>(), *u = up.data<uint16_t>(), *a = act.data<uint16_t>();
+  auto cold = [](const std::function<void()>& fn) {
+    int salt = 0;
+    std::vector<double> v;
+    for (int i = 0; i < 13; ++i) {
+      bench::flush_l2(++salt);
+      bench::EventPair ev;
+      ev.start();
+      fn();
+      if (i >= 3)
+        v.push_back(ev.stop_ms());
+      else
+        ev.stop_ms();
+    }
+    return bench::median(v);
+  };
+  const double cublas = cold([&] {
+    cuda::linear_gemm_bf16_out(xp, gp, nullptr, M, I, K, g);
+    cuda::linear_gemm_bf16_out(xp, up_w, nullptr, M, I, K, u);
+    cuda::silu_mul_fwd_bf16(g, u, a, M * I);
+  });
+  const double cublas_gemms = cold([&] {
+    cuda::linear_gemm_bf16_out(xp, gp, nullptr, M, I, K, g);
+    cuda::linear_gemm_bf16_out(xp, up_w, nullptr, M, I, K, u);
+  });
+  const double own_gemms = cold([&] {
+    cuda::hopper_gemm_bf16(xp, gp, g, M, I, K);
+    cuda::hopper_gemm_bf16(xp, up_w, u, M, I, K);
+  });
+  const double own_act =
+      cold([&] { cuda::hopper_swiglu_bf16(xp, gp, up_w, a, nullptr, nullptr, M, I, K); });
+  const double own_all = cold([&] { cuda::hopper_swiglu_bf16(xp, gp, up_w, a, g, u, M, I, K); });
+  const double flop = 4.0 * double(M) * double(I) * double(K);
+  auto us = [](double ms) { return std::to_string(ms * 1e3); };
+  auto tf = [&](double ms) { return std::to_string(flop / (ms * 1e-3) / 1e12); };
+  emit("{\"bench\":\"hopper_swiglu\",\"shape\":\"" + name + "\",\"M\":" + std::to_string(M) +
+       ",\"I\":" + std::to_string(I) + ",\"K\":" + std::to_string(K) +
+       ",\"cublas_gemms_silu_us\":" + us(cublas) + ",\"cublas_gemms_us\":" + us(cublas_gemms) +
+       ",\"cublas_gemms_tflops\":" + tf(cublas_gemms) + ",\"own_gemms_us\":" + us(own_gemms) +
+       ",\"own_gemms_tflops\":" + tf(own_gemms) + ",\"own_swiglu_act_us\":" + us(own_act) +
+       ",\"own_swiglu_act_tflops\":" + tf(own_act) + ",\"own_swiglu_all_us\":" + us(own_all) + "}");
+}
+
+void bench_hopper_gemm() {
+  if (!cuda::hopper_gemm_supported(8, 8, 8)) {
+    emit("{\"bench\":\"hopper_gemm\",\"skipped\":\"not an sm_90 device\"}");
+    return;
+  }
+  const int64_t n = 8192;
+  Tensor a = random_device({n, n}, DType::bf16, 1), b = random_device({n, n}, DType::bf16, 2);
+  Tensor c = Tensor::empty({n, n}, DType::bf16, Device::cuda);
+  const uint16_t *ap = a.data<uint16_t>(), *bp = b.data<uint16_t>();
+  uint16_t* cp = c.data<uint16_t>();
+  const double cublas = bench::median_ms(
+      [&] { cuda::gemm_bf16(false, true, n, n, n, 1.0f, ap, n, bp, n, 0.0f, cp, n, true); });
+  const double own = bench::median_ms([&] { cuda::hopper_gemm_bf16(ap, bp, cp, n, n, n); });
+  auto tf = [&](double ms) { return std::to_string(2.0 * n * n * n / (ms * 1e-3) / 1e12); };
+  emit("{\"bench\":\"hopper_gemm\",\"shape\":\"8192x8192x8192\",\"cublas_tflops\":" + tf(cublas) +
+       ",\"own_tflops\":" + tf(own) + "}");
+  bench_hopper_swiglu(4 * 4096, 4864, 896, "0.5b_gate_up");
+  bench_hopper_swiglu(4 * 4096, 8960, 1536, "1.5b_gate_up");
 }
 
 // One flash shape: forward and backward TFLOP/s (FlashAttention's count, fwd 4·B·L²·Hq·D / 2
@@ -597,6 +676,7 @@ int main(int argc, char** argv) {
     // Explicit only (not part of the anchored default set):
     if (only == "gemv") bench_gemv();
     if (only == "residual_gemm") bench_residual_gemm();
+    if (only == "hopper_gemm") bench_hopper_gemm();
     if (only == "cast_overlap") bench_cast_overlap();
     if (only == "logprob_chunk") bench_logprob_chunk();
     if (only == "memory") bench_memory_bound();
