@@ -243,6 +243,18 @@ __device__ __forceinline__ uint4 silu_mul_8(uint4 g, uint4 u) {
 }
 #endif  // GYRE_HOPPER_GEMM_DEVICE
 
+// Shared memory per variant. The plain GEMM stages its output in two 128-column halves (16 KB a
+// consumer warpgroup), which leaves room for a 4th pipeline stage; SwiGLU's epilogue warps need
+// a whole gate | up tile staged (32 KB a warpgroup), so it runs 3 stages.
+template <bool kSwiglu>
+struct Layout {
+  static constexpr int kStages = kSwiglu ? 3 : 4;
+  static constexpr int kEpiBytes = 64 * (kSwiglu ? kBN : kBN / 2) * 2;  // one consumer warpgroup
+  static constexpr int kSmemBytes =
+      kStages * kStageBytes + 2 * kEpiBytes + 1024 /* alignment */ + (2 * kStages + 2) * 8;
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
+};
+
 // kSwiglu = false: out = A · B^T (B = tma_b0 = tma_b1, rows tn·256 .. +255 as two boxes).
 // kSwiglu = true:  B's first half is 128 gate rows, its second 128 up rows of the same output
 // columns; out = bf16(silu_mul(bf16(gate), bf16(up))) — silu_mul_fwd_bf16 of the bf16 gate and up
@@ -256,6 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                        const __grid_constant__ CUtensorMap tma_gate,
                        const __grid_constant__ CUtensorMap tma_up, const Params p) {
 #ifdef GYRE_HOPPER_GEMM_DEVICE
+  constexpr int kStages = Layout<kSwiglu>::kStages, kEpiBytes = Layout<kSwiglu>::kEpiBytes;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem =
       reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -401,25 +414,40 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     const int r0 = warp * 16 + lane / 4;  // and r0 + 8; r0 % 8 == lane / 4
     const uint32_t lane_off = uint32_t(r0) * 128 + 4 * (lane % 4);
-#pragma unroll
-    for (int j = 0; j < 32; ++j) {  // 16-byte piece j holds columns 8j .. 8j + 7
-      const uint32_t a = staged + (j / 8) * 8192 + lane_off + (((j % 8) ^ (lane / 4)) * 16);
-      st_shared_u32(a, bf16_rn_pair(acc[4 * j], acc[4 * j + 1]));
-      st_shared_u32(a + 8 * 128, bf16_rn_pair(acc[4 * j + 2], acc[4 * j + 3]));
-    }
     if constexpr (kSwiglu) {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {  // 16-byte piece j holds columns 8j .. 8j + 7
+        const uint32_t a = staged + (j / 8) * 8192 + lane_off + (((j % 8) ^ (lane / 4)) * 16);
+        st_shared_u32(a, bf16_rn_pair(acc[4 * j], acc[4 * j + 1]));
+        st_shared_u32(a + 8 * 128, bf16_rn_pair(acc[4 * j + 2], acc[4 * j + 3]));
+      }
       fence_proxy_async();  // the epilogue warps may TMA-store gate / up straight from here
       named_barrier(1 + c, 128);
       if (tid == 0) mbar_arrive(staged_full);
       staged_phase ^= 1;
     } else {
-      fence_proxy_async();
-      named_barrier(1 + c, 128);
-      if (tid == 0) {
 #pragma unroll
-        for (int q = 0; q < kOutCols / 64; ++q)
-          tma_store_2d(&tma_out, staged + q * 8192, tn * kOutCols + 64 * q, tm * kBM + c * 64);
-        bulk_commit();
+      for (int h = 0; h < 2; ++h) {  // columns 128h .. 128h + 127
+        if (h == 1) {                // the first half's store has read the staging tile
+          if (tid == 0) bulk_wait_read();
+          named_barrier(1 + c, 128);
+        }
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const int jj = 16 * h + j;
+          const uint32_t a = staged + (j / 8) * 8192 + lane_off + (((j % 8) ^ (lane / 4)) * 16);
+          st_shared_u32(a, bf16_rn_pair(acc[4 * jj], acc[4 * jj + 1]));
+          st_shared_u32(a + 8 * 128, bf16_rn_pair(acc[4 * jj + 2], acc[4 * jj + 3]));
+        }
+        fence_proxy_async();
+        named_barrier(1 + c, 128);
+        if (tid == 0) {
+#pragma unroll
+          for (int q = 0; q < 2; ++q)
+            tma_store_2d(&tma_out, staged + q * 8192, tn * kBN + 128 * h + 64 * q,
+                         tm * kBM + c * 64);
+          bulk_commit();
+        }
       }
     }
   }
@@ -431,6 +459,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <bool kSwiglu>
 void launch_kernel(const TensorMaps& m, const Params& p, int max_ctas) {
   auto* kernel = hopper_gemm_kernel<kSwiglu>;
+  constexpr int kSmemBytes = Layout<kSwiglu>::kSmemBytes;
   static std::once_flag once;
   std::call_once(once, [&] {
     GYRE_CUDA_CHECK(

@@ -7,18 +7,15 @@
 
 namespace gyre::cuda::hopper {
 
-constexpr int kBM = 128;    // tile rows (two consumer warpgroups of 64)
-constexpr int kBN = 256;    // tile columns of B (plain: 256 outputs; SwiGLU: 128 gate + 128 up)
-constexpr int kBK = 64;     // K per stage: one 128-byte swizzled line of bf16
-constexpr int kStages = 3;  // with the epilogue staging, 3 x 48 KB + 64 KB of shared memory
+constexpr int kBM = 128;  // tile rows (two consumer warpgroups of 64)
+constexpr int kBN = 256;  // tile columns of B (plain: 256 outputs; SwiGLU: 128 gate + 128 up)
+constexpr int kBK = 64;   // K per stage: one 128-byte swizzled line of bf16
 constexpr int kThreads = 384;
 constexpr int kStageA = kBM * kBK * 2;          // 16 KB
 constexpr int kStageB = kBN * kBK * 2;          // 32 KB
 constexpr int kStageBytes = kStageA + kStageB;  // what each stage's TMA loads deliver
 constexpr int kHalfB = (kBN / 2) * kBK * 2;     // one 128-row TMA box of B
 constexpr int kEpiBytes = 64 * kBN * 2;         // one consumer warpgroup's staged output (32 KB)
-// Stages, the two staging tiles, alignment slack, the pipeline and hand-over mbarriers.
-constexpr int kSmemBytes = kStages * kStageBytes + 2 * kEpiBytes + 1024 + (2 * kStages + 2) * 8;
 constexpr int kGroupM = 16;  // tile rows per raster group (L2 reuse of A and B within a group)
 
 struct Params {
