@@ -248,25 +248,38 @@ void bench_hopper_gemm() {
 
 // One flash shape: forward and backward TFLOP/s (FlashAttention's count, fwd 4·B·L²·Hq·D / 2
 // causal, bwd 2.5x fwd), printed as attn_fwd / attn_bwd (the suffix names the shape).
+// The forward operands of a packed causal attention over B sequences of L tokens (random bf16
+// q, k, v; out and lse to write), as bench_flash and bench_cast_overlap run it.
+struct AttentionInputs {
+  int64_t B, L, T, Hq, Hkv, D;
+  float scale;
+  Tensor cu, q, k, v, out, lse;
+  AttentionInputs(int64_t b, int64_t l, int64_t hq, int64_t hkv, int64_t d)
+      : B(b), L(l), T(b * l), Hq(hq), Hkv(hkv), D(d), scale(1.0f / std::sqrt(float(d))) {
+    std::vector<int32_t> cu_v;
+    for (int64_t i = 0; i <= B; ++i) cu_v.push_back(int32_t(i * L));
+    cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
+    q = random_device({T, Hq, D}, DType::bf16, 5);
+    k = random_device({T, Hkv, D}, DType::bf16, 6);
+    v = random_device({T, Hkv, D}, DType::bf16, 7);
+    out = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
+    lse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+  }
+};
+
 void bench_flash(int64_t Hq, int64_t Hkv, int64_t D, const std::string& suffix) {
-  const int64_t B = 4, L = 4096, T = B * L;
+  AttentionInputs in(4, 4096, Hq, Hkv, D);
+  const int64_t B = in.B, L = in.L, T = in.T;
   const std::string shape = "4x4096," + std::to_string(Hq) + "/" + std::to_string(Hkv) + "x" +
                             std::to_string(D) + ",causal";
-  std::vector<int32_t> cu_v;
-  for (int64_t b = 0; b <= B; ++b) cu_v.push_back(int32_t(b * L));
-  Tensor cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
-  Tensor q = random_device({T, Hq, D}, DType::bf16, 5),
-         k = random_device({T, Hkv, D}, DType::bf16, 6);
-  Tensor v = random_device({T, Hkv, D}, DType::bf16, 7),
-         dout = random_device({T, Hq, D}, DType::bf16, 8);
-  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
-  Tensor lse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+  Tensor &cu = in.cu, &q = in.q, &k = in.k, &v = in.v, &out = in.out, &lse = in.lse;
+  Tensor dout = random_device({T, Hq, D}, DType::bf16, 8);
   Tensor dq = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
   Tensor dk = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
   Tensor dv = Tensor::empty({T, Hkv, D}, DType::bf16, Device::cuda);
   Tensor partials = Tensor::empty({T, Hq, D}, DType::f32, Device::cuda);
   Tensor delta = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = in.scale;
   auto fwd = [&] {
     cuda::flash_attention_bf16_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(),
                                    cu.i32(), B, L, T, Hq, Hkv, D, scale, out.data<uint16_t>(),
@@ -601,18 +614,12 @@ void bench_cast_overlap() {
     emit("{\"bench\":\"cast_overlap\",\"skipped\":\"" + why + "\"}");
     return;
   }
-  std::vector<int32_t> cu_v;
-  for (int64_t b = 0; b <= B; ++b) cu_v.push_back(int32_t(b * L));
-  Tensor cu = Tensor::from_vector(cu_v, {B + 1}).to(Device::cuda);
-  Tensor q = random_device({T, Hq, D}, DType::bf16, 5),
-         k = random_device({T, Hkv, D}, DType::bf16, 6);
-  Tensor v = random_device({T, Hkv, D}, DType::bf16, 7);
-  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, Device::cuda);
-  Tensor lse = Tensor::empty({T, Hq}, DType::f32, Device::cuda);
+  AttentionInputs in(B, L, Hq, Hkv, D);
+  Tensor &cu = in.cu, &q = in.q, &k = in.k, &v = in.v, &out = in.out, &lse = in.lse;
   const int64_t n = 55'000'000;  // one 1.5B layer: q/k/v/o 5.5M + gate/up/down 41.3M, rounded up
   Tensor w = random_device({n}, DType::f32, 9);
   Tensor wb = Tensor::empty({n}, DType::bf16, Device::cuda);
-  const float scale = 1.0f / std::sqrt(float(D));
+  const float scale = in.scale;
   auto attn = [&] {
     cuda::cudnn_attention_fwd(q.data<uint16_t>(), k.data<uint16_t>(), v.data<uint16_t>(), cu.i32(),
                               B, L, T, Hq, Hkv, D, scale, out.data<uint16_t>(), lse.f32());

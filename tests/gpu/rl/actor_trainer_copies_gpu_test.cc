@@ -40,6 +40,25 @@ std::vector<Sample> make_samples() {
   return out;
 }
 
+// The tests' setting: AdamW with large steps (a stale copy would differ from the new weights'
+// rounding), two optimizer steps per train() call (global batch 2 of micro-batches of 1) and fixed
+// rewards for make_samples()'s four samples.
+train::AdamWConfig large_step_adam() {
+  train::AdamWConfig adam;
+  adam.lr = 1e-2;
+  adam.clip_grad = 1.0;
+  return adam;
+}
+
+ActorTrainerOptions two_steps_per_call() {
+  ActorTrainerOptions o;
+  o.global_batch_size = 2;
+  o.micro.micro_batch_size = 1;
+  return o;
+}
+
+const std::vector<float> kRewards = {1.0f, 0.0f, 0.0f, 1.0f};
+
 // Every copy the cache holds equals f32_to_bf16 of its parameter now, bit for bit; returns how
 // many parameters have one.
 size_t expect_kept_copies_match(const ops::Bf16WeightCache& kept, model::CausalLM& m,
@@ -61,19 +80,12 @@ size_t expect_kept_copies_match(const ops::Bf16WeightCache& kept, model::CausalL
 TEST(ActorTrainerCopiesGpu, CopiesCarryAcrossCallsUntilTheWeightsChangeElsewhere) {
   GYRE_SKIP_WITHOUT_GPU();
   auto m = gputest::bf16_model();
-  train::AdamWConfig adam;
-  adam.lr = 1e-2;  // large steps: a stale copy would differ from the new weights' rounding
-  adam.clip_grad = 1.0;
-  train::AdamW opt(adam, train::LrSchedule{});
-  ActorTrainerOptions o;
-  o.global_batch_size = 2;  // two optimizer steps per call
-  o.micro.micro_batch_size = 1;
-  ActorTrainer trainer(*m, nullptr, opt, o);
+  train::AdamW opt(large_step_adam(), train::LrSchedule{});
+  ActorTrainer trainer(*m, nullptr, opt, two_steps_per_call());
   const auto samples = make_samples();
-  const std::vector<float> rewards = {1.0f, 0.0f, 0.0f, 1.0f};
   EXPECT_EQ(trainer.kept_weight_copies(), nullptr);
 
-  trainer.train(samples, rewards);
+  trainer.train(samples, kRewards);
   const ops::Bf16WeightCache* kept = trainer.kept_weight_copies();
   ASSERT_NE(kept, nullptr);
   const size_t entries = kept->entries();
@@ -81,7 +93,7 @@ TEST(ActorTrainerCopiesGpu, CopiesCarryAcrossCallsUntilTheWeightsChangeElsewhere
   EXPECT_EQ(expect_kept_copies_match(*kept, *m, "after call 1"), entries);
 
   // Call 2 reads the carried copies (its ratio check passes) and carries the same cache on.
-  trainer.train(samples, rewards);
+  trainer.train(samples, kRewards);
   EXPECT_EQ(trainer.kept_weight_copies(), kept);
   EXPECT_EQ(expect_kept_copies_match(*kept, *m, "after call 2"), entries);
 
@@ -95,7 +107,7 @@ TEST(ActorTrainerCopiesGpu, CopiesCarryAcrossCallsUntilTheWeightsChangeElsewhere
   }
   ASSERT_TRUE(scaled);
   m->mark_weights_changed();
-  trainer.train(samples, rewards);
+  trainer.train(samples, kRewards);
   const ops::Bf16WeightCache* after = trainer.kept_weight_copies();
   ASSERT_NE(after, nullptr);
   EXPECT_NE(after, kept);
@@ -110,18 +122,11 @@ TEST(ActorTrainerCopiesGpu, CopiesCarryAcrossCallsUntilTheWeightsChangeElsewhere
 TEST(ActorTrainerCopiesGpu, ColocatedTrainerReadsTheEngineCopiesFromItsSecondCall) {
   GYRE_SKIP_WITHOUT_GPU();
   auto m = gputest::bf16_model();
-  train::AdamWConfig adam;
-  adam.lr = 1e-2;
-  adam.clip_grad = 1.0;
-  train::AdamW opt(adam, train::LrSchedule{});
+  train::AdamW opt(large_step_adam(), train::LrSchedule{});
   auto engine_copies = std::make_shared<ops::Bf16WeightCache>();
   opt.set_bf16_copies(engine_copies);
-  ActorTrainerOptions o;
-  o.global_batch_size = 2;
-  o.micro.micro_batch_size = 1;
-  ActorTrainer trainer(*m, nullptr, opt, o);
+  ActorTrainer trainer(*m, nullptr, opt, two_steps_per_call());
   const auto samples = make_samples();
-  const std::vector<float> rewards = {1.0f, 0.0f, 0.0f, 1.0f};
   {  // the engine's first forward converts the weights it uses into its cache
     const ops::Bf16Autocast autocast(true);
     const ops::UseBf16WeightCache use(engine_copies.get());
@@ -130,14 +135,14 @@ TEST(ActorTrainerCopiesGpu, ColocatedTrainerReadsTheEngineCopiesFromItsSecondCal
   const size_t entries = engine_copies->entries();
   ASSERT_GT(entries, 0u);
 
-  trainer.train(samples, rewards);  // the first call casts, as before
+  trainer.train(samples, kRewards);  // the first call casts, as before
   EXPECT_FALSE(trainer.last_call_read_engine_copies());
   EXPECT_EQ(trainer.kept_weight_copies(), nullptr);
   EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after call 1"), entries);
 
   for (int call = 2; call <= 3; ++call) {
     const uint64_t hits = engine_copies->hits();
-    trainer.train(samples, rewards);
+    trainer.train(samples, kRewards);
     EXPECT_TRUE(trainer.last_call_read_engine_copies()) << "call " << call;
     EXPECT_GT(engine_copies->hits(), hits)
         << "call " << call << " did not read the engine's copies";
@@ -150,9 +155,9 @@ TEST(ActorTrainerCopiesGpu, ColocatedTrainerReadsTheEngineCopiesFromItsSecondCal
   // An announced weight change (the engine re-casts at its next sync; the trainer cannot know
   // whether one ran): the next call casts again, and the one after reads the copies again.
   m->mark_weights_changed();
-  trainer.train(samples, rewards);
+  trainer.train(samples, kRewards);
   EXPECT_FALSE(trainer.last_call_read_engine_copies());
-  trainer.train(samples, rewards);
+  trainer.train(samples, kRewards);
   EXPECT_TRUE(trainer.last_call_read_engine_copies());
   EXPECT_EQ(expect_kept_copies_match(*engine_copies, *m, "after the change"), entries);
 }
@@ -169,20 +174,15 @@ TEST(ActorTrainerCopiesGpu, DataParallelTrainerCarriesTheCopiesItsOptimizerWrite
     std::unique_ptr<dist::Comm> comm =
         dist::nccl_comm_init(dist::nccl_unique_id(), 1, 0, 0, 60.0, "dp");
     auto m = gputest::bf16_model();
-    train::AdamWConfig adam;
-    adam.lr = 1e-2;
-    adam.clip_grad = 1.0;
-    train::AdamW opt(adam, train::LrSchedule{});
-    dist::DataParallelOptimizer dp(*comm, adam, train::LrSchedule{}, mode, /*bucket=*/20000);
-    ActorTrainerOptions o;
-    o.global_batch_size = 2;
-    o.micro.micro_batch_size = 1;
+    train::AdamW opt(large_step_adam(), train::LrSchedule{});
+    dist::DataParallelOptimizer dp(*comm, large_step_adam(), train::LrSchedule{}, mode,
+                                   /*bucket=*/20000);
+    ActorTrainerOptions o = two_steps_per_call();
     o.data_parallel = &dp;
     ActorTrainer trainer(*m, nullptr, opt, o);
     const auto samples = make_samples();
-    const std::vector<float> rewards = {1.0f, 0.0f, 0.0f, 1.0f};
 
-    trainer.train(samples, rewards);
+    trainer.train(samples, kRewards);
     const ops::Bf16WeightCache* kept = trainer.kept_weight_copies();
     ASSERT_NE(kept, nullptr);
     const size_t entries = kept->entries();
@@ -191,7 +191,7 @@ TEST(ActorTrainerCopiesGpu, DataParallelTrainerCarriesTheCopiesItsOptimizerWrite
     EXPECT_EQ(dp.bf16_copies(), nullptr) << "the optimizer still holds the trainer's copies";
 
     const uint64_t hits = kept->hits();
-    trainer.train(samples, rewards);
+    trainer.train(samples, kRewards);
     EXPECT_EQ(trainer.kept_weight_copies(), kept);
     EXPECT_GT(kept->hits(), hits);
     EXPECT_EQ(kept->entries(), entries);

@@ -198,6 +198,19 @@ void tune_plan(LtThread& t, Plan& p, int64_t m, int64_t n, int64_t k, float alph
   p.candidates.clear();
 }
 
+// Counts this launch toward the plan's tuning and tunes the plan on it when it is due
+// (kTuneAtLaunch, within the process's budget of tuned problems; over the budget the plan keeps
+// the heuristic's algorithm). Arguments as tune_plan's.
+void tune_plan_when_due(LtThread& t, Plan& p, int64_t m, int64_t n, int64_t k, float alpha,
+                        const void* X, const void* Y, float beta, void* D, const void* C,
+                        int64_t ldd, cudaDataType_t out_type, cudaStream_t s) {
+  if (p.candidates.empty() || ++p.launches < kTuneAtLaunch) return;
+  if (gemm_problems_tuned() < kTuneMaxProblems)  // the process budget, checked again here
+    tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, C, ldd, out_type, s);
+  else
+    p.candidates.clear();
+}
+
 // Column-major D[m,n] = alpha opA(X) opB(Y) + beta D (+ bias[i] on row i when bias is non-null:
 // cuBLASLt's BIAS epilogue, added in f32 after the accumulation exactly like beta = 1 over a
 // bias-seeded D), X stored (ta ? [k,m] : [m,k]) with ldx. Returns false only for a bias call that
@@ -213,12 +226,7 @@ bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, c
   if (bias)  // the pointer changes from call to call; the rest of the plan does not
     GYRE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                      &bias, sizeof(bias)));
-  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch) {
-    if (gemm_problems_tuned() < kTuneMaxProblems)  // the process budget, checked again here
-      tune_plan(t, p, m, n, k, alpha, X, Y, beta, D, nullptr, ldd, out_type, s);
-    else
-      p.candidates.clear();
-  }
+  tune_plan_when_due(t, p, m, n, k, alpha, X, Y, beta, D, nullptr, ldd, out_type, s);
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, X, p.lx.l, Y, p.ly.l, &beta, D,
                                    p.ld.l, D, p.ld.l, &p.algo, t.workspace, kWorkspace, s));
   return true;
@@ -327,12 +335,7 @@ bool linear_gemm_bf16_add(const uint16_t* x, const uint16_t* w, const float* c, 
   // Every candidate gives the first choice's bits on the beta-0 product, has no split-K (so
   // after_sum holds for it as well), and is kept only if its beta-1 output equals the first
   // choice's bit for bit.
-  if (!p.candidates.empty() && ++p.launches >= kTuneAtLaunch) {
-    if (gemm_problems_tuned() < kTuneMaxProblems)
-      tune_plan(t, p, N, M, K, alpha, w, x, beta, y, c, N, CUDA_R_32F, stream());
-    else
-      p.candidates.clear();
-  }
+  tune_plan_when_due(t, p, N, M, K, alpha, w, x, beta, y, c, N, CUDA_R_32F, stream());
   GYRE_CUBLAS_CHECK(cublasLtMatmul(t.handle, p.desc.d, &alpha, w, p.lx.l, x, p.ly.l, &beta, c,
                                    p.ld.l, y, p.ld.l, &p.algo, t.workspace, kWorkspace, stream()));
   return true;
