@@ -20,8 +20,11 @@
 // - SwiGLU: warps 1-3 of warpgroup 0 are the epilogue warps. The consumers hand the staged bf16
 //   gate | up tile over (mbarrier `staged_full`) and go on with the next tile's MMAs; the epilogue
 //   warps compute act = silu(gate) · up in place of gate, store it (and, for training, gate and up)
-//   with the TMA and free the staging tile (`staged_free`). silu's arithmetic (an exp and an IEEE
-//   division an element) would otherwise stall the tensor cores for ~25% of the kernel.
+//   with the TMA and free the staging tile (`staged_free`), so silu's arithmetic runs beside the
+//   MMAs instead of between tiles. With silu.cuh's IEEE expression (expf and a correctly rounded
+//   division, ~40 instructions and a slow-path branch an element) the three warps cannot keep up
+//   and set the kernel's pace (H200, session 26: 1.5B 1605-1686 us against 1253 with no math and
+//   1306 with __expf / __fdividef); docs/cuda.md, "Not done yet".
 //
 // Operands (both "K-major": the layout of a row-major activation x[M, K] and of an HF weight
 // w[N, K]): C[M, N] = A[M, K] · B[N, K]^T with f32 accumulation. Shared-memory tiles use the

@@ -15,7 +15,6 @@ constexpr int kStageA = kBM * kBK * 2;          // 16 KB
 constexpr int kStageB = kBN * kBK * 2;          // 32 KB
 constexpr int kStageBytes = kStageA + kStageB;  // what each stage's TMA loads deliver
 constexpr int kHalfB = (kBN / 2) * kBK * 2;     // one 128-row TMA box of B
-constexpr int kEpiBytes = 64 * kBN * 2;         // one consumer warpgroup's staged output (32 KB)
 constexpr int kGroupM = 16;  // tile rows per raster group (L2 reuse of A and B within a group)
 
 struct Params {
