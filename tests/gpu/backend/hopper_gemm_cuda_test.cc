@@ -9,7 +9,7 @@
 //  - SwiGLU: gate and up bitwise the plain kernel's x·wg^T and x·wu^T, act bitwise
 //    silu_mul_fwd_bf16(gate, up), and act the same bits whether gate / up are written or not;
 //  - shapes the kernel cannot take are reported by hopper_gemm_supported and rejected with
-//    invalid_argument.
+//    invalid_argument, as are null, misaligned and half-given (gate without up) operands.
 // Skips without an sm_90 device.
 #include <gtest/gtest.h>
 
@@ -146,6 +146,12 @@ TEST(HopperGemmCuda, RejectsShapesItCannotTake) {
   const Tensor x = dev_empty_bf16(16, 20, 0), w = dev_empty_bf16(16, 20, 0);
   Tensor y = dev_empty_bf16(16, 16, 0);
   EXPECT_THROW(cuda::hopper_gemm_bf16(u16(x), u16(w), u16m(y), 16, 16, 20), Error);
+  // A null operand, a misaligned one, gate without up: errors, no launch.
+  EXPECT_THROW(cuda::hopper_gemm_bf16(nullptr, u16(w), u16m(y), 16, 16, 16), Error);
+  EXPECT_THROW(cuda::hopper_gemm_bf16(u16(x) + 1, u16(w), u16m(y), 16, 16, 16), Error);
+  EXPECT_THROW(
+      cuda::hopper_swiglu_bf16(u16(x), u16(w), u16(w), u16m(y), u16m(y), nullptr, 16, 16, 16),
+      Error);
 }
 
 }  // namespace
