@@ -184,20 +184,9 @@ void bench_hopper_swiglu(int64_t M, int64_t I, int64_t K, const std::string& nam
          act = Tensor::empty({M, I}, DType::bf16, Device::cuda);
   const uint16_t *xp = x.data<uint16_t>(), *gp = wg.data<uint16_t>(), *up_w = wu.data<uint16_t>();
   uint16_t *g = gate.data<uint16_t>(), *u = up.data<uint16_t>(), *a = act.data<uint16_t>();
+  // Median of 10 single calls, each after an L2 flush (milliseconds).
   auto cold = [](const std::function<void()>& fn) {
-    int salt = 0;
-    std::vector<double> v;
-    for (int i = 0; i < 13; ++i) {
-      bench::flush_l2(++salt);
-      bench::EventPair ev;
-      ev.start();
-      fn();
-      if (i >= 3)
-        v.push_back(ev.stop_ms());
-      else
-        ev.stop_ms();
-    }
-    return bench::median(v);
+    return bench::time_call(fn, 10).cold_us / 1e3;
   };
   const double cublas = cold([&] {
     cuda::linear_gemm_bf16_out(xp, gp, nullptr, M, I, K, g);
