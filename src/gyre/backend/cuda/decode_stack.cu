@@ -35,6 +35,7 @@
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/decode_stack.h"
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
+#include "gyre/backend/cuda/mbarrier.cuh"
 #include "gyre/backend/cuda/paged_bf16.h"
 #include "gyre/backend/cuda/paged_bf16_attn_cta.cuh"
 #include "gyre/backend/cuda/paged_bf16_combine_row.cuh"
@@ -107,28 +108,6 @@ struct Params {
 
 // ---- small PTX helpers ----------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return uint32_t(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
-}
 // Global -> shared bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned),
 // completing on `bar`'s transaction count.
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes,
@@ -277,7 +256,7 @@ struct Ring {
     const uint32_t row_bytes = uint32_t(c.K) * 2, cols = uint32_t(c.c1 - c.c0);
     uint64_t* bar = bars + issued % SM::kSlots;
     unsigned char* dst = slot(issued);
-    mbar_expect_tx(bar, cols * row_bytes * uint32_t(c.C));
+    mbar_expect_tx(smem_addr(bar), cols * row_bytes * uint32_t(c.C));
     for (int r = 0; r < c.C; ++r)
       bulk_copy(dst + r * cols * row_bytes, chunk_weight(p, c, r) + int64_t(c.c0) * c.K,
                 cols * row_bytes, bar);
@@ -533,7 +512,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   Ring<D, R> ring{smem + SM::kRing, bars};
   if (threadIdx.x == 0) {
-    for (int i = 0; i < SM::kSlots; ++i) mbar_init(&bars[i]);
+    for (int i = 0; i < SM::kSlots; ++i) mbar_init(smem_addr(&bars[i]), 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     ring.producer.start(p);
     ring.refill(p, 0);
@@ -574,7 +553,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const Chunk c = consumer.next(p);
       const long long w0 = clock64();
       if (p.probe != 2)
-        mbar_wait(&bars[consumed % SM::kSlots], uint32_t(consumed / SM::kSlots) & 1u);
+        mbar_wait(smem_addr(&bars[consumed % SM::kSlots]), uint32_t(consumed / SM::kSlots) & 1u);
       wait_clk += clock64() - w0;
       const unsigned char* slot = ring.slot(consumed);
       if (p.probe == 1) {

@@ -56,8 +56,8 @@ CUtensorMap tensor_map(const uint16_t* ptr, int64_t rows, int64_t K, int box_row
 
 // The first n_required pointers must be non-null; every non-null one 16-byte aligned (the TMA's
 // global-address rule).
-void check_shapes(const char* what, int64_t M, int64_t N, int64_t K, const void* const* ptrs,
-                  int n_ptrs, int n_required) {
+void check_operands(const char* what, int64_t M, int64_t N, int64_t K, const void* const* ptrs,
+                    int n_ptrs, int n_required) {
   if (!hopper_gemm_supported(M, N, K))
     GYRE_THROW(invalid_argument,
                "{}: M={} N={} K={} is not supported (needs an sm_90 device, M, N, K in (0, 2^31), "
@@ -91,7 +91,7 @@ bool hopper_gemm_supported(int64_t M, int64_t N, int64_t K) {
 void hopper_gemm_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, int64_t M, int64_t N,
                       int64_t K) {
   const void* ptrs[3] = {x, w, y};
-  check_shapes("hopper_gemm_bf16", M, N, K, ptrs, 3, 3);
+  check_operands("hopper_gemm_bf16", M, N, K, ptrs, 3, 3);
   hopper::Params p;
   p.M = int(M), p.N = int(N), p.K = int(K);
   p.tiles_m = int((M + kBM - 1) / kBM);
@@ -106,7 +106,7 @@ void hopper_gemm_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, int64_t
 void hopper_swiglu_bf16(const uint16_t* x, const uint16_t* wg, const uint16_t* wu, uint16_t* act,
                         uint16_t* gate, uint16_t* up, int64_t M, int64_t I, int64_t K) {
   const void* ptrs[6] = {x, wg, wu, act, gate, up};
-  check_shapes("hopper_swiglu_bf16", M, I, K, ptrs, 6, 4);
+  check_operands("hopper_swiglu_bf16", M, I, K, ptrs, 6, 4);
   hopper::Params p;
   p.M = int(M), p.N = int(I), p.K = int(K);
   p.tiles_m = int((M + kBM - 1) / kBM);

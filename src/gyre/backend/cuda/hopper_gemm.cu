@@ -45,7 +45,6 @@
 // Measured and dropped (session 26): CTA pairs (clusters of 2) sharing B through TMA multicast ran
 // at 420-470 TFLOP/s against 720 without (8192^3 and the MLP shapes).
 #include <cuda.h>
-#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -53,6 +52,7 @@
 
 #include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/hopper_gemm_launch.h"
+#include "gyre/backend/cuda/mbarrier.cuh"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/cuda/silu.cuh"
 
@@ -65,38 +65,6 @@ namespace {
 #endif
 
 #ifdef GYRE_HOPPER_GEMM_DEVICE
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return uint32_t(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-
-// Waits until the barrier's phase of the given parity has completed. A freshly initialised
-// barrier counts its (nonexistent) previous phase, parity 1, as complete: the producer's first
-// wait on each `empty` stage passes at once.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-
 // TMA: the box at (column c0, row c1) of the tensor map into shared memory at dst, completing
 // its bytes on the mbarrier.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
