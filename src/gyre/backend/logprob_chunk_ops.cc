@@ -308,4 +308,52 @@ void linear_token_logprobs_backward(const Tensor& h, const Tensor& w, const Tens
   }
 }
 
+void linear_token_logprobs_with_grad(const Tensor& h, const Tensor& w, const Tensor& targets,
+                                     float temperature, const Tensor& dlogp, const Tensor& dentropy,
+                                     Tensor& logp, Tensor& entropy, Tensor& lse, Tensor& dh,
+                                     Tensor& dw) {
+  OpScope op_scope_("linear_token_logprobs_with_grad");
+  const char* op = "linear_token_logprobs_with_grad";
+  const LinearArgs a = check_linear(op, h, w, targets, temperature, 0,
+                                    {{"h", &h},
+                                     {"w", &w},
+                                     {"dlogp", &dlogp},
+                                     {"dentropy", &dentropy},
+                                     {"logp", &logp},
+                                     {"entropy", &entropy},
+                                     {"lse", &lse},
+                                     {"dh", &dh},
+                                     {"dw", &dw}});
+  check_defined(op, "dlogp", dlogp);
+  GYRE_CHECK(dlogp.numel() == a.T,
+             "ops::{}: dlogp must have {} elements (one per row of h), got {}", op, a.T,
+             dlogp.numel());
+  if (dentropy.defined())
+    GYRE_CHECK(dentropy.numel() == a.T,
+               "ops::{}: dentropy must have {} elements (one per row of h), got {}", op, a.T,
+               dentropy.numel());
+  if (dw.defined()) check_shape(op, "dw", dw, w.shape());
+  if constexpr (kCuda)
+    if (a.dev == Device::cuda && bf16_autocast() && a.H > 0 && a.T > 0) {
+      require_cuda_f32(op, a.dt);
+      prepare_out(op, "logp", logp, {a.T}, a.dt, a.dev);
+      if (entropy.defined()) prepare_out(op, "entropy", entropy, {a.T}, a.dt, a.dev);
+      prepare_out(op, "lse", lse, {a.T}, a.dt, a.dev);
+      prepare_out(op, "dh", dh, {a.T, a.H}, a.dt, a.dev);
+      Bf16WeightCache* cache = bf16_weight_cache();
+      // Deferred zeros in dw are claimed: the first token chunk's dW GEMM overwrites all V rows.
+      const bool dw_overwrite = dw.defined() && dw.claim_pending_zero();
+      return cuda::linear_token_logprobs_with_grad_autocast(
+          h.f32(), w.f32(), cache ? cache->bf16(w) : nullptr, targets.i32(), a.T, a.H, a.V,
+          temperature, dlogp.f32(), ptr<float>(dentropy), logp.f32(), ptr<float>(entropy),
+          lse.f32(), dh.f32(), ptr<float>(dw), dw_overwrite);
+    }
+  // The composition; the backward needs the forward's entropy whenever a dentropy is given.
+  Tensor scratch;
+  if (dentropy.defined() && !entropy.defined()) scratch = Tensor::empty({a.T}, a.dt, a.dev);
+  Tensor& ent = entropy.defined() ? entropy : scratch;
+  linear_token_logprobs(h, w, targets, temperature, 0, logp, ent, lse);
+  linear_token_logprobs_backward(h, w, targets, temperature, 0, lse, ent, dlogp, dentropy, dh, dw);
+}
+
 }  // namespace gyre::ops

@@ -419,6 +419,18 @@ void linear_token_logprobs_backward(const Tensor& h, const Tensor& w, const Tens
                                     float temperature, int64_t chunk, const Tensor& lse,
                                     const Tensor& entropy, const Tensor& dlogp,
                                     const Tensor& dentropy, Tensor& dh, Tensor& dw);
+// Both at once, for a loss whose gradient is known before the forward (dlogp [T], dentropy [T] or
+// undefined; they must not depend on logp — an SFT / cross-entropy loss): logp, lse [T] and
+// entropy [T] (when defined) as linear_token_logprobs writes them, dh [T, H] overwritten and dw
+// [V, H] += (undefined: skipped) as linear_token_logprobs_backward with those gradients. Everywhere
+// but CUDA under Bf16Autocast it is exactly that composition (default chunk; bitwise). On CUDA
+// under autocast it streams TOKEN chunks over the whole vocabulary and computes each chunk's logits
+// once (cuda::linear_token_logprobs_with_grad_autocast: one GEMM of the two-pass head's four less;
+// the numbers agree with the composition's to ~1e-6 in logp and to dz's bf16 rounding in dh / dw).
+void linear_token_logprobs_with_grad(const Tensor& h, const Tensor& w, const Tensor& targets,
+                                     float temperature, const Tensor& dlogp, const Tensor& dentropy,
+                                     Tensor& logp, Tensor& entropy, Tensor& lse, Tensor& dh,
+                                     Tensor& dw);
 }  // namespace gyre::ops
 
 // ---- paged KV cache (rollout engine; implemented in backend/paged_ops.cc, layout in

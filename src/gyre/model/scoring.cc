@@ -188,6 +188,36 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
   return sb;
 }
 
+Tensor logprobs_with_known_gradient(CausalLM& model, const Batch& batch, const Tensor& dlogp,
+                                    Gradients& grads) {
+  const int64_t T = batch.num_tokens();
+  if (dlogp.dtype() != DType::f32 || dlogp.numel() != T)
+    GYRE_THROW(invalid_argument, "logprobs_with_known_gradient: dlogp must be f32 [{}], got {} {}",
+               T, dtype_name(dlogp.dtype()), shape_str(dlogp.shape()));
+  if (model.tensor_parallel())
+    GYRE_THROW(invalid_argument,
+               "logprobs_with_known_gradient: not under tensor parallelism (use "
+               "score_for_training + backward_from_logprobs)");
+  ForwardOptions o;
+  o.save_for_backward = true;
+  o.hidden_only = true;
+  ForwardState state;
+  Tensor hidden = model.forward(batch, o, &state);
+  const Device dev = model.device();
+  const Tensor targets = next_token_targets(batch).to(dev);
+  Tensor logp, entropy, lse, dh, dw = model.lm_head_grad(grads);
+  {
+    ops::Bf16Autocast autocast(state.impl().bf16_autocast);
+    ops::KnownIndices known;
+    known_targets(known, targets, model.config().vocab_size);
+    ops::linear_token_logprobs_with_grad(hidden, model.lm_head_weight(), targets, 1.0f,
+                                         dlogp.to(dev), Tensor(), logp, entropy, lse, dh, dw);
+  }
+  hidden = Tensor();
+  model.backward_from_hidden(dh, state, grads);
+  return logp;
+}
+
 void backward_from_logprobs(CausalLM& model, ScoredBatch& sb, const Tensor& dlogp,
                             const Tensor& dentropy, Gradients& grads) {
   const int64_t T = sb.batch.num_tokens();
@@ -264,12 +294,17 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
                "length)");
   double loss = 0.0;
   const int64_t V = model.config().vocab_size, chunk = fused_chunk(model);
+  // dL/dlogp = -A_i / N is known before the forward: on the GPU under bf16 autocast the head runs
+  // forward and backward in one pass (logprobs_with_known_gradient; the fused chunk path, no TP).
+  // Elsewhere — and on the unfused path — the two-pass head (score_for_training, then
+  // backward_from_logprobs), whose numbers the CPU reference and the fixtures define.
+  const bool one_pass = chunk > 0 && !model.tensor_parallel() && autocast_of(model);
   for (auto [begin, end] : plan_batches(seqs, max_tokens_per_batch, chunk > 0 ? chunk : V)) {
     std::vector<std::vector<int32_t>> group(seqs.begin() + long(begin), seqs.begin() + long(end));
-    ScoredBatch sb = score_for_training(model, group, 1.0f, false);
-    const int64_t T = sb.batch.num_tokens();
+    const Batch batch = Batch::pack(group);
+    const int64_t T = batch.num_tokens();
     Tensor dlogp = Tensor::zeros({T}, DType::f32);
-    const int32_t* cu = sb.batch.cu_seqlens.i32();
+    const int32_t* cu = batch.cu_seqlens.i32();
     float* d = dlogp.f32();
     // dL/dlogp is the coefficient alone, so the backward is queued before the log-probs are read:
     // reading them first would synchronise and idle the GPU between forward and backward.
@@ -280,8 +315,14 @@ double policy_gradient_loss_and_grad(CausalLM& model, const std::vector<std::vec
     };
     for (size_t i = 0; i < group.size(); ++i)
       response_rows(i, [&](int64_t r, double coef) { d[r] = float(coef); });
-    const Tensor logp = sb.logp;  // kept: the backward releases the scored batch's state
-    backward_from_logprobs(model, sb, dlogp, Tensor(), grads);
+    Tensor logp;
+    if (one_pass) {
+      logp = logprobs_with_known_gradient(model, batch, dlogp, grads);
+    } else {
+      ScoredBatch sb = score_for_training(model, group, 1.0f, false);
+      logp = sb.logp;  // kept: the backward releases the scored batch's state
+      backward_from_logprobs(model, sb, dlogp, Tensor(), grads);
+    }
     const Tensor host_logp = logp.to(Device::cpu);
     const float* lp = host_logp.f32();
     for (size_t i = 0; i < group.size(); ++i)

@@ -61,6 +61,17 @@ ScoredBatch score_for_training(CausalLM& model, const std::vector<std::vector<in
 void backward_from_logprobs(CausalLM& model, ScoredBatch& scored, const Tensor& dlogp,
                             const Tensor& dentropy, Gradients& grads);
 
+// Forward, log-probs (temperature 1) and backward of a packed batch in one call, for a loss whose
+// gradient dL/dlogp [T] (f32, host or device) is known before the forward — it must not depend on
+// the log-probs (SFT / cross-entropy, or the policy-gradient loss below at ratio 1). Gradients
+// accumulate into `grads`; returns logp [T] on the model's device (0 on each sequence's last row).
+// The head runs ops::linear_token_logprobs_with_grad: on the GPU under bf16 autocast each logits
+// chunk is computed once (the two-pass head recomputes them in its backward), elsewhere the
+// composition of score_for_training's head and backward_from_logprobs's. Not under tensor
+// parallelism (an error).
+Tensor logprobs_with_known_gradient(CausalLM& model, const Batch& batch, const Tensor& dlogp,
+                                    Gradients& grads);
+
 // The fixture loss L = −(1/N) Σ_i Σ_{t ≥ P_i} A_i · log p(ids_i[t] | ids_i[<t]),
 // N = Σ_i (len_i − P_i) — the policy-gradient loss at ratio 1. Gradients accumulate into `grads`;
 // returns L. Errors name the sequence: prompt_len < 1 or > len, size mismatches, N = 0.

@@ -115,4 +115,46 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
   }
 }
 
+int64_t logprob_grad_rows_per_chunk(int64_t T) {
+  const int64_t rows = T / 12 / 64 * 64;
+  return rows >= 64 ? rows : std::min<int64_t>(T, 64);
+}
+
+void linear_token_logprobs_with_grad_autocast(const float* h, const float* w,
+                                              const uint16_t* w_bf16, const int32_t* targets,
+                                              int64_t T, int64_t H, int64_t V, float temperature,
+                                              const float* dlogp, const float* dentropy,
+                                              float* logp, float* entropy, float* lse, float* dh,
+                                              float* dw, bool dw_overwrite) {
+  check_sizes("linear_token_logprobs_with_grad_autocast", T, H, V, V);
+  const int64_t rows = logprob_grad_rows_per_chunk(T);
+  // The whole bf16 weight: the cached copy, else w rounded once (the cache's conversion's values).
+  DeviceBuffer hb(size_t(T * H) * 2), wb(w_bf16 ? 1 : size_t(V * H) * 2), z(size_t(rows * V) * 4),
+      dz(size_t(rows * V) * 2), stats(size_t(rows) * 16), ent_scratch(entropy ? 1 : size_t(T) * 4);
+  f32_to_bf16(h, hb.as<uint16_t>(), T * H);
+  if (!w_bf16) f32_to_bf16(w, wb.as<uint16_t>(), V * H);
+  const uint16_t* w16 = w_bf16 ? w_bf16 : wb.as<uint16_t>();
+  float* ent = entropy ? entropy : ent_scratch.as<float>();
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    const int64_t n = std::min(rows, T - r0);
+    const uint16_t* h16 = hb.as<uint16_t>() + r0 * H;
+    const int32_t* tg = targets + r0;
+    // The chunk's logits [n, V] (one GEMM over every vocabulary row), then its statistics as one
+    // vocabulary chunk, then its dz — before the next chunk's GEMM overwrites the logits.
+    linear_gemm_bf16(h16, w16, nullptr, n, V, H, z.as<float>());
+    logprob_chunk_stats(z.as<float>(), tg, n, V, 0, temperature, /*accumulate=*/false,
+                        stats.as<float>());
+    logprob_chunk_finish(stats.as<float>(), tg, n, logp + r0, ent + r0, lse + r0);
+    logprob_chunk_bwd_bf16(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0, dlogp + r0,
+                           dentropy ? dentropy + r0 : nullptr, dz.as<uint16_t>());
+    // dh rows = dz · W (K = V); dW (+)= dz^T · h rows (beta 0 only for the first chunk of an
+    // overwrite: the later chunks add to it).
+    gemm_bf16(false, false, n, H, V, 1.0f, dz.as<uint16_t>(), V, w16, H, 0.0f, dh + r0 * H, H,
+              false);
+    if (dw)
+      gemm_bf16(true, false, V, H, n, 1.0f, dz.as<uint16_t>(), V, h16, H,
+                dw_overwrite && r0 == 0 ? 0.0f : 1.0f, dw, H, false);
+  }
+}
+
 }  // namespace gyre::cuda
