@@ -43,15 +43,6 @@ using namespace gyre;
 
 namespace {
 
-#define LT_CHECK(expr)                                                               \
-  do {                                                                               \
-    cublasStatus_t st_ = (expr);                                                     \
-    if (st_ != CUBLAS_STATUS_SUCCESS) {                                              \
-      std::fprintf(stderr, "bench_gemm_layouts: %s failed (%d)\n", #expr, int(st_)); \
-      std::exit(1);                                                                  \
-    }                                                                                \
-  } while (0)
-
 constexpr size_t kWorkspace = 32u << 20;
 constexpr int kCandidates = 32;
 
@@ -94,22 +85,26 @@ void run_problem(cublasLtHandle_t lt, void* ws, const Problem& p, bool all, bool
   Tensor d = Tensor::empty({int64_t(out_bytes)}, DType::u8, Device::cuda);
 
   cublasLtMatmulDesc_t desc;
-  LT_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  GYRE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t oa = p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = p.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof(oa)));
-  LT_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof(ob)));
+  GYRE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof(oa)));
+  GYRE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof(ob)));
   cublasLtMatrixLayout_t la, lb, ld;
-  LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.ta ? p.k : p.m, p.ta ? p.m : p.k, lda));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.tb ? p.n : p.k, p.tb ? p.k : p.n, ldb));
-  LT_CHECK(cublasLtMatrixLayoutCreate(&ld, out_t, p.m, p.n, p.m));
+  GYRE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, p.ta ? p.k : p.m, p.ta ? p.m : p.k, lda));
+  GYRE_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, p.tb ? p.n : p.k, p.tb ? p.k : p.n, ldb));
+  GYRE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, out_t, p.m, p.n, p.m));
   cublasLtMatmulPreference_t pref;
-  LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   size_t wsb = kWorkspace;
-  LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &wsb, sizeof(wsb)));
+  GYRE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)));
   cublasLtMatmulHeuristicResult_t res[kCandidates];
   int found = 0;
-  LT_CHECK(
+  GYRE_CUBLAS_CHECK(
       cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, kCandidates, res, &found));
 
   const float alpha = 1.0f, beta = 0.0f;
@@ -197,7 +192,7 @@ int main(int argc, char** argv) {
   try {
     cuda::stream();
     cublasLtHandle_t lt;
-    LT_CHECK(cublasLtCreate(&lt));
+    GYRE_CUBLAS_CHECK(cublasLtCreate(&lt));
     void* ws = nullptr;
     GYRE_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
     // Qwen2.5-1.5B, 4 x 4096 tokens: T tokens, H hidden, I intermediate, C a head chunk (V / 16).

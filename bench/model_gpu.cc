@@ -45,6 +45,9 @@
 // GEMM-only time of the same chunked bf16 products on pre-converted operands (fwd: the logits GEMM;
 // fwd_bwd: logits, recomputed logits, dh and dw) and the composition the head replaced (ops::linear
 // / linear_backward under autocast + the chunk ops). Effective TFLOP/s = 2 T V H x GEMMs / time.
+// Also fwd_bwd_one_pass: the head for a gradient known up front
+// (cuda::linear_token_logprobs_with_grad_autocast, token chunks, no logits recompute) against the
+// two-pass fwd_bwd, with the largest log-prob difference between the two.
 // The workloads themselves are gyre::bench's (bench/workloads.h), shared with `gyre bench`.
 #include <algorithm>
 #include <chrono>
@@ -175,34 +178,6 @@ void composed_head(const gyre::Tensor& h, const gyre::Tensor& w, const gyre::Ten
   }
 }
 
-// The head over TOKEN chunks with the loss gradient known up front (dlogp / dentropy constants, as
-// for an SFT / cross-entropy loss — the PyTorch anchor's — where d loss / d logp does not depend on
-// logp): each chunk's full-vocabulary logits [Tc, V] feed the statistics and then the backward
-// right away, so no chunk's logits are computed twice (the vocabulary-chunked head recomputes all
-// of them in its backward: a quarter of the head's GEMM FLOPs). In exchange dw accumulates in f32
-// once per token chunk and the dh GEMM has only Tc rows. A measurement for the design in
-// notes/next_steps_issue7.md (session 27), not an op: hb / wb bf16 [T, H] / [V, H]; z f32 [Tc, V]
-// and dz bf16 [Tc, V] scratch; lp / ent / lse f32 [T]; dh f32 [T, H]; dw f32 [V, H] overwritten.
-void token_chunked_head(const uint16_t* hb, const uint16_t* wb, const int32_t* tg, int64_t T,
-                        int64_t H, int64_t V, int64_t Tc, const float* dlogp, const float* dent,
-                        float* z, uint16_t* dz, float* stats, float* lp, float* ent, float* lse,
-                        float* dh, float* dw, bool gemms_only) {
-  namespace cuda = gyre::cuda;
-  for (int64_t r0 = 0; r0 < T; r0 += Tc) {
-    const int64_t tc = std::min(Tc, T - r0);
-    cuda::linear_gemm_bf16(hb + r0 * H, wb, nullptr, tc, V, H, z);
-    if (!gemms_only) {
-      cuda::logprob_chunk_stats(z, tg + r0, tc, V, 0, 1.0f, false, stats);
-      cuda::logprob_chunk_finish(stats, tg + r0, tc, lp + r0, ent + r0, lse + r0);
-      cuda::logprob_chunk_bwd_bf16(z, tg + r0, tc, V, 0, 1.0f, lse + r0, ent + r0, dlogp + r0,
-                                   dent + r0, dz);
-    }
-    cuda::gemm_bf16(false, false, tc, H, V, 1.0f, dz, V, wb, H, 0.0f, dh + r0 * H, H, false);
-    cuda::gemm_bf16(true, false, V, H, tc, 1.0f, dz, V, hb + r0 * H, H, r0 > 0 ? 1.0f : 0.0f, dw, H,
-                    false);
-  }
-}
-
 int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
   using gyre::Device;
   using gyre::Tensor;
@@ -266,38 +241,30 @@ int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
                                reps),
         gyre::bench::median_ms([&] { composed_head(h, w, targets, C, &dlogp, dent, dw); }, 1,
                                reps)};
-    // Token-chunked fwd + bwd (3 GEMMs of the head's size instead of 4) at Tc = T/16 and T/8.
-    for (int64_t parts : {int64_t(16), int64_t(8)}) {
-      const int64_t Tc = (T + parts - 1) / parts;
-      cuda::DeviceBuffer tz(size_t(Tc * V) * 4), tdz(size_t(Tc * V) * 2), tstats(size_t(Tc) * 16),
-          tlp(size_t(T) * 4), tent(size_t(T) * 4), tlse(size_t(T) * 4);
-      GYRE_CUDA_CHECK(cudaMemsetAsync(tdz.as<void>(), 0, size_t(Tc * V) * 2, gyre::cuda::stream()));
-      auto run = [&](bool gemms_only) {
-        token_chunked_head(hb.as<uint16_t>(), wb.as<uint16_t>(), targets.data<int32_t>(), T, H, V,
-                           Tc, dlogp.f32(), dent.f32(), tz.as<float>(), tdz.as<uint16_t>(),
-                           tstats.as<float>(), tlp.as<float>(), tent.as<float>(), tlse.as<float>(),
-                           dhb.as<float>(), dw.f32(), gemms_only);
-      };
-      const double t_ms = gyre::bench::median_ms([&] { run(false); }, 1, reps);
-      const double t_gemm_ms = gyre::bench::median_ms([&] { run(true); }, 1, reps);
-      // Same log-probs as the vocabulary-chunked head (the f32 statistics over the same f32
-      // logits, merged over one chunk instead of 16): the largest difference, a sanity check.
-      fwd();
-      std::vector<float> a(static_cast<size_t>(T)), b(static_cast<size_t>(T));
-      GYRE_CUDA_CHECK(cudaMemcpy(a.data(), lp.f32(), size_t(T) * 4, cudaMemcpyDeviceToHost));
-      GYRE_CUDA_CHECK(cudaMemcpy(b.data(), tlp.as<float>(), size_t(T) * 4, cudaMemcpyDeviceToHost));
-      double max_diff = 0;
-      for (size_t i = 0; i < a.size(); ++i)
-        max_diff = std::max(max_diff, double(std::abs(a[i] - b[i])));
-      const double flops = 2.0 * double(T) * double(V) * double(H) * 3;
-      std::printf(
-          "{\"bench\": \"model_gpu_logprob_head_op\", \"pass\": \"fwd_bwd_token_chunks\", "
-          "\"tokens\": %lld, \"vocab\": %lld, \"hidden\": %lld, \"token_chunk\": %lld, "
-          "\"ms\": %.3f, \"gemm_only_ms\": %.3f, \"gemm_only_tflops\": %.1f, "
-          "\"vocab_chunked_fwd_bwd_ms\": %.3f, \"max_logp_diff\": %.3g}\n",
-          (long long)T, (long long)V, (long long)H, (long long)Tc, t_ms, t_gemm_ms,
-          flops / t_gemm_ms / 1e9, ms[1], max_diff);
-    }
+    // The one-pass head for a gradient known up front (ops::linear_token_logprobs_with_grad under
+    // autocast: token chunks over the whole vocabulary, 3 GEMMs of the head's size instead of 4)
+    // on the same bf16 weight, and the largest log-prob difference to the two-pass head's.
+    Tensor lp1 = Tensor::empty({T}, gyre::DType::f32, Device::cuda),
+           ent1 = Tensor::empty({T}, gyre::DType::f32, Device::cuda),
+           lse1 = Tensor::empty({T}, gyre::DType::f32, Device::cuda);
+    auto one_pass = [&] {
+      cuda::linear_token_logprobs_with_grad_autocast(
+          h.f32(), w.f32(), wb.as<uint16_t>(), targets.data<int32_t>(), T, H, V, 1.0f, dlogp.f32(),
+          dent.f32(), lp1.f32(), ent1.f32(), lse1.f32(), dhb.as<float>(), dw.f32());
+    };
+    const double one_pass_ms = gyre::bench::median_ms(one_pass, 1, reps);
+    fwd();
+    const std::vector<float> a = lp.to(Device::cpu).to_vector(),
+                             b = lp1.to(Device::cpu).to_vector();
+    double max_diff = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      max_diff = std::max(max_diff, double(std::abs(a[i] - b[i])));
+    std::printf(
+        "{\"bench\": \"model_gpu_logprob_head_op\", \"pass\": \"fwd_bwd_one_pass\", "
+        "\"tokens\": %lld, \"vocab\": %lld, \"hidden\": %lld, \"token_chunk\": %lld, "
+        "\"ms\": %.3f, \"two_pass_fwd_bwd_ms\": %.3f, \"max_logp_diff\": %.3g}\n",
+        (long long)T, (long long)V, (long long)H, (long long)cuda::logprob_grad_rows_per_chunk(T),
+        one_pass_ms, ms[1], max_diff);
     for (int b = 0; b < 2; ++b) {
       const double flops = 2.0 * double(T) * double(V) * double(H) * (b ? 4 : 1);
       std::printf(
