@@ -44,7 +44,10 @@ struct Bf16WeightCache::Impl {
 #ifdef GYRE_HAVE_CUDA
   struct Entry {
     Tensor source;  // keeps the f32 storage (and so the key's address) alive
-    std::unique_ptr<cuda::DeviceBuffer> copy;
+    // The buffer holding the copy (shared by the two entries of a bf16_pair) and the copy's first
+    // element in it.
+    std::shared_ptr<cuda::DeviceBuffer> buffer;
+    uint16_t* copy = nullptr;
   };
   std::map<std::pair<const void*, int64_t>, Entry> copies;
   // The entry of w, or null (a different storage at the same address cannot exist while the entry
@@ -110,17 +113,55 @@ const uint16_t* Bf16WeightCache::bf16(const Tensor& w) {
     // The copies outlive any CUDA graph being captured: never from a graph's private pool.
     cuda::GraphPoolScope shared_memory(nullptr);
     const size_t bytes = size_t(std::max<int64_t>(w.numel(), 1)) * 2;
-    slot.copy = std::make_unique<cuda::DeviceBuffer>(bytes);
+    slot.buffer = std::make_shared<cuda::DeviceBuffer>(bytes);
+    slot.copy = slot.buffer->as<uint16_t>();
     slot.source = w;
     if (w.numel() > 0) {
-      cuda::f32_to_bf16(w.f32(), slot.copy->as<uint16_t>(), w.numel());
+      cuda::f32_to_bf16(w.f32(), slot.copy, w.numel());
       // The GEMV that asked for the copy loads it before waiting for its predecessor, this
       // conversion (backend/cuda/pdl.cuh, invariant 1).
       cuda::pdl_barrier();
     }
     impl_->bytes += bytes;
   }
-  return slot.copy->as<uint16_t>();
+  return slot.copy;
+#else
+  GYRE_THROW(unsupported, "Bf16WeightCache: this build has no CUDA backend");
+#endif
+}
+
+const uint16_t* Bf16WeightCache::bf16_pair(const Tensor& a, const Tensor& b) {
+  for (const Tensor* w : {&a, &b})
+    GYRE_CHECK(w->defined() && w->dtype() == DType::f32 && w->device() == Device::cuda,
+               "Bf16WeightCache::bf16_pair: weights must be f32 CUDA tensors, got {} on {}",
+               w->defined() ? dtype_name(w->dtype()) : "undefined", device_name(w->device()));
+#ifdef GYRE_HAVE_CUDA
+  const std::pair<const void*, int64_t> ka{a.address(), a.numel()}, kb{b.address(), b.numel()};
+  GYRE_CHECK(ka != kb, "Bf16WeightCache::bf16_pair: a and b are the same weight");
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  // Keyed as bf16() keys its lookups (first byte, element count).
+  auto ia = impl_->copies.find(ka), ib = impl_->copies.find(kb);
+  const Impl::Entry* ea = ia != impl_->copies.end() && ia->second.copy ? &ia->second : nullptr;
+  const Impl::Entry* eb = ib != impl_->copies.end() && ib->second.copy ? &ib->second : nullptr;
+  if (ea || eb) {
+    // Already copied: adjacent only if an earlier bf16_pair(a, b) made them so.
+    const bool adjacent = ea && eb && ea->buffer == eb->buffer && eb->copy == ea->copy + a.numel();
+    return adjacent ? ea->copy : nullptr;
+  }
+  // Neither has a copy: one buffer, a's copy then b's, each converted as bf16() converts it.
+  cuda::GraphPoolScope shared_memory(nullptr);  // as bf16(): never a graph's private pool
+  const size_t bytes = size_t(std::max<int64_t>(a.numel() + b.numel(), 1)) * 2;
+  auto buffer = std::make_shared<cuda::DeviceBuffer>(bytes);
+  uint16_t* base = buffer->as<uint16_t>();
+  Impl::Entry& sa = impl_->copies[ka];
+  sa.buffer = buffer, sa.copy = base, sa.source = a;
+  Impl::Entry& sb = impl_->copies[kb];
+  sb.buffer = buffer, sb.copy = base + a.numel(), sb.source = b;
+  if (a.numel() > 0) cuda::f32_to_bf16(a.f32(), sa.copy, a.numel());
+  if (b.numel() > 0) cuda::f32_to_bf16(b.f32(), sb.copy, b.numel());
+  if (a.numel() + b.numel() > 0) cuda::pdl_barrier();  // as after bf16()'s conversion
+  impl_->bytes += bytes;
+  return base;
 #else
   GYRE_THROW(unsupported, "Bf16WeightCache: this build has no CUDA backend");
 #endif
@@ -138,7 +179,7 @@ void Bf16WeightCache::refresh() {
   src.reserve(k), dst.reserve(k), n.reserve(k);
   for (auto& [key, e] : impl_->copies) {
     src.push_back(e.source.f32());
-    dst.push_back(e.copy->as<uint16_t>());
+    dst.push_back(e.copy);
     n.push_back(e.source.numel());
   }
   cuda::f32_to_bf16_many(src.data(), dst.data(), n.data(), int64_t(k));
@@ -166,7 +207,7 @@ uint16_t* Bf16WeightCache::copy_to_write(const Tensor& w) {
 #ifdef GYRE_HAVE_CUDA
   std::lock_guard<std::mutex> lk(impl_->mu);
   Impl::Entry* e = impl_->find(w);
-  return e ? e->copy->as<uint16_t>() : nullptr;
+  return e ? e->copy : nullptr;
 #else
   return nullptr;
 #endif

@@ -172,6 +172,21 @@ bool gemm_weight(const Tensor& x, const Tensor& w, int64_t M, int64_t K, cuda::G
   return false;
 }
 
+// Before gemm_weight's lookups of gate and up: where it would serve both from the installed cache,
+// the cache makes their copies side by side (Bf16WeightCache::bf16_pair; nothing changes for
+// copies that exist already), so that the SwiGLU backward's one dX GEMM over dgate | dup
+// (ops::swiglu_gate_up_backward) reads them stacked in place. Same values either way.
+void pair_gate_up_copies(const Tensor& x, const Tensor& w_gate, const Tensor& w_up, int64_t M,
+                         int64_t K) {
+  if constexpr (kCuda) {
+    if (x.device() != Device::cuda || x.dtype() != DType::f32 || !bf16_autocast() ||
+        M <= cuda::kGemvMaxRows || K <= 0 || w_gate.size(0) <= 0 ||
+        w_gate.shape() != w_up.shape() || w_gate.address() == w_up.address())
+      return;
+    if (Bf16WeightCache* cache = bf16_weight_cache()) cache->bf16_pair(w_gate, w_up);
+  }
+}
+
 const float* bias_ptr(const Tensor& b) { return b.defined() ? b.f32() : nullptr; }
 
 // The RMSNorm in front of a fused linear (rms_norm_linear_*): its weight and eps, where rms_norm's
@@ -386,6 +401,7 @@ void silu_mul_impl(const char* op, const Tensor& x, const Norm* nrm, const Tenso
   if constexpr (kCuda) {
     // Past the GEMV's rows: both GEMMs over one bf16 copy of x (or of rms_norm(x)).
     cuda::GemmWeight wg, wu;
+    pair_gate_up_copies(x, w_gate, w_up, M, K);
     if (gemm_weight(x, w_gate, M, K, wg) && gemm_weight(x, w_up, M, K, wu)) {
       const cuda::RmsPrologue p = nrm ? prologue_of(op, *nrm, x, M) : cuda::RmsPrologue{};
       detail::prepare_out(op, "out", out, out_shape(x, N), DType::f32, Device::cuda);
@@ -607,6 +623,7 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
   // act folded into the SwiGLU kernel. The same lookups the two ops make, in their order.
   if constexpr (kCuda) {
     cuda::GemmWeight wg, wu, wd;
+    if (!b_down.defined()) pair_gate_up_copies(x, w_gate, w_up, M, K);
     if (!b_down.defined() && gemm_weight(x, w_gate, M, K, wg) && gemm_weight(x, w_up, M, K, wu) &&
         gemm_weight(x, w_down, M, I, wd)) {  // act: x's rows and device
       Tensor rstd_keep;

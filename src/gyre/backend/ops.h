@@ -96,6 +96,14 @@ class Bf16WeightCache {
   const uint16_t* bf16(const Tensor& w);
   // How many bf16() calls so far found their copy already there (never reset).
   uint64_t hits() const;
+  // The copies of two f32 CUDA weights a and b (distinct, one element count each) side by side in
+  // one buffer: bf16(b) == bf16(a) + a.numel(). Converts both now when neither has a copy yet;
+  // returns the shared start (bf16(a)) when they are adjacent, null when either was already
+  // copied on its own (the copies stay where they are: addresses handed out never move). A GEMM
+  // over both weights stacked [Na + Nb, K] (the SwiGLU backward's one dX GEMM over dgate | dup,
+  // ops::swiglu_gate_up_backward) reads them in place instead of copying them into scratch. The
+  // callers that know the pair (the gate/up ops) ask before their first bf16() lookup.
+  const uint16_t* bf16_pair(const Tensor& a, const Tensor& b);
 
   // ---- weights changed in place
   // Re-casts every copy from its source into the same buffer: one launch on the calling thread's

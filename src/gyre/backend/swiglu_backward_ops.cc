@@ -121,16 +121,31 @@ void swiglu_gate_up_backward(const Tensor& dact, const Tensor& gate, const Tenso
           dact16 ? nullptr : dact.f32(), dact16 ? dact.data<uint16_t>() : nullptr,
           gate.data<uint16_t>(), up.data<uint16_t>(), M, I, packed.data<uint16_t>(), p.off, p.ld);
       Bf16WeightCache* cache = bf16_weight_cache();
+      // The gate | up copies side by side (the forward's gate/up ops made them so, or this call
+      // does when neither exists yet): the one dX GEMM reads them as its stacked [2I, H] weight
+      // in place. Only without padding columns (I % 128 == 0, Qwen's 4864 / 8960): a gap would
+      // need zero rows between the copies.
+      const uint16_t* stacked =
+          cache && dx.defined() && p.off == I ? cache->bf16_pair(w_gate, w_up) : nullptr;
       auto member = [&](const Tensor& w, Tensor& dw, int64_t col) {
-        // As linear_backward: the installed cache serves dX's bf16 weight.
-        return cuda::PackedBwdMember{w.f32(), cache && dx.defined() ? cache->bf16(w) : nullptr, I,
-                                     col, dw.defined() ? dw.f32() : nullptr};
+        // As linear_backward: the installed cache serves dX's bf16 weight, and a gradient holding
+        // deferred zeros (Tensor::zero_deferred) is overwritten by its dW GEMM (beta 0) instead
+        // of being zeroed and added to — claimed here, after every check and before anything
+        // touches dw's data (f32() would write the zeros).
+        const bool overwrite = dw.defined() && dw.claim_pending_zero();
+        return cuda::PackedBwdMember{w.f32(),
+                                     cache && dx.defined() ? cache->bf16(w) : nullptr,
+                                     I,
+                                     col,
+                                     dw.defined() ? dw.f32() : nullptr,
+                                     overwrite};
       };
       const cuda::PackedBwdMember members[2] = {member(w_gate, dw_gate, 0),
                                                 member(w_up, dw_up, p.off)};
-      return cuda::linear_group_bwd_packed(
-          packed.data<uint16_t>(), p.ld, members, 2, x16 ? nullptr : x.f32(),
-          x16 ? x.data<uint16_t>() : nullptr, M, H, dx.defined() ? dx.f32() : nullptr, false);
+      return cuda::linear_group_bwd_packed(packed.data<uint16_t>(), p.ld, members, 2,
+                                           x16 ? nullptr : x.f32(),
+                                           x16 ? x.data<uint16_t>() : nullptr, M, H,
+                                           dx.defined() ? dx.f32() : nullptr, false, stacked);
     }
   // The composition (the CPU, f32 gate/up, autocast off, empty products).
   Tensor dgate = Tensor::empty(gate.shape(), grads16 ? DType::bf16 : dt, dev);

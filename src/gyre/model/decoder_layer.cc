@@ -9,6 +9,7 @@
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
+#include "gyre/backend/swiglu_backward_ops.h"
 #include "gyre/core/env.h"
 #include "gyre/model/decode_fusion.h"
 #include "gyre/model/moe_block.h"
@@ -40,6 +41,14 @@ bool qkv_packed_backward() {
   static const bool on = env_choice("GYRE_QKV_PACKED_BACKWARD", {"0", "1"}, "1") == "1";
   return on;
 }
+
+// GYRE_SWIGLU_PACKED_BACKWARD=0 keeps the MLP backward's silu_mul_backward + two gate/up
+// linear_backward calls where ops::swiglu_gate_up_backward (dgate | dup packed, one dX GEMM)
+// would run: the A/B switch of the step's figures. Validated by every saving forward, as above.
+bool swiglu_packed_backward() {
+  static const bool on = env_choice("GYRE_SWIGLU_PACKED_BACKWARD", {"0", "1"}, "1") == "1";
+  return on;
+}
 }  // namespace
 
 void set_decode_fusion(bool on) { g_decode_fusion.store(on, std::memory_order_relaxed); }
@@ -59,7 +68,7 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   const Device dev = x.device();
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = float(c.rms_norm_eps);
-  if (s) qkv_packed_backward();  // validates the switch before a backward can start
+  if (s) qkv_packed_backward(), swiglu_packed_backward();  // validate the switches up front
   // Every forward — the rollout engine's (a KV-cache context), the scoring forward (no context:
   // old/ref log-probs), the trainer's saving forward and recompute's two passes — takes the fused
   // linears (decode_fusion.h): q/k/v behind the folded input norm, o_proj with the residual in its
@@ -253,17 +262,26 @@ Tensor layer_backward(const ModelConfig& c, const LayerTensors& w, LayerTensors&
     const bool dout16 = dout_bf16.defined() && !w.down_b.defined();  // db sums f32 dy
     ops::linear_backward(dout16 ? dout_bf16 : dout, act, w.down_w, dact, g.down_w, g.down_b);
     act = Tensor();
-    // ops::swiglu_gate_up_backward (dgate|dup packed, one dX GEMM over both) is not used here yet:
-    // with its first packed kernel (a 64-bit division per store) the 1.5B step measured ~3 ms
-    // slower; the kernel now divides once per thread, which the device has not run yet
-    // (notes/next_steps_issue7.md: run SwigluBackwardCuda, measure, then call it here).
-    const DType dgrad_dt = grads16 ? DType::bf16 : DType::f32;
-    Tensor dgate = Tensor::empty({T, I}, dgrad_dt, dev), dup = Tensor::empty({T, I}, dgrad_dt, dev);
-    ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
-    dact = Tensor();
     dxn2 = empty({T, H}, dev);
-    ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
-    ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+    if (grads16 && swiglu_packed_backward()) {
+      // Bias-free gate/up with bf16 gradients: ops::swiglu_gate_up_backward writes dgate | dup
+      // into one packed bf16 buffer and runs ONE dX GEMM over both (K = 2I, the gate | up bf16
+      // copies stacked in place: Bf16WeightCache::bf16_pair) where the composition below runs
+      // two, the second re-reading and re-writing the f32 dxn2. dgate / dup and the dW GEMMs'
+      // operands are the composition's bits; dxn2 is the same sum of products accumulated in one
+      // GEMM (rounding order only: swiglu_backward_ops.h's bound).
+      ops::swiglu_gate_up_backward(dact, s.gate, s.up, s.xn2, w.gate_w, w.up_w, dxn2, g.gate_w,
+                                   g.up_w);
+      dact = Tensor();
+    } else {
+      const DType dgrad_dt = grads16 ? DType::bf16 : DType::f32;
+      Tensor dgate = Tensor::empty({T, I}, dgrad_dt, dev);
+      Tensor dup = Tensor::empty({T, I}, dgrad_dt, dev);
+      ops::silu_mul_backward(dact, s.gate, s.up, dgate, dup);
+      dact = Tensor();
+      ops::linear_backward(dgate, s.xn2, w.gate_w, dxn2, g.gate_w, g.gate_b);
+      ops::linear_backward(dup, s.xn2, w.up_w, dxn2, g.up_w, g.up_b, /*accumulate_dx=*/true);
+    }
     tp_all_reduce(a.tp, dxn2);  // "f" at the column-parallel gate/up input
   }
   Tensor dh = empty({T, H}, dev), dh16;

@@ -3,8 +3,8 @@
 // views that start at odd offsets, so the kernel's scalar path runs next to its vector path);
 // ops::f32_to_bf16_many and the bf16 outputs of ops::adamw_step_many and ops::copy_many round
 // exactly as cuda::f32_to_bf16 (the cache's conversion) and leave the f32 results unchanged; the
-// cache's bookkeeping (sources_within, copy_to_write, the fresh mark, generation). Skips without a
-// GPU.
+// cache's bookkeeping (sources_within, copy_to_write, the fresh mark, generation); bf16_pair's
+// adjacent copies (the SwiGLU backward's stacked gate | up weight). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -265,6 +265,47 @@ TEST(Bf16CopiesCuda, BookkeepingOfSourcesAndTheFreshMark) {
   cache.copies_written({});
   EXPECT_TRUE(cache.take_fresh());
   EXPECT_TRUE(cache.sources_within({}));
+}
+
+TEST(Bf16CopiesCuda, PairedCopiesSitSideBySideWithTheSameBits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  Tensor a = gpu(randn({96, 40}, 11)), b = gpu(randn({96, 40}, 12));
+  Bf16WeightCache cache;
+  const uint16_t* base = cache.bf16_pair(a, b);
+  ASSERT_NE(base, nullptr);
+  EXPECT_EQ(cache.entries(), 2u);
+  EXPECT_EQ(cache.bytes(), size_t(a.numel() + b.numel()) * 2);
+  // Each half is the weight's own copy: what bf16() hands out (a hit, no conversion), with the
+  // bits of a lone conversion.
+  const uint64_t hits = cache.hits();
+  EXPECT_EQ(cache.bf16(a), base);
+  EXPECT_EQ(cache.bf16(b), base + a.numel());
+  EXPECT_EQ(cache.hits(), hits + 2);
+  EXPECT_EQ(bits_at(base, a.numel()), host_bits(a));
+  EXPECT_EQ(bits_at(base + a.numel(), b.numel()), host_bits(b));
+  EXPECT_EQ(cache.bf16_pair(a, b), base);  // asked again: the same pair
+  EXPECT_EQ(cache.copy_to_write(b), base + a.numel());
+  // refresh() re-casts both halves in place.
+  a.fill(0.5f);
+  b.fill(-2.0f);
+  cache.refresh();
+  EXPECT_EQ(bits_at(base, a.numel()), host_bits(a));
+  EXPECT_EQ(bits_at(base + a.numel(), b.numel()), host_bits(b));
+  // Copies made one by one stay where they are: no pair (null), the lookups unchanged.
+  Bf16WeightCache lone;
+  const uint16_t* pb = lone.bf16(b);
+  EXPECT_EQ(lone.bf16_pair(a, b), nullptr);
+  EXPECT_EQ(lone.bf16(b), pb);
+  EXPECT_EQ(lone.bf16_pair(b, a), nullptr);  // a was copied alone by the call above
+  // Reversed order of an existing pair is not adjacent in that order.
+  EXPECT_EQ(cache.bf16_pair(b, a), nullptr);
+  // Errors: the same weight twice, a host weight.
+  EXPECT_THROW(cache.bf16_pair(a, a), Error);
+  EXPECT_THROW(cache.bf16_pair(a, cpu(b)), Error);
+  // clear() drops both entries (one buffer).
+  cache.clear();
+  EXPECT_EQ(cache.entries(), 0u);
+  EXPECT_EQ(cache.bytes(), 0u);
 }
 
 }  // namespace

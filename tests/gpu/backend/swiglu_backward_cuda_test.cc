@@ -302,5 +302,56 @@ TEST(SwigluBackwardCuda, OffThePackedPathIsTheComposition) {
   }
 }
 
+// Under an installed cache the op reads the gate | up copies stacked in place where they sit side
+// by side (Bf16WeightCache::bf16_pair, which it asks for when neither exists yet), and copies them
+// into scratch where they were made one by one: the same weight values into the same GEMM, so the
+// same bits. Gradients holding deferred zeros (Tensor::zero_deferred, as Gradients::zero leaves
+// them) are claimed and overwritten (beta 0): the values of an eagerly zeroed gradient, up to the
+// f32 summation order of the beta-0 GEMM's own plan (norm-relative 1e-5 catches a lost or doubled
+// term, and the buffer's 7s show through if beta stayed 1), then accumulated by a second call.
+TEST(SwigluBackwardCuda, StackedCopiesAndClaimedDeferredZeros) {
+  GYRE_SKIP_WITHOUT_GPU();
+  const Case c{300, 896, 4864};
+  const Inputs in(c, 900);
+  ops::Bf16Autocast autocast;
+  auto run_with = [&](ops::Bf16WeightCache& cache, Tensor& dx, Tensor& dwg, Tensor& dwu) {
+    ops::UseBf16WeightCache use(&cache);
+    ops::swiglu_gate_up_backward(in.dact16, in.gate, in.up, in.x16, in.w_gate, in.w_up, dx, dwg,
+                                 dwu);
+  };
+  // A fresh cache: the op pairs the copies and reads them stacked.
+  ops::Bf16WeightCache paired;
+  Tensor dx1 = in.dx0.clone(), dwg1 = gpu(Tensor::zeros({c.I, c.H})),
+         dwu1 = gpu(Tensor::zeros({c.I, c.H}));
+  run_with(paired, dx1, dwg1, dwu1);
+  EXPECT_EQ(paired.bf16(in.w_up), paired.bf16(in.w_gate) + c.I * c.H) << "copies not adjacent";
+  // Copies made one by one (up first, so not adjacent): stacked into scratch, the same bits.
+  ops::Bf16WeightCache lone;
+  lone.bf16(in.w_up);
+  lone.bf16(in.w_gate);
+  EXPECT_EQ(lone.bf16_pair(in.w_gate, in.w_up), nullptr);
+  Tensor dx2 = in.dx0.clone(), dwg2 = gpu(Tensor::zeros({c.I, c.H})),
+         dwu2 = gpu(Tensor::zeros({c.I, c.H}));
+  run_with(lone, dx2, dwg2, dwu2);
+  expect_bitwise(cpu(dx2), cpu(dx1), "dx, scratch stack vs paired copies");
+  expect_bitwise(cpu(dwg2), cpu(dwg1), "dw_gate, scratch stack vs paired copies");
+  expect_bitwise(cpu(dwu2), cpu(dwu1), "dw_up, scratch stack vs paired copies");
+  // Deferred zeros over 7s: claimed, overwritten, then accumulated.
+  Tensor dx3 = in.dx0.clone(), dwg3 = gpu(Tensor::full({c.I, c.H}, 7.0f)),
+         dwu3 = gpu(Tensor::full({c.I, c.H}, 7.0f));
+  dwg3.zero_deferred();
+  dwu3.zero_deferred();
+  run_with(paired, dx3, dwg3, dwu3);
+  EXPECT_FALSE(dwg3.storage()->zero_pending());
+  EXPECT_FALSE(dwu3.storage()->zero_pending());
+  EXPECT_LE(rel_err(cpu(dwg3), cpu(dwg1)), 1e-5);
+  EXPECT_LE(rel_err(cpu(dwu3), cpu(dwu1)), 1e-5);
+  expect_bitwise(cpu(dx3), cpu(dx1), "dx with deferred-zero gradients");
+  run_with(paired, dx3, dwg3, dwu3);
+  std::vector<float> twice = cpu(dwg1).to_vector();
+  for (float& v : twice) v *= 2.0f;
+  EXPECT_LE(rel_err(cpu(dwg3), Tensor::from_vector(twice, {c.I, c.H})), 1e-5);
+}
+
 }  // namespace
 }  // namespace gyre

@@ -97,7 +97,7 @@ void pack_bf16_columns(const PackBf16Member* members, int64_t count, int64_t M, 
 
 void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMember* members,
                              int64_t count, const float* x, const uint16_t* x_bf16, int64_t M,
-                             int64_t K, float* dx, bool accumulate_dx) {
+                             int64_t K, float* dx, bool accumulate_dx, const uint16_t* w_stacked) {
   GYRE_CHECK(M > 0 && K > 0 && ld > 0 && ld % kPackAlign == 0,
              "linear_group_bwd_packed: empty product or unaligned ld (M {}, K {}, ld {})", M, K,
              ld);
@@ -123,7 +123,23 @@ void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMemb
         cudaMemcpyAsync(dys->as<uint16_t>(), dy, size_t(M * ld) * 2, cudaMemcpyDeviceToDevice, s));
     dy = dys->as<uint16_t>();
   }
-  if (dx) {
+  if (dx && w_stacked) {
+    // The caller's stack must be exactly the members' rows: no gap for zero rows.
+    int64_t covered = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      GYRE_CHECK(members[i].col == covered,
+                 "linear_group_bwd_packed: w_stacked given, but member {} starts at column {} "
+                 "instead of {} (a stacked weight cannot hold the zero rows of a gap)",
+                 i, members[i].col, covered);
+      covered += members[i].n;
+    }
+    GYRE_CHECK(covered == ld,
+               "linear_group_bwd_packed: w_stacked given, but the members cover {} of ld {} "
+               "columns",
+               covered, ld);
+    gemm_bf16(false, false, M, K, ld, 1.0f, dy, ld, w_stacked, K, accumulate_dx ? 1.0f : 0.0f, dx,
+              K, false);
+  } else if (dx) {
     // The weights stacked [ld, K]: each member's bf16 copy (or its f32 weight rounded as
     // linear_bwd_autocast rounds it) at rows [col_i, col_i + n_i), every other row zero — 0 · 0
     // adds exact zeros to dX, while uninitialised scratch could hold Inf/NaN bits (0 · Inf = NaN).

@@ -81,9 +81,14 @@ struct PackedBwdMember {
 // Members in increasing col, not overlapping, col_i + n_i <= ld (n = 0: skipped). x as in
 // linear_group_bwd_autocast. Preconditions (the caller's): M > 0, K > 0, ld > 0; outputs do not
 // overlap inputs or each other.
+// w_stacked (may be null): W itself, when the caller holds the members' bf16 weights stacked
+// already — member i's copy at rows [col_i, col_i + n_i) and no other rows (the members cover
+// [0, ld) without gaps: Bf16WeightCache::bf16_pair's gate | up copies) — the dX GEMM reads it in
+// place; else the members' copies (or f32 weights rounded) are stacked into scratch here.
 void linear_group_bwd_packed(const uint16_t* dy, int64_t ld, const PackedBwdMember* members,
                              int64_t count, const float* x, const uint16_t* x_bf16, int64_t M,
-                             int64_t K, float* dx, bool accumulate_dx);
+                             int64_t K, float* dx, bool accumulate_dx,
+                             const uint16_t* w_stacked = nullptr);
 
 // The SwiGLU gate/up backward's packed layout (ops::swiglu_gate_up_backward): dgate in columns
 // [0, I), dup in [off, off + I), off = round_up(I, kPackAlign), ld = 2·off; the columns
