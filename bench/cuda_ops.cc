@@ -19,7 +19,10 @@
 //   f32_to_bf16, rms_norm_fwd_bf16, rope_qkv_bf16  (only with the argument `memory`) the
 //                    forward's memory-bound passes: a gate/up weight's conversion (0.5B / 1.5B),
 //                    RMSNorm into bf16 (H 896 / 1536) and RoPE of q/k/v into bf16 (0.5B / 1.5B
-//                    heads) at 4·4096 rows: us and GB/s of the 6 bytes per element each moves
+//                    heads) at 4·4096 rows: us and GB/s of the 6 bytes per element each moves;
+//                    and the backward's rope_inverse_dqkv_packed (bf16 dq/dk/dv in, packed
+//                    bf16 dy + the q/k/v bias column sums out: 4 bytes per element) at the same
+//                    heads and rows, cold (L2 flushed) and hot
 //   copy             device-to-device copy bandwidth (bytes read + written), the memory ceiling
 //   residual_gemm    (only with the argument `residual_gemm`) the residual linears of the Qwen2.5
 //                    forwards (o_proj and down_proj, 4·4096 rows): the plain bf16 GEMM into f32
@@ -482,6 +485,41 @@ void bench_memory_bound() {
          std::to_string(h.hq) + "/" + std::to_string(h.hkv) + "x" + std::to_string(h.d) +
          "\",\"us\":" + std::to_string(ms * 1e3) +
          ",\"gb_per_s\":" + std::to_string(el * 6.0 / (ms * 1e-3) / 1e9) + "}");
+  }
+  // The backward's counterpart: rope_inverse_dqkv_packed (bf16 dq/dk/dv in, inverse-rotated and
+  // packed bf16 [T, (Hq + 2·Hkv)·D] out, the three bias gradients' column sums), 4 bytes per
+  // element; cold (L2 flushed) and hot.
+  for (Heads h : {Heads{14, 2, 64}, Heads{12, 2, 128}}) {
+    const int64_t half = h.d / 2, max_pos = 4096, nq = h.hq * h.d, nkv = h.hkv * h.d;
+    Tensor dq = random_device({T, nq}, DType::bf16, 24, 1.0f);
+    Tensor dk = random_device({T, nkv}, DType::bf16, 25, 1.0f);
+    Tensor dv = random_device({T, nkv}, DType::bf16, 26, 1.0f);
+    Tensor cs = random_device({max_pos, half}, DType::f32, 27, 1.0f);
+    Tensor sn = random_device({max_pos, half}, DType::f32, 28, 1.0f);
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    for (int64_t i = 0; i < T; ++i) pos[size_t(i)] = int32_t(i % max_pos);
+    Tensor positions = Tensor::from_vector(pos, {T}).to(Device::cuda);
+    Tensor dst = Tensor::empty({T, nq + 2 * nkv}, DType::bf16, Device::cuda);
+    Tensor dbq = random_device({nq}, DType::f32, 29), dbk = random_device({nkv}, DType::f32, 30),
+           dbv = random_device({nkv}, DType::f32, 31);
+    cuda::PackedDqkv out;
+    out.dst = dst.data<uint16_t>();
+    out.ld = nq + 2 * nkv;
+    out.col[0] = 0, out.col[1] = nq, out.col[2] = nq + nkv;
+    out.db[0] = dbq.f32(), out.db[1] = dbk.f32(), out.db[2] = dbv.f32();
+    const bench::Timing t = bench::time_call(
+        [&] {
+          cuda::rope_inverse_dqkv_packed(dq.data<uint16_t>(), dk.data<uint16_t>(),
+                                         dv.data<uint16_t>(), T, h.hq, h.hkv, h.d, positions.i32(),
+                                         cs.f32(), sn.f32(), out);
+        },
+        20);
+    const double bytes = double(T) * double(out.ld) * 4.0;
+    emit("{\"bench\":\"rope_inverse_dqkv_packed\",\"rows\":" + std::to_string(T) + ",\"heads\":\"" +
+         std::to_string(h.hq) + "/" + std::to_string(h.hkv) + "x" + std::to_string(h.d) +
+         "\",\"cold_us\":" + std::to_string(t.cold_us) + ",\"hot_us\":" + std::to_string(t.hot_us) +
+         ",\"cold_gb_per_s\":" + std::to_string(bytes / (t.cold_us * 1e-6) / 1e9) +
+         ",\"hot_gb_per_s\":" + std::to_string(bytes / (t.hot_us * 1e-6) / 1e9) + "}");
   }
 }
 

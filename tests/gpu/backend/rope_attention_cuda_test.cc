@@ -14,7 +14,9 @@
 // f32 kernels; errors are named before anything is written;
 // - the backward into the q/k/v group's packed bf16 dy (rope_attention_varlen_backward_packed, then
 //   linear_group_backward_packed) is rope_attention_varlen_backward then linear_group_backward:
-//   the packed buffer, dx, dW and db bit for bit, padded layouts and T = 0 included.
+//   the packed buffer, dx, dW and db bit for bit, padded layouts and T = 0 included; and the
+//   kernel under it, cuda::rope_inverse_dqkv_packed, is rope_inverse_dqkv_f32, f32_to_bf16 into
+//   the members' columns and column_sums_add, on aligned (16-byte) and unaligned layouts.
 // Skips without a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -28,6 +30,7 @@
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/cuda/cudnn_attention.h"
+#include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/rope_attention_bf16.h"
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
@@ -584,6 +587,136 @@ TEST(RopeAttentionCuda, PackedBackwardErrorsBeforeAnythingIsWritten) {
   EXPECT_FALSE(none.defined());
   expect_same_bytes(buf, buf0, "dqkv not written");
   expect_same_bytes(dbq, db0, "dbq not written");
+}
+
+// ---- (g) cuda::rope_inverse_dqkv_packed itself ---------------------------------------------
+
+// The first element where two bit patterns differ, or -1.
+template <typename U>
+int64_t first_difference(const U* got, const U* want, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (got[i] != want[i]) return i;
+  return -1;
+}
+
+// cuda::rope_inverse_dqkv_packed against its definition (rope_attention_bf16.h), on the kernel's
+// own layouts rather than the op's: rope_inverse_dqkv_f32's f32 dq/dk/dv, each rounded by
+// f32_to_bf16 into its member's columns of [T, ld], zero in every other column, and db +=
+// column_sums_add of the f32 gradient where db is given (a null member's buffer untouched). Bit
+// for bit, over a destination prefilled with NaN bits and guard elements before and after it. The
+// 1.5B heads (12 / 2 of 128) and the 0.5B heads (14 / 2 of 64); T = 0, 1, 31 (less than one row
+// pass), 128 (one whole chunk), 300 (a partial last chunk), 1000 (8 chunks); random positions
+// into random tables; layouts: the training step's (tight, 16-byte aligned: the vector path),
+// members out of order with padding columns between them (still aligned), one member's column
+// odd, the destination 2 bytes off with an odd ld, and an input 2 bytes off (the last three: the
+// 2-byte path).
+TEST(RopeAttentionCuda, PackedKernelIsTheF32KernelThenPackingAndColumnSumsBitwise) {
+  GYRE_SKIP_WITHOUT_GPU();
+  struct Heads {
+    int64_t Hq, Hkv, D;
+  };
+  struct Layout {
+    const char* label;
+    int64_t col[3];  // q, k, v
+    int64_t ld;
+    int64_t dst_off;  // elements between the buffer's (aligned) start and dst
+    int64_t src_off;  // likewise for dqb
+    bool db[3];
+  };
+  constexpr uint16_t kPrefill = 0x7FC1;  // a NaN: every written element must overwrite it
+  constexpr int64_t kGuard = 9;          // elements after the last row, never written
+  for (const Heads hd : {Heads{12, 2, 128}, Heads{14, 2, 64}}) {
+    const int64_t nq = hd.Hq * hd.D, nkv = hd.Hkv * hd.D, half = hd.D / 2, P = 50;
+    const int64_t n[3] = {nq, nkv, nkv};
+    const int64_t tight = nq + 2 * nkv;
+    const Layout layouts[] = {
+        {"tight", {0, nq, nq + nkv}, tight, 0, 0, {true, true, true}},
+        {"v, q, k with padding",
+         {nkv + 16, nkv + 16 + nq + 8, 8},
+         tight + 56,
+         0,
+         0,
+         {false, true, true}},
+        {"col_k odd", {0, nq + 1, nq + nkv + 8}, tight + 16, 0, 0, {true, false, true}},
+        {"dst 2 bytes off, odd ld",
+         {3, nq + 8, nq + nkv + 13},
+         tight + 15,
+         1,
+         0,
+         {false, false, true}},
+        {"dqb 2 bytes off", {0, nq, nq + nkv}, tight, 0, 1, {true, true, false}},
+    };
+    const Tensor cos = gpu(randn({P, half}, 300)), sin = gpu(randn({P, half}, 301));
+    for (const int64_t T : {0, 1, 31, 128, 300, 1000}) {
+      const Tensor pos = gpu(gputest::rand_ids(std::max<int64_t>(T, 1), int32_t(P), 302 + T));
+      // The bf16 gradients; dq at an offset of 0 or 1 element into its buffer.
+      const Tensor gq = to_bf16(gpu(randn({T * nq + 1}, 310 + T)));
+      const Tensor gk = to_bf16(gpu(randn({std::max<int64_t>(T * nkv, 1)}, 311 + T)));
+      const Tensor gv = to_bf16(gpu(randn({std::max<int64_t>(T * nkv, 1)}, 312 + T)));
+      // The definition's f32 gradients, from each source offset.
+      Tensor grad32[2][3];
+      for (int64_t off : {0, 1})
+        for (int i = 0; i < 3; ++i)
+          grad32[off][i] =
+              Tensor::empty({std::max<int64_t>(T * n[i], 1)}, DType::f32, Device::cuda);
+      for (int64_t off : {0, 1})
+        cuda::rope_inverse_dqkv_f32(gq.data<uint16_t>() + off, gk.data<uint16_t>(),
+                                    gv.data<uint16_t>(), T, hd.Hq, hd.Hkv, hd.D, pos.i32(),
+                                    cos.f32(), sin.f32(), grad32[off][0].f32(),
+                                    grad32[off][1].f32(), grad32[off][2].f32());
+      for (const Layout& l : layouts) {
+        const std::string what = std::to_string(hd.Hq) + "/" + std::to_string(hd.Hkv) + "x" +
+                                 std::to_string(hd.D) + ", T " + std::to_string(T) + ", " + l.label;
+        const int64_t len = l.dst_off + T * l.ld + kGuard;
+        // Expected: the prefill, zero rows of ld, each member's rounded f32 values in its columns.
+        std::vector<uint16_t> want(size_t(len), kPrefill);
+        std::fill(want.begin() + l.dst_off, want.begin() + l.dst_off + T * l.ld, uint16_t(0));
+        const Tensor* g32 = grad32[l.src_off];
+        for (int i = 0; i < 3; ++i) {
+          Tensor b = Tensor::empty(g32[i].shape(), DType::bf16, Device::cuda);
+          cuda::f32_to_bf16(g32[i].f32(), b.data<uint16_t>(), g32[i].numel());
+          const Tensor h = cpu(b);
+          for (int64_t t = 0; t < T; ++t)
+            std::memcpy(want.data() + l.dst_off + t * l.ld + l.col[i],
+                        h.data<uint16_t>() + t * n[i], size_t(n[i]) * 2);
+        }
+        Tensor buf = gpu(Tensor::from_vector(
+            std::vector<int32_t>(size_t(len + 1) / 2, int32_t(kPrefill * 0x10001u)),
+            {(len + 1) / 2}));
+        uint16_t* dst = reinterpret_cast<uint16_t*>(buf.raw()) + l.dst_off;
+        // db: random starts; the expected sums by column_sums_add over the f32 gradients.
+        Tensor db[3], db_want[3];
+        cuda::PackedDqkv out;
+        out.dst = dst;
+        out.ld = l.ld;
+        for (int i = 0; i < 3; ++i) {
+          out.col[i] = l.col[i];
+          db[i] = gpu(randn({n[i]}, 320 + i));
+          db_want[i] = db[i].clone();
+          if (!l.db[i]) continue;
+          out.db[i] = db[i].f32();
+          cuda::column_sums_add(g32[i].f32(), T, n[i], db_want[i].f32());
+        }
+        cuda::rope_inverse_dqkv_packed(gq.data<uint16_t>() + l.src_off, gk.data<uint16_t>(),
+                                       gv.data<uint16_t>(), T, hd.Hq, hd.Hkv, hd.D, pos.i32(),
+                                       cos.f32(), sin.f32(), out);
+        const Tensor got = cpu(buf);
+        const auto* g16 = reinterpret_cast<const uint16_t*>(got.raw());
+        const int64_t d = first_difference(g16, want.data(), len);
+        EXPECT_EQ(d, -1) << what << ": packed element " << d << " (row "
+                         << (d - l.dst_off) / std::max<int64_t>(l.ld, 1) << ", column "
+                         << (d - l.dst_off) % std::max<int64_t>(l.ld, 1) << ") is 0x" << std::hex
+                         << (d >= 0 ? g16[d] : 0) << ", expected 0x"
+                         << (d >= 0 ? want[size_t(d)] : 0);
+        for (int i = 0; i < 3; ++i) {
+          const Tensor gd = cpu(db[i]), wd = cpu(db_want[i]);
+          const auto* gb = reinterpret_cast<const uint32_t*>(gd.raw());
+          const auto* wb = reinterpret_cast<const uint32_t*>(wd.raw());
+          EXPECT_EQ(first_difference(gb, wb, n[i]), -1) << what << ": db of member " << i;
+        }
+      }
+    }
+  }
 }
 
 // ---- (e) errors -------------------------------------------------------------------------------

@@ -7,10 +7,10 @@
 // row (t, h), rotated by the table entries cos/sin[positions[t] * D/2 + p] (rope_item's table_row)
 // through rope_rotate; a v item moves the same two elements without rotation.
 //
-// The packed variant of the backward's kernel (rope_inverse_dqkv_packed_kernel) works on tiles of
-// one head's columns over a 128-row chunk: the items as above, staged in shared memory, so that
-// one thread per column can also sum it over the chunk, rows in order, the way column_sums_add
-// does (column_sums.h).
+// The packed variant of the backward's kernel (rope_inverse_dqkv_packed_kernel) works on one head's
+// columns over a 128-row chunk: the items as above, eight pairs at a time with 16-byte accesses,
+// staged in shared memory, so that one thread per column can also sum it over the chunk, rows in
+// order, the way column_sums_add does (column_sums.h).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -177,33 +177,107 @@ struct PackedLaunch {
   double* part[3];
 };
 
-constexpr int kPackedThreads = 256;
-constexpr int kPackedSubRows = 32;  // rows of a chunk staged in shared memory at a time
+// Eight consecutive bf16 (element e in bits 16·(e % 2) of word e / 2, little-endian as in memory):
+// one 16-byte access when every address is 16-byte aligned (kVec), else eight 2-byte ones — the
+// same bits either way.
+template <bool kVec>
+__device__ __forceinline__ uint4 load8_bf16(const uint16_t* __restrict__ p) {
+  if constexpr (kVec) {
+    return *reinterpret_cast<const uint4*>(p);
+  } else {
+    return make_uint4(p[0] | uint32_t(p[1]) << 16, p[2] | uint32_t(p[3]) << 16,
+                      p[4] | uint32_t(p[5]) << 16, p[6] | uint32_t(p[7]) << 16);
+  }
+}
+__device__ __forceinline__ void widen8_bf16(const uint4 w, float (&x)[8]) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = widen_bf16(uint16_t(words[e / 2] >> (16 * (e % 2))));
+}
+// x[e] rounded by round_bf16 into p[e]: bf16_rn_pair puts its first value in the low half.
+template <bool kVec>
+__device__ __forceinline__ void store8_bf16(uint16_t* __restrict__ p, const float (&x)[8]) {
+  if constexpr (kVec) {
+    // __stwb: st.global.wb.v4, the plain store's cache policy, one 16-byte store (a plain
+    // assignment was split into four 4-byte stores for one of the two calls).
+    __stwb(reinterpret_cast<uint4*>(p),
+           make_uint4(bf16_rn_pair(x[0], x[1]), bf16_rn_pair(x[2], x[3]), bf16_rn_pair(x[4], x[5]),
+                      bf16_rn_pair(x[6], x[7])));
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) p[e] = round_bf16(x[e]);
+  }
+}
+template <bool kVec>
+__device__ __forceinline__ void load8_f32(const float* __restrict__ p, float (&x)[8]) {
+  if constexpr (kVec) {
+    const float4 a = *reinterpret_cast<const float4*>(p),
+                 b = *reinterpret_cast<const float4*>(p + 4);
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = p[e];
+  }
+}
+// Eight f32 into the shared tile at p (16-byte aligned) as two 16-byte stores; `first` picks which
+// half goes first. A 16-byte shared store is served a quarter warp (8 lanes, 128 bytes) at a time.
+// The tile's rows are multiples of 128 bytes long, so pair group g's halves always fall in the
+// 16-byte bank groups 2g and 2g + 1 (mod 8) of a 128-byte line; a quarter warp holds g = 0..7
+// (D 128) or g = 0..3 of two rows (D 64), so if every lane wrote its low half first, two lanes
+// would share each even group. With first = bit 2 of the lane, lanes 0-3 of the quarter write
+// groups 0, 2, 4, 6 and lanes 4-7 groups 1, 3, 5, 7: no conflict. Only the order of two stores to
+// different addresses changes, not what is stored where.
+__device__ __forceinline__ void stage8_f32(float* p, const float (&x)[8], int first) {
+  const float4 lo = make_float4(x[0], x[1], x[2], x[3]), hi = make_float4(x[4], x[5], x[6], x[7]);
+  float4* q = reinterpret_cast<float4*>(p);
+  q[first] = first ? hi : lo;
+  q[first ^ 1] = first ? lo : hi;
+}
+
+// The packed kernel's shape: a block per (head of one member, 128-row chunk); thread tid takes
+// pair group g = tid % (D/16) (pairs 8g .. 8g + 7: columns 8g .. 8g + 7 and D/2 + 8g .. D/2 + 8g +
+// 7 of the head) in rows tid / (D/16) + 32 j of the chunk, j < 4. So 2·D threads a block, and a
+// warp's 16-byte accesses cover whole 128-byte (D 128) or 64-byte (D 64) row segments.
+constexpr int kPackedRowsPerPass = 32;
+constexpr int kPackedPasses = int(colsum::kRowChunk) / kPackedRowsPerPass;
+static_assert(kPackedPasses * kPackedRowsPerPass == colsum::kRowChunk, "whole passes a chunk");
+template <int kHalf>
+constexpr int packed_threads() {
+  return kPackedRowsPerPass * (kHalf / 8);
+}
+// The f32 tile of a whole chunk of the head: [kRowChunk][D] (64 KB at D 128).
+template <int kHalf>
+constexpr int packed_smem_bytes() {
+  return int(colsum::kRowChunk) * 2 * kHalf * int(sizeof(float));
+}
 
 // One block per (head of one member, 128-row chunk): blockIdx.x runs over the q heads, then k's,
-// then v's; blockIdx.y over the chunks (grid-stride past 65535). The chunk's rows pass through
-// shared memory kPackedSubRows at a time, in two phases per sub-tile:
-//   1. all threads, one (row, pair p) item each in turn: exactly rope_inverse_dqkv_kernel's item —
-//      the pair widened, then for dq / dk rope_rotate with cos and -sin at positions[t]·D/2 + p
-//      (dv: as is), the f32 values that kernel writes — each rounded with __float2bfloat16_rn
-//      (pack_bf16_kernel's conversion of those values) into the member's packed columns, and kept
-//      in f32 in the tile;
-//   2. one thread per column of the head adds the sub-tile's rows, in increasing row order, to its
-//      f64 running sum (from 0.0 at the chunk's first row).
+// then v's; blockIdx.y over the chunks (grid-stride past 65535). Two phases per chunk:
+//   1. every thread loads its four rows' pair groups first (two 16-byte loads a row; all 32 KB of
+//      the chunk's head in flight at once), then per row: exactly rope_inverse_dqkv_kernel's items
+//      — each element widened, then for dq / dk rope_rotate with cos and -sin at positions[t]·D/2
+//      + p (dv: as is), the f32 values that kernel writes — each rounded with __float2bfloat16_rn
+//      (pack_bf16_kernel's conversion of those values) into the member's packed columns (two
+//      16-byte stores), and kept in f32 in the shared tile;
+//   2. one thread per column of the head adds the chunk's rows of the tile, in increasing row
+//      order, to an f64 sum from 0.0.
 // So each column's sum over the chunk is colsum_partial_kernel's, term for term and in its order,
-// stored at part[chunk · n + column] as it stores it (n = H·D of the member). Consecutive threads
-// take consecutive pairs of a row: coalesced loads and stores; many blocks of short loops keep the
-// loads in flight (one thread walking all 128 rows left the GPU ~73% idle).
-template <int kHalf>
-__global__ void __launch_bounds__(kPackedThreads)
+// stored at part[chunk · n + column] as it stores it (n = H·D of the member). kVec = false runs
+// the same items and sums with 2-byte accesses, for a destination, member column, ld, input or
+// table that is not 16-byte aligned (same bits). Session 28: the previous layout (32-row tiles,
+// one 2-byte access per element, two barriers a tile) moved 134 MB in 86 us at 1.5B's heads.
+template <int kHalf, bool kVec>
+__global__ void __launch_bounds__(packed_threads<kHalf>(), 768 / packed_threads<kHalf>())
     rope_inverse_dqkv_packed_kernel(const uint16_t* __restrict__ dqb,
                                     const uint16_t* __restrict__ dkb,
                                     const uint16_t* __restrict__ dvb, int64_t T, int Hq, int Hkv,
                                     const int32_t* __restrict__ positions,
                                     const float* __restrict__ cos, const float* __restrict__ sin,
                                     PackedLaunch pl) {
-  constexpr int kD = 2 * kHalf;
-  __shared__ float tile[kPackedSubRows][kD];
+  constexpr int kD = 2 * kHalf, kGroups = kHalf / 8;
+  static_assert(kHalf % 8 == 0, "pair groups of eight");
+  extern __shared__ float4 packed_tile_storage[];  // [kRowChunk][kD] f32, 16-byte aligned
+  float* const tile = reinterpret_cast<float*>(packed_tile_storage);
   const int hh = int(blockIdx.x);
   const int which = hh < Hq ? 0 : hh < Hq + Hkv ? 1 : 2;
   const int h = which == 0 ? hh : which == 1 ? hh - Hq : hh - Hq - Hkv;
@@ -217,36 +291,78 @@ __global__ void __launch_bounds__(kPackedThreads)
   const bool rotate = which != 2;
   const int64_t ld = pl.ld, chunks = (T + colsum::kRowChunk - 1) / colsum::kRowChunk;
   const int tid = int(threadIdx.x);
+  const int pc = 8 * (tid % kGroups), lr0 = tid / kGroups;  // first pair; first row in the chunk
+  const int first = (tid >> 2) & 1;                         // stage8_f32's store order
   for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
     const int64_t r0 = chunk * colsum::kRowChunk, r1 = min(T, r0 + colsum::kRowChunk);
-    double sum = 0;  // column tid's (tid < kD)
-    for (int64_t s0 = r0; s0 < r1; s0 += kPackedSubRows) {
-      const int rows = int(min(int64_t(kPackedSubRows), r1 - s0));
-      // Phase 1: rows x kHalf pair items; a multiple of 32 threads per row (kHalf 32 or 64).
-      for (int i = tid; i < rows * kHalf; i += kPackedThreads) {
-        const int lr = i / kHalf, pp = i % kHalf;
-        const int64_t r = s0 + lr;
-        const float a = widen_bf16(src[r * n + pp]);
-        const float b = widen_bf16(src[r * n + pp + kHalf]);
-        float x = a, y = b;
-        if (rotate) {
-          const int64_t row = int64_t(positions[r]) * kHalf + pp;
-          // The inverse rotation: the angle's sine negated.
-          rope_rotate(a, b, cos[row], -sin[row], x, y);
-        }
-        dst[r * ld + pp] = round_bf16(x);
-        dst[r * ld + pp + kHalf] = round_bf16(y);
-        tile[lr][pp] = x;
-        tile[lr][pp + kHalf] = y;
+    // Phase 1: the loads of all four rows before any arithmetic (memory-level parallelism).
+    uint4 va[kPackedPasses], vb[kPackedPasses];
+    int32_t pos[kPackedPasses];
+#pragma unroll
+    for (int j = 0; j < kPackedPasses; ++j) {
+      const int64_t r = r0 + lr0 + kPackedRowsPerPass * j;
+      va[j] = vb[j] = make_uint4(0, 0, 0, 0);
+      pos[j] = 0;
+      if (r < r1) {
+        va[j] = load8_bf16<kVec>(src + r * n + pc);
+        vb[j] = load8_bf16<kVec>(src + r * n + kHalf + pc);
+        if (rotate) pos[j] = positions[r];
       }
-      __syncthreads();
-      // Phase 2: the column sums, rows in order.
-      if (part && tid < kD)
-        for (int lr = 0; lr < rows; ++lr) sum += double(tile[lr][tid]);
-      __syncthreads();  // the tile is rewritten by the next sub-tile
     }
-    if (part && tid < kD) part[chunk * n + int64_t(h) * kD + tid] = sum;
+#pragma unroll
+    for (int j = 0; j < kPackedPasses; ++j) {
+      const int lr = lr0 + kPackedRowsPerPass * j;
+      const int64_t r = r0 + lr;
+      if (r >= r1) continue;
+      float a[8], b[8], x[8], y[8];
+      widen8_bf16(va[j], a);
+      widen8_bf16(vb[j], b);
+      if (rotate) {
+        const int64_t row = int64_t(pos[j]) * kHalf + pc;  // the table row of pair pc
+        float c[8], s[8];
+        load8_f32<kVec>(cos + row, c);
+        load8_f32<kVec>(sin + row, s);
+#pragma unroll
+        for (int e = 0; e < 8; ++e)  // the inverse rotation: the angle's sine negated
+          rope_rotate(a[e], b[e], c[e], -s[e], x[e], y[e]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = a[e], y[e] = b[e];
+      }
+      store8_bf16<kVec>(dst + r * ld + pc, x);
+      store8_bf16<kVec>(dst + r * ld + kHalf + pc, y);
+      stage8_f32(tile + lr * kD + pc, x, first);
+      stage8_f32(tile + lr * kD + kHalf + pc, y, first);
+    }
+    __syncthreads();
+    // Phase 2: the column sums, rows in order (the adds are not reassociated: no fast-math).
+    if (part && tid < kD) {
+      const int rows = int(r1 - r0);
+      double sum = 0;
+#pragma unroll 8
+      for (int lr = 0; lr < rows; ++lr) sum += double(tile[lr * kD + tid]);
+      part[chunk * n + int64_t(h) * kD + tid] = sum;
+    }
+    __syncthreads();  // the tile is rewritten by the block's next chunk
   }
+}
+
+// Launches one instantiation, its dynamic shared memory limit raised once (64 KB > the default
+// 48 KB at D 128).
+template <int kHalf, bool kVec>
+void launch_packed(dim3 grid, cudaStream_t st, const uint16_t* dqb, const uint16_t* dkb,
+                   const uint16_t* dvb, int64_t T, int Hq, int Hkv, const int32_t* positions,
+                   const float* cos, const float* sin, const PackedLaunch& pl) {
+  constexpr auto kernel = rope_inverse_dqkv_packed_kernel<kHalf, kVec>;
+  constexpr int kSmem = packed_smem_bytes<kHalf>();
+  static const bool attr = [] {
+    GYRE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)attr;
+  kernel<<<grid, packed_threads<kHalf>(), kSmem, st>>>(dqb, dkb, dvb, T, Hq, Hkv, positions, cos,
+                                                       sin, pl);
 }
 
 unsigned token_blocks(int64_t T) { return unsigned(std::min<int64_t>(T, 65535)); }
@@ -376,10 +492,20 @@ void rope_inverse_dqkv_packed(const uint16_t* dqb, const uint16_t* dkb, const ui
       off += chunks * n[i];
     }
   const dim3 grid(unsigned(Hq + 2 * Hkv), unsigned(std::min<int64_t>(chunks, 65535)));
-  auto* kernel =
-      D == 64 ? rope_inverse_dqkv_packed_kernel<32> : rope_inverse_dqkv_packed_kernel<64>;
-  kernel<<<grid, kPackedThreads, 0, st>>>(dqb, dkb, dvb, T, int(Hq), int(Hkv), positions, cos, sin,
-                                          pl);
+  // 16-byte accesses where every one is aligned: the inputs' and tables' rows are (H·D bf16, D/2
+  // f32: multiples of 16 bytes), so their bases; the destination's rows start 16-byte aligned in
+  // every member's columns when dst + col_i is and ld is a multiple of 8 (the training step's
+  // pool buffers and ld: always). Same bits either way.
+  bool vec = aligned16(dqb) && aligned16(dkb) && aligned16(dvb) && aligned16(cos) &&
+             aligned16(sin) && out.ld % 8 == 0;
+  for (int i = 0; i < 3; ++i) vec = vec && aligned16(out.dst + out.col[i]);
+  const int hq = int(Hq), hkv = int(Hkv);
+  if (D == 64)
+    (vec ? launch_packed<32, true> : launch_packed<32, false>)(grid, st, dqb, dkb, dvb, T, hq, hkv,
+                                                               positions, cos, sin, pl);
+  else
+    (vec ? launch_packed<64, true> : launch_packed<64, false>)(grid, st, dqb, dkb, dvb, T, hq, hkv,
+                                                               positions, cos, sin, pl);
   GYRE_CUDA_LAUNCHED("rope_inverse_dqkv_packed");
   for (int i = 0; i < 3; ++i)
     if (out.db[i]) colsum::finish_add(pl.part[i], chunks, n[i], out.db[i]);
