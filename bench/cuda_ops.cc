@@ -15,10 +15,7 @@
 //                    (Qwen2.5 vocabulary): tokens/s, GB/s, and peak extra device memory against
 //                    an f32 [tokens x vocab] tensor (goal <= 1/8)
 //   logprob_chunk    (only with the argument `logprob_chunk`) the fused head's chunk kernels alone
-//                    (stats and the bf16 backward) at 4·4096 rows x 9472 columns, us and GB/s;
-//                    and the one-pass head's fused row kernel (logprob_rows_fused.h) against the
-//                    three kernels it replaces at 2048 and 1365 rows x 151936 (us, GB/s of 6·V
-//                    bytes a row)
+//                    (stats and the bf16 backward) at 4·4096 rows x 9472 columns, us and GB/s
 //   f32_to_bf16, rms_norm_fwd_bf16, rope_qkv_bf16  (only with the argument `memory`) the
 //                    forward's memory-bound passes: a gate/up weight's conversion (0.5B / 1.5B),
 //                    RMSNorm into bf16 (H 896 / 1536) and RoPE of q/k/v into bf16 (0.5B / 1.5B
@@ -91,7 +88,6 @@ int main() {
 #include "gyre/backend/cuda/hopper_gemm.h"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/logprob_head.h"
-#include "gyre/backend/cuda/logprob_rows_fused.h"
 #include "gyre/backend/cuda/rms_bwd_fused.h"
 #include "gyre/backend/cuda/rope_attention_bf16.h"
 #include "gyre/backend/cuda/runtime.h"
@@ -434,40 +430,6 @@ void bench_logprob_chunk() {
        ",\"stats_gb_per_s\":" + std::to_string(el * 4.0 / (stats_ms * 1e-3) / 1e9) +
        ",\"bwd_bf16_us\":" + std::to_string(bwd_ms * 1e3) +
        ",\"bwd_gb_per_s\":" + std::to_string(el * 6.0 / (bwd_ms * 1e-3) / 1e9) + "}");
-  // The one-pass head's token chunks (logprob_head.h: rows = logprob_grad_rows_per_chunk(T) over
-  // all V columns) at 2048 rows (T / 8 of 4·4096, dz in place) and 1365 (~T / 12): the fused row
-  // kernel (logprob_rows_fused.h; dz into a separate buffer here, so every timed call reads the
-  // same logits — the same 4V bytes read and 2V written a row as in place) against the three
-  // kernels it replaces (stats with C = V, finish, bf16 backward). GB/s over 6·V bytes a row.
-  for (const int64_t R : {int64_t(2048), int64_t(1365)}) {
-    Tensor z = random_device({R, V}, DType::f32, 17, 8.0f);
-    Tensor tr = targets.narrow(0, R), lp = random_device({R}, DType::f32, 18, 1.0f);
-    Tensor ent = random_device({R}, DType::f32, 19, 1.0f), ls = random_device({R}, DType::f32, 20);
-    Tensor dzr = Tensor::empty({R, V}, DType::bf16, Device::cuda);
-    const double fused_ms = bench::median_ms([&] {
-      cuda::logprob_rows_fused(z.f32(), tr.i32(), R, V, 1.0f, dlogp.f32(), nullptr, lp.f32(),
-                               ent.f32(), ls.f32(), dzr.data<uint16_t>(), V);
-    });
-    const double st_ms = bench::median_ms(
-        [&] { cuda::logprob_chunk_stats(z.f32(), tr.i32(), R, V, 0, 1.0f, false, stats.f32()); });
-    const double fin_ms = bench::median_ms([&] {
-      cuda::logprob_chunk_finish(stats.f32(), tr.i32(), R, lp.f32(), ent.f32(), ls.f32());
-    });
-    const double bw_ms = bench::median_ms([&] {
-      cuda::logprob_chunk_bwd_bf16(z.f32(), tr.i32(), R, V, 0, 1.0f, ls.f32(), ent.f32(),
-                                   dlogp.f32(), nullptr, dzr.data<uint16_t>());
-    });
-    const double row_bytes = 6.0 * double(V) * double(R);
-    emit("{\"bench\":\"logprob_rows_fused\",\"rows\":" + std::to_string(R) + ",\"vocab\":" +
-         std::to_string(V) + ",\"cluster\":" + std::to_string(cuda::logprob_rows_fused_cluster(V)) +
-         ",\"fused_us\":" + std::to_string(fused_ms * 1e3) +
-         ",\"fused_gb_per_s\":" + std::to_string(row_bytes / (fused_ms * 1e-3) / 1e9) +
-         ",\"stats_us\":" + std::to_string(st_ms * 1e3) + ",\"finish_us\":" +
-         std::to_string(fin_ms * 1e3) + ",\"bwd_bf16_us\":" + std::to_string(bw_ms * 1e3) +
-         ",\"three_kernels_us\":" + std::to_string((st_ms + fin_ms + bw_ms) * 1e3) +
-         ",\"three_kernels_gb_per_s\":" +
-         std::to_string(row_bytes / ((st_ms + fin_ms + bw_ms) * 1e-3) / 1e9) + "}");
-  }
 }
 
 // The forward's memory-bound prologues of the autocast GEMMs and the attention: f32_to_bf16 of a

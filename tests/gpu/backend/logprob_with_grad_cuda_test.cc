@@ -7,12 +7,10 @@
 
 #include <cmath>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "gpu/backend/gpu_test_util.h"
 #include "gyre/backend/cuda/logprob_head.h"
-#include "gyre/backend/cuda/logprob_rows_fused.h"
 #include "gyre/backend/ops.h"
 
 namespace gyre {
@@ -76,27 +74,10 @@ struct Case {
 // T = 1 and 7 (one token chunk), 129 and 300 (token chunks of 64 rows: 64 + 64 + 1 and four full
 // ones + 44); H 64 / 60 (odd rows of the bf16 operands); V 3001 / 500; temperature 0.7 / 1;
 // dentropy, dw and a Bf16WeightCache (the op reads the cached copy, else rounds w itself) on / off.
-// With the fused row kernel, V = 500 and the Qwen2.5 vocabulary 151936 (130 rows: 64 + 64 + 2;
-// clusters of 8) write dz in place over the logits (the dh / dW GEMMs read it with leading
-// dimension 2V), V = 3001 (not a multiple of 4) into a separate buffer.
 const Case kCases[] = {
-    {1, 64, 3001, 0.7f, true, true, false},    {7, 60, 3001, 1.0f, false, true, false},
-    {129, 64, 3001, 0.7f, true, true, false},  {129, 64, 500, 1.0f, false, false, true},
-    {300, 60, 3001, 0.7f, true, true, true},   {300, 64, 500, 1.0f, true, true, false},
-    {130, 64, 151936, 0.7f, true, true, true},
-};
-
-// Runs the op with the fused row kernel (logprob_rows_fused.h) or its three-kernel fallback for a
-// scope (the process-wide switch, restored after).
-class FusedRows {
- public:
-  explicit FusedRows(bool on) : prev_(cuda::set_logprob_rows_fused_enabled(on)) {}
-  ~FusedRows() { cuda::set_logprob_rows_fused_enabled(prev_); }
-  FusedRows(const FusedRows&) = delete;
-  FusedRows& operator=(const FusedRows&) = delete;
-
- private:
-  bool prev_;
+    {1, 64, 3001, 0.7f, true, true, false},   {7, 60, 3001, 1.0f, false, true, false},
+    {129, 64, 3001, 0.7f, true, true, false}, {129, 64, 500, 1.0f, false, false, true},
+    {300, 60, 3001, 0.7f, true, true, true},  {300, 64, 500, 1.0f, true, true, false},
 };
 
 std::string name(const Case& c) {
@@ -106,124 +87,75 @@ std::string name(const Case& c) {
 }
 
 TEST(LogprobWithGradCuda, TokenChunksOfAnEighthOfTheLogitsAtMost) {
-  // In place (the fused row kernel writes bf16 dz over the f32 logits): 4 bytes x V per chunk row;
-  // otherwise f32 logits + a separate bf16 dz: 6 bytes x V. Either within 1/8 of T x V x 4 bytes.
-  for (bool in_place : {true, false}) {
-    const int64_t bytes = in_place ? 4 : 6;
-    for (int64_t T : {int64_t(1), int64_t(63), int64_t(767), int64_t(768), int64_t(16384)}) {
-      const int64_t rows = cuda::logprob_grad_rows_per_chunk(T, in_place);
-      EXPECT_GE(rows, 1) << T;
-      EXPECT_LE(rows, T) << T;
-      if (T >= 768) {
-        EXPECT_LE(rows * bytes * 8, T * 4) << T << (in_place ? " in place" : " separate dz");
-        EXPECT_EQ(rows % 64, 0) << T;
-      }
+  // f32 logits + bf16 dz per chunk row: 6 bytes x V, within 1/8 of T x V x 4 bytes.
+  for (int64_t T : {int64_t(1), int64_t(63), int64_t(767), int64_t(768), int64_t(16384)}) {
+    const int64_t rows = cuda::logprob_grad_rows_per_chunk(T);
+    EXPECT_GE(rows, 1) << T;
+    EXPECT_LE(rows, T) << T;
+    if (T >= 768) {
+      EXPECT_LE(rows * 6 * 8, T * 4) << T;
+      EXPECT_EQ(rows % 64, 0) << T;
     }
   }
-  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384), 2048);
-  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384, true), 2048);
-  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384, false), 1344);
-  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(300, true), 64);  // T / 8 < 64: min(T, 64)
+  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384), 1344);
 }
 
 // Against the CPU f32 composition on the bf16-rounded h and w: the forward within f32 summation
 // order (1e-5 relative), dh and dw within the bf16 rounding of dz (2^-8 relative).
 TEST(LogprobWithGradCuda, MatchesCpuOnRoundedOperands) {
   GYRE_SKIP_WITHOUT_GPU();
-  for (const bool fused : {true, false})
-    for (const Case& k : kCases) {
-      SCOPED_TRACE(name(k) + (fused ? " fused rows" : " fallback"));
-      FusedRows mode(fused);
-      const Tensor h = randn({k.T, k.H}, 41), w = randn({k.V, k.H}, 42, 0.3f);
-      const Tensor tg = make_targets(k.T, k.V), dlogp = randn({k.T}, 43);
-      const Tensor dent = k.dentropy ? randn({k.T}, 44, 0.3f) : Tensor();
-      const Tensor dw0 = k.dw ? randn({k.V, k.H}, 45, 0.01f) : Tensor();
-      const Result ref = one_pass(round_bf16(h), round_bf16(w), tg, k.tau, dlogp, dent, dw0, true);
-      Result got;
-      {
-        ops::Bf16Autocast autocast;
-        ops::Bf16WeightCache cache;
-        ops::UseBf16WeightCache use(k.cache ? &cache : nullptr);
-        got = one_pass(gpu(h), gpu(w), gpu(tg), k.tau, gpu(dlogp),
-                       k.dentropy ? gpu(dent) : Tensor(), k.dw ? gpu(dw0) : Tensor(), true);
-      }
-      EXPECT_LE(rel_err(cpu(got.logp), ref.logp), 1e-5);
-      EXPECT_LE(rel_err(cpu(got.entropy), ref.entropy), 1e-5);
-      EXPECT_LE(rel_err(cpu(got.lse), ref.lse), 1e-5);
-      EXPECT_LE(rel_err(cpu(got.dh), ref.dh), kU);
-      EXPECT_EQ(got.dw.defined(), k.dw);
-      if (k.dw) {
-        EXPECT_LE(rel_err(added(got.dw, dw0), added(ref.dw, dw0)), kU);
-      }
-      const std::vector<float> lp = cpu(got.logp).to_vector();
-      for (size_t i = 0; i < lp.size(); ++i) {
-        if (tg.i32()[i] < 0) {
-          EXPECT_EQ(lp[i], 0.0f) << "position " << i;
-        }
+  for (const Case& k : kCases) {
+    SCOPED_TRACE(name(k));
+    const Tensor h = randn({k.T, k.H}, 41), w = randn({k.V, k.H}, 42, 0.3f);
+    const Tensor tg = make_targets(k.T, k.V), dlogp = randn({k.T}, 43);
+    const Tensor dent = k.dentropy ? randn({k.T}, 44, 0.3f) : Tensor();
+    const Tensor dw0 = k.dw ? randn({k.V, k.H}, 45, 0.01f) : Tensor();
+    const Result ref = one_pass(round_bf16(h), round_bf16(w), tg, k.tau, dlogp, dent, dw0, true);
+    Result got;
+    {
+      ops::Bf16Autocast autocast;
+      ops::Bf16WeightCache cache;
+      ops::UseBf16WeightCache use(k.cache ? &cache : nullptr);
+      got = one_pass(gpu(h), gpu(w), gpu(tg), k.tau, gpu(dlogp), k.dentropy ? gpu(dent) : Tensor(),
+                     k.dw ? gpu(dw0) : Tensor(), true);
+    }
+    EXPECT_LE(rel_err(cpu(got.logp), ref.logp), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.entropy), ref.entropy), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.lse), ref.lse), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.dh), ref.dh), kU);
+    EXPECT_EQ(got.dw.defined(), k.dw);
+    if (k.dw) {
+      EXPECT_LE(rel_err(added(got.dw, dw0), added(ref.dw, dw0)), kU);
+    }
+    const std::vector<float> lp = cpu(got.logp).to_vector();
+    for (size_t i = 0; i < lp.size(); ++i) {
+      if (tg.i32()[i] < 0) {
+        EXPECT_EQ(lp[i], 0.0f) << "position " << i;
       }
     }
+  }
 }
 
 // Against the two-pass head on the GPU (what the trainer's PPO path runs): the same statistics of
 // the same f32 logits merged over one chunk instead of several, and dz rounded from them.
 TEST(LogprobWithGradCuda, AgreesWithTheTwoPassHead) {
   GYRE_SKIP_WITHOUT_GPU();
-  for (const bool fused : {true, false})
-    for (const Case& k : kCases) {
-      SCOPED_TRACE(name(k) + (fused ? " fused rows" : " fallback"));
-      FusedRows mode(fused);
-      const Tensor h = gpu(randn({k.T, k.H}, 51)), w = gpu(randn({k.V, k.H}, 52, 0.3f));
-      const Tensor tg = gpu(make_targets(k.T, k.V)), dlogp = gpu(randn({k.T}, 53));
-      const Tensor dent = k.dentropy ? gpu(randn({k.T}, 54, 0.3f)) : Tensor();
-      const Tensor dw0 = k.dw ? gpu(randn({k.V, k.H}, 55, 0.01f)) : Tensor();
-      ops::Bf16Autocast autocast;
-      const Result want = two_pass(h, w, tg, k.tau, dlogp, dent, dw0);
-      // Entropy not requested: the backward's entropy lives in the op's scratch.
-      const Result got = one_pass(h, w, tg, k.tau, dlogp, dent, dw0, false);
-      EXPECT_FALSE(got.entropy.defined());
-      EXPECT_LE(rel_err(cpu(got.logp), cpu(want.logp)), 1e-5);
-      EXPECT_LE(rel_err(cpu(got.lse), cpu(want.lse)), 1e-5);
-      EXPECT_LE(rel_err(cpu(got.dh), cpu(want.dh)), kU);
-      if (k.dw) {
-        EXPECT_LE(rel_err(added(got.dw, dw0), added(want.dw, dw0)), kU);
-      }
-    }
-}
-
-// The fused row kernel against the three-kernel fallback (forced with the process-wide switch) on
-// the same operands: the statistics of the same f32 logits within 2e-6 (1 + |value|) elementwise
-// (logprob_rows_fused.h), dz within about one bf16 ulp, so dh and dw well within u = 2^-8.
-TEST(LogprobWithGradCuda, FusedRowKernelAgreesWithTheFallback) {
-  GYRE_SKIP_WITHOUT_GPU();
   for (const Case& k : kCases) {
     SCOPED_TRACE(name(k));
-    const Tensor h = gpu(randn({k.T, k.H}, 81)), w = gpu(randn({k.V, k.H}, 82, 0.3f));
-    const Tensor tg = gpu(make_targets(k.T, k.V)), dlogp = gpu(randn({k.T}, 83));
-    const Tensor dent = k.dentropy ? gpu(randn({k.T}, 84, 0.3f)) : Tensor();
-    const Tensor dw0 = k.dw ? gpu(randn({k.V, k.H}, 85, 0.01f)) : Tensor();
+    const Tensor h = gpu(randn({k.T, k.H}, 51)), w = gpu(randn({k.V, k.H}, 52, 0.3f));
+    const Tensor tg = gpu(make_targets(k.T, k.V)), dlogp = gpu(randn({k.T}, 53));
+    const Tensor dent = k.dentropy ? gpu(randn({k.T}, 54, 0.3f)) : Tensor();
+    const Tensor dw0 = k.dw ? gpu(randn({k.V, k.H}, 55, 0.01f)) : Tensor();
     ops::Bf16Autocast autocast;
-    Result fused, fallback;
-    {
-      FusedRows mode(true);
-      ASSERT_TRUE(cuda::logprob_rows_fused_supported(k.V));
-      fused = one_pass(h, w, tg, k.tau, dlogp, dent, dw0, true);
-    }
-    {
-      FusedRows mode(false);
-      ASSERT_FALSE(cuda::logprob_rows_fused_supported(k.V));
-      fallback = one_pass(h, w, tg, k.tau, dlogp, dent, dw0, true);
-    }
-    for (auto [got, want, what] : {std::tuple{&fused.logp, &fallback.logp, "logp"},
-                                   std::tuple{&fused.lse, &fallback.lse, "lse"},
-                                   std::tuple{&fused.entropy, &fallback.entropy, "entropy"}}) {
-      const Tensor wv = cpu(*want);
-      std::vector<double> tol;
-      for (float v : wv.to_vector()) tol.push_back(2e-6 * (1.0 + std::fabs(double(v))));
-      gputest::expect_within(cpu(*got), wv, tol, what);
-    }
-    EXPECT_LE(rel_err(cpu(fused.dh), cpu(fallback.dh)), kU / 8);
+    const Result want = two_pass(h, w, tg, k.tau, dlogp, dent, dw0);
+    // Entropy not requested: the backward's entropy lives in the op's scratch.
+    const Result got = one_pass(h, w, tg, k.tau, dlogp, dent, dw0, false);
+    EXPECT_FALSE(got.entropy.defined());
+    EXPECT_LE(rel_err(cpu(got.logp), cpu(want.logp)), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.lse), cpu(want.lse)), 1e-5);
+    EXPECT_LE(rel_err(cpu(got.dh), cpu(want.dh)), kU);
     if (k.dw) {
-      EXPECT_LE(rel_err(added(fused.dw, dw0), added(fallback.dw, dw0)), kU / 8);
+      EXPECT_LE(rel_err(added(got.dw, dw0), added(want.dw, dw0)), kU);
     }
   }
 }

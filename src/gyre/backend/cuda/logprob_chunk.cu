@@ -45,19 +45,15 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/logprob_head.h"
-#include "gyre/backend/cuda/logprob_row_math.cuh"
 #include "gyre/backend/cuda/runtime.h"
 
 namespace gyre::cuda {
 
 namespace {
-
-// max4, exp_term, BwdRow, dz_value, store_dz{,4}: logprob_row_math.cuh (shared with the fused row
-// kernel, logprob_rows_fused.cu).
-using namespace logprob_detail;
 
 constexpr int kThreads = 256;  // threads per block of every kernel here
 // The backward: one warp per row up to this C, else one block per row.
@@ -118,6 +114,18 @@ __device__ __forceinline__ float4 load_group(const float* __restrict__ xr, int64
     v.w = j0 + 3 < C ? xr[j0 + 3] : -INFINITY;
     return v;
   }
+}
+
+__device__ __forceinline__ float max4(float4 v) { return fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)); }
+
+// One element's terms relative to mz (>= its z, finite): e = exp(d), and e·d unless e = 0
+// (z = -inf: the limit 0, not 0 · -inf). z = x·mul and d = z - mz are rounded separately, so the
+// max element has d = 0 exactly.
+__device__ __forceinline__ float exp_term(float x, float mul, float mz, float* wd) {
+  const float d = __fsub_rn(__fmul_rn(x, mul), mz);
+  const float e = expf(d);
+  *wd = e > 0.0f ? __fmul_rn(e, d) : 0.0f;
+  return e;
 }
 
 // Rebases a thread's (s, w), kept relative to the z-max mz_old, to mz_new >= mz_old — the fold
@@ -232,6 +240,39 @@ __global__ void finish_kernel(const float* __restrict__ stats, const int32_t* __
     if (entropy) entropy[t] = float(log_s - double(st[2]) / double(st[1]));
     if (lse) lse[t] = float(double(st[0]) + log_s);
   }
+}
+
+// The per-row constants of the backward.
+struct BwdRow {
+  float mul, L, g_lp, g_h, h;
+  int64_t tg;  // the target's column in the chunk; -1 (or out of range) for none
+};
+
+// dz_j = dlogp (1[j = target] - p_j) - dH p_j (log p_j + H), log p_j = z_j - lse; dx = dz / τ.
+// Every rounding is explicit (no contraction choices left to the compiler), so each call site —
+// float4 or scalar path, f32 or bf16 output — computes the same f32 bits.
+__device__ __forceinline__ float dz_value(float x, int64_t j, const BwdRow& r) {
+  const float lp = __fsub_rn(__fmul_rn(x, r.mul), r.L);
+  const float p = expf(lp);
+  const float hit = j == r.tg ? r.g_lp : 0.0f;
+  // p = 0: the entropy term's limit 0, not 0 · -inf.
+  const float ent = p > 0.0f ? __fmul_rn(__fmul_rn(r.g_h, p), __fadd_rn(lp, r.h)) : 0.0f;
+  return __fmul_rn(__fsub_rn(__fsub_rn(hit, __fmul_rn(r.g_lp, p)), ent), r.mul);
+}
+
+// The value written for one dz element: f32 as computed (Out = float), or rounded to nearest-even
+// bf16 (Out = uint16_t, the bf16 bit pattern) — exactly what cuda::f32_to_bf16 would make of the
+// f32 value (bf16_bits.cuh's bf16_rn_*), so the bf16 variant equals the f32 kernel followed by
+// that conversion.
+__device__ __forceinline__ void store_dz(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_dz(uint16_t* p, float v) { *p = uint16_t(bf16_rn_bits(v)); }
+// Four consecutive values at p: one 16-byte (f32) or 8-byte (bf16; little-endian, so the lower
+// column in the low half) store; p aligned accordingly.
+__device__ __forceinline__ void store_dz4(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store_dz4(uint16_t* p, float a, float b, float c, float d) {
+  *reinterpret_cast<uint2*>(p) = bf16_rn_pack4(a, b, c, d);
 }
 
 // dx may alias x when Out = float: each element is read and written by the same thread (a tile's

@@ -3,8 +3,7 @@
 //
 // Stream order: every launch goes to the calling thread's stream(), so chunk k's GEMM reading the
 // logits buffer runs after chunk k-1's stats / backward kernel finished with it, and the dh / dw
-// GEMMs of a chunk read its dz before the next chunk's backward kernel overwrites it (or, with dz
-// written over the logits, before the next chunk's logits GEMM does). The scratch
+// GEMMs of a chunk read its dz before the next chunk's backward kernel overwrites it. The scratch
 // returns to the pool when these functions return, while kernels may still be queued; the pool
 // reuses a block on the same stream only (allocator.h), so that is safe.
 #include "gyre/backend/cuda/logprob_head.h"
@@ -13,7 +12,6 @@
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
-#include "gyre/backend/cuda/logprob_rows_fused.h"
 #include "gyre/backend/cuda/pdl.h"
 #include "gyre/core/error.h"
 
@@ -117,8 +115,8 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
   }
 }
 
-int64_t logprob_grad_rows_per_chunk(int64_t T, bool dz_in_place) {
-  const int64_t rows = T / (dz_in_place ? 8 : 12) / 64 * 64;
+int64_t logprob_grad_rows_per_chunk(int64_t T) {
+  const int64_t rows = T / 12 / 64 * 64;
   return rows >= 64 ? rows : std::min<int64_t>(T, 64);
 }
 
@@ -129,50 +127,33 @@ void linear_token_logprobs_with_grad_autocast(const float* h, const float* w,
                                               float* logp, float* entropy, float* lse, float* dh,
                                               float* dw, bool dw_overwrite) {
   check_sizes("linear_token_logprobs_with_grad_autocast", T, H, V, V);
-  // The fused row kernel (logprob_rows_fused.h) when a row fits a cluster, writing dz over the
-  // logits themselves when cuBLASLt can read it there: bf16 row r at the byte address of f32 row
-  // r, i.e. a [n, V] bf16 matrix with leading dimension 2V, whose rows (4V bytes apart) are
-  // 16-byte aligned when V % 4 == 0. Otherwise (a misaligned V, or a V too large: the fallback) a
-  // separate bf16 dz buffer, and then (row kernel or not) 6 bytes of scratch an element.
-  const bool fused = logprob_rows_fused_supported(V);
-  const bool in_place = fused && V % 4 == 0;
-  const int64_t rows = logprob_grad_rows_per_chunk(T, in_place);
+  const int64_t rows = logprob_grad_rows_per_chunk(T);
   // The whole bf16 weight: the cached copy, else w rounded once (the cache's conversion's values).
   DeviceBuffer hb(size_t(T * H) * 2), wb(w_bf16 ? 1 : size_t(V * H) * 2), z(size_t(rows * V) * 4),
-      dz_buf(in_place ? 1 : size_t(rows * V) * 2), stats(fused ? 1 : size_t(rows) * 16),
-      ent_scratch(entropy || fused ? 1 : size_t(T) * 4);
+      dz(size_t(rows * V) * 2), stats(size_t(rows) * 16), ent_scratch(entropy ? 1 : size_t(T) * 4);
   f32_to_bf16(h, hb.as<uint16_t>(), T * H);
   if (!w_bf16) f32_to_bf16(w, wb.as<uint16_t>(), V * H);
   const uint16_t* w16 = w_bf16 ? w_bf16 : wb.as<uint16_t>();
-  // The fallback's backward reads the entropy back (the fused kernel keeps it on chip).
   float* ent = entropy ? entropy : ent_scratch.as<float>();
-  uint16_t* dz = in_place ? reinterpret_cast<uint16_t*>(z.as<float>()) : dz_buf.as<uint16_t>();
-  const int64_t ldz = in_place ? 2 * V : V;
   for (int64_t r0 = 0; r0 < T; r0 += rows) {
     const int64_t n = std::min(rows, T - r0);
     const uint16_t* h16 = hb.as<uint16_t>() + r0 * H;
     const int32_t* tg = targets + r0;
-    // The chunk's logits [n, V] (one GEMM over every vocabulary row), then its statistics and its
-    // dz — before the next chunk's GEMM overwrites the logits (and, in place, dz).
+    // The chunk's logits [n, V] (one GEMM over every vocabulary row), then its statistics as one
+    // vocabulary chunk, then its dz — before the next chunk's GEMM overwrites the logits.
     linear_gemm_bf16(h16, w16, nullptr, n, V, H, z.as<float>());
-    if (fused) {
-      logprob_rows_fused(z.as<float>(), tg, n, V, temperature, dlogp + r0,
-                         dentropy ? dentropy + r0 : nullptr, logp + r0,
-                         entropy ? entropy + r0 : nullptr, lse + r0, dz, ldz);
-    } else {
-      logprob_chunk_stats(z.as<float>(), tg, n, V, 0, temperature, /*accumulate=*/false,
-                          stats.as<float>());
-      logprob_chunk_finish(stats.as<float>(), tg, n, logp + r0, ent + r0, lse + r0);
-      logprob_chunk_bwd_bf16(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0,
-                             dlogp + r0, dentropy ? dentropy + r0 : nullptr, dz);
-    }
+    logprob_chunk_stats(z.as<float>(), tg, n, V, 0, temperature, /*accumulate=*/false,
+                        stats.as<float>());
+    logprob_chunk_finish(stats.as<float>(), tg, n, logp + r0, ent + r0, lse + r0);
+    logprob_chunk_bwd_bf16(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0, dlogp + r0,
+                           dentropy ? dentropy + r0 : nullptr, dz.as<uint16_t>());
     // dh rows = dz · W (K = V); dW (+)= dz^T · h rows (beta 0 only for the first chunk of an
-    // overwrite: the later chunks add to it). ldz is dz's leading dimension (2V in place: cuBLASLt
-    // takes any leading dimension >= the row length).
-    gemm_bf16(false, false, n, H, V, 1.0f, dz, ldz, w16, H, 0.0f, dh + r0 * H, H, false);
+    // overwrite: the later chunks add to it).
+    gemm_bf16(false, false, n, H, V, 1.0f, dz.as<uint16_t>(), V, w16, H, 0.0f, dh + r0 * H, H,
+              false);
     if (dw)
-      gemm_bf16(true, false, V, H, n, 1.0f, dz, ldz, h16, H, dw_overwrite && r0 == 0 ? 0.0f : 1.0f,
-                dw, H, false);
+      gemm_bf16(true, false, V, H, n, 1.0f, dz.as<uint16_t>(), V, h16, H,
+                dw_overwrite && r0 == 0 ? 0.0f : 1.0f, dw, H, false);
   }
 }
 

@@ -44,34 +44,25 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
                                         const float* dentropy, float* dh, float* dw,
                                         bool dw_overwrite = false);
 
-// Rows per token chunk of linear_token_logprobs_with_grad_autocast, keeping its per-chunk scratch
-// within 1/8 of an f32 [T, V] tensor (the fused head's memory bound), rounded down to a multiple
-// of 64 (GEMM tiles), or min(T, 64) for a T too small for that. dz_in_place (the fused row kernel
-// writing bf16 dz over the f32 logits, V % 4 == 0): the scratch is the f32 logits [rows, V] alone
-// (4 bytes an element), T / 8 rows. Otherwise (the three-kernel fallback, or a V not a multiple
-// of 4) it is the f32 logits and a separate bf16 dz [rows, V] (6 bytes an element): T / 12 rows.
-int64_t logprob_grad_rows_per_chunk(int64_t T, bool dz_in_place = true);
+// Rows per token chunk of linear_token_logprobs_with_grad_autocast: its scratch per chunk is the
+// f32 logits [rows, V] and their bf16 dz [rows, V] (6 bytes an element), kept within 1/8 of an f32
+// [T, V] tensor (the fused head's memory bound): T / 12 rounded down to a multiple of 64 (GEMM
+// tiles), or min(T, 64) for a T too small for that.
+int64_t logprob_grad_rows_per_chunk(int64_t T);
 
 // Forward and backward of the fused head in one pass, for a loss gradient known before the forward
 // (dlogp / dentropy given: d loss / d logp must not depend on logp — an SFT / cross-entropy loss).
 // Same arguments as the two functions above (no vocabulary chunk: the chunks are of TOKENS, rows
-// [r0, r0 + logprob_grad_rows_per_chunk(T, in place)), each over all V columns); writes logp,
-// lse and entropy (null: not kept) and dh [T, H] (overwritten), dw += (dw_overwrite: =) Σ_t dz^T h.
-// Each chunk's logits are computed once and feed its statistics and then its backward at once; the
-// two-pass head recomputes every chunk's logits in its backward (one GEMM of the head's four), so
-// this saves a quarter of the head's GEMM FLOPs (Qwen2.5-1.5B at 4 x 4096 tokens: 41.6 vs 52.0 ms,
-// bench/RESULTS.md session 27). In exchange dw is read and written once per token chunk (the dW
-// GEMMs' C) and each dh GEMM has only the chunk's rows. Numbers: logp / lse / entropy are the
-// statistics of the same f32 logits reduced over one chunk of V columns instead of several (~1e-6
-// apart from the two-pass head's), so dz, dh and dw agree with the two-pass head to the bf16
-// rounding of dz and the GEMMs' f32 accumulation order. Per chunk: the logits GEMM, then ONE kernel
-// (logprob_rows_fused.h: a cluster per row holds the row on chip, reads each f32 logit from HBM
-// once, writes logp / entropy / lse and the bf16 dz, over the logits themselves when V % 4 == 0),
-// then the dh and dW GEMMs reading dz. Where logprob_rows_fused_supported(V) is false (V > 221,184,
-// or disabled by set_logprob_rows_fused_enabled) the fallback runs logprob_chunk_stats +
-// logprob_chunk_finish + logprob_chunk_bwd_bf16 into a separate dz buffer (T / 12 rows a chunk);
-// the two paths agree within logprob_rows_fused.h's bounds (logp / lse / entropy ~1e-6, dz ~1 bf16
-// ulp).
+// [r0, r0 + logprob_grad_rows_per_chunk(T)), each over all V columns); writes logp, lse and
+// entropy (null: not kept; the backward's entropy lives in scratch then) and dh [T, H]
+// (overwritten), dw += (dw_overwrite: =) Σ_t dz^T h. Each chunk's logits are computed once and feed
+// its statistics and then its backward at once; the two-pass head recomputes every chunk's logits
+// in its backward (one GEMM of the head's four), so this saves a quarter of the head's GEMM FLOPs
+// (Qwen2.5-1.5B at 4 x 4096 tokens: 41.6 vs 52.0 ms, bench/RESULTS.md session 27). In exchange dw
+// is read and written once per token chunk (the dW GEMMs' C) and each dh GEMM has only the chunk's
+// rows. Numbers: logp / lse / entropy are the statistics of the same f32 logits reduced over one
+// chunk of V columns instead of several (~1e-6 apart from the two-pass head's), so dz, dh and dw
+// agree with the two-pass head to the bf16 rounding of dz and the GEMMs' f32 accumulation order.
 void linear_token_logprobs_with_grad_autocast(const float* h, const float* w,
                                               const uint16_t* w_bf16, const int32_t* targets,
                                               int64_t T, int64_t H, int64_t V, float temperature,
