@@ -47,9 +47,7 @@
 //   rms_bwd_add      (only with the argument `rms_bwd` [R...]) the decoder layer's RMSNorm
 //                    backward + residual add + bf16 copy of the sum at R = 16384 rows (or the R
 //                    given), H = 896 / 1536: the fused ops::rms_norm_backward_add (its default
-//                    path, forced one-pass / two-kernel, and the one pass's former register
-//                    kernel `fused_one_pass_registers` against the default staged one) and the
-//                    composition
+//                    path, and forced one-pass / two-kernel) and the composition
 //                    rms_norm_backward, add_, copy to bf16; microseconds cold (L2 flushed) and
 //                    hot, and the bandwidth of the bytes each variant must move (composition 38,
 //                    one pass 18, two kernels 26 per element)
@@ -615,12 +613,6 @@ void bench_rms_bwd_add_shape(int64_t R, int64_t H) {
       cuda::set_rms_bwd_add_min_fused_chunks(default_one_pass ? int64_t(1) << 62 : 1);
   report(default_one_pass ? "fused_forced_two_kernels" : "fused_forced_one_pass",
          default_one_pass ? 26 : 18, fused);
-  // The one pass's former kernel (rows loaded into registers, no shared-memory ring) for the A/B;
-  // the variants above run the staged kernel wherever it applies (rms_bwd_add_path).
-  cuda::set_rms_bwd_add_min_fused_chunks(1);
-  const bool old_staged = cuda::set_rms_bwd_add_staged(false);
-  report("fused_one_pass_registers", 18, fused);
-  cuda::set_rms_bwd_add_staged(old_staged);
   cuda::set_rms_bwd_add_min_fused_chunks(old);
   const double comp_us = report("composition", 38, [&] {
     ops::rms_norm_backward(dy, x, w, rstd, dx, dw);

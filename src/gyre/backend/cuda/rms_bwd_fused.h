@@ -14,9 +14,6 @@ namespace gyre::cuda {
 // least rms_bwd_add_min_fused_chunks() chunks of 128 rows (and H <= 8192) one pass over dy, x and
 // res computes dx, dx_bf16 and the weight-gradient partials, a block per chunk; otherwise a
 // row-per-block kernel computes dx and dx_bf16 and rms_norm_bwd's own kernels the weight gradient.
-// The one pass streams the rows through shared memory with bulk copies where H % 4 == 0 and dy, x
-// and res are 16-byte aligned (rms_bwd_add_staged), else loads them into registers; the bits are
-// the same either way.
 void rms_norm_bwd_add(const float* dy, const float* x, const float* w, const float* rstd,
                       const float* res, int64_t R, int64_t H, float* dx, float* dw,
                       uint16_t* dx_bf16);
@@ -27,19 +24,5 @@ void rms_norm_bwd_add(const float* dy, const float* x, const float* w, const flo
 // always one pass when possible; a huge value: never). Returns the previous value.
 int64_t set_rms_bwd_add_min_fused_chunks(int64_t chunks);
 int64_t rms_bwd_add_min_fused_chunks();
-
-// Whether the one-pass path stages its rows in shared memory (bulk asynchronous copies into a ring,
-// the default) where the rows allow it, or always loads them into registers (the former kernel).
-// Process-wide; for tests and A/B benchmarks. Returns the previous value.
-bool set_rms_bwd_add_staged(bool on);
-bool rms_bwd_add_staged();
-
-// The kernels rms_norm_bwd_add runs for these arguments under the current settings (it dispatches
-// on this function): the row kernel plus rms_norm_bwd's dw kernels, or the one pass from registers
-// or staged in shared memory. For tests and benchmarks; needs the CUDA device (it reads its shared
-// memory limit).
-enum class RmsBwdAddPath { rows, one_pass_registers, one_pass_staged };
-RmsBwdAddPath rms_bwd_add_path(int64_t R, int64_t H, bool with_dw, const float* dy, const float* x,
-                               const float* res);
 
 }  // namespace gyre::cuda
