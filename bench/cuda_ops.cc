@@ -605,8 +605,7 @@ void bench_rms_bwd_add_shape(int64_t R, int64_t H) {
     return t.cold_us;
   };
   const auto fused = [&] { ops::rms_norm_backward_add(dy, x, w, rstd, res, dx, dw, &dx16); };
-  const int64_t chunk_rows = cuda::rms_bwd_add_chunk_rows();
-  const int64_t chunks = (R + chunk_rows - 1) / chunk_rows;
+  const int64_t chunks = (R + 127) / 128;
   const bool default_one_pass = chunks >= cuda::rms_bwd_add_min_fused_chunks() && H <= 8192;
   const double fused_us =
       report(default_one_pass ? "fused" : "fused_two_kernels", default_one_pass ? 18 : 26, fused);

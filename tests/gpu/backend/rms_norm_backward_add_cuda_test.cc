@@ -1,7 +1,7 @@
 // ops::rms_norm_backward_add on CUDA (backend/fused_norm_ops.h, backend/cuda/rms_bwd_fused.cu):
 // dx, dw and dx_bf16 are memcmp-equal to the composition rms_norm_backward, add_ and ops::copy
 // f32 -> bf16 on the GPU, for H = 896, 1536 (Qwen2.5 0.5B / 1.5B), 64, 100 (not a multiple of 32)
-// and 3 at R = 1, 7, 513 and 4099 rows (a partial last chunk of 64), and H = 2048, 3584, 5120
+// and 3 at R = 1, 7, 513 and 4099 rows (a partial last chunk of 128), and H = 2048, 3584, 5120
 // (the one-pass kernel's wider instantiations) and 8320 (past its registers: always the row
 // kernel); with and without dw, in place (dx is residual_grad) and into a fresh dx, with and
 // without the bf16 copy, through both the one-pass kernel (dw partials in the same pass) and the

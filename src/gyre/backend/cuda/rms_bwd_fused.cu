@@ -35,11 +35,11 @@ namespace {
 using rms_bwd::kDwRowChunk;
 using rms_bwd::kThreads;
 
-// One pass from 8192 rows up (128 chunks of kDwRowChunk = 64): measured on an H200 with 128-row
-// chunks at H 896 / 1536 (bench_cuda_ops rms_bwd), one pass vs the row kernel + dw kernels took
-// 74 / 110 vs 56 / 73 us at 4096 rows, 81 / 114 vs 82 / 114 at 8192, 101 / 145 vs 131 / 199 at
-// 16384 and 193 / 290 vs 257 / 391 at 32768 (the composition: 209 / 314 us at 16384).
-std::atomic<int64_t> g_min_fused_chunks{8192 / kDwRowChunk};
+// One pass from 64 chunks (8192 rows) up: measured on an H200 at H 896 / 1536 (bench_cuda_ops
+// rms_bwd), one pass vs the row kernel + dw kernels took 74 / 110 vs 56 / 73 us at 4096 rows,
+// 81 / 114 vs 82 / 114 at 8192, 101 / 145 vs 131 / 199 at 16384 and 193 / 290 vs 257 / 391 at
+// 32768 (the composition: 209 / 314 us at 16384).
+std::atomic<int64_t> g_min_fused_chunks{64};
 
 struct BwdAddArgs {
   const float* dy;
@@ -69,15 +69,13 @@ __device__ __forceinline__ void store_dx(const BwdAddArgs& a, int64_t i, float v
   if (a.dx16) a.dx16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
-// The one-pass kernel: block b owns chunk b (rows [b·64, b·64 + 64) ∩ [0, R)), thread t the
+// The one-pass kernel: block b owns chunk b (rows [b·128, b·128 + 128) ∩ [0, R)), thread t the
 // columns t + k·256 for k < kVpt (kVpt·256 >= H). Rows go in groups of kRows: all loads of a group
-// are issued before its dots are reduced (memory-level parallelism), then the group's rows are
-// finished in row order, which is the order the weight-gradient partials need. kMinBlocks blocks
-// fit an SM (registers capped at 65536 / (256 · kMinBlocks) a thread), so that one block's loads
-// are in flight while the other reduces.
-template <int kVpt, int kRows, int kMinBlocks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    rms_bwd_add_chunk_kernel(const BwdAddArgs a) {
+// are issued before its dots are reduced (memory-level parallelism: a chunk's block is alone on its
+// SM for the sizes that take this path), then the group's rows are finished in row order, which is
+// the order the weight-gradient partials need.
+template <int kVpt, int kRows>
+__global__ void __launch_bounds__(kThreads) rms_bwd_add_chunk_kernel(const BwdAddArgs a) {
   const int64_t H = a.H, R = a.R, chunks = (R + kDwRowChunk - 1) / kDwRowChunk;
   float wv[kVpt];
 #pragma unroll
@@ -173,24 +171,22 @@ __global__ void __launch_bounds__(kThreads) rms_bwd_add_row_kernel(const BwdAddA
 
 // Columns per thread of the one-pass kernel's instantiations, and the rows each loads at once
 // (about 24-32 values per array and thread in flight, within the register budget).
-template <int kVpt, int kRows, int kMinBlocks = 1>
+template <int kVpt, int kRows>
 void launch_chunk(const BwdAddArgs& a, int64_t chunks) {
   const unsigned grid = unsigned(std::min<int64_t>(chunks, 65535));
-  rms_bwd_add_chunk_kernel<kVpt, kRows, kMinBlocks><<<grid, kThreads, 0, stream()>>>(a);
+  rms_bwd_add_chunk_kernel<kVpt, kRows><<<grid, kThreads, 0, stream()>>>(a);
 }
 
 // The widest row the one-pass kernel keeps in registers, in columns per thread (H <= 8192).
 constexpr int64_t kMaxVpt = 32;
 
-// Launches the one-pass kernel for vpt = ceil(H / 256) <= kMaxVpt columns per thread. Up to
-// vpt 8 (H <= 2048) two blocks share an SM (128 registers a thread: kRows chosen so that ptxas
-// spills nothing); wider rows keep one block an SM and the register budget for a row group.
+// Launches the one-pass kernel for vpt = ceil(H / 256) <= kMaxVpt columns per thread.
 void launch_chunk_for(int64_t vpt, const BwdAddArgs& a, int64_t chunks) {
-  if (vpt <= 1) return launch_chunk<1, 8, 2>(a, chunks);
-  if (vpt <= 2) return launch_chunk<2, 4, 2>(a, chunks);
-  if (vpt <= 4) return launch_chunk<4, 4, 2>(a, chunks);
-  if (vpt <= 6) return launch_chunk<6, 4, 2>(a, chunks);
-  if (vpt <= 8) return launch_chunk<8, 2, 2>(a, chunks);
+  if (vpt <= 1) return launch_chunk<1, 8>(a, chunks);
+  if (vpt <= 2) return launch_chunk<2, 8>(a, chunks);
+  if (vpt <= 4) return launch_chunk<4, 8>(a, chunks);
+  if (vpt <= 6) return launch_chunk<6, 4>(a, chunks);
+  if (vpt <= 8) return launch_chunk<8, 4>(a, chunks);
   if (vpt <= 12) return launch_chunk<12, 2>(a, chunks);
   if (vpt <= 16) return launch_chunk<16, 2>(a, chunks);
   if (vpt <= 24) return launch_chunk<24, 1>(a, chunks);
@@ -205,8 +201,6 @@ int64_t set_rms_bwd_add_min_fused_chunks(int64_t chunks) {
 }
 
 int64_t rms_bwd_add_min_fused_chunks() { return g_min_fused_chunks.load(); }
-
-int64_t rms_bwd_add_chunk_rows() { return kDwRowChunk; }
 
 void rms_norm_bwd_add(const float* dy, const float* x, const float* w, const float* rstd,
                       const float* res, int64_t R, int64_t H, float* dx, float* dw,

@@ -28,12 +28,8 @@ namespace gyre::cuda::rms_bwd {
 
 // Threads per block of every kernel whose dot must match the others bitwise.
 constexpr int kThreads = 256;
-// Rows per weight-gradient partial (the chunking of rms_norm_bwd's dw; part of its bits). 64, not
-// 128: rms_bwd_fused.cu's one-pass kernel runs a block per chunk, and at R = 16384 128-row chunks
-// gave 128 blocks — one per SM, nothing to hide its reduction phases behind (3.2 TB/s, session 28);
-// 64-row chunks give two blocks an SM. The dw values stay the deterministic f64 chunk sums; only
-// which rows share a partial changed (rows.cu's two-kernel path uses the same constant).
-constexpr int64_t kDwRowChunk = 64;
+// Rows per weight-gradient partial (the chunking of rms_norm_bwd's dw; part of its bits).
+constexpr int64_t kDwRowChunk = 128;
 
 // x̂ = x · r, rounded to f32.
 __device__ __forceinline__ float x_hat(float x, float rs) { return __fmul_rn(x, rs); }
