@@ -1,13 +1,19 @@
 // ops::prefetch_weights_l2 (l2_prefetch_ops.h) over backend/cuda/l2_prefetch.cu.
 #include "gyre/backend/l2_prefetch_ops.h"
 
-#include <vector>
+#include <atomic>
 
 #include "gyre/backend/cuda/l2_prefetch.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/ops_args.h"
 #include "gyre/core/env.h"
 
 namespace gyre::ops {
+
+namespace {
+std::atomic<uint64_t> g_launches{0};
+}  // namespace
+
+uint64_t l2_prefetch_launches() { return g_launches.load(); }
 
 int decode_l2_prefetch_mode() { return int(env_int("GYRE_DECODE_L2_PREFETCH", 0, 0, 2)); }
 
@@ -30,7 +36,10 @@ void prefetch_weights_l2(std::initializer_list<const Tensor*> weights) {
       bytes[n] = size_t(w->numel()) * 2;
       ++n;
     }
-    if (n) cuda::l2_prefetch_side(ptrs, bytes, n);
+    if (n) {
+      cuda::l2_prefetch_side(ptrs, bytes, n);
+      g_launches.fetch_add(1, std::memory_order_relaxed);
+    }
   } else {
     (void)weights;
   }

@@ -1,6 +1,7 @@
 // ops::prefetch_weights_l2: the decode step's L2 prefetch of linears' weights a few kernels ahead
 // (backend/cuda/l2_prefetch.h says why and why it is safe). Declared here rather than in ops.h.
 #pragma once
+#include <cstdint>
 #include <initializer_list>
 
 #include "gyre/backend/ops.h"
@@ -17,5 +18,7 @@ int decode_l2_prefetch_mode();
 // undefined or non-CUDA ones are skipped (so is everything without a cache or on the CPU).
 // Enqueued on a side stream after the work enqueued so far; changes no value anywhere.
 void prefetch_weights_l2(std::initializer_list<const Tensor*> weights);
+// Prefetch launches made by prefetch_weights_l2 in this process (tests: the path was taken).
+uint64_t l2_prefetch_launches();
 
 }  // namespace gyre::ops

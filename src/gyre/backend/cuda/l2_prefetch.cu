@@ -31,7 +31,8 @@ __global__ void l2_prefetch_kernel(const Ranges r) {
     int i = 0;
     while (p >= r.pieces_before[i + 1]) ++i;
     const uint64_t a = r.begin[i] + (p - r.pieces_before[i]) * kPiece;
-    const uint32_t len = uint32_t(std::min<uint64_t>(kPiece, r.end[i] - a));
+    const uint64_t left = r.end[i] - a;
+    const uint32_t len = uint32_t(left < kPiece ? left : kPiece);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(len) : "memory");
 #else
