@@ -6,7 +6,6 @@
 
 #include "gyre/backend/fused_linear_ops.h"
 #include "gyre/backend/fused_norm_ops.h"
-#include "gyre/backend/l2_prefetch_ops.h"
 #include "gyre/backend/linear_group_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/backend/rope_attention_ops.h"
@@ -121,11 +120,6 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
     ops::rms_norm(k_raw, w.k_norm, eps, k, rstd_k);
   }
   Tensor attn, lse;
-  // Batch-1-like decode (the GEMV regime): the L2 prefetch of the next linears' weights
-  // (l2_prefetch_ops.h), so that HBM streams them while the attention runs. Changes no value.
-  const int prefetch =
-      fuse_attend && T <= ops::kFusedGemvMaxRows ? ops::decode_l2_prefetch_mode() : 0;
-  if (prefetch >= 1) ops::prefetch_weights_l2({&w.o_w, &w.gate_w, &w.up_w});
   if (fuse_attend) {
     // RoPE fused with the context's KV write (the paged context: one launch for both), bitwise
     // the rope_ calls and attend below; k is not needed afterwards (nothing is saved).
@@ -166,7 +160,6 @@ Tensor layer_forward(const ModelConfig& c, int64_t layer, const LayerTensors& w,
   // A saving forward under TP takes the unfused MLP (its fused op, rms_norm_linear_silu_mul, does
   // not hand out gate/up).
   const bool fuse_mlp = fuse && !w.moe && (!s || fuse_residual);
-  if (prefetch >= 2 && !w.moe) ops::prefetch_weights_l2({&w.down_w});
   if (!fuse_mlp) {
     xn2 = empty({T, H}, dev), rstd2 = empty({T}, dev);
     ops::rms_norm(h, w.post_norm, eps, xn2, rstd2);

@@ -7,7 +7,6 @@
 // model's layer tensors do take the one-launch norm-folded kernels. Skips without a GPU.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -18,7 +17,6 @@
 #include "gpu/model/small_model.h"
 #include "gyre/backend/decode_stack_ops.h"
 #include "gyre/backend/fused_linear_ops.h"
-#include "gyre/backend/l2_prefetch_ops.h"
 #include "gyre/backend/ops.h"
 #include "gyre/infer/engine.h"
 #include "gyre/model/causal_lm.h"
@@ -152,52 +150,6 @@ TEST(DecodeFusionGpu, BatchOneDecodeStackBitwiseTheLayerByLayerPath) {
       EXPECT_EQ(res[0][0].output_ids, res[1][0].output_ids);
       EXPECT_TRUE(bitwise_equal(res[0][0].output_logprobs, res[1][0].output_logprobs));
     }
-  }
-}
-
-// Sets GYRE_DECODE_L2_PREFETCH for a scope (read at every decoder-layer call) and unsets it.
-struct PrefetchScope {
-  explicit PrefetchScope(int mode) {
-    setenv("GYRE_DECODE_L2_PREFETCH", std::to_string(mode).c_str(), 1);
-  }
-  ~PrefetchScope() { unsetenv("GYRE_DECODE_L2_PREFETCH"); }
-};
-
-// The decode step's L2 prefetch (backend/l2_prefetch_ops.h: a side stream, joined by a graph
-// capture) changes no number: greedy decode — eager and through CUDA graphs, batch 1 and a padded
-// bucket — gives bitwise the same tokens and log-probs with prefetch modes 0, 1 and 2, and modes 1
-// and 2 did launch prefetches (mode 2 more).
-TEST(DecodeFusionGpu, L2PrefetchOfTheNextWeightsChangesNoValue) {
-  GYRE_SKIP_WITHOUT_GPU();
-  auto m = bf16_model();
-  const std::vector<GenerateRequest> reqs = {greedy({1, 2, 3, 4, 5}, 24), greedy({9, 8, 7}, 20),
-                                             greedy({11, 12, 13}, 12)};
-  for (int graph_max_bs : {0, 256}) {
-    SCOPED_TRACE("graphs " + std::to_string(graph_max_bs));
-    std::vector<GenerateResult> res[3];
-    uint64_t launches[3] = {0, 0, 0};
-    for (int mode = 0; mode < 3; ++mode) {
-      PrefetchScope prefetch(mode);
-      EngineConfig c;
-      c.page_size = 16;
-      c.num_pages = 128;
-      c.max_num_batched_tokens = 256;
-      c.cuda_graph_max_bs = graph_max_bs;
-      Engine engine(*m, nullptr, c);
-      const uint64_t before = ops::l2_prefetch_launches();
-      res[mode] = engine.generate(reqs);
-      launches[mode] = ops::l2_prefetch_launches() - before;
-    }
-    EXPECT_EQ(launches[0], 0u);
-    EXPECT_GT(launches[1], 0u) << "mode 1 issued no prefetch";
-    EXPECT_GT(launches[2], launches[1]);
-    for (int mode = 1; mode < 3; ++mode)
-      for (size_t i = 0; i < reqs.size(); ++i) {
-        ASSERT_TRUE(res[mode][i].error.empty()) << res[mode][i].error;
-        EXPECT_EQ(res[0][i].output_ids, res[mode][i].output_ids) << mode << "/" << i;
-        EXPECT_TRUE(bitwise_equal(res[0][i].output_logprobs, res[mode][i].output_logprobs))
-            << mode << "/" << i;
-      }
   }
 }
 

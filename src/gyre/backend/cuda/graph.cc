@@ -3,7 +3,6 @@
 
 #include <cuda_runtime.h>
 
-#include "gyre/backend/cuda/l2_prefetch.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/core/error.h"
 
@@ -25,9 +24,7 @@ void CudaGraph::capture(const std::function<void()>& body) {
   GYRE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
   try {
     body();
-    l2_prefetch_join();  // a capture must join every stream it forked (l2_prefetch.h)
   } catch (...) {
-    l2_prefetch_forget();
     cudaGraph_t broken = nullptr;
     cudaStreamEndCapture(s, &broken);  // leave the stream usable
     if (broken) cudaGraphDestroy(broken);
