@@ -428,27 +428,6 @@ void bench_logprob_chunk() {
        ",\"stats_gb_per_s\":" + std::to_string(el * 4.0 / (stats_ms * 1e-3) / 1e9) +
        ",\"bwd_bf16_us\":" + std::to_string(bwd_ms * 1e3) +
        ",\"bwd_gb_per_s\":" + std::to_string(el * 6.0 / (bwd_ms * 1e-3) / 1e9) + "}");
-  // The one-pass head's token chunks over the whole vocabulary (C = V): the backward into its own
-  // bf16 buffer (T / 12 = 1344 rows) and in place over the logits (T / 8 = 2048 rows). The in-place
-  // runs overwrite their input, so later repetitions read bf16 bit patterns as f32: the same bytes
-  // and instructions (timing only).
-  for (int64_t rows : {int64_t(1344), int64_t(2048)}) {
-    Tensor z = random_device({rows, V}, DType::f32, 17, 8.0f);
-    Tensor dzv = Tensor::empty({rows, V}, DType::bf16, Device::cuda);
-    const double sep_ms = bench::median_ms([&] {
-      cuda::logprob_chunk_bwd_bf16(z.f32(), targets.i32(), rows, V, 0, 1.0f, lse.f32(), nullptr,
-                                   dlogp.f32(), nullptr, dzv.data<uint16_t>());
-    });
-    const double inp_ms = bench::median_ms([&] {
-      cuda::logprob_chunk_bwd_bf16_inplace(z.f32(), targets.i32(), rows, V, 0, 1.0f, lse.f32(),
-                                           nullptr, dlogp.f32(), nullptr);
-    });
-    const double e = double(rows) * double(V);
-    emit("{\"bench\":\"logprob_chunk_bwd_full_vocab\",\"rows\":" + std::to_string(rows) +
-         ",\"vocab\":" + std::to_string(V) + ",\"separate_us\":" + std::to_string(sep_ms * 1e3) +
-         ",\"inplace_us\":" + std::to_string(inp_ms * 1e3) +
-         ",\"inplace_gb_per_s\":" + std::to_string(e * 6.0 / (inp_ms * 1e-3) / 1e9) + "}");
-  }
 }
 
 // The forward's memory-bound prologues of the autocast GEMMs and the attention: f32_to_bf16 of a

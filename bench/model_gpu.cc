@@ -17,7 +17,6 @@
 // each. Usage: bench_model_gpu [--shape qwen2.5-0.5b|qwen2.5-1.5b] [--precision bf16|f32]
 //              [--seqs 4] [--len 4096] [--iters 3] [--layers N (default: the shape's)]
 //              [--logprob-chunk C] [--head-only 1] [--head-ops 1] [--decode-fusion 0|1]
-//              [--inplace-dz 0|1]
 //              [--micro-batch-tokens N] [--logprob-weights both|cast|copies]
 // --iters N: timed steps after 2 warm-ups (mean). Keep the default 3 when comparing with
 // bench/hf_anchor.py (a median of 3 after 1 warm-up): the GEMM and attention kernels run 5-8%
@@ -264,8 +263,8 @@ int head_ops(int64_t T, int64_t V, int iters, int64_t chunk) {
         "{\"bench\": \"model_gpu_logprob_head_op\", \"pass\": \"fwd_bwd_one_pass\", "
         "\"tokens\": %lld, \"vocab\": %lld, \"hidden\": %lld, \"token_chunk\": %lld, "
         "\"ms\": %.3f, \"two_pass_fwd_bwd_ms\": %.3f, \"max_logp_diff\": %.3g}\n",
-        (long long)T, (long long)V, (long long)H,
-        (long long)cuda::logprob_grad_rows_per_chunk(T, V), one_pass_ms, ms[1], max_diff);
+        (long long)T, (long long)V, (long long)H, (long long)cuda::logprob_grad_rows_per_chunk(T),
+        one_pass_ms, ms[1], max_diff);
     for (int b = 0; b < 2; ++b) {
       const double flops = 2.0 * double(T) * double(V) * double(H) * (b ? 4 : 1);
       std::printf(
@@ -299,10 +298,6 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--logprob-weights")) lp_weights = argv[i + 1];
     if (!std::strcmp(argv[i], "--head-ops")) head_ops_mode = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--micro-batch-tokens")) micro_tokens = std::atoll(argv[i + 1]);
-#ifdef GYRE_HAVE_CUDA
-    if (!std::strcmp(argv[i], "--inplace-dz"))  // the one-pass head's dz over its logits (A/B)
-      gyre::cuda::set_logprob_grad_inplace_dz(std::atoi(argv[i + 1]) != 0);
-#endif
     if (!std::strcmp(argv[i], "--decode-fusion"))
       gyre::model::set_decode_fusion(std::atoi(argv[i + 1]) != 0);
   }

@@ -86,90 +86,18 @@ std::string name(const Case& c) {
          (c.cache ? " cache" : "");
 }
 
-// Restores the in-place dz switch when a test ends (also on failure).
-struct InplaceDz {
-  explicit InplaceDz(bool on) : was_(cuda::set_logprob_grad_inplace_dz(on)) {}
-  ~InplaceDz() { cuda::set_logprob_grad_inplace_dz(was_); }
-  bool was_;
-};
-
 TEST(LogprobWithGradCuda, TokenChunksOfAnEighthOfTheLogitsAtMost) {
-  // Separate bf16 dz (V % 4 != 0, or the switch off): f32 logits + bf16 dz per chunk row, 6 bytes
-  // x V; in place (V % 4 == 0): the f32 logits alone, 4 bytes x V. Within 1/8 of T x V x 4 bytes.
-  for (bool on : {false, true}) {
-    InplaceDz sw(on);
-    for (int64_t V : {int64_t(3001), int64_t(151936)}) {
-      const bool inplace = on && V % 4 == 0;
-      for (int64_t T : {int64_t(1), int64_t(63), int64_t(767), int64_t(768), int64_t(16384)}) {
-        const int64_t rows = cuda::logprob_grad_rows_per_chunk(T, V);
-        EXPECT_GE(rows, 1) << T;
-        EXPECT_LE(rows, T) << T;
-        if (T >= 768) {
-          EXPECT_LE(rows * (inplace ? 4 : 6) * 8, T * 4) << T;
-          EXPECT_EQ(rows % 64, 0) << T;
-        }
-      }
-      EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384, V), inplace ? 2048 : 1344);
+  // f32 logits + bf16 dz per chunk row: 6 bytes x V, within 1/8 of T x V x 4 bytes.
+  for (int64_t T : {int64_t(1), int64_t(63), int64_t(767), int64_t(768), int64_t(16384)}) {
+    const int64_t rows = cuda::logprob_grad_rows_per_chunk(T);
+    EXPECT_GE(rows, 1) << T;
+    EXPECT_LE(rows, T) << T;
+    if (T >= 768) {
+      EXPECT_LE(rows * 6 * 8, T * 4) << T;
+      EXPECT_EQ(rows % 64, 0) << T;
     }
   }
-}
-
-// The in-place dz kernel writes bitwise the separate-buffer kernel's bf16 dz, row t at the start
-// of its own f32 row: warp teams (C <= 2048) and block teams (C = 151936, several tiles a row),
-// targets -1 and in range, with and without the entropy term; a misfit C is an error.
-TEST(LogprobWithGradCuda, InPlaceDzIsTheSeparateKernelsBits) {
-  GYRE_SKIP_WITHOUT_GPU();
-  for (int64_t C : {int64_t(4), int64_t(500), int64_t(2048), int64_t(2052), int64_t(151936)}) {
-    for (int64_t n : {int64_t(1), int64_t(7), int64_t(130)}) {
-      if (C == 151936 && n == 130) continue;  // enough rows at the big width: 7
-      for (bool ent : {false, true}) {
-        SCOPED_TRACE("C " + std::to_string(C) + " n " + std::to_string(n) + (ent ? " ent" : ""));
-        const Tensor x = gpu(randn({n, C}, 71, 3.0f)), tg = gpu(make_targets(n, C));
-        const Tensor lse = gpu(randn({n}, 72, 0.5f)), h = gpu(randn({n}, 73, 0.5f));
-        const Tensor dlogp = gpu(randn({n}, 74)), dent = gpu(randn({n}, 75, 0.3f));
-        Tensor sep = Tensor::empty({n, C}, DType::bf16, Device::cuda);
-        cuda::logprob_chunk_bwd_bf16(x.f32(), tg.i32(), n, C, 0, 0.7f, lse.f32(), h.f32(),
-                                     dlogp.f32(), ent ? dent.f32() : nullptr, sep.data<uint16_t>());
-        Tensor inp = x.clone();
-        ASSERT_TRUE(cuda::logprob_chunk_bwd_bf16_inplace_fits(inp.f32(), C));
-        cuda::logprob_chunk_bwd_bf16_inplace(inp.f32(), tg.i32(), n, C, 0, 0.7f, lse.f32(), h.f32(),
-                                             dlogp.f32(), ent ? dent.f32() : nullptr);
-        // Row t's bf16 values: the first 2C bytes of f32 row t.
-        const Tensor host = cpu(inp), want = cpu(sep);
-        const auto* got16 = host.data<uint16_t>();
-        const auto* want16 = want.data<uint16_t>();
-        int64_t differ = 0;
-        for (int64_t t = 0; t < n; ++t)
-          for (int64_t j = 0; j < C; ++j) differ += got16[t * 2 * C + j] != want16[t * C + j];
-        EXPECT_EQ(differ, 0);
-      }
-    }
-  }
-  const Tensor x = gpu(randn({2, 6}, 76));
-  EXPECT_FALSE(cuda::logprob_chunk_bwd_bf16_inplace_fits(x.f32(), 6));
-}
-
-// The op with dz in place (T / 8 token chunks) against the separate-buffer path (T / 12 chunks):
-// the same statistics bit for bit (each row's stats kernel is the same over the same logits), dh
-// and dw within the bf16 accumulation bound (the GEMMs' K split over tokens differs).
-TEST(LogprobWithGradCuda, InPlaceDzAgreesWithTheSeparateBuffer) {
-  GYRE_SKIP_WITHOUT_GPU();
-  const int64_t T = 1600, H = 64, V = 1000;
-  const Tensor h = gpu(randn({T, H}, 81)), w = gpu(randn({V, H}, 82, 0.3f));
-  const Tensor tg = gpu(make_targets(T, V)), dlogp = gpu(randn({T}, 83));
-  const Tensor dent = gpu(randn({T}, 84, 0.3f)), dw0 = gpu(randn({V, H}, 85, 0.01f));
-  ops::Bf16Autocast autocast;
-  Result r[2];
-  for (int on = 0; on < 2; ++on) {
-    InplaceDz sw(on == 1);
-    r[on] = one_pass(h, w, tg, 0.8f, dlogp, dent, dw0, true);
-  }
-  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(T, V), 192);  // T / 8 rounded to 64 (in place)
-  EXPECT_EQ(rel_err(cpu(r[1].logp), cpu(r[0].logp)), 0.0);
-  EXPECT_EQ(rel_err(cpu(r[1].entropy), cpu(r[0].entropy)), 0.0);
-  EXPECT_EQ(rel_err(cpu(r[1].lse), cpu(r[0].lse)), 0.0);
-  EXPECT_LE(rel_err(cpu(r[1].dh), cpu(r[0].dh)), kU);
-  EXPECT_LE(rel_err(added(r[1].dw, dw0), added(r[0].dw, dw0)), kU);
+  EXPECT_EQ(cuda::logprob_grad_rows_per_chunk(16384), 1344);
 }
 
 // Against the CPU f32 composition on the bf16-rounded h and w: the forward within f32 summation

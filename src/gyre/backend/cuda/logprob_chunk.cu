@@ -50,7 +50,6 @@
 #include "gyre/backend/cuda/kernels.h"
 #include "gyre/backend/cuda/logprob_head.h"
 #include "gyre/backend/cuda/runtime.h"
-#include "gyre/core/error.h"
 
 namespace gyre::cuda {
 
@@ -335,67 +334,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Team barrier: a warp team (kTeam = 32) syncs its warp, a block team the block.
-template <int kTeam>
-__device__ __forceinline__ void team_sync() {
-  if constexpr (kTeam == 32)
-    __syncwarp();
-  else
-    __syncthreads();
-}
-
-// bwd_kernel<uint16_t, kTeam, true> with dz written IN PLACE: row t's bf16 dz goes to the first
-// 2C bytes of its own f32 row, ((uint16_t*)x)[t·2C + j] (a bf16 matrix of leading dimension 2C).
-// Safety: the team walks its row in tiles from left to right, every lane running every tile (the
-// loop bound depends only on C), and all of a tile's loads come before the team barrier and all
-// of its stores after it. A tile's stores cover bf16 elements [a, b), i.e. the f32 elements
-// [a/2, b/2) — all below b, so already read (in this tile or an earlier one) — and never the f32
-// elements [b, ...) the next tiles load. Rows never overlap (row t's bf16 bytes lie inside its own
-// f32 bytes). The values are bwd_kernel's (dz_value, bf16_rn_pack4): bitwise the separate-buffer
-// kernel. Needs C % 4 == 0 and x 16-byte aligned (the float4 path).
-template <int kTeam>
-__global__ void __launch_bounds__(kThreads)
-    bwd_bf16_inplace_kernel(float* x, const int32_t* __restrict__ targets, int64_t n, int64_t C,
-                            int64_t v0, float mul, const float* __restrict__ lse,
-                            const float* __restrict__ entropy, const float* __restrict__ dlogp,
-                            const float* __restrict__ dentropy) {
-  constexpr int kRows = kThreads / kTeam;
-  const int lane = int(threadIdx.x) % kTeam;
-  const int64_t G = C / 4;
-  // Block-uniform row loop: a block team's barrier is reached by every thread of the block.
-  for (int64_t t0 = int64_t(blockIdx.x) * kRows; t0 < n; t0 += int64_t(gridDim.x) * kRows) {
-    const int64_t t = t0 + int(threadIdx.x) / kTeam;
-    if (t >= n) continue;  // only a warp team's whole warp (t0 < n for a block team)
-    const int32_t tgt = targets[t];
-    BwdRow r;
-    r.mul = mul;
-    r.tg = tgt < 0 ? -1 : int64_t(tgt) - v0;
-    r.g_lp = tgt < 0 ? 0.0f : dlogp[t];
-    r.g_h = dentropy ? dentropy[t] : 0.0f;
-    r.h = r.g_h != 0.0f ? entropy[t] : 0.0f;
-    r.L = lse[t];
-    const float* xr = x + t * C;
-    uint16_t* d = reinterpret_cast<uint16_t*>(x + t * C);
-    for (int64_t base = 0; base < G; base += int64_t(kBwdTile) * kTeam) {
-      float4 v[kBwdTile];
-#pragma unroll
-      for (int u = 0; u < kBwdTile; ++u) {
-        const int64_t g = base + lane + int64_t(u) * kTeam;
-        v[u] = g < G ? *reinterpret_cast<const float4*>(xr + 4 * g) : make_float4(0, 0, 0, 0);
-      }
-      team_sync<kTeam>();  // the whole tile is read before any of it is overwritten
-#pragma unroll
-      for (int u = 0; u < kBwdTile; ++u) {
-        const int64_t g = base + lane + int64_t(u) * kTeam;
-        if (g >= G) break;
-        const int64_t j = 4 * g;
-        store_dz4(d + j, dz_value(v[u].x, j, r), dz_value(v[u].y, j + 1, r),
-                  dz_value(v[u].z, j + 2, r), dz_value(v[u].w, j + 3, r));
-      }
-    }
-  }
-}
-
 template <int kTeam>
 void launch_stats(const float* x, const int32_t* targets, int64_t n, int64_t C, int64_t v0,
                   float mul, bool accumulate, float* stats) {
@@ -465,28 +403,6 @@ void logprob_chunk_bwd_bf16(const float* x, const int32_t* targets, int64_t n, i
   if (n == 0 || C == 0) return;
   launch_bwd_any<uint16_t>(x, targets, n, C, v0, temperature, lse, entropy, dlogp, dentropy, dz);
   GYRE_CUDA_LAUNCHED("logprob_chunk_bwd_bf16");
-}
-
-bool logprob_chunk_bwd_bf16_inplace_fits(const float* x, int64_t C) {
-  return C % 4 == 0 && aligned(x, 16);
-}
-
-void logprob_chunk_bwd_bf16_inplace(float* x, const int32_t* targets, int64_t n, int64_t C,
-                                    int64_t v0, float temperature, const float* lse,
-                                    const float* entropy, const float* dlogp,
-                                    const float* dentropy) {
-  if (n == 0 || C == 0) return;
-  GYRE_CHECK(logprob_chunk_bwd_bf16_inplace_fits(x, C),
-             "logprob_chunk_bwd_bf16_inplace: needs C % 4 == 0 (C = {}) and 16-byte aligned logits",
-             C);
-  const float mul = 1.0f / temperature;
-  if (C <= kWarpRowMaxC)
-    bwd_bf16_inplace_kernel<32><<<row_grid<32>(n), kThreads, 0, stream()>>>(
-        x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy);
-  else
-    bwd_bf16_inplace_kernel<kThreads><<<row_grid<kThreads>(n), kThreads, 0, stream()>>>(
-        x, targets, n, C, v0, mul, lse, entropy, dlogp, dentropy);
-  GYRE_CUDA_LAUNCHED("logprob_chunk_bwd_bf16_inplace");
 }
 
 }  // namespace gyre::cuda

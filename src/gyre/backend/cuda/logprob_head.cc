@@ -9,7 +9,6 @@
 #include "gyre/backend/cuda/logprob_head.h"
 
 #include <algorithm>
-#include <atomic>
 
 #include "gyre/backend/cuda/allocator.h"
 #include "gyre/backend/cuda/kernels.h"
@@ -116,19 +115,8 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
   }
 }
 
-namespace {
-std::atomic<bool> g_inplace_dz{true};  // set_logprob_grad_inplace_dz
-
-// dz goes over the logits when the switch is on and V keeps every row 16-byte aligned (the pool's
-// blocks are; row t starts 4·V·t bytes in).
-bool inplace_dz(int64_t V) { return g_inplace_dz.load(std::memory_order_relaxed) && V % 4 == 0; }
-}  // namespace
-
-bool set_logprob_grad_inplace_dz(bool on) { return g_inplace_dz.exchange(on); }
-
-int64_t logprob_grad_rows_per_chunk(int64_t T, int64_t V) {
-  // 4 bytes an element in place (T / 8), 6 with a separate bf16 dz (T / 12): 1/8 of T x V x 4.
-  const int64_t rows = (inplace_dz(V) ? T / 8 : T / 12) / 64 * 64;
+int64_t logprob_grad_rows_per_chunk(int64_t T) {
+  const int64_t rows = T / 12 / 64 * 64;
   return rows >= 64 ? rows : std::min<int64_t>(T, 64);
 }
 
@@ -139,15 +127,10 @@ void linear_token_logprobs_with_grad_autocast(const float* h, const float* w,
                                               float* logp, float* entropy, float* lse, float* dh,
                                               float* dw, bool dw_overwrite) {
   check_sizes("linear_token_logprobs_with_grad_autocast", T, H, V, V);
-  const bool inplace = inplace_dz(V);
-  const int64_t rows = logprob_grad_rows_per_chunk(T, V);
+  const int64_t rows = logprob_grad_rows_per_chunk(T);
   // The whole bf16 weight: the cached copy, else w rounded once (the cache's conversion's values).
-  // In place, dz is the bf16 matrix over z's bytes (leading dimension 2V); else its own buffer.
   DeviceBuffer hb(size_t(T * H) * 2), wb(w_bf16 ? 1 : size_t(V * H) * 2), z(size_t(rows * V) * 4),
-      dz(inplace ? 1 : size_t(rows * V) * 2), stats(size_t(rows) * 16),
-      ent_scratch(entropy ? 1 : size_t(T) * 4);
-  uint16_t* const dzp = inplace ? reinterpret_cast<uint16_t*>(z.as<float>()) : dz.as<uint16_t>();
-  const int64_t ldz = inplace ? 2 * V : V;
+      dz(size_t(rows * V) * 2), stats(size_t(rows) * 16), ent_scratch(entropy ? 1 : size_t(T) * 4);
   f32_to_bf16(h, hb.as<uint16_t>(), T * H);
   if (!w_bf16) f32_to_bf16(w, wb.as<uint16_t>(), V * H);
   const uint16_t* w16 = w_bf16 ? w_bf16 : wb.as<uint16_t>();
@@ -162,18 +145,15 @@ void linear_token_logprobs_with_grad_autocast(const float* h, const float* w,
     logprob_chunk_stats(z.as<float>(), tg, n, V, 0, temperature, /*accumulate=*/false,
                         stats.as<float>());
     logprob_chunk_finish(stats.as<float>(), tg, n, logp + r0, ent + r0, lse + r0);
-    if (inplace)
-      logprob_chunk_bwd_bf16_inplace(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0,
-                                     dlogp + r0, dentropy ? dentropy + r0 : nullptr);
-    else
-      logprob_chunk_bwd_bf16(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0,
-                             dlogp + r0, dentropy ? dentropy + r0 : nullptr, dzp);
+    logprob_chunk_bwd_bf16(z.as<float>(), tg, n, V, 0, temperature, lse + r0, ent + r0, dlogp + r0,
+                           dentropy ? dentropy + r0 : nullptr, dz.as<uint16_t>());
     // dh rows = dz · W (K = V); dW (+)= dz^T · h rows (beta 0 only for the first chunk of an
     // overwrite: the later chunks add to it).
-    gemm_bf16(false, false, n, H, V, 1.0f, dzp, ldz, w16, H, 0.0f, dh + r0 * H, H, false);
+    gemm_bf16(false, false, n, H, V, 1.0f, dz.as<uint16_t>(), V, w16, H, 0.0f, dh + r0 * H, H,
+              false);
     if (dw)
-      gemm_bf16(true, false, V, H, n, 1.0f, dzp, ldz, h16, H, dw_overwrite && r0 == 0 ? 0.0f : 1.0f,
-                dw, H, false);
+      gemm_bf16(true, false, V, H, n, 1.0f, dz.as<uint16_t>(), V, h16, H,
+                dw_overwrite && r0 == 0 ? 0.0f : 1.0f, dw, H, false);
   }
 }
 

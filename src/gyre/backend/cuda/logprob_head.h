@@ -24,16 +24,6 @@ void logprob_chunk_bwd_bf16(const float* x, const int32_t* targets, int64_t n, i
                             int64_t v0, float temperature, const float* lse, const float* entropy,
                             const float* dlogp, const float* dentropy, uint16_t* dz);
 
-// logprob_chunk_bwd_bf16 with dz written over the logits: row t's bf16 dz in the first 2C bytes
-// of its own f32 row (a bf16 [n, C] matrix of leading dimension 2C at (uint16_t*)x), the same bits
-// as the separate-buffer kernel. Only where logprob_chunk_bwd_bf16_inplace_fits(x, C): C % 4 == 0
-// and x 16-byte aligned (else an Error).
-bool logprob_chunk_bwd_bf16_inplace_fits(const float* x, int64_t C);
-void logprob_chunk_bwd_bf16_inplace(float* x, const int32_t* targets, int64_t n, int64_t C,
-                                    int64_t v0, float temperature, const float* lse,
-                                    const float* entropy, const float* dlogp,
-                                    const float* dentropy);
-
 // ops::linear_token_logprobs under autocast: h f32 [T, H], w f32 [V, H], w_bf16 the bf16 copy of
 // all of w (ops::Bf16WeightCache) or null (each chunk's rows are rounded into scratch), targets
 // i32 [T] (< V; negative: skipped), chunk in [1, V]. Writes logp [T], lse [T], entropy [T] unless
@@ -54,21 +44,16 @@ void linear_token_logprobs_bwd_autocast(const float* h, const float* w, const ui
                                         const float* dentropy, float* dh, float* dw,
                                         bool dw_overwrite = false);
 
-// Rows per token chunk of linear_token_logprobs_with_grad_autocast, whose scratch per chunk stays
-// within 1/8 of an f32 [T, V] tensor (the fused head's memory bound), in multiples of 64 (GEMM
-// tiles), or min(T, 64) for a T too small for that:
-// - with dz written in place over the logits (V % 4 == 0 and the switch below on): the f32 logits
-//   [rows, V] alone, 4 bytes an element: T / 8 (2048 rows at T = 16384);
-// - otherwise f32 logits and a separate bf16 dz [rows, V], 6 bytes an element: T / 12.
-int64_t logprob_grad_rows_per_chunk(int64_t T, int64_t V);
-// Whether the one-pass head writes dz in place where V allows (default on; for tests and A/B
-// benchmarks: off runs the separate dz buffer and T / 12 chunks). Process-wide; returns the old.
-bool set_logprob_grad_inplace_dz(bool on);
+// Rows per token chunk of linear_token_logprobs_with_grad_autocast: its scratch per chunk is the
+// f32 logits [rows, V] and their bf16 dz [rows, V] (6 bytes an element), kept within 1/8 of an f32
+// [T, V] tensor (the fused head's memory bound): T / 12 rounded down to a multiple of 64 (GEMM
+// tiles), or min(T, 64) for a T too small for that.
+int64_t logprob_grad_rows_per_chunk(int64_t T);
 
 // Forward and backward of the fused head in one pass, for a loss gradient known before the forward
 // (dlogp / dentropy given: d loss / d logp must not depend on logp — an SFT / cross-entropy loss).
 // Same arguments as the two functions above (no vocabulary chunk: the chunks are of TOKENS, rows
-// [r0, r0 + logprob_grad_rows_per_chunk(T, V)), each over all V columns); writes logp, lse and
+// [r0, r0 + logprob_grad_rows_per_chunk(T)), each over all V columns); writes logp, lse and
 // entropy (null: not kept; the backward's entropy lives in scratch then) and dh [T, H]
 // (overwritten), dw += (dw_overwrite: =) Σ_t dz^T h. Each chunk's logits are computed once and feed
 // its statistics and then its backward at once; the two-pass head recomputes every chunk's logits
