@@ -137,6 +137,9 @@ def main():
     ap.add_argument("--burst-ms", type=float, default=5.0)
     ap.add_argument("--gap-us", type=float, default=4.0)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--intervals", action="store_true",
+                    help="also print every step's length in order (ms), to find slow steps "
+                         "that the last --steps do not show")
     a = ap.parse_args()
     gpu, host = load(a.trace)
     if not gpu:
@@ -156,6 +159,16 @@ def main():
             launch_of.setdefault(corr, (s, e, name))
     print(f"{a.trace}: {len(gpu)} GPU records, {len(host)} host API calls, {len(steps)} steps "
           f"between '{a.marker}' bursts; the last {min(a.steps, len(steps))}:")
+    if a.intervals:
+        lengths = [(hi - lo) / 1e6 for lo, hi in steps]
+        srt = sorted(lengths)
+        print(f"step lengths (ms), {len(lengths)} steps: median {srt[len(srt) // 2]:.3f}, "
+              f"mean {sum(lengths) / len(lengths):.3f}, max {srt[-1]:.3f}")
+        print("  " + " ".join(f"{x:.3f}" for x in lengths))
+        slow = sorted(range(len(steps)), key=lambda i: -lengths[i])[:3]
+        for i in sorted(slow):
+            print(f"slow step {i} ({lengths[i]:.3f} ms):")
+            report(gpu, host, steps[i][0], steps[i][1], a.gap_us * 1e3, names, launch_of, a.top)
     for lo, hi in steps[-a.steps:]:
         report(gpu, host, lo, hi, a.gap_us * 1e3, names, launch_of, a.top)
 

@@ -152,6 +152,7 @@ int main(int argc, char** argv) {
   std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
   std::string decode_fusion = "ab";  // --decode-fusion on|off|ab (ab: batch 1 both ways)
   bool skip_b1 = false;
+  bool look_ahead = true;  // --look-ahead 0|1: EngineConfig::decode_look_ahead (A/B runs)
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
@@ -166,6 +167,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     if (!std::strcmp(argv[i], "--decode-fusion")) decode_fusion = argv[i + 1];
     if (!std::strcmp(argv[i], "--skip-b1")) skip_b1 = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--look-ahead")) look_ahead = std::atoi(argv[i + 1]) != 0;
   }
   const double t_start = now_s();
   try {
@@ -192,6 +194,7 @@ int main(int argc, char** argv) {
     gyre::infer::EngineConfig ecfg =
         gyre::bench::rollout_engine_config(batch, prompt, max_len, chunk);
     ecfg.cuda_graph_max_bs = graph_max_bs;
+    ecfg.decode_look_ahead = look_ahead;
     gyre::infer::Engine engine(*model, nullptr, ecfg);
 
     // Warm-up at a small size (kernels, cuBLAS handles, allocator pools).
@@ -225,16 +228,18 @@ int main(int argc, char** argv) {
       ms_of[fusion] = ms_tok;
       std::printf(
           "{\"bench\": \"rollout_gpu_decode_b1\", \"shape\": \"%s\", \"precision\": \"%s\", "
-          "\"decode_fusion\": %s, \"params\": %lld, \"prompt\": %d, \"new\": %d, "
+          "\"decode_fusion\": %s, \"look_ahead\": %s, \"params\": %lld, \"prompt\": %d, \"new\": "
+          "%d, "
           "\"output_tokens\": %lld, \"complete\": %s, \"ms_per_token\": %.4f, "
           "\"ms_per_token_e2e\": %.4f, \"prefill_step_ms\": %.3f, \"kv_elem_bytes\": %.0f, "
           "\"kv_bytes_avg_context\": %.0f, \"bound_ms_f32_weights\": %.4f, "
           "\"ratio_bound_f32\": %.3f, \"bound_ms_bf16_weights\": %.4f, "
           "\"ratio_bound_bf16\": %.3f, \"goal_ratio_bound_bf16\": 1.5, \"meets_goal\": %s}\n",
-          shape.c_str(), precision.c_str(), fusion ? "true" : "false", (long long)params, kB1Prompt,
-          kB1New, (long long)r.tokens, r.complete ? "true" : "false", ms_tok, ms_tok_e2e,
-          r.first_step_s * 1e3, kv_elem, kv_bytes, bound_f32, ms_tok / bound_f32, bound_bf16,
-          ms_tok / bound_bf16, ms_tok / bound_bf16 <= 1.5 ? "true" : "false");
+          shape.c_str(), precision.c_str(), fusion ? "true" : "false",
+          look_ahead ? "true" : "false", (long long)params, kB1Prompt, kB1New, (long long)r.tokens,
+          r.complete ? "true" : "false", ms_tok, ms_tok_e2e, r.first_step_s * 1e3, kv_elem,
+          kv_bytes, bound_f32, ms_tok / bound_f32, bound_bf16, ms_tok / bound_bf16,
+          ms_tok / bound_bf16 <= 1.5 ? "true" : "false");
       std::fflush(stdout);
     }
     if (ms_of[0] > 0 && ms_of[1] > 0) {
@@ -273,11 +278,12 @@ int main(int argc, char** argv) {
     const double tps = double(tokens) / secs;
     std::printf(
         "{\"bench\": \"rollout_gpu\", \"shape\": \"%s\", \"precision\": \"%s\", \"batch\": %d, "
-        "\"prompt\": %d, \"new\": %d, \"iters\": %d, \"complete\": %s, \"output_tokens\": %lld, "
+        "\"look_ahead\": %s, \"prompt\": %d, \"new\": %d, \"iters\": %d, \"complete\": %s, "
+        "\"output_tokens\": %lld, "
         "\"seconds\": %.4f, \"output_tokens_per_s\": %.1f, "
         "\"anchor_hf_generate_tokens_per_s\": %.0f, \"ratio\": %.3f}\n",
-        shape.c_str(), precision.c_str(), batch, prompt, new_tokens, done_iters,
-        complete ? "true" : "false", (long long)tokens, secs / done_iters, tps, anchor,
+        shape.c_str(), precision.c_str(), batch, look_ahead ? "true" : "false", prompt, new_tokens,
+        done_iters, complete ? "true" : "false", (long long)tokens, secs / done_iters, tps, anchor,
         tps / anchor);
     std::fflush(stdout);
     // Colocated weight sync (issue 8: "under 1 ms regardless of model size"). Trainer and engine
@@ -437,8 +443,9 @@ int main(int argc, char** argv) {
     const auto st = engine.stats();  // cumulative over the whole process (all runs)
     std::fprintf(stderr,
                  "engine phases (cumulative, s): schedule %.3f, forward + logits copy %.3f, "
-                 "host sampling %.3f, finish %.3f\n",
-                 st.schedule_seconds, st.forward_seconds, st.sample_seconds, st.finish_seconds);
+                 "host sampling %.3f, finish %.3f; look-ahead steps %lld (rows dropped %lld)\n",
+                 st.schedule_seconds, st.forward_seconds, st.sample_seconds, st.finish_seconds,
+                 (long long)st.look_ahead_steps, (long long)st.look_ahead_dropped_rows);
     if (gyre::ops::op_profile_enabled())
       std::fprintf(stderr, "--- batch run, %.3f s wall\n%s", secs,
                    gyre::ops::op_profile_report().c_str());

@@ -126,6 +126,10 @@ int run_serve(int argc, char** argv) {
                  "GPU decode steps of up to this many requests replay CUDA graphs (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--disable-cuda-graph", no_cuda_graph, "decode without CUDA graphs on the GPU");
+  bool no_overlap = false;
+  app.add_flag("--disable-overlap-schedule", no_overlap,
+               "GPU decode: read each step's tokens back before launching the next (no "
+               "look-ahead; the outputs are the same either way)");
   app.add_option("--num-pages", ec.num_pages, "KV pool size in pages");
   app.add_option("--max-running-requests", ec.max_running_requests, "concurrent requests");
   app.add_option("--chunked-prefill-size", chunked_prefill, "token budget per engine step");
@@ -146,6 +150,7 @@ int run_serve(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ec.enable_prefix_cache = !no_cache;
   if (no_cuda_graph) ec.cuda_graph_max_bs = 0;
+  if (no_overlap) ec.decode_look_ahead = false;
   if (chunked_prefill > 0) ec.max_num_batched_tokens = chunked_prefill;
   sc.health_check_timeout_s = health_timeout;
   serve::check_parser_names(sc.tool_call_parser, sc.reasoning_parser);
@@ -298,6 +303,7 @@ int run_serve(int argc, char** argv) {
                     {"dtype", bf16 ? "bfloat16" : "float32"},
                     {"cuda_graph_max_bs", ec.cuda_graph_max_bs},
                     {"disable_cuda_graph", ec.cuda_graph_max_bs == 0},
+                    {"disable_overlap_schedule", !ec.decode_look_ahead},
                     {"max_running_requests", ec.max_running_requests},
                     {"chunked_prefill_size", ec.max_num_batched_tokens},
                     {"random_seed", ec.random_seed},

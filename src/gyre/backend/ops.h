@@ -147,6 +147,31 @@ class StreamFence {
   void* event_ = nullptr;         // cudaEvent_t
   const void* stream_ = nullptr;  // the recording thread's stream
 };
+// Reads a device tensor back to the host without waiting for the rest of the stream: start()
+// enqueues a copy into page-locked host memory on this thread's stream (ordered after the work
+// enqueued so far) and records an event; wait() blocks on that event only, so work enqueued after
+// start() (the next decode step) keeps the GPU busy while the host reads the bytes. The engine's
+// decode look-ahead (infer/engine_step.cc) reads each step's sampled tokens this way. The host
+// bytes stay valid until the next start(). A CPU tensor is copied at start(). Not copyable.
+class AsyncReadback {
+ public:
+  AsyncReadback() = default;
+  ~AsyncReadback();
+  AsyncReadback(const AsyncReadback&) = delete;
+  AsyncReadback& operator=(const AsyncReadback&) = delete;
+  void start(const Tensor& src);
+  // The bytes of the last start()'s tensor (its nbytes()), once the copy finished.
+  const void* wait();
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* host_ = nullptr;  // page-locked (CUDA) or malloc'd (a CPU source) buffer
+  size_t capacity_ = 0, bytes_ = 0;
+  bool pinned_ = false;
+  void* event_ = nullptr;  // cudaEvent_t; null: nothing to wait for
+  bool pending_ = false;
+};
+
 // Installs `cache` (may be null: none) for autocast linears on this thread; scopes nest (LIFO).
 class UseBf16WeightCache {
  public:

@@ -16,6 +16,14 @@ namespace gyre::infer {
 struct DecodeGraphs::Graph {
   int64_t bucket = 0;
   StepBatch host;  // the padded step (page_indices at full capacity)
+  // Every index array the graph reads lives in one device i32 buffer (`packed`), each a view
+  // starting at a multiple of kAlign elements; the host stages them in the same layout and uploads
+  // the whole step with ONE copy. Seven separate uploads cost ~5 us of host time each, on the path
+  // between the previous step's results and this replay, where the GPU idles (issue 7's batch-1
+  // decode: the step is ~1.6 ms of GPU work and every host microsecond there adds to it).
+  static constexpr int64_t kAlign = 16;
+  Tensor packed;
+  std::vector<int32_t> staging;
   PagedAttentionContext::DeviceIndices dev;
   Tensor ids, positions;  // device, [bucket]
   Tensor logits;          // [bucket, V]: written by every replay
@@ -62,8 +70,19 @@ size_t DecodeGraphs::memory_bytes() const {
   return n;
 }
 
+bool DecodeGraphs::replayable(int64_t batch) const {
+  if (batch < 1 || bucket_for(batch) > max_batch_) return false;
+  const ops::Bf16WeightCache* cache = ops::bf16_weight_cache();
+  if (cache != cache_ || (cache ? cache->generation() : 0) != cache_generation_ ||
+      model::decode_fusion() != fusion_ || ops::decode_stack_enabled() != stack_)
+    return false;
+  auto it = graphs_.find(bucket_for(batch));
+  return it != graphs_.end() && it->second && it->second->graph.captured();
+}
+
 Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
-                         const std::function<void(bool capturing)>& validated) {
+                         const std::function<void(bool capturing)>& validated,
+                         const Tensor* device_ids) {
   const int64_t B = int64_t(b.kv_lens.size()), Bb = bucket_for(B);
   const model::ModelConfig& mc = model_.config();
   // The shape of a pure decode step (a follower's plan is not checked by eligible()).
@@ -102,15 +121,21 @@ Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
     slot = std::make_unique<Graph>();
     Graph& g = *slot;
     g.bucket = Bb;
-    const Device dev = model_.device();
-    auto zeros = [&](int64_t n) { return Tensor::zeros({n}, DType::i32, dev); };
-    g.ids = zeros(Bb);
-    g.positions = zeros(Bb);
-    g.dev.slot_mapping = zeros(Bb);
-    g.dev.cu_seqlens_q = zeros(Bb + 1);
-    g.dev.kv_lens = zeros(Bb);
-    g.dev.page_indptr = zeros(Bb + 1);
-    g.dev.page_indices = zeros(Bb * pages_per_seq_);
+    // The seven arrays in upload order: ids, positions, slot_mapping, cu_seqlens_q, kv_lens,
+    // page_indptr, page_indices (the order of the staging copy below).
+    const int64_t sizes[7] = {Bb, Bb, Bb, Bb + 1, Bb, Bb + 1, Bb * pages_per_seq_};
+    int64_t total = 0;
+    for (int64_t n : sizes) total += (n + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+    g.packed = Tensor::zeros({total}, DType::i32, model_.device());
+    g.staging.assign(size_t(total), 0);
+    Tensor* views[7] = {
+        &g.ids,         &g.positions,       &g.dev.slot_mapping, &g.dev.cu_seqlens_q,
+        &g.dev.kv_lens, &g.dev.page_indptr, &g.dev.page_indices};
+    int64_t off = 0;
+    for (int i = 0; i < 7; ++i) {
+      *views[i] = g.packed.narrow(off, sizes[i]);
+      off += (sizes[i] + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+    }
   }
   Graph& g = *slot;
   const bool capturing = !g.graph.captured() && mode != Mode::replay_or_eager;
@@ -136,14 +161,36 @@ Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
   h.page_indices.resize(size_t(Bb * pages_per_seq_), 0);
   h.cu_seqlens_q.resize(size_t(Bb + 1));
   for (int64_t i = 0; i <= Bb; ++i) h.cu_seqlens_q[size_t(i)] = int32_t(i);
-  // Refresh the static buffers (host-to-device copies, stream-ordered before the replay).
-  g.ids.copy_from(borrow_i32(h.ids));
-  g.positions.copy_from(borrow_i32(h.positions));
-  g.dev.slot_mapping.copy_from(borrow_i32(h.slot_mapping));
-  g.dev.cu_seqlens_q.copy_from(borrow_i32(h.cu_seqlens_q));
-  g.dev.kv_lens.copy_from(borrow_i32(h.kv_lens));
-  g.dev.page_indptr.copy_from(borrow_i32(h.page_indptr));
-  g.dev.page_indices.copy_from(borrow_i32(h.page_indices));
+  // Refresh the static buffers: staged in the packed layout, then one host-to-device copy,
+  // stream-ordered before the replay. Padding between the arrays is never read.
+  {
+    const std::vector<int32_t>* arrays[7] = {&h.ids,          &h.positions, &h.slot_mapping,
+                                             &h.cu_seqlens_q, &h.kv_lens,   &h.page_indptr,
+                                             &h.page_indices};
+    const Tensor* views[7] = {
+        &g.ids,         &g.positions,       &g.dev.slot_mapping, &g.dev.cu_seqlens_q,
+        &g.dev.kv_lens, &g.dev.page_indptr, &g.dev.page_indices};
+    size_t off = 0;
+    for (int i = 0; i < 7; ++i) {
+      const std::vector<int32_t>& a = *arrays[i];
+      if (int64_t(a.size()) != views[i]->numel())
+        GYRE_THROW(internal,
+                   "decode graph: index array {} of the padded step has {} entries, the "
+                   "bucket's layout {}",
+                   i, a.size(), views[i]->numel());
+      std::copy(a.begin(), a.end(), g.staging.begin() + long(off));
+      off += (a.size() + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+    }
+    g.packed.copy_from(borrow_i32(g.staging));
+  }
+  if (device_ids) {
+    if (!g.graph.captured() || mode == Mode::capture)
+      GYRE_THROW(internal, "decode graph: device-side ids need a captured graph to replay");
+    if (device_ids->device() != model_.device() || device_ids->dtype() != DType::i32 ||
+        device_ids->numel() != B)
+      GYRE_THROW(internal, "decode graph: device ids must be i32 [{}] on the model's device", B);
+    g.ids.narrow(0, B).copy_from(device_ids->reshape({B}));
+  }
   // Validates the padded page table against the cache (every step, on the host).
   PagedAttentionContext ctx(kv_, h, g.dev, context_len_);
   if (validated) validated(capturing);

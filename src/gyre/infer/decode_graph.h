@@ -51,8 +51,17 @@ class DecodeGraphs {
   // the first collective (the tp leader sends its plan there). Returns an undefined tensor when
   // the capture failed (failure() says why; under TP every rank agrees); throws on bad input or
   // a failed forward.
+  //
+  // `device_ids` (i32 [B] on the device, optional): the step's token ids come from there instead
+  // of b.ids (copied on the device after the upload, stream-ordered): the engine's decode
+  // look-ahead launches step n + 1 with the tokens step n sampled before the host has seen them.
+  // b.ids then holds placeholders that only pass the host check. Only a replay takes them (the
+  // bucket's graph must be captured and current: replayable()).
   Tensor run(const StepBatch& b, Mode mode = Mode::automatic,
-             const std::function<void(bool capturing)>& validated = {});
+             const std::function<void(bool capturing)>& validated = {},
+             const Tensor* device_ids = nullptr);
+  // Whether a step of `batch` sequences would replay a captured, current graph (no capture).
+  bool replayable(int64_t batch) const;
   const std::string& failure() const { return failure_; }
   // Drops every graph (weights changed).
   void clear();

@@ -69,6 +69,15 @@ struct EngineConfig {
   // SGLang's --cuda-graph-max-bs: GPU decode steps of up to this many requests replay CUDA graphs
   // (infer/decode_graph.h); 0 turns graphs off (--disable-cuda-graph). No effect on the CPU.
   int32_t cuda_graph_max_bs = 256;
+  // Decode look-ahead (SGLang's overlap scheduler; off = --disable-overlap-schedule): while a
+  // CUDA-graph decode step runs, the engine launches the next one with the tokens it is sampling
+  // (device-side ids) before it reads them back, so the host's bookkeeping between two steps
+  // (readback, stop checks, streaming, scheduling, the next upload and launch) overlaps the GPU
+  // instead of idling it. Only pure decode steps of an unchanged running set that sample on the
+  // device and replay a captured graph look ahead (engine_look_ahead.cc); the tokens, log-probs
+  // and finish reasons are exactly those of stepping one at a time. A request that stops at step n
+  // (a stop token or string) has its row of step n + 1 computed and dropped. No effect on the CPU.
+  bool decode_look_ahead = true;
 };
 
 // EngineConfig::kv_cache_dtype -> the KV cache's dtype for `model` (SGLang's --kv-cache-dtype);
@@ -171,7 +180,10 @@ class Engine : public EngineApi {
               const std::string& error);
   void run_step();
   void fail_plan(const std::string& message);
-  void process_row(Request* r, Job& job, const SampleResult& s);
+  // Appends the sampled token (or, `pending`, fills the placeholder the look-ahead appended for
+  // it), records its log-prob, then finishes or streams the request. Returns whether it finished
+  // (the Request is gone then).
+  bool process_row(Request* r, Job& job, const SampleResult& s, bool pending = false);
   bool check_finish(Request* r, Job& job, int32_t token);
   void finish(Request* r, FinishReason reason);
   void finish_detached(std::unique_ptr<Request> r, FinishReason reason);
@@ -192,6 +204,40 @@ class Engine : public EngineApi {
   // Samples every logits row on the device (GPU logits; greedy, temperature, min-p, top-k, top-p);
   // empty when the batch needs the host sampler (engine_step.cc says which cases).
   std::vector<SampleResult> sample_on_device(const Tensor& logits) const;
+  // sample_on_device's parts. DeviceSampling: one step's per-row parameters, filled by
+  // device_sampling() for the rows' requests (in row order), false when a row needs the host
+  // sampler; launch_device_sampling() enqueues the samplers and the chosen tokens' log-probs and
+  // returns them as one i32 [2R] device tensor (ids, then the f32 log-probs' bits), read back in
+  // one copy; unpack_samples() decodes the host copy.
+  struct DeviceSampling {
+    std::vector<float> temps, top_ps;
+    std::vector<int32_t> top_ks;
+    std::vector<int64_t> seeds, steps;
+    float min_p = 0, lp_temp = 0;
+    bool filtered = false;  // some row has top-k or top-p
+  };
+  bool device_sampling(const std::vector<const Request*>& rows, int64_t vocab,
+                       DeviceSampling& ds) const;
+  Tensor launch_device_sampling(const Tensor& logits, const DeviceSampling& ds) const;
+  static std::vector<SampleResult> unpack_samples(const int32_t* host, int64_t rows);
+
+  // ---- Decode look-ahead (engine_look_ahead.cc; EngineConfig::decode_look_ahead)
+  // Runs the decode step `reqs` (already launched: its sampled ids and log-probs in `results`,
+  // its plan committed) and, while each step's successor is predictable, launches the successor
+  // before reading the step's tokens back. Returns once every launched step was read back and
+  // processed: between run_step() calls no step is in flight.
+  void run_decode_burst(std::vector<Request*> reqs, Tensor results);
+  // Whether the step after the running decode step `reqs` can be launched now, before its tokens
+  // are known: the same requests, none finishing by length, pages and budget for one more token
+  // each, no admission, nothing in the inbox, a captured graph for the batch.
+  bool can_look_ahead(const std::vector<Request*>& reqs) const;
+  // Plans, uploads and launches the step after `reqs` (placeholders already appended) with the
+  // ids in `ids` (device, [B]), commits it and launches its sampling; the results tensor.
+  Tensor launch_ahead(const std::vector<Request*>& reqs, const Tensor& ids,
+                      const DeviceSampling& ds);
+  StepPlan ahead_plan_;
+  StepBatch ahead_batch_;
+  ops::AsyncReadback readback_[2];  // a burst's step n and n + 1
 
   model::CausalLM& model_;
   // bf16 weights for GPU decode; refreshed in place (or cleared) by update_weights

@@ -3,6 +3,8 @@
 // depends only on its own logits, seed and counter), then update, stream and finish requests.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 
 #include "gyre/backend/ops.h"
 #include "gyre/backend/sampling_ops.h"
@@ -47,6 +49,7 @@ void Engine::run_step() {
   opt.logits_rows = borrow_i32(batch_.logits_rows.empty() ? one_row : batch_.logits_rows);
   opt.gather_vocab = true;  // tensor parallelism: sample from the full [rows, V] logits
   Tensor logits;
+  bool replayed = false;   // the step ran through a decode graph
   bool plan_sent = false;  // the followers received this step's plan and are inside its forward
   try {
     // bf16 weights converted once, then kept up to date in place by update_weights (not per
@@ -64,6 +67,7 @@ void Engine::run_step() {
       };
       try {
         logits = graphs_->run(batch_, DecodeGraphs::Mode::automatic, send);
+        replayed = logits.defined();
         if (!logits.defined()) {
           // The capture failed (on every tp rank alike: they agreed on it); this step and the
           // later ones run eagerly — the followers do the same with the plan they already have.
@@ -109,6 +113,37 @@ void Engine::run_step() {
     return;
   }
   sched_->commit(plan_);
+  // A decode graph's step that samples on the device may become the first of a look-ahead burst
+  // (engine_look_ahead.cc): its sampling is launched and read back asynchronously there.
+  if (replayed && cfg_.decode_look_ahead && follower_state_ == Followers::none) {
+    for (const ScheduledChunk& c : plan_.chunks)  // as below: the prompt's log-probs are complete
+      if (c.req->num_computed >= int64_t(c.req->prompt.size())) c.req->logprob_start_len = -1;
+    std::vector<const Request*> rows;
+    std::vector<Request*> reqs;
+    bool fresh = true;  // no row finishes without a sample (max_new_tokens 0)
+    for (const LogitsRow& row : batch_.rows) {
+      Request* r = plan_.chunks[size_t(row.chunk)].req;
+      fresh =
+          fresh && row.sample && int64_t(r->output.size()) < job_of(r).req.sampling.max_new_tokens;
+      rows.push_back(r);
+      reqs.push_back(r);
+    }
+    DeviceSampling ds;
+    if (fresh && device_sampling(rows, logits.size(1), ds)) {
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        stats_.schedule_seconds += t_scheduled;
+        stats_.forward_seconds += timer.elapsed() - t_scheduled;
+      }
+      Tensor results;
+      {
+        ops::UseBf16WeightCache use_cache(&weight_cache_);
+        results = launch_device_sampling(logits, ds);
+      }
+      run_decode_burst(std::move(reqs), std::move(results));
+      return;
+    }
+  }
   // A GPU model's logits: sample on the device when every row allows it (device_results, one
   // small copy of tokens and log-probs), else copy the [rows, V] logits to the host sampler.
   std::vector<SampleResult> device_results = sample_on_device(logits);
@@ -200,58 +235,86 @@ std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
   // stop tokens before min_new_tokens, top log-probs, mixed logprob temperatures or min_p in one
   // batch — takes the host path.
   if (logits.device() == Device::cpu || batch_.rows.empty()) return {};
-  const int64_t R = int64_t(batch_.rows.size()), V = logits.size(1);
-  std::vector<float> temps(static_cast<size_t>(R)), top_ps(static_cast<size_t>(R));
-  std::vector<int32_t> top_ks(static_cast<size_t>(R));
-  std::vector<int64_t> seeds(static_cast<size_t>(R)), steps(static_cast<size_t>(R));
-  float min_p = 0, lp_temp = 0;
-  bool filtered = false;  // some row has top-k or top-p
-  for (int64_t i = 0; i < R; ++i) {
-    const LogitsRow& row = batch_.rows[size_t(i)];
+  std::vector<const Request*> rows;
+  rows.reserve(batch_.rows.size());
+  for (const LogitsRow& row : batch_.rows) {
     if (!row.sample) return {};
-    const Request* r = plan_.chunks[size_t(row.chunk)].req;
+    rows.push_back(plan_.chunks[size_t(row.chunk)].req);
+  }
+  DeviceSampling ds;
+  if (!device_sampling(rows, logits.size(1), ds)) return {};
+  const Tensor host = launch_device_sampling(logits, ds).to(Device::cpu);  // one readback
+  return unpack_samples(host.i32(), int64_t(rows.size()));
+}
+
+bool Engine::device_sampling(const std::vector<const Request*>& rows, int64_t V,
+                             DeviceSampling& ds) const {
+  const size_t R = rows.size();
+  ds.temps.assign(R, 0.0f);
+  ds.top_ps.assign(R, 1.0f);
+  ds.top_ks.assign(R, 0);
+  ds.seeds.assign(R, 0);
+  ds.steps.assign(R, 0);
+  ds.filtered = false;
+  for (size_t i = 0; i < R; ++i) {
+    const Request* r = rows[i];
     const Job& job = job_of(r);
     const SamplingParams& sp = job.req.sampling;
     if (sp.repetition_penalty != 1.0f || sp.presence_penalty != 0.0f ||
         sp.frequency_penalty != 0.0f || job.req.top_logprobs_num > 0)
-      return {};
-    if (int64_t(r->output.size()) < sp.min_new_tokens && !job.stop_ids.empty()) return {};
+      return false;
+    if (int64_t(r->output.size()) < sp.min_new_tokens && !job.stop_ids.empty()) return false;
     const bool greedy = sp.temperature < kGreedyTemperature;
     const float row_lp_temp = greedy ? 1.0f : sp.temperature;  // Sampler's logprob temperature
     if (i == 0) {
-      min_p = sp.min_p, lp_temp = row_lp_temp;
-    } else if (sp.min_p != min_p || row_lp_temp != lp_temp) {
-      return {};
+      ds.min_p = sp.min_p, ds.lp_temp = row_lp_temp;
+    } else if (sp.min_p != ds.min_p || row_lp_temp != ds.lp_temp) {
+      return false;
     }
     // top_k == 1 is greedy in the Sampler (and in sample_tokens_filtered).
-    if ((sp.top_k > 0 && sp.top_k < V) || sp.top_k == 1 || sp.top_p < 1.0f) filtered = true;
-    temps[size_t(i)] = greedy ? 0.0f : sp.temperature;
-    top_ks[size_t(i)] = sp.top_k;
-    top_ps[size_t(i)] = sp.top_p;
-    seeds[size_t(i)] = int64_t(job.seed);  // the uint64 key's bit pattern
-    steps[size_t(i)] = int64_t(r->output.size());
+    if ((sp.top_k > 0 && sp.top_k < V) || sp.top_k == 1 || sp.top_p < 1.0f) ds.filtered = true;
+    ds.temps[i] = greedy ? 0.0f : sp.temperature;
+    ds.top_ks[i] = sp.top_k;
+    ds.top_ps[i] = sp.top_p;
+    ds.seeds[i] = int64_t(job.seed);  // the uint64 key's bit pattern
+    ds.steps[i] = int64_t(r->output.size());
   }
+  return R > 0;
+}
+
+Tensor Engine::launch_device_sampling(const Tensor& logits, const DeviceSampling& ds) const {
+  const int64_t R = int64_t(ds.temps.size());
   const Device dev = logits.device();
-  Tensor tokens, logp, none;
-  if (filtered)
-    ops::sample_tokens_filtered(
-        logits, Tensor::from_vector(temps, {R}).to(dev), Tensor::from_vector(top_ks, {R}).to(dev),
-        Tensor::from_vector(top_ps, {R}).to(dev), Tensor::from_vector(seeds, {R}).to(dev),
-        Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+  // The sampled ids (i32) and their log-probs (f32) are written side by side into one device
+  // buffer, so ONE readback (one stream synchronisation, or one event) brings both to the host.
+  // A second readback was another round trip after the step's last kernel, with the GPU idle
+  // (issue 7: batch-1 decode, where every host microsecond between two steps adds to the step).
+  Tensor results = Tensor::empty({2 * R}, DType::i32, dev);
+  Tensor tokens = results.narrow(0, R), none;
+  Tensor logp = Tensor::borrow(results.narrow(R, R).raw(), {R}, DType::f32, dev,
+                               std::make_shared<Tensor>(results));
+  const Tensor rows = logits.narrow(0, R);
+  if (ds.filtered)
+    ops::sample_tokens_filtered(rows, Tensor::from_vector(ds.temps, {R}).to(dev),
+                                Tensor::from_vector(ds.top_ks, {R}).to(dev),
+                                Tensor::from_vector(ds.top_ps, {R}).to(dev),
+                                Tensor::from_vector(ds.seeds, {R}).to(dev),
+                                Tensor::from_vector(ds.steps, {R}).to(dev), ds.min_p, tokens);
   else
-    ops::sample_tokens(logits, Tensor::from_vector(temps, {R}).to(dev),
-                       Tensor::from_vector(seeds, {R}).to(dev),
-                       Tensor::from_vector(steps, {R}).to(dev), min_p, tokens);
+    ops::sample_tokens(rows, Tensor::from_vector(ds.temps, {R}).to(dev),
+                       Tensor::from_vector(ds.seeds, {R}).to(dev),
+                       Tensor::from_vector(ds.steps, {R}).to(dev), ds.min_p, tokens);
   ops::KnownIndices known;  // the samplers draw ids in [0, V): no host check of the targets
   known.add_range(tokens, 0, logits.size(1));
-  ops::token_logprobs(logits, tokens, lp_temp, logp, none);
-  const Tensor tok_host = tokens.to(Device::cpu);
-  const std::vector<float> lp = logp.to(Device::cpu).to_vector();
-  const int32_t* tok = tok_host.i32();
+  ops::token_logprobs(rows, tokens, ds.lp_temp, logp, none);
+  return results;
+}
+
+std::vector<SampleResult> Engine::unpack_samples(const int32_t* host, int64_t R) {
   std::vector<SampleResult> out(static_cast<size_t>(R));
   for (int64_t i = 0; i < R; ++i) {
-    out[size_t(i)].token = tok[size_t(i)];
-    out[size_t(i)].logprob = lp[size_t(i)];
+    out[size_t(i)].token = host[i];
+    std::memcpy(&out[size_t(i)].logprob, host + R + i, sizeof(float));  // the f32 half's bits
   }
   return out;
 }
@@ -264,8 +327,13 @@ void Engine::fail_plan(const std::string& message) {
     finish(r, {FinishType::abort, {}, {}, fmt::format("engine error: {}", message)});
 }
 
-void Engine::process_row(Request* r, Job& job, const SampleResult& s) {
-  r->output.push_back(s.token);
+bool Engine::process_row(Request* r, Job& job, const SampleResult& s, bool pending) {
+  if (pending) {
+    GYRE_CHECK(!r->output.empty(), "request {}: no placeholder for its pending token", r->rid);
+    r->output.back() = s.token;  // the look-ahead's placeholder (engine_look_ahead.cc)
+  } else {
+    r->output.push_back(s.token);
+  }
   job.logprobs.push_back(s.logprob);
   if (job.req.top_logprobs_num > 0) job.top.push_back(s.top_logprobs);
   const SamplingParams& sp = job.req.sampling;
@@ -286,9 +354,10 @@ void Engine::process_row(Request* r, Job& job, const SampleResult& s) {
   }
   if (reason.type != FinishType::none) {
     finish(r, reason);
-  } else {
-    stream(r, job, false);
+    return true;
   }
+  stream(r, job, false);
+  return false;
 }
 
 void Engine::stream(Request* r, Job& job, bool final) {

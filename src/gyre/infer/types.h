@@ -108,6 +108,10 @@ struct EngineStats {
   // scheduling + batch building, the model forward (incl. copying logits rows to the host),
   // host sampling, and finishing rows (stop checks, streaming).
   double schedule_seconds = 0, forward_seconds = 0, sample_seconds = 0, finish_seconds = 0;
+  // Decode steps launched by the look-ahead before their predecessor's tokens were read back
+  // (EngineConfig::decode_look_ahead), and those whose row of a request that had just stopped
+  // was computed and dropped.
+  int64_t look_ahead_steps = 0, look_ahead_dropped_rows = 0;
 };
 
 // What the HTTP server and the in-process rollout client need from a running engine.

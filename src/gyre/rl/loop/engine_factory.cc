@@ -15,6 +15,7 @@ infer::EngineConfig colocated_engine_config(const TrainConfig& cfg) {
   ec.random_seed = uint64_t(cfg.seed);
   ec.kv_cache_dtype = cfg.kv_cache_dtype;
   ec.cuda_graph_max_bs = cfg.disable_cuda_graph ? 0 : int32_t(cfg.cuda_graph_max_bs);
+  ec.decode_look_ahead = !cfg.disable_overlap_schedule;
   // KV capacity: --max-total-tokens, else room for every running request at full length
   // (prompt budget + response budget), which is what a rollout can hold at once.
   int64_t tokens = cfg.max_total_tokens;

@@ -198,6 +198,10 @@ void TrainConfig::register_flags(FlagSet& f) {
                  E);
   f.add<bool>("sglang-disable-cuda-graph", &disable_cuda_graph, false,
               "colocated engine on the GPU: decode without CUDA graphs", E);
+  f.add<bool>("sglang-disable-overlap-schedule", &disable_overlap_schedule, false,
+              "colocated engine on the GPU: no decode look-ahead (each step's tokens are read "
+              "back before the next step is launched; same outputs)",
+              E);
 
   f.add<std::vector<std::string>>(
       "rollout-external-engine-addrs", &rollout_external_engine_addrs, {},

@@ -46,9 +46,10 @@ struct TrainConfig {
   std::optional<int64_t> rollout_max_context_len;
   int64_t rollout_concurrency = 64;
   bool deterministic_inference = false;
-  std::string kv_cache_dtype = "auto";  // --sglang-kv-cache-dtype (infer::EngineConfig)
-  int64_t cuda_graph_max_bs = 256;      // --sglang-cuda-graph-max-bs
-  bool disable_cuda_graph = false;      // --sglang-disable-cuda-graph
+  std::string kv_cache_dtype = "auto";    // --sglang-kv-cache-dtype (infer::EngineConfig)
+  int64_t cuda_graph_max_bs = 256;        // --sglang-cuda-graph-max-bs
+  bool disable_cuda_graph = false;        // --sglang-disable-cuda-graph
+  bool disable_overlap_schedule = false;  // --sglang-disable-overlap-schedule
   bool rollout_skip_special_tokens = false;
   // engine (in-process)
   int64_t page_size = 16, max_total_tokens = 0, max_running_requests = 256,
