@@ -3,7 +3,7 @@
 //
 // Without it, the host does all of its per-step work — reading back the sampled tokens, stop
 // checks, streaming, scheduling, the next step's upload and graph launch — while the GPU waits:
-// at batch 1 that was ~0.1-0.2 ms of every ~0.9-1.8 ms step (issue 7's decode goal). With it:
+// at batch 256 that was ~0.45 ms of every ~3.4 ms 0.5B step (session 30, H200). With it:
 //   launch step n + 1 (ids = step n's sampled ids, copied on the device)
 //   read back step n (waits on step n's copy only, not on step n + 1), process its tokens
 //   launch step n + 2 ...
