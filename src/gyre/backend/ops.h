@@ -151,8 +151,8 @@ class StreamFence {
 // enqueues a copy into page-locked host memory on this thread's stream (ordered after the work
 // enqueued so far) and records an event; wait() blocks on that event only, so work enqueued after
 // start() (the next decode step) keeps the GPU busy while the host reads the bytes. The engine's
-// decode look-ahead (infer/engine_step.cc) reads each step's sampled tokens this way. The host
-// bytes stay valid until the next start(). A CPU tensor is copied at start(). Not copyable.
+// decode look-ahead (infer/engine_look_ahead.cc) reads each step's sampled tokens this way. The
+// host bytes stay valid until the next start(). A CPU tensor is copied at start(). Not copyable.
 class AsyncReadback {
  public:
   AsyncReadback() = default;

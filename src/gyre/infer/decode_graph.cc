@@ -3,6 +3,7 @@
 #include "gyre/infer/decode_graph.h"
 
 #include <algorithm>
+#include <array>
 
 #include "gyre/backend/decode_stack_ops.h"
 #include "gyre/core/error.h"
@@ -22,11 +23,21 @@ struct DecodeGraphs::Graph {
   // between the previous step's results and this replay, where the GPU idles (issue 7's batch-1
   // decode: the step is ~1.6 ms of GPU work and every host microsecond there adds to it).
   static constexpr int64_t kAlign = 16;
+  static int64_t aligned(int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
   Tensor packed;
   std::vector<int32_t> staging;
   PagedAttentionContext::DeviceIndices dev;
   Tensor ids, positions;  // device, [bucket]
-  Tensor logits;          // [bucket, V]: written by every replay
+  // The views into `packed`, in layout (and upload) order; index_arrays(h) is the same order.
+  std::array<Tensor*, 7> index_views() {
+    return {&ids,         &positions,       &dev.slot_mapping, &dev.cu_seqlens_q,
+            &dev.kv_lens, &dev.page_indptr, &dev.page_indices};
+  }
+  static std::array<const std::vector<int32_t>*, 7> index_arrays(const StepBatch& h) {
+    return {&h.ids,     &h.positions,   &h.slot_mapping, &h.cu_seqlens_q,
+            &h.kv_lens, &h.page_indptr, &h.page_indices};
+  }
+  Tensor logits;  // [bucket, V]: written by every replay
   ops::DeviceGraph graph;
 };
 
@@ -121,20 +132,18 @@ Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
     slot = std::make_unique<Graph>();
     Graph& g = *slot;
     g.bucket = Bb;
-    // The seven arrays in upload order: ids, positions, slot_mapping, cu_seqlens_q, kv_lens,
-    // page_indptr, page_indices (the order of the staging copy below).
+    // Sizes in index_views() order: ids, positions, slot_mapping, cu_seqlens_q, kv_lens,
+    // page_indptr, page_indices.
     const int64_t sizes[7] = {Bb, Bb, Bb, Bb + 1, Bb, Bb + 1, Bb * pages_per_seq_};
     int64_t total = 0;
-    for (int64_t n : sizes) total += (n + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+    for (int64_t n : sizes) total += Graph::aligned(n);
     g.packed = Tensor::zeros({total}, DType::i32, model_.device());
     g.staging.assign(size_t(total), 0);
-    Tensor* views[7] = {
-        &g.ids,         &g.positions,       &g.dev.slot_mapping, &g.dev.cu_seqlens_q,
-        &g.dev.kv_lens, &g.dev.page_indptr, &g.dev.page_indices};
+    const auto views = g.index_views();
     int64_t off = 0;
-    for (int i = 0; i < 7; ++i) {
+    for (size_t i = 0; i < views.size(); ++i) {
       *views[i] = g.packed.narrow(off, sizes[i]);
-      off += (sizes[i] + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+      off += Graph::aligned(sizes[i]);
     }
   }
   Graph& g = *slot;
@@ -164,22 +173,18 @@ Tensor DecodeGraphs::run(const StepBatch& b, Mode mode,
   // Refresh the static buffers: staged in the packed layout, then one host-to-device copy,
   // stream-ordered before the replay. Padding between the arrays is never read.
   {
-    const std::vector<int32_t>* arrays[7] = {&h.ids,          &h.positions, &h.slot_mapping,
-                                             &h.cu_seqlens_q, &h.kv_lens,   &h.page_indptr,
-                                             &h.page_indices};
-    const Tensor* views[7] = {
-        &g.ids,         &g.positions,       &g.dev.slot_mapping, &g.dev.cu_seqlens_q,
-        &g.dev.kv_lens, &g.dev.page_indptr, &g.dev.page_indices};
-    size_t off = 0;
-    for (int i = 0; i < 7; ++i) {
+    const auto arrays = Graph::index_arrays(h);
+    const auto views = g.index_views();
+    int64_t off = 0;
+    for (size_t i = 0; i < arrays.size(); ++i) {
       const std::vector<int32_t>& a = *arrays[i];
       if (int64_t(a.size()) != views[i]->numel())
         GYRE_THROW(internal,
                    "decode graph: index array {} of the padded step has {} entries, the "
                    "bucket's layout {}",
                    i, a.size(), views[i]->numel());
-      std::copy(a.begin(), a.end(), g.staging.begin() + long(off));
-      off += (a.size() + Graph::kAlign - 1) / Graph::kAlign * Graph::kAlign;
+      std::copy(a.begin(), a.end(), g.staging.begin() + off);
+      off += Graph::aligned(views[i]->numel());
     }
     g.packed.copy_from(borrow_i32(g.staging));
   }

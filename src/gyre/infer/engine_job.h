@@ -29,4 +29,7 @@ struct Engine::Job {
   Job(std::vector<std::string> stops, bool no_stop_trim) : stop(std::move(stops), no_stop_trim) {}
 };
 
+// The engine's state of a request it admitted (Request::user).
+inline Engine::Job& job_of(const Request* r) { return *static_cast<Engine::Job*>(r->user); }
+
 }  // namespace gyre::infer

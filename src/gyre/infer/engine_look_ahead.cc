@@ -24,7 +24,6 @@
 //   empty (submits, aborts, weight updates, pause and flush wait for the burst's end, a step or
 //   two), and no request can be admitted or preempted (checked). Every launched step is read back
 //   before the burst returns, so between run_step() calls nothing is in flight.
-#include <algorithm>
 #include <exception>
 #include <string>
 
@@ -33,15 +32,12 @@
 #include "gyre/core/timer.h"
 #include "gyre/infer/engine.h"
 #include "gyre/infer/engine_job.h"
-#include "gyre/infer/paged_attention_context.h"
 #include "gyre/model/causal_lm.h"
 #include "gyre/model/tensor_parallel.h"
 
 namespace gyre::infer {
 
 namespace {
-
-Engine::Job& job_of(const Request* r) { return *static_cast<Engine::Job*>(r->user); }
 
 // What Request::output holds for a token still being sampled on the device. Any id of the
 // vocabulary would do: the host checks of the step accept it and the model never reads it.
@@ -145,24 +141,22 @@ void Engine::run_decode_burst(std::vector<Request*> reqs, Tensor results) {
     // 1. The next step, launched before this one's tokens are known when it is predictable.
     bool ahead = false;
     std::string failed;  // the look-ahead's launch failed after its plan was made: why
-    std::vector<const Request*> rows(reqs.begin(), reqs.end());
     if (can_look_ahead(reqs)) {
       for (Request* r : reqs) r->output.push_back(kPendingToken);
       DeviceSampling ds;
-      if (device_sampling(rows, vocab_, ds)) {
+      if (device_sampling({reqs.begin(), reqs.end()}, vocab_, ds)) {
         const double t0 = timer.elapsed();
         try {
           Tensor next = launch_ahead(reqs, results.narrow(0, int64_t(reqs.size())), ds);
           results = std::move(next);
           readback_[slot ^ 1].start(results);
           ahead = true;
-          std::lock_guard<std::mutex> lk(mu_);
-          ++stats_.look_ahead_steps;
         } catch (const std::exception& e) {
           failed = e.what();
         }
         std::lock_guard<std::mutex> lk(mu_);
         stats_.forward_seconds += timer.elapsed() - t0;
+        if (ahead) ++stats_.look_ahead_steps;
       }
       if (!ahead && failed.empty())
         for (Request* r : reqs) r->output.pop_back();  // nothing was planned: undo

@@ -19,10 +19,6 @@
 
 namespace gyre::infer {
 
-namespace {
-Engine::Job& job_of(const Request* r);
-}
-
 void Engine::run_step() {
   Timer timer;
   sched_->schedule(plan_);
@@ -118,18 +114,16 @@ void Engine::run_step() {
   if (replayed && cfg_.decode_look_ahead && follower_state_ == Followers::none) {
     for (const ScheduledChunk& c : plan_.chunks)  // as below: the prompt's log-probs are complete
       if (c.req->num_computed >= int64_t(c.req->prompt.size())) c.req->logprob_start_len = -1;
-    std::vector<const Request*> rows;
     std::vector<Request*> reqs;
     bool fresh = true;  // no row finishes without a sample (max_new_tokens 0)
     for (const LogitsRow& row : batch_.rows) {
       Request* r = plan_.chunks[size_t(row.chunk)].req;
       fresh =
           fresh && row.sample && int64_t(r->output.size()) < job_of(r).req.sampling.max_new_tokens;
-      rows.push_back(r);
       reqs.push_back(r);
     }
     DeviceSampling ds;
-    if (fresh && device_sampling(rows, logits.size(1), ds)) {
+    if (fresh && device_sampling({reqs.begin(), reqs.end()}, logits.size(1), ds)) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         stats_.schedule_seconds += t_scheduled;
@@ -432,9 +426,5 @@ void Engine::update_stats(double step_seconds, int64_t decoded) {
         stats_.gen_tokens_per_s == 0 ? rate : 0.9 * stats_.gen_tokens_per_s + 0.1 * rate;
   }
 }
-
-namespace {
-Engine::Job& job_of(const Request* r) { return *static_cast<Engine::Job*>(r->user); }
-}  // namespace
 
 }  // namespace gyre::infer
