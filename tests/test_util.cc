@@ -34,6 +34,34 @@ void cleanup() {
     fs::remove_all(d, ec);
   }
 }
+// Open MPI 4.1's mpirun creates its session directory, $TMPDIR/ompi.<host>.<uid>, with a
+// check-then-mkdir that fails with "File exists" (orte_init fails, the job exits 1) when another
+// mpirun creates it at the same moment. ctest runs dist tests in parallel, so each test process
+// gives the mpiruns it starts a base of their own (OMPI_MCA_orte_tmpdir_base, inherited by every
+// child). Ranks started by mpirun find it set and keep their launcher's.
+struct OwnMpiSessionBase {
+  OwnMpiSessionBase() {
+    if (std::getenv("OMPI_MCA_orte_tmpdir_base") || std::getenv("OMPI_COMM_WORLD_SIZE")) return;
+    std::error_code ec;
+    fs::path base = fs::temp_directory_path(ec);
+    if (ec) return;
+    std::string tmpl = (base / "gyre_test_ompi_XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) return;  // mpirun then uses the shared default, as before
+    setenv("OMPI_MCA_orte_tmpdir_base", buf.data(), 1);
+    dir = buf.data();
+    owner = getpid();
+  }
+  ~OwnMpiSessionBase() {
+    if (dir.empty() || getpid() != owner) return;  // a forked child leaves its parent's alone
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  std::string dir;
+  pid_t owner = 0;
+};
+const OwnMpiSessionBase g_own_mpi_session_base;
 }  // namespace
 
 std::string temp_dir(const std::string& tag) {
