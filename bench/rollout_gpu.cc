@@ -31,6 +31,7 @@
 //          [--new 256] [--iters 1] [--precision f32|bf16] [--chunk 8192] [--budget-s 90]
 //          [--layers N (default: the shape's)] [--device cuda|cpu (cpu: smoke test only)]
 //          [--decode-fusion ab|on|off] [--cuda-graph-max-bs N (0: no graphs)]
+//          [--look-ahead 0|1] [--stop-ids K (the batch run's rows also stop on ids 0..K-1)]
 //          [--skip-b1 1] (no batch-1 runs: e.g. an ncu profile of the batch run's steps)
 // The workload itself (requests, engine sizing, inline driving) is gyre::bench's
 // (bench/workloads.h), shared with `gyre bench rollout`.
@@ -172,6 +173,11 @@ int main(int argc, char** argv) {
   std::string decode_fusion = "ab";  // --decode-fusion on|off|ab (ab: batch 1 both ways)
   bool skip_b1 = false;
   bool look_ahead = true;  // --look-ahead 0|1: EngineConfig::decode_look_ahead (A/B runs)
+  // --stop-ids K: the batch run's requests also stop on ids 0..K-1 (ignore_eos leaves
+  // stop_token_ids in force), so they end at different lengths, as RL rollouts stopping on EOS
+  // do. At temperature 1 over a near-flat distribution a step stops a row with probability
+  // ~K / vocab (K 512 of 151,936: 0.34%, ~58% of the rows stop before 256 new tokens). 0: none.
+  int stop_ids = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::atoi(argv[i + 1]);
@@ -187,11 +193,13 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--decode-fusion")) decode_fusion = argv[i + 1];
     if (!std::strcmp(argv[i], "--skip-b1")) skip_b1 = std::atoi(argv[i + 1]) != 0;
     if (!std::strcmp(argv[i], "--look-ahead")) look_ahead = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--stop-ids")) stop_ids = std::atoi(argv[i + 1]);
   }
   const double t_start = now_s();
   try {
     if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
       GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
+    if (stop_ids < 0) GYRE_THROW(invalid_argument, "--stop-ids {}: expected >= 0", stop_ids);
     if (decode_fusion != "on" && decode_fusion != "off" && decode_fusion != "ab")
       GYRE_THROW(invalid_argument, "--decode-fusion {}: expected on, off or ab", decode_fusion);
     auto cfg = gyre::model::named_shape(shape);
@@ -294,8 +302,10 @@ int main(int argc, char** argv) {
     int done_iters = 0;
     for (int it = 0; it < iters && complete; ++it) {
       const double left = std::max(5.0, budget_s - (now_s() - t_start));
-      RolloutRun r =
-          drive(engine, random_requests(batch, prompt, new_tokens, cfg.vocab_size, 10 + it), left);
+      auto reqs = random_requests(batch, prompt, new_tokens, cfg.vocab_size, 10 + it);
+      for (auto& q : reqs)
+        for (int t = 0; t < stop_ids; ++t) q.sampling.stop_token_ids.push_back(t);
+      RolloutRun r = drive(engine, std::move(reqs), left);
       secs += r.seconds;
       tokens += r.tokens;
       complete = r.complete;
@@ -304,13 +314,14 @@ int main(int argc, char** argv) {
     const double tps = double(tokens) / secs;
     std::printf(
         "{\"bench\": \"rollout_gpu\", \"shape\": \"%s\", \"precision\": \"%s\", \"batch\": %d, "
-        "\"look_ahead\": %s, \"prompt\": %d, \"new\": %d, \"iters\": %d, \"complete\": %s, "
+        "\"look_ahead\": %s, \"stop_ids\": %d, \"prompt\": %d, \"new\": %d, \"iters\": %d, "
+        "\"complete\": %s, "
         "\"output_tokens\": %lld, "
         "\"seconds\": %.4f, \"output_tokens_per_s\": %.1f, "
         "\"anchor_hf_generate_tokens_per_s\": %.0f, \"ratio\": %.3f}\n",
-        shape.c_str(), precision.c_str(), batch, look_ahead ? "true" : "false", prompt, new_tokens,
-        done_iters, complete ? "true" : "false", (long long)tokens, secs / done_iters, tps, anchor,
-        tps / anchor);
+        shape.c_str(), precision.c_str(), batch, look_ahead ? "true" : "false", stop_ids, prompt,
+        new_tokens, done_iters, complete ? "true" : "false", (long long)tokens, secs / done_iters,
+        tps, anchor, tps / anchor);
     std::fflush(stdout);
     // Colocated weight sync (issue 8: "under 1 ms regardless of model size"). Trainer and engine
     // share the weights, so a sync is Engine::update_weights: the values changed in place, so the

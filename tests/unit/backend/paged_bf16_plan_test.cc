@@ -48,5 +48,28 @@ TEST(PagedBf16Plan, ChunksCoverEachSequence) {
   EXPECT_EQ(split_chunk_host(32768, pl.splits), 256);
 }
 
+// SplitPlan::min_chunk: chunks never shorter, so short contexts run unsplit and a bound that fits
+// in one chunk does not split at all; long contexts still spread over the SMs.
+TEST(PagedBf16Plan, MinimumChunk) {
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 100, kSms, 1).min_chunk, kPlanTileKeys);  // rounded up
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 100, kSms, 200).min_chunk, 256);
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 256, kSms, 256).splits, 1);  // one chunk: no split
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 257, kSms, 256).splits, 2);
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 32768, kSms, 256).splits, 128);  // 32768 / 256 chunks
+  EXPECT_EQ(make_split_plan(1, 12, 2, 1, 1 << 20, kSms, 256).splits, 132);
+  const SplitPlan pl = make_split_plan(1, 12, 2, 1, 32768, kSms, 256);
+  for (int64_t kv : {1, 64, 200, 256})
+    EXPECT_EQ(split_chunk_host(kv, pl.splits, pl.min_chunk), 256);
+  EXPECT_EQ(split_chunk_host(257, pl.splits, pl.min_chunk), 256);  // two chunks
+  EXPECT_EQ(split_chunk_host(32768, pl.splits, pl.min_chunk), 256);
+  for (int splits : {1, 2, 3, 17, 128, 132, 512})
+    for (int64_t kv : {1, 63, 64, 65, 150, 1000, 5000, 32768, 1 << 30}) {
+      const int64_t chunk = split_chunk_host(kv, splits, 256);
+      EXPECT_EQ(chunk % kPlanTileKeys, 0);
+      EXPECT_GE(chunk, 256);
+      EXPECT_GE(chunk * splits, kv) << kv << " keys, " << splits << " splits";
+    }
+}
+
 }  // namespace
 }  // namespace gyre::cuda::paged_bf16_detail

@@ -490,7 +490,7 @@ struct CgLoad {
 __device__ __forceinline__ void combine_row(const Params& p, int row) {
   const int kv_len = p.ap.kv_lens[0], splits = p.attn_splits;
   const int pos = kv_len - 1;  // the one token's position (B = 1, one new token)
-  const int n = min(splits, pos / pb::split_chunk(kv_len, splits) + 1);  // valid_splits
+  const int n = min(splits, pos / pb::split_chunk(kv_len, splits, p.ap.min_chunk) + 1);
   pb::combine_row_cta(reinterpret_cast<const float4*>(p.ap.part_o), p.ap.part_ml, p.Hq, row,
                       p.D / 4, n, reinterpret_cast<float4*>(p.ap.out), CgLoad{});
   __syncthreads();  // its shared arrays are reused by the next row
@@ -710,7 +710,8 @@ void decode_stack_bf16(const DecodeStackArgs& a) {
     p.layer[l] = s;
   }
   // The plan rope_paged_attention_bf16_decode makes for B = 1 (same CTAs, chunks, combine).
-  const pb::SplitPlan pl = pb::make_split_plan(1, a.Hq, a.Hkv, 1, a.max_kv_len, sm_count());
+  const pb::SplitPlan pl =
+      pb::make_split_plan(1, a.Hq, a.Hkv, 1, a.max_kv_len, sm_count(), pb::min_chunk_keys());
   if (pl.splits > pb::kMaxSplits) bad("too many key splits");
   const int64_t qd = a.Hq * a.D, kvd = a.Hkv * a.D;
   const int64_t part = pl.splits > 1 ? int64_t(pl.splits) * qd : 0;
@@ -731,7 +732,7 @@ void decode_stack_bf16(const DecodeStackArgs& a) {
   ap.page_indptr = a.page_indptr, ap.page_indices = a.page_indices;
   ap.T = 1, ap.Hq = int(a.Hq), ap.Hkv = int(a.Hkv), ap.G = int(a.Hq / a.Hkv);
   ap.page_size = int(a.page_size);
-  ap.row_tiles = pl.row_tiles, ap.splits = pl.splits;
+  ap.row_tiles = pl.row_tiles, ap.splits = pl.splits, ap.min_chunk = pl.min_chunk;
   ap.qscale = a.scale * kLog2e;
   ap.out = p.attn;
   ap.part_o = pl.splits > 1 ? base + o_part : nullptr;

@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, R <= 8 ? 4 : 1)
 using Plan = SplitPlan;
 
 Plan make_plan(int64_t B, int64_t Hq, int64_t Hkv, int64_t max_q_len, int64_t max_kv_len) {
-  return make_split_plan(B, Hq, Hkv, max_q_len, max_kv_len, sm_count());
+  return make_split_plan(B, Hq, Hkv, max_q_len, max_kv_len, sm_count(), min_chunk_keys());
 }
 
 size_t workspace_for(const Plan& pl, int64_t T, int64_t Hq, int64_t D) {
@@ -162,6 +162,7 @@ void run_attention(const char* fn, AttnParams p, const RopeAttnParams& rp, int64
   p.G = p.Hq / p.Hkv;
   p.row_tiles = pl.row_tiles;
   p.splits = pl.splits;
+  p.min_chunk = pl.min_chunk;
   p.qscale = scale * kLog2e;
   p.part_o = need > 0 ? static_cast<float*>(workspace) : nullptr;
   p.part_ml = need > 0 ? reinterpret_cast<float2*>(static_cast<float*>(workspace) +
@@ -173,7 +174,7 @@ void run_attention(const char* fn, AttnParams p, const RopeAttnParams& rp, int64
     launch_attn_rows<128, kRope>(p, rp, pl);
   if (need > 0)
     launch_split_combine(p.part_o, p.part_ml, p.cu_q, p.kv_lens, int(B), p.T, p.Hq, int(D),
-                         pl.splits, p.out);
+                         pl.splits, pl.min_chunk, p.out);
 }
 
 AttnParams attn_params(const float* q, const uint16_t* k_cache, const uint16_t* v_cache,

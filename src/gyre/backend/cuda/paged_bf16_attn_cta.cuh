@@ -40,7 +40,8 @@ struct AttnParams {
   const int32_t* page_indices;
   int T, Hq, Hkv, G, page_size;
   int row_tiles;    // R-row tiles per (sequence, kv head): ceil(max_q_len * G / R)
-  int splits;       // key chunks per item (grid.y); the chunk is split_chunk(kv_len, splits)
+  int splits;       // key chunks per item (grid.y); the chunk is split_chunk(kv_len, splits, ..)
+  int min_chunk;    // SplitPlan::min_chunk
   float qscale;     // scale * log2 e
   float* out;       // [T, Hq, D], written directly when part_o is null
   float* part_o;    // split partials [splits, T * Hq, D] (unnormalised), or null
@@ -137,7 +138,7 @@ __device__ __forceinline__ bool decode_item(const AttnParams& p, Item& it, unsig
   it.nrows = min(R, nq * p.G - it.f0);
   const int kv_len = p.kv_lens[it.b];
   it.first_pos = kv_len - nq;  // kv position of the sequence's first query
-  const int chunk = split_chunk(kv_len, p.splits);
+  const int chunk = split_chunk(kv_len, p.splits, p.min_chunk);
   // split < kMaxSplits and chunk <= kv_len + kTileKeys - 1 with kv_len <= 2^30 (host-checked):
   // split * chunk < 2^31 whenever it is <= the last row's position; larger products only arise
   // for chunks past every position, whose CTAs leave here — compare in 64 bits.

@@ -3,8 +3,10 @@
 // launched as that kernel's programmatic dependent (sm_90), it waits for it before reading them.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/paged_bf16_combine_row.cuh"
@@ -18,21 +20,21 @@ namespace {
 // Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk, with the
 // sequence's chunk (split_chunk of its kv_len).
 __device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* kv_lens, int B,
-                                            int Hq, int64_t row, int splits) {
+                                            int Hq, int64_t row, int splits, int min_chunk) {
   const int i = int(row / Hq);
   const int b = seq_of_row(cu_q, B, i);
   const int pos = kv_lens[b] - (cu_q[b + 1] - cu_q[b]) + (i - cu_q[b]);
-  return min(splits, pos / split_chunk(kv_lens[b], splits) + 1);
+  return min(splits, pos / split_chunk(kv_lens[b], splits, min_chunk) + 1);
 }
 
 // One CTA per (token, head) row: combine_row_cta (paged_bf16_combine_row.cuh).
 __global__ void __launch_bounds__(kCombineThreads)
     split_combine_cta_kernel(const float4* part_o, const float2* part_ml, const int32_t* cu_q,
                              const int32_t* kv_lens, int B, int T, int Hq, int D4, int splits,
-                             float4* out) {
+                             int min_chunk, float4* out) {
   const int64_t rows = int64_t(T) * Hq, row = blockIdx.x;
   // The index arrays are not written by the attention kernel: read them before the wait.
-  const int n = valid_splits(cu_q, kv_lens, B, Hq, row, splits);
+  const int n = valid_splits(cu_q, kv_lens, B, Hq, row, splits, min_chunk);
   pdl_trigger();  // the next decode kernel (o_proj's GEMV) may launch and load its weights
   pdl_wait();     // every CTA waits (paged_bf16_common.cuh, pdl.cuh), then reads the partials
   combine_row_cta(part_o, part_ml, rows, row, D4, n, out, PlainLoad{});
@@ -40,15 +42,25 @@ __global__ void __launch_bounds__(kCombineThreads)
 
 }  // namespace
 
+int min_chunk_keys() {
+  static const int keys = [] {
+    const char* env = std::getenv("GYRE_PAGED_MIN_CHUNK");
+    long v = env && *env ? std::strtol(env, nullptr, 10) : kDefaultMinChunk;
+    v = std::min<long>(std::max<long>(v, kPlanTileKeys), long(1) << 30);
+    return int((v + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys);
+  }();
+  return keys;
+}
+
 void launch_split_combine(const float* part_o, const float2* part_ml, const int32_t* cu_q,
                           const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
-                          float* out) {
+                          int min_chunk, float* out) {
   const int64_t rows = int64_t(T) * Hq;
   // A programmatic dependent of the attention kernel where the device has it (pdl.cuh; the
   // kernel's pdl_wait makes it safe); ordinary stream order otherwise.
   launch_pdl("paged_attention_bf16_combine", split_combine_cta_kernel, dim3(unsigned(rows)),
              dim3(kCombineThreads), 0, reinterpret_cast<const float4*>(part_o), part_ml, cu_q,
-             kv_lens, B, T, Hq, D / 4, splits, reinterpret_cast<float4*>(out));
+             kv_lens, B, T, Hq, D / 4, splits, min_chunk, reinterpret_cast<float4*>(out));
 }
 
 }  // namespace gyre::cuda::paged_bf16_detail

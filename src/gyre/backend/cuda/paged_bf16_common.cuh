@@ -29,14 +29,16 @@
 
 namespace gyre::cuda::paged_bf16_detail {
 
-constexpr int kMaxSplits = kPlanMaxSplits;  // most key chunks of one call
+constexpr int kMaxSplits = kPlanMaxSplits;       // most key chunks of one call
+constexpr int kDefaultMinChunk = kPlanTileKeys;  // min_chunk_keys() without GYRE_PAGED_MIN_CHUNK
 
 // Keys per chunk of a sequence with kv_len keys cut into `splits` chunks: the smallest multiple of
-// the 64-key tile with splits * chunk >= kv_len (paged_bf16_plan.h's split_chunk_host). kv_len
-// <= 2^30 (checked on the host), so the int arithmetic cannot overflow.
-__device__ __forceinline__ int split_chunk(int kv_len, int splits) {
+// the 64-key tile with splits * chunk >= kv_len, at least the plan's min_chunk
+// (paged_bf16_plan.h's split_chunk_host). kv_len <= 2^30 (checked on the host), so the int
+// arithmetic cannot overflow.
+__device__ __forceinline__ int split_chunk(int kv_len, int splits, int min_chunk) {
   const int per = (max(kv_len, 1) + splits - 1) / splits;
-  return (per + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys;
+  return max((per + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys, min_chunk);
 }
 
 __device__ __forceinline__ float4 f4_axpy(float a, const float4& x, const float4& y) {
@@ -53,6 +55,10 @@ __device__ __forceinline__ float4 f4_scale(const float4& x, float a) {
 // supports it. D is 64 or 128 (D / 4 float4 columns divide the CTA).
 void launch_split_combine(const float* part_o, const float2* part_ml, const int32_t* cu_q,
                           const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
-                          float* out);
+                          int min_chunk, float* out);
+
+// The fewest keys per split-KV chunk (SplitPlan::min_chunk) of this process's plans:
+// GYRE_PAGED_MIN_CHUNK (keys; rounded up to a multiple of the tile), default kDefaultMinChunk.
+int min_chunk_keys();
 
 }  // namespace gyre::cuda::paged_bf16_detail
