@@ -75,9 +75,18 @@ struct EngineConfig {
   // (readback, stop checks, streaming, scheduling, the next upload and launch) overlaps the GPU
   // instead of idling it. Only pure decode steps of an unchanged running set that sample on the
   // device and replay a captured graph look ahead (engine_look_ahead.cc); the tokens, log-probs
-  // and finish reasons are exactly those of stepping one at a time. A request that stops at step n
-  // (a stop token or string) has its row of step n + 1 computed and dropped. No effect on the CPU.
+  // and finish reasons are those of stepping one at a time. A request that stops at step n (a stop
+  // token or string) has its row of step n + 1 computed and dropped; the other rows go on. (That
+  // step's other rows ran in a batch one larger: their log-probs can differ in the last bits where
+  // the kernels round a row differently in another batch size.)
+  // No effect on the CPU unless decode_look_ahead_eager.
   bool decode_look_ahead = true;
+  // Test hook: with decode_look_ahead, a CPU engine looks ahead too, through eager forwards and
+  // the host sampler. A CPU step runs synchronously, so nothing overlaps and nothing is gained;
+  // the burst's bookkeeping (placeholder tokens, dropped rows, the live rows' ids, when a burst
+  // may go on) is the GPU's, so the CPU tests can check it against stepping one at a time on
+  // every build (tests/unit/infer/decode_look_ahead_test.cc; the GPU tests cover the graphs).
+  bool decode_look_ahead_eager = false;
 };
 
 // EngineConfig::kv_cache_dtype -> the KV cache's dtype for `model` (SGLang's --kv-cache-dtype);
@@ -210,6 +219,7 @@ class Engine : public EngineApi {
   // returns them as one i32 [2R] device tensor (ids, then the f32 log-probs' bits), read back in
   // one copy; unpack_samples() decodes the host copy.
   struct DeviceSampling {
+    std::vector<const Request*> rows;  // the rows' requests (the CPU's host sampler reads them)
     std::vector<float> temps, top_ps;
     std::vector<int32_t> top_ks;
     std::vector<int64_t> seeds, steps;
@@ -235,6 +245,14 @@ class Engine : public EngineApi {
   // ids in `ids` (device, [B]), commits it and launches its sampling; the results tensor.
   Tensor launch_ahead(const std::vector<Request*>& reqs, const Tensor& ids,
                       const DeviceSampling& ds);
+  // EngineConfig::decode_look_ahead_eager on a CPU model, and plan_ (just run) a pure decode step:
+  // one sampled token per request, rows in chunk order — a burst may start from it.
+  bool eager_look_ahead_step() const;
+  // The CPU's stand-in for a decode graph's replay: an eager forward of `batch` (a pure decode
+  // step) with the ids in `ids` (CPU i32 [B]); the logits.
+  Tensor eager_decode_forward(StepBatch& batch, const Tensor& ids);
+  // The CPU's stand-in for launch_device_sampling: the host Sampler over ds.rows, packed alike.
+  Tensor sample_rows_on_host(const Tensor& logits, const DeviceSampling& ds) const;
   StepPlan ahead_plan_;
   StepBatch ahead_batch_;
   ops::AsyncReadback readback_[2];  // a burst's step n and n + 1

@@ -111,7 +111,8 @@ void Engine::run_step() {
   sched_->commit(plan_);
   // A decode graph's step that samples on the device may become the first of a look-ahead burst
   // (engine_look_ahead.cc): its sampling is launched and read back asynchronously there.
-  if (replayed && cfg_.decode_look_ahead && follower_state_ == Followers::none) {
+  if ((replayed || eager_look_ahead_step()) && cfg_.decode_look_ahead &&
+      follower_state_ == Followers::none) {
     for (const ScheduledChunk& c : plan_.chunks)  // as below: the prompt's log-probs are complete
       if (c.req->num_computed >= int64_t(c.req->prompt.size())) c.req->logprob_start_len = -1;
     std::vector<Request*> reqs;
@@ -131,7 +132,8 @@ void Engine::run_step() {
       }
       Tensor results;
       {
-        ops::UseBf16WeightCache use_cache(&weight_cache_);
+        ops::UseBf16WeightCache use_cache(model_.device() == Device::cuda ? &weight_cache_
+                                                                          : nullptr);
         results = launch_device_sampling(logits, ds);
       }
       run_decode_burst(std::move(reqs), std::move(results));
@@ -244,6 +246,7 @@ std::vector<SampleResult> Engine::sample_on_device(const Tensor& logits) const {
 bool Engine::device_sampling(const std::vector<const Request*>& rows, int64_t V,
                              DeviceSampling& ds) const {
   const size_t R = rows.size();
+  ds.rows = rows;
   ds.temps.assign(R, 0.0f);
   ds.top_ps.assign(R, 1.0f);
   ds.top_ks.assign(R, 0);
@@ -279,6 +282,7 @@ bool Engine::device_sampling(const std::vector<const Request*>& rows, int64_t V,
 Tensor Engine::launch_device_sampling(const Tensor& logits, const DeviceSampling& ds) const {
   const int64_t R = int64_t(ds.temps.size());
   const Device dev = logits.device();
+  if (dev == Device::cpu) return sample_rows_on_host(logits, ds);  // eager look-ahead only
   // The sampled ids (i32) and their log-probs (f32) are written side by side into one device
   // buffer, so ONE readback (one stream synchronisation, or one event) brings both to the host.
   // A second readback was another round trip after the step's last kernel, with the GPU idle
