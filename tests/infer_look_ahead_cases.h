@@ -19,7 +19,6 @@
 
 namespace gyre::infer::look_ahead_cases {
 
-
 inline GenerateRequest request(std::vector<int32_t> prompt, int32_t n, uint64_t seed, int kind) {
   GenerateRequest r;
   r.input_ids = std::move(prompt);

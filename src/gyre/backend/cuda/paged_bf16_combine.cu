@@ -3,15 +3,14 @@
 // launched as that kernel's programmatic dependent (sm_90), it waits for it before reading them.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 
 #include "gyre/backend/cuda/device_util.cuh"
 #include "gyre/backend/cuda/paged_bf16_combine_row.cuh"
 #include "gyre/backend/cuda/paged_bf16_common.cuh"
 #include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/env.h"
 
 namespace gyre::cuda::paged_bf16_detail {
 
@@ -43,10 +42,9 @@ __global__ void __launch_bounds__(kCombineThreads)
 }  // namespace
 
 int min_chunk_keys() {
+  // Parsed strictly (core/env.h): a value that is not an integer in range is an error naming it.
   static const int keys = [] {
-    const char* env = std::getenv("GYRE_PAGED_MIN_CHUNK");
-    long v = env && *env ? std::strtol(env, nullptr, 10) : kDefaultMinChunk;
-    v = std::min<long>(std::max<long>(v, kPlanTileKeys), long(1) << 30);
+    const int64_t v = env_int("GYRE_PAGED_MIN_CHUNK", kDefaultMinChunk, 1, int64_t(1) << 30);
     return int((v + kPlanTileKeys - 1) / kPlanTileKeys * kPlanTileKeys);
   }();
   return keys;
