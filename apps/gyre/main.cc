@@ -5,6 +5,7 @@
 
 #include "command.h"
 #include "gyre/core/error.h"
+#include "gyre/core/thread_pool.h"
 
 namespace gyre::cli {
 std::map<std::string, Command>& commands() {
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   std::string prog = std::string("gyre ") + argv[1];
   argv[1] = prog.data();
   try {
+    (void)gyre::configured_num_threads();  // a bad GYRE_NUM_THREADS is an error before any work
     return it->second.fn(argc - 1, argv + 1);
   } catch (const CLI::ParseError& e) {
     // Commands normally handle CLI11 errors themselves via CLI11_PARSE; this is the fallback.

@@ -1,8 +1,11 @@
 #include "gyre/core/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <exception>
+
+#include "gyre/core/env.h"
 
 namespace gyre {
 
@@ -88,12 +91,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
 }
 
 ThreadPool& global_thread_pool() {
-  static ThreadPool* pool = [] {
-    int n = int(std::thread::hardware_concurrency());
-    if (const char* e = std::getenv("GYRE_NUM_THREADS")) n = std::atoi(e);
-    return new ThreadPool(n < 1 ? 1 : n);
-  }();
+  static ThreadPool* pool = new ThreadPool(configured_num_threads());
   return *pool;
+}
+
+int configured_num_threads() {
+  const int hw = std::max(1, int(std::thread::hardware_concurrency()));
+  return int(env_int("GYRE_NUM_THREADS", hw, 1, 4096));
 }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {

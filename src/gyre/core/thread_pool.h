@@ -33,6 +33,10 @@ class ThreadPool {
 };
 
 ThreadPool& global_thread_pool();
+// The global pool's size: GYRE_NUM_THREADS (a whole number in [1, 4096]; anything else is an
+// invalid_argument error naming it, as every GYRE_* switch: core/env.h) or the hardware
+// concurrency. The CLI calls it first thing, so a bad value stops a command before any work.
+int configured_num_threads();
 // Convenience over the global pool.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 

@@ -6,7 +6,8 @@
 // its rollout / sampling / reward flags before it loads anything, names --hf-checkpoint when there
 // is no model, and refuses a config file that sets a flag twice or leaves a quote open; output
 // paths that cannot be written (train --save, init-model --output) are user errors naming the flag;
-// `gyre bench` refuses sizes past what a step can index.
+// `gyre bench` refuses sizes past what a step can index; a GYRE_NUM_THREADS that is not a whole
+// number in [1, 4096] stops any command, naming the variable (it used to become 1 thread).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -24,6 +25,17 @@ test::CommandResult gyre_cmd(const std::string& args) {
 }
 
 }  // namespace
+
+TEST(CliBadInput, NumThreadsMustBeAWholeNumberInRange) {
+  for (const char* v : {"abc", "0", "-2", "8x", "100000"}) {
+    auto r = test::run_command(std::string("GYRE_NUM_THREADS=") + v + " timeout 60 " +
+                               test::gyre_bin() + " version");
+    EXPECT_EQ(r.exit_code, 2) << v << ": " << r.out << r.err;
+    EXPECT_NE(r.err.find("GYRE_NUM_THREADS"), std::string::npos) << v << ": " << r.err;
+  }
+  auto r = test::run_command("GYRE_NUM_THREADS=3 timeout 60 " + test::gyre_bin() + " version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
 
 TEST(CliBadInput, InitModelKeepsAnExistingModelAndChecksStd) {
   const std::string cfg = test::source_path("tests/fixtures/models/qwen3_tiny/config.json");
