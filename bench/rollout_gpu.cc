@@ -75,26 +75,33 @@ void device_sync(bool cuda) {
 #endif
 }
 
-// Wall time of every step of an inline drive (each step returns after the device finished it, as
-// in gyre::bench::drive): [0] the prefill, [1] the first decode step, then steady decode steps.
+// Per output token of requests streamed one token a chunk: [0] from the submit to the first
+// token (the prefill), [1] to the second (the first decode step), then the steady decode steps.
+// Timed by the chunks, not by Engine::step(): with the decode look-ahead one step() call runs a
+// burst of decode steps, so a short generation took one or two calls ("short generation in sync
+// bench" in session 32's first device call). Without the look-ahead it is the steps' wall time.
 std::vector<double> step_times(gyre::infer::Engine& engine,
                                std::vector<gyre::infer::GenerateRequest> reqs) {
   auto error = std::make_shared<std::string>();
+  auto times = std::make_shared<std::vector<double>>();
+  const double t0 = now_s();
   for (auto& r : reqs) {
+    r.stream = true;
     gyre::infer::RequestCallbacks cb;
+    // The first request's tokens only: every request's row is in the same steps.
+    if (&r == &reqs.front())
+      cb.on_chunk = [times](const gyre::infer::TokenChunk& c) {
+        for (size_t i = 0; i < c.output_ids.size(); ++i) times->push_back(now_s());
+      };
     cb.on_done = [error](gyre::infer::GenerateResult&& res) {
       if (!res.error.empty() && error->empty()) *error = res.error;
     };
     engine.submit(std::move(r), std::move(cb));
   }
-  std::vector<double> out;
-  double t = now_s();
-  while (engine.step()) {
-    const double t1 = now_s();
-    out.push_back(t1 - t);
-    t = t1;
-  }
+  engine.run_until_idle();
   if (!error->empty()) GYRE_THROW(invalid_argument, "request rejected: {}", *error);
+  std::vector<double> out;
+  for (size_t i = 0; i < times->size(); ++i) out.push_back((*times)[i] - (i ? (*times)[i - 1] : t0));
   return out;
 }
 
