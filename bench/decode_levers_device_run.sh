@@ -15,7 +15,10 @@
 #     build/tests/gyre_gpu_infer_tests build/bin/bench_rollout_gpu build/bin/bench_paged_decode_gpu \
 #     build/bin/gyre
 # Usage on the device: GYRE_DEVRUN=DIR bash bench/decode_levers_device_run.sh [tests] [b1] [paged]
-#   [b256]   (no argument: all four, ~9 minutes)
+#   [b256] [ncu]   (no argument: the first four, ~9 minutes; ncu ~2 minutes more)
+# B1_MIN_CHUNKS / PAGED_MIN_CHUNKS (default "64 256 512") pick the minimum chunks the b1 and paged
+# parts run. Everything is packed into $OUT/results.tar.gz at the end (the device tool brings back
+# only a few files).
 set -u
 OUT=${OUT:-/tmp/gyre_out}
 D=${GYRE_DEVRUN:-.devrun}
@@ -50,7 +53,7 @@ if [[ $what == *" b1 "* ]]; then
   # The engine's context is the model's 32k positions, so its decode graphs plan splits for 32k
   # keys: min_chunk 256 runs the benchmark's 128-256-key contexts unsplit, 512 too.
   for shape in qwen2.5-0.5b qwen2.5-1.5b; do
-    for mc in 64 256 512; do
+    for mc in ${B1_MIN_CHUNKS:-64 256 512}; do
       GYRE_PAGED_MIN_CHUNK=$mc timeout 100 "$D/bin/bench_rollout_gpu" --shape $shape --precision bf16 \
         --batch 1 --new 128 --decode-fusion on --budget-s 30 2>>"$OUT/b1.err" | grep decode_b1 |
         sed "s/^/min_chunk=$mc /" | tee -a "$OUT/b1.jsonl"
@@ -59,7 +62,7 @@ if [[ $what == *" b1 "* ]]; then
   note "b1 done"
 fi
 if [[ $what == *" paged "* ]]; then
-  for mc in 64 256 512; do
+  for mc in ${PAGED_MIN_CHUNKS:-64 256 512}; do
     GYRE_PAGED_MIN_CHUNK=$mc timeout 100 "$D/bin/bench_paged_decode_gpu" short 2>>"$OUT/paged.err" |
       sed "s/^/min_chunk=$mc /" | tee -a "$OUT/paged.jsonl"
   done
@@ -75,3 +78,17 @@ if [[ $what == *" b256 "* ]]; then
   done
   note "b256 done"
 fi
+if [[ $what == *" ncu "* ]] && command -v ncu >/dev/null; then
+  # The 1.5B batch-1 decode step's kernels in isolation (ncu serialises them: no PDL overlap, so
+  # each kernel's own time), summarised by bench/ncu_step_summary.py; --step 3 skips the
+  # generation's last steps.
+  timeout 240 ncu --clock-control none --graph-profiling node --metrics \
+    gpu__time_duration.sum,dram__bytes_read.sum --csv --print-units base -c 2500 \
+    "$D/bin/bench_rollout_gpu" --shape qwen2.5-1.5b --batch 1 --prompt 128 --new 12 --iters 1 \
+    --skip-b1 1 --decode-fusion on --budget-s 60 --precision bf16 >"$OUT/ncu_15b_b1.csv" \
+    2>"$OUT/ncu_15b_b1.err"
+  python3 bench/ncu_step_summary.py "$OUT/ncu_15b_b1.csv" --step 3 2>&1 | head -40 |
+    tee "$OUT/ncu_15b_b1.txt"
+  note "ncu done"
+fi
+tar czf /tmp/results.tar.gz -C "$OUT" . && mv /tmp/results.tar.gz "$OUT/results.tar.gz"

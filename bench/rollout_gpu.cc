@@ -101,7 +101,8 @@ std::vector<double> step_times(gyre::infer::Engine& engine,
   engine.run_until_idle();
   if (!error->empty()) GYRE_THROW(invalid_argument, "request rejected: {}", *error);
   std::vector<double> out;
-  for (size_t i = 0; i < times->size(); ++i) out.push_back((*times)[i] - (i ? (*times)[i - 1] : t0));
+  for (size_t i = 0; i < times->size(); ++i)
+    out.push_back((*times)[i] - (i ? (*times)[i - 1] : t0));
   return out;
 }
 
