@@ -281,6 +281,11 @@ void rope_paged_attention_bf16_decode(
   rp.slots = slot_mapping;
   rp.k_cache_w = k_cache;
   rp.v_cache_w = v_cache;
+  // A launch captured into a graph is one decode step's (the engine's decode graphs): the keys
+  // before the new token were written before the graph began (attn_cta, old_keys_settled).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  GYRE_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
+  rp.old_keys_settled = capture == cudaStreamCaptureStatusActive;
   // The plan of paged_attention_bf16_fwd with max_q_len = 1: the same CTAs, chunks and combine.
   run_attention<true>(kFused,
                       attn_params(q, k_cache, v_cache, cu_seqlens_q, kv_lens, page_indptr,
