@@ -86,14 +86,12 @@ struct NoPrologue {
   }
 };
 
-// Issues one batch of a lane's weight loads: wv[u][c] = wr[c][base + kStride · u] for the u with
-// base + kStride · u < K8 (the others keep what they held; the consumer never reads them).
 // A weight vector read without allocating it in L1 (ld.global.nc.L1::no_allocate): each weight
 // byte is read once, while x (f32, twice the weights' bytes per lane) is read by every warp of the
 // SM. Streaming the weights through L1 evicted x, so the warps re-read it from L2. Measured on an
 // H200 (session 33, the fused M = 1 decode kernels): the Qwen2.5-1.5B batch-1 decode step 1.774
-// -> 1.647 ms a token (x of down_proj is 35 KB), 0.5B unchanged within noise. A cache hint only:
-// the loaded bits, and so every sum, are the same.
+// -> 1.647 ms a token (x of down_proj is 35 KB); 0.5B 0.848 ms with or without it (beside the
+// attention's early tile). A cache hint only: the loaded bits, and so every sum, are the same.
 __device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -102,6 +100,8 @@ __device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
   return v;
 }
 
+// Issues one batch of a lane's weight loads: wv[u][c] = wr[c][base + kStride · u] for the u with
+// base + kStride · u < K8 (the others keep what they held; the consumer never reads them).
 // kNoL1: the loads go past L1 (ldg_no_l1), else __ldg.
 template <int kAhead, int C, int64_t kStride, bool kNoL1>
 __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* const (&wr)[C],
