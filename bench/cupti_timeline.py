@@ -129,6 +129,35 @@ def report(gpu, host, lo, hi, gap_ns, names, launch_of, top):
             print(f"    {n:5d}  {t / 1e6:8.3f}  {k}")
 
 
+def critical(gpu, steps, names, top):
+    """Where the steps' wall time goes when kernels overlap (PDL lets a kernel start, and load its
+    weights, while its predecessor runs): walking the GPU ops in order of their end, each adds
+    max(0, its end - the latest end before it) to the step, and idle time before an op whose start
+    is past that latest end counts as a gap. The sums per name add up to the steps' wall time."""
+    add = defaultdict(lambda: [0, 0, 0])  # name -> [count, added ns, own duration ns]
+    idle, wall = 0, 0
+    for lo, hi in steps:
+        wall += hi - lo
+        inside = sorted((g for g in gpu if g[1] > lo and g[1] <= hi), key=lambda g: g[1])
+        latest = lo
+        for s, e, name, kind, _ in inside:
+            k = short(names.get(name, name), 70) if kind == "kernel" else kind
+            if s > latest:
+                idle += s - latest
+                latest = s
+            add[k][0] += 1
+            add[k][1] += max(0, e - latest)
+            add[k][2] += e - max(s, lo)
+            latest = max(latest, e)
+        idle += max(0, hi - latest)
+    n = len(steps)
+    print(f"critical path over {n} steps ({wall / n / 1e3:.1f} us a step): idle "
+          f"{idle / n / 1e3:.1f} us a step; per op name, us a step added past the earlier ops' "
+          f"end (own duration, calls a step):")
+    for k, (c, t, d) in sorted(add.items(), key=lambda kv: -kv[1][1])[:top + 10]:
+        print(f"    {t / n / 1e3:9.1f}  ({d / n / 1e3:8.1f}, {c / n:6.1f})  {k}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trace")
@@ -140,6 +169,10 @@ def main():
     ap.add_argument("--intervals", action="store_true",
                     help="also print every step's length in order (ms), to find slow steps "
                          "that the last --steps do not show")
+    ap.add_argument("--critical", action="store_true",
+                    help="also print, summed over the last --steps steps, how much each kernel "
+                         "name extends the step past every earlier kernel's end (kernels that "
+                         "overlap under programmatic dependent launch count only what they add)")
     a = ap.parse_args()
     gpu, host = load(a.trace)
     if not gpu:
@@ -171,6 +204,15 @@ def main():
             report(gpu, host, steps[i][0], steps[i][1], a.gap_us * 1e3, names, launch_of, a.top)
     for lo, hi in steps[-a.steps:]:
         report(gpu, host, lo, hi, a.gap_us * 1e3, names, launch_of, a.top)
+    if a.critical:
+        # Decode steps only: a step holding a prefill or a request boundary (longer than 1.25x
+        # the median) would put the prefill's kernels into the per-step sums.
+        last = steps[-a.steps:]
+        med = sorted(hi - lo for lo, hi in last)[len(last) // 2]
+        kept = [(lo, hi) for lo, hi in last if hi - lo <= 1.25 * med]
+        print(f"critical path: {len(last) - len(kept)} of the last {len(last)} steps left out "
+              f"(longer than 1.25x their median {med / 1e6:.3f} ms)")
+        critical(gpu, kept, names, a.top)
 
 
 if __name__ == "__main__":

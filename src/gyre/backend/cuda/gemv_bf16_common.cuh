@@ -19,7 +19,7 @@
 //    residual, *_rms with its 256-thread blocks) picks the same S for the same K. Making S depend
 //    on N, M, C or the block size would give two kernels two summation orders for one column;
 //  - what a kernel may change is WHEN (and through which cache) the weight bytes are loaded, never
-//    an f32 operation (the fused M = 1 kernels load them past L1: ldg_no_l1); the *_rms
+//    an f32 operation (every kernel loads them past L1: ldg_no_l1); the *_rms
 //    kernels issue each lane's first batch of weight loads before the rstd reduction
 //    (dot_rows_impl's prologue), and the sums are the same bits.
 // Every lane of the column's warp 0 ends with the same totals (each butterfly step adds the same
@@ -89,9 +89,15 @@ struct NoPrologue {
 // A weight vector read without allocating it in L1 (ld.global.nc.L1::no_allocate): each weight
 // byte is read once, while x (f32, twice the weights' bytes per lane) is read by every warp of the
 // SM. Streaming the weights through L1 evicted x, so the warps re-read it from L2. Measured on an
-// H200 (session 33, the fused M = 1 decode kernels): the Qwen2.5-1.5B batch-1 decode step 1.774
-// -> 1.647 ms a token (x of down_proj is 35 KB); 0.5B 0.848 ms with or without it (beside the
-// attention's early tile). A cache hint only: the loaded bits, and so every sum, are the same.
+// H200 (bench_rollout_gpu, bf16, decode fusion on):
+//  - session 33, the fused M = 1 decode kernels: the Qwen2.5-1.5B batch-1 decode step 1.774 ->
+//    1.647 ms a token (x of down_proj is 35 KB); 0.5B 0.848 ms with or without it;
+//  - session 34, also the plain gemv_bf16 (lm_head) and the fused kernels at M = 2..8: batch 1
+//    1.5B 1.610 -> 1.574 ms, 0.5B 0.842 -> 0.797; batch 8 (128 new tokens) 1,352 -> 1,438 output
+//    tokens/s at 1.5B, 3,004 -> 3,102 at 0.5B. At batch 1 lm_head's own time changed little
+//    (107.3 -> 104.5 us at 1.5B, CUPTI timeline); the rest of the gain showed up in the next
+//    step's layer kernels (attention, q/k/v), not explained.
+// A cache hint only: the loaded bits, and so every sum, are the same.
 __device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -101,21 +107,16 @@ __device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
 }
 
 // Issues one batch of a lane's weight loads: wv[u][c] = wr[c][base + kStride · u] for the u with
-// base + kStride · u < K8 (the others keep what they held; the consumer never reads them).
-// kNoL1: the loads go past L1 (ldg_no_l1), else __ldg.
-template <int kAhead, int C, int64_t kStride, bool kNoL1>
+// base + kStride · u < K8 (the others keep what they held; the consumer never reads them), past
+// L1 (ldg_no_l1).
+template <int kAhead, int C, int64_t kStride>
 __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* const (&wr)[C],
                                            int64_t base, int64_t K8) {
 #pragma unroll
   for (int u = 0; u < kAhead; ++u)
 #pragma unroll
     for (int c = 0; c < C; ++c)
-      if (base + kStride * u < K8) {
-        if constexpr (kNoL1)
-          wv[u][c] = ldg_no_l1(wr[c] + base + kStride * u);
-        else
-          wv[u][c] = __ldg(wr[c] + base + kStride * u);  // read once
-      }
+      if (base + kStride * u < K8) wv[u][c] = ldg_no_l1(wr[c] + base + kStride * u);
 }
 
 // Warp `part` of S's share of acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of
@@ -140,8 +141,7 @@ __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* 
 // every thread of the block must get here: a warp whose column is past the end passes live = false
 // (it starts past K8: no loads, no products, acc 0) instead of returning early, and nothing before
 // the prologue leaves the function.
-// kNoL1: the weights' loads skip L1 (ldg_no_l1).
-template <int M, int C, bool kNorm, int S, bool kNoL1, typename Prologue>
+template <int M, int C, bool kNorm, int S, typename Prologue>
 __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
                                               const float* __restrict__ nw,
                                               const uint4* const (&wr)[C], int64_t K8, bool live,
@@ -166,11 +166,11 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
   const int64_t first = base;
   // The first batch is issued before the prologue (the wait for the previous kernel, and with
   // kNorm the rstd reduction); the loop's first iteration uses it.
-  load_batch<kAhead, C, kStride, kNoL1>(wv, wr, base, K8);
+  load_batch<kAhead, C, kStride>(wv, wr, base, K8);
   float rstd[M];
   prologue(rstd);
   for (; base < K8; base += kBatch) {
-    if (base != first) load_batch<kAhead, C, kStride, kNoL1>(wv, wr, base, K8);
+    if (base != first) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t k8 = base + kStride * u;
@@ -291,22 +291,21 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane, bool
 // there), then combine_parts. Returns whether this warp holds them (write the epilogue from its
 // lane 0): false for the warps of a column that is not live (all S of them are, or none).
 // wait_free / release: combine_parts' reuse flags, for a block that loops over column tiles.
-// kNoL1: dot_rows_impl's (the fused kernels pass M == 1: what was measured, gemv_fused.cu).
-template <int M, int C, bool kNorm, int S, int W, bool kNoL1 = false, typename Prologue>
+template <int M, int C, bool kNorm, int S, int W, typename Prologue>
 __device__ __forceinline__ bool column_sums(const float* __restrict__ x,
                                             const float* __restrict__ nw,
                                             const uint4* const (&wr)[C], int64_t K8, bool live,
                                             int lane, float (&acc)[C][M], Prologue&& prologue,
                                             bool wait_free = false, bool release = false) {
-  dot_rows_impl<M, C, kNorm, S, kNoL1>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
+  dot_rows_impl<M, C, kNorm, S>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
   return live && combine_parts<M, C, S, W>(acc, lane, wait_free, release);
 }
 
 // The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].
-template <int M, int C, int S, int W, bool kNoL1 = false>
+template <int M, int C, int S, int W>
 __device__ __forceinline__ bool dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
                                          int64_t K8, int lane, float (&acc)[C][M]) {
-  return column_sums<M, C, false, S, W, kNoL1>(x, nullptr, wr, K8, true, lane, acc, NoPrologue{});
+  return column_sums<M, C, false, S, W>(x, nullptr, wr, K8, true, lane, acc, NoPrologue{});
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

@@ -39,12 +39,6 @@ namespace gyre::cuda {
 
 namespace {
 
-// The fused kernels read their weights past L1 at M = 1 (gemv_bf16_common.cuh's ldg_no_l1: the
-// batch-1 decode, where it was measured); at M = 2..8 they keep __ldg (not measured), as does the
-// plain gemv_bf16 (lm_head, already at ~4.3 TB/s). Cache hints only: the bits are the same.
-template <int M>
-constexpr bool kNoL1 = M == 1;
-
 // Threads per block: the plain GEMV's 4 warps, or rms_norm's block size with the prologue.
 template <bool kNorm>
 constexpr int kThreadsOf = kNorm ? rms::kThreads : gemv::kWarpsPerBlock * 32;
@@ -195,8 +189,8 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
         const int64_t K8 = K / 8;
         const uint4* const wr[1] = {found ? reinterpret_cast<const uint4*>(w) + n * K8 : nullptr};
         float acc[1][M];
-        if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>, kNoL1<M>>(
-                x, nrm.w, wr, K8, found, lane, acc, prologue, wait_free, release))
+        if (!gemv::column_sums<M, 1, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, found, lane, acc,
+                                                                prologue, wait_free, release))
           return;
         if (lane == 0)
 #pragma unroll
@@ -222,8 +216,8 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
         const int64_t K8 = K / 8;
         const uint4* const wr[2] = {live ? wg + n * K8 : wg, live ? wu + n * K8 : wu};
         float acc[2][M];
-        if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>, kNoL1<M>>(
-                x, nrm.w, wr, K8, live, lane, acc, prologue, wait_free, release))
+        if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, live, lane, acc,
+                                                                prologue, wait_free, release))
           return;
         if (lane == 0)
 #pragma unroll
@@ -251,7 +245,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {w + n * K8};
   float acc[1][M];
-  if (!gemv::dot_rows<M, 1, S, kWarpsOf<false>, kNoL1<M>>(x, wr, K8, lane, acc)) return;
+  if (!gemv::dot_rows<M, 1, S, kWarpsOf<false>>(x, wr, K8, lane, acc)) return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
