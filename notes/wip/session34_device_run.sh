@@ -3,6 +3,8 @@
 # (weights past L1 in the fused M = 1 GEMVs, the attention's first tile before pdl_wait under
 # capture) with notes/wip/session34_no_l1_ab.patch applied (GYRE_GEMV_NO_L1 bit 1 = the plain
 # gemv_bf16, i.e. lm_head; bit 2 = the fused kernels at every M; unset = as landed):
+#   pftests / pf  the L2 prefetch variants (GYRE_GEMV_VARIANT bits, gemv_fused.cu): tests under all
+#         bits, then batch-1 ms a token per variant (PF_15 / PF_05: variant:MB lists)
 #   b1    bench_rollout_gpu batch 1, both shapes, NO_L1 0 / 1
 #   tests the GEMV / paged / decode-graph GPU tests as landed and under NO_L1 = 3, gpu infer suite
 #   trace CUPTI timelines of the batch-1 decode, both shapes: what each kernel adds to a step
@@ -47,6 +49,62 @@ if [[ $what == *" b1 "* ]]; then
   for v in 0 1 0; do left 40 && b1 qwen2.5-1.5b $v; done
   for v in 0 1; do left 40 && b1 qwen2.5-0.5b $v; done
   note "b1 done"
+fi
+# One batch-1 run of an L2 prefetch variant (GYRE_GEMV_VARIANT, GYRE_L2_PREFETCH_MB). Session 34's
+# call 3 lost 14 of 15 runs: no decode_b1 line within `timeout 50` and nothing on stderr (a hang
+# or a crash before the print; variant 1 got through once). So: --batch 1 --iters 1 (no batch-256
+# part), --budget-s 20 as the runs that worked (the b1 drive gets budget / 12), 90 s, the exit
+# status in the summary, and on a hang the threads' kernel stacks / wait channels (GPU sync in an
+# ioctl vs a host lock in a futex) and gdb's backtraces where gdb exists.
+pf() {  # shape variant MB
+  local log=$R/pf_$1_$2_$3.log
+  GYRE_GEMV_VARIANT=$2 GYRE_L2_PREFETCH_MB=$3 "$D/bin/bench_rollout_gpu" --shape "$1" \
+    --precision bf16 --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 \
+    >"$log" 2>&1 &
+  local pid=$! waited=0
+  while kill -0 $pid 2>/dev/null && ((waited < 90)); do sleep 1; ((waited++)); done
+  if kill -0 $pid 2>/dev/null; then
+    {
+      echo "HANG after 90 s: variant $2 MB $3"
+      for t in /proc/$pid/task/*; do echo "$t $(cat $t/comm) wchan=$(cat $t/wchan)"; done
+      command -v gdb >/dev/null && gdb -batch -ex "thread apply all bt 12" -p $pid 2>/dev/null | head -120
+      nvidia-smi --query-gpu=utilization.gpu,clocks.sm,power.draw --format=csv
+    } >>"$R/pf_hangs.txt" 2>&1
+    kill -9 $pid
+    note "variant=$2,mb=$3 $1: HANG (pf_hangs.txt)"
+    return
+  fi
+  wait $pid
+  local rc=$?
+  local line
+  line=$(grep decode_b1 "$log")
+  if [[ -z $line ]]; then
+    note "variant=$2,mb=$3 $1: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
+    return
+  fi
+  echo "variant=$2,mb=$3 $line" >>"$R/pf.jsonl"
+  echo "$line" | python3 -c 'import sys, json
+j = json.loads(sys.stdin.read())
+print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
+    sed "s/^/variant=$2,mb=$3 exit $rc /" | tee -a "$S"
+}
+if [[ $what == *" pftests "* ]]; then
+  left 60 && { GYRE_GEMV_VARIANT=95 GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_backend_tests" \
+      --gtest_filter='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*' \
+      >"$R/backend_pf.log" 2>&1
+    note "backend fused GEMV tests, variant 95: exit $?"
+    grep -E "^\[  (FAILED|PASSED) |Failure" "$R/backend_pf.log" | head -20 | tee -a "$S"; }
+  left 60 && { GYRE_GEMV_VARIANT=95 GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_infer_tests" \
+      --gtest_filter='DecodeFusion*:DecodeGraph*:EngineBf16*' >"$R/infer_pf.log" 2>&1
+    note "infer DecodeFusion/DecodeGraph/EngineBf16, variant 95: exit $?"
+    grep -E "^\[  (FAILED|PASSED) |Failure" "$R/infer_pf.log" | head -20 | tee -a "$S"; }
+fi
+if [[ $what == *" pf "* ]]; then
+  for t in ${PF_15:-0:0 1:0 64:0 2:0 8:0 4:24 4:12 4:36 20:24 0:0}; do
+    left 40 && pf qwen2.5-1.5b ${t%:*} ${t#*:}
+  done
+  for t in ${PF_05:-0:0 1:0 2:0 4:16 0:0}; do left 40 && pf qwen2.5-0.5b ${t%:*} ${t#*:}; done
+  note "pf done"
 fi
 if [[ $what == *" tests "* ]]; then
   F='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:*Paged*:RopeAttentionCuda*:DecodeStackCuda*'
