@@ -89,14 +89,14 @@ print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio
     sed "s/^/variant=$2,mb=$3 exit $rc /" | tee -a "$S"
 }
 if [[ $what == *" pftests "* ]]; then
-  left 60 && { GYRE_GEMV_VARIANT=95 GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_backend_tests" \
+  left 60 && { GYRE_GEMV_VARIANT=${PF_TEST_VARIANT:-127} GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_backend_tests" \
       --gtest_filter='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*' \
       >"$R/backend_pf.log" 2>&1
-    note "backend fused GEMV tests, variant 95: exit $?"
+    note "backend fused GEMV tests, variant ${PF_TEST_VARIANT:-127}: exit $?"
     grep -E "^\[  (FAILED|PASSED) |Failure" "$R/backend_pf.log" | head -20 | tee -a "$S"; }
-  left 60 && { GYRE_GEMV_VARIANT=95 GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_infer_tests" \
+  left 60 && { GYRE_GEMV_VARIANT=${PF_TEST_VARIANT:-127} GYRE_L2_PREFETCH_MB=24 timeout 150 "$D/bin/gyre_gpu_infer_tests" \
       --gtest_filter='DecodeFusion*:DecodeGraph*:EngineBf16*' >"$R/infer_pf.log" 2>&1
-    note "infer DecodeFusion/DecodeGraph/EngineBf16, variant 95: exit $?"
+    note "infer DecodeFusion/DecodeGraph/EngineBf16, variant ${PF_TEST_VARIANT:-127}: exit $?"
     grep -E "^\[  (FAILED|PASSED) |Failure" "$R/infer_pf.log" | head -20 | tee -a "$S"; }
 fi
 if [[ $what == *" pf "* ]]; then
