@@ -5,6 +5,7 @@
 # Left out: glibc, libstdc++ / libgcc (the device's are newer), and CUDA's libraries (cudart,
 # cuBLAS, cuDNN, NCCL come from the device's CUDA and pip wheels; see *_device_run.sh).
 # Usage: bash bench/pack_device_libs.sh DIR BINARY...   (DIR must be in .git/info/exclude)
+# On the device, `source bench/device_env.sh` (with D=DIR) unpacks it and sets LD_LIBRARY_PATH.
 set -euo pipefail
 dir=$1
 shift

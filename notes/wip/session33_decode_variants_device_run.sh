@@ -15,13 +15,7 @@ OUT=${OUT:-/tmp/gyre_out}
 D=${GYRE_DEVRUN:-.devrun}
 R=/tmp/gyre_results
 mkdir -p "$OUT" "$R"
-[[ -d $D/lib ]] || tar xJf "$D/lib.tar.xz" -C "$D"
-[[ -d $D/bin ]] || tar xJf "$D/bin.tar.xz" -C "$D"
-CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
-CUDNN_DIR=$(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
-export LD_LIBRARY_PATH=$PWD/$D/lib:/usr/local/cuda/lib64:${CUBLAS_DIR}:${CUDNN_DIR}:${LD_LIBRARY_PATH:-}
-[[ -n ${SRC_LINK:-} && ! -e $SRC_LINK ]] && ln -s "$PWD" "$SRC_LINK"  # tests' GYRE_SOURCE_DIR
-[[ -x $D/bin/gyre ]] && export GYRE_BIN=$PWD/$D/bin/gyre
+source bench/device_env.sh  # unpack, LD_LIBRARY_PATH, SRC_LINK, GYRE_BIN
 S=$OUT/summary.txt
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
 T0=$SECONDS
