@@ -1,0 +1,100 @@
+#!/bin/bash
+# One device-machine call (session 35, issue 7's batch-1 decode): the one-launch decode MLP
+# (backend/cuda/gemv_mlp.cu; GYRE_GEMV_MLP=0 is the two-kernel path it replaces).
+#   tests  the fused GEMV / MLP / graph GPU tests, the gpu infer suite, the new test under
+#          compute-sanitizer (memcheck, racecheck, synccheck)
+#   b1     bench_rollout_gpu batch 1, both shapes, GYRE_GEMV_MLP 1 / 0 alternating
+#   trace  CUPTI timeline of the 1.5B batch-1 decode with the one-launch MLP
+#   b8     batch 8 (the two-kernel path at M = 8: unchanged, a control)
+# Build and pack here (DIR in .git/info/exclude; pass it to the device tool's carry):
+#   ninja -C build gyre_gpu_backend_tests gyre_gpu_infer_tests bench_rollout_gpu gyre_cli
+#   bash bench/pack_device_libs.sh DIR build/tests/gyre_gpu_backend_tests \
+#     build/tests/gyre_gpu_infer_tests build/bin/bench_rollout_gpu build/bin/gyre \
+#     build/lib/libgyre_cupti_trace.so
+# Usage on the device: GYRE_DEVRUN=DIR SRC_LINK=/path/of/the/build/source bash THIS [parts]
+# $OUT receives results.tar.gz and summary.txt only (the device tool returns few files).
+set -u
+OUT=${OUT:-/tmp/gyre_out}
+D=${GYRE_DEVRUN:-.devrun}
+R=/tmp/gyre_results
+mkdir -p "$OUT" "$R"
+source bench/device_env.sh  # unpack, LD_LIBRARY_PATH, SRC_LINK, GYRE_BIN
+S=$OUT/summary.txt
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
+T0=$SECONDS
+LIMIT=${LIMIT:-540}  # start no part past this many seconds (the call's limit is 600)
+note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
+left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
+what=" ${*:-tests b1 trace b8} "
+gt() {  # name binary filter [env...]: one gtest run, its verdict lines in the summary
+  local name=$1 bin=$2 filter=$3
+  shift 3
+  left 60 || return
+  env "$@" timeout 200 "$D/bin/$bin" --gtest_filter="$filter" >"$R/$name.log" 2>&1
+  note "$name: exit $?"
+  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is|error" "$R/$name.log" | head -24 | tee -a "$S"
+}
+if [[ $what == *" tests "* ]]; then
+  F='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*:CudaGraph*:*Paged*'
+  gt backend gyre_gpu_backend_tests "$F"
+  gt infer gyre_gpu_infer_tests '*'
+  gt infer_mlp_off gyre_gpu_infer_tests 'DecodeFusion*:DecodeGraph*:EngineBf16*' GYRE_GEMV_MLP=0
+  if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck synccheck; do
+      left 90 || break
+      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$D/bin/gyre_gpu_backend_tests" \
+        --gtest_filter='FusedLinearCuda.SwigluMlpResidualAtOneRow*' >"$R/san_$tool.log" 2>&1
+      note "compute-sanitizer $tool: exit $?"
+      grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$R/san_$tool.log" | head -4 | tee -a "$S"
+    done
+  fi
+fi
+b1() {  # shape mlp
+  local log=$R/b1_$1_$2_$SECONDS.log
+  GYRE_GEMV_MLP=$2 timeout 75 "$D/bin/bench_rollout_gpu" --shape "$1" --precision bf16 \
+    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
+  local rc=$?
+  local line
+  line=$(grep decode_b1 "$log")
+  if [[ -z $line ]]; then
+    note "mlp=$2 $1: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
+    return
+  fi
+  echo "mlp=$2 $line" >>"$R/b1.jsonl"
+  echo "$line" | python3 -c 'import sys, json
+j = json.loads(sys.stdin.read())
+print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
+    sed "s/^/mlp=$2 exit $rc /" | tee -a "$S"
+}
+if [[ $what == *" b1 "* ]]; then
+  for v in 1 0 1 0; do left 60 && b1 qwen2.5-1.5b $v; done
+  for v in 1 0 1; do left 60 && b1 qwen2.5-0.5b $v; done
+  note "b1 done"
+fi
+if [[ $what == *" trace "* ]]; then
+  for t in ${TRACES:-qwen2.5-1.5b:1}; do
+    left 60 || break
+    shape=${t%:*} v=${t#*:}
+    GYRE_GEMV_MLP=$v GYRE_CUPTI_TRACE=$R/trace_$shape.$v.csv \
+      LD_PRELOAD=$PWD/$D/bin/libgyre_cupti_trace.so timeout 70 "$D/bin/bench_rollout_gpu" \
+      --shape $shape --precision bf16 --batch 1 --new 128 --iters 1 --decode-fusion on \
+      --budget-s 12 2>>"$R/trace.err" | grep decode_b1 >>"$R/trace_b1.jsonl"
+    python3 bench/cupti_timeline.py "$R/trace_$shape.$v.csv" --marker pick_kernel --burst-ms 0.2 \
+      --steps 300 --critical --top 14 --gap-us 3 >"$R/trace_$shape.$v.txt" 2>&1
+    note "trace $shape mlp=$v"
+    sed -n '/^critical/,$p' "$R/trace_$shape.$v.txt" | head -26 >>"$S"
+    gzip -f "$R/trace_$shape.$v.csv"
+  done
+fi
+b8() {  # shape mlp
+  GYRE_GEMV_MLP=$2 timeout 70 "$D/bin/bench_rollout_gpu" --shape "$1" --precision bf16 \
+    --batch 8 --prompt 128 --new 128 --iters 1 --decode-fusion on --skip-b1 1 --budget-s 40 \
+    2>>"$R/b8.err" | grep '"rollout_gpu"' | sed "s/^/mlp=$2 /" >>"$R/b8.jsonl"
+  tail -1 "$R/b8.jsonl" | cut -c1-300 | tee -a "$S"
+}
+if [[ $what == *" b8 "* ]]; then
+  left 50 && b8 qwen2.5-1.5b 1
+  note "b8 done"
+fi
+tar czf "$OUT/results.tar.gz" -C "$R" .
+note "packed"
