@@ -1,8 +1,8 @@
 #!/bin/bash
 # One device-machine call (session 35, issue 7's batch-1 decode): the one-launch decode MLP
 # (backend/cuda/gemv_mlp.cu; GYRE_GEMV_MLP=0 is the two-kernel path it replaces).
-#   tests  the fused GEMV / MLP / graph GPU tests, the gpu infer suite, the new test under
-#          compute-sanitizer (memcheck, racecheck, synccheck)
+#   tests  the fused GEMV / MLP / graph GPU tests, the gpu infer suite (also with GYRE_GEMV_MLP=0)
+#   san    the new test under compute-sanitizer (memcheck, racecheck, synccheck)
 #   b1     bench_rollout_gpu batch 1, both shapes, GYRE_GEMV_MLP 1 / 0 alternating
 #   trace  CUPTI timeline of the 1.5B batch-1 decode with the one-launch MLP
 #   b8     batch 8 (the two-kernel path at M = 8: unchanged, a control)
@@ -25,7 +25,7 @@ T0=$SECONDS
 LIMIT=${LIMIT:-540}  # start no part past this many seconds (the call's limit is 600)
 note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
 left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
-what=" ${*:-tests b1 trace b8} "
+what=" ${*:-tests b1 san trace b8} "
 gt() {  # name binary filter [env...]: one gtest run, its verdict lines in the summary
   local name=$1 bin=$2 filter=$3
   shift 3
@@ -39,15 +39,6 @@ if [[ $what == *" tests "* ]]; then
   gt backend gyre_gpu_backend_tests "$F"
   gt infer gyre_gpu_infer_tests '*'
   gt infer_mlp_off gyre_gpu_infer_tests 'DecodeFusion*:DecodeGraph*:EngineBf16*' GYRE_GEMV_MLP=0
-  if command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck synccheck; do
-      left 90 || break
-      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$D/bin/gyre_gpu_backend_tests" \
-        --gtest_filter='FusedLinearCuda.SwigluMlpResidualAtOneRow*' >"$R/san_$tool.log" 2>&1
-      note "compute-sanitizer $tool: exit $?"
-      grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$R/san_$tool.log" | head -4 | tee -a "$S"
-    done
-  fi
 fi
 b1() {  # shape mlp
   local log=$R/b1_$1_$2_$SECONDS.log
@@ -70,6 +61,35 @@ if [[ $what == *" b1 "* ]]; then
   for v in 1 0 1 0; do left 60 && b1 qwen2.5-1.5b $v; done
   for v in 1 0 1; do left 60 && b1 qwen2.5-0.5b $v; done
   note "b1 done"
+fi
+if [[ $what == *" quick "* ]]; then
+  gt swiglu gyre_gpu_backend_tests 'FusedLinearCuda.Swiglu*:CudaGraph*'
+  left 60 && { timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 \
+      "$D/bin/gyre_gpu_backend_tests" --gtest_filter='FusedLinearCuda.SwigluMlpResidualAtOneRow*' \
+      >"$R/san_racecheck.log" 2>&1
+    note "compute-sanitizer racecheck: exit $?"
+    grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$R/san_racecheck.log" | head -4 | tee -a "$S"; }
+fi
+# Batch-1 variants: B1_VARS "shape:mlp:carveout" (carveout - = unset), GYRE_DECODE_CARVEOUT.
+if [[ $what == *" var "* ]]; then
+  for t in ${B1_VARS:-1.5b:0:- 1.5b:1:- 1.5b:2:- 1.5b:1:100 1.5b:0:100 1.5b:1:-}; do
+    IFS=: read -r sh v c <<<"$t"
+    left 60 || break
+    if [[ $c == - ]]; then b1 qwen2.5-$sh $v; else GYRE_DECODE_CARVEOUT=$c b1 qwen2.5-$sh $v; fi
+    [[ $c == - ]] || sed -i "\$ s/^/carveout=$c /" "$S"
+  done
+  note "var done"
+fi
+if [[ $what == *" san "* ]]; then
+  if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck synccheck; do
+      left 90 || break
+      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$D/bin/gyre_gpu_backend_tests" \
+        --gtest_filter='FusedLinearCuda.SwigluMlpResidualAtOneRow*' >"$R/san_$tool.log" 2>&1
+      note "compute-sanitizer $tool: exit $?"
+      grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$R/san_$tool.log" | head -4 | tee -a "$S"
+    done
+  fi
 fi
 if [[ $what == *" trace "* ]]; then
   for t in ${TRACES:-qwen2.5-1.5b:1}; do
@@ -95,6 +115,19 @@ b8() {  # shape mlp
 if [[ $what == *" b8 "* ]]; then
   left 50 && b8 qwen2.5-1.5b 1
   note "b8 done"
+fi
+if [[ $what == *" ncu "* ]] && command -v ncu >/dev/null && left 90; then
+  # The MLP kernel of a few 1.5B decode layers in isolation (ncu serialises kernels: no PDL).
+  for v in ${NCU_MLP:-1 0}; do
+    left 60 || break
+    GYRE_GEMV_MLP=$v timeout 120 ncu --graph-profiling node -k regex:'gemv_mlp|silu_mul|residual' \
+      --launch-skip 300 --launch-count 6 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section Occupancy --section LaunchStats --section WarpStateStats \
+      "$D/bin/bench_rollout_gpu" --shape qwen2.5-1.5b --batch 1 --prompt 128 --new 12 --iters 1 \
+      --skip-b1 1 --decode-fusion on --budget-s 60 --precision bf16 >"$R/ncu_mlp$v.txt" 2>"$R/ncu_mlp$v.err"
+    note "ncu mlp=$v exit $?"
+    grep -E "gemv_|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Dynamic Shared" "$R/ncu_mlp$v.txt" | head -40 >>"$S"
+  done
 fi
 tar czf "$OUT/results.tar.gz" -C "$R" .
 note "packed"

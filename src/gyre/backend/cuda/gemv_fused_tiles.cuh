@@ -119,7 +119,6 @@ __device__ __forceinline__ void for_tiles(const float* x, const RmsPrologue& nrm
   }
 }
 
-
 // The gate/up columns with the SiLU·mul epilogue over all of the block's tiles (the silu_mul
 // kernels' body; gemv_mlp.cu's first phase): store(m · N + n, silu(g) · u) for each column n of
 // row m, from the column's warp-0 lane 0.

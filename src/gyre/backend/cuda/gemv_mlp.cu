@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -109,7 +110,7 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
       : "memory");
 }
 
-template <int Sg, int Sd>
+template <int Sg, int Sd, bool kStaged>
 __global__ void __launch_bounds__(kThreads) gemv_mlp_rms_kernel(MlpArgs a) {
   pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   extern __shared__ __align__(16) uint4 wd_rows[];
@@ -120,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mlp_rms_kernel(MlpArgs a) {
   const int64_t cols = left <= 0 ? 0 : (left < a.cols_per_block ? left : a.cols_per_block);
   const uint32_t bar = smem_addr(&wd_bar);
   // 1. The block's down rows into shared memory (weights: before the PDL wait is allowed).
-  if (threadIdx.x == 0) {
+  if (kStaged && threadIdx.x == 0) {
     mbar_init(bar, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     mbar_expect_tx(bar, uint32_t(cols * a.I * 2));  // the one arrival, and the bytes to come
@@ -129,30 +130,51 @@ __global__ void __launch_bounds__(kThreads) gemv_mlp_rms_kernel(MlpArgs a) {
   }
   // 2. gate/up (with the PDL wait in its prologue), act in bf16.
   uint16_t* act = a.act;
-  gemv::silu_mul_tiles<1, true, Sg>(a.x, a.nrm, a.wg, a.bg, a.wu, a.bu, a.I, a.K,
-                                    [&](int64_t i, float v) {
-                                      act[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
-                                    });
+  gemv::silu_mul_tiles<1, true, Sg>(
+      a.x, a.nrm, a.wg, a.bg, a.wu, a.bu, a.I, a.K,
+      [&](int64_t i, float v) { act[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v)); });
   // 3. Every block's act before any block's down columns (also orders mbar_init before the waits).
   grid_barrier(a.sync);
-  // 4. down: kWarps / Sd columns a round, out of shared memory.
-  mbar_wait(bar, 0);
+  // 4. down: kWarps / Sd columns a round, out of shared memory (kStaged) or global memory. Every
+  // warp runs the block's number of rounds; a __syncthreads between rounds hands a slot's partials
+  // (combine_parts) from one round to the next.
+  if constexpr (kStaged) mbar_wait(bar, 0);
   constexpr int kCols = kWarps / Sd;
   const int lane = int(threadIdx.x) & 31;
-  const int slot = gemv::column_slot<Sd>();
-  for (int64_t j = slot, round = 0; j < cols; j += kCols, ++round) {
-    const uint4* const wr[1] = {wd_rows + j * I8};
-    float acc[1][1];
-    // combine_parts' reuse flags: this slot computed a column last round / computes one next.
-    if (gemv::column_sums<1, 1, false, Sd, kWarps, gemv::WeightsShared, uint16_t>(
-            act, nullptr, wr, I8, true, lane, acc, gemv::NoPrologue{}, round > 0, j + kCols < cols) &&
-        lane == 0) {
+  const int64_t rounds = (cols + kCols - 1) / kCols;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t j = round * kCols + gemv::column_slot<Sd>();
+    if (j < cols) {
       const int64_t n = c0 + j;
-      const float lin = gemv::with_bias(acc[0][0], a.bd, n);  // what linear_gemv_bf16 stores
-      a.y[n] = lin + a.r[n];                                   // add_kernel: out = a + b
+      float acc[1][1];
+      bool holds;
+      if constexpr (kStaged) {
+        const uint4* const wr[1] = {wd_rows + j * I8};
+        holds = gemv::column_sums<1, 1, false, Sd, kWarps, gemv::WeightsShared, uint16_t>(
+            act, nullptr, wr, I8, true, lane, acc, gemv::NoPrologue{});
+      } else {
+        const uint4* const wr[1] = {a.wd + n * I8};
+        holds = gemv::column_sums<1, 1, false, Sd, kWarps, gemv::WeightsGlobal, uint16_t>(
+            act, nullptr, wr, I8, true, lane, acc, gemv::NoPrologue{});
+      }
+      if (holds && lane == 0) {
+        const float lin = gemv::with_bias(acc[0][0], a.bd, n);  // what linear_gemv_bf16 stores
+        a.y[n] = lin + a.r[n];                                  // add_kernel: out = a + b
+      }
     }
+    if (round + 1 < rounds) __syncthreads();
   }
 }
+
+// GYRE_GEMV_MLP: 1 (default) the one launch with down's rows staged in shared memory, 2 the one
+// launch reading them from global memory after the barrier (a measurement variant), 0 the two
+// kernels.
+const std::string& mode() {
+  static const std::string m = env_choice("GYRE_GEMV_MLP", {"0", "1", "2"}, "1");
+  return m;
+}
+bool enabled() { return mode() != "0"; }
+bool staged() { return mode() == "1"; }
 
 // The launch shape for K, I, N: blocks (at most the resident ones and the gate/up tiles), down rows
 // a block, dynamic shared memory; grid 0 where the rows do not fit.
@@ -164,19 +186,18 @@ struct Plan {
 
 template <typename F>
 void with_splits(int64_t K, int64_t I, F&& f) {
-  gemv::with_split(K, [&](auto sg) {
-    gemv::with_split(I, [&](auto sd) { f(sg, sd); });
-  });
+  gemv::with_split(K, [&](auto sg) { gemv::with_split(I, [&](auto sd) { f(sg, sd); }); });
 }
 
-Plan make_plan(int64_t K, int64_t I, int64_t N) {
+Plan make_plan(int64_t K, int64_t I, int64_t N, bool staged) {
   Plan best;
   if (K < 8 || K % 8 || I < 8 || I % 8 || N < 1) return best;
   int dev = 0, optin = 0;
   GYRE_CUDA_CHECK(cudaGetDevice(&dev));
   GYRE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   with_splits(K, I, [&](auto sg, auto sd) {
-    constexpr auto kernel = gemv_mlp_rms_kernel<decltype(sg)::value, decltype(sd)::value>;
+    auto kernel = staged ? gemv_mlp_rms_kernel<decltype(sg)::value, decltype(sd)::value, true>
+                         : gemv_mlp_rms_kernel<decltype(sg)::value, decltype(sd)::value, false>;
     cudaFuncAttributes attr{};
     GYRE_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
     const int64_t budget = int64_t(optin) - int64_t(attr.sharedSizeBytes);
@@ -187,11 +208,11 @@ Plan make_plan(int64_t K, int64_t I, int64_t N) {
     for (int per_sm : {2, 1}) {
       const int64_t grid = std::min<int64_t>(int64_t(per_sm) * sm_count(), tiles);
       const int64_t cpb = (N + grid - 1) / grid;
-      const int64_t smem = cpb * I * 2;
+      const int64_t smem = staged ? cpb * I * 2 : 0;
       if (smem > budget) continue;
       int resident = 0;
-      GYRE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads,
-                                                                    size_t(smem)));
+      GYRE_CUDA_CHECK(
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads, size_t(smem)));
       if (int64_t(resident) * sm_count() < grid) continue;
       best = Plan{unsigned(grid), cpb, size_t(smem)};
       return;
@@ -208,7 +229,7 @@ Plan plan_for(int64_t K, int64_t I, int64_t N) {
   std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_tuple(dev, K, I, N);
   auto it = plans.find(key);
-  if (it == plans.end()) it = plans.emplace(key, make_plan(K, I, N)).first;
+  if (it == plans.end()) it = plans.emplace(key, make_plan(K, I, N, staged())).first;
   return it->second;
 }
 
@@ -236,11 +257,6 @@ unsigned* sync_slot() {
     it = slots.emplace(key, n++).first;
   }
   return b->second + it->second * kSlotWords;
-}
-
-bool enabled() {
-  static const bool on = env_choice("GYRE_GEMV_MLP", {"0", "1"}, "1") == "1";
-  return on;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -279,8 +295,13 @@ bool linear_gemv_bf16_mlp_rms(const float* x, const RmsPrologue& n, const uint16
                      y,
                      sync};
   with_splits(K, I, [&](auto sg, auto sd) {
-    launch_pdl("gemv_bf16_mlp_rms", gemv_mlp_rms_kernel<decltype(sg)::value, decltype(sd)::value>,
-               plan.grid, kThreads, plan.smem, args);
+    constexpr int Sg = decltype(sg)::value, Sd = decltype(sd)::value;
+    if (staged())
+      launch_pdl("gemv_bf16_mlp_rms", gemv_mlp_rms_kernel<Sg, Sd, true>, plan.grid, kThreads,
+                 plan.smem, args);
+    else
+      launch_pdl("gemv_bf16_mlp_rms", gemv_mlp_rms_kernel<Sg, Sd, false>, plan.grid, kThreads,
+                 plan.smem, args);
   });
   return true;
 }
