@@ -70,15 +70,22 @@ if [[ $what == *" quick "* ]]; then
     note "compute-sanitizer racecheck: exit $?"
     grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) " "$R/san_racecheck.log" | head -4 | tee -a "$S"; }
 fi
-# Batch-1 variants: B1_VARS "shape:mlp:carveout" (carveout - = unset), GYRE_DECODE_CARVEOUT.
+# Batch-1 variants: B1_VARS "shape:mlp:copy" (GYRE_GEMV_MLP, GYRE_GEMV_MLP_COPY); call 2 of the
+# session ran "shape:mlp:carveout" pairs (GYRE_DECODE_CARVEOUT) through the same loop.
 if [[ $what == *" var "* ]]; then
-  for t in ${B1_VARS:-1.5b:0:- 1.5b:1:- 1.5b:2:- 1.5b:1:100 1.5b:0:100 1.5b:1:-}; do
+  for t in ${B1_VARS:-1.5b:0:tma 1.5b:1:async 1.5b:1:async-tiles 1.5b:1:tma-tiles 1.5b:0:tma}; do
     IFS=: read -r sh v c <<<"$t"
     left 60 || break
-    if [[ $c == - ]]; then b1 qwen2.5-$sh $v; else GYRE_DECODE_CARVEOUT=$c b1 qwen2.5-$sh $v; fi
-    [[ $c == - ]] || sed -i "\$ s/^/carveout=$c /" "$S"
+    GYRE_GEMV_MLP_COPY=$c b1 qwen2.5-$sh $v
+    sed -i "\$ s/^/copy=$c /" "$S"
   done
   note "var done"
+fi
+# The one-row MLP test under each copy mode (bitwise vs the two GEMV kernels).
+if [[ $what == *" copytests "* ]]; then
+  for c in tma-tiles async async-tiles; do
+    gt "swiglu_$c" gyre_gpu_backend_tests 'FusedLinearCuda.SwigluMlp*' GYRE_GEMV_MLP_COPY=$c
+  done
 fi
 if [[ $what == *" san "* ]]; then
   if command -v compute-sanitizer >/dev/null; then

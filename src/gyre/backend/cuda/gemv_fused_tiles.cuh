@@ -121,17 +121,23 @@ __device__ __forceinline__ void for_tiles(const float* x, const RmsPrologue& nrm
 
 // The gate/up columns with the SiLU·mul epilogue over all of the block's tiles (the silu_mul
 // kernels' body; gemv_mlp.cu's first phase): store(m · N + n, silu(g) · u) for each column n of
-// row m, from the column's warp-0 lane 0.
-template <int M, bool kNorm, int S, typename Store>
+// row m, from the column's warp-0 lane 0. on_tile(k), if given, runs on every thread at the start
+// of the block's k-th tile (k = 0, 1, ...), before that tile's loads (gemv_mlp.cu issues its
+// down_proj copies there).
+struct NoTileHook {
+  __device__ __forceinline__ void operator()(int64_t) const {}
+};
+template <int M, bool kNorm, int S, typename Store, typename OnTile = NoTileHook>
 __device__ __forceinline__ void silu_mul_tiles(const float* __restrict__ x, const RmsPrologue& nrm,
                                                const uint4* __restrict__ wg,
                                                const float* __restrict__ bg,
                                                const uint4* __restrict__ wu,
                                                const float* __restrict__ bu, int64_t N, int64_t K,
-                                               Store&& store) {
+                                               Store&& store, OnTile on_tile = {}) {
   const int lane = int(threadIdx.x) & 31;
   for_tiles<M, kNorm, S>(
       x, nrm, K, N, [&](int64_t tile, auto&& prologue, bool wait_free, bool release) {
+        on_tile((tile - int64_t(blockIdx.x)) / int64_t(gridDim.x));
         const int64_t n = warp_column<kNorm, S>(tile);
         // A column past N (all S warps of it together): with kNorm it still joins the block's rstd
         // reduction, as column_sums' live = false.

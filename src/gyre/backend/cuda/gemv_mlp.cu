@@ -58,6 +58,9 @@ constexpr int kSyncSlots = 64;
 constexpr int kSlotWords = 32;
 __device__ unsigned g_mlp_sync[kSyncSlots * kSlotWords];
 
+// How a block's down_proj rows reach shared memory (MlpArgs::copy_mode; GYRE_GEMV_MLP_COPY).
+enum CopyMode : int { kTmaStart = 0, kTmaTiles = 1, kAsyncStart = 2, kAsyncTiles = 3 };
+
 struct MlpArgs {
   const float* x;
   RmsPrologue nrm;
@@ -70,6 +73,7 @@ struct MlpArgs {
   const float* r;
   int64_t K, I, N;
   int64_t cols_per_block;  // down_proj rows (output columns) a block owns
+  int copy_mode;           // how down's rows reach shared memory (CopyMode)
   uint16_t* act;           // bf16 [I]
   float* y;                // f32 [N]
   unsigned* sync;          // this stream's barrier slot
@@ -120,25 +124,63 @@ __global__ void __launch_bounds__(kThreads) gemv_mlp_rms_kernel(MlpArgs a) {
   const int64_t left = a.N - c0;  // may be <= 0: the last blocks can own no column
   const int64_t cols = left <= 0 ? 0 : (left < a.cols_per_block ? left : a.cols_per_block);
   const uint32_t bar = smem_addr(&wd_bar);
-  // 1. The block's down rows into shared memory (weights: before the PDL wait is allowed).
-  if (kStaged && threadIdx.x == 0) {
+  // 1. The block's down rows into shared memory (weights: before the PDL wait is allowed), as
+  // a.copy_mode says: bulk copies (thread 0, on the mbarrier) or 16-byte cp.async of every thread,
+  // all at the start or spread over the block's gate/up tiles.
+  const int64_t vecs = cols * I8;  // 16-byte vectors of the block's rows
+  const bool tma = a.copy_mode == kTmaStart || a.copy_mode == kTmaTiles;
+  const bool spread = a.copy_mode == kTmaTiles || a.copy_mode == kAsyncTiles;
+  if (kStaged && tma && threadIdx.x == 0) {
     mbar_init(bar, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    mbar_expect_tx(bar, uint32_t(cols * a.I * 2));  // the one arrival, and the bytes to come
-    for (int64_t c = 0; c < cols; ++c)
-      bulk_copy(wd_rows + c * I8, a.wd + (c0 + c) * I8, uint32_t(a.I * 2), bar);
+    mbar_expect_tx(bar, uint32_t(vecs * 16));  // the one arrival, and the bytes to come
   }
+  const int64_t tiles = (a.I + gemv::kColumnsOf<true, Sg> - 1) / gemv::kColumnsOf<true, Sg>;
+  const int64_t my_tiles = (tiles - int64_t(blockIdx.x) + gridDim.x - 1) / gridDim.x;
+  const int64_t parts = spread ? my_tiles : 1;
+  // Part k of the block's copies: rows [k·rp, (k + 1)·rp) by bulk copy, or each thread's vectors
+  // t + 256·i for i in [k·vp, (k + 1)·vp) by cp.async.
+  auto copy_part = [&](int64_t k) {
+    if (!kStaged || k >= parts) return;
+    if (tma) {
+      if (threadIdx.x != 0) return;
+      const int64_t rp = (cols + parts - 1) / parts;
+      for (int64_t c = k * rp; c < cols && c < (k + 1) * rp; ++c)
+        bulk_copy(wd_rows + c * I8, a.wd + (c0 + c) * I8, uint32_t(a.I * 2), bar);
+    } else {
+      const int64_t mine = (vecs - threadIdx.x + kThreads - 1) / kThreads;
+      const int64_t vp = (mine + parts - 1) / parts;
+      const uint4* src = a.wd + c0 * I8;
+      for (int64_t i = k * vp; i < mine && i < (k + 1) * vp; ++i) {
+        const int64_t v = threadIdx.x + i * kThreads;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(wd_rows + v)),
+                     "l"(src + v)
+                     : "memory");
+      }
+    }
+  };
+  if (!spread) copy_part(0);
   // 2. gate/up (with the PDL wait in its prologue), act in bf16.
   uint16_t* act = a.act;
-  gemv::silu_mul_tiles<1, true, Sg>(
-      a.x, a.nrm, a.wg, a.bg, a.wu, a.bu, a.I, a.K,
-      [&](int64_t i, float v) { act[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v)); });
+  auto store = [&](int64_t i, float v) { act[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v)); };
+  if (spread)
+    gemv::silu_mul_tiles<1, true, Sg>(a.x, a.nrm, a.wg, a.bg, a.wu, a.bu, a.I, a.K, store,
+                                      copy_part);
+  else
+    gemv::silu_mul_tiles<1, true, Sg>(a.x, a.nrm, a.wg, a.bg, a.wu, a.bu, a.I, a.K, store);
   // 3. Every block's act before any block's down columns (also orders mbar_init before the waits).
   grid_barrier(a.sync);
   // 4. down: kWarps / Sd columns a round, out of shared memory (kStaged) or global memory. Every
   // warp runs the block's number of rounds; a __syncthreads between rounds hands a slot's partials
   // (combine_parts) from one round to the next.
-  if constexpr (kStaged) mbar_wait(bar, 0);
+  if constexpr (kStaged) {
+    if (tma) {
+      mbar_wait(bar, 0);
+    } else {
+      asm volatile("cp.async.wait_all;" ::: "memory");
+      __syncthreads();  // every thread's copies before any thread's reads
+    }
+  }
   constexpr int kCols = kWarps / Sd;
   const int lane = int(threadIdx.x) & 31;
   const int64_t rounds = (cols + kCols - 1) / kCols;
@@ -174,6 +216,19 @@ const std::string& mode() {
   return m;
 }
 bool enabled() { return mode() != "0"; }
+// GYRE_GEMV_MLP_COPY (a measurement switch): tma (default: bulk copies at the start), tma-tiles
+// (spread over the gate/up tiles), async / async-tiles (16-byte cp.async of every thread).
+int copy_mode() {
+  static const int m = [] {
+    const std::string c =
+        env_choice("GYRE_GEMV_MLP_COPY", {"tma", "tma-tiles", "async", "async-tiles"}, "tma");
+    return c == "tma"         ? kTmaStart
+           : c == "tma-tiles" ? kTmaTiles
+           : c == "async"     ? kAsyncStart
+                              : kAsyncTiles;
+  }();
+  return m;
+}
 bool staged() { return mode() == "1"; }
 
 // The launch shape for K, I, N: blocks (at most the resident ones and the gate/up tiles), down rows
@@ -291,6 +346,7 @@ bool linear_gemv_bf16_mlp_rms(const float* x, const RmsPrologue& n, const uint16
                      I,
                      N,
                      plan.cols_per_block,
+                     copy_mode(),
                      act,
                      y,
                      sync};
