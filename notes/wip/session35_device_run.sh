@@ -1,6 +1,9 @@
 #!/bin/bash
 # One device-machine call (session 35, issue 7's batch-1 decode): the one-launch decode MLP
-# (backend/cuda/gemv_mlp.cu; GYRE_GEMV_MLP=0 is the two-kernel path it replaces).
+# (backend/cuda/gemv_mlp.cu; GYRE_GEMV_MLP=0 is the two-kernel path it replaces). That code was not
+# landed: it is notes/wip/session35_one_launch_mlp.patch (applies to 72a8175); results in
+# notes/wip/session35_one_launch_mlp.md. The script's parts for the landed tree (tests, b1 at
+# GYRE_GEMV_MLP unset, trace, b8) work on any build.
 #   tests  the fused GEMV / MLP / graph GPU tests, the gpu infer suite (also with GYRE_GEMV_MLP=0)
 #   san    the new test under compute-sanitizer (memcheck, racecheck, synccheck)
 #   b1     bench_rollout_gpu batch 1, both shapes, GYRE_GEMV_MLP 1 / 0 alternating

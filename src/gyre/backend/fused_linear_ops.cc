@@ -21,7 +21,6 @@
 
 #include "gyre/backend/cuda/fused_gemm.h"  // declarations only; linked when GYRE_HAVE_CUDA
 #include "gyre/backend/cuda/gemv_fused.h"
-#include "gyre/backend/cuda/gemv_mlp.h"
 #include "gyre/backend/cuda/kernels.h"  // kGemvMaxRows, linear_gemv_bf16_supported
 #include "gyre/backend/ops_args.h"      // detail::OpScope, kCuda, op_device, prepare_out
 #include "gyre/core/error.h"
@@ -646,25 +645,6 @@ void rms_norm_swiglu_mlp_residual(const Tensor& x, const Tensor& norm_w, float e
                                                  out.f32(), keep);
     }
   }
-  // One row (the batch-1 decode) where the composition below would run both halves on the fused
-  // GEMVs (norm fusable, every weight on the GEMV): the whole MLP in one launch, bitwise those two
-  // kernels (backend/cuda/gemv_mlp.h), with act as bf16 scratch. A saving forward keeps the
-  // composition (it hands out gate/up).
-  if constexpr (kCuda)
-    if (!saved && M == 1 && norm_fusable(nrm)) {
-      const uint16_t* wg = gemv_weight(x, w_gate, M, K);
-      const uint16_t* wu = wg ? gemv_weight(x, w_up, M, K) : nullptr;
-      const uint16_t* wd = wu ? gemv_weight(x, w_down, M, I) : nullptr;
-      if (wd && cuda::gemv_mlp_supported(K, I, N)) {
-        const cuda::RmsPrologue p = prologue_of(op, nrm, x, M);
-        detail::prepare_out(op, "out", out, ys, DType::f32, Device::cuda);
-        Tensor act = Tensor::empty({I}, DType::bf16, Device::cuda);
-        if (cuda::linear_gemv_bf16_mlp_rms(x.f32(), p, wg, bias_ptr(b_gate), wu, bias_ptr(b_up), wd,
-                                           bias_ptr(b_down), residual.f32(), K, I, N,
-                                           act.data<uint16_t>(), out.f32()))
-          return;
-      }
-    }
   if (saved) {
     // A saving forward elsewhere: the definition spelled out, keeping what the backward reads —
     // rms_norm, gate/up in swiglu_gate_up_dtype (ops::linear into them), silu_mul, then the down

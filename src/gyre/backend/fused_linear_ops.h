@@ -33,10 +33,8 @@
 // rms_norm_swiglu_mlp_residual (the whole SwiGLU MLP with its residual) takes that path only when
 // both of its halves would and the down projection has no bias; there the SwiGLU kernel writes the
 // bf16 rounding of its f32 value (what linear_add_residual's cast of it would produce), so the
-// down GEMM's operand — and with it the result — is the composition's. At one row (the batch-1
-// decode), where both halves would run on the fused GEMVs and no saving forward asks for gate/up,
-// it is one persistent launch (backend/cuda/gemv_mlp.h: down_proj's rows stream into shared memory
-// while gate/up runs), again bitwise the two GEMV kernels; elsewhere it runs the two ops in order.
+// down GEMM's operand — and with it the result — is the composition's; elsewhere it runs the two
+// ops in order.
 // Forward ops: they have no backward of their own, but rms_norm_linear_group and
 // rms_norm_swiglu_mlp_residual can hand a saving forward (the trainer's) what the unfused ops'
 // backward reads — the linears' input operand, rms_norm's rstd, the SwiGLU's gate/up — so the

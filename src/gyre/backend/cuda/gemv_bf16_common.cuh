@@ -106,46 +106,17 @@ __device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
   return v;
 }
 
-// Where a lane's weight vectors come from (dot_rows_impl's WL): global memory past L1 (every
-// decode GEMV), or shared memory (gemv_mlp.cu's down projection, whose rows a block copies there
-// with bulk copies while it computes gate/up). Only where the bytes are read from differs.
-struct WeightsGlobal {
-  __device__ static __forceinline__ uint4 load(const uint4* p) { return ldg_no_l1(p); }
-};
-struct WeightsShared {
-  __device__ static __forceinline__ uint4 load(const uint4* p) {
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(uint32_t(__cvta_generic_to_shared(p))));
-    return v;
-  }
-};
-
-// 8 bf16 input values written earlier IN THE SAME KERNEL by other blocks (gemv_mlp.cu's act, read
-// after its grid barrier): a weak ld.global, never the read-only path (ld.global.nc, which the
-// compiler may pick for a const __restrict__ pointer and which must not read data written during
-// the kernel). The barrier's acquire (then __syncthreads) orders it after the writers' release.
-__device__ __forceinline__ uint4 ld_written(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p)
-               : "memory");
-  return v;
-}
-
 // Issues one batch of a lane's weight loads: wv[u][c] = wr[c][base + kStride · u] for the u with
-// base + kStride · u < K8 (the others keep what they held; the consumer never reads them), through
-// WL (global memory past L1: ldg_no_l1, or shared memory).
-template <int kAhead, int C, int64_t kStride, typename WL = WeightsGlobal>
+// base + kStride · u < K8 (the others keep what they held; the consumer never reads them), past
+// L1 (ldg_no_l1).
+template <int kAhead, int C, int64_t kStride>
 __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* const (&wr)[C],
                                            int64_t base, int64_t K8) {
 #pragma unroll
   for (int u = 0; u < kAhead; ++u)
 #pragma unroll
     for (int c = 0; c < C; ++c)
-      if (base + kStride * u < K8) wv[u][c] = WL::load(wr[c] + base + kStride * u);
+      if (base + kStride * u < K8) wv[u][c] = ldg_no_l1(wr[c] + base + kStride * u);
 }
 
 // Warp `part` of S's share of acc[c][m] = Σ_k bf16(xin(m, k)) · w_c[k] over K = 8 · K8 (x rows of
@@ -170,14 +141,8 @@ __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* 
 // every thread of the block must get here: a warp whose column is past the end passes live = false
 // (it starts past K8: no loads, no products, acc 0) instead of returning early, and nothing before
 // the prologue leaves the function.
-//
-// WL: where the weight rows are (WeightsGlobal, WeightsShared). XT: x's element type — float, or
-// uint16_t for bf16 rows written earlier in the same kernel (gemv_mlp.cu's act; read with
-// ld_written, no norm): bf16 -> f32 is exact, so a row stored as bf16(v) feeds the FMAs the value
-// round_bf16(v) that the f32 row v would — the same products, the same sums.
-template <int M, int C, bool kNorm, int S, typename WL = WeightsGlobal, typename XT = float,
-          typename Prologue>
-__device__ __forceinline__ void dot_rows_impl(const XT* __restrict__ x,
+template <int M, int C, bool kNorm, int S, typename Prologue>
+__device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
                                               const float* __restrict__ nw,
                                               const uint4* const (&wr)[C], int64_t K8, bool live,
                                               int part, int lane, float (&acc)[C][M],
@@ -201,11 +166,11 @@ __device__ __forceinline__ void dot_rows_impl(const XT* __restrict__ x,
   const int64_t first = base;
   // The first batch is issued before the prologue (the wait for the previous kernel, and with
   // kNorm the rstd reduction); the loop's first iteration uses it.
-  load_batch<kAhead, C, kStride, WL>(wv, wr, base, K8);
+  load_batch<kAhead, C, kStride>(wv, wr, base, K8);
   float rstd[M];
   prologue(rstd);
   for (; base < K8; base += kBatch) {
-    if (base != first) load_batch<kAhead, C, kStride, WL>(wv, wr, base, K8);
+    if (base != first) load_batch<kAhead, C, kStride>(wv, wr, base, K8);
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t k8 = base + kStride * u;
@@ -225,26 +190,17 @@ __device__ __forceinline__ void dot_rows_impl(const XT* __restrict__ x,
       }
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        float xv[8];
-        if constexpr (std::is_same_v<XT, float>) {
-          const float4* xr = reinterpret_cast<const float4*>(x + m * K) + k8 * 2;
-          float4 a = xr[0], b = xr[1];
-          if constexpr (kNorm) {
-            const float r = rstd[m];
-            a = make_float4(rms::normed(a.x, r, na.x), rms::normed(a.y, r, na.y),
-                            rms::normed(a.z, r, na.z), rms::normed(a.w, r, na.w));
-            b = make_float4(rms::normed(b.x, r, nb.x), rms::normed(b.y, r, nb.y),
-                            rms::normed(b.z, r, nb.z), rms::normed(b.w, r, nb.w));
-          }
-          xv[0] = round_bf16(a.x), xv[1] = round_bf16(a.y), xv[2] = round_bf16(a.z);
-          xv[3] = round_bf16(a.w), xv[4] = round_bf16(b.x), xv[5] = round_bf16(b.y);
-          xv[6] = round_bf16(b.z), xv[7] = round_bf16(b.w);
-        } else {
-          static_assert(std::is_same_v<XT, uint16_t> && !kNorm, "bf16 rows, no norm");
-          const uint4 v = ld_written(reinterpret_cast<const uint4*>(x + m * K) + k8);
-          xv[0] = bf16_lo(v.x), xv[1] = bf16_hi(v.x), xv[2] = bf16_lo(v.y), xv[3] = bf16_hi(v.y);
-          xv[4] = bf16_lo(v.z), xv[5] = bf16_hi(v.z), xv[6] = bf16_lo(v.w), xv[7] = bf16_hi(v.w);
+        const float4* xr = reinterpret_cast<const float4*>(x + m * K) + k8 * 2;
+        float4 a = xr[0], b = xr[1];
+        if constexpr (kNorm) {
+          const float r = rstd[m];
+          a = make_float4(rms::normed(a.x, r, na.x), rms::normed(a.y, r, na.y),
+                          rms::normed(a.z, r, na.z), rms::normed(a.w, r, na.w));
+          b = make_float4(rms::normed(b.x, r, nb.x), rms::normed(b.y, r, nb.y),
+                          rms::normed(b.z, r, nb.z), rms::normed(b.w, r, nb.w));
         }
+        const float xv[8] = {round_bf16(a.x), round_bf16(a.y), round_bf16(a.z), round_bf16(a.w),
+                             round_bf16(b.x), round_bf16(b.y), round_bf16(b.z), round_bf16(b.w)};
 #pragma unroll
         for (int c = 0; c < C; ++c) {
           float s = acc[c][m];
@@ -335,14 +291,13 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane, bool
 // there), then combine_parts. Returns whether this warp holds them (write the epilogue from its
 // lane 0): false for the warps of a column that is not live (all S of them are, or none).
 // wait_free / release: combine_parts' reuse flags, for a block that loops over column tiles.
-// WL, XT: dot_rows_impl's.
-template <int M, int C, bool kNorm, int S, int W, typename WL = WeightsGlobal, typename XT = float,
-          typename Prologue>
-__device__ __forceinline__ bool column_sums(const XT* __restrict__ x, const float* __restrict__ nw,
+template <int M, int C, bool kNorm, int S, int W, typename Prologue>
+__device__ __forceinline__ bool column_sums(const float* __restrict__ x,
+                                            const float* __restrict__ nw,
                                             const uint4* const (&wr)[C], int64_t K8, bool live,
                                             int lane, float (&acc)[C][M], Prologue&& prologue,
                                             bool wait_free = false, bool release = false) {
-  dot_rows_impl<M, C, kNorm, S, WL, XT>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
+  dot_rows_impl<M, C, kNorm, S>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
   return live && combine_parts<M, C, S, W>(acc, lane, wait_free, release);
 }
 

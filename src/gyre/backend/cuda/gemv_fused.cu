@@ -32,7 +32,6 @@
 
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/gemv_fused.h"
-#include "gyre/backend/cuda/gemv_fused_tiles.cuh"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/cuda/silu.cuh"
 
@@ -40,18 +39,117 @@ namespace gyre::cuda {
 
 namespace {
 
-using gemv::for_tiles;
-using gemv::kColumnsOf;
-using gemv::kThreadsOf;
-using gemv::kTileLoop;
-using gemv::kWarpsOf;
-using gemv::warp_column;
+// Threads per block: the plain GEMV's 4 warps, or rms_norm's block size with the prologue.
+template <bool kNorm>
+constexpr int kThreadsOf = kNorm ? rms::kThreads : gemv::kWarpsPerBlock * 32;
 constexpr int kThreads = kThreadsOf<false>;
+static_assert(rms::kThreads % 32 == 0 && rms::kThreads <= 1024, "whole warps, one block");
+
+// Warps per block, and output columns per block with S warps per column.
+template <bool kNorm>
+constexpr int kWarpsOf = kThreadsOf<kNorm> / 32;
+template <bool kNorm, int S>
+constexpr int kColumnsOf = kWarpsOf<kNorm> / S;
 
 // Blocks for `columns` output columns.
 template <bool kNorm, int S>
 unsigned blocks_for(int64_t columns) {
   return unsigned((columns + kColumnsOf<kNorm, S> - 1) / kColumnsOf<kNorm, S>);
+}
+
+// This warp's column in column tile `tile` (the tile's columns in order; S adjacent warps per
+// column). Without kNorm a block computes one tile, tile blockIdx.x.
+template <bool kNorm, int S>
+__device__ __forceinline__ int64_t warp_column(int64_t tile) {
+  return tile * kColumnsOf<kNorm, S> + gemv::column_slot<S>();
+}
+template <bool kNorm, int S>
+__device__ __forceinline__ int64_t warp_column() {
+  return warp_column<kNorm, S>(blockIdx.x);
+}
+
+// The RMSNorm prologue, gemv::column_sums' `prologue` argument: rs[m] = rstd of row m of x
+// (rms_row.cuh; block-wide: every thread of the block calls it), and block 0 also stores
+// rms_norm's outputs where the caller asked for them. Without kNorm: nothing (rs is unused by
+// dot_rows_impl<..., false>).
+template <int M, bool kNorm>
+struct RmsRstd {
+  const float* x;
+  const RmsPrologue& nrm;
+  int64_t K;
+
+  __device__ __forceinline__ void operator()(float (&rs)[M]) const {
+    pdl_wait();  // x and the residual come from the previous kernels (pdl.cuh, NoPrologue)
+#pragma unroll
+    for (int m = 0; m < M; ++m) rs[m] = 0.0f;
+    if constexpr (kNorm) {
+      // Unrolled (M is a template constant), so rs stays in registers.
+#pragma unroll
+      for (int m = 0; m < M; ++m) rs[m] = rms::row_rstd(x + m * K, K, nrm.eps);
+      if (blockIdx.x == 0) {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          if (nrm.rstd && threadIdx.x == 0) nrm.rstd[m] = rs[m];
+          if (nrm.xn)
+            for (int64_t c = threadIdx.x; c < K; c += rms::kThreads)
+              nrm.xn[m * K + c] = rms::normed(x[m * K + c], rs[m], nrm.w[c]);
+        }
+      }
+    }
+  }
+};
+
+// The *_rms kernels' column tiles: with kTileLoop a block loops over tiles blockIdx.x, blockIdx.x +
+// gridDim.x, ... < tiles (the grid is sized to the resident blocks, grid_of), so the rstd
+// reduction runs ONCE per block instead of once per tile: the first tile's prologue is RmsRstd
+// (after that tile's first batch of weight loads, as before), the later tiles' copies the rstds
+// kept in registers (their loads are issued the same way, nothing else to hide). Every f32
+// operation of a column is the same (the same reduction at the same block size, the same
+// dot_rows_impl), so the results are bitwise those of one tile per block; block 0's side outputs
+// (RmsRstd: xn, rstd) are written once, in its first tile. Without kTileLoop the grid is one block
+// per tile and body(blockIdx.x, ...) runs once, as before.
+// body(tile, prologue, wait_free, release) computes the block's columns of `tile`; the flags are
+// combine_parts' (a slot's column is live in a tile iff tile · columns-per-block + slot < columns,
+// monotonic in the tile, so release at one tile == wait_free at the block's next).
+//
+// Only for M <= kTileLoopMaxRows: the loop keeps the rstds and the tile bookkeeping live across
+// the tiles, which costs registers (M = 1: silu_mul_rms 102 -> 112, group_rms 74 -> 75, no
+// spills; at M >= 2 ptxas spilled in some variants and silu_mul_rms<8> went to 144 registers,
+// 1 block/SM), so larger M keep one tile per block and the per-block reduction.
+constexpr int kTileLoopMaxRows = 1;
+template <bool kNorm, int M>
+constexpr bool kTileLoop = (kNorm && M <= kTileLoopMaxRows);
+
+template <int M, bool kNorm, int S, typename Body>
+__device__ __forceinline__ void for_tiles(const float* x, const RmsPrologue& nrm, int64_t K,
+                                          int64_t columns, Body&& body) {
+  if constexpr (!kTileLoop<kNorm, M>) {
+    body(int64_t(blockIdx.x), RmsRstd<M, kNorm>{x, nrm, K}, false, false);
+  } else {
+    constexpr int64_t kCols = kColumnsOf<kNorm, S>;
+    const int64_t tiles = (columns + kCols - 1) / kCols;
+    const int slot = gemv::column_slot<S>();
+    float rs[M];  // the block's row rstds, from the first tile's prologue
+    // The first tile (every block has one: grid <= tiles) with the block-wide reduction.
+    int64_t tile = blockIdx.x;
+    body(
+        tile,
+        [&](float(&r)[M]) {
+          RmsRstd<M, true>{x, nrm, K}(r);
+#pragma unroll
+          for (int m = 0; m < M; ++m) rs[m] = r[m];
+        },
+        false, (tile + gridDim.x) * kCols + slot < columns);
+    // The later tiles: no barrier but the columns' own (combine_parts).
+    for (tile += gridDim.x; tile < tiles; tile += gridDim.x)
+      body(
+          tile,
+          [&](float(&r)[M]) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) r[m] = rs[m];
+          },
+          true, (tile + gridDim.x) * kCols + slot < columns);
+  }
 }
 
 // Columns [0, n_0) belong to member 0, the next n_1 to member 1, ...; blocks may straddle members.
@@ -107,8 +205,31 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
                          const float* __restrict__ bu, int64_t N, int64_t K,
                          float* __restrict__ out) {
   pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
-  gemv::silu_mul_tiles<M, kNorm, S>(x, nrm, wg, bg, wu, bu, N, K,
-                                    [&](int64_t i, float v) { out[i] = v; });
+  const int lane = int(threadIdx.x) & 31;
+  for_tiles<M, kNorm, S>(
+      x, nrm, K, N, [&](int64_t tile, auto&& prologue, bool wait_free, bool release) {
+        const int64_t n = warp_column<kNorm, S>(tile);
+        // A column past N (all S warps of it together): with kNorm it still joins the block's rstd
+        // reduction, as column_sums' live = false.
+        const bool live = n < N;
+        if (!kNorm && !live) return;
+        const int64_t K8 = K / 8;
+        const uint4* const wr[2] = {live ? wg + n * K8 : wg, live ? wu + n * K8 : wu};
+        float acc[2][M];
+        if (!gemv::column_sums<M, 2, kNorm, S, kWarpsOf<kNorm>>(x, nrm.w, wr, K8, live, lane, acc,
+                                                                prologue, wait_free, release))
+          return;
+        if (lane == 0)
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            // The autocast MLP's gate and up are bf16 (docs/cuda.md): the column value the plain
+            // GEMV stores, rounded as f32_to_bf16 rounds it (round_bf16: round to nearest even,
+            // back to f32 exactly), is the value ops::silu_mul reads from ops::linear's bf16 y.
+            const float g = gemv::round_bf16(gemv::with_bias(acc[0][m], bg, n));
+            const float u = gemv::round_bf16(gemv::with_bias(acc[1][m], bu, n));
+            out[m * N + n] = silu_mul_value(g, u);  // silu_mul's expression (silu.cuh)
+          }
+      });
 }
 
 // r and y may be the same buffer: not __restrict__.

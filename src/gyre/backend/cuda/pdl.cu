@@ -1,12 +1,6 @@
 // Host side of pdl.cuh: whether programmatic dependent launch is on, and the barrier launch.
-#include <cstdlib>
-#include <mutex>
-#include <set>
-#include <string>
-
 #include "gyre/backend/cuda/pdl.cuh"
 #include "gyre/core/env.h"
-#include "gyre/core/error.h"
 
 namespace gyre::cuda {
 
@@ -37,25 +31,6 @@ bool pdl_take_barrier() {
   const bool was = t_barrier_pending;
   t_barrier_pending = false;
   return was;
-}
-
-void apply_decode_carveout(const void* kernel) {
-  static const int carveout = [] {
-    const char* v = std::getenv("GYRE_DECODE_CARVEOUT");
-    if (!v || !*v) return -1;
-    const int c = std::atoi(v);
-    if (c < 0 || c > 100 || std::to_string(c) != v)
-      throw Error(ErrorKind::invalid_argument,
-                  std::string("GYRE_DECODE_CARVEOUT must be an integer 0-100, got '") + v + "'");
-    return c;
-  }();
-  if (carveout < 0) return;
-  static std::mutex mu;
-  static std::set<const void*> done;
-  std::lock_guard<std::mutex> lock(mu);
-  if (!done.insert(kernel).second) return;
-  GYRE_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
 }
 
 }  // namespace gyre::cuda

@@ -58,7 +58,6 @@ __device__ __forceinline__ void pdl_wait() {
 template <typename... Params, typename... Args>
 void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                 Args&&... args) {
-  apply_decode_carveout(reinterpret_cast<const void*>(kernel));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;

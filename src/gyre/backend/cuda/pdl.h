@@ -19,10 +19,4 @@ bool pdl_barrier_pending();
 // Clears this thread's pending pdl_barrier() and says whether there was one: launch_pdl's question.
 bool pdl_take_barrier();
 
-// GYRE_DECODE_CARVEOUT (0-100, unset: nothing): sets cudaFuncAttributePreferredSharedMemoryCarveout
-// of each kernel launch_pdl launches, once per kernel — a measurement switch: an SM runs blocks of
-// one L1 / shared-memory split at a time, so a kernel needing much shared memory (gemv_mlp.cu) next
-// to kernels preferring L1 may wait for SMs to drain before PDL can overlap them. pdl.cu.
-void apply_decode_carveout(const void* kernel);
-
 }  // namespace gyre::cuda
