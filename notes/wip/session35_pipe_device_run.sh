@@ -1,0 +1,86 @@
+#!/bin/bash
+# One device-machine call for notes/wip/session35_gemv_pipe.patch (apply to 7583493 or later,
+# build, pack): the pipelined M = 1 gate/up and down GEMVs behind GYRE_GEMV_PIPE (bit 1 gate/up
+# silu_mul_rms, bit 2 down_proj residual; unset = the landed kernels).
+#   pipetests  backend fused-GEMV / decode-stack tests and the infer decode tests at GYRE_GEMV_PIPE=3
+#              (bitwise checks against the unfused GEMVs), then compute-sanitizer racecheck on the
+#              landed S = 4 kernels (AddResidual at K = 4864) and under PIPE=3
+#   pipe       bench_rollout_gpu batch 1: PIPE_15 / PIPE_05 lists of GYRE_GEMV_PIPE values
+#   trace      CUPTI critical path of the 1.5B batch-1 step at GYRE_GEMV_PIPE=$TRACE_PIPE
+# Build and pack here (DIR in .git/info/exclude; pass it to the device tool's carry):
+#   ninja -C build gyre_gpu_backend_tests gyre_gpu_infer_tests bench_rollout_gpu gyre_cli
+#   bash bench/pack_device_libs.sh DIR build/tests/gyre_gpu_backend_tests \
+#     build/tests/gyre_gpu_infer_tests build/bin/bench_rollout_gpu build/bin/gyre \
+#     build/lib/libgyre_cupti_trace.so
+# Usage on the device: GYRE_DEVRUN=DIR SRC_LINK=/path/of/the/build/source bash THIS [parts]
+# $OUT receives results.tar.gz and summary.txt only. Batch-1 runs take 37-55 s each (start, model
+# build, warm-up, capture, the b1 drive): give each 75 s.
+set -u
+OUT=${OUT:-/tmp/gyre_out}
+D=${GYRE_DEVRUN:-.devrun}
+R=/tmp/gyre_results
+mkdir -p "$OUT" "$R"
+source bench/device_env.sh  # unpack, LD_LIBRARY_PATH, SRC_LINK, GYRE_BIN
+S=$OUT/summary.txt
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
+T0=$SECONDS
+LIMIT=${LIMIT:-540}
+note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
+left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
+what=" ${*:-pipetests pipe trace} "
+gt() {  # name binary filter [env...]
+  local name=$1 bin=$2 filter=$3
+  shift 3
+  left 60 || return
+  env "$@" timeout 200 "$D/bin/$bin" --gtest_filter="$filter" >"$R/$name.log" 2>&1
+  note "$name: exit $?"
+  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is|error" "$R/$name.log" | head -24 | tee -a "$S"
+}
+if [[ $what == *" pipetests "* ]]; then
+  F='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*:CudaGraph*'
+  gt backend_pipe gyre_gpu_backend_tests "$F" GYRE_GEMV_PIPE=3
+  gt infer_pipe gyre_gpu_infer_tests 'DecodeFusion*:DecodeGraph*:EngineBf16*:DecodeLookAhead*' GYRE_GEMV_PIPE=3
+  for p in 0 3; do
+    left 90 || break
+    GYRE_GEMV_PIPE=$p timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 \
+      "$D/bin/gyre_gpu_backend_tests" --gtest_filter='FusedLinearCuda.RmsNormSiluMulIsOneKernel*:FusedLinearCuda.AddResidualIsOneKernel*' \
+      >"$R/race_pipe$p.log" 2>&1
+    note "racecheck PIPE=$p: exit $?"
+    grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) |Race reported" "$R/race_pipe$p.log" | sort | uniq -c | head -6 | tee -a "$S"
+  done
+fi
+b1() {  # shape pipe
+  local log=$R/b1_$1_$2_$SECONDS.log
+  GYRE_GEMV_PIPE=$2 timeout 75 "$D/bin/bench_rollout_gpu" --shape "$1" --precision bf16 \
+    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
+  local rc=$? line
+  line=$(grep decode_b1 "$log")
+  if [[ -z $line ]]; then
+    note "pipe=$2 $1: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
+    return
+  fi
+  echo "pipe=$2 $line" >>"$R/b1.jsonl"
+  echo "$line" | python3 -c 'import sys, json
+j = json.loads(sys.stdin.read())
+print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
+    sed "s/^/pipe=$2 exit $rc /" | tee -a "$S"
+}
+if [[ $what == *" pipe "* ]]; then
+  for v in ${PIPE_15:-0 3 1 2 0 3}; do left 60 && b1 qwen2.5-1.5b $v; done
+  for v in ${PIPE_05:-0 3}; do left 60 && b1 qwen2.5-0.5b $v; done
+  note "pipe done"
+fi
+if [[ $what == *" trace "* ]] && left 60; then
+  v=${TRACE_PIPE:-3}
+  GYRE_GEMV_PIPE=$v GYRE_CUPTI_TRACE=$R/trace_15b.$v.csv \
+    LD_PRELOAD=$PWD/$D/bin/libgyre_cupti_trace.so timeout 75 "$D/bin/bench_rollout_gpu" \
+    --shape qwen2.5-1.5b --precision bf16 --batch 1 --new 128 --iters 1 --decode-fusion on \
+    --budget-s 12 2>>"$R/trace.err" | grep decode_b1 >>"$R/trace_b1.jsonl"
+  python3 bench/cupti_timeline.py "$R/trace_15b.$v.csv" --marker pick_kernel --burst-ms 0.2 \
+    --steps 300 --critical --top 14 --gap-us 3 >"$R/trace_15b.$v.txt" 2>&1
+  note "trace 1.5b pipe=$v"
+  sed -n '/^critical/,$p' "$R/trace_15b.$v.txt" | head -20 >>"$S"
+  gzip -f "$R/trace_15b.$v.csv"
+fi
+tar czf "$OUT/results.tar.gz" -C "$R" .
+note "packed"
