@@ -16,50 +16,15 @@
 #     build/lib/libgyre_cupti_trace.so
 # Usage on the device: GYRE_DEVRUN=DIR SRC_LINK=/path/of/the/build/source bash THIS [parts]
 # $OUT receives results.tar.gz and summary.txt only (the device tool returns few files).
-set -u
-OUT=${OUT:-/tmp/gyre_out}
-D=${GYRE_DEVRUN:-.devrun}
-R=/tmp/gyre_results
-mkdir -p "$OUT" "$R"
-source bench/device_env.sh  # unpack, LD_LIBRARY_PATH, SRC_LINK, GYRE_BIN
-S=$OUT/summary.txt
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
-T0=$SECONDS
-LIMIT=${LIMIT:-540}  # start no part past this many seconds (the call's limit is 600)
-note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
-left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
+source bench/device_run_lib.sh  # OUT, R, S, note, left, gt, b1_run (and device_env.sh)
 what=" ${*:-tests b1 san trace b8} "
-gt() {  # name binary filter [env...]: one gtest run, its verdict lines in the summary
-  local name=$1 bin=$2 filter=$3
-  shift 3
-  left 60 || return
-  env "$@" timeout 200 "$D/bin/$bin" --gtest_filter="$filter" >"$R/$name.log" 2>&1
-  note "$name: exit $?"
-  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is|error" "$R/$name.log" | head -24 | tee -a "$S"
-}
 if [[ $what == *" tests "* ]]; then
   F='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*:CudaGraph*:*Paged*'
   gt backend gyre_gpu_backend_tests "$F"
   gt infer gyre_gpu_infer_tests '*'
   gt infer_mlp_off gyre_gpu_infer_tests 'DecodeFusion*:DecodeGraph*:EngineBf16*' GYRE_GEMV_MLP=0
 fi
-b1() {  # shape mlp
-  local log=$R/b1_$1_$2_$SECONDS.log
-  GYRE_GEMV_MLP=$2 timeout 75 "$D/bin/bench_rollout_gpu" --shape "$1" --precision bf16 \
-    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
-  local rc=$?
-  local line
-  line=$(grep decode_b1 "$log")
-  if [[ -z $line ]]; then
-    note "mlp=$2 $1: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
-    return
-  fi
-  echo "mlp=$2 $line" >>"$R/b1.jsonl"
-  echo "$line" | python3 -c 'import sys, json
-j = json.loads(sys.stdin.read())
-print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
-    sed "s/^/mlp=$2 exit $rc /" | tee -a "$S"
-}
+b1() { b1_run "mlp=$2" "$1" GYRE_GEMV_MLP=$2; }  # shape value
 if [[ $what == *" b1 "* ]]; then
   for v in 1 0 1 0; do left 60 && b1 qwen2.5-1.5b $v; done
   for v in 1 0 1; do left 60 && b1 qwen2.5-0.5b $v; done
@@ -79,8 +44,7 @@ if [[ $what == *" var "* ]]; then
   for t in ${B1_VARS:-1.5b:0:tma 1.5b:1:async 1.5b:1:async-tiles 1.5b:1:tma-tiles 1.5b:0:tma}; do
     IFS=: read -r sh v c <<<"$t"
     left 60 || break
-    GYRE_GEMV_MLP_COPY=$c b1 qwen2.5-$sh $v
-    sed -i "\$ s/^/copy=$c /" "$S"
+    b1_run "copy=$c mlp=$v" qwen2.5-$sh GYRE_GEMV_MLP=$v GYRE_GEMV_MLP_COPY=$c
   done
   note "var done"
 fi

@@ -15,27 +15,8 @@
 # Usage on the device: GYRE_DEVRUN=DIR SRC_LINK=/path/of/the/build/source bash THIS [parts]
 # $OUT receives results.tar.gz and summary.txt only. Batch-1 runs take 37-55 s each (start, model
 # build, warm-up, capture, the b1 drive): give each 75 s.
-set -u
-OUT=${OUT:-/tmp/gyre_out}
-D=${GYRE_DEVRUN:-.devrun}
-R=/tmp/gyre_results
-mkdir -p "$OUT" "$R"
-source bench/device_env.sh  # unpack, LD_LIBRARY_PATH, SRC_LINK, GYRE_BIN
-S=$OUT/summary.txt
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
-T0=$SECONDS
-LIMIT=${LIMIT:-540}
-note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
-left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
+source bench/device_run_lib.sh  # OUT, R, S, note, left, gt, b1_run (and device_env.sh)
 what=" ${*:-pipetests pipe trace} "
-gt() {  # name binary filter [env...]
-  local name=$1 bin=$2 filter=$3
-  shift 3
-  left 60 || return
-  env "$@" timeout 200 "$D/bin/$bin" --gtest_filter="$filter" >"$R/$name.log" 2>&1
-  note "$name: exit $?"
-  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is|error" "$R/$name.log" | head -24 | tee -a "$S"
-}
 if [[ $what == *" pipetests "* ]]; then
   F='FusedLinearCuda*:LinearGroupCuda*:Gemv*:CudaAutocast*:PdlChainCuda*:DecodeStackCuda*:CudaGraph*'
   gt backend_pipe gyre_gpu_backend_tests "$F" GYRE_GEMV_PIPE=3
@@ -49,22 +30,7 @@ if [[ $what == *" pipetests "* ]]; then
     grep -E "ERROR SUMMARY|^\[  (FAILED|PASSED) |Race reported" "$R/race_pipe$p.log" | sort | uniq -c | head -6 | tee -a "$S"
   done
 fi
-b1() {  # shape pipe
-  local log=$R/b1_$1_$2_$SECONDS.log
-  GYRE_GEMV_PIPE=$2 timeout 75 "$D/bin/bench_rollout_gpu" --shape "$1" --precision bf16 \
-    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
-  local rc=$? line
-  line=$(grep decode_b1 "$log")
-  if [[ -z $line ]]; then
-    note "pipe=$2 $1: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
-    return
-  fi
-  echo "pipe=$2 $line" >>"$R/b1.jsonl"
-  echo "$line" | python3 -c 'import sys, json
-j = json.loads(sys.stdin.read())
-print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
-    sed "s/^/pipe=$2 exit $rc /" | tee -a "$S"
-}
+b1() { b1_run "pipe=$2" "$1" GYRE_GEMV_PIPE=$2; }  # shape value
 if [[ $what == *" pipe "* ]]; then
   for v in ${PIPE_15:-0 3 1 2 0 3}; do left 60 && b1 qwen2.5-1.5b $v; done
   for v in ${PIPE_05:-0 3}; do left 60 && b1 qwen2.5-0.5b $v; done

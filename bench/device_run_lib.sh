@@ -1,0 +1,49 @@
+# Sourced by a device-machine script (bash, after `set -u`): the shared frame of the
+# notes/wip/*_device_run.sh scripts. Sources bench/device_env.sh (unpack, LD_LIBRARY_PATH,
+# SRC_LINK, GYRE_BIN), then sets OUT (what the device tool returns: keep to summary.txt and one
+# tarball), R (the results folder to pack), S (the summary), T0 and LIMIT (start no part past
+# LIMIT seconds; the call's limit is 600) and defines:
+#   note MSG              a line with the elapsed seconds, into the summary
+#   left [SECONDS]        whether SECONDS (default 30) are left before LIMIT
+#   gt NAME BIN FILTER [VAR=VALUE...]   one gtest run of $D/bin/BIN, its verdict lines in the summary
+#   b1_run LABEL SHAPE [VAR=VALUE...]   one bench_rollout_gpu batch-1 run (bf16, decode fusion on,
+#                         75 s: a run takes 37-55 s from process start); its decode_b1 line goes to
+#                         $R/b1.jsonl and "LABEL exit RC shape ms median ratio" to the summary
+set -u
+OUT=${OUT:-/tmp/gyre_out}
+D=${GYRE_DEVRUN:-.devrun}
+R=${R:-/tmp/gyre_results}
+mkdir -p "$OUT" "$R"
+source bench/device_env.sh
+S=$OUT/summary.txt
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,power.limit --format=csv | tee -a "$S"
+T0=$SECONDS
+LIMIT=${LIMIT:-540}
+note() { echo "$1 ($((SECONDS - T0)) s)" | tee -a "$S"; }
+left() { (( SECONDS - T0 < LIMIT - ${1:-30} )); }
+gt() {
+  local name=$1 bin=$2 filter=$3
+  shift 3
+  left 60 || return
+  env "$@" timeout 200 "$D/bin/$bin" --gtest_filter="$filter" >"$R/$name.log" 2>&1
+  note "$name: exit $?"
+  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is|error" "$R/$name.log" | head -24 | tee -a "$S"
+}
+b1_run() {
+  local label=$1 shape=$2
+  shift 2
+  local log=$R/b1_${shape}_$SECONDS.log
+  env "$@" timeout 75 "$D/bin/bench_rollout_gpu" --shape "$shape" --precision bf16 \
+    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
+  local rc=$? line
+  line=$(grep decode_b1 "$log")
+  if [[ -z $line ]]; then
+    note "$label $shape: exit $rc, no decode_b1 line ($(tail -c 300 "$log" | tr '\n' ' '))"
+    return
+  fi
+  echo "$label $line" >>"$R/b1.jsonl"
+  echo "$line" | python3 -c 'import sys, json
+j = json.loads(sys.stdin.read())
+print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
+    sed "s/^/$label exit $rc /" | tee -a "$S"
+}
