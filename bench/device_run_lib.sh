@@ -7,6 +7,7 @@
 #   left [SECONDS]        whether SECONDS (default 30) are left before LIMIT
 #   gt NAME BIN FILTER [VAR=VALUE...]   one gtest run of $D/bin/BIN, its verdict lines in the summary
 #   b1_run LABEL SHAPE [VAR=VALUE...]   one bench_rollout_gpu batch-1 run (bf16, decode fusion on,
+#                         --b1-only: no batch run, no weight-sync figures;
 #                         75 s: a run takes 37-55 s from process start); its decode_b1 line goes to
 #                         $R/b1.jsonl and "LABEL exit RC shape ms median ratio" to the summary
 set -u
@@ -32,9 +33,9 @@ gt() {
 b1_run() {
   local label=$1 shape=$2
   shift 2
-  local log=$R/b1_${shape}_$SECONDS.log
+  local log=$R/b1_${shape}_$SECONDS.log t=$SECONDS
   env "$@" timeout 75 "$D/bin/bench_rollout_gpu" --shape "$shape" --precision bf16 \
-    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 >"$log" 2>&1
+    --batch 1 --iters 1 --new 128 --decode-fusion on --budget-s 20 --b1-only 1 >"$log" 2>&1
   local rc=$? line
   line=$(grep decode_b1 "$log")
   if [[ -z $line ]]; then
@@ -45,5 +46,5 @@ b1_run() {
   echo "$line" | python3 -c 'import sys, json
 j = json.loads(sys.stdin.read())
 print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
-    sed "s/^/$label exit $rc /" | tee -a "$S"
+    sed "s/^/$label exit $rc $((SECONDS - t)) s /" | tee -a "$S"
 }

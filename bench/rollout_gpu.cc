@@ -33,6 +33,8 @@
 //          [--decode-fusion ab|on|off] [--cuda-graph-max-bs N (0: no graphs)]
 //          [--look-ahead 0|1] [--stop-ids K (the batch run's rows also stop on ids 0..K-1)]
 //          [--skip-b1 1] (no batch-1 runs: e.g. an ncu profile of the batch run's steps)
+//          [--b1-only 1] (stop after the batch-1 lines: A/B runs of the decode kernels, where the
+//          batch run and the weight-sync figures would only cost device time)
 // The workload itself (requests, engine sizing, inline driving) is gyre::bench's
 // (bench/workloads.h), shared with `gyre bench rollout`.
 #include <algorithm>
@@ -179,7 +181,7 @@ int main(int argc, char** argv) {
   double budget_s = 90;
   std::string shape = "qwen2.5-0.5b", precision = "f32", device = "cuda";
   std::string decode_fusion = "ab";  // --decode-fusion on|off|ab (ab: batch 1 both ways)
-  bool skip_b1 = false;
+  bool skip_b1 = false, b1_only = false;
   bool look_ahead = true;  // --look-ahead 0|1: EngineConfig::decode_look_ahead (A/B runs)
   // --stop-ids K: the batch run's requests also stop on ids 0..K-1 (ignore_eos leaves
   // stop_token_ids in force), so they end at different lengths, as RL rollouts stopping on EOS
@@ -200,6 +202,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     if (!std::strcmp(argv[i], "--decode-fusion")) decode_fusion = argv[i + 1];
     if (!std::strcmp(argv[i], "--skip-b1")) skip_b1 = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--b1-only")) b1_only = std::atoi(argv[i + 1]) != 0;
     if (!std::strcmp(argv[i], "--look-ahead")) look_ahead = std::atoi(argv[i + 1]) != 0;
     if (!std::strcmp(argv[i], "--stop-ids")) stop_ids = std::atoi(argv[i + 1]);
   }
@@ -208,6 +211,8 @@ int main(int argc, char** argv) {
     if (batch < 1 || prompt < 1 || new_tokens < 1 || iters < 1)
       GYRE_THROW(invalid_argument, "--batch, --prompt, --new and --iters must be >= 1");
     if (stop_ids < 0) GYRE_THROW(invalid_argument, "--stop-ids {}: expected >= 0", stop_ids);
+    if (skip_b1 && b1_only)
+      GYRE_THROW(invalid_argument, "--skip-b1 1 and --b1-only 1 leave nothing to measure");
     if (decode_fusion != "on" && decode_fusion != "off" && decode_fusion != "ab")
       GYRE_THROW(invalid_argument, "--decode-fusion {}: expected on, off or ab", decode_fusion);
     auto cfg = gyre::model::named_shape(shape);
@@ -292,6 +297,7 @@ int main(int argc, char** argv) {
           shape.c_str(), precision.c_str(), ms_of[0], ms_of[1], ms_of[0] / ms_of[1], bound_bf16);
       std::fflush(stdout);
     }
+    if (b1_only) return 0;
     gyre::model::set_decode_fusion(decode_fusion != "off");  // the batch run
 
     // One short run of the batch's shape first, untimed: GEMM autotuning (backend/cuda/
