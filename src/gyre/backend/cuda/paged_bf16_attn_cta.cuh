@@ -219,10 +219,15 @@ __device__ __forceinline__ void load_q_rope(float* qs, const AttnParams& p,
 // The fused decode's cache write for (token q0, kv head g): rope(k_new) and v_new rounded to bf16
 // at cache slot `slot` (>= 0) — rope_kv_write.cu's k/v items: the same rotation of the same pair,
 // the same rounding, the same element offsets. Threads [0, D/2) take the key's pairs, [D/2, D) the
-// value's. The caller __syncthreads before any thread loads the tile holding this key.
+// value's. The caller __syncthreads before any thread loads the tile holding this key — unless it
+// passes that tile's rows for the key: ks_row / vs_row (shared memory, or null) then receive the
+// same bf16 bits as the cache, and the tile was copied without this key's row (load_kv_tile's
+// skip_pos), so nothing in the CTA reads the key back from global memory.
 template <int D>
 __device__ __forceinline__ void write_new_kv(const AttnParams& p, const RopeAttnParams& rp,
-                                             const Item& it, int pos, int slot) {
+                                             const Item& it, int pos, int slot,
+                                             unsigned char* ks_row = nullptr,
+                                             unsigned char* vs_row = nullptr) {
   static_assert(D <= kThreads, "one thread per key pair and per value pair");
   constexpr int kHalf = D / 2;
   const int64_t src = (int64_t(it.q0) * p.Hkv + it.g) * D;
@@ -233,12 +238,23 @@ __device__ __forceinline__ void write_new_kv(const AttnParams& p, const RopeAttn
     float ka, kb;
     rope_detail::rope_rotate(rp.k_new[src + i], rp.k_new[src + i + kHalf], rp.cos[row], rp.sin[row],
                              ka, kb);
-    rp.k_cache_w[dst + i] = uint16_t(to_bf16_bits(ka));
-    rp.k_cache_w[dst + i + kHalf] = uint16_t(to_bf16_bits(kb));
+    const uint16_t a = uint16_t(to_bf16_bits(ka)), b = uint16_t(to_bf16_bits(kb));
+    rp.k_cache_w[dst + i] = a;
+    rp.k_cache_w[dst + i + kHalf] = b;
+    if (ks_row) {
+      reinterpret_cast<uint16_t*>(ks_row)[i] = a;
+      reinterpret_cast<uint16_t*>(ks_row)[i + kHalf] = b;
+    }
   } else if (i < D) {
     const int j = i - kHalf;
-    rp.v_cache_w[dst + j] = uint16_t(to_bf16_bits(rp.v_new[src + j]));
-    rp.v_cache_w[dst + j + kHalf] = uint16_t(to_bf16_bits(rp.v_new[src + j + kHalf]));
+    const uint16_t a = uint16_t(to_bf16_bits(rp.v_new[src + j]));
+    const uint16_t b = uint16_t(to_bf16_bits(rp.v_new[src + j + kHalf]));
+    rp.v_cache_w[dst + j] = a;
+    rp.v_cache_w[dst + j + kHalf] = b;
+    if (vs_row) {
+      reinterpret_cast<uint16_t*>(vs_row)[j] = a;
+      reinterpret_cast<uint16_t*>(vs_row)[j + kHalf] = b;
+    }
   }
 }
 
@@ -259,10 +275,12 @@ __device__ __forceinline__ void write_row(const AttnParams& p, const Item& it, i
 }
 
 // Copies keys [k0, k0 + kTileKeys) of (sequence, kv head g) into a stage; keys at or past key_end
-// are zero-filled. Consecutive threads take consecutive 16-byte chunks of a row (coalesced).
+// are zero-filled. Consecutive threads take consecutive 16-byte chunks of a row (coalesced). The
+// row of key skip_pos (if in the tile) is left alone: the caller stores it (write_new_kv's rows).
 template <int D>
 __device__ __forceinline__ void load_kv_tile(unsigned char* stage, const AttnParams& p,
-                                             const int32_t* pages, int g, int k0, int key_end) {
+                                             const int32_t* pages, int g, int k0, int key_end,
+                                             int skip_pos = -1) {
   constexpr int kChunks = D / 8;
   constexpr int kRowBytes = row_bytes(D);
   unsigned char* ks = stage;
@@ -270,6 +288,7 @@ __device__ __forceinline__ void load_kv_tile(unsigned char* stage, const AttnPar
   for (int e = threadIdx.x; e < kTileKeys * kChunks; e += kThreads) {
     const int j = e / kChunks, c = e % kChunks;
     const int pos = k0 + j;
+    if (pos == skip_pos) continue;
     const bool ok = pos < key_end;
     int64_t off = 0;  // a valid address for the zero-filling copy (it reads nothing)
     if (ok) {
@@ -418,21 +437,27 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnPara
   const int32_t* pages = p.page_indices + p.page_indptr[it.b];  // index arrays, as above
   // kRope: the CTA holding the new key (position first_pos = kv_len - 1, the end of its range;
   // row tile 0, the only one) writes it unless the row is padding (slot < 0). CTA-uniform. The
-  // first tile goes out before the RoPE work unless it holds the new key (first_early).
+  // first tile goes out before the RoPE work (first_early) — when it holds the new key (a writer
+  // whose range is one tile: every CTA of a split batch-1 decode with 64-key chunks, and short
+  // contexts) without that key's row (skip_pos), which write_new_kv then stores into the stage
+  // itself. The writer used to store the key, __syncthreads, and only then copy its tile: two
+  // dependent memory round trips more than the other CTAs on the step's critical path.
   bool writes = false, first_early = false, first_loaded = false;
+  int skip_pos = -1;
   if constexpr (kRope) {
     writes = slot >= 0 && it.f0 == 0 && it.key_end == it.first_pos + 1;
-    first_early = !writes || it.key_end - it.key_begin > kTileKeys;
+    if (writes && it.key_end - it.key_begin <= kTileKeys) skip_pos = it.first_pos;
+    first_early = true;
     // In a captured decode step (old_keys_settled) that tile is copied even before pdl_wait, so
     // its latency overlaps the q/k/v projection still running (session 33, H200: the 1.5B batch-1
-    // decode 1.774 -> 1.737 ms a token). pdl.cuh's invariant 1 holds: the tile's keys are all
-    // before the new token (a first_early tile never holds it), and those were written by earlier
+    // decode 1.774 -> 1.737 ms a token). pdl.cuh's invariant 1 holds: the keys copied are all
+    // before the new token (the early copy skips it), and those were written by earlier
     // steps — earlier graph launches or the prefill, which a graph launch waits for — never by a
     // kernel of this graph (within one step only this kernel writes this layer's cache, and only
     // the new key). Outside a capture (eager calls, tests, a prefill's writes possibly still
     // running under PDL) the copy waits as before. Only when the bytes are copied moves.
     if (first_early && rp.old_keys_settled) {
-      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
+      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end, skip_pos);
       cp_async_commit();
       first_loaded = true;
     }
@@ -449,19 +474,21 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnPara
   float* qs = reinterpret_cast<float*>(smem + L::kQ);
   if constexpr (kRope) {
     if (first_early && !first_loaded) {
-      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
+      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end, skip_pos);
       cp_async_commit();
     }
     load_q_rope<D, R>(qs, p, rp, it, pos);
-    if (writes) {
+    if (writes && skip_pos >= 0) {
+      // The new key's row of the first (only) tile, in stage 0; the loop's barrier before the
+      // scores makes these stores visible to every warp. Other threads' cp.async copies never
+      // touch the row (skipped), so the two cannot race.
+      unsigned char* ks_row = smem + (skip_pos - it.key_begin) * L::kRowBytes;
+      write_new_kv<D>(p, rp, it, pos, slot, ks_row, ks_row + kTileKeys * L::kRowBytes);
+    } else if (writes) {
       write_new_kv<D>(p, rp, it, pos, slot);
       // The stores are visible to every thread of the CTA before any of them copies the tile
-      // holding the new key (this one, or a later one prefetched in the loop below).
+      // holding the new key (the last one, prefetched in the loop below).
       attn_sync<kBarrier>();
-    }
-    if (!first_early) {
-      load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
-      cp_async_commit();
     }
   } else {
     load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end);
