@@ -10,7 +10,8 @@
 #   trace  CUPTI critical path of the 1.5B step, new binary
 #   tests2 / ab2  call 3: V2 (a third pack: the same with both stages' tiles copied before the
 #          wait, kEarly = 2) tested, then b1 of NEW / V2 at GYRE_PAGED_MIN_CHUNK 64 / 128 (V2 also
-#          256), and batch 16 (128 + 128) NEW mc 64 / V2 mc 64 / V2 mc 128
+#          256), and batch 16 (128 + 128) NEW mc 64 / V2 mc 64 / V2 mc 128 (AB2_ROUNDS,
+#          AB2_CONFIGS, B16_CONFIGS change the lists; call 6 ran V2 = the RoPE rows' L2 prefetch)
 # Usage on the device: GYRE_DEVRUN=DIR BASE=DIR2 SRC_LINK=/path/of/the/build/source bash THIS [parts]
 source bench/device_run_lib.sh  # OUT, R, S, note, left, gt, b1_run (and device_env.sh)
 BASE=${BASE:-.devbase}
@@ -39,15 +40,15 @@ if [[ $what == *" tests2 "* ]]; then
   D=$V2 gt infer_v2 gyre_gpu_infer_tests 'DecodeFusion*:DecodeGraph*:EngineBf16*:DecodeLookAhead*:*Paged*'
 fi
 if [[ $what == *" ab2 "* ]]; then
-  for i in 1 2; do
+  for i in $(seq ${AB2_ROUNDS:-2}); do
     for shape in qwen2.5-1.5b qwen2.5-0.5b; do
-      for c in NEW:64 V2:64 NEW:128 V2:128 V2:256; do
+      for c in ${AB2_CONFIGS:-NEW:64 V2:64 NEW:128 V2:128 V2:256}; do
         b=${c%%:*}
         left 40 && D=${!b} b1_run "${b}_mc${c##*:}" $shape GYRE_PAGED_MIN_CHUNK=${c##*:}
       done
     done
   done
-  for c in NEW:64 V2:64 V2:128; do
+  for c in ${B16_CONFIGS-NEW:64 V2:64 V2:128}; do
     left 60 || break
     b=${c%%:*}
     GYRE_PAGED_MIN_CHUNK=${c##*:} timeout 45 "${!b}/bin/bench_rollout_gpu" --shape qwen2.5-1.5b \
