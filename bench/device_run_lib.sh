@@ -8,7 +8,8 @@
 #   gt NAME BIN FILTER [VAR=VALUE...]   one gtest run of $D/bin/BIN, its verdict lines in the summary
 #   b1_run LABEL SHAPE [VAR=VALUE...]   one bench_rollout_gpu batch-1 run (bf16, decode fusion on,
 #                         --b1-only: no batch run, no weight-sync figures;
-#                         75 s: a run takes 37-55 s from process start); its decode_b1 line goes to
+#                         up to 75 s: a run takes 6-11 s since session 36, 37-55 s before the parallel
+#                         random_init); its decode_b1 line goes to
 #                         $R/b1.jsonl and "LABEL exit RC shape ms median ratio" to the summary
 set -u
 OUT=${OUT:-/tmp/gyre_out}
