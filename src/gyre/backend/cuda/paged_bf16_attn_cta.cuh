@@ -437,17 +437,16 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnPara
   const int32_t* pages = p.page_indices + p.page_indptr[it.b];  // index arrays, as above
   // kRope: the CTA holding the new key (position first_pos = kv_len - 1, the end of its range;
   // row tile 0, the only one) writes it unless the row is padding (slot < 0). CTA-uniform. The
-  // first tile goes out before the RoPE work (first_early) — when it holds the new key (a writer
+  // first tile goes out before the RoPE work — when it holds the new key (a writer
   // whose range is one tile: every CTA of a split batch-1 decode with 64-key chunks, and short
   // contexts) without that key's row (skip_pos), which write_new_kv then stores into the stage
   // itself. The writer used to store the key, __syncthreads, and only then copy its tile: two
   // dependent memory round trips more than the other CTAs on the step's critical path.
-  bool writes = false, first_early = false, first_loaded = false;
+  bool writes = false, first_loaded = false;
   int skip_pos = -1;
   if constexpr (kRope) {
     writes = slot >= 0 && it.f0 == 0 && it.key_end == it.first_pos + 1;
     if (writes && it.key_end - it.key_begin <= kTileKeys) skip_pos = it.first_pos;
-    first_early = true;
     // In a captured decode step (old_keys_settled) that tile is copied even before pdl_wait, so
     // its latency overlaps the q/k/v projection still running (session 33, H200: the 1.5B batch-1
     // decode 1.774 -> 1.737 ms a token). pdl.cuh's invariant 1 holds: the keys copied are all
@@ -456,7 +455,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnPara
     // kernel of this graph (within one step only this kernel writes this layer's cache, and only
     // the new key). Outside a capture (eager calls, tests, a prefill's writes possibly still
     // running under PDL) the copy waits as before. Only when the bytes are copied moves.
-    if (first_early && rp.old_keys_settled) {
+    if (rp.old_keys_settled) {
       load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end, skip_pos);
       cp_async_commit();
       first_loaded = true;
@@ -473,7 +472,7 @@ __device__ __forceinline__ void attn_cta(const AttnParams& p, const RopeAttnPara
 
   float* qs = reinterpret_cast<float*>(smem + L::kQ);
   if constexpr (kRope) {
-    if (first_early && !first_loaded) {
+    if (!first_loaded) {
       load_kv_tile<D>(smem, p, pages, it.g, it.key_begin, it.key_end, skip_pos);
       cp_async_commit();
     }
