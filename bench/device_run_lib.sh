@@ -11,6 +11,10 @@
 #                         up to 75 s: a run takes 6-11 s since session 36, 37-55 s before the parallel
 #                         random_init); its decode_b1 line goes to
 #                         $R/b1.jsonl and "LABEL exit RC shape ms median ratio" to the summary
+#   b1_trace NAME SHAPE [VAR=VALUE...]  one batch-1 run under the CUPTI tracer
+#                         ($D/bin/libgyre_cupti_trace.so): trace_NAME.csv.gz and the
+#                         cupti_timeline.py --critical report trace_NAME.txt in $R, its critical
+#                         path in the summary
 set -u
 OUT=${OUT:-/tmp/gyre_out}
 D=${GYRE_DEVRUN:-.devrun}
@@ -48,4 +52,17 @@ b1_run() {
 j = json.loads(sys.stdin.read())
 print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
     sed "s/^/$label exit $rc $((SECONDS - t)) s /" | tee -a "$S"
+}
+b1_trace() {
+  local name=$1 shape=$2
+  shift 2
+  env "$@" GYRE_CUPTI_TRACE="$R/trace_$name.csv" LD_PRELOAD="$PWD/$D/bin/libgyre_cupti_trace.so" \
+    timeout 75 "$D/bin/bench_rollout_gpu" --shape "$shape" --precision bf16 --batch 1 --new 128 \
+    --iters 1 --decode-fusion on --budget-s 12 --b1-only 1 2>>"$R/trace.err" |
+    grep decode_b1 >>"$R/trace_b1.jsonl"
+  python3 bench/cupti_timeline.py "$R/trace_$name.csv" --marker pick_kernel --burst-ms 0.2 \
+    --steps 300 --critical --top 14 --gap-us 3 >"$R/trace_$name.txt" 2>&1
+  note "trace $name ($shape $*)"
+  sed -n '/^critical/,$p' "$R/trace_$name.txt" | head -24 >>"$S"
+  gzip -f "$R/trace_$name.csv"
 }

@@ -69,15 +69,7 @@ if [[ $what == *" trace "* ]]; then
   for t in ${TRACES:-qwen2.5-1.5b:1}; do
     left 60 || break
     shape=${t%:*} v=${t#*:}
-    GYRE_GEMV_MLP=$v GYRE_CUPTI_TRACE=$R/trace_$shape.$v.csv \
-      LD_PRELOAD=$PWD/$D/bin/libgyre_cupti_trace.so timeout 70 "$D/bin/bench_rollout_gpu" \
-      --shape $shape --precision bf16 --batch 1 --new 128 --iters 1 --decode-fusion on \
-      --budget-s 12 2>>"$R/trace.err" | grep decode_b1 >>"$R/trace_b1.jsonl"
-    python3 bench/cupti_timeline.py "$R/trace_$shape.$v.csv" --marker pick_kernel --burst-ms 0.2 \
-      --steps 300 --critical --top 14 --gap-us 3 >"$R/trace_$shape.$v.txt" 2>&1
-    note "trace $shape mlp=$v"
-    sed -n '/^critical/,$p' "$R/trace_$shape.$v.txt" | head -26 >>"$S"
-    gzip -f "$R/trace_$shape.$v.csv"
+    b1_trace "$shape.$v" "$shape" GYRE_GEMV_MLP=$v
   done
 fi
 b8() {  # shape mlp

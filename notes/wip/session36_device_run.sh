@@ -32,15 +32,7 @@ if [[ $what == *" ab "* ]]; then
 fi
 if [[ $what == *" trace "* ]] && left 60; then
   IFS=/ read -r p v m <<<"${TRACE:-3/0/0}"
-  GYRE_GEMV_PIPE=$p GYRE_GEMV_VARIANT=$v GYRE_L2_PREFETCH_MB=$m GYRE_CUPTI_TRACE=$R/trace_15b.csv \
-    LD_PRELOAD=$PWD/$D/bin/libgyre_cupti_trace.so timeout 75 "$D/bin/bench_rollout_gpu" \
-    --shape qwen2.5-1.5b --precision bf16 --batch 1 --new 128 --iters 1 --decode-fusion on \
-    --budget-s 12 --b1-only 1 2>>"$R/trace.err" | grep decode_b1 >>"$R/trace_b1.jsonl"
-  python3 bench/cupti_timeline.py "$R/trace_15b.csv" --marker pick_kernel --burst-ms 0.2 \
-    --steps 300 --critical --top 14 --gap-us 3 >"$R/trace_15b.txt" 2>&1
-  note "trace 1.5b ${TRACE:-3/0/0}"
-  sed -n '/^critical/,$p' "$R/trace_15b.txt" | head -20 >>"$S"
-  gzip -f "$R/trace_15b.csv"
+  b1_trace 15b qwen2.5-1.5b GYRE_GEMV_PIPE=$p GYRE_GEMV_VARIANT=$v GYRE_L2_PREFETCH_MB=$m
 fi
 if [[ $what == *" race "* ]]; then
   for p in 0 3; do
