@@ -24,6 +24,7 @@
 
 #include <cstdint>
 
+#include "gyre/backend/cuda/paged_bf16_combine.h"
 #include "gyre/backend/cuda/paged_bf16_plan.h"
 #include "gyre/backend/cuda/pdl.cuh"
 
@@ -48,14 +49,9 @@ __device__ __forceinline__ float4 f4_scale(const float4& x, float a) {
   return make_float4(x.x * a, x.y * a, x.z * a, x.w * a);
 }
 
-// out [T * Hq rows, D] = the combine of the split partials part_o [splits, T * Hq, D] and
-// part_ml [splits, T * Hq] (max in log2 units, sum) over the splits that hold keys of each row
-// (rows held by split 0 alone are left as the attention kernel wrote them); launched on
+// launch_split_combine (and its CTA-only reference): paged_bf16_combine.h (launched on
 // cuda::stream() right after the attention kernel, as its programmatic dependent where the device
-// supports it. D is 64 or 128 (D / 4 float4 columns divide the CTA).
-void launch_split_combine(const float* part_o, const float2* part_ml, const int32_t* cu_q,
-                          const int32_t* kv_lens, int B, int T, int Hq, int D, int splits,
-                          int min_chunk, float* out);
+// supports it).
 
 // The fewest keys per split-KV chunk (SplitPlan::min_chunk) of this process's plans:
 // GYRE_PAGED_MIN_CHUNK (keys; rounded up to a multiple of the tile), default kDefaultMinChunk.
