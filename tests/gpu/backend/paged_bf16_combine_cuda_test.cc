@@ -36,7 +36,7 @@ int64_t check(const CombineCase& c, uint64_t seed) {
   std::vector<float> o(size_t(c.splits * rows * D)), ml(size_t(2 * c.splits * rows));
   for (float& x : o) x = r.next_normal() * 3.0f;
   for (size_t i = 0; i < ml.size(); i += 2) {
-    ml[i] = r.next_normal() * 12.0f;              // m: the chunk's max score, log2 units
+    ml[i] = r.next_normal() * 12.0f;               // m: the chunk's max score, log2 units
     ml[i + 1] = 0.05f + 40.0f * r.next_uniform();  // l: its sum of 2^(x - m), > 0
   }
   const std::vector<float> sentinel(size_t(rows * D), -7.25f);
@@ -70,7 +70,8 @@ TEST(SplitCombineWarpCuda, WarpPathBitwiseTheCtaPathForEverySplitCount) {
   GYRE_SKIP_WITHOUT_GPU();
   uint64_t seed = 100;
   for (const int D : {64, 128})
-    for (const int splits : {2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 31, 32, 33, 64, 255, 256, 257, 300, 512}) {
+    for (const int splits :
+         {2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 31, 32, 33, 64, 255, 256, 257, 300, 512}) {
       // A decode step at kv_len = 64 x splits: every row holds all `splits` chunks.
       const int64_t changed = check({D, splits, {0, 1}, {64 * splits}, 12}, seed++);
       EXPECT_EQ(changed, 12) << "D " << D << ", splits " << splits;
