@@ -1,7 +1,8 @@
 // The fused linear + residual on CUDA (ops::linear_add_residual, backend/fused_linear_ops.h: the
 // decode layer's o_proj and down_proj with the residual add). On the bf16 GEMV path (autocast +
 // weight cache, M = 1..8, backend/cuda/gemv_fused.cu) it is ONE kernel and bitwise linear then add
-// on the same path, with odd N, with and without bias, split-K (K = 4864) and in place; within 1e-5
+// on the same path, with odd N, with and without bias, split-K (K = 4864; 8960 and 9216 with each
+// lane's share in one deeper batch at M = 1) and in place; within 1e-5
 // of the CPU f32 ops on bf16-rounded operands; without the weight cache the unfused ops run. Past
 // the GEMV's rows (M = 9, 64, 256, 300) it is bitwise the unfused cuBLASLt path, the residual in
 // the GEMM's epilogue where that is bitwise (backend/cuda/fused_gemm.h): one kernel (the add) fewer
@@ -35,8 +36,10 @@ using gputest::round_bf16;
 TEST(FusedLinearCuda, AddResidualIsOneKernelAndBitwiseLinearThenAdd) {
   GYRE_SKIP_WITHOUT_GPU();
   ops::Bf16WeightCache cache;
-  for (int64_t K : {4864, 264}) {
-    const int64_t N = K == 4864 ? 895 : 33;
+  // K 8960 and 9216: 8.75 and 9 vectors a lane at S = 4 — the deeper one-batch kernel at M = 1
+  // (gemv::deep_batch_for); 9224 (10 a lane) is past it again.
+  for (int64_t K : {4864, 8960, 9216, 9224, 264}) {
+    const int64_t N = K == 4864 ? 895 : (K > 4864 ? 131 : 33);
     Tensor w = randn({N, K}, 5 + K), b = randn({N}, 6);
     Tensor gw = gpu(w), gb = gpu(b), none;
     for (int64_t M = 1; M <= 9; ++M) {

@@ -141,7 +141,7 @@ __device__ __forceinline__ void load_batch(uint4 (&wv)[kAhead][C], const uint4* 
 // every thread of the block must get here: a warp whose column is past the end passes live = false
 // (it starts past K8: no loads, no products, acc 0) instead of returning early, and nothing before
 // the prologue leaves the function.
-template <int M, int C, bool kNorm, int S, typename Prologue>
+template <int M, int C, bool kNorm, int S, int kAheadOf = 0, typename Prologue>
 __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
                                               const float* __restrict__ nw,
                                               const uint4* const (&wr)[C], int64_t K8, bool live,
@@ -159,7 +159,8 @@ __device__ __forceinline__ void dot_rows_impl(const float* __restrict__ x,
   // lane's order k8 = first, first + kStride, ..., so the sums are bitwise those of the
   // one-at-a-time loop. Eight ahead while one or two rows of products are live; fewer as M·C
   // grows so the accumulators and the loaded vectors still fit in registers.
-  constexpr int kAhead = M * C <= 2 ? 8 : (M * C <= 4 ? 4 : 2);
+  // kAheadOf > 0 overrides the depth (deep_batch_for: a lane's whole share in one batch).
+  constexpr int kAhead = kAheadOf > 0 ? kAheadOf : (M * C <= 2 ? 8 : (M * C <= 4 ? 4 : 2));
   constexpr int64_t kBatch = kStride * kAhead;  // between one lane's consecutive batches
   uint4 wv[kAhead][C];
   int64_t base = live ? int64_t(part) * 32 + lane : K8;
@@ -291,21 +292,35 @@ __device__ __forceinline__ bool combine_parts(float (&acc)[C][M], int lane, bool
 // there), then combine_parts. Returns whether this warp holds them (write the epilogue from its
 // lane 0): false for the warps of a column that is not live (all S of them are, or none).
 // wait_free / release: combine_parts' reuse flags, for a block that loops over column tiles.
-template <int M, int C, bool kNorm, int S, int W, typename Prologue>
+template <int M, int C, bool kNorm, int S, int W, int kAheadOf = 0, typename Prologue>
 __device__ __forceinline__ bool column_sums(const float* __restrict__ x,
                                             const float* __restrict__ nw,
                                             const uint4* const (&wr)[C], int64_t K8, bool live,
                                             int lane, float (&acc)[C][M], Prologue&& prologue,
                                             bool wait_free = false, bool release = false) {
-  dot_rows_impl<M, C, kNorm, S>(x, nw, wr, K8, live, column_part<S>(), lane, acc, prologue);
+  dot_rows_impl<M, C, kNorm, S, kAheadOf>(x, nw, wr, K8, live, column_part<S>(), lane, acc,
+                                          prologue);
   return live && combine_parts<M, C, S, W>(acc, lane, wait_free, release);
 }
 
-// The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k].
-template <int M, int C, int S, int W>
+// The plain GEMV's sums: acc[c][m] = Σ_k bf16(x[m, k]) · w_c[k]. kAheadOf: dot_rows_impl's.
+template <int M, int C, int S, int W, int kAheadOf = 0>
 __device__ __forceinline__ bool dot_rows(const float* __restrict__ x, const uint4* const (&wr)[C],
                                          int64_t K8, int lane, float (&acc)[C][M]) {
-  return column_sums<M, C, false, S, W>(x, nullptr, wr, K8, true, lane, acc, NoPrologue{});
+  return column_sums<M, C, false, S, W, kAheadOf>(x, nullptr, wr, K8, true, lane, acc,
+                                                  NoPrologue{});
+}
+
+// A batch one deeper than the default 8 where that puts a lane's whole share of a single-row,
+// single-weight column (S warps of 32 lanes over K8 vectors) in ONE batch: 8 < ceil(K8 / (32 S))
+// <= 9 (Qwen2.5-1.5B's down projection at batch 1: K = 8960, S = 4, 8.75 vectors a lane, whose
+// second batch of one vector cost a full DRAM round trip). Only there: the deeper batch holds 4
+// more registers a lane for every launch, which lowers occupancy — deeper still (12) or
+// everywhere at S = 4 was slower (H200, session 37: Qwen2.5-0.5B's down, 4.75 vectors a lane,
+// lost 0.7% a token with depth 9). Returns the depth for dot_rows' kAheadOf, 0 for the default.
+__host__ __device__ constexpr int deep_batch_for(int64_t K8, int S) {
+  const int64_t per_lane = (K8 + 32 * S - 1) / (32 * S);
+  return per_lane > 8 && per_lane <= 9 ? 9 : 0;
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

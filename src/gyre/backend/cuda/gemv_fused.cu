@@ -232,8 +232,8 @@ __global__ void __launch_bounds__(kThreadsOf<kNorm>)
       });
 }
 
-// r and y may be the same buffer: not __restrict__.
-template <int M, int S>
+// r and y may be the same buffer: not __restrict__. kAheadOf: gemv::deep_batch_for's depth, or 0.
+template <int M, int S, int kAheadOf = 0>
 __global__ void __launch_bounds__(kThreads)
     gemv_residual_kernel(const float* __restrict__ x, const uint4* __restrict__ w,
                          const float* __restrict__ b, const float* r, int64_t N, int64_t K,
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t K8 = K / 8;
   const uint4* const wr[1] = {w + n * K8};
   float acc[1][M];
-  if (!gemv::dot_rows<M, 1, S, kWarpsOf<false>>(x, wr, K8, lane, acc)) return;
+  if (!gemv::dot_rows<M, 1, S, kWarpsOf<false>, kAheadOf>(x, wr, K8, lane, acc)) return;
   if (lane == 0)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -371,9 +371,14 @@ void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
-      launch_pdl("gemv_bf16_residual", gemv_residual_kernel<decltype(m)::value, S>,
-                 blocks_for<false, S>(N), kThreads, 0, x, reinterpret_cast<const uint4*>(w), b, r,
-                 N, K, y);
+      constexpr int kM = decltype(m)::value;
+      // The batch-1 down projection of some shapes loads each lane's share in one batch
+      // (gemv::deep_batch_for); only when loads issue changes, not the sums.
+      const auto kernel = kM == 1 && S == 4 && gemv::deep_batch_for(K / 8, S) == 9
+                              ? gemv_residual_kernel<kM, S, 9>
+                              : gemv_residual_kernel<kM, S>;
+      launch_pdl("gemv_bf16_residual", kernel, blocks_for<false, S>(N), kThreads, 0, x,
+                 reinterpret_cast<const uint4*>(w), b, r, N, K, y);
     });
   });
 }
