@@ -317,10 +317,11 @@ __device__ __forceinline__ bool dot_rows(const float* __restrict__ x, const uint
 // second batch of one vector cost a full DRAM round trip). Only there: the deeper batch holds 4
 // more registers a lane for every launch, which lowers occupancy — deeper still (12) or
 // everywhere at S = 4 was slower (H200, session 37: Qwen2.5-0.5B's down, 4.75 vectors a lane,
-// lost 0.7% a token with depth 9). Returns the depth for dot_rows' kAheadOf, 0 for the default.
+// lost 0.7% a token with depth 9). Returns kDeepBatch (dot_rows' kAheadOf) there, 0 elsewhere.
+constexpr int kDeepBatch = 9;
 __host__ __device__ constexpr int deep_batch_for(int64_t K8, int S) {
   const int64_t per_lane = (K8 + 32 * S - 1) / (32 * S);
-  return per_lane > 8 && per_lane <= 9 ? 9 : 0;
+  return per_lane > kDeepBatch - 1 && per_lane <= kDeepBatch ? kDeepBatch : 0;
 }
 
 // Column n's value with its bias, exactly as the plain GEMV writes it.

@@ -374,8 +374,8 @@ void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b
       constexpr int kM = decltype(m)::value;
       // The batch-1 down projection of some shapes loads each lane's share in one batch
       // (gemv::deep_batch_for); only when loads issue changes, not the sums.
-      const auto kernel = kM == 1 && S == 4 && gemv::deep_batch_for(K / 8, S) == 9
-                              ? gemv_residual_kernel<kM, S, 9>
+      const auto kernel = kM == 1 && S == 4 && gemv::deep_batch_for(K / 8, S) > 0
+                              ? gemv_residual_kernel<kM, S, gemv::kDeepBatch>
                               : gemv_residual_kernel<kM, S>;
       launch_pdl("gemv_bf16_residual", kernel, blocks_for<false, S>(N), kThreads, 0, x,
                  reinterpret_cast<const uint4*>(w), b, r, N, K, y);

@@ -17,6 +17,16 @@ namespace gyre::cuda::paged_bf16_detail {
 
 namespace {
 
+// Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk, with the
+// sequence's chunk (split_chunk of its kv_len).
+__device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* kv_lens, int B,
+                                            int Hq, int64_t row, int splits, int min_chunk) {
+  const int i = int(row / Hq);
+  const int b = seq_of_row(cu_q, B, i);
+  const int pos = kv_lens[b] - (cu_q[b + 1] - cu_q[b]) + (i - cu_q[b]);
+  return min(splits, pos / split_chunk(kv_lens[b], splits, min_chunk) + 1);
+}
+
 // One CTA per (token, head) row: combine_row_cta (paged_bf16_combine_row.cuh). kD4 > 0: a row of
 // at most 32 valid splits is merged by warp 0 alone with combine_row_warp_small — the same bits in
 // one L2 round trip and no block barrier (batch-1 decode over contexts up to 2,048 keys); longer

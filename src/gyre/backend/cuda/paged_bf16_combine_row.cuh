@@ -18,16 +18,6 @@ namespace gyre::cuda::paged_bf16_detail {
 
 constexpr int kCombineThreads = 256;
 
-// Splits holding keys of output row `row` (token i = row / Hq): 0 .. pos / chunk, with the
-// sequence's chunk (split_chunk of its kv_len).
-__device__ __forceinline__ int valid_splits(const int32_t* cu_q, const int32_t* kv_lens, int B,
-                                            int Hq, int64_t row, int splits, int min_chunk) {
-  const int i = int(row / Hq);
-  const int b = seq_of_row(cu_q, B, i);
-  const int pos = kv_lens[b] - (cu_q[b + 1] - cu_q[b]) + (i - cu_q[b]);
-  return min(splits, pos / split_chunk(kv_lens[b], splits, min_chunk) + 1);
-}
-
 // Plain loads of the partials (paged_bf16_combine.cu's kernel).
 struct PlainLoad {
   template <typename T>
@@ -97,8 +87,8 @@ __device__ __forceinline__ void combine_row_cta(const float4* part_o, const floa
 //  - M: lane s < n holds fmaxf(-inf, m_s) (the CTA's thread s), the others -inf; warp_max; the
 //    CTA's other warps hold -inf, which fmaxf leaves out;
 //  - sum: lane s's fmaf(l_s, w_s, 0), warp_sum (warp 0's red[0]); the CTA then adds red[0 .. 7]
-//    to 0 in order, its seven other warps' sums being +0: (0 + red[0]) + 0 (x + 0 == x but for
-//    x = -0, which the first add already turned into +0; the second add is kept for that rule);
+//    to 0 in order, its seven other warps' sums being +0: ((0 + red[0]) + 0) + ... == 0 + red[0]
+//    (y + 0 == y for every y but -0, and 0 + red[0] is never -0);
 //  - o: the CTA's split group g (G = 256 / D4 groups; splits g, g + G, ...) chains
 //    f4_axpy(w_s, o_s, .) from 0 for column c; thread c adds groups 1 .. G - 1 to its group 0 in
 //    order, empty groups included (+0 vectors). Here the 32 / D4 lanes of column c (lane
@@ -129,7 +119,7 @@ __device__ __forceinline__ bool combine_row_warp_small(const float4* part_o, con
   }
   const float M = warp_max(fmaxf(-INFINITY, ml.x));
   const float wgt = has ? exp2f(ml.x - M) : 0.0f;
-  const float sum = (0.0f + warp_sum(has ? fmaf(ml.y, wgt, 0.0f) : 0.0f)) + 0.0f;
+  const float sum = 0.0f + warp_sum(has ? fmaf(ml.y, wgt, 0.0f) : 0.0f);
   float4 og[kLaneGroups];
 #pragma unroll
   for (int j = 0; j < kLaneGroups; ++j) og[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
