@@ -32,6 +32,8 @@
 
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/gemv_fused.h"
+#include "gyre/backend/cuda/gemv_rms_prologue.cuh"
+#include "gyre/backend/cuda/gemv_stream.h"
 #include "gyre/backend/cuda/runtime.h"
 #include "gyre/backend/cuda/silu.cuh"
 
@@ -67,37 +69,6 @@ template <bool kNorm, int S>
 __device__ __forceinline__ int64_t warp_column() {
   return warp_column<kNorm, S>(blockIdx.x);
 }
-
-// The RMSNorm prologue, gemv::column_sums' `prologue` argument: rs[m] = rstd of row m of x
-// (rms_row.cuh; block-wide: every thread of the block calls it), and block 0 also stores
-// rms_norm's outputs where the caller asked for them. Without kNorm: nothing (rs is unused by
-// dot_rows_impl<..., false>).
-template <int M, bool kNorm>
-struct RmsRstd {
-  const float* x;
-  const RmsPrologue& nrm;
-  int64_t K;
-
-  __device__ __forceinline__ void operator()(float (&rs)[M]) const {
-    pdl_wait();  // x and the residual come from the previous kernels (pdl.cuh, NoPrologue)
-#pragma unroll
-    for (int m = 0; m < M; ++m) rs[m] = 0.0f;
-    if constexpr (kNorm) {
-      // Unrolled (M is a template constant), so rs stays in registers.
-#pragma unroll
-      for (int m = 0; m < M; ++m) rs[m] = rms::row_rstd(x + m * K, K, nrm.eps);
-      if (blockIdx.x == 0) {
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          if (nrm.rstd && threadIdx.x == 0) nrm.rstd[m] = rs[m];
-          if (nrm.xn)
-            for (int64_t c = threadIdx.x; c < K; c += rms::kThreads)
-              nrm.xn[m * K + c] = rms::normed(x[m * K + c], rs[m], nrm.w[c]);
-        }
-      }
-    }
-  }
-};
 
 // The *_rms kernels' column tiles: with kTileLoop a block loops over tiles blockIdx.x, blockIdx.x +
 // gridDim.x, ... < tiles (the grid is sized to the resident blocks, grid_of), so the rstd
@@ -323,6 +294,8 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
                      const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
                      float* out) {
   if (N == 0) return;
+  // Batch 1: the weights streamed through shared memory where switched on (gemv_stream.h).
+  if (gemv_stream_silu_mul(x, kNorm ? &nrm : nullptr, wg, bg, wu, bu, M, N, K, out)) return;
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
@@ -368,6 +341,7 @@ int gemv_split_for(int64_t K) { return gemv::split_for(K); }
 void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                                int64_t M, int64_t N, int64_t K, float* y) {
   if (N == 0) return;
+  if (gemv_stream_residual(x, w, b, r, M, N, K, y)) return;  // batch 1, where on (gemv_stream.h)
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;

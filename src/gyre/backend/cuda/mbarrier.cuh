@@ -1,7 +1,7 @@
 // Shared-memory mbarrier helpers (PTX) for the kernels that stage data with the TMA or bulk copies
-// (decode_stack.cu, hopper_gemm.cu). Barriers are named by their shared-memory address
-// (smem_addr); a producer arms a barrier with the bytes it expects (mbar_expect_tx, which is also
-// its arrival), the copies complete those bytes, and consumers wait on the phase's parity.
+// (decode_stack.cu, gemv_stream.cu, hopper_gemm.cu). Barriers are named by their shared-memory
+// address (smem_addr); a producer arms a barrier with the bytes it expects (mbar_expect_tx, which
+// is also its arrival), the copies complete those bytes, and consumers wait on the phase's parity.
 #pragma once
 #include <cstdint>
 
@@ -38,6 +38,17 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+}
+
+// Global -> shared bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned),
+// completing on `bar`'s transaction count (armed by mbar_expect_tx).
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes,
+                                          uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
 }
 
 }  // namespace gyre::cuda

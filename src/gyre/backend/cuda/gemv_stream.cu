@@ -1,0 +1,328 @@
+// Streamed batch-1 decode GEMVs (gemv_stream.h: what, why, and the bitwise contract).
+//
+// Schedule. gridDim.x blocks of rms::kThreads (256) threads; block b owns the output columns
+// [b N / G, (b + 1) N / G), so every block gets the same number of columns to within one (the
+// register kernels' grids ended on a partial wave). The block's 8 warps form 8 / S column slots
+// (S = gemv::split_for(K) warps a column, as in every GEMV kernel); slot j computes the block's
+// columns n0 + j, n0 + j + slots, ... Each slot has a ring of `ring` stages in shared memory, a
+// stage holding one column's C weight rows (gate and up for SiLU·mul: C = 2), each with its own
+// mbarrier. Lane 0 of the slot's warp 0 (the issuer) copies column i's rows into stage i % ring
+// with cp.async.bulk, arming the stage's barrier with their bytes; the slot's warps wait on the
+// barrier's phase (i / ring) & 1, compute, and once every warp of the slot is past its reads
+// (the butterfly for S = 1, the combine's named barrier for S > 1) the issuer refills the stage
+// with column i + ring. The first `ring` columns are issued before pdl_wait, while the previous
+// kernel still runs (weights do not depend on it).
+//
+// x is staged once per block after pdl_wait (and the RMSNorm's rstd, gemv_rms_prologue.cuh) as the
+// bf16 bits of the values the register kernels feed their FMAs (round_bf16 of x or of
+// rms::normed(x, rstd, w)); bf16 represents them exactly, so bf16_lo / bf16_hi read back the same
+// f32 values. The per-lane dot product, butterfly and warp-order combine are
+// gemv_bf16_common.cuh's for M = 1 (see there), with weights and x read from shared memory.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "gyre/backend/cuda/gemv_bf16_common.cuh"
+#include "gyre/backend/cuda/gemv_rms_prologue.cuh"
+#include "gyre/backend/cuda/gemv_stream.h"
+#include "gyre/backend/cuda/mbarrier.cuh"
+#include "gyre/backend/cuda/pdl.cuh"
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/backend/cuda/silu.cuh"
+#include "gyre/core/env.h"
+
+namespace gyre::cuda {
+
+namespace {
+
+// rms_row.cuh's block size: the norm's rstd is bitwise rms_norm's only at this block size.
+constexpr int kThreads = rms::kThreads;
+constexpr int kWarps = kThreads / 32;
+// Stages a slot at most: with S = 4 (2 slots) the combine's named barriers 1 + slot · ring +
+// stage must stay <= 15 (0 is __syncthreads').
+constexpr int kMaxRing = 7;
+constexpr int kMinRing = 2;
+// x's staged bf16 row is padded to this, so the weight ring after it stays 16-byte aligned.
+constexpr int64_t kXAlign = 128;
+
+struct StreamArgs {
+  const float* x;     // [K], 16-byte aligned
+  RmsPrologue nrm;    // the norm (kNorm only)
+  const uint4* w[2];  // C weight matrices [N, K] bf16, as 16-byte vectors
+  const float* b[2];  // their biases [N] or null
+  const float* r;     // the residual [N] (C = 1); may be y
+  float* y;           // [N]
+  int64_t N, K;
+  int ring;  // stages a slot, kMinRing..kMaxRing
+};
+
+__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
+  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+}
+
+// C = 2: out = silu_mul(bf16(x·wg + bg), bf16(x·wu + bu)); C = 1: y = (x·w + b) + r. kNorm: x is
+// replaced by its RMSNorm (nrm).
+template <int C, bool kNorm, int S>
+__global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs a) {
+  pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
+  constexpr int kSlots = kWarps / S;
+  extern __shared__ __align__(128) unsigned char dyn[];
+  __shared__ uint64_t full[kSlots * kMaxRing];
+  __shared__ float parts[kSlots * kMaxRing][S][C];
+  const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
+  const int slot = warp / S, part = warp % S;
+  const int R = a.ring;
+  const int64_t K8 = a.K / 8;
+  const uint32_t row_bytes = uint32_t(K8) * 16u;
+  const int64_t x_bytes = (a.K * 2 + kXAlign - 1) / kXAlign * kXAlign;
+  uint4* xs = reinterpret_cast<uint4*>(dyn);
+  unsigned char* ring = dyn + x_bytes + size_t(slot) * R * C * row_bytes;
+  const int64_t n0 = a.N * blockIdx.x / gridDim.x, n1 = a.N * (blockIdx.x + 1) / gridDim.x;
+  const auto column = [&](int64_t i) { return n0 + slot + i * kSlots; };
+
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kSlots * R; ++i) mbar_init(smem_addr(&full[i]), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const bool issuer = part == 0 && lane == 0;
+  // Column i's C rows into stage i % R, completing on that stage's barrier.
+  const auto issue = [&](int64_t i) {
+    const int st = int(i % R);
+    uint64_t* bar = &full[slot * R + st];
+    unsigned char* dst = ring + size_t(st) * C * row_bytes;
+    mbar_expect_tx(smem_addr(bar), uint32_t(C) * row_bytes);
+#pragma unroll
+    for (int c = 0; c < C; ++c) bulk_copy(dst + c * row_bytes, a.w[c] + column(i) * K8, row_bytes, bar);
+  };
+  if (issuer)
+    for (int64_t i = 0; i < R && column(i) < n1; ++i) issue(i);
+
+  // pdl_wait, then (kNorm) the block's rstd and block 0's side outputs: gemv_rms_prologue.cuh.
+  float rs[1];
+  RmsRstd<1, kNorm>{a.x, a.nrm, a.K}(rs);
+  // x as the FMAs' bf16 values, 8 a 16-byte vector (element 2i in the low half of word i, as the
+  // weights: bf16_lo / bf16_hi pair them up in the same order).
+#pragma unroll 4
+  for (int64_t k8 = threadIdx.x; k8 < K8; k8 += kThreads) {
+    const float4* xr = reinterpret_cast<const float4*>(a.x) + k8 * 2;
+    float4 p = xr[0], q = xr[1];
+    if constexpr (kNorm) {
+      const float4* nr = reinterpret_cast<const float4*>(a.nrm.w) + k8 * 2;
+      const float4 na = nr[0], nb = nr[1];
+      const float r = rs[0];
+      p = make_float4(rms::normed(p.x, r, na.x), rms::normed(p.y, r, na.y),
+                      rms::normed(p.z, r, na.z), rms::normed(p.w, r, na.w));
+      q = make_float4(rms::normed(q.x, r, nb.x), rms::normed(q.y, r, nb.y),
+                      rms::normed(q.z, r, nb.z), rms::normed(q.w, r, nb.w));
+    }
+    xs[k8] = make_uint4(bf16_pair(p.x, p.y), bf16_pair(p.z, p.w), bf16_pair(q.x, q.y),
+                        bf16_pair(q.z, q.w));
+  }
+  __syncthreads();
+
+  for (int64_t i = 0;; ++i) {
+    const int64_t n = column(i);
+    if (n >= n1) break;  // the same for all S warps of the slot
+    const int st = int(i % R);
+    mbar_wait(smem_addr(&full[slot * R + st]), uint32_t((i / R) & 1));
+    const uint4* ws = reinterpret_cast<const uint4*>(ring + size_t(st) * C * row_bytes);
+    // gemv_bf16_common.cuh's order at M = 1: lane `lane` of warp `part` adds the vectors
+    // part·32 + lane + j·32·S in order, each as 8 fmaf in element order, per weight row.
+    float acc[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+#pragma unroll 4
+    for (int64_t k8 = int64_t(part) * 32 + lane; k8 < K8; k8 += 32 * S) {
+      const uint4 xv4 = xs[k8];
+      const float xv[8] = {gemv::bf16_lo(xv4.x), gemv::bf16_hi(xv4.x), gemv::bf16_lo(xv4.y),
+                           gemv::bf16_hi(xv4.y), gemv::bf16_lo(xv4.z), gemv::bf16_hi(xv4.z),
+                           gemv::bf16_lo(xv4.w), gemv::bf16_hi(xv4.w)};
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const uint4 w = ws[c * K8 + k8];
+        const float wf[8] = {gemv::bf16_lo(w.x), gemv::bf16_hi(w.x), gemv::bf16_lo(w.y),
+                             gemv::bf16_hi(w.y), gemv::bf16_lo(w.z), gemv::bf16_hi(w.z),
+                             gemv::bf16_lo(w.w), gemv::bf16_hi(w.w)};
+        float s = acc[c];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s = fmaf(xv[j], wf[j], s);
+        acc[c] = s;
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      float s = acc[c];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      acc[c] = s;
+    }
+    if constexpr (S > 1) {
+      // combine_parts' order ((w0 + w1) + w2) + w3, through this stage's entries and named
+      // barrier: warps 1..S-1 can reuse them only at column i + R, whose weights the issuer copies
+      // after its bar.sync here, so no hand-back barrier is needed.
+      const int id = 1 + slot * R + st;
+      if (part != 0) {
+        if (lane == 0)
+#pragma unroll
+          for (int c = 0; c < C; ++c) parts[slot * R + st][part][c] = acc[c];
+        __syncwarp();
+        asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(32 * S) : "memory");
+        continue;
+      }
+      asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(32 * S) : "memory");
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        float s = acc[c];
+#pragma unroll
+        for (int p = 1; p < S; ++p) s += parts[slot * R + st][p][c];
+        acc[c] = s;
+      }
+    }
+    if (lane == 0) {
+      // Every warp of the slot is past its reads of stage st: refill it.
+      if (issuer && column(i + R) < n1) issue(i + R);
+      if constexpr (C == 2) {
+        // gemv_fused.cu's silu_mul epilogue: gate and up rounded to bf16, then silu.cuh.
+        const float g = gemv::round_bf16(gemv::with_bias(acc[0], a.b[0], n));
+        const float u = gemv::round_bf16(gemv::with_bias(acc[1], a.b[1], n));
+        a.y[n] = silu_mul_value(g, u);
+      } else {
+        const float lin = gemv::with_bias(acc[0], a.b[0], n);  // what linear_gemv_bf16 stores
+        a.y[n] = lin + a.r[n];                                  // add_kernel: out = a + b
+      }
+    }
+  }
+}
+
+std::atomic<int> g_mode_override{-1};
+
+// Whether a launch of `kind` over N columns of K elements takes the streamed kernel.
+bool takes(int kind, int64_t N, int64_t K) {
+  const int mode = gemv_stream_mode();
+  if (mode == kGemvStreamAuto) return N >= kGemvStreamAutoMin && K >= kGemvStreamAutoMin;
+  return (mode & kind) != 0;
+}
+std::atomic<int64_t> g_ring_override{0};
+
+// Blocks of the streamed kernels an SM is meant to hold (GYRE_GEMV_STREAM_BPS, 1..4). Two measured
+// best on Qwen2.5-1.5B's batch-1 decode (H200, session 38: 1.461 ms a token with one, 1.374 with
+// two); the ring shrinks so that they fit (launch_stream).
+int64_t blocks_per_sm() {
+  static const int64_t n = env_int("GYRE_GEMV_STREAM_BPS", 2, 1, 4);
+  return n;
+}
+
+// Launches kernel <C, kNorm, S> or returns false when not even a ring of kMinRing fits.
+template <int C, bool kNorm, int S>
+bool launch_stream(const char* name, StreamArgs a) {
+  constexpr auto kernel = gemv_stream_kernel<C, kNorm, S>;
+  constexpr int64_t kSlots = kWarps / S;
+  struct Limits {
+    int64_t max_dyn;  // the dynamic shared memory one block may have (opt-in less static)
+    int64_t per_sm;   // an SM's shared memory
+    int64_t per_block_overhead;  // what each resident block costs besides its dynamic part
+  };
+  static const Limits lim = [] {
+    int dev = 0, optin = 0, per_sm = 0, reserved = 0;
+    GYRE_CUDA_CHECK(cudaGetDevice(&dev));
+    GYRE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    GYRE_CUDA_CHECK(
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    GYRE_CUDA_CHECK(
+        cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, dev));
+    cudaFuncAttributes attr{};
+    GYRE_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int64_t dyn = int64_t(optin) - int64_t(attr.sharedSizeBytes);
+    GYRE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dyn)));
+    return Limits{dyn, per_sm, int64_t(reserved) + int64_t(attr.sharedSizeBytes)};
+  }();
+  const int64_t stage = int64_t(C) * a.K * 2;  // one column's rows
+  const int64_t x_bytes = (a.K * 2 + kXAlign - 1) / kXAlign * kXAlign;
+  const int64_t level = kSlots * stage;  // one more stage for every slot
+  if (x_bytes + kMinRing * level > lim.max_dyn) return false;
+  // The ring: what the budget asks for, within what blocks_per_sm() blocks an SM leave each.
+  const int64_t bps = blocks_per_sm();
+  int64_t fit = (lim.per_sm / bps - lim.per_block_overhead - x_bytes) / level;
+  int64_t ring = gemv_stream_ring_bytes() / level;
+  if (ring > fit) ring = fit;
+  if (ring > kMaxRing) ring = kMaxRing;
+  if (ring < kMinRing) ring = kMinRing;  // fewer blocks an SM then (the grid follows)
+  const int64_t smem = x_bytes + ring * level;
+  int64_t resident = lim.per_sm / (smem + lim.per_block_overhead);
+  if (resident > bps) resident = bps;
+  if (resident < 1) resident = 1;
+  a.ring = int(ring);
+  const int64_t blocks = int64_t(sm_count()) * resident;
+  const unsigned grid = unsigned(a.N < blocks ? a.N : blocks);
+  launch_pdl(name, kernel, dim3(grid), dim3(kThreads), size_t(smem), a);
+  return true;
+}
+
+}  // namespace
+
+int gemv_stream_mode() {
+  const int o = g_mode_override.load();
+  if (o >= 0) return o;
+  static const int env = int(env_int("GYRE_GEMV_STREAM", kGemvStreamAuto, 0, kGemvStreamAuto));
+  return env;
+}
+
+void set_gemv_stream_mode(int mode) {
+  g_mode_override.store(mode < 0 ? -1 : (mode >= kGemvStreamAuto ? kGemvStreamAuto
+                                                                  : mode & kGemvStreamAll));
+}
+
+int64_t gemv_stream_ring_bytes() {
+  const int64_t o = g_ring_override.load();
+  if (o > 0) return o;
+  // 64 KB: Qwen2.5-1.5B batch 1 1.369 ms a token at 96 KB, 1.351 at 64 and 1.350 at 48 (H200,
+  // session 38): o_proj's ring shrinks to 2 columns a slot, so gate/up's blocks fit beside it
+  // and start streaming before it ends (programmatic dependent launch).
+  static const int64_t env = env_int("GYRE_GEMV_STREAM_KB", 64, 1, 1 << 20) * 1024;
+  return env;
+}
+
+void set_gemv_stream_ring_bytes(int64_t bytes) { g_ring_override.store(bytes > 0 ? bytes : 0); }
+
+bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t* wg,
+                          const float* bg, const uint16_t* wu, const float* bu, int64_t M,
+                          int64_t N, int64_t K, float* out) {
+  if (M != 1 || N < 1 || !takes(kGemvStreamSiluMul, N, K)) return false;
+  StreamArgs a{};
+  a.x = x;
+  if (nrm) a.nrm = *nrm;
+  a.w[0] = reinterpret_cast<const uint4*>(wg), a.w[1] = reinterpret_cast<const uint4*>(wu);
+  a.b[0] = bg, a.b[1] = bu;
+  a.y = out, a.N = N, a.K = K;
+  bool launched = false;
+  gemv::with_split(K, [&](auto s) {
+    constexpr int S = decltype(s)::value;
+    launched = nrm ? launch_stream<2, true, S>("gemv_stream_silu_mul_rms", a)
+                   : launch_stream<2, false, S>("gemv_stream_silu_mul", a);
+  });
+  return launched;
+}
+
+bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, const float* r,
+                          int64_t M, int64_t N, int64_t K, float* y) {
+  if (M != 1 || N < 1) return false;
+  const int bit = gemv::split_for(K) > 1 ? kGemvStreamResidualSplit : kGemvStreamResidual;
+  if (!takes(bit, N, K)) return false;
+  StreamArgs a{};
+  a.x = x;
+  a.w[0] = reinterpret_cast<const uint4*>(w), a.w[1] = nullptr;
+  a.b[0] = b, a.b[1] = nullptr;
+  a.r = r, a.y = y, a.N = N, a.K = K;
+  bool launched = false;
+  gemv::with_split(K, [&](auto s) {
+    launched = launch_stream<1, false, decltype(s)::value>("gemv_stream_residual", a);
+  });
+  return launched;
+}
+
+}  // namespace gyre::cuda

@@ -1,0 +1,192 @@
+// The streamed batch-1 GEMVs (backend/cuda/gemv_stream.h: weights copied into a shared-memory ring
+// by cp.async.bulk) against the register kernels they replace (gemv_fused.cu at M = 1, which the
+// FusedLinearCuda / FusedSwiGluCuda tests hold bitwise to the unfused ops): bit for bit, for
+// gate/up + SiLU·mul with and without the RMSNorm prologue (and its side outputs) and for the
+// residual linears, unsplit and split-K rows (S = 4, K >= 4096), the Qwen2.5-0.5B / 1.5B shapes,
+// odd and tiny N, with and without biases, in place, and rings of 2 and 7 stages (so each stage's
+// mbarrier goes through many phases). Also: the streamed path is the one taken when switched on
+// (auto: weights of >= 1024 rows of >= 1024), never at M > 1, and it declines rows whose ring
+// would not fit in shared memory. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "gyre/backend/cuda/gemv_fused.h"
+#include "gyre/backend/cuda/gemv_stream.h"
+#include "gyre/backend/cuda/runtime.h"
+#include "gyre/core/tensor.h"
+
+namespace gyre {
+namespace {
+
+using gputest::cpu;
+using gputest::gpu;
+using gputest::randn;
+
+// Restores the default mode and ring size when a test ends.
+struct StreamMode {
+  StreamMode() = default;
+  ~StreamMode() {
+    cuda::set_gemv_stream_mode(-1);
+    cuda::set_gemv_stream_ring_bytes(0);
+  }
+};
+
+void expect_same(const Tensor& got, const Tensor& want, const std::string& what) {
+  const std::vector<float> g = cpu(got).to_vector(), w = cpu(want).to_vector();
+  ASSERT_EQ(g.size(), w.size()) << what;
+  size_t first = g.size();
+  for (size_t i = 0; i < g.size(); ++i)
+    if (std::memcmp(&g[i], &w[i], sizeof(float)) != 0) {
+      first = i;
+      break;
+    }
+  EXPECT_EQ(first, g.size()) << what << ": first differing element " << first << " of "
+                             << g.size() << " (" << (first < g.size() ? g[first] : 0.0f)
+                             << " vs " << (first < g.size() ? w[first] : 0.0f) << ")";
+}
+
+Tensor bf16_weight(int64_t N, int64_t K, uint64_t seed) {
+  return gpu(randn({N, K}, seed, 0.05f).to(DType::bf16));
+}
+const uint16_t* u16(const Tensor& t) { return t.data<uint16_t>(); }
+Tensor filled(const Shape& s, float v) { return gpu(Tensor::full(s, v)); }
+
+// 96 KB (the default: ring 2..7 by shape) and the extremes of the ring (1 GB: the most that fits).
+const int64_t kRingBytes[] = {96 * 1024, 1, int64_t(1) << 30};
+
+TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
+  GYRE_SKIP_WITHOUT_GPU();
+  StreamMode restore;
+  struct Shape2 {
+    int64_t N, K;
+  };
+  // 1.5B / 0.5B gate/up, split-K rows (4096: S = 4; 4104 odd past it), tiny and odd N.
+  for (Shape2 s : {Shape2{8960, 1536}, Shape2{4864, 896}, Shape2{133, 4096}, Shape2{300, 4104},
+                   Shape2{37, 64}, Shape2{1, 8}}) {
+    const int64_t N = s.N, K = s.K;
+    Tensor wg = bf16_weight(N, K, 10 + N), wu = bf16_weight(N, K, 11 + N);
+    Tensor bg = gpu(randn({N}, 12)), bu = gpu(randn({N}, 13));
+    Tensor x = gpu(randn({1, K}, 14 + K, 3.0f)), nw = gpu(randn({K}, 15));
+    for (bool norm : {true, false})
+      for (bool bias : {true, false})
+        for (int64_t ring : kRingBytes) {
+          const std::string what = "N " + std::to_string(N) + " K " + std::to_string(K) +
+                                   (norm ? " norm" : "") + (bias ? " bias" : "") + " ring bytes " +
+                                   std::to_string(ring);
+          SCOPED_TRACE(what);
+          cuda::set_gemv_stream_ring_bytes(ring);
+          // Different sentinels: a launch that wrote nothing cannot pass.
+          Tensor want = filled({1, N}, -3.5f), got = filled({1, N}, -7.25f);
+          Tensor xn_want = filled({1, K}, -3.5f), xn_got = filled({1, K}, -7.25f);
+          Tensor rs_want = filled({1}, -3.5f), rs_got = filled({1}, -7.25f);
+          const float* pbg = bias ? bg.f32() : nullptr;
+          const float* pbu = bias ? bu.f32() : nullptr;
+          for (int on : {0, 1}) {
+            cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamSiluMul : 0);
+            Tensor& y = on ? got : want;
+            if (norm) {
+              cuda::RmsPrologue n;
+              n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
+              n.rstd = (on ? rs_got : rs_want).f32();
+              EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, 1, N,
+                                                   K, y.f32()),
+                        bool(on));
+              // The public entry point takes the same path.
+              cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
+                                                  y.f32());
+            } else {
+              cuda::linear_gemv_bf16_silu_mul(x.f32(), u16(wg), pbg, u16(wu), pbu, 1, N, K,
+                                              y.f32());
+            }
+          }
+          expect_same(got, want, "silu_mul");
+          if (norm) {
+            expect_same(xn_got, xn_want, "rms_norm side output");
+            expect_same(rs_got, rs_want, "rstd side output");
+          }
+        }
+  }
+}
+
+TEST(GemvStreamCuda, ResidualIsBitwiseTheRegisterKernelAndInPlace) {
+  GYRE_SKIP_WITHOUT_GPU();
+  StreamMode restore;
+  struct Shape2 {
+    int64_t N, K;
+  };
+  // 1.5B down / o_proj, 0.5B down, split-K past the deep batch (9224), short rows.
+  for (Shape2 s : {Shape2{1536, 8960}, Shape2{1536, 1536}, Shape2{896, 4864}, Shape2{131, 9224},
+                   Shape2{33, 264}, Shape2{5, 8}}) {
+    const int64_t N = s.N, K = s.K;
+    Tensor w = bf16_weight(N, K, 20 + N), b = gpu(randn({N}, 21));
+    Tensor x = gpu(randn({1, K}, 22 + K)), r = gpu(randn({1, N}, 23));
+    for (bool bias : {true, false})
+      for (int64_t ring : kRingBytes) {
+        const std::string what = "N " + std::to_string(N) + " K " + std::to_string(K) +
+                                 (bias ? " bias" : "") + " ring bytes " + std::to_string(ring);
+        SCOPED_TRACE(what);
+        cuda::set_gemv_stream_ring_bytes(ring);
+        const float* pb = bias ? b.f32() : nullptr;
+        Tensor want = filled({1, N}, -3.5f), got = filled({1, N}, -7.25f);
+        cuda::set_gemv_stream_mode(0);
+        cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, r.f32(), 1, N, K, want.f32());
+        cuda::set_gemv_stream_mode(cuda::kGemvStreamAll);
+        EXPECT_TRUE(cuda::gemv_stream_residual(x.f32(), u16(w), pb, r.f32(), 1, N, K, got.f32()));
+        expect_same(got, want, "residual");
+        Tensor in_place = r.clone();
+        cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, in_place.f32(), 1, N, K,
+                                        in_place.f32());
+        expect_same(in_place, want, "in place");
+      }
+  }
+}
+
+TEST(GemvStreamCuda, TakenOnlyWhereSwitchedOnAtOneRowAndWhereTheRingFits) {
+  GYRE_SKIP_WITHOUT_GPU();
+  StreamMode restore;
+  const int64_t N = 16, K = 1536, Ks = 8960;
+  Tensor w = bf16_weight(N, Ks, 30), x = gpu(randn({2, Ks}, 31)), r = gpu(randn({2, N}, 32));
+  Tensor y = Tensor::empty({2, N}, DType::f32, Device::cuda);
+  const auto residual = [&](int64_t M, int64_t k) {
+    return cuda::gemv_stream_residual(x.f32(), u16(w), nullptr, r.f32(), M, N, k, y.f32());
+  };
+  cuda::set_gemv_stream_mode(cuda::kGemvStreamResidual);  // unsplit rows only
+  EXPECT_TRUE(residual(1, K));
+  EXPECT_FALSE(residual(1, Ks));
+  EXPECT_FALSE(residual(2, K));
+  cuda::set_gemv_stream_mode(cuda::kGemvStreamResidualSplit);  // split-K rows only
+  EXPECT_FALSE(residual(1, K));
+  EXPECT_TRUE(residual(1, Ks));
+  cuda::set_gemv_stream_mode(cuda::kGemvStreamSiluMul);
+  EXPECT_FALSE(residual(1, K));
+  // Auto (the default): weights of at least 1024 rows of at least 1024 elements.
+  cuda::set_gemv_stream_mode(cuda::kGemvStreamAuto);
+  EXPECT_FALSE(residual(1, K));  // 16 rows
+  const int64_t A = cuda::kGemvStreamAutoMin;
+  Tensor wa = bf16_weight(A, A, 35), xa = gpu(randn({1, A}, 36)), ra = gpu(randn({1, A}, 37));
+  Tensor ya = Tensor::empty({1, A}, DType::f32, Device::cuda);
+  const auto auto_residual = [&](int64_t n, int64_t k) {
+    return cuda::gemv_stream_residual(xa.f32(), u16(wa), nullptr, ra.f32(), 1, n, k, ya.f32());
+  };
+  EXPECT_TRUE(auto_residual(A, A));
+  EXPECT_FALSE(auto_residual(A - 1, A));
+  EXPECT_FALSE(auto_residual(A, A - 8));
+  EXPECT_TRUE(cuda::gemv_stream_silu_mul(xa.f32(), nullptr, u16(wa), nullptr, u16(wa), nullptr, 1,
+                                         A, A, ya.f32()));
+  cuda::set_gemv_stream_mode(cuda::kGemvStreamSiluMul);
+  // A gate/up row pair of 2 x 128 KB cannot fit in one block's shared memory: declined.
+  const int64_t Kbig = 65536;
+  Tensor wb = bf16_weight(2, Kbig, 33), xb = gpu(randn({1, Kbig}, 34));
+  Tensor yb = Tensor::empty({1, 2}, DType::f32, Device::cuda);
+  EXPECT_FALSE(cuda::gemv_stream_silu_mul(xb.f32(), nullptr, u16(wb), nullptr, u16(wb), nullptr, 1,
+                                          2, Kbig, yb.f32()));
+  cuda::sync();
+}
+
+}  // namespace
+}  // namespace gyre
