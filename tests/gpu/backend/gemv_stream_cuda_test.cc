@@ -1,12 +1,12 @@
 // The streamed batch-1 GEMVs (backend/cuda/gemv_stream.h: weights copied into a shared-memory ring
 // by cp.async.bulk) against the register kernels they replace (gemv_fused.cu at M = 1, which the
 // FusedLinearCuda / FusedSwiGluCuda tests hold bitwise to the unfused ops): bit for bit, for
-// gate/up + SiLU·mul with and without the RMSNorm prologue (and its side outputs) and for the
-// residual linears, unsplit and split-K rows (S = 4, K >= 4096), the Qwen2.5-0.5B / 1.5B shapes,
-// odd and tiny N, with and without biases, in place, and rings of 2 and 7 stages (so each stage's
-// mbarrier goes through many phases). Also: the streamed path is the one taken when switched on
-// (auto: weights of >= 1024 rows of >= 1024), never at M > 1, and it declines rows whose ring
-// would not fit in shared memory. Skips without a GPU.
+// gate/up + SiLU·mul and the grouped linears (q/k/v) with and without the RMSNorm prologue (and
+// its side outputs) and for the residual linears, unsplit and split-K rows (S = 4, K >= 4096), the
+// Qwen2.5-0.5B / 1.5B shapes, odd and tiny N, with and without biases, in place, and rings of 2 and
+// 7 stages (so each stage's mbarrier goes through many phases). Also: the streamed path is the one
+// taken when switched on (auto: weights of >= 1024 rows of >= 1024), never at M > 1, and it
+// declines rows whose ring would not fit in shared memory. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -45,9 +45,9 @@ void expect_same(const Tensor& got, const Tensor& want, const std::string& what)
       first = i;
       break;
     }
-  EXPECT_EQ(first, g.size()) << what << ": first differing element " << first << " of "
-                             << g.size() << " (" << (first < g.size() ? g[first] : 0.0f)
-                             << " vs " << (first < g.size() ? w[first] : 0.0f) << ")";
+  EXPECT_EQ(first, g.size()) << what << ": first differing element " << first << " of " << g.size()
+                             << " (" << (first < g.size() ? g[first] : 0.0f) << " vs "
+                             << (first < g.size() ? w[first] : 0.0f) << ")";
 }
 
 Tensor bf16_weight(int64_t N, int64_t K, uint64_t seed) {
@@ -93,8 +93,8 @@ TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
               cuda::RmsPrologue n;
               n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
               n.rstd = (on ? rs_got : rs_want).f32();
-              EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, 1, N,
-                                                   K, y.f32()),
+              EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
+                                                   y.f32()),
                         bool(on));
               // The public entry point takes the same path.
               cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
@@ -143,6 +143,62 @@ TEST(GemvStreamCuda, ResidualIsBitwiseTheRegisterKernelAndInPlace) {
                                         in_place.f32());
         expect_same(in_place, want, "in place");
       }
+  }
+}
+
+TEST(GemvStreamCuda, GroupIsBitwiseTheRegisterKernel) {
+  GYRE_SKIP_WITHOUT_GPU();
+  StreamMode restore;
+  struct GroupCase {
+    int64_t K;
+    std::vector<int64_t> n;
+  };
+  // 1.5B / 0.5B q/k/v, four members with odd sizes, split-K rows (S = 4), one tiny member.
+  for (const GroupCase& gc :
+       {GroupCase{1536, {1536, 256, 256}}, GroupCase{896, {896, 128, 128}},
+        GroupCase{64, {37, 5, 1, 130}}, GroupCase{4096, {300, 64, 64}}, GroupCase{8, {3}}}) {
+    const int64_t K = gc.K;
+    std::vector<Tensor> w, b;
+    for (size_t i = 0; i < gc.n.size(); ++i) {
+      w.push_back(bf16_weight(gc.n[i], K, 40 + i));
+      b.push_back(gpu(randn({gc.n[i]}, 50 + i)));
+    }
+    Tensor x = gpu(randn({1, K}, 60 + K, 3.0f)), nw = gpu(randn({K}, 61));
+    for (bool norm : {true, false})
+      for (bool bias : {true, false})
+        for (int64_t ring : kRingBytes) {
+          const std::string what = "K " + std::to_string(K) + " members " +
+                                   std::to_string(gc.n.size()) + (norm ? " norm" : "") +
+                                   (bias ? " bias" : "") + " ring bytes " + std::to_string(ring);
+          SCOPED_TRACE(what);
+          cuda::set_gemv_stream_ring_bytes(ring);
+          std::vector<Tensor> want, got;
+          for (int64_t n : gc.n) {
+            want.push_back(filled({1, n}, -3.5f));
+            got.push_back(filled({1, n}, -7.25f));
+          }
+          Tensor xn_want = filled({1, K}, -3.5f), xn_got = filled({1, K}, -7.25f);
+          for (int on : {0, 1}) {
+            cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamGroup : 0);
+            cuda::GemvGroup g;
+            g.count = int(gc.n.size());
+            for (int i = 0; i < g.count; ++i) {
+              g.w[i] = u16(w[size_t(i)]), g.b[i] = bias ? b[size_t(i)].f32() : nullptr;
+              g.y[i] = (on ? got : want)[size_t(i)].f32(), g.n[i] = gc.n[size_t(i)];
+            }
+            if (norm) {
+              cuda::RmsPrologue n;
+              n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
+              EXPECT_EQ(cuda::gemv_stream_group(x.f32(), &n, g, 1, K), bool(on));
+              cuda::linear_gemv_bf16_group_rms(x.f32(), n, g, 1, K);
+            } else {
+              cuda::linear_gemv_bf16_group(x.f32(), g, 1, K);
+            }
+          }
+          for (size_t i = 0; i < gc.n.size(); ++i)
+            expect_same(got[i], want[i], "member " + std::to_string(i));
+          if (norm) expect_same(xn_got, xn_want, "rms_norm side output");
+        }
   }
 }
 

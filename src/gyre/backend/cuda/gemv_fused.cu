@@ -277,6 +277,7 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
   int64_t columns = 0;
   for (int i = 0; i < g.count; ++i) columns += g.n[i];
   if (columns == 0) return;
+  if (gemv_stream_group(x, kNorm ? &nrm : nullptr, g, M, K)) return;  // batch 1 (gemv_stream.h)
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;

@@ -47,27 +47,63 @@ constexpr int kMinRing = 2;
 // x's staged bf16 row is padded to this, so the weight ring after it stays 16-byte aligned.
 constexpr int64_t kXAlign = 128;
 
+// The epilogues: what a column's sums become (gemv_fused.cu's kernels of the same name).
+enum Epilogue : int {
+  kEpiSiluMul,   // out = silu_mul(bf16(x·wg + bg), bf16(x·wu + bu)): C = 2 rows a column
+  kEpiResidual,  // y = (x·w + b) + r
+  kEpiGroup,     // y_i = x·w_i + b_i over the group's concatenated columns
+};
+template <int kEpi>
+constexpr int kRowsOf = kEpi == kEpiSiluMul ? 2 : 1;
+
 struct StreamArgs {
   const float* x;     // [K], 16-byte aligned
   RmsPrologue nrm;    // the norm (kNorm only)
-  const uint4* w[2];  // C weight matrices [N, K] bf16, as 16-byte vectors
+  const uint4* w[2];  // the C weight matrices [N, K] bf16, as 16-byte vectors (not kEpiGroup)
   const float* b[2];  // their biases [N] or null
-  const float* r;     // the residual [N] (C = 1); may be y
+  const float* r;     // the residual [N] (kEpiResidual); may be y
   float* y;           // [N]
-  int64_t N, K;
-  int ring;  // stages a slot, kMinRing..kMaxRing
+  GemvGroup g;        // kEpiGroup: the members (w, b, y, n each)
+  int64_t N, K;       // N: all columns (kEpiGroup: the members' n summed)
+  int ring;           // stages a slot, kMinRing..kMaxRing
 };
+
+// kEpiGroup: the member that owns concatenated column n, and n within it. Compile-time member
+// indices only (a dynamic index into the kernel parameter would copy it to local memory), as
+// gemv_fused.cu's group kernel.
+struct Member {
+  const uint16_t* w;
+  const float* b;
+  float* y;
+  int64_t n;
+};
+__device__ __forceinline__ Member member_of(const GemvGroup& g, int64_t n) {
+  Member m{nullptr, nullptr, nullptr, 0};
+  bool found = false;
+#pragma unroll
+  for (int i = 0; i < kGemvGroupMax; ++i) {
+    if (!found && i < g.count) {
+      if (n < g.n[i]) {
+        m = Member{g.w[i], g.b[i], g.y[i], n};
+        found = true;
+      } else {
+        n -= g.n[i];
+      }
+    }
+  }
+  return m;
+}
 
 __device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
   return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
          uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
 }
 
-// C = 2: out = silu_mul(bf16(x·wg + bg), bf16(x·wu + bu)); C = 1: y = (x·w + b) + r. kNorm: x is
-// replaced by its RMSNorm (nrm).
-template <int C, bool kNorm, int S>
+// kEpi's columns (Epilogue); kNorm: x is replaced by its RMSNorm (nrm).
+template <int kEpi, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs a) {
   pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
+  constexpr int C = kRowsOf<kEpi>;
   constexpr int kSlots = kWarps / S;
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ uint64_t full[kSlots * kMaxRing];
@@ -96,7 +132,16 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
     unsigned char* dst = ring + size_t(st) * C * row_bytes;
     mbar_expect_tx(smem_addr(bar), uint32_t(C) * row_bytes);
 #pragma unroll
-    for (int c = 0; c < C; ++c) bulk_copy(dst + c * row_bytes, a.w[c] + column(i) * K8, row_bytes, bar);
+    for (int c = 0; c < C; ++c) {
+      const uint4* src;
+      if constexpr (kEpi == kEpiGroup) {
+        const Member m = member_of(a.g, column(i));
+        src = reinterpret_cast<const uint4*>(m.w) + m.n * K8;
+      } else {
+        src = a.w[c] + column(i) * K8;
+      }
+      bulk_copy(dst + c * row_bytes, src, row_bytes, bar);
+    }
   };
   if (issuer)
     for (int64_t i = 0; i < R && column(i) < n1; ++i) issue(i);
@@ -185,14 +230,17 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
     if (lane == 0) {
       // Every warp of the slot is past its reads of stage st: refill it.
       if (issuer && column(i + R) < n1) issue(i + R);
-      if constexpr (C == 2) {
+      if constexpr (kEpi == kEpiSiluMul) {
         // gemv_fused.cu's silu_mul epilogue: gate and up rounded to bf16, then silu.cuh.
         const float g = gemv::round_bf16(gemv::with_bias(acc[0], a.b[0], n));
         const float u = gemv::round_bf16(gemv::with_bias(acc[1], a.b[1], n));
         a.y[n] = silu_mul_value(g, u);
+      } else if constexpr (kEpi == kEpiGroup) {
+        const Member m = member_of(a.g, n);
+        m.y[m.n] = gemv::with_bias(acc[0], m.b, m.n);  // the group kernel's store
       } else {
         const float lin = gemv::with_bias(acc[0], a.b[0], n);  // what linear_gemv_bf16 stores
-        a.y[n] = lin + a.r[n];                                  // add_kernel: out = a + b
+        a.y[n] = lin + a.r[n];                                 // add_kernel: out = a + b
       }
     }
   }
@@ -216,10 +264,11 @@ int64_t blocks_per_sm() {
   return n;
 }
 
-// Launches kernel <C, kNorm, S> or returns false when not even a ring of kMinRing fits.
-template <int C, bool kNorm, int S>
+// Launches kernel <kEpi, kNorm, S> or returns false when not even a ring of kMinRing fits.
+template <int kEpi, bool kNorm, int S>
 bool launch_stream(const char* name, StreamArgs a) {
-  constexpr auto kernel = gemv_stream_kernel<C, kNorm, S>;
+  constexpr auto kernel = gemv_stream_kernel<kEpi, kNorm, S>;
+  constexpr int C = kRowsOf<kEpi>;
   constexpr int64_t kSlots = kWarps / S;
   struct Limits {
     int64_t max_dyn;  // the dynamic shared memory one block may have (opt-in less static)
@@ -273,8 +322,8 @@ int gemv_stream_mode() {
 }
 
 void set_gemv_stream_mode(int mode) {
-  g_mode_override.store(mode < 0 ? -1 : (mode >= kGemvStreamAuto ? kGemvStreamAuto
-                                                                  : mode & kGemvStreamAll));
+  g_mode_override.store(
+      mode < 0 ? -1 : (mode >= kGemvStreamAuto ? kGemvStreamAuto : mode & kGemvStreamAll));
 }
 
 int64_t gemv_stream_ring_bytes() {
@@ -302,8 +351,8 @@ bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
     constexpr int S = decltype(s)::value;
-    launched = nrm ? launch_stream<2, true, S>("gemv_stream_silu_mul_rms", a)
-                   : launch_stream<2, false, S>("gemv_stream_silu_mul", a);
+    launched = nrm ? launch_stream<kEpiSiluMul, true, S>("gemv_stream_silu_mul_rms", a)
+                   : launch_stream<kEpiSiluMul, false, S>("gemv_stream_silu_mul", a);
   });
   return launched;
 }
@@ -320,7 +369,25 @@ bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, con
   a.r = r, a.y = y, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    launched = launch_stream<1, false, decltype(s)::value>("gemv_stream_residual", a);
+    launched = launch_stream<kEpiResidual, false, decltype(s)::value>("gemv_stream_residual", a);
+  });
+  return launched;
+}
+
+bool gemv_stream_group(const float* x, const RmsPrologue* nrm, const GemvGroup& g, int64_t M,
+                       int64_t K) {
+  int64_t N = 0;
+  for (int i = 0; i < g.count; ++i) N += g.n[i];
+  if (M != 1 || N < 1 || !takes(kGemvStreamGroup, N, K)) return false;
+  StreamArgs a{};
+  a.x = x;
+  if (nrm) a.nrm = *nrm;
+  a.g = g, a.N = N, a.K = K;
+  bool launched = false;
+  gemv::with_split(K, [&](auto s) {
+    constexpr int S = decltype(s)::value;
+    launched = nrm ? launch_stream<kEpiGroup, true, S>("gemv_stream_group_rms", a)
+                   : launch_stream<kEpiGroup, false, S>("gemv_stream_group", a);
   });
   return launched;
 }
