@@ -5,8 +5,8 @@
 // its side outputs) and for the residual linears, unsplit and split-K rows (S = 4, K >= 4096), the
 // Qwen2.5-0.5B / 1.5B shapes, odd and tiny N, with and without biases, in place, and rings of 2 and
 // 7 stages (so each stage's mbarrier goes through many phases). Also: the streamed path is the one
-// taken when switched on (auto: weights of >= 1024 rows of >= 1024), never at M > 1, and it
-// declines rows whose ring would not fit in shared memory. Skips without a GPU.
+// taken when switched on, never at M > 1, and it declines rows whose ring would not fit in shared
+// memory. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -220,20 +220,6 @@ TEST(GemvStreamCuda, TakenOnlyWhereSwitchedOnAtOneRowAndWhereTheRingFits) {
   EXPECT_TRUE(residual(1, Ks));
   cuda::set_gemv_stream_mode(cuda::kGemvStreamSiluMul);
   EXPECT_FALSE(residual(1, K));
-  // Auto (the default): weights of at least 1024 rows of at least 1024 elements.
-  cuda::set_gemv_stream_mode(cuda::kGemvStreamAuto);
-  EXPECT_FALSE(residual(1, K));  // 16 rows
-  const int64_t A = cuda::kGemvStreamAutoMin;
-  Tensor wa = bf16_weight(A, A, 35), xa = gpu(randn({1, A}, 36)), ra = gpu(randn({1, A}, 37));
-  Tensor ya = Tensor::empty({1, A}, DType::f32, Device::cuda);
-  const auto auto_residual = [&](int64_t n, int64_t k) {
-    return cuda::gemv_stream_residual(xa.f32(), u16(wa), nullptr, ra.f32(), 1, n, k, ya.f32());
-  };
-  EXPECT_TRUE(auto_residual(A, A));
-  EXPECT_FALSE(auto_residual(A - 1, A));
-  EXPECT_FALSE(auto_residual(A, A - 8));
-  EXPECT_TRUE(cuda::gemv_stream_silu_mul(xa.f32(), nullptr, u16(wa), nullptr, u16(wa), nullptr, 1,
-                                         A, A, ya.f32()));
   cuda::set_gemv_stream_mode(cuda::kGemvStreamSiluMul);
   // A gate/up row pair of 2 x 128 KB cannot fit in one block's shared memory: declined.
   const int64_t Kbig = 65536;

@@ -248,12 +248,8 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
 
 std::atomic<int> g_mode_override{-1};
 
-// Whether a launch of `kind` over N columns of K elements takes the streamed kernel.
-bool takes(int kind, int64_t N, int64_t K) {
-  const int mode = gemv_stream_mode();
-  if (mode == kGemvStreamAuto) return N >= kGemvStreamAutoMin && K >= kGemvStreamAutoMin;
-  return (mode & kind) != 0;
-}
+// Whether a launch of `kind` takes the streamed kernel.
+bool takes(int kind) { return (gemv_stream_mode() & kind) != 0; }
 std::atomic<int64_t> g_ring_override{0};
 
 // Blocks of the streamed kernels an SM is meant to hold (GYRE_GEMV_STREAM_BPS, 1..4). Two measured
@@ -317,21 +313,21 @@ bool launch_stream(const char* name, StreamArgs a) {
 int gemv_stream_mode() {
   const int o = g_mode_override.load();
   if (o >= 0) return o;
-  static const int env = int(env_int("GYRE_GEMV_STREAM", kGemvStreamAuto, 0, kGemvStreamAuto));
+  static const int env = int(env_int("GYRE_GEMV_STREAM", kGemvStreamDefault, 0, kGemvStreamAll));
   return env;
 }
 
-void set_gemv_stream_mode(int mode) {
-  g_mode_override.store(
-      mode < 0 ? -1 : (mode >= kGemvStreamAuto ? kGemvStreamAuto : mode & kGemvStreamAll));
+void set_gemv_stream_mode(int bits) {
+  g_mode_override.store(bits < 0 ? -1 : bits & kGemvStreamAll);
 }
 
 int64_t gemv_stream_ring_bytes() {
   const int64_t o = g_ring_override.load();
   if (o > 0) return o;
-  // 64 KB: Qwen2.5-1.5B batch 1 1.369 ms a token at 96 KB, 1.351 at 64 and 1.350 at 48 (H200,
-  // session 38): o_proj's ring shrinks to 2 columns a slot, so gate/up's blocks fit beside it
-  // and start streaming before it ends (programmatic dependent launch).
+  // 64 KB: Qwen2.5-1.5B batch 1 (H200, session 38) 1.369 ms a token at 96 KB, 1.351 at 64 and
+  // 1.350 at 48 with gate/up, o_proj and down streamed; 1.363 / 1.278 / 1.278 with q/k/v too:
+  // o_proj's ring shrinks to 2 columns a slot, so gate/up's blocks fit beside it and start
+  // streaming before it ends (programmatic dependent launch).
   static const int64_t env = env_int("GYRE_GEMV_STREAM_KB", 64, 1, 1 << 20) * 1024;
   return env;
 }
@@ -341,7 +337,7 @@ void set_gemv_stream_ring_bytes(int64_t bytes) { g_ring_override.store(bytes > 0
 bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t* wg,
                           const float* bg, const uint16_t* wu, const float* bu, int64_t M,
                           int64_t N, int64_t K, float* out) {
-  if (M != 1 || N < 1 || !takes(kGemvStreamSiluMul, N, K)) return false;
+  if (M != 1 || N < 1 || !takes(kGemvStreamSiluMul)) return false;
   StreamArgs a{};
   a.x = x;
   if (nrm) a.nrm = *nrm;
@@ -361,7 +357,7 @@ bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, con
                           int64_t M, int64_t N, int64_t K, float* y) {
   if (M != 1 || N < 1) return false;
   const int bit = gemv::split_for(K) > 1 ? kGemvStreamResidualSplit : kGemvStreamResidual;
-  if (!takes(bit, N, K)) return false;
+  if (!takes(bit)) return false;
   StreamArgs a{};
   a.x = x;
   a.w[0] = reinterpret_cast<const uint4*>(w), a.w[1] = nullptr;
@@ -378,7 +374,7 @@ bool gemv_stream_group(const float* x, const RmsPrologue* nrm, const GemvGroup& 
                        int64_t K) {
   int64_t N = 0;
   for (int i = 0; i < g.count; ++i) N += g.n[i];
-  if (M != 1 || N < 1 || !takes(kGemvStreamGroup, N, K)) return false;
+  if (M != 1 || N < 1 || !takes(kGemvStreamGroup)) return false;
   StreamArgs a{};
   a.x = x;
   if (nrm) a.nrm = *nrm;

@@ -23,8 +23,8 @@
 
 namespace gyre::cuda {
 
-// Which M = 1 fused GEMVs take the streamed kernels: kGemvStreamAuto (the default), or a bit mask
-// of the kinds below (GYRE_GEMV_STREAM: an integer 0..16, 16 = auto, parsed strictly);
+// Which M = 1 fused GEMVs take the streamed kernels: a bit mask of the kinds below, every kind by
+// default (kGemvStreamDefault), GYRE_GEMV_STREAM (an integer 0..15, parsed strictly) when set;
 // set_gemv_stream_mode overrides both (tests, benchmarks). Read when a kernel is launched (so when
 // a decode graph is captured).
 constexpr int kGemvStreamSiluMul = 1;        // gate/up + SiLU·mul (with or without the norm)
@@ -32,16 +32,16 @@ constexpr int kGemvStreamResidual = 2;       // residual linears with unsplit ro
 constexpr int kGemvStreamResidualSplit = 4;  // residual linears with split-K rows (down_proj)
 constexpr int kGemvStreamGroup = 8;          // grouped linears (q/k/v, with or without the norm)
 constexpr int kGemvStreamAll = 15;
-// Auto: every kind, for weights of at least kGemvStreamAutoMin rows (N) of at least
-// kGemvStreamAutoMin elements (K). Measured on an H200 (session 38, bench_rollout_gpu batch 1):
-// Qwen2.5-1.5B (N, K >= 1536 everywhere) 1.491 -> 1.351 ms a token with all three streamed; on
-// Qwen2.5-0.5B (hidden 896) each kind alone and all together were slower (0.762 -> 0.785-0.817):
-// its GEMVs are short, latency-bound, and the streamed kernel's set-up (barriers, x staged in
-// shared memory) costs more there than the stream saves.
-constexpr int kGemvStreamAuto = 16;
-constexpr int64_t kGemvStreamAutoMin = 1024;
+// All of them: measured on an H200 (session 38, bench_rollout_gpu batch 1, ms a token):
+//   kinds streamed       none    gate/up+o+down   + q/k/v (all)   all but o_proj
+//   Qwen2.5-1.5B         1.496   1.353            1.278           1.336
+//   Qwen2.5-0.5B         0.761   0.795-0.812      0.737           -
+// A chain that mixes the two kernel families loses: a register kernel's many small blocks and a
+// streamed kernel's few large ones overlap badly under programmatic dependent launch (each alone
+// was slower than none at 0.5B, and gate/up alone at 1.5B: 1.512).
+constexpr int kGemvStreamDefault = kGemvStreamAll;
 int gemv_stream_mode();
-void set_gemv_stream_mode(int mode);  // kGemvStreamAuto, bits, or -1: back to the environment
+void set_gemv_stream_mode(int bits);  // -1: back to the default / environment
 
 // Shared-memory bytes of weights each block aims to keep in flight (GYRE_GEMV_STREAM_KB, default
 // 64 KB): the ring gets 2..7 columns a slot within it, and within the shared memory that
@@ -51,7 +51,7 @@ int64_t gemv_stream_ring_bytes();
 void set_gemv_stream_ring_bytes(int64_t bytes);
 
 // The streamed launches. Each returns false, launching nothing, where the kernel does not apply
-// (M != 1, its kind off or, in auto mode, the weight too small, or no ring fits in shared memory);
+// (M != 1, its kind switched off, or no ring fits in shared memory);
 // the caller then launches the register kernel. Preconditions: gemv_fused.h's. nrm null: no norm
 // prologue.
 bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t* wg,
@@ -59,7 +59,7 @@ bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t
                           int64_t N, int64_t K, float* out);
 bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                           int64_t M, int64_t N, int64_t K, float* y);
-// The group's N = Σ n_i columns (auto: N and K >= kGemvStreamAutoMin).
+// The group's N = Σ n_i columns.
 bool gemv_stream_group(const float* x, const RmsPrologue* nrm, const GemvGroup& g, int64_t M,
                        int64_t K);
 
