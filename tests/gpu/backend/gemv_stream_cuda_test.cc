@@ -56,15 +56,17 @@ Tensor bf16_weight(int64_t N, int64_t K, uint64_t seed) {
 const uint16_t* u16(const Tensor& t) { return t.data<uint16_t>(); }
 Tensor filled(const Shape& s, float v) { return gpu(Tensor::full(s, v)); }
 
+// A weight's output columns N and row length K.
+struct Shape2 {
+  int64_t N, K;
+};
+
 // 96 KB (the default: ring 2..7 by shape) and the extremes of the ring (1 GB: the most that fits).
 const int64_t kRingBytes[] = {96 * 1024, 1, int64_t(1) << 30};
 
 TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
   GYRE_SKIP_WITHOUT_GPU();
   StreamMode restore;
-  struct Shape2 {
-    int64_t N, K;
-  };
   // 1.5B / 0.5B gate/up, split-K rows (4096: S = 4; 4104 odd past it), tiny and odd N.
   for (Shape2 s : {Shape2{8960, 1536}, Shape2{4864, 896}, Shape2{133, 4096}, Shape2{300, 4104},
                    Shape2{37, 64}, Shape2{1, 8}}) {
@@ -96,7 +98,7 @@ TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
               EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
                                                    y.f32()),
                         bool(on));
-              // The public entry point takes the same path.
+              // And through the public entry point (the same kernel: the same bits again).
               cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
                                                   y.f32());
             } else {
@@ -116,9 +118,6 @@ TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
 TEST(GemvStreamCuda, ResidualIsBitwiseTheRegisterKernelAndInPlace) {
   GYRE_SKIP_WITHOUT_GPU();
   StreamMode restore;
-  struct Shape2 {
-    int64_t N, K;
-  };
   // 1.5B down / o_proj, 0.5B down, split-K past the deep batch (9224), short rows.
   for (Shape2 s : {Shape2{1536, 8960}, Shape2{1536, 1536}, Shape2{896, 4864}, Shape2{131, 9224},
                    Shape2{33, 264}, Shape2{5, 8}}) {

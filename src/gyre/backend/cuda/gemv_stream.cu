@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "gyre/backend/cuda/bf16_bits.cuh"
 #include "gyre/backend/cuda/gemv_bf16_common.cuh"
 #include "gyre/backend/cuda/gemv_rms_prologue.cuh"
 #include "gyre/backend/cuda/gemv_stream.h"
@@ -44,8 +45,11 @@ constexpr int kWarps = kThreads / 32;
 // stage must stay <= 15 (0 is __syncthreads').
 constexpr int kMaxRing = 7;
 constexpr int kMinRing = 2;
-// x's staged bf16 row is padded to this, so the weight ring after it stays 16-byte aligned.
-constexpr int64_t kXAlign = 128;
+// Shared-memory bytes of x's staged bf16 row, padded so the weight ring after it stays aligned.
+__host__ __device__ constexpr int64_t x_stage_bytes(int64_t K) {
+  constexpr int64_t kAlign = 128;
+  return (K * 2 + kAlign - 1) / kAlign * kAlign;
+}
 
 // The epilogues: what a column's sums become (gemv_fused.cu's kernels of the same name).
 enum Epilogue : int {
@@ -94,11 +98,6 @@ __device__ __forceinline__ Member member_of(const GemvGroup& g, int64_t n) {
   return m;
 }
 
-__device__ __forceinline__ uint32_t bf16_pair(float lo, float hi) {
-  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-         uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
-}
-
 // kEpi's columns (Epilogue); kNorm: x is replaced by its RMSNorm (nrm).
 template <int kEpi, bool kNorm, int S>
 __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs a) {
@@ -113,7 +112,7 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
   const int R = a.ring;
   const int64_t K8 = a.K / 8;
   const uint32_t row_bytes = uint32_t(K8) * 16u;
-  const int64_t x_bytes = (a.K * 2 + kXAlign - 1) / kXAlign * kXAlign;
+  const int64_t x_bytes = x_stage_bytes(a.K);
   uint4* xs = reinterpret_cast<uint4*>(dyn);
   unsigned char* ring = dyn + x_bytes + size_t(slot) * R * C * row_bytes;
   const int64_t n0 = a.N * blockIdx.x / gridDim.x, n1 = a.N * (blockIdx.x + 1) / gridDim.x;
@@ -164,8 +163,8 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
       q = make_float4(rms::normed(q.x, r, nb.x), rms::normed(q.y, r, nb.y),
                       rms::normed(q.z, r, nb.z), rms::normed(q.w, r, nb.w));
     }
-    xs[k8] = make_uint4(bf16_pair(p.x, p.y), bf16_pair(p.z, p.w), bf16_pair(q.x, q.y),
-                        bf16_pair(q.z, q.w));
+    xs[k8] = make_uint4(bf16_rn_pair(p.x, p.y), bf16_rn_pair(p.z, p.w), bf16_rn_pair(q.x, q.y),
+                        bf16_rn_pair(q.z, q.w));
   }
   __syncthreads();
 
@@ -247,10 +246,10 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
 }
 
 std::atomic<int> g_mode_override{-1};
+std::atomic<int64_t> g_ring_override{0};
 
 // Whether a launch of `kind` takes the streamed kernel.
 bool takes(int kind) { return (gemv_stream_mode() & kind) != 0; }
-std::atomic<int64_t> g_ring_override{0};
 
 // Blocks of the streamed kernels an SM is meant to hold (GYRE_GEMV_STREAM_BPS, 1..4). Two measured
 // best on Qwen2.5-1.5B's batch-1 decode (H200, session 38: 1.461 ms a token with one, 1.374 with
@@ -287,7 +286,7 @@ bool launch_stream(const char* name, StreamArgs a) {
     return Limits{dyn, per_sm, int64_t(reserved) + int64_t(attr.sharedSizeBytes)};
   }();
   const int64_t stage = int64_t(C) * a.K * 2;  // one column's rows
-  const int64_t x_bytes = (a.K * 2 + kXAlign - 1) / kXAlign * kXAlign;
+  const int64_t x_bytes = x_stage_bytes(a.K);
   const int64_t level = kSlots * stage;  // one more stage for every slot
   if (x_bytes + kMinRing * level > lim.max_dyn) return false;
   // The ring: what the budget asks for, within what blocks_per_sm() blocks an SM leave each.
