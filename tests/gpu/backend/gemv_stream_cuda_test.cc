@@ -4,9 +4,10 @@
 // gate/up + SiLU·mul and the grouped linears (q/k/v) with and without the RMSNorm prologue (and
 // its side outputs) and for the residual linears, unsplit and split-K rows (S = 4, K >= 4096), the
 // Qwen2.5-0.5B / 1.5B shapes, odd and tiny N, with and without biases, in place, and rings of 2 and
-// 7 stages (so each stage's mbarrier goes through many phases). Also: the streamed path is the one
-// taken when switched on, never at M > 1, and it declines rows whose ring would not fit in shared
-// memory. Skips without a GPU.
+// 7 stages (so each stage's mbarrier goes through many phases), at M = 1, 3 and 8 rows of x (each
+// row's sums in the register kernels' order). Also: the streamed path is the one taken when
+// switched on, only up to gemv_stream_max_rows() rows, and it declines rows whose ring would not
+// fit in shared memory. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -27,14 +28,18 @@ using gputest::cpu;
 using gputest::gpu;
 using gputest::randn;
 
-// Restores the default mode and ring size when a test ends.
+// Lets every row count take the streamed kernels, and restores the defaults when a test ends.
 struct StreamMode {
-  StreamMode() = default;
+  StreamMode() { cuda::set_gemv_stream_max_rows(cuda::kGemvStreamMaxRows); }
   ~StreamMode() {
     cuda::set_gemv_stream_mode(-1);
     cuda::set_gemv_stream_ring_bytes(0);
+    cuda::set_gemv_stream_max_rows(0);
   }
 };
+
+// The row counts every bitwise test runs: batch 1, an odd batch, the most rows.
+const int64_t kRows[] = {1, 3, 8};
 
 void expect_same(const Tensor& got, const Tensor& want, const std::string& what) {
   const std::vector<float> g = cpu(got).to_vector(), w = cpu(want).to_vector();
@@ -72,46 +77,47 @@ TEST(GemvStreamCuda, SiluMulIsBitwiseTheRegisterKernel) {
                    Shape2{37, 64}, Shape2{1, 8}}) {
     const int64_t N = s.N, K = s.K;
     Tensor wg = bf16_weight(N, K, 10 + N), wu = bf16_weight(N, K, 11 + N);
-    Tensor bg = gpu(randn({N}, 12)), bu = gpu(randn({N}, 13));
-    Tensor x = gpu(randn({1, K}, 14 + K, 3.0f)), nw = gpu(randn({K}, 15));
-    for (bool norm : {true, false})
-      for (bool bias : {true, false})
-        for (int64_t ring : kRingBytes) {
-          const std::string what = "N " + std::to_string(N) + " K " + std::to_string(K) +
-                                   (norm ? " norm" : "") + (bias ? " bias" : "") + " ring bytes " +
-                                   std::to_string(ring);
-          SCOPED_TRACE(what);
-          cuda::set_gemv_stream_ring_bytes(ring);
-          // Different sentinels: a launch that wrote nothing cannot pass.
-          Tensor want = filled({1, N}, -3.5f), got = filled({1, N}, -7.25f);
-          Tensor xn_want = filled({1, K}, -3.5f), xn_got = filled({1, K}, -7.25f);
-          Tensor rs_want = filled({1}, -3.5f), rs_got = filled({1}, -7.25f);
-          const float* pbg = bias ? bg.f32() : nullptr;
-          const float* pbu = bias ? bu.f32() : nullptr;
-          for (int on : {0, 1}) {
-            cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamSiluMul : 0);
-            Tensor& y = on ? got : want;
+    Tensor bg = gpu(randn({N}, 12)), bu = gpu(randn({N}, 13)), nw = gpu(randn({K}, 15));
+    for (int64_t M : kRows)
+      for (bool norm : {true, false})
+        for (bool bias : {true, false})
+          for (int64_t ring : kRingBytes) {
+            Tensor x = gpu(randn({M, K}, 14 + K + M, 3.0f));
+            const std::string what = "M " + std::to_string(M) + " N " + std::to_string(N) + " K " +
+                                     std::to_string(K) + (norm ? " norm" : "") +
+                                     (bias ? " bias" : "") + " ring bytes " + std::to_string(ring);
+            SCOPED_TRACE(what);
+            cuda::set_gemv_stream_ring_bytes(ring);
+            // Different sentinels: a launch that wrote nothing cannot pass.
+            Tensor want = filled({M, N}, -3.5f), got = filled({M, N}, -7.25f);
+            Tensor xn_want = filled({M, K}, -3.5f), xn_got = filled({M, K}, -7.25f);
+            Tensor rs_want = filled({M}, -3.5f), rs_got = filled({M}, -7.25f);
+            const float* pbg = bias ? bg.f32() : nullptr;
+            const float* pbu = bias ? bu.f32() : nullptr;
+            for (int on : {0, 1}) {
+              cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamSiluMul : 0);
+              Tensor& y = on ? got : want;
+              if (norm) {
+                cuda::RmsPrologue n;
+                n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
+                n.rstd = (on ? rs_got : rs_want).f32();
+                EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, M, N,
+                                                     K, y.f32()),
+                          bool(on));
+                // And through the public entry point (the same kernel: the same bits again).
+                cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), n, u16(wg), pbg, u16(wu), pbu, M, N, K,
+                                                    y.f32());
+              } else {
+                cuda::linear_gemv_bf16_silu_mul(x.f32(), u16(wg), pbg, u16(wu), pbu, M, N, K,
+                                                y.f32());
+              }
+            }
+            expect_same(got, want, "silu_mul");
             if (norm) {
-              cuda::RmsPrologue n;
-              n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
-              n.rstd = (on ? rs_got : rs_want).f32();
-              EXPECT_EQ(cuda::gemv_stream_silu_mul(x.f32(), &n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
-                                                   y.f32()),
-                        bool(on));
-              // And through the public entry point (the same kernel: the same bits again).
-              cuda::linear_gemv_bf16_silu_mul_rms(x.f32(), n, u16(wg), pbg, u16(wu), pbu, 1, N, K,
-                                                  y.f32());
-            } else {
-              cuda::linear_gemv_bf16_silu_mul(x.f32(), u16(wg), pbg, u16(wu), pbu, 1, N, K,
-                                              y.f32());
+              expect_same(xn_got, xn_want, "rms_norm side output");
+              expect_same(rs_got, rs_want, "rstd side output");
             }
           }
-          expect_same(got, want, "silu_mul");
-          if (norm) {
-            expect_same(xn_got, xn_want, "rms_norm side output");
-            expect_same(rs_got, rs_want, "rstd side output");
-          }
-        }
   }
 }
 
@@ -123,25 +129,28 @@ TEST(GemvStreamCuda, ResidualIsBitwiseTheRegisterKernelAndInPlace) {
                    Shape2{33, 264}, Shape2{5, 8}}) {
     const int64_t N = s.N, K = s.K;
     Tensor w = bf16_weight(N, K, 20 + N), b = gpu(randn({N}, 21));
-    Tensor x = gpu(randn({1, K}, 22 + K)), r = gpu(randn({1, N}, 23));
-    for (bool bias : {true, false})
-      for (int64_t ring : kRingBytes) {
-        const std::string what = "N " + std::to_string(N) + " K " + std::to_string(K) +
-                                 (bias ? " bias" : "") + " ring bytes " + std::to_string(ring);
-        SCOPED_TRACE(what);
-        cuda::set_gemv_stream_ring_bytes(ring);
-        const float* pb = bias ? b.f32() : nullptr;
-        Tensor want = filled({1, N}, -3.5f), got = filled({1, N}, -7.25f);
-        cuda::set_gemv_stream_mode(0);
-        cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, r.f32(), 1, N, K, want.f32());
-        cuda::set_gemv_stream_mode(cuda::kGemvStreamAll);
-        EXPECT_TRUE(cuda::gemv_stream_residual(x.f32(), u16(w), pb, r.f32(), 1, N, K, got.f32()));
-        expect_same(got, want, "residual");
-        Tensor in_place = r.clone();
-        cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, in_place.f32(), 1, N, K,
-                                        in_place.f32());
-        expect_same(in_place, want, "in place");
-      }
+    for (int64_t M : kRows)
+      for (bool bias : {true, false})
+        for (int64_t ring : kRingBytes) {
+          Tensor x = gpu(randn({M, K}, 22 + K + M)), r = gpu(randn({M, N}, 23 + M));
+          const std::string what = "M " + std::to_string(M) + " N " + std::to_string(N) + " K " +
+                                   std::to_string(K) + (bias ? " bias" : "") + " ring bytes " +
+                                   std::to_string(ring);
+          SCOPED_TRACE(what);
+          cuda::set_gemv_stream_ring_bytes(ring);
+          const float* pb = bias ? b.f32() : nullptr;
+          Tensor want = filled({M, N}, -3.5f), got = filled({M, N}, -7.25f);
+          cuda::set_gemv_stream_mode(0);
+          cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, r.f32(), M, N, K, want.f32());
+          cuda::set_gemv_stream_mode(cuda::kGemvStreamAll);
+          // Every shape here fits (8 staged rows of 9224 and a ring of 2 columns: 216 KB).
+          EXPECT_TRUE(cuda::gemv_stream_residual(x.f32(), u16(w), pb, r.f32(), M, N, K, got.f32()));
+          expect_same(got, want, "residual");
+          Tensor in_place = r.clone();
+          cuda::linear_gemv_bf16_residual(x.f32(), u16(w), pb, in_place.f32(), M, N, K,
+                                          in_place.f32());
+          expect_same(in_place, want, "in place");
+        }
   }
 }
 
@@ -162,46 +171,49 @@ TEST(GemvStreamCuda, GroupIsBitwiseTheRegisterKernel) {
       w.push_back(bf16_weight(gc.n[i], K, 40 + i));
       b.push_back(gpu(randn({gc.n[i]}, 50 + i)));
     }
-    Tensor x = gpu(randn({1, K}, 60 + K, 3.0f)), nw = gpu(randn({K}, 61));
-    for (bool norm : {true, false})
-      for (bool bias : {true, false})
-        for (int64_t ring : kRingBytes) {
-          const std::string what = "K " + std::to_string(K) + " members " +
-                                   std::to_string(gc.n.size()) + (norm ? " norm" : "") +
-                                   (bias ? " bias" : "") + " ring bytes " + std::to_string(ring);
-          SCOPED_TRACE(what);
-          cuda::set_gemv_stream_ring_bytes(ring);
-          std::vector<Tensor> want, got;
-          for (int64_t n : gc.n) {
-            want.push_back(filled({1, n}, -3.5f));
-            got.push_back(filled({1, n}, -7.25f));
-          }
-          Tensor xn_want = filled({1, K}, -3.5f), xn_got = filled({1, K}, -7.25f);
-          for (int on : {0, 1}) {
-            cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamGroup : 0);
-            cuda::GemvGroup g;
-            g.count = int(gc.n.size());
-            for (int i = 0; i < g.count; ++i) {
-              g.w[i] = u16(w[size_t(i)]), g.b[i] = bias ? b[size_t(i)].f32() : nullptr;
-              g.y[i] = (on ? got : want)[size_t(i)].f32(), g.n[i] = gc.n[size_t(i)];
+    Tensor nw = gpu(randn({K}, 61));
+    for (int64_t M : kRows)
+      for (bool norm : {true, false})
+        for (bool bias : {true, false})
+          for (int64_t ring : kRingBytes) {
+            Tensor x = gpu(randn({M, K}, 60 + K + M, 3.0f));
+            const std::string what = "M " + std::to_string(M) + " K " + std::to_string(K) +
+                                     " members " + std::to_string(gc.n.size()) +
+                                     (norm ? " norm" : "") + (bias ? " bias" : "") +
+                                     " ring bytes " + std::to_string(ring);
+            SCOPED_TRACE(what);
+            cuda::set_gemv_stream_ring_bytes(ring);
+            std::vector<Tensor> want, got;
+            for (int64_t n : gc.n) {
+              want.push_back(filled({M, n}, -3.5f));
+              got.push_back(filled({M, n}, -7.25f));
             }
-            if (norm) {
-              cuda::RmsPrologue n;
-              n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
-              EXPECT_EQ(cuda::gemv_stream_group(x.f32(), &n, g, 1, K), bool(on));
-              cuda::linear_gemv_bf16_group_rms(x.f32(), n, g, 1, K);
-            } else {
-              cuda::linear_gemv_bf16_group(x.f32(), g, 1, K);
+            Tensor xn_want = filled({M, K}, -3.5f), xn_got = filled({M, K}, -7.25f);
+            for (int on : {0, 1}) {
+              cuda::set_gemv_stream_mode(on ? cuda::kGemvStreamGroup : 0);
+              cuda::GemvGroup g;
+              g.count = int(gc.n.size());
+              for (int i = 0; i < g.count; ++i) {
+                g.w[i] = u16(w[size_t(i)]), g.b[i] = bias ? b[size_t(i)].f32() : nullptr;
+                g.y[i] = (on ? got : want)[size_t(i)].f32(), g.n[i] = gc.n[size_t(i)];
+              }
+              if (norm) {
+                cuda::RmsPrologue n;
+                n.w = nw.f32(), n.eps = 1e-6, n.xn = (on ? xn_got : xn_want).f32();
+                EXPECT_EQ(cuda::gemv_stream_group(x.f32(), &n, g, M, K), bool(on));
+                cuda::linear_gemv_bf16_group_rms(x.f32(), n, g, M, K);
+              } else {
+                cuda::linear_gemv_bf16_group(x.f32(), g, M, K);
+              }
             }
+            for (size_t i = 0; i < gc.n.size(); ++i)
+              expect_same(got[i], want[i], "member " + std::to_string(i));
+            if (norm) expect_same(xn_got, xn_want, "rms_norm side output");
           }
-          for (size_t i = 0; i < gc.n.size(); ++i)
-            expect_same(got[i], want[i], "member " + std::to_string(i));
-          if (norm) expect_same(xn_got, xn_want, "rms_norm side output");
-        }
   }
 }
 
-TEST(GemvStreamCuda, TakenOnlyWhereSwitchedOnAtOneRowAndWhereTheRingFits) {
+TEST(GemvStreamCuda, TakenOnlyWhereSwitchedOnUpToItsRowsAndWhereTheRingFits) {
   GYRE_SKIP_WITHOUT_GPU();
   StreamMode restore;
   const int64_t N = 16, K = 1536, Ks = 8960;
@@ -213,7 +225,12 @@ TEST(GemvStreamCuda, TakenOnlyWhereSwitchedOnAtOneRowAndWhereTheRingFits) {
   cuda::set_gemv_stream_mode(cuda::kGemvStreamResidual);  // unsplit rows only
   EXPECT_TRUE(residual(1, K));
   EXPECT_FALSE(residual(1, Ks));
+  EXPECT_TRUE(residual(2, K));
+  cuda::set_gemv_stream_max_rows(1);  // batch 1 only: two rows take the register kernel
+  EXPECT_TRUE(residual(1, K));
   EXPECT_FALSE(residual(2, K));
+  cuda::set_gemv_stream_max_rows(cuda::kGemvStreamMaxRows);
+  EXPECT_FALSE(residual(9, K));  // past the kernel's rows (x has 2, nothing is read)
   cuda::set_gemv_stream_mode(cuda::kGemvStreamResidualSplit);  // split-K rows only
   EXPECT_FALSE(residual(1, K));
   EXPECT_TRUE(residual(1, Ks));

@@ -277,7 +277,8 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
   int64_t columns = 0;
   for (int i = 0; i < g.count; ++i) columns += g.n[i];
   if (columns == 0) return;
-  if (gemv_stream_group(x, kNorm ? &nrm : nullptr, g, M, K)) return;  // batch 1 (gemv_stream.h)
+  // The weights streamed through shared memory where switched on (gemv_stream.h).
+  if (gemv_stream_group(x, kNorm ? &nrm : nullptr, g, M, K)) return;
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
@@ -295,7 +296,7 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
                      const uint16_t* wu, const float* bu, int64_t M, int64_t N, int64_t K,
                      float* out) {
   if (N == 0) return;
-  // Batch 1: the weights streamed through shared memory where switched on (gemv_stream.h).
+  // The weights streamed through shared memory where switched on (gemv_stream.h).
   if (gemv_stream_silu_mul(x, kNorm ? &nrm : nullptr, wg, bg, wu, bu, M, N, K, out)) return;
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
@@ -342,7 +343,7 @@ int gemv_split_for(int64_t K) { return gemv::split_for(K); }
 void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                                int64_t M, int64_t N, int64_t K, float* y) {
   if (N == 0) return;
-  if (gemv_stream_residual(x, w, b, r, M, N, K, y)) return;  // batch 1, where on (gemv_stream.h)
+  if (gemv_stream_residual(x, w, b, r, M, N, K, y)) return;  // streamed where on (gemv_stream.h)
   with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;

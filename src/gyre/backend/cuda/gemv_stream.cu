@@ -1,4 +1,4 @@
-// Streamed batch-1 decode GEMVs (gemv_stream.h: what, why, and the bitwise contract).
+// Streamed small-batch decode GEMVs (gemv_stream.h: what, why, and the bitwise contract).
 //
 // Schedule. gridDim.x blocks of rms::kThreads (256) threads; block b owns the output columns
 // [b N / G, (b + 1) N / G), so every block gets the same number of columns to within one (the
@@ -13,11 +13,14 @@
 // with column i + ring. The first `ring` columns are issued before pdl_wait, while the previous
 // kernel still runs (weights do not depend on it).
 //
-// x is staged once per block after pdl_wait (and the RMSNorm's rstd, gemv_rms_prologue.cuh) as the
-// bf16 bits of the values the register kernels feed their FMAs (round_bf16 of x or of
-// rms::normed(x, rstd, w)); bf16 represents them exactly, so bf16_lo / bf16_hi read back the same
-// f32 values. The per-lane dot product, butterfly and warp-order combine are
-// gemv_bf16_common.cuh's for M = 1 (see there), with weights and x read from shared memory.
+// x's M rows are staged once per block after pdl_wait (and the RMSNorm's rstds,
+// gemv_rms_prologue.cuh) as the bf16 bits of the values the register kernels feed their FMAs
+// (round_bf16 of x or of rms::normed(x, rstd, w)); bf16 represents them exactly, so bf16_lo /
+// bf16_hi read back the same f32 values. The per-lane dot products (one sum per weight row and x
+// row), butterfly and warp-order combine are gemv_bf16_common.cuh's (see there), with weights and
+// x read from shared memory. The M rows share each column's weight stage: at M = 8 a stage's bytes
+// feed 8x the FMAs, and x's staged rows (M · K · 2 bytes) leave less room for the ring (a launch
+// whose ring of 2 does not fit beside them declines: the register kernel runs).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -79,16 +82,17 @@ struct Member {
   const uint16_t* w;
   const float* b;
   float* y;
-  int64_t n;
+  int64_t n;     // the column within the member
+  int64_t size;  // the member's columns (its output rows' stride)
 };
 __device__ __forceinline__ Member member_of(const GemvGroup& g, int64_t n) {
-  Member m{nullptr, nullptr, nullptr, 0};
+  Member m{nullptr, nullptr, nullptr, 0, 0};
   bool found = false;
 #pragma unroll
   for (int i = 0; i < kGemvGroupMax; ++i) {
     if (!found && i < g.count) {
       if (n < g.n[i]) {
-        m = Member{g.w[i], g.b[i], g.y[i], n};
+        m = Member{g.w[i], g.b[i], g.y[i], n, g.n[i]};
         found = true;
       } else {
         n -= g.n[i];
@@ -98,21 +102,22 @@ __device__ __forceinline__ Member member_of(const GemvGroup& g, int64_t n) {
   return m;
 }
 
-// kEpi's columns (Epilogue); kNorm: x is replaced by its RMSNorm (nrm).
-template <int kEpi, bool kNorm, int S>
+// kEpi's columns (Epilogue) for the M rows of x; kNorm: x is replaced by its RMSNorm (nrm).
+template <int kEpi, bool kNorm, int S, int M>
 __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs a) {
   pdl_trigger();  // the next decode kernel may launch and load its weights (pdl.cuh)
   constexpr int C = kRowsOf<kEpi>;
   constexpr int kSlots = kWarps / S;
   extern __shared__ __align__(128) unsigned char dyn[];
   __shared__ uint64_t full[kSlots * kMaxRing];
-  __shared__ float parts[kSlots * kMaxRing][S][C];
+  __shared__ float parts[kSlots * kMaxRing][S][C][M];
   const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
   const int slot = warp / S, part = warp % S;
   const int R = a.ring;
   const int64_t K8 = a.K / 8;
   const uint32_t row_bytes = uint32_t(K8) * 16u;
-  const int64_t x_bytes = x_stage_bytes(a.K);
+  const int64_t x_bytes = M * x_stage_bytes(a.K);   // row m at m · x_stage_bytes(K)
+  const int64_t x_row16 = x_stage_bytes(a.K) / 16;  // the staged row's stride in 16-byte vectors
   uint4* xs = reinterpret_cast<uint4*>(dyn);
   unsigned char* ring = dyn + x_bytes + size_t(slot) * R * C * row_bytes;
   const int64_t n0 = a.N * blockIdx.x / gridDim.x, n1 = a.N * (blockIdx.x + 1) / gridDim.x;
@@ -146,25 +151,28 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
     for (int64_t i = 0; i < R && column(i) < n1; ++i) issue(i);
 
   // pdl_wait, then (kNorm) the block's rstd and block 0's side outputs: gemv_rms_prologue.cuh.
-  float rs[1];
-  RmsRstd<1, kNorm>{a.x, a.nrm, a.K}(rs);
+  float rs[M];
+  RmsRstd<M, kNorm>{a.x, a.nrm, a.K}(rs);
   // x as the FMAs' bf16 values, 8 a 16-byte vector (element 2i in the low half of word i, as the
-  // weights: bf16_lo / bf16_hi pair them up in the same order).
+  // weights: bf16_lo / bf16_hi pair them up in the same order); row m at xs + m · x_row16.
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
 #pragma unroll 4
-  for (int64_t k8 = threadIdx.x; k8 < K8; k8 += kThreads) {
-    const float4* xr = reinterpret_cast<const float4*>(a.x) + k8 * 2;
-    float4 p = xr[0], q = xr[1];
-    if constexpr (kNorm) {
-      const float4* nr = reinterpret_cast<const float4*>(a.nrm.w) + k8 * 2;
-      const float4 na = nr[0], nb = nr[1];
-      const float r = rs[0];
-      p = make_float4(rms::normed(p.x, r, na.x), rms::normed(p.y, r, na.y),
-                      rms::normed(p.z, r, na.z), rms::normed(p.w, r, na.w));
-      q = make_float4(rms::normed(q.x, r, nb.x), rms::normed(q.y, r, nb.y),
-                      rms::normed(q.z, r, nb.z), rms::normed(q.w, r, nb.w));
+    for (int64_t k8 = threadIdx.x; k8 < K8; k8 += kThreads) {
+      const float4* xr = reinterpret_cast<const float4*>(a.x + m * a.K) + k8 * 2;
+      float4 p = xr[0], q = xr[1];
+      if constexpr (kNorm) {
+        const float4* nr = reinterpret_cast<const float4*>(a.nrm.w) + k8 * 2;
+        const float4 na = nr[0], nb = nr[1];
+        const float r = rs[m];
+        p = make_float4(rms::normed(p.x, r, na.x), rms::normed(p.y, r, na.y),
+                        rms::normed(p.z, r, na.z), rms::normed(p.w, r, na.w));
+        q = make_float4(rms::normed(q.x, r, nb.x), rms::normed(q.y, r, nb.y),
+                        rms::normed(q.z, r, nb.z), rms::normed(q.w, r, nb.w));
+      }
+      xs[m * x_row16 + k8] = make_uint4(bf16_rn_pair(p.x, p.y), bf16_rn_pair(p.z, p.w),
+                                        bf16_rn_pair(q.x, q.y), bf16_rn_pair(q.z, q.w));
     }
-    xs[k8] = make_uint4(bf16_rn_pair(p.x, p.y), bf16_rn_pair(p.z, p.w), bf16_rn_pair(q.x, q.y),
-                        bf16_rn_pair(q.z, q.w));
   }
   __syncthreads();
 
@@ -174,36 +182,49 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
     const int st = int(i % R);
     mbar_wait(smem_addr(&full[slot * R + st]), uint32_t((i / R) & 1));
     const uint4* ws = reinterpret_cast<const uint4*>(ring + size_t(st) * C * row_bytes);
-    // gemv_bf16_common.cuh's order at M = 1: lane `lane` of warp `part` adds the vectors
-    // part·32 + lane + j·32·S in order, each as 8 fmaf in element order, per weight row.
-    float acc[C];
+    // gemv_bf16_common.cuh's order: for each weight row c and x row m, lane `lane` of warp `part`
+    // adds the vectors part·32 + lane + j·32·S in order, each as 8 fmaf in element order (the M
+    // rows' sums are independent of each other, as there).
+    float acc[C][M];
 #pragma unroll
-    for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+    for (int c = 0; c < C; ++c)
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
 #pragma unroll 4
     for (int64_t k8 = int64_t(part) * 32 + lane; k8 < K8; k8 += 32 * S) {
-      const uint4 xv4 = xs[k8];
-      const float xv[8] = {gemv::bf16_lo(xv4.x), gemv::bf16_hi(xv4.x), gemv::bf16_lo(xv4.y),
-                           gemv::bf16_hi(xv4.y), gemv::bf16_lo(xv4.z), gemv::bf16_hi(xv4.z),
-                           gemv::bf16_lo(xv4.w), gemv::bf16_hi(xv4.w)};
+      float wf[C][8];
 #pragma unroll
       for (int c = 0; c < C; ++c) {
         const uint4 w = ws[c * K8 + k8];
-        const float wf[8] = {gemv::bf16_lo(w.x), gemv::bf16_hi(w.x), gemv::bf16_lo(w.y),
-                             gemv::bf16_hi(w.y), gemv::bf16_lo(w.z), gemv::bf16_hi(w.z),
-                             gemv::bf16_lo(w.w), gemv::bf16_hi(w.w)};
-        float s = acc[c];
+        wf[c][0] = gemv::bf16_lo(w.x), wf[c][1] = gemv::bf16_hi(w.x);
+        wf[c][2] = gemv::bf16_lo(w.y), wf[c][3] = gemv::bf16_hi(w.y);
+        wf[c][4] = gemv::bf16_lo(w.z), wf[c][5] = gemv::bf16_hi(w.z);
+        wf[c][6] = gemv::bf16_lo(w.w), wf[c][7] = gemv::bf16_hi(w.w);
+      }
 #pragma unroll
-        for (int j = 0; j < 8; ++j) s = fmaf(xv[j], wf[j], s);
-        acc[c] = s;
+      for (int m = 0; m < M; ++m) {
+        const uint4 xv4 = xs[m * x_row16 + k8];
+        const float xv[8] = {gemv::bf16_lo(xv4.x), gemv::bf16_hi(xv4.x), gemv::bf16_lo(xv4.y),
+                             gemv::bf16_hi(xv4.y), gemv::bf16_lo(xv4.z), gemv::bf16_hi(xv4.z),
+                             gemv::bf16_lo(xv4.w), gemv::bf16_hi(xv4.w)};
+#pragma unroll
+        for (int c = 0; c < C; ++c) {
+          float s = acc[c][m];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) s = fmaf(xv[j], wf[c][j], s);
+          acc[c][m] = s;
+        }
       }
     }
 #pragma unroll
-    for (int c = 0; c < C; ++c) {
-      float s = acc[c];
+    for (int c = 0; c < C; ++c)
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-      acc[c] = s;
-    }
+      for (int m = 0; m < M; ++m) {
+        float s = acc[c][m];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        acc[c][m] = s;
+      }
     if constexpr (S > 1) {
       // combine_parts' order ((w0 + w1) + w2) + w3, through this stage's entries and named
       // barrier: warps 1..S-1 can reuse them only at column i + R, whose weights the issuer copies
@@ -212,34 +233,47 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
       if (part != 0) {
         if (lane == 0)
 #pragma unroll
-          for (int c = 0; c < C; ++c) parts[slot * R + st][part][c] = acc[c];
+          for (int c = 0; c < C; ++c)
+#pragma unroll
+            for (int m = 0; m < M; ++m) parts[slot * R + st][part][c][m] = acc[c][m];
         __syncwarp();
         asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(32 * S) : "memory");
         continue;
       }
       asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(32 * S) : "memory");
 #pragma unroll
-      for (int c = 0; c < C; ++c) {
-        float s = acc[c];
+      for (int c = 0; c < C; ++c)
 #pragma unroll
-        for (int p = 1; p < S; ++p) s += parts[slot * R + st][p][c];
-        acc[c] = s;
-      }
+        for (int m = 0; m < M; ++m) {
+          float s = acc[c][m];
+#pragma unroll
+          for (int p = 1; p < S; ++p) s += parts[slot * R + st][p][c][m];
+          acc[c][m] = s;
+        }
     }
     if (lane == 0) {
       // Every warp of the slot is past its reads of stage st: refill it.
       if (issuer && column(i + R) < n1) issue(i + R);
+      // gemv_fused.cu's epilogues, row m of each output at m · (its columns).
       if constexpr (kEpi == kEpiSiluMul) {
-        // gemv_fused.cu's silu_mul epilogue: gate and up rounded to bf16, then silu.cuh.
-        const float g = gemv::round_bf16(gemv::with_bias(acc[0], a.b[0], n));
-        const float u = gemv::round_bf16(gemv::with_bias(acc[1], a.b[1], n));
-        a.y[n] = silu_mul_value(g, u);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          // The silu_mul epilogue: gate and up rounded to bf16, then silu.cuh.
+          const float g = gemv::round_bf16(gemv::with_bias(acc[0][m], a.b[0], n));
+          const float u = gemv::round_bf16(gemv::with_bias(acc[1][m], a.b[1], n));
+          a.y[m * a.N + n] = silu_mul_value(g, u);
+        }
       } else if constexpr (kEpi == kEpiGroup) {
-        const Member m = member_of(a.g, n);
-        m.y[m.n] = gemv::with_bias(acc[0], m.b, m.n);  // the group kernel's store
+        const Member mb = member_of(a.g, n);
+#pragma unroll
+        for (int m = 0; m < M; ++m)  // the group kernel's store
+          mb.y[m * mb.size + mb.n] = gemv::with_bias(acc[0][m], mb.b, mb.n);
       } else {
-        const float lin = gemv::with_bias(acc[0], a.b[0], n);  // what linear_gemv_bf16 stores
-        a.y[n] = lin + a.r[n];                                 // add_kernel: out = a + b
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          const float lin = gemv::with_bias(acc[0][m], a.b[0], n);  // what linear_gemv_bf16 stores
+          a.y[m * a.N + n] = lin + a.r[m * a.N + n];                // add_kernel: out = a + b
+        }
       }
     }
   }
@@ -247,6 +281,7 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
 
 std::atomic<int> g_mode_override{-1};
 std::atomic<int64_t> g_ring_override{0};
+std::atomic<int64_t> g_rows_override{0};
 
 // Whether a launch of `kind` takes the streamed kernel.
 bool takes(int kind) { return (gemv_stream_mode() & kind) != 0; }
@@ -259,10 +294,31 @@ int64_t blocks_per_sm() {
   return n;
 }
 
-// Launches kernel <kEpi, kNorm, S> or returns false when not even a ring of kMinRing fits.
-template <int kEpi, bool kNorm, int S>
+// Calls f(std::integral_constant<int, M>) for M in [1, kGemvStreamMaxRows] (gemv_fused.cu's
+// with_rows).
+template <typename F>
+void with_rows(int64_t M, F&& f) {
+  static_assert(kGemvStreamMaxRows == 8, "update with_rows");
+  switch (M) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+// Whether M rows take the streamed kernels at all (gemv_stream_max_rows).
+bool rows_take(int64_t M) { return M >= 1 && M <= gemv_stream_max_rows(); }
+
+// Launches kernel <kEpi, kNorm, S, M> or returns false when not even a ring of kMinRing fits
+// beside x's M staged rows.
+template <int kEpi, bool kNorm, int S, int M>
 bool launch_stream(const char* name, StreamArgs a) {
-  constexpr auto kernel = gemv_stream_kernel<kEpi, kNorm, S>;
+  constexpr auto kernel = gemv_stream_kernel<kEpi, kNorm, S, M>;
   constexpr int C = kRowsOf<kEpi>;
   constexpr int64_t kSlots = kWarps / S;
   struct Limits {
@@ -286,7 +342,7 @@ bool launch_stream(const char* name, StreamArgs a) {
     return Limits{dyn, per_sm, int64_t(reserved) + int64_t(attr.sharedSizeBytes)};
   }();
   const int64_t stage = int64_t(C) * a.K * 2;  // one column's rows
-  const int64_t x_bytes = x_stage_bytes(a.K);
+  const int64_t x_bytes = M * x_stage_bytes(a.K);
   const int64_t level = kSlots * stage;  // one more stage for every slot
   if (x_bytes + kMinRing * level > lim.max_dyn) return false;
   // The ring: what the budget asks for, within what blocks_per_sm() blocks an SM leave each.
@@ -333,10 +389,22 @@ int64_t gemv_stream_ring_bytes() {
 
 void set_gemv_stream_ring_bytes(int64_t bytes) { g_ring_override.store(bytes > 0 ? bytes : 0); }
 
+int64_t gemv_stream_max_rows() {
+  const int64_t o = g_rows_override.load();
+  if (o > 0) return o;
+  static const int64_t env =
+      env_int("GYRE_GEMV_STREAM_ROWS", kGemvStreamRowsDefault, 1, kGemvStreamMaxRows);
+  return env;
+}
+
+void set_gemv_stream_max_rows(int64_t rows) {
+  g_rows_override.store(rows > 0 ? (rows < kGemvStreamMaxRows ? rows : kGemvStreamMaxRows) : 0);
+}
+
 bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t* wg,
                           const float* bg, const uint16_t* wu, const float* bu, int64_t M,
                           int64_t N, int64_t K, float* out) {
-  if (M != 1 || N < 1 || !takes(kGemvStreamSiluMul)) return false;
+  if (!rows_take(M) || N < 1 || !takes(kGemvStreamSiluMul)) return false;
   StreamArgs a{};
   a.x = x;
   if (nrm) a.nrm = *nrm;
@@ -345,16 +413,18 @@ bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t
   a.y = out, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    constexpr int S = decltype(s)::value;
-    launched = nrm ? launch_stream<kEpiSiluMul, true, S>("gemv_stream_silu_mul_rms", a)
-                   : launch_stream<kEpiSiluMul, false, S>("gemv_stream_silu_mul", a);
+    with_rows(M, [&](auto rows) {
+      constexpr int S = decltype(s)::value, R = decltype(rows)::value;
+      launched = nrm ? launch_stream<kEpiSiluMul, true, S, R>("gemv_stream_silu_mul_rms", a)
+                     : launch_stream<kEpiSiluMul, false, S, R>("gemv_stream_silu_mul", a);
+    });
   });
   return launched;
 }
 
 bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, const float* r,
                           int64_t M, int64_t N, int64_t K, float* y) {
-  if (M != 1 || N < 1) return false;
+  if (!rows_take(M) || N < 1) return false;
   const int bit = gemv::split_for(K) > 1 ? kGemvStreamResidualSplit : kGemvStreamResidual;
   if (!takes(bit)) return false;
   StreamArgs a{};
@@ -364,7 +434,10 @@ bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, con
   a.r = r, a.y = y, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    launched = launch_stream<kEpiResidual, false, decltype(s)::value>("gemv_stream_residual", a);
+    with_rows(M, [&](auto rows) {
+      constexpr int S = decltype(s)::value, R = decltype(rows)::value;
+      launched = launch_stream<kEpiResidual, false, S, R>("gemv_stream_residual", a);
+    });
   });
   return launched;
 }
@@ -373,16 +446,18 @@ bool gemv_stream_group(const float* x, const RmsPrologue* nrm, const GemvGroup& 
                        int64_t K) {
   int64_t N = 0;
   for (int i = 0; i < g.count; ++i) N += g.n[i];
-  if (M != 1 || N < 1 || !takes(kGemvStreamGroup)) return false;
+  if (!rows_take(M) || N < 1 || !takes(kGemvStreamGroup)) return false;
   StreamArgs a{};
   a.x = x;
   if (nrm) a.nrm = *nrm;
   a.g = g, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    constexpr int S = decltype(s)::value;
-    launched = nrm ? launch_stream<kEpiGroup, true, S>("gemv_stream_group_rms", a)
-                   : launch_stream<kEpiGroup, false, S>("gemv_stream_group", a);
+    with_rows(M, [&](auto rows) {
+      constexpr int S = decltype(s)::value, R = decltype(rows)::value;
+      launched = nrm ? launch_stream<kEpiGroup, true, S, R>("gemv_stream_group_rms", a)
+                     : launch_stream<kEpiGroup, false, S, R>("gemv_stream_group", a);
+    });
   });
   return launched;
 }

@@ -1,7 +1,7 @@
-// Streamed batch-1 decode GEMVs (gemv_stream.cu): the M = 1 gate/up (SiLU·mul, RMSNorm prologue),
-// residual (o_proj, down_proj) and grouped (q/k/v, RMSNorm prologue) linears of gemv_fused.h with
-// the weights copied into a shared-memory ring by the TMA (cp.async.bulk) instead of loaded into
-// registers.
+// Streamed small-batch decode GEMVs (gemv_stream.cu): the M = 1..8 gate/up (SiLU·mul, RMSNorm
+// prologue), residual (o_proj, down_proj) and grouped (q/k/v, RMSNorm prologue) linears of
+// gemv_fused.h with the weights copied into a shared-memory ring by the TMA (cp.async.bulk)
+// instead of loaded into registers.
 //
 // Why: a register-loading GEMV keeps a lane's weights in flight only between its column's issue
 // and its FMAs, so each block alternates a DRAM round trip with arithmetic, and a grid that does
@@ -12,10 +12,11 @@
 // in flight while it computes the current one.
 //
 // Bitwise contract: every column's f32 operations are gemv_bf16_common.cuh's (the same split
-// S = split_for(K), the same per-lane order, butterfly and warp order), only read from shared
-// memory; x is staged once per block as the bf16 values the FMAs consume (round_bf16 of x or of
-// its RMSNorm: bf16 holds them exactly); the epilogues are gemv_fused.cu's. So the outputs are
-// bitwise those of linear_gemv_bf16_silu_mul[_rms] / linear_gemv_bf16_residual at M = 1.
+// S = split_for(K), the same per-lane order, butterfly and warp order, each of the M rows' sums
+// on its own), only read from shared memory; x's M rows are staged once per block as the bf16
+// values the FMAs consume (round_bf16 of x or of its RMSNorm: bf16 holds them exactly); the
+// epilogues are gemv_fused.cu's. So the outputs are bitwise those of
+// linear_gemv_bf16_silu_mul[_rms] / linear_gemv_bf16_residual / linear_gemv_bf16_group[_rms].
 #pragma once
 #include <cstdint>
 
@@ -23,7 +24,7 @@
 
 namespace gyre::cuda {
 
-// Which M = 1 fused GEMVs take the streamed kernels: a bit mask of the kinds below, every kind by
+// Which fused decode GEMVs take the streamed kernels: a bit mask of the kinds below, every kind by
 // default (kGemvStreamDefault), GYRE_GEMV_STREAM (an integer 0..15, parsed strictly) when set;
 // set_gemv_stream_mode overrides both (tests, benchmarks). Read when a kernel is launched (so when
 // a decode graph is captured).
@@ -50,8 +51,21 @@ void set_gemv_stream_mode(int bits);  // -1: back to the default / environment
 int64_t gemv_stream_ring_bytes();
 void set_gemv_stream_ring_bytes(int64_t bytes);
 
+// The most rows of x (batch size) the streamed kernels take: M = 1..gemv_stream_max_rows(), each
+// row's sums in the register kernels' order (bitwise them at every M). GYRE_GEMV_STREAM_ROWS
+// (1..8) when set, else kGemvStreamRowsDefault; set_* overrides both (0: back to the default).
+constexpr int64_t kGemvStreamMaxRows = 8;
+// Every M: measured on an H200 (session 39, bench_rollout_gpu, batch x (128 + 256), output
+// tokens/s, the register kernels at M > 1 vs the streamed ones, two runs each):
+//   Qwen2.5-1.5B  batch 2   988 -> 1,267 (+28%)   batch 8  1,461 -> 1,792 (+23%)
+//   Qwen2.5-0.5B  batch 2 1,967 -> 2,139 (+9%)    batch 8  3,148 -> 3,378 (+7%)
+constexpr int64_t kGemvStreamRowsDefault = kGemvStreamMaxRows;
+int64_t gemv_stream_max_rows();
+void set_gemv_stream_max_rows(int64_t rows);
+
 // The streamed launches. Each returns false, launching nothing, where the kernel does not apply
-// (M != 1, its kind switched off, or no ring fits in shared memory);
+// (M past gemv_stream_max_rows(), its kind switched off, or no ring fits in shared memory beside
+// x's M staged bf16 rows);
 // the caller then launches the register kernel. Preconditions: gemv_fused.h's. nrm null: no norm
 // prologue.
 bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t* wg,
