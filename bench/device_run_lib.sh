@@ -11,6 +11,9 @@
 #                         up to 75 s: a run takes 6-11 s since session 36, 37-55 s before the parallel
 #                         random_init); its decode_b1 line goes to
 #                         $R/b1.jsonl and "LABEL exit RC shape ms median ratio" to the summary
+#   bt_run LABEL SHAPE BATCH [VAR=VALUE...]  one bench_rollout_gpu batch run (batch x (128 + 256),
+#                         --skip-b1; ~8-14 s at batch 2-8): its rollout_gpu line goes to $R/bt.jsonl
+#                         and "LABEL SHAPE batch B: exit RC output_tokens_per_s" to the summary
 #   b1_trace NAME SHAPE [VAR=VALUE...]  one batch-1 run under the CUPTI tracer
 #                         ($D/bin/libgyre_cupti_trace.so): trace_NAME.csv.gz and the
 #                         cupti_timeline.py --critical report trace_NAME.txt in $R, its critical
@@ -52,6 +55,18 @@ b1_run() {
 j = json.loads(sys.stdin.read())
 print(j["shape"], j["ms_per_token"], j["ms_per_token_median_streamed"], j["ratio_bound_bf16"])' |
     sed "s/^/$label exit $rc $((SECONDS - t)) s /" | tee -a "$S"
+}
+bt_run() {
+  local label=$1 shape=$2 b=$3
+  shift 3
+  left 40 || return
+  local log=$R/bt_${label}_${shape}_${b}_$SECONDS.log
+  env "$@" timeout 60 "$D/bin/bench_rollout_gpu" --shape "$shape" --precision bf16 --batch "$b" \
+    --prompt 128 --new 256 --iters 1 --decode-fusion on --skip-b1 1 --budget-s 40 >"$log" 2>&1
+  local rc=$? line
+  line=$(grep -m1 '"rollout_gpu"' "$log")
+  echo "$label $line" >>"$R/bt.jsonl"
+  note "$label $shape batch $b: exit $rc $(echo "$line" | grep -o '"output_tokens_per_s": [0-9.]*')"
 }
 b1_trace() {
   local name=$1 shape=$2
