@@ -56,6 +56,22 @@ void with_split(int64_t K, F&& f) {
   return f(std::integral_constant<int, 1>{});
 }
 
+// Calls f(std::integral_constant<int, M>) with the rows M in [1, 8] as a compile-time constant
+// (the GEMV kernels are instantiated per M; M is checked by the caller: kGemvMaxRows).
+template <typename F>
+void with_rows(int64_t M, F&& f) {
+  switch (M) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
 // The warp's place in its block: warps slot·S .. slot·S + S - 1 compute the block's column `slot`,
 // and `part` (0..S-1) is this warp's index among them (its share of the K vectors, and its
 // position in the fixed order of combine_parts).

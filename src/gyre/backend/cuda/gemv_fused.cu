@@ -225,21 +225,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// Calls f(std::integral_constant<int, M>) for M in [1, 8] (M checked by the ops layer).
-template <typename F>
-void with_rows(int64_t M, F&& f) {
-  switch (M) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
-  }
-}
-
 // Blocks of kKernel (a *_rms kernel, rms::kThreads threads) resident on the device at once: its
 // occupancy per SM times the SM count, queried once per kernel and cached (the device's, as
 // sm_count()).
@@ -279,7 +264,7 @@ void launch_group(const float* x, const RmsPrologue& nrm, const GemvGroup& g, in
   if (columns == 0) return;
   // The weights streamed through shared memory where switched on (gemv_stream.h).
   if (gemv_stream_group(x, kNorm ? &nrm : nullptr, g, M, K)) return;
-  with_rows(M, [&](auto m) {
+  gemv::with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
       constexpr auto kernel = gemv_group_kernel<decltype(m)::value, kNorm, S>;
@@ -298,7 +283,7 @@ void launch_silu_mul(const float* x, const RmsPrologue& nrm, const uint16_t* wg,
   if (N == 0) return;
   // The weights streamed through shared memory where switched on (gemv_stream.h).
   if (gemv_stream_silu_mul(x, kNorm ? &nrm : nullptr, wg, bg, wu, bu, M, N, K, out)) return;
-  with_rows(M, [&](auto m) {
+  gemv::with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
       constexpr auto kernel = gemv_silu_mul_kernel<decltype(m)::value, kNorm, S>;
@@ -344,7 +329,7 @@ void linear_gemv_bf16_residual(const float* x, const uint16_t* w, const float* b
                                int64_t M, int64_t N, int64_t K, float* y) {
   if (N == 0) return;
   if (gemv_stream_residual(x, w, b, r, M, N, K, y)) return;  // streamed where on (gemv_stream.h)
-  with_rows(M, [&](auto m) {
+  gemv::with_rows(M, [&](auto m) {
     gemv::with_split(K, [&](auto s) {
       constexpr int S = decltype(s)::value;
       constexpr int kM = decltype(m)::value;

@@ -294,24 +294,9 @@ int64_t blocks_per_sm() {
   return n;
 }
 
-// Calls f(std::integral_constant<int, M>) for M in [1, kGemvStreamMaxRows] (gemv_fused.cu's
-// with_rows).
-template <typename F>
-void with_rows(int64_t M, F&& f) {
-  static_assert(kGemvStreamMaxRows == 8, "update with_rows");
-  switch (M) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
-  }
-}
-
 // Whether M rows take the streamed kernels at all (gemv_stream_max_rows).
+// gemv::with_rows instantiates the kernels for M <= 8.
+static_assert(kGemvStreamMaxRows == 8, "gemv::with_rows covers 1..8 rows");
 bool rows_take(int64_t M) { return M >= 1 && M <= gemv_stream_max_rows(); }
 
 // Launches kernel <kEpi, kNorm, S, M> or returns false when not even a ring of kMinRing fits
@@ -413,7 +398,7 @@ bool gemv_stream_silu_mul(const float* x, const RmsPrologue* nrm, const uint16_t
   a.y = out, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    with_rows(M, [&](auto rows) {
+    gemv::with_rows(M, [&](auto rows) {
       constexpr int S = decltype(s)::value, R = decltype(rows)::value;
       launched = nrm ? launch_stream<kEpiSiluMul, true, S, R>("gemv_stream_silu_mul_rms", a)
                      : launch_stream<kEpiSiluMul, false, S, R>("gemv_stream_silu_mul", a);
@@ -434,7 +419,7 @@ bool gemv_stream_residual(const float* x, const uint16_t* w, const float* b, con
   a.r = r, a.y = y, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    with_rows(M, [&](auto rows) {
+    gemv::with_rows(M, [&](auto rows) {
       constexpr int S = decltype(s)::value, R = decltype(rows)::value;
       launched = launch_stream<kEpiResidual, false, S, R>("gemv_stream_residual", a);
     });
@@ -453,7 +438,7 @@ bool gemv_stream_group(const float* x, const RmsPrologue* nrm, const GemvGroup& 
   a.g = g, a.N = N, a.K = K;
   bool launched = false;
   gemv::with_split(K, [&](auto s) {
-    with_rows(M, [&](auto rows) {
+    gemv::with_rows(M, [&](auto rows) {
       constexpr int S = decltype(s)::value, R = decltype(rows)::value;
       launched = nrm ? launch_stream<kEpiGroup, true, S, R>("gemv_stream_group_rms", a)
                      : launch_stream<kEpiGroup, false, S, R>("gemv_stream_group", a);
