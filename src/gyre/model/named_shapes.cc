@@ -1,6 +1,8 @@
 // The Qwen2.5 values are those of the hub config.json files (Qwen2ForCausalLM: q/k/v bias, no
 // o_proj bias, RoPE theta 1e6, RMSNorm eps 1e-6); max_position_embeddings is 32768 for all of them
-// (the Instruct models' value; it only bounds the rollout engine's context here).
+// (the Instruct models' value; it only bounds the rollout engine's context here). Qwen3-8B's are
+// Qwen/Qwen3-8B's (Qwen3ForCausalLM: no biases, RMSNorm on q and k per head, head_dim 128, RoPE
+// theta 1e6, untied lm_head, max_position_embeddings 40960).
 #include "gyre/model/named_shapes.h"
 
 #include "gyre/core/error.h"
@@ -34,13 +36,26 @@ ModelConfig qwen2(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t l
 }  // namespace
 
 std::vector<std::string> named_shape_names() {
-  return {"tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b"};
+  return {"tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b", "qwen3-8b"};
 }
 
 ModelConfig named_shape(const std::string& name) {
   if (name == "qwen2.5-0.5b") return qwen2(151936, 896, 4864, 24, 14, 2, true);
   if (name == "qwen2.5-1.5b") return qwen2(151936, 1536, 8960, 28, 12, 2, true);
   if (name == "qwen2.5-7b") return qwen2(152064, 3584, 18944, 28, 28, 4, false);
+  if (name == "qwen3-8b") {
+    // The 8-GPU scale run's tensor-parallel shape (issue 9): its 32 query and 8 KV heads split
+    // over 8 ranks, Qwen2.5-7B's 28 and 4 do not.
+    ModelConfig c = qwen2(151936, 4096, 12288, 36, 32, 8, false);
+    c.arch = Arch::qwen3;
+    c.model_type = "qwen3";
+    c.head_dim = 128;
+    c.qk_norm = true;
+    c.attention_bias = false;
+    c.max_position_embeddings = 40960;
+    c.eos_token_ids = {151645};
+    return c;
+  }
   if (name == "tiny") {
     // Small enough for a training step in milliseconds on one CPU core; GQA (4 query heads over 2
     // KV heads) and the Qwen2 biases like the real shapes.

@@ -1,4 +1,5 @@
-// Named model shapes: the config.json values of real models (Qwen/Qwen2.5-0.5B, -1.5B, -7B) and a
+// Named model shapes: the config.json values of real models (Qwen/Qwen2.5-0.5B, -1.5B, -7B,
+// Qwen/Qwen3-8B) and a
 // tiny Qwen2 shape for CPU tests, for benchmarks that run random weights of a real shape without
 // its checkpoint (`gyre bench --shape`, bench_model_gpu, bench_rollout_gpu). Every shape is
 // complete: CausalLM::random_init accepts it as is.

@@ -136,7 +136,7 @@ TEST(BenchCli, BadInputExits2WithMessage) {
       {"generate --shape tiny", "unknown workload 'generate': use train, logprob or rollout"},
       {"train --shape qwen9",
        "unknown model shape 'qwen9'; known shapes: tiny, qwen2.5-0.5b, "
-       "qwen2.5-1.5b, qwen2.5-7b"},
+       "qwen2.5-1.5b, qwen2.5-7b, qwen3-8b"},
       {"train", "give exactly one of --model DIR"},
       {"train --shape tiny --model /nonexistent", "give exactly one of --model DIR"},
       {"train --shape tiny --batch-size 0", "--batch-size must be >= 1, got 0"},

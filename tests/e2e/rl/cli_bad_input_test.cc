@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "gyre/model/named_shapes.h"
 #include "test_util.h"
 
 using namespace gyre;
@@ -35,6 +36,33 @@ TEST(CliBadInput, NumThreadsMustBeAWholeNumberInRange) {
   }
   auto r = test::run_command("GYRE_NUM_THREADS=3 timeout 60 " + test::gyre_bin() + " version");
   EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// --shape writes a named real shape's folder (the scale run serves random weights of real
+// shapes); exactly one of --shape and --config.
+TEST(CliBadInput, InitModelTakesANamedShapeOrAConfig) {
+  const std::string out = test::temp_dir("init_model_shape") + "/m";
+  auto r = gyre_cmd("init-model --shape tiny --output " + out + " --seed 3 --dtype bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(
+      r.out.find("\"parameters\": " + std::to_string(model::named_shape("tiny").num_parameters())),
+      std::string::npos)
+      << r.out;
+  r = gyre_cmd("inspect --model " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("qwen2"), std::string::npos) << r.out;
+  r = gyre_cmd("init-model --shape qwen9 --output " + out + "_bad");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown model shape 'qwen9'; known shapes: tiny"), std::string::npos)
+      << r.err;
+  r = gyre_cmd("init-model --output " + out + "_none");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("exactly one of --config FILE or --shape NAME"), std::string::npos) << r.err;
+  const std::string cfg = test::source_path("tests/fixtures/models/qwen3_tiny/config.json");
+  r = gyre_cmd("init-model --shape tiny --config " + cfg + " --output " + out + "_both");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("excludes"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out + "_both/model.safetensors"));
 }
 
 TEST(CliBadInput, InitModelKeepsAnExistingModelAndChecksStd) {

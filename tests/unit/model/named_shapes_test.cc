@@ -15,6 +15,13 @@ TEST(NamedShapes, QwenParameterCountsMatchTheCheckpoints) {
   EXPECT_EQ(model::named_shape("qwen2.5-0.5b").num_parameters(), 494032768);
   EXPECT_EQ(model::named_shape("qwen2.5-1.5b").num_parameters(), 1543714304);
   EXPECT_EQ(model::named_shape("qwen2.5-7b").num_parameters(), 7615616512);
+  // Qwen/Qwen3-8B (untied lm_head, q/k norms, no biases): 8,190,735,360.
+  const auto q3 = model::named_shape("qwen3-8b");
+  EXPECT_EQ(q3.num_parameters(), 8190735360);
+  EXPECT_EQ(q3.arch, model::Arch::qwen3);
+  EXPECT_TRUE(q3.qk_norm);
+  EXPECT_EQ(q3.num_attention_heads % 8, 0);
+  EXPECT_EQ(q3.num_key_value_heads % 8, 0);
 }
 
 TEST(NamedShapes, TinyBuildsAModel) {
@@ -32,7 +39,7 @@ TEST(NamedShapes, UnknownNameListsTheKnownOnes) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
     EXPECT_NE(std::string(e.what()).find("known shapes: tiny, qwen2.5-0.5b, qwen2.5-1.5b, "
-                                         "qwen2.5-7b"),
+                                         "qwen2.5-7b, qwen3-8b"),
               std::string::npos)
         << e.what();
   }
