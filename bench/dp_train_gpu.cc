@@ -23,8 +23,9 @@
 // or with `mpirun -np 2 bench_dp_train_gpu ...` (NCCL bootstrapped over MPI).
 // Flags: --shape qwen2.5-0.5b|qwen2.5-1.5b, --seqs 4 --len 4096 (per GPU under DP; the global
 // batch under TP), --iters 3, --dp-mode zero1|all_reduce, --tp N (default 1: the DP bench),
-// --layers N, --overlap both|on|off (--no-overlap = off; DP only, default both). Rank 0 prints one
-// JSON line.
+// --layers N, --overlap both|on|off (--no-overlap = off; DP only, default both), --skip-single 1
+// (TP only: no single-GPU phase, for shapes whose training state does not fit one GPU; its
+// figures print as null). Rank 0 prints one JSON line.
 //
 // Overlap (DP; issue 8's communication stream): the DP step runs the batch in micro-batches of at
 // most 8192 tokens (policy_gradient_loss_and_grad's default, which the one-GPU baseline's TrainStep
@@ -113,7 +114,7 @@ class TimedTpComm : public gyre::model::TpComm {
 // --tp N: T1 (the unsharded model alone on each GPU) vs T_N (the model sharded over `group`) on the
 // same global batch; see the header.
 int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::string& shape,
-           const gyre::model::ModelConfig& cfg, int seqs, int len, int iters) {
+           const gyre::model::ModelConfig& cfg, int seqs, int len, int iters, bool skip_single) {
   using gyre::Device;
   if (group.size() != tp)
     GYRE_THROW(invalid_argument,
@@ -126,15 +127,16 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
   const int rank = group.rank();
 
   // T1: the unsharded model alone on each GPU (the ranks run at once but exchange nothing).
+  // --skip-single 1: not measured (a shape whose training state does not fit one GPU, such as
+  // qwen3-8b's ~131 GB of f32 masters, gradients and AdamW moments); its fields print as null.
   double t1 = 0, loss1 = 0;
   size_t peak1 = 0;
-  int64_t params = 0;
-  {
+  const int64_t params = cfg.num_parameters();
+  if (!skip_single) {
     gyre::bench::reset_peak_memory(Device::cuda);
     auto single = gyre::model::CausalLM::random_init(cfg, 1);
     single->to(Device::cuda);
     single->set_precision(gyre::model::Precision::bf16);
-    params = single->num_parameters();
     // The same step as the N-GPU one: 8192-token micro-batches, copies dropped per step.
     gyre::bench::TrainStep step(*single, batch, 8192, /*optimizer_writes_copies=*/false);
     loss1 = step.run();  // warm-up, at the initial weights
@@ -226,21 +228,30 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
     };
     const double flops =
         gyre::bench::train_step_flops(cfg, params, std::vector<int64_t>(size_t(seqs), len));
+    // A figure of the skipped single-GPU phase prints as null.
+    const auto num = [&](double v, const char* f) {
+      char buf[64];
+      if (skip_single) return std::string("null");
+      std::snprintf(buf, sizeof buf, f, v);
+      return std::string(buf);
+    };
     std::printf(
         "{\"bench\": \"tp_train_gpu\", \"shape\": \"%s\", \"layers\": %lld, \"gpus\": %d, "
         "\"tp\": %d, \"precision\": \"bf16\", \"global_tokens_per_step\": %.0f, "
-        "\"single_gpu_step_s\": %.4f, \"tp_step_s\": %.4f, \"tp_forward_backward_s\": %.4f, "
+        "\"single_gpu_step_s\": %s, \"tp_step_s\": %.4f, \"tp_forward_backward_s\": %.4f, "
         "\"tp_optimizer_s\": %.4f, \"tp_collectives_s\": %.4f, \"tp_collective_calls\": %.0f, "
-        "\"single_gpu_tokens_per_s\": %.0f, \"tp_tokens_per_s\": %.0f, "
-        "\"single_gpu_mfu\": %.3f, \"tp_mfu\": %.3f, \"tp_scaling_efficiency\": %.3f, "
+        "\"single_gpu_tokens_per_s\": %s, \"tp_tokens_per_s\": %.0f, "
+        "\"single_gpu_mfu\": %s, \"tp_mfu\": %.3f, \"tp_scaling_efficiency\": %s, "
         "\"single_gpu_peak_mem_gib\": %s, \"tp_peak_mem_gib_per_rank\": %s, "
-        "\"first_loss_single_gpu\": %.6f, \"first_loss_tp\": %.6f, "
+        "\"first_loss_single_gpu\": %s, \"first_loss_tp\": %.6f, "
         "\"replicated_sum_sq_spread\": %.3g}\n",
-        shape.c_str(), (long long)cfg.num_hidden_layers, group.size(), tp, tokens, t1_max, tn_max,
-        fb_s, opt_s, coll_s, coll_calls, tokens / t1_max, tokens / tn_max,
-        flops / t1_max / gyre::bench::kH200PeakFlops,
-        flops / tn_max / (tp * gyre::bench::kH200PeakFlops), t1_max / (tp * tn_max),
-        list(0).c_str(), list(tp).c_str(), loss1, loss_tp, sq_max - sq_min);
+        shape.c_str(), (long long)cfg.num_hidden_layers, group.size(), tp, tokens,
+        num(t1_max, "%.4f").c_str(), tn_max, fb_s, opt_s, coll_s, coll_calls,
+        num(tokens / t1_max, "%.0f").c_str(), tokens / tn_max,
+        num(flops / t1_max / gyre::bench::kH200PeakFlops, "%.3f").c_str(),
+        flops / tn_max / (tp * gyre::bench::kH200PeakFlops),
+        num(t1_max / (tp * tn_max), "%.3f").c_str(), skip_single ? "null" : list(0).c_str(),
+        list(tp).c_str(), num(loss1, "%.6f").c_str(), loss_tp, sq_max - sq_min);
     std::fflush(stdout);
   }
   return 0;
@@ -248,7 +259,7 @@ int run_tp(gyre::dist::Comm& world, gyre::dist::Comm& group, int tp, const std::
 
 int run(int argc, char** argv) {
   std::string shape = "qwen2.5-0.5b", mode = "zero1", overlap = "both";
-  int seqs = 4, len = 4096, iters = 3, layers = 0, tp = 1;
+  int seqs = 4, len = 4096, iters = 3, layers = 0, tp = 1, skip_single = 0;
   for (int i = 1; i < argc; i += 2) {
     if (!std::strcmp(argv[i], "--no-overlap")) {
       overlap = "off";
@@ -274,6 +285,8 @@ int run(int argc, char** argv) {
       layers = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--tp"))
       tp = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--skip-single"))
+      skip_single = std::atoi(argv[i + 1]);
     else
       GYRE_THROW(invalid_argument, "unknown flag {} (see the header of bench/dp_train_gpu.cc)",
                  argv[i]);
@@ -296,7 +309,11 @@ int run(int argc, char** argv) {
   }
   auto cfg = gyre::model::named_shape(shape);
   if (layers > 0) cfg.num_hidden_layers = layers;
-  if (tp > 1) return run_tp(*world, *dp, tp, shape, cfg, seqs, len, iters);
+  if (skip_single && tp == 1)
+    GYRE_THROW(invalid_argument,
+               "--skip-single applies to --tp N > 1 only (the DP bench's efficiency needs its "
+               "single-GPU step)");
+  if (tp > 1) return run_tp(*world, *dp, tp, shape, cfg, seqs, len, iters, skip_single != 0);
   auto model = gyre::model::CausalLM::random_init(cfg, 1);  // the same weights on every rank
   model->to(gyre::Device::cuda);
   model->set_precision(gyre::model::Precision::bf16);
