@@ -24,9 +24,9 @@
 // size or less (the default fits every model, including the 512-token test fixtures).
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,26 +63,42 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const char* f = argv[i];
     if (i + 1 >= argc)
-      GYRE_THROW(invalid_argument, "{} needs a value (bench_rollout_scaling --help: see the source "
-                 "header, bench/rollout_scaling.cc)", f);
+      GYRE_THROW(invalid_argument,
+                 "{} needs a value (bench_rollout_scaling --help: see the source "
+                 "header, bench/rollout_scaling.cc)",
+                 f);
     const char* v = argv[++i];
-    if (!std::strcmp(f, "--url")) o.url = v;
-    else if (!std::strcmp(f, "--label")) o.label = v;
-    else if (!std::strcmp(f, "--prompts")) o.prompts = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--samples")) o.samples = int(flag_int(f, v, 1, 1024));
-    else if (!std::strcmp(f, "--prompt-len")) o.prompt_len = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--new")) o.new_tokens = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--concurrency")) o.concurrency = int(flag_int(f, v, 0, 1 << 24));
-    else if (!std::strcmp(f, "--vocab")) o.vocab = int(flag_int(f, v, 1, 1 << 30));
-    else if (!std::strcmp(f, "--warmup")) o.warmup = int(flag_int(f, v, 0, 1 << 20));
-    else if (!std::strcmp(f, "--seed")) o.seed = uint64_t(flag_int(f, v, 0, (1LL << 62)));
-    else if (!std::strcmp(f, "--timeout-s")) o.timeout_s = double(flag_int(f, v, 1, 1 << 24));
+    if (!std::strcmp(f, "--url"))
+      o.url = v;
+    else if (!std::strcmp(f, "--label"))
+      o.label = v;
+    else if (!std::strcmp(f, "--prompts"))
+      o.prompts = int(flag_int(f, v, 1, 1 << 20));
+    else if (!std::strcmp(f, "--samples"))
+      o.samples = int(flag_int(f, v, 1, 1024));
+    else if (!std::strcmp(f, "--prompt-len"))
+      o.prompt_len = int(flag_int(f, v, 1, 1 << 20));
+    else if (!std::strcmp(f, "--new"))
+      o.new_tokens = int(flag_int(f, v, 1, 1 << 20));
+    else if (!std::strcmp(f, "--concurrency"))
+      o.concurrency = int(flag_int(f, v, 0, 1 << 24));
+    else if (!std::strcmp(f, "--vocab"))
+      o.vocab = int(flag_int(f, v, 1, 1 << 30));
+    else if (!std::strcmp(f, "--warmup"))
+      o.warmup = int(flag_int(f, v, 0, 1 << 20));
+    else if (!std::strcmp(f, "--seed"))
+      o.seed = uint64_t(flag_int(f, v, 0, (1LL << 62)));
+    else if (!std::strcmp(f, "--timeout-s"))
+      o.timeout_s = double(flag_int(f, v, 1, 1 << 24));
     else
-      GYRE_THROW(invalid_argument, "unknown flag '{}'; flags: --url --prompts --samples "
-                 "--prompt-len --new --concurrency --vocab --seed --warmup --timeout-s --label", f);
+      GYRE_THROW(invalid_argument,
+                 "unknown flag '{}'; flags: --url --prompts --samples "
+                 "--prompt-len --new --concurrency --vocab --seed --warmup --timeout-s --label",
+                 f);
   }
   if (o.url.empty())
-    GYRE_THROW(invalid_argument, "--url is required (http://host:port of gyre serve, gyre router "
+    GYRE_THROW(invalid_argument,
+               "--url is required (http://host:port of gyre serve, gyre router "
                "or an SGLang server)");
   return o;
 }
@@ -175,8 +191,8 @@ int run(int argc, char** argv) {
       warm.submit(make_request(ids, o, uint64_t(i)));
     }
     if (!warm.wait_all(o.timeout_s))
-      GYRE_THROW(io, "warm-up requests to {} did not finish within --timeout-s {}",
-                 o.url, o.timeout_s);
+      GYRE_THROW(io, "warm-up requests to {} did not finish within --timeout-s {}", o.url,
+                 o.timeout_s);
     const auto rs = warm.take();
     if (const std::string* e = fail(rs))
       GYRE_THROW(io, "warm-up request to {} failed: {}", o.url, *e);
@@ -189,10 +205,9 @@ int run(int argc, char** argv) {
     for (int s = 0; s < o.samples; ++s)
       runner.submit(make_request(prompts[size_t(p)], o, uint64_t(p) * 1024 + uint64_t(s)));
   if (!runner.wait_all(o.timeout_s))
-    GYRE_THROW(io, "{} requests to {} did not finish within --timeout-s {}",
-               o.prompts * o.samples, o.url, o.timeout_s);
-  const double wall =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    GYRE_THROW(io, "{} requests to {} did not finish within --timeout-s {}", o.prompts * o.samples,
+               o.url, o.timeout_s);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto rs = runner.take();
 
   int64_t out_tokens = 0, prompt_tokens = 0, cached = 0, failed = 0;
