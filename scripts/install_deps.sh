@@ -14,6 +14,7 @@ pkgs=(
   libopenmpi-dev openmpi-bin                  # multi-process launcher + CPU collectives
   libgtest-dev libgmock-dev libbenchmark-dev  # tests, benchmarks
   wrk                                         # HTTP load benchmark
+  python3                                     # bench scripts' JSON summaries and checks
 )
 missing=()
 for p in "${pkgs[@]}"; do
