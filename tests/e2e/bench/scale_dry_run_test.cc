@@ -25,8 +25,9 @@ TEST(ScaleDryRun, RolloutAndDisaggregatedPartsPassTheirChecksOnTheCpu) {
   const std::string out = test::temp_dir("scale_dry_run");
   // Ports below the ephemeral range, spread by pid so parallel runs of the suite do not collide.
   const int port_base = 20000 + int(getpid() % 60) * 200;
-  const std::string cmd = "SCALE_CPU=1 SCALE_BIN=" + bin_dir + " OUT=" + out + " SCALE_WORK=" +
-                          out + "/work SCALE_PORT_BASE=" + std::to_string(port_base) +
+  const std::string cmd = "SCALE_CPU=1 SCALE_BIN=" + bin_dir + " OUT=" + out +
+                          " SCALE_WORK=" + out +
+                          "/work SCALE_PORT_BASE=" + std::to_string(port_base) +
                           " DISAGG_STEPS=2 RANK_TIMEOUT=240 timeout 300 bash " +
                           test::source_path("bench/scale_device_run.sh") + " rollout disagg";
   const auto r = test::run_command(cmd);
