@@ -141,6 +141,37 @@ TEST(CliBadInput, TrainChecksRolloutSettingsBeforeLoading) {
   EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
 }
 
+// A slime script's Megatron arguments (rl/loop/megatron_args.h): the quick-start model's MODEL_ARGS
+// and the usual PERF / MISC knobs run; a MODEL_ARGS value that disagrees with config.json stops the
+// run before any work, naming both.
+TEST(CliBadInput, TrainChecksMegatronModelArgsAgainstTheConfig) {
+  const std::string model_args =
+      "--swiglu --num-layers 2 --hidden-size 64 --ffn-hidden-size 192 --num-attention-heads 4 "
+      "--group-query-attention --num-query-groups 2 --use-rotary-position-embeddings "
+      "--disable-bias-linear --normalization RMSNorm --norm-epsilon 1e-6 --rotary-base 10000 "
+      "--vocab-size 16 --kv-channels 16 --qk-layernorm ";
+  const std::string knobs =
+      "--attention-dropout 0.0 --hidden-dropout 0.0 --accumulate-allreduce-grads-in-fp32 "
+      "--attention-softmax-in-fp32 --attention-backend flash --optimizer adam "
+      "--recompute-granularity full --recompute-method uniform --use-distributed-optimizer ";
+  auto r = train(model_args + knobs);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("accepted, no gyre equivalent (ignored): --attention-backend flash, "
+                       "--recompute-method uniform, --use-distributed-optimizer"),
+            std::string::npos)
+      << r.err;
+  r = train(model_args + "--hidden-size 896");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--hidden-size 896 does not match the model: "
+                       "examples/quickstart/base_model/config.json has hidden_size = 64"),
+            std::string::npos)
+      << r.err;
+  r = train(model_args + "--pipeline-model-parallel-size 2");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--pipeline-model-parallel-size 2: not supported"), std::string::npos)
+      << r.err;
+}
+
 // Without a model, the error says which flag (and config key) sets it and, when it is set, the
 // folder that was searched (it used to be ": no tokenizer.json in this directory").
 TEST(CliBadInput, TrainNamesTheModelFlag) {

@@ -331,6 +331,7 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<bool>("use-tensorboard", &use_tensorboard, false,
               "mirror metrics to TensorBoard event files", G);
   f.add<bool>("quiet", &quiet, false, "no per-step progress line", G);
+  megatron.register_flags(f);
 }
 
 void TrainConfig::validate() {
@@ -339,6 +340,7 @@ void TrainConfig::validate() {
                "no model to train: set --hf-checkpoint DIR (`hf-checkpoint: DIR` in a --config "
                "file) to a Hugging Face model folder, or --load CKPT to resume a gyre checkpoint");
   if (tokenizer_dir.empty()) tokenizer_dir = hf_checkpoint;
+  megatron.validate(device, precision, recompute_activations);
   if (update_weight_transport != "auto" && update_weight_transport != "nccl" &&
       update_weight_transport != "disk")
     GYRE_THROW(invalid_argument, "--update-weight-transport '{}' is not one of auto, nccl, disk",

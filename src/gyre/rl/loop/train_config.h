@@ -11,6 +11,7 @@
 
 #include "gyre/core/flags.h"
 #include "gyre/rl/algorithms/config.h"
+#include "gyre/rl/loop/megatron_args.h"
 
 namespace gyre::rl {
 
@@ -97,6 +98,8 @@ struct TrainConfig {
   std::string save_debug_rollout_data, load_debug_rollout_data;
   bool debug_rollout_only = false, debug_train_only = false, skip_ratio_check = false;
   bool use_tensorboard = false, quiet = false;
+  // Megatron / SGLang arguments of slime scripts: checked, mapped or ignored (megatron_args.h)
+  MegatronArgs megatron;
 
   void register_flags(FlagSet& flags);
   // Every check and derived value that needs no data or model (batch sizes, optimizer, rollout,

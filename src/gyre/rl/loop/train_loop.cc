@@ -115,8 +115,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
                                        : model_flag ? "--hf-checkpoint (config key `hf-checkpoint`)"
                                                     : "--load (config key `load`)");
   const bool sft = cfg.algo.loss_type == LossType::sft_loss;
+  const model::ModelConfig model_config = model::load_config(model_dir);
+  cfg.megatron.check_against_model(model_config, model_dir + "/config.json");
+  if (const std::string ignored = cfg.megatron.ignored(); !ignored.empty())
+    log::info("accepted, no gyre equivalent (ignored): {}", ignored);
   if (!sft && !cfg.debug_train_only && cfg.load_debug_rollout_data.empty())
-    check_rollout_against_model(cfg, model::load_config(model_dir), model_dir);
+    check_rollout_against_model(cfg, model_config, model_dir);
 
   // ---- data
   std::shared_ptr<PromptDataset> dataset;

@@ -1,0 +1,188 @@
+// A slime launch script's Megatron and SGLang arguments under `gyre train` (rl/loop/megatron_args.h):
+// the MODEL_ARGS blocks of slime's scripts/models/qwen2.5-7B.sh and qwen3-8B.sh are accepted and
+// match those models' configs; each architecture value that disagrees with config.json is an error
+// naming the flag and the config key (slime's HF-config validation); knobs gyre has one answer for
+// are refused when they ask for another; --recompute-granularity full turns recomputation on; the
+// performance knobs are accepted and listed as ignored.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "gyre/core/flags.h"
+#include "gyre/model/named_shapes.h"
+#include "gyre/rl/loop/train_config.h"
+#include "test_util.h"
+
+namespace gyre::rl {
+namespace {
+
+using test::error_of;
+
+const std::vector<std::string> kQwen25_7B = {
+    "--swiglu", "--num-layers", "28", "--hidden-size", "3584", "--ffn-hidden-size", "18944",
+    "--num-attention-heads", "28", "--group-query-attention", "--num-query-groups", "4",
+    "--use-rotary-position-embeddings", "--disable-bias-linear", "--add-qkv-bias",
+    "--normalization", "RMSNorm", "--norm-epsilon", "1e-06", "--rotary-base", "1000000",
+    "--vocab-size", "152064", "--untie-embeddings-and-output-weights"};
+const std::vector<std::string> kQwen3_8B = {
+    "--swiglu", "--num-layers", "36", "--hidden-size", "4096", "--ffn-hidden-size", "12288",
+    "--num-attention-heads", "32", "--group-query-attention", "--num-query-groups", "8",
+    "--use-rotary-position-embeddings", "--disable-bias-linear", "--normalization", "RMSNorm",
+    "--norm-epsilon", "1e-6", "--rotary-base", "1000000", "--vocab-size", "151936",
+    "--kv-channels", "128", "--qk-layernorm", "--untie-embeddings-and-output-weights"};
+// slime's PERF_ARGS / MISC_ARGS / WANDB_ARGS / SGLANG_ARGS lines of the same scripts.
+const std::vector<std::string> kPerfAndMisc = {
+    "--tensor-model-parallel-size", "2", "--sequence-parallel", "--pipeline-model-parallel-size",
+    "1", "--context-parallel-size", "1", "--expert-model-parallel-size", "1",
+    "--expert-tensor-parallel-size", "1", "--recompute-granularity", "full", "--recompute-method",
+    "uniform", "--recompute-num-layers", "1", "--optimizer", "adam", "--attention-dropout", "0.0",
+    "--hidden-dropout", "0.0", "--accumulate-allreduce-grads-in-fp32",
+    "--attention-softmax-in-fp32", "--attention-backend", "flash", "--use-wandb",
+    "--wandb-project", "slime-dev", "--sglang-mem-fraction-static", "0.7",
+    "--no-gradient-accumulation-fusion", "--use-distributed-optimizer"};
+
+// Parses `args` into a fresh config (the required flags set) and runs both checks against `mc`;
+// returns the error text ("" when both pass).
+struct Parsed {
+  TrainConfig cfg;
+  std::string error;
+};
+Parsed run(std::vector<std::string> args, const model::ModelConfig& mc,
+           const std::string& device = "cpu") {
+  Parsed p;
+  FlagSet flags;
+  p.cfg.register_flags(flags);
+  for (const char* a : {"--hf-checkpoint", "m", "--rm-type", "math", "--num-rollout", "3",
+                        "--rollout-batch-size", "4", "--n-samples-per-prompt", "2"})
+    args.push_back(a);
+  args.push_back("--device");
+  args.push_back(device);
+  p.error = error_of([&] {
+    flags.parse(args);
+    p.cfg.validate();
+    p.cfg.megatron.check_against_model(mc, "m/config.json");
+  });
+  return p;
+}
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
+  const auto q25 = run(with(kQwen25_7B, kPerfAndMisc), model::named_shape("qwen2.5-7b"));
+  EXPECT_EQ(q25.error, "");
+  EXPECT_TRUE(q25.cfg.recompute_activations);  // --recompute-granularity full
+  EXPECT_EQ(q25.cfg.tensor_model_parallel_size, 2);  // a gyre flag, taken as it is
+  EXPECT_EQ(q25.cfg.megatron.ignored(),
+            "--attention-backend flash, --recompute-method uniform, --recompute-num-layers 1, "
+            "--wandb-project slime-dev, --sglang-mem-fraction-static 0.7, "
+            "--use-distributed-optimizer, --sequence-parallel, --no-gradient-accumulation-fusion, "
+            "--use-wandb");
+  EXPECT_EQ(run(kQwen3_8B, model::named_shape("qwen3-8b")).error, "");
+  // Without any of them nothing is checked or ignored.
+  const auto none = run({}, model::named_shape("qwen3-8b"));
+  EXPECT_EQ(none.error, "");
+  EXPECT_FALSE(none.cfg.recompute_activations);
+  EXPECT_EQ(none.cfg.megatron.ignored(), "");
+}
+
+TEST(TrainConfigMegatronArgs, AnArchitectureValueThatDisagreesNamesFlagAndKey) {
+  const auto q3 = model::named_shape("qwen3-8b");
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"--hidden-size", "3584"}, "--hidden-size 3584 does not match the model: m/config.json has "
+                                  "hidden_size = 4096"},
+      {{"--num-layers", "28"}, "num_hidden_layers = 36"},
+      {{"--ffn-hidden-size", "18944"}, "intermediate_size = 12288"},
+      {{"--num-attention-heads", "28"}, "num_attention_heads = 32"},
+      {{"--num-query-groups", "4"}, "num_key_value_heads = 8"},
+      {{"--kv-channels", "64"}, "head_dim = 128"},
+      {{"--vocab-size", "152064"}, "vocab_size = 151936"},
+      {{"--rotary-base", "10000"}, "--rotary-base 10000 does not match the model: m/config.json "
+                                   "has rope_theta = 1000000"},
+      {{"--norm-epsilon", "1e-5"}, "rms_norm_eps = 1e-06"},
+      {{"--num-experts", "128"}, "num_experts = 0"},
+  };
+  for (const auto& [args, want] : cases) {
+    // After the full block, so the later (wrong) value wins as in argparse.
+    const std::string e = run(with(kQwen3_8B, args), q3).error;
+    EXPECT_NE(e.find(want), std::string::npos) << args[0] << ": " << e;
+    EXPECT_NE(e.find("slime checks its Megatron model arguments"), std::string::npos) << e;
+  }
+  // Written differently, the same number: accepted.
+  EXPECT_EQ(run(with(kQwen3_8B, {"--norm-epsilon", "0.000001", "--rotary-base", "1e6"}), q3).error,
+            "");
+}
+
+TEST(TrainConfigMegatronArgs, MissingOrExtraSwitchesOfAModelArgsBlockAreErrors) {
+  const auto q25 = model::named_shape("qwen2.5-7b"), q3 = model::named_shape("qwen3-8b");
+  const auto without = [](std::vector<std::string> a, const std::string& flag) {
+    std::erase(a, flag);
+    return a;
+  };
+  std::string e = run(without(kQwen25_7B, "--untie-embeddings-and-output-weights"), q25).error;
+  EXPECT_NE(e.find("do not pass --untie-embeddings-and-output-weights, but m/config.json has "
+                   "tie_word_embeddings = false"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("add --untie-embeddings-and-output-weights"), std::string::npos) << e;
+  e = run(without(kQwen3_8B, "--qk-layernorm"), q3).error;
+  EXPECT_NE(e.find("add --qk-layernorm"), std::string::npos) << e;
+  e = run(with(kQwen25_7B, {"--qk-layernorm"}), q25).error;
+  EXPECT_NE(e.find("remove --qk-layernorm"), std::string::npos) << e;
+  e = run(without(kQwen25_7B, "--add-qkv-bias"), q25).error;
+  EXPECT_NE(e.find("without q/k/v biases"), std::string::npos) << e;
+  EXPECT_NE(e.find("add --add-qkv-bias"), std::string::npos) << e;
+  e = run(with(kQwen3_8B, {"--add-qkv-bias"}), q3).error;
+  EXPECT_NE(e.find("remove --add-qkv-bias"), std::string::npos) << e;
+  e = run(without(kQwen3_8B, "--disable-bias-linear"), q3).error;
+  EXPECT_NE(e.find("add --disable-bias-linear"), std::string::npos) << e;
+  // A lone value without a MODEL_ARGS block checks that value only.
+  EXPECT_EQ(run({"--rotary-base", "1000000"}, q25).error, "");
+  // Megatron without GQA has as many KV heads as query heads.
+  e = run({"--no-group-query-attention"}, q3).error;
+  EXPECT_NE(e.find("add --group-query-attention"), std::string::npos) << e;
+}
+
+TEST(TrainConfigMegatronArgs, KnobsGyreHasOneAnswerForAreRefusedOtherwise) {
+  const auto mc = model::named_shape("qwen3-8b");
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"--pipeline-model-parallel-size", "2"}, "--pipeline-model-parallel-size 2: not supported"},
+      {{"--context-parallel-size", "2"}, "--context-parallel-size 2: not supported"},
+      {{"--expert-model-parallel-size", "8"}, "--expert-model-parallel-size 8: not supported"},
+      {{"--expert-tensor-parallel-size", "2"}, "--expert-tensor-parallel-size 2: not supported"},
+      {{"--attention-dropout", "0.1"}, "--attention-dropout 0.1: gyre trains without dropout"},
+      {{"--hidden-dropout", "0.1"}, "--hidden-dropout 0.1: gyre trains without dropout"},
+      {{"--optimizer", "sgd"}, "--optimizer sgd: gyre's optimizer is AdamW"},
+      {{"--fp16"}, "--fp16: gyre has no fp16 training"},
+      {{"--bf16"}, "--bf16: the CPU backend trains in f32"},
+      {{"--no-attention-softmax-in-fp32"}, "--no-attention-softmax-in-fp32: gyre always"},
+      {{"--recompute-granularity", "half"}, "--recompute-granularity half: Megatron takes full "
+                                            "or selective"},
+      {{"--normalization", "LayerNorm"}, "--normalization LayerNorm: every model gyre supports "
+                                         "uses RMSNorm"},
+      {{"--position-embedding-type", "learned_absolute"}, "uses rope"},
+      {{"--no-swiglu"}, "--no-swiglu: every model gyre supports uses it"},
+  };
+  for (const auto& [args, want] : cases) {
+    const std::string e = run(args, mc).error;
+    EXPECT_NE(e.find(want), std::string::npos) << args[0] << ": " << e;
+  }
+  // --bf16 is gyre's --precision bf16 on a GPU: asked for by that flag too, not implied.
+  const std::string e = run({"--bf16"}, mc, "cuda").error;
+  EXPECT_NE(e.find("--bf16 asks for bf16 mixed precision, which is gyre's --precision bf16 (now "
+                   "--precision f32)"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(run({"--bf16", "--precision", "bf16"}, mc, "cuda").error, "");
+  // Selective recomputation is not separate in gyre: ignored, and recomputation stays off.
+  const auto sel = run({"--recompute-granularity", "selective"}, mc);
+  EXPECT_EQ(sel.error, "");
+  EXPECT_FALSE(sel.cfg.recompute_activations);
+  EXPECT_EQ(sel.cfg.megatron.ignored(), "--recompute-granularity selective");
+}
+
+}  // namespace
+}  // namespace gyre::rl
