@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 
@@ -139,6 +140,42 @@ TEST(CliBadInput, TrainChecksRolloutSettingsBeforeLoading) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--rollout-max-response-len 1000000"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
+}
+
+// slime's --eval-* overrides: an eval set with its own column names is read with --eval-input-key /
+// --eval-label-key (without them its rows have no prompt, and the error names the eval flag);
+// --skip-eval-before-train drops the evaluation before the first rollout.
+TEST(CliBadInput, TrainEvalOverridesReadTheEvalSetAndSkipTheFirstEval) {
+  const std::string dir = test::temp_dir("eval_keys");
+  {
+    std::ofstream f(dir + "/q.jsonl");
+    f << "{\"question\": \"12+30=\", \"answer\": \"42\"}\n"
+      << "{\"question\": \"7+8=\", \"answer\": \"15\"}\n";
+  }
+  const std::string eval = "--eval-prompt-data q " + dir + "/q.jsonl --eval-interval 1 ";
+  auto r = train(eval + "--num-rollout 2 --save " + dir + "/a");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("no key 'prompt' (set --eval-input-key (or --input-key)"), std::string::npos)
+      << r.err;
+  const auto eval_rows = [](const std::string& metrics) {
+    std::ifstream f(metrics);
+    int n = 0;
+    for (std::string line; std::getline(f, line);)
+      n += line.find("\"eval/q\"") != std::string::npos;
+    return n;
+  };
+  const std::string keys =
+      "--eval-input-key question --eval-label-key answer --eval-top-p 0.9 "
+      "--eval-top-k 5 --eval-min-new-tokens 1 --num-rollout 2 ";
+  r = train(eval + keys + "--save " + dir + "/b");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(eval_rows(dir + "/b/metrics.jsonl"), 3);  // before training, after rollouts 0 and 1
+  r = train(eval + keys + "--skip-eval-before-train --save " + dir + "/c");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(eval_rows(dir + "/c/metrics.jsonl"), 2);
+  r = train(eval + keys + "--eval-top-p 2");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--eval-top-p must be in (0, 1]"), std::string::npos) << r.err;
 }
 
 // A slime script's Megatron arguments (rl/loop/megatron_args.h): the quick-start model's MODEL_ARGS

@@ -1,9 +1,9 @@
-// A slime launch script's Megatron and SGLang arguments under `gyre train` (rl/loop/megatron_args.h):
-// the MODEL_ARGS blocks of slime's scripts/models/qwen2.5-7B.sh and qwen3-8B.sh are accepted and
-// match those models' configs; each architecture value that disagrees with config.json is an error
-// naming the flag and the config key (slime's HF-config validation); knobs gyre has one answer for
-// are refused when they ask for another; --recompute-granularity full turns recomputation on; the
-// performance knobs are accepted and listed as ignored.
+// A slime launch script's Megatron and SGLang arguments under `gyre train`
+// (rl/loop/megatron_args.h): the MODEL_ARGS blocks of slime's scripts/models/qwen2.5-7B.sh and
+// qwen3-8B.sh are accepted and match those models' configs; each architecture value that disagrees
+// with config.json is an error naming the flag and the config key (slime's HF-config validation);
+// knobs gyre has one answer for are refused when they ask for another; --recompute-granularity full
+// turns recomputation on; the performance knobs are accepted and listed as ignored.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -19,28 +19,91 @@ namespace {
 
 using test::error_of;
 
-const std::vector<std::string> kQwen25_7B = {
-    "--swiglu", "--num-layers", "28", "--hidden-size", "3584", "--ffn-hidden-size", "18944",
-    "--num-attention-heads", "28", "--group-query-attention", "--num-query-groups", "4",
-    "--use-rotary-position-embeddings", "--disable-bias-linear", "--add-qkv-bias",
-    "--normalization", "RMSNorm", "--norm-epsilon", "1e-06", "--rotary-base", "1000000",
-    "--vocab-size", "152064", "--untie-embeddings-and-output-weights"};
-const std::vector<std::string> kQwen3_8B = {
-    "--swiglu", "--num-layers", "36", "--hidden-size", "4096", "--ffn-hidden-size", "12288",
-    "--num-attention-heads", "32", "--group-query-attention", "--num-query-groups", "8",
-    "--use-rotary-position-embeddings", "--disable-bias-linear", "--normalization", "RMSNorm",
-    "--norm-epsilon", "1e-6", "--rotary-base", "1000000", "--vocab-size", "151936",
-    "--kv-channels", "128", "--qk-layernorm", "--untie-embeddings-and-output-weights"};
+const std::vector<std::string> kQwen25_7B = {"--swiglu",
+                                             "--num-layers",
+                                             "28",
+                                             "--hidden-size",
+                                             "3584",
+                                             "--ffn-hidden-size",
+                                             "18944",
+                                             "--num-attention-heads",
+                                             "28",
+                                             "--group-query-attention",
+                                             "--num-query-groups",
+                                             "4",
+                                             "--use-rotary-position-embeddings",
+                                             "--disable-bias-linear",
+                                             "--add-qkv-bias",
+                                             "--normalization",
+                                             "RMSNorm",
+                                             "--norm-epsilon",
+                                             "1e-06",
+                                             "--rotary-base",
+                                             "1000000",
+                                             "--vocab-size",
+                                             "152064",
+                                             "--untie-embeddings-and-output-weights"};
+const std::vector<std::string> kQwen3_8B = {"--swiglu",
+                                            "--num-layers",
+                                            "36",
+                                            "--hidden-size",
+                                            "4096",
+                                            "--ffn-hidden-size",
+                                            "12288",
+                                            "--num-attention-heads",
+                                            "32",
+                                            "--group-query-attention",
+                                            "--num-query-groups",
+                                            "8",
+                                            "--use-rotary-position-embeddings",
+                                            "--disable-bias-linear",
+                                            "--normalization",
+                                            "RMSNorm",
+                                            "--norm-epsilon",
+                                            "1e-6",
+                                            "--rotary-base",
+                                            "1000000",
+                                            "--vocab-size",
+                                            "151936",
+                                            "--kv-channels",
+                                            "128",
+                                            "--qk-layernorm",
+                                            "--untie-embeddings-and-output-weights"};
 // slime's PERF_ARGS / MISC_ARGS / WANDB_ARGS / SGLANG_ARGS lines of the same scripts.
-const std::vector<std::string> kPerfAndMisc = {
-    "--tensor-model-parallel-size", "2", "--sequence-parallel", "--pipeline-model-parallel-size",
-    "1", "--context-parallel-size", "1", "--expert-model-parallel-size", "1",
-    "--expert-tensor-parallel-size", "1", "--recompute-granularity", "full", "--recompute-method",
-    "uniform", "--recompute-num-layers", "1", "--optimizer", "adam", "--attention-dropout", "0.0",
-    "--hidden-dropout", "0.0", "--accumulate-allreduce-grads-in-fp32",
-    "--attention-softmax-in-fp32", "--attention-backend", "flash", "--use-wandb",
-    "--wandb-project", "slime-dev", "--sglang-mem-fraction-static", "0.7",
-    "--no-gradient-accumulation-fusion", "--use-distributed-optimizer"};
+const std::vector<std::string> kPerfAndMisc = {"--tensor-model-parallel-size",
+                                               "2",
+                                               "--sequence-parallel",
+                                               "--pipeline-model-parallel-size",
+                                               "1",
+                                               "--context-parallel-size",
+                                               "1",
+                                               "--expert-model-parallel-size",
+                                               "1",
+                                               "--expert-tensor-parallel-size",
+                                               "1",
+                                               "--recompute-granularity",
+                                               "full",
+                                               "--recompute-method",
+                                               "uniform",
+                                               "--recompute-num-layers",
+                                               "1",
+                                               "--optimizer",
+                                               "adam",
+                                               "--attention-dropout",
+                                               "0.0",
+                                               "--hidden-dropout",
+                                               "0.0",
+                                               "--accumulate-allreduce-grads-in-fp32",
+                                               "--attention-softmax-in-fp32",
+                                               "--attention-backend",
+                                               "flash",
+                                               "--use-wandb",
+                                               "--wandb-project",
+                                               "slime-dev",
+                                               "--sglang-mem-fraction-static",
+                                               "0.7",
+                                               "--no-gradient-accumulation-fusion",
+                                               "--use-distributed-optimizer"};
 
 // Parses `args` into a fresh config (the required flags set) and runs both checks against `mc`;
 // returns the error text ("" when both pass).
@@ -74,7 +137,7 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
 TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
   const auto q25 = run(with(kQwen25_7B, kPerfAndMisc), model::named_shape("qwen2.5-7b"));
   EXPECT_EQ(q25.error, "");
-  EXPECT_TRUE(q25.cfg.recompute_activations);  // --recompute-granularity full
+  EXPECT_TRUE(q25.cfg.recompute_activations);        // --recompute-granularity full
   EXPECT_EQ(q25.cfg.tensor_model_parallel_size, 2);  // a gyre flag, taken as it is
   EXPECT_EQ(q25.cfg.megatron.ignored(),
             "--attention-backend flash, --recompute-method uniform, --recompute-num-layers 1, "
@@ -92,16 +155,18 @@ TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
 TEST(TrainConfigMegatronArgs, AnArchitectureValueThatDisagreesNamesFlagAndKey) {
   const auto q3 = model::named_shape("qwen3-8b");
   const std::pair<std::vector<std::string>, std::string> cases[] = {
-      {{"--hidden-size", "3584"}, "--hidden-size 3584 does not match the model: m/config.json has "
-                                  "hidden_size = 4096"},
+      {{"--hidden-size", "3584"},
+       "--hidden-size 3584 does not match the model: m/config.json has "
+       "hidden_size = 4096"},
       {{"--num-layers", "28"}, "num_hidden_layers = 36"},
       {{"--ffn-hidden-size", "18944"}, "intermediate_size = 12288"},
       {{"--num-attention-heads", "28"}, "num_attention_heads = 32"},
       {{"--num-query-groups", "4"}, "num_key_value_heads = 8"},
       {{"--kv-channels", "64"}, "head_dim = 128"},
       {{"--vocab-size", "152064"}, "vocab_size = 151936"},
-      {{"--rotary-base", "10000"}, "--rotary-base 10000 does not match the model: m/config.json "
-                                   "has rope_theta = 1000000"},
+      {{"--rotary-base", "10000"},
+       "--rotary-base 10000 does not match the model: m/config.json "
+       "has rope_theta = 1000000"},
       {{"--norm-epsilon", "1e-5"}, "rms_norm_eps = 1e-06"},
       {{"--num-experts", "128"}, "num_experts = 0"},
   };
@@ -159,10 +224,12 @@ TEST(TrainConfigMegatronArgs, KnobsGyreHasOneAnswerForAreRefusedOtherwise) {
       {{"--fp16"}, "--fp16: gyre has no fp16 training"},
       {{"--bf16"}, "--bf16: the CPU backend trains in f32"},
       {{"--no-attention-softmax-in-fp32"}, "--no-attention-softmax-in-fp32: gyre always"},
-      {{"--recompute-granularity", "half"}, "--recompute-granularity half: Megatron takes full "
-                                            "or selective"},
-      {{"--normalization", "LayerNorm"}, "--normalization LayerNorm: every model gyre supports "
-                                         "uses RMSNorm"},
+      {{"--recompute-granularity", "half"},
+       "--recompute-granularity half: Megatron takes full "
+       "or selective"},
+      {{"--normalization", "LayerNorm"},
+       "--normalization LayerNorm: every model gyre supports "
+       "uses RMSNorm"},
       {{"--position-embedding-type", "learned_absolute"}, "uses rope"},
       {{"--no-swiglu"}, "--no-swiglu: every model gyre supports uses it"},
   };

@@ -52,6 +52,13 @@ TEST(TrainConfigRolloutFlags, BadValuesNameTheFlag) {
   expect_flag_error([](TrainConfig& c) { c.rm_type = std::string("remote_rm"); }, "--rm-url");
   expect_flag_error([](TrainConfig& c) { c.rm_timeout = 0; }, "--rm-timeout");
   expect_flag_error([](TrainConfig& c) { c.eval_temperature = -1.0; }, "--eval-temperature");
+  // slime's --eval-* sampling and data overrides.
+  for (double p : {1.5, 0.0, std::nan("")})
+    expect_flag_error([&](TrainConfig& c) { c.eval_top_p = p; }, "--eval-top-p");
+  expect_flag_error([](TrainConfig& c) { c.eval_top_k = -2; }, "--eval-top-k");
+  expect_flag_error([](TrainConfig& c) { c.eval_min_new_tokens = -1; }, "--eval-min-new-tokens");
+  expect_flag_error([](TrainConfig& c) { c.eval_max_prompt_len = 0; }, "--eval-max-prompt-len");
+  expect_flag_error([](TrainConfig& c) { c.eval_input_key = std::string(); }, "--eval-input-key");
   expect_flag_error([](TrainConfig& c) { c.rollout_concurrency = 0; }, "--rollout-concurrency");
   expect_flag_error([](TrainConfig& c) { c.page_size = 0; }, "--page-size");
   // Absurd sizes are named with their limit instead of failing in an allocation (or a thread

@@ -44,7 +44,8 @@ std::optional<std::string> row_to_sample(std::string_view line, const PromptData
   if (row.is_discarded()) return "invalid JSON";
   if (!row.is_object()) return "the line is not a JSON object";
   auto p = row.find(o.input_key);
-  if (p == row.end()) return "no key '" + o.input_key + "' (set --input-key to the prompt column)";
+  if (p == row.end())
+    return "no key '" + o.input_key + "' (set " + o.input_key_flag + " to the prompt column)";
   if (!p->is_string() && !p->is_array())
     return "'" + o.input_key + "' must be a string or a list of chat messages";
   if (p->is_array()) {

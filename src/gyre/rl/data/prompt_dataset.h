@@ -28,8 +28,9 @@ struct PromptDataOptions {
   std::optional<std::string> label_key;  // slime default None: labels are null
   std::string metadata_key = "metadata";
   std::string tool_key = "tools";
-  bool strict = false;                    // --strict-data: malformed line -> Error
-  std::optional<int64_t> max_prompt_len;  // --rollout-max-prompt-len (tokens)
+  std::string input_key_flag = "--input-key";  // the flag named when a row lacks input_key
+  bool strict = false;                         // --strict-data: malformed line -> Error
+  std::optional<int64_t> max_prompt_len;       // --rollout-max-prompt-len (tokens)
   // Prompt length in tokens (e.g. tokenizer encode without special tokens of the rendered chat
   // template). Required when max_prompt_len is set.
   std::function<size_t(const Sample&)> prompt_length;

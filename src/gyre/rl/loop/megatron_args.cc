@@ -16,33 +16,56 @@ const char* const kGroup = "Megatron and SGLang arguments of slime scripts";
 // --max-position-embeddings: the context comes from config.json), logging to wandb, and SGLang
 // memory / concurrency settings of slime's Ray-launched engines.
 const char* const kIgnoredWithValue[] = {
-    "attention-backend",       "ckpt-format",
-    "megatron-to-hf-mode",     "seq-length",
-    "max-position-embeddings", "make-vocab-size-divisible-by",
-    "init-method-std",         "rotary-percent",
-    "recompute-method",        "recompute-num-layers",
-    "moe-router-score-function", "moe-token-dispatcher-type",
-    "moe-router-dtype",        "moe-aux-loss-coeff",
-    "moe-router-load-balancing-type", "distributed-backend",
-    "wandb-project",           "wandb-group",
-    "wandb-key",               "wandb-host",
-    "wandb-dir",               "sglang-mem-fraction-static",
-    "sglang-server-concurrency", "sglang-router-request-timeout-secs",
-    "log-probs-chunk-size",    "tokenizer-type",
+    "attention-backend",
+    "ckpt-format",
+    "megatron-to-hf-mode",
+    "seq-length",
+    "max-position-embeddings",
+    "make-vocab-size-divisible-by",
+    "init-method-std",
+    "rotary-percent",
+    "recompute-method",
+    "recompute-num-layers",
+    "moe-router-score-function",
+    "moe-token-dispatcher-type",
+    "moe-router-dtype",
+    "moe-aux-loss-coeff",
+    "moe-router-load-balancing-type",
+    "distributed-backend",
+    "wandb-project",
+    "wandb-group",
+    "wandb-key",
+    "wandb-host",
+    "wandb-dir",
+    "sglang-mem-fraction-static",
+    "sglang-server-concurrency",
+    "sglang-router-request-timeout-secs",
+    "log-probs-chunk-size",
+    "tokenizer-type",
 };
 // The same, as switches; Megatron's `--no-X` switches are registered as X (FlagSet reads --no-X
 // as X false).
 const char* const kIgnoredSwitches[] = {
-    "use-distributed-optimizer",   "sequence-parallel",
-    "gradient-accumulation-fusion", "masked-softmax-fusion",
-    "bias-swiglu-fusion",          "bias-dropout-fusion",
-    "rope-fusion",                 "moe-grouped-gemm",
-    "moe-permute-fusion",          "overlap-grad-reduce",
-    "overlap-param-gather",        "load-optim",
-    "load-rng",                    "save-optim",
-    "finetune",                    "use-wandb",
-    "use-precision-aware-optimizer", "optimizer-cpu-offload",
-    "overlap-cpu-optimizer-d2h-h2d", "create-attention-mask-in-dataloader",
+    "use-distributed-optimizer",
+    "sequence-parallel",
+    "gradient-accumulation-fusion",
+    "masked-softmax-fusion",
+    "bias-swiglu-fusion",
+    "bias-dropout-fusion",
+    "rope-fusion",
+    "moe-grouped-gemm",
+    "moe-permute-fusion",
+    "overlap-grad-reduce",
+    "overlap-param-gather",
+    "load-optim",
+    "load-rng",
+    "save-optim",
+    "finetune",
+    "use-wandb",
+    "use-precision-aware-optimizer",
+    "optimizer-cpu-offload",
+    "overlap-cpu-optimizer-d2h-h2d",
+    "create-attention-mask-in-dataloader",
 };
 
 [[noreturn]] void mismatch(const std::string& flag, const std::string& value,
@@ -156,8 +179,8 @@ void MegatronArgs::register_flags(FlagSet& f) {
   f.add<std::optional<bool>>("accumulate-allreduce-grads-in-fp32",
                              &accumulate_allreduce_grads_in_fp32, std::nullopt,
                              "Megatron: what gyre always does", G);
-  f.add<std::optional<bool>>("attention-softmax-in-fp32", &attention_softmax_in_fp32,
-                             std::nullopt, "Megatron: what gyre always does", G);
+  f.add<std::optional<bool>>("attention-softmax-in-fp32", &attention_softmax_in_fp32, std::nullopt,
+                             "Megatron: what gyre always does", G);
 
   for (const char* name : kIgnoredWithValue) {
     ignored_text_.emplace_back(name, std::nullopt);
@@ -237,9 +260,8 @@ void MegatronArgs::validate(const std::string& device, const std::string& precis
     GYRE_THROW(invalid_argument,
                "--position-embedding-type {}: every model gyre supports uses rope",
                *position_embedding_type);
-  for (const auto& [flag, v] :
-       {std::pair{"swiglu", swiglu},
-        {"use-rotary-position-embeddings", use_rotary_position_embeddings}})
+  for (const auto& [flag, v] : {std::pair{"swiglu", swiglu},
+                                {"use-rotary-position-embeddings", use_rotary_position_embeddings}})
     if (v && !*v)
       GYRE_THROW(invalid_argument, "--no-{}: every model gyre supports uses it; drop the flag",
                  flag);
@@ -281,14 +303,15 @@ void MegatronArgs::check_against_model(const model::ModelConfig& mc,
     const bool add = add_qkv_bias.value_or(false), disable = disable_bias_linear.value_or(false);
     const bool qkv_bias = add || !disable;
     if (qkv_bias != mc.attention_bias)
-      GYRE_THROW(invalid_argument,
-                 "the script's MODEL_ARGS describe a model {} q/k/v biases ({}--disable-bias-linear, "
-                 "{}--add-qkv-bias), but {} has attention_bias = {}: that is a different model; {} "
-                 "or point --hf-checkpoint at the model the MODEL_ARGS describe",
-                 qkv_bias ? "with" : "without", disable ? "" : "no ", add ? "" : "no ", path,
-                 mc.attention_bias ? "true" : "false",
-                 mc.attention_bias ? "add --add-qkv-bias"
-                                   : (add ? "remove --add-qkv-bias" : "add --disable-bias-linear"));
+      GYRE_THROW(
+          invalid_argument,
+          "the script's MODEL_ARGS describe a model {} q/k/v biases ({}--disable-bias-linear, "
+          "{}--add-qkv-bias), but {} has attention_bias = {}: that is a different model; {} "
+          "or point --hf-checkpoint at the model the MODEL_ARGS describe",
+          qkv_bias ? "with" : "without", disable ? "" : "no ", add ? "" : "no ", path,
+          mc.attention_bias ? "true" : "false",
+          mc.attention_bias ? "add --add-qkv-bias"
+                            : (add ? "remove --add-qkv-bias" : "add --disable-bias-linear"));
   }
 }
 

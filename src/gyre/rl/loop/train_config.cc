@@ -74,6 +74,20 @@ void validate_rollout_settings(const TrainConfig& c) {
       (*c.eval_max_response_len < 1 || *c.eval_max_response_len > kInt32Max))
     GYRE_THROW(invalid_argument, "--eval-max-response-len must be in [1, {}] (got {})", kInt32Max,
                *c.eval_max_response_len);
+  if (c.eval_top_p && !(*c.eval_top_p > 0 && *c.eval_top_p <= 1))
+    GYRE_THROW(invalid_argument, "--eval-top-p must be in (0, 1] (got {}); 1 turns it off",
+               *c.eval_top_p);
+  if (c.eval_top_k && (*c.eval_top_k < -1 || *c.eval_top_k > kInt32Max))
+    GYRE_THROW(invalid_argument, "--eval-top-k must be in [-1, {}] tokens (-1 or 0: off; got {})",
+               kInt32Max, *c.eval_top_k);
+  if (c.eval_min_new_tokens && (*c.eval_min_new_tokens < 0 || *c.eval_min_new_tokens > kInt32Max))
+    GYRE_THROW(invalid_argument, "--eval-min-new-tokens must be in [0, {}] (got {})", kInt32Max,
+               *c.eval_min_new_tokens);
+  if (c.eval_max_prompt_len && *c.eval_max_prompt_len < 1)
+    GYRE_THROW(invalid_argument, "--eval-max-prompt-len must be >= 1 (got {})",
+               *c.eval_max_prompt_len);
+  if (c.eval_input_key && c.eval_input_key->empty())
+    GYRE_THROW(invalid_argument, "--eval-input-key is empty: name the JSON key of the eval prompt");
   if (c.n_samples_per_eval_prompt < 1 || c.n_samples_per_eval_prompt > kInt32Max)
     GYRE_THROW(invalid_argument, "--n-samples-per-eval-prompt must be in [1, {}] (got {})",
                kInt32Max, c.n_samples_per_eval_prompt);
@@ -317,6 +331,24 @@ void TrainConfig::register_flags(FlagSet& f) {
                  "samples per eval prompt", V);
   f.add<std::optional<int64_t>>("eval-max-response-len", &eval_max_response_len, std::nullopt,
                                 "eval max new tokens", V);
+  f.add<std::optional<double>>("eval-top-p", &eval_top_p, std::nullopt,
+                               "eval nucleus sampling (default --rollout-top-p)", V);
+  f.add<std::optional<int64_t>>("eval-top-k", &eval_top_k, std::nullopt,
+                                "eval top-k sampling (default --rollout-top-k)", V);
+  f.add<std::optional<int64_t>>("eval-min-new-tokens", &eval_min_new_tokens, std::nullopt,
+                                "eval: stop tokens masked until this many were generated", V);
+  f.add<std::optional<int64_t>>("eval-max-prompt-len", &eval_max_prompt_len, std::nullopt,
+                                "drop longer eval prompts (default --rollout-max-prompt-len)", V);
+  f.add<std::optional<std::string>>("eval-input-key", &eval_input_key, std::nullopt,
+                                    "JSON key of the eval prompt (default --input-key)", V);
+  f.add<std::optional<std::string>>("eval-label-key", &eval_label_key, std::nullopt,
+                                    "JSON key of the eval label (default --label-key)", V);
+  f.add<std::optional<std::string>>("eval-tool-key", &eval_tool_key, std::nullopt,
+                                    "JSON key of the eval row's tools (default --tool-key)", V);
+  f.add<std::optional<std::string>>("eval-reward-key", &eval_reward_key, std::nullopt,
+                                    "key of a dict reward for eval (default --reward-key)", V);
+  f.add<bool>("skip-eval-before-train", &skip_eval_before_train, false,
+              "no evaluation before the first rollout", V);
 
   f.add<std::string>("save-debug-rollout-data", &save_debug_rollout_data, "",
                      "write each rollout's samples (path with {rollout_id})", G);

@@ -94,6 +94,11 @@ struct TrainConfig {
   std::optional<double> eval_temperature;
   int64_t n_samples_per_eval_prompt = 1;
   std::optional<int64_t> eval_max_response_len;
+  // slime's --eval-* overrides: unset = the rollout's (or the data flags') value
+  std::optional<double> eval_top_p;
+  std::optional<int64_t> eval_top_k, eval_min_new_tokens, eval_max_prompt_len;
+  std::optional<std::string> eval_input_key, eval_label_key, eval_tool_key, eval_reward_key;
+  bool skip_eval_before_train = false;
   // debug / checks / output
   std::string save_debug_rollout_data, load_debug_rollout_data;
   bool debug_rollout_only = false, debug_train_only = false, skip_ratio_check = false;

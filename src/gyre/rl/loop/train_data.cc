@@ -44,12 +44,14 @@ void apply_chat_template(PromptDataset& data, const std::string& tokenizer_dir,
 }  // namespace
 
 std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const TrainConfig& cfg,
-                                            const tokenizer::Tokenizer& tok) {
+                                            const tokenizer::Tokenizer& tok, bool eval) {
   PromptDataOptions o;
-  o.input_key = cfg.input_key;
-  if (!cfg.label_key.empty()) o.label_key = cfg.label_key;
+  o.input_key = eval ? cfg.eval_input_key.value_or(cfg.input_key) : cfg.input_key;
+  if (eval) o.input_key_flag = "--eval-input-key (or --input-key)";
+  const std::string label_key = eval ? cfg.eval_label_key.value_or(cfg.label_key) : cfg.label_key;
+  if (!label_key.empty()) o.label_key = label_key;
   o.metadata_key = cfg.metadata_key;
-  o.tool_key = cfg.tool_key;
+  o.tool_key = eval ? cfg.eval_tool_key.value_or(cfg.tool_key) : cfg.tool_key;
   o.strict = cfg.strict_data;
   auto data = std::make_shared<PromptDataset>(PromptDataset::load(spec, o));
   if (cfg.apply_chat_template)
@@ -61,6 +63,7 @@ std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const Train
               spec, st.malformed, st.first_bad_line, st.first_bad_reason);
   // --rollout-max-prompt-len (default rollout_max_context_len - 1, as slime).
   std::optional<int64_t> max_len = cfg.rollout_max_prompt_len;
+  if (eval && cfg.eval_max_prompt_len) max_len = cfg.eval_max_prompt_len;
   if (!max_len && cfg.rollout_max_context_len) max_len = *cfg.rollout_max_context_len - 1;
   if (max_len) {
     std::vector<Sample> kept;

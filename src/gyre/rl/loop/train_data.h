@@ -20,8 +20,10 @@ namespace gyre::rl {
 // `cfg`: --apply-chat-template renders chat prompts, prompts longer than --rollout-max-prompt-len
 // tokens are dropped (logged), malformed lines skipped (logged) or, with --strict-data, an Error.
 // An Error when no prompt is left.
+// `eval`: an --eval-prompt-data set, read with the --eval-input-key / --eval-label-key /
+// --eval-tool-key / --eval-max-prompt-len overrides where set (slime: --eval-* > the rollout's).
 std::shared_ptr<PromptDataset> load_prompts(const std::string& spec, const TrainConfig& cfg,
-                                            const tokenizer::Tokenizer& tok);
+                                            const tokenizer::Tokenizer& tok, bool eval = false);
 
 // SFT (--loss-type sft_loss): the "rollout" is the data itself. A row with a string prompt and a
 // string label: the response is the label text followed by EOS and the loss mask covers it. A row

@@ -167,8 +167,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   const bool multi_rank = data_parallel || tensor_parallel;
   std::vector<EvalSet> evals;
   for (size_t i = 0; i + 1 < cfg.eval_prompt_data.size(); i += 2) {
-    evals.push_back(
-        {cfg.eval_prompt_data[i], load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok)});
+    evals.push_back({cfg.eval_prompt_data[i],
+                     load_prompts(cfg.eval_prompt_data[i + 1], cfg, *tok, /*eval=*/true)});
     // An evaluation holds all its samples at once (as a rollout does, TrainConfig::validate()).
     const double samples =
         double(evals.back().data->size()) * double(cfg.n_samples_per_eval_prompt);
@@ -255,11 +255,15 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     rollout.generation_phase([&] {
       for (auto& e : evals) {
         infer::SamplingParams sp = rollout.gctx.sampling;
+        // slime's precedence: an --eval-* flag, else the rollout's value.
         sp.temperature = float(cfg.eval_temperature.value_or(cfg.rollout_temperature));
         if (cfg.eval_max_response_len) sp.max_new_tokens = int32_t(*cfg.eval_max_response_len);
+        if (cfg.eval_top_p) sp.top_p = float(*cfg.eval_top_p);
+        if (cfg.eval_top_k) sp.top_k = int32_t(*cfg.eval_top_k);
+        if (cfg.eval_min_new_tokens) sp.min_new_tokens = int32_t(*cfg.eval_min_new_tokens);
         PhaseTimer ph(m, "eval");
         for (auto& [k, v] : evaluate(e, *client, *tok, sp, cfg.n_samples_per_eval_prompt,
-                                     rollout.reward, cfg.reward_key))
+                                     rollout.reward, cfg.eval_reward_key.value_or(cfg.reward_key)))
           m[k] = v;
       }
     });
@@ -278,7 +282,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
                                                   state.weight_version, distributed, m0);
     if (client) client->resume();
   }
-  if (start == 0 && cfg.eval_interval > 0 && !evals.empty()) {
+  if (start == 0 && cfg.eval_interval > 0 && !evals.empty() && !cfg.skip_eval_before_train) {
     std::map<std::string, double> m;
     run_eval(m);
     metrics_log.log(0, m);
