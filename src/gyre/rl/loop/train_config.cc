@@ -305,6 +305,10 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<std::optional<int64_t>>("num-steps-per-rollout", &num_steps_per_rollout, std::nullopt,
                                 "optimizer steps per rollout", T);
   f.add<int64_t>("micro-batch-size", &micro_batch_size, 1, "samples per micro-batch", T);
+  f.add<bool>("balance-data", &balance_data, false,
+              "data parallel: split each step's samples over the ranks by tokens (equal counts, "
+              "Karmarkar-Karp) instead of in contiguous slices",
+              T);
   f.add<bool>("use-dynamic-batch-size", &use_dynamic_batch_size, false,
               "pack micro-batches by tokens", T);
   f.add<int64_t>("max-tokens-per-gpu", &max_tokens_per_gpu, 0,

@@ -82,6 +82,7 @@ struct TrainConfig {
   std::optional<int64_t> global_batch_size, num_steps_per_rollout;
   int64_t micro_batch_size = 1;
   bool use_dynamic_batch_size = false;
+  bool balance_data = false;  // --balance-data: DP ranks get token-balanced shares of each step
   int64_t max_tokens_per_gpu = 0;
   double lr = 1e-6, min_lr = 0.0, weight_decay = 0.0, adam_beta1 = 0.9, adam_beta2 = 0.999,
          adam_eps = 1e-8, clip_grad = 1.0;

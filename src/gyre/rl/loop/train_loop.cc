@@ -232,6 +232,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   to.temperature = float(cfg.rollout_temperature);
   to.check_first_step_ratio = !cfg.skip_ratio_check;
   to.data_parallel = models.dp_optimizer.get();
+  to.balance_data = cfg.balance_data;
   ActorTrainer trainer(*actor, models.ref.get(), optimizer, to);
 
   obs::MetricsOptions mo;

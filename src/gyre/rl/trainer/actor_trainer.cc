@@ -11,6 +11,7 @@
 #include "gyre/rl/algorithms/advantages.h"
 #include "gyre/rl/algorithms/loss_reducer.h"
 #include "gyre/rl/algorithms/policy_loss.h"
+#include "gyre/rl/trainer/dp_balance.h"
 #include "gyre/rl/trainer/phase_timer.h"
 
 namespace gyre::rl {
@@ -169,19 +170,42 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                "--global-batch-size {} is not a multiple of the {} data-parallel ranks (each rank "
                "trains on an equal share of every step)",
                opt_.global_batch_size, dp_size);
-  // This rank's share of every step's samples (all of them without DP).
-  const dist::Range share = dist::shard_range(opt_.global_batch_size, dp_rank, dp_size);
+  // This rank's share of every step's samples (all of them without DP): a contiguous slice, or
+  // with --balance-data its part of the step's balanced partition (every rank computes the same).
+  const bool balance = opt_.balance_data && dp_size > 1;
 
   // The micro-batch schedule of every step, fixed up front: old/ref log-prob passes use it too.
   std::vector<std::vector<std::vector<int64_t>>> steps(static_cast<size_t>(num_steps));
   std::vector<std::vector<int64_t>> all_mbs;
+  double imbalance_sum = 0;  // Σ over steps of (the heaviest rank's tokens / the mean)
   for (int64_t s = 0; s < num_steps; ++s) {
+    const int64_t begin = s * opt_.global_batch_size;
+    std::vector<int64_t> step_lengths;
+    for (int64_t i = 0; i < opt_.global_batch_size; ++i)
+      step_lengths.push_back(int64_t(samples[size_t(begin + i)].tokens.size()));
+    std::vector<std::vector<int64_t>> parts;  // every rank's step-relative indices
+    if (balance) {
+      parts = balanced_partitions(step_lengths, dp_size);
+    } else {
+      for (int r = 0; r < dp_size; ++r) {
+        const dist::Range rr = dist::shard_range(opt_.global_batch_size, r, dp_size);
+        parts.emplace_back();
+        for (int64_t i = rr.begin; i < rr.end; ++i) parts.back().push_back(i);
+      }
+    }
+    int64_t heaviest = 0, total = 0;
+    for (const auto& part : parts) {
+      int64_t t = 0;
+      for (int64_t i : part) t += step_lengths[size_t(i)];
+      heaviest = std::max(heaviest, t), total += t;
+    }
+    imbalance_sum += total > 0 ? double(heaviest) * dp_size / double(total) : 1.0;
+    const auto& mine = parts[size_t(dp_rank)];
     std::vector<int64_t> lengths;
-    for (int64_t i = share.begin; i < share.end; ++i)
-      lengths.push_back(int64_t(samples[size_t(s * opt_.global_batch_size + i)].tokens.size()));
+    for (int64_t i : mine) lengths.push_back(step_lengths[size_t(i)]);
     auto mbs = make_micro_batches(lengths, opt_.micro);
     for (auto& mb : mbs) {
-      for (auto& j : mb) j += s * opt_.global_batch_size + share.begin;
+      for (auto& j : mb) j = begin + mine[size_t(j)];
       all_mbs.push_back(mb);
     }
     steps[size_t(s)] = std::move(mbs);
@@ -201,6 +225,8 @@ Metrics ActorTrainer::train(const std::vector<Sample>& samples, const std::vecto
                "token); the rollout must return log-probs");
 
   Metrics metrics;
+  // How evenly the step's tokens were spread over the DP ranks: 1 = evenly.
+  if (dp_size > 1) metrics["train/dp_tokens_max_over_mean"] = imbalance_sum / double(num_steps);
   // One bf16 copy of each actor weight per optimizer step (bf16 on CUDA; step_weight_copies.h):
   // installed around the actor's passes — the old-log-prob pass and every micro-step's forward and
   // backward — so a weight is rounded once per step instead of once per pass. Same numbers as

@@ -39,6 +39,11 @@ struct ActorTrainerOptions {
   // step normaliser still covers the whole step, old/ref log-probs and loss metrics are summed
   // over the ranks, and data_parallel->step() (reduce + AdamW / ZeRO-1) replaces optimizer.step().
   dist::DataParallelOptimizer* data_parallel = nullptr;
+  // --balance-data (slime): with data parallelism, each step's samples are split over the ranks
+  // by balanced_partitions (dp_balance.h: equal counts, nearly equal tokens) instead of in
+  // contiguous slices. The step's samples, normaliser and gradient are the same either way (up
+  // to the order of the float sums); train/dp_tokens_max_over_mean reports the balance.
+  bool balance_data = false;
   // --advantage-estimator ppo: the critic (trainer/critic.h). Its values (before any update) feed
   // GAE; it takes one value-loss step per actor step on the same micro-batches and normaliser.
   Critic* critic = nullptr;
