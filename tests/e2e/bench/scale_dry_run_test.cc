@@ -60,8 +60,11 @@ TEST(ScaleDryRun, RolloutAndDisaggregatedPartsPassTheirChecksOnTheCpu) {
         << label;
   }
   ASSERT_EQ(scaled.size(), 4u);
-  for (const auto& j : scaled)
-    if (j["engines"] == 1) EXPECT_DOUBLE_EQ(j["efficiency"].get<double>(), 1.0);
+  for (const auto& j : scaled) {
+    if (j["engines"] == 1) {
+      EXPECT_DOUBLE_EQ(j["efficiency"].get<double>(), 1.0);
+    }
+  }
 
   ASSERT_EQ(disagg.size(), 1u);
   const json& d = disagg[0];

@@ -68,7 +68,8 @@ TEST(DpBalance, RandomLengthsSpreadFarLessThanContiguousSlices) {
     const auto parts = balanced_partitions(c, k);
     expect_a_partition(parts, int64_t(c.size()), k);
     const auto s = sums(parts, c);
-    const int64_t spread = *std::max_element(s.begin(), s.end()) - *std::min_element(s.begin(), s.end());
+    const int64_t spread =
+        *std::max_element(s.begin(), s.end()) - *std::min_element(s.begin(), s.end());
     std::vector<int64_t> contiguous(size_t(k), 0);
     for (size_t i = 0; i < c.size(); ++i) contiguous[i / 32] += c[i];
     const int64_t cspread = *std::max_element(contiguous.begin(), contiguous.end()) -
@@ -81,12 +82,17 @@ TEST(DpBalance, RandomLengthsSpreadFarLessThanContiguousSlices) {
 }
 
 TEST(DpBalance, BadInputIsRefused) {
-  EXPECT_NE(test::error_of([] { balanced_partitions({1, 2, 3}, 2); })
-                .find("3 items do not split into 2 equal parts"),
+  EXPECT_NE(test::error_of([] {
+              balanced_partitions({1, 2, 3}, 2);
+            }).find("3 items do not split into 2 equal parts"),
             std::string::npos);
-  EXPECT_NE(test::error_of([] { balanced_partitions({1, -2}, 2); }).find("negative cost -2"),
+  EXPECT_NE(test::error_of([] {
+              balanced_partitions({1, -2}, 2);
+            }).find("negative cost -2"),
             std::string::npos);
-  EXPECT_NE(test::error_of([] { balanced_partitions({1, 2}, 0); }).find("2 items do not split"),
+  EXPECT_NE(test::error_of([] {
+              balanced_partitions({1, 2}, 0);
+            }).find("2 items do not split"),
             std::string::npos);
   EXPECT_EQ(balanced_partitions({}, 3), (std::vector<std::vector<int64_t>>(3)));
 }
