@@ -103,7 +103,10 @@ const std::vector<std::string> kPerfAndMisc = {"--tensor-model-parallel-size",
                                                "--sglang-mem-fraction-static",
                                                "0.7",
                                                "--no-gradient-accumulation-fusion",
-                                               "--use-distributed-optimizer"};
+                                               "--use-distributed-optimizer",
+                                               "--offload-train",
+                                               "--no-offload-rollout",
+                                               "--keep-old-actor"};
 
 // Parses `args` into a fresh config (the required flags set) and runs both checks against `mc`;
 // returns the error text ("" when both pass).
@@ -143,7 +146,7 @@ TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
             "--attention-backend flash, --recompute-method uniform, --recompute-num-layers 1, "
             "--wandb-project slime-dev, --sglang-mem-fraction-static 0.7, "
             "--use-distributed-optimizer, --sequence-parallel, --no-gradient-accumulation-fusion, "
-            "--use-wandb");
+            "--use-wandb, --offload-train, --no-offload-rollout, --keep-old-actor");
   EXPECT_EQ(run(kQwen3_8B, model::named_shape("qwen3-8b")).error, "");
   // Without any of them nothing is checked or ignored.
   const auto none = run({}, model::named_shape("qwen3-8b"));

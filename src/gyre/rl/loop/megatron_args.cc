@@ -44,7 +44,10 @@ const char* const kIgnoredWithValue[] = {
     "tokenizer-type",
 };
 // The same, as switches; Megatron's `--no-X` switches are registered as X (FlagSet reads --no-X
-// as X false).
+// as X false). Also slime's memory switches of colocated runs (--offload, --offload-train,
+// --offload-rollout: a colocated gyre always releases the KV pool while training and activations
+// while rolling out, in one process) and --keep-old-actor (a synchronous gyre run computes the
+// old log-probs with the weights that generated the rollout anyway).
 const char* const kIgnoredSwitches[] = {
     "use-distributed-optimizer",
     "sequence-parallel",
@@ -66,6 +69,10 @@ const char* const kIgnoredSwitches[] = {
     "optimizer-cpu-offload",
     "overlap-cpu-optimizer-d2h-h2d",
     "create-attention-mask-in-dataloader",
+    "offload",
+    "offload-train",
+    "offload-rollout",
+    "keep-old-actor",
 };
 
 [[noreturn]] void mismatch(const std::string& flag, const std::string& value,
