@@ -178,6 +178,24 @@ TEST(CliBadInput, TrainEvalOverridesReadTheEvalSetAndSkipTheFirstEval) {
   EXPECT_NE(r.err.find("--eval-top-p must be in (0, 1]"), std::string::npos) << r.err;
 }
 
+// --start-rollout-id (slime): the run starts at that rollout id (no evaluation before training,
+// which belongs to rollout 0) and a start past the run's end is refused.
+TEST(CliBadInput, TrainStartRolloutId) {
+  const std::string dir = test::temp_dir("start_rollout_id");
+  auto r = train("--num-rollout 3 --start-rollout-id 2 --save " + dir + "/a");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream f(dir + "/a/metrics.jsonl");
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(f, line);) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].rfind("{\"step\":3,", 0), 0u) << rows[0];  // a row's step: rollouts done
+  EXPECT_TRUE(std::filesystem::exists(dir + "/a/iter_0000002")) << dir;
+  r = train("--num-rollout 3 --start-rollout-id 4");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--start-rollout-id 4 is past the run's 3 rollouts"), std::string::npos)
+      << r.err;
+}
+
 // A slime script's Megatron arguments (rl/loop/megatron_args.h): the quick-start model's MODEL_ARGS
 // and the usual PERF / MISC knobs run; a MODEL_ARGS value that disagrees with config.json stops the
 // run before any work, naming both.
@@ -193,7 +211,7 @@ TEST(CliBadInput, TrainChecksMegatronModelArgsAgainstTheConfig) {
       "--recompute-granularity full --recompute-method uniform --use-distributed-optimizer ";
   auto r = train(model_args + knobs);
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("accepted, no gyre equivalent (ignored): --attention-backend flash, "
+  EXPECT_NE(r.err.find("accepted and ignored (no separate gyre knob): --attention-backend flash, "
                        "--recompute-method uniform, --use-distributed-optimizer"),
             std::string::npos)
       << r.err;

@@ -47,7 +47,8 @@ const char* const kIgnoredWithValue[] = {
 // as X false). Also slime's memory switches of colocated runs (--offload, --offload-train,
 // --offload-rollout: a colocated gyre always releases the KV pool while training and activations
 // while rolling out, in one process) and --keep-old-actor (a synchronous gyre run computes the
-// old log-probs with the weights that generated the rollout anyway).
+// old log-probs with the weights that generated the rollout anyway) and --get-mismatch-metrics
+// (gyre logs train/train_rollout_logprob_abs_diff and its max every step).
 const char* const kIgnoredSwitches[] = {
     "use-distributed-optimizer",
     "sequence-parallel",
@@ -73,6 +74,7 @@ const char* const kIgnoredSwitches[] = {
     "offload-train",
     "offload-rollout",
     "keep-old-actor",
+    "get-mismatch-metrics",
 };
 
 [[noreturn]] void mismatch(const std::string& flag, const std::string& value,

@@ -160,6 +160,8 @@ void TrainConfig::register_flags(FlagSet& f) {
   f.add<int64_t>("rollout-seed", &rollout_seed, 42, "shuffle / sampling seed", D);
   f.add<std::optional<int64_t>>("num-rollout", &num_rollout, std::nullopt, "rollout steps to run",
                                 D);
+  f.add<std::optional<int64_t>>("start-rollout-id", &start_rollout_id, std::nullopt,
+                                "the first rollout's id (default: the checkpoint's next, or 0)", D);
   f.add<std::optional<int64_t>>("num-epoch", &num_epoch, std::nullopt,
                                 "epochs (when --num-rollout is unset)", D);
   f.add<bool>("strict-data", &strict_data, false,
@@ -456,6 +458,8 @@ void TrainConfig::validate() {
                "--clip-grad must be a finite number >= 0; 0 turns it off (got {})", clip_grad);
   if (num_rollout && *num_rollout < 1)
     GYRE_THROW(invalid_argument, "--num-rollout must be >= 1 (got {})", *num_rollout);
+  if (start_rollout_id && *start_rollout_id < 0)
+    GYRE_THROW(invalid_argument, "--start-rollout-id must be >= 0 (got {})", *start_rollout_id);
   if (num_epoch && *num_epoch < 1)
     GYRE_THROW(invalid_argument, "--num-epoch must be >= 1 (got {})", *num_epoch);
   if (cuda_graph_max_bs < 0 || cuda_graph_max_bs > (int64_t(1) << 20))

@@ -33,6 +33,7 @@ struct TrainConfig {
   bool rollout_shuffle = false;
   int64_t rollout_seed = 42;
   std::optional<int64_t> num_rollout, num_epoch;
+  std::optional<int64_t> start_rollout_id;  // --start-rollout-id (slime): the first rollout's id
   bool strict_data = false;
   // rollout
   int64_t rollout_batch_size = 0, n_samples_per_prompt = 1;

@@ -118,7 +118,7 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   const model::ModelConfig model_config = model::load_config(model_dir);
   cfg.megatron.check_against_model(model_config, model_dir + "/config.json");
   if (const std::string ignored = cfg.megatron.ignored(); !ignored.empty())
-    log::info("accepted, no gyre equivalent (ignored): {}", ignored);
+    log::info("accepted and ignored (no separate gyre knob): {}", ignored);
   if (!sft && !cfg.debug_train_only && cfg.load_debug_rollout_data.empty())
     check_rollout_against_model(cfg, model_config, model_dir);
 
@@ -270,7 +270,12 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
     });
   };
 
-  const int64_t start = state.rollout_id + 1;
+  // slime: --start-rollout-id when given, else the loaded checkpoint's next rollout, else 0.
+  const int64_t start = cfg.start_rollout_id.value_or(state.rollout_id + 1);
+  if (start > cfg.total_rollouts)
+    GYRE_THROW(invalid_argument,
+               "--start-rollout-id {} is past the run's {} rollouts (--num-rollout / --num-epoch)",
+               start, cfg.total_rollouts);
   // Remote engines start from whatever checkpoint they were given: push the trainer's weights
   // first (slime calls update_weights() once before the first rollout). Collective: under TP the
   // other tp ranks of replica 0 take part in the gather of the sharded actor.
