@@ -155,6 +155,74 @@ TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
   EXPECT_EQ(none.cfg.megatron.ignored(), "");
 }
 
+// slime's flagship script, scripts/run-qwen3-4B.sh (with scripts/models/qwen3-4B.sh's MODEL_ARGS),
+// argument for argument: every flag is known, the whole list validates, and the MODEL_ARGS match
+// Qwen/Qwen3-4B's config.json.
+TEST(TrainConfigMegatronArgs, SlimesRunQwen3_4BArgumentListIsAccepted) {
+  const std::vector<std::string> args = {
+      "--actor-num-nodes", "1", "--actor-num-gpus-per-node", "8", "--colocate",
+      // MODEL_ARGS
+      "--swiglu", "--num-layers", "36", "--hidden-size", "2560", "--ffn-hidden-size", "9728",
+      "--num-attention-heads", "32", "--group-query-attention", "--num-query-groups", "8",
+      "--use-rotary-position-embeddings", "--disable-bias-linear", "--normalization", "RMSNorm",
+      "--norm-epsilon", "1e-6", "--rotary-base", "1000000", "--vocab-size", "151936",
+      "--kv-channels", "128", "--qk-layernorm",
+      // CKPT_ARGS
+      "--hf-checkpoint", "/root/Qwen3-4B", "--ref-load", "/root/Qwen3-4B_torch_dist", "--load",
+      "/root/Qwen3-4B_slime/", "--save", "/root/Qwen3-4B_slime/", "--save-interval", "20",
+      // ROLLOUT_ARGS
+      "--prompt-data", "/root/dapo-math-17k/dapo-math-17k.jsonl", "--input-key", "prompt",
+      "--label-key", "label", "--apply-chat-template", "--rollout-shuffle", "--rm-type",
+      "deepscaler", "--num-rollout", "3000", "--rollout-batch-size", "32", "--n-samples-per-prompt",
+      "8", "--rollout-max-response-len", "8192", "--rollout-temperature", "0.8",
+      "--global-batch-size", "256", "--balance-data",
+      // EVAL_ARGS
+      "--eval-interval", "20", "--eval-prompt-data", "aime", "/root/aime-2024/aime-2024.jsonl",
+      "--n-samples-per-eval-prompt", "16", "--eval-max-response-len", "16384", "--eval-top-p",
+      "0.7",
+      // PERF_ARGS
+      "--tensor-model-parallel-size", "2", "--sequence-parallel", "--pipeline-model-parallel-size",
+      "1", "--context-parallel-size", "1", "--expert-model-parallel-size", "1",
+      "--expert-tensor-parallel-size", "1", "--recompute-granularity", "full", "--recompute-method",
+      "uniform", "--recompute-num-layers", "1", "--use-dynamic-batch-size", "--max-tokens-per-gpu",
+      "9216",
+      // GRPO_ARGS
+      "--advantage-estimator", "grpo", "--use-kl-loss", "--kl-loss-coef", "0.00", "--kl-loss-type",
+      "low_var_kl", "--entropy-coef", "0.00", "--eps-clip", "0.2", "--eps-clip-high", "0.28",
+      // OPTIMIZER_ARGS
+      "--optimizer", "adam", "--lr", "1e-6", "--lr-decay-style", "constant", "--weight-decay",
+      "0.1", "--adam-beta1", "0.9", "--adam-beta2", "0.98",
+      // SGLANG_ARGS
+      "--rollout-num-gpus-per-engine", "2", "--sglang-mem-fraction-static", "0.7",
+      // MISC_ARGS
+      "--attention-dropout", "0.0", "--hidden-dropout", "0.0",
+      "--accumulate-allreduce-grads-in-fp32", "--attention-softmax-in-fp32", "--attention-backend",
+      "flash"};
+  TrainConfig cfg;
+  FlagSet flags;
+  cfg.register_flags(flags);
+  const auto qwen3_4b = model::parse_config_json(
+      R"({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 2560, "intermediate_size": 9728,
+          "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+          "head_dim": 128, "vocab_size": 151936, "rms_norm_eps": 1e-06, "rope_theta": 1000000,
+          "tie_word_embeddings": true, "attention_bias": false,
+          "max_position_embeddings": 40960})",
+      "Qwen3-4B/config.json");
+  EXPECT_EQ(error_of([&] {
+              flags.parse(args);
+              cfg.validate();
+              cfg.megatron.check_against_model(qwen3_4b, "Qwen3-4B/config.json");
+            }),
+            "");
+  EXPECT_TRUE(cfg.balance_data);
+  EXPECT_TRUE(cfg.recompute_activations);
+  ASSERT_TRUE(cfg.eval_top_p.has_value());
+  EXPECT_DOUBLE_EQ(*cfg.eval_top_p, 0.7);
+  EXPECT_EQ(cfg.megatron.ignored(),
+            "--attention-backend flash, --recompute-method uniform, --recompute-num-layers 1, "
+            "--sglang-mem-fraction-static 0.7, --sequence-parallel");
+}
+
 TEST(TrainConfigMegatronArgs, AnArchitectureValueThatDisagreesNamesFlagAndKey) {
   const auto q3 = model::named_shape("qwen3-8b");
   const std::pair<std::vector<std::string>, std::string> cases[] = {
