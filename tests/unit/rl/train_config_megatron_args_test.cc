@@ -106,7 +106,13 @@ const std::vector<std::string> kPerfAndMisc = {"--tensor-model-parallel-size",
                                                "--use-distributed-optimizer",
                                                "--offload-train",
                                                "--no-offload-rollout",
-                                               "--keep-old-actor"};
+                                               "--keep-old-actor",
+                                               "--wandb-run-id",
+                                               "run-7",
+                                               "--sglang-cuda-graph-bs",
+                                               "1",
+                                               "2",
+                                               "4"};
 
 // Parses `args` into a fresh config (the required flags set) and runs both checks against `mc`;
 // returns the error text ("" when both pass).
@@ -144,9 +150,10 @@ TEST(TrainConfigMegatronArgs, SlimeScriptsOfRealModelsPass) {
   EXPECT_EQ(q25.cfg.tensor_model_parallel_size, 2);  // a gyre flag, taken as it is
   EXPECT_EQ(q25.cfg.megatron.ignored(),
             "--attention-backend flash, --recompute-method uniform, --recompute-num-layers 1, "
-            "--wandb-project slime-dev, --sglang-mem-fraction-static 0.7, "
+            "--wandb-project slime-dev, --wandb-run-id run-7, --sglang-mem-fraction-static 0.7, "
             "--use-distributed-optimizer, --sequence-parallel, --no-gradient-accumulation-fusion, "
-            "--use-wandb, --offload-train, --no-offload-rollout, --keep-old-actor");
+            "--use-wandb, --offload-train, --no-offload-rollout, --keep-old-actor, "
+            "--sglang-cuda-graph-bs 1 2 4");
   EXPECT_EQ(run(kQwen3_8B, model::named_shape("qwen3-8b")).error, "");
   // Without any of them nothing is checked or ignored.
   const auto none = run({}, model::named_shape("qwen3-8b"));

@@ -37,6 +37,7 @@ const char* const kIgnoredWithValue[] = {
     "wandb-key",
     "wandb-host",
     "wandb-dir",
+    "wandb-run-id",
     "sglang-mem-fraction-static",
     "sglang-server-concurrency",
     "sglang-router-request-timeout-secs",
@@ -196,6 +197,13 @@ void MegatronArgs::register_flags(FlagSet& f) {
     f.add<std::optional<std::string>>(name, &ignored_text_.back().second, std::nullopt,
                                       "accepted and ignored (no gyre equivalent)", G);
   }
+  // SGLang's CUDA-graph batch sizes: gyre captures its own buckets up to
+  // --sglang-cuda-graph-max-bs.
+  for (const char* name : {"sglang-cuda-graph-bs"}) {
+    ignored_list_.emplace_back(name, std::vector<std::string>{});
+    f.add<std::vector<std::string>>(name, &ignored_list_.back().second, {},
+                                    "accepted and ignored (no gyre equivalent)", G);
+  }
   for (const char* name : kIgnoredSwitches) {
     ignored_bool_.emplace_back(name, std::nullopt);
     f.add<std::optional<bool>>(name, &ignored_bool_.back().second, std::nullopt,
@@ -331,6 +339,12 @@ std::string MegatronArgs::ignored() const {
     if (v) add("--" + name + " " + *v);
   for (const auto& [name, v] : ignored_bool_)
     if (v) add((*v ? "--" : "--no-") + name);
+  for (const auto& [name, v] : ignored_list_)
+    if (!v.empty()) {
+      std::string text = "--" + name;
+      for (const auto& x : v) text += " " + x;
+      add(text);
+    }
   if (recompute_granularity && *recompute_granularity == "selective")
     add("--recompute-granularity selective");
   return out;

@@ -63,10 +63,12 @@ struct MegatronArgs {
   std::string ignored() const;
 
  private:
-  // The ignored flags' storage: (name, value), registered as optional strings (any value) or
-  // optional bools (`--flag` / `--no-flag`). Deques: FlagSet keeps pointers to the values.
+  // The ignored flags' storage: (name, value), registered as optional strings (any value),
+  // optional bools (`--flag` / `--no-flag`) or lists (several values). Deques: FlagSet keeps
+  // pointers to the values.
   std::deque<std::pair<std::string, std::optional<std::string>>> ignored_text_;
   std::deque<std::pair<std::string, std::optional<bool>>> ignored_bool_;
+  std::deque<std::pair<std::string, std::vector<std::string>>> ignored_list_;
 };
 
 }  // namespace gyre::rl
