@@ -329,5 +329,29 @@ TEST(TrainConfigMegatronArgs, KnobsGyreHasOneAnswerForAreRefusedOtherwise) {
   EXPECT_EQ(sel.cfg.megatron.ignored(), "--recompute-granularity selective");
 }
 
+// slime's SGLang spellings of gyre's own settings (scripts/run-llama3.1-8B.sh) set them.
+TEST(TrainConfigMegatronArgs, SglangSpellingsSetGyresFlags) {
+  const auto mc = model::named_shape("qwen3-8b");
+  const auto p = run({"--sglang-max-running-requests", "48", "--sglang-context-length", "2048",
+                      "--rollout-num-gpus-per-node", "4", "--sglang-dtype", "float16",
+                      "--sglang-attention-backend", "fa3"},
+                     mc);
+  EXPECT_EQ(p.error, "");
+  EXPECT_EQ(p.cfg.max_running_requests, 48);
+  ASSERT_TRUE(p.cfg.rollout_max_context_len.has_value());
+  EXPECT_EQ(*p.cfg.rollout_max_context_len, 2048);
+  EXPECT_EQ(p.cfg.num_gpus_per_node, 4);
+  EXPECT_EQ(p.cfg.megatron.ignored(), "--sglang-dtype float16, --sglang-attention-backend fa3");
+  // The same setting twice, two values: refused.
+  const std::string e =
+      run({"--sglang-context-length", "2048", "--rollout-max-context-len", "4096"}, mc).error;
+  EXPECT_NE(e.find("--sglang-context-length 2048 and --rollout-max-context-len 4096 disagree"),
+            std::string::npos)
+      << e;
+  // Set through it, still checked like gyre's own flag.
+  EXPECT_NE(run({"--sglang-max-running-requests", "0"}, mc).error.find("--max-running-requests"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace gyre::rl

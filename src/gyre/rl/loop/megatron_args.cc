@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "gyre/core/error.h"
+#include "gyre/rl/loop/train_config.h"
 
 namespace gyre::rl {
 
@@ -38,6 +39,8 @@ const char* const kIgnoredWithValue[] = {
     "wandb-host",
     "wandb-dir",
     "wandb-run-id",
+    "sglang-dtype",
+    "sglang-attention-backend",
     "sglang-mem-fraction-static",
     "sglang-server-concurrency",
     "sglang-router-request-timeout-secs",
@@ -192,6 +195,12 @@ void MegatronArgs::register_flags(FlagSet& f) {
   f.add<std::optional<bool>>("attention-softmax-in-fp32", &attention_softmax_in_fp32, std::nullopt,
                              "Megatron: what gyre always does", G);
 
+  f.add<std::optional<int64_t>>("sglang-max-running-requests", &sglang_max_running_requests,
+                                std::nullopt, "SGLang: sets --max-running-requests", G);
+  f.add<std::optional<int64_t>>("sglang-context-length", &sglang_context_length, std::nullopt,
+                                "SGLang: sets --rollout-max-context-len", G);
+  f.add<std::optional<int64_t>>("rollout-num-gpus-per-node", &rollout_num_gpus_per_node,
+                                std::nullopt, "slime: sets --num-gpus-per-node", G);
   for (const char* name : kIgnoredWithValue) {
     ignored_text_.emplace_back(name, std::nullopt);
     f.add<std::optional<std::string>>(name, &ignored_text_.back().second, std::nullopt,
@@ -211,8 +220,20 @@ void MegatronArgs::register_flags(FlagSet& f) {
   }
 }
 
-void MegatronArgs::validate(const std::string& device, const std::string& precision,
-                            bool& recompute_activations) const {
+void MegatronArgs::apply_and_validate(TrainConfig& c) const {
+  const std::string& device = c.device;
+  const std::string& precision = c.precision;
+  bool& recompute_activations = c.recompute_activations;
+  if (sglang_max_running_requests) c.max_running_requests = *sglang_max_running_requests;
+  if (rollout_num_gpus_per_node) c.num_gpus_per_node = *rollout_num_gpus_per_node;
+  if (sglang_context_length) {
+    if (c.rollout_max_context_len && *c.rollout_max_context_len != *sglang_context_length)
+      GYRE_THROW(invalid_argument,
+                 "--sglang-context-length {} and --rollout-max-context-len {} disagree: they are "
+                 "the same setting in gyre (the rollout engine's context); give one",
+                 *sglang_context_length, *c.rollout_max_context_len);
+    c.rollout_max_context_len = sglang_context_length;
+  }
   for (const auto& [flag, v] :
        {std::pair{"attention-dropout", attention_dropout}, {"hidden-dropout", hidden_dropout}})
     if (v && *v != 0.0)

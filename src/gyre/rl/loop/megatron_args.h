@@ -35,6 +35,8 @@
 
 namespace gyre::rl {
 
+struct TrainConfig;
+
 struct MegatronArgs {
   // ---- model (MODEL_ARGS), checked against config.json
   std::optional<int64_t> num_layers, hidden_size, ffn_hidden_size, num_attention_heads,
@@ -50,12 +52,18 @@ struct MegatronArgs {
   std::optional<std::string> optimizer, recompute_granularity;
   std::optional<bool> bf16, fp16, accumulate_allreduce_grads_in_fp32, attention_softmax_in_fp32;
 
+  // ---- slime / SGLang spellings of gyre flags: set them (apply_and_validate)
+  std::optional<int64_t> sglang_max_running_requests;  // --max-running-requests
+  std::optional<int64_t> sglang_context_length;        // --rollout-max-context-len
+  std::optional<int64_t> rollout_num_gpus_per_node;    // --num-gpus-per-node
+
   void register_flags(FlagSet& f);
-  // The flag-only checks (no model needed); `device` / `precision` are gyre's --device and
-  // --precision, `recompute_activations` gyre's flag (turned on by --recompute-granularity
-  // full). Throws Error(invalid_argument) naming the flag. Idempotent.
-  void validate(const std::string& device, const std::string& precision,
-                bool& recompute_activations) const;
+  // The flag-only checks (no model needed), and what these flags set in `c`: gyre's
+  // --recompute-activations (--recompute-granularity full), --max-running-requests,
+  // --rollout-max-context-len (an explicit different value is an error), --num-gpus-per-node;
+  // reads c.device / c.precision (--bf16). Throws Error(invalid_argument) naming the flag.
+  // Idempotent.
+  void apply_and_validate(TrainConfig& c) const;
   // The model arguments against the HF config read from `config_path`; throws
   // Error(invalid_argument) naming both sides of the first mismatch.
   void check_against_model(const model::ModelConfig& mc, const std::string& config_path) const;

@@ -378,7 +378,7 @@ void TrainConfig::validate() {
                "no model to train: set --hf-checkpoint DIR (`hf-checkpoint: DIR` in a --config "
                "file) to a Hugging Face model folder, or --load CKPT to resume a gyre checkpoint");
   if (tokenizer_dir.empty()) tokenizer_dir = hf_checkpoint;
-  megatron.validate(device, precision, recompute_activations);
+  megatron.apply_and_validate(*this);
   if (update_weight_transport != "auto" && update_weight_transport != "nccl" &&
       update_weight_transport != "disk")
     GYRE_THROW(invalid_argument, "--update-weight-transport '{}' is not one of auto, nccl, disk",
