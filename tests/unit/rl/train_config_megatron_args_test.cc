@@ -329,6 +329,68 @@ TEST(TrainConfigMegatronArgs, KnobsGyreHasOneAnswerForAreRefusedOtherwise) {
   EXPECT_EQ(sel.cfg.megatron.ignored(), "--recompute-granularity selective");
 }
 
+// Llama 3.1's RoPE scaling: Megatron's --use-rope-scaling (factor --rope-scaling-factor, default 8)
+// against config.json's rope_scaling; --rotary-percent must be 1.
+TEST(TrainConfigMegatronArgs, Llama31RopeScalingIsCheckedToo) {
+  const auto llama = model::parse_config_json(
+      R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
+          "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+          "vocab_size": 128256, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+          "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+          "tie_word_embeddings": false, "max_position_embeddings": 131072})",
+      "Llama-3.1-8B/config.json");
+  const std::vector<std::string> model_args = {"--swiglu",
+                                               "--num-layers",
+                                               "32",
+                                               "--hidden-size",
+                                               "4096",
+                                               "--ffn-hidden-size",
+                                               "14336",
+                                               "--num-attention-heads",
+                                               "32",
+                                               "--group-query-attention",
+                                               "--num-query-groups",
+                                               "8",
+                                               "--max-position-embeddings",
+                                               "131072",
+                                               "--use-rotary-position-embeddings",
+                                               "--disable-bias-linear",
+                                               "--normalization",
+                                               "RMSNorm",
+                                               "--norm-epsilon",
+                                               "1e-5",
+                                               "--rotary-base",
+                                               "500000",
+                                               "--rotary-percent",
+                                               "1.0",
+                                               "--vocab-size",
+                                               "128256",
+                                               "--kv-channels",
+                                               "128",
+                                               "--use-rope-scaling",
+                                               "--untie-embeddings-and-output-weights",
+                                               "--transformer-impl",
+                                               "transformer_engine"};
+  EXPECT_EQ(run(model_args, llama).error, "");
+  EXPECT_EQ(run(with(model_args, {"--rope-scaling-factor", "8"}), llama).error, "");
+  std::string e = run(with(model_args, {"--rope-scaling-factor", "4"}), llama).error;
+  EXPECT_NE(e.find("--rope-scaling-factor 4 does not match the model: m/config.json has "
+                   "rope_scaling.factor = 8"),
+            std::string::npos)
+      << e;
+  auto without = model_args;
+  std::erase(without, std::string("--use-rope-scaling"));
+  e = run(without, llama).error;
+  EXPECT_NE(e.find("add --use-rope-scaling"), std::string::npos) << e;
+  e = run(with(kQwen3_8B, {"--use-rope-scaling"}), model::named_shape("qwen3-8b")).error;
+  EXPECT_NE(e.find("remove --use-rope-scaling"), std::string::npos) << e;
+  e = run({"--rotary-percent", "0.5"}, llama).error;
+  EXPECT_NE(e.find("--rotary-percent 0.5: every model gyre supports rotates whole heads"),
+            std::string::npos)
+      << e;
+}
+
 // slime's SGLang spellings of gyre's own settings (scripts/run-llama3.1-8B.sh) set them.
 TEST(TrainConfigMegatronArgs, SglangSpellingsSetGyresFlags) {
   const auto mc = model::named_shape("qwen3-8b");

@@ -24,7 +24,6 @@ const char* const kIgnoredWithValue[] = {
     "max-position-embeddings",
     "make-vocab-size-divisible-by",
     "init-method-std",
-    "rotary-percent",
     "recompute-method",
     "recompute-num-layers",
     "moe-router-score-function",
@@ -41,6 +40,8 @@ const char* const kIgnoredWithValue[] = {
     "wandb-run-id",
     "sglang-dtype",
     "sglang-attention-backend",
+    "transformer-impl",
+    "tokenizer-model",
     "sglang-mem-fraction-static",
     "sglang-server-concurrency",
     "sglang-router-request-timeout-secs",
@@ -79,6 +80,8 @@ const char* const kIgnoredSwitches[] = {
     "offload-rollout",
     "keep-old-actor",
     "get-mismatch-metrics",
+    "use-flash-attn",
+    "use-checkpoint-args",
 };
 
 [[noreturn]] void mismatch(const std::string& flag, const std::string& value,
@@ -146,6 +149,12 @@ void MegatronArgs::register_flags(FlagSet& f) {
                                "Megatron: rms_norm_eps" + chk, G);
   f.add<std::optional<double>>("rotary-base", &rotary_base, std::nullopt,
                                "Megatron: rope_theta" + chk, G);
+  f.add<std::optional<double>>("rotary-percent", &rotary_percent, std::nullopt,
+                               "Megatron: 1.0 (every supported model rotates whole heads)", G);
+  f.add<std::optional<bool>>("use-rope-scaling", &use_rope_scaling, std::nullopt,
+                             "Megatron: Llama-3.1 RoPE scaling (checked against rope_scaling)", G);
+  f.add<std::optional<double>>("rope-scaling-factor", &rope_scaling_factor, std::nullopt,
+                               "Megatron: its factor, default 8 (checked against rope_scaling)", G);
   f.add<std::optional<std::string>>("normalization", &normalization, std::nullopt,
                                     "Megatron: RMSNorm (every supported model)", G);
   f.add<std::optional<std::string>>("position-embedding-type", &position_embedding_type,
@@ -289,6 +298,10 @@ void MegatronArgs::apply_and_validate(TrainConfig& c) const {
                  "gyre's --recompute-activations)",
                  *recompute_granularity);
   }
+  if (rotary_percent && *rotary_percent != 1.0)
+    GYRE_THROW(invalid_argument,
+               "--rotary-percent {}: every model gyre supports rotates whole heads (1.0)",
+               *rotary_percent);
   if (normalization && *normalization != "RMSNorm")
     GYRE_THROW(invalid_argument,
                "--normalization {}: every model gyre supports uses RMSNorm (Llama, Qwen2, Qwen3, "
@@ -329,8 +342,19 @@ void MegatronArgs::check_against_model(const model::ModelConfig& mc,
       mc.num_key_value_heads != mc.num_attention_heads)
     check_switch("group-query-attention", false, true, "num_key_value_heads",
                  std::to_string(mc.num_key_value_heads), path);
+  // Megatron's --use-rope-scaling is Llama 3.1's RoPE scaling (rope_scaling.rope_type llama3),
+  // factor --rope-scaling-factor (default 8).
+  const bool llama3 = mc.rope.type == "llama3";
+  if (use_rope_scaling.value_or(false) || rope_scaling_factor) {
+    if (!llama3)
+      check_switch("use-rope-scaling", true, false, "rope_scaling type", mc.rope.type, path);
+    check_real("rope-scaling-factor", rope_scaling_factor.value_or(8.0), "rope_scaling.factor",
+               mc.rope.factor, path);
+  }
   // The switches whose absence is a claim too: checked only with a MODEL_ARGS block.
   if (num_layers || hidden_size || num_attention_heads) {
+    if (llama3 && !use_rope_scaling.value_or(false))
+      check_switch("use-rope-scaling", false, true, "rope_scaling type", mc.rope.type, path);
     check_switch("untie-embeddings-and-output-weights",
                  untie_embeddings_and_output_weights.value_or(false), !mc.tie_word_embeddings,
                  "tie_word_embeddings", mc.tie_word_embeddings ? "true" : "false", path);

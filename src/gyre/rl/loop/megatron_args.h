@@ -41,10 +41,11 @@ struct MegatronArgs {
   // ---- model (MODEL_ARGS), checked against config.json
   std::optional<int64_t> num_layers, hidden_size, ffn_hidden_size, num_attention_heads,
       num_query_groups, kv_channels, vocab_size, num_experts, moe_ffn_hidden_size, moe_router_topk;
-  std::optional<double> norm_epsilon, rotary_base;
+  std::optional<double> norm_epsilon, rotary_base, rotary_percent, rope_scaling_factor;
   std::optional<std::string> normalization, position_embedding_type;
   std::optional<bool> swiglu, group_query_attention, disable_bias_linear, add_qkv_bias,
-      qk_layernorm, untie_embeddings_and_output_weights, use_rotary_position_embeddings;
+      qk_layernorm, untie_embeddings_and_output_weights, use_rotary_position_embeddings,
+      use_rope_scaling;
   // ---- numerics and parallelism gyre has one answer for
   std::optional<double> attention_dropout, hidden_dropout;
   std::optional<int64_t> pipeline_model_parallel_size, context_parallel_size,
