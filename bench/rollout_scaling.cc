@@ -24,17 +24,17 @@
 // size or less (the default fits every model, including the 512-token test fixtures).
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gyre/core/error.h"
+#include "gyre/core/flags.h"
 #include "gyre/core/philox.h"
 #include "gyre/serve/http_rollout_client.h"
 
@@ -42,60 +42,39 @@ namespace {
 
 struct Options {
   std::string url, label;
-  int prompts = 64, samples = 8, prompt_len = 512, new_tokens = 256, concurrency = 0;
-  int vocab = 512, warmup = 1;
-  uint64_t seed = 1;
-  double timeout_s = 3600;
+  int64_t prompts = 64, samples = 8, prompt_len = 512, new_tokens = 256, concurrency = 0;
+  int64_t vocab = 512, warmup = 1, seed = 1, timeout_s = 3600;
 };
 
-// Strict integer flag value: the whole string, within [lo, hi].
-long long flag_int(const char* flag, const char* v, long long lo, long long hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long long x = std::strtoll(v, &end, 10);
-  if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi)
-    GYRE_THROW(invalid_argument, "{} '{}': expected an integer in [{}, {}]", flag, v, lo, hi);
-  return x;
-}
-
-Options parse(int argc, char** argv) {
+// The flags through core/flags.h (strict values, --help); nullopt: --help was printed.
+std::optional<Options> parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const char* f = argv[i];
-    if (i + 1 >= argc)
-      GYRE_THROW(invalid_argument,
-                 "{} needs a value (bench_rollout_scaling --help: see the source "
-                 "header, bench/rollout_scaling.cc)",
-                 f);
-    const char* v = argv[++i];
-    if (!std::strcmp(f, "--url"))
-      o.url = v;
-    else if (!std::strcmp(f, "--label"))
-      o.label = v;
-    else if (!std::strcmp(f, "--prompts"))
-      o.prompts = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--samples"))
-      o.samples = int(flag_int(f, v, 1, 1024));
-    else if (!std::strcmp(f, "--prompt-len"))
-      o.prompt_len = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--new"))
-      o.new_tokens = int(flag_int(f, v, 1, 1 << 20));
-    else if (!std::strcmp(f, "--concurrency"))
-      o.concurrency = int(flag_int(f, v, 0, 1 << 24));
-    else if (!std::strcmp(f, "--vocab"))
-      o.vocab = int(flag_int(f, v, 1, 1 << 30));
-    else if (!std::strcmp(f, "--warmup"))
-      o.warmup = int(flag_int(f, v, 0, 1 << 20));
-    else if (!std::strcmp(f, "--seed"))
-      o.seed = uint64_t(flag_int(f, v, 0, (1LL << 62)));
-    else if (!std::strcmp(f, "--timeout-s"))
-      o.timeout_s = double(flag_int(f, v, 1, 1 << 24));
-    else
-      GYRE_THROW(invalid_argument,
-                 "unknown flag '{}'; flags: --url --prompts --samples "
-                 "--prompt-len --new --concurrency --vocab --seed --warmup --timeout-s --label",
-                 f);
-  }
+  gyre::FlagSet f("bench_rollout_scaling", "a GRPO-shaped rollout load (bench/rollout_scaling.cc)");
+  f.add<std::string>("url", &o.url, "", "http://host:port of gyre serve, gyre router or SGLang");
+  f.add<std::string>("label", &o.label, "", "a name for the JSON line");
+  f.add<int64_t>("prompts", &o.prompts, 64, "prompt groups");
+  f.add<int64_t>("samples", &o.samples, 8, "samples a prompt (separate /generate calls)");
+  f.add<int64_t>("prompt-len", &o.prompt_len, 512, "prompt tokens");
+  f.add<int64_t>("new", &o.new_tokens, 256, "output tokens a sample (ignore_eos)");
+  f.add<int64_t>("concurrency", &o.concurrency, 0, "requests in flight at most (0: all)");
+  f.add<int64_t>("vocab", &o.vocab, 512, "prompt ids are drawn from [0, vocab)");
+  f.add<int64_t>("warmup", &o.warmup, 1, "untimed requests first");
+  f.add<int64_t>("seed", &o.seed, 1, "Philox seed of the prompts");
+  f.add<int64_t>("timeout-s", &o.timeout_s, 3600, "seconds the whole run may take");
+  if (!f.parse(argc, argv)) return std::nullopt;
+  const struct {
+    const char* flag;
+    int64_t value, lo, hi;
+  } ranges[] = {
+      {"--prompts", o.prompts, 1, 1 << 20},         {"--samples", o.samples, 1, 1024},
+      {"--prompt-len", o.prompt_len, 1, 1 << 20},   {"--new", o.new_tokens, 1, 1 << 20},
+      {"--concurrency", o.concurrency, 0, 1 << 24}, {"--vocab", o.vocab, 1, 1 << 30},
+      {"--warmup", o.warmup, 0, 1 << 20},           {"--seed", o.seed, 0, int64_t(1) << 62},
+      {"--timeout-s", o.timeout_s, 1, 1 << 24}};
+  for (const auto& r : ranges)
+    if (r.value < r.lo || r.value > r.hi)
+      GYRE_THROW(invalid_argument, "{} {}: expected an integer in [{}, {}]", r.flag, r.value, r.lo,
+                 r.hi);
   if (o.url.empty())
     GYRE_THROW(invalid_argument,
                "--url is required (http://host:port of gyre serve, gyre router "
@@ -146,7 +125,7 @@ gyre::infer::GenerateRequest make_request(const std::vector<int32_t>& ids, const
   gyre::infer::GenerateRequest req;
   req.input_ids = ids;
   req.sampling.temperature = 1.0f;
-  req.sampling.max_new_tokens = o.new_tokens;
+  req.sampling.max_new_tokens = int32_t(o.new_tokens);
   req.sampling.ignore_eos = true;
   req.sampling.seed = seed;
   return req;
@@ -160,7 +139,9 @@ double percentile(std::vector<double> v, double p) {
 }
 
 int run(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  const std::optional<Options> parsed = parse(argc, argv);
+  if (!parsed) return 0;
+  const Options& o = *parsed;
   gyre::serve::HttpRolloutClientConfig cc;
   cc.url = o.url;
   cc.request_timeout_s = o.timeout_s;
@@ -169,7 +150,7 @@ int run(int argc, char** argv) {
 
   // The prompts: independent random ids per prompt (Philox, --seed): no prefix is shared across
   // groups, only within one.
-  gyre::PhiloxStream rng(o.seed, 0);
+  gyre::PhiloxStream rng(uint64_t(o.seed), 0);
   std::vector<std::vector<int32_t>> prompts(size_t(o.prompts));
   for (auto& p : prompts) {
     p.resize(size_t(o.prompt_len));
@@ -184,7 +165,7 @@ int run(int argc, char** argv) {
   // Warm-up: separate prompts (their own ids), so the timed prompts start uncached.
   if (o.warmup > 0) {
     Runner warm(client, 0);
-    gyre::PhiloxStream wrng(o.seed ^ 0x9e3779b97f4a7c15ull, 1);
+    gyre::PhiloxStream wrng(uint64_t(o.seed) ^ 0x9e3779b97f4a7c15ull, 1);
     for (int i = 0; i < o.warmup; ++i) {
       std::vector<int32_t> ids(size_t(o.prompt_len));
       for (auto& id : ids) id = int32_t(wrng.next_u32() % uint32_t(o.vocab));
@@ -198,7 +179,7 @@ int run(int argc, char** argv) {
       GYRE_THROW(io, "warm-up request to {} failed: {}", o.url, *e);
   }
 
-  Runner runner(client, o.concurrency);
+  Runner runner(client, int(o.concurrency));
   const auto t0 = std::chrono::steady_clock::now();
   // Group by group, as slime submits a rollout batch: prompt p's samples back to back.
   for (int p = 0; p < o.prompts; ++p)
@@ -223,14 +204,15 @@ int run(int argc, char** argv) {
     lat.push_back(r.e2e_latency);
   }
   std::printf(
-      "{\"bench\": \"rollout_scaling\", \"label\": \"%s\", \"url\": \"%s\", \"prompts\": %d, "
-      "\"samples\": %d, \"prompt_len\": %d, \"new_tokens\": %d, \"concurrency\": %d, "
+      "{\"bench\": \"rollout_scaling\", \"label\": \"%s\", \"url\": \"%s\", \"prompts\": %lld, "
+      "\"samples\": %lld, \"prompt_len\": %lld, \"new_tokens\": %lld, \"concurrency\": %lld, "
       "\"requests\": %zu, \"failed\": %lld, \"wall_s\": %.3f, \"output_tokens\": %lld, "
       "\"output_tokens_per_s\": %.1f, \"prefix_cache_hit\": %.4f, "
       "\"prefix_cache_hit_max\": %.4f, \"latency_p50_s\": %.3f, \"latency_p99_s\": %.3f}\n",
-      o.label.c_str(), o.url.c_str(), o.prompts, o.samples, o.prompt_len, o.new_tokens,
-      o.concurrency, rs.size(), (long long)failed, wall, (long long)out_tokens,
-      double(out_tokens) / wall, prompt_tokens > 0 ? double(cached) / double(prompt_tokens) : 0.0,
+      o.label.c_str(), o.url.c_str(), (long long)o.prompts, (long long)o.samples,
+      (long long)o.prompt_len, (long long)o.new_tokens, (long long)o.concurrency, rs.size(),
+      (long long)failed, wall, (long long)out_tokens, double(out_tokens) / wall,
+      prompt_tokens > 0 ? double(cached) / double(prompt_tokens) : 0.0,
       // The most a prefix cache can serve: every sample after a group's first (the last prompt
       // token is always recomputed, as the engine does).
       double(o.samples - 1) / double(o.samples) * double(o.prompt_len - 1) / double(o.prompt_len),
