@@ -117,6 +117,34 @@ wait_listening() {
   return 1
 }
 
+# start_engines TAG N PORT0 GPU0 SECONDS SERVE_ARGS...: N `gyre serve` engines on ports PORT0..,
+# engine e on GPU GPU0 + e (one thread each on the CPU), logs $OUT/TAG$e.log; waits until each
+# listens (a check fails for one that does not within SECONDS). Sets epids and eports.
+start_engines() {
+  local tag=$1 n=$2 port0=$3 gpu0=$4 secs=$5 e
+  shift 5
+  epids=()
+  eports=()
+  for ((e = 0; e < n; e++)); do
+    if cpu; then
+      GYRE_NUM_THREADS=1 "$G" serve "$@" --port $((port0 + e)) >"$OUT/$tag$e.log" 2>&1 &
+    else
+      CUDA_VISIBLE_DEVICES=$((gpu0 + e)) "$G" serve "$@" --port $((port0 + e)) \
+        >"$OUT/$tag$e.log" 2>&1 &
+    fi
+    epids+=($!)
+    eports+=($((port0 + e)))
+  done
+  for ((e = 0; e < n; e++)); do
+    wait_listening "$OUT/$tag$e.log" "$secs" || check_failed "$tag $e did not start ($OUT/$tag$e.log)"
+  done
+}
+stop_engines() {
+  local p
+  for p in "${epids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${epids[@]}"; do wait "$p" 2>/dev/null; done
+}
+
 if has dp && need_gpus 2 dp; then
   for n in 2 4 8; do
     ((n <= ngpu)) || continue
@@ -173,21 +201,9 @@ if has rollout; then
     fi
   fi
   # The engines, one a GPU, all started once; each round's router takes the first N.
-  epids=()
+  start_engines engine "$engines_max" "$P" 0 300 "${serve_args[@]}"
   urls=()
-  for ((e = 0; e < engines_max; e++)); do
-    port=$((P + e))
-    if cpu; then
-      GYRE_NUM_THREADS=1 "$G" serve "${serve_args[@]}" --port $port >"$OUT/engine$e.log" 2>&1 &
-    else
-      CUDA_VISIBLE_DEVICES=$e "$G" serve "${serve_args[@]}" --port $port >"$OUT/engine$e.log" 2>&1 &
-    fi
-    epids+=($!)
-    urls+=("http://127.0.0.1:$port")
-  done
-  for ((e = 0; e < engines_max; e++)); do
-    wait_listening "$OUT/engine$e.log" 300 || check_failed "engine $e did not start ($OUT/engine$e.log)"
-  done
+  for port in "${eports[@]}"; do urls+=("http://127.0.0.1:$port"); done
   rport=$((P + 90))
   for policy in cache_aware round_robin; do
     for n in 1 2 4 8; do
@@ -213,8 +229,7 @@ if has rollout; then
       wait $rpid 2>/dev/null
     done
   done
-  for p in "${epids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${epids[@]}"; do wait "$p" 2>/dev/null; done
+  stop_engines
   summary=$(python3 - "$OUT/scale.jsonl" <<'EOF'
 
 import json, sys
@@ -252,23 +267,10 @@ if has disagg; then
   if ! cpu && ((nt < 1)); then
     note "{\"bench\": \"scale_disagg\", \"skipped\": \"needs 2 GPUs, $ngpu visible\"}"
   else
-    epids=()
+    start_engines disagg_engine "$ne" $((P + 100)) "$nt" 120 \
+      --model-path examples/quickstart/base_model "${serve_extra[@]}"
     addrs=()
-    for ((e = 0; e < ne; e++)); do
-      port=$((P + 100 + e))
-      if cpu; then
-        GYRE_NUM_THREADS=1 "$G" serve --model-path examples/quickstart/base_model --port $port \
-          >"$OUT/disagg_engine$e.log" 2>&1 &
-      else
-        CUDA_VISIBLE_DEVICES=$((nt + e)) "$G" serve --model-path examples/quickstart/base_model \
-          "${serve_extra[@]}" --port $port >"$OUT/disagg_engine$e.log" 2>&1 &
-      fi
-      epids+=($!)
-      addrs+=("127.0.0.1:$port")
-    done
-    for ((e = 0; e < ne; e++)); do
-      wait_listening "$OUT/disagg_engine$e.log" 120 || check_failed "disagg engine $e did not start"
-    done
+    for port in "${eports[@]}"; do addrs+=("127.0.0.1:$port"); done
     rm -rf "$W/disagg"
     train=(train --config examples/quickstart/grpo.yaml --num-rollout "$steps" --eval-interval 0
       --save "$W/disagg" --actor-num-gpus-per-node $nt --rollout-external-engine-addrs "${addrs[@]}")
@@ -281,8 +283,7 @@ if has disagg; then
     for a in "${addrs[@]}"; do
       versions+="$(http_get "http://$a/get_weight_version" 2>/dev/null | tr -d ' \n') "
     done
-    for p in "${epids[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${epids[@]}"; do wait "$p" 2>/dev/null; done
+    stop_engines
     log=$OUT/disagg.0.log
     cpu && log=$OUT/disagg.log
     report=$(python3 - "$W/disagg/metrics.jsonl" "$log" "$steps" "$nt" "$ne" "$versions" <<'EOF'
