@@ -60,6 +60,8 @@ TEST(TrainConfigRolloutFlags, BadValuesNameTheFlag) {
   expect_flag_error([](TrainConfig& c) { c.eval_max_prompt_len = 0; }, "--eval-max-prompt-len");
   expect_flag_error([](TrainConfig& c) { c.eval_input_key = std::string(); }, "--eval-input-key");
   expect_flag_error([](TrainConfig& c) { c.start_rollout_id = -1; }, "--start-rollout-id");
+  expect_flag_error([](TrainConfig& c) { c.start_rollout_id = 4; },
+                    "--start-rollout-id 4 is past the run's 3 rollouts");
   expect_flag_error([](TrainConfig& c) { c.rollout_concurrency = 0; }, "--rollout-concurrency");
   expect_flag_error([](TrainConfig& c) { c.page_size = 0; }, "--page-size");
   // Absurd sizes are named with their limit instead of failing in an allocation (or a thread

@@ -491,6 +491,10 @@ void TrainConfig::derive_and_validate(int64_t dataset_size) {
     total_rollouts = *num_rollout;
   else if (num_epoch)
     total_rollouts = dataset_size / rollout_batch_size * *num_epoch;
+  if (start_rollout_id && *start_rollout_id > total_rollouts)
+    GYRE_THROW(invalid_argument,
+               "--start-rollout-id {} is past the run's {} rollouts (--num-rollout / --num-epoch)",
+               *start_rollout_id, total_rollouts);
 }
 
 }  // namespace gyre::rl

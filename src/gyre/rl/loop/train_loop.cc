@@ -271,11 +271,8 @@ int run_train(TrainConfig& cfg, const std::string& flags_yaml) {
   };
 
   // slime: --start-rollout-id when given, else the loaded checkpoint's next rollout, else 0.
+  // (derive_and_validate checked it against the run's length before anything was loaded)
   const int64_t start = cfg.start_rollout_id.value_or(state.rollout_id + 1);
-  if (start > cfg.total_rollouts)
-    GYRE_THROW(invalid_argument,
-               "--start-rollout-id {} is past the run's {} rollouts (--num-rollout / --num-epoch)",
-               start, cfg.total_rollouts);
   // Remote engines start from whatever checkpoint they were given: push the trainer's weights
   // first (slime calls update_weights() once before the first rollout). Collective: under TP the
   // other tp ranks of replica 0 take part in the gather of the sharded actor.
