@@ -73,6 +73,7 @@ struct StreamArgs {
   GemvGroup g;        // kEpiGroup: the members (w, b, y, n each)
   int64_t N, K;       // N: all columns (kEpiGroup: the members' n summed)
   int ring;           // stages a slot, kMinRing..kMaxRing
+  int pre;            // stages a slot issued before pdl_wait (the rest after the prologue), 1..ring
 };
 
 // kEpiGroup: the member that owns concatenated column n, and n within it. Compile-time member
@@ -148,11 +149,13 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
     }
   };
   if (issuer)
-    for (int64_t i = 0; i < R && column(i) < n1; ++i) issue(i);
+    for (int64_t i = 0; i < a.pre && column(i) < n1; ++i) issue(i);
 
   // pdl_wait, then (kNorm) the block's rstd and block 0's side outputs: gemv_rms_prologue.cuh.
   float rs[M];
   RmsRstd<M, kNorm>{a.x, a.nrm, a.K}(rs);
+  if (issuer)
+    for (int64_t i = a.pre; i < R && column(i) < n1; ++i) issue(i);
   // x as the FMAs' bf16 values, 8 a 16-byte vector (element 2i in the low half of word i, as the
   // weights: bf16_lo / bf16_hi pair them up in the same order); row m at xs + m · x_row16.
 #pragma unroll
@@ -342,6 +345,16 @@ bool launch_stream(const char* name, StreamArgs a) {
   if (resident > bps) resident = bps;
   if (resident < 1) resident = 1;
   a.ring = int(ring);
+  // Stages a slot issued before pdl_wait; the rest follow the norm prologue. Issuing the whole ring
+  // first queued the rstd's dependent L2 reads of x behind the ring's copies (session 41's probe:
+  // gate/up's rstd 2.75 us at 0.5B, q/k/v's 1.18). One stage first, for the batch-1 norm kernels
+  // only (session 43, H100, same call, ms a token: 0.5B 0.796 -> 0.786, 1.5B 1.530 -> 1.498; the
+  // same on every kernel: 0.5B 0.808, slower). GYRE_GEMV_STREAM_PRE (0 = the whole ring first)
+  // and GYRE_GEMV_STREAM_PRE_ALL = 1 (every kernel and row count) are for A/B runs.
+  static const int64_t pre_env = env_int("GYRE_GEMV_STREAM_PRE", 1, 0, kMaxRing);
+  static const bool pre_all = env_int("GYRE_GEMV_STREAM_PRE_ALL", 0, 0, 1) != 0;
+  const bool early_prologue = pre_all || (kNorm && M == 1);
+  a.pre = (pre_env > 0 && early_prologue && pre_env < ring) ? int(pre_env) : int(ring);
   const int64_t blocks = int64_t(sm_count()) * resident;
   const unsigned grid = unsigned(a.N < blocks ? a.N : blocks);
   launch_pdl(name, kernel, dim3(grid), dim3(kThreads), size_t(smem), a);
