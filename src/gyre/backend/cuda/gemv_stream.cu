@@ -154,9 +154,9 @@ __global__ void __launch_bounds__(kThreads) gemv_stream_kernel(const StreamArgs 
   // pdl_wait, then (kNorm) the block's rstd and block 0's side outputs: gemv_rms_prologue.cuh.
   float rs[M];
   RmsRstd<M, kNorm>{a.x, a.nrm, a.K}(rs);
-  if (issuer)
+  if (issuer) {
     for (int64_t i = a.pre; i < R && column(i) < n1; ++i) issue(i);
-
+  }
   // x as the FMAs' bf16 values, 8 a 16-byte vector (element 2i in the low half of word i, as the
   // weights: bf16_lo / bf16_hi pair them up in the same order); row m at xs + m · x_row16.
 #pragma unroll
